@@ -1,0 +1,1 @@
+"""vpnfleet agent: gRPC service, plan store, engine and the userspace IKEv2/ESP stack."""

@@ -1,0 +1,1 @@
+"""vpnfleet controller: inventory, planner, rollout, status."""

@@ -1,0 +1,211 @@
+from vpnfleet.protos import plan_pb2 as _plan_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ApplyPlanRequest(_message.Message):
+    __slots__ = ("plan", "dry_run")
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    plan: _plan_pb2.NodePlan
+    dry_run: bool
+    def __init__(self, plan: _Optional[_Union[_plan_pb2.NodePlan, _Mapping]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class Change(_message.Message):
+    __slots__ = ("kind", "section", "name", "details")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[Change.Kind]
+        ADDED: _ClassVar[Change.Kind]
+        REMOVED: _ClassVar[Change.Kind]
+        CHANGED: _ClassVar[Change.Kind]
+    KIND_UNSPECIFIED: Change.Kind
+    ADDED: Change.Kind
+    REMOVED: Change.Kind
+    CHANGED: Change.Kind
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SECTION_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    kind: Change.Kind
+    section: str
+    name: str
+    details: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, kind: _Optional[_Union[Change.Kind, str]] = ..., section: _Optional[str] = ..., name: _Optional[str] = ..., details: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ApplyPlanResponse(_message.Message):
+    __slots__ = ("changed", "changes", "generation", "content_hash")
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    changed: bool
+    changes: _containers.RepeatedCompositeFieldContainer[Change]
+    generation: int
+    content_hash: str
+    def __init__(self, changed: _Optional[bool] = ..., changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., generation: _Optional[int] = ..., content_hash: _Optional[str] = ...) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ChildSaStatus(_message.Message):
+    __slots__ = ("name", "state", "spi_in", "spi_out", "proposal", "mode", "local_ts", "remote_ts", "established_at", "rekeyed_at", "next_rekey_at", "bytes_in", "bytes_out", "packets_in", "packets_out", "replay_drops", "integrity_failures", "policy_drops")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SPI_IN_FIELD_NUMBER: _ClassVar[int]
+    SPI_OUT_FIELD_NUMBER: _ClassVar[int]
+    PROPOSAL_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_TS_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_TS_FIELD_NUMBER: _ClassVar[int]
+    ESTABLISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    REKEYED_AT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_REKEY_AT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_IN_FIELD_NUMBER: _ClassVar[int]
+    BYTES_OUT_FIELD_NUMBER: _ClassVar[int]
+    PACKETS_IN_FIELD_NUMBER: _ClassVar[int]
+    PACKETS_OUT_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_DROPS_FIELD_NUMBER: _ClassVar[int]
+    INTEGRITY_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    POLICY_DROPS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: str
+    spi_in: int
+    spi_out: int
+    proposal: str
+    mode: str
+    local_ts: _containers.RepeatedScalarFieldContainer[str]
+    remote_ts: _containers.RepeatedScalarFieldContainer[str]
+    established_at: float
+    rekeyed_at: float
+    next_rekey_at: float
+    bytes_in: int
+    bytes_out: int
+    packets_in: int
+    packets_out: int
+    replay_drops: int
+    integrity_failures: int
+    policy_drops: int
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., spi_in: _Optional[int] = ..., spi_out: _Optional[int] = ..., proposal: _Optional[str] = ..., mode: _Optional[str] = ..., local_ts: _Optional[_Iterable[str]] = ..., remote_ts: _Optional[_Iterable[str]] = ..., established_at: _Optional[float] = ..., rekeyed_at: _Optional[float] = ..., next_rekey_at: _Optional[float] = ..., bytes_in: _Optional[int] = ..., bytes_out: _Optional[int] = ..., packets_in: _Optional[int] = ..., packets_out: _Optional[int] = ..., replay_drops: _Optional[int] = ..., integrity_failures: _Optional[int] = ..., policy_drops: _Optional[int] = ...) -> None: ...
+
+class IkeSaStatus(_message.Message):
+    __slots__ = ("peer", "state", "spi_i", "spi_r", "proposal", "local_address", "remote_address", "initiator", "nat_detected", "established_at", "rekeyed_at", "next_rekey_at", "last_liveness_at", "last_error", "children")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SPI_I_FIELD_NUMBER: _ClassVar[int]
+    SPI_R_FIELD_NUMBER: _ClassVar[int]
+    PROPOSAL_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    INITIATOR_FIELD_NUMBER: _ClassVar[int]
+    NAT_DETECTED_FIELD_NUMBER: _ClassVar[int]
+    ESTABLISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    REKEYED_AT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_REKEY_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_LIVENESS_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    peer: str
+    state: str
+    spi_i: int
+    spi_r: int
+    proposal: str
+    local_address: str
+    remote_address: str
+    initiator: bool
+    nat_detected: bool
+    established_at: float
+    rekeyed_at: float
+    next_rekey_at: float
+    last_liveness_at: float
+    last_error: str
+    children: _containers.RepeatedCompositeFieldContainer[ChildSaStatus]
+    def __init__(self, peer: _Optional[str] = ..., state: _Optional[str] = ..., spi_i: _Optional[int] = ..., spi_r: _Optional[int] = ..., proposal: _Optional[str] = ..., local_address: _Optional[str] = ..., remote_address: _Optional[str] = ..., initiator: _Optional[bool] = ..., nat_detected: _Optional[bool] = ..., established_at: _Optional[float] = ..., rekeyed_at: _Optional[float] = ..., next_rekey_at: _Optional[float] = ..., last_liveness_at: _Optional[float] = ..., last_error: _Optional[str] = ..., children: _Optional[_Iterable[_Union[ChildSaStatus, _Mapping]]] = ...) -> None: ...
+
+class AgentStatus(_message.Message):
+    __slots__ = ("host", "generation", "content_hash", "plan_applied_at", "agent_version", "uptime_seconds", "peers_total", "peers_up", "ike_sas", "data_plane")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    PLAN_APPLIED_AT_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PEERS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    PEERS_UP_FIELD_NUMBER: _ClassVar[int]
+    IKE_SAS_FIELD_NUMBER: _ClassVar[int]
+    DATA_PLANE_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    generation: int
+    content_hash: str
+    plan_applied_at: float
+    agent_version: str
+    uptime_seconds: float
+    peers_total: int
+    peers_up: int
+    ike_sas: _containers.RepeatedCompositeFieldContainer[IkeSaStatus]
+    data_plane: bool
+    def __init__(self, host: _Optional[str] = ..., generation: _Optional[int] = ..., content_hash: _Optional[str] = ..., plan_applied_at: _Optional[float] = ..., agent_version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., peers_total: _Optional[int] = ..., peers_up: _Optional[int] = ..., ike_sas: _Optional[_Iterable[_Union[IkeSaStatus, _Mapping]]] = ..., data_plane: _Optional[bool] = ...) -> None: ...
+
+class WatchStatusRequest(_message.Message):
+    __slots__ = ("interval_seconds",)
+    INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    interval_seconds: float
+    def __init__(self, interval_seconds: _Optional[float] = ...) -> None: ...
+
+class SaEvent(_message.Message):
+    __slots__ = ("kind", "peer", "detail")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    peer: str
+    detail: str
+    def __init__(self, kind: _Optional[str] = ..., peer: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class StatusEvent(_message.Message):
+    __slots__ = ("time", "status", "sa_event")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SA_EVENT_FIELD_NUMBER: _ClassVar[int]
+    time: float
+    status: AgentStatus
+    sa_event: SaEvent
+    def __init__(self, time: _Optional[float] = ..., status: _Optional[_Union[AgentStatus, _Mapping]] = ..., sa_event: _Optional[_Union[SaEvent, _Mapping]] = ...) -> None: ...
+
+class RekeyRequest(_message.Message):
+    __slots__ = ("target", "peer_pattern")
+    class Target(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        TARGET_UNSPECIFIED: _ClassVar[RekeyRequest.Target]
+        IKE: _ClassVar[RekeyRequest.Target]
+        CHILD: _ClassVar[RekeyRequest.Target]
+    TARGET_UNSPECIFIED: RekeyRequest.Target
+    IKE: RekeyRequest.Target
+    CHILD: RekeyRequest.Target
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    PEER_PATTERN_FIELD_NUMBER: _ClassVar[int]
+    target: RekeyRequest.Target
+    peer_pattern: str
+    def __init__(self, target: _Optional[_Union[RekeyRequest.Target, str]] = ..., peer_pattern: _Optional[str] = ...) -> None: ...
+
+class RekeyResult(_message.Message):
+    __slots__ = ("peer", "ok", "detail")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    peer: str
+    ok: bool
+    detail: str
+    def __init__(self, peer: _Optional[str] = ..., ok: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class RekeyResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[RekeyResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[RekeyResult, _Mapping]]] = ...) -> None: ...
