@@ -50,9 +50,9 @@ def mark_of(value: Any) -> Mark | None:
 
 def key_mark(mapping: Any, key: str) -> Mark | None:
     """The position of a mapping's key (better than the value's for unknown-key errors)."""
-    marks = getattr(mapping, "key_marks", None)
+    marks: dict[str, Mark] | None = getattr(mapping, "key_marks", None)
     if marks and key in marks:
-        return marks[key]  # type: ignore[no-any-return]
+        return marks[key]
     return mark_of(mapping)
 
 
