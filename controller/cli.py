@@ -1,0 +1,540 @@
+"""The ``vpnfleet`` command: parse arguments, call controller modules, render.
+
+Logic lives in controller.operations, controller.inventory, controller.pki …; this
+module only turns options into calls and results into text or JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import operations, pki
+from .inventory import InventoryError, InventoryErrors, load_inventory
+from .inventory import vault as vault_mod
+from .results import AggregateResult, HostResult, Outcome
+from .rollout import RolloutOptionError, RolloutOptions
+from .state import StateDir, StateError, default_state_dir
+from .status import FLEET_COLUMNS, SA_COLUMNS, FleetStatus, fleet_rows, sa_rows
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_BAD_INPUT = 1
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", markup=True)
+    sys.exit(code)
+
+
+@contextmanager
+def input_errors() -> Iterator[None]:
+    """Turn bad-input exceptions into a clear message and exit code 1, no traceback."""
+    try:
+        yield
+    except InventoryErrors as exc:
+        err.print(str(exc), markup=False)
+        sys.exit(EXIT_BAD_INPUT)
+    except (
+        InventoryError,
+        StateError,
+        pki.PkiError,
+        vault_mod.VaultError,
+        RolloutOptionError,
+        operations.PlanningError,
+    ) as exc:
+        fail(str(exc))
+
+
+# ---------------------------------------------------------------- shared options
+
+
+def inventory_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "-i",
+        "--inventory",
+        "inventory",
+        required=True,
+        type=click.Path(path_type=Path),
+        help="Inventory directory (hosts.yaml, group_vars/, host_vars/, topology.yaml).",
+    )(f)
+
+
+def limit_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "-l",
+        "--limit",
+        default=None,
+        metavar="PATTERN",
+        help="Only these hosts: host, group, glob, 'a:b' union, 'a:&b' intersection, "
+        "'a:!b' exclusion.",
+    )(f)
+
+
+def output_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="text for people, json for scripts.",
+    )(f)
+
+
+def vault_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--vault-password-file",
+        type=click.Path(path_type=Path, exists=True, dir_okay=False),
+        envvar="VPNFLEET_VAULT_PASSWORD_FILE",
+        help="File with the vault password (or a 32-byte key file with --vault-key-file).",
+    )(
+        click.option(
+            "--vault-key-file",
+            type=click.Path(path_type=Path, exists=True, dir_okay=False),
+            envvar="VPNFLEET_VAULT_KEY_FILE",
+            help="Raw 32-byte vault key file instead of a password.",
+        )(f)
+    )
+
+
+def open_vault(password_file: Path | None, key_file: Path | None) -> vault_mod.Vault | None:
+    if key_file:
+        return vault_mod.Vault.from_key_file(key_file)
+    if password_file:
+        return vault_mod.Vault.from_password_file(password_file)
+    return None
+
+
+class Ctx:
+    def __init__(self, state: Path) -> None:
+        self.state = StateDir(state)
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--state",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Controller state directory (fleet CA, master secret). "
+    "Default: $VPNFLEET_STATE or ~/.vpnfleet.",
+)
+@click.version_option(package_name="vpnfleet")
+@click.pass_context
+def main(ctx: click.Context, state: Path | None) -> None:
+    """vpnfleet: declarative IPsec for a fleet of hosts.
+
+    Keep the VPN in an inventory in git; `plan` shows what would change, `apply` pushes
+    one plan per host to its agent over mutual TLS, `status` shows what the agents run.
+    """
+    ctx.obj = Ctx(state or default_state_dir())
+
+
+# ---------------------------------------------------------------- inventory
+
+
+@main.command("inventory")
+@inventory_option
+@limit_option
+@vault_option
+@click.option("--graph", is_flag=True, help="Show the group tree, like ansible-inventory --graph.")
+@click.option("--host", "host", default=None, help="Show one host's resolved variables.")
+@click.option("--list", "list_", is_flag=True, help="Everything as JSON.")
+@click.option("--show-secrets", is_flag=True, help="Decrypt vault values in the output.")
+def inventory_cmd(
+    inventory: Path,
+    limit: str | None,
+    vault_password_file: Path | None,
+    vault_key_file: Path | None,
+    graph: bool,
+    host: str | None,
+    list_: bool,
+    show_secrets: bool,
+) -> None:
+    """Show an inventory: the group tree, one host's variables, or all of it as JSON."""
+    from .inventory import render
+
+    with input_errors():
+        inv = load_inventory(inventory, vault=open_vault(vault_password_file, vault_key_file))
+        if limit:
+            inv = inv.filter(limit)
+        if host:
+            click.echo(json.dumps(render.host_vars(inv, host, show_secrets), indent=2))
+        elif list_:
+            click.echo(json.dumps(render.inventory_list(inv, show_secrets), indent=2))
+        else:
+            click.echo(render.graph(inv))
+
+
+# ---------------------------------------------------------------- vault
+
+
+@main.group("vault")
+def vault_group() -> None:
+    """Encrypt and read `!vault` values (PyNaCl SecretBox, Argon2id-derived key)."""
+
+
+@vault_group.command("encrypt-string")
+@vault_option
+@click.option("--name", default=None, help="Print as 'NAME: !vault |' ready to paste into YAML.")
+@click.argument("text", required=False)
+def vault_encrypt_string(
+    vault_password_file: Path | None, vault_key_file: Path | None, name: str | None, text: str | None
+) -> None:
+    """Encrypt TEXT (or standard input when TEXT is '-' or missing)."""
+    with input_errors():
+        v = open_vault(vault_password_file, vault_key_file)
+        if v is None:
+            fail("give --vault-password-file or --vault-key-file")
+        if text is None or text == "-":
+            text = sys.stdin.read().rstrip("\n")
+        token = v.encrypt_string(text)
+        lines = [token[i : i + 64] for i in range(0, len(token), 64)]
+        indent = "  " if name else ""
+        head = f"{name}: !vault |" if name else "!vault |"
+        click.echo("\n".join([head, *(indent + "  " + ln for ln in lines)]))
+
+
+@vault_group.command("view")
+@vault_option
+@click.argument("source", type=click.Path(path_type=Path, exists=True))
+def vault_view(vault_password_file: Path | None, vault_key_file: Path | None, source: Path) -> None:
+    """Show every `!vault` value of a YAML file (or inventory directory) decrypted."""
+    with input_errors():
+        v = open_vault(vault_password_file, vault_key_file)
+        if v is None:
+            fail("give --vault-password-file or --vault-key-file")
+        for where, value in vault_mod.view(source, v):
+            click.echo(f"{where}: {value}")
+
+
+# ---------------------------------------------------------------- plan / apply / status
+
+
+def render_changes(result: AggregateResult, show_diff: bool) -> None:
+    for r in result:
+        style = {
+            Outcome.OK: "green",
+            Outcome.CHANGED: "yellow",
+            Outcome.FAILED: "red",
+            Outcome.UNREACHABLE: "red",
+            Outcome.SKIPPED: "cyan",
+        }[r.outcome]
+        label = r.outcome.value
+        out.print(f"[{style}]{label}[/]: [{r.host}]" + (f" {r.error}" if r.error else ""))
+        if show_diff:
+            for c in r.changes:
+                out.print(f"    {c}", markup=False)
+
+
+def render_recap(result: AggregateResult) -> None:
+    out.print("\n[bold]RECAP[/] " + "*" * 60)
+    for line in result.recap_lines():
+        out.print(line, markup=False)
+    if result.aborted:
+        err.print(f"[bold red]stopped:[/] {result.aborted}")
+
+
+@contextmanager
+def progress_bar(total: int, what: str) -> Iterator[Callable[[HostResult], None]]:
+    if not err.is_terminal or total < 2:
+        yield lambda _r: None
+        return
+    with Progress(
+        TextColumn(what),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda _r: bar.advance(task)
+
+
+def parse_serial(serial: str | None) -> tuple[str, ...]:
+    return tuple(s for s in (serial or "").split(",") if s.strip())
+
+
+@main.command("plan")
+@inventory_option
+@limit_option
+@vault_option
+@output_option
+@click.option(
+    "--emit",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Write one plan file per host (HOST.plan) into this directory; contact no agent.",
+)
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds per agent call.")
+@pass_ctx
+def plan_cmd(
+    ctx: Ctx,
+    inventory: Path,
+    limit: str | None,
+    vault_password_file: Path | None,
+    vault_key_file: Path | None,
+    output: str,
+    emit: Path | None,
+    timeout: float,
+) -> None:
+    """Compile the inventory and show, per host, what would change on its agent.
+
+    Without --emit this asks each agent for a dry run of the new plan (nothing is
+    changed anywhere). With --emit it only writes plan files, for
+    `vpnfleet-agent run --plan FILE`.
+    """
+    with input_errors():
+        fleet = operations.compile_fleet(
+            inventory,
+            ctx.state,
+            limit=limit,
+            vault=open_vault(vault_password_file, vault_key_file),
+        )
+        if emit is not None:
+            paths = operations.emit_plans(fleet, emit)
+            summary = [operations.plan_summary(fleet, h) for h in fleet.selected]
+            if output == "json":
+                click.echo(json.dumps({"written": [str(p) for p in paths], "plans": summary}))
+            else:
+                render_plan_summaries(summary)
+                out.print(f"\nwrote {len(paths)} plan file(s) to {emit}")
+            return
+        if not pki.ca_exists(ctx.state.root):
+            summary = [operations.plan_summary(fleet, h) for h in fleet.selected]
+            if output == "json":
+                click.echo(json.dumps({"plans": summary, "agents_contacted": False}))
+            else:
+                render_plan_summaries(summary)
+                out.print(
+                    "\n(no fleet CA in the state directory yet, so no agent was asked what "
+                    "would change: run `vpnfleet ca init`)"
+                )
+            return
+        with progress_bar(len(fleet.selected), "dry run") as hook:
+            result = asyncio.run(
+                operations.push_plans(fleet, ctx.state, dry_run=True, progress=hook, timeout=timeout)
+            )
+    if output == "json":
+        click.echo(json.dumps(result.to_json()))
+    else:
+        render_changes(result, show_diff=True)
+        render_recap(result)
+    sys.exit(result.exit_code)
+
+
+def render_plan_summaries(summaries: list[dict[str, Any]]) -> None:
+    for s in summaries:
+        out.print(
+            f"[bold]{s['host']}[/]  generation {s['generation']}  hash {s['content_hash'][:12]}"
+            f"  identity {s['identity']}  subnets {', '.join(s['subnets']) or '-'}"
+        )
+        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        for col in ("peer", "address", "auth", "ike", "esp", "mode", "start", "local ts", "remote ts"):
+            table.add_column(col)
+        for p in s["peers"]:
+            table.add_row(
+                p["name"],
+                p["address"],
+                p["auth"],
+                " ".join(p["ike"]),
+                " ".join(p["esp"]),
+                p["mode"],
+                p["start"],
+                " ".join(p["local_ts"]),
+                " ".join(p["remote_ts"]),
+            )
+        out.print(table)
+        spd = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        for col in ("#", "spd entry", "action", "local", "remote", "proto", "ports", "peer"):
+            spd.add_column(col)
+        for i, e in enumerate(s["spd"], 1):
+            spd.add_row(
+                str(i), e["name"], e["action"], e["local"], e["remote"], e["protocol"], e["ports"],
+                e["peer"],
+            )
+        out.print(spd)
+        out.print()
+
+
+@main.command("apply")
+@inventory_option
+@limit_option
+@vault_option
+@output_option
+@click.option("--check", is_flag=True, help="Dry run: ask agents what would change; change nothing.")
+@click.option("--diff", is_flag=True, help="Show the changes on each host.")
+@click.option("-f", "--forks", default=10, show_default=True, help="Agents contacted at once.")
+@click.option(
+    "--serial",
+    default=None,
+    metavar="N|N%[,...]",
+    help="Roll out in batches of N hosts or N%% of them; the last size repeats.",
+)
+@click.option(
+    "--max-fail-percentage",
+    type=float,
+    default=None,
+    help="Stop before the next batch when more than this share of a batch failed.",
+)
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds per agent call.")
+@pass_ctx
+def apply_cmd(
+    ctx: Ctx,
+    inventory: Path,
+    limit: str | None,
+    vault_password_file: Path | None,
+    vault_key_file: Path | None,
+    output: str,
+    check: bool,
+    diff: bool,
+    forks: int,
+    serial: str | None,
+    max_fail_percentage: float | None,
+    timeout: float,
+) -> None:
+    """Push the compiled plans to the agents and print a per-host recap.
+
+    Exit codes: 0 all good, 1 bad input (nothing contacted), 2 a host failed or the run
+    was stopped, 4 hosts unreachable.
+    """
+    with input_errors():
+        options = RolloutOptions(
+            forks=forks, serial=parse_serial(serial), max_fail_percentage=max_fail_percentage
+        )
+        fleet = operations.compile_fleet(
+            inventory, ctx.state, limit=limit, vault=open_vault(vault_password_file, vault_key_file)
+        )
+        if not pki.ca_exists(ctx.state.root):
+            fail(f"no fleet CA in {ctx.state.root}: run `vpnfleet ca init` and enrol the agents")
+        with progress_bar(len(fleet.selected), "check" if check else "apply") as hook:
+            result = asyncio.run(
+                operations.push_plans(
+                    fleet, ctx.state, dry_run=check, options=options, progress=hook, timeout=timeout
+                )
+            )
+    if output == "json":
+        click.echo(json.dumps(result.to_json()))
+    else:
+        render_changes(result, show_diff=diff or check)
+        render_recap(result)
+    sys.exit(result.exit_code)
+
+
+@main.command("status")
+@inventory_option
+@limit_option
+@vault_option
+@output_option
+@click.option("--sas/--no-sas", default=True, help="Also list each SA.")
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds per agent call.")
+@pass_ctx
+def status_cmd(
+    ctx: Ctx,
+    inventory: Path,
+    limit: str | None,
+    vault_password_file: Path | None,
+    vault_key_file: Path | None,
+    output: str,
+    sas: bool,
+    timeout: float,
+) -> None:
+    """Show what every agent runs against what the inventory wants."""
+    with input_errors():
+        fleet = operations.compile_fleet(
+            inventory, ctx.state, limit=limit, vault=open_vault(vault_password_file, vault_key_file)
+        )
+        if not pki.ca_exists(ctx.state.root):
+            fail(f"no fleet CA in {ctx.state.root}: run `vpnfleet ca init` and enrol the agents")
+        status = asyncio.run(operations.fleet_status(fleet, ctx.state, timeout=timeout))
+    if output == "json":
+        click.echo(json.dumps(status.to_json()))
+    else:
+        render_status(status, sas)
+    unreachable = any(h.observed is None for h in status.hosts)
+    sys.exit(4 if unreachable else 0)
+
+
+def render_status(status: FleetStatus, sas: bool) -> None:
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col in FLEET_COLUMNS:
+        table.add_column(col)
+    for row in fleet_rows(status):
+        style = "green" if row[1] == "in sync" else "red" if row[1] == "unreachable" else "yellow"
+        table.add_row(*row, style=style)
+    out.print(table)
+    rows = sa_rows(status)
+    if sas and rows:
+        out.print()
+        sa_table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        for col in SA_COLUMNS:
+            sa_table.add_column(col)
+        for row in rows:
+            sa_table.add_row(*row)
+        out.print(sa_table)
+
+
+# ---------------------------------------------------------------- ca
+
+
+@main.group("ca")
+def ca_group() -> None:
+    """The fleet CA: create it, sign agents' CSRs, show it."""
+
+
+@ca_group.command("init")
+@click.option(
+    "--algorithm",
+    type=click.Choice(["ecdsa-p256", "ed25519"]),
+    default="ecdsa-p256",
+    show_default=True,
+)
+@click.option("--force", is_flag=True, help="Replace an existing CA (every agent must re-enrol).")
+@pass_ctx
+def ca_init(ctx: Ctx, algorithm: str, force: bool) -> None:
+    """Create the fleet CA and the controller's client certificate."""
+    with input_errors():
+        info = pki.init_ca(ctx.state.root, algorithm=algorithm, force=force)
+        pki.ensure_controller_cert(ctx.state.root)
+    out.print(f"fleet CA created in {ctx.state.pki}: {info}")
+
+
+@ca_group.command("sign")
+@click.option("--host", required=True, help="Inventory host name the CSRs are for.")
+@click.option("--tls-csr", type=click.Path(path_type=Path, exists=True), required=True)
+@click.option("--ike-csr", type=click.Path(path_type=Path, exists=True), required=True)
+@click.option("--address", default=None, help="Underlay address to add to the IKE certificate.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True)
+@pass_ctx
+def ca_sign(
+    ctx: Ctx, host: str, tls_csr: Path, ike_csr: Path, address: str | None, out_dir: Path
+) -> None:
+    """Sign an agent's TLS and IKE CSRs (made by `vpnfleet-agent init`)."""
+    with input_errors():
+        tls_pem, ike_pem, ca_pem = pki.sign_agent_csrs(
+            ctx.state.root, host, tls_csr.read_bytes(), ike_csr.read_bytes(), address=address
+        )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "tls.crt").write_bytes(tls_pem)
+        (out_dir / "ike.crt").write_bytes(ike_pem)
+        (out_dir / "ca.crt").write_bytes(ca_pem)
+    out.print(f"signed certificates for {host} written to {out_dir}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,222 @@
+"""What the controller's commands do, as functions tests can call.
+
+Each operation first compiles the whole inventory (so a bad inventory stops the run
+before any agent is contacted), then works on the hosts selected by ``--limit``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import convert, pki
+from .client import AgentClient, AgentUnreachable, ClientCredentials
+from .inventory import Inventory, load_inventory
+from .inventory.vault import Vault
+from .planner import build_plans
+from .results import AggregateResult, HostResult, Outcome
+from .rollout import RolloutOptions, run_rollout
+from .state import StateDir
+from .status import FleetStatus, HostStatus
+
+DEFAULT_TIMEOUT = 10.0
+
+
+@dataclass(slots=True)
+class CompiledFleet:
+    """Plans for the selected hosts, with their messages and where their agents listen."""
+
+    inventory: Inventory
+    selected: list[str]
+    plans: dict[str, Any]  # host -> planner NodePlan
+    messages: dict[str, Any] = field(default_factory=dict)  # host -> plan_pb2.NodePlan
+    endpoints: dict[str, str] = field(default_factory=dict)
+
+    def message(self, host: str) -> Any:
+        msg = self.messages.get(host)
+        if msg is None:
+            msg = self.messages[host] = convert.plan_to_proto(self.plans[host])
+        return msg
+
+
+def agent_endpoint(vars_: Any) -> str:
+    explicit = str(vars_.get("agent_address") or "")
+    port = int(vars_.get("agent_port") or 50051)
+    if explicit:
+        return explicit if ":" in explicit.rstrip("]").split("]")[-1] else f"{explicit}:{port}"
+    address = str(vars_["address"])
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def compile_fleet(
+    inventory_path: Path,
+    state: StateDir,
+    *,
+    limit: str | None = None,
+    vault: Vault | None = None,
+    revision: str = "worktree",
+) -> CompiledFleet:
+    """Load, validate and plan the whole inventory; select the ``limit`` hosts."""
+    inventory = load_inventory(inventory_path, vault=vault)
+    selected = inventory.hosts_matching(limit) if limit else list(inventory.hosts)
+    anchors: tuple[bytes, ...] = ()
+    if pki.ca_exists(state.root):
+        anchors = (pki.ca_cert_pem(state.root),)
+    plans = build_plans(
+        inventory,
+        master_secret=state.master_secret(),
+        trust_anchors=anchors,
+        generation=state.current_generation() + 1,
+        revision=revision,
+    )
+    endpoints = {h: agent_endpoint(inventory.resolve(h).vars) for h in selected}
+    return CompiledFleet(inventory, selected, {h: plans[h] for h in selected}, {}, endpoints)
+
+
+def emit_plans(fleet: CompiledFleet, out_dir: Path) -> list[Path]:
+    """Write one plan file per selected host (0600: plans hold PSKs)."""
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    written = []
+    for host in fleet.selected:
+        path = out_dir / f"{host}.plan"
+        data = fleet.message(host).SerializeToString(deterministic=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
+def client_credentials(state: StateDir) -> ClientCredentials:
+    return pki.controller_credentials(state.root)
+
+
+async def push_plans(
+    fleet: CompiledFleet,
+    state: StateDir,
+    *,
+    dry_run: bool,
+    options: RolloutOptions = RolloutOptions(),
+    progress: Callable[[HostResult], None] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> AggregateResult:
+    """ApplyPlan on every selected agent (``dry_run``: only ask what would change)."""
+    creds = client_credentials(state)
+
+    async def one(host: str) -> HostResult:
+        started = time.monotonic()
+        msg = fleet.message(host)
+        try:
+            async with AgentClient(fleet.endpoints[host], host, creds, timeout=timeout) as c:
+                resp = await c.apply_plan(convert.apply_request(msg, dry_run))
+        except AgentUnreachable as exc:
+            return HostResult(
+                host, Outcome.UNREACHABLE, error=str(exc), seconds=time.monotonic() - started
+            )
+        except Exception as exc:
+            return HostResult(host, Outcome.FAILED, error=str(exc), seconds=time.monotonic() - started)
+        changes = convert.changes_from_proto(resp)
+        outcome = Outcome.CHANGED if (resp.changed or (dry_run and changes)) else Outcome.OK
+        return HostResult(
+            host,
+            outcome,
+            changes=changes,
+            seconds=time.monotonic() - started,
+            generation=int(resp.generation),
+            content_hash=str(resp.content_hash),
+        )
+
+    result = await run_rollout(fleet.selected, one, options, progress)
+    if not dry_run and any(r.changed for r in result):
+        state.record_generation(state.current_generation() + 1)
+    return result
+
+
+async def fleet_status(
+    fleet: CompiledFleet,
+    state: StateDir,
+    *,
+    forks: int = 50,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> FleetStatus:
+    creds = client_credentials(state)
+    statuses: dict[str, HostStatus] = {}
+
+    async def one(host: str) -> HostResult:
+        desired = fleet.message(host).content_hash
+        try:
+            async with AgentClient(fleet.endpoints[host], host, creds, timeout=timeout) as c:
+                view = convert.status_from_proto(await c.get_status())
+        except Exception as exc:
+            statuses[host] = HostStatus(host, desired, None, str(exc))
+            return HostResult(host, Outcome.UNREACHABLE, error=str(exc))
+        statuses[host] = HostStatus(host, desired, view)
+        return HostResult(host, Outcome.OK)
+
+    await run_rollout(fleet.selected, one, RolloutOptions(forks=forks))
+    return FleetStatus([statuses[h] for h in fleet.selected])
+
+
+def _ports(start: int, end: int) -> str:
+    if (start, end) in ((0, 65535), (0, 0)):
+        return "any"
+    return str(start) if start == end else f"{start}-{end}"
+
+
+def plan_summary(fleet: CompiledFleet, host: str) -> dict[str, Any]:
+    """A plan as JSON-able data for people and scripts; credentials by reference only."""
+    plan = fleet.plans[host]
+    msg = fleet.message(host)
+    peers = []
+    for p in plan.peers:
+        peers.append(
+            {
+                "name": p.name,
+                "address": ",".join(p.remote_addresses),
+                "auth": p.auth.reference if p.auth else "",
+                "ike": [x.text for x in p.ike_proposals],
+                "esp": [x.text for x in p.esp_proposals],
+                "mode": p.mode.name.lower(),
+                "start": p.start_action.name.lower(),
+                "initiator": p.initiator,
+                "managed": p.managed,
+                "local_ts": list(p.local_ts),
+                "remote_ts": list(p.remote_ts),
+            }
+        )
+    spd = []
+    for e in plan.spd:
+        s = e.selector
+        spd.append(
+            {
+                "name": e.name,
+                "action": e.action.name.lower(),
+                "local": s.local_prefix,
+                "remote": s.remote_prefix,
+                "protocol": str(s.protocol) if s.protocol else "any",
+                "ports": _ports(s.local_port_start, s.local_port_end)
+                + "→"
+                + _ports(s.remote_port_start, s.remote_port_end),
+                "peer": e.peer,
+            }
+        )
+    return {
+        "host": host,
+        "generation": msg.generation,
+        "content_hash": msg.content_hash,
+        "identity": plan.identity.value if plan.identity else "",
+        "addresses": list(plan.addresses),
+        "subnets": list(plan.subnets),
+        "endpoint": fleet.endpoints[host],
+        "peers": peers,
+        "spd": spd,
+    }
