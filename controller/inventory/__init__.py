@@ -1,0 +1,45 @@
+"""The inventory: hosts, groups and variables as Ansible lays them out, validated up front."""
+
+from .errors import InventoryError, InventoryErrors, Mark, did_you_mean
+from .limit import LimitError, match_hosts, split_pattern
+from .loader import load_inventory
+from .model import ALL, UNGROUPED, Defaults, Group, Host, Inventory, ResolvedHost
+from .render import graph, host_vars, inventory_list
+from .schema import DEFAULT_MARK, USER_PREFIX, VARIABLES, Var, parse_duration
+from .source import MarkedDict, MarkedList, MarkedStr, VaultText, key_mark, mark_of
+from .vault import Secret, Vault, VaultError
+
+__all__ = [
+    "ALL",
+    "DEFAULT_MARK",
+    "UNGROUPED",
+    "USER_PREFIX",
+    "VARIABLES",
+    "Defaults",
+    "Group",
+    "Host",
+    "Inventory",
+    "InventoryError",
+    "InventoryErrors",
+    "LimitError",
+    "Mark",
+    "MarkedDict",
+    "MarkedList",
+    "MarkedStr",
+    "ResolvedHost",
+    "Secret",
+    "Var",
+    "Vault",
+    "VaultError",
+    "VaultText",
+    "did_you_mean",
+    "graph",
+    "host_vars",
+    "inventory_list",
+    "key_mark",
+    "load_inventory",
+    "mark_of",
+    "match_hosts",
+    "parse_duration",
+    "split_pattern",
+]

@@ -97,8 +97,6 @@ def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> MarkedList:
     return out
 
 
-
-
 def _wrap_scalar(constructor: Any, cls: type) -> Any:
     def construct(loader: _Loader, node: yaml.ScalarNode) -> Any:
         value = constructor(loader, node)

@@ -1,0 +1,544 @@
+"""Read an inventory directory, validate all of it, and build the model.
+
+Layout (Ansible's): ``hosts.yaml`` (``all:`` with ``hosts:``, ``children:``, ``vars:``),
+``group_vars/<group>.yaml|.yml`` or ``group_vars/<group>/`` (every YAML file inside, read
+in lexical order of their paths), the same for ``host_vars/<host>``, and an optional
+``topology.yaml`` kept raw (with positions) for the planner.
+
+Nothing is built from a bad inventory: every problem found is collected and raised
+together as :class:`InventoryErrors`, each with file:line:column and what was expected.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InventoryError, InventoryErrors, Mark, did_you_mean
+from .model import ALL, UNGROUPED, Defaults, Group, Host, Inventory
+from .schema import Var, check_vars
+from .source import MarkedDict, VaultText, key_mark, load_yaml_file, mark_of
+from .vault import Vault, VaultError
+
+HOSTS_FILES = ("hosts.yaml", "hosts.yml")
+TOPOLOGY_FILE = "topology.yaml"
+YAML_SUFFIXES = (".yaml", ".yml")
+GROUP_KEYS = ("hosts", "children", "vars")
+
+# Names end up in --limit patterns (":,&!~*?[" are pattern syntax) and in IKE identities.
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_NAME_RULE = "letters, digits, '_', '.' and '-' (not starting with '.' or '-')"
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return f"the string {str(value)!r}"
+    return f"the value {value!r}"
+
+
+@dataclass
+class _GroupDraft:
+    name: str
+    mark: Mark | None
+    parents: list[str] = field(default_factory=list)
+    children: dict[str, Mark | None] = field(default_factory=dict)  # child -> edge mark
+    hosts: list[str] = field(default_factory=list)
+    var_maps: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _HostDraft:
+    name: str
+    mark: Mark | None
+    groups: list[str] = field(default_factory=list)
+    var_maps: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Draft:
+    """What hosts.yaml declares, before validation of variables."""
+
+    hosts_file: Path
+    groups: dict[str, _GroupDraft] = field(default_factory=dict)
+    hosts: dict[str, _HostDraft] = field(default_factory=dict)
+    errors: list[InventoryError] = field(default_factory=list)
+    # Hosts whose address may be hidden by another error: no "has no address" for them.
+    address_unclear: set[str] = field(default_factory=set)
+    # False when hosts.yaml could not be read as a whole: then names in group_vars/ and
+    # host_vars/ cannot be checked against it without flooding the report.
+    readable: bool = True
+
+    def group(self, name: str, mark: Mark | None) -> _GroupDraft:
+        if name not in self.groups:
+            self.groups[name] = _GroupDraft(name, mark)
+        return self.groups[name]
+
+    def check_name(self, kind: str, name: str, mark: Mark | None) -> bool:
+        if _NAME.fullmatch(name):
+            return True
+        self.errors.append(InventoryError(f"{kind} name {name!r} may only use {_NAME_RULE}", mark))
+        return False
+
+    def parse_group(self, name: str, entry: Any, mark: Mark | None) -> None:
+        group = self.group(name, mark)
+        if entry is None:
+            return
+        if not isinstance(entry, dict):
+            self.errors.append(
+                InventoryError(
+                    f"group {name!r}: expected a mapping with hosts, children or vars, "
+                    f"got {_type_name(entry)}",
+                    mark_of(entry) or mark,
+                )
+            )
+            return
+        for key, value in entry.items():
+            where = key_mark(entry, key)
+            if key not in GROUP_KEYS:
+                hint = did_you_mean(key, GROUP_KEYS)
+                extra = " (hosts must be listed under 'hosts:')" if not hint else ""
+                self.errors.append(
+                    InventoryError(
+                        f"group {name!r}: unknown key {key!r}, expected hosts, children or "
+                        f"vars{hint}{extra}",
+                        where,
+                    )
+                )
+                continue
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                what = {"hosts": "host names", "children": "group names", "vars": "variables"}
+                self.errors.append(
+                    InventoryError(
+                        f"group {name!r}: '{key}' must be a mapping of {what[key]}, "
+                        f"got {_type_name(value)}",
+                        mark_of(value) or where,
+                    )
+                )
+                continue
+            if key == "vars":
+                group.var_maps.append(value)
+            elif key == "hosts":
+                for host_name, host_vars in value.items():
+                    self.parse_host(group, host_name, host_vars, key_mark(value, host_name))
+            else:
+                for child, child_entry in value.items():
+                    child_mark = key_mark(value, child)
+                    if not self.check_name("group", child, child_mark):
+                        continue
+                    self.parse_group(child, child_entry, child_mark)
+                    group.children.setdefault(child, child_mark)
+                    if name not in self.groups[child].parents:
+                        self.groups[child].parents.append(name)
+
+    def parse_host(self, group: _GroupDraft, name: str, host_vars: Any, mark: Mark | None) -> None:
+        if not self.check_name("host", name, mark):
+            return
+        host = self.hosts.get(name)
+        if host is None:
+            host = self.hosts[name] = _HostDraft(name, mark)
+        if group.name not in host.groups:
+            host.groups.append(group.name)
+            group.hosts.append(name)
+        if host_vars is None:
+            return
+        if not isinstance(host_vars, dict):
+            self.address_unclear.add(name)
+            self.errors.append(
+                InventoryError(
+                    f"host {name!r}: expected a mapping of variables, got {_type_name(host_vars)}",
+                    mark_of(host_vars) or mark,
+                )
+            )
+            return
+        host.var_maps.append(host_vars)
+
+
+def _parse_hosts_file(draft: _Draft, data: Any) -> None:
+    path = str(draft.hosts_file)
+    if data is None:
+        draft.errors.append(
+            InventoryError("no hosts defined (expected 'all:' with 'hosts:')", Mark(path, 1, 1))
+        )
+        return
+    if not isinstance(data, dict):
+        draft.readable = False
+        draft.errors.append(
+            InventoryError(
+                f"expected a mapping with 'all:' at the top, got {_type_name(data)}",
+                mark_of(data) or Mark(path, 1, 1),
+            )
+        )
+        return
+    for name, entry in data.items():
+        where = key_mark(data, name)
+        if name in GROUP_KEYS:
+            draft.errors.append(
+                InventoryError(f"'{name}:' at the top level belongs under 'all:'", where)
+            )
+            continue
+        if draft.check_name("group", name, where):
+            draft.parse_group(name, entry, where)
+
+
+def _find_cycles(draft: _Draft) -> None:
+    """Report every group that is its own ancestor, naming the path; then cut the loop."""
+    state: dict[str, int] = {}  # 1 on the current path, 2 finished
+    path: list[str] = []
+    reported: set[frozenset[str]] = set()
+    cut: list[tuple[str, str]] = []
+
+    def visit(name: str) -> None:
+        state[name] = 1
+        path.append(name)
+        for child, mark in draft.groups[name].children.items():
+            if state.get(child) == 1:
+                loop = [*path[path.index(child) :], child]
+                key = frozenset(loop)
+                if key not in reported:
+                    reported.add(key)
+                    draft.errors.append(
+                        InventoryError(
+                            f"group cycle: {' -> '.join(loop)} "
+                            f"(group {child!r} would be its own ancestor)",
+                            mark,
+                        )
+                    )
+                cut.append((name, child))
+            elif child not in state:
+                visit(child)
+        path.pop()
+        state[name] = 2
+
+    roots = [ALL] if ALL in draft.groups else []
+    for name in [*roots, *draft.groups]:
+        if name not in state:
+            visit(name)
+    for parent, child in cut:
+        draft.groups[parent].children.pop(child, None)
+        draft.groups[child].parents.remove(parent)
+
+
+def _attach_implicit_groups(draft: _Draft) -> None:
+    """``all`` holds every top group and ``ungrouped`` every host with no other group."""
+    all_group = draft.group(ALL, Mark(str(draft.hosts_file), 1, 1))
+    ungrouped = draft.group(UNGROUPED, all_group.mark)
+    for group in draft.groups.values():
+        if group.name != ALL and not group.parents:
+            group.parents.append(ALL)
+            all_group.children.setdefault(group.name, None)
+    for host in draft.hosts.values():
+        host.groups = [g for g in host.groups if g != ALL]
+        if not host.groups:
+            host.groups = [UNGROUPED]
+        elif UNGROUPED in host.groups and len(host.groups) > 1:
+            host.groups.remove(UNGROUPED)
+    all_group.hosts = []
+    ungrouped.hosts = [h.name for h in draft.hosts.values() if UNGROUPED in h.groups]
+    for group in draft.groups.values():
+        group.hosts = [h for h in group.hosts if group.name in draft.hosts[h].groups]
+
+
+def _depths(draft: _Draft) -> dict[str, int]:
+    """Each group's longest distance from ``all`` (Ansible's group depth)."""
+    depth: dict[str, int] = {}
+
+    def of(name: str) -> int:
+        if name not in depth:
+            parents = draft.groups[name].parents
+            depth[name] = max((of(p) + 1 for p in parents), default=0)
+        return depth[name]
+
+    for name in draft.groups:
+        of(name)
+    return depth
+
+
+def _yaml_files(directory: Path, errors: list[InventoryError]) -> list[Path]:
+    out: list[Path] = []
+    for entry in sorted(directory.rglob("*")):
+        if any(part.startswith(".") for part in entry.relative_to(directory).parts):
+            continue
+        if entry.is_dir():
+            continue
+        if entry.suffix in YAML_SUFFIXES:
+            out.append(entry)
+        else:
+            errors.append(
+                InventoryError("not a YAML file (expected *.yaml or *.yml)", Mark(str(entry), 1, 1))
+            )
+    return out
+
+
+def _read_vars_tree(
+    directory: Path, errors: list[InventoryError]
+) -> dict[str, list[tuple[Path, MarkedDict]]]:
+    """``group_vars/`` or ``host_vars/``: name -> [(file, variables)] in lexical order."""
+    found: dict[str, list[Path]] = {}
+    if not directory.exists():
+        return {}
+    if not directory.is_dir():
+        errors.append(InventoryError("expected a directory", Mark(str(directory), 1, 1)))
+        return {}
+    for entry in sorted(directory.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            found.setdefault(entry.name, []).append(entry)
+        elif entry.suffix in YAML_SUFFIXES:
+            found.setdefault(entry.stem, []).append(entry)
+        else:
+            errors.append(
+                InventoryError(
+                    f"not a YAML file (expected <name>.yaml, <name>.yml or a directory "
+                    f"<name>/ in {directory.name}/)",
+                    Mark(str(entry), 1, 1),
+                )
+            )
+    out: dict[str, list[tuple[Path, MarkedDict]]] = {}
+    for name, entries in found.items():
+        if len(entries) > 1:
+            listed = " and ".join(f"{e.name}{'/' if e.is_dir() else ''}" for e in entries)
+            errors.append(
+                InventoryError(
+                    f"{listed} both define {name!r}; keep one of them",
+                    Mark(str(entries[1]), 1, 1),
+                )
+            )
+        files = [f for e in entries for f in (_yaml_files(e, errors) if e.is_dir() else [e])]
+        loaded: list[tuple[Path, MarkedDict]] = []
+        for file in files:
+            try:
+                data = load_yaml_file(file)
+            except InventoryError as exc:
+                errors.append(exc)
+                continue
+            if data is None:
+                continue
+            if not isinstance(data, MarkedDict):
+                errors.append(
+                    InventoryError(
+                        f"expected a mapping of variables, got {_type_name(data)}",
+                        mark_of(data) or Mark(str(file), 1, 1),
+                    )
+                )
+                continue
+            loaded.append((file, data))
+        out[name] = loaded
+    return out
+
+
+def _walk_vault(value: Any, vault: Vault | None, errors: list[InventoryError]) -> Any:
+    """``value`` with every ``!vault`` text inside opened; failures become errors."""
+    if isinstance(value, VaultText):
+        if vault is None:
+            errors.append(
+                InventoryError(
+                    "encrypted value (!vault) but no vault password or key file was given",
+                    value.mark,
+                )
+            )
+            return value
+        try:
+            return vault.decrypt(value)
+        except VaultError as exc:
+            errors.append(exc)
+            return value
+    if isinstance(value, dict):
+        for key in list(value):
+            value[key] = _walk_vault(value[key], vault, errors)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            value[index] = _walk_vault(item, vault, errors)
+    return value
+
+
+def _open_vars(
+    maps: list[dict[str, Any]], vault: Vault | None, errors: list[InventoryError]
+) -> None:
+    """Open vault values in place; a top-level variable that stays sealed is dropped."""
+    for variables in maps:
+        for key in list(variables):
+            before = len(errors)
+            variables[key] = _walk_vault(variables[key], vault, errors)
+            if len(errors) > before and isinstance(variables[key], VaultText):
+                del variables[key]
+
+
+def _validated(
+    maps: list[dict[str, Any]], level: str, owner: str, errors: list[InventoryError]
+) -> dict[str, Var]:
+    merged: dict[str, Var] = {}
+    for variables in maps:
+        good, bad = check_vars(variables, level=level, owner=owner)
+        merged.update(good)
+        errors.extend(bad)
+    return merged
+
+
+def _file_maps(tree: dict[str, list[tuple[Path, MarkedDict]]], name: str) -> list[dict[str, Any]]:
+    return [data for _, data in tree.get(name, [])]
+
+
+def _address_unclear(maps: list[dict[str, Any]], good: dict[str, Var]) -> bool:
+    """A rejected key that is (or looks like) ``address`` hides whether one was meant."""
+    rejected = {key for variables in maps for key in variables if key not in good}
+    return any(difflib.get_close_matches(key, ["address"], cutoff=0.6) for key in rejected)
+
+
+def _check_addresses(inventory: Inventory, unclear: set[str], errors: list[InventoryError]) -> None:
+    seen: dict[str, tuple[str, Mark]] = {}
+    for name in inventory.hosts:
+        host = inventory.resolve(name)
+        if "address" not in host.vars:
+            if name in unclear:
+                continue
+            errors.append(
+                InventoryError(
+                    f"host {name!r} has no address (expected 'address: <IPv4 or IPv6>' in "
+                    f"its vars, host_vars/{name}.yaml or a group's vars)",
+                    host.mark,
+                )
+            )
+            continue
+        address, origin = host.vars["address"], host.origins["address"]
+        if address in seen:
+            other, other_origin = seen[address]
+            errors.append(
+                InventoryError(
+                    f"duplicate address {address}: host {name!r} (at {origin}) and host "
+                    f"{other!r} (at {other_origin}) use the same underlay address",
+                    origin,
+                )
+            )
+        else:
+            seen[address] = (name, origin)
+
+
+def _hosts_file(root: Path) -> Path:
+    if root.is_file():
+        return root
+    for name in HOSTS_FILES:
+        if (root / name).exists():
+            return root / name
+    return root / HOSTS_FILES[0]
+
+
+def load_inventory(path: Path | str, *, vault: Vault | None = None) -> Inventory:
+    """Load and validate the inventory at ``path`` (a directory, or its hosts.yaml).
+
+    Raises :class:`InventoryErrors` listing every problem found.
+    """
+    root = Path(path)
+    hosts_file = _hosts_file(root)
+    root = hosts_file.parent
+    draft = _Draft(hosts_file)
+    errors = draft.errors
+
+    if not root.is_dir():
+        raise InventoryErrors([InventoryError(f"inventory directory {root} does not exist")])
+    if not hosts_file.is_file():
+        raise InventoryErrors([InventoryError(f"no hosts.yaml in {root} (expected {hosts_file})")])
+    try:
+        _parse_hosts_file(draft, load_yaml_file(hosts_file))
+    except InventoryError as exc:
+        draft.readable = False
+        errors.append(exc)
+
+    group_files = _read_vars_tree(root / "group_vars", errors)
+    host_files = _read_vars_tree(root / "host_vars", errors)
+    topology: MarkedDict | None = None
+    topology_path = root / TOPOLOGY_FILE
+    if topology_path.exists():
+        try:
+            raw = load_yaml_file(topology_path)
+        except InventoryError as exc:
+            errors.append(exc)
+        else:
+            if raw is None:
+                raw = MarkedDict()
+                raw.mark, raw.key_marks = Mark(str(topology_path), 1, 1), {}
+            if isinstance(raw, MarkedDict):
+                topology = _walk_vault(raw, vault, errors)
+            else:
+                errors.append(
+                    InventoryError(
+                        f"expected a mapping, got {_type_name(raw)}",
+                        mark_of(raw) or Mark(str(topology_path), 1, 1),
+                    )
+                )
+
+    _find_cycles(draft)
+    _attach_implicit_groups(draft)
+    for name, host in draft.hosts.items():
+        if name in draft.groups:
+            group_mark = draft.groups[name].mark
+            errors.append(
+                InventoryError(
+                    f"{name!r} is used both as a host name and as a group name "
+                    f"(group at {group_mark}); names must be unique",
+                    host.mark,
+                )
+            )
+    for tree, kind, known in (
+        (group_files, "group", draft.groups),
+        (host_files, "host", draft.hosts),
+    ):
+        for name, files in tree.items():
+            if draft.readable and name not in known:
+                first = files[0][0] if files else None
+                errors.append(
+                    InventoryError(
+                        f"{kind}_vars for {name!r}, but the inventory has no {kind} named "
+                        f"{name!r}{did_you_mean(name, known)}",
+                        Mark(str(first or root / f"{kind}_vars" / name), 1, 1),
+                    )
+                )
+
+    for g in draft.groups.values():
+        _open_vars([*g.var_maps, *_file_maps(group_files, g.name)], vault, errors)
+    for h in draft.hosts.values():
+        _open_vars([*h.var_maps, *_file_maps(host_files, h.name)], vault, errors)
+
+    depth = _depths(draft)
+    groups = {
+        g.name: Group(
+            name=g.name,
+            parents=tuple(g.parents),
+            children=tuple(g.children),
+            hosts=tuple(g.hosts),
+            vars=_validated(g.var_maps, "group", g.name, errors),
+            file_vars=_validated(_file_maps(group_files, g.name), "group", g.name, errors),
+            depth=depth[g.name],
+            mark=g.mark,
+        )
+        for g in draft.groups.values()
+    }
+    hosts: dict[str, Host] = {}
+    for h in draft.hosts.values():
+        inline = _validated(h.var_maps, "host", h.name, errors)
+        from_files = _validated(_file_maps(host_files, h.name), "host", h.name, errors)
+        if _address_unclear(
+            [*h.var_maps, *_file_maps(host_files, h.name)], {**inline, **from_files}
+        ):
+            draft.address_unclear.add(h.name)
+        hosts[h.name] = Host(h.name, tuple(h.groups), inline, from_files, h.mark)
+    inventory = Inventory.build(root, hosts, groups, topology, Defaults())
+    _check_addresses(inventory, draft.address_unclear, errors)
+    if errors:
+        # File by file, top to bottom: the order an operator fixes them in.
+        errors.sort(key=lambda e: (e.mark.path, e.mark.line, e.mark.column) if e.mark else ("",))
+        raise InventoryErrors(errors)
+    return inventory
