@@ -141,7 +141,7 @@ def age(now: float, since: float) -> str:
 
 def fleet_rows(status: FleetStatus) -> list[tuple[str, ...]]:
     """Rows of the fleet table: host, state, generation, hash in force/desired, peers."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for h in status.hosts:
         obs = h.observed
         if obs is None:
