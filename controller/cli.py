@@ -315,7 +315,7 @@ def plan_cmd(
                 render_plan_summaries(summary)
                 out.print(f"\nwrote {len(paths)} plan file(s) to {emit}")
             return
-        if not pki.ca_exists(ctx.state.root):
+        if not operations.ca_exists(ctx.state):
             summary = [operations.plan_summary(fleet, h) for h in fleet.selected]
             if output == "json":
                 click.echo(json.dumps({"plans": summary, "agents_contacted": False}))
@@ -420,7 +420,7 @@ def apply_cmd(
         fleet = operations.compile_fleet(
             inventory, ctx.state, limit=limit, vault=open_vault(vault_password_file, vault_key_file)
         )
-        if not pki.ca_exists(ctx.state.root):
+        if not operations.ca_exists(ctx.state):
             fail(f"no fleet CA in {ctx.state.root}: run `vpnfleet ca init` and enrol the agents")
         with progress_bar(len(fleet.selected), "check" if check else "apply") as hook:
             result = asyncio.run(
@@ -459,7 +459,7 @@ def status_cmd(
         fleet = operations.compile_fleet(
             inventory, ctx.state, limit=limit, vault=open_vault(vault_password_file, vault_key_file)
         )
-        if not pki.ca_exists(ctx.state.root):
+        if not operations.ca_exists(ctx.state):
             fail(f"no fleet CA in {ctx.state.root}: run `vpnfleet ca init` and enrol the agents")
         status = asyncio.run(operations.fleet_status(fleet, ctx.state, timeout=timeout))
     if output == "json":

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import convert, pki
-from .client import AgentClient, AgentUnreachable, ClientCredentials
+from .client import AgentClient, AgentUnreachable
 from .inventory import Inventory, load_inventory
 from .inventory.vault import Vault
 from .planner import build_plans
@@ -64,8 +64,8 @@ def compile_fleet(
     inventory = load_inventory(inventory_path, vault=vault)
     selected = inventory.hosts_matching(limit) if limit else list(inventory.hosts)
     anchors: tuple[bytes, ...] = ()
-    if pki.ca_exists(state.root):
-        anchors = (pki.ca_cert_pem(state.root),)
+    if ca_exists(state):
+        anchors = (pki.load_ca(state.root)[2],)
     plans = build_plans(
         inventory,
         master_secret=state.master_secret(),
@@ -96,8 +96,12 @@ def emit_plans(fleet: CompiledFleet, out_dir: Path) -> list[Path]:
     return written
 
 
-def client_credentials(state: StateDir) -> ClientCredentials:
-    return pki.controller_credentials(state.root)
+def ca_exists(state: StateDir) -> bool:
+    return (state.pki / pki.CA_CERT).exists()
+
+
+def client_credentials(state: StateDir) -> pki.TlsCredentials:
+    return pki.ensure_controller_cert(state.root)
 
 
 async def push_plans(
@@ -116,7 +120,7 @@ async def push_plans(
         started = time.monotonic()
         msg = fleet.message(host)
         try:
-            async with AgentClient(fleet.endpoints[host], host, creds, timeout=timeout) as c:
+            async with AgentClient(host, fleet.endpoints[host], creds, timeout=timeout) as c:
                 resp = await c.apply_plan(convert.apply_request(msg, dry_run))
         except AgentUnreachable as exc:
             return HostResult(
@@ -154,7 +158,7 @@ async def fleet_status(
     async def one(host: str) -> HostResult:
         desired = fleet.message(host).content_hash
         try:
-            async with AgentClient(fleet.endpoints[host], host, creds, timeout=timeout) as c:
+            async with AgentClient(host, fleet.endpoints[host], creds, timeout=timeout) as c:
                 view = convert.status_from_proto(await c.get_status())
         except Exception as exc:
             statuses[host] = HostStatus(host, desired, None, str(exc))

@@ -1,0 +1,296 @@
+"""vpnfleet-agent: the per-host daemon and its setup commands (thin: parse and render)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from . import convert
+from .config import DEFAULT_CONTROLLER_IDENTITY, ConfigError, load_config
+from .enroll import CA_CERT, IKE_CERT, KEY_TYPES, TLS_CERT, EnrollError, init_agent, install_certs
+from .hollow import HollowError, listening_line, start_hollow, stop_hollow
+from .plan import AgentPlan, PlanRejected
+from .server import ServerError, ServerTls, start_server, wait_for_signal
+from .service import AgentService, WrongHost
+from .sink import PlanOnlySink
+from .store import PlanStore, StoreError
+
+log = logging.getLogger("vpnfleet.agent")
+
+EXIT_BAD_PLAN = 2
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="Logging detail on stderr (secrets are never logged).",
+)
+def main(log_level: str) -> None:
+    """The vpnfleet agent: serves the controller over mTLS and keeps the last good plan.
+
+    \b
+    First setup of a host:
+      vpnfleet-agent init --name a1 --state-dir /var/lib/vpnfleet-agent
+      (on the controller) vpnfleet ca sign a1 --tls-csr tls.csr --ike-csr ike.csr
+      vpnfleet-agent install-certs --state-dir ... --tls-cert tls.pem --ike-cert ike.pem --ca ca.pem
+      vpnfleet-agent serve --config /etc/vpnfleet/agent.yaml
+    """
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="YAML: name, listen, state_dir, tls {cert,key,ca}, controller_identity.",
+)
+def serve(config_path: Path) -> None:
+    """Serve the Agent API with the persisted plan in force, until SIGTERM or SIGINT.
+
+    \b
+    Config (YAML; relative paths are relative to the file):
+      name: a1                        # plans for other host names are refused
+      listen: 0.0.0.0:50051
+      state_dir: /var/lib/vpnfleet-agent
+      tls: {cert: tls.pem, key: tls.key, ca: ca.pem}   # default: these, in state_dir
+      controller_identity: vpnfleet-controller
+
+    Prints "vpnfleet-agent NAME listening on HOST:PORT" once serving.
+    """
+    try:
+        config = load_config(config_path)
+        tls = ServerTls.from_files(config.tls.cert, config.tls.key, config.tls.ca)
+    except (ConfigError, ServerError) as exc:
+        _fail(str(exc))
+        return
+    service = AgentService(config.name, PlanStore(config.state_dir), PlanOnlySink())
+    try:
+        asyncio.run(_serve(service, config.listen, tls, config.controller_identity))
+    except ServerError as exc:
+        _fail(str(exc))
+
+
+async def _serve(service: AgentService, listen: str, tls: ServerTls, identity: str) -> None:
+    await service.restore()
+    running = await start_server(service, listen, tls, identity)
+    host = listen.rpartition(":")[0]
+    click.echo(f"vpnfleet-agent {service.host} listening on {host}:{running.port}")
+    sys.stdout.flush()
+    sig = await wait_for_signal()
+    log.info("signal %d: stopping", sig)
+    await running.stop()
+
+
+def _summary(plan: AgentPlan) -> list[str]:
+    lines = [
+        f"plan for {plan.host}: generation {plan.generation}, hash {plan.content_hash[:16]}, "
+        f"from {plan.source_revision or 'unknown revision'}",
+        f"  identity {plan.identity}; addresses {', '.join(map(str, plan.addresses)) or '-'}; "
+        f"subnets {', '.join(map(str, plan.subnets)) or '-'}",
+        f"  {len(plan.peers)} peers, {len(plan.spd)} SPD entries",
+    ]
+    for p in plan.peers:
+        lines.append(
+            f"  peer {p.name}: {', '.join(map(str, p.remote_addresses))} "
+            f"{p.mode.name.lower()} {p.start_action.name.lower()} auth {p.auth.reference} "
+            f"ike [{', '.join(x.text for x in p.ike_proposals)}] "
+            f"esp [{', '.join(x.text for x in p.esp_proposals)}]"
+        )
+    for e in plan.spd:
+        via = f" via {e.peer}" if e.peer else ""
+        lines.append(f"  spd {e.name}: {e.action.name.lower()} {e.selector}{via}")
+    return lines
+
+
+@main.command()
+@click.option(
+    "--plan",
+    "plan_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A .plan file written by `vpnfleet plan --emit`.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Persist the plan here as the last good plan (default: do not persist).",
+)
+@click.option(
+    "--serve",
+    "serve_config",
+    metavar="CONFIG",
+    type=click.Path(path_type=Path),
+    help="After applying, serve the Agent API with this agent config (its state_dir wins).",
+)
+def run(plan_path: Path, state_dir: Path | None, serve_config: Path | None) -> None:
+    """Validate and run a plan file with no controller (like a swanctl.conf).
+
+    Prints what the plan brings up. Exits 2 when the file is corrupt, truncated or
+    refused (every reason is listed). Without --serve, exits 0 after the summary.
+    """
+    try:
+        data = plan_path.read_bytes()
+    except OSError as exc:
+        _fail(f"cannot read {plan_path}: {exc.strerror}", EXIT_BAD_PLAN)
+        return
+    try:
+        msg = convert.parse_plan_message(data)
+        plan = convert.plan_from_proto(msg)
+    except PlanRejected as exc:
+        click.echo(f"error: {plan_path} refused:", err=True)
+        for reason in exc.reasons:
+            click.echo(f"  - {reason}", err=True)
+        sys.exit(EXIT_BAD_PLAN)
+    for line in _summary(plan):
+        click.echo(line)
+    config = None
+    if serve_config is not None:
+        try:
+            config = load_config(serve_config)
+            tls = ServerTls.from_files(config.tls.cert, config.tls.key, config.tls.ca)
+        except (ConfigError, ServerError) as exc:
+            _fail(str(exc))
+            return
+        if config.name != plan.host:
+            _fail(f"{plan_path} is a plan for {plan.host!r}; {serve_config} names {config.name!r}")
+        state_dir = config.state_dir
+    if state_dir is None:
+        click.echo("validated (not persisted: no --state-dir; no data plane in this agent)")
+        return
+    service = AgentService(plan.host, PlanStore(state_dir), PlanOnlySink())
+
+    async def apply_and_maybe_serve() -> None:
+        await service.restore()
+        response = await service.apply(msg, dry_run=False)
+        state = "persisted" if response.changed else "already in force"
+        click.echo(f"{state} in {state_dir} (no data plane in this agent yet)")
+        if config is not None:
+            await _serve(service, config.listen, tls, config.controller_identity)
+
+    try:
+        asyncio.run(apply_and_maybe_serve())
+    except (WrongHost, StoreError, ServerError) as exc:
+        _fail(str(exc))
+
+
+@main.command()
+@click.option("--name", required=True, help="This host's name, as in the inventory.")
+@click.option("--state-dir", required=True, type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--ike-key-type",
+    type=click.Choice(KEY_TYPES),
+    default="ecdsa-p256",
+    show_default=True,
+    help="Key type for IKE authentication (TLS always uses ECDSA P-256).",
+)
+@click.option("--force", is_flag=True, help="Replace existing keys.")
+def init(name: str, state_dir: Path, ike_key_type: str, force: bool) -> None:
+    """Make this host's key pairs (0600) and certificate requests; keys never leave it."""
+    try:
+        files = init_agent(state_dir, name, ike_key_type, force)
+    except EnrollError as exc:
+        _fail(str(exc))
+        return
+    click.echo(f"keys: {files.tls_key}, {files.ike_key} (mode 0600, stay on this host)")
+    click.echo(f"requests: {files.tls_csr}, {files.ike_csr}")
+    click.echo(
+        f"next: copy the requests to the controller, run `vpnfleet ca sign {name} "
+        "--tls-csr tls.csr --ike-csr ike.csr`, copy tls.pem, ike.pem and ca.pem back and "
+        "run `vpnfleet-agent install-certs`"
+    )
+
+
+@main.command("install-certs")
+@click.option("--state-dir", required=True, type=click.Path(path_type=Path, file_okay=False))
+@click.option("--tls-cert", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--ike-cert", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--ca", "ca_cert", required=True, type=click.Path(path_type=Path, dir_okay=False))
+def install_certs_cmd(state_dir: Path, tls_cert: Path, ike_cert: Path, ca_cert: Path) -> None:
+    """Check the signed certificates against this host's keys and the CA, then install."""
+    try:
+        install_certs(state_dir, tls_cert.read_bytes(), ike_cert.read_bytes(), ca_cert.read_bytes())
+    except OSError as exc:
+        _fail(f"cannot read {exc.filename}: {exc.strerror}")
+    except EnrollError as exc:
+        _fail(str(exc))
+    click.echo(f"installed {TLS_CERT}, {IKE_CERT} and {CA_CERT} in {state_dir}")
+
+
+@main.command()
+@click.option("--count", default=10, show_default=True, help="Number of hollow agents.")
+@click.option(
+    "--base-port",
+    default=0,
+    show_default=True,
+    help="First port; agent i listens on base+i (0: any free ports, listed on stdout).",
+)
+@click.option("--listen-host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option(
+    "--state-dir",
+    default=Path("hollow-state"),
+    type=click.Path(path_type=Path, file_okay=False),
+    show_default=True,
+    help="One directory per hollow agent (keys, certificates, persisted plan).",
+)
+@click.option(
+    "--ca-state",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Controller state dir whose fleet CA signs agents that have no certificate yet.",
+)
+@click.option("--prefix", default="hollow-", show_default=True, help="Agent name prefix.")
+@click.option(
+    "--controller-identity",
+    default=DEFAULT_CONTROLLER_IDENTITY,
+    show_default=True,
+    help="CN/SAN the caller's certificate must carry.",
+)
+def hollow(
+    count: int,
+    base_port: int,
+    listen_host: str,
+    state_dir: Path,
+    ca_state: Path | None,
+    prefix: str,
+    controller_identity: str,
+) -> None:
+    """Run COUNT real agent endpoints (mTLS, validation, persistence; no data plane) in
+    one process, for scale tests. Prints one JSON line when all are listening:
+    {"listening": N, "host": ..., "agents": {name: port}}."""
+
+    async def go() -> None:
+        agents = await start_hollow(
+            count, base_port, state_dir, ca_state, listen_host, prefix, controller_identity
+        )
+        try:
+            click.echo(listening_line(agents, listen_host))
+            sys.stdout.flush()
+            await wait_for_signal()
+        finally:
+            await stop_hollow(agents)
+
+    try:
+        asyncio.run(go())
+    except (HollowError, ServerError, EnrollError) as exc:
+        _fail(str(exc))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""The agent's configuration file (``vpnfleet-agent serve --config FILE``).
+
+    name: a1                          # this host's name; plans for other names are refused
+    listen: 0.0.0.0:50051             # host:port of the gRPC server (port 0: any free port)
+    state_dir: /var/lib/vpnfleet-agent
+    tls:                              # default: the files `vpnfleet-agent init` and
+      cert: tls.pem                   # `install-certs` put in state_dir
+      key: tls.key
+      ca: ca.pem
+    controller_identity: vpnfleet-controller   # CN/SAN the caller's certificate must carry
+
+Relative paths are relative to the file's directory (tls paths: to state_dir).
+Unknown keys are refused with a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .enroll import CA_CERT, TLS_CERT, TLS_KEY
+
+DEFAULT_LISTEN = "0.0.0.0:50051"
+DEFAULT_STATE_DIR = Path("/var/lib/vpnfleet-agent")
+DEFAULT_CONTROLLER_IDENTITY = "vpnfleet-controller"
+
+_TOP_KEYS = ("name", "listen", "state_dir", "tls", "controller_identity")
+_TLS_KEYS = ("cert", "key", "ca")
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, not YAML, or wrong; the message says where."""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    cert: Path
+    key: Path
+    ca: Path
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    name: str
+    listen: str
+    state_dir: Path
+    tls: TlsFiles
+    controller_identity: str
+
+
+def _unknown(where: str, key: object, known: tuple[str, ...]) -> str:
+    hint = difflib.get_close_matches(str(key), known, n=1)
+    suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return f"{where}: unknown key {key!r}{suggestion}; known keys: {', '.join(known)}"
+
+
+def _text(where: str, data: dict[str, Any], key: str, default: str | None) -> str:
+    value = data.get(key, default)
+    if value is None:
+        raise ConfigError(f"{where}: {key!r} is required")
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: {key!r} must be a non-empty string, not {value!r}")
+    return value.strip()
+
+
+def check_listen(where: str, listen: str) -> str:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{where}: listen {listen!r} must be host:port, e.g. {DEFAULT_LISTEN}")
+    return listen
+
+
+def load_config(path: Path) -> AgentConfig:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    where = str(path)
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise ConfigError(_unknown(where, key, _TOP_KEYS))
+    base = path.parent
+    name = _text(where, data, "name", None)
+    listen = check_listen(where, str(data.get("listen", DEFAULT_LISTEN)))
+    state_dir = base / _text(where, data, "state_dir", str(DEFAULT_STATE_DIR))
+    identity = _text(where, data, "controller_identity", DEFAULT_CONTROLLER_IDENTITY)
+    tls_data = data.get("tls") or {}
+    if not isinstance(tls_data, dict):
+        raise ConfigError(f"{where}: 'tls' must be a mapping with cert, key and ca")
+    for key in tls_data:
+        if key not in _TLS_KEYS:
+            raise ConfigError(_unknown(f"{where}: tls", key, _TLS_KEYS))
+    tls = TlsFiles(
+        cert=state_dir / _text(f"{where}: tls", tls_data, "cert", TLS_CERT),
+        key=state_dir / _text(f"{where}: tls", tls_data, "key", TLS_KEY),
+        ca=state_dir / _text(f"{where}: tls", tls_data, "ca", CA_CERT),
+    )
+    return AgentConfig(name, listen, state_dir, tls, identity)

@@ -1,0 +1,488 @@
+"""NodePlan message -> validated AgentPlan, and agent state -> status messages.
+
+A plan is checked whole before any of it is used (Tailscale's habit: a whole desired
+state, converted by a pure function). Every problem is collected and reported together
+in :class:`PlanRejected`, each naming where it is ("peer 'b2' esp proposal 1: ...").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from vpnfleet.protos import agent_pb2, plan_pb2
+from vpnfleet.protos.hashing import plan_content_hash
+
+from .plan import (
+    AgentPlan,
+    AuthMethod,
+    ChangeKind,
+    Credential,
+    Dpd,
+    Identity,
+    IdType,
+    IPAddress,
+    IPNetwork,
+    Lifetimes,
+    Mode,
+    NatTraversal,
+    Peer,
+    PlanChange,
+    PlanRejected,
+    Proposal,
+    SpdAction,
+    SpdEntry,
+    StartAction,
+    TrafficSelector,
+    Transform,
+    TransformType,
+)
+from .sink import IkeSaReport, RekeyOutcome, RekeyTarget, SaEventReport
+
+E = TypeVar("E", Mode, StartAction, SpdAction)
+
+HASH_MISMATCH = "content hash mismatch: plan is corrupt or truncated"
+
+# Transforms this agent implements (IANA "IKEv2 Transform Type N" registries).
+_ENCR_AEAD = {20: "AES-GCM-16", 28: "ChaCha20-Poly1305"}  # RFC 4106/5282, RFC 7634
+_ENCR_CBC = {12: "AES-CBC"}  # RFC 3602
+_ENCR_KEY_BITS = {12: {128, 256}, 20: {128, 256}, 28: {0}}
+_PRF = {5: "PRF_HMAC_SHA2_256", 6: "PRF_HMAC_SHA2_384", 7: "PRF_HMAC_SHA2_512"}
+_INTEG = {12: "AUTH_HMAC_SHA2_256_128", 13: "AUTH_HMAC_SHA2_384_192", 14: "AUTH_HMAC_SHA2_512_256"}
+_DH = {14: "MODP-2048", 19: "ECP-256", 20: "ECP-384", 31: "Curve25519"}
+_ESN = {0: "no ESN", 1: "ESN"}
+
+# Lifetimes shorter than this would have the agent rekeying all the time.
+MIN_REKEY_SECONDS = 10
+_HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?$")
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, where: str, what: str) -> None:
+        self.items.append(f"{where}: {what}" if where else what)
+
+
+def plan_from_bytes(data: bytes) -> AgentPlan:
+    """A plan file (``vpnfleet plan --emit``) or stored plan, parsed and validated whole."""
+    return plan_from_proto(parse_plan_message(data))
+
+
+def parse_plan_message(data: bytes) -> plan_pb2.NodePlan:
+    msg = plan_pb2.NodePlan()
+    try:
+        msg.ParseFromString(data)
+    except Exception as exc:  # DecodeError and friends: the bytes are not a NodePlan
+        raise PlanRejected(
+            [f"not a vpnfleet plan (cannot decode: {exc}); {HASH_MISMATCH}"]
+        ) from None
+    return msg
+
+
+def plan_from_proto(msg: plan_pb2.NodePlan) -> AgentPlan:
+    """Validate ``msg`` whole; raise :class:`PlanRejected` listing every problem."""
+    p = _Problems()
+    if not msg.content_hash or msg.content_hash != plan_content_hash(msg):
+        p.add("", HASH_MISMATCH)
+    if not msg.host:
+        p.add("host", "empty: the plan names no host")
+    elif not _HOST_RE.match(msg.host):
+        p.add("host", f"{msg.host!r} is not a host name")
+    identity = _identity(p, "identity", msg.identity)
+    addresses = tuple(_address(p, f"addresses[{i}]", a) for i, a in enumerate(msg.addresses))
+    subnets = tuple(_prefix(p, f"subnets[{i}]", s) for i, s in enumerate(msg.subnets))
+    anchors = _trust_anchors(p, msg.trust_anchors)
+
+    peers: list[Peer] = []
+    seen: set[str] = set()
+    for i, pm in enumerate(msg.peers):
+        where = f"peer {pm.name!r}" if pm.name else f"peers[{i}]"
+        if not pm.name:
+            p.add(where, "has no name")
+        elif pm.name in seen:
+            p.add(where, "name used by more than one peer")
+        seen.add(pm.name)
+        peer = _peer(p, where, pm, anchors)
+        if peer is not None:
+            peers.append(peer)
+    if msg.peers and not msg.addresses:
+        p.add("addresses", "empty: a host with peers needs an underlay address")
+
+    spd: list[SpdEntry] = []
+    spd_names: set[str] = set()
+    for i, em in enumerate(msg.spd):
+        where = f"spd entry {em.name!r}" if em.name else f"spd[{i}]"
+        if not em.name:
+            p.add(where, "has no name")
+        elif em.name in spd_names:
+            p.add(where, "name used by more than one entry")
+        spd_names.add(em.name)
+        entry = _spd_entry(p, where, em, seen)
+        if entry is not None:
+            spd.append(entry)
+
+    if p.items:
+        raise PlanRejected(p.items)
+    assert identity is not None
+    return AgentPlan(
+        host=msg.host,
+        generation=msg.generation,
+        content_hash=msg.content_hash,
+        identity=identity,
+        addresses=tuple(a for a in addresses if a is not None),
+        subnets=tuple(s for s in subnets if s is not None),
+        spd=tuple(spd),
+        peers=tuple(peers),
+        trust_anchors=tuple(bytes(a) for a in msg.trust_anchors),
+        source_revision=msg.source_revision,
+    )
+
+
+def _address(p: _Problems, where: str, text: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        p.add(where, f"{text!r} is not an IP address")
+        return None
+
+
+def _prefix(p: _Problems, where: str, text: str) -> IPNetwork | None:
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        p.add(where, f"{text!r} is not a prefix ({exc})")
+        return None
+
+
+def _identity(p: _Problems, where: str, msg: plan_pb2.Identity) -> Identity | None:
+    try:
+        kind = IdType(msg.type)
+    except ValueError:
+        p.add(where, f"unknown or missing ID type {msg.type}")
+        return None
+    if not msg.value:
+        p.add(where, "empty value")
+        return None
+    if kind is IdType.IPV4_ADDR or kind is IdType.IPV6_ADDR:
+        try:
+            addr = ipaddress.ip_address(msg.value)
+        except ValueError:
+            p.add(where, f"{msg.value!r} is not an IP address")
+            return None
+        if (addr.version == 4) != (kind is IdType.IPV4_ADDR):
+            p.add(where, f"{msg.value!r} does not match ID type {kind.name}")
+            return None
+    return Identity(kind, msg.value)
+
+
+def _trust_anchors(p: _Problems, anchors: Iterable[bytes]) -> set[str]:
+    fingerprints: set[str] = set()
+    for i, pem in enumerate(anchors):
+        try:
+            cert = x509.load_pem_x509_certificate(bytes(pem))
+        except ValueError:
+            p.add(f"trust_anchors[{i}]", "not a PEM certificate")
+            continue
+        fingerprints.add(hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest())
+    return fingerprints
+
+
+def _credential(
+    p: _Problems, where: str, msg: plan_pb2.Credential, anchors: set[str]
+) -> Credential | None:
+    try:
+        method = AuthMethod(msg.method)
+    except ValueError:
+        p.add(where, f"unknown or missing auth method {msg.method}")
+        return None
+    ok = True
+    if method is AuthMethod.PSK and not msg.psk:
+        p.add(where, f"PSK authentication but no PSK ({msg.reference or 'no reference'})")
+        ok = False
+    if method is AuthMethod.PUBKEY:
+        fp = msg.ca_fingerprint.lower()
+        if fp and not re.fullmatch(r"[0-9a-f]{64}", fp):
+            p.add(where, f"ca_fingerprint {msg.ca_fingerprint!r} is not a hex SHA-256")
+            ok = False
+        elif fp and fp not in anchors:
+            p.add(where, f"ca_fingerprint {fp[:16]}… matches none of the plan's trust anchors")
+            ok = False
+        elif not anchors:
+            p.add(where, "public key authentication but the plan has no trust anchors")
+            ok = False
+    if not ok:
+        return None
+    return Credential(method, msg.reference, bytes(msg.psk), msg.epoch, msg.ca_fingerprint.lower())
+
+
+def _transform(p: _Problems, where: str, t: plan_pb2.Transform) -> Transform | None:
+    try:
+        ttype = TransformType(t.type)
+    except ValueError:
+        p.add(where, f"unknown transform type {t.type}")
+        return None
+    table = {
+        TransformType.ENCR: {**_ENCR_AEAD, **_ENCR_CBC},
+        TransformType.PRF: _PRF,
+        TransformType.INTEG: _INTEG,
+        TransformType.DH: _DH,
+        TransformType.ESN: _ESN,
+    }[ttype]
+    if t.id not in table:
+        p.add(where, f"{ttype.name} transform {t.id} is not implemented (have {sorted(table)})")
+        return None
+    if ttype is TransformType.ENCR:
+        allowed = _ENCR_KEY_BITS[t.id]
+        if t.key_length not in allowed:
+            want = "no key length" if allowed == {0} else f"key length {sorted(allowed)}"
+            p.add(where, f"{table[t.id]} with key length {t.key_length}: needs {want}")
+            return None
+    elif t.key_length:
+        p.add(where, f"{ttype.name} transform {t.id} takes no key length, got {t.key_length}")
+        return None
+    return Transform(ttype, t.id, t.key_length)
+
+
+def _proposal(p: _Problems, where: str, msg: plan_pb2.Proposal, ike: bool) -> Proposal | None:
+    before = len(p.items)
+    ts = [_transform(p, f"{where} transform {i + 1}", t) for i, t in enumerate(msg.transforms)]
+    if len(p.items) != before:
+        return None
+    transforms = tuple(t for t in ts if t is not None)
+    by_type: dict[TransformType, list[Transform]] = {}
+    for t in transforms:
+        by_type.setdefault(t.type, []).append(t)
+    encr = by_type.get(TransformType.ENCR, [])
+    aead = [t for t in encr if t.id in _ENCR_AEAD]
+    if not encr:
+        p.add(where, "no encryption transform")
+    elif aead and len(aead) != len(encr):
+        # RFC 5282 section 8: AEAD and non-AEAD algorithms go in separate proposals.
+        p.add(where, "mixes AEAD and non-AEAD encryption in one proposal")
+    elif aead and TransformType.INTEG in by_type:
+        p.add(where, "AEAD encryption with an integrity transform (RFC 5282 section 8)")
+    elif not aead and TransformType.INTEG not in by_type:
+        p.add(where, "AES-CBC needs an integrity transform")
+    if ike:
+        if TransformType.PRF not in by_type:
+            p.add(where, "IKE proposal without a PRF")
+        if TransformType.DH not in by_type:
+            p.add(where, "IKE proposal without a key exchange (DH) transform")
+        if TransformType.ESN in by_type:
+            p.add(where, "IKE proposal with an ESN transform")
+    elif TransformType.PRF in by_type:
+        p.add(where, "ESP proposal with a PRF")
+    if len(p.items) != before:
+        return None
+    return Proposal(msg.text, transforms)
+
+
+def _proposals(
+    p: _Problems, where: str, msgs: Sequence[plan_pb2.Proposal], ike: bool
+) -> tuple[Proposal, ...]:
+    kind = "ike" if ike else "esp"
+    if not msgs:
+        p.add(where, f"no {kind} proposals")
+    out = [
+        _proposal(p, f"{where} {kind} proposal {i + 1} ({m.text!r})", m, ike)
+        for i, m in enumerate(msgs)
+    ]
+    return tuple(x for x in out if x is not None)
+
+
+def _lifetimes(p: _Problems, where: str, m: plan_pb2.Lifetimes) -> Lifetimes:
+    for name in ("ike_rekey_seconds", "child_rekey_seconds"):
+        value = getattr(m, name)
+        if value < MIN_REKEY_SECONDS:
+            p.add(where, f"{name} {value} is below the minimum of {MIN_REKEY_SECONDS}")
+    shortest = min(m.ike_rekey_seconds, m.child_rekey_seconds)
+    if shortest >= MIN_REKEY_SECONDS and m.rand_seconds >= shortest:
+        p.add(where, f"rand_seconds {m.rand_seconds} must be below the rekey time {shortest}")
+    return Lifetimes(
+        m.ike_rekey_seconds,
+        m.child_rekey_seconds,
+        m.child_rekey_bytes,
+        m.child_rekey_packets,
+        m.rand_seconds,
+    )
+
+
+def _peer(p: _Problems, where: str, m: plan_pb2.Peer, anchors: set[str]) -> Peer | None:
+    before = len(p.items)
+    if not m.remote_addresses:
+        p.add(where, "no remote address")
+    remote = [
+        _address(p, f"{where} remote_addresses[{i}]", a) for i, a in enumerate(m.remote_addresses)
+    ]
+    local = _address(p, f"{where} local_address", m.local_address) if m.local_address else None
+    if m.remote_port > 65535:
+        p.add(where, f"remote_port {m.remote_port} is not within 0..65535")
+    local_id = _identity(p, f"{where} local_id", m.local_id)
+    remote_id = _identity(p, f"{where} remote_id", m.remote_id)
+    auth = _credential(p, f"{where} auth", m.auth, anchors)
+    ike = _proposals(p, where, m.ike_proposals, ike=True)
+    esp = _proposals(p, where, m.esp_proposals, ike=False)
+    mode = _enum(p, f"{where} mode", Mode, m.mode)
+    start = _enum(p, f"{where} start_action", StartAction, m.start_action)
+    lifetimes = _lifetimes(p, f"{where} lifetimes", m.lifetimes)
+    if m.dpd.delay_seconds and m.dpd.timeout_seconds < m.dpd.delay_seconds:
+        p.add(
+            f"{where} dpd",
+            f"timeout {m.dpd.timeout_seconds}s is shorter than the delay {m.dpd.delay_seconds}s",
+        )
+    local_ts = [_prefix(p, f"{where} local_ts[{i}]", t) for i, t in enumerate(m.local_ts)]
+    remote_ts = [_prefix(p, f"{where} remote_ts[{i}]", t) for i, t in enumerate(m.remote_ts)]
+    if len(p.items) != before:
+        return None
+    assert local_id and remote_id and auth and mode and start
+    return Peer(
+        name=m.name,
+        remote_addresses=tuple(a for a in remote if a is not None),
+        local_address=local,
+        remote_port=m.remote_port,
+        local_id=local_id,
+        remote_id=remote_id,
+        auth=auth,
+        ike_proposals=ike,
+        esp_proposals=esp,
+        mode=mode,
+        lifetimes=lifetimes,
+        dpd=Dpd(m.dpd.delay_seconds, m.dpd.timeout_seconds),
+        nat=NatTraversal(m.nat.force_encap, m.nat.keepalive_seconds),
+        start_action=start,
+        local_ts=tuple(t for t in local_ts if t is not None),
+        remote_ts=tuple(t for t in remote_ts if t is not None),
+        managed=m.managed,
+        initiator=m.initiator,
+    )
+
+
+def _enum(p: _Problems, where: str, cls: type[E], value: int) -> E | None:
+    try:
+        return cls(value)
+    except ValueError:
+        names = ", ".join(x.name.lower() for x in cls)
+        p.add(where, f"unknown or missing value {value} (expected one of {names})")
+        return None
+
+
+def _port_range(p: _Problems, where: str, start: int, end: int) -> tuple[int, int]:
+    if start > 65535 or end > 65535:
+        p.add(where, f"port range {start}-{end} is not within 0..65535")
+    elif start > end:
+        p.add(where, f"port range {start}-{end} starts after it ends")
+    return (start, end)
+
+
+def _spd_entry(p: _Problems, where: str, m: plan_pb2.SpdEntry, peers: set[str]) -> SpdEntry | None:
+    before = len(p.items)
+    s = m.selector
+    local = _prefix(p, f"{where} local_prefix", s.local_prefix)
+    remote = _prefix(p, f"{where} remote_prefix", s.remote_prefix)
+    if local is not None and remote is not None and local.version != remote.version:
+        p.add(where, f"local {local} and remote {remote} are of different address families")
+    if s.protocol > 255:
+        p.add(where, f"protocol {s.protocol} is not within 0..255")
+    lports = _port_range(p, f"{where} local ports", s.local_port_start, s.local_port_end)
+    rports = _port_range(p, f"{where} remote ports", s.remote_port_start, s.remote_port_end)
+    action = _enum(p, f"{where} action", SpdAction, m.action)
+    if action is SpdAction.PROTECT:
+        if not m.peer:
+            p.add(where, "protect entry names no peer")
+        elif m.peer not in peers:
+            p.add(where, f"protect entry names peer {m.peer!r}, which is not in the plan")
+    elif action is not None and m.peer:
+        p.add(where, f"{action.name.lower()} entry names a peer ({m.peer!r})")
+    if len(p.items) != before:
+        return None
+    assert local and remote and action
+    return SpdEntry(
+        m.name, TrafficSelector(local, remote, s.protocol, lports, rports), action, m.peer
+    )
+
+
+# -- agent state -> messages -------------------------------------------------------------
+
+_CHANGE_KIND = {
+    ChangeKind.ADDED: agent_pb2.Change.ADDED,
+    ChangeKind.REMOVED: agent_pb2.Change.REMOVED,
+    ChangeKind.CHANGED: agent_pb2.Change.CHANGED,
+}
+
+
+def changes_to_proto(changes: Iterable[PlanChange]) -> list[agent_pb2.Change]:
+    return [
+        agent_pb2.Change(
+            kind=_CHANGE_KIND[c.kind], section=c.section, name=c.name, details=list(c.details)
+        )
+        for c in changes
+    ]
+
+
+def ike_sa_to_proto(sa: IkeSaReport) -> agent_pb2.IkeSaStatus:
+    msg = agent_pb2.IkeSaStatus(
+        peer=sa.peer,
+        state=sa.state,
+        spi_i=sa.spi_i,
+        spi_r=sa.spi_r,
+        proposal=sa.proposal,
+        local_address=sa.local_address,
+        remote_address=sa.remote_address,
+        initiator=sa.initiator,
+        nat_detected=sa.nat_detected,
+        established_at=sa.established_at,
+        rekeyed_at=sa.rekeyed_at,
+        next_rekey_at=sa.next_rekey_at,
+        last_liveness_at=sa.last_liveness_at,
+        last_error=sa.last_error,
+    )
+    for c in sa.children:
+        msg.children.add(
+            name=c.name,
+            state=c.state,
+            spi_in=c.spi_in,
+            spi_out=c.spi_out,
+            proposal=c.proposal,
+            mode=c.mode,
+            local_ts=list(c.local_ts),
+            remote_ts=list(c.remote_ts),
+            established_at=c.established_at,
+            rekeyed_at=c.rekeyed_at,
+            next_rekey_at=c.next_rekey_at,
+            bytes_in=c.bytes_in,
+            bytes_out=c.bytes_out,
+            packets_in=c.packets_in,
+            packets_out=c.packets_out,
+            replay_drops=c.replay_drops,
+            integrity_failures=c.integrity_failures,
+            policy_drops=c.policy_drops,
+        )
+    return msg
+
+
+def event_to_proto(event: SaEventReport) -> agent_pb2.StatusEvent:
+    return agent_pb2.StatusEvent(
+        time=event.time,
+        sa_event=agent_pb2.SaEvent(kind=event.kind, peer=event.peer, detail=event.detail),
+    )
+
+
+def rekey_target_from_proto(target: int) -> RekeyTarget:
+    if target == agent_pb2.RekeyRequest.IKE:
+        return RekeyTarget.IKE
+    if target == agent_pb2.RekeyRequest.CHILD:
+        return RekeyTarget.CHILD
+    return RekeyTarget.BOTH
+
+
+def rekey_results_to_proto(results: Iterable[RekeyOutcome]) -> agent_pb2.RekeyResponse:
+    return agent_pb2.RekeyResponse(
+        results=[agent_pb2.RekeyResult(peer=r.peer, ok=r.ok, detail=r.detail) for r in results]
+    )

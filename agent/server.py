@@ -1,0 +1,184 @@
+"""The agent's gRPC server: mutual TLS, a check of the caller's identity, health, signals.
+
+TLS already requires a client certificate from the fleet CA (``require_client_auth``).
+That is not enough: every agent holds a fleet certificate too, so one compromised host
+could push plans to all the others. :class:`ControllerOnly` therefore checks, on every
+call of the Agent service, that the certificate's CN or a DNS SAN is the controller's
+identity, and refuses anyone else with PERMISSION_DENIED naming who they are. The
+standard health service stays open to any fleet certificate (monitoring).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from vpnfleet.protos import agent_pb2_grpc
+
+from .service import AgentService
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONTROLLER_IDENTITY = "vpnfleet-controller"
+AGENT_SERVICE = "vpnfleet.v1.Agent"
+_PROTECTED_PREFIX = f"/{AGENT_SERVICE}/"
+# A hub's plan with hundreds of peers can pass gRPC's 4 MiB default.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class ServerError(Exception):
+    """The server cannot start (bad key files, port in use …)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTls:
+    cert_pem: bytes
+    key_pem: bytes
+    ca_pem: bytes
+
+    @classmethod
+    def from_files(cls, cert: Path, key: Path, ca: Path) -> ServerTls:
+        out: list[bytes] = []
+        for what, path in (("certificate", cert), ("private key", key), ("CA certificate", ca)):
+            try:
+                out.append(path.read_bytes())
+            except OSError as exc:
+                raise ServerError(f"cannot read the TLS {what} {path}: {exc.strerror}") from None
+        return cls(*out)
+
+
+def caller_identities(context: grpc.aio.ServicerContext) -> list[str]:
+    """The CN and DNS SANs of the client certificate, as TLS verified them."""
+    auth = context.auth_context()
+    names: list[str] = []
+    for key in ("x509_common_name", "x509_subject_alternative_name"):
+        for value in auth.get(key, ()):
+            text = value.decode(errors="replace")
+            if text not in names:
+                names.append(text)
+    return names
+
+
+class ControllerOnly(grpc.aio.ServerInterceptor):
+    """Refuse Agent-service calls from any certificate but the controller's."""
+
+    def __init__(self, controller_identity: str) -> None:
+        self.identity = controller_identity
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or not handler_call_details.method.startswith(_PROTECTED_PREFIX):
+            return handler
+        return self._guard(handler)
+
+    async def _check(self, context: grpc.aio.ServicerContext) -> None:
+        names = caller_identities(context)
+        if self.identity not in names:
+            who = ", ".join(names) or "no certificate identity"
+            log.warning("refused a call from %s (%s)", who, context.peer())
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"caller {who} is not the controller ({self.identity})",
+            )
+
+    def _guard(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        check = self._check
+        if handler.unary_unary is not None:
+            inner_unary = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await check(context)
+                return await inner_unary(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            inner_stream = handler.unary_stream
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                await check(context)
+                async for item in inner_stream(request, context):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        raise ServerError("the Agent service only has unary and server-streaming methods")
+
+
+@dataclass(slots=True)
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+async def start_server(
+    service: AgentService,
+    listen: str,
+    tls: ServerTls,
+    controller_identity: str = DEFAULT_CONTROLLER_IDENTITY,
+) -> RunningServer:
+    """Bind ``listen`` (host:port, port 0 for any) with mTLS and start serving."""
+    server = grpc.aio.server(
+        interceptors=[ControllerOnly(controller_identity)],
+        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
+    )
+    agent_pb2_grpc.add_AgentServicer_to_server(service, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    creds = grpc.ssl_server_credentials(
+        [(tls.key_pem, tls.cert_pem)], root_certificates=tls.ca_pem, require_client_auth=True
+    )
+    try:
+        port = server.add_secure_port(listen, creds)
+    except RuntimeError as exc:
+        raise ServerError(f"cannot listen on {listen}: {exc}") from None
+    if port == 0:
+        raise ServerError(f"cannot listen on {listen} (address in use or not local)")
+    try:
+        await server.start()
+    except Exception as exc:  # grpc reports bad key material only at start
+        raise ServerError(f"cannot start the server on {listen}: {exc}") from None
+    serving = health_pb2.HealthCheckResponse.SERVING
+    await health_servicer.set("", serving)
+    await health_servicer.set(AGENT_SERVICE, serving)
+    return RunningServer(server, port, health_servicer)
+
+
+async def wait_for_signal() -> int:
+    """Wait for SIGTERM or SIGINT; return the signal number."""
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[int] = loop.create_future()
+
+    def deliver(signum: int) -> None:
+        if not got.done():
+            got.set_result(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, deliver, sig)
+    try:
+        return await got
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

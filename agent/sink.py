@@ -1,0 +1,153 @@
+"""What the gRPC service hands a plan to once it is persisted, and what it reads back.
+
+The service validates and persists a plan, then calls :meth:`PlanSink.put_in_force`.
+The IKE/ESP engine implements this protocol; until it exists, :class:`PlanOnlySink`
+keeps the plan and reports no SAs (``data_plane`` False), which is also what hollow
+agents run. Events from the sink (SA up, down, rekeyed) go to an :class:`EventHub` that
+WatchStatus streams from; the module imports no gRPC so the engine can use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .plan import AgentPlan
+
+
+class RekeyTarget(enum.Enum):
+    BOTH = "both"
+    IKE = "ike"
+    CHILD = "child"
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSaReport:
+    name: str
+    state: str
+    spi_in: int = 0
+    spi_out: int = 0
+    proposal: str = ""
+    mode: str = ""
+    local_ts: tuple[str, ...] = ()
+    remote_ts: tuple[str, ...] = ()
+    established_at: float = 0.0
+    rekeyed_at: float = 0.0
+    next_rekey_at: float = 0.0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    packets_in: int = 0
+    packets_out: int = 0
+    replay_drops: int = 0
+    integrity_failures: int = 0
+    policy_drops: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class IkeSaReport:
+    peer: str
+    state: str
+    spi_i: int = 0
+    spi_r: int = 0
+    proposal: str = ""
+    local_address: str = ""
+    remote_address: str = ""
+    initiator: bool = False
+    nat_detected: bool = False
+    established_at: float = 0.0
+    rekeyed_at: float = 0.0
+    next_rekey_at: float = 0.0
+    last_liveness_at: float = 0.0
+    last_error: str = ""
+    children: tuple[ChildSaReport, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RekeyOutcome:
+    peer: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class SaEventReport:
+    """An event for WatchStatus: ``kind`` is "plan_applied", "ike_up", "child_rekeyed" …"""
+
+    kind: str
+    peer: str = ""
+    detail: str = ""
+    time: float = 0.0
+
+
+class PlanSink(Protocol):
+    """The part of the agent that turns a persisted plan into SAs."""
+
+    @property
+    def data_plane(self) -> bool: ...
+
+    async def put_in_force(self, plan: AgentPlan) -> None:
+        """Make ``plan`` the one in force; only called with a validated, persisted plan."""
+
+    def ike_sas(self) -> Sequence[IkeSaReport]: ...
+
+    def peers_up(self) -> int: ...
+
+    async def rekey(self, peers: Sequence[str], target: RekeyTarget) -> list[RekeyOutcome]: ...
+
+
+@dataclass(slots=True)
+class PlanOnlySink:
+    """Keeps the plan in force and nothing else: the agent before the engine, hollow agents."""
+
+    plans: list[AgentPlan] = field(default_factory=list)
+
+    @property
+    def data_plane(self) -> bool:
+        return False
+
+    @property
+    def plan(self) -> AgentPlan | None:
+        return self.plans[-1] if self.plans else None
+
+    async def put_in_force(self, plan: AgentPlan) -> None:
+        # Only the latest plan matters; keep one so a long-lived hollow agent stays small.
+        self.plans[:] = [plan]
+
+    def ike_sas(self) -> Sequence[IkeSaReport]:
+        return ()
+
+    def peers_up(self) -> int:
+        return 0
+
+    async def rekey(self, peers: Sequence[str], target: RekeyTarget) -> list[RekeyOutcome]:
+        return [RekeyOutcome(p, False, "no data plane in this agent") for p in peers]
+
+
+class EventHub:
+    """Fan-out of events to every WatchStatus stream; a slow watcher loses old events
+    rather than holding memory or blocking the engine."""
+
+    def __init__(self, queue_size: int = 256) -> None:
+        self._queues: set[asyncio.Queue[SaEventReport]] = set()
+        self._size = queue_size
+
+    def subscribe(self) -> asyncio.Queue[SaEventReport]:
+        q: asyncio.Queue[SaEventReport] = asyncio.Queue(self._size)
+        self._queues.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[SaEventReport]) -> None:
+        self._queues.discard(q)
+
+    def publish(self, event: SaEventReport) -> None:
+        for q in self._queues:
+            if q.full():
+                q.get_nowait()
+            q.put_nowait(event)
+
+    @property
+    def watchers(self) -> int:
+        return len(self._queues)

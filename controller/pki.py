@@ -1,0 +1,367 @@
+"""The fleet CA: agent and controller certificates for gRPC mTLS and IKE authentication.
+
+Files (in STATE/pki, see controller.state):
+
+    ca.key  ca.pem                  the fleet CA (key 0600)
+    controller.key  controller.pem  the controller's TLS client certificate
+
+Bootstrap of a new host (private keys never leave the host):
+
+1. On the host: ``vpnfleet-agent init --name a1 --state-dir DIR`` makes the TLS and IKE
+   key pairs (0600) and writes ``tls.csr`` and ``ike.csr``.
+2. On the controller: ``vpnfleet ca sign a1 --tls-csr tls.csr --ike-csr ike.csr
+   [--address 192.0.2.1]`` (:func:`sign_agent_csrs`) checks each CSR's signature and
+   that it names the host, and issues a TLS certificate (SAN DNS:a1, serverAuth and
+   clientAuth) and an IKE certificate (SAN DNS:a1 and the address, digitalSignature).
+3. Copy ``tls.pem``, ``ike.pem`` and ``ca.pem`` back; ``vpnfleet-agent install-certs``
+   checks them against the local keys and the CA.
+
+:func:`enroll_local` runs the same steps in one process for the lab and tests, where the
+agent's directory is on the controller's machine (keys still made in the agent's dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import ipaddress
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .state import StateDir, write_private
+
+CA_KEY, CA_CERT = "ca.key", "ca.pem"
+CONTROLLER_KEY, CONTROLLER_CERT = "controller.key", "controller.pem"
+CONTROLLER_IDENTITY = "vpnfleet-controller"
+ALGORITHMS = ("ecdsa-p256", "ed25519")
+CA_DAYS = 3650
+LEAF_DAYS = 397
+
+_HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?$")
+PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+
+class PkiError(Exception):
+    """A CA operation cannot be done; the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsCredentials:
+    """PEM material for one end of an mTLS connection."""
+
+    cert_pem: bytes
+    key_pem: bytes
+    ca_pem: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CaInfo:
+    cert_path: Path
+    algorithm: str
+    fingerprint: str
+
+
+def fingerprint(cert_pem: bytes) -> str:
+    """Hex SHA-256 of the certificate's DER encoding (what plans carry as ca_fingerprint)."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def _new_key(algorithm: str) -> PrivateKey:
+    if algorithm == "ecdsa-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if algorithm == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise PkiError(f"unknown key algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+
+
+def _key_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _hash_for(key: PrivateKey) -> hashes.SHA256 | None:
+    return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+
+
+def _spki(key: object) -> bytes:
+    return key.public_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _pki_dir(state_dir: Path) -> Path:
+    return StateDir(state_dir).pki
+
+
+def init_ca(state_dir: Path, algorithm: str = "ecdsa-p256", force: bool = False) -> CaInfo:
+    """Create the fleet CA; refuse to replace an existing one unless ``force``."""
+    pki = _pki_dir(state_dir)
+    if (pki / CA_KEY).exists() and not force:
+        raise PkiError(
+            f"a fleet CA already exists in {pki}; replacing it invalidates every agent "
+            "certificate (use --force if that is what you want)"
+        )
+    key = _new_key(algorithm)
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "vpnfleet"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "vpnfleet fleet CA"),
+        ]
+    )
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, _hash_for(key))
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    write_private(pki / CA_KEY, _key_pem(key))
+    write_private(pki / CA_CERT, cert_pem)
+    # A new CA makes the old controller certificate useless; drop it so it is reissued.
+    (pki / CONTROLLER_CERT).unlink(missing_ok=True)
+    (pki / CONTROLLER_KEY).unlink(missing_ok=True)
+    return CaInfo(pki / CA_CERT, algorithm, fingerprint(cert_pem))
+
+
+def load_ca(state_dir: Path) -> tuple[x509.Certificate, PrivateKey, bytes]:
+    pki = _pki_dir(state_dir)
+    try:
+        cert_pem = (pki / CA_CERT).read_bytes()
+        key_pem = (pki / CA_KEY).read_bytes()
+    except FileNotFoundError:
+        raise PkiError(f"no fleet CA in {pki}: run `vpnfleet ca init` first") from None
+    key = serialization.load_pem_private_key(key_pem, None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+        raise PkiError(f"{pki / CA_KEY} holds an unsupported key type")
+    return x509.load_pem_x509_certificate(cert_pem), key, cert_pem
+
+
+def _issue(
+    ca_cert: x509.Certificate,
+    ca_key: PrivateKey,
+    subject_cn: str,
+    public_key: object,
+    sans: list[x509.GeneralName],
+    usages: list[x509.ObjectIdentifier],
+) -> bytes:
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)  # type: ignore[arg-type]
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=LEAF_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+    )
+    if usages:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    cert = builder.sign(ca_key, _hash_for(ca_key))
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def ensure_controller_cert(state_dir: Path, identity: str = CONTROLLER_IDENTITY) -> TlsCredentials:
+    """The controller's TLS client certificate, issued (key made locally) if missing or
+    if it was issued by another CA."""
+    pki = _pki_dir(state_dir)
+    ca_cert, ca_key, ca_pem = load_ca(state_dir)
+    cert_path, key_path = pki / CONTROLLER_CERT, pki / CONTROLLER_KEY
+    if cert_path.exists() and key_path.exists():
+        cert_pem = cert_path.read_bytes()
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        if cert.issuer == ca_cert.subject:
+            try:
+                cert.verify_directly_issued_by(ca_cert)
+                return TlsCredentials(cert_pem, key_path.read_bytes(), ca_pem)
+            except Exception:  # issued by an older CA of the same name: reissue below
+                pass
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert_pem = _issue(
+        ca_cert,
+        ca_key,
+        identity,
+        key.public_key(),
+        [x509.DNSName(identity)],
+        [ExtendedKeyUsageOID.CLIENT_AUTH],
+    )
+    key_pem = _key_pem(key)
+    write_private(key_path, key_pem)
+    write_private(cert_path, cert_pem)
+    return TlsCredentials(cert_pem, key_pem, ca_pem)
+
+
+def _check_csr(what: str, host: str, pem: bytes) -> x509.CertificateSigningRequest:
+    try:
+        csr = x509.load_pem_x509_csr(pem)
+    except ValueError:
+        raise PkiError(f"the {what} CSR for {host} is not a PEM certificate request") from None
+    if not csr.is_signature_valid:
+        raise PkiError(f"the {what} CSR for {host} has an invalid signature")
+    cns = [str(a.value) for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = san.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        dns = []
+    if host not in cns and host not in dns:
+        named = ", ".join(dict.fromkeys(cns + dns)) or "no name"
+        raise PkiError(f"the {what} CSR names {named}, not {host!r}: is it another host's?")
+    return csr
+
+
+def sign_agent_csrs(
+    state_dir: Path,
+    host: str,
+    tls_csr_pem: bytes,
+    ike_csr_pem: bytes,
+    address: str | None = None,
+) -> tuple[bytes, bytes, bytes]:
+    """Issue an agent's TLS and IKE certificates from its CSRs; return (tls, ike, ca) PEM."""
+    if not _HOST_RE.match(host):
+        raise PkiError(f"{host!r} is not a valid host name")
+    sans: list[x509.GeneralName] = [x509.DNSName(host)]
+    if address:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(address)))
+        except ValueError:
+            raise PkiError(f"--address {address!r} is not an IP address") from None
+    tls_csr = _check_csr("TLS", host, tls_csr_pem)
+    ike_csr = _check_csr("IKE", host, ike_csr_pem)
+    if _spki(tls_csr.public_key()) == _spki(ike_csr.public_key()):
+        raise PkiError("the TLS and IKE CSRs carry the same key; each needs its own key pair")
+    ca_cert, ca_key, ca_pem = load_ca(state_dir)
+    tls_pem = _issue(
+        ca_cert,
+        ca_key,
+        host,
+        tls_csr.public_key(),
+        [x509.DNSName(host)],
+        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+    )
+    ike_pem = _issue(ca_cert, ca_key, host, ike_csr.public_key(), sans, [])
+    return tls_pem, ike_pem, ca_pem
+
+
+# File names the agent uses in its state dir (agent/enroll.py); the controller never
+# imports the agent, so the names are repeated here for the local helpers.
+_AGENT_FILES = {
+    "tls_key": "tls.key",
+    "tls_csr": "tls.csr",
+    "tls_cert": "tls.pem",
+    "ike_key": "ike.key",
+    "ike_csr": "ike.csr",
+    "ike_cert": "ike.pem",
+    "ca": "ca.pem",
+}
+
+
+def _make_csr(key: PrivateKey, host: str) -> bytes:
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .sign(key, _hash_for(key))
+    )
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def sign_agent_dir(state_dir: Path, agent_dir: Path, host: str, address: str | None = None) -> None:
+    """Sign the CSRs an agent left in ``agent_dir`` and put the certificates beside them."""
+    f = _AGENT_FILES
+    try:
+        tls_csr = (agent_dir / f["tls_csr"]).read_bytes()
+        ike_csr = (agent_dir / f["ike_csr"]).read_bytes()
+    except FileNotFoundError as exc:
+        raise PkiError(f"{exc.filename} is missing: run `vpnfleet-agent init` there") from None
+    tls_pem, ike_pem, ca_pem = sign_agent_csrs(state_dir, host, tls_csr, ike_csr, address)
+    for name, data in (("tls_cert", tls_pem), ("ike_cert", ike_pem), ("ca", ca_pem)):
+        write_private(agent_dir / f[name], data)
+
+
+def enroll_local(state_dir: Path, agent_dir: Path, host: str, address: str | None = None) -> None:
+    """Lab and tests: make the agent's keys and CSRs in ``agent_dir``, sign them through
+    the CSR path, and install the certificates there."""
+    f = _AGENT_FILES
+    for key_name, csr_name in (("tls_key", "tls_csr"), ("ike_key", "ike_csr")):
+        key = ec.generate_private_key(ec.SECP256R1())
+        write_private(agent_dir / f[key_name], _key_pem(key))
+        write_private(agent_dir / f[csr_name], _make_csr(key, host))
+    sign_agent_dir(state_dir, agent_dir, host, address)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m vpnfleet.controller.pki sign-dir --state S ROOT``: sign the CSRs of every
+    agent directory ROOT/<host>/ that has no certificate yet (hollow agents, the lab)."""
+    parser = argparse.ArgumentParser(prog="python -m vpnfleet.controller.pki")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sign_dir = sub.add_parser("sign-dir", help="sign ROOT/<host>/{tls,ike}.csr for each host")
+    sign_dir.add_argument("--state", required=True, type=Path, help="controller state dir")
+    sign_dir.add_argument("root", type=Path)
+    args = parser.parse_args(argv)
+    count = 0
+    try:
+        for agent_dir in sorted(p for p in args.root.iterdir() if p.is_dir()):
+            if (agent_dir / _AGENT_FILES["tls_csr"]).exists() and not (
+                agent_dir / _AGENT_FILES["tls_cert"]
+            ).exists():
+                sign_agent_dir(args.state, agent_dir, agent_dir.name)
+                count += 1
+    except PkiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"signed {count} agents")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

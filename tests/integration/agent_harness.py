@@ -1,0 +1,114 @@
+"""Real agent processes for integration tests: a fleet CA, enrolled agents, and
+``vpnfleet-agent serve`` started on 127.0.0.1 with an ephemeral port.
+
+Every process started here is killed when its context manager exits, also on failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from vpnfleet.controller.pki import (
+    TlsCredentials,
+    enroll_local,
+    ensure_controller_cert,
+    init_ca,
+)
+
+START_TIMEOUT = 20.0
+
+
+@dataclass
+class Fleet:
+    root: Path
+
+    @property
+    def controller_state(self) -> Path:
+        return self.root / "controller"
+
+    def controller_tls(self) -> TlsCredentials:
+        return ensure_controller_cert(self.controller_state)
+
+    def enroll(self, host: str, address: str | None = None) -> Path:
+        agent_dir = self.root / "agents" / host
+        enroll_local(self.controller_state, agent_dir, host, address)
+        return agent_dir
+
+
+def make_fleet(root: Path, algorithm: str = "ecdsa-p256") -> Fleet:
+    fleet = Fleet(root)
+    init_ca(fleet.controller_state, algorithm)
+    return fleet
+
+
+@dataclass
+class AgentProcess:
+    host: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    agent_dir: Path
+    log_path: Path
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+def _read_listening_line(proc: subprocess.Popen[bytes], log_path: Path) -> int:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + START_TIMEOUT
+    buffer = b""
+    fd = proc.stdout.fileno()
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            buffer += chunk
+            for line in buffer.decode(errors="replace").splitlines():
+                if " listening on " in line:
+                    return int(line.rsplit(":", 1)[1])
+        elif proc.poll() is not None:
+            break
+    raise AssertionError(
+        f"agent did not start: rc={proc.poll()} stdout={buffer!r} log={log_path.read_text()!r}"
+    )
+
+
+@contextlib.contextmanager
+def running_agent(host: str, agent_dir: Path, extra_config: str = "") -> Iterator[AgentProcess]:
+    config = agent_dir / "agent.yaml"
+    config.write_text(f"name: {host}\nlisten: 127.0.0.1:0\nstate_dir: .\n{extra_config}")
+    log_path = agent_dir / "agent.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vpnfleet.agent.cli", "serve", "--config", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
+    try:
+        port = _read_listening_line(proc, log_path)
+        yield AgentProcess(host, proc, port, agent_dir, log_path)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -1,0 +1,56 @@
+"""Agent configuration file: defaults, paths, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from vpnfleet.agent.config import ConfigError, load_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "agent.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_relative_paths(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "name: a1\nstate_dir: st\n"))
+    assert cfg.name == "a1"
+    assert cfg.listen == "0.0.0.0:50051"
+    assert cfg.state_dir == tmp_path / "st"
+    assert cfg.tls.cert == tmp_path / "st" / "tls.pem"
+    assert cfg.tls.ca == tmp_path / "st" / "ca.pem"
+    assert cfg.controller_identity == "vpnfleet-controller"
+
+
+def test_explicit_tls(tmp_path: Path) -> None:
+    cfg = load_config(
+        write(tmp_path, "name: a1\nstate_dir: /s\ntls: {cert: /x/c.pem, key: k, ca: /x/ca.pem}\n")
+    )
+    assert cfg.tls.cert == Path("/x/c.pem") and cfg.tls.key == Path("/s/k")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: a1\nlisten_on: x\n", "unknown key 'listen_on' (did you mean 'listen'?)"),
+        ("name: a1\ntls: {cret: a}\n", "tls: unknown key 'cret' (did you mean 'cert'?)"),
+        ("listen: 1.2.3.4:5\n", "'name' is required"),
+        ("name: a1\nlisten: 50051\n", "must be host:port"),
+        ("name: a1\nlisten: h:99999\n", "must be host:port"),
+        ("name: [a]\n", "'name' must be a non-empty string"),
+        ("- a\n", "expected a mapping"),
+        ("name: a1\ntls: 3\n", "'tls' must be a mapping"),
+        ("name: 'a1\n", "not valid YAML"),
+    ],
+)
+def test_bad_config(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert message in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.yaml")
