@@ -1,0 +1,7 @@
+"""IKEv2 protocol core: sans-I/O, no clock, stdlib and cryptography only.
+
+Layers, bottom up: buffer (wire reads/writes), constants (IANA numbers), payloads /
+sa_payload / message (RFC 7296 codec), transforms / crypto / keys (algorithms, SK
+payload, key derivation), proposals / traffic_selectors (negotiation), and the
+IKE SA connection (ike_sa, with tasks/ per exchange under task_manager).
+"""

@@ -1,0 +1,318 @@
+"""Transforms keyed by their IANA IDs (RFC 7296 section 3.3.2, RFC 8247).
+
+Each algorithm is a small frozen object: ``prf_for(PrfId.HMAC_SHA2_256)``,
+``integ_for(IntegId.HMAC_SHA2_256_128)``, ``encr_for(EncrId.AES_GCM_16, 256)``,
+``dh_for(DhGroup.CURVE25519)``. Unknown IDs raise UnsupportedTransform.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric import ec, x25519
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
+from .constants import DhGroup, EncrId, IntegId, PrfId
+from .errors import CryptoError, UnsupportedTransform
+
+# -- PRF and integrity ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prf:
+    """An HMAC PRF (RFC 4868 for the SHA-2 ones). Key and output length = digest size."""
+
+    id: int
+    name: str
+    hash_name: str
+    output_length: int
+
+    def __call__(self, key: bytes, data: bytes) -> bytes:
+        return hmac.digest(key, data, self.hash_name)
+
+    @property
+    def key_length(self) -> int:
+        """Preferred key length: SK_d, SK_pi and SK_pr have this size (section 2.14)."""
+        return self.output_length
+
+
+PRFS: dict[int, Prf] = {
+    p.id: p
+    for p in (
+        # SHA-1 is kept for the published IKEv2 KDF vectors and legacy peers only.
+        Prf(PrfId.HMAC_SHA1, "prfsha1", "sha1", 20),
+        Prf(PrfId.HMAC_SHA2_256, "prfsha256", "sha256", 32),
+        Prf(PrfId.HMAC_SHA2_384, "prfsha384", "sha384", 48),
+        Prf(PrfId.HMAC_SHA2_512, "prfsha512", "sha512", 64),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Integ:
+    """Truncated HMAC integrity (RFC 4868 section 2.3)."""
+
+    id: int
+    name: str
+    hash_name: str
+    key_length: int
+    icv_length: int
+
+    def sign(self, key: bytes, data: bytes) -> bytes:
+        return hmac.digest(key, data, self.hash_name)[: self.icv_length]
+
+    def verify(self, key: bytes, data: bytes, icv: bytes) -> bool:
+        return hmac.compare_digest(self.sign(key, data), icv)
+
+
+INTEGS: dict[int, Integ] = {
+    i.id: i
+    for i in (
+        Integ(IntegId.HMAC_SHA1_96, "sha1", "sha1", 20, 12),
+        Integ(IntegId.HMAC_SHA2_256_128, "sha256", "sha256", 32, 16),
+        Integ(IntegId.HMAC_SHA2_384_192, "sha384", "sha384", 48, 24),
+        Integ(IntegId.HMAC_SHA2_512_256, "sha512", "sha512", 64, 32),
+    )
+}
+
+
+def prf_for(prf_id: int) -> Prf:
+    try:
+        return PRFS[prf_id]
+    except KeyError:
+        raise UnsupportedTransform(f"PRF transform {prf_id} is not supported") from None
+
+
+def integ_for(integ_id: int) -> Integ:
+    try:
+        return INTEGS[integ_id]
+    except KeyError:
+        raise UnsupportedTransform(f"integrity transform {integ_id} is not supported") from None
+
+
+# -- encryption ------------------------------------------------------------------
+
+EncrMode = Literal["cbc", "gcm", "chacha"]
+
+
+@dataclass(frozen=True)
+class Encr:
+    """An encryption transform with a fixed key size.
+
+    ``key_length`` is the keying material taken from prf+ for SK_e / ESP keys: for
+    AEAD it includes the 4-byte salt (RFC 5282 section 7.1, RFC 7634 section 2).
+    """
+
+    id: int
+    key_bits: int
+    mode: EncrMode
+    name: str
+
+    @property
+    def is_aead(self) -> bool:
+        return self.mode != "cbc"
+
+    @property
+    def salt_length(self) -> int:
+        return 0 if self.mode == "cbc" else 4
+
+    @property
+    def key_length(self) -> int:
+        return self.key_bits // 8 + self.salt_length
+
+    @property
+    def iv_length(self) -> int:
+        return 16 if self.mode == "cbc" else 8
+
+    @property
+    def block_size(self) -> int:
+        """Plaintext alignment: AES-CBC needs 16; GCM and ChaCha20 need none."""
+        return 16 if self.mode == "cbc" else 1
+
+    @property
+    def icv_length(self) -> int:
+        return 16 if self.is_aead else 0
+
+    def _split(self, key: bytes) -> tuple[bytes, bytes]:
+        if len(key) != self.key_length:
+            raise CryptoError(f"{self.name} needs {self.key_length} key bytes, got {len(key)}")
+        cut = self.key_bits // 8
+        return key[:cut], key[cut:]
+
+    def encrypt(self, key: bytes, iv: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
+        """CBC: ciphertext. AEAD: ciphertext || 16-byte tag; nonce = salt || iv."""
+        if len(iv) != self.iv_length:
+            raise CryptoError(f"{self.name} needs a {self.iv_length}-byte IV, got {len(iv)}")
+        cipher_key, salt = self._split(key)
+        if self.mode == "cbc":
+            if len(plaintext) % 16:
+                raise CryptoError("AES-CBC plaintext is not block aligned")
+            enc = Cipher(algorithms.AES(cipher_key), modes.CBC(iv)).encryptor()
+            return enc.update(plaintext) + enc.finalize()
+        aead = AESGCM(cipher_key) if self.mode == "gcm" else ChaCha20Poly1305(cipher_key)
+        return aead.encrypt(salt + iv, plaintext, aad)
+
+    def decrypt(self, key: bytes, iv: bytes, ciphertext: bytes, aad: bytes = b"") -> bytes:
+        if len(iv) != self.iv_length:
+            raise CryptoError(f"{self.name} needs a {self.iv_length}-byte IV, got {len(iv)}")
+        cipher_key, salt = self._split(key)
+        if self.mode == "cbc":
+            if not ciphertext or len(ciphertext) % 16:
+                raise CryptoError(
+                    f"AES-CBC ciphertext of {len(ciphertext)} bytes is not block aligned"
+                )
+            dec = Cipher(algorithms.AES(cipher_key), modes.CBC(iv)).decryptor()
+            return dec.update(ciphertext) + dec.finalize()
+        if len(ciphertext) < 16:
+            raise CryptoError(
+                f"{self.name} ciphertext of {len(ciphertext)} bytes is shorter than its tag"
+            )
+        aead = AESGCM(cipher_key) if self.mode == "gcm" else ChaCha20Poly1305(cipher_key)
+        try:
+            return aead.decrypt(salt + iv, ciphertext, aad)
+        except InvalidTag:
+            raise CryptoError(f"{self.name} integrity check failed") from None
+
+
+_ENCRS: dict[tuple[int, int], Encr] = {
+    (e.id, e.key_bits): e
+    for e in (
+        Encr(EncrId.AES_CBC, 128, "cbc", "aes128"),
+        Encr(EncrId.AES_CBC, 256, "cbc", "aes256"),
+        Encr(EncrId.AES_GCM_16, 128, "gcm", "aes128gcm16"),
+        Encr(EncrId.AES_GCM_16, 256, "gcm", "aes256gcm16"),
+        Encr(EncrId.CHACHA20_POLY1305, 256, "chacha", "chacha20poly1305"),
+    )
+}
+
+
+def encr_for(encr_id: int, key_bits: int | None) -> Encr:
+    """Look up an encryption transform; ChaCha20-Poly1305 carries no Key Length (RFC 7634)."""
+    if encr_id == EncrId.CHACHA20_POLY1305:
+        if key_bits not in (None, 256):
+            raise UnsupportedTransform("ChaCha20-Poly1305 takes no Key Length attribute")
+        key_bits = 256
+    if key_bits is None:
+        raise UnsupportedTransform(f"encryption transform {encr_id} needs a Key Length attribute")
+    try:
+        return _ENCRS[(encr_id, key_bits)]
+    except KeyError:
+        raise UnsupportedTransform(
+            f"encryption transform {encr_id} with {key_bits}-bit keys is not supported"
+        ) from None
+
+
+# -- Diffie-Hellman groups ----------------------------------------------------------
+
+# RFC 3526 section 3, the 2048-bit MODP group; generator 2.
+MODP_2048_PRIME = int(
+    "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD1"
+    "29024E088A67CC74020BBEA63B139B22514A08798E3404DD"
+    "EF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245"
+    "E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7ED"
+    "EE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3D"
+    "C2007CB8A163BF0598DA48361C55D39A69163FA8FD24CF5F"
+    "83655D23DCA3AD961C62F356208552BB9ED529077096966D"
+    "670C354E4ABC9804F1746C08CA18217C32905E462E36CE3B"
+    "E39E772C180E86039B2783A2EC07A28FB5C55DF06F4C52C9"
+    "DE2BCBF6955817183995497CEA956AE515D2261898FA0510"
+    "15728E5A8AACAA68FFFFFFFFFFFFFFFF",
+    16,
+)
+
+# Private exponent size: RFC 3526 section 8 asks for at least twice the group's
+# strength (~110 bits for 2048); 512 bits leaves ample margin and keeps pow() fast.
+MODP_EXPONENT_BYTES = 64
+_CURVES: dict[int, tuple[ec.EllipticCurve, int]] = {
+    DhGroup.ECP_256: (ec.SECP256R1(), 32),
+    DhGroup.ECP_384: (ec.SECP384R1(), 48),
+}
+
+
+class KeyExchange:
+    """One side of a DH exchange. ``public_key`` is the KE payload data.
+
+    Encodings: MODP is the big-endian value padded to the prime size (RFC 7296
+    section 3.4); ECP is x || y without a point-format octet (RFC 5903 section 7);
+    Curve25519 is the 32-byte u-coordinate (RFC 8031 section 2).
+    """
+
+    def __init__(self, group: int, private_value: bytes | None = None) -> None:
+        self.group = group
+        if group == DhGroup.MODP_2048:
+            # Plain modular exponentiation: the cryptography package is retiring
+            # finite-field DH, and group 14 stays a MUST for interoperability.
+            raw = private_value if private_value is not None else os.urandom(MODP_EXPONENT_BYTES)
+            self._modp_x = int.from_bytes(raw, "big")
+            if not 1 < self._modp_x < MODP_2048_PRIME - 1:
+                raise CryptoError("MODP private exponent out of range")
+            self.public_key = pow(2, self._modp_x, MODP_2048_PRIME).to_bytes(256, "big")
+        elif group in _CURVES:
+            curve, size = _CURVES[group]
+            if private_value is None:
+                self._ec = ec.generate_private_key(curve)
+            else:
+                self._ec = ec.derive_private_key(int.from_bytes(private_value, "big"), curve)
+            nums = self._ec.public_key().public_numbers()
+            self.public_key = nums.x.to_bytes(size, "big") + nums.y.to_bytes(size, "big")
+        elif group == DhGroup.CURVE25519:
+            if private_value is None:
+                self._x25519 = x25519.X25519PrivateKey.generate()
+            else:
+                self._x25519 = x25519.X25519PrivateKey.from_private_bytes(private_value)
+            self.public_key = self._x25519.public_key().public_bytes_raw()
+        else:
+            raise UnsupportedTransform(f"Diffie-Hellman group {group} is not supported")
+
+    @staticmethod
+    def public_key_length(group: int) -> int:
+        if group == DhGroup.MODP_2048:
+            return 256
+        if group in _CURVES:
+            return 2 * _CURVES[group][1]
+        if group == DhGroup.CURVE25519:
+            return 32
+        raise UnsupportedTransform(f"Diffie-Hellman group {group} is not supported")
+
+    def shared_secret(self, peer_public: bytes) -> bytes:
+        """g^ir for the peer's KE data; invalid peer values raise CryptoError."""
+        expected = self.public_key_length(self.group)
+        if len(peer_public) != expected:
+            raise CryptoError(
+                f"KE data for group {self.group} must be {expected} bytes, got {len(peer_public)}"
+            )
+        if self.group == DhGroup.MODP_2048:
+            y = int.from_bytes(peer_public, "big")
+            # RFC 7296 section 5 / RFC 6989: refuse 0, 1, p-1 and values >= p.
+            if not 1 < y < MODP_2048_PRIME - 1:
+                raise CryptoError("MODP public value out of range")
+            return pow(y, self._modp_x, MODP_2048_PRIME).to_bytes(256, "big")
+        if self.group in _CURVES:
+            curve, _ = _CURVES[self.group]
+            try:
+                peer_ec = ec.EllipticCurvePublicKey.from_encoded_point(curve, b"\x04" + peer_public)
+            except ValueError:
+                raise CryptoError("ECP public value is not a point on the curve") from None
+            # RFC 5903 section 7 (as corrected by errata 9): g^ir is the x-coordinate only.
+            return self._ec.exchange(ec.ECDH(), peer_ec)
+        try:
+            peer_x = x25519.X25519PublicKey.from_public_bytes(peer_public)
+            return self._x25519.exchange(peer_x)
+        except ValueError:
+            # RFC 8031 section 2: an all-zero result must be refused.
+            raise CryptoError("Curve25519 exchange produced the all-zero value") from None
+
+
+def random_bytes(size: int) -> bytes:
+    return os.urandom(size)
+
+
+def sha1(data: bytes) -> bytes:
+    """SHA-1, used for NAT detection hashes (RFC 7296 section 2.23) and CERTREQ."""
+    return hashlib.sha1(data).digest()
