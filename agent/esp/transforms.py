@@ -1,0 +1,216 @@
+"""ESP encryption and integrity transforms: key checks, sealing and opening.
+
+Each suite is built once per SA from the negotiated keys, creating its cryptography
+objects (AESGCM, ChaCha20Poly1305, AES) once so the per-packet path allocates as little
+as the library lets it. A suite seals ``(iv, header, plaintext, esn_high)`` into
+``ciphertext || ICV`` and opens it back, returning None when the ICV does not verify;
+``header`` is the ESP header as sent (SPI || low sequence half) and ``esn_high`` the high
+half with ESN, which each transform authenticates in its own place.
+
+- AES-GCM-16 (RFC 4106): key || 4-byte salt; nonce = salt || 8-byte explicit IV.
+- ChaCha20-Poly1305 (RFC 7634 section 2): 32-byte key || 4-byte salt; same nonce form.
+- AES-CBC (RFC 3602) with HMAC-SHA2-256-128 / 384-192 / 512-256 (RFC 4868): random
+  16-byte IV; the ICV is the truncated HMAC over SPI || seq || IV || ciphertext (and the
+  high sequence half with ESN, RFC 4303 section 2.2.1), checked before decrypting.
+"""
+
+from __future__ import annotations
+
+import hmac
+from enum import StrEnum
+from typing import Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
+
+class Encryption(StrEnum):
+    """ESP encryption transforms, named as in strongSwan proposals."""
+
+    AES128GCM16 = "aes128gcm16"
+    AES256GCM16 = "aes256gcm16"
+    CHACHA20POLY1305 = "chacha20poly1305"
+    AES128 = "aes128"
+    AES256 = "aes256"
+
+    @property
+    def is_aead(self) -> bool:
+        return self not in (Encryption.AES128, Encryption.AES256)
+
+    @property
+    def key_length(self) -> int:
+        """Octets of keying material, salt included (RFC 4106 section 8.1, RFC 7634 2)."""
+        return _KEY_LENGTH[self]
+
+
+class Integrity(StrEnum):
+    """ESP integrity transforms for the non-AEAD ciphers (RFC 4868)."""
+
+    HMAC_SHA2_256_128 = "sha256"
+    HMAC_SHA2_384_192 = "sha384"
+    HMAC_SHA2_512_256 = "sha512"
+
+    @property
+    def key_length(self) -> int:
+        """RFC 4868 section 2.1.1: the key is as long as the hash output."""
+        return _INTEG[self][1]
+
+    @property
+    def icv_length(self) -> int:
+        return _INTEG[self][2]
+
+
+_KEY_LENGTH = {
+    Encryption.AES128GCM16: 16 + 4,
+    Encryption.AES256GCM16: 32 + 4,
+    Encryption.CHACHA20POLY1305: 32 + 4,
+    Encryption.AES128: 16,
+    Encryption.AES256: 32,
+}
+
+# hash name for hmac.digest, key length, truncated ICV length
+_INTEG = {
+    Integrity.HMAC_SHA2_256_128: ("sha256", 32, 16),
+    Integrity.HMAC_SHA2_384_192: ("sha384", 48, 24),
+    Integrity.HMAC_SHA2_512_256: ("sha512", 64, 32),
+}
+
+_SALT_LENGTH = 4
+_AEAD_IV_LENGTH = 8
+_AEAD_ICV_LENGTH = 16
+_AES_BLOCK = 16
+
+
+class CipherSuite(Protocol):
+    """What an ESP SA needs from its transforms."""
+
+    iv_length: int
+    icv_length: int
+    align: int
+    """Payload || padding || 2 trailer octets is padded to a multiple of this."""
+
+    def seal(self, iv: bytes, header: bytes, plaintext: bytes, esn_high: bytes) -> bytes:
+        """``ciphertext || ICV``. ``header`` is SPI || low sequence half as sent;
+        ``esn_high`` the high half with ESN (authenticated, not sent), else empty."""
+        ...
+
+    def open(self, iv: bytes, header: bytes, body: bytes, esn_high: bytes) -> bytes | None:
+        """The plaintext, or None if the ICV does not verify or the body is malformed."""
+        ...
+
+
+class AeadSuite:
+    """AES-GCM-16 (RFC 4106) or ChaCha20-Poly1305 (RFC 7634) with a salted nonce."""
+
+    iv_length = _AEAD_IV_LENGTH
+    icv_length = _AEAD_ICV_LENGTH
+    align = 4
+
+    __slots__ = ("_decrypt", "_encrypt", "aead", "salt")
+
+    def __init__(self, encryption: Encryption, key_material: bytes) -> None:
+        if not encryption.is_aead:
+            raise ValueError(f"{encryption} is not an AEAD transform")
+        _check_key(f"{encryption} key||salt", key_material, encryption.key_length)
+        key, self.salt = key_material[:-_SALT_LENGTH], key_material[-_SALT_LENGTH:]
+        """The implicit nonce part; the SA's hot path reads it and ``aead`` directly."""
+        if encryption is Encryption.CHACHA20POLY1305:
+            self.aead: AESGCM | ChaCha20Poly1305 = ChaCha20Poly1305(key)
+        else:
+            self.aead = AESGCM(key)
+        self._encrypt = self.aead.encrypt
+        self._decrypt = self.aead.decrypt
+
+    def seal(self, iv: bytes, header: bytes, plaintext: bytes, esn_high: bytes = b"") -> bytes:
+        return self._encrypt(self.salt + iv, plaintext, _aad(header, esn_high))
+
+    def open(self, iv: bytes, header: bytes, body: bytes, esn_high: bytes = b"") -> bytes | None:
+        try:
+            return self._decrypt(self.salt + iv, body, _aad(header, esn_high))
+        except InvalidTag:
+            return None
+
+
+def _aad(header: bytes, esn_high: bytes) -> bytes:
+    # RFC 4106 section 5 / RFC 7634 section 4: with ESN the AAD is SPI || Seq high ||
+    # Seq low; otherwise SPI || Seq (any other AAD, as in the GCM spec's tests, as is).
+    return header[:4] + esn_high + header[4:] if esn_high else header
+
+
+class CbcHmacSuite:
+    """AES-CBC (RFC 3602) with a truncated HMAC-SHA2 ICV (RFC 4868)."""
+
+    iv_length = _AES_BLOCK
+    align = _AES_BLOCK
+
+    __slots__ = ("_aes", "_hash", "_integ_key", "icv_length")
+
+    def __init__(
+        self,
+        encryption: Encryption,
+        key: bytes,
+        integrity: Integrity | None,
+        integ_key: bytes,
+    ) -> None:
+        if encryption.is_aead:
+            raise ValueError(f"{encryption} is an AEAD transform; it takes no integrity")
+        if integrity is None:
+            # RFC 8221 section 5: ESP encryption without integrity is not allowed.
+            raise ValueError(f"{encryption} needs an integrity transform")
+        _check_key(f"{encryption} key", key, encryption.key_length)
+        _check_key(f"{integrity} integrity key", integ_key, integrity.key_length)
+        # The AES key schedule object is reused; CBC binds the IV, so the Cipher
+        # context is per packet (the library offers no IV reset).
+        self._aes = algorithms.AES(key)
+        self._hash, _, self.icv_length = _INTEG[integrity]
+        self._integ_key = integ_key
+
+    def _icv(self, header: bytes, iv: bytes, ciphertext: bytes, esn_high: bytes) -> bytes:
+        # RFC 4303 section 2.2.1 / 3.3.2.2: the high half goes after the payload.
+        return hmac.digest(self._integ_key, header + iv + ciphertext + esn_high, self._hash)[
+            : self.icv_length
+        ]
+
+    def seal(self, iv: bytes, header: bytes, plaintext: bytes, esn_high: bytes = b"") -> bytes:
+        encryptor = Cipher(self._aes, modes.CBC(iv)).encryptor()
+        ciphertext = encryptor.update(plaintext) + encryptor.finalize()
+        return ciphertext + self._icv(header, iv, ciphertext, esn_high)
+
+    def open(self, iv: bytes, header: bytes, body: bytes, esn_high: bytes = b"") -> bytes | None:
+        split = len(body) - self.icv_length
+        if split <= 0 or split % _AES_BLOCK:
+            return None
+        ciphertext = body[:split]
+        if not hmac.compare_digest(self._icv(header, iv, ciphertext, esn_high), body[split:]):
+            return None
+        decryptor = Cipher(self._aes, modes.CBC(iv)).decryptor()
+        return decryptor.update(ciphertext) + decryptor.finalize()
+
+
+def integrity_icv(integrity: Integrity, key: bytes, data: bytes) -> bytes:
+    """The truncated HMAC of ``data`` (RFC 4868 section 2.7.2's authenticator)."""
+    _check_key(f"{integrity} integrity key", key, integrity.key_length)
+    name, _, length = _INTEG[integrity]
+    return hmac.digest(key, data, name)[:length]
+
+
+def build_suite(
+    encryption: Encryption,
+    enc_key: bytes,
+    integrity: Integrity | None = None,
+    integ_key: bytes = b"",
+) -> AeadSuite | CbcHmacSuite:
+    """The suite for one SA; raises ValueError naming the transform or key at fault."""
+    if encryption.is_aead:
+        if integrity is not None or integ_key:
+            raise ValueError(f"{encryption} is an AEAD transform; it takes no integrity")
+        return AeadSuite(encryption, enc_key)
+    return CbcHmacSuite(encryption, enc_key, integrity, integ_key)
+
+
+def _check_key(what: str, key: bytes, length: int) -> None:
+    if not isinstance(key, bytes):
+        raise TypeError(f"{what} must be bytes, got {type(key).__name__}")
+    if len(key) != length:
+        raise ValueError(f"{what} must be {length} octets, got {len(key)}")
