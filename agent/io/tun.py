@@ -10,6 +10,7 @@ model).
 from __future__ import annotations
 
 import collections
+import contextlib
 import fcntl
 import os
 import struct
@@ -77,11 +78,9 @@ class LinuxTun:
             return None
 
     def write(self, packet: bytes) -> None:
-        try:
+        # A full kernel queue drops the packet, as a router would.
+        with contextlib.suppress(BlockingIOError):
             os.write(self._fd, packet)
-        except BlockingIOError:
-            # The kernel's queue is full: drop, as a router would.
-            pass
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -1,0 +1,377 @@
+"""Links, addresses, routes and policy-routing rules for the data plane (netlink through
+pyroute2's asyncio client, so it runs inside the agent's event loop).
+
+Everything acts on the network namespace the process runs in (the lab starts each agent
+with ``ip netns exec``). Every change is idempotent: adding what already exists, or
+removing what is already gone, is not an error, so a plan can be applied twice. Other
+failures raise :class:`RouteError` naming the object and the kernel's reason.
+
+The TUN MTU is lowered so that a full-size cleartext packet still fits the underlay once
+encapsulated (:func:`tunnel_mtu`). For the AEAD suites (AES-GCM-16, RFC 4106;
+ChaCha20-Poly1305, RFC 7634) over UDP-encapsulated IPv4 on a 1500-byte underlay:
+
+    outer IPv4 header          20   (RFC 791)
+    UDP header                  8   (RFC 3948 section 2.1)
+    ESP SPI + sequence number   8   (RFC 4303 section 2)
+    IV                          8   (RFC 4106 section 3.1, RFC 7634 section 2)
+    padding                   0-3   (RFC 4303 section 2.4: payload + 2 aligned to 4 bytes)
+    pad length + next header    2   (RFC 4303 section 2.4, 2.6)
+    ICV                        16   (RFC 4106 section 6, RFC 7634 section 2)
+                               --
+    60 bytes fixed, plus 0-3 of padding. 1500 - 60 = 1440 bytes are left for payload +
+    trailer, a multiple of 4 already, so the largest cleartext packet is 1440 - 2 = 1438
+    (a conservative "fixed + worst padding" sum would give 1435).
+
+AES-CBC (RFC 3602) has a 16-byte IV and 16-byte blocks, and HMAC-SHA2-256-128 a 16-byte
+ICV (RFC 4868), giving 1422; with HMAC-SHA2-512-256 (32-byte ICV) 1406. Raw ESP saves the
+8 UDP bytes; an IPv6 underlay costs 20 more.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from pyroute2 import AsyncIPRoute, NetlinkError
+
+IPV4_HEADER = 20
+IPV6_HEADER = 40
+UDP_HEADER = 8
+ESP_HEADER = 8
+"""SPI and sequence number (RFC 4303 section 2)."""
+ESP_TRAILER = 2
+"""Pad length and next header (RFC 4303 section 2.4, 2.6)."""
+MIN_TUNNEL_MTU = 576
+"""RFC 791: every IPv4 host must accept 576-byte datagrams; a tunnel below that is useless."""
+
+
+@dataclass(frozen=True)
+class EspOverhead:
+    """The per-packet cost of one ESP transform set."""
+
+    iv: int
+    block: int
+    """Alignment of payload + trailer: the cipher block, at least 4 (RFC 4303 section 2.4)."""
+    icv: int
+
+
+AEAD_GCM16 = EspOverhead(iv=8, block=4, icv=16)
+"""AES-GCM-16 (RFC 4106) and ChaCha20-Poly1305 (RFC 7634) alike."""
+CBC_SHA256 = EspOverhead(iv=16, block=16, icv=16)
+CBC_SHA384 = EspOverhead(iv=16, block=16, icv=24)
+CBC_SHA512 = EspOverhead(iv=16, block=16, icv=32)
+
+
+def tunnel_mtu(
+    underlay_mtu: int = 1500,
+    overhead: EspOverhead = AEAD_GCM16,
+    *,
+    ipv6_underlay: bool = False,
+    udp_encap: bool = True,
+) -> int:
+    """The largest cleartext packet that fits ``underlay_mtu`` once ESP-encapsulated."""
+    fixed = (IPV6_HEADER if ipv6_underlay else IPV4_HEADER) + (UDP_HEADER if udp_encap else 0)
+    fixed += ESP_HEADER + overhead.iv + overhead.icv
+    room = underlay_mtu - fixed
+    # Payload + trailer is padded up to a multiple of the block size (RFC 4303 2.4).
+    inner = (room // overhead.block) * overhead.block - ESP_TRAILER
+    if inner < MIN_TUNNEL_MTU:
+        raise ValueError(
+            f"an underlay MTU of {underlay_mtu} leaves {inner} bytes for cleartext packets, "
+            f"below the minimum of {MIN_TUNNEL_MTU}"
+        )
+    return inner
+
+
+class RouteError(OSError):
+    """A netlink request failed for a reason other than the object already being in the
+    requested state."""
+
+
+def _prefix(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"bad prefix {value!r}: {exc}") from None
+
+
+def _interface(value: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+    try:
+        return ipaddress.ip_interface(value)
+    except ValueError as exc:
+        raise ValueError(f"bad interface address {value!r}: {exc}") from None
+
+
+def _check_table(table: int | None) -> None:
+    if table is not None and not 1 <= table <= 0xFFFFFFFF:
+        raise ValueError(f"routing table must be 1..4294967295, got {table}")
+
+
+def _family(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> int:
+    return socket.AF_INET6 if net.version == 6 else socket.AF_INET
+
+
+async def _collect(result: Any) -> list[Any]:
+    # pyroute2's asyncio client returns lists for some requests and async generators
+    # for dumps.
+    if hasattr(result, "__aiter__"):
+        return [item async for item in result]
+    return list(result)
+
+
+@dataclass(frozen=True)
+class RouteEntry:
+    prefix: str
+    ifname: str | None
+    table: int
+    metric: int | None
+
+
+class Routing:
+    """Netlink access for one network namespace: ``async with Routing() as routing``."""
+
+    def __init__(self) -> None:
+        self._ipr: Any = None
+
+    async def __aenter__(self) -> Routing:
+        self._ipr = AsyncIPRoute()
+        await self._ipr.setup_endpoint()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+
+    @property
+    def ipr(self) -> Any:
+        if self._ipr is None:
+            raise RuntimeError("Routing used outside 'async with' (or after close)")
+        return self._ipr
+
+    async def link_index(self, ifname: str) -> int:
+        found = await self.ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise RouteError(errno.ENODEV, f"no interface named {ifname!r} in this namespace")
+        return int(found[0])
+
+    async def link_up(self, ifname: str, mtu: int | None = None) -> None:
+        """Set the link up, and its MTU when given (e.g. from :func:`tunnel_mtu`)."""
+        if mtu is not None and not 68 <= mtu <= 65535:
+            raise ValueError(f"MTU must be 68..65535, got {mtu}")
+        index = await self.link_index(ifname)
+        args: dict[str, Any] = {"index": index, "state": "up"}
+        if mtu is not None:
+            args["mtu"] = mtu
+        await self._request(f"set link {ifname} up", self.ipr.link, "set", **args)
+
+    async def link_mtu(self, ifname: str) -> int:
+        index = await self.link_index(ifname)
+        links = await _collect(await self.ipr.link("get", index=index))
+        return int(links[0].get("mtu"))
+
+    async def add_address(self, ifname: str, address: str) -> None:
+        """Add ``address`` ("10.0.0.1/24" or a bare host address) to ``ifname``."""
+        iface = _interface(address)
+        index = await self.link_index(ifname)
+        await self._request(
+            f"add address {iface} to {ifname}",
+            self.ipr.addr,
+            "add",
+            index=index,
+            address=str(iface.ip),
+            prefixlen=iface.network.prefixlen,
+            ignore=(errno.EEXIST,),
+        )
+
+    async def remove_address(self, ifname: str, address: str) -> None:
+        iface = _interface(address)
+        index = await self.link_index(ifname)
+        await self._request(
+            f"remove address {iface} from {ifname}",
+            self.ipr.addr,
+            "del",
+            index=index,
+            address=str(iface.ip),
+            prefixlen=iface.network.prefixlen,
+            ignore=(errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH),
+        )
+
+    async def addresses(self, ifname: str) -> list[str]:
+        index = await self.link_index(ifname)
+        found = await _collect(await self.ipr.addr("dump", index=index))
+        return [f"{a.get('address')}/{a['prefixlen']}" for a in found]
+
+    async def add_route(
+        self, prefix: str, ifname: str, *, table: int | None = None, metric: int | None = None
+    ) -> None:
+        """Route ``prefix`` through ``ifname``. An identical route is left alone; a route
+        for the same prefix, table and metric through another device is an error."""
+        net = _prefix(prefix)
+        _check_table(table)
+        index = await self.link_index(ifname)
+        try:
+            await self.ipr.route("add", **self._route_args(net, index, table, metric))
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise RouteError(
+                    exc.code, f"add route {net} dev {ifname}: {_reason(exc)}"
+                ) from None
+            existing = await self._find_route(net, table, metric)
+            if existing is not None and existing.ifname not in (ifname, None):
+                raise RouteError(
+                    errno.EEXIST,
+                    f"add route {net} dev {ifname}: the prefix is already routed via "
+                    f"{existing.ifname} in table {existing.table}",
+                ) from None
+
+    async def remove_route(
+        self, prefix: str, ifname: str, *, table: int | None = None, metric: int | None = None
+    ) -> None:
+        net = _prefix(prefix)
+        _check_table(table)
+        try:
+            index = await self.link_index(ifname)
+        except RouteError:
+            # The device is gone, and the kernel removed its routes with it.
+            return
+        await self._request(
+            f"remove route {net} dev {ifname}",
+            self.ipr.route,
+            "del",
+            ignore=(errno.ESRCH, errno.ENOENT),
+            **self._route_args(net, index, table, metric),
+        )
+
+    async def routes(
+        self, *, table: int | None = None, ifname: str | None = None
+    ) -> list[RouteEntry]:
+        """Unicast routes in ``table`` (main by default), optionally only via ``ifname``."""
+        _check_table(table)
+        want = await self.link_index(ifname) if ifname is not None else None
+        names = {
+            int(link["index"]): link.get("ifname")
+            for link in await _collect(await self.ipr.link("dump"))
+        }
+        out: list[RouteEntry] = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            dump = await self.ipr.route("dump", family=family, table=table or 254)
+            for route in await _collect(dump):
+                oif = route.get("oif")
+                if want is not None and oif != want:
+                    continue
+                dst = route.get("dst") or ("0.0.0.0" if family == socket.AF_INET else "::")
+                out.append(
+                    RouteEntry(
+                        prefix=f"{dst}/{route['dst_len']}",
+                        ifname=names.get(oif) if oif is not None else None,
+                        table=int(route.get("table")),
+                        metric=route.get("priority"),
+                    )
+                )
+        return out
+
+    async def add_fwmark_rule(self, mark: int, table: int, *, priority: int | None = None) -> None:
+        """``ip rule add fwmark MARK lookup TABLE`` (IPv4 and IPv6)."""
+        for kwargs in self._rule_args(mark, table, priority):
+            await self._request(
+                f"add rule fwmark {mark:#x} table {table}",
+                self.ipr.rule,
+                "add",
+                ignore=(errno.EEXIST,),
+                **kwargs,
+            )
+
+    async def remove_fwmark_rule(
+        self, mark: int, table: int, *, priority: int | None = None
+    ) -> None:
+        for kwargs in self._rule_args(mark, table, priority):
+            await self._request(
+                f"remove rule fwmark {mark:#x} table {table}",
+                self.ipr.rule,
+                "del",
+                ignore=(errno.ENOENT, errno.ESRCH),
+                **kwargs,
+            )
+
+    async def fwmark_rules(self) -> list[tuple[int, int, int | None]]:
+        """(mark, table, priority) of every IPv4 fwmark rule."""
+        rules = await _collect(await self.ipr.rule("dump", family=socket.AF_INET))
+        return [
+            (int(r.get("fwmark")), int(r.get("table")), r.get("priority"))
+            for r in rules
+            if r.get("fwmark") is not None
+        ]
+
+    # -- internals -----------------------------------------------------------------------
+
+    @staticmethod
+    def _route_args(
+        net: ipaddress.IPv4Network | ipaddress.IPv6Network,
+        index: int,
+        table: int | None,
+        metric: int | None,
+    ) -> dict[str, Any]:
+        args: dict[str, Any] = {"dst": str(net), "oif": index, "family": _family(net)}
+        if table is not None:
+            args["table"] = table
+        if metric is not None:
+            if not 0 <= metric <= 0xFFFFFFFF:
+                raise ValueError(f"route metric must be 0..4294967295, got {metric}")
+            args["priority"] = metric
+        return args
+
+    @staticmethod
+    def _rule_args(mark: int, table: int, priority: int | None) -> list[dict[str, Any]]:
+        if not 1 <= mark <= 0xFFFFFFFF:
+            raise ValueError(f"firewall mark must be 1..0xffffffff, got {mark}")
+        _check_table(table)
+        if priority is not None and not 0 <= priority <= 0xFFFFFFFF:
+            raise ValueError(f"rule priority must be 0..4294967295, got {priority}")
+        out = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            args: dict[str, Any] = {"family": family, "fwmark": mark, "table": table}
+            if priority is not None:
+                args["priority"] = priority
+            out.append(args)
+        return out
+
+    async def _find_route(
+        self,
+        net: ipaddress.IPv4Network | ipaddress.IPv6Network,
+        table: int | None,
+        metric: int | None,
+    ) -> RouteEntry | None:
+        for entry in await self.routes(table=table):
+            if entry.prefix == str(net) and (metric is None or entry.metric == metric):
+                return entry
+        return None
+
+    async def _request(
+        self, what: str, method: Any, *args: Any, ignore: tuple[int, ...] = (), **kwargs: Any
+    ) -> None:
+        try:
+            await _collect(await method(*args, **kwargs))
+        except NetlinkError as exc:
+            if exc.code in ignore:
+                return
+            raise RouteError(exc.code, f"{what}: {_reason(exc)}") from None
+
+
+def _reason(exc: NetlinkError) -> str:
+    try:
+        return errno.errorcode.get(exc.code, str(exc.code)) + " " + str(exc.args[1])
+    except (IndexError, TypeError):
+        return str(exc)

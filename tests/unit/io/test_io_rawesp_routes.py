@@ -1,0 +1,115 @@
+"""Pure parts of raw ESP and routing: the IPv4 header strip, the tunnel MTU arithmetic,
+and the argument checks that refuse bad input before any netlink request is made."""
+
+from __future__ import annotations
+
+import pytest
+from vpnfleet.agent.io.rawesp import strip_ipv4_header
+from vpnfleet.agent.io.routes import (
+    AEAD_GCM16,
+    CBC_SHA256,
+    CBC_SHA384,
+    CBC_SHA512,
+    Routing,
+    tunnel_mtu,
+)
+
+ESP = bytes.fromhex("0000123400000001") + b"\xcc" * 24
+
+
+def ipv4(payload: bytes, *, ihl_words: int = 5, protocol: int = 50, version: int = 4) -> bytes:
+    """An IPv4 header (RFC 791 section 3.1) in front of ``payload``; options are zeros."""
+    header = bytes([version << 4 | ihl_words, 0]) + (20 + len(payload)).to_bytes(2, "big")
+    header += bytes(4) + bytes([64, protocol]) + bytes(2)
+    header += bytes([10, 0, 0, 1, 10, 0, 0, 2]) + bytes(max(ihl_words - 5, 0) * 4)
+    return header + payload
+
+
+def test_strip_plain_header() -> None:
+    assert strip_ipv4_header(ipv4(ESP)) == (ESP, "")
+
+
+def test_strip_header_with_options() -> None:
+    # IHL counts 32-bit words: 7 words means 8 bytes of options to skip.
+    assert strip_ipv4_header(ipv4(ESP, ihl_words=7)) == (ESP, "")
+
+
+@pytest.mark.parametrize(
+    ("packet", "reason"),
+    [
+        (b"\x45" + bytes(10), "short"),
+        (ipv4(ESP[:7]), "short"),
+        (ipv4(ESP, version=6), "malformed"),
+        (ipv4(ESP, ihl_words=4), "malformed"),
+        (ipv4(ESP, protocol=17), "malformed"),
+        (ipv4(bytes(4) + ESP[4:]), "malformed"),
+    ],
+    ids=["shorter-than-header", "esp-7-bytes", "not-ipv4", "ihl-below-5", "not-esp", "spi-zero"],
+)
+def test_strip_refuses(packet: bytes, reason: str) -> None:
+    assert strip_ipv4_header(packet) == (None, reason)
+
+
+def test_tunnel_mtu_aead_over_udp_ipv4() -> None:
+    # 1500 - (20 IPv4 + 8 UDP + 8 ESP header + 8 IV + 16 ICV) = 1440 = payload + 2 trailer.
+    assert tunnel_mtu(1500, AEAD_GCM16) == 1438
+    # A 1438-byte packet fills the underlay exactly: 1438 + 2 is already 4-aligned.
+    assert 20 + 8 + 8 + 8 + 1438 + 2 + 16 == 1500
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "mtu"),
+    [
+        ({"overhead": CBC_SHA256}, 1422),
+        ({"overhead": CBC_SHA384}, 1422),  # the 8 extra ICV bytes fit in the padding
+        ({"overhead": CBC_SHA512}, 1406),
+        ({"udp_encap": False}, 1446),
+        ({"ipv6_underlay": True}, 1418),
+        ({"underlay_mtu": 9000}, 8938),
+        ({"underlay_mtu": 1501}, 1438),
+        ({"underlay_mtu": 1503}, 1438),
+        ({"underlay_mtu": 1504}, 1442),
+    ],
+)
+def test_tunnel_mtu_variants(kwargs: dict[str, object], mtu: int) -> None:
+    assert tunnel_mtu(**kwargs) == mtu  # type: ignore[arg-type]
+
+
+def test_tunnel_mtu_cbc_fits_exactly() -> None:
+    # CBC: 16-byte blocks, so payload + trailer is padded to 1424 for a 1422-byte packet.
+    inner = tunnel_mtu(1500, CBC_SHA256)
+    padded = -(-(inner + 2) // 16) * 16
+    assert 20 + 8 + 8 + 16 + padded + 16 <= 1500
+    padded_next = -(-(inner + 1 + 2) // 16) * 16
+    assert 20 + 8 + 8 + 16 + padded_next + 16 > 1500
+
+
+def test_tunnel_mtu_too_small_underlay() -> None:
+    with pytest.raises(ValueError, match="underlay MTU of 600 leaves 538 bytes"):
+        tunnel_mtu(600)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda r: r.add_route("10.0.0.1/24", "tun0"), "bad prefix '10.0.0.1/24'"),
+        (lambda r: r.add_route("10.0.0.0/33", "tun0"), "bad prefix '10.0.0.0/33'"),
+        (lambda r: r.remove_route("nonsense", "tun0"), "bad prefix 'nonsense'"),
+        (lambda r: r.add_route("10.0.0.0/24", "t", table=0), "routing table must be 1.."),
+        (lambda r: r.add_address("tun0", "10.0.0.300/32"), "bad interface address"),
+        (lambda r: r.remove_address("tun0", "x"), "bad interface address 'x'"),
+        (lambda r: r.link_up("tun0", mtu=40), "MTU must be 68..65535, got 40"),
+        (lambda r: r.add_fwmark_rule(0, 100), "firewall mark must be 1..0xffffffff, got 0"),
+        (lambda r: r.add_fwmark_rule(1, 0), "routing table must be 1..4294967295, got 0"),
+        (lambda r: r.remove_fwmark_rule(1, 100, priority=-1), "rule priority must be"),
+    ],
+)
+async def test_routing_refuses_bad_arguments(call: object, message: str) -> None:
+    routing = Routing()  # never entered: the checks come before any netlink request
+    with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        await call(routing)  # type: ignore[operator]
+
+
+async def test_routing_outside_context_is_a_clear_error() -> None:
+    with pytest.raises(RuntimeError, match="Routing used outside 'async with'"):
+        await Routing().add_route("10.0.0.0/24", "tun0")
