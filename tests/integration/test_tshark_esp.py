@@ -283,8 +283,12 @@ def test_esp_wrong_encryption_key_is_caught(esp_capture: EspCapture, suite: EspS
     for verdict, packet in zip(verdicts, sent, strict=True):
         assert verdict.contained != packet.inner
         if suite.integrity is None:
-            # AES-GCM: the tag is keyed by the encryption key.
-            assert verdict.icv_good is False
+            # AES-GCM: the tag is keyed by the encryption key. Depending on what the
+            # garbage plaintext's trailer says, tshark either reports a bad ICV or gives
+            # up on the packet as malformed before checking it; never a good ICV.
+            assert verdict.icv_good is False or (
+                verdict.icv_good is None and verdict.malformed
+            ), verdict
         else:
             # CBC + HMAC: the ICV is over the ciphertext, keyed by the integrity key only.
             assert verdict.icv_good is True
