@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -34,7 +35,7 @@ EXIT_BAD_INPUT = 1
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", markup=True)
+    err.print(f"[bold red]error:[/] {escape(message)}")
     sys.exit(code)
 
 
@@ -235,7 +236,8 @@ def render_changes(result: AggregateResult, show_diff: bool) -> None:
             Outcome.SKIPPED: "cyan",
         }[r.outcome]
         label = r.outcome.value
-        out.print(f"[{style}]{label}[/]: [{r.host}]" + (f" {r.error}" if r.error else ""))
+        detail = escape(f"[{r.host}]" + (f" {r.error}" if r.error else ""))
+        out.print(f"[{style}]{label}[/]: {detail}")
         if show_diff:
             for c in r.changes:
                 out.print(f"    {c}", markup=False)
@@ -246,7 +248,7 @@ def render_recap(result: AggregateResult) -> None:
     for line in result.recap_lines():
         out.print(line, markup=False)
     if result.aborted:
-        err.print(f"[bold red]stopped:[/] {result.aborted}")
+        err.print(f"[bold red]stopped:[/] {escape(result.aborted)}")
 
 
 @contextmanager
@@ -339,36 +341,33 @@ def plan_cmd(
 
 
 def render_plan_summaries(summaries: list[dict[str, Any]]) -> None:
+    """Plans in the manner of ``swanctl --list-conns``: one block per host."""
     for s in summaries:
         out.print(
-            f"[bold]{s['host']}[/]  generation {s['generation']}  hash {s['content_hash'][:12]}"
-            f"  identity {s['identity']}  subnets {', '.join(s['subnets']) or '-'}"
+            f"[bold]{escape(s['host'])}[/]: generation {s['generation']}, hash {s['content_hash'][:12]}, "
+            f"identity {s['identity']}, agent {s['endpoint']}"
         )
-        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-        for col in ("peer", "address", "auth", "ike", "esp", "mode", "start", "local ts", "remote ts"):
-            table.add_column(col)
+        out.print(f"  subnets: {', '.join(s['subnets']) or '-'}", markup=False)
         for p in s["peers"]:
-            table.add_row(
-                p["name"],
-                p["address"],
-                p["auth"],
-                " ".join(p["ike"]),
-                " ".join(p["esp"]),
-                p["mode"],
-                p["start"],
-                " ".join(p["local_ts"]),
-                " ".join(p["remote_ts"]),
+            role = "initiator" if p["initiator"] else "responder"
+            managed = "" if p["managed"] else ", external"
+            out.print(
+                f"  peer {p['name']}: {p['address']}, {role}{managed}, {p['auth']}, "
+                f"{p['mode']}, start={p['start']}",
+                markup=False,
             )
-        out.print(table)
-        spd = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-        for col in ("#", "spd entry", "action", "local", "remote", "proto", "ports", "peer"):
-            spd.add_column(col)
+            out.print(f"    ike: {', '.join(p['ike'])}", markup=False)
+            out.print(f"    esp: {', '.join(p['esp'])}", markup=False)
+            out.print(
+                f"    {' '.join(p['local_ts'])} === {' '.join(p['remote_ts'])}", markup=False
+            )
         for i, e in enumerate(s["spd"], 1):
-            spd.add_row(
-                str(i), e["name"], e["action"], e["local"], e["remote"], e["protocol"], e["ports"],
-                e["peer"],
+            via = f" via {e['peer']}" if e["peer"] else ""
+            out.print(
+                f"  spd {i:>3} {e['action']:<8} {e['local']} -> {e['remote']} "
+                f"proto {e['protocol']} ports {e['ports']}{via}  ({e['name']})",
+                markup=False,
             )
-        out.print(spd)
         out.print()
 
 

@@ -1,0 +1,235 @@
+"""The `vpnfleet` command against real agents: plan, apply, status, limits and bad input.
+
+Agents are real `vpnfleet-agent serve` processes on 127.0.0.1 with mutual TLS from a
+fleet CA; the controller is the real CLI in a subprocess. Each host's `agent_address`
+points the controller at its agent's ephemeral port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from agent_harness import AgentProcess, Fleet, make_fleet, running_agent
+
+CLI = [sys.executable, "-m", "vpnfleet.controller.cli"]
+HOSTS = ("h1", "h2", "h3")
+
+
+@dataclass
+class Lab:
+    fleet: Fleet
+    inventory: Path
+    agents: dict[str, AgentProcess]
+
+    def vpnfleet(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, "--state", str(self.fleet.controller_state), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+
+    def status_json(self) -> dict[str, dict[str, object]]:
+        res = self.vpnfleet("status", "-i", str(self.inventory), "-o", "json")
+        assert res.returncode == 0, res.stderr
+        return {h["host"]: h for h in json.loads(res.stdout)["hosts"]}
+
+
+def write_inventory(root: Path, ports: dict[str, int], extra_hosts: str = "") -> None:
+    hosts = "".join(
+        f"        {h}: {{address: 10.77.0.{i}, subnets: [10.7{i}.0.0/24], "
+        f"agent_address: '127.0.0.1:{ports[h]}'}}\n"
+        for i, h in enumerate(HOSTS, 1)
+    )
+    (root / "hosts.yaml").write_text(
+        "all:\n  children:\n    mesh:\n      hosts:\n" + hosts + extra_hosts
+    )
+    (root / "group_vars").mkdir(exist_ok=True)
+    (root / "group_vars" / "all.yaml").write_text(
+        "ike_proposals: [aes256gcm16-prfsha384-x25519]\nesp_proposals: [aes256gcm16]\n"
+    )
+    (root / "topology.yaml").write_text("meshes:\n  - {name: core, group: mesh}\n")
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    fleet = make_fleet(tmp_path)
+    inventory = tmp_path / "inventory"
+    inventory.mkdir()
+    with contextlib.ExitStack() as stack:
+        agents = {h: stack.enter_context(running_agent(h, fleet.enroll(h))) for h in HOSTS}
+        write_inventory(inventory, {h: a.port for h, a in agents.items()})
+        yield Lab(fleet, inventory, agents)
+
+
+def test_plan_is_a_dry_run_listing_changes(lab: Lab) -> None:
+    res = lab.vpnfleet("plan", "-i", str(lab.inventory))
+    assert res.returncode == 0, res.stderr
+    assert "changed: [h1]" in res.stdout
+    assert "+ peer h2" in res.stdout and "+ peer h3" in res.stdout
+    # Nothing was applied: the agents still have no plan.
+    assert all(h["state"] == "no plan" for h in lab.status_json().values())
+
+
+def test_apply_then_idempotent_and_status_in_sync(lab: Lab) -> None:
+    first = lab.vpnfleet("apply", "-i", str(lab.inventory), "-o", "json")
+    assert first.returncode == 0, first.stderr
+    result = json.loads(first.stdout)
+    assert result["counts"]["changed"] == 3
+    assert {h["host"] for h in result["hosts"]} == set(HOSTS)
+
+    second = lab.vpnfleet("apply", "-i", str(lab.inventory))
+    assert second.returncode == 0, second.stderr
+    assert "RECAP" in second.stdout
+    for h in HOSTS:
+        assert f"{h} : ok=1   changed=0" in second.stdout
+
+    status = lab.status_json()
+    assert all(s["state"] == "in sync" for s in status.values()), status
+    observed = status["h1"]["observed"]
+    assert isinstance(observed, dict) and observed["peers_total"] == 2
+
+
+def test_secrets_never_in_output(lab: Lab) -> None:
+    res = lab.vpnfleet("apply", "-i", str(lab.inventory), "--diff")
+    assert res.returncode == 0, res.stderr
+    assert "psk:h1+h2/epoch-1" in res.stdout
+    emit = lab.inventory.parent / "plans"
+    lab.vpnfleet("plan", "-i", str(lab.inventory), "--emit", str(emit))
+    from vpnfleet.protos import plan_pb2
+
+    plan = plan_pb2.NodePlan.FromString((emit / "h1.plan").read_bytes())
+    psk = plan.peers[0].auth.psk
+    assert len(psk) == 32
+    assert psk.hex() not in res.stdout and psk.hex() not in res.stderr
+
+
+def test_changed_inventory_shows_drift_until_applied(lab: Lab) -> None:
+    assert lab.vpnfleet("apply", "-i", str(lab.inventory)).returncode == 0
+    (lab.inventory / "group_vars" / "all.yaml").write_text(
+        "ike_proposals: [aes128-sha256-modp2048]\nesp_proposals: [aes128gcm16]\n"
+    )
+    check = lab.vpnfleet("apply", "-i", str(lab.inventory), "--check")
+    assert check.returncode == 0, check.stderr
+    assert "~ peer h2" in check.stdout
+    assert all(s["state"] == "drift" for s in lab.status_json().values())
+    assert lab.vpnfleet("apply", "-i", str(lab.inventory)).returncode == 0
+    assert all(s["state"] == "in sync" for s in lab.status_json().values())
+
+
+def test_limit_applies_to_selected_hosts_only(lab: Lab) -> None:
+    res = lab.vpnfleet("apply", "-i", str(lab.inventory), "--limit", "mesh:!h2:!h3")
+    assert res.returncode == 0, res.stderr
+    status = lab.status_json()
+    assert status["h1"]["state"] == "in sync"
+    assert status["h2"]["state"] == "no plan" and status["h3"]["state"] == "no plan"
+
+
+def test_unreachable_host_exit_code_and_others_applied(lab: Lab) -> None:
+    write_inventory(
+        lab.inventory,
+        {h: a.port for h, a in lab.agents.items()},
+        extra_hosts="        h4: {address: 10.77.0.4, subnets: [10.74.0.0/24], "
+        "agent_address: '127.0.0.1:9'}\n",
+    )
+    res = lab.vpnfleet("apply", "-i", str(lab.inventory), "--timeout", "3")
+    assert res.returncode == 4, res.stdout + res.stderr
+    assert "unreachable: [h4]" in res.stdout
+    assert "h1 : ok=1   changed=1" in res.stdout
+
+
+def test_wrong_agent_name_is_a_failure(lab: Lab) -> None:
+    # h2's inventory entry points at h3's agent: the controller must refuse to talk to
+    # an agent whose certificate names another host.
+    ports = {h: a.port for h, a in lab.agents.items()}
+    ports["h2"] = ports["h3"]
+    write_inventory(lab.inventory, ports)
+    res = lab.vpnfleet("apply", "-i", str(lab.inventory), "--timeout", "3")
+    assert res.returncode in (2, 4), res.stdout
+    assert "h2" in res.stdout and "changed: [h2]" not in res.stdout
+    # h3's agent got h3's plan only, and h2's agent nothing.
+    write_inventory(lab.inventory, {h: a.port for h, a in lab.agents.items()})
+    status = lab.status_json()
+    assert status["h3"]["state"] == "in sync"
+    assert status["h2"]["state"] == "no plan"
+
+
+BAD_INVENTORIES = {
+    "malformed YAML": ("hosts.yaml", "all:\n  hosts: [unclosed\n", "hosts.yaml:3:1: invalid YAML"),
+    "unknown variable": (
+        "group_vars/all.yaml",
+        "ike_proposal: [aes256gcm16-prfsha384-x25519]\n",
+        "did you mean 'ike_proposals'",
+    ),
+    "invalid proposal": (
+        "group_vars/all.yaml",
+        "ike_proposals: [aes256gcm16-prfsha384-x2551]\n",
+        "x2551",
+    ),
+    "unknown topology key": (
+        "topology.yaml",
+        "meshs:\n  - {name: core, group: mesh}\n",
+        "did you mean 'meshes'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INVENTORIES))
+def test_bad_inventory_changes_nothing(lab: Lab, case: str) -> None:
+    assert lab.vpnfleet("apply", "-i", str(lab.inventory)).returncode == 0
+    before = {h: s["observed"] for h, s in lab.status_json().items()}
+    name, text, expected = BAD_INVENTORIES[case]
+    (lab.inventory / name).write_text(text)
+    res = lab.vpnfleet("apply", "-i", str(lab.inventory))
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert expected in res.stderr, res.stderr
+    assert name.split("/")[-1] in res.stderr
+    assert "Traceback" not in res.stderr
+    # Restore a valid inventory to read status: nothing changed on any agent.
+    write_inventory(lab.inventory, {h: a.port for h, a in lab.agents.items()})
+    after = lab.status_json()
+    for h in HOSTS:
+        obs = after[h]["observed"]
+        prev = before[h]
+        assert isinstance(obs, dict) and isinstance(prev, dict)
+        assert obs["content_hash"] == prev["content_hash"]
+        assert obs["plan_applied_at"] == prev["plan_applied_at"]
+
+
+def test_group_cycle_and_duplicate_address_are_refused(tmp_path: Path) -> None:
+    inv = tmp_path / "inv"
+    inv.mkdir()
+    (inv / "hosts.yaml").write_text(
+        textwrap.dedent(
+            """\
+            all:
+              children:
+                a:
+                  children: {b: {}}
+                  hosts: {x1: {address: 10.0.0.1}}
+                b:
+                  children: {a: {}}
+                  hosts: {x2: {address: 10.0.0.1}}
+            """
+        )
+    )
+    res = subprocess.run(
+        [*CLI, "--state", str(tmp_path / "state"), "plan", "-i", str(inv)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 1
+    assert "cycle" in res.stderr
+    assert "10.0.0.1" in res.stderr and "x1" in res.stderr and "x2" in res.stderr
+    assert "hosts.yaml:" in res.stderr
