@@ -1,0 +1,116 @@
+"""Gateways vpnfleet does not manage (``external_peers`` in topology.yaml)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from vpnfleet.controller.inventory import Mark, did_you_mean, mark_of
+
+from .checks import TopologyChecker, describe
+from .credentials import CertificateError, ca_fingerprint
+from .model import Identity, Proposal, identity_of
+
+EXTERNAL_KEYS = (
+    "name",
+    "address",
+    "identity",
+    "auth",
+    "psk",
+    "ca",
+    "subnets",
+    "ike_proposals",
+    "esp_proposals",
+    "connect",
+    "port",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalPeer:
+    name: str
+    address: str
+    identity: Identity
+    auth: str
+    psk: str
+    ca_pem: bytes
+    ca_fingerprint: str
+    subnets: tuple[str, ...]
+    ike_proposals: tuple[Proposal, ...]
+    esp_proposals: tuple[Proposal, ...]
+    port: int
+    mark: Mark | None
+
+
+def parse_external(
+    ck: TopologyChecker, entry: Mapping[str, Any], what: str, unique: Callable[..., None]
+) -> tuple[ExternalPeer, list[str]] | None:
+    """One ``external_peers`` entry, and the managed hosts that connect to it."""
+    ck.keys(entry, what, EXTERNAL_KEYS, ("name", "address", "subnets"))
+    name = ck.string(entry, "name", what)
+    if name is not None and name in ck.inventory.hosts:
+        ck.error(f"{what}: name {name!r} is a host of the inventory; pick another", name)
+        name = None
+    unique(name, what, entry.get("name"))
+    address = None
+    raw_address = ck.string(entry, "address", what)
+    if raw_address is not None:
+        try:
+            address = ipaddress.ip_address(raw_address.strip()).compressed
+        except ValueError:
+            ck.error(f"{what}: address: {raw_address!r} is not an IP address", raw_address)
+    identity_text = ck.string(entry, "identity", what) or address
+    auth = entry.get("auth", "psk")
+    psk, ca_pem, fingerprint = "", b"", ""
+    ok = True
+    if auth not in ("psk", "pubkey"):
+        hint = did_you_mean(str(auth), ("psk", "pubkey"))
+        ck.error(f"{what}: auth: expected psk or pubkey, got {describe(auth)}{hint}", auth)
+        ok = False
+    elif auth == "psk":
+        if not isinstance(entry.get("psk"), str) or len(entry["psk"]) < 16:
+            ck.error(f"{what}: auth psk needs 'psk' (a string of at least 16 characters)", entry)
+            ok = False
+        else:
+            psk = str(entry["psk"])
+    else:
+        pem = ck.string(entry, "ca", what)
+        if pem is None:
+            ck.error(f"{what}: auth pubkey needs 'ca' (the PEM of its CA certificate)", entry)
+            ok = False
+        else:
+            try:
+                ca_pem = str(pem).encode()
+                fingerprint = ca_fingerprint(ca_pem)
+            except CertificateError as exc:
+                ck.error(f"{what}: ca: {exc}", pem)
+                ok = False
+    port = entry.get("port", 500)
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        ck.error(f"{what}: port: expected an integer 1..65535, got {describe(port)}", port)
+        ok = False
+    subnets = ck.prefixes(entry, "subnets", what)
+    ike = ck.proposals(entry, "ike_proposals", what, "ike")
+    esp = ck.proposals(entry, "esp_proposals", what, "esp")
+    hosts = ck.pattern(entry, "connect", what)
+    if not ok or None in (name, address, identity_text, subnets, hosts):
+        return None
+    assert name is not None and address is not None and identity_text is not None
+    assert subnets is not None and hosts is not None
+    peer = ExternalPeer(
+        name=name,
+        address=address,
+        identity=identity_of(identity_text),
+        auth=str(auth),
+        psk=psk,
+        ca_pem=ca_pem,
+        ca_fingerprint=fingerprint,
+        subnets=subnets,
+        ike_proposals=ike,
+        esp_proposals=esp,
+        port=int(port),
+        mark=mark_of(entry),
+    )
+    return peer, hosts

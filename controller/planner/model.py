@@ -1,0 +1,215 @@
+"""NodePlan and its parts: frozen dataclasses mirroring ``protos/plan.proto`` field for field.
+
+Field names, order and meaning are the .proto's; repeated fields are tuples and enums are
+:class:`enum.StrEnum` classes whose member names are the tails of the proto value names
+(``SPD_ACTION_PROTECT`` -> ``SpdAction.PROTECT``), so ``controller/convert.py`` maps them
+mechanically.
+
+Large fleets build millions of these (a 1,000-host mesh has ~1M peers), and the
+``__init__`` of a frozen dataclass pays one ``object.__setattr__`` call per field.
+:func:`fast_constructor` gives the hot paths a positional constructor that writes the
+slots directly and then takes on the frozen class, producing ordinary, equal, immutable
+instances about four times faster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, TypeVar
+
+
+class IdType(StrEnum):
+    """IKE identification types (RFC 7296 section 3.5)."""
+
+    UNSPECIFIED = "UNSPECIFIED"
+    IPV4_ADDR = "IPV4_ADDR"
+    FQDN = "FQDN"
+    RFC822_ADDR = "RFC822_ADDR"
+    IPV6_ADDR = "IPV6_ADDR"
+    DER_ASN1_DN = "DER_ASN1_DN"
+    KEY_ID = "KEY_ID"
+
+
+class SpdAction(StrEnum):
+    UNSPECIFIED = "UNSPECIFIED"
+    PROTECT = "PROTECT"
+    BYPASS = "BYPASS"
+    DISCARD = "DISCARD"
+
+
+class AuthMethod(StrEnum):
+    UNSPECIFIED = "UNSPECIFIED"
+    PSK = "PSK"
+    PUBKEY = "PUBKEY"
+
+
+class Mode(StrEnum):
+    UNSPECIFIED = "UNSPECIFIED"
+    TUNNEL = "TUNNEL"
+    TRANSPORT = "TRANSPORT"
+
+
+class StartAction(StrEnum):
+    UNSPECIFIED = "UNSPECIFIED"
+    START = "START"
+    TRAP = "TRAP"
+    NONE = "NONE"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    type: IdType
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficSelector:
+    """RFC 4301 section 4.4.1 selector; protocol 0 and ports 0-65535 mean any."""
+
+    local_prefix: str
+    remote_prefix: str
+    protocol: int = 0
+    local_port_start: int = 0
+    local_port_end: int = 65535
+    remote_port_start: int = 0
+    remote_port_end: int = 65535
+
+
+@dataclass(frozen=True, slots=True)
+class SpdEntry:
+    """One SPD entry; the first matching entry wins. ``peer`` is set for PROTECT."""
+
+    name: str
+    selector: TrafficSelector
+    action: SpdAction
+    peer: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Transform:
+    """One transform by IANA numbers (RFC 7296 section 3.3.2)."""
+
+    type: int
+    id: int
+    key_length: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    text: str
+    transforms: tuple[Transform, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    method: AuthMethod
+    reference: str
+    psk: bytes = b""
+    epoch: int = 0
+    ca_fingerprint: str = ""
+
+    def __repr__(self) -> str:
+        # Plans end up in logs and diffs: show the reference, never the key.
+        return (
+            f"Credential(method={self.method!s}, reference={self.reference!r}, "
+            f"epoch={self.epoch}, ca_fingerprint={self.ca_fingerprint!r})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Lifetimes:
+    ike_rekey_seconds: int
+    child_rekey_seconds: int
+    child_rekey_bytes: int = 0
+    child_rekey_packets: int = 0
+    rand_seconds: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Dpd:
+    delay_seconds: int
+    timeout_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class NatTraversal:
+    force_encap: bool
+    keepalive_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    name: str
+    remote_addresses: tuple[str, ...]
+    local_address: str
+    remote_port: int
+    local_id: Identity
+    remote_id: Identity
+    auth: Credential
+    ike_proposals: tuple[Proposal, ...]
+    esp_proposals: tuple[Proposal, ...]
+    mode: Mode
+    lifetimes: Lifetimes
+    dpd: Dpd
+    nat: NatTraversal
+    start_action: StartAction
+    local_ts: tuple[str, ...]
+    remote_ts: tuple[str, ...]
+    managed: bool
+    initiator: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NodePlan:
+    host: str
+    generation: int
+    content_hash: str
+    identity: Identity
+    addresses: tuple[str, ...]
+    subnets: tuple[str, ...]
+    spd: tuple[SpdEntry, ...]
+    peers: tuple[Peer, ...]
+    trust_anchors: tuple[bytes, ...]
+    source_revision: str
+
+
+T = TypeVar("T")
+
+
+def fast_constructor(cls: type[T]) -> Callable[..., T]:
+    """A positional constructor for a frozen slotted dataclass, without per-field calls.
+
+    It builds a mutable twin with the same slots (plain attribute stores), then assigns
+    ``__class__``: Python allows that between classes of identical layout, and the result
+    is a genuine, frozen ``cls`` instance. Every field must be passed, in field order.
+    """
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    slots = getattr(cls, "__slots__", ())
+    if tuple(slots) != tuple(names):
+        raise TypeError(f"{cls.__name__}: slots {slots!r} do not match fields {names!r}")
+    body = "".join(f"    self.{n} = {n}\n" for n in names)
+    source = f"def __init__(self, {', '.join(names)}):\n{body}    self.__class__ = _frozen\n"
+    namespace: dict[str, Any] = {"_frozen": cls}
+    exec(source, namespace)
+    twin = type(f"_{cls.__name__}Draft", (), {"__slots__": tuple(names)})
+    twin.__init__ = namespace["__init__"]  # type: ignore[misc]
+    return twin
+
+
+def identity_of(text: str) -> Identity:
+    """The IKE ID for an identity string (RFC 7296 section 3.5)."""
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    else:
+        return Identity(IdType.IPV4_ADDR if ip.version == 4 else IdType.IPV6_ADDR, ip.compressed)
+    if "@" in text:
+        return Identity(IdType.RFC822_ADDR, text)
+    if "=" in text:
+        return Identity(IdType.DER_ASN1_DN, text)
+    return Identity(IdType.FQDN, text)

@@ -1,0 +1,363 @@
+"""Peers and SPD entries for pairs of hosts, and the transit entries of hubs and spokes.
+
+:meth:`PairBuilder.both` is the hot path of a big mesh (once per pair of hosts): it
+builds both directions at once so the checks, the PSK derivation and the lookups are
+done once per pair, and it is written out inline.
+"""
+
+from __future__ import annotations
+
+from vpnfleet.controller.inventory import InventoryError
+
+from .credentials import PairKeys, pubkey_credential
+from .model import (
+    AuthMethod,
+    Credential,
+    Mode,
+    Peer,
+    SpdAction,
+    SpdEntry,
+    TrafficSelector,
+    fast_constructor,
+)
+from .profile import HostProfile, Interner, host_prefix
+from .proposals import common_proposal
+from .topology import ExternalPeer, Policy, Role, transit_order
+
+IKE_PORT = 500
+_PROTECT = SpdAction.PROTECT
+
+new_peer = fast_constructor(Peer)
+new_selector = fast_constructor(TrafficSelector)
+new_entry = fast_constructor(SpdEntry)
+
+
+class PairBuilder:
+    """Builds peers; keeps the PSK key schedule and the shared small objects."""
+
+    def __init__(self, keys: PairKeys, trust_anchors: tuple[bytes, ...], interner: Interner):
+        self.keys = keys
+        self.interner = interner
+        self.trust_anchors = trust_anchors
+        self._fleet_credential: Credential | None = None
+        self.compatible: dict[tuple[str, int, int], bool] = {}
+        # Per plan() call (ids are only stable while the topology is alive).
+        self.ts_cache: dict[tuple[int, int], tuple[str, ...]] = {}
+        self.transit_cache: dict[tuple[int, str], tuple[SpdEntry, ...]] = {}
+
+    def start(self) -> None:
+        self.ts_cache = {}
+        self.transit_cache = {}
+
+    def fleet_credential(self) -> Credential:
+        """Certificate auth anchored at the fleet CA (the first trust anchor)."""
+        if self._fleet_credential is None:
+            self._fleet_credential = pubkey_credential(self.trust_anchors[0])
+        return self._fleet_credential
+
+    # -- compatibility --------------------------------------------------------------
+
+    def _compatible_lists(self, kind: str, a: HostProfile, b: HostProfile) -> bool:
+        ka, kb = (a.ike_key, b.ike_key) if kind == "ike" else (a.esp_key, b.esp_key)
+        if ka == kb:
+            return True
+        key = (kind, ka, kb) if ka < kb else (kind, kb, ka)
+        ok = self.compatible.get(key)
+        if ok is None:
+            la, lb = (a.ike, b.ike) if kind == "ike" else (a.esp, b.esp)
+            ok = self.compatible[key] = common_proposal(la, lb) is not None
+        return ok
+
+    def pair_errors(self, a: HostProfile, b: HostProfile) -> list[InventoryError]:
+        """Why hosts a and b cannot form a tunnel (empty when they can)."""
+        out = []
+        for kind in ("ike", "esp"):
+            if not self._compatible_lists(kind, a, b):
+                var = f"{kind}_proposals"
+                mine = [p.text for p in (a.ike if kind == "ike" else a.esp)]
+                theirs = [p.text for p in (b.ike if kind == "ike" else b.esp)]
+                out.append(
+                    InventoryError(
+                        f"hosts {a.name} and {b.name} share no {kind.upper()} proposal: "
+                        f"{a.name} offers {mine} (set at {a.origins.get(var)}), "
+                        f"{b.name} offers {theirs} (set at {b.origins.get(var)})",
+                        a.origins.get(var),
+                    )
+                )
+        for var, mine_v, theirs_v in (
+            ("mode", a.mode.lower(), b.mode.lower()),
+            ("auth", a.auth, b.auth),
+        ):
+            if mine_v != theirs_v:
+                out.append(
+                    InventoryError(
+                        f"hosts {a.name} and {b.name} disagree on {var}: {a.name} has "
+                        f"{mine_v} (set at {a.origins.get(var)}), {b.name} has {theirs_v} "
+                        f"(set at {b.origins.get(var)})",
+                        a.origins.get(var),
+                    )
+                )
+        return out
+
+    # -- managed pairs --------------------------------------------------------------
+
+    def _joined(self, head: tuple[str, ...], tail: tuple[str, ...]) -> tuple[str, ...]:
+        """``head + tail`` as one shared tuple (traffic selectors of hubs and spokes)."""
+        key = (id(head), id(tail))
+        out = self.ts_cache.get(key)
+        if out is None:
+            out = self.ts_cache[key] = self.interner.get((*head, *tail))
+        return out
+
+    def both(
+        self,
+        a: HostProfile,
+        b: HostProfile,
+        role_ab: Role,
+        role_ba: Role,
+        errors: list[InventoryError],
+        peers_a: list[Peer],
+        direct_a: list[SpdEntry],
+        peers_b: list[Peer],
+        direct_b: list[SpdEntry],
+    ) -> bool:
+        """Append both ends' view of the pair {a, b} to their lists.
+
+        False (and errors) when the two hosts cannot form a tunnel.
+        """
+        if (
+            a.ike_key != b.ike_key
+            or a.esp_key != b.esp_key
+            or a.mode is not b.mode
+            or a.auth != b.auth
+        ):
+            problems = self.pair_errors(*((a, b) if a.name < b.name else (b, a)))
+            if problems:
+                errors.extend(problems)
+                return False
+        name_a, name_b = a.name, b.name
+        init_ab = role_ab.initiator
+        if init_ab is None:
+            nat = a.behind_nat
+            # Peers cannot reach a host behind NAT: it must start the exchange.
+            init_ab = nat if nat != b.behind_nat else name_a < name_b
+        init_ba = role_ba.initiator
+        if init_ba is None:
+            init_ba = not init_ab
+        if a.auth == "psk":
+            epoch = a.epoch if a.epoch > b.epoch else b.epoch
+            auth = (
+                self.keys.credential(name_a, name_b, epoch)
+                if name_a < name_b
+                else self.keys.credential(name_b, name_a, epoch)
+            )
+        elif self.trust_anchors:
+            auth = self.fleet_credential()
+        else:
+            errors.append(
+                InventoryError(
+                    f"hosts {name_a} and {name_b} use auth pubkey, but the fleet has no CA "
+                    "yet (run `vpnfleet ca init`)",
+                    a.origins.get("auth"),
+                )
+            )
+            return False
+        pre_a, pre_b = a.spd_prefixes, b.spd_prefixes
+        ts_a_local, ts_a_remote, ts_b_local, ts_b_remote = pre_a, pre_b, pre_b, pre_a
+        if a.mode is Mode.TUNNEL:
+            if role_ab.extra_local:
+                ts_a_local = self._joined(pre_a, role_ab.extra_local)
+            if role_ab.extra_remote:
+                ts_a_remote = self._joined(pre_b, role_ab.extra_remote)
+            if role_ba.extra_local:
+                ts_b_local = self._joined(pre_b, role_ba.extra_local)
+            if role_ba.extra_remote:
+                ts_b_remote = self._joined(pre_a, role_ba.extra_remote)
+        peers_a.append(
+            new_peer(
+                name_b,
+                b.addresses,
+                a.address,
+                IKE_PORT,
+                a.identity,
+                b.identity,
+                auth,
+                a.ike,
+                a.esp,
+                a.mode,
+                a.lifetimes,
+                a.dpd,
+                a.nat_traversal,
+                a.start_action,
+                ts_a_local,
+                ts_a_remote,
+                True,
+                init_ab,
+            )
+        )
+        peers_b.append(
+            new_peer(
+                name_a,
+                a.addresses,
+                b.address,
+                IKE_PORT,
+                b.identity,
+                a.identity,
+                auth,
+                b.ike,
+                b.esp,
+                b.mode,
+                b.lifetimes,
+                b.dpd,
+                b.nat_traversal,
+                b.start_action,
+                ts_b_local,
+                ts_b_remote,
+                True,
+                init_ba,
+            )
+        )
+        if len(pre_a) == 1 and len(pre_b) == 1 and a.family_v6 is b.family_v6:
+            direct_a.append(
+                new_entry(
+                    name_b,
+                    new_selector(pre_a[0], pre_b[0], 0, 0, 65535, 0, 65535),
+                    _PROTECT,
+                    name_b,
+                )
+            )
+            direct_b.append(
+                new_entry(
+                    name_a,
+                    new_selector(pre_b[0], pre_a[0], 0, 0, 65535, 0, 65535),
+                    _PROTECT,
+                    name_a,
+                )
+            )
+        else:
+            direct_a.extend(direct_entries(name_b, pre_a, pre_b))
+            direct_b.extend(direct_entries(name_a, pre_b, pre_a))
+        return True
+
+    # -- external peers -------------------------------------------------------------
+
+    def external(
+        self, local: HostProfile, remote: ExternalPeer, errors: list[InventoryError]
+    ) -> tuple[Peer, tuple[SpdEntry, ...]] | None:
+        """The managed host's view of a tunnel to a gateway vpnfleet does not manage."""
+        for kind, mine, theirs in (
+            ("ike", local.ike, remote.ike_proposals),
+            ("esp", local.esp, remote.esp_proposals),
+        ):
+            if theirs and common_proposal(mine, theirs) is None:
+                errors.append(
+                    InventoryError(
+                        f"host {local.name} and external peer {remote.name} share no "
+                        f"{kind.upper()} proposal: {local.name} offers "
+                        f"{[p.text for p in mine]}, {remote.name} accepts "
+                        f"{[p.text for p in theirs]} (at {remote.mark})",
+                        local.origins.get(f"{kind}_proposals"),
+                    )
+                )
+                return None
+        if remote.auth == "psk":
+            auth = Credential(AuthMethod.PSK, f"psk:{remote.name}/static", remote.psk.encode())
+        else:
+            auth = Credential(
+                AuthMethod.PUBKEY, f"cert:{remote.name}-ca", b"", 0, remote.ca_fingerprint
+            )
+        remote_prefixes = remote.subnets
+        if local.mode is Mode.TRANSPORT:
+            remote_prefixes = (host_prefix(remote.address),)
+        get = self.interner.get
+        peer = Peer(
+            remote.name,
+            get((remote.address,)),
+            local.address,
+            remote.port,
+            local.identity,
+            remote.identity,
+            get(auth),
+            local.ike,
+            local.esp,
+            local.mode,
+            local.lifetimes,
+            local.dpd,
+            local.nat_traversal,
+            local.start_action,
+            local.spd_prefixes,
+            get(remote_prefixes),
+            False,
+            True,
+        )
+        return peer, direct_entries(remote.name, local.spd_prefixes, remote_prefixes)
+
+    # -- transit through hubs -------------------------------------------------------
+
+    def hub_transit(self, role: Role, spoke: HostProfile) -> tuple[SpdEntry, ...]:
+        """A hub's entries forwarding other spokes' traffic to ``spoke`` (shared by hubs)."""
+        key = (id(role), spoke.name)
+        entries = self.transit_cache.get(key)
+        if entries is None:
+            entries = self.transit_cache[key] = direct_entries(
+                spoke.name, role.extra_local, spoke.subnets, suffix="/transit"
+            )
+        return entries
+
+
+def direct_entries(
+    peer: str, local: tuple[str, ...], remote: tuple[str, ...], suffix: str = ""
+) -> tuple[SpdEntry, ...]:
+    """PROTECT entries for every (local, remote) prefix pair of one family, via ``peer``."""
+    if (
+        len(local) == 1
+        and len(remote) == 1
+        and (":" in local[0]) == (":" in remote[0])
+        and not (suffix and local[0] == remote[0])
+    ):
+        selector = new_selector(local[0], remote[0], 0, 0, 65535, 0, 65535)
+        return (new_entry(peer + suffix, selector, _PROTECT, peer),)
+    out: list[SpdEntry] = []
+    for lp in local:
+        for rp in remote:
+            if (":" in lp) != (":" in rp) or (suffix and lp == rp):
+                # An IPv4 prefix never talks to an IPv6 one; a prefix to itself is local
+                # traffic (a hub's aggregate of the spokes holds the spoke's own subnet).
+                continue
+            selector = new_selector(lp, rp, 0, 0, 65535, 0, 65535)
+            out.append(new_entry(f"{peer}{suffix}#{len(out)}", selector, _PROTECT, peer))
+    return tuple(out)
+
+
+def spoke_transit(spoke: HostProfile, role: Role) -> list[SpdEntry]:
+    """A spoke's entries sending traffic for the other spokes through its preferred hub.
+
+    Only the preferred hub gets SPD entries (one per aggregate prefix): with thousands of
+    spokes and tens of hubs, an entry per hub would multiply the SPD by the hub count
+    while only the first could ever match. The child SAs to every hub still carry the
+    aggregate as traffic selectors, so traffic coming back through any hub is accepted.
+    """
+    hub = transit_order(spoke.name, role.hubs)[0]
+    selectors = [
+        new_selector(lp, rp, 0, 0, 65535, 0, 65535)
+        for lp in spoke.spd_prefixes
+        for rp in role.extra_remote
+        if (":" in lp) == (":" in rp) and lp != rp
+    ]
+    if len(selectors) == 1:
+        return [new_entry(f"{hub}/transit", selectors[0], _PROTECT, hub)]
+    return [new_entry(f"{hub}/transit#{i}", s, _PROTECT, hub) for i, s in enumerate(selectors)]
+
+
+def policy_entries(policies: tuple[Policy, ...]) -> dict[str, tuple[SpdEntry, ...]]:
+    """The SPD entries of each policy, shared by every host it applies to."""
+    out = {}
+    for policy in policies:
+        names = [f"policy:{policy.name}"]
+        if len(policy.selectors) > 1:
+            names.append(f"policy:{policy.name}/v6")
+        out[policy.name] = tuple(
+            SpdEntry(n, s, policy.action, policy.peer)
+            for n, s in zip(names, policy.selectors, strict=True)
+        )
+    return out

@@ -1,0 +1,161 @@
+"""One host's variables as the planner reads them, with shared (interned) parts.
+
+A 1,000-host fleet usually has a handful of distinct proposal lists, lifetimes and DPD
+settings; every host (and every peer built from it) points at the same objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from vpnfleet.controller.inventory import InventoryError, Mark, ResolvedHost, mark_of
+
+from .model import Dpd, Identity, Lifetimes, Mode, NatTraversal, Proposal, StartAction
+from .proposals import ProposalError, parse_proposal
+from .topology import identity_of
+
+MODES = {"tunnel": Mode.TUNNEL, "transport": Mode.TRANSPORT}
+START_ACTIONS = {"start": StartAction.START, "trap": StartAction.TRAP, "none": StartAction.NONE}
+
+# The variables a plan reads; a host whose values (and overlay address) are unchanged
+# keeps its profile object across re-plans.
+PROFILE_VARS = (
+    "address",
+    "subnets",
+    "identity",
+    "auth",
+    "ike_proposals",
+    "esp_proposals",
+    "mode",
+    "start_action",
+    "ike_lifetime",
+    "child_lifetime",
+    "child_lifetime_bytes",
+    "child_lifetime_packets",
+    "rekey_jitter",
+    "dpd_delay",
+    "dpd_timeout",
+    "nat",
+    "force_encap",
+    "nat_keepalive",
+    "psk_epoch",
+)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class HostProfile:
+    """What the plans read from one host's variables. Compared by identity."""
+
+    name: str
+    address: str
+    addresses: tuple[str, ...]
+    subnets: tuple[str, ...]  # site subnets, or the allocated overlay address
+    spd_prefixes: tuple[str, ...]  # subnets in tunnel mode, the address in transport mode
+    family_v6: bool | None  # of the only SPD prefix; None when there are several
+    identity: Identity
+    auth: str
+    ike: tuple[Proposal, ...]
+    esp: tuple[Proposal, ...]
+    ike_key: int  # equal keys <=> identical proposal lists
+    esp_key: int
+    mode: Mode
+    start_action: StartAction
+    lifetimes: Lifetimes
+    dpd: Dpd
+    nat_traversal: NatTraversal
+    behind_nat: bool
+    epoch: int
+    origins: Mapping[str, Mark]
+
+
+class Interner:
+    """One object per distinct value, across hosts and across re-plans."""
+
+    def __init__(self) -> None:
+        self.values: dict[Any, Any] = {}
+        self.proposal_lists: dict[tuple[str, ...], tuple[int, tuple[Proposal, ...]]] = {}
+
+    def get(self, value: Any) -> Any:
+        return self.values.setdefault(value, value)
+
+    def proposals(
+        self, texts: Iterable[str], kind: str, mark: Mark | None, errors: list[InventoryError]
+    ) -> tuple[int, tuple[Proposal, ...]]:
+        """Parsed proposals and a small key naming the list; bad items become errors."""
+        texts = tuple(texts)
+        key = (kind, *(str(t) for t in texts))
+        known = self.proposal_lists.get(key)
+        if known is not None:
+            return known
+        parsed = []
+        for text in texts:
+            try:
+                parsed.append(parse_proposal(str(text), "ike" if kind == "ike" else "esp"))
+            except ProposalError as exc:
+                errors.append(InventoryError(f"{kind}_proposals: {exc}", mark_of(text) or mark))
+        if not texts:
+            errors.append(InventoryError(f"{kind}_proposals: the list is empty", mark))
+        if len(parsed) != len(texts) or not texts:
+            return (-1, ())
+        out = (len(self.proposal_lists), tuple(parsed))
+        self.proposal_lists[key] = out
+        return out
+
+
+def host_prefix(address: str) -> str:
+    return f"{address}/128" if ":" in address else f"{address}/32"
+
+
+def profile_key(host: ResolvedHost, overlay: str) -> tuple[Any, ...]:
+    v = host.vars
+    return (overlay, *(v.get(name) for name in PROFILE_VARS))
+
+
+def build_profile(
+    host: ResolvedHost, overlay: str, interner: Interner, errors: list[InventoryError]
+) -> HostProfile:
+    v = host.vars
+    origins = host.origins
+    get = interner.get
+    subnets = tuple(str(s) for s in v.get("subnets") or ()) or ((overlay,) if overlay else ())
+    address = str(v["address"])
+    mode = MODES[v["mode"]]
+    spd_prefixes = get(subnets if mode is Mode.TUNNEL else (host_prefix(address),))
+    ike_key, ike = interner.proposals(
+        v["ike_proposals"], "ike", origins.get("ike_proposals"), errors
+    )
+    esp_key, esp = interner.proposals(
+        v["esp_proposals"], "esp", origins.get("esp_proposals"), errors
+    )
+    return HostProfile(
+        name=host.name,
+        address=address,
+        addresses=get((address,)),
+        subnets=get(subnets),
+        spd_prefixes=spd_prefixes,
+        family_v6=(":" in spd_prefixes[0]) if len(spd_prefixes) == 1 else None,
+        identity=get(identity_of(str(v["identity"]))),
+        auth=str(v["auth"]),
+        ike=ike,
+        esp=esp,
+        ike_key=ike_key,
+        esp_key=esp_key,
+        mode=mode,
+        start_action=START_ACTIONS[v["start_action"]],
+        lifetimes=get(
+            Lifetimes(
+                int(v["ike_lifetime"]),
+                int(v["child_lifetime"]),
+                int(v["child_lifetime_bytes"]),
+                int(v["child_lifetime_packets"]),
+                int(v["rekey_jitter"]),
+            )
+        ),
+        dpd=get(Dpd(int(v["dpd_delay"]), int(v["dpd_timeout"]))),
+        nat_traversal=get(NatTraversal(bool(v["force_encap"]), int(v["nat_keepalive"]))),
+        behind_nat=bool(v["nat"]),
+        epoch=int(v["psk_epoch"]),
+        origins=origins,
+    )

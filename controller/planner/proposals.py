@@ -1,0 +1,154 @@
+"""strongSwan proposal strings -> IKEv2 transforms by IANA number.
+
+A proposal is algorithm tokens joined by ``-``, e.g. ``aes256gcm16-prfsha384-x25519``
+(IKE) or ``aes256-sha256-noesn`` (ESP). Several tokens of one kind are alternatives
+(RFC 7296 section 3.3: transforms of the same type within a proposal are OR'ed).
+
+Rules (RFC 7296 section 3.3.3, RFC 8247 / RFC 8221):
+
+- IKE: encryption, integrity (unless AEAD), PRF and a DH group are mandatory; ESN is
+  not allowed. Without an explicit PRF, a non-AEAD proposal uses the PRF of the same
+  hash as its integrity algorithm (as strongSwan does); an AEAD proposal has no
+  integrity algorithm to follow, so it must name its PRF.
+- ESP: encryption, integrity (unless AEAD) and ESN (``noesn`` when none is written);
+  a DH group asks for PFS on rekeys; PRF is not allowed.
+- AEAD ciphers (GCM, ChaCha20-Poly1305) carry their own integrity: mixing them with an
+  integrity algorithm, or with non-AEAD ciphers in one proposal, is an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+from vpnfleet.controller.inventory import did_you_mean
+
+from .model import Proposal, Transform
+
+Kind = Literal["ike", "esp"]
+
+# Transform types, RFC 7296 section 3.3.2.
+ENCR, PRF, INTEG, DH, ESN = 1, 2, 3, 4, 5
+
+# ENCR IDs: AES-CBC 12, AES-GCM with 16-octet ICV 20 (RFC 5282 / RFC 4106),
+# ChaCha20-Poly1305 28 (RFC 7634).
+ENCR_AES_CBC, ENCR_AES_GCM_16, ENCR_CHACHA20_POLY1305 = 12, 20, 28
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    transform: Transform
+    aead: bool = False
+
+
+_TOKENS: dict[str, _Token] = {
+    "aes128": _Token(Transform(ENCR, ENCR_AES_CBC, 128)),
+    "aes256": _Token(Transform(ENCR, ENCR_AES_CBC, 256)),
+    "aes128gcm16": _Token(Transform(ENCR, ENCR_AES_GCM_16, 128), aead=True),
+    "aes256gcm16": _Token(Transform(ENCR, ENCR_AES_GCM_16, 256), aead=True),
+    "chacha20poly1305": _Token(Transform(ENCR, ENCR_CHACHA20_POLY1305), aead=True),
+    # AUTH_HMAC_SHA2_256_128, _384_192, _512_256 (RFC 4868).
+    "sha256": _Token(Transform(INTEG, 12)),
+    "sha384": _Token(Transform(INTEG, 13)),
+    "sha512": _Token(Transform(INTEG, 14)),
+    # PRF_HMAC_SHA2_256, _384, _512 (RFC 4868).
+    "prfsha256": _Token(Transform(PRF, 5)),
+    "prfsha384": _Token(Transform(PRF, 6)),
+    "prfsha512": _Token(Transform(PRF, 7)),
+    # Key exchange groups: 2048-bit MODP 14 (RFC 3526), NIST P-256 19 and P-384 20
+    # (RFC 5903), Curve25519 31 (RFC 8031).
+    "modp2048": _Token(Transform(DH, 14)),
+    "ecp256": _Token(Transform(DH, 19)),
+    "ecp384": _Token(Transform(DH, 20)),
+    "x25519": _Token(Transform(DH, 31)),
+    "curve25519": _Token(Transform(DH, 31)),
+    # Extended sequence numbers (RFC 4303 section 2.2.1).
+    "esn": _Token(Transform(ESN, 1)),
+    "noesn": _Token(Transform(ESN, 0)),
+}
+
+# Integrity hash -> PRF of the same hash, for IKE proposals that name no PRF.
+_PRF_FOR_INTEG = {12: Transform(PRF, 5), 13: Transform(PRF, 6), 14: Transform(PRF, 7)}
+_NO_ESN = Transform(ESN, 0)
+
+KNOWN_TOKENS: tuple[str, ...] = tuple(_TOKENS)
+
+
+class ProposalError(ValueError):
+    """A proposal string that cannot be used; the message quotes it and the bad part."""
+
+
+@lru_cache(maxsize=4096)
+def parse_proposal(text: str, kind: Kind) -> Proposal:
+    """Parse one proposal; the same text gives the same (shared) object."""
+    text = str(text)
+    where = f"{kind.upper()} proposal {text!r}"
+    if not text.strip():
+        raise ProposalError(f"{where}: empty proposal")
+    by_type: dict[int, list[Transform]] = {ENCR: [], PRF: [], INTEG: [], DH: [], ESN: []}
+    aead: set[bool] = set()
+    for token in text.strip().lower().split("-"):
+        if not token:
+            raise ProposalError(f"{where}: empty algorithm between '-' separators")
+        known = _TOKENS.get(token)
+        if known is None:
+            hint = did_you_mean(token, _TOKENS)
+            raise ProposalError(f"{where}: unknown algorithm {token!r}{hint}")
+        transform = known.transform
+        if transform in by_type[transform.type]:
+            raise ProposalError(f"{where}: {token!r} is written twice")
+        if transform.type == ENCR:
+            aead.add(known.aead)
+        if kind == "ike" and transform.type == ESN:
+            raise ProposalError(f"{where}: {token!r} (ESN) only applies to ESP proposals")
+        if kind == "esp" and transform.type == PRF:
+            raise ProposalError(f"{where}: {token!r} (a PRF) only applies to IKE proposals")
+        by_type[transform.type].append(transform)
+
+    if not by_type[ENCR]:
+        raise ProposalError(f"{where}: no encryption algorithm (e.g. aes256gcm16, aes256)")
+    if len(aead) > 1:
+        raise ProposalError(
+            f"{where}: mixes AEAD and non-AEAD encryption; write them as separate proposals"
+        )
+    is_aead = True in aead
+    if is_aead and by_type[INTEG]:
+        integ = next(t for t, v in _TOKENS.items() if v.transform == by_type[INTEG][0])
+        raise ProposalError(f"{where}: AEAD encryption carries its own integrity; remove {integ!r}")
+    if not is_aead and not by_type[INTEG]:
+        raise ProposalError(f"{where}: no integrity algorithm (e.g. sha256) for a non-AEAD cipher")
+    if kind == "ike":
+        if not by_type[PRF]:
+            if is_aead:
+                raise ProposalError(
+                    f"{where}: an AEAD IKE proposal needs an explicit PRF (e.g. prfsha384)"
+                )
+            by_type[PRF] = list(dict.fromkeys(_PRF_FOR_INTEG[t.id] for t in by_type[INTEG]))
+        if not by_type[DH]:
+            raise ProposalError(f"{where}: no DH group (e.g. x25519, ecp256, modp2048)")
+    elif not by_type[ESN]:
+        by_type[ESN] = [_NO_ESN]
+    transforms = tuple(t for kind_ in (ENCR, PRF, INTEG, DH, ESN) for t in by_type[kind_])
+    return Proposal(text=text, transforms=transforms)
+
+
+def _compatible(a: Proposal, b: Proposal) -> bool:
+    """Whether a responder could pick a transform of each type offered (RFC 7296 2.7)."""
+    types_a = {t.type for t in a.transforms}
+    if types_a != {t.type for t in b.transforms}:
+        return False
+    return all(
+        any(t == u for t in a.transforms if t.type == kind for u in b.transforms)
+        for kind in types_a
+    )
+
+
+@lru_cache(maxsize=4096)
+def common_proposal(a: tuple[Proposal, ...], b: tuple[Proposal, ...]) -> Proposal | None:
+    """The first of ``a`` that some proposal of ``b`` can agree with, or None."""
+    for p in a:
+        for q in b:
+            if p == q or _compatible(p, q):
+                return p
+    return None
