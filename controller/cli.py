@@ -53,7 +53,6 @@ def input_errors() -> Iterator[None]:
         pki.PkiError,
         vault_mod.VaultError,
         RolloutOptionError,
-        operations.PlanningError,
     ) as exc:
         fail(str(exc))
 
@@ -194,7 +193,10 @@ def vault_group() -> None:
 @click.option("--name", default=None, help="Print as 'NAME: !vault |' ready to paste into YAML.")
 @click.argument("text", required=False)
 def vault_encrypt_string(
-    vault_password_file: Path | None, vault_key_file: Path | None, name: str | None, text: str | None
+    vault_password_file: Path | None,
+    vault_key_file: Path | None,
+    name: str | None,
+    text: str | None,
 ) -> None:
     """Encrypt TEXT (or standard input when TEXT is '-' or missing)."""
     with input_errors():
@@ -330,7 +332,9 @@ def plan_cmd(
             return
         with progress_bar(len(fleet.selected), "dry run") as hook:
             result = asyncio.run(
-                operations.push_plans(fleet, ctx.state, dry_run=True, progress=hook, timeout=timeout)
+                operations.push_plans(
+                    fleet, ctx.state, dry_run=True, progress=hook, timeout=timeout
+                )
             )
     if output == "json":
         click.echo(json.dumps(result.to_json()))
@@ -344,8 +348,8 @@ def render_plan_summaries(summaries: list[dict[str, Any]]) -> None:
     """Plans in the manner of ``swanctl --list-conns``: one block per host."""
     for s in summaries:
         out.print(
-            f"[bold]{escape(s['host'])}[/]: generation {s['generation']}, hash {s['content_hash'][:12]}, "
-            f"identity {s['identity']}, agent {s['endpoint']}"
+            f"[bold]{escape(s['host'])}[/]: generation {s['generation']}, "
+            f"hash {s['content_hash'][:12]}, identity {s['identity']}, agent {s['endpoint']}"
         )
         out.print(f"  subnets: {', '.join(s['subnets']) or '-'}", markup=False)
         for p in s["peers"]:
@@ -358,9 +362,7 @@ def render_plan_summaries(summaries: list[dict[str, Any]]) -> None:
             )
             out.print(f"    ike: {', '.join(p['ike'])}", markup=False)
             out.print(f"    esp: {', '.join(p['esp'])}", markup=False)
-            out.print(
-                f"    {' '.join(p['local_ts'])} === {' '.join(p['remote_ts'])}", markup=False
-            )
+            out.print(f"    {' '.join(p['local_ts'])} === {' '.join(p['remote_ts'])}", markup=False)
         for i, e in enumerate(s["spd"], 1):
             via = f" via {e['peer']}" if e["peer"] else ""
             out.print(
@@ -376,7 +378,9 @@ def render_plan_summaries(summaries: list[dict[str, Any]]) -> None:
 @limit_option
 @vault_option
 @output_option
-@click.option("--check", is_flag=True, help="Dry run: ask agents what would change; change nothing.")
+@click.option(
+    "--check", is_flag=True, help="Dry run: ask agents what would change; change nothing."
+)
 @click.option("--diff", is_flag=True, help="Show the changes on each host.")
 @click.option("-f", "--forks", default=10, show_default=True, help="Agents contacted at once.")
 @click.option(

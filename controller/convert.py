@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 
 from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
-
 from vpnfleet.protos import agent_pb2, plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
 

@@ -19,7 +19,7 @@ from .inventory import Inventory, load_inventory
 from .inventory.vault import Vault
 from .planner import build_plans
 from .results import AggregateResult, HostResult, Outcome
-from .rollout import RolloutOptions, run_rollout
+from .rollout import DEFAULT_OPTIONS, RolloutOptions, run_rollout
 from .state import StateDir
 from .status import FleetStatus, HostStatus
 
@@ -109,7 +109,7 @@ async def push_plans(
     state: StateDir,
     *,
     dry_run: bool,
-    options: RolloutOptions = RolloutOptions(),
+    options: RolloutOptions = DEFAULT_OPTIONS,
     progress: Callable[[HostResult], None] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> AggregateResult:
@@ -127,7 +127,9 @@ async def push_plans(
                 host, Outcome.UNREACHABLE, error=str(exc), seconds=time.monotonic() - started
             )
         except Exception as exc:
-            return HostResult(host, Outcome.FAILED, error=str(exc), seconds=time.monotonic() - started)
+            return HostResult(
+                host, Outcome.FAILED, error=str(exc), seconds=time.monotonic() - started
+            )
         changes = convert.changes_from_proto(resp)
         outcome = Outcome.CHANGED if (resp.changed or (dry_run and changes)) else Outcome.OK
         return HostResult(

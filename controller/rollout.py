@@ -77,6 +77,9 @@ def batches(hosts: Sequence[str], serial: Sequence[str]) -> list[list[str]]:
     return out
 
 
+DEFAULT_OPTIONS = RolloutOptions()
+
+
 async def _guarded(host: str, operation: HostOperation, sem: asyncio.Semaphore) -> HostResult:
     async with sem:
         started = time.monotonic()
@@ -96,7 +99,7 @@ async def _guarded(host: str, operation: HostOperation, sem: asyncio.Semaphore) 
 async def run_rollout(
     hosts: Sequence[str],
     operation: HostOperation,
-    options: RolloutOptions = RolloutOptions(),
+    options: RolloutOptions = DEFAULT_OPTIONS,
     progress: ProgressHook | None = None,
 ) -> AggregateResult:
     """Run ``operation`` on every host, batch after batch; return every host's result."""
