@@ -1,0 +1,134 @@
+"""`vpnfleet inventory`, `vpnfleet vault` and `vpnfleet plan --emit` as an operator runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "vpnfleet.controller.cli"]
+AGENT = [sys.executable, "-m", "vpnfleet.agent.cli"]
+
+
+def run(*args: str, state: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, "--state", str(state), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        input=stdin,
+    )
+
+
+def test_graph_like_ansible_inventory(tmp_path: Path) -> None:
+    res = run("inventory", "-i", str(REPO / "inventories/hub-spoke"), "--graph", state=tmp_path)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == "@all:"
+    assert "  |  |--@hubs:" in lines
+    assert "  |  |  |--hub1" in lines
+
+
+def test_host_shows_resolved_vars_and_limit(tmp_path: Path) -> None:
+    res = run("inventory", "-i", str(REPO / "inventories/lab"), "--host", "a2", state=tmp_path)
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    assert got["address"] == "10.99.0.12"
+    assert got["subnets"] == ["10.1.2.0/24"]
+    res = run("inventory", "-i", str(REPO / "inventories/lab"), "--host", "a9", state=tmp_path)
+    assert res.returncode == 1
+    assert "no host named 'a9'" in res.stderr
+
+
+def test_limit_unknown_name_is_an_error(tmp_path: Path) -> None:
+    res = run(
+        "inventory",
+        "-i",
+        str(REPO / "inventories/lab"),
+        "--limit",
+        "mehs",
+        "--list",
+        state=tmp_path,
+    )
+    assert res.returncode == 1
+    assert "did you mean 'mesh'" in res.stderr
+
+
+def test_vault_round_trip_and_wrong_password(tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("correct horse\n")
+    res = run(
+        "vault",
+        "encrypt-string",
+        "--vault-password-file",
+        str(pw),
+        "--name",
+        "psk",
+        "-",
+        state=tmp_path,
+        stdin="s3cret value\n",
+    )
+    assert res.returncode == 0, res.stderr
+    assert "s3cret" not in res.stdout
+    doc = tmp_path / "secret.yaml"
+    doc.write_text(res.stdout)
+    view = run("vault", "view", "--vault-password-file", str(pw), str(doc), state=tmp_path)
+    assert view.returncode == 0, view.stderr
+    assert view.stdout.strip().endswith("psk: s3cret value")
+    wrong = tmp_path / "wrong"
+    wrong.write_text("battery staple\n")
+    bad = run("vault", "view", "--vault-password-file", str(wrong), str(doc), state=tmp_path)
+    assert bad.returncode == 1
+    assert "cannot decrypt vault value at" in bad.stderr and "secret.yaml:1" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_emit_writes_private_plans_an_agent_can_run(tmp_path: Path) -> None:
+    out = tmp_path / "plans"
+    res = run("plan", "-i", str(REPO / "inventories/lab"), "--emit", str(out), state=tmp_path)
+    assert res.returncode == 0, res.stderr
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["a1.plan", "a2.plan", "a3.plan", "a4.plan"]
+    mode = stat.S_IMODE(os.stat(out / "a1.plan").st_mode)
+    assert mode == 0o600
+    # The master secret was made on first use, private.
+    assert stat.S_IMODE(os.stat(tmp_path / "secrets" / "psk-master").st_mode) == 0o600
+    ran = subprocess.run(
+        [*AGENT, "run", "--plan", str(out / "a1.plan")], capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "plan for a1" in ran.stdout
+    # Same inventory, same plans, byte for byte.
+    again = tmp_path / "again"
+    assert (
+        run(
+            "plan", "-i", str(REPO / "inventories/lab"), "--emit", str(again), state=tmp_path
+        ).returncode
+        == 0
+    )
+    assert (out / "a3.plan").read_bytes() == (again / "a3.plan").read_bytes()
+    # A truncated plan file is refused by the agent with a clear message.
+    cut = tmp_path / "cut.plan"
+    cut.write_bytes((out / "a1.plan").read_bytes()[:-7])
+    bad = subprocess.run(
+        [*AGENT, "run", "--plan", str(cut)], capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 2
+    assert "Traceback" not in bad.stderr
+
+
+def test_plan_without_ca_shows_plans_and_says_why_no_agent_was_asked(tmp_path: Path) -> None:
+    res = run("plan", "-i", str(REPO / "inventories/hub-spoke"), "-o", "json", state=tmp_path)
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    assert got["agents_contacted"] is False
+    hub1 = next(p for p in got["plans"] if p["host"] == "hub1")
+    assert {p["name"] for p in hub1["peers"]} >= {"hub2", "spoke1"}
+    # Credentials appear by reference only.
+    for peer in hub1["peers"]:
+        low, high = sorted(["hub1", peer["name"]])
+        assert peer["auth"] == f"psk:{low}+{high}/epoch-1"
