@@ -518,25 +518,48 @@ def ca_init(ctx: Ctx, algorithm: str, force: bool) -> None:
 
 
 @ca_group.command("sign")
-@click.option("--host", required=True, help="Inventory host name the CSRs are for.")
+@click.argument("host")
 @click.option("--tls-csr", type=click.Path(path_type=Path, exists=True), required=True)
 @click.option("--ike-csr", type=click.Path(path_type=Path, exists=True), required=True)
 @click.option("--address", default=None, help="Underlay address to add to the IKE certificate.")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."),
+    show_default=True,
+    help="Where to write tls.pem, ike.pem and ca.pem.",
+)
 @pass_ctx
 def ca_sign(
     ctx: Ctx, host: str, tls_csr: Path, ike_csr: Path, address: str | None, out_dir: Path
 ) -> None:
-    """Sign an agent's TLS and IKE CSRs (made by `vpnfleet-agent init`)."""
+    """Sign HOST's TLS and IKE CSRs (made on the host by `vpnfleet-agent init`).
+
+    Each CSR must be signed by its key and name HOST. Copy the three files back to the
+    host and run `vpnfleet-agent install-certs`.
+    """
     with input_errors():
         tls_pem, ike_pem, ca_pem = pki.sign_agent_csrs(
             ctx.state.root, host, tls_csr.read_bytes(), ike_csr.read_bytes(), address=address
         )
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "tls.crt").write_bytes(tls_pem)
-        (out_dir / "ike.crt").write_bytes(ike_pem)
-        (out_dir / "ca.crt").write_bytes(ca_pem)
-    out.print(f"signed certificates for {host} written to {out_dir}")
+        (out_dir / "tls.pem").write_bytes(tls_pem)
+        (out_dir / "ike.pem").write_bytes(ike_pem)
+        (out_dir / "ca.pem").write_bytes(ca_pem)
+    out.print(f"signed certificates for {escape(host)} written to {out_dir}: tls.pem ike.pem ca.pem")
+
+
+@ca_group.command("show")
+@pass_ctx
+def ca_show(ctx: Ctx) -> None:
+    """Show the fleet CA's subject, algorithm and SHA-256 fingerprint."""
+    with input_errors():
+        cert, _key, pem = pki.load_ca(ctx.state.root)
+    out.print(f"subject: {cert.subject.rfc4514_string()}", markup=False)
+    out.print(f"fingerprint (sha256): {pki.fingerprint(pem)}", markup=False)
+    out.print(f"valid until: {cert.not_valid_after_utc:%Y-%m-%d}", markup=False)
+    out.print(f"file: {ctx.state.pki / pki.CA_CERT}", markup=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

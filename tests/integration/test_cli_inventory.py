@@ -132,3 +132,88 @@ def test_plan_without_ca_shows_plans_and_says_why_no_agent_was_asked(tmp_path: P
     for peer in hub1["peers"]:
         low, high = sorted(["hub1", peer["name"]])
         assert peer["auth"] == f"psk:{low}+{high}/epoch-1"
+
+
+def test_documented_bootstrap_end_to_end(tmp_path: Path) -> None:
+    """README's trust model, step by step: keys made on the host, CSRs signed by the
+    controller, certificates installed, then the controller applies a plan."""
+    import contextlib
+
+    from agent_harness import running_agent
+
+    state = tmp_path / "controller"
+    assert run("ca", "init", state=state).returncode == 0
+    host_dir = tmp_path / "host-a1"
+    init = subprocess.run(
+        [*AGENT, "init", "--name", "a1", "--state-dir", str(host_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert init.returncode == 0, init.stderr
+    keys_before = {p.name: p.read_bytes() for p in host_dir.glob("*.key")}
+    assert keys_before and all(
+        stat.S_IMODE(os.stat(host_dir / k).st_mode) == 0o600 for k in keys_before
+    )
+    certs = tmp_path / "certs"
+    signed = run(
+        "ca",
+        "sign",
+        "a1",
+        "--tls-csr",
+        str(host_dir / "tls.csr"),
+        "--ike-csr",
+        str(host_dir / "ike.csr"),
+        "--out",
+        str(certs),
+        state=state,
+    )
+    assert signed.returncode == 0, signed.stderr
+    # A CSR for another name is refused.
+    wrong = run(
+        "ca",
+        "sign",
+        "b2",
+        "--tls-csr",
+        str(host_dir / "tls.csr"),
+        "--ike-csr",
+        str(host_dir / "ike.csr"),
+        "--out",
+        str(tmp_path / "x"),
+        state=state,
+    )
+    assert wrong.returncode == 1 and "b2" in wrong.stderr
+    inst = subprocess.run(
+        [
+            *AGENT,
+            "install-certs",
+            "--state-dir",
+            str(host_dir),
+            "--tls-cert",
+            str(certs / "tls.pem"),
+            "--ike-cert",
+            str(certs / "ike.pem"),
+            "--ca",
+            str(certs / "ca.pem"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert inst.returncode == 0, inst.stderr
+    # The private keys never changed hands: still the ones made on the host.
+    assert {p.name: p.read_bytes() for p in host_dir.glob("*.key")} == keys_before
+
+    inv = tmp_path / "inv"
+    inv.mkdir()
+    with contextlib.ExitStack() as stack:
+        agent = stack.enter_context(running_agent("a1", host_dir))
+        (inv / "hosts.yaml").write_text(
+            "all:\n  hosts:\n"
+            f"    a1: {{address: 10.5.0.1, subnets: [10.6.1.0/24], agent_address: '{agent.target}'}}\n"
+            "    a2: {address: 10.5.0.2, subnets: [10.6.2.0/24], agent_address: '127.0.0.1:9'}\n"
+        )
+        (inv / "topology.yaml").write_text("meshes: [{name: m, group: all}]\n")
+        res = run("apply", "-i", str(inv), "--limit", "a1", state=state)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "a1 : ok=1   changed=1" in res.stdout
