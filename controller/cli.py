@@ -547,7 +547,7 @@ def ca_sign(
         (out_dir / "tls.pem").write_bytes(tls_pem)
         (out_dir / "ike.pem").write_bytes(ike_pem)
         (out_dir / "ca.pem").write_bytes(ca_pem)
-    out.print(f"signed certificates for {escape(host)} written to {out_dir}: tls.pem ike.pem ca.pem")
+    out.print(f"signed certificates for {escape(host)} in {out_dir}: tls.pem ike.pem ca.pem")
 
 
 @ca_group.command("show")

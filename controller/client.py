@@ -16,6 +16,7 @@ from types import TracebackType
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from vpnfleet.protos import agent_pb2, agent_pb2_grpc
 
 from .pki import TlsCredentials

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from agent_harness import AgentProcess, Fleet, make_fleet, running_agent
 
 CLI = [sys.executable, "-m", "vpnfleet.controller.cli"]

@@ -210,7 +210,8 @@ def test_documented_bootstrap_end_to_end(tmp_path: Path) -> None:
         agent = stack.enter_context(running_agent("a1", host_dir))
         (inv / "hosts.yaml").write_text(
             "all:\n  hosts:\n"
-            f"    a1: {{address: 10.5.0.1, subnets: [10.6.1.0/24], agent_address: '{agent.target}'}}\n"
+            "    a1: {address: 10.5.0.1, subnets: [10.6.1.0/24], "
+            f"agent_address: '{agent.target}'}}\n"
             "    a2: {address: 10.5.0.2, subnets: [10.6.2.0/24], agent_address: '127.0.0.1:9'}\n"
         )
         (inv / "topology.yaml").write_text("meshes: [{name: m, group: all}]\n")
