@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+
 from vpnfleet.protos import agent_pb2, plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
 from vpnfleet.protos import agent_pb2_grpc
 
 from .service import AgentService

@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator, Callable
 from importlib.metadata import PackageNotFoundError, version
 
 import grpc
+
 from vpnfleet.protos import agent_pb2, agent_pb2_grpc, plan_pb2
 
 from . import convert

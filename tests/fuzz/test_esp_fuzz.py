@@ -6,6 +6,7 @@ import dataclasses
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from vpnfleet.agent.esp.sa import Drop, InboundSa, Mode, OutboundSa, SaCounters, SaParams
 from vpnfleet.agent.esp.sad import Sad
 from vpnfleet.agent.esp.spd import PacketInfo, parse_ip_packet

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tshark_lab import ADDR_A, ADDR_B, first_value, flatten, hex_bytes, make_lab, tshark_json
+
 from vpnfleet.agent.esp.keys import tshark_esp_options
 from vpnfleet.agent.esp.sa import SaParams
 from vpnfleet.agent.esp.transforms import Encryption, Integrity
+
+from tshark_lab import ADDR_A, ADDR_B, first_value, flatten, hex_bytes, make_lab, tshark_json
 
 ESP_PORT = 4500
 INNER_SRC = "10.1.0.1"
@@ -286,9 +288,9 @@ def test_esp_wrong_encryption_key_is_caught(esp_capture: EspCapture, suite: EspS
             # AES-GCM: the tag is keyed by the encryption key. Depending on what the
             # garbage plaintext's trailer says, tshark either reports a bad ICV or gives
             # up on the packet as malformed before checking it; never a good ICV.
-            assert verdict.icv_good is False or (
-                verdict.icv_good is None and verdict.malformed
-            ), verdict
+            assert verdict.icv_good is False or (verdict.icv_good is None and verdict.malformed), (
+                verdict
+            )
         else:
             # CBC + HMAC: the ICV is over the ciphertext, keyed by the integrity key only.
             assert verdict.icv_good is True

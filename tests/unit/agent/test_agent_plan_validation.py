@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from vpnfleet.agent.convert import HASH_MISMATCH, plan_from_bytes, plan_from_proto
 from vpnfleet.agent.hollow import sample_plan
 from vpnfleet.agent.plan import AuthMethod, PlanRejected, SpdAction

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from vpnfleet.agent.hollow import sample_plan
 from vpnfleet.agent.plan import PlanRejected
 from vpnfleet.agent.service import AgentService, WrongHost

@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from vpnfleet.agent.convert import plan_from_bytes
 from vpnfleet.agent.hollow import sample_plan
 from vpnfleet.agent.plan import AgentPlan

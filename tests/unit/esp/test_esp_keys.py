@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from vpnfleet.agent.esp.keys import esp_sa_record, tshark_esp_options
 from vpnfleet.agent.esp.sa import InboundSa, OutboundSa, SaParams
 from vpnfleet.agent.esp.transforms import Encryption, Integrity

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from vpnfleet.agent.esp.replay import ReplayVerdict, ReplayWindow
 
 FRESH, REPLAYED, STALE = ReplayVerdict.FRESH, ReplayVerdict.REPLAYED, ReplayVerdict.STALE

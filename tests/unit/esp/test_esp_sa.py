@@ -6,6 +6,7 @@ import ipaddress
 import struct
 
 import pytest
+
 from vpnfleet.agent.esp.sa import (
     SEQ_MAX,
     SEQ_SOFT_MARGIN,

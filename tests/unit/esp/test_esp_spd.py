@@ -7,6 +7,7 @@ import random
 import struct
 
 import pytest
+
 from vpnfleet.agent.esp.spd import (
     Action,
     PacketInfo,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from vpnfleet.agent.esp.sa import Drop, InboundSa, Mode, OutboundSa, SaParams
 from vpnfleet.agent.esp.transforms import AeadSuite, Encryption, Integrity, integrity_icv
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from vpnfleet.controller.inventory import (
     InventoryErrors,
     MarkedDict,

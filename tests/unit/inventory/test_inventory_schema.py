@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from vpnfleet.controller.inventory import MarkedStr, load_inventory, parse_duration
 
 MakeInventory = Callable[[dict[str, str]], Path]  # the make_inventory fixture (conftest.py)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from vpnfleet.controller.inventory import InventoryError, InventoryErrors, load_inventory
 
 MakeInventory = Callable[[dict[str, str]], Path]  # the make_inventory fixture (conftest.py)

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
+
 from vpnfleet.controller import convert
 from vpnfleet.controller.inventory import load_inventory
 from vpnfleet.controller.planner import (

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from vpnfleet.controller.inventory import load_inventory
 from vpnfleet.controller.planner import model
 from vpnfleet.controller.planner.model import Peer, TrafficSelector, fast_constructor

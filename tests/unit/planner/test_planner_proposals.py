@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from vpnfleet.controller.planner import Proposal, ProposalError, Transform, parse_proposal
 from vpnfleet.controller.planner.proposals import KNOWN_TOKENS, common_proposal
 
