@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from vpnfleet.agent.ike.buffer import Buffer, BufferReadError
 from vpnfleet.agent.ike.errors import LocalError
 

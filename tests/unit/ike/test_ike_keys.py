@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 
 import pytest
+
 from vpnfleet.agent.ike.constants import EncrId, IntegId, PrfId
 from vpnfleet.agent.ike.errors import LocalError
 from vpnfleet.agent.ike.keys import (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+
 from vpnfleet.agent.ike.constants import (
     AuthMethod,
     CertEncoding,

@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import TypeVar
 
 import pytest
+
 from vpnfleet.agent.ike.config import ChildConfig, Identity, IkeConfig, selector
 from vpnfleet.agent.ike.constants import EncrId, NotifyType
 from vpnfleet.agent.ike.errors import LocalError

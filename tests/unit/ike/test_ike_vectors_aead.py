@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from vpnfleet.agent.ike.constants import EncrId, ExchangeType, HeaderFlag, NotifyType, PayloadType
 from vpnfleet.agent.ike.crypto import SkKeys, decrypt_message, encrypt_message
 from vpnfleet.agent.ike.errors import CryptoError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import x25519
+
 from vpnfleet.agent.ike.constants import DhGroup
 from vpnfleet.agent.ike.errors import CryptoError, UnsupportedTransform
 from vpnfleet.agent.ike.transforms import MODP_2048_PRIME, KeyExchange

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from vpnfleet.agent.ike.constants import IntegId, PrfId
 from vpnfleet.agent.ike.transforms import integ_for, prf_for
 

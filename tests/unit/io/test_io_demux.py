@@ -7,6 +7,7 @@ import asyncio
 import socket
 
 import pytest
+
 from vpnfleet.agent.io.udp import (
     IKE_HEADER_LEN,
     NAT_KEEPALIVE,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+
 from vpnfleet.agent.io.memory import Datagram, MemoryEndpoint, MemoryNetwork, nat_translate
 from vpnfleet.agent.io.udp import (
     NAT_KEEPALIVE,

@@ -4,6 +4,7 @@ and the argument checks that refuse bad input before any netlink request is made
 from __future__ import annotations
 
 import pytest
+
 from vpnfleet.agent.io.rawesp import strip_ipv4_header
 from vpnfleet.agent.io.routes import (
     AEAD_GCM16,
