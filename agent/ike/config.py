@@ -6,10 +6,13 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from cryptography import x509
+
 from .constants import IdType
 from .errors import LocalError
 from .payloads import IdPayload, TrafficSelector
 from .proposals import EspProposal, IkeProposal
+from .signatures import CertificateAuth
 
 
 @dataclass(frozen=True)
@@ -18,15 +21,24 @@ class Identity:
 
     id_type: int
     data: bytes
+    label: str = field(default="", compare=False)
+    """How the identity was written, when it came from text (for DNs)."""
 
     @classmethod
     def parse(cls, text: str) -> Identity:
-        """IP address, ``user@example.net`` (RFC822) or a host name (FQDN)."""
+        """IP address, a distinguished name in RFC 4514 form (``CN=gw1,O=Example``),
+        ``user@example.net`` (RFC822) or a host name (FQDN)."""
         try:
             address = ipaddress.ip_address(text)
         except ValueError:
             if not text:
                 raise LocalError("empty identity") from None
+            if "=" in text:
+                try:
+                    name = x509.Name.from_rfc4514_string(text)
+                except ValueError as exc:
+                    raise LocalError(f"identity {text!r} is not an RFC 4514 DN: {exc}") from None
+                return cls(IdType.ID_DER_ASN1_DN, name.public_bytes(), name.rfc4514_string())
             kind = IdType.ID_RFC822_ADDR if "@" in text else IdType.ID_FQDN
             return cls(kind, text.encode())
         kind = IdType.ID_IPV4_ADDR if address.version == 4 else IdType.ID_IPV6_ADDR
@@ -41,6 +53,8 @@ class Identity:
             return str(ipaddress.ip_address(self.data))
         if self.id_type in (IdType.ID_FQDN, IdType.ID_RFC822_ADDR):
             return self.data.decode(errors="replace")
+        if self.label:
+            return self.label
         return f"id-type-{self.id_type}:{self.data.hex()}"
 
 
@@ -60,6 +74,11 @@ class ChildConfig:
         if self.mode not in ("tunnel", "transport"):
             raise LocalError(f"child {self.name!r}: mode {self.mode!r} is not tunnel or transport")
 
+    @property
+    def initial_proposals(self) -> tuple[EspProposal, ...]:
+        """The proposals without PFS groups, for the child set up in IKE_AUTH (section 1.2)."""
+        return tuple(dict.fromkeys(p.without_pfs() for p in self.esp_proposals))
+
 
 @dataclass(frozen=True)
 class IkeConfig:
@@ -74,12 +93,37 @@ class IkeConfig:
     """Retransmissions before the exchange, and the SA, are given up."""
     force_encap: bool = False
     """Claim a NAT in NAT detection so ESP is always UDP-encapsulated (section 2.23)."""
+    half_open_timeout: float = 30.0
+    """Responder: seconds to wait for IKE_AUTH after answering IKE_SA_INIT."""
+    dpd_delay: float | None = None
+    """Seconds of silence from the peer before a liveness check (section 1.4); None: off."""
+    extra_children: tuple[ChildConfig, ...] = ()
+    """Further child policies, set up with CREATE_CHILD_SA (section 1.3.1)."""
+    certificates: CertificateAuth | None = None
+    """Authenticate both ways with RFC 7427 signatures instead of the pre-shared key."""
 
     def __post_init__(self) -> None:
         if not self.ike_proposals:
             raise LocalError("no IKE proposals configured")
-        if not self.psk:
+        if not self.psk and self.certificates is None:
             raise LocalError("empty pre-shared key")
+        if self.half_open_timeout <= 0:
+            raise LocalError(f"half_open_timeout must be positive, got {self.half_open_timeout}")
+        if self.dpd_delay is not None and self.dpd_delay <= 0:
+            raise LocalError(f"dpd_delay must be positive, got {self.dpd_delay}")
+        names = [c.name for c in self.children]
+        if len(set(names)) != len(names):
+            raise LocalError(f"child names must be unique, got {names}")
+
+    @property
+    def children(self) -> tuple[ChildConfig, ...]:
+        return (self.child, *self.extra_children)
+
+    def child_named(self, name: str) -> ChildConfig:
+        for child in self.children:
+            if child.name == name:
+                return child
+        raise LocalError(f"no child configuration named {name!r}")
 
 
 def selector(

@@ -6,8 +6,12 @@ Keys leave the core only inside these events.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .payloads import TrafficSelector
+
+if TYPE_CHECKING:
+    from .ike_sa import IkeSa
 
 Address = tuple[str, int]
 
@@ -71,4 +75,73 @@ class ChildSaFailed:
     notify: int | None = None
 
 
-IkeEvent = IkeSaEstablished | IkeSaFailed | ChildSaEstablished | ChildSaFailed
+@dataclass(frozen=True)
+class ChildSaRekeyed:
+    """A rekeyed child's replacement is installed (make-before-break, section 2.8).
+
+    The old SA stays usable for inbound traffic until its ChildSaDeleted event.
+    """
+
+    old_spi_in: bytes
+    old_spi_out: bytes
+    new: ChildSaEstablished
+    """The new SA: SPIs, keys, selectors and algorithms."""
+
+
+@dataclass(frozen=True)
+class ChildSaDeleted:
+    name: str
+    spi_in: bytes
+    spi_out: bytes
+    reason: str
+    """``deleted by peer``, ``deleted by us``, ``rekeyed``, ``IKE SA deleted: ...``."""
+
+
+@dataclass(frozen=True)
+class IkeSaRekeyed:
+    """The IKE SA was replaced (section 2.18); its children now live in ``new_sa``.
+
+    The caller must route datagrams for the new SPIs to ``new_sa`` and drive it like
+    any other IKE SA; the old one finishes by deleting itself (IkeSaDeleted).
+    """
+
+    old_spi_i: bytes
+    old_spi_r: bytes
+    new_spi_i: bytes
+    new_spi_r: bytes
+    proposal: str
+    new_sa: IkeSa = field(repr=False, compare=False)
+    carries_children: bool = True
+    """False for an SA of a simultaneous rekey (section 2.8.2) that is redundant or not
+    yet known not to be: route datagrams to it until its IkeSaDeleted, but the children
+    live in the SA of the last IkeSaRekeyed that carries them."""
+
+
+@dataclass(frozen=True)
+class IkeSaDeleted:
+    spi_i: bytes
+    spi_r: bytes
+    reason: str
+    """``deleted by peer``, ``deleted by us``, ``rekeyed``, ``peer dead: ...``."""
+
+
+@dataclass(frozen=True)
+class PeerErrorNotify:
+    """An error Notify the peer sent that does not end an exchange we track
+    (section 3.10.1), e.g. INVALID_SPI for ESP traffic, or one refusing our request."""
+
+    notify: int
+    reason: str
+
+
+IkeEvent = (
+    IkeSaEstablished
+    | IkeSaFailed
+    | ChildSaEstablished
+    | ChildSaFailed
+    | ChildSaRekeyed
+    | ChildSaDeleted
+    | IkeSaRekeyed
+    | IkeSaDeleted
+    | PeerErrorNotify
+)

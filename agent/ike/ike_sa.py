@@ -1,28 +1,41 @@
 """The IKE SA connection object: the sans-I/O core (aioquic's connection shape).
 
-Inputs: ``initiate(peer, now)``, ``receive_datagram(data, addr, now)``,
-``handle_timer(now)``. Outputs: ``datagrams_to_send(now)``, ``get_timer()``,
-``next_event()``. Nothing the peer sends can raise out of ``receive_datagram``:
-malformed or unauthenticated datagrams are counted in ``dropped`` and ignored.
+Inputs: commands (``initiate``, ``create_child``, ``rekey_child``, ``delete_child``,
+``rekey``, ``delete``, ``check_liveness``; each takes ``now``),
+``receive_datagram(data, addr, now)``, ``handle_timer(now)``. Outputs:
+``datagrams_to_send(now)``, ``get_timer()``, ``next_event()``. Nothing the peer sends
+can raise out of ``receive_datagram``: malformed or unauthenticated datagrams are
+counted in ``dropped`` and ignored. An IKE SA rekey hands out the new IkeSa inside
+IkeSaRekeyed; new responders come from gate.IkeResponderGate.
 """
 
 from __future__ import annotations
 
 from collections import deque
 
+from .child_sa import ChildSa, ChildSaInput, ChildSaState
 from .config import Identity, IkeConfig
 from .constants import ExchangeType, HeaderFlag
-from .crypto import SkKeys, decrypt_message, encrypt_message
-from .errors import IkeError
-from .events import Address, IkeEvent, IkeSaEstablished, IkeSaFailed
-from .keys import IkeSaKeys, derive_ike_sa_keys, skeyseed
-from .message import IkeHeader, Message, parse_message, serialize_message
+from .crypto import SkKeys, decrypt_fragment, decrypt_message, encrypt_message
+from .errors import IkeError, LocalError
+from .events import (
+    Address,
+    ChildSaDeleted,
+    IkeEvent,
+    IkeSaDeleted,
+    IkeSaEstablished,
+    IkeSaFailed,
+    IkeSaRekeyed,
+)
+from .fragments import Reassembly
+from .keys import IkeSaKeys, derive_ike_sa_keys, rekey_skeyseed, skeyseed
+from .message import IkeHeader, Message, parse_message, parse_payloads, serialize_message
 from .nat import NatResult
-from .payloads import Payload
+from .payloads import Payload, SkfPayload
 from .proposals import IkeProposal
 from .states import IkeSaInput, IkeSaState, Role, next_state
-from .task_manager import TaskManager
-from .tasks import ike_auth, ike_init
+from .task_manager import Task, TaskManager
+from .tasks import child_create, ike_auth, ike_init, ike_rekey, informational
 from .transforms import random_bytes
 
 ZERO_SPI = bytes(8)
@@ -52,14 +65,73 @@ class IkeSa:
         self.last_refusal: str | None = None
         """Why the last peer request was refused without failing the SA (INVALID_KE...)."""
         self.current_datagram: bytes | None = None
+        self.children: dict[bytes, ChildSa] = {}
+        """Our child SAs by the SPI we chose (inbound)."""
+        self.peer_ike_rekey: tuple[bytes, bytes, IkeSa] | None = None
+        """Ni, Nr and the new SA of the peer's IKE rekey that crossed ours (section 2.8.2)."""
+        self.successor: IkeSa | None = None
+        """The IKE SA our children moved to in a rekey (section 2.18)."""
+        self._deferred: list[tuple[float, Task]] = []
+        self.deleted_by_peer = False
+        """The peer deleted this SA while our crossing rekey still awaited its answer."""
+        self.peer_fragmentation = False
+        """The peer announced IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383)."""
+        self.peer_hash_algorithms: tuple[int, ...] = ()
+        """The peer's SIGNATURE_HASH_ALGORITHMS (RFC 7427 section 4)."""
+        self.half_open_since: float | None = None
+        """Responder: when IKE_SA_INIT was answered (the half-open clock, section 2.6)."""
+        self.last_heard: float | None = None
+        """When the peer last sent an authenticated message (for liveness, section 1.4)."""
+        self._fragments = {False: Reassembly(), True: Reassembly()}
+        """By is-response: requests and responses may be in flight at once."""
         self._sk_in: SkKeys | None = None
         self._sk_out: SkKeys | None = None
         self._outbox: list[tuple[bytes, Address]] = []
         self._events: deque[IkeEvent] = deque()
 
+    @classmethod
+    def from_rekey(
+        cls,
+        old: IkeSa,
+        *,
+        initiator: bool,
+        spi_i: bytes,
+        spi_r: bytes,
+        proposal: IkeProposal,
+        shared: bytes,
+        ni: bytes,
+        nr: bytes,
+    ) -> IkeSa:
+        """The IKE SA a CREATE_CHILD_SA rekey made (section 2.18): the exchange's
+        initiator is this SA's original initiator, message IDs restart at 0."""
+        assert old.keys is not None and old.proposal is not None
+        sa = cls(old.config, Role.INITIATOR if initiator else Role.RESPONDER, old.local)
+        sa.spi_i, sa.spi_r = spi_i, spi_r
+        sa.peer, sa.nat, sa.remote_identity = old.peer, old.nat, old.remote_identity
+        # The rekey exchange belongs to the old SA, so its PRF makes SKEYSEED.
+        seed = rekey_skeyseed(old.proposal.prf, old.keys.sk_d, shared, ni, nr)
+        sa._install_keys(proposal, seed, ni, nr)
+        sa._transition(IkeSaInput.REKEY_CREATED)
+        sa.last_heard = old.last_heard
+        return sa
+
     @property
     def is_initiator(self) -> bool:
         return self.role is Role.INITIATOR
+
+    @property
+    def local_spi(self) -> bytes:
+        """The SPI we chose: what a dispatcher routes incoming datagrams by."""
+        return self.spi_i if self.is_initiator else self.spi_r
+
+    @property
+    def encap(self) -> bool:
+        """ESP and IKE go in UDP 4500 (a NAT was detected or faked, section 2.23)."""
+        return self.nat is not None and self.nat.any
+
+    @property
+    def is_closed(self) -> bool:
+        return self.state in (IkeSaState.DELETED, IkeSaState.FAILED)
 
     # -- commands --------------------------------------------------------------------
 
@@ -68,6 +140,57 @@ class IkeSa:
         self.peer = peer
         self.tasks.queue_task(ike_init.IkeInit(self))
         self.tasks.queue_task(ike_auth.IkeAuth(self))
+        self.tasks.initiate(now)
+
+    def create_child(self, name: str, now: float) -> None:
+        """Set up another child SA with CREATE_CHILD_SA (section 1.3.1)."""
+        self._require_established("create a child SA")
+        self._start(child_create.ChildCreate(self, self.config.child_named(name)), now)
+
+    def rekey_child(self, spi_in: bytes, now: float) -> None:
+        """Section 1.3.3 (PFS when the child's proposals name a DH group)."""
+        child = self._child(spi_in, "rekey")
+        self._start(child_create.ChildCreate(self, child.config, rekey=child), now)
+
+    def delete_child(self, spi_in: bytes, now: float) -> None:
+        """Section 1.4.1."""
+        child = self._child(spi_in, "delete")
+        self._start(informational.ChildDelete(self, child, "deleted by us"), now)
+
+    def rekey(self, now: float) -> None:
+        """Rekey this IKE SA (section 1.3.2); the new SA comes out in IkeSaRekeyed."""
+        self._require_established("rekey")
+        if self.tasks.pending(ike_rekey.IkeRekey):
+            raise LocalError("an IKE SA rekey is already under way")
+        self._start(ike_rekey.IkeRekey(self), now)
+
+    def delete(self, now: float) -> None:
+        """Delete the IKE SA and with it every child (section 1.4.1)."""
+        if self.state not in (IkeSaState.ESTABLISHED, IkeSaState.REKEYED):
+            raise LocalError(f"cannot delete an IKE SA in state {self.state.value}")
+        self.tasks.abort()  # whatever was queued dies with the SA
+        self._start(informational.IkeDelete(self, "deleted by us"), now)
+
+    def check_liveness(self, now: float) -> None:
+        """Send an empty INFORMATIONAL request (section 1.4)."""
+        self._require_established("check liveness")
+        if not self.tasks.pending(informational.Liveness):
+            self._start(informational.Liveness(self), now)
+
+    def _require_established(self, what: str) -> None:
+        if self.state is not IkeSaState.ESTABLISHED:
+            raise LocalError(f"cannot {what} on an IKE SA in state {self.state.value}")
+
+    def _child(self, spi_in: bytes, what: str) -> ChildSa:
+        self._require_established(f"{what} a child SA")
+        child = self.children.get(spi_in)
+        if child is None or not child.usable:
+            state = "unknown" if child is None else child.state.value
+            raise LocalError(f"cannot {what} child SA {spi_in.hex()}: {state}")
+        return child
+
+    def _start(self, task: Task, now: float) -> None:
+        self.tasks.queue_task(task)
         self.tasks.initiate(now)
 
     # -- inputs ----------------------------------------------------------------------
@@ -81,7 +204,23 @@ class IkeSa:
             self.current_datagram = None
 
     def handle_timer(self, now: float) -> None:
+        expiry = self._half_open_expiry()
+        if expiry is not None and now >= expiry:
+            self.fail(
+                f"half-open IKE SA expired: no IKE_AUTH request within "
+                f"{self.config.half_open_timeout:g} s"
+            )
+            return
+        due_tasks = [task for at, task in self._deferred if at <= now]
+        if due_tasks:
+            self._deferred = [(at, task) for at, task in self._deferred if at > now]
+            for task in due_tasks:
+                self.tasks.queue_task(task)
+            self.tasks.initiate(now)
         self.tasks.on_timer(now)
+        due = self._liveness_due()
+        if due is not None and now >= due:
+            self._start(informational.Liveness(self), now)
 
     # -- outputs ---------------------------------------------------------------------
 
@@ -90,7 +229,39 @@ class IkeSa:
         return out
 
     def get_timer(self) -> float | None:
-        return self.tasks.get_timer()
+        deadlines = [
+            t
+            for t in (
+                self.tasks.get_timer(),
+                self._liveness_due(),
+                self._half_open_expiry(),
+                min((at for at, _ in self._deferred), default=None),
+            )
+            if t is not None
+        ]
+        return min(deadlines) if deadlines else None
+
+    def retransmit_window(self) -> float:
+        """How long a peer keeps retransmitting one request (section 2.1 back-off)."""
+        config = self.config
+        return config.retransmit_timeout * 2 ** (config.retransmit_tries + 1)
+
+    def defer(self, task: Task, at: float) -> None:
+        """Start ``task`` at time ``at`` (cleanup the peer should have done itself)."""
+        self._deferred.append((at, task))
+
+    def _half_open_expiry(self) -> float | None:
+        """A responder that answered IKE_SA_INIT gives up on a silent initiator (2.6)."""
+        if self.state is not IkeSaState.INIT_DONE or self.half_open_since is None:
+            return None
+        return self.half_open_since + self.config.half_open_timeout
+
+    def _liveness_due(self) -> float | None:
+        """Section 1.4: check a silent peer when nothing else is in flight."""
+        delay = self.config.dpd_delay
+        if delay is None or self.state is not IkeSaState.ESTABLISHED or not self.tasks.idle:
+            return None
+        return None if self.last_heard is None else self.last_heard + delay
 
     def next_event(self) -> IkeEvent | None:
         return self._events.popleft() if self._events else None
@@ -98,7 +269,7 @@ class IkeSa:
     # -- receiving -------------------------------------------------------------------
 
     def _receive(self, data: bytes, addr: Address, now: float) -> None:
-        if self.state is IkeSaState.FAILED:
+        if self.is_closed:
             self.dropped += 1
             return
         message = parse_message(data)
@@ -108,10 +279,24 @@ class IkeSa:
             self.dropped += 1
             return
         self.current_datagram = data
+        opened: list[Payload] | None = None
+        if isinstance(message.encrypted, SkfPayload):
+            if not header.is_response and self.tasks.is_replayed_id(header.message_id):
+                self.tasks.replay_response()
+                return
+            if self._sk_in is None:
+                raise IkeError("encrypted fragment before keys exist")
+            chunk = decrypt_fragment(data, message, self._sk_in)
+            whole = self._fragments[header.is_response].add(
+                header.message_id, message.encrypted, chunk
+            )
+            if whole is None:
+                return
+            opened = parse_payloads(whole[1], whole[0], 0)
         if header.is_response:
-            self._receive_response(message, data, now)
+            self._receive_response(message, data, now, opened)
         else:
-            self._receive_request(message, data, addr, now)
+            self._receive_request(message, data, addr, now, opened)
 
     def _spis_match(self, header: IkeHeader) -> bool:
         if self.is_initiator:
@@ -120,19 +305,31 @@ class IkeSa:
             return self.spi_r == ZERO_SPI or header.spi_r == self.spi_r
         if self.state is IkeSaState.CREATED:
             return header.exchange_type == ExchangeType.IKE_SA_INIT and header.spi_r == ZERO_SPI
+        if header.exchange_type == ExchangeType.IKE_SA_INIT and header.spi_r == ZERO_SPI:
+            return header.spi_i == self.spi_i  # a retransmitted first request (section 2.1)
         return header.spi_i == self.spi_i and header.spi_r == self.spi_r
 
-    def _receive_response(self, message: Message, data: bytes, now: float) -> None:
+    def _receive_response(
+        self, message: Message, data: bytes, now: float, opened: list[Payload] | None
+    ) -> None:
         if not self.tasks.is_expected_response(message):
             self.dropped += 1
             return
         if message.header.exchange_type != self.tasks.active_exchange:
             self.dropped += 1
             return
-        payloads = self._open(message, data)
+        payloads = opened if opened is not None else self._open(message, data)
+        self.last_heard = now
         self.tasks.on_response(message, payloads, now)
 
-    def _receive_request(self, message: Message, data: bytes, addr: Address, now: float) -> None:
+    def _receive_request(
+        self,
+        message: Message,
+        data: bytes,
+        addr: Address,
+        now: float,
+        opened: list[Payload] | None,
+    ) -> None:
         header = message.header
         if self.tasks.is_retransmit(message, data):
             self.tasks.replay_response()
@@ -143,7 +340,9 @@ class IkeSa:
         if self.state is IkeSaState.CREATED:
             self.spi_i = header.spi_i
             self.peer = addr
-        payloads = self._open(message, data)
+        payloads = opened if opened is not None else self._open(message, data)
+        if self.keys is not None:
+            self.last_heard = now
         if self.state is not IkeSaState.CREATED and self.nat is not None and self.nat.any:
             # Section 2.23: behind a NAT, answer where authenticated requests come from.
             self.peer = addr
@@ -153,17 +352,28 @@ class IkeSa:
                 self.init_request = data
         elif header.exchange_type == ExchangeType.IKE_AUTH and self.state is IkeSaState.INIT_DONE:
             response, advance = ike_auth.respond(self, message, payloads)
-        elif (
-            header.exchange_type == ExchangeType.INFORMATIONAL
-            and self.state is IkeSaState.ESTABLISHED
+        elif header.exchange_type == ExchangeType.INFORMATIONAL and self.state in (
+            IkeSaState.ESTABLISHED,
+            IkeSaState.REKEYED,
+            IkeSaState.DELETING,
         ):
-            response, advance = [], True  # liveness check (section 2.4); deletes come later
+            response, advance = informational.respond(self, payloads), True
+        elif header.exchange_type == ExchangeType.CREATE_CHILD_SA and self.state in (
+            IkeSaState.ESTABLISHED,
+            IkeSaState.REKEYED,
+            IkeSaState.DELETING,
+        ):
+            if ike_rekey.is_ike_rekey(payloads):
+                response, advance = ike_rekey.respond(self, payloads), True
+            else:
+                response, advance = child_create.respond(self, payloads), True
         else:
             self.dropped += 1
             return
         out = self.build_message(header.exchange_type, header.message_id, True, response)
         if header.exchange_type == ExchangeType.IKE_SA_INIT and advance:
             self.init_response = out
+            self.half_open_since = now
             self._transition(IkeSaInput.INIT_DONE)
         self.tasks.respond(header.message_id, data, out, advance=advance)
 
@@ -195,8 +405,12 @@ class IkeSa:
 
     def set_keys(self, proposal: IkeProposal, shared: bytes, ni: bytes, nr: bytes) -> None:
         """Section 2.14, once g^ir and both nonces are known."""
+        self._install_keys(proposal, skeyseed(proposal.prf, ni, nr, shared), ni, nr)
+        if self.is_initiator:
+            self._transition(IkeSaInput.INIT_DONE)
+
+    def _install_keys(self, proposal: IkeProposal, seed: bytes, ni: bytes, nr: bytes) -> None:
         self.proposal, self.ni, self.nr = proposal, ni, nr
-        seed = skeyseed(proposal.prf, ni, nr, shared)
         keys = derive_ike_sa_keys(
             proposal.prf, proposal.encr, proposal.integ, seed, ni, nr, self.spi_i, self.spi_r
         )
@@ -204,11 +418,10 @@ class IkeSa:
         sk_i = SkKeys(proposal.encr, keys.sk_ei, proposal.integ, keys.sk_ai)
         sk_r = SkKeys(proposal.encr, keys.sk_er, proposal.integ, keys.sk_ar)
         self._sk_out, self._sk_in = (sk_i, sk_r) if self.is_initiator else (sk_r, sk_i)
-        if self.is_initiator:
-            self._transition(IkeSaInput.INIT_DONE)
 
     def established(self, remote: Identity) -> None:
-        self.remote_identity = remote
+        # The configured identity carries the operator's spelling (a DN's text).
+        self.remote_identity = self.config.remote_id if remote == self.config.remote_id else remote
         self._transition(IkeSaInput.AUTH_DONE)
         assert self.proposal is not None and self.peer is not None
         self.emit(
@@ -217,7 +430,7 @@ class IkeSa:
                 self.spi_r,
                 str(self.proposal),
                 str(self.config.local_id),
-                str(remote),
+                str(self.remote_identity),
                 self.peer,
                 self.nat.local_behind_nat if self.nat else False,
                 self.nat.remote_behind_nat if self.nat else False,
@@ -231,6 +444,99 @@ class IkeSa:
         self.tasks.abort()
         self.emit(IkeSaFailed(reason, notify))
 
+    def exchange_timed_out(self, task: Task, reason: str) -> None:
+        """Retransmissions ran out (section 2.4): an established SA's peer is dead."""
+        if isinstance(task, informational.Liveness):
+            reason = (
+                "peer dead: no answer to liveness check after "
+                f"{self.config.retransmit_tries} retransmissions"
+            )
+        elif isinstance(task, informational.IkeDelete):
+            self.finish_delete(f"{task.reason} (peer did not answer: {reason})")
+            return
+        elif self.state is IkeSaState.ESTABLISHED:
+            reason = f"peer dead: {reason}"
+        if self.state in (IkeSaState.ESTABLISHED, IkeSaState.REKEYED, IkeSaState.DELETING):
+            self.finish_delete(reason)
+        else:
+            self.fail(reason)
+
+    def finish_delete(self, reason: str) -> None:
+        """The IKE SA is gone, and its children with it (section 1.4.1)."""
+        if self.is_closed:
+            return
+        for child in list(self.children.values()):
+            self.remove_child(child, f"IKE SA deleted: {reason}")
+        self._transition(IkeSaInput.DELETED)
+        self.tasks.abort()
+        self.emit(IkeSaDeleted(self.spi_i, self.spi_r, reason))
+
+    @property
+    def home(self) -> IkeSa:
+        """Where our children live now: this SA, or the one a rekey moved them to."""
+        sa = self
+        while sa.successor is not None and sa.successor is not sa:
+            sa = sa.successor
+        return sa
+
+    def remove_child(self, child: ChildSa, reason: str) -> None:
+        if child.state is not ChildSaState.DELETED:
+            child.transition(ChildSaInput.DELETED)
+            self.emit(ChildSaDeleted(child.name, child.spi_in, child.spi_out, reason))
+        self.children.pop(child.spi_in, None)
+        self.home.children.pop(child.spi_in, None)
+
+    def child_by_spi_out(self, spi: bytes) -> ChildSa | None:
+        return next((c for c in self.children.values() if c.spi_out == spi), None)
+
+    def hand_over(
+        self, new_sa: IkeSa, *, carries_children: bool = True, also_from: IkeSa | None = None
+    ) -> None:
+        """Announce an IKE SA that a rekey of this one made (section 2.18) and, when it
+        carries the children, move them to it (from ``also_from`` too, when a crossing
+        rekey's SA held them, section 2.8.2)."""
+        if carries_children:
+            for holder in (self, also_from):
+                if holder is not None and holder is not new_sa:
+                    new_sa.children.update(holder.children)
+                    holder.children = {}
+                    holder.successor = new_sa
+                    holder.migrate_child_tasks(new_sa)
+        assert new_sa.proposal is not None
+        self.emit(
+            IkeSaRekeyed(
+                self.spi_i,
+                self.spi_r,
+                new_sa.spi_i,
+                new_sa.spi_r,
+                str(new_sa.proposal),
+                new_sa,
+                carries_children,
+            )
+        )
+
+    def migrate_child_tasks(self, new_sa: IkeSa) -> None:
+        """Queued child exchanges follow their children to the new IKE SA (section 2.18)."""
+        moving: list[child_create.ChildCreate | informational.ChildDelete] = [
+            t
+            for t in self.tasks.queue
+            if isinstance(t, child_create.ChildCreate | informational.ChildDelete)
+        ]
+        for task in moving:
+            self.tasks.queue.remove(task)
+            task.sa = new_sa
+            new_sa.tasks.queue_task(task)
+        staying: list[tuple[float, Task]] = []
+        for at, deferred in self._deferred:
+            if isinstance(deferred, informational.ChildDelete):
+                deferred.sa = new_sa
+                new_sa.defer(deferred, at)
+            else:
+                staying.append((at, deferred))
+        self._deferred = staying
+        if moving:
+            new_sa.tasks.initiate(self.tasks.now)
+
     def note_refusal(self, reason: str) -> None:
         self.last_refusal = reason
 
@@ -239,6 +545,10 @@ class IkeSa:
 
     def _transition(self, event: IkeSaInput) -> None:
         self.state = next_state(self.role, self.state, event)
+
+    def transition(self, event: IkeSaInput) -> None:
+        """For tasks: one step of the state table."""
+        self._transition(event)
 
     def __repr__(self) -> str:
         return (

@@ -135,16 +135,20 @@ class EspProposal:
     encr: Encr
     integ: Integ | None
     esn: bool = False
+    dh: int | None = None
+    """PFS group for CREATE_CHILD_SA (section 1.3.1); never sent in IKE_AUTH (section 1.2)."""
 
     @classmethod
     def parse(cls, text: str) -> EspProposal:
-        encr = integ = None
+        encr = integ = dh = None
         esn = False
         for token in _tokens(text):
             if token in _ENCR_TOKENS and encr is None:
                 encr = encr_for(*_ENCR_TOKENS[token])
             elif token in _INTEG_TOKENS and integ is None:
                 integ = integ_for(_INTEG_TOKENS[token])
+            elif token in _DH_TOKENS and dh is None:
+                dh = _DH_TOKENS[token]
             elif token in ("esn", "noesn"):
                 esn = token == "esn"
             else:
@@ -154,16 +158,23 @@ class EspProposal:
         if encr.is_aead == (integ is not None):
             need = "takes no" if encr.is_aead else "needs an"
             raise LocalError(f"ESP proposal {text!r}: {encr.name} {need} integrity algorithm")
-        return cls(encr, integ, esn)
+        return cls(encr, integ, esn, dh)
 
     def __str__(self) -> str:
         parts = [self.encr.name] + ([self.integ.name] if self.integ else [])
+        if self.dh is not None:
+            parts.append(_DH_NAMES.get(self.dh, f"dh{self.dh}"))
         return "-".join(parts + (["esn"] if self.esn else []))
+
+    def without_pfs(self) -> EspProposal:
+        return EspProposal(self.encr, self.integ, self.esn)
 
     def to_proposal(self, number: int, spi: bytes) -> Proposal:
         transforms = [_encr_transform(self.encr)]
         if self.integ:
             transforms.append(Transform(TransformType.INTEG, self.integ.id))
+        if self.dh is not None:
+            transforms.append(Transform(TransformType.DH, self.dh))
         esn = EsnId.ESN if self.esn else EsnId.NO_ESN
         transforms.append(Transform(TransformType.ESN, esn))
         return Proposal(number, ProtocolId.ESP, spi, transforms)
@@ -258,8 +269,15 @@ def _esp_matches(ours: EspProposal, theirs: Proposal) -> bool:
     esn_ok = _offers(theirs, TransformType.ESN, EsnId.ESN if ours.esn else EsnId.NO_ESN)
     if TransformType.ESN not in _types(theirs):
         esn_ok = not ours.esn  # no ESN transform means no ESN
+    if ours.dh is not None:
+        dh_ok = _offers(theirs, TransformType.DH, ours.dh)
+    else:  # no PFS: they must offer "no DH" or no DH transform at all
+        dh_ok = TransformType.DH not in _types(theirs) or _offers(
+            theirs, TransformType.DH, DhGroup.NONE
+        )
     return (
-        _offers(theirs, TransformType.ENCR, ours.encr.id, _encr_bits(ours.encr))
+        dh_ok
+        and _offers(theirs, TransformType.ENCR, ours.encr.id, _encr_bits(ours.encr))
         and (ours.integ is None or _offers(theirs, TransformType.INTEG, ours.integ.id))
         and esn_ok
     )

@@ -26,6 +26,11 @@ class IkeSaState(Enum):
     AUTH_SENT = "auth-sent"
     """Initiator: IKE_AUTH request in flight."""
     ESTABLISHED = "established"
+    REKEYED = "rekeyed"
+    """Replaced by a new IKE SA (section 2.18), children moved; waiting to be deleted."""
+    DELETING = "deleting"
+    """Our Delete for this IKE SA is in flight (section 1.4.1)."""
+    DELETED = "deleted"
     FAILED = "failed"
 
 
@@ -35,6 +40,11 @@ class IkeSaInput(Enum):
     """INVALID_KE_PAYLOAD (or COOKIE): IKE_SA_INIT is sent again."""
     INIT_DONE = "init-done"
     AUTH_DONE = "auth-done"
+    REKEY_CREATED = "rekey-created"
+    """This SA was made by an IKE SA rekey: it starts out established."""
+    REKEYED = "rekeyed"
+    DELETE = "delete"
+    DELETED = "deleted"
     FAILURE = "failure"
 
 
@@ -49,11 +59,17 @@ TRANSITIONS: dict[tuple[Role, IkeSaState, IkeSaInput], IkeSaState] = {
     (_RES, S.CREATED, E.INIT_DONE): S.INIT_DONE,
     (_RES, S.INIT_DONE, E.AUTH_DONE): S.ESTABLISHED,
 }
-# Any state that is not final can fail.
 for _role in Role:
+    TRANSITIONS[(_role, S.CREATED, E.REKEY_CREATED)] = S.ESTABLISHED
+    TRANSITIONS[(_role, S.ESTABLISHED, E.REKEYED)] = S.REKEYED
+    for _state in (S.ESTABLISHED, S.REKEYED):
+        TRANSITIONS[(_role, _state, E.DELETE)] = S.DELETING
+    for _state in (S.ESTABLISHED, S.REKEYED, S.DELETING):
+        TRANSITIONS[(_role, _state, E.DELETED)] = S.DELETED
+    # Any state that is not final can fail.
     for _state in IkeSaState:
-        if _state is not IkeSaState.FAILED:
-            TRANSITIONS[(_role, _state, IkeSaInput.FAILURE)] = IkeSaState.FAILED
+        if _state not in (S.FAILED, S.DELETED):
+            TRANSITIONS[(_role, _state, E.FAILURE)] = S.FAILED
 
 
 def next_state(role: Role, state: IkeSaState, event: IkeSaInput) -> IkeSaState:

@@ -32,7 +32,10 @@ class Task(Protocol):
 
     exchange: ExchangeType
 
-    def build_request(self) -> list[Payload]: ...
+    def build_request(self) -> list[Payload] | None:
+        """The request payloads, or None when the task has become moot (its child SA
+        went away meanwhile) and is dropped unsent."""
+        ...
 
     def process_response(self, message: Message, payloads: list[Payload]) -> Outcome: ...
 
@@ -44,6 +47,8 @@ class TaskManager:
         self.active: Task | None = None
         # Our requests.
         self.next_message_id = 0
+        self.now = 0.0
+        """The time of the input being handled, for tasks that start work elsewhere."""
         self._request: bytes | None = None
         self._tries = 0
         self._deadline: float | None = None
@@ -55,36 +60,61 @@ class TaskManager:
 
     # -- exchanges we initiate -----------------------------------------------------
 
-    def queue_task(self, task: Task) -> None:
-        self.queue.append(task)
+    def queue_task(self, task: Task, *, first: bool = False) -> None:
+        if first:
+            self.queue.appendleft(task)
+        else:
+            self.queue.append(task)
+
+    @property
+    def idle(self) -> bool:
+        return self.active is None and not self.queue
+
+    def pending(self, kind: type) -> bool:
+        """A task of this class is in flight or queued."""
+        return isinstance(self.active, kind) or any(isinstance(t, kind) for t in self.queue)
+
+    def pending_active(self, kind: str) -> bool:
+        """The exchange in flight is a task of this class name (no import cycle)."""
+        return self.active is not None and type(self.active).__name__ == kind
 
     def initiate(self, now: float) -> None:
-        if self.active is not None or not self.queue:
-            return
-        self.active = self.queue.popleft()
-        self._send_request(now)
+        self.now = now
+        while self.active is None and self.queue:
+            self.active = self.queue.popleft()
+            if not self._send_request(now):
+                self.active = None
 
-    def _send_request(self, now: float) -> None:
+    def _send_request(self, now: float) -> bool:
         assert self.active is not None
         payloads = self.active.build_request()
+        if payloads is None:
+            return False
         self._request = self.sa.build_message(
             self.active.exchange, self.next_message_id, False, payloads
         )
         self._tries = 0
         self._deadline = now + self.sa.config.retransmit_timeout
         self.sa.send(self._request)
+        return True
 
     def on_response(self, message: Message, payloads: list[Payload], now: float) -> None:
         if self.active is None:
             return
+        self.now = now
         outcome = self.active.process_response(message, payloads)
         if outcome is Outcome.RETRY:
-            self._send_request(now)
-            return
+            # IKE_SA_INIT is retried under ID 0 (section 2.6); any later exchange got its
+            # answer, so the retry is a new request with the next ID (section 1.3).
+            if self.active.exchange != ExchangeType.IKE_SA_INIT:
+                self.next_message_id += 1
+            if self._send_request(now):
+                return
+        elif outcome is Outcome.DONE:
+            self.next_message_id += 1
         self.active = None
         self._deadline = None
-        if outcome is Outcome.DONE:
-            self.next_message_id += 1
+        if outcome is not Outcome.FAILED:
             self.initiate(now)
 
     def is_expected_response(self, message: Message) -> bool:
@@ -103,11 +133,13 @@ class TaskManager:
         if self._deadline is None or now < self._deadline or self.active is None:
             return
         if self._tries >= self.sa.config.retransmit_tries:
-            exchange = enum_name(ExchangeType, self.active.exchange)
+            task = self.active
+            exchange = enum_name(ExchangeType, task.exchange)
             self.abort()
-            self.sa.fail(
+            self.sa.exchange_timed_out(
+                task,
                 f"no response to {exchange} request {self.next_message_id} after "
-                f"{self.sa.config.retransmit_tries} retransmissions"
+                f"{self.sa.config.retransmit_tries} retransmissions",
             )
             return
         self._tries += 1
@@ -127,6 +159,10 @@ class TaskManager:
 
     def is_retransmit(self, message: Message, data: bytes) -> bool:
         return message.header.message_id == self._last_response_id and data == self._last_request
+
+    def is_replayed_id(self, message_id: int) -> bool:
+        """A (fragment of a) request we have already answered (section 2.1)."""
+        return self._last_response_id is not None and message_id == self._last_response_id
 
     def replay_response(self) -> None:
         if self._last_response is not None:

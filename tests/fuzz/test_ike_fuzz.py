@@ -12,6 +12,7 @@ import os
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from vpnfleet.agent.ike.constants import (
     DhGroup,
     EncrId,
@@ -255,3 +256,66 @@ def test_mutated_ike_sa_init_to_a_fresh_responder(data: st.DataObject) -> None:
     fresh.receive_datagram(bytes(request), ("192.0.2.1", 500), 0.0)
     assert fresh.state in (IkeSaState.CREATED, IkeSaState.INIT_DONE, IkeSaState.FAILED)
     fresh.datagrams_to_send(0.0)
+
+
+def _inner_payloads() -> st.SearchStrategy[list[Payload]]:
+    """Authenticated but arbitrary CREATE_CHILD_SA / INFORMATIONAL content."""
+    spi4 = st.binary(min_size=4, max_size=4)
+    transform = st.builds(
+        Transform,
+        st.sampled_from(list(TransformType)),
+        st.sampled_from([0, 12, 20, 28, 5, 6, 14, 19, 31, 1, 999]),
+    )
+    proposal = st.builds(
+        Proposal,
+        st.integers(1, 3),
+        st.sampled_from([ProtocolId.IKE, ProtocolId.ESP, ProtocolId.AH]),
+        st.sampled_from([b"", bytes(4), b"\x01\x02\x03\x04", b"\x05" * 8]),
+        st.lists(transform, min_size=1, max_size=5),
+    )
+    selector = st.just(
+        TrafficSelector(ipaddress.ip_address("10.0.0.0"), ipaddress.ip_address("10.255.255.255"))
+    )
+    one = st.one_of(
+        st.builds(SaPayload, st.lists(proposal, min_size=1, max_size=3)),
+        st.builds(NoncePayload, st.binary(min_size=16, max_size=40)),
+        st.builds(
+            KePayload, st.sampled_from([14, 19, 31, 20, 7]), st.binary(min_size=1, max_size=64)
+        ),
+        st.builds(
+            NotifyPayload,
+            st.sampled_from([NotifyType.REKEY_SA, NotifyType.INVALID_SPI, 16391, 43, 1, 60000]),
+            st.binary(max_size=8),
+            st.sampled_from([0, ProtocolId.ESP]),
+            st.one_of(st.just(b""), spi4),
+        ),
+        st.builds(DeletePayload, st.just(ProtocolId.ESP), st.lists(spi4, min_size=1, max_size=3)),
+        st.builds(TsPayload, st.lists(selector, min_size=1, max_size=2)),
+    )
+    return st.lists(one, max_size=7)
+
+
+@settings(
+    max_examples=max(150, EXAMPLES // 10),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    st.sampled_from([ExchangeType.CREATE_CHILD_SA, ExchangeType.INFORMATIONAL]),
+    _inner_payloads(),
+)
+def test_authenticated_nonsense_requests_never_raise(exchange: int, inner: list[Payload]) -> None:
+    """Well-protected requests with arbitrary content: answered or refused, never a crash,
+    and the IKE SA stays up (no IKE Delete is ever generated here)."""
+    from vpnfleet.agent.ike.ike_sa import IkeSa
+    from vpnfleet.agent.ike.states import IkeSaState
+
+    left, right, _seen = _established_pair()
+    assert isinstance(left, IkeSa) and isinstance(right, IkeSa)
+    request = left.build_message(exchange, 2, False, inner)
+    right.receive_datagram(request, ("192.0.2.1", 500), 1.0)
+    assert right.state is IkeSaState.ESTABLISHED
+    (answer,) = right.datagrams_to_send(1.0)
+    assert parse_message(answer[0]).header.is_response
+    while right.next_event() is not None:
+        pass

@@ -4,21 +4,30 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..config import Identity
-from ..constants import AuthMethod, ExchangeType, NotifyType, enum_name
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from .. import signatures
+from ..child_sa import child_established, new_child
+from ..config import ChildConfig, Identity
+from ..constants import AuthMethod, CertEncoding, ExchangeType, NotifyType, enum_name
 from ..errors import ProtocolError
 from ..events import ChildSaEstablished, ChildSaFailed
-from ..keys import auth_octets, derive_child_sa_keys, psk_auth
+from ..keys import auth_octets, psk_auth
 from ..message import Message
 from ..payloads import (
     AuthPayload,
+    CertPayload,
+    CertReqPayload,
     EapPayload,
     IdPayload,
     IdrPayload,
     NotifyPayload,
     Payload,
+    TrafficSelector,
     TsPayload,
     TsrPayload,
 )
@@ -44,7 +53,7 @@ CHILD_ERRORS = {
 }
 
 
-def _psk_auth(sa: IkeSa, *, ours: bool, id_body: bytes) -> bytes:
+def _octets(sa: IkeSa, *, ours: bool, id_body: bytes) -> bytes:
     """Section 2.15 for either side: each signs its own IKE_SA_INIT message plus the
     other side's nonce and prf(SK_p of the signer, its ID)."""
     assert sa.keys is not None and sa.proposal is not None
@@ -52,69 +61,93 @@ def _psk_auth(sa: IkeSa, *, ours: bool, id_body: bytes) -> bytes:
     message = sa.init_request if initiator_signs else sa.init_response
     nonce = sa.nr if initiator_signs else sa.ni
     sk_p = sa.keys.sk_pi if initiator_signs else sa.keys.sk_pr
-    octets = auth_octets(message, nonce, sa.proposal.prf, sk_p, id_body)
-    return psk_auth(sa.proposal.prf, sa.config.psk, octets)
+    return auth_octets(message, nonce, sa.proposal.prf, sk_p, id_body)
 
 
-def _verify_peer(sa: IkeSa, id_payload: IdPayload, auth: AuthPayload) -> None:
+def our_auth(sa: IkeSa, id_payload: IdPayload, *, certreq: bool = False) -> list[Payload]:
+    """[CERT..., [CERTREQ,]] AUTH for our side (PSK, or RFC 7427 signature)."""
+    assert sa.proposal is not None
+    octets = _octets(sa, ours=True, id_body=id_payload.serialize_body())
+    creds = sa.config.certificates
+    if creds is None:
+        return [
+            AuthPayload(AuthMethod.SHARED_KEY_MIC, psk_auth(sa.proposal.prf, sa.config.psk, octets))
+        ]
+    payloads: list[Payload] = [
+        CertPayload(CertEncoding.X509_SIGNATURE, cert.public_bytes(serialization.Encoding.DER))
+        for cert in (creds.certificate, *creds.intermediates)
+    ]
+    if certreq:
+        payloads.append(CertReqPayload(CertEncoding.X509_SIGNATURE, creds.ca_hashes()))
+    signature = signatures.sign(creds.private_key, octets, sa.peer_hash_algorithms)
+    return [*payloads, AuthPayload(AuthMethod.DIGITAL_SIGNATURE, signature)]
+
+
+def _auth_failed(reason: str) -> ProtocolError:
+    return ProtocolError(
+        f"AUTHENTICATION_FAILED: {reason}", notify=NotifyType.AUTHENTICATION_FAILED
+    )
+
+
+def _verify_peer(
+    sa: IkeSa, id_payload: IdPayload, auth: AuthPayload, payloads: list[Payload]
+) -> None:
     peer = Identity.from_payload(id_payload)
     if peer != sa.config.remote_id:
-        raise ProtocolError(
-            f"AUTHENTICATION_FAILED: peer identity {peer}, expected {sa.config.remote_id}",
-            notify=NotifyType.AUTHENTICATION_FAILED,
+        raise _auth_failed(f"peer identity {peer}, expected {sa.config.remote_id}")
+    creds = sa.config.certificates
+    expected_method = AuthMethod.DIGITAL_SIGNATURE if creds else AuthMethod.SHARED_KEY_MIC
+    if auth.method != expected_method:
+        raise _auth_failed(
+            f"peer used {enum_name(AuthMethod, auth.method)}, "
+            f"we expect {enum_name(AuthMethod, expected_method)}"
         )
-    if auth.method != AuthMethod.SHARED_KEY_MIC:
-        raise ProtocolError(
-            f"AUTHENTICATION_FAILED: peer used {enum_name(AuthMethod, auth.method)}, "
-            "we expect a pre-shared key",
-            notify=NotifyType.AUTHENTICATION_FAILED,
+    octets = _octets(sa, ours=False, id_body=id_payload.serialize_body())
+    if creds is None:
+        assert sa.proposal is not None
+        expected = psk_auth(sa.proposal.prf, sa.config.psk, octets)
+        if not hmac.compare_digest(expected, auth.data):
+            raise _auth_failed(f"AUTH payload of {peer} does not verify with the pre-shared key")
+        return
+    certs = [
+        p for p in payloads if type(p) is CertPayload and p.encoding == CertEncoding.X509_SIGNATURE
+    ]
+    if not certs:
+        raise _auth_failed(f"{peer} sent no X.509 certificate")
+    try:
+        chain = [x509.load_der_x509_certificate(c.data) for c in certs]
+    except ValueError as exc:
+        raise _auth_failed(f"certificate of {peer} does not parse: {exc}") from None
+    signatures.validate_chain(chain[0], chain[1:], creds.trust_anchors)
+    if not signatures.identity_in_certificate(peer.id_type, peer.data, chain[0]):
+        raise _auth_failed(
+            f"identity {peer} is not in certificate {chain[0].subject.rfc4514_string()}"
         )
-    expected = _psk_auth(sa, ours=False, id_body=id_payload.serialize_body())
-    if not hmac.compare_digest(expected, auth.data):
-        raise ProtocolError(
-            f"AUTHENTICATION_FAILED: AUTH payload of {peer} does not verify "
-            "with the pre-shared key",
-            notify=NotifyType.AUTHENTICATION_FAILED,
-        )
+    signatures.verify(chain[0], octets, auth.data)
 
 
-def _child_established(
+def install_child(
     sa: IkeSa,
+    config: ChildConfig,
     esp: EspProposal,
     spi_in: bytes,
     spi_out: bytes,
-    local_ts: list,
-    remote_ts: list,
+    local_ts: Sequence[TrafficSelector],
+    remote_ts: Sequence[TrafficSelector],
     mode: str,
 ) -> ChildSaEstablished:
+    """Record the first child (keyed from the IKE_SA_INIT nonces) and build its event."""
     assert sa.keys is not None and sa.proposal is not None
-    integ_len = esp.integ.key_length if esp.integ else 0
-    keys = derive_child_sa_keys(
-        sa.proposal.prf, sa.keys.sk_d, sa.ni, sa.nr, esp.encr.key_length, integ_len
-    )
-    # Section 2.17: the first keys protect initiator-to-responder traffic.
-    if sa.is_initiator:
-        out_e, out_a, in_e, in_a = keys.encr_i, keys.integ_i, keys.encr_r, keys.integ_r
-    else:
-        out_e, out_a, in_e, in_a = keys.encr_r, keys.integ_r, keys.encr_i, keys.integ_i
-    child = sa.config.child
-    return ChildSaEstablished(
-        name=child.name,
-        spi_in=spi_in,
-        spi_out=spi_out,
-        encr_id=esp.encr.id,
-        encr_key_bits=esp.encr.key_bits,
-        integ_id=esp.integ.id if esp.integ else None,
-        esn=esp.esn,
-        encr_key_in=in_e,
-        integ_key_in=in_a,
-        encr_key_out=out_e,
-        integ_key_out=out_a,
-        local_ts=tuple(local_ts),
-        remote_ts=tuple(remote_ts),
-        mode=mode,
-        proposal=str(esp),
-        encap=sa.nat is not None and sa.nat.any,
+    child = new_child(config, esp, spi_in, spi_out, local_ts, remote_ts, mode)
+    sa.children[spi_in] = child
+    return child_established(
+        sa.proposal.prf,
+        sa.keys.sk_d,
+        child,
+        sa.ni,
+        sa.nr,
+        exchange_initiator=sa.is_initiator,
+        encap=sa.encap,
     )
 
 
@@ -137,12 +170,12 @@ class IkeAuth:
     def build_request(self) -> list[Payload]:
         config = self.sa.config
         id_payload = IdPayload(config.local_id.id_type, config.local_id.data)
-        auth = _psk_auth(self.sa, ours=True, id_body=id_payload.serialize_body())
-        payloads: list[Payload] = [id_payload, AuthPayload(AuthMethod.SHARED_KEY_MIC, auth)]
+        payloads: list[Payload] = [id_payload, *our_auth(self.sa, id_payload, certreq=True)]
         if config.child.mode == "transport":
             payloads.append(NotifyPayload(NotifyType.USE_TRANSPORT_MODE))
         proposals = [
-            p.to_proposal(i + 1, self.child_spi) for i, p in enumerate(config.child.esp_proposals)
+            p.to_proposal(i + 1, self.child_spi)
+            for i, p in enumerate(config.child.initial_proposals)
         ]
         payloads += [
             SaPayload(proposals),
@@ -163,7 +196,7 @@ class IkeAuth:
             self.sa.fail("INVALID_SYNTAX: IKE_AUTH response lacks IDr or AUTH")
             return Outcome.FAILED
         try:
-            _verify_peer(self.sa, id_payload, auth)
+            _verify_peer(self.sa, id_payload, auth, payloads)
         except ProtocolError as exc:
             self.sa.fail(str(exc), exc.notify)
             return Outcome.FAILED
@@ -193,7 +226,7 @@ class IkeAuth:
                 and isinstance(tsr, TsrPayload)
             ):
                 raise ProtocolError("INVALID_SYNTAX: IKE_AUTH response lacks SA, TSi or TSr")
-            chosen, esp = accept_esp(child.esp_proposals, sa_payload.proposals)
+            chosen, esp = accept_esp(child.initial_proposals, sa_payload.proposals)
             check_subset(child.local_ts, tsi.selectors)
             check_subset(child.remote_ts, tsr.selectors)
             mode = "transport" if _wants_transport(payloads) else "tunnel"
@@ -205,8 +238,8 @@ class IkeAuth:
             self.sa.emit(ChildSaFailed(child.name, str(exc), exc.notify))
             return
         self.sa.emit(
-            _child_established(
-                self.sa, esp, self.child_spi, chosen.spi, tsi.selectors, tsr.selectors, mode
+            install_child(
+                self.sa, child, esp, self.child_spi, chosen.spi, tsi.selectors, tsr.selectors, mode
             )
         )
 
@@ -227,18 +260,13 @@ def respond(sa: IkeSa, message: Message, payloads: list[Payload]) -> tuple[list[
                 "AUTHENTICATION_FAILED: IKE_AUTH request lacks IDi",
                 notify=NotifyType.AUTHENTICATION_FAILED,
             )
-        _verify_peer(sa, id_payload, auth)
+        _verify_peer(sa, id_payload, auth, payloads)
     except ProtocolError as exc:
         sa.fail(str(exc), exc.notify)
         return [NotifyPayload(NotifyType.AUTHENTICATION_FAILED)], True
     config = sa.config
     idr = IdrPayload(config.local_id.id_type, config.local_id.data)
-    response: list[Payload] = [
-        idr,
-        AuthPayload(
-            AuthMethod.SHARED_KEY_MIC, _psk_auth(sa, ours=True, id_body=idr.serialize_body())
-        ),
-    ]
+    response: list[Payload] = [idr, *our_auth(sa, idr)]
     sa.established(Identity.from_payload(id_payload))
     return response + _respond_child(sa, payloads), True
 
@@ -260,7 +288,7 @@ def _respond_child(sa: IkeSa, payloads: list[Payload]) -> list[Payload]:
                 "NO_PROPOSAL_CHOSEN: IKE_AUTH request lacks SA, TSi or TSr",
                 notify=NotifyType.NO_PROPOSAL_CHOSEN,
             )
-        theirs, esp = select_esp(child.esp_proposals, sa_payload.proposals)
+        theirs, esp = select_esp(child.initial_proposals, sa_payload.proposals)
         # TSi are the initiator's side, our remote; TSr are ours.
         narrowed_i = narrow(child.remote_ts, tsi.selectors)
         narrowed_r = narrow(child.local_ts, tsr.selectors)
@@ -283,5 +311,5 @@ def _respond_child(sa: IkeSa, payloads: list[Payload]) -> list[Payload]:
         TsPayload(narrowed_i),
         TsrPayload(narrowed_r),
     ]
-    sa.emit(_child_established(sa, esp, spi_in, theirs.spi, narrowed_r, narrowed_i, mode))
+    sa.emit(install_child(sa, child, esp, spi_in, theirs.spi, narrowed_r, narrowed_i, mode))
     return reply

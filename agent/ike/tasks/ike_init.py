@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..constants import ExchangeType, NotifyType, enum_name
+from ..constants import CertEncoding, ExchangeType, HashAlgorithm, NotifyType, enum_name
 from ..errors import CryptoError, ProtocolError
 from ..message import Message
 from ..nat import NAT_T_PORT, NatResult, detect, nat_notifies
-from ..payloads import KePayload, NoncePayload, NotifyPayload, Payload
+from ..payloads import CertReqPayload, KePayload, NoncePayload, NotifyPayload, Payload
 from ..proposals import NoProposalChosen, accept_ike, select_ike
 from ..sa_payload import SaPayload
 from ..task_manager import Outcome
@@ -23,6 +23,38 @@ if TYPE_CHECKING:
 
 NONCE_LENGTH = 32
 MAX_INIT_RETRIES = 3
+# RFC 7427 section 4: the hashes we can verify and produce signatures with
+# (identity is RFC 8420's for Ed25519).
+SIGNATURE_HASHES = (
+    HashAlgorithm.SHA2_256,
+    HashAlgorithm.SHA2_384,
+    HashAlgorithm.SHA2_512,
+    HashAlgorithm.IDENTITY,
+)
+
+
+def capability_notifies() -> list[Payload]:
+    """IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383 section 2.3) and
+    SIGNATURE_HASH_ALGORITHMS (RFC 7427 section 4)."""
+    hashes = b"".join(int(h).to_bytes(2, "big") for h in SIGNATURE_HASHES)
+    return [
+        NotifyPayload(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED),
+        NotifyPayload(NotifyType.SIGNATURE_HASH_ALGORITHMS, hashes),
+    ]
+
+
+def note_capabilities(sa: IkeSa, payloads: list[Payload]) -> None:
+    """Remember what the peer announced in its IKE_SA_INIT message."""
+    for p in payloads:
+        if not isinstance(p, NotifyPayload):
+            continue
+        if p.notify_type == NotifyType.IKEV2_FRAGMENTATION_SUPPORTED:
+            sa.peer_fragmentation = True
+        elif p.notify_type == NotifyType.SIGNATURE_HASH_ALGORITHMS:
+            data = p.data[: len(p.data) - len(p.data) % 2]
+            sa.peer_hash_algorithms = tuple(
+                int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)
+            )
 
 
 def first(payloads: list[Payload], cls: type) -> Payload | None:
@@ -67,7 +99,7 @@ class IkeInit:
                 self.sa.peer,
                 fake_source=self.sa.config.force_encap,
             )
-        return payloads
+        return payloads + capability_notifies()
 
     def process_response(self, message: Message, payloads: list[Payload]) -> Outcome:
         ours = self.sa.config.ike_proposals
@@ -128,6 +160,7 @@ class IkeInit:
             self.sa.fail(str(exc), exc.notify)
             return Outcome.FAILED
         self.sa.spi_r = message.header.spi_r
+        note_capabilities(self.sa, payloads)
         if self.sa.local is not None and self.sa.peer is not None:
             self.sa.nat = detect(
                 payloads, self.sa.spi_i, self.sa.spi_r, self.sa.local, self.sa.peer
@@ -189,4 +222,16 @@ def respond(sa: IkeSa, message: Message, payloads: list[Payload]) -> tuple[list[
             )
             if sa.config.force_encap:
                 sa.nat = NatResult(True, sa.nat.remote_behind_nat)
+    note_capabilities(sa, payloads)
+    if sa.config.certificates is not None:
+        # Section 3.7: ask for a certificate from our trust anchors.
+        response.append(
+            CertReqPayload(CertEncoding.X509_SIGNATURE, sa.config.certificates.ca_hashes())
+        )
+    # Answer each capability only when the initiator announced it (RFC 7383 2.3, RFC 7427 4).
+    fragmentation, hashes = capability_notifies()
+    if sa.peer_fragmentation:
+        response.append(fragmentation)
+    if sa.peer_hash_algorithms:
+        response.append(hashes)
     return response, True

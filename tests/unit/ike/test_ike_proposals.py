@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+
 from vpnfleet.agent.ike.config import Identity, selector
 from vpnfleet.agent.ike.constants import (
     DhGroup,
@@ -108,12 +109,30 @@ def test_bad_ike_proposals_are_named(text: str, needle: str) -> None:
         ("aes128", "needs an integrity algorithm"),
         ("aes256gcm16-sha256", "takes no integrity algorithm"),
         ("sha256", "needs an encryption algorithm"),
-        ("aes128-sha256-x25519", "unknown or repeated algorithm 'x25519'"),
+        ("aes128-sha256-prfsha256", "unknown or repeated algorithm 'prfsha256'"),
+        ("aes128-sha256-x25519-ecp256", "unknown or repeated algorithm 'ecp256'"),
     ],
 )
 def test_bad_esp_proposals_are_named(text: str, needle: str) -> None:
     with pytest.raises(LocalError, match=needle):
         EspProposal.parse(text)
+
+
+def test_esp_proposal_with_a_pfs_group() -> None:
+    """RFC 7296 section 1.3.1: a DH transform in a CREATE_CHILD_SA proposal asks for PFS."""
+    pfs = EspProposal.parse("aes128gcm16-x25519")
+    assert str(pfs) == "aes128gcm16-x25519" and pfs.dh == 31
+    transforms = {(int(t.type), t.id) for t in pfs.to_proposal(1, b"\x01\x02\x03\x04").transforms}
+    assert (4, 31) in transforms
+    assert pfs.without_pfs() == EspProposal.parse("aes128gcm16")
+    # A peer offering PFS does not match a proposal without it, and vice versa.
+    plain = EspProposal.parse("aes128gcm16")
+    with pytest.raises(NoProposalChosen):
+        select_esp([plain], [pfs.to_proposal(1, b"\x01\x02\x03\x04")])
+    with pytest.raises(NoProposalChosen):
+        select_esp([pfs], [plain.to_proposal(1, b"\x01\x02\x03\x04")])
+    _chosen, mine = select_esp([pfs], [pfs.to_proposal(1, b"\x01\x02\x03\x04")])
+    assert mine == pfs
 
 
 def test_ike_proposal_wire_form() -> None:
@@ -251,10 +270,10 @@ def test_identity_parsing() -> None:
         Identity.parse("")
 
 
-def test_every_state_can_fail_except_failed() -> None:
+def test_every_state_can_fail_except_the_final_ones() -> None:
     for role in Role:
         for state in IkeSaState:
-            if state is IkeSaState.FAILED:
+            if state in (IkeSaState.FAILED, IkeSaState.DELETED):
                 assert (role, state, IkeSaInput.FAILURE) not in TRANSITIONS
             else:
                 assert next_state(role, state, IkeSaInput.FAILURE) is IkeSaState.FAILED

@@ -1,0 +1,169 @@
+"""The responder's front door: new IKE_SA_INIT requests, before any IkeSa exists.
+
+An IkeSa cannot see its siblings, so this small object owns what spans them: the
+count of half-open SAs and the COOKIE secret (RFC 7296 section 2.6). Above the
+threshold, a request without a valid cookie gets a stateless COOKIE response and
+creates nothing. Sans-I/O like the rest: datagrams and ``now`` in, a decision out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .config import IkeConfig
+from .constants import ExchangeType, HeaderFlag, NotifyType
+from .errors import IkeError, LocalError
+from .events import Address
+from .ike_sa import IkeSa
+from .message import IkeHeader, Message, parse_message, serialize_message
+from .payloads import NoncePayload, NotifyPayload
+from .states import IkeSaState, Role
+from .transforms import random_bytes
+
+COOKIE_VERSION_LENGTH = 4
+COOKIE_HASH_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    sa: IkeSa | None = None
+    """The IKE SA that took the datagram (new, or the half-open one it retransmits to)."""
+    new: bool = False
+    """``sa`` was created now: the caller must start routing to ``sa.local_spi``."""
+    reply: bytes | None = None
+    """A stateless answer (COOKIE) to send back to the datagram's source."""
+    reason: str = ""
+    """Why nothing was created: ``cookie required``, ``bad cookie``, ``not an
+    IKE_SA_INIT request``, ``malformed: ...``."""
+
+
+class IkeResponderGate:
+    def __init__(
+        self,
+        config: IkeConfig,
+        *,
+        local: Address | None = None,
+        half_open_threshold: int = 64,
+        half_open_timeout: float | None = None,
+        secret_lifetime: float = 300.0,
+        secret_source: Callable[[int], bytes] = random_bytes,
+    ) -> None:
+        if half_open_timeout is None:
+            half_open_timeout = config.half_open_timeout
+        if half_open_threshold < 0 or half_open_timeout <= 0 or secret_lifetime <= 0:
+            raise LocalError(
+                "half_open_threshold must be >= 0, half_open_timeout and secret_lifetime > 0"
+            )
+        self.config = config
+        self.local = local
+        self.half_open_threshold = half_open_threshold
+        self.half_open_timeout = half_open_timeout
+        self.secret_lifetime = secret_lifetime
+        self._secret_source = secret_source
+        self._version = 0
+        self._secret = secret_source(32)
+        self._previous: tuple[int, bytes] | None = None
+        self._rotated_at: float | None = None
+        self._half_open: dict[tuple[Address, bytes], tuple[IkeSa, float]] = {}
+        self.cookies_sent = 0
+        self.refused = 0
+
+    # -- the half-open count ------------------------------------------------------------
+
+    def half_open(self, now: float) -> int:
+        """SAs we answered IKE_SA_INIT for that have not finished IKE_AUTH yet."""
+        for key, (sa, since) in list(self._half_open.items()):
+            if sa.state is not IkeSaState.INIT_DONE or now - since > self.half_open_timeout:
+                del self._half_open[key]
+        return len(self._half_open)
+
+    # -- the cookie secret (section 2.6: versioned, changed periodically) -----------------
+
+    def _rotate(self, now: float) -> None:
+        if self._rotated_at is None:
+            self._rotated_at = now
+        elif now - self._rotated_at >= self.secret_lifetime:
+            self._previous = (self._version, self._secret)
+            self._version = (self._version + 1) % (1 << 32)
+            self._secret = self._secret_source(32)
+            self._rotated_at = now
+
+    def cookie(
+        self, nonce: bytes, addr: Address, spi_i: bytes, *, version: int | None = None
+    ) -> bytes:
+        """Cookie = <VersionIDofSecret> | Hash(Ni | IPi | SPIi | <secret>) (section 2.6)."""
+        if version is None or version == self._version:
+            version, secret = self._version, self._secret
+        elif self._previous is not None and version == self._previous[0]:
+            secret = self._previous[1]
+        else:
+            return b""
+        ip = ipaddress.ip_address(addr[0]).packed
+        digest = hmac.new(secret, nonce + ip + spi_i, hashlib.sha256).digest()
+        return version.to_bytes(COOKIE_VERSION_LENGTH, "big") + digest[:COOKIE_HASH_LENGTH]
+
+    def _cookie_ok(self, cookie: bytes, nonce: bytes, addr: Address, spi_i: bytes) -> bool:
+        if len(cookie) != COOKIE_VERSION_LENGTH + COOKIE_HASH_LENGTH:
+            return False
+        version = int.from_bytes(cookie[:COOKIE_VERSION_LENGTH], "big")
+        expected = self.cookie(nonce, addr, spi_i, version=version)
+        return bool(expected) and hmac.compare_digest(expected, cookie)
+
+    # -- the input ------------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> GateDecision:
+        """A datagram whose responder SPI is zero (no IKE SA of ours yet)."""
+        self._rotate(now)
+        try:
+            message = parse_message(data)
+        except IkeError as exc:
+            self.refused += 1
+            return GateDecision(reason=f"malformed: {exc}")
+        header = message.header
+        if (
+            header.exchange_type != ExchangeType.IKE_SA_INIT
+            or header.is_response
+            or not header.is_initiator
+            or header.message_id != 0
+            or header.spi_r != bytes(8)
+        ):
+            self.refused += 1
+            return GateDecision(reason="not an IKE_SA_INIT request")
+        key = (addr, header.spi_i)
+        known = self._half_open.get(key)
+        if known is not None and known[0].state is IkeSaState.INIT_DONE:
+            known[0].receive_datagram(data, addr, now)  # a retransmission: replayed
+            return GateDecision(sa=known[0])
+        nonce = next((p.data for p in message.payloads if isinstance(p, NoncePayload)), None)
+        if nonce is None:
+            self.refused += 1
+            return GateDecision(reason="malformed: IKE_SA_INIT request without Nonce")
+        if self.half_open(now) >= self.half_open_threshold:
+            first = message.payloads[0] if message.payloads else None
+            # Section 2.6: the cookie comes back as the first payload.
+            if isinstance(first, NotifyPayload) and first.notify_type == NotifyType.COOKIE:
+                if not self._cookie_ok(first.data, nonce, addr, header.spi_i):
+                    self.refused += 1
+                    return GateDecision(
+                        reply=self._challenge(message, nonce, addr), reason="bad cookie"
+                    )
+            else:
+                self.cookies_sent += 1
+                return GateDecision(
+                    reply=self._challenge(message, nonce, addr), reason="cookie required"
+                )
+        sa = IkeSa(self.config, Role.RESPONDER, self.local)
+        sa.receive_datagram(data, addr, now)
+        if sa.state is IkeSaState.INIT_DONE:
+            self._half_open[key] = (sa, now)
+        return GateDecision(sa=sa, new=True)
+
+    def _challenge(self, request: Message, nonce: bytes, addr: Address) -> bytes:
+        spi_i = request.header.spi_i
+        header = IkeHeader(spi_i, bytes(8), 0, ExchangeType.IKE_SA_INIT, HeaderFlag.RESPONSE, 0)
+        cookie = self.cookie(nonce, addr, spi_i)
+        return serialize_message(header, [NotifyPayload(NotifyType.COOKIE, cookie)])

@@ -1,0 +1,270 @@
+"""Certificate authentication (RFC 7427 digital signatures, RFC 8420 Ed25519) between two
+in-memory peers: CERT / CERTREQ, chain validation against trust anchors, and IKE
+identities bound to the certificate's subjectAltName or subject DN."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import ipaddress
+from dataclasses import replace
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import NameOID
+
+from vpnfleet.agent.ike import signatures
+from vpnfleet.agent.ike.config import Identity, IkeConfig
+from vpnfleet.agent.ike.constants import AuthMethod, IdType, NotifyType
+from vpnfleet.agent.ike.errors import LocalError, ProtocolError
+from vpnfleet.agent.ike.events import ChildSaEstablished, IkeSaEstablished, IkeSaFailed
+from vpnfleet.agent.ike.message import parse_message
+from vpnfleet.agent.ike.payloads import AuthPayload, CertPayload, CertReqPayload
+from vpnfleet.agent.ike.signatures import CertificateAuth, SigningKey
+from vpnfleet.agent.ike.states import IkeSaState
+
+from ike_peers import Peers, left_right
+
+NOW = datetime.datetime.now(datetime.UTC)
+
+
+def name(cn: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "vpnfleet test"),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
+
+
+def _sign_hash(key: SigningKey) -> hashes.HashAlgorithm | None:
+    return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+
+
+def make_ca(cn: str = "Test CA") -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name(cn))
+        .issuer_name(name(cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - datetime.timedelta(days=1))
+        .not_valid_after(NOW + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def make_leaf(
+    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
+    cn: str,
+    key: SigningKey,
+    sans: list[x509.GeneralName],
+) -> x509.Certificate:
+    ca_cert, ca_key = ca
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name(cn))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - datetime.timedelta(days=1))
+        .not_valid_after(NOW + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+def new_key(kind: str) -> SigningKey:
+    if kind == "ecdsa":
+        return ec.generate_private_key(ec.SECP256R1())
+    if kind == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    return rsa.generate_private_key(65537, 2048)
+
+
+CA = make_ca()
+
+
+def with_certs(
+    config: IkeConfig,
+    kind: str,
+    sans: list[x509.GeneralName],
+    *,
+    cn: str = "gw",
+    anchors: tuple[x509.Certificate, ...] = (CA[0],),
+) -> IkeConfig:
+    key = new_key(kind)
+    cert = make_leaf(CA, cn, key, sans)
+    return replace(config, psk=b"", certificates=CertificateAuth(cert, key, anchors))
+
+
+def dns(host: str) -> list[x509.GeneralName]:
+    return [x509.DNSName(host)]
+
+
+def cert_pair(kind_left: str, kind_right: str) -> Peers:
+    left, right = left_right()
+    left = with_certs(left, kind_left, dns("left.example"))
+    right = with_certs(right, kind_right, dns("right.example"))
+    peers = Peers(left, right)
+    peers.left.sa.initiate(peers.right.address, peers.now)
+    return peers
+
+
+@pytest.mark.parametrize(
+    ("kind", "identifier"),
+    [
+        # RFC 7427 Appendix A.3.1: ecdsa-with-SHA256.
+        ("ecdsa", "300a06082a8648ce3d040302"),
+        # RFC 8410 section 3 / RFC 8420 section 2: id-Ed25519, no parameters.
+        ("ed25519", "300506032b6570"),
+        ("rsa", None),
+    ],
+)
+def test_certificate_authentication_both_ways(kind: str, identifier: str | None) -> None:
+    peers = cert_pair(kind, kind)
+    (init_request,) = peers.outgoing(peers.left)
+    peers.deliver(peers.right, init_request)
+    (init_response,) = peers.outgoing(peers.right)
+    certreqs = [p for p in parse_message(init_response).payloads if isinstance(p, CertReqPayload)]
+    # Section 3.7: the SHA-1 hash of the CA's SubjectPublicKeyInfo.
+    spki = (
+        CA[0]
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    assert [c.data for c in certreqs] == [hashlib.sha1(spki).digest()]
+    peers.deliver(peers.left, init_response)
+    (auth_request,) = peers.outgoing(peers.left)
+    inner = peers.right.sa._open(parse_message(auth_request), auth_request)
+    (auth,) = [p for p in inner if isinstance(p, AuthPayload)]
+    assert auth.method == AuthMethod.DIGITAL_SIGNATURE
+    length = auth.data[0]
+    if identifier is not None:
+        assert auth.data[1 : 1 + length].hex() == identifier
+    else:  # RSASSA-PSS (OID 1.2.840.113549.1.1.10) with explicit SHA-256 parameters
+        assert bytes.fromhex("06092a864886f70d01010a") in auth.data[1 : 1 + length]
+    certs = [p for p in inner if type(p) is CertPayload]
+    assert x509.load_der_x509_certificate(certs[0].data).subject == name("gw")
+    peers.deliver(peers.right, auth_request)
+    peers.run()
+    assert peers.left.sa.state is peers.right.sa.state is IkeSaState.ESTABLISHED
+    assert len(peers.left.of(ChildSaEstablished)) == 1
+    (established,) = peers.right.of(IkeSaEstablished)
+    assert established.remote_id == "left.example"
+
+
+def test_mixed_key_types() -> None:
+    peers = cert_pair("ed25519", "ecdsa")
+    peers.run()
+    assert peers.left.sa.state is peers.right.sa.state is IkeSaState.ESTABLISHED
+
+
+def test_untrusted_chain_fails_authentication() -> None:
+    left, right = left_right()
+    other_ca = make_ca("Other CA")
+    key = new_key("ecdsa")
+    rogue = make_leaf(other_ca, "gw", key, dns("left.example"))
+    left = replace(left, psk=b"", certificates=CertificateAuth(rogue, key, (other_ca[0],)))
+    right = with_certs(right, "ecdsa", dns("right.example"))
+    peers = Peers(left, right)
+    peers.left.sa.initiate(peers.right.address, peers.now)
+    peers.run()
+    (failed,) = peers.right.of(IkeSaFailed)
+    assert failed.reason.startswith("AUTHENTICATION_FAILED: certificate CN=gw,O=vpnfleet test")
+    assert "is not trusted" in failed.reason
+    assert failed.notify == NotifyType.AUTHENTICATION_FAILED
+    (refused,) = peers.left.of(IkeSaFailed)
+    assert refused.reason == "AUTHENTICATION_FAILED: refused by peer"
+
+
+def test_identity_must_be_in_the_certificate() -> None:
+    left, right = left_right()
+    left = with_certs(left, "ecdsa", dns("someone-else.example"))
+    right = with_certs(right, "ecdsa", dns("right.example"))
+    peers = Peers(left, right)
+    peers.left.sa.initiate(peers.right.address, peers.now)
+    peers.run()
+    (failed,) = peers.right.of(IkeSaFailed)
+    assert failed.reason == (
+        "AUTHENTICATION_FAILED: identity left.example is not in certificate CN=gw,O=vpnfleet test"
+    )
+
+
+@pytest.mark.parametrize(
+    ("identity", "sans", "cn"),
+    [
+        ("192.0.2.1", [x509.IPAddress(ipaddress.ip_address("192.0.2.1"))], "gw"),
+        ("2001:db8::1", [x509.IPAddress(ipaddress.ip_address("2001:db8::1"))], "gw"),
+        ("ops@left.example", [x509.RFC822Name("ops@left.example")], "gw"),
+        ("CN=left,O=vpnfleet test", [], "left"),
+    ],
+)
+def test_every_identity_type_is_matched_against_the_certificate(
+    identity: str, sans: list[x509.GeneralName], cn: str
+) -> None:
+    left, right = left_right()
+    left = replace(
+        with_certs(left, "ecdsa", sans or dns("x.example"), cn=cn),
+        local_id=Identity.parse(identity),
+    )
+    right = replace(
+        with_certs(right, "ecdsa", dns("right.example")), remote_id=Identity.parse(identity)
+    )
+    peers = Peers(left, right)
+    peers.left.sa.initiate(peers.right.address, peers.now)
+    peers.run()
+    assert peers.right.sa.state is IkeSaState.ESTABLISHED, peers.right.of(IkeSaFailed)
+    (established,) = peers.right.of(IkeSaEstablished)
+    assert established.remote_id == str(Identity.parse(identity))
+
+
+def test_dn_identity_parses_and_matches_only_the_subject() -> None:
+    dn = Identity.parse("CN=left,O=vpnfleet test")
+    assert dn.id_type == IdType.ID_DER_ASN1_DN
+    cert = make_leaf(CA, "left", new_key("ecdsa"), dns("x.example"))
+    assert signatures.identity_in_certificate(dn.id_type, dn.data, cert)
+    other = Identity.parse("CN=right,O=vpnfleet test")
+    assert not signatures.identity_in_certificate(other.id_type, other.data, cert)
+    with pytest.raises(LocalError, match="is not an RFC 4514 DN"):
+        Identity.parse("CN=a,=broken")
+
+
+def test_signature_checks_name_what_is_wrong() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = make_leaf(CA, "gw", key, dns("a.example"))
+    data = signatures.sign(key, b"octets")
+    assert signatures.verify(cert, b"octets", data) == "ecdsa-with-sha256"
+    with pytest.raises(ProtocolError, match="ecdsa-with-sha256 signature does not verify"):
+        signatures.verify(cert, b"other octets", data)
+    with pytest.raises(ProtocolError, match="unsupported signature AlgorithmIdentifier 3003"):
+        signatures.verify(cert, b"octets", b"\x02\x30\x03" + data)
+    with pytest.raises(ProtocolError, match="shorter than its AlgorithmIdentifier"):
+        signatures.verify(cert, b"octets", b"\x20\x30")
+    ed = ed25519.Ed25519PrivateKey.generate()
+    with pytest.raises(ProtocolError, match="ed25519 signature does not fit"):
+        signatures.verify(cert, b"octets", signatures.sign(ed, b"octets"))
+
+
+def test_certificate_config_refuses_nonsense() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = make_leaf(CA, "gw", key, dns("a.example"))
+    with pytest.raises(LocalError, match="does not belong to the certificate"):
+        CertificateAuth(cert, ec.generate_private_key(ec.SECP256R1()), (CA[0],))
+    with pytest.raises(LocalError, match="at least one trust anchor"):
+        CertificateAuth(cert, key, ())
