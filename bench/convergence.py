@@ -1,0 +1,72 @@
+"""Convergence in the lab: time from `apply` to every agent running its plan (and, once
+agents have a data plane, every peer up) for an N-host full mesh. Needs root.
+
+    sudo .venv/bin/python bench/convergence.py --hosts 10
+
+Builds the mesh with bench/make_inventory.py, runs ``lab up`` through the lab API under a
+lab name of its own, and always removes the lab. Prints one JSON line:
+
+    {"hosts": 10, "seconds": ..., "apply_s": ..., "converge_s": ..., "network_s": ...,
+     "agents_s": ..., "reachability_s": ..., "converged": true, "data_plane": false,
+     "pairs": 90, "pairs_pass": 0}
+
+``seconds`` is apply + converge: from the first ApplyPlan to convergence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import sys
+import tempfile
+from pathlib import Path
+
+from vpnfleet.controller import lab
+from vpnfleet.controller.state import StateDir
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_inventory import write_inventory
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hosts", type=int, default=10)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("convergence: needs root (network namespaces)", file=sys.stderr)
+        return 1
+    name = "bc" + secrets.token_hex(3)
+    with tempfile.TemporaryDirectory(prefix="vpnfleet-convergence-") as tmp:
+        inventory, state = Path(tmp) / "inventory", StateDir(Path(tmp) / "state")
+        write_inventory(inventory, args.hosts, "mesh")
+        try:
+            result = asyncio.run(lab.up(inventory, state, name, timeout=args.timeout))
+        finally:
+            lab.down(state, name)
+    s = result.seconds
+    print(
+        json.dumps(
+            {
+                "hosts": args.hosts,
+                "seconds": round(s["apply"] + s["converge"], 3),
+                "apply_s": round(s["apply"], 3),
+                "converge_s": round(s["converge"], 3),
+                "network_s": round(s["network"], 3),
+                "agents_s": round(s["agents"], 3),
+                "reachability_s": round(s["reachability"], 3),
+                "converged": result.converged,
+                "data_plane": result.data_plane,
+                "pairs": len(result.pairs),
+                "pairs_pass": sum(p.result == "pass" for p in result.pairs),
+            }
+        )
+    )
+    return 0 if result.converged else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

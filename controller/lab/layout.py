@@ -1,0 +1,303 @@
+"""Where every lab host sits: namespace and interface names, underlay and site addresses.
+
+A pure function of the inventory (and its plans, for the external peers' addresses), so
+every problem with the inventory is reported before anything is created.
+
+The picture for a mesh (``vf-<lab>-<host>`` per host, one bridge namespace)::
+
+    root namespace ── vf-<lab> (.254) ═╗
+                                       ║ br0 in vf-<lab>-br
+    vf-<lab>-a1: eth0 10.99.0.11/24 ═══╣   site0 10.1.1.1/24 (veth pair site0/site0p)
+    vf-<lab>-a2: eth0 10.99.0.12/24 ═══╝   site0 10.1.2.1/24
+
+A host with ``nat: true`` gets a router namespace ``vf-<lab>-nat<k>`` between it and the
+bridge: the router's ``wan`` carries the host's inventory address (what its peers and
+the controller see), the host itself has a private address behind the router's ``lan``.
+The router masquerades the host's traffic and forwards the agent's gRPC port to it
+(DNAT), so the controller reaches every agent at ``address:agent_port`` alike.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..inventory import Inventory
+from ..planner.model import NodePlan
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+NETNS_PREFIX = "vf-"
+# Lab names end up inside namespace and interface names (IFNAMSIZ: 15 characters for
+# "vf-<lab>"), and without "-" so that the prefix "vf-<lab>-" names one lab only.
+LAB_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]{0,11}$")
+HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+DEFAULT_AGENT_PORT = 50051
+# Where the private networks behind NAT routers are taken from: the first free /24s.
+NAT_POOL = ipaddress.IPv4Network("192.168.0.0/16")
+NAT_FIRST = 100
+WIDEST_UNDERLAY = {4: 8, 6: 48}
+NARROWEST_UNDERLAY = {4: 24, 6: 64}
+
+
+class LabError(Exception):
+    """The lab cannot be built, used or removed; the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """One site subnet kept on a veth end inside the host's namespace."""
+
+    interface: str
+    network: str
+    address: str  # the first host address of the subnet
+    prefixlen: int
+
+
+@dataclass(frozen=True, slots=True)
+class Router:
+    """The NAT router in front of one host."""
+
+    netns: str
+    bridge_port: str  # its veth end in the bridge namespace
+    wan_address: str  # the host's inventory address
+    lan_network: str
+    lan_address: str
+    private_address: str  # the host's own address behind the router
+
+
+@dataclass(frozen=True, slots=True)
+class HostLayout:
+    host: str
+    netns: str
+    address: str  # inventory (underlay) address: what peers and the controller use
+    local_address: str  # the address on the host's eth0 (private behind NAT)
+    prefixlen: int
+    bridge_port: str  # veth end in the bridge namespace ("" behind NAT: the router's)
+    sites: tuple[Site, ...]
+    agent_port: int
+    router: Router | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return (
+            f"[{self.address}]:{self.agent_port}"
+            if ":" in self.address
+            else (f"{self.address}:{self.agent_port}")
+        )
+
+    @property
+    def listen(self) -> str:
+        return f"[::]:{self.agent_port}" if ":" in self.address else f"0.0.0.0:{self.agent_port}"
+
+
+@dataclass(frozen=True, slots=True)
+class LabLayout:
+    name: str
+    bridge_netns: str
+    root_link: str  # the root namespace's veth into the bridge namespace
+    underlay: str  # the underlay network, e.g. 10.99.0.0/24
+    root_address: str  # the root namespace's address on it (the controller's)
+    hosts: Mapping[str, HostLayout]
+
+    @property
+    def prefix(self) -> str:
+        return netns_prefix(self.name)
+
+    @property
+    def namespaces(self) -> list[str]:
+        names = [self.bridge_netns]
+        for h in self.hosts.values():
+            if h.router:
+                names.append(h.router.netns)
+            names.append(h.netns)
+        return names
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "bridge_netns": self.bridge_netns,
+            "root_link": self.root_link,
+            "underlay": self.underlay,
+            "root_address": self.root_address,
+            "hosts": {
+                h.host: {
+                    "netns": h.netns,
+                    "address": h.address,
+                    "local_address": h.local_address,
+                    "endpoint": h.endpoint,
+                    "agent_port": h.agent_port,
+                    "sites": [s.address for s in h.sites],
+                    "router": h.router.netns if h.router else None,
+                }
+                for h in self.hosts.values()
+            },
+        }
+
+
+def netns_prefix(lab: str) -> str:
+    return f"{NETNS_PREFIX}{lab}-"
+
+
+def root_link_name(lab: str) -> str:
+    return f"{NETNS_PREFIX}{lab}"
+
+
+def check_lab_name(name: str) -> str:
+    if not LAB_NAME_RE.match(name):
+        raise LabError(
+            f"lab name {name!r} is not usable: 1 to 12 characters of a-z, 0-9 and _, starting "
+            "with a letter or digit (it becomes part of namespace and interface names)"
+        )
+    return name
+
+
+def _address(host: str, what: str, value: object) -> IpAddress:
+    try:
+        return ipaddress.ip_address(str(value))
+    except ValueError:
+        raise LabError(f"host {host}: {what} {value!r} is not an IP address") from None
+
+
+def _network(host: str, value: object) -> IpNetwork:
+    try:
+        return ipaddress.ip_network(str(value), strict=False)
+    except ValueError:
+        raise LabError(f"host {host}: subnet {value!r} is not an IP prefix") from None
+
+
+def underlay_network(addresses: Iterable[IpAddress]) -> IpNetwork:
+    """The narrowest network, /24 (/64) or wider, holding every address."""
+    addrs = list(addresses)
+    if not addrs:
+        raise LabError("the inventory has no hosts")
+    versions = {a.version for a in addrs}
+    if len(versions) > 1:
+        raise LabError("the lab needs every host address in one IP version (IPv4 or IPv6)")
+    version = addrs[0].version
+    for plen in range(NARROWEST_UNDERLAY[version], WIDEST_UNDERLAY[version] - 1, -1):
+        net = ipaddress.ip_network(f"{addrs[0]}/{plen}", strict=False)
+        if all(a in net for a in addrs):
+            return net
+    raise LabError(
+        f"host addresses {', '.join(map(str, addrs))} are too far apart for one lab "
+        f"bridge (no common /{WIDEST_UNDERLAY[version]})"
+    )
+
+
+def _root_address(net: IpNetwork, used: set[IpAddress]) -> IpAddress:
+    # The highest free address (.254 in a /24): far from the hosts, easy to recognise.
+    for index in range(net.num_addresses - 2, 0, -1):
+        if net[index] not in used:
+            return net[index]
+    raise LabError(f"no free address left in the underlay {net} for the controller")
+
+
+def _nat_networks(count: int, taken: list[IpNetwork]) -> list[ipaddress.IPv4Network]:
+    free: list[ipaddress.IPv4Network] = []
+    v4 = [t for t in taken if isinstance(t, ipaddress.IPv4Network)]
+    for net in NAT_POOL.subnets(new_prefix=24):
+        if len(free) == count:
+            break
+        if int(net.network_address.packed[2]) < NAT_FIRST:
+            continue
+        if any(net.overlaps(t) for t in v4):
+            continue
+        free.append(net)
+    if len(free) < count:
+        raise LabError(f"no free /24 left in {NAT_POOL} for the NAT routers' inside networks")
+    return free
+
+
+def plan_layout(
+    name: str, inventory: Inventory, plans: Mapping[str, NodePlan] | None = None
+) -> LabLayout:
+    """Lay the inventory's hosts out as namespaces; refuse what the lab cannot build."""
+    check_lab_name(name)
+    prefix = netns_prefix(name)
+    hosts = list(inventory.hosts)
+    addresses: dict[str, IpAddress] = {}
+    subnets: dict[str, list[IpNetwork]] = {}
+    nat: dict[str, bool] = {}
+    ports: dict[str, int] = {}
+    for h in hosts:
+        if not HOST_NAME_RE.match(h):
+            raise LabError(f"host name {h!r} cannot name a network namespace")
+        if h == "br" or re.fullmatch(r"nat\d+", h):
+            raise LabError(f"host name {h!r} clashes with the lab's own namespace {prefix}{h}")
+        v = inventory.resolve(h).vars
+        if not v.get("address"):
+            raise LabError(f"host {h}: the lab needs an `address` (its underlay address)")
+        addresses[h] = _address(h, "address", v["address"])
+        subnets[h] = [_network(h, s) for s in (v.get("subnets") or ())]
+        nat[h] = bool(v.get("nat"))
+        ports[h] = int(v.get("agent_port") or DEFAULT_AGENT_PORT)
+    seen: dict[IpAddress, str] = {}
+    for h, a in addresses.items():
+        if a in seen:
+            raise LabError(f"hosts {seen[a]} and {h} have the same address {a}")
+        seen[a] = h
+    underlay = underlay_network(addresses.values())
+    for h, a in addresses.items():
+        if a in (underlay.network_address, getattr(underlay, "broadcast_address", None)):
+            raise LabError(f"host {h}: address {a} is not a host address of {underlay}")
+    all_subnets = [(h, s) for h, nets in subnets.items() for s in nets]
+    for h, s in all_subnets:
+        if s.version == underlay.version and s.overlaps(underlay):
+            raise LabError(f"host {h}: subnet {s} overlaps the underlay network {underlay}")
+    used = set(addresses.values())
+    for plan in (plans or {}).values():
+        for peer in plan.peers:
+            for ra in peer.remote_addresses:
+                try:
+                    used.add(ipaddress.ip_address(ra))
+                except ValueError:
+                    continue
+    root_address = _root_address(underlay, used)
+    nat_hosts = [h for h in hosts if nat[h]]
+    if nat_hosts and underlay.version != 4:
+        raise LabError("the lab's NAT routers are IPv4 only (nftables masquerade to IPv4)")
+    lans = _nat_networks(len(nat_hosts), [underlay] + [s for _h, s in all_subnets])
+    out: dict[str, HostLayout] = {}
+    for i, h in enumerate(hosts):
+        sites = []
+        for j, s in enumerate(subnets[h]):
+            first = next(iter(s.hosts()), s.network_address)
+            sites.append(Site(f"site{j}", str(s), str(first), s.prefixlen))
+        router = None
+        local, plen, port = str(addresses[h]), underlay.prefixlen, f"h{i}"
+        if nat[h]:
+            k = nat_hosts.index(h) + 1
+            lan = lans[k - 1]
+            router = Router(
+                netns=f"{prefix}nat{k}",
+                bridge_port=f"r{k}",
+                wan_address=str(addresses[h]),
+                lan_network=str(lan),
+                lan_address=str(lan[1]),
+                private_address=str(lan[2]),
+            )
+            local, plen, port = router.private_address, lan.prefixlen, ""
+        out[h] = HostLayout(
+            host=h,
+            netns=f"{prefix}{h}",
+            address=str(addresses[h]),
+            local_address=local,
+            prefixlen=plen,
+            bridge_port=port,
+            sites=tuple(sites),
+            agent_port=ports[h],
+            router=router,
+        )
+    return LabLayout(
+        name=name,
+        bridge_netns=f"{prefix}br",
+        root_link=root_link_name(name),
+        underlay=str(underlay),
+        root_address=str(root_address),
+        hosts=out,
+    )

@@ -1,0 +1,227 @@
+"""Namespaces, veth links, the bridge and the NAT routers, made with ``ip`` and ``nft``.
+
+Interfaces are created directly inside their namespaces (``ip -n NS link add … peer
+name … netns OTHER``), so their names only need to be unique per namespace and stay
+short (eth0, site0, h3, r1); the one link in the root namespace is ``vf-<lab>``, at most
+15 characters (IFNAMSIZ) because lab names are at most 12.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+
+from .layout import HostLayout, LabError, LabLayout
+from .record import LabRecord
+
+NAT_TABLE = "vpnfleet_lab"
+BRIDGE = "br0"
+
+
+def run(argv: list[str], *, stdin: str | None = None, check: bool = True) -> str:
+    try:
+        res = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        raise LabError(
+            f"`{argv[0]}` is not installed; the lab needs iproute2 and nftables"
+        ) from None
+    if check and res.returncode != 0:
+        raise LabError(f"`{' '.join(argv)}` failed: {res.stderr.strip() or res.returncode}")
+    return res.stdout
+
+
+def ip(*args: str, netns: str | None = None, check: bool = True) -> str:
+    return run(["ip", *(("-n", netns) if netns else ()), *args], check=check)
+
+
+def list_netns() -> list[str]:
+    # `ip netns list` prints "name (id: N)" for namespaces with an id assigned.
+    out = run(["ip", "netns", "list"], check=False)
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def link_exists(name: str) -> bool:
+    return (
+        subprocess.run(
+            ["ip", "link", "show", "dev", name], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
+
+
+def root_routes_overlapping(underlay: str) -> list[str]:
+    """Routes of the root namespace inside or around ``underlay`` (other than default)."""
+    import ipaddress
+
+    net = ipaddress.ip_network(underlay)
+    family = "-4" if net.version == 4 else "-6"
+    clashes = []
+    for line in run(["ip", family, "route", "show", "table", "all"], check=False).splitlines():
+        words = line.split()
+        if not words:
+            continue
+        dest = words[0]
+        if dest in ("default", "local", "broadcast", "multicast", "unreachable", "anycast"):
+            dest = words[1] if dest != "default" and len(words) > 1 else ""
+        try:
+            other = ipaddress.ip_network(dest, strict=False)
+        except ValueError:
+            continue
+        if other.prefixlen == 0 or other.is_loopback or other.is_link_local:
+            continue
+        if other.version == net.version and other.overlaps(net):
+            clashes.append(line.strip())
+    return clashes
+
+
+def add_netns(record: LabRecord, name: str) -> None:
+    record.add("netns", name=name)
+    ip("netns", "add", name)
+    ip("link", "set", "lo", "up", netns=name)
+
+
+def build_bridge(record: LabRecord, layout: LabLayout) -> None:
+    br = layout.bridge_netns
+    add_netns(record, br)
+    ip("link", "add", BRIDGE, "type", "bridge", netns=br)
+    ip("link", "set", BRIDGE, "up", netns=br)
+    # The controller's way in: a veth from the root namespace onto the bridge.
+    record.add("link", name=layout.root_link)
+    ip("link", "add", layout.root_link, "type", "veth", "peer", "name", "root", "netns", br)
+    ip("link", "set", "root", "master", BRIDGE, "up", netns=br)
+    plen = layout.underlay.split("/")[1]
+    ip("addr", "add", f"{layout.root_address}/{plen}", "dev", layout.root_link)
+    ip("link", "set", layout.root_link, "up")
+
+
+def veth(netns: str, name: str, peer: str, peer_netns: str | None = None) -> None:
+    """A veth pair made in ``netns``, its ``peer`` end moved to ``peer_netns`` if given."""
+    where = ("netns", peer_netns) if peer_netns else ()
+    ip("link", "add", name, "type", "veth", "peer", "name", peer, *where, netns=netns)
+
+
+def _attach(layout: LabLayout, port: str, netns: str, ifname: str) -> None:
+    br = layout.bridge_netns
+    veth(br, port, ifname, netns)
+    ip("link", "set", port, "master", BRIDGE, "up", netns=br)
+
+
+def _addr(netns: str, dev: str, address: str, prefixlen: int) -> None:
+    extra = ("nodad",) if ":" in address else ()
+    ip("addr", "add", f"{address}/{prefixlen}", "dev", dev, *extra, netns=netns)
+    ip("link", "set", dev, "up", netns=netns)
+
+
+def nat_ruleset(host: HostLayout) -> str:
+    assert host.router is not None
+    return (
+        f"table ip {NAT_TABLE} {{\n"
+        "  chain prerouting {\n"
+        "    type nat hook prerouting priority dstnat; policy accept;\n"
+        # The controller reaches the agent behind the NAT through a port forward.
+        f'    iifname "wan" tcp dport {host.agent_port} dnat to {host.router.private_address}\n'
+        "  }\n"
+        "  chain postrouting {\n"
+        "    type nat hook postrouting priority srcnat; policy accept;\n"
+        '    oifname "wan" masquerade\n'
+        "  }\n"
+        "}\n"
+    )
+
+
+def build_router(record: LabRecord, layout: LabLayout, host: HostLayout) -> None:
+    router = host.router
+    assert router is not None
+    add_netns(record, router.netns)
+    _attach(layout, router.bridge_port, router.netns, "wan")
+    _addr(router.netns, "wan", router.wan_address, int(layout.underlay.split("/")[1]))
+    veth(router.netns, "lan", "eth0", host.netns)
+    _addr(router.netns, "lan", router.lan_address, int(router.lan_network.split("/")[1]))
+    run(["ip", "netns", "exec", router.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+    record.add("nft", netns=router.netns, table=NAT_TABLE)
+    run(["ip", "netns", "exec", router.netns, "nft", "-f", "-"], stdin=nat_ruleset(host))
+
+
+def build_host(record: LabRecord, layout: LabLayout, host: HostLayout) -> None:
+    add_netns(record, host.netns)
+    if host.router:
+        build_router(record, layout, host)
+    else:
+        _attach(layout, host.bridge_port, host.netns, "eth0")
+    _addr(host.netns, "eth0", host.local_address, host.prefixlen)
+    if host.router:
+        ip("route", "add", "default", "via", host.router.lan_address, netns=host.netns)
+    for site in host.sites:
+        # No dummy interfaces on this kernel: a veth pair kept inside the namespace.
+        peer = f"{site.interface}p"
+        veth(host.netns, site.interface, peer)
+        ip("link", "set", peer, "up", netns=host.netns)
+        _addr(host.netns, site.interface, site.address, site.prefixlen)
+
+
+def build_network(
+    record: LabRecord, layout: LabLayout, progress: Callable[[str], None] = lambda _m: None
+) -> None:
+    build_bridge(record, layout)
+    progress(
+        f"bridge {layout.bridge_netns}: underlay {layout.underlay}, "
+        f"controller at {layout.root_address} on {layout.root_link}"
+    )
+    for host in layout.hosts.values():
+        build_host(record, layout, host)
+        where = f" behind {host.router.netns} ({host.local_address})" if host.router else ""
+        sites = ", ".join(s.address for s in host.sites) or "no sites"
+        progress(f"host {host.host}: {host.netns} {host.address}{where}; {sites}")
+
+
+# ---------------------------------------------------------------- teardown
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def netns_pids(netns: str) -> list[int]:
+    out = run(["ip", "netns", "pids", netns], check=False)
+    return [int(p) for p in out.split() if p.isdigit()]
+
+
+def kill_and_wait(pids: list[int], sig: int = signal.SIGKILL, timeout: float = 5.0) -> list[int]:
+    """Signal ``pids``; return those still alive after ``timeout``."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+    deadline = time.monotonic() + timeout
+    alive = [p for p in pids if pid_alive(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [p for p in alive if pid_alive(p)]
+    return alive
+
+
+def delete_netns(netns: str) -> int:
+    """Kill every process in ``netns``, then remove it (its veths go with it)."""
+    pids = netns_pids(netns)
+    left = kill_and_wait(pids)
+    if left:
+        raise LabError(f"processes {left} in {netns} did not die; the namespace stays")
+    run(["ip", "netns", "exec", netns, "nft", "delete", "table", "ip", NAT_TABLE], check=False)
+    ip("netns", "delete", netns, check=False)
+    if netns in list_netns():
+        raise LabError(f"could not delete namespace {netns}")
+    return len(pids)
