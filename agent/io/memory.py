@@ -188,6 +188,11 @@ class MemoryEndpoint:
         self.network.send(Datagram((self.host, self.natt_port), addr, data))
         self.counters.tx_esp += 1
 
+    def send_esp_batch(self, packets: list[bytes], addr: Address) -> None:
+        """As the real endpoint's: the datagrams arrive one by one, as GSO splits them."""
+        for packet in packets:
+            self.send_esp(packet, addr)
+
     def send_keepalive(self, addr: Address) -> None:
         self._check_open()
         self.network.send(Datagram((self.host, self.natt_port), addr, NAT_KEEPALIVE))

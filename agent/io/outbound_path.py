@@ -1,0 +1,263 @@
+"""The outbound half of the data plane: TUN -> SPD -> outbound SA -> socket.
+
+:class:`Route` is where a protect policy's packets go; the flow cache maps packets to
+routes, and the engine-facing half (``dataplane.DataPlane``) updates routes in place on
+install, rekey and removal, so no cached flow goes stale. :class:`OutboundPath` holds
+the per-packet code (see the speed notes in ``dataplane``'s docstring); ``DataPlane``
+inherits it and provides the state it reads.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Callable
+from typing import Any
+
+from ..esp.sa import OutboundSa
+from ..esp.spd import Action, PacketInfo, Spd, TrafficSelector, parse_ip_packet
+from .dataplane_model import Acquire, DataPlaneCounters, Encap
+from .tun import TunDevice
+from .udp import GSO_MAX_BYTES, GSO_MAX_SEGMENTS
+
+TUN_BATCH = 256
+"""Most packets read from the TUN device per wakeup before yielding to the event loop."""
+FLOW_CACHE_LIMIT = 65536
+AcquireHandler = Callable[[Acquire], None]
+
+
+class Verdict(enum.Enum):
+    BYPASS = "bypass"
+    DISCARD = "discard"
+    NO_POLICY = "no-policy"
+
+
+class Route:
+    """Where a protect policy's packets go; the packet path reads it through the flow
+    cache, so install/rekey/remove update it in place and no cache entry goes stale."""
+
+    __slots__ = (
+        "acquire_after",
+        "dest",
+        "encap",
+        "encap_kind",
+        "inbound_spis",
+        "local_packed",
+        "local_ts",
+        "outbound",
+        "peer_host",
+        "peer_packed",
+        "pending",
+        "policy",
+        "remote_ts",
+        "send",
+        "send_batch",
+        "transport",
+        "verdict",
+    )
+
+    def __init__(self, policy: str) -> None:
+        self.policy = policy
+        self.verdict: Verdict | None = None
+        """None for a protect route; a drop verdict for the shared non-protect routes."""
+        self.outbound: OutboundSa | None = None
+        self.pending: OutboundSa | None = None
+        """A rekeyed outbound SA waiting for ``activate_outbound``."""
+        self.encap: Callable[[bytes, int, float], bytes | None] | None = None
+        """The current outbound SA's bound ``encap``; None while there is no SA (trap)."""
+        self.send: Callable[[bytes, Any], None] | None = None
+        self.send_batch: Callable[[list[bytes], Any], None] | None = None
+        self.dest: Any = None
+        """What ``send`` takes: ``(host, port)`` for UDP, the host for raw ESP."""
+        self.encap_kind = Encap.UDP
+        self.peer_host = ""
+        self.transport = False
+        self.local_packed = b""
+        self.peer_packed = b""
+        """Transport mode: the outer addresses, for the rebuilt inbound IPv4 header."""
+        self.inbound_spis: list[int] = []
+        """Current inbound SPI last; earlier ones are retiring."""
+        self.local_ts: tuple[TrafficSelector, ...] = ()
+        self.remote_ts: tuple[TrafficSelector, ...] = ()
+        """The negotiated selectors, kept for a rekey that does not restate them."""
+        self.acquire_after = -float("inf")
+
+
+def drop_route(verdict: Verdict) -> Route:
+    route = Route(f"<{verdict.value}>")
+    route.verdict = verdict
+    return route
+
+
+class OutboundPath:
+    """Reading the TUN device and sending what it gives (mixed into ``DataPlane``)."""
+
+    tun: TunDevice
+    spd: Spd
+    counters: DataPlaneCounters
+    on_acquire: AcquireHandler | None
+    acquire_interval: float
+    _flows: dict[int, dict[bytes, Route]]
+    _tun_bufsize: int
+    _vnet_hdr_len: int
+    _drop_routes: dict[Verdict, Route]
+
+    def _route(self, policy: str) -> Route:
+        raise NotImplementedError
+
+    def _internal_error(self, where: str, exc: Exception) -> None:
+        raise NotImplementedError
+
+    def _drain_fd(self, fd: int, now: float) -> tuple[int, int]:
+        """Read until EAGAIN or ``TUN_BATCH``; returns (packets read, sent fast)."""
+        read = os.read
+        size = self._tun_bufsize
+        flows = self._flows
+        tcp, udp = flows[6], flows[17]
+        slow = self._outbound_slow
+        vnet = self._vnet_hdr_len
+        count = sent = 0
+        # ESP packets of one route held for one GSO send (UDP_SEGMENT): equal lengths,
+        # the last may be shorter. Held only within this wakeup, so no latency is added.
+        held: list[bytes] = []
+        held_route: Route | None = None
+        held_size = held_limit = 0
+        try:
+            while count < TUN_BATCH:
+                packet = read(fd, size)
+                count += 1
+                if vnet:
+                    packet = packet[vnet:]
+                # Plain IPv4 (IHL 5), TCP or UDP, not a later fragment: the flow cache.
+                if (
+                    packet[:1] == b"\x45"
+                    and len(packet) >= 24
+                    and not (packet[6] & 0x1F or packet[7])
+                ):
+                    protocol = packet[9]
+                    table = tcp if protocol == 6 else udp if protocol == 17 else None
+                    if table is not None:
+                        route = table.get(packet[12:24])
+                        if route is not None:
+                            encap = route.encap
+                            if encap is not None and not route.transport:
+                                esp = encap(packet, 4, now)
+                                if esp is not None:
+                                    sent += 1
+                                    length = len(esp)
+                                    if (
+                                        route is held_route
+                                        and length <= held_size
+                                        and len(held) < held_limit
+                                    ):
+                                        held.append(esp)
+                                        if length < held_size:  # a shorter one ends a run
+                                            route.send_batch(held, route.dest)  # type: ignore[misc]
+                                            held = []
+                                            held_route = None
+                                        continue
+                                    if held_route is not None:
+                                        held_route.send_batch(held, held_route.dest)  # type: ignore[misc]
+                                    held = [esp]
+                                    held_route = route
+                                    held_size = length
+                                    held_limit = min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // length)
+                                    continue
+                if held_route is not None:  # keep a flow's order across both paths
+                    held_route.send_batch(held, held_route.dest)  # type: ignore[misc]
+                    held = []
+                    held_route = None
+                slow(packet, now)
+        except BlockingIOError:
+            pass  # drained: the read that raised got no packet
+        if held_route is not None:
+            held_route.send_batch(held, held_route.dest)  # type: ignore[misc]
+        return count, sent
+
+    def _drain_device(self, now: float) -> int:
+        read = self.tun.read
+        slow = self._outbound_slow
+        count = 0
+        while count < TUN_BATCH:
+            packet = read()
+            if packet is None:
+                break
+            count += 1
+            slow(packet, now)
+        return count
+
+    def _outbound_slow(self, packet: bytes, now: float) -> None:
+        """Everything the fast path did not finish: classify, cache, act, count."""
+        info = parse_ip_packet(packet)
+        if info is None:
+            self.counters.unparsable += 1
+            return
+        route = self._classify(info)
+        if (
+            info.version == 4
+            and info.protocol in (6, 17)
+            and packet[0] == 0x45
+            and not (packet[6] & 0x1F or packet[7])
+        ):
+            table = self._flows[info.protocol]
+            if len(table) >= FLOW_CACHE_LIMIT:
+                table.clear()
+            table[packet[12:24]] = route
+        verdict = route.verdict
+        if verdict is not None:
+            counters = self.counters
+            if verdict is Verdict.BYPASS:
+                counters.bypass_misrouted += 1
+            elif verdict is Verdict.DISCARD:
+                counters.discarded += 1
+            else:
+                counters.no_policy += 1
+            return
+        encap = route.encap
+        if encap is None:
+            self._trap(route, info, now)
+            return
+        if route.transport:
+            self._send_transport(route, packet, info, now)
+            return
+        esp = encap(packet, 4 if info.version == 4 else 41, now)
+        if esp is None:
+            self.counters.encap_refused += 1
+            return
+        route.send(esp, route.dest)  # type: ignore[misc]
+        self.counters.esp_tx += 1
+
+    def _classify(self, info: PacketInfo) -> Route:
+        entry = self.spd.lookup(info)
+        if entry is None:
+            return self._drop_routes[Verdict.NO_POLICY]
+        if entry.action is Action.BYPASS:
+            return self._drop_routes[Verdict.BYPASS]
+        if entry.action is Action.DISCARD:
+            return self._drop_routes[Verdict.DISCARD]
+        return self._route(entry.policy)
+
+    def _trap(self, route: Route, info: PacketInfo, now: float) -> None:
+        self.counters.no_sa += 1
+        if now < route.acquire_after:
+            return
+        route.acquire_after = now + self.acquire_interval
+        self.counters.acquires += 1
+        if self.on_acquire is not None:
+            try:
+                self.on_acquire(Acquire(route.policy, info))
+            except Exception as exc:
+                self._internal_error("on_acquire", exc)
+
+    def _send_transport(self, route: Route, packet: bytes, info: PacketInfo, now: float) -> None:
+        # RFC 4303 section 3.1.1: transport mode protects the upper-layer segment; the
+        # outer header is the socket's. Only plain IPv4 is carried here.
+        if info.version != 4 or packet[0] != 0x45:
+            self.counters.transport_unsupported += 1
+            return
+        esp = route.encap(packet[20:], info.protocol, now)  # type: ignore[misc]
+        if esp is None:
+            self.counters.encap_refused += 1
+            return
+        route.send(esp, route.dest)  # type: ignore[misc]
+        self.counters.esp_tx += 1
