@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -439,6 +441,59 @@ def apply_cmd(
     sys.exit(result.exit_code)
 
 
+@main.command("rekey")
+@inventory_option
+@limit_option
+@vault_option
+@output_option
+@click.option("--ike", "target", flag_value="ike", help="Rekey IKE SAs only.")
+@click.option("--child", "target", flag_value="child", help="Rekey child SAs only.")
+@click.option("--peer", default="", metavar="GLOB", help="Only peers whose name matches.")
+@click.option("-f", "--forks", default=10, show_default=True, help="Agents contacted at once.")
+@click.option("--serial", default=None, metavar="N|N%[,...]", help="Rekey in batches of hosts.")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds per agent call.")
+@pass_ctx
+def rekey_cmd(
+    ctx: Ctx,
+    inventory: Path,
+    limit: str | None,
+    vault_password_file: Path | None,
+    vault_key_file: Path | None,
+    output: str,
+    target: str | None,
+    peer: str,
+    forks: int,
+    serial: str | None,
+    timeout: float,
+) -> None:
+    """Rekey every matching SA, make-before-break (both IKE and child SAs by default)."""
+    with input_errors():
+        options = RolloutOptions(forks=forks, serial=parse_serial(serial))
+        fleet = operations.compile_fleet(
+            inventory, ctx.state, limit=limit, vault=open_vault(vault_password_file, vault_key_file)
+        )
+        if not operations.ca_exists(ctx.state):
+            fail(f"no fleet CA in {ctx.state.root}: run `vpnfleet ca init` and enrol the agents")
+        with progress_bar(len(fleet.selected), "rekey") as hook:
+            result = asyncio.run(
+                operations.rekey_fleet(
+                    fleet,
+                    ctx.state,
+                    target=target or "both",
+                    peer_pattern=peer,
+                    options=options,
+                    progress=hook,
+                    timeout=timeout,
+                )
+            )
+    if output == "json":
+        click.echo(json.dumps(result.to_json()))
+    else:
+        render_changes(result, show_diff=True)
+        render_recap(result)
+    sys.exit(result.exit_code)
+
+
 @main.command("status")
 @inventory_option
 @limit_option
@@ -446,6 +501,13 @@ def apply_cmd(
 @output_option
 @click.option("--sas/--no-sas", default=True, help="Also list each SA.")
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds per agent call.")
+@click.option(
+    "--watch",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Live view: refresh every SECONDS until interrupted (text output only).",
+)
 @pass_ctx
 def status_cmd(
     ctx: Ctx,
@@ -456,14 +518,34 @@ def status_cmd(
     output: str,
     sas: bool,
     timeout: float,
+    watch: float | None,
 ) -> None:
-    """Show what every agent runs against what the inventory wants."""
+    """Show what every agent runs against what the inventory wants.
+
+    Per host: the plan generation and hash in force against the desired one, and peers
+    up; per SA: state, SPIs, algorithms, age, time to the next rekey, bytes and packets
+    each way, replay and integrity drops, last liveness. Exit code 4 when an agent
+    could not be reached.
+    """
     with input_errors():
         fleet = operations.compile_fleet(
             inventory, ctx.state, limit=limit, vault=open_vault(vault_password_file, vault_key_file)
         )
         if not operations.ca_exists(ctx.state):
             fail(f"no fleet CA in {ctx.state.root}: run `vpnfleet ca init` and enrol the agents")
+        if watch is not None and output == "text":
+            if watch <= 0:
+                fail("--watch takes a positive number of seconds")
+            with Live(console=out, auto_refresh=False) as live:
+                try:
+                    while True:
+                        status = asyncio.run(
+                            operations.fleet_status(fleet, ctx.state, timeout=timeout)
+                        )
+                        live.update(status_renderable(status, sas), refresh=True)
+                        time.sleep(watch)
+                except KeyboardInterrupt:
+                    return
         status = asyncio.run(operations.fleet_status(fleet, ctx.state, timeout=timeout))
     if output == "json":
         click.echo(json.dumps(status.to_json()))
@@ -473,23 +555,27 @@ def status_cmd(
     sys.exit(4 if unreachable else 0)
 
 
-def render_status(status: FleetStatus, sas: bool) -> None:
+def status_renderable(status: FleetStatus, sas: bool) -> Group:
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     for col in FLEET_COLUMNS:
         table.add_column(col)
     for row in fleet_rows(status):
         style = "green" if row[1] == "in sync" else "red" if row[1] == "unreachable" else "yellow"
         table.add_row(*row, style=style)
-    out.print(table)
+    parts: list[Any] = [table]
     rows = sa_rows(status)
     if sas and rows:
-        out.print()
         sa_table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         for col in SA_COLUMNS:
             sa_table.add_column(col)
         for row in rows:
             sa_table.add_row(*row)
-        out.print(sa_table)
+        parts += ["", sa_table]
+    return Group(*parts)
+
+
+def render_status(status: FleetStatus, sas: bool) -> None:
+    out.print(status_renderable(status, sas))
 
 
 # ---------------------------------------------------------------- ca

@@ -18,7 +18,7 @@ from .client import AgentClient, AgentUnreachable
 from .inventory import Inventory, load_inventory
 from .inventory.vault import Vault
 from .planner import build_plans
-from .results import AggregateResult, HostResult, Outcome
+from .results import AggregateResult, ChangeLine, HostResult, Outcome
 from .rollout import DEFAULT_OPTIONS, RolloutOptions, run_rollout
 from .state import StateDir
 from .status import FleetStatus, HostStatus
@@ -226,3 +226,51 @@ def plan_summary(fleet: CompiledFleet, host: str) -> dict[str, Any]:
         "peers": peers,
         "spd": spd,
     }
+
+
+async def rekey_fleet(
+    fleet: CompiledFleet,
+    state: StateDir,
+    *,
+    target: str = "both",
+    peer_pattern: str = "",
+    options: RolloutOptions = DEFAULT_OPTIONS,
+    progress: Callable[[HostResult], None] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> AggregateResult:
+    """Ask every selected agent to rekey its SAs (``target``: both, ike or child).
+
+    Agents rekey make-before-break; a host whose agent cannot rekey one of its peers is
+    a failed result naming the peer and why.
+    """
+    creds = client_credentials(state)
+    request = convert.rekey_request(target, peer_pattern)
+
+    async def one(host: str) -> HostResult:
+        started = time.monotonic()
+        try:
+            async with AgentClient(host, fleet.endpoints[host], creds, timeout=timeout) as c:
+                resp = await c.rekey(request)
+        except AgentUnreachable as exc:
+            return HostResult(
+                host, Outcome.UNREACHABLE, error=str(exc), seconds=time.monotonic() - started
+            )
+        except Exception as exc:
+            return HostResult(
+                host, Outcome.FAILED, error=str(exc), seconds=time.monotonic() - started
+            )
+        rows = convert.rekey_results(resp)
+        changes = tuple(
+            ChangeLine("rekey", peer, "changed" if ok else "failed", (detail,) if detail else ())
+            for peer, ok, detail in rows
+        )
+        bad = [f"{peer}: {detail}" for peer, ok, detail in rows if not ok]
+        return HostResult(
+            host,
+            Outcome.FAILED if bad else Outcome.CHANGED,
+            changes=changes,
+            error="; ".join(bad),
+            seconds=time.monotonic() - started,
+        )
+
+    return await run_rollout(fleet.selected, one, options, progress)
