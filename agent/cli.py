@@ -3,25 +3,43 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import click
 
 from . import convert
 from .config import DEFAULT_CONTROLLER_IDENTITY, ConfigError, load_config
+from .engine.host import HostEngine, data_plane_choice
 from .enroll import CA_CERT, IKE_CERT, KEY_TYPES, TLS_CERT, EnrollError, init_agent, install_certs
 from .hollow import HollowError, listening_line, start_hollow, stop_hollow
 from .plan import AgentPlan, PlanRejected
 from .server import ServerError, ServerTls, start_server, wait_for_signal
 from .service import AgentService, WrongHost
-from .sink import PlanOnlySink
+from .sink import EventHub, PlanOnlySink, PlanSink
 from .store import PlanStore, StoreError
 
 log = logging.getLogger("vpnfleet.agent")
 
 EXIT_BAD_PLAN = 2
+
+data_plane_option = click.option(
+    "--data-plane/--no-data-plane",
+    "data_plane",
+    default=None,
+    help="Run the IKE/ESP engine (TUN device, UDP 500/4500, routes). Default: on where a "
+    "TUN device can be opened outside the machine's initial network namespace.",
+)
+tun_option = click.option(
+    "--tun",
+    "tun_name",
+    default="vpnfleet0",
+    show_default=True,
+    help="Name of the TUN device the data plane creates.",
+)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -62,7 +80,9 @@ def main(log_level: str) -> None:
     type=click.Path(path_type=Path),
     help="YAML: name, listen, state_dir, tls {cert,key,ca}, controller_identity.",
 )
-def serve(config_path: Path) -> None:
+@data_plane_option
+@tun_option
+def serve(config_path: Path, data_plane: bool | None, tun_name: str) -> None:
     """Serve the Agent API with the persisted plan in force, until SIGTERM or SIGINT.
 
     \b
@@ -81,15 +101,35 @@ def serve(config_path: Path) -> None:
     except (ConfigError, ServerError) as exc:
         _fail(str(exc))
         return
-    service = AgentService(config.name, PlanStore(config.state_dir), PlanOnlySink())
+    choice = data_plane_choice(data_plane)
+    if data_plane and not choice.enabled:
+        _fail(choice.reason)
+    log.info("%s: %s", config.name, choice.reason)
+
+    async def go() -> None:
+        async with _sink(choice.enabled, tun_name) as (sink, events):
+            service = AgentService(config.name, PlanStore(config.state_dir), sink, events)
+            await service.restore()
+            await _serve(service, config.listen, tls, config.controller_identity)
+
     try:
-        asyncio.run(_serve(service, config.listen, tls, config.controller_identity))
-    except ServerError as exc:
+        asyncio.run(go())
+    except (ServerError, OSError) as exc:
         _fail(str(exc))
 
 
+@contextlib.asynccontextmanager
+async def _sink(enabled: bool, tun_name: str) -> AsyncIterator[tuple[PlanSink, EventHub]]:
+    """The engine when the data plane is on, else the plan-only sink."""
+    events = EventHub()
+    if not enabled:
+        yield PlanOnlySink(), events
+        return
+    async with HostEngine(events, tun_name=tun_name) as engine:
+        yield engine, events
+
+
 async def _serve(service: AgentService, listen: str, tls: ServerTls, identity: str) -> None:
-    await service.restore()
     running = await start_server(service, listen, tls, identity)
     host = listen.rpartition(":")[0]
     click.echo(f"vpnfleet-agent {service.host} listening on {host}:{running.port}")
@@ -140,11 +180,28 @@ def _summary(plan: AgentPlan) -> list[str]:
     type=click.Path(path_type=Path),
     help="After applying, serve the Agent API with this agent config (its state_dir wins).",
 )
-def run(plan_path: Path, state_dir: Path | None, serve_config: Path | None) -> None:
+@data_plane_option
+@tun_option
+@click.option(
+    "--status-interval",
+    default=5.0,
+    show_default=True,
+    help="With the data plane and without --serve: seconds between status lines.",
+)
+def run(
+    plan_path: Path,
+    state_dir: Path | None,
+    serve_config: Path | None,
+    data_plane: bool | None,
+    tun_name: str,
+    status_interval: float,
+) -> None:
     """Validate and run a plan file with no controller (like a swanctl.conf).
 
     Prints what the plan brings up. Exits 2 when the file is corrupt, truncated or
-    refused (every reason is listed). Without --serve, exits 0 after the summary.
+    refused (every reason is listed). With the data plane (see --data-plane) the
+    tunnels are brought up and run until SIGTERM or SIGINT, printing SA events and a
+    status line per peer; without it, exits 0 after the summary unless --serve is given.
     """
     try:
         data = plan_path.read_bytes()
@@ -172,23 +229,85 @@ def run(plan_path: Path, state_dir: Path | None, serve_config: Path | None) -> N
         if config.name != plan.host:
             _fail(f"{plan_path} is a plan for {plan.host!r}; {serve_config} names {config.name!r}")
         state_dir = config.state_dir
-    if state_dir is None:
-        click.echo("validated (not persisted: no --state-dir; no data plane in this agent)")
+    choice = data_plane_choice(data_plane)
+    if data_plane and not choice.enabled:
+        _fail(choice.reason)
+    if state_dir is None and not choice.enabled:
+        click.echo(f"validated (not persisted: no --state-dir; {choice.reason})")
         return
-    service = AgentService(plan.host, PlanStore(state_dir), PlanOnlySink())
 
-    async def apply_and_maybe_serve() -> None:
-        await service.restore()
-        response = await service.apply(msg, dry_run=False)
-        state = "persisted" if response.changed else "already in force"
-        click.echo(f"{state} in {state_dir} (no data plane in this agent yet)")
-        if config is not None:
-            await _serve(service, config.listen, tls, config.controller_identity)
+    async def apply_and_run() -> None:
+        async with _sink(choice.enabled, tun_name) as (sink, events):
+            service = None
+            if state_dir is None:
+                await sink.put_in_force(plan)
+                click.echo(f"in force (not persisted: no --state-dir); {choice.reason}")
+            else:
+                service = AgentService(plan.host, PlanStore(state_dir), sink, events)
+                await service.restore()
+                response = await service.apply(msg, dry_run=False)
+                state = "persisted" if response.changed else "already in force"
+                click.echo(f"{state} in {state_dir}; {choice.reason}")
+            sys.stdout.flush()
+            if config is not None and service is not None:
+                await _serve(service, config.listen, tls, config.controller_identity)
+            elif choice.enabled:
+                await _watch(sink, events, status_interval)
 
     try:
-        asyncio.run(apply_and_maybe_serve())
-    except (WrongHost, StoreError, ServerError) as exc:
+        asyncio.run(apply_and_run())
+    except (WrongHost, StoreError, ServerError, OSError) as exc:
         _fail(str(exc))
+
+
+async def _watch(sink: PlanSink, events: EventHub, interval: float) -> None:
+    """Print SA events as they come and a status line per peer every ``interval``
+    seconds, until SIGTERM or SIGINT."""
+    queue = events.subscribe()
+
+    async def printer() -> None:
+        loop = asyncio.get_running_loop()
+        next_status = loop.time()
+        while True:
+            try:
+                timeout = max(0.0, next_status - loop.time())
+                event = await asyncio.wait_for(queue.get(), timeout)
+                click.echo(f"event {event.kind} {event.peer or '-'}: {event.detail}")
+            except TimeoutError:
+                for line in status_lines(sink):
+                    click.echo(line)
+                next_status = loop.time() + interval
+            sys.stdout.flush()
+
+    task = asyncio.create_task(printer())
+    try:
+        sig = await wait_for_signal()
+        log.info("signal %d: stopping", sig)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        events.unsubscribe(queue)
+
+
+def status_lines(sink: PlanSink) -> list[str]:
+    lines = [f"status: {sink.peers_up()} peers up"]
+    for sa in sink.ike_sas():
+        line = (
+            f"  sa {sa.peer}: {sa.state} ike {sa.spi_i:016x}_i {sa.spi_r:016x}_r "
+            f"{sa.proposal or '-'} remote {sa.remote_address or '-'}"
+        )
+        if sa.last_error:
+            line += f" error {sa.last_error!r}"
+        lines.append(line)
+        for c in sa.children:
+            lines.append(
+                f"    child {c.name}: {c.state} in {c.spi_in:08x} out {c.spi_out:08x} "
+                f"packets_in={c.packets_in} packets_out={c.packets_out} "
+                f"bytes_in={c.bytes_in} bytes_out={c.bytes_out} "
+                f"integrity_failures={c.integrity_failures} replay_drops={c.replay_drops}"
+            )
+    return lines
 
 
 @main.command()

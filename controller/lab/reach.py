@@ -3,8 +3,10 @@
 For each ordered pair of site addresses (source on one lab host, destination on
 another), the first SPD entry of the source's plan that matches an ICMP echo between
 them (RFC 4301 section 4.4.1: first match wins) says what should happen: PROTECT should
-pass through a tunnel, DISCARD should be blocked. Pairs no entry covers, or only a
-BYPASS entry (the lab has no cleartext routes between sites), are left out.
+pass through a tunnel, DISCARD should be blocked. A ping needs its reply too, so a
+DISCARD met by the reply in the destination's SPD also makes the pair blocked. Pairs no
+entry covers, or only a BYPASS entry (the lab has no cleartext routes between sites),
+are left out.
 """
 
 from __future__ import annotations
@@ -84,6 +86,14 @@ def expected_pairs(plans: Mapping[str, NodePlan], layout: LabLayout) -> list[Rea
                     entry = first_match(plan.spd, s.address, d.address)
                     if entry is None or entry.action not in (SpdAction.PROTECT, SpdAction.DISCARD):
                         continue
+                    back = plans.get(dst_host)
+                    reply = first_match(back.spd, d.address, s.address) if back else None
+                    if (
+                        entry.action is SpdAction.PROTECT
+                        and reply is not None
+                        and reply.action is SpdAction.DISCARD
+                    ):
+                        entry = reply
                     pairs.append(
                         ReachPair(
                             src_host,

@@ -1,0 +1,595 @@
+"""The agent engine: a plan in, IKE and child SAs out (the only owner of SA lifecycles).
+
+It implements :class:`~vpnfleet.agent.sink.PlanSink`. One UDP endpoint (500 and 4500)
+serves every IKE SA: incoming IKE is routed by our SPI (RFC 7296 section 2.6 lets each
+side pick its own), and a request with a zero responder SPI goes through the responder
+gate of the plan peer its source address belongs to. IKE events install, rekey and
+remove child SAs in the data plane; the engine schedules rekeys (before expiry, with
+jitter), retries failed peers with back-off, and reports everything to the EventHub.
+
+Each IKE SA has one timer, re-armed from ``get_timer()`` after every input (aioquic's
+asyncio adapter pattern); time comes from a :class:`~.clock.Scheduler`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from ..esp.sa import RekeyRequested, SaExpired
+from ..esp.sad import SadEvent
+from ..ike.errors import IkeError, LocalError
+from ..ike.gate import IkeResponderGate
+from ..ike.ike_sa import IkeSa
+from ..ike.message import parse_message
+from ..ike.states import IkeSaState, Role
+from ..io.dataplane import DataPlane
+from ..io.dataplane_model import Acquire
+from ..io.routes import tunnel_mtu
+from ..io.tun import TunDevice
+from ..io.udp import (
+    IKE_PORT,
+    NATT_PORT,
+    Address,
+    DatagramEndpoint,
+    EspHandler,
+    IkeHandler,
+    KeepaliveScheduler,
+)
+from ..plan import AgentPlan, Peer, StartAction
+from ..sink import EventHub, IkeSaReport, SaEventReport
+from . import translate
+from .clock import LoopScheduler, Scheduler, TimerHandle
+from .lifecycle import SaLifecycle
+from .session import PeerSession, PeerState
+
+log = logging.getLogger(__name__)
+
+EndpointFactory = Callable[[IkeHandler, EspHandler], DatagramEndpoint]
+"""Makes the endpoint given the engine's receive callbacks (real sockets or memory)."""
+INITIAL_CONTACT_DELAY = 2.0
+"""Seconds a just-started responder waits for its peer before initiating itself."""
+
+
+class RouteTable(Protocol):
+    """What the engine needs from :class:`~vpnfleet.agent.io.routes.Routing`."""
+
+    async def link_up(self, ifname: str, mtu: int | None = None) -> None: ...
+
+    async def add_route(self, prefix: str, ifname: str) -> None: ...
+
+    async def remove_route(self, prefix: str, ifname: str) -> None: ...
+
+
+class Engine(SaLifecycle):
+    def __init__(
+        self,
+        tun: TunDevice,
+        make_endpoint: EndpointFactory,
+        *,
+        scheduler: Scheduler | None = None,
+        routing: RouteTable | None = None,
+        events: EventHub | None = None,
+        rng: random.Random | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        underlay_mtu: int = 1500,
+        source_address: Callable[[str], str | None] | None = None,
+    ) -> None:
+        self.tun = tun
+        self.events = events or EventHub()
+        self.routing = routing
+        self.underlay_mtu = underlay_mtu
+        self._make_endpoint = make_endpoint
+        self._scheduler = scheduler
+        self._rng = rng or random.Random()
+        self._wall = wall_clock
+        self._source_address = source_address
+        self.plan: AgentPlan | None = None
+        self.sessions: dict[str, PeerSession] = {}
+        self._by_spi: dict[bytes, IkeSa] = {}
+        self._owner: dict[IkeSa, PeerSession | None] = {}
+        self._timers: dict[IkeSa, tuple[float, TimerHandle]] = {}
+        self._last_port: dict[IkeSa, int] = {}
+        self._created: dict[IkeSa, float] = {}
+        self._gates: dict[str, IkeResponderGate] = {}
+        self._by_address: dict[str, list[str]] = {}
+        self._routes: set[str] = set()
+        self._waiters: dict[tuple[str, str], list[asyncio.Future[str]]] = {}
+        self.counters: dict[str, int] = {
+            "ike_malformed": 0,
+            "ike_unknown_spi": 0,
+            "ike_no_peer": 0,
+            "ike_refused": 0,
+            "cookies_sent": 0,
+        }
+        self.dp: DataPlane | None = None
+        self.endpoint: DatagramEndpoint | None = None
+        self._live = False
+        self.stopped = False
+        """After stop(): nothing is scheduled or sent any more."""
+        self.keepalive: KeepaliveScheduler | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def data_plane(self) -> bool:
+        return True
+
+    @property
+    def scheduler(self) -> Scheduler:
+        if self._scheduler is None:
+            raise RuntimeError("engine not started")
+        return self._scheduler
+
+    def now(self) -> float:
+        return self.scheduler.now()
+
+    async def start(self) -> None:
+        """Open the endpoint and data plane; on a real loop unless a scheduler was given."""
+        if self._scheduler is None:
+            loop = asyncio.get_running_loop()
+            self._scheduler = LoopScheduler(loop)
+            self._live = True
+        self.dp = DataPlane(
+            self.tun,
+            clock=self._scheduler.now,
+            on_acquire=self._on_acquire,
+            on_sa_event=self._on_sa_event,
+        )
+        self.endpoint = self._make_endpoint(self._on_ike, self.dp.receive_esp)
+        self.dp.attach(self.endpoint)
+        if self._live:
+            self.endpoint.start()
+            self.dp.start()
+            self.keepalive = KeepaliveScheduler(self.endpoint)
+            self.keepalive.start()
+        if self.routing is not None:
+            await self.routing.link_up(self.tun.name)
+
+    async def stop(self) -> None:
+        """Delete every IKE SA (best effort, one send each), stop timers, close sockets."""
+        self.stopped = True
+        for session in list(self.sessions.values()):
+            session.cancel_timers()
+            for sa in self._sas_of(session):
+                self._delete_sa(sa)
+        for _, handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        if self.dp is not None:
+            self.dp.stop()
+        if self.keepalive is not None:
+            self.keepalive.stop()
+        if self.routing is not None:
+            for prefix in sorted(self._routes):
+                await self._route("remove", prefix)
+        if self.endpoint is not None:
+            self.endpoint.close()
+        for waiters in self._waiters.values():
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result("engine stopped")
+
+    # -- PlanSink ------------------------------------------------------------------------
+
+    async def put_in_force(self, plan: AgentPlan) -> None:
+        """Apply ``plan`` as a difference: untouched peers keep their SAs, changed peers
+        are re-established make-before-break, removed peers are deleted."""
+        if self.dp is None:
+            raise RuntimeError("engine not started")
+        first = self.plan is None
+        self.plan = plan
+        self.dp.update_spd(translate.spd_entries(plan))
+        self._keepalive_interval(plan)
+        await self._apply_routes(plan)
+        new_peers = {p.name: p for p in plan.peers}
+        for name in list(self.sessions):
+            if name not in new_peers:
+                self._remove_peer(name)
+        for peer in plan.peers:
+            session = self.sessions.get(peer.name)
+            if (
+                session is not None
+                and session.peer == peer
+                and self._local_for(plan, peer) == session.local
+            ):
+                continue  # untouched: its SAs are not disturbed
+            self._add_or_change_peer(plan, peer, session, first)
+        self._rebuild_address_map()
+
+    def ike_sas(self) -> Sequence[IkeSaReport]:
+        stats = {}
+        if self.dp is not None:
+            for s in self.dp.stats().sas:
+                stats[(s.spi, s.direction)] = s
+        reports = []
+        mono, wall = self._now_or_zero(), self._wall()
+        for session in self.sessions.values():
+            sa = session.ike
+            if sa is not None and sa.last_heard is not None:
+                session.last_liveness_at = wall - (mono - sa.last_heard)
+            reports.append(session.report(stats))
+        return reports
+
+    def peers_up(self) -> int:
+        return sum(1 for s in self.sessions.values() if s.is_up)
+
+    # -- peers ---------------------------------------------------------------------------
+
+    def _add_or_change_peer(
+        self, plan: AgentPlan, peer: Peer, old: PeerSession | None, first: bool = False
+    ) -> None:
+        local = self._local_for(plan, peer)
+        try:
+            config = translate.ike_config(plan, peer)
+        except translate.PeerConfigError as exc:
+            log.error("%s", exc)
+            if old is not None:
+                self._remove_peer(peer.name)
+            session = PeerSession(peer, None, local)
+            session.last_error = str(exc)
+            self.sessions[peer.name] = session
+            self._publish("peer_error", peer.name, str(exc))
+            return
+        session = PeerSession(peer, config, local)
+        self._gates[peer.name] = IkeResponderGate(
+            config, local=(local, self._ike_port()) if local else None
+        )
+        if old is None:
+            self.sessions[peer.name] = session
+            self._publish("peer_added", peer.name, f"{peer.start_action.name.lower()}")
+            if session.always_on and session.initiates:
+                self._initiate(session)
+            elif first and session.always_on:
+                # Just started (a restart, say): the peer may still hold SAs with us that
+                # we lost, and as the responder we would wait for its liveness check to
+                # notice. Start once ourselves unless it does first (strongSwan's
+                # INITIAL_CONTACT serves the same end).
+                session.retry_timer = self.scheduler.call_at(
+                    self.now() + INITIAL_CONTACT_DELAY, lambda: self._initial_contact(session)
+                )
+            return
+        # Changed: the new session takes over the old SAs, which stay in force until the
+        # new IKE SA has its child (make-before-break), then are deleted.
+        old.cancel_timers()
+        session.child = old.child
+        session.ike = old.ike
+        session.state = old.state
+        session.replacing = [sa for sa in self._sas_of(old) if not sa.is_closed]
+        for sa in session.replacing:
+            self._owner[sa] = session
+        self.sessions[peer.name] = session
+        self._publish("peer_changed", peer.name, "re-establishing")
+        for sa in list(session.replacing):
+            if sa.state is not IkeSaState.ESTABLISHED:
+                # Not carrying traffic yet: no reason to keep it while the new one comes.
+                session.replacing.remove(sa)
+                if session.ike is sa:
+                    session.ike = None
+                self._delete_sa(sa)
+        if session.ike is not None and session.ike not in session.replacing:
+            session.replacing.append(session.ike)
+        if session.initiates and (session.always_on or session.ike is not None):
+            self._initiate(session)
+
+    def _remove_peer(self, name: str) -> None:
+        session = self.sessions.pop(name)
+        session.cancel_timers()
+        session.state = PeerState.DELETING
+        self._gates.pop(name, None)
+        if session.child is not None and self.dp is not None:
+            self._remove_child(session)
+        for sa in self._sas_of(session):
+            self._owner[sa] = None
+            self._delete_sa(sa)
+        self._publish("peer_removed", name, "")
+
+    def _sas_of(self, session: PeerSession) -> list[IkeSa]:
+        return [sa for sa, owner in self._owner.items() if owner is session]
+
+    def _initiate(self, session: PeerSession) -> None:
+        if session.config is None:
+            return
+        session.retry_timer = None
+        remote = session.peer.remote_addresses[0]
+        port = session.peer.remote_port or IKE_PORT
+        sa = IkeSa(
+            session.config,
+            Role.INITIATOR,
+            (session.local, self._ike_port()) if session.local else None,
+        )
+        if session.ike is not None and not session.ike.is_closed:
+            if session.ike not in session.replacing:
+                session.replacing.append(session.ike)
+        else:
+            session.state = PeerState.CONNECTING
+        session.ike = sa
+        self._adopt(sa, session)
+        sa.initiate((str(remote), port), self.now())
+        self._service(sa)
+
+    def _initial_contact(self, session: PeerSession) -> None:
+        session.retry_timer = None
+        if self.sessions.get(session.name) is not session or self.stopped:
+            return
+        if session.ike is None or session.ike.is_closed:
+            self._publish("initial_contact", session.name, "no IKE SA since start: initiating")
+            self._initiate(session)
+
+    def _adopt(self, sa: IkeSa, session: PeerSession | None) -> None:
+        self._owner[sa] = session
+        self._created.setdefault(sa, self.now())
+        self._by_spi[sa.local_spi] = sa
+
+    def _schedule_retry(self, session: PeerSession, reason: str) -> None:
+        session.attempts += 1
+        session.last_error = reason
+        if self.sessions.get(session.name) is not session or self.stopped:
+            return
+        if not (session.always_on and session.initiates):
+            session.state = PeerState.IDLE
+            return
+        delay = session.backoff() * self._rng.uniform(0.9, 1.1)
+        session.state = PeerState.RETRY_WAIT
+        if session.retry_timer is not None:
+            session.retry_timer.cancel()
+        session.retry_timer = self.scheduler.call_at(
+            self.now() + delay, lambda: self._retry(session)
+        )
+        self._publish("peer_retry", session.name, f"in {delay:.1f} s after: {reason}")
+
+    def _retry(self, session: PeerSession) -> None:
+        session.retry_timer = None
+        if self.sessions.get(session.name) is session and not session.is_up and not self.stopped:
+            self._initiate(session)
+
+    # -- incoming datagrams -----------------------------------------------------------
+
+    def _on_ike(self, data: bytes, addr: Address, local_port: int) -> None:
+        try:
+            self._dispatch_ike(data, addr, local_port)
+        except Exception:  # nothing a peer sends may stop the engine
+            self.counters["ike_malformed"] += 1
+            log.exception("IKE datagram from %s:%d could not be handled", *addr)
+
+    def _dispatch_ike(self, data: bytes, addr: Address, local_port: int) -> None:
+        if len(data) < 28:
+            self.counters["ike_malformed"] += 1
+            return
+        spi_i, spi_r, flags = data[0:8], data[8:16], data[19]
+        from_initiator = bool(flags & 0x08)  # RFC 7296 section 3.1: the I flag
+        ours = spi_r if from_initiator else spi_i
+        if from_initiator and ours == bytes(8):
+            self._new_responder(data, addr, local_port)
+            return
+        sa = self._by_spi.get(ours)
+        if sa is None:
+            self.counters["ike_unknown_spi"] += 1
+            return
+        self._last_port[sa] = local_port
+        sa.receive_datagram(data, addr, self.now())
+        self._service(sa)
+
+    def _new_responder(self, data: bytes, addr: Address, local_port: int) -> None:
+        try:
+            parse_message(data)
+        except IkeError:
+            self.counters["ike_malformed"] += 1
+            return
+        names = self._by_address.get(addr[0], [])
+        if not names:
+            # Behind a NAT the source is not a plan address: the only responder-side
+            # peer, if there is exactly one, is the one it can be.
+            names = [s.name for s in self.sessions.values() if not s.peer.initiator]
+            if len(names) != 1:
+                self.counters["ike_no_peer"] += 1
+                log.info("IKE_SA_INIT from %s:%d matches no peer of the plan", *addr)
+                return
+        session = self.sessions[names[0]]
+        gate = self._gates.get(session.name)
+        if gate is None:
+            self.counters["ike_no_peer"] += 1
+            return
+        decision = gate.receive_datagram(data, addr, self.now())
+        if decision.reply is not None and self.endpoint is not None:
+            self.endpoint.send_ike(decision.reply, addr, local_port == self._natt_port())
+        if decision.reason == "cookie required":
+            self.counters["cookies_sent"] += 1
+        elif decision.reason:
+            self.counters["ike_refused"] += 1
+        sa = decision.sa
+        if sa is None:
+            return
+        self._last_port[sa] = local_port
+        if decision.new:
+            self._adopt(sa, session)
+        self._service(sa)
+
+    def _on_acquire(self, acquire: Acquire) -> None:
+        session = self.sessions.get(acquire.policy)
+        if session is None or session.peer.start_action is not StartAction.TRAP:
+            return
+        sa = session.ike
+        if sa is not None and not sa.is_closed:
+            return
+        self._publish("acquire", session.name, "traffic for a trap policy")
+        self._initiate(session)
+
+    def _on_sa_event(self, policy: str, event: SadEvent) -> None:
+        session = self.sessions.get(policy)
+        if session is None:
+            return
+        if isinstance(event, RekeyRequested) and session.child is not None:
+            spi = int.from_bytes(session.child.spi_in, "big")
+            out = int.from_bytes(session.child.spi_out, "big")
+            if event.spi in (spi, out):
+                try:
+                    self._rekey_child(session)
+                except LocalError as exc:
+                    log.info("%s: volume rekey not started: %s", policy, exc)
+        elif isinstance(event, SaExpired):
+            self._publish("child_expired", policy, f"SPI {event.spi:08x} {event.reason}")
+
+    # -- driving IKE SAs ------------------------------------------------------------------
+
+    def _service(self, sa: IkeSa) -> None:
+        """After any input: send what the SA queued, handle its events, re-arm its timer."""
+        now = self.now()
+        endpoint = self.endpoint
+        for data, addr in sa.datagrams_to_send(now):
+            if endpoint is None:
+                continue
+            try:
+                endpoint.send_ike(data, addr, self._via_natt(sa, addr))
+            except OSError as exc:  # no port 500 socket, a closed endpoint
+                log.info("cannot send IKE to %s:%d: %s", *addr, exc)
+        while (event := sa.next_event()) is not None:
+            try:
+                self._handle_event(sa, event)
+            except Exception:
+                log.exception("handling %s failed", type(event).__name__)
+        self._arm(sa)
+
+    def _via_natt(self, sa: IkeSa, addr: Address) -> bool:
+        if addr[1] == NATT_PORT or self._last_port.get(sa) == self._natt_port():
+            return True
+        return sa.is_initiator and sa.encap
+
+    def _arm(self, sa: IkeSa) -> None:
+        current = self._timers.get(sa)
+        if sa.is_closed:
+            if current is not None:
+                current[1].cancel()
+            self._forget(sa)
+            return
+        deadline = sa.get_timer()
+        if current is not None:
+            if current[0] == deadline:
+                return
+            current[1].cancel()
+            del self._timers[sa]
+        if deadline is not None and not self.stopped:
+            handle = self.scheduler.call_at(deadline, lambda: self._on_timer(sa))
+            self._timers[sa] = (deadline, handle)
+
+    def _on_timer(self, sa: IkeSa) -> None:
+        self._timers.pop(sa, None)
+        sa.handle_timer(self.now())
+        self._service(sa)
+
+    def _forget(self, sa: IkeSa) -> None:
+        self._timers.pop(sa, None)
+        self._last_port.pop(sa, None)
+        self._created.pop(sa, None)
+        if self._by_spi.get(sa.local_spi) is sa:
+            del self._by_spi[sa.local_spi]
+        self._owner.pop(sa, None)
+
+    def _delete_sa(self, sa: IkeSa) -> None:
+        now = self.now()
+        try:
+            if sa.state in (IkeSaState.ESTABLISHED, IkeSaState.REKEYED):
+                sa.delete(now)
+            elif not sa.is_closed and sa.state is not IkeSaState.DELETING:
+                sa.fail("deleted by us before it was established")
+        except LocalError as exc:
+            log.debug("delete %r: %s", sa, exc)
+        self._service(sa)
+
+    # -- routes ----------------------------------------------------------------------------
+
+    async def _apply_routes(self, plan: AgentPlan) -> None:
+        if self.routing is None:
+            return
+        wanted = set(translate.protected_prefixes(plan))
+        try:
+            mtu = tunnel_mtu(self.underlay_mtu, translate.esp_overhead(plan))
+            await self.routing.link_up(self.tun.name, mtu)
+        except (OSError, ValueError) as exc:
+            log.error("cannot set %s up: %s", self.tun.name, exc)
+        for prefix in sorted(self._routes - wanted):
+            await self._route("remove", prefix)
+        for prefix in sorted(wanted - self._routes):
+            await self._route("add", prefix)
+
+    async def _route(self, action: str, prefix: str) -> None:
+        assert self.routing is not None
+        try:
+            if action == "add":
+                await self.routing.add_route(prefix, self.tun.name)
+                self._routes.add(prefix)
+            else:
+                await self.routing.remove_route(prefix, self.tun.name)
+                self._routes.discard(prefix)
+        except (OSError, ValueError) as exc:
+            log.error("%s route %s via %s: %s", action, prefix, self.tun.name, exc)
+
+    # -- small things ----------------------------------------------------------------------
+
+    def _keepalive_interval(self, plan: AgentPlan) -> None:
+        current = self.keepalive
+        if current is None or self.endpoint is None:
+            return
+        wanted = [p.nat.keepalive_seconds for p in plan.peers if p.nat.keepalive_seconds > 0]
+        interval = float(min(wanted, default=int(current.interval)))
+        if interval == current.interval:
+            return
+        current.stop()
+        self.keepalive = KeepaliveScheduler(self.endpoint, interval)
+        for addr in current.peers:
+            self.keepalive.add_peer(addr)
+        self.keepalive.start()
+
+    def _nat_keepalive(self, addr: Address, on: bool) -> None:
+        if self.keepalive is None:
+            return
+        if on:
+            self.keepalive.add_peer(addr)
+        else:
+            self.keepalive.remove_peer(addr)
+
+    def _local_for(self, plan: AgentPlan, peer: Peer) -> str | None:
+        """Our outer address towards ``peer``: the one the kernel sends from, when known.
+        NAT detection (RFC 7296 section 2.23) must hash the address the socket really
+        uses; behind a NAT the plan's address is the public one and would hide it."""
+        if self._source_address is not None:
+            found = self._source_address(str(peer.remote_addresses[0]))
+            if found:
+                return found
+        return translate.local_address(plan, peer)
+
+    def _owner_of(self, sa: IkeSa) -> PeerSession | None:
+        return self._owner.get(sa)
+
+    def _rebuild_address_map(self) -> None:
+        self._by_address = {}
+        for session in self.sessions.values():
+            for address in session.peer.remote_addresses:
+                self._by_address.setdefault(str(address), []).append(session.name)
+        # A responder-side peer first: the address's own initiations are for it.
+        for names in self._by_address.values():
+            names.sort(key=lambda n: self.sessions[n].peer.initiator)
+
+    def _ike_port(self) -> int:
+        port = getattr(self.endpoint, "ike_port", None)
+        return int(port) if port else IKE_PORT
+
+    def _natt_port(self) -> int:
+        port = getattr(self.endpoint, "natt_port", None)
+        return int(port) if port else NATT_PORT
+
+    def _now_or_zero(self) -> float:
+        return self._scheduler.now() if self._scheduler is not None else 0.0
+
+    def _publish(self, kind: str, peer: str, detail: str) -> None:
+        log.info("%s %s: %s", peer or "-", kind, detail)
+        self.events.publish(SaEventReport(kind, peer, detail, self._wall()))
+
+    def _resolve_waiters(self, peer: str, kind: str, detail: str, ok: bool = True) -> None:
+        for fut in self._waiters.pop((peer, kind), []):
+            if not fut.done():
+                fut.set_result(detail if ok else f"failed: {detail}")

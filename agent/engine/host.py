@@ -1,0 +1,177 @@
+"""The engine on a real host: a TUN device, UDP 500/4500 and the namespace's routes.
+
+:func:`data_plane_choice` decides whether an agent process runs the engine or stays
+plan-only. By default (``wanted`` None) the engine runs where a TUN device can be opened
+and the process runs inside a named network namespace (``ip netns exec``, as the lab
+and the tests start agents): one started by hand on a workstation or in a container
+does not quietly take over its routes and send IKE to its plan's peers.
+``--data-plane`` forces it (a real deployment, where the agent owns the host's IPsec),
+``--no-data-plane`` keeps plan-only mode.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from types import TracebackType
+
+from ..io.routes import Routing
+from ..io.tun import LinuxTun, TunError
+from ..io.udp import DatagramEndpoint, EspHandler, IkeHandler, UdpEndpoint
+from ..sink import EventHub
+from .engine import Engine
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TUN_NAME = "vpnfleet0"
+NETNS_DIR = "/run/netns"
+SOCKET_BUFFER_BYTES = 4 << 20
+"""Kernel socket buffers large enough to absorb bursts while the loop is busy."""
+
+
+@dataclass(frozen=True)
+class DataPlaneChoice:
+    enabled: bool
+    reason: str
+
+
+def named_netns() -> str | None:
+    """The name ``ip netns add`` gave the network namespace this process runs in, if any
+    (a bind mount under /run/netns of the same namespace inode)."""
+    try:
+        ours = os.stat("/proc/self/ns/net")
+        names = os.listdir(NETNS_DIR)
+    except OSError:
+        return None
+    for name in sorted(names):
+        try:
+            st = os.stat(os.path.join(NETNS_DIR, name))
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (ours.st_dev, ours.st_ino):
+            return name
+    return None
+
+
+def _can_open_tun() -> str:
+    """Empty when /dev/net/tun can be opened for a device, else why not."""
+    try:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    except OSError as exc:
+        return f"cannot open /dev/net/tun: {exc.strerror}"
+    os.close(fd)
+    if os.geteuid() != 0:
+        return "not running as root (TUN devices and routes need CAP_NET_ADMIN)"
+    return ""
+
+
+def data_plane_choice(wanted: bool | None) -> DataPlaneChoice:
+    if wanted is False:
+        return DataPlaneChoice(False, "plan only (--no-data-plane)")
+    problem = _can_open_tun()
+    if problem:
+        if wanted:
+            return DataPlaneChoice(False, f"no data plane: {problem}")
+        return DataPlaneChoice(False, f"plan only: {problem}")
+    netns = named_netns()
+    if wanted is None and netns is None:
+        return DataPlaneChoice(
+            False,
+            "plan only: not inside a named network namespace "
+            "(give --data-plane to let the agent own this host's tunnels and routes)",
+        )
+    where = f" in network namespace {netns}" if netns else ""
+    return DataPlaneChoice(True, f"data plane: TUN device, UDP 500/4500{where}")
+
+
+def source_address(remote: str) -> str | None:
+    """The address the kernel would send from towards ``remote`` (a route lookup by
+    connecting a UDP socket, which sends nothing), or None without a route."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(remote).version == 6 else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((remote, 9))
+            return str(probe.getsockname()[0])
+    except (OSError, ValueError):
+        return None
+
+
+class HostEngine:
+    """``async with HostEngine(events) as engine``: the engine with a LinuxTun, a
+    UdpEndpoint on 0.0.0.0:500/4500 and netlink routes, all released on exit (the
+    TUN device disappears with its routes when the file descriptor closes)."""
+
+    def __init__(
+        self,
+        events: EventHub,
+        *,
+        tun_name: str = DEFAULT_TUN_NAME,
+        listen: str = "0.0.0.0",
+        ike_port: int = 500,
+        natt_port: int = 4500,
+    ) -> None:
+        self.events = events
+        self.tun_name = tun_name
+        self.listen = listen
+        self.ike_port = ike_port
+        self.natt_port = natt_port
+        self.engine: Engine | None = None
+        self._routing: Routing | None = None
+        self._tun: LinuxTun | None = None
+
+    def _endpoint(self, on_ike: IkeHandler, on_esp: EspHandler) -> DatagramEndpoint:
+        return UdpEndpoint(
+            on_ike,
+            on_esp,
+            host=self.listen,
+            ike_port=self.ike_port,
+            natt_port=self.natt_port,
+            buffer_bytes=SOCKET_BUFFER_BYTES,
+        )
+
+    async def __aenter__(self) -> Engine:
+        try:
+            self._tun = LinuxTun(self.tun_name)
+            self._routing = Routing()
+            await self._routing.__aenter__()
+            self.engine = Engine(
+                self._tun,
+                self._endpoint,
+                routing=self._routing,
+                events=self.events,
+                source_address=source_address,
+            )
+            await self.engine.start()
+        except BaseException:
+            await self._close()
+            raise
+        log.info("data plane on %s, UDP %d/%d", self._tun.name, self.ike_port, self.natt_port)
+        return self.engine
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        if self.engine is not None:
+            try:
+                await self.engine.stop()
+            except Exception:
+                log.exception("stopping the engine")
+            self.engine = None
+        if self._routing is not None:
+            await self._routing.close()
+            self._routing = None
+        if self._tun is not None:
+            self._tun.close()
+            self._tun = None
+
+
+__all__ = ["DataPlaneChoice", "HostEngine", "TunError", "data_plane_choice"]

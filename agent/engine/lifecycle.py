@@ -1,0 +1,423 @@
+"""What IKE events do to the data plane and the peer sessions (mixed into the Engine).
+
+IKE reports, the data plane follows: a child SA is installed as IKE reports it (SPIs,
+keys, selectors, encapsulation), rekeyed make-before-break (RFC 7296 section 2.8: the
+initiator of the rekey switches its outbound SA at once, the responder when the old
+SA's delete arrives), and removed when IKE deletes it. Rekeys are scheduled before
+expiry with jitter (and on request, for Rekey); an IKE SA that fails or dies hands its
+peer to the retry back-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Sequence
+
+from ..esp.sa import Mode as EspMode
+from ..ike.errors import LocalError
+from ..ike.events import (
+    ChildSaDeleted,
+    ChildSaEstablished,
+    ChildSaFailed,
+    ChildSaRekeyed,
+    IkeEvent,
+    IkeSaDeleted,
+    IkeSaEstablished,
+    IkeSaFailed,
+    IkeSaRekeyed,
+    PeerErrorNotify,
+)
+from ..ike.ike_sa import IkeSa
+from ..ike.states import IkeSaState
+from ..io.dataplane import DataPlane
+from ..io.dataplane_model import Encap
+from ..io.udp import NATT_PORT, Address
+from ..sink import RekeyOutcome, RekeyTarget
+from . import translate
+from .clock import Scheduler
+from .session import ChildRecord, PeerSession, PeerState
+
+log = logging.getLogger(__name__)
+
+REKEY_WAIT = 15.0
+"""Seconds a Rekey call waits for the exchange to finish before answering."""
+
+
+class SaLifecycle:
+    """IKE event handling and rekey scheduling; :class:`~.engine.Engine` provides the
+    state and the I/O these methods use."""
+
+    dp: DataPlane | None
+    sessions: dict[str, PeerSession]
+    _rng: random.Random
+    _wall: Callable[[], float]
+    _last_port: dict[IkeSa, int]
+    stopped: bool
+    _live: bool
+    _waiters: dict[tuple[str, str], list[asyncio.Future[str]]]
+    _created: dict[IkeSa, float]
+    """When each IKE SA was created here (monotonic)."""
+
+    @property
+    def scheduler(self) -> Scheduler:
+        raise NotImplementedError
+
+    def now(self) -> float:
+        raise NotImplementedError
+
+    def _owner_of(self, sa: IkeSa) -> PeerSession | None:
+        raise NotImplementedError
+
+    def _adopt(self, sa: IkeSa, session: PeerSession | None) -> None:
+        raise NotImplementedError
+
+    def _service(self, sa: IkeSa) -> None:
+        raise NotImplementedError
+
+    def _delete_sa(self, sa: IkeSa) -> None:
+        raise NotImplementedError
+
+    def _schedule_retry(self, session: PeerSession, reason: str) -> None:
+        raise NotImplementedError
+
+    def _publish(self, kind: str, peer: str, detail: str) -> None:
+        raise NotImplementedError
+
+    def _nat_keepalive(self, addr: Address, on: bool) -> None:
+        raise NotImplementedError
+
+    def _resolve_waiters(self, peer: str, kind: str, detail: str, ok: bool = True) -> None:
+        raise NotImplementedError
+
+    # -- IKE events -----------------------------------------------------------------------
+
+    def _handle_event(self, sa: IkeSa, event: IkeEvent) -> None:
+        session = self._owner_of(sa)
+        if isinstance(event, IkeSaRekeyed):
+            self._on_ike_rekeyed(sa, session, event)
+            return
+        if session is None:
+            return  # an SA of a removed peer finishing its delete
+        if isinstance(event, IkeSaEstablished):
+            self._on_ike_up(sa, session, event)
+        elif isinstance(event, ChildSaEstablished):
+            self._on_child_up(sa, session, event)
+        elif isinstance(event, ChildSaRekeyed):
+            self._on_child_rekeyed(sa, session, event)
+        elif isinstance(event, ChildSaDeleted):
+            self._on_child_deleted(session, event)
+        elif isinstance(event, ChildSaFailed):
+            session.last_error = event.reason
+            self._publish("child_failed", session.name, event.reason)
+        elif isinstance(event, IkeSaFailed):
+            self._on_ike_gone(sa, session, event.reason, failed=True)
+        elif isinstance(event, IkeSaDeleted):
+            self._on_ike_gone(sa, session, event.reason, failed=False)
+        elif isinstance(event, PeerErrorNotify):
+            self._publish("peer_error", session.name, event.reason)
+
+    def _on_ike_up(self, sa: IkeSa, session: PeerSession, event: IkeSaEstablished) -> None:
+        current = session.ike
+        if current is not sa:
+            if current is None or current.is_closed or current in session.replacing:
+                session.ike = sa
+            else:
+                self._resolve_duplicate(session, current, sa)
+                if session.ike is not sa:
+                    return
+        session.ike_established_at = self._wall()
+        session.ike_established_mono = self.now()
+        session.ike_rekeyed_at = 0.0
+        self._schedule_ike_rekey(session)
+        if event.nat_local and sa.peer is not None:
+            # RFC 3948 section 4: the side behind the NAT keeps its mapping open.
+            session.keepalive_to = sa.peer
+            self._nat_keepalive(sa.peer, True)
+        nat = " (NAT detected: UDP 4500)" if sa.encap else ""
+        self._publish(
+            "ike_up",
+            session.name,
+            f"{event.proposal} {sa.spi_i.hex()}_i {sa.spi_r.hex()}_r{nat}",
+        )
+
+    def _resolve_duplicate(self, session: PeerSession, current: IkeSa, new: IkeSa) -> None:
+        """Two live IKE SAs for one peer. Crossed set-ups keep, on both sides, the one
+        with the larger initiator SPI; otherwise the new one replaces the old. Only SAs
+        of opposite roles can have crossed; two we answered mean the peer started again.
+        """
+        # Set-ups that overlapped crossed (both sides initiated at once): both sides
+        # then keep the same SA. One started after ours was up replaces it: the peer
+        # restarted, or a changed plan re-established it.
+        crossed = current.is_initiator != new.is_initiator and (
+            current.state is not IkeSaState.ESTABLISHED
+            or self._created.get(new, 0.0) < session.ike_established_mono
+        )
+        if crossed and current.spi_i > new.spi_i:
+            # The current one stays and keeps (or will get) the child: drop the new now.
+            self._delete_sa(new)
+            return
+        session.ike = new
+        if current not in session.replacing:
+            session.replacing.append(current)
+
+    def _on_child_up(self, sa: IkeSa, session: PeerSession, event: ChildSaEstablished) -> None:
+        assert self.dp is not None
+        if session.ike is not sa:
+            # A child on an SA we are about to drop; it goes with its SA.
+            return
+        remote = sa.peer[0] if sa.peer else str(session.peer.remote_addresses[0])
+        inbound, outbound = translate.sa_params(
+            event, translate.child_lifetime(session.peer), session.local, remote
+        )
+        dest: Address = sa.peer if (sa.encap and sa.peer) else (remote, NATT_PORT)
+        self.dp.install_child_sa(
+            session.name,
+            inbound,
+            outbound,
+            dest,
+            encap=Encap.UDP,
+            local=session.local if inbound.mode is EspMode.TRANSPORT else None,
+            local_ts=translate.esp_selectors(event.local_ts),
+            remote_ts=translate.esp_selectors(event.remote_ts),
+        )
+        session.child = ChildRecord(
+            event.spi_in,
+            event.spi_out,
+            event.proposal,
+            event.mode,
+            translate.describe_selectors(event.local_ts),
+            translate.describe_selectors(event.remote_ts),
+            self._wall(),
+        )
+        session.rekeying_child = session.awaiting_activation = None
+        session.state = PeerState.UP
+        session.attempts = 0
+        session.last_error = ""
+        self._schedule_child_rekey(session)
+        self._publish(
+            "child_up",
+            session.name,
+            f"{event.proposal} {event.mode} in {event.spi_in.hex()} out {event.spi_out.hex()}",
+        )
+        for old in session.replacing:
+            if old is not sa:
+                self._delete_sa(old)
+        session.replacing = [s for s in session.replacing if s is not sa and not s.is_closed]
+
+    def _on_child_rekeyed(self, sa: IkeSa, session: PeerSession, event: ChildSaRekeyed) -> None:
+        assert self.dp is not None
+        child = session.child
+        if child is None or child.spi_in != event.old_spi_in:
+            return
+        new = event.new
+        remote = sa.peer[0] if sa.peer else str(session.peer.remote_addresses[0])
+        inbound, outbound = translate.sa_params(
+            new, translate.child_lifetime(session.peer), session.local, remote
+        )
+        ours = session.rekeying_child == event.old_spi_in
+        self.dp.rekey_child_sa(
+            session.name,
+            inbound,
+            outbound,
+            local_ts=translate.esp_selectors(new.local_ts),
+            remote_ts=translate.esp_selectors(new.remote_ts),
+            switch_outbound=ours,
+        )
+        session.awaiting_activation = None if ours else event.old_spi_in
+        session.rekeying_child = None
+        child.spi_in, child.spi_out, child.proposal = new.spi_in, new.spi_out, new.proposal
+        child.rekeyed_at = self._wall()
+        self._schedule_child_rekey(session)
+        self._publish(
+            "child_rekeyed",
+            session.name,
+            f"{event.old_spi_in.hex()} -> {new.spi_in.hex()} (out {new.spi_out.hex()})",
+        )
+        self._resolve_waiters(session.name, "child", f"child {new.spi_in.hex()}")
+
+    def _on_child_deleted(self, session: PeerSession, event: ChildSaDeleted) -> None:
+        if session.awaiting_activation == event.spi_in and self.dp is not None:
+            # The rekey's initiator deleted the old SA: it surely has the new inbound SA.
+            session.awaiting_activation = None
+            with contextlib.suppress(ValueError):
+                self.dp.activate_outbound(session.name)
+            return
+        child = session.child
+        if child is None or child.spi_in != event.spi_in:
+            return  # an SA replaced by a rekey or a newer IKE SA
+        self._remove_child(session)
+        self._publish("child_down", session.name, event.reason)
+
+    def _remove_child(self, session: PeerSession) -> None:
+        session.child = None
+        if session.child_timer is not None:
+            session.child_timer.cancel()
+            session.child_timer = None
+        if self.dp is not None:
+            with contextlib.suppress(ValueError):
+                self.dp.remove_child_sa(session.name)
+
+    def _on_ike_rekeyed(self, sa: IkeSa, session: PeerSession | None, event: IkeSaRekeyed) -> None:
+        new = event.new_sa
+        self._adopt(new, session)
+        if sa in self._last_port:
+            self._last_port[new] = self._last_port[sa]
+        if session is not None and event.carries_children and session.ike is sa:
+            session.ike = new
+            session.ike_rekeyed_at = self._wall()
+            self._schedule_ike_rekey(session)
+            self._publish(
+                "ike_rekeyed",
+                session.name,
+                f"{sa.spi_i.hex()}_i -> {new.spi_i.hex()}_i {new.spi_r.hex()}_r",
+            )
+            self._resolve_waiters(session.name, "ike", f"IKE {new.spi_i.hex()}_i")
+        self._service(new)
+
+    def _on_ike_gone(self, sa: IkeSa, session: PeerSession, reason: str, *, failed: bool) -> None:
+        if sa in session.replacing:
+            session.replacing.remove(sa)
+            if session.ike is not sa:
+                return
+        if session.ike is not sa:
+            if failed:  # a responder SA that never came up (wrong key, proposals …)
+                session.last_error = reason
+                self._publish("ike_failed", session.name, reason)
+            return
+        fallback = next(
+            (s for s in reversed(session.replacing) if s.state is IkeSaState.ESTABLISHED), None
+        )
+        if fallback is not None and session.child is not None:
+            # Make-before-break failed to make: the old SA and its child stay in force.
+            session.replacing.remove(fallback)
+            session.ike = fallback
+            self._publish("ike_failed", session.name, f"{reason} (previous SA kept)")
+            self._schedule_retry(session, reason)
+            session.state = PeerState.UP
+            return
+        session.ike = None
+        if session.keepalive_to is not None:
+            self._nat_keepalive(session.keepalive_to, False)
+            session.keepalive_to = None
+        if session.ike_timer is not None:
+            session.ike_timer.cancel()
+            session.ike_timer = None
+        if session.child is not None:
+            self._remove_child(session)
+        dead = reason.startswith("peer dead")
+        kind = "ike_failed" if failed else "peer_dead" if dead else "ike_down"
+        self._publish(kind, session.name, reason)
+        for key in ((session.name, "ike"), (session.name, "child")):
+            self._resolve_waiters(*key, f"IKE SA gone: {reason}", ok=False)
+        if failed or dead or reason != "deleted by peer":
+            self._schedule_retry(session, reason)
+        else:
+            session.state = PeerState.IDLE
+            session.last_error = reason
+            if session.always_on and session.initiates:
+                self._schedule_retry(session, reason)
+
+    # -- rekey scheduling ---------------------------------------------------------------
+
+    def _jittered(self, seconds: int, rand: int) -> float:
+        """RFC 7296 section 2.8: rekey before expiry, at a random point so both sides do
+        not start at once (strongSwan's rand_time)."""
+        return max(1.0, seconds - self._rng.uniform(0, rand))
+
+    def _schedule_ike_rekey(self, session: PeerSession) -> None:
+        if session.ike_timer is not None:
+            session.ike_timer.cancel()
+        life = session.peer.lifetimes
+        delay = self._jittered(life.ike_rekey_seconds, life.rand_seconds)
+        session.next_ike_rekey_at = self._wall() + delay
+        session.ike_timer = self.scheduler.call_at(
+            self.now() + delay, lambda: self._timed_rekey(session, ike=True)
+        )
+
+    def _schedule_child_rekey(self, session: PeerSession) -> None:
+        if session.child_timer is not None:
+            session.child_timer.cancel()
+        life = session.peer.lifetimes
+        delay = self._jittered(life.child_rekey_seconds, life.rand_seconds)
+        if session.child is not None:
+            session.child.next_rekey_at = self._wall() + delay
+        session.child_timer = self.scheduler.call_at(
+            self.now() + delay, lambda: self._timed_rekey(session, ike=False)
+        )
+
+    def _timed_rekey(self, session: PeerSession, *, ike: bool) -> None:
+        if ike:
+            session.ike_timer = None
+        else:
+            session.child_timer = None
+        if self.stopped or self.sessions.get(session.name) is not session:
+            return
+        try:
+            if ike:
+                self._rekey_ike(session)
+            else:
+                self._rekey_child(session)
+        except LocalError as exc:
+            log.info("%s: scheduled rekey postponed: %s", session.name, exc)
+            # Busy (another exchange, a crossing rekey): try again shortly.
+            handle = self.scheduler.call_at(
+                self.now() + 5.0, lambda: self._timed_rekey(session, ike=ike)
+            )
+            if ike:
+                session.ike_timer = handle
+            else:
+                session.child_timer = handle
+
+    async def rekey(self, peers: Sequence[str], target: RekeyTarget) -> list[RekeyOutcome]:
+        outcomes: list[RekeyOutcome] = []
+        for name in peers:
+            outcomes.append(await self._rekey_one(name, target))
+        return outcomes
+
+    async def _rekey_one(self, name: str, target: RekeyTarget) -> RekeyOutcome:
+        session = self.sessions.get(name)
+        if session is None or not session.is_up or session.ike is None:
+            state = session.state.value if session else "unknown"
+            return RekeyOutcome(name, False, f"peer is not up ({state})")
+        waits: list[asyncio.Future[str]] = []
+        loop = asyncio.get_running_loop()
+        try:
+            if target in (RekeyTarget.CHILD, RekeyTarget.BOTH):
+                fut = loop.create_future()
+                self._waiters.setdefault((name, "child"), []).append(fut)
+                waits.append(fut)
+                self._rekey_child(session)
+            if target in (RekeyTarget.IKE, RekeyTarget.BOTH):
+                fut = loop.create_future()
+                self._waiters.setdefault((name, "ike"), []).append(fut)
+                waits.append(fut)
+                self._rekey_ike(session)
+        except LocalError as exc:
+            return RekeyOutcome(name, False, str(exc))
+        if not self._live:
+            return RekeyOutcome(name, True, "rekey started")
+        try:
+            details = await asyncio.wait_for(asyncio.gather(*waits), REKEY_WAIT)
+        except TimeoutError:
+            return RekeyOutcome(name, False, f"rekey did not finish within {REKEY_WAIT:g} s")
+        ok = not any(d.startswith("failed:") for d in details)
+        return RekeyOutcome(name, ok, "; ".join(details))
+
+    def _rekey_ike(self, session: PeerSession) -> None:
+        sa = session.ike
+        if sa is None:
+            raise LocalError("no IKE SA")
+        sa.rekey(self.now())
+        self._service(sa)
+
+    def _rekey_child(self, session: PeerSession) -> None:
+        sa, child = session.ike, session.child
+        if sa is None or child is None:
+            raise LocalError("no child SA")
+        home = sa.home
+        home.rekey_child(child.spi_in, self.now())
+        session.rekeying_child = child.spi_in
+        self._service(home)

@@ -1,0 +1,168 @@
+"""What the engine keeps per plan peer: the IKE SAs it owns, the child SA in force, the
+timers it runs, and how it reports them for GetStatus."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..ike.config import IkeConfig
+from ..ike.ike_sa import IkeSa
+from ..ike.states import IkeSaState
+from ..io.dataplane_model import SaStats
+from ..plan import Peer, StartAction
+from ..sink import ChildSaReport, IkeSaReport
+from .clock import TimerHandle
+
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 60.0
+
+
+class PeerState(enum.Enum):
+    IDLE = "idle"
+    """Nothing to do until traffic (trap) or the peer (responder) starts it."""
+    CONNECTING = "connecting"
+    UP = "up"
+    RETRY_WAIT = "retry-wait"
+    """A failed or dead peer, waiting for its back-off before the next attempt."""
+    DELETING = "deleting"
+
+
+@dataclass
+class ChildRecord:
+    """The child SA installed in the data plane for this peer (one per peer)."""
+
+    spi_in: bytes
+    spi_out: bytes
+    proposal: str
+    mode: str
+    local_ts: tuple[str, ...]
+    remote_ts: tuple[str, ...]
+    established_at: float
+    """Wall-clock time (for status)."""
+    rekeyed_at: float = 0.0
+    next_rekey_at: float = 0.0
+    """Wall-clock time the scheduled rekey is due."""
+
+
+@dataclass
+class PeerSession:
+    peer: Peer
+    config: IkeConfig | None
+    """None when the peer cannot be configured (``last_error`` says why)."""
+    local: str | None
+    """Our outer address towards this peer."""
+    state: PeerState = PeerState.IDLE
+    ike: IkeSa | None = None
+    """The IKE SA that carries the child SA (or is being set up for it)."""
+    replacing: list[IkeSa] = field(default_factory=list)
+    """Older IKE SAs to delete once ``ike`` has its child (make-before-break)."""
+    child: ChildRecord | None = None
+    attempts: int = 0
+    """Failed attempts since the last success (for the back-off)."""
+    ike_established_at: float = 0.0
+    ike_established_mono: float = 0.0
+    ike_rekeyed_at: float = 0.0
+    next_ike_rekey_at: float = 0.0
+    last_liveness_at: float = 0.0
+    last_error: str = ""
+    rekeying_child: bytes | None = None
+    """spi_in of the child whose rekey we started (we then switch outbound at once)."""
+    awaiting_activation: bytes | None = None
+    """spi_in of a child the peer rekeyed: our new outbound SA waits for its delete."""
+    keepalive_to: tuple[str, int] | None = None
+    """Where NAT-keepalives go while we are behind a NAT (RFC 3948 section 4)."""
+    ike_timer: TimerHandle | None = None
+    child_timer: TimerHandle | None = None
+    retry_timer: TimerHandle | None = None
+
+    @property
+    def name(self) -> str:
+        return self.peer.name
+
+    @property
+    def always_on(self) -> bool:
+        return self.peer.start_action is StartAction.START
+
+    @property
+    def initiates(self) -> bool:
+        """Whether this side starts the IKE SA: the plan's initiator, or anyone for trap."""
+        return self.peer.initiator or self.peer.start_action is StartAction.TRAP
+
+    @property
+    def is_up(self) -> bool:
+        sa = self.ike
+        return sa is not None and sa.state is IkeSaState.ESTABLISHED and self.child is not None
+
+    def backoff(self) -> float:
+        """1, 2, 4 … 60 seconds after consecutive failures."""
+        return min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** max(0, self.attempts - 1))
+
+    def cancel_timers(self) -> None:
+        for handle in (self.ike_timer, self.child_timer, self.retry_timer):
+            if handle is not None:
+                handle.cancel()
+        self.ike_timer = self.child_timer = self.retry_timer = None
+
+    def report(self, stats: Mapping[tuple[int, str], SaStats]) -> IkeSaReport:
+        sa = self.ike
+        children: tuple[ChildSaReport, ...] = ()
+        child = self.child
+        if child is not None:
+            spi_in = int.from_bytes(child.spi_in, "big")
+            spi_out = int.from_bytes(child.spi_out, "big")
+            inbound = stats.get((spi_in, "in"))
+            outbound = stats.get((spi_out, "out"))
+            cin = inbound.counters if inbound else {}
+            cout = outbound.counters if outbound else {}
+            children = (
+                ChildSaReport(
+                    name=self.name,
+                    state="installed" if inbound and outbound else "missing",
+                    spi_in=spi_in,
+                    spi_out=spi_out,
+                    proposal=child.proposal,
+                    mode=child.mode,
+                    local_ts=child.local_ts,
+                    remote_ts=child.remote_ts,
+                    established_at=child.established_at,
+                    rekeyed_at=child.rekeyed_at,
+                    next_rekey_at=child.next_rekey_at,
+                    bytes_in=cin.get("bytes_in", 0),
+                    bytes_out=cout.get("bytes_out", 0),
+                    packets_in=cin.get("packets_in", 0),
+                    packets_out=cout.get("packets_out", 0),
+                    replay_drops=cin.get("replay_drops", 0),
+                    integrity_failures=cin.get("integrity_failures", 0),
+                    policy_drops=cin.get("policy_drops", 0),
+                ),
+            )
+        if sa is None or sa.is_closed:
+            return IkeSaReport(
+                peer=self.name,
+                state=self.state.value,
+                local_address=self.local or "",
+                remote_address=str(self.peer.remote_addresses[0]),
+                initiator=self.peer.initiator,
+                last_error=self.last_error,
+                children=children,
+            )
+        state = sa.state.value if sa.state is not IkeSaState.ESTABLISHED else "established"
+        return IkeSaReport(
+            peer=self.name,
+            state=state,
+            spi_i=int.from_bytes(sa.spi_i, "big"),
+            spi_r=int.from_bytes(sa.spi_r, "big"),
+            proposal=str(sa.proposal) if sa.proposal else "",
+            local_address=self.local or "",
+            remote_address=f"{sa.peer[0]}:{sa.peer[1]}" if sa.peer else "",
+            initiator=sa.is_initiator,
+            nat_detected=sa.encap,
+            established_at=self.ike_established_at,
+            rekeyed_at=self.ike_rekeyed_at,
+            next_rekey_at=self.next_ike_rekey_at,
+            last_liveness_at=self.last_liveness_at,
+            last_error=self.last_error,
+            children=children,
+        )

@@ -1,0 +1,348 @@
+"""Pure conversions between the plan, the IKE core and the ESP data plane.
+
+The plan speaks in its own model (:mod:`..plan`), IKE in IkeConfig / ChildConfig and its
+events, the data plane in SPD entries and SaParams. Nothing here does I/O or keeps
+state, so every conversion is tested on its own; a plan the IKE core cannot express
+raises :class:`PeerConfigError` naming the peer and the field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Callable
+from typing import TypeVar
+
+from ..esp.sa import Lifetime, Mode, SaParams
+from ..esp.spd import Action, Selector, SpdEntry, TrafficSelector
+from ..esp.transforms import Encryption, Integrity
+from ..ike.config import ChildConfig, IkeConfig
+from ..ike.config import Identity as IkeIdentity
+from ..ike.constants import EncrId, IdType, IntegId
+from ..ike.errors import LocalError
+from ..ike.events import ChildSaEstablished
+from ..ike.payloads import TrafficSelector as IkeTrafficSelector
+from ..ike.proposals import EspProposal, IkeProposal
+from ..io.routes import AEAD_GCM16, CBC_SHA256, CBC_SHA384, CBC_SHA512, EspOverhead
+from ..plan import (
+    AgentPlan,
+    AuthMethod,
+    Identity,
+    IPNetwork,
+    Peer,
+    Proposal,
+    SpdAction,
+    TransformType,
+)
+
+RETRANSMIT_TIMEOUT = 1.0
+"""Seconds before the first IKE retransmission (RFC 7296 section 2.1 leaves it open)."""
+MIN_RETRANSMIT_TRIES = 2
+MAX_RETRANSMIT_TRIES = 8
+
+
+T = TypeVar("T")
+
+
+class PeerConfigError(ValueError):
+    """A peer of a valid plan that this engine cannot turn into an IKE configuration."""
+
+
+_ID_TYPES = {
+    1: IdType.ID_IPV4_ADDR,
+    2: IdType.ID_FQDN,
+    3: IdType.ID_RFC822_ADDR,
+    5: IdType.ID_IPV6_ADDR,
+    9: IdType.ID_DER_ASN1_DN,
+    11: IdType.ID_KEY_ID,
+}
+
+
+def ike_identity(identity: Identity) -> IkeIdentity:
+    """RFC 7296 section 3.5: the plan's typed identity as the IKE core carries it."""
+    kind = _ID_TYPES[int(identity.type)]
+    value = identity.value
+    if kind in (IdType.ID_IPV4_ADDR, IdType.ID_IPV6_ADDR):
+        return IkeIdentity(kind, ipaddress.ip_address(value).packed)
+    if kind == IdType.ID_DER_ASN1_DN:
+        return IkeIdentity.parse(value)
+    return IkeIdentity(kind, value.encode())
+
+
+# Transform IDs (RFC 7296 section 3.3.2, IANA) back to strongSwan's proposal tokens, for
+# proposals whose text is missing or not in a notation the IKE core reads.
+_ENCR_TOKEN: dict[tuple[int, int], str] = {
+    (EncrId.AES_GCM_16, 128): "aes128gcm16",
+    (EncrId.AES_GCM_16, 256): "aes256gcm16",
+    (EncrId.AES_CBC, 128): "aes128",
+    (EncrId.AES_CBC, 256): "aes256",
+    (EncrId.CHACHA20_POLY1305, 0): "chacha20poly1305",
+}
+_PRF_TOKEN = {5: "prfsha256", 6: "prfsha384", 7: "prfsha512"}
+_INTEG_TOKEN = {12: "sha256", 13: "sha384", 14: "sha512"}
+_DH_TOKEN = {14: "modp2048", 19: "ecp256", 20: "ecp384", 31: "x25519"}
+
+
+def _text_from_transforms(proposal: Proposal) -> list[str]:
+    """strongSwan proposal strings equivalent to a proposal's transform list (one per
+    combination, as a proposal may offer several transforms of one type)."""
+    by_type: dict[TransformType, list[str]] = {}
+    for t in proposal.transforms:
+        if t.type is TransformType.ENCR:
+            token = _ENCR_TOKEN.get((t.id, t.key_length))
+        elif t.type is TransformType.PRF:
+            token = _PRF_TOKEN.get(t.id)
+        elif t.type is TransformType.INTEG:
+            token = _INTEG_TOKEN.get(t.id)
+        elif t.type is TransformType.DH:
+            token = _DH_TOKEN.get(t.id)
+        else:  # ESN
+            token = "esn" if t.id == 1 else "noesn"
+        if token is None:
+            raise PeerConfigError(f"transform {t.type.name} {t.id} has no proposal name here")
+        by_type.setdefault(t.type, []).append(token)
+    combos = [""]
+    for kind in (
+        TransformType.ENCR,
+        TransformType.INTEG,
+        TransformType.PRF,
+        TransformType.DH,
+        TransformType.ESN,
+    ):
+        tokens = by_type.get(kind)
+        if tokens:
+            combos = [f"{c}-{tok}" if c else tok for c in combos for tok in tokens]
+    return combos
+
+
+def ike_proposals(peer: Peer) -> tuple[IkeProposal, ...]:
+    out: list[IkeProposal] = []
+    for p in peer.ike_proposals:
+        out.extend(_parse(peer, p, IkeProposal.parse))
+    return tuple(dict.fromkeys(out))
+
+
+def esp_proposals(peer: Peer) -> tuple[EspProposal, ...]:
+    out: list[EspProposal] = []
+    for p in peer.esp_proposals:
+        out.extend(_parse(peer, p, EspProposal.parse))
+    return tuple(dict.fromkeys(out))
+
+
+def _parse(peer: Peer, proposal: Proposal, reader: Callable[[str], T]) -> list[T]:
+    """The text first (what the operator wrote); the transform IDs when it is not ours."""
+    try:
+        return [reader(proposal.text)]
+    except LocalError:
+        pass
+    try:
+        return [reader(text) for text in _text_from_transforms(proposal)]
+    except (LocalError, PeerConfigError) as exc:
+        raise PeerConfigError(
+            f"peer {peer.name}: proposal {proposal.text!r} cannot be used: {exc}"
+        ) from None
+
+
+def _selectors(
+    networks: tuple[IPNetwork, ...], fallback: str | None
+) -> tuple[IkeTrafficSelector, ...]:
+    if not networks and fallback is not None:
+        networks = (ipaddress.ip_network(fallback),)
+    return tuple(IkeTrafficSelector(n[0], n[-1]) for n in networks)
+
+
+def retransmit_tries(timeout_seconds: int) -> int:
+    """How many retransmissions (timeout doubling from RETRANSMIT_TIMEOUT, section 2.1)
+    make the whole exchange last about the plan's DPD timeout before the peer is dead."""
+    if timeout_seconds <= 0:
+        return 4
+    # Total wait of an exchange is RETRANSMIT_TIMEOUT * 2 ** (tries + 1).
+    tries = int(math.log2(max(timeout_seconds / RETRANSMIT_TIMEOUT, 1.0))) - 1
+    return max(MIN_RETRANSMIT_TRIES, min(MAX_RETRANSMIT_TRIES, tries))
+
+
+def ike_config(plan: AgentPlan, peer: Peer) -> IkeConfig:
+    """The IKE SA and first child SA configuration for one plan peer."""
+    if peer.auth.method is not AuthMethod.PSK:
+        raise PeerConfigError(
+            f"peer {peer.name}: {peer.auth.method.name.lower()} authentication is not "
+            "wired into the engine yet (PSK only)"
+        )
+    local = local_address(plan, peer)
+    remote = str(peer.remote_addresses[0])
+    try:
+        child = ChildConfig(
+            peer.name,
+            esp_proposals(peer),
+            _selectors(peer.local_ts, local),
+            _selectors(peer.remote_ts, remote),
+            mode=peer.mode.name.lower(),
+        )
+        return IkeConfig(
+            ike_identity(peer.local_id),
+            ike_identity(peer.remote_id),
+            peer.auth.psk,
+            ike_proposals(peer),
+            child,
+            retransmit_timeout=RETRANSMIT_TIMEOUT,
+            retransmit_tries=retransmit_tries(peer.dpd.timeout_seconds),
+            force_encap=peer.nat.force_encap,
+            dpd_delay=float(peer.dpd.delay_seconds) if peer.dpd.delay_seconds else None,
+        )
+    except LocalError as exc:
+        raise PeerConfigError(f"peer {peer.name}: {exc}") from None
+
+
+def local_address(plan: AgentPlan, peer: Peer) -> str | None:
+    if peer.local_address is not None:
+        return str(peer.local_address)
+    for address in plan.addresses:
+        if address.version == peer.remote_addresses[0].version:
+            return str(address)
+    return None
+
+
+def spd_entries(plan: AgentPlan) -> list[SpdEntry]:
+    """The plan's ordered SPD as the data plane's; a protect entry's SA set is its peer's
+    (one child SA per peer)."""
+    out: list[SpdEntry] = []
+    for entry in plan.spd:
+        sel = entry.selector
+        ports = sel.protocol in (6, 17, 132, 136)
+        selector = Selector(
+            sel.local_prefix,
+            sel.remote_prefix,
+            sel.protocol or None,
+            sel.local_ports if ports and sel.local_ports != (0, 65535) else None,
+            sel.remote_ports if ports and sel.remote_ports != (0, 65535) else None,
+        )
+        action = {
+            SpdAction.PROTECT: Action.PROTECT,
+            SpdAction.BYPASS: Action.BYPASS,
+            SpdAction.DISCARD: Action.DISCARD,
+        }[entry.action]
+        policy = entry.peer if entry.action is SpdAction.PROTECT else ""
+        out.append(SpdEntry(selector, action, policy, entry.name))
+    return out
+
+
+def protected_prefixes(plan: AgentPlan) -> list[str]:
+    """Remote prefixes routed into the TUN device: those of protect entries."""
+    seen = dict.fromkeys(
+        str(e.selector.remote_prefix) for e in plan.spd if e.action is SpdAction.PROTECT
+    )
+    return list(seen)
+
+
+def esp_overhead(plan: AgentPlan) -> EspOverhead:
+    """The costliest ESP transform any peer may negotiate (for the TUN MTU)."""
+    worst = AEAD_GCM16
+    for peer in plan.peers:
+        for p in peer.esp_proposals:
+            for t in p.transforms:
+                if t.type is TransformType.INTEG:
+                    cost = {12: CBC_SHA256, 13: CBC_SHA384, 14: CBC_SHA512}.get(t.id, CBC_SHA512)
+                    if cost.iv + cost.icv > worst.iv + worst.icv:
+                        worst = cost
+    return worst
+
+
+_ENCRYPTION: dict[tuple[int, int], Encryption] = {
+    (EncrId.AES_GCM_16, 128): Encryption.AES128GCM16,
+    (EncrId.AES_GCM_16, 256): Encryption.AES256GCM16,
+    (EncrId.CHACHA20_POLY1305, 256): Encryption.CHACHA20POLY1305,
+    (EncrId.AES_CBC, 128): Encryption.AES128,
+    (EncrId.AES_CBC, 256): Encryption.AES256,
+}
+_INTEGRITY = {
+    IntegId.HMAC_SHA2_256_128: Integrity.HMAC_SHA2_256_128,
+    IntegId.HMAC_SHA2_384_192: Integrity.HMAC_SHA2_384_192,
+    IntegId.HMAC_SHA2_512_256: Integrity.HMAC_SHA2_512_256,
+}
+
+
+def child_lifetime(peer: Peer) -> Lifetime:
+    """Data-plane limits of a child SA: the plan's volume limits are soft (the engine
+    rekeys), hard limits sit 10% later; time is hard only, as the engine schedules the
+    time-based rekey itself (with jitter) and the SA must outlive a late one."""
+    life = peer.lifetimes
+    hard_seconds = life.child_rekey_seconds * 1.1 + life.rand_seconds
+    soft_bytes = life.child_rekey_bytes or None
+    soft_packets = life.child_rekey_packets or None
+    return Lifetime(
+        soft_bytes=soft_bytes,
+        hard_bytes=int(soft_bytes * 1.1) if soft_bytes else None,
+        soft_packets=soft_packets,
+        hard_packets=int(soft_packets * 1.1) if soft_packets else None,
+        hard_seconds=hard_seconds,
+    )
+
+
+def sa_params(
+    event: ChildSaEstablished, lifetime: Lifetime, local: str | None, remote: str
+) -> tuple[SaParams, SaParams]:
+    """Inbound and outbound ESP SA parameters from the keys IKE handed out (section 2.17)."""
+    key_bits = event.encr_key_bits if event.encr_id != EncrId.CHACHA20_POLY1305 else 256
+    encryption = _ENCRYPTION.get((event.encr_id, key_bits))
+    if encryption is None:
+        raise PeerConfigError(f"child {event.name}: ESP encryption {event.encr_id} unsupported")
+    integrity = None
+    if event.integ_id is not None and event.integ_id != IntegId.NONE:
+        integrity = _INTEGRITY.get(IntegId(event.integ_id))
+        if integrity is None:
+            raise PeerConfigError(f"child {event.name}: ESP integrity {event.integ_id} unsupported")
+    mode = Mode.TRANSPORT if event.mode == "transport" else Mode.TUNNEL
+    here = local or "*"
+    inbound = SaParams(
+        int.from_bytes(event.spi_in, "big"),
+        encryption,
+        event.encr_key_in,
+        integrity,
+        event.integ_key_in,
+        mode=mode,
+        esn=event.esn,
+        lifetime=lifetime,
+        src=remote,
+        dst=here,
+    )
+    outbound = SaParams(
+        int.from_bytes(event.spi_out, "big"),
+        encryption,
+        event.encr_key_out,
+        integrity,
+        event.integ_key_out,
+        mode=mode,
+        esn=event.esn,
+        lifetime=lifetime,
+        src=here,
+        dst=remote,
+    )
+    return inbound, outbound
+
+
+def esp_selectors(selectors: tuple[IkeTrafficSelector, ...]) -> list[TrafficSelector]:
+    return [
+        TrafficSelector(
+            s.start_address.version,
+            int(s.start_address),
+            int(s.end_address),
+            s.ip_protocol,
+            s.start_port,
+            s.end_port,
+        )
+        for s in selectors
+    ]
+
+
+def describe_selectors(selectors: tuple[IkeTrafficSelector, ...]) -> tuple[str, ...]:
+    out = []
+    for s in selectors:
+        try:
+            nets = ipaddress.summarize_address_range(s.start_address, s.end_address)
+            text = ",".join(str(n) for n in nets)
+        except (TypeError, ValueError):
+            text = f"{s.start_address}-{s.end_address}"
+        if s.ip_protocol:
+            text += f"[{s.ip_protocol}/{s.start_port}-{s.end_port}]"
+        out.append(text)
+    return tuple(out)

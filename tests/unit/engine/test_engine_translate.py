@@ -1,0 +1,144 @@
+"""Plan -> IKE configuration -> data plane parameters: the engine's pure conversions."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import replace
+
+import pytest
+from engine_pair import node_plan
+
+from vpnfleet.agent.engine import translate
+from vpnfleet.agent.engine.host import data_plane_choice
+from vpnfleet.agent.esp.spd import Action
+from vpnfleet.agent.ike.constants import IdType
+from vpnfleet.agent.io.routes import AEAD_GCM16, CBC_SHA512
+from vpnfleet.agent.plan import (
+    Identity,
+    Proposal,
+    Transform,
+    TransformType,
+)
+from vpnfleet.agent.plan import (
+    IdType as PlanIdType,
+)
+from vpnfleet.protos import plan_pb2
+
+
+def test_ike_config_from_a_sample_plan() -> None:
+    plan = node_plan("a", ["b"])
+    (peer,) = plan.peers
+    config = translate.ike_config(plan, peer)
+    assert str(config.local_id) == "a" and str(config.remote_id) == "b"
+    assert config.local_id.id_type == IdType.ID_FQDN
+    assert [str(p) for p in config.ike_proposals] == ["aes256gcm16-prfsha384-x25519"]
+    assert [str(p) for p in config.child.esp_proposals] == ["aes256gcm16"]
+    assert config.child.name == "b" and config.child.mode == "tunnel"
+    assert [str(s.start_address) for s in config.child.local_ts] == ["10.1.0.0"]
+    assert [str(s.end_address) for s in config.child.remote_ts] == ["10.2.0.255"]
+    assert config.dpd_delay == 30.0 and config.psk == peer.auth.psk
+    # DPD timeout 150 s: retransmissions at 1, 2, 4 … give up after 128 s.
+    assert config.retransmit_tries == 6
+
+
+def test_proposal_text_that_is_not_ours_falls_back_to_transform_ids() -> None:
+    plan = node_plan("a", ["b"])
+    (peer,) = plan.peers
+    odd = Proposal(
+        "AES_CBC_256/HMAC_SHA2_256_128",
+        (
+            Transform(TransformType.ENCR, 12, 256),
+            Transform(TransformType.INTEG, 12, 0),
+            Transform(TransformType.ESN, 0, 0),
+        ),
+    )
+    config = translate.ike_config(plan, replace(peer, esp_proposals=(odd,)))
+    assert [str(p) for p in config.child.esp_proposals] == ["aes256-sha256"]
+
+
+def test_unknown_transform_names_the_peer() -> None:
+    plan = node_plan("a", ["b"])
+    (peer,) = plan.peers
+    bad = Proposal("weird", (Transform(TransformType.ENCR, 12, 192),))
+    with pytest.raises(translate.PeerConfigError, match="peer b: proposal 'weird'"):
+        translate.ike_config(plan, replace(peer, esp_proposals=(bad,)))
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "id_type", "data"),
+    [
+        (PlanIdType.IPV4_ADDR, "192.0.2.1", IdType.ID_IPV4_ADDR, bytes([192, 0, 2, 1])),
+        (PlanIdType.IPV6_ADDR, "2001:db8::1", IdType.ID_IPV6_ADDR, None),
+        (PlanIdType.FQDN, "gw.example.net", IdType.ID_FQDN, b"gw.example.net"),
+        (PlanIdType.RFC822_ADDR, "ops@example.net", IdType.ID_RFC822_ADDR, b"ops@example.net"),
+        (PlanIdType.KEY_ID, "k1", IdType.ID_KEY_ID, b"k1"),
+    ],
+)
+def test_identities_keep_their_rfc_7296_section_3_5_type(
+    kind: PlanIdType, value: str, id_type: int, data: bytes | None
+) -> None:
+    ike = translate.ike_identity(Identity(kind, value))
+    assert ike.id_type == id_type
+    assert ike.data == (data if data is not None else ipaddress.ip_address(value).packed)
+
+
+def test_spd_and_routes_follow_the_plan() -> None:
+    def add_bypass(msg: plan_pb2.NodePlan) -> None:
+        msg.spd.insert(
+            0,
+            plan_pb2.SpdEntry(
+                name="dns",
+                selector=plan_pb2.TrafficSelector(
+                    local_prefix="10.1.0.0/24",
+                    remote_prefix="10.2.0.0/24",
+                    protocol=17,
+                    local_port_end=65535,
+                    remote_port_start=53,
+                    remote_port_end=53,
+                ),
+                action=plan_pb2.SPD_ACTION_BYPASS,
+            ),
+        )
+
+    plan = node_plan("a", ["b", "c"], edit=add_bypass)
+    entries = translate.spd_entries(plan)
+    assert [(e.name, e.action, e.policy) for e in entries] == [
+        ("dns", Action.BYPASS, ""),
+        ("protect-b", Action.PROTECT, "b"),
+        ("protect-c", Action.PROTECT, "c"),
+    ]
+    assert entries[0].selector.protocol == 17 and entries[0].selector.remote_ports == (53, 53)
+    assert entries[1].selector.protocol is None and entries[1].selector.local_ports is None
+    assert translate.protected_prefixes(plan) == ["10.2.0.0/24", "10.3.0.0/24"]
+    assert translate.esp_overhead(plan) == AEAD_GCM16
+
+
+def test_costliest_esp_transform_sets_the_overhead() -> None:
+    plan = node_plan("a", ["b"])
+    (peer,) = plan.peers
+    cbc = Proposal(
+        "aes256-sha512",
+        (Transform(TransformType.ENCR, 12, 256), Transform(TransformType.INTEG, 14, 0)),
+    )
+    plan = replace(plan, peers=(replace(peer, esp_proposals=(*peer.esp_proposals, cbc)),))
+    assert translate.esp_overhead(plan) == CBC_SHA512
+
+
+def test_child_lifetime_volume_limits_are_soft_with_hard_ones_after() -> None:
+    plan = node_plan("a", ["b"])
+    (peer,) = plan.peers
+    life = replace(peer.lifetimes, child_rekey_bytes=1000, child_rekey_packets=0)
+    limits = translate.child_lifetime(replace(peer, lifetimes=life))
+    assert limits.soft_bytes == 1000 and limits.hard_bytes == 1100
+    assert limits.soft_packets is None and limits.soft_seconds is None
+    assert limits.hard_seconds == pytest.approx(3600 * 1.1 + 60)
+
+
+def test_data_plane_is_opt_in_outside_a_named_namespace() -> None:
+    assert not data_plane_choice(False).enabled
+    assert "--no-data-plane" in data_plane_choice(False).reason
+    auto = data_plane_choice(None)
+    if auto.enabled:  # pragma: no cover - only when the tests run inside `ip netns exec`
+        assert "network namespace" in auto.reason
+    else:
+        assert "plan only" in auto.reason
