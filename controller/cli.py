@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -30,8 +31,15 @@ from .rollout import RolloutOptionError, RolloutOptions
 from .state import StateDir, StateError, default_state_dir
 from .status import FLEET_COLUMNS, SA_COLUMNS, FleetStatus, fleet_rows, sa_rows
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _width(stream: Any) -> int | None:
+    # Tables piped to a file or a pager keep their columns instead of being cut to 80.
+    return None if stream.isatty() else int(os.environ.get("COLUMNS", "160"))
+
+
+out = Console(highlight=False, soft_wrap=True, width=_width(sys.stdout))
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=_width(sys.stderr))
 
 EXIT_BAD_INPUT = 1
 
