@@ -44,6 +44,7 @@ from ..plan import AgentPlan, Peer, StartAction
 from ..sink import EventHub, IkeSaReport, SaEventReport
 from . import translate
 from .clock import LoopScheduler, Scheduler, TimerHandle
+from .keylog import KeyLog
 from .lifecycle import SaLifecycle
 from .session import PeerSession, PeerState
 
@@ -78,8 +79,11 @@ class Engine(SaLifecycle):
         wall_clock: Callable[[], float] = time.time,
         underlay_mtu: int = 1500,
         source_address: Callable[[str], str | None] | None = None,
+        keylog: KeyLog | None = None,
     ) -> None:
         self.tun = tun
+        self.keylog = keylog
+        """Where SA keys are appended for debugging; None (the default) writes none."""
         self.events = events or EventHub()
         self.routing = routing
         self.underlay_mtu = underlay_mtu

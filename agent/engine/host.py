@@ -23,6 +23,7 @@ from ..io.tun import LinuxTun, TunError
 from ..io.udp import DatagramEndpoint, EspHandler, IkeHandler, UdpEndpoint
 from ..sink import EventHub
 from .engine import Engine
+from .keylog import KeyLog
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +113,10 @@ class HostEngine:
         listen: str = "0.0.0.0",
         ike_port: int = 500,
         natt_port: int = 4500,
+        keylog: KeyLog | None = None,
     ) -> None:
         self.events = events
+        self.keylog = keylog
         self.tun_name = tun_name
         self.listen = listen
         self.ike_port = ike_port
@@ -143,6 +146,7 @@ class HostEngine:
                 routing=self._routing,
                 events=self.events,
                 source_address=source_address,
+                keylog=self.keylog,
             )
             await self.engine.start()
         except BaseException:

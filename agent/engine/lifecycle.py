@@ -38,6 +38,7 @@ from ..io.udp import NATT_PORT, Address
 from ..sink import RekeyOutcome, RekeyTarget
 from . import translate
 from .clock import Scheduler
+from .keylog import KeyLog
 from .session import ChildRecord, PeerSession, PeerState
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class SaLifecycle:
     _waiters: dict[tuple[str, str], list[asyncio.Future[str]]]
     _created: dict[IkeSa, float]
     """When each IKE SA was created here (monotonic)."""
+    keylog: KeyLog | None
 
     @property
     def scheduler(self) -> Scheduler:
@@ -120,6 +122,8 @@ class SaLifecycle:
             self._publish("peer_error", session.name, event.reason)
 
     def _on_ike_up(self, sa: IkeSa, session: PeerSession, event: IkeSaEstablished) -> None:
+        if self.keylog is not None:
+            self.keylog.ike_sa(session.name, "established", sa)
         current = session.ike
         if current is not sa:
             if current is None or current.is_closed or current in session.replacing:
@@ -183,6 +187,8 @@ class SaLifecycle:
             local_ts=translate.esp_selectors(event.local_ts),
             remote_ts=translate.esp_selectors(event.remote_ts),
         )
+        if self.keylog is not None:
+            self.keylog.child_sa(session.name, "installed", inbound, outbound)
         session.child = ChildRecord(
             event.spi_in,
             event.spi_out,
@@ -226,6 +232,8 @@ class SaLifecycle:
             remote_ts=translate.esp_selectors(new.remote_ts),
             switch_outbound=ours,
         )
+        if self.keylog is not None:
+            self.keylog.child_sa(session.name, "rekeyed", inbound, outbound)
         session.awaiting_activation = None if ours else event.old_spi_in
         session.rekeying_child = None
         child.spi_in, child.spi_out, child.proposal = new.spi_in, new.spi_out, new.proposal
@@ -263,6 +271,8 @@ class SaLifecycle:
     def _on_ike_rekeyed(self, sa: IkeSa, session: PeerSession | None, event: IkeSaRekeyed) -> None:
         new = event.new_sa
         self._adopt(new, session)
+        if self.keylog is not None:
+            self.keylog.ike_sa(session.name if session else "-", "rekeyed", new)
         if sa in self._last_port:
             self._last_port[new] = self._last_port[sa]
         if session is not None and event.carries_children and session.ike is sa:
