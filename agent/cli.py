@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import click
@@ -14,8 +14,10 @@ import click
 from . import convert
 from .config import DEFAULT_CONTROLLER_IDENTITY, ConfigError, load_config
 from .engine.host import HostEngine, data_plane_choice
+from .engine.keylog import KeyLog, KeyLogError
 from .enroll import CA_CERT, IKE_CERT, KEY_TYPES, TLS_CERT, EnrollError, init_agent, install_certs
 from .hollow import HollowError, listening_line, start_hollow, stop_hollow
+from .metrics import MetricsError, agent_metrics
 from .plan import AgentPlan, PlanRejected
 from .server import ServerError, ServerTls, start_server, wait_for_signal
 from .service import AgentService, WrongHost
@@ -39,6 +41,23 @@ tun_option = click.option(
     default="vpnfleet0",
     show_default=True,
     help="Name of the TUN device the data plane creates.",
+)
+keylog_option = click.option(
+    "--keylog",
+    "keylog_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="DEBUGGING ONLY: append the keys of every IKE and child SA to this file (created "
+    "0600) as Wireshark UAT lines, like SSLKEYLOGFILE. Anyone who reads it can decrypt "
+    "the tunnels. Off by default.",
+)
+
+
+metrics_option = click.option(
+    "--metrics-listen",
+    "metrics_listen",
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free port; "
+    "overrides metrics_listen in the config). Default: off.",
 )
 
 
@@ -82,7 +101,15 @@ def main(log_level: str) -> None:
 )
 @data_plane_option
 @tun_option
-def serve(config_path: Path, data_plane: bool | None, tun_name: str) -> None:
+@keylog_option
+@metrics_option
+def serve(
+    config_path: Path,
+    data_plane: bool | None,
+    tun_name: str,
+    keylog_path: Path | None,
+    metrics_listen: str | None,
+) -> None:
     """Serve the Agent API with the persisted plan in force, until SIGTERM or SIGINT.
 
     \b
@@ -92,6 +119,7 @@ def serve(config_path: Path, data_plane: bool | None, tun_name: str) -> None:
       state_dir: /var/lib/vpnfleet-agent
       tls: {cert: tls.pem, key: tls.key, ca: ca.pem}   # default: these, in state_dir
       controller_identity: vpnfleet-controller
+      keylog: keys.log                # debugging only, as --keylog (the option wins)
 
     Prints "vpnfleet-agent NAME listening on HOST:PORT" once serving.
     """
@@ -107,26 +135,49 @@ def serve(config_path: Path, data_plane: bool | None, tun_name: str) -> None:
     log.info("%s: %s", config.name, choice.reason)
 
     async def go() -> None:
-        async with _sink(choice.enabled, tun_name) as (sink, events):
+        keylog = keylog_path or config.keylog
+        async with _sink(choice.enabled, tun_name, keylog) as (sink, events):
             service = AgentService(config.name, PlanStore(config.state_dir), sink, events)
             await service.restore()
-            await _serve(service, config.listen, tls, config.controller_identity)
+            listen = metrics_listen or config.metrics_listen
+            async with _metrics(listen, service.host, sink, events, lambda: service.plan):
+                await _serve(service, config.listen, tls, config.controller_identity)
 
     try:
         asyncio.run(go())
-    except (ServerError, OSError) as exc:
+    except (ServerError, OSError, KeyLogError, MetricsError) as exc:
         _fail(str(exc))
 
 
 @contextlib.asynccontextmanager
-async def _sink(enabled: bool, tun_name: str) -> AsyncIterator[tuple[PlanSink, EventHub]]:
+async def _sink(
+    enabled: bool, tun_name: str, keylog_path: Path | None = None
+) -> AsyncIterator[tuple[PlanSink, EventHub]]:
     """The engine when the data plane is on, else the plan-only sink."""
     events = EventHub()
     if not enabled:
+        if keylog_path is not None:
+            log.warning("key log %s not opened: no data plane, no keys", keylog_path)
         yield PlanOnlySink(), events
         return
-    async with HostEngine(events, tun_name=tun_name) as engine:
-        yield engine, events
+    keylog = KeyLog.open(keylog_path) if keylog_path is not None else None
+    try:
+        async with HostEngine(events, tun_name=tun_name, keylog=keylog) as engine:
+            yield engine, events
+    finally:
+        if keylog is not None:
+            keylog.close()
+
+
+@contextlib.asynccontextmanager
+async def _metrics(
+    listen: str, host: str, sink: PlanSink, events: EventHub, plan: Callable[[], AgentPlan | None]
+) -> AsyncIterator[None]:
+    async with agent_metrics(listen, host, sink, events, plan) as endpoint:
+        if endpoint is not None:
+            click.echo(f"vpnfleet-agent {host} metrics on {endpoint.url}")
+            sys.stdout.flush()
+        yield
 
 
 async def _serve(service: AgentService, listen: str, tls: ServerTls, identity: str) -> None:
@@ -182,6 +233,8 @@ def _summary(plan: AgentPlan) -> list[str]:
 )
 @data_plane_option
 @tun_option
+@keylog_option
+@metrics_option
 @click.option(
     "--status-interval",
     default=5.0,
@@ -194,6 +247,8 @@ def run(
     serve_config: Path | None,
     data_plane: bool | None,
     tun_name: str,
+    keylog_path: Path | None,
+    metrics_listen: str | None,
     status_interval: float,
 ) -> None:
     """Validate and run a plan file with no controller (like a swanctl.conf).
@@ -237,7 +292,7 @@ def run(
         return
 
     async def apply_and_run() -> None:
-        async with _sink(choice.enabled, tun_name) as (sink, events):
+        async with _sink(choice.enabled, tun_name, keylog_path) as (sink, events):
             service = None
             if state_dir is None:
                 await sink.put_in_force(plan)
@@ -249,14 +304,17 @@ def run(
                 state = "persisted" if response.changed else "already in force"
                 click.echo(f"{state} in {state_dir}; {choice.reason}")
             sys.stdout.flush()
-            if config is not None and service is not None:
-                await _serve(service, config.listen, tls, config.controller_identity)
-            elif choice.enabled:
-                await _watch(sink, events, status_interval)
+            listen = metrics_listen or (config.metrics_listen if config else "")
+            in_force = (lambda: service.plan) if service is not None else (lambda: plan)
+            async with _metrics(listen, plan.host, sink, events, in_force):
+                if config is not None and service is not None:
+                    await _serve(service, config.listen, tls, config.controller_identity)
+                elif choice.enabled:
+                    await _watch(sink, events, status_interval)
 
     try:
         asyncio.run(apply_and_run())
-    except (WrongHost, StoreError, ServerError, OSError) as exc:
+    except (WrongHost, StoreError, ServerError, OSError, KeyLogError, MetricsError) as exc:
         _fail(str(exc))
 
 

@@ -8,6 +8,10 @@
       key: tls.key
       ca: ca.pem
     controller_identity: vpnfleet-controller   # CN/SAN the caller's certificate must carry
+    keylog: keys.log                  # debugging only: append every SA's keys (Wireshark
+                                      # UAT lines) to this file; it holds secrets
+    metrics_listen: 127.0.0.1:9477    # Prometheus metrics at http://HOST:PORT/metrics
+                                      # (default: off)
 
 Relative paths are relative to the file's directory (tls paths: to state_dir).
 Unknown keys are refused with a did-you-mean.
@@ -28,7 +32,15 @@ DEFAULT_LISTEN = "0.0.0.0:50051"
 DEFAULT_STATE_DIR = Path("/var/lib/vpnfleet-agent")
 DEFAULT_CONTROLLER_IDENTITY = "vpnfleet-controller"
 
-_TOP_KEYS = ("name", "listen", "state_dir", "tls", "controller_identity")
+_TOP_KEYS = (
+    "name",
+    "listen",
+    "state_dir",
+    "tls",
+    "controller_identity",
+    "keylog",
+    "metrics_listen",
+)
 _TLS_KEYS = ("cert", "key", "ca")
 
 
@@ -50,6 +62,10 @@ class AgentConfig:
     state_dir: Path
     tls: TlsFiles
     controller_identity: str
+    keylog: Path | None = None
+    """Debugging only: where the engine appends SA keys (see engine/keylog.py)."""
+    metrics_listen: str = ""
+    """host:port of the Prometheus endpoint (port 0: any free port); empty: off."""
 
 
 def _unknown(where: str, key: object, known: tuple[str, ...]) -> str:
@@ -67,10 +83,12 @@ def _text(where: str, data: dict[str, Any], key: str, default: str | None) -> st
     return value.strip()
 
 
-def check_listen(where: str, listen: str) -> str:
+def check_listen(
+    where: str, listen: str, key: str = "listen", example: str = DEFAULT_LISTEN
+) -> str:
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"{where}: listen {listen!r} must be host:port, e.g. {DEFAULT_LISTEN}")
+        raise ConfigError(f"{where}: {key} {listen!r} must be host:port, e.g. {example}")
     return listen
 
 
@@ -105,4 +123,8 @@ def load_config(path: Path) -> AgentConfig:
         key=state_dir / _text(f"{where}: tls", tls_data, "key", TLS_KEY),
         ca=state_dir / _text(f"{where}: tls", tls_data, "ca", CA_CERT),
     )
-    return AgentConfig(name, listen, state_dir, tls, identity)
+    keylog = base / _text(where, data, "keylog", None) if data.get("keylog") is not None else None
+    metrics = data.get("metrics_listen") or ""
+    if metrics:
+        metrics = check_listen(where, str(metrics), "metrics_listen", "127.0.0.1:9477")
+    return AgentConfig(name, listen, state_dir, tls, identity, keylog, metrics)

@@ -10,6 +10,10 @@ The picture for a mesh (``vf-<lab>-<host>`` per host, one bridge namespace)::
     vf-<lab>-a1: eth0 10.99.0.11/24 ═══╣   site0 10.1.1.1/24 (veth pair site0/site0p)
     vf-<lab>-a2: eth0 10.99.0.12/24 ═══╝   site0 10.1.2.1/24
 
+Each external peer of the topology (a gateway vpnfleet does not manage) becomes a
+namespace ``vf-<lab>-<peer>`` on the same bridge, with the peer's address and its site
+subnets, where the lab runs strongSwan's charon in that peer's place (:mod:`.external`).
+
 A host with ``nat: true`` gets a router namespace ``vf-<lab>-nat<k>`` between it and the
 bridge: the router's ``wan`` carries the host's inventory address (what its peers and
 the controller see), the host itself has a private address behind the router's ``lan``.
@@ -22,11 +26,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..inventory import Inventory
-from ..planner.model import NodePlan
+from ..planner import Mode, NodePlan, expand_topology
+from ..planner.model import Identity, IdType
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -96,6 +101,45 @@ class HostLayout:
 
 
 @dataclass(frozen=True, slots=True)
+class ExternalConnection:
+    """One managed host's tunnel to an external peer, seen from the external peer."""
+
+    host: str
+    address: str  # the managed host's inventory address
+    identity: str  # its IKE identity in strongSwan's notation (``fqdn:gw1.example``)
+    local_ts: tuple[str, ...]  # the external peer's prefixes
+    remote_ts: tuple[str, ...]  # the managed host's prefixes
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalLayout:
+    """An external peer played by charon in a namespace of its own."""
+
+    name: str
+    netns: str
+    address: str
+    prefixlen: int
+    bridge_port: str  # veth end in the bridge namespace
+    sites: tuple[Site, ...]
+    identity: str  # strongSwan notation
+    psk: bytes = field(repr=False)
+    ike_proposals: tuple[str, ...]
+    esp_proposals: tuple[str, ...]
+    port: int
+    connections: tuple[ExternalConnection, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        # No PSK here: lab.json is a record, not a key store.
+        return {
+            "netns": self.netns,
+            "address": self.address,
+            "identity": self.identity,
+            "sites": [s.address for s in self.sites],
+            "connections": [c.host for c in self.connections],
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class LabLayout:
     name: str
     bridge_netns: str
@@ -103,6 +147,7 @@ class LabLayout:
     underlay: str  # the underlay network, e.g. 10.99.0.0/24
     root_address: str  # the root namespace's address on it (the controller's)
     hosts: Mapping[str, HostLayout]
+    externals: Mapping[str, ExternalLayout] = field(default_factory=dict)
 
     @property
     def prefix(self) -> str:
@@ -115,7 +160,16 @@ class LabLayout:
             if h.router:
                 names.append(h.router.netns)
             names.append(h.netns)
+        names += [x.netns for x in self.externals.values()]
         return names
+
+    def sites_of(self, name: str) -> tuple[str, tuple[Site, ...]] | None:
+        """Namespace and sites of a lab host or external peer."""
+        if name in self.hosts:
+            return self.hosts[name].netns, self.hosts[name].sites
+        if name in self.externals:
+            return self.externals[name].netns, self.externals[name].sites
+        return None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -136,6 +190,7 @@ class LabLayout:
                 }
                 for h in self.hosts.values()
             },
+            "externals": {x.name: x.to_json() for x in self.externals.values()},
         }
 
 
@@ -213,6 +268,116 @@ def _nat_networks(count: int, taken: list[IpNetwork]) -> list[ipaddress.IPv4Netw
     return free
 
 
+# strongSwan's type prefixes for identities (swanctl.conf ``id``), so that "gw2" is an
+# FQDN and "a@b" an RFC 822 address exactly as the plan says (RFC 7296 section 3.5).
+STRONGSWAN_ID_TYPES = {
+    IdType.IPV4_ADDR: "ipv4",
+    IdType.IPV6_ADDR: "ipv6",
+    IdType.FQDN: "fqdn",
+    IdType.RFC822_ADDR: "email",
+    IdType.DER_ASN1_DN: "asn1dn",
+}
+
+
+def strongswan_id(identity: Identity) -> str:
+    kind = STRONGSWAN_ID_TYPES.get(identity.type)
+    if kind is None:
+        raise LabError(
+            f"identity {identity.value!r} of type {identity.type.value} has no strongSwan "
+            "notation the lab can use"
+        )
+    return f"{kind}:{identity.value}"
+
+
+def _check_name(prefix: str, name: str, what: str) -> None:
+    if not HOST_NAME_RE.match(name):
+        raise LabError(f"{what} name {name!r} cannot name a network namespace")
+    if name == "br" or re.fullmatch(r"nat\d+", name):
+        raise LabError(f"{what} name {name!r} clashes with the lab's own namespace {prefix}{name}")
+
+
+def _external_layouts(
+    prefix: str,
+    inventory: Inventory,
+    plans: Mapping[str, NodePlan],
+    underlay: IpNetwork,
+    taken: Mapping[IpAddress, str],
+    subnets: list[tuple[str, IpNetwork]],
+) -> dict[str, ExternalLayout]:
+    """Where charon plays each external peer, and the tunnels the plans give it."""
+    resolved = {h: inventory.resolve(h) for h in inventory.hosts}
+    topology, errors = expand_topology(inventory, resolved)
+    if errors:
+        raise LabError(f"the topology is not valid: {errors[0]}")
+    out: dict[str, ExternalLayout] = {}
+    for k, (name, ext) in enumerate(topology.externals.items(), start=1):
+        what = f"external peer {name}"
+        _check_name(prefix, name, "external peer")
+        address = ipaddress.ip_address(ext.address)
+        bounds = (underlay.network_address, getattr(underlay, "broadcast_address", None))
+        if address.version != underlay.version or address not in underlay or address in bounds:
+            raise LabError(
+                f"{what}: address {address} is not a host address of the lab's underlay "
+                f"{underlay} (where the managed hosts' addresses are): give it one there"
+            )
+        if address in taken:
+            raise LabError(f"{what}: address {address} is also {taken[address]}'s address")
+        if ext.auth != "psk":
+            raise LabError(
+                f"{what}: the lab plays external peers with a PSK only (auth {ext.auth} "
+                "needs a certificate of that peer's own CA, which the lab does not have)"
+            )
+        sites = []
+        for j, text in enumerate(ext.subnets):
+            net = _network(name, text)
+            if net.version == underlay.version and net.overlaps(underlay):
+                raise LabError(f"{what}: subnet {net} overlaps the underlay network {underlay}")
+            for h, other in subnets:
+                if net.version == other.version and net.overlaps(other):
+                    raise LabError(f"{what}: subnet {net} overlaps {h}'s subnet {other}")
+            first = next(iter(net.hosts()), net.network_address)
+            sites.append(Site(f"site{j}", str(net), str(first), net.prefixlen))
+        connections = []
+        for host in sorted(plans):
+            for peer in plans[host].peers:
+                if peer.name != name or peer.managed:
+                    continue
+                if peer.mode is not Mode.TUNNEL:
+                    raise LabError(
+                        f"host {host}: its tunnel to {what} is in {peer.mode.value} mode; the "
+                        "lab's strongSwan (kernel-libipsec) does tunnel mode only"
+                    )
+                connections.append(
+                    ExternalConnection(
+                        host=host,
+                        address=peer.local_address or str(taken_by(taken, host)),
+                        identity=strongswan_id(peer.local_id),
+                        local_ts=peer.remote_ts,
+                        remote_ts=peer.local_ts,
+                    )
+                )
+        out[name] = ExternalLayout(
+            name=name,
+            netns=f"{prefix}{name}",
+            address=str(address),
+            prefixlen=underlay.prefixlen,
+            bridge_port=f"x{k}",
+            sites=tuple(sites),
+            identity=strongswan_id(ext.identity),
+            psk=ext.psk.encode(),
+            ike_proposals=tuple(p.text for p in ext.ike_proposals),
+            esp_proposals=tuple(p.text for p in ext.esp_proposals),
+            port=ext.port,
+            connections=tuple(connections),
+        )
+    return out
+
+
+def taken_by(taken: Mapping[IpAddress, str], host: str) -> IpAddress | str:
+    """The inventory address of ``host`` ("%any" when it has none)."""
+    return next((a for a, h in taken.items() if h == host), "%any")
+
+
 def plan_layout(
     name: str, inventory: Inventory, plans: Mapping[str, NodePlan] | None = None
 ) -> LabLayout:
@@ -225,10 +390,7 @@ def plan_layout(
     nat: dict[str, bool] = {}
     ports: dict[str, int] = {}
     for h in hosts:
-        if not HOST_NAME_RE.match(h):
-            raise LabError(f"host name {h!r} cannot name a network namespace")
-        if h == "br" or re.fullmatch(r"nat\d+", h):
-            raise LabError(f"host name {h!r} clashes with the lab's own namespace {prefix}{h}")
+        _check_name(prefix, h, "host")
         v = inventory.resolve(h).vars
         if not v.get("address"):
             raise LabError(f"host {h}: the lab needs an `address` (its underlay address)")
@@ -293,6 +455,7 @@ def plan_layout(
             agent_port=ports[h],
             router=router,
         )
+    externals = _external_layouts(prefix, inventory, plans or {}, underlay, seen, all_subnets)
     return LabLayout(
         name=name,
         bridge_netns=f"{prefix}br",
@@ -300,4 +463,5 @@ def plan_layout(
         underlay=str(underlay),
         root_address=str(root_address),
         hosts=out,
+        externals=externals,
     )

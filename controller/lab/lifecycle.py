@@ -26,7 +26,7 @@ from ..planner import build_plans
 from ..results import AggregateResult
 from ..state import StateDir
 from ..status import FleetStatus
-from . import netns, reach, supervisor
+from . import external, netns, reach, supervisor
 from .layout import LabError, LabLayout, check_lab_name, plan_layout, root_link_name
 from .record import SUPERVISOR_PID, LabRecord, lab_dir, labs_root
 
@@ -35,6 +35,7 @@ DEFAULT_NAME = "lab"
 DEFAULT_TIMEOUT = 60.0
 AGENT_START_TIMEOUT = 30.0
 POLL = 0.25
+LAB_METRICS = "127.0.0.1:9477"
 
 
 def _quiet(_message: str) -> None:
@@ -126,14 +127,20 @@ def prepare(inventory: Path, name: str) -> LabLayout:
     inv = load_inventory(inventory)
     # Plans with a throwaway secret: only to validate the inventory and learn addresses.
     plans = build_plans(inv, master_secret=bytes(32))
-    return plan_layout(name, inv, plans)
+    layout = plan_layout(name, inv, plans)
+    if layout.externals:
+        external.check_installed()
+    return layout
 
 
 def _agent_config(record: LabRecord, layout: LabLayout, host: str) -> dict[str, str]:
     h = layout.hosts[host]
     agent_dir = record.agent_dir(host)
     config = agent_dir / "agent.yaml"
-    config.write_text(f"name: {host}\nlisten: '{h.listen}'\nstate_dir: .\n")
+    # Metrics on the namespace's own loopback: `lab exec HOST -- curl` reaches them.
+    config.write_text(
+        f"name: {host}\nlisten: '{h.listen}'\nstate_dir: .\nmetrics_listen: '{LAB_METRICS}'\n"
+    )
     return {
         "host": host,
         "netns": h.netns,
@@ -237,6 +244,10 @@ async def _build(
     mark = time.monotonic()
     netns.build_network(record, layout, progress)
     seconds["network"] = time.monotonic() - mark
+    if layout.externals:
+        mark = time.monotonic()
+        external.build(record, layout, progress)
+        seconds["external_peers"] = time.monotonic() - mark
 
     mark = time.monotonic()
     ctl = record.controller_state
@@ -328,6 +339,7 @@ def down(state: StateDir, name: str = DEFAULT_NAME, progress: Progress = _quiet)
     record = LabRecord.load(directory) if directory.exists() else None
     result = DownResult(name)
     result.processes += _stop_supervisors(name, directory, record)
+    result.processes += external.stop_charons(record, progress)
     recorded = [str(r["name"]) for r in record.resources("netns")] if record else []
     prefix = f"vf-{name}-"
     present = netns.list_netns()
@@ -367,6 +379,8 @@ class LabStatus:
     agents: dict[str, dict[str, Any]]  # host -> pid, alive, restarts, netns
     fleet: FleetStatus | None
     fleet_error: str = ""
+    externals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """External peer -> charon pid, alive, and its IKE SAs (name, state, children)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -378,6 +392,7 @@ class LabStatus:
             "agents": self.agents,
             "fleet": self.fleet.to_json() if self.fleet else None,
             "fleet_error": self.fleet_error,
+            "externals": self.externals,
         }
 
 
@@ -414,6 +429,17 @@ async def status(state: StateDir, name: str = DEFAULT_NAME) -> LabStatus:
         fleet_status = await operations.fleet_status(fleet, record.controller_state, timeout=3.0)
     except Exception as exc:
         error = str(exc)
+    externals: dict[str, dict[str, Any]] = {}
+    for r in record.resources("charon"):
+        pid = r.get("pid")
+        alive = isinstance(pid, int) and netns.pid_alive(pid) and external.is_charon(pid)
+        peer: dict[str, Any] = {"pid": pid, "alive": alive, "netns": r.get("netns"), "sas": []}
+        if alive:
+            try:
+                peer["sas"] = await asyncio.to_thread(external.list_sas, Path(str(r["dir"])))
+            except LabError as exc:
+                peer["error"] = str(exc)
+        externals[str(r.get("name"))] = peer
     return LabStatus(
         name,
         record.path,
@@ -424,6 +450,7 @@ async def status(state: StateDir, name: str = DEFAULT_NAME) -> LabStatus:
         agents,
         fleet_status,
         error,
+        externals,
     )
 
 
@@ -431,7 +458,9 @@ def exec_argv(state: StateDir, name: str, host: str, command: list[str]) -> list
     """``ip netns exec`` argv running ``command`` inside lab host ``host``."""
     check_root()
     check_lab_name(name)
-    hosts = load(state, name).data["layout"]["hosts"]
+    layout = load(state, name).data["layout"]
+    # External peers too, e.g. to ping or capture from the partner's side.
+    hosts = {**layout.get("externals", {}), **layout["hosts"]}
     if host not in hosts:
         raise LabError(f"lab {name} has no host {host!r}; its hosts: {', '.join(sorted(hosts))}")
     if not command:

@@ -110,7 +110,7 @@ def _attach(layout: LabLayout, port: str, netns: str, ifname: str) -> None:
     ip("link", "set", port, "master", BRIDGE, "up", netns=br)
 
 
-def _addr(netns: str, dev: str, address: str, prefixlen: int) -> None:
+def set_address(netns: str, dev: str, address: str, prefixlen: int) -> None:
     extra = ("nodad",) if ":" in address else ()
     ip("addr", "add", f"{address}/{prefixlen}", "dev", dev, *extra, netns=netns)
     ip("link", "set", dev, "up", netns=netns)
@@ -138,9 +138,9 @@ def build_router(record: LabRecord, layout: LabLayout, host: HostLayout) -> None
     assert router is not None
     add_netns(record, router.netns)
     _attach(layout, router.bridge_port, router.netns, "wan")
-    _addr(router.netns, "wan", router.wan_address, int(layout.underlay.split("/")[1]))
+    set_address(router.netns, "wan", router.wan_address, int(layout.underlay.split("/")[1]))
     veth(router.netns, "lan", "eth0", host.netns)
-    _addr(router.netns, "lan", router.lan_address, int(router.lan_network.split("/")[1]))
+    set_address(router.netns, "lan", router.lan_address, int(router.lan_network.split("/")[1]))
     run(["ip", "netns", "exec", router.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
     record.add("nft", netns=router.netns, table=NAT_TABLE)
     run(["ip", "netns", "exec", router.netns, "nft", "-f", "-"], stdin=nat_ruleset(host))
@@ -152,7 +152,7 @@ def build_host(record: LabRecord, layout: LabLayout, host: HostLayout) -> None:
         build_router(record, layout, host)
     else:
         _attach(layout, host.bridge_port, host.netns, "eth0")
-    _addr(host.netns, "eth0", host.local_address, host.prefixlen)
+    set_address(host.netns, "eth0", host.local_address, host.prefixlen)
     if host.router:
         ip("route", "add", "default", "via", host.router.lan_address, netns=host.netns)
     for site in host.sites:
@@ -160,7 +160,7 @@ def build_host(record: LabRecord, layout: LabLayout, host: HostLayout) -> None:
         peer = f"{site.interface}p"
         veth(host.netns, site.interface, peer)
         ip("link", "set", peer, "up", netns=host.netns)
-        _addr(host.netns, site.interface, site.address, site.prefixlen)
+        set_address(host.netns, site.interface, site.address, site.prefixlen)
 
 
 def build_network(

@@ -7,6 +7,9 @@ pass through a tunnel, DISCARD should be blocked. A ping needs its reply too, so
 DISCARD met by the reply in the destination's SPD also makes the pair blocked. Pairs no
 entry covers, or only a BYPASS entry (the lab has no cleartext routes between sites),
 are left out.
+
+External peers (charon in the lab) have no plan: a pair between a managed host and one
+is judged by the managed host's SPD alone, in the direction the managed host sees it.
 """
 
 from __future__ import annotations
@@ -104,6 +107,19 @@ def expected_pairs(plans: Mapping[str, NodePlan], layout: LabLayout) -> list[Rea
                             entry.name,
                         )
                     )
+    for ext_name, ext in layout.externals.items():
+        for host, h in layout.hosts.items():
+            plan = plans.get(host)
+            if plan is None:
+                continue
+            for s in h.sites:
+                for d in ext.sites:
+                    entry = first_match(plan.spd, s.address, d.address)
+                    if entry is None or entry.action not in (SpdAction.PROTECT, SpdAction.DISCARD):
+                        continue
+                    expect, policy = entry.action.value.lower(), entry.name
+                    pairs.append(ReachPair(host, ext_name, s.address, d.address, expect, policy))
+                    pairs.append(ReachPair(ext_name, host, d.address, s.address, expect, policy))
     return pairs
 
 
@@ -136,7 +152,10 @@ async def ping_pairs(pairs: list[ReachPair], layout: LabLayout) -> list[ReachPai
     gate = asyncio.Semaphore(PARALLEL_PINGS)
 
     async def one(pair: ReachPair) -> ReachPair:
-        netns = layout.hosts[pair.src_host].netns
+        where = layout.sites_of(pair.src_host)
+        if where is None:
+            return judge(pair, False, f"no lab host or external peer {pair.src_host}")
+        netns = where[0]
         argv = ["ip", "netns", "exec", netns, "ping", "-n", "-c1", "-W1", "-I", pair.src, pair.dst]
         async with gate:
             proc = await asyncio.create_subprocess_exec(

@@ -1,0 +1,373 @@
+"""Prometheus metrics of one agent, read from the plan sink and the engine at scrape time.
+
+Nothing here sits on the packet path: :class:`AgentCollector` reads the SA reports
+(``PlanSink.ike_sas()``) and the data plane's counters when Prometheus scrapes, the way
+node_exporter reads /proc. Rekeys are the one thing the reports do not count, so
+:class:`RekeyTally` counts the engine's ``ike_rekeyed`` / ``child_rekeyed`` events.
+
+The endpoint (:func:`serve_metrics`) is a small HTTP/1.1 server on the agent's own
+event loop, so a scrape reads the engine's state between two packets, never while a
+callback is half way through changing it (a server thread would race the loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from .engine.engine import Engine
+from .io.dataplane_model import DataPlaneStats
+from .plan import AgentPlan
+from .sink import EventHub, IkeSaReport, PlanSink
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "vpnfleet"
+REKEY_EVENTS = {"ike_rekeyed": "ike", "child_rekeyed": "child"}
+REQUEST_TIMEOUT = 10.0
+MAX_REQUEST_BYTES = 16 * 1024
+
+
+class MetricsError(Exception):
+    """The metrics endpoint cannot start (bad address, port in use …)."""
+
+
+class RekeyTally:
+    """Counts completed rekeys per peer and SA kind from the engine's events.
+
+    ``start()`` subscribes to the hub and drains it continuously, so the hub's
+    drop-oldest policy never loses a rekey here."""
+
+    def __init__(self, events: EventHub) -> None:
+        self.events = events
+        self.counts: dict[tuple[str, str], int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def count(self, kind: str, peer: str) -> None:
+        sa = REKEY_EVENTS.get(kind)
+        if sa is not None:
+            self.counts[(peer, sa)] = self.counts.get((peer, sa), 0) + 1
+
+    def start(self) -> None:
+        queue = self.events.subscribe()
+
+        async def drain() -> None:
+            try:
+                while True:
+                    event = await queue.get()
+                    self.count(event.kind, event.peer)
+            finally:
+                self.events.unsubscribe(queue)
+
+        self._task = asyncio.create_task(drain())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+@dataclass(slots=True)
+class MetricsSources:
+    """What the collector reads; every callable is called at scrape time."""
+
+    host: str
+    version: str
+    sink: PlanSink
+    plan: Callable[[], AgentPlan | None]
+    """The plan in force (for its generation and peer count), None before the first."""
+    data_plane_stats: Callable[[], DataPlaneStats | None] | None = None
+    ike_counters: Callable[[], Mapping[str, int]] | None = None
+    """The engine's whole-agent IKE counters (malformed, unknown SPI, cookies …)."""
+    rekeys: RekeyTally | None = None
+    clock: Callable[[], float] = time.time
+
+
+def _gauge(name: str, doc: str, labels: Sequence[str] = ()) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{NAMESPACE}_{name}", doc, labels=list(labels))
+
+
+def _counter(name: str, doc: str, labels: Sequence[str] = ()) -> CounterMetricFamily:
+    return CounterMetricFamily(f"{NAMESPACE}_{name}", doc, labels=list(labels))
+
+
+class AgentCollector(Collector):
+    """One agent's metrics; register it in a :class:`CollectorRegistry` of its own."""
+
+    def __init__(self, sources: MetricsSources) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        src = self.sources
+        info = InfoMetricFamily(
+            f"{NAMESPACE}_agent_build", "The agent's build.", labels=["host", "version"]
+        )
+        info.add_metric([src.host, src.version], {})
+        yield info
+        plan = src.plan()
+        data_plane = _gauge("agent_data_plane", "1 when the IKE/ESP engine runs, 0 plan-only.")
+        data_plane.add_metric([], 1.0 if src.sink.data_plane else 0.0)
+        yield data_plane
+        generation = _gauge(
+            "agent_plan_generation", "Generation of the plan in force (0: no plan yet)."
+        )
+        generation.add_metric([], float(plan.generation if plan else 0))
+        yield generation
+        reports = list(src.sink.ike_sas())
+        peers = _gauge("agent_peers", "Peers in the plan in force.")
+        peers.add_metric([], float(len(plan.peers) if plan else 0))
+        yield peers
+        peers_up = _gauge("agent_peers_up", "Peers with an IKE SA and a child SA up.")
+        peers_up.add_metric([], float(src.sink.peers_up()))
+        yield peers_up
+        yield from self._ike_sas(reports)
+        yield from self._child_sas(reports)
+        yield from self._rekeys()
+        yield from self._data_plane()
+
+    def _ike_sas(self, reports: list[IkeSaReport]) -> Iterator[Metric]:
+        now = self.sources.clock()
+        state = _gauge("ike_sa_state", "1 for the IKE SA state each peer is in.", ("peer", "state"))
+        nat = _gauge("ike_sa_nat_detected", "1 when NAT was detected (UDP 4500).", ("peer",))
+        age = _gauge("ike_sa_age_seconds", "Seconds since the IKE SA was established.", ("peer",))
+        liveness = _gauge(
+            "ike_sa_last_liveness_seconds",
+            "Seconds since the peer was last heard from (liveness).",
+            ("peer",),
+        )
+        for sa in reports:
+            state.add_metric([sa.peer, sa.state], 1.0)
+            nat.add_metric([sa.peer], 1.0 if sa.nat_detected else 0.0)
+            if sa.established_at > 0:
+                age.add_metric([sa.peer], max(0.0, now - sa.established_at))
+            if sa.last_liveness_at > 0:
+                liveness.add_metric([sa.peer], max(0.0, now - sa.last_liveness_at))
+        yield from (state, nat, age, liveness)
+
+    def _child_sas(self, reports: list[IkeSaReport]) -> Iterator[Metric]:
+        labels = ("peer", "child")
+        octets = _counter(
+            "child_sa_bytes", "Payload octets through the child SA.", (*labels, "direction")
+        )
+        packets = _counter(
+            "child_sa_packets", "Packets through the child SA.", (*labels, "direction")
+        )
+        replay = _counter(
+            "child_sa_replay_drops", "Inbound packets dropped as replays (RFC 4303 3.4.3).", labels
+        )
+        integrity = _counter(
+            "child_sa_integrity_failures", "Inbound packets failing the ICV check.", labels
+        )
+        policy = _counter(
+            "child_sa_policy_drops",
+            "Inbound packets outside the child SA's traffic selectors.",
+            labels,
+        )
+        installed = _gauge(
+            "child_sa_installed", "1 when both directions are installed in the SAD.", labels
+        )
+        for sa in reports:
+            for c in sa.children:
+                key = [sa.peer, c.name]
+                octets.add_metric([*key, "in"], float(c.bytes_in))
+                octets.add_metric([*key, "out"], float(c.bytes_out))
+                packets.add_metric([*key, "in"], float(c.packets_in))
+                packets.add_metric([*key, "out"], float(c.packets_out))
+                replay.add_metric(key, float(c.replay_drops))
+                integrity.add_metric(key, float(c.integrity_failures))
+                policy.add_metric(key, float(c.policy_drops))
+                installed.add_metric(key, 1.0 if c.state == "installed" else 0.0)
+        yield from (octets, packets, replay, integrity, policy, installed)
+
+    def _rekeys(self) -> Iterator[Metric]:
+        rekeys = _counter("rekeys", "Completed rekeys since the agent started.", ("peer", "sa"))
+        tally = self.sources.rekeys
+        if tally is not None:
+            for (peer, sa), n in sorted(tally.counts.items()):
+                rekeys.add_metric([peer, sa], float(n))
+        yield rekeys
+
+    def _data_plane(self) -> Iterator[Metric]:
+        src = self.sources
+        if src.ike_counters is not None:
+            ike = _counter(
+                "ike_messages", "IKE messages by what became of them (whole agent).", ("outcome",)
+            )
+            for name, n in sorted(src.ike_counters().items()):
+                ike.add_metric([name.removeprefix("ike_")], float(n))
+            yield ike
+        stats = src.data_plane_stats() if src.data_plane_stats is not None else None
+        if stats is None:
+            return
+        packets = _counter("dataplane_packets", "Data-plane packet counts by event.", ("event",))
+        for name, n in sorted(stats.counters.items()):
+            packets.add_metric([name], float(n))
+        yield packets
+        drops = _counter(
+            "dataplane_inbound_drops", "ESP packets the SAD dropped, by reason.", ("reason",)
+        )
+        for reason, n in sorted(stats.inbound_drops.items()):
+            drops.add_metric([reason], float(n))
+        drops.add_metric(["unknown_spi"], float(stats.unknown_spi))
+        yield drops
+        sas = _gauge("dataplane_sas", "SAs installed in the SAD.", ("direction",))
+        for direction in ("in", "out"):
+            sas.add_metric([direction], float(sum(s.direction == direction for s in stats.sas)))
+        yield sas
+
+
+def agent_registry(sources: MetricsSources) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(AgentCollector(sources))
+    return registry
+
+
+# ---------------------------------------------------------------- the HTTP endpoint
+
+
+def _response(status: str, content_type: str, body: bytes, head: bool = False) -> bytes:
+    header = (
+        f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    return header if head else header + body
+
+
+async def _handle(
+    registry: CollectorRegistry, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, OSError):
+        writer.close()
+        return
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split()
+    accept = ""
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "accept":
+            accept = value.strip()
+    text = "text/plain; charset=utf-8"
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        reply = _response("400 Bad Request", text, b"malformed request line\n")
+    elif parts[0] not in ("GET", "HEAD"):
+        reply = _response("405 Method Not Allowed", text, b"only GET and HEAD\n")
+    elif parts[1].split("?", 1)[0] not in ("/metrics", "/"):
+        reply = _response("404 Not Found", text, b"metrics are at /metrics\n")
+    else:
+        encoder, content_type = choose_encoder(accept)
+        try:
+            body = encoder(registry)
+            reply = _response("200 OK", content_type, body, head=parts[0] == "HEAD")
+        except Exception:
+            log.exception("collecting metrics")
+            reply = _response("500 Internal Server Error", text, b"collecting metrics failed\n")
+    try:
+        writer.write(reply)
+        await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+
+@dataclass(slots=True)
+class MetricsEndpoint:
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise MetricsError(f"metrics listen {listen!r} must be host:port, e.g. 127.0.0.1:9477")
+    return host, int(port)
+
+
+@contextlib.asynccontextmanager
+async def serve_metrics(
+    listen: str, sources: MetricsSources, events: EventHub | None = None
+) -> AsyncIterator[MetricsEndpoint]:
+    """Serve ``sources`` at ``http://listen/metrics`` (port 0: any free port) while the
+    context is open; with ``events``, rekeys are counted from them."""
+    host, port = split_listen(listen)
+    if events is not None and sources.rekeys is None:
+        sources.rekeys = RekeyTally(events)
+    registry = agent_registry(sources)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _handle(registry, reader, writer)
+
+    try:
+        server = await asyncio.start_server(handle, host, port, limit=MAX_REQUEST_BYTES)
+    except OSError as exc:
+        raise MetricsError(f"cannot serve metrics on {listen}: {exc.strerror or exc}") from None
+    if sources.rekeys is not None:
+        sources.rekeys.start()
+    bound = server.sockets[0].getsockname()
+    try:
+        yield MetricsEndpoint(host, int(bound[1]))
+    finally:
+        server.close()
+        if sources.rekeys is not None:
+            await sources.rekeys.stop()
+        await server.wait_closed()
+
+
+def agent_version() -> str:
+    try:
+        return version("vpnfleet")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def agent_sources(
+    host: str, sink: PlanSink, plan: Callable[[], AgentPlan | None]
+) -> MetricsSources:
+    """Sources for an agent process: the engine's data-plane and IKE counters when the
+    sink is the engine, the SA reports alone otherwise (plan-only)."""
+    sources = MetricsSources(host, agent_version(), sink, plan)
+    if isinstance(sink, Engine):
+        engine = sink
+
+        def stats() -> DataPlaneStats | None:
+            return engine.dp.stats() if engine.dp is not None else None
+
+        sources.data_plane_stats = stats
+        sources.ike_counters = lambda: engine.counters
+    return sources
+
+
+@contextlib.asynccontextmanager
+async def agent_metrics(
+    listen: str, host: str, sink: PlanSink, events: EventHub, plan: Callable[[], AgentPlan | None]
+) -> AsyncIterator[MetricsEndpoint | None]:
+    """:func:`serve_metrics` for an agent process; yields None when ``listen`` is empty."""
+    if not listen:
+        yield None
+        return
+    async with serve_metrics(listen, agent_sources(host, sink, plan), events) as endpoint:
+        yield endpoint
