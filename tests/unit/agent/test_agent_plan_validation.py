@@ -45,8 +45,18 @@ def test_good_plan_converts() -> None:
 
 
 def test_hash_mismatch_when_content_altered() -> None:
-    reasons = rejected(lambda m: setattr(m, "source_revision", "tampered"), rehash=False)
+    reasons = rejected(lambda m: setattr(m.peers[0], "remote_port", 4501), rehash=False)
     assert reasons == [HASH_MISMATCH]
+
+
+def test_hash_ignores_revision_label() -> None:
+    # The source revision labels where a plan came from; a commit that does not change
+    # this host must not make its agent see a new plan.
+    msg = good_plan()
+    before = plan_content_hash(msg)
+    msg.source_revision = "0123abcd"
+    msg.generation += 5
+    assert plan_content_hash(msg) == before
 
 
 def test_truncated_bytes_are_refused() -> None:
