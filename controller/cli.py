@@ -23,14 +23,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import operations, pki
+from . import operations, pki, rails, revisions
 from .inventory import InventoryError, InventoryErrors, load_inventory
 from .inventory import vault as vault_mod
 from .results import AggregateResult, HostResult, Outcome
 from .rollout import RolloutOptionError, RolloutOptions
 from .state import StateDir, StateError, default_state_dir
 from .status import FLEET_COLUMNS, SA_COLUMNS, FleetStatus, fleet_rows, sa_rows
-
 
 
 def _width(stream: Any) -> int | None:
@@ -63,6 +62,7 @@ def input_errors() -> Iterator[None]:
         pki.PkiError,
         vault_mod.VaultError,
         RolloutOptionError,
+        revisions.RevisionError,
     ) as exc:
         fail(str(exc))
 
@@ -101,6 +101,38 @@ def output_option(f: Callable[..., Any]) -> Callable[..., Any]:
         show_default=True,
         help="text for people, json for scripts.",
     )(f)
+
+
+def rev_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--rev",
+        default=None,
+        metavar="REF",
+        help="Read the inventory as it is at this git revision (commit, branch, tag), "
+        "not the working tree.",
+    )(f)
+
+
+def force_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--force",
+        is_flag=True,
+        help="Push plans the safety rails refuse (SPD entries that protect or discard "
+        "the controller's gRPC or SSH path to a host).",
+    )(f)
+
+
+def enforce_rails(fleet: operations.CompiledFleet, force: bool) -> None:
+    """Refuse (exit 1, nothing contacted) plans that would cut the controller off."""
+    violations = operations.rail_violations(fleet)
+    if not violations:
+        return
+    if force:
+        for v in violations:
+            err.print(f"[yellow]warning (--force):[/] {escape(str(v))}")
+        return
+    err.print(str(rails.RailError(violations)), markup=False)
+    sys.exit(EXIT_BAD_INPUT)
 
 
 def vault_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -289,6 +321,8 @@ def parse_serial(serial: str | None) -> tuple[str, ...]:
 @limit_option
 @vault_option
 @output_option
+@rev_option
+@force_option
 @click.option(
     "--emit",
     type=click.Path(path_type=Path, file_okay=False),
@@ -306,6 +340,8 @@ def plan_cmd(
     output: str,
     emit: Path | None,
     timeout: float,
+    rev: str | None,
+    force: bool,
 ) -> None:
     """Compile the inventory and show, per host, what would change on its agent.
 
@@ -314,12 +350,14 @@ def plan_cmd(
     `vpnfleet-agent run --plan FILE`.
     """
     with input_errors():
-        fleet = operations.compile_fleet(
+        fleet = operations.compile_fleet_at(
             inventory,
             ctx.state,
+            rev,
             limit=limit,
             vault=open_vault(vault_password_file, vault_key_file),
         )
+        enforce_rails(fleet, force)
         if emit is not None:
             paths = operations.emit_plans(fleet, emit)
             summary = [operations.plan_summary(fleet, h) for h in fleet.selected]
@@ -388,6 +426,8 @@ def render_plan_summaries(summaries: list[dict[str, Any]]) -> None:
 @limit_option
 @vault_option
 @output_option
+@rev_option
+@force_option
 @click.option(
     "--check", is_flag=True, help="Dry run: ask agents what would change; change nothing."
 )
@@ -420,6 +460,8 @@ def apply_cmd(
     serial: str | None,
     max_fail_percentage: float | None,
     timeout: float,
+    rev: str | None,
+    force: bool,
 ) -> None:
     """Push the compiled plans to the agents and print a per-host recap.
 
@@ -430,9 +472,14 @@ def apply_cmd(
         options = RolloutOptions(
             forks=forks, serial=parse_serial(serial), max_fail_percentage=max_fail_percentage
         )
-        fleet = operations.compile_fleet(
-            inventory, ctx.state, limit=limit, vault=open_vault(vault_password_file, vault_key_file)
+        fleet = operations.compile_fleet_at(
+            inventory,
+            ctx.state,
+            rev,
+            limit=limit,
+            vault=open_vault(vault_password_file, vault_key_file),
         )
+        enforce_rails(fleet, force)
         if not operations.ca_exists(ctx.state):
             fail(f"no fleet CA in {ctx.state.root}: run `vpnfleet ca init` and enrol the agents")
         with progress_bar(len(fleet.selected), "check" if check else "apply") as hook:
@@ -507,6 +554,7 @@ def rekey_cmd(
 @limit_option
 @vault_option
 @output_option
+@rev_option
 @click.option("--sas/--no-sas", default=True, help="Also list each SA.")
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds per agent call.")
 @click.option(
@@ -527,17 +575,22 @@ def status_cmd(
     sas: bool,
     timeout: float,
     watch: float | None,
+    rev: str | None,
 ) -> None:
     """Show what every agent runs against what the inventory wants.
 
     Per host: the plan generation and hash in force against the desired one, and peers
     up; per SA: state, SPIs, algorithms, age, time to the next rekey, bytes and packets
     each way, replay and integrity drops, last liveness. Exit code 4 when an agent
-    could not be reached.
+    could not be reached. With --rev the desired plans are those of that revision.
     """
     with input_errors():
-        fleet = operations.compile_fleet(
-            inventory, ctx.state, limit=limit, vault=open_vault(vault_password_file, vault_key_file)
+        fleet = operations.compile_fleet_at(
+            inventory,
+            ctx.state,
+            rev,
+            limit=limit,
+            vault=open_vault(vault_password_file, vault_key_file),
         )
         if not operations.ca_exists(ctx.state):
             fail(f"no fleet CA in {ctx.state.root}: run `vpnfleet ca init` and enrol the agents")
@@ -584,6 +637,169 @@ def status_renderable(status: FleetStatus, sas: bool) -> Group:
 
 def render_status(status: FleetStatus, sas: bool) -> None:
     out.print(status_renderable(status, sas))
+
+
+# ---------------------------------------------------------------- diff / serve
+
+
+@main.command("diff")
+@inventory_option
+@limit_option
+@vault_option
+@output_option
+@click.option("--from", "from_rev", required=True, metavar="REF", help="The old revision.")
+@click.option(
+    "--to",
+    "to_rev",
+    default=None,
+    metavar="REF",
+    help="The new revision (default: the working tree).",
+)
+@pass_ctx
+def diff_cmd(
+    ctx: Ctx,
+    inventory: Path,
+    limit: str | None,
+    vault_password_file: Path | None,
+    vault_key_file: Path | None,
+    output: str,
+    from_rev: str,
+    to_rev: str | None,
+) -> None:
+    """Show the data-plane change per host between two revisions; contact no agent.
+
+    SPD entries, peers (with the fields that changed), proposals and credentials
+    rotated, by reference (never secret values). Both sides use the same master secret.
+    """
+    from .diff import diff_plans
+
+    with input_errors():
+        vault = open_vault(vault_password_file, vault_key_file)
+        old = operations.compile_fleet_at(inventory, ctx.state, from_rev, limit=limit, vault=vault)
+        new = operations.compile_fleet_at(inventory, ctx.state, to_rev, limit=limit, vault=vault)
+    result = diff_plans(
+        old.plans,
+        new.plans,
+        from_revision=_revision_of(old, from_rev),
+        to_revision=_revision_of(new, to_rev),
+    )
+    if output == "json":
+        click.echo(json.dumps(result.to_json()))
+        return
+    out.print(f"diff {result.from_revision[:12]} -> {result.to_revision[:12]}", markup=False)
+    for h in result.hosts:
+        style = {"added": "green", "removed": "red"}.get(h.kind, "yellow")
+        out.print(f"[{style}]{h.kind}[/]: " + escape(f"[{h.host}]"))
+        for c in h.changes:
+            out.print(f"    {c}", markup=False)
+    if result.unchanged:
+        out.print(f"unchanged: {', '.join(result.unchanged)}", markup=False)
+
+
+def _revision_of(fleet: operations.CompiledFleet, ref: str | None) -> str:
+    plans = list(fleet.plans.values())
+    return plans[0].source_revision if plans else (ref or "worktree")
+
+
+@main.command("serve")
+@click.option(
+    "-i",
+    "--inventory",
+    "inventory",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Inventory directory inside a git repository's working tree (REPO/INV).",
+)
+@vault_option
+@click.option("--branch", default="main", show_default=True, help="The branch to follow.")
+@click.option(
+    "--interval", default=30.0, show_default=True, help="Seconds between polls of the branch."
+)
+@click.option(
+    "--listen",
+    default="127.0.0.1:8080",
+    show_default=True,
+    help="HOST:PORT for /status, /audit, /metrics and POST /webhook (port 0: any free one).",
+)
+@click.option(
+    "--correct-drift", is_flag=True, help="Re-apply the desired plan on hosts that drift."
+)
+@force_option
+@click.option("-f", "--forks", default=10, show_default=True, help="Agents contacted at once.")
+@click.option("--serial", default=None, metavar="N|N%[,...]", help="Roll out in batches of hosts.")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds per agent call.")
+@pass_ctx
+def serve_cmd(
+    ctx: Ctx,
+    inventory: Path,
+    vault_password_file: Path | None,
+    vault_key_file: Path | None,
+    branch: str,
+    interval: float,
+    listen: str,
+    correct_drift: bool,
+    force: bool,
+    forks: int,
+    serial: str | None,
+    timeout: float,
+) -> None:
+    """Follow BRANCH and roll out each new commit; serve status, audit and metrics.
+
+    A commit whose inventory does not compile (or that the safety rails refuse) is
+    recorded as failed in the audit log and nothing is pushed: the last good revision
+    stays in force. Stops cleanly on SIGTERM or Ctrl-C.
+    """
+    import signal
+
+    from . import reconcile
+    from .audit import AuditError, AuditLog
+
+    with input_errors():
+        if interval <= 0:
+            fail("--interval takes a positive number of seconds")
+        try:
+            reconcile.parse_listen(listen)
+        except ValueError as exc:
+            fail(str(exc))
+        if not operations.ca_exists(ctx.state):
+            fail(f"no fleet CA in {ctx.state.root}: run `vpnfleet ca init` and enrol the agents")
+        options = reconcile.ServeOptions(
+            inventory=inventory,
+            branch=branch,
+            interval=interval,
+            correct_drift=correct_drift,
+            force=force,
+            rollout=RolloutOptions(forks=forks, serial=parse_serial(serial)),
+            timeout=timeout,
+            vault=open_vault(vault_password_file, vault_key_file),
+        )
+        revisions.repo_root(inventory)
+        try:
+            AuditLog.in_state(ctx.state.root)
+        except AuditError as exc:
+            fail(str(exc))
+
+    def log(message: str) -> None:
+        err.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(message)}")
+
+    def listening(address: str) -> None:
+        click.echo(f"vpnfleet serve: listening on http://{address}")
+        sys.stdout.flush()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await reconcile.serve(
+            ctx.state, options, listen, stop=stop, log=log, on_listening=listening
+        )
+
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        fail(f"cannot listen on {listen}: {exc.strerror or exc}")
+    log("stopped")
 
 
 # ---------------------------------------------------------------- ca

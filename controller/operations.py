@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import convert, pki
+from . import convert, pki, rails, revisions
 from .client import AgentClient, AgentUnreachable
 from .inventory import Inventory, load_inventory
 from .inventory.vault import Vault
@@ -75,6 +75,32 @@ def compile_fleet(
     )
     endpoints = {h: agent_endpoint(inventory.resolve(h).vars) for h in selected}
     return CompiledFleet(inventory, selected, {h: plans[h] for h in selected}, {}, endpoints)
+
+
+def compile_fleet_at(
+    inventory_path: Path,
+    state: StateDir,
+    ref: str | None,
+    *,
+    limit: str | None = None,
+    vault: Vault | None = None,
+) -> CompiledFleet:
+    """:func:`compile_fleet` on the inventory as it is at git revision ``ref``.
+
+    Plans carry the commit hash as ``source_revision``. Without ``ref`` this is the
+    working tree, as :func:`compile_fleet`.
+    """
+    if ref is None:
+        return compile_fleet(inventory_path, state, limit=limit, vault=vault)
+    with revisions.inventory_at(inventory_path, ref) as checkout:
+        return compile_fleet(
+            checkout.path, state, limit=limit, vault=vault, revision=checkout.revision
+        )
+
+
+def rail_violations(fleet: CompiledFleet) -> list[rails.RailViolation]:
+    """Plans of the selected hosts that would cut the controller off (see rails)."""
+    return rails.check_fleet(fleet.plans, fleet.endpoints, fleet.selected)
 
 
 def emit_plans(fleet: CompiledFleet, out_dir: Path) -> list[Path]:

@@ -1,0 +1,311 @@
+"""`vpnfleet serve` following a branch of a temporary git repository, with real agents.
+
+The serve process is the real CLI in a subprocess on 127.0.0.1 (any free port); agents are
+real `vpnfleet-agent serve` processes. Every process is killed in teardown, also on failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_harness import AgentProcess, Fleet, make_fleet, running_agent
+
+CLI = [sys.executable, "-m", "vpnfleet.controller.cli"]
+HOSTS = ("h1", "h2", "h3")
+OLD_VARS = "ike_proposals: [aes256gcm16-prfsha384-x25519]\nesp_proposals: [aes256gcm16]\n"
+NEW_VARS = "ike_proposals: [aes128-sha256-modp2048]\nesp_proposals: [aes128gcm16]\n"
+INTERVAL = 1.0
+
+
+def git(repo: Path, *args: str) -> str:
+    res = subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return res.stdout.strip()
+
+
+def commit(repo: Path, message: str) -> str:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def write_inventory(inv: Path, ports: dict[str, int], all_vars: str) -> None:
+    inv.mkdir(parents=True, exist_ok=True)
+    hosts = "".join(
+        f"        {h}: {{address: 10.77.0.{i}, subnets: [10.7{i}.0.0/24], "
+        f"agent_address: '127.0.0.1:{ports[h]}'}}\n"
+        for i, h in enumerate(HOSTS, 1)
+    )
+    (inv / "hosts.yaml").write_text("all:\n  children:\n    mesh:\n      hosts:\n" + hosts)
+    (inv / "group_vars").mkdir(exist_ok=True)
+    (inv / "group_vars" / "all.yaml").write_text(all_vars)
+    (inv / "topology.yaml").write_text("meshes:\n  - {name: core, group: mesh}\n")
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.1)
+
+
+@dataclass
+class Serve:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=10) as resp:
+            body = resp.read()
+            if path == "/metrics":
+                return body.decode()
+            return json.loads(body)
+
+    def post(self, path: str) -> tuple[int, Any]:
+        req = urllib.request.Request(self.url + path, data=b"{}", method="POST")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+
+    def rollouts(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.get("/audit")["rollouts"]
+        return rows
+
+    def rollout_of(self, revision: str, kind: str = "rollout") -> dict[str, Any] | None:
+        for r in self.rollouts():
+            if r["revision"] == revision and r["kind"] == kind:
+                return r
+        return None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class GitOpsLab:
+    fleet: Fleet
+    repo: Path
+    inventory: Path
+    agents: dict[str, AgentProcess]
+    first: str
+    tmp: Path
+
+    def vpnfleet(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, "--state", str(self.fleet.controller_state), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def agent_status(self, rev: str) -> dict[str, dict[str, Any]]:
+        res = self.vpnfleet("status", "-i", str(self.inventory), "--rev", rev, "-o", "json")
+        assert res.returncode == 0, res.stderr
+        return {h["host"]: h for h in json.loads(res.stdout)["hosts"]}
+
+    @contextlib.contextmanager
+    def serve(self, *extra: str, interval: float = INTERVAL) -> Iterator[Serve]:
+        log_path = self.tmp / f"serve-{time.monotonic_ns()}.log"
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                [*CLI, "--state", str(self.fleet.controller_state), "serve", "-i",
+                 str(self.inventory), "--branch", "main", "--interval", str(interval),
+                 "--listen", "127.0.0.1:0", *extra],
+                stdout=subprocess.PIPE,
+                stderr=log,
+            )  # fmt: skip
+        try:
+            url = _listening_url(proc, log_path)
+            yield Serve(proc, url, log_path)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+def _listening_url(proc: subprocess.Popen[bytes], log_path: Path) -> str:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    buffer = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout.fileno()], [], [], 0.1)
+        if ready:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            buffer += chunk
+            for line in buffer.decode(errors="replace").splitlines():
+                if "listening on " in line:
+                    return line.split("listening on ", 1)[1].strip()
+        elif proc.poll() is not None:
+            break
+    raise AssertionError(f"serve did not start: {buffer!r} {log_path.read_text()!r}")
+
+
+@pytest.fixture
+def gitops(tmp_path: Path) -> Iterator[GitOpsLab]:
+    fleet = make_fleet(tmp_path)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    inventory = repo / "inventory"
+    with contextlib.ExitStack() as stack:
+        agents = {h: stack.enter_context(running_agent(h, fleet.enroll(h))) for h in HOSTS}
+        write_inventory(inventory, {h: a.port for h, a in agents.items()}, OLD_VARS)
+        first = commit(repo, "first")
+        yield GitOpsLab(fleet, repo, inventory, agents, first, tmp_path)
+
+
+def test_serve_rolls_out_new_commits_and_refuses_bad_ones(gitops: GitOpsLab) -> None:
+    with gitops.serve() as serve:
+        first = wait_for("the first rollout", lambda: serve.rollout_of(gitops.first))
+        assert first["outcome"] == "changed", first
+        assert sorted(first["hosts"]) == list(HOSTS)
+        assert any(line.startswith("+ peer h2") for line in first["changes"]["h1"]), first
+        assert {h["state"] for h in gitops.agent_status(gitops.first).values()} == {"in sync"}
+
+        # A new commit is applied within the poll interval (plus the rollout itself).
+        write_inventory(gitops.inventory, {h: a.port for h, a in gitops.agents.items()}, NEW_VARS)
+        committed_at = time.time()
+        second = commit(gitops.repo, "second: new proposals")
+        row = wait_for("the second rollout", lambda: serve.rollout_of(second), timeout=20)
+        assert row["outcome"] == "changed", row
+        assert row["subject"] == "second: new proposals"
+        assert row["finished_at"] - committed_at < INTERVAL + 5, row
+        assert any("aes128-sha256-modp2048" in line for line in row["changes"]["h1"]), row
+        before = gitops.agent_status(second)
+        assert {h["state"] for h in before.values()} == {"in sync"}
+
+        status = wait_for(
+            "status of the second revision",
+            lambda: (
+                (s := serve.get("/status"))["fleet"]
+                and s["revision_in_force"] == second
+                and s["fleet"]["all_in_sync"]
+                and s
+            ),
+        )
+        assert status["drifted"] == [] and status["head"] == second
+        assert {h["host"] for h in status["fleet"]["hosts"]} == set(HOSTS)
+
+        metrics = serve.get("/metrics")
+        assert 'vpnfleet_rollouts_total{kind="rollout",outcome="changed"} 2.0' in metrics
+        assert f'vpnfleet_revision_info{{revision="{second}"}} 1.0' in metrics
+        assert 'vpnfleet_hosts{state="in_sync"} 3.0' in metrics
+
+        # A bad commit: recorded failed with the error, nothing pushed, second in force.
+        (gitops.inventory / "hosts.yaml").write_text("all:\n  hosts: [unclosed\n")
+        bad = commit(gitops.repo, "broken inventory")
+        failed = wait_for("the bad commit's record", lambda: serve.rollout_of(bad), timeout=20)
+        assert failed["outcome"] == "failed" and failed["hosts"] == []
+        assert any(f"{bad[:12]}:inventory/hosts.yaml:3:1" in e for e in failed["errors"]), failed
+        status = serve.get("/status")
+        assert status["revision_in_force"] == second and status["head"] == bad
+        assert "refused" in status["last_error"]
+        after = gitops.agent_status(second)
+        for h in HOSTS:
+            assert after[h]["state"] == "in sync"
+            assert (
+                after[h]["observed"]["plan_applied_at"] == before[h]["observed"]["plan_applied_at"]
+            )
+        assert 'vpnfleet_rollouts_total{kind="rollout",outcome="failed"} 1.0' in serve.get(
+            "/metrics"
+        )
+        # The bad commit is not retried on every poll.
+        time.sleep(INTERVAL * 2.5)
+        assert [r["revision"] for r in serve.rollouts()].count(bad) == 1
+
+        # A valid inventory the safety rails refuse is not pushed either.
+        write_inventory(gitops.inventory, {h: a.port for h, a in gitops.agents.items()}, NEW_VARS)
+        with open(gitops.inventory / "topology.yaml", "a") as topology:
+            topology.write(
+                "policies:\n  - {name: lockdown, action: discard, local: 127.0.0.0/8, "
+                "protocol: tcp, hosts: h3}\n"
+            )
+        cut = commit(gitops.repo, "lock h3 down")
+        refused = wait_for("the refusal", lambda: serve.rollout_of(cut), timeout=20)
+        assert refused["outcome"] == "failed", refused
+        assert any(
+            "host h3: SPD entry 'policy:lockdown' would discard the controller↔agent gRPC" in e
+            for e in refused["errors"]
+        ), refused
+        assert serve.get("/status")["revision_in_force"] == second
+        assert gitops.agent_status(second)["h3"]["state"] == "in sync"
+
+        serve.proc.send_signal(signal.SIGTERM)
+        assert serve.proc.wait(15) == 0, serve.log()
+        assert "stopped" in serve.log()
+
+
+def test_webhook_triggers_an_immediate_poll(gitops: GitOpsLab) -> None:
+    with gitops.serve(interval=3600) as serve:
+        wait_for("the first rollout", lambda: serve.rollout_of(gitops.first))
+        write_inventory(gitops.inventory, {h: a.port for h, a in gitops.agents.items()}, NEW_VARS)
+        second = commit(gitops.repo, "second")
+        time.sleep(0.5)
+        assert serve.rollout_of(second) is None  # the next poll is an hour away
+        code, body = serve.post("/webhook")
+        assert code == 202 and body == {"poll": "scheduled"}
+        row = wait_for("the webhook's rollout", lambda: serve.rollout_of(second), timeout=15)
+        assert row["outcome"] == "changed"
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            serve.get("/nope")
+        assert exc.value.code == 404
+
+
+def test_drift_is_reported_and_corrected(gitops: GitOpsLab) -> None:
+    write_inventory(gitops.inventory, {h: a.port for h, a in gitops.agents.items()}, NEW_VARS)
+    second = commit(gitops.repo, "second")
+    with gitops.serve() as serve:
+        wait_for("the rollout", lambda: serve.rollout_of(second))
+        # Someone applies an older revision to h2 by hand: drift.
+        res = gitops.vpnfleet("apply", "-i", str(gitops.inventory), "--rev", gitops.first,
+                              "--limit", "h2")  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        status = wait_for("drift on h2", lambda: (s := serve.get("/status"))["drifted"] and s)
+        assert status["drifted"] == ["h2"]
+        states = {h["host"]: h["state"] for h in status["fleet"]["hosts"]}
+        assert states == {"h1": "in sync", "h2": "drift", "h3": "in sync"}
+        assert serve.rollout_of(second, kind="drift-correction") is None
+        serve.proc.send_signal(signal.SIGTERM)
+        assert serve.proc.wait(15) == 0, serve.log()
+
+    with gitops.serve("--correct-drift") as serve:
+        # The restarted controller keeps no state that can drift: it re-applies the head.
+        wait_for("the rollout after restart", lambda: len(serve.rollouts()) >= 2)
+        assert serve.rollouts()[0]["kind"] == "rollout"
+        res = gitops.vpnfleet("apply", "-i", str(gitops.inventory), "--rev", gitops.first,
+                              "--limit", "h3")  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        row = wait_for(
+            "the drift correction",
+            lambda: serve.rollout_of(second, kind="drift-correction"),
+            timeout=20,
+        )
+        assert row["hosts"] == ["h3"] and row["outcome"] == "changed", row
+        assert {h["state"] for h in gitops.agent_status(second).values()} == {"in sync"}
