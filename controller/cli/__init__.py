@@ -1,0 +1,11 @@
+"""The ``vpnfleet`` command: parse arguments, call controller modules, render.
+
+Logic lives in controller.operations, controller.inventory, controller.pki, controller.lab
+…; these modules only turn options into calls and results into text or JSON. Each
+subcommand module registers its commands on :data:`main` when imported.
+"""
+
+from . import admin, fleet, gitops, lab
+from .root import main
+
+__all__ = ["admin", "fleet", "gitops", "lab", "main"]

@@ -1,0 +1,5 @@
+"""``python -m vpnfleet.controller.cli``."""
+
+from . import main
+
+main()

@@ -1,0 +1,176 @@
+"""`vpnfleet inventory`, `vpnfleet vault` and `vpnfleet ca`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.markup import escape
+
+from .. import pki
+from ..inventory import load_inventory
+from ..inventory import vault as vault_mod
+from .common import (
+    Ctx,
+    fail,
+    input_errors,
+    inventory_option,
+    limit_option,
+    open_vault,
+    out,
+    pass_ctx,
+    vault_option,
+)
+from .root import main
+
+# ---------------------------------------------------------------- inventory
+
+
+@main.command("inventory")
+@inventory_option
+@limit_option
+@vault_option
+@click.option("--graph", is_flag=True, help="Show the group tree, like ansible-inventory --graph.")
+@click.option("--host", "host", default=None, help="Show one host's resolved variables.")
+@click.option("--list", "list_", is_flag=True, help="Everything as JSON.")
+@click.option("--show-secrets", is_flag=True, help="Decrypt vault values in the output.")
+def inventory_cmd(
+    inventory: Path,
+    limit: str | None,
+    vault_password_file: Path | None,
+    vault_key_file: Path | None,
+    graph: bool,
+    host: str | None,
+    list_: bool,
+    show_secrets: bool,
+) -> None:
+    """Show an inventory: the group tree, one host's variables, or all of it as JSON."""
+    from ..inventory import render
+
+    with input_errors():
+        inv = load_inventory(inventory, vault=open_vault(vault_password_file, vault_key_file))
+        if limit:
+            inv = inv.filter(limit)
+        if host:
+            click.echo(json.dumps(render.host_vars(inv, host, show_secrets), indent=2))
+        elif list_:
+            click.echo(json.dumps(render.inventory_list(inv, show_secrets), indent=2))
+        else:
+            click.echo(render.graph(inv))
+
+
+# ---------------------------------------------------------------- vault
+
+
+@main.group("vault")
+def vault_group() -> None:
+    """Encrypt and read `!vault` values (PyNaCl SecretBox, Argon2id-derived key)."""
+
+
+@vault_group.command("encrypt-string")
+@vault_option
+@click.option("--name", default=None, help="Print as 'NAME: !vault |' ready to paste into YAML.")
+@click.argument("text", required=False)
+def vault_encrypt_string(
+    vault_password_file: Path | None,
+    vault_key_file: Path | None,
+    name: str | None,
+    text: str | None,
+) -> None:
+    """Encrypt TEXT (or standard input when TEXT is '-' or missing)."""
+    with input_errors():
+        v = open_vault(vault_password_file, vault_key_file)
+        if v is None:
+            fail("give --vault-password-file or --vault-key-file")
+        if text is None or text == "-":
+            text = sys.stdin.read().rstrip("\n")
+        token = v.encrypt_string(text)
+        lines = [token[i : i + 64] for i in range(0, len(token), 64)]
+        indent = "  " if name else ""
+        head = f"{name}: !vault |" if name else "!vault |"
+        click.echo("\n".join([head, *(indent + "  " + ln for ln in lines)]))
+
+
+@vault_group.command("view")
+@vault_option
+@click.argument("source", type=click.Path(path_type=Path, exists=True))
+def vault_view(vault_password_file: Path | None, vault_key_file: Path | None, source: Path) -> None:
+    """Show every `!vault` value of a YAML file (or inventory directory) decrypted."""
+    with input_errors():
+        v = open_vault(vault_password_file, vault_key_file)
+        if v is None:
+            fail("give --vault-password-file or --vault-key-file")
+        for where, value in vault_mod.view(source, v):
+            click.echo(f"{where}: {value}")
+
+
+# ---------------------------------------------------------------- ca
+
+
+@main.group("ca")
+def ca_group() -> None:
+    """The fleet CA: create it, sign agents' CSRs, show it."""
+
+
+@ca_group.command("init")
+@click.option(
+    "--algorithm",
+    type=click.Choice(["ecdsa-p256", "ed25519"]),
+    default="ecdsa-p256",
+    show_default=True,
+)
+@click.option("--force", is_flag=True, help="Replace an existing CA (every agent must re-enrol).")
+@pass_ctx
+def ca_init(ctx: Ctx, algorithm: str, force: bool) -> None:
+    """Create the fleet CA and the controller's client certificate."""
+    with input_errors():
+        info = pki.init_ca(ctx.state.root, algorithm=algorithm, force=force)
+        pki.ensure_controller_cert(ctx.state.root)
+    out.print(f"fleet CA created in {ctx.state.pki}: {info}")
+
+
+@ca_group.command("sign")
+@click.argument("host")
+@click.option("--tls-csr", type=click.Path(path_type=Path, exists=True), required=True)
+@click.option("--ike-csr", type=click.Path(path_type=Path, exists=True), required=True)
+@click.option("--address", default=None, help="Underlay address to add to the IKE certificate.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."),
+    show_default=True,
+    help="Where to write tls.pem, ike.pem and ca.pem.",
+)
+@pass_ctx
+def ca_sign(
+    ctx: Ctx, host: str, tls_csr: Path, ike_csr: Path, address: str | None, out_dir: Path
+) -> None:
+    """Sign HOST's TLS and IKE CSRs (made on the host by `vpnfleet-agent init`).
+
+    Each CSR must be signed by its key and name HOST. Copy the three files back to the
+    host and run `vpnfleet-agent install-certs`.
+    """
+    with input_errors():
+        tls_pem, ike_pem, ca_pem = pki.sign_agent_csrs(
+            ctx.state.root, host, tls_csr.read_bytes(), ike_csr.read_bytes(), address=address
+        )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "tls.pem").write_bytes(tls_pem)
+        (out_dir / "ike.pem").write_bytes(ike_pem)
+        (out_dir / "ca.pem").write_bytes(ca_pem)
+    out.print(f"signed certificates for {escape(host)} in {out_dir}: tls.pem ike.pem ca.pem")
+
+
+@ca_group.command("show")
+@pass_ctx
+def ca_show(ctx: Ctx) -> None:
+    """Show the fleet CA's subject, algorithm and SHA-256 fingerprint."""
+    with input_errors():
+        cert, _key, pem = pki.load_ca(ctx.state.root)
+    out.print(f"subject: {cert.subject.rfc4514_string()}", markup=False)
+    out.print(f"fingerprint (sha256): {pki.fingerprint(pem)}", markup=False)
+    out.print(f"valid until: {cert.not_valid_after_utc:%Y-%m-%d}", markup=False)
+    out.print(f"file: {ctx.state.pki / pki.CA_CERT}", markup=False)

@@ -1,0 +1,363 @@
+"""`vpnfleet plan`, `apply`, `rekey` and `status`: the fleet operations."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Group
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from .. import operations
+from ..rollout import RolloutOptions
+from ..status import FLEET_COLUMNS, SA_COLUMNS, FleetStatus, fleet_rows, sa_rows
+from .common import (
+    Ctx,
+    enforce_rails,
+    fail,
+    force_option,
+    input_errors,
+    inventory_option,
+    limit_option,
+    open_vault,
+    out,
+    output_option,
+    parse_serial,
+    pass_ctx,
+    progress_bar,
+    render_changes,
+    render_recap,
+    rev_option,
+    vault_option,
+)
+from .root import main
+
+
+@main.command("plan")
+@inventory_option
+@limit_option
+@vault_option
+@output_option
+@rev_option
+@force_option
+@click.option(
+    "--emit",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Write one plan file per host (HOST.plan) into this directory; contact no agent.",
+)
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds per agent call.")
+@pass_ctx
+def plan_cmd(
+    ctx: Ctx,
+    inventory: Path,
+    limit: str | None,
+    vault_password_file: Path | None,
+    vault_key_file: Path | None,
+    output: str,
+    emit: Path | None,
+    timeout: float,
+    rev: str | None,
+    force: bool,
+) -> None:
+    """Compile the inventory and show, per host, what would change on its agent.
+
+    Without --emit this asks each agent for a dry run of the new plan (nothing is
+    changed anywhere). With --emit it only writes plan files, for
+    `vpnfleet-agent run --plan FILE`.
+    """
+    with input_errors():
+        fleet = operations.compile_fleet_at(
+            inventory,
+            ctx.state,
+            rev,
+            limit=limit,
+            vault=open_vault(vault_password_file, vault_key_file),
+        )
+        enforce_rails(fleet, force)
+        if emit is not None:
+            paths = operations.emit_plans(fleet, emit)
+            summary = [operations.plan_summary(fleet, h) for h in fleet.selected]
+            if output == "json":
+                click.echo(json.dumps({"written": [str(p) for p in paths], "plans": summary}))
+            else:
+                render_plan_summaries(summary)
+                out.print(f"\nwrote {len(paths)} plan file(s) to {emit}")
+            return
+        if not operations.ca_exists(ctx.state):
+            summary = [operations.plan_summary(fleet, h) for h in fleet.selected]
+            if output == "json":
+                click.echo(json.dumps({"plans": summary, "agents_contacted": False}))
+            else:
+                render_plan_summaries(summary)
+                out.print(
+                    "\n(no fleet CA in the state directory yet, so no agent was asked what "
+                    "would change: run `vpnfleet ca init`)"
+                )
+            return
+        with progress_bar(len(fleet.selected), "dry run") as hook:
+            result = asyncio.run(
+                operations.push_plans(
+                    fleet, ctx.state, dry_run=True, progress=hook, timeout=timeout
+                )
+            )
+    if output == "json":
+        click.echo(json.dumps(result.to_json()))
+    else:
+        render_changes(result, show_diff=True)
+        render_recap(result)
+    sys.exit(result.exit_code)
+
+
+def render_plan_summaries(summaries: list[dict[str, Any]]) -> None:
+    """Plans in the manner of ``swanctl --list-conns``: one block per host."""
+    for s in summaries:
+        out.print(
+            f"[bold]{escape(s['host'])}[/]: generation {s['generation']}, "
+            f"hash {s['content_hash'][:12]}, identity {s['identity']}, agent {s['endpoint']}"
+        )
+        out.print(f"  subnets: {', '.join(s['subnets']) or '-'}", markup=False)
+        for p in s["peers"]:
+            role = "initiator" if p["initiator"] else "responder"
+            managed = "" if p["managed"] else ", external"
+            out.print(
+                f"  peer {p['name']}: {p['address']}, {role}{managed}, {p['auth']}, "
+                f"{p['mode']}, start={p['start']}",
+                markup=False,
+            )
+            out.print(f"    ike: {', '.join(p['ike'])}", markup=False)
+            out.print(f"    esp: {', '.join(p['esp'])}", markup=False)
+            out.print(f"    {' '.join(p['local_ts'])} === {' '.join(p['remote_ts'])}", markup=False)
+        for i, e in enumerate(s["spd"], 1):
+            via = f" via {e['peer']}" if e["peer"] else ""
+            out.print(
+                f"  spd {i:>3} {e['action']:<8} {e['local']} -> {e['remote']} "
+                f"proto {e['protocol']} ports {e['ports']}{via}  ({e['name']})",
+                markup=False,
+            )
+        out.print()
+
+
+@main.command("apply")
+@inventory_option
+@limit_option
+@vault_option
+@output_option
+@rev_option
+@force_option
+@click.option(
+    "--check", is_flag=True, help="Dry run: ask agents what would change; change nothing."
+)
+@click.option("--diff", is_flag=True, help="Show the changes on each host.")
+@click.option("-f", "--forks", default=10, show_default=True, help="Agents contacted at once.")
+@click.option(
+    "--serial",
+    default=None,
+    metavar="N|N%[,...]",
+    help="Roll out in batches of N hosts or N%% of them; the last size repeats.",
+)
+@click.option(
+    "--max-fail-percentage",
+    type=float,
+    default=None,
+    help="Stop before the next batch when more than this share of a batch failed.",
+)
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds per agent call.")
+@pass_ctx
+def apply_cmd(
+    ctx: Ctx,
+    inventory: Path,
+    limit: str | None,
+    vault_password_file: Path | None,
+    vault_key_file: Path | None,
+    output: str,
+    check: bool,
+    diff: bool,
+    forks: int,
+    serial: str | None,
+    max_fail_percentage: float | None,
+    timeout: float,
+    rev: str | None,
+    force: bool,
+) -> None:
+    """Push the compiled plans to the agents and print a per-host recap.
+
+    Exit codes: 0 all good, 1 bad input (nothing contacted), 2 a host failed or the run
+    was stopped, 4 hosts unreachable.
+    """
+    with input_errors():
+        options = RolloutOptions(
+            forks=forks, serial=parse_serial(serial), max_fail_percentage=max_fail_percentage
+        )
+        fleet = operations.compile_fleet_at(
+            inventory,
+            ctx.state,
+            rev,
+            limit=limit,
+            vault=open_vault(vault_password_file, vault_key_file),
+        )
+        enforce_rails(fleet, force)
+        if not operations.ca_exists(ctx.state):
+            fail(f"no fleet CA in {ctx.state.root}: run `vpnfleet ca init` and enrol the agents")
+        with progress_bar(len(fleet.selected), "check" if check else "apply") as hook:
+            result = asyncio.run(
+                operations.push_plans(
+                    fleet, ctx.state, dry_run=check, options=options, progress=hook, timeout=timeout
+                )
+            )
+    if output == "json":
+        click.echo(json.dumps(result.to_json()))
+    else:
+        render_changes(result, show_diff=diff or check)
+        render_recap(result)
+    sys.exit(result.exit_code)
+
+
+@main.command("rekey")
+@inventory_option
+@limit_option
+@vault_option
+@output_option
+@click.option("--ike", "target", flag_value="ike", help="Rekey IKE SAs only.")
+@click.option("--child", "target", flag_value="child", help="Rekey child SAs only.")
+@click.option("--peer", default="", metavar="GLOB", help="Only peers whose name matches.")
+@click.option("-f", "--forks", default=10, show_default=True, help="Agents contacted at once.")
+@click.option("--serial", default=None, metavar="N|N%[,...]", help="Rekey in batches of hosts.")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds per agent call.")
+@pass_ctx
+def rekey_cmd(
+    ctx: Ctx,
+    inventory: Path,
+    limit: str | None,
+    vault_password_file: Path | None,
+    vault_key_file: Path | None,
+    output: str,
+    target: str | None,
+    peer: str,
+    forks: int,
+    serial: str | None,
+    timeout: float,
+) -> None:
+    """Rekey every matching SA, make-before-break (both IKE and child SAs by default)."""
+    with input_errors():
+        options = RolloutOptions(forks=forks, serial=parse_serial(serial))
+        fleet = operations.compile_fleet(
+            inventory, ctx.state, limit=limit, vault=open_vault(vault_password_file, vault_key_file)
+        )
+        if not operations.ca_exists(ctx.state):
+            fail(f"no fleet CA in {ctx.state.root}: run `vpnfleet ca init` and enrol the agents")
+        with progress_bar(len(fleet.selected), "rekey") as hook:
+            result = asyncio.run(
+                operations.rekey_fleet(
+                    fleet,
+                    ctx.state,
+                    target=target or "both",
+                    peer_pattern=peer,
+                    options=options,
+                    progress=hook,
+                    timeout=timeout,
+                )
+            )
+    if output == "json":
+        click.echo(json.dumps(result.to_json()))
+    else:
+        render_changes(result, show_diff=True)
+        render_recap(result)
+    sys.exit(result.exit_code)
+
+
+@main.command("status")
+@inventory_option
+@limit_option
+@vault_option
+@output_option
+@rev_option
+@click.option("--sas/--no-sas", default=True, help="Also list each SA.")
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds per agent call.")
+@click.option(
+    "--watch",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Live view: refresh every SECONDS until interrupted (text output only).",
+)
+@pass_ctx
+def status_cmd(
+    ctx: Ctx,
+    inventory: Path,
+    limit: str | None,
+    vault_password_file: Path | None,
+    vault_key_file: Path | None,
+    output: str,
+    sas: bool,
+    timeout: float,
+    watch: float | None,
+    rev: str | None,
+) -> None:
+    """Show what every agent runs against what the inventory wants.
+
+    Per host: the plan generation and hash in force against the desired one, and peers
+    up; per SA: state, SPIs, algorithms, age, time to the next rekey, bytes and packets
+    each way, replay and integrity drops, last liveness. Exit code 4 when an agent
+    could not be reached. With --rev the desired plans are those of that revision.
+    """
+    with input_errors():
+        fleet = operations.compile_fleet_at(
+            inventory,
+            ctx.state,
+            rev,
+            limit=limit,
+            vault=open_vault(vault_password_file, vault_key_file),
+        )
+        if not operations.ca_exists(ctx.state):
+            fail(f"no fleet CA in {ctx.state.root}: run `vpnfleet ca init` and enrol the agents")
+        if watch is not None and output == "text":
+            if watch <= 0:
+                fail("--watch takes a positive number of seconds")
+            with Live(console=out, auto_refresh=False) as live:
+                try:
+                    while True:
+                        status = asyncio.run(
+                            operations.fleet_status(fleet, ctx.state, timeout=timeout)
+                        )
+                        live.update(status_renderable(status, sas), refresh=True)
+                        time.sleep(watch)
+                except KeyboardInterrupt:
+                    return
+        status = asyncio.run(operations.fleet_status(fleet, ctx.state, timeout=timeout))
+    if output == "json":
+        click.echo(json.dumps(status.to_json()))
+    else:
+        render_status(status, sas)
+    unreachable = any(h.observed is None for h in status.hosts)
+    sys.exit(4 if unreachable else 0)
+
+
+def status_renderable(status: FleetStatus, sas: bool) -> Group:
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col in FLEET_COLUMNS:
+        table.add_column(col)
+    for row in fleet_rows(status):
+        style = "green" if row[1] == "in sync" else "red" if row[1] == "unreachable" else "yellow"
+        table.add_row(*row, style=style)
+    parts: list[Any] = [table]
+    rows = sa_rows(status)
+    if sas and rows:
+        sa_table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        for col in SA_COLUMNS:
+            sa_table.add_column(col)
+        for row in rows:
+            sa_table.add_row(*row)
+        parts += ["", sa_table]
+    return Group(*parts)
+
+
+def render_status(status: FleetStatus, sas: bool) -> None:
+    out.print(status_renderable(status, sas))

@@ -1,0 +1,193 @@
+"""`vpnfleet diff` and `vpnfleet serve`: inventories at git revisions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.markup import escape
+
+from .. import operations, revisions
+from ..rollout import RolloutOptions
+from .common import (
+    Ctx,
+    err,
+    fail,
+    force_option,
+    input_errors,
+    inventory_option,
+    limit_option,
+    open_vault,
+    out,
+    output_option,
+    parse_serial,
+    pass_ctx,
+    vault_option,
+)
+from .root import main
+
+# ---------------------------------------------------------------- diff / serve
+
+
+@main.command("diff")
+@inventory_option
+@limit_option
+@vault_option
+@output_option
+@click.option("--from", "from_rev", required=True, metavar="REF", help="The old revision.")
+@click.option(
+    "--to",
+    "to_rev",
+    default=None,
+    metavar="REF",
+    help="The new revision (default: the working tree).",
+)
+@pass_ctx
+def diff_cmd(
+    ctx: Ctx,
+    inventory: Path,
+    limit: str | None,
+    vault_password_file: Path | None,
+    vault_key_file: Path | None,
+    output: str,
+    from_rev: str,
+    to_rev: str | None,
+) -> None:
+    """Show the data-plane change per host between two revisions; contact no agent.
+
+    SPD entries, peers (with the fields that changed), proposals and credentials
+    rotated, by reference (never secret values). Both sides use the same master secret.
+    """
+    from ..diff import diff_plans
+
+    with input_errors():
+        vault = open_vault(vault_password_file, vault_key_file)
+        old = operations.compile_fleet_at(inventory, ctx.state, from_rev, limit=limit, vault=vault)
+        new = operations.compile_fleet_at(inventory, ctx.state, to_rev, limit=limit, vault=vault)
+    result = diff_plans(
+        old.plans,
+        new.plans,
+        from_revision=_revision_of(old, from_rev),
+        to_revision=_revision_of(new, to_rev),
+    )
+    if output == "json":
+        click.echo(json.dumps(result.to_json()))
+        return
+    out.print(f"diff {result.from_revision[:12]} -> {result.to_revision[:12]}", markup=False)
+    for h in result.hosts:
+        style = {"added": "green", "removed": "red"}.get(h.kind, "yellow")
+        out.print(f"[{style}]{h.kind}[/]: " + escape(f"[{h.host}]"))
+        for c in h.changes:
+            out.print(f"    {c}", markup=False)
+    if result.unchanged:
+        out.print(f"unchanged: {', '.join(result.unchanged)}", markup=False)
+
+
+def _revision_of(fleet: operations.CompiledFleet, ref: str | None) -> str:
+    plans = list(fleet.plans.values())
+    return plans[0].source_revision if plans else (ref or "worktree")
+
+
+@main.command("serve")
+@click.option(
+    "-i",
+    "--inventory",
+    "inventory",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Inventory directory inside a git repository's working tree (REPO/INV).",
+)
+@vault_option
+@click.option("--branch", default="main", show_default=True, help="The branch to follow.")
+@click.option(
+    "--interval", default=30.0, show_default=True, help="Seconds between polls of the branch."
+)
+@click.option(
+    "--listen",
+    default="127.0.0.1:8080",
+    show_default=True,
+    help="HOST:PORT for /status, /audit, /metrics and POST /webhook (port 0: any free one).",
+)
+@click.option(
+    "--correct-drift", is_flag=True, help="Re-apply the desired plan on hosts that drift."
+)
+@force_option
+@click.option("-f", "--forks", default=10, show_default=True, help="Agents contacted at once.")
+@click.option("--serial", default=None, metavar="N|N%[,...]", help="Roll out in batches of hosts.")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds per agent call.")
+@pass_ctx
+def serve_cmd(
+    ctx: Ctx,
+    inventory: Path,
+    vault_password_file: Path | None,
+    vault_key_file: Path | None,
+    branch: str,
+    interval: float,
+    listen: str,
+    correct_drift: bool,
+    force: bool,
+    forks: int,
+    serial: str | None,
+    timeout: float,
+) -> None:
+    """Follow BRANCH and roll out each new commit; serve status, audit and metrics.
+
+    A commit whose inventory does not compile (or that the safety rails refuse) is
+    recorded as failed in the audit log and nothing is pushed: the last good revision
+    stays in force. Stops cleanly on SIGTERM or Ctrl-C.
+    """
+    import signal
+
+    from .. import reconcile
+    from ..audit import AuditError, AuditLog
+
+    with input_errors():
+        if interval <= 0:
+            fail("--interval takes a positive number of seconds")
+        try:
+            reconcile.parse_listen(listen)
+        except ValueError as exc:
+            fail(str(exc))
+        if not operations.ca_exists(ctx.state):
+            fail(f"no fleet CA in {ctx.state.root}: run `vpnfleet ca init` and enrol the agents")
+        options = reconcile.ServeOptions(
+            inventory=inventory,
+            branch=branch,
+            interval=interval,
+            correct_drift=correct_drift,
+            force=force,
+            rollout=RolloutOptions(forks=forks, serial=parse_serial(serial)),
+            timeout=timeout,
+            vault=open_vault(vault_password_file, vault_key_file),
+        )
+        revisions.repo_root(inventory)
+        try:
+            AuditLog.in_state(ctx.state.root)
+        except AuditError as exc:
+            fail(str(exc))
+
+    def log(message: str) -> None:
+        err.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(message)}")
+
+    def listening(address: str) -> None:
+        click.echo(f"vpnfleet serve: listening on http://{address}")
+        sys.stdout.flush()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await reconcile.serve(
+            ctx.state, options, listen, stop=stop, log=log, on_listening=listening
+        )
+
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        fail(f"cannot listen on {listen}: {exc.strerror or exc}")
+    log("stopped")
