@@ -292,8 +292,12 @@ def test_esp_wrong_encryption_key_is_caught(esp_capture: EspCapture, suite: EspS
                 verdict
             )
         else:
-            # CBC + HMAC: the ICV is over the ciphertext, keyed by the integrity key only.
-            assert verdict.icv_good is True
+            # CBC + HMAC: the ICV is over the ciphertext, keyed by the integrity key only,
+            # so it still checks out — unless the garbage plaintext's trailer makes
+            # tshark give up on the packet as malformed before it gets to the ICV.
+            assert verdict.icv_good is True or (verdict.icv_good is None and verdict.malformed), (
+                verdict
+            )
 
 
 @pytest.mark.netns
