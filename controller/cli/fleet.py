@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Group
@@ -16,11 +16,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from .. import operations
+from ..canary import AgentAccess, CanaryError, HealthGate, canary_batches, run_canary
+from ..inventory.vault import Vault
 from ..rollout import RolloutOptions
 from ..status import FLEET_COLUMNS, SA_COLUMNS, FleetStatus, fleet_rows, sa_rows
 from .common import (
     Ctx,
     enforce_rails,
+    err,
     fail,
     force_option,
     input_errors,
@@ -170,6 +173,34 @@ def render_plan_summaries(summaries: list[dict[str, Any]]) -> None:
     help="Stop before the next batch when more than this share of a batch failed.",
 )
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds per agent call.")
+@click.option(
+    "--canary",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Apply to N hosts first, then the rest in --serial batches, each behind health "
+    "gates; a regression rolls the batch back to the previous plans and stops.",
+)
+@click.option(
+    "--health-timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="With --canary: seconds a batch gets to pass its health gate.",
+)
+@click.option(
+    "--health-traffic/--no-health-traffic",
+    default=True,
+    show_default=True,
+    help="With --canary: the gate also wants ESP packet counters moving.",
+)
+@click.option(
+    "--rollback-rev",
+    default=None,
+    metavar="REF",
+    help="With --canary: revision whose plans a regression restores "
+    "(default: HEAD, or REV^ with --rev).",
+)
 @pass_ctx
 def apply_cmd(
     ctx: Ctx,
@@ -186,12 +217,35 @@ def apply_cmd(
     timeout: float,
     rev: str | None,
     force: bool,
+    canary: int | None,
+    health_timeout: float,
+    health_traffic: bool,
+    rollback_rev: str | None,
 ) -> None:
     """Push the compiled plans to the agents and print a per-host recap.
 
     Exit codes: 0 all good, 1 bad input (nothing contacted), 2 a host failed or the run
-    was stopped, 4 hosts unreachable.
+    was stopped (a --canary regression too), 4 hosts unreachable.
     """
+    if canary is not None:
+        if check:
+            fail("--canary and --check do not go together: a dry run has no health to gate")
+        apply_canary(
+            ctx,
+            inventory,
+            limit,
+            open_vault(vault_password_file, vault_key_file),
+            output,
+            rev,
+            force,
+            RolloutOptions(
+                forks=forks, serial=parse_serial(serial), max_fail_percentage=max_fail_percentage
+            ),
+            canary,
+            (health_timeout, health_traffic),
+            rollback_rev or (f"{rev}^" if rev else "HEAD"),
+            timeout,
+        )
     with input_errors():
         options = RolloutOptions(
             forks=forks, serial=parse_serial(serial), max_fail_percentage=max_fail_percentage
@@ -217,6 +271,60 @@ def apply_cmd(
     else:
         render_changes(result, show_diff=diff or check)
         render_recap(result)
+    sys.exit(result.exit_code)
+
+
+def apply_canary(
+    ctx: Ctx,
+    inventory: Path,
+    limit: str | None,
+    vault: Vault | None,
+    output: str,
+    rev: str | None,
+    force: bool,
+    options: RolloutOptions,
+    count: int,
+    health: tuple[float, bool],
+    rollback_rev: str,
+    timeout: float,
+) -> NoReturn:
+    """`apply --canary`: batches behind health gates, rollback on a regression."""
+    try:
+        gate = HealthGate(timeout=health[0], require_traffic=health[1])
+        canary_batches([], count, options.serial)
+    except CanaryError as exc:
+        fail(str(exc))
+    with input_errors():
+        fleet = operations.compile_fleet_at(inventory, ctx.state, rev, limit=limit, vault=vault)
+        enforce_rails(fleet, force)
+        previous = operations.compile_fleet_at(
+            inventory, ctx.state, rollback_rev, limit=limit, vault=vault
+        )
+        if not operations.ca_exists(ctx.state):
+            fail(f"no fleet CA in {ctx.state.root}: run `vpnfleet ca init` and enrol the agents")
+    report = None if output == "json" else (lambda line: out.print(line, markup=False))
+    result = asyncio.run(
+        run_canary(
+            fleet,
+            previous,
+            AgentAccess(ctx.state, options, timeout),
+            canary=count,
+            serial=options.serial,
+            gate=gate,
+            report=report,
+        )
+    )
+    if output == "json":
+        click.echo(json.dumps(result.to_json()))
+    else:
+        render_changes(result.result, show_diff=False)
+        render_recap(result.result)
+        if result.regression:
+            err.print(f"[bold red]regression:[/] {escape(result.regression)}")
+            if result.rolled_back:
+                err.print(f"rolled back to {rollback_rev}: {', '.join(result.rolled_back)}")
+            for line in result.rollback_failed:
+                err.print(f"[bold red]rollback failed:[/] {escape(line)}")
     sys.exit(result.exit_code)
 
 

@@ -1,0 +1,222 @@
+"""Canary rollout (controller.canary) against fake agents on a fake clock.
+
+The fake fleet answers GetStatus from a table the test sets per host and records every
+push; its clock only moves when the rollout sleeps, so no test waits.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+
+from vpnfleet.controller import operations
+from vpnfleet.controller.canary import (
+    CanaryError,
+    Clock,
+    HealthGate,
+    auth_failures,
+    canary_batches,
+    run_canary,
+    unhealthy,
+)
+from vpnfleet.controller.operations import CompiledFleet
+from vpnfleet.controller.results import AggregateResult, HostResult, Outcome
+from vpnfleet.controller.state import StateDir
+from vpnfleet.controller.status import (
+    AgentStatusView,
+    ChildSaView,
+    FleetStatus,
+    HostStatus,
+    IkeSaView,
+)
+
+LAB = Path(__file__).resolve().parents[3] / "inventories" / "lab"
+
+
+@dataclass
+class FakeClock:
+    t: float = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+    def clock(self) -> Clock:
+        return Clock(self.now, self.sleep)
+
+
+def sa(peer: str, packets: int, *, state: str = "established", error: str = "") -> IkeSaView:
+    child = ChildSaView(name=peer, state="installed", spi_in=7, packets_in=packets)
+    return IkeSaView(peer=peer, state=state, last_error=error, children=(child,))
+
+
+@dataclass
+class FakeFleet:
+    """Agents: the plan hash each runs, and a status function of (host, polls so far)."""
+
+    clock: FakeClock
+    running: dict[str, str] = field(default_factory=dict)  # host -> content hash in force
+    broken_hash: str = ""  # a plan whose hosts never get healthy
+    auth_fails_on: str = ""  # a plan whose hosts report AUTHENTICATION_FAILED
+    unreachable: set[str] = field(default_factory=set)
+    pushes: list[tuple[str, str]] = field(default_factory=list)  # (host, hash) in order
+    polls: int = 0
+
+    async def push(self, fleet: CompiledFleet) -> AggregateResult:
+        out = AggregateResult()
+        for h in fleet.selected:
+            digest = fleet.message(h).content_hash
+            self.pushes.append((h, digest))
+            if h in self.unreachable:
+                out.add(HostResult(h, Outcome.UNREACHABLE, error="connection refused"))
+                continue
+            self.running[h] = digest
+            out.add(HostResult(h, Outcome.CHANGED, content_hash=digest))
+        return out
+
+    async def observe(self, fleet: CompiledFleet) -> FleetStatus:
+        self.polls += 1
+        hosts = []
+        for h in fleet.selected:
+            digest = self.running.get(h, "")
+            if digest == self.broken_hash:
+                ikes = (sa("peer", 0, state="connecting"),)
+            elif digest == self.auth_fails_on:
+                ikes = (sa("peer", 0, state="connecting", error="AUTHENTICATION_FAILED: psk"),)
+            else:
+                ikes = (sa("peer", self.polls),)  # traffic flows: counters grow per poll
+            view = AgentStatusView(host=h, content_hash=digest, ike_sas=ikes)
+            hosts.append(HostStatus(h, fleet.message(h).content_hash, view))
+        return FleetStatus(hosts)
+
+
+def compiled(tmp_path: Path, state: StateDir, epoch: int | None = None) -> CompiledFleet:
+    inv = tmp_path / f"inv{epoch}"
+    shutil.copytree(LAB, inv, dirs_exist_ok=True)
+    if epoch is not None:
+        with (inv / "group_vars" / "all.yaml").open("a") as f:
+            f.write(f"psk_epoch: {epoch}\n")
+    return operations.compile_fleet(inv, state)
+
+
+@pytest.fixture
+def fleets(tmp_path: Path) -> tuple[CompiledFleet, CompiledFleet]:
+    state = StateDir(tmp_path / "state")
+    return compiled(tmp_path, state, 2), compiled(tmp_path, state, None)
+
+
+def test_batches_canary_first_then_serial() -> None:
+    hosts = ["a1", "a2", "a3", "a4", "a5"]
+    assert canary_batches(hosts, 1, ()) == [["a1"], ["a2", "a3", "a4", "a5"]]
+    assert canary_batches(hosts, 2, ("2",)) == [["a1", "a2"], ["a3", "a4"], ["a5"]]
+    assert canary_batches(hosts, 9, ()) == [hosts]
+
+
+def test_bad_options_are_refused_by_name() -> None:
+    with pytest.raises(CanaryError, match="--canary takes a host count"):
+        canary_batches(["a1"], 0, ())
+    with pytest.raises(CanaryError, match="--health-timeout must be positive"):
+        HealthGate(timeout=0)
+
+
+async def test_healthy_rollout_reaches_every_host(
+    fleets: tuple[CompiledFleet, CompiledFleet],
+) -> None:
+    new, old = fleets
+    clock = FakeClock()
+    agents = FakeFleet(clock, {h: old.message(h).content_hash for h in old.selected})
+    lines: list[str] = []
+    out = await run_canary(
+        new, old, agents, canary=1, gate=HealthGate(5, 1), clock=clock.clock(), report=lines.append
+    )
+    assert out.regression == "" and out.exit_code == 0
+    assert out.batches == [["a1"], ["a2", "a3", "a4"]]
+    assert all(agents.running[h] == new.message(h).content_hash for h in new.selected)
+    assert "canary: healthy" in lines and "batch 1: healthy" in lines
+
+
+async def test_gate_timeout_rolls_the_canary_back_and_skips_the_rest(
+    fleets: tuple[CompiledFleet, CompiledFleet],
+) -> None:
+    new, old = fleets
+    clock = FakeClock()
+    agents = FakeFleet(clock, {h: old.message(h).content_hash for h in old.selected})
+    agents.broken_hash = new.message("a1").content_hash
+    out = await run_canary(new, old, agents, canary=1, gate=HealthGate(5, 1), clock=clock.clock())
+    assert out.exit_code == 2
+    assert "canary (a1): not healthy after 5s" in out.regression
+    assert "peer peer IKE SA connecting" in out.regression
+    assert out.rolled_back == ["a1"]
+    assert agents.running["a1"] == old.message("a1").content_hash
+    assert [h for h, _ in agents.pushes] == ["a1", "a1"]  # the push, then the rollback
+    assert out.result.hosts(Outcome.SKIPPED) == ["a2", "a3", "a4"]
+    assert 5 <= clock.t <= 6
+
+
+async def test_authentication_failure_is_a_regression_at_once(
+    fleets: tuple[CompiledFleet, CompiledFleet],
+) -> None:
+    new, old = fleets
+    clock = FakeClock()
+    agents = FakeFleet(clock, {h: old.message(h).content_hash for h in old.selected})
+    agents.auth_fails_on = new.message("a2").content_hash
+    out = await run_canary(new, old, agents, canary=1, gate=HealthGate(30, 1), clock=clock.clock())
+    assert out.regression.startswith("batch 1 (a2, a3, a4): authentication failed: a2: peer")
+    assert sorted(out.rolled_back) == ["a2", "a3", "a4"]
+    assert agents.running["a1"] == new.message("a1").content_hash  # the canary stays
+    assert clock.t < 30
+
+
+async def test_unreachable_host_in_batch_rolls_back(
+    fleets: tuple[CompiledFleet, CompiledFleet],
+) -> None:
+    new, old = fleets
+    clock = FakeClock()
+    agents = FakeFleet(clock, {h: old.message(h).content_hash for h in old.selected})
+    agents.unreachable = {"a1"}
+    out = await run_canary(new, old, agents, canary=1, gate=HealthGate(5, 1), clock=clock.clock())
+    assert out.regression == "canary (a1): apply failed: a1: unreachable connection refused"
+    assert out.rollback_failed == ["a1: unreachable connection refused"]
+    assert out.rolled_back == []
+
+
+def test_gate_wants_traffic_moving_and_ignores_old_auth_errors() -> None:
+    def status(packets: int, error: str = "") -> FleetStatus:
+        view = AgentStatusView(
+            host="a1", content_hash="h", ike_sas=(sa("a2", packets, error=error),)
+        )
+        return FleetStatus([HostStatus("a1", "h", view)])
+
+    assert unhealthy(status(3), status(3), True) == ["a1: ESP packet counters not moving"]
+    assert unhealthy(status(3), status(4), True) == []
+    assert unhealthy(status(3), status(3), False) == []
+    stale = status(1, "AUTHENTICATION_FAILED: x")
+    assert auth_failures(stale, stale) == []
+    assert auth_failures(status(1), stale) == ["a1: peer a2: AUTHENTICATION_FAILED: x"]
+    drift = FleetStatus([replace(status(1).hosts[0], desired_hash="other")])
+    assert unhealthy(None, drift, False) == ["a1: desired plan not in force"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--canary", "0"], "--canary takes a host count of at least 1, not 0"),
+        (["--canary", "1", "--health-timeout", "-1"], "--health-timeout must be positive"),
+        (["--canary", "1", "--check"], "--canary and --check do not go together"),
+    ],
+)
+def test_apply_refuses_bad_canary_options(tmp_path: Path, args: list[str], message: str) -> None:
+    from click.testing import CliRunner
+
+    from vpnfleet.controller.cli import main
+
+    state = tmp_path / "state"
+    res = CliRunner().invoke(main, ["--state", str(state), "apply", "-i", str(LAB), *args])
+    assert res.exit_code == 1, res.output
+    assert message in res.output.replace("\n", " ")
+    assert not (state / "generation").exists()  # nothing was pushed
