@@ -8,7 +8,9 @@ remove child SAs in the data plane; the engine schedules rekeys (before expiry, 
 jitter), retries failed peers with back-off, and reports everything to the EventHub.
 
 Each IKE SA has one timer, re-armed from ``get_timer()`` after every input (aioquic's
-asyncio adapter pattern); time comes from a :class:`~.clock.Scheduler`.
+asyncio adapter pattern); time comes from a :class:`~.clock.Scheduler`. Routes into
+the TUN device, and the policy routing transport mode needs, follow the plan through
+:class:`~.plan_routes.PlanRoutes`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
 
 from ..esp.sa import RekeyRequested, SaExpired
 from ..esp.sad import SadEvent
@@ -29,7 +30,6 @@ from ..ike.message import parse_message
 from ..ike.states import IkeSaState, Role
 from ..io.dataplane import DataPlane
 from ..io.dataplane_model import Acquire
-from ..io.routes import tunnel_mtu
 from ..io.tun import TunDevice
 from ..io.udp import (
     IKE_PORT,
@@ -46,6 +46,7 @@ from . import translate
 from .clock import LoopScheduler, Scheduler, TimerHandle
 from .keylog import KeyLog
 from .lifecycle import SaLifecycle
+from .plan_routes import PlanRoutes, RouteTable
 from .session import PeerSession, PeerState
 
 log = logging.getLogger(__name__)
@@ -54,16 +55,6 @@ EndpointFactory = Callable[[IkeHandler, EspHandler], DatagramEndpoint]
 """Makes the endpoint given the engine's receive callbacks (real sockets or memory)."""
 INITIAL_CONTACT_DELAY = 2.0
 """Seconds a just-started responder waits for its peer before initiating itself."""
-
-
-class RouteTable(Protocol):
-    """What the engine needs from :class:`~vpnfleet.agent.io.routes.Routing`."""
-
-    async def link_up(self, ifname: str, mtu: int | None = None) -> None: ...
-
-    async def add_route(self, prefix: str, ifname: str) -> None: ...
-
-    async def remove_route(self, prefix: str, ifname: str) -> None: ...
 
 
 class Engine(SaLifecycle):
@@ -80,12 +71,18 @@ class Engine(SaLifecycle):
         underlay_mtu: int = 1500,
         source_address: Callable[[str], str | None] | None = None,
         keylog: KeyLog | None = None,
+        own_mark: int | None = None,
     ) -> None:
+        """``own_mark``: the firewall mark the endpoint's sockets carry, without which
+        transport-mode peers are not routed into the TUN (their IKE would follow)."""
         self.tun = tun
         self.keylog = keylog
         """Where SA keys are appended for debugging; None (the default) writes none."""
         self.events = events or EventHub()
         self.routing = routing
+        self.routes = (
+            PlanRoutes(routing, tun.name, own_mark, underlay_mtu) if routing is not None else None
+        )
         self.underlay_mtu = underlay_mtu
         self._make_endpoint = make_endpoint
         self._scheduler = scheduler
@@ -101,7 +98,6 @@ class Engine(SaLifecycle):
         self._created: dict[IkeSa, float] = {}
         self._gates: dict[str, IkeResponderGate] = {}
         self._by_address: dict[str, list[str]] = {}
-        self._routes: set[str] = set()
         self._waiters: dict[tuple[str, str], list[asyncio.Future[str]]] = {}
         self.counters: dict[str, int] = {
             "ike_malformed": 0,
@@ -168,9 +164,8 @@ class Engine(SaLifecycle):
             self.dp.stop()
         if self.keepalive is not None:
             self.keepalive.stop()
-        if self.routing is not None:
-            for prefix in sorted(self._routes):
-                await self._route("remove", prefix)
+        if self.routes is not None:
+            await self.routes.remove_all()
         if self.endpoint is not None:
             self.endpoint.close()
         for waiters in self._waiters.values():
@@ -189,7 +184,8 @@ class Engine(SaLifecycle):
         self.plan = plan
         self.dp.update_spd(translate.spd_entries(plan))
         self._keepalive_interval(plan)
-        await self._apply_routes(plan)
+        if self.routes is not None:
+            await self.routes.apply(plan)
         new_peers = {p.name: p for p in plan.peers}
         for name in list(self.sessions):
             if name not in new_peers:
@@ -503,34 +499,6 @@ class Engine(SaLifecycle):
         except LocalError as exc:
             log.debug("delete %r: %s", sa, exc)
         self._service(sa)
-
-    # -- routes ----------------------------------------------------------------------------
-
-    async def _apply_routes(self, plan: AgentPlan) -> None:
-        if self.routing is None:
-            return
-        wanted = set(translate.protected_prefixes(plan))
-        try:
-            mtu = tunnel_mtu(self.underlay_mtu, translate.esp_overhead(plan))
-            await self.routing.link_up(self.tun.name, mtu)
-        except (OSError, ValueError) as exc:
-            log.error("cannot set %s up: %s", self.tun.name, exc)
-        for prefix in sorted(self._routes - wanted):
-            await self._route("remove", prefix)
-        for prefix in sorted(wanted - self._routes):
-            await self._route("add", prefix)
-
-    async def _route(self, action: str, prefix: str) -> None:
-        assert self.routing is not None
-        try:
-            if action == "add":
-                await self.routing.add_route(prefix, self.tun.name)
-                self._routes.add(prefix)
-            else:
-                await self.routing.remove_route(prefix, self.tun.name)
-                self._routes.discard(prefix)
-        except (OSError, ValueError) as exc:
-            log.error("%s route %s via %s: %s", action, prefix, self.tun.name, exc)
 
     # -- small things ----------------------------------------------------------------------
 

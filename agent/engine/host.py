@@ -31,6 +31,9 @@ DEFAULT_TUN_NAME = "vpnfleet0"
 NETNS_DIR = "/run/netns"
 SOCKET_BUFFER_BYTES = 4 << 20
 """Kernel socket buffers large enough to absorb bursts while the loop is busy."""
+OWN_MARK = 0x4500
+"""Firewall mark (SO_MARK) on the agent's UDP sockets: policy routing sends these
+datagrams by the main table, never into the TUN (transport mode, see Engine)."""
 
 
 @dataclass(frozen=True)
@@ -102,8 +105,9 @@ def source_address(remote: str) -> str | None:
 
 class HostEngine:
     """``async with HostEngine(events) as engine``: the engine with a LinuxTun, a
-    UdpEndpoint on 0.0.0.0:500/4500 and netlink routes, all released on exit (the
-    TUN device disappears with its routes when the file descriptor closes)."""
+    UdpEndpoint on 0.0.0.0:500/4500 whose sockets carry ``own_mark`` and netlink routes,
+    all released on exit (the TUN device disappears with its routes when the file
+    descriptor closes; the engine removes its policy-routing rules when it stops)."""
 
     def __init__(
         self,
@@ -114,8 +118,10 @@ class HostEngine:
         ike_port: int = 500,
         natt_port: int = 4500,
         keylog: KeyLog | None = None,
+        own_mark: int = OWN_MARK,
     ) -> None:
         self.events = events
+        self.own_mark = own_mark
         self.keylog = keylog
         self.tun_name = tun_name
         self.listen = listen
@@ -133,6 +139,7 @@ class HostEngine:
             ike_port=self.ike_port,
             natt_port=self.natt_port,
             buffer_bytes=SOCKET_BUFFER_BYTES,
+            mark=self.own_mark,
         )
 
     async def __aenter__(self) -> Engine:
@@ -147,6 +154,7 @@ class HostEngine:
                 events=self.events,
                 source_address=source_address,
                 keylog=self.keylog,
+                own_mark=self.own_mark,
             )
             await self.engine.start()
         except BaseException:

@@ -17,6 +17,7 @@ import random
 from collections.abc import Callable, Sequence
 
 from ..esp.sa import Mode as EspMode
+from ..ike.child_sa import ChildSaState
 from ..ike.errors import LocalError
 from ..ike.events import (
     ChildSaDeleted,
@@ -112,8 +113,7 @@ class SaLifecycle:
         elif isinstance(event, ChildSaDeleted):
             self._on_child_deleted(session, event)
         elif isinstance(event, ChildSaFailed):
-            session.last_error = event.reason
-            self._publish("child_failed", session.name, event.reason)
+            self._on_child_failed(session, event)
         elif isinstance(event, IkeSaFailed):
             self._on_ike_gone(sa, session, event.reason, failed=True)
         elif isinstance(event, IkeSaDeleted):
@@ -214,28 +214,88 @@ class SaLifecycle:
         session.replacing = [s for s in session.replacing if s is not sa and not s.is_closed]
 
     def _on_child_rekeyed(self, sa: IkeSa, session: PeerSession, event: ChildSaRekeyed) -> None:
-        assert self.dp is not None
+        ours = event.initiator and session.rekeying_child == event.old_spi_in
+        if ours:
+            session.rekeying_child = None  # the exchange we started is over
+        self._follow_child_rekey(sa, session, event)
+        if not ours and session.rekeying_child == event.old_spi_in:
+            answered = sa.children.get(event.old_spi_in)
+            if answered is None or answered.state is not ChildSaState.REKEYING:
+                # Our rekey was still queued: the peer's went first and ours will not go
+                # out (no crossing, section 2.8.1); the child is rekeyed all the same.
+                session.rekeying_child = None
+                child = session.child
+                spi = child.spi_in.hex() if child is not None else event.new.spi_in.hex()
+                self._resolve_waiters(session.name, "child", f"child {spi} (rekeyed by the peer)")
+            return
+        if not ours:
+            return  # a Rekey call waits for its own exchange, not for one it answered
         child = session.child
-        if child is None or child.spi_in != event.old_spi_in:
+        if child is None:
+            self._resolve_waiters(session.name, "child", "no child SA left", ok=False)
+        elif event.redundant:
+            kept = f"child {child.spi_in.hex()} (the peer's simultaneous rekey was kept)"
+            self._resolve_waiters(session.name, "child", kept)
+        else:
+            self._resolve_waiters(session.name, "child", f"child {event.new.spi_in.hex()}")
+
+    def _on_child_failed(self, session: PeerSession, event: ChildSaFailed) -> None:
+        rekeying, session.rekeying_child = session.rekeying_child, None
+        session.last_error = event.reason
+        self._publish("child_failed", session.name, event.reason)
+        if rekeying is None:
+            return
+        child = session.child
+        if child is not None and child.previous is not None and child.previous[0] == rekeying:
+            # The peer's rekey of the same SA went first and ours was refused: the
+            # child is rekeyed all the same.
+            detail = f"child {child.spi_in.hex()} (rekeyed by the peer; ours: {event.reason})"
+            self._resolve_waiters(session.name, "child", detail)
+        else:
+            self._resolve_waiters(session.name, "child", event.reason, ok=False)
+
+    def _follow_child_rekey(self, sa: IkeSa, session: PeerSession, event: ChildSaRekeyed) -> None:
+        assert self.dp is not None
+        old = event.old_spi_in
+        child = session.child
+        if child is None:
+            return
+        # Crossing rekeys (RFC 7296 section 2.8.1) make two SAs replacing one: the
+        # second to arrive names the SA the first one replaced.
+        crossed = child.previous is not None and child.previous[0] == old
+        if child.spi_in != old and not crossed:
+            return
+        if event.redundant:
+            # Our exchange lost: the peer's SA (installed when we answered it) stays and
+            # ours is deleted next. Nobody sends on ours, and installing it would retire
+            # the survivor's inbound SA in the data plane.
+            log.info(
+                "%s: child %s redundant after simultaneous rekey of %s",
+                session.name,
+                event.new.spi_in.hex(),
+                old.hex(),
+            )
             return
         new = event.new
         remote = sa.peer[0] if sa.peer else str(session.peer.remote_addresses[0])
         inbound, outbound = translate.sa_params(
             new, translate.child_lifetime(session.peer), session.local, remote
         )
-        ours = session.rekeying_child == event.old_spi_in
+        # Section 2.8: the initiator moves outbound traffic at once, the responder when
+        # the old SA's delete shows the initiator holds the new SA. After a crossing
+        # this is our winning SA; the peer's, installed first, is retired here.
         self.dp.rekey_child_sa(
             session.name,
             inbound,
             outbound,
             local_ts=translate.esp_selectors(new.local_ts),
             remote_ts=translate.esp_selectors(new.remote_ts),
-            switch_outbound=ours,
+            switch_outbound=event.initiator,
         )
         if self.keylog is not None:
             self.keylog.child_sa(session.name, "rekeyed", inbound, outbound)
-        session.awaiting_activation = None if ours else event.old_spi_in
-        session.rekeying_child = None
+        session.awaiting_activation = None if event.initiator else old
+        child.previous = (old, event.old_spi_out)
         child.spi_in, child.spi_out, child.proposal = new.spi_in, new.spi_out, new.proposal
         child.rekeyed_at = self._wall()
         self._schedule_child_rekey(session)
@@ -244,7 +304,6 @@ class SaLifecycle:
             session.name,
             f"{event.old_spi_in.hex()} -> {new.spi_in.hex()} (out {new.spi_out.hex()})",
         )
-        self._resolve_waiters(session.name, "child", f"child {new.spi_in.hex()}")
 
     def _on_child_deleted(self, session: PeerSession, event: ChildSaDeleted) -> None:
         if session.awaiting_activation == event.spi_in and self.dp is not None:
@@ -256,11 +315,25 @@ class SaLifecycle:
         child = session.child
         if child is None or child.spi_in != event.spi_in:
             return  # an SA replaced by a rekey or a newer IKE SA
+        previous = child.previous
+        if (
+            previous is not None
+            and session.rekeying_child == previous[0]
+            and session.awaiting_activation == previous[0]
+        ):
+            # The peer's SA, answered while our rekey of the same SA crossed it, lost
+            # (section 2.8.1) and went before our own exchange ended: ours will replace
+            # the old SA, which still carries our outbound traffic meanwhile.
+            child.spi_in, child.spi_out = previous
+            child.previous = None
+            session.awaiting_activation = None
+            return
         self._remove_child(session)
         self._publish("child_down", session.name, event.reason)
 
     def _remove_child(self, session: PeerSession) -> None:
         session.child = None
+        session.rekeying_child = session.awaiting_activation = None
         if session.child_timer is not None:
             session.child_timer.cancel()
             session.child_timer = None
@@ -389,9 +462,10 @@ class SaLifecycle:
 
     async def _rekey_one(self, name: str, target: RekeyTarget) -> RekeyOutcome:
         session = self.sessions.get(name)
-        if session is None or not session.is_up or session.ike is None:
-            state = session.state.value if session else "unknown"
-            return RekeyOutcome(name, False, f"peer is not up ({state})")
+        refusal = self._not_rekeyable(session)
+        if refusal is not None:
+            return RekeyOutcome(name, False, refusal)
+        assert session is not None
         waits: list[asyncio.Future[str]] = []
         loop = asyncio.get_running_loop()
         try:
@@ -415,6 +489,21 @@ class SaLifecycle:
             return RekeyOutcome(name, False, f"rekey did not finish within {REKEY_WAIT:g} s")
         ok = not any(d.startswith("failed:") for d in details)
         return RekeyOutcome(name, ok, "; ".join(details))
+
+    @staticmethod
+    def _not_rekeyable(session: PeerSession | None) -> str | None:
+        """Why a Rekey of this peer cannot start, None when it can."""
+        if session is None:
+            return "peer is not up (not in the plan in force)"
+        sa = session.ike
+        if sa is None or sa.is_closed:
+            return f"peer is not up ({session.state.value})"
+        if sa.state is not IkeSaState.ESTABLISHED:
+            return f"peer is not up (IKE SA {sa.state.value})"
+        if session.child is None:
+            why = f": {session.last_error}" if session.last_error else ""
+            return f"IKE SA is up but no child SA is installed{why}"
+        return None
 
     def _rekey_ike(self, session: PeerSession) -> None:
         sa = session.ike

@@ -44,6 +44,9 @@ class ChildRecord:
     rekeyed_at: float = 0.0
     next_rekey_at: float = 0.0
     """Wall-clock time the scheduled rekey is due."""
+    previous: tuple[bytes, bytes] | None = None
+    """(spi_in, spi_out) of the SA this one replaced by a rekey: when both ends rekeyed
+    it at once (RFC 7296 section 2.8.1) the other new SA refers to it too."""
 
 
 @dataclass
@@ -68,7 +71,7 @@ class PeerSession:
     last_liveness_at: float = 0.0
     last_error: str = ""
     rekeying_child: bytes | None = None
-    """spi_in of the child whose rekey we started (we then switch outbound at once)."""
+    """spi_in of the child whose rekey we started, until our exchange ends."""
     awaiting_activation: bytes | None = None
     """spi_in of a child the peer rekeyed: our new outbound SA waits for its delete."""
     keepalive_to: tuple[str, int] | None = None

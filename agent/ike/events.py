@@ -86,6 +86,14 @@ class ChildSaRekeyed:
     old_spi_out: bytes
     new: ChildSaEstablished
     """The new SA: SPIs, keys, selectors and algorithms."""
+    initiator: bool = True
+    """We started the exchange that made ``new``: the peer already holds its inbound
+    half, so outbound traffic may move at once; the responder waits for the old SA's
+    delete (section 2.8)."""
+    redundant: bool = False
+    """``new`` lost a simultaneous rekey (section 2.8.1, lowest nonce) and is deleted
+    next: the peer never sends on it, so nothing should move to it; the old SA's
+    replacement is the SA of the peer's exchange (the other ChildSaRekeyed)."""
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,16 @@ def _interface(value: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
         raise ValueError(f"bad interface address {value!r}: {exc}") from None
 
 
+def _source(value: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError as exc:
+        raise ValueError(f"bad source address {value!r}: {exc}") from None
+    if address.version != net.version:
+        raise ValueError(f"source address {value} is not of the family of {net}")
+    return str(address)
+
+
 def _check_table(table: int | None) -> None:
     if table is not None and not 1 <= table <= 0xFFFFFFFF:
         raise ValueError(f"routing table must be 1..4294967295, got {table}")
@@ -215,15 +225,25 @@ class Routing:
         return [f"{a.get('address')}/{a['prefixlen']}" for a in found]
 
     async def add_route(
-        self, prefix: str, ifname: str, *, table: int | None = None, metric: int | None = None
+        self,
+        prefix: str,
+        ifname: str,
+        *,
+        table: int | None = None,
+        metric: int | None = None,
+        source: str | None = None,
     ) -> None:
-        """Route ``prefix`` through ``ifname``. An identical route is left alone; a route
-        for the same prefix, table and metric through another device is an error."""
+        """Route ``prefix`` through ``ifname``, preferring ``source`` as the address of
+        packets sent without one (``ip route ... src``). An identical route is left alone;
+        a route for the same prefix, table and metric through another device is an error."""
         net = _prefix(prefix)
         _check_table(table)
-        index = await self.link_index(ifname)
+        preferred = _source(source, net) if source is not None else None
+        args = self._route_args(net, await self.link_index(ifname), table, metric)
+        if preferred is not None:
+            args["prefsrc"] = preferred
         try:
-            await self.ipr.route("add", **self._route_args(net, index, table, metric))
+            await self.ipr.route("add", **args)
         except NetlinkError as exc:
             if exc.code != errno.EEXIST:
                 raise RouteError(
@@ -306,6 +326,27 @@ class Routing:
                 **kwargs,
             )
 
+    async def add_destination_rule(self, prefix: str, table: int, *, priority: int) -> None:
+        """``ip rule add to PREFIX lookup TABLE priority PRIORITY``."""
+        args = self._destination_rule_args(prefix, table, priority)
+        await self._request(
+            f"add rule to {prefix} table {table}",
+            self.ipr.rule,
+            "add",
+            ignore=(errno.EEXIST,),
+            **args,
+        )
+
+    async def remove_destination_rule(self, prefix: str, table: int, *, priority: int) -> None:
+        args = self._destination_rule_args(prefix, table, priority)
+        await self._request(
+            f"remove rule to {prefix} table {table}",
+            self.ipr.rule,
+            "del",
+            ignore=(errno.ENOENT, errno.ESRCH),
+            **args,
+        )
+
     async def fwmark_rules(self) -> list[tuple[int, int, int | None]]:
         """(mark, table, priority) of every IPv4 fwmark rule."""
         rules = await _collect(await self.ipr.rule("dump", family=socket.AF_INET))
@@ -347,6 +388,20 @@ class Routing:
                 args["priority"] = priority
             out.append(args)
         return out
+
+    @staticmethod
+    def _destination_rule_args(prefix: str, table: int, priority: int) -> dict[str, Any]:
+        net = _prefix(prefix)
+        _check_table(table)
+        if not 0 <= priority <= 0xFFFFFFFF:
+            raise ValueError(f"rule priority must be 0..4294967295, got {priority}")
+        return {
+            "family": _family(net),
+            "dst": str(net.network_address),
+            "dst_len": net.prefixlen,
+            "table": table,
+            "priority": priority,
+        }
 
     async def _find_route(
         self,

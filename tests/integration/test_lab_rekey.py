@@ -9,6 +9,7 @@ under a lab name of its own, removed in a finally (also on failure) and checked 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -174,13 +175,6 @@ def child_of(status: dict[str, Any], host: str, peer: str) -> dict[str, Any] | N
     return None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: crossing child rekeys (RFC 7296 section 2.8.1) leave the two ends "
-    "on different SAs; agent/engine/lifecycle.py _on_child_rekeyed adopts the first "
-    "ChildSaRekeyed of the old SA (the peer's exchange, answered first) and drops the "
-    "second (its own exchange's, old_spi_in no longer matches), whatever the nonces decide",
-)
 def test_crossing_child_rekeys_keep_one_sa_on_both_ends(
     short_mesh: tuple[LabRun, dict[str, Any]],
 ) -> None:
@@ -189,10 +183,14 @@ def test_crossing_child_rekeys_keep_one_sa_on_both_ends(
     rather than left to timing with nftables rules on IKE (UDP 500; ESP in UDP 4500 is
     never touched) in both namespaces:
 
-    1. all IKE between a1 and a2 dropped: both send their rekey request, both lost;
-    2. only IKE responses dropped (flags octet, R bit 0x20): the first retransmissions
-       (2 s) are answered, the answers lost;
-    3. nothing dropped: the second retransmissions (6 s) get the cached answers.
+    1. all IKE between a1 and a2 dropped until both have sent their rekey request;
+    2. only IKE responses dropped (flags octet, R bit 0x20) until both have answered a
+       retransmission of the other's request, the answers lost;
+    3. nothing dropped: the next retransmissions get the cached answers.
+
+    The phases follow the drop counters, not the clock: retransmissions come 1 s and
+    3 s after a request (the engine's schedule for a 6 s DPD timeout, gone at 7 s), and
+    the rekey commands reach the agents after a start-up of their own.
 
     Then both ends must hold the one surviving SA (the exchange without the lowest nonce)
     and traffic must cross without loss."""
@@ -214,10 +212,29 @@ def test_crossing_child_rekeys_keep_one_sa_on_both_ends(
         )
 
     def drop(host: str, *match: str) -> None:
-        nft(host, "flush", "chain", "inet", "vftx", "in")
+        # One nft run is one transaction: no datagram passes between flush and add.
         peer = hosts[peers[host]]["address"]
-        nft(host, "add", "rule", "inet", "vftx", "in", "ip", "saddr", peer, "udp", "dport",
-            "500", *match, "drop")  # fmt: skip
+        nft(host, "flush", "chain", "inet", "vftx", "in", ";", "add", "rule", "inet",
+            "vftx", "in", "ip", "saddr", peer, "udp", "dport", "500", *match, "counter",
+            "drop")  # fmt: skip
+
+    def dropped(host: str) -> int:
+        out = subprocess.run(
+            ["ip", "netns", "exec", hosts[host]["netns"], "nft", "list", "chain", "inet",
+             "vftx", "in"],
+            check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        found = re.search(r"counter packets (\d+)", out)
+        return int(found.group(1)) if found else 0
+
+    def wait_dropped(within: float) -> bool:
+        """Until each end has dropped a datagram of the other under the current rule."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if all(dropped(h) > 0 for h in peers):
+                return True
+            time.sleep(0.02)
+        return False
 
     streams = start_pings(paths, float(PING_INTERVAL))
     rekeys: list[subprocess.Popen[str]] = []
@@ -227,7 +244,6 @@ def test_crossing_child_rekeys_keep_one_sa_on_both_ends(
             nft(host, "add", "table", "inet", "vftx")
             nft(host, "add", "chain", "inet", "vftx", "in", "{type filter hook input priority 0;}")
             drop(host)
-        started = time.monotonic()
         for host, peer in peers.items():
             rekeys.append(
                 subprocess.Popen(
@@ -237,11 +253,11 @@ def test_crossing_child_rekeys_keep_one_sa_on_both_ends(
                     text=True,
                 )
             )
-        time.sleep(max(0.0, started + 1.0 - time.monotonic()))
+        assert wait_dropped(10), "the rekey requests were not sent"
         for host in peers:
             # The IKE header's flags octet: 19 octets into the UDP payload (RFC 7296 3.1).
             drop(host, "@th,216,8", "&", "0x20", "==", "0x20")
-        time.sleep(max(0.0, started + 4.0 - time.monotonic()))
+        assert wait_dropped(5), "the retransmitted rekey requests were not answered"
         for host in peers:
             nft(host, "delete", "table", "inet", "vftx")
         outcomes = [json.loads(p.communicate(timeout=60)[0]) for p in rekeys]

@@ -185,14 +185,15 @@ class ChildCreate:
     def _finish_rekey(
         self, old: ChildSa, new: ChildSa, event: ChildSaEstablished, nr: bytes
     ) -> None:
-        # Make-before-break: the new SA's keys go out before the old SA is deleted.
-        self.sa.emit(ChildSaRekeyed(old.spi_in, old.spi_out, event))
         collided = old.peer_rekey
+        lost = collided is not None and lowest_nonce_loses((self.nonce, nr), collided[:2])
+        # Make-before-break: the new SA's keys go out before the old SA is deleted.
+        self.sa.emit(ChildSaRekeyed(old.spi_in, old.spi_out, event, redundant=lost))
         if old.state is ChildSaState.REKEYING:
             old.transition(ChildSaInput.REKEY_DONE)
         home = self.sa.home
         redundant = "redundant after simultaneous rekey"
-        if collided is not None and lowest_nonce_loses((self.nonce, nr), collided[:2]):
+        if lost:
             # Our SA is the redundant one; the peer deletes the old SA (section 2.8.1).
             victim, reason = new, redundant
         else:
@@ -291,7 +292,7 @@ def respond(sa: IkeSa, payloads: list[Payload]) -> list[Payload]:
     if old is None:
         sa.emit(event)
     else:
-        sa.emit(ChildSaRekeyed(old.spi_in, old.spi_out, event))
+        sa.emit(ChildSaRekeyed(old.spi_in, old.spi_out, event, initiator=False))
         if old.state is ChildSaState.REKEYING:
             old.peer_rekey = (nonce.data, nr, child)  # a collision: decided on our answer
         else:

@@ -103,6 +103,17 @@ def test_tunnel_mtu_too_small_underlay() -> None:
         (lambda r: r.add_fwmark_rule(0, 100), "firewall mark must be 1..0xffffffff, got 0"),
         (lambda r: r.add_fwmark_rule(1, 0), "routing table must be 1..4294967295, got 0"),
         (lambda r: r.remove_fwmark_rule(1, 100, priority=-1), "rule priority must be"),
+        (lambda r: r.add_route("10.0.0.0/24", "t", source="10.0.0.x"), "bad source address"),
+        (
+            lambda r: r.add_route("10.0.0.0/24", "t", source="2001:db8::1"),
+            "source address 2001:db8::1 is not of the family of 10.0.0.0/24",
+        ),
+        (lambda r: r.add_destination_rule("10.0.0.1/24", 100, priority=1), "bad prefix"),
+        (lambda r: r.add_destination_rule("10.0.0.0/24", 0, priority=1), "routing table must"),
+        (
+            lambda r: r.remove_destination_rule("10.0.0.0/24", 100, priority=-1),
+            "rule priority must be 0..4294967295, got -1",
+        ),
     ],
 )
 async def test_routing_refuses_bad_arguments(call: object, message: str) -> None:
