@@ -161,6 +161,10 @@ def build_host(record: LabRecord, layout: LabLayout, host: HostLayout) -> None:
         veth(host.netns, site.interface, peer)
         ip("link", "set", peer, "up", netns=host.netns)
         set_address(host.netns, site.interface, site.address, site.prefixlen)
+    # Every lab host is a site gateway: a hub forwards spoke-to-spoke traffic from one
+    # tunnel into another, as a real gateway forwards its site's traffic.
+    run(["ip", "netns", "exec", host.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+    run(["ip", "netns", "exec", host.netns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
 
 
 def build_network(
