@@ -15,7 +15,17 @@ from . import convert
 from .config import DEFAULT_CONTROLLER_IDENTITY, ConfigError, load_config
 from .engine.host import HostEngine, data_plane_choice
 from .engine.keylog import KeyLog, KeyLogError
-from .enroll import CA_CERT, IKE_CERT, KEY_TYPES, TLS_CERT, EnrollError, init_agent, install_certs
+from .engine.translate import CredentialError, IkeCredentials
+from .enroll import (
+    CA_CERT,
+    IKE_CERT,
+    IKE_KEY,
+    KEY_TYPES,
+    TLS_CERT,
+    EnrollError,
+    init_agent,
+    install_certs,
+)
 from .hollow import HollowError, listening_line, start_hollow, stop_hollow
 from .metrics import MetricsError, agent_metrics
 from .plan import AgentPlan, PlanRejected
@@ -59,6 +69,28 @@ metrics_option = click.option(
     help="Serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free port; "
     "overrides metrics_listen in the config). Default: off.",
 )
+
+
+def _ike_credentials(
+    cert: Path | None, key: Path | None, state_dir: Path | None
+) -> IkeCredentials | None:
+    """The agent's IKE certificate and key: the files given, else ike.pem and ike.key in
+    the state dir. None when there are none: PSK peers need none, and certificate peers
+    then report what is missing."""
+    if (cert is None) != (key is None):
+        raise CredentialError("--ike-cert and --ike-key go together")
+    if cert is None or key is None:
+        if state_dir is None:
+            return None
+        cert, key = state_dir / IKE_CERT, state_dir / IKE_KEY
+        if not cert.exists() or not key.exists():
+            log.info("no IKE certificate in %s: certificate peers cannot come up", state_dir)
+            return None
+    try:
+        cert_pem, key_pem = cert.read_bytes(), key.read_bytes()
+    except OSError as exc:
+        raise CredentialError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    return IkeCredentials.from_pem(cert_pem, key_pem, f"{cert}, {key}")
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -133,10 +165,15 @@ def serve(
     if data_plane and not choice.enabled:
         _fail(choice.reason)
     log.info("%s: %s", config.name, choice.reason)
+    try:
+        credentials = _ike_credentials(None, None, config.state_dir) if choice.enabled else None
+    except CredentialError as exc:
+        _fail(str(exc))
+        return
 
     async def go() -> None:
         keylog = keylog_path or config.keylog
-        async with _sink(choice.enabled, tun_name, keylog) as (sink, events):
+        async with _sink(choice.enabled, tun_name, keylog, credentials) as (sink, events):
             service = AgentService(config.name, PlanStore(config.state_dir), sink, events)
             await service.restore()
             listen = metrics_listen or config.metrics_listen
@@ -151,7 +188,10 @@ def serve(
 
 @contextlib.asynccontextmanager
 async def _sink(
-    enabled: bool, tun_name: str, keylog_path: Path | None = None
+    enabled: bool,
+    tun_name: str,
+    keylog_path: Path | None = None,
+    credentials: IkeCredentials | None = None,
 ) -> AsyncIterator[tuple[PlanSink, EventHub]]:
     """The engine when the data plane is on, else the plan-only sink."""
     events = EventHub()
@@ -162,7 +202,9 @@ async def _sink(
         return
     keylog = KeyLog.open(keylog_path) if keylog_path is not None else None
     try:
-        async with HostEngine(events, tun_name=tun_name, keylog=keylog) as engine:
+        async with HostEngine(
+            events, tun_name=tun_name, keylog=keylog, ike_credentials=credentials
+        ) as engine:
             yield engine, events
     finally:
         if keylog is not None:
@@ -231,6 +273,17 @@ def _summary(plan: AgentPlan) -> list[str]:
     type=click.Path(path_type=Path),
     help="After applying, serve the Agent API with this agent config (its state_dir wins).",
 )
+@click.option(
+    "--ike-cert",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="This agent's IKE certificate (PEM) for certificate peers (default: ike.pem in "
+    "the state dir).",
+)
+@click.option(
+    "--ike-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The private key of --ike-cert (default: ike.key in the state dir).",
+)
 @data_plane_option
 @tun_option
 @keylog_option
@@ -245,6 +298,8 @@ def run(
     plan_path: Path,
     state_dir: Path | None,
     serve_config: Path | None,
+    ike_cert: Path | None,
+    ike_key: Path | None,
     data_plane: bool | None,
     tun_name: str,
     keylog_path: Path | None,
@@ -290,9 +345,14 @@ def run(
     if state_dir is None and not choice.enabled:
         click.echo(f"validated (not persisted: no --state-dir; {choice.reason})")
         return
+    try:
+        credentials = _ike_credentials(ike_cert, ike_key, state_dir) if choice.enabled else None
+    except CredentialError as exc:
+        _fail(str(exc))
+        return
 
     async def apply_and_run() -> None:
-        async with _sink(choice.enabled, tun_name, keylog_path) as (sink, events):
+        async with _sink(choice.enabled, tun_name, keylog_path, credentials) as (sink, events):
             service = None
             if state_dir is None:
                 await sink.put_in_force(plan)

@@ -72,10 +72,14 @@ class Engine(SaLifecycle):
         source_address: Callable[[str], str | None] | None = None,
         keylog: KeyLog | None = None,
         own_mark: int | None = None,
+        ike_credentials: translate.IkeCredentials | None = None,
     ) -> None:
         """``own_mark``: the firewall mark the endpoint's sockets carry, without which
-        transport-mode peers are not routed into the TUN (their IKE would follow)."""
+        transport-mode peers are not routed into the TUN (their IKE would follow).
+        ``ike_credentials``: this agent's IKE certificate and key, for the peers that
+        authenticate with certificates (without them such peers report an error)."""
         self.tun = tun
+        self.ike_credentials = ike_credentials
         self.keylog = keylog
         """Where SA keys are appended for debugging; None (the default) writes none."""
         self.events = events or EventHub()
@@ -225,7 +229,7 @@ class Engine(SaLifecycle):
     ) -> None:
         local = self._local_for(plan, peer)
         try:
-            config = translate.ike_config(plan, peer)
+            config = translate.ike_config(plan, peer, self.ike_credentials)
         except translate.PeerConfigError as exc:
             log.error("%s", exc)
             if old is not None:

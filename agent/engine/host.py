@@ -24,6 +24,7 @@ from ..io.udp import DatagramEndpoint, EspHandler, IkeHandler, UdpEndpoint
 from ..sink import EventHub
 from .engine import Engine
 from .keylog import KeyLog
+from .translate import IkeCredentials
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,10 @@ class HostEngine:
         natt_port: int = 4500,
         keylog: KeyLog | None = None,
         own_mark: int = OWN_MARK,
+        ike_credentials: IkeCredentials | None = None,
     ) -> None:
         self.events = events
+        self.ike_credentials = ike_credentials
         self.own_mark = own_mark
         self.keylog = keylog
         self.tun_name = tun_name
@@ -155,6 +158,7 @@ class HostEngine:
                 source_address=source_address,
                 keylog=self.keylog,
                 own_mark=self.own_mark,
+                ike_credentials=self.ike_credentials,
             )
             await self.engine.start()
         except BaseException:

@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 REKEY_WAIT = 15.0
 """Seconds a Rekey call waits for the exchange to finish before answering."""
+ACTIVATE_WAIT = 2.0
+"""Seconds the responder of a new IKE SA replacing ours keeps sending on the old child
+when the peer does not delete the old SA (within the old inbound SA's grace period)."""
 
 
 class SaLifecycle:
@@ -127,6 +130,8 @@ class SaLifecycle:
         current = session.ike
         if current is not sa:
             if current is None or current.is_closed or current in session.replacing:
+                # A replacement we were waiting for (the plan changed here too).
+                session.handover_expected = current is not None and not current.is_closed
                 session.ike = sa
             else:
                 self._resolve_duplicate(session, current, sa)
@@ -163,6 +168,7 @@ class SaLifecycle:
             # The current one stays and keeps (or will get) the child: drop the new now.
             self._delete_sa(new)
             return
+        session.handover_expected = False
         session.ike = new
         if current not in session.replacing:
             session.replacing.append(current)
@@ -177,16 +183,45 @@ class SaLifecycle:
             event, translate.child_lifetime(session.peer), session.local, remote
         )
         dest: Address = sa.peer if (sa.encap and sa.peer) else (remote, NATT_PORT)
-        self.dp.install_child_sa(
-            session.name,
-            inbound,
-            outbound,
-            dest,
-            encap=Encap.UDP,
-            local=session.local if inbound.mode is EspMode.TRANSPORT else None,
-            local_ts=translate.esp_selectors(event.local_ts),
-            remote_ts=translate.esp_selectors(event.remote_ts),
+        local = session.local if inbound.mode is EspMode.TRANSPORT else None
+        old = session.child
+        handover = (
+            old is not None
+            and old.path == (dest, local)
+            and old.mode == event.mode
+            and any(s is not sa for s in session.replacing)
         )
+        # A new IKE SA replacing the one that carries the child (a changed plan): the
+        # same make-before-break as a child rekey (RFC 7296 section 2.8), the old inbound
+        # SA open through its grace period. Its initiator switches outbound at once; its
+        # responder when the peer deletes the old SA, if our own plan change made us
+        # expect the new one. Otherwise it cannot be told from a restarted peer's (which
+        # holds no old SA to delete), and the responder switches at once too.
+        wait = handover and not sa.is_initiator and session.handover_expected
+        if handover:
+            try:
+                self.dp.rekey_child_sa(
+                    session.name,
+                    inbound,
+                    outbound,
+                    local_ts=translate.esp_selectors(event.local_ts),
+                    remote_ts=translate.esp_selectors(event.remote_ts),
+                    switch_outbound=not wait,
+                )
+            except ValueError as exc:  # the data plane lost the old child meanwhile
+                log.info("%s: installing the new child afresh: %s", session.name, exc)
+                handover = wait = False
+        if not handover:
+            self.dp.install_child_sa(
+                session.name,
+                inbound,
+                outbound,
+                dest,
+                encap=Encap.UDP,
+                local=local,
+                local_ts=translate.esp_selectors(event.local_ts),
+                remote_ts=translate.esp_selectors(event.remote_ts),
+            )
         if self.keylog is not None:
             self.keylog.child_sa(session.name, "installed", inbound, outbound)
         session.child = ChildRecord(
@@ -197,8 +232,13 @@ class SaLifecycle:
             translate.describe_selectors(event.local_ts),
             translate.describe_selectors(event.remote_ts),
             self._wall(),
+            path=(dest, local),
         )
         session.rekeying_child = session.awaiting_activation = None
+        session.handover_expected = False
+        if session.activation_timer is not None:
+            session.activation_timer.cancel()
+            session.activation_timer = None
         session.state = PeerState.UP
         session.attempts = 0
         session.last_error = ""
@@ -208,10 +248,39 @@ class SaLifecycle:
             session.name,
             f"{event.proposal} {event.mode} in {event.spi_in.hex()} out {event.spi_out.hex()}",
         )
+        if wait:
+            assert old is not None
+            session.awaiting_activation = old.spi_in
+            session.activation_timer = self.scheduler.call_at(
+                self.now() + ACTIVATE_WAIT, lambda: self._activation_overdue(session)
+            )
+            return  # the old SAs go when the peer deletes them (or when overdue)
+        self._delete_replaced(session, sa)
+
+    def _delete_replaced(self, session: PeerSession, sa: IkeSa) -> None:
         for old in session.replacing:
             if old is not sa:
                 self._delete_sa(old)
         session.replacing = [s for s in session.replacing if s is not sa and not s.is_closed]
+
+    def _activate(self, session: PeerSession) -> None:
+        session.awaiting_activation = None
+        if session.activation_timer is not None:
+            session.activation_timer.cancel()
+            session.activation_timer = None
+        if self.dp is not None:
+            with contextlib.suppress(ValueError):
+                self.dp.activate_outbound(session.name)
+
+    def _activation_overdue(self, session: PeerSession) -> None:
+        session.activation_timer = None
+        if self.stopped or self.sessions.get(session.name) is not session:
+            return
+        if session.awaiting_activation is None or session.ike is None:
+            return
+        log.info("%s: the replaced IKE SA was not deleted by the peer in time", session.name)
+        self._activate(session)
+        self._delete_replaced(session, session.ike)
 
     def _on_child_rekeyed(self, sa: IkeSa, session: PeerSession, event: ChildSaRekeyed) -> None:
         ours = event.initiator and session.rekeying_child == event.old_spi_in
@@ -307,10 +376,9 @@ class SaLifecycle:
 
     def _on_child_deleted(self, session: PeerSession, event: ChildSaDeleted) -> None:
         if session.awaiting_activation == event.spi_in and self.dp is not None:
-            # The rekey's initiator deleted the old SA: it surely has the new inbound SA.
-            session.awaiting_activation = None
-            with contextlib.suppress(ValueError):
-                self.dp.activate_outbound(session.name)
+            # The rekey's initiator (or the new IKE SA's) deleted the old SA: it surely
+            # has the new inbound SA.
+            self._activate(session)
             return
         child = session.child
         if child is None or child.spi_in != event.spi_in:
@@ -334,6 +402,9 @@ class SaLifecycle:
     def _remove_child(self, session: PeerSession) -> None:
         session.child = None
         session.rekeying_child = session.awaiting_activation = None
+        if session.activation_timer is not None:
+            session.activation_timer.cancel()
+            session.activation_timer = None
         if session.child_timer is not None:
             session.child_timer.cancel()
             session.child_timer = None

@@ -47,6 +47,9 @@ class ChildRecord:
     previous: tuple[bytes, bytes] | None = None
     """(spi_in, spi_out) of the SA this one replaced by a rekey: when both ends rekeyed
     it at once (RFC 7296 section 2.8.1) the other new SA refers to it too."""
+    path: tuple[tuple[str, int], str | None] | None = None
+    """Where the data plane sends it and from which local address (transport mode): a
+    re-established child on the same path is switched to like a rekey."""
 
 
 @dataclass
@@ -73,12 +76,19 @@ class PeerSession:
     rekeying_child: bytes | None = None
     """spi_in of the child whose rekey we started, until our exchange ends."""
     awaiting_activation: bytes | None = None
-    """spi_in of a child the peer rekeyed: our new outbound SA waits for its delete."""
+    """spi_in of a child the peer rekeyed or replaced by a new IKE SA: our new outbound
+    SA waits for its delete."""
+    handover_expected: bool = False
+    """Our old IKE SA was already being replaced (the plan changed here) when the peer
+    set up the new one: as its responder we switch outbound once the peer deletes the
+    old SA, not at once (it may not hold the new SA yet)."""
     keepalive_to: tuple[str, int] | None = None
     """Where NAT-keepalives go while we are behind a NAT (RFC 3948 section 4)."""
     ike_timer: TimerHandle | None = None
     child_timer: TimerHandle | None = None
     retry_timer: TimerHandle | None = None
+    activation_timer: TimerHandle | None = None
+    """Switches outbound anyway if the old SA's delete does not come."""
 
     @property
     def name(self) -> str:
@@ -103,10 +113,10 @@ class PeerSession:
         return min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** max(0, self.attempts - 1))
 
     def cancel_timers(self) -> None:
-        for handle in (self.ike_timer, self.child_timer, self.retry_timer):
+        for handle in (self.ike_timer, self.child_timer, self.retry_timer, self.activation_timer):
             if handle is not None:
                 handle.cancel()
-        self.ike_timer = self.child_timer = self.retry_timer = None
+        self.ike_timer = self.child_timer = self.retry_timer = self.activation_timer = None
 
     def report(self, stats: Mapping[tuple[int, str], SaStats]) -> IkeSaReport:
         sa = self.ike

@@ -8,10 +8,15 @@ raises :class:`PeerConfigError` naming the peer and the field.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TypeVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from ..esp.sa import Lifetime, Mode, SaParams
 from ..esp.spd import Action, Selector, SpdEntry, TrafficSelector
@@ -23,6 +28,7 @@ from ..ike.errors import LocalError
 from ..ike.events import ChildSaEstablished
 from ..ike.payloads import TrafficSelector as IkeTrafficSelector
 from ..ike.proposals import EspProposal, IkeProposal
+from ..ike.signatures import CertificateAuth, SigningKey, identity_in_certificate
 from ..io.routes import AEAD_GCM16, CBC_SHA256, CBC_SHA384, CBC_SHA512, EspOverhead
 from ..plan import (
     AgentPlan,
@@ -46,6 +52,44 @@ T = TypeVar("T")
 
 class PeerConfigError(ValueError):
     """A peer of a valid plan that this engine cannot turn into an IKE configuration."""
+
+
+class CredentialError(ValueError):
+    """The agent's own IKE certificate or key cannot be used."""
+
+
+@dataclass(frozen=True)
+class IkeCredentials:
+    """The agent's own IKE certificate and private key (issued at enrolment), used for
+    every peer the plan authenticates with certificates (RFC 7427)."""
+
+    certificate: x509.Certificate
+    private_key: SigningKey = field(repr=False)
+    source: str = ""
+    """Where they were loaded from, for error messages."""
+
+    @classmethod
+    def from_pem(cls, cert_pem: bytes, key_pem: bytes, source: str = "") -> IkeCredentials:
+        where = f" ({source})" if source else ""
+        try:
+            certificate = x509.load_pem_x509_certificate(cert_pem)
+        except ValueError as exc:
+            raise CredentialError(f"IKE certificate{where} is not PEM: {exc}") from None
+        try:
+            key = serialization.load_pem_private_key(key_pem, None)
+        except (ValueError, TypeError) as exc:
+            raise CredentialError(f"IKE key{where} is not an unencrypted PEM key: {exc}") from None
+        if not isinstance(key, SigningKey):
+            raise CredentialError(f"IKE key{where}: unsupported key type {type(key).__name__}")
+        ours = certificate.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        theirs = key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        if ours != theirs:
+            raise CredentialError(f"IKE key{where} does not belong to the IKE certificate")
+        return cls(certificate, key, source)
 
 
 _ID_TYPES = {
@@ -161,12 +205,62 @@ def retransmit_tries(timeout_seconds: int) -> int:
     return max(MIN_RETRANSMIT_TRIES, min(MAX_RETRANSMIT_TRIES, tries))
 
 
-def ike_config(plan: AgentPlan, peer: Peer) -> IkeConfig:
-    """The IKE SA and first child SA configuration for one plan peer."""
-    if peer.auth.method is not AuthMethod.PSK:
+def ca_fingerprint(certificate: x509.Certificate) -> str:
+    """Hex SHA-256 of a certificate's DER encoding, as plans name a peer's CA."""
+    return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def certificate_auth(
+    plan: AgentPlan, peer: Peer, credentials: IkeCredentials | None
+) -> CertificateAuth:
+    """Our certificate and key, with only the plan's trust anchor this peer's credential
+    names (its CA fingerprint): a certificate from another fleet CA is not accepted."""
+    if credentials is None:
         raise PeerConfigError(
-            f"peer {peer.name}: {peer.auth.method.name.lower()} authentication is not "
-            "wired into the engine yet (PSK only)"
+            f"peer {peer.name}: pubkey authentication needs this agent's IKE certificate "
+            "and key, and none are loaded (enrol the agent so ike.pem and ike.key are in "
+            "its state dir)"
+        )
+    wanted = peer.auth.ca_fingerprint.lower().replace(":", "")
+    if not wanted:
+        raise PeerConfigError(f"peer {peer.name}: pubkey credential names no CA fingerprint")
+    anchors = []
+    for index, pem in enumerate(plan.trust_anchors):
+        try:
+            anchor = x509.load_pem_x509_certificate(pem)
+        except ValueError:
+            raise PeerConfigError(
+                f"peer {peer.name}: plan trust anchor {index} is not a PEM certificate"
+            ) from None
+        if ca_fingerprint(anchor) == wanted:
+            anchors.append(anchor)
+    if not anchors:
+        raise PeerConfigError(
+            f"peer {peer.name}: no plan trust anchor has the CA fingerprint {wanted[:16]}… "
+            f"({len(plan.trust_anchors)} anchors in the plan)"
+        )
+    local_id = ike_identity(peer.local_id)
+    if not identity_in_certificate(local_id.id_type, local_id.data, credentials.certificate):
+        raise PeerConfigError(
+            f"peer {peer.name}: our IKE certificate "
+            f"({credentials.certificate.subject.rfc4514_string()}) does not carry the local "
+            f"identity {local_id} in its subjectAltName or subject"
+        )
+    try:
+        return CertificateAuth(credentials.certificate, credentials.private_key, tuple(anchors))
+    except LocalError as exc:
+        raise PeerConfigError(f"peer {peer.name}: {exc}") from None
+
+
+def ike_config(plan: AgentPlan, peer: Peer, credentials: IkeCredentials | None = None) -> IkeConfig:
+    """The IKE SA and first child SA configuration for one plan peer; ``credentials``
+    (our IKE certificate and key) serve the peers that authenticate with certificates."""
+    certificates = None
+    if peer.auth.method is AuthMethod.PUBKEY:
+        certificates = certificate_auth(plan, peer, credentials)
+    elif peer.auth.method is not AuthMethod.PSK:
+        raise PeerConfigError(
+            f"peer {peer.name}: {peer.auth.method.name.lower()} authentication is not supported"
         )
     local = local_address(plan, peer)
     remote = str(peer.remote_addresses[0])
@@ -181,13 +275,14 @@ def ike_config(plan: AgentPlan, peer: Peer) -> IkeConfig:
         return IkeConfig(
             ike_identity(peer.local_id),
             ike_identity(peer.remote_id),
-            peer.auth.psk,
+            peer.auth.psk if certificates is None else b"",
             ike_proposals(peer),
             child,
             retransmit_timeout=RETRANSMIT_TIMEOUT,
             retransmit_tries=retransmit_tries(peer.dpd.timeout_seconds),
             force_encap=peer.nat.force_encap,
             dpd_delay=float(peer.dpd.delay_seconds) if peer.dpd.delay_seconds else None,
+            certificates=certificates,
         )
     except LocalError as exc:
         raise PeerConfigError(f"peer {peer.name}: {exc}") from None

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,8 +126,12 @@ def prepare(inventory: Path, name: str) -> LabLayout:
     """Every check that needs no change on the machine; raises before anything exists."""
     check_root()
     inv = load_inventory(inventory)
-    # Plans with a throwaway secret: only to validate the inventory and learn addresses.
-    plans = build_plans(inv, master_secret=bytes(32))
+    # Plans with a throwaway secret and CA: only to validate the inventory and learn
+    # addresses (certificate peers need a trust anchor; the lab's own CA comes later).
+    with tempfile.TemporaryDirectory(prefix="vpnfleet-lab-check-") as scratch:
+        pki.init_ca(Path(scratch))
+        anchor = pki.load_ca(Path(scratch))[2]
+    plans = build_plans(inv, master_secret=bytes(32), trust_anchors=(anchor,))
     layout = plan_layout(name, inv, plans)
     if layout.externals:
         external.check_installed()

@@ -113,15 +113,6 @@ def test_psk_rotation_is_acknowledged_and_reestablishes_every_tunnel(
     assert code == 0 and [h["outcome"] for h in again["hosts"]] == ["ok"] * 4, again
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: a changed peer's re-established child SA is installed with "
-    "agent/io/dataplane.py install_child_sa, which removes the old inbound SA at once and "
-    "switches outbound at once (agent/engine/lifecycle.py _on_child_up), unlike a child "
-    "rekey (rekey_child_sa, switch_outbound only for the exchange's initiator): a packet "
-    "in flight on the old SA, or the responder's first on the new one before the "
-    "initiator installed it, is dropped. Any peer change (apply) loses the same way.",
-)
 def test_psk_rotation_under_continuous_ping_loses_nothing(
     mesh: tuple[LabRun, dict[str, Any]],
 ) -> None:

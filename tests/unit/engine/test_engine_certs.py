@@ -1,0 +1,196 @@
+"""Certificate peers (RFC 7427 signatures through the fleet CA) in the engine: the plan's
+trust anchor, narrowed by the peer's CA fingerprint, and the agent's enrolled IKE
+certificate and key, on an in-memory engine pair."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from engine_pair import Fleet, Node, node_plan, udp4
+
+from vpnfleet.agent import cli
+from vpnfleet.agent.engine import Engine, translate
+from vpnfleet.agent.engine.translate import CredentialError, IkeCredentials
+from vpnfleet.agent.io.memory import MemoryEndpoint
+from vpnfleet.agent.plan import AgentPlan
+from vpnfleet.controller import pki
+from vpnfleet.protos import plan_pb2
+
+
+def ca(state_dir: Path) -> bytes:
+    return pki.init_ca(state_dir).cert_path.read_bytes()
+
+
+def enrolled(ca_dir: Path, agent_dir: Path, host: str) -> IkeCredentials:
+    """The host's IKE certificate and key as enrolment leaves them (SAN DNS:host)."""
+    agent_dir.mkdir()
+    pki.enroll_local(ca_dir, agent_dir, host)
+    return IkeCredentials.from_pem(
+        (agent_dir / "ike.pem").read_bytes(), (agent_dir / "ike.key").read_bytes()
+    )
+
+
+def pubkey_plan(host: str, peers: list[str], anchors: list[bytes]) -> AgentPlan:
+    """The sample plan with every peer on certificates anchored at ``anchors[0]``."""
+
+    def edit(msg: plan_pb2.NodePlan) -> None:
+        del msg.trust_anchors[:]
+        msg.trust_anchors.extend(anchors)
+        for peer in msg.peers:
+            peer.auth.CopyFrom(
+                plan_pb2.Credential(
+                    method=plan_pb2.AUTH_METHOD_PUBKEY,
+                    reference="cert:fleet-ca",
+                    ca_fingerprint=pki.fingerprint(anchors[0]),
+                )
+            )
+
+    return node_plan(host, peers, edit=edit)
+
+
+def with_credentials(fleet: Fleet, host: str, credentials: IkeCredentials | None) -> Node:
+    node = fleet[host]
+    node.engine = Engine(
+        node.tun,
+        lambda on_ike, on_esp: MemoryEndpoint(fleet.net, on_ike, on_esp, host=node.address),
+        scheduler=fleet.clock,
+        events=node.hub,
+        rng=random.Random(7),
+        ike_credentials=credentials,
+    )
+    return node
+
+
+async def start_pair(
+    tmp_path: Path, a_ca: str = "fleet", b_ca: str = "fleet", a_creds: bool = True
+) -> Fleet:
+    """a and b trust the fleet CA; each one's certificate comes from the CA named."""
+    cas = {"fleet": tmp_path / "fleet", "other": tmp_path / "other"}
+    pems = {name: ca(path) for name, path in cas.items()}
+    fleet = Fleet("a", "b")
+    creds_a = enrolled(cas[a_ca], tmp_path / "agent-a", "a") if a_creds else None
+    with_credentials(fleet, "a", creds_a)
+    with_credentials(fleet, "b", enrolled(cas[b_ca], tmp_path / "agent-b", "b"))
+    await fleet.start()
+    await fleet.apply("b", pubkey_plan("b", ["a"], [pems["fleet"]]))
+    # Unrelated anchors in the plan must not widen what this peer accepts.
+    await fleet.apply("a", pubkey_plan("a", ["b"], [pems["fleet"], pems["other"]]))
+    fleet.advance(2)
+    return fleet
+
+
+async def test_certificate_pair_comes_up_and_carries_packets(tmp_path: Path) -> None:
+    fleet = await start_pair(tmp_path)
+    a, b = fleet["a"], fleet["b"]
+    assert a.engine.peers_up() == 1 and b.engine.peers_up() == 1
+    (report,) = a.engine.ike_sas()
+    assert report.state == "established" and report.last_error == ""
+    packet = udp4("10.1.0.5", "10.2.0.7")
+    a.send(packet)
+    fleet.pump()
+    assert b.tun.delivered == [packet]
+    reply = udp4("10.2.0.7", "10.1.0.5", b"and back")
+    b.send(reply)
+    fleet.pump()
+    assert a.tun.delivered == [reply]
+
+
+async def test_initiator_refuses_a_responder_certificate_from_another_ca(
+    tmp_path: Path,
+) -> None:
+    fleet = await start_pair(tmp_path, b_ca="other")
+    a, b = fleet["a"], fleet["b"]
+    failures = [e.detail for e in a.events("ike_failed")]
+    assert failures and all(
+        f.startswith("AUTHENTICATION_FAILED: certificate CN=b is not trusted") for f in failures
+    ), failures
+    assert a.engine.peers_up() == 0
+    assert "AUTHENTICATION_FAILED" in a.engine.ike_sas()[0].last_error
+    a.send(udp4("10.1.0.5", "10.2.0.7"))
+    fleet.pump()
+    assert b.tun.delivered == []
+
+
+async def test_responder_refuses_an_initiator_certificate_from_another_ca(
+    tmp_path: Path,
+) -> None:
+    """RFC 7296 section 2.21.2: the responder answers IKE_AUTH with AUTHENTICATION_FAILED."""
+    fleet = await start_pair(tmp_path, a_ca="other")
+    a, b = fleet["a"], fleet["b"]
+    refused = [e.detail for e in b.events("ike_failed")]
+    assert refused and all(
+        f.startswith("AUTHENTICATION_FAILED: certificate CN=a is not trusted") for f in refused
+    ), refused
+    heard = [e.detail for e in a.events("ike_failed")]
+    assert "AUTHENTICATION_FAILED: refused by peer" in heard
+    assert b.engine.peers_up() == 0
+    a.send(udp4("10.1.0.5", "10.2.0.7"))
+    fleet.pump()
+    assert b.tun.delivered == []
+
+
+async def test_missing_local_certificate_is_a_clear_peer_error(tmp_path: Path) -> None:
+    fleet = await start_pair(tmp_path, a_creds=False)
+    a = fleet["a"]
+    (report,) = a.engine.ike_sas()
+    assert "needs this agent's IKE certificate and key" in report.last_error
+    assert "ike.pem" in report.last_error
+    assert [e.peer for e in a.events("peer_error")] == ["b"]
+    assert a.engine.peers_up() == 0
+
+
+def test_trust_anchors_are_narrowed_to_the_peer_ca(tmp_path: Path) -> None:
+    fleet_pem, other_pem = ca(tmp_path / "fleet"), ca(tmp_path / "other")
+    creds = enrolled(tmp_path / "fleet", tmp_path / "agent-a", "a")
+    plan = pubkey_plan("a", ["b"], [other_pem, fleet_pem])
+    (peer,) = plan.peers
+    assert peer.auth.ca_fingerprint == pki.fingerprint(other_pem)
+    config = translate.ike_config(plan, peer, creds)
+    assert config.certificates is not None
+    assert [translate.ca_fingerprint(c) for c in config.certificates.trust_anchors] == [
+        pki.fingerprint(other_pem)
+    ]
+    assert config.certificates.certificate == creds.certificate
+
+
+def test_certificate_without_the_local_identity_is_refused(tmp_path: Path) -> None:
+    fleet_pem = ca(tmp_path / "fleet")
+    creds = enrolled(tmp_path / "fleet", tmp_path / "agent-c", "c")
+    plan = pubkey_plan("a", ["b"], [fleet_pem])
+    (peer,) = plan.peers
+    with pytest.raises(translate.PeerConfigError, match="does not carry the local identity a"):
+        translate.ike_config(plan, peer, creds)
+
+
+def test_credentials_that_do_not_fit_are_named(tmp_path: Path) -> None:
+    ca(tmp_path / "fleet")
+    enrolled(tmp_path / "fleet", tmp_path / "agent-a", "a")
+    enrolled(tmp_path / "fleet", tmp_path / "agent-b", "b")
+    cert_a = (tmp_path / "agent-a" / "ike.pem").read_bytes()
+    key_a = (tmp_path / "agent-a" / "ike.key").read_bytes()
+    key_b = (tmp_path / "agent-b" / "ike.key").read_bytes()
+    with pytest.raises(CredentialError, match="does not belong to the IKE certificate"):
+        IkeCredentials.from_pem(cert_a, key_b, "a")
+    with pytest.raises(CredentialError, match=r"IKE certificate \(a\) is not PEM"):
+        IkeCredentials.from_pem(b"junk", key_a, "a")
+    with pytest.raises(CredentialError, match=r"IKE key \(a\) is not an unencrypted PEM key"):
+        IkeCredentials.from_pem(cert_a, b"junk", "a")
+
+
+def test_agent_loads_its_ike_credentials_from_the_state_dir(tmp_path: Path) -> None:
+    ca(tmp_path / "fleet")
+    state = tmp_path / "agent-a"
+    creds = enrolled(tmp_path / "fleet", state, "a")
+    loaded = cli._ike_credentials(None, None, state)
+    assert loaded is not None and loaded.certificate == creds.certificate
+    given = cli._ike_credentials(state / "ike.pem", state / "ike.key", None)
+    assert given is not None and given.certificate == creds.certificate
+    # Not enrolled yet: no credentials, PSK peers still work.
+    assert cli._ike_credentials(None, None, tmp_path / "empty") is None
+    assert cli._ike_credentials(None, None, None) is None
+    with pytest.raises(CredentialError, match="--ike-cert and --ike-key go together"):
+        cli._ike_credentials(state / "ike.pem", None, None)
+    with pytest.raises(CredentialError, match=r"cannot read .*missing\.key"):
+        cli._ike_credentials(state / "ike.pem", tmp_path / "missing.key", None)
