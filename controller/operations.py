@@ -6,7 +6,6 @@ before any agent is contacted), then works on the hosts selected by ``--limit``.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from .inventory.vault import Vault
 from .planner import build_plans
 from .results import AggregateResult, ChangeLine, HostResult, Outcome
 from .rollout import DEFAULT_OPTIONS, RolloutOptions, run_rollout
-from .state import StateDir
+from .state import StateDir, write_private
 from .status import FleetStatus, HostStatus
 
 DEFAULT_TIMEOUT = 10.0
@@ -105,19 +104,10 @@ def rail_violations(fleet: CompiledFleet) -> list[rails.RailViolation]:
 
 def emit_plans(fleet: CompiledFleet, out_dir: Path) -> list[Path]:
     """Write one plan file per selected host (0600: plans hold PSKs)."""
-    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     written = []
     for host in fleet.selected:
         path = out_dir / f"{host}.plan"
-        data = fleet.message(host).SerializeToString(deterministic=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_private(path, fleet.message(host).SerializeToString(deterministic=True))
         written.append(path)
     return written
 

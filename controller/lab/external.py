@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..state import write_private
 from . import netns
 from .layout import ExternalLayout, LabError, LabLayout
 from .record import LabRecord
@@ -208,9 +209,7 @@ def start_charon(record: LabRecord, ext: ExternalLayout) -> int:
     conf = directory / "strongswan.conf"
     conf.write_text(strongswan_conf(directory, ext.port))
     swanctl_file = directory / "swanctl.conf"
-    fd = os.open(swanctl_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(swanctl_conf(ext))
+    write_private(swanctl_file, swanctl_conf(ext).encode())
     record.add("charon", name=ext.name, netns=ext.netns, dir=str(directory), pid=None)
     env = {**os.environ, "STRONGSWAN_CONF": str(conf)}
     script = f'mount --bind "{run_dir}" /run && exec {CHARON}'
