@@ -25,43 +25,51 @@ _sym_db = _symbol_database.Default()
 from vpnfleet.protos import plan_pb2 as vpnfleet_dot_protos_dot_plan__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bvpnfleet/protos/agent.proto\x12\x0bvpnfleet.v1\x1a\x1avpnfleet/protos/plan.proto\"H\n\x10\x41pplyPlanRequest\x12#\n\x04plan\x18\x01 \x01(\x0b\x32\x15.vpnfleet.v1.NodePlan\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"\xa3\x01\n\x06\x43hange\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.vpnfleet.v1.Change.Kind\x12\x0f\n\x07section\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x04 \x03(\t\"A\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\t\n\x05\x41\x44\x44\x45\x44\x10\x01\x12\x0b\n\x07REMOVED\x10\x02\x12\x0b\n\x07\x43HANGED\x10\x03\"t\n\x11\x41pplyPlanResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12$\n\x07\x63hanges\x18\x02 \x03(\x0b\x32\x13.vpnfleet.v1.Change\x12\x12\n\ngeneration\x18\x03 \x01(\x04\x12\x14\n\x0c\x63ontent_hash\x18\x04 \x01(\t\"\x12\n\x10GetStatusRequest\"\xeb\x02\n\rChildSaStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06spi_in\x18\x03 \x01(\r\x12\x0f\n\x07spi_out\x18\x04 \x01(\r\x12\x10\n\x08proposal\x18\x05 \x01(\t\x12\x0c\n\x04mode\x18\x06 \x01(\t\x12\x10\n\x08local_ts\x18\x07 \x03(\t\x12\x11\n\tremote_ts\x18\x08 \x03(\t\x12\x16\n\x0e\x65stablished_at\x18\t \x01(\x01\x12\x12\n\nrekeyed_at\x18\n \x01(\x01\x12\x15\n\rnext_rekey_at\x18\x0b \x01(\x01\x12\x10\n\x08\x62ytes_in\x18\x0c \x01(\x04\x12\x11\n\tbytes_out\x18\r \x01(\x04\x12\x12\n\npackets_in\x18\x0e \x01(\x04\x12\x13\n\x0bpackets_out\x18\x0f \x01(\x04\x12\x14\n\x0creplay_drops\x18\x10 \x01(\x04\x12\x1a\n\x12integrity_failures\x18\x11 \x01(\x04\x12\x14\n\x0cpolicy_drops\x18\x12 \x01(\x04\"\xd1\x02\n\x0bIkeSaStatus\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05spi_i\x18\x03 \x01(\x06\x12\r\n\x05spi_r\x18\x04 \x01(\x06\x12\x10\n\x08proposal\x18\x05 \x01(\t\x12\x15\n\rlocal_address\x18\x06 \x01(\t\x12\x16\n\x0eremote_address\x18\x07 \x01(\t\x12\x11\n\tinitiator\x18\x08 \x01(\x08\x12\x14\n\x0cnat_detected\x18\t \x01(\x08\x12\x16\n\x0e\x65stablished_at\x18\n \x01(\x01\x12\x12\n\nrekeyed_at\x18\x0b \x01(\x01\x12\x15\n\rnext_rekey_at\x18\x0c \x01(\x01\x12\x18\n\x10last_liveness_at\x18\r \x01(\x01\x12\x12\n\nlast_error\x18\x0e \x01(\t\x12,\n\x08\x63hildren\x18\x0f \x03(\x0b\x32\x1a.vpnfleet.v1.ChildSaStatus\"\xf3\x01\n\x0b\x41gentStatus\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x14\n\x0c\x63ontent_hash\x18\x03 \x01(\t\x12\x17\n\x0fplan_applied_at\x18\x04 \x01(\x01\x12\x15\n\ragent_version\x18\x05 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x06 \x01(\x01\x12\x13\n\x0bpeers_total\x18\x07 \x01(\r\x12\x10\n\x08peers_up\x18\x08 \x01(\r\x12)\n\x07ike_sas\x18\t \x03(\x0b\x32\x18.vpnfleet.v1.IkeSaStatus\x12\x12\n\ndata_plane\x18\n \x01(\x08\".\n\x12WatchStatusRequest\x12\x18\n\x10interval_seconds\x18\x01 \x01(\x01\"5\n\x07SaEvent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04peer\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"z\n\x0bStatusEvent\x12\x0c\n\x04time\x18\x01 \x01(\x01\x12*\n\x06status\x18\x02 \x01(\x0b\x32\x18.vpnfleet.v1.AgentStatusH\x00\x12(\n\x08sa_event\x18\x03 \x01(\x0b\x32\x14.vpnfleet.v1.SaEventH\x00\x42\x07\n\x05\x65vent\"\x8c\x01\n\x0cRekeyRequest\x12\x30\n\x06target\x18\x01 \x01(\x0e\x32 .vpnfleet.v1.RekeyRequest.Target\x12\x14\n\x0cpeer_pattern\x18\x02 \x01(\t\"4\n\x06Target\x12\x16\n\x12TARGET_UNSPECIFIED\x10\x00\x12\x07\n\x03IKE\x10\x01\x12\t\n\x05\x43HILD\x10\x02\"7\n\x0bRekeyResult\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\":\n\rRekeyResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.vpnfleet.v1.RekeyResult2\xa5\x02\n\x05\x41gent\x12J\n\tApplyPlan\x12\x1d.vpnfleet.v1.ApplyPlanRequest\x1a\x1e.vpnfleet.v1.ApplyPlanResponse\x12\x44\n\tGetStatus\x12\x1d.vpnfleet.v1.GetStatusRequest\x1a\x18.vpnfleet.v1.AgentStatus\x12J\n\x0bWatchStatus\x12\x1f.vpnfleet.v1.WatchStatusRequest\x1a\x18.vpnfleet.v1.StatusEvent0\x01\x12>\n\x05Rekey\x12\x19.vpnfleet.v1.RekeyRequest\x1a\x1a.vpnfleet.v1.RekeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bvpnfleet/protos/agent.proto\x12\x0bvpnfleet.v1\x1a\x1avpnfleet/protos/plan.proto\"F\n\x18PrepareEnrollmentRequest\x12\x0b\n\x03tls\x18\x01 \x01(\x08\x12\x0b\n\x03ike\x18\x02 \x01(\x08\x12\x10\n\x08key_type\x18\x03 \x01(\t\"=\n\x19PrepareEnrollmentResponse\x12\x0f\n\x07tls_csr\x18\x01 \x01(\x0c\x12\x0f\n\x07ike_csr\x18\x02 \x01(\x0c\"R\n\x19InstallCredentialsRequest\x12\x10\n\x08tls_cert\x18\x01 \x01(\x0c\x12\x10\n\x08ike_cert\x18\x02 \x01(\x0c\x12\x11\n\tca_bundle\x18\x03 \x01(\x0c\"\x84\x01\n\x1aInstallCredentialsResponse\x12\x17\n\x0ftls_fingerprint\x18\x01 \x01(\t\x12\x17\n\x0fike_fingerprint\x18\x02 \x01(\t\x12\x17\n\x0f\x63\x61_fingerprints\x18\x03 \x01(\t\x12\x1b\n\x13peers_reestablished\x18\x04 \x01(\r\"H\n\x10\x41pplyPlanRequest\x12#\n\x04plan\x18\x01 \x01(\x0b\x32\x15.vpnfleet.v1.NodePlan\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"\xa3\x01\n\x06\x43hange\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.vpnfleet.v1.Change.Kind\x12\x0f\n\x07section\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x04 \x03(\t\"A\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\t\n\x05\x41\x44\x44\x45\x44\x10\x01\x12\x0b\n\x07REMOVED\x10\x02\x12\x0b\n\x07\x43HANGED\x10\x03\"t\n\x11\x41pplyPlanResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12$\n\x07\x63hanges\x18\x02 \x03(\x0b\x32\x13.vpnfleet.v1.Change\x12\x12\n\ngeneration\x18\x03 \x01(\x04\x12\x14\n\x0c\x63ontent_hash\x18\x04 \x01(\t\"\x12\n\x10GetStatusRequest\"\xeb\x02\n\rChildSaStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06spi_in\x18\x03 \x01(\r\x12\x0f\n\x07spi_out\x18\x04 \x01(\r\x12\x10\n\x08proposal\x18\x05 \x01(\t\x12\x0c\n\x04mode\x18\x06 \x01(\t\x12\x10\n\x08local_ts\x18\x07 \x03(\t\x12\x11\n\tremote_ts\x18\x08 \x03(\t\x12\x16\n\x0e\x65stablished_at\x18\t \x01(\x01\x12\x12\n\nrekeyed_at\x18\n \x01(\x01\x12\x15\n\rnext_rekey_at\x18\x0b \x01(\x01\x12\x10\n\x08\x62ytes_in\x18\x0c \x01(\x04\x12\x11\n\tbytes_out\x18\r \x01(\x04\x12\x12\n\npackets_in\x18\x0e \x01(\x04\x12\x13\n\x0bpackets_out\x18\x0f \x01(\x04\x12\x14\n\x0creplay_drops\x18\x10 \x01(\x04\x12\x1a\n\x12integrity_failures\x18\x11 \x01(\x04\x12\x14\n\x0cpolicy_drops\x18\x12 \x01(\x04\"\xd1\x02\n\x0bIkeSaStatus\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05spi_i\x18\x03 \x01(\x06\x12\r\n\x05spi_r\x18\x04 \x01(\x06\x12\x10\n\x08proposal\x18\x05 \x01(\t\x12\x15\n\rlocal_address\x18\x06 \x01(\t\x12\x16\n\x0eremote_address\x18\x07 \x01(\t\x12\x11\n\tinitiator\x18\x08 \x01(\x08\x12\x14\n\x0cnat_detected\x18\t \x01(\x08\x12\x16\n\x0e\x65stablished_at\x18\n \x01(\x01\x12\x12\n\nrekeyed_at\x18\x0b \x01(\x01\x12\x15\n\rnext_rekey_at\x18\x0c \x01(\x01\x12\x18\n\x10last_liveness_at\x18\r \x01(\x01\x12\x12\n\nlast_error\x18\x0e \x01(\t\x12,\n\x08\x63hildren\x18\x0f \x03(\x0b\x32\x1a.vpnfleet.v1.ChildSaStatus\"\xf3\x01\n\x0b\x41gentStatus\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x14\n\x0c\x63ontent_hash\x18\x03 \x01(\t\x12\x17\n\x0fplan_applied_at\x18\x04 \x01(\x01\x12\x15\n\ragent_version\x18\x05 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x06 \x01(\x01\x12\x13\n\x0bpeers_total\x18\x07 \x01(\r\x12\x10\n\x08peers_up\x18\x08 \x01(\r\x12)\n\x07ike_sas\x18\t \x03(\x0b\x32\x18.vpnfleet.v1.IkeSaStatus\x12\x12\n\ndata_plane\x18\n \x01(\x08\".\n\x12WatchStatusRequest\x12\x18\n\x10interval_seconds\x18\x01 \x01(\x01\"5\n\x07SaEvent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04peer\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"z\n\x0bStatusEvent\x12\x0c\n\x04time\x18\x01 \x01(\x01\x12*\n\x06status\x18\x02 \x01(\x0b\x32\x18.vpnfleet.v1.AgentStatusH\x00\x12(\n\x08sa_event\x18\x03 \x01(\x0b\x32\x14.vpnfleet.v1.SaEventH\x00\x42\x07\n\x05\x65vent\"\x8c\x01\n\x0cRekeyRequest\x12\x30\n\x06target\x18\x01 \x01(\x0e\x32 .vpnfleet.v1.RekeyRequest.Target\x12\x14\n\x0cpeer_pattern\x18\x02 \x01(\t\"4\n\x06Target\x12\x16\n\x12TARGET_UNSPECIFIED\x10\x00\x12\x07\n\x03IKE\x10\x01\x12\t\n\x05\x43HILD\x10\x02\"7\n\x0bRekeyResult\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\":\n\rRekeyResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.vpnfleet.v1.RekeyResult2\xf0\x03\n\x05\x41gent\x12J\n\tApplyPlan\x12\x1d.vpnfleet.v1.ApplyPlanRequest\x1a\x1e.vpnfleet.v1.ApplyPlanResponse\x12\x44\n\tGetStatus\x12\x1d.vpnfleet.v1.GetStatusRequest\x1a\x18.vpnfleet.v1.AgentStatus\x12J\n\x0bWatchStatus\x12\x1f.vpnfleet.v1.WatchStatusRequest\x1a\x18.vpnfleet.v1.StatusEvent0\x01\x12>\n\x05Rekey\x12\x19.vpnfleet.v1.RekeyRequest\x1a\x1a.vpnfleet.v1.RekeyResponse\x12\x62\n\x11PrepareEnrollment\x12%.vpnfleet.v1.PrepareEnrollmentRequest\x1a&.vpnfleet.v1.PrepareEnrollmentResponse\x12\x65\n\x12InstallCredentials\x12&.vpnfleet.v1.InstallCredentialsRequest\x1a\'.vpnfleet.v1.InstallCredentialsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vpnfleet.protos.agent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_APPLYPLANREQUEST']._serialized_start=72
-  _globals['_APPLYPLANREQUEST']._serialized_end=144
-  _globals['_CHANGE']._serialized_start=147
-  _globals['_CHANGE']._serialized_end=310
-  _globals['_CHANGE_KIND']._serialized_start=245
-  _globals['_CHANGE_KIND']._serialized_end=310
-  _globals['_APPLYPLANRESPONSE']._serialized_start=312
-  _globals['_APPLYPLANRESPONSE']._serialized_end=428
-  _globals['_GETSTATUSREQUEST']._serialized_start=430
-  _globals['_GETSTATUSREQUEST']._serialized_end=448
-  _globals['_CHILDSASTATUS']._serialized_start=451
-  _globals['_CHILDSASTATUS']._serialized_end=814
-  _globals['_IKESASTATUS']._serialized_start=817
-  _globals['_IKESASTATUS']._serialized_end=1154
-  _globals['_AGENTSTATUS']._serialized_start=1157
-  _globals['_AGENTSTATUS']._serialized_end=1400
-  _globals['_WATCHSTATUSREQUEST']._serialized_start=1402
-  _globals['_WATCHSTATUSREQUEST']._serialized_end=1448
-  _globals['_SAEVENT']._serialized_start=1450
-  _globals['_SAEVENT']._serialized_end=1503
-  _globals['_STATUSEVENT']._serialized_start=1505
-  _globals['_STATUSEVENT']._serialized_end=1627
-  _globals['_REKEYREQUEST']._serialized_start=1630
-  _globals['_REKEYREQUEST']._serialized_end=1770
-  _globals['_REKEYREQUEST_TARGET']._serialized_start=1718
-  _globals['_REKEYREQUEST_TARGET']._serialized_end=1770
-  _globals['_REKEYRESULT']._serialized_start=1772
-  _globals['_REKEYRESULT']._serialized_end=1827
-  _globals['_REKEYRESPONSE']._serialized_start=1829
-  _globals['_REKEYRESPONSE']._serialized_end=1887
-  _globals['_AGENT']._serialized_start=1890
-  _globals['_AGENT']._serialized_end=2183
+  _globals['_PREPAREENROLLMENTREQUEST']._serialized_start=72
+  _globals['_PREPAREENROLLMENTREQUEST']._serialized_end=142
+  _globals['_PREPAREENROLLMENTRESPONSE']._serialized_start=144
+  _globals['_PREPAREENROLLMENTRESPONSE']._serialized_end=205
+  _globals['_INSTALLCREDENTIALSREQUEST']._serialized_start=207
+  _globals['_INSTALLCREDENTIALSREQUEST']._serialized_end=289
+  _globals['_INSTALLCREDENTIALSRESPONSE']._serialized_start=292
+  _globals['_INSTALLCREDENTIALSRESPONSE']._serialized_end=424
+  _globals['_APPLYPLANREQUEST']._serialized_start=426
+  _globals['_APPLYPLANREQUEST']._serialized_end=498
+  _globals['_CHANGE']._serialized_start=501
+  _globals['_CHANGE']._serialized_end=664
+  _globals['_CHANGE_KIND']._serialized_start=599
+  _globals['_CHANGE_KIND']._serialized_end=664
+  _globals['_APPLYPLANRESPONSE']._serialized_start=666
+  _globals['_APPLYPLANRESPONSE']._serialized_end=782
+  _globals['_GETSTATUSREQUEST']._serialized_start=784
+  _globals['_GETSTATUSREQUEST']._serialized_end=802
+  _globals['_CHILDSASTATUS']._serialized_start=805
+  _globals['_CHILDSASTATUS']._serialized_end=1168
+  _globals['_IKESASTATUS']._serialized_start=1171
+  _globals['_IKESASTATUS']._serialized_end=1508
+  _globals['_AGENTSTATUS']._serialized_start=1511
+  _globals['_AGENTSTATUS']._serialized_end=1754
+  _globals['_WATCHSTATUSREQUEST']._serialized_start=1756
+  _globals['_WATCHSTATUSREQUEST']._serialized_end=1802
+  _globals['_SAEVENT']._serialized_start=1804
+  _globals['_SAEVENT']._serialized_end=1857
+  _globals['_STATUSEVENT']._serialized_start=1859
+  _globals['_STATUSEVENT']._serialized_end=1981
+  _globals['_REKEYREQUEST']._serialized_start=1984
+  _globals['_REKEYREQUEST']._serialized_end=2124
+  _globals['_REKEYREQUEST_TARGET']._serialized_start=2072
+  _globals['_REKEYREQUEST_TARGET']._serialized_end=2124
+  _globals['_REKEYRESULT']._serialized_start=2126
+  _globals['_REKEYRESULT']._serialized_end=2181
+  _globals['_REKEYRESPONSE']._serialized_start=2183
+  _globals['_REKEYRESPONSE']._serialized_end=2241
+  _globals['_AGENT']._serialized_start=2244
+  _globals['_AGENT']._serialized_end=2740
 # @@protoc_insertion_point(module_scope)

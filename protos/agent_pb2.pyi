@@ -8,6 +8,46 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class PrepareEnrollmentRequest(_message.Message):
+    __slots__ = ("tls", "ike", "key_type")
+    TLS_FIELD_NUMBER: _ClassVar[int]
+    IKE_FIELD_NUMBER: _ClassVar[int]
+    KEY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    tls: bool
+    ike: bool
+    key_type: str
+    def __init__(self, tls: _Optional[bool] = ..., ike: _Optional[bool] = ..., key_type: _Optional[str] = ...) -> None: ...
+
+class PrepareEnrollmentResponse(_message.Message):
+    __slots__ = ("tls_csr", "ike_csr")
+    TLS_CSR_FIELD_NUMBER: _ClassVar[int]
+    IKE_CSR_FIELD_NUMBER: _ClassVar[int]
+    tls_csr: bytes
+    ike_csr: bytes
+    def __init__(self, tls_csr: _Optional[bytes] = ..., ike_csr: _Optional[bytes] = ...) -> None: ...
+
+class InstallCredentialsRequest(_message.Message):
+    __slots__ = ("tls_cert", "ike_cert", "ca_bundle")
+    TLS_CERT_FIELD_NUMBER: _ClassVar[int]
+    IKE_CERT_FIELD_NUMBER: _ClassVar[int]
+    CA_BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    tls_cert: bytes
+    ike_cert: bytes
+    ca_bundle: bytes
+    def __init__(self, tls_cert: _Optional[bytes] = ..., ike_cert: _Optional[bytes] = ..., ca_bundle: _Optional[bytes] = ...) -> None: ...
+
+class InstallCredentialsResponse(_message.Message):
+    __slots__ = ("tls_fingerprint", "ike_fingerprint", "ca_fingerprints", "peers_reestablished")
+    TLS_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    IKE_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    CA_FINGERPRINTS_FIELD_NUMBER: _ClassVar[int]
+    PEERS_REESTABLISHED_FIELD_NUMBER: _ClassVar[int]
+    tls_fingerprint: str
+    ike_fingerprint: str
+    ca_fingerprints: str
+    peers_reestablished: int
+    def __init__(self, tls_fingerprint: _Optional[str] = ..., ike_fingerprint: _Optional[str] = ..., ca_fingerprints: _Optional[str] = ..., peers_reestablished: _Optional[int] = ...) -> None: ...
+
 class ApplyPlanRequest(_message.Message):
     __slots__ = ("plan", "dry_run")
     PLAN_FIELD_NUMBER: _ClassVar[int]

@@ -54,6 +54,16 @@ class AgentStub:
                 request_serializer=vpnfleet_dot_protos_dot_agent__pb2.RekeyRequest.SerializeToString,
                 response_deserializer=vpnfleet_dot_protos_dot_agent__pb2.RekeyResponse.FromString,
                 _registered_method=True)
+        self.PrepareEnrollment = channel.unary_unary(
+                '/vpnfleet.v1.Agent/PrepareEnrollment',
+                request_serializer=vpnfleet_dot_protos_dot_agent__pb2.PrepareEnrollmentRequest.SerializeToString,
+                response_deserializer=vpnfleet_dot_protos_dot_agent__pb2.PrepareEnrollmentResponse.FromString,
+                _registered_method=True)
+        self.InstallCredentials = channel.unary_unary(
+                '/vpnfleet.v1.Agent/InstallCredentials',
+                request_serializer=vpnfleet_dot_protos_dot_agent__pb2.InstallCredentialsRequest.SerializeToString,
+                response_deserializer=vpnfleet_dot_protos_dot_agent__pb2.InstallCredentialsResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -87,6 +97,27 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PrepareEnrollment(self, request, context):
+        """Credential rotation, in two steps so that private keys never leave the host:
+        the agent makes new TLS and/or IKE key pairs (kept aside, not yet in use) and
+        returns certificate signing requests; the controller signs them and sends the
+        certificates back. Calling PrepareEnrollment again replaces the staged keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InstallCredentials(self, request, context):
+        """Check the certificates against the staged keys and the CA bundle, store them
+        atomically and put them in use: new TLS handshakes present the new certificate
+        and trust the bundle; certificate-authenticated peers are re-established with
+        the new IKE certificate, make-before-break. With only ca_bundle set, only the
+        TLS trust changes (FAILED_PRECONDITION when nothing is staged for a certificate).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +140,16 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.Rekey,
                     request_deserializer=vpnfleet_dot_protos_dot_agent__pb2.RekeyRequest.FromString,
                     response_serializer=vpnfleet_dot_protos_dot_agent__pb2.RekeyResponse.SerializeToString,
+            ),
+            'PrepareEnrollment': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrepareEnrollment,
+                    request_deserializer=vpnfleet_dot_protos_dot_agent__pb2.PrepareEnrollmentRequest.FromString,
+                    response_serializer=vpnfleet_dot_protos_dot_agent__pb2.PrepareEnrollmentResponse.SerializeToString,
+            ),
+            'InstallCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.InstallCredentials,
+                    request_deserializer=vpnfleet_dot_protos_dot_agent__pb2.InstallCredentialsRequest.FromString,
+                    response_serializer=vpnfleet_dot_protos_dot_agent__pb2.InstallCredentialsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +260,60 @@ class Agent:
             '/vpnfleet.v1.Agent/Rekey',
             vpnfleet_dot_protos_dot_agent__pb2.RekeyRequest.SerializeToString,
             vpnfleet_dot_protos_dot_agent__pb2.RekeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrepareEnrollment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vpnfleet.v1.Agent/PrepareEnrollment',
+            vpnfleet_dot_protos_dot_agent__pb2.PrepareEnrollmentRequest.SerializeToString,
+            vpnfleet_dot_protos_dot_agent__pb2.PrepareEnrollmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InstallCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vpnfleet.v1.Agent/InstallCredentials',
+            vpnfleet_dot_protos_dot_agent__pb2.InstallCredentialsRequest.SerializeToString,
+            vpnfleet_dot_protos_dot_agent__pb2.InstallCredentialsResponse.FromString,
             options,
             channel_credentials,
             insecure,
