@@ -16,6 +16,7 @@ the TUN device, and the policy routing transport mode needs, follow the plan thr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -55,6 +56,19 @@ EndpointFactory = Callable[[IkeHandler, EspHandler], DatagramEndpoint]
 """Makes the endpoint given the engine's receive callbacks (real sockets or memory)."""
 INITIAL_CONTACT_DELAY = 2.0
 """Seconds a just-started responder waits for its peer before initiating itself."""
+
+
+def same_tunnel(old: Peer, new: Peer) -> bool:
+    """Whether ``new`` differs from ``old`` only in what this end decides alone: the
+    liveness check (RFC 7296 section 2.4), lifetimes (not negotiated in IKEv2, section
+    2.8) and NAT keepalives (RFC 3948 section 4). Such a change needs no new SA."""
+    local_only = dataclasses.replace(
+        new,
+        dpd=old.dpd,
+        lifetimes=old.lifetimes,
+        nat=dataclasses.replace(new.nat, keepalive_seconds=old.nat.keepalive_seconds),
+    )
+    return local_only == old
 
 
 class Engine(SaLifecycle):
@@ -196,12 +210,11 @@ class Engine(SaLifecycle):
                 self._remove_peer(name)
         for peer in plan.peers:
             session = self.sessions.get(peer.name)
-            if (
-                session is not None
-                and session.peer == peer
-                and self._local_for(plan, peer) == session.local
-            ):
-                continue  # untouched: its SAs are not disturbed
+            if session is not None and self._local_for(plan, peer) == session.local:
+                if session.peer == peer:
+                    continue  # untouched: its SAs are not disturbed
+                if same_tunnel(session.peer, peer) and self._update_in_place(plan, peer, session):
+                    continue  # only our own timers changed: nothing to re-negotiate
             self._add_or_change_peer(plan, peer, session, first)
         self._rebuild_address_map()
 
@@ -269,6 +282,16 @@ class Engine(SaLifecycle):
         self.sessions[peer.name] = session
         self._publish("peer_changed", peer.name, "re-establishing")
         for sa in list(session.replacing):
+            if sa.state is not IkeSaState.ESTABLISHED and not sa.is_initiator:
+                # The peer's set-up in progress: most likely the peer got its new plan
+                # first and is re-establishing with it. Deleting it would leave the
+                # peer's IKE_AUTH unanswered until its retransmissions give up; it goes
+                # on under the new configuration (read at IKE_AUTH, section 1.2).
+                session.replacing.remove(sa)
+                if session.ike is sa:
+                    session.ike = None
+                sa.config = config
+                continue
             if sa.state is not IkeSaState.ESTABLISHED:
                 # Not carrying traffic yet: no reason to keep it while the new one comes.
                 session.replacing.remove(sa)
@@ -279,6 +302,25 @@ class Engine(SaLifecycle):
             session.replacing.append(session.ike)
         if session.initiates and (session.always_on or session.ike is not None):
             self._initiate(session)
+
+    def _update_in_place(self, plan: AgentPlan, peer: Peer, session: PeerSession) -> bool:
+        """Put a peer whose change is local (liveness checks, lifetimes, keepalives) in
+        force without touching its SAs: liveness timers follow at once, lifetimes apply
+        to the SAs made from the next rekey on (like a reloaded strongSwan connection).
+        False when the new configuration cannot be made (the caller replaces the peer)."""
+        try:
+            config = translate.ike_config(plan, peer, self.ike_credentials)
+        except translate.PeerConfigError:
+            return False
+        session.peer, session.config = peer, config
+        gate = self._gates.get(peer.name)
+        if gate is not None:
+            gate.config = config
+        for sa in self._sas_of(session):
+            sa.config = config
+            self._arm(sa)
+        self._publish("peer_changed", peer.name, "updated in place (timers only)")
+        return True
 
     def _remove_peer(self, name: str) -> None:
         session = self.sessions.pop(name)

@@ -29,10 +29,23 @@ def epoch_2(msg: plan_pb2.NodePlan) -> None:
         peer.auth.epoch = 2
 
 
-def shorter_child_lifetime(msg: plan_pb2.NodePlan) -> None:
-    """A change both plans accept either way round (the negotiation does not carry it)."""
+def second_esp_proposal(msg: plan_pb2.NodePlan) -> None:
+    """A negotiated change both plans accept either way round: a further ESP proposal
+    after the one both already share."""
+    for peer in msg.peers:
+        extra = peer.esp_proposals.add()
+        extra.CopyFrom(peer.esp_proposals[0])
+        extra.text = "aes128gcm16"
+        extra.transforms[0].key_length = 128
+
+
+def shorter_lifetimes_and_dpd(msg: plan_pb2.NodePlan) -> None:
+    """What each end decides alone: lifetimes (not negotiated, RFC 7296 section 2.8),
+    the liveness check and NAT keepalives."""
     for peer in msg.peers:
         peer.lifetimes.child_rekey_seconds = 1800
+        peer.dpd.delay_seconds = 10
+        peer.nat.keepalive_seconds = 15
 
 
 def carries_ike(batch: list[Datagram]) -> bool:
@@ -91,10 +104,10 @@ async def ab() -> Fleet:
     ("first", "change"),
     [
         pytest.param("b", epoch_2, id="responder-first-psk"),
-        pytest.param("b", shorter_child_lifetime, id="responder-first-lifetime"),
+        pytest.param("b", second_esp_proposal, id="responder-first-proposals"),
         # The responder has not heard of the change: it cannot tell the new IKE SA from
         # a restarted peer's and switches at once (keeping the old inbound SA open).
-        pytest.param("a", shorter_child_lifetime, id="initiator-first-lifetime"),
+        pytest.param("a", second_esp_proposal, id="initiator-first-proposals"),
     ],
 )
 async def test_changed_peer_is_replaced_without_losing_a_packet(
@@ -170,3 +183,58 @@ async def test_responder_switches_when_the_old_sa_is_not_deleted(ab: Fleet) -> N
     ab.pump()
     assert a.tun.delivered == [packet]
     assert b.child_spis("a") == tuple(reversed(a.child_spis("b")))
+
+
+async def test_local_only_change_is_put_in_force_without_new_sas(ab: Fleet) -> None:
+    """Lifetimes, liveness checks and keepalives change no SA: the SPIs stay, the new
+    liveness delay drives the IKE SA's timer at once."""
+    a, b = ab["a"], ab["b"]
+    old_a, old_ike = a.child_spis("b"), a.engine.sessions["b"].ike
+    await ab.apply("a", node_plan("a", ["b"], 2, edit=shorter_lifetimes_and_dpd))
+    ab.advance(5)
+    session = a.engine.sessions["b"]
+    assert session.ike is old_ike and a.child_spis("b") == old_a
+    assert session.peer.dpd.delay_seconds == 10
+    assert session.peer.lifetimes.child_rekey_seconds == 1800
+    assert old_ike is not None and old_ike.config.dpd_delay == 10.0
+    assert [e.detail for e in a.events("peer_changed")] == ["updated in place (timers only)"]
+    # The liveness check is due within the new delay (it was 30 s).
+    deadline = old_ike.get_timer()
+    assert deadline is not None and deadline <= ab.clock.now() + 10
+    ab.advance(60)
+    assert a.child_spis("b") == old_a and b.events("child_down") == []
+
+
+async def test_peer_set_up_in_progress_survives_our_plan_change(ab: Fleet) -> None:
+    """Both ends change in one batch and the initiator's plan lands first: its new
+    IKE_SA_INIT reaches the responder under the old plan, whose change then arrives
+    between IKE_SA_INIT and IKE_AUTH. The half-open SA must go on (under the new
+    configuration) instead of being dropped, which would leave the initiator's IKE_AUTH
+    unanswered until its retransmissions give up."""
+    a, b = ab["a"], ab["b"]
+    old_ike = a.engine.sessions["b"].ike
+    # Hold a's IKE_AUTH (the first encrypted request of the new SA) back for one round.
+    held: list[Datagram] = []
+
+    def hold_auth(batch: list[Datagram]) -> list[Datagram]:
+        keep = []
+        for d in batch:
+            ike = d.data[4:] if d.data[:4] == bytes(4) else d.data  # RFC 3948 section 2.2
+            if d.src[0] == a.address and len(ike) > 28 and ike[18] == 35 and not held:
+                held.append(d)  # exchange type 35: IKE_AUTH (RFC 7296 section 3.1)
+            else:
+                keep.append(d)
+        return keep
+
+    ab.net.reorder = hold_auth
+    await ab.apply("a", node_plan("a", ["b"], 2, edit=epoch_2))
+    assert held, "a's IKE_AUTH was not seen"
+    ab.net.reorder = None
+    await ab.apply("b", node_plan("b", ["a"], 2, edit=epoch_2))
+    ab.net.send(held[0])
+    ab.advance(3)
+    new_ike = a.engine.sessions["b"].ike
+    assert new_ike is not None and new_ike is not old_ike
+    assert new_ike.state is IkeSaState.ESTABLISHED
+    assert a.events("ike_failed") == b.events("ike_failed") == []
+    assert a.child_spis("b") == tuple(reversed(b.child_spis("a")))

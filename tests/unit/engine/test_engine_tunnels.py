@@ -65,14 +65,18 @@ async def test_changed_peer_is_replaced_and_the_other_is_untouched() -> None:
     assert a.engine.peers_up() == 2
     ab_before, ac_before = a.child_spis("b"), a.child_spis("c")
 
-    def longer_dpd(msg: plan_pb2.NodePlan) -> None:
+    def second_esp_proposal(msg: plan_pb2.NodePlan) -> None:
+        # A negotiated change (a local one, like the liveness delay, keeps the SAs).
         for peer in msg.peers:
             if peer.name in ("a", "c"):
-                peer.dpd.delay_seconds = 45
+                extra = peer.esp_proposals.add()
+                extra.CopyFrom(peer.esp_proposals[0])
+                extra.text = "aes128gcm16"
+                extra.transforms[0].key_length = 128
 
     # Both ends of a<->c get the change; the responder first, as a rollout would.
-    await fleet.apply("c", node_plan("c", ["a", "b"], 2, edit=longer_dpd))
-    await fleet.apply("a", node_plan("a", ["b", "c"], 2, edit=longer_dpd))
+    await fleet.apply("c", node_plan("c", ["a", "b"], 2, edit=second_esp_proposal))
+    await fleet.apply("a", node_plan("a", ["b", "c"], 2, edit=second_esp_proposal))
     fleet.advance(1)
 
     assert a.child_spis("b") == ab_before
