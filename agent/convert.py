@@ -208,19 +208,32 @@ def _credential(
         p.add(where, f"PSK authentication but no PSK ({msg.reference or 'no reference'})")
         ok = False
     if method is AuthMethod.PUBKEY:
-        fp = msg.ca_fingerprint.lower()
-        if fp and not re.fullmatch(r"[0-9a-f]{64}", fp):
-            p.add(where, f"ca_fingerprint {msg.ca_fingerprint!r} is not a hex SHA-256")
-            ok = False
-        elif fp and fp not in anchors:
-            p.add(where, f"ca_fingerprint {fp[:16]}… matches none of the plan's trust anchors")
-            ok = False
-        elif not anchors:
+        if not anchors:
             p.add(where, "public key authentication but the plan has no trust anchors")
             ok = False
+        named = [("ca_fingerprint", msg.ca_fingerprint)] if msg.ca_fingerprint else []
+        named += [("accepted_ca_fingerprints", f) for f in msg.accepted_ca_fingerprints]
+        for name, value in named:
+            fp = value.lower()
+            if not re.fullmatch(r"[0-9a-f]{64}", fp):
+                p.add(where, f"{name} {value!r} is not a hex SHA-256")
+                ok = False
+            elif anchors and fp not in anchors:
+                p.add(where, f"{name} {fp[:16]}… matches none of the plan's trust anchors")
+                ok = False
+    elif msg.accepted_ca_fingerprints:
+        p.add(where, "accepted_ca_fingerprints given for an authentication without certificates")
+        ok = False
     if not ok:
         return None
-    return Credential(method, msg.reference, bytes(msg.psk), msg.epoch, msg.ca_fingerprint.lower())
+    return Credential(
+        method,
+        msg.reference,
+        bytes(msg.psk),
+        msg.epoch,
+        msg.ca_fingerprint.lower(),
+        tuple(f.lower() for f in msg.accepted_ca_fingerprints),
+    )
 
 
 def _transform(p: _Problems, where: str, t: plan_pb2.Transform) -> Transform | None:

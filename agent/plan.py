@@ -130,6 +130,13 @@ class Credential:
     psk: bytes = field(repr=False)
     epoch: int
     ca_fingerprint: str
+    accepted_ca_fingerprints: tuple[str, ...] = ()
+    """Further CAs (hex SHA-256) whose certificates are accepted (a CA rotation)."""
+
+    @property
+    def ca_fingerprints(self) -> tuple[str, ...]:
+        """Every CA whose certificate this peer may present, the main one first."""
+        return (self.ca_fingerprint, *self.accepted_ca_fingerprints)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +245,9 @@ def _credential_details(old: Credential, new: Credential) -> list[str]:
         out.append(f"auth epoch: {old.epoch} -> {new.epoch} ({new.reference})")
     if old.ca_fingerprint != new.ca_fingerprint:
         out.append(f"auth ca: {old.ca_fingerprint[:16]} -> {new.ca_fingerprint[:16]}")
+    if old.accepted_ca_fingerprints != new.accepted_ca_fingerprints:
+        shown = ", ".join(f[:16] for f in new.accepted_ca_fingerprints) or "none"
+        out.append(f"auth also accepts: {shown}")
     return out
 
 

@@ -24,23 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1avpnfleet/protos/plan.proto\x12\x0bvpnfleet.v1\"<\n\x08Identity\x12!\n\x04type\x18\x01 \x01(\x0e\x32\x13.vpnfleet.v1.IdType\x12\r\n\x05value\x18\x02 \x01(\t\"\xb6\x01\n\x0fTrafficSelector\x12\x14\n\x0clocal_prefix\x18\x01 \x01(\t\x12\x15\n\rremote_prefix\x18\x02 \x01(\t\x12\x10\n\x08protocol\x18\x03 \x01(\r\x12\x18\n\x10local_port_start\x18\x04 \x01(\r\x12\x16\n\x0elocal_port_end\x18\x05 \x01(\r\x12\x19\n\x11remote_port_start\x18\x06 \x01(\r\x12\x17\n\x0fremote_port_end\x18\x07 \x01(\r\"~\n\x08SpdEntry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x08selector\x18\x02 \x01(\x0b\x32\x1c.vpnfleet.v1.TrafficSelector\x12&\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x16.vpnfleet.v1.SpdAction\x12\x0c\n\x04peer\x18\x04 \x01(\t\"9\n\tTransform\x12\x0c\n\x04type\x18\x01 \x01(\r\x12\n\n\x02id\x18\x02 \x01(\r\x12\x12\n\nkey_length\x18\x03 \x01(\r\"D\n\x08Proposal\x12\x0c\n\x04text\x18\x01 \x01(\t\x12*\n\ntransforms\x18\x02 \x03(\x0b\x32\x16.vpnfleet.v1.Transform\"|\n\nCredential\x12\'\n\x06method\x18\x01 \x01(\x0e\x32\x17.vpnfleet.v1.AuthMethod\x12\x11\n\treference\x18\x02 \x01(\t\x12\x0b\n\x03psk\x18\x03 \x01(\x0c\x12\r\n\x05\x65poch\x18\x04 \x01(\r\x12\x16\n\x0e\x63\x61_fingerprint\x18\x05 \x01(\t\"\x91\x01\n\tLifetimes\x12\x19\n\x11ike_rekey_seconds\x18\x01 \x01(\r\x12\x1b\n\x13\x63hild_rekey_seconds\x18\x02 \x01(\r\x12\x19\n\x11\x63hild_rekey_bytes\x18\x03 \x01(\x04\x12\x1b\n\x13\x63hild_rekey_packets\x18\x04 \x01(\x04\x12\x14\n\x0crand_seconds\x18\x05 \x01(\r\"5\n\x03\x44pd\x12\x15\n\rdelay_seconds\x18\x01 \x01(\r\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\r\">\n\x0cNatTraversal\x12\x13\n\x0b\x66orce_encap\x18\x01 \x01(\x08\x12\x19\n\x11keepalive_seconds\x18\x02 \x01(\r\"\xbc\x04\n\x04Peer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x10remote_addresses\x18\x02 \x03(\t\x12\x15\n\rlocal_address\x18\x03 \x01(\t\x12\x13\n\x0bremote_port\x18\x04 \x01(\r\x12\'\n\x08local_id\x18\x05 \x01(\x0b\x32\x15.vpnfleet.v1.Identity\x12(\n\tremote_id\x18\x06 \x01(\x0b\x32\x15.vpnfleet.v1.Identity\x12%\n\x04\x61uth\x18\x07 \x01(\x0b\x32\x17.vpnfleet.v1.Credential\x12,\n\rike_proposals\x18\x08 \x03(\x0b\x32\x15.vpnfleet.v1.Proposal\x12,\n\resp_proposals\x18\t \x03(\x0b\x32\x15.vpnfleet.v1.Proposal\x12\x1f\n\x04mode\x18\n \x01(\x0e\x32\x11.vpnfleet.v1.Mode\x12)\n\tlifetimes\x18\x0b \x01(\x0b\x32\x16.vpnfleet.v1.Lifetimes\x12\x1d\n\x03\x64pd\x18\x0c \x01(\x0b\x32\x10.vpnfleet.v1.Dpd\x12&\n\x03nat\x18\r \x01(\x0b\x32\x19.vpnfleet.v1.NatTraversal\x12.\n\x0cstart_action\x18\x0e \x01(\x0e\x32\x18.vpnfleet.v1.StartAction\x12\x10\n\x08local_ts\x18\x0f \x03(\t\x12\x11\n\tremote_ts\x18\x10 \x03(\t\x12\x0f\n\x07managed\x18\x11 \x01(\x08\x12\x11\n\tinitiator\x18\x12 \x01(\x08\"\x85\x02\n\x08NodePlan\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x14\n\x0c\x63ontent_hash\x18\x03 \x01(\t\x12\'\n\x08identity\x18\x04 \x01(\x0b\x32\x15.vpnfleet.v1.Identity\x12\x11\n\taddresses\x18\x05 \x03(\t\x12\x0f\n\x07subnets\x18\x06 \x03(\t\x12\"\n\x03spd\x18\x07 \x03(\x0b\x32\x15.vpnfleet.v1.SpdEntry\x12 \n\x05peers\x18\x08 \x03(\x0b\x32\x11.vpnfleet.v1.Peer\x12\x15\n\rtrust_anchors\x18\t \x03(\x0c\x12\x17\n\x0fsource_revision\x18\n \x01(\t*\x89\x01\n\x06IdType\x12\x17\n\x13ID_TYPE_UNSPECIFIED\x10\x00\x12\x10\n\x0cID_IPV4_ADDR\x10\x01\x12\x0b\n\x07ID_FQDN\x10\x02\x12\x12\n\x0eID_RFC822_ADDR\x10\x03\x12\x10\n\x0cID_IPV6_ADDR\x10\x05\x12\x12\n\x0eID_DER_ASN1_DN\x10\t\x12\r\n\tID_KEY_ID\x10\x0b*n\n\tSpdAction\x12\x1a\n\x16SPD_ACTION_UNSPECIFIED\x10\x00\x12\x16\n\x12SPD_ACTION_PROTECT\x10\x01\x12\x15\n\x11SPD_ACTION_BYPASS\x10\x02\x12\x16\n\x12SPD_ACTION_DISCARD\x10\x03*V\n\nAuthMethod\x12\x1b\n\x17\x41UTH_METHOD_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41UTH_METHOD_PSK\x10\x01\x12\x16\n\x12\x41UTH_METHOD_PUBKEY\x10\x02*A\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMODE_TUNNEL\x10\x01\x12\x12\n\x0eMODE_TRANSPORT\x10\x02*q\n\x0bStartAction\x12\x1c\n\x18START_ACTION_UNSPECIFIED\x10\x00\x12\x16\n\x12START_ACTION_START\x10\x01\x12\x15\n\x11START_ACTION_TRAP\x10\x02\x12\x15\n\x11START_ACTION_NONE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1avpnfleet/protos/plan.proto\x12\x0bvpnfleet.v1\"<\n\x08Identity\x12!\n\x04type\x18\x01 \x01(\x0e\x32\x13.vpnfleet.v1.IdType\x12\r\n\x05value\x18\x02 \x01(\t\"\xb6\x01\n\x0fTrafficSelector\x12\x14\n\x0clocal_prefix\x18\x01 \x01(\t\x12\x15\n\rremote_prefix\x18\x02 \x01(\t\x12\x10\n\x08protocol\x18\x03 \x01(\r\x12\x18\n\x10local_port_start\x18\x04 \x01(\r\x12\x16\n\x0elocal_port_end\x18\x05 \x01(\r\x12\x19\n\x11remote_port_start\x18\x06 \x01(\r\x12\x17\n\x0fremote_port_end\x18\x07 \x01(\r\"~\n\x08SpdEntry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x08selector\x18\x02 \x01(\x0b\x32\x1c.vpnfleet.v1.TrafficSelector\x12&\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x16.vpnfleet.v1.SpdAction\x12\x0c\n\x04peer\x18\x04 \x01(\t\"9\n\tTransform\x12\x0c\n\x04type\x18\x01 \x01(\r\x12\n\n\x02id\x18\x02 \x01(\r\x12\x12\n\nkey_length\x18\x03 \x01(\r\"D\n\x08Proposal\x12\x0c\n\x04text\x18\x01 \x01(\t\x12*\n\ntransforms\x18\x02 \x03(\x0b\x32\x16.vpnfleet.v1.Transform\"\xd6\x01\n\nCredential\x12\'\n\x06method\x18\x01 \x01(\x0e\x32\x17.vpnfleet.v1.AuthMethod\x12\x11\n\treference\x18\x02 \x01(\t\x12\x0b\n\x03psk\x18\x03 \x01(\x0c\x12\r\n\x05\x65poch\x18\x04 \x01(\r\x12\x16\n\x0e\x63\x61_fingerprint\x18\x05 \x01(\t\x12 \n\x18\x61\x63\x63\x65pted_ca_fingerprints\x18\t \x03(\t\x12\x15\n\raccepted_psks\x18\x06 \x03(\x0c\x12\x1f\n\x17\x61\x63\x63\x65pted_psk_references\x18\x07 \x03(\t\"\x91\x01\n\tLifetimes\x12\x19\n\x11ike_rekey_seconds\x18\x01 \x01(\r\x12\x1b\n\x13\x63hild_rekey_seconds\x18\x02 \x01(\r\x12\x19\n\x11\x63hild_rekey_bytes\x18\x03 \x01(\x04\x12\x1b\n\x13\x63hild_rekey_packets\x18\x04 \x01(\x04\x12\x14\n\x0crand_seconds\x18\x05 \x01(\r\"5\n\x03\x44pd\x12\x15\n\rdelay_seconds\x18\x01 \x01(\r\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\r\">\n\x0cNatTraversal\x12\x13\n\x0b\x66orce_encap\x18\x01 \x01(\x08\x12\x19\n\x11keepalive_seconds\x18\x02 \x01(\r\"\xbc\x04\n\x04Peer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x10remote_addresses\x18\x02 \x03(\t\x12\x15\n\rlocal_address\x18\x03 \x01(\t\x12\x13\n\x0bremote_port\x18\x04 \x01(\r\x12\'\n\x08local_id\x18\x05 \x01(\x0b\x32\x15.vpnfleet.v1.Identity\x12(\n\tremote_id\x18\x06 \x01(\x0b\x32\x15.vpnfleet.v1.Identity\x12%\n\x04\x61uth\x18\x07 \x01(\x0b\x32\x17.vpnfleet.v1.Credential\x12,\n\rike_proposals\x18\x08 \x03(\x0b\x32\x15.vpnfleet.v1.Proposal\x12,\n\resp_proposals\x18\t \x03(\x0b\x32\x15.vpnfleet.v1.Proposal\x12\x1f\n\x04mode\x18\n \x01(\x0e\x32\x11.vpnfleet.v1.Mode\x12)\n\tlifetimes\x18\x0b \x01(\x0b\x32\x16.vpnfleet.v1.Lifetimes\x12\x1d\n\x03\x64pd\x18\x0c \x01(\x0b\x32\x10.vpnfleet.v1.Dpd\x12&\n\x03nat\x18\r \x01(\x0b\x32\x19.vpnfleet.v1.NatTraversal\x12.\n\x0cstart_action\x18\x0e \x01(\x0e\x32\x18.vpnfleet.v1.StartAction\x12\x10\n\x08local_ts\x18\x0f \x03(\t\x12\x11\n\tremote_ts\x18\x10 \x03(\t\x12\x0f\n\x07managed\x18\x11 \x01(\x08\x12\x11\n\tinitiator\x18\x12 \x01(\x08\"\x85\x02\n\x08NodePlan\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x14\n\x0c\x63ontent_hash\x18\x03 \x01(\t\x12\'\n\x08identity\x18\x04 \x01(\x0b\x32\x15.vpnfleet.v1.Identity\x12\x11\n\taddresses\x18\x05 \x03(\t\x12\x0f\n\x07subnets\x18\x06 \x03(\t\x12\"\n\x03spd\x18\x07 \x03(\x0b\x32\x15.vpnfleet.v1.SpdEntry\x12 \n\x05peers\x18\x08 \x03(\x0b\x32\x11.vpnfleet.v1.Peer\x12\x15\n\rtrust_anchors\x18\t \x03(\x0c\x12\x17\n\x0fsource_revision\x18\n \x01(\t*\x89\x01\n\x06IdType\x12\x17\n\x13ID_TYPE_UNSPECIFIED\x10\x00\x12\x10\n\x0cID_IPV4_ADDR\x10\x01\x12\x0b\n\x07ID_FQDN\x10\x02\x12\x12\n\x0eID_RFC822_ADDR\x10\x03\x12\x10\n\x0cID_IPV6_ADDR\x10\x05\x12\x12\n\x0eID_DER_ASN1_DN\x10\t\x12\r\n\tID_KEY_ID\x10\x0b*n\n\tSpdAction\x12\x1a\n\x16SPD_ACTION_UNSPECIFIED\x10\x00\x12\x16\n\x12SPD_ACTION_PROTECT\x10\x01\x12\x15\n\x11SPD_ACTION_BYPASS\x10\x02\x12\x16\n\x12SPD_ACTION_DISCARD\x10\x03*V\n\nAuthMethod\x12\x1b\n\x17\x41UTH_METHOD_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41UTH_METHOD_PSK\x10\x01\x12\x16\n\x12\x41UTH_METHOD_PUBKEY\x10\x02*A\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMODE_TUNNEL\x10\x01\x12\x12\n\x0eMODE_TRANSPORT\x10\x02*q\n\x0bStartAction\x12\x1c\n\x18START_ACTION_UNSPECIFIED\x10\x00\x12\x16\n\x12START_ACTION_START\x10\x01\x12\x15\n\x11START_ACTION_TRAP\x10\x02\x12\x15\n\x11START_ACTION_NONE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vpnfleet.protos.plan_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IDTYPE']._serialized_start=1780
-  _globals['_IDTYPE']._serialized_end=1917
-  _globals['_SPDACTION']._serialized_start=1919
-  _globals['_SPDACTION']._serialized_end=2029
-  _globals['_AUTHMETHOD']._serialized_start=2031
-  _globals['_AUTHMETHOD']._serialized_end=2117
-  _globals['_MODE']._serialized_start=2119
-  _globals['_MODE']._serialized_end=2184
-  _globals['_STARTACTION']._serialized_start=2186
-  _globals['_STARTACTION']._serialized_end=2299
+  _globals['_IDTYPE']._serialized_start=1871
+  _globals['_IDTYPE']._serialized_end=2008
+  _globals['_SPDACTION']._serialized_start=2010
+  _globals['_SPDACTION']._serialized_end=2120
+  _globals['_AUTHMETHOD']._serialized_start=2122
+  _globals['_AUTHMETHOD']._serialized_end=2208
+  _globals['_MODE']._serialized_start=2210
+  _globals['_MODE']._serialized_end=2275
+  _globals['_STARTACTION']._serialized_start=2277
+  _globals['_STARTACTION']._serialized_end=2390
   _globals['_IDENTITY']._serialized_start=43
   _globals['_IDENTITY']._serialized_end=103
   _globals['_TRAFFICSELECTOR']._serialized_start=106
@@ -51,16 +51,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRANSFORM']._serialized_end=475
   _globals['_PROPOSAL']._serialized_start=477
   _globals['_PROPOSAL']._serialized_end=545
-  _globals['_CREDENTIAL']._serialized_start=547
-  _globals['_CREDENTIAL']._serialized_end=671
-  _globals['_LIFETIMES']._serialized_start=674
-  _globals['_LIFETIMES']._serialized_end=819
-  _globals['_DPD']._serialized_start=821
-  _globals['_DPD']._serialized_end=874
-  _globals['_NATTRAVERSAL']._serialized_start=876
-  _globals['_NATTRAVERSAL']._serialized_end=938
-  _globals['_PEER']._serialized_start=941
-  _globals['_PEER']._serialized_end=1513
-  _globals['_NODEPLAN']._serialized_start=1516
-  _globals['_NODEPLAN']._serialized_end=1777
+  _globals['_CREDENTIAL']._serialized_start=548
+  _globals['_CREDENTIAL']._serialized_end=762
+  _globals['_LIFETIMES']._serialized_start=765
+  _globals['_LIFETIMES']._serialized_end=910
+  _globals['_DPD']._serialized_start=912
+  _globals['_DPD']._serialized_end=965
+  _globals['_NATTRAVERSAL']._serialized_start=967
+  _globals['_NATTRAVERSAL']._serialized_end=1029
+  _globals['_PEER']._serialized_start=1032
+  _globals['_PEER']._serialized_end=1604
+  _globals['_NODEPLAN']._serialized_start=1607
+  _globals['_NODEPLAN']._serialized_end=1868
 # @@protoc_insertion_point(module_scope)

@@ -121,18 +121,24 @@ class Proposal(_message.Message):
     def __init__(self, text: _Optional[str] = ..., transforms: _Optional[_Iterable[_Union[Transform, _Mapping]]] = ...) -> None: ...
 
 class Credential(_message.Message):
-    __slots__ = ("method", "reference", "psk", "epoch", "ca_fingerprint")
+    __slots__ = ("method", "reference", "psk", "epoch", "ca_fingerprint", "accepted_ca_fingerprints", "accepted_psks", "accepted_psk_references")
     METHOD_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     PSK_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     CA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_CA_FINGERPRINTS_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_PSKS_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_PSK_REFERENCES_FIELD_NUMBER: _ClassVar[int]
     method: AuthMethod
     reference: str
     psk: bytes
     epoch: int
     ca_fingerprint: str
-    def __init__(self, method: _Optional[_Union[AuthMethod, str]] = ..., reference: _Optional[str] = ..., psk: _Optional[bytes] = ..., epoch: _Optional[int] = ..., ca_fingerprint: _Optional[str] = ...) -> None: ...
+    accepted_ca_fingerprints: _containers.RepeatedScalarFieldContainer[str]
+    accepted_psks: _containers.RepeatedScalarFieldContainer[bytes]
+    accepted_psk_references: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, method: _Optional[_Union[AuthMethod, str]] = ..., reference: _Optional[str] = ..., psk: _Optional[bytes] = ..., epoch: _Optional[int] = ..., ca_fingerprint: _Optional[str] = ..., accepted_ca_fingerprints: _Optional[_Iterable[str]] = ..., accepted_psks: _Optional[_Iterable[bytes]] = ..., accepted_psk_references: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Lifetimes(_message.Message):
     __slots__ = ("ike_rekey_seconds", "child_rekey_seconds", "child_rekey_bytes", "child_rekey_packets", "rand_seconds")

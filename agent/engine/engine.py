@@ -41,7 +41,7 @@ from ..io.udp import (
     IkeHandler,
     KeepaliveScheduler,
 )
-from ..plan import AgentPlan, Peer, StartAction
+from ..plan import AgentPlan, AuthMethod, Peer, StartAction
 from ..sink import EventHub, IkeSaReport, SaEventReport
 from . import translate
 from .clock import LoopScheduler, Scheduler, TimerHandle
@@ -61,9 +61,18 @@ INITIAL_CONTACT_DELAY = 2.0
 def same_tunnel(old: Peer, new: Peer) -> bool:
     """Whether ``new`` differs from ``old`` only in what this end decides alone: the
     liveness check (RFC 7296 section 2.4), lifetimes (not negotiated in IKEv2, section
-    2.8) and NAT keepalives (RFC 3948 section 4). Such a change needs no new SA."""
+    2.8), NAT keepalives (RFC 3948 section 4) and which CAs it accepts the peer's
+    certificate from. Such a change needs no new SA."""
+    auth = new.auth
+    if old.auth.method is AuthMethod.PUBKEY and auth.method is AuthMethod.PUBKEY:
+        auth = dataclasses.replace(
+            auth,
+            ca_fingerprint=old.auth.ca_fingerprint,
+            accepted_ca_fingerprints=old.auth.accepted_ca_fingerprints,
+        )
     local_only = dataclasses.replace(
         new,
+        auth=auth,
         dpd=old.dpd,
         lifetimes=old.lifetimes,
         nat=dataclasses.replace(new.nat, keepalive_seconds=old.nat.keepalive_seconds),
@@ -199,6 +208,7 @@ class Engine(SaLifecycle):
         if self.dp is None:
             raise RuntimeError("engine not started")
         first = self.plan is None
+        anchors_changed = self.plan is not None and self.plan.trust_anchors != plan.trust_anchors
         self.plan = plan
         self.dp.update_spd(translate.spd_entries(plan))
         self._keepalive_interval(plan)
@@ -211,7 +221,9 @@ class Engine(SaLifecycle):
         for peer in plan.peers:
             session = self.sessions.get(peer.name)
             if session is not None and self._local_for(plan, peer) == session.local:
-                if session.peer == peer:
+                if session.peer == peer and not (
+                    anchors_changed and peer.auth.method is AuthMethod.PUBKEY
+                ):
                     continue  # untouched: its SAs are not disturbed
                 if same_tunnel(session.peer, peer) and self._update_in_place(plan, peer, session):
                     continue  # only our own timers changed: nothing to re-negotiate
@@ -304,9 +316,11 @@ class Engine(SaLifecycle):
             self._initiate(session)
 
     def _update_in_place(self, plan: AgentPlan, peer: Peer, session: PeerSession) -> bool:
-        """Put a peer whose change is local (liveness checks, lifetimes, keepalives) in
-        force without touching its SAs: liveness timers follow at once, lifetimes apply
-        to the SAs made from the next rekey on (like a reloaded strongSwan connection).
+        """Put a peer whose change is local (liveness checks, lifetimes, keepalives, the
+        CAs it accepts, the plan's trust anchors) in force without touching its SAs:
+        liveness timers follow at once, lifetimes apply to the SAs made from the next
+        rekey on and trust to the next authentication (like a reloaded strongSwan
+        connection).
         False when the new configuration cannot be made (the caller replaces the peer)."""
         try:
             config = translate.ike_config(plan, peer, self.ike_credentials)
@@ -319,7 +333,7 @@ class Engine(SaLifecycle):
         for sa in self._sas_of(session):
             sa.config = config
             self._arm(sa)
-        self._publish("peer_changed", peer.name, "updated in place (timers only)")
+        self._publish("peer_changed", peer.name, "updated in place (no new SA needed)")
         return True
 
     def _remove_peer(self, name: str) -> None:
@@ -611,3 +625,34 @@ class Engine(SaLifecycle):
         for fut in self._waiters.pop((peer, kind), []):
             if not fut.done():
                 fut.set_result(detail if ok else f"failed: {detail}")
+
+    # -- credential rotation -------------------------------------------------------------
+
+    def replace_ike_credentials(self, credentials: translate.IkeCredentials) -> int:
+        """Use ``credentials`` from now on and re-establish every certificate peer with
+        them, make-before-break, as a changed peer (its SAs carry traffic until the new
+        IKE SA has its child). Where the plan makes the other side the initiator, we
+        start the new IKE SA ourselves: the peer has no reason to, and the one in force
+        stays authenticated with the old certificate until then. PSK peers are not
+        touched. Returns the number of certificate peers handed over."""
+        self.ike_credentials = credentials
+        plan = self.plan
+        if plan is None or self.stopped:
+            return 0
+        count = 0
+        for peer in plan.peers:
+            if peer.auth.method is not AuthMethod.PUBKEY:
+                continue
+            self._add_or_change_peer(plan, peer, self.sessions.get(peer.name))
+            session = self.sessions[peer.name]
+            count += 1
+            current = session.ike
+            if (
+                session.config is not None
+                and not session.initiates
+                and current is not None
+                and current.state is IkeSaState.ESTABLISHED
+            ):
+                self._initiate(session)
+        self._rebuild_address_map()
+        return count

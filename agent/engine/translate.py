@@ -221,7 +221,7 @@ def certificate_auth(
             "and key, and none are loaded (enrol the agent so ike.pem and ike.key are in "
             "its state dir)"
         )
-    wanted = peer.auth.ca_fingerprint.lower().replace(":", "")
+    wanted = {f.lower().replace(":", "") for f in peer.auth.ca_fingerprints if f}
     if not wanted:
         raise PeerConfigError(f"peer {peer.name}: pubkey credential names no CA fingerprint")
     anchors = []
@@ -232,11 +232,12 @@ def certificate_auth(
             raise PeerConfigError(
                 f"peer {peer.name}: plan trust anchor {index} is not a PEM certificate"
             ) from None
-        if ca_fingerprint(anchor) == wanted:
+        if ca_fingerprint(anchor) in wanted:
             anchors.append(anchor)
     if not anchors:
+        shown = ", ".join(sorted(f[:16] + "…" for f in wanted))
         raise PeerConfigError(
-            f"peer {peer.name}: no plan trust anchor has the CA fingerprint {wanted[:16]}… "
+            f"peer {peer.name}: no plan trust anchor has the CA fingerprint {shown} "
             f"({len(plan.trust_anchors)} anchors in the plan)"
         )
     local_id = ike_identity(peer.local_id)

@@ -111,6 +111,8 @@ class Credential:
     psk: bytes = b""
     epoch: int = 0
     ca_fingerprint: str = ""
+    accepted_ca_fingerprints: tuple[str, ...] = ()
+    """Further CAs whose certificates the peer may present (while a CA rotation runs)."""
 
     def __repr__(self) -> str:
         # Plans end up in logs and diffs: show the reference, never the key.

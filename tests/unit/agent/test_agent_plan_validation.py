@@ -276,3 +276,49 @@ def test_pubkey_with_matching_anchor_is_accepted(tmp_path: Path) -> None:
     msg.content_hash = plan_content_hash(msg)
     with pytest.raises(PlanRejected, match="matches none of the plan's trust anchors"):
         plan_from_proto(msg)
+
+
+def test_accepted_ca_fingerprints_are_checked_like_the_main_one(tmp_path: Path) -> None:
+    from vpnfleet.controller.pki import fingerprint, init_ca
+
+    init_ca(tmp_path / "old")
+    init_ca(tmp_path / "new")
+    old_pem = (tmp_path / "old" / "pki" / "ca.pem").read_bytes()
+    new_pem = (tmp_path / "new" / "pki" / "ca.pem").read_bytes()
+    msg = good_plan()
+    msg.trust_anchors.extend([old_pem, new_pem])
+    for peer in msg.peers:
+        peer.auth.CopyFrom(
+            plan_pb2.Credential(
+                method=plan_pb2.AUTH_METHOD_PUBKEY,
+                reference="cert:fleet-ca",
+                ca_fingerprint=fingerprint(old_pem),
+                accepted_ca_fingerprints=[fingerprint(new_pem).upper()],
+            )
+        )
+
+    def rejected(edit: Callable[[plan_pb2.Credential], None], reason: str) -> None:
+        bad = plan_pb2.NodePlan()
+        bad.CopyFrom(msg)
+        edit(bad.peers[0].auth)
+        bad.content_hash = plan_content_hash(bad)
+        with pytest.raises(PlanRejected, match=reason):
+            plan_from_proto(bad)
+
+    msg.content_hash = plan_content_hash(msg)
+    auth = plan_from_proto(msg).peers[0].auth
+    assert auth.ca_fingerprints == (fingerprint(old_pem), fingerprint(new_pem))
+    rejected(
+        lambda a: a.accepted_ca_fingerprints.append("zz"),
+        "accepted_ca_fingerprints 'zz' is not a hex SHA-256",
+    )
+    rejected(
+        lambda a: a.accepted_ca_fingerprints.append("cd" * 32),
+        "accepted_ca_fingerprints cdcdcdcdcdcdcdcd… matches none of the plan's trust anchors",
+    )
+
+    def as_psk(a: plan_pb2.Credential) -> None:
+        a.method = plan_pb2.AUTH_METHOD_PSK
+        a.psk = b"k" * 32
+
+    rejected(as_psk, "accepted_ca_fingerprints given for an authentication without certificates")

@@ -32,8 +32,15 @@ def enrolled(ca_dir: Path, agent_dir: Path, host: str) -> IkeCredentials:
     )
 
 
-def pubkey_plan(host: str, peers: list[str], anchors: list[bytes]) -> AgentPlan:
-    """The sample plan with every peer on certificates anchored at ``anchors[0]``."""
+def pubkey_plan(
+    host: str,
+    peers: list[str],
+    anchors: list[bytes],
+    accepted: tuple[bytes, ...] = (),
+    generation: int = 1,
+) -> AgentPlan:
+    """The sample plan with every peer on certificates anchored at ``anchors[0]`` (and
+    at the ``accepted`` CAs too)."""
 
     def edit(msg: plan_pb2.NodePlan) -> None:
         del msg.trust_anchors[:]
@@ -44,10 +51,11 @@ def pubkey_plan(host: str, peers: list[str], anchors: list[bytes]) -> AgentPlan:
                     method=plan_pb2.AUTH_METHOD_PUBKEY,
                     reference="cert:fleet-ca",
                     ca_fingerprint=pki.fingerprint(anchors[0]),
+                    accepted_ca_fingerprints=[pki.fingerprint(pem) for pem in accepted],
                 )
             )
 
-    return node_plan(host, peers, edit=edit)
+    return node_plan(host, peers, generation, edit=edit)
 
 
 def with_credentials(fleet: Fleet, host: str, credentials: IkeCredentials | None) -> Node:
@@ -194,3 +202,65 @@ def test_agent_loads_its_ike_credentials_from_the_state_dir(tmp_path: Path) -> N
         cli._ike_credentials(state / "ike.pem", None, None)
     with pytest.raises(CredentialError, match=r"cannot read .*missing\.key"):
         cli._ike_credentials(state / "ike.pem", tmp_path / "missing.key", None)
+
+
+async def test_a_second_ca_is_accepted_in_place_and_admits_its_certificates(
+    tmp_path: Path,
+) -> None:
+    """The first step of a CA rotation: both ends accept the next CA besides the fleet
+    CA. Which CAs an end accepts is its own business, so the SAs stay; afterwards a peer
+    re-enrolled under the next CA is admitted."""
+    fleet = await start_pair(tmp_path)
+    a, b = fleet["a"], fleet["b"]
+    fleet_pem, next_pem = (
+        (tmp_path / "fleet" / "pki" / "ca.pem").read_bytes(),
+        ca(tmp_path / "next"),
+    )
+    old_ike, old_spis = a.engine.sessions["b"].ike, a.child_spis("b")
+    both = [fleet_pem, next_pem]
+    await fleet.apply("a", pubkey_plan("a", ["b"], both, accepted=(next_pem,), generation=2))
+    await fleet.apply("b", pubkey_plan("b", ["a"], both, accepted=(next_pem,), generation=2))
+    fleet.advance(5)
+    assert a.engine.sessions["b"].ike is old_ike and a.child_spis("b") == old_spis
+    for node in (a, b):
+        assert [e.detail for e in node.events("peer_changed")] == [
+            "updated in place (no new SA needed)"
+        ]
+    config = a.engine.sessions["b"].config
+    assert config is not None and config.certificates is not None
+    assert {translate.ca_fingerprint(c) for c in config.certificates.trust_anchors} == {
+        pki.fingerprint(fleet_pem),
+        pki.fingerprint(next_pem),
+    }
+    # b comes back with a certificate from the next CA (a restart after re-enrolment).
+    assert b.engine.endpoint is not None
+    b.engine.endpoint.close()
+    with_credentials(fleet, "b", enrolled(tmp_path / "next", tmp_path / "agent-b2", "b"))
+    await b.engine.start()
+    await fleet.apply("b", pubkey_plan("b", ["a"], both, accepted=(next_pem,), generation=2))
+    fleet.advance(5)
+    new_ike = a.engine.sessions["b"].ike
+    assert new_ike is not old_ike and a.engine.peers_up() == b.engine.peers_up() == 1
+    assert a.events("ike_failed") == [] and b.events("ike_failed") == []
+    packet = udp4("10.1.0.5", "10.2.0.7", b"under the next CA")
+    a.send(packet)
+    fleet.pump()
+    assert b.tun.delivered[-1:] == [packet]
+
+
+async def test_trust_anchor_change_alone_reaches_the_certificate_peers(tmp_path: Path) -> None:
+    """A plan whose only change is its trust anchors: the PEM objects the peers' checks
+    use are replaced without new SAs."""
+    fleet = await start_pair(tmp_path)
+    a = fleet["a"]
+    fleet_pem = (tmp_path / "fleet" / "pki" / "ca.pem").read_bytes()
+    other_pem = (tmp_path / "other" / "pki" / "ca.pem").read_bytes()
+    old_ike = a.engine.sessions["b"].ike
+    before = a.engine.sessions["b"].config
+    await fleet.apply("a", pubkey_plan("a", ["b"], [fleet_pem], generation=2))
+    assert a.engine.sessions["b"].ike is old_ike
+    assert a.engine.sessions["b"].config is not before
+    await fleet.apply("a", pubkey_plan("a", ["b"], [fleet_pem, other_pem], generation=3))
+    assert [e.detail for e in a.events("peer_changed")] == [
+        "updated in place (no new SA needed)"
+    ] * 2

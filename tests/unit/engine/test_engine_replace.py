@@ -197,7 +197,7 @@ async def test_local_only_change_is_put_in_force_without_new_sas(ab: Fleet) -> N
     assert session.peer.dpd.delay_seconds == 10
     assert session.peer.lifetimes.child_rekey_seconds == 1800
     assert old_ike is not None and old_ike.config.dpd_delay == 10.0
-    assert [e.detail for e in a.events("peer_changed")] == ["updated in place (timers only)"]
+    assert [e.detail for e in a.events("peer_changed")] == ["updated in place (no new SA needed)"]
     # The liveness check is due within the new delay (it was 30 s).
     deadline = old_ike.get_timer()
     assert deadline is not None and deadline <= ab.clock.now() + 10
