@@ -91,6 +91,10 @@ def ca_fingerprint(pem: bytes) -> str:
     return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
 
 
-def pubkey_credential(pem: bytes, name: str = "fleet-ca") -> Credential:
-    """Certificate authentication anchored at the CA ``pem`` (RFC 7427 signatures)."""
-    return Credential(AuthMethod.PUBKEY, f"cert:{name}", b"", 0, ca_fingerprint(pem))
+def pubkey_credential(
+    pem: bytes, name: str = "fleet-ca", also: tuple[bytes, ...] = ()
+) -> Credential:
+    """Certificate authentication anchored at the CA ``pem`` (RFC 7427 signatures), and
+    at the CAs ``also`` too (the next fleet CA while a CA rotation runs)."""
+    accepted = tuple(ca_fingerprint(p) for p in also)
+    return Credential(AuthMethod.PUBKEY, f"cert:{name}", b"", 0, ca_fingerprint(pem), accepted)

@@ -50,9 +50,11 @@ class PairBuilder:
         self.transit_cache = {}
 
     def fleet_credential(self) -> Credential:
-        """Certificate auth anchored at the fleet CA (the first trust anchor)."""
+        """Certificate auth anchored at the fleet CA (the first trust anchor), accepting
+        the further fleet anchors too (two while a CA rotation runs)."""
         if self._fleet_credential is None:
-            self._fleet_credential = pubkey_credential(self.trust_anchors[0])
+            first, *others = self.trust_anchors
+            self._fleet_credential = pubkey_credential(first, also=tuple(others))
         return self._fleet_credential
 
     # -- compatibility --------------------------------------------------------------

@@ -336,11 +336,11 @@ def test_replan_hub_and_spoke(tmp_path: Path, change: str, expected: set[str]) -
     assert planner.changed_hosts(old, new) == expected
 
 
-def test_certificate_auth_between_managed_hosts(tmp_path: Path) -> None:
+def self_signed_ca(common_name: str) -> x509.Certificate:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fleet CA")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
-    cert = (
+    return (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -350,6 +350,10 @@ def test_certificate_auth_between_managed_hosts(tmp_path: Path) -> None:
         .not_valid_after(start + datetime.timedelta(days=1))
         .sign(key, hashes.SHA256())
     )
+
+
+def test_certificate_auth_between_managed_hosts(tmp_path: Path) -> None:
+    cert = self_signed_ca("fleet CA")
     pem = cert.public_bytes(Encoding.PEM)
     root = write_mesh(tmp_path / "inv", ["a1", "a2"], a1="auth: pubkey\n", a2="auth: pubkey\n")
     plans = plans_of(root, trust_anchors=(pem,))
@@ -358,6 +362,20 @@ def test_certificate_auth_between_managed_hosts(tmp_path: Path) -> None:
     assert auth.psk == b"" and auth.epoch == 0
     assert auth.ca_fingerprint == hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
     assert plans["a1"].trust_anchors == plans["a2"].trust_anchors == (pem,)
+    assert auth.accepted_ca_fingerprints == ()
+
+
+def test_a_second_fleet_anchor_is_accepted_by_every_certificate_peer(tmp_path: Path) -> None:
+    """While a CA rotation runs the fleet has two anchors: peers accept both CAs."""
+    current, following = self_signed_ca("fleet CA"), self_signed_ca("next fleet CA")
+    pems = tuple(c.public_bytes(Encoding.PEM) for c in (current, following))
+    root = write_mesh(tmp_path / "inv", ["a1", "a2"], a1="auth: pubkey\n", a2="auth: pubkey\n")
+    plans = plans_of(root, trust_anchors=pems)
+    fp = [hashlib.sha256(c.public_bytes(Encoding.DER)).hexdigest() for c in (current, following)]
+    for host, other in (("a1", "a2"), ("a2", "a1")):
+        auth = peer(plans, host, other).auth
+        assert (auth.ca_fingerprint, auth.accepted_ca_fingerprints) == (fp[0], (fp[1],))
+        assert plans[host].trust_anchors == pems
 
 
 def test_replan_with_an_external_peer_and_policies(tmp_path: Path) -> None:
