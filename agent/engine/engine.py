@@ -404,7 +404,9 @@ class Engine(SaLifecycle):
 
     def _retry(self, session: PeerSession) -> None:
         session.retry_timer = None
-        if self.sessions.get(session.name) is session and not session.is_up and not self.stopped:
+        if self.sessions.get(session.name) is not session or self.stopped:
+            return
+        if not session.is_up or session.replacement_pending:
             self._initiate(session)
 
     # -- incoming datagrams -----------------------------------------------------------

@@ -242,6 +242,7 @@ class SaLifecycle:
         session.state = PeerState.UP
         session.attempts = 0
         session.last_error = ""
+        session.replacement_pending = False
         self._schedule_child_rekey(session)
         self._publish(
             "child_up",
@@ -448,6 +449,7 @@ class SaLifecycle:
             # Make-before-break failed to make: the old SA and its child stay in force.
             session.replacing.remove(fallback)
             session.ike = fallback
+            session.replacement_pending = True
             self._publish("ike_failed", session.name, f"{reason} (previous SA kept)")
             self._schedule_retry(session, reason)
             session.state = PeerState.UP

@@ -75,6 +75,9 @@ class PeerSession:
     last_error: str = ""
     rekeying_child: bytes | None = None
     """spi_in of the child whose rekey we started, until our exchange ends."""
+    replacement_pending: bool = False
+    """A changed peer's new IKE SA failed and the old one was kept: the retry makes a
+    new one again (the peer may have been behind, e.g. its plan not yet changed)."""
     awaiting_activation: bytes | None = None
     """spi_in of a child the peer rekeyed or replaced by a new IKE SA: our new outbound
     SA waits for its delete."""

@@ -238,3 +238,28 @@ async def test_peer_set_up_in_progress_survives_our_plan_change(ab: Fleet) -> No
     assert new_ike.state is IkeSaState.ESTABLISHED
     assert a.events("ike_failed") == b.events("ike_failed") == []
     assert a.child_spis("b") == tuple(reversed(b.child_spis("a")))
+
+
+async def test_initiator_changed_first_keeps_trying_until_the_peer_follows(ab: Fleet) -> None:
+    """A new PSK at the initiator before the responder has it: the new IKE SA is refused
+    (AUTHENTICATION_FAILED), the old SA stays in force, and the initiator tries again with
+    back-off until the responder's plan catches up."""
+    a, b = ab["a"], ab["b"]
+    old_ike, old_spis = a.engine.sessions["b"].ike, a.child_spis("b")
+    await ab.apply("a", node_plan("a", ["b"], 2, edit=epoch_2))
+    ab.advance(0.5)
+    kept = [e.detail for e in a.events("ike_failed")]
+    assert kept and kept[0].endswith("(previous SA kept)"), kept
+    assert a.engine.sessions["b"].ike is old_ike and a.child_spis("b") == old_spis
+    ab.advance(4)  # back-off 1 s, then 2 s: still refused, still on the old SA
+    assert len(a.events("ike_failed")) >= 2
+    assert a.engine.sessions["b"].ike is old_ike and a.engine.peers_up() == 1
+    await ab.apply("b", node_plan("b", ["a"], 2, edit=epoch_2))
+    ab.advance(10)
+    new_ike = a.engine.sessions["b"].ike
+    assert new_ike is not old_ike and new_ike is not None
+    assert new_ike.state is IkeSaState.ESTABLISHED
+    assert a.child_spis("b") != old_spis
+    assert a.child_spis("b") == tuple(reversed(b.child_spis("a")))
+    assert a.engine.sessions["b"].replacement_pending is False
+    assert a.events("child_down") == []
