@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from . import convert
-from .config import DEFAULT_CONTROLLER_IDENTITY, ConfigError, load_config
+from .config import DEFAULT_CONTROLLER_IDENTITY, AgentConfig, ConfigError, load_config
 from .engine.host import HostEngine, data_plane_choice
 from .engine.keylog import KeyLog, KeyLogError
 from .engine.translate import CredentialError, IkeCredentials
@@ -22,9 +22,11 @@ from .enroll import (
     IKE_KEY,
     KEY_TYPES,
     TLS_CERT,
+    CredentialFiles,
     EnrollError,
     init_agent,
     install_certs,
+    recover_credentials,
 )
 from .hollow import HollowError, listening_line, start_hollow, stop_hollow
 from .metrics import MetricsError, agent_metrics
@@ -93,6 +95,18 @@ def _ike_credentials(
     return IkeCredentials.from_pem(cert_pem, key_pem, f"{cert}, {key}")
 
 
+def _credential_files(config: AgentConfig) -> CredentialFiles:
+    """The agent's credential files, after finishing or dropping an install a crash
+    interrupted (so that what is loaded next is one whole set)."""
+    files = CredentialFiles.in_state_dir(
+        config.state_dir, config.tls.cert, config.tls.key, config.tls.ca
+    )
+    if config.state_dir.is_dir():
+        for line in recover_credentials(files):
+            log.warning("%s: %s", config.name, line)
+    return files
+
+
 def _fail(message: str, code: int = 1) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
@@ -157,8 +171,9 @@ def serve(
     """
     try:
         config = load_config(config_path)
+        files = _credential_files(config)
         tls = ServerTls.from_files(config.tls.cert, config.tls.key, config.tls.ca)
-    except (ConfigError, ServerError) as exc:
+    except (ConfigError, ServerError, OSError) as exc:
         _fail(str(exc))
         return
     choice = data_plane_choice(data_plane)
@@ -174,7 +189,9 @@ def serve(
     async def go() -> None:
         keylog = keylog_path or config.keylog
         async with _sink(choice.enabled, tun_name, keylog, credentials) as (sink, events):
-            service = AgentService(config.name, PlanStore(config.state_dir), sink, events)
+            service = AgentService(
+                config.name, PlanStore(config.state_dir), sink, events, credentials=files
+            )
             await service.restore()
             listen = metrics_listen or config.metrics_listen
             async with _metrics(listen, service.host, sink, events, lambda: service.plan):
@@ -329,11 +346,13 @@ def run(
     for line in _summary(plan):
         click.echo(line)
     config = None
+    files = None
     if serve_config is not None:
         try:
             config = load_config(serve_config)
+            files = _credential_files(config)
             tls = ServerTls.from_files(config.tls.cert, config.tls.key, config.tls.ca)
-        except (ConfigError, ServerError) as exc:
+        except (ConfigError, ServerError, OSError) as exc:
             _fail(str(exc))
             return
         if config.name != plan.host:
@@ -358,7 +377,9 @@ def run(
                 await sink.put_in_force(plan)
                 click.echo(f"in force (not persisted: no --state-dir); {choice.reason}")
             else:
-                service = AgentService(plan.host, PlanStore(state_dir), sink, events)
+                service = AgentService(
+                    plan.host, PlanStore(state_dir), sink, events, credentials=files
+                )
                 await service.restore()
                 response = await service.apply(msg, dry_run=False)
                 state = "persisted" if response.changed else "already in force"

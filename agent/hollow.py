@@ -27,7 +27,14 @@ from pathlib import Path
 from vpnfleet.protos import plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
 
-from .enroll import CA_CERT, TLS_CERT, TLS_KEY, init_agent
+from .enroll import (
+    CA_CERT,
+    TLS_CERT,
+    TLS_KEY,
+    CredentialFiles,
+    init_agent,
+    recover_credentials,
+)
 from .server import DEFAULT_CONTROLLER_IDENTITY, RunningServer, ServerTls, start_server
 from .service import AgentService
 from .sink import PlanOnlySink
@@ -109,10 +116,15 @@ async def start_hollow(
     try:
         for i, name in enumerate(names):
             directory = root / name
+            files = CredentialFiles.in_state_dir(directory)
+            for line in recover_credentials(files):
+                log.warning("%s: %s", name, line)
             tls = ServerTls.from_files(
                 directory / TLS_CERT, directory / TLS_KEY, directory / CA_CERT
             )
-            service = AgentService(name, PlanStore(directory), PlanOnlySink())
+            # Credential rotation works as on a real agent; with no data plane, a new
+            # IKE certificate is only stored (no peers to re-establish).
+            service = AgentService(name, PlanStore(directory), PlanOnlySink(), credentials=files)
             await service.restore()
             port = base_port + i if base_port else 0
             running = await start_server(service, f"{listen_host}:{port}", tls, controller_identity)

@@ -13,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from vpnfleet.protos import agent_pb2_grpc
@@ -53,6 +56,71 @@ class ServerTls:
             except OSError as exc:
                 raise ServerError(f"cannot read the TLS {what} {path}: {exc.strerror}") from None
         return cls(*out)
+
+
+class TlsSource:
+    """The TLS material new handshakes use, replaceable while the server runs.
+
+    gRPC asks :meth:`fetch` at every new handshake (from one of its own threads) and
+    keeps using the configuration it got last when the answer is None; connections
+    already open, and calls in flight on them, keep theirs. So after :meth:`update`
+    the next handshake presents the new certificate and trusts the new CA bundle,
+    with no restart.
+    """
+
+    def __init__(self, tls: ServerTls) -> None:
+        self._lock = threading.Lock()
+        self._current = tls
+        self._fetched: ServerTls | None = tls
+
+    @property
+    def current(self) -> ServerTls:
+        with self._lock:
+            return self._current
+
+    def update(self, tls: ServerTls) -> None:
+        with self._lock:
+            self._current = tls
+
+    def update_pems(self, cert_pem: bytes, key_pem: bytes, ca_pem: bytes) -> None:
+        self.update(ServerTls(cert_pem, key_pem, ca_pem))
+
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        with self._lock:
+            if self._current is self._fetched:
+                return None
+            self._fetched = self._current
+            return _configuration(self._current)
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.dynamic_ssl_server_credentials(
+            _configuration(self.current), self.fetch, require_client_authentication=True
+        )
+
+
+def _check_tls(tls: ServerTls) -> None:
+    """Name what is wrong with the TLS material (gRPC only says it cannot bind)."""
+    try:
+        cert = x509.load_pem_x509_certificate(tls.cert_pem)
+    except ValueError:
+        raise ServerError("the TLS certificate is not a PEM certificate") from None
+    try:
+        key = serialization.load_pem_private_key(tls.key_pem, None)
+    except (ValueError, TypeError):
+        raise ServerError("the TLS private key is not an unencrypted PEM key") from None
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
+        raise ServerError("the TLS private key does not belong to the TLS certificate")
+    try:
+        x509.load_pem_x509_certificates(tls.ca_pem)
+    except ValueError:
+        raise ServerError("the TLS CA file holds no PEM certificate") from None
+
+
+def _configuration(tls: ServerTls) -> grpc.ServerCertificateConfiguration:
+    return grpc.ssl_server_certificate_configuration(
+        [(tls.key_pem, tls.cert_pem)], root_certificates=tls.ca_pem
+    )
 
 
 def caller_identities(context: grpc.aio.ServicerContext) -> list[str]:
@@ -128,6 +196,7 @@ class RunningServer:
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
+    tls: TlsSource
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.health.enter_graceful_shutdown()
@@ -140,7 +209,8 @@ async def start_server(
     tls: ServerTls,
     controller_identity: str = DEFAULT_CONTROLLER_IDENTITY,
 ) -> RunningServer:
-    """Bind ``listen`` (host:port, port 0 for any) with mTLS and start serving."""
+    """Bind ``listen`` (host:port, port 0 for any) with mTLS and start serving; the TLS
+    material follows the service's InstallCredentials (see :class:`TlsSource`)."""
     server = grpc.aio.server(
         interceptors=[ControllerOnly(controller_identity)],
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
@@ -148,11 +218,12 @@ async def start_server(
     agent_pb2_grpc.add_AgentServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    creds = grpc.ssl_server_credentials(
-        [(tls.key_pem, tls.cert_pem)], root_certificates=tls.ca_pem, require_client_auth=True
-    )
+    _check_tls(tls)
+    source = TlsSource(tls)
+    # InstallCredentials puts new TLS material in force for the next handshakes.
+    service.tls_watchers.append(source.update_pems)
     try:
-        port = server.add_secure_port(listen, creds)
+        port = server.add_secure_port(listen, source.credentials())
     except RuntimeError as exc:
         raise ServerError(f"cannot listen on {listen}: {exc}") from None
     if port == 0:
@@ -164,7 +235,7 @@ async def start_server(
     serving = health_pb2.HealthCheckResponse.SERVING
     await health_servicer.set("", serving)
     await health_servicer.set(AGENT_SERVICE, serving)
-    return RunningServer(server, port, health_servicer)
+    return RunningServer(server, port, health_servicer, source)
 
 
 async def wait_for_signal() -> int:

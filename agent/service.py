@@ -1,4 +1,5 @@
-"""The Agent gRPC service: ApplyPlan, GetStatus, WatchStatus and Rekey.
+"""The Agent gRPC service: ApplyPlan, GetStatus, WatchStatus, Rekey, and credential
+rotation (PrepareEnrollment, InstallCredentials).
 
 ApplyPlan follows one order and never skips a step: parse and validate the plan whole,
 check it is for this host, compare its content hash with the plan in force, persist it,
@@ -15,13 +16,28 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import grpc
+from cryptography import x509
 
 from vpnfleet.protos import agent_pb2, agent_pb2_grpc, plan_pb2
 
 from . import convert
-from .plan import AgentPlan, PlanRejected, plan_diff
+from .engine.translate import CredentialError, IkeCredentials, ike_identity
+from .enroll import (
+    CredentialChange,
+    CredentialFiles,
+    CredentialPrecondition,
+    CredentialRefused,
+    check_install,
+    commit_install,
+    current_fingerprints,
+    prepare_enrollment,
+)
+from .ike.signatures import identity_in_certificate
+from .plan import AgentPlan, AuthMethod, PlanRejected, plan_diff
 from .sink import EventHub, PlanSink, SaEventReport
 from .store import PlanStore, StoreError
 
@@ -42,6 +58,17 @@ def stored_plan_hash(plan: AgentPlan) -> str:
     return plan.content_hash
 
 
+TlsWatcher = Callable[[bytes, bytes, bytes], None]
+"""Told (certificate, key, CA bundle; PEM) when InstallCredentials changes the TLS set."""
+
+
+@runtime_checkable
+class IkeCredentialSink(Protocol):
+    """A sink with a data plane that can swap the IKE credentials (the engine)."""
+
+    def replace_ike_credentials(self, credentials: IkeCredentials) -> int: ...
+
+
 class AgentService(agent_pb2_grpc.AgentServicer):
     def __init__(
         self,
@@ -50,8 +77,13 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         sink: PlanSink,
         events: EventHub | None = None,
         clock: Callable[[], float] = time.time,
+        credentials: CredentialFiles | None = None,
     ) -> None:
+        """``credentials``: where this agent's keys and certificates are, for
+        PrepareEnrollment and InstallCredentials (None: both are refused)."""
         self.host = host
+        self.credentials = credentials
+        self.tls_watchers: list[TlsWatcher] = []
         self.store = store
         self.sink = sink
         self.events = events or EventHub()
@@ -221,6 +253,144 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         target = convert.rekey_target_from_proto(request.target)
         results = await self.sink.rekey(chosen, target)
         return convert.rekey_results_to_proto(results)
+
+    # -- credential rotation -------------------------------------------------------------
+
+    async def PrepareEnrollment(
+        self, request: agent_pb2.PrepareEnrollmentRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.PrepareEnrollmentResponse:
+        files = await self._credential_files(context)
+        try:
+            async with self._lock:
+                tls_csr, ike_csr = await asyncio.to_thread(
+                    prepare_enrollment,
+                    files,
+                    self.host,
+                    request.tls,
+                    request.ike,
+                    request.key_type,
+                )
+        except CredentialRefused as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except OSError as exc:
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"cannot stage keys in {files.state_dir}: {exc}"
+            )
+        kinds = [k for k, on in (("TLS", request.tls), ("IKE", request.ike)) if on]
+        log.info("%s: staged new %s key pairs", self.host, " and ".join(kinds))
+        return agent_pb2.PrepareEnrollmentResponse(tls_csr=tls_csr, ike_csr=ike_csr)
+
+    async def InstallCredentials(
+        self, request: agent_pb2.InstallCredentialsRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.InstallCredentialsResponse:
+        files = await self._credential_files(context)
+        callers = context.auth_context().get("x509_pem_cert", ())
+        async with self._lock:
+            try:
+                change = await asyncio.to_thread(
+                    check_install,
+                    files,
+                    self.host,
+                    request.tls_cert,
+                    request.ike_cert,
+                    request.ca_bundle,
+                    callers[0] if callers else None,
+                )
+                ike = self._new_ike(files, change)
+                await asyncio.to_thread(commit_install, files, change)
+            except CredentialRefused as exc:
+                log.warning("%s: refused credentials: %s", self.host, exc)
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            except CredentialPrecondition as exc:
+                log.warning("%s: refused credentials: %s", self.host, exc)
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            except OSError as exc:
+                log.error("%s: cannot install credentials: %s", self.host, exc)
+                await context.abort(
+                    grpc.StatusCode.INTERNAL,
+                    f"cannot write the credentials in {files.state_dir}: {exc}; the agent "
+                    "finishes or drops the install when it next starts",
+                )
+            reestablished = self._put_in_use(files, change, ike)
+        tls_fp, ike_fp, ca_fps = current_fingerprints(files)
+        return agent_pb2.InstallCredentialsResponse(
+            tls_fingerprint=tls_fp,
+            ike_fingerprint=ike_fp,
+            ca_fingerprints=",".join(ca_fps),
+            peers_reestablished=reestablished,
+        )
+
+    async def _credential_files(self, context: grpc.aio.ServicerContext) -> CredentialFiles:
+        if self.credentials is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this agent runs without a state dir for its credentials",
+            )
+        assert self.credentials is not None
+        return self.credentials
+
+    def _new_ike(self, files: CredentialFiles, change: CredentialChange) -> IkeCredentials | None:
+        if change.ike_pem is None:
+            return None
+        try:
+            ike = IkeCredentials.from_pem(*change.ike_pem, "InstallCredentials")
+        except CredentialError as exc:
+            raise CredentialRefused(str(exc)) from None
+        self._check_ike_identities(ike.certificate, files.ike_cert)
+        return ike
+
+    def _check_ike_identities(self, new: x509.Certificate, in_use: Path) -> None:
+        """Refuse an IKE certificate that would break certificate peers of the plan the
+        one in use serves: it must carry the local identity each of them uses."""
+        if self.plan is None:
+            return
+        try:
+            current: x509.Certificate | None = x509.load_pem_x509_certificate(in_use.read_bytes())
+        except (OSError, ValueError):
+            current = None
+        for peer in self.plan.peers:
+            if peer.auth.method is not AuthMethod.PUBKEY:
+                continue
+            local_id = ike_identity(peer.local_id)
+            if identity_in_certificate(local_id.id_type, local_id.data, new):
+                continue
+            if current is not None and not identity_in_certificate(
+                local_id.id_type, local_id.data, current
+            ):
+                continue  # broken already; the new certificate breaks nothing more
+            raise CredentialPrecondition(
+                f"the IKE certificate does not carry the identity {local_id} that peer "
+                f"{peer.name} authenticates us with; that peer would fail"
+            )
+
+    def _put_in_use(
+        self, files: CredentialFiles, change: CredentialChange, ike: IkeCredentials | None
+    ) -> int:
+        if change.empty:
+            return 0
+        if change.tls_changed:
+            cert, key, ca = (p.read_bytes() for p in (files.tls_cert, files.tls_key, files.ca))
+            for watcher in self.tls_watchers:
+                watcher(cert, key, ca)
+            log.info("%s: new TLS credentials in use for the next connections", self.host)
+        reestablished = 0
+        if ike is not None and isinstance(self.sink, IkeCredentialSink):
+            reestablished = self.sink.replace_ike_credentials(ike)
+        if ike is not None:
+            log.info(
+                "%s: new IKE certificate in use, %d certificate peers re-established",
+                self.host,
+                reestablished,
+            )
+        self.events.publish(
+            SaEventReport(
+                "credentials_installed",
+                detail=f"tls {'new' if change.tls_changed else 'kept'}, "
+                f"ike {'new' if ike is not None else 'kept'}, {reestablished} peers",
+                time=self._clock(),
+            )
+        )
+        return reestablished
 
 
 class WrongHost(Exception):

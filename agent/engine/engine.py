@@ -630,24 +630,34 @@ class Engine(SaLifecycle):
 
     # -- credential rotation -------------------------------------------------------------
 
+    CREDENTIAL_HANDOVER_DELAY = 2.0
+    """Seconds the plan's responder gives its peer to re-establish a certificate tunnel
+    after our credentials changed, before starting the new IKE SA itself."""
+
     def replace_ike_credentials(self, credentials: translate.IkeCredentials) -> int:
         """Use ``credentials`` from now on and re-establish every certificate peer with
         them, make-before-break, as a changed peer (its SAs carry traffic until the new
-        IKE SA has its child). Where the plan makes the other side the initiator, we
-        start the new IKE SA ourselves: the peer has no reason to, and the one in force
-        stays authenticated with the old certificate until then. PSK peers are not
-        touched. Returns the number of certificate peers handed over."""
+        IKE SA has its child). PSK peers are not touched. Returns the number of
+        certificate peers handed over.
+
+        Where the plan makes the other side the initiator, the SA in force stays
+        authenticated with our old certificate until a new one is made. The peer may be
+        changing its credentials at the same moment and re-establish anyway (with our
+        new certificate: the responder side already answers with it); both starting at
+        once would cross (RFC 7296 section 2.8.1), so we start ourselves only if no new
+        IKE SA came within :attr:`CREDENTIAL_HANDOVER_DELAY`."""
         self.ike_credentials = credentials
         plan = self.plan
         if plan is None or self.stopped:
             return 0
         count = 0
+        changed_at = self.now()
         for peer in plan.peers:
             if peer.auth.method is not AuthMethod.PUBKEY:
                 continue
             self._add_or_change_peer(plan, peer, self.sessions.get(peer.name))
-            session = self.sessions[peer.name]
             count += 1
+            session = self.sessions[peer.name]
             current = session.ike
             if (
                 session.config is not None
@@ -655,6 +665,28 @@ class Engine(SaLifecycle):
                 and current is not None
                 and current.state is IkeSaState.ESTABLISHED
             ):
-                self._initiate(session)
+                if session.retry_timer is not None:
+                    session.retry_timer.cancel()
+                delay = self.CREDENTIAL_HANDOVER_DELAY * self._rng.uniform(0.9, 1.1)
+                session.retry_timer = self.scheduler.call_at(
+                    self.now() + delay, self._reauthenticate_later(session, changed_at)
+                )
         self._rebuild_address_map()
         return count
+
+    def _reauthenticate_later(self, session: PeerSession, changed_at: float) -> Callable[[], None]:
+        return lambda: self._reauthenticate(session, changed_at)
+
+    def _reauthenticate(self, session: PeerSession, changed_at: float) -> None:
+        session.retry_timer = None
+        if self.sessions.get(session.name) is not session or self.stopped:
+            return
+        current = session.ike
+        if (
+            current is not None
+            and current.state is IkeSaState.ESTABLISHED
+            and session.ike_established_mono >= changed_at
+        ):
+            return  # the peer re-established since: our new certificate is in use
+        self._publish("reauthenticate", session.name, "new IKE certificate: initiating")
+        self._initiate(session)
