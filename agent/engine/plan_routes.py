@@ -1,39 +1,77 @@
 """The routes and policy-routing rules a plan asks for, kept in step with it.
 
-A tunnel-mode peer's protected prefixes are routed into the TUN device in the main table.
-A transport-mode peer's protected prefix is the peer's own address (RFC 4303 section
-3.1.1 protects host-to-host traffic), which the engine's IKE and ESP datagrams go to as
-well; were they to follow that route into the TUN, ESP would be encapsulated again. So
-the endpoint's sockets carry a firewall mark (``own_mark``), a rule sends marked packets
-to the main table first, and a later rule sends everything else for the prefix to
-:data:`TRANSPORT_TABLE`, which routes it into the TUN (wg-quick keeps its own packets out
-of its tunnel the same way).
+With a firewall mark on the endpoint's sockets (``own_mark``), every route into the TUN
+device lives in :data:`TUNNEL_TABLE`, reached by policy-routing rules; the main table is
+left to the host's own (cleartext) routes. From first to last priority:
+
+* ``OWN_MARK_PRIORITY``: ``fwmark OWN_MARK lookup main``. The agent's own IKE and ESP
+  datagrams never enter the TUN, even when a protected prefix covers a peer's underlay
+  address (a transport-mode peer, RFC 4303 section 3.1.1, or 0.0.0.0/0); were they to,
+  ESP would be encapsulated again (wg-quick keeps its own packets out of its tunnel the
+  same way).
+* ``ORDERED_PRIORITY + i`` for SPD entry ``i``, up to the last BYPASS entry: a BYPASS
+  entry becomes ``from LOCAL to REMOTE [ipproto P] [sport a-b] [dport c-d] lookup main``
+  so its traffic leaves in the clear (RFC 4301 section 4.4.1), and every PROTECT or
+  DISCARD entry before it a rule of the same shape to ``TUNNEL_TABLE``, so the SPD's
+  first match still decides.
+* ``TUNNEL_PRIORITY``: ``to PREFIX lookup TUNNEL_TABLE`` for every remote prefix of a
+  PROTECT or DISCARD entry (the data plane reading the TUN applies the SPD in full).
+
+``TUNNEL_TABLE`` holds, per such prefix, the route into the TUN and an ``unreachable``
+route of :data:`FALLBACK_METRIC` behind it. The kernel removes the TUN's routes when the
+device disappears (the agent killed); the fallback then keeps protected traffic from
+following the main table out in the clear until the next agent routes it again. Own
+site subnets inside a routed prefix get ``throw`` routes, so that the host still reaches
+its own sites through the main table. The first :meth:`PlanRoutes.apply` after a start
+takes what a killed predecessor left at these priorities and in this table as its own,
+keeps what the plan wants (no moment without the fallback) and removes the rest;
+:meth:`PlanRoutes.remove_all` (a clean stop) removes everything.
+
+Without the mark, protected prefixes are routed into the TUN in the main table as
+before: transport mode and bypass entries then cannot be honoured (logged).
 
 The engine (the only owner of SA lifecycles) calls :meth:`PlanRoutes.apply` for every
 plan put in force and :meth:`PlanRoutes.remove_all` when it stops. A failed netlink
 request is logged and does not stop the others: the routes are a consequence of the plan,
-which stays in force.
+which stays in force; what failed is tried again with the next plan.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..io.routes import tunnel_mtu
-from ..plan import AgentPlan, Mode, SpdAction
+from ..io.policy_rules import PORT_PROTOCOLS, PolicyRule
+from ..io.routes import RouteEntry, tunnel_mtu
+from ..plan import AgentPlan, Mode, SpdAction, SpdEntry
 from . import translate
 
 log = logging.getLogger(__name__)
 
 MAIN_TABLE = 254
-TRANSPORT_TABLE = 4500
-"""The routing table holding transport-mode peers' routes into the TUN device."""
+TUNNEL_TABLE = 4500
+"""The routing table holding the routes into the TUN device (with ``own_mark``)."""
 OWN_MARK_PRIORITY = 4500
 """Rule priority of ``fwmark OWN_MARK lookup main``: after the local table (priority 0),
-before every transport-mode peer's rule."""
-TRANSPORT_PRIORITY = 4501
-"""Rule priority of ``to PEER lookup TRANSPORT_TABLE``."""
+before every other rule of ours."""
+ORDERED_PRIORITY = 4501
+"""Rule priority of SPD entry 0; entry ``i`` gets ``ORDERED_PRIORITY + i``."""
+ORDERED_SLOTS = 20000
+"""How many SPD entries can get a rule at their own position; bypass entries past it are
+not honoured (logged)."""
+TUNNEL_PRIORITY = ORDERED_PRIORITY + ORDERED_SLOTS
+"""Rule priority of ``to PREFIX lookup TUNNEL_TABLE``: after every ordered rule, before
+the main table (32766)."""
+OUR_PRIORITIES = range(OWN_MARK_PRIORITY, TUNNEL_PRIORITY + 1)
+FALLBACK_METRIC = 0x7FFFFFFF
+"""Metric of the ``unreachable`` route behind each route into the TUN: far above the
+kernel's defaults (0 for IPv4, 1024 for IPv6), so the TUN route wins while it exists."""
+THROW_METRIC = 1
+"""Explicit, because IPv6 would record a route added without one under 1024."""
+_FULL_PORTS = (0, 65535)
 
 
 class RouteTable(Protocol):
@@ -47,17 +85,57 @@ class RouteTable(Protocol):
 
     async def remove_route(self, prefix: str, ifname: str, *, table: int | None = None) -> None: ...
 
-    async def add_fwmark_rule(
-        self, mark: int, table: int, *, priority: int | None = None
+    async def add_typed_route(
+        self, prefix: str, kind: str, *, table: int | None = None, metric: int | None = None
     ) -> None: ...
 
-    async def remove_fwmark_rule(
-        self, mark: int, table: int, *, priority: int | None = None
+    async def remove_typed_route(
+        self, prefix: str, kind: str, *, table: int | None = None, metric: int | None = None
     ) -> None: ...
 
-    async def add_destination_rule(self, prefix: str, table: int, *, priority: int) -> None: ...
+    async def routes(
+        self, *, table: int | None = None, ifname: str | None = None
+    ) -> list[RouteEntry]: ...
 
-    async def remove_destination_rule(self, prefix: str, table: int, *, priority: int) -> None: ...
+    async def add_rule(self, rule: PolicyRule) -> None: ...
+
+    async def remove_rule(self, rule: PolicyRule) -> None: ...
+
+    async def rules(self) -> list[PolicyRule]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TunRoute:
+    """A route into the TUN device."""
+
+    prefix: str
+    table: int | None
+    """None: the main table."""
+    source: str | None
+    """The preferred source address (transport mode: ours towards the peer)."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class TypedRoute:
+    """A route without a device: ``unreachable`` fallbacks and ``throw`` exceptions."""
+
+    prefix: str
+    kind: str
+    table: int
+    metric: int
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRouting:
+    """Everything a plan asks of the routing tables; a pure function of the plan."""
+
+    tun_routes: frozenset[TunRoute] = frozenset()
+    typed_routes: frozenset[TypedRoute] = frozenset()
+    rules: frozenset[PolicyRule] = frozenset()
+    problems: tuple[str, ...] = ()
+    """What the plan asks that cannot be done, to be logged."""
+    unmarked_bypass: tuple[str, ...] = field(default=())
+    """Bypass entries not honoured for want of ``own_mark``."""
 
 
 def transport_prefixes(plan: AgentPlan) -> dict[str, str | None]:
@@ -72,6 +150,99 @@ def transport_prefixes(plan: AgentPlan) -> dict[str, str | None]:
     return out
 
 
+def routed_prefixes(plan: AgentPlan) -> list[str]:
+    """Remote prefixes whose traffic goes into the TUN with ``own_mark``: those of PROTECT
+    entries, and those of DISCARD entries (the data plane drops and counts it there; in
+    the main table it could leave in the clear)."""
+    wanted = (SpdAction.PROTECT, SpdAction.DISCARD)
+    return list(
+        dict.fromkeys(str(e.selector.remote_prefix) for e in plan.spd if e.action in wanted)
+    )
+
+
+def selector_rule(entry: SpdEntry, priority: int, table: int) -> PolicyRule | None:
+    """The rule matching the outbound packets of ``entry``'s selector (RFC 4301 section
+    4.4.1: local address and port are the source's). When a rule cannot say it exactly
+    (ports of a protocol other than TCP, UDP or SCTP, e.g. ICMP type and code), a PROTECT
+    or DISCARD entry gets a wider rule (the data plane checks the rest) and a BYPASS entry
+    none (None): a wider bypass would let other traffic out in the clear."""
+    sel = entry.selector
+    if sel.local_prefix.version != sel.remote_prefix.version:
+        return None
+    restricted = [p for p in (sel.local_ports, sel.remote_ports) if p not in (_FULL_PORTS, (0, 0))]
+    exact_ports = sel.protocol in PORT_PROTOCOLS
+    if restricted and not exact_ports and entry.action is SpdAction.BYPASS:
+        return None
+    sport = sel.local_ports if exact_ports and sel.local_ports != _FULL_PORTS else None
+    dport = sel.remote_ports if exact_ports and sel.remote_ports != _FULL_PORTS else None
+    return PolicyRule(
+        priority=priority,
+        table=table,
+        family=sel.remote_prefix.version,
+        source=str(sel.local_prefix) if sel.local_prefix.prefixlen else None,
+        destination=str(sel.remote_prefix) if sel.remote_prefix.prefixlen else None,
+        protocol=sel.protocol,
+        source_ports=sport,
+        destination_ports=dport,
+    )
+
+
+def policy_routing(plan: AgentPlan, own_mark: int | None, ifname: str) -> PolicyRouting:
+    """What ``plan`` asks of the routing tables (see the module's docstring)."""
+    transport = transport_prefixes(plan)
+    bypass = [e.name for e in plan.spd if e.action is SpdAction.BYPASS]
+    if own_mark is None:
+        unmarked = tuple(
+            f"transport mode needs a firewall mark on the agent's sockets: {prefix} is not "
+            f"routed into {ifname}"
+            for prefix in transport
+        )
+        # Never in the main table: a route there would take our own IKE and ESP too.
+        main = [p for p in translate.protected_prefixes(plan) if p not in transport]
+        return PolicyRouting(
+            tun_routes=frozenset(TunRoute(p, None, None) for p in main),
+            problems=unmarked,
+            unmarked_bypass=tuple(bypass),
+        )
+    routed = routed_prefixes(plan)
+    if not routed:
+        return PolicyRouting()
+    tun_routes = {TunRoute(p, TUNNEL_TABLE, transport.get(p)) for p in routed}
+    typed = {TypedRoute(p, "unreachable", TUNNEL_TABLE, FALLBACK_METRIC) for p in routed}
+    nets = [ipaddress.ip_network(p) for p in routed]
+    for subnet in plan.subnets:
+        if any(
+            subnet.version == net.version and subnet != net and subnet.subnet_of(net)  # type: ignore[arg-type]
+            for net in nets
+        ):
+            typed.add(TypedRoute(str(subnet), "throw", TUNNEL_TABLE, THROW_METRIC))
+    rules = {PolicyRule(OWN_MARK_PRIORITY, MAIN_TABLE, family=f, fwmark=own_mark) for f in (4, 6)}
+    rules |= {
+        PolicyRule(TUNNEL_PRIORITY, TUNNEL_TABLE, family=n.version, destination=str(n))
+        for n in nets
+    }
+    problems: list[str] = []
+    last = max((i for i, e in enumerate(plan.spd) if e.action is SpdAction.BYPASS), default=-1)
+    if last >= ORDERED_SLOTS:
+        problems.append(
+            f"SPD bypass entries past position {ORDERED_SLOTS} are not honoured: their "
+            "traffic follows the routes into the TUN"
+        )
+        last = -1
+    for i, entry in enumerate(plan.spd[: last + 1]):
+        is_bypass = entry.action is SpdAction.BYPASS
+        table = MAIN_TABLE if is_bypass else TUNNEL_TABLE
+        rule = selector_rule(entry, ORDERED_PRIORITY + i, table)
+        if rule is None:
+            problems.append(
+                f"SPD entry {entry.name!r} ({entry.selector}) cannot be a policy-routing rule: "
+                "its traffic follows the routes into the TUN"
+            )
+            continue
+        rules.add(rule)
+    return PolicyRouting(frozenset(tun_routes), frozenset(typed), frozenset(rules), tuple(problems))
+
+
 class PlanRoutes:
     def __init__(
         self, routing: RouteTable, ifname: str, own_mark: int | None, underlay_mtu: int = 1500
@@ -79,117 +250,161 @@ class PlanRoutes:
         self.routing = routing
         self.ifname = ifname
         self.own_mark = own_mark
-        """The firewall mark on the endpoint's sockets; transport-mode prefixes are routed
-        into the TUN only when it is set (else the engine's own IKE would follow)."""
+        """The firewall mark on the endpoint's sockets; without it every route into the
+        TUN is in the main table and transport mode and bypass entries are not honoured."""
         self.underlay_mtu = underlay_mtu
-        self.tunnel: set[str] = set()
-        """Prefixes routed into the TUN in the main table."""
-        self.transport: dict[str, str | None] = {}
-        """Prefixes routed into the TUN through TRANSPORT_TABLE, with their source."""
-        self.bypass_rule = False
+        self.tun_routes: set[TunRoute] = set()
+        """What is installed (recorded once the kernel said yes)."""
+        self.typed_routes: set[TypedRoute] = set()
+        self.rules: set[PolicyRule] = set()
+        self.adopted = False
+        """Whether what a predecessor left has been looked for (first apply)."""
+        self._told_unmarked_bypass = False
 
     async def apply(self, plan: AgentPlan) -> None:
-        transport = transport_prefixes(plan)
-        # Never in the main table: a route there would take our own IKE and ESP too.
-        wanted = set(translate.protected_prefixes(plan)) - set(transport)
         try:
             mtu = tunnel_mtu(self.underlay_mtu, translate.esp_overhead(plan))
             await self.routing.link_up(self.ifname, mtu)
         except (OSError, ValueError) as exc:
             log.error("cannot set %s up: %s", self.ifname, exc)
-        for prefix in sorted(self.tunnel - wanted):
-            await self._tunnel_route("remove", prefix)
-        if transport and self.own_mark is None:
-            for prefix in transport:
-                log.error(
-                    "transport mode needs a firewall mark on the agent's sockets: "
-                    "%s is not routed into %s",
-                    prefix,
-                    self.ifname,
-                )
-            transport = {}
-        if transport:
-            # The bypass for our own datagrams goes in before any route that would take
-            # them into the TUN; without it those routes would swallow our IKE and ESP.
-            await self._own_mark_rule("add")
-            if not self.bypass_rule:
-                log.error("no bypass for the agent's own sockets: transport mode not routed")
-                transport = {}
-        for prefix in sorted(set(self.transport) - set(transport)):
-            await self._transport_route("remove", prefix, None)
-        for prefix in sorted(wanted - self.tunnel):
-            await self._tunnel_route("add", prefix)
-        for prefix, source in sorted(transport.items()):
-            if prefix not in self.transport or self.transport[prefix] != source:
-                await self._transport_route("add", prefix, source)
-        if not transport and not self.transport:
-            await self._own_mark_rule("remove")
+        want = policy_routing(plan, self.own_mark, self.ifname)
+        for problem in want.problems:
+            log.error("%s", problem)
+        if want.unmarked_bypass and not self._told_unmarked_bypass:
+            self._told_unmarked_bypass = True
+            log.error(
+                "SPD bypass entries (%s) need a firewall mark on the agent's sockets: without "
+                "it their traffic follows the routes into %s and is dropped there",
+                ", ".join(want.unmarked_bypass),
+                self.ifname,
+            )
+        if not self.adopted:
+            await self._adopt()
+        await self._reconcile(want)
 
     async def remove_all(self) -> None:
-        for prefix in sorted(self.tunnel):
-            await self._tunnel_route("remove", prefix)
-        for prefix in sorted(self.transport):
-            await self._transport_route("remove", prefix, None)
-        await self._own_mark_rule("remove")
+        await self._reconcile(PolicyRouting())
 
-    async def _tunnel_route(self, action: str, prefix: str) -> None:
+    async def _adopt(self) -> None:
+        """Take as ours what a predecessor killed before its clean-up left: rules at our
+        priorities that look up the main or the tunnel table, and the tunnel table's
+        routes without a device or through our TUN. The reconcile that follows keeps
+        what the plan wants and removes the rest."""
         try:
-            if action == "add":
-                await self.routing.add_route(prefix, self.ifname)
-                self.tunnel.add(prefix)
-            else:
-                await self.routing.remove_route(prefix, self.ifname)
-                self.tunnel.discard(prefix)
+            rules = await self.routing.rules()
+            routes = await self.routing.routes(table=TUNNEL_TABLE)
         except (OSError, ValueError) as exc:
-            log.error("%s route %s via %s: %s", action, prefix, self.ifname, exc)
-
-    async def _transport_route(self, action: str, prefix: str, source: str | None) -> None:
-        try:
-            if action == "add":
-                if prefix in self.transport:  # a new source address: replace the route
-                    await self.routing.remove_route(prefix, self.ifname, table=TRANSPORT_TABLE)
-                self.transport.pop(prefix, None)
-                await self.routing.add_route(
-                    prefix, self.ifname, table=TRANSPORT_TABLE, source=source
+            log.error("cannot read the rules and table %d left from before: %s", TUNNEL_TABLE, exc)
+            return
+        self.adopted = True
+        for rule in rules:
+            if rule.priority in OUR_PRIORITIES and rule.table in (MAIN_TABLE, TUNNEL_TABLE):
+                self.rules.add(rule)
+        for route in routes:
+            if route.kind == "unicast":
+                if route.ifname == self.ifname:
+                    self.tun_routes.add(TunRoute(route.prefix, TUNNEL_TABLE, route.source))
+            elif route.metric is not None:
+                self.typed_routes.add(
+                    TypedRoute(route.prefix, route.kind, TUNNEL_TABLE, route.metric)
                 )
-                try:
-                    await self.routing.add_destination_rule(
-                        prefix, TRANSPORT_TABLE, priority=TRANSPORT_PRIORITY
-                    )
-                except (OSError, ValueError):
-                    # Not recorded, so the next plan tries again from the start.
-                    await self.routing.remove_route(prefix, self.ifname, table=TRANSPORT_TABLE)
-                    raise
-                self.transport[prefix] = source
-            else:
-                await self.routing.remove_destination_rule(
-                    prefix, TRANSPORT_TABLE, priority=TRANSPORT_PRIORITY
-                )
-                await self.routing.remove_route(prefix, self.ifname, table=TRANSPORT_TABLE)
-                self.transport.pop(prefix, None)
-        except (OSError, ValueError) as exc:
-            log.error(
-                "%s route %s via %s in table %d: %s",
-                action,
-                prefix,
-                self.ifname,
-                TRANSPORT_TABLE,
-                exc,
+        if self.rules or self.tun_routes or self.typed_routes:
+            log.info(
+                "found %d rules and %d routes of a previous run; keeping what the plan wants",
+                len(self.rules),
+                len(self.tun_routes) + len(self.typed_routes),
             )
 
-    async def _own_mark_rule(self, action: str) -> None:
-        if self.own_mark is None or self.bypass_rule == (action == "add"):
-            return
+    async def _reconcile(self, want: PolicyRouting) -> None:
+        """Add first what keeps traffic out of the clear (the own-mark rule before any
+        route into the TUN, fallbacks before the routes they back), then remove what the
+        plan no longer wants, in the reverse order."""
+        mark_rules = {r for r in want.rules | self.rules if r.fwmark is not None}
+        add_rules = want.rules - self.rules
+        drop_rules = self.rules - want.rules
+        for rule in sorted(add_rules & mark_rules, key=_rule_order):
+            await self._do("add", self._add_rule, rule)
+        for typed in sorted(want.typed_routes - self.typed_routes):
+            await self._do("add", self._add_typed, typed)
+        stale = self.tun_routes - want.tun_routes
+        new = want.tun_routes - self.tun_routes
+        moved = {(r.prefix, r.table) for r in new}
+        # A route whose source changes is replaced: the kernel would keep the old one.
+        for route in sorted((r for r in stale if (r.prefix, r.table) in moved), key=_tun_order):
+            await self._do("remove", self._remove_tun, route)
+        for route in sorted(new, key=_tun_order):
+            await self._do("add", self._add_tun, route)
+        for rule in sorted(add_rules - mark_rules, key=_rule_order):
+            await self._do("add", self._add_rule, rule)
+        for rule in sorted(drop_rules - mark_rules, key=_rule_order):
+            await self._do("remove", self._remove_rule, rule)
+        for route in sorted(self.tun_routes - want.tun_routes, key=_tun_order):
+            await self._do("remove", self._remove_tun, route)
+        for typed in sorted(self.typed_routes - want.typed_routes):
+            await self._do("remove", self._remove_typed, typed)
+        for rule in sorted(drop_rules & mark_rules, key=_rule_order):
+            await self._do("remove", self._remove_rule, rule)
+
+    async def _do(
+        self,
+        action: str,
+        step: Callable[[TunRoute | TypedRoute | PolicyRule], Awaitable[None]],
+        item: TunRoute | TypedRoute | PolicyRule,
+    ) -> None:
         try:
-            if action == "add":
-                await self.routing.add_fwmark_rule(
-                    self.own_mark, MAIN_TABLE, priority=OWN_MARK_PRIORITY
-                )
-                self.bypass_rule = True
-            else:
-                await self.routing.remove_fwmark_rule(
-                    self.own_mark, MAIN_TABLE, priority=OWN_MARK_PRIORITY
-                )
-                self.bypass_rule = False
+            await step(item)
         except (OSError, ValueError) as exc:
-            log.error("%s rule fwmark %#x lookup main: %s", action, self.own_mark, exc)
+            log.error("%s %s: %s", action, _describe(item, self.ifname), exc)
+
+    async def _add_rule(self, rule: TunRoute | TypedRoute | PolicyRule) -> None:
+        assert isinstance(rule, PolicyRule)
+        await self.routing.add_rule(rule)
+        self.rules.add(rule)
+
+    async def _remove_rule(self, rule: TunRoute | TypedRoute | PolicyRule) -> None:
+        assert isinstance(rule, PolicyRule)
+        await self.routing.remove_rule(rule)
+        self.rules.discard(rule)
+
+    async def _add_typed(self, route: TunRoute | TypedRoute | PolicyRule) -> None:
+        assert isinstance(route, TypedRoute)
+        await self.routing.add_typed_route(
+            route.prefix, route.kind, table=route.table, metric=route.metric
+        )
+        self.typed_routes.add(route)
+
+    async def _remove_typed(self, route: TunRoute | TypedRoute | PolicyRule) -> None:
+        assert isinstance(route, TypedRoute)
+        await self.routing.remove_typed_route(
+            route.prefix, route.kind, table=route.table, metric=route.metric
+        )
+        self.typed_routes.discard(route)
+
+    async def _add_tun(self, route: TunRoute | TypedRoute | PolicyRule) -> None:
+        assert isinstance(route, TunRoute)
+        await self.routing.add_route(
+            route.prefix, self.ifname, table=route.table, source=route.source
+        )
+        self.tun_routes.add(route)
+
+    async def _remove_tun(self, route: TunRoute | TypedRoute | PolicyRule) -> None:
+        assert isinstance(route, TunRoute)
+        await self.routing.remove_route(route.prefix, self.ifname, table=route.table)
+        self.tun_routes.discard(route)
+
+
+def _tun_order(route: TunRoute) -> tuple[str, int, str]:
+    return (route.prefix, route.table or 0, route.source or "")
+
+
+def _rule_order(rule: PolicyRule) -> tuple[int, int, str]:
+    return (rule.priority, rule.family, str(rule))
+
+
+def _describe(item: TunRoute | TypedRoute | PolicyRule, ifname: str) -> str:
+    if isinstance(item, PolicyRule):
+        return f"rule {item}"
+    if isinstance(item, TypedRoute):
+        return f"route {item.kind} {item.prefix} in table {item.table}"
+    where = "" if item.table is None else f" in table {item.table}"
+    return f"route {item.prefix} via {ifname}{where}"

@@ -38,6 +38,8 @@ from typing import Any
 
 from pyroute2 import AsyncIPRoute, NetlinkError
 
+from .policy_rules import PolicyRule, check_table, parse_prefix, rule_from_netlink
+
 IPV4_HEADER = 20
 IPV6_HEADER = 40
 UDP_HEADER = 8
@@ -92,13 +94,6 @@ class RouteError(OSError):
     requested state."""
 
 
-def _prefix(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    try:
-        return ipaddress.ip_network(value, strict=True)
-    except ValueError as exc:
-        raise ValueError(f"bad prefix {value!r}: {exc}") from None
-
-
 def _interface(value: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
     try:
         return ipaddress.ip_interface(value)
@@ -114,11 +109,6 @@ def _source(value: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> s
     if address.version != net.version:
         raise ValueError(f"source address {value} is not of the family of {net}")
     return str(address)
-
-
-def _check_table(table: int | None) -> None:
-    if table is not None and not 1 <= table <= 0xFFFFFFFF:
-        raise ValueError(f"routing table must be 1..4294967295, got {table}")
 
 
 def _family(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> int:
@@ -139,6 +129,17 @@ class RouteEntry:
     ifname: str | None
     table: int
     metric: int | None
+    kind: str = "unicast"
+    """The route type: unicast, or one of :data:`ROUTE_TYPES`."""
+    source: str | None = None
+    """The preferred source address (``ip route ... src``), if any."""
+
+
+ROUTE_TYPES = {"blackhole": 6, "unreachable": 7, "prohibit": 8, "throw": 9}
+"""Routes without a device (RTN_* in linux/rtnetlink.h): ``blackhole`` drops silently,
+``unreachable`` drops and tells the sender, ``throw`` ends the lookup in this table so
+the next policy-routing rule is tried."""
+_ROUTE_TYPE_NAMES = {1: "unicast", **{v: k for k, v in ROUTE_TYPES.items()}}
 
 
 class Routing:
@@ -236,8 +237,8 @@ class Routing:
         """Route ``prefix`` through ``ifname``, preferring ``source`` as the address of
         packets sent without one (``ip route ... src``). An identical route is left alone;
         a route for the same prefix, table and metric through another device is an error."""
-        net = _prefix(prefix)
-        _check_table(table)
+        net = parse_prefix(prefix)
+        check_table(table)
         preferred = _source(source, net) if source is not None else None
         args = self._route_args(net, await self.link_index(ifname), table, metric)
         if preferred is not None:
@@ -260,8 +261,8 @@ class Routing:
     async def remove_route(
         self, prefix: str, ifname: str, *, table: int | None = None, metric: int | None = None
     ) -> None:
-        net = _prefix(prefix)
-        _check_table(table)
+        net = parse_prefix(prefix)
+        check_table(table)
         try:
             index = await self.link_index(ifname)
         except RouteError:
@@ -279,7 +280,7 @@ class Routing:
         self, *, table: int | None = None, ifname: str | None = None
     ) -> list[RouteEntry]:
         """Unicast routes in ``table`` (main by default), optionally only via ``ifname``."""
-        _check_table(table)
+        check_table(table)
         want = await self.link_index(ifname) if ifname is not None else None
         names = {
             int(link["index"]): link.get("ifname")
@@ -292,15 +293,69 @@ class Routing:
                 oif = route.get("oif")
                 if want is not None and oif != want:
                     continue
+                kind = _ROUTE_TYPE_NAMES.get(route["type"])
+                if kind is None:  # local, broadcast, multicast...: the kernel's own
+                    continue
                 dst = route.get("dst") or ("0.0.0.0" if family == socket.AF_INET else "::")
                 out.append(
                     RouteEntry(
                         prefix=f"{dst}/{route['dst_len']}",
-                        ifname=names.get(oif) if oif is not None else None,
+                        # Typed routes carry the loopback device in IPv6: not a nexthop.
+                        ifname=names.get(oif) if oif is not None and kind == "unicast" else None,
                         table=int(route.get("table")),
                         metric=route.get("priority"),
+                        kind=kind,
+                        source=route.get("prefsrc"),
                     )
                 )
+        return out
+
+    async def add_typed_route(
+        self, prefix: str, kind: str, *, table: int | None = None, metric: int | None = None
+    ) -> None:
+        """``ip route add KIND PREFIX [table T] [metric M]`` for a route without a device
+        (:data:`ROUTE_TYPES`); an identical route already there is left alone."""
+        args = self._typed_route_args(prefix, kind, table, metric)
+        await self._request(
+            f"add route {kind} {prefix}", self.ipr.route, "add", ignore=(errno.EEXIST,), **args
+        )
+
+    async def remove_typed_route(
+        self, prefix: str, kind: str, *, table: int | None = None, metric: int | None = None
+    ) -> None:
+        args = self._typed_route_args(prefix, kind, table, metric)
+        await self._request(
+            f"remove route {kind} {prefix}",
+            self.ipr.route,
+            "del",
+            ignore=(errno.ESRCH, errno.ENOENT),
+            **args,
+        )
+
+    async def add_rule(self, rule: PolicyRule) -> None:
+        """Install ``rule``; the same rule already there is left alone."""
+        await self._request(
+            f"add rule {rule}", self.ipr.rule, "add", ignore=(errno.EEXIST,), **rule.netlink_args()
+        )
+
+    async def remove_rule(self, rule: PolicyRule) -> None:
+        await self._request(
+            f"remove rule {rule}",
+            self.ipr.rule,
+            "del",
+            ignore=(errno.ENOENT, errno.ESRCH),
+            **rule.netlink_args(),
+        )
+
+    async def rules(self) -> list[PolicyRule]:
+        """Every IPv4 and IPv6 rule that looks a table up and that :class:`PolicyRule`
+        can describe (others, e.g. with an input interface, are left out)."""
+        out: list[PolicyRule] = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for msg in await _collect(await self.ipr.rule("dump", family=family)):
+                rule = rule_from_netlink(msg)
+                if rule is not None:
+                    out.append(rule)
         return out
 
     async def add_fwmark_rule(self, mark: int, table: int, *, priority: int | None = None) -> None:
@@ -375,10 +430,29 @@ class Routing:
         return args
 
     @staticmethod
+    def _typed_route_args(
+        prefix: str, kind: str, table: int | None, metric: int | None
+    ) -> dict[str, Any]:
+        net = parse_prefix(prefix)
+        check_table(table)
+        if kind not in ROUTE_TYPES:
+            raise ValueError(
+                f"route type must be one of {', '.join(sorted(ROUTE_TYPES))}, got {kind!r}"
+            )
+        args: dict[str, Any] = {"dst": str(net), "family": _family(net), "type": kind}
+        if table is not None:
+            args["table"] = table
+        if metric is not None:
+            if not 0 <= metric <= 0xFFFFFFFF:
+                raise ValueError(f"route metric must be 0..4294967295, got {metric}")
+            args["priority"] = metric
+        return args
+
+    @staticmethod
     def _rule_args(mark: int, table: int, priority: int | None) -> list[dict[str, Any]]:
         if not 1 <= mark <= 0xFFFFFFFF:
             raise ValueError(f"firewall mark must be 1..0xffffffff, got {mark}")
-        _check_table(table)
+        check_table(table)
         if priority is not None and not 0 <= priority <= 0xFFFFFFFF:
             raise ValueError(f"rule priority must be 0..4294967295, got {priority}")
         out = []
@@ -391,8 +465,8 @@ class Routing:
 
     @staticmethod
     def _destination_rule_args(prefix: str, table: int, priority: int) -> dict[str, Any]:
-        net = _prefix(prefix)
-        _check_table(table)
+        net = parse_prefix(prefix)
+        check_table(table)
         if not 0 <= priority <= 0xFFFFFFFF:
             raise ValueError(f"rule priority must be 0..4294967295, got {priority}")
         return {

@@ -123,13 +123,15 @@ def render_reachability(pairs: list[Any], data_plane: bool) -> None:
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     for col in ("from", "to", "source", "destination", "policy", "expect", "result", "detail"):
         table.add_column(col)
-    styles = {"pass": "green", "blocked-by-policy": "cyan", "fail": "red"}
+    styles = {"pass": "green", "pass-clear": "green", "blocked-by-policy": "cyan", "fail": "red"}
     for p in pairs:
         table.add_row(
             p.src_host, p.dst_host, p.src, p.dst, p.policy, p.expect, p.result, p.detail,
             style=styles.get(p.result, ""),
         )  # fmt: skip
-    out.print(f"[bold]reachability[/] ({len(pairs)} site pairs)")
+    bypass = sum(p.expect == "bypass" for p in pairs)
+    probes = f", {bypass} bypass probes" if bypass else ""
+    out.print(f"[bold]reachability[/] ({len(pairs) - bypass} site pairs{probes})")
     out.print(table)
     if not data_plane:
         out.print("(the agents have no data plane yet: protected pairs cannot pass)")

@@ -9,6 +9,7 @@ short (eth0, site0, h3, r1); the one link in the root namespace is ``vf-<lab>``,
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import signal
 import subprocess
@@ -55,8 +56,6 @@ def link_exists(name: str) -> bool:
 
 def root_routes_overlapping(underlay: str) -> list[str]:
     """Routes of the root namespace inside or around ``underlay`` (other than default)."""
-    import ipaddress
-
     net = ipaddress.ip_network(underlay)
     family = "-4" if net.version == 4 else "-6"
     clashes = []
@@ -167,6 +166,38 @@ def build_host(record: LabRecord, layout: LabLayout, host: HostLayout) -> None:
     run(["ip", "netns", "exec", host.netns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
 
 
+def cleartext_routes(layout: LabLayout) -> dict[str, list[tuple[str, str]]]:
+    """Per host namespace, (site network, via) for every other host's site subnets: the
+    main table's way to the other sites in the clear, as a routed network between the
+    sites would give. SPD bypass traffic takes it; protected traffic never does, since
+    the agent's rules send it to the tunnel table first, whose ``unreachable`` fallbacks
+    stay when the agent dies (agent/engine/plan_routes.py).
+
+    Hosts behind a NAT router get none and are reached by none: the router masquerades
+    what they send, so no selector on site addresses would match it on the far side.
+    A site overlapping one of the namespace's own sites, or already routed, is skipped.
+    """
+    direct = [h for h in layout.hosts.values() if h.router is None]
+    out: dict[str, list[tuple[str, str]]] = {}
+    for host in direct:
+        taken = [ipaddress.ip_network(s.network) for s in host.sites]
+        routes: list[tuple[str, str]] = []
+        for other in direct:
+            if other.host == host.host:
+                continue
+            via = ipaddress.ip_address(other.address)
+            for site in other.sites:
+                net = ipaddress.ip_network(site.network)
+                if net.version != via.version or any(
+                    net.version == t.version and net.overlaps(t) for t in taken
+                ):
+                    continue
+                taken.append(net)
+                routes.append((str(net), str(via)))
+        out[host.netns] = routes
+    return out
+
+
 def build_network(
     record: LabRecord, layout: LabLayout, progress: Callable[[str], None] = lambda _m: None
 ) -> None:
@@ -180,6 +211,13 @@ def build_network(
         where = f" behind {host.router.netns} ({host.local_address})" if host.router else ""
         sites = ", ".join(s.address for s in host.sites) or "no sites"
         progress(f"host {host.host}: {host.netns} {host.address}{where}; {sites}")
+    count = 0
+    for netns_name, routes in cleartext_routes(layout).items():
+        for network, via in routes:
+            ip("route", "add", network, "via", via, netns=netns_name)
+            count += 1
+    if count:
+        progress(f"{count} cleartext routes between the sites (for SPD bypass traffic)")
 
 
 # ---------------------------------------------------------------- teardown

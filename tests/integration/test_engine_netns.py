@@ -142,7 +142,8 @@ def test_two_agents_ping_through_the_tunnel(lab: Lab) -> None:
     lab.start("a")
     lab.wait_for("a", r"event child_up b")
     lab.wait_for("b", r"event child_up a")
-    route = sh(f"ip -n {lab.namespaces['a']} route show {SITE['b'][0]}").stdout
+    # Into the TUN through the agent's own table (the main table is the host's).
+    route = sh(f"ip -n {lab.namespaces['a']} route show table 4500 {SITE['b'][0]}").stdout
     assert "dev vpnfleet0" in route
     mtu = sh(f"ip -n {lab.namespaces['a']} link show vpnfleet0").stdout
     assert "mtu 1438" in mtu  # AES-GCM-16 over UDP 4500 on a 1500-byte underlay

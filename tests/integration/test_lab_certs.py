@@ -45,8 +45,11 @@ def test_mesh_with_certificates_comes_up_and_passes_traffic(tmp_path: Path) -> N
 
         plan = plan_pb2.NodePlan.FromString((emit / "a1.plan").read_bytes())
         assert plan.trust_anchors and all(p.auth.method == 2 and not p.auth.psk for p in plan.peers)
-        pairs = result["reachability"]
+        # Twelve protected pairs through the tunnels, twelve bypass probes in the clear.
+        pairs = [p for p in result["reachability"] if p["expect"] == "protect"]
         assert len(pairs) == 12
         assert all(p["result"] == "pass" for p in pairs), [
             p for p in pairs if p["result"] != "pass"
         ]
+        clear = [p for p in result["reachability"] if p["expect"] == "bypass"]
+        assert len(clear) == 12 and all(p["result"] == "pass-clear" for p in clear), clear

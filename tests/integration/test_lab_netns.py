@@ -150,8 +150,9 @@ def test_up_applies_and_prints_status_and_every_protected_pair(mesh: MeshLab) ->
     assert sorted(fleet) == list(MESH_HOSTS)
     assert all(h["state"] == "in sync" for h in fleet.values()), fleet
     data_plane = any(h["observed"]["data_plane"] for h in fleet.values())
-    # The matrix: the mesh protects every ordered pair of the four sites.
-    assert "reachability (12 site pairs)" in res.stdout
+    # The matrix: the mesh protects every ordered pair of the four sites, and its UDP echo
+    # policy lets a probe of every pair through in the clear.
+    assert "reachability (12 site pairs, 12 bypass probes)" in res.stdout
     rows = [ln.split() for ln in res.stdout.splitlines() if ln.startswith("a")]
     matrix = {(r[0], r[1]): r for r in rows if len(r) >= 7 and r[5] == "protect"}
     expected = {(a, b) for a in MESH_HOSTS for b in MESH_HOSTS if a != b}

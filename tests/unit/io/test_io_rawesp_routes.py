@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from vpnfleet.agent.io.policy_rules import PolicyRule, rule_from_netlink
 from vpnfleet.agent.io.rawesp import strip_ipv4_header
 from vpnfleet.agent.io.routes import (
     AEAD_GCM16,
@@ -108,6 +109,13 @@ def test_tunnel_mtu_too_small_underlay() -> None:
             lambda r: r.add_route("10.0.0.0/24", "t", source="2001:db8::1"),
             "source address 2001:db8::1 is not of the family of 10.0.0.0/24",
         ),
+        (lambda r: r.add_typed_route("10.0.0.0/24", "drop"), "route type must be one of"),
+        (lambda r: r.remove_typed_route("10.0.0.0/33", "throw"), "bad prefix '10.0.0.0/33'"),
+        (
+            lambda r: r.add_typed_route("10.0.0.0/24", "unreachable", metric=-1),
+            "route metric must be 0..4294967295, got -1",
+        ),
+        (lambda r: r.add_typed_route("10.0.0.0/24", "throw", table=0), "routing table must"),
         (lambda r: r.add_destination_rule("10.0.0.1/24", 100, priority=1), "bad prefix"),
         (lambda r: r.add_destination_rule("10.0.0.0/24", 0, priority=1), "routing table must"),
         (
@@ -125,3 +133,78 @@ async def test_routing_refuses_bad_arguments(call: object, message: str) -> None
 async def test_routing_outside_context_is_a_clear_error() -> None:
     with pytest.raises(RuntimeError, match="Routing used outside 'async with'"):
         await Routing().add_route("10.0.0.0/24", "tun0")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"family": 5}, "rule family must be 4 or 6, got 5"),
+        ({"table": 0}, "routing table must be 1..4294967295, got 0"),
+        ({"priority": -1}, "rule priority must be 0..4294967295, got -1"),
+        ({"source": "10.0.0.1/24"}, "bad prefix '10.0.0.1/24'"),
+        ({"destination": "2001:db8::/32"}, "rule destination 2001:db8::/32 is not an IPv4"),
+        ({"family": 6, "source": "10.0.0.0/8"}, "rule source 10.0.0.0/8 is not an IPv6"),
+        ({"protocol": 256}, "IP protocol must be 0..255, got 256"),
+        ({"destination_ports": (7, 7)}, "ports 7-7 need protocol tcp, udp or sctp, got 0"),
+        ({"protocol": 1, "source_ports": (8, 8)}, "need protocol tcp, udp or sctp, got 1"),
+        ({"protocol": 6, "source_ports": (9, 8)}, "bad port range 9-8"),
+        ({"protocol": 6, "destination_ports": (1, 70000)}, "bad port range 1-70000"),
+        ({"fwmark": 0}, "firewall mark must be 1..0xffffffff, got 0"),
+    ],
+)
+def test_policy_rule_refuses_bad_fields(fields: dict[str, object], message: str) -> None:
+    args: dict[str, object] = {"priority": 100, "table": 254, **fields}
+    with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        PolicyRule(**args)  # type: ignore[arg-type]
+
+
+def test_policy_rule_as_text_and_netlink_attributes() -> None:
+    rule = PolicyRule(
+        4501, 254, source="10.1.0.0/16", destination="10.1.2.0/24", protocol=17,
+        source_ports=(1024, 65535), destination_ports=(7, 7),
+    )  # fmt: skip
+    assert str(rule) == (
+        "4501: from 10.1.0.0/16 to 10.1.2.0/24 ipproto 17 sport 1024-65535 dport 7-7 lookup main"
+    )
+    assert rule.netlink_args() == {
+        "family": 2, "table": 254, "priority": 4501, "src": "10.1.0.0", "src_len": 16,
+        "dst": "10.1.2.0", "dst_len": 24, "ip_proto": 17, "sport_range": "1024:65535",
+        "dport_range": "7:7",
+    }  # fmt: skip
+    mark = PolicyRule(4500, 254, family=6, fwmark=0x4500)
+    assert str(mark) == "-6 4500: from all fwmark 0x4500 lookup main"
+    assert mark.netlink_args() == {"family": 10, "table": 254, "priority": 4500, "fwmark": 0x4500}
+
+
+class FakeRuleMessage(dict[str, object]):
+    """A dumped rule as pyroute2 gives it: header fields as items, attributes by get()."""
+
+    def __init__(self, attrs: dict[str, object], **header: object) -> None:
+        base = {"family": 2, "dst_len": 0, "src_len": 0, "tos": 0, "table": 254, "action": 1}
+        super().__init__({**base, **header})
+        self.attrs = attrs
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        return self.attrs.get(key, default)
+
+
+def test_dumped_rules_read_back_and_foreign_ones_are_left_out() -> None:
+    unset = {"FRA_SUPPRESS_PREFIXLEN": 0xFFFFFFFF, "FRA_FWMASK": 0xFFFFFFFF}
+    ours = FakeRuleMessage(
+        {**unset, "priority": 4501, "table": 4500, "dst": "10.1.2.0", "ip_proto": 6,
+         "dport_range": "22:22"},
+        dst_len=24,
+    )  # fmt: skip
+    assert rule_from_netlink(ours) == PolicyRule(
+        4501, 4500, destination="10.1.2.0/24", protocol=6, destination_ports=(22, 22)
+    )
+    # The local table's rule at priority 0 carries no priority attribute.
+    assert rule_from_netlink(FakeRuleMessage({"table": 255}, table=255)) == PolicyRule(0, 255)
+    for foreign in (
+        FakeRuleMessage({"FRA_IIFNAME": "eth0", "priority": 4501}),
+        FakeRuleMessage({"FRA_SUPPRESS_PREFIXLEN": 0, "priority": 4501}),
+        FakeRuleMessage({"FRA_FWMASK": 0xFF, "fwmark": 1, "priority": 4501}),
+        FakeRuleMessage({"priority": 4501}, action=2),  # goto / blackhole / ...
+        FakeRuleMessage({"priority": 4501}, tos=16),
+    ):
+        assert rule_from_netlink(foreign) is None, foreign.attrs
