@@ -288,7 +288,9 @@ async def _build(
 
     mark = time.monotonic()
     pairs = reach.expected_pairs(fleet.plans, layout)
-    progress(f"pinging {len(pairs)} site pairs")
+    probes = sum(1 for p in pairs if p.expect == "bypass")
+    extra = f" and sending {probes} bypass probes" if probes else ""
+    progress(f"pinging {len(pairs) - probes} site pairs{extra}")
     pairs = await reach.ping_pairs(pairs, layout)
     seconds["reachability"] = time.monotonic() - mark
     seconds["total"] = time.monotonic() - started
