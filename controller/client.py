@@ -12,6 +12,7 @@ builds and reads them.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from types import TracebackType
 
 import grpc
@@ -34,6 +35,16 @@ class AgentError(Exception):
         super().__init__(f"{host}: {details} ({code})")
 
 
+@dataclass(frozen=True, slots=True)
+class InstalledCredentials:
+    """What an agent reports after InstallCredentials."""
+
+    tls_fingerprint: str  # hex SHA-256 of the TLS certificate it now presents
+    ike_fingerprint: str
+    ca_fingerprints: tuple[str, ...]  # of the CA bundle it now trusts
+    peers_reestablished: int
+
+
 class AgentUnreachable(AgentError):
     """No answer from the agent: not listening, network down, TLS refused."""
 
@@ -53,7 +64,11 @@ def _error(host: str, exc: grpc.aio.AioRpcError, timeout: float) -> AgentError:
 
 
 class AgentClient:
-    """One agent. Use ``async with AgentClient(...) as c:`` or call :meth:`close`."""
+    """One agent. Use ``async with AgentClient(...) as c:`` or call :meth:`close`.
+
+    ``tls.ca_pem`` may hold several CA certificates (during a CA rotation the old and
+    the new one): the agent's server certificate may come from any of them.
+    """
 
     def __init__(
         self,
@@ -125,6 +140,39 @@ class AgentClient:
             return response
         except grpc.aio.AioRpcError as exc:
             raise _error(self.host, exc, self.timeout) from None
+
+    async def prepare_enrollment(
+        self, *, tls: bool, ike: bool, key_type: str = ""
+    ) -> tuple[bytes, bytes]:
+        """New key pairs made and kept aside on the agent; their CSRs (tls, ike), PEM."""
+        request = agent_pb2.PrepareEnrollmentRequest(tls=tls, ike=ike, key_type=key_type)
+        try:
+            resp: agent_pb2.PrepareEnrollmentResponse = await self._stub.PrepareEnrollment(
+                request, timeout=self.timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _error(self.host, exc, self.timeout) from None
+        return bytes(resp.tls_csr), bytes(resp.ike_csr)
+
+    async def install_credentials(
+        self, *, tls_cert: bytes = b"", ike_cert: bytes = b"", ca_bundle: bytes = b""
+    ) -> InstalledCredentials:
+        """Certificates for the staged keys and/or the CA bundle to trust, put in use."""
+        request = agent_pb2.InstallCredentialsRequest(
+            tls_cert=tls_cert, ike_cert=ike_cert, ca_bundle=ca_bundle
+        )
+        try:
+            resp: agent_pb2.InstallCredentialsResponse = await self._stub.InstallCredentials(
+                request, timeout=self.timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _error(self.host, exc, self.timeout) from None
+        return InstalledCredentials(
+            resp.tls_fingerprint.lower(),
+            resp.ike_fingerprint.lower(),
+            tuple(f.strip().lower() for f in resp.ca_fingerprints.split(",") if f.strip()),
+            int(resp.peers_reestablished),
+        )
 
     async def watch_status(
         self, interval_seconds: float = 5.0, duration: float | None = None

@@ -64,7 +64,7 @@ def compile_fleet(
     selected = inventory.hosts_matching(limit) if limit else list(inventory.hosts)
     anchors: tuple[bytes, ...] = ()
     if ca_exists(state):
-        anchors = (pki.load_ca(state.root)[2],)
+        anchors = pki.plan_anchors(state.root)  # two while a CA rotation runs
     plans = build_plans(
         inventory,
         master_secret=state.master_secret(),

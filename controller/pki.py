@@ -4,6 +4,14 @@ Files (in STATE/pki, see controller.state):
 
     ca.key  ca.pem                  the fleet CA (key 0600)
     controller.key  controller.pem  the controller's TLS client certificate
+    ca-next.key  ca-next.pem        while a CA rotation runs: the CA being rolled in
+    ca-previous.pem                 after its promotion: the CA being rolled out
+
+A CA rotation (controller.cert_rotation) makes the next CA (:func:`init_next_ca`), has
+everyone trust both (:func:`trust_bundle`, :func:`plan_anchors`), re-issues every
+certificate under the next CA (:func:`sign_agent_csrs` with ``ca=NEXT``,
+:func:`reissue_controller_cert`), promotes it (:func:`promote_next_ca`: the old one is
+kept as ca-previous) and finally forgets the old one (:func:`drop_previous_ca`).
 
 Bootstrap of a new host (private keys never leave the host):
 
@@ -39,6 +47,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from .state import StateDir, write_private
 
 CA_KEY, CA_CERT = "ca.key", "ca.pem"
+CA_NEXT_KEY, CA_NEXT_CERT = "ca-next.key", "ca-next.pem"
+CA_PREVIOUS_CERT = "ca-previous.pem"
+CURRENT, NEXT = "current", "next"
+_CA_FILES = {CURRENT: (CA_KEY, CA_CERT), NEXT: (CA_NEXT_KEY, CA_NEXT_CERT)}
 CONTROLLER_KEY, CONTROLLER_CERT = "controller.key", "controller.pem"
 CONTROLLER_IDENTITY = "vpnfleet-controller"
 ALGORITHMS = ("ecdsa-p256", "ed25519")
@@ -103,19 +115,13 @@ def _pki_dir(state_dir: Path) -> Path:
     return StateDir(state_dir).pki
 
 
-def init_ca(state_dir: Path, algorithm: str = "ecdsa-p256", force: bool = False) -> CaInfo:
-    """Create the fleet CA; refuse to replace an existing one unless ``force``."""
-    pki = _pki_dir(state_dir)
-    if (pki / CA_KEY).exists() and not force:
-        raise PkiError(
-            f"a fleet CA already exists in {pki}; replacing it invalidates every agent "
-            "certificate (use --force if that is what you want)"
-        )
+def _new_ca(algorithm: str, common_name: str) -> tuple[bytes, bytes]:
+    """A self-signed CA certificate and its key, both PEM."""
     key = _new_key(algorithm)
     name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "vpnfleet"),
-            x509.NameAttribute(NameOID.COMMON_NAME, "vpnfleet fleet CA"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
         ]
     )
     now = datetime.datetime.now(datetime.UTC)
@@ -145,26 +151,145 @@ def init_ca(state_dir: Path, algorithm: str = "ecdsa-p256", force: bool = False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, _hash_for(key))
     )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    write_private(pki / CA_KEY, _key_pem(key))
+    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def init_ca(state_dir: Path, algorithm: str = "ecdsa-p256", force: bool = False) -> CaInfo:
+    """Create the fleet CA; refuse to replace an existing one unless ``force``."""
+    pki = _pki_dir(state_dir)
+    if (pki / CA_KEY).exists() and not force:
+        raise PkiError(
+            f"a fleet CA already exists in {pki}; replacing it invalidates every agent "
+            "certificate (use --force if that is what you want)"
+        )
+    cert_pem, key_pem = _new_ca(algorithm, "vpnfleet fleet CA")
+    write_private(pki / CA_KEY, key_pem)
     write_private(pki / CA_CERT, cert_pem)
-    # A new CA makes the old controller certificate useless; drop it so it is reissued.
-    (pki / CONTROLLER_CERT).unlink(missing_ok=True)
-    (pki / CONTROLLER_KEY).unlink(missing_ok=True)
+    # A new CA makes the old controller certificate useless; drop it so it is reissued,
+    # and with it whatever a rotation of the replaced CA left behind.
+    for name in (CONTROLLER_CERT, CONTROLLER_KEY, CA_NEXT_KEY, CA_NEXT_CERT, CA_PREVIOUS_CERT):
+        (pki / name).unlink(missing_ok=True)
     return CaInfo(pki / CA_CERT, algorithm, fingerprint(cert_pem))
 
 
-def load_ca(state_dir: Path) -> tuple[x509.Certificate, PrivateKey, bytes]:
+def _algorithm_of(key: PrivateKey) -> str:
+    return "ed25519" if isinstance(key, ed25519.Ed25519PrivateKey) else "ecdsa-p256"
+
+
+def init_next_ca(state_dir: Path, algorithm: str | None = None) -> CaInfo:
+    """The CA a rotation rolls in (``ca-next``), made with the current CA's algorithm
+    unless told otherwise; an existing one is kept, so a resumed rotation goes on with
+    the CA it started."""
     pki = _pki_dir(state_dir)
+    _cert, key, _pem = load_ca(state_dir)
+    if (pki / CA_NEXT_CERT).exists():
+        _next, next_key, next_pem = load_ca(state_dir, NEXT)
+        return CaInfo(pki / CA_NEXT_CERT, _algorithm_of(next_key), fingerprint(next_pem))
+    algorithm = algorithm or _algorithm_of(key)
+    # A name of its own: TLS stacks look up issuers by name, two CAs sharing one would
+    # make them try the wrong key.
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    cert_pem, key_pem = _new_ca(algorithm, f"vpnfleet fleet CA {stamp}")
+    write_private(pki / CA_NEXT_KEY, key_pem)
+    write_private(pki / CA_NEXT_CERT, cert_pem)
+    return CaInfo(pki / CA_NEXT_CERT, algorithm, fingerprint(cert_pem))
+
+
+def next_ca_pem(state_dir: Path) -> bytes | None:
+    """The next CA's certificate while a rotation runs, else None."""
     try:
-        cert_pem = (pki / CA_CERT).read_bytes()
-        key_pem = (pki / CA_KEY).read_bytes()
+        return (_pki_dir(state_dir) / CA_NEXT_CERT).read_bytes()
     except FileNotFoundError:
+        return None
+
+
+def previous_ca_pem(state_dir: Path) -> bytes | None:
+    """The promoted-away CA's certificate until the rotation drops it, else None."""
+    try:
+        return (_pki_dir(state_dir) / CA_PREVIOUS_CERT).read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def plan_anchors(state_dir: Path) -> tuple[bytes, ...]:
+    """The fleet's trust anchors for plans: the current CA, and the next one while a
+    rotation runs (so IKE accepts certificates of either). The previous CA is not
+    among them: by its promotion every certificate has been re-issued."""
+    current = load_ca(state_dir)[2]
+    following = next_ca_pem(state_dir)
+    return (current,) if following is None else (current, following)
+
+
+def trust_bundle(state_dir: Path) -> bytes:
+    """Every CA whose certificates the controller accepts right now, one PEM after
+    another: the current CA, the next one and the previous one while they exist."""
+    pems = [load_ca(state_dir)[2], next_ca_pem(state_dir), previous_ca_pem(state_dir)]
+    return b"".join(_with_newline(p) for p in dict.fromkeys(pems) if p)
+
+
+def _with_newline(pem: bytes) -> bytes:
+    return pem if pem.endswith(b"\n") else pem + b"\n"
+
+
+def bundle_fingerprints(bundle_pem: bytes) -> list[str]:
+    """Fingerprints of each certificate of a PEM bundle, in order."""
+    try:
+        certs = x509.load_pem_x509_certificates(bundle_pem)
+    except ValueError as exc:
+        raise PkiError(f"not a PEM certificate bundle: {exc}") from None
+    return [fingerprint(c.public_bytes(serialization.Encoding.PEM)) for c in certs]
+
+
+def promote_next_ca(state_dir: Path) -> CaInfo:
+    """Make the next CA the current one; the old one stays as ca-previous (certificate
+    only: nothing is signed with it any more). Safe to call again after a crash
+    part-way, and after it completed."""
+    pki = _pki_dir(state_dir)
+    following = next_ca_pem(state_dir)
+    if following is None:
+        if previous_ca_pem(state_dir) is not None:  # promoted already
+            _cert, key, pem = load_ca(state_dir)
+            return CaInfo(pki / CA_CERT, _algorithm_of(key), fingerprint(pem))
+        raise PkiError(f"no next CA in {pki} to promote: start with `vpnfleet rotate ca`")
+    _cert, next_key, _pem = load_ca(state_dir, NEXT)
+    current = (pki / CA_CERT).read_bytes()
+    if current != following:
+        write_private(pki / CA_PREVIOUS_CERT, current)
+        write_private(pki / CA_KEY, (pki / CA_NEXT_KEY).read_bytes())
+        write_private(pki / CA_CERT, following)
+    (pki / CA_NEXT_KEY).unlink(missing_ok=True)
+    (pki / CA_NEXT_CERT).unlink(missing_ok=True)
+    return CaInfo(pki / CA_CERT, _algorithm_of(next_key), fingerprint(following))
+
+
+def drop_previous_ca(state_dir: Path) -> None:
+    """Forget the rolled-out CA: from now on the controller trusts only the current."""
+    (_pki_dir(state_dir) / CA_PREVIOUS_CERT).unlink(missing_ok=True)
+
+
+def load_ca(state_dir: Path, which: str = CURRENT) -> tuple[x509.Certificate, PrivateKey, bytes]:
+    """The current (or, with ``which=NEXT``, the next) CA: certificate, key and PEM."""
+    pki = _pki_dir(state_dir)
+    if which not in _CA_FILES:
+        raise PkiError(f"unknown CA {which!r}: choose {CURRENT} or {NEXT}")
+    key_name, cert_name = _CA_FILES[which]
+    try:
+        cert_pem = (pki / cert_name).read_bytes()
+        key_pem = (pki / key_name).read_bytes()
+    except FileNotFoundError:
+        if which == NEXT:
+            raise PkiError(f"no next CA in {pki}: no CA rotation is running") from None
         raise PkiError(f"no fleet CA in {pki}: run `vpnfleet ca init` first") from None
-    key = serialization.load_pem_private_key(key_pem, None)
+    try:
+        key = serialization.load_pem_private_key(key_pem, None)
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError as exc:
+        raise PkiError(f"{pki / key_name} or {pki / cert_name} is unreadable: {exc}") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
-        raise PkiError(f"{pki / CA_KEY} holds an unsupported key type")
-    return x509.load_pem_x509_certificate(cert_pem), key, cert_pem
+        raise PkiError(f"{pki / key_name} holds an unsupported key type")
+    if _spki(key.public_key()) != _spki(cert.public_key()):
+        raise PkiError(f"{pki / key_name} does not belong to {pki / cert_name}")
+    return cert, key, cert_pem
 
 
 def _issue(
@@ -210,21 +335,41 @@ def _issue(
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
+def _issued_by_any(cert: x509.Certificate, bundle_pem: bytes) -> bool:
+    for ca in x509.load_pem_x509_certificates(bundle_pem):
+        if cert.issuer != ca.subject:
+            continue
+        try:
+            cert.verify_directly_issued_by(ca)
+            return True
+        except Exception:  # another CA of the same name (an older one): try the next
+            continue
+    return False
+
+
 def ensure_controller_cert(state_dir: Path, identity: str = CONTROLLER_IDENTITY) -> TlsCredentials:
-    """The controller's TLS client certificate, issued (key made locally) if missing or
-    if it was issued by another CA."""
+    """The controller's TLS client certificate and the bundle it trusts agents' server
+    certificates with (:func:`trust_bundle`). Kept while a CA of that bundle issued it
+    (during a CA rotation: the old or the new one); issued anew by the current CA (key
+    made locally) when missing or from another CA."""
     pki = _pki_dir(state_dir)
-    ca_cert, ca_key, ca_pem = load_ca(state_dir)
+    bundle = trust_bundle(state_dir)
     cert_path, key_path = pki / CONTROLLER_CERT, pki / CONTROLLER_KEY
     if cert_path.exists() and key_path.exists():
-        cert_pem = cert_path.read_bytes()
+        cert_pem, key_pem = cert_path.read_bytes(), key_path.read_bytes()
         cert = x509.load_pem_x509_certificate(cert_pem)
-        if cert.issuer == ca_cert.subject:
-            try:
-                cert.verify_directly_issued_by(ca_cert)
-                return TlsCredentials(cert_pem, key_path.read_bytes(), ca_pem)
-            except Exception:  # issued by an older CA of the same name: reissue below
-                pass
+        key = serialization.load_pem_private_key(key_pem, None)
+        if _spki(key.public_key()) == _spki(cert.public_key()) and _issued_by_any(cert, bundle):
+            return TlsCredentials(cert_pem, key_pem, bundle)
+    return reissue_controller_cert(state_dir, CURRENT, identity)
+
+
+def reissue_controller_cert(
+    state_dir: Path, ca: str = CURRENT, identity: str = CONTROLLER_IDENTITY
+) -> TlsCredentials:
+    """A new key and client certificate for the controller, issued by the ``ca`` CA."""
+    pki = _pki_dir(state_dir)
+    ca_cert, ca_key, _pem = load_ca(state_dir, ca)
     key = ec.generate_private_key(ec.SECP256R1())
     cert_pem = _issue(
         ca_cert,
@@ -235,9 +380,24 @@ def ensure_controller_cert(state_dir: Path, identity: str = CONTROLLER_IDENTITY)
         [ExtendedKeyUsageOID.CLIENT_AUTH],
     )
     key_pem = _key_pem(key)
-    write_private(key_path, key_pem)
-    write_private(cert_path, cert_pem)
-    return TlsCredentials(cert_pem, key_pem, ca_pem)
+    # A crash between the two writes leaves a pair that does not match, which
+    # ensure_controller_cert notices and re-issues.
+    write_private(pki / CONTROLLER_KEY, key_pem)
+    write_private(pki / CONTROLLER_CERT, cert_pem)
+    return TlsCredentials(cert_pem, key_pem, trust_bundle(state_dir))
+
+
+def controller_issuer(state_dir: Path) -> str:
+    """Fingerprint of the CA that issued the controller's certificate ('' if none)."""
+    pki = _pki_dir(state_dir)
+    try:
+        cert = x509.load_pem_x509_certificate((pki / CONTROLLER_CERT).read_bytes())
+    except (FileNotFoundError, ValueError):
+        return ""
+    for pem in (load_ca(state_dir)[2], next_ca_pem(state_dir), previous_ca_pem(state_dir)):
+        if pem and _issued_by_any(cert, pem):
+            return fingerprint(pem)
+    return ""
 
 
 def _check_csr(what: str, host: str, pem: bytes) -> x509.CertificateSigningRequest:
@@ -265,8 +425,10 @@ def sign_agent_csrs(
     tls_csr_pem: bytes,
     ike_csr_pem: bytes,
     address: str | None = None,
+    ca: str = CURRENT,
 ) -> tuple[bytes, bytes, bytes]:
-    """Issue an agent's TLS and IKE certificates from its CSRs; return (tls, ike, ca) PEM."""
+    """Issue an agent's TLS and IKE certificates from its CSRs with the ``ca`` CA
+    (current, or next during a CA rotation); return (tls, ike, ca) PEM."""
     if not _HOST_RE.match(host):
         raise PkiError(f"{host!r} is not a valid host name")
     sans: list[x509.GeneralName] = [x509.DNSName(host)]
@@ -279,7 +441,7 @@ def sign_agent_csrs(
     ike_csr = _check_csr("IKE", host, ike_csr_pem)
     if _spki(tls_csr.public_key()) == _spki(ike_csr.public_key()):
         raise PkiError("the TLS and IKE CSRs carry the same key; each needs its own key pair")
-    ca_cert, ca_key, ca_pem = load_ca(state_dir)
+    ca_cert, ca_key, ca_pem = load_ca(state_dir, ca)
     tls_pem = _issue(
         ca_cert,
         ca_key,

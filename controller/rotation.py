@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .canary import AUTH_FAILED, Clock, FleetAccess, subset
 from .operations import CompiledFleet
@@ -42,10 +42,38 @@ from .status import FleetStatus
 
 JOURNAL_VERSION = 1
 Report = Callable[[str], None]
+J = TypeVar("J")
 
 
 class RotationError(Exception):
     """A rotation that cannot start or continue; the message says why and what to do."""
+
+
+def journal_path(state: StateDir, kind: str) -> Path:
+    """Where the rotation of ``kind`` (psk, certs, ca) keeps its journal."""
+    return state.root / "rotation" / f"{kind}.json"
+
+
+def load_journal(cls: type[J], path: Path) -> J | None:
+    """A journal dataclass from ``path`` (None when there is none); a file of another
+    version or shape is refused with its path named, never guessed at."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise RotationError(f"{path}: unreadable rotation journal ({exc})") from None
+    if not isinstance(data, dict) or data.get("version") != JOURNAL_VERSION:
+        raise RotationError(f"{path}: not a version {JOURNAL_VERSION} rotation journal")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise RotationError(f"{path}: malformed rotation journal ({exc})") from None
+
+
+def save_journal(journal: Any, path: Path) -> None:
+    """Write a journal dataclass atomically (private file: it names the fleet's hosts)."""
+    write_private(path, json.dumps(asdict(journal), indent=1).encode())
 
 
 @dataclass(slots=True)
@@ -62,26 +90,14 @@ class RotationJournal:
 
     @staticmethod
     def path(state: StateDir) -> Path:
-        return state.root / "rotation" / "psk.json"
+        return journal_path(state, "psk")
 
     @classmethod
     def load(cls, state: StateDir) -> RotationJournal | None:
-        path = cls.path(state)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise RotationError(f"{path}: unreadable rotation journal ({exc})") from None
-        if not isinstance(data, dict) or data.get("version") != JOURNAL_VERSION:
-            raise RotationError(f"{path}: not a version {JOURNAL_VERSION} rotation journal")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise RotationError(f"{path}: malformed rotation journal ({exc})") from None
+        return load_journal(cls, cls.path(state))
 
     def save(self, state: StateDir) -> None:
-        write_private(self.path(state), json.dumps(asdict(self), indent=1).encode())
+        save_journal(self, self.path(state))
 
     @property
     def finished(self) -> bool:
@@ -155,7 +171,7 @@ def staging_waves(plans: Mapping[str, NodePlan], hosts: Iterable[str]) -> list[l
     return waves
 
 
-def _ike_times(status: FleetStatus) -> dict[tuple[str, str], float]:
+def ike_times(status: FleetStatus) -> dict[tuple[str, str], float]:
     """(host, peer) -> established_at of the IKE SA in force, for established ones."""
     out = {}
     for h in status.hosts:
@@ -180,7 +196,7 @@ async def wait_reestablished(
     deadline = clock.now() + timeout
     while True:
         status = await access.observe(part)
-        times = _ike_times(status)
+        times = ike_times(status)
         pending = [f"{h}->{p}" for (h, p), t in tunnels.items() if times.get((h, p), 0.0) <= t]
         if not pending:
             return ""
@@ -201,13 +217,17 @@ async def wait_reestablished(
 
 @dataclass(slots=True)
 class RotationResult:
-    epoch: int
+    """The outcome of one rotation run, whatever its kind."""
+
+    epoch: int = 0  # psk only
     result: AggregateResult = field(default_factory=AggregateResult)
     waves: list[list[str]] = field(default_factory=list)
     resumed: bool = False
     skipped: list[str] = field(default_factory=list)  # acknowledged by an earlier run
     error: str = ""
     seconds: float = 0.0
+    kind: str = "psk"
+    extra: dict[str, Any] = field(default_factory=dict)  # kind-specific JSON fields
 
     @property
     def exit_code(self) -> int:
@@ -215,10 +235,11 @@ class RotationResult:
 
     def to_json(self) -> dict[str, Any]:
         data = self.result.to_json()
+        data.update(kind=self.kind)
+        if self.kind == "psk":
+            data.update(epoch=self.epoch, waves=self.waves)
+        data.update(self.extra)
         data.update(
-            kind="psk",
-            epoch=self.epoch,
-            waves=self.waves,
             resumed=self.resumed,
             skipped=self.skipped,
             error=self.error,
@@ -333,7 +354,7 @@ async def run_psk_rotation(
             if p.initiator and p.name in ready and (h, p.name) in pairs
         ]
         part = subset(fleet, todo)
-        before = _ike_times(await access.observe(part))
+        before = ike_times(await access.observe(part))
         tunnels = {t: before[t] for t in tunnels_of if t in before}
         pushed = await access.push(part)
         out.result.extend(pushed)
