@@ -362,6 +362,11 @@ class Engine(SaLifecycle):
             Role.INITIATOR,
             (session.local, self._ike_port()) if session.local else None,
         )
+        # Section 2.4: with no other IKE SA up with this peer, tell it so; it then drops
+        # whatever it still holds with us (we restarted, or lost ours).
+        sa.initial_contact = not any(
+            s.state is IkeSaState.ESTABLISHED for s in self._sas_of(session)
+        )
         if session.ike is not None and not session.ike.is_closed:
             if session.ike not in session.replacing:
                 session.replacing.append(session.ike)

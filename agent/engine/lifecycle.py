@@ -131,12 +131,12 @@ class SaLifecycle:
         if current is not sa:
             if current is None or current.is_closed or current in session.replacing:
                 # A replacement we were waiting for (the plan changed here too).
-                session.handover_expected = current is not None and not current.is_closed
                 session.ike = sa
             else:
                 self._resolve_duplicate(session, current, sa)
                 if session.ike is not sa:
                     return
+        session.peer_holds_nothing = event.initial_contact
         session.ike_established_at = self._wall()
         session.ike_established_mono = self.now()
         session.ike_rekeyed_at = 0.0
@@ -168,7 +168,6 @@ class SaLifecycle:
             # The current one stays and keeps (or will get) the child: drop the new now.
             self._delete_sa(new)
             return
-        session.handover_expected = False
         session.ike = new
         if current not in session.replacing:
             session.replacing.append(current)
@@ -191,13 +190,14 @@ class SaLifecycle:
             and old.mode == event.mode
             and any(s is not sa for s in session.replacing)
         )
-        # A new IKE SA replacing the one that carries the child (a changed plan): the
-        # same make-before-break as a child rekey (RFC 7296 section 2.8), the old inbound
-        # SA open through its grace period. Its initiator switches outbound at once; its
-        # responder when the peer deletes the old SA, if our own plan change made us
-        # expect the new one. Otherwise it cannot be told from a restarted peer's (which
-        # holds no old SA to delete), and the responder switches at once too.
-        wait = handover and not sa.is_initiator and session.handover_expected
+        # A new IKE SA replacing the one that carries the child (a changed plan, new
+        # credentials): the same make-before-break as a child rekey (RFC 7296 section
+        # 2.8), the old inbound SA open through its grace period. Its initiator switches
+        # outbound at once; its responder once the initiator surely holds the new SA:
+        # the first packet arriving on it (the data plane switches), the old SA's delete,
+        # or ACTIVATE_WAIT. A restarted peer, which holds no old SA, says so with
+        # INITIAL_CONTACT (section 2.4): then the responder switches at once.
+        wait = handover and not sa.is_initiator and not session.peer_holds_nothing
         if handover:
             try:
                 self.dp.rekey_child_sa(
@@ -235,7 +235,7 @@ class SaLifecycle:
             path=(dest, local),
         )
         session.rekeying_child = session.awaiting_activation = None
-        session.handover_expected = False
+        session.peer_holds_nothing = False
         if session.activation_timer is not None:
             session.activation_timer.cancel()
             session.activation_timer = None

@@ -81,10 +81,9 @@ class PeerSession:
     awaiting_activation: bytes | None = None
     """spi_in of a child the peer rekeyed or replaced by a new IKE SA: our new outbound
     SA waits for its delete."""
-    handover_expected: bool = False
-    """Our old IKE SA was already being replaced (the plan changed here) when the peer
-    set up the new one: as its responder we switch outbound once the peer deletes the
-    old SA, not at once (it may not hold the new SA yet)."""
+    peer_holds_nothing: bool = False
+    """The peer's new IKE SA came with INITIAL_CONTACT (RFC 7296 section 2.4): it has no
+    other SA with us (it restarted), so its child is switched to at once."""
     keepalive_to: tuple[str, int] | None = None
     """Where NAT-keepalives go while we are behind a NAT (RFC 3948 section 4)."""
     ike_timer: TimerHandle | None = None

@@ -32,6 +32,9 @@ class IkeSaEstablished:
     """A NAT rewrites our address (or we faked one to force encapsulation)."""
     nat_remote: bool = False
     """A NAT rewrites the peer's address."""
+    initial_contact: bool = False
+    """The peer sent INITIAL_CONTACT (RFC 7296 section 2.4): it holds no other IKE SA
+    with us, so any we hold with it are stale."""
 
 
 @dataclass(frozen=True)

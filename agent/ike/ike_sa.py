@@ -59,6 +59,9 @@ class IkeSa:
         self.init_request = b""
         self.init_response = b""
         self.remote_identity: Identity | None = None
+        self.initial_contact = False
+        """Initiator: send INITIAL_CONTACT in IKE_AUTH (section 2.4), telling the peer
+        we hold no other IKE SA with it. Responder: the peer sent it."""
         self.tasks = TaskManager(self)
         self.dropped = 0
         """Datagrams ignored: malformed, unauthenticated, unexpected or for another SA."""
@@ -434,6 +437,7 @@ class IkeSa:
                 self.peer,
                 self.nat.local_behind_nat if self.nat else False,
                 self.nat.remote_behind_nat if self.nat else False,
+                self.initial_contact and self.role is Role.RESPONDER,
             )
         )
 

@@ -156,6 +156,10 @@ class DataPlane(OutboundPath):
         self._rx_pending: list[bytes] = []
         """Decrypted packets of the current receive batch, written when it ends."""
         self._sad_decap = self.sad.decap
+        self._activate_on: dict[bytes, str] = {}
+        """New inbound SPIs (4 octets) whose policy's outbound SA waits for activation:
+        the first packet that opens on one shows the peer sends on its new SA, so it
+        holds the inbound half of ours too (RFC 7296 section 2.8)."""
         self.update_spd(spd)
 
     # -- wiring --------------------------------------------------------------------------
@@ -317,6 +321,8 @@ class DataPlane(OutboundPath):
             if old is not None:
                 self.sad.retire_inbound(old.spi, now)
             route.pending = new_out
+            self._forget_activation(policy)
+            self._activate_on[inbound.spi.to_bytes(4, "big")] = policy
         route.inbound_spis.append(inbound.spi)
         self._spi_policy[inbound.spi] = policy
         self._outbound_policy[outbound.spi] = policy
@@ -347,6 +353,7 @@ class DataPlane(OutboundPath):
         route = self._routes.get(policy)
         if route is None or route.pending is None:
             raise ValueError(f"policy {policy!r} has no outbound SA waiting")
+        self._forget_activation(policy)
         new_out, route.pending = route.pending, None
         previous = self.sad.set_outbound(policy, new_out)
         if previous is not None:
@@ -368,8 +375,20 @@ class DataPlane(OutboundPath):
         if route.pending is not None:
             self._outbound_policy.pop(route.pending.spi, None)
             route.pending = None
+        self._forget_activation(policy)
         self._set_outbound(route, None)
         self._after_change()
+
+    def _forget_activation(self, policy: str) -> None:
+        for spi, waiting in list(self._activate_on.items()):
+            if waiting == policy:
+                del self._activate_on[spi]
+
+    def _activate_on_first_packet(self, spi: bytes) -> None:
+        policy = self._activate_on.get(spi)
+        if policy is not None:
+            self.activate_outbound(policy)
+            self.counters.outbound_activated_by_peer += 1
 
     def policies(self) -> list[str]:
         """Policies with an outbound SA installed."""
@@ -434,6 +453,8 @@ class DataPlane(OutboundPath):
             self._count_inbound_drop(result)  # type: ignore[arg-type]
             return
         payload, next_header = result
+        if self._activate_on:
+            self._activate_on_first_packet(data[:4])
         if next_header == 4 or next_header == 41:
             check = self._checks.get(data[:4])
             if check is not None and not check.allows(payload):

@@ -65,6 +65,8 @@ class DataPlaneCounters:
     """ESP packets the SAD dropped (reasons in ``DataPlaneStats.inbound_drops``)."""
     internal_errors: int = 0
     """A packet-path bug caught so the loop keeps running (logged once per kind)."""
+    outbound_activated_by_peer: int = 0
+    """Waiting outbound SAs switched to by the first packet on their inbound partner."""
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

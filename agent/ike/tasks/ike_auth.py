@@ -171,6 +171,9 @@ class IkeAuth:
         config = self.sa.config
         id_payload = IdPayload(config.local_id.id_type, config.local_id.data)
         payloads: list[Payload] = [id_payload, *our_auth(self.sa, id_payload, certreq=True)]
+        if self.sa.initial_contact:
+            # Section 2.4: we hold no other IKE SA with this peer (a restart, say).
+            payloads.append(NotifyPayload(NotifyType.INITIAL_CONTACT))
         if config.child.mode == "transport":
             payloads.append(NotifyPayload(NotifyType.USE_TRANSPORT_MODE))
         proposals = [
@@ -267,6 +270,10 @@ def respond(sa: IkeSa, message: Message, payloads: list[Payload]) -> tuple[list[
     config = sa.config
     idr = IdrPayload(config.local_id.id_type, config.local_id.data)
     response: list[Payload] = [idr, *our_auth(sa, idr)]
+    sa.initial_contact = any(
+        isinstance(p, NotifyPayload) and p.notify_type == NotifyType.INITIAL_CONTACT
+        for p in payloads
+    )
     sa.established(Identity.from_payload(id_payload))
     return response + _respond_child(sa, payloads), True
 

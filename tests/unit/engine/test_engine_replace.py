@@ -263,3 +263,52 @@ async def test_initiator_changed_first_keeps_trying_until_the_peer_follows(ab: F
     assert a.child_spis("b") == tuple(reversed(b.child_spis("a")))
     assert a.engine.sessions["b"].replacement_pending is False
     assert a.events("child_down") == []
+
+
+async def test_unchanged_responder_waits_for_the_new_sa_to_be_used(ab: Fleet) -> None:
+    """Only the initiator's plan changed (or only its certificate): the responder did not
+    expect the new IKE SA. Its ESP must not reach the initiator on the new SA before the
+    initiator has read the IKE_AUTH response, here delivered after the ESP sent with it
+    (IKE and ESP use different sockets, so nothing keeps them in order). The responder
+    keeps sending on the old SA until a packet arrives on the new one."""
+    a, b = ab["a"], ab["b"]
+    traffic = Traffic(ab, a, b)
+
+    held: set[int] = set()
+
+    def b_ike_one_round_late(batch: list[Datagram]) -> list[Datagram]:
+        if carries_ike(batch):
+            traffic.tick()  # b's packets sent now go out before its IKE held back here
+        late = [
+            d for d in batch if d.src[0] == b.address and carries_ike([d]) and id(d) not in held
+        ]
+        for d in late:
+            held.add(id(d))
+            ab.net.send(d)
+        return [d for d in batch if d not in late]
+
+    ab.net.reorder = b_ike_one_round_late
+    await apply_in_steps(ab, "a", node_plan("a", ["b"], 2, edit=second_esp_proposal), traffic)
+    ab.advance(5)
+    traffic.settle()
+    assert len(traffic.sent_ba) >= 5
+    assert a.engine.dp is not None and a.engine.dp.stats().unknown_spi == 0
+    assert a.child_spis("b") == tuple(reversed(b.child_spis("a")))
+    assert b.engine.dp is not None
+    assert b.engine.dp.counters.outbound_activated_by_peer + len(b.events("child_up")) >= 2
+
+
+async def test_restarted_initiator_is_answered_on_the_new_sa_at_once(ab: Fleet) -> None:
+    """A restarted agent initiates with INITIAL_CONTACT (RFC 7296 section 2.4): its peer
+    knows it holds nothing of the old SAs and sends on the new child at once."""
+    a, b = ab["a"], ab["b"]
+    await a.restart()
+    await ab.apply("a", node_plan("a", ["b"]))
+    ab.pump()
+    assert a.engine.peers_up() == 1
+    assert b.engine.sessions["a"].awaiting_activation is None
+    packet = udp4("10.2.0.7", "10.1.0.5", b"right after the restart")
+    a.tun.delivered.clear()
+    b.send(packet)
+    ab.pump()
+    assert a.tun.delivered == [packet]

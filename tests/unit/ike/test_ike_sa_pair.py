@@ -452,3 +452,23 @@ def test_config_refuses_nonsense() -> None:
         replace(base, psk=b"")
     with pytest.raises(LocalError, match="mode 'beet'"):
         replace(base.child, mode="beet")
+
+
+@pytest.mark.parametrize("initial_contact", [True, False])
+def test_initial_contact_reaches_the_responder(initial_contact: bool) -> None:
+    """RFC 7296 section 2.4: an initiator that holds no other IKE SA with its peer says
+    so with INITIAL_CONTACT in its IKE_AUTH request (a status notify, so the exchange
+    goes on as usual); the responder reports it with the established SA."""
+    pair = Pair(
+        config("left", "right"),
+        config("right", "left", local_net="10.2.0.0/16", remote_net="10.1.0.0/16"),
+    )
+    pair.initiator.initial_contact = initial_contact
+    pair.start()
+    pair.run()
+    (up_r,) = events_of(pair.r_events, IkeSaEstablished)
+    (up_i,) = events_of(pair.i_events, IkeSaEstablished)
+    assert up_r.initial_contact is initial_contact
+    assert up_i.initial_contact is False  # only a responder reports what it was told
+    assert pair.responder.state is IkeSaState.ESTABLISHED
+    assert len(events_of(pair.r_events, ChildSaEstablished)) == 1

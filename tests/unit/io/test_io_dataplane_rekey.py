@@ -40,9 +40,14 @@ def test_rekey_make_before_break_loses_nothing_in_flight() -> None:
     pair.net.pump()
     assert pair.b.tun.delivered == old_ab + new_ab
     assert pair.a.tun.delivered == old_ba + still_old_ba
-    # A's DELETE for the old SA arrives: B switches; the old inbound SAs keep accepting
-    # until the grace period ends.
-    pair.b.dp.activate_outbound(POLICY)
+    # A's packets on the new SA show B that A holds it: B switched on the first of them
+    # (before A's DELETE for the old SA); the old inbound SAs keep accepting until the
+    # grace period ends.
+    b_out_now = pair.b.dp.sad.outbound(POLICY)
+    assert b_out_now is not None and b_out_now.spi == 0x2102
+    assert pair.b.dp.counters.outbound_activated_by_peer == 1
+    with pytest.raises(ValueError, match="no outbound SA waiting"):
+        pair.b.dp.activate_outbound(POLICY)  # the DELETE then finds nothing to do
     new_ba = burst(2, 5, forward=False)
     pair.b.send(*new_ba)
     pair.net.pump()
@@ -145,3 +150,27 @@ async def test_timers_run_on_the_loop() -> None:
         assert second == SaExpired(0x2002, Direction.INBOUND, "time")
     finally:
         dp.stop()
+
+
+def test_waiting_outbound_sa_is_kept_until_the_peer_uses_the_new_one() -> None:
+    """RFC 7296 section 2.8: the responder of a rekey must not send on the new SA before
+    the initiator holds it. Packets on the old SA do not switch it; the first one on the
+    new inbound SA does."""
+    pair = Pair()
+    pair.connect(sa(0x1001, 1), sa(0x2002, 2))
+    pair.b.dp.rekey_child_sa(POLICY, sa(0x1101, 11), sa(0x2102, 12), switch_outbound=False)
+    pair.a.send(*burst(2, 1))  # a has not rekeyed yet: still the old SA
+    pair.net.pump()
+    b_out = pair.b.dp.sad.outbound(POLICY)
+    assert b_out is not None and b_out.spi == 0x2002
+    assert pair.b.dp.counters.outbound_activated_by_peer == 0
+    pair.a.dp.rekey_child_sa(POLICY, sa(0x2102, 12), sa(0x1101, 11))
+    pair.a.send(*burst(1, 2))
+    pair.net.pump()
+    b_out = pair.b.dp.sad.outbound(POLICY)
+    assert b_out is not None and b_out.spi == 0x2102
+    assert pair.b.dp.counters.outbound_activated_by_peer == 1
+    reply = burst(1, 3, forward=False)
+    pair.b.send(*reply)
+    pair.net.pump()
+    assert pair.a.tun.delivered[-1:] == reply
