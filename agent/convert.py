@@ -224,6 +224,7 @@ def _credential(
     elif msg.accepted_ca_fingerprints:
         p.add(where, "accepted_ca_fingerprints given for an authentication without certificates")
         ok = False
+    ok = _accepted_psks(p, where, msg, method) and ok
     if not ok:
         return None
     return Credential(
@@ -233,7 +234,39 @@ def _credential(
         msg.epoch,
         msg.ca_fingerprint.lower(),
         tuple(f.lower() for f in msg.accepted_ca_fingerprints),
+        tuple(bytes(k) for k in msg.accepted_psks),
+        tuple(msg.accepted_psk_references),
     )
+
+
+def _accepted_psks(p: _Problems, where: str, msg: plan_pb2.Credential, method: AuthMethod) -> bool:
+    """Further PSKs a peer may authenticate with (a staged key change); named by index
+    and reference in errors, never by value."""
+    keys = [bytes(k) for k in msg.accepted_psks]
+    if keys and method is not AuthMethod.PSK:
+        p.add(where, f"accepted_psks given for {method.name} authentication (only for PSK)")
+        return False
+    ok = True
+    if len(msg.accepted_psk_references) > len(keys):
+        p.add(
+            where,
+            f"accepted_psk_references names {len(msg.accepted_psk_references)} keys "
+            f"but accepted_psks holds {len(keys)}",
+        )
+        ok = False
+    seen = {bytes(msg.psk)}
+    for i, key in enumerate(keys):
+        name = f"accepted_psks[{i}]"
+        if i < len(msg.accepted_psk_references) and msg.accepted_psk_references[i]:
+            name += f" ({msg.accepted_psk_references[i]})"
+        if not key:
+            p.add(where, f"{name} is empty")
+            ok = False
+        elif key in seen:
+            p.add(where, f"{name} repeats the PSK or an accepted key before it")
+            ok = False
+        seen.add(key)
+    return ok
 
 
 def _transform(p: _Problems, where: str, t: plan_pb2.Transform) -> Transform | None:

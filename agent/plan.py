@@ -132,6 +132,11 @@ class Credential:
     ca_fingerprint: str
     accepted_ca_fingerprints: tuple[str, ...] = ()
     """Further CAs (hex SHA-256) whose certificates are accepted (a CA rotation)."""
+    # Kept out of repr like ``psk``: further keys the peer's AUTH may be computed with.
+    accepted_psks: tuple[bytes, ...] = field(default=(), repr=False)
+    """PSK: further keys accepted from the peer (a staged key change); ours uses ``psk``."""
+    accepted_psk_references: tuple[str, ...] = ()
+    """How each accepted key is named in diffs, in the order of ``accepted_psks``."""
 
     @property
     def ca_fingerprints(self) -> tuple[str, ...]:
@@ -232,9 +237,31 @@ def _show(value: object) -> str:
     return str(value)
 
 
+def _accepted_psk_details(old: Credential, new: Credential) -> list[str]:
+    if old.accepted_psks == new.accepted_psks:
+        return []
+    named = [r or "unnamed key" for r in new.accepted_psk_references]
+    named += ["unnamed key"] * (len(new.accepted_psks) - len(named))
+    if not named:
+        return ["auth accepts no other key"]
+    return [f"auth also accepts: {', '.join(named)}"]
+
+
 def _credential_details(old: Credential, new: Credential) -> list[str]:
     # Secrets are named by their reference only: "psk:pair/epoch-1 -> psk:pair/epoch-2".
     if old == new:
+        return []
+    return _main_credential_details(old, new) + _accepted_psk_details(old, new)
+
+
+def _main_credential_details(old: Credential, new: Credential) -> list[str]:
+    if (old.method, old.reference, old.psk, old.epoch, old.ca_fingerprint) == (
+        new.method,
+        new.reference,
+        new.psk,
+        new.epoch,
+        new.ca_fingerprint,
+    ) and old.accepted_ca_fingerprints == new.accepted_ca_fingerprints:
         return []
     if old.reference != new.reference or old.method != new.method:
         return [f"auth: {old.reference or old.method.name.lower()} -> {new.reference}"]

@@ -86,6 +86,26 @@ def _proposals(items: tuple[Proposal, ...]) -> str:
 
 def credential_change(old: Credential, new: Credential) -> str | None:
     """How a credential changed, by reference only; None when it did not."""
+    parts = [_main_credential_change(old, new), accepted_psks_change(old, new)]
+    return "; ".join(p for p in parts if p) or None
+
+
+def accepted_psks_change(old: Credential, new: Credential) -> str | None:
+    """How the further keys a peer may authenticate with changed (a staged key change),
+    named by their references; None when they did not."""
+    if (old.accepted_psks, old.accepted_psk_references) == (
+        new.accepted_psks,
+        new.accepted_psk_references,
+    ):
+        return None
+    if not new.accepted_psks:
+        return f"auth {new.reference} accepts no other key"
+    names = list(new.accepted_psk_references[: len(new.accepted_psks)])
+    names += ["unnamed key"] * (len(new.accepted_psks) - len(names))
+    return f"auth {new.reference} also accepts {', '.join(n or 'unnamed key' for n in names)}"
+
+
+def _main_credential_change(old: Credential, new: Credential) -> str | None:
     if (old.method, old.reference, old.epoch, old.ca_fingerprint, old.psk) == (
         new.method,
         new.reference,

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import convert, pki, rails, revisions
 from .client import AgentClient, AgentUnreachable
-from .inventory import Inventory, load_inventory
+from .inventory import Inventory, InventoryErrors, load_inventory
 from .inventory.vault import Vault
 from .planner import build_plans
 from .results import AggregateResult, ChangeLine, HostResult, Outcome
@@ -95,6 +95,24 @@ def compile_fleet_at(
         return compile_fleet(
             checkout.path, state, limit=limit, vault=vault, revision=checkout.revision
         )
+
+
+def previous_fleet(
+    inventory_path: Path,
+    state: StateDir,
+    ref: str,
+    *,
+    limit: str | None = None,
+    vault: Vault | None = None,
+) -> tuple[CompiledFleet | None, str]:
+    """The plans in force, taken to be those of revision ``ref`` (what a staged apply
+    starts from and a rollback restores): the fleet, or None and why it cannot be had."""
+    try:
+        return compile_fleet_at(inventory_path, state, ref, limit=limit, vault=vault), ""
+    except revisions.RevisionError as exc:
+        return None, str(exc)
+    except InventoryErrors as exc:
+        return None, f"the inventory at {ref} does not compile: {exc.errors[0]}"
 
 
 def rail_violations(fleet: CompiledFleet) -> list[rails.RailViolation]:

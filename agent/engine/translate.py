@@ -284,6 +284,7 @@ def ike_config(plan: AgentPlan, peer: Peer, credentials: IkeCredentials | None =
             force_encap=peer.nat.force_encap,
             dpd_delay=float(peer.dpd.delay_seconds) if peer.dpd.delay_seconds else None,
             certificates=certificates,
+            accepted_psks=peer.auth.accepted_psks if certificates is None else (),
         )
     except LocalError as exc:
         raise PeerConfigError(f"peer {peer.name}: {exc}") from None

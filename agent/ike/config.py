@@ -101,12 +101,19 @@ class IkeConfig:
     """Further child policies, set up with CREATE_CHILD_SA (section 1.3.1)."""
     certificates: CertificateAuth | None = None
     """Authenticate both ways with RFC 7427 signatures instead of the pre-shared key."""
+    accepted_psks: tuple[bytes, ...] = field(default=(), repr=False)
+    """Further pre-shared keys the peer's AUTH may be computed with (section 2.15) while
+    both ends move to a new key; our own AUTH always uses ``psk``."""
 
     def __post_init__(self) -> None:
         if not self.ike_proposals:
             raise LocalError("no IKE proposals configured")
         if not self.psk and self.certificates is None:
             raise LocalError("empty pre-shared key")
+        if any(not key for key in self.accepted_psks):
+            raise LocalError("empty accepted pre-shared key")
+        if self.accepted_psks and self.certificates is not None:
+            raise LocalError("accepted pre-shared keys given with certificate authentication")
         if self.half_open_timeout <= 0:
             raise LocalError(f"half_open_timeout must be positive, got {self.half_open_timeout}")
         if self.dpd_delay is not None and self.dpd_delay <= 0:
@@ -118,6 +125,11 @@ class IkeConfig:
     @property
     def children(self) -> tuple[ChildConfig, ...]:
         return (self.child, *self.extra_children)
+
+    @property
+    def peer_psks(self) -> tuple[bytes, ...]:
+        """Every key the peer's AUTH may be computed with: ours first, then the accepted."""
+        return (self.psk, *self.accepted_psks)
 
     def child_named(self, name: str) -> ChildConfig:
         for child in self.children:

@@ -16,9 +16,19 @@ from rich.markup import escape
 from rich.table import Table
 
 from .. import operations
-from ..canary import AgentAccess, CanaryError, HealthGate, canary_batches, run_canary
+from ..canary import (
+    AgentAccess,
+    CanaryError,
+    CanaryResult,
+    HealthGate,
+    canary_batches,
+    run_canary,
+    run_staged,
+    staging_lines,
+)
 from ..inventory.vault import Vault
-from ..rollout import RolloutOptions
+from ..rollout import RolloutOptions, batches
+from ..staging import Staging, stage
 from ..status import FLEET_COLUMNS, SA_COLUMNS, FleetStatus, fleet_rows, sa_rows
 from .common import (
     Ctx,
@@ -190,16 +200,22 @@ def render_plan_summaries(summaries: list[dict[str, Any]]) -> None:
 )
 @click.option(
     "--health-traffic/--no-health-traffic",
-    default=True,
-    show_default=True,
-    help="With --canary: the gate also wants ESP packet counters moving.",
+    default=None,
+    help="The health gate also wants ESP packet counters moving "
+    "(default: yes with --canary, no for a staged apply without it).",
 )
 @click.option(
     "--rollback-rev",
     default=None,
     metavar="REF",
-    help="With --canary: revision whose plans a regression restores "
-    "(default: HEAD, or REV^ with --rev).",
+    help="Revision whose plans are taken as those in force: a staged change starts from "
+    "them and a regression restores them (default: HEAD, or REV^ with --rev).",
+)
+@click.option(
+    "--no-stage",
+    is_flag=True,
+    help="Push the new plans as they are, even where both ends of a tunnel change "
+    "(key, proposals, addresses), instead of in three steps.",
 )
 @pass_ctx
 def apply_cmd(
@@ -219,14 +235,19 @@ def apply_cmd(
     force: bool,
     canary: int | None,
     health_timeout: float,
-    health_traffic: bool,
+    health_traffic: bool | None,
     rollback_rev: str | None,
+    no_stage: bool,
 ) -> None:
     """Push the compiled plans to the agents and print a per-host recap.
 
-    Exit codes: 0 all good, 1 bad input (nothing contacted), 2 a host failed or the run
-    was stopped (a --canary regression too), 4 hosts unreachable.
+    A change both ends of a tunnel must agree on (key, proposals, addresses) is staged:
+    every host first accepts the old and the new, then uses the new, then drops the old,
+    each step behind health gates (see README). Exit codes: 0 all good, 1 bad input
+    (nothing contacted), 2 a host failed or the run was stopped (a regression too),
+    4 hosts unreachable.
     """
+    in_force = rollback_rev or (f"{rev}^" if rev else "HEAD")
     if canary is not None:
         if check:
             fail("--canary and --check do not go together: a dry run has no health to gate")
@@ -242,24 +263,38 @@ def apply_cmd(
                 forks=forks, serial=parse_serial(serial), max_fail_percentage=max_fail_percentage
             ),
             canary,
-            (health_timeout, health_traffic),
-            rollback_rev or (f"{rev}^" if rev else "HEAD"),
+            (health_timeout, True if health_traffic is None else health_traffic),
+            in_force,
             timeout,
+            not no_stage,
         )
     with input_errors():
         options = RolloutOptions(
             forks=forks, serial=parse_serial(serial), max_fail_percentage=max_fail_percentage
         )
-        fleet = operations.compile_fleet_at(
-            inventory,
-            ctx.state,
-            rev,
-            limit=limit,
-            vault=open_vault(vault_password_file, vault_key_file),
-        )
+        vault = open_vault(vault_password_file, vault_key_file)
+        fleet = operations.compile_fleet_at(inventory, ctx.state, rev, limit=limit, vault=vault)
         enforce_rails(fleet, force)
         if not operations.ca_exists(ctx.state):
             fail(f"no fleet CA in {ctx.state.root}: run `vpnfleet ca init` and enrol the agents")
+        if not check and not no_stage:
+            try:
+                gate = HealthGate(timeout=health_timeout, require_traffic=bool(health_traffic))
+            except CanaryError as exc:
+                fail(str(exc))
+            previous, why = operations.previous_fleet(
+                inventory, ctx.state, in_force, limit=limit, vault=vault
+            )
+            staging = stage(previous.plans, fleet.plans, fleet.selected) if previous else None
+            if previous is not None and staging is not None and staging.staged:
+                apply_staged(
+                    ctx, fleet, previous, staging, options, gate, output, in_force, timeout
+                )
+            if output != "json":
+                if previous is None:
+                    err.print(f"(changes not staged: no plans in force known: {why})", markup=False)
+                for line in staging_lines(staging) if staging else ():
+                    err.print(line, markup=False)
         with progress_bar(len(fleet.selected), "check" if check else "apply") as hook:
             result = asyncio.run(
                 operations.push_plans(
@@ -287,8 +322,10 @@ def apply_canary(
     health: tuple[float, bool],
     rollback_rev: str,
     timeout: float,
+    staged: bool = True,
 ) -> NoReturn:
-    """`apply --canary`: batches behind health gates, rollback on a regression."""
+    """`apply --canary`: batches behind health gates, rollback on a regression; pair
+    changes go in three steps, each rolled out that way."""
     try:
         gate = HealthGate(timeout=health[0], require_traffic=health[1])
         canary_batches([], count, options.serial)
@@ -312,8 +349,42 @@ def apply_canary(
             serial=options.serial,
             gate=gate,
             report=report,
+            staging=stage(previous.plans, fleet.plans, fleet.selected) if staged else None,
         )
     )
+    render_canary(result, output, rollback_rev)
+
+
+def apply_staged(
+    ctx: Ctx,
+    fleet: operations.CompiledFleet,
+    previous: operations.CompiledFleet,
+    staging: Staging,
+    options: RolloutOptions,
+    gate: HealthGate,
+    output: str,
+    rollback_rev: str,
+    timeout: float,
+) -> NoReturn:
+    """`apply` of pair changes without --canary: the steps in --serial batches, each batch
+    behind the health gate, rollback on a regression."""
+    report = None if output == "json" else (lambda line: out.print(line, markup=False))
+    result = asyncio.run(
+        run_staged(
+            fleet,
+            previous,
+            AgentAccess(ctx.state, options, timeout),
+            staging,
+            batches(fleet.selected, options.serial),
+            canary=False,
+            gate=gate,
+            report=report,
+        )
+    )
+    render_canary(result, output, rollback_rev)
+
+
+def render_canary(result: CanaryResult, output: str, rollback_rev: str) -> NoReturn:
     if output == "json":
         click.echo(json.dumps(result.to_json()))
     else:

@@ -74,7 +74,7 @@ class PairKeys:
         o = outer.copy()
         o.update(i.digest())
         return _new_credential(
-            AuthMethod.PSK, f"psk:{low}+{high}/epoch-{epoch}", o.digest(), epoch, "", ()
+            AuthMethod.PSK, f"psk:{low}+{high}/epoch-{epoch}", o.digest(), epoch, "", (), (), ()
         )
 
 

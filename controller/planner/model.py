@@ -113,6 +113,10 @@ class Credential:
     ca_fingerprint: str = ""
     accepted_ca_fingerprints: tuple[str, ...] = ()
     """Further CAs whose certificates the peer may present (while a CA rotation runs)."""
+    accepted_psks: tuple[bytes, ...] = ()
+    """Further keys the peer's AUTH may use while a key change is staged (ours: ``psk``)."""
+    accepted_psk_references: tuple[str, ...] = ()
+    """How each accepted key is named in diffs and logs."""
 
     def __repr__(self) -> str:
         # Plans end up in logs and diffs: show the reference, never the key.

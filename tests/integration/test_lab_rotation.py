@@ -167,13 +167,15 @@ def commit_inventory(lab: LabRun) -> None:
 
 
 def test_canary_regression_rolls_back_and_stops(mesh: tuple[LabRun, dict[str, Any]]) -> None:
-    """A PSK change on one host only: the canary's tunnels fail authentication, the
-    canary gets its previous plan back and the other hosts are not touched."""
+    """A PSK change pushed without staging (--no-stage): the canary's tunnels fail
+    authentication (its peers hold only the old key), the canary gets its previous plan
+    back and the other hosts are not touched. (Staged, the same change goes through:
+    test_lab_staged.)"""
     lab, _ = mesh
     commit_inventory(lab)
     (lab.inventory / "host_vars").mkdir()
     (lab.inventory / "host_vars" / "a1.yaml").write_text("psk_epoch: 7\n")
-    code, result = run_json(lab, "apply", "--canary", "1", "--health-timeout", "15")
+    code, result = run_json(lab, "apply", "--canary", "1", "--health-timeout", "15", "--no-stage")
     assert code == 2, result
     assert result["regression"].startswith("canary (a1): authentication failed: a1: peer a2:")
     assert result["rolled_back"] == ["a1"] and result["rollback_failed"] == []

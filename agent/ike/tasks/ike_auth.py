@@ -105,9 +105,16 @@ def _verify_peer(
     octets = _octets(sa, ours=False, id_body=id_payload.serialize_body())
     if creds is None:
         assert sa.proposal is not None
-        expected = psk_auth(sa.proposal.prf, sa.config.psk, octets)
-        if not hmac.compare_digest(expected, auth.data):
-            raise _auth_failed(f"AUTH payload of {peer} does not verify with the pre-shared key")
+        # While both ends move to a new key, the peer may still sign with the old one or
+        # already with the new one: any key of the configuration will do. Every key is
+        # tried, so the time taken does not tell which one matched.
+        matched = False
+        for key in sa.config.peer_psks:
+            expected = psk_auth(sa.proposal.prf, key, octets)
+            matched = hmac.compare_digest(expected, auth.data) or matched
+        if not matched:
+            keys = "the pre-shared key" if not sa.config.accepted_psks else "any pre-shared key"
+            raise _auth_failed(f"AUTH payload of {peer} does not verify with {keys}")
         return
     certs = [
         p for p in payloads if type(p) is CertPayload and p.encoding == CertEncoding.X509_SIGNATURE

@@ -9,6 +9,7 @@ from vpnfleet.controller.diff import FleetDiff, HostDiff, diff_plans
 from vpnfleet.controller.inventory import load_inventory
 from vpnfleet.controller.planner import NodePlan, build_plans
 from vpnfleet.controller.results import ChangeLine
+from vpnfleet.controller.staging import stage
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 
@@ -142,3 +143,21 @@ def test_address_change_shows_on_both_ends(tmp_path: Path) -> None:
     assert (
         "remote_addresses 10.99.0.3 -> 10.99.0.33" in change(host(diff, "a1"), "peer", "a3").details
     )
+
+
+def test_staged_key_steps_show_accepted_keys_by_reference(tmp_path: Path) -> None:
+    old = plans(tmp_path / "r1")
+    new = plans(tmp_path / "r2", all_vars=ALL + "psk_epoch: 2\n")
+    accept, use, final = (s.plans for s in stage(old, new, ["a1", "a2", "a3"]).steps)
+    first = change(host(diff_plans(old, accept), "a1"), "peer", "a2")
+    assert first.details == ("auth psk:a1+a2/epoch-1 also accepts psk:a1+a2/epoch-2",)
+    second = change(host(diff_plans(accept, use), "a1"), "peer", "a2")
+    assert second.details == (
+        "auth psk:a1+a2/epoch-1 -> epoch-2; auth psk:a1+a2/epoch-2 also accepts psk:a1+a2/epoch-1",
+    )
+    last = change(host(diff_plans(use, final), "a1"), "peer", "a2")
+    assert last.details == ("auth psk:a1+a2/epoch-2 accepts no other key",)
+    shown = repr([diff_plans(old, accept).to_json(), diff_plans(accept, use).to_json()])
+    for plan in (old, new):
+        for p in plan["a1"].peers:
+            assert p.auth.psk.hex() not in shown and repr(p.auth.psk) not in shown
