@@ -291,6 +291,7 @@ class Engine(SaLifecycle):
         session.replacing = [sa for sa in self._sas_of(old) if not sa.is_closed]
         for sa in session.replacing:
             self._owner[sa] = session
+        self._carry_over(old, session)
         self.sessions[peer.name] = session
         self._publish("peer_changed", peer.name, "re-establishing")
         for sa in list(session.replacing):
@@ -314,6 +315,32 @@ class Engine(SaLifecycle):
             session.replacing.append(session.ike)
         if session.initiates and (session.always_on or session.ike is not None):
             self._initiate(session)
+
+    def _carry_over(self, old: PeerSession, session: PeerSession) -> None:
+        """What the SAs a changed peer keeps (until it is re-established, or for good if
+        the peer initiates and does not) still need: their history for status, and
+        their rekeys at the times already drawn."""
+        session.ike_established_at = old.ike_established_at
+        session.ike_established_mono = old.ike_established_mono
+        session.ike_rekeyed_at = old.ike_rekeyed_at
+        session.next_ike_rekey_at = old.next_ike_rekey_at
+        session.last_liveness_at = old.last_liveness_at
+        session.keepalive_to = old.keepalive_to
+        session.rekeying_child = old.rekeying_child
+        session.awaiting_activation = old.awaiting_activation
+        wall, now = self._wall(), self.now()
+        sa = session.ike
+        if sa is not None and sa.state is IkeSaState.ESTABLISHED and old.next_ike_rekey_at:
+            delay = max(1.0, old.next_ike_rekey_at - wall)
+            session.ike_timer = self.scheduler.call_at(
+                now + delay, lambda: self._timed_rekey(session, ike=True)
+            )
+        child = session.child
+        if child is not None and child.next_rekey_at:
+            delay = max(1.0, child.next_rekey_at - wall)
+            session.child_timer = self.scheduler.call_at(
+                now + delay, lambda: self._timed_rekey(session, ike=False)
+            )
 
     def _update_in_place(self, plan: AgentPlan, peer: Peer, session: PeerSession) -> bool:
         """Put a peer whose change is local (liveness checks, lifetimes, keepalives, the

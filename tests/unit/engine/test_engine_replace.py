@@ -312,3 +312,24 @@ async def test_restarted_initiator_is_answered_on_the_new_sa_at_once(ab: Fleet) 
     b.send(packet)
     ab.pump()
     assert a.tun.delivered == [packet]
+
+
+async def test_changed_responder_keeps_the_history_and_rekeys_of_its_sas(ab: Fleet) -> None:
+    """The responder's plan changes and its peer's does not (yet): the SAs it keeps are
+    reported with their times, and their rekeys stay due when they were."""
+    a, b = ab["a"], ab["b"]
+    (before,) = b.engine.ike_sas()
+    assert before.established_at > 0 and before.next_rekey_at > 0
+    await ab.apply("b", node_plan("b", ["a"], 2, edit=second_esp_proposal))
+    (after,) = b.engine.ike_sas()
+    assert (after.spi_i, after.spi_r) == (before.spi_i, before.spi_r)
+    assert after.established_at == before.established_at
+    assert after.next_rekey_at == before.next_rekey_at
+    assert after.children[0].next_rekey_at == before.children[0].next_rekey_at
+    session = b.engine.sessions["a"]
+    assert session.ike_timer is not None and session.child_timer is not None
+    old_spis = b.child_spis("a")
+    # The child rekey still comes (sample plan: 3600 s less up to 60 s of jitter).
+    ab.advance(3600)
+    assert b.child_spis("a") != old_spis
+    assert a.child_spis("b") == tuple(reversed(b.child_spis("a")))
