@@ -6,15 +6,19 @@ import ipaddress
 import random
 import struct
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from vpnfleet.agent.convert import plan_from_proto
 from vpnfleet.agent.engine import Engine
 from vpnfleet.agent.engine.clock import ManualScheduler
+from vpnfleet.agent.engine.translate import IkeCredentials
 from vpnfleet.agent.hollow import sample_plan
-from vpnfleet.agent.io.memory import MemoryEndpoint, MemoryNetwork
+from vpnfleet.agent.io.memory import Datagram, MemoryEndpoint, MemoryNetwork
 from vpnfleet.agent.io.tun import MemoryTun
+from vpnfleet.agent.io.udp import NATT_PORT
 from vpnfleet.agent.plan import AgentPlan
 from vpnfleet.agent.sink import EventHub, SaEventReport
+from vpnfleet.controller import pki
 from vpnfleet.protos import plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
 
@@ -137,3 +141,93 @@ def udp4(src: str, dst: str, payload: bytes = b"through the tunnel") -> bytes:
         ipaddress.IPv4Address(dst).packed,
     )
     return header + udp
+
+
+def carries_ike(batch: list[Datagram]) -> bool:
+    # On port 4500 IKE follows four zero octets, ESP its SPI (RFC 3948 section 2.2).
+    return any(d.dst[1] != NATT_PORT or d.data[:4] == b"\0\0\0\0" for d in batch)
+
+
+class Traffic:
+    """One packet each way per network round that carries IKE (and per :meth:`tick`)."""
+
+    def __init__(self, fleet: Fleet, a: Node, b: Node) -> None:
+        self.fleet, self.a, self.b = fleet, a, b
+        self.sent_ab: list[bytes] = []
+        self.sent_ba: list[bytes] = []
+        a.tun.delivered.clear()
+        b.tun.delivered.clear()
+        fleet.net.reorder = self._round
+
+    def _round(self, batch: list[Datagram]) -> list[Datagram]:
+        # Sent now, these arrive in the next round, after this round's IKE messages.
+        if carries_ike(batch):
+            self.tick()
+        return batch
+
+    def tick(self) -> None:
+        n = len(self.sent_ab)
+        one = udp4("10.1.0.5", "10.2.0.7", f"a to b {n}".encode())
+        other = udp4("10.2.0.7", "10.1.0.5", f"b to a {n}".encode())
+        self.sent_ab.append(one)
+        self.sent_ba.append(other)
+        self.a.send(one)
+        self.b.send(other)
+
+    def settle(self) -> None:
+        self.fleet.net.reorder = None
+        self.fleet.pump()
+        assert self.b.tun.delivered == self.sent_ab
+        assert self.a.tun.delivered == self.sent_ba
+
+
+# -- certificate peers -------------------------------------------------------------------
+
+
+def enrolled(ca_dir: Path, agent_dir: Path, host: str) -> IkeCredentials:
+    """The host's IKE certificate and key as enrolment leaves them (SAN DNS:host)."""
+    agent_dir.mkdir(parents=True, exist_ok=True)
+    pki.enroll_local(ca_dir, agent_dir, host)
+    return IkeCredentials.from_pem(
+        (agent_dir / "ike.pem").read_bytes(), (agent_dir / "ike.key").read_bytes()
+    )
+
+
+def pubkey_plan(
+    host: str,
+    peers: list[str],
+    anchors: list[bytes],
+    accepted: tuple[bytes, ...] = (),
+    generation: int = 1,
+) -> AgentPlan:
+    """The sample plan with every peer on certificates anchored at ``anchors[0]`` (and
+    at the ``accepted`` CAs too)."""
+
+    def edit(msg: plan_pb2.NodePlan) -> None:
+        del msg.trust_anchors[:]
+        msg.trust_anchors.extend(anchors)
+        for peer in msg.peers:
+            peer.auth.CopyFrom(
+                plan_pb2.Credential(
+                    method=plan_pb2.AUTH_METHOD_PUBKEY,
+                    reference="cert:fleet-ca",
+                    ca_fingerprint=pki.fingerprint(anchors[0]),
+                    accepted_ca_fingerprints=[pki.fingerprint(pem) for pem in accepted],
+                )
+            )
+
+    return node_plan(host, peers, generation, edit=edit)
+
+
+def with_credentials(fleet: Fleet, host: str, credentials: IkeCredentials | None) -> Node:
+    """Give ``host`` a new engine holding these IKE credentials (before it starts)."""
+    node = fleet[host]
+    node.engine = Engine(
+        node.tun,
+        lambda on_ike, on_esp: MemoryEndpoint(fleet.net, on_ike, on_esp, host=node.address),
+        scheduler=fleet.clock,
+        events=node.hub,
+        rng=random.Random(7),
+        ike_credentials=credentials,
+    )
+    return node

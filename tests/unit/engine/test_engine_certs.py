@@ -4,71 +4,19 @@ certificate and key, on an in-memory engine pair."""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
-from engine_pair import Fleet, Node, node_plan, udp4
+from engine_pair import Fleet, enrolled, pubkey_plan, udp4, with_credentials
 
 from vpnfleet.agent import cli
-from vpnfleet.agent.engine import Engine, translate
+from vpnfleet.agent.engine import translate
 from vpnfleet.agent.engine.translate import CredentialError, IkeCredentials
-from vpnfleet.agent.io.memory import MemoryEndpoint
-from vpnfleet.agent.plan import AgentPlan
 from vpnfleet.controller import pki
-from vpnfleet.protos import plan_pb2
 
 
 def ca(state_dir: Path) -> bytes:
     return pki.init_ca(state_dir).cert_path.read_bytes()
-
-
-def enrolled(ca_dir: Path, agent_dir: Path, host: str) -> IkeCredentials:
-    """The host's IKE certificate and key as enrolment leaves them (SAN DNS:host)."""
-    agent_dir.mkdir()
-    pki.enroll_local(ca_dir, agent_dir, host)
-    return IkeCredentials.from_pem(
-        (agent_dir / "ike.pem").read_bytes(), (agent_dir / "ike.key").read_bytes()
-    )
-
-
-def pubkey_plan(
-    host: str,
-    peers: list[str],
-    anchors: list[bytes],
-    accepted: tuple[bytes, ...] = (),
-    generation: int = 1,
-) -> AgentPlan:
-    """The sample plan with every peer on certificates anchored at ``anchors[0]`` (and
-    at the ``accepted`` CAs too)."""
-
-    def edit(msg: plan_pb2.NodePlan) -> None:
-        del msg.trust_anchors[:]
-        msg.trust_anchors.extend(anchors)
-        for peer in msg.peers:
-            peer.auth.CopyFrom(
-                plan_pb2.Credential(
-                    method=plan_pb2.AUTH_METHOD_PUBKEY,
-                    reference="cert:fleet-ca",
-                    ca_fingerprint=pki.fingerprint(anchors[0]),
-                    accepted_ca_fingerprints=[pki.fingerprint(pem) for pem in accepted],
-                )
-            )
-
-    return node_plan(host, peers, generation, edit=edit)
-
-
-def with_credentials(fleet: Fleet, host: str, credentials: IkeCredentials | None) -> Node:
-    node = fleet[host]
-    node.engine = Engine(
-        node.tun,
-        lambda on_ike, on_esp: MemoryEndpoint(fleet.net, on_ike, on_esp, host=node.address),
-        scheduler=fleet.clock,
-        events=node.hub,
-        rng=random.Random(7),
-        ike_credentials=credentials,
-    )
-    return node
 
 
 async def start_pair(

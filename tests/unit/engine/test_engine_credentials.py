@@ -5,81 +5,12 @@ are not touched."""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
-from engine_pair import Fleet, Node, node_plan, udp4
+from engine_pair import Fleet, Traffic, enrolled, pubkey_plan, with_credentials
 
-from vpnfleet.agent.engine import Engine
 from vpnfleet.agent.engine.translate import IkeCredentials
-from vpnfleet.agent.io.memory import Datagram, MemoryEndpoint
-from vpnfleet.agent.io.udp import NATT_PORT
-from vpnfleet.agent.plan import AgentPlan
 from vpnfleet.controller import pki
-from vpnfleet.protos import plan_pb2
-
-
-def enrolled(ca_dir: Path, agent_dir: Path, host: str) -> IkeCredentials:
-    """A new key pair for ``host`` with a certificate from the CA in ``ca_dir``."""
-    pki.enroll_local(ca_dir, agent_dir, host)
-    return IkeCredentials.from_pem(
-        (agent_dir / "ike.pem").read_bytes(), (agent_dir / "ike.key").read_bytes()
-    )
-
-
-def pubkey_plan(host: str, peers: list[str], anchors: list[bytes]) -> AgentPlan:
-    """Every peer on certificates from any of ``anchors`` (a CA rotation under way)."""
-
-    def edit(msg: plan_pb2.NodePlan) -> None:
-        msg.trust_anchors.extend(anchors)
-        for peer in msg.peers:
-            peer.auth.CopyFrom(
-                plan_pb2.Credential(
-                    method=plan_pb2.AUTH_METHOD_PUBKEY,
-                    reference="cert:fleet-ca",
-                    ca_fingerprint=pki.fingerprint(anchors[0]),
-                    accepted_ca_fingerprints=[pki.fingerprint(pem) for pem in anchors[1:]],
-                )
-            )
-
-    return node_plan(host, peers, edit=edit)
-
-
-def carries_ike(batch: list[Datagram]) -> bool:
-    # On port 4500 IKE follows four zero octets, ESP its SPI (RFC 3948 section 2.2).
-    return any(d.dst[1] != NATT_PORT or d.data[:4] == b"\0\0\0\0" for d in batch)
-
-
-class Traffic:
-    """One packet each way per network round that carries IKE (and per :meth:`tick`)."""
-
-    def __init__(self, fleet: Fleet) -> None:
-        self.fleet, self.a, self.b = fleet, fleet["a"], fleet["b"]
-        self.sent_ab: list[bytes] = []
-        self.sent_ba: list[bytes] = []
-        self.a.tun.delivered.clear()
-        self.b.tun.delivered.clear()
-        fleet.net.reorder = self._round
-
-    def _round(self, batch: list[Datagram]) -> list[Datagram]:
-        if carries_ike(batch):
-            self.tick()
-        return batch
-
-    def tick(self) -> None:
-        n = len(self.sent_ab)
-        one = udp4("10.1.0.5", "10.2.0.7", f"a to b {n}".encode())
-        other = udp4("10.2.0.7", "10.1.0.5", f"b to a {n}".encode())
-        self.sent_ab.append(one)
-        self.sent_ba.append(other)
-        self.a.send(one)
-        self.b.send(other)
-
-    def settle(self) -> None:
-        self.fleet.net.reorder = None
-        self.fleet.pump()
-        assert self.b.tun.delivered == self.sent_ab
-        assert self.a.tun.delivered == self.sent_ba
 
 
 class Pki:
@@ -94,27 +25,14 @@ class Pki:
         return enrolled(ca_dir, self.root / f"{host}-{which}", host)
 
 
-def with_engine(fleet: Fleet, host: str, credentials: IkeCredentials) -> Node:
-    node = fleet[host]
-    node.engine = Engine(
-        node.tun,
-        lambda on_ike, on_esp: MemoryEndpoint(fleet.net, on_ike, on_esp, host=node.address),
-        scheduler=fleet.clock,
-        events=node.hub,
-        rng=random.Random(7),
-        ike_credentials=credentials,
-    )
-    return node
-
-
 async def certificate_pair(tmp_path: Path) -> tuple[Fleet, Pki]:
     keys = Pki(tmp_path)
     fleet = Fleet("a", "b")
     for host in ("a", "b"):
-        with_engine(fleet, host, keys.credentials(host, "old"))
+        with_credentials(fleet, host, keys.credentials(host, "old"))
     await fleet.start()
-    await fleet.apply("b", pubkey_plan("b", ["a"], [keys.old, keys.new]))
-    await fleet.apply("a", pubkey_plan("a", ["b"], [keys.old, keys.new]))
+    await fleet.apply("b", pubkey_plan("b", ["a"], [keys.old, keys.new], accepted=(keys.new,)))
+    await fleet.apply("a", pubkey_plan("a", ["b"], [keys.old, keys.new], accepted=(keys.new,)))
     fleet.advance(2)
     assert fleet["a"].engine.peers_up() == fleet["b"].engine.peers_up() == 1
     return fleet, keys
@@ -150,7 +68,7 @@ async def test_initiator_swaps_its_certificate_without_losing_a_packet(tmp_path:
     a, b = fleet["a"], fleet["b"]
     old_ike = a.engine.sessions["b"].ike
     new_a = keys.credentials("a", "new")
-    traffic = Traffic(fleet)
+    traffic = Traffic(fleet, fleet["a"], fleet["b"])
     traffic.tick()
     assert a.engine.replace_ike_credentials(new_a) == 1
     fleet.pump()
@@ -170,7 +88,7 @@ async def test_responder_swaps_its_certificate_and_starts_the_new_sa(tmp_path: P
     old_ike = b.engine.sessions["a"].ike
     assert old_ike is not None and not old_ike.is_initiator
     new_b = keys.credentials("b", "new")
-    traffic = Traffic(fleet)
+    traffic = Traffic(fleet, fleet["a"], fleet["b"])
     traffic.tick()
     assert b.engine.replace_ike_credentials(new_b) == 1
     fleet.pump()
@@ -187,7 +105,7 @@ async def test_both_ends_swap_one_after_the_other(tmp_path: Path) -> None:
     fleet, keys = await certificate_pair(tmp_path)
     a, b = fleet["a"], fleet["b"]
     new = {"a": keys.credentials("a", "new"), "b": keys.credentials("b", "new")}
-    traffic = Traffic(fleet)
+    traffic = Traffic(fleet, fleet["a"], fleet["b"])
     for host in ("b", "a"):
         traffic.tick()
         assert fleet[host].engine.replace_ike_credentials(new[host]) == 1
@@ -205,7 +123,7 @@ async def test_both_ends_swap_at_once_without_crossing(tmp_path: Path) -> None:
     fleet, keys = await certificate_pair(tmp_path)
     a, b = fleet["a"], fleet["b"]
     new = {"a": keys.credentials("a", "new"), "b": keys.credentials("b", "new")}
-    traffic = Traffic(fleet)
+    traffic = Traffic(fleet, fleet["a"], fleet["b"])
     traffic.tick()
     assert b.engine.replace_ike_credentials(new["b"]) == 1
     assert a.engine.replace_ike_credentials(new["a"]) == 1
@@ -222,7 +140,7 @@ async def test_psk_peers_are_not_touched(tmp_path: Path) -> None:
     keys = Pki(tmp_path)
     fleet = Fleet("a", "b")
     for host in ("a", "b"):
-        with_engine(fleet, host, keys.credentials(host, "old"))
+        with_credentials(fleet, host, keys.credentials(host, "old"))
     await fleet.start()
     await fleet.mesh()  # the sample plans: PSK
     a = fleet["a"]
@@ -241,7 +159,7 @@ async def test_certificate_peer_waiting_for_credentials_comes_up(tmp_path: Path)
     missing certificate until one is installed, then comes up."""
     keys = Pki(tmp_path)
     fleet = Fleet("a", "b")
-    with_engine(fleet, "b", keys.credentials("b", "old"))
+    with_credentials(fleet, "b", keys.credentials("b", "old"))
     await fleet.start()
     await fleet.apply("b", pubkey_plan("b", ["a"], [keys.old]))
     await fleet.apply("a", pubkey_plan("a", ["b"], [keys.old]))

@@ -11,11 +11,10 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from engine_pair import Fleet, Node, PlanEdit, node_plan, udp4
+from engine_pair import Fleet, PlanEdit, Traffic, carries_ike, node_plan, udp4
 
 from vpnfleet.agent.ike.states import IkeSaState
 from vpnfleet.agent.io.memory import Datagram
-from vpnfleet.agent.io.udp import NATT_PORT
 from vpnfleet.agent.plan import AgentPlan
 from vpnfleet.protos import plan_pb2
 
@@ -46,44 +45,6 @@ def shorter_lifetimes_and_dpd(msg: plan_pb2.NodePlan) -> None:
         peer.lifetimes.child_rekey_seconds = 1800
         peer.dpd.delay_seconds = 10
         peer.nat.keepalive_seconds = 15
-
-
-def carries_ike(batch: list[Datagram]) -> bool:
-    # On port 4500 IKE follows four zero octets, ESP its SPI (RFC 3948 section 2.2).
-    return any(d.dst[1] != NATT_PORT or d.data[:4] == b"\0\0\0\0" for d in batch)
-
-
-class Traffic:
-    """One packet each way per network round that carries IKE (and per :meth:`tick`)."""
-
-    def __init__(self, fleet: Fleet, a: Node, b: Node) -> None:
-        self.fleet, self.a, self.b = fleet, a, b
-        self.sent_ab: list[bytes] = []
-        self.sent_ba: list[bytes] = []
-        a.tun.delivered.clear()
-        b.tun.delivered.clear()
-        fleet.net.reorder = self._round
-
-    def _round(self, batch: list[Datagram]) -> list[Datagram]:
-        # Sent now, these arrive in the next round, after this round's IKE messages.
-        if carries_ike(batch):
-            self.tick()
-        return batch
-
-    def tick(self) -> None:
-        n = len(self.sent_ab)
-        one = udp4("10.1.0.5", "10.2.0.7", f"a to b {n}".encode())
-        other = udp4("10.2.0.7", "10.1.0.5", f"b to a {n}".encode())
-        self.sent_ab.append(one)
-        self.sent_ba.append(other)
-        self.a.send(one)
-        self.b.send(other)
-
-    def settle(self) -> None:
-        self.fleet.net.reorder = None
-        self.fleet.pump()
-        assert self.b.tun.delivered == self.sent_ab
-        assert self.a.tun.delivered == self.sent_ba
 
 
 async def apply_in_steps(fleet: Fleet, host: str, plan: AgentPlan, traffic: Traffic) -> None:
