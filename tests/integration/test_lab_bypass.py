@@ -104,6 +104,16 @@ class Capture:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
+            # tcpdump -U writes each packet as it reads it, but on a loaded machine it
+            # may still be reading what was sent last: stopped now, those are lost (its
+            # "received by filter" exceeds "captured"). Wait for the file to stop growing.
+            deadline, size = time.monotonic() + 5, -1
+            while time.monotonic() < deadline:
+                current = self.pcap.stat().st_size if self.pcap.exists() else 0
+                if current == size:
+                    break
+                size = current
+                time.sleep(0.3)
             os.kill(self.proc.pid, signal.SIGINT)
         try:
             self.proc.wait(15)
