@@ -105,6 +105,16 @@ def rotate_psk_cmd(
                 report=report,
             )
         )
+    _finish(
+        result,
+        output,
+        f"PSK epoch {result.epoch} in force on every host ({result.seconds:.1f}s)",
+    )
+
+
+def _finish(result: rotation.RotationResult, output: str, done: str) -> None:
+    """Print the outcome (one JSON object, or the recap and ``done`` or why it stopped)
+    and exit with the rotation's code."""
     if output == "json":
         click.echo(json.dumps(result.to_json()))
     else:
@@ -113,7 +123,7 @@ def rotate_psk_cmd(
             err.print(f"[bold red]rotation stopped:[/] {escape(result.error)}")
             err.print("run the same command again to continue once the cause is fixed")
         else:
-            out.print(f"PSK epoch {result.epoch} in force on every host ({result.seconds:.1f}s)")
+            out.print(done, markup=False)
     sys.exit(result.exit_code)
 
 
@@ -169,24 +179,14 @@ def _rotate_certificates(
                 f"`vpnfleet rotate {kind}` again to continue"
             )
             sys.exit(130)
-    if output == "json":
-        click.echo(json.dumps(result.to_json()))
+    if kind == "ca" and not result.error:
+        done = (
+            f"fleet CA {result.extra['ca'][:16]}… in force on every host, the old one "
+            f"retired ({result.seconds:.1f}s)"
+        )
     else:
-        render_recap(result.result)
-        if result.error:
-            err.print(f"[bold red]rotation stopped:[/] {escape(result.error)}")
-            err.print("run the same command again to continue once the cause is fixed")
-        elif kind == "ca":
-            out.print(
-                f"fleet CA {result.extra['ca'][:16]}… in force on every host, the old one "
-                f"retired ({result.seconds:.1f}s)",
-                markup=False,
-            )
-        else:
-            out.print(
-                f"new certificates in force on every host ({result.seconds:.1f}s)", markup=False
-            )
-    sys.exit(result.exit_code)
+        done = f"new certificates in force on every host ({result.seconds:.1f}s)"
+    _finish(result, output, done)
 
 
 def _certificate_options(f: Callable[..., Any]) -> Callable[..., Any]:
