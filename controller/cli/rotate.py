@@ -216,16 +216,7 @@ def _certificate_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @rotate_group.command("certs")
 @_certificate_options
 @pass_ctx
-def rotate_certs_cmd(
-    ctx: Ctx,
-    inventory: Path,
-    vault_password_file: Path | None,
-    vault_key_file: Path | None,
-    output: str,
-    forks: int,
-    timeout: float,
-    peer_timeout: float,
-) -> None:
+def rotate_certs_cmd(ctx: Ctx, **options: Any) -> None:
     """New TLS and IKE certificates for every agent from the fleet CA, no tunnel lost.
 
     For each agent (--forks at a time, never both ends of a certificate tunnel at
@@ -238,32 +229,13 @@ def rotate_certs_cmd(
     (rotation/certs.json); run the command again after an interruption to continue.
     Exit codes as for apply.
     """
-    _rotate_certificates(
-        "certs",
-        ctx,
-        inventory,
-        vault_password_file,
-        vault_key_file,
-        output,
-        forks,
-        timeout,
-        peer_timeout,
-    )
+    _rotate_certificates("certs", ctx, **options)
 
 
 @rotate_group.command("ca")
 @_certificate_options
 @pass_ctx
-def rotate_ca_cmd(
-    ctx: Ctx,
-    inventory: Path,
-    vault_password_file: Path | None,
-    vault_key_file: Path | None,
-    output: str,
-    forks: int,
-    timeout: float,
-    peer_timeout: float,
-) -> None:
+def rotate_ca_cmd(ctx: Ctx, **options: Any) -> None:
     """Replace the fleet CA and every certificate it issued, no tunnel lost.
 
     \b
@@ -279,14 +251,4 @@ def rotate_ca_cmd(
     after an interruption or a failed agent, run the command again to continue where it
     stopped. Back up STATE/pki while it runs. Exit codes as for apply.
     """
-    _rotate_certificates(
-        "ca",
-        ctx,
-        inventory,
-        vault_password_file,
-        vault_key_file,
-        output,
-        forks,
-        timeout,
-        peer_timeout,
-    )
+    _rotate_certificates("ca", ctx, **options)

@@ -100,6 +100,21 @@ def journal(lab: LabRun, kind: str) -> dict[str, Any]:
     return data
 
 
+def rotate_under_pings(lab: LabRun, up: dict[str, Any], kind: str) -> tuple[int, dict[str, Any]]:
+    """``rotate KIND`` with a ping every few milliseconds across every tunnel, none of
+    which may be lost."""
+    streams = pinging(up, FAST_PING_INTERVAL)
+    try:
+        code, result = run_json(lab, "rotate", kind)
+        time.sleep(0.5)
+    finally:
+        for s in streams:
+            s.stop()
+    assert all(s.sent >= 100 for s in streams), [s.describe() for s in streams]
+    assert losses(streams) == []
+    return code, result
+
+
 def test_ca_rotation_under_continuous_ping_loses_nothing(
     cert_mesh: tuple[LabRun, dict[str, Any]],
 ) -> None:
@@ -109,16 +124,8 @@ def test_ca_rotation_under_continuous_ping_loses_nothing(
     old_controller = pki.ensure_controller_cert(state.root)
     before = {h: agent_files(lab, h) for h in HOSTS}
     started = time.time()
-    streams = pinging(up, FAST_PING_INTERVAL)
-    try:
-        code, result = run_json(lab, "rotate", "ca")
-        time.sleep(0.5)
-    finally:
-        for s in streams:
-            s.stop()
+    code, result = rotate_under_pings(lab, up, "ca")
     assert code == 0, result
-    assert all(s.sent >= 100 for s in streams), [s.describe() for s in streams]
-    assert losses(streams) == []
     assert result["kind"] == "ca" and result["error"] == "" and result["phase"] == "retire"
     assert sorted(h["host"] for h in result["hosts"]) == list(HOSTS)
     assert all(h["outcome"] == "changed" for h in result["hosts"]), result["hosts"]
@@ -161,16 +168,8 @@ def test_cert_rotation_under_continuous_ping_loses_nothing(
     ca = pki.load_ca(state.root)[2]
     before = {h: agent_files(lab, h) for h in HOSTS}
     started = time.time()
-    streams = pinging(up, FAST_PING_INTERVAL)
-    try:
-        code, result = run_json(lab, "rotate", "certs")
-        time.sleep(0.5)
-    finally:
-        for s in streams:
-            s.stop()
+    code, result = rotate_under_pings(lab, up, "certs")
     assert code == 0, result
-    assert all(s.sent >= 100 for s in streams), [s.describe() for s in streams]
-    assert losses(streams) == []
     assert result["kind"] == "certs" and result["error"] == ""
     assert all(h["outcome"] == "changed" for h in result["hosts"]), result["hosts"]
     assert journal(lab, "certs")["finished_at"] > 0
