@@ -174,7 +174,7 @@ def render_plan_summaries(summaries: list[dict[str, Any]]) -> None:
     "--serial",
     default=None,
     metavar="N|N%[,...]",
-    help="Roll out in batches of N hosts or N%% of them; the last size repeats.",
+    help="Roll out in batches of N hosts or N% of them; the last size repeats.",
 )
 @click.option(
     "--max-fail-percentage",

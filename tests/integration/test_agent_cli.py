@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,22 @@ def test_run_truncated_plan_exits_2(tmp_path: Path, cut: float) -> None:
     assert not (tmp_path / "plan.pb").exists()
 
 
+def test_run_altered_plan_exits_2_and_keeps_the_last_good_plan(tmp_path: Path) -> None:
+    good = write_plan(tmp_path / "a1.plan")
+    state = tmp_path / "state"
+    assert (
+        agent_cli("run", "--plan", str(tmp_path / "a1.plan"), "--state-dir", str(state)).returncode
+        == 0
+    )
+    # One byte changed: still a well-formed message, but no longer the plan that was hashed.
+    assert good.count(b"10.0.0.2") == 1
+    (tmp_path / "a1.plan").write_bytes(good.replace(b"10.0.0.2", b"10.0.0.9"))
+    result = agent_cli("run", "--plan", str(tmp_path / "a1.plan"), "--state-dir", str(state))
+    assert result.returncode == 2
+    assert "content hash mismatch: plan is corrupt or truncated" in result.stderr
+    assert (state / "plan.pb").read_bytes() == good
+
+
 def test_run_missing_file_exits_2(tmp_path: Path) -> None:
     result = agent_cli("run", "--plan", str(tmp_path / "nope.plan"))
     assert result.returncode == 2
@@ -113,6 +130,103 @@ async def test_hollow_agents_accept_plans(tmp_path: Path) -> None:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
+
+
+def free_port_run(count: int) -> tuple[int, list[socket.socket]]:
+    """A first port P with P..P+count-1 free on 127.0.0.1, returned with sockets that
+    still hold them (bound, not listening): close them just before starting the agents."""
+    for _ in range(50):
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        base = probe.getsockname()[1]
+        held = [probe]
+        try:
+            for port in range(base + 1, base + count):
+                s = socket.socket()
+                held.append(s)
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            for s in held:
+                s.close()
+            continue
+        return base, held
+    raise AssertionError(f"no run of {count} free ports on 127.0.0.1")
+
+
+async def test_hollow_agents_listen_from_base_port(tmp_path: Path) -> None:
+    fleet = make_fleet(tmp_path / "fleet")
+    base, held = free_port_run(3)
+    for s in held:
+        s.close()
+    proc = subprocess.Popen(
+        [
+            *(*AGENT, "hollow", "--count", "3", "--base-port", str(base)),
+            *("--state-dir", str(tmp_path / "hollow"), "--ca-state", str(fleet.controller_state)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()
+        ready = json.loads(line)
+        # Agent i listens on base + i.
+        agents = ready["agents"]
+        assert [agents[name] for name in sorted(agents)] == [base, base + 1, base + 2]
+        tls = fleet.controller_tls()
+        for name, port in ready["agents"].items():
+            async with AgentClient(name, f"127.0.0.1:{port}", tls, timeout=10) as c:
+                assert (await c.get_status()).host == name
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_hollow_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    fleet = make_fleet(tmp_path / "fleet")
+    base, held = free_port_run(2)
+    held[0].close()
+    try:
+        held[1].listen()  # the second agent's port is taken
+        result = agent_cli(
+            "hollow",
+            "--count",
+            "2",
+            "--base-port",
+            str(base),
+            "--state-dir",
+            str(tmp_path / "hollow"),
+            "--ca-state",
+            str(fleet.controller_state),
+        )
+    finally:
+        for s in held:
+            s.close()
+    assert result.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{base + 1}" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_hollow_ports_past_65535_are_refused(tmp_path: Path) -> None:
+    result = agent_cli(
+        "hollow",
+        "--count",
+        "3",
+        "--base-port",
+        "65534",
+        "--state-dir",
+        str(tmp_path / "h"),
+    )
+    assert result.returncode != 0
+    assert "ports 65534..65536 run past 65535" in result.stderr
 
 
 async def test_run_serve_applies_then_serves(tmp_path: Path) -> None:

@@ -151,28 +151,52 @@ async def test_restart_restores_persisted_plan(fleet: Fleet, agent: AgentProcess
     assert (status.content_hash, status.generation) == (applied.content_hash, 9)
 
 
+async def applied_good_plan(fleet: Fleet, agent: AgentProcess) -> str:
+    """Put a plan in force with the real controller; return its content hash."""
+    async with client(fleet, agent) as c:
+        return (await c.apply_plan(apply(plan()))).content_hash
+
+
+async def assert_plan_unchanged(fleet: Fleet, agent: AgentProcess, content_hash: str) -> None:
+    async with client(fleet, agent) as c:
+        status = await c.get_status()
+    assert (status.content_hash, status.generation) == (content_hash, 1)
+
+
 async def test_client_cert_from_another_ca_is_refused(
     fleet: Fleet, agent: AgentProcess, tmp_path: Path
 ) -> None:
-    other = make_fleet(tmp_path / "other")
-    async with AgentClient("a1", agent.target, other.controller_tls(), timeout=5) as c:
-        with pytest.raises(AgentUnreachable):
-            await c.get_status()
+    good = await applied_good_plan(fleet, agent)
+    other = make_fleet(tmp_path / "other").controller_tls()
+    # The caller trusts the agent (fleet CA) but presents a controller certificate of
+    # another CA: only the agent's own check of the client certificate can refuse it.
+    tls = TlsCredentials(other.cert_pem, other.key_pem, fleet.controller_tls().ca_pem)
+    async with AgentClient("a1", agent.target, tls, timeout=5) as c:
+        with pytest.raises(AgentUnreachable) as info:
+            await c.apply_plan(apply(plan(generation=2, epoch=2)))
+    assert info.value.code == "UNAVAILABLE"
+    await assert_plan_unchanged(fleet, agent, good)
+    # The agent says why it refused the handshake.
+    assert "CERTIFICATE_VERIFY_FAILED" in agent.log()
 
 
 async def test_no_client_certificate_is_refused(fleet: Fleet, agent: AgentProcess) -> None:
+    good = await applied_good_plan(fleet, agent)
     creds = grpc.ssl_channel_credentials(root_certificates=fleet.controller_tls().ca_pem)
     options = [("grpc.ssl_target_name_override", "a1")]
     async with grpc.aio.secure_channel(agent.target, creds, options=options) as channel:
         stub = agent_pb2_grpc.AgentStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await stub.GetStatus(agent_pb2.GetStatusRequest(), timeout=5)
+            await stub.ApplyPlan(apply(plan(generation=2, epoch=2)), timeout=5)
     assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+    await assert_plan_unchanged(fleet, agent, good)
+    assert "PEER_DID_NOT_RETURN_A_CERTIFICATE" in agent.log()
 
 
 async def test_fleet_cert_that_is_not_the_controller_is_refused(
     fleet: Fleet, agent: AgentProcess
 ) -> None:
+    good = await applied_good_plan(fleet, agent)
     intruder_dir = fleet.enroll("intruder")
     tls = TlsCredentials(
         (intruder_dir / "tls.pem").read_bytes(),
@@ -181,12 +205,13 @@ async def test_fleet_cert_that_is_not_the_controller_is_refused(
     )
     async with AgentClient("a1", agent.target, tls, timeout=5) as c:
         with pytest.raises(AgentCallFailed) as info:
-            await c.apply_plan(apply(plan()))
+            await c.apply_plan(apply(plan(generation=2, epoch=2)))
         assert info.value.code == "PERMISSION_DENIED"
         assert "intruder" in info.value.details
         assert "not the controller" in info.value.details
         # The health service stays open to any fleet certificate.
         assert await c.health() == "SERVING"
+    await assert_plan_unchanged(fleet, agent, good)
 
 
 async def test_controller_checks_the_agent_name(fleet: Fleet, agent: AgentProcess) -> None:

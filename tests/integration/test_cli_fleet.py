@@ -175,7 +175,7 @@ BAD_INVENTORIES = {
     "invalid proposal": (
         "group_vars/all.yaml",
         "ike_proposals: [aes256gcm16-prfsha384-x2551]\n",
-        "x2551",
+        "unknown algorithm 'x2551'",
     ),
     "unknown topology key": (
         "topology.yaml",
@@ -196,7 +196,11 @@ def test_bad_inventory_changes_nothing(lab: Lab, case: str) -> None:
     assert expected in res.stderr, res.stderr
     assert name.split("/")[-1] in res.stderr
     assert "Traceback" not in res.stderr
-    # Restore a valid inventory to read status: nothing changed on any agent.
+    assert_nothing_changed(lab, before)
+
+
+def assert_nothing_changed(lab: Lab, before: dict[str, object]) -> None:
+    """Restore a valid inventory to read status: nothing changed on any agent."""
     write_inventory(lab.inventory, {h: a.port for h, a in lab.agents.items()})
     after = lab.status_json()
     for h in HOSTS:
@@ -205,6 +209,34 @@ def test_bad_inventory_changes_nothing(lab: Lab, case: str) -> None:
         assert isinstance(obs, dict) and isinstance(prev, dict)
         assert obs["content_hash"] == prev["content_hash"]
         assert obs["plan_applied_at"] == prev["plan_applied_at"]
+
+
+# Appended under `mesh:` in an otherwise valid hosts.yaml whose hosts point at the
+# running agents, so a validation that let the file through would reach them.
+BAD_HOSTS = {
+    "group cycle": (
+        "      children:\n        sub:\n          children:\n            mesh: {}\n",
+        ("cycle", "mesh", "sub"),
+    ),
+    "duplicate address": (
+        "        h4: {address: 10.77.0.1, agent_address: '127.0.0.1:1'}\n",
+        ("10.77.0.1", "h1", "h4"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_HOSTS))
+def test_bad_hosts_file_changes_nothing(lab: Lab, case: str) -> None:
+    assert lab.vpnfleet("apply", "-i", str(lab.inventory)).returncode == 0
+    before = {h: s["observed"] for h, s in lab.status_json().items()}
+    extra, expected = BAD_HOSTS[case]
+    write_inventory(lab.inventory, {h: a.port for h, a in lab.agents.items()}, extra)
+    res = lab.vpnfleet("apply", "-i", str(lab.inventory))
+    assert res.returncode == 1, res.stdout + res.stderr
+    for word in expected:
+        assert word in res.stderr, res.stderr
+    assert "hosts.yaml:" in res.stderr and "Traceback" not in res.stderr
+    assert_nothing_changed(lab, before)
 
 
 def test_group_cycle_and_duplicate_address_are_refused(tmp_path: Path) -> None:
@@ -234,3 +266,42 @@ def test_group_cycle_and_duplicate_address_are_refused(tmp_path: Path) -> None:
     assert "cycle" in res.stderr
     assert "10.0.0.1" in res.stderr and "x1" in res.stderr and "x2" in res.stderr
     assert "hosts.yaml:" in res.stderr
+
+
+def test_failed_host_stops_later_batches_with_exit_code_2(tmp_path: Path) -> None:
+    """--serial 1 --forks 1 --max-fail-percentage 0: the first batch fails (h1's agent
+    refuses a plan that is not for its own name), so no later batch is pushed."""
+    fleet = make_fleet(tmp_path)
+    inventory = tmp_path / "inventory"
+    inventory.mkdir()
+    with contextlib.ExitStack() as stack:
+        # h1's agent holds h1's certificate but calls itself h0: it refuses h1's plan.
+        agents = {
+            h: stack.enter_context(running_agent("h0" if h == "h1" else h, fleet.enroll(h)))
+            for h in HOSTS
+        }
+        write_inventory(inventory, {h: a.port for h, a in agents.items()})
+        lab = Lab(fleet, inventory, agents)
+        res = lab.vpnfleet(
+            "apply",
+            "-i",
+            str(inventory),
+            "--serial",
+            "1",
+            "--forks",
+            "1",
+            "--max-fail-percentage",
+            "0",
+            "-o",
+            "json",
+        )
+        assert res.returncode == 2, res.stdout + res.stderr
+        result = json.loads(res.stdout)
+        outcomes = {h["host"]: h["outcome"] for h in result["hosts"]}
+        assert outcomes == {"h1": "failed", "h2": "skipped", "h3": "skipped"}
+        h1 = next(h for h in result["hosts"] if h["host"] == "h1")
+        assert "plan is for host 'h1', this agent is 'h0'" in h1["error"]
+        assert "max-fail-percentage" in result["aborted"]
+        assert result["exit_code"] == 2
+        status = lab.status_json()
+        assert status["h2"]["state"] == "no plan" and status["h3"]["state"] == "no plan"

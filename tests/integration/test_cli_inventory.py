@@ -9,6 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "vpnfleet.controller.cli"]
 AGENT = [sys.executable, "-m", "vpnfleet.agent.cli"]
@@ -218,3 +223,31 @@ def test_documented_bootstrap_end_to_end(tmp_path: Path) -> None:
         res = run("apply", "-i", str(inv), "--limit", "a1", state=state)
         assert res.returncode == 0, res.stdout + res.stderr
         assert "a1 : ok=1   changed=1" in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "key_type"),
+    [("ecdsa-p256", ec.EllipticCurvePrivateKey), ("ed25519", ed25519.Ed25519PrivateKey)],
+)
+def test_ca_init_with_each_algorithm_keeps_private_keys_0600(
+    tmp_path: Path, algorithm: str, key_type: type
+) -> None:
+    state = tmp_path / "controller"
+    res = run("ca", "init", "--algorithm", algorithm, state=state)
+    assert res.returncode == 0, res.stderr
+    pki_dir = state / "pki"
+    ca_key = serialization.load_pem_private_key((pki_dir / "ca.key").read_bytes(), None)
+    assert isinstance(ca_key, key_type)
+    if isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        assert isinstance(ca_key.curve, ec.SECP256R1)
+    ca_cert = x509.load_pem_x509_certificate((pki_dir / "ca.pem").read_bytes())
+    assert ca_cert.public_key() == ca_key.public_key()
+    assert ca_cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    # The controller's client certificate is made with the CA and issued by it.
+    controller = x509.load_pem_x509_certificate((pki_dir / "controller.pem").read_bytes())
+    assert controller.issuer == ca_cert.subject
+    for key in ("ca.key", "controller.key"):
+        assert stat.S_IMODE(os.stat(pki_dir / key).st_mode) == 0o600, key
+    # A second init would orphan every agent certificate: refused without --force.
+    again = run("ca", "init", "--algorithm", algorithm, state=state)
+    assert again.returncode != 0 and "already exists" in again.stderr
