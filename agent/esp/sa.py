@@ -41,8 +41,10 @@ NEXT_HEADER_DUMMY = 59
 
 SEQ_MAX = (1 << 32) - 1
 ESN_SEQ_MAX = (1 << 64) - 1
-SEQ_SOFT_MARGIN = 1 << 20
-"""Rekey this many sequence numbers before the last one (2^32 - 2^20 without ESN)."""
+SEQ_SOFT_MARGIN = 1 << 24
+"""Rekey this many sequence numbers before the last one (2^32 - 2^24 without ESN): at
+about 135,000 packets/s (one core's ceiling) that is two minutes, longer than a rekey
+whose every message needs all its retransmissions, for 0.4% of the space."""
 ESN_SEQ_SOFT_MARGIN = 1 << 32
 
 _HEADER_LENGTH = 8

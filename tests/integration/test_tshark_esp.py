@@ -1,11 +1,13 @@
 """tshark judges the ESP-in-UDP (RFC 4303, RFC 3948) that our OutboundSa sends.
 
 Real packets only: a child process in namespace a builds OutboundSas (AES-128-GCM,
-AES-256-GCM, AES-CBC-128 + HMAC-SHA2-256-128, tunnel mode) and sends inner IPv4 ICMP
-and UDP packets carrying a marker over UDP 4500; dumpcap captures them in namespace b,
-and tshark reads the capture with the keys from ``tshark_esp_options``. Wireshark's own
-code decides whether the ICV verifies and what the payload decrypts to; every check is
-also run with a wrong key, so a check that could not fail would show.
+AES-256-GCM, AES-CBC-128 + HMAC-SHA2-256-128, AES-CBC-256 + HMAC-SHA2-384-192 and
+AES-CBC-256 + HMAC-SHA2-512-256, tunnel mode; Wireshark 4.0 has no ChaCha20-Poly1305)
+and sends inner IPv4 ICMP and UDP packets carrying a marker over UDP 4500; dumpcap
+captures them in namespace b, and tshark reads the capture with the keys from
+``tshark_esp_options``. Wireshark's own code decides whether the ICV verifies and what
+the payload decrypts to; every check is also run with a wrong key, so a check that
+could not fail would show.
 """
 
 from __future__ import annotations
@@ -109,7 +111,10 @@ ESP_SUITES = (
     EspSuite("aes128gcm16", Encryption.AES128GCM16, None),
     EspSuite("aes256gcm16", Encryption.AES256GCM16, None),
     EspSuite("aes128-sha256", Encryption.AES128, Integrity.HMAC_SHA2_256_128),
+    EspSuite("aes256-sha384", Encryption.AES256, Integrity.HMAC_SHA2_384_192),
+    EspSuite("aes256-sha512", Encryption.AES256, Integrity.HMAC_SHA2_512_256),
 )
+CBC_SUITES = tuple(s for s in ESP_SUITES if s.integrity is not None)
 
 
 def _esp_params(suite: EspSuite, spi: int) -> SaParams:
@@ -301,18 +306,19 @@ def test_esp_wrong_encryption_key_is_caught(esp_capture: EspCapture, suite: EspS
 
 
 @pytest.mark.netns
+@pytest.mark.parametrize("suite", CBC_SUITES, ids=lambda s: s.name)
 def test_esp_wrong_integrity_key_fails_the_icv_although_cbc_decrypts(
-    esp_capture: EspCapture,
+    esp_capture: EspCapture, suite: EspSuite
 ) -> None:
     """Why the tests insist on icv_good: CBC decrypts whatever the integrity key."""
-    params = esp_capture.sas["aes128-sha256"]
+    params = esp_capture.sas[suite.name]
     wrong = _with_flipped(params, integ=True)
     verdicts = [
         v
         for v in esp_verdicts(esp_capture.pcap, tshark_esp_options([wrong]))
         if v.spi == params.spi
     ]
-    sent = [s for s in esp_capture.sent if s.sa == "aes128-sha256"]
+    sent = [s for s in esp_capture.sent if s.sa == suite.name]
     assert len(verdicts) == len(sent)
     for verdict, packet in zip(verdicts, sent, strict=True):
         assert verdict.icv_good is False

@@ -8,6 +8,8 @@ import struct
 import pytest
 
 from vpnfleet.agent.esp.sa import (
+    ESN_SEQ_MAX,
+    ESN_SEQ_SOFT_MARGIN,
     SEQ_MAX,
     SEQ_SOFT_MARGIN,
     Direction,
@@ -21,7 +23,7 @@ from vpnfleet.agent.esp.sa import (
     SaParams,
 )
 from vpnfleet.agent.esp.spd import TrafficSelector
-from vpnfleet.agent.esp.transforms import AeadSuite, Encryption, Integrity
+from vpnfleet.agent.esp.transforms import AeadSuite, CbcHmacSuite, Encryption, Integrity
 
 SUITES = [
     (Encryption.AES128GCM16, None),
@@ -228,6 +230,39 @@ def test_pad_length_beyond_the_plaintext() -> None:
     assert inb.decap(seal_raw(p, 1, b"\xff\x04"), 0.0) is Drop.BAD_PADDING
 
 
+def test_default_replay_window_is_1024_sequence_numbers() -> None:
+    out, inb = pair(params())
+    assert inb.replay.size == 1024
+    packets = [out.encap(INNER4, 4, now=0.0) for _ in range(1025)]
+    assert inb.decap(packets[1024], 0.0) == (INNER4, 4)  # type: ignore[arg-type]  # seq 1025
+    # RFC 4303 section 3.4.3: the window holds 2..1025, so 1 is left of it.
+    assert inb.decap(packets[0], 0.0) is Drop.STALE  # type: ignore[arg-type]
+    assert inb.decap(packets[1], 0.0) == (INNER4, 4)  # type: ignore[arg-type]
+    assert inb.counters.replay_drops == 1
+
+
+@pytest.mark.parametrize(
+    "integrity",
+    [Integrity.HMAC_SHA2_256_128, Integrity.HMAC_SHA2_384_192, Integrity.HMAC_SHA2_512_256],
+)
+@pytest.mark.parametrize(
+    "trailer",
+    [b"\x01\x03\x02\x04", b"\x00\x00\x02\x04", b"\x01\x02\x03\x04"],
+    ids=["wrong-last", "zeros", "pad-length-too-long"],
+)
+def test_cbc_bad_padding_is_dropped_and_counted(integrity: Integrity, trailer: bytes) -> None:
+    p = params(Encryption.AES256, integrity)
+    inb = InboundSa(p, 0.0)
+    header = p.spi.to_bytes(4, "big") + (1).to_bytes(4, "big")
+    iv = bytes(range(16))
+    suite = CbcHmacSuite(p.encryption, p.enc_key, integrity, p.integ_key)
+    # 28 + 4 = two AES blocks: the ICV verifies, only the padding is wrong.
+    packet = header + iv + suite.seal(iv, header, INNER4[:28] + trailer)
+    assert inb.decap(packet, 0.0) is Drop.BAD_PADDING
+    assert inb.counters.bad_padding == 1
+    assert inb.counters.integrity_failures == 0 and inb.counters.packets_in == 0
+
+
 def test_truncated_packets() -> None:
     for encryption, integrity in SUITES:
         out, inb = pair(params(encryption, integrity))
@@ -353,7 +388,7 @@ def test_sequence_numbers_never_wrap() -> None:
     assert out.encap(INNER4, 4, now=0.0) is not None
     assert out.next_event() is None
     assert out.encap(INNER4, 4, now=0.0) is not None
-    assert out.seq == SEQ_MAX - SEQ_SOFT_MARGIN  # 2^32 - 2^20 - 1: time to rekey
+    assert out.seq == SEQ_MAX - SEQ_SOFT_MARGIN  # 2^32 - 2^24 - 1: time to rekey
     assert out.next_event() == RekeyRequested(0x1000, Direction.OUTBOUND, "sequence")
     out._seq = SEQ_MAX - 1
     assert out.encap(INNER4, 4, now=0.0) is not None
@@ -408,6 +443,64 @@ def test_byte_and_packet_lifetimes() -> None:
     assert inb.next_event() == RekeyRequested(0x1000, Direction.INBOUND, "bytes")
     assert inb.decap(packets[2], 0.0) == (INNER4, 4)  # type: ignore[arg-type]
     assert inb.next_event() is None
+
+
+def test_sequence_rekey_request_leaves_time_for_a_slow_rekey() -> None:
+    """'Well before' in time: at the fastest one core seals (about 135,000 packets/s),
+    the numbers left after the rekey request must outlast a CREATE_CHILD_SA exchange
+    that needs every retransmission (2 s doubling over 5 tries: about a minute)."""
+    ceiling_pps = 135_000
+    assert SEQ_SOFT_MARGIN / ceiling_pps >= 64
+    assert ESN_SEQ_SOFT_MARGIN / ceiling_pps >= 64
+    # ... and the request still comes late enough to use nearly all of the space.
+    assert SEQ_SOFT_MARGIN <= SEQ_MAX // 100
+
+
+def test_esn_sequence_numbers_never_wrap() -> None:
+    out = OutboundSa(params(esn=True), 0.0)
+    out._seq = ESN_SEQ_MAX - ESN_SEQ_SOFT_MARGIN - 2
+    assert out.encap(INNER4, 4, now=0.0) is not None
+    assert out.next_event() is None
+    assert out.encap(INNER4, 4, now=0.0) is not None
+    assert out.seq == ESN_SEQ_MAX - ESN_SEQ_SOFT_MARGIN  # 2^64 - 2^32 - 1: time to rekey
+    assert out.next_event() == RekeyRequested(0x1000, Direction.OUTBOUND, "sequence")
+    out._seq = ESN_SEQ_MAX - 1
+    assert out.encap(INNER4, 4, now=0.0) is not None
+    assert out.seq == ESN_SEQ_MAX
+    assert out.encap(INNER4, 4, now=0.0) is None
+    assert out.seq == ESN_SEQ_MAX
+    assert out.counters.send_refused == 1
+    assert out.next_event() is None
+
+
+@pytest.mark.parametrize("kind", ["bytes", "packets"])
+def test_hard_volume_lifetimes_expire_each_direction(kind: str) -> None:
+    size = len(INNER4)
+    limits = (
+        Lifetime(soft_bytes=2 * size, hard_bytes=3 * size)
+        if kind == "bytes"
+        else Lifetime(soft_packets=2, hard_packets=3)
+    )
+    out = OutboundSa(params(lifetime=limits), 0.0)
+    sent = [out.encap(INNER4, 4, now=0.0) for _ in range(4)]
+    assert [s is not None for s in sent] == [True, True, True, False]
+    assert out.expired and out.counters.send_refused == 1
+    assert [out.next_event(), out.next_event(), out.next_event()] == [
+        RekeyRequested(0x1000, Direction.OUTBOUND, kind),
+        SaExpired(0x1000, Direction.OUTBOUND, kind),
+        None,
+    ]
+    sender = OutboundSa(params(), 0.0)
+    inb = InboundSa(params(lifetime=limits), 0.0)
+    for _ in range(3):
+        assert inb.decap(sender.encap(INNER4, 4, now=0.0), 0.0) == (INNER4, 4)  # type: ignore[arg-type]
+    assert inb.decap(sender.encap(INNER4, 4, now=0.0), 0.0) is Drop.EXPIRED  # type: ignore[arg-type]
+    assert inb.counters.packets_in == 3 and inb.counters.expired_drops == 1
+    assert [inb.next_event(), inb.next_event(), inb.next_event()] == [
+        RekeyRequested(0x1000, Direction.INBOUND, kind),
+        SaExpired(0x1000, Direction.INBOUND, kind),
+        None,
+    ]
 
 
 # --- bad configuration ----------------------------------------------------------------

@@ -248,6 +248,56 @@ def test_indexed_lookup_equals_linear_scan_with_10000_entries() -> None:
     assert sum(1 for m in matched if m > 1000) > 1000
 
 
+class Probe:
+    """Stands in for one compiled SPD entry and records that a lookup read it."""
+
+    __slots__ = ("_compiled", "_touched")
+
+    def __init__(self, compiled: object, touched: set[int]) -> None:
+        self._compiled = compiled
+        self._touched = touched
+
+    def __getattr__(self, name: str) -> object:
+        self._touched.add(id(self))
+        return getattr(self._compiled, name)
+
+
+def probe_entries(spd: Spd) -> set[int]:
+    """Put a Probe in place of every compiled entry, in the scan list and in the index;
+    returns the set the probes record into."""
+    touched: set[int] = set()
+    probes = {id(c): Probe(c, touched) for c in spd._compiled}
+    spd._compiled = [probes[id(c)] for c in spd._compiled]  # type: ignore[misc]
+    for family in spd._index.values():
+        for _, table in family.buckets:
+            for key, candidates in table.items():
+                table[key] = [probes[id(c)] for c in candidates]  # type: ignore[misc]
+    return touched
+
+
+def test_outbound_lookup_in_10000_entries_reads_few_of_them() -> None:
+    """Not a linear scan: an uncached lookup reads a handful of the 10,000 entries,
+    where the in-order scan reads thousands (the probe sees both, so it can fail)."""
+    rng = random.Random(4301)
+    spd = Spd(random_entry(rng, i) for i in range(10_000))
+    touched = probe_entries(spd)
+    indexed, linear = [], []
+    for n in range(1000):
+        info = random_packet(rng, spd)
+        for inbound in (False, True):
+            spd._cache.clear()  # measure the index, not the flow cache
+            touched.clear()
+            found = spd.lookup(info, inbound=inbound)
+            indexed.append(len(touched))
+            if n % 10 == 0:
+                touched.clear()
+                assert spd.lookup_linear(info, inbound=inbound) is found
+                linear.append(len(touched))
+    assert max(indexed) <= 32, max(indexed)
+    assert sum(indexed) / len(indexed) < 8
+    assert sum(linear) / len(linear) > 1000
+
+
 # --- inbound selector check (RFC 4301 section 5.2) ------------------------------------------
 
 
