@@ -125,11 +125,19 @@ def _protect(
 
 def decrypt_message(data: bytes, message: Message, keys: SkKeys) -> list[Payload]:
     """Verify and open the SK payload of a parsed message; return the inner payloads."""
+    first_inner, plaintext, inner_offset = open_message(data, message, keys)
+    return parse_payloads(plaintext, first_inner, inner_offset)
+
+
+def open_message(data: bytes, message: Message, keys: SkKeys) -> tuple[int, bytes, int]:
+    """Verify and decrypt the SK payload: (first inner payload type, the inner payload
+    chain, its offset in the message). A ParseError from parsing that chain afterwards
+    comes from an authenticated peer (RFC 7296 section 2.21.2 answers it)."""
     sk = message.encrypted
     if not isinstance(sk, SkPayload):
         raise ParseError("message carries no SK payload", payload="SK", offset=IKE_HEADER_LENGTH)
     plaintext, inner_offset = _unprotect(data, sk.offset, GENERIC_PAYLOAD_HEADER_LENGTH, keys, "SK")
-    return parse_payloads(plaintext, sk.first_inner, inner_offset)
+    return sk.first_inner, plaintext, inner_offset
 
 
 def decrypt_fragment(data: bytes, message: Message, keys: SkKeys) -> bytes:

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .config import IkeConfig
-from .constants import ExchangeType, HeaderFlag, NotifyType
-from .errors import IkeError, LocalError
+from .constants import IKE_HEADER_LENGTH, ExchangeType, HeaderFlag, NotifyType
+from .errors import IkeError, LocalError, ProtocolError
 from .events import Address
 from .ike_sa import IkeSa
 from .message import IkeHeader, Message, parse_message, serialize_message
@@ -122,7 +122,7 @@ class IkeResponderGate:
             message = parse_message(data)
         except IkeError as exc:
             self.refused += 1
-            return GateDecision(reason=f"malformed: {exc}")
+            return GateDecision(reply=_refusal(data, exc), reason=f"malformed: {exc}")
         header = message.header
         if (
             header.exchange_type != ExchangeType.IKE_SA_INIT
@@ -167,3 +167,28 @@ class IkeResponderGate:
         header = IkeHeader(spi_i, bytes(8), 0, ExchangeType.IKE_SA_INIT, HeaderFlag.RESPONSE, 0)
         cookie = self.cookie(nonce, addr, spi_i)
         return serialize_message(header, [NotifyPayload(NotifyType.COOKIE, cookie)])
+
+
+def _refusal(data: bytes, error: IkeError) -> bytes | None:
+    """Section 2.5: an IKE_SA_INIT request with an unsupported critical payload is
+    answered UNSUPPORTED_CRITICAL_PAYLOAD (naming the type), one of a higher major
+    version INVALID_MAJOR_VERSION (our version goes in the header). Anything else
+    malformed goes unanswered (section 2.21.4)."""
+    if not isinstance(error, ProtocolError) or len(data) < IKE_HEADER_LENGTH:
+        return None
+    notify = error.notify
+    if notify not in (NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD, NotifyType.INVALID_MAJOR_VERSION):
+        return None
+    spi_i, spi_r = data[:8], data[8:16]
+    exchange, flags, message_id = data[18], data[19], int.from_bytes(data[20:24], "big")
+    if (
+        exchange != ExchangeType.IKE_SA_INIT
+        or flags & HeaderFlag.RESPONSE
+        or not flags & HeaderFlag.INITIATOR
+        or message_id != 0
+        or spi_r != bytes(8)
+        or spi_i == bytes(8)
+    ):
+        return None
+    header = IkeHeader(spi_i, spi_r, 0, ExchangeType.IKE_SA_INIT, HeaderFlag.RESPONSE, 0)
+    return serialize_message(header, [NotifyPayload(notify, error.notify_data)])

@@ -15,9 +15,9 @@ from collections import deque
 
 from .child_sa import ChildSa, ChildSaInput, ChildSaState
 from .config import Identity, IkeConfig
-from .constants import ExchangeType, HeaderFlag
-from .crypto import SkKeys, decrypt_fragment, decrypt_message, encrypt_message
-from .errors import IkeError, LocalError
+from .constants import ExchangeType, HeaderFlag, NotifyType, enum_name
+from .crypto import SkKeys, decrypt_fragment, encrypt_message, open_message
+from .errors import IkeError, LocalError, ParseError
 from .events import (
     Address,
     ChildSaDeleted,
@@ -31,7 +31,7 @@ from .fragments import Reassembly
 from .keys import IkeSaKeys, derive_ike_sa_keys, rekey_skeyseed, skeyseed
 from .message import IkeHeader, Message, parse_message, parse_payloads, serialize_message
 from .nat import NatResult
-from .payloads import Payload, SkfPayload
+from .payloads import NotifyPayload, Payload, SkfPayload
 from .proposals import IkeProposal
 from .states import IkeSaInput, IkeSaState, Role, next_state
 from .task_manager import Task, TaskManager
@@ -343,7 +343,14 @@ class IkeSa:
         if self.state is IkeSaState.CREATED:
             self.spi_i = header.spi_i
             self.peer = addr
-        payloads = opened if opened is not None else self._open(message, data)
+        if opened is None and header.exchange_type != ExchangeType.IKE_SA_INIT:
+            first_inner, plaintext, offset = self._unprotect(message, data)
+            try:
+                opened = parse_payloads(plaintext, first_inner, offset)
+            except ParseError as exc:
+                self._refuse_malformed(header.exchange_type, header.message_id, data, exc)
+                return
+        payloads = opened if opened is not None else list(message.payloads)
         if self.keys is not None:
             self.last_heard = now
         if self.state is not IkeSaState.CREATED and self.nat is not None and self.nat.any:
@@ -383,9 +390,31 @@ class IkeSa:
     def _open(self, message: Message, data: bytes) -> list[Payload]:
         if message.header.exchange_type == ExchangeType.IKE_SA_INIT:
             return list(message.payloads)
+        first_inner, plaintext, offset = self._unprotect(message, data)
+        return parse_payloads(plaintext, first_inner, offset)
+
+    def _unprotect(self, message: Message, data: bytes) -> tuple[int, bytes, int]:
         if self._sk_in is None:
             raise IkeError("encrypted message before keys exist")
-        return decrypt_message(data, message, self._sk_in)
+        return open_message(data, message, self._sk_in)
+
+    def _refuse_malformed(
+        self, exchange: int, message_id: int, request: bytes, error: ParseError
+    ) -> None:
+        """Sections 2.5 and 2.21.2: an authenticated request that is malformed, or has an
+        unsupported critical payload, is refused whole by a response carrying only
+        UNSUPPORTED_CRITICAL_PAYLOAD (with the payload type) or INVALID_SYNTAX."""
+        if error.notify == NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD:
+            notify = NotifyPayload(NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD, error.notify_data)
+        else:
+            notify = NotifyPayload(NotifyType.INVALID_SYNTAX)
+        out = self.build_message(exchange, message_id, True, [notify])
+        self.tasks.respond(message_id, request, out, advance=True)
+        if exchange == ExchangeType.IKE_AUTH and self.state is IkeSaState.INIT_DONE:
+            # The initiator cannot be authenticated from a rejected IKE_AUTH request.
+            self.fail(f"{enum_name(NotifyType, int(notify.notify_type))}: {error}")
+        else:
+            self.note_refusal(str(error))
 
     # -- used by tasks -----------------------------------------------------------------
 

@@ -62,10 +62,11 @@ _DH_NAMES: dict[int, str] = {v: k for k, v in _DH_TOKENS.items() if k != "curve2
 class NoProposalChosen(ProtocolError):
     """No common proposal; the message lists ours and theirs."""
 
-    def __init__(self, what: str, ours: Sequence[object], theirs: Sequence[str]) -> None:
+    def __init__(self, ours: Sequence[object], theirs: Sequence[str], note: str = "") -> None:
+        # The event that carries it (IKE SA or child SA failed) says which SA it was.
         super().__init__(
-            f"NO_PROPOSAL_CHOSEN ({what}): ours [{', '.join(str(o) for o in ours)}], "
-            f"theirs [{', '.join(theirs)}]",
+            f"NO_PROPOSAL_CHOSEN: ours [{', '.join(str(o) for o in ours)}], "
+            f"theirs [{', '.join(theirs)}]" + (f" ({note})" if note else ""),
             notify=NotifyType.NO_PROPOSAL_CHOSEN,
         )
 
@@ -244,7 +245,7 @@ def select_ike(ours: Sequence[IkeProposal], theirs: Sequence[Proposal]) -> tuple
         for proposal in theirs:
             if _ike_matches(mine, proposal):
                 return proposal.number, mine
-    raise NoProposalChosen("IKE", ours, [describe_proposal(p) for p in theirs])
+    raise NoProposalChosen(ours, [describe_proposal(p) for p in theirs])
 
 
 def accept_ike(ours: Sequence[IkeProposal], chosen: Sequence[Proposal]) -> IkeProposal:
@@ -254,7 +255,9 @@ def accept_ike(ours: Sequence[IkeProposal], chosen: Sequence[Proposal]) -> IkePr
             reply = mine.to_proposal(chosen[0].number)
             if _same_transforms(reply, chosen[0]):
                 return mine
-    raise NoProposalChosen("IKE, responder's choice", ours, [describe_proposal(p) for p in chosen])
+    raise NoProposalChosen(
+        ours, [describe_proposal(p) for p in chosen], "the responder's choice was not offered"
+    )
 
 
 def _esp_matches(ours: EspProposal, theirs: Proposal) -> bool:
@@ -292,7 +295,7 @@ def select_esp(
         for proposal in theirs:
             if _esp_matches(mine, proposal):
                 return proposal, mine
-    raise NoProposalChosen("ESP", ours, [describe_proposal(p) for p in theirs])
+    raise NoProposalChosen(ours, [describe_proposal(p) for p in theirs])
 
 
 def accept_esp(
@@ -302,7 +305,9 @@ def accept_esp(
         for mine in ours:
             if _same_transforms(mine.to_proposal(chosen[0].number, chosen[0].spi), chosen[0]):
                 return chosen[0], mine
-    raise NoProposalChosen("ESP, responder's choice", ours, [describe_proposal(p) for p in chosen])
+    raise NoProposalChosen(
+        ours, [describe_proposal(p) for p in chosen], "the responder's choice was not offered"
+    )
 
 
 def _same_transforms(a: Proposal, b: Proposal) -> bool:

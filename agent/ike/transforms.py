@@ -10,11 +10,29 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
+from cryptography.utils import CryptographyDeprecationWarning
+
+try:
+    with warnings.catch_warnings():
+        # cryptography deprecates finite-field DH and warns on each use of its names;
+        # they are bound once here. See MODP_2048_PARAMETERS.
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        from cryptography.hazmat.primitives.asymmetric.dh import (
+            DHParameterNumbers,
+            DHParameters,
+            DHPrivateKey,
+            DHPrivateNumbers,
+            DHPublicNumbers,
+        )
+    _HAVE_FFDH = True
+except ImportError:
+    _HAVE_FFDH = False
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
@@ -226,9 +244,25 @@ MODP_2048_PRIME = int(
     16,
 )
 
-# Private exponent size: RFC 3526 section 8 asks for at least twice the group's
-# strength (~110 bits for 2048); 512 bits leaves ample margin and keeps pow() fast.
+# Private exponent size for the plain-arithmetic fallback: RFC 3526 section 8 asks for
+# at least twice the group's strength (~110 bits for 2048); 512 bits leaves ample margin.
 MODP_EXPONENT_BYTES = 64
+
+
+def _modp_2048_parameters() -> DHParameters | None:
+    """Group 14 in OpenSSL, whose exponentiation is constant time (Python's pow() is
+    not). cryptography marks finite-field DH deprecated; group 14 stays a MUST (RFC
+    8247 section 2.4), so without it the plain arithmetic below takes over."""
+    if not _HAVE_FFDH:
+        return None
+    try:
+        return DHParameterNumbers(MODP_2048_PRIME, 2).parameters()
+    except UnsupportedAlgorithm:
+        return None
+
+
+MODP_2048_PARAMETERS = _modp_2048_parameters()
+"""None when the installed cryptography no longer offers finite-field DH."""
 _CURVES: dict[int, tuple[ec.EllipticCurve, int]] = {
     DhGroup.ECP_256: (ec.SECP256R1(), 32),
     DhGroup.ECP_384: (ec.SECP384R1(), 48),
@@ -246,13 +280,7 @@ class KeyExchange:
     def __init__(self, group: int, private_value: bytes | None = None) -> None:
         self.group = group
         if group == DhGroup.MODP_2048:
-            # Plain modular exponentiation: the cryptography package is retiring
-            # finite-field DH, and group 14 stays a MUST for interoperability.
-            raw = private_value if private_value is not None else os.urandom(MODP_EXPONENT_BYTES)
-            self._modp_x = int.from_bytes(raw, "big")
-            if not 1 < self._modp_x < MODP_2048_PRIME - 1:
-                raise CryptoError("MODP private exponent out of range")
-            self.public_key = pow(2, self._modp_x, MODP_2048_PRIME).to_bytes(256, "big")
+            self._init_modp(private_value)
         elif group in _CURVES:
             curve, size = _CURVES[group]
             if private_value is None:
@@ -269,6 +297,26 @@ class KeyExchange:
             self.public_key = self._x25519.public_key().public_bytes_raw()
         else:
             raise UnsupportedTransform(f"Diffie-Hellman group {group} is not supported")
+
+    def _init_modp(self, private_value: bytes | None) -> None:
+        params = MODP_2048_PARAMETERS
+        self._modp_key: DHPrivateKey | None = None
+        if params is not None and private_value is None:
+            # OpenSSL picks the exponent (2x the group's strength, SP 800-56A 5.6.1.1.1).
+            self._modp_key = params.generate_private_key()
+            y = self._modp_key.public_key().public_numbers().y
+            self.public_key = y.to_bytes(256, "big")
+            return
+        raw = private_value if private_value is not None else os.urandom(MODP_EXPONENT_BYTES)
+        self._modp_x = int.from_bytes(raw, "big")
+        if not 1 < self._modp_x < MODP_2048_PRIME - 1:
+            raise CryptoError("MODP private exponent out of range")
+        # A given exponent (test vectors) or no OpenSSL group: plain arithmetic.
+        y = pow(2, self._modp_x, MODP_2048_PRIME)
+        self.public_key = y.to_bytes(256, "big")
+        if params is not None:
+            numbers = DHPublicNumbers(y, params.parameter_numbers())
+            self._modp_key = DHPrivateNumbers(self._modp_x, numbers).private_key()
 
     @staticmethod
     def public_key_length(group: int) -> int:
@@ -292,7 +340,12 @@ class KeyExchange:
             # RFC 7296 section 5 / RFC 6989: refuse 0, 1, p-1 and values >= p.
             if not 1 < y < MODP_2048_PRIME - 1:
                 raise CryptoError("MODP public value out of range")
-            return pow(y, self._modp_x, MODP_2048_PRIME).to_bytes(256, "big")
+            if self._modp_key is None:
+                return pow(y, self._modp_x, MODP_2048_PRIME).to_bytes(256, "big")
+            params = self._modp_key.parameters().parameter_numbers()
+            peer_dh = DHPublicNumbers(y, params).public_key()
+            # cryptography pads g^ir to the prime's length, as section 3.4 wants.
+            return self._modp_key.exchange(peer_dh)
         if self.group in _CURVES:
             curve, _ = _CURVES[self.group]
             try:

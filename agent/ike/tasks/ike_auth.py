@@ -1,5 +1,6 @@
-"""IKE_AUTH with a pre-shared key (RFC 7296 sections 1.2, 2.15) and the first child SA
-(section 2.17 keys, section 2.9 traffic selector narrowing)."""
+"""IKE_AUTH with a pre-shared key (RFC 7296 sections 1.2, 2.15) or RFC 7427 signatures,
+and the first child SA (section 2.17 keys, section 2.9 traffic selector narrowing).
+EAP (section 2.16) is refused; authentication failures follow section 2.21.2."""
 
 from __future__ import annotations
 
@@ -209,10 +210,23 @@ class IkeAuth:
             _verify_peer(self.sa, id_payload, auth, payloads)
         except ProtocolError as exc:
             self.sa.fail(str(exc), exc.notify)
+            self._tell_peer_auth_failed(message.header.message_id + 1)
             return Outcome.FAILED
         self.sa.established(Identity.from_payload(id_payload))
         self._child(payloads, errors)
         return Outcome.DONE
+
+    def _tell_peer_auth_failed(self, message_id: int) -> None:
+        """Section 2.21.2: the responder believes the SA is up, so an initiator that
+        refuses its authentication says so in a separate INFORMATIONAL request. It is
+        sent once and its answer is not awaited: our side of the SA is already gone."""
+        request = self.sa.build_message(
+            ExchangeType.INFORMATIONAL,
+            message_id,
+            False,
+            [NotifyPayload(NotifyType.AUTHENTICATION_FAILED)],
+        )
+        self.sa.send(request)
 
     def _child(self, payloads: list[Payload], errors: list[NotifyPayload]) -> None:
         child = self.sa.config.child
@@ -259,7 +273,7 @@ def respond(sa: IkeSa, message: Message, payloads: list[Payload]) -> tuple[list[
     if first(payloads, EapPayload) is not None or first(payloads, AuthPayload) is None:
         # Section 2.16: no AUTH payload means the initiator wants EAP, which we do not offer.
         sa.fail(
-            "AUTHENTICATION_FAILED: initiator asks for EAP, only PSK is configured",
+            "AUTHENTICATION_FAILED: initiator asks for EAP, which is not offered",
             NotifyType.AUTHENTICATION_FAILED,
         )
         return [NotifyPayload(NotifyType.AUTHENTICATION_FAILED)], True

@@ -9,7 +9,7 @@ from ..child_sa import ChildSa, ChildSaInput, ChildSaState
 from ..constants import ExchangeType, NotifyType, ProtocolId, enum_name
 from ..events import PeerErrorNotify
 from ..message import Message
-from ..payloads import DeletePayload, Payload
+from ..payloads import DeletePayload, NotifyPayload, Payload
 from ..states import IkeSaInput, IkeSaState
 from ..task_manager import Outcome
 from .ike_init import error_notifies
@@ -91,6 +91,14 @@ class Liveness:
 
 def respond(sa: IkeSa, payloads: list[Payload]) -> list[Payload]:
     """Responder side of any INFORMATIONAL request."""
+    if sa.state is IkeSaState.ESTABLISHED and any(
+        isinstance(p, NotifyPayload) and p.notify_type == NotifyType.AUTHENTICATION_FAILED
+        for p in payloads
+    ):
+        # Section 2.21.2: the initiator refused our authentication after we answered its
+        # IKE_AUTH; it has dropped the SA, so ours and its children go too.
+        sa.finish_delete("AUTHENTICATION_FAILED: the peer refused our authentication")
+        return []
     report_errors(sa, payloads, "reported by peer")
     deletes = [p for p in payloads if isinstance(p, DeletePayload)]
     if any(d.protocol == ProtocolId.IKE for d in deletes):

@@ -23,8 +23,13 @@ from vpnfleet.agent.ike.events import (
 )
 from vpnfleet.agent.ike.gate import IkeResponderGate
 from vpnfleet.agent.ike.ike_sa import IkeSa
-from vpnfleet.agent.ike.message import IkeHeader, parse_message, serialize_payloads
-from vpnfleet.agent.ike.payloads import DeletePayload, NotifyPayload
+from vpnfleet.agent.ike.message import (
+    IkeHeader,
+    parse_message,
+    serialize_message,
+    serialize_payloads,
+)
+from vpnfleet.agent.ike.payloads import DeletePayload, NotifyPayload, RawPayload
 from vpnfleet.agent.ike.states import IkeSaState, Role
 
 from ike_peers import LEFT, RIGHT, left_right
@@ -225,3 +230,46 @@ def test_a_half_open_responder_expires_on_its_timer() -> None:
     assert isinstance(event, IkeSaFailed)
     assert event.reason == "half-open IKE SA expired: no IKE_AUTH request within 30 s"
     assert right.get_timer() is None and g.half_open(NOW + 30.0) == 0
+
+
+def test_unsupported_critical_payload_in_ike_sa_init_is_answered() -> None:
+    """RFC 7296 section 2.5: a request with an unknown payload marked critical is
+    rejected with UNSUPPORTED_CRITICAL_PAYLOAD naming the type; no SA is created, and
+    the initiator fails with that reason."""
+    left = initiator()
+    message = parse_message(first_request(left))
+    with_critical = serialize_message(
+        message.header, [*message.payloads, RawPayload(200, b"\x01\x02", critical=True)]
+    )
+    g = gate()
+    decision = g.receive_datagram(with_critical, LEFT, NOW)
+    assert decision.sa is None and decision.reply is not None
+    assert decision.reason.startswith("malformed: payload type 200 at offset ")
+    reply = parse_message(decision.reply)
+    assert reply.header.is_response and not reply.header.is_initiator
+    assert (reply.header.spi_i, reply.header.spi_r) == (left.spi_i, bytes(8))
+    assert (reply.header.exchange_type, reply.header.message_id) == (ExchangeType.IKE_SA_INIT, 0)
+    assert reply.payloads == [NotifyPayload(NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD, bytes([200]))]
+    left.receive_datagram(decision.reply, RIGHT, NOW)
+    (failed,) = [e for e in iter(left.next_event, None) if isinstance(e, IkeSaFailed)]
+    assert failed.reason == "UNSUPPORTED_CRITICAL_PAYLOAD: refused by peer"
+
+
+def test_higher_major_version_is_answered_with_invalid_major_version() -> None:
+    """RFC 7296 section 2.5: drop it and tell the highest version we speak (2.0) in the
+    reply's header."""
+    request = bytearray(first_request(initiator()))
+    request[17] = 0x30
+    decision = gate().receive_datagram(bytes(request), LEFT, NOW)
+    assert decision.sa is None and decision.reply is not None
+    reply = parse_message(decision.reply)
+    assert (reply.header.major_version, reply.header.minor_version) == (2, 0)
+    assert reply.payloads == [NotifyPayload(NotifyType.INVALID_MAJOR_VERSION)]
+
+
+def test_other_malformed_first_requests_get_no_answer() -> None:
+    """Section 2.21.4: nothing is sent for garbage that is not a readable IKE_SA_INIT
+    request (an answer would help reflection attacks)."""
+    truncated = first_request(initiator())[:-3]
+    decision = gate().receive_datagram(truncated, LEFT, NOW)
+    assert decision.reply is None and decision.reason.startswith("malformed: ")

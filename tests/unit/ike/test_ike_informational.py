@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from vpnfleet.agent.ike.constants import ExchangeType, NotifyType, ProtocolId
+from vpnfleet.agent.ike.constants import ExchangeType, NotifyType, PayloadType, ProtocolId
 from vpnfleet.agent.ike.errors import LocalError
 from vpnfleet.agent.ike.events import (
     ChildSaDeleted,
@@ -16,7 +16,7 @@ from vpnfleet.agent.ike.events import (
     PeerErrorNotify,
 )
 from vpnfleet.agent.ike.message import parse_message
-from vpnfleet.agent.ike.payloads import DeletePayload, NotifyPayload
+from vpnfleet.agent.ike.payloads import DeletePayload, NotifyPayload, Payload, RawPayload
 from vpnfleet.agent.ike.states import IkeSaState
 
 from ike_peers import Peers
@@ -194,3 +194,45 @@ def test_local_misuse_of_delete_and_liveness_is_named() -> None:
         fresh.check_liveness(peers.now)
     with pytest.raises(LocalError, match="cannot delete an IKE SA in state created"):
         fresh.delete(peers.now)
+
+
+@pytest.mark.parametrize(
+    ("inner", "notify", "data", "reason"),
+    [
+        (
+            [RawPayload(200, b"\x00\x01", critical=True)],
+            NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD,
+            bytes([200]),
+            "payload type 200 at offset 40: unsupported payload marked critical",
+        ),
+        (
+            [RawPayload(PayloadType.NONCE, b"short")],
+            NotifyType.INVALID_SYNTAX,
+            b"",
+            "Nonce at offset 44: nonce of 5 bytes, must be 16..256",
+        ),
+    ],
+    ids=["unsupported-critical", "invalid-syntax"],
+)
+def test_malformed_authenticated_request_is_answered_with_the_error(
+    inner: list[Payload], notify: NotifyType, data: bytes, reason: str
+) -> None:
+    """RFC 7296 sections 2.5 and 2.21.2: a protected request with an unsupported critical
+    payload, or whose payloads are malformed, is rejected whole with a response carrying
+    UNSUPPORTED_CRITICAL_PAYLOAD (naming the type) or INVALID_SYNTAX; the SA stays up
+    and the message ID is used."""
+    peers, _, _ = established()
+    left, right = peers.left.sa, peers.right.sa
+    message_id = left.tasks.next_message_id
+    request = left.build_message(ExchangeType.INFORMATIONAL, message_id, False, inner)
+    peers.deliver(peers.right, request)
+    (response,) = peers.outgoing(peers.right)
+    message = parse_message(response)
+    assert message.header.is_response and message.header.message_id == message_id
+    assert left._open(message, response) == [NotifyPayload(notify, data)]
+    assert right.state is IkeSaState.ESTABLISHED
+    assert right.last_refusal == reason
+    # The retransmitted request gets the same answer; the next ID is taken.
+    peers.deliver(peers.right, request)
+    assert peers.outgoing(peers.right) == [response]
+    assert right.tasks.expected_request_id == message_id + 1

@@ -181,7 +181,7 @@ def test_key_length_must_match() -> None:
     with pytest.raises(NoProposalChosen) as info:
         select_ike(ours, theirs)
     assert str(info.value) == (
-        "NO_PROPOSAL_CHOSEN (IKE): ours [aes128-sha256-prfsha256-modp2048], "
+        "NO_PROPOSAL_CHOSEN: ours [aes128-sha256-prfsha256-modp2048], "
         "theirs [aes256/prfsha256/sha256/modp2048]"
     )
 
@@ -209,7 +209,10 @@ def test_esp_selection_and_esn() -> None:
     theirs = [EspProposal.parse("aes128-sha256").to_proposal(1, b"\x00\x00\x00\x07")]
     chosen, esp = select_esp(ours, theirs)
     assert esp == ours[1] and chosen.spi == b"\x00\x00\x00\x07"
-    with pytest.raises(NoProposalChosen, match=r"ESP\): ours \[aes256gcm16-esn\]"):
+    with pytest.raises(
+        NoProposalChosen,
+        match=r"^NO_PROPOSAL_CHOSEN: ours \[aes256gcm16-esn\], theirs \[aes256gcm16/noesn\]$",
+    ):
         select_esp(
             [ours[0]], [EspProposal.parse("aes256gcm16").to_proposal(1, b"\x00\x00\x00\x01")]
         )

@@ -13,12 +13,14 @@ from typing import TypeVar
 import pytest
 
 from vpnfleet.agent.ike.config import ChildConfig, Identity, IkeConfig, selector
-from vpnfleet.agent.ike.constants import EncrId, NotifyType
+from vpnfleet.agent.ike.constants import EncrId, ExchangeType, NotifyType
 from vpnfleet.agent.ike.errors import LocalError
 from vpnfleet.agent.ike.events import (
+    ChildSaDeleted,
     ChildSaEstablished,
     ChildSaFailed,
     IkeEvent,
+    IkeSaDeleted,
     IkeSaEstablished,
     IkeSaFailed,
 )
@@ -26,6 +28,8 @@ from vpnfleet.agent.ike.ike_sa import IkeSa
 from vpnfleet.agent.ike.message import parse_message
 from vpnfleet.agent.ike.proposals import EspProposal, IkeProposal
 from vpnfleet.agent.ike.states import IkeSaState, Role
+
+from ike_peers import Peers
 
 LEFT = ("192.0.2.1", 500)
 RIGHT = ("192.0.2.2", 500)
@@ -232,7 +236,7 @@ def test_no_common_ike_proposal_names_both_sides() -> None:
     (r_fail,) = events_of(pair.r_events, IkeSaFailed)
     (i_fail,) = events_of(pair.i_events, IkeSaFailed)
     assert r_fail.reason == (
-        "NO_PROPOSAL_CHOSEN (IKE): ours [aes128-sha256-prfsha256-modp2048], "
+        "NO_PROPOSAL_CHOSEN: ours [aes128-sha256-prfsha256-modp2048], "
         "theirs [aes256gcm16/prfsha384/x25519]"
     )
     assert i_fail.reason == (
@@ -283,7 +287,7 @@ def test_child_proposal_mismatch_keeps_the_ike_sa() -> None:
     (r_child,) = events_of(pair.r_events, ChildSaFailed)
     (i_child,) = events_of(pair.i_events, ChildSaFailed)
     assert r_child.reason == (
-        "NO_PROPOSAL_CHOSEN (ESP): ours [chacha20poly1305], theirs [aes128/sha256/noesn]"
+        "NO_PROPOSAL_CHOSEN: ours [chacha20poly1305], theirs [aes128/sha256/noesn]"
     )
     assert i_child.reason == "NO_PROPOSAL_CHOSEN: refused by peer"
 
@@ -472,3 +476,97 @@ def test_initial_contact_reaches_the_responder(initial_contact: bool) -> None:
     assert up_i.initial_contact is False  # only a responder reports what it was told
     assert pair.responder.state is IkeSaState.ESTABLISHED
     assert len(events_of(pair.r_events, ChildSaEstablished)) == 1
+
+
+def test_initiator_refusing_the_responders_auth_tells_it_in_an_informational() -> None:
+    """RFC 7296 section 2.21.2: when the initiator refuses the responder's
+    authentication it sends AUTHENTICATION_FAILED in a separate INFORMATIONAL request,
+    and the responder, which thought the SA established, deletes it and its child."""
+    left = config("left.example", "right.example")
+    impostor = config(
+        "impostor.example", "left.example", local_net="10.2.0.0/16", remote_net="10.1.0.0/16"
+    )
+    peers = Peers(left, impostor)
+    sent: list[tuple[str, bytes]] = []
+
+    def record(sender: str, data: bytes) -> bool:
+        sent.append((sender, data))
+        return False
+
+    peers.left.sa.initiate(peers.right.address, peers.now)
+    peers.run(record)
+    (refused,) = peers.left.of(IkeSaFailed)
+    assert refused.reason == (
+        "AUTHENTICATION_FAILED: peer identity impostor.example, expected right.example"
+    )
+    headers = [(who, parse_message(d).header) for who, d in sent]
+    informational = [
+        h
+        for who, h in headers
+        if who == "left" and h.exchange_type == ExchangeType.INFORMATIONAL and not h.is_response
+    ]
+    assert [h.message_id for h in informational] == [2]
+    (sa,) = peers.right.sas
+    assert sa.state is IkeSaState.DELETED
+    (deleted,) = peers.right.of(IkeSaDeleted)
+    assert deleted.reason == "AUTHENTICATION_FAILED: the peer refused our authentication"
+    (child_gone,) = peers.right.of(ChildSaDeleted)
+    assert child_gone.reason.startswith("IKE SA deleted: AUTHENTICATION_FAILED")
+    # Sent once and not retransmitted: the initiator's SA is already gone.
+    assert peers.left.sa.get_timer() is None
+
+
+def test_an_initiator_asking_for_eap_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 7296 section 2.16: an IKE_AUTH request without AUTH asks for EAP, which is
+    not offered; the responder answers AUTHENTICATION_FAILED and says why."""
+    from vpnfleet.agent.ike.payloads import AuthPayload
+    from vpnfleet.agent.ike.tasks import ike_auth
+
+    build = ike_auth.IkeAuth.build_request
+
+    def without_auth(task: ike_auth.IkeAuth) -> list[object]:
+        return [p for p in build(task) if not isinstance(p, AuthPayload)]
+
+    monkeypatch.setattr(ike_auth.IkeAuth, "build_request", without_auth)
+    left = config("left.example", "right.example")
+    right = config(
+        "right.example", "left.example", local_net="10.2.0.0/16", remote_net="10.1.0.0/16"
+    )
+    peers = Peers(left, right)
+    peers.left.sa.initiate(peers.right.address, peers.now)
+    peers.run()
+    (refused,) = peers.right.of(IkeSaFailed)
+    assert refused.reason == "AUTHENTICATION_FAILED: initiator asks for EAP, which is not offered"
+    assert refused.notify == NotifyType.AUTHENTICATION_FAILED
+    (failed,) = peers.left.of(IkeSaFailed)
+    assert failed.reason == "AUTHENTICATION_FAILED: refused by peer"
+
+
+def test_malformed_ike_auth_request_fails_with_invalid_syntax(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RFC 7296 section 2.21.2: a malformed IKE_AUTH request (checked once it has been
+    decrypted) gets INVALID_SYNTAX alone; the responder's half-open SA fails."""
+    from vpnfleet.agent.ike.constants import PayloadType
+    from vpnfleet.agent.ike.payloads import Payload, RawPayload
+    from vpnfleet.agent.ike.tasks import ike_auth
+
+    build = ike_auth.IkeAuth.build_request
+
+    def with_bad_nonce(task: ike_auth.IkeAuth) -> list[Payload]:
+        return [*build(task), RawPayload(PayloadType.NONCE, b"short")]
+
+    monkeypatch.setattr(ike_auth.IkeAuth, "build_request", with_bad_nonce)
+    left = config("left.example", "right.example")
+    right = config(
+        "right.example", "left.example", local_net="10.2.0.0/16", remote_net="10.1.0.0/16"
+    )
+    peers = Peers(left, right)
+    peers.left.sa.initiate(peers.right.address, peers.now)
+    peers.run()
+    (refused,) = peers.right.of(IkeSaFailed)
+    assert refused.reason.startswith("INVALID_SYNTAX: Nonce at offset ")
+    assert refused.reason.endswith(": nonce of 5 bytes, must be 16..256")
+    (failed,) = peers.left.of(IkeSaFailed)
+    assert failed.reason == "INVALID_SYNTAX: refused by peer"
+    assert failed.notify == NotifyType.INVALID_SYNTAX

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric import x25519
 
+from vpnfleet.agent.ike import transforms
 from vpnfleet.agent.ike.constants import DhGroup
 from vpnfleet.agent.ike.errors import CryptoError, UnsupportedTransform
 from vpnfleet.agent.ike.transforms import MODP_2048_PRIME, KeyExchange
@@ -117,7 +118,15 @@ def test_fresh_keys_agree_and_have_rfc_sizes(group: DhGroup) -> None:
     assert a.shared_secret(b.public_key) == b.shared_secret(a.public_key)
 
 
-def test_modp2048_matches_plain_modular_arithmetic() -> None:
+@pytest.fixture(params=["openssl", "plain"])
+def modp_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Group 14 on OpenSSL, and on the plain-arithmetic fallback."""
+    if request.param == "plain":
+        monkeypatch.setattr(transforms, "MODP_2048_PARAMETERS", None)
+    return str(request.param)
+
+
+def test_modp2048_matches_plain_modular_arithmetic(modp_backend: str) -> None:
     """Group 14 is g=2 over the RFC 3526 prime; check g^xy both ways by hand."""
     x, y = 0x1234567890ABCDEF, 0xFEDCBA0987654321
     a = KeyExchange(DhGroup.MODP_2048, x.to_bytes(8, "big"))
@@ -128,7 +137,7 @@ def test_modp2048_matches_plain_modular_arithmetic() -> None:
 
 
 @pytest.mark.parametrize("bad", [0, 1, MODP_2048_PRIME - 1, MODP_2048_PRIME, 2**2048 - 1])
-def test_modp2048_refuses_degenerate_public_values(bad: int) -> None:
+def test_modp2048_refuses_degenerate_public_values(bad: int, modp_backend: str) -> None:
     with pytest.raises(CryptoError, match="out of range"):
         KeyExchange(DhGroup.MODP_2048).shared_secret(bad.to_bytes(256, "big"))
 
@@ -157,3 +166,30 @@ def test_x25519_public_key_is_raw_u_coordinate() -> None:
     peer = x25519.X25519PrivateKey.generate()
     theirs = peer.exchange(x25519.X25519PublicKey.from_public_bytes(ke.public_key))
     assert ke.shared_secret(peer.public_key().public_bytes_raw()) == theirs
+
+
+def test_modp2048_fresh_keys_never_use_variable_time_pow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Group 14 with a fresh private exponent runs in OpenSSL (constant time), not in
+    Python's pow(), whose timing depends on the exponent's bits."""
+
+    def no_pow(*args: object) -> object:
+        raise AssertionError("pow() used for group 14")
+
+    peer = KeyExchange(DhGroup.MODP_2048)
+    monkeypatch.setattr(transforms, "pow", no_pow, raising=False)
+    ours = KeyExchange(DhGroup.MODP_2048)
+    shared = ours.shared_secret(peer.public_key)
+    assert shared == peer.shared_secret(ours.public_key)
+    assert len(shared) == len(ours.public_key) == 256
+
+
+def test_modp2048_without_finite_field_dh_in_cryptography(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Should cryptography drop finite-field DH, group 14 (a MUST of RFC 8247) still
+    works, on plain modular arithmetic; both ways agree with each other."""
+    monkeypatch.setattr(transforms, "MODP_2048_PARAMETERS", None)
+    ours = KeyExchange(DhGroup.MODP_2048)
+    monkeypatch.undo()
+    theirs = KeyExchange(DhGroup.MODP_2048)
+    assert ours.shared_secret(theirs.public_key) == theirs.shared_secret(ours.public_key)
