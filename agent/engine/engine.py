@@ -21,6 +21,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from ..esp.sa import RekeyRequested, SaExpired
 from ..esp.sad import SadEvent
@@ -29,8 +30,9 @@ from ..ike.gate import IkeResponderGate
 from ..ike.ike_sa import IkeSa
 from ..ike.message import parse_message
 from ..ike.states import IkeSaState, Role
-from ..io.dataplane import DataPlane
+from ..io.dataplane import DataPlane, RawEspSender
 from ..io.dataplane_model import Acquire
+from ..io.rawesp import RawEspHandler
 from ..io.tun import TunDevice
 from ..io.udp import (
     IKE_PORT,
@@ -56,6 +58,18 @@ EndpointFactory = Callable[[IkeHandler, EspHandler], DatagramEndpoint]
 """Makes the endpoint given the engine's receive callbacks (real sockets or memory)."""
 
 
+class RawEspChannel(RawEspSender, Protocol):
+    """A raw IP protocol 50 socket (``rawesp.RawEspSocket``) as the engine uses it."""
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+RawEspFactory = Callable[[RawEspHandler], RawEspChannel]
+"""Makes the raw ESP socket given the data plane's receive callback."""
+
+
 class Engine(PeerChanges):
     def __init__(
         self,
@@ -72,11 +86,14 @@ class Engine(PeerChanges):
         keylog: KeyLog | None = None,
         own_mark: int | None = None,
         ike_credentials: translate.IkeCredentials | None = None,
+        make_raw: RawEspFactory | None = None,
     ) -> None:
         """``own_mark``: the firewall mark the endpoint's sockets carry, without which
         transport-mode peers are not routed into the TUN (their IKE would follow).
         ``ike_credentials``: this agent's IKE certificate and key, for the peers that
-        authenticate with certificates (without them such peers report an error)."""
+        authenticate with certificates (without them such peers report an error).
+        ``make_raw``: the raw ESP socket for peers with no NAT between us (RFC 7296
+        section 2.23); without it ESP always travels in UDP 4500."""
         self.tun = tun
         self.ike_credentials = ike_credentials
         self.keylog = keylog
@@ -88,6 +105,8 @@ class Engine(PeerChanges):
         )
         self.underlay_mtu = underlay_mtu
         self._make_endpoint = make_endpoint
+        self._make_raw = make_raw
+        self.raw: RawEspChannel | None = None
         self._scheduler = scheduler
         self._rng = rng or random.Random()
         self._wall = wall_clock
@@ -145,8 +164,13 @@ class Engine(PeerChanges):
         )
         self.endpoint = self._make_endpoint(self._on_ike, self.dp.receive_esp)
         self.dp.attach(self.endpoint)
+        if self._make_raw is not None:
+            self.raw = self._make_raw(self.dp.receive_raw_esp)
+            self.dp.attach(raw=self.raw)
         if self._live:
             self.endpoint.start()
+            if self.raw is not None:
+                self.raw.start()
             self.dp.start()
             self.keepalive = KeepaliveScheduler(self.endpoint)
             self.keepalive.start()
@@ -171,6 +195,8 @@ class Engine(PeerChanges):
             await self.routes.remove_all()
         if self.endpoint is not None:
             self.endpoint.close()
+        if self.raw is not None:
+            self.raw.close()
         for waiters in self._waiters.values():
             for fut in waiters:
                 if not fut.done():

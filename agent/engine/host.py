@@ -18,6 +18,7 @@ import socket
 from dataclasses import dataclass
 from types import TracebackType
 
+from ..io.rawesp import RawEspHandler, RawEspSocket
 from ..io.routes import Routing
 from ..io.tun import LinuxTun, TunError
 from ..io.udp import DatagramEndpoint, EspHandler, IkeHandler, UdpEndpoint
@@ -106,9 +107,10 @@ def source_address(remote: str) -> str | None:
 
 class HostEngine:
     """``async with HostEngine(events) as engine``: the engine with a LinuxTun, a
-    UdpEndpoint on 0.0.0.0:500/4500 whose sockets carry ``own_mark`` and netlink routes,
-    all released on exit (the TUN device disappears with its routes when the file
-    descriptor closes; the engine removes its policy-routing rules when it stops)."""
+    UdpEndpoint on 0.0.0.0:500/4500 and a raw ESP socket, all carrying ``own_mark``,
+    and netlink routes, all released on exit (the TUN device disappears with its routes
+    when the file descriptor closes; the engine removes its policy-routing rules when it
+    stops)."""
 
     def __init__(
         self,
@@ -133,6 +135,9 @@ class HostEngine:
         self.engine: Engine | None = None
         self._routing: Routing | None = None
         self._tun: LinuxTun | None = None
+
+    def _raw_esp(self, on_esp: RawEspHandler) -> RawEspSocket:
+        return RawEspSocket(on_esp, host=self.listen, mark=self.own_mark)
 
     def _endpoint(self, on_ike: IkeHandler, on_esp: EspHandler) -> DatagramEndpoint:
         return UdpEndpoint(
@@ -159,12 +164,15 @@ class HostEngine:
                 keylog=self.keylog,
                 own_mark=self.own_mark,
                 ike_credentials=self.ike_credentials,
+                make_raw=self._raw_esp,
             )
             await self.engine.start()
         except BaseException:
             await self._close()
             raise
-        log.info("data plane on %s, UDP %d/%d", self._tun.name, self.ike_port, self.natt_port)
+        log.info(
+            "data plane on %s, UDP %d/%d, raw ESP", self._tun.name, self.ike_port, self.natt_port
+        )
         return self.engine
 
     async def __aexit__(

@@ -33,9 +33,8 @@ from ..ike.events import (
 )
 from ..ike.ike_sa import IkeSa
 from ..ike.states import IkeSaState
-from ..io.dataplane import DataPlane
-from ..io.dataplane_model import Encap
-from ..io.udp import NATT_PORT, Address
+from ..io.dataplane import DataPlane, RawEspSender
+from ..io.udp import Address
 from ..sink import RekeyOutcome, RekeyTarget
 from . import translate
 from .clock import Scheduler
@@ -56,6 +55,7 @@ class SaLifecycle:
     state and the I/O these methods use."""
 
     dp: DataPlane | None
+    raw: RawEspSender | None
     sessions: dict[str, PeerSession]
     _rng: random.Random
     _wall: Callable[[], float]
@@ -181,12 +181,12 @@ class SaLifecycle:
         inbound, outbound = translate.sa_params(
             event, translate.child_lifetime(session.peer), session.local, remote
         )
-        dest: Address = sa.peer if (sa.encap and sa.peer) else (remote, NATT_PORT)
+        dest, encap, path = translate.esp_path(sa.encap, sa.peer, remote, self.raw is not None)
         local = session.local if inbound.mode is EspMode.TRANSPORT else None
         old = session.child
         handover = (
             old is not None
-            and old.path == (dest, local)
+            and old.path == (path, local)
             and old.mode == event.mode
             and any(s is not sa for s in session.replacing)
         )
@@ -217,7 +217,7 @@ class SaLifecycle:
                 inbound,
                 outbound,
                 dest,
-                encap=Encap.UDP,
+                encap=encap,
                 local=local,
                 local_ts=translate.esp_selectors(event.local_ts),
                 remote_ts=translate.esp_selectors(event.remote_ts),
@@ -232,7 +232,7 @@ class SaLifecycle:
             translate.describe_selectors(event.local_ts),
             translate.describe_selectors(event.remote_ts),
             self._wall(),
-            path=(dest, local),
+            path=(path, local),
         )
         session.rekeying_child = session.awaiting_activation = None
         session.peer_holds_nothing = False

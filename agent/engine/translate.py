@@ -29,7 +29,9 @@ from ..ike.events import ChildSaEstablished
 from ..ike.payloads import TrafficSelector as IkeTrafficSelector
 from ..ike.proposals import EspProposal, IkeProposal
 from ..ike.signatures import CertificateAuth, SigningKey, identity_in_certificate
+from ..io.dataplane_model import Encap
 from ..io.routes import AEAD_GCM16, CBC_SHA256, CBC_SHA384, CBC_SHA512, EspOverhead
+from ..io.udp import NATT_PORT
 from ..plan import (
     AgentPlan,
     AuthMethod,
@@ -443,3 +445,18 @@ def describe_selectors(selectors: tuple[IkeTrafficSelector, ...]) -> tuple[str, 
             text += f"[{s.ip_protocol}/{s.start_port}-{s.end_port}]"
         out.append(text)
     return tuple(out)
+
+
+def esp_path(
+    encap: bool, ike_peer: tuple[str, int] | None, remote: str, raw: bool
+) -> tuple[str | tuple[str, int], Encap, tuple[str, int]]:
+    """Where a child SA's ESP goes: (the data plane's peer argument, its encapsulation,
+    the path recorded for hand-overs). With a NAT found (or faked by force_encap) ESP
+    follows the IKE SA to its NAT-T port in UDP (RFC 3948); without one it is plain IP
+    protocol 50 (RFC 7296 section 2.23) when the engine has a raw ESP socket, else UDP
+    to port 4500 (in-memory tests, where both ends then agree on UDP)."""
+    if encap and ike_peer is not None:
+        return ike_peer, Encap.UDP, ike_peer
+    if raw:
+        return remote, Encap.RAW, (remote, 0)
+    return (remote, NATT_PORT), Encap.UDP, (remote, NATT_PORT)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from vpnfleet.agent.hollow import sample_plan
+from vpnfleet.protos.hashing import plan_content_hash
 
 pytestmark = pytest.mark.netns
 
@@ -39,6 +40,7 @@ class Lab:
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
     namespaces: dict[str, str] = field(default_factory=dict)
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    force_encap: bool = False
 
     def build(self) -> None:
         for host in ("a", "b"):
@@ -64,6 +66,10 @@ class Lab:
         msg = sample_plan(
             host, UNDERLAY[host], SITE[host][0], [(other, UNDERLAY[other], SITE[other][0])]
         )
+        if self.force_encap:
+            for peer in msg.peers:
+                peer.nat.force_encap = True
+            msg.content_hash = plan_content_hash(msg)
         path = self.directory / f"{host}.plan"
         path.write_bytes(msg.SerializeToString(deterministic=True))
         return path
@@ -137,7 +143,28 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
 CHILD_LINE = r"child b: installed in \w+ out \w+ packets_in=(\d+) packets_out=(\d+)"
 
 
-def test_two_agents_ping_through_the_tunnel(lab: Lab) -> None:
+def count_arrivals(netns: str) -> None:
+    """nftables counters of what arrives in ``netns``: ESP over IP and ESP/IKE in UDP."""
+    sh(f"ip netns exec {netns} nft add table inet vft")
+    hook = "{ type filter hook input priority 0 ; }"
+    subprocess.run(
+        ["ip", "netns", "exec", netns, "nft", f"add chain inet vft in {hook}"], check=True
+    )
+    for match, name in (("udp dport 4500", "udp4500"), ("meta l4proto esp", "esp")):
+        rule = f'add rule inet vft in {match} counter comment "{name}"'
+        subprocess.run(["ip", "netns", "exec", netns, "nft", rule], check=True)
+
+
+def arrivals(netns: str) -> dict[str, int]:
+    listing = sh(f"ip netns exec {netns} nft list chain inet vft in").stdout
+    found = re.findall(r"counter packets (\d+) bytes \d+ comment \"(\w+)\"", listing)
+    return {name: int(packets) for packets, name in found}
+
+
+@pytest.mark.parametrize("force_encap", [False, True], ids=["no-nat", "force-encap"])
+def test_two_agents_ping_through_the_tunnel(lab: Lab, force_encap: bool) -> None:
+    lab.force_encap = force_encap
+    count_arrivals(lab.namespaces["b"])
     lab.start("b")
     lab.start("a")
     lab.wait_for("a", r"event child_up b")
@@ -159,6 +186,13 @@ def test_two_agents_ping_through_the_tunnel(lab: Lab) -> None:
     assert packets is not None
     assert int(packets.group(1)) >= 5 and int(packets.group(2)) >= 5
     assert "integrity_failures=0 replay_drops=0" in line
+    # No NAT between them: ESP goes straight over IP (protocol 50, RFC 7296 section
+    # 2.23); force_encap fakes a NAT (strongSwan's encap=yes), so it goes in UDP 4500.
+    seen = arrivals(lab.namespaces["b"])
+    if force_encap:
+        assert seen["udp4500"] >= 5 and seen["esp"] == 0, seen
+    else:
+        assert seen["esp"] >= 5 and seen["udp4500"] == 0, seen
     assert lab.kill("a") == 0 and lab.kill("b") == 0
     # The TUN device and its routes go with the process.
     links = sh(f"ip -n {lab.namespaces['a']} link show").stdout

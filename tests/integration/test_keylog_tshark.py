@@ -62,7 +62,7 @@ class KeyLogLab(Lab):
             # IKE_SA_INIT (exchange type 34, octet 18 of the IKE header) is left out: the
             # initiator may have to repeat it while the responder's socket is still
             # closed, and those extra packets would end the count before the pings do.
-            *("-f", "(udp port 500 and udp[26] != 34) or udp port 4500"),
+            *("-f", "(udp port 500 and udp[26] != 34) or udp port 4500 or ip proto 50"),
             *("-s", "0", "-c", str(count)),
             *("-w", str(pcap)),
         ]

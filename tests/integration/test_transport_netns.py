@@ -5,9 +5,9 @@ sockets carry a firewall mark that policy routing sends by the main table (RFC 4
 section 3.1.1 for the mode; the bypass is what keeps ESP from being encapsulated again).
 
 Ping and an iperf3 TCP transfer between the underlay addresses must cross ESP: the child
-SA counters move, and a capture on the veth shows IKE and UDP-encapsulated ESP only
-(RFC 3948), never the cleartext ICMP or TCP. Every namespace and process is removed at the
-end, also on failure.
+SA counters move, and a capture on the veth shows IKE and ESP only (straight over IP, as
+there is no NAT between them: RFC 7296 section 2.23), never the cleartext ICMP or TCP.
+Every namespace and process is removed at the end, also on failure.
 """
 
 from __future__ import annotations
@@ -181,7 +181,8 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
 
 def wire_summary(pcap: Path) -> tuple[Counter[str], int]:
     """What crossed the veth between the two underlay addresses, one word per captured
-    packet: ``ike``, ``esp`` (UDP 4500 without the non-ESP marker), or what else it was;
+    packet: ``ike``, ``esp`` (IP protocol 50, or UDP 4500 without the non-ESP marker), or
+    what else it was;
     and the bytes of ESP frames (a UDP GSO send is captured as one frame before the
     kernel splits it, so frames undercount datagrams but bytes do not)."""
     fields = ["frame.len", "ip.src", "ip.dst", "ip.proto", "udp.srcport", "udp.dstport"]
@@ -201,7 +202,7 @@ def wire_summary(pcap: Path) -> tuple[Counter[str], int]:
             seen["other" if src or dst else "not-ip"] += 1
             continue
         ports = {sport, dport}
-        if proto == "17" and "4500" in ports and spi:
+        if spi and (proto == "50" or (proto == "17" and "4500" in ports)):
             seen["esp"] += 1
             esp_bytes += int(length)
         elif proto == "17" and ports <= {"500", "4500"}:

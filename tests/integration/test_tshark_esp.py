@@ -188,9 +188,10 @@ def esp_capture() -> Iterator[EspCapture]:
 
 @dataclass(frozen=True)
 class EspVerdict:
-    """What tshark made of one ESP-in-UDP packet."""
+    """What tshark made of one ESP packet, in UDP or straight over IP."""
 
-    ports: tuple[int, int]
+    ports: tuple[int, int] | None
+    """UDP source and destination ports; None for ESP over IP (protocol 50)."""
     udp_encap: bool
     spi: int
     seq: int
@@ -215,7 +216,11 @@ def esp_verdicts(pcap: Path, options: list[str]) -> list[EspVerdict]:
         sources, destinations = packet.get("ip.src", []), packet.get("ip.dst", [])
         verdicts.append(
             EspVerdict(
-                ports=(int(packet["udp.srcport"][0]), int(packet["udp.dstport"][0])),
+                ports=(
+                    (int(packet["udp.srcport"][0]), int(packet["udp.dstport"][0]))
+                    if "udp.srcport" in packet
+                    else None
+                ),
                 udp_encap="udpencap" in packet,
                 spi=int(packet["esp.spi"][0], 16),
                 seq=int(packet["esp.sequence"][0]),

@@ -12,6 +12,7 @@ from vpnfleet.agent.engine import translate
 from vpnfleet.agent.engine.host import data_plane_choice
 from vpnfleet.agent.esp.spd import Action
 from vpnfleet.agent.ike.constants import IdType
+from vpnfleet.agent.io.dataplane_model import Encap
 from vpnfleet.agent.io.routes import AEAD_GCM16, CBC_SHA512
 from vpnfleet.agent.plan import (
     Identity,
@@ -142,3 +143,25 @@ def test_data_plane_is_opt_in_outside_a_named_namespace() -> None:
         assert "network namespace" in auto.reason
     else:
         assert "plan only" in auto.reason
+
+
+def test_esp_path_follows_nat_detection() -> None:
+    """RFC 7296 section 2.23 / RFC 3948: ESP in UDP to the IKE SA's NAT-T address once a
+    NAT was found; straight over IP (protocol 50) without one, if there is a raw socket."""
+    ike_peer = ("198.51.100.2", 4500)
+    assert translate.esp_path(True, ike_peer, "198.51.100.2", raw=True) == (
+        ike_peer,
+        Encap.UDP,
+        ike_peer,
+    )
+    assert translate.esp_path(False, ("198.51.100.2", 500), "198.51.100.2", raw=True) == (
+        "198.51.100.2",
+        Encap.RAW,
+        ("198.51.100.2", 0),
+    )
+    # No raw socket (the in-memory network): both ends then use UDP 4500.
+    assert translate.esp_path(False, None, "198.51.100.2", raw=False) == (
+        ("198.51.100.2", 4500),
+        Encap.UDP,
+        ("198.51.100.2", 4500),
+    )
