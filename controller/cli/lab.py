@@ -154,10 +154,15 @@ def lab_down(ctx: Ctx, name: str, output: str) -> None:
     if output == "json":
         click.echo(json.dumps(result.to_json()))
     elif result.anything:
-        out.print(
-            f"lab {escape(name)} removed: {len(result.namespaces)} namespaces, "
-            f"{len(result.links)} links, {result.processes} processes"
+        removed = ", ".join(
+            f"{n} {one if n == 1 else many}"
+            for n, one, many in (
+                (len(result.namespaces), "namespace", "namespaces"),
+                (len(result.links), "link", "links"),
+                (result.processes, "process", "processes"),
+            )
         )
+        out.print(f"lab {escape(name)} removed: {removed}")
     else:
         out.print(f"no lab {escape(name)} here: nothing to remove")
 
