@@ -14,6 +14,14 @@ from .payloads import IdPayload, TrafficSelector
 from .proposals import EspProposal, IkeProposal
 from .signatures import CertificateAuth
 
+DEFAULT_FRAGMENT_SIZE = 1280
+"""RFC 7383 section 2.5.1 suggests 1280 bytes for IPv6 and 576 for IPv4 when nothing is
+known of the path; 1280 for both is the common default (strongSwan's too): 576 would
+split most certificate exchanges for no gain on today's paths."""
+MIN_FRAGMENT_SIZE = 256
+"""Below this an IPv6 fragment with the widest ICV would carry almost nothing."""
+MAX_FRAGMENT_SIZE = 65535
+
 
 @dataclass(frozen=True)
 class Identity:
@@ -104,6 +112,12 @@ class IkeConfig:
     accepted_psks: tuple[bytes, ...] = field(default=(), repr=False)
     """Further pre-shared keys the peer's AUTH may be computed with (section 2.15) while
     both ends move to a new key; our own AUTH always uses ``psk``."""
+    fragmentation: bool = True
+    """Announce IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383 section 2.3) and fragment large
+    encrypted messages when the peer announced it too."""
+    fragment_size: int = DEFAULT_FRAGMENT_SIZE
+    """The largest IP datagram an IKE message may travel in before it is sent as
+    fragments (RFC 7383 section 2.5.1), IP and UDP headers included."""
 
     def __post_init__(self) -> None:
         if not self.ike_proposals:
@@ -118,6 +132,11 @@ class IkeConfig:
             raise LocalError(f"half_open_timeout must be positive, got {self.half_open_timeout}")
         if self.dpd_delay is not None and self.dpd_delay <= 0:
             raise LocalError(f"dpd_delay must be positive, got {self.dpd_delay}")
+        if not MIN_FRAGMENT_SIZE <= self.fragment_size <= MAX_FRAGMENT_SIZE:
+            raise LocalError(
+                f"fragment_size must be {MIN_FRAGMENT_SIZE} to {MAX_FRAGMENT_SIZE} bytes, "
+                f"got {self.fragment_size}"
+            )
         names = [c.name for c in self.children]
         if len(set(names)) != len(names):
             raise LocalError(f"child names must be unique, got {names}")

@@ -16,7 +16,7 @@ from collections import deque
 from .child_sa import ChildSa, ChildSaInput, ChildSaState
 from .config import Identity, IkeConfig
 from .constants import ExchangeType, HeaderFlag, NotifyType, enum_name
-from .crypto import SkKeys, decrypt_fragment, encrypt_message, open_message
+from .crypto import SkKeys, encrypt_message, open_message
 from .errors import IkeError, LocalError, ParseError
 from .events import (
     Address,
@@ -27,7 +27,7 @@ from .events import (
     IkeSaFailed,
     IkeSaRekeyed,
 )
-from .fragments import Reassembly
+from .fragments import FragmentInbox, fragment_message, message_limit
 from .keys import IkeSaKeys, derive_ike_sa_keys, rekey_skeyseed, skeyseed
 from .message import IkeHeader, Message, parse_message, parse_payloads, serialize_message
 from .nat import NatResult
@@ -78,15 +78,15 @@ class IkeSa:
         self.deleted_by_peer = False
         """The peer deleted this SA while our crossing rekey still awaited its answer."""
         self.peer_fragmentation = False
-        """The peer announced IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383)."""
+        """Both sides announced IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383 section 2.3):
+        large encrypted messages go as fragments."""
         self.peer_hash_algorithms: tuple[int, ...] = ()
         """The peer's SIGNATURE_HASH_ALGORITHMS (RFC 7427 section 4)."""
         self.half_open_since: float | None = None
         """Responder: when IKE_SA_INIT was answered (the half-open clock, section 2.6)."""
         self.last_heard: float | None = None
         """When the peer last sent an authenticated message (for liveness, section 1.4)."""
-        self._fragments = {False: Reassembly(), True: Reassembly()}
-        """By is-response: requests and responses may be in flight at once."""
+        self._fragments = FragmentInbox(self)
         self._sk_in: SkKeys | None = None
         self._sk_out: SkKeys | None = None
         self._outbox: list[tuple[bytes, Address]] = []
@@ -111,6 +111,7 @@ class IkeSa:
         sa = cls(old.config, Role.INITIATOR if initiator else Role.RESPONDER, old.local)
         sa.spi_i, sa.spi_r = spi_i, spi_r
         sa.peer, sa.nat, sa.remote_identity = old.peer, old.nat, old.remote_identity
+        sa.peer_fragmentation = old.peer_fragmentation  # what IKE_SA_INIT settled stays
         # The rekey exchange belongs to the old SA, so its PRF makes SKEYSEED.
         seed = rekey_skeyseed(old.proposal.prf, old.keys.sk_d, shared, ni, nr)
         sa._install_keys(proposal, seed, ni, nr)
@@ -284,18 +285,9 @@ class IkeSa:
         self.current_datagram = data
         opened: list[Payload] | None = None
         if isinstance(message.encrypted, SkfPayload):
-            if not header.is_response and self.tasks.is_replayed_id(header.message_id):
-                self.tasks.replay_response()
+            opened = self._fragments.receive(message, message.encrypted, data, self._sk_in)
+            if opened is None:
                 return
-            if self._sk_in is None:
-                raise IkeError("encrypted fragment before keys exist")
-            chunk = decrypt_fragment(data, message, self._sk_in)
-            whole = self._fragments[header.is_response].add(
-                header.message_id, message.encrypted, chunk
-            )
-            if whole is None:
-                return
-            opened = parse_payloads(whole[1], whole[0], 0)
         if header.is_response:
             self._receive_response(message, data, now, opened)
         else:
@@ -348,7 +340,7 @@ class IkeSa:
             try:
                 opened = parse_payloads(plaintext, first_inner, offset)
             except ParseError as exc:
-                self._refuse_malformed(header.exchange_type, header.message_id, data, exc)
+                self.refuse_malformed(header.exchange_type, header.message_id, data, exc)
                 return
         payloads = opened if opened is not None else list(message.payloads)
         if self.keys is not None:
@@ -380,9 +372,9 @@ class IkeSa:
         else:
             self.dropped += 1
             return
-        out = self.build_message(header.exchange_type, header.message_id, True, response)
+        out = self.build_datagrams(header.exchange_type, header.message_id, True, response)
         if header.exchange_type == ExchangeType.IKE_SA_INIT and advance:
-            self.init_response = out
+            self.init_response = out[0]
             self.half_open_since = now
             self._transition(IkeSaInput.INIT_DONE)
         self.tasks.respond(header.message_id, data, out, advance=advance)
@@ -398,7 +390,7 @@ class IkeSa:
             raise IkeError("encrypted message before keys exist")
         return open_message(data, message, self._sk_in)
 
-    def _refuse_malformed(
+    def refuse_malformed(
         self, exchange: int, message_id: int, request: bytes, error: ParseError
     ) -> None:
         """Sections 2.5 and 2.21.2: an authenticated request that is malformed, or has an
@@ -408,7 +400,7 @@ class IkeSa:
             notify = NotifyPayload(NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD, error.notify_data)
         else:
             notify = NotifyPayload(NotifyType.INVALID_SYNTAX)
-        out = self.build_message(exchange, message_id, True, [notify])
+        out = self.build_datagrams(exchange, message_id, True, [notify])
         self.tasks.respond(message_id, request, out, advance=True)
         if exchange == ExchangeType.IKE_AUTH and self.state is IkeSaState.INIT_DONE:
             # The initiator cannot be authenticated from a rejected IKE_AUTH request.
@@ -421,19 +413,36 @@ class IkeSa:
     def build_message(
         self, exchange: int, message_id: int, response: bool, payloads: list[Payload]
     ) -> bytes:
-        flags = HeaderFlag.INITIATOR if self.is_initiator else HeaderFlag.NONE
-        if response:
-            flags |= HeaderFlag.RESPONSE
-        spi_r = self.spi_r if self.keys is not None else ZERO_SPI
-        header = IkeHeader(self.spi_i, spi_r, 0, exchange, flags, message_id)
+        header = self._header(exchange, message_id, response)
         if exchange == ExchangeType.IKE_SA_INIT:
             return serialize_message(header, payloads)
         assert self._sk_out is not None
         return encrypt_message(header, payloads, self._sk_out)
 
-    def send(self, data: bytes) -> None:
+    def build_datagrams(
+        self, exchange: int, message_id: int, response: bool, payloads: list[Payload]
+    ) -> tuple[bytes, ...]:
+        """The message, or its SKF fragments if it is too large (RFC 7383 section 2.5)."""
+        whole = self.build_message(exchange, message_id, response, payloads)
+        if exchange == ExchangeType.IKE_SA_INIT or not self.peer_fragmentation:
+            return (whole,)
+        assert self.peer is not None and self._sk_out is not None
+        limit = message_limit(self.config.fragment_size, self.peer, encap=self.encap)
+        if len(whole) <= limit:
+            return (whole,)
+        header = self._header(exchange, message_id, response)
+        return fragment_message(header, payloads, self._sk_out, limit)
+
+    def _header(self, exchange: int, message_id: int, response: bool) -> IkeHeader:
+        flags = HeaderFlag.INITIATOR if self.is_initiator else HeaderFlag.NONE
+        if response:
+            flags |= HeaderFlag.RESPONSE
+        spi_r = self.spi_r if self.keys is not None else ZERO_SPI
+        return IkeHeader(self.spi_i, spi_r, 0, exchange, flags, message_id)
+
+    def send(self, *datagrams: bytes) -> None:
         assert self.peer is not None
-        self._outbox.append((data, self.peer))
+        self._outbox += [(data, self.peer) for data in datagrams]
 
     def set_keys(self, proposal: IkeProposal, shared: bytes, ni: bytes, nr: bytes) -> None:
         """Section 2.14, once g^ir and both nonces are known."""

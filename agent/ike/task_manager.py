@@ -49,13 +49,14 @@ class TaskManager:
         self.next_message_id = 0
         self.now = 0.0
         """The time of the input being handled, for tasks that start work elsewhere."""
-        self._request: bytes | None = None
+        self._request: tuple[bytes, ...] = ()
+        """The request in flight: one datagram, or all its fragments (RFC 7383)."""
         self._tries = 0
         self._deadline: float | None = None
         # The peer's requests.
         self.expected_request_id = 0
         self._last_request: bytes | None = None
-        self._last_response: bytes | None = None
+        self._last_response: tuple[bytes, ...] = ()
         self._last_response_id: int | None = None
 
     # -- exchanges we initiate -----------------------------------------------------
@@ -90,12 +91,12 @@ class TaskManager:
         payloads = self.active.build_request()
         if payloads is None:
             return False
-        self._request = self.sa.build_message(
+        self._request = self.sa.build_datagrams(
             self.active.exchange, self.next_message_id, False, payloads
         )
         self._tries = 0
         self._deadline = now + self.sa.config.retransmit_timeout
-        self.sa.send(self._request)
+        self.sa.send(*self._request)
         return True
 
     def on_response(self, message: Message, payloads: list[Payload], now: float) -> None:
@@ -126,8 +127,9 @@ class TaskManager:
 
     @property
     def sent_request(self) -> bytes | None:
-        """The bytes of the request in flight (AUTH needs its IKE_SA_INIT request)."""
-        return self._request
+        """The bytes of the request in flight (AUTH needs its IKE_SA_INIT request, which
+        is never fragmented)."""
+        return self._request[0] if self._request else None
 
     def on_timer(self, now: float) -> None:
         if self._deadline is None or now < self._deadline or self.active is None:
@@ -143,9 +145,9 @@ class TaskManager:
             )
             return
         self._tries += 1
-        assert self._request is not None
         self._deadline = now + self.sa.config.retransmit_timeout * (2**self._tries)
-        self.sa.send(self._request)
+        # RFC 7383 section 2.6.1: a fragmented request is resent whole, every fragment.
+        self.sa.send(*self._request)
 
     def get_timer(self) -> float | None:
         return self._deadline
@@ -165,13 +167,14 @@ class TaskManager:
         return self._last_response_id is not None and message_id == self._last_response_id
 
     def replay_response(self) -> None:
-        if self._last_response is not None:
-            self.sa.send(self._last_response)
+        self.sa.send(*self._last_response)
 
-    def respond(self, message_id: int, request: bytes, response: bytes, *, advance: bool) -> None:
+    def respond(
+        self, message_id: int, request: bytes, response: tuple[bytes, ...], *, advance: bool
+    ) -> None:
         self._last_request = request
         self._last_response = response
         self._last_response_id = message_id
         if advance:
             self.expected_request_id = message_id + 1
-        self.sa.send(response)
+        self.sa.send(*response)

@@ -101,6 +101,7 @@ class Charon:
         threads: int = 16,
         log_level: int = 1,
         name: str = "charon",
+        fragment_size: int | None = None,
     ) -> None:
         directory = directory / name
         directory.mkdir()
@@ -120,6 +121,7 @@ class Charon:
   reuse_ikesa = no
   ikesa_table_size = 1024
   retransmit_timeout = 1.0
+{f"  fragment_size = {fragment_size}" if fragment_size else ""}
   filelog {{
     charon-log {{
       path = {self.log}
@@ -346,14 +348,22 @@ def our_spec(ike: str, esp: str, *, certs: dict[str, str] | None = None) -> dict
 
 
 @contextmanager
-def interop_setup(log_level: int = 1, threads: int = 16) -> Iterator[tuple[Topology, Charon, Path]]:
+def interop_setup(
+    log_level: int = 1, threads: int = 16, fragment_size: int | None = None
+) -> Iterator[tuple[Topology, Charon, Path]]:
     """Namespaces + charon; torn down whatever happens."""
     directory = Path(tempfile.mkdtemp(prefix="vf-interop-"))
     topology: Topology | None = None
     charon: Charon | None = None
     try:
         topology = Topology()
-        charon = Charon(topology.charon_ns, directory, log_level=log_level, threads=threads)
+        charon = Charon(
+            topology.charon_ns,
+            directory,
+            log_level=log_level,
+            threads=threads,
+            fragment_size=fragment_size,
+        )
         yield topology, charon, directory
     finally:
         if charon is not None:

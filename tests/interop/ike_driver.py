@@ -62,6 +62,7 @@ def load_config(spec: dict[str, Any]) -> IkeConfig:
         ),
         retransmit_timeout=1.0,
         certificates=certificates,
+        fragment_size=int(spec.get("fragment_size", IkeConfig.fragment_size)),
     )
 
 

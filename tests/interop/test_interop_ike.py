@@ -86,7 +86,12 @@ class Lab:
         self.ours: OurPeer | None = None
 
     def load(
-        self, ike: str, *, charon_initiates: bool, certs: dict[str, str] | None = None
+        self,
+        ike: str,
+        *,
+        charon_initiates: bool,
+        certs: dict[str, str] | None = None,
+        fragment_size: int | None = None,
     ) -> None:
         session = self.charon.session()
         if certs is None:
@@ -104,9 +109,14 @@ class Lab:
         if certs is not None:
             # vici takes the certificate itself, where swanctl.conf names a file.
             conn["net-ike"]["local"]["certs"] = [Path(certs["charon_cert"]).read_bytes()]
+        if fragment_size is not None:
+            conn["net-ike"]["fragmentation"] = "yes"  # RFC 7383, announced and used
         session.load_conn(conn)
         ours = {k: v for k, v in (certs or {}).items() if k in ("cert", "key", "ca")}
-        self.ours = OurPeer(self.topology.our_ns, self.dir, our_spec(ike, esp, certs=ours))
+        spec = our_spec(ike, esp, certs=ours)
+        if fragment_size is not None:
+            spec["fragment_size"] = fragment_size  # IkeConfig.fragment_size, section 2.5.1
+        self.ours = OurPeer(self.topology.our_ns, self.dir, spec)
 
     @property
     def peer(self) -> OurPeer:
@@ -260,6 +270,52 @@ def test_certificates(lab: Lab, charon_initiates: bool, kind: str, scheme: str) 
     assert_same_sa(lab, ike, child, DEFAULT)
     log = lab.charon.log_text()
     assert f"authentication of 'ours.example' with {scheme} successful" in log
+
+
+FRAGMENT_SIZE = 576
+"""RFC 7383 section 2.5.1's IPv4 size: RSA certificate IKE_AUTH messages exceed it."""
+
+
+@pytest.fixture
+def fragment_lab() -> Iterator[Lab]:
+    """A lab whose charon fragments at FRAGMENT_SIZE too (strongswan.conf fragment_size)."""
+    with interop_setup(log_level=2, fragment_size=FRAGMENT_SIZE) as (topology, charon, directory):
+        lab = Lab(topology, charon, directory)
+        try:
+            yield lab
+        finally:
+            if lab.ours is not None:
+                lab.ours.close()
+
+
+@pytest.mark.parametrize("charon_initiates", [False, True], ids=["ours-init", "charon-init"])
+def test_fragmented_certificate_exchange(fragment_lab: Lab, charon_initiates: bool) -> None:
+    """RFC 7383: with both sides at a 576-byte datagram size, the RSA certificate IKE_AUTH
+    crosses as encrypted fragments both ways (section 2.5) and each side reassembles the
+    other's (section 2.6); charon lists the SA as established."""
+    lab = fragment_lab
+    certs = _certificates(lab.dir, "rsa")
+    lab.load(DEFAULT, charon_initiates=charon_initiates, certs=certs, fragment_size=FRAGMENT_SIZE)
+    ike, child = lab.establish(charon_initiates=charon_initiates)
+    assert_same_sa(lab, ike, child, DEFAULT)
+    log = lab.charon.log_text()
+    assert "authentication of 'ours.example' with RSA_EMSA_PSS_SHA2_256_SALT_32 successful" in log
+    ours_kind = "request" if not charon_initiates else "response"
+    theirs_kind = "response" if not charon_initiates else "request"
+    # charon saw our IKE_AUTH message in fragments and put it back together ...
+    received = re.findall(rf"parsed IKE_AUTH {ours_kind} 1 \[ EF\((\d+)/(\d+)\) \]", log)
+    assert received and {int(total) for _, total in received} == {len(received)}, received
+    assert "reassembled fragmented IKE message" in log
+    # ... and sent its own in fragments, which we reassembled (or the SA would not be up).
+    sent = re.findall(rf"generating IKE_AUTH {theirs_kind} 1 \[ EF\((\d+)/(\d+)\) \]", log)
+    assert len(sent) > 1, sent
+    # Section 2.5.1: every datagram we sent fits 576 bytes with IPv4 and UDP headers and
+    # the non-ESP marker (charon logs the UDP payload after the marker).
+    sizes = [
+        int(n)
+        for n in re.findall(r"received packet: from 192\.0\.2\.1\[\d+\] .*\((\d+) bytes\)", log)
+    ]
+    assert sizes and max(sizes) + 20 + 8 + 4 <= FRAGMENT_SIZE, sizes
 
 
 @pytest.mark.parametrize("by", ["ours", "charon"])

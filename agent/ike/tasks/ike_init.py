@@ -49,7 +49,7 @@ def note_capabilities(sa: IkeSa, payloads: list[Payload]) -> None:
         if not isinstance(p, NotifyPayload):
             continue
         if p.notify_type == NotifyType.IKEV2_FRAGMENTATION_SUPPORTED:
-            sa.peer_fragmentation = True
+            sa.peer_fragmentation = sa.config.fragmentation
         elif p.notify_type == NotifyType.SIGNATURE_HASH_ALGORITHMS:
             data = p.data[: len(p.data) - len(p.data) % 2]
             sa.peer_hash_algorithms = tuple(
@@ -99,7 +99,8 @@ class IkeInit:
                 self.sa.peer,
                 fake_source=self.sa.config.force_encap,
             )
-        return payloads + capability_notifies()
+        fragmentation, hashes = capability_notifies()
+        return [*payloads, *([fragmentation] if self.sa.config.fragmentation else []), hashes]
 
     def process_response(self, message: Message, payloads: list[Payload]) -> Outcome:
         ours = self.sa.config.ike_proposals
