@@ -331,7 +331,7 @@ def test_down_finds_leftovers_by_name_without_a_record(tmp_path: Path) -> None:
     try:
         res = lab.down()
         assert res.returncode == 0, res.stderr
-        assert "1 namespaces" in res.stdout
+        assert "removed: 1 namespace, 0 links, 0 processes" in res.stdout
     finally:
         subprocess.run(["ip", "netns", "delete", stray], capture_output=True)
     lab.assert_gone()
