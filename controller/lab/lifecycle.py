@@ -292,6 +292,9 @@ async def _build(
     extra = f" and sending {probes} bypass probes" if probes else ""
     progress(f"pinging {len(pairs) - probes} site pairs{extra}")
     pairs = await reach.ping_pairs(pairs, layout)
+    if done:
+        # Once more, so the SA counters shown include the pings that just crossed.
+        status = await operations.fleet_status(fleet, ctl, timeout=2.0)
     seconds["reachability"] = time.monotonic() - mark
     seconds["total"] = time.monotonic() - started
     return UpResult(layout.name, record.path, layout, result, status, done, pairs, seconds)
