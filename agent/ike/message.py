@@ -8,10 +8,11 @@ crypto.py opens it and hands the plaintext back to ``parse_payloads``.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .buffer import Buffer, BufferReadError
+from .buffer import pack
 from .constants import (
     GENERIC_PAYLOAD_HEADER_LENGTH,
     IKE_HEADER_LENGTH,
@@ -37,6 +38,19 @@ from .payloads import (
 
 ENCRYPTED_TYPES = (PayloadType.SK, PayloadType.SKF)
 
+# The section 3.1 header, its fields after the two SPIs, and the section 3.2
+# generic payload header.
+_HEADER = struct.Struct("!8s8sBBBBII")
+_HEADER_AFTER_SPIS = struct.Struct("!BBBBII")
+_GENERIC = struct.Struct("!BBH")
+# Known flag bits of every flags octet; the reserved ones are ignored on receipt
+# (section 3.1). A table, so parsing builds no Flag per message.
+_KNOWN_FLAGS = HeaderFlag.INITIATOR | HeaderFlag.VERSION | HeaderFlag.RESPONSE
+_FLAGS: tuple[HeaderFlag, ...] = tuple(HeaderFlag(value & _KNOWN_FLAGS) for value in range(256))
+_EXCHANGES: dict[int, ExchangeType] = {m.value: m for m in ExchangeType}
+_RESPONSE = int(HeaderFlag.RESPONSE)
+_INITIATOR = int(HeaderFlag.INITIATOR)
+
 
 @dataclass
 class IkeHeader:
@@ -54,23 +68,24 @@ class IkeHeader:
 
     @property
     def is_response(self) -> bool:
-        return bool(self.flags & HeaderFlag.RESPONSE)
+        # Bit tests on plain ints: a Flag operation builds a new Flag each time.
+        return bool(int(self.flags) & _RESPONSE)
 
     @property
     def is_initiator(self) -> bool:
-        return bool(self.flags & HeaderFlag.INITIATOR)
+        return bool(int(self.flags) & _INITIATOR)
 
     def serialize(self) -> bytes:
-        out = Buffer()
-        out.push_bytes(self.spi_i)
-        out.push_bytes(self.spi_r)
-        out.push_uint8(self.next_payload)
-        out.push_uint8((self.major_version << 4) | self.minor_version)
-        out.push_uint8(self.exchange_type)
-        out.push_uint8(int(self.flags))
-        out.push_uint32(self.message_id)
-        out.push_uint32(self.length)
-        return out.data()
+        tail = pack(
+            _HEADER_AFTER_SPIS,
+            self.next_payload,
+            (self.major_version << 4) | self.minor_version,
+            self.exchange_type,
+            int(self.flags),
+            self.message_id,
+            self.length,
+        )
+        return b"".join((self.spi_i, self.spi_r, tail))
 
     @classmethod
     def parse(cls, data: bytes) -> IkeHeader:
@@ -81,15 +96,9 @@ class IkeHeader:
                 payload="IKE header",
                 offset=0,
             )
-        buf = Buffer(data[:IKE_HEADER_LENGTH])
-        spi_i = buf.pull_bytes(8)
-        spi_r = buf.pull_bytes(8)
-        next_payload = buf.pull_uint8()
-        version = buf.pull_uint8()
-        exchange_type = buf.pull_uint8()
-        flags = buf.pull_uint8()
-        message_id = buf.pull_uint32()
-        length = buf.pull_uint32()
+        (spi_i, spi_r, next_payload, version, exchange_type, flags, message_id, length) = (
+            _HEADER.unpack_from(data)
+        )
         major = version >> 4
         if major != IKE_MAJOR_VERSION:
             # RFC 7296 section 2.5: answer with INVALID_MAJOR_VERSION carrying ours.
@@ -112,26 +121,17 @@ class IkeHeader:
                 payload="IKE header",
                 offset=24,
             )
-        # Unknown flag bits are reserved: ignored on receipt (section 3.1).
-        known = HeaderFlag.INITIATOR | HeaderFlag.VERSION | HeaderFlag.RESPONSE
         return cls(
             spi_i,
             spi_r,
             next_payload,
-            _exchange(exchange_type),
-            HeaderFlag(flags & known),
+            _EXCHANGES.get(exchange_type, exchange_type),
+            _FLAGS[flags],
             message_id,
             major,
             version & 0x0F,
             length,
         )
-
-
-def _exchange(value: int) -> int:
-    try:
-        return ExchangeType(value)
-    except ValueError:
-        return value
 
 
 @dataclass
@@ -172,66 +172,72 @@ def parse_payloads(data: bytes, first_type: int, base_offset: int) -> list[Paylo
     """Walk a payload chain that starts with ``first_type`` and must fill ``data``.
 
     ``base_offset`` is the offset of data[0] in the message, so errors point into it.
+    Names are looked up only for errors: this loop runs for every message.
     """
-    buf = Buffer(data, base_offset=base_offset)
+    if type(data) is not bytes:
+        data = bytes(data)
+    end = len(data)
+    pos = 0
     payloads: list[Payload] = []
     next_type = first_type
     while next_type != PayloadType.NONE:
-        start = buf.offset
-        name = payload_name(next_type)
-        try:
-            following = buf.pull_uint8()
-            critical = bool(buf.pull_uint8() & 0x80)  # the other 7 bits are reserved
-            length = buf.pull_uint16()
-        except BufferReadError:
+        start = base_offset + pos
+        if end - pos < GENERIC_PAYLOAD_HEADER_LENGTH:
             raise ParseError(
-                f"generic payload header needs 4 bytes, {buf.remaining} left",
-                payload=name,
+                f"generic payload header needs 4 bytes, {end - pos} left",
+                payload=payload_name(next_type),
                 offset=start,
-            ) from None
+            )
+        following, flags, length = _GENERIC.unpack_from(data, pos)
+        pos += GENERIC_PAYLOAD_HEADER_LENGTH
         if length < GENERIC_PAYLOAD_HEADER_LENGTH:
-            raise ParseError(f"payload length {length} below 4", payload=name, offset=start + 2)
-        if length - GENERIC_PAYLOAD_HEADER_LENGTH > buf.remaining:
             raise ParseError(
-                f"payload length {length} runs past the end of the message "
-                f"({buf.remaining + GENERIC_PAYLOAD_HEADER_LENGTH} bytes left)",
-                payload=name,
+                f"payload length {length} below 4",
+                payload=payload_name(next_type),
                 offset=start + 2,
             )
-        body = buf.pull_bytes(length - GENERIC_PAYLOAD_HEADER_LENGTH)
-        body_offset = start + GENERIC_PAYLOAD_HEADER_LENGTH
+        body_end = pos + length - GENERIC_PAYLOAD_HEADER_LENGTH
+        if body_end > end:
+            raise ParseError(
+                f"payload length {length} runs past the end of the message "
+                f"({end - pos + GENERIC_PAYLOAD_HEADER_LENGTH} bytes left)",
+                payload=payload_name(next_type),
+                offset=start + 2,
+            )
+        body = data[pos:body_end]
+        pos = body_end
         payload: Payload
         if next_type in PAYLOAD_CLASSES:
-            payload = parse_body(next_type, body, body_offset)
-        elif critical:
+            payload = parse_body(next_type, body, start + GENERIC_PAYLOAD_HEADER_LENGTH)
+        elif flags & 0x80:  # the critical bit; the other 7 are reserved
             # RFC 7296 section 2.5: reject the message, naming the payload type.
             raise ParseError(
                 "unsupported payload marked critical",
-                payload=name,
+                payload=payload_name(next_type),
                 offset=start,
                 notify=NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD,
                 notify_data=bytes([next_type]),
             )
         else:
-            payload = RawPayload(next_type, body, critical)
+            payload = RawPayload(next_type, body, False)
         if isinstance(payload, SkPayload | SkfPayload):
             payload.first_inner = following
             payload.offset = start
             payloads.append(payload)
-            if not buf.eof():
+            if pos != end:
                 raise ParseError(
-                    f"{buf.remaining} bytes follow the encrypted payload, which must be last",
-                    payload=name,
-                    offset=buf.offset,
+                    f"{end - pos} bytes follow the encrypted payload, which must be last",
+                    payload=payload_name(next_type),
+                    offset=base_offset + pos,
                 )
             return payloads
         payloads.append(payload)
         next_type = following
-    if not buf.eof():
+    if pos != end:
         raise ParseError(
-            f"{buf.remaining} bytes after the last payload",
+            f"{end - pos} bytes after the last payload",
             payload="payload chain",
-            offset=buf.offset,
+            offset=base_offset + pos,
         )
     return payloads
 
@@ -240,21 +246,22 @@ def serialize_payloads(
     payloads: Sequence[Payload], *, next_after_last: int = 0
 ) -> tuple[int, bytes]:
     """Chain payloads; return (type of the first, bytes). SK/SKF must come last."""
-    out = Buffer()
+    out = bytearray()
+    final = len(payloads) - 1
     for index, payload in enumerate(payloads):
-        if index + 1 < len(payloads):
+        if index < final:
             following = _type_of(payloads[index + 1])
         elif isinstance(payload, SkPayload | SkfPayload):
             following = payload.first_inner
         else:
             following = next_after_last
         body = payload.serialize_body()
-        out.push_uint8(following)
-        out.push_uint8(0x80 if isinstance(payload, RawPayload) and payload.critical else 0)
-        out.push_uint16(GENERIC_PAYLOAD_HEADER_LENGTH + len(body))
-        out.push_bytes(body)
+        critical = 0x80 if isinstance(payload, RawPayload) and payload.critical else 0
+        length = GENERIC_PAYLOAD_HEADER_LENGTH + len(body)
+        out += pack(_GENERIC, following, critical, length)
+        out += body
     first = _type_of(payloads[0]) if payloads else PayloadType.NONE
-    return first, out.data()
+    return first, bytes(out)
 
 
 def _type_of(payload: Payload) -> int:

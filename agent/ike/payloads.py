@@ -1,18 +1,20 @@
 """RFC 7296 section 3 payload bodies as dataclasses.
 
 Each class parses and serialises only its body (the bytes after the 4-byte generic
-payload header); message.py walks the payload chain. Parsers read from a Buffer
-whose ``base_offset`` is the body's offset in the message, so every error names
-the payload and the byte where the fault is.
+payload header); message.py walks the payload chain. Parsers get the body and its
+offset in the message, so every error names the payload and the byte where the
+fault is. The payloads of every exchange index the body directly; the rare ones
+read it through a Buffer, which raises the same errors for a short read.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import struct
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, Self, cast
 
-from .buffer import Buffer, BufferReadError
+from .buffer import Buffer, BufferReadError, pack, short_read, short_read_in
 from .constants import CfgType, NotifyType, PayloadType, ProtocolId, TsType, enum_or_int
 from .errors import ParseError
 from .sa_payload import Proposal, SaPayload, Transform, TransformAttribute
@@ -26,7 +28,7 @@ class PayloadBody(Protocol):
     payload_type: ClassVar[PayloadType]
 
     @classmethod
-    def parse_body(cls, buf: Buffer) -> Self: ...
+    def parse_body(cls, body: bytes, offset: int) -> Self: ...
 
     def serialize_body(self) -> bytes: ...
 
@@ -34,6 +36,16 @@ class PayloadBody(Protocol):
 def _fail(payload: str, buf: Buffer | int, message: str, **kw: int | bytes | None) -> ParseError:
     offset = buf.offset if isinstance(buf, Buffer) else buf
     return ParseError(message, payload=payload, offset=offset, **kw)  # type: ignore[arg-type]
+
+
+# Precompiled layouts of the fixed parts: two 16-bit fields (KE, SKF), the Notify
+# header, and a traffic selector's type, protocol, length and port range.
+_U16_U16 = struct.Struct("!HH")
+_NOTIFY = struct.Struct("!BBH")
+_SELECTOR = struct.Struct("!BBHHH")
+_COUNT = struct.Struct("!B3x")  # a count and three reserved octets (TS, ID, AUTH)
+# enum_or_int without building an enum per payload: the members by value.
+_NOTIFY_TYPES: dict[int, NotifyType] = {m.value: m for m in NotifyType}
 
 
 # -- simple payloads -----------------------------------------------------------
@@ -48,12 +60,12 @@ class KePayload:
     data: bytes
 
     @classmethod
-    def parse_body(cls, buf: Buffer) -> Self:
-        group = buf.pull_uint16()
-        buf.pull_uint16()
-        if buf.eof():
-            raise _fail("KE", buf, "empty key exchange data")
-        return cls(group, buf.pull_rest())
+    def parse_body(cls, body: bytes, offset: int) -> Self:
+        if len(body) < 4:
+            raise short_read_in((2, 2), len(body), offset)
+        if len(body) == 4:
+            raise _fail("KE", offset + 4, "empty key exchange data")
+        return cls(_U16_U16.unpack_from(body)[0], body[4:])
 
     def serialize_body(self) -> bytes:
         return self.group.to_bytes(2, "big") + b"\x00\x00" + self.data
@@ -68,11 +80,12 @@ class IdPayload:
     data: bytes
 
     @classmethod
-    def parse_body(cls, buf: Buffer) -> Self:
-        start = buf.offset
-        id_type = buf.pull_uint8()
-        buf.pull_bytes(3)
-        data = buf.pull_rest()
+    def parse_body(cls, body: bytes, offset: int) -> Self:
+        start = offset
+        if len(body) < 4:
+            raise short_read_in((1, 3), len(body), offset)
+        id_type = body[0]
+        data = body[4:]
         expected = {1: 4, 5: 16}.get(id_type)
         if expected is not None and len(data) != expected:
             raise _fail(
@@ -108,9 +121,10 @@ class CertPayload:
     data: bytes
 
     @classmethod
-    def parse_body(cls, buf: Buffer) -> Self:
-        encoding = buf.pull_uint8()
-        return cls(encoding, buf.pull_rest())
+    def parse_body(cls, body: bytes, offset: int) -> Self:
+        if not body:
+            raise short_read(1, 0, offset)
+        return cls(body[0], body[1:])
 
     def serialize_body(self) -> bytes:
         return bytes([self.encoding]) + self.data
@@ -132,12 +146,12 @@ class AuthPayload:
     data: bytes
 
     @classmethod
-    def parse_body(cls, buf: Buffer) -> Self:
-        method = buf.pull_uint8()
-        buf.pull_bytes(3)
-        if buf.eof():
-            raise _fail("AUTH", buf, "empty authentication data")
-        return cls(method, buf.pull_rest())
+    def parse_body(cls, body: bytes, offset: int) -> Self:
+        if len(body) < 4:
+            raise short_read_in((1, 3), len(body), offset)
+        if len(body) == 4:
+            raise _fail("AUTH", offset + 4, "empty authentication data")
+        return cls(body[0], body[4:])
 
     def serialize_body(self) -> bytes:
         return bytes([self.method, 0, 0, 0]) + self.data
@@ -153,12 +167,10 @@ class NoncePayload:
     data: bytes
 
     @classmethod
-    def parse_body(cls, buf: Buffer) -> Self:
-        start = buf.offset
-        data = buf.pull_rest()
-        if not NONCE_MIN <= len(data) <= NONCE_MAX:
-            raise _fail("Nonce", start, f"nonce of {len(data)} bytes, must be 16..256")
-        return cls(data)
+    def parse_body(cls, body: bytes, offset: int) -> Self:
+        if not NONCE_MIN <= len(body) <= NONCE_MAX:
+            raise _fail("Nonce", offset, f"nonce of {len(body)} bytes, must be 16..256")
+        return cls(body)
 
     def serialize_body(self) -> bytes:
         return self.data
@@ -175,21 +187,22 @@ class NotifyPayload:
     spi: bytes = b""
 
     @classmethod
-    def parse_body(cls, buf: Buffer) -> Self:
-        protocol = buf.pull_uint8()
-        spi_size = buf.pull_uint8()
-        notify_type = buf.pull_uint16()
-        spi = buf.pull_bytes(spi_size)
-        return cls(enum_or_int(NotifyType, notify_type), buf.pull_rest(), protocol, spi)
+    def parse_body(cls, body: bytes, offset: int) -> Self:
+        if len(body) < 4:
+            raise short_read_in((1, 1, 2), len(body), offset)
+        protocol, spi_size, notify_type = _NOTIFY.unpack_from(body)
+        if 4 + spi_size > len(body):
+            raise short_read(spi_size, len(body) - 4, offset + 4)
+        return cls(
+            _NOTIFY_TYPES.get(notify_type, notify_type),
+            body[4 + spi_size :],
+            protocol,
+            body[4 : 4 + spi_size],
+        )
 
     def serialize_body(self) -> bytes:
-        out = Buffer()
-        out.push_uint8(self.protocol)
-        out.push_uint8(len(self.spi))
-        out.push_uint16(int(self.notify_type))
-        out.push_bytes(self.spi)
-        out.push_bytes(self.data)
-        return out.data()
+        header = pack(_NOTIFY, self.protocol, len(self.spi), int(self.notify_type))
+        return b"".join((header, self.spi, self.data))
 
 
 @dataclass
@@ -201,7 +214,8 @@ class DeletePayload:
     spis: list[bytes] = field(default_factory=list)
 
     @classmethod
-    def parse_body(cls, buf: Buffer) -> Self:
+    def parse_body(cls, body: bytes, offset: int) -> Self:
+        buf = Buffer(body, base_offset=offset)
         start = buf.offset
         protocol = buf.pull_uint8()
         spi_size = buf.pull_uint8()
@@ -235,8 +249,8 @@ class VendorIdPayload:
     data: bytes
 
     @classmethod
-    def parse_body(cls, buf: Buffer) -> Self:
-        return cls(buf.pull_rest())
+    def parse_body(cls, body: bytes, offset: int) -> Self:
+        return cls(body)
 
     def serialize_body(self) -> bytes:
         return self.data
@@ -268,54 +282,71 @@ class TsPayload:
     selectors: list[TrafficSelector]
 
     @classmethod
-    def parse_body(cls, buf: Buffer) -> Self:
-        name = cls.payload_type.name.replace("TSI", "TSi").replace("TSR", "TSr")
-        start = buf.offset
-        count = buf.pull_uint8()
-        buf.pull_bytes(3)
+    def parse_body(cls, body: bytes, offset: int) -> Self:
+        end = len(body)
+        if end < 4:
+            raise short_read_in((1, 3), end, offset)
+        count = body[0]
         if count == 0:
-            raise _fail(name, start, "no traffic selectors")
+            raise _fail(cls._name(), offset, "no traffic selectors")
         selectors = []
+        pos = 4
         for _ in range(count):
-            ts_start = buf.offset
-            ts_type = buf.pull_uint8()
-            protocol = buf.pull_uint8()
-            length = buf.pull_uint16()
-            size = {TsType.TS_IPV4_ADDR_RANGE: 4, TsType.TS_IPV6_ADDR_RANGE: 16}.get(ts_type)  # type: ignore[call-overload]
-            if size is None:
-                raise _fail(name, ts_start, f"unknown traffic selector type {ts_type}")
+            if end - pos < 4:
+                raise short_read_in((1, 1, 2), end - pos, offset + pos)
+            ts_type, protocol, length = _NOTIFY.unpack_from(body, pos)
+            known = _TS_ADDRESS.get(ts_type)
+            if known is None:
+                raise _fail(cls._name(), offset + pos, f"unknown traffic selector type {ts_type}")
+            size, address = known
             if length != 8 + 2 * size:
                 raise _fail(
-                    name, ts_start, f"selector length {length}, type {ts_type} needs {8 + 2 * size}"
+                    cls._name(),
+                    offset + pos,
+                    f"selector length {length}, type {ts_type} needs {8 + 2 * size}",
                 )
-            start_port = buf.pull_uint16()
-            end_port = buf.pull_uint16()
-            first = ipaddress.ip_address(buf.pull_bytes(size))
-            last = ipaddress.ip_address(buf.pull_bytes(size))
+            if end - pos < length:
+                raise short_read_in((1, 1, 2, 2, 2, size, size), end - pos, offset + pos)
+            _, _, _, start_port, end_port = _SELECTOR.unpack_from(body, pos)
+            first = address(body[pos + 8 : pos + 8 + size])
+            last = address(body[pos + 8 + size : pos + length])
             selectors.append(TrafficSelector(first, last, protocol, start_port, end_port))
-        if not buf.eof():
-            raise _fail(name, buf, f"{buf.remaining} bytes after {count} selectors")
+            pos += length
+        if pos != end:
+            raise _fail(cls._name(), offset + pos, f"{end - pos} bytes after {count} selectors")
         return cls(selectors)
 
+    @classmethod
+    def _name(cls) -> str:
+        return cls.payload_type.name.replace("TSI", "TSi").replace("TSR", "TSr")
+
     def serialize_body(self) -> bytes:
-        out = Buffer()
-        out.push_uint8(len(self.selectors))
-        out.push_bytes(b"\x00\x00\x00")
+        out = bytearray(pack(_COUNT, len(self.selectors)))
         for ts in self.selectors:
             addr_len = 4 if ts.start_address.version == 4 else 16
-            out.push_uint8(ts.ts_type)
-            out.push_uint8(ts.ip_protocol)
-            out.push_uint16(8 + 2 * addr_len)
-            out.push_uint16(ts.start_port)
-            out.push_uint16(ts.end_port)
-            out.push_bytes(ts.start_address.packed)
-            out.push_bytes(ts.end_address.packed)
-        return out.data()
+            out += pack(
+                _SELECTOR,
+                ts.ts_type,
+                ts.ip_protocol,
+                8 + 2 * addr_len,
+                ts.start_port,
+                ts.end_port,
+            )
+            out += ts.start_address.packed
+            out += ts.end_address.packed
+        return bytes(out)
 
 
 @dataclass
 class TsrPayload(TsPayload):
     payload_type: ClassVar[PayloadType] = PayloadType.TSR
+
+
+# Address length and class of each selector type (section 3.13.1).
+_TS_ADDRESS: dict[int, tuple[int, type[IpAddress]]] = {
+    TsType.TS_IPV4_ADDR_RANGE: (4, ipaddress.IPv4Address),
+    TsType.TS_IPV6_ADDR_RANGE: (16, ipaddress.IPv6Address),
+}
 
 
 # -- encrypted payloads (opaque here; crypto.py opens them) ------------------------
@@ -335,8 +366,8 @@ class SkPayload:
     offset: int = field(default=0, compare=False)
 
     @classmethod
-    def parse_body(cls, buf: Buffer) -> Self:
-        return cls(0, buf.pull_rest())
+    def parse_body(cls, body: bytes, offset: int) -> Self:
+        return cls(0, body)
 
     def serialize_body(self) -> bytes:
         return self.data
@@ -354,13 +385,13 @@ class SkfPayload:
     offset: int = field(default=0, compare=False)
 
     @classmethod
-    def parse_body(cls, buf: Buffer) -> Self:
-        start = buf.offset
-        number = buf.pull_uint16()
-        total = buf.pull_uint16()
+    def parse_body(cls, body: bytes, offset: int) -> Self:
+        if len(body) < 4:
+            raise short_read_in((2, 2), len(body), offset)
+        number, total = _U16_U16.unpack_from(body)
         if number == 0 or total == 0 or number > total:
-            raise _fail("SKF", start, f"fragment {number} of {total} is out of range")
-        return cls(0, number, total, buf.pull_rest())
+            raise _fail("SKF", offset, f"fragment {number} of {total} is out of range")
+        return cls(0, number, total, body[4:])
 
     def serialize_body(self) -> bytes:
         return (
@@ -388,7 +419,8 @@ class CpPayload:
     attributes: list[CfgAttribute] = field(default_factory=list)
 
     @classmethod
-    def parse_body(cls, buf: Buffer) -> Self:
+    def parse_body(cls, body: bytes, offset: int) -> Self:
+        buf = Buffer(body, base_offset=offset)
         cfg_type = buf.pull_uint8()
         buf.pull_bytes(3)
         attributes = []
@@ -417,7 +449,8 @@ class EapPayload:
     data: bytes
 
     @classmethod
-    def parse_body(cls, buf: Buffer) -> Self:
+    def parse_body(cls, body: bytes, offset: int) -> Self:
+        buf = Buffer(body, base_offset=offset)
         start = buf.offset
         code = buf.pull_uint8()
         identifier = buf.pull_uint8()
@@ -516,13 +549,11 @@ def payload_name(payload_type: int) -> str:
 
 def parse_body(payload_type: int, body: bytes, offset: int) -> Payload:
     """Parse one known payload body; BufferReadError becomes a ParseError naming it."""
-    cls = PAYLOAD_CLASSES[payload_type]
-    buf = Buffer(body, base_offset=offset)
     try:
-        return cast(Payload, cls.parse_body(buf))
+        return cast(Payload, PAYLOAD_CLASSES[payload_type].parse_body(body, offset))
     except BufferReadError as exc:
         raise ParseError(
             exc.reason, payload=payload_name(payload_type), offset=exc.offset
         ) from None
-    except ValueError as exc:  # ipaddress or enum conversion of a field
-        raise ParseError(str(exc), payload=payload_name(payload_type), offset=buf.offset) from None
+    except ValueError as exc:  # a field conversion no parser expects to fail
+        raise ParseError(str(exc), payload=payload_name(payload_type), offset=offset) from None

@@ -3,16 +3,17 @@ and transform attributes, with every length, count and "last" flag checked."""
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import ClassVar, Self
 
-from .buffer import Buffer
-from .constants import PayloadType, ProtocolId, TransformAttributeType, TransformType, enum_or_int
+from .buffer import pack, short_read, short_read_in
+from .constants import PayloadType, ProtocolId, TransformAttributeType, TransformType
 from .errors import ParseError
 
 
-def _fail(buf: Buffer | int, message: str) -> ParseError:
-    return ParseError(message, payload="SA", offset=buf.offset if isinstance(buf, Buffer) else buf)
+def _fail(offset: int, message: str) -> ParseError:
+    return ParseError(message, payload="SA", offset=offset)
 
 
 @dataclass
@@ -64,93 +65,121 @@ class SaPayload:
     proposals: list[Proposal]
 
     @classmethod
-    def parse_body(cls, buf: Buffer) -> Self:
+    def parse_body(cls, body: bytes, offset: int) -> Self:
+        """Parse the body found at ``offset`` in the message; errors point into it."""
+        end = len(body)
+        if end == 0:
+            raise _fail(offset, "no proposals")
         proposals: list[Proposal] = []
-        if buf.eof():
-            raise _fail(buf, "no proposals")
-        while not buf.eof():
-            start = buf.offset
-            last = buf.pull_uint8()
-            buf.pull_uint8()
-            length = buf.pull_uint16()
+        pos = 0
+        while pos < end:
+            start = offset + pos
+            if end - pos < 4:
+                raise short_read_in((1, 1, 2), end - pos, start)
+            last, _, length = _HEADER.unpack_from(body, pos)
             if last not in (0, 2):
                 raise _fail(start, f"proposal 'last' field is {last}, expected 0 or 2")
             if length < 8:
                 raise _fail(start, f"proposal length {length} below 8")
-            with buf.pull_exact_block(length - 4) as block:
-                proposals.append(_parse_proposal(block, start))
-            if (last == 0) != buf.eof():
+            pos += 4
+            if length - 4 > end - pos:
+                raise short_read(length - 4, end - pos, offset + pos)
+            proposal_end = pos + length - 4
+            proposals.append(_parse_proposal(body, pos, proposal_end, offset))
+            pos = proposal_end
+            if (last == 0) != (pos >= end):
                 raise _fail(start, "proposal 'last' field disagrees with payload length")
         return cls(proposals)
 
     def serialize_body(self) -> bytes:
-        out = Buffer()
+        out = bytearray()
         for index, prop in enumerate(self.proposals):
-            inner = Buffer()
-            inner.push_uint8(prop.number)
-            inner.push_uint8(int(prop.protocol))
-            inner.push_uint8(len(prop.spi))
-            inner.push_uint8(len(prop.transforms))
-            inner.push_bytes(prop.spi)
+            inner = bytearray(
+                pack(_PROPOSAL, prop.number, prop.protocol, len(prop.spi), len(prop.transforms))
+            )
+            inner += prop.spi
+            final = len(prop.transforms) - 1
             for t_index, transform in enumerate(prop.transforms):
-                attrs = Buffer()
+                attrs = bytearray()
                 for attr in transform.attributes:
                     if isinstance(attr.value, int):
-                        attrs.push_uint16(0x8000 | attr.type)
-                        attrs.push_uint16(attr.value)
+                        attrs += pack(_HEADER_TV, 0x8000 | attr.type, attr.value)
                     else:
-                        attrs.push_uint16(attr.type)
-                        attrs.push_length_prefixed_16(attr.value)
-                body = attrs.data()
-                inner.push_uint8(0 if t_index == len(prop.transforms) - 1 else 3)
-                inner.push_uint8(0)
-                inner.push_uint16(8 + len(body))
-                inner.push_uint8(int(transform.type))
-                inner.push_uint8(0)
-                inner.push_uint16(transform.id)
-                inner.push_bytes(body)
-            data = inner.data()
-            out.push_uint8(0 if index == len(self.proposals) - 1 else 2)
-            out.push_uint8(0)
-            out.push_uint16(4 + len(data))
-            out.push_bytes(data)
-        return out.data()
+                        attrs += pack(_HEADER_TV, attr.type, len(attr.value))
+                        attrs += attr.value
+                inner += pack(
+                    _TRANSFORM,
+                    0 if t_index == final else 3,
+                    8 + len(attrs),
+                    transform.type,
+                    transform.id,
+                )
+                inner += attrs
+            out += pack(_HEADER, 0 if index == len(self.proposals) - 1 else 2, 0, 4 + len(inner))
+            out += inner
+        return bytes(out)
 
 
-def _parse_proposal(buf: Buffer, start: int) -> Proposal:
-    number = buf.pull_uint8()
-    protocol = buf.pull_uint8()
-    spi_size = buf.pull_uint8()
-    count = buf.pull_uint8()
+# Precompiled layouts (section 3.3.1, 3.3.2, 3.3.5): a substructure's header
+# (last, reserved, length), a proposal's fixed part, a transform header, and a
+# transform attribute's type with its TV value or TLV length.
+_HEADER = struct.Struct("!BBH")
+_PROPOSAL = struct.Struct("!BBBB")
+_TRANSFORM = struct.Struct("!BxHBxH")
+_HEADER_TV = struct.Struct("!HH")
+# enum_or_int without building an enum per field: the members by value.
+_TRANSFORM_TYPES: dict[int, TransformType] = {m.value: m for m in TransformType}
+_PROTOCOLS: dict[int, ProtocolId] = {m.value: m for m in ProtocolId}
+
+
+def _parse_proposal(body: bytes, pos: int, end: int, offset: int) -> Proposal:
+    """The proposal in body[pos:end] (after its 4-byte header); ``offset`` is body[0]'s."""
+    start = offset + pos - 4
+    if end - pos < 4:
+        raise short_read_in((1, 1, 1, 1), end - pos, offset + pos)
+    number, protocol, spi_size, count = _PROPOSAL.unpack_from(body, pos)
     if number == 0:
         raise _fail(start, "proposal number 0")
     # A request numbers its first proposal 1, but a response echoes the number of
     # the proposal it accepted (section 3.3.1), so only 0 is always wrong.
-    spi = buf.pull_bytes(spi_size)
+    pos += 4
+    if spi_size > end - pos:
+        raise short_read(spi_size, end - pos, offset + pos)
+    spi = body[pos : pos + spi_size]
+    pos += spi_size
     transforms: list[Transform] = []
-    while not buf.eof():
-        t_start = buf.offset
-        last = buf.pull_uint8()
-        buf.pull_uint8()
-        length = buf.pull_uint16()
+    while pos < end:
+        t_start = offset + pos
+        if end - pos < 4:
+            raise short_read_in((1, 1, 2), end - pos, t_start)
+        last, _, length = _HEADER.unpack_from(body, pos)
         if last not in (0, 3):
             raise _fail(t_start, f"transform 'last' field is {last}, expected 0 or 3")
         if length < 8:
             raise _fail(t_start, f"transform length {length} below 8")
-        with buf.pull_exact_block(length - 4) as block:
-            t_type = block.pull_uint8()
-            block.pull_uint8()
-            t_id = block.pull_uint16()
-            attributes: list[TransformAttribute] = []
-            while not block.eof():
-                a_type = block.pull_uint16()
-                if a_type & 0x8000:
-                    attributes.append(TransformAttribute(a_type & 0x7FFF, block.pull_uint16()))
-                else:
-                    attributes.append(TransformAttribute(a_type, block.pull_length_prefixed_16()))
-        if (last == 0) != buf.eof():
+        pos += 4
+        if length - 4 > end - pos:
+            raise short_read(length - 4, end - pos, offset + pos)
+        t_end = pos + length - 4
+        # length >= 8, so the type, reserved octet and ID are all there.
+        t_type, _, t_id = _HEADER.unpack_from(body, pos)
+        pos += 4
+        attributes: list[TransformAttribute] = []
+        while pos < t_end:
+            if t_end - pos < 4:
+                raise short_read_in((2, 2), t_end - pos, offset + pos)
+            a_type, value = _HEADER_TV.unpack_from(body, pos)
+            pos += 4
+            if a_type & 0x8000:
+                attributes.append(TransformAttribute(a_type & 0x7FFF, value))
+            else:
+                if value > t_end - pos:
+                    raise short_read(value, t_end - pos, offset + pos)
+                attributes.append(TransformAttribute(a_type, body[pos : pos + value]))
+                pos += value
+        if (last == 0) != (pos >= end):
             raise _fail(t_start, "transform 'last' field disagrees with proposal length")
-        transforms.append(Transform(enum_or_int(TransformType, t_type), t_id, attributes))
+        transforms.append(Transform(_TRANSFORM_TYPES.get(t_type, t_type), t_id, attributes))
     if len(transforms) != count:
         raise _fail(start, f"proposal announces {count} transforms, carries {len(transforms)}")
-    return Proposal(number, enum_or_int(ProtocolId, protocol), spi, transforms)
+    return Proposal(number, _PROTOCOLS.get(protocol, protocol), spi, transforms)
