@@ -3,6 +3,9 @@ ESP (charon with kernel-libipsec), in the same run on the same kind of namespace
 
 * ``ours_mbps``: iperf3 TCP (site A -> site B, one stream) through our data plane with
   manually keyed AES-128-GCM-16 SAs over UDP 4500 (``vpnfleet.agent.io.manual_keying``).
+* ``ours_raw_mbps``: the same transfer with ESP straight over IP (protocol 50, raw
+  sockets), as agents send it to peers with no NAT between them (RFC 7296 section
+  2.23); the UDP path batches sends with GSO, the raw path sends one packet per call.
 * ``strongswan_mbps``: the same transfer through two charon peers (PSK, IKE
   aes128gcm16-prfsha256-x25519, ESP aes128gcm16, kernel-libipsec on ipsec0), each with
   its own strongswan.conf (STRONGSWAN_CONF), its own /run (a private mount namespace with
@@ -76,6 +79,15 @@ def measure_ours(seconds: float, pps_seconds: float) -> dict[str, Any]:
             | {k: round(v) for k, v in pps.items()}
             | {"integrity_failures": integrity}
         )
+
+
+def measure_ours_raw(seconds: float) -> float:
+    with SitePair() as pair:
+        pair.start_data_planes(encap="raw")
+        ping = pair.ping(2)
+        if ping.returncode != 0:
+            raise RuntimeError(f"no ping through raw ESP: {ping.stdout}{ping.stderr}")
+        return tcp_mbps(pair.iperf3(seconds))
 
 
 def profile_ours(seconds: float, top: int) -> None:
@@ -220,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("needs root (network namespaces)")
     result: dict[str, Any] = {"bench": "esp_throughput", "seconds": args.seconds}
     result.update(measure_ours(args.seconds, args.pps_seconds))
+    result["ours_raw_mbps"] = round(measure_ours_raw(args.seconds), 1)
     try:
         result["strongswan_mbps"] = round(measure_strongswan(args.seconds), 1)
         result["ratio"] = round(result["ours_mbps"] / result["strongswan_mbps"], 2)
