@@ -20,6 +20,9 @@ from vpnfleet.protos import agent_pb2, plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
 
 from .plan import (
+    DEFAULT_IKE_FRAGMENT_SIZE,
+    MAX_IKE_FRAGMENT_SIZE,
+    MIN_IKE_FRAGMENT_SIZE,
     AgentPlan,
     AuthMethod,
     ChangeKind,
@@ -386,6 +389,13 @@ def _peer(p: _Problems, where: str, m: plan_pb2.Peer, anchors: set[str]) -> Peer
         )
     local_ts = [_prefix(p, f"{where} local_ts[{i}]", t) for i, t in enumerate(m.local_ts)]
     remote_ts = [_prefix(p, f"{where} remote_ts[{i}]", t) for i, t in enumerate(m.remote_ts)]
+    fragment_size = m.ike_fragment_size or DEFAULT_IKE_FRAGMENT_SIZE
+    if not MIN_IKE_FRAGMENT_SIZE <= fragment_size <= MAX_IKE_FRAGMENT_SIZE:
+        p.add(
+            where,
+            f"ike_fragment_size {fragment_size} is not within "
+            f"{MIN_IKE_FRAGMENT_SIZE}..{MAX_IKE_FRAGMENT_SIZE} (0 for the default)",
+        )
     if len(p.items) != before:
         return None
     assert local_id and remote_id and auth and mode and start
@@ -408,6 +418,8 @@ def _peer(p: _Problems, where: str, m: plan_pb2.Peer, anchors: set[str]) -> Peer
         remote_ts=tuple(t for t in remote_ts if t is not None),
         managed=m.managed,
         initiator=m.initiator,
+        ike_fragmentation=not m.ike_fragmentation_off,
+        ike_fragment_size=fragment_size,
     )
 
 

@@ -16,6 +16,12 @@ from dataclasses import dataclass, field, fields
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+DEFAULT_IKE_FRAGMENT_SIZE = 1280
+"""IKE fragment size when a plan leaves ``ike_fragment_size`` at 0 (RFC 7383 section 2.5.1)."""
+MIN_IKE_FRAGMENT_SIZE = 576
+"""Smallest plan fragment size: the IPv4 datagram every host accepts (RFC 7383 section 2.5.1)."""
+MAX_IKE_FRAGMENT_SIZE = 65535
+
 
 class PlanRejected(Exception):
     """A plan that is refused whole; ``reasons`` lists every problem found."""
@@ -185,6 +191,12 @@ class Peer:
     remote_ts: tuple[IPNetwork, ...]
     managed: bool
     initiator: bool
+    ike_fragmentation: bool = True
+    """Offer and use IKE fragmentation (RFC 7383 section 2.3); the plan's negated
+    ``ike_fragmentation_off``."""
+    ike_fragment_size: int = DEFAULT_IKE_FRAGMENT_SIZE
+    """Largest IP datagram an IKE message may fill (RFC 7383 section 2.5.1); a plan's 0
+    becomes the default."""
 
 
 @dataclass(frozen=True, slots=True)

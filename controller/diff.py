@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .planner.model import Credential, NodePlan, Peer, Proposal, SpdEntry, TrafficSelector
+from .planner.profile import DEFAULT_FRAGMENT_SIZE
 from .results import ChangeLine
 
 
@@ -164,6 +165,8 @@ def peer_changes(old: Peer, new: Peer) -> list[str]:
             out.append(f"{f.name} {a.value} -> {b.value}")
         elif f.name in ("lifetimes", "dpd", "nat"):
             out += _record_changes(f"{f.name}.", a, b)
+        elif f.name == "ike_fragment_size":  # 0 in a plan stands for the default
+            out.append(f"{f.name} {a or DEFAULT_FRAGMENT_SIZE} -> {b or DEFAULT_FRAGMENT_SIZE}")
         else:
             out.append(f"{f.name} {_value_text(a)} -> {_value_text(b)}")
     return out

@@ -287,6 +287,8 @@ def ike_config(plan: AgentPlan, peer: Peer, credentials: IkeCredentials | None =
             dpd_delay=float(peer.dpd.delay_seconds) if peer.dpd.delay_seconds else None,
             certificates=certificates,
             accepted_psks=peer.auth.accepted_psks if certificates is None else (),
+            fragmentation=peer.ike_fragmentation,
+            fragment_size=peer.ike_fragment_size,
         )
     except LocalError as exc:
         raise PeerConfigError(f"peer {peer.name}: {exc}") from None

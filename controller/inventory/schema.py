@@ -213,6 +213,10 @@ _TABLE: tuple[VarSpec, ...] = (
     VarSpec("nat", _boolean, False),
     VarSpec("force_encap", _boolean, False),
     VarSpec("nat_keepalive", parse_duration, 20),
+    # RFC 7383: offer IKE fragmentation, and the largest IP datagram (headers included)
+    # an IKE message may fill; 576 is the IPv4 size every host must accept (section 2.5.1).
+    VarSpec("ike_fragmentation", _boolean, True),
+    VarSpec("ike_fragment_size", _integer(576, 65535), 1280),
     VarSpec("agent_port", _integer(1, 65535), 50051),
     VarSpec("agent_address", _agent_address, ""),
     VarSpec("psk_epoch", _integer(1), 1),

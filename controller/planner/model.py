@@ -167,6 +167,10 @@ class Peer:
     remote_ts: tuple[str, ...]
     managed: bool
     initiator: bool
+    ike_fragmentation_off: bool
+    """RFC 7383 off: no IKEV2_FRAGMENTATION_SUPPORTED, no fragments (strongSwan's ``no``)."""
+    ike_fragment_size: int
+    """Largest IP datagram an IKE message may fill (RFC 7383 section 2.5.1); 0: 1280."""
 
 
 @dataclass(frozen=True, slots=True)

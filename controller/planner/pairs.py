@@ -195,6 +195,8 @@ class PairBuilder:
                 ts_a_remote,
                 True,
                 init_ab,
+                a.fragmentation_off,
+                a.fragment_size,
             )
         )
         peers_b.append(
@@ -217,6 +219,8 @@ class PairBuilder:
                 ts_b_remote,
                 True,
                 init_ba,
+                b.fragmentation_off,
+                b.fragment_size,
             )
         )
         if len(pre_a) == 1 and len(pre_b) == 1 and a.family_v6 is b.family_v6:
@@ -291,6 +295,8 @@ class PairBuilder:
             get(remote_prefixes),
             False,
             True,
+            local.fragmentation_off,
+            local.fragment_size,
         )
         return peer, direct_entries(remote.name, local.spd_prefixes, remote_prefixes)
 

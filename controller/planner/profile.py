@@ -18,6 +18,8 @@ from .topology import identity_of
 
 MODES = {"tunnel": Mode.TUNNEL, "transport": Mode.TRANSPORT}
 START_ACTIONS = {"start": StartAction.START, "trap": StartAction.TRAP, "none": StartAction.NONE}
+DEFAULT_FRAGMENT_SIZE = 1280
+"""The agent's fragment size when a plan leaves it at 0 (``ike_fragment_size`` default)."""
 
 # The variables a plan reads; a host whose values (and overlay address) are unchanged
 # keeps its profile object across re-plans.
@@ -40,6 +42,8 @@ PROFILE_VARS = (
     "nat",
     "force_encap",
     "nat_keepalive",
+    "ike_fragmentation",
+    "ike_fragment_size",
     "psk_epoch",
 )
 
@@ -66,6 +70,8 @@ class HostProfile:
     dpd: Dpd
     nat_traversal: NatTraversal
     behind_nat: bool
+    fragmentation_off: bool
+    fragment_size: int  # 0 when the default (1280), so default plans leave it unset
     epoch: int
     origins: Mapping[str, Mark]
 
@@ -156,6 +162,12 @@ def build_profile(
         dpd=get(Dpd(int(v["dpd_delay"]), int(v["dpd_timeout"]))),
         nat_traversal=get(NatTraversal(bool(v["force_encap"]), int(v["nat_keepalive"]))),
         behind_nat=bool(v["nat"]),
+        fragmentation_off=not v["ike_fragmentation"],
+        fragment_size=(
+            0
+            if int(v["ike_fragment_size"]) == DEFAULT_FRAGMENT_SIZE
+            else int(v["ike_fragment_size"])
+        ),
         epoch=int(v["psk_epoch"]),
         origins=origins,
     )

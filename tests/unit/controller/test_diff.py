@@ -135,6 +135,16 @@ def test_peer_field_changes_are_named(tmp_path: Path) -> None:
     assert "lifetimes.child_rekey_seconds 3600 -> 1800" in details
 
 
+def test_fragment_size_shows_the_default_it_stands_for(tmp_path: Path) -> None:
+    """A plan stores RFC 7383's default datagram size (1280) as 0; the diff says 1280."""
+    old = plans(tmp_path / "r1")
+    new = plans(tmp_path / "r2", all_vars=ALL + "ike_fragment_size: 1400\n")
+    details = change(host(diff_plans(old, new), "a2"), "peer", "a3").details
+    assert "ike_fragment_size 1280 -> 1400" in details
+    back = change(host(diff_plans(new, old), "a2"), "peer", "a3").details
+    assert "ike_fragment_size 1400 -> 1280" in back
+
+
 def test_address_change_shows_on_both_ends(tmp_path: Path) -> None:
     old = plans(tmp_path / "r1")
     new = plans(tmp_path / "r2", hosts=HOSTS.replace("10.99.0.3", "10.99.0.33"))
