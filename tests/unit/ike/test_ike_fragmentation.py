@@ -191,20 +191,25 @@ def test_default_size_is_1280_and_bounds_every_datagram() -> None:
     assert all(len(d) + IPV4_UDP <= 1280 for _, d in wire.sent)
 
 
-def test_lost_fragment_makes_the_initiator_resend_every_fragment() -> None:
-    """RFC 7383 section 2.6: a lost fragment loses the message; on the retransmission
-    timer the initiator resends all fragments of it, and the exchange completes."""
-    lost: list[bytes] = []
+def lose_once(lost: list[bytes], sender: str, number: int) -> Callable[[str, bytes], bool]:
+    """A drop rule for Wire: the first fragment ``number`` ``sender`` sends, into ``lost``."""
 
-    def lose_second(sender: str, data: bytes) -> bool:
+    def drop(by: str, data: bytes) -> bool:
         fragment = fragment_of(data)
-        if sender == "left" and fragment and fragment.fragment_number == 2 and not lost:
+        if by == sender and fragment and fragment.fragment_number == number and not lost:
             lost.append(data)
             return True
         return False
 
+    return drop
+
+
+def test_lost_fragment_makes_the_initiator_resend_every_fragment() -> None:
+    """RFC 7383 section 2.6: a lost fragment loses the message; on the retransmission
+    timer the initiator resends all fragments of it, and the exchange completes."""
+    lost: list[bytes] = []
     peers = start(*cert_configs())
-    wire = Wire(lose_second)
+    wire = Wire(lose_once(lost, "left", 2))
     peers.run(wire)
     first_try = wire.of("left", ExchangeType.IKE_AUTH)
     assert lost and peers.right.sa.state is IkeSaState.INIT_DONE
@@ -221,16 +226,8 @@ def test_lost_response_fragment_is_replayed_whole_once_per_retransmission() -> N
     resend all fragments of its cached response, and only on request fragment 1, so one
     retransmission brings back one copy of the response, not one per fragment."""
     lost: list[bytes] = []
-
-    def lose_last(sender: str, data: bytes) -> bool:
-        fragment = fragment_of(data)
-        if sender == "right" and fragment and fragment.fragment_number == 3 and not lost:
-            lost.append(data)
-            return True
-        return False
-
     peers = start(*cert_configs())
-    wire = Wire(lose_last)
+    wire = Wire(lose_once(lost, "right", 3))
     peers.run(wire)
     response = wire.of("right", ExchangeType.IKE_AUTH)
     assert lost and len(response) >= 3
