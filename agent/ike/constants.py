@@ -13,6 +13,7 @@ GENERIC_PAYLOAD_HEADER_LENGTH = 4
 IKE_MAJOR_VERSION = 2
 IKE_MINOR_VERSION = 0
 NON_ESP_MARKER = b"\x00\x00\x00\x00"  # RFC 3948 section 2.2 / RFC 7296 section 2.23
+ZERO_SPI = bytes(8)  # a responder SPI not yet chosen (section 3.1)
 
 
 class ExchangeType(IntEnum):

@@ -7,16 +7,21 @@ Inputs: commands (``initiate``, ``create_child``, ``rekey_child``, ``delete_chil
 can raise out of ``receive_datagram``: malformed or unauthenticated datagrams are
 counted in ``dropped`` and ignored. An IKE SA rekey hands out the new IkeSa inside
 IkeSaRekeyed; new responders come from gate.IkeResponderGate.
+
+The receive path (SPI and message-ID checks, unprotecting, refusals, dispatch to the
+exchanges) lives in inbound.py; building what is sent (SK payload, RFC 7383 fragments)
+in outbound.py; moving children to the SA an IKE SA rekey made in handover.py.
 """
 
 from __future__ import annotations
 
 from collections import deque
 
+from . import handover, inbound, outbound
 from .child_sa import ChildSa, ChildSaInput, ChildSaState
 from .config import Identity, IkeConfig
-from .constants import ExchangeType, HeaderFlag, NotifyType, enum_name
-from .crypto import SkKeys, encrypt_message, open_message
+from .constants import ZERO_SPI
+from .crypto import SkKeys
 from .errors import IkeError, LocalError, ParseError
 from .events import (
     Address,
@@ -25,20 +30,17 @@ from .events import (
     IkeSaDeleted,
     IkeSaEstablished,
     IkeSaFailed,
-    IkeSaRekeyed,
 )
-from .fragments import FragmentInbox, fragment_message, message_limit
+from .fragments import FragmentInbox
 from .keys import IkeSaKeys, derive_ike_sa_keys, rekey_skeyseed, skeyseed
-from .message import IkeHeader, Message, parse_message, parse_payloads, serialize_message
+from .message import Message
 from .nat import NatResult
-from .payloads import NotifyPayload, Payload, SkfPayload
+from .payloads import Payload
 from .proposals import IkeProposal
 from .states import IkeSaInput, IkeSaState, Role, next_state
 from .task_manager import Task, TaskManager
 from .tasks import child_create, ike_auth, ike_init, ike_rekey, informational
 from .transforms import random_bytes
-
-ZERO_SPI = bytes(8)
 
 
 class IkeSa:
@@ -201,7 +203,7 @@ class IkeSa:
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         try:
-            self._receive(data, addr, now)
+            inbound.receive(self, data, addr, now)
         except IkeError:
             self.dropped += 1
         finally:
@@ -270,175 +272,31 @@ class IkeSa:
     def next_event(self) -> IkeEvent | None:
         return self._events.popleft() if self._events else None
 
-    # -- receiving -------------------------------------------------------------------
-
-    def _receive(self, data: bytes, addr: Address, now: float) -> None:
-        if self.is_closed:
-            self.dropped += 1
-            return
-        message = parse_message(data)
-        header = message.header
-        # The I flag tells who created the IKE SA (section 3.1); it must be the other side.
-        if header.is_initiator == self.is_initiator or not self._spis_match(header):
-            self.dropped += 1
-            return
-        self.current_datagram = data
-        opened: list[Payload] | None = None
-        if isinstance(message.encrypted, SkfPayload):
-            opened = self._fragments.receive(message, message.encrypted, data, self._sk_in)
-            if opened is None:
-                return
-        if header.is_response:
-            self._receive_response(message, data, now, opened)
-        else:
-            self._receive_request(message, data, addr, now, opened)
-
-    def _spis_match(self, header: IkeHeader) -> bool:
-        if self.is_initiator:
-            if header.spi_i != self.spi_i:
-                return False
-            return self.spi_r == ZERO_SPI or header.spi_r == self.spi_r
-        if self.state is IkeSaState.CREATED:
-            return header.exchange_type == ExchangeType.IKE_SA_INIT and header.spi_r == ZERO_SPI
-        if header.exchange_type == ExchangeType.IKE_SA_INIT and header.spi_r == ZERO_SPI:
-            return header.spi_i == self.spi_i  # a retransmitted first request (section 2.1)
-        return header.spi_i == self.spi_i and header.spi_r == self.spi_r
-
-    def _receive_response(
-        self, message: Message, data: bytes, now: float, opened: list[Payload] | None
-    ) -> None:
-        if not self.tasks.is_expected_response(message):
-            self.dropped += 1
-            return
-        if message.header.exchange_type != self.tasks.active_exchange:
-            self.dropped += 1
-            return
-        payloads = opened if opened is not None else self._open(message, data)
-        self.last_heard = now
-        self.tasks.on_response(message, payloads, now)
-
-    def _receive_request(
-        self,
-        message: Message,
-        data: bytes,
-        addr: Address,
-        now: float,
-        opened: list[Payload] | None,
-    ) -> None:
-        header = message.header
-        if self.tasks.is_retransmit(message, data):
-            self.tasks.replay_response()
-            return
-        if header.message_id != self.tasks.expected_request_id:
-            self.dropped += 1
-            return
-        if self.state is IkeSaState.CREATED:
-            self.spi_i = header.spi_i
-            self.peer = addr
-        if opened is None and header.exchange_type != ExchangeType.IKE_SA_INIT:
-            first_inner, plaintext, offset = self._unprotect(message, data)
-            try:
-                opened = parse_payloads(plaintext, first_inner, offset)
-            except ParseError as exc:
-                self.refuse_malformed(header.exchange_type, header.message_id, data, exc)
-                return
-        payloads = opened if opened is not None else list(message.payloads)
-        if self.keys is not None:
-            self.last_heard = now
-        if self.state is not IkeSaState.CREATED and self.nat is not None and self.nat.any:
-            # Section 2.23: behind a NAT, answer where authenticated requests come from.
-            self.peer = addr
-        if header.exchange_type == ExchangeType.IKE_SA_INIT and self.state is IkeSaState.CREATED:
-            response, advance = ike_init.respond(self, message, payloads)
-            if advance:
-                self.init_request = data
-        elif header.exchange_type == ExchangeType.IKE_AUTH and self.state is IkeSaState.INIT_DONE:
-            response, advance = ike_auth.respond(self, message, payloads)
-        elif header.exchange_type == ExchangeType.INFORMATIONAL and self.state in (
-            IkeSaState.ESTABLISHED,
-            IkeSaState.REKEYED,
-            IkeSaState.DELETING,
-        ):
-            response, advance = informational.respond(self, payloads), True
-        elif header.exchange_type == ExchangeType.CREATE_CHILD_SA and self.state in (
-            IkeSaState.ESTABLISHED,
-            IkeSaState.REKEYED,
-            IkeSaState.DELETING,
-        ):
-            if ike_rekey.is_ike_rekey(payloads):
-                response, advance = ike_rekey.respond(self, payloads), True
-            else:
-                response, advance = child_create.respond(self, payloads), True
-        else:
-            self.dropped += 1
-            return
-        out = self.build_datagrams(header.exchange_type, header.message_id, True, response)
-        if header.exchange_type == ExchangeType.IKE_SA_INIT and advance:
-            self.init_response = out[0]
-            self.half_open_since = now
-            self._transition(IkeSaInput.INIT_DONE)
-        self.tasks.respond(header.message_id, data, out, advance=advance)
+    # -- receiving (inbound.py) ------------------------------------------------------
 
     def _open(self, message: Message, data: bytes) -> list[Payload]:
-        if message.header.exchange_type == ExchangeType.IKE_SA_INIT:
-            return list(message.payloads)
-        first_inner, plaintext, offset = self._unprotect(message, data)
-        return parse_payloads(plaintext, first_inner, offset)
-
-    def _unprotect(self, message: Message, data: bytes) -> tuple[int, bytes, int]:
-        if self._sk_in is None:
-            raise IkeError("encrypted message before keys exist")
-        return open_message(data, message, self._sk_in)
+        """The payloads of a received message, unprotected (inbound.open_payloads)."""
+        return inbound.open_payloads(self, message, data)
 
     def refuse_malformed(
         self, exchange: int, message_id: int, request: bytes, error: ParseError
     ) -> None:
-        """Sections 2.5 and 2.21.2: an authenticated request that is malformed, or has an
-        unsupported critical payload, is refused whole by a response carrying only
-        UNSUPPORTED_CRITICAL_PAYLOAD (with the payload type) or INVALID_SYNTAX."""
-        if error.notify == NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD:
-            notify = NotifyPayload(NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD, error.notify_data)
-        else:
-            notify = NotifyPayload(NotifyType.INVALID_SYNTAX)
-        out = self.build_datagrams(exchange, message_id, True, [notify])
-        self.tasks.respond(message_id, request, out, advance=True)
-        if exchange == ExchangeType.IKE_AUTH and self.state is IkeSaState.INIT_DONE:
-            # The initiator cannot be authenticated from a rejected IKE_AUTH request.
-            self.fail(f"{enum_name(NotifyType, int(notify.notify_type))}: {error}")
-        else:
-            self.note_refusal(str(error))
+        """Refuse a malformed authenticated request whole (sections 2.5 and 2.21.2)."""
+        inbound.refuse_malformed(self, exchange, message_id, request, error)
 
     # -- used by tasks -----------------------------------------------------------------
 
     def build_message(
         self, exchange: int, message_id: int, response: bool, payloads: list[Payload]
     ) -> bytes:
-        header = self._header(exchange, message_id, response)
-        if exchange == ExchangeType.IKE_SA_INIT:
-            return serialize_message(header, payloads)
-        assert self._sk_out is not None
-        return encrypt_message(header, payloads, self._sk_out)
+        """One message, in an SK payload once keys exist (outbound.py)."""
+        return outbound.build_message(self, exchange, message_id, response, payloads)
 
     def build_datagrams(
         self, exchange: int, message_id: int, response: bool, payloads: list[Payload]
     ) -> tuple[bytes, ...]:
         """The message, or its SKF fragments if it is too large (RFC 7383 section 2.5)."""
-        whole = self.build_message(exchange, message_id, response, payloads)
-        if exchange == ExchangeType.IKE_SA_INIT or not self.peer_fragmentation:
-            return (whole,)
-        assert self.peer is not None and self._sk_out is not None
-        limit = message_limit(self.config.fragment_size, self.peer, encap=self.encap)
-        if len(whole) <= limit:
-            return (whole,)
-        header = self._header(exchange, message_id, response)
-        return fragment_message(header, payloads, self._sk_out, limit)
-
-    def _header(self, exchange: int, message_id: int, response: bool) -> IkeHeader:
-        flags = HeaderFlag.INITIATOR if self.is_initiator else HeaderFlag.NONE
-        if response:
-            flags |= HeaderFlag.RESPONSE
-        spi_r = self.spi_r if self.keys is not None else ZERO_SPI
-        return IkeHeader(self.spi_i, spi_r, 0, exchange, flags, message_id)
+        return outbound.build_datagrams(self, exchange, message_id, response, payloads)
 
     def send(self, *datagrams: bytes) -> None:
         assert self.peer is not None
@@ -534,50 +392,13 @@ class IkeSa:
     def hand_over(
         self, new_sa: IkeSa, *, carries_children: bool = True, also_from: IkeSa | None = None
     ) -> None:
-        """Announce an IKE SA that a rekey of this one made (section 2.18) and, when it
-        carries the children, move them to it (from ``also_from`` too, when a crossing
-        rekey's SA held them, section 2.8.2)."""
-        if carries_children:
-            for holder in (self, also_from):
-                if holder is not None and holder is not new_sa:
-                    new_sa.children.update(holder.children)
-                    holder.children = {}
-                    holder.successor = new_sa
-                    holder.migrate_child_tasks(new_sa)
-        assert new_sa.proposal is not None
-        self.emit(
-            IkeSaRekeyed(
-                self.spi_i,
-                self.spi_r,
-                new_sa.spi_i,
-                new_sa.spi_r,
-                str(new_sa.proposal),
-                new_sa,
-                carries_children,
-            )
-        )
+        """Announce an IKE SA that a rekey of this one made, moving the children to it
+        when it carries them (section 2.18; handover.py)."""
+        handover.hand_over(self, new_sa, carries_children=carries_children, also_from=also_from)
 
     def migrate_child_tasks(self, new_sa: IkeSa) -> None:
         """Queued child exchanges follow their children to the new IKE SA (section 2.18)."""
-        moving: list[child_create.ChildCreate | informational.ChildDelete] = [
-            t
-            for t in self.tasks.queue
-            if isinstance(t, child_create.ChildCreate | informational.ChildDelete)
-        ]
-        for task in moving:
-            self.tasks.queue.remove(task)
-            task.sa = new_sa
-            new_sa.tasks.queue_task(task)
-        staying: list[tuple[float, Task]] = []
-        for at, deferred in self._deferred:
-            if isinstance(deferred, informational.ChildDelete):
-                deferred.sa = new_sa
-                new_sa.defer(deferred, at)
-            else:
-                staying.append((at, deferred))
-        self._deferred = staying
-        if moving:
-            new_sa.tasks.initiate(self.tasks.now)
+        handover.migrate_child_tasks(self, new_sa)
 
     def note_refusal(self, reason: str) -> None:
         self.last_refusal = reason
