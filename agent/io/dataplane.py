@@ -48,35 +48,31 @@ workers by policy, each worker owning whole SA pairs), not a shared SA.
 
 Time is one clock throughout (``clock``, ``time.monotonic`` by default, which is also
 what asyncio's default loop reads); timers are armed relative to it.
+
+Layout: the per-packet code is in :mod:`.outbound_path` (TUN -> ESP) and
+:mod:`.inbound_path` (ESP -> TUN), installing, rekeying and removing child SAs in
+:mod:`.child_sa_install`; :class:`DataPlane` inherits all three and holds the state they
+share, the wiring, the SA timers and events, and the routes' socket binding.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from ..esp.replay import DEFAULT_WINDOW_SIZE
-from ..esp.sa import Drop, InboundSa, Mode, OutboundSa, SaExpired, SaParams
+from ..esp.sa import OutboundSa, SaExpired
 from ..esp.sad import DEFAULT_REKEY_GRACE, InboundRemoved, Sad, SadEvent
-from ..esp.spd import Action, Spd, SpdEntry, TrafficSelector
-from .dataplane_model import (
-    DataPlaneCounters,
-    DataPlaneStats,
-    Encap,
-    SaStats,
-    check_pair,
-    check_peer,
-    ipv4_header,
-    transport_addresses,
-)
+from ..esp.spd import Action, Spd, SpdEntry
+from .child_sa_install import ChildSaInstall
+from .dataplane_model import DataPlaneCounters, DataPlaneStats, Encap, SaStats
 from .inbound_check import InboundCheck
+from .inbound_path import InboundPath
 from .outbound_path import AcquireHandler, OutboundPath, Route, Verdict, drop_route
 from .tun import TunDevice
-from .udp import Address, DatagramEndpoint
+from .udp import DatagramEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +92,7 @@ SaEventHandler = Callable[[str, SadEvent], None]
 """on_sa_event(policy, event): ``RekeyRequested``, ``SaExpired`` or ``InboundRemoved``."""
 
 
-class DataPlane(OutboundPath):
+class DataPlane(ChildSaInstall, OutboundPath, InboundPath):
     """TUN and ESP sockets joined through the SPD and SAD.
 
     The engine calls :meth:`install_child_sa`, :meth:`rekey_child_sa`,
@@ -196,20 +192,6 @@ class DataPlane(OutboundPath):
             self._timer_at = None
         self._loop = None
 
-    def _make_tun_write(self) -> Callable[[bytes], None]:
-        fd = self._tun_fd
-        if fd < 0 or self._vnet_hdr_len:
-            return self.tun.write
-        write = os.write
-
-        def tun_write(packet: bytes) -> None:
-            try:  # noqa: SIM105 - a try block is cheaper than suppress() per packet
-                write(fd, packet)
-            except BlockingIOError:
-                pass  # a full kernel queue drops the packet, as a router would
-
-        return tun_write
-
     # -- the engine's API ---------------------------------------------------------------
 
     def update_spd(self, entries: Iterable[SpdEntry]) -> None:
@@ -219,176 +201,6 @@ class DataPlane(OutboundPath):
             if entry.action is Action.PROTECT:
                 self._route(entry.policy)
         self._clear_flows()
-
-    def install_child_sa(
-        self,
-        policy: str,
-        inbound: SaParams,
-        outbound: SaParams,
-        peer: str | Address,
-        *,
-        encap: Encap = Encap.UDP,
-        local: str | None = None,
-        local_ts: Sequence[TrafficSelector] = (),
-        remote_ts: Sequence[TrafficSelector] = (),
-        replay_window: int = DEFAULT_WINDOW_SIZE,
-        now: float | None = None,
-    ) -> None:
-        """Install a child SA pair for ``policy``, replacing any SAs the policy had.
-
-        ``peer`` is the peer's address: ``(host, port)`` or a bare host (port 4500) for
-        UDP encapsulation, a bare host for raw ESP. ``local_ts``/``remote_ts`` are the
-        negotiated traffic selectors every decrypted packet must match (RFC 4301 section
-        5.2). Transport mode (IPv4 only) needs ``local``, this host's outer address.
-        Raises ValueError naming what is wrong, and then changes nothing.
-        """
-        now = self.clock() if now is None else now
-        dest, host = check_peer(peer, encap)
-        check_pair(policy, inbound, outbound)
-        transport = outbound.mode is Mode.TRANSPORT
-        local_packed = peer_packed = b""
-        if transport:
-            local_packed, peer_packed = transport_addresses(policy, local, host)
-        owner = self._spi_policy.get(inbound.spi)
-        if owner is not None and owner != policy:
-            raise ValueError(
-                f"inbound SPI 0x{inbound.spi:08x} is already installed for policy {owner!r}"
-            )
-        new_in = self._new_inbound(inbound, now, replay_window, local_ts, remote_ts)
-        new_out = OutboundSa(outbound, now)
-        route = self._route(policy)
-        if route.outbound is not None or route.inbound_spis:
-            self.remove_child_sa(policy)
-        self.sad.add_inbound(new_in)
-        self.sad.set_outbound(policy, new_out)
-        route.inbound_spis.append(inbound.spi)
-        self._spi_policy[inbound.spi] = policy
-        self._outbound_policy[outbound.spi] = policy
-        route.dest = dest
-        route.peer_host = host
-        route.encap_kind = encap
-        route.transport = transport
-        route.local_packed = local_packed
-        route.peer_packed = peer_packed
-        route.acquire_after = -float("inf")
-        route.local_ts, route.remote_ts = tuple(local_ts), tuple(remote_ts)
-        self._set_outbound(route, new_out)
-        self._after_change()
-
-    def rekey_child_sa(
-        self,
-        policy: str,
-        inbound: SaParams,
-        outbound: SaParams,
-        *,
-        local_ts: Sequence[TrafficSelector] | None = None,
-        remote_ts: Sequence[TrafficSelector] | None = None,
-        replay_window: int = DEFAULT_WINDOW_SIZE,
-        switch_outbound: bool = True,
-        now: float | None = None,
-    ) -> None:
-        """Make-before-break (``Sad.rekey``): the new inbound SA first, the outbound
-        switch at once, the old inbound SA kept for the SAD's grace period. Selectors
-        default to the current inbound SA's.
-
-        With ``switch_outbound=False`` (the rekey responder) the new outbound SA waits
-        for :meth:`activate_outbound`, called once the initiator surely has its inbound
-        half (when its DELETE for the old SA arrives, as charon does), so nothing the
-        responder sends on the new SPI reaches a peer that cannot open it yet."""
-        now = self.clock() if now is None else now
-        route = self._routes.get(policy)
-        if route is None or route.outbound is None:
-            raise ValueError(f"policy {policy!r} has no child SA to rekey")
-        check_pair(policy, inbound, outbound)
-        if (outbound.mode is Mode.TRANSPORT) != route.transport:
-            raise ValueError(f"policy {policy!r}: a rekey cannot change the mode")
-        if inbound.spi in self._spi_policy:
-            raise ValueError(f"inbound SPI 0x{inbound.spi:08x} is already installed")
-        old = self.sad.inbound(route.inbound_spis[-1]) if route.inbound_spis else None
-        if local_ts is None or remote_ts is None:
-            local_ts, remote_ts = route.local_ts, route.remote_ts
-        new_in = self._new_inbound(inbound, now, replay_window, local_ts, remote_ts)
-        route.local_ts, route.remote_ts = tuple(local_ts), tuple(remote_ts)
-        new_out = OutboundSa(outbound, now)
-        if switch_outbound:
-            old_spi = None if old is None else old.spi
-            previous = self.sad.rekey(policy, new_in, new_out, old_spi, now)
-            if previous is not None:
-                self._outbound_policy.pop(previous.spi, None)
-            self._set_outbound(route, new_out)
-        else:
-            self.sad.add_inbound(new_in)
-            if old is not None:
-                self.sad.retire_inbound(old.spi, now)
-            route.pending = new_out
-            self._forget_activation(policy)
-            self._activate_on[inbound.spi.to_bytes(4, "big")] = policy
-        route.inbound_spis.append(inbound.spi)
-        self._spi_policy[inbound.spi] = policy
-        self._outbound_policy[outbound.spi] = policy
-        self._after_change()
-
-    def _new_inbound(
-        self,
-        params: SaParams,
-        now: float,
-        replay_window: int,
-        local_ts: Sequence[TrafficSelector],
-        remote_ts: Sequence[TrafficSelector],
-    ) -> InboundSa:
-        if bool(local_ts) != bool(remote_ts):
-            raise ValueError("give both local and remote traffic selectors, or neither")
-        if params.mode is Mode.TRANSPORT or not local_ts:
-            return InboundSa(
-                params, now, replay_window=replay_window, local_ts=local_ts, remote_ts=remote_ts
-            )
-        # Tunnel mode: the SA skips its own per-packet parse; InboundCheck caches flows.
-        sa = InboundSa(params, now, replay_window=replay_window)
-        self._checks[sa.spi.to_bytes(4, "big")] = InboundCheck(sa, local_ts, remote_ts)
-        return sa
-
-    def activate_outbound(self, policy: str) -> None:
-        """Switch ``policy`` to the outbound SA a ``switch_outbound=False`` rekey left
-        waiting."""
-        route = self._routes.get(policy)
-        if route is None or route.pending is None:
-            raise ValueError(f"policy {policy!r} has no outbound SA waiting")
-        self._forget_activation(policy)
-        new_out, route.pending = route.pending, None
-        previous = self.sad.set_outbound(policy, new_out)
-        if previous is not None:
-            self._outbound_policy.pop(previous.spi, None)
-        self._set_outbound(route, new_out)
-        self._after_change()
-
-    def remove_child_sa(self, policy: str) -> None:
-        """Remove every SA of ``policy`` (current and retiring); its SPD entry stays, so
-        its traffic traps again."""
-        route = self._routes.get(policy)
-        if route is None or (route.outbound is None and not route.inbound_spis):
-            raise ValueError(f"policy {policy!r} has no child SA")
-        out = self.sad.remove_outbound(policy)
-        if out is not None:
-            self._outbound_policy.pop(out.spi, None)
-        for spi in list(route.inbound_spis):
-            self.sad.remove_inbound(spi, "deleted")
-        if route.pending is not None:
-            self._outbound_policy.pop(route.pending.spi, None)
-            route.pending = None
-        self._forget_activation(policy)
-        self._set_outbound(route, None)
-        self._after_change()
-
-    def _forget_activation(self, policy: str) -> None:
-        for spi, waiting in list(self._activate_on.items()):
-            if waiting == policy:
-                del self._activate_on[spi]
-
-    def _activate_on_first_packet(self, spi: bytes) -> None:
-        policy = self._activate_on.get(spi)
-        if policy is not None:
-            self.activate_outbound(policy)
-            self.counters.outbound_activated_by_peer += 1
 
     def policies(self) -> list[str]:
         """Policies with an outbound SA installed."""
@@ -430,62 +242,6 @@ class DataPlane(OutboundPath):
         self._housekeeping(now)
         return count
 
-    # -- inbound: ESP -> TUN -------------------------------------------------------------
-
-    def receive_esp(self, data: bytes, addr: Address) -> None:
-        """One ESP packet (from the SPI on) that arrived over UDP 4500 from ``addr``."""
-        # One clock read per socket read batch: the batch ends in _housekeeping_soon.
-        in_batch = self._housekeeping_pending
-        now = self._batch_now if in_batch else self.clock()
-        try:
-            self._open(data, now)
-        except Exception as exc:  # the packet path must survive its own bugs
-            self._internal_error("inbound", exc)
-        if not in_batch:
-            self._batch_now = now
-            self._schedule_housekeeping()
-
-    def _open(self, data: bytes, now: float) -> None:
-        result = self._sad_decap(data, now)
-        counters = self.counters
-        counters.esp_rx += 1
-        if result.__class__ is not tuple:
-            self._count_inbound_drop(result)  # type: ignore[arg-type]
-            return
-        payload, next_header = result
-        if self._activate_on:
-            self._activate_on_first_packet(data[:4])
-        if next_header == 4 or next_header == 41:
-            check = self._checks.get(data[:4])
-            if check is not None and not check.allows(payload):
-                self._count_inbound_drop(Drop.POLICY)
-                return
-            self._rx_pending.append(payload)
-        elif not self._deliver_transport(data, payload, next_header):
-            return
-        counters.tun_tx += 1
-
-    def receive_raw_esp(self, data: bytes, host: str) -> None:
-        """One ESP packet that arrived directly over IP (protocol 50) from ``host``."""
-        self.receive_esp(data, (host, 0))
-
-    def _deliver_transport(self, esp: bytes, payload: bytes, protocol: int) -> bool:
-        # Transport mode: rebuild an IPv4 header around the segment from the SA's outer
-        # addresses (the peer's as source, ours as destination; RFC 4303 section 3.1.1).
-        policy = self._spi_policy.get(int.from_bytes(esp[:4], "big"), "")
-        route = self._routes.get(policy)
-        if route is None or not route.transport:
-            self.counters.transport_unsupported += 1
-            return False
-        header = ipv4_header(route.peer_packed, route.local_packed, protocol, payload)
-        self._rx_pending.append(header + payload)
-        return True
-
-    def _count_inbound_drop(self, drop: Drop) -> None:
-        self.counters.esp_rx_dropped += 1
-        reason = drop.value
-        self.inbound_drops[reason] = self.inbound_drops.get(reason, 0) + 1
-
     # -- timers and events ---------------------------------------------------------------
 
     def handle_timer(self, now: float | None = None) -> None:
@@ -495,35 +251,6 @@ class DataPlane(OutboundPath):
         self._deliver_events()
         self._resync_routes()
         self._arm_timer()
-
-    def _schedule_housekeeping(self) -> None:
-        # Runs once the socket reader's batch is done (the next loop iteration, with no
-        # wait): decrypted packets go to the TUN together, and events are delivered.
-        self._housekeeping_pending = True
-        if self._loop is not None:
-            self._loop.call_soon(self._housekeeping_soon)
-        else:
-            self._housekeeping_soon()
-
-    def _housekeeping_soon(self) -> None:
-        self._housekeeping_pending = False
-        self._flush_rx()
-        self._housekeeping(self.clock())
-
-    def _flush_rx(self) -> None:
-        pending = self._rx_pending
-        if not pending:
-            return
-        self._rx_pending = []
-        try:
-            if self._tun_write_batch is not None:
-                self._tun_write_batch(pending)
-            else:
-                write = self._tun_write
-                for packet in pending:
-                    write(packet)
-        except Exception as exc:  # the packet path must survive its own bugs
-            self._internal_error("tun write", exc)
 
     def _housekeeping(self, now: float) -> None:
         # Events raised on the packet path (volume lifetimes, sequence exhaustion).

@@ -1,0 +1,153 @@
+"""The inbound half of the data plane: ESP socket -> SAD -> inbound checks -> TUN.
+
+An ESP packet from either socket (UDP 4500, RFC 3948, or raw protocol 50) is opened by
+the SAD (SPI lookup, anti-replay, ICV; RFC 4301 section 5.2), checked against the
+selectors of the SA it arrived on (``inbound_check`` for tunnel mode), and the inner
+packet is held for the TUN device; transport-mode segments get an IPv4 header rebuilt
+from the SA's outer addresses. The packets of one socket read batch are written
+together once it ends. :class:`InboundPath` holds this per-packet code (see the speed
+notes in ``dataplane``'s docstring); ``dataplane.DataPlane`` inherits it and provides
+the state it reads, as it does for ``outbound_path.OutboundPath``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+
+from ..esp.sa import DecapResult, Drop
+from .dataplane_model import DataPlaneCounters, ipv4_header
+from .inbound_check import InboundCheck
+from .outbound_path import Route
+from .tun import TunDevice
+from .udp import Address
+
+
+class InboundPath:
+    """Opening ESP packets and writing what they hold to the TUN device (mixed into
+    ``DataPlane``)."""
+
+    tun: TunDevice
+    clock: Callable[[], float]
+    counters: DataPlaneCounters
+    inbound_drops: dict[str, int]
+    _routes: dict[str, Route]
+    _spi_policy: dict[int, str]
+    _checks: dict[bytes, InboundCheck]
+    _activate_on: dict[bytes, str]
+    _sad_decap: Callable[[bytes, float], DecapResult]
+    _rx_pending: list[bytes]
+    _tun_fd: int
+    _vnet_hdr_len: int
+    _tun_write: Callable[[bytes], None]
+    _tun_write_batch: Callable[[list[bytes]], None] | None
+    _loop: asyncio.AbstractEventLoop | None
+    _housekeeping_pending: bool
+    _batch_now: float
+
+    def _activate_on_first_packet(self, spi: bytes) -> None:
+        raise NotImplementedError
+
+    def _housekeeping(self, now: float) -> None:
+        raise NotImplementedError
+
+    def _internal_error(self, where: str, exc: Exception) -> None:
+        raise NotImplementedError
+
+    def receive_esp(self, data: bytes, addr: Address) -> None:
+        """One ESP packet (from the SPI on) that arrived over UDP 4500 from ``addr``."""
+        # One clock read per socket read batch: the batch ends in _housekeeping_soon.
+        in_batch = self._housekeeping_pending
+        now = self._batch_now if in_batch else self.clock()
+        try:
+            self._open(data, now)
+        except Exception as exc:  # the packet path must survive its own bugs
+            self._internal_error("inbound", exc)
+        if not in_batch:
+            self._batch_now = now
+            self._schedule_housekeeping()
+
+    def _open(self, data: bytes, now: float) -> None:
+        result = self._sad_decap(data, now)
+        counters = self.counters
+        counters.esp_rx += 1
+        if result.__class__ is not tuple:
+            self._count_inbound_drop(result)  # type: ignore[arg-type]
+            return
+        payload, next_header = result
+        if self._activate_on:
+            self._activate_on_first_packet(data[:4])
+        if next_header == 4 or next_header == 41:
+            check = self._checks.get(data[:4])
+            if check is not None and not check.allows(payload):
+                self._count_inbound_drop(Drop.POLICY)
+                return
+            self._rx_pending.append(payload)
+        elif not self._deliver_transport(data, payload, next_header):
+            return
+        counters.tun_tx += 1
+
+    def receive_raw_esp(self, data: bytes, host: str) -> None:
+        """One ESP packet that arrived directly over IP (protocol 50) from ``host``."""
+        self.receive_esp(data, (host, 0))
+
+    def _deliver_transport(self, esp: bytes, payload: bytes, protocol: int) -> bool:
+        # Transport mode: rebuild an IPv4 header around the segment from the SA's outer
+        # addresses (the peer's as source, ours as destination; RFC 4303 section 3.1.1).
+        policy = self._spi_policy.get(int.from_bytes(esp[:4], "big"), "")
+        route = self._routes.get(policy)
+        if route is None or not route.transport:
+            self.counters.transport_unsupported += 1
+            return False
+        header = ipv4_header(route.peer_packed, route.local_packed, protocol, payload)
+        self._rx_pending.append(header + payload)
+        return True
+
+    def _count_inbound_drop(self, drop: Drop) -> None:
+        self.counters.esp_rx_dropped += 1
+        reason = drop.value
+        self.inbound_drops[reason] = self.inbound_drops.get(reason, 0) + 1
+
+    def _schedule_housekeeping(self) -> None:
+        # Runs once the socket reader's batch is done (the next loop iteration, with no
+        # wait): decrypted packets go to the TUN together, and events are delivered.
+        self._housekeeping_pending = True
+        if self._loop is not None:
+            self._loop.call_soon(self._housekeeping_soon)
+        else:
+            self._housekeeping_soon()
+
+    def _housekeeping_soon(self) -> None:
+        self._housekeeping_pending = False
+        self._flush_rx()
+        self._housekeeping(self.clock())
+
+    def _flush_rx(self) -> None:
+        pending = self._rx_pending
+        if not pending:
+            return
+        self._rx_pending = []
+        try:
+            if self._tun_write_batch is not None:
+                self._tun_write_batch(pending)
+            else:
+                write = self._tun_write
+                for packet in pending:
+                    write(packet)
+        except Exception as exc:  # the packet path must survive its own bugs
+            self._internal_error("tun write", exc)
+
+    def _make_tun_write(self) -> Callable[[bytes], None]:
+        fd = self._tun_fd
+        if fd < 0 or self._vnet_hdr_len:
+            return self.tun.write
+        write = os.write
+
+        def tun_write(packet: bytes) -> None:
+            try:  # noqa: SIM105 - a try block is cheaper than suppress() per packet
+                write(fd, packet)
+            except BlockingIOError:
+                pass  # a full kernel queue drops the packet, as a router would
+
+        return tun_write
