@@ -11,7 +11,9 @@ Each IKE SA has one timer, re-armed from ``get_timer()`` after every input (aioq
 asyncio adapter pattern); time comes from a :class:`~.clock.Scheduler`. Routes into
 the TUN device, and the policy routing transport mode needs, follow the plan through
 :class:`~.plan_routes.PlanRoutes`. How peers are added, changed and removed lives in
-:mod:`.peers`, what IKE events do to the data plane in :mod:`.lifecycle`.
+:mod:`.peers`, what arrives (IKE datagrams, the data plane's acquires and SA events) in
+:mod:`.incoming`, what IKE events do to the peers in :mod:`.lifecycle`, to the data
+plane's child SAs in :mod:`.child_sas`, and the rekey timers in :mod:`.rekey`.
 """
 
 from __future__ import annotations
@@ -23,15 +25,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from ..esp.sa import RekeyRequested, SaExpired
-from ..esp.sad import SadEvent
-from ..ike.errors import IkeError, LocalError
+from ..ike.errors import LocalError
 from ..ike.gate import IkeResponderGate
 from ..ike.ike_sa import IkeSa
-from ..ike.message import parse_message
 from ..ike.states import IkeSaState, Role
 from ..io.dataplane import DataPlane, RawEspSender
-from ..io.dataplane_model import Acquire
 from ..io.rawesp import RawEspHandler
 from ..io.tun import TunDevice
 from ..io.udp import (
@@ -43,12 +41,13 @@ from ..io.udp import (
     IkeHandler,
     KeepaliveScheduler,
 )
-from ..plan import AgentPlan, AuthMethod, Peer, StartAction
+from ..plan import AgentPlan, AuthMethod, Peer
 from ..sink import EventHub, IkeSaReport, SaEventReport
 from . import translate
 from .clock import LoopScheduler, Scheduler, TimerHandle
+from .incoming import IncomingDispatch
 from .keylog import KeyLog
-from .peers import PeerChanges, same_tunnel
+from .peers import same_tunnel
 from .plan_routes import PlanRoutes, RouteTable
 from .session import PeerSession, PeerState
 
@@ -70,7 +69,7 @@ RawEspFactory = Callable[[RawEspHandler], RawEspChannel]
 """Makes the raw ESP socket given the data plane's receive callback."""
 
 
-class Engine(PeerChanges):
+class Engine(IncomingDispatch):
     def __init__(
         self,
         tun: TunDevice,
@@ -316,93 +315,6 @@ class Engine(PeerChanges):
             return
         if not session.is_up or session.replacement_pending:
             self._initiate(session)
-
-    # -- incoming datagrams -----------------------------------------------------------
-
-    def _on_ike(self, data: bytes, addr: Address, local_port: int) -> None:
-        try:
-            self._dispatch_ike(data, addr, local_port)
-        except Exception:  # nothing a peer sends may stop the engine
-            self.counters["ike_malformed"] += 1
-            log.exception("IKE datagram from %s:%d could not be handled", *addr)
-
-    def _dispatch_ike(self, data: bytes, addr: Address, local_port: int) -> None:
-        if len(data) < 28:
-            self.counters["ike_malformed"] += 1
-            return
-        spi_i, spi_r, flags = data[0:8], data[8:16], data[19]
-        from_initiator = bool(flags & 0x08)  # RFC 7296 section 3.1: the I flag
-        ours = spi_r if from_initiator else spi_i
-        if from_initiator and ours == bytes(8):
-            self._new_responder(data, addr, local_port)
-            return
-        sa = self._by_spi.get(ours)
-        if sa is None:
-            self.counters["ike_unknown_spi"] += 1
-            return
-        self._last_port[sa] = local_port
-        sa.receive_datagram(data, addr, self.now())
-        self._service(sa)
-
-    def _new_responder(self, data: bytes, addr: Address, local_port: int) -> None:
-        try:
-            parse_message(data)
-        except IkeError:
-            self.counters["ike_malformed"] += 1
-            return
-        names = self._by_address.get(addr[0], [])
-        if not names:
-            # Behind a NAT the source is not a plan address: the only responder-side
-            # peer, if there is exactly one, is the one it can be.
-            names = [s.name for s in self.sessions.values() if not s.peer.initiator]
-            if len(names) != 1:
-                self.counters["ike_no_peer"] += 1
-                log.info("IKE_SA_INIT from %s:%d matches no peer of the plan", *addr)
-                return
-        session = self.sessions[names[0]]
-        gate = self._gates.get(session.name)
-        if gate is None:
-            self.counters["ike_no_peer"] += 1
-            return
-        decision = gate.receive_datagram(data, addr, self.now())
-        if decision.reply is not None and self.endpoint is not None:
-            self.endpoint.send_ike(decision.reply, addr, local_port == self._natt_port())
-        if decision.reason == "cookie required":
-            self.counters["cookies_sent"] += 1
-        elif decision.reason:
-            self.counters["ike_refused"] += 1
-        sa = decision.sa
-        if sa is None:
-            return
-        self._last_port[sa] = local_port
-        if decision.new:
-            self._adopt(sa, session)
-        self._service(sa)
-
-    def _on_acquire(self, acquire: Acquire) -> None:
-        session = self.sessions.get(acquire.policy)
-        if session is None or session.peer.start_action is not StartAction.TRAP:
-            return
-        sa = session.ike
-        if sa is not None and not sa.is_closed:
-            return
-        self._publish("acquire", session.name, "traffic for a trap policy")
-        self._initiate(session)
-
-    def _on_sa_event(self, policy: str, event: SadEvent) -> None:
-        session = self.sessions.get(policy)
-        if session is None:
-            return
-        if isinstance(event, RekeyRequested) and session.child is not None:
-            spi = int.from_bytes(session.child.spi_in, "big")
-            out = int.from_bytes(session.child.spi_out, "big")
-            if event.spi in (spi, out):
-                try:
-                    self._rekey_child(session)
-                except LocalError as exc:
-                    log.info("%s: volume rekey not started: %s", policy, exc)
-        elif isinstance(event, SaExpired):
-            self._publish("child_expired", policy, f"SPI {event.spi:08x} {event.reason}")
 
     # -- driving IKE SAs ------------------------------------------------------------------
 
