@@ -419,6 +419,12 @@ def _failures(results: list[HostResult]) -> str:
     return "; ".join(f"{r.host}: {r.error}" for r in bad)
 
 
+def _recorded(out: RotationResult, results: list[HostResult]) -> str:
+    """Keep ``results`` in the outcome; the failures among them, "" for none."""
+    out.result.extend(results)
+    return _failures(results)
+
+
 async def run_cert_rotation(
     journal: CertJournal,
     state: StateDir,
@@ -487,9 +493,7 @@ async def _certs_reissue(
     async def step(host: str) -> HostResult:
         return await run.reissue(fleet, host, pki.CURRENT, bundle)
 
-    results = await run.each(PHASE_REISSUE, step, fleet)
-    out.result.extend(results)
-    return _failures(results)
+    return _recorded(out, await run.each(PHASE_REISSUE, step, fleet))
 
 
 async def _ca_trust(
@@ -504,15 +508,12 @@ async def _ca_trust(
     bundle = pki.trust_bundle(run.state.root)
     refused = await run.push_plans(fleet, PHASE_TRUST)
     if refused:
-        out.result.extend(refused)
-        return _failures(refused)
+        return _recorded(out, refused)
 
     async def step(host: str) -> HostResult:
         return await run.trust(fleet, host, bundle)
 
-    results = await run.each(PHASE_TRUST, step)
-    out.result.extend(results)
-    return _failures(results)
+    return _recorded(out, await run.each(PHASE_TRUST, step))
 
 
 async def _ca_reissue(
@@ -528,9 +529,7 @@ async def _ca_reissue(
     async def step(host: str) -> HostResult:
         return await run.reissue(fleet, host, pki.NEXT, bundle)
 
-    results = await run.each(PHASE_REISSUE, step, fleet)
-    out.result.extend(results)
-    return _failures(results)
+    return _recorded(out, await run.each(PHASE_REISSUE, step, fleet))
 
 
 async def _ca_retire(
@@ -543,15 +542,12 @@ async def _ca_retire(
     bundle = pki.load_ca(run.state.root)[2]
     refused = await run.push_plans(fleet, PHASE_RETIRE)
     if refused:
-        out.result.extend(refused)
-        return _failures(refused)
+        return _recorded(out, refused)
 
     async def step(host: str) -> HostResult:
         return await run.trust(fleet, host, bundle)
 
-    results = await run.each(PHASE_RETIRE, step)
-    out.result.extend(results)
-    return _failures(results)
+    return _recorded(out, await run.each(PHASE_RETIRE, step))
 
 
 PhaseRunner = Callable[[_Run, Callable[[], CompiledFleet], RotationResult], Awaitable[str]]
