@@ -32,7 +32,6 @@ import vici
 CHARON = Path("/usr/lib/ipsec/charon")
 SWANCTL = shutil.which("swanctl") or "/usr/sbin/swanctl"
 REPO = Path(__file__).resolve().parents[2]
-PYTHON = REPO / ".venv" / "bin" / "python"
 DRIVER = Path(__file__).with_name("ike_driver.py")
 
 OUR_ADDR, CHARON_ADDR = "192.0.2.1", "192.0.2.2"
@@ -229,6 +228,11 @@ def parse_raw(text: str) -> dict[str, Any]:
     return stack[0]
 
 
+def driver_argv(ns: str, config: Path) -> list[str]:
+    """The driver runs under the interpreter running the tests, whatever its environment."""
+    return ["ip", "netns", "exec", ns, sys.executable, str(DRIVER), str(config)]
+
+
 class OurPeer:
     """Our IKE core in its namespace, through ike_driver.py."""
 
@@ -238,7 +242,7 @@ class OurPeer:
         env = {**os.environ, "PYTHONPATH": str(REPO / "tests" / "interop")}
         self.stderr = (directory / "ours.err").open("w")
         self.process = subprocess.Popen(
-            ["ip", "netns", "exec", ns, str(PYTHON), str(DRIVER), str(config)],
+            driver_argv(ns, config),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from charon import (
     OurPeer,
     Topology,
     connection,
+    driver_argv,
     interop_setup,
     our_spec,
     skip_reason,
@@ -41,6 +43,14 @@ pytestmark = [
     pytest.mark.netns,
     pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or ""),
 ]
+
+
+def test_our_driver_runs_under_the_interpreter_running_the_tests(tmp_path: Path) -> None:
+    """Whatever environment runs pytest runs our side too (not a fixed REPO/.venv)."""
+    argv = driver_argv("vf-ns", tmp_path / "ours.json")
+    assert argv[:4] == ["ip", "netns", "exec", "vf-ns"]
+    assert argv[4] == sys.executable
+
 
 # Our proposal -> (ESP proposal, what charon's raw listing says for the IKE SA).
 PROPOSALS: dict[str, tuple[str, dict[str, str]]] = {

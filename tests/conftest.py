@@ -1,0 +1,30 @@
+"""Suite-wide rules.
+
+Under CI (the ``CI`` environment variable set, as ``.ci/run`` is run) a skipped test is a
+failure: the namespace, strongSwan and tshark tests skip on a machine without root or
+without the tools, and a CI machine that lost either must not stay green.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+
+def skips_fail() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if not (report.skipped and skips_fail()) or hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = f"skipped under CI, which must run every test: {reason}"
