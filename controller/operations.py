@@ -134,6 +134,39 @@ def ca_exists(state: StateDir) -> bool:
     return (state.pki / pki.CA_CERT).exists()
 
 
+def missing_ca_advice(state: StateDir, inventory: Path | None) -> str:
+    """What to do when the state directory holds no fleet CA.
+
+    The usual cause is a state directory other than the one meant: a lab keeps its
+    controller state in ``STATE/labs/NAME/controller``, so a lab built from the same
+    inventory is named with the ``--state`` that reaches its agents.
+    """
+    from .lab.record import LabRecord, labs_root
+
+    where = f"no fleet CA in {state.root}"
+    labs = []
+    root = labs_root(state)
+    if root.is_dir():
+        for directory in sorted(p for p in root.iterdir() if p.is_dir()):
+            record = LabRecord.load(directory)
+            if record is not None:
+                labs.append(record)
+    wanted = str(inventory.resolve()) if inventory is not None else None
+    for record in labs:
+        if wanted is not None and record.data.get("inventory") == wanted:
+            return (
+                f"{where}; the lab {record.name!r} runs this inventory with its own controller "
+                f"state: `vpnfleet --state {record.controller_state.root} COMMAND ...`"
+            )
+    if labs:
+        names = ", ".join(f"{r.name} (--state {r.controller_state.root})" for r in labs)
+        return (
+            f"{where}; labs kept here have their own controller state: {names}. "
+            "For a fleet of your own, run `vpnfleet ca init` and enrol the agents"
+        )
+    return f"{where}: run `vpnfleet ca init` and enrol the agents"
+
+
 def client_credentials(state: StateDir) -> pki.TlsCredentials:
     return pki.ensure_controller_cert(state.root)
 

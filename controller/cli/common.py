@@ -38,6 +38,12 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     sys.exit(code)
 
 
+def require_ca(ctx: Ctx, inventory: Path | None) -> None:
+    """Exit 1 with advice when the state directory holds no fleet CA."""
+    if not operations.ca_exists(ctx.state):
+        fail(operations.missing_ca_advice(ctx.state, inventory))
+
+
 @contextmanager
 def input_errors() -> Iterator[None]:
     """Turn bad-input exceptions into a clear message and exit code 1, no traceback."""

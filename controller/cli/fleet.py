@@ -47,6 +47,7 @@ from .common import (
     progress_bar,
     render_changes,
     render_recap,
+    require_ca,
     rev_option,
     vault_option,
 )
@@ -275,8 +276,7 @@ def apply_cmd(
         vault = open_vault(vault_password_file, vault_key_file)
         fleet = operations.compile_fleet_at(inventory, ctx.state, rev, limit=limit, vault=vault)
         enforce_rails(fleet, force)
-        if not operations.ca_exists(ctx.state):
-            fail(f"no fleet CA in {ctx.state.root}: run `vpnfleet ca init` and enrol the agents")
+        require_ca(ctx, inventory)
         if not check and not no_stage:
             try:
                 gate = HealthGate(timeout=health_timeout, require_traffic=bool(health_traffic))
@@ -337,8 +337,7 @@ def apply_canary(
         previous = operations.compile_fleet_at(
             inventory, ctx.state, rollback_rev, limit=limit, vault=vault
         )
-        if not operations.ca_exists(ctx.state):
-            fail(f"no fleet CA in {ctx.state.root}: run `vpnfleet ca init` and enrol the agents")
+        require_ca(ctx, inventory)
     report = None if output == "json" else (lambda line: out.print(line, markup=False))
     result = asyncio.run(
         run_canary(
@@ -430,8 +429,7 @@ def rekey_cmd(
         fleet = operations.compile_fleet(
             inventory, ctx.state, limit=limit, vault=open_vault(vault_password_file, vault_key_file)
         )
-        if not operations.ca_exists(ctx.state):
-            fail(f"no fleet CA in {ctx.state.root}: run `vpnfleet ca init` and enrol the agents")
+        require_ca(ctx, inventory)
         with progress_bar(len(fleet.selected), "rekey") as hook:
             result = asyncio.run(
                 operations.rekey_fleet(
@@ -495,8 +493,7 @@ def status_cmd(
             limit=limit,
             vault=open_vault(vault_password_file, vault_key_file),
         )
-        if not operations.ca_exists(ctx.state):
-            fail(f"no fleet CA in {ctx.state.root}: run `vpnfleet ca init` and enrol the agents")
+        require_ca(ctx, inventory)
         if watch is not None and output == "text":
             if watch <= 0:
                 fail("--watch takes a positive number of seconds")

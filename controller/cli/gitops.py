@@ -26,6 +26,7 @@ from .common import (
     output_option,
     parse_serial,
     pass_ctx,
+    require_ca,
     vault_option,
 )
 from .root import main
@@ -152,8 +153,7 @@ def serve_cmd(
             reconcile.parse_listen(listen)
         except ValueError as exc:
             fail(str(exc))
-        if not operations.ca_exists(ctx.state):
-            fail(f"no fleet CA in {ctx.state.root}: run `vpnfleet ca init` and enrol the agents")
+        require_ca(ctx, inventory)
         options = reconcile.ServeOptions(
             inventory=inventory,
             branch=branch,

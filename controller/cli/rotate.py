@@ -26,6 +26,7 @@ from .common import (
     output_option,
     pass_ctx,
     render_recap,
+    require_ca,
     vault_option,
 )
 from .root import main
@@ -75,8 +76,7 @@ def rotate_psk_cmd(
     """
     report = None if output == "json" else (lambda line: out.print(line, markup=False))
     with input_errors():
-        if not operations.ca_exists(ctx.state):
-            fail(f"no fleet CA in {ctx.state.root}: run `vpnfleet ca init` and enrol the agents")
+        require_ca(ctx, inventory)
         vault = open_vault(vault_password_file, vault_key_file)
         try:
             journal, fleet, resumed = rotation.prepare_psk_rotation(
@@ -140,8 +140,7 @@ def _rotate_certificates(
 ) -> None:
     report = None if output == "json" else (lambda line: out.print(line, markup=False))
     with input_errors():
-        if not operations.ca_exists(ctx.state):
-            fail(f"no fleet CA in {ctx.state.root}: run `vpnfleet ca init` and enrol the agents")
+        require_ca(ctx, inventory)
         vault = open_vault(vault_password_file, vault_key_file)
 
         def compile_fleet() -> operations.CompiledFleet:
