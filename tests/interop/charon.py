@@ -29,6 +29,8 @@ from typing import Any
 
 import vici
 
+from vpnfleet.controller.lab.external import PLUGINS
+
 CHARON = Path("/usr/lib/ipsec/charon")
 SWANCTL = shutil.which("swanctl") or "/usr/sbin/swanctl"
 REPO = Path(__file__).resolve().parents[2]
@@ -38,12 +40,6 @@ OUR_ADDR, CHARON_ADDR = "192.0.2.1", "192.0.2.2"
 OUR_NET, CHARON_NET = "10.1.0.0/16", "10.2.0.0/16"
 OUR_ID, CHARON_ID = "ours.example", "charon.example"
 PSK = "interop pre-shared key"
-
-PLUGINS = (
-    "random nonce drbg openssl aes sha1 sha2 hmac gcm chapoly curve25519 gmp kdf pem pkcs1 "
-    "pkcs8 pkcs12 x509 pubkey revocation constraints kernel-libipsec kernel-netlink "
-    "socket-default vici"
-)
 
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
