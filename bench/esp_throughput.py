@@ -35,8 +35,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dataplane_lab import (
+# The repository root, for the lab helpers the tests share (tests/support).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.dataplane_lab import (
     PREFIX_A,
     PREFIX_B,
     UNDERLAY_A,

@@ -26,9 +26,9 @@ from typing import Any
 import vici
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "interop"))
+sys.path.insert(0, str(REPO))  # tests.support: the strongSwan harness the tests share
 
-from charon import (  # noqa: E402
+from tests.support.charon import (  # noqa: E402
     CHARON_ADDR,
     CHARON_ID,
     CHARON_NET,

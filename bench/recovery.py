@@ -30,10 +30,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The repository root, for the lab helpers the tests share (tests/support).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from make_inventory import write_inventory
-from rekey_loss import start_pings, stop_pings, tunnel_pairs, wait_replying
 
+from tests.support.pings import start_pings, stop_pings, tunnel_pairs, wait_replying
 from vpnfleet.controller import lab
 from vpnfleet.controller.lab import supervisor
 from vpnfleet.controller.state import StateDir

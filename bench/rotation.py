@@ -29,8 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rekey_loss import start_pings, stop_pings, tunnel_pairs, vpnfleet, wait_replying
+# The repository root, for the lab helpers the tests share (tests/support).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.pings import start_pings, stop_pings, tunnel_pairs, vpnfleet, wait_replying
 
 KINDS = ("psk", "ca", "certs")
 FIELDS = ("kind", "seconds", "lost", "hosts", "tunnels", "sent")

@@ -6,17 +6,12 @@ none after a delete), nothing left in flight."""
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "ike"))
-
+from tests.support.ike_peers import Endpoint, Peers
 from vpnfleet.agent.ike.states import IkeSaState
-
-from ike_peers import Endpoint, Peers
 
 
 def _live(endpoint: Endpoint) -> list:

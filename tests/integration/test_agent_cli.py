@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.agent_harness import make_fleet
 from vpnfleet.agent.hollow import sample_plan
 from vpnfleet.controller.client import AgentClient, AgentUnreachable
 from vpnfleet.protos import agent_pb2
-
-from agent_harness import make_fleet
 
 AGENT = [sys.executable, "-m", "vpnfleet.agent.cli"]
 

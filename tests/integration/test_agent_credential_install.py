@@ -24,6 +24,7 @@ from test_lab_rotation import (
     stop_pings,
 )
 
+from tests.support.agent_harness import AgentProcess, Fleet, make_fleet, running_agent
 from vpnfleet.agent import enroll
 from vpnfleet.agent.enroll import (
     CredentialFiles,
@@ -42,8 +43,6 @@ from vpnfleet.controller.pki import (
     sign_agent_csrs,
 )
 from vpnfleet.protos import agent_pb2, agent_pb2_grpc
-
-from agent_harness import AgentProcess, Fleet, make_fleet, running_agent
 
 TIMEOUT = 10.0
 

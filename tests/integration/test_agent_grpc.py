@@ -10,12 +10,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.support.agent_harness import AgentProcess, Fleet, make_fleet, running_agent
 from vpnfleet.agent.hollow import sample_plan
 from vpnfleet.controller.client import AgentCallFailed, AgentClient, AgentUnreachable
 from vpnfleet.controller.pki import TlsCredentials
 from vpnfleet.protos import agent_pb2, agent_pb2_grpc, plan_pb2
-
-from agent_harness import AgentProcess, Fleet, make_fleet, running_agent
 
 PEERS = [("b1", "10.0.0.2", "10.2.0.0/24"), ("c1", "10.0.0.3", "10.3.0.0/24")]
 

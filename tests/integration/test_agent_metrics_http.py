@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent_harness import START_TIMEOUT, make_fleet
+from tests.support.agent_harness import START_TIMEOUT, make_fleet
 
 
 def _read_lines(proc: subprocess.Popen[bytes], wanted: tuple[str, ...], log: Path) -> list[str]:

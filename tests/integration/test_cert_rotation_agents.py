@@ -18,10 +18,9 @@ from typing import Any
 import pytest
 from cryptography import x509
 
+from tests.support.agent_harness import AgentProcess, Fleet, make_fleet, running_agent
 from vpnfleet.controller import pki
 from vpnfleet.controller.client import AgentClient, AgentUnreachable
-
-from agent_harness import AgentProcess, Fleet, make_fleet, running_agent
 
 CLI = [sys.executable, "-m", "vpnfleet.controller.cli"]
 HOSTS = ("a1", "a2", "a3")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_harness import AgentProcess, Fleet, make_fleet, running_agent
+from tests.support.agent_harness import AgentProcess, Fleet, make_fleet, running_agent
 
 CLI = [sys.executable, "-m", "vpnfleet.controller.cli"]
 HOSTS = ("h1", "h2", "h3")

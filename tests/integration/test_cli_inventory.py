@@ -144,7 +144,7 @@ def test_documented_bootstrap_end_to_end(tmp_path: Path) -> None:
     controller, certificates installed, then the controller applies a plan."""
     import contextlib
 
-    from agent_harness import running_agent
+    from tests.support.agent_harness import running_agent
 
     state = tmp_path / "controller"
     assert run("ca", "init", state=state).returncode == 0

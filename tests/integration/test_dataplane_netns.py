@@ -1,7 +1,7 @@
 """The data plane between two namespaces: manually keyed SAs (no IKE), a real TUN device
 and UDP 4500 (or raw ESP) in each, ping and iperf3 TCP both ways through the tunnel.
 
-The namespaces, links, processes and files come from ``bench/dataplane_lab.py``'s
+The namespaces, links, processes and files come from ``tests/support/dataplane_lab.py``'s
 :class:`SitePair`, which removes all of them when the test ends, also on failure.
 """
 
@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from dataplane_lab import SitePair, tcp_mbps
+from tests.support.dataplane_lab import SitePair, tcp_mbps
 
 pytestmark = pytest.mark.netns
 

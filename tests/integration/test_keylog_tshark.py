@@ -23,9 +23,8 @@ from test_engine_netns import AGENT, SITE, Lab, sh
 from test_tshark_esp import EspVerdict, esp_verdicts
 from test_tshark_ike import IkeVerdict, ike_verdicts
 
+from tests.support.tshark_lab import _wait_for
 from vpnfleet.agent.engine.keylog import tshark_options
-
-from tshark_lab import _wait_for
 
 pytestmark = pytest.mark.netns
 

@@ -13,7 +13,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,8 +24,7 @@ import pytest
 from test_lab_netns import LabRun, _require_root, netns_with_prefix, new_lab, removed_after
 from test_lab_rekey import SHORT_LIFETIMES, fleet_status, ike_sas, lab_up, set_group_vars
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from rekey_loss import start_pings, stop_pings, tunnel_pairs, wait_replying
+from tests.support.pings import start_pings, stop_pings, tunnel_pairs, wait_replying
 
 pytestmark = pytest.mark.netns
 

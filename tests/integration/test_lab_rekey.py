@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +19,14 @@ from typing import Any
 import pytest
 from test_lab_netns import CLI, LabRun, _require_root, new_lab, removed_after
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from rekey_loss import PingStream, sa_spis, start_pings, stop_pings, tunnel_pairs, wait_replying
+from tests.support.pings import (
+    PingStream,
+    sa_spis,
+    start_pings,
+    stop_pings,
+    tunnel_pairs,
+    wait_replying,
+)
 
 pytestmark = pytest.mark.netns
 

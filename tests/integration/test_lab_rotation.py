@@ -11,7 +11,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +20,7 @@ import pytest
 from test_lab_netns import LabRun, _require_root, new_lab, removed_after
 from test_lab_rekey import fleet_status, ike_sas, lab_up, losses
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from rekey_loss import PingStream, start_pings, stop_pings, tunnel_pairs, wait_replying
+from tests.support.pings import PingStream, start_pings, stop_pings, tunnel_pairs, wait_replying
 
 pytestmark = pytest.mark.netns
 

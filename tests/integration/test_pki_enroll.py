@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from tests.support.agent_harness import make_fleet, running_agent
 from vpnfleet.agent.cli import main as agent_cli
 from vpnfleet.agent.enroll import EnrollError, init_agent, install_certs, make_csr, new_key
 from vpnfleet.controller.client import AgentClient
@@ -21,8 +22,6 @@ from vpnfleet.controller.pki import (
     init_ca,
     sign_agent_csrs,
 )
-
-from agent_harness import make_fleet, running_agent
 
 
 def mode(path: Path) -> int:

@@ -20,11 +20,18 @@ from typing import Any
 
 import pytest
 
+from tests.support.tshark_lab import (
+    ADDR_A,
+    ADDR_B,
+    first_value,
+    flatten,
+    hex_bytes,
+    make_lab,
+    tshark_json,
+)
 from vpnfleet.agent.esp.keys import tshark_esp_options
 from vpnfleet.agent.esp.sa import SaParams
 from vpnfleet.agent.esp.transforms import Encryption, Integrity
-
-from tshark_lab import ADDR_A, ADDR_B, first_value, flatten, hex_bytes, make_lab, tshark_json
 
 ESP_PORT = 4500
 INNER_SRC = "10.1.0.1"

@@ -16,6 +16,16 @@ from typing import Any
 
 import pytest
 
+from tests.support.tshark_lab import (
+    ADDR_A,
+    ADDR_B,
+    STEP_TIMEOUT,
+    Lab,
+    flatten,
+    hex_bytes,
+    make_lab,
+    tshark_json,
+)
 from vpnfleet.agent.ike.config import ChildConfig, Identity, IkeConfig, selector
 from vpnfleet.agent.ike.constants import ExchangeType, PayloadType
 from vpnfleet.agent.ike.errors import LocalError
@@ -29,17 +39,6 @@ from vpnfleet.agent.ike.ike_sa import IkeSa
 from vpnfleet.agent.ike.keys import IkeSaKeys
 from vpnfleet.agent.ike.proposals import EspProposal, IkeProposal
 from vpnfleet.agent.ike.states import Role
-
-from tshark_lab import (
-    ADDR_A,
-    ADDR_B,
-    STEP_TIMEOUT,
-    Lab,
-    flatten,
-    hex_bytes,
-    make_lab,
-    tshark_json,
-)
 
 
 @pytest.fixture

@@ -26,12 +26,7 @@ from typing import Any
 
 import pytest
 
-from vpnfleet.agent.convert import plan_from_proto
-from vpnfleet.agent.hollow import sample_plan
-from vpnfleet.protos import plan_pb2
-from vpnfleet.protos.hashing import plan_content_hash
-
-from charon import (
+from tests.support.charon import (
     CHARON_ADDR,
     CHARON_ID,
     CHARON_NET,
@@ -45,6 +40,10 @@ from charon import (
     interop_setup,
     skip_reason,
 )
+from vpnfleet.agent.convert import plan_from_proto
+from vpnfleet.agent.hollow import sample_plan
+from vpnfleet.protos import plan_pb2
+from vpnfleet.protos.hashing import plan_content_hash
 
 pytestmark = [
     pytest.mark.interop,

@@ -20,9 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from vpnfleet.agent.ike.proposals import IkeProposal
-
-from charon import (
+from tests.support.charon import (
     CHARON_ID,
     CHARON_NET,
     OUR_ID,
@@ -37,6 +35,7 @@ from charon import (
     our_spec,
     skip_reason,
 )
+from vpnfleet.agent.ike.proposals import IkeProposal
 
 pytestmark = [
     pytest.mark.interop,

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from engine_pair import Fleet, enrolled, pubkey_plan, udp4, with_credentials
 
+from tests.support.engine_pair import Fleet, enrolled, pubkey_plan, udp4, with_credentials
 from vpnfleet.agent import cli
 from vpnfleet.agent.engine import translate
 from vpnfleet.agent.engine.translate import CredentialError, IkeCredentials

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine_pair import Fleet, Traffic, enrolled, pubkey_plan, with_credentials
-
+from tests.support.engine_pair import Fleet, Traffic, enrolled, pubkey_plan, with_credentials
 from vpnfleet.agent.engine.translate import IkeCredentials
 from vpnfleet.controller import pki
 

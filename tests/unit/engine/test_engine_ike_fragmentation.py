@@ -6,8 +6,8 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from engine_pair import node_plan
 
+from tests.support.engine_pair import node_plan
 from vpnfleet.agent.engine import translate
 from vpnfleet.agent.engine.peers import same_tunnel
 from vpnfleet.protos import plan_pb2

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from engine_pair import Fleet, udp4
 
+from tests.support.engine_pair import Fleet, udp4
 from vpnfleet.agent.config import ConfigError, load_config
 from vpnfleet.agent.engine.keylog import HEADER, KeyLog, KeyLogError, tshark_options
 from vpnfleet.agent.esp.sa import InboundSa, SaParams

@@ -10,8 +10,8 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from engine_pair import Fleet, Node, udp4
 
+from tests.support.engine_pair import Fleet, Node, udp4
 from vpnfleet.agent.ike.tasks import child_create
 from vpnfleet.agent.io.memory import Datagram
 from vpnfleet.agent.io.udp import IKE_PORT, NATT_PORT

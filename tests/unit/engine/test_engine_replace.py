@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from engine_pair import Fleet, PlanEdit, Traffic, carries_ike, node_plan, udp4
 
+from tests.support.engine_pair import Fleet, PlanEdit, Traffic, carries_ike, node_plan, udp4
 from vpnfleet.agent.ike.states import IkeSaState
 from vpnfleet.agent.io.memory import Datagram
 from vpnfleet.agent.plan import AgentPlan

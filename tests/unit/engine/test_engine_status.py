@@ -9,8 +9,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from engine_pair import SITES, Fleet, node_plan, udp4
-
+from tests.support.engine_pair import SITES, Fleet, node_plan, udp4
 from vpnfleet.agent.engine import Engine
 from vpnfleet.agent.hollow import sample_plan
 from vpnfleet.agent.io.memory import MemoryEndpoint, MemoryNetwork

@@ -6,8 +6,8 @@ import ipaddress
 from dataclasses import replace
 
 import pytest
-from engine_pair import node_plan
 
+from tests.support.engine_pair import node_plan
 from vpnfleet.agent.engine import translate
 from vpnfleet.agent.engine.host import data_plane_choice
 from vpnfleet.agent.esp.spd import Action

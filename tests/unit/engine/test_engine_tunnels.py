@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from engine_pair import Fleet, node_plan, udp4
 
+from tests.support.engine_pair import Fleet, node_plan, udp4
 from vpnfleet.agent.io.memory import nat_translate
 from vpnfleet.agent.plan import AuthMethod
 from vpnfleet.agent.sink import RekeyTarget

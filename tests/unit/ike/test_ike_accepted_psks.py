@@ -8,13 +8,12 @@ from dataclasses import replace
 
 import pytest
 
+from tests.support.ike_peers import Peers, left_right
 from vpnfleet.agent.ike.config import IkeConfig
 from vpnfleet.agent.ike.constants import NotifyType
 from vpnfleet.agent.ike.errors import LocalError
 from vpnfleet.agent.ike.events import ChildSaEstablished, IkeSaFailed
 from vpnfleet.agent.ike.states import IkeSaState
-
-from ike_peers import Peers, left_right
 
 OLD = b"old pair key, epoch 1 .........."
 NEW = b"new pair key, epoch 2 .........."

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
+from tests.support.ike_peers import Peers, left_right
 from vpnfleet.agent.ike import signatures
 from vpnfleet.agent.ike.config import Identity, IkeConfig
 from vpnfleet.agent.ike.constants import AuthMethod, IdType, NotifyType
@@ -24,8 +25,6 @@ from vpnfleet.agent.ike.message import parse_message
 from vpnfleet.agent.ike.payloads import AuthPayload, CertPayload, CertReqPayload
 from vpnfleet.agent.ike.signatures import CertificateAuth, SigningKey
 from vpnfleet.agent.ike.states import IkeSaState
-
-from ike_peers import Peers, left_right
 
 NOW = datetime.datetime.now(datetime.UTC)
 

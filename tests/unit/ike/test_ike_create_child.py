@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support import ike_peers
+from tests.support.ike_peers import Endpoint, Peers
 from vpnfleet.agent.ike.config import ChildConfig, selector
 from vpnfleet.agent.ike.constants import NotifyType
 from vpnfleet.agent.ike.errors import LocalError
@@ -25,8 +27,6 @@ from vpnfleet.agent.ike.payloads import KePayload
 from vpnfleet.agent.ike.proposals import EspProposal
 from vpnfleet.agent.ike.states import IkeSaState
 from vpnfleet.agent.ike.tasks import child_create, ike_rekey
-
-from ike_peers import Endpoint, Peers
 
 
 def established(**kw: object) -> Peers:
@@ -112,7 +112,7 @@ def test_new_child_with_no_matching_policy_fails_only_the_child() -> None:
     "esp", [("aes256gcm16",), ("aes128gcm16-x25519",), ("aes128-sha256-ecp256",)]
 )
 def test_child_rekey_by_either_side_is_make_before_break(side: str, esp: tuple[str, ...]) -> None:
-    peers = Peers(*__import__("ike_peers").left_right(esp=esp))
+    peers = Peers(*ike_peers.left_right(esp=esp))
     peers.left.sa.initiate(peers.right.address, peers.now)
     peers.run()
     old_left, old_right = only_child(peers.left), only_child(peers.right)
@@ -144,14 +144,14 @@ def test_child_rekey_by_either_side_is_make_before_break(side: str, esp: tuple[s
 
 def test_child_rekey_retries_with_the_pfs_group_the_peer_asks_for() -> None:
     """Section 1.3: INVALID_KE_PAYLOAD names the group; the retry is a new exchange."""
-    left = __import__("ike_peers").ike_config(
+    left = ike_peers.ike_config(
         "left.example",
         "right.example",
         "10.1.0.0/16",
         "10.2.0.0/16",
         esp=("aes128gcm16-ecp256", "aes128gcm16-x25519"),
     )
-    right = __import__("ike_peers").ike_config(
+    right = ike_peers.ike_config(
         "right.example", "left.example", "10.2.0.0/16", "10.1.0.0/16", esp=("aes128gcm16-x25519",)
     )
     peers = Peers(left, right)

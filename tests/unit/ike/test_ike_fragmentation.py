@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from test_ike_certificates import CA, NOW, dns, make_leaf, name, with_certs
 
+from tests.support.ike_peers import Peers, left_right
 from vpnfleet.agent.ike.config import IkeConfig
 from vpnfleet.agent.ike.constants import ExchangeType, HeaderFlag, NotifyType, PayloadType
 from vpnfleet.agent.ike.crypto import decrypt_message, encrypt_fragment
@@ -31,8 +32,6 @@ from vpnfleet.agent.ike.message import IkeHeader, parse_message
 from vpnfleet.agent.ike.payloads import NotifyPayload, SkfPayload
 from vpnfleet.agent.ike.signatures import CertificateAuth
 from vpnfleet.agent.ike.states import IkeSaState, Role
-
-from ike_peers import Peers, left_right
 
 GCM = "aes256gcm16-prfsha384-x25519"
 CBC = "aes128-sha256-modp2048"

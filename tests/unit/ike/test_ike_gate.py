@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.ike_peers import LEFT, RIGHT, left_right
 from vpnfleet.agent.ike.constants import (
     ExchangeType,
     HeaderFlag,
@@ -31,8 +32,6 @@ from vpnfleet.agent.ike.message import (
 )
 from vpnfleet.agent.ike.payloads import DeletePayload, NotifyPayload, RawPayload
 from vpnfleet.agent.ike.states import IkeSaState, Role
-
-from ike_peers import LEFT, RIGHT, left_right
 
 NOW = 1000.0
 

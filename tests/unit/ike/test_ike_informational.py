@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.ike_peers import Peers
 from vpnfleet.agent.ike.constants import ExchangeType, NotifyType, PayloadType, ProtocolId
 from vpnfleet.agent.ike.errors import LocalError
 from vpnfleet.agent.ike.events import (
@@ -18,8 +19,6 @@ from vpnfleet.agent.ike.events import (
 from vpnfleet.agent.ike.message import parse_message
 from vpnfleet.agent.ike.payloads import DeletePayload, NotifyPayload, Payload, RawPayload
 from vpnfleet.agent.ike.states import IkeSaState
-
-from ike_peers import Peers
 
 
 def established() -> tuple[Peers, ChildSaEstablished, ChildSaEstablished]:

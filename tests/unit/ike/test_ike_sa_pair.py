@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import pytest
 
+from tests.support.ike_peers import Peers
 from vpnfleet.agent.ike.config import ChildConfig, Identity, IkeConfig, selector
 from vpnfleet.agent.ike.constants import EncrId, ExchangeType, NotifyType
 from vpnfleet.agent.ike.errors import LocalError
@@ -28,8 +29,6 @@ from vpnfleet.agent.ike.ike_sa import IkeSa
 from vpnfleet.agent.ike.message import parse_message
 from vpnfleet.agent.ike.proposals import EspProposal, IkeProposal
 from vpnfleet.agent.ike.states import IkeSaState, Role
-
-from ike_peers import Peers
 
 LEFT = ("192.0.2.1", 500)
 RIGHT = ("192.0.2.2", 500)

@@ -7,7 +7,8 @@ import os
 import socket
 
 import pytest
-from dataplane_pair import (
+
+from tests.support.dataplane_pair import (
     HOST_A,
     HOST_B,
     POLICY,
@@ -20,7 +21,6 @@ from dataplane_pair import (
     udp4,
     udp6,
 )
-
 from vpnfleet.agent.esp.sa import Mode
 from vpnfleet.agent.esp.sad import InboundRemoved
 from vpnfleet.agent.io.dataplane import DataPlane

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from dataplane_pair import POLICY, Pair, sa, udp4
 
+from tests.support.dataplane_pair import POLICY, Pair, sa, udp4
 from vpnfleet.agent.esp.sa import Direction, Lifetime, RekeyRequested, SaExpired
 from vpnfleet.agent.esp.sad import DEFAULT_REKEY_GRACE, InboundRemoved
 from vpnfleet.agent.io.dataplane import DataPlane

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import struct
 
-from dataplane_pair import udp4
-
+from tests.support.dataplane_pair import udp4
 from vpnfleet.agent.io.tun_offload import (
     MAX_SEGMENTS,
     VIRTIO_NET_HDR_F_NEEDS_CSUM,

@@ -33,7 +33,6 @@ from vpnfleet.controller.lab.external import PLUGINS
 
 CHARON = Path("/usr/lib/ipsec/charon")
 SWANCTL = shutil.which("swanctl") or "/usr/sbin/swanctl"
-REPO = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("ike_driver.py")
 
 OUR_ADDR, CHARON_ADDR = "192.0.2.1", "192.0.2.2"
@@ -235,7 +234,6 @@ class OurPeer:
     def __init__(self, ns: str, directory: Path, spec: dict[str, Any]) -> None:
         config = directory / "ours.json"
         config.write_text(json.dumps(spec))
-        env = {**os.environ, "PYTHONPATH": str(REPO / "tests" / "interop")}
         self.stderr = (directory / "ours.err").open("w")
         self.process = subprocess.Popen(
             driver_argv(ns, config),
@@ -243,7 +241,6 @@ class OurPeer:
             stdout=subprocess.PIPE,
             stderr=self.stderr,
             text=True,
-            env=env,
             start_new_session=True,
         )
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()

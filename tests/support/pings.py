@@ -1,0 +1,179 @@
+"""Ping streams across a lab's tunnels, and the SPIs a status shows: what the lab tests
+and the lab benchmarks (bench/rekey_loss.py, recovery.py, rotation.py) measure loss with.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CLI = [sys.executable, "-m", "vpnfleet.controller.cli"]
+# A reply line of ``ping -D -n``: "[1795752533.492460] 64 bytes from 10.1.2.1: icmp_seq=1 …".
+REPLY_RE = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from [^ ]+: icmp_seq=(\d+) ")
+SUMMARY_RE = re.compile(r"(\d+) packets transmitted, (\d+) received")
+# Echo requests sent in the last moment before SIGINT may still be in flight: not lost.
+IN_FLIGHT = 2
+
+
+@dataclass(frozen=True, slots=True)
+class SitePath:
+    """One tunnel to ping across: from ``src`` inside ``netns`` to ``dst``."""
+
+    src_host: str
+    dst_host: str
+    netns: str
+    src: str
+    dst: str
+
+
+@dataclass
+class PingStream:
+    """``ping -D -n -i INTERVAL`` running inside a namespace; replies read as they come."""
+
+    path: SitePath
+    interval: float
+    proc: subprocess.Popen[str]
+    replies: dict[int, float] = field(default_factory=dict)  # icmp_seq -> receive time
+    transmitted: int | None = None
+    output: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
+
+    @classmethod
+    def start(cls, path: SitePath, interval: float) -> PingStream:
+        argv = ["ip", "netns", "exec", path.netns, "ping", "-D", "-n", "-i", f"{interval:g}"]
+        argv += ["-I", path.src, path.dst]
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
+        stream = cls(path, interval, proc)
+        stream.reader = threading.Thread(target=stream._read, daemon=True)
+        stream.reader.start()
+        return stream
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+            m = REPLY_RE.match(line)
+            if m:
+                self.replies.setdefault(int(m.group(2)), float(m.group(1)))
+                continue
+            s = SUMMARY_RE.search(line)
+            if s:
+                self.transmitted = int(s.group(1))
+
+    def stop(self) -> None:
+        """SIGINT (ping prints its summary), then wait for the output to be read."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.reader is not None:
+            self.reader.join(5)
+
+    @property
+    def sent(self) -> int:
+        return self.transmitted if self.transmitted is not None else max(self.replies, default=0)
+
+    @property
+    def lost(self) -> list[int]:
+        """Sequence numbers sent (all but the last ``IN_FLIGHT``) that got no reply."""
+        return [seq for seq in range(1, self.sent - IN_FLIGHT + 1) if seq not in self.replies]
+
+    def replied_after(self, when: float) -> float | None:
+        """Receive time of the first reply after wall-clock ``when``."""
+        times = [t for t in self.replies.values() if t > when]
+        return min(times) if times else None
+
+    def describe(self) -> str:
+        p = self.path
+        tail = "".join(self.output[-3:]).strip()
+        return (
+            f"{p.src_host}->{p.dst_host} ({p.src}->{p.dst}): sent {self.sent}, "
+            f"{len(self.replies)} replies, lost seq {self.lost[:20]}; ping said: {tail}"
+        )
+
+
+def tunnel_pairs(
+    reachability: Iterable[Mapping[str, Any]],
+    hosts: Mapping[str, Mapping[str, Any]],
+    *,
+    involving: str | None = None,
+) -> list[SitePath]:
+    """One path per protected host pair (the lower-named host pings the higher), from the
+    lab's reachability list (``lab up -o json``) and layout hosts; only pairs with
+    ``involving`` when given."""
+    seen: set[tuple[str, str]] = set()
+    paths = []
+    for p in reachability:
+        if p["expect"] != "protect":
+            continue
+        a, b = sorted((str(p["src_host"]), str(p["dst_host"])))
+        if (a, b) in seen or p["src_host"] != a:
+            continue
+        if involving is not None and involving not in (a, b):
+            continue
+        seen.add((a, b))
+        paths.append(SitePath(a, b, str(hosts[a]["netns"]), str(p["src"]), str(p["dst"])))
+    return paths
+
+
+def start_pings(paths: Sequence[SitePath], interval: float) -> list[PingStream]:
+    streams: list[PingStream] = []
+    try:
+        for path in paths:
+            streams.append(PingStream.start(path, interval))
+    except BaseException:
+        stop_pings(streams)
+        raise
+    return streams
+
+
+def stop_pings(streams: Iterable[PingStream]) -> None:
+    for s in streams:
+        s.stop()
+
+
+def wait_replying(streams: Sequence[PingStream], timeout: float) -> bool:
+    """Until every stream has had a reply (the tunnels carry traffic)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(s.replies for s in streams):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def vpnfleet(state: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, "--state", str(state), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def sa_spis(status: Mapping[str, Any]) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """(host, peer, "ike" | "child") -> SPIs, from ``vpnfleet status -o json``."""
+    out: dict[tuple[str, str, str], tuple[int, int]] = {}
+    for h in status["hosts"]:
+        for ike in (h.get("observed") or {}).get("ike_sas", []):
+            if ike["state"] != "established":
+                continue
+            out[(h["host"], ike["peer"], "ike")] = (ike["spi_i"], ike["spi_r"])
+            for child in ike["children"]:
+                out[(h["host"], ike["peer"], "child")] = (child["spi_in"], child["spi_out"])
+    return out
