@@ -14,17 +14,22 @@ import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from test_lab_netns import _require_root, new_lab, removed_after
-from test_lab_rekey import lab_up, losses
-from test_lab_rotation import (
-    FAST_PING_INTERVAL,
-    assert_all_up_without_auth_errors,
-    own_underlay,
-    pinging,
-    stop_pings,
-)
 
 from tests.support.agent_harness import AgentProcess, Fleet, make_fleet, running_agent
+from tests.support.lab import (
+    FAST_PING_INTERVAL,
+    all_up_since,
+    assert_all_up_without_auth_errors,
+    lab_up,
+    losses,
+    new_lab,
+    own_underlay,
+    pinging,
+    removed_after,
+    require_root,
+    wait_for,
+)
+from tests.support.pings import stop_pings, wait_fresh_replies
 from vpnfleet.agent import enroll
 from vpnfleet.agent.enroll import (
     CredentialFiles,
@@ -388,7 +393,7 @@ def test_ike_certificates_swap_under_continuous_ping_loses_nothing(
     """The lab mesh on certificates; every agent gets new TLS and IKE key pairs and
     certificates while every tunnel carries a ping every 5 ms: each agent re-establishes
     its three tunnels make-before-break, and not one ping is lost."""
-    _require_root()
+    require_root()
     lab = new_lab(tmp_path, "lab")
     own_underlay(lab)
     group_vars = lab.inventory / "group_vars" / "all.yaml"
@@ -417,7 +422,10 @@ def test_ike_certificates_swap_under_continuous_ping_loses_nothing(
                 return out
 
             responses = asyncio.run(all_hosts())
-            time.sleep(3.0)  # past the responders' own re-establishment (2 s)
+            # Until every tunnel runs on its new SAs alone (the old ones deleted), then a
+            # few more replies: a loss in the responders' switch would show as a gap.
+            wait_for("every tunnel on new SAs only", lambda: all_up_since(lab, started), 30, 0.5)
+            wait_fresh_replies(streams, 20, 10)
         finally:
             stop_pings(streams)
         assert losses(streams) == []

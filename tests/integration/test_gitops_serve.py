@@ -90,6 +90,13 @@ class Serve:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
 
+    def polls(self) -> int:
+        """Branch polls made so far (``vpnfleet_polls_total``)."""
+        for line in self.get("/metrics").splitlines():
+            if line.startswith("vpnfleet_polls_total "):
+                return int(float(line.split()[1]))
+        raise AssertionError("no vpnfleet_polls_total in /metrics")
+
     def rollouts(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = self.get("/audit")["rollouts"]
         return rows
@@ -237,7 +244,8 @@ def test_serve_rolls_out_new_commits_and_refuses_bad_ones(gitops: GitOpsLab) -> 
             "/metrics"
         )
         # The bad commit is not retried on every poll.
-        time.sleep(INTERVAL * 2.5)
+        polls = serve.polls()
+        wait_for("two more polls", lambda: serve.polls() >= polls + 2)
         assert [r["revision"] for r in serve.rollouts()].count(bad) == 1
 
         # A valid inventory the safety rails refuse is not pushed either.
@@ -267,8 +275,8 @@ def test_webhook_triggers_an_immediate_poll(gitops: GitOpsLab) -> None:
         wait_for("the first rollout", lambda: serve.rollout_of(gitops.first))
         write_inventory(gitops.inventory, {h: a.port for h, a in gitops.agents.items()}, NEW_VARS)
         second = commit(gitops.repo, "second")
-        time.sleep(0.5)
-        assert serve.rollout_of(second) is None  # the next poll is an hour away
+        assert serve.polls() == 1  # the first; the next is an hour away
+        assert serve.rollout_of(second) is None
         code, body = serve.post("/webhook")
         assert code == 202 and body == {"poll": "scheduled"}
         row = wait_for("the webhook's rollout", lambda: serve.rollout_of(second), timeout=15)

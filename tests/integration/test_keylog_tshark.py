@@ -19,11 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_engine_netns import AGENT, SITE, Lab, sh
-from test_tshark_esp import EspVerdict, esp_verdicts
-from test_tshark_ike import IkeVerdict, ike_verdicts
 
-from tests.support.tshark_lab import _wait_for
+from tests.support.engine_lab import AGENT, SITE, Lab, sh
+from tests.support.tshark_lab import EspVerdict, IkeVerdict, _wait_for, esp_verdicts, ike_verdicts
 from vpnfleet.agent.engine.keylog import tshark_options
 
 pytestmark = pytest.mark.netns

@@ -25,9 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_lab_netns import LabRun, _require_root, new_lab, removed_after
-from test_lab_rekey import SHORT_LIFETIMES, lab_up, set_group_vars
 
+from tests.support.lab import (
+    SHORT_LIFETIMES,
+    LabRun,
+    lab_up,
+    new_lab,
+    removed_after,
+    require_root,
+    set_group_vars,
+)
 from vpnfleet.controller.lab.reach import CLIENT_SCRIPT, LISTENER_SCRIPT
 
 pytestmark = pytest.mark.netns
@@ -151,7 +158,7 @@ class Capture:
 
 @pytest.fixture
 def mesh(tmp_path: Path) -> Iterator[tuple[LabRun, dict[str, Any]]]:
-    _require_root()
+    require_root()
     for tool in ("tcpdump", "tshark"):
         if shutil.which(tool) is None:
             pytest.skip(f"needs {tool}")

@@ -18,17 +18,21 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from test_lab_netns import LabRun, _require_root, new_lab, removed_after
-from test_lab_rekey import losses
-from test_lab_rotation import (
+
+from tests.support.lab import (
     FAST_PING_INTERVAL,
+    LabRun,
     agent_pid,
     assert_all_up_without_auth_errors,
+    losses,
+    new_lab,
     own_underlay,
     pinging,
+    removed_after,
+    require_root,
     run_json,
 )
-
+from tests.support.pings import wait_fresh_replies
 from vpnfleet.controller import operations, pki
 from vpnfleet.controller.client import AgentClient, AgentUnreachable
 from vpnfleet.controller.state import StateDir
@@ -39,7 +43,7 @@ pytestmark = pytest.mark.netns
 
 @pytest.fixture
 def cert_mesh(tmp_path: Path) -> Iterator[tuple[LabRun, dict[str, Any]]]:
-    _require_root()
+    require_root()
     lab = new_lab(tmp_path, "lab")
     own_underlay(lab)
     group_vars = lab.inventory / "group_vars" / "all.yaml"
@@ -106,7 +110,7 @@ def rotate_under_pings(lab: LabRun, up: dict[str, Any], kind: str) -> tuple[int,
     streams = pinging(up, FAST_PING_INTERVAL)
     try:
         code, result = run_json(lab, "rotate", kind)
-        time.sleep(0.5)
+        wait_fresh_replies(streams, 20, 10)
     finally:
         for s in streams:
             s.stop()
@@ -200,7 +204,7 @@ def test_interrupted_ca_rotation_names_the_agent_and_resumes(
     streams = pinging(up, FAST_PING_INTERVAL)
     try:
         code, second = run_json(lab, "rotate", "ca")
-        time.sleep(0.5)
+        wait_fresh_replies(streams, 20, 10)
     finally:
         for s in streams:
             s.stop()

@@ -9,12 +9,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_lab_netns import CLI, _require_root, new_lab, removed_after
+
+from tests.support.lab import CLI, new_lab, removed_after, require_root
 
 
 @pytest.mark.netns
 def test_mesh_with_certificates_comes_up_and_passes_traffic(tmp_path: Path) -> None:
-    _require_root()
+    require_root()
     lab = new_lab(tmp_path, "lab")
     group_vars = lab.inventory / "group_vars" / "all.yaml"
     text = group_vars.read_text()

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from test_lab_netns import _require_root, new_lab, removed_after
+
+from tests.support.lab import new_lab, removed_after, require_root
 
 HUBS = ("hub1", "hub2")
 SPOKES = ("spoke1", "spoke2", "spoke3", "spoke4")
@@ -15,7 +16,7 @@ SPOKES = ("spoke1", "spoke2", "spoke3", "spoke4")
 
 @pytest.mark.netns
 def test_spokes_reach_each_other_through_a_hub(tmp_path: Path) -> None:
-    _require_root()
+    require_root()
     lab = new_lab(tmp_path, "hub-spoke")
     with removed_after(lab):
         res = lab.up("-o", "json", "--timeout", "90")

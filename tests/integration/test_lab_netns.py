@@ -10,12 +10,10 @@ once they report a data plane, every protected pair must pass.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,101 +21,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.support.lab import CLI, LabRun, netns_with_prefix, new_lab, removed_after, require_root
+
 pytestmark = pytest.mark.netns
-
-CLI = [sys.executable, "-m", "vpnfleet.controller.cli"]
-INVENTORIES = Path(__file__).resolve().parents[2] / "inventories"
-
-
-def _require_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create network namespaces")
-
-
-def netns_with_prefix(prefix: str) -> list[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return [ln.split()[0] for ln in out.splitlines() if ln.startswith(prefix)]
-
-
-def processes_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if text.encode() in cmdline:
-            found.append(int(entry))
-    return found
-
-
-def link_exists(name: str) -> bool:
-    res = subprocess.run(["ip", "link", "show", "dev", name], capture_output=True)
-    return res.returncode == 0
-
-
-@dataclass
-class LabRun:
-    state: Path
-    name: str
-    inventory: Path
-
-    @property
-    def lab_dir(self) -> Path:
-        return self.state / "labs" / self.name
-
-    def vpnfleet(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*CLI, "--state", str(self.state), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, "COLUMNS": "200"},
-        )
-
-    def up(self, *extra: str) -> subprocess.CompletedProcess[str]:
-        return self.vpnfleet("lab", "up", "-i", str(self.inventory), "--name", self.name, *extra)
-
-    def down(self) -> subprocess.CompletedProcess[str]:
-        return self.vpnfleet("lab", "down", "--name", self.name)
-
-    def status(self) -> dict[str, Any]:
-        res = self.vpnfleet("lab", "status", "--name", self.name, "-o", "json")
-        assert res.returncode == 0, res.stderr
-        data: dict[str, Any] = json.loads(res.stdout)
-        return data
-
-    def exec(self, host: str, *command: str) -> subprocess.CompletedProcess[str]:
-        return self.vpnfleet("lab", "exec", "--name", self.name, host, "--", *command)
-
-    def assert_gone(self) -> None:
-        assert netns_with_prefix(f"vf-{self.name}-") == []
-        assert not link_exists(f"vf-{self.name}")
-        assert processes_mentioning(str(self.lab_dir)) == []
-        assert not self.lab_dir.exists()
-
-
-def new_lab(root: Path, inventory: str) -> LabRun:
-    copy = root / "inventory"
-    shutil.copytree(INVENTORIES / inventory, copy)
-    return LabRun(root / "state", "t" + secrets.token_hex(4), copy)
-
-
-@contextlib.contextmanager
-def removed_after(lab: LabRun) -> Iterator[LabRun]:
-    """The lab is taken down when the block ends, also on failure; nothing may remain."""
-    try:
-        yield lab
-    finally:
-        res = lab.down()
-        assert res.returncode == 0, res.stderr
-        lab.assert_gone()
 
 
 MESH_HOSTS = ("a1", "a2", "a3", "a4")
@@ -131,7 +40,7 @@ class MeshLab:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshLab]:
-    _require_root()
+    require_root()
     lab = new_lab(tmp_path_factory.mktemp("mesh"), "lab")
     with removed_after(lab):
         yield MeshLab(lab, lab.up("--timeout", "20"))
@@ -222,7 +131,7 @@ def test_second_lab_with_the_same_name_is_refused(mesh: MeshLab) -> None:
 
 
 def test_nat_host_sits_behind_a_masquerading_router(tmp_path: Path) -> None:
-    _require_root()
+    require_root()
     lab = new_lab(tmp_path, "nat")
     # An operator's discard rule: n1's site must never reach n2's.
     with open(lab.inventory / "topology.yaml", "a") as topology:
@@ -292,7 +201,7 @@ def test_nat_host_sits_behind_a_masquerading_router(tmp_path: Path) -> None:
 
 
 def test_down_after_a_crash_mid_up_leaves_nothing(tmp_path: Path) -> None:
-    _require_root()
+    require_root()
     lab = new_lab(tmp_path, "nat")
     lab.state.mkdir()
     cli = subprocess.Popen(
@@ -324,7 +233,7 @@ def test_down_after_a_crash_mid_up_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_down_finds_leftovers_by_name_without_a_record(tmp_path: Path) -> None:
-    _require_root()
+    require_root()
     lab = LabRun(tmp_path / "state", "t" + secrets.token_hex(4), tmp_path)
     stray = f"vf-{lab.name}-a1"
     subprocess.run(["ip", "netns", "add", stray], check=True)
@@ -338,7 +247,7 @@ def test_down_finds_leftovers_by_name_without_a_record(tmp_path: Path) -> None:
 
 
 def test_not_root_is_refused_and_creates_nothing(tmp_path: Path) -> None:
-    _require_root()  # to drop privileges we need them first
+    require_root()  # to drop privileges we need them first
     lab = new_lab(tmp_path, "lab")
     res = subprocess.run(
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
@@ -353,7 +262,7 @@ def test_not_root_is_refused_and_creates_nothing(tmp_path: Path) -> None:
 
 
 def test_bad_inventory_is_refused_before_anything_is_made(tmp_path: Path) -> None:
-    _require_root()
+    require_root()
     lab = new_lab(tmp_path, "lab")
     hosts = lab.inventory / "hosts.yaml"
     hosts.write_text(hosts.read_text().replace("10.99.0.13", "10.99.0.300"))
@@ -365,7 +274,7 @@ def test_bad_inventory_is_refused_before_anything_is_made(tmp_path: Path) -> Non
 
 
 def test_lab_level_inventory_errors_are_refused(tmp_path: Path) -> None:
-    _require_root()
+    require_root()
     lab = new_lab(tmp_path, "lab")
     hosts = lab.inventory / "hosts.yaml"
     # Valid for the planner, impossible for one lab bridge.

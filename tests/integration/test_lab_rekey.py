@@ -17,63 +17,33 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_lab_netns import CLI, LabRun, _require_root, new_lab, removed_after
 
+from tests.support.lab import (
+    CLI,
+    SHORT_LIFETIMES,
+    LabRun,
+    fleet_status,
+    ike_sas,
+    lab_up,
+    losses,
+    new_lab,
+    removed_after,
+    require_root,
+    set_group_vars,
+    wait_for,
+)
 from tests.support.pings import (
-    PingStream,
     sa_spis,
     start_pings,
     stop_pings,
     tunnel_pairs,
+    wait_fresh_replies,
     wait_replying,
 )
 
 pytestmark = pytest.mark.netns
 
-SHORT_LIFETIMES = {
-    "ike_lifetime": "40s",
-    "child_lifetime": "20s",
-    "rekey_jitter": "2s",
-    "dpd_delay": "2s",
-    "dpd_timeout": "6s",
-}
 PING_INTERVAL = "0.02"
-
-
-def set_group_vars(lab: LabRun, values: dict[str, str]) -> None:
-    """Override variables for every host (appended to group_vars/all.yaml: the last key
-    of a YAML mapping wins would be ambiguous, so existing keys are replaced)."""
-    path = lab.inventory / "group_vars" / "all.yaml"
-    lines = [
-        ln for ln in path.read_text().splitlines() if ln.split(":", 1)[0].strip() not in values
-    ]
-    lines += [f"{key}: {value}" for key, value in values.items()]
-    path.write_text("\n".join(lines) + "\n")
-
-
-def lab_up(lab: LabRun, *extra: str) -> dict[str, Any]:
-    res = lab.up("-o", "json", "--timeout", "30", *extra)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    result: dict[str, Any] = json.loads(res.stdout)
-    assert result["converged"] and result["data_plane"], result["status"]
-    # Protected pairs pass through the tunnels, bypass probes in the clear.
-    assert all(
-        p["result"] == ("pass-clear" if p["expect"] == "bypass" else "pass")
-        for p in result["reachability"]
-    ), result["reachability"]
-    return result
-
-
-def fleet_status(lab: LabRun, *, unreachable_ok: bool = False) -> dict[str, Any]:
-    """``vpnfleet status -o json``; with ``unreachable_ok`` an agent may be out of reach
-    (exit 4), and is given up on after a second."""
-    res = lab.vpnfleet(
-        "--state", str(lab.lab_dir / "controller"), "status", "-i", str(lab.inventory),
-        "-o", "json", *(("--timeout", "1") if unreachable_ok else ()),
-    )  # fmt: skip
-    assert res.returncode in ((0, 4) if unreachable_ok else (0,)), res.stdout + res.stderr
-    data: dict[str, Any] = json.loads(res.stdout)
-    return data
 
 
 def rekey(lab: LabRun, *args: str) -> dict[str, Any]:
@@ -86,19 +56,9 @@ def rekey(lab: LabRun, *args: str) -> dict[str, Any]:
     return data
 
 
-def ike_sas(status: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    return [
-        (h["host"], sa) for h in status["hosts"] for sa in (h["observed"] or {}).get("ike_sas", [])
-    ]
-
-
-def losses(streams: list[PingStream]) -> list[str]:
-    return [s.describe() for s in streams if s.lost]
-
-
 @pytest.fixture
 def short_mesh(tmp_path: Path) -> Iterator[tuple[LabRun, dict[str, Any]]]:
-    _require_root()
+    require_root()
     lab = new_lab(tmp_path, "lab")
     set_group_vars(lab, SHORT_LIFETIMES)
     with removed_after(lab):
@@ -119,7 +79,7 @@ def test_fleet_rekey_under_continuous_ping_loses_nothing(
         results = {}
         for what in ("child", "ike"):
             results[what] = rekey(lab, f"--{what}")
-            time.sleep(1.0)
+            wait_fresh_replies(streams, 20, 10)
     finally:
         stop_pings(streams)
     assert losses(streams) == []
@@ -152,13 +112,36 @@ def test_without_the_controller_sas_keep_rekeying_on_schedule(
     assert len(first) == 12
     paths = tunnel_pairs(up["reachability"], up["layout"]["hosts"])
     streams = start_pings(paths, float(PING_INTERVAL))
+
+    def replaced_on_their_own(status: dict[str, Any]) -> bool:
+        sas = ike_sas(status)
+        return len(sas) == 12 and all(
+            (sa["spi_i"], sa["spi_r"]) != (was["spi_i"], was["spi_r"])
+            and len(sa["children"]) == 1
+            and sa["children"][0]["spi_in"] != was["children"][0]["spi_in"]
+            for host, sa in sas
+            for was in [first[(host, sa["peer"])]]
+        )
+
     try:
         assert wait_replying(streams, 10), [s.describe() for s in streams]
-        time.sleep(46)  # > one IKE lifetime (40 s) and two child lifetimes
+        pinging_from = time.monotonic()
+        # Until every IKE SA (40 s) and child SA (20 s) has been replaced by its own timer.
+        wait_for(
+            "every SA replaced by its own rekey timer",
+            lambda: replaced_on_their_own(fleet_status(lab)),
+            120,
+            1.0,
+        )
+        pinged = time.monotonic() - pinging_from
+        wait_fresh_replies(streams, 20, 10)
     finally:
         stop_pings(streams)
     assert losses(streams) == []
-    assert all(s.sent >= 1000 for s in streams), [s.describe() for s in streams]
+    # Every stream ran the whole time: no ping that died early and so lost nothing.
+    assert all(s.sent >= pinged / float(PING_INTERVAL) / 2 for s in streams), [
+        s.describe() for s in streams
+    ]
     later = fleet_status(lab)
     for host, sa in ike_sas(later):
         was = first[(host, sa["peer"])]
@@ -270,7 +253,7 @@ def test_crossing_child_rekeys_keep_one_sa_on_both_ends(
         for host in peers:
             nft(host, "delete", "table", "inet", "vftx")
         outcomes = [json.loads(p.communicate(timeout=60)[0]) for p in rekeys]
-        time.sleep(1.0)
+        wait_fresh_replies(streams, 20, 10)
     finally:
         for host in peers:
             nft(host, "delete", "table", "inet", "vftx", check=False)

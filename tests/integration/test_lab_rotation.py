@@ -8,79 +8,33 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
-import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from test_lab_netns import LabRun, _require_root, new_lab, removed_after
-from test_lab_rekey import fleet_status, ike_sas, lab_up, losses
 
-from tests.support.pings import PingStream, start_pings, stop_pings, tunnel_pairs, wait_replying
+from tests.support.lab import (
+    FAST_PING_INTERVAL,
+    LabRun,
+    agent_pid,
+    assert_all_up_without_auth_errors,
+    commit_inventory,
+    fleet_status,
+    ike_sas,
+    losses,
+    pinging,
+    run_json,
+)
+from tests.support.pings import stop_pings, wait_fresh_replies
 
 pytestmark = pytest.mark.netns
-
-PING_INTERVAL = 0.02
-# Dense enough that the few milliseconds of a data-plane switch are always sampled.
-FAST_PING_INTERVAL = 0.005
-
-
-def own_underlay(lab: LabRun) -> None:
-    """Move the copy's underlay off 10.99.0.0/24 to a /24 of its own, so that these labs
-    can run beside other labs of the same machine (each lab refuses an overlap)."""
-    hosts = lab.inventory / "hosts.yaml"
-    octet = 100 + secrets.randbelow(150)
-    hosts.write_text(hosts.read_text().replace("10.99.0.", f"10.99.{octet}."))
-
-
-@pytest.fixture
-def mesh(tmp_path: Path) -> Iterator[tuple[LabRun, dict[str, Any]]]:
-    _require_root()
-    lab = new_lab(tmp_path, "lab")
-    own_underlay(lab)
-    with removed_after(lab):
-        yield lab, lab_up(lab)
-
-
-def controller(lab: LabRun, *args: str) -> subprocess.CompletedProcess[str]:
-    return lab.vpnfleet("--state", str(lab.lab_dir / "controller"), *args)
-
-
-def run_json(lab: LabRun, *args: str) -> tuple[int, dict[str, Any]]:
-    res = controller(lab, *args, "-i", str(lab.inventory), "-o", "json")
-    assert res.stdout, res.stderr
-    data: dict[str, Any] = json.loads(res.stdout)
-    return res.returncode, data
-
-
-def pinging(up: dict[str, Any], interval: float = PING_INTERVAL) -> list[PingStream]:
-    streams = start_pings(tunnel_pairs(up["reachability"], up["layout"]["hosts"]), interval)
-    if not wait_replying(streams, 10):
-        stop_pings(streams)
-        raise AssertionError([s.describe() for s in streams])
-    return streams
 
 
 def journal(lab: LabRun) -> dict[str, Any]:
     path = lab.lab_dir / "controller" / "rotation" / "psk.json"
     data: dict[str, Any] = json.loads(path.read_text())
     return data
-
-
-def assert_all_up_without_auth_errors(lab: LabRun, since: float) -> None:
-    status = fleet_status(lab)
-    sas = ike_sas(status)
-    assert len(sas) == 12
-    for host, sa in sas:
-        assert sa["state"] == "established", (host, sa)
-        assert sa["established_at"] >= since, (host, sa["peer"], "not re-established")
-        assert "AUTHENTICATION_FAILED" not in sa["last_error"], (host, sa)
-        assert [c["state"] for c in sa["children"]] == ["installed"], (host, sa)
-    assert status["all_in_sync"], status
 
 
 def test_psk_rotation_is_acknowledged_and_reestablishes_every_tunnel(
@@ -94,7 +48,7 @@ def test_psk_rotation_is_acknowledged_and_reestablishes_every_tunnel(
     streams = pinging(up)
     try:
         code, result = run_json(lab, "rotate", "psk")
-        time.sleep(0.5)
+        wait_fresh_replies(streams, 20, 10)
     finally:
         stop_pings(streams)
     assert code == 0, result
@@ -118,17 +72,12 @@ def test_psk_rotation_under_continuous_ping_loses_nothing(
     streams = pinging(up, FAST_PING_INTERVAL)
     try:
         code, result = run_json(lab, "rotate", "psk")
-        time.sleep(0.5)
+        wait_fresh_replies(streams, 20, 10)
     finally:
         stop_pings(streams)
     assert code == 0, result
     assert all(s.sent >= 100 for s in streams), [s.describe() for s in streams]
     assert losses(streams) == []
-
-
-def agent_pid(lab: LabRun, host: str) -> int:
-    data = json.loads((lab.lab_dir / "supervisor.json").read_text())
-    return int(data["agents"][host]["pid"])
 
 
 def test_interrupted_rotation_resumes_where_it_stopped(
@@ -156,12 +105,6 @@ def test_interrupted_rotation_resumes_where_it_stopped(
     assert [h["host"] for h in second["hosts"]] == ["a2", "a1"]  # only the rest pushed
     assert journal(lab)["done"] == ["a4", "a3", "a2", "a1"]
     assert_all_up_without_auth_errors(lab, started)
-
-
-def commit_inventory(lab: LabRun) -> None:
-    git = ["git", "-C", str(lab.inventory), "-c", "user.name=t", "-c", "user.email=t@t"]
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "lab"]):
-        subprocess.run([*git, *args], check=True, capture_output=True)
 
 
 def test_canary_regression_rolls_back_and_stops(mesh: tuple[LabRun, dict[str, Any]]) -> None:
@@ -202,7 +145,7 @@ def test_healthy_change_rolls_out_behind_health_gates(
         code, result = run_json(
             lab, "apply", "--canary", "1", "--serial", "2", "--health-timeout", "20"
         )
-        time.sleep(0.5)
+        wait_fresh_replies(streams, 20, 10)
     finally:
         stop_pings(streams)
     assert code == 0, result

@@ -9,25 +9,24 @@ the working tree and applies; the lab is removed in a finally, also on failure.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
-from test_lab_netns import LabRun
-from test_lab_rekey import fleet_status, ike_sas, losses
-from test_lab_rotation import (
+
+from tests.support.lab import (
     FAST_PING_INTERVAL,
+    LabRun,
     commit_inventory,
     controller,
-    mesh,
+    fleet_status,
+    ike_sas,
+    losses,
     pinging,
     run_json,
-    stop_pings,
 )
+from tests.support.pings import stop_pings, wait_fresh_replies
 
 pytestmark = pytest.mark.netns
-
-__all__ = ["mesh"]  # the fixture, imported for pytest
 
 NEW_IKE = "aes128gcm16-prfsha256-ecp256"  # another cipher and another DH group (19)
 NEW_ESP = "aes128gcm16"
@@ -42,7 +41,7 @@ def staged_apply(lab: LabRun, up: dict[str, Any]) -> tuple[int, dict[str, Any], 
         code, result = run_json(
             lab, "apply", "--canary", "1", "--serial", "2", "--health-timeout", "30"
         )
-        time.sleep(0.5)
+        wait_fresh_replies(streams, 20, 10)
     finally:
         stop_pings(streams)
     return code, result, streams

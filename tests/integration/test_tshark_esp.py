@@ -23,11 +23,8 @@ import pytest
 from tests.support.tshark_lab import (
     ADDR_A,
     ADDR_B,
-    first_value,
-    flatten,
-    hex_bytes,
+    esp_verdicts,
     make_lab,
-    tshark_json,
 )
 from vpnfleet.agent.esp.keys import tshark_esp_options
 from vpnfleet.agent.esp.sa import SaParams
@@ -191,54 +188,6 @@ def esp_capture() -> Iterator[EspCapture]:
         ]
         assert len(sent) == count
         yield EspCapture(capture.wait(), sas, sent)
-
-
-@dataclass(frozen=True)
-class EspVerdict:
-    """What tshark made of one ESP packet, in UDP or straight over IP."""
-
-    ports: tuple[int, int] | None
-    """UDP source and destination ports; None for ESP over IP (protocol 50)."""
-    udp_encap: bool
-    spi: int
-    seq: int
-    icv_good: bool | None
-    """None: tshark checked no ICV (no matching SA, or it could not decrypt)."""
-    contained: bytes | None
-    """The decrypted payload without padding and trailer (the inner IP packet)."""
-    next_header: int | None
-    inner_addresses: tuple[str, str] | None
-    malformed: bool
-    """tshark flagged the packet (or what it decrypted) as malformed."""
-
-
-def esp_verdicts(pcap: Path, options: list[str]) -> list[EspVerdict]:
-    """One verdict per packet; ``options`` carry the keys (``tshark_esp_options``)."""
-    verdicts = []
-    for layers in tshark_json(pcap, options):
-        packet = flatten(layers)
-        good = first_value(packet, "esp.icv_good")
-        contained = first_value(packet, "esp.contained_data")
-        next_header = first_value(packet, "esp.protocol")
-        sources, destinations = packet.get("ip.src", []), packet.get("ip.dst", [])
-        verdicts.append(
-            EspVerdict(
-                ports=(
-                    (int(packet["udp.srcport"][0]), int(packet["udp.dstport"][0]))
-                    if "udp.srcport" in packet
-                    else None
-                ),
-                udp_encap="udpencap" in packet,
-                spi=int(packet["esp.spi"][0], 16),
-                seq=int(packet["esp.sequence"][0]),
-                icv_good=None if good is None else good == "1",
-                contained=None if contained is None else hex_bytes(contained),
-                next_header=None if next_header is None else int(next_header, 16),
-                inner_addresses=(sources[1], destinations[1]) if len(sources) >= 2 else None,
-                malformed="_ws.malformed" in packet,
-            )
-        )
-    return verdicts
 
 
 def _with_flipped(params: SaParams, *, enc: bool = False, integ: bool = False) -> SaParams:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,10 +20,8 @@ from tests.support.tshark_lab import (
     ADDR_B,
     STEP_TIMEOUT,
     Lab,
-    flatten,
-    hex_bytes,
+    ike_verdicts,
     make_lab,
-    tshark_json,
 )
 from vpnfleet.agent.ike.config import ChildConfig, Identity, IkeConfig, selector
 from vpnfleet.agent.ike.constants import ExchangeType, PayloadType
@@ -130,70 +127,6 @@ def run_ike_exchange(proposal: str) -> IkeExchange:
             events.append(event)
         assert any(isinstance(e, IkeSaEstablished) for e in events), f"{sa!r}: {events}"
     return IkeExchange(initiator, responder, datagrams)
-
-
-@dataclass(frozen=True)
-class IkeVerdict:
-    """What tshark made of one IKEv2 message."""
-
-    spi_i: bytes
-    spi_r: bytes
-    exchange: int
-    response: bool
-    decrypted: bool
-    """``isakmp.enc.decrypted`` is present."""
-    integrity_failed: bool
-    """The ``isakmp.ikev2.integrity_checksum`` expert item is present."""
-    inner_payloads: tuple[int, ...] | None
-    """Payload types inside the decrypted SK payload, in order."""
-    outer_payloads: tuple[int, ...]
-    malformed: bool
-
-
-def _find(node: Any, key: str) -> Any:
-    """The first subtree named ``key``, depth first."""
-    if isinstance(node, dict):
-        for name, value in node.items():
-            if name == key:
-                return value
-            found = _find(value, key)
-            if found is not None:
-                return found
-    elif isinstance(node, list):
-        for item in node:
-            found = _find(item, key)
-            if found is not None:
-                return found
-    return None
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def ike_verdicts(pcap: Path, options: list[str]) -> list[IkeVerdict]:
-    verdicts = []
-    for layers in tshark_json(pcap, options):
-        packet = flatten(layers)
-        isakmp = layers["isakmp"]
-        contained = _find(isakmp, "isakmp.enc.contained")
-        inner = None
-        if isinstance(contained, dict):
-            inner = tuple(int(t) for t in _as_list(contained.get("isakmp.typepayload", [])))
-        verdicts.append(
-            IkeVerdict(
-                spi_i=hex_bytes(isakmp["isakmp.ispi"]),
-                spi_r=hex_bytes(isakmp["isakmp.rspi"]),
-                exchange=int(isakmp["isakmp.exchangetype"]),
-                response=isakmp["isakmp.flags_tree"]["isakmp.flag_r"] == "1",
-                decrypted="isakmp.enc.decrypted" in packet,
-                integrity_failed="isakmp.ikev2.integrity_checksum" in packet,
-                inner_payloads=inner,
-                outer_payloads=tuple(int(t) for t in _as_list(isakmp["isakmp.typepayload"])),
-                malformed="_ws.malformed" in packet,
-            )
-        )
-    return verdicts
 
 
 def _replace_key(keys: IkeSaKeys, name: str) -> IkeSaKeys:

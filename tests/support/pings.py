@@ -156,6 +156,18 @@ def wait_replying(streams: Sequence[PingStream], timeout: float) -> bool:
     return False
 
 
+def wait_fresh_replies(streams: Sequence[PingStream], count: int, timeout: float) -> bool:
+    """Until every stream has ``count`` replies received from now on: traffic crosses
+    again after an operation, so a loss in its last moments shows as a gap before them."""
+    since = time.time()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(sum(1 for at in s.replies.values() if at > since) >= count for s in streams):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def vpnfleet(state: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CLI, "--state", str(state), *args],

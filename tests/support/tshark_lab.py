@@ -240,3 +240,115 @@ def first_value(packet: dict[str, list[Any]], name: str) -> Any:
     decrypted as further protocols, even another ESP header."""
     values = packet.get(name, [])
     return values[0] if values else None
+
+
+@dataclass(frozen=True)
+class EspVerdict:
+    """What tshark made of one ESP packet, in UDP or straight over IP."""
+
+    ports: tuple[int, int] | None
+    """UDP source and destination ports; None for ESP over IP (protocol 50)."""
+    udp_encap: bool
+    spi: int
+    seq: int
+    icv_good: bool | None
+    """None: tshark checked no ICV (no matching SA, or it could not decrypt)."""
+    contained: bytes | None
+    """The decrypted payload without padding and trailer (the inner IP packet)."""
+    next_header: int | None
+    inner_addresses: tuple[str, str] | None
+    malformed: bool
+    """tshark flagged the packet (or what it decrypted) as malformed."""
+
+
+def esp_verdicts(pcap: Path, options: list[str]) -> list[EspVerdict]:
+    """One verdict per packet; ``options`` carry the keys (``tshark_esp_options``)."""
+    verdicts = []
+    for layers in tshark_json(pcap, options):
+        packet = flatten(layers)
+        good = first_value(packet, "esp.icv_good")
+        contained = first_value(packet, "esp.contained_data")
+        next_header = first_value(packet, "esp.protocol")
+        sources, destinations = packet.get("ip.src", []), packet.get("ip.dst", [])
+        verdicts.append(
+            EspVerdict(
+                ports=(
+                    (int(packet["udp.srcport"][0]), int(packet["udp.dstport"][0]))
+                    if "udp.srcport" in packet
+                    else None
+                ),
+                udp_encap="udpencap" in packet,
+                spi=int(packet["esp.spi"][0], 16),
+                seq=int(packet["esp.sequence"][0]),
+                icv_good=None if good is None else good == "1",
+                contained=None if contained is None else hex_bytes(contained),
+                next_header=None if next_header is None else int(next_header, 16),
+                inner_addresses=(sources[1], destinations[1]) if len(sources) >= 2 else None,
+                malformed="_ws.malformed" in packet,
+            )
+        )
+    return verdicts
+
+
+@dataclass(frozen=True)
+class IkeVerdict:
+    """What tshark made of one IKEv2 message."""
+
+    spi_i: bytes
+    spi_r: bytes
+    exchange: int
+    response: bool
+    decrypted: bool
+    """``isakmp.enc.decrypted`` is present."""
+    integrity_failed: bool
+    """The ``isakmp.ikev2.integrity_checksum`` expert item is present."""
+    inner_payloads: tuple[int, ...] | None
+    """Payload types inside the decrypted SK payload, in order."""
+    outer_payloads: tuple[int, ...]
+    malformed: bool
+
+
+def _find(node: Any, key: str) -> Any:
+    """The first subtree named ``key``, depth first."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            if name == key:
+                return value
+            found = _find(value, key)
+            if found is not None:
+                return found
+    elif isinstance(node, list):
+        for item in node:
+            found = _find(item, key)
+            if found is not None:
+                return found
+    return None
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def ike_verdicts(pcap: Path, options: list[str]) -> list[IkeVerdict]:
+    verdicts = []
+    for layers in tshark_json(pcap, options):
+        packet = flatten(layers)
+        isakmp = layers["isakmp"]
+        contained = _find(isakmp, "isakmp.enc.contained")
+        inner = None
+        if isinstance(contained, dict):
+            inner = tuple(int(t) for t in _as_list(contained.get("isakmp.typepayload", [])))
+        verdicts.append(
+            IkeVerdict(
+                spi_i=hex_bytes(isakmp["isakmp.ispi"]),
+                spi_r=hex_bytes(isakmp["isakmp.rspi"]),
+                exchange=int(isakmp["isakmp.exchangetype"]),
+                response=isakmp["isakmp.flags_tree"]["isakmp.flag_r"] == "1",
+                decrypted="isakmp.enc.decrypted" in packet,
+                integrity_failed="isakmp.ikev2.integrity_checksum" in packet,
+                inner_payloads=inner,
+                outer_payloads=tuple(int(t) for t in _as_list(isakmp["isakmp.typepayload"])),
+                malformed="_ws.malformed" in packet,
+            )
+        )
+    return verdicts

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
-from test_canary import FakeClock, FakeFleet, compiled
 
+from tests.support.canary_fakes import FakeClock, FakeFleet, compiled
 from vpnfleet.controller.canary import HealthGate, run_canary, run_staged, step_fleet
 from vpnfleet.controller.operations import CompiledFleet
 from vpnfleet.controller.results import AggregateResult, Outcome

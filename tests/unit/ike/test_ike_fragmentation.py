@@ -13,8 +13,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from test_ike_certificates import CA, NOW, dns, make_leaf, name, with_certs
 
+from tests.support.certs import CA, NOW, dns, make_leaf, name, with_certs
 from tests.support.ike_peers import Peers, left_right
 from vpnfleet.agent.ike.config import IkeConfig
 from vpnfleet.agent.ike.constants import ExchangeType, HeaderFlag, NotifyType, PayloadType

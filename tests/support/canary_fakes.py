@@ -1,0 +1,92 @@
+"""A fake fleet and a manual clock for the canary and staged-rollout state machines."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vpnfleet.controller import operations
+from vpnfleet.controller.canary import (
+    Clock,
+)
+from vpnfleet.controller.operations import CompiledFleet
+from vpnfleet.controller.results import AggregateResult, HostResult, Outcome
+from vpnfleet.controller.state import StateDir
+from vpnfleet.controller.status import (
+    AgentStatusView,
+    ChildSaView,
+    FleetStatus,
+    HostStatus,
+    IkeSaView,
+)
+
+LAB = Path(__file__).resolve().parents[2] / "inventories" / "lab"
+
+
+@dataclass
+class FakeClock:
+    t: float = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+    def clock(self) -> Clock:
+        return Clock(self.now, self.sleep)
+
+
+def sa(peer: str, packets: int, *, state: str = "established", error: str = "") -> IkeSaView:
+    child = ChildSaView(name=peer, state="installed", spi_in=7, packets_in=packets)
+    return IkeSaView(peer=peer, state=state, last_error=error, children=(child,))
+
+
+@dataclass
+class FakeFleet:
+    """Agents: the plan hash each runs, and a status function of (host, polls so far)."""
+
+    clock: FakeClock
+    running: dict[str, str] = field(default_factory=dict)  # host -> content hash in force
+    broken_hash: str = ""  # a plan whose hosts never get healthy
+    auth_fails_on: str = ""  # a plan whose hosts report AUTHENTICATION_FAILED
+    unreachable: set[str] = field(default_factory=set)
+    pushes: list[tuple[str, str]] = field(default_factory=list)  # (host, hash) in order
+    polls: int = 0
+
+    async def push(self, fleet: CompiledFleet) -> AggregateResult:
+        out = AggregateResult()
+        for h in fleet.selected:
+            digest = fleet.message(h).content_hash
+            self.pushes.append((h, digest))
+            if h in self.unreachable:
+                out.add(HostResult(h, Outcome.UNREACHABLE, error="connection refused"))
+                continue
+            self.running[h] = digest
+            out.add(HostResult(h, Outcome.CHANGED, content_hash=digest))
+        return out
+
+    async def observe(self, fleet: CompiledFleet) -> FleetStatus:
+        self.polls += 1
+        hosts = []
+        for h in fleet.selected:
+            digest = self.running.get(h, "")
+            if digest == self.broken_hash:
+                ikes = (sa("peer", 0, state="connecting"),)
+            elif digest == self.auth_fails_on:
+                ikes = (sa("peer", 0, state="connecting", error="AUTHENTICATION_FAILED: psk"),)
+            else:
+                ikes = (sa("peer", self.polls),)  # traffic flows: counters grow per poll
+            view = AgentStatusView(host=h, content_hash=digest, ike_sas=ikes)
+            hosts.append(HostStatus(h, fleet.message(h).content_hash, view))
+        return FleetStatus(hosts)
+
+
+def compiled(tmp_path: Path, state: StateDir, epoch: int | None = None) -> CompiledFleet:
+    inv = tmp_path / f"inv{epoch}"
+    shutil.copytree(LAB, inv, dirs_exist_ok=True)
+    if epoch is not None:
+        with (inv / "group_vars" / "all.yaml").open("a") as f:
+            f.write(f"psk_epoch: {epoch}\n")
+    return operations.compile_fleet(inv, state)
