@@ -177,6 +177,32 @@ class HttpOptions:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
 
 
+def exposure_warnings(listen_host: str, options: HttpOptions) -> list[str]:
+    """What an operator listening beyond this host should hear at start."""
+    host = normalize_host(listen_host)
+    if host == "localhost" or _is_loopback(host):
+        return []
+    warnings = []
+    if options.api_token is None:
+        warnings.append(
+            f"/status, /audit and /metrics on {listen_host} are open to anyone who can reach "
+            "it; give --api-token-file to require a bearer token"
+        )
+    if host in _WILDCARDS and options.allowed_hosts <= LOCAL_NAMES:
+        warnings.append(
+            f"listening on {listen_host or 'all addresses'} but only requests naming localhost "
+            "in Host are served; give --allowed-host with the name clients use"
+        )
+    return warnings
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class Endpoints(Protocol):
     """What the serve loop offers to HTTP; every call is cheap and thread-safe."""
 

@@ -118,7 +118,7 @@ def _revision_of(fleet: operations.CompiledFleet, ref: str | None) -> str:
     default=None,
     metavar="FILE",
     help="Shared secret of POST /webhook (GitHub X-Hub-Signature-256 or GitLab "
-    "X-Gitlab-Token); the file must be mode 0600. Without it the webhook is refused (403) "
+    "X-Gitlab-Token), readable by its owner only. Without it the webhook is refused (403) "
     "and only the polls follow the branch.",
 )
 @click.option(
@@ -127,7 +127,8 @@ def _revision_of(fleet: operations.CompiledFleet, ref: str | None) -> str:
     default=None,
     metavar="FILE",
     help="Require 'Authorization: Bearer TOKEN' on /status, /audit and /metrics, TOKEN "
-    "being this file's content (mode 0600). Default: those endpoints are open.",
+    "being this file's content (readable by its owner only). Default: those endpoints "
+    "are open.",
 )
 @click.option(
     "--allowed-host",
@@ -230,6 +231,9 @@ def serve_cmd(
 
     def log(message: str) -> None:
         err.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(message)}")
+
+    for warning in serve_http.exposure_warnings(listen_host, http_options):
+        log(f"warning: {warning}")
 
     def listening(address: str) -> None:
         click.echo(f"vpnfleet serve: listening on http://{address}")
