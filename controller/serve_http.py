@@ -54,6 +54,8 @@ from .rails import split_endpoint
 MAX_HEAD = 64 * 1024  # request line and headers together
 MAX_BODY = 1 << 20  # a webhook's body (GitHub and GitLab push events are far smaller)
 DEFAULT_REQUEST_TIMEOUT = 10.0
+LINGER_SECONDS = 1.0  # after our answer, how long what the client still sends is read
+LINGER_BYTES = 64 * 1024
 DEFAULT_MAX_CONNECTIONS = 16
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})
@@ -494,13 +496,7 @@ class _BoundedServer(HTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
-            _send_plain(
-                request,
-                HTTPStatus.SERVICE_UNAVAILABLE,
-                "too many connections at once; try again shortly",
-                "Retry-After: 1\r\n",
-            )
-            self.shutdown_request(request)
+            self._refuse_busy(request)
             return
         with self._open_lock:
             self._open.add(request)
@@ -508,7 +504,38 @@ class _BoundedServer(HTTPServer):
             self._pool.submit(self._serve_one, request, client_address)
         except RuntimeError:  # the pool is shut down: the server is closing
             self._release(request)
-            self.shutdown_request(request)
+            self.close_request(request)
+
+    def shutdown_request(self, request: Any) -> None:
+        # A close with unread bytes in the receive queue sends a reset, which can destroy
+        # the answer still in flight (a 413 or 408 never seen). So: send our FIN, then read
+        # and drop what the client still sends, bounded in bytes and time, then close.
+        with contextlib.suppress(OSError):
+            request.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + LINGER_SECONDS
+            drained = 0
+            while drained < LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
+                request.settimeout(left)
+                chunk = request.recv(65536)
+                if not chunk:
+                    break
+                drained += len(chunk)
+        self.close_request(request)
+
+    def _refuse_busy(self, request: socket.socket) -> None:
+        # In the accept thread: drop only what has already arrived, never wait.
+        with contextlib.suppress(OSError):
+            request.setblocking(False)
+            request.recv(MAX_HEAD)
+        _send_plain(
+            request,
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            "too many connections at once; try again shortly",
+            "Retry-After: 1\r\n",
+        )
+        with contextlib.suppress(OSError):
+            request.shutdown(socket.SHUT_WR)
+        self.close_request(request)
 
     def _serve_one(self, request: socket.socket, client_address: Any) -> None:
         try:
