@@ -1,7 +1,7 @@
 """The HTTP endpoints of ``vpnfleet serve``: ``/status``, ``/audit``, ``/metrics``, ``/webhook``.
 
-The process behind them holds the fleet CA key, so the server is built to be cheap to
-refuse and impossible to exhaust:
+The process behind them holds the fleet CA key, so what a client may cost it is bounded
+and every check runs before any work is done for the client:
 
 - one request per connection, and a whole-request deadline: the request line, the
   headers and the body must arrive within ``request_timeout`` seconds in total, however
@@ -9,10 +9,10 @@ refuse and impossible to exhaust:
   same, with 408);
 - at most ``max_connections`` connections are being served at once, each by a worker
   of a fixed pool; one more is answered 503 at once and closed, never queued;
-- at most ``MAX_HEAD`` bytes of request line and headers (431 beyond), and a body
-  only with a plain decimal ``Content-Length`` no larger than ``MAX_BODY`` (missing: 411;
-  negative, signed or not a number: 400; too large: 413) and is refused before a byte
-  of it is read; chunked bodies are refused (411);
+- at most ``MAX_HEAD`` bytes of request line and headers (431 beyond); a body is read
+  only after its ``Content-Length`` was found to be one plain decimal number no larger
+  than ``MAX_BODY`` (missing: 411; negative, signed or not a number: 400; too large:
+  413); chunked bodies are refused (411);
 - every request names an allowed host in ``Host`` (421 otherwise), which defeats DNS
   rebinding: a browser tricked into calling the loopback address still sends the
   attacker's name;
@@ -52,7 +52,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from .rails import split_endpoint
 
 MAX_HEAD = 64 * 1024  # request line and headers together
-MAX_BODY = 1 << 20  # a webhook's body (GitHub and GitLab push events are far smaller)
+# A webhook's body. A larger push event gets 413; the next poll still finds the commit.
+MAX_BODY = 1 << 20
 DEFAULT_REQUEST_TIMEOUT = 10.0
 LINGER_SECONDS = 1.0  # after our answer, how long what the client still sends is read
 LINGER_BYTES = 64 * 1024

@@ -235,6 +235,14 @@ def test_a_body_cut_short_times_out_and_wakes_nothing() -> None:
         assert srv.loop.wakes == 0
 
 
+def test_a_head_larger_than_its_budget_is_refused() -> None:
+    with running() as srv:
+        # Each line is within the standard parser's own 64 KiB limit; together they are not.
+        padding = "".join(f"X-Pad-{i}: {'a' * 40_000}\r\n" for i in range(2))
+        raw = f"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n{padding}\r\n".encode()
+        assert srv.exchange(raw).status == 431
+
+
 # ---------------------------------------------------------------- slow clients, connections
 
 
