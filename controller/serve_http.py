@@ -268,7 +268,7 @@ class _DeadlineReader(io.RawIOBase):
 def _plain_response(status: HTTPStatus, message: str, extra: str = "") -> bytes:
     body = json.dumps({"error": message}).encode()
     head = (
-        f"HTTP/1.1 {status.value} {status.phrase}\r\nContent-Type: application/json\r\n"
+        f"HTTP/1.0 {status.value} {status.phrase}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n{extra}\r\n"
     )
     return head.encode() + body
@@ -296,6 +296,7 @@ def _handler(endpoints: Endpoints, options: HttpOptions, log: Log) -> type[BaseH
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "vpnfleet"
+        sys_version = ""  # no Python version in the Server header
         # HTTP/1.0 responses: one request per connection, so the deadline and the byte
         # budget cover exactly one request.
         protocol_version = "HTTP/1.0"
