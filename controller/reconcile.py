@@ -11,7 +11,7 @@ The loop, every ``interval`` seconds or at once on a webhook:
    one: hosts that differ are drift, reported on ``/status`` and, with
    ``correct_drift``, pushed their desired plan again (recorded as a drift correction).
 
-The HTTP side (stdlib ``http.server`` in a thread) serves ``GET /status``, ``GET
+The HTTP side (:mod:`.serve_http`, in threads of its own) serves ``GET /status``, ``GET
 /audit``, ``GET /metrics`` (Prometheus text) and ``POST /webhook``. It reads only what
 the loop publishes under a lock, so an HTTP request never calls an agent itself.
 """
@@ -19,19 +19,14 @@ the loop publishes under a lock, so an HTTP request never calls an agent itself.
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from . import operations, rails, revisions
 from .audit import AuditEntry, AuditLog
@@ -39,6 +34,7 @@ from .inventory import InventoryError, InventoryErrors
 from .inventory.vault import Vault, VaultError
 from .results import AggregateResult
 from .rollout import DEFAULT_OPTIONS, RolloutOptions
+from .serve_http import HttpOptions, HttpServer, parse_listen
 from .state import StateDir, StateError
 from .status import FleetStatus
 
@@ -133,6 +129,12 @@ class Reconciler:
         with self._lock:
             for name, value in changes.items():
                 setattr(self._snapshot, name, value)
+
+    def audit_json(self, limit: int) -> dict[str, Any]:
+        return {"rollouts": [e.to_json() for e in self.audit.recent(limit)]}
+
+    def metrics_text(self) -> bytes:
+        return bytes(generate_latest(self.metrics.registry))
 
     def wake(self) -> None:
         """Poll now (thread-safe; the webhook calls this)."""
@@ -313,106 +315,14 @@ class Reconciler:
         self._record("drift-correction", revision, "", started, hosts, result)
 
 
-# ---------------------------------------------------------------- HTTP
-
-
-def _handler(reconciler: Reconciler) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "vpnfleet"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # the serve loop logs what matters; access logs would drown it
-
-        def _send(self, code: int, body: bytes, content_type: str) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _json(self, code: int, data: Any) -> None:
-            self._send(code, json.dumps(data).encode(), "application/json")
-
-        def do_GET(self) -> None:
-            path, _, query = self.path.partition("?")
-            if path == "/status":
-                self._json(HTTPStatus.OK, reconciler.snapshot_json())
-            elif path == "/audit":
-                limit = 50
-                for part in query.split("&"):
-                    key, _, value = part.partition("=")
-                    if key == "limit" and value.isdigit():
-                        limit = max(1, min(int(value), 1000))
-                entries = reconciler.audit.recent(limit)
-                self._json(HTTPStatus.OK, {"rollouts": [e.to_json() for e in entries]})
-            elif path == "/metrics":
-                self._send(
-                    HTTPStatus.OK, generate_latest(reconciler.metrics.registry),
-                    CONTENT_TYPE_LATEST,
-                )  # fmt: skip
-            else:
-                self._json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: {path}"})
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(min(length, 1 << 20))  # the body is not needed: poll anyway
-            if self.path.partition("?")[0] == "/webhook":
-                reconciler.wake()
-                self._json(HTTPStatus.ACCEPTED, {"poll": "scheduled"})
-            else:
-                self._json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: {self.path}"})
-
-    return Handler
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[V6]:PORT`` (port 0: any free port)."""
-    try:
-        host, port = rails.split_endpoint(listen)
-    except ValueError:
-        raise ValueError(f"--listen takes HOST:PORT, not {listen!r}") from None
-    if not host or not 0 <= port <= 65535:
-        raise ValueError(f"--listen takes HOST:PORT with a port 0..65535, not {listen!r}")
-    return host, port
-
-
-class HttpServer:
-    """The HTTP endpoints in a daemon thread; :meth:`close` stops and joins it."""
-
-    def __init__(self, reconciler: Reconciler, listen: str) -> None:
-        host, port = parse_listen(listen)
-        server_class = type(
-            "Server",
-            (ThreadingHTTPServer,),
-            {"address_family": _family(host), "daemon_threads": True},
-        )
-        self.server = server_class((host, port), _handler(reconciler))
-        self.thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
-
-    @property
-    def address(self) -> str:
-        host, port = self.server.server_address[:2]
-        host = str(host)
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
-
-
-def _family(host: str) -> int:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
+# ---------------------------------------------------------------- serve
 
 
 async def serve(
     state: StateDir,
     options: ServeOptions,
     listen: str,
+    http_options: HttpOptions,
     *,
     stop: asyncio.Event,
     log: Log | None = None,
@@ -420,7 +330,8 @@ async def serve(
 ) -> None:
     """Run the loop and the HTTP endpoints until ``stop`` is set."""
     reconciler = Reconciler(state, options, log)
-    http = HttpServer(reconciler, listen)
+    host, port = parse_listen(listen)
+    http = HttpServer(reconciler, host, port, http_options, log)
     http.start()
     try:
         if on_listening is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from .. import operations, revisions
+from .. import operations, revisions, serve_http
 from ..rollout import RolloutOptions
 from .common import (
     Ctx,
@@ -114,6 +114,44 @@ def _revision_of(fleet: operations.CompiledFleet, ref: str | None) -> str:
     help="HOST:PORT for /status, /audit, /metrics and POST /webhook (port 0: any free one).",
 )
 @click.option(
+    "--webhook-secret-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Shared secret of POST /webhook (GitHub X-Hub-Signature-256 or GitLab "
+    "X-Gitlab-Token), readable by its owner only. Without it the webhook is refused (403) "
+    "and only the polls follow the branch.",
+)
+@click.option(
+    "--api-token-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Require 'Authorization: Bearer TOKEN' on /status, /audit and /metrics, TOKEN "
+    "being this file's content (readable by its owner only). Default: those endpoints "
+    "are open.",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_host",
+    multiple=True,
+    metavar="NAME",
+    help="A name or address clients may give in the Host header, besides the --listen "
+    "address and localhost (repeatable). Other Host headers get 421 (DNS rebinding).",
+)
+@click.option(
+    "--http-timeout",
+    default=serve_http.DEFAULT_REQUEST_TIMEOUT,
+    show_default=True,
+    help="Seconds a client has to send a whole HTTP request; slower ones get 408.",
+)
+@click.option(
+    "--http-max-connections",
+    default=serve_http.DEFAULT_MAX_CONNECTIONS,
+    show_default=True,
+    help="HTTP connections served at once; more are answered 503 at once.",
+)
+@click.option(
     "--correct-drift", is_flag=True, help="Re-apply the desired plan on hosts that drift."
 )
 @force_option
@@ -129,6 +167,11 @@ def serve_cmd(
     branch: str,
     interval: float,
     listen: str,
+    webhook_secret_file: Path | None,
+    api_token_file: Path | None,
+    allowed_host: tuple[str, ...],
+    http_timeout: float,
+    http_max_connections: int,
     correct_drift: bool,
     force: bool,
     forks: int,
@@ -140,6 +183,11 @@ def serve_cmd(
     A commit whose inventory does not compile (or that the safety rails refuse) is
     recorded as failed in the audit log and nothing is pushed: the last good revision
     stays in force. Stops cleanly on SIGTERM or Ctrl-C.
+
+    POST /webhook polls at once; it needs --webhook-secret-file (GitHub's
+    X-Hub-Signature-256 or GitLab's X-Gitlab-Token) and is refused without it. Every
+    endpoint checks the Host header against the --listen address, localhost and
+    --allowed-host; --api-token-file puts a bearer token on the read endpoints.
     """
     import signal
 
@@ -149,9 +197,20 @@ def serve_cmd(
     with input_errors():
         if interval <= 0:
             fail("--interval takes a positive number of seconds")
+        if http_timeout <= 0:
+            fail("--http-timeout takes a positive number of seconds")
+        if http_max_connections < 1:
+            fail("--http-max-connections takes a number of connections, 1 or more")
         try:
-            reconcile.parse_listen(listen)
-        except ValueError as exc:
+            listen_host, _port = serve_http.parse_listen(listen)
+            http_options = serve_http.HttpOptions(
+                allowed_hosts=serve_http.allowed_hosts(listen_host, allowed_host),
+                webhook_secret=_secret(webhook_secret_file, "webhook secret file"),
+                api_token=_secret(api_token_file, "API token file"),
+                request_timeout=http_timeout,
+                max_connections=http_max_connections,
+            )
+        except ValueError as exc:  # SecretFileError included
             fail(str(exc))
         require_ca(ctx, inventory)
         options = reconcile.ServeOptions(
@@ -173,6 +232,9 @@ def serve_cmd(
     def log(message: str) -> None:
         err.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(message)}")
 
+    for warning in serve_http.exposure_warnings(listen_host, http_options):
+        log(f"warning: {warning}")
+
     def listening(address: str) -> None:
         click.echo(f"vpnfleet serve: listening on http://{address}")
         sys.stdout.flush()
@@ -183,7 +245,7 @@ def serve_cmd(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await reconcile.serve(
-            ctx.state, options, listen, stop=stop, log=log, on_listening=listening
+            ctx.state, options, listen, http_options, stop=stop, log=log, on_listening=listening
         )
 
     try:
@@ -191,3 +253,7 @@ def serve_cmd(
     except OSError as exc:
         fail(f"cannot listen on {listen}: {exc.strerror or exc}")
     log("stopped")
+
+
+def _secret(path: Path | None, what: str) -> bytes | None:
+    return None if path is None else serve_http.read_secret_file(path, what)

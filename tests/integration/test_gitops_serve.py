@@ -7,10 +7,13 @@ real `vpnfleet-agent serve` processes. Every process is killed in teardown, also
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -85,8 +88,8 @@ class Serve:
                 return body.decode()
             return json.loads(body)
 
-    def post(self, path: str) -> tuple[int, Any]:
-        req = urllib.request.Request(self.url + path, data=b"{}", method="POST")
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+        req = urllib.request.Request(self.url + path, data=body, headers=headers, method="POST")
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
 
@@ -133,26 +136,40 @@ class GitOpsLab:
         assert res.returncode == 0, res.stderr
         return {h["host"]: h for h in json.loads(res.stdout)["hosts"]}
 
-    @contextlib.contextmanager
-    def serve(self, *extra: str, interval: float = INTERVAL) -> Iterator[Serve]:
-        log_path = self.tmp / f"serve-{time.monotonic_ns()}.log"
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(
-                [*CLI, "--state", str(self.fleet.controller_state), "serve", "-i",
-                 str(self.inventory), "--branch", "main", "--interval", str(interval),
-                 "--listen", "127.0.0.1:0", *extra],
-                stdout=subprocess.PIPE,
-                stderr=log,
-            )  # fmt: skip
-        try:
-            url = _listening_url(proc, log_path)
-            yield Serve(proc, url, log_path)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(10)
-            if proc.stdout is not None:
-                proc.stdout.close()
+    def serve(
+        self, *extra: str, interval: float = INTERVAL
+    ) -> contextlib.AbstractContextManager[Serve]:
+        return serve_process(self.fleet, self.inventory, self.tmp, *extra, interval=interval)
+
+
+@contextlib.contextmanager
+def serve_process(
+    fleet: Fleet, inventory: Path, tmp: Path, *extra: str, interval: float = INTERVAL
+) -> Iterator[Serve]:
+    log_path = tmp / f"serve-{time.monotonic_ns()}.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [*CLI, "--state", str(fleet.controller_state), "serve", "-i", str(inventory),
+             "--branch", "main", "--interval", str(interval), "--listen", "127.0.0.1:0", *extra],
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )  # fmt: skip
+    try:
+        url = _listening_url(proc, log_path)
+        yield Serve(proc, url, log_path)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def secret_file(tmp: Path, secret: bytes) -> Path:
+    path = tmp / f"secret-{time.monotonic_ns()}"
+    path.write_bytes(secret + b"\n")
+    path.chmod(0o600)
+    return path
 
 
 def _listening_url(proc: subprocess.Popen[bytes], log_path: Path) -> str:
@@ -271,13 +288,21 @@ def test_serve_rolls_out_new_commits_and_refuses_bad_ones(gitops: GitOpsLab) -> 
 
 
 def test_webhook_triggers_an_immediate_poll(gitops: GitOpsLab) -> None:
-    with gitops.serve(interval=3600) as serve:
+    secret = b"webhook secret shared with the git host"
+    with gitops.serve(
+        "--webhook-secret-file", str(secret_file(gitops.tmp, secret)), interval=3600
+    ) as serve:
         wait_for("the first rollout", lambda: serve.rollout_of(gitops.first))
         write_inventory(gitops.inventory, {h: a.port for h, a in gitops.agents.items()}, NEW_VARS)
         second = commit(gitops.repo, "second")
         assert serve.polls() == 1  # the first; the next is an hour away
         assert serve.rollout_of(second) is None
-        code, body = serve.post("/webhook")
+        payload = json.dumps({"ref": "refs/heads/main", "after": second}).encode()
+        with pytest.raises(urllib.error.HTTPError) as unsigned:
+            serve.post("/webhook", payload, {})
+        assert unsigned.value.code == 401
+        signature = "sha256=" + hmac.new(secret, payload, hashlib.sha256).hexdigest()
+        code, body = serve.post("/webhook", payload, {"X-Hub-Signature-256": signature})
         assert code == 202 and body == {"poll": "scheduled"}
         row = wait_for("the webhook's rollout", lambda: serve.rollout_of(second), timeout=15)
         assert row["outcome"] == "changed"
@@ -317,3 +342,57 @@ def test_drift_is_reported_and_corrected(gitops: GitOpsLab) -> None:
         )
         assert row["hosts"] == ["h3"] and row["outcome"] == "changed", row
         assert {h["state"] for h in gitops.agent_status(second).values()} == {"in sync"}
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The process's peak resident set (VmHWM): a body held even briefly shows in it."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmHWM in /proc/{pid}/status")
+
+
+def test_a_negative_content_length_does_not_grow_the_serve_process(tmp_path: Path) -> None:
+    # The serve process holds the fleet CA key; a webhook with `Content-Length: -1` and
+    # a large body used to be read whole into it. No agents: the rollout only records
+    # them unreachable.
+    fleet = make_fleet(tmp_path)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    inventory = repo / "inventory"
+    write_inventory(inventory, dict.fromkeys(HOSTS, 9), OLD_VARS)
+    first = commit(repo, "first")
+    secret = secret_file(tmp_path, b"webhook secret")
+    streamed = 256 << 20
+    with serve_process(
+        fleet, inventory, tmp_path, "--webhook-secret-file", str(secret), "--timeout", "2",
+        interval=3600,
+    ) as serve:  # fmt: skip
+        wait_for("the first rollout", lambda: serve.rollout_of(first))
+        before = peak_rss_kib(serve.proc.pid)
+        port = int(serve.url.rsplit(":", 1)[1])
+        sent = 0
+        answer = b""
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(
+                b"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -1\r\n"
+                b"X-Hub-Signature-256: sha256=" + b"0" * 64 + b"\r\n\r\n"
+            )
+            chunk = b"\0" * (1 << 20)
+            with contextlib.suppress(OSError):  # refused early: the server closed on us
+                while sent < streamed:
+                    sock.sendall(chunk)
+                    sent += len(chunk)
+                sock.shutdown(socket.SHUT_WR)
+            with contextlib.suppress(OSError):
+                while data := sock.recv(65536):
+                    answer += data
+        after = peak_rss_kib(serve.proc.pid)
+        grown_mib = (after - before) / 1024
+        assert grown_mib < 16, (
+            f"VmHWM grew {grown_mib:.0f} MiB ({before} -> {after} KiB) after "
+            f"{sent >> 20} MiB sent; answer {answer[:60]!r}"
+        )
+        assert sent < streamed, "the server read the whole body instead of refusing it"
+        assert serve.get("/status")["revision_in_force"] == first
