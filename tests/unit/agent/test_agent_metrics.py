@@ -4,7 +4,7 @@ prometheus_client's own text parser; and the HTTP endpoint on loopback."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,9 @@ class FakeSink:
 
     def ike_sas(self) -> Sequence[IkeSaReport]:
         return self.reports
+
+    def ike_counters(self) -> Mapping[str, int]:
+        return {}
 
     def peers_up(self) -> int:
         return sum(1 for r in self.reports if r.state == "established")
@@ -124,7 +127,7 @@ def sources(sink: FakeSink, tally: RekeyTally | None = None) -> MetricsSources:
         sink=sink,
         plan=lambda: FakePlan(7, ("b", "c")),  # type: ignore[arg-type,return-value]
         data_plane_stats=dp_stats,
-        ike_counters=lambda: {"ike_malformed": 2, "cookies_sent": 1},
+        ike_counters=lambda: {"malformed": 2, "cookies_sent": 1},
         rekeys=tally,
         clock=lambda: NOW,
     )
