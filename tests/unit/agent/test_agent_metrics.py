@@ -75,6 +75,7 @@ def two_sas() -> list[IkeSaReport]:
         nat_detected=True,
         established_at=NOW - 120,
         last_liveness_at=NOW - 7,
+        unauthenticated_failures=9,
         children=(
             ChildSaReport(
                 name="b",
@@ -151,6 +152,8 @@ def test_collector_two_sas() -> None:
     assert value(got, "vpnfleet_ike_sa_nat_detected", peer="b") == 1
     assert value(got, "vpnfleet_ike_sa_age_seconds", peer="b") == 120
     assert value(got, "vpnfleet_ike_sa_last_liveness_seconds", peer="b") == 7
+    assert value(got, "vpnfleet_ike_unauthenticated_failures_total", peer="b") == 9
+    assert value(got, "vpnfleet_ike_unauthenticated_failures_total", peer="c") == 0
     # A peer never heard from has no liveness sample rather than a huge age.
     assert ("vpnfleet_ike_sa_last_liveness_seconds", frozenset({("peer", "c")})) not in got
     child = {"peer": "b", "child": "b"}

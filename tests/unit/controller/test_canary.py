@@ -64,6 +64,7 @@ class FakeFleet:
     broken_hash: str = ""  # a plan whose hosts never get healthy
     auth_fails_on: str = ""  # a plan whose hosts report AUTHENTICATION_FAILED
     unreachable: set[str] = field(default_factory=set)
+    strangers_at: set[str] = field(default_factory=set)  # hosts someone sends bad IKE to
     pushes: list[tuple[str, str]] = field(default_factory=list)  # (host, hash) in order
     polls: int = 0
 
@@ -90,6 +91,17 @@ class FakeFleet:
                 ikes = (sa("peer", 0, state="connecting", error="AUTHENTICATION_FAILED: psk"),)
             else:
                 ikes = (sa("peer", self.polls),)  # traffic flows: counters grow per poll
+            if h in self.strangers_at:
+                # A new failure, with new text of the sender's choosing, every poll.
+                ikes = tuple(
+                    replace(
+                        ike,
+                        unauthenticated_failures=self.polls,
+                        last_unauthenticated_failure=f"from 192.0.2.66:500: "
+                        f"AUTHENTICATION_FAILED: peer identity x{self.polls}, expected peer",
+                    )
+                    for ike in ikes
+                )
             view = AgentStatusView(host=h, content_hash=digest, ike_sas=ikes)
             hosts.append(HostStatus(h, fleet.message(h).content_hash, view))
         return FleetStatus(hosts)
@@ -170,6 +182,21 @@ async def test_authentication_failure_is_a_regression_at_once(
     assert sorted(out.rolled_back) == ["a2", "a3", "a4"]
     assert agents.running["a1"] == new.message("a1").content_hash  # the canary stays
     assert clock.t < 30
+
+
+async def test_ike_failures_before_authentication_are_not_a_regression(
+    fleets: tuple[CompiledFleet, CompiledFleet],
+) -> None:
+    """IKE SAs someone else started that failed before authenticating (anyone can send
+    UDP to an agent) say nothing of the tunnels the rollout changed: the gate judges the
+    SAs the agents initiated and the SAs in force, and the rollout goes on."""
+    new, old = fleets
+    clock = FakeClock()
+    agents = FakeFleet(clock, {h: old.message(h).content_hash for h in old.selected})
+    agents.strangers_at = {"a1", "a2", "a3", "a4"}
+    out = await run_canary(new, old, agents, canary=1, gate=HealthGate(30, 1), clock=clock.clock())
+    assert out.regression == "" and out.rolled_back == []
+    assert all(agents.running[h] == new.message(h).content_hash for h in new.selected)
 
 
 async def test_unreachable_host_in_batch_rolls_back(

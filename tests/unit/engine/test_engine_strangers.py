@@ -11,6 +11,7 @@ initiator of our own core with a wrong key, on the in-memory network, on fake ti
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from engine_pair import Fleet, behind_nat, udp4
@@ -20,7 +21,11 @@ from vpnfleet.agent.ike.ike_sa import IkeSa
 from vpnfleet.agent.ike.states import Role
 from vpnfleet.agent.io.memory import MemoryEndpoint, nat_translate
 from vpnfleet.agent.io.udp import IKE_PORT, Address
+from vpnfleet.agent.service import AgentService
 from vpnfleet.agent.sink import IkeSaReport
+from vpnfleet.agent.store import PlanStore
+from vpnfleet.controller.convert import status_from_proto
+from vpnfleet.controller.status import FleetStatus, HostStatus, fleet_rows
 
 B = ("192.0.2.2", IKE_PORT)
 ELSEWHERE = "203.0.113.9"
@@ -173,3 +178,25 @@ async def test_peer_behind_nat_is_reached_from_a_new_address_and_strangers_only_
     r = report(fleet, "b", "a")
     assert r.unauthenticated_failures == 1 and r.last_error == "" and r.state == "established"
     assert fleet["a"].engine.peers_up() == 1 and fleet["b"].engine.peers_up() == 1
+
+
+async def test_status_carries_the_counts_to_the_fleet_table(ab: Fleet, tmp_path: Path) -> None:
+    """GetStatus: the peer's count and last failure, the agent's IKE counters (no_peer);
+    the controller's fleet table notes them for the host."""
+    b = ab["b"]
+    plan = b.engine.plan
+    assert plan is not None
+    agent = AgentService("b", PlanStore(tmp_path), b.engine, b.hub)
+    Stranger(ab, "192.0.2.1", 5000, b"a").attempt()
+    Stranger(ab, ELSEWHERE, IKE_PORT, b"a").attempt()
+    msg = agent.status()
+    (ike,) = msg.ike_sas
+    assert ike.unauthenticated_failures == 1 and ike.last_error == ""
+    assert ike.last_unauthenticated_failure.startswith("from 192.0.2.1:5000: AUTHENTICATION")
+    assert msg.ike_counters["no_peer"] == b.engine.ike_counters()["no_peer"] >= 1
+    view = status_from_proto(msg)
+    assert view.ike_counters["no_peer"] == msg.ike_counters["no_peer"]
+    (row,) = fleet_rows(FleetStatus([HostStatus("b", msg.content_hash, view)]))
+    assert row[-1] == (
+        f"1 IKE SA(s) failed before auth, {msg.ike_counters['no_peer']} IKE_SA_INIT from no peer"
+    )
