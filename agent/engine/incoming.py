@@ -22,7 +22,6 @@ from ..io.dataplane_model import Acquire
 from ..io.udp import Address, DatagramEndpoint
 from ..plan import StartAction
 from .peers import PeerChanges
-from .untrusted import LogLimiter
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,6 @@ class IncomingDispatch(PeerChanges):
     endpoint: DatagramEndpoint | None
     _by_spi: dict[bytes, IkeSa]
     _by_address: dict[str, list[str]]
-    untrusted_log: LogLimiter
 
     def _natt_port(self) -> int:
         raise NotImplementedError

@@ -156,7 +156,7 @@ class SaLifecycle(ChildSaInstallation):
             if session.ike is not sa:
                 return
         if session.ike is not sa:
-            if failed and sa.remote_identity is None:
+            if failed and not sa.is_initiator and sa.remote_identity is None:
                 self._failed_unauthenticated(sa, session, reason)
             elif failed:
                 session.last_error = reason
