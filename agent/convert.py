@@ -412,7 +412,7 @@ def _peer(p: _Problems, where: str, m: plan_pb2.Peer, anchors: set[str]) -> Peer
         mode=mode,
         lifetimes=lifetimes,
         dpd=Dpd(m.dpd.delay_seconds, m.dpd.timeout_seconds),
-        nat=NatTraversal(m.nat.force_encap, m.nat.keepalive_seconds),
+        nat=NatTraversal(m.nat.force_encap, m.nat.keepalive_seconds, m.nat.remote_behind_nat),
         start_action=start,
         local_ts=tuple(t for t in local_ts if t is not None),
         remote_ts=tuple(t for t in remote_ts if t is not None),
@@ -501,6 +501,8 @@ def ike_sa_to_proto(sa: IkeSaReport) -> agent_pb2.IkeSaStatus:
         next_rekey_at=sa.next_rekey_at,
         last_liveness_at=sa.last_liveness_at,
         last_error=sa.last_error,
+        unauthenticated_failures=sa.unauthenticated_failures,
+        last_unauthenticated_failure=sa.last_unauthenticated_failure,
     )
     for c in sa.children:
         msg.children.add(

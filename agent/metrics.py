@@ -94,7 +94,7 @@ class MetricsSources:
     """The plan in force (for its generation and peer count), None before the first."""
     data_plane_stats: Callable[[], DataPlaneStats | None] | None = None
     ike_counters: Callable[[], Mapping[str, int]] | None = None
-    """The engine's whole-agent IKE counters (malformed, unknown SPI, cookies …)."""
+    """The engine's whole-agent IKE counters by outcome (malformed, no_peer, cookies_sent …)."""
     rekeys: RekeyTally | None = None
     clock: Callable[[], float] = time.time
 
@@ -151,14 +151,20 @@ class AgentCollector(Collector):
             "Seconds since the peer was last heard from (liveness).",
             ("peer",),
         )
+        unauthenticated = _counter(
+            "ike_unauthenticated_failures",
+            "IKE SAs started by the other side that failed before it authenticated.",
+            ("peer",),
+        )
         for sa in reports:
             state.add_metric([sa.peer, sa.state], 1.0)
             nat.add_metric([sa.peer], 1.0 if sa.nat_detected else 0.0)
+            unauthenticated.add_metric([sa.peer], float(sa.unauthenticated_failures))
             if sa.established_at > 0:
                 age.add_metric([sa.peer], max(0.0, now - sa.established_at))
             if sa.last_liveness_at > 0:
                 liveness.add_metric([sa.peer], max(0.0, now - sa.last_liveness_at))
-        yield from (state, nat, age, liveness)
+        yield from (state, nat, age, liveness, unauthenticated)
 
     def _child_sas(self, reports: list[IkeSaReport]) -> Iterator[Metric]:
         labels = ("peer", "child")
@@ -210,7 +216,7 @@ class AgentCollector(Collector):
                 "ike_messages", "IKE messages by what became of them (whole agent).", ("outcome",)
             )
             for name, n in sorted(src.ike_counters().items()):
-                ike.add_metric([name.removeprefix("ike_")], float(n))
+                ike.add_metric([name], float(n))
             yield ike
         stats = src.data_plane_stats() if src.data_plane_stats is not None else None
         if stats is None:
@@ -357,7 +363,7 @@ def agent_sources(
             return engine.dp.stats() if engine.dp is not None else None
 
         sources.data_plane_stats = stats
-        sources.ike_counters = lambda: engine.counters
+        sources.ike_counters = engine.ike_counters
     return sources
 
 

@@ -169,6 +169,9 @@ class Dpd:
 class NatTraversal:
     force_encap: bool
     keepalive_seconds: int
+    remote_behind_nat: bool = False
+    """The peer is behind a NAT: its IKE_SA_INIT may come from an address that is none
+    of its ``remote_addresses`` (the only peers such a datagram may be routed to)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -62,7 +62,12 @@ class IkeSaReport:
     next_rekey_at: float = 0.0
     last_liveness_at: float = 0.0
     last_error: str = ""
+    """Why the IKE SA we initiated, or the one in force, last failed."""
     children: tuple[ChildSaReport, ...] = ()
+    unauthenticated_failures: int = 0
+    """IKE SAs the other side started for this peer that failed before it authenticated."""
+    last_unauthenticated_failure: str = ""
+    """The latest of them (printable, bounded: part of it came from the network)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +98,9 @@ class PlanSink(Protocol):
 
     def ike_sas(self) -> Sequence[IkeSaReport]: ...
 
+    def ike_counters(self) -> Mapping[str, int]:
+        """Whole-agent IKE counters by outcome ("malformed", "no_peer" …)."""
+
     def peers_up(self) -> int: ...
 
     async def rekey(self, peers: Sequence[str], target: RekeyTarget) -> list[RekeyOutcome]: ...
@@ -118,6 +126,9 @@ class PlanOnlySink:
 
     def ike_sas(self) -> Sequence[IkeSaReport]:
         return ()
+
+    def ike_counters(self) -> Mapping[str, int]:
+        return {}
 
     def peers_up(self) -> int:
         return 0

@@ -73,7 +73,9 @@ def _read(cls: type[T], msg: Message) -> T:
         if fd is None:
             raise ConversionError(f"{msg.DESCRIPTOR.full_name} has no field {name!r}")
         value = getattr(msg, name)
-        if fd.is_repeated:
+        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+            kwargs[name] = dict(value)
+        elif fd.is_repeated:
             if fd.message_type is not None:
                 item_cls = _NESTED[fd.message_type.full_name]
                 kwargs[name] = tuple(_read(item_cls, v) for v in value)

@@ -6,7 +6,12 @@ one of them passes the health gate (:func:`wait_healthy`):
 - the desired plan is in force (its content hash is the one the agent reports);
 - every IKE SA is ``established`` with every child SA ``installed``;
 - no *new* ``AUTHENTICATION_FAILED`` in an SA's last error (one that was already there
-  before the batch was pushed is not this rollout's doing);
+  before the batch was pushed is not this rollout's doing). The last error speaks only
+  of the IKE SAs the agent initiated and of the SA in force; IKE SAs the other side
+  started that failed before authenticating are counted apart
+  (``unauthenticated_failures``) and not judged: anyone who can send UDP to an agent
+  can cause them, and they leave the tunnels alone (a change that breaks a tunnel
+  shows at the end that initiates it, whose gate judges it);
 - with ``require_traffic``, ESP packet counters of each host moved since the push.
 
 A step of a staged rollout has one more gate (:func:`wait_reestablished`): the tunnels
@@ -112,6 +117,8 @@ def traffic_moved(earlier: HostStatus | None, later: HostStatus) -> bool:
 
 
 def _errors(host: HostStatus | None) -> set[tuple[str, str]]:
+    """(peer, last error): of the IKE SAs the agent initiated or the SA in force, never of
+    an IKE SA someone else started and did not authenticate."""
     if host is None or host.observed is None:
         return set()
     return {(ike.peer, ike.last_error) for ike in host.observed.ike_sas if ike.last_error}

@@ -7,6 +7,7 @@ fresh GetStatus answer (observed) and the plans compiled from the inventory (des
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +50,12 @@ class IkeSaView:
     next_rekey_at: float = 0.0
     last_liveness_at: float = 0.0
     last_error: str = ""
+    """Why the IKE SA the agent initiated, or the one in force, last failed."""
     children: tuple[ChildSaView, ...] = ()
+    unauthenticated_failures: int = 0
+    """IKE SAs the other side started that failed before it authenticated (a wrong key,
+    or anyone who can send UDP to the agent): not a fault of this tunnel."""
+    last_unauthenticated_failure: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +72,18 @@ class AgentStatusView:
     peers_up: int = 0
     ike_sas: tuple[IkeSaView, ...] = ()
     data_plane: bool = False
+    ike_counters: Mapping[str, int] = field(default_factory=dict)
+    """Whole-agent IKE counters by outcome ("malformed", "no_peer" …)."""
+
+    @property
+    def unauthenticated_ike(self) -> str:
+        """IKE nobody authenticated, for the fleet table's note ('' when none)."""
+        failed = sum(ike.unauthenticated_failures for ike in self.ike_sas)
+        unmatched = self.ike_counters.get("no_peer", 0)
+        parts = [f"{failed} IKE SA(s) failed before auth"] if failed else []
+        if unmatched:
+            parts.append(f"{unmatched} IKE_SA_INIT from no peer")
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +136,8 @@ class FleetStatus:
 def _view_json(view: Any) -> Any:
     if isinstance(view, tuple):
         return [_view_json(v) for v in view]
+    if isinstance(view, Mapping):
+        return dict(view)
     if hasattr(view, "__dataclass_fields__"):
         return {name: _view_json(getattr(view, name)) for name in view.__dataclass_fields__}
     return view
@@ -155,7 +175,14 @@ def fleet_rows(status: FleetStatus) -> list[tuple[str, ...]]:
                 short_hash(obs.content_hash),
                 short_hash(h.desired_hash),
                 f"{obs.peers_up}/{obs.peers_total}",
-                "" if obs.data_plane else "plan only (no data plane)",
+                "; ".join(
+                    note
+                    for note in (
+                        "" if obs.data_plane else "plan only (no data plane)",
+                        obs.unauthenticated_ike,
+                    )
+                    if note
+                ),
             )
         )
     return rows

@@ -135,7 +135,7 @@ class ChildSaStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., spi_in: _Optional[int] = ..., spi_out: _Optional[int] = ..., proposal: _Optional[str] = ..., mode: _Optional[str] = ..., local_ts: _Optional[_Iterable[str]] = ..., remote_ts: _Optional[_Iterable[str]] = ..., established_at: _Optional[float] = ..., rekeyed_at: _Optional[float] = ..., next_rekey_at: _Optional[float] = ..., bytes_in: _Optional[int] = ..., bytes_out: _Optional[int] = ..., packets_in: _Optional[int] = ..., packets_out: _Optional[int] = ..., replay_drops: _Optional[int] = ..., integrity_failures: _Optional[int] = ..., policy_drops: _Optional[int] = ...) -> None: ...
 
 class IkeSaStatus(_message.Message):
-    __slots__ = ("peer", "state", "spi_i", "spi_r", "proposal", "local_address", "remote_address", "initiator", "nat_detected", "established_at", "rekeyed_at", "next_rekey_at", "last_liveness_at", "last_error", "children")
+    __slots__ = ("peer", "state", "spi_i", "spi_r", "proposal", "local_address", "remote_address", "initiator", "nat_detected", "established_at", "rekeyed_at", "next_rekey_at", "last_liveness_at", "last_error", "children", "unauthenticated_failures", "last_unauthenticated_failure")
     PEER_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SPI_I_FIELD_NUMBER: _ClassVar[int]
@@ -151,6 +151,8 @@ class IkeSaStatus(_message.Message):
     LAST_LIVENESS_AT_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    UNAUTHENTICATED_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    LAST_UNAUTHENTICATED_FAILURE_FIELD_NUMBER: _ClassVar[int]
     peer: str
     state: str
     spi_i: int
@@ -166,10 +168,19 @@ class IkeSaStatus(_message.Message):
     last_liveness_at: float
     last_error: str
     children: _containers.RepeatedCompositeFieldContainer[ChildSaStatus]
-    def __init__(self, peer: _Optional[str] = ..., state: _Optional[str] = ..., spi_i: _Optional[int] = ..., spi_r: _Optional[int] = ..., proposal: _Optional[str] = ..., local_address: _Optional[str] = ..., remote_address: _Optional[str] = ..., initiator: _Optional[bool] = ..., nat_detected: _Optional[bool] = ..., established_at: _Optional[float] = ..., rekeyed_at: _Optional[float] = ..., next_rekey_at: _Optional[float] = ..., last_liveness_at: _Optional[float] = ..., last_error: _Optional[str] = ..., children: _Optional[_Iterable[_Union[ChildSaStatus, _Mapping]]] = ...) -> None: ...
+    unauthenticated_failures: int
+    last_unauthenticated_failure: str
+    def __init__(self, peer: _Optional[str] = ..., state: _Optional[str] = ..., spi_i: _Optional[int] = ..., spi_r: _Optional[int] = ..., proposal: _Optional[str] = ..., local_address: _Optional[str] = ..., remote_address: _Optional[str] = ..., initiator: _Optional[bool] = ..., nat_detected: _Optional[bool] = ..., established_at: _Optional[float] = ..., rekeyed_at: _Optional[float] = ..., next_rekey_at: _Optional[float] = ..., last_liveness_at: _Optional[float] = ..., last_error: _Optional[str] = ..., children: _Optional[_Iterable[_Union[ChildSaStatus, _Mapping]]] = ..., unauthenticated_failures: _Optional[int] = ..., last_unauthenticated_failure: _Optional[str] = ...) -> None: ...
 
 class AgentStatus(_message.Message):
-    __slots__ = ("host", "generation", "content_hash", "plan_applied_at", "agent_version", "uptime_seconds", "peers_total", "peers_up", "ike_sas", "data_plane")
+    __slots__ = ("host", "generation", "content_hash", "plan_applied_at", "agent_version", "uptime_seconds", "peers_total", "peers_up", "ike_sas", "data_plane", "ike_counters")
+    class IkeCountersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     HOST_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -180,6 +191,7 @@ class AgentStatus(_message.Message):
     PEERS_UP_FIELD_NUMBER: _ClassVar[int]
     IKE_SAS_FIELD_NUMBER: _ClassVar[int]
     DATA_PLANE_FIELD_NUMBER: _ClassVar[int]
+    IKE_COUNTERS_FIELD_NUMBER: _ClassVar[int]
     host: str
     generation: int
     content_hash: str
@@ -190,7 +202,8 @@ class AgentStatus(_message.Message):
     peers_up: int
     ike_sas: _containers.RepeatedCompositeFieldContainer[IkeSaStatus]
     data_plane: bool
-    def __init__(self, host: _Optional[str] = ..., generation: _Optional[int] = ..., content_hash: _Optional[str] = ..., plan_applied_at: _Optional[float] = ..., agent_version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., peers_total: _Optional[int] = ..., peers_up: _Optional[int] = ..., ike_sas: _Optional[_Iterable[_Union[IkeSaStatus, _Mapping]]] = ..., data_plane: _Optional[bool] = ...) -> None: ...
+    ike_counters: _containers.ScalarMap[str, int]
+    def __init__(self, host: _Optional[str] = ..., generation: _Optional[int] = ..., content_hash: _Optional[str] = ..., plan_applied_at: _Optional[float] = ..., agent_version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., peers_total: _Optional[int] = ..., peers_up: _Optional[int] = ..., ike_sas: _Optional[_Iterable[_Union[IkeSaStatus, _Mapping]]] = ..., data_plane: _Optional[bool] = ..., ike_counters: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class WatchStatusRequest(_message.Message):
     __slots__ = ("interval_seconds",)

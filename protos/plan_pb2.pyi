@@ -163,12 +163,14 @@ class Dpd(_message.Message):
     def __init__(self, delay_seconds: _Optional[int] = ..., timeout_seconds: _Optional[int] = ...) -> None: ...
 
 class NatTraversal(_message.Message):
-    __slots__ = ("force_encap", "keepalive_seconds")
+    __slots__ = ("force_encap", "keepalive_seconds", "remote_behind_nat")
     FORCE_ENCAP_FIELD_NUMBER: _ClassVar[int]
     KEEPALIVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_BEHIND_NAT_FIELD_NUMBER: _ClassVar[int]
     force_encap: bool
     keepalive_seconds: int
-    def __init__(self, force_encap: _Optional[bool] = ..., keepalive_seconds: _Optional[int] = ...) -> None: ...
+    remote_behind_nat: bool
+    def __init__(self, force_encap: _Optional[bool] = ..., keepalive_seconds: _Optional[int] = ..., remote_behind_nat: _Optional[bool] = ...) -> None: ...
 
 class Peer(_message.Message):
     __slots__ = ("name", "remote_addresses", "local_address", "remote_port", "local_id", "remote_id", "auth", "ike_proposals", "esp_proposals", "mode", "lifetimes", "dpd", "nat", "start_action", "local_ts", "remote_ts", "managed", "initiator", "ike_fragmentation_off", "ike_fragment_size")

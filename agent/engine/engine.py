@@ -50,6 +50,7 @@ from .keylog import KeyLog
 from .peers import same_tunnel
 from .plan_routes import PlanRoutes, RouteTable
 from .session import PeerSession, PeerState
+from .untrusted import LogLimiter
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,8 @@ class Engine(IncomingDispatch):
             "ike_refused": 0,
             "cookies_sent": 0,
         }
+        self.untrusted_log = LogLimiter()
+        """Bounds the log lines about IKE nobody authenticated (strangers can repeat it)."""
         self.dp: DataPlane | None = None
         self.endpoint: DatagramEndpoint | None = None
         self._live = False
@@ -247,6 +250,10 @@ class Engine(IncomingDispatch):
 
     def peers_up(self) -> int:
         return sum(1 for s in self.sessions.values() if s.is_up)
+
+    def ike_counters(self) -> dict[str, int]:
+        """The whole-agent IKE counters by outcome: "malformed", "no_peer" …."""
+        return {name.removeprefix("ike_"): n for name, n in self.counters.items()}
 
     # -- peers ---------------------------------------------------------------------------
 

@@ -3,7 +3,9 @@ data plane's acquires and SA events.
 
 One UDP endpoint (500 and 4500) serves every IKE SA: incoming IKE is routed by our SPI
 (RFC 7296 section 2.6 lets each side pick its own), and a request with a zero responder
-SPI goes through the responder gate of the plan peer its source address belongs to.
+SPI goes through the responder gate of the plan peer its source address belongs to, or
+from any other address, of the one responder-side peer the plan has behind a NAT; what
+matches no peer is dropped and counted.
 Traffic for a trap policy starts its peer; a child SA's volume limit starts its rekey.
 """
 
@@ -72,12 +74,21 @@ class IncomingDispatch(PeerChanges):
             return
         names = self._by_address.get(addr[0], [])
         if not names:
-            # Behind a NAT the source is not a plan address: the only responder-side
-            # peer, if there is exactly one, is the one it can be.
-            names = [s.name for s in self.sessions.values() if not s.peer.initiator]
+            # Behind a NAT the source is not a plan address: the only responder-side peer
+            # the plan has behind a NAT, if there is exactly one, is the one it can be.
+            # Any other peer is reached at its own addresses: a stranger's IKE_SA_INIT
+            # must not become the business of a peer that does not move.
+            names = [
+                s.name
+                for s in self.sessions.values()
+                if not s.peer.initiator and s.peer.nat.remote_behind_nat
+            ]
             if len(names) != 1:
                 self.counters["ike_no_peer"] += 1
-                log.info("IKE_SA_INIT from %s:%d matches no peer of the plan", *addr)
+                left_out = self.untrusted_log.admit("no-peer", self.now())
+                if left_out is not None:
+                    more = f" ({left_out} more since)" if left_out else ""
+                    log.info("IKE_SA_INIT from %s:%d matches no peer of the plan%s", *addr, more)
                 return
         session = self.sessions[names[0]]
         gate = self._gates.get(session.name)

@@ -9,6 +9,8 @@ data plane is in :mod:`.child_sas`, the rekey timers in :mod:`.rekey`.
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..ike.events import (
     ChildSaDeleted,
     ChildSaEstablished,
@@ -26,6 +28,9 @@ from ..ike.states import IkeSaState
 from ..io.udp import Address
 from .child_sas import ChildSaInstallation
 from .session import PeerSession, PeerState
+from .untrusted import LogLimiter, printable
+
+_WITH_REASON = (IkeSaFailed, IkeSaDeleted, ChildSaFailed, ChildSaDeleted, PeerErrorNotify)
 
 
 class SaLifecycle(ChildSaInstallation):
@@ -35,6 +40,7 @@ class SaLifecycle(ChildSaInstallation):
     _last_port: dict[IkeSa, int]
     _created: dict[IkeSa, float]
     """When each IKE SA was created here (monotonic)."""
+    untrusted_log: LogLimiter
 
     def _owner_of(self, sa: IkeSa) -> PeerSession | None:
         raise NotImplementedError
@@ -52,6 +58,9 @@ class SaLifecycle(ChildSaInstallation):
 
     def _handle_event(self, sa: IkeSa, event: IkeEvent) -> None:
         session = self._owner_of(sa)
+        if isinstance(event, _WITH_REASON):
+            # A reason may quote what the other end sent (the identity it claims …).
+            event = dataclasses.replace(event, reason=printable(event.reason))
         if isinstance(event, IkeSaRekeyed):
             self._on_ike_rekeyed(sa, session, event)
             return
@@ -147,7 +156,9 @@ class SaLifecycle(ChildSaInstallation):
             if session.ike is not sa:
                 return
         if session.ike is not sa:
-            if failed:  # a responder SA that never came up (wrong key, proposals …)
+            if failed and not sa.is_initiator and sa.remote_identity is None:
+                self._failed_unauthenticated(sa, session, reason)
+            elif failed:
                 session.last_error = reason
                 self._publish("ike_failed", session.name, reason)
             return
@@ -184,3 +195,21 @@ class SaLifecycle(ChildSaInstallation):
             session.last_error = reason
             if session.always_on and session.initiates:
                 self._schedule_retry(session, reason)
+
+    def _failed_unauthenticated(self, sa: IkeSa, session: PeerSession, reason: str) -> None:
+        """An IKE SA the other side started failed before it authenticated (a wrong key or
+        proposals, or anyone at all: a stranger's IKE_SA_INIT from the peer's address, or
+        routed to the plan's one NAT peer). Counted and reported at a bounded rate, never
+        as the peer's ``last_error``: the peer's tunnel is not concerned."""
+        session.unauthenticated_failures += 1
+        source = f"{sa.peer[0]}:{sa.peer[1]}" if sa.peer is not None else "an unknown address"
+        session.last_unauthenticated_failure = f"from {source}: {reason}"
+        left_out = self.untrusted_log.admit(session.name, self.now())
+        if left_out is None:
+            return
+        more = f" ({left_out} more since the last report)" if left_out else ""
+        self._publish(
+            "ike_failed_unauthenticated",
+            session.name,
+            f"IKE SA from {source} failed before authentication: {reason}{more}",
+        )

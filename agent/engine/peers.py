@@ -29,8 +29,9 @@ INITIAL_CONTACT_DELAY = 2.0
 def same_tunnel(old: Peer, new: Peer) -> bool:
     """Whether ``new`` differs from ``old`` only in what this end decides alone: the
     liveness check (RFC 7296 section 2.4), lifetimes (not negotiated in IKEv2, section
-    2.8), NAT keepalives (RFC 3948 section 4) and which CAs it accepts the peer's
-    certificate from. Such a change needs no new SA."""
+    2.8), NAT keepalives (RFC 3948 section 4), whether an IKE_SA_INIT from an unknown
+    address may be routed to the peer, and which CAs it accepts the peer's certificate
+    from. Such a change needs no new SA."""
     auth = new.auth
     if old.auth.method is AuthMethod.PUBKEY and auth.method is AuthMethod.PUBKEY:
         auth = dataclasses.replace(
@@ -43,7 +44,11 @@ def same_tunnel(old: Peer, new: Peer) -> bool:
         auth=auth,
         dpd=old.dpd,
         lifetimes=old.lifetimes,
-        nat=dataclasses.replace(new.nat, keepalive_seconds=old.nat.keepalive_seconds),
+        nat=dataclasses.replace(
+            new.nat,
+            keepalive_seconds=old.nat.keepalive_seconds,
+            remote_behind_nat=old.nat.remote_behind_nat,
+        ),
     )
     return local_only == old
 
@@ -154,6 +159,8 @@ class PeerChanges(SaLifecycle):
         session.ike_rekeyed_at = old.ike_rekeyed_at
         session.next_ike_rekey_at = old.next_ike_rekey_at
         session.last_liveness_at = old.last_liveness_at
+        session.unauthenticated_failures = old.unauthenticated_failures
+        session.last_unauthenticated_failure = old.last_unauthenticated_failure
         session.keepalive_to = old.keepalive_to
         session.rekeying_child = old.rekeying_child
         session.awaiting_activation = old.awaiting_activation

@@ -73,6 +73,11 @@ class PeerSession:
     next_ike_rekey_at: float = 0.0
     last_liveness_at: float = 0.0
     last_error: str = ""
+    """Why the IKE SA we initiated, or the one in force, last failed (or why the peer
+    cannot be configured)."""
+    unauthenticated_failures: int = 0
+    """IKE SAs the other side started that failed before it authenticated."""
+    last_unauthenticated_failure: str = ""
     rekeying_child: bytes | None = None
     """spi_in of the child whose rekey we started, until our exchange ends."""
     replacement_pending: bool = False
@@ -162,6 +167,8 @@ class PeerSession:
                 initiator=self.peer.initiator,
                 last_error=self.last_error,
                 children=children,
+                unauthenticated_failures=self.unauthenticated_failures,
+                last_unauthenticated_failure=self.last_unauthenticated_failure,
             )
         state = sa.state.value if sa.state is not IkeSaState.ESTABLISHED else "established"
         return IkeSaReport(
@@ -180,4 +187,6 @@ class PeerSession:
             last_liveness_at=self.last_liveness_at,
             last_error=self.last_error,
             children=children,
+            unauthenticated_failures=self.unauthenticated_failures,
+            last_unauthenticated_failure=self.last_unauthenticated_failure,
         )

@@ -145,6 +145,9 @@ class Dpd:
 class NatTraversal:
     force_encap: bool
     keepalive_seconds: int
+    remote_behind_nat: bool = False
+    """The peer's ``nat: true``: its agent may answer for an IKE_SA_INIT from an address
+    that is none of the peer's (the public address of a NAT router)."""
 
 
 @dataclass(frozen=True, slots=True)

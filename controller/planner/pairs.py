@@ -7,6 +7,8 @@ done once per pair, and it is written out inline.
 
 from __future__ import annotations
 
+import dataclasses
+
 from vpnfleet.controller.inventory import InventoryError
 
 from .credentials import PairKeys, pubkey_credential
@@ -14,6 +16,7 @@ from .model import (
     AuthMethod,
     Credential,
     Mode,
+    NatTraversal,
     Peer,
     SpdAction,
     SpdEntry,
@@ -111,6 +114,11 @@ class PairBuilder:
             out = self.ts_cache[key] = self.interner.get((*head, *tail))
         return out
 
+    def _towards_nat(self, nat: NatTraversal) -> NatTraversal:
+        """``nat`` towards a peer behind a NAT (``nat: true``), whose IKE_SA_INIT may
+        come from the NAT router's address rather than the peer's own."""
+        return self.interner.get(dataclasses.replace(nat, remote_behind_nat=True))
+
     def both(
         self,
         a: HostProfile,
@@ -189,7 +197,7 @@ class PairBuilder:
                 a.mode,
                 a.lifetimes,
                 a.dpd,
-                a.nat_traversal,
+                self._towards_nat(a.nat_traversal) if b.behind_nat else a.nat_traversal,
                 a.start_action,
                 ts_a_local,
                 ts_a_remote,
@@ -213,7 +221,7 @@ class PairBuilder:
                 b.mode,
                 b.lifetimes,
                 b.dpd,
-                b.nat_traversal,
+                self._towards_nat(b.nat_traversal) if a.behind_nat else b.nat_traversal,
                 b.start_action,
                 ts_b_local,
                 ts_b_remote,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from vpnfleet.controller import operations
@@ -52,6 +52,7 @@ class FakeFleet:
     broken_hash: str = ""  # a plan whose hosts never get healthy
     auth_fails_on: str = ""  # a plan whose hosts report AUTHENTICATION_FAILED
     unreachable: set[str] = field(default_factory=set)
+    strangers_at: set[str] = field(default_factory=set)  # hosts someone sends bad IKE to
     pushes: list[tuple[str, str]] = field(default_factory=list)  # (host, hash) in order
     polls: int = 0
 
@@ -78,6 +79,17 @@ class FakeFleet:
                 ikes = (sa("peer", 0, state="connecting", error="AUTHENTICATION_FAILED: psk"),)
             else:
                 ikes = (sa("peer", self.polls),)  # traffic flows: counters grow per poll
+            if h in self.strangers_at:
+                # A new failure, with new text of the sender's choosing, every poll.
+                ikes = tuple(
+                    replace(
+                        ike,
+                        unauthenticated_failures=self.polls,
+                        last_unauthenticated_failure=f"from 192.0.2.66:500: "
+                        f"AUTHENTICATION_FAILED: peer identity x{self.polls}, expected peer",
+                    )
+                    for ike in ikes
+                )
             view = AgentStatusView(host=h, content_hash=digest, ike_sas=ikes)
             hosts.append(HostStatus(h, fleet.message(h).content_hash, view))
         return FleetStatus(hosts)

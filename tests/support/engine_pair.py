@@ -42,6 +42,17 @@ def node_plan(
     return plan_from_proto(msg)
 
 
+def behind_nat(*peers: str) -> PlanEdit:
+    """Marks ``peers`` of a plan as behind a NAT (the planner does so for ``nat: true``)."""
+
+    def edit(msg: plan_pb2.NodePlan) -> None:
+        for peer in msg.peers:
+            if peer.name in peers:
+                peer.nat.remote_behind_nat = True
+
+    return edit
+
+
 class Node:
     def __init__(self, net: MemoryNetwork, clock: ManualScheduler, host: str) -> None:
         self.host = host

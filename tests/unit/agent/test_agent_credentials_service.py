@@ -4,7 +4,7 @@ nothing is, and the refusal of an IKE certificate that would break a plan peer."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +59,9 @@ class EngineSink:
 
     def ike_sas(self) -> Sequence[IkeSaReport]:
         return ()
+
+    def ike_counters(self) -> Mapping[str, int]:
+        return {}
 
     def peers_up(self) -> int:
         return 0

@@ -4,7 +4,7 @@ prometheus_client's own text parser; and the HTTP endpoint on loopback."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,9 @@ class FakeSink:
     def ike_sas(self) -> Sequence[IkeSaReport]:
         return self.reports
 
+    def ike_counters(self) -> Mapping[str, int]:
+        return {}
+
     def peers_up(self) -> int:
         return sum(1 for r in self.reports if r.state == "established")
 
@@ -72,6 +75,7 @@ def two_sas() -> list[IkeSaReport]:
         nat_detected=True,
         established_at=NOW - 120,
         last_liveness_at=NOW - 7,
+        unauthenticated_failures=9,
         children=(
             ChildSaReport(
                 name="b",
@@ -124,7 +128,7 @@ def sources(sink: FakeSink, tally: RekeyTally | None = None) -> MetricsSources:
         sink=sink,
         plan=lambda: FakePlan(7, ("b", "c")),  # type: ignore[arg-type,return-value]
         data_plane_stats=dp_stats,
-        ike_counters=lambda: {"ike_malformed": 2, "cookies_sent": 1},
+        ike_counters=lambda: {"malformed": 2, "cookies_sent": 1},
         rekeys=tally,
         clock=lambda: NOW,
     )
@@ -148,6 +152,8 @@ def test_collector_two_sas() -> None:
     assert value(got, "vpnfleet_ike_sa_nat_detected", peer="b") == 1
     assert value(got, "vpnfleet_ike_sa_age_seconds", peer="b") == 120
     assert value(got, "vpnfleet_ike_sa_last_liveness_seconds", peer="b") == 7
+    assert value(got, "vpnfleet_ike_unauthenticated_failures_total", peer="b") == 9
+    assert value(got, "vpnfleet_ike_unauthenticated_failures_total", peer="c") == 0
     # A peer never heard from has no liveness sample rather than a huge age.
     assert ("vpnfleet_ike_sa_last_liveness_seconds", frozenset({("peer", "c")})) not in got
     child = {"peer": "b", "child": "b"}

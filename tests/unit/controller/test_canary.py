@@ -98,6 +98,21 @@ async def test_authentication_failure_is_a_regression_at_once(
     assert clock.t < 30
 
 
+async def test_ike_failures_before_authentication_are_not_a_regression(
+    fleets: tuple[CompiledFleet, CompiledFleet],
+) -> None:
+    """IKE SAs someone else started that failed before authenticating (anyone can send
+    UDP to an agent) say nothing of the tunnels the rollout changed: the gate judges the
+    SAs the agents initiated and the SAs in force, and the rollout goes on."""
+    new, old = fleets
+    clock = FakeClock()
+    agents = FakeFleet(clock, {h: old.message(h).content_hash for h in old.selected})
+    agents.strangers_at = {"a1", "a2", "a3", "a4"}
+    out = await run_canary(new, old, agents, canary=1, gate=HealthGate(30, 1), clock=clock.clock())
+    assert out.regression == "" and out.rolled_back == []
+    assert all(agents.running[h] == new.message(h).content_hash for h in new.selected)
+
+
 async def test_unreachable_host_in_batch_rolls_back(
     fleets: tuple[CompiledFleet, CompiledFleet],
 ) -> None:

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from tests.support.engine_pair import Fleet, node_plan, udp4
+from tests.support.engine_pair import Fleet, behind_nat, node_plan, udp4
 from vpnfleet.agent.io.memory import nat_translate
 from vpnfleet.agent.plan import AuthMethod
 from vpnfleet.agent.sink import RekeyTarget
@@ -274,11 +274,13 @@ async def test_crossed_initiations_settle_on_one_ike_sa() -> None:
 
 async def test_behind_a_nat_ike_and_esp_move_to_udp_4500() -> None:
     """RFC 7296 section 2.23 / RFC 3948: a's address is rewritten on the way, so IKE
-    moves to port 4500 after IKE_SA_INIT and ESP goes in UDP to the NAT's mapping."""
+    moves to port 4500 after IKE_SA_INIT and ESP goes in UDP to the NAT's mapping. b's
+    plan says a is behind a NAT: only then is an IKE_SA_INIT from the NAT's address,
+    which is none of a's, routed to it."""
     fleet = Fleet("a", "b")
     fleet.net.translate = nat_translate("192.0.2.1", "198.51.100.1")
     await fleet.start()
-    await fleet.mesh()
+    await fleet.mesh(b=behind_nat("a"))
     a, b = fleet["a"], fleet["b"]
     assert a.engine.peers_up() == 1 and b.engine.peers_up() == 1
     (ike_a,) = a.engine.ike_sas()

@@ -166,6 +166,21 @@ def test_host_behind_nat_initiates(tmp_path: Path) -> None:
     assert peer(plans, "a3", "a4").initiator and not peer(plans, "a4", "a3").initiator
 
 
+def test_peers_of_a_host_behind_nat_know_it(tmp_path: Path) -> None:
+    """Only a peer behind a NAT may be answered from an address that is not its own:
+    the plans of its peers say so, and no other peer is marked."""
+    plans = plans_of(write_mesh(tmp_path / "inv", NAMES, a3="nat: true\n"))
+    assert peer(plans, "a1", "a3").nat.remote_behind_nat
+    assert peer(plans, "a4", "a3").nat.remote_behind_nat
+    marked = [
+        (host, p.name)
+        for host, plan in plans.items()
+        for p in plan.peers
+        if p.nat.remote_behind_nat
+    ]
+    assert sorted(marked) == [(h, "a3") for h in sorted(NAMES) if h != "a3"]
+
+
 def test_transport_mode_protects_the_host_addresses(tmp_path: Path) -> None:
     root = write_mesh(
         tmp_path / "inv", ["a1", "a2"], a1="mode: transport\n", a2="mode: transport\n"
