@@ -35,8 +35,6 @@ from tests.support.pings import stop_pings
 
 pytestmark = pytest.mark.netns
 
-__all__ = ["mesh"]  # the fixture, imported for pytest
-
 STRANGER = Path(__file__).resolve().parents[1] / "support" / "ike_stranger.py"
 BRIDGE = "br0"
 
