@@ -195,7 +195,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     # -- status ------------------------------------------------------------------------
 
     def status(self) -> agent_pb2.AgentStatus:
-        return agent_pb2.AgentStatus(
+        status = agent_pb2.AgentStatus(
             host=self.host,
             generation=self.generation,
             content_hash=self.plan.content_hash if self.plan else "",
@@ -207,6 +207,10 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             ike_sas=[convert.ike_sa_to_proto(sa) for sa in self.sink.ike_sas()],
             data_plane=self.sink.data_plane,
         )
+        admission = self.sink.admission()
+        if admission is not None:
+            status.admission.CopyFrom(convert.admission_to_proto(admission))
+        return status
 
     async def GetStatus(
         self, request: agent_pb2.GetStatusRequest, context: grpc.aio.ServicerContext
