@@ -11,9 +11,10 @@ the responder has answered it holds the IKE_AUTH keys, so the fragments it sends
 authentic as anything before IKE_AUTH can be (RFC 7383). Each storm ``COUNTxBYTES``
 sends COUNT fragments of BYTES each of an IKE_AUTH request announced as 64 fragments,
 so it never completes and a responder without caps keeps every one until the SA
-expires. After each SA's fragments, its IKE_SA_INIT is sent again and the replayed
-answer awaited: the responder reads one socket in order, so by then it has handled
-every fragment before (a pace, not a measurement). Requests over a cap get no answer.
+expires. After each burst of an SA's fragments, its IKE_SA_INIT is sent again and the
+replayed answer awaited: the responder reads one socket in order, so by then it has
+handled every fragment before (a pace, not a measurement). Requests over a cap get no
+answer.
 
 Prints one JSON line: half-open SAs obtained, cookies answered, IKE_SA_INIT requests
 sent and the seconds until the last answer, fragments sent and the seconds they took.
@@ -42,6 +43,9 @@ ANNOUNCED_FRAGMENTS = 64
 QUIET = 1.0
 """Seconds without an answer after which the IKE_SA_INIT phase is over."""
 SYNC_TIMEOUT = 5.0
+BURST_BYTES = 128 * 1024
+"""At most this much is sent before a pace: the receiver's socket buffer is the
+namespace's default (net.core.rmem_max), and what overflows it never reaches the agent."""
 
 
 def flood_config() -> IkeConfig:
@@ -121,6 +125,7 @@ def storm(attempts: list[Attempt], target: tuple[str, int], count: int, size: in
     """``count`` fragments of ``size`` bytes from every SA; returns the fragments sent."""
     sent = 0
     chunk = b"\x00" * size
+    burst = max(1, BURST_BYTES // size)
     for attempt in attempts:
         sa = attempt.sa
         assert sa._sk_out is not None
@@ -131,7 +136,8 @@ def storm(attempts: list[Attempt], target: tuple[str, int], count: int, size: in
             )
             attempt.sock.sendto(fragment, target)
             sent += 1
-        _sync(attempt, target)
+            if number % burst == 0 or number == count:
+                _sync(attempt, target)
     return sent
 
 
