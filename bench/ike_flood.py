@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
-from flood_lab import FloodLab  # noqa: E402
+from flood_lab import FloodLab
 
 
 def main() -> int:

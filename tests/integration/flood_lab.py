@@ -36,9 +36,7 @@ class FloodLab(Lab):
     def plan_file(self, host: str) -> Path:
         if host == "a":
             return super().plan_file(host)
-        msg = sample_plan(
-            "b", UNDERLAY["b"], "10.2.0.0/24", [("a", UNDERLAY["a"], "10.1.0.0/24")]
-        )
+        msg = sample_plan("b", UNDERLAY["b"], "10.2.0.0/24", [("a", UNDERLAY["a"], "10.1.0.0/24")])
         msg.peers[0].remote_addresses.extend(FLOOD_SOURCES)
         msg.content_hash = plan_content_hash(msg)
         path = self.directory / "b.plan"
