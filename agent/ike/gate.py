@@ -41,7 +41,8 @@ class GateDecision:
     """A stateless answer (COOKIE) to send back to the datagram's source."""
     reason: str = ""
     """Why nothing was created: ``cookie required``, ``bad cookie``, ``not an
-    IKE_SA_INIT request``, ``malformed: ...``, ``over <limit> (<value>)``."""
+    IKE_SA_INIT request``, ``malformed: ...``, ``refused: <notify>: ...`` (answered
+    without state), ``over <limit> (<value>)``."""
     limit: Limit | None = None
     """The cap the request went over (dropped, counted in the table)."""
 
@@ -124,6 +125,13 @@ class IkeResponderGate:
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> GateDecision:
         """A datagram whose responder SPI is zero (no IKE SA of ours yet)."""
         self._rotate(now)
+        limits = self.table.limits
+        if len(data) > limits.preauth_message_bytes:
+            self.table.refuse(Limit.PREAUTH_MESSAGE_BYTES, addr[0], now)
+            return GateDecision(
+                reason=f"over preauth_message_bytes ({limits.preauth_message_bytes})",
+                limit=Limit.PREAUTH_MESSAGE_BYTES,
+            )
         try:
             message = parse_message(data)
         except IkeError as exc:
@@ -168,6 +176,14 @@ class IkeResponderGate:
             return GateDecision(reason=f"over {limit.value} ({value})", limit=limit)
         sa = IkeSa(self.config, Role.RESPONDER, self.local)
         sa.receive_datagram(data, addr, now)
+        if sa.state is IkeSaState.CREATED:
+            # Refused without state (section 1.3, INVALID_KE_PAYLOAD; INVALID_SYNTAX):
+            # the answer goes back and nothing is kept, so nothing is left to expire.
+            self.refused += 1
+            replies = sa.datagrams_to_send(now)
+            return GateDecision(
+                reply=replies[0][0] if replies else None, reason=f"refused: {sa.last_refusal}"
+            )
         if sa.state is IkeSaState.INIT_DONE:
             sa.half_open_slot = self.table.add(
                 self, addr, header.spi_i, sa, now + self.half_open_timeout

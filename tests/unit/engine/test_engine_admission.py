@@ -4,6 +4,7 @@ interval rather than one per request, and the tunnel already up is untouched."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -13,7 +14,10 @@ from test_engine_status import message, services
 
 from vpnfleet.agent.ike.admission import ResponderLimits
 from vpnfleet.agent.ike.config import ChildConfig, Identity, IkeConfig, selector
+from vpnfleet.agent.ike.constants import NotifyType
 from vpnfleet.agent.ike.ike_sa import IkeSa
+from vpnfleet.agent.ike.message import parse_message
+from vpnfleet.agent.ike.payloads import NotifyPayload
 from vpnfleet.agent.ike.proposals import EspProposal, IkeProposal
 from vpnfleet.agent.ike.states import Role
 
@@ -72,3 +76,36 @@ async def test_half_open_over_a_cap_is_dropped_counted_and_logged_once(
     assert status.admission.half_open == 0
     (still,) = status.ike_sas
     assert (still.state, still.spi_i, still.spi_r) == ("established", up.spi_i, up.spi_r)
+
+
+async def test_an_ike_sa_init_refused_without_state_leaves_nothing_behind(tmp_path: Path) -> None:
+    """Section 1.3: INVALID_KE_PAYLOAD keeps no state. The engine answers each such
+    request and holds no IKE SA for it afterwards, however many come."""
+    fleet = Fleet("a", "b")
+    await fleet.start()
+    agents = await services(fleet, tmp_path)
+    await agents["b"].apply(message("b", "a"), dry_run=False)
+    engine = fleet["b"].engine
+    held = len(engine._owner)
+    wrong_group = dataclasses.replace(
+        stranger(),
+        ike_proposals=(
+            IkeProposal.parse("aes256gcm16-prfsha384-ecp256"),
+            IkeProposal.parse("aes256gcm16-prfsha384-x25519"),
+        ),
+    )
+    assert engine.endpoint is not None
+    answers: list[bytes] = []
+    engine.endpoint.send_ike = lambda data, addr, natt: answers.append(data)  # type: ignore[method-assign]
+    for port in range(40000, 40010):
+        flood = IkeSa(wrong_group, Role.INITIATOR)
+        flood.initiate(B, engine.now())
+        ((data, _),) = flood.datagrams_to_send(engine.now())
+        engine._on_ike(data, ("192.0.2.1", port), 500)
+    assert len(engine._owner) == held and len(engine._created) == held
+    assert len(answers) == 10
+    for answer in answers:
+        (notify,) = parse_message(answer).payloads
+        assert isinstance(notify, NotifyPayload)
+        assert notify.notify_type == NotifyType.INVALID_KE_PAYLOAD
+    assert engine.counters["ike_refused"] == 10

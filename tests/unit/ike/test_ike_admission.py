@@ -8,13 +8,14 @@ from __future__ import annotations
 import pytest
 
 from vpnfleet.agent.ike.admission import HalfOpenTable, Limit, LimitNotice, ResponderLimits
-from vpnfleet.agent.ike.constants import ExchangeType, HeaderFlag, PayloadType
+from vpnfleet.agent.ike.constants import ExchangeType, HeaderFlag, NotifyType, PayloadType
 from vpnfleet.agent.ike.crypto import encrypt_fragment
 from vpnfleet.agent.ike.errors import LocalError
 from vpnfleet.agent.ike.events import Address, IkeSaEstablished
 from vpnfleet.agent.ike.gate import IkeResponderGate
 from vpnfleet.agent.ike.ike_sa import IkeSa
-from vpnfleet.agent.ike.message import IkeHeader
+from vpnfleet.agent.ike.message import IkeHeader, parse_message, serialize_message
+from vpnfleet.agent.ike.payloads import NotifyPayload, VendorIdPayload
 from vpnfleet.agent.ike.states import IkeSaState, Role
 
 from ike_peers import RIGHT, left_right
@@ -207,6 +208,31 @@ def test_pre_auth_fragments_of_the_whole_agent_are_capped_in_bytes() -> None:
         right3.receive_datagram(auth_fragment(left3, n, 3, 3000), source(3), NOW + 21)
     assert shared.held == 0  # reassembled (and refused as malformed): nothing held
     assert shared.refused[Limit.PREAUTH_MESSAGE_BYTES] == 0
+
+
+def test_an_ike_sa_init_over_the_message_cap_is_dropped_unread() -> None:
+    shared = table(preauth_message_bytes=2000)
+    g = gate_on(shared)
+    message = parse_message(request(initiator()))
+    padded = serialize_message(message.header, [*message.payloads, VendorIdPayload(bytes(2000))])
+    decision = g.receive_datagram(padded, source(1), NOW)
+    assert decision.sa is None and decision.reply is None
+    assert decision.limit is Limit.PREAUTH_MESSAGE_BYTES
+    assert shared.refused[Limit.PREAUTH_MESSAGE_BYTES] == 1
+
+
+def test_an_ike_sa_init_refused_without_state_is_answered_and_not_kept() -> None:
+    """Section 1.3: INVALID_KE_PAYLOAD names the group and keeps no state."""
+    left, _ = left_right(ike=("aes256gcm16-prfsha384-ecp256", "aes256gcm16-prfsha384-x25519"))
+    sa = IkeSa(left, Role.INITIATOR)
+    sa.initiate(RIGHT, NOW)
+    shared = table()
+    decision = gate_on(shared).receive_datagram(request(sa), source(1), NOW)
+    assert decision.sa is None and decision.reply is not None
+    assert decision.reason.startswith("refused: INVALID_KE_PAYLOAD: peer sent group 19")
+    (notify,) = parse_message(decision.reply).payloads
+    assert isinstance(notify, NotifyPayload) and notify.notify_type == NotifyType.INVALID_KE_PAYLOAD
+    assert len(shared) == 0
 
 
 def test_refusals_give_one_notice_per_cap_per_interval() -> None:
