@@ -37,6 +37,10 @@ def receive(sa: IkeSa, data: bytes, addr: Address, now: float) -> None:
     if header.is_initiator == sa.is_initiator or not spis_match(sa, header):
         sa.dropped += 1
         return
+    expiry = sa._half_open_expiry()
+    if expiry is not None and now >= expiry:
+        sa.dropped += 1  # its half-open time is over; its timer fails it (section 2.6)
+        return
     slot = sa.half_open_slot
     if (
         slot is not None

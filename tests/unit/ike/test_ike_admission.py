@@ -210,6 +210,20 @@ def test_pre_auth_fragments_of_the_whole_agent_are_capped_in_bytes() -> None:
     assert shared.refused[Limit.PREAUTH_MESSAGE_BYTES] == 0
 
 
+def test_a_half_open_sa_past_its_time_takes_nothing_more() -> None:
+    """Between the table letting an entry go and the SA's own timer failing it, the SA
+    keeps no fragment outside the budget."""
+    shared = table()
+    g = gate_on(shared)
+    left, right = half_open(g, source(1))
+    shared.expire(NOW + 30)
+    assert len(shared) == 0 and right.state is IkeSaState.INIT_DONE
+    dropped = right.dropped
+    right.receive_datagram(auth_fragment(left, 1, 3, 4000), source(1), NOW + 30)
+    assert right.dropped == dropped + 1
+    assert right._fragments._by_response[False].held == 0
+
+
 def test_an_ike_sa_init_over_the_message_cap_is_dropped_unread() -> None:
     shared = table(preauth_message_bytes=2000)
     g = gate_on(shared)
