@@ -55,8 +55,8 @@ class Reassembly:
         message_id: int,
         fragment: SkfPayload,
         chunk: bytes,
-        budget: HalfOpenSlot | None = None,
-        now: float = 0.0,
+        budget: HalfOpenSlot | None,
+        now: float,
     ) -> tuple[int, bytes] | None:
         """Keep one verified fragment; return (first inner payload type, plaintext) once
         the message is whole. With ``budget`` (a half-open SA), the bytes kept are
@@ -122,7 +122,7 @@ class FragmentInbox:
         fragment: SkfPayload,
         data: bytes,
         keys: SkKeys | None,
-        now: float = 0.0,
+        now: float,
     ) -> list[Payload] | None:
         """Keep an authenticated fragment (section 2.6); the inner payloads once the
         message is whole, else None (the fragment was kept, replayed or dropped)."""
