@@ -29,6 +29,7 @@ from .enroll import (
     recover_credentials,
 )
 from .hollow import HollowError, listening_line, start_hollow, stop_hollow
+from .ike.admission import ResponderLimits
 from .metrics import MetricsError, agent_metrics
 from .plan import AgentPlan, PlanRejected
 from .server import ServerError, ServerTls, start_server, wait_for_signal
@@ -166,6 +167,9 @@ def serve(
       tls: {cert: tls.pem, key: tls.key, ca: ca.pem}   # default: these, in state_dir
       controller_identity: vpnfleet-controller
       keylog: keys.log                # debugging only, as --keylog (the option wins)
+      ike_limits: {half_open_per_source: 16, half_open_per_peer: 128,
+                   half_open_total: 256, preauth_message_bytes: 10000,
+                   preauth_fragment_bytes: 1048576}   # the defaults
 
     Prints "vpnfleet-agent NAME listening on HOST:PORT" once serving.
     """
@@ -188,7 +192,10 @@ def serve(
 
     async def go() -> None:
         keylog = keylog_path or config.keylog
-        async with _sink(choice.enabled, tun_name, keylog, credentials) as (sink, events):
+        async with _sink(choice.enabled, tun_name, keylog, credentials, config.ike_limits) as (
+            sink,
+            events,
+        ):
             service = AgentService(
                 config.name, PlanStore(config.state_dir), sink, events, credentials=files
             )
@@ -209,6 +216,7 @@ async def _sink(
     tun_name: str,
     keylog_path: Path | None = None,
     credentials: IkeCredentials | None = None,
+    limits: ResponderLimits | None = None,
 ) -> AsyncIterator[tuple[PlanSink, EventHub]]:
     """The engine when the data plane is on, else the plan-only sink."""
     events = EventHub()
@@ -220,7 +228,7 @@ async def _sink(
     keylog = KeyLog.open(keylog_path) if keylog_path is not None else None
     try:
         async with HostEngine(
-            events, tun_name=tun_name, keylog=keylog, ike_credentials=credentials
+            events, tun_name=tun_name, keylog=keylog, ike_credentials=credentials, limits=limits
         ) as engine:
             yield engine, events
     finally:
@@ -370,8 +378,13 @@ def run(
         _fail(str(exc))
         return
 
+    limits = config.ike_limits if config is not None else None
+
     async def apply_and_run() -> None:
-        async with _sink(choice.enabled, tun_name, keylog_path, credentials) as (sink, events):
+        async with _sink(choice.enabled, tun_name, keylog_path, credentials, limits) as (
+            sink,
+            events,
+        ):
             service = None
             if state_dir is None:
                 await sink.put_in_force(plan)
@@ -431,6 +444,14 @@ async def _watch(sink: PlanSink, events: EventHub, interval: float) -> None:
 
 def status_lines(sink: PlanSink) -> list[str]:
     lines = [f"status: {sink.peers_up()} peers up"]
+    admission = sink.admission()
+    if admission is not None:
+        refused = " ".join(f"{a.name}={a.refused}" for a in admission.limits)
+        lines.append(
+            f"  admission: half_open={admission.half_open} "
+            f"preauth_fragment_bytes={admission.preauth_fragment_bytes} "
+            f"cookies_sent={admission.cookies_sent} refused: {refused}"
+        )
     for sa in sink.ike_sas():
         line = (
             f"  sa {sa.peer}: {sa.state} ike {sa.spi_i:016x}_i {sa.spi_r:016x}_r "

@@ -12,6 +12,12 @@
                                       # UAT lines) to this file; it holds secrets
     metrics_listen: 127.0.0.1:9477    # Prometheus metrics at http://HOST:PORT/metrics
                                       # (default: off)
+    ike_limits:                       # what initiators not yet authenticated may make
+      half_open_per_source: 16        # the agent hold (defaults shown): half-open IKE
+      half_open_per_peer: 128         # SAs per source address, per plan peer and in
+      half_open_total: 256            # all; bytes of one message before IKE_AUTH, and
+      preauth_message_bytes: 10000    # of every such fragment together
+      preauth_fragment_bytes: 1048576
 
 Relative paths are relative to the file's directory (tls paths: to state_dir).
 Unknown keys are refused with a did-you-mean.
@@ -19,14 +25,17 @@ Unknown keys are refused with a did-you-mean.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .enroll import CA_CERT, TLS_CERT, TLS_KEY
+from .ike.admission import ResponderLimits
+from .ike.errors import LocalError
 
 DEFAULT_LISTEN = "0.0.0.0:50051"
 DEFAULT_STATE_DIR = Path("/var/lib/vpnfleet-agent")
@@ -40,8 +49,10 @@ _TOP_KEYS = (
     "controller_identity",
     "keylog",
     "metrics_listen",
+    "ike_limits",
 )
 _TLS_KEYS = ("cert", "key", "ca")
+_LIMIT_KEYS = tuple(f.name for f in dataclasses.fields(ResponderLimits))
 
 
 class ConfigError(Exception):
@@ -66,6 +77,8 @@ class AgentConfig:
     """Debugging only: where the engine appends SA keys (see engine/keylog.py)."""
     metrics_listen: str = ""
     """host:port of the Prometheus endpoint (port 0: any free port); empty: off."""
+    ike_limits: ResponderLimits = field(default_factory=ResponderLimits)
+    """Caps on half-open IKE SAs and the fragments they hold before IKE_AUTH."""
 
 
 def _unknown(where: str, key: object, known: tuple[str, ...]) -> str:
@@ -127,4 +140,21 @@ def load_config(path: Path) -> AgentConfig:
     metrics = data.get("metrics_listen") or ""
     if metrics:
         metrics = check_listen(where, str(metrics), "metrics_listen", "127.0.0.1:9477")
-    return AgentConfig(name, listen, state_dir, tls, identity, keylog, metrics)
+    limits = _ike_limits(where, data.get("ike_limits"))
+    return AgentConfig(name, listen, state_dir, tls, identity, keylog, metrics, limits)
+
+
+def _ike_limits(where: str, data: object) -> ResponderLimits:
+    if data is None:
+        return ResponderLimits()
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{where}: 'ike_limits' must be a mapping of {', '.join(_LIMIT_KEYS)}, not {data!r}"
+        )
+    for key in data:
+        if key not in _LIMIT_KEYS:
+            raise ConfigError(_unknown(f"{where}: ike_limits", key, _LIMIT_KEYS))
+    try:
+        return ResponderLimits(**data)
+    except LocalError as exc:
+        raise ConfigError(f"{where}: ike_limits: {exc}") from None

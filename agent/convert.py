@@ -46,7 +46,7 @@ from .plan import (
     Transform,
     TransformType,
 )
-from .sink import IkeSaReport, RekeyOutcome, RekeyTarget, SaEventReport
+from .sink import AdmissionReport, IkeSaReport, RekeyOutcome, RekeyTarget, SaEventReport
 
 E = TypeVar("E", Mode, StartAction, SpdAction)
 
@@ -483,6 +483,18 @@ def changes_to_proto(changes: Iterable[PlanChange]) -> list[agent_pb2.Change]:
         )
         for c in changes
     ]
+
+
+def admission_to_proto(report: AdmissionReport) -> agent_pb2.IkeAdmission:
+    return agent_pb2.IkeAdmission(
+        half_open=report.half_open,
+        preauth_fragment_bytes=report.preauth_fragment_bytes,
+        cookies_sent=report.cookies_sent,
+        limits=[
+            agent_pb2.AdmissionLimit(name=limit.name, value=limit.value, refused=limit.refused)
+            for limit in report.limits
+        ],
+    )
 
 
 def ike_sa_to_proto(sa: IkeSaReport) -> agent_pb2.IkeSaStatus:

@@ -139,6 +139,7 @@ class AgentCollector(Collector):
         yield from self._ike_sas(reports)
         yield from self._child_sas(reports)
         yield from self._rekeys()
+        yield from self._admission()
         yield from self._data_plane()
 
     def _ike_sas(self, reports: list[IkeSaReport]) -> Iterator[Metric]:
@@ -208,6 +209,29 @@ class AgentCollector(Collector):
             for (peer, sa), n in sorted(tally.counts.items()):
                 rekeys.add_metric([peer, sa], float(n))
         yield rekeys
+
+    def _admission(self) -> Iterator[Metric]:
+        report = self.sources.sink.admission()
+        if report is None:
+            return
+        half_open = _gauge(
+            "ike_half_open", "IKE SAs that answered IKE_SA_INIT and are not through IKE_AUTH."
+        )
+        half_open.add_metric([], float(report.half_open))
+        held = _gauge("ike_preauth_fragment_bytes", "Fragment bytes held for half-open IKE SAs.")
+        held.add_metric([], float(report.preauth_fragment_bytes))
+        value = _gauge(
+            "ike_admission_limit", "Caps on half-open IKE SAs and pre-auth bytes.", ("limit",)
+        )
+        refused = _counter(
+            "ike_admission_refused",
+            "IKE requests, messages or fragments dropped over a cap.",
+            ("limit",),
+        )
+        for limit in report.limits:
+            value.add_metric([limit.name], float(limit.value))
+            refused.add_metric([limit.name], float(limit.refused))
+        yield from (half_open, held, value, refused)
 
     def _data_plane(self) -> Iterator[Metric]:
         src = self.sources

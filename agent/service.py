@@ -195,7 +195,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     # -- status ------------------------------------------------------------------------
 
     def status(self) -> agent_pb2.AgentStatus:
-        return agent_pb2.AgentStatus(
+        status = agent_pb2.AgentStatus(
             host=self.host,
             generation=self.generation,
             content_hash=self.plan.content_hash if self.plan else "",
@@ -208,6 +208,10 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             data_plane=self.sink.data_plane,
             ike_counters=self.sink.ike_counters(),
         )
+        admission = self.sink.admission()
+        if admission is not None:
+            status.admission.CopyFrom(convert.admission_to_proto(admission))
+        return status
 
     async def GetStatus(
         self, request: agent_pb2.GetStatusRequest, context: grpc.aio.ServicerContext

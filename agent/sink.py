@@ -71,6 +71,25 @@ class IkeSaReport:
 
 
 @dataclass(frozen=True, slots=True)
+class AdmissionLimitReport:
+    name: str
+    """The cap's key in the agent config's ``ike_limits`` (``half_open_per_source`` …)."""
+    value: int
+    refused: int
+    """What it dropped since the agent started: requests, messages or fragments."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionReport:
+    """What unauthenticated initiators hold: half-open IKE SAs and their fragments."""
+
+    half_open: int
+    preauth_fragment_bytes: int
+    cookies_sent: int
+    limits: tuple[AdmissionLimitReport, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RekeyOutcome:
     peer: str
     ok: bool
@@ -103,6 +122,9 @@ class PlanSink(Protocol):
 
     def peers_up(self) -> int: ...
 
+    def admission(self) -> AdmissionReport | None:
+        """Half-open IKE SAs and what their caps refused; None without an IKE engine."""
+
     async def rekey(self, peers: Sequence[str], target: RekeyTarget) -> list[RekeyOutcome]: ...
 
 
@@ -132,6 +154,9 @@ class PlanOnlySink:
 
     def peers_up(self) -> int:
         return 0
+
+    def admission(self) -> AdmissionReport | None:
+        return None
 
     async def rekey(self, peers: Sequence[str], target: RekeyTarget) -> list[RekeyOutcome]:
         return [RekeyOutcome(p, False, "no data plane in this agent") for p in peers]

@@ -173,7 +173,7 @@ class IkeSaStatus(_message.Message):
     def __init__(self, peer: _Optional[str] = ..., state: _Optional[str] = ..., spi_i: _Optional[int] = ..., spi_r: _Optional[int] = ..., proposal: _Optional[str] = ..., local_address: _Optional[str] = ..., remote_address: _Optional[str] = ..., initiator: _Optional[bool] = ..., nat_detected: _Optional[bool] = ..., established_at: _Optional[float] = ..., rekeyed_at: _Optional[float] = ..., next_rekey_at: _Optional[float] = ..., last_liveness_at: _Optional[float] = ..., last_error: _Optional[str] = ..., children: _Optional[_Iterable[_Union[ChildSaStatus, _Mapping]]] = ..., unauthenticated_failures: _Optional[int] = ..., last_unauthenticated_failure: _Optional[str] = ...) -> None: ...
 
 class AgentStatus(_message.Message):
-    __slots__ = ("host", "generation", "content_hash", "plan_applied_at", "agent_version", "uptime_seconds", "peers_total", "peers_up", "ike_sas", "data_plane", "ike_counters")
+    __slots__ = ("host", "generation", "content_hash", "plan_applied_at", "agent_version", "uptime_seconds", "peers_total", "peers_up", "ike_sas", "data_plane", "ike_counters", "admission")
     class IkeCountersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -192,6 +192,7 @@ class AgentStatus(_message.Message):
     IKE_SAS_FIELD_NUMBER: _ClassVar[int]
     DATA_PLANE_FIELD_NUMBER: _ClassVar[int]
     IKE_COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    ADMISSION_FIELD_NUMBER: _ClassVar[int]
     host: str
     generation: int
     content_hash: str
@@ -203,7 +204,30 @@ class AgentStatus(_message.Message):
     ike_sas: _containers.RepeatedCompositeFieldContainer[IkeSaStatus]
     data_plane: bool
     ike_counters: _containers.ScalarMap[str, int]
-    def __init__(self, host: _Optional[str] = ..., generation: _Optional[int] = ..., content_hash: _Optional[str] = ..., plan_applied_at: _Optional[float] = ..., agent_version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., peers_total: _Optional[int] = ..., peers_up: _Optional[int] = ..., ike_sas: _Optional[_Iterable[_Union[IkeSaStatus, _Mapping]]] = ..., data_plane: _Optional[bool] = ..., ike_counters: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    admission: IkeAdmission
+    def __init__(self, host: _Optional[str] = ..., generation: _Optional[int] = ..., content_hash: _Optional[str] = ..., plan_applied_at: _Optional[float] = ..., agent_version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., peers_total: _Optional[int] = ..., peers_up: _Optional[int] = ..., ike_sas: _Optional[_Iterable[_Union[IkeSaStatus, _Mapping]]] = ..., data_plane: _Optional[bool] = ..., ike_counters: _Optional[_Mapping[str, int]] = ..., admission: _Optional[_Union[IkeAdmission, _Mapping]] = ...) -> None: ...
+
+class AdmissionLimit(_message.Message):
+    __slots__ = ("name", "value", "refused")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: int
+    refused: int
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[int] = ..., refused: _Optional[int] = ...) -> None: ...
+
+class IkeAdmission(_message.Message):
+    __slots__ = ("half_open", "preauth_fragment_bytes", "cookies_sent", "limits")
+    HALF_OPEN_FIELD_NUMBER: _ClassVar[int]
+    PREAUTH_FRAGMENT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    COOKIES_SENT_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    half_open: int
+    preauth_fragment_bytes: int
+    cookies_sent: int
+    limits: _containers.RepeatedCompositeFieldContainer[AdmissionLimit]
+    def __init__(self, half_open: _Optional[int] = ..., preauth_fragment_bytes: _Optional[int] = ..., cookies_sent: _Optional[int] = ..., limits: _Optional[_Iterable[_Union[AdmissionLimit, _Mapping]]] = ...) -> None: ...
 
 class WatchStatusRequest(_message.Message):
     __slots__ = ("interval_seconds",)

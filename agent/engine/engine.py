@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from ..ike.admission import HalfOpenTable, Limit, ResponderLimits
 from ..ike.errors import LocalError
 from ..ike.gate import IkeResponderGate
 from ..ike.ike_sa import IkeSa
@@ -42,7 +43,7 @@ from ..io.udp import (
     KeepaliveScheduler,
 )
 from ..plan import AgentPlan, AuthMethod, Peer
-from ..sink import EventHub, IkeSaReport, SaEventReport
+from ..sink import AdmissionLimitReport, AdmissionReport, EventHub, IkeSaReport, SaEventReport
 from . import translate
 from .clock import LoopScheduler, Scheduler, TimerHandle
 from .incoming import IncomingDispatch
@@ -87,13 +88,16 @@ class Engine(IncomingDispatch):
         own_mark: int | None = None,
         ike_credentials: translate.IkeCredentials | None = None,
         make_raw: RawEspFactory | None = None,
+        limits: ResponderLimits | None = None,
     ) -> None:
         """``own_mark``: the firewall mark the endpoint's sockets carry, without which
         transport-mode peers are not routed into the TUN (their IKE would follow).
         ``ike_credentials``: this agent's IKE certificate and key, for the peers that
         authenticate with certificates (without them such peers report an error).
         ``make_raw``: the raw ESP socket for peers with no NAT between us (RFC 7296
-        section 2.23); without it ESP always travels in UDP 4500."""
+        section 2.23); without it ESP always travels in UDP 4500.
+        ``limits``: the caps on half-open IKE SAs and pre-auth fragments, shared by every
+        peer's responder gate (default: :class:`ResponderLimits`'s)."""
         self.tun = tun
         self.ike_credentials = ike_credentials
         self.keylog = keylog
@@ -119,6 +123,8 @@ class Engine(IncomingDispatch):
         self._last_port: dict[IkeSa, int] = {}
         self._created: dict[IkeSa, float] = {}
         self._gates: dict[str, IkeResponderGate] = {}
+        self.half_open = HalfOpenTable(limits)
+        """Every gate's half-open IKE SAs and pre-auth fragment bytes, under one set of caps."""
         self._by_address: dict[str, list[str]] = {}
         self._waiters: dict[tuple[str, str], list[asyncio.Future[str]]] = {}
         self.counters: dict[str, int] = {
@@ -254,6 +260,19 @@ class Engine(IncomingDispatch):
     def ike_counters(self) -> dict[str, int]:
         """The whole-agent IKE counters by outcome: "malformed", "no_peer" …."""
         return {name.removeprefix("ike_"): n for name, n in self.counters.items()}
+
+    def admission(self) -> AdmissionReport:
+        table = self.half_open
+        table.expire(self._now_or_zero())
+        return AdmissionReport(
+            half_open=len(table),
+            preauth_fragment_bytes=table.held,
+            cookies_sent=self.counters["cookies_sent"],
+            limits=tuple(
+                AdmissionLimitReport(limit.value, table.limits.value(limit), table.refused[limit])
+                for limit in Limit
+            ),
+        )
 
     # -- peers ---------------------------------------------------------------------------
 

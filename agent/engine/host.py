@@ -18,6 +18,7 @@ import socket
 from dataclasses import dataclass
 from types import TracebackType
 
+from ..ike.admission import ResponderLimits
 from ..io.rawesp import RawEspHandler, RawEspSocket
 from ..io.routes import Routing
 from ..io.tun import LinuxTun, TunError
@@ -123,8 +124,10 @@ class HostEngine:
         keylog: KeyLog | None = None,
         own_mark: int = OWN_MARK,
         ike_credentials: IkeCredentials | None = None,
+        limits: ResponderLimits | None = None,
     ) -> None:
         self.events = events
+        self.limits = limits
         self.ike_credentials = ike_credentials
         self.own_mark = own_mark
         self.keylog = keylog
@@ -165,6 +168,7 @@ class HostEngine:
                 own_mark=self.own_mark,
                 ike_credentials=self.ike_credentials,
                 make_raw=self._raw_esp,
+                limits=self.limits,
             )
             await self.engine.start()
         except BaseException:

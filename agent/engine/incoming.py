@@ -15,6 +15,7 @@ import logging
 
 from ..esp.sa import RekeyRequested, SaExpired
 from ..esp.sad import SadEvent
+from ..ike.admission import HalfOpenTable
 from ..ike.errors import IkeError, LocalError
 from ..ike.ike_sa import IkeSa
 from ..ike.message import parse_message
@@ -35,6 +36,7 @@ class IncomingDispatch(PeerChanges):
     endpoint: DatagramEndpoint | None
     _by_spi: dict[bytes, IkeSa]
     _by_address: dict[str, list[str]]
+    half_open: HalfOpenTable
 
     def _natt_port(self) -> int:
         raise NotImplementedError
@@ -47,6 +49,17 @@ class IncomingDispatch(PeerChanges):
         except Exception:  # nothing a peer sends may stop the engine
             self.counters["ike_malformed"] += 1
             log.exception("IKE datagram from %s:%d could not be handled", *addr)
+        while (notice := self.half_open.next_notice()) is not None:
+            log.warning(
+                "dropped %d IKE message(s) over %s=%d since the last such line, the latest "
+                "from %s; established SAs are not affected (raise ike_limits.%s in the "
+                "agent config if this is legitimate load)",
+                notice.refused,
+                notice.limit.value,
+                notice.value,
+                notice.source,
+                notice.limit.value,
+            )
 
     def _dispatch_ike(self, data: bytes, addr: Address, local_port: int) -> None:
         if len(data) < 28:
@@ -100,7 +113,7 @@ class IncomingDispatch(PeerChanges):
             self.endpoint.send_ike(decision.reply, addr, local_port == self._natt_port())
         if decision.reason == "cookie required":
             self.counters["cookies_sent"] += 1
-        elif decision.reason:
+        elif decision.reason and decision.limit is None:  # the table counts its caps
             self.counters["ike_refused"] += 1
         sa = decision.sa
         if sa is None:

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 
+from ..ike.admission import HalfOpenTable
 from ..ike.gate import IkeResponderGate
 from ..ike.ike_sa import IkeSa
 from ..ike.states import IkeSaState
@@ -60,6 +61,7 @@ class PeerChanges(SaLifecycle):
     plan: AgentPlan | None
     ike_credentials: translate.IkeCredentials | None
     _gates: dict[str, IkeResponderGate]
+    half_open: HalfOpenTable
     _owner: dict[IkeSa, PeerSession | None]
 
     def _local_for(self, plan: AgentPlan, peer: Peer) -> str | None:
@@ -100,7 +102,7 @@ class PeerChanges(SaLifecycle):
             return
         session = PeerSession(peer, config, local)
         self._gates[peer.name] = IkeResponderGate(
-            config, local=(local, self._ike_port()) if local else None
+            config, local=(local, self._ike_port()) if local else None, table=self.half_open
         )
         if old is None:
             self.sessions[peer.name] = session

@@ -5,6 +5,12 @@ A message is fragmented only when both sides announced support and it would not 
 the configured datagram size; each fragment is encrypted on its own, with its number
 and the total in the AAD. Each SKF message received is authenticated on its own
 before it is kept; the message is parsed once every fragment of it has arrived.
+
+Authenticated here only means "sent by whoever did IKE_SA_INIT with us": until IKE_AUTH
+is checked, what a half-open SA keeps is charged to its slot in the agent's half-open
+table (admission.py): at most ``preauth_message_bytes`` for one message, and the
+agent's ``preauth_fragment_bytes`` for every half-open SA together. A message over
+either is dropped whole, and its further fragments with it.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from .admission import HalfOpenSlot, Limit
 from .constants import GENERIC_PAYLOAD_HEADER_LENGTH, IKE_HEADER_LENGTH
 from .crypto import SkKeys, decrypt_fragment, encrypt_fragment
 from .errors import IkeError, LocalError, ParseError
@@ -38,21 +45,53 @@ class Reassembly:
         self.total = 0
         self.first_inner = 0
         self.chunks: dict[int, bytes] = {}
+        self.held = 0
+        """Bytes of ``chunks``."""
+        self.refused_id: int | None = None
+        """A message dropped for its size: its further fragments are dropped too."""
 
-    def add(self, message_id: int, fragment: SkfPayload, chunk: bytes) -> tuple[int, bytes] | None:
+    def add(
+        self,
+        message_id: int,
+        fragment: SkfPayload,
+        chunk: bytes,
+        budget: HalfOpenSlot | None,
+        now: float,
+    ) -> tuple[int, bytes] | None:
         """Keep one verified fragment; return (first inner payload type, plaintext) once
-        the message is whole."""
+        the message is whole. With ``budget`` (a half-open SA), the bytes kept are
+        charged to it and a message over its caps is dropped (counted there)."""
         if fragment.total_fragments > MAX_FRAGMENTS:
             raise ParseError(
                 f"{fragment.total_fragments} fragments, at most {MAX_FRAGMENTS} are taken",
                 payload="SKF",
                 offset=fragment.offset,
             )
+        if budget is not None and message_id == self.refused_id:
+            budget.refuse(Limit.PREAUTH_MESSAGE_BYTES, now)
+            return None
         # Section 2.6.1: a new message, or the same one re-fragmented with a higher total.
         if message_id != self.message_id or fragment.total_fragments > self.total:
-            self.message_id, self.total, self.chunks = message_id, fragment.total_fragments, {}
+            self._clear(budget)
+            self.message_id, self.total = message_id, fragment.total_fragments
         elif fragment.total_fragments < self.total:
             return None  # a stale fragmentation of the same message
+        old = self.chunks.get(fragment.fragment_number)
+        grow = len(chunk) - (len(old) if old is not None else 0)
+        if budget is not None:
+            limit = None
+            if self.held + grow > budget.message_limit:
+                limit = Limit.PREAUTH_MESSAGE_BYTES
+            elif grow > 0 and not budget.reserve(grow):
+                limit = Limit.PREAUTH_FRAGMENT_BYTES
+            elif grow < 0:
+                budget.free(-grow)
+            if limit is not None:
+                self._clear(budget)
+                self.refused_id = message_id
+                budget.refuse(limit, now)
+                return None
+        self.held += grow
         if fragment.fragment_number == 1:
             self.first_inner = fragment.first_inner
         self.chunks[fragment.fragment_number] = chunk
@@ -60,8 +99,13 @@ class Reassembly:
             return None
         whole = b"".join(self.chunks[n] for n in range(1, self.total + 1))
         first_inner = self.first_inner
-        self.message_id, self.total, self.chunks = None, 0, {}
+        self._clear(budget)
         return first_inner, whole
+
+    def _clear(self, budget: HalfOpenSlot | None) -> None:
+        if budget is not None:
+            budget.free(self.held)
+        self.message_id, self.total, self.chunks, self.held = None, 0, {}, 0
 
 
 class FragmentInbox:
@@ -73,7 +117,12 @@ class FragmentInbox:
         self._by_response = {False: Reassembly(), True: Reassembly()}
 
     def receive(
-        self, message: Message, fragment: SkfPayload, data: bytes, keys: SkKeys | None
+        self,
+        message: Message,
+        fragment: SkfPayload,
+        data: bytes,
+        keys: SkKeys | None,
+        now: float,
     ) -> list[Payload] | None:
         """Keep an authenticated fragment (section 2.6); the inner payloads once the
         message is whole, else None (the fragment was kept, replayed or dropped)."""
@@ -94,7 +143,9 @@ class FragmentInbox:
         if not expected:
             sa.dropped += 1
             return None
-        whole = self._by_response[header.is_response].add(header.message_id, fragment, chunk)
+        whole = self._by_response[header.is_response].add(
+            header.message_id, fragment, chunk, sa.half_open_slot, now
+        )
         if whole is None:
             return None
         try:

@@ -1,9 +1,11 @@
 """The responder's front door: new IKE_SA_INIT requests, before any IkeSa exists.
 
 An IkeSa cannot see its siblings, so this small object owns what spans them: the
-count of half-open SAs and the COOKIE secret (RFC 7296 section 2.6). Above the
-threshold, a request without a valid cookie gets a stateless COOKIE response and
-creates nothing. Sans-I/O like the rest: datagrams and ``now`` in, a decision out.
+COOKIE secret (RFC 7296 section 2.6) and its place in the agent's half-open table
+(admission.py), shared by every gate. Above the cookie threshold, a request without a
+valid cookie gets a stateless COOKIE response and creates nothing; a request with one
+still goes over the table's caps (per source address, per gate, per agent), and one
+over a cap is dropped. Sans-I/O like the rest: datagrams and ``now`` in, a decision out.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .admission import HalfOpenTable, Limit
 from .config import IkeConfig
 from .constants import IKE_HEADER_LENGTH, ExchangeType, HeaderFlag, NotifyType
 from .errors import IkeError, LocalError, ProtocolError
@@ -38,7 +41,10 @@ class GateDecision:
     """A stateless answer (COOKIE) to send back to the datagram's source."""
     reason: str = ""
     """Why nothing was created: ``cookie required``, ``bad cookie``, ``not an
-    IKE_SA_INIT request``, ``malformed: ...``."""
+    IKE_SA_INIT request``, ``malformed: ...``, ``refused: <notify>: ...`` (answered
+    without state), ``over <limit> (<value>)``."""
+    limit: Limit | None = None
+    """The cap the request went over (dropped, counted in the table)."""
 
 
 class IkeResponderGate:
@@ -51,7 +57,10 @@ class IkeResponderGate:
         half_open_timeout: float | None = None,
         secret_lifetime: float = 300.0,
         secret_source: Callable[[int], bytes] = random_bytes,
+        table: HalfOpenTable | None = None,
     ) -> None:
+        """``table``: the agent's half-open table, shared by all its gates (default: one
+        of this gate's own, with the default limits)."""
         if half_open_timeout is None:
             half_open_timeout = config.half_open_timeout
         if half_open_threshold < 0 or half_open_timeout <= 0 or secret_lifetime <= 0:
@@ -68,18 +77,16 @@ class IkeResponderGate:
         self._secret = secret_source(32)
         self._previous: tuple[int, bytes] | None = None
         self._rotated_at: float | None = None
-        self._half_open: dict[tuple[Address, bytes], tuple[IkeSa, float]] = {}
+        self.table = table if table is not None else HalfOpenTable()
         self.cookies_sent = 0
         self.refused = 0
 
     # -- the half-open count ------------------------------------------------------------
 
     def half_open(self, now: float) -> int:
-        """SAs we answered IKE_SA_INIT for that have not finished IKE_AUTH yet."""
-        for key, (sa, since) in list(self._half_open.items()):
-            if sa.state is not IkeSaState.INIT_DONE or now - since > self.half_open_timeout:
-                del self._half_open[key]
-        return len(self._half_open)
+        """SAs this gate answered IKE_SA_INIT for that have not finished IKE_AUTH yet."""
+        self.table.expire(now)
+        return self.table.count(self)
 
     # -- the cookie secret (section 2.6: versioned, changed periodically) -----------------
 
@@ -118,6 +125,13 @@ class IkeResponderGate:
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> GateDecision:
         """A datagram whose responder SPI is zero (no IKE SA of ours yet)."""
         self._rotate(now)
+        limits = self.table.limits
+        if len(data) > limits.preauth_message_bytes:
+            self.table.refuse(Limit.PREAUTH_MESSAGE_BYTES, addr[0], now)
+            return GateDecision(
+                reason=f"over preauth_message_bytes ({limits.preauth_message_bytes})",
+                limit=Limit.PREAUTH_MESSAGE_BYTES,
+            )
         try:
             message = parse_message(data)
         except IkeError as exc:
@@ -133,11 +147,10 @@ class IkeResponderGate:
         ):
             self.refused += 1
             return GateDecision(reason="not an IKE_SA_INIT request")
-        key = (addr, header.spi_i)
-        known = self._half_open.get(key)
-        if known is not None and known[0].state is IkeSaState.INIT_DONE:
-            known[0].receive_datagram(data, addr, now)  # a retransmission: replayed
-            return GateDecision(sa=known[0])
+        known = self.table.find(self, addr, header.spi_i)
+        if known is not None and known.sa.state is IkeSaState.INIT_DONE:
+            known.sa.receive_datagram(data, addr, now)  # a retransmission: replayed
+            return GateDecision(sa=known.sa)
         nonce = next((p.data for p in message.payloads if isinstance(p, NoncePayload)), None)
         if nonce is None:
             self.refused += 1
@@ -156,10 +169,25 @@ class IkeResponderGate:
                 return GateDecision(
                     reply=self._challenge(message, nonce, addr), reason="cookie required"
                 )
+        # strongSwan's order: the cookie first (it costs no state), then the caps.
+        limit = self.table.admit(self, addr[0], now)
+        if limit is not None:
+            value = self.table.limits.value(limit)
+            return GateDecision(reason=f"over {limit.value} ({value})", limit=limit)
         sa = IkeSa(self.config, Role.RESPONDER, self.local)
         sa.receive_datagram(data, addr, now)
+        if sa.state is IkeSaState.CREATED:
+            # Refused without state (section 1.3, INVALID_KE_PAYLOAD; INVALID_SYNTAX):
+            # the answer goes back and nothing is kept, so nothing is left to expire.
+            self.refused += 1
+            replies = sa.datagrams_to_send(now)
+            return GateDecision(
+                reply=replies[0][0] if replies else None, reason=f"refused: {sa.last_refusal}"
+            )
         if sa.state is IkeSaState.INIT_DONE:
-            self._half_open[key] = (sa, now)
+            sa.half_open_slot = self.table.add(
+                self, addr, header.spi_i, sa, now + self.half_open_timeout
+            )
         return GateDecision(sa=sa, new=True)
 
     def _challenge(self, request: Message, nonce: bytes, addr: Address) -> bytes:

@@ -16,6 +16,7 @@ in outbound.py; moving children to the SA an IKE SA rekey made in handover.py.
 from __future__ import annotations
 
 from collections import deque
+from typing import TYPE_CHECKING
 
 from . import handover, inbound, outbound
 from .child_sa import ChildSa, ChildSaInput, ChildSaState
@@ -41,6 +42,9 @@ from .states import IkeSaInput, IkeSaState, Role, next_state
 from .task_manager import Task, TaskManager
 from .tasks import child_create, ike_auth, ike_init, ike_rekey, informational
 from .transforms import random_bytes
+
+if TYPE_CHECKING:
+    from .admission import HalfOpenSlot
 
 
 class IkeSa:
@@ -86,6 +90,10 @@ class IkeSa:
         """The peer's SIGNATURE_HASH_ALGORITHMS (RFC 7427 section 4)."""
         self.half_open_since: float | None = None
         """Responder: when IKE_SA_INIT was answered (the half-open clock, section 2.6)."""
+        self.half_open_slot: HalfOpenSlot | None = None
+        """Responder, while half open: its place in the agent's half-open table, which
+        also budgets the bytes of what it receives before IKE_AUTH (admission.py). Given
+        back when the SA leaves the half-open state."""
         self.last_heard: float | None = None
         """When the peer last sent an authenticated message (for liveness, section 1.4)."""
         self._fragments = FragmentInbox(self)
@@ -408,6 +416,8 @@ class IkeSa:
 
     def _transition(self, event: IkeSaInput) -> None:
         self.state = next_state(self.role, self.state, event)
+        if self.half_open_slot is not None and self.state is not IkeSaState.INIT_DONE:
+            self.half_open_slot.release()
 
     def transition(self, event: IkeSaInput) -> None:
         """For tasks: one step of the state table."""

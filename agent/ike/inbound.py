@@ -1,7 +1,9 @@
 """The receive path of an IKE SA: what the peer sends, checked against the SA's SPIs
 (section 3.1) and message IDs (section 2.2), unprotected (section 3.14, with RFC 7383
 fragments reassembled first) and handed to its exchange; a malformed authenticated
-request is refused whole (sections 2.5 and 2.21.2).
+request is refused whole (sections 2.5 and 2.21.2). A half-open responder drops any
+datagram larger than the agent's ``preauth_message_bytes`` before decrypting it
+(admission.py).
 
 Every function takes the IkeSa it works for; ``IkeSa.receive_datagram`` is the entry
 point and turns any IkeError raised here into a dropped datagram.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .admission import Limit
 from .constants import ZERO_SPI, ExchangeType, NotifyType, enum_name
 from .crypto import open_message
 from .errors import IkeError, ParseError
@@ -34,10 +37,23 @@ def receive(sa: IkeSa, data: bytes, addr: Address, now: float) -> None:
     if header.is_initiator == sa.is_initiator or not spis_match(sa, header):
         sa.dropped += 1
         return
+    expiry = sa._half_open_expiry()
+    if expiry is not None and now >= expiry:
+        sa.dropped += 1  # its half-open time is over; its timer fails it (section 2.6)
+        return
+    slot = sa.half_open_slot
+    if (
+        slot is not None
+        and len(data) > slot.message_limit
+        and header.exchange_type != ExchangeType.IKE_SA_INIT
+    ):
+        slot.refuse(Limit.PREAUTH_MESSAGE_BYTES, now)
+        sa.dropped += 1
+        return
     sa.current_datagram = data
     opened: list[Payload] | None = None
     if isinstance(message.encrypted, SkfPayload):
-        opened = sa._fragments.receive(message, message.encrypted, data, sa._sk_in)
+        opened = sa._fragments.receive(message, message.encrypted, data, sa._sk_in, now)
         if opened is None:
             return
     if header.is_response:

@@ -67,7 +67,7 @@ def test_fragments_fit_and_reassemble_in_any_order(
         assert skf.first_inner == (
             PayloadType(chain[0].payload_type) if skf.fragment_number == 1 else 0
         )
-        result = reassembly.add(1, skf, decrypt_fragment(data, message, keys))
+        result = reassembly.add(1, skf, decrypt_fragment(data, message, keys), None, 0.0)
         if result is not None:
             whole = result
             break

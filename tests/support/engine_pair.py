@@ -13,6 +13,7 @@ from vpnfleet.agent.engine import Engine
 from vpnfleet.agent.engine.clock import ManualScheduler
 from vpnfleet.agent.engine.translate import IkeCredentials
 from vpnfleet.agent.hollow import sample_plan
+from vpnfleet.agent.ike.admission import ResponderLimits
 from vpnfleet.agent.io.memory import Datagram, MemoryEndpoint, MemoryNetwork
 from vpnfleet.agent.io.tun import MemoryTun
 from vpnfleet.agent.io.udp import NATT_PORT
@@ -54,8 +55,15 @@ def behind_nat(*peers: str) -> PlanEdit:
 
 
 class Node:
-    def __init__(self, net: MemoryNetwork, clock: ManualScheduler, host: str) -> None:
+    def __init__(
+        self,
+        net: MemoryNetwork,
+        clock: ManualScheduler,
+        host: str,
+        limits: ResponderLimits | None = None,
+    ) -> None:
         self.host = host
+        self.limits = limits
         self.address = SITES[host][0]
         self.net = net
         self.clock = clock
@@ -72,6 +80,7 @@ class Node:
             scheduler=self.clock,
             events=self.hub,
             rng=random.Random(7),
+            limits=self.limits,
         )
 
     async def restart(self) -> None:
@@ -102,10 +111,10 @@ class Node:
 
 
 class Fleet:
-    def __init__(self, *hosts: str) -> None:
+    def __init__(self, *hosts: str, limits: ResponderLimits | None = None) -> None:
         self.net = MemoryNetwork()
         self.clock = ManualScheduler()
-        self.nodes = {h: Node(self.net, self.clock, h) for h in hosts}
+        self.nodes = {h: Node(self.net, self.clock, h, limits) for h in hosts}
 
     def __getitem__(self, host: str) -> Node:
         return self.nodes[host]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from vpnfleet.agent.config import ConfigError, load_config
+from vpnfleet.agent.ike.admission import ResponderLimits
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -23,6 +24,13 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
     assert cfg.tls.cert == tmp_path / "st" / "tls.pem"
     assert cfg.tls.ca == tmp_path / "st" / "ca.pem"
     assert cfg.controller_identity == "vpnfleet-controller"
+
+
+def test_ike_limits(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "name: a1\n")).ike_limits == ResponderLimits()
+    text = "name: a1\nike_limits:\n  half_open_per_source: 4\n  preauth_message_bytes: 12000\n"
+    limits = load_config(write(tmp_path, text)).ike_limits
+    assert limits == ResponderLimits(half_open_per_source=4, preauth_message_bytes=12_000)
 
 
 def test_explicit_tls(tmp_path: Path) -> None:
@@ -44,6 +52,15 @@ def test_explicit_tls(tmp_path: Path) -> None:
         ("- a\n", "expected a mapping"),
         ("name: a1\ntls: 3\n", "'tls' must be a mapping"),
         ("name: 'a1\n", "not valid YAML"),
+        (
+            "name: a1\nike_limits: {half_open_per_sorce: 4}\n",
+            "ike_limits: unknown key 'half_open_per_sorce' (did you mean 'half_open_per_source'?)",
+        ),
+        ("name: a1\nike_limits: 5\n", "'ike_limits' must be a mapping of half_open_per_source"),
+        (
+            "name: a1\nike_limits: {half_open_total: '5'}\n",
+            "ike_limits: half_open_total must be a whole number of at least 1, not '5'",
+        ),
     ],
 )
 def test_bad_config(tmp_path: Path, text: str, message: str) -> None:

@@ -17,7 +17,7 @@ from vpnfleet.agent.enroll import CredentialFiles, fingerprint, make_csr, new_ke
 from vpnfleet.agent.hollow import sample_plan
 from vpnfleet.agent.plan import AgentPlan
 from vpnfleet.agent.service import AgentService
-from vpnfleet.agent.sink import IkeSaReport, RekeyOutcome, RekeyTarget
+from vpnfleet.agent.sink import AdmissionReport, IkeSaReport, RekeyOutcome, RekeyTarget
 from vpnfleet.agent.store import PlanStore
 from vpnfleet.controller import pki
 from vpnfleet.protos import agent_pb2, plan_pb2
@@ -65,6 +65,9 @@ class EngineSink:
 
     def peers_up(self) -> int:
         return 0
+
+    def admission(self) -> AdmissionReport | None:
+        return None
 
     async def rekey(self, peers: Sequence[str], target: RekeyTarget) -> list[RekeyOutcome]:
         return []

@@ -25,6 +25,8 @@ from vpnfleet.agent.metrics import (
     split_listen,
 )
 from vpnfleet.agent.sink import (
+    AdmissionLimitReport,
+    AdmissionReport,
     ChildSaReport,
     EventHub,
     IkeSaReport,
@@ -61,6 +63,17 @@ class FakeSink:
 
     def peers_up(self) -> int:
         return sum(1 for r in self.reports if r.state == "established")
+
+    def admission(self) -> AdmissionReport | None:
+        return AdmissionReport(
+            half_open=3,
+            preauth_fragment_bytes=4096,
+            cookies_sent=1,
+            limits=(
+                AdmissionLimitReport("half_open_per_source", 16, 5),
+                AdmissionLimitReport("preauth_message_bytes", 10_000, 2),
+            ),
+        )
 
     async def rekey(self, peers: Sequence[str], target: RekeyTarget) -> list[RekeyOutcome]:
         return []
@@ -169,6 +182,11 @@ def test_collector_two_sas() -> None:
     assert value(got, "vpnfleet_rekeys_total", peer="b", sa="ike") == 1
     assert value(got, "vpnfleet_ike_messages_total", outcome="malformed") == 2
     assert value(got, "vpnfleet_ike_messages_total", outcome="cookies_sent") == 1
+    assert value(got, "vpnfleet_ike_half_open") == 3
+    assert value(got, "vpnfleet_ike_preauth_fragment_bytes") == 4096
+    assert value(got, "vpnfleet_ike_admission_limit", limit="half_open_per_source") == 16
+    assert value(got, "vpnfleet_ike_admission_refused_total", limit="half_open_per_source") == 5
+    assert value(got, "vpnfleet_ike_admission_refused_total", limit="preauth_message_bytes") == 2
     assert value(got, "vpnfleet_dataplane_packets_total", event="tun_rx") == 21
     assert value(got, "vpnfleet_dataplane_inbound_drops_total", reason="unknown_spi") == 6
     assert value(got, "vpnfleet_dataplane_inbound_drops_total", reason="integrity") == 4
