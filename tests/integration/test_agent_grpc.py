@@ -14,6 +14,7 @@ from vpnfleet.agent.hollow import sample_plan
 from vpnfleet.controller.client import AgentCallFailed, AgentClient, AgentUnreachable
 from vpnfleet.controller.pki import TlsCredentials
 from vpnfleet.protos import agent_pb2, agent_pb2_grpc, plan_pb2
+from vpnfleet.protos.identity import CONTROLLER_ROLE_OID
 
 from agent_harness import AgentProcess, Fleet, make_fleet, running_agent
 
@@ -212,6 +213,37 @@ async def test_fleet_cert_that_is_not_the_controller_is_refused(
         # The health service stays open to any fleet certificate.
         assert await c.health() == "SERVING"
     await assert_plan_unchanged(fleet, agent, good)
+
+
+async def test_agent_cert_named_like_the_controller_is_refused_everywhere(
+    fleet: Fleet, agent: AgentProcess
+) -> None:
+    # A fleet certificate that bears the controller's name but not the controller role:
+    # what `ca sign vpnfleet-controller` used to issue. Every Agent-service call refuses it.
+    good = await applied_good_plan(fleet, agent)
+    cert_pem, key_pem = fleet.forge_agent_tls("vpnfleet-controller")
+    tls = TlsCredentials(cert_pem, key_pem, fleet.controller_tls().ca_pem)
+    async with AgentClient("a1", agent.target, tls, timeout=5) as c:
+        calls = {
+            "ApplyPlan": c.apply_plan(apply(plan(generation=2, epoch=2))),
+            "Rekey": c.rekey(agent_pb2.RekeyRequest(target=agent_pb2.RekeyRequest.IKE)),
+            "GetStatus": c.get_status(),
+            "PrepareEnrollment": c.prepare_enrollment(tls=True, ike=True),
+            "InstallCredentials": c.install_credentials(ca_bundle=tls.ca_pem),
+            "WatchStatus": anext(c.watch_status(interval_seconds=1, duration=5)),
+        }
+        for name, call in calls.items():
+            with pytest.raises(AgentCallFailed) as info:
+                await call
+            assert info.value.code == "PERMISSION_DENIED", name
+            assert info.value.details == (
+                "caller vpnfleet-controller is not the controller: its certificate lacks the "
+                f"controller role (ExtendedKeyUsage {CONTROLLER_ROLE_OID}) that only the "
+                "controller's own certificate carries"
+            ), name
+        assert await c.health() == "SERVING"
+    await assert_plan_unchanged(fleet, agent, good)
+    assert sorted(p.name for p in agent.agent_dir.glob("*.next")) == []
 
 
 async def test_controller_checks_the_agent_name(fleet: Fleet, agent: AgentProcess) -> None:
