@@ -253,6 +253,31 @@ async def test_controller_checks_the_agent_name(fleet: Fleet, agent: AgentProces
             await c.get_status()
 
 
+async def test_controller_wants_the_agent_name_in_its_exact_case(fleet: Fleet) -> None:
+    # TLS lets a certificate for A1 pass for a1; the controller looks at the certificate
+    # after the handshake and refuses it before anything is sent.
+    with running_agent("A1", fleet.enroll("A1", "10.0.0.1")) as agent:
+        async with client(fleet, agent, name="a1") as c:
+            expected = (
+                f"the agent at {agent.target} presented a certificate for 'A1', not for 'a1': "
+                "the names must match exactly, letter case included"
+            )
+            calls = {
+                "ApplyPlan": c.apply_plan(apply(plan(host="a1"))),
+                "GetStatus": c.get_status(),
+                "WatchStatus": anext(c.watch_status(interval_seconds=1, duration=5)),
+            }
+            for name, call in calls.items():
+                with pytest.raises(AgentUnreachable) as info:
+                    await call
+                assert (info.value.code, info.value.details) == ("UNAVAILABLE", expected), name
+        async with client(fleet, agent, name="A1") as exact:
+            status = await exact.get_status()
+        assert (status.host, status.generation, status.content_hash) == ("A1", 0, "")
+        # Nothing reached it: a plan for a1 would have been refused and logged.
+        assert "refused a plan" not in agent.log()
+
+
 async def test_unreachable_agent(fleet: Fleet) -> None:
     async with AgentClient("a1", "127.0.0.1:1", fleet.controller_tls(), timeout=5) as c:
         with pytest.raises(AgentUnreachable):
