@@ -3,7 +3,10 @@
 Files (in STATE/pki, see controller.state):
 
     ca.key  ca.pem                  the fleet CA (key 0600)
-    controller.key  controller.pem  the controller's TLS client certificate
+    controller.key  controller.pem  the controller's TLS client certificate: CN and SAN
+                                    vpnfleet-controller, ExtendedKeyUsage clientAuth and
+                                    the controller role (protos/identity.py), which no
+                                    agent certificate gets
     ca-next.key  ca-next.pem        while a CA rotation runs: the CA being rolled in
     ca-previous.pem                 after its promotion: the CA being rolled out
 
@@ -18,9 +21,10 @@ Bootstrap of a new host (private keys never leave the host):
 1. On the host: ``vpnfleet-agent init --name a1 --state-dir DIR`` makes the TLS and IKE
    key pairs (0600) and writes ``tls.csr`` and ``ike.csr``.
 2. On the controller: ``vpnfleet ca sign a1 --tls-csr tls.csr --ike-csr ike.csr
-   [--address 192.0.2.1]`` (:func:`sign_agent_csrs`) checks each CSR's signature and
-   that it names the host, and issues a TLS certificate (SAN DNS:a1, serverAuth and
-   clientAuth) and an IKE certificate (SAN DNS:a1 and the address, digitalSignature).
+   [--address 192.0.2.1]`` (:func:`sign_agent_csrs`) refuses the controller's name,
+   checks each CSR's signature and that it names the host, and issues a TLS certificate
+   (SAN DNS:a1, serverAuth and clientAuth) and an IKE certificate (SAN DNS:a1 and the
+   address, digitalSignature).
 3. Copy ``tls.pem``, ``ike.pem`` and ``ca.pem`` back; ``vpnfleet-agent install-certs``
    checks them against the local keys and the CA.
 
