@@ -184,7 +184,8 @@ class ControllerOnly(grpc.aio.ServerInterceptor):
             reason = (
                 f"caller {who} is not the controller: its certificate lacks the controller "
                 f"role (ExtendedKeyUsage {CONTROLLER_ROLE_OID}) that only the controller's "
-                "own certificate carries"
+                "own certificate carries (a controller of an earlier version: upgrade it, "
+                "it re-issues its certificate by itself)"
             )
         else:
             return

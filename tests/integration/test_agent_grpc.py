@@ -239,7 +239,8 @@ async def test_agent_cert_named_like_the_controller_is_refused_everywhere(
             assert info.value.details == (
                 "caller vpnfleet-controller is not the controller: its certificate lacks the "
                 f"controller role (ExtendedKeyUsage {CONTROLLER_ROLE_OID}) that only the "
-                "controller's own certificate carries"
+                "controller's own certificate carries (a controller of an earlier version: "
+                "upgrade it, it re-issues its certificate by itself)"
             ), name
         assert await c.health() == "SERVING"
     await assert_plan_unchanged(fleet, agent, good)
