@@ -11,8 +11,10 @@ from pathlib import Path
 
 import click
 
+from vpnfleet.protos.identity import CONTROLLER_NAME
+
 from . import convert
-from .config import DEFAULT_CONTROLLER_IDENTITY, AgentConfig, ConfigError, load_config
+from .config import AgentConfig, ConfigError, load_config
 from .engine.host import HostEngine, data_plane_choice
 from .engine.keylog import KeyLog, KeyLogError
 from .engine.translate import CredentialError, IkeCredentials
@@ -537,7 +539,7 @@ def install_certs_cmd(state_dir: Path, tls_cert: Path, ike_cert: Path, ca_cert: 
 @click.option("--prefix", default="hollow-", show_default=True, help="Agent name prefix.")
 @click.option(
     "--controller-identity",
-    default=DEFAULT_CONTROLLER_IDENTITY,
+    default=CONTROLLER_NAME,
     show_default=True,
     help="CN/SAN the caller's certificate must carry.",
 )

@@ -8,6 +8,7 @@
       key: tls.key
       ca: ca.pem
     controller_identity: vpnfleet-controller   # CN/SAN the caller's certificate must carry
+                                      # (beside the controller role, protos/identity.py)
     keylog: keys.log                  # debugging only: append every SA's keys (Wireshark
                                       # UAT lines) to this file; it holds secrets
     metrics_listen: 127.0.0.1:9477    # Prometheus metrics at http://HOST:PORT/metrics
@@ -33,13 +34,14 @@ from typing import Any
 
 import yaml
 
+from vpnfleet.protos.identity import CONTROLLER_NAME
+
 from .enroll import CA_CERT, TLS_CERT, TLS_KEY
 from .ike.admission import ResponderLimits
 from .ike.errors import LocalError
 
 DEFAULT_LISTEN = "0.0.0.0:50051"
 DEFAULT_STATE_DIR = Path("/var/lib/vpnfleet-agent")
-DEFAULT_CONTROLLER_IDENTITY = "vpnfleet-controller"
 
 _TOP_KEYS = (
     "name",
@@ -124,7 +126,7 @@ def load_config(path: Path) -> AgentConfig:
     name = _text(where, data, "name", None)
     listen = check_listen(where, str(data.get("listen", DEFAULT_LISTEN)))
     state_dir = base / _text(where, data, "state_dir", str(DEFAULT_STATE_DIR))
-    identity = _text(where, data, "controller_identity", DEFAULT_CONTROLLER_IDENTITY)
+    identity = _text(where, data, "controller_identity", CONTROLLER_NAME)
     tls_data = data.get("tls") or {}
     if not isinstance(tls_data, dict):
         raise ConfigError(f"{where}: 'tls' must be a mapping with cert, key and ca")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from vpnfleet.protos import plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
+from vpnfleet.protos.identity import CONTROLLER_NAME
 
 from .enroll import (
     CA_CERT,
@@ -35,7 +36,7 @@ from .enroll import (
     init_agent,
     recover_credentials,
 )
-from .server import DEFAULT_CONTROLLER_IDENTITY, RunningServer, ServerTls, start_server
+from .server import RunningServer, ServerTls, start_server
 from .service import AgentService
 from .sink import PlanOnlySink
 from .store import PlanStore
@@ -102,7 +103,7 @@ async def start_hollow(
     ca_state: Path | None,
     listen_host: str = "127.0.0.1",
     prefix: str = "hollow-",
-    controller_identity: str = DEFAULT_CONTROLLER_IDENTITY,
+    controller_identity: str = CONTROLLER_NAME,
 ) -> list[HollowAgent]:
     if count < 1:
         raise HollowError(f"--count must be at least 1, not {count}")

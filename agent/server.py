@@ -3,14 +3,18 @@
 TLS already requires a client certificate from the fleet CA (``require_client_auth``).
 That is not enough: every agent holds a fleet certificate too, so one compromised host
 could push plans to all the others. :class:`ControllerOnly` therefore checks, on every
-call of the Agent service, that the certificate's CN or a DNS SAN is the controller's
-identity, and refuses anyone else with PERMISSION_DENIED naming who they are. The
-standard health service stays open to any fleet certificate (monitoring).
+call of the Agent service, that the certificate carries the controller role (the
+ExtendedKeyUsage purpose of protos/identity.py, which the fleet CA puts in no agent
+certificate) and that its CN or a DNS SAN is the controller's identity, and refuses
+anyone else with PERMISSION_DENIED naming who they are. A name alone would not do: it
+is only what the CA was asked to sign. The standard health service stays open to any
+fleet certificate (monitoring).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import threading
@@ -25,12 +29,12 @@ from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from vpnfleet.protos import agent_pb2_grpc
+from vpnfleet.protos.identity import CONTROLLER_NAME, CONTROLLER_ROLE_OID
 
 from .service import AgentService
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONTROLLER_IDENTITY = "vpnfleet-controller"
 AGENT_SERVICE = "vpnfleet.v1.Agent"
 _PROTECTED_PREFIX = f"/{AGENT_SERVICE}/"
 # A hub's plan with hundreds of peers can pass gRPC's 4 MiB default.
@@ -135,8 +139,28 @@ def caller_identities(context: grpc.aio.ServicerContext) -> list[str]:
     return names
 
 
+_CONTROLLER_ROLE = x509.ObjectIdentifier(CONTROLLER_ROLE_OID)
+
+
+@functools.lru_cache(maxsize=64)
+def _holds_controller_role(cert_pem: bytes) -> bool:
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except (ValueError, x509.ExtensionNotFound):
+        return False
+    return _CONTROLLER_ROLE in usages
+
+
+def caller_holds_controller_role(context: grpc.aio.ServicerContext) -> bool:
+    """True when the client certificate, as TLS verified it, carries the controller role."""
+    pems = context.auth_context().get("x509_pem_cert", ())
+    return bool(pems) and _holds_controller_role(bytes(pems[0]))
+
+
 class ControllerOnly(grpc.aio.ServerInterceptor):
-    """Refuse Agent-service calls from any certificate but the controller's."""
+    """Refuse Agent-service calls from any certificate but the controller's: it must
+    carry the controller role and name ``controller_identity``."""
 
     def __init__(self, controller_identity: str) -> None:
         self.identity = controller_identity
@@ -153,13 +177,20 @@ class ControllerOnly(grpc.aio.ServerInterceptor):
 
     async def _check(self, context: grpc.aio.ServicerContext) -> None:
         names = caller_identities(context)
+        who = ", ".join(names) or "no certificate identity"
         if self.identity not in names:
-            who = ", ".join(names) or "no certificate identity"
-            log.warning("refused a call from %s (%s)", who, context.peer())
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"caller {who} is not the controller ({self.identity})",
+            reason = f"caller {who} is not the controller ({self.identity})"
+        elif not caller_holds_controller_role(context):
+            reason = (
+                f"caller {who} is not the controller: its certificate lacks the controller "
+                f"role (ExtendedKeyUsage {CONTROLLER_ROLE_OID}) that only the controller's "
+                "own certificate carries (a controller of an earlier version: upgrade it, "
+                "it re-issues its certificate by itself)"
             )
+        else:
+            return
+        log.warning("refused a call from %s (%s): %s", who, context.peer(), reason)
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
 
     def _guard(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         check = self._check
@@ -207,7 +238,7 @@ async def start_server(
     service: AgentService,
     listen: str,
     tls: ServerTls,
-    controller_identity: str = DEFAULT_CONTROLLER_IDENTITY,
+    controller_identity: str = CONTROLLER_NAME,
 ) -> RunningServer:
     """Bind ``listen`` (host:port, port 0 for any) with mTLS and start serving; the TLS
     material follows the service's InstallCredentials (see :class:`TlsSource`)."""

@@ -1,25 +1,32 @@
 """gRPC channels to agents: mutual TLS, deadlines and errors in the rollout's terms.
 
-The controller presents its own certificate (CN/SAN vpnfleet-controller) and checks that
-the agent's certificate is from the fleet CA *and* names the host it meant to reach
-(``ssl_target_name_override`` = host name, whatever address it dials). Every call has a
-deadline. gRPC errors become :class:`AgentUnreachable` (the host could not be reached or
-TLS failed: Ansible's "unreachable") or :class:`AgentCallFailed` (the agent answered
+The controller presents its own certificate (CN/SAN vpnfleet-controller, with the
+controller role of protos/identity.py) and checks that the agent's certificate is from
+the fleet CA *and* names the host it meant to reach: TLS checks the name
+(``ssl_target_name_override`` = host name, whatever address it dials) without letter
+case, so before each call the client also reads the certificate of every connection of
+its channel (controller/tls_peer.py) and wants a DNS name in it equal to the host name,
+case included; a channel with no connection yet is connected first by a health check,
+which carries nothing the agent should not see. Every call has a deadline. gRPC errors
+become :class:`AgentUnreachable` (the host could not be reached, TLS failed or the name
+did not match: Ansible's "unreachable") or :class:`AgentCallFailed` (the agent answered
 with an error: "failed"). Calls take and return protobuf messages; controller/convert.py
 builds and reads them.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vpnfleet.protos import agent_pb2, agent_pb2_grpc
 
+from . import tls_peer
 from .pki import TlsCredentials
 
 DEFAULT_TIMEOUT = 10.0
@@ -85,19 +92,20 @@ class AgentClient:
             private_key=tls.key_pem,
             certificate_chain=tls.cert_pem,
         )
-        self._channel = grpc.aio.secure_channel(
-            target,
-            creds,
-            options=[
-                ("grpc.ssl_target_name_override", host),
-                ("grpc.default_authority", host),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                # Each agent gets its own connection even when the lab puts many behind
-                # one address (hollow agents), so names are checked per agent.
-                ("grpc.use_local_subchannel_pool", 1),
-            ],
+        options = [
+            ("grpc.ssl_target_name_override", host),
+            ("grpc.default_authority", host),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            # Each agent gets its own connection even when the lab puts many behind
+            # one address (hollow agents), so names are checked per agent.
+            ("grpc.use_local_subchannel_pool", 1),
+            ("grpc.enable_channelz", 1),  # where the agent's certificate is read
+        ]
+        self._channel, self._channelz = tls_peer.open_channel(
+            target, lambda: grpc.aio.secure_channel(target, creds, options=options)
         )
+        self._checked: set[int] = set()  # connections whose certificate names the host
         self._stub = agent_pb2_grpc.AgentStub(self._channel)
 
     async def __aenter__(self) -> AgentClient:
@@ -114,44 +122,80 @@ class AgentClient:
     async def close(self) -> None:
         await self._channel.close()
 
-    async def apply_plan(self, request: agent_pb2.ApplyPlanRequest) -> agent_pb2.ApplyPlanResponse:
-        try:
-            response: agent_pb2.ApplyPlanResponse = await self._stub.ApplyPlan(
-                request, timeout=self.timeout
+    def _unreachable(self, details: str) -> AgentUnreachable:
+        return AgentUnreachable(self.host, grpc.StatusCode.UNAVAILABLE.name, details)
+
+    def _connections_checked(self) -> bool:
+        """Check the certificate of every connection not checked yet; True when there is
+        at least one connection and every one was presented ``host``'s certificate."""
+        if self._channelz is None:
+            raise self._unreachable(
+                f"cannot check the agent's certificate: its channel to {self.target} is not "
+                "found in gRPC's channelz registry"
             )
-            return response
+        try:
+            certificates = tls_peer.connection_certificates(self._channelz)
+            for number, cert in certificates.items():
+                if number in self._checked:
+                    continue
+                names = tls_peer.dns_names(cert)
+                if self.host not in names:
+                    named = ", ".join(repr(n) for n in names) or "no DNS name"
+                    raise self._unreachable(
+                        f"the agent at {self.target} presented a certificate for {named}, not "
+                        f"for {self.host!r}: the names must match exactly, letter case included"
+                    )
+                self._checked.add(number)
+        except tls_peer.PeerCertificateError as exc:
+            raise self._unreachable(f"cannot check the agent's certificate: {exc}") from None
+        return bool(certificates)
+
+    async def _check_identity(self) -> None:
+        if self._connections_checked():
+            return
+        # No connection yet: the standard health check (open, no secrets) makes one.
+        try:
+            await health_pb2_grpc.HealthStub(self._channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=self.timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise _error(self.host, exc, self.timeout) from None
+        if not self._connections_checked():
+            raise self._unreachable("the connection closed before its certificate was checked")
+
+    async def _call(self, method: Callable[..., Awaitable[Any]], request: Any) -> Any:
+        """One unary call, on connections whose certificate names the host exactly; a
+        connection made during the call (a reconnect) is checked after it."""
+        await self._check_identity()
+        try:
+            response = await method(request, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise _error(self.host, exc, self.timeout) from None
+        self._connections_checked()
+        return response
+
+    async def apply_plan(self, request: agent_pb2.ApplyPlanRequest) -> agent_pb2.ApplyPlanResponse:
+        response: agent_pb2.ApplyPlanResponse = await self._call(self._stub.ApplyPlan, request)
+        return response
 
     async def get_status(self) -> agent_pb2.AgentStatus:
-        try:
-            response: agent_pb2.AgentStatus = await self._stub.GetStatus(
-                agent_pb2.GetStatusRequest(), timeout=self.timeout
-            )
-            return response
-        except grpc.aio.AioRpcError as exc:
-            raise _error(self.host, exc, self.timeout) from None
+        request = agent_pb2.GetStatusRequest()
+        response: agent_pb2.AgentStatus = await self._call(self._stub.GetStatus, request)
+        return response
 
     async def rekey(self, request: agent_pb2.RekeyRequest) -> agent_pb2.RekeyResponse:
-        try:
-            response: agent_pb2.RekeyResponse = await self._stub.Rekey(
-                request, timeout=self.timeout
-            )
-            return response
-        except grpc.aio.AioRpcError as exc:
-            raise _error(self.host, exc, self.timeout) from None
+        response: agent_pb2.RekeyResponse = await self._call(self._stub.Rekey, request)
+        return response
 
     async def prepare_enrollment(
         self, *, tls: bool, ike: bool, key_type: str = ""
     ) -> tuple[bytes, bytes]:
         """New key pairs made and kept aside on the agent; their CSRs (tls, ike), PEM."""
         request = agent_pb2.PrepareEnrollmentRequest(tls=tls, ike=ike, key_type=key_type)
-        try:
-            resp: agent_pb2.PrepareEnrollmentResponse = await self._stub.PrepareEnrollment(
-                request, timeout=self.timeout
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise _error(self.host, exc, self.timeout) from None
+        resp: agent_pb2.PrepareEnrollmentResponse = await self._call(
+            self._stub.PrepareEnrollment, request
+        )
         return bytes(resp.tls_csr), bytes(resp.ike_csr)
 
     async def install_credentials(
@@ -161,12 +205,9 @@ class AgentClient:
         request = agent_pb2.InstallCredentialsRequest(
             tls_cert=tls_cert, ike_cert=ike_cert, ca_bundle=ca_bundle
         )
-        try:
-            resp: agent_pb2.InstallCredentialsResponse = await self._stub.InstallCredentials(
-                request, timeout=self.timeout
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise _error(self.host, exc, self.timeout) from None
+        resp: agent_pb2.InstallCredentialsResponse = await self._call(
+            self._stub.InstallCredentials, request
+        )
         return InstalledCredentials(
             resp.tls_fingerprint.lower(),
             resp.ike_fingerprint.lower(),
@@ -178,11 +219,13 @@ class AgentClient:
         self, interval_seconds: float = 5.0, duration: float | None = None
     ) -> AsyncIterator[agent_pb2.StatusEvent]:
         """Stream status events; ``duration`` bounds the whole stream (None: until closed)."""
+        await self._check_identity()
         call = self._stub.WatchStatus(
             agent_pb2.WatchStatusRequest(interval_seconds=interval_seconds), timeout=duration
         )
         try:
             async for event in call:
+                self._connections_checked()
                 yield event
         except grpc.aio.AioRpcError as exc:
             if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED and duration is not None:
@@ -194,10 +237,6 @@ class AgentClient:
     async def health(self, service: str = "") -> str:
         """The standard health check: "SERVING", "NOT_SERVING", …"""
         stub = health_pb2_grpc.HealthStub(self._channel)
-        try:
-            resp = await stub.Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=self.timeout
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise _error(self.host, exc, self.timeout) from None
+        request = health_pb2.HealthCheckRequest(service=service)
+        resp = await self._call(stub.Check, request)
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))

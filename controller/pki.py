@@ -3,7 +3,10 @@
 Files (in STATE/pki, see controller.state):
 
     ca.key  ca.pem                  the fleet CA (key 0600)
-    controller.key  controller.pem  the controller's TLS client certificate
+    controller.key  controller.pem  the controller's TLS client certificate: CN and SAN
+                                    vpnfleet-controller, ExtendedKeyUsage clientAuth and
+                                    the controller role (protos/identity.py), which no
+                                    agent certificate gets
     ca-next.key  ca-next.pem        while a CA rotation runs: the CA being rolled in
     ca-previous.pem                 after its promotion: the CA being rolled out
 
@@ -18,9 +21,10 @@ Bootstrap of a new host (private keys never leave the host):
 1. On the host: ``vpnfleet-agent init --name a1 --state-dir DIR`` makes the TLS and IKE
    key pairs (0600) and writes ``tls.csr`` and ``ike.csr``.
 2. On the controller: ``vpnfleet ca sign a1 --tls-csr tls.csr --ike-csr ike.csr
-   [--address 192.0.2.1]`` (:func:`sign_agent_csrs`) checks each CSR's signature and
-   that it names the host, and issues a TLS certificate (SAN DNS:a1, serverAuth and
-   clientAuth) and an IKE certificate (SAN DNS:a1 and the address, digitalSignature).
+   [--address 192.0.2.1]`` (:func:`sign_agent_csrs`) refuses the controller's name,
+   checks each CSR's signature and that it names the host, and issues a TLS certificate
+   (SAN DNS:a1, serverAuth and clientAuth) and an IKE certificate (SAN DNS:a1 and the
+   address, digitalSignature).
 3. Copy ``tls.pem``, ``ike.pem`` and ``ca.pem`` back; ``vpnfleet-agent install-certs``
    checks them against the local keys and the CA.
 
@@ -34,6 +38,7 @@ import argparse
 import datetime
 import hashlib
 import ipaddress
+import logging
 import re
 import sys
 from dataclasses import dataclass
@@ -44,6 +49,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from vpnfleet.protos.identity import CONTROLLER_NAME, CONTROLLER_ROLE_OID, is_controller_name
+
 from .state import StateDir, write_private
 
 CA_KEY, CA_CERT = "ca.key", "ca.pem"
@@ -52,13 +59,15 @@ CA_PREVIOUS_CERT = "ca-previous.pem"
 CURRENT, NEXT = "current", "next"
 _CA_FILES = {CURRENT: (CA_KEY, CA_CERT), NEXT: (CA_NEXT_KEY, CA_NEXT_CERT)}
 CONTROLLER_KEY, CONTROLLER_CERT = "controller.key", "controller.pem"
-CONTROLLER_IDENTITY = "vpnfleet-controller"
+CONTROLLER_ROLE = x509.ObjectIdentifier(CONTROLLER_ROLE_OID)
 ALGORITHMS = ("ecdsa-p256", "ed25519")
 CA_DAYS = 3650
 LEAF_DAYS = 397
 
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?$")
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+log = logging.getLogger(__name__)
 
 
 class PkiError(Exception):
@@ -347,11 +356,22 @@ def _issued_by_any(cert: x509.Certificate, bundle_pem: bytes) -> bool:
     return False
 
 
-def ensure_controller_cert(state_dir: Path, identity: str = CONTROLLER_IDENTITY) -> TlsCredentials:
+def has_controller_role(cert: x509.Certificate) -> bool:
+    """True when the certificate carries the controller's ExtendedKeyUsage purpose."""
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    return CONTROLLER_ROLE in usages
+
+
+def ensure_controller_cert(state_dir: Path) -> TlsCredentials:
     """The controller's TLS client certificate and the bundle it trusts agents' server
     certificates with (:func:`trust_bundle`). Kept while a CA of that bundle issued it
-    (during a CA rotation: the old or the new one); issued anew by the current CA (key
-    made locally) when missing or from another CA."""
+    (during a CA rotation: the old or the new one) and it carries the controller role;
+    issued anew (key made locally) when missing or from another CA, and when it lacks
+    the role (made before agents asked for it): then by the CA that issued it if that is
+    the next CA of a running rotation, else by the current CA."""
     pki = _pki_dir(state_dir)
     bundle = trust_bundle(state_dir)
     cert_path, key_path = pki / CONTROLLER_CERT, pki / CONTROLLER_KEY
@@ -360,24 +380,35 @@ def ensure_controller_cert(state_dir: Path, identity: str = CONTROLLER_IDENTITY)
         cert = x509.load_pem_x509_certificate(cert_pem)
         key = serialization.load_pem_private_key(key_pem, None)
         if _spki(key.public_key()) == _spki(cert.public_key()) and _issued_by_any(cert, bundle):
-            return TlsCredentials(cert_pem, key_pem, bundle)
-    return reissue_controller_cert(state_dir, CURRENT, identity)
+            if has_controller_role(cert):
+                return TlsCredentials(cert_pem, key_pem, bundle)
+            following = next_ca_pem(state_dir)
+            by_next = following is not None and _issued_by_any(cert, following)
+            log.warning(
+                "%s lacks the controller role (ExtendedKeyUsage %s) that agents require: "
+                "re-issuing it from the %s fleet CA",
+                cert_path,
+                CONTROLLER_ROLE_OID,
+                "next" if by_next else "current",
+            )
+            return reissue_controller_cert(state_dir, NEXT if by_next else CURRENT)
+    return reissue_controller_cert(state_dir, CURRENT)
 
 
-def reissue_controller_cert(
-    state_dir: Path, ca: str = CURRENT, identity: str = CONTROLLER_IDENTITY
-) -> TlsCredentials:
-    """A new key and client certificate for the controller, issued by the ``ca`` CA."""
+def reissue_controller_cert(state_dir: Path, ca: str = CURRENT) -> TlsCredentials:
+    """A new key and client certificate for the controller, issued by the ``ca`` CA,
+    with the controller role (:data:`CONTROLLER_ROLE`) beside clientAuth: the one
+    place such a certificate is made."""
     pki = _pki_dir(state_dir)
     ca_cert, ca_key, _pem = load_ca(state_dir, ca)
     key = ec.generate_private_key(ec.SECP256R1())
     cert_pem = _issue(
         ca_cert,
         ca_key,
-        identity,
+        CONTROLLER_NAME,
         key.public_key(),
-        [x509.DNSName(identity)],
-        [ExtendedKeyUsageOID.CLIENT_AUTH],
+        [x509.DNSName(CONTROLLER_NAME)],
+        [ExtendedKeyUsageOID.CLIENT_AUTH, CONTROLLER_ROLE],
     )
     key_pem = _key_pem(key)
     # A crash between the two writes leaves a pair that does not match, which
@@ -431,6 +462,11 @@ def sign_agent_csrs(
     (current, or next during a CA rotation); return (tls, ike, ca) PEM."""
     if not _HOST_RE.match(host):
         raise PkiError(f"{host!r} is not a valid host name")
+    if is_controller_name(host):
+        raise PkiError(
+            f"{host!r} is the controller's name ({CONTROLLER_NAME}, in any letter case): "
+            "no agent certificate may bear it; give the host another name"
+        )
     sans: list[x509.GeneralName] = [x509.DNSName(host)]
     if address:
         try:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vpnfleet.protos.identity import CONTROLLER_NAME, is_controller_name
+
 from .errors import InventoryError, InventoryErrors, Mark, did_you_mean
 from .model import ALL, UNGROUPED, Defaults, Group, Host, Inventory
 from .schema import Var, check_vars
@@ -191,6 +193,34 @@ def _parse_hosts_file(draft: _Draft, data: Any) -> None:
             continue
         if draft.check_name("group", name, where):
             draft.parse_group(name, entry, where)
+
+
+def _check_host_names(draft: _Draft) -> None:
+    """Host names become TLS and IKE names, which are compared without letter case
+    (RFC 4343): two hosts whose names differ only in case would each pass for the other,
+    and a host named like the controller would be given a certificate bearing its name."""
+    first: dict[str, _HostDraft] = {}
+    for name, host in draft.hosts.items():
+        if is_controller_name(name):
+            draft.errors.append(
+                InventoryError(
+                    f"host name {name!r} is reserved: {CONTROLLER_NAME} (in any letter case) "
+                    "names the controller's certificate, no host may bear it; rename the host",
+                    host.mark,
+                )
+            )
+            continue
+        other = first.setdefault(name.lower(), host)
+        if other is not host:
+            at = f" (at {other.mark})" if other.mark else ""
+            draft.errors.append(
+                InventoryError(
+                    f"host {name!r} and host {other.name!r}{at} differ only in "
+                    "letter case; TLS and IKE compare names without case, so each would pass "
+                    "for the other: rename one of them",
+                    host.mark,
+                )
+            )
 
 
 def _find_cycles(draft: _Draft) -> None:
@@ -482,6 +512,7 @@ def load_inventory(path: Path | str, *, vault: Vault | None = None) -> Inventory
 
     _find_cycles(draft)
     _attach_implicit_groups(draft)
+    _check_host_names(draft)
     for name, host in draft.hosts.items():
         if name in draft.groups:
             group_mark = draft.groups[name].mark

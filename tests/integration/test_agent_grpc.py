@@ -15,6 +15,7 @@ from vpnfleet.agent.hollow import sample_plan
 from vpnfleet.controller.client import AgentCallFailed, AgentClient, AgentUnreachable
 from vpnfleet.controller.pki import TlsCredentials
 from vpnfleet.protos import agent_pb2, agent_pb2_grpc, plan_pb2
+from vpnfleet.protos.identity import CONTROLLER_ROLE_OID
 
 PEERS = [("b1", "10.0.0.2", "10.2.0.0/24"), ("c1", "10.0.0.3", "10.3.0.0/24")]
 
@@ -213,11 +214,68 @@ async def test_fleet_cert_that_is_not_the_controller_is_refused(
     await assert_plan_unchanged(fleet, agent, good)
 
 
+async def test_agent_cert_named_like_the_controller_is_refused_everywhere(
+    fleet: Fleet, agent: AgentProcess
+) -> None:
+    # A fleet certificate that bears the controller's name but not the controller role:
+    # what `ca sign vpnfleet-controller` used to issue. Every Agent-service call refuses it.
+    good = await applied_good_plan(fleet, agent)
+    cert_pem, key_pem = fleet.forge_agent_tls("vpnfleet-controller")
+    tls = TlsCredentials(cert_pem, key_pem, fleet.controller_tls().ca_pem)
+    async with AgentClient("a1", agent.target, tls, timeout=5) as c:
+        calls = {
+            "ApplyPlan": c.apply_plan(apply(plan(generation=2, epoch=2))),
+            "Rekey": c.rekey(agent_pb2.RekeyRequest(target=agent_pb2.RekeyRequest.IKE)),
+            "GetStatus": c.get_status(),
+            "PrepareEnrollment": c.prepare_enrollment(tls=True, ike=True),
+            "InstallCredentials": c.install_credentials(ca_bundle=tls.ca_pem),
+            "WatchStatus": anext(c.watch_status(interval_seconds=1, duration=5)),
+        }
+        for name, call in calls.items():
+            with pytest.raises(AgentCallFailed) as info:
+                await call
+            assert info.value.code == "PERMISSION_DENIED", name
+            assert info.value.details == (
+                "caller vpnfleet-controller is not the controller: its certificate lacks the "
+                f"controller role (ExtendedKeyUsage {CONTROLLER_ROLE_OID}) that only the "
+                "controller's own certificate carries (a controller of an earlier version: "
+                "upgrade it, it re-issues its certificate by itself)"
+            ), name
+        assert await c.health() == "SERVING"
+    await assert_plan_unchanged(fleet, agent, good)
+    assert sorted(p.name for p in agent.agent_dir.glob("*.next")) == []
+
+
 async def test_controller_checks_the_agent_name(fleet: Fleet, agent: AgentProcess) -> None:
     # a1's certificate does not name b1: the controller must not talk to it as b1.
     async with client(fleet, agent, name="b1") as c:
         with pytest.raises(AgentUnreachable):
             await c.get_status()
+
+
+async def test_controller_wants_the_agent_name_in_its_exact_case(fleet: Fleet) -> None:
+    # TLS lets a certificate for A1 pass for a1; the controller looks at the certificate
+    # after the handshake and refuses it before anything is sent.
+    with running_agent("A1", fleet.enroll("A1", "10.0.0.1")) as agent:
+        async with client(fleet, agent, name="a1") as c:
+            expected = (
+                f"the agent at {agent.target} presented a certificate for 'A1', not for 'a1': "
+                "the names must match exactly, letter case included"
+            )
+            calls = {
+                "ApplyPlan": c.apply_plan(apply(plan(host="a1"))),
+                "GetStatus": c.get_status(),
+                "WatchStatus": anext(c.watch_status(interval_seconds=1, duration=5)),
+            }
+            for name, call in calls.items():
+                with pytest.raises(AgentUnreachable) as info:
+                    await call
+                assert (info.value.code, info.value.details) == ("UNAVAILABLE", expected), name
+        async with client(fleet, agent, name="A1") as exact:
+            status = await exact.get_status()
+        assert (status.host, status.generation, status.content_hash) == ("A1", 0, "")
+        # Nothing reached it: a plan for a1 would have been refused and logged.
+        assert "refused a plan" not in agent.log()
 
 
 async def test_unreachable_agent(fleet: Fleet) -> None:

@@ -22,6 +22,7 @@ from vpnfleet.controller.pki import (
     init_ca,
     sign_agent_csrs,
 )
+from vpnfleet.protos.identity import CONTROLLER_ROLE_OID
 
 
 def mode(path: Path) -> int:
@@ -47,7 +48,9 @@ def test_controller_cert_reissued_after_new_ca(tmp_path: Path) -> None:
     assert two.cert_pem != one.cert_pem
     cert = x509.load_pem_x509_certificate(two.cert_pem)
     assert cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value == (
-        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])
+        x509.ExtendedKeyUsage(
+            [ExtendedKeyUsageOID.CLIENT_AUTH, x509.ObjectIdentifier(CONTROLLER_ROLE_OID)]
+        )
     )
     assert mode(tmp_path / "pki" / "controller.key") == 0o600
 

@@ -7,6 +7,7 @@ Every process started here is killed when its context manager exits, also on fai
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import select
 import signal
@@ -17,11 +18,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
 from vpnfleet.controller.pki import (
     TlsCredentials,
     enroll_local,
     ensure_controller_cert,
     init_ca,
+    load_ca,
 )
 
 START_TIMEOUT = 20.0
@@ -42,6 +49,38 @@ class Fleet:
         agent_dir = self.root / "agents" / host
         enroll_local(self.controller_state, agent_dir, host, address)
         return agent_dir
+
+    def forge_agent_tls(self, name: str) -> tuple[bytes, bytes]:
+        """(certificate, key) PEM of an agent TLS certificate for ``name`` (serverAuth and
+        clientAuth, SAN DNS:name), made with the fleet CA's key directly: what the
+        signing paths would have issued had they not refused the name."""
+        ca_cert, ca_key, _ = load_ca(self.controller_state)
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+            .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+        )
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
 def make_fleet(root: Path, algorithm: str = "ecdsa-p256") -> Fleet:

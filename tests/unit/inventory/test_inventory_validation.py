@@ -252,6 +252,48 @@ def test_host_name_used_as_group_name(make_inventory: MakeInventory) -> None:
     )
 
 
+@pytest.mark.parametrize("name", ["vpnfleet-controller", "VPNFleet-Controller"])
+def test_controller_name_is_refused_for_a_host(make_inventory: MakeInventory, name: str) -> None:
+    # The agent would be given a TLS certificate bearing the controller's name.
+    root = make_inventory(
+        {
+            "hosts.yaml": f"all:\n  hosts:\n    a1: {{address: 10.0.0.1}}\n    {name}:\n"
+            "      address: 10.0.0.2\n"
+        }
+    )
+    [error] = errors_of(root)
+    assert error.mark is not None
+    assert (Path(error.mark.path).name, error.mark.line, error.mark.column) == ("hosts.yaml", 4, 5)
+    assert error.message == (
+        f"host name {name!r} is reserved: vpnfleet-controller (in any letter case) names "
+        "the controller's certificate, no host may bear it; rename the host"
+    )
+
+
+def test_host_names_differing_only_in_case_are_refused(make_inventory: MakeInventory) -> None:
+    root = make_inventory(
+        {
+            "hosts.yaml": """
+            all:
+              hosts:
+                a1: {address: 10.0.0.1}
+              children:
+                edge:
+                  hosts:
+                    A1: {address: 10.0.0.2}
+            """
+        }
+    )
+    [error] = errors_of(root)
+    assert error.mark is not None
+    assert (Path(error.mark.path).name, error.mark.line, error.mark.column) == ("hosts.yaml", 7, 9)
+    assert error.message == (
+        f"host 'A1' and host 'a1' (at {root / 'hosts.yaml'}:3:5) differ only in letter case; "
+        "TLS and IKE compare names without case, so each would pass for the other: "
+        "rename one of them"
+    )
+
+
 def test_duplicate_address_names_both_hosts_and_positions(make_inventory: MakeInventory) -> None:
     root = make_inventory(
         {
