@@ -48,11 +48,11 @@ def test_psk_rotation_is_acknowledged_and_reestablishes_every_tunnel(
     streams = pinging(up)
     try:
         code, result = run_json(lab, "rotate", "psk")
-        wait_fresh_replies(streams, 20, 10)
+        fresh = wait_fresh_replies(streams, 20, 10)
     finally:
         stop_pings(streams)
     assert code == 0, result
-    assert all(s.sent >= 20 and s.replies for s in streams), [s.describe() for s in streams]
+    assert fresh, [s.describe() for s in streams]  # traffic crossed after the rotation
     assert result["waves"] == [["a4"], ["a3"], ["a2"], ["a1"]]
     assert result["epoch"] == 2 and result["error"] == ""
     assert [h["outcome"] for h in result["hosts"]] == ["changed"] * 4  # every agent acked
@@ -72,11 +72,11 @@ def test_psk_rotation_under_continuous_ping_loses_nothing(
     streams = pinging(up, FAST_PING_INTERVAL)
     try:
         code, result = run_json(lab, "rotate", "psk")
-        wait_fresh_replies(streams, 20, 10)
+        fresh = wait_fresh_replies(streams, 20, 10)
     finally:
         stop_pings(streams)
     assert code == 0, result
-    assert all(s.sent >= 100 for s in streams), [s.describe() for s in streams]
+    assert fresh, [s.describe() for s in streams]  # traffic crossed after the rotation
     assert losses(streams) == []
 
 
