@@ -115,8 +115,11 @@ class IkeResponderGate:
 
     # -- the input ------------------------------------------------------------------------
 
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> GateDecision:
-        """A datagram whose responder SPI is zero (no IKE SA of ours yet)."""
+    def receive_datagram(
+        self, data: bytes, addr: Address, now: float, wall: float | None = None
+    ) -> GateDecision:
+        """A datagram whose responder SPI is zero (no IKE SA of ours yet); ``wall`` as
+        for :meth:`IkeSa.receive_datagram`."""
         self._rotate(now)
         try:
             message = parse_message(data)
@@ -136,7 +139,7 @@ class IkeResponderGate:
         key = (addr, header.spi_i)
         known = self._half_open.get(key)
         if known is not None and known[0].state is IkeSaState.INIT_DONE:
-            known[0].receive_datagram(data, addr, now)  # a retransmission: replayed
+            known[0].receive_datagram(data, addr, now, wall)  # a retransmission: replayed
             return GateDecision(sa=known[0])
         nonce = next((p.data for p in message.payloads if isinstance(p, NoncePayload)), None)
         if nonce is None:
@@ -157,7 +160,7 @@ class IkeResponderGate:
                     reply=self._challenge(message, nonce, addr), reason="cookie required"
                 )
         sa = IkeSa(self.config, Role.RESPONDER, self.local)
-        sa.receive_datagram(data, addr, now)
+        sa.receive_datagram(data, addr, now, wall)
         if sa.state is IkeSaState.INIT_DONE:
             self._half_open[key] = (sa, now)
         return GateDecision(sa=sa, new=True)

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from vpnfleet.agent.ike import signatures
@@ -40,11 +40,12 @@ def name(cn: str) -> x509.Name:
 
 
 def _sign_hash(key: SigningKey) -> hashes.HashAlgorithm | None:
-    return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    edwards = ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
+    return None if isinstance(key, edwards) else hashes.SHA256()
 
 
-def make_ca(cn: str = "Test CA") -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
+def make_ca(cn: str = "Test CA", kind: str = "ecdsa") -> tuple[x509.Certificate, SigningKey]:
+    key = new_key(kind)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name(cn))
@@ -59,16 +60,17 @@ def make_ca(cn: str = "Test CA") -> tuple[x509.Certificate, ec.EllipticCurvePriv
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+        .sign(key, _sign_hash(key))
     )
     return cert, key
 
 
 def make_leaf(
-    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
+    ca: tuple[x509.Certificate, SigningKey],
     cn: str,
     key: SigningKey,
     sans: list[x509.GeneralName],
+    not_after: datetime.datetime = NOW + datetime.timedelta(days=30),
 ) -> x509.Certificate:
     ca_cert, ca_key = ca
     return (
@@ -78,14 +80,14 @@ def make_leaf(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(NOW - datetime.timedelta(days=1))
-        .not_valid_after(NOW + datetime.timedelta(days=30))
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             critical=False,
         )
-        .sign(ca_key, hashes.SHA256())
+        .sign(ca_key, _sign_hash(ca_key))
     )
 
 
@@ -94,6 +96,8 @@ def new_key(kind: str) -> SigningKey:
         return ec.generate_private_key(ec.SECP256R1())
     if kind == "ed25519":
         return ed25519.Ed25519PrivateKey.generate()
+    if kind == "ed448":
+        return ed448.Ed448PrivateKey.generate()
     return rsa.generate_private_key(65537, 2048)
 
 
@@ -106,10 +110,12 @@ def with_certs(
     sans: list[x509.GeneralName],
     *,
     cn: str = "gw",
-    anchors: tuple[x509.Certificate, ...] = (CA[0],),
+    ca: tuple[x509.Certificate, SigningKey] = CA,
+    not_after: datetime.datetime = NOW + datetime.timedelta(days=30),
 ) -> IkeConfig:
     key = new_key(kind)
-    cert = make_leaf(CA, cn, key, sans)
+    cert = make_leaf(ca, cn, key, sans, not_after)
+    anchors = (ca[0],)
     return replace(config, psk=b"", certificates=CertificateAuth(cert, key, anchors))
 
 
@@ -133,6 +139,8 @@ def cert_pair(kind_left: str, kind_right: str) -> Peers:
         ("ecdsa", "300a06082a8648ce3d040302"),
         # RFC 8410 section 3 / RFC 8420 section 2: id-Ed25519, no parameters.
         ("ed25519", "300506032b6570"),
+        # RFC 8410 section 3 / RFC 8420 section 2: id-Ed448, no parameters.
+        ("ed448", "300506032b6571"),
         ("rsa", None),
     ],
 )
@@ -173,6 +181,47 @@ def test_mixed_key_types() -> None:
     peers = cert_pair("ed25519", "ecdsa")
     peers.run()
     assert peers.left.sa.state is peers.right.sa.state is IkeSaState.ESTABLISHED
+
+
+@pytest.mark.parametrize("kind", ["ed25519", "ed448"])
+def test_edwards_ca_and_certificates_on_both_sides(kind: str) -> None:
+    """strongSwan's net2net-ed25519 scenario: the CA and both IKE certificates are
+    Ed25519 (or Ed448) keys (RFC 8410), and the AUTH payloads RFC 8420 signatures."""
+    ca = make_ca("Edwards CA", kind)
+    left, right = left_right()
+    left = with_certs(left, kind, dns("left.example"), ca=ca)
+    right = with_certs(right, kind, dns("right.example"), ca=ca)
+    peers = Peers(left, right)
+    peers.left.sa.initiate(peers.right.address, peers.now)
+    peers.run()
+    failures = peers.left.of(IkeSaFailed) + peers.right.of(IkeSaFailed)
+    assert failures == []
+    assert peers.left.sa.state is peers.right.sa.state is IkeSaState.ESTABLISHED
+    assert len(peers.left.of(ChildSaEstablished)) == 1
+
+
+def test_certificate_expired_at_the_time_passed_in_fails_authentication() -> None:
+    """Validity is judged at the wall-clock time the caller passes with the datagram."""
+    expiry = NOW + datetime.timedelta(hours=1)
+    left, right = left_right()
+    left = with_certs(left, "ed25519", dns("left.example"), not_after=expiry)
+    right = with_certs(right, "ed25519", dns("right.example"))
+    peers = Peers(left, right, wall=(expiry + datetime.timedelta(minutes=1)).timestamp())
+    peers.left.sa.initiate(peers.right.address, peers.now)
+    peers.run()
+    (failed,) = peers.right.of(IkeSaFailed)
+    assert failed.reason == (
+        "AUTHENTICATION_FAILED: certificate CN=gw,O=vpnfleet test is not trusted: "
+        f"CN=gw,O=vpnfleet test expired at {expiry:%Y-%m-%d %H:%M:%S} UTC"
+    )
+    assert failed.notify == NotifyType.AUTHENTICATION_FAILED
+
+
+def test_certificate_authentication_needs_the_wall_clock_time() -> None:
+    peers = cert_pair("ed25519", "ed25519")
+    (init_request,) = peers.outgoing(peers.left)
+    with pytest.raises(LocalError, match="needs the wall-clock time"):
+        peers.right.sa.receive_datagram(init_request, peers.left.address, peers.now)
 
 
 def test_untrusted_chain_fails_authentication() -> None:
