@@ -8,8 +8,8 @@ peer's certificate through the intermediates it sent to one of the configured tr
 anchors and refuses the path, naming why, unless every link holds:
 
 - the issuer's subject is the certificate's issuer name, and the certificate's signature
-  verifies with the issuer's key (RSA PKCS#1 v1.5 or PSS, ECDSA, Ed25519, Ed448; SHA-2
-  only, as RFC 8247 asks of IKE);
+  verifies with the issuer's key (RSA PKCS#1 v1.5 or PSS, ECDSA, Ed25519, Ed448; hashes
+  SHA-256 to SHA-512 only, the ones RFC 8247 keeps for IKE signatures);
 - each certificate, the anchor included, is valid at ``now`` (passed in: this module
   reads no clock);
 - each issuer is a CA (basicConstraints CA:TRUE), may sign certificates where it carries
@@ -36,8 +36,11 @@ from cryptography.x509.oid import ExtensionOID, SignatureAlgorithmOID
 MAX_INTERMEDIATES = 4
 """CA certificates the peer may send between its certificate and a trust anchor."""
 
+MAX_ISSUER_CHECKS = 16
+"""Candidate issuers (signature checks) tried for one certificate path at most."""
+
 MIN_RSA_BITS = 2048
-"""The smallest RSA issuer key accepted (RFC 8247 section 3.2 and CA/B practice)."""
+"""The smallest RSA issuer key accepted (RFC 8247 section 3.2: 2048 bits or more)."""
 
 CURVES = ("secp256r1", "secp384r1", "secp521r1")
 """ECDSA issuer curves: those RFC 7427 signatures use (P-256, P-384, P-521)."""
@@ -194,44 +197,63 @@ def _issuer_problem(
     return _unprocessed_critical(issuer)
 
 
-def _extend(
-    path: list[x509.Certificate],
-    intermediates: Sequence[x509.Certificate],
-    anchors: Sequence[x509.Certificate],
-    now: datetime.datetime,
-) -> list[x509.Certificate]:
-    """A trusted path that starts with ``path``; every issuer of the same name is tried
-    (during a CA rotation two anchors may share it)."""
-    cert = path[-1]
-    cas_below = len(path) - 1
-    problems = []
-    for anchor in anchors:
-        if anchor.subject != cert.issuer:
-            continue
-        problem = _issuer_problem(cert, anchor, cas_below, now)
-        if problem is None:
-            return [*path, anchor]
-        problems.append(problem)
-    for ca in intermediates:
-        if ca.subject != cert.issuer or ca in path:
-            continue
-        if cas_below >= MAX_INTERMEDIATES:
-            problems.append(f"the path is longer than {MAX_INTERMEDIATES} intermediate CAs")
-            break
-        problem = _issuer_problem(cert, ca, cas_below, now)
-        if problem is None:
-            try:
-                return _extend([*path, ca], intermediates, anchors, now)
-            except ChainError as exc:
-                problem = str(exc)
-        problems.append(problem)
-    if not problems:
-        trusted = "; ".join(_name(a) for a in anchors) or "none"
-        raise ChainError(
-            f"issuer {cert.issuer.rfc4514_string()} of {_name(cert)} is not a trusted CA "
-            f"(trust anchors: {trusted})"
-        )
-    raise ChainError("; ".join(dict.fromkeys(problems)))
+class _PathSearch:
+    """Depth-first search for a path; every issuer of the right name is tried (during a
+    CA rotation two anchors may share it), within a budget of issuer checks so that a
+    peer sending many look-alike CA certificates cannot make us verify without end."""
+
+    def __init__(
+        self,
+        intermediates: Sequence[x509.Certificate],
+        anchors: Sequence[x509.Certificate],
+        now: datetime.datetime,
+    ) -> None:
+        self.intermediates = intermediates
+        self.anchors = anchors
+        self.now = now
+        self.checks_left = MAX_ISSUER_CHECKS
+
+    def _link(self, cert: x509.Certificate, issuer: x509.Certificate, cas_below: int) -> str | None:
+        if self.checks_left <= 0:
+            raise ChainError(f"no path found within {MAX_ISSUER_CHECKS} candidate issuers")
+        self.checks_left -= 1
+        try:
+            return _issuer_problem(cert, issuer, cas_below, self.now)
+        except ChainError as exc:  # the issuer's extensions do not parse
+            return str(exc)
+
+    def extend(self, path: list[x509.Certificate]) -> list[x509.Certificate]:
+        """A trusted path that starts with ``path``."""
+        cert = path[-1]
+        cas_below = len(path) - 1
+        problems = []
+        for anchor in self.anchors:
+            if anchor.subject != cert.issuer:
+                continue
+            problem = self._link(cert, anchor, cas_below)
+            if problem is None:
+                return [*path, anchor]
+            problems.append(problem)
+        for ca in self.intermediates:
+            if ca.subject != cert.issuer or ca in path:
+                continue
+            if cas_below >= MAX_INTERMEDIATES:
+                problems.append(f"the path is longer than {MAX_INTERMEDIATES} intermediate CAs")
+                break
+            problem = self._link(cert, ca, cas_below)
+            if problem is None:
+                try:
+                    return self.extend([*path, ca])
+                except ChainError as exc:
+                    problem = str(exc)
+            problems.append(problem)
+        if not problems:
+            trusted = "; ".join(_name(a) for a in self.anchors) or "none"
+            raise ChainError(
+                f"issuer {cert.issuer.rfc4514_string()} of {_name(cert)} is not a trusted CA "
+                f"(trust anchors: {trusted})"
+            )
+        raise ChainError("; ".join(dict.fromkeys(problems)))
 
 
 def validate(
@@ -251,4 +273,4 @@ def validate(
     usage = _key_usage(certificate)
     if usage is not None and not usage.digital_signature:
         raise ChainError(f"{_name(certificate)} may not sign (keyUsage without digitalSignature)")
-    return tuple(_extend([certificate], intermediates, anchors, now))
+    return tuple(_PathSearch(intermediates, anchors, now).extend([certificate]))

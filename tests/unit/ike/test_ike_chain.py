@@ -294,3 +294,18 @@ def test_unprocessed_critical_extension_is_refused() -> None:
     assert refused(leaf(ca, extra=odd), [ca]) == (
         "CN=gw carries critical extension 1.3.6.1.4.1.55555.1, which is not supported"
     )
+
+
+def test_issuer_checks_are_bounded() -> None:
+    """Many look-alike CA certificates from the peer do not buy unbounded verification."""
+    ca = root()
+    mid = issue("Site CA", new_key("ed25519"), ca, ca=True)
+    forger = root(cn="Fleet CA")  # same name as the anchor, another key
+    look_alikes = tuple(
+        issue("Site CA", new_key("ed25519"), forger, ca=True).cert
+        for _ in range(chain.MAX_ISSUER_CHECKS + 4)
+    )
+    cert = leaf(mid)
+    reason = refused(cert, [ca], look_alikes)
+    assert f"no path found within {chain.MAX_ISSUER_CHECKS} candidate issuers" in reason
+    assert chain.validate(cert, (mid.cert,), [ca.cert], NOW)[1] == mid.cert
