@@ -76,7 +76,7 @@ class IncomingDispatch(PeerChanges):
             self.counters["ike_unknown_spi"] += 1
             return
         self._last_port[sa] = local_port
-        sa.receive_datagram(data, addr, self.now())
+        sa.receive_datagram(data, addr, self.now(), self._wall())
         self._service(sa)
 
     def _new_responder(self, data: bytes, addr: Address, local_port: int) -> None:
@@ -108,7 +108,7 @@ class IncomingDispatch(PeerChanges):
         if gate is None:
             self.counters["ike_no_peer"] += 1
             return
-        decision = gate.receive_datagram(data, addr, self.now())
+        decision = gate.receive_datagram(data, addr, self.now(), self._wall())
         if decision.reply is not None and self.endpoint is not None:
             self.endpoint.send_ike(decision.reply, addr, local_port == self._natt_port())
         if decision.reason == "cookie required":

@@ -122,8 +122,11 @@ class IkeResponderGate:
 
     # -- the input ------------------------------------------------------------------------
 
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> GateDecision:
-        """A datagram whose responder SPI is zero (no IKE SA of ours yet)."""
+    def receive_datagram(
+        self, data: bytes, addr: Address, now: float, wall: float | None = None
+    ) -> GateDecision:
+        """A datagram whose responder SPI is zero (no IKE SA of ours yet); ``wall`` as
+        for :meth:`IkeSa.receive_datagram`."""
         self._rotate(now)
         limits = self.table.limits
         if len(data) > limits.preauth_message_bytes:
@@ -149,7 +152,7 @@ class IkeResponderGate:
             return GateDecision(reason="not an IKE_SA_INIT request")
         known = self.table.find(self, addr, header.spi_i)
         if known is not None and known.sa.state is IkeSaState.INIT_DONE:
-            known.sa.receive_datagram(data, addr, now)  # a retransmission: replayed
+            known.sa.receive_datagram(data, addr, now, wall)  # a retransmission: replayed
             return GateDecision(sa=known.sa)
         nonce = next((p.data for p in message.payloads if isinstance(p, NoncePayload)), None)
         if nonce is None:
@@ -175,7 +178,7 @@ class IkeResponderGate:
             value = self.table.limits.value(limit)
             return GateDecision(reason=f"over {limit.value} ({value})", limit=limit)
         sa = IkeSa(self.config, Role.RESPONDER, self.local)
-        sa.receive_datagram(data, addr, now)
+        sa.receive_datagram(data, addr, now, wall)
         if sa.state is IkeSaState.CREATED:
             # Refused without state (section 1.3, INVALID_KE_PAYLOAD; INVALID_SYNTAX):
             # the answer goes back and nothing is kept, so nothing is left to expire.

@@ -2,7 +2,8 @@
 
 Inputs: commands (``initiate``, ``create_child``, ``rekey_child``, ``delete_child``,
 ``rekey``, ``delete``, ``check_liveness``; each takes ``now``),
-``receive_datagram(data, addr, now)``, ``handle_timer(now)``. Outputs:
+``receive_datagram(data, addr, now, wall)``, ``handle_timer(now)``. ``now`` is the
+caller's monotonic clock; ``wall`` the wall-clock time certificates are judged by. Outputs:
 ``datagrams_to_send(now)``, ``get_timer()``, ``next_event()``. Nothing the peer sends
 can raise out of ``receive_datagram``: malformed or unauthenticated datagrams are
 counted in ``dropped`` and ignored. An IKE SA rekey hands out the new IkeSa inside
@@ -74,6 +75,9 @@ class IkeSa:
         self.last_refusal: str | None = None
         """Why the last peer request was refused without failing the SA (INVALID_KE...)."""
         self.current_datagram: bytes | None = None
+        self.current_wall: float | None = None
+        """Wall-clock time (seconds since the epoch) passed with the datagram being
+        processed: the time a peer's certificates must be valid at."""
         self.children: dict[bytes, ChildSa] = {}
         """Our child SAs by the SPI we chose (inbound)."""
         self.peer_ike_rekey: tuple[bytes, bytes, IkeSa] | None = None
@@ -209,13 +213,22 @@ class IkeSa:
 
     # -- inputs ----------------------------------------------------------------------
 
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+    def receive_datagram(
+        self, data: bytes, addr: Address, now: float, wall: float | None = None
+    ) -> None:
+        """``wall``: the wall-clock time (seconds since the epoch) beside the monotonic
+        ``now``; required with certificate authentication (RFC 5280 section 6.1.3 checks
+        each certificate's validity at the current time)."""
+        if wall is None and self.config.certificates is not None:
+            raise LocalError("certificate authentication needs the wall-clock time (wall=)")
+        self.current_wall = wall
         try:
             inbound.receive(self, data, addr, now)
         except IkeError:
             self.dropped += 1
         finally:
             self.current_datagram = None
+            self.current_wall = None
 
     def handle_timer(self, now: float) -> None:
         expiry = self._half_open_expiry()

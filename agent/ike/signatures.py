@@ -2,8 +2,9 @@
 
 AUTH method 14 data is: one octet with the length of an ASN.1 AlgorithmIdentifier,
 that AlgorithmIdentifier (DER), then the signature over the section 2.15 octets.
-ECDSA signatures are DER Ecdsa-Sig-Value (RFC 7427 section 3); Ed25519 signs the
-octets themselves (RFC 8420, "identity" hash); RSA uses RSASSA-PSS.
+ECDSA signatures are DER Ecdsa-Sig-Value (RFC 7427 section 3); Ed25519 and Ed448 sign
+the octets themselves (RFC 8420, "identity" hash); RSA uses RSASSA-PSS. The peer's
+certificate path is checked in chain.py.
 """
 
 from __future__ import annotations
@@ -15,19 +16,18 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.x509.verification import (
-    ExtensionPolicy,
-    PolicyBuilder,
-    Store,
-    VerificationError,
-)
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 
 from .constants import HashAlgorithm, IdType, NotifyType
 from .errors import LocalError, ProtocolError
 from .transforms import sha1
 
-SigningKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+SigningKey = (
+    ec.EllipticCurvePrivateKey
+    | ed25519.Ed25519PrivateKey
+    | ed448.Ed448PrivateKey
+    | rsa.RSAPrivateKey
+)
 
 
 def _der(tag: int, body: bytes) -> bytes:
@@ -79,9 +79,9 @@ class SignatureScheme:
     name: str
     algorithm_identifier: bytes
     hash_name: str | None
-    """None for Ed25519 (RFC 8420: no pre-hash)."""
+    """None for Ed25519 and Ed448 (RFC 8420: no pre-hash)."""
     kind: str
-    """``ecdsa``, ``ed25519``, ``rsa-pss`` or ``rsa-pkcs1``."""
+    """``ecdsa``, ``ed25519``, ``ed448``, ``rsa-pss`` or ``rsa-pkcs1``."""
 
     @property
     def hash_algorithm(self) -> int:
@@ -98,6 +98,7 @@ SCHEMES = [
     SignatureScheme("ecdsa-with-sha384", _algorithm("1.2.840.10045.4.3.3"), "sha384", "ecdsa"),
     SignatureScheme("ecdsa-with-sha512", _algorithm("1.2.840.10045.4.3.4"), "sha512", "ecdsa"),
     SignatureScheme("ed25519", _algorithm("1.3.101.112"), None, "ed25519"),
+    SignatureScheme("ed448", _algorithm("1.3.101.113"), None, "ed448"),
     SignatureScheme("rsassa-pss-sha256", _pss("sha256"), "sha256", "rsa-pss"),
     SignatureScheme("rsassa-pss-sha384", _pss("sha384"), "sha384", "rsa-pss"),
     SignatureScheme("rsassa-pss-sha512", _pss("sha512"), "sha512", "rsa-pss"),
@@ -146,6 +147,8 @@ def scheme_for(key: SigningKey, peer_hashes: Sequence[int]) -> SignatureScheme:
     """Our scheme for this key; the hash follows the peer's SIGNATURE_HASH_ALGORITHMS."""
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return _scheme("ed25519")
+    if isinstance(key, ed448.Ed448PrivateKey):
+        return _scheme("ed448")
     if isinstance(key, ec.EllipticCurvePrivateKey):
         # RFC 7427 leaves the hash free; match the curve's strength as strongSwan does.
         bits = {"secp256r1": "sha256", "secp384r1": "sha384", "secp521r1": "sha512"}
@@ -167,7 +170,7 @@ def _scheme(name: str) -> SignatureScheme:
 def sign(key: SigningKey, octets: bytes, peer_hashes: Sequence[int] = ()) -> bytes:
     """AUTH payload data for method 14 (RFC 7427 section 3)."""
     scheme = scheme_for(key, peer_hashes)
-    if isinstance(key, ed25519.Ed25519PrivateKey):
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
         signature = key.sign(octets)
     elif isinstance(key, ec.EllipticCurvePrivateKey):
         assert scheme.hash_name is not None
@@ -198,7 +201,9 @@ def verify(certificate: x509.Certificate, octets: bytes, auth_data: bytes) -> st
         raise _fail(f"unsupported signature AlgorithmIdentifier {identifier.hex()}")
     key = certificate.public_key()
     try:
-        if scheme.kind == "ed25519" and isinstance(key, ed25519.Ed25519PublicKey):
+        if (scheme.kind == "ed25519" and isinstance(key, ed25519.Ed25519PublicKey)) or (
+            scheme.kind == "ed448" and isinstance(key, ed448.Ed448PublicKey)
+        ):
             key.verify(signature, octets)
         elif scheme.kind == "ecdsa" and isinstance(key, ec.EllipticCurvePublicKey):
             assert scheme.hash_name is not None
@@ -217,29 +222,6 @@ def verify(certificate: x509.Certificate, octets: bytes, auth_data: bytes) -> st
     except InvalidSignature:
         raise _fail(f"{scheme.name} signature does not verify") from None
     return scheme.name
-
-
-def validate_chain(
-    leaf: x509.Certificate,
-    intermediates: Sequence[x509.Certificate],
-    anchors: Sequence[x509.Certificate],
-) -> None:
-    """Path validation against the configured trust anchors (RFC 5280 through
-    cryptography's verifier). End-entity extensions are not policed the web's way:
-    IKE certificates carry no TLS key purposes."""
-    verifier = (
-        PolicyBuilder()
-        .store(Store(list(anchors)))
-        .extension_policies(
-            ca_policy=ExtensionPolicy.webpki_defaults_ca(),
-            ee_policy=ExtensionPolicy.permit_all(),
-        )
-        .build_client_verifier()
-    )
-    try:
-        verifier.verify(leaf, list(intermediates))
-    except VerificationError as exc:
-        raise _fail(f"certificate {leaf.subject.rfc4514_string()} is not trusted: {exc}") from None
 
 
 def identity_in_certificate(id_type: int, data: bytes, certificate: x509.Certificate) -> bool:

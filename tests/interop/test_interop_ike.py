@@ -201,9 +201,15 @@ def test_charon_initiator_to_our_responder_psk(lab: Lab, proposal: str) -> None:
     assert lab.charon_sa().get("initiator") == "yes"
 
 
-def _certificates(directory: Path, kind: str = "ecdsa") -> dict[str, str]:
+def _certificates(directory: Path, kind: str = "ecdsa", ca_kind: str = "ecdsa") -> dict[str, str]:
+    """A CA (``ca_kind``: ecdsa or ed25519) and one IKE certificate each (``kind``)."""
     now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey = (
+        ed25519.Ed25519PrivateKey.generate()
+        if ca_kind == "ed25519"
+        else ec.generate_private_key(ec.SECP256R1())
+    )
+    ca_hash = None if ca_kind == "ed25519" else hashes.SHA256()
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vpnfleet interop CA")])
     ca = (
         x509.CertificateBuilder()
@@ -221,7 +227,7 @@ def _certificates(directory: Path, kind: str = "ecdsa") -> dict[str, str]:
         .add_extension(
             x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
         )
-        .sign(ca_key, hashes.SHA256())
+        .sign(ca_key, ca_hash)
     )
     out = {"ca": str(directory / "ca.pem")}
     Path(out["ca"]).write_bytes(ca.public_bytes(serialization.Encoding.PEM))
@@ -246,7 +252,7 @@ def _certificates(directory: Path, kind: str = "ecdsa") -> dict[str, str]:
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
                 critical=False,
             )
-            .sign(ca_key, hashes.SHA256())
+            .sign(ca_key, ca_hash)
         )
         cert_path, key_path = directory / f"{who}.pem", directory / f"{who}.key"
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -279,6 +285,21 @@ def test_certificates(lab: Lab, charon_initiates: bool, kind: str, scheme: str) 
     assert_same_sa(lab, ike, child, DEFAULT)
     log = lab.charon.log_text()
     assert f"authentication of 'ours.example' with {scheme} successful" in log
+
+
+@pytest.mark.parametrize("charon_initiates", [False, True], ids=["ours-init", "charon-init"])
+def test_ed25519_ca_and_certificates(lab: Lab, charon_initiates: bool) -> None:
+    """strongSwan's net2net-ed25519 scenario: an Ed25519 CA (RFC 8410) signs Ed25519 IKE
+    certificates for both sides; each side checks the other's chain under it and its
+    RFC 8420 AUTH signature."""
+    certs = _certificates(lab.dir, "ed25519", ca_kind="ed25519")
+    lab.load(DEFAULT, charon_initiates=charon_initiates, certs=certs)
+    ike, child = lab.establish(charon_initiates=charon_initiates)
+    assert_same_sa(lab, ike, child, DEFAULT)
+    log = lab.charon.log_text()
+    assert "authentication of 'ours.example' with ED25519 successful" in log
+    assert 'using trusted ca certificate "CN=vpnfleet interop CA"' in log
+    assert ike["remote_id"] == CHARON_ID
 
 
 FRAGMENT_SIZE = 576

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from vpnfleet.agent.ike.config import IkeConfig
@@ -26,8 +26,13 @@ def name(cn: str) -> x509.Name:
     )
 
 
-def make_ca(cn: str = "Test CA") -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
+def _sign_hash(key: SigningKey) -> hashes.HashAlgorithm | None:
+    edwards = ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
+    return None if isinstance(key, edwards) else hashes.SHA256()
+
+
+def make_ca(cn: str = "Test CA", kind: str = "ecdsa") -> tuple[x509.Certificate, SigningKey]:
+    key = new_key(kind)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name(cn))
@@ -42,16 +47,17 @@ def make_ca(cn: str = "Test CA") -> tuple[x509.Certificate, ec.EllipticCurvePriv
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+        .sign(key, _sign_hash(key))
     )
     return cert, key
 
 
 def make_leaf(
-    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
+    ca: tuple[x509.Certificate, SigningKey],
     cn: str,
     key: SigningKey,
     sans: list[x509.GeneralName],
+    not_after: datetime.datetime = NOW + datetime.timedelta(days=30),
 ) -> x509.Certificate:
     ca_cert, ca_key = ca
     return (
@@ -61,14 +67,14 @@ def make_leaf(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(NOW - datetime.timedelta(days=1))
-        .not_valid_after(NOW + datetime.timedelta(days=30))
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             critical=False,
         )
-        .sign(ca_key, hashes.SHA256())
+        .sign(ca_key, _sign_hash(ca_key))
     )
 
 
@@ -77,6 +83,8 @@ def new_key(kind: str) -> SigningKey:
         return ec.generate_private_key(ec.SECP256R1())
     if kind == "ed25519":
         return ed25519.Ed25519PrivateKey.generate()
+    if kind == "ed448":
+        return ed448.Ed448PrivateKey.generate()
     return rsa.generate_private_key(65537, 2048)
 
 
@@ -89,10 +97,12 @@ def with_certs(
     sans: list[x509.GeneralName],
     *,
     cn: str = "gw",
-    anchors: tuple[x509.Certificate, ...] = (CA[0],),
+    ca: tuple[x509.Certificate, SigningKey] = CA,
+    not_after: datetime.datetime = NOW + datetime.timedelta(days=30),
 ) -> IkeConfig:
     key = new_key(kind)
-    cert = make_leaf(CA, cn, key, sans)
+    cert = make_leaf(ca, cn, key, sans, not_after)
+    anchors = (ca[0],)
     return replace(config, psk=b"", certificates=CertificateAuth(cert, key, anchors))
 
 

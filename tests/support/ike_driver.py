@@ -18,13 +18,13 @@ import json
 import signal
 import socket
 import sys
+import time
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from vpnfleet.agent.ike.config import ChildConfig, Identity, IkeConfig, selector
 from vpnfleet.agent.ike.constants import NON_ESP_MARKER
@@ -32,7 +32,7 @@ from vpnfleet.agent.ike.events import IkeSaDeleted, IkeSaFailed, IkeSaRekeyed
 from vpnfleet.agent.ike.gate import IkeResponderGate
 from vpnfleet.agent.ike.ike_sa import IkeSa
 from vpnfleet.agent.ike.proposals import EspProposal, IkeProposal
-from vpnfleet.agent.ike.signatures import CertificateAuth
+from vpnfleet.agent.ike.signatures import CertificateAuth, SigningKey
 from vpnfleet.agent.ike.states import IkeSaState, Role
 
 IKE_PORT, NAT_T_PORT = 500, 4500
@@ -43,9 +43,7 @@ def load_config(spec: dict[str, Any]) -> IkeConfig:
     if spec.get("cert"):
         cert = x509.load_pem_x509_certificate(Path(spec["cert"]).read_bytes())
         key = serialization.load_pem_private_key(Path(spec["key"]).read_bytes(), None)
-        if not isinstance(
-            key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
-        ):
+        if not isinstance(key, SigningKey):
             raise SystemExit(f"{spec['key']}: unsupported key type {type(key).__name__}")
         anchors = tuple(x509.load_pem_x509_certificates(Path(spec["ca"]).read_bytes()))
         certificates = CertificateAuth(cert, key, anchors)
@@ -134,10 +132,10 @@ class Driver:
         spi_i, spi_r, from_initiator = data[:8], data[8:16], bool(data[19] & 0x08)
         sa = self.sas.get(spi_r if from_initiator else spi_i)
         if sa is not None and sa.is_initiator != from_initiator:
-            sa.receive_datagram(data, addr, now)
+            sa.receive_datagram(data, addr, now, time.time())
             return sa
         if from_initiator and spi_r == bytes(8):
-            decision = self.gate.receive_datagram(data, addr, now)
+            decision = self.gate.receive_datagram(data, addr, now, time.time())
             if decision.reply is not None:
                 self.send(decision.reply, addr)
             if decision.sa is not None:

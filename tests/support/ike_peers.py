@@ -6,6 +6,7 @@ has (rekeys make new ones) and follows IkeSaRekeyed events, as a real driver mus
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -88,9 +89,16 @@ class Endpoint:
         return [e for e in self.events if isinstance(e, kind)]
 
 
+START = 1000.0
+
+
 class Peers:
-    def __init__(self, left: IkeConfig, right: IkeConfig) -> None:
-        self.now = 1000.0
+    def __init__(self, left: IkeConfig, right: IkeConfig, *, wall: float | None = None) -> None:
+        """``wall``: the wall-clock time (seconds since the epoch) at the start; it moves
+        with the fake clock. By default the time the test runs, which the test
+        certificates are made valid around."""
+        self.now = START
+        self.wall_start = time.time() if wall is None else wall
         self.left = Endpoint("left", LEFT, IkeSa(left, Role.INITIATOR))
         self.right = Endpoint("right", RIGHT, IkeSa(right, Role.RESPONDER))
 
@@ -102,6 +110,10 @@ class Peers:
         assert peers.left.sa.state is IkeSaState.ESTABLISHED
         assert peers.right.sa.state is IkeSaState.ESTABLISHED
         return peers
+
+    @property
+    def wall(self) -> float:
+        return self.wall_start + (self.now - START)
 
     def other(self, endpoint: Endpoint) -> Endpoint:
         return self.right if endpoint is self.left else self.left
@@ -115,7 +127,7 @@ class Peers:
     def deliver(self, to: Endpoint, data: bytes) -> None:
         sa = to.route(data)
         if sa is not None:
-            sa.receive_datagram(data, self.other(to).address, self.now)
+            sa.receive_datagram(data, self.other(to).address, self.now, self.wall)
         self.collect()
 
     def run(self, drop: Callable[[str, bytes], bool] = lambda *_: False) -> None:

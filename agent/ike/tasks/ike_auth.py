@@ -4,6 +4,7 @@ EAP (section 2.16) is refused; authentication failures follow section 2.21.2."""
 
 from __future__ import annotations
 
+import datetime
 import hmac
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .. import signatures
+from .. import chain, signatures
 from ..child_sa import child_established, new_child
 from ..config import ChildConfig, Identity
 from ..constants import AuthMethod, CertEncoding, ExchangeType, NotifyType, enum_name
@@ -123,15 +124,22 @@ def _verify_peer(
     if not certs:
         raise _auth_failed(f"{peer} sent no X.509 certificate")
     try:
-        chain = [x509.load_der_x509_certificate(c.data) for c in certs]
+        presented = [x509.load_der_x509_certificate(c.data) for c in certs]
     except ValueError as exc:
         raise _auth_failed(f"certificate of {peer} does not parse: {exc}") from None
-    signatures.validate_chain(chain[0], chain[1:], creds.trust_anchors)
-    if not signatures.identity_in_certificate(peer.id_type, peer.data, chain[0]):
+    assert sa.current_wall is not None  # receive_datagram requires it with certificates
+    now = datetime.datetime.fromtimestamp(sa.current_wall, datetime.UTC)
+    try:
+        chain.validate(presented[0], presented[1:], creds.trust_anchors, now)
+    except chain.ChainError as exc:
         raise _auth_failed(
-            f"identity {peer} is not in certificate {chain[0].subject.rfc4514_string()}"
+            f"certificate {presented[0].subject.rfc4514_string()} is not trusted: {exc}"
+        ) from None
+    if not signatures.identity_in_certificate(peer.id_type, peer.data, presented[0]):
+        raise _auth_failed(
+            f"identity {peer} is not in certificate {presented[0].subject.rfc4514_string()}"
         )
-    signatures.verify(chain[0], octets, auth.data)
+    signatures.verify(presented[0], octets, auth.data)
 
 
 def install_child(

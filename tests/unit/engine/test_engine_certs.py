@@ -15,16 +15,21 @@ from vpnfleet.agent.engine.translate import CredentialError, IkeCredentials
 from vpnfleet.controller import pki
 
 
-def ca(state_dir: Path) -> bytes:
-    return pki.init_ca(state_dir).cert_path.read_bytes()
+def ca(state_dir: Path, algorithm: str = "ecdsa-p256") -> bytes:
+    return pki.init_ca(state_dir, algorithm).cert_path.read_bytes()
 
 
 async def start_pair(
-    tmp_path: Path, a_ca: str = "fleet", b_ca: str = "fleet", a_creds: bool = True
+    tmp_path: Path,
+    a_ca: str = "fleet",
+    b_ca: str = "fleet",
+    a_creds: bool = True,
+    algorithm: str = "ecdsa-p256",
 ) -> Fleet:
-    """a and b trust the fleet CA; each one's certificate comes from the CA named."""
+    """a and b trust the fleet CA; each one's certificate comes from the CA named; the
+    CAs' keys are of ``algorithm``."""
     cas = {"fleet": tmp_path / "fleet", "other": tmp_path / "other"}
-    pems = {name: ca(path) for name, path in cas.items()}
+    pems = {name: ca(path, algorithm) for name, path in cas.items()}
     fleet = Fleet("a", "b")
     creds_a = enrolled(cas[a_ca], tmp_path / "agent-a", "a") if a_creds else None
     with_credentials(fleet, "a", creds_a)
@@ -37,9 +42,15 @@ async def start_pair(
     return fleet
 
 
-async def test_certificate_pair_comes_up_and_carries_packets(tmp_path: Path) -> None:
-    fleet = await start_pair(tmp_path)
+@pytest.mark.parametrize("algorithm", ["ecdsa-p256", "ed25519"])
+async def test_certificate_pair_comes_up_and_carries_packets(
+    tmp_path: Path, algorithm: str
+) -> None:
+    """Under a fleet CA of each `ca init --algorithm` (an Ed25519 CA signs the IKE
+    certificates with Ed25519, RFC 8410)."""
+    fleet = await start_pair(tmp_path, algorithm=algorithm)
     a, b = fleet["a"], fleet["b"]
+    assert [e.detail for e in a.events("ike_failed") + b.events("ike_failed")] == []
     assert a.engine.peers_up() == 1 and b.engine.peers_up() == 1
     (report,) = a.engine.ike_sas()
     assert report.state == "established" and report.last_error == ""

@@ -4,16 +4,17 @@ identities bound to the certificate's subjectAltName or subject DN."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import ipaddress
 from dataclasses import replace
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from tests.support.certs import CA, dns, make_ca, make_leaf, name, new_key, with_certs
+from tests.support.certs import CA, NOW, dns, make_ca, make_leaf, name, new_key, with_certs
 from tests.support.ike_peers import Peers, left_right
 from vpnfleet.agent.ike import signatures
 from vpnfleet.agent.ike.config import Identity
@@ -22,12 +23,8 @@ from vpnfleet.agent.ike.errors import LocalError, ProtocolError
 from vpnfleet.agent.ike.events import ChildSaEstablished, IkeSaEstablished, IkeSaFailed
 from vpnfleet.agent.ike.message import parse_message
 from vpnfleet.agent.ike.payloads import AuthPayload, CertPayload, CertReqPayload
-from vpnfleet.agent.ike.signatures import CertificateAuth, SigningKey
+from vpnfleet.agent.ike.signatures import CertificateAuth
 from vpnfleet.agent.ike.states import IkeSaState
-
-
-def _sign_hash(key: SigningKey) -> hashes.HashAlgorithm | None:
-    return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
 
 
 def cert_pair(kind_left: str, kind_right: str) -> Peers:
@@ -46,6 +43,8 @@ def cert_pair(kind_left: str, kind_right: str) -> Peers:
         ("ecdsa", "300a06082a8648ce3d040302"),
         # RFC 8410 section 3 / RFC 8420 section 2: id-Ed25519, no parameters.
         ("ed25519", "300506032b6570"),
+        # RFC 8410 section 3 / RFC 8420 section 2: id-Ed448, no parameters.
+        ("ed448", "300506032b6571"),
         ("rsa", None),
     ],
 )
@@ -86,6 +85,47 @@ def test_mixed_key_types() -> None:
     peers = cert_pair("ed25519", "ecdsa")
     peers.run()
     assert peers.left.sa.state is peers.right.sa.state is IkeSaState.ESTABLISHED
+
+
+@pytest.mark.parametrize("kind", ["ed25519", "ed448"])
+def test_edwards_ca_and_certificates_on_both_sides(kind: str) -> None:
+    """strongSwan's net2net-ed25519 scenario: the CA and both IKE certificates are
+    Ed25519 (or Ed448) keys (RFC 8410), and the AUTH payloads RFC 8420 signatures."""
+    ca = make_ca("Edwards CA", kind)
+    left, right = left_right()
+    left = with_certs(left, kind, dns("left.example"), ca=ca)
+    right = with_certs(right, kind, dns("right.example"), ca=ca)
+    peers = Peers(left, right)
+    peers.left.sa.initiate(peers.right.address, peers.now)
+    peers.run()
+    failures = peers.left.of(IkeSaFailed) + peers.right.of(IkeSaFailed)
+    assert failures == []
+    assert peers.left.sa.state is peers.right.sa.state is IkeSaState.ESTABLISHED
+    assert len(peers.left.of(ChildSaEstablished)) == 1
+
+
+def test_certificate_expired_at_the_time_passed_in_fails_authentication() -> None:
+    """Validity is judged at the wall-clock time the caller passes with the datagram."""
+    expiry = NOW + datetime.timedelta(hours=1)
+    left, right = left_right()
+    left = with_certs(left, "ed25519", dns("left.example"), not_after=expiry)
+    right = with_certs(right, "ed25519", dns("right.example"))
+    peers = Peers(left, right, wall=(expiry + datetime.timedelta(minutes=1)).timestamp())
+    peers.left.sa.initiate(peers.right.address, peers.now)
+    peers.run()
+    (failed,) = peers.right.of(IkeSaFailed)
+    assert failed.reason == (
+        "AUTHENTICATION_FAILED: certificate CN=gw,O=vpnfleet test is not trusted: "
+        f"CN=gw,O=vpnfleet test expired at {expiry:%Y-%m-%d %H:%M:%S} UTC"
+    )
+    assert failed.notify == NotifyType.AUTHENTICATION_FAILED
+
+
+def test_certificate_authentication_needs_the_wall_clock_time() -> None:
+    peers = cert_pair("ed25519", "ed25519")
+    (init_request,) = peers.outgoing(peers.left)
+    with pytest.raises(LocalError, match="needs the wall-clock time"):
+        peers.right.sa.receive_datagram(init_request, peers.left.address, peers.now)
 
 
 def test_untrusted_chain_fails_authentication() -> None:

@@ -366,7 +366,7 @@ def test_malformed_reassembled_request_is_refused_like_an_unfragmented_one(
     fragments = _request_fragments(left, 2, [inner[:5], inner[5:]], first)
     peers.outgoing(peers.right)
     for data in reversed(fragments):
-        right.receive_datagram(data, peers.left.address, peers.now)
+        right.receive_datagram(data, peers.left.address, peers.now, peers.wall)
     (answer,) = peers.outgoing(peers.right)
     message = parse_message(answer)
     assert message.header.is_response and message.header.message_id == 2
@@ -375,7 +375,7 @@ def test_malformed_reassembled_request_is_refused_like_an_unfragmented_one(
     assert right.state is IkeSaState.ESTABLISHED and right.last_refusal is not None
     assert right.tasks.expected_request_id == 3
     # Fragment 1 again is a retransmission: the same refusal (section 2.6.1).
-    right.receive_datagram(fragments[0], peers.left.address, peers.now)
+    right.receive_datagram(fragments[0], peers.left.address, peers.now, peers.wall)
     assert peers.outgoing(peers.right) == [answer]
 
 
@@ -386,7 +386,7 @@ def test_fragments_with_an_unexpected_message_id_are_dropped() -> None:
     left, right = peers.left.sa, peers.right.sa
     fragments = _request_fragments(left, 7, [b"\x00" * 4, b"\x00" * 4], PayloadType.NOTIFY)
     for data in fragments:
-        right.receive_datagram(data, peers.left.address, peers.now)
+        right.receive_datagram(data, peers.left.address, peers.now, peers.wall)
     assert peers.outgoing(peers.right) == []
     assert right.dropped == 2
 
