@@ -4,6 +4,11 @@ The loader is the only place that reads YAML. Values come back as plain ``dict``
 ``list``, ``str``, ``int`` … subclasses carrying a ``mark`` (see :class:`Mark`), so
 validation anywhere later can name file, line and column without re-reading files.
 Vault-encrypted scalars (``!vault``) come back as :class:`VaultText`.
+
+An alias (``*name``) gives the very object its anchor made, so a loaded document is a
+graph that may share values; nested aliases can make a few hundred bytes stand for a
+billion values ("billion laughs"). A file whose aliases stand for more than
+:data:`MAX_ALIAS_EXPANSION` values in total is refused at the alias that crosses it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,11 @@ from typing import Any
 import yaml
 
 from .errors import InventoryError, Mark
+
+MAX_ALIAS_EXPANSION = 100_000
+"""Values (mappings, sequences, scalars and keys) that all the aliases of one file may
+stand for together: far above what shared defaults in a large fleet need, far below
+what could stall anything that walks the loaded values."""
 
 
 class MarkedDict(dict[str, Any]):
@@ -56,17 +66,55 @@ def key_mark(mapping: Any, key: str) -> Mark | None:
     return mark_of(mapping)
 
 
-def _mark(path: str, node: yaml.Node) -> Mark:
+def _mark(path: str, node: yaml.Node | yaml.Event) -> Mark:
     return Mark(path, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values ``node`` stands for with every alias inside it written out;
+    each distinct node is counted once (``sizes`` memoises by identity)."""
+    size = sizes.get(id(node))
+    if size is None:
+        sizes[id(node)] = 1  # an alias to a node still being composed (a cycle)
+        if isinstance(node, yaml.SequenceNode):
+            size = 1 + sum(_expanded_size(item, sizes) for item in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            size = 1 + sum(
+                _expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value
+            )
+        else:
+            size = 1
+        sizes[id(node)] = size
+    return size
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader whose containers and scalars carry their position."""
+    """SafeLoader whose containers and scalars carry their position, and which refuses
+    aliases that expand beyond :data:`MAX_ALIAS_EXPANSION`."""
 
     source_path = "<string>"
 
-    def construct_document(self, node: yaml.Node) -> Any:
-        return super().construct_document(node)
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._aliased = 0
+        self._sizes: dict[int, int] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            target = self.anchors.get(event.anchor)
+            if target is not None:
+                stands_for = _expanded_size(target, self._sizes)
+                self._aliased += stands_for
+                if self._aliased > MAX_ALIAS_EXPANSION:
+                    raise InventoryError(
+                        f"alias *{event.anchor} (standing for {stands_for} values): the "
+                        f"aliases of this file expand to more than {MAX_ALIAS_EXPANSION} "
+                        "values; nested anchors and aliases are refused beyond that — "
+                        "write the values out or alias smaller ones",
+                        _mark(self.source_path, event),
+                    )
+        return super().compose_node(parent, index)  # type: ignore[no-any-return]
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> MarkedDict:
