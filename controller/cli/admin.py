@@ -9,6 +9,8 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
+from vpnfleet.protos.files import PUBLIC, write_atomically
+
 from .. import pki
 from ..inventory import load_inventory
 from ..inventory import vault as vault_mod
@@ -158,9 +160,8 @@ def ca_sign(
             ctx.state.root, host, tls_csr.read_bytes(), ike_csr.read_bytes(), address=address
         )
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "tls.pem").write_bytes(tls_pem)
-        (out_dir / "ike.pem").write_bytes(ike_pem)
-        (out_dir / "ca.pem").write_bytes(ca_pem)
+        for name, pem in (("tls.pem", tls_pem), ("ike.pem", ike_pem), ("ca.pem", ca_pem)):
+            write_atomically(out_dir / name, pem, PUBLIC)
     out.print(f"signed certificates for {escape(host)} in {out_dir}: tls.pem ike.pem ca.pem")
 
 

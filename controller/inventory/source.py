@@ -66,7 +66,7 @@ def key_mark(mapping: Any, key: str) -> Mark | None:
     return mark_of(mapping)
 
 
-def _mark(path: str, node: yaml.Node | yaml.Event) -> Mark:
+def _mark(path: str, node: yaml.Node) -> Mark:
     return Mark(path, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
@@ -99,7 +99,7 @@ class _Loader(yaml.SafeLoader):
         self._aliased = 0
         self._sizes: dict[int, int] = {}
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             target = self.anchors.get(event.anchor)
@@ -112,9 +112,11 @@ class _Loader(yaml.SafeLoader):
                         f"aliases of this file expand to more than {MAX_ALIAS_EXPANSION} "
                         "values; nested anchors and aliases are refused beyond that — "
                         "write the values out or alias smaller ones",
-                        _mark(self.source_path, event),
+                        Mark(
+                            self.source_path, event.start_mark.line + 1, event.start_mark.column + 1
+                        ),
                     )
-        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        return super().compose_node(parent, index)
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> MarkedDict:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import stat
 import textwrap
 from collections.abc import Iterator
@@ -22,6 +21,8 @@ import nacl.exceptions
 import nacl.pwhash
 import nacl.secret
 import nacl.utils
+
+from vpnfleet.protos.files import write_atomically
 
 from .errors import InventoryError, Mark
 from .source import VaultText, load_yaml_file, mark_of
@@ -121,11 +122,11 @@ class Vault:
         """Write a fresh random key file with mode 0600; refuses to overwrite."""
         path = Path(path)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            write_atomically(path, nacl.utils.random(KEY_SIZE), overwrite=False)
         except FileExistsError:
             raise VaultError(f"vault key file {path} already exists") from None
-        with os.fdopen(fd, "wb") as out:
-            out.write(nacl.utils.random(KEY_SIZE))
+        except OSError as exc:
+            raise VaultError(f"cannot write vault key file {path}: {exc.strerror}") from None
         return path
 
     def _key(self, salt: bytes) -> bytes:

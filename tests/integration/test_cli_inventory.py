@@ -251,3 +251,15 @@ def test_ca_init_with_each_algorithm_keeps_private_keys_0600(
     # A second init would orphan every agent certificate: refused without --force.
     again = run("ca", "init", "--algorithm", algorithm, state=state)
     assert again.returncode != 0 and "already exists" in again.stderr
+
+
+def test_emit_refuses_a_directory_others_can_write(tmp_path: Path) -> None:
+    out = tmp_path / "shared"
+    out.mkdir()
+    out.chmod(0o777)
+    res = run("plan", "-i", str(REPO / "inventories/lab"), "--emit", str(out), state=tmp_path)
+    assert res.returncode == 1
+    assert f"refusing to write a private file in {out}: it has mode 0777" in res.stderr
+    assert f"chmod 700 {out}" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert list(out.iterdir()) == []
