@@ -108,6 +108,51 @@ def vault_view(vault_password_file: Path | None, vault_key_file: Path | None, so
             click.echo(f"{where}: {value}")
 
 
+REKEY_MAX_DERIVATIONS = 4096
+"""``vault rekey`` is how values sealed under many salts are brought under one, so it
+may pay for far more derivations than a plan or an apply (one per distinct salt)."""
+
+
+@vault_group.command("rekey")
+@vault_option
+@click.option(
+    "--new-vault-password-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Seal with this password instead (default: the one the values are opened with).",
+)
+@click.option(
+    "--new-vault-key-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Seal with this raw 32-byte key file instead.",
+)
+@click.argument("source", type=click.Path(path_type=Path, exists=True))
+def vault_rekey(
+    vault_password_file: Path | None,
+    vault_key_file: Path | None,
+    new_vault_password_file: Path | None,
+    new_vault_key_file: Path | None,
+    source: Path,
+) -> None:
+    """Re-seal every `!vault` value of a YAML file (or inventory directory) in place, in
+    the current format: Argon2id limits in the header (MODERATE), one salt for all.
+
+    Opens older values too (the version 1 format had no limits in its header). Every
+    file is read and checked before any is written; the rest of each file is kept as
+    it is. With --new-vault-password-file or --new-vault-key-file it changes the
+    password or key as well.
+    """
+    with input_errors():
+        old = open_vault(vault_password_file, vault_key_file, REKEY_MAX_DERIVATIONS)
+        if old is None:
+            fail("give --vault-password-file or --vault-key-file")
+        new = open_vault(new_vault_password_file, new_vault_key_file) or old
+        done = vault_mod.rekey(source, old, new)
+    for file, count in done:
+        out.print(f"{file}: {count} value{'s' if count != 1 else ''} re-sealed", markup=False)
+    if not done:
+        out.print(f"no !vault values in {source}", markup=False)
+
+
 # ---------------------------------------------------------------- ca
 
 

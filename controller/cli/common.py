@@ -141,11 +141,15 @@ def vault_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )
 
 
-def open_vault(password_file: Path | None, key_file: Path | None) -> vault_mod.Vault | None:
+def open_vault(
+    password_file: Path | None,
+    key_file: Path | None,
+    max_derivations: int = vault_mod.MAX_DERIVATIONS,
+) -> vault_mod.Vault | None:
     if key_file:
         return vault_mod.Vault.from_key_file(key_file)
     if password_file:
-        return vault_mod.Vault.from_password_file(password_file)
+        return vault_mod.Vault.from_password_file(password_file, max_derivations=max_derivations)
     return None
 
 

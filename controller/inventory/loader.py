@@ -475,6 +475,8 @@ def load_inventory(path: Path | str, *, vault: Vault | None = None) -> Inventory
         errors.append(exc)
 
     opened: dict[int, Any] = {}  # what each distinct loaded value became (_walk_vault)
+    if vault is not None:
+        vault.new_run()  # the cap on Argon2id derivations counts per load
     group_files = _read_vars_tree(root / "group_vars", errors)
     host_files = _read_vars_tree(root / "host_vars", errors)
     topology: MarkedDict | None = None

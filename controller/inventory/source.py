@@ -13,6 +13,7 @@ billion values ("billion laughs"). A file whose aliases stand for more than
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,56 @@ _Loader.add_constructor(
 _Loader.add_constructor("!vault", _construct_vault)
 
 
+@dataclass(frozen=True, slots=True)
+class VaultSpan:
+    """Where the text of one ``!vault`` scalar sits in a file, for rewriting it in place:
+    ``text[start:end]`` is the scalar after its tag (block header, quotes and all)."""
+
+    start: int
+    end: int
+    style: str | None  # "|" or ">" (block), '"' or "'" (quoted), None (plain)
+    text: VaultText  # the ciphertext, as the loader gives it
+
+
+def vault_spans(text: str, path: str = "<string>") -> list[VaultSpan]:
+    """Every distinct ``!vault`` scalar of a YAML document (an aliased one once), in
+    file order. Syntax errors and alias bombs raise :class:`InventoryError`."""
+    loader = _Loader(text)
+    loader.source_path = path
+    try:
+        root = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        raise _syntax_error(exc, path) from None
+    finally:
+        loader.dispose()
+    found: dict[int, VaultSpan] = {}
+    pending = [root] if root is not None else []
+    seen: set[int] = set()
+    while pending:
+        node = pending.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            pending.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            pending.extend(v for pair in node.value for v in pair)
+        elif isinstance(node, yaml.ScalarNode) and node.tag == "!vault":
+            head = text.index("!vault", node.start_mark.index) + len("!vault")
+            start = len(text) - len(text[head:].lstrip(" \t"))
+            value = VaultText("".join(str(node.value).split()))
+            value.mark = _mark(path, node)
+            found[id(node)] = VaultSpan(start, node.end_mark.index, node.style, value)
+    return sorted(found.values(), key=lambda span: span.start)
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError, path: str) -> InventoryError:
+    m = exc.problem_mark or exc.context_mark
+    mark = Mark(path, m.line + 1, m.column + 1) if m else Mark(path, 1, 1)
+    problem = exc.problem or exc.context or "invalid YAML"
+    return InventoryError(f"invalid YAML: {problem}", mark)
+
+
 def load_yaml_text(text: str, path: str = "<string>") -> Any:
     """Parse one YAML document; syntax errors become :class:`InventoryError` with a mark."""
     loader = _Loader(text)
@@ -190,10 +241,7 @@ def load_yaml_text(text: str, path: str = "<string>") -> Any:
     except InventoryError:
         raise
     except yaml.MarkedYAMLError as exc:
-        m = exc.problem_mark or exc.context_mark
-        mark = Mark(path, m.line + 1, m.column + 1) if m else Mark(path, 1, 1)
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise InventoryError(f"invalid YAML: {problem}", mark) from None
+        raise _syntax_error(exc, path) from None
     except yaml.YAMLError as exc:
         raise InventoryError(f"invalid YAML: {exc}", Mark(path, 1, 1)) from None
     finally:

@@ -263,3 +263,21 @@ def test_emit_refuses_a_directory_others_can_write(tmp_path: Path) -> None:
     assert f"chmod 700 {out}" in res.stderr
     assert "Traceback" not in res.stderr
     assert list(out.iterdir()) == []
+
+
+def test_vault_rekey_brings_version_1_values_to_the_current_format(tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("correct horse battery staple\n")
+    doc = tmp_path / "secret.yaml"
+    doc.write_text(  # "psk made by the version-1 vault", sealed by the version 1 code
+        "psk: !vault |\n"
+        "  VlBORkxFRVQtVkFVTFQxMGQ2g7rqD8JzEjk8cy4ggnGFo6ZIa41l3D1IquXLSUiL83vpvQuP2N7/\n"
+        "  shbgNDJEE2mg3yEmqux7XQAmNuzQZ8fNU103Z6ptN6jT0RaLj8OlIysJlFcx\n"
+    )
+    res = run("vault", "rekey", "--vault-password-file", str(pw), str(doc), state=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert f"{doc}: 1 value re-sealed" in res.stdout
+    assert doc.read_text().startswith("psk: !vault |\n  VlBORkxFRVQtVkFVTFQy")  # VAULT2
+    view = run("vault", "view", "--vault-password-file", str(pw), str(doc), state=tmp_path)
+    assert view.returncode == 0, view.stderr
+    assert view.stdout.strip().endswith("psk: psk made by the version-1 vault")

@@ -16,6 +16,7 @@ import pytest
 
 from vpnfleet.controller.inventory import InventoryErrors, Secret, Vault, load_inventory, loader
 from vpnfleet.controller.inventory.source import MAX_ALIAS_EXPANSION, load_yaml_text
+from vpnfleet.controller.inventory.vault import KdfParams
 
 MakeInventory = Callable[[dict[str, str]], Path]  # the make_inventory fixture (conftest.py)
 
@@ -48,7 +49,7 @@ class CountingVault(Vault):
     """A vault that counts decryptions and stops a runaway walk after ``budget`` of them."""
 
     def __init__(self, budget: int) -> None:
-        super().__init__(b"pw")
+        super().__init__(b"pw", KdfParams(1, 8192))
         self.budget = budget
         self.calls = 0
 
