@@ -158,6 +158,7 @@ def _new_ca(algorithm: str, common_name: str) -> tuple[bytes, bytes]:
 
 def init_ca(state_dir: Path, algorithm: str = "ecdsa-p256", force: bool = False) -> CaInfo:
     """Create the fleet CA; refuse to replace an existing one unless ``force``."""
+    StateDir(state_dir).ensure()
     pki = make_private_directory(_pki_dir(state_dir))
     if (pki / CA_KEY).exists() and not force:
         raise PkiError(

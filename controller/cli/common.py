@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from vpnfleet.protos.files import UnsafeDirectoryError
+
 from .. import operations, pki, rails, revisions
 from ..inventory import InventoryError, InventoryErrors
 from ..inventory import vault as vault_mod
@@ -53,6 +55,7 @@ def input_errors() -> Iterator[None]:
         vault_mod.VaultError,
         RolloutOptionError,
         revisions.RevisionError,
+        UnsafeDirectoryError,
     ) as exc:
         fail(str(exc))
 
