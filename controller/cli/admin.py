@@ -16,6 +16,7 @@ from ..inventory import load_inventory
 from ..inventory import vault as vault_mod
 from .common import (
     Ctx,
+    err,
     fail,
     input_errors,
     inventory_option,
@@ -104,8 +105,17 @@ def vault_view(vault_password_file: Path | None, vault_key_file: Path | None, so
         v = open_vault(vault_password_file, vault_key_file)
         if v is None:
             fail("give --vault-password-file or --vault-key-file")
-        for where, value in vault_mod.view(source, v):
-            click.echo(f"{where}: {value}")
+        opened = vault_mod.view(source, v)
+    for where, value in opened:
+        click.echo(f"{where}: {value}")
+    old = sum(1 for _, value in opened if value.format_version == 1)
+    if old:
+        err.print(
+            f"note: {old} value{'s are' if old != 1 else ' is'} in vault format 1 (no KDF "
+            f"limits in the header, INTERACTIVE cost); `vpnfleet vault rekey {source}` "
+            "re-seals them in the current format",
+            markup=False,
+        )
 
 
 REKEY_MAX_DERIVATIONS = 4096

@@ -112,6 +112,8 @@ class Secret(str):
     """
 
     mark: Mark | None = None
+    format_version: int = 2
+    """The vault format it was sealed in (1: no KDF limits in its header)."""
 
     def __repr__(self) -> str:
         return "<secret>"
@@ -371,6 +373,7 @@ class Vault:
         except UnicodeDecodeError:
             raise VaultError(f"vault value{_where(mark)} is not UTF-8 text", mark) from None
         out.mark = mark
+        out.format_version = sealed.version
         return out
 
 

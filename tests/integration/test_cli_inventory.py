@@ -274,6 +274,11 @@ def test_vault_rekey_brings_version_1_values_to_the_current_format(tmp_path: Pat
         "  VlBORkxFRVQtVkFVTFQxMGQ2g7rqD8JzEjk8cy4ggnGFo6ZIa41l3D1IquXLSUiL83vpvQuP2N7/\n"
         "  shbgNDJEE2mg3yEmqux7XQAmNuzQZ8fNU103Z6ptN6jT0RaLj8OlIysJlFcx\n"
     )
+    before = run("vault", "view", "--vault-password-file", str(pw), str(doc), state=tmp_path)
+    assert before.returncode == 0, before.stderr
+    assert before.stdout.strip().endswith("psk: psk made by the version-1 vault")
+    assert "1 value is in vault format 1" in before.stderr
+    assert f"`vpnfleet vault rekey {doc}` re-seals" in before.stderr
     res = run("vault", "rekey", "--vault-password-file", str(pw), str(doc), state=tmp_path)
     assert res.returncode == 0, res.stderr
     assert f"{doc}: 1 value re-sealed" in res.stdout
@@ -281,3 +286,4 @@ def test_vault_rekey_brings_version_1_values_to_the_current_format(tmp_path: Pat
     view = run("vault", "view", "--vault-password-file", str(pw), str(doc), state=tmp_path)
     assert view.returncode == 0, view.stderr
     assert view.stdout.strip().endswith("psk: psk made by the version-1 vault")
+    assert "vault format 1" not in view.stderr
