@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import json
 import re
-import stat
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from vpnfleet.protos.files import PUBLIC, make_private_directory, write_atomically
+from vpnfleet.protos.files import make_private_directory, mode_of, write_atomically
 
 from .canary import AUTH_FAILED, Clock, FleetAccess, subset
 from .operations import CompiledFleet
@@ -127,16 +126,8 @@ def write_inventory_epoch(inventory_path: Path, epoch: int) -> Path:
     else:
         lines.append(new)
     group_vars.mkdir(exist_ok=True)
-    write_atomically(path, ("\n".join(lines) + "\n").encode(), _mode_of(path))
+    write_atomically(path, ("\n".join(lines) + "\n").encode(), mode_of(path))
     return path
-
-
-def _mode_of(path: Path) -> int:
-    """The permissions ``path`` has (kept when it is rewritten), 0644 for a new file."""
-    try:
-        return stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        return PUBLIC
 
 
 def _inventory_file(inventory_path: Path) -> Path:
@@ -295,7 +286,7 @@ def prepare_psk_rotation(
         )
     path = _inventory_file(inventory_path)
     saved = path.read_bytes() if path.exists() else None
-    mode = _mode_of(path)
+    mode = mode_of(path)
     write_inventory_epoch(inventory_path, target)
     try:
         fleet = compile_fleet()

@@ -48,6 +48,15 @@ class UnsafeDirectoryError(PermissionError):
         return self.message
 
 
+def mode_of(path: Path, default: int = PUBLIC) -> int:
+    """The permission bits ``path`` has, to keep them when it is rewritten; ``default``
+    when there is no such file."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return default
+
+
 def check_private_directory(directory: Path) -> None:
     """Raise :class:`UnsafeDirectoryError` unless only its owner can write to
     ``directory`` and that owner is the current user or root. A sticky bit does not

@@ -42,7 +42,7 @@ import nacl.pwhash
 import nacl.secret
 import nacl.utils
 
-from vpnfleet.protos.files import write_atomically
+from vpnfleet.protos.files import mode_of, write_atomically
 
 from .errors import InventoryError, Mark
 from .source import VaultSpan, VaultText, load_yaml_file, mark_of, vault_spans
@@ -454,5 +454,5 @@ def rekey(source: Path | str, old: Vault, new: Vault) -> list[tuple[Path, int]]:
             text = text[: span.start] + _resealed(text, span, sealed) + text[span.end :]
         rewritten.append((file, text, len(spans)))
     for file, text, _count in rewritten:
-        write_atomically(file, text.encode("utf-8"), stat.S_IMODE(file.stat().st_mode))
+        write_atomically(file, text.encode("utf-8"), mode_of(file))
     return [(file, count) for file, _text, count in rewritten]
