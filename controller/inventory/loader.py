@@ -341,20 +341,24 @@ def _read_vars_tree(
 
 
 def _walk_vault(
-    value: Any, vault: Vault | None, errors: list[InventoryError], opened: dict[int, Any]
+    value: Any,
+    vault: Vault | None,
+    errors: list[InventoryError],
+    opened: dict[int, tuple[Any, Any]],
 ) -> Any:
     """``value`` with every ``!vault`` text inside opened; failures become errors.
 
     YAML aliases share one object between places, so ``opened`` (by identity, across
     the whole inventory) keeps what each distinct value became: a shared value is
     walked — and a shared sealed text decrypted or reported — once, however many paths
-    lead to it, instead of once per path (exponential in nested aliases).
+    lead to it, instead of once per path (exponential in nested aliases). Each entry
+    holds the value itself too, so its identity cannot be reused while the walk runs.
     """
     if not isinstance(value, VaultText | dict | list):
         return value
     if id(value) in opened:
-        return opened[id(value)]
-    opened[id(value)] = value  # a container opens in place; a cycle ends here
+        return opened[id(value)][1]
+    opened[id(value)] = (value, value)  # a container opens in place; a cycle ends here
     if isinstance(value, VaultText):
         result: Any = value
         if vault is None:
@@ -369,7 +373,7 @@ def _walk_vault(
                 result = vault.decrypt(value)
             except VaultError as exc:
                 errors.append(exc)
-        opened[id(value)] = result
+        opened[id(value)] = (value, result)
         return result
     if isinstance(value, dict):
         for key in list(value):
@@ -384,7 +388,7 @@ def _open_vars(
     maps: list[dict[str, Any]],
     vault: Vault | None,
     errors: list[InventoryError],
-    opened: dict[int, Any],
+    opened: dict[int, tuple[Any, Any]],
 ) -> None:
     """Open vault values in place; a top-level variable that stays sealed is dropped."""
     for variables in maps:
@@ -474,7 +478,7 @@ def load_inventory(path: Path | str, *, vault: Vault | None = None) -> Inventory
         draft.readable = False
         errors.append(exc)
 
-    opened: dict[int, Any] = {}  # what each distinct loaded value became (_walk_vault)
+    opened: dict[int, tuple[Any, Any]] = {}  # what each loaded value became (_walk_vault)
     if vault is not None:
         vault.new_run()  # the cap on Argon2id derivations counts per load
     group_files = _read_vars_tree(root / "group_vars", errors)
