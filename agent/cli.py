@@ -490,6 +490,9 @@ def init(name: str, state_dir: Path, ike_key_type: str, force: bool) -> None:
     except EnrollError as exc:
         _fail(str(exc))
         return
+    except OSError as exc:
+        _fail(f"cannot write keys in {state_dir}: {exc.strerror or exc}")
+        return
     click.echo(f"keys: {files.tls_key}, {files.ike_key} (mode 0600, stay on this host)")
     click.echo(f"requests: {files.tls_csr}, {files.ike_csr}")
     click.echo(
@@ -507,9 +510,14 @@ def init(name: str, state_dir: Path, ike_key_type: str, force: bool) -> None:
 def install_certs_cmd(state_dir: Path, tls_cert: Path, ike_cert: Path, ca_cert: Path) -> None:
     """Check the signed certificates against this host's keys and the CA, then install."""
     try:
-        install_certs(state_dir, tls_cert.read_bytes(), ike_cert.read_bytes(), ca_cert.read_bytes())
+        pems = [path.read_bytes() for path in (tls_cert, ike_cert, ca_cert)]
     except OSError as exc:
         _fail(f"cannot read {exc.filename}: {exc.strerror}")
+        return
+    try:
+        install_certs(state_dir, *pems)
+    except OSError as exc:
+        _fail(f"cannot install the certificates in {state_dir}: {exc.strerror or exc}")
     except EnrollError as exc:
         _fail(str(exc))
     click.echo(f"installed {TLS_CERT}, {IKE_CERT} and {CA_CERT} in {state_dir}")

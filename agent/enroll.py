@@ -36,7 +36,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .store import write_atomically
+from vpnfleet.protos.files import (
+    PRIVATE,
+    PUBLIC,
+    fsync_directory,
+    make_private_directory,
+    write_atomically,
+)
 
 TLS_KEY, TLS_CSR, TLS_CERT = "tls.key", "tls.csr", "tls.pem"
 IKE_KEY, IKE_CSR, IKE_CERT = "ike.key", "ike.csr", "ike.pem"
@@ -97,15 +103,15 @@ def init_agent(
             f"{state_dir} already holds agent keys; use --force to make new ones "
             "(the certificates issued for the old keys stop working)"
         )
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_directory(state_dir)
     # TLS stays on P-256: every gRPC TLS stack speaks it.
     for key_path, csr_path, key_type in (
         (files.tls_key, files.tls_csr, "ecdsa-p256"),
         (files.ike_key, files.ike_csr, ike_key_type),
     ):
         key = new_key(key_type)
-        write_atomically(key_path, key_pem(key), 0o600)
-        write_atomically(csr_path, make_csr(key, host), 0o644)
+        write_atomically(key_path, key_pem(key), PRIVATE)
+        write_atomically(csr_path, make_csr(key, host), PUBLIC)
     return files
 
 
@@ -142,14 +148,9 @@ def install_certs(state_dir: Path, tls_cert: bytes, ike_cert: bytes, ca_cert: by
             cert.verify_directly_issued_by(ca)
         except (ValueError, TypeError, InvalidSignature):
             raise EnrollError(f"the {what} certificate was not issued by the given CA") from None
-    write_atomically(state_dir / TLS_CERT, tls_cert, 0o644)
-    write_atomically(state_dir / IKE_CERT, ike_cert, 0o644)
-    write_atomically(state_dir / CA_CERT, ca_cert, 0o644)
-
-
-def ensure_private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
+    write_atomically(state_dir / TLS_CERT, tls_cert, PUBLIC)
+    write_atomically(state_dir / IKE_CERT, ike_cert, PUBLIC)
+    write_atomically(state_dir / CA_CERT, ca_cert, PUBLIC)
 
 
 # -- re-enrolment over the Agent API (credential rotation) ------------------------------
@@ -248,7 +249,7 @@ def prepare_enrollment(
         )
     if not tls and not ike:
         raise CredentialRefused("nothing to prepare: ask for a TLS and/or an IKE key pair")
-    files.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_directory(files.state_dir)
     csrs = {"tls": b"", "ike": b""}
     for kind, wanted, key_path, kind_type in (
         ("tls", tls, files.tls_key, "ecdsa-p256"),
@@ -256,7 +257,7 @@ def prepare_enrollment(
     ):
         if wanted:
             key = new_key(kind_type)
-            write_atomically(staged(key_path), key_pem(key), 0o600)
+            write_atomically(staged(key_path), key_pem(key), PRIVATE)
             csrs[kind] = make_csr(key, host)
     return csrs["tls"], csrs["ike"]
 
@@ -409,7 +410,7 @@ def _leaf_change(
     staged_key = _key_of(staged(key_path))
     current_key = _key_of(key_path)
     if staged_key is not None and _public(staged_key.public_key()) == spki:
-        return cert, (cert_path, pem, 0o644), (staged(key_path), key_path)
+        return cert, (cert_path, pem, PUBLIC), (staged(key_path), key_path)
     if current_key is not None and _public(current_key.public_key()) == spki:
         current = _read_optional(cert_path)
         try:
@@ -418,7 +419,7 @@ def _leaf_change(
             )
         except ValueError:
             same = False
-        return cert, None if same else (cert_path, pem, 0o644), None
+        return cert, None if same else (cert_path, pem, PUBLIC), None
     if staged_key is None:
         raise CredentialPrecondition(
             f"no {what} key is staged and the {what} certificate is not for the key in use: "
@@ -454,7 +455,7 @@ def check_install(
         except CredentialRefused:
             current_ders = set()
         if {_der(c) for c in cas} != current_ders:
-            writes.append((files.ca, ca_bundle, 0o644))
+            writes.append((files.ca, ca_bundle, PUBLIC))
             try:
                 caller = x509.load_pem_x509_certificate(caller_cert) if caller_cert else None
             except ValueError:
@@ -494,14 +495,6 @@ def check_install(
     return CredentialChange(tuple(writes), tuple(promotions), tls_changed, ike_pem)
 
 
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def commit_install(files: CredentialFiles, change: CredentialChange) -> None:
     """Put a checked change in place as one transaction (see the journal above)."""
     if change.empty:
@@ -511,7 +504,7 @@ def commit_install(files: CredentialFiles, change: CredentialChange) -> None:
         write_atomically(_pending(target), data, mode)
         moves.append((_pending(target), target))
     journal = {"moves": [[str(src), str(dst)] for src, dst in moves]}
-    write_atomically(files.journal, (json.dumps(journal) + "\n").encode(), 0o600)
+    write_atomically(files.journal, (json.dumps(journal) + "\n").encode(), PRIVATE)
     _roll_forward(files, moves)
 
 
@@ -520,9 +513,9 @@ def _roll_forward(files: CredentialFiles, moves: list[tuple[Path, Path]]) -> Non
         if src.exists():
             os.replace(src, dst)
     for directory in {dst.parent for _, dst in moves}:
-        _fsync_directory(directory)
+        fsync_directory(directory)
     files.journal.unlink()
-    _fsync_directory(files.state_dir)
+    fsync_directory(files.state_dir)
 
 
 def recover_credentials(files: CredentialFiles) -> list[str]:

@@ -3,9 +3,9 @@ controller is away.
 
 STATE/plan.pb holds the plan as received (the deterministic protobuf serialisation), mode
 0600 because it carries PSKs; STATE/plan.json is a small sidecar (generation, content
-hash, applied_at) for people and tools. Both are replaced atomically: write a temporary
-file in the same directory, fsync it, rename over the old one, fsync the directory, so
-a crash leaves either the old file or the new one, never half of one.
+hash, applied_at) for people and tools. Both are replaced atomically
+(vpnfleet.protos.files), so a crash leaves either the old file or the new one, never
+half of one; the directory must be one only its owner can write to.
 
 The store holds bytes and knows nothing of protobuf: :meth:`PlanStore.load` takes the
 parser, and a file the parser refuses is moved aside as ``plan.pb.corrupt`` and reported,
@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
+
+from vpnfleet.protos.files import make_private_directory, write_atomically
 
 T = TypeVar("T")
 
@@ -50,32 +52,6 @@ class LoadResult(Generic[T]):
     problems: tuple[str, ...] = field(default=())
 
 
-def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old or the new content."""
-    directory = path.parent
-    tmp = directory / f".{path.name}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        try:
-            os.fchmod(fd, mode)  # the umask may have narrowed it; never widen beyond mode
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
-
-
 class PlanStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -93,7 +69,7 @@ class PlanStore:
         leaving the previous plan on disk."""
         sidecar = {"generation": generation, "content_hash": content_hash, "applied_at": applied_at}
         try:
-            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_directory(self.directory)
             write_atomically(self.plan_path, data)
             # The plan file is the truth; a crash before this line leaves a stale sidecar,
             # which load() notices by the hash and ignores.

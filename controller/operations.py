@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vpnfleet.protos.files import make_private_directory, write_atomically
+
 from . import convert, pki, rails, revisions
 from .client import AgentClient, AgentUnreachable
 from .inventory import Inventory, InventoryErrors, load_inventory
@@ -19,7 +21,7 @@ from .inventory.vault import Vault
 from .planner import build_plans
 from .results import AggregateResult, ChangeLine, HostResult, Outcome
 from .rollout import DEFAULT_OPTIONS, RolloutOptions, run_rollout
-from .state import StateDir, write_private
+from .state import StateDir, StateError
 from .status import FleetStatus, HostStatus
 
 DEFAULT_TIMEOUT = 10.0
@@ -121,12 +123,17 @@ def rail_violations(fleet: CompiledFleet) -> list[rails.RailViolation]:
 
 
 def emit_plans(fleet: CompiledFleet, out_dir: Path) -> list[Path]:
-    """Write one plan file per selected host (0600: plans hold PSKs)."""
+    """Write one plan file per selected host (0600: plans hold PSKs) into ``out_dir``,
+    made 0700 when missing; a directory others can write to is refused (StateError)."""
     written = []
-    for host in fleet.selected:
-        path = out_dir / f"{host}.plan"
-        write_private(path, fleet.message(host).SerializeToString(deterministic=True))
-        written.append(path)
+    try:
+        make_private_directory(out_dir)
+        for host in fleet.selected:
+            path = out_dir / f"{host}.plan"
+            write_atomically(path, fleet.message(host).SerializeToString(deterministic=True))
+            written.append(path)
+    except OSError as exc:
+        raise StateError(f"cannot write plan files to {out_dir}: {exc.strerror or exc}") from None
     return written
 
 

@@ -49,9 +49,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from vpnfleet.protos.files import make_private_directory, write_atomically
 from vpnfleet.protos.identity import CONTROLLER_NAME, CONTROLLER_ROLE_OID, is_controller_name
 
-from .state import StateDir, write_private
+from .state import StateDir
 
 CA_KEY, CA_CERT = "ca.key", "ca.pem"
 CA_NEXT_KEY, CA_NEXT_CERT = "ca-next.key", "ca-next.pem"
@@ -165,15 +166,16 @@ def _new_ca(algorithm: str, common_name: str) -> tuple[bytes, bytes]:
 
 def init_ca(state_dir: Path, algorithm: str = "ecdsa-p256", force: bool = False) -> CaInfo:
     """Create the fleet CA; refuse to replace an existing one unless ``force``."""
-    pki = _pki_dir(state_dir)
+    StateDir(state_dir).ensure()
+    pki = make_private_directory(_pki_dir(state_dir))
     if (pki / CA_KEY).exists() and not force:
         raise PkiError(
             f"a fleet CA already exists in {pki}; replacing it invalidates every agent "
             "certificate (use --force if that is what you want)"
         )
     cert_pem, key_pem = _new_ca(algorithm, "vpnfleet fleet CA")
-    write_private(pki / CA_KEY, key_pem)
-    write_private(pki / CA_CERT, cert_pem)
+    write_atomically(pki / CA_KEY, key_pem)
+    write_atomically(pki / CA_CERT, cert_pem)
     # A new CA makes the old controller certificate useless; drop it so it is reissued,
     # and with it whatever a rotation of the replaced CA left behind.
     for name in (CONTROLLER_CERT, CONTROLLER_KEY, CA_NEXT_KEY, CA_NEXT_CERT, CA_PREVIOUS_CERT):
@@ -199,8 +201,8 @@ def init_next_ca(state_dir: Path, algorithm: str | None = None) -> CaInfo:
     # make them try the wrong key.
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     cert_pem, key_pem = _new_ca(algorithm, f"vpnfleet fleet CA {stamp}")
-    write_private(pki / CA_NEXT_KEY, key_pem)
-    write_private(pki / CA_NEXT_CERT, cert_pem)
+    write_atomically(pki / CA_NEXT_KEY, key_pem)
+    write_atomically(pki / CA_NEXT_CERT, cert_pem)
     return CaInfo(pki / CA_NEXT_CERT, algorithm, fingerprint(cert_pem))
 
 
@@ -263,9 +265,9 @@ def promote_next_ca(state_dir: Path) -> CaInfo:
     _cert, next_key, _pem = load_ca(state_dir, NEXT)
     current = (pki / CA_CERT).read_bytes()
     if current != following:
-        write_private(pki / CA_PREVIOUS_CERT, current)
-        write_private(pki / CA_KEY, (pki / CA_NEXT_KEY).read_bytes())
-        write_private(pki / CA_CERT, following)
+        write_atomically(pki / CA_PREVIOUS_CERT, current)
+        write_atomically(pki / CA_KEY, (pki / CA_NEXT_KEY).read_bytes())
+        write_atomically(pki / CA_CERT, following)
     (pki / CA_NEXT_KEY).unlink(missing_ok=True)
     (pki / CA_NEXT_CERT).unlink(missing_ok=True)
     return CaInfo(pki / CA_CERT, _algorithm_of(next_key), fingerprint(following))
@@ -413,8 +415,8 @@ def reissue_controller_cert(state_dir: Path, ca: str = CURRENT) -> TlsCredential
     key_pem = _key_pem(key)
     # A crash between the two writes leaves a pair that does not match, which
     # ensure_controller_cert notices and re-issues.
-    write_private(pki / CONTROLLER_KEY, key_pem)
-    write_private(pki / CONTROLLER_CERT, cert_pem)
+    write_atomically(pki / CONTROLLER_KEY, key_pem)
+    write_atomically(pki / CONTROLLER_CERT, cert_pem)
     return TlsCredentials(cert_pem, key_pem, trust_bundle(state_dir))
 
 
@@ -523,17 +525,18 @@ def sign_agent_dir(state_dir: Path, agent_dir: Path, host: str, address: str | N
         raise PkiError(f"{exc.filename} is missing: run `vpnfleet-agent init` there") from None
     tls_pem, ike_pem, ca_pem = sign_agent_csrs(state_dir, host, tls_csr, ike_csr, address)
     for name, data in (("tls_cert", tls_pem), ("ike_cert", ike_pem), ("ca", ca_pem)):
-        write_private(agent_dir / f[name], data)
+        write_atomically(agent_dir / f[name], data)
 
 
 def enroll_local(state_dir: Path, agent_dir: Path, host: str, address: str | None = None) -> None:
     """Lab and tests: make the agent's keys and CSRs in ``agent_dir``, sign them through
     the CSR path, and install the certificates there."""
     f = _AGENT_FILES
+    make_private_directory(agent_dir)
     for key_name, csr_name in (("tls_key", "tls_csr"), ("ike_key", "ike_csr")):
         key = ec.generate_private_key(ec.SECP256R1())
-        write_private(agent_dir / f[key_name], _key_pem(key))
-        write_private(agent_dir / f[csr_name], _make_csr(key, host))
+        write_atomically(agent_dir / f[key_name], _key_pem(key))
+        write_atomically(agent_dir / f[csr_name], _make_csr(key, host))
     sign_agent_dir(state_dir, agent_dir, host, address)
 
 

@@ -25,7 +25,6 @@ before anything is pushed, so that a later ``apply`` compiles the same keys; com
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -33,11 +32,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from vpnfleet.protos.files import make_private_directory, mode_of, write_atomically
+
 from .canary import AUTH_FAILED, Clock, FleetAccess, subset
 from .operations import CompiledFleet
 from .planner.model import AuthMethod, NodePlan
 from .results import EXIT_FAILED, AggregateResult
-from .state import StateDir, write_private
+from .state import StateDir
 from .status import FleetStatus
 
 JOURNAL_VERSION = 1
@@ -73,7 +74,8 @@ def load_journal(cls: type[J], path: Path) -> J | None:
 
 def save_journal(journal: Any, path: Path) -> None:
     """Write a journal dataclass atomically (private file: it names the fleet's hosts)."""
-    write_private(path, json.dumps(asdict(journal), indent=1).encode())
+    make_private_directory(path.parent)
+    write_atomically(path, json.dumps(asdict(journal), indent=1).encode())
 
 
 @dataclass(slots=True)
@@ -124,9 +126,7 @@ def write_inventory_epoch(inventory_path: Path, epoch: int) -> Path:
     else:
         lines.append(new)
     group_vars.mkdir(exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    write_atomically(path, ("\n".join(lines) + "\n").encode(), mode_of(path))
     return path
 
 
@@ -286,6 +286,7 @@ def prepare_psk_rotation(
         )
     path = _inventory_file(inventory_path)
     saved = path.read_bytes() if path.exists() else None
+    mode = mode_of(path)
     write_inventory_epoch(inventory_path, target)
     try:
         fleet = compile_fleet()
@@ -295,7 +296,7 @@ def prepare_psk_rotation(
         if saved is None:
             path.unlink(missing_ok=True)
         else:
-            path.write_bytes(saved)
+            write_atomically(path, saved, mode)
         raise
     journal = RotationJournal(target, old, staging_waves(fleet.plans, fleet.selected))
     journal.save(state)

@@ -8,7 +8,7 @@ what belongs to the controller itself:
       secrets/psk-master   32 random bytes: the fleet master secret PSKs derive from
       generation           the last plan generation handed out (a counter)
 
-Every secret file is created 0600 inside a 0700 directory.
+Every file is written 0600 inside a 0700 directory (vpnfleet.protos.files).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+
+from vpnfleet.protos.files import make_private_directory, write_atomically
 
 ENV_STATE = "VPNFLEET_STATE"
 
@@ -30,19 +32,6 @@ def default_state_dir() -> Path:
     if env:
         return Path(env)
     return Path.home() / ".vpnfleet"
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write a secret atomically: 0600 from the start, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +48,10 @@ class StateDir:
 
     def ensure(self) -> None:
         try:
-            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self.secrets.mkdir(exist_ok=True, mode=0o700)
+            make_private_directory(self.root)
+            make_private_directory(self.secrets)
         except OSError as exc:
-            raise StateError(f"cannot create state directory {self.root}: {exc.strerror}") from None
+            raise StateError(f"cannot use state directory {self.root}: {exc.strerror}") from None
 
     def master_secret(self) -> bytes:
         """The fleet master secret, made on first use."""
@@ -77,7 +66,7 @@ class StateDir:
             return data
         self.ensure()
         data = secrets.token_bytes(32)
-        write_private(path, data)
+        write_atomically(path, data)
         return data
 
     def current_generation(self) -> int:
@@ -91,6 +80,4 @@ class StateDir:
 
     def record_generation(self, generation: int) -> None:
         self.ensure()
-        tmp = self.root / ".generation.tmp"
-        tmp.write_text(f"{generation}\n")
-        os.replace(tmp, self.root / "generation")
+        write_atomically(self.root / "generation", f"{generation}\n".encode())

@@ -87,6 +87,13 @@ class KeyLog:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise KeyLogError(f"key log {path} is not a regular file")
+            if info.st_uid != os.geteuid():
+                # Made by someone else (in a shared directory, before we came): they
+                # could read every key appended to it.
+                raise KeyLogError(
+                    f"key log {path} belongs to user id {info.st_uid}, not to this user "
+                    f"({os.geteuid()}): give a new file"
+                )
             if info.st_mode & 0o077:
                 raise KeyLogError(
                     f"key log {path} has mode {stat.S_IMODE(info.st_mode):04o}: others could "

@@ -9,11 +9,14 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
+from vpnfleet.protos.files import PUBLIC, write_atomically
+
 from .. import pki
 from ..inventory import load_inventory
 from ..inventory import vault as vault_mod
 from .common import (
     Ctx,
+    err,
     fail,
     input_errors,
     inventory_option,
@@ -102,8 +105,62 @@ def vault_view(vault_password_file: Path | None, vault_key_file: Path | None, so
         v = open_vault(vault_password_file, vault_key_file)
         if v is None:
             fail("give --vault-password-file or --vault-key-file")
-        for where, value in vault_mod.view(source, v):
-            click.echo(f"{where}: {value}")
+        opened = vault_mod.view(source, v)
+    for where, value in opened:
+        click.echo(f"{where}: {value}")
+    old = sum(1 for _, value in opened if value.format_version == 1)
+    if old:
+        err.print(
+            f"note: {old} value{'s are' if old != 1 else ' is'} in vault format 1 (no KDF "
+            f"limits in the header, INTERACTIVE cost); `vpnfleet vault rekey {source}` "
+            "re-seals them in the current format",
+            markup=False,
+        )
+
+
+REKEY_MAX_DERIVATIONS = 4096
+"""``vault rekey`` is how values sealed under many salts are brought under one, so it
+may pay for far more derivations than a plan or an apply (one per distinct salt)."""
+
+
+@vault_group.command("rekey")
+@vault_option
+@click.option(
+    "--new-vault-password-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Seal with this password instead (default: the one the values are opened with).",
+)
+@click.option(
+    "--new-vault-key-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Seal with this raw 32-byte key file instead.",
+)
+@click.argument("source", type=click.Path(path_type=Path, exists=True))
+def vault_rekey(
+    vault_password_file: Path | None,
+    vault_key_file: Path | None,
+    new_vault_password_file: Path | None,
+    new_vault_key_file: Path | None,
+    source: Path,
+) -> None:
+    """Re-seal every `!vault` value of a YAML file (or inventory directory) in place, in
+    the current format: Argon2id limits in the header (MODERATE), one salt for all.
+
+    Opens older values too (the version 1 format had no limits in its header). Every
+    file is read and checked before any is written; the rest of each file is kept as
+    it is. With --new-vault-password-file or --new-vault-key-file it changes the
+    password or key as well.
+    """
+    with input_errors():
+        old = open_vault(vault_password_file, vault_key_file, REKEY_MAX_DERIVATIONS)
+        if old is None:
+            fail("give --vault-password-file or --vault-key-file")
+        new = open_vault(new_vault_password_file, new_vault_key_file) or old
+        done = vault_mod.rekey(source, old, new)
+    for file, count in done:
+        out.print(f"{file}: {count} value{'s' if count != 1 else ''} re-sealed", markup=False)
+    if not done:
+        out.print(f"no !vault values in {source}", markup=False)
 
 
 # ---------------------------------------------------------------- ca
@@ -158,9 +215,8 @@ def ca_sign(
             ctx.state.root, host, tls_csr.read_bytes(), ike_csr.read_bytes(), address=address
         )
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "tls.pem").write_bytes(tls_pem)
-        (out_dir / "ike.pem").write_bytes(ike_pem)
-        (out_dir / "ca.pem").write_bytes(ca_pem)
+        for name, pem in (("tls.pem", tls_pem), ("ike.pem", ike_pem), ("ca.pem", ca_pem)):
+            write_atomically(out_dir / name, pem, PUBLIC)
     out.print(f"signed certificates for {escape(host)} in {out_dir}: tls.pem ike.pem ca.pem")
 
 

@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from vpnfleet.protos.files import UnsafeDirectoryError
+
 from .. import operations, pki, rails, revisions
 from ..inventory import InventoryError, InventoryErrors
 from ..inventory import vault as vault_mod
@@ -59,6 +61,7 @@ def input_errors() -> Iterator[None]:
         vault_mod.VaultError,
         RolloutOptionError,
         revisions.RevisionError,
+        UnsafeDirectoryError,
     ) as exc:
         fail(str(exc))
 
@@ -147,11 +150,15 @@ def vault_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )
 
 
-def open_vault(password_file: Path | None, key_file: Path | None) -> vault_mod.Vault | None:
+def open_vault(
+    password_file: Path | None,
+    key_file: Path | None,
+    max_derivations: int = vault_mod.MAX_DERIVATIONS,
+) -> vault_mod.Vault | None:
     if key_file:
         return vault_mod.Vault.from_key_file(key_file)
     if password_file:
-        return vault_mod.Vault.from_password_file(password_file)
+        return vault_mod.Vault.from_password_file(password_file, max_derivations=max_derivations)
     return None
 
 

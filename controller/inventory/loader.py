@@ -370,9 +370,27 @@ def _read_vars_tree(
     return out
 
 
-def _walk_vault(value: Any, vault: Vault | None, errors: list[InventoryError]) -> Any:
-    """``value`` with every ``!vault`` text inside opened; failures become errors."""
+def _walk_vault(
+    value: Any,
+    vault: Vault | None,
+    errors: list[InventoryError],
+    opened: dict[int, tuple[Any, Any]],
+) -> Any:
+    """``value`` with every ``!vault`` text inside opened; failures become errors.
+
+    YAML aliases share one object between places, so ``opened`` (by identity, across
+    the whole inventory) keeps what each distinct value became: a shared value is
+    walked — and a shared sealed text decrypted or reported — once, however many paths
+    lead to it, instead of once per path (exponential in nested aliases). Each entry
+    holds the value itself too, so its identity cannot be reused while the walk runs.
+    """
+    if not isinstance(value, VaultText | dict | list):
+        return value
+    if id(value) in opened:
+        return opened[id(value)][1]
+    opened[id(value)] = (value, value)  # a container opens in place; a cycle ends here
     if isinstance(value, VaultText):
+        result: Any = value
         if vault is None:
             errors.append(
                 InventoryError(
@@ -380,30 +398,33 @@ def _walk_vault(value: Any, vault: Vault | None, errors: list[InventoryError]) -
                     value.mark,
                 )
             )
-            return value
-        try:
-            return vault.decrypt(value)
-        except VaultError as exc:
-            errors.append(exc)
-            return value
+        else:
+            try:
+                result = vault.decrypt(value)
+            except VaultError as exc:
+                errors.append(exc)
+        opened[id(value)] = (value, result)
+        return result
     if isinstance(value, dict):
         for key in list(value):
-            value[key] = _walk_vault(value[key], vault, errors)
-    elif isinstance(value, list):
+            value[key] = _walk_vault(value[key], vault, errors, opened)
+    else:
         for index, item in enumerate(value):
-            value[index] = _walk_vault(item, vault, errors)
+            value[index] = _walk_vault(item, vault, errors, opened)
     return value
 
 
 def _open_vars(
-    maps: list[dict[str, Any]], vault: Vault | None, errors: list[InventoryError]
+    maps: list[dict[str, Any]],
+    vault: Vault | None,
+    errors: list[InventoryError],
+    opened: dict[int, tuple[Any, Any]],
 ) -> None:
     """Open vault values in place; a top-level variable that stays sealed is dropped."""
     for variables in maps:
         for key in list(variables):
-            before = len(errors)
-            variables[key] = _walk_vault(variables[key], vault, errors)
-            if len(errors) > before and isinstance(variables[key], VaultText):
+            variables[key] = _walk_vault(variables[key], vault, errors, opened)
+            if isinstance(variables[key], VaultText):
                 del variables[key]
 
 
@@ -487,6 +508,9 @@ def load_inventory(path: Path | str, *, vault: Vault | None = None) -> Inventory
         draft.readable = False
         errors.append(exc)
 
+    opened: dict[int, tuple[Any, Any]] = {}  # what each loaded value became (_walk_vault)
+    if vault is not None:
+        vault.new_run()  # the cap on Argon2id derivations counts per load
     group_files = _read_vars_tree(root / "group_vars", errors)
     host_files = _read_vars_tree(root / "host_vars", errors)
     topology: MarkedDict | None = None
@@ -501,7 +525,7 @@ def load_inventory(path: Path | str, *, vault: Vault | None = None) -> Inventory
                 raw = MarkedDict()
                 raw.mark, raw.key_marks = Mark(str(topology_path), 1, 1), {}
             if isinstance(raw, MarkedDict):
-                topology = _walk_vault(raw, vault, errors)
+                topology = _walk_vault(raw, vault, errors, opened)
             else:
                 errors.append(
                     InventoryError(
@@ -539,9 +563,9 @@ def load_inventory(path: Path | str, *, vault: Vault | None = None) -> Inventory
                 )
 
     for g in draft.groups.values():
-        _open_vars([*g.var_maps, *_file_maps(group_files, g.name)], vault, errors)
+        _open_vars([*g.var_maps, *_file_maps(group_files, g.name)], vault, errors, opened)
     for h in draft.hosts.values():
-        _open_vars([*h.var_maps, *_file_maps(host_files, h.name)], vault, errors)
+        _open_vars([*h.var_maps, *_file_maps(host_files, h.name)], vault, errors, opened)
 
     depth = _depths(draft)
     groups = {

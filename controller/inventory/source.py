@@ -4,16 +4,27 @@ The loader is the only place that reads YAML. Values come back as plain ``dict``
 ``list``, ``str``, ``int`` … subclasses carrying a ``mark`` (see :class:`Mark`), so
 validation anywhere later can name file, line and column without re-reading files.
 Vault-encrypted scalars (``!vault``) come back as :class:`VaultText`.
+
+An alias (``*name``) gives the very object its anchor made, so a loaded document is a
+graph that may share values; nested aliases can make a few hundred bytes stand for a
+billion values ("billion laughs"). A file whose aliases stand for more than
+:data:`MAX_ALIAS_EXPANSION` values in total is refused at the alias that crosses it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .errors import InventoryError, Mark
+
+MAX_ALIAS_EXPANSION = 100_000
+"""Values (mappings, sequences, scalars and keys) that all the aliases of one file may
+stand for together: far above what shared defaults in a large fleet need, far below
+what could stall anything that walks the loaded values."""
 
 
 class MarkedDict(dict[str, Any]):
@@ -60,13 +71,53 @@ def _mark(path: str, node: yaml.Node) -> Mark:
     return Mark(path, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values ``node`` stands for with every alias inside it written out;
+    each distinct node is counted once (``sizes`` memoises by identity)."""
+    size = sizes.get(id(node))
+    if size is None:
+        sizes[id(node)] = 1  # an alias to a node still being composed (a cycle)
+        if isinstance(node, yaml.SequenceNode):
+            size = 1 + sum(_expanded_size(item, sizes) for item in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            size = 1 + sum(
+                _expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value
+            )
+        else:
+            size = 1
+        sizes[id(node)] = size
+    return size
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader whose containers and scalars carry their position."""
+    """SafeLoader whose containers and scalars carry their position, and which refuses
+    aliases that expand beyond :data:`MAX_ALIAS_EXPANSION`."""
 
     source_path = "<string>"
 
-    def construct_document(self, node: yaml.Node) -> Any:
-        return super().construct_document(node)
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._aliased = 0
+        self._sizes: dict[int, int] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            target = self.anchors.get(event.anchor)
+            if target is not None:
+                stands_for = _expanded_size(target, self._sizes)
+                self._aliased += stands_for
+                if self._aliased > MAX_ALIAS_EXPANSION:
+                    raise InventoryError(
+                        f"alias *{event.anchor} (standing for {stands_for} values): the "
+                        f"aliases of this file expand to more than {MAX_ALIAS_EXPANSION} "
+                        "values; nested anchors and aliases are refused beyond that — "
+                        "write the values out or alias smaller ones",
+                        Mark(
+                            self.source_path, event.start_mark.line + 1, event.start_mark.column + 1
+                        ),
+                    )
+        return super().compose_node(parent, index)
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> MarkedDict:
@@ -131,6 +182,56 @@ _Loader.add_constructor(
 _Loader.add_constructor("!vault", _construct_vault)
 
 
+@dataclass(frozen=True, slots=True)
+class VaultSpan:
+    """Where the text of one ``!vault`` scalar sits in a file, for rewriting it in place:
+    ``text[start:end]`` is the scalar after its tag (block header, quotes and all)."""
+
+    start: int
+    end: int
+    style: str | None  # "|" or ">" (block), '"' or "'" (quoted), None (plain)
+    text: VaultText  # the ciphertext, as the loader gives it
+
+
+def vault_spans(text: str, path: str = "<string>") -> list[VaultSpan]:
+    """Every distinct ``!vault`` scalar of a YAML document (an aliased one once), in
+    file order. Syntax errors and alias bombs raise :class:`InventoryError`."""
+    loader = _Loader(text)
+    loader.source_path = path
+    try:
+        root = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        raise _syntax_error(exc, path) from None
+    finally:
+        loader.dispose()
+    found: dict[int, VaultSpan] = {}
+    pending = [root] if root is not None else []
+    seen: set[int] = set()
+    while pending:
+        node = pending.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            pending.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            pending.extend(v for pair in node.value for v in pair)
+        elif isinstance(node, yaml.ScalarNode) and node.tag == "!vault":
+            head = text.index("!vault", node.start_mark.index) + len("!vault")
+            start = len(text) - len(text[head:].lstrip(" \t"))
+            value = VaultText("".join(str(node.value).split()))
+            value.mark = _mark(path, node)
+            found[id(node)] = VaultSpan(start, node.end_mark.index, node.style, value)
+    return sorted(found.values(), key=lambda span: span.start)
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError, path: str) -> InventoryError:
+    m = exc.problem_mark or exc.context_mark
+    mark = Mark(path, m.line + 1, m.column + 1) if m else Mark(path, 1, 1)
+    problem = exc.problem or exc.context or "invalid YAML"
+    return InventoryError(f"invalid YAML: {problem}", mark)
+
+
 def load_yaml_text(text: str, path: str = "<string>") -> Any:
     """Parse one YAML document; syntax errors become :class:`InventoryError` with a mark."""
     loader = _Loader(text)
@@ -140,10 +241,7 @@ def load_yaml_text(text: str, path: str = "<string>") -> Any:
     except InventoryError:
         raise
     except yaml.MarkedYAMLError as exc:
-        m = exc.problem_mark or exc.context_mark
-        mark = Mark(path, m.line + 1, m.column + 1) if m else Mark(path, 1, 1)
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise InventoryError(f"invalid YAML: {problem}", mark) from None
+        raise _syntax_error(exc, path) from None
     except yaml.YAMLError as exc:
         raise InventoryError(f"invalid YAML: {exc}", Mark(path, 1, 1)) from None
     finally:

@@ -34,7 +34,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..state import write_private
+from vpnfleet.protos.files import make_private_directory, write_atomically
+
 from . import netns
 from .layout import ExternalLayout, LabError, LabLayout
 from .record import LabRecord
@@ -204,12 +205,12 @@ def _vici_ready(directory: Path) -> bool:
 def start_charon(record: LabRecord, ext: ExternalLayout) -> int:
     """Start charon in ``ext``'s namespace and load its connections; returns its pid."""
     directory = external_dir(record, ext.name).absolute()
-    run_dir = directory / "run"
-    run_dir.mkdir(parents=True, mode=0o700)
+    run_dir = make_private_directory(directory) / "run"
+    run_dir.mkdir(mode=0o700)
     conf = directory / "strongswan.conf"
     conf.write_text(strongswan_conf(directory, ext.port))
     swanctl_file = directory / "swanctl.conf"
-    write_private(swanctl_file, swanctl_conf(ext).encode())
+    write_atomically(swanctl_file, swanctl_conf(ext).encode())
     record.add("charon", name=ext.name, netns=ext.netns, dir=str(directory), pid=None)
     env = {**os.environ, "STRONGSWAN_CONF": str(conf)}
     script = f'mount --bind "{run_dir}" /run && exec {CHARON}'

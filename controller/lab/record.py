@@ -16,11 +16,12 @@ everything the lab may have made; ``lab down`` also looks for leftovers by name.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from vpnfleet.protos.files import write_atomically
 
 from ..state import StateDir
 from .layout import LabError
@@ -40,13 +41,8 @@ def lab_dir(state: StateDir, name: str) -> Path:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Atomic: a crash leaves the old or the new file, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Atomic: a crash leaves the old or the new file, never half of one (0600)."""
+    write_atomically(path, json.dumps(data, indent=1, sort_keys=True).encode())
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

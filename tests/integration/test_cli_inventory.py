@@ -251,3 +251,39 @@ def test_ca_init_with_each_algorithm_keeps_private_keys_0600(
     # A second init would orphan every agent certificate: refused without --force.
     again = run("ca", "init", "--algorithm", algorithm, state=state)
     assert again.returncode != 0 and "already exists" in again.stderr
+
+
+def test_emit_refuses_a_directory_others_can_write(tmp_path: Path) -> None:
+    out = tmp_path / "shared"
+    out.mkdir()
+    out.chmod(0o777)
+    res = run("plan", "-i", str(REPO / "inventories/lab"), "--emit", str(out), state=tmp_path)
+    assert res.returncode == 1
+    assert f"refusing to write a private file in {out}: it has mode 0777" in res.stderr
+    assert f"chmod 700 {out}" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_vault_rekey_brings_version_1_values_to_the_current_format(tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("correct horse battery staple\n")
+    doc = tmp_path / "secret.yaml"
+    doc.write_text(  # "psk made by the version-1 vault", sealed by the version 1 code
+        "psk: !vault |\n"
+        "  VlBORkxFRVQtVkFVTFQxMGQ2g7rqD8JzEjk8cy4ggnGFo6ZIa41l3D1IquXLSUiL83vpvQuP2N7/\n"
+        "  shbgNDJEE2mg3yEmqux7XQAmNuzQZ8fNU103Z6ptN6jT0RaLj8OlIysJlFcx\n"
+    )
+    before = run("vault", "view", "--vault-password-file", str(pw), str(doc), state=tmp_path)
+    assert before.returncode == 0, before.stderr
+    assert before.stdout.strip().endswith("psk: psk made by the version-1 vault")
+    assert "1 value is in vault format 1" in before.stderr
+    assert f"`vpnfleet vault rekey {doc}` re-seals" in before.stderr
+    res = run("vault", "rekey", "--vault-password-file", str(pw), str(doc), state=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert f"{doc}: 1 value re-sealed" in res.stdout
+    assert doc.read_text().startswith("psk: !vault |\n  VlBORkxFRVQtVkFVTFQy")  # VAULT2
+    view = run("vault", "view", "--vault-password-file", str(pw), str(doc), state=tmp_path)
+    assert view.returncode == 0, view.stderr
+    assert view.stdout.strip().endswith("psk: psk made by the version-1 vault")
+    assert "vault format 1" not in view.stderr

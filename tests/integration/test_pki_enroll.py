@@ -168,3 +168,29 @@ async def test_mtls_works_with_each_ca_algorithm(tmp_path: Path, algorithm: str)
     with running_agent("a1", fleet.enroll("a1")) as agent:
         async with AgentClient("a1", agent.target, fleet.controller_tls(), timeout=10) as c:
             assert (await c.get_status()).host == "a1"
+
+
+def test_agent_cli_init_refuses_a_state_directory_others_can_write(tmp_path: Path) -> None:
+    state = tmp_path / "shared"
+    state.mkdir()
+    state.chmod(0o777)
+    result = CliRunner().invoke(agent_cli, ["init", "--name", "a1", "--state-dir", str(state)])
+    assert result.exit_code == 1
+    assert f"cannot write keys in {state}: refusing to write a private file in {state}" in (
+        result.output
+    )
+    assert "it has mode 0777 (writable by group and others)" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert list(state.iterdir()) == []
+
+
+def test_ca_init_refuses_a_state_directory_others_can_write(tmp_path: Path) -> None:
+    from vpnfleet.controller.cli import main
+
+    state = tmp_path / "shared"
+    state.mkdir()
+    state.chmod(0o1777)
+    result = CliRunner().invoke(main, ["--state", str(state), "ca", "init"])
+    assert result.exit_code == 1
+    assert f"refusing to write a private file in {state}: it has mode 1777" in result.output
+    assert list(state.iterdir()) == []

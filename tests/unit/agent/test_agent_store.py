@@ -112,3 +112,31 @@ def test_garbage_sidecar_is_ignored(tmp_path: Path) -> None:
     result = load(store)
     assert result.stored is not None and result.stored.generation == 0
     assert any("unreadable" in p for p in result.problems)
+
+
+def test_save_uses_nothing_planted_at_a_temporary_name(tmp_path: Path) -> None:
+    """The temporary name used to be ``.plan.pb.tmp.PID``: a link planted there made the
+    plan (PSKs) land wherever it pointed."""
+    store = PlanStore(tmp_path / "state")
+    store.directory.mkdir(mode=0o700)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"not yours\n")
+    planted = store.directory / f".plan.pb.tmp.{os.getpid()}"
+    planted.symlink_to(victim)
+    data = plan_bytes()
+    save(store, data)
+    assert victim.read_bytes() == b"not yours\n"
+    assert not store.plan_path.is_symlink() and store.plan_path.read_bytes() == data
+    assert planted.is_symlink()
+
+
+def test_save_refuses_a_directory_others_can_write(tmp_path: Path) -> None:
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    directory.chmod(0o777)
+    store = PlanStore(directory)
+    with pytest.raises(StoreError) as caught:
+        save(store, plan_bytes())
+    message = str(caught.value)
+    assert f"refusing to write a private file in {directory}: it has mode 0777" in message
+    assert list(directory.iterdir()) == []

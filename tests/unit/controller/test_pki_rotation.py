@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from vpnfleet.controller import pki
 from vpnfleet.controller.pki import PkiError
-from vpnfleet.controller.state import write_private
+from vpnfleet.protos.files import write_atomically
 
 
 def mode(path: Path) -> int:
@@ -91,9 +91,9 @@ def test_promotion_is_safe_to_repeat(state: Path) -> None:
     pki.init_next_ca(state)
     newer = pki.next_ca_pem(state)
     assert newer is not None and newer != new
-    write_private(state / "pki" / pki.CA_PREVIOUS_CERT, pki.load_ca(state)[2])
-    write_private(state / "pki" / pki.CA_KEY, (state / "pki" / "ca-next.key").read_bytes())
-    write_private(state / "pki" / pki.CA_CERT, newer)
+    write_atomically(state / "pki" / pki.CA_PREVIOUS_CERT, pki.load_ca(state)[2])
+    write_atomically(state / "pki" / pki.CA_KEY, (state / "pki" / "ca-next.key").read_bytes())
+    write_atomically(state / "pki" / pki.CA_CERT, newer)
     info = pki.promote_next_ca(state)
     assert info.fingerprint == pki.fingerprint(newer)
     assert pki.previous_ca_pem(state) == new  # not overwritten with the new CA itself

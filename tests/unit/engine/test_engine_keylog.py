@@ -240,6 +240,13 @@ async def test_unusable_files_are_refused_with_the_reason(tmp_path: Path) -> Non
     readable.chmod(0o644)
     with pytest.raises(KeyLogError, match="mode 0644: others could read the keys"):
         KeyLog.open(readable)
+    theirs = tmp_path / "theirs"
+    theirs.write_text("")
+    theirs.chmod(0o600)
+    os.chown(theirs, os.geteuid() + 4242, -1)  # planted by another user
+    with pytest.raises(KeyLogError, match=f"belongs to user id {os.geteuid() + 4242}, not to"):
+        KeyLog.open(theirs)
+    assert theirs.read_text() == ""
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo, 0o600)
     with pytest.raises(KeyLogError, match="not a regular file"):

@@ -15,6 +15,7 @@ from vpnfleet.controller.inventory import (
     key_mark,
     load_inventory,
 )
+from vpnfleet.controller.inventory.vault import KdfParams
 
 MakeInventory = Callable[[dict[str, str]], Path]  # the make_inventory fixture (conftest.py)
 
@@ -72,7 +73,7 @@ def test_empty_topology_is_an_empty_mapping(make_inventory: MakeInventory) -> No
 
 
 def test_topology_vault_values_are_opened(make_inventory: MakeInventory) -> None:
-    vault = Vault(b"pw")
+    vault = Vault(b"pw", KdfParams(1, 8192))
     root = make_inventory({"hosts.yaml": HOSTS, "topology.yaml": vault.encrypt_yaml("psk", "k")})
     topology = load_inventory(root, vault=vault).topology
     assert topology is not None
