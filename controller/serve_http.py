@@ -35,7 +35,6 @@ import ipaddress
 import json
 import re
 import socket
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -48,6 +47,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from vpnfleet.protos.files import PrivateFileError, read_private
 
 from .rails import split_endpoint
 
@@ -71,23 +72,12 @@ class SecretFileError(ValueError):
 
 
 def read_secret_file(path: Path, what: str) -> bytes:
-    """The secret in ``path``, surrounding whitespace removed.
-
-    Like ssh with private keys, a file that its group or others may read or write is
-    refused: the secret in it must be assumed known.
-    """
+    """The secret in ``path``, surrounding whitespace removed; a file its group or others
+    may access is refused (:func:`read_private`)."""
     try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            raise SecretFileError(f"{what} {path} is not a regular file")
-        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise SecretFileError(
-                f"{what} {path} is accessible by group or others "
-                f"(mode {stat.S_IMODE(info.st_mode):04o}); run: chmod 600 {path}"
-            )
-        secret = path.read_bytes().strip()
-    except OSError as exc:
-        raise SecretFileError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+        secret = read_private(path, what).strip()
+    except PrivateFileError as exc:
+        raise SecretFileError(str(exc)) from None
     if not secret:
         raise SecretFileError(f"{what} {path} is empty")
     return secret

@@ -48,6 +48,41 @@ class UnsafeDirectoryError(PermissionError):
         return self.message
 
 
+class PrivateFileError(PermissionError):
+    """A secret file that cannot be used: missing, not a regular file, or open to its
+    group or others (its content must then be taken as known, as ssh does with keys).
+    The message says what is wrong and how to fix it."""
+
+
+def read_private(path: Path, what: str) -> bytes:
+    """The content of the secret file ``path`` (``what`` names it in errors): a regular
+    file that only its owner may access. The checks are made on the file opened, not on
+    its name, so nothing can be swapped in between."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise PrivateFileError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise PrivateFileError(f"{what} {path} is not a regular file")
+        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise PrivateFileError(
+                f"{what} {path} is accessible by group or others "
+                f"(mode {stat.S_IMODE(info.st_mode):04o}); run: chmod 600 {path}"
+            )
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except PrivateFileError:
+        raise
+    except OSError as exc:
+        raise PrivateFileError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
 def mode_of(path: Path, default: int = PUBLIC) -> int:
     """The permission bits ``path`` has, to keep them when it is rewritten; ``default``
     when there is no such file."""

@@ -29,7 +29,6 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-import stat
 import struct
 import textwrap
 from collections.abc import Iterator
@@ -42,7 +41,7 @@ import nacl.pwhash
 import nacl.secret
 import nacl.utils
 
-from vpnfleet.protos.files import mode_of, write_atomically
+from vpnfleet.protos.files import PrivateFileError, mode_of, read_private, write_atomically
 
 from .errors import InventoryError, Mark
 from .source import VaultSpan, VaultText, load_yaml_file, mark_of, vault_spans
@@ -262,15 +261,9 @@ class Vault:
         """A vault keyed by a file of exactly 32 raw bytes, readable by its owner only."""
         path = Path(path)
         try:
-            mode = path.stat().st_mode
-            key = path.read_bytes()
-        except OSError as exc:
-            raise VaultError(f"cannot read vault key file {path}: {exc.strerror}") from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise VaultError(
-                f"vault key file {path} is accessible by group or others "
-                f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
-            )
+            key = read_private(path, "vault key file")
+        except PrivateFileError as exc:
+            raise VaultError(str(exc)) from None
         if len(key) != KEY_SIZE:
             raise VaultError(
                 f"vault key file {path} must hold exactly {KEY_SIZE} raw bytes, it holds {len(key)}"

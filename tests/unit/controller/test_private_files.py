@@ -133,3 +133,20 @@ def test_emit_completes_short_writes(
     expected = plan_bytes(fleet, "a1")
     assert (tmp_path / "plans" / "a1.plan").read_bytes() == expected
     assert calls >= len(expected)
+
+
+def test_a_secret_is_read_only_from_a_file_its_owner_alone_may_access(tmp_path: Path) -> None:
+    from vpnfleet.protos.files import PrivateFileError, read_private
+
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"k" * 100_000)
+    secret.chmod(0o600)
+    assert read_private(secret, "key file") == b"k" * 100_000
+    for mode in (0o640, 0o604, 0o660):
+        secret.chmod(mode)
+        with pytest.raises(PrivateFileError, match=rf"key file {secret} is accessible by group"):
+            read_private(secret, "key file")
+    with pytest.raises(PrivateFileError, match="is not a regular file"):
+        read_private(tmp_path, "key file")
+    with pytest.raises(PrivateFileError, match=r"cannot read key file .*No such file"):
+        read_private(tmp_path / "missing", "key file")
