@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from ..ike.admission import HalfOpenTable, Limit, ResponderLimits
+from ..ike.admission import HalfOpenTable, Limit, LogLimiter, ResponderLimits
 from ..ike.errors import LocalError
 from ..ike.gate import IkeResponderGate
 from ..ike.ike_sa import IkeSa
@@ -51,7 +51,6 @@ from .keylog import KeyLog
 from .peers import same_tunnel
 from .plan_routes import PlanRoutes, RouteTable
 from .session import PeerSession, PeerState
-from .untrusted import LogLimiter
 
 log = logging.getLogger(__name__)
 

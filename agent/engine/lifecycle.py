@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..ike.admission import LogLimiter
 from ..ike.events import (
     ChildSaDeleted,
     ChildSaEstablished,
@@ -28,7 +29,7 @@ from ..ike.states import IkeSaState
 from ..io.udp import Address
 from .child_sas import ChildSaInstallation
 from .session import PeerSession, PeerState
-from .untrusted import LogLimiter, printable
+from .untrusted import printable
 
 _WITH_REASON = (IkeSaFailed, IkeSaDeleted, ChildSaFailed, ChildSaDeleted, PeerErrorNotify)
 

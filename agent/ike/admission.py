@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict, deque
-from dataclasses import dataclass, fields
+from collections.abc import Hashable
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
 from .errors import LocalError
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
     from .ike_sa import IkeSa
 
 NOTICE_INTERVAL = 10.0
-"""Seconds between two notices of the same cap (the agent logs one line per notice)."""
+"""Seconds between two notices of one kind about input nobody authenticated (a cap, a
+stranger's failures): the agent logs at most one line per kind and interval."""
 MIN_PREAUTH_MESSAGE_BYTES = 2000
 """Below this an IKE_AUTH request with a certificate would not fit."""
 
@@ -92,6 +94,24 @@ class LimitNotice:
     """Refusals since the previous notice of this cap, this one included."""
     source: str
     """The address of the latest refusal."""
+
+
+@dataclass
+class LogLimiter:
+    """At most one log line per key every ``interval`` seconds (time is passed in)."""
+
+    interval: float = NOTICE_INTERVAL
+    _next: dict[Hashable, float] = field(default_factory=dict)
+    _left_out: dict[Hashable, int] = field(default_factory=dict)
+
+    def admit(self, key: Hashable, now: float) -> int | None:
+        """None when no line may go out for ``key`` now (the event is tallied); else how
+        many were left out since the last line."""
+        if now < self._next.get(key, float("-inf")):
+            self._left_out[key] = self._left_out.get(key, 0) + 1
+            return None
+        self._next[key] = now + self.interval
+        return self._left_out.pop(key, 0)
 
 
 class HalfOpenSlot:
@@ -162,8 +182,7 @@ class HalfOpenTable:
         """Fragment bytes held for half-open SAs, agent-wide."""
         self.refused: dict[Limit, int] = {limit: 0 for limit in Limit}
         """Requests, messages and fragments dropped, by the cap they went over."""
-        self._pending: dict[Limit, int] = {}
-        self._noticed_at: dict[Limit, float] = {}
+        self._pacing = LogLimiter(notice_interval)
         self._notices: deque[LimitNotice] = deque()
 
     def __len__(self) -> int:
@@ -232,14 +251,10 @@ class HalfOpenTable:
 
     def refuse(self, limit: Limit, source: str, now: float) -> None:
         self.refused[limit] += 1
-        pending = self._pending.get(limit, 0) + 1
-        last = self._noticed_at.get(limit)
-        if last is not None and now - last < self.notice_interval:
-            self._pending[limit] = pending
-            return
-        self._pending[limit] = 0
-        self._noticed_at[limit] = now
-        self._notices.append(LimitNotice(limit, self.limits.value(limit), pending, source))
+        left_out = self._pacing.admit(limit, now)
+        if left_out is not None:
+            notice = LimitNotice(limit, self.limits.value(limit), left_out + 1, source)
+            self._notices.append(notice)
 
     def next_notice(self) -> LimitNotice | None:
         return self._notices.popleft() if self._notices else None
