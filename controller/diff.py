@@ -17,8 +17,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from vpnfleet.protos.limits import DEFAULT_IKE_FRAGMENT_SIZE
+
 from .planner.model import Credential, NodePlan, Peer, Proposal, SpdEntry, TrafficSelector
-from .planner.profile import DEFAULT_FRAGMENT_SIZE
 from .results import ChangeLine
 
 
@@ -166,7 +167,8 @@ def peer_changes(old: Peer, new: Peer) -> list[str]:
         elif f.name in ("lifetimes", "dpd", "nat"):
             out += _record_changes(f"{f.name}.", a, b)
         elif f.name == "ike_fragment_size":  # 0 in a plan stands for the default
-            out.append(f"{f.name} {a or DEFAULT_FRAGMENT_SIZE} -> {b or DEFAULT_FRAGMENT_SIZE}")
+            default = DEFAULT_IKE_FRAGMENT_SIZE
+            out.append(f"{f.name} {a or default} -> {b or default}")
         else:
             out.append(f"{f.name} {_value_text(a)} -> {_value_text(b)}")
     return out
