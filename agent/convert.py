@@ -43,7 +43,7 @@ from .plan import (
     Transform,
     TransformType,
 )
-from .sink import IkeSaReport, RekeyOutcome, RekeyTarget, SaEventReport
+from .sink import IkeSaReport, RekeyOutcome, RekeyTarget, SaEventReport, UnmatchedReport
 
 E = TypeVar("E", Mode, StartAction, SpdAction)
 
@@ -113,6 +113,10 @@ def plan_from_proto(msg: plan_pb2.NodePlan) -> AgentPlan:
             peers.append(peer)
     if msg.peers and not msg.addresses:
         p.add("addresses", "empty: a host with peers needs an underlay address")
+    dynamic = [pm.name for pm in msg.peers if pm.dynamic_address]
+    if len(dynamic) > 1:
+        # The source address is all an IKE_SA_INIT tells us of its sender.
+        p.add("peers", f"more than one peer with a dynamic address: {', '.join(dynamic)}")
 
     spd: list[SpdEntry] = []
     spd_names: set[str] = set()
@@ -370,8 +374,18 @@ def _lifetimes(p: _Problems, where: str, m: plan_pb2.Lifetimes) -> Lifetimes:
 
 def _peer(p: _Problems, where: str, m: plan_pb2.Peer, anchors: set[str]) -> Peer | None:
     before = len(p.items)
-    if not m.remote_addresses:
-        p.add(where, "no remote address")
+    if not m.remote_addresses and not m.dynamic_address:
+        p.add(where, "no remote address (and not marked dynamic_address)")
+    if m.dynamic_address and not m.remote_addresses:
+        # Nothing to send an IKE_SA_INIT to: this end can only answer.
+        if m.initiator or m.start_action != plan_pb2.START_ACTION_NONE:
+            p.add(
+                where,
+                "dynamic_address with no remote address can only respond: needs initiator "
+                "false and start_action NONE",
+            )
+        if not m.remote_ts:
+            p.add(where, "dynamic_address with no remote address needs remote_ts")
     remote = [
         _address(p, f"{where} remote_addresses[{i}]", a) for i, a in enumerate(m.remote_addresses)
     ]
@@ -436,6 +450,7 @@ def _peer(p: _Problems, where: str, m: plan_pb2.Peer, anchors: set[str]) -> Peer
         remote_ts=tuple(t for t in remote_ts if t is not None),
         managed=m.managed,
         initiator=m.initiator,
+        dynamic_address=m.dynamic_address,
         ike_fragmentation=not m.ike_fragmentation_off,
         ike_fragment_size=fragment_size,
     )
@@ -542,6 +557,18 @@ def ike_sa_to_proto(sa: IkeSaReport) -> agent_pb2.IkeSaStatus:
             policy_drops=c.policy_drops,
         )
     return msg
+
+
+def unmatched_to_proto(report: UnmatchedReport) -> agent_pb2.UnmatchedIkeSaInit:
+    return agent_pb2.UnmatchedIkeSaInit(
+        count=report.count,
+        recent=[
+            agent_pb2.UnmatchedSource(
+                address=s.address, port=s.port, count=s.count, last_at=s.last_at
+            )
+            for s in report.recent
+        ],
+    )
 
 
 def event_to_proto(event: SaEventReport) -> agent_pb2.StatusEvent:

@@ -193,6 +193,10 @@ class Peer:
     ike_fragment_size: int = DEFAULT_IKE_FRAGMENT_SIZE
     """Largest IP datagram an IKE message may fill (RFC 7383 section 2.5.1); a plan's 0
     becomes the default."""
+    dynamic_address: bool = False
+    """The peer has no fixed address: its IKE_SA_INIT is taken from any source no other
+    peer's address claims, and IKE_AUTH checks it is ``remote_id``. With no
+    ``remote_addresses`` this end only responds."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -206,6 +206,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             peers_up=self.sink.peers_up(),
             ike_sas=[convert.ike_sa_to_proto(sa) for sa in self.sink.ike_sas()],
             data_plane=self.sink.data_plane,
+            unmatched_ike_sa_init=convert.unmatched_to_proto(self.sink.unmatched_ike_sa_init()),
         )
 
     async def GetStatus(

@@ -66,6 +66,25 @@ class IkeSaReport:
 
 
 @dataclass(frozen=True, slots=True)
+class UnmatchedSource:
+    """One source of IKE_SA_INIT requests that matched no peer of the plan."""
+
+    address: str
+    port: int
+    count: int
+    last_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class UnmatchedReport:
+    """IKE_SA_INIT requests that matched no peer: how many since start, and the latest
+    sources, newest first (a few at most)."""
+
+    count: int = 0
+    recent: tuple[UnmatchedSource, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class RekeyOutcome:
     peer: str
     ok: bool
@@ -95,6 +114,9 @@ class PlanSink(Protocol):
 
     def peers_up(self) -> int: ...
 
+    def unmatched_ike_sa_init(self) -> UnmatchedReport:
+        """IKE_SA_INIT requests whose source matched no peer of the plan."""
+
     async def rekey(self, peers: Sequence[str], target: RekeyTarget) -> list[RekeyOutcome]: ...
 
 
@@ -121,6 +143,9 @@ class PlanOnlySink:
 
     def peers_up(self) -> int:
         return 0
+
+    def unmatched_ike_sa_init(self) -> UnmatchedReport:
+        return UnmatchedReport()
 
     async def rekey(self, peers: Sequence[str], target: RekeyTarget) -> list[RekeyOutcome]:
         return [RekeyOutcome(p, False, "no data plane in this agent") for p in peers]

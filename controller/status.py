@@ -53,6 +53,22 @@ class IkeSaView:
 
 
 @dataclass(frozen=True, slots=True)
+class UnmatchedSourceView:
+    address: str = ""
+    port: int = 0
+    count: int = 0
+    last_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class UnmatchedIkeSaInitView:
+    """IKE_SA_INIT requests the agent dropped because their source matched no peer."""
+
+    count: int = 0
+    recent: tuple[UnmatchedSourceView, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class AgentStatusView:
     """One agent's GetStatus answer."""
 
@@ -66,6 +82,7 @@ class AgentStatusView:
     peers_up: int = 0
     ike_sas: tuple[IkeSaView, ...] = ()
     data_plane: bool = False
+    unmatched_ike_sa_init: UnmatchedIkeSaInitView = UnmatchedIkeSaInitView()
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +172,20 @@ def fleet_rows(status: FleetStatus) -> list[tuple[str, ...]]:
                 short_hash(obs.content_hash),
                 short_hash(h.desired_hash),
                 f"{obs.peers_up}/{obs.peers_total}",
-                "" if obs.data_plane else "plan only (no data plane)",
+                "; ".join(_notes(obs)),
             )
         )
     return rows
+
+
+def _notes(obs: AgentStatusView) -> list[str]:
+    notes = [] if obs.data_plane else ["plan only (no data plane)"]
+    unmatched = obs.unmatched_ike_sa_init
+    if unmatched.count:
+        last = unmatched.recent[0] if unmatched.recent else None
+        where = f", last from {last.address}:{last.port}" if last else ""
+        notes.append(f"{unmatched.count} IKE_SA_INIT matched no peer{where}")
+    return notes
 
 
 FLEET_COLUMNS = ("host", "state", "generation", "in force", "desired", "peers up", "note")

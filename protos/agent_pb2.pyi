@@ -169,7 +169,7 @@ class IkeSaStatus(_message.Message):
     def __init__(self, peer: _Optional[str] = ..., state: _Optional[str] = ..., spi_i: _Optional[int] = ..., spi_r: _Optional[int] = ..., proposal: _Optional[str] = ..., local_address: _Optional[str] = ..., remote_address: _Optional[str] = ..., initiator: _Optional[bool] = ..., nat_detected: _Optional[bool] = ..., established_at: _Optional[float] = ..., rekeyed_at: _Optional[float] = ..., next_rekey_at: _Optional[float] = ..., last_liveness_at: _Optional[float] = ..., last_error: _Optional[str] = ..., children: _Optional[_Iterable[_Union[ChildSaStatus, _Mapping]]] = ...) -> None: ...
 
 class AgentStatus(_message.Message):
-    __slots__ = ("host", "generation", "content_hash", "plan_applied_at", "agent_version", "uptime_seconds", "peers_total", "peers_up", "ike_sas", "data_plane")
+    __slots__ = ("host", "generation", "content_hash", "plan_applied_at", "agent_version", "uptime_seconds", "peers_total", "peers_up", "ike_sas", "data_plane", "unmatched_ike_sa_init")
     HOST_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -180,6 +180,7 @@ class AgentStatus(_message.Message):
     PEERS_UP_FIELD_NUMBER: _ClassVar[int]
     IKE_SAS_FIELD_NUMBER: _ClassVar[int]
     DATA_PLANE_FIELD_NUMBER: _ClassVar[int]
+    UNMATCHED_IKE_SA_INIT_FIELD_NUMBER: _ClassVar[int]
     host: str
     generation: int
     content_hash: str
@@ -190,7 +191,28 @@ class AgentStatus(_message.Message):
     peers_up: int
     ike_sas: _containers.RepeatedCompositeFieldContainer[IkeSaStatus]
     data_plane: bool
-    def __init__(self, host: _Optional[str] = ..., generation: _Optional[int] = ..., content_hash: _Optional[str] = ..., plan_applied_at: _Optional[float] = ..., agent_version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., peers_total: _Optional[int] = ..., peers_up: _Optional[int] = ..., ike_sas: _Optional[_Iterable[_Union[IkeSaStatus, _Mapping]]] = ..., data_plane: _Optional[bool] = ...) -> None: ...
+    unmatched_ike_sa_init: UnmatchedIkeSaInit
+    def __init__(self, host: _Optional[str] = ..., generation: _Optional[int] = ..., content_hash: _Optional[str] = ..., plan_applied_at: _Optional[float] = ..., agent_version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., peers_total: _Optional[int] = ..., peers_up: _Optional[int] = ..., ike_sas: _Optional[_Iterable[_Union[IkeSaStatus, _Mapping]]] = ..., data_plane: _Optional[bool] = ..., unmatched_ike_sa_init: _Optional[_Union[UnmatchedIkeSaInit, _Mapping]] = ...) -> None: ...
+
+class UnmatchedIkeSaInit(_message.Message):
+    __slots__ = ("count", "recent")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    RECENT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    recent: _containers.RepeatedCompositeFieldContainer[UnmatchedSource]
+    def __init__(self, count: _Optional[int] = ..., recent: _Optional[_Iterable[_Union[UnmatchedSource, _Mapping]]] = ...) -> None: ...
+
+class UnmatchedSource(_message.Message):
+    __slots__ = ("address", "port", "count", "last_at")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAST_AT_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    port: int
+    count: int
+    last_at: float
+    def __init__(self, address: _Optional[str] = ..., port: _Optional[int] = ..., count: _Optional[int] = ..., last_at: _Optional[float] = ...) -> None: ...
 
 class WatchStatusRequest(_message.Message):
     __slots__ = ("interval_seconds",)

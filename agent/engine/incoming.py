@@ -4,12 +4,17 @@ data plane's acquires and SA events.
 One UDP endpoint (500 and 4500) serves every IKE SA: incoming IKE is routed by our SPI
 (RFC 7296 section 2.6 lets each side pick its own), and a request with a zero responder
 SPI goes through the responder gate of the plan peer its source address belongs to.
+A request no peer's address claims goes to the peer with no fixed address (plan
+``dynamic_address``), whose IKE_AUTH then checks the identity; one that still matches no
+peer is dropped and counted, with its source, in the agent's status.
 Traffic for a trap policy starts its peer; a child SA's volume limit starts its rekey.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
+from collections.abc import Callable
 
 from ..esp.sa import RekeyRequested, SaExpired
 from ..esp.sad import SadEvent
@@ -19,9 +24,38 @@ from ..ike.message import parse_message
 from ..io.dataplane_model import Acquire
 from ..io.udp import Address, DatagramEndpoint
 from ..plan import StartAction
+from ..sink import UnmatchedReport, UnmatchedSource
 from .peers import PeerChanges
 
 log = logging.getLogger(__name__)
+
+RECENT_UNMATCHED = 8
+"""How many sources of unmatched IKE_SA_INIT requests the status keeps (newest)."""
+
+
+class UnmatchedSources:
+    """IKE_SA_INIT requests that matched no peer: a count and the latest sources, bounded
+    (anyone may send them, so a flood from many addresses keeps only the newest few)."""
+
+    def __init__(self, clock: Callable[[], float], keep: int = RECENT_UNMATCHED) -> None:
+        self._clock = clock
+        self._keep = keep
+        self.count = 0
+        self._recent: OrderedDict[Address, tuple[int, float]] = OrderedDict()
+
+    def record(self, addr: Address) -> None:
+        self.count += 1
+        seen, _ = self._recent.pop(addr, (0, 0.0))
+        self._recent[addr] = (seen + 1, self._clock())
+        while len(self._recent) > self._keep:
+            self._recent.popitem(last=False)
+
+    def report(self) -> UnmatchedReport:
+        recent = tuple(
+            UnmatchedSource(addr[0], addr[1], seen, at)
+            for addr, (seen, at) in reversed(self._recent.items())
+        )
+        return UnmatchedReport(self.count, recent)
 
 
 class IncomingDispatch(PeerChanges):
@@ -30,6 +64,7 @@ class IncomingDispatch(PeerChanges):
     these methods use."""
 
     counters: dict[str, int]
+    unmatched: UnmatchedSources
     endpoint: DatagramEndpoint | None
     _by_spi: dict[bytes, IkeSa]
     _by_address: dict[str, list[str]]
@@ -72,11 +107,17 @@ class IncomingDispatch(PeerChanges):
             return
         names = self._by_address.get(addr[0], [])
         if not names:
+            # No peer has this address: the peer with none (it has a dynamic address, or
+            # sits behind a NAT not declared) is the one it can be; IKE_AUTH then checks
+            # its identity (remote_id).
+            names = [s.name for s in self.sessions.values() if s.peer.dynamic_address]
+        if not names:
             # Behind a NAT the source is not a plan address: the only responder-side
             # peer, if there is exactly one, is the one it can be.
             names = [s.name for s in self.sessions.values() if not s.peer.initiator]
             if len(names) != 1:
                 self.counters["ike_no_peer"] += 1
+                self.unmatched.record(addr)
                 log.info("IKE_SA_INIT from %s:%d matches no peer of the plan", *addr)
                 return
         session = self.sessions[names[0]]

@@ -11,7 +11,7 @@ however many hosts inherit them.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from vpnfleet.protos import limits
@@ -71,18 +71,22 @@ def _pair_checks(host: ResolvedHost, found: dict[tuple[object, ...], _Pair]) -> 
     jitter = int(v["rekey_jitter"])
     for name in ("ike_lifetime", "child_lifetime"):
         lifetime = int(v[name])
-        if limits.jitter_problem(lifetime, jitter) is None:
-            continue
-        add(
-            name,
-            "rekey_jitter",
-            lambda hosts, name=name, lifetime=lifetime: (
-                f"{name} {lifetime}s ({_at(origins[name])}) is not longer than rekey_jitter "
-                f"{jitter}s ({_at(origins['rekey_jitter'])}) for {hosts}: the jitter is "
-                f"taken off each rekey time, so the SA could be rekeyed at once, again and "
-                f"again; make {name} longer than rekey_jitter or rekey_jitter shorter"
-            ),
+        if limits.jitter_problem(lifetime, jitter) is not None:
+            add(name, "rekey_jitter", _jitter_message(name, lifetime, jitter, origins))
+
+
+def _jitter_message(
+    name: str, lifetime: int, jitter: int, origins: Mapping[str, Mark]
+) -> Callable[[str], str]:
+    def message(hosts: str) -> str:
+        return (
+            f"{name} {lifetime}s ({_at(origins[name])}) is not longer than rekey_jitter "
+            f"{jitter}s ({_at(origins['rekey_jitter'])}) for {hosts}: the jitter is "
+            "taken off each rekey time, so the SA could be rekeyed at once, again and "
+            f"again; make {name} longer than rekey_jitter or rekey_jitter shorter"
         )
+
+    return message
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +108,7 @@ def _overlapping_subnets(resolved: list[ResolvedHost]) -> list[InventoryError]:
     )
     # Prefixes are nested or disjoint: in this order, the ones still open (whose last
     # address is not yet passed) all contain the next one.
-    found: dict[tuple[object, ...], list[tuple[str, str]]] = {}
+    found: dict[tuple[_Prefix, _Prefix], list[tuple[str, str]]] = {}
     open_: list[_Prefix] = []
     for p in prefixes:
         while open_ and (
@@ -112,13 +116,18 @@ def _overlapping_subnets(resolved: list[ResolvedHost]) -> list[InventoryError]:
             or int(open_[-1].network.broadcast_address) < int(p.network.network_address)
         ):
             open_.pop()
-        for wide in open_:
-            if wide.host != p.host:
-                key = (wide.network, wide.mark, p.network, p.mark)
-                found.setdefault(key, []).append((wide.host, p.host))
+        for container in open_:
+            if container.host != p.host:
+                # Keyed by prefix and place: a definition inherited by many hosts is one.
+                key = (
+                    _Prefix(container.network, "", container.mark),
+                    _Prefix(p.network, "", p.mark),
+                )
+                found.setdefault(key, []).append((container.host, p.host))
         open_.append(p)
     errors = []
-    for (wide, wide_mark, narrow, narrow_mark), pairs in found.items():
+    for (outer, inner), pairs in found.items():
+        wide, wide_mark, narrow, narrow_mark = outer.network, outer.mark, inner.network, inner.mark
         if wide_mark is not None and wide_mark == narrow_mark:
             names = sorted({h for pair in pairs for h in pair})
             message = (

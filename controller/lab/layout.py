@@ -313,6 +313,11 @@ def _external_layouts(
     for k, (name, ext) in enumerate(topology.externals.items(), start=1):
         what = f"external peer {name}"
         _check_name(prefix, name, "external peer")
+        if ext.address is None:
+            raise LabError(
+                f"{what}: address any: the lab plays external peers at an address of the "
+                "underlay; give it one there"
+            )
         address = ipaddress.ip_address(ext.address)
         bounds = (underlay.network_address, getattr(underlay, "broadcast_address", None))
         if address.version != underlay.version or address not in underlay or address in bounds:
