@@ -218,7 +218,7 @@ def host_changes(old: NodePlan, new: NodePlan) -> list[ChangeLine]:
                     name,
                     "added",
                     (
-                        f"address {', '.join(peer.remote_addresses)}",
+                        f"address {', '.join(peer.remote_addresses) or 'any'}",
                         f"auth {peer.auth.reference}",
                         f"ike {_proposals(peer.ike_proposals)}",
                         f"esp {_proposals(peer.esp_proposals)}",
@@ -233,7 +233,10 @@ def host_changes(old: NodePlan, new: NodePlan) -> list[ChangeLine]:
         if name not in new_peers:
             out.append(
                 ChangeLine(
-                    "peer", name, "removed", (f"address {', '.join(peer.remote_addresses)}",)
+                    "peer",
+                    name,
+                    "removed",
+                    (f"address {', '.join(peer.remote_addresses) or 'any'}",),
                 )
             )
 
