@@ -269,7 +269,7 @@ def _summary(plan: AgentPlan) -> list[str]:
     ]
     for p in plan.peers:
         lines.append(
-            f"  peer {p.name}: {', '.join(map(str, p.remote_addresses))} "
+            f"  peer {p.name}: {', '.join(map(str, p.remote_addresses)) or 'any'} "
             f"{p.mode.name.lower()} {p.start_action.name.lower()} auth {p.auth.reference} "
             f"ike [{', '.join(x.text for x in p.ike_proposals)}] "
             f"esp [{', '.join(x.text for x in p.esp_proposals)}]"

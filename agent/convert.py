@@ -16,13 +16,10 @@ from typing import TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from vpnfleet.protos import agent_pb2, plan_pb2
+from vpnfleet.protos import agent_pb2, limits, plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
 
 from .plan import (
-    DEFAULT_IKE_FRAGMENT_SIZE,
-    MAX_IKE_FRAGMENT_SIZE,
-    MIN_IKE_FRAGMENT_SIZE,
     AgentPlan,
     AuthMethod,
     ChangeKind,
@@ -46,7 +43,14 @@ from .plan import (
     Transform,
     TransformType,
 )
-from .sink import AdmissionReport, IkeSaReport, RekeyOutcome, RekeyTarget, SaEventReport
+from .sink import (
+    AdmissionReport,
+    IkeSaReport,
+    RekeyOutcome,
+    RekeyTarget,
+    SaEventReport,
+    UnmatchedReport,
+)
 
 E = TypeVar("E", Mode, StartAction, SpdAction)
 
@@ -61,8 +65,6 @@ _INTEG = {12: "AUTH_HMAC_SHA2_256_128", 13: "AUTH_HMAC_SHA2_384_192", 14: "AUTH_
 _DH = {14: "MODP-2048", 19: "ECP-256", 20: "ECP-384", 31: "Curve25519"}
 _ESN = {0: "no ESN", 1: "ESN"}
 
-# Lifetimes shorter than this would have the agent rekeying all the time.
-MIN_REKEY_SECONDS = 10
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?$")
 
 
@@ -118,6 +120,10 @@ def plan_from_proto(msg: plan_pb2.NodePlan) -> AgentPlan:
             peers.append(peer)
     if msg.peers and not msg.addresses:
         p.add("addresses", "empty: a host with peers needs an underlay address")
+    dynamic = [pm.name for pm in msg.peers if pm.dynamic_address]
+    if len(dynamic) > 1:
+        # The source address is all an IKE_SA_INIT tells us of its sender.
+        p.add("peers", f"more than one peer with a dynamic address: {', '.join(dynamic)}")
 
     spd: list[SpdEntry] = []
     spd_names: set[str] = set()
@@ -347,14 +353,23 @@ def _proposals(
     return tuple(x for x in out if x is not None)
 
 
+def _limited(p: _Problems, where: str, name: str, value: int, limit: limits.Limit) -> bool:
+    problem = limit.problem(value)
+    if problem is not None:
+        p.add(where, f"{name} {problem}")
+    return problem is None
+
+
 def _lifetimes(p: _Problems, where: str, m: plan_pb2.Lifetimes) -> Lifetimes:
+    ok = True
     for name in ("ike_rekey_seconds", "child_rekey_seconds"):
-        value = getattr(m, name)
-        if value < MIN_REKEY_SECONDS:
-            p.add(where, f"{name} {value} is below the minimum of {MIN_REKEY_SECONDS}")
-    shortest = min(m.ike_rekey_seconds, m.child_rekey_seconds)
-    if shortest >= MIN_REKEY_SECONDS and m.rand_seconds >= shortest:
-        p.add(where, f"rand_seconds {m.rand_seconds} must be below the rekey time {shortest}")
+        ok = _limited(p, where, name, getattr(m, name), limits.REKEY_SECONDS) and ok
+    ok = _limited(p, where, "rand_seconds", m.rand_seconds, limits.REKEY_JITTER_SECONDS) and ok
+    if ok:
+        for name in ("ike_rekey_seconds", "child_rekey_seconds"):
+            problem = limits.jitter_problem(getattr(m, name), m.rand_seconds)
+            if problem is not None:
+                p.add(where, f"{name}: {problem}")
     return Lifetimes(
         m.ike_rekey_seconds,
         m.child_rekey_seconds,
@@ -366,8 +381,18 @@ def _lifetimes(p: _Problems, where: str, m: plan_pb2.Lifetimes) -> Lifetimes:
 
 def _peer(p: _Problems, where: str, m: plan_pb2.Peer, anchors: set[str]) -> Peer | None:
     before = len(p.items)
-    if not m.remote_addresses:
-        p.add(where, "no remote address")
+    if not m.remote_addresses and not m.dynamic_address:
+        p.add(where, "no remote address (and not marked dynamic_address)")
+    if m.dynamic_address and not m.remote_addresses:
+        # Nothing to send an IKE_SA_INIT to: this end can only answer.
+        if m.initiator or m.start_action != plan_pb2.START_ACTION_NONE:
+            p.add(
+                where,
+                "dynamic_address with no remote address can only respond: needs initiator "
+                "false and start_action NONE",
+            )
+        if not m.remote_ts:
+            p.add(where, "dynamic_address with no remote address needs remote_ts")
     remote = [
         _address(p, f"{where} remote_addresses[{i}]", a) for i, a in enumerate(m.remote_addresses)
     ]
@@ -382,19 +407,33 @@ def _peer(p: _Problems, where: str, m: plan_pb2.Peer, anchors: set[str]) -> Peer
     mode = _enum(p, f"{where} mode", Mode, m.mode)
     start = _enum(p, f"{where} start_action", StartAction, m.start_action)
     lifetimes = _lifetimes(p, f"{where} lifetimes", m.lifetimes)
-    if m.dpd.delay_seconds and m.dpd.timeout_seconds < m.dpd.delay_seconds:
-        p.add(
-            f"{where} dpd",
-            f"timeout {m.dpd.timeout_seconds}s is shorter than the delay {m.dpd.delay_seconds}s",
+    dpd_ok = _limited(
+        p, f"{where} dpd", "delay_seconds", m.dpd.delay_seconds, limits.DPD_DELAY_SECONDS
+    )
+    dpd_ok = (
+        _limited(
+            p, f"{where} dpd", "timeout_seconds", m.dpd.timeout_seconds, limits.DPD_TIMEOUT_SECONDS
         )
+        and dpd_ok
+    )
+    dpd_problem = limits.dpd_problem(m.dpd.delay_seconds, m.dpd.timeout_seconds)
+    if dpd_ok and dpd_problem is not None:
+        p.add(f"{where} dpd", dpd_problem)
+    _limited(
+        p,
+        f"{where} nat",
+        "keepalive_seconds",
+        m.nat.keepalive_seconds,
+        limits.NAT_KEEPALIVE_SECONDS,
+    )
     local_ts = [_prefix(p, f"{where} local_ts[{i}]", t) for i, t in enumerate(m.local_ts)]
     remote_ts = [_prefix(p, f"{where} remote_ts[{i}]", t) for i, t in enumerate(m.remote_ts)]
-    fragment_size = m.ike_fragment_size or DEFAULT_IKE_FRAGMENT_SIZE
-    if not MIN_IKE_FRAGMENT_SIZE <= fragment_size <= MAX_IKE_FRAGMENT_SIZE:
+    fragment_size = m.ike_fragment_size or limits.DEFAULT_IKE_FRAGMENT_SIZE
+    low, high = limits.IKE_FRAGMENT_SIZE.low, limits.IKE_FRAGMENT_SIZE.high
+    if not low <= fragment_size <= high:
         p.add(
             where,
-            f"ike_fragment_size {fragment_size} is not within "
-            f"{MIN_IKE_FRAGMENT_SIZE}..{MAX_IKE_FRAGMENT_SIZE} (0 for the default)",
+            f"ike_fragment_size {fragment_size} is not within {low}..{high} (0 for the default)",
         )
     if len(p.items) != before:
         return None
@@ -418,6 +457,7 @@ def _peer(p: _Problems, where: str, m: plan_pb2.Peer, anchors: set[str]) -> Peer
         remote_ts=tuple(t for t in remote_ts if t is not None),
         managed=m.managed,
         initiator=m.initiator,
+        dynamic_address=m.dynamic_address,
         ike_fragmentation=not m.ike_fragmentation_off,
         ike_fragment_size=fragment_size,
     )
@@ -538,6 +578,18 @@ def ike_sa_to_proto(sa: IkeSaReport) -> agent_pb2.IkeSaStatus:
             policy_drops=c.policy_drops,
         )
     return msg
+
+
+def unmatched_to_proto(report: UnmatchedReport) -> agent_pb2.UnmatchedIkeSaInit:
+    return agent_pb2.UnmatchedIkeSaInit(
+        count=report.count,
+        recent=[
+            agent_pb2.UnmatchedSource(
+                address=s.address, port=s.port, count=s.count, last_at=s.last_at
+            )
+            for s in report.recent
+        ],
+    )
 
 
 def event_to_proto(event: SaEventReport) -> agent_pb2.StatusEvent:

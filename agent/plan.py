@@ -13,14 +13,10 @@ import enum
 import ipaddress
 from dataclasses import dataclass, field, fields
 
+from vpnfleet.protos.limits import DEFAULT_IKE_FRAGMENT_SIZE
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-DEFAULT_IKE_FRAGMENT_SIZE = 1280
-"""IKE fragment size when a plan leaves ``ike_fragment_size`` at 0 (RFC 7383 section 2.5.1)."""
-MIN_IKE_FRAGMENT_SIZE = 576
-"""Smallest plan fragment size: the IPv4 datagram every host accepts (RFC 7383 section 2.5.1)."""
-MAX_IKE_FRAGMENT_SIZE = 65535
 
 
 class PlanRejected(Exception):
@@ -200,6 +196,10 @@ class Peer:
     ike_fragment_size: int = DEFAULT_IKE_FRAGMENT_SIZE
     """Largest IP datagram an IKE message may fill (RFC 7383 section 2.5.1); a plan's 0
     becomes the default."""
+    dynamic_address: bool = False
+    """The peer has no fixed address: its IKE_SA_INIT is taken from any source no other
+    peer's address claims, and IKE_AUTH checks it is ``remote_id``. With no
+    ``remote_addresses`` this end only responds."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -207,6 +207,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             ike_sas=[convert.ike_sa_to_proto(sa) for sa in self.sink.ike_sas()],
             data_plane=self.sink.data_plane,
             ike_counters=self.sink.ike_counters(),
+            unmatched_ike_sa_init=convert.unmatched_to_proto(self.sink.unmatched_ike_sa_init()),
         )
         admission = self.sink.admission()
         if admission is not None:

@@ -90,6 +90,25 @@ class AdmissionReport:
 
 
 @dataclass(frozen=True, slots=True)
+class UnmatchedSource:
+    """One source of IKE_SA_INIT requests that matched no peer of the plan."""
+
+    address: str
+    port: int
+    count: int
+    last_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class UnmatchedReport:
+    """IKE_SA_INIT requests that matched no peer: how many since start, and the latest
+    sources, newest first (a few at most)."""
+
+    count: int = 0
+    recent: tuple[UnmatchedSource, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class RekeyOutcome:
     peer: str
     ok: bool
@@ -125,6 +144,9 @@ class PlanSink(Protocol):
     def admission(self) -> AdmissionReport | None:
         """Half-open IKE SAs and what their caps refused; None without an IKE engine."""
 
+    def unmatched_ike_sa_init(self) -> UnmatchedReport:
+        """IKE_SA_INIT requests whose source matched no peer of the plan."""
+
     async def rekey(self, peers: Sequence[str], target: RekeyTarget) -> list[RekeyOutcome]: ...
 
 
@@ -157,6 +179,9 @@ class PlanOnlySink:
 
     def admission(self) -> AdmissionReport | None:
         return None
+
+    def unmatched_ike_sa_init(self) -> UnmatchedReport:
+        return UnmatchedReport()
 
     async def rekey(self, peers: Sequence[str], target: RekeyTarget) -> list[RekeyOutcome]:
         return [RekeyOutcome(p, False, "no data plane in this agent") for p in peers]

@@ -20,7 +20,13 @@ from vpnfleet.protos import agent_pb2, plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
 
 from .results import ChangeLine
-from .status import AgentStatusView, ChildSaView, IkeSaView
+from .status import (
+    AgentStatusView,
+    ChildSaView,
+    IkeSaView,
+    UnmatchedIkeSaInitView,
+    UnmatchedSourceView,
+)
 
 T = TypeVar("T")
 
@@ -92,6 +98,8 @@ _NESTED: dict[str, type] = {
     "vpnfleet.v1.IkeSaStatus": IkeSaView,
     "vpnfleet.v1.ChildSaStatus": ChildSaView,
     "vpnfleet.v1.AgentStatus": AgentStatusView,
+    "vpnfleet.v1.UnmatchedIkeSaInit": UnmatchedIkeSaInitView,
+    "vpnfleet.v1.UnmatchedSource": UnmatchedSourceView,
 }
 
 

@@ -17,8 +17,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from vpnfleet.protos.limits import DEFAULT_IKE_FRAGMENT_SIZE
+
 from .planner.model import Credential, NodePlan, Peer, Proposal, SpdEntry, TrafficSelector
-from .planner.profile import DEFAULT_FRAGMENT_SIZE
 from .results import ChangeLine
 
 
@@ -166,7 +167,8 @@ def peer_changes(old: Peer, new: Peer) -> list[str]:
         elif f.name in ("lifetimes", "dpd", "nat"):
             out += _record_changes(f"{f.name}.", a, b)
         elif f.name == "ike_fragment_size":  # 0 in a plan stands for the default
-            out.append(f"{f.name} {a or DEFAULT_FRAGMENT_SIZE} -> {b or DEFAULT_FRAGMENT_SIZE}")
+            default = DEFAULT_IKE_FRAGMENT_SIZE
+            out.append(f"{f.name} {a or default} -> {b or default}")
         else:
             out.append(f"{f.name} {_value_text(a)} -> {_value_text(b)}")
     return out
@@ -216,7 +218,7 @@ def host_changes(old: NodePlan, new: NodePlan) -> list[ChangeLine]:
                     name,
                     "added",
                     (
-                        f"address {', '.join(peer.remote_addresses)}",
+                        f"address {', '.join(peer.remote_addresses) or 'any'}",
                         f"auth {peer.auth.reference}",
                         f"ike {_proposals(peer.ike_proposals)}",
                         f"esp {_proposals(peer.esp_proposals)}",
@@ -231,7 +233,10 @@ def host_changes(old: NodePlan, new: NodePlan) -> list[ChangeLine]:
         if name not in new_peers:
             out.append(
                 ChangeLine(
-                    "peer", name, "removed", (f"address {', '.join(peer.remote_addresses)}",)
+                    "peer",
+                    name,
+                    "removed",
+                    (f"address {', '.join(peer.remote_addresses) or 'any'}",),
                 )
             )
 

@@ -261,7 +261,8 @@ def plan_summary(fleet: CompiledFleet, host: str) -> dict[str, Any]:
         peers.append(
             {
                 "name": p.name,
-                "address": ",".join(p.remote_addresses),
+                "address": ",".join(p.remote_addresses) or "any",
+                "dynamic_address": p.dynamic_address,
                 "auth": p.auth.reference if p.auth else "",
                 "ike": [x.text for x in p.ike_proposals],
                 "esp": [x.text for x in p.esp_proposals],

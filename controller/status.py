@@ -59,6 +59,22 @@ class IkeSaView:
 
 
 @dataclass(frozen=True, slots=True)
+class UnmatchedSourceView:
+    address: str = ""
+    port: int = 0
+    count: int = 0
+    last_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class UnmatchedIkeSaInitView:
+    """IKE_SA_INIT requests the agent dropped because their source matched no peer."""
+
+    count: int = 0
+    recent: tuple[UnmatchedSourceView, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class AgentStatusView:
     """One agent's GetStatus answer."""
 
@@ -74,16 +90,12 @@ class AgentStatusView:
     data_plane: bool = False
     ike_counters: Mapping[str, int] = field(default_factory=dict)
     """Whole-agent IKE counters by outcome ("malformed", "no_peer" …)."""
+    unmatched_ike_sa_init: UnmatchedIkeSaInitView = UnmatchedIkeSaInitView()
 
     @property
-    def unauthenticated_ike(self) -> str:
-        """IKE nobody authenticated, for the fleet table's note ('' when none)."""
-        failed = sum(ike.unauthenticated_failures for ike in self.ike_sas)
-        unmatched = self.ike_counters.get("no_peer", 0)
-        parts = [f"{failed} IKE SA(s) failed before auth"] if failed else []
-        if unmatched:
-            parts.append(f"{unmatched} IKE_SA_INIT from no peer")
-        return ", ".join(parts)
+    def unauthenticated_failures(self) -> int:
+        """IKE SAs the other side started that failed before it authenticated."""
+        return sum(ike.unauthenticated_failures for ike in self.ike_sas)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,17 +187,22 @@ def fleet_rows(status: FleetStatus) -> list[tuple[str, ...]]:
                 short_hash(obs.content_hash),
                 short_hash(h.desired_hash),
                 f"{obs.peers_up}/{obs.peers_total}",
-                "; ".join(
-                    note
-                    for note in (
-                        "" if obs.data_plane else "plan only (no data plane)",
-                        obs.unauthenticated_ike,
-                    )
-                    if note
-                ),
+                "; ".join(_notes(obs)),
             )
         )
     return rows
+
+
+def _notes(obs: AgentStatusView) -> list[str]:
+    notes = [] if obs.data_plane else ["plan only (no data plane)"]
+    if obs.unauthenticated_failures:
+        notes.append(f"{obs.unauthenticated_failures} IKE SA(s) failed before auth")
+    unmatched = obs.unmatched_ike_sa_init
+    if unmatched.count:
+        last = unmatched.recent[0] if unmatched.recent else None
+        where = f", last from {last.address}:{last.port}" if last else ""
+        notes.append(f"{unmatched.count} IKE_SA_INIT matched no peer{where}")
+    return notes
 
 
 FLEET_COLUMNS = ("host", "state", "generation", "in force", "desired", "peers up", "note")

@@ -173,7 +173,7 @@ class IkeSaStatus(_message.Message):
     def __init__(self, peer: _Optional[str] = ..., state: _Optional[str] = ..., spi_i: _Optional[int] = ..., spi_r: _Optional[int] = ..., proposal: _Optional[str] = ..., local_address: _Optional[str] = ..., remote_address: _Optional[str] = ..., initiator: _Optional[bool] = ..., nat_detected: _Optional[bool] = ..., established_at: _Optional[float] = ..., rekeyed_at: _Optional[float] = ..., next_rekey_at: _Optional[float] = ..., last_liveness_at: _Optional[float] = ..., last_error: _Optional[str] = ..., children: _Optional[_Iterable[_Union[ChildSaStatus, _Mapping]]] = ..., unauthenticated_failures: _Optional[int] = ..., last_unauthenticated_failure: _Optional[str] = ...) -> None: ...
 
 class AgentStatus(_message.Message):
-    __slots__ = ("host", "generation", "content_hash", "plan_applied_at", "agent_version", "uptime_seconds", "peers_total", "peers_up", "ike_sas", "data_plane", "ike_counters", "admission")
+    __slots__ = ("host", "generation", "content_hash", "plan_applied_at", "agent_version", "uptime_seconds", "peers_total", "peers_up", "ike_sas", "data_plane", "ike_counters", "admission", "unmatched_ike_sa_init")
     class IkeCountersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -193,6 +193,7 @@ class AgentStatus(_message.Message):
     DATA_PLANE_FIELD_NUMBER: _ClassVar[int]
     IKE_COUNTERS_FIELD_NUMBER: _ClassVar[int]
     ADMISSION_FIELD_NUMBER: _ClassVar[int]
+    UNMATCHED_IKE_SA_INIT_FIELD_NUMBER: _ClassVar[int]
     host: str
     generation: int
     content_hash: str
@@ -205,7 +206,8 @@ class AgentStatus(_message.Message):
     data_plane: bool
     ike_counters: _containers.ScalarMap[str, int]
     admission: IkeAdmission
-    def __init__(self, host: _Optional[str] = ..., generation: _Optional[int] = ..., content_hash: _Optional[str] = ..., plan_applied_at: _Optional[float] = ..., agent_version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., peers_total: _Optional[int] = ..., peers_up: _Optional[int] = ..., ike_sas: _Optional[_Iterable[_Union[IkeSaStatus, _Mapping]]] = ..., data_plane: _Optional[bool] = ..., ike_counters: _Optional[_Mapping[str, int]] = ..., admission: _Optional[_Union[IkeAdmission, _Mapping]] = ...) -> None: ...
+    unmatched_ike_sa_init: UnmatchedIkeSaInit
+    def __init__(self, host: _Optional[str] = ..., generation: _Optional[int] = ..., content_hash: _Optional[str] = ..., plan_applied_at: _Optional[float] = ..., agent_version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., peers_total: _Optional[int] = ..., peers_up: _Optional[int] = ..., ike_sas: _Optional[_Iterable[_Union[IkeSaStatus, _Mapping]]] = ..., data_plane: _Optional[bool] = ..., ike_counters: _Optional[_Mapping[str, int]] = ..., admission: _Optional[_Union[IkeAdmission, _Mapping]] = ..., unmatched_ike_sa_init: _Optional[_Union[UnmatchedIkeSaInit, _Mapping]] = ...) -> None: ...
 
 class AdmissionLimit(_message.Message):
     __slots__ = ("name", "value", "refused")
@@ -228,6 +230,26 @@ class IkeAdmission(_message.Message):
     cookies_sent: int
     limits: _containers.RepeatedCompositeFieldContainer[AdmissionLimit]
     def __init__(self, half_open: _Optional[int] = ..., preauth_fragment_bytes: _Optional[int] = ..., cookies_sent: _Optional[int] = ..., limits: _Optional[_Iterable[_Union[AdmissionLimit, _Mapping]]] = ...) -> None: ...
+
+class UnmatchedIkeSaInit(_message.Message):
+    __slots__ = ("count", "recent")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    RECENT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    recent: _containers.RepeatedCompositeFieldContainer[UnmatchedSource]
+    def __init__(self, count: _Optional[int] = ..., recent: _Optional[_Iterable[_Union[UnmatchedSource, _Mapping]]] = ...) -> None: ...
+
+class UnmatchedSource(_message.Message):
+    __slots__ = ("address", "port", "count", "last_at")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAST_AT_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    port: int
+    count: int
+    last_at: float
+    def __init__(self, address: _Optional[str] = ..., port: _Optional[int] = ..., count: _Optional[int] = ..., last_at: _Optional[float] = ...) -> None: ...
 
 class WatchStatusRequest(_message.Message):
     __slots__ = ("interval_seconds",)

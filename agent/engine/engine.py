@@ -43,10 +43,17 @@ from ..io.udp import (
     KeepaliveScheduler,
 )
 from ..plan import AgentPlan, AuthMethod, Peer
-from ..sink import AdmissionLimitReport, AdmissionReport, EventHub, IkeSaReport, SaEventReport
+from ..sink import (
+    AdmissionLimitReport,
+    AdmissionReport,
+    EventHub,
+    IkeSaReport,
+    SaEventReport,
+    UnmatchedReport,
+)
 from . import translate
 from .clock import LoopScheduler, Scheduler, TimerHandle
-from .incoming import IncomingDispatch
+from .incoming import IncomingDispatch, UnmatchedSources
 from .keylog import KeyLog
 from .peers import same_tunnel
 from .plan_routes import PlanRoutes, RouteTable
@@ -135,6 +142,7 @@ class Engine(IncomingDispatch):
         }
         self.untrusted_log = LogLimiter()
         """Bounds the log lines about IKE nobody authenticated (strangers can repeat it)."""
+        self.unmatched = UnmatchedSources(wall_clock)
         self.dp: DataPlane | None = None
         self.endpoint: DatagramEndpoint | None = None
         self._live = False
@@ -273,6 +281,9 @@ class Engine(IncomingDispatch):
             ),
         )
 
+    def unmatched_ike_sa_init(self) -> UnmatchedReport:
+        return self.unmatched.report(self.counters["ike_no_peer"])
+
     # -- peers ---------------------------------------------------------------------------
 
     def _sas_of(self, session: PeerSession) -> list[IkeSa]:
@@ -282,8 +293,16 @@ class Engine(IncomingDispatch):
         if session.config is None:
             return
         session.retry_timer = None
-        remote = session.peer.remote_addresses[0]
-        port = session.peer.remote_port or IKE_PORT
+        if not session.peer.remote_addresses:
+            # A peer with a dynamic address and no SA to learn one from: it must start.
+            current = session.ike
+            if current is None or current.peer is None:
+                session.last_error = "no address to initiate to (dynamic address)"
+                return
+            remote, port = current.peer[0], current.peer[1]
+        else:
+            remote = str(session.peer.remote_addresses[0])
+            port = session.peer.remote_port or IKE_PORT
         sa = IkeSa(
             session.config,
             Role.INITIATOR,
@@ -435,7 +454,7 @@ class Engine(IncomingDispatch):
         """Our outer address towards ``peer``: the one the kernel sends from, when known.
         NAT detection (RFC 7296 section 2.23) must hash the address the socket really
         uses; behind a NAT the plan's address is the public one and would hide it."""
-        if self._source_address is not None:
+        if self._source_address is not None and peer.remote_addresses:
             found = self._source_address(str(peer.remote_addresses[0]))
             if found:
                 return found

@@ -3,15 +3,19 @@ data plane's acquires and SA events.
 
 One UDP endpoint (500 and 4500) serves every IKE SA: incoming IKE is routed by our SPI
 (RFC 7296 section 2.6 lets each side pick its own), and a request with a zero responder
-SPI goes through the responder gate of the plan peer its source address belongs to, or
-from any other address, of the one responder-side peer the plan has behind a NAT; what
-matches no peer is dropped and counted.
+SPI goes through the responder gate of the plan peer its source address belongs to.
+A request no peer's address claims goes to the peer with no fixed address (plan
+``dynamic_address``), whose IKE_AUTH then checks the identity, or from any other address
+to the one responder-side peer the plan has behind a NAT; what matches no peer is
+dropped and counted, with its latest sources, in the agent's status.
 Traffic for a trap policy starts its peer; a child SA's volume limit starts its rekey.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
+from collections.abc import Callable
 
 from ..esp.sa import RekeyRequested, SaExpired
 from ..esp.sad import SadEvent
@@ -22,9 +26,37 @@ from ..ike.message import parse_message
 from ..io.dataplane_model import Acquire
 from ..io.udp import Address, DatagramEndpoint
 from ..plan import StartAction
+from ..sink import UnmatchedReport, UnmatchedSource
 from .peers import PeerChanges
 
 log = logging.getLogger(__name__)
+
+RECENT_UNMATCHED = 8
+"""How many sources of unmatched IKE_SA_INIT requests the status keeps (newest)."""
+
+
+class UnmatchedSources:
+    """The latest sources of IKE_SA_INIT requests that matched no peer, bounded (anyone may
+    send them, so a flood from many addresses keeps only the newest few); their number is
+    the engine's ``ike_no_peer`` counter."""
+
+    def __init__(self, clock: Callable[[], float], keep: int = RECENT_UNMATCHED) -> None:
+        self._clock = clock
+        self._keep = keep
+        self._recent: OrderedDict[Address, tuple[int, float]] = OrderedDict()
+
+    def record(self, addr: Address) -> None:
+        seen, _ = self._recent.pop(addr, (0, 0.0))
+        self._recent[addr] = (seen + 1, self._clock())
+        while len(self._recent) > self._keep:
+            self._recent.popitem(last=False)
+
+    def report(self, count: int) -> UnmatchedReport:
+        recent = tuple(
+            UnmatchedSource(addr[0], addr[1], seen, at)
+            for addr, (seen, at) in reversed(self._recent.items())
+        )
+        return UnmatchedReport(count, recent)
 
 
 class IncomingDispatch(PeerChanges):
@@ -33,6 +65,7 @@ class IncomingDispatch(PeerChanges):
     these methods use."""
 
     counters: dict[str, int]
+    unmatched: UnmatchedSources
     endpoint: DatagramEndpoint | None
     _by_spi: dict[bytes, IkeSa]
     _by_address: dict[str, list[str]]
@@ -87,6 +120,11 @@ class IncomingDispatch(PeerChanges):
             return
         names = self._by_address.get(addr[0], [])
         if not names:
+            # No peer has this address: the peer with none (it has a dynamic address, or
+            # sits behind a NAT not declared) is the one it can be; IKE_AUTH then checks
+            # its identity (remote_id).
+            names = [s.name for s in self.sessions.values() if s.peer.dynamic_address]
+        if not names:
             # Behind a NAT the source is not a plan address: the only responder-side peer
             # the plan has behind a NAT, if there is exactly one, is the one it can be.
             # Any other peer is reached at its own addresses: a stranger's IKE_SA_INIT
@@ -98,6 +136,7 @@ class IncomingDispatch(PeerChanges):
             ]
             if len(names) != 1:
                 self.counters["ike_no_peer"] += 1
+                self.unmatched.record(addr)
                 left_out = self.untrusted_log.admit("no-peer", self.now())
                 if left_out is not None:
                     more = f" ({left_out} more since)" if left_out else ""

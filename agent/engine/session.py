@@ -163,7 +163,9 @@ class PeerSession:
                 peer=self.name,
                 state=self.state.value,
                 local_address=self.local or "",
-                remote_address=str(self.peer.remote_addresses[0]),
+                remote_address=str(self.peer.remote_addresses[0])
+                if self.peer.remote_addresses
+                else "any",
                 initiator=self.peer.initiator,
                 last_error=self.last_error,
                 children=children,

@@ -266,7 +266,7 @@ def ike_config(plan: AgentPlan, peer: Peer, credentials: IkeCredentials | None =
             f"peer {peer.name}: {peer.auth.method.name.lower()} authentication is not supported"
         )
     local = local_address(plan, peer)
-    remote = str(peer.remote_addresses[0])
+    remote = str(peer.remote_addresses[0]) if peer.remote_addresses else None
     try:
         child = ChildConfig(
             peer.name,
@@ -297,6 +297,8 @@ def ike_config(plan: AgentPlan, peer: Peer, credentials: IkeCredentials | None =
 def local_address(plan: AgentPlan, peer: Peer) -> str | None:
     if peer.local_address is not None:
         return str(peer.local_address)
+    if not peer.remote_addresses:  # a dynamic address: either family may come
+        return str(plan.addresses[0]) if plan.addresses else None
     for address in plan.addresses:
         if address.version == peer.remote_addresses[0].version:
             return str(address)

@@ -19,6 +19,7 @@ from typing import Any
 
 from vpnfleet.protos.identity import CONTROLLER_NAME, is_controller_name
 
+from .consistency import check_resolved
 from .errors import InventoryError, InventoryErrors, Mark, did_you_mean
 from .model import ALL, UNGROUPED, Defaults, Group, Host, Inventory
 from .schema import Var, check_vars
@@ -592,6 +593,7 @@ def load_inventory(path: Path | str, *, vault: Vault | None = None) -> Inventory
         hosts[h.name] = Host(h.name, tuple(h.groups), inline, from_files, h.mark)
     inventory = Inventory.build(root, hosts, groups, topology, Defaults())
     _check_addresses(inventory, draft.address_unclear, errors)
+    errors.extend(check_resolved(inventory))
     if errors:
         # File by file, top to bottom: the order an operator fixes them in.
         errors.sort(key=lambda e: (e.mark.path, e.mark.line, e.mark.column) if e.mark else ("",))

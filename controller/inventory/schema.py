@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from vpnfleet.protos import limits
+
 from .errors import InventoryError, Mark, did_you_mean
 from .source import MarkedStr, key_mark, mark_of
 
@@ -118,6 +120,19 @@ def parse_duration(value: Any) -> int:
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+def _duration(limit: limits.Limit) -> Callable[[Any], int]:
+    """A duration within the plan's limit for it (the agent checks the same one)."""
+
+    def check(value: Any) -> int:
+        seconds = parse_duration(value)
+        problem = limit.problem(seconds)
+        if problem is not None:
+            raise _Invalid(problem)
+        return seconds
+
+    return check
+
+
 def _address(value: Any) -> str:
     if not isinstance(value, str) or isinstance(value, bool):
         raise _Invalid(f"expected an IPv4 or IPv6 address string, got {_describe(value)}")
@@ -203,20 +218,24 @@ _TABLE: tuple[VarSpec, ...] = (
     VarSpec("esp_proposals", _string_list(_string, "proposal strings"), ("aes256gcm16",)),
     VarSpec("mode", _choice("tunnel", "transport"), "tunnel"),
     VarSpec("start_action", _choice("start", "trap", "none"), "start"),
-    VarSpec("ike_lifetime", parse_duration, 14400),
-    VarSpec("child_lifetime", parse_duration, 3600),
+    VarSpec("ike_lifetime", _duration(limits.REKEY_SECONDS), 14400),
+    VarSpec("child_lifetime", _duration(limits.REKEY_SECONDS), 3600),
     VarSpec("child_lifetime_bytes", _integer(0), 0),
     VarSpec("child_lifetime_packets", _integer(0), 0),
-    VarSpec("rekey_jitter", parse_duration, 60),
-    VarSpec("dpd_delay", parse_duration, 30),
-    VarSpec("dpd_timeout", parse_duration, 150),
+    VarSpec("rekey_jitter", _duration(limits.REKEY_JITTER_SECONDS), 60),
+    VarSpec("dpd_delay", _duration(limits.DPD_DELAY_SECONDS), 30),
+    VarSpec("dpd_timeout", _duration(limits.DPD_TIMEOUT_SECONDS), 150),
     VarSpec("nat", _boolean, False),
     VarSpec("force_encap", _boolean, False),
-    VarSpec("nat_keepalive", parse_duration, 20),
+    VarSpec("nat_keepalive", _duration(limits.NAT_KEEPALIVE_SECONDS), 20),
     # RFC 7383: offer IKE fragmentation, and the largest IP datagram (headers included)
-    # an IKE message may fill; 576 is the IPv4 size every host must accept (section 2.5.1).
+    # an IKE message may fill.
     VarSpec("ike_fragmentation", _boolean, True),
-    VarSpec("ike_fragment_size", _integer(576, 65535), 1280),
+    VarSpec(
+        "ike_fragment_size",
+        _integer(limits.IKE_FRAGMENT_SIZE.low, limits.IKE_FRAGMENT_SIZE.high),
+        limits.DEFAULT_IKE_FRAGMENT_SIZE,
+    ),
     VarSpec("agent_port", _integer(1, 65535), 50051),
     VarSpec("agent_address", _agent_address, ""),
     VarSpec("psk_epoch", _integer(1), 1),

@@ -14,8 +14,9 @@ How charon runs here, and why:
   the connections and the PSK are loaded with ``swanctl --load-all --file``, from a
   swanctl.conf written here (0600: it holds the PSK).
 - kernel-libipsec always reports a NAT, so ESP is in UDP 4500 either way; ``encap =
-  yes`` says so up front. Managed hosts always initiate to external peers: charon only
-  responds.
+  yes`` says so up front. charon answers the managed hosts that initiate to it, and
+  starts the tunnels to those that only answer (``start_action: none``, or an external
+  peer declared ``address: any``, which the lab puts at a free underlay address).
 
 The record gets a ``charon`` resource before the process starts, so ``lab down`` finds
 it even after a crash; deleting the namespace kills it in any case.
@@ -131,8 +132,9 @@ def _list(values: tuple[str, ...]) -> str:
 
 
 def swanctl_conf(ext: ExternalLayout) -> str:
-    """One responder connection per managed host that peers with ``ext``; the PSK in
-    base64 (``0s``) so that no character of it needs quoting."""
+    """One connection per managed host that peers with ``ext`` (started by charon when the
+    host only answers); the PSK in base64 (``0s``) so that no character of it needs
+    quoting."""
     lines = ["connections {"]
     for c in ext.connections:
         lines += [
@@ -159,6 +161,7 @@ def swanctl_conf(ext: ExternalLayout) -> str:
             f"        esp_proposals = {_list(ext.esp_proposals) or 'default'}",
             "        mode = tunnel",
             "        dpd_action = clear",
+            *(["        start_action = start"] if c.initiate else []),
             "      }",
             "    }",
             "  }",

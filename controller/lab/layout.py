@@ -109,6 +109,7 @@ class ExternalConnection:
     identity: str  # its IKE identity in strongSwan's notation (``fqdn:gw1.example``)
     local_ts: tuple[str, ...]  # the external peer's prefixes
     remote_ts: tuple[str, ...]  # the managed host's prefixes
+    initiate: bool = False  # the managed host only answers (its plan: not the initiator)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,8 +304,11 @@ def _external_layouts(
     underlay: IpNetwork,
     taken: Mapping[IpAddress, str],
     subnets: list[tuple[str, IpNetwork]],
+    reserved: set[IpAddress],
 ) -> dict[str, ExternalLayout]:
-    """Where charon plays each external peer, and the tunnels the plans give it."""
+    """Where charon plays each external peer, and the tunnels the plans give it. A peer
+    with ``address: any`` gets a free underlay address (the highest after the
+    controller's), which no plan names: the hosts answer it wherever it comes from."""
     resolved = {h: inventory.resolve(h) for h in inventory.hosts}
     topology, errors = expand_topology(inventory, resolved)
     if errors:
@@ -313,7 +317,11 @@ def _external_layouts(
     for k, (name, ext) in enumerate(topology.externals.items(), start=1):
         what = f"external peer {name}"
         _check_name(prefix, name, "external peer")
-        address = ipaddress.ip_address(ext.address)
+        if ext.address is None:
+            address = _root_address(underlay, reserved)
+        else:
+            address = ipaddress.ip_address(ext.address)
+        reserved.add(address)
         bounds = (underlay.network_address, getattr(underlay, "broadcast_address", None))
         if address.version != underlay.version or address not in underlay or address in bounds:
             raise LabError(
@@ -354,6 +362,7 @@ def _external_layouts(
                         identity=strongswan_id(peer.local_id),
                         local_ts=peer.remote_ts,
                         remote_ts=peer.local_ts,
+                        initiate=not peer.initiator,
                     )
                 )
         out[name] = ExternalLayout(
@@ -455,7 +464,9 @@ def plan_layout(
             agent_port=ports[h],
             router=router,
         )
-    externals = _external_layouts(prefix, inventory, plans or {}, underlay, seen, all_subnets)
+    externals = _external_layouts(
+        prefix, inventory, plans or {}, underlay, seen, all_subnets, used | {root_address}
+    )
     return LabLayout(
         name=name,
         bridge_netns=f"{prefix}br",

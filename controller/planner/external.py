@@ -1,4 +1,10 @@
-"""Gateways vpnfleet does not manage (``external_peers`` in topology.yaml)."""
+"""Gateways vpnfleet does not manage (``external_peers`` in topology.yaml).
+
+A gateway with no fixed address (a dynamic address, or behind a NAT whose public address
+is not known) is declared ``address: any`` with its ``identity``: the managed hosts only
+respond to it, take its IKE_SA_INIT from whatever source it comes, and know it by its
+IKE identity at IKE_AUTH (strongSwan's ``remote_addrs = %any`` with a remote ``id``).
+"""
 
 from __future__ import annotations
 
@@ -28,10 +34,13 @@ EXTERNAL_KEYS = (
 )
 
 
+ANY_ADDRESS = "any"
+
+
 @dataclass(frozen=True, slots=True)
 class ExternalPeer:
     name: str
-    address: str
+    address: str | None  # None: ``address: any``, the peer is known by its identity only
     identity: Identity
     auth: str
     psk: str
@@ -55,13 +64,26 @@ def parse_external(
         name = None
     unique(name, what, entry.get("name"))
     address = None
+    dynamic = False
     raw_address = ck.string(entry, "address", what)
-    if raw_address is not None:
+    if raw_address is not None and raw_address.strip() == ANY_ADDRESS:
+        dynamic = True
+    elif raw_address is not None:
         try:
             address = ipaddress.ip_address(raw_address.strip()).compressed
         except ValueError:
-            ck.error(f"{what}: address: {raw_address!r} is not an IP address", raw_address)
+            ck.error(
+                f"{what}: address: {raw_address!r} is not an IP address (or 'any' for a "
+                "peer with no fixed address)",
+                raw_address,
+            )
     identity_text = ck.string(entry, "identity", what) or address
+    if dynamic and "identity" not in entry:
+        ck.error(
+            f"{what}: address any needs 'identity': the peer is known by its IKE identity "
+            "alone (e.g. identity: gw.partner.example)",
+            raw_address,
+        )
     auth = entry.get("auth", "psk")
     psk, ca_pem, fingerprint = "", b"", ""
     ok = True
@@ -95,9 +117,9 @@ def parse_external(
     ike = ck.proposals(entry, "ike_proposals", what, "ike")
     esp = ck.proposals(entry, "esp_proposals", what, "esp")
     hosts = ck.pattern(entry, "connect", what)
-    if not ok or None in (name, address, identity_text, subnets, hosts):
+    if not ok or None in (name, identity_text, subnets, hosts) or (address is None) != dynamic:
         return None
-    assert name is not None and address is not None and identity_text is not None
+    assert name is not None and identity_text is not None
     assert subnets is not None and hosts is not None
     peer = ExternalPeer(
         name=name,

@@ -174,6 +174,9 @@ class Peer:
     """RFC 7383 off: no IKEV2_FRAGMENTATION_SUPPORTED, no fragments (strongSwan's ``no``)."""
     ike_fragment_size: int
     """Largest IP datagram an IKE message may fill (RFC 7383 section 2.5.1); 0: 1280."""
+    dynamic_address: bool = False
+    """The remote end has no fixed address (``address: any``): no remote address, this end
+    only responds, and the peer is told by its IKE identity."""
 
 
 @dataclass(frozen=True, slots=True)

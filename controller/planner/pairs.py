@@ -20,6 +20,7 @@ from .model import (
     Peer,
     SpdAction,
     SpdEntry,
+    StartAction,
     TrafficSelector,
     fast_constructor,
 )
@@ -29,6 +30,7 @@ from .topology import ExternalPeer, Policy, Role, transit_order
 
 IKE_PORT = 500
 _PROTECT = SpdAction.PROTECT
+_RESPOND = StartAction.NONE
 
 new_peer = fast_constructor(Peer)
 new_selector = fast_constructor(TrafficSelector)
@@ -149,8 +151,14 @@ class PairBuilder:
         init_ab = role_ab.initiator
         if init_ab is None:
             nat = a.behind_nat
-            # Peers cannot reach a host behind NAT: it must start the exchange.
-            init_ab = nat if nat != b.behind_nat else name_a < name_b
+            # Peers cannot reach a host behind NAT: it must start the exchange. Else an
+            # end that only responds (start_action none) leaves it to the other.
+            if nat != b.behind_nat:
+                init_ab = nat
+            elif (a.start_action is _RESPOND) != (b.start_action is _RESPOND):
+                init_ab = b.start_action is _RESPOND
+            else:
+                init_ab = name_a < name_b
         init_ba = role_ba.initiator
         if init_ba is None:
             init_ba = not init_ab
@@ -205,6 +213,7 @@ class PairBuilder:
                 init_ab,
                 a.fragmentation_off,
                 a.fragment_size,
+                False,
             )
         )
         peers_b.append(
@@ -229,6 +238,7 @@ class PairBuilder:
                 init_ba,
                 b.fragmentation_off,
                 b.fragment_size,
+                False,
             )
         )
         if len(pre_a) == 1 and len(pre_b) == 1 and a.family_v6 is b.family_v6:
@@ -282,11 +292,26 @@ class PairBuilder:
             )
         remote_prefixes = remote.subnets
         if local.mode is Mode.TRANSPORT:
+            if remote.address is None:
+                errors.append(
+                    InventoryError(
+                        f"host {local.name} uses transport mode, which protects the two "
+                        f"ends' own addresses, but external peer {remote.name} (at "
+                        f"{remote.mark}) has address any: give its address, or use tunnel "
+                        "mode",
+                        local.origins.get("mode"),
+                    )
+                )
+                return None
             remote_prefixes = (host_prefix(remote.address),)
         get = self.interner.get
+        # What will happen: this end starts the IKE SA unless it only responds (its
+        # start_action none), or the peer has no address to send to (address any).
+        dynamic = remote.address is None
+        start = StartAction.NONE if dynamic else local.start_action
         peer = Peer(
             remote.name,
-            get((remote.address,)),
+            () if dynamic else get((remote.address,)),
             local.address,
             remote.port,
             local.identity,
@@ -298,13 +323,14 @@ class PairBuilder:
             local.lifetimes,
             local.dpd,
             local.nat_traversal,
-            local.start_action,
+            start,
             local.spd_prefixes,
             get(remote_prefixes),
             False,
-            True,
+            start is not StartAction.NONE,
             local.fragmentation_off,
             local.fragment_size,
+            dynamic,
         )
         return peer, direct_entries(remote.name, local.spd_prefixes, remote_prefixes)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vpnfleet.controller.inventory import InventoryError, Mark, ResolvedHost, mark_of
+from vpnfleet.protos.limits import DEFAULT_IKE_FRAGMENT_SIZE
 
 from .model import Dpd, Identity, Lifetimes, Mode, NatTraversal, Proposal, StartAction
 from .proposals import ProposalError, parse_proposal
@@ -18,8 +19,6 @@ from .topology import identity_of
 
 MODES = {"tunnel": Mode.TUNNEL, "transport": Mode.TRANSPORT}
 START_ACTIONS = {"start": StartAction.START, "trap": StartAction.TRAP, "none": StartAction.NONE}
-DEFAULT_FRAGMENT_SIZE = 1280
-"""The agent's fragment size when a plan leaves it at 0 (``ike_fragment_size`` default)."""
 
 # The variables a plan reads; a host whose values (and overlay address) are unchanged
 # keeps its profile object across re-plans.
@@ -165,7 +164,7 @@ def build_profile(
         fragmentation_off=not v["ike_fragmentation"],
         fragment_size=(
             0
-            if int(v["ike_fragment_size"]) == DEFAULT_FRAGMENT_SIZE
+            if int(v["ike_fragment_size"]) == DEFAULT_IKE_FRAGMENT_SIZE
             else int(v["ike_fragment_size"])
         ),
         epoch=int(v["psk_epoch"]),

@@ -12,7 +12,7 @@ Schema (every key optional; unknown keys are errors with a did-you-mean)::
       - {a: gw1, b: gw2, name: optional-label}
     external_peers:                    # gateways vpnfleet does not manage
       - name: partner
-        address: 203.0.113.10
+        address: 203.0.113.10          # or "any": no fixed address, known by its identity
         identity: vpn.partner.example  # default: the address (an IP ID)
         auth: psk                      # psk | pubkey
         psk: !vault ...                # auth psk: the key, 16+ characters (use the vault)
@@ -36,8 +36,10 @@ Schema (every key optional; unknown keys are errors with a did-you-mean)::
 
 A host pair may be joined by one construct only; a second is an error naming both.
 Who initiates: in meshes, links and among hubs, a host behind NAT (``nat: true``) when
-only one end is, otherwise the host with the lower name; spokes initiate to hubs;
-managed hosts initiate to external peers.
+only one end is, otherwise the end that does not only respond when the other does
+(``start_action: none``), otherwise the host with the lower name; spokes initiate to hubs;
+managed hosts initiate to external peers, unless their ``start_action`` is ``none``
+(they only respond) or the peer's address is ``any`` (it can only be answered).
 
 Overlay addresses: a host with no ``subnets`` gets one /32 (/128 in an IPv6 pool) from
 ``overlay_pool``. Hosts are taken in name order; each starts at slot
@@ -277,11 +279,28 @@ def expand_topology(
         adj.join(a, {b: role})
         adj.join(b, {a: role})
 
+    dynamic_of: dict[str, ExternalPeer] = {}
     for i, entry in enumerate(ck.entries(raw, "external_peers")):
-        parsed = parse_external(ck, entry, f"external_peers[{i}]", unique)
+        what = f"external_peers[{i}]"
+        parsed = parse_external(ck, entry, what, unique)
         if parsed is None:
             continue
         peer, hosts = parsed
+        if peer.address is None:
+            # An IKE_SA_INIT says nothing of who sends it: a host tells a peer with no
+            # address from its other peers by the source address not being theirs.
+            twice = [h for h in hosts if h in dynamic_of]
+            if twice:
+                first = dynamic_of[twice[0]]
+                ck.error(
+                    f"{what}: {', '.join(twice)} would have two external peers with address "
+                    f"any, {first.name} (at {first.mark}) and {peer.name}; a host can answer "
+                    "one such peer: give the others their addresses, or connect them to "
+                    "other hosts",
+                    entry,
+                )
+                continue
+            dynamic_of.update(dict.fromkeys(hosts, peer))
         topo.externals[peer.name] = peer
         role = Role("external", peer.name, peer.mark, True, mirrored=False)
         for host in hosts:

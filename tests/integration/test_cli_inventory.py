@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -137,6 +138,34 @@ def test_plan_without_ca_shows_plans_and_says_why_no_agent_was_asked(tmp_path: P
     for peer in hub1["peers"]:
         low, high = sorted(["hub1", peer["name"]])
         assert peer["auth"] == f"psk:{low}+{high}/epoch-1"
+
+
+def test_plan_says_which_end_starts_the_tunnel_to_an_external_peer(tmp_path: Path) -> None:
+    inv = tmp_path / "inv"
+    shutil.copytree(REPO / "inventories/external-peer", inv)
+    (inv / "host_vars" / "gw1.yaml").write_text(
+        (inv / "host_vars" / "gw1.yaml").read_text() + "start_action: none\n"
+    )
+    res = run("plan", "-i", str(inv), state=tmp_path)
+    assert res.returncode == 0, res.stderr
+    lines = [line.strip() for line in res.stdout.splitlines()]
+    # gw1 only answers; gw2 starts its own tunnel.
+    assert (
+        "peer partner: 10.99.2.100, responder, external, psk:partner/static, tunnel, start=none"
+        in lines
+    )
+    assert (
+        "peer partner: 10.99.2.100, initiator, external, psk:partner/static, tunnel, start=start"
+        in lines
+    )
+    topology = inv / "topology.yaml"
+    topology.write_text(topology.read_text().replace("address: 10.99.2.100", "address: any"))
+    res = run("plan", "-i", str(inv), "-o", "json", state=tmp_path)
+    assert res.returncode == 0, res.stderr
+    for plan in json.loads(res.stdout)["plans"]:
+        (partner,) = (p for p in plan["peers"] if p["name"] == "partner")
+        assert (partner["address"], partner["dynamic_address"]) == ("any", True)
+        assert (partner["initiator"], partner["start"]) == (False, "none")
 
 
 def test_documented_bootstrap_end_to_end(tmp_path: Path) -> None:

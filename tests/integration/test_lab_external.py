@@ -151,3 +151,33 @@ def test_external_strongswan_peer(lab: tuple[Path, str, Path]) -> None:
     assert got[("vpnfleet_child_sa_packets_total", key)] >= 2
     assert got[("vpnfleet_agent_peers_up", ())] == 2
     assert got[("vpnfleet_dataplane_packets_total", (("event", "tun_rx"),))] >= 2
+
+
+def test_external_peer_with_address_any_is_answered(lab: tuple[Path, str, Path]) -> None:
+    """charon plays a partner declared `address: any` (the lab puts it at a free underlay
+    address no plan names): it starts the tunnel to gw1, which answers it from that
+    source and knows it by its identity; gw2 only answers too, and is started by charon
+    as well."""
+    state, name, inventory = lab
+    topology = inventory / "topology.yaml"
+    text = topology.read_text()
+    assert "    address: 10.99.2.100\n" in text
+    topology.write_text(text.replace("    address: 10.99.2.100\n", "    address: any\n"))
+    res = vpnfleet(state, "lab", "up", "-i", str(inventory), "--name", name, "-o", "json")
+    assert res.returncode == 0, f"lab up failed: {res.stdout[-3000:]} {res.stderr[-3000:]}"
+    up: dict[str, Any] = json.loads(res.stdout)
+    assert up["converged"] and up["data_plane"]
+    address = up["layout"]["externals"]["partner"]["address"]
+    assert address == "10.99.2.253"
+    partner_pairs = [p for p in up["reachability"] if "partner" in (p["src_host"], p["dst_host"])]
+    assert len(partner_pairs) == 2 * len(MANAGED)
+    assert {p["result"] for p in partner_pairs} == {"pass"}, partner_pairs
+
+    res = vpnfleet(state, "lab", "status", "--name", name, "-o", "json")
+    assert res.returncode == 0, res.stderr
+    status: dict[str, Any] = json.loads(res.stdout)
+    for host in status["fleet"]["hosts"]:
+        sas = {sa["peer"]: sa for sa in host["observed"]["ike_sas"]}
+        assert sas["partner"]["state"] == "established", sas["partner"]
+        assert sas["partner"]["initiator"] is False
+        assert sas["partner"]["remote_address"].startswith(f"{address}:")

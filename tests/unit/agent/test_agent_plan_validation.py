@@ -185,17 +185,17 @@ CASES: list[tuple[str, Mutation, str]] = [
     (
         "lifetime zero",
         lambda m: setattr(_peer(m).lifetimes, "child_rekey_seconds", 0),
-        "child_rekey_seconds 0 is below",
+        "child_rekey_seconds 0s is below the minimum of 10s",
     ),
     (
         "jitter too large",
         lambda m: setattr(_peer(m).lifetimes, "rand_seconds", 3600),
-        "rand_seconds 3600 must be below",
+        "child_rekey_seconds: the rekey jitter 3600s is not below the rekey time 3600s",
     ),
     (
         "dpd timeout short",
         lambda m: setattr(_peer(m).dpd, "timeout_seconds", 5),
-        "shorter than the delay",
+        "the DPD timeout 5s is shorter than the DPD delay 30s",
     ),
     ("bad ts", lambda m: _peer(m).local_ts.append("nonsense"), "local_ts[1]"),
     (

@@ -150,6 +150,30 @@ def test_swanctl_conf() -> None:
     assert text.count("{") == text.count("}")
 
 
+def test_charon_starts_the_tunnels_of_hosts_that_only_answer(tmp_path: Path) -> None:
+    copy = edited(tmp_path)
+    (copy / "host_vars" / "gw1.yaml").write_text(
+        (copy / "host_vars" / "gw1.yaml").read_text() + "start_action: none\n"
+    )
+    partner = layout_of(copy).externals["partner"]
+    conns = {c.host: c for c in partner.connections}
+    assert (conns["gw1"].initiate, conns["gw2"].initiate) == (True, False)
+    text = swanctl_conf(partner)
+    assert text.count("start_action = start") == 1
+    gw1 = text[text.index("  gw1 {") : text.index("  gw2 {")]
+    assert "start_action = start" in gw1
+
+
+def test_an_external_peer_with_address_any_gets_a_free_address(tmp_path: Path) -> None:
+    layout = layout_of(edited(tmp_path, address="any"))
+    partner = layout.externals["partner"]
+    # The highest free address after the controller's, in no plan: the hosts answer it
+    # from wherever it comes and know it by its identity.
+    assert (layout.root_address, partner.address) == ("10.99.2.254", "10.99.2.253")
+    assert all(c.initiate for c in partner.connections)
+    assert swanctl_conf(partner).count("start_action = start") == 2
+
+
 def test_strongswan_conf(tmp_path: Path) -> None:
     text = strongswan_conf(tmp_path, 500)
     load = next(line for line in text.splitlines() if "load =" in line)

@@ -197,6 +197,8 @@ async def test_status_carries_the_counts_to_the_fleet_table(ab: Fleet, tmp_path:
     view = status_from_proto(msg)
     assert view.ike_counters["no_peer"] == msg.ike_counters["no_peer"]
     (row,) = fleet_rows(FleetStatus([HostStatus("b", msg.content_hash, view)]))
+    assert msg.unmatched_ike_sa_init.count == msg.ike_counters["no_peer"]
     assert row[-1] == (
-        f"1 IKE SA(s) failed before auth, {msg.ike_counters['no_peer']} IKE_SA_INIT from no peer"
+        f"1 IKE SA(s) failed before auth; {msg.ike_counters['no_peer']} IKE_SA_INIT matched "
+        f"no peer, last from {ELSEWHERE}:{IKE_PORT}"
     )

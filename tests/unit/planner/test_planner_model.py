@@ -59,7 +59,7 @@ def test_fast_constructor_makes_ordinary_frozen_instances() -> None:
     assert fast == slow and hash(fast) == hash(slow)
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.protocol = 17  # type: ignore[misc]
-    assert len(dataclasses.fields(Peer)) == 20
+    assert len(dataclasses.fields(Peer)) == 21
 
 
 def test_make_inventory_writes_a_loadable_inventory(tmp_path: Path) -> None:
