@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 from test_lab_netns import CLI, LabRun, _require_root, new_lab, removed_after
-from test_lab_rekey import fleet_status, lab_up
+from test_lab_rekey import fleet_status, ike_sas, lab_up
 
 pytestmark = pytest.mark.netns
 
@@ -62,10 +62,10 @@ def mesh3(tmp_path: Path) -> Iterator[tuple[LabRun, dict[str, Any]]]:
         yield lab, up
 
 
-def rekey_child(lab: LabRun, *extra: str) -> subprocess.CompletedProcess[str]:
+def rekey(lab: LabRun, *extra: str) -> subprocess.CompletedProcess[str]:
     return lab.vpnfleet(
         "--state", str(lab.lab_dir / "controller"), "rekey", "-i", str(lab.inventory),
-        "--child", "-o", "json", *extra,
+        "-o", "json", *extra,
     )  # fmt: skip
 
 
@@ -83,19 +83,25 @@ def failures(result: dict[str, Any]) -> list[str]:
     return [f"{h['host']}: {h['error']}" for h in result["hosts"] if h["outcome"] != "changed"]
 
 
-def test_fleet_child_rekey_survives_its_own_collisions(
+def test_fleet_rekey_survives_its_own_collisions(
     mesh3: tuple[LabRun, dict[str, Any]],
 ) -> None:
+    """``RUNS`` times ``rekey --child``, then ``RUNS`` times ``rekey`` (IKE and child
+    SAs: an IKE rekey meets the other end's child exchanges, which it refuses with
+    TEMPORARY_FAILURE, section 2.25)."""
     lab, _ = mesh3
     every_pair = {(h, p): "changed" for h in HOSTS for p in HOSTS if p != h}
     failed: list[str] = []
-    for run in range(RUNS):
-        res = rekey_child(lab)
-        result = json.loads(res.stdout)
-        if res.returncode != 0 or rekeyed_rows(result) != every_pair:
-            failed.append(f"run {run}: exit {res.returncode}: {failures(result)}")
-        assert result["counts"]["changed"] + result["counts"]["failed"] == len(HOSTS), result
-    assert failed == [], f"{len(failed)} of {RUNS} runs failed: {failed}"
+    for what in (("--child",), ()):
+        for run in range(RUNS):
+            res = rekey(lab, *what)
+            result = json.loads(res.stdout)
+            if res.returncode != 0 or rekeyed_rows(result) != every_pair:
+                failed.append(
+                    f"rekey {' '.join(what)} run {run}: exit {res.returncode}: {failures(result)}"
+                )
+            assert result["counts"]["changed"] + result["counts"]["failed"] == len(HOSTS), result
+    assert failed == [], f"{len(failed)} of {2 * RUNS} runs failed: {failed}"
     status = fleet_status(lab)
     assert all(h["observed"]["peers_up"] == 2 for h in status["hosts"]), status
 
@@ -114,6 +120,83 @@ def wait_for(what: str, check: Any, timeout: float) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"{what}: not within {timeout:g} s")
         time.sleep(0.05)
+
+
+def test_crossing_ike_and_child_rekeys_refused_for_now_are_tried_again(
+    mesh3: tuple[LabRun, dict[str, Any]],
+) -> None:
+    """a1 rekeys its child SA with a2 while a2 rekeys their IKE SA. All IKE between the
+    two is dropped (nftables in both namespaces) until each has sent its request, so
+    the first of the two retransmitted requests to arrive meets the other's exchange in
+    flight and is refused with TEMPORARY_FAILURE (section 2.25: a child exchange on an
+    IKE SA being rekeyed, or the other way round). The refused end tries again after
+    a back-off; both calls report the SA rekeyed."""
+    lab, up = mesh3
+    hosts = up["layout"]["hosts"]
+    peers = {"a1": "a2", "a2": "a1"}
+    targets = {"a1": "--child", "a2": "--ike"}
+
+    def hold(host: str) -> None:
+        netns, peer = hosts[host]["netns"], hosts[peers[host]]["address"]
+        nft(netns, "add", "table", "inet", "vfhold")
+        nft(netns, "add", "chain", "inet", "vfhold", "in", "{type filter hook input priority 0;}")
+        nft(netns, "add", "rule", "inet", "vfhold", "in", "ip", "saddr", peer, "udp", "dport",
+            "500", "counter", "drop")  # fmt: skip
+
+    def dropped(host: str) -> int:
+        text = nft(hosts[host]["netns"], "list", "chain", "inet", "vfhold", "in")
+        found = re.search(r"counter packets (\d+)", text)
+        return int(found.group(1)) if found else 0
+
+    def release(host: str) -> None:
+        subprocess.run(
+            ["ip", "netns", "exec", hosts[host]["netns"], "nft", "delete", "table", "inet",
+             "vfhold"],
+            capture_output=True,
+        )  # fmt: skip
+
+    before = fleet_status(lab)
+    calls: dict[str, subprocess.Popen[str]] = {}
+    try:
+        for host in peers:
+            hold(host)
+        for host, peer in peers.items():
+            calls[host] = subprocess.Popen(
+                [*CLI, "--state", str(lab.lab_dir / "controller"), "rekey", "-i",
+                 str(lab.inventory), "-o", "json", "--limit", host, "--peer", peer,
+                 targets[host]],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+        wait_for("both rekey requests sent", lambda: all(dropped(h) > 0 for h in peers), 30)
+        for host in peers:
+            release(host)
+        outputs = {h: p.communicate(timeout=60) for h, p in calls.items()}
+    finally:
+        for host in peers:
+            release(host)
+        for p in calls.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    results = {h: json.loads(out) for h, (out, _) in outputs.items()}
+    for host, p in calls.items():
+        assert p.returncode == 0, (host, failures(results[host]), outputs[host][1][-2000:])
+        assert rekeyed_rows(results[host]) == {(host, peers[host]): "changed"}, results[host]
+    refused = [
+        host
+        for host in peers
+        if re.search(
+            r"(child|ike)_rekey_refused: TEMPORARY_FAILURE",
+            (lab.lab_dir / "agents" / host / "agent.log").read_text(errors="replace"),
+        )
+    ]
+    assert refused, "the crossing did not happen: neither end was refused"
+    after = fleet_status(lab)
+    a1_ike = {sa["peer"]: sa for h, sa in ike_sas(after) if h == "a1"}["a2"]
+    was = {sa["peer"]: sa for h, sa in ike_sas(before) if h == "a1"}["a2"]
+    assert (a1_ike["spi_i"], a1_ike["spi_r"]) != (was["spi_i"], was["spi_r"])
+    assert a1_ike["children"][0]["spi_in"] != was["children"][0]["spi_in"]
+    assert all(h["observed"]["peers_up"] == 2 for h in after["hosts"]), after
 
 
 def test_rekey_right_after_a_peer_restarted_reports_it_rekeyed(
