@@ -260,6 +260,10 @@ def test_rekey_right_after_a_peer_restarted_reports_it_rekeyed(
             rekey.kill()
             rekey.wait()
     result = json.loads(out)
+    print(
+        "rekey right after the restart, seconds:",
+        {h["host"]: h["seconds"] for h in result["hosts"]},
+    )
     assert rekey.returncode == 0, (failures(result), err[-2000:])
     rows = rekeyed_rows(result)
     assert {(h, victim): rows.get((h, victim)) for h in others} == {
