@@ -14,15 +14,20 @@ import logging
 
 from ..esp.sa import Mode as EspMode
 from ..ike.child_sa import ChildSaState
+from ..ike.constants import NotifyType
 from ..ike.events import ChildSaDeleted, ChildSaEstablished, ChildSaFailed, ChildSaRekeyed
 from ..ike.ike_sa import IkeSa
 from ..io.dataplane import DataPlane, RawEspSender
 from . import translate
 from .keylog import KeyLog
 from .rekey import RekeyScheduling
-from .session import ChildRecord, PeerSession, PeerState
+from .session import ChildRecord, PeerSession, PeerState, SaKind
 
 log = logging.getLogger(__name__)
+
+RETRYABLE_REFUSALS = frozenset({NotifyType.TEMPORARY_FAILURE, NotifyType.CHILD_SA_NOT_FOUND})
+"""Refusals of a child rekey that a collision produces (RFC 7296 section 2.25.1): the
+peer is rekeying or deleting that SA (or rekeying the IKE SA), or has just replaced it."""
 
 ACTIVATE_WAIT = 2.0
 """Seconds the responder of a new IKE SA replacing ours keeps sending on the old child
@@ -38,12 +43,6 @@ class ChildSaInstallation(RekeyScheduling):
     keylog: KeyLog | None
 
     def _delete_sa(self, sa: IkeSa) -> None:
-        raise NotImplementedError
-
-    def _publish(self, kind: str, peer: str, detail: str) -> None:
-        raise NotImplementedError
-
-    def _resolve_waiters(self, peer: str, kind: str, detail: str, ok: bool = True) -> None:
         raise NotImplementedError
 
     # -- child SA events ------------------------------------------------------------------
@@ -111,6 +110,15 @@ class ChildSaInstallation(RekeyScheduling):
             path=(path, local),
         )
         session.rekeying_child = session.awaiting_activation = None
+        if old is not None:
+            # The child a Rekey call waits for was replaced with a new IKE SA's (the
+            # peer restarted, or the tunnel was re-established): that is its rekey.
+            why = "the peer restarted" if session.peer_holds_nothing else "re-established"
+            self._settle(
+                session.name,
+                SaKind.CHILD,
+                f"child {event.spi_in.hex()} (replaced with a new IKE SA: {why})",
+            )
         session.peer_holds_nothing = False
         if session.activation_timer is not None:
             session.activation_timer.cancel()
@@ -164,41 +172,60 @@ class ChildSaInstallation(RekeyScheduling):
         if ours:
             session.rekeying_child = None  # the exchange we started is over
         self._follow_child_rekey(sa, session, event)
-        if not ours and session.rekeying_child == event.old_spi_in:
-            answered = sa.children.get(event.old_spi_in)
-            if answered is None or answered.state is not ChildSaState.REKEYING:
-                # Our rekey was still queued: the peer's went first and ours will not go
-                # out (no crossing, section 2.8.1); the child is rekeyed all the same.
-                session.rekeying_child = None
-                child = session.child
-                spi = child.spi_in.hex() if child is not None else event.new.spi_in.hex()
-                self._resolve_waiters(session.name, "child", f"child {spi} (rekeyed by the peer)")
-            return
-        if not ours:
-            return  # a Rekey call waits for its own exchange, not for one it answered
         child = session.child
+        if not ours:
+            if session.rekeying_child == event.old_spi_in:
+                answered = sa.children.get(event.old_spi_in)
+                if answered is not None and answered.state is ChildSaState.REKEYING:
+                    return  # crossing rekeys (2.8.1): ours is in flight and decides
+                # Our rekey was still queued: the peer's went first and ours will not go
+                # out (no crossing, section 2.8.1).
+                session.rekeying_child = None
+            elif session.rekeying_child is not None:
+                return  # ours, of another SA, is in flight
+            if child is not None and child.spi_in != event.old_spi_in:
+                # Also while a refused rekey of ours waits for its retry: the SA is
+                # replaced, whoever made the new one.
+                self._settle(
+                    session.name, SaKind.CHILD, f"child {child.spi_in.hex()} (rekeyed by the peer)"
+                )
+            return
         if child is None:
-            self._resolve_waiters(session.name, "child", "no child SA left", ok=False)
+            self._settle(session.name, SaKind.CHILD, "no child SA left", ok=False)
         elif event.redundant:
             kept = f"child {child.spi_in.hex()} (the peer's simultaneous rekey was kept)"
-            self._resolve_waiters(session.name, "child", kept)
+            self._settle(session.name, SaKind.CHILD, kept)
         else:
-            self._resolve_waiters(session.name, "child", f"child {event.new.spi_in.hex()}")
+            self._settle(session.name, SaKind.CHILD, f"child {event.new.spi_in.hex()}")
 
     def _on_child_failed(self, session: PeerSession, event: ChildSaFailed) -> None:
         rekeying, session.rekeying_child = session.rekeying_child, None
-        session.last_error = event.reason
-        self._publish("child_failed", session.name, event.reason)
-        if rekeying is None:
-            return
         child = session.child
-        if child is not None and child.previous is not None and child.previous[0] == rekeying:
+        if rekeying is None:
+            session.last_error = event.reason
+            self._publish("child_failed", session.name, event.reason)
+            return
+        if child is not None and child.spi_in != rekeying:
             # The peer's rekey of the same SA went first and ours was refused: the
             # child is rekeyed all the same.
+            self._publish(
+                "child_rekey_refused", session.name, f"{event.reason} (rekeyed by the peer)"
+            )
             detail = f"child {child.spi_in.hex()} (rekeyed by the peer; ours: {event.reason})"
-            self._resolve_waiters(session.name, "child", detail)
-        else:
-            self._resolve_waiters(session.name, "child", event.reason, ok=False)
+            self._settle(session.name, SaKind.CHILD, detail)
+            return
+        if child is not None and event.notify in RETRYABLE_REFUSALS:
+            delay = self._retry_rekey_later(session, SaKind.CHILD, rekeying)
+            if delay is not None:
+                # Section 2.25: refused while a collision settles; the peer's own
+                # exchange usually replaces the SA before the retry is due.
+                self._publish(
+                    "child_rekey_refused", session.name, f"{event.reason}; again in {delay:.1f} s"
+                )
+                return
+        session.last_error = event.reason
+        self._publish("child_failed", session.name, event.reason)
+        self._settle(session.name, SaKind.CHILD, event.reason, ok=False)
 
     def _follow_child_rekey(self, sa: IkeSa, session: PeerSession, event: ChildSaRekeyed) -> None:
         assert self.dp is not None
@@ -273,10 +300,13 @@ class ChildSaInstallation(RekeyScheduling):
             child.previous = None
             session.awaiting_activation = None
             return
-        self._remove_child(session)
+        self._remove_child(session, f"child SA deleted ({event.reason}), no new one")
         self._publish("child_down", session.name, event.reason)
 
-    def _remove_child(self, session: PeerSession) -> None:
+    def _remove_child(self, session: PeerSession, reason: str) -> None:
+        """The child goes from the data plane; a Rekey call waiting for it fails with
+        ``reason``."""
+        self._settle(session.name, SaKind.CHILD, reason, ok=False)
         session.child = None
         session.rekeying_child = session.awaiting_activation = None
         if session.activation_timer is not None:
@@ -285,6 +315,7 @@ class ChildSaInstallation(RekeyScheduling):
         if session.child_timer is not None:
             session.child_timer.cancel()
             session.child_timer = None
+        self._cancel_rekey_retry(session, SaKind.CHILD)
         if self.dp is not None:
             with contextlib.suppress(ValueError):
                 self.dp.remove_child_sa(session.name)

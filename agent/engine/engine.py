@@ -57,7 +57,8 @@ from .incoming import IncomingDispatch, UnmatchedSources
 from .keylog import KeyLog
 from .peers import same_tunnel
 from .plan_routes import PlanRoutes, RouteTable
-from .session import PeerSession, PeerState
+from .rekey import Settled
+from .session import PeerSession, PeerState, SaKind
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ class Engine(IncomingDispatch):
         self.half_open = HalfOpenTable(limits)
         """Every gate's half-open IKE SAs and pre-auth fragment bytes, under one set of caps."""
         self._by_address: dict[str, list[str]] = {}
-        self._waiters: dict[tuple[str, str], list[asyncio.Future[str]]] = {}
+        self._waits: dict[tuple[str, SaKind], list[asyncio.Future[Settled]]] = {}
         self.counters: dict[str, int] = {
             "ike_malformed": 0,
             "ike_unknown_spi": 0,
@@ -212,10 +213,8 @@ class Engine(IncomingDispatch):
             self.endpoint.close()
         if self.raw is not None:
             self.raw.close()
-        for waiters in self._waiters.values():
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result("engine stopped")
+        for peer, kind in list(self._waits):
+            self._settle(peer, kind, "the agent stopped before the SA was replaced", ok=False)
 
     # -- PlanSink ------------------------------------------------------------------------
 
@@ -486,8 +485,3 @@ class Engine(IncomingDispatch):
     def _publish(self, kind: str, peer: str, detail: str) -> None:
         log.info("%s %s: %s", peer or "-", kind, detail)
         self.events.publish(SaEventReport(kind, peer, detail, self._wall()))
-
-    def _resolve_waiters(self, peer: str, kind: str, detail: str, ok: bool = True) -> None:
-        for fut in self._waiters.pop((peer, kind), []):
-            if not fut.done():
-                fut.set_result(detail if ok else f"failed: {detail}")

@@ -22,13 +22,14 @@ from ..ike.events import (
     IkeSaEstablished,
     IkeSaFailed,
     IkeSaRekeyed,
+    IkeSaRekeyFailed,
     PeerErrorNotify,
 )
 from ..ike.ike_sa import IkeSa
 from ..ike.states import IkeSaState
 from ..io.udp import Address
 from .child_sas import ChildSaInstallation
-from .session import PeerSession, PeerState
+from .session import PeerSession, PeerState, SaKind
 from .untrusted import printable
 
 _WITH_REASON = (IkeSaFailed, IkeSaDeleted, ChildSaFailed, ChildSaDeleted, PeerErrorNotify)
@@ -81,6 +82,9 @@ class SaLifecycle(ChildSaInstallation):
             self._on_ike_gone(sa, session, event.reason, failed=True)
         elif isinstance(event, IkeSaDeleted):
             self._on_ike_gone(sa, session, event.reason, failed=False)
+        elif isinstance(event, IkeSaRekeyFailed):
+            self._publish("peer_error", session.name, event.reason)
+            self._on_ike_rekey_failed(sa, session, event)
         elif isinstance(event, PeerErrorNotify):
             self._publish("peer_error", session.name, event.reason)
 
@@ -88,6 +92,7 @@ class SaLifecycle(ChildSaInstallation):
         if self.keylog is not None:
             self.keylog.ike_sa(session.name, "established", sa)
         current = session.ike
+        replaced = current is not None and current is not sa and not current.is_closed
         if current is not sa:
             if current is None or current.is_closed or current in session.replacing:
                 # A replacement we were waiting for (the plan changed here too).
@@ -97,6 +102,14 @@ class SaLifecycle(ChildSaInstallation):
                 if session.ike is not sa:
                     return
         session.peer_holds_nothing = event.initial_contact
+        if replaced:
+            # A Rekey call waiting for the IKE SA in force: a newer one replaces it.
+            why = "the peer restarted" if event.initial_contact else "re-established"
+            self._settle(
+                session.name,
+                SaKind.IKE,
+                f"IKE {sa.spi_i.hex()}_i (replaced with a new IKE SA: {why})",
+            )
         session.ike_established_at = self._wall()
         session.ike_established_mono = self.now()
         session.ike_rekeyed_at = 0.0
@@ -148,7 +161,7 @@ class SaLifecycle(ChildSaInstallation):
                 session.name,
                 f"{sa.spi_i.hex()}_i -> {new.spi_i.hex()}_i {new.spi_r.hex()}_r",
             )
-            self._resolve_waiters(session.name, "ike", f"IKE {new.spi_i.hex()}_i")
+            self._settle(session.name, SaKind.IKE, f"IKE {new.spi_i.hex()}_i")
         self._service(new)
 
     def _on_ike_gone(self, sa: IkeSa, session: PeerSession, reason: str, *, failed: bool) -> None:
@@ -183,12 +196,12 @@ class SaLifecycle(ChildSaInstallation):
             session.ike_timer.cancel()
             session.ike_timer = None
         if session.child is not None:
-            self._remove_child(session)
+            self._remove_child(session, f"IKE SA gone: {reason}")
         dead = reason.startswith("peer dead")
-        kind = "ike_failed" if failed else "peer_dead" if dead else "ike_down"
-        self._publish(kind, session.name, reason)
-        for key in ((session.name, "ike"), (session.name, "child")):
-            self._resolve_waiters(*key, f"IKE SA gone: {reason}", ok=False)
+        event = "ike_failed" if failed else "peer_dead" if dead else "ike_down"
+        self._publish(event, session.name, reason)
+        for kind in SaKind:
+            self._settle(session.name, kind, f"IKE SA gone: {reason}", ok=False)
         if failed or dead or reason != "deleted by peer":
             self._schedule_retry(session, reason)
         else:

@@ -207,7 +207,7 @@ class PeerChanges(SaLifecycle):
         session.state = PeerState.DELETING
         self._gates.pop(name, None)
         if session.child is not None and self.dp is not None:
-            self._remove_child(session)
+            self._remove_child(session, "peer removed from the plan")
         for sa in self._sas_of(session):
             self._owner[sa] = None
             self._delete_sa(sa)

@@ -1,8 +1,16 @@
 """Rekey timers and the Rekey call (mixed into the Engine).
 
 IKE and child SAs are rekeyed before they expire, at a jittered point (RFC 7296 section
-2.8), and on request (Rekey, which waits for the exchange to end). A rekey that cannot
-start yet (another exchange in flight) is tried again shortly.
+2.8), and on request (Rekey). A rekey that cannot start yet (another exchange in flight)
+is tried again shortly; a child rekey the peer refuses for now (TEMPORARY_FAILURE, or
+CHILD_SA_NOT_FOUND while a collision settles: section 2.25) is tried again after a
+bounded back-off.
+
+A Rekey call waits until the SA in force when it was made has been replaced by a newer
+one, whoever made it: our exchange, the peer's crossing one (section 2.8.1), or a new
+IKE SA with its child (a restarted peer's INITIAL_CONTACT, section 2.4). It fails when
+the SA goes without a successor, when the peer refuses for good, or after
+:data:`REKEY_WAIT` seconds, on the engine's clock.
 """
 
 from __future__ import annotations
@@ -11,18 +19,79 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
+from ..ike.constants import NotifyType
 from ..ike.errors import LocalError
+from ..ike.events import IkeSaRekeyFailed
 from ..ike.ike_sa import IkeSa
 from ..ike.states import IkeSaState
 from ..sink import RekeyOutcome, RekeyTarget
-from .clock import Scheduler
-from .session import PeerSession
+from .clock import Scheduler, TimerHandle
+from .session import PeerSession, SaKind
 
 log = logging.getLogger(__name__)
 
 REKEY_WAIT = 15.0
-"""Seconds a Rekey call waits for the exchange to finish before answering."""
+"""Seconds a Rekey call waits for the SA to be replaced before answering."""
+REKEY_RETRY_FIRST = 0.5
+"""Seconds before the first retry of a refused child rekey; each further one doubles
+(with up to 50 % jitter, so two refused ends do not retry in step)."""
+REKEY_RETRIES = 4
+"""Retries of a refused rekey (0.5 + 1 + 2 + 4 s at least: within REKEY_WAIT)."""
+
+
+KINDS = {
+    RekeyTarget.CHILD: (SaKind.CHILD,),
+    RekeyTarget.IKE: (SaKind.IKE,),
+    RekeyTarget.BOTH: (SaKind.CHILD, SaKind.IKE),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """How the wait for one SA ended."""
+
+    ok: bool
+    """The SA was replaced by a newer one."""
+    detail: str
+    """The new SA, and who replaced it; or why it was not replaced."""
+
+
+@dataclass
+class PendingRekey:
+    """A Rekey call for one peer: one wait per SA kind, each settled by the engine."""
+
+    peer: str
+    waits: list[asyncio.Future[Settled]] = field(default_factory=list)
+    refusal: str = ""
+    """Why the rekey could not start (then there are no waits)."""
+    timer: TimerHandle | None = None
+    """Ends the waits after REKEY_WAIT."""
+
+    @classmethod
+    def refused(cls, peer: str, why: str) -> PendingRekey:
+        return cls(peer, refusal=why)
+
+    @property
+    def done(self) -> bool:
+        return all(f.done() for f in self.waits)
+
+    def result(self) -> RekeyOutcome:
+        """The outcome once :attr:`done`."""
+        if self.refusal:
+            return RekeyOutcome(self.peer, False, self.refusal)
+        settled = [f.result() for f in self.waits]
+        several = len(settled) > 1
+        details = [s.detail if s.ok or not several else f"failed: {s.detail}" for s in settled]
+        return RekeyOutcome(self.peer, all(s.ok for s in settled), "; ".join(details))
+
+    async def outcome(self) -> RekeyOutcome:
+        if self.waits:
+            await asyncio.gather(*self.waits)
+        if self.timer is not None:
+            self.timer.cancel()
+        return self.result()
 
 
 class RekeyScheduling:
@@ -33,8 +102,7 @@ class RekeyScheduling:
     _rng: random.Random
     _wall: Callable[[], float]
     stopped: bool
-    _live: bool
-    _waiters: dict[tuple[str, str], list[asyncio.Future[str]]]
+    _waits: dict[tuple[str, SaKind], list[asyncio.Future[Settled]]]
 
     @property
     def scheduler(self) -> Scheduler:
@@ -44,6 +112,9 @@ class RekeyScheduling:
         raise NotImplementedError
 
     def _service(self, sa: IkeSa) -> None:
+        raise NotImplementedError
+
+    def _publish(self, kind: str, peer: str, detail: str) -> None:
         raise NotImplementedError
 
     # -- rekey scheduling ---------------------------------------------------------------
@@ -82,6 +153,7 @@ class RekeyScheduling:
         if self.stopped or self.sessions.get(session.name) is not session:
             return
         try:
+            session.rekey_retries[SaKind.IKE if ike else SaKind.CHILD] = 0
             if ike:
                 self._rekey_ike(session)
             else:
@@ -100,38 +172,126 @@ class RekeyScheduling:
     async def rekey(self, peers: Sequence[str], target: RekeyTarget) -> list[RekeyOutcome]:
         outcomes: list[RekeyOutcome] = []
         for name in peers:
-            outcomes.append(await self._rekey_one(name, target))
+            pending = self.start_rekey(name, target)
+            outcomes.append(await pending.outcome())
         return outcomes
 
-    async def _rekey_one(self, name: str, target: RekeyTarget) -> RekeyOutcome:
+    def start_rekey(self, name: str, target: RekeyTarget) -> PendingRekey:
+        """Start rekeying ``name``'s SAs; the result settles as the SAs do (see
+        :class:`PendingRekey`), at the latest after :data:`REKEY_WAIT` seconds."""
         session = self.sessions.get(name)
         refusal = self._not_rekeyable(session)
         if refusal is not None:
-            return RekeyOutcome(name, False, refusal)
+            return PendingRekey.refused(name, refusal)
         assert session is not None
-        waits: list[asyncio.Future[str]] = []
+        pending = PendingRekey(name)
         loop = asyncio.get_running_loop()
         try:
-            if target in (RekeyTarget.CHILD, RekeyTarget.BOTH):
-                fut = loop.create_future()
-                self._waiters.setdefault((name, "child"), []).append(fut)
-                waits.append(fut)
+            for kind in KINDS[target]:
+                fut: asyncio.Future[Settled] = loop.create_future()
+                self._waits.setdefault((name, kind), []).append(fut)
+                pending.waits.append(fut)
+                session.rekey_retries[kind] = 0
+                if kind is SaKind.CHILD:
+                    self._rekey_child(session)
+                else:
+                    self._rekey_ike(session)
+        except LocalError as exc:
+            self._drop_waits(name, pending.waits)
+            return PendingRekey.refused(name, str(exc))
+        pending.timer = self.scheduler.call_at(
+            self.now() + REKEY_WAIT, lambda: self._rekey_overdue(pending)
+        )
+        return pending
+
+    def _rekey_overdue(self, pending: PendingRekey) -> None:
+        self._drop_waits(pending.peer, pending.waits)
+        for fut in pending.waits:
+            if not fut.done():
+                fut.set_result(Settled(False, f"rekey did not finish within {REKEY_WAIT:g} s"))
+
+    def _drop_waits(self, peer: str, futures: Sequence[asyncio.Future[Settled]]) -> None:
+        for kind in SaKind:
+            waits = self._waits.get((peer, kind))
+            if waits:
+                waits[:] = [f for f in waits if f not in futures]
+
+    def _settle(self, peer: str, kind: SaKind, detail: str, ok: bool = True) -> None:
+        """Every wait of a Rekey call for ``peer``'s SA of ``kind`` ends: the SA it waited
+        for was replaced by a newer one (``ok``), or is gone or could not be replaced."""
+        for fut in self._waits.pop((peer, kind), []):
+            if not fut.done():
+                fut.set_result(Settled(ok, detail))
+
+    def _waiting(self, peer: str, kind: SaKind) -> bool:
+        return any(not f.done() for f in self._waits.get((peer, kind), ()))
+
+    # -- a refused rekey -----------------------------------------------------------------
+
+    def _retry_rekey_later(self, session: PeerSession, kind: SaKind, old: bytes) -> float | None:
+        """Our rekey of ``session``'s SA of ``kind`` (``old``: the child's spi_in, the IKE
+        SA's local SPI) was refused for now (RFC 7296 section 2.25: the peer is rekeying
+        or deleting it, or has another exchange in flight): try again after a back-off,
+        unless the retries are used up (then None). The peer's own exchange usually
+        settles it first; the retry then finds the SA replaced and is not sent."""
+        done = session.rekey_retries.get(kind, 0)
+        if done >= REKEY_RETRIES:
+            return None
+        delay = REKEY_RETRY_FIRST * 2**done * self._rng.uniform(1.0, 1.5)
+        session.rekey_retries[kind] = done + 1
+        self._cancel_rekey_retry(session, kind)
+        session.rekey_retry_timers[kind] = self.scheduler.call_at(
+            self.now() + delay, lambda: self._retry_rekey(session, kind, old)
+        )
+        return delay
+
+    @staticmethod
+    def _cancel_rekey_retry(session: PeerSession, kind: SaKind) -> None:
+        handle = session.rekey_retry_timers.pop(kind, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _retry_rekey(self, session: PeerSession, kind: SaKind, old: bytes) -> None:
+        session.rekey_retry_timers.pop(kind, None)
+        if self.stopped or self.sessions.get(session.name) is not session:
+            return
+        current = self._current_spi(session, kind)
+        if current is None:
+            return  # gone: settled as failed when it went
+        if current != old:
+            what = f"child {current.hex()}" if kind is SaKind.CHILD else f"IKE {current.hex()}"
+            self._settle(session.name, kind, f"{what} (rekeyed by the peer)")
+            return
+        try:
+            if kind is SaKind.CHILD:
                 self._rekey_child(session)
-            if target in (RekeyTarget.IKE, RekeyTarget.BOTH):
-                fut = loop.create_future()
-                self._waiters.setdefault((name, "ike"), []).append(fut)
-                waits.append(fut)
+            else:
                 self._rekey_ike(session)
         except LocalError as exc:
-            return RekeyOutcome(name, False, str(exc))
-        if not self._live:
-            return RekeyOutcome(name, True, "rekey started")
-        try:
-            details = await asyncio.wait_for(asyncio.gather(*waits), REKEY_WAIT)
-        except TimeoutError:
-            return RekeyOutcome(name, False, f"rekey did not finish within {REKEY_WAIT:g} s")
-        ok = not any(d.startswith("failed:") for d in details)
-        return RekeyOutcome(name, ok, "; ".join(details))
+            self._settle(session.name, kind, str(exc), ok=False)
+
+    @staticmethod
+    def _current_spi(session: PeerSession, kind: SaKind) -> bytes | None:
+        """What identifies the SA of ``kind`` in force: the child's spi_in, the IKE SA's
+        initiator SPI; None when there is none."""
+        if kind is SaKind.CHILD:
+            return session.child.spi_in if session.child is not None else None
+        sa = session.ike
+        return sa.spi_i if sa is not None and sa.state is IkeSaState.ESTABLISHED else None
+
+    def _on_ike_rekey_failed(
+        self, sa: IkeSa, session: PeerSession, event: IkeSaRekeyFailed
+    ) -> None:
+        if event.peer_rekey_stands or session.ike is not sa:
+            return  # the SA is replaced all the same (IkeSaRekeyed settles the wait)
+        if event.notify == NotifyType.TEMPORARY_FAILURE:
+            delay = self._retry_rekey_later(session, SaKind.IKE, sa.spi_i)
+            if delay is not None:
+                self._publish(
+                    "ike_rekey_refused", session.name, f"{event.reason}; again in {delay:.1f} s"
+                )
+                return
+        self._settle(session.name, SaKind.IKE, event.reason, ok=False)
 
     @staticmethod
     def _not_rekeyable(session: PeerSession | None) -> str | None:

@@ -19,6 +19,13 @@ BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 
 
+class SaKind(enum.Enum):
+    """The SAs of a peer a rekey is about."""
+
+    CHILD = "child"
+    IKE = "IKE"
+
+
 class PeerState(enum.Enum):
     IDLE = "idle"
     """Nothing to do until traffic (trap) or the peer (responder) starts it."""
@@ -80,6 +87,8 @@ class PeerSession:
     last_unauthenticated_failure: str = ""
     rekeying_child: bytes | None = None
     """spi_in of the child whose rekey we started, until our exchange ends."""
+    rekey_retries: dict[SaKind, int] = field(default_factory=dict)
+    """Retries of a rekey the peer refused for now (section 2.25), per SA kind."""
     replacement_pending: bool = False
     """A changed peer's new IKE SA failed and the old one was kept: the retry makes a
     new one again (the peer may have been behind, e.g. its plan not yet changed)."""
@@ -96,6 +105,8 @@ class PeerSession:
     retry_timer: TimerHandle | None = None
     activation_timer: TimerHandle | None = None
     """Switches outbound anyway if the old SA's delete does not come."""
+    rekey_retry_timers: dict[SaKind, TimerHandle] = field(default_factory=dict)
+    """Try a refused rekey again."""
 
     @property
     def name(self) -> str:
@@ -120,10 +131,17 @@ class PeerSession:
         return min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** max(0, self.attempts - 1))
 
     def cancel_timers(self) -> None:
-        for handle in (self.ike_timer, self.child_timer, self.retry_timer, self.activation_timer):
+        for handle in (
+            self.ike_timer,
+            self.child_timer,
+            self.retry_timer,
+            self.activation_timer,
+            *self.rekey_retry_timers.values(),
+        ):
             if handle is not None:
                 handle.cancel()
         self.ike_timer = self.child_timer = self.retry_timer = self.activation_timer = None
+        self.rekey_retry_timers.clear()
 
     def report(self, stats: Mapping[tuple[int, str], SaStats]) -> IkeSaReport:
         sa = self.ike

@@ -145,6 +145,18 @@ class PeerErrorNotify:
     reason: str
 
 
+@dataclass(frozen=True)
+class IkeSaRekeyFailed:
+    """Our rekey of this IKE SA ended without a new SA: the peer refused it (e.g.
+    TEMPORARY_FAILURE while one of its exchanges is in flight, section 2.25) or its
+    answer was unusable."""
+
+    notify: int
+    reason: str
+    peer_rekey_stands: bool
+    """The peer's crossing rekey (section 2.8.2) replaces the SA instead."""
+
+
 IkeEvent = (
     IkeSaEstablished
     | IkeSaFailed
@@ -154,5 +166,6 @@ IkeEvent = (
     | ChildSaDeleted
     | IkeSaRekeyed
     | IkeSaDeleted
+    | IkeSaRekeyFailed
     | PeerErrorNotify
 )

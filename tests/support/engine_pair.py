@@ -18,7 +18,7 @@ from vpnfleet.agent.io.memory import Datagram, MemoryEndpoint, MemoryNetwork
 from vpnfleet.agent.io.tun import MemoryTun
 from vpnfleet.agent.io.udp import NATT_PORT
 from vpnfleet.agent.plan import AgentPlan
-from vpnfleet.agent.sink import EventHub, SaEventReport
+from vpnfleet.agent.sink import EventHub, RekeyOutcome, RekeyTarget, SaEventReport
 from vpnfleet.controller import pki
 from vpnfleet.protos import plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
@@ -142,6 +142,16 @@ class Fleet:
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds, between=self.pump)
         self.pump()
+
+    def rekey(self, host: str, peer: str, target: RekeyTarget, within: float = 0.0) -> RekeyOutcome:
+        """``host``'s Rekey call for ``peer`` on fake time: started, the network pumped
+        and the clock advanced ``within`` seconds, by when it must have its answer."""
+        pending = self.nodes[host].engine.start_rekey(peer, target)
+        self.pump()
+        if within:
+            self.advance(within)
+        assert pending.done, f"{host}'s rekey of {peer} unsettled after {within:g} s"
+        return pending.result()
 
 
 def udp4(src: str, dst: str, payload: bytes = b"through the tunnel") -> bytes:

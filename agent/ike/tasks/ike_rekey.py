@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..constants import ExchangeType, NotifyType, ProtocolId, enum_name
 from ..errors import CryptoError, ProtocolError
-from ..events import PeerErrorNotify
+from ..events import IkeSaRekeyFailed, PeerErrorNotify
 from ..message import Message
 from ..payloads import KePayload, NoncePayload, NotifyPayload, Payload
 from ..proposals import NoProposalChosen, accept_ike, select_ike
@@ -74,6 +74,11 @@ class IkeRekey:
                 sa.finish_delete("rekeyed")
         return Outcome.DONE
 
+    def _failed(self, notify: int, reason: str) -> Outcome:
+        stands = self.sa.peer_ike_rekey is not None
+        self.sa.emit(IkeSaRekeyFailed(notify, reason, peer_rekey_stands=stands))
+        return self._peer_rekey_stands()
+
     def process_response(self, message: Message, payloads: list[Payload]) -> Outcome:
         sa = self.sa
         errors = error_notifies(payloads)
@@ -86,12 +91,8 @@ class IkeRekey:
                     self.ke = KeyExchange(group)
                     self.ke_retries += 1
                     return Outcome.RETRY
-            sa.emit(
-                PeerErrorNotify(
-                    notify, f"{enum_name(NotifyType, notify)}: peer refused the IKE SA rekey"
-                )
-            )
-            return self._peer_rekey_stands()
+            reason = f"{enum_name(NotifyType, notify)}: peer refused the IKE SA rekey"
+            return self._failed(notify, reason)
         sa_payload, nonce, ke = (
             first(payloads, SaPayload),
             first(payloads, NoncePayload),
@@ -114,8 +115,7 @@ class IkeRekey:
                 )
             shared = self.ke.shared_secret(ke.data)
         except (ProtocolError, CryptoError) as exc:
-            sa.emit(PeerErrorNotify(exc.notify or 0, f"IKE SA rekey failed: {exc}"))
-            return self._peer_rekey_stands()
+            return self._failed(exc.notify or 0, f"IKE SA rekey failed: {exc}")
         from ..ike_sa import IkeSa  # a cycle at import time only
 
         new_sa = IkeSa.from_rekey(

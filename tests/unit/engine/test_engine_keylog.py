@@ -161,7 +161,7 @@ async def test_rekeys_are_logged_and_their_keys_open_the_new_traffic(
 ) -> None:
     fleet, paths, recorder = logged
     a, b = fleet["a"], fleet["b"]
-    (outcome,) = await a.engine.rekey(["b"], RekeyTarget.CHILD)
+    outcome = fleet.rekey("a", "b", RekeyTarget.CHILD)
     assert outcome.ok, outcome.detail
     fleet.pump()
     fleet.advance(10)  # the rekey responder switches its outbound SA
@@ -181,7 +181,7 @@ async def test_rekeys_are_logged_and_their_keys_open_the_new_traffic(
     assert open_esp(paths["a"], recorder.esp("192.0.2.2")[-1]) == back
 
     old_spi_i, _, old_sk_ei = records(paths["a"], "ikev2_decryption_table")[0][:3]
-    (outcome,) = await a.engine.rekey(["b"], RekeyTarget.IKE)
+    outcome = fleet.rekey("a", "b", RekeyTarget.IKE)
     assert outcome.ok, outcome.detail
     fleet.pump()
     fleet.advance(1)
@@ -194,7 +194,7 @@ async def test_rekeys_are_logged_and_their_keys_open_the_new_traffic(
     new_spi_i, _, new_sk_ei = records(paths["a"], "ikev2_decryption_table")[1][:3]
     # a started the IKE rekey, so it is the new SA's initiator too: its requests are
     # under SK_ei, the old SA's (the rekey, the delete) and the new one's.
-    (outcome,) = await a.engine.rekey(["b"], RekeyTarget.CHILD)
+    outcome = fleet.rekey("a", "b", RekeyTarget.CHILD)
     assert outcome.ok, outcome.detail
     fleet.pump()
     old = requests(recorder, old_spi_i)

@@ -87,9 +87,8 @@ async def test_crossing_child_rekeys_settle_on_one_sa(
 
     if late_answer:
         ab.net.drop = lambda d: d.dst[0] == winner_address and ike_response(d)
-    (from_a,) = await a.engine.rekey(["b"], RekeyTarget.CHILD)
-    (from_b,) = await b.engine.rekey(["a"], RekeyTarget.CHILD)
-    assert from_a.ok and from_b.ok, (from_a, from_b)
+    from_a = a.engine.start_rekey("b", RekeyTarget.CHILD)
+    from_b = b.engine.start_rekey("a", RekeyTarget.CHILD)
     ab.pump()
     if late_answer:
         assert ab.net.dropped > 0
@@ -101,6 +100,8 @@ async def test_crossing_child_rekeys_settle_on_one_sa(
     else:
         ab.pump()
 
+    assert from_a.done and from_b.done
+    assert from_a.result().ok and from_b.result().ok, (from_a.result(), from_b.result())
     new_a, new_b = a.child_spis("b"), b.child_spis("a")
     assert new_a != old_a and new_b != old_b
     assert new_a == (new_b[1], new_b[0]), (new_a, new_b)
@@ -124,11 +125,11 @@ async def test_crossing_child_rekeys_settle_on_one_sa(
 
 
 async def test_rekey_of_a_peer_without_child_says_so(ab: Fleet) -> None:
-    a, b = ab["a"], ab["b"]
+    a = ab["a"]
     session = a.engine.sessions["b"]
-    a.engine._remove_child(session)
-    (outcome,) = await a.engine.rekey(["b"], RekeyTarget.CHILD)
+    a.engine._remove_child(session, "removed by the test")
+    outcome = ab.rekey("a", "b", RekeyTarget.CHILD)
     assert not outcome.ok
     assert outcome.detail == "IKE SA is up but no child SA is installed", outcome.detail
-    (missing,) = await b.engine.rekey(["nobody"], RekeyTarget.CHILD)
+    missing = ab.rekey("b", "nobody", RekeyTarget.CHILD)
     assert not missing.ok and missing.detail == "peer is not up (not in the plan in force)"

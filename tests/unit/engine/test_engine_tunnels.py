@@ -164,12 +164,12 @@ async def test_scheduled_child_and_ike_rekeys_keep_traffic(ab: Fleet) -> None:
 async def test_rekey_on_request(ab: Fleet) -> None:
     a, b = ab["a"], ab["b"]
     before = a.child_spis("b")
-    (outcome,) = await a.engine.rekey(["b"], RekeyTarget.CHILD)
+    outcome = ab.rekey("a", "b", RekeyTarget.CHILD)
     assert outcome.ok, outcome.detail
     ab.pump()
     assert a.child_spis("b") != before
     assert b.child_spis("a") == tuple(reversed(a.child_spis("b")))
-    (missing,) = await a.engine.rekey(["nobody"], RekeyTarget.BOTH)
+    missing = ab.rekey("a", "nobody", RekeyTarget.BOTH)
     assert not missing.ok and "not up" in missing.detail
 
 
