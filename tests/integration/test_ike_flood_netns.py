@@ -21,7 +21,7 @@ import pytest
 from tests.support.engine_lab import sh
 from tests.support.flood_lab import ADMISSION, FloodLab
 
-pytestmark = [pytest.mark.netns, pytest.mark.slow]
+pytestmark = pytest.mark.netns
 
 MIB = 1024
 SAS_PER_SOURCE = 20
