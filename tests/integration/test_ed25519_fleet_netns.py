@@ -8,7 +8,6 @@ signatures). Every namespace and process is removed at the end, also on failure.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from tests.support.engine_lab import SITE, UNDERLAY, Lab, sh
+from tests.support.engine_lab import SITE, UNDERLAY, Lab, built
 
 pytestmark = pytest.mark.netns
 
@@ -66,15 +65,8 @@ class FleetLab(Lab):
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[FleetLab]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create network namespaces")
-    lab = FleetLab(tmp_path)
-    try:
-        lab.build()
+    with built(FleetLab(tmp_path)) as lab:
         yield lab
-    finally:
-        lab.teardown()
-    assert f"vft-{lab.tag}" not in sh("ip netns list").stdout
 
 
 def enrol_ed25519_fleet(root: Path) -> dict[str, Path]:

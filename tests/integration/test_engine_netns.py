@@ -6,7 +6,6 @@ persisted plan. Every namespace, process and file is removed at the end, also on
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -15,23 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.engine_lab import SITE, Lab, sh
+from tests.support.engine_lab import SITE, Lab, built, sh
 
 pytestmark = pytest.mark.netns
 
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create network namespaces")
-    lab = Lab(tmp_path)
-    try:
-        lab.build()
+    with built(Lab(tmp_path)) as lab:
         yield lab
-    finally:
-        lab.teardown()
-    leftover = sh("ip netns list").stdout
-    assert f"vft-{lab.tag}" not in leftover
 
 
 CHILD_LINE = r"child b: installed in \w+ out \w+ packets_in=(\d+) packets_out=(\d+)"

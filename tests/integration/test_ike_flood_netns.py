@@ -11,14 +11,13 @@ Without the caps, the same flood (240 half-open SAs, each sending 24 fragments o
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.engine_lab import sh
+from tests.support.engine_lab import built
 from tests.support.flood_lab import ADMISSION, FloodLab
 
 pytestmark = pytest.mark.netns
@@ -30,16 +29,8 @@ STORMS = ["24x49152", "9x1000"]
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[FloodLab]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create network namespaces")
-    lab = FloodLab(tmp_path)
-    try:
-        lab.build()
+    with built(FloodLab(tmp_path)) as lab:
         yield lab
-    finally:
-        lab.teardown()
-    leftover = sh("ip netns list").stdout
-    assert f"vft-{lab.tag}" not in leftover
 
 
 def test_a_flood_of_half_open_sas_and_fragments_leaves_memory_and_tunnels_alone(

@@ -10,8 +10,6 @@ same capture read without the keys shows no verdict, so the checks can fail.
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import stat
 import subprocess
@@ -20,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.engine_lab import AGENT, SITE, Lab, sh
+from tests.support.engine_lab import AGENT, SITE, Lab, built, sh
 from tests.support.tshark_lab import EspVerdict, IkeVerdict, _wait_for, esp_verdicts, ike_verdicts
 from vpnfleet.agent.engine.keylog import tshark_options
 
@@ -85,18 +83,8 @@ class KeyLogLab(Lab):
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[KeyLogLab]:
-    for tool in ("tshark", "dumpcap"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed")
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create network namespaces")
-    lab = KeyLogLab(tmp_path)
-    try:
-        lab.build()
+    with built(KeyLogLab(tmp_path), "tshark", "dumpcap") as lab:
         yield lab
-    finally:
-        lab.teardown()
-    assert f"vft-{lab.tag}" not in sh("ip netns list").stdout
 
 
 def test_tshark_decrypts_the_agents_traffic_with_their_key_logs(lab: KeyLogLab) -> None:

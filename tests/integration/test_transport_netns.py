@@ -16,7 +16,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.engine_lab import built
 from vpnfleet.agent.hollow import sample_plan
 from vpnfleet.protos import plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
@@ -165,18 +165,8 @@ class Lab:
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create network namespaces")
-    for tool in ("iperf3", "tcpdump", "tshark"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"needs {tool}")
-    lab = Lab(tmp_path)
-    try:
-        lab.build()
+    with built(Lab(tmp_path), "iperf3", "tcpdump", "tshark") as lab:
         yield lab
-    finally:
-        lab.teardown()
-    assert f"vft-{lab.tag}" not in sh("ip", "netns", "list").stdout
 
 
 def wire_summary(pcap: Path) -> tuple[Counter[str], int]:

@@ -6,12 +6,18 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+import pytest
 
 from vpnfleet.agent.hollow import sample_plan
 from vpnfleet.protos.hashing import plan_content_hash
@@ -120,3 +126,23 @@ class Lab:
             self.kill(host, signal.SIGKILL)
         for ns in self.namespaces.values():
             sh(f"ip netns del {ns}", check=False)
+
+
+L = TypeVar("L", bound=Lab)
+
+
+@contextmanager
+def built(lab: L, *tools: str) -> Iterator[L]:
+    """``lab`` built and, when the block ends (also on failure), torn down with nothing of
+    it left; skipped without root or without one of ``tools``."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create network namespaces")
+    for tool in tools:
+        if shutil.which(tool) is None:
+            pytest.skip(f"needs {tool}")
+    try:
+        lab.build()
+        yield lab
+    finally:
+        lab.teardown()
+    assert f"vft-{lab.tag}" not in sh("ip netns list").stdout
