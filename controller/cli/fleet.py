@@ -572,11 +572,9 @@ def watch_status(
                 code = int(fleet_conditions(status))
                 if live is not None:
                     live.update(status_renderable(status, sas), refresh=True)
-                elif output == "json":
-                    click.echo(json.dumps(status.to_json()))
                 else:
-                    render_status(status, sas)
-                    out.print()
+                    sys.stdout.write(status_frame(status, output, sas))
+                    sys.stdout.flush()
                 signals.pause(interval)
     except _StopWatching:
         pass
@@ -585,6 +583,17 @@ def watch_status(
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     # Stopped before the first frame was taken: the shell's convention for a signal.
     sys.exit(code if code is not None else 128 + (signals.requested or signal.SIGTERM))
+
+
+def status_frame(status: FleetStatus, output: str, sas: bool) -> str:
+    """One frame of `status --watch` for a pipe: the text view and a blank line, or one
+    line of JSON."""
+    if output == "json":
+        return json.dumps(status.to_json()) + "\n"
+    with out.capture() as captured:
+        render_status(status, sas)
+        out.print()
+    return captured.get()
 
 
 def status_renderable(status: FleetStatus, sas: bool) -> Group:

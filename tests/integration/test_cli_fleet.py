@@ -448,3 +448,30 @@ def test_status_watch_to_a_pipe_prints_frames_and_stops_cleanly(
             proc.communicate()
     assert proc.returncode == DRIFT | PLAN_ONLY, stderr
     assert "Traceback" not in stderr, stderr
+
+
+def test_status_watch_ends_quietly_when_the_reader_goes_away(tmp_path: Path) -> None:
+    """`status --watch 1 | head -n 1`: the next frame meets a closed pipe; the watch
+    ends with the last frame's code (both agents unreachable: 4), no traceback."""
+    fleet = make_fleet(tmp_path)
+    inventory = tmp_path / "inventory"
+    inventory.mkdir()
+    write_inventory(inventory, dict.fromkeys(HOSTS, 9))
+    proc = subprocess.Popen(
+        [*CLI, "--state", str(fleet.controller_state), "status", "-i", str(inventory),
+         "--watch", "0.2", "--timeout", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        read_frames(proc, "status at ", 1)
+        assert proc.stdout is not None
+        proc.stdout.close()
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == UNREACHABLE, stderr
+    assert stderr == "", stderr
