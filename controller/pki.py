@@ -86,9 +86,21 @@ class TlsCredentials:
 
 @dataclass(frozen=True, slots=True)
 class CaInfo:
+    """A fleet CA as made or found: its files, key algorithm and fingerprint."""
+
     cert_path: Path
+    key_path: Path
     algorithm: str
     fingerprint: str
+    """Hex SHA-256 of the certificate's DER encoding."""
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "cert": str(self.cert_path),
+            "key": str(self.key_path),
+            "algorithm": self.algorithm,
+            "fingerprint_sha256": self.fingerprint,
+        }
 
 
 def fingerprint(cert_pem: bytes) -> str:
@@ -180,7 +192,7 @@ def init_ca(state_dir: Path, algorithm: str = "ecdsa-p256", force: bool = False)
     # and with it whatever a rotation of the replaced CA left behind.
     for name in (CONTROLLER_CERT, CONTROLLER_KEY, CA_NEXT_KEY, CA_NEXT_CERT, CA_PREVIOUS_CERT):
         (pki / name).unlink(missing_ok=True)
-    return CaInfo(pki / CA_CERT, algorithm, fingerprint(cert_pem))
+    return CaInfo(pki / CA_CERT, pki / CA_KEY, algorithm, fingerprint(cert_pem))
 
 
 def _algorithm_of(key: PrivateKey) -> str:
@@ -195,7 +207,9 @@ def init_next_ca(state_dir: Path, algorithm: str | None = None) -> CaInfo:
     _cert, key, _pem = load_ca(state_dir)
     if (pki / CA_NEXT_CERT).exists():
         _next, next_key, next_pem = load_ca(state_dir, NEXT)
-        return CaInfo(pki / CA_NEXT_CERT, _algorithm_of(next_key), fingerprint(next_pem))
+        return CaInfo(
+            pki / CA_NEXT_CERT, pki / CA_NEXT_KEY, _algorithm_of(next_key), fingerprint(next_pem)
+        )
     algorithm = algorithm or _algorithm_of(key)
     # A name of its own: TLS stacks look up issuers by name, two CAs sharing one would
     # make them try the wrong key.
@@ -203,7 +217,7 @@ def init_next_ca(state_dir: Path, algorithm: str | None = None) -> CaInfo:
     cert_pem, key_pem = _new_ca(algorithm, f"vpnfleet fleet CA {stamp}")
     write_atomically(pki / CA_NEXT_KEY, key_pem)
     write_atomically(pki / CA_NEXT_CERT, cert_pem)
-    return CaInfo(pki / CA_NEXT_CERT, algorithm, fingerprint(cert_pem))
+    return CaInfo(pki / CA_NEXT_CERT, pki / CA_NEXT_KEY, algorithm, fingerprint(cert_pem))
 
 
 def next_ca_pem(state_dir: Path) -> bytes | None:
@@ -259,8 +273,7 @@ def promote_next_ca(state_dir: Path) -> CaInfo:
     following = next_ca_pem(state_dir)
     if following is None:
         if previous_ca_pem(state_dir) is not None:  # promoted already
-            _cert, key, pem = load_ca(state_dir)
-            return CaInfo(pki / CA_CERT, _algorithm_of(key), fingerprint(pem))
+            return ca_info(state_dir)
         raise PkiError(f"no next CA in {pki} to promote: start with `vpnfleet rotate ca`")
     _cert, next_key, _pem = load_ca(state_dir, NEXT)
     current = (pki / CA_CERT).read_bytes()
@@ -270,12 +283,19 @@ def promote_next_ca(state_dir: Path) -> CaInfo:
         write_atomically(pki / CA_CERT, following)
     (pki / CA_NEXT_KEY).unlink(missing_ok=True)
     (pki / CA_NEXT_CERT).unlink(missing_ok=True)
-    return CaInfo(pki / CA_CERT, _algorithm_of(next_key), fingerprint(following))
+    return CaInfo(pki / CA_CERT, pki / CA_KEY, _algorithm_of(next_key), fingerprint(following))
 
 
 def drop_previous_ca(state_dir: Path) -> None:
     """Forget the rolled-out CA: from now on the controller trusts only the current."""
     (_pki_dir(state_dir) / CA_PREVIOUS_CERT).unlink(missing_ok=True)
+
+
+def ca_info(state_dir: Path) -> CaInfo:
+    """The fleet CA in force: its files, algorithm and fingerprint."""
+    pki = _pki_dir(state_dir)
+    _cert, key, pem = load_ca(state_dir)
+    return CaInfo(pki / CA_CERT, pki / CA_KEY, _algorithm_of(key), fingerprint(pem))
 
 
 def load_ca(state_dir: Path, which: str = CURRENT) -> tuple[x509.Certificate, PrivateKey, bytes]:

@@ -6,6 +6,7 @@ fresh GetStatus answer (observed) and the plans compiled from the inventory (des
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -120,6 +121,53 @@ class HostStatus:
         return "in sync" if self.in_sync else "drift"
 
 
+class StatusCondition(enum.IntFlag):
+    """What keeps a host from being in sync with all its tunnels up.
+
+    ``vpnfleet status`` exits with the bitwise OR of every host's conditions, so several
+    combine (18 = drift and plan only) and 0 means none. The values are powers of two
+    from 2 up: 1 stays the exit code of bad input, and an unreachable agent is 4 as in
+    ``apply``. A new condition takes the next free bit (up to 128).
+    """
+
+    DRIFT = 2
+    """The plan in force is not the desired one (or the agent has no plan)."""
+    UNREACHABLE = 4
+    """The agent did not answer GetStatus (down, refused, wrong name): nothing else is
+    known of the host."""
+    TUNNELS_DOWN = 8
+    """Fewer peers up (IKE SA and child SA) than the plan in force has."""
+    PLAN_ONLY = 16
+    """The agent keeps its plan but runs no data plane, so it brings up no tunnel."""
+
+    @property
+    def label(self) -> str:
+        return ", ".join((c.name or "").lower().replace("_", " ") for c in self)
+
+
+def host_conditions(host: HostStatus) -> StatusCondition:
+    """The conditions of one host (empty when it is in sync with all its tunnels up)."""
+    obs = host.observed
+    if obs is None:
+        return StatusCondition.UNREACHABLE
+    found = StatusCondition(0)
+    if not host.in_sync:
+        found |= StatusCondition.DRIFT
+    if not obs.data_plane:
+        found |= StatusCondition.PLAN_ONLY
+    elif obs.peers_up < obs.peers_total:
+        found |= StatusCondition.TUNNELS_DOWN
+    return found
+
+
+def fleet_conditions(status: FleetStatus) -> StatusCondition:
+    """Every host's conditions together; ``int()`` of it is the exit code of `status`."""
+    found = StatusCondition(0)
+    for host in status.hosts:
+        found |= host_conditions(host)
+    return found
+
+
 @dataclass(slots=True)
 class FleetStatus:
     hosts: list[HostStatus] = field(default_factory=list)
@@ -137,12 +185,34 @@ class FleetStatus:
                 {
                     "host": h.host,
                     "state": h.state,
+                    "conditions": _condition_names(host_conditions(h)),
                     "desired_hash": h.desired_hash,
                     "error": h.error,
                     "observed": _view_json(obs) if obs else None,
                 }
             )
-        return {"taken_at": self.taken_at, "all_in_sync": self.all_in_sync, "hosts": out}
+        conditions = fleet_conditions(self)
+        return {
+            "taken_at": self.taken_at,
+            "all_in_sync": self.all_in_sync,
+            "conditions": _condition_names(conditions),
+            "exit_code": int(conditions),
+            "hosts": out,
+        }
+
+
+def _condition_names(conditions: StatusCondition) -> list[str]:
+    return [(c.name or "").lower() for c in conditions]
+
+
+# SPIs are shown as swanctl --list-sas shows them: hex, 8 digits for ESP/AH (32 bits),
+# 16 for IKE (64 bits). The views keep the integers GetStatus carries.
+_SPI_BYTES = {"spi_in": 4, "spi_out": 4, "spi_i": 8, "spi_r": 8}
+
+
+def spi_hex(spi: int, size: int = 4) -> str:
+    """An SPI as hex digits, zero-padded to its size in bytes ("c3a5f1e2")."""
+    return f"{spi:0{2 * size}x}"
 
 
 def _view_json(view: Any) -> Any:
@@ -151,7 +221,12 @@ def _view_json(view: Any) -> Any:
     if isinstance(view, Mapping):
         return dict(view)
     if hasattr(view, "__dataclass_fields__"):
-        return {name: _view_json(getattr(view, name)) for name in view.__dataclass_fields__}
+        return {
+            name: spi_hex(getattr(view, name), _SPI_BYTES[name])
+            if name in _SPI_BYTES
+            else _view_json(getattr(view, name))
+            for name in view.__dataclass_fields__
+        }
     return view
 
 
@@ -223,7 +298,11 @@ def sa_rows(status: FleetStatus) -> list[tuple[str, ...]]:
                         h.host,
                         ike.peer,
                         ike.state + (" NAT" if ike.nat_detected else ""),
-                        f"{child.spi_in:08x}/{child.spi_out:08x}" if child.spi_in else "-",
+                        (
+                            f"{spi_hex(child.spi_in)}/{spi_hex(child.spi_out)}"
+                            if child.spi_in
+                            else "-"
+                        ),
                         child.proposal or ike.proposal,
                         age(now, child.established_at or ike.established_at),
                         age(child.next_rekey_at, now) if child.next_rekey_at > now else "-",

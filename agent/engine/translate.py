@@ -27,7 +27,7 @@ from ..ike.constants import EncrId, IdType, IntegId
 from ..ike.errors import LocalError
 from ..ike.events import ChildSaEstablished
 from ..ike.payloads import TrafficSelector as IkeTrafficSelector
-from ..ike.proposals import EspProposal, IkeProposal
+from ..ike.proposals import EspProposal, IkeProposal, transform_keyword
 from ..ike.signatures import CertificateAuth, SigningKey, identity_in_certificate
 from ..io.dataplane_model import Encap
 from ..io.routes import AEAD_GCM16, CBC_SHA256, CBC_SHA384, CBC_SHA512, EspOverhead
@@ -115,35 +115,12 @@ def ike_identity(identity: Identity) -> IkeIdentity:
     return IkeIdentity(kind, value.encode())
 
 
-# Transform IDs (RFC 7296 section 3.3.2, IANA) back to strongSwan's proposal tokens, for
-# proposals whose text is missing or not in a notation the IKE core reads.
-_ENCR_TOKEN: dict[tuple[int, int], str] = {
-    (EncrId.AES_GCM_16, 128): "aes128gcm16",
-    (EncrId.AES_GCM_16, 256): "aes256gcm16",
-    (EncrId.AES_CBC, 128): "aes128",
-    (EncrId.AES_CBC, 256): "aes256",
-    (EncrId.CHACHA20_POLY1305, 0): "chacha20poly1305",
-}
-_PRF_TOKEN = {5: "prfsha256", 6: "prfsha384", 7: "prfsha512"}
-_INTEG_TOKEN = {12: "sha256", 13: "sha384", 14: "sha512"}
-_DH_TOKEN = {14: "modp2048", 19: "ecp256", 20: "ecp384", 31: "x25519"}
-
-
 def _text_from_transforms(proposal: Proposal) -> list[str]:
     """strongSwan proposal strings equivalent to a proposal's transform list (one per
     combination, as a proposal may offer several transforms of one type)."""
     by_type: dict[TransformType, list[str]] = {}
     for t in proposal.transforms:
-        if t.type is TransformType.ENCR:
-            token = _ENCR_TOKEN.get((t.id, t.key_length))
-        elif t.type is TransformType.PRF:
-            token = _PRF_TOKEN.get(t.id)
-        elif t.type is TransformType.INTEG:
-            token = _INTEG_TOKEN.get(t.id)
-        elif t.type is TransformType.DH:
-            token = _DH_TOKEN.get(t.id)
-        else:  # ESN
-            token = "esn" if t.id == 1 else "noesn"
+        token = transform_keyword(t.type, t.id, t.key_length)
         if token is None:
             raise PeerConfigError(f"transform {t.type.name} {t.id} has no proposal name here")
         by_type.setdefault(t.type, []).append(token)

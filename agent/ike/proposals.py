@@ -22,26 +22,113 @@ from .constants import (
     TransformType,
     enum_name,
 )
-from .errors import LocalError, ProtocolError, UnsupportedTransform
+from .errors import LocalError, ProtocolError
 from .sa_payload import Proposal, Transform
 from .transforms import Encr, Integ, Prf, encr_for, integ_for, prf_for
 
+# strongSwan's keywords (swanctl.conf ``proposals``) for every transform we can name, also
+# those this core does not implement, so that what a peer offers is shown in the words
+# its operator wrote. ``{bits}`` is the Key Length attribute.
+_ENCR_KEYWORDS: dict[int, str] = {
+    EncrId.DES3: "3des",
+    EncrId.NULL: "null",
+    EncrId.AES_CBC: "aes{bits}",
+    EncrId.AES_CTR: "aes{bits}ctr",
+    EncrId.AES_CCM_8: "aes{bits}ccm8",
+    EncrId.AES_CCM_12: "aes{bits}ccm12",
+    EncrId.AES_CCM_16: "aes{bits}ccm16",
+    EncrId.AES_GCM_8: "aes{bits}gcm8",
+    EncrId.AES_GCM_12: "aes{bits}gcm12",
+    EncrId.AES_GCM_16: "aes{bits}gcm16",
+    EncrId.CHACHA20_POLY1305: "chacha20poly1305",
+}
+_KEYWORDS: dict[TransformType, dict[int, str]] = {
+    TransformType.PRF: {
+        PrfId.HMAC_MD5: "prfmd5",
+        PrfId.HMAC_SHA1: "prfsha1",
+        PrfId.AES128_XCBC: "prfaesxcbc",
+        PrfId.HMAC_SHA2_256: "prfsha256",
+        PrfId.HMAC_SHA2_384: "prfsha384",
+        PrfId.HMAC_SHA2_512: "prfsha512",
+        PrfId.AES128_CMAC: "prfaescmac",
+    },
+    TransformType.INTEG: {
+        IntegId.HMAC_MD5_96: "md5",
+        IntegId.HMAC_SHA1_96: "sha1",
+        IntegId.AES_XCBC_96: "aesxcbc",
+        IntegId.HMAC_SHA2_256_128: "sha256",
+        IntegId.HMAC_SHA2_384_192: "sha384",
+        IntegId.HMAC_SHA2_512_256: "sha512",
+    },
+    TransformType.DH: {
+        DhGroup.MODP_1024: "modp1024",
+        DhGroup.MODP_1536: "modp1536",
+        DhGroup.MODP_2048: "modp2048",
+        DhGroup.MODP_3072: "modp3072",
+        DhGroup.MODP_4096: "modp4096",
+        DhGroup.ECP_256: "ecp256",
+        DhGroup.ECP_384: "ecp384",
+        DhGroup.ECP_521: "ecp521",
+        DhGroup.CURVE25519: "x25519",
+        DhGroup.CURVE448: "x448",
+    },
+    TransformType.ESN: {EsnId.NO_ESN: "noesn", EsnId.ESN: "esn"},
+}
+
+
+def transform_keyword(kind: int, id: int, key_bits: int | None = None) -> str | None:
+    """strongSwan's keyword for one transform (``aes256``, ``sha256``, ``x25519``), None
+    when it has none (an unknown ID, or a cipher that needs a key length and has none)."""
+    if kind == TransformType.ENCR:
+        template = _ENCR_KEYWORDS.get(id)
+        if template is None or ("{bits}" in template and not key_bits):
+            return None
+        return template.format(bits=key_bits)
+    try:
+        return _KEYWORDS[TransformType(kind)].get(id)
+    except ValueError:
+        return None
+
+
+def _name(kind: int, id: int, key_bits: int | None = None) -> str:
+    """The keyword, else the transform type and number (``ENCR_1031``, ``DH_99``,
+    ``TYPE9_1``)."""
+    keyword = transform_keyword(kind, id, key_bits)
+    if keyword is not None:
+        return keyword
+    known = kind in {int(t) for t in TransformType}
+    return f"{enum_name(TransformType, kind) if known else f'TYPE{kind}'}_{id}"
+
+
+def dh_name(group: int) -> str:
+    """A DH group as strongSwan names it (``ecp256``; ``DH_99`` when it has no name)."""
+    return _name(TransformType.DH, group)
+
+
+def _keyword(kind: int, id: int, key_bits: int | None = None) -> str:
+    keyword = transform_keyword(kind, id, key_bits)
+    assert keyword is not None, (kind, id, key_bits)
+    return keyword
+
+
+# What this core implements, by the keywords above (proposal parsing).
 _ENCR_TOKENS: dict[str, tuple[int, int | None]] = {
-    "aes128": (EncrId.AES_CBC, 128),
-    "aes256": (EncrId.AES_CBC, 256),
-    "aes128gcm16": (EncrId.AES_GCM_16, 128),
-    "aes256gcm16": (EncrId.AES_GCM_16, 256),
-    "chacha20poly1305": (EncrId.CHACHA20_POLY1305, None),
+    _keyword(TransformType.ENCR, encr, bits): (encr, bits)
+    for encr, bits in (
+        (EncrId.AES_CBC, 128),
+        (EncrId.AES_CBC, 256),
+        (EncrId.AES_GCM_16, 128),
+        (EncrId.AES_GCM_16, 256),
+        (EncrId.CHACHA20_POLY1305, None),
+    )
 }
 _INTEG_TOKENS = {
-    "sha256": IntegId.HMAC_SHA2_256_128,
-    "sha384": IntegId.HMAC_SHA2_384_192,
-    "sha512": IntegId.HMAC_SHA2_512_256,
+    _keyword(TransformType.INTEG, integ): integ
+    for integ in (IntegId.HMAC_SHA2_256_128, IntegId.HMAC_SHA2_384_192, IntegId.HMAC_SHA2_512_256)
 }
 _PRF_TOKENS = {
-    "prfsha256": PrfId.HMAC_SHA2_256,
-    "prfsha384": PrfId.HMAC_SHA2_384,
-    "prfsha512": PrfId.HMAC_SHA2_512,
+    _keyword(TransformType.PRF, prf): prf
+    for prf in (PrfId.HMAC_SHA2_256, PrfId.HMAC_SHA2_384, PrfId.HMAC_SHA2_512)
 }
 # An integrity algorithm without an explicit PRF implies the matching PRF (strongSwan).
 _PRF_FOR_INTEG = {
@@ -50,13 +137,45 @@ _PRF_FOR_INTEG = {
     IntegId.HMAC_SHA2_512_256: PrfId.HMAC_SHA2_512,
 }
 _DH_TOKENS = {
-    "modp2048": DhGroup.MODP_2048,
-    "ecp256": DhGroup.ECP_256,
-    "ecp384": DhGroup.ECP_384,
-    "x25519": DhGroup.CURVE25519,
-    "curve25519": DhGroup.CURVE25519,
+    **{
+        _keyword(TransformType.DH, group): group
+        for group in (DhGroup.MODP_2048, DhGroup.ECP_256, DhGroup.ECP_384, DhGroup.CURVE25519)
+    },
+    "curve25519": DhGroup.CURVE25519,  # strongSwan's other name for x25519
 }
-_DH_NAMES: dict[int, str] = {v: k for k, v in _DH_TOKENS.items() if k != "curve25519"}
+
+
+def render_proposal(proposal: Proposal) -> str:
+    """A proposal in strongSwan's configuration notation, as operators write it in the
+    inventory (and in swanctl.conf): ``aes128-sha256-modp2048``, ``aes256gcm16-esn``.
+
+    Keywords go in the order encryption, integrity, PRF, DH group, ESN; several of one
+    type are alternatives (``aes128-aes256-sha256-...``). What the notation leaves out
+    is left out: a PRF implied by the integrity algorithm, "no ESN" and "no DH" (the
+    defaults), the integrity "none" of an AEAD cipher. A transform with no keyword shows
+    as its type and number (``ENCR_1031``)."""
+    by_type: dict[int, list[str]] = {}
+    ids: dict[int, list[int]] = {}
+    for t in proposal.transforms:
+        if (t.type, t.id) in ((TransformType.INTEG, IntegId.NONE), (TransformType.DH, 0)):
+            continue
+        by_type.setdefault(int(t.type), []).append(_name(t.type, t.id, t.key_length))
+        ids.setdefault(int(t.type), []).append(t.id)
+    integs, prfs = ids.get(TransformType.INTEG, []), ids.get(TransformType.PRF, [])
+    implied = {int(integ): int(prf) for integ, prf in _PRF_FOR_INTEG.items()}
+    if integs and prfs == list(dict.fromkeys(implied.get(i, -1) for i in integs)):
+        del by_type[TransformType.PRF]
+    if ids.get(TransformType.ESN) == [EsnId.NO_ESN]:
+        del by_type[TransformType.ESN]
+    order = [
+        TransformType.ENCR,
+        TransformType.INTEG,
+        TransformType.PRF,
+        TransformType.DH,
+        TransformType.ESN,
+        *sorted(set(by_type) - {int(t) for t in TransformType}),
+    ]
+    return "-".join(k for kind in order for k in by_type.get(kind, ()))
 
 
 class NoProposalChosen(ProtocolError):
@@ -117,11 +236,7 @@ class IkeProposal:
         return cls(encr, prf, integ, dh)
 
     def __str__(self) -> str:
-        parts = [self.encr.name]
-        if self.integ:
-            parts.append(self.integ.name)
-        parts += [self.prf.name, _DH_NAMES.get(self.dh, f"dh{self.dh}")]
-        return "-".join(parts)
+        return render_proposal(self.to_proposal(1))
 
     def to_proposal(self, number: int, spi: bytes = b"") -> Proposal:
         transforms = [_encr_transform(self.encr), Transform(TransformType.PRF, self.prf.id)]
@@ -162,10 +277,7 @@ class EspProposal:
         return cls(encr, integ, esn, dh)
 
     def __str__(self) -> str:
-        parts = [self.encr.name] + ([self.integ.name] if self.integ else [])
-        if self.dh is not None:
-            parts.append(_DH_NAMES.get(self.dh, f"dh{self.dh}"))
-        return "-".join(parts + (["esn"] if self.esn else []))
+        return render_proposal(self.to_proposal(1, bytes(4)))
 
     def without_pfs(self) -> EspProposal:
         return EspProposal(self.encr, self.integ, self.esn)
@@ -179,28 +291,6 @@ class EspProposal:
         esn = EsnId.ESN if self.esn else EsnId.NO_ESN
         transforms.append(Transform(TransformType.ESN, esn))
         return Proposal(number, ProtocolId.ESP, spi, transforms)
-
-
-def describe_proposal(proposal: Proposal) -> str:
-    """Their proposal in our notation where we can name it, raw IDs otherwise."""
-    names = []
-    for t in proposal.transforms:
-        name = f"{enum_name(TransformType, t.type)}:{t.id}"
-        try:
-            if t.type == TransformType.ENCR:
-                name = encr_for(t.id, t.key_length).name
-            elif t.type == TransformType.PRF:
-                name = prf_for(t.id).name
-            elif t.type == TransformType.INTEG:
-                name = integ_for(t.id).name
-            elif t.type == TransformType.DH:
-                name = _DH_NAMES.get(t.id, name)
-            elif t.type == TransformType.ESN:
-                name = "esn" if t.id == EsnId.ESN else "noesn"
-        except UnsupportedTransform:  # an unsupported ID keeps its raw form
-            pass
-        names.append(name)
-    return "/".join(names)
 
 
 def _offers(proposal: Proposal, kind: int, id: int, key_bits: int | None = None) -> bool:
@@ -245,7 +335,7 @@ def select_ike(ours: Sequence[IkeProposal], theirs: Sequence[Proposal]) -> tuple
         for proposal in theirs:
             if _ike_matches(mine, proposal):
                 return proposal.number, mine
-    raise NoProposalChosen(ours, [describe_proposal(p) for p in theirs])
+    raise NoProposalChosen(ours, [render_proposal(p) for p in theirs])
 
 
 def accept_ike(ours: Sequence[IkeProposal], chosen: Sequence[Proposal]) -> IkeProposal:
@@ -256,7 +346,7 @@ def accept_ike(ours: Sequence[IkeProposal], chosen: Sequence[Proposal]) -> IkePr
             if _same_transforms(reply, chosen[0]):
                 return mine
     raise NoProposalChosen(
-        ours, [describe_proposal(p) for p in chosen], "the responder's choice was not offered"
+        ours, [render_proposal(p) for p in chosen], "the responder's choice was not offered"
     )
 
 
@@ -295,7 +385,7 @@ def select_esp(
         for proposal in theirs:
             if _esp_matches(mine, proposal):
                 return proposal, mine
-    raise NoProposalChosen(ours, [describe_proposal(p) for p in theirs])
+    raise NoProposalChosen(ours, [render_proposal(p) for p in theirs])
 
 
 def accept_esp(
@@ -306,7 +396,7 @@ def accept_esp(
             if _same_transforms(mine.to_proposal(chosen[0].number, chosen[0].spi), chosen[0]):
                 return chosen[0], mine
     raise NoProposalChosen(
-        ours, [describe_proposal(p) for p in chosen], "the responder's choice was not offered"
+        ours, [render_proposal(p) for p in chosen], "the responder's choice was not offered"
     )
 
 

@@ -23,6 +23,7 @@ from .common import (
     limit_option,
     open_vault,
     out,
+    output_option,
     pass_ctx,
     vault_option,
 )
@@ -179,13 +180,31 @@ def ca_group() -> None:
     show_default=True,
 )
 @click.option("--force", is_flag=True, help="Replace an existing CA (every agent must re-enrol).")
+@output_option
 @pass_ctx
-def ca_init(ctx: Ctx, algorithm: str, force: bool) -> None:
+def ca_init(ctx: Ctx, algorithm: str, force: bool, output: str) -> None:
     """Create the fleet CA and the controller's client certificate."""
     with input_errors():
         info = pki.init_ca(ctx.state.root, algorithm=algorithm, force=force)
         pki.ensure_controller_cert(ctx.state.root)
-    out.print(f"fleet CA created in {ctx.state.pki}: {info}")
+    controller = {
+        "cert": str(ctx.state.pki / pki.CONTROLLER_CERT),
+        "key": str(ctx.state.pki / pki.CONTROLLER_KEY),
+    }
+    if output == "json":
+        click.echo(json.dumps({"ca": info.to_json(), "controller": controller}))
+        return
+    lines = [
+        f"fleet CA created ({info.algorithm})",
+        f"  certificate: {info.cert_path}",
+        f"  key:         {info.key_path} (0600)",
+        f"  fingerprint (sha256): {info.fingerprint}",
+        "controller certificate (controller role), issued by it",
+        f"  certificate: {controller['cert']}",
+        f"  key:         {controller['key']} (0600)",
+    ]
+    for line in lines:
+        out.print(line, markup=False)
 
 
 @ca_group.command("sign")
@@ -221,12 +240,20 @@ def ca_sign(
 
 
 @ca_group.command("show")
+@output_option
 @pass_ctx
-def ca_show(ctx: Ctx) -> None:
+def ca_show(ctx: Ctx, output: str) -> None:
     """Show the fleet CA's subject, algorithm and SHA-256 fingerprint."""
     with input_errors():
-        cert, _key, pem = pki.load_ca(ctx.state.root)
-    out.print(f"subject: {cert.subject.rfc4514_string()}", markup=False)
-    out.print(f"fingerprint (sha256): {pki.fingerprint(pem)}", markup=False)
-    out.print(f"valid until: {cert.not_valid_after_utc:%Y-%m-%d}", markup=False)
-    out.print(f"file: {ctx.state.pki / pki.CA_CERT}", markup=False)
+        cert, _key, _pem = pki.load_ca(ctx.state.root)
+        info = pki.ca_info(ctx.state.root)
+    subject = cert.subject.rfc4514_string()
+    valid_until = f"{cert.not_valid_after_utc:%Y-%m-%d}"
+    if output == "json":
+        click.echo(json.dumps({**info.to_json(), "subject": subject, "valid_until": valid_until}))
+        return
+    out.print(f"subject: {subject}", markup=False)
+    out.print(f"algorithm: {info.algorithm}", markup=False)
+    out.print(f"fingerprint (sha256): {info.fingerprint}", markup=False)
+    out.print(f"valid until: {valid_until}", markup=False)
+    out.print(f"file: {info.cert_path}", markup=False)

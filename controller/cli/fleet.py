@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -14,6 +18,7 @@ from rich.console import Group
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from .. import operations
 from ..canary import (
@@ -29,7 +34,14 @@ from ..canary import (
 from ..inventory.vault import Vault
 from ..rollout import RolloutOptions, batches
 from ..staging import Staging, stage
-from ..status import FLEET_COLUMNS, SA_COLUMNS, FleetStatus, fleet_rows, sa_rows
+from ..status import (
+    FLEET_COLUMNS,
+    SA_COLUMNS,
+    FleetStatus,
+    fleet_conditions,
+    fleet_rows,
+    sa_rows,
+)
 from .common import (
     Ctx,
     enforce_rails,
@@ -463,7 +475,9 @@ def rekey_cmd(
     type=float,
     default=None,
     metavar="SECONDS",
-    help="Live view: refresh every SECONDS until interrupted (text output only).",
+    help="Take the status every SECONDS until SIGINT or SIGTERM: a live view on a "
+    "terminal, each frame in turn to a pipe (one JSON line each with -o json); the exit "
+    "code is that of the last frame.",
 )
 @pass_ctx
 def status_cmd(
@@ -482,9 +496,19 @@ def status_cmd(
 
     Per host: the plan generation and hash in force against the desired one, and peers
     up; per SA: state, SPIs, algorithms, age, time to the next rekey, bytes and packets
-    each way, replay and integrity drops, last liveness. Exit code 4 when an agent
-    could not be reached. With --rev the desired plans are those of that revision.
+    each way, replay and integrity drops, last liveness. With --rev the desired plans
+    are those of that revision.
+
+    \b
+    Exit code: 0 when every host is in sync with all its tunnels up, 1 bad input;
+    otherwise the sum of what was found (several combine, e.g. 18 = 2 + 16):
+       2  drift: a plan in force is not the desired one (or an agent has none)
+       4  an agent could not be reached
+       8  tunnels down: fewer peers up than the plan in force has
+      16  plan only: an agent runs no data plane
     """
+    if watch is not None and watch <= 0:
+        fail("--watch takes a positive number of seconds")
     with input_errors():
         fleet = operations.compile_fleet_at(
             inventory,
@@ -494,36 +518,100 @@ def status_cmd(
             vault=open_vault(vault_password_file, vault_key_file),
         )
         require_ca(ctx, inventory)
-        if watch is not None and output == "text":
-            if watch <= 0:
-                fail("--watch takes a positive number of seconds")
-            with Live(console=out, auto_refresh=False) as live:
-                try:
-                    while True:
-                        status = asyncio.run(
-                            operations.fleet_status(fleet, ctx.state, timeout=timeout)
-                        )
-                        live.update(status_renderable(status, sas), refresh=True)
-                        time.sleep(watch)
-                except KeyboardInterrupt:
-                    return
-        status = asyncio.run(operations.fleet_status(fleet, ctx.state, timeout=timeout))
+    if watch is not None:
+        watch_status(
+            lambda: operations.fleet_status(fleet, ctx.state, timeout=timeout), watch, output, sas
+        )
+    status = asyncio.run(operations.fleet_status(fleet, ctx.state, timeout=timeout))
     if output == "json":
         click.echo(json.dumps(status.to_json()))
     else:
         render_status(status, sas)
-    unreachable = any(h.observed is None for h in status.hosts)
-    sys.exit(4 if unreachable else 0)
+    sys.exit(int(fleet_conditions(status)))
+
+
+class _StopWatching(Exception):
+    """SIGINT or SIGTERM arrived while the watch waited for its next frame."""
+
+
+class _WatchSignals:
+    """SIGINT and SIGTERM end a watch after the frame being taken (or at once between
+    frames), so that the exit code is that of a whole frame."""
+
+    def __init__(self) -> None:
+        self.requested = 0
+        self.waiting = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.requested = signum
+        if self.waiting:
+            raise _StopWatching
+
+    def pause(self, seconds: float) -> None:
+        self.waiting = True
+        try:
+            if not self.requested:
+                time.sleep(seconds)
+        finally:
+            self.waiting = False
+
+
+def watch_status(
+    take: Callable[[], Coroutine[Any, Any, FleetStatus]], interval: float, output: str, sas: bool
+) -> NoReturn:
+    """`status --watch`: one frame every ``interval`` seconds until a signal."""
+    signals = _WatchSignals()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signals)
+    live = Live(console=out, auto_refresh=False) if output == "text" and out.is_terminal else None
+    code: int | None = None
+    try:
+        with live or contextlib.nullcontext():
+            while not signals.requested:
+                status = asyncio.run(take())
+                code = int(fleet_conditions(status))
+                if live is not None:
+                    live.update(status_renderable(status, sas), refresh=True)
+                else:
+                    sys.stdout.write(status_frame(status, output, sas))
+                    sys.stdout.flush()
+                signals.pause(interval)
+    except _StopWatching:
+        pass
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing more to say, and nothing to flush.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    # Stopped before the first frame was taken: the shell's convention for a signal.
+    sys.exit(code if code is not None else 128 + (signals.requested or signal.SIGTERM))
+
+
+def status_frame(status: FleetStatus, output: str, sas: bool) -> str:
+    """One frame of `status --watch` for a pipe: the text view and a blank line, or one
+    line of JSON."""
+    if output == "json":
+        return json.dumps(status.to_json()) + "\n"
+    with out.capture() as captured:
+        render_status(status, sas)
+        out.print()
+    return captured.get()
 
 
 def status_renderable(status: FleetStatus, sas: bool) -> Group:
+    conditions = fleet_conditions(status)
+    taken = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(status.taken_at))
+    verdict = (
+        f"{conditions.label} (exit code {int(conditions)})"
+        if conditions
+        else "in sync, all tunnels up"
+    )
+    headline = Text(f"status at {taken}: {verdict}", style="bold")
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     for col in FLEET_COLUMNS:
         table.add_column(col)
     for row in fleet_rows(status):
         style = "green" if row[1] == "in sync" else "red" if row[1] == "unreachable" else "yellow"
         table.add_row(*row, style=style)
-    parts: list[Any] = [table]
+    parts: list[Any] = [headline, table]
     rows = sa_rows(status)
     if sas and rows:
         sa_table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)

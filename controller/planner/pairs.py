@@ -8,6 +8,7 @@ done once per pair, and it is written out inline.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 from vpnfleet.controller.inventory import InventoryError
 
@@ -18,6 +19,7 @@ from .model import (
     Mode,
     NatTraversal,
     Peer,
+    Proposal,
     SpdAction,
     SpdEntry,
     StartAction,
@@ -81,8 +83,8 @@ class PairBuilder:
         for kind in ("ike", "esp"):
             if not self._compatible_lists(kind, a, b):
                 var = f"{kind}_proposals"
-                mine = [p.text for p in (a.ike if kind == "ike" else a.esp)]
-                theirs = [p.text for p in (b.ike if kind == "ike" else b.esp)]
+                mine = _listed(a.ike if kind == "ike" else a.esp)
+                theirs = _listed(b.ike if kind == "ike" else b.esp)
                 out.append(
                     InventoryError(
                         f"hosts {a.name} and {b.name} share no {kind.upper()} proposal: "
@@ -278,8 +280,8 @@ class PairBuilder:
                     InventoryError(
                         f"host {local.name} and external peer {remote.name} share no "
                         f"{kind.upper()} proposal: {local.name} offers "
-                        f"{[p.text for p in mine]}, {remote.name} accepts "
-                        f"{[p.text for p in theirs]} (at {remote.mark})",
+                        f"{_listed(mine)}, {remote.name} accepts "
+                        f"{_listed(theirs)} (at {remote.mark})",
                         local.origins.get(f"{kind}_proposals"),
                     )
                 )
@@ -403,3 +405,9 @@ def policy_entries(policies: tuple[Policy, ...]) -> dict[str, tuple[SpdEntry, ..
             for n, s in zip(names, policy.selectors, strict=True)
         )
     return out
+
+
+def _listed(proposals: Iterable[Proposal]) -> str:
+    """Proposals as the operator wrote them (strongSwan notation), as the agent lists
+    its own and a peer's in NO_PROPOSAL_CHOSEN: ``[aes128-sha256, aes256gcm16]``."""
+    return f"[{', '.join(p.text for p in proposals)}]"

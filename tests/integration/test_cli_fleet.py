@@ -10,16 +10,26 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.agent_harness import AgentProcess, Fleet, make_fleet, running_agent
+from tests.support.status_output import (
+    DRIFT,
+    PLAN_ONLY,
+    UNREACHABLE,
+    status_document,
+)
 
 CLI = [sys.executable, "-m", "vpnfleet.controller.cli"]
 HOSTS = ("h1", "h2", "h3")
@@ -42,8 +52,7 @@ class Lab:
 
     def status_json(self) -> dict[str, dict[str, object]]:
         res = self.vpnfleet("status", "-i", str(self.inventory), "-o", "json")
-        assert res.returncode == 0, res.stderr
-        return {h["host"]: h for h in json.loads(res.stdout)["hosts"]}
+        return {h["host"]: h for h in status_document(res)["hosts"]}
 
 
 def write_inventory(root: Path, ports: dict[str, int], extra_hosts: str = "") -> None:
@@ -305,3 +314,164 @@ def test_failed_host_stops_later_batches_with_exit_code_2(tmp_path: Path) -> Non
         assert result["exit_code"] == 2
         status = lab.status_json()
         assert status["h2"]["state"] == "no plan" and status["h3"]["state"] == "no plan"
+
+
+# ---------------------------------------------------------------- status exit codes
+# These agents run without a data plane (`serve` outside a named network namespace), so
+# every reachable one is "plan only" (16); the lab tests see 0 with tunnels up.
+
+
+def status_run(lab: Lab, *extra: str) -> tuple[int, dict[str, Any]]:
+    res = lab.vpnfleet("status", "-i", str(lab.inventory), "-o", "json", *extra)
+    return res.returncode, json.loads(res.stdout)
+
+
+def test_status_exit_code_plan_only_agents_in_sync(lab: Lab) -> None:
+    assert lab.vpnfleet("apply", "-i", str(lab.inventory)).returncode == 0
+    code, doc = status_run(lab)
+    assert code == PLAN_ONLY == doc["exit_code"], doc
+    assert doc["conditions"] == ["plan_only"]
+    assert {h["host"]: h["conditions"] for h in doc["hosts"]} == {h: ["plan_only"] for h in HOSTS}
+    text = lab.vpnfleet("status", "-i", str(lab.inventory))
+    assert text.returncode == PLAN_ONLY, text.stderr
+    assert "plan only (exit code 16)" in text.stdout, text.stdout
+
+
+def test_status_exit_code_drift(lab: Lab) -> None:
+    # No plan on any agent yet: the plan in force (none) is not the desired one.
+    code, doc = status_run(lab)
+    assert code == DRIFT | PLAN_ONLY, doc
+    assert all(h["conditions"] == ["drift", "plan_only"] for h in doc["hosts"]), doc
+    assert lab.vpnfleet("apply", "-i", str(lab.inventory)).returncode == 0
+    assert status_run(lab)[0] == PLAN_ONLY
+    (lab.inventory / "group_vars" / "all.yaml").write_text(
+        "ike_proposals: [aes128-sha256-modp2048]\nesp_proposals: [aes128gcm16]\n"
+    )
+    code, doc = status_run(lab)
+    assert code == DRIFT | PLAN_ONLY, doc
+    assert [h["state"] for h in doc["hosts"]] == ["drift"] * 3
+    text = lab.vpnfleet("status", "-i", str(lab.inventory))
+    assert text.returncode == DRIFT | PLAN_ONLY
+    assert "drift, plan only (exit code 18)" in text.stdout, text.stdout
+
+
+def test_status_exit_code_unreachable_agent(lab: Lab) -> None:
+    assert lab.vpnfleet("apply", "-i", str(lab.inventory)).returncode == 0
+    write_inventory(
+        lab.inventory,
+        {h: a.port for h, a in lab.agents.items()},
+        extra_hosts="        h4: {address: 10.77.0.4, subnets: [10.74.0.0/24], "
+        "agent_address: '127.0.0.1:9'}\n",
+    )
+    # h1..h3 now have a peer more in their desired plans: drift as well.
+    code, doc = status_run(lab, "--timeout", "2")
+    assert code == UNREACHABLE | DRIFT | PLAN_ONLY, doc
+    conditions = {h["host"]: h["conditions"] for h in doc["hosts"]}
+    assert conditions["h4"] == ["unreachable"], conditions
+    code, doc = status_run(lab, "--timeout", "2", "--limit", "h4")
+    assert (code, doc["conditions"]) == (UNREACHABLE, ["unreachable"]), doc
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("status", "-i", "inv", "--bogus"),
+        ("apply",),
+        ("no-such-command",),
+        ("ca", "init", "--algorithm", "rsa"),
+        ("status", "-i", "inv", "--watch", "often"),
+        ("vault", "encrypt-string", "--no-such-option"),
+        ("lab", "up", "--nmae", "x"),
+        ("rotate", "psk", "-i", "inv", "--epoch", "two"),
+    ],
+    ids=lambda a: "-".join(a),
+)
+def test_usage_error_exits_1(tmp_path: Path, args: tuple[str, ...]) -> None:
+    res = subprocess.run(
+        [*CLI, "--state", str(tmp_path / "state"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "Error:" in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert not (tmp_path / "state").exists()
+
+
+def read_frames(proc: subprocess.Popen[str], marker: str, count: int) -> list[str]:
+    """Lines from ``proc``'s stdout until ``count`` lines holding ``marker`` were seen."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while sum(marker in line for line in lines) < count:
+        assert time.monotonic() < deadline, lines
+        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+        if ready:
+            line = proc.stdout.readline()
+            assert line, f"status --watch ended: {lines} rc={proc.poll()}"
+            lines.append(line)
+    return lines
+
+
+@pytest.mark.parametrize(
+    ("output", "sig"),
+    [("text", signal.SIGTERM), ("text", signal.SIGINT), ("json", signal.SIGTERM)],
+    ids=["text-SIGTERM", "text-SIGINT", "json-SIGTERM"],
+)
+def test_status_watch_to_a_pipe_prints_frames_and_stops_cleanly(
+    lab: Lab, output: str, sig: signal.Signals
+) -> None:
+    proc = subprocess.Popen(
+        [*CLI, "--state", str(lab.fleet.controller_state), "status", "-i", str(lab.inventory),
+         "--watch", "0.5", "-o", output],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    try:
+        marker = "status at " if output == "text" else '"exit_code"'
+        lines = read_frames(proc, marker, 2)
+        if output == "json":
+            frames = [json.loads(line) for line in lines]
+            assert [f["exit_code"] for f in frames] == [DRIFT | PLAN_ONLY] * 2
+        else:
+            heads = [i for i, line in enumerate(lines) if marker in line]
+            assert all("drift, plan only (exit code 18)" in lines[i] for i in heads), lines
+            first = lines[heads[0] : heads[1]]
+            assert all(any(line.startswith(f"{h} ") for line in first) for h in HOSTS), first
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == DRIFT | PLAN_ONLY, stderr
+    assert "Traceback" not in stderr, stderr
+
+
+def test_status_watch_ends_quietly_when_the_reader_goes_away(tmp_path: Path) -> None:
+    """`status --watch 1 | head -n 1`: the next frame meets a closed pipe; the watch
+    ends with the last frame's code (both agents unreachable: 4), no traceback."""
+    fleet = make_fleet(tmp_path)
+    inventory = tmp_path / "inventory"
+    inventory.mkdir()
+    write_inventory(inventory, dict.fromkeys(HOSTS, 9))
+    proc = subprocess.Popen(
+        [*CLI, "--state", str(fleet.controller_state), "status", "-i", str(inventory),
+         "--watch", "0.2", "--timeout", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        read_frames(proc, "status at ", 1)
+        assert proc.stdout is not None
+        proc.stdout.close()
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == UNREACHABLE, stderr
+    assert stderr == "", stderr

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.agent_harness import AgentProcess, Fleet, make_fleet, running_agent
+from tests.support.status_output import status_document
 
 CLI = [sys.executable, "-m", "vpnfleet.controller.cli"]
 HOSTS = ("h1", "h2", "h3")
@@ -121,8 +122,7 @@ def test_apply_a_revision_then_status_against_revisions(gitlab: GitLab) -> None:
 
     def states(rev: str) -> dict[str, str]:
         out = gitlab.vpnfleet("status", "-i", inv, "--rev", rev, "-o", "json")
-        assert out.returncode == 0, out.stderr
-        return {h["host"]: h["state"] for h in json.loads(out.stdout)["hosts"]}
+        return {h["host"]: h["state"] for h in status_document(out)["hosts"]}
 
     assert set(states(gitlab.first).values()) == {"in sync"}
     assert set(states(gitlab.second).values()) == {"drift"}

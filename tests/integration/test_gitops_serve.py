@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from tests.support.agent_harness import AgentProcess, Fleet, make_fleet, running_agent
+from tests.support.status_output import status_document
 
 CLI = [sys.executable, "-m", "vpnfleet.controller.cli"]
 HOSTS = ("h1", "h2", "h3")
@@ -133,8 +134,7 @@ class GitOpsLab:
 
     def agent_status(self, rev: str) -> dict[str, dict[str, Any]]:
         res = self.vpnfleet("status", "-i", str(self.inventory), "--rev", rev, "-o", "json")
-        assert res.returncode == 0, res.stderr
-        return {h["host"]: h for h in json.loads(res.stdout)["hosts"]}
+        return {h["host"]: h for h in status_document(res)["hosts"]}
 
     def serve(
         self, *extra: str, interval: float = INTERVAL

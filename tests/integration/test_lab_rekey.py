@@ -72,6 +72,8 @@ def test_fleet_rekey_under_continuous_ping_loses_nothing(
     paths = tunnel_pairs(up["reachability"], up["layout"]["hosts"])
     assert len(paths) == 6  # every tunnel of the 4-host mesh
     before = fleet_status(lab)
+    # Real agents with their data plane, every plan in force, every tunnel up: status 0.
+    assert (before["exit_code"], before["conditions"]) == (0, []), before["conditions"]
     started = time.time()
     streams = start_pings(paths, float(PING_INTERVAL))
     try:

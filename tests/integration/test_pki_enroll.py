@@ -3,6 +3,7 @@ install-certs, and an Ed25519 fleet CA used by real mTLS."""
 
 from __future__ import annotations
 
+import json
 import stat
 from pathlib import Path
 
@@ -194,3 +195,58 @@ def test_ca_init_refuses_a_state_directory_others_can_write(tmp_path: Path) -> N
     assert result.exit_code == 1
     assert f"refusing to write a private file in {state}: it has mode 1777" in result.output
     assert list(state.iterdir()) == []
+
+
+@pytest.mark.parametrize("algorithm", ["ecdsa-p256", "ed25519"])
+def test_ca_init_and_show_say_what_was_made(tmp_path: Path, algorithm: str) -> None:
+    from vpnfleet.controller.cli import main
+
+    state = tmp_path / "state"
+    made = CliRunner().invoke(main, ["--state", str(state), "ca", "init", "--algorithm", algorithm])
+    assert made.exit_code == 0, made.output
+    pki = state / "pki"
+    ca_pem = (pki / "ca.pem").read_bytes()
+    fp = fingerprint(ca_pem)
+    assert "CaInfo" not in made.output and "PosixPath" not in made.output, made.output
+    assert made.output.splitlines() == [
+        f"fleet CA created ({algorithm})",
+        f"  certificate: {pki / 'ca.pem'}",
+        f"  key:         {pki / 'ca.key'} (0600)",
+        f"  fingerprint (sha256): {fp}",
+        "controller certificate (controller role), issued by it",
+        f"  certificate: {pki / 'controller.pem'}",
+        f"  key:         {pki / 'controller.key'} (0600)",
+    ]
+    assert mode(pki / "ca.key") == mode(pki / "controller.key") == 0o600
+
+    json_state = str(tmp_path / "json")
+    again = CliRunner().invoke(
+        main, ["--state", json_state, "ca", "init", "--algorithm", algorithm, "-o", "json"]
+    )
+    assert again.exit_code == 0, again.output
+    doc = json.loads(again.output)
+    other = tmp_path / "json" / "pki"
+    assert doc == {
+        "ca": {
+            "cert": str(other / "ca.pem"),
+            "key": str(other / "ca.key"),
+            "algorithm": algorithm,
+            "fingerprint_sha256": fingerprint((other / "ca.pem").read_bytes()),
+        },
+        "controller": {"cert": str(other / "controller.pem"), "key": str(other / "controller.key")},
+    }
+
+    shown = CliRunner().invoke(main, ["--state", str(state), "ca", "show", "-o", "json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output) == {
+        "cert": str(pki / "ca.pem"),
+        "key": str(pki / "ca.key"),
+        "algorithm": algorithm,
+        "fingerprint_sha256": fp,
+        "subject": "CN=vpnfleet fleet CA,O=vpnfleet",
+        "valid_until": x509.load_pem_x509_certificate(ca_pem).not_valid_after_utc.strftime(
+            "%Y-%m-%d"
+        ),
+    }
+    text = CliRunner().invoke(main, ["--state", str(state), "ca", "show"])
+    assert f"algorithm: {algorithm}\nfingerprint (sha256): {fp}\n" in text.output

@@ -178,14 +178,23 @@ def vpnfleet(state: Path, *args: str, timeout: float = 120) -> subprocess.Comple
     )
 
 
-def sa_spis(status: Mapping[str, Any]) -> dict[tuple[str, str, str], tuple[int, int]]:
-    """(host, peer, "ike" | "child") -> SPIs, from ``vpnfleet status -o json``."""
-    out: dict[tuple[str, str, str], tuple[int, int]] = {}
+def sa_spis(status: Mapping[str, Any]) -> dict[tuple[str, str, str], tuple[str, str]]:
+    """(host, peer, "ike" | "child") -> SPIs, from ``vpnfleet status -o json``, where they
+    are hex as swanctl shows them: 16 digits for IKE, 8 for ESP."""
+    out: dict[tuple[str, str, str], tuple[str, str]] = {}
     for h in status["hosts"]:
         for ike in (h.get("observed") or {}).get("ike_sas", []):
             if ike["state"] != "established":
                 continue
-            out[(h["host"], ike["peer"], "ike")] = (ike["spi_i"], ike["spi_r"])
+            out[(h["host"], ike["peer"], "ike")] = _hex_spis(ike["spi_i"], ike["spi_r"], 16)
             for child in ike["children"]:
-                out[(h["host"], ike["peer"], "child")] = (child["spi_in"], child["spi_out"])
+                spis = _hex_spis(child["spi_in"], child["spi_out"], 8)
+                out[(h["host"], ike["peer"], "child")] = spis
     return out
+
+
+def _hex_spis(a: str, b: str, digits: int) -> tuple[str, str]:
+    for spi in (a, b):
+        assert isinstance(spi, str) and len(spi) == digits, (a, b)
+        int(spi, 16)  # raises unless hex
+    return a, b

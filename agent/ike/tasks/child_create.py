@@ -14,7 +14,7 @@ from ..errors import CryptoError, ProtocolError
 from ..events import ChildSaEstablished, ChildSaFailed, ChildSaRekeyed
 from ..message import Message
 from ..payloads import KePayload, NoncePayload, NotifyPayload, Payload, TsPayload, TsrPayload
-from ..proposals import EspProposal, NoProposalChosen, accept_esp, select_esp
+from ..proposals import EspProposal, NoProposalChosen, accept_esp, dh_name, select_esp
 from ..sa_payload import SaPayload
 from ..states import IkeSaState
 from ..task_manager import Outcome
@@ -55,8 +55,8 @@ def _key_exchange(esp: EspProposal, ke: KePayload | None, ours: KeyExchange | No
         return None
     if ke is None or ours is None or ke.group != esp.dh or ours.group != esp.dh:
         raise ProtocolError(
-            f"INVALID_KE_PAYLOAD: PFS group {esp.dh} was chosen, KE is "
-            f"{'missing' if ke is None else f'group {ke.group}'}",
+            f"INVALID_KE_PAYLOAD: PFS group {dh_name(esp.dh)} was chosen, KE is "
+            f"{'missing' if ke is None else f'group {dh_name(ke.group)}'}",
             notify=NotifyType.INVALID_KE_PAYLOAD,
         )
     return ours.shared_secret(ke.data)

@@ -13,7 +13,7 @@ from ..errors import CryptoError, ProtocolError
 from ..message import Message
 from ..nat import NAT_T_PORT, NatResult, detect, nat_notifies
 from ..payloads import CertReqPayload, KePayload, NoncePayload, NotifyPayload, Payload
-from ..proposals import NoProposalChosen, accept_ike, select_ike
+from ..proposals import NoProposalChosen, accept_ike, dh_name, select_ike
 from ..sa_payload import SaPayload
 from ..task_manager import Outcome
 from ..transforms import KeyExchange, random_bytes
@@ -119,7 +119,7 @@ class IkeInit:
                     self.retries += 1
                     return Outcome.RETRY
                 self.sa.fail(
-                    f"INVALID_KE_PAYLOAD: peer asks for group {group}, "
+                    f"INVALID_KE_PAYLOAD: peer asks for group {dh_name(group)}, "
                     f"ours [{', '.join(str(p) for p in ours)}]",
                     NotifyType.INVALID_KE_PAYLOAD,
                 )
@@ -153,8 +153,8 @@ class IkeInit:
             proposal = accept_ike(ours, sa_payload.proposals)
             if ke.group != proposal.dh or ke.group != self.ke.group:
                 raise ProtocolError(
-                    f"INVALID_KE_PAYLOAD: responder's KE is group {ke.group}, "
-                    f"we sent {self.ke.group} and it chose {proposal}"
+                    f"INVALID_KE_PAYLOAD: responder's KE is group {dh_name(ke.group)}, "
+                    f"we sent {dh_name(self.ke.group)} and it chose {proposal}"
                 )
             shared = self.ke.shared_secret(ke.data)
         except (NoProposalChosen, ProtocolError) as exc:
@@ -198,7 +198,9 @@ def respond(sa: IkeSa, message: Message, payloads: list[Payload]) -> tuple[list[
         return [NotifyPayload(NotifyType.NO_PROPOSAL_CHOSEN)], False
     if ke.group != proposal.dh:
         # Section 1.3: no state is kept; the initiator retries with this group.
-        sa.note_refusal(f"INVALID_KE_PAYLOAD: peer sent group {ke.group}, we chose {proposal}")
+        sa.note_refusal(
+            f"INVALID_KE_PAYLOAD: peer sent group {dh_name(ke.group)}, we chose {proposal}"
+        )
         return [NotifyPayload(NotifyType.INVALID_KE_PAYLOAD, proposal.dh.to_bytes(2, "big"))], False
     ours = KeyExchange(proposal.dh)
     try:

@@ -16,7 +16,7 @@ from ..errors import CryptoError, ProtocolError
 from ..events import IkeSaRekeyFailed, PeerErrorNotify
 from ..message import Message
 from ..payloads import KePayload, NoncePayload, NotifyPayload, Payload
-from ..proposals import NoProposalChosen, accept_ike, select_ike
+from ..proposals import NoProposalChosen, accept_ike, dh_name, select_ike
 from ..sa_payload import SaPayload
 from ..states import IkeSaInput, IkeSaState
 from ..task_manager import Outcome
@@ -111,7 +111,8 @@ class IkeRekey:
                 raise ProtocolError(f"INVALID_SYNTAX: responder's new IKE SPI is {spi_r.hex()}")
             if ke.group != proposal.dh or ke.group != self.ke.group:
                 raise ProtocolError(
-                    f"INVALID_KE_PAYLOAD: KE group {ke.group}, we sent {self.ke.group}"
+                    f"INVALID_KE_PAYLOAD: KE group {dh_name(ke.group)}, "
+                    f"we sent {dh_name(self.ke.group)}"
                 )
             shared = self.ke.shared_secret(ke.data)
         except (ProtocolError, CryptoError) as exc:

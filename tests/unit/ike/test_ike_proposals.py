@@ -11,6 +11,7 @@ from vpnfleet.agent.ike.config import Identity, selector
 from vpnfleet.agent.ike.constants import (
     DhGroup,
     EncrId,
+    EsnId,
     IdType,
     IntegId,
     PrfId,
@@ -25,6 +26,8 @@ from vpnfleet.agent.ike.proposals import (
     NoProposalChosen,
     accept_esp,
     accept_ike,
+    dh_name,
+    render_proposal,
     select_esp,
     select_ike,
 )
@@ -181,8 +184,7 @@ def test_key_length_must_match() -> None:
     with pytest.raises(NoProposalChosen) as info:
         select_ike(ours, theirs)
     assert str(info.value) == (
-        "NO_PROPOSAL_CHOSEN: ours [aes128-sha256-prfsha256-modp2048], "
-        "theirs [aes256/prfsha256/sha256/modp2048]"
+        "NO_PROPOSAL_CHOSEN: ours [aes128-sha256-modp2048], theirs [aes256-sha256-modp2048]"
     )
 
 
@@ -191,7 +193,7 @@ def test_unknown_transform_type_skips_the_proposal() -> None:
     mine = IkeProposal.parse("aes256gcm16-prfsha384-x25519")
     odd = mine.to_proposal(1)
     odd.transforms.append(Transform(9, 1))
-    with pytest.raises(NoProposalChosen, match=r"theirs \[aes256gcm16/prfsha384/x25519/9:1\]"):
+    with pytest.raises(NoProposalChosen, match=r"theirs \[aes256gcm16-prfsha384-x25519-TYPE9_1\]"):
         select_ike([mine], [odd])
 
 
@@ -211,7 +213,7 @@ def test_esp_selection_and_esn() -> None:
     assert esp == ours[1] and chosen.spi == b"\x00\x00\x00\x07"
     with pytest.raises(
         NoProposalChosen,
-        match=r"^NO_PROPOSAL_CHOSEN: ours \[aes256gcm16-esn\], theirs \[aes256gcm16/noesn\]$",
+        match=r"^NO_PROPOSAL_CHOSEN: ours \[aes256gcm16-esn\], theirs \[aes256gcm16\]$",
     ):
         select_esp(
             [ours[0]], [EspProposal.parse("aes256gcm16").to_proposal(1, b"\x00\x00\x00\x01")]
@@ -287,3 +289,104 @@ def test_missing_transition_names_role_state_and_input() -> None:
         LocalError, match="responder IKE SA in state created cannot take input initiate"
     ):
         next_state(Role.RESPONDER, IkeSaState.CREATED, IkeSaInput.INITIATE)
+
+
+# ---------------------------------------------------------------- one notation
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "aes256gcm16-prfsha384-x25519",
+        "aes128gcm16-prfsha256-ecp256",
+        "chacha20poly1305-prfsha512-ecp384",
+        "aes128-sha256-modp2048",
+        "aes256-sha512-ecp384",
+        "aes256-sha384-prfsha256-x25519",  # a PRF other than the integrity's own stays
+    ],
+)
+def test_ike_proposal_round_trips_in_strongswan_notation(text: str) -> None:
+    proposal = IkeProposal.parse(text)
+    assert str(proposal) == text
+    assert render_proposal(proposal.to_proposal(1)) == text
+    assert IkeProposal.parse(str(proposal)) == proposal
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "aes256gcm16",
+        "aes128gcm16-x25519",
+        "aes256-sha256",
+        "aes128-sha384-modp2048",
+        "aes256gcm16-esn",
+        "aes128-sha256-ecp256-esn",
+        "chacha20poly1305-ecp384",
+    ],
+)
+def test_esp_proposal_round_trips_in_strongswan_notation(text: str) -> None:
+    proposal = EspProposal.parse(text)
+    assert str(proposal) == text
+    assert render_proposal(proposal.to_proposal(1, bytes(4))) == text
+    assert EspProposal.parse(str(proposal)) == proposal
+
+
+@pytest.mark.parametrize(
+    ("kind", "written", "shown"),
+    [
+        # The defaults are not written, as in swanctl.conf: no ESN, the PRF of the hash.
+        (EspProposal, "aes256gcm16-noesn", "aes256gcm16"),
+        (EspProposal, "sha256-aes128-noesn", "aes128-sha256"),
+        (IkeProposal, "aes128-sha256-prfsha256-modp2048", "aes128-sha256-modp2048"),
+        (IkeProposal, "x25519-aes128gcm16-prfsha256", "aes128gcm16-prfsha256-x25519"),
+        (IkeProposal, "AES256-SHA256-CURVE25519", "aes256-sha256-x25519"),
+    ],
+)
+def test_equivalent_spellings_are_shown_one_way(
+    kind: type[IkeProposal | EspProposal], written: str, shown: str
+) -> None:
+    assert str(kind.parse(written)) == shown
+
+
+def test_a_peers_offer_is_shown_in_the_same_notation() -> None:
+    """Several transforms of a type are alternatives, written one after the other;
+    algorithms this core does not implement keep strongSwan's keyword."""
+    ike = Proposal(
+        1,
+        ProtocolId.IKE,
+        b"",
+        [
+            Transform.with_key_length(TransformType.ENCR, EncrId.AES_CBC, 192),
+            Transform.with_key_length(TransformType.ENCR, EncrId.AES_CBC, 256),
+            Transform(TransformType.INTEG, IntegId.HMAC_SHA1_96),
+            Transform(TransformType.PRF, PrfId.HMAC_SHA1),
+            Transform(TransformType.DH, DhGroup.MODP_1024),
+            Transform(TransformType.DH, DhGroup.CURVE448),
+        ],
+    )
+    assert render_proposal(ike) == "aes192-aes256-sha1-prfsha1-modp1024-x448"
+    esp = Proposal(
+        1,
+        ProtocolId.ESP,
+        bytes(4),
+        [
+            Transform.with_key_length(TransformType.ENCR, EncrId.AES_GCM_16, 128),
+            Transform(TransformType.INTEG, IntegId.NONE),
+            Transform(TransformType.DH, DhGroup.NONE),
+            Transform(TransformType.ESN, EsnId.ESN),
+            Transform(TransformType.ESN, EsnId.NO_ESN),
+            Transform(TransformType.ENCR, 1031),
+        ],
+    )
+    assert render_proposal(esp) == "aes128gcm16-ENCR_1031-esn-noesn"
+    assert dh_name(DhGroup.ECP_256) == "ecp256" and dh_name(99) == "DH_99"
+
+
+def test_no_proposal_chosen_names_both_sides_in_one_notation() -> None:
+    ours = [EspProposal.parse("aes128-sha256"), EspProposal.parse("aes256gcm16-esn")]
+    theirs = [EspProposal.parse("aes256-sha256").to_proposal(1, bytes(4))]
+    with pytest.raises(NoProposalChosen) as info:
+        select_esp(ours, theirs)
+    assert str(info.value) == (
+        "NO_PROPOSAL_CHOSEN: ours [aes128-sha256, aes256gcm16-esn], theirs [aes256-sha256]"
+    )

@@ -203,8 +203,8 @@ def test_hosts_without_a_common_proposal(tmp_path: Path) -> None:
     assert len(errors) == 4  # a2 with each of the other four, once per pair
     first = errors[0]
     assert "hosts a1 and a2 share no IKE proposal" in first
-    assert "a1 offers ['aes256gcm16-prfsha384-x25519'] (set at <default>:0:0)" in first
-    assert f"a2 offers ['aes128-sha256-modp2048'] (set at {root}/host_vars/a2.yaml:1:1)" in first
+    assert "a1 offers [aes256gcm16-prfsha384-x25519] (set at <default>:0:0)" in first
+    assert f"a2 offers [aes128-sha256-modp2048] (set at {root}/host_vars/a2.yaml:1:1)" in first
 
 
 def test_partly_overlapping_proposals_are_fine(tmp_path: Path) -> None:
