@@ -160,6 +160,11 @@ def _check_free(state: StateDir, layout: LabLayout) -> None:
     if other is not None and not other.owns(directory.absolute()):
         if other.recorded or left:
             raise LabError(_taken_message(other))
+    elif other is not None and left:
+        raise LabError(
+            f"leftovers of a lab named {layout.name!r} of this state directory exist "
+            f"({', '.join(left)}): remove them with `vpnfleet lab down --name {layout.name}`"
+        )
     elif left:
         raise LabError(
             f"leftovers of a lab named {layout.name!r} exist ({', '.join(left)}) and no "
@@ -442,8 +447,8 @@ def _check_ours(state: StateDir, name: str, directory: Path, record: LabRecord |
     other = owner.read_owner(name)
     if other is not None and not other.owns(directory):
         stale = (
-            f" This state directory's own record of a lab {name!r} ({directory}) is of "
-            "one whose namespaces are gone; delete that directory."
+            f" This state directory's own record of a lab {name!r} is of one whose "
+            f"namespaces are gone: delete {directory}"
             if record is not None
             else ""
         )

@@ -6,6 +6,7 @@ agent's key log holds the keys of the SAs it runs."""
 
 from __future__ import annotations
 
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -86,6 +87,24 @@ def test_a_lab_is_its_state_directory_s(tmp_path: Path) -> None:
         assert text.returncode == 4
         assert "GONE" in text.stdout and "0/5 present" in text.stdout
         assert f"vpnfleet lab down --name {mine.name}` clears its record" in text.stdout
+
+        # Once the other state directory has a lab of that name, the first one's record
+        # is stale: status says whose the name is, exec and down leave that lab alone.
+        with removed_after(other):
+            lab_up(other)
+            taken = mine.status(exit_code=4)
+            assert taken["health"] == "taken"
+            assert f"now belongs to state directory {other.state.absolute()}" in (taken["problem"])
+            assert not any(taken["namespaces"].values())
+            refused = mine.exec("a1", "true")
+            assert refused.returncode == 1
+            assert f"belongs to state directory {other.state.absolute()}" in refused.stderr
+            stale = mine.down()
+            assert stale.returncode == 1
+            assert f"delete {mine.lab_dir.absolute()}" in " ".join(stale.stderr.split())
+            assert other.status()["health"] == "present"
+            assert _site_ping(other) == 0
+        shutil.rmtree(mine.lab_dir)
 
 
 def test_leftovers_nobody_owns_are_removed_only_with_force(tmp_path: Path) -> None:
