@@ -23,12 +23,17 @@ from tests.support.lab import (
     removed_after,
     require_root,
 )
+from tests.support.tshark_lab import _wait_for, esp_verdicts
+from vpnfleet.agent.engine.keylog import tshark_options
 
 pytestmark = pytest.mark.netns
 
+PINGS = 3
+A1_SITE, A2_SITE = "10.1.1.1", "10.1.2.1"
+
 
 def _site_ping(lab: LabRun) -> int:
-    return lab.exec("a1", "ping", "-n", "-c1", "-W3", "-I", "10.1.1.1", "10.1.2.1").returncode
+    return lab.exec("a1", "ping", "-n", "-c1", "-W3", "-I", A1_SITE, A2_SITE).returncode
 
 
 def test_a_lab_is_its_state_directory_s(tmp_path: Path) -> None:
@@ -154,3 +159,32 @@ def test_up_keylog_writes_every_agent_s_sa_keys(tmp_path: Path) -> None:
                 for spi in (child["spi_in"], child["spi_out"]):
                     assert any(f'"0x{spi:08x}"' in ln for ln in esp), (h["host"], spi)
             assert any(ln.startswith("ikev2_decryption_table:") for ln in records)
+
+        # Wireshark's own code opens a1's tunnel to a2 with a1's key log alone.
+        pcap = lab.lab_dir / "a1.pcapng"
+        a2 = result["layout"]["hosts"]["a2"]["address"]
+        # ESP only (raw, or UDP-encapsulated without the non-ESP marker of IKE).
+        capture_filter = f"host {a2} and (ip proto 50 or (udp port 4500 and udp[8:4] != 0))"
+        dumpcap = subprocess.Popen(
+            ["ip", "netns", "exec", f"vf-{lab.name}-a1", "dumpcap", "-i", "eth0", "-s", "0",
+             "-f", capture_filter, "-c", str(2 * PINGS), "-w", str(pcap)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            assert dumpcap.stderr is not None
+            _wait_for(dumpcap, dumpcap.stderr.fileno(), b"File: ")
+            ping = lab.exec("a1", "ping", "-n", f"-c{PINGS}", "-i0.2", "-I", A1_SITE, A2_SITE)
+            assert ping.returncode == 0, ping.stdout
+            assert dumpcap.wait(10) == 0
+        finally:
+            if dumpcap.poll() is None:
+                dumpcap.kill()
+                dumpcap.wait()
+            if dumpcap.stderr is not None:
+                dumpcap.stderr.close()
+        assert [v for v in esp_verdicts(pcap, []) if v.icv_good is not None] == []
+        esp = esp_verdicts(pcap, tshark_options(keylogs["a1"].read_text()))
+        assert len(esp) == 2 * PINGS
+        assert all(v.icv_good is True and not v.malformed for v in esp), esp
+        assert sum(v.inner_addresses == (A1_SITE, A2_SITE) for v in esp) == PINGS
+        assert sum(v.inner_addresses == (A2_SITE, A1_SITE) for v in esp) == PINGS
