@@ -177,12 +177,12 @@ def _check_free(state: StateDir, layout: LabLayout) -> None:
 
 
 def _claim(state: StateDir, layout: LabLayout, directory: Path) -> None:
-    """Record this state directory as the owner of the lab's name, before anything is
-    made. An owner whose record is gone and who left nothing (checked just before) is
-    replaced."""
+    """Record this state directory as the owner of the lab's name, after its lab record
+    and before anything is made on the machine. An owner whose record is gone and who
+    left nothing is replaced (an owner writes its record before it claims)."""
     other = owner.claim(layout.name, directory, state.root)
     if other is not None and not other.recorded and not _leftovers(layout.name):
-        owner.release(layout.name)
+        owner.release(layout.name, other.lab_dir)
         other = owner.claim(layout.name, directory, state.root)
     if other is not None and not other.owns(directory):
         raise LabError(_taken_message(other))
@@ -300,11 +300,11 @@ async def up(
     layout = prepare(inventory, name)
     _check_free(state, layout)
     directory = lab_dir(state, name).absolute()
-    _claim(state, layout, directory)
+    record = LabRecord.create(directory, name, inventory)
     try:
-        record = LabRecord.create(directory, name, inventory)
+        _claim(state, layout, directory)
     except BaseException:
-        owner.release(name)
+        shutil.rmtree(directory, ignore_errors=True)
         raise
     record.set(layout=layout.to_json(), keylog=keylog)
     try:
@@ -511,7 +511,7 @@ def down(
         result.removed_dir = str(directory)
         progress(f"removed {directory}")
     # Last: until now a crash leaves the owner recorded beside what is left.
-    owner.release(name)
+    owner.release(name, None if force else directory)
     return result
 
 

@@ -3,9 +3,10 @@
 Namespace and link names (``vf-<lab>-<host>``, ``vf-<lab>``) are machine-wide; lab
 records are per state directory, and two state directories may each hold a lab of the
 same name. ``/run/vpnfleet-lab/<lab>.json`` says which lab directory made this
-machine's ``vf-<lab>-*``: ``lab up`` writes it, exclusively, before it creates anything
-(so a crash leaves it beside the namespaces, and a second ``lab up`` of the name loses
-the race cleanly), ``lab down`` removes it after everything else. It lives in /run like
+machine's ``vf-<lab>-*``: ``lab up`` writes it, exclusively, after the lab record and
+before it creates anything on the machine (so a crash leaves it beside the namespaces,
+and a second ``lab up`` of the name loses the race cleanly), ``lab down`` removes it
+after everything else. It lives in /run like
 /run/netns: a reboot clears both at once.
 """
 
@@ -93,6 +94,10 @@ def claim(name: str, lab_dir: Path, state_dir: Path) -> LabOwner | None:
     return None
 
 
-def release(name: str) -> None:
+def release(name: str, lab_dir: Path | None) -> None:
+    """Forget the owner of ``name``: only when it is ``lab_dir``, or whoever it is (None)."""
+    current = read_owner(name)
+    if lab_dir is not None and current is not None and not current.owns(lab_dir):
+        return
     with contextlib.suppress(FileNotFoundError):
         owner_path(name).unlink()

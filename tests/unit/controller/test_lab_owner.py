@@ -45,9 +45,15 @@ def test_the_record_is_whole_and_names_the_state_directory(
 
 
 def test_release_and_an_unreadable_record(owners_dir: Path, tmp_path: Path) -> None:
-    owner.claim("ux", tmp_path / "labs" / "ux", tmp_path)
-    owner.release("ux")
-    owner.release("ux")
+    mine = tmp_path / "labs" / "ux"
+    owner.claim("ux", mine, tmp_path)
+    owner.release("ux", tmp_path / "other" / "labs" / "ux")
+    assert owner.read_owner("ux") == owner.LabOwner("ux", mine, tmp_path)
+    owner.release("ux", mine)
+    owner.release("ux", mine)
+    assert owner.read_owner("ux") is None
+    owner.claim("ux", mine, tmp_path)
+    owner.release("ux", None)
     assert owner.read_owner("ux") is None
     (owners_dir / "ux.json").write_text("{not json")
     assert owner.read_owner("ux") is None
