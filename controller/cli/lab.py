@@ -79,9 +79,22 @@ def lab_group() -> None:
     help="Seconds to wait for every agent to run its plan (and bring its peers up).",
 )
 @click.option("--keep-on-failure", is_flag=True, help="Leave a half-built lab for inspection.")
+@click.option(
+    "--keylog",
+    is_flag=True,
+    help="Debugging: every agent appends its SA keys (Wireshark's esp_sa and "
+    "ikev2_decryption_table records) to agents/HOST/keys.log in the lab directory (0600). "
+    "Anyone who reads them can decrypt the lab's tunnels.",
+)
 @pass_ctx
 def lab_up(
-    ctx: Ctx, inventory: Path, name: str, output: str, timeout: float, keep_on_failure: bool
+    ctx: Ctx,
+    inventory: Path,
+    name: str,
+    output: str,
+    timeout: float,
+    keep_on_failure: bool,
+    keylog: bool,
 ) -> None:
     """Build the lab, start and enrol the agents, apply the inventory, check reachability.
 
@@ -98,6 +111,7 @@ def lab_up(
                 name,
                 timeout=timeout,
                 keep_on_failure=keep_on_failure,
+                keylog=keylog,
                 progress=lab_progress(),
             )
         )
@@ -110,6 +124,13 @@ def lab_up(
         seconds = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
         verdict = "converged" if result.converged else f"NOT converged within {timeout:g}s"
         out.print(f"\nlab {escape(name)} up, {verdict} ({seconds})")
+        if result.keylogs:
+            out.print(
+                f"key logs (secret: delete them when done): "
+                f"{result.lab_dir / 'agents' / '*' / 'keys.log'}; Wireshark: Preferences > "
+                "Protocols > ESP (and ISAKMP) tables, or tshark `-o uat:LINE` per record",
+                markup=False,
+            )
         out.print(
             f"next: `vpnfleet lab status --name {name}`, `vpnfleet lab exec --name {name} HOST "
             f"-- CMD`, or any command with `--state {result.lab_dir / 'controller'}`; "
@@ -140,17 +161,24 @@ def render_reachability(pairs: list[Any], data_plane: bool) -> None:
 @lab_group.command("down")
 @lab_name_option
 @output_option
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Remove the lab's namespaces, links and processes even when another state "
+    "directory owns the lab, or nobody does (leftovers).",
+)
 @pass_ctx
-def lab_down(ctx: Ctx, name: str, output: str) -> None:
+def lab_down(ctx: Ctx, name: str, output: str, force: bool) -> None:
     """Remove the lab: agents, supervisor, namespaces, links, nftables tables, files.
 
     Works after a crash or a half-done `up`, and finds leftovers by name; running it
-    again changes nothing.
+    again changes nothing. Refused for a lab another state directory made (the error
+    names it); --force removes it anyway, or leftovers nobody owns.
     """
     from .. import lab
 
     with lab_errors():
-        result = lab.down(ctx.state, name, progress=lab_progress())
+        result = lab.down(ctx.state, name, progress=lab_progress(), force=force)
     if output == "json":
         click.echo(json.dumps(result.to_json()))
     elif result.anything:
@@ -162,9 +190,13 @@ def lab_down(ctx: Ctx, name: str, output: str) -> None:
                 (result.processes, "process", "processes"),
             )
         )
-        out.print(f"lab {escape(name)} removed: {removed}")
+        forced = f" (it belonged to {result.forced_from})" if result.forced_from else ""
+        out.print(f"lab {escape(name)} removed: {removed}{escape(forced)}")
     else:
         out.print(f"no lab {escape(name)} here: nothing to remove")
+
+
+EXIT_LAB_NOT_PRESENT = 4
 
 
 @lab_group.command("status")
@@ -172,16 +204,24 @@ def lab_down(ctx: Ctx, name: str, output: str) -> None:
 @output_option
 @pass_ctx
 def lab_status(ctx: Ctx, name: str, output: str) -> None:
-    """What runs: namespaces, the supervisor, agent pids and restarts, fleet status."""
+    """What runs: namespaces, the supervisor, agent pids and restarts, fleet status.
+
+    Exit codes: 0 the lab's namespaces are all there, 1 bad input (no such lab),
+    4 some or all of them are gone, or another state directory's lab has the name now.
+    """
     from .. import lab
 
     with lab_errors():
         st = asyncio.run(lab.status(ctx.state, name))
+    code = 0 if st.health is lab.LabHealth.PRESENT else EXIT_LAB_NOT_PRESENT
     if output == "json":
         click.echo(json.dumps(st.to_json()))
-        return
+        sys.exit(code)
     sup = "running" if st.supervisor_alive else "NOT running"
-    out.print(f"lab {escape(st.name)} ({escape(st.state)}) in {escape(str(st.lab_dir))}")
+    health = "" if code == 0 else f", [red]{st.health.value.upper()}[/]"
+    out.print(f"lab {escape(st.name)} ({escape(st.state)}{health}) in {escape(str(st.lab_dir))}")
+    if st.problem:
+        out.print(f"[red]{escape(st.problem)}[/]")
     missing = [n for n, ok in st.namespaces.items() if not ok]
     out.print(
         f"namespaces: {len(st.namespaces) - len(missing)}/{len(st.namespaces)} present"
@@ -202,8 +242,9 @@ def lab_status(ctx: Ctx, name: str, output: str) -> None:
     out.print()
     if st.fleet is not None:
         render_status(st.fleet, sas=True)
-    else:
+    elif st.fleet_error != st.problem:
         err.print(f"[red]fleet status unavailable:[/] {escape(st.fleet_error)}")
+    sys.exit(code)
 
 
 @lab_group.command(

@@ -10,6 +10,7 @@ endpoints), waits for convergence and pings every pair the plans decide.
 from __future__ import annotations
 
 import asyncio
+import enum
 import os
 import shutil
 import signal
@@ -27,8 +28,16 @@ from ..planner import build_plans
 from ..results import AggregateResult
 from ..state import StateDir
 from ..status import FleetStatus
-from . import external, netns, reach, supervisor
-from .layout import LabError, LabLayout, check_lab_name, plan_layout, root_link_name
+from . import external, netns, owner, reach, supervisor
+from .layout import (
+    NETNS_PREFIX,
+    LabError,
+    LabLayout,
+    check_lab_name,
+    netns_prefix,
+    plan_layout,
+    root_link_name,
+)
 from .record import SUPERVISOR_PID, LabRecord, lab_dir, labs_root
 
 Progress = Callable[[str], None]
@@ -37,6 +46,8 @@ DEFAULT_TIMEOUT = 60.0
 AGENT_START_TIMEOUT = 30.0
 POLL = 0.25
 LAB_METRICS = "127.0.0.1:9477"
+# With `lab up --keylog`: each agent's key log, in its directory (agents/<host>/).
+KEYLOG_FILE = "keys.log"
 
 
 def _quiet(_message: str) -> None:
@@ -53,6 +64,8 @@ class UpResult:
     converged: bool
     pairs: list[reach.ReachPair]
     seconds: dict[str, float] = field(default_factory=dict)
+    keylogs: dict[str, Path] = field(default_factory=dict)
+    """Host -> its agent's key log, with ``--keylog``."""
 
     @property
     def data_plane(self) -> bool:
@@ -77,6 +90,7 @@ class UpResult:
             "data_plane": self.data_plane,
             "reachability": [p.to_json() for p in self.pairs],
             "seconds": self.seconds,
+            "keylogs": {host: str(path) for host, path in self.keylogs.items()},
         }
 
 
@@ -94,11 +108,44 @@ def existing_labs(state: StateDir) -> list[str]:
 
 
 def _leftovers(name: str) -> list[str]:
-    prefix = f"vf-{name}-"
+    prefix = netns_prefix(name)
     found = [ns for ns in netns.list_netns() if ns.startswith(prefix)]
     if netns.link_exists(root_link_name(name)):
         found.append(f"link {root_link_name(name)}")
     return found
+
+
+def _taken_message(other: owner.LabOwner) -> str:
+    return (
+        f"a lab named {other.name!r} runs on this machine, made with {other.describe()}: "
+        f"lab names are machine-wide (its namespaces are {netns_prefix(other.name)}*). Use "
+        f"another --name, or take that lab down with `{other.down_command}`"
+        + ("" if other.recorded else f" (or `vpnfleet lab down --name {other.name} --force`)")
+    )
+
+
+def _route_clash_message(underlay: str, clashes: list[str]) -> str:
+    for line in clashes:
+        words = line.split()
+        dev = words[words.index("dev") + 1] if "dev" in words[:-1] else ""
+        if not dev.startswith(NETNS_PREFIX):
+            continue
+        other = dev.removeprefix(NETNS_PREFIX)
+        who = owner.read_owner(other)
+        made = f", made with {who.describe()}" if who else ""
+        down = f"`{who.down_command}`" if who else f"`vpnfleet lab down --name {other}`"
+        return (
+            f"the lab's underlay {underlay} overlaps the underlay of lab {other!r}{made} "
+            f"({line}). Two labs on the same addresses cannot run at once: the controller "
+            "reaches each lab's agents at their inventory addresses through a route in "
+            "this machine's own namespace, and `vpnfleet --state LAB/controller status` "
+            f"relies on it. Take lab {other!r} down first ({down}), or give this "
+            "inventory other addresses"
+        )
+    return (
+        f"the lab's underlay {underlay} overlaps routes of this machine "
+        f"({'; '.join(clashes)}): the lab would hijack that traffic"
+    )
 
 
 def _check_free(state: StateDir, layout: LabLayout) -> None:
@@ -109,17 +156,36 @@ def _check_free(state: StateDir, layout: LabLayout) -> None:
             f"or remove it with `vpnfleet lab down --name {layout.name}`"
         )
     left = _leftovers(layout.name)
-    if left:
+    other = owner.read_owner(layout.name)
+    if other is not None and not other.owns(directory.absolute()):
+        if other.recorded or left:
+            raise LabError(_taken_message(other))
+    elif other is not None and left:
         raise LabError(
-            f"leftovers of a lab named {layout.name!r} exist ({', '.join(left)}): remove them "
-            f"with `vpnfleet lab down --name {layout.name}`"
+            f"leftovers of a lab named {layout.name!r} of this state directory exist "
+            f"({', '.join(left)}): remove them with `vpnfleet lab down --name {layout.name}`"
+        )
+    elif left:
+        raise LabError(
+            f"leftovers of a lab named {layout.name!r} exist ({', '.join(left)}) and no "
+            f"state directory owns them: remove them with "
+            f"`vpnfleet lab down --name {layout.name} --force`"
         )
     clashes = netns.root_routes_overlapping(layout.underlay)
     if clashes:
-        raise LabError(
-            f"the lab's underlay {layout.underlay} overlaps routes of this machine "
-            f"({'; '.join(clashes)}), maybe another lab's: the lab would hijack that traffic"
-        )
+        raise LabError(_route_clash_message(layout.underlay, clashes))
+
+
+def _claim(state: StateDir, layout: LabLayout, directory: Path) -> None:
+    """Record this state directory as the owner of the lab's name, after its lab record
+    and before anything is made on the machine. An owner whose record is gone and who
+    left nothing is replaced (an owner writes its record before it claims)."""
+    other = owner.claim(layout.name, directory, state.root)
+    if other is not None and not other.recorded and not _leftovers(layout.name):
+        owner.release(layout.name, other.lab_dir)
+        other = owner.claim(layout.name, directory, state.root)
+    if other is not None and not other.owns(directory):
+        raise LabError(_taken_message(other))
 
 
 def prepare(inventory: Path, name: str) -> LabLayout:
@@ -138,13 +204,14 @@ def prepare(inventory: Path, name: str) -> LabLayout:
     return layout
 
 
-def _agent_config(record: LabRecord, layout: LabLayout, host: str) -> dict[str, str]:
+def _agent_config(record: LabRecord, layout: LabLayout, host: str, keylog: bool) -> dict[str, str]:
     h = layout.hosts[host]
     agent_dir = record.agent_dir(host)
     config = agent_dir / "agent.yaml"
     # Metrics on the namespace's own loopback: `lab exec HOST -- curl` reaches them.
     config.write_text(
         f"name: {host}\nlisten: '{h.listen}'\nstate_dir: .\nmetrics_listen: '{LAB_METRICS}'\n"
+        + (f"keylog: {KEYLOG_FILE}\n" if keylog else "")
     )
     return {
         "host": host,
@@ -224,15 +291,22 @@ async def up(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     keep_on_failure: bool = False,
+    keylog: bool = False,
     progress: Progress = _quiet,
 ) -> UpResult:
-    """Build the lab; on an error while building, remove what was made (unless told not to)."""
+    """Build the lab; on an error while building, remove what was made (unless told not
+    to). With ``keylog`` every agent writes its SA keys to ``agents/<host>/keys.log``."""
     started = time.monotonic()
     layout = prepare(inventory, name)
     _check_free(state, layout)
     directory = lab_dir(state, name).absolute()
     record = LabRecord.create(directory, name, inventory)
-    record.set(layout=layout.to_json())
+    try:
+        _claim(state, layout, directory)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    record.set(layout=layout.to_json(), keylog=keylog)
     try:
         return await _build(record, layout, timeout, progress, started)
     except BaseException:
@@ -261,11 +335,18 @@ async def _build(
         pki.init_ca(ctl.root)
     pki.ensure_controller_cert(ctl.root)
     agents = []
+    keylog = bool(record.data.get("keylog"))
     for host, h in layout.hosts.items():
         pki.enroll_local(ctl.root, record.agent_dir(host), host, h.address)
-        agents.append(_agent_config(record, layout, host))
+        agents.append(_agent_config(record, layout, host, keylog))
     record.set(agents=agents)
     progress(f"enrolled {len(agents)} agents with the lab's fleet CA")
+    keylogs = keylog_paths(record)
+    if keylogs:
+        progress(
+            f"key logs on (secret keys: delete them when done): "
+            f"{record.path / 'agents' / '*' / KEYLOG_FILE}"
+        )
     record.add("process", role="supervisor", pid_file=str(record.path / SUPERVISOR_PID))
     pid = supervisor.start_detached(record.path)
     record.set(supervisor_pid=pid)
@@ -297,7 +378,17 @@ async def _build(
         status = await operations.fleet_status(fleet, ctl, timeout=2.0)
     seconds["reachability"] = time.monotonic() - mark
     seconds["total"] = time.monotonic() - started
-    return UpResult(layout.name, record.path, layout, result, status, done, pairs, seconds)
+    return UpResult(layout.name, record.path, layout, result, status, done, pairs, seconds, keylogs)
+
+
+def keylog_paths(record: LabRecord) -> dict[str, Path]:
+    """Host -> its agent's key log, when the lab was made with ``--keylog``."""
+    if not record.data.get("keylog"):
+        return {}
+    return {
+        str(a["host"]): record.agent_dir(str(a["host"])) / KEYLOG_FILE
+        for a in record.data["agents"]
+    }
 
 
 # ---------------------------------------------------------------- down
@@ -310,6 +401,8 @@ class DownResult:
     links: list[str] = field(default_factory=list)
     processes: int = 0
     removed_dir: str = ""
+    forced_from: str = ""
+    """With ``--force``, the state directory that owned the lab, when it was another."""
 
     @property
     def anything(self) -> bool:
@@ -322,11 +415,19 @@ class DownResult:
             "links": self.links,
             "processes": self.processes,
             "removed_dir": self.removed_dir,
+            "forced_from": self.forced_from,
         }
 
 
-def _stop_supervisors(name: str, directory: Path, record: LabRecord | None) -> int:
-    pids = set(supervisor.find_supervisors(name))
+def _stop_supervisors(
+    name: str, directory: Path, record: LabRecord | None, *, any_owner: bool
+) -> int:
+    found = (
+        supervisor.find_supervisors(name=name)
+        if any_owner
+        else supervisor.find_supervisors(lab_dir=directory)
+    )
+    pids = set(found)
     for candidate in (
         supervisor.read_pid(directory),
         record.data.get("supervisor_pid") if record else None,
@@ -341,17 +442,54 @@ def _stop_supervisors(name: str, directory: Path, record: LabRecord | None) -> i
     return len(pids)
 
 
-def down(state: StateDir, name: str = DEFAULT_NAME, progress: Progress = _quiet) -> DownResult:
-    """Remove everything of lab ``name``, from its record and by name; idempotent."""
+def _check_ours(state: StateDir, name: str, directory: Path, record: LabRecord | None) -> None:
+    """Refuse to remove what another state directory's lab owns, or what nobody does."""
+    other = owner.read_owner(name)
+    if other is not None and not other.owns(directory):
+        stale = (
+            f" This state directory's own record of a lab {name!r} is of one whose "
+            f"namespaces are gone: delete {directory}"
+            if record is not None
+            else ""
+        )
+        raise LabError(
+            f"lab {name!r} on this machine belongs to {other.describe()}, not to "
+            f"{state.root.absolute()}: take it down with `{other.down_command}`; "
+            f"`vpnfleet lab down --name {name} --force` removes it from here anyway." + stale
+        )
+    if other is None and record is None:
+        left = _leftovers(name)
+        if left:
+            raise LabError(
+                f"{', '.join(left)} exist, but no lab of {state.root.absolute()} made them "
+                f"and no state directory is recorded as their owner ({owner.OWNERS_DIR}): if "
+                f"they are leftovers, remove them with `vpnfleet lab down --name {name} --force`"
+            )
+
+
+def down(
+    state: StateDir, name: str = DEFAULT_NAME, progress: Progress = _quiet, *, force: bool = False
+) -> DownResult:
+    """Remove everything of lab ``name``, from its record and by name; idempotent.
+
+    Refused when another state directory owns the name (see :mod:`.owner`), or when
+    namespaces of the name exist that nobody owns; ``force`` removes them anyway (the
+    other owner's lab directory stays, and its ``lab status`` says its lab is gone)."""
     check_root()
     check_lab_name(name)
     directory = lab_dir(state, name).absolute()
     record = LabRecord.load(directory) if directory.exists() else None
+    other = owner.read_owner(name)
+    if not force:
+        _check_ours(state, name, directory, record)
     result = DownResult(name)
-    result.processes += _stop_supervisors(name, directory, record)
+    if other is not None and not other.owns(directory):
+        result.forced_from = str(other.state_dir)
+        progress(f"removing lab {name} of {other.describe()} (--force)")
+    result.processes += _stop_supervisors(name, directory, record, any_owner=force)
     result.processes += external.stop_charons(record, progress)
     recorded = [str(r["name"]) for r in record.resources("netns")] if record else []
-    prefix = f"vf-{name}-"
+    prefix = netns_prefix(name)
     present = netns.list_netns()
     # Hosts first, the bridge last: order does not matter to the kernel, but it reads well.
     names = [n for n in recorded if n in present]
@@ -372,10 +510,21 @@ def down(state: StateDir, name: str = DEFAULT_NAME, progress: Progress = _quiet)
         shutil.rmtree(directory)
         result.removed_dir = str(directory)
         progress(f"removed {directory}")
+    # Last: until now a crash leaves the owner recorded beside what is left.
+    owner.release(name, None if force else directory)
     return result
 
 
 # ---------------------------------------------------------------- status and exec
+
+
+class LabHealth(enum.Enum):
+    """Whether what the lab record describes is on this machine."""
+
+    PRESENT = "present"
+    PARTIAL = "partial"  # some of its namespaces are gone
+    GONE = "gone"  # every namespace is gone
+    TAKEN = "taken"  # its name belongs to another state directory's lab now
 
 
 @dataclass(slots=True)
@@ -383,6 +532,8 @@ class LabStatus:
     name: str
     lab_dir: Path
     state: str
+    health: LabHealth
+    problem: str  # what is wrong and what to do, when health is not PRESENT
     namespaces: dict[str, bool]  # recorded namespace -> present
     supervisor_pid: int | None
     supervisor_alive: bool
@@ -397,6 +548,8 @@ class LabStatus:
             "name": self.name,
             "lab_dir": str(self.lab_dir),
             "state": self.state,
+            "health": self.health.value,
+            "problem": self.problem,
             "namespaces": self.namespaces,
             "supervisor": {"pid": self.supervisor_pid, "alive": self.supervisor_alive},
             "agents": self.agents,
@@ -421,8 +574,11 @@ async def status(state: StateDir, name: str = DEFAULT_NAME) -> LabStatus:
     check_lab_name(name)
     record = load(state, name)
     hosts = record.data["layout"]["hosts"]
-    present = set(netns.list_netns())
+    other = owner.read_owner(name)
+    taken = other is not None and not other.owns(record.path)
+    present = set() if taken else set(netns.list_netns())
     spaces = {str(r["name"]): str(r["name"]) in present for r in record.resources("netns")}
+    health, problem = _health(record, spaces, other if taken else None)
     sup_pid = supervisor.read_pid(record.path)
     sup_alive = sup_pid is not None and supervisor.is_supervisor_of(sup_pid, record.path)
     sup_state = supervisor.read_state(record.path) or {}
@@ -434,11 +590,17 @@ async def status(state: StateDir, name: str = DEFAULT_NAME) -> LabStatus:
         info.setdefault("netns", h["netns"])
         agents[host] = info
     fleet_status, error = None, ""
-    try:
-        fleet = lab_fleet(record)
-        fleet_status = await operations.fleet_status(fleet, record.controller_state, timeout=3.0)
-    except Exception as exc:
-        error = str(exc)
+    if health in (LabHealth.GONE, LabHealth.TAKEN):
+        # Its addresses lead nowhere, or to another lab's agents.
+        error = problem
+    else:
+        try:
+            fleet = lab_fleet(record)
+            fleet_status = await operations.fleet_status(
+                fleet, record.controller_state, timeout=3.0
+            )
+        except Exception as exc:
+            error = str(exc)
     externals: dict[str, dict[str, Any]] = {}
     for r in record.resources("charon"):
         pid = r.get("pid")
@@ -454,6 +616,8 @@ async def status(state: StateDir, name: str = DEFAULT_NAME) -> LabStatus:
         name,
         record.path,
         str(record.data.get("state", "")),
+        health,
+        problem,
         spaces,
         sup_pid,
         sup_alive,
@@ -464,11 +628,43 @@ async def status(state: StateDir, name: str = DEFAULT_NAME) -> LabStatus:
     )
 
 
+def _health(
+    record: LabRecord, spaces: dict[str, bool], other: owner.LabOwner | None
+) -> tuple[LabHealth, str]:
+    name = record.name
+    if other is not None:
+        return LabHealth.TAKEN, (
+            f"this lab's namespaces were removed from outside this state directory, and "
+            f"lab name {name!r} now belongs to {other.describe()}; "
+            f"`vpnfleet lab down --name {name}` here would be refused: delete {record.path}"
+        )
+    missing = [n for n, ok in spaces.items() if not ok]
+    if spaces and len(missing) == len(spaces):
+        return LabHealth.GONE, (
+            f"every namespace of this lab is gone (removed from outside this state "
+            f"directory, e.g. by `lab down --force`, or the machine restarted): "
+            f"`vpnfleet lab down --name {name}` clears its record"
+        )
+    if missing:
+        return LabHealth.PARTIAL, (
+            f"namespaces {', '.join(missing)} are gone: the lab is broken; "
+            f"`vpnfleet lab down --name {name}` and `lab up` again"
+        )
+    return LabHealth.PRESENT, ""
+
+
 def exec_argv(state: StateDir, name: str, host: str, command: list[str]) -> list[str]:
     """``ip netns exec`` argv running ``command`` inside lab host ``host``."""
     check_root()
     check_lab_name(name)
-    layout = load(state, name).data["layout"]
+    record = load(state, name)
+    other = owner.read_owner(name)
+    if other is not None and not other.owns(record.path):
+        raise LabError(
+            f"lab {name!r} on this machine belongs to {other.describe()}, not to "
+            f"{state.root.absolute()}: its namespaces are not this lab's"
+        )
+    layout = record.data["layout"]
     # External peers too, e.g. to ping or capture from the partner's side.
     hosts = {**layout.get("externals", {}), **layout["hosts"]}
     if host not in hosts:

@@ -10,7 +10,8 @@
     supervisor.log
 
 Because a resource is recorded before it is created, ``lab down`` after a crash finds
-everything the lab may have made; ``lab down`` also looks for leftovers by name.
+everything the lab may have made; ``lab down`` also looks for leftovers by name. Which
+state directory's lab owns the name on this machine is kept in /run (:mod:`.owner`).
 """
 
 from __future__ import annotations

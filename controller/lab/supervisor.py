@@ -205,18 +205,21 @@ def is_supervisor_of(pid: int, lab_dir: Path) -> bool:
     return b"vpnfleet.controller.lab.supervisor" in cmdline and str(lab_dir).encode() in cmdline
 
 
-def find_supervisors(name: str) -> list[int]:
-    """Every running supervisor of a lab called ``name``, found through /proc, whatever
-    state directory it was started from (two labs of one name cannot coexist: their
-    namespaces would clash)."""
+def find_supervisors(*, lab_dir: Path | None = None, name: str | None = None) -> list[int]:
+    """Running supervisors found through /proc: of the lab directory ``lab_dir``, or of
+    every lab called ``name`` whatever state directory it was started from."""
     found = []
     suffix = f"/labs/{name}".encode()
+    exact = str(lab_dir).encode() if lab_dir is not None else None
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         cmdline = _cmdline(int(entry))
-        if b"vpnfleet.controller.lab.supervisor" in cmdline and any(
-            arg.rstrip(b"/").endswith(suffix) for arg in cmdline
+        if b"vpnfleet.controller.lab.supervisor" not in cmdline:
+            continue
+        args = [arg.rstrip(b"/") for arg in cmdline]
+        if (exact is not None and exact in args) or (
+            name is not None and any(arg.endswith(suffix) for arg in args)
         ):
             found.append(int(entry))
     return found

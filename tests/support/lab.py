@@ -84,12 +84,13 @@ class LabRun:
     def up(self, *extra: str) -> subprocess.CompletedProcess[str]:
         return self.vpnfleet("lab", "up", "-i", str(self.inventory), "--name", self.name, *extra)
 
-    def down(self) -> subprocess.CompletedProcess[str]:
-        return self.vpnfleet("lab", "down", "--name", self.name)
+    def down(self, *extra: str) -> subprocess.CompletedProcess[str]:
+        return self.vpnfleet("lab", "down", "--name", self.name, *extra)
 
-    def status(self) -> dict[str, Any]:
+    def status(self, exit_code: int = 0) -> dict[str, Any]:
+        """``lab status -o json``; exit 0 unless told otherwise (4: namespaces gone)."""
         res = self.vpnfleet("lab", "status", "--name", self.name, "-o", "json")
-        assert res.returncode == 0, res.stderr
+        assert res.returncode == exit_code, res.stdout + res.stderr
         data: dict[str, Any] = json.loads(res.stdout)
         return data
 
