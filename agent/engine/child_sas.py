@@ -117,7 +117,7 @@ class ChildSaInstallation(RekeyScheduling):
             session.activation_timer = None
         session.state = PeerState.UP
         session.attempts = 0
-        session.last_error = ""
+        session.note_error("", self._wall())
         session.replacement_pending = False
         self._schedule_child_rekey(session)
         self._publish(
@@ -187,7 +187,7 @@ class ChildSaInstallation(RekeyScheduling):
 
     def _on_child_failed(self, session: PeerSession, event: ChildSaFailed) -> None:
         rekeying, session.rekeying_child = session.rekeying_child, None
-        session.last_error = event.reason
+        session.note_error(event.reason, self._wall())
         self._publish("child_failed", session.name, event.reason)
         if rekeying is None:
             return

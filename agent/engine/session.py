@@ -4,6 +4,7 @@ timers it runs, and how it reports them for GetStatus."""
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -12,7 +13,7 @@ from ..ike.ike_sa import IkeSa
 from ..ike.states import IkeSaState
 from ..io.dataplane_model import SaStats
 from ..plan import Peer, StartAction
-from ..sink import ChildSaReport, IkeSaReport
+from ..sink import ChildSaReport, IkeSaReport, NatState, Problem, ProblemKind
 from .clock import TimerHandle
 
 BACKOFF_FIRST = 1.0
@@ -27,6 +28,24 @@ class PeerState(enum.Enum):
     RETRY_WAIT = "retry-wait"
     """A failed or dead peer, waiting for its back-off before the next attempt."""
     DELETING = "deleting"
+
+
+def nat_state(sa: IkeSa, peer: Peer) -> NatState:
+    """What NAT detection (RFC 7296 section 2.23) found on ``sa``, apart from what was
+    forced. Our own address rewritten is a NAT for certain. The peer's NAT-D hash saying
+    its address was rewritten while its datagrams come from an address the plan knows it
+    by is encapsulation the peer forces (strongSwan's ``encap = yes`` sends a random hash),
+    or a NAT that changes nothing in sight: forced either way."""
+    nat = sa.nat
+    if nat is None:
+        return NatState.NONE
+    if nat.local_behind_nat:
+        return NatState.DETECTED
+    if nat.remote_behind_nat:
+        seen = nat.peer_address[0] if nat.peer_address is not None else None
+        known = seen is not None and ipaddress.ip_address(seen) in peer.remote_addresses
+        return NatState.FORCED if known else NatState.DETECTED
+    return NatState.FORCED if nat.forced else NatState.NONE
 
 
 @dataclass
@@ -74,7 +93,9 @@ class PeerSession:
     last_liveness_at: float = 0.0
     last_error: str = ""
     """Why the IKE SA we initiated, or the one in force, last failed (or why the peer
-    cannot be configured)."""
+    cannot be configured); set through :meth:`note_error`."""
+    last_error_at: float = 0.0
+    """Wall-clock time of the first failure in the run ``last_error`` belongs to."""
     unauthenticated_failures: int = 0
     """IKE SAs the other side started that failed before it authenticated."""
     last_unauthenticated_failure: str = ""
@@ -124,6 +145,22 @@ class PeerSession:
             if handle is not None:
                 handle.cancel()
         self.ike_timer = self.child_timer = self.retry_timer = self.activation_timer = None
+
+    def note_error(self, reason: str, now: float) -> None:
+        """Record why the peer failed (empty: it came up); ``now`` is wall-clock time."""
+        if not reason:
+            self.last_error, self.last_error_at = "", 0.0
+            return
+        if not self.last_error:
+            self.last_error_at = now
+        self.last_error = reason
+
+    @property
+    def problem(self) -> Problem | None:
+        """An IKE problem while the peer is not up and its last attempt failed."""
+        if self.is_up or not self.last_error:
+            return None
+        return Problem(ProblemKind.IKE, self.name, self.last_error, self.last_error_at)
 
     def report(self, stats: Mapping[tuple[int, str], SaStats]) -> IkeSaReport:
         sa = self.ike
@@ -182,7 +219,7 @@ class PeerSession:
             local_address=self.local or "",
             remote_address=f"{sa.peer[0]}:{sa.peer[1]}" if sa.peer else "",
             initiator=sa.is_initiator,
-            nat_detected=sa.encap,
+            nat=nat_state(sa, self.peer),
             established_at=self.ike_established_at,
             rekeyed_at=self.ike_rekeyed_at,
             next_rekey_at=self.next_ike_rekey_at,

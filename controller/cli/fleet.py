@@ -482,8 +482,10 @@ def status_cmd(
 
     Per host: the plan generation and hash in force against the desired one, and peers
     up; per SA: state, SPIs, algorithms, age, time to the next rekey, bytes and packets
-    each way, replay and integrity drops, last liveness. Exit code 4 when an agent
-    could not be reached. With --rev the desired plans are those of that revision.
+    each way, replay and integrity drops, last liveness; the problems each agent reports
+    (a route the kernel refused …). Exit code 4 when an agent could not be reached, 2
+    when an agent reports a problem with its plan in force. With --rev the desired plans
+    are those of that revision.
     """
     with input_errors():
         fleet = operations.compile_fleet_at(
@@ -513,15 +515,16 @@ def status_cmd(
     else:
         render_status(status, sas)
     unreachable = any(h.observed is None for h in status.hosts)
-    sys.exit(4 if unreachable else 0)
+    sys.exit(4 if unreachable else 2 if any(h.faults for h in status.hosts) else 0)
 
 
 def status_renderable(status: FleetStatus, sas: bool) -> Group:
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     for col in FLEET_COLUMNS:
         table.add_column(col)
-    for row in fleet_rows(status):
+    for host, row in zip(status.hosts, fleet_rows(status), strict=True):
         style = "green" if row[1] == "in sync" else "red" if row[1] == "unreachable" else "yellow"
+        style = "red" if host.faults else style
         table.add_row(*row, style=style)
     parts: list[Any] = [table]
     rows = sa_rows(status)
