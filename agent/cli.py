@@ -454,6 +454,8 @@ def status_lines(sink: PlanSink) -> list[str]:
             f"preauth_fragment_bytes={admission.preauth_fragment_bytes} "
             f"cookies_sent={admission.cookies_sent} refused: {refused}"
         )
+    for problem in sink.problems():
+        lines.append(f"  problem {problem.kind.value} {problem.subject}: {problem.message}")
     for sa in sink.ike_sas():
         line = (
             f"  sa {sa.peer}: {sa.state} ike {sa.spi_i:016x}_i {sa.spi_r:016x}_r "
