@@ -551,7 +551,7 @@ def ike_sa_to_proto(sa: IkeSaReport) -> agent_pb2.IkeSaStatus:
         remote_address=sa.remote_address,
         initiator=sa.initiator,
         nat_detected=sa.nat is NatState.DETECTED,
-        nat=agent_pb2.IkeSaStatus.Nat.Value(sa.nat.name),
+        nat=_NAT[sa.nat],
         established_at=sa.established_at,
         rekeyed_at=sa.rekeyed_at,
         next_rekey_at=sa.next_rekey_at,
@@ -582,6 +582,14 @@ def ike_sa_to_proto(sa: IkeSaReport) -> agent_pb2.IkeSaStatus:
             policy_drops=c.policy_drops,
         )
     return msg
+
+
+_NAT = {
+    NatState.UNSPECIFIED: agent_pb2.IkeSaStatus.NAT_UNSPECIFIED,
+    NatState.NONE: agent_pb2.IkeSaStatus.NONE,
+    NatState.DETECTED: agent_pb2.IkeSaStatus.DETECTED,
+    NatState.FORCED: agent_pb2.IkeSaStatus.FORCED,
+}
 
 
 def problems_to_proto(problems: Iterable[Problem]) -> list[agent_pb2.Problem]:

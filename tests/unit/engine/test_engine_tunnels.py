@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.engine_pair import Fleet, agent_service, behind_nat, node_plan, udp4
+from vpnfleet.agent import convert
 from vpnfleet.agent.io.memory import nat_translate
 from vpnfleet.agent.plan import AuthMethod
-from vpnfleet.agent.sink import NatState, RekeyTarget
+from vpnfleet.agent.sink import IkeSaReport, NatState, RekeyTarget
 from vpnfleet.protos import agent_pb2, plan_pb2
 
 
@@ -324,6 +325,11 @@ async def test_forced_encapsulation_without_a_nat_is_reported_forced_not_detecte
     status = agent_service(a, tmp_path).status()
     assert status.ike_sas[0].nat == agent_pb2.IkeSaStatus.FORCED
     assert not status.ike_sas[0].nat_detected
+
+
+def test_a_peer_without_an_ike_sa_has_no_nat_to_tell() -> None:
+    msg = convert.ike_sa_to_proto(IkeSaReport(peer="b", state="retry-wait"))
+    assert msg.nat == agent_pb2.IkeSaStatus.NAT_UNSPECIFIED and not msg.nat_detected
 
 
 async def test_without_nat_or_forcing_nat_is_none(ab: Fleet) -> None:
