@@ -27,8 +27,8 @@ class NatState(enum.Enum):
     """No IKE SA to tell."""
     NONE = "none"
     DETECTED = "detected"
-    """NAT detection found our address rewritten, or the peer's (its datagrams come
-    from an address the plan does not know it by)."""
+    """NAT detection found our address rewritten, or the peer's (the plan says it is
+    behind a NAT, or its datagrams come from another address or port than the plan's)."""
     FORCED = "forced"
     """UDP 4500 with no NAT in sight: our plan forces it (``force_encap``), or the peer
     does (strongSwan's ``encap = yes`` fakes its NAT-D hash)."""

@@ -12,6 +12,7 @@ from ..ike.config import IkeConfig
 from ..ike.ike_sa import IkeSa
 from ..ike.states import IkeSaState
 from ..io.dataplane_model import SaStats
+from ..io.udp import IKE_PORT
 from ..plan import Peer, StartAction
 from ..sink import ChildSaReport, IkeSaReport, NatState, Problem, ProblemKind
 from .clock import TimerHandle
@@ -32,19 +33,23 @@ class PeerState(enum.Enum):
 
 def nat_state(sa: IkeSa, peer: Peer) -> NatState:
     """What NAT detection (RFC 7296 section 2.23) found on ``sa``, apart from what was
-    forced. Our own address rewritten is a NAT for certain. The peer's NAT-D hash saying
-    its address was rewritten while its datagrams come from an address the plan knows it
-    by is encapsulation the peer forces (strongSwan's ``encap = yes`` sends a random hash),
-    or a NAT that changes nothing in sight: forced either way."""
+    forced. Our own address rewritten is a NAT for certain, and so is the peer's when
+    the plan says it is behind one or its datagrams come from another address or port
+    than the plan's. The peer's NAT-D hash saying its address was rewritten while its
+    datagrams come from the very address and port the plan knows it by is encapsulation
+    the peer forces (strongSwan's ``encap = yes`` sends a random hash): forced."""
     nat = sa.nat
     if nat is None:
         return NatState.NONE
     if nat.local_behind_nat:
         return NatState.DETECTED
     if nat.remote_behind_nat:
-        seen = nat.peer_address[0] if nat.peer_address is not None else None
-        known = seen is not None and ipaddress.ip_address(seen) in peer.remote_addresses
-        return NatState.FORCED if known else NatState.DETECTED
+        if peer.nat.remote_behind_nat or nat.peer_address is None:
+            return NatState.DETECTED
+        host, port = nat.peer_address
+        known = ipaddress.ip_address(host) in peer.remote_addresses
+        in_sight = not known or port != (peer.remote_port or IKE_PORT)
+        return NatState.DETECTED if in_sight else NatState.FORCED
     return NatState.FORCED if nat.forced else NatState.NONE
 
 
