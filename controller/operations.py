@@ -22,7 +22,7 @@ from .planner import build_plans
 from .results import AggregateResult, ChangeLine, HostResult, Outcome
 from .rollout import DEFAULT_OPTIONS, RolloutOptions, run_rollout
 from .state import StateDir, StateError
-from .status import NOT_FAULTS, ApplyAnswer, FleetStatus, HostStatus
+from .status import FAULTS, ApplyAnswer, FleetStatus, HostStatus
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -221,7 +221,7 @@ def apply_result(host: str, answer: ApplyAnswer, dry_run: bool, seconds: float) 
     plan in force is not all in place (a route or rule the kernel refused …), naming it."""
     changes = answer.changes
     outcome = Outcome.CHANGED if (answer.changed or (dry_run and changes)) else Outcome.OK
-    faults = [str(p) for p in answer.problems if p.kind not in NOT_FAULTS]
+    faults = [str(p) for p in answer.problems if p.kind in FAULTS]
     error = ""
     if faults and not dry_run:
         outcome = Outcome.FAILED

@@ -38,9 +38,10 @@ class ProblemKind(enum.Enum):
     IKE = "ike"
 
 
-NOT_FAULTS = frozenset({ProblemKind.PLAN_ONLY, ProblemKind.IKE})
-"""Problems shown but not held against a push or a status: a plan-only agent is run so
-on purpose, and a peer not up yet is told per SA (its last error)."""
+FAULTS = frozenset({ProblemKind.PLAN, ProblemKind.ROUTE, ProblemKind.POLICY_RULE, ProblemKind.TUN})
+"""Problems held against a push and a status: the plan is in force, not all of it in
+place. The others are shown only: a plan-only agent runs so on purpose, and IKE that
+cannot be sent or a peer not up is the network's state, told per SA as well."""
 
 
 class DropLayer(enum.Enum):
@@ -188,8 +189,8 @@ class AgentStatusView:
     @property
     def faults(self) -> tuple[ProblemView, ...]:
         """Problems that mean the agent does not do what its plan asks (a route or rule
-        refused, the TUN down, IKE unsendable): a push that leaves them failed."""
-        return tuple(p for p in self.problems if p.kind not in NOT_FAULTS)
+        refused, the TUN not set up): a push that leaves them failed."""
+        return tuple(p for p in self.problems if p.kind in FAULTS)
 
     @property
     def unauthenticated_failures(self) -> int:
