@@ -99,6 +99,9 @@ class ProblemBoard:
     def clear(self, kind: ProblemKind, subject: str) -> None:
         self._problems.pop((kind, subject), None)
 
+    def of(self, kind: ProblemKind) -> list[Problem]:
+        return [p for key, p in self._problems.items() if key[0] is kind]
+
     def current(self) -> tuple[Problem, ...]:
         return tuple(sorted(self._problems.values(), key=lambda p: (p.kind.value, p.subject)))
 

@@ -262,6 +262,9 @@ class Engine(IncomingDispatch):
                     continue  # only our own timers changed: nothing to re-negotiate
             self._add_or_change_peer(plan, peer, session, first)
         self._rebuild_address_map()
+        # IKE unsendable to an address no peer has any more is no one's problem now.
+        sending = [p for p in self.board.of(ProblemKind.SOCKET) if self._has_peer_at(p.subject)]
+        self.board.replace({ProblemKind.SOCKET}, sending, self._wall())
 
     def ike_sas(self) -> Sequence[IkeSaReport]:
         stats = {}
@@ -517,6 +520,14 @@ class Engine(IncomingDispatch):
         # A responder-side peer first: the address's own initiations are for it.
         for names in self._by_address.values():
             names.sort(key=lambda n: self.sessions[n].peer.initiator)
+
+    def _has_peer_at(self, where: str) -> bool:
+        """Whether ``where`` ("host:port", as SOCKET problems name it) is a plan peer's
+        address, or the address an IKE SA of a peer learnt."""
+        host = where.rpartition(":")[0]
+        if host in self._by_address:
+            return True
+        return any(sa.peer is not None and sa.peer[0] == host for sa in self._owner)
 
     def _ike_port(self) -> int:
         port = getattr(self.endpoint, "ike_port", None)

@@ -152,6 +152,23 @@ async def test_ike_that_cannot_be_sent_is_a_socket_problem_until_it_can(tmp_path
     assert not [p for p in a.status().problems if p.kind == agent_pb2.Problem.SOCKET]
 
 
+async def test_a_socket_problem_goes_with_the_peer_it_was_about(tmp_path: Path) -> None:
+    fleet = Fleet("b")
+
+    def endpoint(on_ike: IkeHandler, on_esp: EspHandler) -> MemoryEndpoint:
+        return MemoryEndpoint(fleet.net, on_ike, on_esp, host=SITES["a"][0], ike_port=None)
+
+    engine = Engine(MemoryTun("tun-a"), endpoint, scheduler=fleet.clock, rng=random.Random(7))
+    await engine.start()
+    a = AgentService("a", PlanStore(tmp_path), engine)
+    await a.apply(message("a", "b"), dry_run=False)
+    assert [p.subject for p in a.status().problems if p.kind == agent_pb2.Problem.SOCKET] == [
+        "192.0.2.2:500"
+    ]
+    await a.apply(sample_plan("a", *SITES["a"], []), dry_run=False)  # b leaves the plan
+    assert not [p for p in a.status().problems if p.kind == agent_pb2.Problem.SOCKET]
+
+
 async def test_a_plan_only_agent_says_so_as_a_problem(tmp_path: Path) -> None:
     sink = PlanOnlySink(reason="plan only: not inside a named network namespace")
     service = AgentService("a", PlanStore(tmp_path), sink)
