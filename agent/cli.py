@@ -15,7 +15,7 @@ from vpnfleet.protos.identity import CONTROLLER_NAME
 
 from . import convert
 from .config import AgentConfig, ConfigError, load_config
-from .engine.host import HostEngine, data_plane_choice
+from .engine.host import DataPlaneChoice, HostEngine, data_plane_choice
 from .engine.keylog import KeyLog, KeyLogError
 from .engine.translate import CredentialError, IkeCredentials
 from .enroll import (
@@ -194,7 +194,7 @@ def serve(
 
     async def go() -> None:
         keylog = keylog_path or config.keylog
-        async with _sink(choice.enabled, tun_name, keylog, credentials, config.ike_limits) as (
+        async with _sink(choice, tun_name, keylog, credentials, config.ike_limits) as (
             sink,
             events,
         ):
@@ -214,7 +214,7 @@ def serve(
 
 @contextlib.asynccontextmanager
 async def _sink(
-    enabled: bool,
+    choice: DataPlaneChoice,
     tun_name: str,
     keylog_path: Path | None = None,
     credentials: IkeCredentials | None = None,
@@ -222,10 +222,10 @@ async def _sink(
 ) -> AsyncIterator[tuple[PlanSink, EventHub]]:
     """The engine when the data plane is on, else the plan-only sink."""
     events = EventHub()
-    if not enabled:
+    if not choice.enabled:
         if keylog_path is not None:
             log.warning("key log %s not opened: no data plane, no keys", keylog_path)
-        yield PlanOnlySink(), events
+        yield PlanOnlySink(reason=choice.reason), events
         return
     keylog = KeyLog.open(keylog_path) if keylog_path is not None else None
     try:
@@ -383,7 +383,7 @@ def run(
     limits = config.ike_limits if config is not None else None
 
     async def apply_and_run() -> None:
-        async with _sink(choice.enabled, tun_name, keylog_path, credentials, limits) as (
+        async with _sink(choice, tun_name, keylog_path, credentials, limits) as (
             sink,
             events,
         ):
@@ -454,6 +454,8 @@ def status_lines(sink: PlanSink) -> list[str]:
             f"preauth_fragment_bytes={admission.preauth_fragment_bytes} "
             f"cookies_sent={admission.cookies_sent} refused: {refused}"
         )
+    for problem in sink.problems():
+        lines.append(f"  problem {problem.kind.value} {problem.subject}: {problem.message}")
     for sa in sink.ike_sas():
         line = (
             f"  sa {sa.peer}: {sa.state} ike {sa.spi_i:016x}_i {sa.spi_r:016x}_r "

@@ -45,7 +45,10 @@ from .plan import (
 )
 from .sink import (
     AdmissionReport,
+    DropCount,
     IkeSaReport,
+    NatState,
+    Problem,
     RekeyOutcome,
     RekeyTarget,
     SaEventReport,
@@ -547,7 +550,8 @@ def ike_sa_to_proto(sa: IkeSaReport) -> agent_pb2.IkeSaStatus:
         local_address=sa.local_address,
         remote_address=sa.remote_address,
         initiator=sa.initiator,
-        nat_detected=sa.nat_detected,
+        nat_detected=sa.nat is NatState.DETECTED,
+        nat=_NAT[sa.nat],
         established_at=sa.established_at,
         rekeyed_at=sa.rekeyed_at,
         next_rekey_at=sa.next_rekey_at,
@@ -578,6 +582,37 @@ def ike_sa_to_proto(sa: IkeSaReport) -> agent_pb2.IkeSaStatus:
             policy_drops=c.policy_drops,
         )
     return msg
+
+
+_NAT = {
+    NatState.UNSPECIFIED: agent_pb2.IkeSaStatus.NAT_UNSPECIFIED,
+    NatState.NONE: agent_pb2.IkeSaStatus.NONE,
+    NatState.DETECTED: agent_pb2.IkeSaStatus.DETECTED,
+    NatState.FORCED: agent_pb2.IkeSaStatus.FORCED,
+}
+
+
+def problems_to_proto(problems: Iterable[Problem]) -> list[agent_pb2.Problem]:
+    return [
+        agent_pb2.Problem(
+            kind=agent_pb2.Problem.Kind.Value(p.kind.name),
+            subject=p.subject,
+            message=p.message,
+            since=p.since,
+        )
+        for p in problems
+    ]
+
+
+def drops_to_proto(drops: Iterable[DropCount]) -> list[agent_pb2.DropCount]:
+    return [
+        agent_pb2.DropCount(
+            layer=agent_pb2.DropCount.Layer.Value(d.layer.name),
+            reason=agent_pb2.DropCount.Reason.Value(d.reason.name),
+            count=d.count,
+        )
+        for d in drops
+    ]
 
 
 def unmatched_to_proto(report: UnmatchedReport) -> agent_pb2.UnmatchedIkeSaInit:

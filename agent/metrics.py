@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -32,7 +33,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from .engine.engine import Engine
 from .io.dataplane_model import DataPlaneStats
 from .plan import AgentPlan
-from .sink import EventHub, IkeSaReport, PlanSink
+from .sink import DropLayer, EventHub, IkeSaReport, NatState, PlanSink, ProblemKind
 
 log = logging.getLogger(__name__)
 
@@ -141,11 +142,54 @@ class AgentCollector(Collector):
         yield from self._rekeys()
         yield from self._admission()
         yield from self._data_plane()
+        yield from self._problems()
+        yield from self._drops()
+
+    def _problems(self) -> Iterator[Metric]:
+        problems = _gauge(
+            "agent_problems", "Problems the agent reports now, by kind (see its status).", ("kind",)
+        )
+        found = Counter(p.kind for p in self.sources.sink.problems())
+        for kind in ProblemKind:
+            problems.add_metric([kind.value], float(found[kind]))
+        yield problems
+
+    def _drops(self) -> Iterator[Metric]:
+        """Every drop the sink counts, once, in the family of its layer."""
+        esp = _counter(
+            "dataplane_inbound_drops", "ESP packets the SAD dropped, by reason.", ("reason",)
+        )
+        sockets = _counter(
+            "socket_drops",
+            "Datagrams the sockets dropped before IKE or ESP saw them.",
+            ("socket", "reason"),
+        )
+        ike = _counter(
+            "ike_sa_rejected_messages",
+            "IKE messages an established IKE SA dropped (forged, replayed, unexpected).",
+        )
+        for drop in self.sources.sink.drops():
+            if drop.layer is DropLayer.ESP:
+                esp.add_metric([drop.reason.value], float(drop.count))
+            elif drop.layer is DropLayer.IKE_SA:
+                ike.add_metric([], float(drop.count))
+            else:
+                sockets.add_metric([drop.layer.value, drop.reason.value], float(drop.count))
+        yield from (esp, sockets, ike)
 
     def _ike_sas(self, reports: list[IkeSaReport]) -> Iterator[Metric]:
         now = self.sources.clock()
         state = _gauge("ike_sa_state", "1 for the IKE SA state each peer is in.", ("peer", "state"))
-        nat = _gauge("ike_sa_nat_detected", "1 when NAT was detected (UDP 4500).", ("peer",))
+        nat_detected = _gauge(
+            "ike_sa_nat_detected",
+            "1 when NAT detection found a NAT (not when UDP 4500 was only forced).",
+            ("peer",),
+        )
+        nat = _gauge(
+            "ike_sa_nat",
+            "1 for what NAT detection found: detected, forced (force_encap) or none.",
+            ("peer", "nat"),
+        )
         age = _gauge("ike_sa_age_seconds", "Seconds since the IKE SA was established.", ("peer",))
         liveness = _gauge(
             "ike_sa_last_liveness_seconds",
@@ -159,13 +203,15 @@ class AgentCollector(Collector):
         )
         for sa in reports:
             state.add_metric([sa.peer, sa.state], 1.0)
-            nat.add_metric([sa.peer], 1.0 if sa.nat_detected else 0.0)
+            nat_detected.add_metric([sa.peer], 1.0 if sa.nat is NatState.DETECTED else 0.0)
+            if sa.nat is not NatState.UNSPECIFIED:
+                nat.add_metric([sa.peer, sa.nat.value], 1.0)
             unauthenticated.add_metric([sa.peer], float(sa.unauthenticated_failures))
             if sa.established_at > 0:
                 age.add_metric([sa.peer], max(0.0, now - sa.established_at))
             if sa.last_liveness_at > 0:
                 liveness.add_metric([sa.peer], max(0.0, now - sa.last_liveness_at))
-        yield from (state, nat, age, liveness, unauthenticated)
+        yield from (state, nat_detected, nat, age, liveness, unauthenticated)
 
     def _child_sas(self, reports: list[IkeSaReport]) -> Iterator[Metric]:
         labels = ("peer", "child")
@@ -249,13 +295,6 @@ class AgentCollector(Collector):
         for name, n in sorted(stats.counters.items()):
             packets.add_metric([name], float(n))
         yield packets
-        drops = _counter(
-            "dataplane_inbound_drops", "ESP packets the SAD dropped, by reason.", ("reason",)
-        )
-        for reason, n in sorted(stats.inbound_drops.items()):
-            drops.add_metric([reason], float(n))
-        drops.add_metric(["unknown_spi"], float(stats.unknown_spi))
-        yield drops
         sas = _gauge("dataplane_sas", "SAs installed in the SAD.", ("direction",))
         for direction in ("in", "out"):
             sas.add_metric([direction], float(sum(s.direction == direction for s in stats.sas)))

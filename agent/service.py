@@ -38,7 +38,7 @@ from .enroll import (
 )
 from .ike.signatures import identity_in_certificate
 from .plan import AgentPlan, AuthMethod, PlanRejected, plan_diff
-from .sink import EventHub, PlanSink, SaEventReport
+from .sink import PUT_IN_FORCE_KINDS, EventHub, PlanSink, SaEventReport
 from .store import PlanStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,9 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             raise WrongHost(f"plan is for host {new.host!r}, this agent is {self.host!r}")
         async with self._lock:
             if self.plan is not None and self.plan.content_hash == new.content_hash:
+                if not dry_run and any(p.kind in PUT_IN_FORCE_KINDS for p in self.sink.problems()):
+                    # The same plan, not all of it in place (a route refused): try again.
+                    await self.sink.put_in_force(self.plan)
                 return self._response(False, [])
             changes = plan_diff(self.plan, new)
             if dry_run:
@@ -172,6 +175,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             changes=changes,
             generation=self.generation,
             content_hash=self.plan.content_hash if self.plan else "",
+            problems=convert.problems_to_proto(self.sink.problems()),
         )
 
     async def ApplyPlan(
@@ -208,6 +212,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             data_plane=self.sink.data_plane,
             ike_counters=self.sink.ike_counters(),
             unmatched_ike_sa_init=convert.unmatched_to_proto(self.sink.unmatched_ike_sa_init()),
+            problems=convert.problems_to_proto(self.sink.problems()),
+            drops=convert.drops_to_proto(self.sink.drops()),
         )
         admission = self.sink.admission()
         if admission is not None:

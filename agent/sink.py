@@ -10,12 +10,137 @@ WatchStatus streams from; the module imports no gRPC so the engine can use it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from .plan import AgentPlan
+
+
+class NatState(enum.Enum):
+    """Why an IKE SA's IKE and ESP travel in UDP 4500 (RFC 7296 section 2.23), or not."""
+
+    UNSPECIFIED = "-"
+    """No IKE SA to tell."""
+    NONE = "none"
+    DETECTED = "detected"
+    """NAT detection found our address rewritten, or the peer's (the plan says it is
+    behind a NAT, or its datagrams come from another address or port than the plan's)."""
+    FORCED = "forced"
+    """UDP 4500 with no NAT in sight: our plan forces it (``force_encap``), or the peer
+    does (strongSwan's ``encap = yes`` fakes its NAT-D hash)."""
+
+
+class ProblemKind(enum.Enum):
+    """What a :class:`Problem` is about (the ``Problem.Kind`` of the status proto)."""
+
+    PLAN_ONLY = "plan_only"
+    """The agent runs no data plane: plans are kept, no tunnel is built."""
+    PLAN = "plan"
+    """Part of the plan in force cannot be put in place."""
+    ROUTE = "route"
+    POLICY_RULE = "policy_rule"
+    TUN = "tun"
+    SOCKET = "socket"
+    """IKE cannot be sent to a destination."""
+    IKE = "ike"
+    """A peer is not up and its last IKE SA failed."""
+
+
+PUT_IN_FORCE_KINDS = frozenset(
+    {ProblemKind.PLAN, ProblemKind.ROUTE, ProblemKind.POLICY_RULE, ProblemKind.TUN}
+)
+"""The problems putting a plan in force finds (all of them, each time): applying the
+same plan again tries what failed again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A condition the operator must know of, while it lasts."""
+
+    kind: ProblemKind
+    subject: str
+    """What it concerns: the route, rule, device, destination or peer."""
+    message: str
+    since: float = 0.0
+    """Wall-clock time it was first seen (unix seconds)."""
+
+
+class ProblemBoard:
+    """The problems in force, by (kind, subject), each keeping the time it was first
+    seen while it lasts. Whoever finds problems of some kinds reports all of them at
+    once (:meth:`replace`): what it no longer reports is cleared."""
+
+    def __init__(self) -> None:
+        self._problems: dict[tuple[ProblemKind, str], Problem] = {}
+
+    def replace(self, kinds: Iterable[ProblemKind], found: Iterable[Problem], now: float) -> None:
+        """``found`` are the problems of ``kinds`` now; the others of those kinds clear."""
+        kinds = frozenset(kinds)
+        fresh: dict[tuple[ProblemKind, str], Problem] = {}
+        for p in found:
+            if p.kind not in kinds:
+                raise ValueError(f"{p} is not of the kinds replaced: {[k.value for k in kinds]}")
+            old = self._problems.get((p.kind, p.subject))
+            since = old.since if old is not None else now
+            fresh[(p.kind, p.subject)] = Problem(p.kind, p.subject, p.message, since)
+        for key in [k for k in self._problems if k[0] in kinds]:
+            del self._problems[key]
+        self._problems.update(fresh)
+
+    def set(self, problem: Problem, now: float) -> None:
+        old = self._problems.get((problem.kind, problem.subject))
+        since = old.since if old is not None else now
+        self._problems[(problem.kind, problem.subject)] = dataclasses.replace(problem, since=since)
+
+    def clear(self, kind: ProblemKind, subject: str) -> None:
+        self._problems.pop((kind, subject), None)
+
+    def of(self, kind: ProblemKind) -> list[Problem]:
+        return [p for key, p in self._problems.items() if key[0] is kind]
+
+    def current(self) -> tuple[Problem, ...]:
+        return tuple(sorted(self._problems.values(), key=lambda p: (p.kind.value, p.subject)))
+
+
+class DropLayer(enum.Enum):
+    """Where input was dropped (the ``DropCount.Layer`` of the status proto)."""
+
+    ESP = "esp"
+    UDP = "udp"
+    RAW_ESP = "raw_esp"
+    IKE_SA = "ike_sa"
+    """An established IKE SA refused a message (forged, replayed, unexpected)."""
+
+
+class DropReason(enum.Enum):
+    """Why; one spelling for status and metrics. The ESP reasons are ``esp.sa.Drop``'s
+    own values."""
+
+    TRUNCATED = "truncated"
+    UNKNOWN_SPI = "unknown_spi"
+    REPLAYED = "replayed"
+    STALE = "stale"
+    INTEGRITY = "integrity"
+    BAD_PADDING = "bad_padding"
+    DUMMY = "dummy"
+    WRONG_NEXT_HEADER = "wrong_next_header"
+    BAD_INNER_PACKET = "bad_inner_packet"
+    POLICY = "policy"
+    EXPIRED = "expired"
+    SHORT = "short"
+    MALFORMED = "malformed"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class DropCount:
+    layer: DropLayer
+    reason: DropReason
+    count: int
 
 
 class RekeyTarget(enum.Enum):
@@ -56,7 +181,7 @@ class IkeSaReport:
     local_address: str = ""
     remote_address: str = ""
     initiator: bool = False
-    nat_detected: bool = False
+    nat: NatState = NatState.UNSPECIFIED
     established_at: float = 0.0
     rekeyed_at: float = 0.0
     next_rekey_at: float = 0.0
@@ -147,6 +272,12 @@ class PlanSink(Protocol):
     def unmatched_ike_sa_init(self) -> UnmatchedReport:
         """IKE_SA_INIT requests whose source matched no peer of the plan."""
 
+    def problems(self) -> Sequence[Problem]:
+        """What the agent cannot do or keep right now."""
+
+    def drops(self) -> Sequence[DropCount]:
+        """Input dropped before it reached an SA's payload, by layer and reason."""
+
     async def rekey(self, peers: Sequence[str], target: RekeyTarget) -> list[RekeyOutcome]: ...
 
 
@@ -155,6 +286,9 @@ class PlanOnlySink:
     """Keeps the plan in force and nothing else: the agent before the engine, hollow agents."""
 
     plans: list[AgentPlan] = field(default_factory=list)
+    reason: str = "plan only: no data plane in this agent"
+    """Why there is no data plane (reported as a PLAN_ONLY problem)."""
+    since: float = field(default_factory=time.time)
 
     @property
     def data_plane(self) -> bool:
@@ -182,6 +316,12 @@ class PlanOnlySink:
 
     def unmatched_ike_sa_init(self) -> UnmatchedReport:
         return UnmatchedReport()
+
+    def problems(self) -> Sequence[Problem]:
+        return (Problem(ProblemKind.PLAN_ONLY, "data plane", self.reason, self.since),)
+
+    def drops(self) -> Sequence[DropCount]:
+        return ()
 
     async def rekey(self, peers: Sequence[str], target: RekeyTarget) -> list[RekeyOutcome]:
         return [RekeyOutcome(p, False, "no data plane in this agent") for p in peers]

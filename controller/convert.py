@@ -22,8 +22,15 @@ from vpnfleet.protos.hashing import plan_content_hash
 from .results import ChangeLine
 from .status import (
     AgentStatusView,
+    ApplyAnswer,
     ChildSaView,
+    DropCountView,
+    DropLayer,
+    DropReason,
     IkeSaView,
+    NatState,
+    ProblemKind,
+    ProblemView,
     UnmatchedIkeSaInitView,
     UnmatchedSourceView,
 )
@@ -89,9 +96,22 @@ def _read(cls: type[T], msg: Message) -> T:
                 kwargs[name] = tuple(value)
         elif fd.message_type is not None:
             kwargs[name] = _read(_NESTED[fd.message_type.full_name], value)
+        elif fd.enum_type is not None:
+            kwargs[name] = _enum_member(fd.enum_type, value)
         else:
             kwargs[name] = value
     return cls(**kwargs)
+
+
+def _enum_member(enum_type: EnumDescriptor, number: int) -> enum.Enum:
+    """The view's enum member for a proto enum value; UNSPECIFIED for a value this
+    controller does not know (an agent newer than it)."""
+    cls = _ENUMS[enum_type.full_name]
+    value = enum_type.values_by_number.get(number)
+    name = value.name if value is not None else "UNSPECIFIED"
+    if name not in cls.__members__:
+        name = name.rsplit("_", 1)[-1]  # NAT_UNSPECIFIED, KIND_UNSPECIFIED ...
+    return cls[name]
 
 
 _NESTED: dict[str, type] = {
@@ -100,6 +120,15 @@ _NESTED: dict[str, type] = {
     "vpnfleet.v1.AgentStatus": AgentStatusView,
     "vpnfleet.v1.UnmatchedIkeSaInit": UnmatchedIkeSaInitView,
     "vpnfleet.v1.UnmatchedSource": UnmatchedSourceView,
+    "vpnfleet.v1.Problem": ProblemView,
+    "vpnfleet.v1.DropCount": DropCountView,
+}
+
+_ENUMS: dict[str, type[enum.Enum]] = {
+    "vpnfleet.v1.IkeSaStatus.Nat": NatState,
+    "vpnfleet.v1.Problem.Kind": ProblemKind,
+    "vpnfleet.v1.DropCount.Layer": DropLayer,
+    "vpnfleet.v1.DropCount.Reason": DropReason,
 }
 
 
@@ -136,6 +165,16 @@ _CHANGE_KIND = {
     agent_pb2.Change.REMOVED: "removed",
     agent_pb2.Change.CHANGED: "changed",
 }
+
+
+def apply_answer(resp: agent_pb2.ApplyPlanResponse) -> ApplyAnswer:
+    return ApplyAnswer(
+        changed=resp.changed,
+        changes=changes_from_proto(resp),
+        generation=int(resp.generation),
+        content_hash=str(resp.content_hash),
+        problems=tuple(_read(ProblemView, p) for p in resp.problems),
+    )
 
 
 def changes_from_proto(resp: agent_pb2.ApplyPlanResponse) -> tuple[ChangeLine, ...]:

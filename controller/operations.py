@@ -22,7 +22,7 @@ from .planner import build_plans
 from .results import AggregateResult, ChangeLine, HostResult, Outcome
 from .rollout import DEFAULT_OPTIONS, RolloutOptions, run_rollout
 from .state import StateDir, StateError
-from .status import FleetStatus, HostStatus
+from .status import FAULTS, ApplyAnswer, FleetStatus, HostStatus
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -189,6 +189,7 @@ async def push_plans(
 ) -> AggregateResult:
     """ApplyPlan on every selected agent (``dry_run``: only ask what would change)."""
     creds = client_credentials(state)
+    advanced: set[str] = set()  # agents that put the new plan in force (failed or not)
 
     async def one(host: str) -> HostResult:
         started = time.monotonic()
@@ -204,21 +205,36 @@ async def push_plans(
             return HostResult(
                 host, Outcome.FAILED, error=str(exc), seconds=time.monotonic() - started
             )
-        changes = convert.changes_from_proto(resp)
-        outcome = Outcome.CHANGED if (resp.changed or (dry_run and changes)) else Outcome.OK
-        return HostResult(
-            host,
-            outcome,
-            changes=changes,
-            seconds=time.monotonic() - started,
-            generation=int(resp.generation),
-            content_hash=str(resp.content_hash),
-        )
+        answer = convert.apply_answer(resp)
+        if answer.changed and not dry_run:
+            advanced.add(host)
+        return apply_result(host, answer, dry_run, time.monotonic() - started)
 
     result = await run_rollout(fleet.selected, one, options, progress)
-    if not dry_run and any(r.changed for r in result):
+    if not dry_run and advanced:
         state.record_generation(state.current_generation() + 1)
     return result
+
+
+def apply_result(host: str, answer: ApplyAnswer, dry_run: bool, seconds: float) -> HostResult:
+    """One host's ApplyPlan answer as a result: failed when the agent reports that the
+    plan in force is not all in place (a route or rule the kernel refused …), naming it."""
+    changes = answer.changes
+    outcome = Outcome.CHANGED if (answer.changed or (dry_run and changes)) else Outcome.OK
+    faults = [str(p) for p in answer.problems if p.kind in FAULTS]
+    error = ""
+    if faults and not dry_run:
+        outcome = Outcome.FAILED
+        error = "the agent reports problems with the plan in force: " + "; ".join(faults)
+    return HostResult(
+        host,
+        outcome,
+        changes=changes,
+        error=error,
+        seconds=seconds,
+        generation=answer.generation,
+        content_hash=answer.content_hash,
+    )
 
 
 async def fleet_status(

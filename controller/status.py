@@ -12,6 +12,95 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .results import ChangeLine
+
+
+class NatState(enum.Enum):
+    """What NAT detection found on an IKE SA (RFC 7296 section 2.23), apart from what
+    the plan forced (``force_encap``)."""
+
+    UNSPECIFIED = "-"
+    NONE = "none"
+    DETECTED = "detected"
+    FORCED = "forced"
+
+
+class ProblemKind(enum.Enum):
+    """The kinds of ``Problem`` in protos/agent.proto."""
+
+    UNSPECIFIED = "unspecified"
+    PLAN_ONLY = "plan_only"
+    PLAN = "plan"
+    ROUTE = "route"
+    POLICY_RULE = "policy_rule"
+    TUN = "tun"
+    SOCKET = "socket"
+    IKE = "ike"
+
+
+FAULTS = frozenset({ProblemKind.PLAN, ProblemKind.ROUTE, ProblemKind.POLICY_RULE, ProblemKind.TUN})
+"""Problems held against a push and a status: the plan is in force, not all of it in
+place. The others are shown only: a plan-only agent runs so on purpose, and IKE that
+cannot be sent or a peer not up is the network's state, told per SA as well."""
+
+
+class DropLayer(enum.Enum):
+    UNSPECIFIED = "unspecified"
+    ESP = "esp"
+    UDP = "udp"
+    RAW_ESP = "raw_esp"
+    IKE_SA = "ike_sa"
+
+
+class DropReason(enum.Enum):
+    UNSPECIFIED = "unspecified"
+    TRUNCATED = "truncated"
+    UNKNOWN_SPI = "unknown_spi"
+    REPLAYED = "replayed"
+    STALE = "stale"
+    INTEGRITY = "integrity"
+    BAD_PADDING = "bad_padding"
+    DUMMY = "dummy"
+    WRONG_NEXT_HEADER = "wrong_next_header"
+    BAD_INNER_PACKET = "bad_inner_packet"
+    POLICY = "policy"
+    EXPIRED = "expired"
+    SHORT = "short"
+    MALFORMED = "malformed"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemView:
+    """Something the agent cannot do or keep, while it lasts."""
+
+    kind: ProblemKind = ProblemKind.UNSPECIFIED
+    subject: str = ""
+    message: str = ""
+    since: float = 0.0
+
+    def __str__(self) -> str:
+        return f"{self.kind.value} {self.subject}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyAnswer:
+    """One agent's ApplyPlan answer."""
+
+    changed: bool
+    changes: tuple[ChangeLine, ...]
+    generation: int
+    content_hash: str
+    problems: tuple[ProblemView, ...]
+    """The agent's problems once the plan was in force."""
+
+
+@dataclass(frozen=True, slots=True)
+class DropCountView:
+    layer: DropLayer = DropLayer.UNSPECIFIED
+    reason: DropReason = DropReason.UNSPECIFIED
+    count: int = 0
+
 
 @dataclass(frozen=True, slots=True)
 class ChildSaView:
@@ -46,6 +135,7 @@ class IkeSaView:
     remote_address: str = ""
     initiator: bool = False
     nat_detected: bool = False
+    """True only when NAT detection found a NAT (``nat`` DETECTED)."""
     established_at: float = 0.0
     rekeyed_at: float = 0.0
     next_rekey_at: float = 0.0
@@ -57,6 +147,7 @@ class IkeSaView:
     """IKE SAs the other side started that failed before it authenticated (a wrong key,
     or anyone who can send UDP to the agent): not a fault of this tunnel."""
     last_unauthenticated_failure: str = ""
+    nat: NatState = NatState.UNSPECIFIED
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +183,14 @@ class AgentStatusView:
     ike_counters: Mapping[str, int] = field(default_factory=dict)
     """Whole-agent IKE counters by outcome ("malformed", "no_peer" …)."""
     unmatched_ike_sa_init: UnmatchedIkeSaInitView = UnmatchedIkeSaInitView()
+    problems: tuple[ProblemView, ...] = ()
+    drops: tuple[DropCountView, ...] = ()
+
+    @property
+    def faults(self) -> tuple[ProblemView, ...]:
+        """Problems that mean the agent does not do what its plan asks (a route or rule
+        refused, the TUN not set up): a push that leaves them failed."""
+        return tuple(p for p in self.problems if p.kind in FAULTS)
 
     @property
     def unauthenticated_failures(self) -> int:
@@ -111,6 +210,10 @@ class HostStatus:
     @property
     def in_sync(self) -> bool:
         return self.observed is not None and self.observed.content_hash == self.desired_hash
+
+    @property
+    def faults(self) -> tuple[ProblemView, ...]:
+        return self.observed.faults if self.observed is not None else ()
 
     @property
     def state(self) -> str:
@@ -139,6 +242,9 @@ class StatusCondition(enum.IntFlag):
     """Fewer peers up (IKE SA and child SA) than the plan in force has."""
     PLAN_ONLY = 16
     """The agent keeps its plan but runs no data plane, so it brings up no tunnel."""
+    PROBLEMS = 32
+    """The agent reports that it does not do what its plan asks: a route or policy rule
+    the kernel refused, the TUN device not set up, the plan itself (``faults``)."""
 
     @property
     def label(self) -> str:
@@ -157,6 +263,8 @@ def host_conditions(host: HostStatus) -> StatusCondition:
         found |= StatusCondition.PLAN_ONLY
     elif obs.peers_up < obs.peers_total:
         found |= StatusCondition.TUNNELS_DOWN
+    if obs.faults:
+        found |= StatusCondition.PROBLEMS
     return found
 
 
@@ -220,6 +328,8 @@ def _view_json(view: Any) -> Any:
         return [_view_json(v) for v in view]
     if isinstance(view, Mapping):
         return dict(view)
+    if isinstance(view, enum.Enum):
+        return view.value
     if hasattr(view, "__dataclass_fields__"):
         return {
             name: spi_hex(getattr(view, name), _SPI_BYTES[name])
@@ -269,7 +379,9 @@ def fleet_rows(status: FleetStatus) -> list[tuple[str, ...]]:
 
 
 def _notes(obs: AgentStatusView) -> list[str]:
-    notes = [] if obs.data_plane else ["plan only (no data plane)"]
+    notes = [str(p) for p in obs.problems if p.kind is not ProblemKind.PLAN_ONLY]
+    if not obs.data_plane:
+        notes.insert(0, "plan only (no data plane)")
     if obs.unauthenticated_failures:
         notes.append(f"{obs.unauthenticated_failures} IKE SA(s) failed before auth")
     unmatched = obs.unmatched_ike_sa_init
@@ -297,7 +409,7 @@ def sa_rows(status: FleetStatus) -> list[tuple[str, ...]]:
                     (
                         h.host,
                         ike.peer,
-                        ike.state + (" NAT" if ike.nat_detected else ""),
+                        ike.state + _NAT_MARK[ike.nat],
                         (
                             f"{spi_hex(child.spi_in)}/{spi_hex(child.spi_out)}"
                             if child.spi_in
@@ -314,6 +426,13 @@ def sa_rows(status: FleetStatus) -> list[tuple[str, ...]]:
                 )
     return rows
 
+
+_NAT_MARK = {
+    NatState.UNSPECIFIED: "",
+    NatState.NONE: "",
+    NatState.DETECTED: " NAT",
+    NatState.FORCED: " NAT-T forced",
+}
 
 SA_COLUMNS = (
     "host",

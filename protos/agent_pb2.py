@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from vpnfleet.protos import plan_pb2 as vpnfleet_dot_protos_dot_plan__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bvpnfleet/protos/agent.proto\x12\x0bvpnfleet.v1\x1a\x1avpnfleet/protos/plan.proto\"F\n\x18PrepareEnrollmentRequest\x12\x0b\n\x03tls\x18\x01 \x01(\x08\x12\x0b\n\x03ike\x18\x02 \x01(\x08\x12\x10\n\x08key_type\x18\x03 \x01(\t\"=\n\x19PrepareEnrollmentResponse\x12\x0f\n\x07tls_csr\x18\x01 \x01(\x0c\x12\x0f\n\x07ike_csr\x18\x02 \x01(\x0c\"R\n\x19InstallCredentialsRequest\x12\x10\n\x08tls_cert\x18\x01 \x01(\x0c\x12\x10\n\x08ike_cert\x18\x02 \x01(\x0c\x12\x11\n\tca_bundle\x18\x03 \x01(\x0c\"\x84\x01\n\x1aInstallCredentialsResponse\x12\x17\n\x0ftls_fingerprint\x18\x01 \x01(\t\x12\x17\n\x0fike_fingerprint\x18\x02 \x01(\t\x12\x17\n\x0f\x63\x61_fingerprints\x18\x03 \x01(\t\x12\x1b\n\x13peers_reestablished\x18\x04 \x01(\r\"H\n\x10\x41pplyPlanRequest\x12#\n\x04plan\x18\x01 \x01(\x0b\x32\x15.vpnfleet.v1.NodePlan\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"\xa3\x01\n\x06\x43hange\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.vpnfleet.v1.Change.Kind\x12\x0f\n\x07section\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x04 \x03(\t\"A\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\t\n\x05\x41\x44\x44\x45\x44\x10\x01\x12\x0b\n\x07REMOVED\x10\x02\x12\x0b\n\x07\x43HANGED\x10\x03\"t\n\x11\x41pplyPlanResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12$\n\x07\x63hanges\x18\x02 \x03(\x0b\x32\x13.vpnfleet.v1.Change\x12\x12\n\ngeneration\x18\x03 \x01(\x04\x12\x14\n\x0c\x63ontent_hash\x18\x04 \x01(\t\"\x12\n\x10GetStatusRequest\"\xeb\x02\n\rChildSaStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06spi_in\x18\x03 \x01(\r\x12\x0f\n\x07spi_out\x18\x04 \x01(\r\x12\x10\n\x08proposal\x18\x05 \x01(\t\x12\x0c\n\x04mode\x18\x06 \x01(\t\x12\x10\n\x08local_ts\x18\x07 \x03(\t\x12\x11\n\tremote_ts\x18\x08 \x03(\t\x12\x16\n\x0e\x65stablished_at\x18\t \x01(\x01\x12\x12\n\nrekeyed_at\x18\n \x01(\x01\x12\x15\n\rnext_rekey_at\x18\x0b \x01(\x01\x12\x10\n\x08\x62ytes_in\x18\x0c \x01(\x04\x12\x11\n\tbytes_out\x18\r \x01(\x04\x12\x12\n\npackets_in\x18\x0e \x01(\x04\x12\x13\n\x0bpackets_out\x18\x0f \x01(\x04\x12\x14\n\x0creplay_drops\x18\x10 \x01(\x04\x12\x1a\n\x12integrity_failures\x18\x11 \x01(\x04\x12\x14\n\x0cpolicy_drops\x18\x12 \x01(\x04\"\x99\x03\n\x0bIkeSaStatus\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05spi_i\x18\x03 \x01(\x06\x12\r\n\x05spi_r\x18\x04 \x01(\x06\x12\x10\n\x08proposal\x18\x05 \x01(\t\x12\x15\n\rlocal_address\x18\x06 \x01(\t\x12\x16\n\x0eremote_address\x18\x07 \x01(\t\x12\x11\n\tinitiator\x18\x08 \x01(\x08\x12\x14\n\x0cnat_detected\x18\t \x01(\x08\x12\x16\n\x0e\x65stablished_at\x18\n \x01(\x01\x12\x12\n\nrekeyed_at\x18\x0b \x01(\x01\x12\x15\n\rnext_rekey_at\x18\x0c \x01(\x01\x12\x18\n\x10last_liveness_at\x18\r \x01(\x01\x12\x12\n\nlast_error\x18\x0e \x01(\t\x12,\n\x08\x63hildren\x18\x0f \x03(\x0b\x32\x1a.vpnfleet.v1.ChildSaStatus\x12 \n\x18unauthenticated_failures\x18\x10 \x01(\x04\x12$\n\x1clast_unauthenticated_failure\x18\x11 \x01(\t\"\xd6\x03\n\x0b\x41gentStatus\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x14\n\x0c\x63ontent_hash\x18\x03 \x01(\t\x12\x17\n\x0fplan_applied_at\x18\x04 \x01(\x01\x12\x15\n\ragent_version\x18\x05 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x06 \x01(\x01\x12\x13\n\x0bpeers_total\x18\x07 \x01(\r\x12\x10\n\x08peers_up\x18\x08 \x01(\r\x12)\n\x07ike_sas\x18\t \x03(\x0b\x32\x18.vpnfleet.v1.IkeSaStatus\x12\x12\n\ndata_plane\x18\n \x01(\x08\x12?\n\x0cike_counters\x18\x0b \x03(\x0b\x32).vpnfleet.v1.AgentStatus.IkeCountersEntry\x12,\n\tadmission\x18\x0c \x01(\x0b\x32\x19.vpnfleet.v1.IkeAdmission\x12>\n\x15unmatched_ike_sa_init\x18\r \x01(\x0b\x32\x1f.vpnfleet.v1.UnmatchedIkeSaInit\x1a\x32\n\x10IkeCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\">\n\x0e\x41\x64missionLimit\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04\x12\x0f\n\x07refused\x18\x03 \x01(\x04\"\x84\x01\n\x0cIkeAdmission\x12\x11\n\thalf_open\x18\x01 \x01(\r\x12\x1e\n\x16preauth_fragment_bytes\x18\x02 \x01(\x04\x12\x14\n\x0c\x63ookies_sent\x18\x03 \x01(\x04\x12+\n\x06limits\x18\x04 \x03(\x0b\x32\x1b.vpnfleet.v1.AdmissionLimit\"Q\n\x12UnmatchedIkeSaInit\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12,\n\x06recent\x18\x02 \x03(\x0b\x32\x1c.vpnfleet.v1.UnmatchedSource\"P\n\x0fUnmatchedSource\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\x12\x0f\n\x07last_at\x18\x04 \x01(\x01\".\n\x12WatchStatusRequest\x12\x18\n\x10interval_seconds\x18\x01 \x01(\x01\"5\n\x07SaEvent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04peer\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"z\n\x0bStatusEvent\x12\x0c\n\x04time\x18\x01 \x01(\x01\x12*\n\x06status\x18\x02 \x01(\x0b\x32\x18.vpnfleet.v1.AgentStatusH\x00\x12(\n\x08sa_event\x18\x03 \x01(\x0b\x32\x14.vpnfleet.v1.SaEventH\x00\x42\x07\n\x05\x65vent\"\x8c\x01\n\x0cRekeyRequest\x12\x30\n\x06target\x18\x01 \x01(\x0e\x32 .vpnfleet.v1.RekeyRequest.Target\x12\x14\n\x0cpeer_pattern\x18\x02 \x01(\t\"4\n\x06Target\x12\x16\n\x12TARGET_UNSPECIFIED\x10\x00\x12\x07\n\x03IKE\x10\x01\x12\t\n\x05\x43HILD\x10\x02\"7\n\x0bRekeyResult\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\":\n\rRekeyResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.vpnfleet.v1.RekeyResult2\xf0\x03\n\x05\x41gent\x12J\n\tApplyPlan\x12\x1d.vpnfleet.v1.ApplyPlanRequest\x1a\x1e.vpnfleet.v1.ApplyPlanResponse\x12\x44\n\tGetStatus\x12\x1d.vpnfleet.v1.GetStatusRequest\x1a\x18.vpnfleet.v1.AgentStatus\x12J\n\x0bWatchStatus\x12\x1f.vpnfleet.v1.WatchStatusRequest\x1a\x18.vpnfleet.v1.StatusEvent0\x01\x12>\n\x05Rekey\x12\x19.vpnfleet.v1.RekeyRequest\x1a\x1a.vpnfleet.v1.RekeyResponse\x12\x62\n\x11PrepareEnrollment\x12%.vpnfleet.v1.PrepareEnrollmentRequest\x1a&.vpnfleet.v1.PrepareEnrollmentResponse\x12\x65\n\x12InstallCredentials\x12&.vpnfleet.v1.InstallCredentialsRequest\x1a\'.vpnfleet.v1.InstallCredentialsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bvpnfleet/protos/agent.proto\x12\x0bvpnfleet.v1\x1a\x1avpnfleet/protos/plan.proto\"F\n\x18PrepareEnrollmentRequest\x12\x0b\n\x03tls\x18\x01 \x01(\x08\x12\x0b\n\x03ike\x18\x02 \x01(\x08\x12\x10\n\x08key_type\x18\x03 \x01(\t\"=\n\x19PrepareEnrollmentResponse\x12\x0f\n\x07tls_csr\x18\x01 \x01(\x0c\x12\x0f\n\x07ike_csr\x18\x02 \x01(\x0c\"R\n\x19InstallCredentialsRequest\x12\x10\n\x08tls_cert\x18\x01 \x01(\x0c\x12\x10\n\x08ike_cert\x18\x02 \x01(\x0c\x12\x11\n\tca_bundle\x18\x03 \x01(\x0c\"\x84\x01\n\x1aInstallCredentialsResponse\x12\x17\n\x0ftls_fingerprint\x18\x01 \x01(\t\x12\x17\n\x0fike_fingerprint\x18\x02 \x01(\t\x12\x17\n\x0f\x63\x61_fingerprints\x18\x03 \x01(\t\x12\x1b\n\x13peers_reestablished\x18\x04 \x01(\r\"H\n\x10\x41pplyPlanRequest\x12#\n\x04plan\x18\x01 \x01(\x0b\x32\x15.vpnfleet.v1.NodePlan\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"\xa3\x01\n\x06\x43hange\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.vpnfleet.v1.Change.Kind\x12\x0f\n\x07section\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x04 \x03(\t\"A\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\t\n\x05\x41\x44\x44\x45\x44\x10\x01\x12\x0b\n\x07REMOVED\x10\x02\x12\x0b\n\x07\x43HANGED\x10\x03\"\x9c\x01\n\x11\x41pplyPlanResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12$\n\x07\x63hanges\x18\x02 \x03(\x0b\x32\x13.vpnfleet.v1.Change\x12\x12\n\ngeneration\x18\x03 \x01(\x04\x12\x14\n\x0c\x63ontent_hash\x18\x04 \x01(\t\x12&\n\x08problems\x18\x05 \x03(\x0b\x32\x14.vpnfleet.v1.Problem\"\x12\n\x10GetStatusRequest\"\xeb\x02\n\rChildSaStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06spi_in\x18\x03 \x01(\r\x12\x0f\n\x07spi_out\x18\x04 \x01(\r\x12\x10\n\x08proposal\x18\x05 \x01(\t\x12\x0c\n\x04mode\x18\x06 \x01(\t\x12\x10\n\x08local_ts\x18\x07 \x03(\t\x12\x11\n\tremote_ts\x18\x08 \x03(\t\x12\x16\n\x0e\x65stablished_at\x18\t \x01(\x01\x12\x12\n\nrekeyed_at\x18\n \x01(\x01\x12\x15\n\rnext_rekey_at\x18\x0b \x01(\x01\x12\x10\n\x08\x62ytes_in\x18\x0c \x01(\x04\x12\x11\n\tbytes_out\x18\r \x01(\x04\x12\x12\n\npackets_in\x18\x0e \x01(\x04\x12\x13\n\x0bpackets_out\x18\x0f \x01(\x04\x12\x14\n\x0creplay_drops\x18\x10 \x01(\x04\x12\x1a\n\x12integrity_failures\x18\x11 \x01(\x04\x12\x14\n\x0cpolicy_drops\x18\x12 \x01(\x04\"\x84\x04\n\x0bIkeSaStatus\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05spi_i\x18\x03 \x01(\x06\x12\r\n\x05spi_r\x18\x04 \x01(\x06\x12\x10\n\x08proposal\x18\x05 \x01(\t\x12\x15\n\rlocal_address\x18\x06 \x01(\t\x12\x16\n\x0eremote_address\x18\x07 \x01(\t\x12\x11\n\tinitiator\x18\x08 \x01(\x08\x12\x14\n\x0cnat_detected\x18\t \x01(\x08\x12\x16\n\x0e\x65stablished_at\x18\n \x01(\x01\x12\x12\n\nrekeyed_at\x18\x0b \x01(\x01\x12\x15\n\rnext_rekey_at\x18\x0c \x01(\x01\x12\x18\n\x10last_liveness_at\x18\r \x01(\x01\x12\x12\n\nlast_error\x18\x0e \x01(\t\x12,\n\x08\x63hildren\x18\x0f \x03(\x0b\x32\x1a.vpnfleet.v1.ChildSaStatus\x12 \n\x18unauthenticated_failures\x18\x10 \x01(\x04\x12$\n\x1clast_unauthenticated_failure\x18\x11 \x01(\t\x12)\n\x03nat\x18\x12 \x01(\x0e\x32\x1c.vpnfleet.v1.IkeSaStatus.Nat\">\n\x03Nat\x12\x13\n\x0fNAT_UNSPECIFIED\x10\x00\x12\x08\n\x04NONE\x10\x01\x12\x0c\n\x08\x44\x45TECTED\x10\x02\x12\n\n\x06\x46ORCED\x10\x03\"\xa5\x04\n\x0b\x41gentStatus\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x14\n\x0c\x63ontent_hash\x18\x03 \x01(\t\x12\x17\n\x0fplan_applied_at\x18\x04 \x01(\x01\x12\x15\n\ragent_version\x18\x05 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x06 \x01(\x01\x12\x13\n\x0bpeers_total\x18\x07 \x01(\r\x12\x10\n\x08peers_up\x18\x08 \x01(\r\x12)\n\x07ike_sas\x18\t \x03(\x0b\x32\x18.vpnfleet.v1.IkeSaStatus\x12\x12\n\ndata_plane\x18\n \x01(\x08\x12?\n\x0cike_counters\x18\x0b \x03(\x0b\x32).vpnfleet.v1.AgentStatus.IkeCountersEntry\x12,\n\tadmission\x18\x0c \x01(\x0b\x32\x19.vpnfleet.v1.IkeAdmission\x12>\n\x15unmatched_ike_sa_init\x18\r \x01(\x0b\x32\x1f.vpnfleet.v1.UnmatchedIkeSaInit\x12&\n\x08problems\x18\x0e \x03(\x0b\x32\x14.vpnfleet.v1.Problem\x12%\n\x05\x64rops\x18\x0f \x03(\x0b\x32\x16.vpnfleet.v1.DropCount\x1a\x32\n\x10IkeCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xd4\x01\n\x07Problem\x12\'\n\x04kind\x18\x01 \x01(\x0e\x32\x19.vpnfleet.v1.Problem.Kind\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05since\x18\x04 \x01(\x01\"o\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\r\n\tPLAN_ONLY\x10\x01\x12\x08\n\x04PLAN\x10\x02\x12\t\n\x05ROUTE\x10\x03\x12\x0f\n\x0bPOLICY_RULE\x10\x04\x12\x07\n\x03TUN\x10\x05\x12\n\n\x06SOCKET\x10\x06\x12\x07\n\x03IKE\x10\x07\"\xb6\x03\n\tDropCount\x12+\n\x05layer\x18\x01 \x01(\x0e\x32\x1c.vpnfleet.v1.DropCount.Layer\x12-\n\x06reason\x18\x02 \x01(\x0e\x32\x1d.vpnfleet.v1.DropCount.Reason\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\"I\n\x05Layer\x12\x15\n\x11LAYER_UNSPECIFIED\x10\x00\x12\x07\n\x03\x45SP\x10\x01\x12\x07\n\x03UDP\x10\x02\x12\x0b\n\x07RAW_ESP\x10\x03\x12\n\n\x06IKE_SA\x10\x04\"\xf2\x01\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\r\n\tTRUNCATED\x10\x01\x12\x0f\n\x0bUNKNOWN_SPI\x10\x02\x12\x0c\n\x08REPLAYED\x10\x03\x12\t\n\x05STALE\x10\x04\x12\r\n\tINTEGRITY\x10\x05\x12\x0f\n\x0b\x42\x41\x44_PADDING\x10\x06\x12\t\n\x05\x44UMMY\x10\x07\x12\x15\n\x11WRONG_NEXT_HEADER\x10\x08\x12\x14\n\x10\x42\x41\x44_INNER_PACKET\x10\t\x12\n\n\x06POLICY\x10\n\x12\x0b\n\x07\x45XPIRED\x10\x0b\x12\t\n\x05SHORT\x10\x0c\x12\r\n\tMALFORMED\x10\r\x12\x0c\n\x08REJECTED\x10\x0e\">\n\x0e\x41\x64missionLimit\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04\x12\x0f\n\x07refused\x18\x03 \x01(\x04\"\x84\x01\n\x0cIkeAdmission\x12\x11\n\thalf_open\x18\x01 \x01(\r\x12\x1e\n\x16preauth_fragment_bytes\x18\x02 \x01(\x04\x12\x14\n\x0c\x63ookies_sent\x18\x03 \x01(\x04\x12+\n\x06limits\x18\x04 \x03(\x0b\x32\x1b.vpnfleet.v1.AdmissionLimit\"Q\n\x12UnmatchedIkeSaInit\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12,\n\x06recent\x18\x02 \x03(\x0b\x32\x1c.vpnfleet.v1.UnmatchedSource\"P\n\x0fUnmatchedSource\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\x12\x0f\n\x07last_at\x18\x04 \x01(\x01\".\n\x12WatchStatusRequest\x12\x18\n\x10interval_seconds\x18\x01 \x01(\x01\"5\n\x07SaEvent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04peer\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"z\n\x0bStatusEvent\x12\x0c\n\x04time\x18\x01 \x01(\x01\x12*\n\x06status\x18\x02 \x01(\x0b\x32\x18.vpnfleet.v1.AgentStatusH\x00\x12(\n\x08sa_event\x18\x03 \x01(\x0b\x32\x14.vpnfleet.v1.SaEventH\x00\x42\x07\n\x05\x65vent\"\x8c\x01\n\x0cRekeyRequest\x12\x30\n\x06target\x18\x01 \x01(\x0e\x32 .vpnfleet.v1.RekeyRequest.Target\x12\x14\n\x0cpeer_pattern\x18\x02 \x01(\t\"4\n\x06Target\x12\x16\n\x12TARGET_UNSPECIFIED\x10\x00\x12\x07\n\x03IKE\x10\x01\x12\t\n\x05\x43HILD\x10\x02\"7\n\x0bRekeyResult\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\":\n\rRekeyResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.vpnfleet.v1.RekeyResult2\xf0\x03\n\x05\x41gent\x12J\n\tApplyPlan\x12\x1d.vpnfleet.v1.ApplyPlanRequest\x1a\x1e.vpnfleet.v1.ApplyPlanResponse\x12\x44\n\tGetStatus\x12\x1d.vpnfleet.v1.GetStatusRequest\x1a\x18.vpnfleet.v1.AgentStatus\x12J\n\x0bWatchStatus\x12\x1f.vpnfleet.v1.WatchStatusRequest\x1a\x18.vpnfleet.v1.StatusEvent0\x01\x12>\n\x05Rekey\x12\x19.vpnfleet.v1.RekeyRequest\x1a\x1a.vpnfleet.v1.RekeyResponse\x12\x62\n\x11PrepareEnrollment\x12%.vpnfleet.v1.PrepareEnrollmentRequest\x1a&.vpnfleet.v1.PrepareEnrollmentResponse\x12\x65\n\x12InstallCredentials\x12&.vpnfleet.v1.InstallCredentialsRequest\x1a\'.vpnfleet.v1.InstallCredentialsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,40 +48,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHANGE']._serialized_end=664
   _globals['_CHANGE_KIND']._serialized_start=599
   _globals['_CHANGE_KIND']._serialized_end=664
-  _globals['_APPLYPLANRESPONSE']._serialized_start=666
-  _globals['_APPLYPLANRESPONSE']._serialized_end=782
-  _globals['_GETSTATUSREQUEST']._serialized_start=784
-  _globals['_GETSTATUSREQUEST']._serialized_end=802
-  _globals['_CHILDSASTATUS']._serialized_start=805
-  _globals['_CHILDSASTATUS']._serialized_end=1168
-  _globals['_IKESASTATUS']._serialized_start=1171
-  _globals['_IKESASTATUS']._serialized_end=1580
-  _globals['_AGENTSTATUS']._serialized_start=1583
-  _globals['_AGENTSTATUS']._serialized_end=2053
-  _globals['_AGENTSTATUS_IKECOUNTERSENTRY']._serialized_start=2003
-  _globals['_AGENTSTATUS_IKECOUNTERSENTRY']._serialized_end=2053
-  _globals['_ADMISSIONLIMIT']._serialized_start=2055
-  _globals['_ADMISSIONLIMIT']._serialized_end=2117
-  _globals['_IKEADMISSION']._serialized_start=2120
-  _globals['_IKEADMISSION']._serialized_end=2252
-  _globals['_UNMATCHEDIKESAINIT']._serialized_start=2254
-  _globals['_UNMATCHEDIKESAINIT']._serialized_end=2335
-  _globals['_UNMATCHEDSOURCE']._serialized_start=2337
-  _globals['_UNMATCHEDSOURCE']._serialized_end=2417
-  _globals['_WATCHSTATUSREQUEST']._serialized_start=2419
-  _globals['_WATCHSTATUSREQUEST']._serialized_end=2465
-  _globals['_SAEVENT']._serialized_start=2467
-  _globals['_SAEVENT']._serialized_end=2520
-  _globals['_STATUSEVENT']._serialized_start=2522
-  _globals['_STATUSEVENT']._serialized_end=2644
-  _globals['_REKEYREQUEST']._serialized_start=2647
-  _globals['_REKEYREQUEST']._serialized_end=2787
-  _globals['_REKEYREQUEST_TARGET']._serialized_start=2735
-  _globals['_REKEYREQUEST_TARGET']._serialized_end=2787
-  _globals['_REKEYRESULT']._serialized_start=2789
-  _globals['_REKEYRESULT']._serialized_end=2844
-  _globals['_REKEYRESPONSE']._serialized_start=2846
-  _globals['_REKEYRESPONSE']._serialized_end=2904
-  _globals['_AGENT']._serialized_start=2907
-  _globals['_AGENT']._serialized_end=3403
+  _globals['_APPLYPLANRESPONSE']._serialized_start=667
+  _globals['_APPLYPLANRESPONSE']._serialized_end=823
+  _globals['_GETSTATUSREQUEST']._serialized_start=825
+  _globals['_GETSTATUSREQUEST']._serialized_end=843
+  _globals['_CHILDSASTATUS']._serialized_start=846
+  _globals['_CHILDSASTATUS']._serialized_end=1209
+  _globals['_IKESASTATUS']._serialized_start=1212
+  _globals['_IKESASTATUS']._serialized_end=1728
+  _globals['_IKESASTATUS_NAT']._serialized_start=1666
+  _globals['_IKESASTATUS_NAT']._serialized_end=1728
+  _globals['_AGENTSTATUS']._serialized_start=1731
+  _globals['_AGENTSTATUS']._serialized_end=2280
+  _globals['_AGENTSTATUS_IKECOUNTERSENTRY']._serialized_start=2230
+  _globals['_AGENTSTATUS_IKECOUNTERSENTRY']._serialized_end=2280
+  _globals['_PROBLEM']._serialized_start=2283
+  _globals['_PROBLEM']._serialized_end=2495
+  _globals['_PROBLEM_KIND']._serialized_start=2384
+  _globals['_PROBLEM_KIND']._serialized_end=2495
+  _globals['_DROPCOUNT']._serialized_start=2498
+  _globals['_DROPCOUNT']._serialized_end=2936
+  _globals['_DROPCOUNT_LAYER']._serialized_start=2618
+  _globals['_DROPCOUNT_LAYER']._serialized_end=2691
+  _globals['_DROPCOUNT_REASON']._serialized_start=2694
+  _globals['_DROPCOUNT_REASON']._serialized_end=2936
+  _globals['_ADMISSIONLIMIT']._serialized_start=2938
+  _globals['_ADMISSIONLIMIT']._serialized_end=3000
+  _globals['_IKEADMISSION']._serialized_start=3003
+  _globals['_IKEADMISSION']._serialized_end=3135
+  _globals['_UNMATCHEDIKESAINIT']._serialized_start=3137
+  _globals['_UNMATCHEDIKESAINIT']._serialized_end=3218
+  _globals['_UNMATCHEDSOURCE']._serialized_start=3220
+  _globals['_UNMATCHEDSOURCE']._serialized_end=3300
+  _globals['_WATCHSTATUSREQUEST']._serialized_start=3302
+  _globals['_WATCHSTATUSREQUEST']._serialized_end=3348
+  _globals['_SAEVENT']._serialized_start=3350
+  _globals['_SAEVENT']._serialized_end=3403
+  _globals['_STATUSEVENT']._serialized_start=3405
+  _globals['_STATUSEVENT']._serialized_end=3527
+  _globals['_REKEYREQUEST']._serialized_start=3530
+  _globals['_REKEYREQUEST']._serialized_end=3670
+  _globals['_REKEYREQUEST_TARGET']._serialized_start=3618
+  _globals['_REKEYREQUEST_TARGET']._serialized_end=3670
+  _globals['_REKEYRESULT']._serialized_start=3672
+  _globals['_REKEYRESULT']._serialized_end=3727
+  _globals['_REKEYRESPONSE']._serialized_start=3729
+  _globals['_REKEYRESPONSE']._serialized_end=3787
+  _globals['_AGENT']._serialized_start=3790
+  _globals['_AGENT']._serialized_end=4286
 # @@protoc_insertion_point(module_scope)

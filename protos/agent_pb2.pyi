@@ -79,16 +79,18 @@ class Change(_message.Message):
     def __init__(self, kind: _Optional[_Union[Change.Kind, str]] = ..., section: _Optional[str] = ..., name: _Optional[str] = ..., details: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ApplyPlanResponse(_message.Message):
-    __slots__ = ("changed", "changes", "generation", "content_hash")
+    __slots__ = ("changed", "changes", "generation", "content_hash", "problems")
     CHANGED_FIELD_NUMBER: _ClassVar[int]
     CHANGES_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     changed: bool
     changes: _containers.RepeatedCompositeFieldContainer[Change]
     generation: int
     content_hash: str
-    def __init__(self, changed: _Optional[bool] = ..., changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., generation: _Optional[int] = ..., content_hash: _Optional[str] = ...) -> None: ...
+    problems: _containers.RepeatedCompositeFieldContainer[Problem]
+    def __init__(self, changed: _Optional[bool] = ..., changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., generation: _Optional[int] = ..., content_hash: _Optional[str] = ..., problems: _Optional[_Iterable[_Union[Problem, _Mapping]]] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
     __slots__ = ()
@@ -135,7 +137,17 @@ class ChildSaStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., spi_in: _Optional[int] = ..., spi_out: _Optional[int] = ..., proposal: _Optional[str] = ..., mode: _Optional[str] = ..., local_ts: _Optional[_Iterable[str]] = ..., remote_ts: _Optional[_Iterable[str]] = ..., established_at: _Optional[float] = ..., rekeyed_at: _Optional[float] = ..., next_rekey_at: _Optional[float] = ..., bytes_in: _Optional[int] = ..., bytes_out: _Optional[int] = ..., packets_in: _Optional[int] = ..., packets_out: _Optional[int] = ..., replay_drops: _Optional[int] = ..., integrity_failures: _Optional[int] = ..., policy_drops: _Optional[int] = ...) -> None: ...
 
 class IkeSaStatus(_message.Message):
-    __slots__ = ("peer", "state", "spi_i", "spi_r", "proposal", "local_address", "remote_address", "initiator", "nat_detected", "established_at", "rekeyed_at", "next_rekey_at", "last_liveness_at", "last_error", "children", "unauthenticated_failures", "last_unauthenticated_failure")
+    __slots__ = ("peer", "state", "spi_i", "spi_r", "proposal", "local_address", "remote_address", "initiator", "nat_detected", "established_at", "rekeyed_at", "next_rekey_at", "last_liveness_at", "last_error", "children", "unauthenticated_failures", "last_unauthenticated_failure", "nat")
+    class Nat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        NAT_UNSPECIFIED: _ClassVar[IkeSaStatus.Nat]
+        NONE: _ClassVar[IkeSaStatus.Nat]
+        DETECTED: _ClassVar[IkeSaStatus.Nat]
+        FORCED: _ClassVar[IkeSaStatus.Nat]
+    NAT_UNSPECIFIED: IkeSaStatus.Nat
+    NONE: IkeSaStatus.Nat
+    DETECTED: IkeSaStatus.Nat
+    FORCED: IkeSaStatus.Nat
     PEER_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SPI_I_FIELD_NUMBER: _ClassVar[int]
@@ -153,6 +165,7 @@ class IkeSaStatus(_message.Message):
     CHILDREN_FIELD_NUMBER: _ClassVar[int]
     UNAUTHENTICATED_FAILURES_FIELD_NUMBER: _ClassVar[int]
     LAST_UNAUTHENTICATED_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    NAT_FIELD_NUMBER: _ClassVar[int]
     peer: str
     state: str
     spi_i: int
@@ -170,10 +183,11 @@ class IkeSaStatus(_message.Message):
     children: _containers.RepeatedCompositeFieldContainer[ChildSaStatus]
     unauthenticated_failures: int
     last_unauthenticated_failure: str
-    def __init__(self, peer: _Optional[str] = ..., state: _Optional[str] = ..., spi_i: _Optional[int] = ..., spi_r: _Optional[int] = ..., proposal: _Optional[str] = ..., local_address: _Optional[str] = ..., remote_address: _Optional[str] = ..., initiator: _Optional[bool] = ..., nat_detected: _Optional[bool] = ..., established_at: _Optional[float] = ..., rekeyed_at: _Optional[float] = ..., next_rekey_at: _Optional[float] = ..., last_liveness_at: _Optional[float] = ..., last_error: _Optional[str] = ..., children: _Optional[_Iterable[_Union[ChildSaStatus, _Mapping]]] = ..., unauthenticated_failures: _Optional[int] = ..., last_unauthenticated_failure: _Optional[str] = ...) -> None: ...
+    nat: IkeSaStatus.Nat
+    def __init__(self, peer: _Optional[str] = ..., state: _Optional[str] = ..., spi_i: _Optional[int] = ..., spi_r: _Optional[int] = ..., proposal: _Optional[str] = ..., local_address: _Optional[str] = ..., remote_address: _Optional[str] = ..., initiator: _Optional[bool] = ..., nat_detected: _Optional[bool] = ..., established_at: _Optional[float] = ..., rekeyed_at: _Optional[float] = ..., next_rekey_at: _Optional[float] = ..., last_liveness_at: _Optional[float] = ..., last_error: _Optional[str] = ..., children: _Optional[_Iterable[_Union[ChildSaStatus, _Mapping]]] = ..., unauthenticated_failures: _Optional[int] = ..., last_unauthenticated_failure: _Optional[str] = ..., nat: _Optional[_Union[IkeSaStatus.Nat, str]] = ...) -> None: ...
 
 class AgentStatus(_message.Message):
-    __slots__ = ("host", "generation", "content_hash", "plan_applied_at", "agent_version", "uptime_seconds", "peers_total", "peers_up", "ike_sas", "data_plane", "ike_counters", "admission", "unmatched_ike_sa_init")
+    __slots__ = ("host", "generation", "content_hash", "plan_applied_at", "agent_version", "uptime_seconds", "peers_total", "peers_up", "ike_sas", "data_plane", "ike_counters", "admission", "unmatched_ike_sa_init", "problems", "drops")
     class IkeCountersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -194,6 +208,8 @@ class AgentStatus(_message.Message):
     IKE_COUNTERS_FIELD_NUMBER: _ClassVar[int]
     ADMISSION_FIELD_NUMBER: _ClassVar[int]
     UNMATCHED_IKE_SA_INIT_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    DROPS_FIELD_NUMBER: _ClassVar[int]
     host: str
     generation: int
     content_hash: str
@@ -207,7 +223,93 @@ class AgentStatus(_message.Message):
     ike_counters: _containers.ScalarMap[str, int]
     admission: IkeAdmission
     unmatched_ike_sa_init: UnmatchedIkeSaInit
-    def __init__(self, host: _Optional[str] = ..., generation: _Optional[int] = ..., content_hash: _Optional[str] = ..., plan_applied_at: _Optional[float] = ..., agent_version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., peers_total: _Optional[int] = ..., peers_up: _Optional[int] = ..., ike_sas: _Optional[_Iterable[_Union[IkeSaStatus, _Mapping]]] = ..., data_plane: _Optional[bool] = ..., ike_counters: _Optional[_Mapping[str, int]] = ..., admission: _Optional[_Union[IkeAdmission, _Mapping]] = ..., unmatched_ike_sa_init: _Optional[_Union[UnmatchedIkeSaInit, _Mapping]] = ...) -> None: ...
+    problems: _containers.RepeatedCompositeFieldContainer[Problem]
+    drops: _containers.RepeatedCompositeFieldContainer[DropCount]
+    def __init__(self, host: _Optional[str] = ..., generation: _Optional[int] = ..., content_hash: _Optional[str] = ..., plan_applied_at: _Optional[float] = ..., agent_version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., peers_total: _Optional[int] = ..., peers_up: _Optional[int] = ..., ike_sas: _Optional[_Iterable[_Union[IkeSaStatus, _Mapping]]] = ..., data_plane: _Optional[bool] = ..., ike_counters: _Optional[_Mapping[str, int]] = ..., admission: _Optional[_Union[IkeAdmission, _Mapping]] = ..., unmatched_ike_sa_init: _Optional[_Union[UnmatchedIkeSaInit, _Mapping]] = ..., problems: _Optional[_Iterable[_Union[Problem, _Mapping]]] = ..., drops: _Optional[_Iterable[_Union[DropCount, _Mapping]]] = ...) -> None: ...
+
+class Problem(_message.Message):
+    __slots__ = ("kind", "subject", "message", "since")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[Problem.Kind]
+        PLAN_ONLY: _ClassVar[Problem.Kind]
+        PLAN: _ClassVar[Problem.Kind]
+        ROUTE: _ClassVar[Problem.Kind]
+        POLICY_RULE: _ClassVar[Problem.Kind]
+        TUN: _ClassVar[Problem.Kind]
+        SOCKET: _ClassVar[Problem.Kind]
+        IKE: _ClassVar[Problem.Kind]
+    KIND_UNSPECIFIED: Problem.Kind
+    PLAN_ONLY: Problem.Kind
+    PLAN: Problem.Kind
+    ROUTE: Problem.Kind
+    POLICY_RULE: Problem.Kind
+    TUN: Problem.Kind
+    SOCKET: Problem.Kind
+    IKE: Problem.Kind
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    kind: Problem.Kind
+    subject: str
+    message: str
+    since: float
+    def __init__(self, kind: _Optional[_Union[Problem.Kind, str]] = ..., subject: _Optional[str] = ..., message: _Optional[str] = ..., since: _Optional[float] = ...) -> None: ...
+
+class DropCount(_message.Message):
+    __slots__ = ("layer", "reason", "count")
+    class Layer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        LAYER_UNSPECIFIED: _ClassVar[DropCount.Layer]
+        ESP: _ClassVar[DropCount.Layer]
+        UDP: _ClassVar[DropCount.Layer]
+        RAW_ESP: _ClassVar[DropCount.Layer]
+        IKE_SA: _ClassVar[DropCount.Layer]
+    LAYER_UNSPECIFIED: DropCount.Layer
+    ESP: DropCount.Layer
+    UDP: DropCount.Layer
+    RAW_ESP: DropCount.Layer
+    IKE_SA: DropCount.Layer
+    class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        REASON_UNSPECIFIED: _ClassVar[DropCount.Reason]
+        TRUNCATED: _ClassVar[DropCount.Reason]
+        UNKNOWN_SPI: _ClassVar[DropCount.Reason]
+        REPLAYED: _ClassVar[DropCount.Reason]
+        STALE: _ClassVar[DropCount.Reason]
+        INTEGRITY: _ClassVar[DropCount.Reason]
+        BAD_PADDING: _ClassVar[DropCount.Reason]
+        DUMMY: _ClassVar[DropCount.Reason]
+        WRONG_NEXT_HEADER: _ClassVar[DropCount.Reason]
+        BAD_INNER_PACKET: _ClassVar[DropCount.Reason]
+        POLICY: _ClassVar[DropCount.Reason]
+        EXPIRED: _ClassVar[DropCount.Reason]
+        SHORT: _ClassVar[DropCount.Reason]
+        MALFORMED: _ClassVar[DropCount.Reason]
+        REJECTED: _ClassVar[DropCount.Reason]
+    REASON_UNSPECIFIED: DropCount.Reason
+    TRUNCATED: DropCount.Reason
+    UNKNOWN_SPI: DropCount.Reason
+    REPLAYED: DropCount.Reason
+    STALE: DropCount.Reason
+    INTEGRITY: DropCount.Reason
+    BAD_PADDING: DropCount.Reason
+    DUMMY: DropCount.Reason
+    WRONG_NEXT_HEADER: DropCount.Reason
+    BAD_INNER_PACKET: DropCount.Reason
+    POLICY: DropCount.Reason
+    EXPIRED: DropCount.Reason
+    SHORT: DropCount.Reason
+    MALFORMED: DropCount.Reason
+    REJECTED: DropCount.Reason
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    layer: DropCount.Layer
+    reason: DropCount.Reason
+    count: int
+    def __init__(self, layer: _Optional[_Union[DropCount.Layer, str]] = ..., reason: _Optional[_Union[DropCount.Reason, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class AdmissionLimit(_message.Message):
     __slots__ = ("name", "value", "refused")

@@ -125,7 +125,7 @@ class ChildSaInstallation(RekeyScheduling):
             session.activation_timer = None
         session.state = PeerState.UP
         session.attempts = 0
-        session.last_error = ""
+        session.note_error("", self._wall())
         session.replacement_pending = False
         self._schedule_child_rekey(session)
         self._publish(
@@ -202,7 +202,7 @@ class ChildSaInstallation(RekeyScheduling):
         rekeying, session.rekeying_child = session.rekeying_child, None
         child = session.child
         if rekeying is None:
-            session.last_error = event.reason
+            session.note_error(event.reason, self._wall())
             self._publish("child_failed", session.name, event.reason)
             return
         if child is not None and child.spi_in != rekeying:
@@ -223,7 +223,7 @@ class ChildSaInstallation(RekeyScheduling):
                     "child_rekey_refused", session.name, f"{event.reason}; again in {delay:.1f} s"
                 )
                 return
-        session.last_error = event.reason
+        session.note_error(event.reason, self._wall())
         self._publish("child_failed", session.name, event.reason)
         self._settle(session.name, SaKind.CHILD, event.reason, ok=False)
 

@@ -31,7 +31,7 @@ from ..ike.gate import IkeResponderGate
 from ..ike.ike_sa import IkeSa
 from ..ike.states import IkeSaState, Role
 from ..io.dataplane import DataPlane, RawEspSender
-from ..io.rawesp import RawEspHandler
+from ..io.rawesp import RawEspCounters, RawEspHandler
 from ..io.tun import TunDevice
 from ..io.udp import (
     IKE_PORT,
@@ -41,13 +41,21 @@ from ..io.udp import (
     EspHandler,
     IkeHandler,
     KeepaliveScheduler,
+    UdpCounters,
 )
 from ..plan import AgentPlan, AuthMethod, Peer
 from ..sink import (
+    PUT_IN_FORCE_KINDS,
     AdmissionLimitReport,
     AdmissionReport,
+    DropCount,
+    DropLayer,
+    DropReason,
     EventHub,
     IkeSaReport,
+    Problem,
+    ProblemBoard,
+    ProblemKind,
     SaEventReport,
     UnmatchedReport,
 )
@@ -62,12 +70,16 @@ from .session import PeerSession, PeerState, SaKind
 
 log = logging.getLogger(__name__)
 
+_NOT_OWNED = object()
+
 EndpointFactory = Callable[[IkeHandler, EspHandler], DatagramEndpoint]
 """Makes the endpoint given the engine's receive callbacks (real sockets or memory)."""
 
 
 class RawEspChannel(RawEspSender, Protocol):
     """A raw IP protocol 50 socket (``rawesp.RawEspSocket``) as the engine uses it."""
+
+    counters: RawEspCounters
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None: ...
 
@@ -141,6 +153,10 @@ class Engine(IncomingDispatch):
             "ike_refused": 0,
             "cookies_sent": 0,
         }
+        self.board = ProblemBoard()
+        """Problems of the data plane (routes, rules, TUN, sockets) while they last."""
+        self._closed_sa_drops = 0
+        """Messages dropped by IKE SAs already forgotten (``IkeSa.dropped``)."""
         self.untrusted_log = LogLimiter()
         """Bounds the log lines about IKE nobody authenticated (strangers can repeat it)."""
         self.unmatched = UnmatchedSources(wall_clock)
@@ -229,7 +245,7 @@ class Engine(IncomingDispatch):
         self.dp.update_spd(translate.spd_entries(plan))
         self._keepalive_interval(plan)
         if self.routes is not None:
-            await self.routes.apply(plan)
+            self.board.replace(PUT_IN_FORCE_KINDS, await self.routes.apply(plan), self._wall())
         new_peers = {p.name: p for p in plan.peers}
         for name in list(self.sessions):
             if name not in new_peers:
@@ -245,6 +261,9 @@ class Engine(IncomingDispatch):
                     continue  # only our own timers changed: nothing to re-negotiate
             self._add_or_change_peer(plan, peer, session, first)
         self._rebuild_address_map()
+        # IKE unsendable to an address no peer has any more is no one's problem now.
+        sending = [p for p in self.board.of(ProblemKind.SOCKET) if self._has_peer_at(p.subject)]
+        self.board.replace({ProblemKind.SOCKET}, sending, self._wall())
 
     def ike_sas(self) -> Sequence[IkeSaReport]:
         stats = {}
@@ -283,6 +302,30 @@ class Engine(IncomingDispatch):
     def unmatched_ike_sa_init(self) -> UnmatchedReport:
         return self.unmatched.report(self.counters["ike_no_peer"])
 
+    def problems(self) -> tuple[Problem, ...]:
+        """The data plane's problems, then each peer that is not up after a failure."""
+        peers = (s.problem for s in self.sessions.values())
+        return self.board.current() + tuple(p for p in peers if p is not None)
+
+    def drops(self) -> tuple[DropCount, ...]:
+        """Input dropped before an SA's payload, each counted in one place: the SAD, the
+        sockets' demultiplexing, and established IKE SAs (forged or replayed messages)."""
+        out: list[DropCount] = []
+        if self.dp is not None:
+            for reason, n in sorted(self.dp.stats().inbound_drops.items()):
+                out.append(DropCount(DropLayer.ESP, DropReason(reason), n))
+        sockets: list[tuple[DropLayer, UdpCounters | RawEspCounters]] = []
+        if self.endpoint is not None:
+            sockets.append((DropLayer.UDP, self.endpoint.counters))
+        if self.raw is not None:
+            sockets.append((DropLayer.RAW_ESP, self.raw.counters))
+        for layer, counters in sockets:
+            out.append(DropCount(layer, DropReason.SHORT, counters.rx_short))
+            out.append(DropCount(layer, DropReason.MALFORMED, counters.rx_malformed))
+        rejected = self._closed_sa_drops + sum(sa.dropped for sa in self._owner)
+        out.append(DropCount(DropLayer.IKE_SA, DropReason.REJECTED, rejected))
+        return tuple(out)
+
     # -- peers ---------------------------------------------------------------------------
 
     def _sas_of(self, session: PeerSession) -> list[IkeSa]:
@@ -296,7 +339,7 @@ class Engine(IncomingDispatch):
             # A peer with a dynamic address and no SA to learn one from: it must start.
             current = session.ike
             if current is None or current.peer is None:
-                session.last_error = "no address to initiate to (dynamic address)"
+                session.note_error("no address to initiate to (dynamic address)", self._wall())
                 return
             remote, port = current.peer[0], current.peer[1]
         else:
@@ -337,7 +380,7 @@ class Engine(IncomingDispatch):
 
     def _schedule_retry(self, session: PeerSession, reason: str) -> None:
         session.attempts += 1
-        session.last_error = reason
+        session.note_error(reason, self._wall())
         if self.sessions.get(session.name) is not session or self.stopped:
             return
         if not (session.always_on and session.initiates):
@@ -368,10 +411,15 @@ class Engine(IncomingDispatch):
         for data, addr in sa.datagrams_to_send(now):
             if endpoint is None:
                 continue
+            where = f"{addr[0]}:{addr[1]}"
             try:
                 endpoint.send_ike(data, addr, self._via_natt(sa, addr))
-            except OSError as exc:  # no port 500 socket, a closed endpoint
-                log.info("cannot send IKE to %s:%d: %s", *addr, exc)
+            except OSError as exc:  # no port 500 socket, a closed endpoint, no route
+                log.info("cannot send IKE to %s: %s", where, exc)
+                message = f"cannot send IKE: {exc}"
+                self.board.set(Problem(ProblemKind.SOCKET, where, message), self._wall())
+            else:
+                self.board.clear(ProblemKind.SOCKET, where)
         while (event := sa.next_event()) is not None:
             try:
                 self._handle_event(sa, event)
@@ -407,12 +455,13 @@ class Engine(IncomingDispatch):
         self._service(sa)
 
     def _forget(self, sa: IkeSa) -> None:
+        if self._owner.pop(sa, _NOT_OWNED) is not _NOT_OWNED:
+            self._closed_sa_drops += sa.dropped
         self._timers.pop(sa, None)
         self._last_port.pop(sa, None)
         self._created.pop(sa, None)
         if self._by_spi.get(sa.local_spi) is sa:
             del self._by_spi[sa.local_spi]
-        self._owner.pop(sa, None)
 
     def _delete_sa(self, sa: IkeSa) -> None:
         now = self.now()
@@ -470,6 +519,14 @@ class Engine(IncomingDispatch):
         # A responder-side peer first: the address's own initiations are for it.
         for names in self._by_address.values():
             names.sort(key=lambda n: self.sessions[n].peer.initiator)
+
+    def _has_peer_at(self, where: str) -> bool:
+        """Whether ``where`` ("host:port", as SOCKET problems name it) is a plan peer's
+        address, or the address an IKE SA of a peer learnt."""
+        host = where.rpartition(":")[0]
+        if host in self._by_address:
+            return True
+        return any(sa.peer is not None and sa.peer[0] == host for sa in self._owner)
 
     def _ike_port(self) -> int:
         port = getattr(self.endpoint, "ike_port", None)

@@ -28,9 +28,18 @@ from ..ike.events import (
 from ..ike.ike_sa import IkeSa
 from ..ike.states import IkeSaState
 from ..io.udp import Address
+from ..sink import NatState
 from .child_sas import ChildSaInstallation
-from .session import PeerSession, PeerState, SaKind
+from .session import PeerSession, PeerState, SaKind, nat_state
 from .untrusted import printable
+
+NAT_NOTES = {
+    NatState.UNSPECIFIED: "",
+    NatState.NONE: "",
+    NatState.DETECTED: " (NAT detected: UDP 4500)",
+    NatState.FORCED: " (UDP 4500 forced, no NAT in sight)",
+}
+"""What the ike_up event and log line say of NAT (RFC 7296 section 2.23)."""
 
 _WITH_REASON = (IkeSaFailed, IkeSaDeleted, ChildSaFailed, ChildSaDeleted, PeerErrorNotify)
 
@@ -118,7 +127,7 @@ class SaLifecycle(ChildSaInstallation):
             # RFC 3948 section 4: the side behind the NAT keeps its mapping open.
             session.keepalive_to = sa.peer
             self._nat_keepalive(sa.peer, True)
-        nat = " (NAT detected: UDP 4500)" if sa.encap else ""
+        nat = NAT_NOTES[nat_state(sa, session.peer)]
         self._publish(
             "ike_up",
             session.name,
@@ -173,7 +182,7 @@ class SaLifecycle(ChildSaInstallation):
             if failed and not sa.is_initiator and sa.remote_identity is None:
                 self._failed_unauthenticated(sa, session, reason)
             elif failed:
-                session.last_error = reason
+                session.note_error(reason, self._wall())
                 self._publish("ike_failed", session.name, reason)
             return
         fallback = next(
@@ -206,7 +215,7 @@ class SaLifecycle(ChildSaInstallation):
             self._schedule_retry(session, reason)
         else:
             session.state = PeerState.IDLE
-            session.last_error = reason
+            session.note_error(reason, self._wall())
             if session.always_on and session.initiates:
                 self._schedule_retry(session, reason)
 

@@ -96,7 +96,7 @@ class PeerChanges(SaLifecycle):
             if old is not None:
                 self._remove_peer(peer.name)
             session = PeerSession(peer, None, local)
-            session.last_error = str(exc)
+            session.note_error(str(exc), self._wall())
             self.sessions[peer.name] = session
             self._publish("peer_error", peer.name, str(exc))
             return

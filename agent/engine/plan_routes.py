@@ -33,7 +33,9 @@ before: transport mode and bypass entries then cannot be honoured (logged).
 The engine (the only owner of SA lifecycles) calls :meth:`PlanRoutes.apply` for every
 plan put in force and :meth:`PlanRoutes.remove_all` when it stops. A failed netlink
 request is logged and does not stop the others: the routes are a consequence of the plan,
-which stays in force; what failed is tried again with the next plan.
+which stays in force; what failed is tried again with the next apply. :meth:`apply`
+returns what failed, and what the plan asks that cannot be done, as problems (kinds
+:data:`~vpnfleet.agent.sink.PUT_IN_FORCE_KINDS`) for the agent's status.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from typing import Protocol
 from ..io.policy_rules import PORT_PROTOCOLS, PolicyRule
 from ..io.routes import RouteEntry, tunnel_mtu
 from ..plan import AgentPlan, Mode, SpdAction, SpdEntry
+from ..sink import Problem, ProblemKind
 from . import translate
 
 log = logging.getLogger(__name__)
@@ -132,8 +135,8 @@ class PolicyRouting:
     tun_routes: frozenset[TunRoute] = frozenset()
     typed_routes: frozenset[TypedRoute] = frozenset()
     rules: frozenset[PolicyRule] = frozenset()
-    problems: tuple[str, ...] = ()
-    """What the plan asks that cannot be done, to be logged."""
+    problems: tuple[Problem, ...] = ()
+    """What the plan asks that cannot be done (kind PLAN)."""
     unmarked_bypass: tuple[str, ...] = field(default=())
     """Bypass entries not honoured for want of ``own_mark``."""
 
@@ -193,8 +196,12 @@ def policy_routing(plan: AgentPlan, own_mark: int | None, ifname: str) -> Policy
     bypass = [e.name for e in plan.spd if e.action is SpdAction.BYPASS]
     if own_mark is None:
         unmarked = tuple(
-            f"transport mode needs a firewall mark on the agent's sockets: {prefix} is not "
-            f"routed into {ifname}"
+            Problem(
+                ProblemKind.PLAN,
+                prefix,
+                f"transport mode needs a firewall mark on the agent's sockets: {prefix} is "
+                f"not routed into {ifname}",
+            )
             for prefix in transport
         )
         # Never in the main table: a route there would take our own IKE and ESP too.
@@ -221,12 +228,16 @@ def policy_routing(plan: AgentPlan, own_mark: int | None, ifname: str) -> Policy
         PolicyRule(TUNNEL_PRIORITY, TUNNEL_TABLE, family=n.version, destination=str(n))
         for n in nets
     }
-    problems: list[str] = []
+    problems: list[Problem] = []
     last = max((i for i, e in enumerate(plan.spd) if e.action is SpdAction.BYPASS), default=-1)
     if last >= ORDERED_SLOTS:
         problems.append(
-            f"SPD bypass entries past position {ORDERED_SLOTS} are not honoured: their "
-            "traffic follows the routes into the TUN"
+            Problem(
+                ProblemKind.PLAN,
+                f"spd[{ORDERED_SLOTS}:]",
+                f"SPD bypass entries past position {ORDERED_SLOTS} are not honoured: their "
+                "traffic follows the routes into the TUN",
+            )
         )
         last = -1
     for i, entry in enumerate(plan.spd[: last + 1]):
@@ -235,8 +246,12 @@ def policy_routing(plan: AgentPlan, own_mark: int | None, ifname: str) -> Policy
         rule = selector_rule(entry, ORDERED_PRIORITY + i, table)
         if rule is None:
             problems.append(
-                f"SPD entry {entry.name!r} ({entry.selector}) cannot be a policy-routing rule: "
-                "its traffic follows the routes into the TUN"
+                Problem(
+                    ProblemKind.PLAN,
+                    entry.name,
+                    f"SPD entry {entry.name!r} ({entry.selector}) cannot be a policy-routing "
+                    "rule: its traffic follows the routes into the TUN",
+                )
             )
             continue
         rules.add(rule)
@@ -260,32 +275,42 @@ class PlanRoutes:
         self.adopted = False
         """Whether what a predecessor left has been looked for (first apply)."""
         self._told_unmarked_bypass = False
+        self._failed: list[Problem] = []
+        """What the kernel refused in the reconcile under way."""
 
-    async def apply(self, plan: AgentPlan) -> None:
+    async def apply(self, plan: AgentPlan) -> list[Problem]:
+        """Bring the device, routes and rules in step with ``plan``; return every problem
+        of :data:`~vpnfleet.agent.sink.PUT_IN_FORCE_KINDS` there is now (empty: all in place)."""
+        found: list[Problem] = []
         try:
             mtu = tunnel_mtu(self.underlay_mtu, translate.esp_overhead(plan))
             await self.routing.link_up(self.ifname, mtu)
         except (OSError, ValueError) as exc:
             log.error("cannot set %s up: %s", self.ifname, exc)
+            found.append(Problem(ProblemKind.TUN, self.ifname, f"cannot set it up: {exc}"))
         want = policy_routing(plan, self.own_mark, self.ifname)
         for problem in want.problems:
-            log.error("%s", problem)
-        if want.unmarked_bypass and not self._told_unmarked_bypass:
-            self._told_unmarked_bypass = True
-            log.error(
-                "SPD bypass entries (%s) need a firewall mark on the agent's sockets: without "
-                "it their traffic follows the routes into %s and is dropped there",
-                ", ".join(want.unmarked_bypass),
-                self.ifname,
+            log.error("%s", problem.message)
+        found += want.problems
+        if want.unmarked_bypass:
+            message = (
+                f"SPD bypass entries ({', '.join(want.unmarked_bypass)}) need a firewall mark "
+                f"on the agent's sockets: without it their traffic follows the routes into "
+                f"{self.ifname} and is dropped there"
             )
+            found.append(Problem(ProblemKind.PLAN, "bypass entries", message))
+            if not self._told_unmarked_bypass:
+                self._told_unmarked_bypass = True
+                log.error("%s", message)
         if not self.adopted:
-            await self._adopt()
-        await self._reconcile(want)
+            found += await self._adopt()
+        found += await self._reconcile(want)
+        return found
 
-    async def remove_all(self) -> None:
-        await self._reconcile(PolicyRouting())
+    async def remove_all(self) -> list[Problem]:
+        return await self._reconcile(PolicyRouting())
 
-    async def _adopt(self) -> None:
+    async def _adopt(self) -> list[Problem]:
         """Take as ours what a predecessor killed before its clean-up left: rules at our
         priorities that look up the main or the tunnel table, and the tunnel table's
         routes without a device or through our TUN. The reconcile that follows keeps
@@ -295,7 +320,13 @@ class PlanRoutes:
             routes = await self.routing.routes(table=TUNNEL_TABLE)
         except (OSError, ValueError) as exc:
             log.error("cannot read the rules and table %d left from before: %s", TUNNEL_TABLE, exc)
-            return
+            return [
+                Problem(
+                    ProblemKind.ROUTE,
+                    f"table {TUNNEL_TABLE}",
+                    f"cannot read the rules and routes left from before: {exc}",
+                )
+            ]
         self.adopted = True
         for rule in rules:
             if rule.priority in OUR_PRIORITIES and rule.table in (MAIN_TABLE, TUNNEL_TABLE):
@@ -314,11 +345,13 @@ class PlanRoutes:
                 len(self.rules),
                 len(self.tun_routes) + len(self.typed_routes),
             )
+        return []
 
-    async def _reconcile(self, want: PolicyRouting) -> None:
+    async def _reconcile(self, want: PolicyRouting) -> list[Problem]:
         """Add first what keeps traffic out of the clear (the own-mark rule before any
         route into the TUN, fallbacks before the routes they back), then remove what the
-        plan no longer wants, in the reverse order."""
+        plan no longer wants, in the reverse order. Returns what the kernel refused."""
+        self._failed = []
         mark_rules = {r for r in want.rules | self.rules if r.fwmark is not None}
         add_rules = want.rules - self.rules
         drop_rules = self.rules - want.rules
@@ -344,6 +377,7 @@ class PlanRoutes:
             await self._do("remove", self._remove_typed, typed)
         for rule in sorted(drop_rules & mark_rules, key=_rule_order):
             await self._do("remove", self._remove_rule, rule)
+        return self._failed
 
     async def _do(
         self,
@@ -354,7 +388,10 @@ class PlanRoutes:
         try:
             await step(item)
         except (OSError, ValueError) as exc:
-            log.error("%s %s: %s", action, _describe(item, self.ifname), exc)
+            what = _describe(item, self.ifname)
+            log.error("%s %s: %s", action, what, exc)
+            kind = ProblemKind.POLICY_RULE if isinstance(item, PolicyRule) else ProblemKind.ROUTE
+            self._failed.append(Problem(kind, what, f"cannot {action} it: {exc}"))
 
     async def _add_rule(self, rule: TunRoute | TypedRoute | PolicyRule) -> None:
         assert isinstance(rule, PolicyRule)

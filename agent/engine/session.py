@@ -4,6 +4,7 @@ timers it runs, and how it reports them for GetStatus."""
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -11,8 +12,9 @@ from ..ike.config import IkeConfig
 from ..ike.ike_sa import IkeSa
 from ..ike.states import IkeSaState
 from ..io.dataplane_model import SaStats
+from ..io.udp import IKE_PORT
 from ..plan import Peer, StartAction
-from ..sink import ChildSaReport, IkeSaReport
+from ..sink import ChildSaReport, IkeSaReport, NatState, Problem, ProblemKind
 from .clock import TimerHandle
 
 BACKOFF_FIRST = 1.0
@@ -34,6 +36,28 @@ class PeerState(enum.Enum):
     RETRY_WAIT = "retry-wait"
     """A failed or dead peer, waiting for its back-off before the next attempt."""
     DELETING = "deleting"
+
+
+def nat_state(sa: IkeSa, peer: Peer) -> NatState:
+    """What NAT detection (RFC 7296 section 2.23) found on ``sa``, apart from what was
+    forced. Our own address rewritten is a NAT for certain, and so is the peer's when
+    the plan says it is behind one or its datagrams come from another address or port
+    than the plan's. The peer's NAT-D hash saying its address was rewritten while its
+    datagrams come from the very address and port the plan knows it by is encapsulation
+    the peer forces (strongSwan's ``encap = yes`` sends a random hash): forced."""
+    nat = sa.nat
+    if nat is None:
+        return NatState.NONE
+    if nat.local_behind_nat:
+        return NatState.DETECTED
+    if nat.remote_behind_nat:
+        if peer.nat.remote_behind_nat or nat.peer_address is None:
+            return NatState.DETECTED
+        host, port = nat.peer_address
+        known = ipaddress.ip_address(host) in peer.remote_addresses
+        in_sight = not known or port != (peer.remote_port or IKE_PORT)
+        return NatState.DETECTED if in_sight else NatState.FORCED
+    return NatState.FORCED if nat.forced else NatState.NONE
 
 
 @dataclass
@@ -81,7 +105,9 @@ class PeerSession:
     last_liveness_at: float = 0.0
     last_error: str = ""
     """Why the IKE SA we initiated, or the one in force, last failed (or why the peer
-    cannot be configured)."""
+    cannot be configured); set through :meth:`note_error`."""
+    last_error_at: float = 0.0
+    """Wall-clock time of the first failure in the run ``last_error`` belongs to."""
     unauthenticated_failures: int = 0
     """IKE SAs the other side started that failed before it authenticated."""
     last_unauthenticated_failure: str = ""
@@ -143,6 +169,22 @@ class PeerSession:
         self.ike_timer = self.child_timer = self.retry_timer = self.activation_timer = None
         self.rekey_retry_timers.clear()
 
+    def note_error(self, reason: str, now: float) -> None:
+        """Record why the peer failed (empty: it came up); ``now`` is wall-clock time."""
+        if not reason:
+            self.last_error, self.last_error_at = "", 0.0
+            return
+        if not self.last_error:
+            self.last_error_at = now
+        self.last_error = reason
+
+    @property
+    def problem(self) -> Problem | None:
+        """An IKE problem while the peer is not up and its last attempt failed."""
+        if self.is_up or not self.last_error:
+            return None
+        return Problem(ProblemKind.IKE, self.name, self.last_error, self.last_error_at)
+
     def report(self, stats: Mapping[tuple[int, str], SaStats]) -> IkeSaReport:
         sa = self.ike
         children: tuple[ChildSaReport, ...] = ()
@@ -200,7 +242,7 @@ class PeerSession:
             local_address=self.local or "",
             remote_address=f"{sa.peer[0]}:{sa.peer[1]}" if sa.peer else "",
             initiator=sa.is_initiator,
-            nat_detected=sa.encap,
+            nat=nat_state(sa, self.peer),
             established_at=self.ike_established_at,
             rekeyed_at=self.ike_rekeyed_at,
             next_rekey_at=self.next_ike_rekey_at,

@@ -71,14 +71,14 @@ class Drop(StrEnum):
     """Why ``decap`` (or the SAD in front of it) dropped a packet."""
 
     TRUNCATED = "truncated"
-    UNKNOWN_SPI = "unknown-spi"
+    UNKNOWN_SPI = "unknown_spi"
     REPLAYED = "replayed"
     STALE = "stale"
     INTEGRITY = "integrity"
-    BAD_PADDING = "bad-padding"
+    BAD_PADDING = "bad_padding"
     DUMMY = "dummy"
-    WRONG_NEXT_HEADER = "wrong-next-header"
-    BAD_INNER_PACKET = "bad-inner-packet"
+    WRONG_NEXT_HEADER = "wrong_next_header"
+    BAD_INNER_PACKET = "bad_inner_packet"
     POLICY = "policy"
     EXPIRED = "expired"
 

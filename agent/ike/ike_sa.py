@@ -352,7 +352,8 @@ class IkeSa:
                 str(self.config.local_id),
                 str(self.remote_identity),
                 self.peer,
-                self.nat.local_behind_nat if self.nat else False,
+                # What we faked counts as ours: the peer believes it (keepalives follow).
+                (self.nat.local_behind_nat or self.nat.forced) if self.nat else False,
                 self.nat.remote_behind_nat if self.nat else False,
                 self.initial_contact and self.role is Role.RESPONDER,
             )

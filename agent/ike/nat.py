@@ -43,11 +43,24 @@ class NatResult:
     local_behind_nat: bool
     """Our address was rewritten on the way (their DESTINATION hash is not ours)."""
     remote_behind_nat: bool
-    """Their address was rewritten (no SOURCE hash matches where the datagram came from)."""
+    """Their address was rewritten (no SOURCE hash matches where the datagram came from).
+    A peer that forces encapsulation sends a random SOURCE hash and looks the same."""
+    peer_address: Address | None = None
+    """Where the peer's IKE_SA_INIT datagram came from (its SOURCE hash was checked
+    against it). Its address being one the peer is known by means no NAT is in sight."""
+    forced: bool = False
+    """We faked our SOURCE hash to force UDP encapsulation (``force_encap``): the peer
+    then believes we are behind a NAT, and both sides use port 4500."""
+
+    @property
+    def detected(self) -> bool:
+        """NAT detection found an address rewritten (what we faked does not count)."""
+        return self.local_behind_nat or self.remote_behind_nat
 
     @property
     def any(self) -> bool:
-        return self.local_behind_nat or self.remote_behind_nat
+        """IKE and ESP move to UDP 4500: a NAT was detected, or we forced it."""
+        return self.detected or self.forced
 
 
 def detect(
@@ -71,4 +84,5 @@ def detect(
     return NatResult(
         local_behind_nat=not any(hmac.compare_digest(ours, d) for d in destinations),
         remote_behind_nat=not any(hmac.compare_digest(theirs, s) for s in sources),
+        peer_address=remote,
     )

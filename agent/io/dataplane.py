@@ -217,9 +217,7 @@ class DataPlane(ChildSaInstall, OutboundPath, InboundPath):
             peer = owner.peer_host if owner is not None else ""
             sas.append(SaStats.of(peer, policy, sa, self.sad.retiring(sa.spi)))
         counters = self.counters.as_dict()
-        return DataPlaneStats(
-            counters, dict(self.inbound_drops), self.sad.counters.unknown_spi, sas
-        )
+        return DataPlaneStats(counters, dict(self.inbound_drops), sas)
 
     # -- outbound: TUN -> ESP ------------------------------------------------------------
 

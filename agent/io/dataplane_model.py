@@ -98,8 +98,7 @@ class SaStats:
 class DataPlaneStats:
     counters: dict[str, int]
     inbound_drops: dict[str, int]
-    """SAD drops by reason (``esp.sa.Drop`` values)."""
-    unknown_spi: int
+    """SAD drops by reason (``esp.sa.Drop`` values; unknown SPIs among them)."""
     sas: list[SaStats] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:

@@ -496,8 +496,9 @@ def status_cmd(
 
     Per host: the plan generation and hash in force against the desired one, and peers
     up; per SA: state, SPIs, algorithms, age, time to the next rekey, bytes and packets
-    each way, replay and integrity drops, last liveness. With --rev the desired plans
-    are those of that revision.
+    each way, replay and integrity drops, last liveness; the problems each agent reports
+    (a route the kernel refused …). With --rev the desired plans are those of that
+    revision.
 
     \b
     Exit code: 0 when every host is in sync with all its tunnels up, 1 bad input;
@@ -506,6 +507,7 @@ def status_cmd(
        4  an agent could not be reached
        8  tunnels down: fewer peers up than the plan in force has
       16  plan only: an agent runs no data plane
+      32  problems: an agent does not do what its plan asks (a route, rule or TUN refused)
     """
     if watch is not None and watch <= 0:
         fail("--watch takes a positive number of seconds")
@@ -608,8 +610,9 @@ def status_renderable(status: FleetStatus, sas: bool) -> Group:
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     for col in FLEET_COLUMNS:
         table.add_column(col)
-    for row in fleet_rows(status):
+    for host, row in zip(status.hosts, fleet_rows(status), strict=True):
         style = "green" if row[1] == "in sync" else "red" if row[1] == "unreachable" else "yellow"
+        style = "red" if host.faults else style
         table.add_row(*row, style=style)
     parts: list[Any] = [headline, table]
     rows = sa_rows(status)

@@ -277,6 +277,7 @@ def test_nat_traversal_is_detected_and_udp_4500_used(tmp_path: Path) -> None:
             assert mine is not None and theirs is not None, status
             assert mine["state"] == theirs["state"] == "established"
             assert mine["nat_detected"] is True and theirs["nat_detected"] is True, (mine, theirs)
+            assert mine["nat"] == theirs["nat"] == "detected", (mine, theirs)
             # n3 talks to its peers' NAT-T port (RFC 3948); they see the router's address.
             assert mine["remote_address"] == f"{hosts[peer]['address']}:4500", mine
             assert theirs["remote_address"].startswith("10.99.3.3:"), theirs
@@ -284,9 +285,12 @@ def test_nat_traversal_is_detected_and_udp_4500_used(tmp_path: Path) -> None:
             [child] = mine["children"]
             assert child["packets_in"] >= 3 and child["packets_out"] >= 3, child
         # n1 and n2 are not translated (n2's force_encap fakes NAT detection, RFC 7296
-        # section 2.23, so nat_detected says nothing there): each sees the other's address.
+        # section 2.23): each sees the other's address, and both say the NAT-T is forced.
         direct = peer_sa(status, "n1", "n2")
         assert direct is not None and direct["remote_address"].startswith("10.99.3.2:"), direct
+        back = peer_sa(status, "n2", "n1")
+        assert back is not None and (direct["nat"], back["nat"]) == ("forced", "forced")
+        assert not direct["nat_detected"] and not back["nat_detected"]
         for peer in ("n1", "n2"):
             sa = peer_sa(status, "n3", peer)
             assert sa is not None and sa["local_address"] != hosts["n3"]["address"], sa

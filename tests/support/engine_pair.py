@@ -11,6 +11,7 @@ from pathlib import Path
 from vpnfleet.agent.convert import plan_from_proto
 from vpnfleet.agent.engine import Engine
 from vpnfleet.agent.engine.clock import ManualScheduler
+from vpnfleet.agent.engine.plan_routes import RouteTable
 from vpnfleet.agent.engine.translate import IkeCredentials
 from vpnfleet.agent.hollow import sample_plan
 from vpnfleet.agent.ike.admission import ResponderLimits
@@ -18,7 +19,9 @@ from vpnfleet.agent.io.memory import Datagram, MemoryEndpoint, MemoryNetwork
 from vpnfleet.agent.io.tun import MemoryTun
 from vpnfleet.agent.io.udp import NATT_PORT
 from vpnfleet.agent.plan import AgentPlan
+from vpnfleet.agent.service import AgentService
 from vpnfleet.agent.sink import EventHub, RekeyOutcome, RekeyTarget, SaEventReport
+from vpnfleet.agent.store import PlanStore
 from vpnfleet.controller import pki
 from vpnfleet.protos import plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
@@ -61,9 +64,11 @@ class Node:
         clock: ManualScheduler,
         host: str,
         limits: ResponderLimits | None = None,
+        routing: RouteTable | None = None,
     ) -> None:
         self.host = host
         self.limits = limits
+        self.routing = routing
         self.address = SITES[host][0]
         self.net = net
         self.clock = clock
@@ -81,6 +86,7 @@ class Node:
             events=self.hub,
             rng=random.Random(7),
             limits=self.limits,
+            routing=self.routing,
         )
 
     async def restart(self) -> None:
@@ -110,11 +116,23 @@ class Node:
         self.engine.dp.process_tun()
 
 
+def agent_service(node: Node, directory: Path) -> AgentService:
+    """The gRPC service over ``node``'s engine, its plans stored in ``directory``."""
+    return AgentService(node.host, PlanStore(directory), node.engine, events=node.hub)
+
+
 class Fleet:
-    def __init__(self, *hosts: str, limits: ResponderLimits | None = None) -> None:
+    def __init__(
+        self,
+        *hosts: str,
+        limits: ResponderLimits | None = None,
+        routing: dict[str, RouteTable] | None = None,
+    ) -> None:
+        """``routing``: the route table of the hosts that have one (a fake of netlink)."""
         self.net = MemoryNetwork()
         self.clock = ManualScheduler()
-        self.nodes = {h: Node(self.net, self.clock, h, limits) for h in hosts}
+        tables = routing or {}
+        self.nodes = {h: Node(self.net, self.clock, h, limits, tables.get(h)) for h in hosts}
 
     def __getitem__(self, host: str) -> Node:
         return self.nodes[host]

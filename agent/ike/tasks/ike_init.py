@@ -6,12 +6,13 @@ for) and COOKIE (section 2.6: retry with the cookie first) on the initiator side
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from ..constants import CertEncoding, ExchangeType, HashAlgorithm, NotifyType, enum_name
 from ..errors import CryptoError, ProtocolError
 from ..message import Message
-from ..nat import NAT_T_PORT, NatResult, detect, nat_notifies
+from ..nat import NAT_T_PORT, detect, nat_notifies
 from ..payloads import CertReqPayload, KePayload, NoncePayload, NotifyPayload, Payload
 from ..proposals import NoProposalChosen, accept_ike, dh_name, select_ike
 from ..sa_payload import SaPayload
@@ -167,7 +168,7 @@ class IkeInit:
                 payloads, self.sa.spi_i, self.sa.spi_r, self.sa.local, self.sa.peer
             )
             if self.sa.nat is not None and self.sa.config.force_encap:
-                self.sa.nat = NatResult(True, self.sa.nat.remote_behind_nat)
+                self.sa.nat = dataclasses.replace(self.sa.nat, forced=True)
             if self.sa.nat is not None and self.sa.nat.any:
                 # Section 2.23: from IKE_AUTH on, talk on port 4500 (with the non-ESP marker).
                 self.sa.peer = (self.sa.peer[0], NAT_T_PORT)
@@ -224,7 +225,7 @@ def respond(sa: IkeSa, message: Message, payloads: list[Payload]) -> tuple[list[
                 sa.spi_i, sa.spi_r, sa.local, sa.peer, fake_source=sa.config.force_encap
             )
             if sa.config.force_encap:
-                sa.nat = NatResult(True, sa.nat.remote_behind_nat)
+                sa.nat = dataclasses.replace(sa.nat, forced=True)
     note_capabilities(sa, payloads)
     if sa.config.certificates is not None:
         # Section 3.7: ask for a certificate from our trust anchors.

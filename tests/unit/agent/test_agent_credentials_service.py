@@ -17,7 +17,14 @@ from vpnfleet.agent.enroll import CredentialFiles, fingerprint, make_csr, new_ke
 from vpnfleet.agent.hollow import sample_plan
 from vpnfleet.agent.plan import AgentPlan
 from vpnfleet.agent.service import AgentService
-from vpnfleet.agent.sink import AdmissionReport, IkeSaReport, RekeyOutcome, RekeyTarget
+from vpnfleet.agent.sink import (
+    AdmissionReport,
+    DropCount,
+    IkeSaReport,
+    Problem,
+    RekeyOutcome,
+    RekeyTarget,
+)
 from vpnfleet.agent.store import PlanStore
 from vpnfleet.controller import pki
 from vpnfleet.protos import agent_pb2, plan_pb2
@@ -68,6 +75,12 @@ class EngineSink:
 
     def admission(self) -> AdmissionReport | None:
         return None
+
+    def problems(self) -> Sequence[Problem]:
+        return ()
+
+    def drops(self) -> Sequence[DropCount]:
+        return ()
 
     async def rekey(self, peers: Sequence[str], target: RekeyTarget) -> list[RekeyOutcome]:
         return []

@@ -28,8 +28,14 @@ from vpnfleet.agent.sink import (
     AdmissionLimitReport,
     AdmissionReport,
     ChildSaReport,
+    DropCount,
+    DropLayer,
+    DropReason,
     EventHub,
     IkeSaReport,
+    NatState,
+    Problem,
+    ProblemKind,
     RekeyOutcome,
     RekeyTarget,
     SaEventReport,
@@ -47,6 +53,8 @@ class FakePlan:
 @dataclass
 class FakeSink:
     reports: list[IkeSaReport] = field(default_factory=list)
+    found: list[Problem] = field(default_factory=list)
+    dropped: list[DropCount] = field(default_factory=list)
 
     @property
     def data_plane(self) -> bool:
@@ -75,6 +83,12 @@ class FakeSink:
             ),
         )
 
+    def problems(self) -> Sequence[Problem]:
+        return self.found
+
+    def drops(self) -> Sequence[DropCount]:
+        return self.dropped
+
     async def rekey(self, peers: Sequence[str], target: RekeyTarget) -> list[RekeyOutcome]:
         return []
 
@@ -85,7 +99,7 @@ def two_sas() -> list[IkeSaReport]:
         state="established",
         spi_i=1,
         spi_r=2,
-        nat_detected=True,
+        nat=NatState.DETECTED,
         established_at=NOW - 120,
         last_liveness_at=NOW - 7,
         unauthenticated_failures=9,
@@ -112,8 +126,7 @@ def dp_stats() -> DataPlaneStats:
     out = SaStats("b", 0x5678, "out", "10.0.0.2", "tunnel", {"packets_out": 20})
     return DataPlaneStats(
         counters={"tun_rx": 21, "discarded": 2},
-        inbound_drops={"replay": 3, "integrity": 4},
-        unknown_spi=6,
+        inbound_drops={"replayed": 3, "integrity": 4},
         sas=[sa, out],
     )
 
@@ -153,7 +166,20 @@ def test_collector_two_sas() -> None:
     tally.count("child_rekeyed", "b")
     tally.count("ike_rekeyed", "b")
     tally.count("child_up", "b")  # not a rekey: not counted
-    text = generate_latest(agent_registry(sources(FakeSink(two_sas()), tally))).decode()
+    sink = FakeSink(two_sas())
+    sink.found = [
+        Problem(ProblemKind.ROUTE, "route 10.0.0.0/24 via vpnfleet0", "cannot add it: EEXIST"),
+        Problem(ProblemKind.ROUTE, "route 10.1.0.0/24 via vpnfleet0", "cannot add it: EEXIST"),
+        Problem(ProblemKind.IKE, "c", "timeout"),
+    ]
+    sink.dropped = [
+        DropCount(DropLayer.ESP, DropReason.UNKNOWN_SPI, 6),
+        DropCount(DropLayer.ESP, DropReason.INTEGRITY, 4),
+        DropCount(DropLayer.UDP, DropReason.SHORT, 2),
+        DropCount(DropLayer.RAW_ESP, DropReason.MALFORMED, 1),
+        DropCount(DropLayer.IKE_SA, DropReason.REJECTED, 5),
+    ]
+    text = generate_latest(agent_registry(sources(sink, tally))).decode()
     got = samples(text)
     assert value(got, "vpnfleet_agent_build_info", host="a1", version="9.9.9") == 1
     assert value(got, "vpnfleet_agent_plan_generation") == 7
@@ -163,6 +189,13 @@ def test_collector_two_sas() -> None:
     assert value(got, "vpnfleet_ike_sa_state", peer="b", state="established") == 1
     assert value(got, "vpnfleet_ike_sa_state", peer="c", state="connecting") == 1
     assert value(got, "vpnfleet_ike_sa_nat_detected", peer="b") == 1
+    assert value(got, "vpnfleet_ike_sa_nat", peer="b", nat="detected") == 1
+    assert value(got, "vpnfleet_agent_problems", kind="route") == 2
+    assert value(got, "vpnfleet_agent_problems", kind="ike") == 1
+    assert value(got, "vpnfleet_agent_problems", kind="tun") == 0
+    assert value(got, "vpnfleet_socket_drops_total", socket="udp", reason="short") == 2
+    assert value(got, "vpnfleet_socket_drops_total", socket="raw_esp", reason="malformed") == 1
+    assert value(got, "vpnfleet_ike_sa_rejected_messages_total") == 5
     assert value(got, "vpnfleet_ike_sa_age_seconds", peer="b") == 120
     assert value(got, "vpnfleet_ike_sa_last_liveness_seconds", peer="b") == 7
     assert value(got, "vpnfleet_ike_unauthenticated_failures_total", peer="b") == 9

@@ -19,6 +19,7 @@ import logging
 
 import pytest
 
+from tests.support.recording_routes import Call, RecordingRoutes
 from vpnfleet.agent.convert import plan_from_proto
 from vpnfleet.agent.engine.plan_routes import (
     FALLBACK_METRIC,
@@ -35,71 +36,13 @@ from vpnfleet.agent.engine.plan_routes import (
 )
 from vpnfleet.agent.hollow import sample_plan
 from vpnfleet.agent.io.policy_rules import PolicyRule
-from vpnfleet.agent.io.routes import RouteEntry, RouteError
+from vpnfleet.agent.io.routes import RouteEntry
 from vpnfleet.agent.plan import AgentPlan, SpdAction, SpdEntry, TrafficSelector
 from vpnfleet.protos import plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
 
 MARK = 0x4500
 TUN = "tun-a"
-Call = tuple[object, ...]
-
-
-class RecordingRoutes:
-    """Records every request; ``fail`` names methods that raise as netlink would;
-    ``present_rules`` and ``present_routes`` are what a dump finds."""
-
-    def __init__(self) -> None:
-        self.calls: list[Call] = []
-        self.fail: set[str] = set()
-        self.present_rules: list[PolicyRule] = []
-        self.present_routes: list[RouteEntry] = []
-
-    def _record(self, name: str, *args: object) -> None:
-        self.calls.append((name, *args))
-        if name in self.fail:
-            raise RouteError(1, f"{name}: EPERM Operation not permitted")
-
-    async def link_up(self, ifname: str, mtu: int | None = None) -> None:
-        self._record("link_up", ifname, mtu)
-
-    async def add_route(
-        self, prefix: str, ifname: str, *, table: int | None = None, source: str | None = None
-    ) -> None:
-        self._record("add_route", prefix, ifname, table, source)
-
-    async def remove_route(self, prefix: str, ifname: str, *, table: int | None = None) -> None:
-        self._record("remove_route", prefix, ifname, table)
-
-    async def add_typed_route(
-        self, prefix: str, kind: str, *, table: int | None = None, metric: int | None = None
-    ) -> None:
-        self._record("add_typed_route", prefix, kind, table, metric)
-
-    async def remove_typed_route(
-        self, prefix: str, kind: str, *, table: int | None = None, metric: int | None = None
-    ) -> None:
-        self._record("remove_typed_route", prefix, kind, table, metric)
-
-    async def routes(
-        self, *, table: int | None = None, ifname: str | None = None
-    ) -> list[RouteEntry]:
-        self._record("routes", table)
-        return [r for r in self.present_routes if r.table == (table or MAIN_TABLE)]
-
-    async def add_rule(self, rule: PolicyRule) -> None:
-        self._record("add_rule", str(rule))
-
-    async def remove_rule(self, rule: PolicyRule) -> None:
-        self._record("remove_rule", str(rule))
-
-    async def rules(self) -> list[PolicyRule]:
-        self._record("rules")
-        return list(self.present_rules)
-
-    def take(self) -> list[Call]:
-        calls, self.calls = self.calls, []
-        return [c for c in calls if c[0] not in ("link_up", "rules", "routes")]
 
 
 def plan(mode: int = plan_pb2.MODE_TUNNEL, address: str = "192.0.2.1") -> AgentPlan:
@@ -305,7 +248,8 @@ def test_a_bypass_a_rule_cannot_say_exactly_is_left_out_and_said() -> None:
     assert selector_rule(echo, 1, MAIN_TABLE) is None
     want = policy_routing(site_plan(echo, PROTECT_B), MARK, TUN)
     assert not [r for r in want.rules if ORDERED_PRIORITY <= r.priority < TUNNEL_PRIORITY]
-    assert len(want.problems) == 1 and "'ping'" in want.problems[0]
+    assert len(want.problems) == 1 and "'ping'" in want.problems[0].message
+    assert want.problems[0].subject == "ping"
     # A protect entry before a bypass gets the wider rule: the data plane checks the rest.
     icmp = entry("icmp", SpdAction.PROTECT, "10.1.1.0/24", "10.1.2.0/24", 1, (8, 8), (0, 0))
     rule = selector_rule(icmp, 7, TUNNEL_TABLE)

@@ -4,14 +4,16 @@ differences applied without disturbing untouched peers."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from tests.support.engine_pair import Fleet, behind_nat, node_plan, udp4
+from tests.support.engine_pair import Fleet, agent_service, behind_nat, node_plan, udp4
+from vpnfleet.agent import convert
 from vpnfleet.agent.io.memory import nat_translate
 from vpnfleet.agent.plan import AuthMethod
-from vpnfleet.agent.sink import RekeyTarget
-from vpnfleet.protos import plan_pb2
+from vpnfleet.agent.sink import IkeSaReport, NatState, RekeyTarget
+from vpnfleet.protos import agent_pb2, plan_pb2
 
 
 @pytest.fixture
@@ -206,7 +208,7 @@ async def test_garbage_is_counted_and_dropped(ab: Fleet) -> None:
     assert a.engine.endpoint is not None
     assert a.engine.endpoint.counters.rx_short == 1
     assert a.engine.counters["ike_unknown_spi"] + a.engine.counters["ike_malformed"] == 2
-    assert a.engine.dp is not None and a.engine.dp.stats().unknown_spi == 1
+    assert a.engine.dp is not None and a.engine.dp.stats().inbound_drops.get("unknown_spi", 0) == 1
     # The tunnel does not notice.
     packet = udp4("10.1.0.5", "10.2.0.7")
     a.send(packet)
@@ -285,7 +287,7 @@ async def test_behind_a_nat_ike_and_esp_move_to_udp_4500() -> None:
     assert a.engine.peers_up() == 1 and b.engine.peers_up() == 1
     (ike_a,) = a.engine.ike_sas()
     (ike_b,) = b.engine.ike_sas()
-    assert ike_a.nat_detected and ike_b.nat_detected
+    assert ike_a.nat is NatState.DETECTED and ike_b.nat is NatState.DETECTED
     assert ike_a.remote_address == "192.0.2.2:4500"
     assert ike_b.remote_address.startswith("198.51.100.1:")  # the NAT's mapping
     assert "NAT detected" in a.events("ike_up")[0].detail
@@ -295,6 +297,45 @@ async def test_behind_a_nat_ike_and_esp_move_to_udp_4500() -> None:
     b.send(reply)
     fleet.pump()
     assert b.tun.delivered == [packet] and a.tun.delivered == [reply]
+
+
+def force_encap(msg: plan_pb2.NodePlan) -> None:
+    for peer in msg.peers:
+        peer.nat.force_encap = True
+
+
+async def test_forced_encapsulation_without_a_nat_is_reported_forced_not_detected(
+    tmp_path: Path,
+) -> None:
+    """RFC 7296 section 2.23: a forces UDP 4500 by faking its NAT-D source hash (what
+    strongSwan's encap = yes does). No NAT is on the way: a reports what it forced, and b
+    -- which sees a random hash from the address its plan knows a by -- reports the
+    peer's forcing too, not a NAT."""
+    fleet = Fleet("a", "b")
+    await fleet.start()
+    await fleet.mesh(a=force_encap)
+    a, b = fleet["a"], fleet["b"]
+    assert a.engine.peers_up() == 1 and b.engine.peers_up() == 1
+    (ike_a,) = a.engine.ike_sas()
+    (ike_b,) = b.engine.ike_sas()
+    assert ike_a.remote_address == "192.0.2.2:4500"  # forced: UDP 4500 all the same
+    assert (ike_a.nat, ike_b.nat) == (NatState.FORCED, NatState.FORCED)
+    assert "NAT detected" not in a.events("ike_up")[0].detail
+    assert "forced" in a.events("ike_up")[0].detail
+    status = agent_service(a, tmp_path).status()
+    assert status.ike_sas[0].nat == agent_pb2.IkeSaStatus.FORCED
+    assert not status.ike_sas[0].nat_detected
+
+
+def test_a_peer_without_an_ike_sa_has_no_nat_to_tell() -> None:
+    msg = convert.ike_sa_to_proto(IkeSaReport(peer="b", state="retry-wait"))
+    assert msg.nat == agent_pb2.IkeSaStatus.NAT_UNSPECIFIED and not msg.nat_detected
+
+
+async def test_without_nat_or_forcing_nat_is_none(ab: Fleet) -> None:
+    for node in (ab["a"], ab["b"]):
+        (ike,) = node.engine.ike_sas()
+        assert ike.nat is NatState.NONE and ike.remote_address.endswith(":500")
 
 
 async def test_restarted_responder_does_not_wait_for_the_peers_liveness_check(ab: Fleet) -> None:

@@ -136,7 +136,7 @@ def test_garbage_datagrams_are_counted_and_nothing_raises(pair: Pair) -> None:
         sender.send_raw(data, (HOST_B, 4500))
     pair.net.pump()
     stats = pair.b.dp.stats()
-    assert stats.inbound_drops == {"unknown-spi": 1, "truncated": 1, "integrity": 1, "replayed": 1}
+    assert stats.inbound_drops == {"unknown_spi": 1, "truncated": 1, "integrity": 1, "replayed": 1}
     assert stats.counters["esp_rx_dropped"] == 4
     assert stats.counters["tun_tx"] == 1
     assert stats.counters["internal_errors"] == 0

@@ -73,7 +73,7 @@ def test_rekey_make_before_break_loses_nothing_in_flight() -> None:
     sealed = old_a_out.encap(straggler, 4, pair.clock.now)
     assert sealed is not None
     pair.b.dp.receive_esp(sealed, ("192.0.2.1", 4500))
-    assert pair.b.dp.stats().inbound_drops == {"unknown-spi": 1}
+    assert pair.b.dp.stats().inbound_drops == {"unknown_spi": 1}
 
 
 def test_activate_without_a_waiting_sa_is_refused() -> None:
