@@ -22,12 +22,14 @@ from ..ike.events import (
     IkeSaEstablished,
     IkeSaFailed,
     IkeSaRekeyed,
+    LivenessAnswered,
     PeerErrorNotify,
 )
 from ..ike.ike_sa import IkeSa
 from ..ike.states import IkeSaState
 from ..io.udp import Address
 from .child_sas import ChildSaInstallation
+from .rekey import LIVENESS_ANSWERED
 from .session import PeerSession, PeerState
 from .untrusted import printable
 
@@ -83,6 +85,8 @@ class SaLifecycle(ChildSaInstallation):
             self._on_ike_gone(sa, session, event.reason, failed=False)
         elif isinstance(event, PeerErrorNotify):
             self._publish("peer_error", session.name, event.reason)
+        elif isinstance(event, LivenessAnswered):
+            self._resolve_waiters(session.name, "liveness", LIVENESS_ANSWERED)
 
     def _on_ike_up(self, sa: IkeSa, session: PeerSession, event: IkeSaEstablished) -> None:
         if self.keylog is not None:
@@ -187,7 +191,7 @@ class SaLifecycle(ChildSaInstallation):
         dead = reason.startswith("peer dead")
         kind = "ike_failed" if failed else "peer_dead" if dead else "ike_down"
         self._publish(kind, session.name, reason)
-        for key in ((session.name, "ike"), (session.name, "child")):
+        for key in ((session.name, "ike"), (session.name, "child"), (session.name, "liveness")):
             self._resolve_waiters(*key, f"IKE SA gone: {reason}", ok=False)
         if failed or dead or reason != "deleted by peer":
             self._schedule_retry(session, reason)

@@ -1,8 +1,10 @@
-"""Rekey timers and the Rekey call (mixed into the Engine).
+"""Rekey timers, and the calls that start an exchange now and wait for its end: Rekey
+and CheckLiveness (mixed into the Engine).
 
 IKE and child SAs are rekeyed before they expire, at a jittered point (RFC 7296 section
 2.8), and on request (Rekey, which waits for the exchange to end). A rekey that cannot
-start yet (another exchange in flight) is tried again shortly.
+start yet (another exchange in flight) is tried again shortly. A liveness check on
+request is the dead-peer check of section 1.4 sent at once.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable, Sequence
 from ..ike.errors import LocalError
 from ..ike.ike_sa import IkeSa
 from ..ike.states import IkeSaState
-from ..sink import RekeyOutcome, RekeyTarget
+from ..sink import LivenessOutcome, RekeyOutcome, RekeyTarget
 from .clock import Scheduler
 from .session import PeerSession
 
@@ -23,6 +25,9 @@ log = logging.getLogger(__name__)
 
 REKEY_WAIT = 15.0
 """Seconds a Rekey call waits for the exchange to finish before answering."""
+
+LIVENESS_ANSWERED = "answered"
+"""What a liveness check's waiter is resolved with when the peer answered."""
 
 
 class RekeyScheduling:
@@ -133,9 +138,63 @@ class RekeyScheduling:
         ok = not any(d.startswith("failed:") for d in details)
         return RekeyOutcome(name, ok, "; ".join(details))
 
+    async def check_liveness(self, peers: Sequence[str], wait: float) -> list[LivenessOutcome]:
+        """Send an empty INFORMATIONAL request (RFC 7296 section 1.4) on the IKE SA in
+        force with each of ``peers`` now, and report which answered within ``wait``
+        seconds. A check already in flight (the periodic one) is waited for instead."""
+        loop = asyncio.get_running_loop()
+        asked: dict[str, asyncio.Future[str]] = {}
+        answered_at: dict[str, float] = {}
+        refused: dict[str, str] = {}
+        started = self.now()
+        for name in peers:
+            session = self.sessions.get(name)
+            refusal = self._not_rekeyable(session)
+            if refusal is not None or session is None or session.ike is None:
+                refused[name] = refusal or "peer is not up"
+                continue
+            fut: asyncio.Future[str] = loop.create_future()
+            fut.add_done_callback(self._noting(answered_at, name))
+            self._waiters.setdefault((name, "liveness"), []).append(fut)
+            try:
+                session.ike.check_liveness(self.now())
+            except LocalError as exc:
+                refused[name] = str(exc)
+                fut.cancel()
+                continue
+            asked[name] = fut
+            self._service(session.ike)
+        if asked:
+            await asyncio.wait(asked.values(), timeout=wait)
+            await asyncio.sleep(0)  # let the done callbacks note the time
+        out = []
+        for name in peers:
+            waiter = asked.get(name)
+            if waiter is None:
+                out.append(LivenessOutcome(name, False, refused[name]))
+            elif not waiter.done():
+                waiter.cancel()
+                out.append(LivenessOutcome(name, False, f"no answer within {wait:g} s"))
+            elif waiter.cancelled() or waiter.result() != LIVENESS_ANSWERED:
+                detail = "engine stopped" if waiter.cancelled() else waiter.result()
+                out.append(LivenessOutcome(name, False, detail))
+            else:
+                rtt = max(0.0, answered_at.get(name, started) - started)
+                out.append(LivenessOutcome(name, True, round_trip=rtt))
+        return out
+
+    def _noting(self, times: dict[str, float], name: str) -> Callable[[asyncio.Future[str]], None]:
+        """A done callback that notes when ``name``'s waiter was resolved."""
+
+        def note(_: asyncio.Future[str]) -> None:
+            times.setdefault(name, self.now())
+
+        return note
+
     @staticmethod
     def _not_rekeyable(session: PeerSession | None) -> str | None:
-        """Why a Rekey of this peer cannot start, None when it can."""
+        """Why a Rekey or a liveness check of this peer cannot start (no tunnel up),
+        None when it can."""
         if session is None:
             return "peer is not up (not in the plan in force)"
         sa = session.ike

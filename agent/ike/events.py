@@ -145,6 +145,12 @@ class PeerErrorNotify:
     reason: str
 
 
+@dataclass(frozen=True)
+class LivenessAnswered:
+    """The peer answered our liveness check (an empty INFORMATIONAL request, section
+    1.4) with an authenticated response: it holds this IKE SA and reaches us."""
+
+
 IkeEvent = (
     IkeSaEstablished
     | IkeSaFailed
@@ -155,4 +161,5 @@ IkeEvent = (
     | IkeSaRekeyed
     | IkeSaDeleted
     | PeerErrorNotify
+    | LivenessAnswered
 )
