@@ -165,11 +165,6 @@ def idle_peers(earlier: HostStatus | None, later: HostStatus) -> list[str]:
     ]
 
 
-def traffic_moved(earlier: HostStatus | None, later: HostStatus) -> bool:
-    """Whether every tunnel of ``later`` carried ESP packets since ``earlier``."""
-    return bool(_packets(later)) and not idle_peers(earlier, later)
-
-
 TRAFFIC_HINT = (
     "; a fleet can be idle, but its peers must answer liveness checks: "
     "--no-health-traffic leaves traffic and liveness out of the gate"
