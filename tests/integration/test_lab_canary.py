@@ -42,3 +42,34 @@ def test_canary_on_an_idle_lab_passes_by_liveness(mesh: tuple[LabRun, dict[str, 
         assert sa["state"] == "established", (host, sa)
         # Still the first proposal: the change was harmless.
         assert [c["proposal"] for c in sa["children"]] == ["aes256gcm16"], (host, sa)
+
+
+def test_failed_batch_rolls_back_every_host_the_run_changed(
+    mesh: tuple[LabRun, dict[str, Any]],
+) -> None:
+    """The canary passes, the next batch fails (a3's agent is asked on a port where
+    nothing listens): a1, the canary, goes back to the committed plans with the failing
+    batch, so no host is left on the new plans while the rest run the old ones."""
+    lab, _ = mesh
+    commit_inventory(lab)
+    path = lab.inventory / "group_vars" / "all.yaml"
+    text = path.read_text()
+    path.write_text(text.replace("dpd_delay: 30s", "dpd_delay: 20s"))
+    (lab.inventory / "host_vars").mkdir()
+    (lab.inventory / "host_vars" / "a3.yaml").write_text("agent_port: 9\n")
+
+    code, result = run_json(
+        lab, "apply", "--canary", "1", "--serial", "2", "--health-timeout", "20"
+    )
+    assert code == 2, result
+    assert result["batches"] == [["a1"], ["a2", "a3"], ["a4"]]
+    assert result["regression"].startswith("batch 1 (a2, a3): apply failed: a3: unreachable"), (
+        result
+    )
+    # Rolled back to the committed revision, whose plans say where a3's agent listens.
+    assert result["rolled_back"] == ["a1", "a2", "a3"], result
+    assert result["rollback_failed"] == [], result
+    path.write_text(text)
+    (lab.inventory / "host_vars" / "a3.yaml").unlink()
+    status = fleet_status(lab)
+    assert status["all_in_sync"], status  # every host runs the committed plan
