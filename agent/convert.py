@@ -47,6 +47,7 @@ from .sink import (
     AdmissionReport,
     DropCount,
     IkeSaReport,
+    LivenessOutcome,
     NatState,
     Problem,
     RekeyOutcome,
@@ -645,4 +646,20 @@ def rekey_target_from_proto(target: int) -> RekeyTarget:
 def rekey_results_to_proto(results: Iterable[RekeyOutcome]) -> agent_pb2.RekeyResponse:
     return agent_pb2.RekeyResponse(
         results=[agent_pb2.RekeyResult(peer=r.peer, ok=r.ok, detail=r.detail) for r in results]
+    )
+
+
+def liveness_results_to_proto(
+    results: Iterable[LivenessOutcome],
+) -> agent_pb2.CheckLivenessResponse:
+    return agent_pb2.CheckLivenessResponse(
+        results=[
+            agent_pb2.LivenessResult(
+                peer=r.peer,
+                answered=r.answered,
+                round_trip_seconds=r.round_trip,
+                detail=r.detail,
+            )
+            for r in results
+        ]
     )

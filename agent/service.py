@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WATCH_INTERVAL = 5.0
 MIN_WATCH_INTERVAL = 0.1
+LIVENESS_WAIT = 5.0
+"""Seconds CheckLiveness waits for the answers when the request names no wait."""
+LIVENESS_WAIT_MAX = 30.0
 
 
 def agent_version() -> str:
@@ -254,7 +257,15 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     async def Rekey(
         self, request: agent_pb2.RekeyRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.RekeyResponse:
-        pattern = request.peer_pattern or "*"
+        chosen = await self._peers_matching(request.peer_pattern, context)
+        target = convert.rekey_target_from_proto(request.target)
+        results = await self.sink.rekey(chosen, target)
+        return convert.rekey_results_to_proto(results)
+
+    async def _peers_matching(self, pattern: str, context: grpc.aio.ServicerContext) -> list[str]:
+        """The plan's peers whose names match ``pattern`` (all when empty); NOT_FOUND when
+        none does."""
+        pattern = pattern or "*"
         names = [p.name for p in (self.plan.peers if self.plan else ())]
         chosen = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
         if not chosen:
@@ -262,9 +273,20 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                 grpc.StatusCode.NOT_FOUND,
                 f"no peer matches {pattern!r} (the plan in force has {len(names)} peers)",
             )
-        target = convert.rekey_target_from_proto(request.target)
-        results = await self.sink.rekey(chosen, target)
-        return convert.rekey_results_to_proto(results)
+        return chosen
+
+    async def CheckLiveness(
+        self, request: agent_pb2.CheckLivenessRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.CheckLivenessResponse:
+        chosen = await self._peers_matching(request.peer_pattern, context)
+        wait = request.wait_seconds or LIVENESS_WAIT
+        if not 0 < wait <= LIVENESS_WAIT_MAX:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"wait_seconds must be above 0 and at most {LIVENESS_WAIT_MAX:g}, not {wait:g}",
+            )
+        results = await self.sink.check_liveness(chosen, wait)
+        return convert.liveness_results_to_proto(results)
 
     # -- credential rotation -------------------------------------------------------------
 

@@ -241,6 +241,18 @@ class RekeyOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class LivenessOutcome:
+    """One peer's answer to a liveness check asked for now (CheckLiveness)."""
+
+    peer: str
+    answered: bool
+    detail: str = ""
+    """Why not, when not answered."""
+    round_trip: float = 0.0
+    """Seconds from the request to its authenticated answer."""
+
+
+@dataclass(frozen=True, slots=True)
 class SaEventReport:
     """An event for WatchStatus: ``kind`` is "plan_applied", "ike_up", "child_rekeyed" …"""
 
@@ -279,6 +291,10 @@ class PlanSink(Protocol):
         """Input dropped before it reached an SA's payload, by layer and reason."""
 
     async def rekey(self, peers: Sequence[str], target: RekeyTarget) -> list[RekeyOutcome]: ...
+
+    async def check_liveness(self, peers: Sequence[str], wait: float) -> list[LivenessOutcome]:
+        """Check now that each of ``peers`` answers on its IKE SA in force (RFC 7296
+        section 1.4); wait up to ``wait`` seconds for the answers."""
 
 
 @dataclass(slots=True)
@@ -325,6 +341,9 @@ class PlanOnlySink:
 
     async def rekey(self, peers: Sequence[str], target: RekeyTarget) -> list[RekeyOutcome]:
         return [RekeyOutcome(p, False, "no data plane in this agent") for p in peers]
+
+    async def check_liveness(self, peers: Sequence[str], wait: float) -> list[LivenessOutcome]:
+        return [LivenessOutcome(p, False, "no data plane in this agent") for p in peers]
 
 
 class EventHub:

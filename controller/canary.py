@@ -6,8 +6,10 @@ controller polls GetStatus on that batch's hosts until every one of them passes 
 health gate (see :mod:`health` for what the gate asks).
 
 A failed push, an authentication failure, or a gate still not passed at the timeout is a
-regression: the batch's hosts get their previous plans back (those compiled from the
-previous revision) and the run stops with the reason; later batches are not attempted.
+regression: every host the run pushed to — the failing batch, the batches that passed
+before it and the canary — gets its previous plan back (compiled from the previous
+revision, ``--rollback-rev``), so that the fleet ends on one revision, and the run stops
+with the reason; later batches are not attempted.
 
 Pair changes (see :mod:`staging`) are rolled out by :func:`run_staged`: each of the
 three steps goes through the same batches and gates, and a batch is done only once the
@@ -16,14 +18,14 @@ old SAs until then, so the gate alone could pass on them). The canary and the ga
 thus apply to each step; a regression takes every host the run touched back through the
 steps already done to the previous plans, not only the failing batch.
 
-Agents are reached through :class:`FleetAccess`, so tests drive this module with fakes
+Agents are reached through :class:`GateAccess`, so tests drive this module with fakes
 and a fake clock instead of agents and sleeps.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .health import (
@@ -32,11 +34,11 @@ from .health import (
     CanaryError,
     Clock,
     FleetAccess,
+    GateAccess,
     HealthGate,
     Report,
     auth_failures,
     ike_times,
-    traffic_moved,
     unhealthy,
     wait_healthy,
     wait_reestablished,
@@ -55,27 +57,15 @@ __all__ = [
     "CanaryError",
     "Clock",
     "FleetAccess",
+    "GateAccess",
     "HealthGate",
     "Report",
     "auth_failures",
     "ike_times",
-    "traffic_moved",
     "unhealthy",
     "wait_healthy",
     "wait_reestablished",
 ]  # re-exported
-
-
-def subset(fleet: CompiledFleet, hosts: Iterable[str]) -> CompiledFleet:
-    """The same compile restricted to ``hosts`` (messages stay shared, so cached)."""
-    names = list(hosts)
-    return CompiledFleet(
-        fleet.inventory,
-        names,
-        {h: fleet.plans[h] for h in names},
-        fleet.messages,
-        {h: fleet.endpoints[h] for h in names},
-    )
 
 
 @dataclass(slots=True)
@@ -142,7 +132,7 @@ def canary_batches(hosts: Sequence[str], canary: int, serial: Sequence[str]) -> 
 async def run_canary(
     fleet: CompiledFleet,
     previous: CompiledFleet,
-    access: FleetAccess,
+    access: GateAccess,
     *,
     canary: int,
     serial: Sequence[str] = (),
@@ -151,8 +141,9 @@ async def run_canary(
     report: Report | None = None,
     staging: Staging | None = None,
 ) -> CanaryResult:
-    """Roll ``fleet`` out batch by batch behind health gates; on a regression, give the
-    batch's hosts their plans from ``previous`` back and stop.
+    """Roll ``fleet`` out batch by batch behind health gates; on a regression, give every
+    host pushed to so far (the canary and earlier batches too) its plan from
+    ``previous`` back and stop.
 
     With a ``staging`` that stages pair changes, each of its steps is rolled out this
     way in turn (see :func:`run_staged`)."""
@@ -169,16 +160,17 @@ async def run_canary(
             clock=clock,
             report=report,
         )
-    missing = [h for h in fleet.selected if h not in previous.plans]
     out = CanaryResult(batches=canary_batches(fleet.selected, canary, serial), staging=staging)
+    touched: list[str] = []
     for index, batch in enumerate(out.batches):
-        part = subset(fleet, batch)
+        part = fleet.subset(batch)
         label = "canary" if index == 0 else f"batch {index}"
         if report:
             report(f"{label}: applying to {', '.join(batch)}")
         before = await access.observe(part)
         pushed = await access.push(part)
         out.result.extend(pushed)
+        touched += batch
         bad = [f"{r.host}: {r.outcome.value} {r.error}".rstrip() for r in pushed if r.failed]
         bad += [f"{r.host}: unreachable {r.error}".rstrip() for r in pushed if r.unreachable]
         reason = "apply failed: " + "; ".join(bad) if bad else ""
@@ -191,15 +183,7 @@ async def run_canary(
         out.regression = f"{label} ({', '.join(batch)}): {reason}"
         if report:
             report(f"{label}: REGRESSION, rolling back: {reason}")
-        back = [h for h in batch if h not in missing]
-        out.rollback_failed = [f"{h}: no previous plan" for h in batch if h in missing]
-        if back:
-            undone = await access.push(subset(previous, back))
-            for r in undone:
-                if r.failed or r.unreachable:
-                    out.rollback_failed.append(f"{r.host}: {r.outcome.value} {r.error}".rstrip())
-                else:
-                    out.rolled_back.append(r.host)
+        await _restore(access, previous, touched, out, report)
         for rest in out.batches[index + 1 :]:
             out.result.extend(
                 HostResult(h, Outcome.SKIPPED, error="not attempted: " + out.regression)
@@ -256,7 +240,7 @@ def _merged(host: str, results: Sequence[HostResult]) -> HostResult:
 
 
 async def _push_batch(
-    access: FleetAccess,
+    access: GateAccess,
     part: CompiledFleet,
     tunnels: Sequence[tuple[str, str]],
     gate: HealthGate,
@@ -315,27 +299,47 @@ async def _walk_back(
     for index in range(len(fleets) - 1, -1, -1):
         if report:
             report(f"rollback: back to step {index + 1} on {', '.join(touched)}")
-        for r in await access.push(subset(fleets[index], touched)):
+        for r in await access.push(fleets[index].subset(touched)):
             if r.failed or r.unreachable:
                 out.rollback_failed.append(
                     f"{r.host}: step {index + 1}: {r.outcome.value} {r.error}".rstrip()
                 )
+    await _restore(access, previous, touched, out, report)
+
+
+async def _restore(
+    access: FleetAccess,
+    previous: CompiledFleet,
+    touched: Sequence[str],
+    out: CanaryResult,
+    report: Report | None,
+) -> None:
+    """Push the plans of ``previous`` to every ``touched`` host at once, so that the whole
+    run ends on one revision, and say per host how it went."""
     back = [h for h in touched if h in previous.plans]
-    out.rollback_failed += [f"{h}: no previous plan" for h in touched if h not in previous.plans]
-    if report and back:
-        report(f"rollback: previous plans on {', '.join(back)}")
-    if back:
-        for r in await access.push(subset(previous, back)):
-            if r.failed or r.unreachable:
-                out.rollback_failed.append(f"{r.host}: {r.outcome.value} {r.error}".rstrip())
-            else:
-                out.rolled_back.append(r.host)
+    for h in touched:
+        if h not in previous.plans:
+            out.rollback_failed.append(f"{h}: no previous plan")
+            if report:
+                report(f"rollback: {h}: no previous plan (the host is new)")
+    if not back:
+        return
+    for r in await access.push(previous.subset(back)):
+        if r.failed or r.unreachable:
+            line = f"{r.host}: {r.outcome.value} {r.error}".rstrip()
+            out.rollback_failed.append(line)
+            if report:
+                report(f"rollback: {line}")
+        else:
+            out.rolled_back.append(r.host)
+            if report:
+                report(f"rollback: {r.host}: previous plan in force")
 
 
 async def run_staged(
     fleet: CompiledFleet,
     previous: CompiledFleet,
-    access: FleetAccess,
+    access: GateAccess,
     staging: Staging,
     plan: Sequence[Sequence[str]],
     *,
@@ -380,7 +384,7 @@ async def run_staged(
                 report(f"{label}: applying to {', '.join(batch)}")
             tunnels = _initiated(staging, part_of.plans, earlier.plans, batch)
             pushed, reason = await _push_batch(
-                access, subset(part_of, batch), tunnels, gate, clock, report
+                access, part_of.subset(batch), tunnels, gate, clock, report
             )
             result.result.extend(pushed)
             touched += [h for h in batch if h not in touched]

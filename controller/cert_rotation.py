@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from . import operations, pki
-from .canary import AgentAccess, Clock, FleetAccess, subset
+from .canary import AgentAccess, Clock, FleetAccess
 from .client import AgentClient, AgentError, AgentUnreachable, InstalledCredentials
 from .operations import CompiledFleet
 from .planner.model import AuthMethod
@@ -329,7 +329,7 @@ class _Run:
         """New TLS and IKE certificates for ``host`` from the ``ca`` CA; wait for its
         certificate peers to come back with them."""
         endpoint = fleet.endpoints[host]
-        part = subset(fleet, [host])
+        part = fleet.subset([host])
         tls_csr, ike_csr = await self.access.prepare_enrollment(host, endpoint)
         if not tls_csr or not ike_csr:
             raise RotationError("PrepareEnrollment returned no TLS or no IKE CSR")
@@ -389,7 +389,7 @@ class _Run:
         todo = [h for h in self.journal.hosts if h not in self.journal.acknowledged(phase)]
         if not todo:
             return []
-        pushed = await self.access.push(subset(fleet, todo))
+        pushed = await self.access.push(fleet.subset(todo))
         return [
             dataclasses.replace(
                 r, error=f"plan not acknowledged: {r.error.removeprefix(r.host + ': ')}"

@@ -188,6 +188,14 @@ class AgentClient:
         response: agent_pb2.RekeyResponse = await self._call(self._stub.Rekey, request)
         return response
 
+    async def check_liveness(
+        self, request: agent_pb2.CheckLivenessRequest
+    ) -> agent_pb2.CheckLivenessResponse:
+        response: agent_pb2.CheckLivenessResponse = await self._call(
+            self._stub.CheckLiveness, request
+        )
+        return response
+
     async def prepare_enrollment(
         self, *, tls: bool, ike: bool, key_type: str = ""
     ) -> tuple[bytes, bytes]:

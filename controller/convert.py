@@ -28,6 +28,7 @@ from .status import (
     DropLayer,
     DropReason,
     IkeSaView,
+    LivenessView,
     NatState,
     ProblemKind,
     ProblemView,
@@ -199,6 +200,14 @@ def rekey_request(target: str, peer_pattern: str) -> agent_pb2.RekeyRequest:
 
 def rekey_results(resp: agent_pb2.RekeyResponse) -> list[tuple[str, bool, str]]:
     return [(r.peer, r.ok, r.detail) for r in resp.results]
+
+
+def liveness_request(peer_pattern: str, wait: float) -> agent_pb2.CheckLivenessRequest:
+    return agent_pb2.CheckLivenessRequest(peer_pattern=peer_pattern, wait_seconds=wait)
+
+
+def liveness_from_proto(resp: agent_pb2.CheckLivenessResponse) -> tuple[LivenessView, ...]:
+    return tuple(_read(LivenessView, r) for r in resp.results)
 
 
 def enum_member(cls: type[enum.Enum], proto_value_name: str) -> enum.Enum:

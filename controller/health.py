@@ -12,14 +12,22 @@ one of them passes the health gate (:func:`wait_healthy`):
   (``unauthenticated_failures``) and not judged: anyone who can send UDP to an agent
   can cause them, and they leave the tunnels alone (a change that breaks a tunnel
   shows at the end that initiates it, whose gate judges it);
-- with ``require_traffic``, ESP packet counters of each host moved since the push.
+- with ``require_traffic``, each tunnel proves it works after the push: its ESP packet
+  counters moved since the previous poll, or else — an idle tunnel — its peer answered
+  a liveness check the gate asked the agent for (CheckLiveness: an empty INFORMATIONAL
+  request on the IKE SA in force, RFC 7296 section 1.4). An answer is authenticated
+  with the keys both ends hold now and travels the path ESP takes, both ways; it needs
+  nothing of the peer but IKE, so strongSwan peers answer it too. Probing with ICMP
+  through the child SA was not chosen: the plan knows the peer's subnets, not an
+  address in them that answers, and a policy may bypass or discard ICMP, so an
+  unanswered probe would fail healthy tunnels.
 
 A step of a staged rollout has one more gate (:func:`wait_reestablished`): the tunnels
 the batch initiates must run an IKE SA set up after the push, since the agents keep the
 old SAs until then and the health gate alone could pass on them.
 
 What to do about a gate that does not pass (roll back, stop) is :mod:`canary`'s business.
-Agents are reached through :class:`FleetAccess`, so tests drive this module with fakes
+Agents are reached through :class:`GateAccess`, so tests drive this module with fakes
 and a fake clock instead of agents and sleeps.
 """
 
@@ -27,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,10 +44,18 @@ from .operations import CompiledFleet
 from .results import AggregateResult, HostResult
 from .rollout import DEFAULT_OPTIONS, RolloutOptions
 from .state import StateDir
-from .status import FleetStatus, HostStatus
+from .status import FleetStatus, HostStatus, LivenessView
 
 AUTH_FAILED = "AUTHENTICATION_FAILED"
 Report = Callable[[str], None]
+
+LIVENESS_WAIT = 3.0
+"""Seconds an agent waits for its peers' answers to the liveness checks the gate asks
+for (the agent retransmits within that time as it does any IKE request)."""
+
+Liveness = Mapping[str, "tuple[LivenessView, ...] | str"]
+"""host -> each peer's answer to a liveness check asked for now, or why the agent could
+not be asked."""
 
 
 class CanaryError(ValueError):
@@ -52,6 +68,12 @@ class FleetAccess(Protocol):
     async def push(self, fleet: CompiledFleet) -> AggregateResult: ...
 
     async def observe(self, fleet: CompiledFleet) -> FleetStatus: ...
+
+
+class GateAccess(FleetAccess, Protocol):
+    """What the health gate also asks of agents: liveness checks on idle tunnels."""
+
+    async def liveness(self, fleet: CompiledFleet, wait: float) -> Liveness: ...
 
 
 @dataclass(slots=True)
@@ -78,6 +100,11 @@ class AgentAccess:
             fleet, self.state, forks=self.options.forks, timeout=self.timeout
         )
 
+    async def liveness(self, fleet: CompiledFleet, wait: float) -> Liveness:
+        return await operations.fleet_liveness(
+            fleet, self.state, wait=wait, forks=self.options.forks, timeout=self.timeout
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Clock:
@@ -99,21 +126,50 @@ class HealthGate:
         if self.poll_interval <= 0:
             raise CanaryError(f"the poll interval must be positive, not {self.poll_interval:g}")
 
+    def waits_for(self) -> str:
+        """What a batch must show to pass, for the operator reading why it did not."""
+        what = (
+            "the new plan in force, every IKE SA established with its child SA installed, "
+            "no new AUTHENTICATION_FAILED"
+        )
+        if self.require_traffic:
+            what += (
+                ", and on every tunnel ESP packets moving or, when it is idle, an answer "
+                "to a liveness check (IKE INFORMATIONAL) sent after the push"
+            )
+        return what
 
-def _packets(host: HostStatus | None) -> dict[int, int]:
-    """Packets each way, by inbound SPI (a rekeyed child starts counting from zero)."""
+
+def _packets(host: HostStatus | None) -> dict[str, dict[int, int]]:
+    """Per peer, packets each way by inbound SPI (a rekeyed child starts from zero), of
+    the IKE SAs established with every child installed: the tunnels traffic can judge."""
     if host is None or host.observed is None:
         return {}
     return {
-        c.spi_in: c.packets_in + c.packets_out
+        ike.peer: {c.spi_in: c.packets_in + c.packets_out for c in ike.children}
         for ike in host.observed.ike_sas
-        for c in ike.children
+        if ike.state == "established"
+        and ike.children
+        and all(c.state == "installed" for c in ike.children)
     }
 
 
-def traffic_moved(earlier: HostStatus | None, later: HostStatus) -> bool:
+def idle_peers(earlier: HostStatus | None, later: HostStatus) -> list[str]:
+    """The peers of ``later`` whose tunnel is up but carried no ESP packet since
+    ``earlier`` (counted from zero without it)."""
     old = _packets(earlier)
-    return any(n > old.get(spi, 0) for spi, n in _packets(later).items())
+    return [
+        peer
+        for peer, counts in _packets(later).items()
+        if not any(n > old.get(peer, {}).get(spi, 0) for spi, n in counts.items())
+    ]
+
+
+TRAFFIC_HINT = (
+    "; a fleet can be idle, but its peers must answer liveness checks: "
+    "--no-health-traffic leaves traffic and liveness out of the gate"
+)
+"""Added to a failure about traffic: what the operator can do about it."""
 
 
 def _errors(host: HostStatus | None) -> set[tuple[str, str]]:
@@ -135,11 +191,17 @@ def auth_failures(before: FleetStatus | None, now: FleetStatus) -> list[str]:
     return out
 
 
-def unhealthy(earlier: FleetStatus | None, now: FleetStatus, require_traffic: bool) -> list[str]:
+def unhealthy(
+    earlier: FleetStatus | None,
+    now: FleetStatus,
+    require_traffic: bool,
+    liveness: Liveness | None = None,
+) -> list[str]:
     """Why the hosts of ``now`` do not (yet) pass the gate; empty when they do.
 
-    Traffic must have moved between ``earlier`` (the previous poll) and ``now``.
-    """
+    With ``require_traffic`` each tunnel's ESP packets must have moved between
+    ``earlier`` (the previous poll) and ``now``, or its peer answered a liveness check
+    (``liveness``, asked for after ``now`` was read, on the idle tunnels)."""
     old = {h.host: h for h in earlier.hosts} if earlier else {}
     problems = []
     for h in now.hosts:
@@ -162,13 +224,40 @@ def unhealthy(earlier: FleetStatus | None, now: FleetStatus, require_traffic: bo
                         problems.append(
                             f"{h.host}: peer {ike.peer} child SA {child.name} {child.state}"
                         )
-        if require_traffic and obs.ike_sas and not traffic_moved(old.get(h.host), h):
-            problems.append(f"{h.host}: ESP packet counters not moving")
+        if require_traffic:
+            problems += _idle_unanswered(h.host, idle_peers(old.get(h.host), h), liveness)
     return problems
 
 
+def _idle_unanswered(host: str, idle: Sequence[str], liveness: Liveness | None) -> list[str]:
+    """The idle tunnels of ``host`` whose peer did not answer a liveness check, and why."""
+    answers = (liveness or {}).get(host)
+    if isinstance(answers, str):
+        return [
+            f"{host}: peer {p}: ESP packet counters not moving, and the agent could not "
+            f"be asked for a liveness check: {answers}"
+            for p in idle
+        ]
+    by_peer = {a.peer: a for a in answers or ()}
+    out = []
+    for peer in idle:
+        answer = by_peer.get(peer)
+        if answer is None:
+            out.append(f"{host}: peer {peer}: ESP packet counters not moving")
+        elif not answer.answered:
+            out.append(
+                f"{host}: peer {peer}: ESP packet counters not moving and no answer to a "
+                f"liveness check: {answer.detail}"
+            )
+    return out
+
+
+def about_traffic(problems: Sequence[str]) -> bool:
+    return any("ESP packet counters not moving" in p for p in problems)
+
+
 async def wait_healthy(
-    access: FleetAccess,
+    access: GateAccess,
     fleet: CompiledFleet,
     before: FleetStatus | None,
     gate: HealthGate,
@@ -178,20 +267,33 @@ async def wait_healthy(
     """Poll until ``fleet``'s hosts pass the gate: '' then, else the regression's reason.
 
     An authentication failure fails at once; anything else is given until the timeout.
-    """
+    Hosts whose tunnels carried no traffic since the previous poll (or, at the first,
+    since ``before``, read before the push) are asked for a liveness check."""
     deadline = clock.now() + gate.timeout
-    last: FleetStatus | None = None
+    # Traffic counts from the push on: packets counted before it prove nothing of it.
+    last = before
     while True:
         status = await access.observe(fleet)
         failed = auth_failures(before, status)
         if failed:
             return "authentication failed: " + "; ".join(failed)
-        problems = unhealthy(last, status, gate.require_traffic)
+        liveness: Liveness = {}
+        if gate.require_traffic:
+            old = {h.host: h for h in last.hosts} if last else {}
+            idle = [h.host for h in status.hosts if idle_peers(old.get(h.host), h)]
+            if idle:
+                liveness = await access.liveness(fleet.subset(idle), LIVENESS_WAIT)
+        problems = unhealthy(last, status, gate.require_traffic, liveness)
         last = status
         if not problems:
             return ""
         if clock.now() >= deadline:
-            return f"not healthy after {gate.timeout:g}s: " + "; ".join(problems)
+            hint = TRAFFIC_HINT if about_traffic(problems) else ""
+            return (
+                f"not healthy after {gate.timeout:g}s of waiting for {gate.waits_for()}: "
+                + "; ".join(problems)
+                + hint
+            )
         if report:
             report(f"waiting for health: {problems[0]}" + (" …" if len(problems) > 1 else ""))
         await clock.sleep(gate.poll_interval)
@@ -210,7 +312,7 @@ def ike_times(status: FleetStatus) -> dict[tuple[str, str], float]:
 
 
 async def wait_reestablished(
-    access: FleetAccess,
+    access: GateAccess,
     part: CompiledFleet,
     tunnels: Sequence[tuple[str, str]],
     before: FleetStatus,

@@ -7,7 +7,7 @@ before any agent is contacted), then works on the hosts selected by ``--limit``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from .planner import build_plans
 from .results import AggregateResult, ChangeLine, HostResult, Outcome
 from .rollout import DEFAULT_OPTIONS, RolloutOptions, run_rollout
 from .state import StateDir, StateError
-from .status import FAULTS, ApplyAnswer, FleetStatus, HostStatus
+from .status import FAULTS, ApplyAnswer, FleetStatus, HostStatus, LivenessView
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -42,6 +42,17 @@ class CompiledFleet:
         if msg is None:
             msg = self.messages[host] = convert.plan_to_proto(self.plans[host])
         return msg
+
+    def subset(self, hosts: Iterable[str]) -> CompiledFleet:
+        """The same compile restricted to ``hosts`` (messages stay shared, so cached)."""
+        names = list(hosts)
+        return CompiledFleet(
+            self.inventory,
+            names,
+            {h: self.plans[h] for h in names},
+            self.messages,
+            {h: self.endpoints[h] for h in names},
+        )
 
 
 def agent_endpoint(vars_: Any) -> str:
@@ -260,6 +271,36 @@ async def fleet_status(
 
     await run_rollout(fleet.selected, one, RolloutOptions(forks=forks))
     return FleetStatus([statuses[h] for h in fleet.selected])
+
+
+async def fleet_liveness(
+    fleet: CompiledFleet,
+    state: StateDir,
+    *,
+    wait: float,
+    forks: int = 50,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> dict[str, tuple[LivenessView, ...] | str]:
+    """Ask every selected agent to check now that each of its peers answers on the IKE SA
+    in force (CheckLiveness, waiting up to ``wait`` seconds): host -> the answers, or
+    why the agent could not be asked."""
+    creds = client_credentials(state)
+    request = convert.liveness_request("", wait)
+    out: dict[str, tuple[LivenessView, ...] | str] = {}
+
+    async def one(host: str) -> HostResult:
+        try:
+            async with AgentClient(
+                host, fleet.endpoints[host], creds, timeout=max(timeout, wait + 1)
+            ) as c:
+                out[host] = convert.liveness_from_proto(await c.check_liveness(request))
+        except Exception as exc:
+            out[host] = str(exc)
+            return HostResult(host, Outcome.UNREACHABLE, error=str(exc))
+        return HostResult(host, Outcome.OK)
+
+    await run_rollout(fleet.selected, one, RolloutOptions(forks=forks))
+    return out
 
 
 def _ports(start: int, end: int) -> str:

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 from vpnfleet.protos.files import make_private_directory, mode_of, write_atomically
 
-from .canary import AUTH_FAILED, Clock, FleetAccess, subset
+from .canary import AUTH_FAILED, Clock, FleetAccess
 from .operations import CompiledFleet
 from .planner.model import AuthMethod, NodePlan
 from .results import EXIT_FAILED, AggregateResult
@@ -354,7 +354,7 @@ async def run_psk_rotation(
             for p in fleet.plans[h].peers
             if p.initiator and p.name in ready and (h, p.name) in pairs
         ]
-        part = subset(fleet, todo)
+        part = fleet.subset(todo)
         before = ike_times(await access.observe(part))
         tunnels = {t: before[t] for t in tunnels_of if t in before}
         pushed = await access.push(part)

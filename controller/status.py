@@ -151,6 +151,16 @@ class IkeSaView:
 
 
 @dataclass(frozen=True, slots=True)
+class LivenessView:
+    """One peer's answer to a liveness check the controller asked for (CheckLiveness)."""
+
+    peer: str = ""
+    answered: bool = False
+    round_trip_seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class UnmatchedSourceView:
     address: str = ""
     port: int = 0

@@ -410,3 +410,29 @@ class RekeyResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[RekeyResult]
     def __init__(self, results: _Optional[_Iterable[_Union[RekeyResult, _Mapping]]] = ...) -> None: ...
+
+class CheckLivenessRequest(_message.Message):
+    __slots__ = ("peer_pattern", "wait_seconds")
+    PEER_PATTERN_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    peer_pattern: str
+    wait_seconds: float
+    def __init__(self, peer_pattern: _Optional[str] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
+
+class LivenessResult(_message.Message):
+    __slots__ = ("peer", "answered", "round_trip_seconds", "detail")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_FIELD_NUMBER: _ClassVar[int]
+    ROUND_TRIP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    peer: str
+    answered: bool
+    round_trip_seconds: float
+    detail: str
+    def __init__(self, peer: _Optional[str] = ..., answered: _Optional[bool] = ..., round_trip_seconds: _Optional[float] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class CheckLivenessResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[LivenessResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[LivenessResult, _Mapping]]] = ...) -> None: ...

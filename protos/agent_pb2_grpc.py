@@ -64,6 +64,11 @@ class AgentStub:
                 request_serializer=vpnfleet_dot_protos_dot_agent__pb2.InstallCredentialsRequest.SerializeToString,
                 response_deserializer=vpnfleet_dot_protos_dot_agent__pb2.InstallCredentialsResponse.FromString,
                 _registered_method=True)
+        self.CheckLiveness = channel.unary_unary(
+                '/vpnfleet.v1.Agent/CheckLiveness',
+                request_serializer=vpnfleet_dot_protos_dot_agent__pb2.CheckLivenessRequest.SerializeToString,
+                response_deserializer=vpnfleet_dot_protos_dot_agent__pb2.CheckLivenessResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -118,6 +123,18 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckLiveness(self, request, context):
+        """Check now that each matching peer answers on the IKE SA in force: an empty
+        INFORMATIONAL request (RFC 7296 section 1.4, the dead-peer check), answered per
+        peer once its authenticated response arrives or wait_seconds have passed. An
+        answer proves that both ends still hold that IKE SA and reach each other over
+        the path IKE and ESP share; the health gate of a rollout asks for it on tunnels
+        that carry no traffic.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -150,6 +167,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.InstallCredentials,
                     request_deserializer=vpnfleet_dot_protos_dot_agent__pb2.InstallCredentialsRequest.FromString,
                     response_serializer=vpnfleet_dot_protos_dot_agent__pb2.InstallCredentialsResponse.SerializeToString,
+            ),
+            'CheckLiveness': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckLiveness,
+                    request_deserializer=vpnfleet_dot_protos_dot_agent__pb2.CheckLivenessRequest.FromString,
+                    response_serializer=vpnfleet_dot_protos_dot_agent__pb2.CheckLivenessResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -314,6 +336,33 @@ class Agent:
             '/vpnfleet.v1.Agent/InstallCredentials',
             vpnfleet_dot_protos_dot_agent__pb2.InstallCredentialsRequest.SerializeToString,
             vpnfleet_dot_protos_dot_agent__pb2.InstallCredentialsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckLiveness(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vpnfleet.v1.Agent/CheckLiveness',
+            vpnfleet_dot_protos_dot_agent__pb2.CheckLivenessRequest.SerializeToString,
+            vpnfleet_dot_protos_dot_agent__pb2.CheckLivenessResponse.FromString,
             options,
             channel_credentials,
             insecure,

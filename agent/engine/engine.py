@@ -146,6 +146,7 @@ class Engine(IncomingDispatch):
         """Every gate's half-open IKE SAs and pre-auth fragment bytes, under one set of caps."""
         self._by_address: dict[str, list[str]] = {}
         self._waits: dict[tuple[str, SaKind], list[asyncio.Future[Settled]]] = {}
+        self._liveness_waits: dict[str, list[asyncio.Future[str]]] = {}
         self.counters: dict[str, int] = {
             "ike_malformed": 0,
             "ike_unknown_spi": 0,
@@ -231,6 +232,8 @@ class Engine(IncomingDispatch):
             self.raw.close()
         for peer, kind in list(self._waits):
             self._settle(peer, kind, "the agent stopped before the SA was replaced", ok=False)
+        for peer in list(self._liveness_waits):
+            self._answer_liveness(peer, "the agent stopped")
 
     # -- PlanSink ------------------------------------------------------------------------
 

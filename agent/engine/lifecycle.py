@@ -23,6 +23,7 @@ from ..ike.events import (
     IkeSaFailed,
     IkeSaRekeyed,
     IkeSaRekeyFailed,
+    LivenessAnswered,
     PeerErrorNotify,
 )
 from ..ike.ike_sa import IkeSa
@@ -30,6 +31,7 @@ from ..ike.states import IkeSaState
 from ..io.udp import Address
 from ..sink import NatState
 from .child_sas import ChildSaInstallation
+from .rekey import LIVENESS_ANSWERED
 from .session import PeerSession, PeerState, SaKind, nat_state
 from .untrusted import printable
 
@@ -96,6 +98,8 @@ class SaLifecycle(ChildSaInstallation):
             self._on_ike_rekey_failed(sa, session, event)
         elif isinstance(event, PeerErrorNotify):
             self._publish("peer_error", session.name, event.reason)
+        elif isinstance(event, LivenessAnswered):
+            self._answer_liveness(session.name, LIVENESS_ANSWERED)
 
     def _on_ike_up(self, sa: IkeSa, session: PeerSession, event: IkeSaEstablished) -> None:
         if self.keylog is not None:
@@ -211,6 +215,7 @@ class SaLifecycle(ChildSaInstallation):
         self._publish(event, session.name, reason)
         for kind in SaKind:
             self._settle(session.name, kind, f"IKE SA gone: {reason}", ok=False)
+        self._answer_liveness(session.name, f"IKE SA gone: {reason}")
         if failed or dead or reason != "deleted by peer":
             self._schedule_retry(session, reason)
         else:

@@ -1,4 +1,5 @@
-"""Rekey timers and the Rekey call (mixed into the Engine).
+"""Rekey timers, and the calls that start an exchange now and wait for its end: Rekey
+and CheckLiveness (mixed into the Engine).
 
 IKE and child SAs are rekeyed before they expire, at a jittered point (RFC 7296 section
 2.8), and on request (Rekey). A rekey that cannot start yet (another exchange in flight)
@@ -11,6 +12,8 @@ one, whoever made it: our exchange, the peer's crossing one (section 2.8.1), or 
 IKE SA with its child (a restarted peer's INITIAL_CONTACT, section 2.4). It fails when
 the SA goes without a successor, when the peer refuses for good, or after
 :data:`REKEY_WAIT` seconds, on the engine's clock.
+A liveness check on request (CheckLiveness) is the dead-peer check of section 1.4
+sent at once, waited for up to the time the caller gives.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from ..ike.errors import LocalError
 from ..ike.events import IkeSaRekeyFailed
 from ..ike.ike_sa import IkeSa
 from ..ike.states import IkeSaState
-from ..sink import RekeyOutcome, RekeyTarget
+from ..sink import LivenessOutcome, RekeyOutcome, RekeyTarget
 from .clock import Scheduler, TimerHandle
 from .session import PeerSession, SaKind
 
@@ -94,6 +97,10 @@ class PendingRekey:
         return self.result()
 
 
+LIVENESS_ANSWERED = "answered"
+"""What a liveness check's waiter is resolved with when the peer answered."""
+
+
 class RekeyScheduling:
     """Rekey scheduling and the Rekey call; :class:`~.engine.Engine` provides the state
     and the I/O these methods use."""
@@ -103,6 +110,7 @@ class RekeyScheduling:
     _wall: Callable[[], float]
     stopped: bool
     _waits: dict[tuple[str, SaKind], list[asyncio.Future[Settled]]]
+    _liveness_waits: dict[str, list[asyncio.Future[str]]]
 
     @property
     def scheduler(self) -> Scheduler:
@@ -293,9 +301,70 @@ class RekeyScheduling:
                 return
         self._settle(session.name, SaKind.IKE, event.reason, ok=False)
 
+    async def check_liveness(self, peers: Sequence[str], wait: float) -> list[LivenessOutcome]:
+        """Send an empty INFORMATIONAL request (RFC 7296 section 1.4) on the IKE SA in
+        force with each of ``peers`` now, and report which answered within ``wait``
+        seconds. A check already in flight (the periodic one) is waited for instead."""
+        loop = asyncio.get_running_loop()
+        asked: dict[str, asyncio.Future[str]] = {}
+        answered_at: dict[str, float] = {}
+        refused: dict[str, str] = {}
+        started = self.now()
+        for name in peers:
+            session = self.sessions.get(name)
+            refusal = self._not_rekeyable(session)
+            if refusal is not None or session is None or session.ike is None:
+                refused[name] = refusal or "peer is not up"
+                continue
+            fut: asyncio.Future[str] = loop.create_future()
+            fut.add_done_callback(self._noting(answered_at, name))
+            self._liveness_waits.setdefault(name, []).append(fut)
+            try:
+                session.ike.check_liveness(self.now())
+            except LocalError as exc:
+                refused[name] = str(exc)
+                fut.cancel()
+                continue
+            asked[name] = fut
+            self._service(session.ike)
+        if asked:
+            await asyncio.wait(asked.values(), timeout=wait)
+            await asyncio.sleep(0)  # let the done callbacks note the time
+        out = []
+        for name in peers:
+            waiter = asked.get(name)
+            if waiter is None:
+                out.append(LivenessOutcome(name, False, refused[name]))
+            elif not waiter.done():
+                waiter.cancel()
+                out.append(LivenessOutcome(name, False, f"no answer within {wait:g} s"))
+            elif waiter.cancelled() or waiter.result() != LIVENESS_ANSWERED:
+                detail = "engine stopped" if waiter.cancelled() else waiter.result()
+                out.append(LivenessOutcome(name, False, detail))
+            else:
+                rtt = max(0.0, answered_at.get(name, started) - started)
+                out.append(LivenessOutcome(name, True, round_trip=rtt))
+        return out
+
+    def _answer_liveness(self, peer: str, detail: str) -> None:
+        """Every liveness check waiting on ``peer`` ends with ``detail``
+        (:data:`LIVENESS_ANSWERED`, or why no answer can come)."""
+        for fut in self._liveness_waits.pop(peer, []):
+            if not fut.done():
+                fut.set_result(detail)
+
+    def _noting(self, times: dict[str, float], name: str) -> Callable[[asyncio.Future[str]], None]:
+        """A done callback that notes when ``name``'s waiter was resolved."""
+
+        def note(_: asyncio.Future[str]) -> None:
+            times.setdefault(name, self.now())
+
+        return note
+
     @staticmethod
     def _not_rekeyable(session: PeerSession | None) -> str | None:
-        """Why a Rekey of this peer cannot start, None when it can."""
+        """Why a Rekey or a liveness check of this peer cannot start (no tunnel up),
+        None when it can."""
         if session is None:
             return "peer is not up (not in the plan in force)"
         sa = session.ike

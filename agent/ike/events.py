@@ -157,6 +157,12 @@ class IkeSaRekeyFailed:
     """The peer's crossing rekey (section 2.8.2) replaces the SA instead."""
 
 
+@dataclass(frozen=True)
+class LivenessAnswered:
+    """The peer answered our liveness check (an empty INFORMATIONAL request, section
+    1.4) with an authenticated response: it holds this IKE SA and reaches us."""
+
+
 IkeEvent = (
     IkeSaEstablished
     | IkeSaFailed
@@ -168,4 +174,5 @@ IkeEvent = (
     | IkeSaDeleted
     | IkeSaRekeyFailed
     | PeerErrorNotify
+    | LivenessAnswered
 )

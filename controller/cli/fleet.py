@@ -202,7 +202,8 @@ def render_plan_summaries(summaries: list[dict[str, Any]]) -> None:
     default=None,
     metavar="N",
     help="Apply to N hosts first, then the rest in --serial batches, each behind health "
-    "gates; a regression rolls the batch back to the previous plans and stops.",
+    "gates; a regression rolls every host changed so far back to the plans of "
+    "--rollback-rev and stops.",
 )
 @click.option(
     "--health-timeout",
@@ -214,7 +215,8 @@ def render_plan_summaries(summaries: list[dict[str, Any]]) -> None:
 @click.option(
     "--health-traffic/--no-health-traffic",
     default=None,
-    help="The health gate also wants ESP packet counters moving "
+    help="The health gate also wants each tunnel to show it works: ESP packet counters "
+    "moving, or, on an idle tunnel, an answer to a liveness check the agent sends "
     "(default: yes with --canary, no for a staged apply without it).",
 )
 @click.option(
@@ -403,8 +405,8 @@ def render_canary(result: CanaryResult, output: str, rollback_rev: str) -> NoRet
         render_recap(result.result)
         if result.regression:
             err.print(f"[bold red]regression:[/] {escape(result.regression)}")
-            if result.rolled_back:
-                err.print(f"rolled back to {rollback_rev}: {', '.join(result.rolled_back)}")
+            for host in result.rolled_back:
+                err.print(f"{host}: rolled back to the plan of {rollback_rev}", markup=False)
             for line in result.rollback_failed:
                 err.print(f"[bold red]rollback failed:[/] {escape(line)}")
     sys.exit(result.exit_code)

@@ -7,9 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from vpnfleet.controller import operations
-from vpnfleet.controller.canary import (
-    Clock,
-)
+from vpnfleet.controller.canary import Clock
 from vpnfleet.controller.operations import CompiledFleet
 from vpnfleet.controller.results import AggregateResult, HostResult, Outcome
 from vpnfleet.controller.state import StateDir
@@ -19,6 +17,7 @@ from vpnfleet.controller.status import (
     FleetStatus,
     HostStatus,
     IkeSaView,
+    LivenessView,
 )
 
 LAB = Path(__file__).resolve().parents[2] / "inventories" / "lab"
@@ -53,8 +52,12 @@ class FakeFleet:
     auth_fails_on: str = ""  # a plan whose hosts report AUTHENTICATION_FAILED
     unreachable: set[str] = field(default_factory=set)
     strangers_at: set[str] = field(default_factory=set)  # hosts someone sends bad IKE to
+    idle: bool = False  # no traffic: ESP packet counters stay at zero
+    unanswered_on: str = ""  # a plan whose hosts' peers never answer a liveness check
     pushes: list[tuple[str, str]] = field(default_factory=list)  # (host, hash) in order
     polls: int = 0
+    reported: dict[str, list[str]] = field(default_factory=dict)  # host -> peers last shown
+    liveness_asked: list[list[str]] = field(default_factory=list)  # hosts, per call
 
     async def push(self, fleet: CompiledFleet) -> AggregateResult:
         out = AggregateResult()
@@ -78,7 +81,8 @@ class FakeFleet:
             elif digest == self.auth_fails_on:
                 ikes = (sa("peer", 0, state="connecting", error="AUTHENTICATION_FAILED: psk"),)
             else:
-                ikes = (sa("peer", self.polls),)  # traffic flows: counters grow per poll
+                # Traffic flows (counters grow per poll), unless the fleet is idle.
+                ikes = (sa("peer", 0 if self.idle else self.polls),)
             if h in self.strangers_at:
                 # A new failure, with new text of the sender's choosing, every poll.
                 ikes = tuple(
@@ -92,7 +96,28 @@ class FakeFleet:
                 )
             view = AgentStatusView(host=h, content_hash=digest, ike_sas=ikes)
             hosts.append(HostStatus(h, fleet.message(h).content_hash, view))
+            self.reported[h] = [ike.peer for ike in ikes]
         return FleetStatus(hosts)
+
+    async def liveness(
+        self, fleet: CompiledFleet, wait: float
+    ) -> dict[str, tuple[LivenessView, ...] | str]:
+        """Each peer of the SAs last shown answers, unless the plan in force is
+        ``unanswered_on`` (the peer lost the SA: it was set up, it no longer answers)."""
+        self.liveness_asked.append(list(fleet.selected))
+        out: dict[str, tuple[LivenessView, ...] | str] = {}
+        for h in fleet.selected:
+            if h in self.unreachable:
+                out[h] = "connection refused"
+                continue
+            silent = self.running.get(h, "") == self.unanswered_on
+            out[h] = tuple(
+                LivenessView(p, False, detail=f"no answer within {wait:g} s")
+                if silent
+                else LivenessView(p, True, round_trip_seconds=0.001)
+                for p in self.reported.get(h, ())
+            )
+        return out
 
 
 def compiled(tmp_path: Path, state: StateDir, epoch: int | None = None) -> CompiledFleet:

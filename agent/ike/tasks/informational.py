@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from ..child_sa import ChildSa, ChildSaInput, ChildSaState
 from ..constants import ExchangeType, NotifyType, ProtocolId, enum_name
-from ..events import PeerErrorNotify
+from ..events import LivenessAnswered, PeerErrorNotify
 from ..message import Message
 from ..payloads import DeletePayload, NotifyPayload, Payload
 from ..states import IkeSaInput, IkeSaState
@@ -86,6 +86,7 @@ class Liveness:
 
     def process_response(self, message: Message, payloads: list[Payload]) -> Outcome:
         report_errors(self.sa, payloads, "in answer to a liveness check")
+        self.sa.emit(LivenessAnswered())
         return Outcome.DONE
 
 

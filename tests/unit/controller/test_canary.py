@@ -27,6 +27,7 @@ from vpnfleet.controller.status import (
     AgentStatusView,
     FleetStatus,
     HostStatus,
+    LivenessView,
 )
 
 
@@ -77,6 +78,8 @@ async def test_gate_timeout_rolls_the_canary_back_and_skips_the_rest(
     assert out.exit_code == 2
     assert "canary (a1): not healthy after 5s" in out.regression
     assert "peer peer IKE SA connecting" in out.regression
+    assert "of waiting for the new plan in force, every IKE SA established" in out.regression
+    assert "--no-health-traffic" not in out.regression  # not a failure about traffic
     assert out.rolled_back == ["a1"]
     assert agents.running["a1"] == old.message("a1").content_hash
     assert [h for h, _ in agents.pushes] == ["a1", "a1"]  # the push, then the rollback
@@ -93,8 +96,9 @@ async def test_authentication_failure_is_a_regression_at_once(
     agents.auth_fails_on = new.message("a2").content_hash
     out = await run_canary(new, old, agents, canary=1, gate=HealthGate(30, 1), clock=clock.clock())
     assert out.regression.startswith("batch 1 (a2, a3, a4): authentication failed: a2: peer")
-    assert sorted(out.rolled_back) == ["a2", "a3", "a4"]
-    assert agents.running["a1"] == new.message("a1").content_hash  # the canary stays
+    # The canary goes back too: the fleet ends on one revision.
+    assert out.rolled_back == ["a1", "a2", "a3", "a4"]
+    assert agents.running == {h: old.message(h).content_hash for h in old.selected}
     assert clock.t < 30
 
 
@@ -126,16 +130,98 @@ async def test_unreachable_host_in_batch_rolls_back(
     assert out.rolled_back == []
 
 
-def test_gate_wants_traffic_moving_and_ignores_old_auth_errors() -> None:
+async def test_idle_fleet_passes_the_gate_by_liveness_checks(
+    fleets: tuple[CompiledFleet, CompiledFleet],
+) -> None:
+    """No traffic anywhere: the gate asks the agents to check their peers' liveness (an
+    IKE INFORMATIONAL exchange) and passes on the answers, without --no-health-traffic."""
+    new, old = fleets
+    clock = FakeClock()
+    agents = FakeFleet(clock, {h: old.message(h).content_hash for h in old.selected}, idle=True)
+    out = await run_canary(new, old, agents, canary=1, gate=HealthGate(5, 1), clock=clock.clock())
+    assert out.regression == "" and out.exit_code == 0
+    assert agents.running == {h: new.message(h).content_hash for h in new.selected}
+    assert agents.liveness_asked == [["a1"], ["a2", "a3", "a4"]]
+    assert clock.t == 0  # answered at the first poll
+
+
+async def test_idle_tunnel_whose_peer_does_not_answer_fails_the_gate(
+    fleets: tuple[CompiledFleet, CompiledFleet],
+) -> None:
+    """A tunnel that looks up (IKE SA established, child installed) but carries nothing
+    and whose peer does not answer liveness checks is broken: the gate fails, saying
+    what it waited for and how to leave traffic out of it."""
+    new, old = fleets
+    clock = FakeClock()
+    agents = FakeFleet(clock, {h: old.message(h).content_hash for h in old.selected}, idle=True)
+    agents.unanswered_on = new.message("a1").content_hash
+    out = await run_canary(new, old, agents, canary=1, gate=HealthGate(5, 1), clock=clock.clock())
+    assert out.exit_code == 2
+    assert out.regression.startswith(
+        "canary (a1): not healthy after 5s of waiting for the new plan in force, every IKE "
+        "SA established with its child SA installed, no new AUTHENTICATION_FAILED, and on "
+        "every tunnel ESP packets moving or, when it is idle, an answer to a liveness "
+        "check (IKE INFORMATIONAL) sent after the push: a1: peer peer: ESP packet counters "
+        "not moving and no answer to a liveness check: no answer within 3 s"
+    ), out.regression
+    assert out.regression.endswith(
+        "--no-health-traffic leaves traffic and liveness out of the gate"
+    )
+    assert out.rolled_back == ["a1"]
+    assert agents.running["a1"] == old.message("a1").content_hash
+    assert out.result.hosts(Outcome.SKIPPED) == ["a2", "a3", "a4"]
+
+
+async def test_regression_in_a_later_batch_rolls_back_every_host_the_run_touched(
+    fleets: tuple[CompiledFleet, CompiledFleet],
+) -> None:
+    """The canary and the batches that passed go back with the failing batch, so no host
+    is left on the new plans while the rest run the old ones; each host is named."""
+    new, old = fleets
+    clock = FakeClock()
+    agents = FakeFleet(clock, {h: old.message(h).content_hash for h in old.selected})
+    agents.broken_hash = new.message("a3").content_hash
+    lines: list[str] = []
+    out = await run_canary(
+        new,
+        old,
+        agents,
+        canary=1,
+        serial=("1",),
+        gate=HealthGate(5, 1),
+        clock=clock.clock(),
+        report=lines.append,
+    )
+    assert out.regression.startswith("batch 2 (a3): not healthy after 5s")
+    assert out.rolled_back == ["a1", "a2", "a3"]
+    assert agents.running == {h: old.message(h).content_hash for h in old.selected}
+    assert [h for h, _ in agents.pushes] == ["a1", "a2", "a3", "a1", "a2", "a3"]
+    assert out.result.hosts(Outcome.SKIPPED) == ["a4"]
+    for h in ("a1", "a2", "a3"):
+        assert f"rollback: {h}: previous plan in force" in lines
+
+
+def test_gate_wants_traffic_or_liveness_and_ignores_old_auth_errors() -> None:
     def status(packets: int, error: str = "") -> FleetStatus:
         view = AgentStatusView(
             host="a1", content_hash="h", ike_sas=(sa("a2", packets, error=error),)
         )
         return FleetStatus([HostStatus("a1", "h", view)])
 
-    assert unhealthy(status(3), status(3), True) == ["a1: ESP packet counters not moving"]
+    idle = "a1: peer a2: ESP packet counters not moving"
+    assert unhealthy(status(3), status(3), True) == [idle]
     assert unhealthy(status(3), status(4), True) == []
     assert unhealthy(status(3), status(3), False) == []
+    answered = {"a1": (LivenessView("a2", True),)}
+    assert unhealthy(status(3), status(3), True, answered) == []
+    assert unhealthy(None, status(3), True, answered) == []
+    silent = {"a1": (LivenessView("a2", False, detail="no answer within 3 s"),)}
+    assert unhealthy(status(3), status(3), True, silent) == [
+        idle + " and no answer to a liveness check: no answer within 3 s"
+    ]
+    assert unhealthy(status(3), status(3), True, {"a1": "deadline exceeded"}) == [
+        idle + ", and the agent could not be asked for a liveness check: deadline exceeded"
+    ]
     stale = status(1, "AUTHENTICATION_FAILED: x")
     assert auth_failures(stale, stale) == []
     assert auth_failures(status(1), stale) == ["a1: peer a2: AUTHENTICATION_FAILED: x"]

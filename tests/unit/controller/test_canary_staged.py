@@ -45,6 +45,7 @@ class TunnelFleet(FakeFleet):
                 for p in fleet.plans[h.host].peers
             )
             hosts.append(replace(h, observed=replace(h.observed, ike_sas=ikes)))
+            self.reported[h.host] = [ike.peer for ike in ikes]
         return FleetStatus(hosts)
 
 

@@ -14,6 +14,7 @@ from vpnfleet.agent.ike.events import (
     ChildSaEstablished,
     IkeSaDeleted,
     IkeSaFailed,
+    LivenessAnswered,
     PeerErrorNotify,
 )
 from vpnfleet.agent.ike.message import parse_message
@@ -117,7 +118,8 @@ def test_liveness_check_on_command_is_answered() -> None:
     assert sa.get_timer() == peers.now + 2.0
     peers.run()
     assert sa.get_timer() is None
-    assert peers.left.events == [] and peers.right.events == []
+    # The answer is reported to the initiator of the check only (CheckLiveness waits on it).
+    assert peers.left.events == [LivenessAnswered()] and peers.right.events == []
     assert sa.tasks.next_message_id == 3
 
 
