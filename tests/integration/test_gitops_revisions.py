@@ -234,7 +234,7 @@ def test_rails_refuse_a_revision_unless_forced(gitlab: GitLab) -> None:
 
 
 def test_branch_head_fetches_from_the_remote(tmp_path: Path) -> None:
-    from vpnfleet.controller.revisions import RevisionError, branch_head
+    from vpnfleet.controller.revisions import BranchHead, RevisionError, branch_head
 
     upstream = tmp_path / "upstream"
     upstream.mkdir()
@@ -243,20 +243,30 @@ def test_branch_head_fetches_from_the_remote(tmp_path: Path) -> None:
     one = commit(upstream, "one")
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(upstream), str(clone))
-    assert branch_head(clone, "main") == one
+    tracking = "refs/remotes/origin/main"
+    assert branch_head(clone, "main") == BranchHead(tracking, one)
 
     (upstream / "README").write_text("two\n")
     two = commit(upstream, "two")
-    assert branch_head(clone, "main") == two
+    behind = branch_head(clone, "main")
+    assert behind == BranchHead(tracking, two, one, 0, 1)
+    assert git(clone, "rev-parse", tracking) == two
     # The working tree and the local branch are left alone.
     assert (clone / "README").read_text() == "one\n"
     assert git(clone, "rev-parse", "refs/heads/main") == one
+    # A local branch ahead of the remote one is named, not followed.
+    git(clone, "merge", "-q", "--ff-only", tracking)
+    (clone / "README").write_text("three\n")
+    three = commit(clone, "three")
+    ahead = branch_head(clone, "main")
+    assert ahead == BranchHead(tracking, two, three, 1, 0)
+    assert ahead.local_note().startswith(f"refs/heads/main at {three[:12]} is 1 commit(s) ahead")
 
     local = tmp_path / "local"
     local.mkdir()
     git(local, "init", "-q", "-b", "main")
     (local / "README").write_text("x\n")
     head = commit(local, "x")
-    assert branch_head(local, "main") == head
+    assert branch_head(local, "main") == BranchHead("refs/heads/main", head)
     with pytest.raises(RevisionError, match="no branch 'release' in "):
         branch_head(local, "release")
