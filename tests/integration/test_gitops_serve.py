@@ -30,7 +30,10 @@ from tests.support.agent_harness import AgentProcess, Fleet, make_fleet, running
 CLI = [sys.executable, "-m", "vpnfleet.controller.cli"]
 HOSTS = ("h1", "h2", "h3")
 OLD_VARS = "ike_proposals: [aes256gcm16-prfsha384-x25519]\nesp_proposals: [aes256gcm16]\n"
-NEW_VARS = "ike_proposals: [aes128-sha256-modp2048]\nesp_proposals: [aes128gcm16]\n"
+# A change of no negotiated field (see controller.staging): pushed at once, not staged.
+NEW_VARS = OLD_VARS + "dpd_delay: 45\n"
+# A change both ends of every pair must agree on: staged.
+NEW_PROPOSALS = "ike_proposals: [aes128-sha256-modp2048]\nesp_proposals: [aes128gcm16]\n"
 INTERVAL = 1.0
 
 
@@ -216,12 +219,12 @@ def test_serve_rolls_out_new_commits_and_refuses_bad_ones(gitops: GitOpsLab) -> 
         # A new commit is applied within the poll interval (plus the rollout itself).
         write_inventory(gitops.inventory, {h: a.port for h, a in gitops.agents.items()}, NEW_VARS)
         committed_at = time.time()
-        second = commit(gitops.repo, "second: new proposals")
+        second = commit(gitops.repo, "second: new DPD delay")
         row = wait_for("the second rollout", lambda: serve.rollout_of(second), timeout=20)
         assert row["outcome"] == "changed", row
-        assert row["subject"] == "second: new proposals"
+        assert row["subject"] == "second: new DPD delay"
         assert row["finished_at"] - committed_at < INTERVAL + 5, row
-        assert any("aes128-sha256-modp2048" in line for line in row["changes"]["h1"]), row
+        assert any("dpd" in line and "45" in line for line in row["changes"]["h1"]), row
         before = gitops.agent_status(second)
         assert {h["state"] for h in before.values()} == {"in sync"}
 
