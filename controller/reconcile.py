@@ -240,8 +240,10 @@ class Reconciler:
         self._publish(ref=head.ref, local_note=note)
 
     def _name(self, revision: str) -> str:
-        ref = self.followed.ref if self.followed else self.options.branch
-        return f"{ref} {revision[:12]}"
+        """``REF COMMIT`` for the followed ref's commits, ``revision COMMIT`` for others."""
+        if self.followed is not None and revision == self.followed.commit:
+            return f"{self.followed.ref} {revision[:12]}"
+        return f"revision {revision[:12]}"
 
     async def roll_out(self, head: revisions.BranchHead | str) -> None:
         if isinstance(head, str):  # a bare commit: followed as the branch itself
@@ -340,9 +342,10 @@ class Reconciler:
         self, fleet: operations.CompiledFleet, head: revisions.BranchHead
     ) -> None:
         """The revision whose plans most agents run, among the followed commit, the local
-        branch and HEAD (told from their plan hashes)."""
+        branch, HEAD and the last revision rolled out (told from their plan hashes)."""
         self.in_force_checked = True
-        refs = [head.commit, head.local_commit, "HEAD"]
+        last = await asyncio.to_thread(self.audit.last_good_revision)
+        refs = [head.commit, head.local_commit, "HEAD", last]
         known: list[tuple[str, operations.CompiledFleet]] = []
         for ref in refs:
             if not ref:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .canary import CanaryResult, FleetAccess, HealthGate, Report, run_staged, step_fleet
+from .canary import CanaryResult, Clock, FleetAccess, HealthGate, Report, run_staged, step_fleet
 from .in_force import (
     JOURNAL_FILE,
     ApplyJournal,
@@ -194,6 +194,7 @@ async def run(
     gate: HealthGate,
     report: Report | None = None,
     command: str = "apply",
+    clock: Clock | None = None,
 ) -> CanaryResult:
     """Roll ``staging`` out from ``decision.previous`` to ``fleet``, journaled."""
     assert decision.previous is not None
@@ -224,6 +225,7 @@ async def run(
         plan,
         canary=False,
         gate=gate,
+        clock=clock,
         report=report,
         start=decision.start,
         current=decision.current,
