@@ -210,7 +210,9 @@ def render_plan_summaries(summaries: list[dict[str, Any]]) -> None:
     default=None,
     metavar="REF",
     help="Revision whose plans are taken as those in force: a staged change starts from "
-    "them and a regression restores them (default: HEAD, or REV^ with --rev).",
+    "them and a regression restores them. Default: with --canary HEAD (or REV^ with "
+    "--rev); without, what the agents report, set against the new plans, REV^, HEAD "
+    "and an interrupted staged apply's journal.",
 )
 @click.option(
     "--no-stage",
