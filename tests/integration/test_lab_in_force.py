@@ -68,6 +68,11 @@ def assert_up_on_one_key(lab: LabRun) -> None:
         assert [c["state"] for c in sa["children"]] == ["installed"], (host, sa)
 
 
+def logged(log: Path, revision: str, text: str) -> bool:
+    """Whether a line of ``log`` names ``revision`` and says ``text``."""
+    return any(revision[:12] in x and text in x for x in log.read_text().splitlines())
+
+
 @contextlib.contextmanager
 def controller_process(lab: LabRun, log: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
     with open(log, "ab") as out:
@@ -94,24 +99,24 @@ def test_serve_stages_a_psk_epoch_commit_in_three_steps(
     log = tmp_path / "serve.log"
     with controller_process(
         lab, log, "serve", "-i", str(lab.inventory), "--branch", branch, "--interval", "1",
-        "--listen", "127.0.0.1:0", "--serial", "2", "--health-timeout", "30",
+        "--listen", "127.0.0.1:0", "--serial", "2",
     ):  # fmt: skip
-        wait_for("the first rollout", lambda: f"{ref} {first[:12]}: ok in" in log.read_text(), 60)
-        assert f"in force on the agents: {ref} {first[:12]} (a1, a2, a3, a4)" in log.read_text()
+        wait_for("the first rollout", lambda: logged(log, first, ": ok in"), 60)
         streams = pinging(up, FAST_PING_INTERVAL)
         try:
             add_psk_epoch(lab, 2)
             git(lab, "commit", "-qam", "psk epoch 2")
             second = git(lab, "rev-parse", "HEAD")
-            name = f"{ref} {second[:12]}"
-            wait_for("the staged rollout", lambda: f"{name}: changed in" in log.read_text(), 240)
+            wait_for("the second rollout", lambda: logged(log, second, ": changed in"), 240)
             wait_fresh_replies(streams, 20, 10)
         finally:
             stop_pings(streams)
     lines = log.read_text().splitlines()
+    name = f"{ref} {second[:12]}"
     for step in STEPS:
         assert any(f"{name}: step {step}, batch 2: healthy" in x for x in lines), lines
     assert any(f"{name}: staged: a1 -> a2: psk" in x for x in lines), lines
+    assert f"in force on the agents: {ref} {first[:12]} (a1, a2, a3, a4)" in log.read_text()
     assert losses(streams) == []
     assert_up_on_one_key(lab)
     assert not (lab.lab_dir / "controller" / "staged" / "apply.json").exists()
