@@ -328,6 +328,13 @@ def test_drift_is_reported_and_corrected(gitops: GitOpsLab) -> None:
         states = {h["host"]: h["state"] for h in status["fleet"]["hosts"]}
         assert states == {"h1": "in sync", "h2": "drift", "h3": "in sync"}
         assert serve.rollout_of(second, kind="drift-correction") is None
+        wait_for(
+            "drift in the log",
+            lambda: (
+                f"drift: 1 host(s) differ from refs/heads/main {second[:12]}'s plans: h2 "
+                in serve.log()
+            ),
+        )
         serve.proc.send_signal(signal.SIGTERM)
         assert serve.proc.wait(15) == 0, serve.log()
 
