@@ -2,8 +2,6 @@
 
 The loop, every ``interval`` seconds or at once on a webhook:
 
-0. take the state directory's lock (:mod:`state_lock`) for the poll: while ``apply``,
-   ``rotate`` or ``rekey`` holds it, the poll is skipped and the log says who holds it;
 1. read the followed ref (:func:`revisions.branch_head`: ``refs/remotes/REMOTE/BRANCH``
    after a fetch when the branch has a remote, else ``refs/heads/BRANCH``), named with
    its commit in the log, on ``/status`` and in every log line about a rollout; a local
@@ -12,12 +10,15 @@ The loop, every ``interval`` seconds or at once on a webhook:
    (or that the safety rails refuse) is recorded as failed in the audit log with its
    errors, nothing is pushed, and the last good revision stays in force;
 3. the revision in force is the one whose plans the agents run (told from their plan
-   hashes on the first rollout, among the followed commit, the local branch and HEAD;
-   then the last one rolled out). A commit that does not descend from it is a rollback:
-   refused (audit log, ``/status``, log) unless ``allow_rollback``;
+   hashes on the first rollout, among the followed commit, the local branch, HEAD and
+   the audit log's last rollout; then the last one rolled out). A commit that does not
+   descend from it is a rollback: refused (audit log, ``/status``, log) unless ``allow_rollback``;
 4. otherwise put the plans in force as ``apply`` does (:mod:`staged_apply`): a change
    both ends of a pair must agree on goes in the three steps of :mod:`staging`,
-   journaled; anything else is pushed at once. The rollout is recorded;
+   journaled; anything else is pushed at once. The rollout is recorded. It holds the
+   state directory's lock (:mod:`state_lock`), as a drift correction does: while
+   ``apply``, ``rotate`` or ``rekey`` holds it, the push waits for the next poll and
+   the log says who holds it;
 5. ask every agent for its status and compare the plan hash in force with the desired
    one: hosts that differ are drift, reported on ``/status``, logged (again when the
    set of hosts changes, else at most every ``drift_log_interval`` seconds) and, with
@@ -199,19 +200,6 @@ class Reconciler:
     async def poll_once(self) -> None:
         self.metrics.polls.inc()
         self._publish(last_poll_at=time.time())
-        lock = StateLock(self.state, "serve")
-        try:
-            lock.acquire()
-        except LockHeld as exc:
-            self.metrics.polls_skipped.inc()
-            self.log(f"poll skipped: {exc}; trying again at the next poll")
-            return
-        try:
-            await self._poll_locked()
-        finally:
-            lock.release()
-
-    async def _poll_locked(self) -> None:
         try:
             head = await asyncio.to_thread(revisions.branch_head, self.repo, self.options.branch)
         except revisions.RevisionError as exc:
@@ -223,10 +211,28 @@ class Reconciler:
             self._follow(head)
         if head is not None and head.commit != self.seen:
             self._publish(head=head.commit)
-            await self.roll_out(head)
+            lock = self._lock_for(f"the rollout of {self._name(head.commit)}")
+            if lock is None:
+                return  # tried again at the next poll: seen is not moved
+            try:
+                await self.roll_out(head)
+            finally:
+                lock.release()
             self.seen = head.commit
         if self.fleet is not None:
             await self.check_drift()
+
+    def _lock_for(self, what: str) -> StateLock | None:
+        """The state directory's lock for a push, or None (logged) while another command
+        holds it. Reading the branch and the agents' status needs no lock."""
+        lock = StateLock(self.state, "serve")
+        try:
+            lock.acquire()
+        except LockHeld as exc:
+            self.metrics.polls_skipped.inc()
+            self.log(f"poll skipped, {what} waits for the next poll: {exc}")
+            return None
+        return lock
 
     def _follow(self, head: revisions.BranchHead) -> None:
         """Say which ref is followed, at start and whenever it or the local branch moves."""
@@ -245,10 +251,7 @@ class Reconciler:
             return f"{self.followed.ref} {revision[:12]}"
         return f"revision {revision[:12]}"
 
-    async def roll_out(self, head: revisions.BranchHead | str) -> None:
-        if isinstance(head, str):  # a bare commit: followed as the branch itself
-            head = revisions.BranchHead(f"refs/heads/{self.options.branch}", head)
-            self.followed = self.followed or head
+    async def roll_out(self, head: revisions.BranchHead) -> None:
         revision = head.commit
         name = self._name(revision)
         started = time.time()
@@ -275,11 +278,11 @@ class Reconciler:
             await self._find_in_force(fleet, head)
         rollback = await asyncio.to_thread(self._rollback, revision)
         if rollback and not self.options.allow_rollback:
-            self._refused(revision, subject, started, [rollback], outcome="refused")
+            self._refused(revision, subject, started, [rollback], rollback=True)
             return
         if rollback:
             self.log(f"{name}: {rollback}; pushed all the same (--allow-rollback)")
-        decision = await self._decide(fleet, revision)
+        decision = await self._decide(fleet)
         for note in decision.notes:
             self.log(f"{name}: {note}")
         staging = decision.staging(fleet)
@@ -394,9 +397,7 @@ class Reconciler:
             f"{self.in_force[:12]}{older}; start serve with --allow-rollback to push it"
         )
 
-    async def _decide(
-        self, fleet: operations.CompiledFleet, revision: str
-    ) -> staged_apply.Decision:
+    async def _decide(self, fleet: operations.CompiledFleet) -> staged_apply.Decision:
         """The plans in force per host, as apply tells them (an interrupted staged run
         goes on); a host that drifts is taken to run the revision in force."""
         previous = self.fleet
@@ -420,8 +421,12 @@ class Reconciler:
         subject: str,
         started: float,
         errors: list[str],
-        outcome: str = "failed",
+        *,
+        rollback: bool = False,
     ) -> None:
+        """Record a commit not pushed: one that does not compile or that the rails refuse
+        (outcome failed), or a rollback (outcome refused)."""
+        outcome = "refused" if rollback else "failed"
         entry = AuditEntry(
             kind="rollout",
             revision=revision,
@@ -436,7 +441,7 @@ class Reconciler:
         name = self._name(revision)
         message = f"{name} refused: " + "; ".join(errors)
         self._publish(last_error=message)
-        if outcome == "refused":
+        if rollback:
             self._publish(refused=message)
         in_force = self._snapshot.in_force
         self.log(
@@ -496,7 +501,12 @@ class Reconciler:
         self._publish(drifted=drifted, status=status.to_json())
         self._log_drift(status, drifted)
         if drifted and self.options.correct_drift:
-            await self.correct(fleet, drifted)
+            lock = self._lock_for(f"the drift correction of {', '.join(drifted)}")
+            if lock is not None:
+                try:
+                    await self.correct(fleet, drifted)
+                finally:
+                    lock.release()
         return status
 
     def _log_drift(self, status: FleetStatus, drifted: list[str]) -> None:

@@ -1,8 +1,8 @@
 """One operation at a time on a state directory: an flock on ``STATE/lock``.
 
 ``apply``, ``rotate`` and ``rekey`` hold it for their whole run; ``serve`` holds it for
-each poll (a rollout and the drift check that follows), so a manual run and the serve
-loop never push plans to the same agents at once. The holder writes who it is (pid,
+each rollout and drift correction, so a manual run and the serve loop never push plans
+to the same agents at once. The holder writes who it is (pid,
 command, since) into the file, so the one refused can name it. The lock is the kernel's:
 it goes with the process, also when the process is killed.
 """

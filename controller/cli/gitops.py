@@ -203,9 +203,9 @@ def serve_cmd(
     failed in the audit log and nothing is pushed: the last good revision stays in
     force. A commit that does not descend from the revision in force is refused
     unless --allow-rollback. Pair changes (keys, proposals, addresses) go in the three
-    steps of `apply`. Each poll holds the state directory's lock: a poll that finds
-    `apply`, `rotate` or `rekey` holding it is skipped and says so. Stops cleanly on
-    SIGTERM or Ctrl-C.
+    steps of `apply`. A rollout holds the state directory's lock: while `apply`,
+    `rotate` or `rekey` holds it, the push waits for the next poll and says so. Stops
+    cleanly on SIGTERM or Ctrl-C.
 
     POST /webhook polls at once; it needs --webhook-secret-file (GitHub's
     X-Hub-Signature-256 or GitLab's X-Gitlab-Token) and is refused without it. Every
