@@ -25,21 +25,16 @@ and a fake clock instead of agents and sleeps.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .health import (
-    AUTH_FAILED,
-    AgentAccess,
     CanaryError,
     Clock,
     FleetAccess,
     GateAccess,
     HealthGate,
     Report,
-    auth_failures,
-    ike_times,
-    unhealthy,
     wait_healthy,
     wait_reestablished,
 )
@@ -48,24 +43,6 @@ from .planner.model import NodePlan, Peer
 from .results import EXIT_FAILED, AggregateResult, HostResult, Outcome
 from .rollout import batches
 from .staging import Staging
-
-# How agents are reached and the health gates (health.py) are this module's API too:
-# apply, rotate and their tests import them from here.
-__all__ = [
-    "AUTH_FAILED",
-    "AgentAccess",
-    "CanaryError",
-    "Clock",
-    "FleetAccess",
-    "GateAccess",
-    "HealthGate",
-    "Report",
-    "auth_failures",
-    "ike_times",
-    "unhealthy",
-    "wait_healthy",
-    "wait_reestablished",
-]  # re-exported
 
 
 @dataclass(slots=True)
@@ -76,7 +53,7 @@ class StepResult:
     description: str
     batches: list[list[str]]
     result: AggregateResult = field(default_factory=AggregateResult)
-    state: str = "not attempted"  # "done" | "regression" | "not attempted"
+    state: str = "not attempted"  # "done" | "done before" (an earlier run) | "regression" | …
     started_at: float = 0.0  # wall-clock time the step's first push began (0: never)
 
     def to_json(self) -> dict[str, object]:
@@ -347,10 +324,18 @@ async def run_staged(
     gate: HealthGate | None = None,
     clock: Clock | None = None,
     report: Report | None = None,
+    start: int = 0,
+    current: Mapping[str, NodePlan] | None = None,
+    step_done: Callable[[int], None] | None = None,
 ) -> CanaryResult:
     """Roll out the steps of ``staging`` one after the other, each in the batches of
     ``plan`` (the canary batch first, when ``canary``), every batch behind the health
     gate; a step starts only once every host passed the previous one.
+
+    An interrupted run goes on with ``start``, the first step not in force everywhere
+    (the steps before it count as done) and ``current``, the plans the hosts run now
+    (a host already on the step is then not waited for); ``step_done`` is told the
+    number of each step once every host passed it.
 
     A regression takes every host this run touched back to ``previous``, walking the
     steps back (see :func:`_walk_back`), and stops the run with the reason."""
@@ -370,7 +355,14 @@ async def run_staged(
     for number, (step, part_of, result) in enumerate(
         zip(staging.steps, fleets, out.steps, strict=True), 1
     ):
-        earlier = previous if number == 1 else fleets[number - 2]
+        if number <= start:
+            result.state = "done before"
+            continue
+        earlier_plans: Mapping[str, NodePlan] = (
+            previous if number == 1 else fleets[number - 2]
+        ).plans
+        if current is not None and number == start + 1:
+            earlier_plans = current
         head = f"step {number}/{len(fleets)} {step.name}"
         result.started_at = time.time()
         if report:
@@ -382,7 +374,7 @@ async def run_staged(
                 label = f"{head}, batch {index + 1}"
             if report:
                 report(f"{label}: applying to {', '.join(batch)}")
-            tunnels = _initiated(staging, part_of.plans, earlier.plans, batch)
+            tunnels = _initiated(staging, part_of.plans, earlier_plans, batch)
             pushed, reason = await _push_batch(
                 access, part_of.subset(batch), tunnels, gate, clock, report
             )
@@ -401,6 +393,8 @@ async def run_staged(
         if out.regression:
             break
         result.state = "done"
+        if step_done is not None:
+            step_done(number)
     for host in fleet.selected:
         mine = [s.result.results[host] for s in out.steps if host in s.result.results]
         if mine:

@@ -44,8 +44,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from . import operations, pki
-from .canary import AgentAccess, Clock, FleetAccess
 from .client import AgentClient, AgentError, AgentUnreachable, InstalledCredentials
+from .health import AgentAccess, Clock, FleetAccess
 from .operations import CompiledFleet
 from .planner.model import AuthMethod
 from .results import ChangeLine, HostResult, Outcome

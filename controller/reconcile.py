@@ -2,13 +2,26 @@
 
 The loop, every ``interval`` seconds or at once on a webhook:
 
-1. read the branch head (fetched first when the branch has a remote);
+1. read the followed ref (:func:`revisions.branch_head`: ``refs/remotes/REMOTE/BRANCH``
+   after a fetch when the branch has a remote, else ``refs/heads/BRANCH``), named with
+   its commit in the log, on ``/status`` and in every log line about a rollout; a local
+   branch ahead of it is named and not followed;
 2. on a new commit, compile the inventory at that commit; a commit that does not compile
    (or that the safety rails refuse) is recorded as failed in the audit log with its
    errors, nothing is pushed, and the last good revision stays in force;
-3. otherwise push the plans (``operations.push_plans``) and record the rollout;
-4. ask every agent for its status and compare the plan hash in force with the desired
-   one: hosts that differ are drift, reported on ``/status`` and, with
+3. the revision in force is the one whose plans the agents run (told from their plan
+   hashes on the first rollout, among the followed commit, the local branch, HEAD and
+   the audit log's last rollout; then the last one rolled out). A commit that does not
+   descend from it is a rollback: refused (audit log, ``/status``, log) unless ``allow_rollback``;
+4. otherwise put the plans in force as ``apply`` does (:mod:`staged_apply`): a change
+   both ends of a pair must agree on goes in the three steps of :mod:`staging`,
+   journaled; anything else is pushed at once. The rollout is recorded. It holds the
+   state directory's lock (:mod:`state_lock`), as a drift correction does: while
+   ``apply``, ``rotate`` or ``rekey`` holds it, the push waits for the next poll and
+   the log says who holds it;
+5. ask every agent for its status and compare the plan hash in force with the desired
+   one: hosts that differ are drift, reported on ``/status``, logged (again when the
+   set of hosts changes, else at most every ``drift_log_interval`` seconds) and, with
    ``correct_drift``, pushed their desired plan again (recorded as a drift correction).
 
 The HTTP side (:mod:`.serve_http`, in threads of its own) serves ``GET /status``, ``GET
@@ -28,14 +41,18 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from . import operations, rails, revisions
+from . import operations, rails, revisions, staged_apply
 from .audit import AuditEntry, AuditLog
+from .canary import staging_lines
+from .health import AgentAccess, HealthGate
+from .in_force import ApplyJournal, Candidate, InForceError, match_candidates, observed_hashes
 from .inventory import InventoryError, InventoryErrors
 from .inventory.vault import Vault, VaultError
 from .results import AggregateResult
-from .rollout import DEFAULT_OPTIONS, RolloutOptions
+from .rollout import DEFAULT_OPTIONS, RolloutOptions, batches
 from .serve_http import HttpOptions, HttpServer, parse_listen
 from .state import StateDir, StateError
+from .state_lock import LockHeld, StateLock
 from .status import FleetStatus
 
 Log = Callable[[str], None]
@@ -51,6 +68,9 @@ class ServeOptions:
     rollout: RolloutOptions = DEFAULT_OPTIONS
     timeout: float = operations.DEFAULT_TIMEOUT
     vault: Vault | None = None
+    allow_rollback: bool = False  # push a commit that does not descend from the one in force
+    gate: HealthGate = field(default_factory=lambda: HealthGate(require_traffic=False))
+    drift_log_interval: float = 300.0
 
 
 class Metrics:
@@ -58,6 +78,9 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.polls = Counter("vpnfleet_polls", "Branch polls made.", registry=r)
+        self.polls_skipped = Counter(
+            "vpnfleet_polls_skipped", "Polls skipped: another command held the lock.", registry=r
+        )
         self.poll_errors = Counter(
             "vpnfleet_poll_errors", "Polls that could not read the branch.", registry=r
         )
@@ -85,7 +108,10 @@ class Snapshot:
     """What the HTTP side may read: published by the loop under a lock."""
 
     branch: str = ""
-    head: str = ""  # the newest commit seen on the branch
+    ref: str = ""  # the exact ref followed
+    local_note: str = ""  # what the local branch has that is not followed
+    head: str = ""  # the newest commit seen on the followed ref
+    refused: str = ""  # the last rollback refused, and why
     in_force: str = ""  # the revision whose plans are desired
     last_error: str = ""
     drifted: list[str] = field(default_factory=list)
@@ -102,8 +128,13 @@ class Reconciler:
         self.repo = revisions.repo_root(options.inventory)
         self.audit = AuditLog.in_state(state.root)
         self.metrics = Metrics()
-        self.fleet: operations.CompiledFleet | None = None
+        self.fleet: operations.CompiledFleet | None = None  # the plans in force
+        self.in_force: str = ""  # the revision in force ("" while none is known)
+        self.in_force_checked = False  # asked the agents what they run
+        self.followed: revisions.BranchHead | None = None
         self.seen: str = ""  # the last head acted on, good or bad
+        self.clock: Callable[[], float] = time.monotonic
+        self._drift_logged: tuple[list[str], float] | None = None
         self._lock = threading.Lock()
         self._snapshot = Snapshot(branch=options.branch)
         self._wake: asyncio.Event | None = None
@@ -116,7 +147,10 @@ class Reconciler:
             s = self._snapshot
             return {
                 "branch": s.branch,
+                "ref": s.ref,
+                "local_branch": s.local_note,
                 "head": s.head,
+                "refused": s.refused,
                 "revision_in_force": s.in_force,
                 "last_error": s.last_error,
                 "drifted": list(s.drifted),
@@ -173,26 +207,59 @@ class Reconciler:
             self.metrics.poll_errors.inc()
             self._publish(last_error=str(exc))
             self.log(f"poll failed: {exc}")
-            head = ""
-        if head and head != self.seen:
-            self._publish(head=head)
-            await self.roll_out(head)
-            self.seen = head
+            head = None
+        if head is not None:
+            self._follow(head)
+        if head is not None and head.commit != self.seen:
+            self._publish(head=head.commit)
+            lock = self._lock_for(f"the rollout of {self._name(head.commit)}")
+            if lock is None:
+                return  # tried again at the next poll: seen is not moved
+            try:
+                await self.roll_out(head)
+            finally:
+                lock.release()
+            self.seen = head.commit
         if self.fleet is not None:
             await self.check_drift()
 
-    async def roll_out(self, revision: str) -> None:
+    def _lock_for(self, what: str) -> StateLock | None:
+        """The state directory's lock for a push, or None (logged) while another command
+        holds it. Reading the branch and the agents' status needs no lock."""
+        lock = StateLock(self.state, "serve")
+        try:
+            lock.acquire()
+        except LockHeld as exc:
+            self.metrics.polls_skipped.inc()
+            self.log(f"poll skipped, {what} waits for the next poll: {exc}")
+            return None
+        return lock
+
+    def _follow(self, head: revisions.BranchHead) -> None:
+        """Say which ref is followed, at start and whenever it or the local branch moves."""
+        before = self.followed
+        self.followed = head
+        note = head.local_note()
+        if before is None or before.ref != head.ref:
+            self.log(f"following {head.describe()}")
+        if note and (before is None or before.local_note() != note):
+            self.log(note)
+        self._publish(ref=head.ref, local_note=note)
+
+    def _name(self, revision: str) -> str:
+        """``REF COMMIT`` for the followed ref's commits, ``revision COMMIT`` for others."""
+        if self.followed is not None and revision == self.followed.commit:
+            return f"{self.followed.ref} {revision[:12]}"
+        return f"revision {revision[:12]}"
+
+    async def roll_out(self, head: revisions.BranchHead) -> None:
+        revision = head.commit
+        name = self._name(revision)
         started = time.time()
         subject = await asyncio.to_thread(revisions.commit_subject, self.repo, revision)
-        self.log(f"revision {revision[:12]} ({subject}): compiling")
+        self.log(f"{name} ({subject}): compiling")
         try:
-            fleet = await asyncio.to_thread(
-                operations.compile_fleet_at,
-                self.options.inventory,
-                self.state,
-                revision,
-                vault=self.options.vault,
-            )
+            fleet = await asyncio.to_thread(self._compile, revision)
             violations = [] if self.options.force else operations.rail_violations(fleet)
             if violations:
                 raise rails.RailError(violations)
@@ -208,40 +275,180 @@ class Reconciler:
         ) as exc:
             self._refused(revision, subject, started, str(exc).splitlines())
             return
-        self.log(f"revision {revision[:12]}: pushing to {len(fleet.selected)} host(s)")
-        result = await operations.push_plans(
-            fleet,
-            self.state,
-            dry_run=False,
-            options=self.options.rollout,
-            timeout=self.options.timeout,
-        )
+        if not self.in_force_checked:
+            await self._find_in_force(fleet, head)
+        rollback = await asyncio.to_thread(self._rollback, revision)
+        if rollback and not self.options.allow_rollback:
+            self._refused(revision, subject, started, [rollback], rollback=True)
+            return
+        if rollback:
+            self.log(f"{name}: {rollback}; pushed all the same (--allow-rollback)")
+        decision = await self._decide(fleet)
+        for note in decision.notes:
+            self.log(f"{name}: {note}")
+        staging = decision.staging(fleet)
+        steps = len(staging.steps) if staging is not None else 0
+        regression = ""
+        if staging is not None and decision.start < steps:
+            self.log(f"{name}: staging a pair change in {steps} steps to {len(fleet.selected)} "
+                     "host(s)")  # fmt: skip
+            access = AgentAccess(
+                self.state, RolloutOptions(forks=self.options.rollout.forks), self.options.timeout
+            )
+            staged = await staged_apply.run(
+                fleet,
+                decision,
+                staging,
+                access,
+                batches(fleet.selected, self.options.rollout.serial),
+                state=self.state,
+                gate=self.options.gate,
+                report=lambda line: self.log(f"{name}: {line}"),
+                command="serve",
+            )
+            result, regression = staged.result, staged.regression
+        else:
+            if staging is not None:
+                for line in staging_lines(staging):
+                    self.log(f"{name}: {line}")
+            if decision.journal is not None:
+                ApplyJournal.remove(self.state)
+            self.log(f"{name}: pushing to {len(fleet.selected)} host(s)")
+            result = await operations.push_plans(
+                fleet,
+                self.state,
+                dry_run=False,
+                options=self.options.rollout,
+                timeout=self.options.timeout,
+            )
         entry = self._record("rollout", revision, subject, started, fleet.selected, result)
+        if regression:
+            # Walked back to the plans in force: they stay desired.
+            self._publish(last_error=f"{name}: {regression}")
+            self.log(f"{name}: regression, rolled back; {self._name(self.in_force)} stays "
+                     "in force")  # fmt: skip
+            return
         # The new plans are desired from now on, also where a host failed: drift
         # checking reports (and, if asked, retries) the hosts that did not take them.
         self.fleet = fleet
-        self._publish(in_force=revision, last_error="; ".join(entry.errors))
+        self.in_force = revision
+        self._publish(in_force=revision, last_error="; ".join(entry.errors), refused="")
         self.metrics.revision.clear()
         self.metrics.revision.labels(revision=revision).set(1)
-        self.log(f"revision {revision[:12]}: {entry.outcome} in {entry.seconds:.2f}s")
+        self.log(f"{name}: {entry.outcome} in {entry.seconds:.2f}s")
 
-    def _refused(self, revision: str, subject: str, started: float, errors: list[str]) -> None:
+    def _compile(self, revision: str) -> operations.CompiledFleet:
+        return operations.compile_fleet_at(
+            self.options.inventory, self.state, revision, vault=self.options.vault
+        )
+
+    async def _find_in_force(
+        self, fleet: operations.CompiledFleet, head: revisions.BranchHead
+    ) -> None:
+        """The revision whose plans most agents run, among the followed commit, the local
+        branch, HEAD and the last revision rolled out (told from their plan hashes)."""
+        self.in_force_checked = True
+        last = await asyncio.to_thread(self.audit.last_good_revision)
+        refs = [head.commit, head.local_commit, "HEAD", last]
+        known: list[tuple[str, operations.CompiledFleet]] = []
+        for ref in refs:
+            if not ref:
+                continue
+            try:
+                compiled = await asyncio.to_thread(self._compile, ref)
+            except (InventoryErrors, InventoryError, revisions.RevisionError, VaultError):
+                continue
+            commit = staged_apply.target_of(compiled)
+            if all(commit != k for k, _ in known):
+                known.append((commit, compiled))
+        status = await operations.fleet_status(fleet, self.state, timeout=self.options.timeout)
+        candidates = [Candidate(c[:12], staged_apply.hashes(f)) for c, f in known]
+        found = match_candidates(observed_hashes(status), fleet.selected, candidates)
+        best = found.most_hosts()
+        if best < 0:
+            labels = ", ".join(c.label for c in candidates) or "any revision"
+            self.log(f"in force on the agents: no plan of {labels}; this rollout is not staged")
+            return
+        self.in_force, self.fleet = known[best]
+        self._publish(in_force=self.in_force)
+        others = [h.host for h in found.hosts if h.host not in found.running(best)]
+        self.log(
+            f"in force on the agents: {self._name(self.in_force)} "
+            f"({', '.join(found.running(best))})"
+            + (f"; not on {', '.join(others)}" if others else "")
+        )
+
+    def _rollback(self, revision: str) -> str:
+        """'' when ``revision`` descends from the revision in force, else why not."""
+        if not self.in_force or self.in_force == revision:
+            return ""
+        try:
+            if revisions.is_ancestor(self.repo, self.in_force, revision):
+                return ""
+        except revisions.RevisionError as exc:
+            return f"not pushed: {exc}"
+        older = ""
+        try:
+            if revisions.is_ancestor(self.repo, revision, self.in_force):
+                older = ", it is older"
+        except revisions.RevisionError:
+            pass
+        return (
+            f"rollback: {revision[:12]} does not descend from the revision in force "
+            f"{self.in_force[:12]}{older}; start serve with --allow-rollback to push it"
+        )
+
+    async def _decide(self, fleet: operations.CompiledFleet) -> staged_apply.Decision:
+        """The plans in force per host, as apply tells them (an interrupted staged run
+        goes on); a host that drifts is taken to run the revision in force."""
+        previous = self.fleet
+        if previous is None:
+            return staged_apply.Decision(None)
+        known = staged_apply.Known(self.in_force, previous)
+        status = await operations.fleet_status(fleet, self.state, timeout=self.options.timeout)
+        try:
+            journal = ApplyJournal.load(self.state)
+            return staged_apply.decide(
+                fleet, observed_hashes(status), [known], journal, self._compile
+            )
+        except (InForceError, StateError) as exc:
+            decision = staged_apply.from_revision(fleet, known)
+            decision.notes.append(f"{exc}; taking {self.in_force[:12]}'s plans as in force")
+            return decision
+
+    def _refused(
+        self,
+        revision: str,
+        subject: str,
+        started: float,
+        errors: list[str],
+        *,
+        rollback: bool = False,
+    ) -> None:
+        """Record a commit not pushed: one that does not compile or that the rails refuse
+        (outcome failed), or a rollback (outcome refused)."""
+        outcome = "refused" if rollback else "failed"
         entry = AuditEntry(
             kind="rollout",
             revision=revision,
             started_at=started,
             finished_at=time.time(),
-            outcome="failed",
+            outcome=outcome,
             errors=tuple(errors),
             subject=subject,
         )
         self.audit.record(entry)
-        self.metrics.rollouts.labels(kind="rollout", outcome="failed").inc()
-        self._publish(last_error=f"revision {revision[:12]} refused: " + "; ".join(errors))
+        self.metrics.rollouts.labels(kind="rollout", outcome=outcome).inc()
+        name = self._name(revision)
+        message = f"{name} refused: " + "; ".join(errors)
+        self._publish(last_error=message)
+        if rollback:
+            self._publish(refused=message)
         in_force = self._snapshot.in_force
         self.log(
-            f"revision {revision[:12]} refused, nothing pushed; "
-            f"{in_force[:12] or 'no revision'} stays in force:\n  " + "\n  ".join(errors)
+            f"{name} refused, nothing pushed; "
+            f"{self._name(in_force) if in_force else 'no revision'} stays in force:\n  "
+            + "\n  ".join(errors)
         )
 
     def _record(
@@ -293,14 +500,44 @@ class Reconciler:
         for state_name, n in counts.items():
             self.metrics.hosts.labels(state=state_name.replace(" ", "_")).set(n)
         self._publish(drifted=drifted, status=status.to_json())
+        self._log_drift(status, drifted)
         if drifted and self.options.correct_drift:
-            await self.correct(fleet, drifted)
+            lock = self._lock_for(f"the drift correction of {', '.join(drifted)}")
+            if lock is not None:
+                try:
+                    await self.correct(fleet, drifted)
+                finally:
+                    lock.release()
         return status
+
+    def _log_drift(self, status: FleetStatus, drifted: list[str]) -> None:
+        """Drift in the log: when the set of drifting hosts changes, else at most every
+        ``drift_log_interval`` seconds."""
+        now = self.clock()
+        last = self._drift_logged
+        if not drifted:
+            if last is not None and last[0]:
+                self.log(f"drift gone: every host runs {self._name(self.in_force)}'s plans")
+            self._drift_logged = None
+            return
+        recent = last is not None and now - last[1] < self.options.drift_log_interval
+        if last is not None and last[0] == drifted and recent:
+            return
+        self._drift_logged = (drifted, now)
+        rows = [
+            f"{h.host} runs plan {h.observed.content_hash[:12] or '(none)'}"
+            for h in status.hosts
+            if h.host in drifted and h.observed is not None
+        ]
+        self.log(
+            f"drift: {len(drifted)} host(s) differ from {self._name(self.in_force)}'s plans: "
+            + "; ".join(rows)
+        )
 
     async def correct(self, fleet: operations.CompiledFleet, hosts: list[str]) -> None:
         started = time.time()
         revision = self._snapshot.in_force
-        self.log(f"drift on {', '.join(hosts)}: re-applying revision {revision[:12]}")
+        self.log(f"drift on {', '.join(hosts)}: re-applying {self._name(revision)}")
         subset = operations.CompiledFleet(
             fleet.inventory,
             list(hosts),

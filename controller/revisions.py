@@ -167,19 +167,69 @@ def remote_of(repo: Path, branch: str) -> str:
     return remotes[0] if len(remotes) == 1 else ""
 
 
-def branch_head(repo: Path, branch: str) -> str:
-    """The newest commit of ``branch``: fetched from its remote if it has one, else local."""
+@dataclass(frozen=True, slots=True)
+class BranchHead:
+    """What ``serve`` follows: the exact ref and its commit, and the local branch."""
+
+    ref: str  # refs/remotes/REMOTE/BRANCH when the branch has a remote, else refs/heads/BRANCH
+    commit: str
+    local_commit: str = ""  # refs/heads/BRANCH when it differs from the followed ref
+    local_ahead: int = 0  # commits refs/heads/BRANCH has that the followed ref lacks
+    local_behind: int = 0
+
+    def describe(self) -> str:
+        return f"{self.ref} at {self.commit[:12]}"
+
+    def local_note(self) -> str:
+        """'' or what the local branch holds that is not followed."""
+        if not self.local_commit:
+            return ""
+        local = "refs/heads/" + self.ref.rsplit("/", 1)[-1]
+        return (
+            f"{local} at {self.local_commit[:12]} is {self.local_ahead} commit(s) ahead and "
+            f"{self.local_behind} behind {self.ref}: only {self.ref} is followed (push "
+            "the local commits to roll them out)"
+        )
+
+
+def is_ancestor(repo: Path, older: str, newer: str) -> bool:
+    """Whether commit ``older`` is ``newer`` or one of its ancestors."""
+    res = _git(repo, "merge-base", "--is-ancestor", older, newer, check=False)
+    if res.returncode in (0, 1):
+        return res.returncode == 0
+    message = res.stderr.decode(errors="replace").strip().splitlines()
+    raise RevisionError(
+        f"cannot compare {older[:12]} with {newer[:12]}: {message[-1] if message else ''}"
+    )
+
+
+def _count(repo: Path, spec: str) -> int:
+    return int(_git(repo, "rev-list", "--count", spec).stdout.decode().strip() or 0)
+
+
+def branch_head(repo: Path, branch: str) -> BranchHead:
+    """The ref serve follows and its commit: ``refs/remotes/REMOTE/BRANCH`` after a fetch
+    when the branch has a remote, else ``refs/heads/BRANCH``."""
     if not branch or branch.startswith("-"):
         raise RevisionError(f"not a branch name: {branch!r}")
+    local_ref = f"refs/heads/{branch}"
     remote = remote_of(repo, branch)
-    if remote:
-        _git(repo, "fetch", "--quiet", "--no-tags", remote, f"refs/heads/{branch}")
-        # FETCH_HEAD is what this fetch brought, whatever the remote-tracking refspecs.
-        return resolve_revision(repo, "FETCH_HEAD")
+    if not remote:
+        try:
+            return BranchHead(local_ref, resolve_revision(repo, local_ref))
+        except RevisionError:
+            raise RevisionError(f"no branch {branch!r} in {repo}") from None
+    ref = f"refs/remotes/{remote}/{branch}"
+    _git(repo, "fetch", "--quiet", "--no-tags", remote, f"+{local_ref}:{ref}")
+    commit = resolve_revision(repo, ref)
     try:
-        return resolve_revision(repo, f"refs/heads/{branch}")
+        local = resolve_revision(repo, local_ref)
     except RevisionError:
-        raise RevisionError(f"no branch {branch!r} in {repo}") from None
+        return BranchHead(ref, commit)
+    if local == commit:
+        return BranchHead(ref, commit)
+    ahead, behind = _count(repo, f"{commit}..{local}"), _count(repo, f"{local}..{commit}")
+    return BranchHead(ref, commit, local, ahead, behind)
 
 
 def commit_subject(repo: Path, revision: str) -> str:

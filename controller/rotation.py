@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 from vpnfleet.protos.files import make_private_directory, mode_of, write_atomically
 
-from .canary import AUTH_FAILED, Clock, FleetAccess
+from .health import AUTH_FAILED, Clock, FleetAccess
 from .operations import CompiledFleet
 from .planner.model import AuthMethod, NodePlan
 from .results import EXIT_FAILED, AggregateResult

@@ -22,6 +22,7 @@ from ..inventory import vault as vault_mod
 from ..results import AggregateResult, HostResult, Outcome
 from ..rollout import RolloutOptionError
 from ..state import StateDir, StateError
+from ..state_lock import LockHeld, StateLock
 
 
 def _width(stream: Any) -> int | None:
@@ -165,6 +166,19 @@ def open_vault(
 class Ctx:
     def __init__(self, state: Path) -> None:
         self.state = StateDir(state)
+        self.lock: StateLock | None = None
+
+    def hold_lock(self, command: str) -> None:
+        """Hold the state directory's lock until the process ends; exit 1 naming the
+        holder when another process has it."""
+        lock = StateLock(self.state, command)
+        try:
+            lock.acquire()
+        except LockHeld as exc:
+            fail(f"{exc}: wait for it to finish, or stop it, and run this again")
+        except OSError as exc:
+            fail(f"cannot lock the state directory {self.state.root}: {exc.strerror or exc}")
+        self.lock = lock
 
 
 pass_ctx = click.make_pass_decorator(Ctx)

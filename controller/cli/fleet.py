@@ -20,17 +20,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from .. import operations
-from ..canary import (
-    AgentAccess,
-    CanaryError,
-    CanaryResult,
-    HealthGate,
-    canary_batches,
-    run_canary,
-    run_staged,
-    staging_lines,
-)
+from .. import operations, staged_apply
+from ..canary import CanaryResult, canary_batches, run_canary, staging_lines
+from ..health import AgentAccess, CanaryError, HealthGate
+from ..in_force import ApplyJournal, InForceError, observed_hashes
 from ..inventory.vault import Vault
 from ..rollout import RolloutOptions, batches
 from ..staging import Staging, stage
@@ -224,7 +217,9 @@ def render_plan_summaries(summaries: list[dict[str, Any]]) -> None:
     default=None,
     metavar="REF",
     help="Revision whose plans are taken as those in force: a staged change starts from "
-    "them and a regression restores them (default: HEAD, or REV^ with --rev).",
+    "them and a regression restores them. Default: with --canary HEAD (or REV^ with "
+    "--rev); without, what the agents report, set against the new plans, REV^, HEAD "
+    "and an interrupted staged apply's journal.",
 )
 @click.option(
     "--no-stage",
@@ -291,22 +286,25 @@ def apply_cmd(
         fleet = operations.compile_fleet_at(inventory, ctx.state, rev, limit=limit, vault=vault)
         enforce_rails(fleet, force)
         require_ca(ctx, inventory)
+        if not check:
+            ctx.hold_lock("apply")
         if not check and not no_stage:
             try:
                 gate = HealthGate(timeout=health_timeout, require_traffic=bool(health_traffic))
             except CanaryError as exc:
                 fail(str(exc))
-            previous, why = operations.previous_fleet(
-                inventory, ctx.state, in_force, limit=limit, vault=vault
-            )
-            staging = stage(previous.plans, fleet.plans, fleet.selected) if previous else None
-            if previous is not None and staging is not None and staging.staged:
-                apply_staged(
-                    ctx, fleet, previous, staging, options, gate, output, in_force, timeout
-                )
+            decision = decide_in_force(ctx, inventory, fleet, rev, rollback_rev, limit, vault,
+                                       timeout)  # fmt: skip
             if output != "json":
-                if previous is None:
-                    err.print(f"(changes not staged: no plans in force known: {why})", markup=False)
+                for note in decision.notes:
+                    err.print(note, markup=False)
+            staging = decision.staging(fleet)
+            if staging is not None and decision.start < len(staging.steps):
+                apply_staged(ctx, fleet, decision, staging, options, gate, output, in_force,
+                             timeout)  # fmt: skip
+            if decision.journal is not None:  # its run had ended on the final plans
+                ApplyJournal.remove(ctx.state)
+            if output != "json":
                 for line in staging_lines(staging) if staging else ():
                     err.print(line, markup=False)
         with progress_bar(len(fleet.selected), "check" if check else "apply") as hook:
@@ -348,6 +346,7 @@ def apply_canary(
     with input_errors():
         fleet = operations.compile_fleet_at(inventory, ctx.state, rev, limit=limit, vault=vault)
         enforce_rails(fleet, force)
+        ctx.hold_lock("apply")
         previous = operations.compile_fleet_at(
             inventory, ctx.state, rollback_rev, limit=limit, vault=vault
         )
@@ -368,10 +367,58 @@ def apply_canary(
     render_canary(result, output, rollback_rev)
 
 
+def decide_in_force(
+    ctx: Ctx,
+    inventory: Path,
+    fleet: operations.CompiledFleet,
+    rev: str | None,
+    rollback_rev: str | None,
+    limit: str | None,
+    vault: Vault | None,
+    timeout: float,
+) -> staged_apply.Decision:
+    """The plans in force: those of --rollback-rev when given, else what the agents
+    report set against the new plans, REV^ (with --rev), HEAD and an interrupted staged
+    apply's journal. Exit 1 with advice when the agents run something else."""
+
+    def compile_revision(ref: str) -> operations.CompiledFleet:
+        return operations.compile_fleet_at(inventory, ctx.state, ref, limit=limit, vault=vault)
+
+    if rollback_rev is not None:
+        given = compile_revision(rollback_rev)
+        return staged_apply.from_revision(
+            fleet, staged_apply.Known(staged_apply.target_of(given), given)
+        )
+    known: list[staged_apply.Known] = []
+    why: list[str] = []
+    for ref in [f"{rev}^", "HEAD"] if rev else ["HEAD"]:
+        previous, reason = operations.previous_fleet(
+            inventory, ctx.state, ref, limit=limit, vault=vault
+        )
+        if previous is None:
+            why.append(reason)
+        elif all(k.revision != staged_apply.target_of(previous) for k in known):
+            known.append(staged_apply.Known(staged_apply.target_of(previous), previous))
+    journal = ApplyJournal.load(ctx.state)
+    status = asyncio.run(operations.fleet_status(fleet, ctx.state, timeout=timeout))
+    try:
+        decision = staged_apply.decide(
+            fleet, observed_hashes(status), known, journal, compile_revision
+        )
+    except InForceError as exc:
+        if known or journal is not None:
+            fail(str(exc))
+        # No revision to set the agents against (no git history): unstaged, as said.
+        decision = staged_apply.Decision(None)
+    if decision.previous is None and why and not decision.notes:
+        decision.notes.append(f"(changes not staged: no plans in force known: {why[-1]})")
+    return decision
+
+
 def apply_staged(
     ctx: Ctx,
     fleet: operations.CompiledFleet,
-    previous: operations.CompiledFleet,
+    decision: staged_apply.Decision,
     staging: Staging,
     options: RolloutOptions,
     gate: HealthGate,
@@ -380,16 +427,17 @@ def apply_staged(
     timeout: float,
 ) -> NoReturn:
     """`apply` of pair changes without --canary: the steps in --serial batches, each batch
-    behind the health gate, rollback on a regression."""
+    behind the health gate, rollback on a regression; journaled, resumed after an
+    interruption (staged_apply)."""
     report = None if output == "json" else (lambda line: out.print(line, markup=False))
     result = asyncio.run(
-        run_staged(
+        staged_apply.run(
             fleet,
-            previous,
-            AgentAccess(ctx.state, options, timeout),
+            decision,
             staging,
+            AgentAccess(ctx.state, options, timeout),
             batches(fleet.selected, options.serial),
-            canary=False,
+            state=ctx.state,
             gate=gate,
             report=report,
         )
@@ -444,6 +492,7 @@ def rekey_cmd(
             inventory, ctx.state, limit=limit, vault=open_vault(vault_password_file, vault_key_file)
         )
         require_ca(ctx, inventory)
+        ctx.hold_lock("rekey")
         with progress_bar(len(fleet.selected), "rekey") as hook:
             result = asyncio.run(
                 operations.rekey_fleet(

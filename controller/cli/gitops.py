@@ -12,6 +12,7 @@ import click
 from rich.markup import escape
 
 from .. import operations, revisions, serve_http
+from ..health import HealthGate
 from ..rollout import RolloutOptions
 from .common import (
     Ctx,
@@ -154,6 +155,19 @@ def _revision_of(fleet: operations.CompiledFleet, ref: str | None) -> str:
 @click.option(
     "--correct-drift", is_flag=True, help="Re-apply the desired plan on hosts that drift."
 )
+@click.option(
+    "--allow-rollback",
+    is_flag=True,
+    help="Push a commit that does not descend from the revision in force (a branch reset "
+    "or force-pushed to an older commit). Without it such a commit is refused.",
+)
+@click.option(
+    "--health-timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds each batch of a staged pair change gets to pass its health gate.",
+)
 @force_option
 @click.option("-f", "--forks", default=10, show_default=True, help="Agents contacted at once.")
 @click.option("--serial", default=None, metavar="N|N%[,...]", help="Roll out in batches of hosts.")
@@ -173,6 +187,8 @@ def serve_cmd(
     http_timeout: float,
     http_max_connections: int,
     correct_drift: bool,
+    allow_rollback: bool,
+    health_timeout: float,
     force: bool,
     forks: int,
     serial: str | None,
@@ -180,9 +196,16 @@ def serve_cmd(
 ) -> None:
     """Follow BRANCH and roll out each new commit; serve status, audit and metrics.
 
-    A commit whose inventory does not compile (or that the safety rails refuse) is
-    recorded as failed in the audit log and nothing is pushed: the last good revision
-    stays in force. Stops cleanly on SIGTERM or Ctrl-C.
+    With a remote, the ref followed is refs/remotes/REMOTE/BRANCH (fetched each poll),
+    else refs/heads/BRANCH; it is named with its commit at start and in every line
+    about a rollout, and a local branch ahead of it is named, not followed. A commit
+    whose inventory does not compile (or that the safety rails refuse) is recorded as
+    failed in the audit log and nothing is pushed: the last good revision stays in
+    force. A commit that does not descend from the revision in force is refused
+    unless --allow-rollback. Pair changes (keys, proposals, addresses) go in the three
+    steps of `apply`. A rollout holds the state directory's lock: while `apply`,
+    `rotate` or `rekey` holds it, the push waits for the next poll and says so. Stops
+    cleanly on SIGTERM or Ctrl-C.
 
     POST /webhook polls at once; it needs --webhook-secret-file (GitHub's
     X-Hub-Signature-256 or GitLab's X-Gitlab-Token) and is refused without it. Every
@@ -199,6 +222,8 @@ def serve_cmd(
             fail("--interval takes a positive number of seconds")
         if http_timeout <= 0:
             fail("--http-timeout takes a positive number of seconds")
+        if health_timeout <= 0:
+            fail("--health-timeout takes a positive number of seconds")
         if http_max_connections < 1:
             fail("--http-max-connections takes a number of connections, 1 or more")
         try:
@@ -222,6 +247,8 @@ def serve_cmd(
             rollout=RolloutOptions(forks=forks, serial=parse_serial(serial)),
             timeout=timeout,
             vault=open_vault(vault_password_file, vault_key_file),
+            allow_rollback=allow_rollback,
+            gate=HealthGate(timeout=health_timeout, require_traffic=False),
         )
         revisions.repo_root(inventory)
         try:

@@ -13,7 +13,7 @@ import click
 from rich.markup import escape
 
 from .. import cert_rotation, operations, rotation
-from ..canary import AgentAccess
+from ..health import AgentAccess
 from ..rollout import RolloutOptions
 from .common import (
     Ctx,
@@ -77,6 +77,7 @@ def rotate_psk_cmd(
     report = None if output == "json" else (lambda line: out.print(line, markup=False))
     with input_errors():
         require_ca(ctx, inventory)
+        ctx.hold_lock("rotate psk")
         vault = open_vault(vault_password_file, vault_key_file)
         try:
             journal, fleet, resumed = rotation.prepare_psk_rotation(
@@ -141,6 +142,7 @@ def _rotate_certificates(
     report = None if output == "json" else (lambda line: out.print(line, markup=False))
     with input_errors():
         require_ca(ctx, inventory)
+        ctx.hold_lock(f"rotate {kind}")
         vault = open_vault(vault_password_file, vault_key_file)
 
         def compile_fleet() -> operations.CompiledFleet:

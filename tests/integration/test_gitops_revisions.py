@@ -234,7 +234,7 @@ def test_rails_refuse_a_revision_unless_forced(gitlab: GitLab) -> None:
 
 
 def test_branch_head_fetches_from_the_remote(tmp_path: Path) -> None:
-    from vpnfleet.controller.revisions import RevisionError, branch_head
+    from vpnfleet.controller.revisions import BranchHead, RevisionError, branch_head
 
     upstream = tmp_path / "upstream"
     upstream.mkdir()
@@ -243,20 +243,52 @@ def test_branch_head_fetches_from_the_remote(tmp_path: Path) -> None:
     one = commit(upstream, "one")
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(upstream), str(clone))
-    assert branch_head(clone, "main") == one
+    tracking = "refs/remotes/origin/main"
+    assert branch_head(clone, "main") == BranchHead(tracking, one)
 
     (upstream / "README").write_text("two\n")
     two = commit(upstream, "two")
-    assert branch_head(clone, "main") == two
+    behind = branch_head(clone, "main")
+    assert behind == BranchHead(tracking, two, one, 0, 1)
+    assert git(clone, "rev-parse", tracking) == two
     # The working tree and the local branch are left alone.
     assert (clone / "README").read_text() == "one\n"
     assert git(clone, "rev-parse", "refs/heads/main") == one
+    # A local branch ahead of the remote one is named, not followed.
+    git(clone, "merge", "-q", "--ff-only", tracking)
+    (clone / "README").write_text("three\n")
+    three = commit(clone, "three")
+    ahead = branch_head(clone, "main")
+    assert ahead == BranchHead(tracking, two, three, 1, 0)
+    assert ahead.local_note().startswith(f"refs/heads/main at {three[:12]} is 1 commit(s) ahead")
 
     local = tmp_path / "local"
     local.mkdir()
     git(local, "init", "-q", "-b", "main")
     (local / "README").write_text("x\n")
     head = commit(local, "x")
-    assert branch_head(local, "main") == head
+    assert branch_head(local, "main") == BranchHead("refs/heads/main", head)
     with pytest.raises(RevisionError, match="no branch 'release' in "):
         branch_head(local, "release")
+
+
+def test_apply_refuses_to_stage_from_plans_no_agent_runs(gitlab: GitLab) -> None:
+    """The agents run the first commit's plans; HEAD is the second: `apply` of the working
+    tree does not take HEAD to be in force, names the hosts and exits 1 unasked."""
+    inv = str(gitlab.inventory)
+    res = gitlab.vpnfleet("apply", "-i", inv, "--rev", gitlab.first)
+    assert res.returncode == 0, res.stdout + res.stderr
+    write_inventory(gitlab.inventory, {h: a.port for h, a in gitlab.agents.items()},
+                    OLD_VARS + "dpd_delay: 45\n")  # fmt: skip
+    refused = gitlab.vpnfleet("apply", "-i", inv, "--timeout", "5")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    message = " ".join(refused.stderr.split())
+    assert "cannot tell which plans are in force: h1 runs plan" in message, message
+    assert f"the plan of none of the new plans, revision {gitlab.second[:12]}" in message
+    assert "Give --rollback-rev REV naming the revision those hosts run" in message
+    status = gitlab.vpnfleet("status", "-i", inv, "--rev", gitlab.first, "-o", "json")
+    assert {h["state"] for h in json.loads(status.stdout)["hosts"]} == {"in sync"}
+    # Named by the operator, the first commit's plans are taken as in force.
+    named = gitlab.vpnfleet("apply", "-i", inv, "--rollback-rev", gitlab.first, "-o", "json")
+    assert named.returncode == 0, named.stdout + named.stderr
+    assert json.loads(named.stdout)["counts"]["changed"] == 3

@@ -31,7 +31,10 @@ from tests.support.status_output import status_document
 CLI = [sys.executable, "-m", "vpnfleet.controller.cli"]
 HOSTS = ("h1", "h2", "h3")
 OLD_VARS = "ike_proposals: [aes256gcm16-prfsha384-x25519]\nesp_proposals: [aes256gcm16]\n"
-NEW_VARS = "ike_proposals: [aes128-sha256-modp2048]\nesp_proposals: [aes128gcm16]\n"
+# A change of no negotiated field (see controller.staging): pushed at once, not staged.
+NEW_VARS = OLD_VARS + "dpd_delay: 45\n"
+# A change both ends of every pair must agree on: staged.
+NEW_PROPOSALS = "ike_proposals: [aes128-sha256-modp2048]\nesp_proposals: [aes128gcm16]\n"
 INTERVAL = 1.0
 
 
@@ -216,12 +219,12 @@ def test_serve_rolls_out_new_commits_and_refuses_bad_ones(gitops: GitOpsLab) -> 
         # A new commit is applied within the poll interval (plus the rollout itself).
         write_inventory(gitops.inventory, {h: a.port for h, a in gitops.agents.items()}, NEW_VARS)
         committed_at = time.time()
-        second = commit(gitops.repo, "second: new proposals")
+        second = commit(gitops.repo, "second: new DPD delay")
         row = wait_for("the second rollout", lambda: serve.rollout_of(second), timeout=20)
         assert row["outcome"] == "changed", row
-        assert row["subject"] == "second: new proposals"
+        assert row["subject"] == "second: new DPD delay"
         assert row["finished_at"] - committed_at < INTERVAL + 5, row
-        assert any("aes128-sha256-modp2048" in line for line in row["changes"]["h1"]), row
+        assert any("dpd" in line and "45" in line for line in row["changes"]["h1"]), row
         before = gitops.agent_status(second)
         assert {h["state"] for h in before.values()} == {"in sync"}
 
@@ -325,6 +328,13 @@ def test_drift_is_reported_and_corrected(gitops: GitOpsLab) -> None:
         states = {h["host"]: h["state"] for h in status["fleet"]["hosts"]}
         assert states == {"h1": "in sync", "h2": "drift", "h3": "in sync"}
         assert serve.rollout_of(second, kind="drift-correction") is None
+        wait_for(
+            "drift in the log",
+            lambda: (
+                f"drift: 1 host(s) differ from refs/heads/main {second[:12]}'s plans: h2 "
+                in serve.log()
+            ),
+        )
         serve.proc.send_signal(signal.SIGTERM)
         assert serve.proc.wait(15) == 0, serve.log()
 
@@ -396,3 +406,172 @@ def test_a_negative_content_length_does_not_grow_the_serve_process(tmp_path: Pat
         )
         assert sent < streamed, "the server read the whole body instead of refusing it"
         assert serve.get("/status")["revision_in_force"] == first
+
+
+def rows_of(serve: Serve, revision: str) -> list[dict[str, Any]]:
+    return [r for r in serve.rollouts() if r["revision"] == revision and r["kind"] == "rollout"]
+
+
+def log_lines_naming(serve: Serve, revision: str) -> list[str]:
+    """The serve log's lines (not the indented continuation lines) naming ``revision``."""
+    return [
+        line
+        for line in serve.log().splitlines()
+        if revision[:12] in line and not line.startswith(" ")
+    ]
+
+
+def in_sync_with(gitops: GitOpsLab, revision: str) -> bool:
+    return {h["state"] for h in gitops.agent_status(revision).values()} == {"in sync"}
+
+
+def test_local_branch_ahead_is_named_and_not_rolled_back(gitops: GitOpsLab) -> None:
+    ports = {h: a.port for h, a in gitops.agents.items()}
+    upstream = gitops.tmp / "upstream.git"
+    git(gitops.tmp, "init", "-q", "--bare", "-b", "main", str(upstream))
+    git(gitops.repo, "remote", "add", "origin", str(upstream))
+    git(gitops.repo, "push", "-q", "-u", "origin", "main")
+    local = gitops.first
+    for delay in (41, 42, 43, 44):  # four commits not pushed
+        write_inventory(gitops.inventory, ports, OLD_VARS + f"dpd_delay: {delay}\n")
+        local = commit(gitops.repo, f"dpd {delay}")
+    res = gitops.vpnfleet("apply", "-i", str(gitops.inventory))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert in_sync_with(gitops, local)
+
+    tracking = "refs/remotes/origin/main"
+    with gitops.serve() as serve:
+        refused = wait_for("the refusal", lambda: rows_of(serve, gitops.first), timeout=30)
+        assert [r["outcome"] for r in refused] == ["refused"], refused
+        assert any(
+            f"rollback: {gitops.first[:12]} does not descend from the revision in force "
+            f"{local[:12]}, it is older" in e
+            for e in refused[0]["errors"]
+        ), refused
+        status = serve.get("/status")
+        assert status["ref"] == tracking and status["head"] == gitops.first
+        assert status["revision_in_force"] == local
+        assert status["refused"].startswith(f"{tracking} {gitops.first[:12]} refused: rollback")
+        assert status["local_branch"].startswith(
+            f"refs/heads/main at {local[:12]} is 4 commit(s) ahead and 0 behind {tracking}"
+        )
+        log = serve.log()
+        assert f"following {tracking} at {gitops.first[:12]}" in log
+        assert f"in force on the agents: revision {local[:12]} (h1, h2, h3)" in log
+        lines = log_lines_naming(serve, gitops.first)
+        assert len(lines) >= 3 and all(tracking in line for line in lines), lines
+        # Nothing was pushed: the agents still run the local branch's plans.
+        assert in_sync_with(gitops, local)
+        # Not retried on every poll.
+        polls = serve.polls()
+        wait_for("two more polls", lambda: serve.polls() >= polls + 2)
+        assert len(rows_of(serve, gitops.first)) == 1
+
+    with gitops.serve("--allow-rollback") as serve:
+        row = wait_for(
+            "the rollback",
+            lambda: [r for r in rows_of(serve, gitops.first) if r["outcome"] != "refused"],
+            timeout=30,
+        )
+        assert row[0]["outcome"] == "changed", row
+        assert "pushed all the same (--allow-rollback)" in serve.log()
+    assert in_sync_with(gitops, gitops.first)
+
+
+def test_older_commit_is_refused_unless_rollback_allowed(gitops: GitOpsLab) -> None:
+    ports = {h: a.port for h, a in gitops.agents.items()}
+    with gitops.serve() as serve:
+        wait_for("the first rollout", lambda: serve.rollout_of(gitops.first))
+        write_inventory(gitops.inventory, ports, NEW_VARS)
+        second = commit(gitops.repo, "second")
+        wait_for("the second rollout", lambda: serve.rollout_of(second), timeout=20)
+        # The branch is reset to the older commit (a force-push would do the same).
+        git(gitops.repo, "reset", "-q", "--hard", gitops.first)
+        refused = wait_for(
+            "the refusal",
+            lambda: [r for r in rows_of(serve, gitops.first) if r["outcome"] == "refused"],
+            timeout=20,
+        )
+        assert any("does not descend from the revision in force" in e
+                   for e in refused[0]["errors"]), refused  # fmt: skip
+        status = serve.get("/status")
+        assert status["revision_in_force"] == second and "--allow-rollback" in status["refused"]
+        assert in_sync_with(gitops, second)
+        serve.proc.send_signal(signal.SIGTERM)
+        assert serve.proc.wait(15) == 0, serve.log()
+
+    # Restarted, the serve process finds the revision in force from the agents (the
+    # audit log names the last one rolled out) and still refuses without the flag.
+    with gitops.serve() as serve:
+        wait_for("the refusal after restart", lambda: rows_of(serve, gitops.first)[0]["id"]
+                 > refused[0]["id"] and rows_of(serve, gitops.first))  # fmt: skip
+        assert rows_of(serve, gitops.first)[0]["outcome"] == "refused"
+        assert in_sync_with(gitops, second)
+        serve.proc.send_signal(signal.SIGTERM)
+        assert serve.proc.wait(15) == 0, serve.log()
+
+    with gitops.serve("--allow-rollback") as serve:
+        row = wait_for(
+            "the rollback",
+            lambda: (
+                [r for r in rows_of(serve, gitops.first) if r["outcome"] == "changed"][:1]
+                and rows_of(serve, gitops.first)[0]["outcome"] == "changed"
+                and rows_of(serve, gitops.first)
+            ),
+            timeout=20,
+        )
+        assert row[0]["outcome"] == "changed"
+    assert in_sync_with(gitops, gitops.first)
+
+
+@contextlib.contextmanager
+def silent_listener() -> Iterator[int]:
+    """A TCP port that takes connections and never answers (an agent that hangs)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield sock.getsockname()[1]
+
+
+def test_apply_while_serve_pushes_is_refused_naming_serve(tmp_path: Path) -> None:
+    fleet = make_fleet(tmp_path)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    inventory = repo / "inventory"
+    with silent_listener() as port:
+        write_inventory(inventory, dict.fromkeys(HOSTS, port), OLD_VARS)
+        first = commit(repo, "first")
+        with serve_process(fleet, inventory, tmp_path, "--timeout", "60") as serve:
+            wait_for("the push", lambda: "pushing to 3 host(s)" in serve.log())
+            res = subprocess.run(
+                [*CLI, "--state", str(fleet.controller_state), "apply", "-i", str(inventory),
+                 "--timeout", "2"],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert res.returncode == 1, res.stdout + res.stderr
+            message = " ".join(res.stderr.split())
+            assert f"the state directory is in use by pid {serve.proc.pid} (serve) since" in (
+                message
+            ), message
+            assert serve.rollout_of(first) is None
+
+
+def test_serve_skips_its_poll_while_another_command_holds_the_lock(gitops: GitOpsLab) -> None:
+    from vpnfleet.controller.state import StateDir
+    from vpnfleet.controller.state_lock import StateLock
+
+    lock = StateLock(StateDir(gitops.fleet.controller_state), "rotate psk")
+    with lock, gitops.serve() as serve:
+        wait_for("a skipped poll", lambda: "poll skipped" in serve.log())
+        line = next(x for x in serve.log().splitlines() if "poll skipped" in x)
+        assert f"in use by pid {os.getpid()} (rotate psk) since" in line, line
+        assert serve.rollouts() == []
+        skipped = [x for x in serve.get("/metrics").splitlines()
+                   if x.startswith("vpnfleet_polls_skipped_total ")]  # fmt: skip
+        assert skipped and float(skipped[0].split()[1]) >= 1, skipped
+        held = serve
+    # Released: the next poll rolls out.
+    with gitops.serve() as serve:
+        wait_for("the rollout", lambda: serve.rollout_of(gitops.first))
+    assert held.proc.returncode is not None

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from vpnfleet.controller import operations
-from vpnfleet.controller.canary import Clock
+from vpnfleet.controller.health import Clock
 from vpnfleet.controller.operations import CompiledFleet
 from vpnfleet.controller.results import AggregateResult, HostResult, Outcome
 from vpnfleet.controller.state import StateDir
@@ -127,3 +127,32 @@ def compiled(tmp_path: Path, state: StateDir, epoch: int | None = None) -> Compi
         with (inv / "group_vars" / "all.yaml").open("a") as f:
             f.write(f"psk_epoch: {epoch}\n")
     return operations.compile_fleet(inv, state)
+
+
+@dataclass
+class TunnelFleet(FakeFleet):
+    """The fake agents, reporting one IKE SA per peer of the plan in force: an agent
+    given a new plan sets up the SAs it initiates again (newer ``established_at``)."""
+
+    pushed: dict[str, int] = field(default_factory=dict)  # host -> pushes so far
+    stuck: set[str] = field(default_factory=set)  # hosts whose new SAs never come up
+
+    async def push(self, fleet: CompiledFleet) -> AggregateResult:
+        for h in fleet.selected:
+            if h not in self.stuck:
+                self.pushed[h] = self.pushed.get(h, 0) + 1
+        return await super().push(fleet)
+
+    async def observe(self, fleet: CompiledFleet) -> FleetStatus:
+        plain = await super().observe(fleet)
+        hosts = []
+        for h in plain.hosts:
+            assert h.observed is not None
+            (template,) = h.observed.ike_sas
+            ikes = tuple(
+                replace(template, peer=p.name, established_at=float(self.pushed.get(h.host, 0)))
+                for p in fleet.plans[h.host].peers
+            )
+            hosts.append(replace(h, observed=replace(h.observed, ike_sas=ikes)))
+            self.reported[h.host] = [ike.peer for ike in ikes]
+        return FleetStatus(hosts)

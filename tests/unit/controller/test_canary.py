@@ -12,14 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.canary_fakes import LAB, FakeClock, FakeFleet, compiled, sa
-from vpnfleet.controller.canary import (
-    CanaryError,
-    HealthGate,
-    auth_failures,
-    canary_batches,
-    run_canary,
-    unhealthy,
-)
+from vpnfleet.controller.canary import canary_batches, run_canary
+from vpnfleet.controller.health import CanaryError, HealthGate, auth_failures, unhealthy
 from vpnfleet.controller.operations import CompiledFleet
 from vpnfleet.controller.results import Outcome
 from vpnfleet.controller.state import StateDir

@@ -3,50 +3,20 @@ test_canary: steps one after the other, each behind the gates, and the walk back
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 
-from tests.support.canary_fakes import FakeClock, FakeFleet, compiled
-from vpnfleet.controller.canary import HealthGate, run_canary, run_staged, step_fleet
+from tests.support.canary_fakes import FakeClock, TunnelFleet, compiled
+from vpnfleet.controller.canary import run_canary, run_staged, step_fleet
+from vpnfleet.controller.health import HealthGate
 from vpnfleet.controller.operations import CompiledFleet
-from vpnfleet.controller.results import AggregateResult, Outcome
+from vpnfleet.controller.results import Outcome
 from vpnfleet.controller.rollout import batches
 from vpnfleet.controller.staging import stage
 from vpnfleet.controller.state import StateDir
-from vpnfleet.controller.status import FleetStatus
 
 HOSTS = ["a1", "a2", "a3", "a4"]
-
-
-@dataclass
-class TunnelFleet(FakeFleet):
-    """The fake agents, reporting one IKE SA per peer of the plan in force: an agent
-    given a new plan sets up the SAs it initiates again (newer ``established_at``)."""
-
-    pushed: dict[str, int] = field(default_factory=dict)  # host -> pushes so far
-    stuck: set[str] = field(default_factory=set)  # hosts whose new SAs never come up
-
-    async def push(self, fleet: CompiledFleet) -> AggregateResult:
-        for h in fleet.selected:
-            if h not in self.stuck:
-                self.pushed[h] = self.pushed.get(h, 0) + 1
-        return await super().push(fleet)
-
-    async def observe(self, fleet: CompiledFleet) -> FleetStatus:
-        plain = await super().observe(fleet)
-        hosts = []
-        for h in plain.hosts:
-            assert h.observed is not None
-            (template,) = h.observed.ike_sas
-            ikes = tuple(
-                replace(template, peer=p.name, established_at=float(self.pushed.get(h.host, 0)))
-                for p in fleet.plans[h.host].peers
-            )
-            hosts.append(replace(h, observed=replace(h.observed, ike_sas=ikes)))
-            self.reported[h.host] = [ike.peer for ike in ikes]
-        return FleetStatus(hosts)
 
 
 @pytest.fixture

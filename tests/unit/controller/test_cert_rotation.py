@@ -22,7 +22,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from vpnfleet.controller import operations, pki
-from vpnfleet.controller.canary import Clock
 from vpnfleet.controller.cert_rotation import (
     KIND_CA,
     KIND_CERTS,
@@ -35,6 +34,7 @@ from vpnfleet.controller.cert_rotation import (
     run_cert_rotation,
 )
 from vpnfleet.controller.client import AgentCallFailed, AgentUnreachable, InstalledCredentials
+from vpnfleet.controller.health import Clock
 from vpnfleet.controller.operations import CompiledFleet
 from vpnfleet.controller.planner.model import AuthMethod
 from vpnfleet.controller.results import AggregateResult, HostResult, Outcome

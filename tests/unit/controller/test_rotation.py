@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from vpnfleet.controller import operations
-from vpnfleet.controller.canary import Clock
+from vpnfleet.controller.health import Clock
 from vpnfleet.controller.operations import CompiledFleet
 from vpnfleet.controller.results import AggregateResult, HostResult, Outcome
 from vpnfleet.controller.rotation import (
