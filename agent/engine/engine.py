@@ -31,6 +31,7 @@ from ..ike.gate import IkeResponderGate
 from ..ike.ike_sa import IkeSa
 from ..ike.states import IkeSaState, Role
 from ..io.dataplane import DataPlane, RawEspSender
+from ..io.keepalive import KeepaliveScheduler
 from ..io.rawesp import RawEspCounters, RawEspHandler
 from ..io.tun import TunDevice
 from ..io.udp import (
@@ -40,7 +41,6 @@ from ..io.udp import (
     DatagramEndpoint,
     EspHandler,
     IkeHandler,
-    KeepaliveScheduler,
     UdpCounters,
 )
 from ..plan import AgentPlan, AuthMethod, Peer

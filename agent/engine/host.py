@@ -21,7 +21,7 @@ from types import TracebackType
 from ..ike.admission import ResponderLimits
 from ..io.rawesp import RawEspHandler, RawEspSocket
 from ..io.routes import Routing
-from ..io.tun import LinuxTun, TunError
+from ..io.tun import LinuxTun
 from ..io.udp import DatagramEndpoint, EspHandler, IkeHandler, UdpEndpoint
 from ..sink import EventHub
 from .engine import Engine
@@ -200,6 +200,3 @@ class HostEngine:
         if self._tun is not None:
             self._tun.close()
             self._tun = None
-
-
-__all__ = ["DataPlaneChoice", "HostEngine", "TunError", "data_plane_choice"]

@@ -47,7 +47,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..io.policy_rules import PORT_PROTOCOLS, PolicyRule
-from ..io.routes import RouteEntry, tunnel_mtu
+from ..io.routes import RouteEntry
+from ..io.tunnel_mtu import tunnel_mtu
 from ..plan import AgentPlan, Mode, SpdAction, SpdEntry
 from ..sink import Problem, ProblemKind
 from . import translate

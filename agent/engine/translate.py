@@ -30,7 +30,7 @@ from ..ike.payloads import TrafficSelector as IkeTrafficSelector
 from ..ike.proposals import EspProposal, IkeProposal, transform_keyword
 from ..ike.signatures import CertificateAuth, SigningKey, identity_in_certificate
 from ..io.dataplane_model import Encap
-from ..io.routes import AEAD_GCM16, CBC_SHA256, CBC_SHA384, CBC_SHA512, EspOverhead
+from ..io.tunnel_mtu import AEAD_GCM16, CBC_SHA256, CBC_SHA384, CBC_SHA512, EspOverhead
 from ..io.udp import NATT_PORT
 from ..plan import (
     AgentPlan,

@@ -17,9 +17,7 @@ from typing import ClassVar, Protocol, Self, cast
 from .buffer import Buffer, BufferReadError, pack, short_read, short_read_in
 from .constants import CfgType, NotifyType, PayloadType, ProtocolId, TsType, enum_or_int
 from .errors import ParseError
-from .sa_payload import Proposal, SaPayload, Transform, TransformAttribute
-
-__all__ = ["Proposal", "SaPayload", "Transform", "TransformAttribute"]  # re-exported
+from .sa_payload import SaPayload
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -1,17 +1,13 @@
 """NAT-keepalives (RFC 3948 section 2.3): the single byte 0xFF sent to a peer on the
 NAT-T port while nothing else goes to it, so the NAT keeps the mapping open.
-:class:`KeepaliveScheduler` sends them through any ``udp.DatagramEndpoint``; ``udp``
-re-exports it and :data:`DEFAULT_KEEPALIVE_INTERVAL`.
+:class:`KeepaliveScheduler` sends them through any ``udp.DatagramEndpoint``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # udp re-exports this module's names, so it imports udp only for types
-    from .udp import Address, DatagramEndpoint
-
+from .udp import Address, DatagramEndpoint
 
 DEFAULT_KEEPALIVE_INTERVAL = 20.0
 """RFC 3948 section 4 leaves the interval to the implementation; 20 s is the common one."""

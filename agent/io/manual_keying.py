@@ -34,9 +34,10 @@ from ..esp.transforms import Encryption, Integrity
 from .dataplane import DataPlane
 from .dataplane_model import Encap
 from .rawesp import RawEspSocket
-from .routes import AEAD_GCM16, CBC_SHA256, Routing, tunnel_mtu
+from .routes import Routing
 from .tun import LinuxTun
 from .tun_offload import OffloadTun
+from .tunnel_mtu import AEAD_GCM16, CBC_SHA256, tunnel_mtu
 from .udp import NATT_PORT, UdpEndpoint
 
 POLICY = "manual"

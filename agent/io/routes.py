@@ -7,7 +7,7 @@ removing what is already gone, is not an error, so a plan can be applied twice. 
 failures raise :class:`RouteError` naming the object and the kernel's reason.
 
 The TUN MTU arithmetic (:func:`tunnel_mtu`, :class:`EspOverhead`, the suites'
-overheads) is in :mod:`.tunnel_mtu`; those names are re-exported here.
+overheads) is in :mod:`.tunnel_mtu`.
 """
 
 from __future__ import annotations
@@ -22,12 +22,6 @@ from typing import Any
 from pyroute2 import AsyncIPRoute, NetlinkError
 
 from .policy_rules import PolicyRule, check_table, parse_prefix, rule_from_netlink
-from .tunnel_mtu import AEAD_GCM16 as AEAD_GCM16
-from .tunnel_mtu import CBC_SHA256 as CBC_SHA256
-from .tunnel_mtu import CBC_SHA384 as CBC_SHA384
-from .tunnel_mtu import CBC_SHA512 as CBC_SHA512
-from .tunnel_mtu import EspOverhead as EspOverhead
-from .tunnel_mtu import tunnel_mtu as tunnel_mtu
 
 
 class RouteError(OSError):

@@ -30,8 +30,7 @@ plain-Python loopback ceiling), so the receive side has headroom for the ESP wor
 A firewall mark (``SO_MARK``) can be set on the sockets, so that policy routing (``ip rule
 fwmark``) keeps the agent's own encapsulated traffic out of the TUN in transport mode.
 
-Sending NAT-keepalives on idle (:class:`KeepaliveScheduler`) is in :mod:`.keepalive`,
-re-exported here.
+Sending NAT-keepalives on idle (:class:`KeepaliveScheduler`) is in :mod:`.keepalive`.
 """
 
 from __future__ import annotations
@@ -45,9 +44,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Protocol
-
-from .keepalive import DEFAULT_KEEPALIVE_INTERVAL as DEFAULT_KEEPALIVE_INTERVAL
-from .keepalive import KeepaliveScheduler as KeepaliveScheduler
 
 log = logging.getLogger(__name__)
 _LITTLE = sys.byteorder == "little"

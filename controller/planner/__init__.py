@@ -19,10 +19,11 @@ from .model import (
     StartAction,
     TrafficSelector,
     Transform,
+    identity_of,
 )
 from .profile import HostProfile
 from .proposals import ProposalError, common_proposal, parse_proposal
-from .topology import DEFAULT_OVERLAY_POOL, expand_topology, identity_of
+from .topology import DEFAULT_OVERLAY_POOL, expand_topology
 
 __all__ = [
     "DEFAULT_OVERLAY_POOL",

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from vpnfleet.controller.inventory import InventoryError
 
 from .credentials import PairKeys, pubkey_credential
+from .external import ExternalPeer
 from .model import (
     AuthMethod,
     Credential,
@@ -26,9 +27,10 @@ from .model import (
     TrafficSelector,
     fast_constructor,
 )
+from .policy import Policy
 from .profile import HostProfile, Interner, host_prefix
 from .proposals import common_proposal
-from .topology import ExternalPeer, Policy, Role, transit_order
+from .topology import Role, transit_order
 
 IKE_PORT = 500
 _PROTECT = SpdAction.PROTECT

@@ -13,9 +13,8 @@ from typing import Any
 from vpnfleet.controller.inventory import InventoryError, Mark, ResolvedHost, mark_of
 from vpnfleet.protos.limits import DEFAULT_IKE_FRAGMENT_SIZE
 
-from .model import Dpd, Identity, Lifetimes, Mode, NatTraversal, Proposal, StartAction
+from .model import Dpd, Identity, Lifetimes, Mode, NatTraversal, Proposal, StartAction, identity_of
 from .proposals import ProposalError, parse_proposal
-from .topology import identity_of
 
 MODES = {"tunnel": Mode.TUNNEL, "transport": Mode.TRANSPORT}
 START_ACTIONS = {"start": StartAction.START, "trap": StartAction.TRAP, "none": StartAction.NONE}

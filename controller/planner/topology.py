@@ -72,19 +72,7 @@ from vpnfleet.controller.inventory import (
 
 from .checks import TopologyChecker
 from .external import ExternalPeer, parse_external
-from .model import identity_of
 from .policy import Policy, parse_policy
-
-__all__ = [
-    "DEFAULT_OVERLAY_POOL",
-    "ExternalPeer",
-    "Policy",
-    "Role",
-    "Topology",
-    "expand_topology",
-    "identity_of",
-    "transit_order",
-]
 
 DEFAULT_OVERLAY_POOL = "100.64.0.0/10"
 TOP_KEYS = ("overlay_pool", "meshes", "hub_spoke", "links", "external_peers", "policies")

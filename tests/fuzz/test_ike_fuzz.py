@@ -38,13 +38,11 @@ from vpnfleet.agent.ike.payloads import (
     NoncePayload,
     NotifyPayload,
     Payload,
-    Proposal,
     RawPayload,
-    SaPayload,
     TrafficSelector,
-    Transform,
     TsPayload,
 )
+from vpnfleet.agent.ike.sa_payload import Proposal, SaPayload, Transform
 from vpnfleet.agent.ike.transforms import encr_for, integ_for
 
 # VPNFLEET_FUZZ_EXAMPLES raises the budget for a deep run; CI keeps the default.

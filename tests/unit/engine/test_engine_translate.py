@@ -13,7 +13,7 @@ from vpnfleet.agent.engine.host import data_plane_choice
 from vpnfleet.agent.esp.spd import Action
 from vpnfleet.agent.ike.constants import IdType
 from vpnfleet.agent.io.dataplane_model import Encap
-from vpnfleet.agent.io.routes import AEAD_GCM16, CBC_SHA512
+from vpnfleet.agent.io.tunnel_mtu import AEAD_GCM16, CBC_SHA512
 from vpnfleet.agent.plan import (
     Identity,
     Proposal,

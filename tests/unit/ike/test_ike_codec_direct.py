@@ -16,14 +16,8 @@ from vpnfleet.agent.ike.buffer import Buffer, BufferReadError, pack, short_read_
 from vpnfleet.agent.ike.constants import NotifyType, PayloadType, TransformType
 from vpnfleet.agent.ike.errors import LocalError, ParseError
 from vpnfleet.agent.ike.message import parse_payloads, serialize_payloads
-from vpnfleet.agent.ike.payloads import (
-    NotifyPayload,
-    Proposal,
-    SaPayload,
-    Transform,
-    TransformAttribute,
-    TsPayload,
-)
+from vpnfleet.agent.ike.payloads import NotifyPayload, TsPayload
+from vpnfleet.agent.ike.sa_payload import Proposal, SaPayload, Transform, TransformAttribute
 
 
 def pulled_error(sizes: tuple[int, ...], data: bytes, base: int) -> BufferReadError:

@@ -45,18 +45,15 @@ from vpnfleet.agent.ike.payloads import (
     NoncePayload,
     NotifyPayload,
     Payload,
-    Proposal,
     RawPayload,
-    SaPayload,
     SkfPayload,
     SkPayload,
     TrafficSelector,
-    Transform,
-    TransformAttribute,
     TsPayload,
     TsrPayload,
     VendorIdPayload,
 )
+from vpnfleet.agent.ike.sa_payload import Proposal, SaPayload, Transform, TransformAttribute
 
 SPI_I = bytes.fromhex("0102030405060708")
 SPI_R = bytes.fromhex("1112131415161718")

@@ -8,13 +8,13 @@ import socket
 
 import pytest
 
+from vpnfleet.agent.io.keepalive import KeepaliveScheduler
 from vpnfleet.agent.io.udp import (
     IKE_HEADER_LEN,
     NAT_KEEPALIVE,
     NON_ESP_MARKER,
     DatagramEndpoint,
     DatagramKind,
-    KeepaliveScheduler,
     UdpCounters,
     UdpEndpoint,
     UdpError,

@@ -6,14 +6,9 @@ from collections.abc import Callable
 
 import pytest
 
+from vpnfleet.agent.io.keepalive import KeepaliveScheduler
 from vpnfleet.agent.io.memory import Datagram, MemoryEndpoint, MemoryNetwork, nat_translate
-from vpnfleet.agent.io.udp import (
-    NAT_KEEPALIVE,
-    NON_ESP_MARKER,
-    DatagramEndpoint,
-    KeepaliveScheduler,
-    UdpError,
-)
+from vpnfleet.agent.io.udp import NAT_KEEPALIVE, NON_ESP_MARKER, DatagramEndpoint, UdpError
 
 IKE_MESSAGE = bytes(range(1, 9)) + bytes(8) + bytes.fromhex("212022080000000000000024") + bytes(8)
 ESP_PACKET = bytes.fromhex("0000123400000001") + b"\x55" * 32

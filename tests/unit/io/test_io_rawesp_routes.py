@@ -7,14 +7,8 @@ import pytest
 
 from vpnfleet.agent.io.policy_rules import PolicyRule, rule_from_netlink
 from vpnfleet.agent.io.rawesp import strip_ipv4_header
-from vpnfleet.agent.io.routes import (
-    AEAD_GCM16,
-    CBC_SHA256,
-    CBC_SHA384,
-    CBC_SHA512,
-    Routing,
-    tunnel_mtu,
-)
+from vpnfleet.agent.io.routes import Routing
+from vpnfleet.agent.io.tunnel_mtu import AEAD_GCM16, CBC_SHA256, CBC_SHA384, CBC_SHA512, tunnel_mtu
 
 ESP = bytes.fromhex("0000123400000001") + b"\xcc" * 24
 
