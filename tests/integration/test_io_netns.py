@@ -140,7 +140,8 @@ ESP_HEX = "00001234" + "00000001" + "aa" * 40
 
 ENDPOINT_SCRIPT = """
 import asyncio
-from vpnfleet.agent.io.udp import KeepaliveScheduler, UdpEndpoint
+from vpnfleet.agent.io.keepalive import KeepaliveScheduler
+from vpnfleet.agent.io.udp import UdpEndpoint
 
 def emit(**kw):
     print(json.dumps(kw), flush=True)
@@ -250,7 +251,8 @@ print(json.dumps({"seen": seen}), flush=True)
 
 COLLECT_SCRIPT = """
 import asyncio
-from vpnfleet.agent.io.udp import KeepaliveScheduler, UdpEndpoint
+from vpnfleet.agent.io.keepalive import KeepaliveScheduler
+from vpnfleet.agent.io.udp import UdpEndpoint
 
 async def main():
     got = []
@@ -356,7 +358,8 @@ def test_raw_esp_protocol_50_delivered(netns_pair: NetnsPair) -> None:
 
 TUN_PING_SCRIPT = """
 import asyncio, select, struct
-from vpnfleet.agent.io.routes import Routing, tunnel_mtu
+from vpnfleet.agent.io.routes import Routing
+from vpnfleet.agent.io.tunnel_mtu import tunnel_mtu
 from vpnfleet.agent.io.tun import LinuxTun
 
 def checksum(data):
