@@ -492,7 +492,8 @@ def rekey_cmd(
             inventory, ctx.state, limit=limit, vault=open_vault(vault_password_file, vault_key_file)
         )
         require_ca(ctx, inventory)
-        ctx.hold_lock("rekey")
+        # No state lock: a rekey changes no plan and no credential, and rekeys of both
+        # ends of a tunnel at once are a case the agents handle (RFC 7296 section 2.8.1).
         with progress_bar(len(fleet.selected), "rekey") as hook:
             result = asyncio.run(
                 operations.rekey_fleet(

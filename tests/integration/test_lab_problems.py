@@ -52,15 +52,16 @@ def test_a_route_the_kernel_refuses_fails_the_apply_and_shows_in_status(
     assert [outcomes[h]["outcome"] for h in ("a2", "a3", "a4")] == ["changed"] * 3, result
 
     shown = controller(lab, "status", "-i", str(lab.inventory), "-o", "json", "--no-sas")
-    assert shown.returncode == 2, shown.stdout + shown.stderr
+    assert shown.returncode == 32, shown.stdout + shown.stderr  # the problems bit alone
     code, status = run_json(lab, "status")
-    assert code == 2 and status["all_in_sync"], status  # in force, not all in place
+    assert code == 32 and status["all_in_sync"], status  # in force, not all in place
+    assert status["conditions"] == ["problems"], status
     (problem,) = problems(status, "a1")
     assert problem["subject"] == f"route {PREFIX} via vpnfleet0 in table 4500", problem
     assert problem["kind"] == "route" and problem["since"] > 0, problem
     assert all(problems(status, h) == [] for h in ("a2", "a3", "a4")), status
     table = controller(lab, "status", "-i", str(lab.inventory), "--no-sas")
-    assert table.returncode == 2 and f"route {PREFIX}" in table.stdout, table.stdout
+    assert table.returncode == 32 and f"route {PREFIX}" in table.stdout, table.stdout
 
     # The operator removes the conflict; the same apply tries the route again.
     removed = lab.exec("a1", "ip", "route", "del", *CONFLICT)
