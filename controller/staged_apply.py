@@ -1,5 +1,5 @@
-"""Putting new plans in force from what the agents run: the one path of ``apply`` and
-``serve`` (without ``--canary``).
+"""Putting new plans in force from what the agents run: the one path of ``apply`` (with
+``--canary`` or without) and ``serve``.
 
 :func:`decide` sets the agents' plan hashes against the plans it can name (see
 :mod:`in_force`) and gives the plans in force per host, or goes on with an interrupted
@@ -69,6 +69,11 @@ class Decision:
             return None
         return stage(self.previous.plans, fleet.plans, fleet.selected)
 
+    def restores(self, fleet: CompiledFleet) -> CompiledFleet:
+        """The plans a rollback puts back: those in force (none for a host that ran no
+        plan, or when nothing is known)."""
+        return self.previous if self.previous is not None else _mixed(fleet, {})
+
 
 def _mixed(fleet: CompiledFleet, plans: Mapping[str, NodePlan]) -> CompiledFleet:
     return CompiledFleet(fleet.inventory, list(fleet.selected), dict(plans), {},
@@ -87,12 +92,16 @@ def decide(
     known: Sequence[Known],
     journal: ApplyJournal | None,
     compile_revision: Callable[[str], CompiledFleet],
+    *,
+    canary: bool = False,
 ) -> Decision:
     """The plans in force, from the agents' ``observed`` hashes (see :mod:`in_force`).
 
     With a journal whose run had the same new plans, that run goes on from the step the
     agents are at. Raises InForceError, saying what differs and what to do, when a host
-    runs a plan none of the candidates has, or hosts are on another run's steps."""
+    runs a plan none of the candidates has, or hosts are on another run's steps. A
+    ``canary`` run needs the plans in force to roll back to, unstaged too: its advice
+    leaves ``--no-stage`` out."""
     if journal is not None:
         resumed = _resume(fleet, observed, journal, compile_revision)
         if resumed is not None:
@@ -104,8 +113,10 @@ def decide(
         raise InForceError(
             "cannot tell which plans are in force: " + in_force.describe_unknown() + ". "
             "Give --rollback-rev REV naming the revision those hosts run (its plans are "
-            "then taken as in force), or --no-stage to push the new plans as they are"
-        )
+            "then taken as in force"
+            + (" and a regression restores them)" if canary else "), or --no-stage to push "
+               "the new plans as they are")
+        )  # fmt: skip
     matched = in_force.on(Basis.MATCHED)
     if not matched:
         why = "no agent answered" if not in_force.on(Basis.NO_PLAN) else "no agent runs a plan"
@@ -196,8 +207,10 @@ async def run(
     report: Report | None = None,
     command: str = "apply",
     clock: Clock | None = None,
+    canary: bool = False,
 ) -> CanaryResult:
-    """Roll ``staging`` out from ``decision.previous`` to ``fleet``, journaled."""
+    """Roll ``staging`` out from ``decision.previous`` to ``fleet``, journaled; with
+    ``canary``, the first batch of ``plan`` is the canary."""
     assert decision.previous is not None
     previous = decision.previous
     journal = decision.journal or ApplyJournal(
@@ -224,7 +237,7 @@ async def run(
         access,
         staging,
         plan,
-        canary=False,
+        canary=canary,
         gate=gate,
         clock=clock,
         report=report,
