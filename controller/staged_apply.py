@@ -75,15 +75,19 @@ class Decision:
         return self.previous if self.previous is not None else _mixed(fleet, {})
 
 
-def _mixed(fleet: CompiledFleet, plans: Mapping[str, NodePlan]) -> CompiledFleet:
-    return CompiledFleet(fleet.inventory, list(fleet.selected), dict(plans), {},
-                         dict(fleet.endpoints))  # fmt: skip
+def _mixed(fleet: CompiledFleet, runs: Mapping[str, CompiledFleet]) -> CompiledFleet:
+    """``fleet``'s hosts with the plan each runs, from the compile ``runs`` names for it,
+    and reached where that compile says its agent listens (a rollback goes there)."""
+    plans = {h: f.plans[h] for h, f in runs.items() if h in f.plans}
+    endpoints = {**fleet.endpoints}
+    endpoints.update((h, runs[h].endpoints[h]) for h in plans if h in runs[h].endpoints)
+    return CompiledFleet(fleet.inventory, list(fleet.selected), plans, {}, endpoints)
 
 
 def from_revision(fleet: CompiledFleet, known: Known) -> Decision:
     """The plans of ``known`` taken as in force on every host (``--rollback-rev``)."""
-    plans = {h: known.fleet.plans[h] for h in fleet.selected if h in known.fleet.plans}
-    return Decision(_mixed(fleet, plans), dict.fromkeys(plans, known.revision))
+    previous = _mixed(fleet, dict.fromkeys(fleet.selected, known.fleet))
+    return Decision(previous, dict.fromkeys(previous.plans, known.revision))
 
 
 def decide(
@@ -123,14 +127,14 @@ def decide(
         return Decision(None, notes=[f"(changes not staged: {why} yet)"])
     fleets = [fleet, *(k.fleet for k in known)]
     revisions = [NEW_PLANS, *(k.revision for k in known)]
-    plans: dict[str, NodePlan] = {}
+    runs: dict[str, CompiledFleet] = {}
     sources: dict[str, str] = {}
     for h in in_force.hosts:
         index = h.candidate
         if h.basis is Basis.UNREACHABLE and known:
             index = 1  # assumed to run the first revision named, as every host did
         if index >= 0 and h.host in fleets[index].plans:
-            plans[h.host] = fleets[index].plans[h.host]
+            runs[h.host] = fleets[index]
             sources[h.host] = revisions[index]
     notes = []
     if in_force.all_on(0):
@@ -143,7 +147,7 @@ def decide(
         on_new = in_force.running(0)
         if on_new:
             notes.append(f"in force: the new plans already on {', '.join(on_new)}")
-    return Decision(_mixed(fleet, plans), sources, notes)
+    return Decision(_mixed(fleet, runs), sources, notes)
 
 
 def _resume(
@@ -170,13 +174,10 @@ def _resume(
         )
     start, where = journal_position(journal, observed)
     compiled = {NEW_PLANS: fleet}
-    plans: dict[str, NodePlan] = {}
-    for host, revision in journal.previous.items():
+    for revision in journal.previous.values():
         if revision not in compiled:
             compiled[revision] = compile_revision(revision)
-        if host in compiled[revision].plans:
-            plans[host] = compiled[revision].plans[host]
-    previous = _mixed(fleet, plans)
+    previous = _mixed(fleet, {h: compiled[r] for h, r in journal.previous.items()})
     staging = stage(previous.plans, fleet.plans, fleet.selected)
     steps = [hashes(fleet, s.plans) for s in staging.steps]
     if steps != journal.steps:

@@ -7,7 +7,7 @@ import shutil
 import stat
 import subprocess
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -380,3 +380,18 @@ def test_an_interrupted_canary_resumes_from_its_journal(canary_cli: CanaryCli) -
     assert "at step 2/3 use" in res.output
     assert agents.running == hashes(new)
     assert ApplyJournal.load(canary_cli.state) is None
+
+
+def test_plans_in_force_are_reached_where_their_revision_says(
+    fleets: tuple[CompiledFleet, CompiledFleet],
+) -> None:
+    """The new plans move a3's agent to another port; a3 does not answer there, so it is
+    taken to run HEAD's plan, and a rollback reaches it where HEAD says it listens."""
+    new, old = fleets
+    moved = replace(new, endpoints={**new.endpoints, "a3": "127.0.0.1:9"})
+    observed: dict[str, str | None] = {**hashes(old), "a3": None}
+    decision = staged_apply.decide(moved, observed, head(old), None, no_compile)
+    assert decision.previous is not None
+    assert decision.previous.endpoints == old.endpoints
+    given = staged_apply.from_revision(moved, staged_apply.Known(HEAD, old))
+    assert given.restores(moved).endpoints == old.endpoints
