@@ -195,8 +195,8 @@ def render_plan_summaries(summaries: list[dict[str, Any]]) -> None:
     default=None,
     metavar="N",
     help="Apply to N hosts first, then the rest in --serial batches, each behind health "
-    "gates; a regression rolls every host changed so far back to the plans of "
-    "--rollback-rev and stops.",
+    "gates; a regression rolls every host changed so far back to the plan it ran "
+    "before (see --rollback-rev) and stops.",
 )
 @click.option(
     "--health-timeout",
@@ -217,9 +217,8 @@ def render_plan_summaries(summaries: list[dict[str, Any]]) -> None:
     default=None,
     metavar="REF",
     help="Revision whose plans are taken as those in force: a staged change starts from "
-    "them and a regression restores them. Default: with --canary HEAD (or REV^ with "
-    "--rev); without, what the agents report, set against the new plans, REV^, HEAD "
-    "and an interrupted staged apply's journal.",
+    "them and a regression restores them. Default: what the agents report, set against "
+    "the new plans, REV^ (with --rev), HEAD and an interrupted staged apply's journal.",
 )
 @click.option(
     "--no-stage",
@@ -471,9 +470,11 @@ def restored_label(
 
     def label(host: str) -> str:
         if rollback_rev is not None:
-            return rollback_rev
+            return f"the plan of {rollback_rev}"
         source = decision.sources.get(host, staged_apply.NEW_PLANS)
-        return source[:12] if source != staged_apply.NEW_PLANS else "the new plans"
+        if source == staged_apply.NEW_PLANS:
+            return "the new plan it already ran"
+        return f"the plan of {source[:12]}"
 
     return label
 
@@ -487,7 +488,7 @@ def render_canary(result: CanaryResult, output: str, restored: Callable[[str], s
         if result.regression:
             err.print(f"[bold red]regression:[/] {escape(result.regression)}")
             for host in result.rolled_back:
-                err.print(f"{host}: rolled back to the plan of {restored(host)}", markup=False)
+                err.print(f"{host}: rolled back to {restored(host)}", markup=False)
             for line in result.rollback_failed:
                 err.print(f"[bold red]rollback failed:[/] {escape(line)}")
     sys.exit(result.exit_code)

@@ -346,7 +346,7 @@ def test_canary_regression_restores_what_the_agents_ran(canary_cli: CanaryCli) -
     res = canary_cli.apply("--health-timeout", "5")
     assert res.exit_code == 2, res.output
     assert agents.running == before
-    assert "a1: rolled back to the plan of the new plans" in res.output
+    assert "a1: rolled back to the new plan it already ran" in res.output
     assert f"a2: rolled back to the plan of {old.plans['a2'].source_revision[:12]}" in res.output
 
 
