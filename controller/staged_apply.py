@@ -1,5 +1,5 @@
-"""Putting new plans in force from what the agents run: the one path of ``apply`` and
-``serve`` (without ``--canary``).
+"""Putting new plans in force from what the agents run: the one path of ``apply`` (with
+``--canary`` or without) and ``serve``.
 
 :func:`decide` sets the agents' plan hashes against the plans it can name (see
 :mod:`in_force`) and gives the plans in force per host, or goes on with an interrupted
@@ -69,16 +69,25 @@ class Decision:
             return None
         return stage(self.previous.plans, fleet.plans, fleet.selected)
 
+    def restores(self, fleet: CompiledFleet) -> CompiledFleet:
+        """The plans a rollback puts back: those in force (none for a host that ran no
+        plan, or when nothing is known)."""
+        return self.previous if self.previous is not None else _mixed(fleet, {})
 
-def _mixed(fleet: CompiledFleet, plans: Mapping[str, NodePlan]) -> CompiledFleet:
-    return CompiledFleet(fleet.inventory, list(fleet.selected), dict(plans), {},
-                         dict(fleet.endpoints))  # fmt: skip
+
+def _mixed(fleet: CompiledFleet, runs: Mapping[str, CompiledFleet]) -> CompiledFleet:
+    """``fleet``'s hosts with the plan each runs, from the compile ``runs`` names for it,
+    and reached where that compile says its agent listens (a rollback goes there)."""
+    plans = {h: f.plans[h] for h, f in runs.items() if h in f.plans}
+    endpoints = {**fleet.endpoints}
+    endpoints.update((h, runs[h].endpoints[h]) for h in plans if h in runs[h].endpoints)
+    return CompiledFleet(fleet.inventory, list(fleet.selected), plans, {}, endpoints)
 
 
 def from_revision(fleet: CompiledFleet, known: Known) -> Decision:
     """The plans of ``known`` taken as in force on every host (``--rollback-rev``)."""
-    plans = {h: known.fleet.plans[h] for h in fleet.selected if h in known.fleet.plans}
-    return Decision(_mixed(fleet, plans), dict.fromkeys(plans, known.revision))
+    previous = _mixed(fleet, dict.fromkeys(fleet.selected, known.fleet))
+    return Decision(previous, dict.fromkeys(previous.plans, known.revision))
 
 
 def decide(
@@ -87,12 +96,16 @@ def decide(
     known: Sequence[Known],
     journal: ApplyJournal | None,
     compile_revision: Callable[[str], CompiledFleet],
+    *,
+    canary: bool = False,
 ) -> Decision:
     """The plans in force, from the agents' ``observed`` hashes (see :mod:`in_force`).
 
     With a journal whose run had the same new plans, that run goes on from the step the
     agents are at. Raises InForceError, saying what differs and what to do, when a host
-    runs a plan none of the candidates has, or hosts are on another run's steps."""
+    runs a plan none of the candidates has, or hosts are on another run's steps. A
+    ``canary`` run needs the plans in force to roll back to, unstaged too: its advice
+    leaves ``--no-stage`` out."""
     if journal is not None:
         resumed = _resume(fleet, observed, journal, compile_revision)
         if resumed is not None:
@@ -104,22 +117,24 @@ def decide(
         raise InForceError(
             "cannot tell which plans are in force: " + in_force.describe_unknown() + ". "
             "Give --rollback-rev REV naming the revision those hosts run (its plans are "
-            "then taken as in force), or --no-stage to push the new plans as they are"
-        )
+            "then taken as in force"
+            + (" and a regression restores them)" if canary else "), or --no-stage to push "
+               "the new plans as they are")
+        )  # fmt: skip
     matched = in_force.on(Basis.MATCHED)
     if not matched:
         why = "no agent answered" if not in_force.on(Basis.NO_PLAN) else "no agent runs a plan"
         return Decision(None, notes=[f"(changes not staged: {why} yet)"])
     fleets = [fleet, *(k.fleet for k in known)]
     revisions = [NEW_PLANS, *(k.revision for k in known)]
-    plans: dict[str, NodePlan] = {}
+    runs: dict[str, CompiledFleet] = {}
     sources: dict[str, str] = {}
     for h in in_force.hosts:
         index = h.candidate
         if h.basis is Basis.UNREACHABLE and known:
             index = 1  # assumed to run the first revision named, as every host did
         if index >= 0 and h.host in fleets[index].plans:
-            plans[h.host] = fleets[index].plans[h.host]
+            runs[h.host] = fleets[index]
             sources[h.host] = revisions[index]
     notes = []
     if in_force.all_on(0):
@@ -132,7 +147,7 @@ def decide(
         on_new = in_force.running(0)
         if on_new:
             notes.append(f"in force: the new plans already on {', '.join(on_new)}")
-    return Decision(_mixed(fleet, plans), sources, notes)
+    return Decision(_mixed(fleet, runs), sources, notes)
 
 
 def _resume(
@@ -159,13 +174,10 @@ def _resume(
         )
     start, where = journal_position(journal, observed)
     compiled = {NEW_PLANS: fleet}
-    plans: dict[str, NodePlan] = {}
-    for host, revision in journal.previous.items():
+    for revision in journal.previous.values():
         if revision not in compiled:
             compiled[revision] = compile_revision(revision)
-        if host in compiled[revision].plans:
-            plans[host] = compiled[revision].plans[host]
-    previous = _mixed(fleet, plans)
+    previous = _mixed(fleet, {h: compiled[r] for h, r in journal.previous.items()})
     staging = stage(previous.plans, fleet.plans, fleet.selected)
     steps = [hashes(fleet, s.plans) for s in staging.steps]
     if steps != journal.steps:
@@ -196,8 +208,10 @@ async def run(
     report: Report | None = None,
     command: str = "apply",
     clock: Clock | None = None,
+    canary: bool = False,
 ) -> CanaryResult:
-    """Roll ``staging`` out from ``decision.previous`` to ``fleet``, journaled."""
+    """Roll ``staging`` out from ``decision.previous`` to ``fleet``, journaled; with
+    ``canary``, the first batch of ``plan`` is the canary."""
     assert decision.previous is not None
     previous = decision.previous
     journal = decision.journal or ApplyJournal(
@@ -224,7 +238,7 @@ async def run(
         access,
         staging,
         plan,
-        canary=False,
+        canary=canary,
         gate=gate,
         clock=clock,
         report=report,

@@ -26,7 +26,7 @@ from ..health import AgentAccess, CanaryError, HealthGate
 from ..in_force import ApplyJournal, InForceError, observed_hashes
 from ..inventory.vault import Vault
 from ..rollout import RolloutOptions, batches
-from ..staging import Staging, stage
+from ..staging import Staging
 from ..status import (
     FLEET_COLUMNS,
     SA_COLUMNS,
@@ -195,8 +195,8 @@ def render_plan_summaries(summaries: list[dict[str, Any]]) -> None:
     default=None,
     metavar="N",
     help="Apply to N hosts first, then the rest in --serial batches, each behind health "
-    "gates; a regression rolls every host changed so far back to the plans of "
-    "--rollback-rev and stops.",
+    "gates; a regression rolls every host changed so far back to the plan it ran "
+    "before (see --rollback-rev) and stops.",
 )
 @click.option(
     "--health-timeout",
@@ -217,9 +217,8 @@ def render_plan_summaries(summaries: list[dict[str, Any]]) -> None:
     default=None,
     metavar="REF",
     help="Revision whose plans are taken as those in force: a staged change starts from "
-    "them and a regression restores them. Default: with --canary HEAD (or REV^ with "
-    "--rev); without, what the agents report, set against the new plans, REV^, HEAD "
-    "and an interrupted staged apply's journal.",
+    "them and a regression restores them. Default: what the agents report, set against "
+    "the new plans, REV^ (with --rev), HEAD and an interrupted staged apply's journal.",
 )
 @click.option(
     "--no-stage",
@@ -257,7 +256,6 @@ def apply_cmd(
     (nothing contacted), 2 a host failed or the run was stopped (a regression too),
     4 hosts unreachable.
     """
-    in_force = rollback_rev or (f"{rev}^" if rev else "HEAD")
     if canary is not None:
         if check:
             fail("--canary and --check do not go together: a dry run has no health to gate")
@@ -274,7 +272,7 @@ def apply_cmd(
             ),
             canary,
             (health_timeout, True if health_traffic is None else health_traffic),
-            in_force,
+            rollback_rev,
             timeout,
             not no_stage,
         )
@@ -300,7 +298,7 @@ def apply_cmd(
                     err.print(note, markup=False)
             staging = decision.staging(fleet)
             if staging is not None and decision.start < len(staging.steps):
-                apply_staged(ctx, fleet, decision, staging, options, gate, output, in_force,
+                apply_staged(ctx, fleet, decision, staging, options, gate, output, rollback_rev,
                              timeout)  # fmt: skip
             if decision.journal is not None:  # its run had ended on the final plans
                 ApplyJournal.remove(ctx.state)
@@ -332,12 +330,14 @@ def apply_canary(
     options: RolloutOptions,
     count: int,
     health: tuple[float, bool],
-    rollback_rev: str,
+    rollback_rev: str | None,
     timeout: float,
     staged: bool = True,
 ) -> NoReturn:
     """`apply --canary`: batches behind health gates, rollback on a regression; pair
-    changes go in three steps, each rolled out that way."""
+    changes go in three steps, each rolled out that way, journaled as a staged apply
+    without --canary is. What is in force (staged from, restored by a rollback) is
+    decided as for that apply."""
     try:
         gate = HealthGate(timeout=health[0], require_traffic=health[1])
         canary_batches([], count, options.serial)
@@ -347,24 +347,34 @@ def apply_canary(
         fleet = operations.compile_fleet_at(inventory, ctx.state, rev, limit=limit, vault=vault)
         enforce_rails(fleet, force)
         ctx.hold_lock("apply")
-        previous = operations.compile_fleet_at(
-            inventory, ctx.state, rollback_rev, limit=limit, vault=vault
-        )
         require_ca(ctx, inventory)
+        decision = decide_in_force(ctx, inventory, fleet, rev, rollback_rev, limit, vault,
+                                   timeout, canary=True)  # fmt: skip
+    if output != "json":
+        for note in decision.notes:
+            err.print(note, markup=False)
+    plan = canary_batches(fleet.selected, count, options.serial)
+    staging = decision.staging(fleet) if staged else None
+    if staging is not None and staging.staged and decision.start < len(staging.steps):
+        apply_staged(ctx, fleet, decision, staging, options, gate, output, rollback_rev,
+                     timeout, plan)  # fmt: skip
+    if decision.journal is not None and staging is not None:  # it ended on the final plans
+        ApplyJournal.remove(ctx.state)
+        staging = None
     report = None if output == "json" else (lambda line: out.print(line, markup=False))
     result = asyncio.run(
         run_canary(
             fleet,
-            previous,
+            decision.restores(fleet),
             AgentAccess(ctx.state, options, timeout),
             canary=count,
             serial=options.serial,
             gate=gate,
             report=report,
-            staging=stage(previous.plans, fleet.plans, fleet.selected) if staged else None,
+            staging=staging,
         )
     )
-    render_canary(result, output, rollback_rev)
+    render_canary(result, output, restored_label(decision, rollback_rev))
 
 
 def decide_in_force(
@@ -376,10 +386,13 @@ def decide_in_force(
     limit: str | None,
     vault: Vault | None,
     timeout: float,
+    *,
+    canary: bool = False,
 ) -> staged_apply.Decision:
     """The plans in force: those of --rollback-rev when given, else what the agents
     report set against the new plans, REV^ (with --rev), HEAD and an interrupted staged
-    apply's journal. Exit 1 with advice when the agents run something else."""
+    apply's journal. Exit 1 with advice when the agents run something else (with
+    ``canary`` also when no revision can be compiled: a rollback needs one)."""
 
     def compile_revision(ref: str) -> operations.CompiledFleet:
         return operations.compile_fleet_at(inventory, ctx.state, ref, limit=limit, vault=vault)
@@ -403,11 +416,13 @@ def decide_in_force(
     status = asyncio.run(operations.fleet_status(fleet, ctx.state, timeout=timeout))
     try:
         decision = staged_apply.decide(
-            fleet, observed_hashes(status), known, journal, compile_revision
+            fleet, observed_hashes(status), known, journal, compile_revision, canary=canary
         )
     except InForceError as exc:
         if known or journal is not None:
             fail(str(exc))
+        if canary:
+            fail(f"{exc} ({why[-1]})")
         # No revision to set the agents against (no git history): unstaged, as said.
         decision = staged_apply.Decision(None)
     if decision.previous is None and why and not decision.notes:
@@ -423,12 +438,13 @@ def apply_staged(
     options: RolloutOptions,
     gate: HealthGate,
     output: str,
-    rollback_rev: str,
+    rollback_rev: str | None,
     timeout: float,
+    canary_plan: list[list[str]] | None = None,
 ) -> NoReturn:
-    """`apply` of pair changes without --canary: the steps in --serial batches, each batch
-    behind the health gate, rollback on a regression; journaled, resumed after an
-    interruption (staged_apply)."""
+    """`apply` of pair changes: the steps in --serial batches (the canary batch first
+    with ``canary_plan``), each batch behind the health gate, rollback on a regression;
+    journaled, resumed after an interruption (staged_apply)."""
     report = None if output == "json" else (lambda line: out.print(line, markup=False))
     result = asyncio.run(
         staged_apply.run(
@@ -436,16 +452,34 @@ def apply_staged(
             decision,
             staging,
             AgentAccess(ctx.state, options, timeout),
-            batches(fleet.selected, options.serial),
+            batches(fleet.selected, options.serial) if canary_plan is None else canary_plan,
             state=ctx.state,
             gate=gate,
             report=report,
+            canary=canary_plan is not None,
         )
     )
-    render_canary(result, output, rollback_rev)
+    render_canary(result, output, restored_label(decision, rollback_rev))
 
 
-def render_canary(result: CanaryResult, output: str, rollback_rev: str) -> NoReturn:
+def restored_label(
+    decision: staged_apply.Decision, rollback_rev: str | None
+) -> Callable[[str], str]:
+    """What a rollback gave a host back, for people: --rollback-rev as given, else the
+    revision the agent ran when the run began."""
+
+    def label(host: str) -> str:
+        if rollback_rev is not None:
+            return f"the plan of {rollback_rev}"
+        source = decision.sources.get(host, staged_apply.NEW_PLANS)
+        if source == staged_apply.NEW_PLANS:
+            return "the new plan it already ran"
+        return f"the plan of {source[:12]}"
+
+    return label
+
+
+def render_canary(result: CanaryResult, output: str, restored: Callable[[str], str]) -> NoReturn:
     if output == "json":
         click.echo(json.dumps(result.to_json()))
     else:
@@ -454,7 +488,7 @@ def render_canary(result: CanaryResult, output: str, rollback_rev: str) -> NoRet
         if result.regression:
             err.print(f"[bold red]regression:[/] {escape(result.regression)}")
             for host in result.rolled_back:
-                err.print(f"{host}: rolled back to the plan of {rollback_rev}", markup=False)
+                err.print(f"{host}: rolled back to {restored(host)}", markup=False)
             for line in result.rollback_failed:
                 err.print(f"[bold red]rollback failed:[/] {escape(line)}")
     sys.exit(result.exit_code)

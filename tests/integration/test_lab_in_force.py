@@ -1,6 +1,6 @@
 """What is in force, told from the agents, in the lab: `serve` stages a PSK epoch commit as
-`apply` does; a plain `apply` after `rotate psk` stages nothing again; an `apply` killed
-between two steps is resumed from its journal by the next one.
+`apply` does; a plain `apply` or `apply --canary` after `rotate psk` stages nothing again;
+an `apply` killed between two steps is resumed from its journal by the next one.
 
 Each test builds a 4-host mesh (the ``mesh`` fixture) from a copy of inventories/lab,
 commits it, and removes the lab in a finally, also on failure. Every process started
@@ -137,6 +137,26 @@ def test_plain_apply_after_rotate_psk_stages_nothing_again(
     code, again = run_json(lab, "apply")
     assert code == 0 and [h["outcome"] for h in again["hosts"]] == ["ok"] * 4, again
     assert "staging" not in again
+    assert_up_on_one_key(lab)
+
+
+def test_canary_apply_after_rotate_psk_stages_nothing_again(
+    mesh: tuple[LabRun, dict[str, Any]],
+) -> None:
+    """`apply --canary` tells what is in force as plain `apply` does: not HEAD's epoch 1
+    but the epoch 2 the agents run; the canary and its batch push those plans again."""
+    lab, _ = mesh
+    commit_inventory(lab)
+    code, rotated = run_json(lab, "rotate", "psk")
+    assert code == 0 and rotated["epoch"] == 2, rotated
+    res = controller(
+        lab, "apply", "-i", str(lab.inventory), "--canary", "1", "--health-timeout", "30"
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "the agents already run these plans: nothing to stage" in res.stderr, res.stderr
+    assert "step 1/3" not in res.stdout and "staged:" not in res.stdout + res.stderr
+    assert "canary: healthy" in res.stdout and "batch 1: healthy" in res.stdout, res.stdout
+    assert not (lab.lab_dir / "controller" / "staged" / "apply.json").exists()
     assert_up_on_one_key(lab)
 
 

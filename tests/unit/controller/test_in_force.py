@@ -3,14 +3,22 @@ of a staged apply, against real compiles of inventories/lab and the fake agents.
 
 from __future__ import annotations
 
+import shutil
 import stat
+import subprocess
+import traceback
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 
-from tests.support.canary_fakes import FakeClock, TunnelFleet, compiled
-from vpnfleet.controller import staged_apply
+from tests.support.canary_fakes import LAB, FakeClock, TunnelFleet, compiled
+from vpnfleet.controller import canary, operations, staged_apply
 from vpnfleet.controller.canary import step_fleet
+from vpnfleet.controller.cli import fleet as fleet_cli
+from vpnfleet.controller.cli import main
+from vpnfleet.controller.cli.common import Ctx
 from vpnfleet.controller.health import HealthGate
 from vpnfleet.controller.in_force import (
     ApplyJournal,
@@ -21,8 +29,11 @@ from vpnfleet.controller.in_force import (
     match_candidates,
 )
 from vpnfleet.controller.operations import CompiledFleet
+from vpnfleet.controller.pki import init_ca
+from vpnfleet.controller.results import AggregateResult
 from vpnfleet.controller.rollout import batches
 from vpnfleet.controller.state import StateDir, StateError
+from vpnfleet.controller.status import FleetStatus
 
 HOSTS = ["a1", "a2", "a3", "a4"]
 HEAD = "1" * 40  # the commit the old plans are said to come from
@@ -250,3 +261,137 @@ async def test_an_interrupted_run_resumes_from_its_journal_and_finishes(
     # Step 2 again on every host (a1, a2 unchanged), then the final plans.
     assert agents.pushes == [(h, steps[1][h]) for h in HOSTS] + [(h, steps[2][h]) for h in HOSTS]
     assert ApplyJournal.load(state) is None
+
+
+# ------------------------------------------- `apply --canary` decides as `apply` does
+
+
+@dataclass
+class CanaryCli:
+    """`vpnfleet apply --canary` on an inventory in git, its agents the fake ones."""
+
+    inventory: Path
+    state: StateDir
+    agents: TunnelFleet
+    new: CompiledFleet  # the worktree's plans (PSK epoch 2)
+    old: CompiledFleet  # HEAD's
+
+    def apply(self, *args: str) -> Result:
+        return CliRunner().invoke(
+            main,
+            ["--state", str(self.state.root), "apply", "-i", str(self.inventory), "--canary",
+             "1", *args],
+        )  # fmt: skip
+
+
+@pytest.fixture
+def canary_cli(tmp_path: Path, state: StateDir, monkeypatch: pytest.MonkeyPatch) -> CanaryCli:
+    repo = tmp_path / "repo"
+    shutil.copytree(LAB, repo / "inv")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "lab"], check=True)
+    with (repo / "inv" / "group_vars" / "all.yaml").open("a") as f:
+        f.write("psk_epoch: 2\n")  # as `rotate psk` leaves it: in force, not committed
+    init_ca(state.root)
+    new = operations.compile_fleet_at(repo / "inv", state, None)
+    old = operations.compile_fleet_at(repo / "inv", state, "HEAD")
+    clock = FakeClock()
+    agents = TunnelFleet(clock, hashes(old))
+
+    async def fleet_status(fleet: CompiledFleet, *_: object, **__: object) -> FleetStatus:
+        return await agents.observe(fleet)
+
+    monkeypatch.setattr(fleet_cli, "AgentAccess", lambda *_, **__: agents)
+    monkeypatch.setattr(operations, "fleet_status", fleet_status)
+    monkeypatch.setattr(canary, "Clock", clock.clock)
+    return CanaryCli(repo / "inv", state, agents, new, old)
+
+
+def test_canary_after_rotate_psk_stages_nothing_again(canary_cli: CanaryCli) -> None:
+    """The agents already run the new plans while HEAD holds the old: nothing to stage
+    from HEAD, and the canary pushes the new plans as they are."""
+    agents, new = canary_cli.agents, canary_cli.new
+    agents.running = hashes(new)
+    res = canary_cli.apply()
+    assert res.exit_code == 0, res.output
+    assert "(the agents already run these plans: nothing to stage)" in res.output
+    assert agents.pushes == [(h, hashes(new)[h]) for h in HOSTS]
+    assert ApplyJournal.load(canary_cli.state) is None
+
+
+def test_canary_over_plans_of_no_candidate_is_refused_with_advice(
+    tmp_path: Path, canary_cli: CanaryCli
+) -> None:
+    agents, old = canary_cli.agents, canary_cli.old
+    other = compiled(tmp_path, canary_cli.state, 7)
+    agents.running = {**hashes(old), "a3": hashes(other)["a3"]}
+    res = canary_cli.apply()
+    assert res.exit_code == 1, res.output
+    message = " ".join(res.output.split())
+    assert f"a3 runs plan {hashes(other)['a3'][:12]}: the plan of none of" in message
+    assert "Give --rollback-rev REV naming the revision those hosts run" in message
+    assert "--no-stage" not in message  # a canary needs the plans to roll back to
+    assert agents.pushes == []
+
+
+def test_canary_regression_restores_what_the_agents_ran(canary_cli: CanaryCli) -> None:
+    """a1 already runs the new plan (pushed by hand), the rest HEAD's: the staged canary
+    fails on a2 and every touched host gets back what it ran, a1 the new plan."""
+    agents, new, old = canary_cli.agents, canary_cli.new, canary_cli.old
+    agents.running = {**hashes(old), "a1": hashes(new)["a1"]}
+    before = dict(agents.running)
+    agents.stuck = {"a2"}  # a2's tunnels are never set up again
+    res = canary_cli.apply("--health-timeout", "5")
+    assert res.exit_code == 2, res.output
+    assert agents.running == before
+    assert "a1: rolled back to the new plan it already ran" in res.output
+    assert f"a2: rolled back to the plan of {old.plans['a2'].source_revision[:12]}" in res.output
+
+
+def test_an_interrupted_canary_resumes_from_its_journal(canary_cli: CanaryCli) -> None:
+    agents, new = canary_cli.agents, canary_cli.new
+    real_push = agents.push
+    pushes = 0
+
+    async def push_then_die(fleet: CompiledFleet) -> AggregateResult:
+        nonlocal pushes
+        pushes += 1
+        if pushes == 3:  # step 2's canary: the controller dies
+            raise RuntimeError("controller killed")
+        return await real_push(fleet)
+
+    agents.push = push_then_die  # type: ignore[method-assign]
+    res = canary_cli.apply()
+    assert isinstance(res.exception, RuntimeError), res.output
+    journal = ApplyJournal.load(canary_cli.state)
+    assert journal is not None and journal.done == 1
+    # The killed process's lock goes with it (here: the run's Ctx, held by the traceback).
+    assert res.exc_info is not None
+    held = [v.lock for f, _ in traceback.walk_tb(res.exc_info[2]) for v in f.f_locals.values()
+            if isinstance(v, Ctx) and v.lock is not None]  # fmt: skip
+    assert held
+    held[0].release()
+
+    agents.push = real_push  # type: ignore[method-assign]
+    res = canary_cli.apply()
+    assert res.exit_code == 0, res.output
+    assert "at step 2/3 use" in res.output
+    assert agents.running == hashes(new)
+    assert ApplyJournal.load(canary_cli.state) is None
+
+
+def test_plans_in_force_are_reached_where_their_revision_says(
+    fleets: tuple[CompiledFleet, CompiledFleet],
+) -> None:
+    """The new plans move a3's agent to another port; a3 does not answer there, so it is
+    taken to run HEAD's plan, and a rollback reaches it where HEAD says it listens."""
+    new, old = fleets
+    moved = replace(new, endpoints={**new.endpoints, "a3": "127.0.0.1:9"})
+    observed: dict[str, str | None] = {**hashes(old), "a3": None}
+    decision = staged_apply.decide(moved, observed, head(old), None, no_compile)
+    assert decision.previous is not None
+    assert decision.previous.endpoints == old.endpoints
+    given = staged_apply.from_revision(moved, staged_apply.Known(HEAD, old))
+    assert given.restores(moved).endpoints == old.endpoints
