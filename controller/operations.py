@@ -85,7 +85,8 @@ def compile_fleet(
         generation=state.current_generation() + 1,
         revision=revision,
     )
-    endpoints = {h: agent_endpoint(inventory.resolve(h).vars) for h in selected}
+    recorded = state.agent_endpoints()
+    endpoints = {h: recorded.get(h) or agent_endpoint(inventory.resolve(h).vars) for h in selected}
     return CompiledFleet(inventory, selected, {h: plans[h] for h in selected}, {}, endpoints)
 
 
@@ -260,13 +261,14 @@ async def fleet_status(
 
     async def one(host: str) -> HostResult:
         desired = fleet.message(host).content_hash
+        endpoint = fleet.endpoints[host]
         try:
-            async with AgentClient(host, fleet.endpoints[host], creds, timeout=timeout) as c:
+            async with AgentClient(host, endpoint, creds, timeout=timeout) as c:
                 view = convert.status_from_proto(await c.get_status())
         except Exception as exc:
-            statuses[host] = HostStatus(host, desired, None, str(exc))
+            statuses[host] = HostStatus(host, desired, None, str(exc), endpoint)
             return HostResult(host, Outcome.UNREACHABLE, error=str(exc))
-        statuses[host] = HostStatus(host, desired, view)
+        statuses[host] = HostStatus(host, desired, view, endpoint=endpoint)
         return HostResult(host, Outcome.OK)
 
     await run_rollout(fleet.selected, one, RolloutOptions(forks=forks))

@@ -7,12 +7,16 @@ what belongs to the controller itself:
       pki/                 fleet CA and the controller's certificate (controller.pki)
       secrets/psk-master   32 random bytes: the fleet master secret PSKs derive from
       generation           the last plan generation handed out (a counter)
+      agent-endpoints.json where to reach agents, when not at their inventory address
+                           (``lab up`` writes it: a lab's agents answer on its
+                           management subnet, see controller/lab/owner.py)
 
 Every file is written 0600 inside a 0700 directory (vpnfleet.protos.files).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from dataclasses import dataclass
@@ -21,6 +25,7 @@ from pathlib import Path
 from vpnfleet.protos.files import make_private_directory, write_atomically
 
 ENV_STATE = "VPNFLEET_STATE"
+AGENT_ENDPOINTS = "agent-endpoints.json"
 
 
 class StateError(Exception):
@@ -81,3 +86,26 @@ class StateDir:
     def record_generation(self, generation: int) -> None:
         self.ensure()
         write_atomically(self.root / "generation", f"{generation}\n".encode())
+
+    def agent_endpoints(self) -> dict[str, str]:
+        """Host -> ``address:port`` of its agent, for hosts this controller reaches
+        elsewhere than at their inventory address; empty when the file is absent."""
+        path = self.root / AGENT_ENDPOINTS
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise StateError(f"{path} cannot be read ({exc}): restore or delete it") from None
+        if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+        ):
+            raise StateError(
+                f"{path} is not a mapping of host names to address:port: restore or delete it"
+            )
+        return data
+
+    def record_agent_endpoints(self, endpoints: dict[str, str]) -> None:
+        self.ensure()
+        text = json.dumps(dict(sorted(endpoints.items())), indent=1) + "\n"
+        write_atomically(self.root / AGENT_ENDPOINTS, text.encode())

@@ -216,6 +216,7 @@ class HostStatus:
     desired_hash: str
     observed: AgentStatusView | None = None
     error: str = ""  # why there is no observation (unreachable, refused …)
+    endpoint: str = ""  # where its agent was asked
 
     @property
     def in_sync(self) -> bool:
@@ -302,6 +303,7 @@ class FleetStatus:
             out.append(
                 {
                     "host": h.host,
+                    "endpoint": h.endpoint,
                     "state": h.state,
                     "conditions": _condition_names(host_conditions(h)),
                     "desired_hash": h.desired_hash,

@@ -172,8 +172,9 @@ def lab_down(ctx: Ctx, name: str, output: str, force: bool) -> None:
     """Remove the lab: agents, supervisor, namespaces, links, nftables tables, files.
 
     Works after a crash or a half-done `up`, and finds leftovers by name; running it
-    again changes nothing. Refused for a lab another state directory made (the error
-    names it); --force removes it anyway, or leftovers nobody owns.
+    again changes nothing. Labs of the same name made with other state directories are
+    left alone; when this state directory has none, it is refused (the error names
+    theirs): --force removes them anyway, or leftovers nobody owns.
     """
     from .. import lab
 
@@ -190,7 +191,9 @@ def lab_down(ctx: Ctx, name: str, output: str, force: bool) -> None:
                 (result.processes, "process", "processes"),
             )
         )
-        forced = f" (it belonged to {result.forced_from})" if result.forced_from else ""
+        forced = (
+            f" (it belonged to {' and '.join(result.forced_from)})" if result.forced_from else ""
+        )
         out.print(f"lab {escape(name)} removed: {removed}{escape(forced)}")
     else:
         out.print(f"no lab {escape(name)} here: nothing to remove")

@@ -1,24 +1,34 @@
-"""Where every lab host sits: namespace and interface names, underlay and site addresses.
+"""Where every lab host sits: namespace and interface names, underlay, management and
+site addresses.
 
-A pure function of the inventory (and its plans, for the external peers' addresses), so
-every problem with the inventory is reported before anything is created.
+A pure function of the inventory (and its plans, for the external peers' addresses) and
+of the lab's *key* and *management subnet* (machine-wide, allocated by :mod:`.owner`),
+so every problem with the inventory is reported before anything is created.
 
-The picture for a mesh (``vf-<lab>-<host>`` per host, one bridge namespace)::
+The picture for a mesh (``vf-<key>-<host>`` per host, one bridge namespace; the key is
+the lab's name unless another lab holds it)::
 
-    root namespace ── vf-<lab> (.254) ═╗
-                                       ║ br0 in vf-<lab>-br
-    vf-<lab>-a1: eth0 10.99.0.11/24 ═══╣   site0 10.1.1.1/24 (veth pair site0/site0p)
-    vf-<lab>-a2: eth0 10.99.0.12/24 ═══╝   site0 10.1.2.1/24
+    root namespace ── vf-<key> 198.18.0.1 ═╗
+                                           ║ br0 in vf-<key>-br
+    vf-<key>-a1: eth0 10.99.0.11/24  ══════╣   site0 10.1.1.1/24 (veth pair site0/site0p)
+                      198.18.0.2/24        ║
+    vf-<key>-a2: eth0 10.99.0.12/24  ══════╝   site0 10.1.2.1/24
+                      198.18.0.3/24
+
+The underlay (the inventory's addresses: IKE, ESP) exists only inside the lab. The
+controller reaches each agent at its management address, which is what the lab records
+in its controller state (``agent-endpoints.json``); so two labs of one inventory can run
+at once, and no route of this machine's own namespace is taken.
 
 Each external peer of the topology (a gateway vpnfleet does not manage) becomes a
-namespace ``vf-<lab>-<peer>`` on the same bridge, with the peer's address and its site
+namespace ``vf-<key>-<peer>`` on the same bridge, with the peer's address and its site
 subnets, where the lab runs strongSwan's charon in that peer's place (:mod:`.external`).
 
-A host with ``nat: true`` gets a router namespace ``vf-<lab>-nat<k>`` between it and the
-bridge: the router's ``wan`` carries the host's inventory address (what its peers and
-the controller see), the host itself has a private address behind the router's ``lan``.
-The router masquerades the host's traffic and forwards the agent's gRPC port to it
-(DNAT), so the controller reaches every agent at ``address:agent_port`` alike.
+A host with ``nat: true`` gets a router namespace ``vf-<key>-nat<k>`` between it and the
+bridge: the router's ``wan`` carries the host's inventory address (what its peers see)
+and its management address, the host itself has a private address behind the router's
+``lan``. The router masquerades the host's traffic and forwards the agent's gRPC port to
+it (DNAT), so the controller reaches every agent at its management address alike.
 """
 
 from __future__ import annotations
@@ -37,14 +47,15 @@ IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 NETNS_PREFIX = "vf-"
-# Lab names end up inside namespace and interface names (IFNAMSIZ: 15 characters for
-# "vf-<lab>"), and without "-" so that the prefix "vf-<lab>-" names one lab only.
+# Lab names (and keys) end up inside namespace and interface names (IFNAMSIZ: 15
+# characters for "vf-<key>"), and without "-" so that "vf-<key>-" names one lab only.
 LAB_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]{0,11}$")
 HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 DEFAULT_AGENT_PORT = 50051
 # Where the private networks behind NAT routers are taken from: the first free /24s.
 NAT_POOL = ipaddress.IPv4Network("192.168.0.0/16")
 NAT_FIRST = 100
+MGMT_STAND_IN = {4: "198.18.0.0/24", 6: "2001:2::/64"}
 WIDEST_UNDERLAY = {4: 8, 6: 48}
 NARROWEST_UNDERLAY = {4: 24, 6: 64}
 
@@ -85,15 +96,13 @@ class HostLayout:
     bridge_port: str  # veth end in the bridge namespace ("" behind NAT: the router's)
     sites: tuple[Site, ...]
     agent_port: int
+    mgmt_address: str  # where the controller reaches the agent
     router: Router | None = None
 
     @property
     def endpoint(self) -> str:
-        return (
-            f"[{self.address}]:{self.agent_port}"
-            if ":" in self.address
-            else (f"{self.address}:{self.agent_port}")
-        )
+        a = self.mgmt_address
+        return f"[{a}]:{self.agent_port}" if ":" in a else f"{a}:{self.agent_port}"
 
     @property
     def listen(self) -> str:
@@ -143,16 +152,29 @@ class ExternalLayout:
 @dataclass(frozen=True, slots=True)
 class LabLayout:
     name: str
+    key: str  # what its namespaces and link carry (see .owner)
     bridge_netns: str
     root_link: str  # the root namespace's veth into the bridge namespace
     underlay: str  # the underlay network, e.g. 10.99.0.0/24
-    root_address: str  # the root namespace's address on it (the controller's)
+    mgmt_network: str  # the management subnet, e.g. 198.18.0.0/24
+    mgmt_address: str  # the root namespace's address on it (the controller's)
     hosts: Mapping[str, HostLayout]
     externals: Mapping[str, ExternalLayout] = field(default_factory=dict)
 
     @property
     def prefix(self) -> str:
-        return netns_prefix(self.name)
+        return netns_prefix(self.key)
+
+    def networks(self) -> list[IpNetwork]:
+        """Every network the lab puts addresses in, but the management subnet."""
+        nets: list[IpNetwork] = [ipaddress.ip_network(self.underlay)]
+        for h in self.hosts.values():
+            nets += [ipaddress.ip_network(s.network) for s in h.sites]
+            if h.router:
+                nets.append(ipaddress.ip_network(h.router.lan_network))
+        for x in self.externals.values():
+            nets += [ipaddress.ip_network(s.network) for s in x.sites]
+        return nets
 
     @property
     def namespaces(self) -> list[str]:
@@ -175,15 +197,18 @@ class LabLayout:
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "key": self.key,
             "bridge_netns": self.bridge_netns,
             "root_link": self.root_link,
             "underlay": self.underlay,
-            "root_address": self.root_address,
+            "mgmt_network": self.mgmt_network,
+            "mgmt_address": self.mgmt_address,
             "hosts": {
                 h.host: {
                     "netns": h.netns,
                     "address": h.address,
                     "local_address": h.local_address,
+                    "mgmt_address": h.mgmt_address,
                     "endpoint": h.endpoint,
                     "agent_port": h.agent_port,
                     "sites": [s.address for s in h.sites],
@@ -195,12 +220,12 @@ class LabLayout:
         }
 
 
-def netns_prefix(lab: str) -> str:
-    return f"{NETNS_PREFIX}{lab}-"
+def netns_prefix(key: str) -> str:
+    return f"{NETNS_PREFIX}{key}-"
 
 
-def root_link_name(lab: str) -> str:
-    return f"{NETNS_PREFIX}{lab}"
+def root_link_name(key: str) -> str:
+    return f"{NETNS_PREFIX}{key}"
 
 
 def check_lab_name(name: str) -> str:
@@ -245,12 +270,30 @@ def underlay_network(addresses: Iterable[IpAddress]) -> IpNetwork:
     )
 
 
-def _root_address(net: IpNetwork, used: set[IpAddress]) -> IpAddress:
+def _free_high_address(net: IpNetwork, used: set[IpAddress]) -> IpAddress:
     # The highest free address (.254 in a /24): far from the hosts, easy to recognise.
     for index in range(net.num_addresses - 2, 0, -1):
         if net[index] not in used:
             return net[index]
-    raise LabError(f"no free address left in the underlay {net} for the controller")
+    raise LabError(f"no free address left in the underlay {net}")
+
+
+def _mgmt_network(
+    mgmt: IpNetwork | None, underlay: IpNetwork, hosts: int, taken: list[IpNetwork]
+) -> IpNetwork:
+    """``mgmt`` checked against the lab's own networks; without one, a stand-in of the
+    right size (``prepare`` lays the lab out before :mod:`.owner` allocates the real one).
+    """
+    if mgmt is None:
+        return ipaddress.ip_network(MGMT_STAND_IN[underlay.version])
+    if mgmt.version != underlay.version:
+        raise LabError(f"management subnet {mgmt} is not in the underlay's IP version")
+    if mgmt.num_addresses < hosts + 3:
+        raise LabError(f"management subnet {mgmt} is too small for {hosts} agents")
+    for net in taken:
+        if net.version == mgmt.version and net.overlaps(mgmt):
+            raise LabError(f"management subnet {mgmt} overlaps the lab's network {net}")
+    return mgmt
 
 
 def _nat_networks(count: int, taken: list[IpNetwork]) -> list[ipaddress.IPv4Network]:
@@ -307,8 +350,8 @@ def _external_layouts(
     reserved: set[IpAddress],
 ) -> dict[str, ExternalLayout]:
     """Where charon plays each external peer, and the tunnels the plans give it. A peer
-    with ``address: any`` gets a free underlay address (the highest after the
-    controller's), which no plan names: the hosts answer it wherever it comes from."""
+    with ``address: any`` gets a free underlay address (the highest), which no plan
+    names: the hosts answer it wherever it comes from."""
     resolved = {h: inventory.resolve(h) for h in inventory.hosts}
     topology, errors = expand_topology(inventory, resolved)
     if errors:
@@ -318,7 +361,7 @@ def _external_layouts(
         what = f"external peer {name}"
         _check_name(prefix, name, "external peer")
         if ext.address is None:
-            address = _root_address(underlay, reserved)
+            address = _free_high_address(underlay, reserved)
         else:
             address = ipaddress.ip_address(ext.address)
         reserved.add(address)
@@ -388,11 +431,20 @@ def taken_by(taken: Mapping[IpAddress, str], host: str) -> IpAddress | str:
 
 
 def plan_layout(
-    name: str, inventory: Inventory, plans: Mapping[str, NodePlan] | None = None
+    name: str,
+    inventory: Inventory,
+    plans: Mapping[str, NodePlan] | None = None,
+    *,
+    key: str | None = None,
+    mgmt: IpNetwork | None = None,
 ) -> LabLayout:
-    """Lay the inventory's hosts out as namespaces; refuse what the lab cannot build."""
+    """Lay the inventory's hosts out as namespaces; refuse what the lab cannot build.
+
+    ``key`` (default: the name) and ``mgmt`` are the lab's machine-wide key and
+    management subnet (:func:`.owner.claim`)."""
     check_lab_name(name)
-    prefix = netns_prefix(name)
+    key = check_lab_name(key or name)
+    prefix = netns_prefix(key)
     hosts = list(inventory.hosts)
     addresses: dict[str, IpAddress] = {}
     subnets: dict[str, list[IpNetwork]] = {}
@@ -428,11 +480,13 @@ def plan_layout(
                     used.add(ipaddress.ip_address(ra))
                 except ValueError:
                     continue
-    root_address = _root_address(underlay, used)
     nat_hosts = [h for h in hosts if nat[h]]
     if nat_hosts and underlay.version != 4:
         raise LabError("the lab's NAT routers are IPv4 only (nftables masquerade to IPv4)")
     lans = _nat_networks(len(nat_hosts), [underlay] + [s for _h, s in all_subnets])
+    mgmt_net = _mgmt_network(
+        mgmt, underlay, len(hosts), [underlay, *lans, *(s for _h, s in all_subnets)]
+    )
     out: dict[str, HostLayout] = {}
     for i, h in enumerate(hosts):
         sites = []
@@ -462,17 +516,26 @@ def plan_layout(
             bridge_port=port,
             sites=tuple(sites),
             agent_port=ports[h],
+            # The controller first, then the hosts in inventory order.
+            mgmt_address=str(mgmt_net[2 + i]),
             router=router,
         )
-    externals = _external_layouts(
-        prefix, inventory, plans or {}, underlay, seen, all_subnets, used | {root_address}
-    )
+    externals = _external_layouts(prefix, inventory, plans or {}, underlay, seen, all_subnets, used)
+    for x in externals.values() if mgmt is not None else ():
+        for site in x.sites:
+            if ipaddress.ip_network(site.network).overlaps(mgmt_net):
+                raise LabError(
+                    f"external peer {x.name}: subnet {site.network} overlaps the lab's "
+                    f"management subnet {mgmt_net}"
+                )
     return LabLayout(
         name=name,
+        key=key,
         bridge_netns=f"{prefix}br",
-        root_link=root_link_name(name),
+        root_link=root_link_name(key),
         underlay=str(underlay),
-        root_address=str(root_address),
+        mgmt_network=str(mgmt_net),
+        mgmt_address=str(mgmt_net[1]),
         hosts=out,
         externals=externals,
     )

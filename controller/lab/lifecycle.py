@@ -1,16 +1,18 @@
 """``lab up``, ``down``, ``status`` and ``exec`` as functions the CLI and tests call.
 
 ``up`` checks everything it can before it creates anything (root, the lab name, the
-inventory and its plans, clashes with other labs and with the root namespace's routes),
-then builds the network, enrols and starts the agents under the supervisor, applies the
-inventory through the same code as ``vpnfleet apply`` (agents reached at the lab's
-endpoints), waits for convergence and pings every pair the plans decide.
+inventory and its plans, leftovers), takes a key and a management subnet of its own on
+this machine (:mod:`.owner`), then builds the network, enrols and starts the agents
+under the supervisor, records where the controller reaches them in the lab's controller
+state, applies the inventory through the same code as ``vpnfleet apply``, waits for
+convergence and pings every pair the plans decide.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import ipaddress
 import os
 import shutil
 import signal
@@ -23,14 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import operations, pki
-from ..inventory import load_inventory
-from ..planner import build_plans
+from ..inventory import Inventory, load_inventory
+from ..planner import NodePlan, build_plans
 from ..results import AggregateResult
 from ..state import StateDir
 from ..status import FleetStatus
 from . import external, netns, owner, reach, supervisor
 from .layout import (
-    NETNS_PREFIX,
     LabError,
     LabLayout,
     check_lab_name,
@@ -107,88 +108,65 @@ def existing_labs(state: StateDir) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
 
 
-def _leftovers(name: str) -> list[str]:
-    prefix = netns_prefix(name)
+def _leftovers(key: str) -> list[str]:
+    """Namespaces and the root link of lab key ``key`` that exist on this machine."""
+    prefix = netns_prefix(key)
     found = [ns for ns in netns.list_netns() if ns.startswith(prefix)]
-    if netns.link_exists(root_link_name(name)):
-        found.append(f"link {root_link_name(name)}")
+    if netns.link_exists(root_link_name(key)):
+        found.append(f"link {root_link_name(key)}")
     return found
 
 
-def _taken_message(other: owner.LabOwner) -> str:
-    return (
-        f"a lab named {other.name!r} runs on this machine, made with {other.describe()}: "
-        f"lab names are machine-wide (its namespaces are {netns_prefix(other.name)}*). Use "
-        f"another --name, or take that lab down with `{other.down_command}`"
-        + ("" if other.recorded else f" (or `vpnfleet lab down --name {other.name} --force`)")
-    )
-
-
-def _route_clash_message(underlay: str, clashes: list[str]) -> str:
-    for line in clashes:
-        words = line.split()
-        dev = words[words.index("dev") + 1] if "dev" in words[:-1] else ""
-        if not dev.startswith(NETNS_PREFIX):
-            continue
-        other = dev.removeprefix(NETNS_PREFIX)
-        who = owner.read_owner(other)
-        made = f", made with {who.describe()}" if who else ""
-        down = f"`{who.down_command}`" if who else f"`vpnfleet lab down --name {other}`"
-        return (
-            f"the lab's underlay {underlay} overlaps the underlay of lab {other!r}{made} "
-            f"({line}). Two labs on the same addresses cannot run at once: the controller "
-            "reaches each lab's agents at their inventory addresses through a route in "
-            "this machine's own namespace, and `vpnfleet --state LAB/controller status` "
-            f"relies on it. Take lab {other!r} down first ({down}), or give this "
-            "inventory other addresses"
-        )
-    return (
-        f"the lab's underlay {underlay} overlaps routes of this machine "
-        f"({'; '.join(clashes)}): the lab would hijack that traffic"
-    )
-
-
-def _check_free(state: StateDir, layout: LabLayout) -> None:
-    directory = lab_dir(state, layout.name)
+def _check_free(state: StateDir, name: str) -> None:
+    directory = lab_dir(state, name)
     if directory.exists():
         raise LabError(
-            f"a lab named {layout.name!r} already exists ({directory}): use another --name "
-            f"or remove it with `vpnfleet lab down --name {layout.name}`"
+            f"a lab named {name!r} already exists ({directory}): use another --name "
+            f"or remove it with `vpnfleet lab down --name {name}`"
         )
-    left = _leftovers(layout.name)
-    other = owner.read_owner(layout.name)
-    if other is not None and not other.owns(directory.absolute()):
-        if other.recorded or left:
-            raise LabError(_taken_message(other))
-    elif other is not None and left:
+    left = _leftovers(name)
+    if left and owner.read_owner(name) is None:
         raise LabError(
-            f"leftovers of a lab named {layout.name!r} of this state directory exist "
-            f"({', '.join(left)}): remove them with `vpnfleet lab down --name {layout.name}`"
-        )
-    elif left:
-        raise LabError(
-            f"leftovers of a lab named {layout.name!r} exist ({', '.join(left)}) and no "
+            f"leftovers of a lab named {name!r} exist ({', '.join(left)}) and no "
             f"state directory owns them: remove them with "
-            f"`vpnfleet lab down --name {layout.name} --force`"
+            f"`vpnfleet lab down --name {name} --force`"
         )
-    clashes = netns.root_routes_overlapping(layout.underlay)
-    if clashes:
-        raise LabError(_route_clash_message(layout.underlay, clashes))
 
 
-def _claim(state: StateDir, layout: LabLayout, directory: Path) -> None:
-    """Record this state directory as the owner of the lab's name, after its lab record
-    and before anything is made on the machine. An owner whose record is gone and who
-    left nothing is replaced (an owner writes its record before it claims)."""
-    other = owner.claim(layout.name, directory, state.root)
-    if other is not None and not other.recorded and not _leftovers(layout.name):
-        owner.release(layout.name, other.lab_dir)
-        other = owner.claim(layout.name, directory, state.root)
-    if other is not None and not other.owns(directory):
-        raise LabError(_taken_message(other))
+def _claim(state: StateDir, prepared: Prepared, directory: Path) -> LabLayout:
+    """Take a key and a management subnet for the lab (after its lab record, before
+    anything is made on the machine), and lay the lab out with them."""
+    draft = prepared.layout
+    version = ipaddress.ip_network(draft.underlay).version
+    mine = owner.claim(
+        draft.name,
+        directory,
+        state.root,
+        version=version,
+        hosts=len(draft.hosts),
+        avoid=[*draft.networks(), *netns.root_routes(version)],
+        in_use=lambda key: bool(_leftovers(key)),
+    )
+    return plan_layout(
+        draft.name,
+        prepared.inventory,
+        prepared.plans,
+        key=mine.key,
+        mgmt=ipaddress.ip_network(mine.mgmt),
+    )
 
 
-def prepare(inventory: Path, name: str) -> LabLayout:
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """The inventory, its plans (throwaway secrets) and the lab's layout before it has a
+    key and management subnet of its own."""
+
+    inventory: Inventory
+    plans: dict[str, NodePlan]
+    layout: LabLayout
+
+
+def prepare(inventory: Path, name: str) -> Prepared:
     """Every check that needs no change on the machine; raises before anything exists."""
     check_root()
     inv = load_inventory(inventory)
@@ -201,7 +179,7 @@ def prepare(inventory: Path, name: str) -> LabLayout:
     layout = plan_layout(name, inv, plans)
     if layout.externals:
         external.check_installed()
-    return layout
+    return Prepared(inv, plans, layout)
 
 
 def _agent_config(record: LabRecord, layout: LabLayout, host: str, keylog: bool) -> dict[str, str]:
@@ -245,13 +223,9 @@ def _wait_listening(record: LabRecord, hosts: list[str], timeout: float) -> None
 
 
 def lab_fleet(record: LabRecord) -> operations.CompiledFleet:
-    """The inventory compiled with the lab's state, agents reached at the lab's endpoints."""
-    fleet = operations.compile_fleet(Path(record.data["inventory"]), record.controller_state)
-    hosts = record.data["layout"]["hosts"]
-    for host in fleet.selected:
-        if host in hosts:
-            fleet.endpoints[host] = str(hosts[host]["endpoint"])
-    return fleet
+    """The inventory compiled with the lab's controller state, which says where the
+    agents answer (their management addresses)."""
+    return operations.compile_fleet(Path(record.data["inventory"]), record.controller_state)
 
 
 def converged(status: FleetStatus) -> bool:
@@ -297,16 +271,23 @@ async def up(
     """Build the lab; on an error while building, remove what was made (unless told not
     to). With ``keylog`` every agent writes its SA keys to ``agents/<host>/keys.log``."""
     started = time.monotonic()
-    layout = prepare(inventory, name)
-    _check_free(state, layout)
+    prepared = prepare(inventory, name)
+    _check_free(state, name)
     directory = lab_dir(state, name).absolute()
     record = LabRecord.create(directory, name, inventory)
     try:
-        _claim(state, layout, directory)
+        layout = _claim(state, prepared, directory)
     except BaseException:
+        owner.release_of(directory)
         shutil.rmtree(directory, ignore_errors=True)
         raise
-    record.set(layout=layout.to_json(), keylog=keylog)
+    record.set(key=layout.key, layout=layout.to_json(), keylog=keylog)
+    if layout.key != name:
+        progress(
+            f"another lab named {name!r} runs on this machine, of "
+            + ", ".join(o.describe() for o in owner.named(name) if not o.owns(directory))
+            + f": this lab's namespaces are {layout.prefix}*"
+        )
     try:
         return await _build(record, layout, timeout, progress, started)
     except BaseException:
@@ -334,6 +315,8 @@ async def _build(
     if not operations.ca_exists(ctl):
         pki.init_ca(ctl.root)
     pki.ensure_controller_cert(ctl.root)
+    # Every later command with --state LAB/controller reaches the agents there.
+    ctl.record_agent_endpoints({h.host: h.endpoint for h in layout.hosts.values()})
     agents = []
     keylog = bool(record.data.get("keylog"))
     for host, h in layout.hosts.items():
@@ -401,8 +384,8 @@ class DownResult:
     links: list[str] = field(default_factory=list)
     processes: int = 0
     removed_dir: str = ""
-    forced_from: str = ""
-    """With ``--force``, the state directory that owned the lab, when it was another."""
+    forced_from: list[str] = field(default_factory=list)
+    """With ``--force``, the state directories whose labs of the name were removed."""
 
     @property
     def anything(self) -> bool:
@@ -419,21 +402,16 @@ class DownResult:
         }
 
 
-def _stop_supervisors(
-    name: str, directory: Path, record: LabRecord | None, *, any_owner: bool
-) -> int:
-    found = (
-        supervisor.find_supervisors(name=name)
-        if any_owner
-        else supervisor.find_supervisors(lab_dir=directory)
-    )
-    pids = set(found)
-    for candidate in (
-        supervisor.read_pid(directory),
-        record.data.get("supervisor_pid") if record else None,
-    ):
-        if isinstance(candidate, int) and supervisor.is_supervisor_of(candidate, directory):
-            pids.add(candidate)
+def _record_key(record: LabRecord | None, held: owner.LabOwner | None, name: str) -> str:
+    """The key of this state directory's lab ``name``: from its record, else from what the
+    machine records for its directory (a crash before the record had it), else the name
+    (records written before labs had keys)."""
+    if record is not None and record.data.get("key"):
+        return str(record.data["key"])
+    return held.key if held is not None else name
+
+
+def _stop_supervisors(pids: set[int]) -> int:
     if not pids:
         return 0
     # SIGTERM first: the supervisor stops its agents gracefully.
@@ -442,63 +420,44 @@ def _stop_supervisors(
     return len(pids)
 
 
-def _check_ours(state: StateDir, name: str, directory: Path, record: LabRecord | None) -> None:
-    """Refuse to remove what another state directory's lab owns, or what nobody does."""
-    other = owner.read_owner(name)
-    if other is not None and not other.owns(directory):
-        stale = (
-            f" This state directory's own record of a lab {name!r} is of one whose "
-            f"namespaces are gone: delete {directory}"
-            if record is not None
-            else ""
-        )
-        raise LabError(
-            f"lab {name!r} on this machine belongs to {other.describe()}, not to "
-            f"{state.root.absolute()}: take it down with `{other.down_command}`; "
-            f"`vpnfleet lab down --name {name} --force` removes it from here anyway." + stale
-        )
-    if other is None and record is None:
-        left = _leftovers(name)
-        if left:
-            raise LabError(
-                f"{', '.join(left)} exist, but no lab of {state.root.absolute()} made them "
-                f"and no state directory is recorded as their owner ({owner.OWNERS_DIR}): if "
-                f"they are leftovers, remove them with `vpnfleet lab down --name {name} --force`"
-            )
+def _supervisors_of(directory: Path, record: LabRecord | None) -> set[int]:
+    pids = set(supervisor.find_supervisors(lab_dir=directory))
+    for candidate in (
+        supervisor.read_pid(directory),
+        record.data.get("supervisor_pid") if record else None,
+    ):
+        if isinstance(candidate, int) and supervisor.is_supervisor_of(candidate, directory):
+            pids.add(candidate)
+    return pids
 
 
-def down(
-    state: StateDir, name: str = DEFAULT_NAME, progress: Progress = _quiet, *, force: bool = False
-) -> DownResult:
-    """Remove everything of lab ``name``, from its record and by name; idempotent.
-
-    Refused when another state directory owns the name (see :mod:`.owner`), or when
-    namespaces of the name exist that nobody owns; ``force`` removes them anyway (the
-    other owner's lab directory stays, and its ``lab status`` says its lab is gone)."""
-    check_root()
-    check_lab_name(name)
-    directory = lab_dir(state, name).absolute()
-    record = LabRecord.load(directory) if directory.exists() else None
-    other = owner.read_owner(name)
-    if not force:
-        _check_ours(state, name, directory, record)
-    result = DownResult(name)
-    if other is not None and not other.owns(directory):
-        result.forced_from = str(other.state_dir)
-        progress(f"removing lab {name} of {other.describe()} (--force)")
-    result.processes += _stop_supervisors(name, directory, record, any_owner=force)
+def _remove(
+    key: str,
+    directory: Path | None,
+    record: LabRecord | None,
+    result: DownResult,
+    progress: Progress,
+    supervisors: set[int] | None = None,
+) -> None:
+    """Stop the lab's processes, delete its namespaces and link (from its record, and by
+    its key), then forget what it holds on the machine (``directory`` None: leftovers of
+    no lab directory, found by key; ``supervisors`` found by the caller)."""
+    if supervisors is None:
+        supervisors = _supervisors_of(directory, record) if directory is not None else set()
+    pids = supervisors
+    result.processes += _stop_supervisors(pids)
     result.processes += external.stop_charons(record, progress)
     recorded = [str(r["name"]) for r in record.resources("netns")] if record else []
-    prefix = netns_prefix(name)
+    prefix = netns_prefix(key)
     present = netns.list_netns()
     # Hosts first, the bridge last: order does not matter to the kernel, but it reads well.
-    names = [n for n in recorded if n in present]
+    names = [n for n in recorded if n in present and n.startswith(prefix)]
     names += sorted(n for n in present if n.startswith(prefix) and n not in names)
     for ns in reversed(names):
         result.processes += netns.delete_netns(ns)
         result.namespaces.append(ns)
         progress(f"removed namespace {ns}")
-    links = {root_link_name(name)}
+    links = {root_link_name(key)}
     if record:
         links.update(str(r["name"]) for r in record.resources("link"))
     for link in sorted(links):
@@ -506,13 +465,86 @@ def down(
             netns.ip("link", "delete", link, check=False)
             result.links.append(link)
             progress(f"removed link {link}")
+    # Last: until now a crash leaves the owner recorded beside what is left.
+    owner.release(key, directory)
+
+
+def _others_message(state: StateDir, name: str, others: list[owner.LabOwner]) -> str:
+    labs = "; ".join(f"{o.describe()}: `{o.down_command}`" for o in others)
+    them = "them" if len(others) > 1 else "it"
+    return (
+        f"{state.root.absolute()} has no lab named {name!r}; labs of that name on this "
+        f"machine belong to {labs}. `vpnfleet lab down --name {name} --force` removes "
+        f"{them} from here anyway"
+    )
+
+
+def down(
+    state: StateDir, name: str = DEFAULT_NAME, progress: Progress = _quiet, *, force: bool = False
+) -> DownResult:
+    """Remove everything of this state directory's lab ``name``, from its record and by
+    its key; idempotent.
+
+    Labs of the same name of other state directories are left alone: when this state
+    directory has no lab ``name`` and another has, or namespaces of the name exist that
+    nobody owns, it is refused; ``force`` removes them anyway (the other owners' lab
+    directories stay, and their ``lab status`` says their lab is gone)."""
+    check_root()
+    check_lab_name(name)
+    directory = lab_dir(state, name).absolute()
+    record = LabRecord.load(directory) if directory.exists() else None
+    held = owner.owner_of(directory)
+    result = DownResult(name)
+    if record is None and held is None:
+        _down_elsewhere(state, name, result, progress, force=force)
+    else:
+        key = _record_key(record, held, name)
+        holder = owner.read_owner(key)
+        if holder is not None and not holder.owns(directory):
+            # The key went to another lab after this one's namespaces were removed from
+            # outside: nothing on the machine is this lab's any more.
+            result.processes += _stop_supervisors(_supervisors_of(directory, record))
+            progress(f"its namespaces {netns_prefix(key)}* are {holder.describe()}'s: left alone")
+        else:
+            _remove(key, directory, record, result, progress)
     if directory.exists():
         shutil.rmtree(directory)
         result.removed_dir = str(directory)
         progress(f"removed {directory}")
-    # Last: until now a crash leaves the owner recorded beside what is left.
-    owner.release(name, None if force else directory)
     return result
+
+
+def _down_elsewhere(
+    state: StateDir, name: str, result: DownResult, progress: Progress, *, force: bool
+) -> None:
+    """``lab down`` of a name this state directory has no lab of."""
+    others = owner.named(name)
+    unreadable = owner.read_owner(name) is None and owner.owner_path(name).exists()
+    unowned = _leftovers(name) if owner.read_owner(name) is None else []
+    if not force:
+        if others:
+            raise LabError(_others_message(state, name, others))
+        if unowned or unreadable:
+            what = ", ".join(unowned) or f"{owner.owner_path(name)} (unreadable)"
+            raise LabError(
+                f"{what} exist, but no lab of {state.root.absolute()} made them and no "
+                f"state directory is recorded as their owner ({owner.OWNERS_DIR}): if they "
+                f"are leftovers, remove them with `vpnfleet lab down --name {name} --force`"
+            )
+        return
+    for other in others:
+        progress(f"removing lab {name} of {other.describe()} (--force)")
+        result.forced_from.append(str(other.state_dir))
+        _remove(other.key, other.lab_dir, LabRecord.load(other.lab_dir), result, progress)
+    if unowned or unreadable:
+        # Supervisors of labs called ``name`` that no recorded lab owns.
+        kept = {o.lab_dir for o in owner.owners()}
+        strays = {
+            pid
+            for pid in supervisor.find_supervisors(name=name)
+            if not any(supervisor.is_supervisor_of(pid, d) for d in kept)
+        }
+        _remove(name, None, None, result, progress, strays)
 
 
 # ---------------------------------------------------------------- status and exec
@@ -574,7 +606,7 @@ async def status(state: StateDir, name: str = DEFAULT_NAME) -> LabStatus:
     check_lab_name(name)
     record = load(state, name)
     hosts = record.data["layout"]["hosts"]
-    other = owner.read_owner(name)
+    other = owner.read_owner(_record_key(record, None, name))
     taken = other is not None and not other.owns(record.path)
     present = set() if taken else set(netns.list_netns())
     spaces = {str(r["name"]): str(r["name"]) in present for r in record.resources("netns")}
@@ -635,8 +667,9 @@ def _health(
     if other is not None:
         return LabHealth.TAKEN, (
             f"this lab's namespaces were removed from outside this state directory, and "
-            f"lab name {name!r} now belongs to {other.describe()}; "
-            f"`vpnfleet lab down --name {name}` here would be refused: delete {record.path}"
+            f"their names ({other.key}) now belong to {other.describe()}; "
+            f"`vpnfleet lab down --name {name}` clears this lab's record and leaves that "
+            "lab alone"
         )
     missing = [n for n, ok in spaces.items() if not ok]
     if spaces and len(missing) == len(spaces):
@@ -658,7 +691,7 @@ def exec_argv(state: StateDir, name: str, host: str, command: list[str]) -> list
     check_root()
     check_lab_name(name)
     record = load(state, name)
-    other = owner.read_owner(name)
+    other = owner.read_owner(_record_key(record, None, name))
     if other is not None and not other.owns(record.path):
         raise LabError(
             f"lab {name!r} on this machine belongs to {other.describe()}, not to "

@@ -2,8 +2,9 @@
 
 Interfaces are created directly inside their namespaces (``ip -n NS link add … peer
 name … netns OTHER``), so their names only need to be unique per namespace and stay
-short (eth0, site0, h3, r1); the one link in the root namespace is ``vf-<lab>``, at most
-15 characters (IFNAMSIZ) because lab names are at most 12.
+short (eth0, site0, h3, r1); the one link in the root namespace is ``vf-<key>``, at most
+15 characters (IFNAMSIZ) because lab keys are at most 12. It carries the management
+subnet only: the underlay stays inside the lab.
 """
 
 from __future__ import annotations
@@ -54,11 +55,11 @@ def link_exists(name: str) -> bool:
     )
 
 
-def root_routes_overlapping(underlay: str) -> list[str]:
-    """Routes of the root namespace inside or around ``underlay`` (other than default)."""
-    net = ipaddress.ip_network(underlay)
-    family = "-4" if net.version == 4 else "-6"
-    clashes = []
+def root_routes(version: int) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The destinations of the root namespace's routes in every table (but default,
+    loopback and link-local ones): where a lab's management subnet must not go."""
+    family = "-4" if version == 4 else "-6"
+    found = []
     for line in run(["ip", family, "route", "show", "table", "all"], check=False).splitlines():
         words = line.split()
         if not words:
@@ -67,14 +68,13 @@ def root_routes_overlapping(underlay: str) -> list[str]:
         if dest in ("default", "local", "broadcast", "multicast", "unreachable", "anycast"):
             dest = words[1] if dest != "default" and len(words) > 1 else ""
         try:
-            other = ipaddress.ip_network(dest, strict=False)
+            net = ipaddress.ip_network(dest, strict=False)
         except ValueError:
             continue
-        if other.prefixlen == 0 or other.is_loopback or other.is_link_local:
+        if net.prefixlen == 0 or net.is_loopback or net.is_link_local:
             continue
-        if other.version == net.version and other.overlaps(net):
-            clashes.append(line.strip())
-    return clashes
+        found.append(net)
+    return found
 
 
 def add_netns(record: LabRecord, name: str) -> None:
@@ -92,9 +92,11 @@ def build_bridge(record: LabRecord, layout: LabLayout) -> None:
     record.add("link", name=layout.root_link)
     ip("link", "add", layout.root_link, "type", "veth", "peer", "name", "root", "netns", br)
     ip("link", "set", "root", "master", BRIDGE, "up", netns=br)
-    plen = layout.underlay.split("/")[1]
-    ip("addr", "add", f"{layout.root_address}/{plen}", "dev", layout.root_link)
-    ip("link", "set", layout.root_link, "up")
+    set_address(None, layout.root_link, layout.mgmt_address, _plen(layout.mgmt_network))
+
+
+def _plen(network: str) -> int:
+    return int(network.split("/")[1])
 
 
 def veth(netns: str, name: str, peer: str, peer_netns: str | None = None) -> None:
@@ -109,7 +111,7 @@ def _attach(layout: LabLayout, port: str, netns: str, ifname: str) -> None:
     ip("link", "set", port, "master", BRIDGE, "up", netns=br)
 
 
-def set_address(netns: str, dev: str, address: str, prefixlen: int) -> None:
+def set_address(netns: str | None, dev: str, address: str, prefixlen: int) -> None:
     extra = ("nodad",) if ":" in address else ()
     ip("addr", "add", f"{address}/{prefixlen}", "dev", dev, *extra, netns=netns)
     ip("link", "set", dev, "up", netns=netns)
@@ -137,7 +139,8 @@ def build_router(record: LabRecord, layout: LabLayout, host: HostLayout) -> None
     assert router is not None
     add_netns(record, router.netns)
     _attach(layout, router.bridge_port, router.netns, "wan")
-    set_address(router.netns, "wan", router.wan_address, int(layout.underlay.split("/")[1]))
+    set_address(router.netns, "wan", router.wan_address, _plen(layout.underlay))
+    set_address(router.netns, "wan", host.mgmt_address, _plen(layout.mgmt_network))
     veth(router.netns, "lan", "eth0", host.netns)
     set_address(router.netns, "lan", router.lan_address, int(router.lan_network.split("/")[1]))
     run(["ip", "netns", "exec", router.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
@@ -152,6 +155,8 @@ def build_host(record: LabRecord, layout: LabLayout, host: HostLayout) -> None:
     else:
         _attach(layout, host.bridge_port, host.netns, "eth0")
     set_address(host.netns, "eth0", host.local_address, host.prefixlen)
+    if host.router is None:
+        set_address(host.netns, "eth0", host.mgmt_address, _plen(layout.mgmt_network))
     if host.router:
         ip("route", "add", "default", "via", host.router.lan_address, netns=host.netns)
     for site in host.sites:
@@ -203,14 +208,17 @@ def build_network(
 ) -> None:
     build_bridge(record, layout)
     progress(
-        f"bridge {layout.bridge_netns}: underlay {layout.underlay}, "
-        f"controller at {layout.root_address} on {layout.root_link}"
+        f"bridge {layout.bridge_netns}: underlay {layout.underlay}, management "
+        f"{layout.mgmt_network}, controller at {layout.mgmt_address} on {layout.root_link}"
     )
     for host in layout.hosts.values():
         build_host(record, layout, host)
         where = f" behind {host.router.netns} ({host.local_address})" if host.router else ""
         sites = ", ".join(s.address for s in host.sites) or "no sites"
-        progress(f"host {host.host}: {host.netns} {host.address}{where}; {sites}")
+        progress(
+            f"host {host.host}: {host.netns} {host.address}{where}, agent at "
+            f"{host.endpoint}; {sites}"
+        )
     count = 0
     for netns_name, routes in cleartext_routes(layout).items():
         for network, via in routes:

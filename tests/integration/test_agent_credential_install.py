@@ -23,7 +23,6 @@ from tests.support.lab import (
     lab_up,
     losses,
     new_lab,
-    own_underlay,
     pinging,
     removed_after,
     require_root,
@@ -395,7 +394,6 @@ def test_ike_certificates_swap_under_continuous_ping_loses_nothing(
     its three tunnels make-before-break, and not one ping is lost."""
     require_root()
     lab = new_lab(tmp_path, "lab")
-    own_underlay(lab)
     group_vars = lab.inventory / "group_vars" / "all.yaml"
     group_vars.write_text(group_vars.read_text().replace("\nauth: psk", "\nauth: pubkey", 1))
     with removed_after(lab):

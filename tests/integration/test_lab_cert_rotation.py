@@ -26,7 +26,6 @@ from tests.support.lab import (
     assert_all_up_without_auth_errors,
     losses,
     new_lab,
-    own_underlay,
     pinging,
     removed_after,
     require_root,
@@ -45,7 +44,6 @@ pytestmark = pytest.mark.netns
 def cert_mesh(tmp_path: Path) -> Iterator[tuple[LabRun, dict[str, Any]]]:
     require_root()
     lab = new_lab(tmp_path, "lab")
-    own_underlay(lab)
     group_vars = lab.inventory / "group_vars" / "all.yaml"
     text = group_vars.read_text()
     assert "\nauth: psk" in text

@@ -83,13 +83,23 @@ def test_agents_run_inside_their_namespaces(mesh: MeshLab) -> None:
         assert where.stdout.strip() == f"vf-{mesh.lab.name}-{host}"
 
 
-def test_host_namespace_has_underlay_and_site(mesh: MeshLab) -> None:
+def test_host_namespace_has_underlay_management_and_site(mesh: MeshLab) -> None:
+    layout = json.loads((mesh.lab.lab_dir / "lab.json").read_text())["layout"]
+    mgmt = layout["hosts"]["a2"]["mgmt_address"]
+    assert ipaddress.ip_address(mgmt) in ipaddress.ip_network(layout["mgmt_network"])
     res = mesh.lab.exec("a2", "ip", "-br", "addr")
     assert res.returncode == 0, res.stderr
     assert "10.99.0.12/24" in res.stdout and "10.1.2.1/24" in res.stdout
-    # The controller's side of the underlay answers from inside the lab.
-    ping = mesh.lab.exec("a2", "ping", "-n", "-c1", "-W2", "10.99.0.254")
+    assert f"{mgmt}/24" in res.stdout
+    # The controller answers on the management subnet from inside the lab...
+    ping = mesh.lab.exec("a2", "ping", "-n", "-c1", "-W2", layout["mgmt_address"])
     assert ping.returncode == 0, ping.stdout
+    # ...where its agents are asked, and the underlay is routed nowhere outside the lab.
+    endpoints = json.loads((mesh.lab.lab_dir / "controller" / "agent-endpoints.json").read_text())
+    assert endpoints == {h: x["endpoint"] for h, x in layout["hosts"].items()}
+    assert endpoints["a2"] == f"{mgmt}:50051"
+    route = subprocess.run(["ip", "route", "get", "10.99.0.12"], capture_output=True, text=True)
+    assert layout["root_link"] not in route.stdout
     # Nothing but the lab's own networks: no way out of the lab from a host.
     assert "default" not in mesh.lab.exec("a2", "ip", "route").stdout
 
@@ -162,6 +172,12 @@ def test_nat_host_sits_behind_a_masquerading_router(tmp_path: Path) -> None:
         )
         assert table.returncode == 0, table.stderr
         assert "masquerade" in table.stdout and f"dnat to {private}" in table.stdout
+        # The controller reaches n3's agent at its management address on the router.
+        wan = subprocess.run(
+            ["ip", "-n", n3["router"], "-br", "addr", "show", "wan"], capture_output=True, text=True
+        )
+        assert "10.99.3.3/24" in wan.stdout and f"{n3['mgmt_address']}/" in wan.stdout
+        assert n3["endpoint"] == f"{n3['mgmt_address']}:50051"
         # What n1 sees of n3: the router's public address, not the private one.
         listener = subprocess.Popen(
             [*CLI, "--state", str(lab.state), "lab", "exec", "--name", lab.name, "n1", "--",

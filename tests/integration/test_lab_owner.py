@@ -1,15 +1,20 @@
-"""A lab belongs to the state directory that made it: namespace names are machine-wide,
-so `lab down`, `lab up` and `lab exec` from another state directory are refused with
-the owner named, `--force` removes a lab or leftovers anyway, and the owner's
-`lab status` says when its namespaces were taken away. And `lab up --keylog`: every
-agent's key log holds the keys of the SAs it runs."""
+"""A lab belongs to the state directory that made it. Two state directories (two
+checkouts, a test run beside a demo) each run a lab of the same name on the same
+inventory at once: each gets namespaces of its own key and a management subnet of its
+own, where its controller state reaches its agents. `lab down` and `lab exec` of a
+state directory without that lab touch neither (refused, naming both owners), `--force`
+removes a lab or leftovers anyway, and the owner's `lab status` says when its namespaces
+were taken away. And `lab up --keylog`: every agent's key log holds the keys of the SAs
+it runs."""
 
 from __future__ import annotations
 
-import shutil
+import ipaddress
+import json
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +24,6 @@ from tests.support.lab import (
     lab_up,
     netns_with_prefix,
     new_lab,
-    own_underlay,
     removed_after,
     require_root,
 )
@@ -36,48 +40,69 @@ def _site_ping(lab: LabRun) -> int:
     return lab.exec("a1", "ping", "-n", "-c1", "-W3", "-I", A1_SITE, A2_SITE).returncode
 
 
-def test_a_lab_is_its_state_directory_s(tmp_path: Path) -> None:
+def _layout(lab: LabRun) -> dict[str, Any]:
+    layout: dict[str, Any] = json.loads((lab.lab_dir / "lab.json").read_text())["layout"]
+    return layout
+
+
+def test_two_state_directories_run_a_lab_of_one_name_and_inventory_at_once(
+    tmp_path: Path,
+) -> None:
     require_root()
     mine = new_lab(tmp_path / "a", "lab")
-    own_underlay(mine)
-    other = LabRun(tmp_path / "b" / "state", mine.name, mine.inventory)
+    beside = LabRun(tmp_path / "b" / "state", mine.name, mine.inventory)
+    third = LabRun(tmp_path / "c" / "state", mine.name, mine.inventory)
     with removed_after(mine):
         lab_up(mine)
         spaces = netns_with_prefix(f"vf-{mine.name}-")
         assert len(spaces) == 5
+        with removed_after(beside):
+            up = beside.up("-o", "json", "--timeout", "30")
+            assert up.returncode == 0, up.stderr[-2000:]
+            assert f"another lab named {mine.name!r} runs on this machine" in up.stderr
+            ours, theirs = _layout(mine), _layout(beside)
+            assert theirs["key"] == f"{mine.name}_2" != ours["key"] == mine.name
+            assert len(netns_with_prefix(f"vf-{mine.name}_2-")) == 5
+            assert netns_with_prefix(f"vf-{mine.name}-") == spaces
+            # The same underlay in both; the management subnets apart, and the
+            # underlay routed nowhere in this machine's own namespace.
+            assert ours["underlay"] == theirs["underlay"] == "10.99.0.0/24"
+            nets = [ipaddress.ip_network(x["mgmt_network"]) for x in (ours, theirs)]
+            assert not nets[0].overlaps(nets[1])
+            routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True)
+            assert "10.99.0." not in routes.stdout
+            for lab, layout in ((mine, ours), (beside, theirs)):
+                assert lab.status()["health"] == "present"
+                assert _site_ping(lab) == 0
+                # Each controller state reaches its own lab's agents, and only them.
+                status = fleet_status(lab)
+                assert [h["state"] for h in status["hosts"]] == ["in sync"] * 4
+                endpoints = {h["host"]: h["endpoint"] for h in status["hosts"]}
+                assert endpoints == {n: h["endpoint"] for n, h in layout["hosts"].items()}
+                assert all(
+                    ipaddress.ip_address(e.rsplit(":", 1)[0])
+                    in ipaddress.ip_network(layout["mgmt_network"])
+                    for e in endpoints.values()
+                )
 
-        # Another state directory cannot take it down, nor build a lab of the same name
-        # or on the same addresses; each refusal names the owner and changes nothing.
-        down = other.down()
-        assert down.returncode == 1, down.stdout
-        assert f"belongs to state directory {mine.state.absolute()}" in down.stderr
-        assert f"vpnfleet --state {mine.state.absolute()} lab down --name {mine.name}" in (
-            down.stderr
-        )
-        assert "--force" in down.stderr
-        up = other.up("--timeout", "20")
-        assert up.returncode == 1, up.stdout
-        assert f"a lab named {mine.name!r} runs on this machine" in up.stderr
-        assert f"state directory {mine.state.absolute()}" in up.stderr
-        beside = LabRun(other.state, "x" + mine.name[1:], mine.inventory)
-        clash = beside.up("--timeout", "20")
-        assert clash.returncode == 1, clash.stdout
-        assert f"overlaps the underlay of lab {mine.name!r}" in clash.stderr
-        assert f"state directory {mine.state.absolute()}" in clash.stderr
-        assert "Two labs on the same addresses cannot run at once" in clash.stderr
-        assert netns_with_prefix(f"vf-{beside.name}-") == []
-        exec_ = other.exec("a1", "true")
-        assert exec_.returncode == 1 and "no lab named" in exec_.stderr
-        assert not (other.state / "labs").exists()
-
+            # A third state directory has no such lab: it touches neither, names both.
+            down = third.down()
+            assert down.returncode == 1, down.stdout
+            for lab in (mine, beside):
+                assert f"vpnfleet --state {lab.state.absolute()} lab down --name {lab.name}" in (
+                    down.stderr
+                )
+            assert "--force" in down.stderr
+            exec_ = third.exec("a1", "true")
+            assert exec_.returncode == 1 and "no lab named" in exec_.stderr
+            assert not (third.state / "labs").exists()
+        # Taking one down leaves the other running.
+        assert netns_with_prefix(f"vf-{mine.name}_2-") == []
         assert netns_with_prefix(f"vf-{mine.name}-") == spaces
-        status = mine.status()
-        assert status["health"] == "present" and status["supervisor"]["alive"] is True
-        assert all(h["state"] == "in sync" for h in status["fleet"]["hosts"])
-        assert _site_ping(mine) == 0
+        assert mine.status()["health"] == "present" and _site_ping(mine) == 0
 
         # --force removes it from the other state directory all the same...
-        forced = other.down("--force")
+        forced = third.down("--force")
         assert forced.returncode == 0, forced.stderr
         assert f"(it belonged to {mine.state.absolute()})" in forced.stdout
         assert netns_with_prefix(f"vf-{mine.name}-") == []
@@ -93,23 +118,24 @@ def test_a_lab_is_its_state_directory_s(tmp_path: Path) -> None:
         assert "GONE" in text.stdout and "0/5 present" in text.stdout
         assert f"vpnfleet lab down --name {mine.name}` clears its record" in text.stdout
 
-        # Once the other state directory has a lab of that name, the first one's record
-        # is stale: status says whose the name is, exec and down leave that lab alone.
-        with removed_after(other):
-            lab_up(other)
+        # Once another lab holds the freed namespace names, the first one's record is
+        # stale: status says whose they are, exec leaves that lab alone, and down clears
+        # the record only.
+        with removed_after(beside):
+            assert lab_up(beside)["layout"]["key"] == mine.name
             taken = mine.status(exit_code=4)
             assert taken["health"] == "taken"
-            assert f"now belongs to state directory {other.state.absolute()}" in (taken["problem"])
+            assert f"now belong to state directory {beside.state.absolute()}" in (taken["problem"])
             assert not any(taken["namespaces"].values())
             refused = mine.exec("a1", "true")
             assert refused.returncode == 1
-            assert f"belongs to state directory {other.state.absolute()}" in refused.stderr
+            assert f"belongs to state directory {beside.state.absolute()}" in refused.stderr
             stale = mine.down()
-            assert stale.returncode == 1
-            assert f"delete {mine.lab_dir.absolute()}" in " ".join(stale.stderr.split())
-            assert other.status()["health"] == "present"
-            assert _site_ping(other) == 0
-        shutil.rmtree(mine.lab_dir)
+            assert stale.returncode == 0, stale.stderr
+            assert "left alone" in stale.stderr
+            assert not mine.lab_dir.exists()
+            assert beside.status()["health"] == "present"
+            assert _site_ping(beside) == 0
 
 
 def test_leftovers_nobody_owns_are_removed_only_with_force(tmp_path: Path) -> None:
@@ -136,7 +162,6 @@ def test_leftovers_nobody_owns_are_removed_only_with_force(tmp_path: Path) -> No
 def test_up_keylog_writes_every_agent_s_sa_keys(tmp_path: Path) -> None:
     require_root()
     lab = new_lab(tmp_path, "lab")
-    own_underlay(lab)
     with removed_after(lab):
         result = lab_up(lab, "--keylog")
         keylogs = {host: Path(path) for host, path in result["keylogs"].items()}

@@ -49,7 +49,7 @@ def namespace_on_the_bridge(lab: LabRun, layout: dict[str, Any]) -> Iterator[tup
     the inventory has: (namespace, address). Deleted when the block ends."""
     netns = f"vf-{lab.name}-st"
     net = ipaddress.ip_network(layout["underlay"])
-    taken = {h["address"] for h in layout["hosts"].values()} | {layout["root_address"]}
+    taken = {h["address"] for h in layout["hosts"].values()}
     address = next(str(a) for a in net.hosts() if str(a) not in taken and int(a) % 256 >= 77)
     ip("netns", "add", netns)
     try:

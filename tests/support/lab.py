@@ -97,9 +97,18 @@ class LabRun:
     def exec(self, host: str, *command: str) -> subprocess.CompletedProcess[str]:
         return self.vpnfleet("lab", "exec", "--name", self.name, host, "--", *command)
 
-    def assert_gone(self) -> None:
-        assert netns_with_prefix(f"vf-{self.name}-") == []
-        assert not link_exists(f"vf-{self.name}")
+    @property
+    def key(self) -> str:
+        """What its namespaces and link carry: the name, unless another lab had it."""
+        try:
+            return str(json.loads((self.lab_dir / "lab.json").read_text())["key"])
+        except (OSError, KeyError, ValueError):
+            return self.name
+
+    def assert_gone(self, key: str | None = None) -> None:
+        key = key or self.name
+        assert netns_with_prefix(f"vf-{key}-") == []
+        assert not link_exists(f"vf-{key}")
         assert processes_mentioning(str(self.lab_dir)) == []
         assert not self.lab_dir.exists()
 
@@ -116,9 +125,10 @@ def removed_after(lab: LabRun) -> Iterator[LabRun]:
     try:
         yield lab
     finally:
+        key = lab.key
         res = lab.down()
         assert res.returncode == 0, res.stderr
-        lab.assert_gone()
+        lab.assert_gone(key)
 
 
 SHORT_LIFETIMES = {
@@ -179,14 +189,6 @@ PING_INTERVAL = 0.02
 
 # Dense enough that the few milliseconds of a data-plane switch are always sampled.
 FAST_PING_INTERVAL = 0.005
-
-
-def own_underlay(lab: LabRun) -> None:
-    """Move the copy's underlay off 10.99.0.0/24 to a /24 of its own, so that these labs
-    can run beside other labs of the same machine (each lab refuses an overlap)."""
-    hosts = lab.inventory / "hosts.yaml"
-    octet = 100 + secrets.randbelow(150)
-    hosts.write_text(hosts.read_text().replace("10.99.0.", f"10.99.{octet}."))
 
 
 def controller(lab: LabRun, *args: str) -> subprocess.CompletedProcess[str]:
