@@ -55,12 +55,14 @@ class CompiledFleet:
         )
 
 
-def agent_endpoint(vars_: Any) -> str:
+def agent_endpoint(vars_: Any, recorded: str = "") -> str:
+    """``address:port`` of a host's agent: at ``recorded`` (the state directory's address
+    for it), else ``agent_address``, else the host's ``address``; on ``agent_port``."""
     explicit = str(vars_.get("agent_address") or "")
     port = int(vars_.get("agent_port") or 50051)
-    if explicit:
+    if explicit and not recorded:
         return explicit if ":" in explicit.rstrip("]").split("]")[-1] else f"{explicit}:{port}"
-    address = str(vars_["address"])
+    address = recorded or str(vars_["address"])
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
@@ -85,8 +87,10 @@ def compile_fleet(
         generation=state.current_generation() + 1,
         revision=revision,
     )
-    recorded = state.agent_endpoints()
-    endpoints = {h: recorded.get(h) or agent_endpoint(inventory.resolve(h).vars) for h in selected}
+    recorded = state.agent_addresses()
+    endpoints = {
+        h: agent_endpoint(inventory.resolve(h).vars, recorded.get(h, "")) for h in selected
+    }
     return CompiledFleet(inventory, selected, {h: plans[h] for h in selected}, {}, endpoints)
 
 

@@ -7,7 +7,7 @@ what belongs to the controller itself:
       pki/                 fleet CA and the controller's certificate (controller.pki)
       secrets/psk-master   32 random bytes: the fleet master secret PSKs derive from
       generation           the last plan generation handed out (a counter)
-      agent-endpoints.json where to reach agents, when not at their inventory address
+      agent-addresses.json the address to reach an agent at, when not the inventory's
                            (``lab up`` writes it: a lab's agents answer on its
                            management subnet, see controller/lab/owner.py)
 
@@ -25,7 +25,7 @@ from pathlib import Path
 from vpnfleet.protos.files import make_private_directory, write_atomically
 
 ENV_STATE = "VPNFLEET_STATE"
-AGENT_ENDPOINTS = "agent-endpoints.json"
+AGENT_ADDRESSES = "agent-addresses.json"
 
 
 class StateError(Exception):
@@ -87,10 +87,11 @@ class StateDir:
         self.ensure()
         write_atomically(self.root / "generation", f"{generation}\n".encode())
 
-    def agent_endpoints(self) -> dict[str, str]:
-        """Host -> ``address:port`` of its agent, for hosts this controller reaches
-        elsewhere than at their inventory address; empty when the file is absent."""
-        path = self.root / AGENT_ENDPOINTS
+    def agent_addresses(self) -> dict[str, str]:
+        """Host -> the address of its agent, for hosts this controller reaches elsewhere
+        than at their inventory address (the port stays the inventory's); empty when the
+        file is absent."""
+        path = self.root / AGENT_ADDRESSES
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
@@ -101,11 +102,11 @@ class StateDir:
             isinstance(k, str) and isinstance(v, str) for k, v in data.items()
         ):
             raise StateError(
-                f"{path} is not a mapping of host names to address:port: restore or delete it"
+                f"{path} is not a mapping of host names to addresses: restore or delete it"
             )
         return data
 
-    def record_agent_endpoints(self, endpoints: dict[str, str]) -> None:
+    def record_agent_addresses(self, addresses: dict[str, str]) -> None:
         self.ensure()
-        text = json.dumps(dict(sorted(endpoints.items())), indent=1) + "\n"
-        write_atomically(self.root / AGENT_ENDPOINTS, text.encode())
+        text = json.dumps(dict(sorted(addresses.items())), indent=1) + "\n"
+        write_atomically(self.root / AGENT_ADDRESSES, text.encode())

@@ -17,7 +17,7 @@ the lab's name unless another lab holds it)::
 
 The underlay (the inventory's addresses: IKE, ESP) exists only inside the lab. The
 controller reaches each agent at its management address, which is what the lab records
-in its controller state (``agent-endpoints.json``); so two labs of one inventory can run
+in its controller state (``agent-addresses.json``); so two labs of one inventory can run
 at once, and no route of this machine's own namespace is taken.
 
 Each external peer of the topology (a gateway vpnfleet does not manage) becomes a

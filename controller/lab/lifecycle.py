@@ -316,7 +316,7 @@ async def _build(
         pki.init_ca(ctl.root)
     pki.ensure_controller_cert(ctl.root)
     # Every later command with --state LAB/controller reaches the agents there.
-    ctl.record_agent_endpoints({h.host: h.endpoint for h in layout.hosts.values()})
+    ctl.record_agent_addresses({h.host: h.mgmt_address for h in layout.hosts.values()})
     agents = []
     keylog = bool(record.data.get("keylog"))
     for host, h in layout.hosts.items():

@@ -407,7 +407,7 @@ def test_ike_certificates_swap_under_continuous_ping_loses_nothing(
 
             async def rotate(host: str) -> agent_pb2.InstallCredentialsResponse:
                 h = hosts[host]
-                target = f"{h['address']}:{h['agent_port']}"
+                target = h["endpoint"]
                 return await rotate_agent(host, target, h["address"], controller, controller_state)
 
             async def all_hosts() -> list[agent_pb2.InstallCredentialsResponse]:

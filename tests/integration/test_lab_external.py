@@ -170,7 +170,7 @@ def test_external_peer_with_address_any_is_answered(lab: tuple[Path, str, Path])
     up: dict[str, Any] = json.loads(res.stdout)
     assert up["converged"] and up["data_plane"]
     address = up["layout"]["externals"]["partner"]["address"]
-    assert address == "10.99.2.253"
+    assert address == "10.99.2.254"  # the highest free one of the underlay
     partner_pairs = [p for p in up["reachability"] if "partner" in (p["src_host"], p["dst_host"])]
     assert len(partner_pairs) == 2 * len(MANAGED)
     assert {p["result"] for p in partner_pairs} == {"pass"}, partner_pairs

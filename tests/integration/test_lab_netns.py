@@ -95,9 +95,9 @@ def test_host_namespace_has_underlay_management_and_site(mesh: MeshLab) -> None:
     ping = mesh.lab.exec("a2", "ping", "-n", "-c1", "-W2", layout["mgmt_address"])
     assert ping.returncode == 0, ping.stdout
     # ...where its agents are asked, and the underlay is routed nowhere outside the lab.
-    endpoints = json.loads((mesh.lab.lab_dir / "controller" / "agent-endpoints.json").read_text())
-    assert endpoints == {h: x["endpoint"] for h, x in layout["hosts"].items()}
-    assert endpoints["a2"] == f"{mgmt}:50051"
+    recorded = json.loads((mesh.lab.lab_dir / "controller" / "agent-addresses.json").read_text())
+    assert recorded == {h: x["mgmt_address"] for h, x in layout["hosts"].items()}
+    assert layout["hosts"]["a2"]["endpoint"] == f"{mgmt}:50051"
     route = subprocess.run(["ip", "route", "get", "10.99.0.12"], capture_output=True, text=True)
     assert layout["root_link"] not in route.stdout
     # Nothing but the lab's own networks: no way out of the lab from a host.
