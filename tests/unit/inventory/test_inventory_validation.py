@@ -76,7 +76,11 @@ def test_empty_hosts_file(make_inventory: MakeInventory) -> None:
 
 
 def test_missing_hosts_file(tmp_path: Path) -> None:
-    with pytest.raises(InventoryErrors, match=r"no inventory source in .* \(expected one of hosts.yaml, hosts.yml, hosts.ini, hosts\)"):
+    with pytest.raises(
+        InventoryErrors,
+        match=r"no inventory source in .* \(expected one of hosts.yaml, hosts.yml, hosts.ini, "
+        r"hosts\)",
+    ):
         load_inventory(tmp_path)
 
 
@@ -393,7 +397,6 @@ def test_wrong_variable_types(make_inventory: MakeInventory, line: str, expected
     assert message.startswith(f"host 'h1': {expected}")
 
 
-
 def test_group_vars_file_and_directory_for_one_group(make_inventory: MakeInventory) -> None:
     root = make_inventory(
         {
@@ -421,7 +424,6 @@ def test_group_vars_file_must_be_a_mapping(make_inventory: MakeInventory) -> Non
         2,
         "expected a mapping of variables, got a list",
     )
-
 
 
 def test_topology_must_be_a_mapping(make_inventory: MakeInventory) -> None:
