@@ -99,9 +99,18 @@ def _integer(low: int, high: int | None = None) -> Callable[[Any], int]:
     return check
 
 
+_BOOLEAN_WORDS = ("true", "false", "yes", "no", "on", "off")
+
+
 def _boolean(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise _Invalid(f"expected true or false, got {_describe(value)}")
+        hint = ""
+        if isinstance(value, str) and value.strip().lower() in _BOOLEAN_WORDS:
+            # INI reads 'true' as text, as ansible-core does; only True and False are booleans
+            hint = (
+                " (text, not a boolean: write true or false unquoted in YAML, True or False in INI)"
+            )
+        raise _Invalid(f"expected true or false, got {_describe(value)}{hint}")
     return value
 
 

@@ -143,3 +143,14 @@ def test_ini_file_given_as_the_path(make_inventory: MakeInventory) -> None:
     )
     inv = load_inventory(root / "inventory.ini")
     assert inv.resolve("h1").vars["address"] == "10.0.0.1"
+
+
+def test_ini_lower_case_true_is_text_and_the_error_says_so(make_inventory: MakeInventory) -> None:
+    root = make_inventory({"hosts.ini": "[g]\nh1 address=10.0.0.1 nat=true\n"})
+    error = only_error(root)
+    assert error.message == (
+        "host 'h1': nat: expected true or false, got 'true' (text, not a boolean: write true "
+        "or false unquoted in YAML, True or False in INI)"
+    )
+    root = make_inventory({"hosts.ini": "[g]\nh1 address=10.0.0.1 nat=True\n"})
+    assert load_inventory(root).resolve("h1").vars["nat"] is True
