@@ -653,7 +653,7 @@ def load_inventory(path: Path | str, *, vault: Vault | None = None) -> Inventory
     topology_path = root / TOPOLOGY_FILE
     if topology_path.exists():
         try:
-            raw = load_yaml_file(topology_path)
+            raw = load_yaml_file(topology_path, draft.warnings)
         except InventoryError as exc:
             errors.append(exc)
         else:

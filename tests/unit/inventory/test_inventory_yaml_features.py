@@ -122,3 +122,17 @@ def test_list_under_hosts_is_refused_as_ansible_core_refuses_it(
     [error] = caught.value.errors
     assert error.mark is not None and error.mark.line == 3
     assert "ansible-core refuses a list here too" in error.message
+
+
+def test_duplicate_key_in_topology_warns(make_inventory: MakeInventory) -> None:
+    root = make_inventory(
+        {
+            "hosts.yaml": "all: {hosts: {h1: {address: 10.0.0.1}}}",
+            "topology.yaml": "overlay_pool: 100.64.0.0/10\noverlay_pool: 100.65.0.0/16\n",
+        }
+    )
+    inv = load_inventory(root)
+    assert inv.topology is not None and inv.topology["overlay_pool"] == "100.65.0.0/16"
+    assert [(Path(w.mark.path).name, w.mark.line) for w in inv.warnings if w.mark] == [
+        ("topology.yaml", 2)
+    ]
