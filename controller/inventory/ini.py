@@ -85,7 +85,7 @@ def load_ini_text(text: str, path: str) -> MarkedDict:
     problem raises :class:`InventoryError` at its line (Ansible stops there too)."""
     groups = MarkedDict()
     groups.mark, groups.key_marks = Mark(path, 1, 1), {}
-    declared: set[str] = {"ungrouped"}  # by [group] or [group:children]
+    declared: set[str] = {"all", "ungrouped"}  # always there, or by [group], [group:children]
     pending: dict[str, _Section] = {}  # named before being declared
     group, kind = "ungrouped", "hosts"
     for number, raw in enumerate(text.splitlines(), start=1):

@@ -44,7 +44,7 @@ from .errors import (
 from .hostpattern import HostPatternError, expand_host_entry
 from .ini import load_ini_text
 from .model import ALL, UNGROUPED, Defaults, Group, Host, Inventory
-from .schema import GROUP_PRIORITY, Var, check_group_priority, check_vars
+from .schema import DEFAULT_MARK, GROUP_PRIORITY, Var, check_group_priority, check_vars
 from .source import MarkedDict, MarkedInt, VaultText, key_mark, load_yaml_file, mark_of, read_text
 from .vault import Vault, VaultError
 
@@ -246,9 +246,10 @@ class _Draft:
 
 
 def _port_var(port: int, mark: Mark | None) -> MarkedDict:
+    """``ansible_port`` as a host:port entry sets it, placed at the entry."""
     out = MarkedDict()
     value = MarkedInt(port)
-    out.mark = value.mark = mark or Mark("<default>", 0, 0)
+    out.mark = value.mark = mark or DEFAULT_MARK
     out[PORT_VAR] = value
     out.key_marks = {PORT_VAR: out.mark}
     return out
@@ -469,8 +470,11 @@ def _warn_unused_vars(
     for entry in sorted(directory.iterdir()):
         if entry.name.startswith(".") or entry.name.endswith("~"):
             continue
-        name = entry.stem if entry.suffix in VARS_SUFFIXES else entry.name
-        if entry.suffix not in VARS_SUFFIXES and not entry.is_dir():
+        if entry.suffix in VARS_SUFFIXES:
+            name = entry.stem
+        elif entry.is_dir():
+            name = entry.name  # host_vars/gw.example.net/
+        else:
             continue  # README.md, all.yaml.bak …: never anyone's vars
         if name in known:
             continue

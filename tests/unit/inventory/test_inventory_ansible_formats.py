@@ -44,6 +44,9 @@ x_top="paris"
 db-b
 [other:vars]
 x_gv=4
+[all:vars]
+x_everyone=1
+x_gv=0
 """
 
 INI_ADDRESSES = {

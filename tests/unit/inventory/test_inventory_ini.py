@@ -154,3 +154,8 @@ def test_ini_lower_case_true_is_text_and_the_error_says_so(make_inventory: MakeI
     )
     root = make_inventory({"hosts.ini": "[g]\nh1 address=10.0.0.1 nat=True\n"})
     assert load_inventory(root).resolve("h1").vars["nat"] is True
+
+
+def test_ini_all_vars_need_no_all_section(make_inventory: MakeInventory) -> None:
+    root = make_inventory({"hosts": "h1 address=10.0.0.1\n[all:vars]\ndpd_delay=12\n"})
+    assert load_inventory(root).resolve("h1").vars["dpd_delay"] == 12
