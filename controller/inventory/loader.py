@@ -1,9 +1,20 @@
 """Read an inventory directory, validate all of it, and build the model.
 
-Layout (Ansible's): ``hosts.yaml`` (``all:`` with ``hosts:``, ``children:``, ``vars:``),
-``group_vars/<group>.yaml|.yml`` or ``group_vars/<group>/`` (every YAML file inside, read
-in lexical order of their paths), the same for ``host_vars/<host>``, and an optional
-``topology.yaml`` kept raw (with positions) for the planner.
+Layout (Ansible's): one inventory source — ``hosts.yaml`` or ``hosts.yml`` (``all:`` with
+``hosts:``, ``children:``, ``vars:``), or ``hosts.ini`` or ``hosts`` in Ansible's INI
+format (see :mod:`.ini`); host entries may be ranges and carry a port (see
+:mod:`.hostpattern`). Then ``group_vars/<group>`` and ``host_vars/<host>`` found as
+ansible-core finds them: the first of ``<name>`` (a file, or a directory read
+recursively in sorted order), ``<name>.yml``, ``<name>.yaml``, ``<name>.json``; inside a
+directory, files with one of those extensions or none, skipping hidden names, names
+ending in ``~`` and subdirectories with an extension. Vars files for a name the
+inventory does not have are ignored, as Ansible ignores them (a warning when the name
+is close to one it has). An optional ``topology.yaml`` is kept raw (with positions)
+for the planner.
+
+``ansible_group_priority`` orders groups only where the inventory source sets it in a
+group's vars; written in a vars file or for a host it is an ordinary variable, as in
+ansible-core.
 
 Nothing is built from a bad inventory: every problem found is collected and raised
 together as :class:`InventoryErrors`, each with file:line:column and what was expected.
@@ -12,7 +23,9 @@ together as :class:`InventoryErrors`, each with file:line:column and what was ex
 from __future__ import annotations
 
 import difflib
+import logging
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,16 +33,31 @@ from typing import Any
 from vpnfleet.protos.identity import CONTROLLER_NAME, is_controller_name
 
 from .consistency import check_resolved
-from .errors import InventoryError, InventoryErrors, Mark, did_you_mean
+from .errors import (
+    InventoryError,
+    InventoryErrors,
+    InventoryWarning,
+    Mark,
+    did_you_mean,
+    misspelling_of,
+)
+from .hostpattern import HostPatternError, expand_host_entry
+from .ini import load_ini_text
 from .model import ALL, UNGROUPED, Defaults, Group, Host, Inventory
-from .schema import Var, check_vars
-from .source import MarkedDict, VaultText, key_mark, load_yaml_file, mark_of
+from .schema import DEFAULT_MARK, GROUP_PRIORITY, Var, check_group_priority, check_vars
+from .source import MarkedDict, MarkedInt, VaultText, key_mark, load_yaml_file, mark_of, read_text
 from .vault import Vault, VaultError
 
-HOSTS_FILES = ("hosts.yaml", "hosts.yml")
+log = logging.getLogger(__name__)
+
+YAML_HOSTS_FILES = ("hosts.yaml", "hosts.yml")
+INI_HOSTS_FILES = ("hosts.ini", "hosts")
+HOSTS_FILES = (*YAML_HOSTS_FILES, *INI_HOSTS_FILES)
+YAML_SOURCE_SUFFIXES = (".yaml", ".yml", ".json")  # other names are read as INI, as Ansible
 TOPOLOGY_FILE = "topology.yaml"
-YAML_SUFFIXES = (".yaml", ".yml")
+VARS_SUFFIXES = ("", ".yml", ".yaml", ".json")  # ansible-core's order of look-up
 GROUP_KEYS = ("hosts", "children", "vars")
+PORT_VAR = "ansible_port"
 
 # Names end up in --limit patterns (":,&!~*?[" are pattern syntax) and in IKE identities.
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -58,6 +86,7 @@ class _GroupDraft:
     children: dict[str, Mark | None] = field(default_factory=dict)  # child -> edge mark
     hosts: list[str] = field(default_factory=list)
     var_maps: list[dict[str, Any]] = field(default_factory=list)
+    priority: int = 1  # ansible_group_priority, from the inventory source only
 
 
 @dataclass
@@ -76,6 +105,7 @@ class _Draft:
     groups: dict[str, _GroupDraft] = field(default_factory=dict)
     hosts: dict[str, _HostDraft] = field(default_factory=dict)
     errors: list[InventoryError] = field(default_factory=list)
+    warnings: list[InventoryWarning] = field(default_factory=list)
     # Hosts whose address may be hidden by another error: no "has no address" for them.
     address_unclear: set[str] = field(default_factory=set)
     # False when hosts.yaml could not be read as a whole: then names in group_vars/ and
@@ -121,21 +151,30 @@ class _Draft:
                 continue
             if value is None:
                 continue
+            if isinstance(value, str) and key != "vars":
+                value = {value: None}  # one name, as ansible-core allows
             if not isinstance(value, dict):
                 what = {"hosts": "host names", "children": "group names", "vars": "variables"}
+                hint = ""
+                if isinstance(value, list) and key != "vars":
+                    hint = (
+                        f" (ansible-core refuses a list here too: write each name as a key "
+                        f"ending in ':', e.g. '{key}: {{a1: , a2: }}')"
+                    )
                 self.errors.append(
                     InventoryError(
                         f"group {name!r}: '{key}' must be a mapping of {what[key]}, "
-                        f"got {_type_name(value)}",
+                        f"got {_type_name(value)}{hint}",
                         mark_of(value) or where,
                     )
                 )
                 continue
             if key == "vars":
+                self.take_priority(group, value)
                 group.var_maps.append(value)
             elif key == "hosts":
-                for host_name, host_vars in value.items():
-                    self.parse_host(group, host_name, host_vars, key_mark(value, host_name))
+                for entry_text, host_vars in value.items():
+                    self.parse_host_entry(group, entry_text, host_vars, key_mark(value, entry_text))
             else:
                 for child, child_entry in value.items():
                     child_mark = key_mark(value, child)
@@ -146,12 +185,49 @@ class _Draft:
                     if name not in self.groups[child].parents:
                         self.groups[child].parents.append(name)
 
-    def parse_host(self, group: _GroupDraft, name: str, host_vars: Any, mark: Mark | None) -> None:
+    def take_priority(self, group: _GroupDraft, variables: dict[str, Any]) -> None:
+        """``ansible_group_priority`` in a group's vars in the inventory source orders the
+        group and is not a variable (ansible-core's Group.set_variable)."""
+        if GROUP_PRIORITY not in variables:
+            return
+        where = key_mark(variables, GROUP_PRIORITY)
+        value = variables.pop(GROUP_PRIORITY)
+        try:
+            group.priority = check_group_priority(value)
+        except ValueError as exc:
+            self.errors.append(
+                InventoryError(f"group {group.name!r}: {GROUP_PRIORITY}: {exc}", where)
+            )
+
+    def parse_host_entry(
+        self, group: _GroupDraft, text: str, host_vars: Any, mark: Mark | None
+    ) -> None:
+        """One ``hosts:`` key (or INI host line): a name, a range, either with ``:port``."""
+        try:
+            entry = expand_host_entry(text)
+        except HostPatternError as exc:
+            self.errors.append(InventoryError(f"host {text!r}: {exc}", mark))
+            return
+        for name in entry.names:
+            self.parse_host(group, name, host_vars, mark, entry.port)
+
+    def parse_host(
+        self,
+        group: _GroupDraft,
+        name: str,
+        host_vars: Any,
+        mark: Mark | None,
+        port: int | None = None,
+    ) -> None:
         if not self.check_name("host", name, mark):
             return
         host = self.hosts.get(name)
         if host is None:
             host = self.hosts[name] = _HostDraft(name, mark)
+            if port is not None:
+                # ansible-core sets the port of a host:port entry where the host is first
+                # listed; variables written for the host beside it or later win over it.
+                host.var_maps.append(_port_var(port, mark))
         if group.name not in host.groups:
             host.groups.append(group.name)
             group.hosts.append(name)
@@ -167,6 +243,16 @@ class _Draft:
             )
             return
         host.var_maps.append(host_vars)
+
+
+def _port_var(port: int, mark: Mark | None) -> MarkedDict:
+    """``ansible_port`` as a host:port entry sets it, placed at the entry."""
+    out = MarkedDict()
+    value = MarkedInt(port)
+    out.mark = value.mark = mark or DEFAULT_MARK
+    out[PORT_VAR] = value
+    out.key_marks = {PORT_VAR: out.mark}
+    return out
 
 
 def _parse_hosts_file(draft: _Draft, data: Any) -> None:
@@ -297,62 +383,66 @@ def _depths(draft: _Draft) -> dict[str, int]:
     return depth
 
 
-def _yaml_files(directory: Path, errors: list[InventoryError]) -> list[Path]:
+def _dir_files(directory: Path) -> list[Path]:
+    """The vars files of a ``group_vars/<name>/`` directory, as ansible-core lists them:
+    sorted names, level by level; hidden names and names ending in ``~`` skipped;
+    subdirectories without an extension read recursively; files with no extension or
+    ``.yml``, ``.yaml``, ``.json`` read, any other skipped."""
     out: list[Path] = []
-    for entry in sorted(directory.rglob("*")):
-        if any(part.startswith(".") for part in entry.relative_to(directory).parts):
+    for entry in sorted(directory.iterdir(), key=lambda p: p.name):
+        if entry.name.startswith(".") or entry.name.endswith("~"):
             continue
         if entry.is_dir():
-            continue
-        if entry.suffix in YAML_SUFFIXES:
+            if not entry.suffix:
+                out.extend(_dir_files(entry))
+        elif entry.is_file() and entry.suffix in VARS_SUFFIXES:
             out.append(entry)
-        else:
-            errors.append(
-                InventoryError("not a YAML file (expected *.yaml or *.yml)", Mark(str(entry), 1, 1))
-            )
     return out
 
 
+def _vars_files(directory: Path, name: str, errors: list[InventoryError]) -> list[Path]:
+    """The files holding ``name``'s vars in ``group_vars/`` or ``host_vars/``: ansible-core
+    takes the first of ``name`` (file or directory), ``name.yml``, ``name.yaml``,
+    ``name.json`` and ignores the rest; two of them is refused here, naming both."""
+    entries = [directory / f"{name}{suffix}" for suffix in VARS_SUFFIXES]
+    entries = [e for e in entries if e.exists()]
+    if not entries:
+        return []
+    if len(entries) > 1:
+        shown = [f"{e.name}{'/' if e.is_dir() else ''}" for e in entries]
+        errors.append(
+            InventoryError(
+                f"{' and '.join(shown)} both define {name!r}; keep one of them (Ansible "
+                f"would read only {shown[0]})",
+                Mark(str(entries[1]), 1, 1),
+            )
+        )
+    first = entries[0]
+    return _dir_files(first) if first.is_dir() else [first]
+
+
 def _read_vars_tree(
-    directory: Path, errors: list[InventoryError]
+    directory: Path,
+    kind: str,
+    known: Collection[str],
+    draft: _Draft,
 ) -> dict[str, list[tuple[Path, MarkedDict]]]:
-    """``group_vars/`` or ``host_vars/``: name -> [(file, variables)] in lexical order."""
-    found: dict[str, list[Path]] = {}
+    """``group_vars/`` or ``host_vars/``: name -> [(file, variables)] in Ansible's order,
+    for every group (or host) of the inventory that has vars files."""
+    errors = draft.errors
     if not directory.exists():
         return {}
     if not directory.is_dir():
         errors.append(InventoryError("expected a directory", Mark(str(directory), 1, 1)))
         return {}
-    for entry in sorted(directory.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir():
-            found.setdefault(entry.name, []).append(entry)
-        elif entry.suffix in YAML_SUFFIXES:
-            found.setdefault(entry.stem, []).append(entry)
-        else:
-            errors.append(
-                InventoryError(
-                    f"not a YAML file (expected <name>.yaml, <name>.yml or a directory "
-                    f"<name>/ in {directory.name}/)",
-                    Mark(str(entry), 1, 1),
-                )
-            )
+    if draft.readable:
+        _warn_unused_vars(directory, kind, known, draft.warnings)
     out: dict[str, list[tuple[Path, MarkedDict]]] = {}
-    for name, entries in found.items():
-        if len(entries) > 1:
-            listed = " and ".join(f"{e.name}{'/' if e.is_dir() else ''}" for e in entries)
-            errors.append(
-                InventoryError(
-                    f"{listed} both define {name!r}; keep one of them",
-                    Mark(str(entries[1]), 1, 1),
-                )
-            )
-        files = [f for e in entries for f in (_yaml_files(e, errors) if e.is_dir() else [e])]
+    for name in known:
         loaded: list[tuple[Path, MarkedDict]] = []
-        for file in files:
+        for file in _vars_files(directory, name, errors):
             try:
-                data = load_yaml_file(file)
+                data = load_yaml_file(file, draft.warnings)
             except InventoryError as exc:
                 errors.append(exc)
                 continue
@@ -367,8 +457,36 @@ def _read_vars_tree(
                 )
                 continue
             loaded.append((file, data))
-        out[name] = loaded
+        if loaded:
+            out[name] = loaded
     return out
+
+
+def _warn_unused_vars(
+    directory: Path, kind: str, known: Collection[str], warnings: list[InventoryWarning]
+) -> None:
+    """A vars file or directory for a name the inventory lacks is ignored (as in Ansible);
+    when the name is close to one it has, that is most likely a typo: say so."""
+    for entry in sorted(directory.iterdir()):
+        if entry.name.startswith(".") or entry.name.endswith("~"):
+            continue
+        if entry.suffix in VARS_SUFFIXES:
+            name = entry.stem
+        elif entry.is_dir():
+            name = entry.name  # host_vars/gw.example.net/
+        else:
+            continue  # README.md, all.yaml.bak …: never anyone's vars
+        if name in known:
+            continue
+        close = misspelling_of(name, known)
+        if close:
+            warnings.append(
+                InventoryWarning(
+                    f"{kind}_vars for {name!r}, but the inventory has no {kind} named "
+                    f"{name!r} (did you mean {close!r}?); ignored, as Ansible ignores it",
+                    Mark(str(entry), 1, 1),
+                )
+            )
 
 
 def _walk_vault(
@@ -479,46 +597,67 @@ def _check_addresses(inventory: Inventory, unclear: set[str], errors: list[Inven
             seen[address] = (name, origin)
 
 
-def _hosts_file(root: Path) -> Path:
+def _hosts_file(root: Path, errors: list[InventoryError]) -> Path:
+    """The inventory source: ``root`` itself when it is a file, else the one of
+    :data:`HOSTS_FILES` in it (two of them is refused: which one is meant is unclear)."""
     if root.is_file():
         return root
-    for name in HOSTS_FILES:
-        if (root / name).exists():
-            return root / name
-    return root / HOSTS_FILES[0]
+    found = [root / name for name in HOSTS_FILES if (root / name).is_file()]
+    if len(found) > 1:
+        errors.append(
+            InventoryError(
+                f"{' and '.join(f.name for f in found)} are both inventory sources; keep one "
+                f"(vpnfleet reads {found[0].name})",
+                Mark(str(found[1]), 1, 1),
+            )
+        )
+    return found[0] if found else root / HOSTS_FILES[0]
+
+
+def _read_hosts_file(draft: _Draft) -> None:
+    path = draft.hosts_file
+    try:
+        if path.suffix in YAML_SOURCE_SUFFIXES:
+            data = load_yaml_file(path, draft.warnings)
+        else:
+            data = load_ini_text(read_text(path), str(path))
+        _parse_hosts_file(draft, data)
+    except InventoryError as exc:
+        draft.readable = False
+        draft.errors.append(exc)
 
 
 def load_inventory(path: Path | str, *, vault: Vault | None = None) -> Inventory:
-    """Load and validate the inventory at ``path`` (a directory, or its hosts.yaml).
+    """Load and validate the inventory at ``path`` (a directory, or its inventory source).
 
-    Raises :class:`InventoryErrors` listing every problem found.
+    Raises :class:`InventoryErrors` listing every problem found; warnings (what Ansible
+    reads but likely was not meant) are logged and kept in ``Inventory.warnings``.
     """
     root = Path(path)
-    hosts_file = _hosts_file(root)
+    early: list[InventoryError] = []
+    hosts_file = _hosts_file(root, early)
     root = hosts_file.parent
     draft = _Draft(hosts_file)
     errors = draft.errors
+    errors.extend(early)
 
     if not root.is_dir():
         raise InventoryErrors([InventoryError(f"inventory directory {root} does not exist")])
     if not hosts_file.is_file():
-        raise InventoryErrors([InventoryError(f"no hosts.yaml in {root} (expected {hosts_file})")])
-    try:
-        _parse_hosts_file(draft, load_yaml_file(hosts_file))
-    except InventoryError as exc:
-        draft.readable = False
-        errors.append(exc)
+        names = ", ".join(HOSTS_FILES)
+        raise InventoryErrors(
+            [InventoryError(f"no inventory source in {root} (expected one of {names})")]
+        )
+    _read_hosts_file(draft)
 
     opened: dict[int, tuple[Any, Any]] = {}  # what each loaded value became (_walk_vault)
     if vault is not None:
         vault.new_run()  # the cap on Argon2id derivations counts per load
-    group_files = _read_vars_tree(root / "group_vars", errors)
-    host_files = _read_vars_tree(root / "host_vars", errors)
     topology: MarkedDict | None = None
     topology_path = root / TOPOLOGY_FILE
     if topology_path.exists():
         try:
-            raw = load_yaml_file(topology_path)
+            raw = load_yaml_file(topology_path, draft.warnings)
         except InventoryError as exc:
             errors.append(exc)
         else:
@@ -548,20 +687,8 @@ def load_inventory(path: Path | str, *, vault: Vault | None = None) -> Inventory
                     host.mark,
                 )
             )
-    for tree, kind, known in (
-        (group_files, "group", draft.groups),
-        (host_files, "host", draft.hosts),
-    ):
-        for name, files in tree.items():
-            if draft.readable and name not in known:
-                first = files[0][0] if files else None
-                errors.append(
-                    InventoryError(
-                        f"{kind}_vars for {name!r}, but the inventory has no {kind} named "
-                        f"{name!r}{did_you_mean(name, known)}",
-                        Mark(str(first or root / f"{kind}_vars" / name), 1, 1),
-                    )
-                )
+    group_files = _read_vars_tree(root / "group_vars", "group", draft.groups, draft)
+    host_files = _read_vars_tree(root / "host_vars", "host", draft.hosts, draft)
 
     for g in draft.groups.values():
         _open_vars([*g.var_maps, *_file_maps(group_files, g.name)], vault, errors, opened)
@@ -578,6 +705,7 @@ def load_inventory(path: Path | str, *, vault: Vault | None = None) -> Inventory
             vars=_validated(g.var_maps, "group", g.name, errors),
             file_vars=_validated(_file_maps(group_files, g.name), "group", g.name, errors),
             depth=depth[g.name],
+            priority=g.priority,
             mark=g.mark,
         )
         for g in draft.groups.values()
@@ -591,11 +719,19 @@ def load_inventory(path: Path | str, *, vault: Vault | None = None) -> Inventory
         ):
             draft.address_unclear.add(h.name)
         hosts[h.name] = Host(h.name, tuple(h.groups), inline, from_files, h.mark)
-    inventory = Inventory.build(root, hosts, groups, topology, Defaults())
+    warnings = sorted(draft.warnings, key=_position)
+    inventory = Inventory.build(root, hosts, groups, topology, Defaults(), warnings)
     _check_addresses(inventory, draft.address_unclear, errors)
     errors.extend(check_resolved(inventory))
+    for warning in warnings:
+        log.warning("warning: %s", warning)
     if errors:
         # File by file, top to bottom: the order an operator fixes them in.
-        errors.sort(key=lambda e: (e.mark.path, e.mark.line, e.mark.column) if e.mark else ("",))
+        errors.sort(key=_position)
         raise InventoryErrors(errors)
     return inventory
+
+
+def _position(item: InventoryError | InventoryWarning) -> tuple[str, int, int]:
+    mark = item.mark
+    return (mark.path, mark.line, mark.column) if mark else ("", 0, 0)

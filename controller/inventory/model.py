@@ -4,7 +4,9 @@ Precedence, lowest to highest, as in Ansible:
 
 1. built-in defaults (:class:`Defaults`);
 2. groups, ordered by depth (``all`` is 0, its children 1, …; a group's depth is its
-   longest path from ``all``), then ``ansible_group_priority`` (higher wins), then name
+   longest path from ``all``), then ``ansible_group_priority`` as the inventory source
+   sets it in the group's vars (higher wins; in group_vars/ it is a plain variable, as
+   in ansible-core), then name
    (later in alphabetical order wins, as Ansible sorts) — first every group's inline
    ``vars:`` from hosts.yaml in that order, then every group's ``group_vars/`` files in
    that order (Ansible's VARIABLE_PRECEDENCE: groups_inventory before
@@ -26,8 +28,8 @@ from types import MappingProxyType
 from typing import Any
 
 from . import limit
-from .errors import InventoryError, Mark, did_you_mean
-from .schema import DEFAULT_MARK, GROUP_PRIORITY, Var, host_defaults
+from .errors import InventoryError, InventoryWarning, Mark, did_you_mean
+from .schema import DEFAULT_MARK, Var, host_defaults
 from .source import MarkedDict
 
 ALL = "all"
@@ -53,15 +55,8 @@ class Group:
     vars: Mapping[str, Var] = field(default_factory=dict)  # inline, from hosts.yaml
     file_vars: Mapping[str, Var] = field(default_factory=dict)  # from group_vars/
     depth: int = 0
+    priority: int = 1  # ansible_group_priority: breaks ties between groups of one depth
     mark: Mark | None = None
-
-    @property
-    def priority(self) -> int:
-        """``ansible_group_priority``: breaks ties between groups of the same depth."""
-        for layer in (self.file_vars, self.vars):
-            if GROUP_PRIORITY in layer:
-                return int(layer[GROUP_PRIORITY].value)
-        return 1
 
     def precedence_key(self) -> tuple[int, int, str]:
         return (self.depth, self.priority, self.name)
@@ -115,7 +110,6 @@ def resolve(host: Host, groups: Mapping[str, Group], defaults: Defaults) -> Reso
         merged.update(group.file_vars)
     merged.update(host.vars)
     merged.update(host.file_vars)
-    merged.pop(GROUP_PRIORITY, None)
     values = defaults.for_host(host.name)
     origins = dict.fromkeys(values, DEFAULT_MARK)
     for name, var in merged.items():
@@ -139,6 +133,7 @@ class Inventory:
     groups: Mapping[str, Group]  # includes "all" and "ungrouped"
     topology: MarkedDict | None = None
     defaults: Defaults = field(default_factory=Defaults)
+    warnings: tuple[InventoryWarning, ...] = ()  # read as Ansible reads it, likely unmeant
     _resolved: Mapping[str, ResolvedHost] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -149,6 +144,7 @@ class Inventory:
         groups: Mapping[str, Group],
         topology: MarkedDict | None = None,
         defaults: Defaults | None = None,
+        warnings: Iterable[InventoryWarning] = (),
     ) -> Inventory:
         defaults = defaults or Defaults()
         resolved = {name: resolve(host, groups, defaults) for name, host in hosts.items()}
@@ -158,6 +154,7 @@ class Inventory:
             groups=MappingProxyType(dict(groups)),
             topology=topology,
             defaults=defaults,
+            warnings=tuple(warnings),
             _resolved=MappingProxyType(resolved),
         )
 
@@ -200,6 +197,7 @@ class Inventory:
                 vars=g.vars,
                 file_vars=g.file_vars,
                 depth=g.depth,
+                priority=g.priority,
                 mark=g.mark,
             )
             for name, g in self.groups.items()
@@ -210,5 +208,6 @@ class Inventory:
             groups=MappingProxyType(groups),
             topology=self.topology,
             defaults=self.defaults,
+            warnings=self.warnings,
             _resolved=MappingProxyType({n: r for n, r in self._resolved.items() if n in keep}),
         )

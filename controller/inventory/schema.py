@@ -17,11 +17,15 @@ from typing import Any
 
 from vpnfleet.protos import limits
 
-from .errors import InventoryError, Mark, did_you_mean
+from .errors import InventoryError, Mark, did_you_mean, misspelling_of
 from .source import MarkedStr, key_mark, mark_of
 
 USER_PREFIX = "x_"
 """Variables starting with this prefix belong to the operator and are passed through as-is."""
+
+ANSIBLE_PREFIX = "ansible_"
+"""Ansible's own variables (``ansible_host``, ``ansible_port``, ``ansible_user``,
+``ansible_become*`` …): passed through as-is, for Ansible and for vpnfleet's SSH use."""
 
 GROUP_PRIORITY = "ansible_group_priority"
 
@@ -95,9 +99,18 @@ def _integer(low: int, high: int | None = None) -> Callable[[Any], int]:
     return check
 
 
+_BOOLEAN_WORDS = ("true", "false", "yes", "no", "on", "off")
+
+
 def _boolean(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise _Invalid(f"expected true or false, got {_describe(value)}")
+        hint = ""
+        if isinstance(value, str) and value.strip().lower() in _BOOLEAN_WORDS:
+            # INI reads 'true' as text, as ansible-core does; only True and False are booleans
+            hint = (
+                " (text, not a boolean: write true or false unquoted in YAML, True or False in INI)"
+            )
+        raise _Invalid(f"expected true or false, got {_describe(value)}{hint}")
     return value
 
 
@@ -202,7 +215,6 @@ class VarSpec:
     name: str
     check: Callable[[Any], Any]
     default: Any
-    group_only: bool = False
 
 
 _TABLE: tuple[VarSpec, ...] = (
@@ -239,7 +251,6 @@ _TABLE: tuple[VarSpec, ...] = (
     VarSpec("agent_port", _integer(1, 65535), 50051),
     VarSpec("agent_address", _agent_address, ""),
     VarSpec("psk_epoch", _integer(1), 1),
-    VarSpec(GROUP_PRIORITY, _integer(-(2**31), 2**31 - 1), 1, group_only=True),
 )
 
 VARIABLES: Mapping[str, VarSpec] = {spec.name: spec for spec in _TABLE}
@@ -251,16 +262,24 @@ DEFAULT_MARK = Mark("<default>", 0, 0)
 def host_defaults(host: str) -> dict[str, Any]:
     """Defaults for every host variable (``identity`` defaults to the host name).
 
-    ``address`` has no default (it is required) and ``ansible_group_priority`` is a
-    property of groups, not a host variable, so neither appears here.
+    ``address`` has no default (it is required), so it does not appear here.
     """
-    out = {
-        spec.name: spec.default
-        for spec in _TABLE
-        if spec.default is not None and not spec.group_only
-    }
+    out = {spec.name: spec.default for spec in _TABLE if spec.default is not None}
     out["identity"] = host
     return out
+
+
+def check_group_priority(value: Any) -> int:
+    """``ansible_group_priority`` as ansible-core takes it (``int(value)``): an integer,
+    or a string holding one (INI and quoted YAML values)."""
+    text = value.strip() if isinstance(value, str) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = int(value)
+    elif text and re.fullmatch(r"[+-]?\d+", text):
+        number = int(text)
+    else:
+        raise _Invalid(f"expected an integer, got {_describe(value)}")
+    return _integer(-(2**31), 2**31 - 1)(number)
 
 
 def check_vars(
@@ -269,28 +288,32 @@ def check_vars(
     """Validate and normalise one mapping of variables written for a group or a host.
 
     ``level`` is "group" or "host"; ``owner`` names the group or host for messages.
-    Returns the good definitions and every error (unknown names get a did-you-mean).
+    Returns the good definitions and every error.
+
+    vpnfleet's variables are checked against the table; ``ansible_*`` and ``x_*`` names
+    and any other name pass through untouched (an inventory shared with Ansible holds
+    its roles' variables too), except a name that looks like a misspelling of one of
+    vpnfleet's (:func:`.errors.misspelling_of`): that is refused with a did-you-mean.
     """
     good: dict[str, Var] = {}
     errors: list[InventoryError] = []
     for name, value in variables.items():
         where = key_mark(variables, name) or DEFAULT_MARK
-        if name.startswith(USER_PREFIX):
-            good[name] = Var(value, where)
-            continue
         spec = VARIABLES.get(name)
         if spec is None:
-            hint = did_you_mean(name, VARIABLES) or " (user variables must start with 'x_')"
-            errors.append(
-                InventoryError(f"{level} {owner!r}: unknown variable {name!r}{hint}", where)
-            )
-            continue
-        if spec.group_only and level != "group":
-            errors.append(
-                InventoryError(
-                    f"{level} {owner!r}: {name!r} is only meaningful in group vars", where
+            close = None
+            if not name.startswith((USER_PREFIX, ANSIBLE_PREFIX)):
+                close = misspelling_of(name, VARIABLES)
+            if close is None:
+                good[name] = Var(value, where)
+            else:
+                errors.append(
+                    InventoryError(
+                        f"{level} {owner!r}: unknown variable {name!r} (did you mean "
+                        f"{close!r}? for a variable of your own, use a name less like it)",
+                        where,
+                    )
                 )
-            )
             continue
         try:
             good[name] = Var(spec.check(value), where)

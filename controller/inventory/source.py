@@ -3,7 +3,10 @@
 The loader is the only place that reads YAML. Values come back as plain ``dict``,
 ``list``, ``str``, ``int`` … subclasses carrying a ``mark`` (see :class:`Mark`), so
 validation anywhere later can name file, line and column without re-reading files.
-Vault-encrypted scalars (``!vault``) come back as :class:`VaultText`.
+Vault-encrypted scalars (``!vault``) come back as :class:`VaultText`, values tagged
+``!unsafe`` (Ansible's "never template this") as :class:`UnsafeText`, kept as the string.
+A key written twice in one mapping is a warning, and the later value wins (as in
+Ansible); a key that overrides one brought in by a merge key (``<<: *defaults``) is not.
 
 An alias (``*name``) gives the very object its anchor made, so a loaded document is a
 graph that may share values; nested aliases can make a few hundred bytes stand for a
@@ -19,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from .errors import InventoryError, Mark
+from .errors import InventoryError, InventoryWarning, Mark
 
 MAX_ALIAS_EXPANSION = 100_000
 """Values (mappings, sequences, scalars and keys) that all the aliases of one file may
@@ -46,6 +49,10 @@ class MarkedInt(int):
 
 class MarkedFloat(float):
     mark: Mark
+
+
+class UnsafeText(MarkedStr):
+    """A string tagged ``!unsafe``: Ansible never templates it; vpnfleet keeps the text."""
 
 
 class VaultText(str):
@@ -99,6 +106,7 @@ class _Loader(yaml.SafeLoader):
         super().__init__(stream)
         self._aliased = 0
         self._sizes: dict[int, int] = {}
+        self.warnings: list[InventoryWarning] = []
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
@@ -124,7 +132,11 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> MarkedDict:
     out = MarkedDict()
     out.mark = _mark(loader.source_path, node)
     out.key_marks = {}
+    # Keys written in this mapping itself; those a merge key brings in come first after
+    # flattening and may be overridden without a warning.
+    own = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
     loader.flatten_mapping(node)
+    written: set[str] = set()
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         if not isinstance(key, str | int | float | bool) or key is None:
@@ -132,11 +144,16 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> MarkedDict:
                 "mapping keys must be plain scalars", _mark(loader.source_path, key_node)
             )
         skey = str(key)
-        if skey in out:
-            raise InventoryError(
-                f"duplicate key {skey!r} (first at line {out.key_marks[skey].line})",
-                _mark(loader.source_path, key_node),
-            )
+        if id(key_node) in own:
+            if skey in written:
+                loader.warnings.append(
+                    InventoryWarning(
+                        f"duplicate key {skey!r} (first at line {out.key_marks[skey].line}); "
+                        "the later value is used, as Ansible does: remove one of them",
+                        _mark(loader.source_path, key_node),
+                    )
+                )
+            written.add(skey)
         out[skey] = loader.construct_object(value_node, deep=True)
         out.key_marks[skey] = _mark(loader.source_path, key_node)
     return out
@@ -168,6 +185,35 @@ def _construct_vault(loader: _Loader, node: yaml.Node) -> VaultText:
     return out
 
 
+def _unsafe(value: Any, mark: Mark) -> Any:
+    """``value`` with every string inside it made :class:`UnsafeText`."""
+    if isinstance(value, str) and not isinstance(value, VaultText):
+        out = UnsafeText(value)
+        out.mark = mark_of(value) or mark
+        return out
+    if isinstance(value, dict):
+        for key in value:
+            value[key] = _unsafe(value[key], mark)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            value[index] = _unsafe(item, mark)
+    return value
+
+
+def _construct_unsafe(loader: _Loader, node: yaml.Node) -> Any:
+    """``!unsafe``: the value as written, never a template (a scalar is always a string,
+    as in Ansible: ``!unsafe 3`` is the text "3")."""
+    mark = _mark(loader.source_path, node)
+    if isinstance(node, yaml.ScalarNode):
+        out = UnsafeText(loader.construct_scalar(node))
+        out.mark = mark
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return _unsafe(_construct_sequence(loader, node), mark)
+    assert isinstance(node, yaml.MappingNode)
+    return _unsafe(_construct_mapping(loader, node), mark)
+
+
 _Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
 _Loader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
 _Loader.add_constructor(
@@ -180,6 +226,7 @@ _Loader.add_constructor(
     "tag:yaml.org,2002:float", _wrap_scalar(yaml.SafeLoader.construct_yaml_float, MarkedFloat)
 )
 _Loader.add_constructor("!vault", _construct_vault)
+_Loader.add_constructor("!unsafe", _construct_unsafe)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,12 +279,19 @@ def _syntax_error(exc: yaml.MarkedYAMLError, path: str) -> InventoryError:
     return InventoryError(f"invalid YAML: {problem}", mark)
 
 
-def load_yaml_text(text: str, path: str = "<string>") -> Any:
-    """Parse one YAML document; syntax errors become :class:`InventoryError` with a mark."""
+def load_yaml_text(
+    text: str, path: str = "<string>", warnings: list[InventoryWarning] | None = None
+) -> Any:
+    """Parse one YAML document; syntax errors become :class:`InventoryError` with a mark.
+
+    Warnings (duplicate keys) are added to ``warnings`` when it is given."""
     loader = _Loader(text)
     loader.source_path = path
     try:
-        return loader.get_single_data()
+        data = loader.get_single_data()
+        if warnings is not None:
+            warnings.extend(loader.warnings)
+        return data
     except InventoryError:
         raise
     except yaml.MarkedYAMLError as exc:
@@ -248,12 +302,43 @@ def load_yaml_text(text: str, path: str = "<string>") -> Any:
         loader.dispose()
 
 
-def load_yaml_file(path: Path) -> Any:
-    """Read and parse a YAML file; unreadable or non-UTF-8 files are inventory errors."""
+def read_text(path: Path) -> str:
+    """A file's text; unreadable or non-UTF-8 files are inventory errors."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise InventoryError(f"not UTF-8 text: {exc.reason}", Mark(str(path), 1, 1)) from None
     except OSError as exc:
         raise InventoryError(f"cannot read: {exc.strerror}", Mark(str(path), 1, 1)) from None
-    return load_yaml_text(text, str(path))
+
+
+def load_yaml_file(path: Path, warnings: list[InventoryWarning] | None = None) -> Any:
+    """Read and parse a YAML (or JSON) file; see :func:`load_yaml_text`."""
+    return load_yaml_text(read_text(path), str(path), warnings)
+
+
+def marked(value: Any, mark: Mark) -> Any:
+    """A plain Python value (from an INI line) as the YAML reader would give it: strings,
+    numbers, lists and mappings carrying ``mark``; tuples become lists (as Ansible's
+    output shows them)."""
+    if value is None or isinstance(value, bool):
+        return value
+    out: Any
+    if isinstance(value, dict):
+        out = MarkedDict()
+        out.key_marks = {}
+        for key, item in value.items():
+            out[str(key)] = marked(item, mark)
+            out.key_marks[str(key)] = mark
+    elif isinstance(value, list | tuple):
+        out = MarkedList(marked(item, mark) for item in value)
+    elif isinstance(value, str):
+        out = MarkedStr(value)
+    elif isinstance(value, int):
+        out = MarkedInt(value)
+    elif isinstance(value, float):
+        out = MarkedFloat(value)
+    else:
+        return value
+    out.mark = mark
+    return out

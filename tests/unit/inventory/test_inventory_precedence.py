@@ -180,7 +180,9 @@ def test_same_depth_higher_priority_wins(make_inventory: MakeInventory) -> None:
     assert host.groups == ("all", "beta", "alpha")
 
 
-def test_same_depth_priority_from_group_vars_file(make_inventory: MakeInventory) -> None:
+def test_priority_in_group_vars_file_does_not_order_groups(make_inventory: MakeInventory) -> None:
+    # ansible-core applies ansible_group_priority only where the inventory source sets
+    # it; from group_vars/ it is an ordinary variable (and shows in the host's vars).
     root = make_inventory(
         {
             "hosts.yaml": """
@@ -192,7 +194,10 @@ def test_same_depth_priority_from_group_vars_file(make_inventory: MakeInventory)
             "group_vars/alpha.yaml": "ansible_group_priority: 5\n",
         }
     )
-    assert load_inventory(root).resolve("h1").vars["dpd_delay"] == 1
+    host = load_inventory(root).resolve("h1")
+    assert host.vars["dpd_delay"] == 2
+    assert host.groups == ("all", "alpha", "beta")
+    assert host.vars["ansible_group_priority"] == 5
 
 
 def test_same_depth_same_priority_later_name_wins(make_inventory: MakeInventory) -> None:

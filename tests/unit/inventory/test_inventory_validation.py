@@ -57,11 +57,6 @@ def test_unreadable_hosts_file_does_not_flood_the_report(make_inventory: MakeInv
     assert message.startswith("invalid YAML")
 
 
-def test_duplicate_key(make_inventory: MakeInventory) -> None:
-    root = make_inventory({"hosts.yaml": "all:\n  hosts:\n    h1:\n    h1:\n"})
-    assert only_error(root) == ("hosts.yaml", 4, "duplicate key 'h1' (first at line 3)")
-
-
 def test_top_level_must_be_a_mapping(make_inventory: MakeInventory) -> None:
     root = make_inventory({"hosts.yaml": "- h1\n- h2\n"})
     assert only_error(root) == (
@@ -81,7 +76,11 @@ def test_empty_hosts_file(make_inventory: MakeInventory) -> None:
 
 
 def test_missing_hosts_file(tmp_path: Path) -> None:
-    with pytest.raises(InventoryErrors, match=r"no hosts.yaml in .*"):
+    with pytest.raises(
+        InventoryErrors,
+        match=r"no inventory source in .* \(expected one of hosts.yaml, hosts.yml, hosts.ini, "
+        r"hosts\)",
+    ):
         load_inventory(tmp_path)
 
 
@@ -90,16 +89,20 @@ def test_hosts_must_be_a_mapping(make_inventory: MakeInventory) -> None:
     assert only_error(root) == (
         "hosts.yaml",
         5,
-        "group 'g': 'hosts' must be a mapping of host names, got a list",
+        "group 'g': 'hosts' must be a mapping of host names, got a list (ansible-core "
+        "refuses a list here too: write each name as a key ending in ':', e.g. "
+        "'hosts: {a1: , a2: }')",
     )
 
 
 def test_children_must_be_a_mapping(make_inventory: MakeInventory) -> None:
-    root = make_inventory({"hosts.yaml": "all:\n  children: mesh\n"})
+    root = make_inventory({"hosts.yaml": "all:\n  children: [mesh]\n"})
     assert only_error(root) == (
         "hosts.yaml",
         2,
-        "group 'all': 'children' must be a mapping of group names, got the string 'mesh'",
+        "group 'all': 'children' must be a mapping of group names, got a list (ansible-core "
+        "refuses a list here too: write each name as a key ending in ':', e.g. "
+        "'children: {a1: , a2: }')",
     )
 
 
@@ -145,10 +148,10 @@ def test_host_vars_must_be_a_mapping(make_inventory: MakeInventory) -> None:
 
 
 def test_bad_host_name(make_inventory: MakeInventory) -> None:
-    root = make_inventory({"hosts.yaml": "all:\n  hosts:\n    'web:1': {address: 10.0.0.1}\n"})
+    root = make_inventory({"hosts.yaml": "all:\n  hosts:\n    'web*1': {address: 10.0.0.1}\n"})
     name, line, message = only_error(root)
     assert (name, line) == ("hosts.yaml", 3)
-    assert message.startswith("host name 'web:1' may only use letters, digits")
+    assert message.startswith("host name 'web*1' may only use letters, digits")
 
 
 def test_unknown_variable_with_did_you_mean(make_inventory: MakeInventory) -> None:
@@ -157,7 +160,8 @@ def test_unknown_variable_with_did_you_mean(make_inventory: MakeInventory) -> No
     assert only_error(root) == (
         "hosts.yaml",
         4,
-        "host 'h1': unknown variable 'adress' (did you mean 'address'?)",
+        "host 'h1': unknown variable 'adress' (did you mean 'address'? for a variable of "
+        "your own, use a name less like it)",
     )
 
 
@@ -171,29 +175,8 @@ def test_unknown_variable_in_group_vars_file(make_inventory: MakeInventory) -> N
     assert only_error(root) == (
         "group_vars/all.yaml",
         2,
-        "group 'all': unknown variable 'ike_proposal' (did you mean 'ike_proposals'?)",
-    )
-
-
-def test_unknown_variable_without_close_name(make_inventory: MakeInventory) -> None:
-    root = make_inventory(
-        {"hosts.yaml": "all:\n  vars: {colour: blue}\n  hosts: {h1: {address: 10.0.0.1}}\n"}
-    )
-    assert only_error(root) == (
-        "hosts.yaml",
-        2,
-        "group 'all': unknown variable 'colour' (user variables must start with 'x_')",
-    )
-
-
-def test_group_priority_on_a_host(make_inventory: MakeInventory) -> None:
-    root = make_inventory(
-        {"hosts.yaml": "all:\n  hosts:\n    h1: {address: 10.0.0.1, ansible_group_priority: 3}\n"}
-    )
-    assert only_error(root) == (
-        "hosts.yaml",
-        3,
-        "host 'h1': 'ansible_group_priority' is only meaningful in group vars",
+        "group 'all': unknown variable 'ike_proposal' (did you mean 'ike_proposals'? for a "
+        "variable of your own, use a name less like it)",
     )
 
 
@@ -414,35 +397,6 @@ def test_wrong_variable_types(make_inventory: MakeInventory, line: str, expected
     assert message.startswith(f"host 'h1': {expected}")
 
 
-def test_group_vars_for_unknown_group(make_inventory: MakeInventory) -> None:
-    root = make_inventory(
-        {
-            "hosts.yaml": "all: {children: {mesh: {hosts: {h1: {address: 10.0.0.1}}}}}",
-            "group_vars/mseh.yaml": "dpd_delay: 3\n",
-        }
-    )
-    assert only_error(root) == (
-        "group_vars/mseh.yaml",
-        1,
-        "group_vars for 'mseh', but the inventory has no group named 'mseh' (did you mean 'mesh'?)",
-    )
-
-
-def test_host_vars_for_unknown_host(make_inventory: MakeInventory) -> None:
-    root = make_inventory(
-        {
-            "hosts.yaml": "all: {hosts: {alpha: {address: 10.0.0.1}}}",
-            "host_vars/alhpa/main.yaml": "dpd_delay: 3\n",
-        }
-    )
-    assert only_error(root) == (
-        "host_vars/alhpa/main.yaml",
-        1,
-        "host_vars for 'alhpa', but the inventory has no host named 'alhpa' "
-        "(did you mean 'alpha'?)",
-    )
-
-
 def test_group_vars_file_and_directory_for_one_group(make_inventory: MakeInventory) -> None:
     root = make_inventory(
         {
@@ -454,7 +408,7 @@ def test_group_vars_file_and_directory_for_one_group(make_inventory: MakeInvento
     assert only_error(root) == (
         "group_vars/all.yaml",
         1,
-        "all/ and all.yaml both define 'all'; keep one of them",
+        "all/ and all.yaml both define 'all'; keep one of them (Ansible would read only all/)",
     )
 
 
@@ -470,15 +424,6 @@ def test_group_vars_file_must_be_a_mapping(make_inventory: MakeInventory) -> Non
         2,
         "expected a mapping of variables, got a list",
     )
-
-
-def test_non_yaml_file_in_group_vars(make_inventory: MakeInventory) -> None:
-    root = make_inventory(
-        {"hosts.yaml": "all: {hosts: {h1: {address: 10.0.0.1}}}", "group_vars/all.json": "{}"}
-    )
-    name, line, message = only_error(root)
-    assert (name, line) == ("group_vars/all.json", 1)
-    assert message.startswith("not a YAML file (expected <name>.yaml, <name>.yml")
 
 
 def test_topology_must_be_a_mapping(make_inventory: MakeInventory) -> None:
@@ -518,12 +463,12 @@ def test_all_errors_are_collected_in_one_pass(make_inventory: MakeInventory) -> 
     )
     errors = errors_of(root)
     where = [(Path(e.mark.path).name, e.mark.line) for e in errors if e.mark]  # file, then line
+    # host_vars/h3.yaml is for no host of the inventory: ignored, as Ansible ignores it
     assert where == [
         ("g.yaml", 1),
-        ("h3.yaml", 1),
         ("hosts.yaml", 4),
         ("hosts.yaml", 6),
         ("hosts.yaml", 7),
     ]
     text = str(InventoryErrors(errors))
-    assert text.startswith("5 errors in the inventory:")
+    assert text.startswith("4 errors in the inventory:")
