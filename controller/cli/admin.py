@@ -12,7 +12,7 @@ from rich.markup import escape
 from vpnfleet.protos.files import PUBLIC, write_atomically
 
 from .. import pki
-from ..inventory import load_inventory
+from ..inventory import limit_hosts, load_inventory
 from ..inventory import vault as vault_mod
 from .common import (
     Ctx,
@@ -56,7 +56,7 @@ def inventory_cmd(
     with input_errors():
         inv = load_inventory(inventory, vault=open_vault(vault_password_file, vault_key_file))
         if limit:
-            inv = inv.filter(limit)
+            inv = inv.subset(limit_hosts(inv, limit))
         if host:
             click.echo(json.dumps(render.host_vars(inv, host, show_secrets), indent=2))
         elif list_:
