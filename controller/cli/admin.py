@@ -109,7 +109,7 @@ def vault_view(vault_password_file: Path | None, vault_key_file: Path | None, so
         opened = vault_mod.view(source, v)
     for where, value in opened:
         click.echo(f"{where}: {value}")
-    old = sum(1 for _, value in opened if value.format_version == 1)
+    old = sum(1 for _, value in opened if value.sealed_in is vault_mod.VaultFormat.VPNFLEET_1)
     if old:
         err.print(
             f"note: {old} value{'s are' if old != 1 else ' is'} in vault format 1 (no KDF "

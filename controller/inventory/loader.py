@@ -314,7 +314,7 @@ def _yaml_files(directory: Path, errors: list[InventoryError]) -> list[Path]:
 
 
 def _read_vars_tree(
-    directory: Path, errors: list[InventoryError]
+    directory: Path, errors: list[InventoryError], vault: Vault | None
 ) -> dict[str, list[tuple[Path, MarkedDict]]]:
     """``group_vars/`` or ``host_vars/``: name -> [(file, variables)] in lexical order."""
     found: dict[str, list[Path]] = {}
@@ -352,7 +352,7 @@ def _read_vars_tree(
         loaded: list[tuple[Path, MarkedDict]] = []
         for file in files:
             try:
-                data = load_yaml_file(file)
+                data = load_yaml_file(file, vault)
             except InventoryError as exc:
                 errors.append(exc)
                 continue
@@ -504,7 +504,7 @@ def load_inventory(path: Path | str, *, vault: Vault | None = None) -> Inventory
     if not hosts_file.is_file():
         raise InventoryErrors([InventoryError(f"no hosts.yaml in {root} (expected {hosts_file})")])
     try:
-        _parse_hosts_file(draft, load_yaml_file(hosts_file))
+        _parse_hosts_file(draft, load_yaml_file(hosts_file, vault))
     except InventoryError as exc:
         draft.readable = False
         errors.append(exc)
@@ -512,13 +512,13 @@ def load_inventory(path: Path | str, *, vault: Vault | None = None) -> Inventory
     opened: dict[int, tuple[Any, Any]] = {}  # what each loaded value became (_walk_vault)
     if vault is not None:
         vault.new_run()  # the cap on Argon2id derivations counts per load
-    group_files = _read_vars_tree(root / "group_vars", errors)
-    host_files = _read_vars_tree(root / "host_vars", errors)
+    group_files = _read_vars_tree(root / "group_vars", errors, vault)
+    host_files = _read_vars_tree(root / "host_vars", errors, vault)
     topology: MarkedDict | None = None
     topology_path = root / TOPOLOGY_FILE
     if topology_path.exists():
         try:
-            raw = load_yaml_file(topology_path)
+            raw = load_yaml_file(topology_path, vault)
         except InventoryError as exc:
             errors.append(exc)
         else:
