@@ -70,7 +70,8 @@ def inventory_cmd(
 
 @main.group("vault")
 def vault_group() -> None:
-    """Encrypt and read `!vault` values (PyNaCl SecretBox, Argon2id-derived key)."""
+    """Encrypt and read `!vault` values (PyNaCl SecretBox, Argon2id-derived key); values
+    and files encrypted by ansible-vault are read with the same password."""
 
 
 @vault_group.command("encrypt-string")
