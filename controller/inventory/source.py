@@ -36,9 +36,10 @@ def is_ansible_vault(text: str) -> bool:
 
 
 class FileOpener(Protocol):
-    """What opens a whole file encrypted with ``ansible-vault encrypt`` (the vault)."""
+    """What opens and parses a whole file encrypted with ``ansible-vault encrypt``
+    (the vault)."""
 
-    def open_file(self, text: str, path: Path | str) -> str: ...
+    def open_file(self, text: str, path: Path | str) -> Any: ...
 
 
 class MarkedDict(dict[str, Any]):
@@ -290,5 +291,5 @@ def load_yaml_file(path: Path, vault: FileOpener | None = None) -> Any:
                 "(--vault-password-file)",
                 Mark(str(path), 1, 1),
             )
-        text = vault.open_file(text, path)
+        return vault.open_file(text, path)
     return load_yaml_text(text, str(path))

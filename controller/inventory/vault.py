@@ -60,6 +60,7 @@ from .source import (
     VaultText,
     is_ansible_vault,
     load_yaml_file,
+    load_yaml_text,
     mark_of,
     vault_spans,
 )
@@ -480,10 +481,12 @@ class Vault:
         lines = textwrap.wrap(self.encrypt_string(text), 76)
         return "\n".join([f"{name}: !vault |", *(f"  {line}" for line in lines)]) + "\n"
 
-    def _ansible_key(self, salt: bytes, mark: Mark | None) -> tuple[bytes, bytes, bytes]:
+    def _ansible_key(
+        self, salt: bytes, mark: Mark | None, what: str = "value"
+    ) -> tuple[bytes, bytes, bytes]:
         if self._raw_key is not None:
             raise VaultError(
-                f"ansible-vault value{_where(mark)} needs the vault password: a key file "
+                f"ansible-vault {what}{_where(mark)} needs the vault password: a key file "
                 "cannot open it (give --vault-password-file)",
                 mark,
             )
@@ -494,7 +497,7 @@ class Vault:
 
     def _open_ansible(self, text: str, mark: Mark | None, what: str = "value") -> Secret:
         sealed = AnsibleSealed.parse(text, mark, what)
-        aes_key, mac_key, counter = self._ansible_key(sealed.salt, mark)
+        aes_key, mac_key, counter = self._ansible_key(sealed.salt, mark, what)
         check = hmac.HMAC(mac_key, hashes.SHA256())
         check.update(sealed.ciphertext)
         unpadder = padding.PKCS7(algorithms.AES.block_size).unpadder()
@@ -532,10 +535,16 @@ class Vault:
         fmt = VaultFormat.ANSIBLE_1_1 if vault_id is None else VaultFormat.ANSIBLE_1_2
         return AnsibleSealed(fmt, vault_id, salt, mac.finalize(), ciphertext).envelope()
 
-    def open_file(self, text: str, path: Path | str) -> str:
+    def open_file(self, text: str, path: Path | str) -> Any:
+        """A whole file encrypted with ``ansible-vault encrypt``, opened and parsed as
+        YAML. Its string values come back as :class:`Secret` (shown as ``<secret>``, as
+        ``!vault`` values are): what was worth encrypting stays out of listings."""
+        plain = self.decrypt_file(text, path)
+        return _secret_strings(load_yaml_text(plain, str(path)), plain.sealed_in)
+
+    def decrypt_file(self, text: str, path: Path | str) -> Secret:
         """The plaintext of a whole file encrypted with ``ansible-vault encrypt``."""
-        mark = Mark(str(path), 1, 1)
-        return str(self._open_ansible(text, mark, "file"))
+        return self._open_ansible(text, Mark(str(path), 1, 1), "file")
 
     def decrypt(self, vault_text: str) -> Secret:
         """Open a vault text; failures raise :class:`VaultError` naming the value's position."""
@@ -561,6 +570,28 @@ class Vault:
         return out
 
 
+def _secret_strings(value: Any, sealed_in: VaultFormat) -> Any:
+    """``value`` with every string inside (not keys, not ``!vault`` texts, which are
+    opened later) turned into a :class:`Secret` keeping its mark; containers change in
+    place, so values shared through YAML aliases stay shared."""
+    seen: set[int] = set()
+
+    def secret(item: Any) -> Any:
+        if isinstance(item, str) and not isinstance(item, VaultText | Secret):
+            out = Secret(item)
+            out.mark = mark_of(item)
+            out.sealed_in = sealed_in
+            return out
+        if isinstance(item, dict | list) and id(item) not in seen:
+            seen.add(id(item))
+            keys = list(item) if isinstance(item, dict) else range(len(item))
+            for key in keys:
+                item[key] = secret(item[key])
+        return item
+
+    return secret(value)
+
+
 def _sealed(value: Any, where: str) -> Iterator[tuple[str, VaultText]]:
     if isinstance(value, VaultText):
         yield where, value
@@ -574,16 +605,27 @@ def _sealed(value: Any, where: str) -> Iterator[tuple[str, VaultText]]:
 
 def view(source: Path | str, vault: Vault) -> list[tuple[str, Secret]]:
     """Every ``!vault`` value of a YAML file, or of every YAML file under an inventory
-    directory, opened: ``("file:line:column key.path", plaintext)`` in file order.
+    directory, opened: ``("file:line:column key.path", plaintext)`` in file order; a
+    file encrypted whole by ansible-vault gives ``("file:1:1 (file)", its plaintext)``.
 
     For ``vpnfleet vault view``; a value that cannot be opened raises :class:`VaultError`,
     a file that is not valid YAML raises :class:`InventoryError`.
     """
     found: list[tuple[str, Secret]] = []
     for file in yaml_files(source):
-        for key, text in _sealed(load_yaml_file(file, vault), ""):
-            found.append((f"{text.mark} {key}", vault.decrypt(text)))
+        text = _read(file)
+        if is_ansible_vault(text):  # encrypted whole: the file's plaintext
+            found.append((f"{file}:1:1 (file)", vault.decrypt_file(text, file)))
+        for key, sealed in _sealed(load_yaml_file(file, vault), ""):
+            found.append((f"{sealed.mark} {key}", vault.decrypt(sealed)))
     return found
+
+
+def _read(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VaultError(f"cannot read {file}: {exc}") from None
 
 
 def yaml_files(source: Path | str) -> list[Path]:
@@ -650,10 +692,7 @@ def rekey(source: Path | str, old: Vault, new: Vault) -> list[tuple[Path, int]]:
     """
     rewritten: list[tuple[Path, str, int]] = []
     for file in yaml_files(source):
-        try:
-            text = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise VaultError(f"cannot read {file}: {exc}") from None
+        text = _read(file)
         if is_ansible_vault(text):  # a whole file encrypted with ansible-vault encrypt
             whole = VaultText(text)
             whole.mark = Mark(str(file), 1, 1)

@@ -24,6 +24,7 @@ from vpnfleet.controller.inventory import (
     Secret,
     Vault,
     VaultError,
+    host_vars,
     load_inventory,
 )
 from vpnfleet.controller.inventory.source import VaultText, load_yaml_text
@@ -32,6 +33,7 @@ from vpnfleet.controller.inventory.vault import (
     KdfParams,
     VaultFormat,
     rekey,
+    view,
 )
 
 MakeInventory = Callable[[dict[str, str]], Path]
@@ -265,6 +267,23 @@ def test_files_encrypted_whole(make_inventory: MakeInventory, tmp_path: Path) ->
     assert inv.resolve("h1").vars["x_site"] == "rome"
     assert inv.resolve("h2").vars["x_site"] == "paris"
     assert inv.resolve("h2").vars["x_list"] == [1, 2]
+    # what came from an encrypted file is shown as <secret>, as !vault values are
+    site = inv.resolve("h2").vars["x_site"]
+    assert isinstance(site, Secret) and site.sealed_in is VaultFormat.ANSIBLE_1_1
+    assert site.mark is not None and site.mark.path.endswith("mesh.yaml")
+    assert host_vars(inv, "h2")["x_site"] == "<secret>"
+    assert host_vars(inv, "h2", show_secrets=True)["x_site"] == "paris"
+
+
+def test_view_shows_ansible_values_and_files(tmp_path: Path) -> None:
+    work = tmp_path / "inv"
+    work.mkdir()
+    (work / "a.yaml").write_text(encrypt_string(tmp_path, "a", "first"), encoding="utf-8")
+    whole = work / "b.yaml"
+    whole.write_text("b: in a file\n", encoding="utf-8")
+    encrypt_file(tmp_path, whole)
+    shown = [(where.split("/")[-1], str(value)) for where, value in view(work, vault())]
+    assert shown == [("a.yaml:1:4 a", "first"), ("b.yaml:1:1 (file)", "b: in a file\n")]
 
 
 def test_encrypted_file_with_wrong_password_or_none(
