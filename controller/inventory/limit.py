@@ -134,7 +134,13 @@ def limit_terms(pattern: str, cwd: Path | None = None) -> list[str]:
             raise LimitError(f"limit {pattern!r}: no limit file {str(path)!r}") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise LimitError(f"limit {pattern!r}: cannot read limit file {path}: {exc}") from None
-        terms.extend(line.strip() for line in lines if line.strip())
+        names = [line.strip() for line in lines if line.strip()]
+        if not names:
+            raise LimitError(
+                f"limit {pattern!r}: limit file {str(path)!r} names no host (refused: "
+                "ansible-core would take it as no limit at all, every host)"
+            )
+        terms.extend(names)
     return terms
 
 

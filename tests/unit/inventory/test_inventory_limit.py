@@ -255,6 +255,9 @@ def test_retry_file_missing_or_a_directory(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(LimitError, match=r"no limit file 'gone.retry'"):
         limit_hosts(sites, "@gone.retry")
+    (tmp_path / "empty.retry").write_text("\n \n", encoding="utf-8")
+    with pytest.raises(LimitError, match=r"limit file 'empty.retry' names no host"):
+        limit_hosts(sites, "@empty.retry")
     (tmp_path / "d").mkdir()
     with pytest.raises(LimitError, match=r"'@d' is a directory"):
         limit_hosts(sites, "@d")

@@ -131,6 +131,8 @@ PATTERNS = [
 
 # Deliberate differences: ansible-core selects nothing and says nothing; vpnfleet refuses.
 REFUSED_ONLY_HERE = ["mesh[5:7]", "rome[2:]"]
+# ... and an empty retry file, which ansible-core takes as no limit at all.
+EMPTY_RETRY = "@empty.retry"
 
 ANSIBLE_SIDE = textwrap.dedent(
     """
@@ -174,6 +176,7 @@ def both(tmp_path_factory: pytest.TempPathFactory) -> tuple[Inventory, dict[str,
     root.mkdir()
     (root / "hosts.yaml").write_text(textwrap.dedent(HOSTS).lstrip(), encoding="utf-8")
     (tmp_path / "site.retry").write_text(RETRY, encoding="utf-8")
+    (tmp_path / "empty.retry").write_text("\n", encoding="utf-8")
     (tmp_path / "ansible.cfg").write_text("[defaults]\n", encoding="utf-8")
     done = subprocess.run(
         [
@@ -181,7 +184,7 @@ def both(tmp_path_factory: pytest.TempPathFactory) -> tuple[Inventory, dict[str,
             "-c",
             ANSIBLE_SIDE,
             str(root / "hosts.yaml"),
-            json.dumps(PATTERNS + REFUSED_ONLY_HERE),
+            json.dumps([*PATTERNS, *REFUSED_ONLY_HERE, EMPTY_RETRY]),
         ],
         cwd=tmp_path,
         env=_ansible_env(tmp_path),
@@ -220,6 +223,15 @@ def test_subscript_past_the_end_refused_where_ansible_selects_nothing(
     assert theirs[pattern] == {"hosts": []}
     with pytest.raises(LimitError, match="selects nothing"):
         limit_hosts(inventory, pattern, cwd)
+
+
+def test_empty_retry_file_refused_where_ansible_takes_every_host(
+    both: tuple[Inventory, dict[str, dict], Path],
+) -> None:
+    inventory, theirs, cwd = both
+    assert sorted(theirs[EMPTY_RETRY]["hosts"]) == sorted(inventory.hosts)
+    with pytest.raises(LimitError, match="names no host"):
+        limit_hosts(inventory, EMPTY_RETRY, cwd)
 
 
 def test_the_ansible_command_agrees(both: tuple[Inventory, dict[str, dict], Path]) -> None:
