@@ -35,7 +35,9 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import os
 import struct
+import subprocess
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -293,6 +295,21 @@ class AnsibleSealed:
         return "\n".join([";".join(header), *lines])
 
 
+def _password_from_script(path: Path) -> bytes:
+    """What an executable vault password file prints (its standard error and input are
+    the operator's, so that it may ask for something)."""
+    try:
+        done = subprocess.run([str(path)], stdout=subprocess.PIPE, check=False)
+    except OSError as exc:
+        raise VaultError(f"cannot run vault password script {path}: {exc.strerror}") from None
+    if done.returncode != 0:
+        raise VaultError(
+            f"vault password script {path} exited with status {done.returncode}; no "
+            "password read (the file is executable, so it is run as a script, as in Ansible)"
+        )
+    return done.stdout.strip(b"\r\n")
+
+
 def _ansible_keys(password: bytes, salt: bytes) -> tuple[bytes, bytes, bytes]:
     """The AES key, the HMAC key and the initial counter block for one salt."""
     block = algorithms.AES.block_size // 8
@@ -379,12 +396,20 @@ class Vault:
         *,
         max_derivations: int = MAX_DERIVATIONS,
     ) -> Vault:
-        """A vault keyed by the password in a file (surrounding whitespace ignored)."""
+        """A vault keyed by the password in a file (surrounding whitespace ignored) or,
+        as with Ansible's ``--vault-password-file``, printed by the file when it is an
+        executable script (run without arguments; the line breaks around its output
+        ignored)."""
         path = Path(path)
-        try:
-            password = path.read_bytes().strip()
-        except OSError as exc:
-            raise VaultError(f"cannot read vault password file {path}: {exc.strerror}") from None
+        if path.is_file() and os.access(path, os.X_OK):
+            password = _password_from_script(path)
+        else:
+            try:
+                password = path.read_bytes().strip()
+            except OSError as exc:
+                raise VaultError(
+                    f"cannot read vault password file {path}: {exc.strerror}"
+                ) from None
         if not password:
             raise VaultError(f"vault password file {path} is empty")
         return cls(password, params, max_derivations=max_derivations)

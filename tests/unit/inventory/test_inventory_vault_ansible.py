@@ -315,6 +315,44 @@ def test_wrong_password_in_an_inventory_value(
     assert f"cannot decrypt ansible-vault value at {root / 'hosts.yaml'}:9" in str(error)
 
 
+def test_executable_password_file_is_run_as_ansible_runs_it(tmp_path: Path) -> None:
+    script = tmp_path / "vault-pass.sh"
+    script.write_text(f"#!/bin/sh\nprintf '%s\\n' '{PASSWORD} '\n", encoding="utf-8")
+    script.chmod(0o700)
+    # ansible-vault itself, given the same script, seals with what it prints
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(tmp_path / "ansible.cfg"),
+        "ANSIBLE_HOME": str(tmp_path / "ansible-home"),
+        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
+    }
+    (tmp_path / "ansible.cfg").write_text("[defaults]\n", encoding="utf-8")
+    command = [str(Path(sys.executable).parent / "ansible-vault"), "encrypt_string"]
+    made = subprocess.run(
+        [*command, "--name", "x", "--vault-password-file", str(script), "from a script"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    opened = Vault.from_password_file(script, FAST).decrypt(_value(made.stdout))
+    assert opened == "from a script"
+    # the trailing space is part of the password printed (only line breaks are dropped)
+    with pytest.raises(VaultError, match="wrong password"):
+        vault().decrypt(_value(made.stdout))
+
+
+def test_failing_password_script_is_a_clear_error(tmp_path: Path) -> None:
+    script = tmp_path / "vault-pass.sh"
+    script.write_text("#!/bin/sh\nexit 3\n", encoding="utf-8")
+    script.chmod(0o700)
+    with pytest.raises(VaultError, match=r"vault-pass.sh exited with status 3; no password read"):
+        Vault.from_password_file(script, FAST)
+
+
 # ---- what vpnfleet seals in ansible-vault's format, ansible-vault reads
 
 
