@@ -37,7 +37,6 @@ exclusion would otherwise reach the very host it was meant to spare.
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +60,26 @@ _WILD = (".", "?", "*", "[")
 _BRACKETED_PORT = re.compile(r"\[(.+)\]:([0-9]+)")
 _HOST_PORT = re.compile(r"((?:[^:\[\]]|\[[^\]]*\])*):([0-9]+)")
 _NUMERIC_RANGE = r"\[[0-9]+:[0-9]+(?::[0-9]+)?\]"
-_HEX_RANGE = re.compile(r"\[[0-9a-f]+:[0-9a-f]+(?::[0-9]+)?\]", re.I)
+_HEX_PART = r"(?:[0-9a-f]{1,4}|\[[0-9a-f]+:[0-9a-f]+(?::[0-9]+)?\])"
+# The IPv6 forms, from 1:2:3:4:5:6:7:8 to :: and the IPv4-in-IPv6 ones. ansible-core
+# matches them at the start of the text only (all but the last form), so "fe80::1:a1"
+# or "a1::x" count as one address there, and so here.
+_IPV6_FORMS = [
+    r"(?:{0}:){{7}}{0}",  # 1:2:3:4:5:6:7:8
+    r"(?:{0}:){{1,6}}:",  # 1:2::
+    r"(?:{0}:)(?::{0}){{1,6}}",  # 1::8 ... with 2 to 7 groups in all
+    r"(?:{0}:){{2}}(?::{0}){{1,5}}",
+    r"(?:{0}:){{3}}(?::{0}){{1,4}}",
+    r"(?:{0}:){{4}}(?::{0}){{1,3}}",
+    r"(?:{0}:){{5}}(?::{0}){{1,2}}",
+    r"(?:{0}:){{6}}(?::{0})",
+    r":(?::{0}){{1,6}}",  # ::8
+    r"{0}?::",  # 1::, ::
+    r"(?:0:){{6}}(?:{0}\.){{3}}{0}",  # IPv4 in IPv6
+    r"::(?:ffff:)?(?:{0}\.){{3}}{0}",
+    r"(?:0:){{5}}ffff:(?:{0}\.){{3}}{0}$",
+]
+_IPV6 = re.compile("|".join(form.format(_HEX_PART) for form in _IPV6_FORMS), re.I)
 _NAME_RANGE = r"\[(?:[a-z]:[a-z]|[0-9]+:[0-9]+)(?::[0-9]+)?\]"
 _IPV4_PART = rf"(?:[01]?[0-9]{{1,2}}|2[0-4][0-9]|25[0-5]|{_NUMERIC_RANGE})"
 _IPV4 = re.compile(rf"(?:{_IPV4_PART}\.){{3}}{_IPV4_PART}")
@@ -78,16 +96,6 @@ class LimitError(InventoryError):
     """A ``--limit`` pattern that is malformed or names nothing in the inventory."""
 
 
-def _is_ipv6(text: str) -> bool:
-    if "%" in text:  # a zone index is no inventory name
-        return False
-    try:
-        ipaddress.IPv6Address(_HEX_RANGE.sub("0", text))
-    except ValueError:
-        return False
-    return True
-
-
 def is_single_address(text: str) -> bool:
     """Whether ``text`` reads as one host (with an optional port and ranges), so that
     its colons do not separate terms."""
@@ -95,7 +103,7 @@ def is_single_address(text: str) -> bool:
         found = form.fullmatch(text)
         if found:
             text = found.group(1)
-    return bool(_IPV4.fullmatch(text) or _is_ipv6(text) or _HOSTNAME.fullmatch(text))
+    return bool(_IPV4.fullmatch(text) or _IPV6.match(text) or _HOSTNAME.fullmatch(text))
 
 
 def split_pattern(pattern: str) -> list[str]:

@@ -161,6 +161,8 @@ def test_regex_is_not_anchored_at_the_end(inv: Inventory) -> None:
         ("web[1:3]:db", ["web[1:3]", "db"]),
         ("db-[a:c]:web[1:2]", ["db-[a:c]", "web[1:2]"]),
         ("host1:22", ["host1:22"]),  # a name and a port read as one address
+        ("fe80::1:a1", ["fe80::1:a1"]),  # ansible-core reads IPv6 forms as prefixes
+        ("a1::x:y", ["a1::x:y"]),
         (" , ", []),
     ],
 )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 import textwrap
@@ -25,7 +26,13 @@ from pathlib import Path
 
 import pytest
 
-from vpnfleet.controller.inventory import Inventory, LimitError, limit_hosts, load_inventory
+from vpnfleet.controller.inventory import (
+    Inventory,
+    LimitError,
+    limit_hosts,
+    load_inventory,
+    split_pattern,
+)
 
 MakeInventory = Callable[[dict[str, str]], Path]
 
@@ -156,6 +163,27 @@ ANSIBLE_SIDE = textwrap.dedent(
 )
 
 
+SPLIT_SIDE = textwrap.dedent(
+    """
+    import json, sys
+    from ansible.inventory.manager import split_host_pattern
+
+    print(json.dumps([split_host_pattern(p) for p in json.loads(sys.stdin.read())]))
+    """
+)
+
+# Pieces of patterns for the splitting comparison: names, addresses (with ports, ranges,
+# IPv6 and IPv4-in-IPv6 forms), subscripts, globs, regexes, and separators.
+SPLIT_ATOMS = [
+    "a1", "web", "db-1", "gw.example", "fe80::1", "::1", "10.0.0.1", "10.0.0.1:22",
+    "[fe80::1]:22", "web[1:3]", "db-[a:c]", "x[0]", "g[-1]", "g[1:]", "~a.*", "!a1", "&g",
+    "a*", "*", "2001:db8::1", "a:b", "1:2:3:4:5:6:7:8", "h[01:10]", ":22", "a b", "@f",
+    "[1:2]", "a_b", "a-", "ab:22:33", "dead:beef::", "::ffff:1.2.3.4", "0:0:0:0:0:ffff:1.2.3.4",
+    "256.1.1.1", "[a:b]:80", "h[a:c:2]", "fe80::[a:f]", "1:2:3:4:5:6:7", "x:1:2", "::",
+]  # fmt: skip
+SPLIT_SEPARATORS = [":", ",", " ", ", ", ":!", ":&", "", "::", "\t"]
+
+
 def _ansible_env(tmp_path: Path) -> dict[str, str]:
     return {
         **os.environ,
@@ -232,6 +260,30 @@ def test_empty_retry_file_refused_where_ansible_takes_every_host(
     assert sorted(theirs[EMPTY_RETRY]["hosts"]) == sorted(inventory.hosts)
     with pytest.raises(LimitError, match="names no host"):
         limit_hosts(inventory, EMPTY_RETRY, cwd)
+
+
+def test_splitting_as_ansible_core(tmp_path: Path) -> None:
+    """split_pattern and ansible-core's split_host_pattern on 3000 generated patterns."""
+    rng = random.Random(12)
+    patterns = [
+        "".join(
+            rng.choice(SPLIT_ATOMS) + rng.choice(SPLIT_SEPARATORS) for _ in range(rng.randint(1, 4))
+        ).rstrip(":,&! ")
+        for _ in range(3000)
+    ]
+    done = subprocess.run(
+        [sys.executable, "-c", SPLIT_SIDE],
+        input=json.dumps(patterns),
+        env=_ansible_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    theirs = json.loads(done.stdout)
+    differ = [(p, t, split_pattern(p)) for p, t in zip(patterns, theirs, strict=True)]
+    assert [d for d in differ if d[1] != d[2]] == []
 
 
 def test_the_ansible_command_agrees(both: tuple[Inventory, dict[str, dict], Path]) -> None:
