@@ -1,4 +1,5 @@
-"""--limit compared with ansible-core itself, pattern by pattern, on one fixed inventory.
+"""--limit compared with ansible-core itself on one fixed inventory: a table of patterns,
+800 generated ones, and the splitting of 3000 generated patterns.
 
 ansible-core (a dev dependency) evaluates every pattern of the table in one child
 process, through the calls ``ansible --limit`` makes (``InventoryManager.subset`` then
@@ -141,6 +142,33 @@ REFUSED_ONLY_HERE = ["mesh[5:7]", "rome[2:]"]
 # ... and an empty retry file, which ansible-core takes as no limit at all.
 EMPTY_RETRY = "@empty.retry"
 
+# Terms that random patterns are made of: every kind above, subscripts on groups whose
+# order ansible-core keeps stable, and names that are nothing.
+TERM_ATOMS = [
+    "all", "*", "mesh", "sites", "paris", "rome", "gw", "ungrouped", "a1", "a2", "hq",
+    "p1", "r1", "lone", "gw-1.example", "~a", "~p.*", "~.*1$", "~(a|p)[12]", "mesh[0]",
+    "mesh[-1]", "mesh[1:2]", "sites[1:]", "sites[0]", "rome[1]", "p*[0]", "*[2]", "a?",
+    "[ap]1", "*.example", "g*", "s*", "~gw", "all[3]", "all[1:4]", "~.*", "*e*", "un*",
+    "a[!1]", "@site.retry", "nope", "x*", "~zz", "mesh[9]",
+]  # fmt: skip
+
+
+def generated_patterns(count: int, seed: int) -> list[str]:
+    """``count`` distinct patterns of 1 to 4 terms, plain, ``!`` or ``&``, joined by
+    commas or colons."""
+    rng = random.Random(seed)
+    patterns: set[str] = set()
+    while len(patterns) < count:
+        terms = [
+            rng.choice(["", "", "", "!", "&"]) + rng.choice(TERM_ATOMS)
+            for _ in range(rng.randint(1, 4))
+        ]
+        patterns.add(rng.choice([",", ":"]).join(terms))
+    return sorted(patterns)
+
+
+GENERATED = generated_patterns(800, seed=5)
+
 ANSIBLE_SIDE = textwrap.dedent(
     """
     import json, sys
@@ -212,7 +240,7 @@ def both(tmp_path_factory: pytest.TempPathFactory) -> tuple[Inventory, dict[str,
             "-c",
             ANSIBLE_SIDE,
             str(root / "hosts.yaml"),
-            json.dumps([*PATTERNS, *REFUSED_ONLY_HERE, EMPTY_RETRY]),
+            json.dumps([*PATTERNS, *REFUSED_ONLY_HERE, EMPTY_RETRY, *GENERATED]),
         ],
         cwd=tmp_path,
         env=_ansible_env(tmp_path),
@@ -241,6 +269,22 @@ def test_limit_as_ansible_core(both: tuple[Inventory, dict[str, dict], Path], pa
         assert "error" in ours, f"ansible-core: {expected['error']}; vpnfleet: {ours}"
     else:
         assert ours == {"hosts": sorted(expected["hosts"])}
+
+
+def test_generated_patterns_as_ansible_core(
+    both: tuple[Inventory, dict[str, dict], Path],
+) -> None:
+    """800 random patterns: the same hosts, or an error in both (a term selecting nothing)."""
+    inventory, theirs, cwd = both
+    differ = []
+    for pattern in GENERATED:
+        expected, ours = theirs[pattern], _ours(inventory, pattern, cwd)
+        if "error" in expected and "error" in ours:
+            continue
+        if "error" in expected or ours != {"hosts": sorted(expected["hosts"])}:
+            differ.append((pattern, expected, ours))
+    assert differ == []
+    assert sum("error" not in theirs[p] for p in GENERATED) > len(GENERATED) // 2
 
 
 @pytest.mark.parametrize("pattern", REFUSED_ONLY_HERE)
