@@ -10,6 +10,7 @@ rekey``) is read back by ansible-vault itself.
 from __future__ import annotations
 
 import binascii
+import json
 import os
 import subprocess
 import sys
@@ -351,6 +352,53 @@ def test_failing_password_script_is_a_clear_error(tmp_path: Path) -> None:
     script.chmod(0o700)
     with pytest.raises(VaultError, match=r"vault-pass.sh exited with status 3; no password read"):
         Vault.from_password_file(script, FAST)
+
+
+# ---- many lengths, both ways, through ansible-core's own VaultLib
+
+VAULTLIB_SIDE = textwrap.dedent(
+    """
+    import json, sys
+    from ansible.parsing.vault import VaultLib, VaultSecret
+
+    job = json.loads(sys.stdin.read())
+    secret = VaultSecret(job["password"].encode())
+    lib = VaultLib([("default", secret)])
+    made = [
+        lib.encrypt(text, secret, vault_id).decode()
+        for text, vault_id in zip(job["plain"], job["ids"])
+    ]
+    opened = [lib.decrypt(text).decode() for text in job["ours"]]
+    print(json.dumps({"made": made, "opened": opened}))
+    """
+)
+
+PLAINTEXTS = ["x", "15 bytes long..", "16 bytes long...", "17 bytes long....", "é" * 700]
+PLAINTEXTS += ["line one\nline two\n", " spaces kept ", "ends in $ANSIBLE_VAULT;1.1;AES256"]
+
+
+def test_lengths_both_ways_with_ansible_core(tmp_path: Path) -> None:
+    ids = [None if i % 2 else f"id{i}" for i in range(len(PLAINTEXTS))]
+    ours = [
+        vault().encrypt_ansible(text, vault_id)
+        for text, vault_id in zip(PLAINTEXTS, ids, strict=True)
+    ]
+    job = {"password": PASSWORD, "plain": PLAINTEXTS, "ids": ids, "ours": ours}
+    done = subprocess.run(
+        [sys.executable, "-c", VAULTLIB_SIDE],
+        input=json.dumps(job),
+        env={**os.environ, "ANSIBLE_CONFIG": str(tmp_path / "none.cfg")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["opened"] == PLAINTEXTS  # ansible-core opens what vpnfleet sealed
+    for made, plain, vault_id in zip(answer["made"], PLAINTEXTS, ids, strict=True):
+        opened = vault().decrypt(made)
+        assert (opened, opened.vault_id) == (plain, vault_id)
 
 
 # ---- what vpnfleet seals in ansible-vault's format, ansible-vault reads
