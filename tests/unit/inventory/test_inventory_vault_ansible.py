@@ -387,7 +387,12 @@ def test_lengths_both_ways_with_ansible_core(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-c", VAULTLIB_SIDE],
         input=json.dumps(job),
-        env={**os.environ, "ANSIBLE_CONFIG": str(tmp_path / "none.cfg")},
+        env={
+            **os.environ,
+            "ANSIBLE_CONFIG": str(tmp_path / "none.cfg"),
+            "ANSIBLE_HOME": str(tmp_path / "ansible-home"),
+            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
+        },
         capture_output=True,
         text=True,
         timeout=120,
