@@ -99,3 +99,36 @@ def test_inventory_encrypted_by_ansible_vault(tmp_path: Path) -> None:
     assert f"{host_vars}:1:1: file encrypted with ansible-vault, but no vault password" in (
         res.stderr
     )
+
+
+def test_encrypt_string_for_ansible_is_read_by_ansible_vault(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("one password for both tools\n", encoding="utf-8")
+    res = run(
+        "vault",
+        "encrypt-string",
+        "--vault-password-file",
+        str(tmp_path / "pw"),
+        "--ansible",
+        "--vault-id",
+        "prod",
+        "--name",
+        "x_token",
+        "sealed by vpnfleet",
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[:2] == ["x_token: !vault |", "    $ANSIBLE_VAULT;1.2;AES256;prod"]
+    sealed = "\n".join(line.strip() for line in lines[1:]) + "\n"
+    (tmp_path / "value.vault").write_text(sealed, encoding="utf-8")
+    opened = _ansible_vault(tmp_path, "decrypt", "--output", "-", str(tmp_path / "value.vault"))
+    assert opened == "sealed by vpnfleet"
+
+    key = tmp_path / "key"
+    key.write_bytes(bytes(32))
+    key.chmod(0o600)
+    res = run(
+        "vault", "encrypt-string", "--vault-key-file", str(key), "--ansible", "x", cwd=tmp_path
+    )
+    assert res.returncode != 0
+    assert "--ansible needs --vault-password-file" in res.stderr
