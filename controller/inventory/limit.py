@@ -42,13 +42,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import model
 from .errors import InventoryError, did_you_mean
 
 if TYPE_CHECKING:
     from .model import Inventory
-
-_ALL = "all"
-_UNGROUPED = "ungrouped"
 
 # What makes a term a glob or a regex, so that it is tried on host names even when it
 # matched groups ("." as ansible-core counts it).
@@ -183,8 +181,8 @@ def split_subscript(term: str) -> tuple[str, Subscript | None]:
 
 def _children(inventory: Inventory, group: str) -> list[str]:
     children = list(inventory.groups[group].children)
-    if group == _ALL and _UNGROUPED in inventory.groups:
-        children = [_UNGROUPED, *(c for c in children if c != _UNGROUPED)]
+    if group == model.ALL and model.UNGROUPED in inventory.groups:
+        children = [model.UNGROUPED, *(c for c in children if c != model.UNGROUPED)]
     return children
 
 
@@ -215,7 +213,7 @@ def group_host_order(inventory: Inventory, group: str) -> list[str]:
 
 def _group_order(inventory: Inventory) -> list[str]:
     """Group names in ansible-core's order: ``all``, ``ungrouped``, then as declared."""
-    first = [g for g in (_ALL, _UNGROUPED) if g in inventory.groups]
+    first = [g for g in (model.ALL, model.UNGROUPED) if g in inventory.groups]
     return [*first, *(g for g in inventory.groups if g not in first)]
 
 
@@ -273,7 +271,7 @@ def match_terms(inventory: Inventory, terms: list[str], pattern: str) -> list[st
     plain = [t for t in terms if t[0] not in "&!"]
     narrowing = [t for t in terms if t[0] == "&"] + [t for t in terms if t[0] == "!"]
     selected: set[str] = set()
-    for term in plain or [_ALL]:
+    for term in plain or [model.ALL]:
         if term in inventory.hosts:
             selected.add(term)
         else:
