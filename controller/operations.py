@@ -16,7 +16,7 @@ from vpnfleet.protos.files import make_private_directory, write_atomically
 
 from . import convert, pki, rails, revisions
 from .client import AgentClient, AgentUnreachable
-from .inventory import Inventory, InventoryErrors, load_inventory
+from .inventory import Inventory, InventoryErrors, limit_hosts, load_inventory
 from .inventory.vault import Vault
 from .planner import build_plans
 from .results import AggregateResult, ChangeLine, HostResult, Outcome
@@ -76,7 +76,7 @@ def compile_fleet(
 ) -> CompiledFleet:
     """Load, validate and plan the whole inventory; select the ``limit`` hosts."""
     inventory = load_inventory(inventory_path, vault=vault)
-    selected = inventory.hosts_matching(limit) if limit else list(inventory.hosts)
+    selected = limit_hosts(inventory, limit) if limit else list(inventory.hosts)
     anchors: tuple[bytes, ...] = ()
     if ca_exists(state):
         anchors = pki.plan_anchors(state.root)  # two while a CA rotation runs

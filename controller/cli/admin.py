@@ -12,7 +12,7 @@ from rich.markup import escape
 from vpnfleet.protos.files import PUBLIC, write_atomically
 
 from .. import pki
-from ..inventory import load_inventory
+from ..inventory import limit_hosts, load_inventory
 from ..inventory import vault as vault_mod
 from .common import (
     Ctx,
@@ -56,7 +56,7 @@ def inventory_cmd(
     with input_errors():
         inv = load_inventory(inventory, vault=open_vault(vault_password_file, vault_key_file))
         if limit:
-            inv = inv.filter(limit)
+            inv = inv.subset(limit_hosts(inv, limit))
         if host:
             click.echo(json.dumps(render.host_vars(inv, host, show_secrets), indent=2))
         elif list_:
@@ -70,17 +70,27 @@ def inventory_cmd(
 
 @main.group("vault")
 def vault_group() -> None:
-    """Encrypt and read `!vault` values (PyNaCl SecretBox, Argon2id-derived key)."""
+    """Encrypt and read `!vault` values (PyNaCl SecretBox, Argon2id-derived key); values
+    and files encrypted by ansible-vault are read with the same password."""
 
 
 @vault_group.command("encrypt-string")
 @vault_option
 @click.option("--name", default=None, help="Print as 'NAME: !vault |' ready to paste into YAML.")
+@click.option(
+    "--ansible",
+    is_flag=True,
+    help="Seal in ansible-vault's format ($ANSIBLE_VAULT;1.1;AES256), which Ansible reads "
+    "too (needs --vault-password-file).",
+)
+@click.option("--vault-id", default=None, help="With --ansible: the vault id label (format 1.2).")
 @click.argument("text", required=False)
 def vault_encrypt_string(
     vault_password_file: Path | None,
     vault_key_file: Path | None,
     name: str | None,
+    ansible: bool,
+    vault_id: str | None,
     text: str | None,
 ) -> None:
     """Encrypt TEXT (or standard input when TEXT is '-' or missing)."""
@@ -88,10 +98,19 @@ def vault_encrypt_string(
         v = open_vault(vault_password_file, vault_key_file)
         if v is None:
             fail("give --vault-password-file or --vault-key-file")
+        if ansible and v.kdf is vault_mod.Kdf.RAW_KEY:
+            fail("--ansible needs --vault-password-file: ansible-vault has no key files")
+        if vault_id is not None and not ansible:
+            fail("--vault-id labels ansible-vault texts: give --ansible too")
+        if vault_id is not None and (not vault_id or any(c in vault_id for c in ";@ \n")):
+            fail(f"--vault-id {vault_id!r}: a label may not be empty or hold ';', '@' or spaces")
         if text is None or text == "-":
             text = sys.stdin.read().rstrip("\n")
-        token = v.encrypt_string(text)
-        lines = [token[i : i + 64] for i in range(0, len(token), 64)]
+        if ansible:
+            lines = v.encrypt_ansible(text, vault_id).split("\n")
+        else:
+            token = v.encrypt_string(text)
+            lines = [token[i : i + 64] for i in range(0, len(token), 64)]
         indent = "  " if name else ""
         head = f"{name}: !vault |" if name else "!vault |"
         click.echo("\n".join([head, *(indent + "  " + ln for ln in lines)]))
@@ -109,7 +128,7 @@ def vault_view(vault_password_file: Path | None, vault_key_file: Path | None, so
         opened = vault_mod.view(source, v)
     for where, value in opened:
         click.echo(f"{where}: {value}")
-    old = sum(1 for _, value in opened if value.format_version == 1)
+    old = sum(1 for _, value in opened if value.sealed_in is vault_mod.VaultFormat.VPNFLEET_1)
     if old:
         err.print(
             f"note: {old} value{'s are' if old != 1 else ' is'} in vault format 1 (no KDF "

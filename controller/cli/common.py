@@ -87,8 +87,9 @@ def limit_option(f: Callable[..., Any]) -> Callable[..., Any]:
         "--limit",
         default=None,
         metavar="PATTERN",
-        help="Only these hosts: host, group, glob, 'a:b' union, 'a:&b' intersection, "
-        "'a:!b' exclusion.",
+        help="Only these hosts (an Ansible host pattern): host, group, glob, '~regex', "
+        "'a,b' union, 'a,&b' intersection, 'a,!b' exclusion, 'group[0]', 'group[1:3]', "
+        "'@retry-file'.",
     )(f)
 
 

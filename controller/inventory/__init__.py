@@ -1,7 +1,7 @@
 """The inventory: hosts, groups and variables as Ansible lays them out, validated up front."""
 
 from .errors import InventoryError, InventoryErrors, Mark, did_you_mean
-from .limit import LimitError, match_hosts, split_pattern
+from .limit import LimitError, limit_hosts, limit_terms, match_hosts, split_pattern
 from .loader import load_inventory
 from .model import ALL, UNGROUPED, Defaults, Group, Host, Inventory, ResolvedHost
 from .render import graph, host_vars, inventory_list
@@ -37,6 +37,8 @@ __all__ = [
     "host_vars",
     "inventory_list",
     "key_mark",
+    "limit_hosts",
+    "limit_terms",
     "load_inventory",
     "mark_of",
     "match_hosts",

@@ -45,7 +45,16 @@ from .hostpattern import HostPatternError, expand_host_entry
 from .ini import load_ini_text
 from .model import ALL, UNGROUPED, Defaults, Group, Host, Inventory
 from .schema import DEFAULT_MARK, GROUP_PRIORITY, Var, check_group_priority, check_vars
-from .source import MarkedDict, MarkedInt, VaultText, key_mark, load_yaml_file, mark_of, read_text
+from .source import (
+    FileOpener,
+    MarkedDict,
+    MarkedInt,
+    VaultText,
+    key_mark,
+    load_yaml_file,
+    mark_of,
+    read_text,
+)
 from .vault import Vault, VaultError
 
 log = logging.getLogger(__name__)
@@ -111,6 +120,7 @@ class _Draft:
     # False when hosts.yaml could not be read as a whole: then names in group_vars/ and
     # host_vars/ cannot be checked against it without flooding the report.
     readable: bool = True
+    vault: FileOpener | None = None  # opens files encrypted whole with ansible-vault
 
     def group(self, name: str, mark: Mark | None) -> _GroupDraft:
         if name not in self.groups:
@@ -442,7 +452,7 @@ def _read_vars_tree(
         loaded: list[tuple[Path, MarkedDict]] = []
         for file in _vars_files(directory, name, errors):
             try:
-                data = load_yaml_file(file, draft.warnings)
+                data = load_yaml_file(file, draft.warnings, draft.vault)
             except InventoryError as exc:
                 errors.append(exc)
                 continue
@@ -618,7 +628,7 @@ def _read_hosts_file(draft: _Draft) -> None:
     path = draft.hosts_file
     try:
         if path.suffix in YAML_SOURCE_SUFFIXES:
-            data = load_yaml_file(path, draft.warnings)
+            data = load_yaml_file(path, draft.warnings, draft.vault)
         else:
             data = load_ini_text(read_text(path), str(path))
         _parse_hosts_file(draft, data)
@@ -637,7 +647,7 @@ def load_inventory(path: Path | str, *, vault: Vault | None = None) -> Inventory
     early: list[InventoryError] = []
     hosts_file = _hosts_file(root, early)
     root = hosts_file.parent
-    draft = _Draft(hosts_file)
+    draft = _Draft(hosts_file, vault=vault)
     errors = draft.errors
     errors.extend(early)
 
@@ -657,7 +667,7 @@ def load_inventory(path: Path | str, *, vault: Vault | None = None) -> Inventory
     topology_path = root / TOPOLOGY_FILE
     if topology_path.exists():
         try:
-            raw = load_yaml_file(topology_path, draft.warnings)
+            raw = load_yaml_file(topology_path, draft.warnings, vault)
         except InventoryError as exc:
             errors.append(exc)
         else:

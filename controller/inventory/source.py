@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -28,6 +28,21 @@ MAX_ALIAS_EXPANSION = 100_000
 """Values (mappings, sequences, scalars and keys) that all the aliases of one file may
 stand for together: far above what shared defaults in a large fleet need, far below
 what could stall anything that walks the loaded values."""
+
+
+ANSIBLE_VAULT_PREFIX = "$ANSIBLE_VAULT;"
+"""How a text encrypted by ansible-vault starts (a ``!vault`` value or a whole file)."""
+
+
+def is_ansible_vault(text: str) -> bool:
+    return text.lstrip().startswith(ANSIBLE_VAULT_PREFIX)
+
+
+class FileOpener(Protocol):
+    """What opens and parses a whole file encrypted with ``ansible-vault encrypt``
+    (the vault)."""
+
+    def open_file(self, text: str, path: Path | str) -> Any: ...
 
 
 class MarkedDict(dict[str, Any]):
@@ -177,10 +192,22 @@ def _wrap_scalar(constructor: Any, cls: type) -> Any:
     return construct
 
 
+def _vault_text(scalar: str) -> VaultText:
+    """A ``!vault`` scalar without its line breaks and indentation; an ansible-vault text
+    (``$ANSIBLE_VAULT;…``) keeps the break after its header line, which ends its vault id."""
+    text = scalar.strip()
+    if is_ansible_vault(text):
+        head, newline, body = text.partition("\n")
+        if not newline:  # a folded (">") scalar puts the header on the hex's line
+            head, _, body = text.partition(" ")
+        return VaultText(f"{head.strip()}\n{''.join(body.split())}")
+    return VaultText("".join(scalar.split()))
+
+
 def _construct_vault(loader: _Loader, node: yaml.Node) -> VaultText:
     if not isinstance(node, yaml.ScalarNode):
         raise InventoryError("!vault must tag a string", _mark(loader.source_path, node))
-    out = VaultText("".join(str(loader.construct_scalar(node)).split()))
+    out = _vault_text(str(loader.construct_scalar(node)))
     out.mark = _mark(loader.source_path, node)
     return out
 
@@ -266,7 +293,7 @@ def vault_spans(text: str, path: str = "<string>") -> list[VaultSpan]:
         elif isinstance(node, yaml.ScalarNode) and node.tag == "!vault":
             head = text.index("!vault", node.start_mark.index) + len("!vault")
             start = len(text) - len(text[head:].lstrip(" \t"))
-            value = VaultText("".join(str(node.value).split()))
+            value = _vault_text(str(node.value))
             value.mark = _mark(path, node)
             found[id(node)] = VaultSpan(start, node.end_mark.index, node.style, value)
     return sorted(found.values(), key=lambda span: span.start)
@@ -312,9 +339,23 @@ def read_text(path: Path) -> str:
         raise InventoryError(f"cannot read: {exc.strerror}", Mark(str(path), 1, 1)) from None
 
 
-def load_yaml_file(path: Path, warnings: list[InventoryWarning] | None = None) -> Any:
-    """Read and parse a YAML (or JSON) file; see :func:`load_yaml_text`."""
-    return load_yaml_text(read_text(path), str(path), warnings)
+def load_yaml_file(
+    path: Path,
+    warnings: list[InventoryWarning] | None = None,
+    vault: FileOpener | None = None,
+) -> Any:
+    """Read and parse a YAML (or JSON) file; see :func:`load_yaml_text`. A file encrypted
+    whole by ``ansible-vault encrypt`` is opened with ``vault``."""
+    text = read_text(path)
+    if is_ansible_vault(text):
+        if vault is None:
+            raise InventoryError(
+                "file encrypted with ansible-vault, but no vault password file was given "
+                "(--vault-password-file)",
+                Mark(str(path), 1, 1),
+            )
+        return vault.open_file(text, path)
+    return load_yaml_text(text, str(path), warnings)
 
 
 def marked(value: Any, mark: Mark) -> Any:

@@ -1,4 +1,6 @@
-"""Encrypted inventory values (``!vault``), sealed with PyNaCl's SecretBox.
+"""Encrypted inventory values (``!vault``): vpnfleet's own format, and ansible-vault's.
+
+vpnfleet's format seals with PyNaCl's SecretBox.
 
 A vault text is base64 of a header, a 24-byte nonce and the SecretBox ciphertext. The
 header of the current format (version 2) says how the box key was made, so that the
@@ -22,6 +24,10 @@ Every distinct (salt, limits) costs one Argon2id derivation; derived keys are ke
 (salt, limits), and one run (an inventory load: see :meth:`Vault.new_run`) refuses to
 derive more than :data:`MAX_DERIVATIONS` keys, so an inventory of many values sealed
 under different salts cannot stall it for minutes.
+
+ansible-vault's format (what ``ansible-vault encrypt_string`` and ``ansible-vault
+encrypt`` write) is opened with the same password, beside vpnfleet's own; see
+:class:`AnsibleSealed`. A key file cannot open it: ansible-vault knows only passwords.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import os
 import struct
+import subprocess
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,11 +48,24 @@ import nacl.exceptions
 import nacl.pwhash
 import nacl.secret
 import nacl.utils
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, hmac, padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from vpnfleet.protos.files import PrivateFileError, mode_of, read_private, write_atomically
 
 from .errors import InventoryError, Mark
-from .source import VaultSpan, VaultText, load_yaml_file, mark_of, vault_spans
+from .source import (
+    ANSIBLE_VAULT_PREFIX,
+    VaultSpan,
+    VaultText,
+    is_ansible_vault,
+    load_yaml_file,
+    load_yaml_text,
+    mark_of,
+    vault_spans,
+)
 
 MAGIC = b"VPNFLEET-VAULT2"
 MAGIC_V1 = b"VPNFLEET-VAULT1"
@@ -62,6 +83,28 @@ MAX_MEMLIMIT = nacl.pwhash.argon2id.MEMLIMIT_SENSITIVE  # 1 GiB
 
 MAX_DERIVATIONS = 16
 """Distinct Argon2id derivations (salts) one run may pay for: about 8 s at MODERATE."""
+
+
+ANSIBLE_MAGIC = ANSIBLE_VAULT_PREFIX.rstrip(";")
+"""The first field of an ansible-vault header: ``$ANSIBLE_VAULT;1.1;AES256`` or
+``$ANSIBLE_VAULT;1.2;AES256;LABEL``."""
+ANSIBLE_CIPHER = "AES256"
+ANSIBLE_ITERATIONS = 10_000  # PBKDF2-HMAC-SHA256
+ANSIBLE_SALT_SIZE = 32
+ANSIBLE_KEY_SIZE = 32  # AES-256 key, then HMAC-SHA256 key, then a 16-byte counter block
+ANSIBLE_LINE = 80  # hex characters per line of an ansible-vault body
+
+
+class VaultFormat(enum.Enum):
+    """What a vault text was sealed in."""
+
+    VPNFLEET_1 = "vpnfleet format 1"
+    VPNFLEET_2 = "vpnfleet format 2"
+    ANSIBLE_1_1 = "ansible-vault 1.1"
+    ANSIBLE_1_2 = "ansible-vault 1.2"
+
+
+_ANSIBLE_VERSIONS = {"1.1": VaultFormat.ANSIBLE_1_1, "1.2": VaultFormat.ANSIBLE_1_2}
 
 
 class Kdf(enum.IntEnum):
@@ -111,8 +154,9 @@ class Secret(str):
     """
 
     mark: Mark | None = None
-    format_version: int = 2
-    """The vault format it was sealed in (1: no KDF limits in its header)."""
+    sealed_in: VaultFormat = VaultFormat.VPNFLEET_2
+    vault_id: str | None = None
+    """The vault id label of an ansible-vault 1.2 text."""
 
     def __repr__(self) -> str:
         return "<secret>"
@@ -178,6 +222,110 @@ class Sealed:
         return cls(2, kdf, params, salt, nonce, ciphertext)
 
 
+@dataclass(frozen=True, slots=True)
+class AnsibleSealed:
+    """An ansible-vault text taken apart.
+
+    The envelope: a header line ``$ANSIBLE_VAULT;1.1;AES256`` (1.2 adds ``;LABEL``, the
+    vault id), then lines of hex. The hex decodes to three lines of hex: the salt (32
+    random bytes), the HMAC-SHA256 of the ciphertext, the ciphertext. PBKDF2-HMAC-SHA256
+    (10000 iterations) of the password and the salt gives 80 bytes: the AES-256 key, the
+    HMAC key and the initial counter block of AES-256-CTR, which encrypts the plaintext
+    padded as PKCS#7 (16-byte blocks).
+    """
+
+    format: VaultFormat
+    vault_id: str | None
+    salt: bytes
+    mac: bytes
+    ciphertext: bytes
+
+    @classmethod
+    def parse(cls, text: str, mark: Mark | None, what: str = "value") -> AnsibleSealed:
+        """Split an ansible-vault text (``what``: a value or a file); a malformed or
+        truncated one raises VaultError."""
+        where = _where(mark)
+        header, _, body = text.strip().partition("\n")
+        fields = [f.strip() for f in header.strip().split(";")]
+        if len(fields) < 3 or fields[0] != ANSIBLE_MAGIC:
+            raise VaultError(f"ansible-vault {what}{where} has no valid header line", mark)
+        version, cipher = fields[1], fields[2]
+        if version not in _ANSIBLE_VERSIONS:
+            raise VaultError(
+                f"ansible-vault {what}{where} is in format {version!r}; known: 1.1, 1.2 "
+                "(re-encrypt it with `ansible-vault rekey` or `ansible-vault encrypt_string`)",
+                mark,
+            )
+        if cipher != ANSIBLE_CIPHER:
+            raise VaultError(
+                f"ansible-vault {what}{where} uses cipher {cipher!r}; only {ANSIBLE_CIPHER} "
+                "is known",
+                mark,
+            )
+        vault_id = fields[3] if len(fields) > 3 and fields[3] else None
+        truncated = VaultError(
+            f"ansible-vault {what}{where} is truncated or damaged (expected hex lines "
+            "holding a salt, an HMAC and a ciphertext)",
+            mark,
+        )
+        try:
+            inner = binascii.unhexlify("".join(body.split()))
+            salt_hex, mac_hex, ciphertext_hex = inner.split(b"\n", 2)
+            salt = binascii.unhexlify(salt_hex)
+            mac = binascii.unhexlify(mac_hex)
+            ciphertext = binascii.unhexlify(ciphertext_hex)
+        except (binascii.Error, ValueError):
+            raise truncated from None
+        block = algorithms.AES.block_size // 8
+        if not salt or len(mac) != 32 or not ciphertext or len(ciphertext) % block:
+            raise truncated
+        return cls(_ANSIBLE_VERSIONS[version], vault_id, salt, mac, ciphertext)
+
+    def envelope(self) -> str:
+        """The text ansible-vault writes: the header, then hex in lines of 80."""
+        version = next(v for v, f in _ANSIBLE_VERSIONS.items() if f is self.format)
+        header = [ANSIBLE_MAGIC, version, ANSIBLE_CIPHER]
+        if self.vault_id is not None:
+            header.append(self.vault_id)
+        inner = b"\n".join(
+            binascii.hexlify(part) for part in (self.salt, self.mac, self.ciphertext)
+        )
+        body = binascii.hexlify(inner).decode("ascii")
+        lines = [body[i : i + ANSIBLE_LINE] for i in range(0, len(body), ANSIBLE_LINE)]
+        return "\n".join([";".join(header), *lines])
+
+
+def _password_from_script(path: Path) -> bytes:
+    """What an executable vault password file prints (its standard error and input are
+    the operator's, so that it may ask for something)."""
+    try:
+        done = subprocess.run([str(path)], stdout=subprocess.PIPE, check=False)
+    except OSError as exc:
+        raise VaultError(f"cannot run vault password script {path}: {exc.strerror}") from None
+    if done.returncode != 0:
+        raise VaultError(
+            f"vault password script {path} exited with status {done.returncode}; no "
+            "password read (the file is executable, so it is run as a script, as in Ansible)"
+        )
+    return done.stdout.strip(b"\r\n")
+
+
+def _ansible_keys(password: bytes, salt: bytes) -> tuple[bytes, bytes, bytes]:
+    """The AES key, the HMAC key and the initial counter block for one salt."""
+    block = algorithms.AES.block_size // 8
+    derived = PBKDF2HMAC(
+        algorithm=hashes.SHA256(),
+        length=2 * ANSIBLE_KEY_SIZE + block,
+        salt=salt,
+        iterations=ANSIBLE_ITERATIONS,
+    ).derive(password)
+    return (
+        derived[:ANSIBLE_KEY_SIZE],
+        derived[ANSIBLE_KEY_SIZE : 2 * ANSIBLE_KEY_SIZE],
+        derived[2 * ANSIBLE_KEY_SIZE :],
+    )
+
+
 def check_params(params: KdfParams, mark: Mark | None = None) -> None:
     """Refuse Argon2id limits outside the bounds (a header asking for 64 GiB, say)."""
     if not MIN_OPSLIMIT <= params.opslimit <= MAX_OPSLIMIT:
@@ -223,6 +371,7 @@ class Vault:
         # One salt per Vault for sealing: every value still gets a fresh random nonce,
         # and the Argon2id cost is paid once per run rather than once per value.
         self._seal_salt = nacl.utils.random(SALT_SIZE)
+        self._ansible_keys: dict[bytes, tuple[bytes, bytes, bytes]] = {}
 
     @classmethod
     def from_key(cls, key: bytes) -> Vault:
@@ -236,6 +385,7 @@ class Vault:
         vault._max_derivations = 0
         vault._derived = 0
         vault._seal_salt = bytes(SALT_SIZE)
+        vault._ansible_keys = {}
         return vault
 
     @classmethod
@@ -246,12 +396,20 @@ class Vault:
         *,
         max_derivations: int = MAX_DERIVATIONS,
     ) -> Vault:
-        """A vault keyed by the password in a file (surrounding whitespace ignored)."""
+        """A vault keyed by the password in a file (surrounding whitespace ignored) or,
+        as with Ansible's ``--vault-password-file``, printed by the file when it is an
+        executable script (run without arguments; the line breaks around its output
+        ignored)."""
         path = Path(path)
-        try:
-            password = path.read_bytes().strip()
-        except OSError as exc:
-            raise VaultError(f"cannot read vault password file {path}: {exc.strerror}") from None
+        if path.is_file() and os.access(path, os.X_OK):
+            password = _password_from_script(path)
+        else:
+            try:
+                password = path.read_bytes().strip()
+            except OSError as exc:
+                raise VaultError(
+                    f"cannot read vault password file {path}: {exc.strerror}"
+                ) from None
         if not password:
             raise VaultError(f"vault password file {path} is empty")
         return cls(password, params, max_derivations=max_derivations)
@@ -348,9 +506,76 @@ class Vault:
         lines = textwrap.wrap(self.encrypt_string(text), 76)
         return "\n".join([f"{name}: !vault |", *(f"  {line}" for line in lines)]) + "\n"
 
+    def _ansible_key(
+        self, salt: bytes, mark: Mark | None, what: str = "value"
+    ) -> tuple[bytes, bytes, bytes]:
+        if self._raw_key is not None:
+            raise VaultError(
+                f"ansible-vault {what}{_where(mark)} needs the vault password: a key file "
+                "cannot open it (give --vault-password-file)",
+                mark,
+            )
+        keys = self._ansible_keys.get(salt)
+        if keys is None:
+            keys = self._ansible_keys[salt] = _ansible_keys(self._password, salt)
+        return keys
+
+    def _open_ansible(self, text: str, mark: Mark | None, what: str = "value") -> Secret:
+        sealed = AnsibleSealed.parse(text, mark, what)
+        aes_key, mac_key, counter = self._ansible_key(sealed.salt, mark, what)
+        check = hmac.HMAC(mac_key, hashes.SHA256())
+        check.update(sealed.ciphertext)
+        unpadder = padding.PKCS7(algorithms.AES.block_size).unpadder()
+        try:
+            check.verify(sealed.mac)  # before anything is decrypted
+            decryptor = Cipher(algorithms.AES(aes_key), modes.CTR(counter)).decryptor()
+            padded = decryptor.update(sealed.ciphertext) + decryptor.finalize()
+            plain = unpadder.update(padded) + unpadder.finalize()
+        except (InvalidSignature, ValueError):
+            raise VaultError(
+                f"cannot decrypt ansible-vault {what}{_where(mark)}: wrong password, "
+                "or the text was altered",
+                mark,
+            ) from None
+        try:
+            out = Secret(plain.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise VaultError(f"vault value{_where(mark)} is not UTF-8 text", mark) from None
+        out.mark = mark
+        out.sealed_in = sealed.format
+        out.vault_id = sealed.vault_id
+        return out
+
+    def encrypt_ansible(self, text: str, vault_id: str | None = None) -> str:
+        """``text`` sealed as ``ansible-vault`` seals it (format 1.2 with a vault id,
+        else 1.1): the envelope, header line and hex lines."""
+        salt = nacl.utils.random(ANSIBLE_SALT_SIZE)
+        aes_key, mac_key, counter = self._ansible_key(salt, None)
+        padder = padding.PKCS7(algorithms.AES.block_size).padder()
+        padded = padder.update(text.encode("utf-8")) + padder.finalize()
+        encryptor = Cipher(algorithms.AES(aes_key), modes.CTR(counter)).encryptor()
+        ciphertext = encryptor.update(padded) + encryptor.finalize()
+        mac = hmac.HMAC(mac_key, hashes.SHA256())
+        mac.update(ciphertext)
+        fmt = VaultFormat.ANSIBLE_1_1 if vault_id is None else VaultFormat.ANSIBLE_1_2
+        return AnsibleSealed(fmt, vault_id, salt, mac.finalize(), ciphertext).envelope()
+
+    def open_file(self, text: str, path: Path | str) -> Any:
+        """A whole file encrypted with ``ansible-vault encrypt``, opened and parsed as
+        YAML. Its string values come back as :class:`Secret` (shown as ``<secret>``, as
+        ``!vault`` values are): what was worth encrypting stays out of listings."""
+        plain = self.decrypt_file(text, path)
+        return _secret_strings(load_yaml_text(plain, str(path)), plain.sealed_in)
+
+    def decrypt_file(self, text: str, path: Path | str) -> Secret:
+        """The plaintext of a whole file encrypted with ``ansible-vault encrypt``."""
+        return self._open_ansible(text, Mark(str(path), 1, 1), "file")
+
     def decrypt(self, vault_text: str) -> Secret:
         """Open a vault text; failures raise :class:`VaultError` naming the value's position."""
         mark = mark_of(vault_text)
+        if is_ansible_vault(vault_text):
+            return self._open_ansible(vault_text, mark)
         sealed = Sealed.parse(vault_text)
         try:
             box = nacl.secret.SecretBox(self._key(sealed, mark))
@@ -366,8 +591,30 @@ class Vault:
         except UnicodeDecodeError:
             raise VaultError(f"vault value{_where(mark)} is not UTF-8 text", mark) from None
         out.mark = mark
-        out.format_version = sealed.version
+        out.sealed_in = VaultFormat.VPNFLEET_1 if sealed.version == 1 else VaultFormat.VPNFLEET_2
         return out
+
+
+def _secret_strings(value: Any, sealed_in: VaultFormat) -> Any:
+    """``value`` with every string inside (not keys, not ``!vault`` texts, which are
+    opened later) turned into a :class:`Secret` keeping its mark; containers change in
+    place, so values shared through YAML aliases stay shared."""
+    seen: set[int] = set()
+
+    def secret(item: Any) -> Any:
+        if isinstance(item, str) and not isinstance(item, VaultText | Secret):
+            out = Secret(item)
+            out.mark = mark_of(item)
+            out.sealed_in = sealed_in
+            return out
+        if isinstance(item, dict | list) and id(item) not in seen:
+            seen.add(id(item))
+            keys = list(item) if isinstance(item, dict) else range(len(item))
+            for key in keys:
+                item[key] = secret(item[key])
+        return item
+
+    return secret(value)
 
 
 def _sealed(value: Any, where: str) -> Iterator[tuple[str, VaultText]]:
@@ -383,16 +630,27 @@ def _sealed(value: Any, where: str) -> Iterator[tuple[str, VaultText]]:
 
 def view(source: Path | str, vault: Vault) -> list[tuple[str, Secret]]:
     """Every ``!vault`` value of a YAML file, or of every YAML file under an inventory
-    directory, opened: ``("file:line:column key.path", plaintext)`` in file order.
+    directory, opened: ``("file:line:column key.path", plaintext)`` in file order; a
+    file encrypted whole by ansible-vault gives ``("file:1:1 (file)", its plaintext)``.
 
     For ``vpnfleet vault view``; a value that cannot be opened raises :class:`VaultError`,
     a file that is not valid YAML raises :class:`InventoryError`.
     """
     found: list[tuple[str, Secret]] = []
     for file in yaml_files(source):
-        for key, text in _sealed(load_yaml_file(file), ""):
-            found.append((f"{text.mark} {key}", vault.decrypt(text)))
+        text = _read(file)
+        if is_ansible_vault(text):  # encrypted whole: the file's plaintext
+            found.append((f"{file}:1:1 (file)", vault.decrypt_file(text, file)))
+        for key, sealed in _sealed(load_yaml_file(file, vault=vault), ""):
+            found.append((f"{sealed.mark} {key}", vault.decrypt(sealed)))
     return found
+
+
+def _read(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VaultError(f"cannot read {file}: {exc}") from None
 
 
 def yaml_files(source: Path | str) -> list[Path]:
@@ -421,29 +679,55 @@ def _resealed(text: str, span: VaultSpan, sealed: str) -> str:
         first = lines[content[0]]
         indent = first[: len(first) - len(first.lstrip(" "))]
         trailing = "\n".join(lines[content[-1] + 1 :])
-        wrapped = "".join(f"{indent}{chunk}\n" for chunk in textwrap.wrap(sealed, 76))
+        chunks = sealed.split("\n") if is_ansible_vault(sealed) else textwrap.wrap(sealed, 76)
+        wrapped = "".join(f"{indent}{chunk}\n" for chunk in chunks)
         return f"{header}\n{wrapped}{trailing}"
+    if is_ansible_vault(sealed):
+        raise VaultError(
+            f"ansible-vault value at {span.text.mark} is not a block scalar; write it as "
+            "`!vault |` with the header on its own line, then run rekey again",
+            span.text.mark,
+        )
     quote = span.style or ""
     return f"{quote}{sealed}{quote}"
+
+
+def _reseal(old: Vault, new: Vault, text: str, mark: Mark | None) -> str:
+    """One vault text opened with ``old`` and sealed with ``new``: an ansible-vault text
+    stays one (with its vault id), so ansible-core still reads it."""
+    secret = old.decrypt(text)
+    if not is_ansible_vault(text):
+        return new.encrypt_string(secret)
+    if new.kdf is Kdf.RAW_KEY:
+        raise VaultError(
+            f"ansible-vault value{_where(mark)} can only be sealed with a password "
+            "(ansible-vault has no key files): give --new-vault-password-file",
+            mark,
+        )
+    return new.encrypt_ansible(secret, secret.vault_id)
 
 
 def rekey(source: Path | str, old: Vault, new: Vault) -> list[tuple[Path, int]]:
     """Re-seal every ``!vault`` value of a YAML file, or of every YAML file under an
     inventory directory, in place: opened with ``old``, sealed with ``new`` (the current
-    format, its limits and one salt). Files are checked whole before any is written;
-    returns (file, values re-sealed) for each file that held any.
+    format, its limits and one salt). ansible-vault values and files encrypted whole
+    with ansible-vault are sealed again by ansible-vault's rules (a fresh salt each, the
+    vault id kept), so ansible-core still reads them. Files are checked whole before any
+    is written; returns (file, values re-sealed) for each file that held any.
     """
     rewritten: list[tuple[Path, str, int]] = []
     for file in yaml_files(source):
-        try:
-            text = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise VaultError(f"cannot read {file}: {exc}") from None
+        text = _read(file)
+        if is_ansible_vault(text):  # a whole file encrypted with ansible-vault encrypt
+            whole = VaultText(text)
+            whole.mark = Mark(str(file), 1, 1)
+            rewritten.append((file, _reseal(old, new, whole, whole.mark) + "\n", 1))
+            continue
         spans = vault_spans(text, str(file))
         if not spans:
             continue
         for span in reversed(spans):  # from the end, so earlier offsets stay valid
-            sealed = new.encrypt_string(old.decrypt(span.text))
+            sealed = _reseal(old, new, span.text, span.text.mark)
             text = text[: span.start] + _resealed(text, span, sealed) + text[span.end :]
         rewritten.append((file, text, len(spans)))
     for file, text, _count in rewritten:
