@@ -53,26 +53,17 @@ class _Section:
     parents: list[str] = field(default_factory=list)
 
 
-def _entry(groups: MarkedDict, name: str, mark: Mark) -> MarkedDict:
-    if name not in groups:
-        entry = MarkedDict()
-        entry.mark, entry.key_marks = mark, {}
-        groups[name] = entry
-        groups.key_marks[name] = mark
-    entry = groups[name]
-    assert isinstance(entry, MarkedDict)
-    return entry
-
-
-def _part(entry: MarkedDict, kind: str, mark: Mark) -> MarkedDict:
-    if kind not in entry:
-        part = MarkedDict()
-        part.mark, part.key_marks = mark, {}
-        entry[kind] = part
-        entry.key_marks[kind] = mark
-    part = entry[kind]
-    assert isinstance(part, MarkedDict)
-    return part
+def _child(parent: MarkedDict, key: str, mark: Mark) -> MarkedDict:
+    """The mapping under ``key`` (a group's entry, or its ``hosts``/``vars``/``children``),
+    made where it is first named."""
+    if key not in parent:
+        child = MarkedDict()
+        child.mark, child.key_marks = mark, {}
+        parent[key] = child
+        parent.key_marks[key] = mark
+    child = parent[key]
+    assert isinstance(child, MarkedDict)
+    return child
 
 
 def _set(target: MarkedDict, key: str, value: Any, key_at: Mark, value_at: Mark) -> None:
@@ -104,7 +95,7 @@ def load_ini_text(text: str, path: str) -> MarkedDict:
                     f"[{section.group(1)}:children]",
                     at,
                 )
-            _entry(groups, group, at)
+            _child(groups, group, at)
             if kind == "vars":
                 if group not in declared:
                     pending.setdefault(group, _Section(at, kind))
@@ -118,15 +109,15 @@ def load_ini_text(text: str, path: str) -> MarkedDict:
                 "[group:children], with no spaces inside the brackets",
                 at,
             )
-        entry = _entry(groups, group, at)
+        entry = _child(groups, group, at)
         if kind == "hosts":
-            _host_line(_part(entry, "hosts", at), raw, line, at)
+            _host_line(_child(entry, "hosts", at), raw, line, at)
         elif kind == "vars":
             key, sep, value = line.partition("=")
             if not sep or not key.strip():
                 raise InventoryError(f"expected key=value in [{group}:vars], got {line!r}", at)
             value_at = Mark(path, number, raw.index("=") + 2)
-            _set(_part(entry, "vars", at), key.strip(), _literal(value.strip()), at, value_at)
+            _set(_child(entry, "vars", at), key.strip(), _literal(value.strip()), at, value_at)
         else:
             child_match = _GROUP_NAME.fullmatch(line)
             if not child_match:
@@ -134,7 +125,7 @@ def load_ini_text(text: str, path: str) -> MarkedDict:
                     f"expected a group name in [{group}:children], got {line!r}", at
                 )
             child = child_match.group(1)
-            children = _part(entry, "children", at)
+            children = _child(entry, "children", at)
             children[child] = None
             children.key_marks[child] = at
             if child not in declared:

@@ -537,14 +537,7 @@ class Vault:
                 "or the text was altered",
                 mark,
             ) from None
-        try:
-            out = Secret(plain.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise VaultError(f"vault value{_where(mark)} is not UTF-8 text", mark) from None
-        out.mark = mark
-        out.sealed_in = sealed.format
-        out.vault_id = sealed.vault_id
-        return out
+        return _secret(plain, mark, sealed.format, sealed.vault_id)
 
     def encrypt_ansible(self, text: str, vault_id: str | None = None) -> str:
         """``text`` sealed as ``ansible-vault`` seals it (format 1.2 with a vault id,
@@ -586,13 +579,8 @@ class Vault:
                 "or the text was altered",
                 mark,
             ) from None
-        try:
-            out = Secret(plain.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise VaultError(f"vault value{_where(mark)} is not UTF-8 text", mark) from None
-        out.mark = mark
-        out.sealed_in = VaultFormat.VPNFLEET_1 if sealed.version == 1 else VaultFormat.VPNFLEET_2
-        return out
+        fmt = VaultFormat.VPNFLEET_1 if sealed.version == 1 else VaultFormat.VPNFLEET_2
+        return _secret(plain, mark, fmt)
 
 
 def _secret_strings(value: Any, sealed_in: VaultFormat) -> Any:
@@ -733,3 +721,17 @@ def rekey(source: Path | str, old: Vault, new: Vault) -> list[tuple[Path, int]]:
     for file, text, _count in rewritten:
         write_atomically(file, text.encode("utf-8"), mode_of(file))
     return [(file, count) for file, _text, count in rewritten]
+
+
+def _secret(
+    plain: bytes, mark: Mark | None, sealed_in: VaultFormat, vault_id: str | None = None
+) -> Secret:
+    """An opened value: its text, where it was written and how it was sealed."""
+    try:
+        out = Secret(plain.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise VaultError(f"vault value{_where(mark)} is not UTF-8 text", mark) from None
+    out.mark = mark
+    out.sealed_in = sealed_in
+    out.vault_id = vault_id
+    return out
