@@ -455,11 +455,11 @@ def inventories(draw: st.DrawFn, features: Features = Features()) -> Generated:
             else []
         )
         memberships[host] = chosen or ["all"]
-        for g in chosen:
-            groups[g].hosts.append(host)
+        for chosen_group in chosen:
+            groups[chosen_group].hosts.append(host)
     order = draw(st.permutations(hosts))
-    for g in groups.values():
-        g.hosts.sort(key=order.index)
+    for group in groups.values():
+        group.hosts.sort(key=order.index)
 
     # Host inline vars: per listing, and the address once (inline or in host_vars).
     files: dict[str, str] = {}
