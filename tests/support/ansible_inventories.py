@@ -45,6 +45,8 @@ class Features:
     duplicate_keys: bool = True  # the same key twice in a mapping (the last one counts)
     non_string_keys: bool = True  # true, 2, 1.5, null as mapping keys
     unsafe_tag: bool = True  # !unsafe strings
+    ini: bool = True  # the hosts file in INI form (hosts or hosts.ini) instead of YAML
+    host_ranges: bool = True  # `web[01:03]`, `db-[a:c]` standing for several hosts
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Generated:
     """One inventory: its files and the limit patterns to try on it."""
 
     files: dict[str, str]
+    source: str  # the hosts file: hosts.yaml, or hosts / hosts.ini (INI)
     patterns: list[str]
     hosts: list[str]
     groups: list[str]
@@ -330,6 +333,43 @@ def variables(features: Features) -> st.SearchStrategy[list[tuple[str, Any]]]:
     return st.lists(st.one_of(kinds), max_size=4, unique_by=lambda kv: kv[0])
 
 
+# INI values: one token each. Inline host values are Python literals to Ansible
+# (1, True, [1,2] ...), those of [group:vars] sections are strings.
+_INI_TOKENS = (
+    "1",
+    "-2",
+    "1.5",
+    "True",
+    "False",
+    "None",
+    "word",
+    "'quoted'",
+    "[1,2]",
+    "{'k':1}",
+    "2020-01-02",
+    "0x1F",
+    "yes",
+    "4h",
+    "a=b",
+)
+_INI_OWN = {
+    "mode": ["tunnel", "transport"],
+    "start_action": ["start", "trap", "none"],
+    "auth": ["psk"],
+    "ike_lifetime": ["4h", "3600", "90m"],
+    "child_lifetime": ["1h", "45m"],
+}
+
+
+@functools.cache
+def ini_variables() -> st.SearchStrategy[list[tuple[str, Any]]]:
+    user = st.tuples(st.sampled_from(_USER_NAMES), st.sampled_from(_INI_TOKENS).map(Raw))
+    own = st.sampled_from(sorted(_INI_OWN)).flatmap(
+        lambda name: st.tuples(st.just(name), st.sampled_from(_INI_OWN[name]).map(Raw))
+    )
+    return st.lists(st.one_of(user, user, own), max_size=3, unique_by=lambda kv: kv[0])
+
+
 # ----------------------------------------------------------------- the inventory
 
 
@@ -430,6 +470,26 @@ def inventories(draw: st.DrawFn, features: Features = Features()) -> Generated:
             lambda names: not (_RESERVED | set(hosts)) & set(names)
         )
     )
+    ini = features.ini and draw(st.booleans())
+    if ini:
+        notes.append("ini")
+    inline_vars = ini_variables() if ini else variables(features)
+    # Host ranges: a family of hosts written as one pattern, in the same groups.
+    families: dict[str, tuple[str, list[str]]] = {}  # member -> (pattern, members)
+    if features.host_ranges and draw(st.booleans()):
+        notes.append("host_ranges")
+        prefix = draw(st.from_regex(r"r[a-z]{1,3}", fullmatch=True))
+        count = draw(st.integers(2, 4))
+        if draw(st.booleans()):
+            members = [f"{prefix}{n:02d}" for n in range(1, count + 1)]
+            key = f"{prefix}[01:{count:02d}]"
+        else:
+            members = [f"{prefix}-{chr(ord('a') + n)}" for n in range(count)]
+            key = f"{prefix}-[a:{members[-1][-1]}]"
+        if not (set(members) & (set(hosts) | set(group_names))):
+            hosts += members
+            for member in members:
+                families[member] = (key, members)
     groups: dict[str, _Group] = {}
     for name in group_names:
         candidates = [g.name for g in groups.values() if g.level < MAX_DEPTH]
@@ -444,7 +504,7 @@ def inventories(draw: st.DrawFn, features: Features = Features()) -> Generated:
         groups[name].key_order = tuple(draw(st.permutations(["vars", "hosts", "children"])))
         if draw(st.booleans()):
             groups[name].priority = draw(st.integers(-3, 12))
-        groups[name].vars_parts = draw(st.lists(variables(features), max_size=2))
+        groups[name].vars_parts = draw(st.lists(inline_vars, max_size=2))
 
     # Memberships: each host in zero or more groups (zero: listed under all).
     memberships: dict[str, list[str]] = {}
@@ -454,6 +514,8 @@ def inventories(draw: st.DrawFn, features: Features = Features()) -> Generated:
             if group_names
             else []
         )
+        if host in families and families[host][1][0] != host:  # as its family's first
+            chosen = [g for g in memberships[families[host][1][0]] if g != "all"]
         memberships[host] = chosen or ["all"]
         for chosen_group in chosen:
             groups[chosen_group].hosts.append(host)
@@ -471,8 +533,11 @@ def inventories(draw: st.DrawFn, features: Features = Features()) -> Generated:
         )
         listings = memberships[host]
         for listing in listings:
-            host_inline[(host, listing)] = draw(variables(features))
-        in_files = draw(st.booleans())
+            host_inline[(host, listing)] = draw(inline_vars)
+            if host in families:  # one pattern, one set of inline variables
+                first = families[host][1][0]
+                host_inline[(host, listing)] = host_inline.get((first, listing), [])
+        in_files = host in families or draw(st.booleans())
         if not in_files:
             where = draw(st.sampled_from(listings))
             host_inline[(host, where)] = [address, *host_inline[(host, where)]]
@@ -486,12 +551,17 @@ def inventories(draw: st.DrawFn, features: Features = Features()) -> Generated:
         files["group_vars/nosuchgroup.yaml"] = "x_a: 1\n"
         notes.append("unknown_group_vars")
 
-    all_vars = draw(variables(features))
-    files["hosts.yaml"] = _hosts_yaml(groups, memberships, host_inline, all_vars, draw)
+    all_vars = draw(inline_vars)
+    if ini:
+        source = draw(st.sampled_from(["hosts", "hosts.ini"]))
+        files[source] = _hosts_ini(groups, memberships, host_inline, all_vars, families)
+    else:
+        source = "hosts.yaml"
+        files[source] = _hosts_yaml(groups, memberships, host_inline, all_vars, families, draw)
     patterns = draw(
         st.lists(limit_patterns(hosts, group_names, features, notes), min_size=1, max_size=6)
     )
-    return Generated(files, patterns, hosts, group_names, sorted(set(notes)))
+    return Generated(files, source, patterns, hosts, group_names, sorted(set(notes)))
 
 
 def _hosts_yaml(
@@ -499,20 +569,18 @@ def _hosts_yaml(
     memberships: dict[str, list[str]],
     host_inline: dict[tuple[str, str], list[tuple[str, Any]]],
     all_vars: list[tuple[str, Any]],
+    families: dict[str, tuple[str, list[str]]],
     draw: st.DrawFn,
 ) -> str:
     def host_lines(group: str, indent: int) -> list[str]:
         out: list[str] = []
-        members = [h for h in memberships if group in memberships[h]]
-        if group != "all":
-            members = groups[group].hosts
-        for host in members:
+        for host, written in _listed(groups, memberships, families, group):
             inline = host_inline.get((host, group), [])
             if inline:
-                out.append(" " * indent + f"{host}:")
+                out.append(" " * indent + f"{written}:")
                 out += mapping_lines(inline, indent + 2)
             else:
-                out.append(" " * indent + f"{host}:" + draw(st.sampled_from(["", " {}", " ~"])))
+                out.append(" " * indent + f"{written}:" + draw(st.sampled_from(["", " {}", " ~"])))
         return out
 
     def group_lines(name: str, indent: int) -> list[str]:
@@ -561,6 +629,63 @@ def _hosts_yaml(
     kids = child_lines("all", 4)
     if kids:
         lines += ["  children:", *kids]
+    return "\n".join(lines) + "\n"
+
+
+def _listed(
+    groups: dict[str, _Group],
+    memberships: dict[str, list[str]],
+    families: dict[str, tuple[str, list[str]]],
+    group: str,
+) -> list[tuple[str, str]]:
+    """(host, as written) for a group's listing: a family once, as its range pattern."""
+    members = (
+        groups[group].hosts
+        if group != "all"
+        else [h for h in memberships if "all" in memberships[h]]
+    )
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for host in members:
+        written = families[host][0] if host in families else host
+        if written not in seen:
+            seen.add(written)
+            out.append((host, written))
+    return out
+
+
+def _ini_pairs(variables: list[tuple[str, Any]]) -> list[str]:
+    return [f"{name}={value.text}" for name, value in variables]
+
+
+def _hosts_ini(
+    groups: dict[str, _Group],
+    memberships: dict[str, list[str]],
+    host_inline: dict[tuple[str, str], list[tuple[str, Any]]],
+    all_vars: list[tuple[str, Any]],
+    families: dict[str, tuple[str, list[str]]],
+) -> str:
+    """The same inventory in Ansible's INI form."""
+
+    def host_lines(group: str) -> list[str]:
+        return [
+            " ".join([written, *_ini_pairs(host_inline.get((host, group), []))])
+            for host, written in _listed(groups, memberships, families, group)
+        ]
+
+    lines = host_lines("all")  # before any section: ungrouped
+    if all_vars:
+        lines += ["", "[all:vars]", *_ini_pairs(all_vars)]
+    for group in groups.values():
+        lines += ["", f"[{group.name}]", *host_lines(group.name)]
+        group_vars = [kv for part in group.vars_parts for kv in part]
+        if group.priority is not None:
+            group_vars.append(("ansible_group_priority", Raw(str(group.priority))))
+        if group_vars:
+            lines += [f"[{group.name}:vars]", *_ini_pairs(group_vars)]
+        kids = [g.name for g in groups.values() if group.name in g.parents]
+        if kids:
+            lines += [f"[{group.name}:children]", *kids]
     return "\n".join(lines) + "\n"
 
 

@@ -56,6 +56,8 @@ FEATURES = Features(
     duplicate_keys=False,
     non_string_keys=False,
     unsafe_tag=False,
+    ini=False,
+    host_ranges=False,
 )
 
 EXAMPLES = 300
@@ -84,7 +86,7 @@ def _write(root: Path, generated: Generated) -> Path:
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-    return root / "hosts.yaml"
+    return root / generated.source
 
 
 def _api_vars(inventory: Inventory, host: str) -> dict[str, Any]:
