@@ -59,7 +59,9 @@ def test_inventory_prints_what_ansible_inventory_prints(name: str, tmp_path: Pat
     directory = str(REPO / "inventories" / name)
     views = [["--list"], ["--graph"], ["--list", "--limit", "all:!ungrouped"]]
     listed = json.loads(_ansible_inventory("-i", hosts_file, "--list"))
-    views += [["--host", host] for host in listed["_meta"]["hostvars"]]
+    hosts = list(listed["_meta"]["hostvars"])
+    views += [["--host", host] for host in hosts]
+    views.append(["--host", hosts[0], "--limit", hosts[-1]])  # --host ignores --limit
     for view in views:
         ours = run("inventory", "-i", directory, *view, state=tmp_path)
         assert ours.returncode == 0, ours.stderr

@@ -24,6 +24,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -42,12 +43,14 @@ class AnsibleOracle:
             "ANSIBLE_INVENTORY_UNPARSED_FAILED": "1",
             "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "1",
         }
+        # What the helper says on stderr, shown if it dies; closed by close().
+        self._stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115
         # Ansible reads ansible.cfg from the working directory: run it where there is none.
         self._proc = subprocess.Popen(
             [sys.executable, __file__],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=self._stderr,
             text=True,
             env=env,
             cwd="/",
@@ -59,7 +62,13 @@ class AnsibleOracle:
         self._proc.stdin.flush()
         line = self._proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"the ansible-core helper ended (exit {self._proc.wait(5)})")
+            code = self._proc.wait(_TIMEOUT)
+            self._stderr.seek(0)
+            said = self._stderr.read()[-2000:]
+            raise RuntimeError(
+                f"the ansible-core helper ended (exit {code}); ansible-core is a test "
+                f"dependency (scripts/setup --test installs it). It said:\n{said}"
+            )
         answer: dict[str, Any] = json.loads(line)
         return answer
 
@@ -73,6 +82,7 @@ class AnsibleOracle:
             self._proc.wait()
         if self._proc.stdout is not None:
             self._proc.stdout.close()
+        self._stderr.close()
 
     def __enter__(self) -> AnsibleOracle:
         return self
