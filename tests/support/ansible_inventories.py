@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
 from hypothesis import strategies as st
 
 MAX_DEPTH = 6  # groups below "all"
@@ -182,8 +183,15 @@ def scalars() -> st.SearchStrategy[Any]:
     )
 
 
+def _reads_as_text(word: str) -> bool:
+    """Whether YAML reads ``word`` as a string (``no``, ``on``, ``null`` are not)."""
+    return isinstance(yaml.safe_load(word), str)
+
+
 def _keys(features: Features) -> st.SearchStrategy[str]:
     keys = st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True)
+    if not features.non_string_keys:
+        keys = keys.filter(_reads_as_text)
     if features.non_string_keys:
         return st.one_of(keys, st.sampled_from(["true", "False", "2", "10", "1.5", "null"]))
     return keys
@@ -373,10 +381,13 @@ def ini_variables() -> st.SearchStrategy[list[tuple[str, Any]]]:
 # ----------------------------------------------------------------- the inventory
 
 
+# Names YAML reads as text: a host `on:` would be the boolean true to both readers.
 _host_names = st.from_regex(
     r"[a-z][a-z0-9]{0,3}(-[a-z0-9]{1,2})?(\.[a-z][a-z0-9]{0,2})?", fullmatch=True
 )
 _group_names = st.from_regex(r"[a-z][a-z0-9_]{0,5}(-[a-z0-9]{1,2})?", fullmatch=True)
+_host_names = _host_names.filter(_reads_as_text)
+_group_names = _group_names.filter(_reads_as_text)
 _RESERVED = {"all", "ungrouped", "localhost", "vars", "hosts", "children"}
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 
 from tests.support.ansible_inventories import Features, Generated, inventories
 from tests.support.ansible_oracle import AnsibleOracle
@@ -149,6 +149,8 @@ def test_inventories_resolve_as_in_ansible_core(
         max_examples=EXAMPLES,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        # Not the explain phase: it traces every line run, minutes on a failure here.
+        phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
     )
     @given(generated=inventories(FEATURES))
     def check(generated: Generated) -> None:
