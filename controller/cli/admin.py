@@ -37,8 +37,19 @@ from .root import main
 @limit_option
 @vault_option
 @click.option("--graph", is_flag=True, help="Show the group tree, like ansible-inventory --graph.")
-@click.option("--host", "host", default=None, help="Show one host's resolved variables.")
-@click.option("--list", "list_", is_flag=True, help="Everything as JSON.")
+@click.option(
+    "--host",
+    "host",
+    default=None,
+    help="Show one host's variables as JSON, like ansible-inventory --host (--limit "
+    "does not apply).",
+)
+@click.option(
+    "--list",
+    "list_",
+    is_flag=True,
+    help="Groups and host variables as JSON, exactly as ansible-inventory --list prints them.",
+)
 @click.option("--show-secrets", is_flag=True, help="Decrypt vault values in the output.")
 def inventory_cmd(
     inventory: Path,
@@ -50,17 +61,23 @@ def inventory_cmd(
     list_: bool,
     show_secrets: bool,
 ) -> None:
-    """Show an inventory: the group tree, one host's variables, or all of it as JSON."""
+    """Show an inventory: the group tree, one host's variables, or all of it as JSON.
+
+    The output is ansible-inventory's for the same inventory, byte for byte: the
+    variables the inventory sets (vpnfleet's defaults are not shown), groups and hosts
+    in the order they are declared.
+    """
     from ..inventory import render
 
     with input_errors():
         inv = load_inventory(inventory, vault=open_vault(vault_password_file, vault_key_file))
+        if host:
+            click.echo(render.dumps(render.host_vars(inv, host, show_secrets)))
+            return
         if limit:
             inv = inv.subset(limit_hosts(inv, limit))
-        if host:
-            click.echo(json.dumps(render.host_vars(inv, host, show_secrets), indent=2))
-        elif list_:
-            click.echo(json.dumps(render.inventory_list(inv, show_secrets), indent=2))
+        if list_:
+            click.echo(render.dumps(render.inventory_list(inv, show_secrets)))
         else:
             click.echo(render.graph(inv))
 

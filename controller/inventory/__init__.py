@@ -4,7 +4,7 @@ from .errors import InventoryError, InventoryErrors, Mark, did_you_mean
 from .limit import LimitError, limit_hosts, limit_terms, match_hosts, split_pattern
 from .loader import load_inventory
 from .model import ALL, UNGROUPED, Defaults, Group, Host, Inventory, ResolvedHost
-from .render import graph, host_vars, inventory_list
+from .render import dumps, graph, host_vars, inventory_list
 from .schema import DEFAULT_MARK, USER_PREFIX, VARIABLES, Var, parse_duration
 from .source import MarkedDict, MarkedList, MarkedStr, VaultText, key_mark, mark_of
 from .vault import Secret, Vault, VaultError
@@ -33,6 +33,7 @@ __all__ = [
     "VaultError",
     "VaultText",
     "did_you_mean",
+    "dumps",
     "graph",
     "host_vars",
     "inventory_list",

@@ -178,10 +178,6 @@ class Inventory:
         """Hosts selected by an Ansible ``--limit`` pattern, in inventory order."""
         return limit.match_hosts(self, pattern)
 
-    def filter(self, pattern: str) -> Inventory:
-        """A new inventory holding only the hosts a ``--limit`` pattern selects."""
-        return self.subset(self.hosts_matching(pattern))
-
     def subset(self, names: Iterable[str]) -> Inventory:
         """A new inventory holding only ``names``; groups keep their shape, minus hosts."""
         keep = set(names)

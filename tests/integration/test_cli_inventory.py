@@ -39,6 +39,35 @@ def test_graph_like_ansible_inventory(tmp_path: Path) -> None:
     assert "  |  |  |--hub1" in lines
 
 
+def _ansible_inventory(*args: str) -> str:
+    """ansible-inventory's standard output (the one installed beside this Python)."""
+    res = subprocess.run(
+        [str(Path(sys.executable).with_name("ansible-inventory")), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1"},
+    )
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+@pytest.mark.parametrize("name", ["lab", "hub-spoke", "external-peer", "nat"])
+def test_inventory_prints_what_ansible_inventory_prints(name: str, tmp_path: Path) -> None:
+    # Byte for byte: --list, --list with a limit, --graph and every host's --host.
+    hosts_file = str(REPO / "inventories" / name / "hosts.yaml")
+    directory = str(REPO / "inventories" / name)
+    views = [["--list"], ["--graph"], ["--list", "--limit", "all:!ungrouped"]]
+    listed = json.loads(_ansible_inventory("-i", hosts_file, "--list"))
+    hosts = list(listed["_meta"]["hostvars"])
+    views += [["--host", host] for host in hosts]
+    views.append(["--host", hosts[0], "--limit", hosts[-1]])  # --host ignores --limit
+    for view in views:
+        ours = run("inventory", "-i", directory, *view, state=tmp_path)
+        assert ours.returncode == 0, ours.stderr
+        assert ours.stdout == _ansible_inventory("-i", hosts_file, *view), view
+
+
 def test_host_shows_resolved_vars_and_limit(tmp_path: Path) -> None:
     res = run("inventory", "-i", str(REPO / "inventories/lab"), "--host", "a2", state=tmp_path)
     assert res.returncode == 0, res.stderr

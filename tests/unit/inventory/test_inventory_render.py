@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 
 from vpnfleet.controller.inventory import (
     InventoryError,
+    dumps,
     graph,
     host_vars,
     inventory_list,
@@ -38,36 +38,59 @@ all:
 
 
 def test_graph_matches_ansible_inventory_layout(make_inventory: MakeInventory) -> None:
+    # ansible-inventory 2.17's --graph of the same file: declaration order, ungrouped first.
     inv = load_inventory(make_inventory({"hosts.yaml": HOSTS}))
     assert graph(inv) == (
         "@all:\n"
-        "  |--@sites:\n"
-        "  |  |--@hubs:\n"
-        "  |  |  |--hub1\n"
-        "  |  |--@spokes:\n"
-        "  |  |  |--s1\n"
-        "  |  |  |--s2\n"
         "  |--@ungrouped:\n"
-        "  |  |--lone"
+        "  |  |--lone\n"
+        "  |--@sites:\n"
+        "  |  |--@spokes:\n"
+        "  |  |  |--s2\n"
+        "  |  |  |--s1\n"
+        "  |  |--@hubs:\n"
+        "  |  |  |--hub1"
     )
 
 
 def test_graph_of_one_group(make_inventory: MakeInventory) -> None:
     inv = load_inventory(make_inventory({"hosts.yaml": HOSTS}))
-    assert graph(inv, "spokes") == "@spokes:\n  |--s1\n  |--s2"
+    assert graph(inv, "spokes") == "@spokes:\n  |--s2\n  |--s1"
     with pytest.raises(InventoryError, match=r"no group named 'spoke' \(did you mean 'spokes'\?\)"):
         graph(inv, "spoke")
 
 
-def test_host_vars_are_plain_json(make_inventory: MakeInventory) -> None:
-    inv = load_inventory(make_inventory({"hosts.yaml": HOSTS}))
+def test_host_vars_are_what_the_inventory_sets_as_written(make_inventory: MakeInventory) -> None:
+    inv = load_inventory(
+        make_inventory(
+            {
+                "hosts.yaml": HOSTS,
+                "group_vars/hubs.yaml": "dpd_delay: 20s\nx_when: 2020-01-02 03:04:05\n",
+            }
+        )
+    )
     out = host_vars(inv, "hub1")
-    assert out["address"] == "10.0.0.1"
-    assert out["subnets"] == []
-    assert out["x_notes"] == {"rack": 4}
-    assert list(out) == sorted(out)
-    assert json.loads(json.dumps(out)) == out
+    # vpnfleet's defaults (subnets, auth, ...) are not the inventory's: not shown.
+    assert out == {
+        "address": "10.0.0.1",
+        "dpd_delay": "20s",
+        "x_notes": {"rack": 4},
+        "x_when": "2020-01-02T03:04:05",
+    }
+    assert inv.resolve("hub1").vars["dpd_delay"] == 20  # the model keeps the normal form
     assert type(out["address"]) is str
+
+
+def test_dumps_writes_json_as_ansible_inventory_does() -> None:
+    # Keys sorted, four spaces, non-ASCII as is, non-string keys as JSON writes them.
+    assert dumps({"b": {True: 1, 2: "x", 1.5: None}, "a": "é"}) == (
+        '{\n    "a": "é",\n    "b": {\n        "true": 1,\n        "1.5": null,\n'
+        '        "2": "x"\n    }\n}'
+    )
+    # Keys that cannot be sorted together: the whole document unsorted, as written.
+    assert dumps({"b": 1, "a": {"k": 1, 2: 2}}) == (
+        '{\n    "b": 1,\n    "a": {\n        "k": 1,\n        "2": 2\n    }\n}'
+    )
 
 
 def test_host_vars_unknown_host(make_inventory: MakeInventory) -> None:
@@ -77,14 +100,20 @@ def test_host_vars_unknown_host(make_inventory: MakeInventory) -> None:
 
 
 def test_inventory_list(make_inventory: MakeInventory) -> None:
-    inv = load_inventory(make_inventory({"hosts.yaml": HOSTS}))
+    inv = load_inventory(make_inventory({"hosts.yaml": HOSTS + "    empty: {}\n"}))
     out = inventory_list(inv)
-    assert out["all"] == {"children": ["sites", "ungrouped"]}
-    assert out["sites"] == {"children": ["hubs", "spokes"]}
+    # Declaration order, ungrouped first; a group with no hosts and no children is
+    # named among its parent's children but has no entry; all lists no hosts.
+    assert out["all"] == {"children": ["ungrouped", "sites", "empty"]}
+    assert "empty" not in out
+    assert out["sites"] == {"children": ["spokes", "hubs"]}
     assert out["spokes"] == {"hosts": ["s2", "s1"]}
     assert out["ungrouped"] == {"hosts": ["lone"]}
+    assert out["_meta"]["hostvars"]["s1"] == {"address": "10.0.1.1"}
     assert set(out["_meta"]["hostvars"]) == {"lone", "s2", "s1", "hub1"}
-    json.dumps(out)
+    limited = inventory_list(inv.filter("spokes"))
+    assert limited["all"] == {"children": ["ungrouped", "sites", "empty"]}
+    assert set(limited) == {"all", "sites", "spokes", "_meta"}
 
 
 @pytest.mark.parametrize(
