@@ -82,6 +82,9 @@ class ResolvedHost:
     vars: Mapping[str, Any]
     origins: Mapping[str, Mark]  # DEFAULT_MARK for values no file set
     mark: Mark | None = None  # where the host is first listed
+    written: Mapping[str, Any] = field(default_factory=dict)
+    """The variables a file sets, as written there (``4h`` where ``vars`` has 14400), in
+    Ansible's order: what ``inventory --list`` shows."""
 
 
 def ancestors(groups: Mapping[str, Group], names: Iterable[str]) -> set[str]:
@@ -110,17 +113,23 @@ def resolve(host: Host, groups: Mapping[str, Group], defaults: Defaults) -> Reso
         merged.update(group.file_vars)
     merged.update(host.vars)
     merged.update(host.file_vars)
-    values = defaults.for_host(host.name)
-    origins = dict.fromkeys(values, DEFAULT_MARK)
-    for name, var in merged.items():
-        values[name] = var.value
-        origins[name] = var.origin
+    # Keys in Ansible's order (each where a layer first sets it), then the defaults.
+    values = {name: var.value for name, var in merged.items()}
+    origins = {name: var.origin for name, var in merged.items()}
+    written = {
+        name: var.value if var.written is None else var.written for name, var in merged.items()
+    }
+    for name, value in defaults.for_host(host.name).items():
+        if name not in values:
+            values[name] = value
+            origins[name] = DEFAULT_MARK
     return ResolvedHost(
         name=host.name,
         groups=tuple(g.name for g in member_of),
         vars=MappingProxyType(values),
         origins=MappingProxyType(origins),
         mark=host.mark,
+        written=MappingProxyType(written),
     )
 
 

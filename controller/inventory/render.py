@@ -17,17 +17,13 @@ shows for the same inventory, in the same shape, order and JSON text.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from .errors import InventoryError, Mark
 from .model import ALL, UNGROUPED, Inventory
-from .schema import DEFAULT_MARK, VARIABLES
-from .source import MarkedDict, VaultText, load_yaml_file
+from .source import UnsafeText
 from .vault import Secret
 
 MASK = "<secret>"
@@ -91,6 +87,8 @@ def plain(value: Any, *, show_secrets: bool = False) -> Any:
     timestamps as ISO 8601 text."""
     if isinstance(value, Secret):
         return str.__str__(value) if show_secrets else MASK
+    if isinstance(value, UnsafeText):  # as ansible-inventory shows a value never templated
+        return {"__ansible_unsafe": str.__str__(value)}
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, str):
@@ -102,66 +100,25 @@ def plain(value: Any, *, show_secrets: bool = False) -> Any:
     if isinstance(value, datetime.date):  # datetime.datetime is a date too
         return value.isoformat()
     if isinstance(value, Mapping):
-        return {_plain_key(k): plain(v, show_secrets=show_secrets) for k, v in value.items()}
+        typed = getattr(value, "typed_keys", {})
+        return {
+            _plain_key(typed.get(k, k)): plain(v, show_secrets=show_secrets)
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
         return [plain(v, show_secrets=show_secrets) for v in value]
     return str(value)
 
 
-class _Written:
-    """Values as the inventory's files write them, found by the position of their key.
-
-    The model holds vpnfleet's own variables in their normal form (``4h`` as 14400
-    seconds, addresses compressed); Ansible shows what is written, and so does this.
-    Each file is read once.
-    """
-
-    def __init__(self) -> None:
-        self._files: dict[str, dict[Mark, Any]] = {}
-
-    def _index(self, value: Any, found: dict[Mark, Any], seen: set[int]) -> None:
-        if id(value) in seen:  # an alias: its values are indexed already
-            return
-        seen.add(id(value))
-        if isinstance(value, MarkedDict):
-            for key, item in value.items():
-                found.setdefault(value.key_marks[key], item)
-                self._index(item, found, seen)
-        elif isinstance(value, list):
-            for item in value:
-                self._index(item, found, seen)
-
-    def at(self, mark: Mark, resolved: Any) -> Any:
-        """What is written after the key at ``mark``, else ``resolved`` (a value that
-        came sealed, or a file that changed or went away since it was loaded)."""
-        found = self._files.get(mark.path)
-        if found is None:
-            found = self._files[mark.path] = {}
-            with contextlib.suppress(InventoryError):
-                self._index(load_yaml_file(Path(mark.path)), found, set())
-        written = found.get(mark, resolved)
-        return resolved if isinstance(written, VaultText) else written
-
-
-def _host_vars(
-    inventory: Inventory, host: str, written: _Written, show_secrets: bool
-) -> dict[str, Any]:
-    resolved = inventory.resolve(host)
-    out: dict[str, Any] = {}
-    for name, value in resolved.vars.items():
-        origin = resolved.origins[name]
-        if origin == DEFAULT_MARK:
-            continue
-        if name in VARIABLES:  # normalised by the loader; others are kept as written
-            value = written.at(origin, value)
-        out[name] = plain(value, show_secrets=show_secrets)
-    return out
+def _host_vars(inventory: Inventory, host: str, show_secrets: bool) -> dict[str, Any]:
+    written = inventory.resolve(host).written
+    return {name: plain(value, show_secrets=show_secrets) for name, value in written.items()}
 
 
 def host_vars(inventory: Inventory, host: str, show_secrets: bool = False) -> dict[str, Any]:
     """The variables the inventory sets for a host, resolved by precedence and as
     written, in plain JSON types (``--host H``); vpnfleet's defaults are left out."""
-    return _host_vars(inventory, host, _Written(), show_secrets)
+    return _host_vars(inventory, host, show_secrets)
 
 
 def _group_entries(inventory: Inventory, name: str, seen: set[str], out: dict[str, Any]) -> None:
@@ -188,9 +145,8 @@ def inventory_list(inventory: Inventory, show_secrets: bool = False) -> dict[str
     out: dict[str, Any] = {}
     _group_entries(inventory, ALL, set(), out)
     hostvars: dict[str, Any] = {}
-    written = _Written()
     for host in inventory.hosts:
-        variables = _host_vars(inventory, host, written, show_secrets)
+        variables = _host_vars(inventory, host, show_secrets)
         if variables:
             hostvars[host] = variables
     out["_meta"] = {"hostvars": hostvars}

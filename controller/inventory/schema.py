@@ -36,6 +36,8 @@ class Var:
 
     value: Any
     origin: Mark
+    written: Any = None
+    """The value as the file writes it (what Ansible shows), when ``value`` is normalised."""
 
 
 class _Invalid(ValueError):
@@ -316,7 +318,7 @@ def check_vars(
                 )
             continue
         try:
-            good[name] = Var(spec.check(value), where)
+            good[name] = Var(spec.check(value), where, value)
         except _Invalid as exc:
             errors.append(
                 InventoryError(

@@ -48,6 +48,10 @@ class FileOpener(Protocol):
 class MarkedDict(dict[str, Any]):
     mark: Mark
     key_marks: dict[str, Mark]
+    typed_keys: dict[str, Any]
+    """Keys YAML reads as other than text (``true``, ``2``, ``1.5``, ``null``): the text
+    they are kept under -> the value YAML gives them, which output shows (as Ansible's
+    JSON does: ``true``, ``2``, ``null``). Set only on mappings that have such keys."""
 
 
 class MarkedList(list[Any]):
@@ -154,11 +158,15 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> MarkedDict:
     written: set[str] = set()
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
-        if not isinstance(key, str | int | float | bool) or key is None:
+        if key is not None and not isinstance(key, str | int | float | bool):
             raise InventoryError(
                 "mapping keys must be plain scalars", _mark(loader.source_path, key_node)
             )
         skey = str(key)
+        if not isinstance(key, str):
+            if not hasattr(out, "typed_keys"):
+                out.typed_keys = {}
+            out.typed_keys[skey] = key
         if id(key_node) in own:
             if skey in written:
                 loader.warnings.append(

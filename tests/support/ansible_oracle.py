@@ -134,10 +134,12 @@ def _serve() -> None:  # pragma: no cover - runs in the helper process
                 continue
             finally:
                 inventory.subset(None)
+            # Each term as ansible-core matches it inside the pattern: get_hosts(term)
+            # would split a term such as "b:b" (from "a,b:b") again at its colon.
             empty = [
                 term
                 for term in split_host_pattern(pattern)
-                if not inventory.get_hosts(term[1:] if term[:1] in "&!" else term)
+                if not inventory._match_one_pattern(term[1:] if term[:1] in "&!" else term)
             ]
             patterns[pattern] = {"hosts": selected, "empty_terms": empty}
         return {"list": listing, "groups": groups, "patterns": patterns, "limited": limited}

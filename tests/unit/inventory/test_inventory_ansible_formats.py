@@ -19,8 +19,8 @@ from typing import Any
 import ansible.release
 import pytest
 
-from vpnfleet.controller.inventory import DEFAULT_MARK, Inventory, load_inventory
-from vpnfleet.controller.inventory.render import plain
+from vpnfleet.controller.inventory import Inventory, load_inventory
+from vpnfleet.controller.inventory.render import host_vars
 
 INI = """
 lone address=10.0.1.1 x_a=1
@@ -130,26 +130,12 @@ def _ansible_inventory(source: Path, tmp: Path) -> dict[str, Any]:
     return out
 
 
-def _unwrap_unsafe(value: Any) -> Any:
-    """ansible-inventory shows a ``!unsafe`` string as ``{"__ansible_unsafe": text}``."""
-    if isinstance(value, dict):
-        if set(value) == {"__ansible_unsafe"}:
-            return value["__ansible_unsafe"]
-        return {k: _unwrap_unsafe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_unwrap_unsafe(v) for v in value]
-    return value
-
-
 def _assert_same(ansible: dict[str, Any], inventory: Inventory) -> None:
     hostvars = ansible["_meta"]["hostvars"]
     assert sorted(inventory.hosts) == sorted(hostvars)
     for name in inventory.hosts:
-        resolved = inventory.resolve(name)
-        ours = {
-            k: plain(v) for k, v in resolved.vars.items() if resolved.origins[k] != DEFAULT_MARK
-        }
-        assert ours == _unwrap_unsafe(hostvars.get(name, {})), name
+        # As written and in Ansible's shape (a !unsafe string as {"__ansible_unsafe": …}).
+        assert host_vars(inventory, name) == hostvars.get(name, {}), name
     for group, entry in ansible.items():
         if group in ("_meta", "all"):
             continue

@@ -13,8 +13,8 @@ For every inventory:
 - each limit pattern selects the same hosts, or vpnfleet refuses it and Ansible warns
   that one of its terms matches nothing (a deliberate exception, README).
 
-The generator's switches in ``FEATURES`` turned off are the differences not yet
-resolved (see the README's list of deliberate exceptions and work in progress).
+Every feature switch of the generator is on: what it writes is all the issue covers
+(the README lists the deliberate exceptions, which the generator does not write).
 """
 
 from __future__ import annotations
@@ -42,23 +42,10 @@ from vpnfleet.controller.inventory import (
     inventory_list,
     load_inventory,
 )
+from vpnfleet.controller.inventory.limit import limit_hosts
 from vpnfleet.controller.inventory.render import plain
 
-FEATURES = Features(
-    regex_from_start=False,
-    mixed_separators=False,
-    subscripts=False,
-    priority_in_group_vars=False,
-    connection_vars=False,
-    vars_file_types=False,
-    unknown_group_vars=False,
-    merge_keys=False,
-    duplicate_keys=False,
-    non_string_keys=False,
-    unsafe_tag=False,
-    ini=False,
-    host_ranges=False,
-)
+FEATURES = Features()
 
 EXAMPLES = 300
 
@@ -98,8 +85,24 @@ def _api_vars(inventory: Inventory, host: str) -> dict[str, Any]:
     }
 
 
+def _same_listing(ours: dict[str, Any], theirs: str, what: str, stats: Counter[str]) -> None:
+    """Byte for byte where keys sort; where they cannot (mapping keys of mixed kinds, such
+    as ``a`` and ``true``), ansible-inventory writes its own walk of the groups, whose order
+    below the first level follows Python's set iteration and changes from run to run:
+    there the documents are compared parsed."""
+    text = dumps(ours)
+    try:
+        json.dumps(ours, sort_keys=True)
+    except TypeError:
+        assert json.loads(text) == json.loads(theirs), f"{what} differs"
+        stats["listings compared parsed (keys of mixed kinds)"] += 1
+        return
+    assert text == theirs, f"{what} text differs"
+    stats["listings compared byte for byte"] += 1
+
+
 def _compare(inventory: Inventory, answer: dict[str, Any], stats: Counter[str]) -> None:
-    assert dumps(inventory_list(inventory)) == answer["list"], "--list text differs"
+    _same_listing(inventory_list(inventory), answer["list"], "--list", stats)
     hostvars = json.loads(answer["list"])["_meta"]["hostvars"]
     assert set(inventory.hosts) == set(answer["groups"]), "hosts differ"
     for host in inventory.hosts:
@@ -121,7 +124,7 @@ def _compare_limits(
     for pattern in generated.patterns:
         theirs = answer["patterns"][pattern]
         try:
-            ours = inventory.hosts_matching(pattern)
+            ours = limit_hosts(inventory, pattern)
         except LimitError:
             if "error" in theirs:  # both refuse it
                 stats["patterns refused by both"] += 1
@@ -134,8 +137,8 @@ def _compare_limits(
             continue
         assert "error" not in theirs, f"vpnfleet took {pattern!r}: {theirs.get('error')}"
         assert set(ours) == set(theirs["hosts"]), f"--limit {pattern!r}"
-        limited = dumps(inventory_list(inventory.filter(pattern)))
-        assert limited == answer["limited"][pattern], f"--list --limit {pattern!r} text differs"
+        limited = inventory_list(inventory.subset(ours))
+        _same_listing(limited, answer["limited"][pattern], f"--list --limit {pattern!r}", stats)
         stats["patterns"] += 1
 
 

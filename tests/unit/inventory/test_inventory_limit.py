@@ -122,8 +122,8 @@ def test_empty_pattern_is_error(inv: Inventory) -> None:
         inv.hosts_matching(" , ")
 
 
-def test_filter_returns_new_inventory(inv: Inventory) -> None:
-    small = inv.filter("paris")
+def test_subset_returns_new_inventory(inv: Inventory) -> None:
+    small = inv.subset(inv.hosts_matching("paris"))
     assert list(small.hosts) == ["hub1", "spoke1"]
     assert small.groups["hubs"].hosts == ("hub1",)
     assert small.group_hosts("spokes") == ["spoke1"]

@@ -111,7 +111,7 @@ def test_inventory_list(make_inventory: MakeInventory) -> None:
     assert out["ungrouped"] == {"hosts": ["lone"]}
     assert out["_meta"]["hostvars"]["s1"] == {"address": "10.0.1.1"}
     assert set(out["_meta"]["hostvars"]) == {"lone", "s2", "s1", "hub1"}
-    limited = inventory_list(inv.filter("spokes"))
+    limited = inventory_list(inv.subset(inv.hosts_matching("spokes")))
     assert limited["all"] == {"children": ["ungrouped", "sites", "empty"]}
     assert set(limited) == {"all", "sites", "spokes", "_meta"}
 
