@@ -16,6 +16,8 @@ billion values ("billion laughs"). A file whose aliases stand for more than
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -317,24 +319,66 @@ def _syntax_error(exc: yaml.MarkedYAMLError, path: str) -> InventoryError:
 def load_yaml_text(
     text: str, path: str = "<string>", warnings: list[InventoryWarning] | None = None
 ) -> Any:
-    """Parse one YAML document; syntax errors become :class:`InventoryError` with a mark.
+    """Parse one document as Ansible does: a text that is JSON as a whole is read as JSON
+    (so ``1e3`` is the number 1000.0, not YAML 1.1's text ``"1e3"``), whatever the file's
+    name; anything else as YAML. Syntax errors become :class:`InventoryError` with a mark.
 
-    Warnings (duplicate keys) are added to ``warnings`` when it is given."""
+    Values keep the position YAML gives them (a JSON document is YAML too); warnings
+    (duplicate keys) are added to ``warnings`` when it is given."""
+    try:
+        as_json: Any = json.loads(text)
+    except ValueError:
+        as_json = _NOT_JSON
     loader = _Loader(text)
     loader.source_path = path
     try:
         data = loader.get_single_data()
         if warnings is not None:
             warnings.extend(loader.warnings)
-        return data
     except InventoryError:
         raise
-    except yaml.MarkedYAMLError as exc:
-        raise _syntax_error(exc, path) from None
     except yaml.YAMLError as exc:
+        if as_json is not _NOT_JSON:  # JSON that YAML does not take (tabs, say)
+            return marked(as_json, Mark(path, 1, 1))
+        if isinstance(exc, yaml.MarkedYAMLError):
+            raise _syntax_error(exc, path) from None
         raise InventoryError(f"invalid YAML: {exc}", Mark(path, 1, 1)) from None
     finally:
         loader.dispose()
+    return data if as_json is _NOT_JSON else _as_json(data, as_json, Mark(path, 1, 1))
+
+
+_NOT_JSON = object()
+
+
+def _as_json(ours: Any, theirs: Any, where: Mark) -> Any:
+    """The YAML reading ``ours`` of a JSON document, with every scalar JSON reads
+    otherwise (``1e3``, ``NaN``, escapes) replaced by JSON's value, at YAML's mark."""
+    mark = mark_of(ours) or where
+    if isinstance(theirs, dict) and isinstance(ours, MarkedDict):
+        for key in list(ours):
+            if key in theirs:
+                ours[key] = _as_json(ours[key], theirs[key], mark)
+        return ours
+    if isinstance(theirs, list) and isinstance(ours, list) and len(ours) == len(theirs):
+        for i, item in enumerate(theirs):
+            ours[i] = _as_json(ours[i], item, mark)
+        return ours
+    return ours if _same_scalar(ours, theirs) else marked(theirs, mark)
+
+
+def _same_scalar(ours: Any, theirs: Any) -> bool:
+    if theirs is None or isinstance(theirs, bool):
+        return ours is theirs
+    if isinstance(theirs, str):
+        return isinstance(ours, str) and str.__str__(ours) == theirs
+    if isinstance(theirs, int):
+        return isinstance(ours, int) and not isinstance(ours, bool) and int(ours) == theirs
+    if isinstance(theirs, float):
+        return isinstance(ours, float) and (
+            float(ours) == theirs or (math.isnan(ours) and math.isnan(theirs))
+        )
+    return False
 
 
 def read_text(path: Path) -> str:

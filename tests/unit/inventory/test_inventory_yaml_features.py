@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from vpnfleet.controller.inventory import InventoryErrors, load_inventory
-from vpnfleet.controller.inventory.source import UnsafeText
+from vpnfleet.controller.inventory.source import UnsafeText, mark_of
 
 MakeInventory = Callable[[dict[str, str]], Path]  # the make_inventory fixture (conftest.py)
 
@@ -136,3 +136,22 @@ def test_duplicate_key_in_topology_warns(make_inventory: MakeInventory) -> None:
     assert [(Path(w.mark.path).name, w.mark.line) for w in inv.warnings if w.mark] == [
         ("topology.yaml", 2)
     ]
+
+
+def test_a_file_that_is_json_is_read_as_json(make_inventory: MakeInventory) -> None:
+    """As ansible-core's loader: JSON first, whatever the file's name, so `1e3` is a
+    number there; YAML 1.1 (any other text) reads it as text."""
+    root = make_inventory(
+        {
+            "hosts.yaml": "all:\n  hosts:\n    h1:\n      address: 10.0.0.1\n",
+            "host_vars/h1.json": '{"x_n": 1e3, "x_l": [2E-1, "\\/a", NaN], "dpd_delay": 20}\n',
+            "group_vars/all.yaml": "x_y: 1e3\n",
+        }
+    )
+    inv = load_inventory(root)
+    v = inv.resolve("h1").vars
+    assert (v["x_n"], v["x_y"], v["dpd_delay"]) == (1000.0, "1e3", 20)
+    assert v["x_l"][:2] == [0.2, "/a"] and v["x_l"][2] != v["x_l"][2]  # NaN
+    # Positions stay YAML's, for errors about the values.
+    mark = mark_of(v["x_n"])
+    assert mark is not None and mark.line == 1
