@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from vpnfleet.protos.files import PUBLIC, write_atomically
 from vpnfleet.protos.identity import CONTROLLER_NAME
 
 from . import convert
@@ -32,12 +33,14 @@ from .enroll import (
 )
 from .hollow import HollowError, listening_line, start_hollow, stop_hollow
 from .ike.admission import ResponderLimits
+from .io.notify import Notifier
 from .metrics import MetricsError, agent_metrics
 from .plan import AgentPlan, PlanRejected
 from .server import ServerError, ServerTls, start_server, wait_for_signal
 from .service import AgentService, WrongHost
 from .sink import EventHub, PlanOnlySink, PlanSink
 from .store import PlanStore, StoreError
+from .unit import DEFAULT_CONFIG, DEFAULT_PREFIX, UNIT_NAME, AgentUnit, UnitError
 
 log = logging.getLogger("vpnfleet.agent")
 
@@ -252,10 +255,16 @@ async def _metrics(
 async def _serve(service: AgentService, listen: str, tls: ServerTls, identity: str) -> None:
     running = await start_server(service, listen, tls, identity)
     host = listen.rpartition(":")[0]
-    click.echo(f"vpnfleet-agent {service.host} listening on {host}:{running.port}")
+    serving = f"vpnfleet-agent {service.host} listening on {host}:{running.port}"
+    click.echo(serving)
     sys.stdout.flush()
+    # Type=notify: systemd counts the unit started (and `systemctl start` returns) only
+    # now that gRPC accepts connections.
+    notifier = Notifier()
+    notifier.ready(serving)
     sig = await wait_for_signal()
     log.info("signal %d: stopping", sig)
+    notifier.stopping(f"vpnfleet-agent {service.host} stopping (signal {sig})")
     await running.stop()
 
 
@@ -523,6 +532,50 @@ def install_certs_cmd(state_dir: Path, tls_cert: Path, ike_cert: Path, ca_cert: 
     except EnrollError as exc:
         _fail(str(exc))
     click.echo(f"installed {TLS_CERT}, {IKE_CERT} and {CA_CERT} in {state_dir}")
+
+
+@main.command()
+@click.option(
+    "--prefix",
+    default=DEFAULT_PREFIX,
+    show_default=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="The virtual environment the agent is installed in (PREFIX/bin/vpnfleet-agent).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The agent configuration the unit serves; read when it exists (its state_dir "
+    "and keylog become writable).",
+)
+@click.option(
+    "--write",
+    "write_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help=f"Write {UNIT_NAME} into this directory (e.g. /etc/systemd/system) instead of "
+    "printing it.",
+)
+def unit(prefix: Path, config_path: Path, write_dir: Path | None) -> None:
+    """Print (or --write) the hardened systemd unit that runs this agent."""
+    try:
+        config = load_config(config_path) if config_path.exists() else None
+        text = AgentUnit(prefix, config_path, config).render()
+    except (ConfigError, UnitError) as exc:
+        _fail(str(exc))
+        return
+    if write_dir is None:
+        click.echo(text, nl=False)
+        return
+    target = write_dir / UNIT_NAME
+    try:
+        write_atomically(target, text.encode(), PUBLIC)
+    except OSError as exc:
+        _fail(f"cannot write {target}: {exc.strerror or exc}")
+    click.echo(f"wrote {target}")
+    click.echo(f"next: systemctl daemon-reload && systemctl enable --now {UNIT_NAME}")
 
 
 @main.command()
