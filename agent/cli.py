@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from vpnfleet.protos.files import PUBLIC, write_atomically
 from vpnfleet.protos.identity import CONTROLLER_NAME
 
 from . import convert
-from .config import AgentConfig, ConfigError, load_config
+from .config import DEFAULT_LISTEN, DEFAULT_STATE_DIR, AgentConfig, ConfigError, load_config
 from .engine.host import DataPlaneChoice, HostEngine, data_plane_choice
 from .engine.keylog import KeyLog, KeyLogError
 from .engine.translate import CredentialError, IkeCredentials
@@ -34,6 +35,7 @@ from .enroll import (
 from .hollow import HollowError, listening_line, start_hollow, stop_hollow
 from .ike.admission import ResponderLimits
 from .io.notify import Notifier
+from .join import JoinError, join
 from .metrics import MetricsError, agent_metrics
 from .plan import AgentPlan, PlanRejected
 from .server import ServerError, ServerTls, start_server, wait_for_signal
@@ -532,6 +534,84 @@ def install_certs_cmd(state_dir: Path, tls_cert: Path, ike_cert: Path, ca_cert: 
     except EnrollError as exc:
         _fail(str(exc))
     click.echo(f"installed {TLS_CERT}, {IKE_CERT} and {CA_CERT} in {state_dir}")
+
+
+@main.command("join")
+@click.option(
+    "--controller",
+    required=True,
+    metavar="HOST:PORT",
+    help="The controller's join service (`vpnfleet join-server --listen`).",
+)
+@click.option(
+    "--token",
+    required=True,
+    envvar="VPNFLEET_JOIN_TOKEN",
+    help="The token of `vpnfleet token create` (or $VPNFLEET_JOIN_TOKEN, kept out of ps).",
+)
+@click.option(
+    "--name",
+    default=socket.gethostname,
+    show_default="this machine's host name",
+    help="This host's name, as in the inventory and the token.",
+)
+@click.option(
+    "--state-dir",
+    default=DEFAULT_STATE_DIR,
+    show_default=True,
+    type=click.Path(path_type=Path, file_okay=False),
+)
+@click.option(
+    "--config",
+    "config_path",
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Where to write the agent configuration.",
+)
+@click.option(
+    "--listen",
+    default=DEFAULT_LISTEN,
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where the agent will serve the controller (written into the configuration).",
+)
+@click.option(
+    "--ike-key-type",
+    type=click.Choice(KEY_TYPES),
+    default="ecdsa-p256",
+    show_default=True,
+)
+@click.option("--force", is_flag=True, help="Replace keys and configuration already there.")
+def join_cmd(
+    controller: str,
+    token: str,
+    name: str,
+    state_dir: Path,
+    config_path: Path,
+    listen: str,
+    ike_key_type: str,
+    force: bool,
+) -> None:
+    """Join the fleet with a join token: make this host's keys, get its certificates
+    from the controller over TLS pinned to the CA the token names, write the config.
+
+    Private keys never leave the host. A refused join changes nothing here.
+    """
+    try:
+        joined = join(controller, token, name, state_dir, config_path, listen, ike_key_type, force)
+    except JoinError as exc:
+        _fail(str(exc))
+        return
+    except OSError as exc:
+        _fail(f"cannot write {exc.filename or state_dir}: {exc.strerror or exc}")
+        return
+    click.echo(f"joined as {joined.host}: keys and certificates in {joined.state_dir}")
+    click.echo(f"configuration: {joined.config}")
+    click.echo(
+        f"next: vpnfleet-agent unit --config {joined.config} --write /etc/systemd/system "
+        "&& systemctl enable --now vpnfleet-agent.service"
+    )
 
 
 @main.command()

@@ -107,6 +107,26 @@ def check_listen(
     return listen
 
 
+def config_text(
+    name: str, listen: str, state_dir: Path, controller_identity: str = CONTROLLER_NAME
+) -> str:
+    """The configuration file of an agent with these settings and its TLS files where
+    ``init`` and ``install-certs`` put them (in ``state_dir``), as :func:`load_config`
+    reads it."""
+    where = "the agent configuration"
+    if not name or any(c.isspace() for c in name):
+        raise ConfigError(f"{where}: name {name!r} must be a host name without blanks")
+    if not state_dir.is_absolute():
+        raise ConfigError(f"{where}: state_dir {state_dir} must be an absolute path")
+    data = {
+        "name": name,
+        "listen": check_listen(where, listen),
+        "state_dir": str(state_dir),
+        "controller_identity": controller_identity,
+    }
+    return yaml.safe_dump(data, sort_keys=False)
+
+
 def load_config(path: Path) -> AgentConfig:
     try:
         text = path.read_text()

@@ -7,6 +7,8 @@ Files (in STATE/pki, see controller.state):
                                     vpnfleet-controller, ExtendedKeyUsage clientAuth and
                                     the controller role (protos/identity.py), which no
                                     agent certificate gets
+    join-server.key join-server.pem the join service's TLS server certificate (same
+                                    name, serverAuth; controller/join_server.py)
     ca-next.key  ca-next.pem        while a CA rotation runs: the CA being rolled in
     ca-previous.pem                 after its promotion: the CA being rolled out
 
@@ -60,6 +62,7 @@ CA_PREVIOUS_CERT = "ca-previous.pem"
 CURRENT, NEXT = "current", "next"
 _CA_FILES = {CURRENT: (CA_KEY, CA_CERT), NEXT: (CA_NEXT_KEY, CA_NEXT_CERT)}
 CONTROLLER_KEY, CONTROLLER_CERT = "controller.key", "controller.pem"
+JOIN_SERVER_KEY, JOIN_SERVER_CERT = "join-server.key", "join-server.pem"
 CONTROLLER_ROLE = x509.ObjectIdentifier(CONTROLLER_ROLE_OID)
 ALGORITHMS = ("ecdsa-p256", "ed25519")
 CA_DAYS = 3650
@@ -440,6 +443,39 @@ def reissue_controller_cert(state_dir: Path, ca: str = CURRENT) -> TlsCredential
     return TlsCredentials(cert_pem, key_pem, trust_bundle(state_dir))
 
 
+def ensure_join_server_cert(state_dir: Path) -> TlsCredentials:
+    """The join service's TLS server certificate (CN and SAN vpnfleet-controller,
+    serverAuth only) from the current CA, made when missing or from another CA. Its
+    ``cert_pem`` is the chain the service presents: the certificate, then the CA, so a
+    host that holds only the CA's hash (its join token) can find the CA and pin it."""
+    pki = _pki_dir(state_dir)
+    ca_cert, ca_key, ca_pem = load_ca(state_dir)
+    cert_path, key_path = pki / JOIN_SERVER_CERT, pki / JOIN_SERVER_KEY
+    try:
+        cert_pem, key_pem = cert_path.read_bytes(), key_path.read_bytes()
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, None)
+        current = _spki(key.public_key()) == _spki(cert.public_key()) and _issued_by_any(
+            cert, ca_pem
+        )
+    except (FileNotFoundError, ValueError):
+        current = False
+    if not current:
+        new_key = ec.generate_private_key(ec.SECP256R1())
+        cert_pem = _issue(
+            ca_cert,
+            ca_key,
+            CONTROLLER_NAME,
+            new_key.public_key(),
+            [x509.DNSName(CONTROLLER_NAME)],
+            [ExtendedKeyUsageOID.SERVER_AUTH],
+        )
+        key_pem = _key_pem(new_key)
+        write_atomically(key_path, key_pem)
+        write_atomically(cert_path, cert_pem)
+    return TlsCredentials(_with_newline(cert_pem) + ca_pem, key_pem, ca_pem)
+
+
 def controller_issuer(state_dir: Path) -> str:
     """Fingerprint of the CA that issued the controller's certificate ('' if none)."""
     pki = _pki_dir(state_dir)
@@ -472,6 +508,17 @@ def _check_csr(what: str, host: str, pem: bytes) -> x509.CertificateSigningReque
     return csr
 
 
+def check_agent_name(host: str) -> None:
+    """Raise :class:`PkiError` unless ``host`` may name an agent certificate."""
+    if not _HOST_RE.match(host):
+        raise PkiError(f"{host!r} is not a valid host name")
+    if is_controller_name(host):
+        raise PkiError(
+            f"{host!r} is the controller's name ({CONTROLLER_NAME}, in any letter case): "
+            "no agent certificate may bear it; give the host another name"
+        )
+
+
 def sign_agent_csrs(
     state_dir: Path,
     host: str,
@@ -482,13 +529,7 @@ def sign_agent_csrs(
 ) -> tuple[bytes, bytes, bytes]:
     """Issue an agent's TLS and IKE certificates from its CSRs with the ``ca`` CA
     (current, or next during a CA rotation); return (tls, ike, ca) PEM."""
-    if not _HOST_RE.match(host):
-        raise PkiError(f"{host!r} is not a valid host name")
-    if is_controller_name(host):
-        raise PkiError(
-            f"{host!r} is the controller's name ({CONTROLLER_NAME}, in any letter case): "
-            "no agent certificate may bear it; give the host another name"
-        )
+    check_agent_name(host)
     sans: list[x509.GeneralName] = [x509.DNSName(host)]
     if address:
         try:

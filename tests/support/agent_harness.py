@@ -109,7 +109,7 @@ class AgentProcess:
         return self.proc.wait(timeout)
 
 
-def _read_listening_line(proc: subprocess.Popen[bytes], log_path: Path) -> int:
+def read_listening_port(proc: subprocess.Popen[bytes], log_path: Path) -> int:
     assert proc.stdout is not None
     deadline = time.monotonic() + START_TIMEOUT
     buffer = b""
@@ -135,6 +135,14 @@ def _read_listening_line(proc: subprocess.Popen[bytes], log_path: Path) -> int:
 def running_agent(host: str, agent_dir: Path, extra_config: str = "") -> Iterator[AgentProcess]:
     config = agent_dir / "agent.yaml"
     config.write_text(f"name: {host}\nlisten: 127.0.0.1:0\nstate_dir: .\n{extra_config}")
+    with serving_config(host, config, agent_dir) as agent:
+        yield agent
+
+
+@contextlib.contextmanager
+def serving_config(host: str, config: Path, agent_dir: Path) -> Iterator[AgentProcess]:
+    """``vpnfleet-agent serve --config CONFIG`` (the config must listen on 127.0.0.1);
+    its log goes to ``agent_dir``/agent.log."""
     log_path = agent_dir / "agent.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
@@ -143,7 +151,7 @@ def running_agent(host: str, agent_dir: Path, extra_config: str = "") -> Iterato
             stderr=log,
         )
     try:
-        port = _read_listening_line(proc, log_path)
+        port = read_listening_port(proc, log_path)
         yield AgentProcess(host, proc, port, agent_dir, log_path)
     finally:
         if proc.poll() is None:
