@@ -582,6 +582,12 @@ def install_certs_cmd(state_dir: Path, tls_cert: Path, ike_cert: Path, ca_cert: 
     default="ecdsa-p256",
     show_default=True,
 )
+@click.option(
+    "--unit-dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help=f"Also write {UNIT_NAME} here (e.g. /etc/systemd/system), running the "
+    "vpnfleet-agent of this installation.",
+)
 @click.option("--force", is_flag=True, help="Replace keys and configuration already there.")
 def join_cmd(
     controller: str,
@@ -591,6 +597,7 @@ def join_cmd(
     config_path: Path,
     listen: str,
     ike_key_type: str,
+    unit_dir: Path | None,
     force: bool,
 ) -> None:
     """Join the fleet with a join token: make this host's keys, get its certificates
@@ -608,10 +615,13 @@ def join_cmd(
         return
     click.echo(f"joined as {joined.host}: keys and certificates in {joined.state_dir}")
     click.echo(f"configuration: {joined.config}")
-    click.echo(
-        f"next: vpnfleet-agent unit --config {joined.config} --write /etc/systemd/system "
-        "&& systemctl enable --now vpnfleet-agent.service"
-    )
+    if unit_dir is None:
+        click.echo(
+            f"next: vpnfleet-agent unit --config {joined.config} --write /etc/systemd/system "
+            f"&& systemctl enable --now {UNIT_NAME}"
+        )
+        return
+    _write_unit(Path(sys.prefix), joined.config, unit_dir)
 
 
 @main.command()
@@ -640,15 +650,23 @@ def join_cmd(
 )
 def unit(prefix: Path, config_path: Path, write_dir: Path | None) -> None:
     """Print (or --write) the hardened systemd unit that runs this agent."""
+    if write_dir is None:
+        click.echo(_unit_text(prefix, config_path), nl=False)
+        return
+    _write_unit(prefix, config_path, write_dir)
+
+
+def _unit_text(prefix: Path, config_path: Path) -> str:
     try:
         config = load_config(config_path) if config_path.exists() else None
-        text = AgentUnit(prefix, config_path, config).render()
+        return AgentUnit(prefix, config_path, config).render()
     except (ConfigError, UnitError) as exc:
         _fail(str(exc))
-        return
-    if write_dir is None:
-        click.echo(text, nl=False)
-        return
+        raise
+
+
+def _write_unit(prefix: Path, config_path: Path, write_dir: Path) -> None:
+    text = _unit_text(prefix, config_path)
     target = write_dir / UNIT_NAME
     try:
         write_atomically(target, text.encode(), PUBLIC)

@@ -48,7 +48,7 @@ class Host:
     def config(self) -> Path:
         return self.root / self.name / "etc" / "agent.yaml"
 
-    def join_args(self, controller: str, token: str, name: str | None = None) -> list[str]:
+    def join_args(self, controller: str, token: str, name: str | None, *extra: str) -> list[str]:
         return [
             *AGENT,
             "join",
@@ -64,6 +64,7 @@ class Host:
             str(self.config),
             "--listen",
             "127.0.0.1:0",
+            *extra,
         ]
 
     def untouched(self) -> bool:
@@ -71,11 +72,11 @@ class Host:
 
 
 async def agent_join(
-    host: Host, controller: str, token: str, name: str | None = None
+    host: Host, controller: str, token: str, name: str | None = None, *extra: str
 ) -> tuple[int, str]:
     """Run `vpnfleet-agent join` without blocking the loop (the service may run in it)."""
     proc = await asyncio.create_subprocess_exec(
-        *host.join_args(controller, token, name),
+        *host.join_args(controller, token, name, *extra),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -129,7 +130,9 @@ async def test_join_then_the_controller_reaches_the_agent_and_reuse_is_refused(
 
     a1 = Host(tmp_path, "a1")
     with join_server_process(state, tmp_path / "join-server.log") as controller:
-        rc, output = await agent_join(a1, controller, token)
+        units = tmp_path / "units"
+        units.mkdir()
+        rc, output = await agent_join(a1, controller, token, None, "--unit-dir", str(units))
         assert rc == 0, output
         assert "joined as a1" in output
         again = Host(tmp_path, "again")
@@ -140,6 +143,9 @@ async def test_join_then_the_controller_reaches_the_agent_and_reuse_is_refused(
     )
     assert again.untouched()
     assert (a1.state_dir / "tls.key").stat().st_mode & 0o777 == 0o600
+    agent = Path(sys.prefix) / "bin" / "vpnfleet-agent"
+    unit = (units / "vpnfleet-agent.service").read_text().splitlines()
+    assert f"ExecStart={agent} serve --config {a1.config}" in unit
 
     with serving_config("a1", a1.config, a1.root / "a1") as agent:
         async with AgentClient("a1", agent.target, fleet.controller_tls()) as c:
