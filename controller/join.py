@@ -51,6 +51,7 @@ DEFAULT_TTL = 3600.0
 MAX_TTL = 7 * 86400.0
 _TTL_RE = re.compile(r"^(\d+)([smhd])$")
 _TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_HOST_NAME = 253
 
 Clock = Callable[[], float]
 
@@ -264,6 +265,18 @@ class TokenStore:
             return record, result
 
 
+def rate_key(source: str) -> str:
+    """What requests are counted by: the IPv4 address, or the IPv6 /64 (one host is
+    commonly given a whole /64 to choose addresses from)."""
+    try:
+        address = ipaddress.ip_address(source)
+    except ValueError:
+        return source
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
 class SourceRateLimit:
     """A token bucket per source address: ``burst`` requests at once, then one every
     ``interval`` seconds. Buckets that have refilled are forgotten, so memory follows
@@ -277,6 +290,7 @@ class SourceRateLimit:
         self._lock = threading.Lock()
 
     def allow(self, source: str) -> bool:
+        source = rate_key(source)
         with self._lock:
             now = self.clock()
             tokens, at = self._buckets.get(source, (float(self.burst), now))
@@ -319,6 +333,11 @@ class JoinAuthority:
         self, source: str, token_id: str, secret: str, host: str, tls_csr: bytes, ike_csr: bytes
     ) -> JoinGrant:
         started = self.clock()
+        # What the audit log keeps of the request is bounded: the id only when it has
+        # a token id's form, the host name cut at the longest a DNS name can be.
+        token_id = token_id if well_formed(token_id, secret) else ""
+        if len(host) > MAX_HOST_NAME:
+            host = host[:MAX_HOST_NAME] + "…"
         try:
             grant = self._decide(source, token_id, secret, host, tls_csr, ike_csr)
         except JoinRefused as refused:

@@ -141,3 +141,19 @@ def test_csrs_of_another_host_are_refused_and_the_token_kept(state: Path) -> Non
     assert [str(a) for a in san.get_values_for_type(x509.IPAddress)] == ["192.0.2.1"]
     [record] = authority.tokens.list()
     assert (record.state(clock.now), record.used_by) == (TokenState.USED, "192.0.2.9")
+
+
+def test_ipv6_sources_are_counted_by_their_64() -> None:
+    limit = SourceRateLimit(burst=1, interval=60.0, clock=FakeClock(0.0))
+    assert limit.allow("2001:db8:1:2::1")
+    assert not limit.allow("2001:db8:1:2:ffff::9")  # the same /64
+    assert limit.allow("2001:db8:1:3::1")
+
+
+def test_what_the_audit_keeps_of_a_request_is_bounded(state: Path) -> None:
+    authority = JoinAuthority(state, FakeClock())
+    with pytest.raises(JoinRefused) as refused:
+        authority.join("192.0.2.9", "x" * 5000, "y", "h" * 5000, b"", b"")
+    assert refused.value.refusal is Refusal.MALFORMED
+    [entry] = AuditLog.in_state(state).recent()
+    assert entry.revision == "" and len(entry.hosts[0]) == 254
