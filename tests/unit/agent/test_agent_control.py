@@ -40,7 +40,7 @@ SA = IkeSaReport(
     state="established",
     spi_i=0x00A1B2C3D4E5F607,
     spi_r=0x1122334455667788,
-    proposal="AES_GCM_16_256/PRF_HMAC_SHA2_384/CURVE_25519",
+    proposal="aes256gcm16-prfsha384-x25519",
     local_address="192.0.2.1",
     remote_address="192.0.2.2:500",
     initiator=True,
@@ -53,7 +53,7 @@ SA = IkeSaReport(
             state="installed",
             spi_in=0x0000C0DE,
             spi_out=0xC1234567,
-            proposal="AES_GCM_16_256",
+            proposal="aes256gcm16",
             mode="tunnel",
             local_ts=("10.1.0.0/24",),
             remote_ts=("10.2.0.0/24",),
@@ -230,7 +230,7 @@ async def test_sas_text_and_json(served: tuple[Path, EngineLike, EventHub]) -> N
     assert out.exit_code == 0, out.output
     lines = out.output.splitlines()
     assert lines[0] == "b: ESTABLISHED, IKEv2, 00a1b2c3d4e5f607_i* 1122334455667788_r"
-    assert "  AES_GCM_16_256/PRF_HMAC_SHA2_384/CURVE_25519" in lines
+    assert "  aes256gcm16-prfsha384-x25519" in lines
     assert "  b: INSTALLED, TUNNEL, SPIs: 0000c0de_i c1234567_o" in lines
     assert "    in  0000c0de, 840 bytes, 10 packets" in lines
     assert "    remote 10.2.0.0/24" in lines
