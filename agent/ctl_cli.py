@@ -25,6 +25,9 @@ from .control import (
 )
 
 SOCKET_ENV = "VPNFLEET_AGENT_SOCKET"
+ANSWER_TIMEOUT = 30.0
+"""Seconds a command waits for the agent's answer (``log --follow`` waits for events
+as long as it runs)."""
 DEFAULT_CONTROL_SOCKET = DEFAULT_STATE_DIR / CONTROL_SOCKET
 """Where an agent with the default state dir serves its control socket."""
 
@@ -39,6 +42,7 @@ class ControlClient:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(ANSWER_TIMEOUT)
         try:
             with unix_address(path) as address:
                 self._sock.connect(address)
@@ -63,13 +67,23 @@ class ControlClient:
 
     def send(self, command: ControlCommand, **fields: Any) -> None:
         request = {"version": PROTOCOL_VERSION, "command": command.value, **fields}
-        self._sock.sendall(encode_frame(request))
+        try:
+            self._sock.sendall(encode_frame(request))
+        except OSError as exc:
+            raise ClientError(f"cannot ask the agent on {self.path}: {exc}") from None
+
+    def stream(self) -> None:
+        """Wait for frames as long as it takes (``log --follow``)."""
+        self._sock.settimeout(None)
 
     def receive(self) -> dict[str, Any]:
         (length,) = FRAME_HEADER.unpack(self._read(FRAME_HEADER.size))
         if length > MAX_ANSWER:
             raise ClientError(f"the agent's answer of {length} bytes is too long")
-        message = json.loads(self._read(length))
+        try:
+            message = json.loads(self._read(length))
+        except ValueError as exc:
+            raise ClientError(f"the agent's answer is not JSON: {exc}") from None
         if not isinstance(message, dict):
             raise ClientError("the agent's answer is not a JSON object")
         if not message.get("ok"):
@@ -79,7 +93,14 @@ class ControlClient:
     def _read(self, size: int) -> bytes:
         data = b""
         while len(data) < size:
-            chunk = self._sock.recv(size - len(data))
+            try:
+                chunk = self._sock.recv(size - len(data))
+            except TimeoutError:
+                raise ClientError(
+                    f"the agent did not answer within {ANSWER_TIMEOUT:g} s on {self.path}"
+                ) from None
+            except OSError as exc:
+                raise ClientError(f"reading from the agent on {self.path}: {exc}") from None
             if not chunk:
                 raise ClientError(f"the agent closed the control socket {self.path}")
             data += chunk
@@ -282,6 +303,7 @@ def log_cmd(
             client.send(ControlCommand.LOG, follow=follow)
             for event in client.receive()["result"]["events"]:
                 show(event)
+            client.stream()
             while follow:
                 show(client.receive()["event"])
         finally:

@@ -322,3 +322,34 @@ async def test_a_stale_socket_is_replaced_and_a_live_one_is_not(tmp_path: Path) 
                 pass
         assert path.exists()
     assert not os.path.lexists(path)
+
+
+async def test_the_commands_find_the_socket_in_the_agent_config(tmp_path: Path) -> None:
+    config = tmp_path / "agent.yaml"
+    config.write_text("name: a1\nstate_dir: state\ncontrol_socket: ctl/a1.sock\n")
+    async with control_socket(tmp_path / "ctl" / "a1.sock", EngineLike(), EventHub()):
+        out = await asyncio.to_thread(
+            CliRunner().invoke, main, ["terminate", "b", "--config", str(config)]
+        )
+    assert (out.exit_code, out.output) == (
+        0,
+        "b: deleting 1 IKE SA(s); not started again until initiate\n",
+    )
+
+
+async def test_an_answer_that_is_not_json_is_told(tmp_path: Path) -> None:
+    path = tmp_path / "agent.sock"
+
+    async def garbled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(4)
+        writer.write(_raw(b"<html>"))
+        await writer.drain()
+        writer.close()
+
+    unix = await asyncio.start_unix_server(garbled, path=str(path))
+    try:
+        out = await asyncio.to_thread(CliRunner().invoke, main, ["sas", "--socket", str(path)])
+    finally:
+        unix.close()
+    assert out.exit_code == 1
+    assert out.output.startswith("error: the agent's answer is not JSON: ")
