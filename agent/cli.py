@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -211,7 +212,7 @@ def serve(
             )
             await service.restore()
             listen = metrics_listen or config.metrics_listen
-            certs = lambda: certificate_expiries(files)  # noqa: E731
+            certs = functools.partial(certificate_expiries, files)
             async with (
                 _metrics(listen, service.host, sink, events, lambda: service.plan, certs),
                 control_socket(config.control_socket, sink, events),
@@ -431,7 +432,7 @@ def run(
             sys.stdout.flush()
             listen = metrics_listen or (config.metrics_listen if config else "")
             in_force = (lambda: service.plan) if service is not None else (lambda: plan)
-            certs = lambda: certificate_expiries(files)  # noqa: E731
+            certs = functools.partial(certificate_expiries, files)
             async with (
                 _metrics(listen, plan.host, sink, events, in_force, certs),
                 control_socket(control_path, sink, events),
