@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import click
@@ -16,7 +17,17 @@ from vpnfleet.protos.files import PUBLIC, write_atomically
 from vpnfleet.protos.identity import CONTROLLER_NAME
 
 from . import convert
-from .config import DEFAULT_LISTEN, DEFAULT_STATE_DIR, AgentConfig, ConfigError, load_config
+from .cert_expiry import CertificateExpiry, certificate_expiries
+from .config import (
+    CONTROL_SOCKET,
+    DEFAULT_LISTEN,
+    DEFAULT_STATE_DIR,
+    AgentConfig,
+    ConfigError,
+    load_config,
+)
+from .control import ControlError, control_socket
+from .ctl_cli import COMMANDS as CONTROL_COMMANDS
 from .engine.host import DataPlaneChoice, HostEngine, data_plane_choice
 from .engine.keylog import KeyLog, KeyLogError
 from .engine.translate import CredentialError, IkeCredentials
@@ -39,7 +50,7 @@ from .join import JoinError, join
 from .metrics import MetricsError, agent_metrics
 from .plan import AgentPlan, PlanRejected
 from .server import ServerError, ServerTls, start_server, wait_for_signal
-from .service import AgentService, WrongHost
+from .service import AgentService, WrongHost, agent_version
 from .sink import EventHub, PlanOnlySink, PlanSink
 from .store import PlanStore, StoreError
 from .unit import DEFAULT_CONFIG, DEFAULT_PREFIX, UNIT_NAME, AgentUnit, UnitError
@@ -121,6 +132,7 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(agent_version(), prog_name="vpnfleet-agent", message="%(prog)s %(version)s")
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
@@ -137,6 +149,10 @@ def main(log_level: str) -> None:
       (on the controller) vpnfleet ca sign a1 --tls-csr tls.csr --ike-csr ike.csr
       vpnfleet-agent install-certs --state-dir ... --tls-cert tls.pem --ike-cert ike.pem --ca ca.pem
       vpnfleet-agent serve --config /etc/vpnfleet/agent.yaml
+
+    \b
+    On the host, as root (the agent's control socket):
+      vpnfleet-agent sas | initiate PEER | terminate PEER | log --follow
     """
     logging.basicConfig(
         level=log_level.upper(),
@@ -208,12 +224,16 @@ def serve(
             )
             await service.restore()
             listen = metrics_listen or config.metrics_listen
-            async with _metrics(listen, service.host, sink, events, lambda: service.plan):
+            certs = functools.partial(certificate_expiries, files)
+            async with (
+                _metrics(listen, service.host, sink, events, lambda: service.plan, certs),
+                control_socket(config.control_socket, sink, events),
+            ):
                 await _serve(service, config.listen, tls, config.controller_identity)
 
     try:
         asyncio.run(go())
-    except (ServerError, OSError, KeyLogError, MetricsError) as exc:
+    except (ServerError, OSError, KeyLogError, MetricsError, ControlError) as exc:
         _fail(str(exc))
 
 
@@ -245,9 +265,14 @@ async def _sink(
 
 @contextlib.asynccontextmanager
 async def _metrics(
-    listen: str, host: str, sink: PlanSink, events: EventHub, plan: Callable[[], AgentPlan | None]
+    listen: str,
+    host: str,
+    sink: PlanSink,
+    events: EventHub,
+    plan: Callable[[], AgentPlan | None],
+    certificates: Callable[[], Sequence[CertificateExpiry]] | None = None,
 ) -> AsyncIterator[None]:
-    async with agent_metrics(listen, host, sink, events, plan) as endpoint:
+    async with agent_metrics(listen, host, sink, events, plan, certificates) as endpoint:
         if endpoint is not None:
             click.echo(f"vpnfleet-agent {host} metrics on {endpoint.url}")
             sys.stdout.flush()
@@ -332,6 +357,13 @@ def _summary(plan: AgentPlan) -> list[str]:
     show_default=True,
     help="With the data plane and without --serve: seconds between status lines.",
 )
+@click.option(
+    "--control-socket",
+    "control_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help=f"Serve the control socket (`vpnfleet-agent sas` …) here. Default: the --serve "
+    f"config's, else {CONTROL_SOCKET} in --state-dir, else none.",
+)
 def run(
     plan_path: Path,
     state_dir: Path | None,
@@ -343,6 +375,7 @@ def run(
     keylog_path: Path | None,
     metrics_listen: str | None,
     status_interval: float,
+    control_path: Path | None,
 ) -> None:
     """Validate and run a plan file with no controller (like a swanctl.conf).
 
@@ -392,6 +425,10 @@ def run(
         return
 
     limits = config.ike_limits if config is not None else None
+    if control_path is None and config is not None:
+        control_path = config.control_socket
+    elif control_path is None and state_dir is not None:
+        control_path = state_dir / CONTROL_SOCKET
 
     async def apply_and_run() -> None:
         async with _sink(choice, tun_name, keylog_path, credentials, limits) as (
@@ -413,7 +450,11 @@ def run(
             sys.stdout.flush()
             listen = metrics_listen or (config.metrics_listen if config else "")
             in_force = (lambda: service.plan) if service is not None else (lambda: plan)
-            async with _metrics(listen, plan.host, sink, events, in_force):
+            certs = functools.partial(certificate_expiries, files)
+            async with (
+                _metrics(listen, plan.host, sink, events, in_force, certs),
+                control_socket(control_path, sink, events),
+            ):
                 if config is not None and service is not None:
                     await _serve(service, config.listen, tls, config.controller_identity)
                 elif choice.enabled:
@@ -421,7 +462,15 @@ def run(
 
     try:
         asyncio.run(apply_and_run())
-    except (WrongHost, StoreError, ServerError, OSError, KeyLogError, MetricsError) as exc:
+    except (
+        WrongHost,
+        StoreError,
+        ServerError,
+        OSError,
+        KeyLogError,
+        MetricsError,
+        ControlError,
+    ) as exc:
         _fail(str(exc))
 
 
@@ -732,6 +781,10 @@ def hollow(
         asyncio.run(go())
     except (HollowError, ServerError, EnrollError) as exc:
         _fail(str(exc))
+
+
+for _command in CONTROL_COMMANDS:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@
                                       # UAT lines) to this file; it holds secrets
     metrics_listen: 127.0.0.1:9477    # Prometheus metrics at http://HOST:PORT/metrics
                                       # (default: off)
+    control_socket: agent.sock        # the local socket `vpnfleet-agent sas`, `initiate`,
+                                      # `terminate` and `log` use (0600; default:
+                                      # agent.sock in state_dir)
     ike_limits:                       # what initiators not yet authenticated may make
       half_open_per_source: 16        # the agent hold (defaults shown): half-open IKE
       half_open_per_peer: 128         # SAs per source address, per plan peer and in
@@ -42,6 +45,8 @@ from .ike.errors import LocalError
 
 DEFAULT_LISTEN = "0.0.0.0:50051"
 DEFAULT_STATE_DIR = Path("/var/lib/vpnfleet-agent")
+CONTROL_SOCKET = "agent.sock"
+"""The control socket's name in the state dir, unless the config names another."""
 
 _TOP_KEYS = (
     "name",
@@ -52,6 +57,7 @@ _TOP_KEYS = (
     "keylog",
     "metrics_listen",
     "ike_limits",
+    "control_socket",
 )
 _TLS_KEYS = ("cert", "key", "ca")
 _LIMIT_KEYS = tuple(f.name for f in dataclasses.fields(ResponderLimits))
@@ -81,6 +87,8 @@ class AgentConfig:
     """host:port of the Prometheus endpoint (port 0: any free port); empty: off."""
     ike_limits: ResponderLimits = field(default_factory=ResponderLimits)
     """Caps on half-open IKE SAs and the fragments they hold before IKE_AUTH."""
+    control_socket: Path = DEFAULT_STATE_DIR / CONTROL_SOCKET
+    """The local control socket (agent/control.py)."""
 
 
 def _unknown(where: str, key: object, known: tuple[str, ...]) -> str:
@@ -163,7 +171,12 @@ def load_config(path: Path) -> AgentConfig:
     if metrics:
         metrics = check_listen(where, str(metrics), "metrics_listen", "127.0.0.1:9477")
     limits = _ike_limits(where, data.get("ike_limits"))
-    return AgentConfig(name, listen, state_dir, tls, identity, keylog, metrics, limits)
+    control = (
+        base / _text(where, data, "control_socket", None)
+        if data.get("control_socket") is not None
+        else state_dir / CONTROL_SOCKET
+    )
+    return AgentConfig(name, listen, state_dir, tls, identity, keylog, metrics, limits, control)
 
 
 def _ike_limits(where: str, data: object) -> ResponderLimits:

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from vpnfleet.protos import agent_pb2, limits, plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
 
+from .cert_expiry import CertificateExpiry
 from .plan import (
     AgentPlan,
     AuthMethod,
@@ -591,6 +592,17 @@ _NAT = {
     NatState.DETECTED: agent_pb2.IkeSaStatus.DETECTED,
     NatState.FORCED: agent_pb2.IkeSaStatus.FORCED,
 }
+
+
+def certificates_to_proto(certs: Iterable[CertificateExpiry]) -> list[agent_pb2.CertificateExpiry]:
+    return [
+        agent_pb2.CertificateExpiry(
+            kind=agent_pb2.CertificateExpiry.Kind.Value(c.kind.name),
+            not_after=c.not_after,
+            subject=c.subject,
+        )
+        for c in certs
+    ]
 
 
 def problems_to_proto(problems: Iterable[Problem]) -> list[agent_pb2.Problem]:

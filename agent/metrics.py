@@ -30,6 +30,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from .cert_expiry import CertificateExpiry
 from .engine.engine import Engine
 from .io.dataplane_model import DataPlaneStats
 from .plan import AgentPlan
@@ -98,6 +99,8 @@ class MetricsSources:
     """The engine's whole-agent IKE counters by outcome (malformed, no_peer, cookies_sent …)."""
     rekeys: RekeyTally | None = None
     clock: Callable[[], float] = time.time
+    certificates: Callable[[], Sequence[CertificateExpiry]] | None = None
+    """The agent's own certificates in use (TLS, IKE) and their notAfter."""
 
 
 def _gauge(name: str, doc: str, labels: Sequence[str] = ()) -> GaugeMetricFamily:
@@ -144,6 +147,19 @@ class AgentCollector(Collector):
         yield from self._data_plane()
         yield from self._problems()
         yield from self._drops()
+        yield from self._certificates()
+
+    def _certificates(self) -> Iterator[Metric]:
+        if self.sources.certificates is None:
+            return
+        expiry = _gauge(
+            "agent_certificate_expiry_seconds",
+            "notAfter of the agent's own certificate, unix seconds, by kind (tls, ike).",
+            ("kind",),
+        )
+        for cert in self.sources.certificates():
+            expiry.add_metric([cert.kind.value], cert.not_after)
+        yield expiry
 
     def _problems(self) -> Iterator[Metric]:
         problems = _gauge(
@@ -414,11 +430,14 @@ def agent_version() -> str:
 
 
 def agent_sources(
-    host: str, sink: PlanSink, plan: Callable[[], AgentPlan | None]
+    host: str,
+    sink: PlanSink,
+    plan: Callable[[], AgentPlan | None],
+    certificates: Callable[[], Sequence[CertificateExpiry]] | None = None,
 ) -> MetricsSources:
     """Sources for an agent process: the engine's data-plane and IKE counters when the
     sink is the engine, the SA reports alone otherwise (plan-only)."""
-    sources = MetricsSources(host, agent_version(), sink, plan)
+    sources = MetricsSources(host, agent_version(), sink, plan, certificates=certificates)
     if isinstance(sink, Engine):
         engine = sink
 
@@ -432,11 +451,17 @@ def agent_sources(
 
 @contextlib.asynccontextmanager
 async def agent_metrics(
-    listen: str, host: str, sink: PlanSink, events: EventHub, plan: Callable[[], AgentPlan | None]
+    listen: str,
+    host: str,
+    sink: PlanSink,
+    events: EventHub,
+    plan: Callable[[], AgentPlan | None],
+    certificates: Callable[[], Sequence[CertificateExpiry]] | None = None,
 ) -> AsyncIterator[MetricsEndpoint | None]:
     """:func:`serve_metrics` for an agent process; yields None when ``listen`` is empty."""
     if not listen:
         yield None
         return
-    async with serve_metrics(listen, agent_sources(host, sink, plan), events) as endpoint:
+    sources = agent_sources(host, sink, plan, certificates)
+    async with serve_metrics(listen, sources, events) as endpoint:
         yield endpoint

@@ -25,6 +25,7 @@ from cryptography import x509
 from vpnfleet.protos import agent_pb2, agent_pb2_grpc, plan_pb2
 
 from . import convert
+from .cert_expiry import certificate_expiries
 from .engine.translate import CredentialError, IkeCredentials, ike_identity
 from .enroll import (
     CredentialChange,
@@ -217,6 +218,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             unmatched_ike_sa_init=convert.unmatched_to_proto(self.sink.unmatched_ike_sa_init()),
             problems=convert.problems_to_proto(self.sink.problems()),
             drops=convert.drops_to_proto(self.sink.drops()),
+            certificates=convert.certificates_to_proto(certificate_expiries(self.credentials)),
         )
         admission = self.sink.admission()
         if admission is not None:

@@ -15,7 +15,7 @@ import enum
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from .plan import AgentPlan
 
@@ -260,6 +260,28 @@ class SaEventReport:
     peer: str = ""
     detail: str = ""
     time: float = 0.0
+
+
+class PeerControlError(Exception):
+    """An operator's initiate or terminate that cannot be done (no such peer, a peer
+    that cannot be configured); the message says why."""
+
+
+@runtime_checkable
+class PeerControl(Protocol):
+    """A sink that can bring a peer's IKE SA up or down now, as swanctl --initiate and
+    --terminate do (the engine; a plan-only agent has no SAs to control)."""
+
+    def initiate_peer(self, name: str) -> str:
+        """Start ``name``'s IKE SA now and keep it up again as its plan says; returns
+        what was done. Raises PeerControlError."""
+        ...
+
+    def terminate_peer(self, name: str) -> str:
+        """Delete ``name``'s IKE SAs (and so its child SA) now and do not start them
+        again until :meth:`initiate_peer`; returns what was done. Raises
+        PeerControlError."""
+        ...
 
 
 class PlanSink(Protocol):

@@ -23,6 +23,8 @@ from .results import ChangeLine
 from .status import (
     AgentStatusView,
     ApplyAnswer,
+    CertificateKind,
+    CertificateView,
     ChildSaView,
     DropCountView,
     DropLayer,
@@ -123,6 +125,7 @@ _NESTED: dict[str, type] = {
     "vpnfleet.v1.UnmatchedSource": UnmatchedSourceView,
     "vpnfleet.v1.Problem": ProblemView,
     "vpnfleet.v1.DropCount": DropCountView,
+    "vpnfleet.v1.CertificateExpiry": CertificateView,
 }
 
 _ENUMS: dict[str, type[enum.Enum]] = {
@@ -130,6 +133,7 @@ _ENUMS: dict[str, type[enum.Enum]] = {
     "vpnfleet.v1.Problem.Kind": ProblemKind,
     "vpnfleet.v1.DropCount.Layer": DropLayer,
     "vpnfleet.v1.DropCount.Reason": DropReason,
+    "vpnfleet.v1.CertificateExpiry.Kind": CertificateKind,
 }
 
 

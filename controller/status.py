@@ -70,6 +70,40 @@ class DropReason(enum.Enum):
     REJECTED = "rejected"
 
 
+class CertificateKind(enum.Enum):
+    """The kinds of ``CertificateExpiry`` in protos/agent.proto."""
+
+    UNSPECIFIED = "unspecified"
+    TLS = "tls"
+    IKE = "ike"
+
+
+CERTIFICATE_WARNING_DAYS = 30
+"""``status`` warns when an agent's certificate expires within this many days."""
+_RENEW = "renew: vpnfleet rotate certs"
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateView:
+    """One of the agent's own certificates and when it expires."""
+
+    kind: CertificateKind = CertificateKind.UNSPECIFIED
+    not_after: float = 0.0
+    subject: str = ""
+
+    def warning(self, now: float) -> str:
+        """What to tell when it expires within :data:`CERTIFICATE_WARNING_DAYS` (or has);
+        empty otherwise."""
+        left = self.not_after - now
+        name = f"{self.kind.value.upper()} certificate"
+        if left <= 0:
+            return f"{name} expired {age(now, self.not_after)} ago; {_RENEW}"
+        if left > CERTIFICATE_WARNING_DAYS * 86400:
+            return ""
+        span = f"{left / 86400:.0f} days" if left >= 2 * 86400 else f"{left / 3600:.0f} hours"
+        return f"{name} expires in {span}; {_RENEW}"
+
+
 @dataclass(frozen=True, slots=True)
 class ProblemView:
     """Something the agent cannot do or keep, while it lasts."""
@@ -195,6 +229,11 @@ class AgentStatusView:
     unmatched_ike_sa_init: UnmatchedIkeSaInitView = UnmatchedIkeSaInitView()
     problems: tuple[ProblemView, ...] = ()
     drops: tuple[DropCountView, ...] = ()
+    certificates: tuple[CertificateView, ...] = ()
+
+    def certificate_warnings(self, now: float) -> list[str]:
+        """A line per certificate of the agent that expires within 30 days or has."""
+        return [w for c in self.certificates if (w := c.warning(now))]
 
     @property
     def faults(self) -> tuple[ProblemView, ...]:
@@ -308,6 +347,7 @@ class FleetStatus:
                     "conditions": _condition_names(host_conditions(h)),
                     "desired_hash": h.desired_hash,
                     "error": h.error,
+                    "warnings": obs.certificate_warnings(self.taken_at) if obs else [],
                     "observed": _view_json(obs) if obs else None,
                 }
             )
@@ -384,14 +424,15 @@ def fleet_rows(status: FleetStatus) -> list[tuple[str, ...]]:
                 short_hash(obs.content_hash),
                 short_hash(h.desired_hash),
                 f"{obs.peers_up}/{obs.peers_total}",
-                "; ".join(_notes(obs)),
+                "; ".join(_notes(obs, status.taken_at)),
             )
         )
     return rows
 
 
-def _notes(obs: AgentStatusView) -> list[str]:
+def _notes(obs: AgentStatusView, now: float) -> list[str]:
     notes = [str(p) for p in obs.problems if p.kind is not ProblemKind.PLAN_ONLY]
+    notes.extend(obs.certificate_warnings(now))
     if not obs.data_plane:
         notes.insert(0, "plan only (no data plane)")
     if obs.unauthenticated_failures:

@@ -187,7 +187,7 @@ class IkeSaStatus(_message.Message):
     def __init__(self, peer: _Optional[str] = ..., state: _Optional[str] = ..., spi_i: _Optional[int] = ..., spi_r: _Optional[int] = ..., proposal: _Optional[str] = ..., local_address: _Optional[str] = ..., remote_address: _Optional[str] = ..., initiator: _Optional[bool] = ..., nat_detected: _Optional[bool] = ..., established_at: _Optional[float] = ..., rekeyed_at: _Optional[float] = ..., next_rekey_at: _Optional[float] = ..., last_liveness_at: _Optional[float] = ..., last_error: _Optional[str] = ..., children: _Optional[_Iterable[_Union[ChildSaStatus, _Mapping]]] = ..., unauthenticated_failures: _Optional[int] = ..., last_unauthenticated_failure: _Optional[str] = ..., nat: _Optional[_Union[IkeSaStatus.Nat, str]] = ...) -> None: ...
 
 class AgentStatus(_message.Message):
-    __slots__ = ("host", "generation", "content_hash", "plan_applied_at", "agent_version", "uptime_seconds", "peers_total", "peers_up", "ike_sas", "data_plane", "ike_counters", "admission", "unmatched_ike_sa_init", "problems", "drops")
+    __slots__ = ("host", "generation", "content_hash", "plan_applied_at", "agent_version", "uptime_seconds", "peers_total", "peers_up", "ike_sas", "data_plane", "ike_counters", "admission", "unmatched_ike_sa_init", "problems", "drops", "certificates")
     class IkeCountersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -210,6 +210,7 @@ class AgentStatus(_message.Message):
     UNMATCHED_IKE_SA_INIT_FIELD_NUMBER: _ClassVar[int]
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     DROPS_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATES_FIELD_NUMBER: _ClassVar[int]
     host: str
     generation: int
     content_hash: str
@@ -225,7 +226,26 @@ class AgentStatus(_message.Message):
     unmatched_ike_sa_init: UnmatchedIkeSaInit
     problems: _containers.RepeatedCompositeFieldContainer[Problem]
     drops: _containers.RepeatedCompositeFieldContainer[DropCount]
-    def __init__(self, host: _Optional[str] = ..., generation: _Optional[int] = ..., content_hash: _Optional[str] = ..., plan_applied_at: _Optional[float] = ..., agent_version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., peers_total: _Optional[int] = ..., peers_up: _Optional[int] = ..., ike_sas: _Optional[_Iterable[_Union[IkeSaStatus, _Mapping]]] = ..., data_plane: _Optional[bool] = ..., ike_counters: _Optional[_Mapping[str, int]] = ..., admission: _Optional[_Union[IkeAdmission, _Mapping]] = ..., unmatched_ike_sa_init: _Optional[_Union[UnmatchedIkeSaInit, _Mapping]] = ..., problems: _Optional[_Iterable[_Union[Problem, _Mapping]]] = ..., drops: _Optional[_Iterable[_Union[DropCount, _Mapping]]] = ...) -> None: ...
+    certificates: _containers.RepeatedCompositeFieldContainer[CertificateExpiry]
+    def __init__(self, host: _Optional[str] = ..., generation: _Optional[int] = ..., content_hash: _Optional[str] = ..., plan_applied_at: _Optional[float] = ..., agent_version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., peers_total: _Optional[int] = ..., peers_up: _Optional[int] = ..., ike_sas: _Optional[_Iterable[_Union[IkeSaStatus, _Mapping]]] = ..., data_plane: _Optional[bool] = ..., ike_counters: _Optional[_Mapping[str, int]] = ..., admission: _Optional[_Union[IkeAdmission, _Mapping]] = ..., unmatched_ike_sa_init: _Optional[_Union[UnmatchedIkeSaInit, _Mapping]] = ..., problems: _Optional[_Iterable[_Union[Problem, _Mapping]]] = ..., drops: _Optional[_Iterable[_Union[DropCount, _Mapping]]] = ..., certificates: _Optional[_Iterable[_Union[CertificateExpiry, _Mapping]]] = ...) -> None: ...
+
+class CertificateExpiry(_message.Message):
+    __slots__ = ("kind", "not_after", "subject")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[CertificateExpiry.Kind]
+        TLS: _ClassVar[CertificateExpiry.Kind]
+        IKE: _ClassVar[CertificateExpiry.Kind]
+    KIND_UNSPECIFIED: CertificateExpiry.Kind
+    TLS: CertificateExpiry.Kind
+    IKE: CertificateExpiry.Kind
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    kind: CertificateExpiry.Kind
+    not_after: float
+    subject: str
+    def __init__(self, kind: _Optional[_Union[CertificateExpiry.Kind, str]] = ..., not_after: _Optional[float] = ..., subject: _Optional[str] = ...) -> None: ...
 
 class Problem(_message.Message):
     __slots__ = ("kind", "subject", "message", "since")

@@ -53,6 +53,7 @@ from ..sink import (
     DropReason,
     EventHub,
     IkeSaReport,
+    PeerControlError,
     Problem,
     ProblemBoard,
     ProblemKind,
@@ -370,7 +371,7 @@ class Engine(IncomingDispatch):
 
     def _initial_contact(self, session: PeerSession) -> None:
         session.retry_timer = None
-        if self.sessions.get(session.name) is not session or self.stopped:
+        if self.sessions.get(session.name) is not session or self.stopped or session.held_down:
             return
         if session.ike is None or session.ike.is_closed:
             self._publish("initial_contact", session.name, "no IKE SA since start: initiating")
@@ -382,6 +383,9 @@ class Engine(IncomingDispatch):
         self._by_spi[sa.local_spi] = sa
 
     def _schedule_retry(self, session: PeerSession, reason: str) -> None:
+        if session.held_down:
+            session.state = PeerState.IDLE
+            return
         session.attempts += 1
         session.note_error(reason, self._wall())
         if self.sessions.get(session.name) is not session or self.stopped:
@@ -400,10 +404,53 @@ class Engine(IncomingDispatch):
 
     def _retry(self, session: PeerSession) -> None:
         session.retry_timer = None
-        if self.sessions.get(session.name) is not session or self.stopped:
+        if self.sessions.get(session.name) is not session or self.stopped or session.held_down:
             return
         if not session.is_up or session.replacement_pending:
             self._initiate(session)
+
+    # -- the operator's initiate and terminate (PeerControl) ------------------------------
+
+    def _session_named(self, name: str) -> PeerSession:
+        session = self.sessions.get(name)
+        if session is None:
+            known = ", ".join(sorted(self.sessions)) or "none"
+            raise PeerControlError(f"no peer {name!r} in the plan in force (peers: {known})")
+        return session
+
+    def initiate_peer(self, name: str) -> str:
+        session = self._session_named(name)
+        if self.stopped:
+            raise PeerControlError("the engine is stopping")
+        if session.config is None:
+            raise PeerControlError(f"peer {name} cannot be configured: {session.last_error}")
+        session.held_down = False
+        current = session.ike
+        if current is not None and not current.is_closed:
+            if session.is_up:
+                return f"{name}: IKE SA already established"
+            return f"{name}: IKE SA already being set up ({current.state.value})"
+        if session.retry_timer is not None:
+            session.retry_timer.cancel()
+        session.attempts = 0
+        self._publish("initiate", name, "by the operator")
+        self._initiate(session)
+        return f"{name}: initiating"
+
+    def terminate_peer(self, name: str) -> str:
+        session = self._session_named(name)
+        session.held_down = True
+        if session.retry_timer is not None:
+            session.retry_timer.cancel()
+            session.retry_timer = None
+        live = [sa for sa in self._sas_of(session) if not sa.is_closed]
+        if not live:
+            session.state = PeerState.IDLE
+            return f"{name}: no IKE SA; not started again until initiate"
+        self._publish("terminate", name, f"by the operator: deleting {len(live)} IKE SA(s)")
+        for sa in live:
+            self._delete_sa(sa)
+        return f"{name}: deleting {len(live)} IKE SA(s); not started again until initiate"
 
     # -- driving IKE SAs ------------------------------------------------------------------
 

@@ -124,6 +124,10 @@ class PeerSession:
     peer_holds_nothing: bool = False
     """The peer's new IKE SA came with INITIAL_CONTACT (RFC 7296 section 2.4): it has no
     other SA with us (it restarted), so its child is switched to at once."""
+    held_down: bool = False
+    """The operator terminated this peer (``vpnfleet-agent terminate``): it is not
+    started again (retry, initial contact) until ``initiate``. The peer may still start
+    it, when its plan makes it the initiator, as with strongSwan."""
     keepalive_to: tuple[str, int] | None = None
     """Where NAT-keepalives go while we are behind a NAT (RFC 3948 section 4)."""
     ike_timer: TimerHandle | None = None
