@@ -15,7 +15,13 @@ from vpnfleet.protos.identity import CONTROLLER_NAME
 
 from . import convert
 from .config import AgentConfig, ConfigError, load_config
-from .engine.host import DataPlaneChoice, HostEngine, data_plane_choice
+from .engine.host import (
+    AgentRunning,
+    DataPlaneChoice,
+    HostEngine,
+    data_plane_choice,
+    decommission,
+)
 from .engine.keylog import KeyLog, KeyLogError
 from .engine.translate import CredentialError, IkeCredentials
 from .enroll import (
@@ -138,6 +144,28 @@ def main(log_level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+@main.command()
+@tun_option
+def cleanup(tun_name: str) -> None:
+    """Decommission the data plane in this network namespace: remove the agent's policy
+    rules, its routing table and its nftables table (the kill switch, which stays
+    while the agent is stopped so that protected traffic never leaves in the clear).
+    Refuses while an agent runs. Exits 1 when something could not be removed."""
+    try:
+        left = asyncio.run(decommission(tun_name))
+    except AgentRunning as exc:
+        _fail(str(exc))
+        return
+    except OSError as exc:
+        _fail(f"cannot read this host's rules and routes: {exc}")
+        return
+    for line in left:
+        click.echo(f"not removed: {line}", err=True)
+    if left:
+        sys.exit(1)
+    click.echo("removed the agent's rules, routes and nftables table")
 
 
 @main.command()

@@ -19,13 +19,16 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from ..ike.admission import ResponderLimits
+from ..io.nftables import NftTable
 from ..io.rawesp import RawEspHandler, RawEspSocket
-from ..io.routes import Routing
+from ..io.routes import RouteError, Routing
 from ..io.tun import LinuxTun
 from ..io.udp import DatagramEndpoint, EspHandler, IkeHandler, UdpEndpoint
 from ..sink import EventHub
 from .engine import Engine
 from .keylog import KeyLog
+from .kill_switch import KILL_SWITCH_TABLE, KillSwitch, KillSwitchSettings
+from .plan_routes import PlanRoutes
 from .translate import IkeCredentials
 
 log = logging.getLogger(__name__)
@@ -109,9 +112,10 @@ def source_address(remote: str) -> str | None:
 class HostEngine:
     """``async with HostEngine(events) as engine``: the engine with a LinuxTun, a
     UdpEndpoint on 0.0.0.0:500/4500 and a raw ESP socket, all carrying ``own_mark``,
-    and netlink routes, all released on exit (the TUN device disappears with its routes
-    when the file descriptor closes; the engine removes its policy-routing rules when it
-    stops)."""
+    netlink routes and the kill switch (:mod:`.kill_switch`). On exit the sockets and
+    the TUN device are released (the device's routes disappear with it); the
+    policy-routing rules, the tunnel table's fallbacks and the kill switch stay, so
+    that protected traffic stays in while no agent runs (see :func:`decommission`)."""
 
     def __init__(
         self,
@@ -158,6 +162,10 @@ class HostEngine:
             self._tun = LinuxTun(self.tun_name)
             self._routing = Routing()
             await self._routing.__aenter__()
+            kill_switch = KillSwitch(
+                NftTable(KILL_SWITCH_TABLE),
+                KillSwitchSettings(self._tun.name, self.own_mark, (self.ike_port, self.natt_port)),
+            )
             self.engine = Engine(
                 self._tun,
                 self._endpoint,
@@ -169,6 +177,7 @@ class HostEngine:
                 ike_credentials=self.ike_credentials,
                 make_raw=self._raw_esp,
                 limits=self.limits,
+                kill_switch=kill_switch,
             )
             await self.engine.start()
         except BaseException:
@@ -200,3 +209,32 @@ class HostEngine:
         if self._tun is not None:
             self._tun.close()
             self._tun = None
+
+
+class AgentRunning(Exception):
+    """Decommission refused: an agent still holds the data plane."""
+
+
+async def decommission(tun_name: str = DEFAULT_TUN_NAME, own_mark: int = OWN_MARK) -> list[str]:
+    """Remove what the agent's data plane leaves on the host when it stops: its policy
+    rules, its routing table's routes and its nftables table (the kill switch). The TUN
+    device is not persistent, so it is gone once no agent holds it; while one does the
+    agent is running and :class:`AgentRunning` is raised with nothing changed. Returns
+    what could not be removed (empty: the host is as the agent found it)."""
+    async with Routing() as routing:
+        try:
+            await routing.link_index(tun_name)
+        except RouteError:
+            pass
+        else:
+            raise AgentRunning(
+                f"the TUN device {tun_name} exists: an agent is running in this network "
+                "namespace; stop it first (systemctl stop vpnfleet-agent)"
+            )
+        problems = await PlanRoutes(routing, tun_name, own_mark).decommission()
+    left = [f"{p.subject}: {p.message}" for p in problems]
+    try:
+        await NftTable(KILL_SWITCH_TABLE).delete()
+    except OSError as exc:
+        left.append(f"nftables table inet {KILL_SWITCH_TABLE}: {exc}")
+    return left

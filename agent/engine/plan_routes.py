@@ -23,15 +23,16 @@ device disappears (the agent killed); the fallback then keeps protected traffic 
 following the main table out in the clear until the next agent routes it again. Own
 site subnets inside a routed prefix get ``throw`` routes, so that the host still reaches
 its own sites through the main table. The first :meth:`PlanRoutes.apply` after a start
-takes what a killed predecessor left at these priorities and in this table as its own,
+takes what a predecessor left at these priorities and in this table as its own (an agent
+that stops, cleanly or killed, leaves its rules and fallbacks in place: fail closed),
 keeps what the plan wants (no moment without the fallback) and removes the rest;
-:meth:`PlanRoutes.remove_all` (a clean stop) removes everything.
+:meth:`PlanRoutes.decommission` (``vpnfleet-agent cleanup``) removes everything.
 
 Without the mark, protected prefixes are routed into the TUN in the main table as
 before: transport mode and bypass entries then cannot be honoured (logged).
 
 The engine (the only owner of SA lifecycles) calls :meth:`PlanRoutes.apply` for every
-plan put in force and :meth:`PlanRoutes.remove_all` when it stops. A failed netlink
+plan put in force, and nothing when it stops. A failed netlink
 request is logged and does not stop the others: the routes are a consequence of the plan,
 which stays in force; what failed is tried again with the next apply. :meth:`apply`
 returns what failed, and what the plan asks that cannot be done, as problems (kinds
@@ -164,6 +165,20 @@ def routed_prefixes(plan: AgentPlan) -> list[str]:
     )
 
 
+def own_subnets_inside(plan: AgentPlan) -> list[str]:
+    """This host's own site subnets that lie inside a routed remote prefix: the host
+    reaches them through the main table (``throw`` routes), not through the tunnel."""
+    nets = [ipaddress.ip_network(p) for p in routed_prefixes(plan)]
+    return [
+        str(subnet)
+        for subnet in plan.subnets
+        if any(
+            subnet.version == net.version and subnet != net and subnet.subnet_of(net)  # type: ignore[arg-type]
+            for net in nets
+        )
+    ]
+
+
 def selector_rule(entry: SpdEntry, priority: int, table: int) -> PolicyRule | None:
     """The rule matching the outbound packets of ``entry``'s selector (RFC 4301 section
     4.4.1: local address and port are the source's). When a rule cannot say it exactly
@@ -218,12 +233,8 @@ def policy_routing(plan: AgentPlan, own_mark: int | None, ifname: str) -> Policy
     tun_routes = {TunRoute(p, TUNNEL_TABLE, transport.get(p)) for p in routed}
     typed = {TypedRoute(p, "unreachable", TUNNEL_TABLE, FALLBACK_METRIC) for p in routed}
     nets = [ipaddress.ip_network(p) for p in routed]
-    for subnet in plan.subnets:
-        if any(
-            subnet.version == net.version and subnet != net and subnet.subnet_of(net)  # type: ignore[arg-type]
-            for net in nets
-        ):
-            typed.add(TypedRoute(str(subnet), "throw", TUNNEL_TABLE, THROW_METRIC))
+    for subnet in own_subnets_inside(plan):
+        typed.add(TypedRoute(subnet, "throw", TUNNEL_TABLE, THROW_METRIC))
     rules = {PolicyRule(OWN_MARK_PRIORITY, MAIN_TABLE, family=f, fwmark=own_mark) for f in (4, 6)}
     rules |= {
         PolicyRule(TUNNEL_PRIORITY, TUNNEL_TABLE, family=n.version, destination=str(n))
@@ -310,6 +321,11 @@ class PlanRoutes:
 
     async def remove_all(self) -> list[Problem]:
         return await self._reconcile(PolicyRouting())
+
+    async def decommission(self) -> list[Problem]:
+        """Remove every rule and route of ours, those a previous agent left included."""
+        found = [] if self.adopted else await self._adopt()
+        return found + await self.remove_all()
 
     async def _adopt(self) -> list[Problem]:
         """Take as ours what a predecessor killed before its clean-up left: rules at our

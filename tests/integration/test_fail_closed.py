@@ -1,0 +1,188 @@
+"""Fail closed: two real agents (`vpnfleet-agent run --plan`) in two network namespaces,
+each with a default route over the underlay (the way protected traffic would leave in
+the clear). tcpdump watches the underlay while ping crosses the tunnel without a pause;
+one agent is stopped with SIGTERM (what `systemctl stop` and an upgrade send), its
+routing rules are then taken away by hand so that only the kill switch is left, and it
+is started again: not one cleartext packet of the protected flow reaches the underlay,
+and the tunnel comes back. `vpnfleet-agent cleanup` then leaves the namespace's
+ruleset, rules and routes byte-identical to what they were before the first start.
+Every namespace, process and file is removed at the end, also on failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.engine_lab import AGENT, SITE, UNDERLAY, Lab, built, sh
+
+pytestmark = pytest.mark.netns
+
+WAIT = 30.0
+CLEARTEXT = f" {SITE['a'][1]} > {SITE['b'][1]}: ICMP"
+"""How tcpdump shows a ping request of the protected flow in the clear."""
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    with built(Lab(tmp_path), "tcpdump", "nft") as lab:
+        for host, other in (("a", "b"), ("b", "a")):
+            sh(f"ip -n {lab.namespaces[host]} route add default via {UNDERLAY[other]}")
+        yield lab
+
+
+def dad_done(netns: str) -> bool:
+    return not sh(f"ip -n {netns} -6 addr show tentative").stdout
+
+
+def host_state(netns: str) -> str:
+    """What the agent may change in ``netns``, as the operator reads it."""
+    parts = []
+    for command in (
+        "nft list ruleset",
+        "ip rule",
+        "ip -6 rule",
+        "ip route show table all",
+        "ip -6 route show table all",
+    ):
+        parts.append(f"$ {command}\n" + sh(f"ip netns exec {netns} {command}").stdout)
+    return "\n".join(parts)
+
+
+def wait_until(what: str, ready: Callable[[], bool], timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@dataclass
+class Process:
+    proc: subprocess.Popen[bytes]
+    out: Path
+    err: Path
+
+    def text(self) -> str:
+        return self.out.read_text(errors="replace")
+
+
+@contextmanager
+def background(name: str, directory: Path, argv: list[str]) -> Iterator[Process]:
+    out, err = directory / f"{name}.out", directory / f"{name}.err"
+    with out.open("wb") as o, err.open("wb") as e:
+        proc = subprocess.Popen(argv, stdout=o, stderr=e, start_new_session=True)
+    try:
+        yield Process(proc, out, err)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+
+def replies(ping: Process) -> int:
+    return len(re.findall(r"bytes from ", ping.text()))
+
+
+def lines(ping: Process) -> int:
+    return ping.text().count("\n") + ping.err.read_text(errors="replace").count("\n")
+
+
+def cleanup(netns: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ip", "netns", "exec", netns, *AGENT, "cleanup"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_sigterm_restart_and_cleanup_never_leak_the_protected_flow(
+    lab: Lab, tmp_path: Path
+) -> None:
+    a = lab.namespaces["a"]
+    for ns in lab.namespaces.values():
+        # IPv6 link-local addresses (and their local routes) come once DAD is done.
+        wait_until("IPv6 DAD", functools.partial(dad_done, ns))
+    before = {host: host_state(ns) for host, ns in lab.namespaces.items()}
+    underlay = f"vfa{lab.tag}"
+    capture = ["ip", "netns", "exec", a, "tcpdump", "-i", underlay, "-n", "-l", "-U"]
+    with background("tcpdump", tmp_path, capture) as dump:
+        wait_until("tcpdump", lambda: "listening on" in dump.err.read_text())
+        lab.start("b")
+        lab.start("a")
+        lab.wait_for("a", r"event child_up b")
+        source, target = SITE["a"][1], SITE["b"][1]
+        pinging = ["ip", "netns", "exec", a, "ping", "-n", "-O", "-i", "0.05", "-I", source, target]
+        with background("ping", tmp_path, pinging) as ping:
+            wait_until("replies through the tunnel", lambda: replies(ping) >= 10)
+            kill_switch = sh(f"ip netns exec {a} nft list table inet vpnfleet_agent").stdout
+            assert f"ip daddr {SITE['b'][0]}" in kill_switch and "drop" in kill_switch
+
+            # Stopped as systemd stops it: the rules, fallbacks and kill switch stay.
+            assert lab.kill("a", signal.SIGTERM) == 0
+            seen = lines(ping)
+            wait_until("pings sent while stopped", lambda: lines(ping) >= seen + 40)
+            assert sh(f"ip netns exec {a} nft list table inet vpnfleet_agent").stdout == (
+                kill_switch
+            )
+            # Routing alone no longer holds the traffic in: only the kill switch does.
+            rule = f"to {SITE['b'][0]} lookup 4500"
+            assert rule in sh(f"ip -n {a} rule").stdout
+            sh(f"ip -n {a} rule del {rule}")
+            route = sh(f"ip -n {a} route get {target} from {source}").stdout
+            assert f"via {UNDERLAY['b']} dev {underlay}" in route, route
+            seen = lines(ping)
+            wait_until("pings sent without the rule", lambda: lines(ping) >= seen + 40)
+            dropped = sh(f"ip netns exec {a} nft list chain inet vpnfleet_agent protected_out")
+            assert re.search(r"counter packets [1-9]\d* .* drop", dropped.stdout), dropped.stdout
+
+            # Started again (as after an upgrade): the tunnel comes back.
+            mark = len(lab.output("a"))
+            got = replies(ping)
+            lab.start("a")
+            lab.wait_for("a", r"event child_up b", after=mark)
+            wait_until("replies after the restart", lambda: replies(ping) >= got + 10)
+            assert rule in sh(f"ip -n {a} rule").stdout
+        assert lab.kill("a", signal.SIGTERM) == 0
+        assert lab.kill("b", signal.SIGTERM) == 0
+    captured = dump.text()
+    assert re.search(r"ESP\(spi=", captured), captured[-2000:]
+    leaked = [line for line in captured.splitlines() if CLEARTEXT in line]
+    assert leaked == [], f"{len(leaked)} cleartext packets on the underlay: {leaked[:5]}"
+
+    # Decommission: exactly what was there before the agents first started.
+    for host, ns in lab.namespaces.items():
+        assert host_state(ns) != before[host]
+        done = cleanup(ns)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert host_state(ns) == before[host]
+        again = cleanup(ns)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert host_state(ns) == before[host]
+
+
+def test_cleanup_refuses_while_the_agent_runs(lab: Lab) -> None:
+    b = lab.namespaces["b"]
+    lab.start("b")
+    lab.wait_for("b", r"(in force|persisted)")
+    ruleset = sh(f"ip netns exec {b} nft list table inet vpnfleet_agent").stdout
+    done = cleanup(b)
+    assert done.returncode == 1
+    assert "an agent is running" in done.stderr and "stop it first" in done.stderr
+    assert sh(f"ip netns exec {b} nft list table inet vpnfleet_agent").stdout == ruleset
