@@ -147,14 +147,25 @@ def main(log_level: str) -> None:
 
 
 @main.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="The agent's config, for its firewall_mark and routing_table (default: theirs).",
+)
 @tun_option
-def cleanup(tun_name: str) -> None:
+def cleanup(config_path: Path | None, tun_name: str) -> None:
     """Decommission the data plane in this network namespace: remove the agent's policy
     rules, its routing table and its nftables table (the kill switch, which stays
     while the agent is stopped so that protected traffic never leaves in the clear).
     Refuses while an agent runs. Exits 1 when something could not be removed."""
     try:
-        left = asyncio.run(decommission(tun_name))
+        config = load_config(config_path) if config_path else AgentConfig.defaults()
+    except ConfigError as exc:
+        _fail(str(exc))
+        return
+    try:
+        left = asyncio.run(decommission(tun_name, config.firewall_mark, config.routing_table))
     except AgentRunning as exc:
         _fail(str(exc))
         return
@@ -210,8 +221,8 @@ def serve(
     except (ConfigError, ServerError, OSError) as exc:
         _fail(str(exc))
         return
-    choice = data_plane_choice(data_plane)
-    if data_plane and not choice.enabled:
+    choice = _choice(data_plane, config, config_path)
+    if choice.wanted and not choice.enabled:
         _fail(choice.reason)
     log.info("%s: %s", config.name, choice.reason)
     try:
@@ -222,7 +233,7 @@ def serve(
 
     async def go() -> None:
         keylog = keylog_path or config.keylog
-        async with _sink(choice, tun_name, keylog, credentials, config.ike_limits) as (
+        async with _sink(choice, tun_name, keylog, credentials, config.ike_limits, config) as (
             sink,
             events,
         ):
@@ -240,6 +251,15 @@ def serve(
         _fail(str(exc))
 
 
+def _choice(flag: bool | None, config: AgentConfig | None, path: Path | None) -> DataPlaneChoice:
+    """The data plane as the flag asks, else as the config's ``data_plane`` does, else
+    by the default rule (:func:`data_plane_choice`)."""
+    if flag is not None or config is None or config.data_plane is None:
+        return data_plane_choice(flag)
+    setting = f"data_plane: {str(config.data_plane).lower()} in {path}"
+    return data_plane_choice(config.data_plane, setting)
+
+
 @contextlib.asynccontextmanager
 async def _sink(
     choice: DataPlaneChoice,
@@ -247,6 +267,7 @@ async def _sink(
     keylog_path: Path | None = None,
     credentials: IkeCredentials | None = None,
     limits: ResponderLimits | None = None,
+    config: AgentConfig | None = None,
 ) -> AsyncIterator[tuple[PlanSink, EventHub]]:
     """The engine when the data plane is on, else the plan-only sink."""
     events = EventHub()
@@ -257,8 +278,16 @@ async def _sink(
         return
     keylog = KeyLog.open(keylog_path) if keylog_path is not None else None
     try:
+        settings = config or AgentConfig.defaults()
         async with HostEngine(
-            events, tun_name=tun_name, keylog=keylog, ike_credentials=credentials, limits=limits
+            events,
+            tun_name=tun_name,
+            keylog=keylog,
+            ike_credentials=credentials,
+            limits=limits,
+            listen=settings.ike_listen,
+            own_mark=settings.firewall_mark,
+            tunnel_table=settings.routing_table,
         ) as engine:
             yield engine, events
     finally:
@@ -396,8 +425,8 @@ def run(
         if config.name != plan.host:
             _fail(f"{plan_path} is a plan for {plan.host!r}; {serve_config} names {config.name!r}")
         state_dir = config.state_dir
-    choice = data_plane_choice(data_plane)
-    if data_plane and not choice.enabled:
+    choice = _choice(data_plane, config, serve_config)
+    if choice.wanted and not choice.enabled:
         _fail(choice.reason)
     if state_dir is None and not choice.enabled:
         click.echo(f"validated (not persisted: no --state-dir; {choice.reason})")
@@ -411,7 +440,7 @@ def run(
     limits = config.ike_limits if config is not None else None
 
     async def apply_and_run() -> None:
-        async with _sink(choice, tun_name, keylog_path, credentials, limits) as (
+        async with _sink(choice, tun_name, keylog_path, credentials, limits, config) as (
             sink,
             events,
         ):

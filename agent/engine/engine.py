@@ -65,7 +65,7 @@ from .incoming import IncomingDispatch, UnmatchedSources
 from .keylog import KeyLog
 from .kill_switch import KillSwitch
 from .peers import same_tunnel
-from .plan_routes import PlanRoutes, RouteTable
+from .plan_routes import TUNNEL_TABLE, PlanRoutes, RouteTable
 from .rekey import Settled
 from .session import PeerSession, PeerState, SaKind
 
@@ -110,6 +110,7 @@ class Engine(IncomingDispatch):
         make_raw: RawEspFactory | None = None,
         limits: ResponderLimits | None = None,
         kill_switch: KillSwitch | None = None,
+        tunnel_table: int = TUNNEL_TABLE,
     ) -> None:
         """``own_mark``: the firewall mark the endpoint's sockets carry, without which
         transport-mode peers are not routed into the TUN (their IKE would follow).
@@ -120,7 +121,8 @@ class Engine(IncomingDispatch):
         ``limits``: the caps on half-open IKE SAs and pre-auth fragments, shared by every
         peer's responder gate (default: :class:`ResponderLimits`'s).
         ``kill_switch``: the nftables table that keeps protected traffic out of the clear
-        whether the agent runs or not, installed with every plan put in force."""
+        whether the agent runs or not, installed with every plan put in force.
+        ``tunnel_table``: the routing table of the routes into the TUN (with ``own_mark``)."""
         self.tun = tun
         self.ike_credentials = ike_credentials
         self.keylog = keylog
@@ -128,7 +130,9 @@ class Engine(IncomingDispatch):
         self.events = events or EventHub()
         self.routing = routing
         self.routes = (
-            PlanRoutes(routing, tun.name, own_mark, underlay_mtu) if routing is not None else None
+            PlanRoutes(routing, tun.name, own_mark, underlay_mtu, tunnel_table)
+            if routing is not None
+            else None
         )
         self.kill_switch = kill_switch
         self.underlay_mtu = underlay_mtu
