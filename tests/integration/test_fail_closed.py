@@ -186,3 +186,40 @@ def test_cleanup_refuses_while_the_agent_runs(lab: Lab) -> None:
     assert done.returncode == 1
     assert "an agent is running" in done.stderr and "stop it first" in done.stderr
     assert sh(f"ip netns exec {b} nft list table inet vpnfleet_agent").stdout == ruleset
+
+
+def agent_refusal(lab: Lab, host: str) -> tuple[int, str]:
+    """Start ``host``'s agent and wait for it to give up."""
+    lab.start(host)
+    code = lab.agents.pop(host).wait(WAIT)
+    return code, lab.output(host)
+
+
+def test_a_table_in_use_or_a_taken_ike_port_is_refused_and_changes_nothing(
+    lab: Lab, tmp_path: Path
+) -> None:
+    a = lab.namespaces["a"]
+    wait_until("IPv6 DAD", functools.partial(dad_done, a))
+    # Someone else's route in the agent's routing table.
+    sh(f"ip -n {a} route add 10.9.0.0/24 dev site0 table 4500")
+    before = host_state(a)
+    code, output = agent_refusal(lab, "a")
+    assert code == 1, output
+    assert "already uses routing table 4500 or firewall mark 0x1045" in output, output
+    assert "route unicast 10.9.0.0/24 dev site0 is in table 4500" in output, output
+    assert "set routing_table and firewall_mark in the agent's config" in output
+    assert host_state(a) == before
+    sh(f"ip -n {a} route del 10.9.0.0/24 dev site0 table 4500")
+
+    # Another IKE daemon holding UDP 500.
+    before = host_state(a)
+    holder = "import signal, socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+    holder += "s.bind(('0.0.0.0', 500)); print('bound', flush=True); signal.pause()"
+    argv = ["ip", "netns", "exec", a, "python3", "-c", holder]
+    with background("holder", tmp_path, argv) as other:
+        wait_until("the other daemon", lambda: "bound" in other.text())
+        code, output = agent_refusal(lab, "a")
+    assert code == 1, output
+    assert "cannot bind UDP 0.0.0.0:500: Address already in use" in output, output
+    assert "set ike_listen in the agent's config" in output, output
+    assert host_state(a) == before
