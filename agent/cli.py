@@ -53,8 +53,9 @@ data_plane_option = click.option(
     "--data-plane/--no-data-plane",
     "data_plane",
     default=None,
-    help="Run the IKE/ESP engine (TUN device, UDP 500/4500, routes). Default: on where a "
-    "TUN device can be opened outside the machine's initial network namespace.",
+    help="Run the IKE/ESP engine (TUN device, UDP 500/4500, routes, kill switch); wins over "
+    "data_plane in the config. Default: as the config says, else on where a TUN device can "
+    "be opened inside a named network namespace.",
 )
 tun_option = click.option(
     "--tun",

@@ -5,8 +5,9 @@ plan-only. By default (``wanted`` None) the engine runs where a TUN device can b
 and the process runs inside a named network namespace (``ip netns exec``, as the lab
 and the tests start agents): one started by hand on a workstation or in a container
 does not quietly take over its routes and send IKE to its plan's peers.
-``--data-plane`` forces it (a real deployment, where the agent owns the host's IPsec),
-``--no-data-plane`` keeps plan-only mode.
+``data_plane: true`` in the agent's config or ``--data-plane`` forces it (a real
+deployment, where the agent owns the host's IPsec), ``data_plane: false`` or
+``--no-data-plane`` keeps plan-only mode (the flag wins over the config).
 """
 
 from __future__ import annotations
@@ -148,8 +149,9 @@ def source_address(remote: str) -> str | None:
 
 class HostEngine:
     """``async with HostEngine(events) as engine``: the engine with a LinuxTun, a
-    UdpEndpoint on 0.0.0.0:500/4500 and a raw ESP socket, all carrying ``own_mark``,
-    netlink routes and the kill switch (:mod:`.kill_switch`). On exit the sockets and
+    UdpEndpoint on ``listen`` (all addresses by default), ports 500/4500, and a raw ESP
+    socket, all carrying ``own_mark``, netlink routes in ``tunnel_table`` and the kill
+    switch (:mod:`.kill_switch`). On exit the sockets and
     the TUN device are released (the device's routes disappear with it); the
     policy-routing rules, the tunnel table's fallbacks and the kill switch stay, so
     that protected traffic stays in while no agent runs (see :func:`decommission`)."""
