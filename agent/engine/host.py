@@ -268,6 +268,9 @@ class HostConflict(OSError):
     """The host already uses the routing table or firewall mark the agent is configured
     with, for rules or routes the agent did not make."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)
+
 
 async def check_host(routing: RouteTable, table: int, mark: int, tun_name: str) -> None:
     """Refuse (:class:`HostConflict`) a routing table or firewall mark that rules or routes

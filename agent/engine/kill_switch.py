@@ -15,9 +15,11 @@ agent's own IKE and ESP datagrams carry ``own_mark`` and pass. Inbound (hooks in
 and forward): a packet arriving on such an interface that matches the reverse of a
 PROTECT or DISCARD entry is dropped (RFC 4301 section 5.2: protected traffic that
 arrives unprotected is discarded); ESP and the agent's IKE ports pass, since they are
-how protected traffic arrives. The entries are matched in the SPD's order, so a BYPASS
-entry before them accepts its traffic (the first match decides). The host's own site
-subnets inside a protected prefix pass, as routing ``throw``s them to the main table.
+how protected traffic arrives; so do IPv6 link-local traffic and neighbour discovery
+(:data:`LINK_SCOPE`), which no route takes into the tunnel. The entries are matched in
+the SPD's order, so a BYPASS entry before them accepts its traffic (the first match
+decides). The host's own site subnets inside a protected prefix pass, as routing
+``throw``s them to the main table.
 """
 
 from __future__ import annotations
@@ -33,6 +35,17 @@ from .plan_routes import MAIN_TABLE, own_subnets_inside, selector_rule
 
 KILL_SWITCH_TABLE = "vpnfleet_agent"
 """The name of the agent's nftables table (family inet: IPv4 and IPv6)."""
+
+
+LINK_SCOPE = (
+    "ip6 saddr fe80::/10 accept",
+    "ip6 daddr { fe80::/10, ff02::/16 } accept",
+    "icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, "
+    "nd-neighbor-advert, nd-redirect } accept",
+)
+"""What never leaves the link, and IPv6 neighbour discovery (RFC 4861): the kernel's
+local table sends it on the underlay whatever the SPD says (a ``::/0`` selector
+included), and the underlay needs it to carry ESP at all."""
 
 
 class FirewallTable(Protocol):
@@ -115,6 +128,7 @@ def kill_switch_ruleset(plan: AgentPlan, settings: KillSwitchSettings) -> str:
             [
                 f'oifname {{ "lo", {tun} }} accept',
                 f"meta mark {settings.own_mark:#x} accept",
+                *LINK_SCOPE,
                 "jump protected_out",
             ],
             "output",
@@ -125,6 +139,7 @@ def kill_switch_ruleset(plan: AgentPlan, settings: KillSwitchSettings) -> str:
                 f'iifname {{ "lo", {tun} }} accept',
                 "meta l4proto esp accept",
                 f"udp dport {{ {ports} }} accept",
+                *LINK_SCOPE,
                 "jump protected_in",
             ],
             "input",

@@ -12,6 +12,7 @@ from vpnfleet.agent.convert import plan_from_proto
 from vpnfleet.agent.engine import Engine
 from vpnfleet.agent.engine.clock import ManualScheduler
 from vpnfleet.agent.engine.kill_switch import (
+    LINK_SCOPE,
     KillSwitch,
     KillSwitchSettings,
     kill_switch_ruleset,
@@ -82,6 +83,7 @@ def test_protected_selectors_are_dropped_off_the_tun_both_ways() -> None:
         "type filter hook output priority filter; policy accept;",
         'oifname { "lo", "tun-a" } accept',
         "meta mark 0x4500 accept",
+        *LINK_SCOPE,
         "jump protected_out",
     ]
     assert chain(body, "input")[1:4] == [
