@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.agent_harness import make_fleet
 from tests.support.engine_lab import AGENT, SITE, UNDERLAY, Lab, built, sh
 
 pytestmark = pytest.mark.netns
@@ -222,4 +223,42 @@ def test_a_table_in_use_or_a_taken_ike_port_is_refused_and_changes_nothing(
     assert code == 1, output
     assert "cannot bind UDP 0.0.0.0:500: Address already in use" in output, output
     assert "set ike_listen in the agent's config" in output, output
+    assert host_state(a) == before
+
+
+def test_the_configured_table_and_mark_are_the_ones_used_and_cleaned_up(
+    lab: Lab, tmp_path: Path
+) -> None:
+    a = lab.namespaces["a"]
+    wait_until("IPv6 DAD", functools.partial(dad_done, a))
+    before = host_state(a)
+    agent_dir = make_fleet(tmp_path / "fleet").enroll("a")
+    config = agent_dir / "agent.yaml"
+    config.write_text(
+        "name: a\nlisten: 127.0.0.1:0\nstate_dir: .\ndata_plane: true\n"
+        f"ike_listen: {UNDERLAY['a']}\nfirewall_mark: 0x2a\nrouting_table: 120\n"
+    )
+    lab.start("b")
+    argv = ["ip", "netns", "exec", a, *AGENT, "run", "--plan", str(lab.plan_file("a"))]
+    with background("agent-a", tmp_path, [*argv, "--serve", str(config)]) as agent:
+        wait_until("the agent serving", lambda: " listening on " in agent.text())
+        wait_until("a ping through the tunnel", lambda: lab.ping(1).returncode == 0)
+        rules = sh(f"ip -n {a} rule").stdout
+        assert "fwmark 0x2a lookup main" in rules and f"to {SITE['b'][0]} lookup 120" in rules
+        assert "lookup 4500" not in rules and "0x1045" not in rules, rules
+        assert f"{SITE['b'][0]} dev vpnfleet0" in sh(f"ip -n {a} route show table 120").stdout
+        ruleset = sh(f"ip netns exec {a} nft list table inet vpnfleet_agent").stdout
+        assert "meta mark 0x0000002a accept" in ruleset, ruleset
+        sockets = sh(f"ip netns exec {a} ss -uln").stdout
+        assert f"{UNDERLAY['a']}:500 " in sockets and "0.0.0.0:500 " not in sockets, sockets
+        os.killpg(agent.proc.pid, signal.SIGTERM)
+        assert agent.proc.wait(WAIT) == 0
+    assert "lookup 120" in sh(f"ip -n {a} rule").stdout  # kept while stopped
+    done = subprocess.run(
+        ["ip", "netns", "exec", a, *AGENT, "cleanup", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
     assert host_state(a) == before
