@@ -28,7 +28,13 @@ from .config import (
 )
 from .control import ControlError, control_socket
 from .ctl_cli import COMMANDS as CONTROL_COMMANDS
-from .engine.host import DataPlaneChoice, HostEngine, data_plane_choice
+from .engine.host import (
+    AgentRunning,
+    DataPlaneChoice,
+    HostEngine,
+    data_plane_choice,
+    decommission,
+)
 from .engine.keylog import KeyLog, KeyLogError
 from .engine.translate import CredentialError, IkeCredentials
 from .enroll import (
@@ -63,8 +69,9 @@ data_plane_option = click.option(
     "--data-plane/--no-data-plane",
     "data_plane",
     default=None,
-    help="Run the IKE/ESP engine (TUN device, UDP 500/4500, routes). Default: on where a "
-    "TUN device can be opened outside the machine's initial network namespace.",
+    help="Run the IKE/ESP engine (TUN device, UDP 500/4500, routes, kill switch); wins over "
+    "data_plane in the config. Default: as the config says, else on where a TUN device can "
+    "be opened inside a named network namespace.",
 )
 tun_option = click.option(
     "--tun",
@@ -165,6 +172,39 @@ def main(log_level: str) -> None:
 @click.option(
     "--config",
     "config_path",
+    type=click.Path(path_type=Path),
+    help="The agent's config, for its firewall_mark and routing_table (default: theirs).",
+)
+@tun_option
+def cleanup(config_path: Path | None, tun_name: str) -> None:
+    """Decommission the data plane in this network namespace: remove the agent's policy
+    rules, its routing table and its nftables table (the kill switch, which stays
+    while the agent is stopped so that protected traffic never leaves in the clear).
+    Refuses while an agent runs. Exits 1 when something could not be removed."""
+    try:
+        config = load_config(config_path) if config_path else AgentConfig.defaults()
+    except ConfigError as exc:
+        _fail(str(exc))
+        return
+    try:
+        left = asyncio.run(decommission(tun_name, config.firewall_mark, config.routing_table))
+    except AgentRunning as exc:
+        _fail(str(exc))
+        return
+    except OSError as exc:
+        _fail(f"cannot read this host's rules and routes: {exc}")
+        return
+    for line in left:
+        click.echo(f"not removed: {line}", err=True)
+    if left:
+        sys.exit(1)
+    click.echo("removed the agent's rules, routes and nftables table")
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
     required=True,
     type=click.Path(path_type=Path),
     help="YAML: name, listen, state_dir, tls {cert,key,ca}, controller_identity.",
@@ -203,8 +243,8 @@ def serve(
     except (ConfigError, ServerError, OSError) as exc:
         _fail(str(exc))
         return
-    choice = data_plane_choice(data_plane)
-    if data_plane and not choice.enabled:
+    choice = _choice(data_plane, config, config_path)
+    if choice.wanted and not choice.enabled:
         _fail(choice.reason)
     log.info("%s: %s", config.name, choice.reason)
     try:
@@ -215,7 +255,7 @@ def serve(
 
     async def go() -> None:
         keylog = keylog_path or config.keylog
-        async with _sink(choice, tun_name, keylog, credentials, config.ike_limits) as (
+        async with _sink(choice, tun_name, keylog, credentials, config.ike_limits, config) as (
             sink,
             events,
         ):
@@ -237,6 +277,15 @@ def serve(
         _fail(str(exc))
 
 
+def _choice(flag: bool | None, config: AgentConfig | None, path: Path | None) -> DataPlaneChoice:
+    """The data plane as the flag asks, else as the config's ``data_plane`` does, else
+    by the default rule (:func:`data_plane_choice`)."""
+    if flag is not None or config is None or config.data_plane is None:
+        return data_plane_choice(flag)
+    setting = f"data_plane: {str(config.data_plane).lower()} in {path}"
+    return data_plane_choice(config.data_plane, setting)
+
+
 @contextlib.asynccontextmanager
 async def _sink(
     choice: DataPlaneChoice,
@@ -244,6 +293,7 @@ async def _sink(
     keylog_path: Path | None = None,
     credentials: IkeCredentials | None = None,
     limits: ResponderLimits | None = None,
+    config: AgentConfig | None = None,
 ) -> AsyncIterator[tuple[PlanSink, EventHub]]:
     """The engine when the data plane is on, else the plan-only sink."""
     events = EventHub()
@@ -254,8 +304,16 @@ async def _sink(
         return
     keylog = KeyLog.open(keylog_path) if keylog_path is not None else None
     try:
+        settings = config or AgentConfig.defaults()
         async with HostEngine(
-            events, tun_name=tun_name, keylog=keylog, ike_credentials=credentials, limits=limits
+            events,
+            tun_name=tun_name,
+            keylog=keylog,
+            ike_credentials=credentials,
+            limits=limits,
+            listen=settings.ike_listen,
+            own_mark=settings.firewall_mark,
+            tunnel_table=settings.routing_table,
         ) as engine:
             yield engine, events
     finally:
@@ -412,8 +470,8 @@ def run(
         if config.name != plan.host:
             _fail(f"{plan_path} is a plan for {plan.host!r}; {serve_config} names {config.name!r}")
         state_dir = config.state_dir
-    choice = data_plane_choice(data_plane)
-    if data_plane and not choice.enabled:
+    choice = _choice(data_plane, config, serve_config)
+    if choice.wanted and not choice.enabled:
         _fail(choice.reason)
     if state_dir is None and not choice.enabled:
         click.echo(f"validated (not persisted: no --state-dir; {choice.reason})")
@@ -431,7 +489,7 @@ def run(
         control_path = state_dir / CONTROL_SOCKET
 
     async def apply_and_run() -> None:
-        async with _sink(choice, tun_name, keylog_path, credentials, limits) as (
+        async with _sink(choice, tun_name, keylog_path, credentials, limits, config) as (
             sink,
             events,
         ):

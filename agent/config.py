@@ -16,6 +16,13 @@
     control_socket: agent.sock        # the local socket `vpnfleet-agent sas`, `initiate`,
                                       # `terminate` and `log` use (0600; default:
                                       # agent.sock in state_dir)
+    data_plane: true                  # run the IKE/ESP engine (TUN, UDP 500/4500, routes,
+                                      # kill switch); false: plan only. Default: on only
+                                      # inside a named network namespace (the lab's)
+    ike_listen: 0.0.0.0               # the address IKE (UDP 500/4500) and raw ESP bind to
+    firewall_mark: 0x1045             # SO_MARK of the agent's own IKE/ESP (no 0x4000/0x8000:
+                                      # kube-proxy's bits; see engine/host.py)
+    routing_table: 4500               # the table of the routes into the TUN device
     ike_limits:                       # what initiators not yet authenticated may make
       half_open_per_source: 16        # the agent hold (defaults shown): half-open IKE
       half_open_per_peer: 128         # SAs per source address, per plan peer and in
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +47,8 @@ import yaml
 
 from vpnfleet.protos.identity import CONTROLLER_NAME
 
+from .engine.host import DEFAULT_OWN_MARK, KUBE_PROXY_MARK_BITS
+from .engine.plan_routes import TUNNEL_TABLE
 from .enroll import CA_CERT, TLS_CERT, TLS_KEY
 from .ike.admission import ResponderLimits
 from .ike.errors import LocalError
@@ -58,6 +68,10 @@ _TOP_KEYS = (
     "metrics_listen",
     "ike_limits",
     "control_socket",
+    "data_plane",
+    "ike_listen",
+    "firewall_mark",
+    "routing_table",
 )
 _TLS_KEYS = ("cert", "key", "ca")
 _LIMIT_KEYS = tuple(f.name for f in dataclasses.fields(ResponderLimits))
@@ -89,6 +103,21 @@ class AgentConfig:
     """Caps on half-open IKE SAs and the fragments they hold before IKE_AUTH."""
     control_socket: Path = DEFAULT_STATE_DIR / CONTROL_SOCKET
     """The local control socket (agent/control.py)."""
+    data_plane: bool | None = None
+    """True: run the engine; False: plan only; None: decide as engine/host.py says."""
+    ike_listen: str = "0.0.0.0"
+    """The address the IKE/ESP sockets bind to."""
+    firewall_mark: int = DEFAULT_OWN_MARK
+    routing_table: int = TUNNEL_TABLE
+
+    @classmethod
+    def defaults(cls) -> AgentConfig:
+        """The settings of an agent run without a config file (``run --plan``)."""
+        return cls("", DEFAULT_LISTEN, DEFAULT_STATE_DIR, _tls(DEFAULT_STATE_DIR), CONTROLLER_NAME)
+
+
+def _tls(state_dir: Path, cert: str = TLS_CERT, key: str = TLS_KEY, ca: str = CA_CERT) -> TlsFiles:
+    return TlsFiles(cert=state_dir / cert, key=state_dir / key, ca=state_dir / ca)
 
 
 def _unknown(where: str, key: object, known: tuple[str, ...]) -> str:
@@ -120,7 +149,7 @@ def config_text(
 ) -> str:
     """The configuration file of an agent with these settings and its TLS files where
     ``init`` and ``install-certs`` put them (in ``state_dir``), as :func:`load_config`
-    reads it."""
+    reads it. The data plane is on, said explicitly: this is a real host's agent."""
     where = "the agent configuration"
     if not name or any(c.isspace() for c in name):
         raise ConfigError(f"{where}: name {name!r} must be a host name without blanks")
@@ -131,6 +160,7 @@ def config_text(
         "listen": check_listen(where, listen),
         "state_dir": str(state_dir),
         "controller_identity": controller_identity,
+        "data_plane": True,
     }
     return yaml.safe_dump(data, sort_keys=False)
 
@@ -161,10 +191,11 @@ def load_config(path: Path) -> AgentConfig:
     for key in tls_data:
         if key not in _TLS_KEYS:
             raise ConfigError(_unknown(f"{where}: tls", key, _TLS_KEYS))
-    tls = TlsFiles(
-        cert=state_dir / _text(f"{where}: tls", tls_data, "cert", TLS_CERT),
-        key=state_dir / _text(f"{where}: tls", tls_data, "key", TLS_KEY),
-        ca=state_dir / _text(f"{where}: tls", tls_data, "ca", CA_CERT),
+    tls = _tls(
+        state_dir,
+        _text(f"{where}: tls", tls_data, "cert", TLS_CERT),
+        _text(f"{where}: tls", tls_data, "key", TLS_KEY),
+        _text(f"{where}: tls", tls_data, "ca", CA_CERT),
     )
     keylog = base / _text(where, data, "keylog", None) if data.get("keylog") is not None else None
     metrics = data.get("metrics_listen") or ""
@@ -176,7 +207,65 @@ def load_config(path: Path) -> AgentConfig:
         if data.get("control_socket") is not None
         else state_dir / CONTROL_SOCKET
     )
-    return AgentConfig(name, listen, state_dir, tls, identity, keylog, metrics, limits, control)
+    data_plane = data.get("data_plane")
+    if data_plane is not None and not isinstance(data_plane, bool):
+        raise ConfigError(f"{where}: 'data_plane' must be true or false, not {data_plane!r}")
+    return AgentConfig(
+        name,
+        listen,
+        state_dir,
+        tls,
+        identity,
+        keylog,
+        metrics,
+        limits,
+        control,
+        data_plane,
+        _ike_listen(where, data.get("ike_listen", "0.0.0.0")),
+        _firewall_mark(where, data.get("firewall_mark", DEFAULT_OWN_MARK)),
+        _routing_table(where, data.get("routing_table", TUNNEL_TABLE)),
+    )
+
+
+def _number(where: str, key: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ConfigError(f"{where}: {key!r} must be a number, not {value!r}")
+    try:
+        return value if isinstance(value, int) else int(value, 0)
+    except ValueError:
+        raise ConfigError(f"{where}: {key!r} must be a number, not {value!r}") from None
+
+
+def _firewall_mark(where: str, value: object) -> int:
+    mark = _number(where, "firewall_mark", value)
+    if not 1 <= mark <= 0xFFFFFFFF:
+        raise ConfigError(f"{where}: firewall_mark must be 0x1..0xffffffff, not {mark:#x}")
+    if mark & KUBE_PROXY_MARK_BITS:
+        raise ConfigError(
+            f"{where}: firewall_mark {mark:#x} carries kube-proxy's masquerade (0x4000) or "
+            f"drop (0x8000) bit, which would masquerade or drop the agent's own IKE and ESP; "
+            f"choose a mark without them, e.g. the default {DEFAULT_OWN_MARK:#x}"
+        )
+    return mark
+
+
+def _routing_table(where: str, value: object) -> int:
+    table = _number(where, "routing_table", value)
+    if not 1 <= table <= 0xFFFFFFFF or table in (253, 254, 255):
+        raise ConfigError(
+            f"{where}: routing_table must be 1..4294967295 and not one of the kernel's "
+            f"own (253 default, 254 main, 255 local), not {table}"
+        )
+    return table
+
+
+def _ike_listen(where: str, value: object) -> str:
+    try:
+        return str(ipaddress.ip_address(str(value)))
+    except ValueError:
+        raise ConfigError(
+            f"{where}: ike_listen must be an IP address (0.0.0.0 for all), not {value!r}"
+        ) from None
 
 
 def _ike_limits(where: str, data: object) -> ResponderLimits:

@@ -64,8 +64,9 @@ from . import translate
 from .clock import LoopScheduler, Scheduler, TimerHandle
 from .incoming import IncomingDispatch, UnmatchedSources
 from .keylog import KeyLog
+from .kill_switch import KillSwitch
 from .peers import same_tunnel
-from .plan_routes import PlanRoutes, RouteTable
+from .plan_routes import TUNNEL_TABLE, PlanRoutes, RouteTable
 from .rekey import Settled
 from .session import PeerSession, PeerState, SaKind
 
@@ -109,6 +110,8 @@ class Engine(IncomingDispatch):
         ike_credentials: translate.IkeCredentials | None = None,
         make_raw: RawEspFactory | None = None,
         limits: ResponderLimits | None = None,
+        kill_switch: KillSwitch | None = None,
+        tunnel_table: int = TUNNEL_TABLE,
     ) -> None:
         """``own_mark``: the firewall mark the endpoint's sockets carry, without which
         transport-mode peers are not routed into the TUN (their IKE would follow).
@@ -117,7 +120,10 @@ class Engine(IncomingDispatch):
         ``make_raw``: the raw ESP socket for peers with no NAT between us (RFC 7296
         section 2.23); without it ESP always travels in UDP 4500.
         ``limits``: the caps on half-open IKE SAs and pre-auth fragments, shared by every
-        peer's responder gate (default: :class:`ResponderLimits`'s)."""
+        peer's responder gate (default: :class:`ResponderLimits`'s).
+        ``kill_switch``: the nftables table that keeps protected traffic out of the clear
+        whether the agent runs or not, installed with every plan put in force.
+        ``tunnel_table``: the routing table of the routes into the TUN (with ``own_mark``)."""
         self.tun = tun
         self.ike_credentials = ike_credentials
         self.keylog = keylog
@@ -125,8 +131,11 @@ class Engine(IncomingDispatch):
         self.events = events or EventHub()
         self.routing = routing
         self.routes = (
-            PlanRoutes(routing, tun.name, own_mark, underlay_mtu) if routing is not None else None
+            PlanRoutes(routing, tun.name, own_mark, underlay_mtu, tunnel_table)
+            if routing is not None
+            else None
         )
+        self.kill_switch = kill_switch
         self.underlay_mtu = underlay_mtu
         self._make_endpoint = make_endpoint
         self._make_raw = make_raw
@@ -212,7 +221,12 @@ class Engine(IncomingDispatch):
             await self.routing.link_up(self.tun.name)
 
     async def stop(self) -> None:
-        """Delete every IKE SA (best effort, one send each), stop timers, close sockets."""
+        """Delete every IKE SA (best effort, one send each), stop timers, close sockets.
+
+        The routes and rules of the plan, and the kill switch, stay (fail closed): with
+        the TUN device gone the tunnel table's ``unreachable`` fallbacks answer for the
+        protected prefixes until the next agent routes them again; only a decommission
+        (``vpnfleet-agent cleanup``) removes them."""
         self.stopped = True
         for session in list(self.sessions.values()):
             session.cancel_timers()
@@ -225,8 +239,6 @@ class Engine(IncomingDispatch):
             self.dp.stop()
         if self.keepalive is not None:
             self.keepalive.stop()
-        if self.routes is not None:
-            await self.routes.remove_all()
         if self.endpoint is not None:
             self.endpoint.close()
         if self.raw is not None:
@@ -249,7 +261,11 @@ class Engine(IncomingDispatch):
         self.dp.update_spd(translate.spd_entries(plan))
         self._keepalive_interval(plan)
         if self.routes is not None:
-            self.board.replace(PUT_IN_FORCE_KINDS, await self.routes.apply(plan), self._wall())
+            # The kill switch first: nothing the new plan protects may leave in the clear
+            # while its routes are being put in place.
+            found = await self.kill_switch.apply(plan) if self.kill_switch is not None else []
+            found += await self.routes.apply(plan)
+            self.board.replace(PUT_IN_FORCE_KINDS, found, self._wall())
         new_peers = {p.name: p for p in plan.peers}
         for name in list(self.sessions):
             if name not in new_peers:

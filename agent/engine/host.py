@@ -5,12 +5,14 @@ plan-only. By default (``wanted`` None) the engine runs where a TUN device can b
 and the process runs inside a named network namespace (``ip netns exec``, as the lab
 and the tests start agents): one started by hand on a workstation or in a container
 does not quietly take over its routes and send IKE to its plan's peers.
-``--data-plane`` forces it (a real deployment, where the agent owns the host's IPsec),
-``--no-data-plane`` keeps plan-only mode.
+``data_plane: true`` in the agent's config or ``--data-plane`` forces it (a real
+deployment, where the agent owns the host's IPsec), ``data_plane: false`` or
+``--no-data-plane`` keeps plan-only mode (the flag wins over the config).
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import os
@@ -19,13 +21,24 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from ..ike.admission import ResponderLimits
+from ..io.nftables import NftTable
 from ..io.rawesp import RawEspHandler, RawEspSocket
-from ..io.routes import Routing
+from ..io.routes import RouteError, Routing
 from ..io.tun import LinuxTun
-from ..io.udp import DatagramEndpoint, EspHandler, IkeHandler, UdpEndpoint
+from ..io.udp import DatagramEndpoint, EspHandler, IkeHandler, UdpEndpoint, UdpError
 from ..sink import EventHub
 from .engine import Engine
 from .keylog import KeyLog
+from .kill_switch import KILL_SWITCH_TABLE, KillSwitch, KillSwitchSettings
+from .plan_routes import (
+    FALLBACK_METRIC,
+    MAIN_TABLE,
+    OUR_PRIORITIES,
+    THROW_METRIC,
+    TUNNEL_TABLE,
+    PlanRoutes,
+    RouteTable,
+)
 from .translate import IkeCredentials
 
 log = logging.getLogger(__name__)
@@ -34,15 +47,23 @@ DEFAULT_TUN_NAME = "vpnfleet0"
 NETNS_DIR = "/run/netns"
 SOCKET_BUFFER_BYTES = 4 << 20
 """Kernel socket buffers large enough to absorb bursts while the loop is busy."""
-OWN_MARK = 0x4500
-"""Firewall mark (SO_MARK) on the agent's UDP sockets: policy routing sends these
-datagrams by the main table, never into the TUN (transport mode, see Engine)."""
+DEFAULT_OWN_MARK = 0x1045
+"""Firewall mark (SO_MARK) on the agent's UDP and raw ESP sockets: policy routing sends
+these datagrams by the main table, never into the TUN (transport mode, see Engine), and
+the kill switch lets them pass. ``firewall_mark`` in the agent's config. Its bits stay
+clear of the marks other software on a host sets and tests: kube-proxy's masquerade
+(0x4000) and drop (0x8000) bits, which would masquerade or drop the agent's own IKE and
+ESP, Cilium's 0x0f00 nibble, and the upper 16 bits Calico, Weave and Tailscale use."""
+KUBE_PROXY_MARK_BITS = 0x4000 | 0x8000
+"""kube-proxy's masquerade and drop bits: a configured mark must not carry them."""
 
 
 @dataclass(frozen=True)
 class DataPlaneChoice:
     enabled: bool
     reason: str
+    wanted: bool | None = None
+    """What was asked (True: the data plane or nothing), None: the default rule."""
 
 
 def named_netns() -> str | None:
@@ -70,18 +91,38 @@ def _can_open_tun() -> str:
     except OSError as exc:
         return f"cannot open /dev/net/tun: {exc.strerror}"
     os.close(fd)
-    if os.geteuid() != 0:
-        return "not running as root (TUN devices and routes need CAP_NET_ADMIN)"
+    if not has_net_admin():
+        return "without CAP_NET_ADMIN (TUN devices, routes and nftables need it)"
     return ""
 
 
-def data_plane_choice(wanted: bool | None) -> DataPlaneChoice:
+CAP_NET_ADMIN = 12
+"""The capability's bit number (linux/capability.h)."""
+
+
+def has_net_admin(status: str | None = None) -> bool:
+    """Whether the process holds CAP_NET_ADMIN in its effective set (root, or a service
+    unit's ``AmbientCapabilities=``), read from ``/proc/self/status`` (or ``status``)."""
+    if status is None:
+        try:
+            with open("/proc/self/status") as file:
+                status = file.read()
+        except OSError:
+            return os.geteuid() == 0
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
+    return os.geteuid() == 0
+
+
+def data_plane_choice(wanted: bool | None, setting: str = "--no-data-plane") -> DataPlaneChoice:
+    """``setting``: what asked for ``wanted`` (a flag or the config file), for the reason."""
     if wanted is False:
-        return DataPlaneChoice(False, "plan only (--no-data-plane)")
+        return DataPlaneChoice(False, f"plan only ({setting})", wanted)
     problem = _can_open_tun()
     if problem:
         if wanted:
-            return DataPlaneChoice(False, f"no data plane: {problem}")
+            return DataPlaneChoice(False, f"no data plane: {problem}", wanted)
         return DataPlaneChoice(False, f"plan only: {problem}")
     netns = named_netns()
     if wanted is None and netns is None:
@@ -91,7 +132,7 @@ def data_plane_choice(wanted: bool | None) -> DataPlaneChoice:
             "(give --data-plane to let the agent own this host's tunnels and routes)",
         )
     where = f" in network namespace {netns}" if netns else ""
-    return DataPlaneChoice(True, f"data plane: TUN device, UDP 500/4500{where}")
+    return DataPlaneChoice(True, f"data plane: TUN device, UDP 500/4500{where}", wanted)
 
 
 def source_address(remote: str) -> str | None:
@@ -108,10 +149,12 @@ def source_address(remote: str) -> str | None:
 
 class HostEngine:
     """``async with HostEngine(events) as engine``: the engine with a LinuxTun, a
-    UdpEndpoint on 0.0.0.0:500/4500 and a raw ESP socket, all carrying ``own_mark``,
-    and netlink routes, all released on exit (the TUN device disappears with its routes
-    when the file descriptor closes; the engine removes its policy-routing rules when it
-    stops)."""
+    UdpEndpoint on ``listen`` (all addresses by default), ports 500/4500, and a raw ESP
+    socket, all carrying ``own_mark``, netlink routes in ``tunnel_table`` and the kill
+    switch (:mod:`.kill_switch`). On exit the sockets and
+    the TUN device are released (the device's routes disappear with it); the
+    policy-routing rules, the tunnel table's fallbacks and the kill switch stay, so
+    that protected traffic stays in while no agent runs (see :func:`decommission`)."""
 
     def __init__(
         self,
@@ -122,7 +165,8 @@ class HostEngine:
         ike_port: int = 500,
         natt_port: int = 4500,
         keylog: KeyLog | None = None,
-        own_mark: int = OWN_MARK,
+        own_mark: int = DEFAULT_OWN_MARK,
+        tunnel_table: int = TUNNEL_TABLE,
         ike_credentials: IkeCredentials | None = None,
         limits: ResponderLimits | None = None,
     ) -> None:
@@ -130,6 +174,7 @@ class HostEngine:
         self.limits = limits
         self.ike_credentials = ike_credentials
         self.own_mark = own_mark
+        self.tunnel_table = tunnel_table
         self.keylog = keylog
         self.tun_name = tun_name
         self.listen = listen
@@ -143,21 +188,36 @@ class HostEngine:
         return RawEspSocket(on_esp, host=self.listen, mark=self.own_mark)
 
     def _endpoint(self, on_ike: IkeHandler, on_esp: EspHandler) -> DatagramEndpoint:
-        return UdpEndpoint(
-            on_ike,
-            on_esp,
-            host=self.listen,
-            ike_port=self.ike_port,
-            natt_port=self.natt_port,
-            buffer_bytes=SOCKET_BUFFER_BYTES,
-            mark=self.own_mark,
-        )
+        try:
+            return UdpEndpoint(
+                on_ike,
+                on_esp,
+                host=self.listen,
+                ike_port=self.ike_port,
+                natt_port=self.natt_port,
+                buffer_bytes=SOCKET_BUFFER_BYTES,
+                mark=self.own_mark,
+            )
+        except UdpError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise UdpError(
+                exc.errno,
+                f"{exc.strerror}: another program (an IKE daemon such as strongSwan's "
+                "charon?) holds the port; stop it, or set ike_listen in the agent's config "
+                "to an address it does not use",
+            ) from None
 
     async def __aenter__(self) -> Engine:
         try:
             self._tun = LinuxTun(self.tun_name)
             self._routing = Routing()
             await self._routing.__aenter__()
+            await check_host(self._routing, self.tunnel_table, self.own_mark, self._tun.name)
+            kill_switch = KillSwitch(
+                NftTable(KILL_SWITCH_TABLE),
+                KillSwitchSettings(self._tun.name, self.own_mark, (self.ike_port, self.natt_port)),
+            )
             self.engine = Engine(
                 self._tun,
                 self._endpoint,
@@ -169,6 +229,8 @@ class HostEngine:
                 ike_credentials=self.ike_credentials,
                 make_raw=self._raw_esp,
                 limits=self.limits,
+                kill_switch=kill_switch,
+                tunnel_table=self.tunnel_table,
             )
             await self.engine.start()
         except BaseException:
@@ -200,3 +262,75 @@ class HostEngine:
         if self._tun is not None:
             self._tun.close()
             self._tun = None
+
+
+class HostConflict(OSError):
+    """The host already uses the routing table or firewall mark the agent is configured
+    with, for rules or routes the agent did not make."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+async def check_host(routing: RouteTable, table: int, mark: int, tun_name: str) -> None:
+    """Refuse (:class:`HostConflict`) a routing table or firewall mark that rules or routes
+    of someone else's already use: the agent would route their traffic, or they its own.
+    What an agent left (rules at its priorities, its fallbacks) is the agent's."""
+    clashes = []
+    for rule in await routing.rules():
+        if rule.priority in OUR_PRIORITIES and rule.table in (MAIN_TABLE, table):
+            continue
+        if rule.table == table:
+            clashes.append(f"rule {rule!s} looks up table {table}")
+        elif rule.fwmark == mark:
+            clashes.append(f"rule {rule!s} matches firewall mark {mark:#x}")
+    for route in await routing.routes(table=table):
+        ours = (
+            (route.kind == "unicast" and route.ifname == tun_name)
+            or (route.kind == "unreachable" and route.metric == FALLBACK_METRIC)
+            or (route.kind == "throw" and route.metric == THROW_METRIC)
+        )
+        if not ours:
+            clashes.append(
+                f"route {route.kind} {route.prefix} dev {route.ifname} is in table {table}"
+            )
+    if clashes:
+        raise HostConflict(
+            errno.EEXIST,
+            f"this host already uses routing table {table} or firewall mark {mark:#x} "
+            f"({'; '.join(clashes)}); set routing_table and firewall_mark in the agent's "
+            "config to ones nothing else uses",
+        )
+
+
+class AgentRunning(Exception):
+    """Decommission refused: an agent still holds the data plane."""
+
+
+async def decommission(
+    tun_name: str = DEFAULT_TUN_NAME,
+    own_mark: int = DEFAULT_OWN_MARK,
+    tunnel_table: int = TUNNEL_TABLE,
+) -> list[str]:
+    """Remove what the agent's data plane leaves on the host when it stops: its policy
+    rules, its routing table's routes and its nftables table (the kill switch). The TUN
+    device is not persistent, so it is gone once no agent holds it; while one does the
+    agent is running and :class:`AgentRunning` is raised with nothing changed. Returns
+    what could not be removed (empty: the host is as the agent found it)."""
+    async with Routing() as routing:
+        try:
+            await routing.link_index(tun_name)
+        except RouteError:
+            pass
+        else:
+            raise AgentRunning(
+                f"the TUN device {tun_name} exists: an agent is running in this network "
+                "namespace; stop it first (systemctl stop vpnfleet-agent)"
+            )
+        problems = await PlanRoutes(routing, tun_name, own_mark, table=tunnel_table).decommission()
+    left = [f"{p.subject}: {p.message}" for p in problems]
+    try:
+        await NftTable(KILL_SWITCH_TABLE).delete()
+    except OSError as exc:
+        left.append(f"nftables table inet {KILL_SWITCH_TABLE}: {exc}")
+    return left

@@ -23,15 +23,16 @@ device disappears (the agent killed); the fallback then keeps protected traffic 
 following the main table out in the clear until the next agent routes it again. Own
 site subnets inside a routed prefix get ``throw`` routes, so that the host still reaches
 its own sites through the main table. The first :meth:`PlanRoutes.apply` after a start
-takes what a killed predecessor left at these priorities and in this table as its own,
+takes what a predecessor left at these priorities and in this table as its own (an agent
+that stops, cleanly or killed, leaves its rules and fallbacks in place: fail closed),
 keeps what the plan wants (no moment without the fallback) and removes the rest;
-:meth:`PlanRoutes.remove_all` (a clean stop) removes everything.
+:meth:`PlanRoutes.decommission` (``vpnfleet-agent cleanup``) removes everything.
 
 Without the mark, protected prefixes are routed into the TUN in the main table as
 before: transport mode and bypass entries then cannot be honoured (logged).
 
 The engine (the only owner of SA lifecycles) calls :meth:`PlanRoutes.apply` for every
-plan put in force and :meth:`PlanRoutes.remove_all` when it stops. A failed netlink
+plan put in force, and nothing when it stops. A failed netlink
 request is logged and does not stop the others: the routes are a consequence of the plan,
 which stays in force; what failed is tried again with the next apply. :meth:`apply`
 returns what failed, and what the plan asks that cannot be done, as problems (kinds
@@ -57,7 +58,8 @@ log = logging.getLogger(__name__)
 
 MAIN_TABLE = 254
 TUNNEL_TABLE = 4500
-"""The routing table holding the routes into the TUN device (with ``own_mark``)."""
+"""The default routing table holding the routes into the TUN device (with ``own_mark``;
+``routing_table`` in the agent's config)."""
 OWN_MARK_PRIORITY = 4500
 """Rule priority of ``fwmark OWN_MARK lookup main``: after the local table (priority 0),
 before every other rule of ours."""
@@ -164,6 +166,20 @@ def routed_prefixes(plan: AgentPlan) -> list[str]:
     )
 
 
+def own_subnets_inside(plan: AgentPlan) -> list[str]:
+    """This host's own site subnets that lie inside a routed remote prefix: the host
+    reaches them through the main table (``throw`` routes), not through the tunnel."""
+    nets = [ipaddress.ip_network(p) for p in routed_prefixes(plan)]
+    return [
+        str(subnet)
+        for subnet in plan.subnets
+        if any(
+            subnet.version == net.version and subnet != net and subnet.subnet_of(net)  # type: ignore[arg-type]
+            for net in nets
+        )
+    ]
+
+
 def selector_rule(entry: SpdEntry, priority: int, table: int) -> PolicyRule | None:
     """The rule matching the outbound packets of ``entry``'s selector (RFC 4301 section
     4.4.1: local address and port are the source's). When a rule cannot say it exactly
@@ -191,8 +207,11 @@ def selector_rule(entry: SpdEntry, priority: int, table: int) -> PolicyRule | No
     )
 
 
-def policy_routing(plan: AgentPlan, own_mark: int | None, ifname: str) -> PolicyRouting:
-    """What ``plan`` asks of the routing tables (see the module's docstring)."""
+def policy_routing(
+    plan: AgentPlan, own_mark: int | None, ifname: str, table: int = TUNNEL_TABLE
+) -> PolicyRouting:
+    """What ``plan`` asks of the routing tables (see the module's docstring), with
+    ``table`` as the tunnel table."""
     transport = transport_prefixes(plan)
     bypass = [e.name for e in plan.spd if e.action is SpdAction.BYPASS]
     if own_mark is None:
@@ -215,19 +234,14 @@ def policy_routing(plan: AgentPlan, own_mark: int | None, ifname: str) -> Policy
     routed = routed_prefixes(plan)
     if not routed:
         return PolicyRouting()
-    tun_routes = {TunRoute(p, TUNNEL_TABLE, transport.get(p)) for p in routed}
-    typed = {TypedRoute(p, "unreachable", TUNNEL_TABLE, FALLBACK_METRIC) for p in routed}
+    tun_routes = {TunRoute(p, table, transport.get(p)) for p in routed}
+    typed = {TypedRoute(p, "unreachable", table, FALLBACK_METRIC) for p in routed}
     nets = [ipaddress.ip_network(p) for p in routed]
-    for subnet in plan.subnets:
-        if any(
-            subnet.version == net.version and subnet != net and subnet.subnet_of(net)  # type: ignore[arg-type]
-            for net in nets
-        ):
-            typed.add(TypedRoute(str(subnet), "throw", TUNNEL_TABLE, THROW_METRIC))
+    for subnet in own_subnets_inside(plan):
+        typed.add(TypedRoute(subnet, "throw", table, THROW_METRIC))
     rules = {PolicyRule(OWN_MARK_PRIORITY, MAIN_TABLE, family=f, fwmark=own_mark) for f in (4, 6)}
     rules |= {
-        PolicyRule(TUNNEL_PRIORITY, TUNNEL_TABLE, family=n.version, destination=str(n))
-        for n in nets
+        PolicyRule(TUNNEL_PRIORITY, table, family=n.version, destination=str(n)) for n in nets
     }
     problems: list[Problem] = []
     last = max((i for i, e in enumerate(plan.spd) if e.action is SpdAction.BYPASS), default=-1)
@@ -243,8 +257,8 @@ def policy_routing(plan: AgentPlan, own_mark: int | None, ifname: str) -> Policy
         last = -1
     for i, entry in enumerate(plan.spd[: last + 1]):
         is_bypass = entry.action is SpdAction.BYPASS
-        table = MAIN_TABLE if is_bypass else TUNNEL_TABLE
-        rule = selector_rule(entry, ORDERED_PRIORITY + i, table)
+        lookup = MAIN_TABLE if is_bypass else table
+        rule = selector_rule(entry, ORDERED_PRIORITY + i, lookup)
         if rule is None:
             problems.append(
                 Problem(
@@ -261,9 +275,16 @@ def policy_routing(plan: AgentPlan, own_mark: int | None, ifname: str) -> Policy
 
 class PlanRoutes:
     def __init__(
-        self, routing: RouteTable, ifname: str, own_mark: int | None, underlay_mtu: int = 1500
+        self,
+        routing: RouteTable,
+        ifname: str,
+        own_mark: int | None,
+        underlay_mtu: int = 1500,
+        table: int = TUNNEL_TABLE,
     ) -> None:
         self.routing = routing
+        self.table = table
+        """The tunnel table (``routing_table`` in the agent's config)."""
         self.ifname = ifname
         self.own_mark = own_mark
         """The firewall mark on the endpoint's sockets; without it every route into the
@@ -289,7 +310,7 @@ class PlanRoutes:
         except (OSError, ValueError) as exc:
             log.error("cannot set %s up: %s", self.ifname, exc)
             found.append(Problem(ProblemKind.TUN, self.ifname, f"cannot set it up: {exc}"))
-        want = policy_routing(plan, self.own_mark, self.ifname)
+        want = policy_routing(plan, self.own_mark, self.ifname, self.table)
         for problem in want.problems:
             log.error("%s", problem.message)
         found += want.problems
@@ -311,6 +332,11 @@ class PlanRoutes:
     async def remove_all(self) -> list[Problem]:
         return await self._reconcile(PolicyRouting())
 
+    async def decommission(self) -> list[Problem]:
+        """Remove every rule and route of ours, those a previous agent left included."""
+        found = [] if self.adopted else await self._adopt()
+        return found + await self.remove_all()
+
     async def _adopt(self) -> list[Problem]:
         """Take as ours what a predecessor killed before its clean-up left: rules at our
         priorities that look up the main or the tunnel table, and the tunnel table's
@@ -318,27 +344,27 @@ class PlanRoutes:
         what the plan wants and removes the rest."""
         try:
             rules = await self.routing.rules()
-            routes = await self.routing.routes(table=TUNNEL_TABLE)
+            routes = await self.routing.routes(table=self.table)
         except (OSError, ValueError) as exc:
-            log.error("cannot read the rules and table %d left from before: %s", TUNNEL_TABLE, exc)
+            log.error("cannot read the rules and table %d left from before: %s", self.table, exc)
             return [
                 Problem(
                     ProblemKind.ROUTE,
-                    f"table {TUNNEL_TABLE}",
+                    f"table {self.table}",
                     f"cannot read the rules and routes left from before: {exc}",
                 )
             ]
         self.adopted = True
         for rule in rules:
-            if rule.priority in OUR_PRIORITIES and rule.table in (MAIN_TABLE, TUNNEL_TABLE):
+            if rule.priority in OUR_PRIORITIES and rule.table in (MAIN_TABLE, self.table):
                 self.rules.add(rule)
         for route in routes:
             if route.kind == "unicast":
                 if route.ifname == self.ifname:
-                    self.tun_routes.add(TunRoute(route.prefix, TUNNEL_TABLE, route.source))
+                    self.tun_routes.add(TunRoute(route.prefix, self.table, route.source))
             elif route.metric is not None:
                 self.typed_routes.add(
-                    TypedRoute(route.prefix, route.kind, TUNNEL_TABLE, route.metric)
+                    TypedRoute(route.prefix, route.kind, self.table, route.metric)
                 )
         if self.rules or self.tun_routes or self.typed_routes:
             log.info(

@@ -191,7 +191,7 @@ def open_udp_socket(
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
             except OSError as exc:
                 raise UdpError(
-                    exc.errno, f"cannot set SO_MARK {mark:#x}: {exc.strerror} (needs root)"
+                    exc.errno, f"cannot set SO_MARK {mark:#x}: {exc.strerror} (needs CAP_NET_ADMIN)"
                 ) from None
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.agent_harness import Fleet, make_fleet, read_listening_port, serving_config
+from vpnfleet.agent.config import load_config
 from vpnfleet.controller import pki
 from vpnfleet.controller.audit import AuditLog
 from vpnfleet.controller.client import AgentClient
@@ -146,6 +147,7 @@ async def test_join_then_the_controller_reaches_the_agent_and_reuse_is_refused(
     agent = Path(sys.prefix) / "bin" / "vpnfleet-agent"
     unit = (units / "vpnfleet-agent.service").read_text().splitlines()
     assert f"ExecStart={agent} serve --config {a1.config}" in unit
+    assert load_config(a1.config).data_plane is True  # a real host's agent, said so
 
     with serving_config("a1", a1.config, a1.root / "a1") as agent:
         async with AgentClient("a1", agent.target, fleet.controller_tls()) as c:

@@ -35,6 +35,7 @@ from tests.support.lab import (
     require_root,
     set_group_vars,
 )
+from vpnfleet.agent.engine.host import DEFAULT_OWN_MARK
 from vpnfleet.controller.lab.reach import CLIENT_SCRIPT, LISTENER_SCRIPT
 
 pytestmark = pytest.mark.netns
@@ -180,7 +181,7 @@ def test_bypass_crosses_in_the_clear_protected_as_esp_and_never_clear_when_the_a
     # The rules: the mark's, the bypass entries in SPD order, then the tunnel table.
     rules = in_netns(lab, "a2", "ip", "rule", "show")
     order = [ln.split(":", 1)[0] for ln in rules.splitlines()]
-    own = next(ln for ln in rules.splitlines() if "fwmark 0x4500 lookup main" in ln)
+    own = next(ln for ln in rules.splitlines() if f"fwmark {DEFAULT_OWN_MARK:#x} lookup main" in ln)
     echo = next(ln for ln in rules.splitlines() if "ipproto udp dport 7 lookup main" in ln)
     tunnel = next(ln for ln in rules.splitlines() if f"to 10.1.1.0/24 lookup {TUNNEL_TABLE}" in ln)
     assert int(own.split(":")[0]) < int(echo.split(":")[0]) < int(tunnel.split(":")[0]), rules

@@ -28,6 +28,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.engine_lab import built
+from vpnfleet.agent.engine.host import DEFAULT_OWN_MARK
+from vpnfleet.agent.engine.plan_routes import TUNNEL_TABLE
 from vpnfleet.agent.hollow import sample_plan
 from vpnfleet.protos import plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
@@ -36,8 +38,8 @@ pytestmark = pytest.mark.netns
 
 AGENT = [sys.executable, "-m", "vpnfleet.agent.cli"]
 UNDERLAY = {"a": "192.0.2.1", "b": "192.0.2.2"}
-OWN_MARK = "0x4500"
-TRANSPORT_TABLE = "4500"
+OWN_MARK = f"{DEFAULT_OWN_MARK:#x}"
+TRANSPORT_TABLE = str(TUNNEL_TABLE)
 CHILD_LINE = (
     r"child b: installed in \w+ out \w+ packets_in=(\d+) packets_out=(\d+)[^\n]*"
     r"integrity_failures=(\d+) replay_drops=(\d+)"
@@ -272,8 +274,14 @@ def test_transport_mode_protects_host_to_host_traffic(lab: Lab) -> None:
     assert esp_bytes >= received, (esp_bytes, received)
     assert set(seen) <= {"esp", "ike", "not-ip"}, seen
 
-    # Stopping the agents removes the rules and the transport table with them.
+    # Stopping the agent keeps the rules and the fallbacks (fail closed); decommission
+    # (vpnfleet-agent cleanup) removes them and the transport table with them.
     assert lab.stop(lab.agents.pop("a")) == 0
+    rules = sh("ip", "-n", ns_a, "rule", "show").stdout
+    assert OWN_MARK in rules and f"lookup {TRANSPORT_TABLE}" in rules, rules
+    kept = sh("ip", "-n", ns_a, "route", "show", "table", TRANSPORT_TABLE).stdout
+    assert "unreachable 192.0.2.2" in kept, kept
+    sh("ip", "netns", "exec", ns_a, *AGENT, "cleanup")
     rules = sh("ip", "-n", ns_a, "rule", "show").stdout
     assert OWN_MARK not in rules and f"lookup {TRANSPORT_TABLE}" not in rules, rules
     assert sh("ip", "-n", ns_a, "route", "show", "table", TRANSPORT_TABLE).stdout == ""

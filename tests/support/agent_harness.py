@@ -141,12 +141,21 @@ def running_agent(host: str, agent_dir: Path, extra_config: str = "") -> Iterato
 
 @contextlib.contextmanager
 def serving_config(host: str, config: Path, agent_dir: Path) -> Iterator[AgentProcess]:
-    """``vpnfleet-agent serve --config CONFIG`` (the config must listen on 127.0.0.1);
-    its log goes to ``agent_dir``/agent.log."""
+    """``vpnfleet-agent serve --config CONFIG --no-data-plane`` (the config must listen on
+    127.0.0.1; plan only, whatever the config says: this machine's own network is never
+    touched); its log goes to ``agent_dir``/agent.log."""
     log_path = agent_dir / "agent.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "vpnfleet.agent.cli", "serve", "--config", str(config)],
+            [
+                sys.executable,
+                "-m",
+                "vpnfleet.agent.cli",
+                "serve",
+                "--config",
+                str(config),
+                "--no-data-plane",
+            ],
             stdout=subprocess.PIPE,
             stderr=log,
         )

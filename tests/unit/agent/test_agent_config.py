@@ -72,3 +72,43 @@ def test_bad_config(tmp_path: Path, text: str, message: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_host_settings_default_clear_of_kube_proxy_marks(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "name: a1\n"))
+    assert cfg.data_plane is None and cfg.ike_listen == "0.0.0.0"
+    assert cfg.routing_table == 4500
+    assert cfg.firewall_mark & 0xC000 == 0  # kube-proxy's masquerade and drop bits
+    assert cfg.firewall_mark & 0xFFFF0F00 == 0  # Cilium's nibble; Calico's, Tailscale's bits
+
+
+def test_host_settings_as_written(tmp_path: Path) -> None:
+    text = (
+        "name: a1\ndata_plane: false\nike_listen: 192.0.2.10\n"
+        "firewall_mark: 0x2a\nrouting_table: 120\n"
+    )
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.data_plane is False and cfg.ike_listen == "192.0.2.10"
+    assert cfg.firewall_mark == 0x2A and cfg.routing_table == 120
+    quoted = load_config(write(tmp_path, "name: a1\ndata_plane: true\nfirewall_mark: '0x1001'\n"))
+    assert quoted.data_plane is True and quoted.firewall_mark == 0x1001
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("data_plane: yes please", "'data_plane' must be true or false"),
+        ("firewall_mark: 0x4500", "carries kube-proxy's masquerade (0x4000)"),
+        ("firewall_mark: 0x8001", "drop (0x8000) bit"),
+        ("firewall_mark: 0", "firewall_mark must be 0x1..0xffffffff"),
+        ("firewall_mark: mark", "'firewall_mark' must be a number"),
+        ("routing_table: 254", "not one of the kernel's own (253 default, 254 main"),
+        ("routing_table: 0", "routing_table must be 1..4294967295"),
+        ("ike_listen: eth0", "ike_listen must be an IP address"),
+        ("fire_wall_mark: 1", "did you mean 'firewall_mark'?"),
+    ],
+)
+def test_bad_host_settings(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, f"name: a1\n{text}\n"))
+    assert message in str(caught.value)

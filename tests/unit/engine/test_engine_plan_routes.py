@@ -392,3 +392,30 @@ async def test_a_failed_removal_stays_recorded_for_the_next_try() -> None:
     assert fake.take() == [
         ("remove_typed_route", "192.0.2.2/32", "unreachable", TUNNEL_TABLE, FALLBACK_METRIC)
     ]
+
+
+async def test_a_configured_table_holds_the_routes_and_decommission_removes_leftovers() -> None:
+    fake = RecordingRoutes()
+    routes = PlanRoutes(fake, TUN, 0x2A, table=120)
+    await routes.apply(plan(TUNNEL))
+    assert fake.take() == [
+        ("add_rule", f"{OWN_MARK_PRIORITY}: from all fwmark 0x2a lookup main"),
+        ("add_rule", f"-6 {OWN_MARK_PRIORITY}: from all fwmark 0x2a lookup main"),
+        ("add_typed_route", "192.0.2.2/32", "unreachable", 120, FALLBACK_METRIC),
+        ("add_route", "192.0.2.2/32", TUN, 120, None),
+        ("add_rule", f"{TUNNEL_PRIORITY}: from all to 192.0.2.2/32 lookup 120"),
+    ]
+    # A later process (the agent stopped) finds what is left and removes all of it.
+    left = PlanRoutes(fake, TUN, 0x2A, table=120)
+    fake.present_rules = [
+        PolicyRule(OWN_MARK_PRIORITY, 254, fwmark=0x2A),
+        PolicyRule(TUNNEL_PRIORITY, 120, destination="192.0.2.2/32"),
+        PolicyRule(TUNNEL_PRIORITY, 4500, destination="10.0.0.0/8"),  # another table's
+    ]
+    fake.present_routes = [RouteEntry("192.0.2.2/32", None, 120, FALLBACK_METRIC, "unreachable")]
+    assert await left.decommission() == []
+    assert fake.take() == [
+        ("remove_rule", f"{TUNNEL_PRIORITY}: from all to 192.0.2.2/32 lookup 120"),
+        ("remove_typed_route", "192.0.2.2/32", "unreachable", 120, FALLBACK_METRIC),
+        ("remove_rule", f"{OWN_MARK_PRIORITY}: from all fwmark 0x2a lookup main"),
+    ]
