@@ -56,10 +56,11 @@ from .join import JoinError, join
 from .metrics import MetricsError, agent_metrics
 from .plan import AgentPlan, PlanRejected
 from .server import ServerError, ServerTls, start_server, wait_for_signal
-from .service import AgentService, WrongHost, agent_version
+from .service import AgentService, WrongHost
 from .sink import EventHub, PlanOnlySink, PlanSink
 from .store import PlanStore, StoreError
 from .unit import DEFAULT_CONFIG, DEFAULT_PREFIX, UNIT_NAME, AgentUnit, UnitError
+from .version import agent_version
 
 log = logging.getLogger("vpnfleet.agent")
 

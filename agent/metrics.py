@@ -19,7 +19,6 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -35,6 +34,7 @@ from .engine.engine import Engine
 from .io.dataplane_model import DataPlaneStats
 from .plan import AgentPlan
 from .sink import DropLayer, EventHub, IkeSaReport, NatState, PlanSink, ProblemKind
+from .version import agent_version
 
 log = logging.getLogger(__name__)
 
@@ -420,13 +420,6 @@ async def serve_metrics(
         if sources.rekeys is not None:
             await sources.rekeys.stop()
         await server.wait_closed()
-
-
-def agent_version() -> str:
-    try:
-        return version("vpnfleet")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def agent_sources(

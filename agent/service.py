@@ -15,7 +15,6 @@ import fnmatch
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -41,6 +40,7 @@ from .ike.signatures import identity_in_certificate
 from .plan import AgentPlan, AuthMethod, PlanRejected, plan_diff
 from .sink import PUT_IN_FORCE_KINDS, EventHub, PlanSink, SaEventReport
 from .store import PlanStore, StoreError
+from .version import agent_version
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +49,6 @@ MIN_WATCH_INTERVAL = 0.1
 LIVENESS_WAIT = 5.0
 """Seconds CheckLiveness waits for the answers when the request names no wait."""
 LIVENESS_WAIT_MAX = 30.0
-
-
-def agent_version() -> str:
-    try:
-        return version("vpnfleet")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def stored_plan_hash(plan: AgentPlan) -> str:
