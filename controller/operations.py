@@ -22,7 +22,7 @@ from .planner import build_plans
 from .results import AggregateResult, ChangeLine, HostResult, Outcome
 from .rollout import DEFAULT_OPTIONS, RolloutOptions, run_rollout
 from .state import StateDir, StateError
-from .status import FAULTS, ApplyAnswer, FleetStatus, HostStatus, LivenessView
+from .status import FAULTS, ApplyAnswer, FleetStatus, HostStatus, LivenessView, ProblemKind
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -238,6 +238,12 @@ def apply_result(host: str, answer: ApplyAnswer, dry_run: bool, seconds: float) 
     changes = answer.changes
     outcome = Outcome.CHANGED if (answer.changed or (dry_run and changes)) else Outcome.OK
     faults = [str(p) for p in answer.problems if p.kind in FAULTS]
+    warnings = tuple(
+        "plan only: the agent runs no data plane, so no tunnel of this plan comes up "
+        "(`data_plane: true` in its config, or `serve --data-plane`)"
+        for p in answer.problems
+        if p.kind is ProblemKind.PLAN_ONLY
+    )[:1]
     error = ""
     if faults and not dry_run:
         outcome = Outcome.FAILED
@@ -250,6 +256,7 @@ def apply_result(host: str, answer: ApplyAnswer, dry_run: bool, seconds: float) 
         seconds=seconds,
         generation=answer.generation,
         content_hash=answer.content_hash,
+        warnings=warnings,
     )
 
 

@@ -48,6 +48,8 @@ class HostResult:
     seconds: float = 0.0
     generation: int = 0
     content_hash: str = ""
+    warnings: tuple[str, ...] = ()
+    """What the operator should know that does not fail the host (a plan-only agent)."""
 
     @property
     def changed(self) -> bool:
@@ -74,6 +76,7 @@ class HostResult:
             "seconds": round(self.seconds, 4),
             "generation": self.generation,
             "content_hash": self.content_hash,
+            "warnings": list(self.warnings),
         }
 
 

@@ -197,6 +197,8 @@ def render_changes(result: AggregateResult, show_diff: bool) -> None:
         label = r.outcome.value
         detail = escape(f"[{r.host}]" + (f" {r.error}" if r.error else ""))
         out.print(f"[{style}]{label}[/]: {detail}")
+        for warning in r.warnings:
+            out.print(f"    [magenta]warning:[/] {escape(warning)}")
         if show_diff:
             for c in r.changes:
                 out.print(f"    {c}", markup=False)

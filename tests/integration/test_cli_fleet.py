@@ -327,7 +327,13 @@ def status_run(lab: Lab, *extra: str) -> tuple[int, dict[str, Any]]:
 
 
 def test_status_exit_code_plan_only_agents_in_sync(lab: Lab) -> None:
-    assert lab.vpnfleet("apply", "-i", str(lab.inventory)).returncode == 0
+    # apply says so too: the plans are in force, yet no tunnel will come up.
+    applied = lab.vpnfleet("apply", "-i", str(lab.inventory), "-o", "json")
+    assert applied.returncode == 0, applied.stderr
+    for h in json.loads(applied.stdout)["hosts"]:
+        assert [w.split(":")[0] for w in h["warnings"]] == ["plan only"], h
+    text_apply = lab.vpnfleet("apply", "-i", str(lab.inventory))
+    assert text_apply.stdout.count("warning: plan only: the agent runs no data plane") == 3
     code, doc = status_run(lab)
     assert code == PLAN_ONLY == doc["exit_code"], doc
     assert doc["conditions"] == ["plan_only"]
