@@ -128,6 +128,11 @@ class SshTestbed:
             timeout=timeout,
         )
 
+    def run_on_host(self, host: str, argv: Sequence[str]) -> str:
+        """Run ``argv`` on ``host``: in its network and mount namespaces (its own /etc)."""
+        pid = str(self.hosts[host].pid)
+        return _run("nsenter", "-t", pid, "-m", "-n", "--", *argv)
+
     def hold_udp_port(self, host: str, port: int) -> None:
         """Bind UDP ``port`` on every address of ``host`` until the testbed closes."""
         code = (
@@ -177,8 +182,12 @@ class SshTestbed:
         key = d / "ssh_host_ed25519_key"
         _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host.name, "-f", str(key))
         host.host_key = " ".join(key.with_suffix(".pub").read_text().split()[:2])
-        authorized = d / "authorized_keys"
+        # In the host's own /run, which users other than root can reach (the test's
+        # directory may be closed to them).
+        authorized = d / "run" / "authorized_keys"
         authorized.write_text(self.client_key.with_suffix(".pub").read_text())
+        authorized.chmod(0o644)
+        os.chmod(d / "run", 0o755)
         config = d / "sshd_config"
         config.write_text(
             f"ListenAddress {host.address}:{host.port}\n"
@@ -189,7 +198,7 @@ class SshTestbed:
             "KbdInteractiveAuthentication no\n"
             "PubkeyAuthentication yes\n"
             "PermitRootLogin prohibit-password\n"
-            f"AuthorizedKeysFile {authorized}\n"
+            "AuthorizedKeysFile /run/authorized_keys\n"
             # The test's directory sits under /tmp, which is world-writable.
             "StrictModes no\n"
             "Subsystem sftp internal-sftp\n"

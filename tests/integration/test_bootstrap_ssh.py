@@ -1,0 +1,171 @@
+"""`vpnfleet bootstrap --check` against SSH hosts in namespaces (tests.support.ssh_hosts):
+each host reached with its Ansible connection variables, its prerequisites reported by
+name, host keys checked against known_hosts as ssh checks them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from tests.support.ssh_hosts import HostSpec, SshTestbed
+
+pytestmark = pytest.mark.netns
+
+Make = Callable[[Sequence[HostSpec]], SshTestbed]
+VPNFLEET = [sys.executable, "-m", "vpnfleet.controller.cli"]
+
+
+def write_inventory(bed: SshTestbed, path: Path, extra: dict[str, list[str]] | None = None) -> Path:
+    lines = [
+        "all:",
+        "  vars:",
+        "    ansible_user: root",
+        f"    ansible_ssh_private_key_file: {bed.client_key}",
+        "  hosts:",
+    ]
+    for host in bed.hosts.values():
+        lines += [
+            f"    {host.name}:",
+            f"      address: {host.address}",
+            f"      ansible_host: {host.address}",
+            f"      ansible_port: {host.port}",
+            *(f"      {line}" for line in (extra or {}).get(host.name, [])),
+        ]
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "hosts.yaml").write_text("\n".join(lines) + "\n")
+    return path
+
+
+def bootstrap(bed: SshTestbed, inventory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return bed.run_controller(
+        [
+            *VPNFLEET,
+            "--state",
+            str(bed.root / "state"),
+            "bootstrap",
+            "-i",
+            str(inventory),
+            "--known-hosts",
+            str(bed.known_hosts),
+            *args,
+        ]
+    )
+
+
+def fingerprint(bed: SshTestbed, host: str) -> str:
+    pub = bed.root / f"{host}.pub"
+    pub.write_text(bed.hosts[host].host_key + "\n")
+    out = subprocess.run(["ssh-keygen", "-lf", str(pub)], capture_output=True, text=True)
+    return out.stdout.split()[1]
+
+
+def test_check_reports_each_hosts_prerequisites_by_name(ssh_hosts: Make, tmp_path: Path) -> None:
+    bed = ssh_hosts([HostSpec("a1"), HostSpec("a2", port=2222, tun=False), HostSpec("a3")])
+    bed.write_known_hosts()
+    bed.hold_udp_port("a2", 500)
+    bed.run_on_host(
+        "a3", ["useradd", "--no-create-home", "--password", "*", "--shell", "/bin/sh", "deploy"]
+    )
+    inventory = write_inventory(
+        bed,
+        tmp_path / "inv",
+        {
+            "a1": ["ansible_python_interpreter: /usr/bin/python3"],
+            "a3": ["ansible_user: deploy"],
+        },
+    )
+
+    res = bootstrap(bed, inventory, "--check", "-o", "json")
+    assert res.returncode == 2, res.stdout + res.stderr
+    doc = json.loads(res.stdout)
+    outcomes = {h["host"]: h["outcome"] for h in doc["hosts"]}
+    assert outcomes == {"a1": "ok", "a2": "failed", "a3": "failed"}, (
+        res.stdout + bed.hosts["a3"].log()
+    )
+    prereqs = doc["prerequisites"]
+    assert prereqs["a1"]["missing"] == []
+    assert prereqs["a1"]["python"] == "/usr/bin/python3"
+    missing_a2 = {m["name"]: m["detail"] for m in prereqs["a2"]["missing"]}
+    assert set(missing_a2) == {"/dev/net/tun", "udp/500"}
+    assert "0.0.0.0:500" in missing_a2["udp/500"]
+    missing_a3 = {m["name"]: m["detail"] for m in prereqs["a3"]["missing"]}
+    assert set(missing_a3) == {"root"}
+    assert "deploy" in missing_a3["root"] and "ansible_become" in missing_a3["root"]
+
+    text = bootstrap(bed, inventory, "--check")
+    assert text.returncode == 2
+    lines = text.stdout.splitlines()
+    assert lines[0].startswith("ok: [a1] /usr/bin/python3 ")
+    assert lines[1].startswith("failed: [a2] missing /dev/net/tun (")
+    assert "udp/500 (in use by 0.0.0.0:500" in lines[1]
+    assert lines[2].startswith("failed: [a3] missing root (logged in as deploy")
+    assert any(ln.startswith("a2 : ok=0   changed=0   unreachable=0   failed=1") for ln in lines)
+
+    # A check changes nothing on the hosts.
+    for host in bed.hosts.values():
+        assert list(host.opt.iterdir()) == []
+        assert list(host.etc_vpnfleet.iterdir()) == []
+        assert list(host.state_dir.iterdir()) == []
+
+
+def test_unknown_host_key_is_refused_unless_new_keys_are_accepted(
+    ssh_hosts: Make, tmp_path: Path
+) -> None:
+    bed = ssh_hosts([HostSpec("a1"), HostSpec("a2", port=2222)])
+    bed.write_known_hosts(["a1"])
+    before = bed.known_hosts.read_text()
+    inventory = write_inventory(bed, tmp_path / "inv")
+
+    res = bootstrap(bed, inventory, "--check")
+    assert res.returncode == 4, res.stdout + res.stderr
+    assert "ok: [a1]" in res.stdout
+    refusal = next(ln for ln in res.stdout.splitlines() if ln.startswith("unreachable: [a2]"))
+    assert "host key verification failed: [198.18.22.11]:2222 is not in" in refusal
+    assert fingerprint(bed, "a2") in refusal
+    assert "--accept-new-host-keys" in refusal
+    assert bed.known_hosts.read_text() == before
+    assert "Accepted publickey" not in bed.hosts["a2"].log()
+
+    res = bootstrap(bed, inventory, "--check", "--accept-new-host-keys")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert bed.known_hosts.read_text() == before + bed.hosts["a2"].known_hosts_line()
+    # Recorded once: the next run finds it without being told to accept.
+    assert bootstrap(bed, inventory, "--check").returncode == 0
+    assert bed.known_hosts.read_text() == before + bed.hosts["a2"].known_hosts_line()
+
+
+def test_a_changed_host_key_is_refused_even_when_accepting_new_ones(
+    ssh_hosts: Make, tmp_path: Path
+) -> None:
+    bed = ssh_hosts([HostSpec("a1")])
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    stale = " ".join(other.with_suffix(".pub").read_text().split()[:2])
+    bed.known_hosts.write_text(f"{bed.hosts['a1'].address} {stale}\n")
+    inventory = write_inventory(bed, tmp_path / "inv")
+
+    res = bootstrap(bed, inventory, "--check", "--accept-new-host-keys")
+    assert res.returncode == 4, res.stdout + res.stderr
+    assert "offered ssh-ed25519 " + fingerprint(bed, "a1") in res.stdout
+    assert "someone is in the middle" in res.stdout
+    assert "ssh-keygen -R '198.18.22.10'" in res.stdout
+    assert bed.known_hosts.read_text() == f"{bed.hosts['a1'].address} {stale}\n"
+
+
+def test_bad_connection_variables_stop_before_any_host_is_contacted(
+    ssh_hosts: Make, tmp_path: Path
+) -> None:
+    bed = ssh_hosts([HostSpec("a1"), HostSpec("a2")])
+    bed.write_known_hosts()
+    inventory = write_inventory(
+        bed, tmp_path / "inv", {"a2": ["ansible_become: true", "ansible_become_method: su"]}
+    )
+    res = bootstrap(bed, inventory, "--check")
+    assert res.returncode == 1
+    assert "host a2: ansible_become_method is 'su'" in res.stderr
+    assert "Accepted publickey" not in bed.hosts["a1"].log()
