@@ -89,6 +89,7 @@ class Socket:
 class HostFacts:
     uid: int | None
     user: str
+    machine: str
     tun: bool
     nft: str | None
     pythons: tuple[Python, ...]
@@ -108,6 +109,7 @@ class PrerequisiteReport:
     missing: tuple[Missing, ...]
     python: Python | None = None
     present: tuple[str, ...] = field(default=())
+    machine: str = ""
 
     @property
     def ok(self) -> bool:
@@ -130,6 +132,7 @@ def probe_script(candidates: Sequence[str]) -> str:
     lines = [
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH",
         'echo "uid $(id -u) $(id -un)"',
+        'echo "machine $(uname -m)"',
         'if [ -c /dev/net/tun ]; then echo "tun yes"; else echo "tun no"; fi',
         'echo "nft $(command -v nft || echo -)"',
     ]
@@ -156,6 +159,7 @@ def _hex_address(text: str) -> str:
 def parse_probe(text: str) -> HostFacts:
     uid: int | None = None
     user = ""
+    machine = ""
     tun = False
     nft: str | None = None
     pythons: list[Python] = []
@@ -165,6 +169,8 @@ def parse_probe(text: str) -> HostFacts:
         parts = rest.split()
         if word == "uid" and parts and parts[0].isdigit():
             uid, user = int(parts[0]), " ".join(parts[1:])
+        elif word == "machine":
+            machine = rest.strip()
         elif word == "tun":
             tun = rest.strip() == "yes"
         elif word == "nft":
@@ -187,7 +193,7 @@ def parse_probe(text: str) -> HostFacts:
                 )
             except ValueError:
                 continue  # the header line
-    return HostFacts(uid, user, tun, nft, tuple(pythons), tuple(sockets))
+    return HostFacts(uid, user, machine, tun, nft, tuple(pythons), tuple(sockets))
 
 
 def assess(facts: HostFacts, privilege: Privilege, agent_port: int) -> PrerequisiteReport:
@@ -251,7 +257,7 @@ def assess(facts: HostFacts, privilege: Privilege, agent_port: int) -> Prerequis
         present.append("root")
     else:
         missing.append(Missing(Prerequisite.ROOT, privilege.detail))
-    return PrerequisiteReport(tuple(missing), python, tuple(present))
+    return PrerequisiteReport(tuple(missing), python, tuple(present), facts.machine)
 
 
 async def check_prerequisites(

@@ -1,5 +1,5 @@
 """Bootstrap across the selected hosts: connect to each over SSH, at most ``forks`` at
-once, and check its prerequisites; one :class:`HostResult` per host."""
+once, check its prerequisites and install the agent; one :class:`HostResult` per host."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from ..inventory import Inventory
 from ..results import AggregateResult, HostResult, Outcome
 from .connection import ConnectionSettings, ConnectionVarError, UnreachableError, settings_for
 from .hostkeys import HostKeyPolicy
+from .install import AgentLayout, InstallError, install_agent
 from .prerequisites import PrerequisiteReport, check_prerequisites
 from .session import open_session
 from .sshlib import asyncssh
+from .wheels import WheelSet
 
 DEFAULT_TIMEOUT = 10.0  # Ansible's connection timeout
 
@@ -23,8 +25,11 @@ DEFAULT_TIMEOUT = 10.0  # Ansible's connection timeout
 @dataclass(frozen=True, slots=True)
 class BootstrapOptions:
     policy: HostKeyPolicy
+    wheels: WheelSet
     forks: int = 10
     timeout: float = DEFAULT_TIMEOUT
+    check: bool = False  # report what would change; change nothing
+    layout: AgentLayout = field(default_factory=AgentLayout)
 
     def __post_init__(self) -> None:
         if self.forks < 1:
@@ -42,9 +47,10 @@ class HostPlan:
 
 
 @dataclass(slots=True)
-class CheckRun:
+class BootstrapRun:
     result: AggregateResult = field(default_factory=AggregateResult)
     reports: dict[str, PrerequisiteReport] = field(default_factory=dict)
+    summaries: dict[str, str] = field(default_factory=dict)  # what a host has, for ok lines
 
 
 def host_plans(
@@ -67,14 +73,15 @@ def host_plans(
     return plans
 
 
-async def check_hosts(
+async def bootstrap_hosts(
     plans: Sequence[HostPlan],
     options: BootstrapOptions,
     progress: Callable[[HostResult], None] = lambda _r: None,
-) -> CheckRun:
-    """Check every host's prerequisites; results in the order the hosts were given."""
+) -> BootstrapRun:
+    """Check every host's prerequisites and install the agent where it is missing or at
+    another version (with ``check``: say so instead); results in the hosts' order."""
     gate = asyncio.Semaphore(options.forks)
-    run = CheckRun()
+    run = BootstrapRun()
 
     async def one(plan: HostPlan) -> HostResult:
         async with gate:
@@ -83,6 +90,28 @@ async def check_hosts(
             try:
                 async with open_session(plan.settings, options.policy, options.timeout) as s:
                     report = await check_prerequisites(s, plan.settings, plan.agent_port)
+                    run.reports[host] = report
+                    if not report.ok or report.python is None:
+                        return done(
+                            HostResult(
+                                host,
+                                Outcome.FAILED,
+                                error="missing " + "; ".join(map(str, report.missing)),
+                                seconds=time.monotonic() - started,
+                            )
+                        )
+                    installed = await install_agent(
+                        s,
+                        options.layout,
+                        options.wheels,
+                        report.python,
+                        report.machine,
+                        options.check,
+                    )
+            except InstallError as exc:
+                result = HostResult(
+                    host, Outcome.FAILED, error=str(exc), seconds=time.monotonic() - started
+                )
             except UnreachableError as exc:
                 result = HostResult(
                     host, Outcome.UNREACHABLE, error=str(exc), seconds=time.monotonic() - started
@@ -95,15 +124,18 @@ async def check_hosts(
                     seconds=time.monotonic() - started,
                 )
             else:
-                run.reports[host] = report
+                run.summaries[host] = f"{report.summary()}; {installed.summary}"
                 result = HostResult(
                     host,
-                    Outcome.OK if report.ok else Outcome.FAILED,
-                    error="" if report.ok else "missing " + "; ".join(map(str, report.missing)),
+                    Outcome.CHANGED if installed.changes else Outcome.OK,
+                    changes=installed.changes,
                     seconds=time.monotonic() - started,
                 )
-            progress(result)
-            return result
+            return done(result)
+
+    def done(result: HostResult) -> HostResult:
+        progress(result)
+        return result
 
     run.result.extend(await asyncio.gather(*(one(p) for p in plans)))
     return run

@@ -3,9 +3,10 @@ commands (through sudo where they need root)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .connection import ConnectionSettings, UnreachableError
@@ -64,6 +65,11 @@ class HostSession:
             stdout=str(res.stdout or ""),
             stderr=str(res.stderr or ""),
         )
+
+    async def upload(self, files: Sequence[Path], directory: str) -> None:
+        """Copy ``files`` into ``directory`` on the host over SFTP (as the login user)."""
+        async with self.conn.start_sftp_client() as sftp:
+            await sftp.put([str(f) for f in files], directory)
 
 
 @asynccontextmanager

@@ -1,21 +1,30 @@
-"""`vpnfleet bootstrap`: reach the inventory's hosts over SSH and check them."""
+"""`vpnfleet bootstrap`: reach the inventory's hosts over SSH, check them, install the agent."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import click
 from rich.markup import escape
 
 from ..bootstrap.connection import ConnectionVarError
 from ..bootstrap.hostkeys import HostKeyPolicy
-from ..bootstrap.run import DEFAULT_TIMEOUT, BootstrapOptions, CheckRun, check_hosts, host_plans
+from ..bootstrap.install import DEFAULT_PREFIX, AgentLayout
+from ..bootstrap.run import (
+    DEFAULT_TIMEOUT,
+    BootstrapOptions,
+    BootstrapRun,
+    bootstrap_hosts,
+    host_plans,
+)
+from ..bootstrap.wheels import WheelError, planned_wheel_set, wheel_set
 from ..inventory import limit_hosts, load_inventory
 from ..results import Outcome
 from .common import (
+    Ctx,
     err,
     fail,
     input_errors,
@@ -24,6 +33,7 @@ from .common import (
     open_vault,
     out,
     output_option,
+    pass_ctx,
     progress_bar,
     render_recap,
     vault_option,
@@ -40,7 +50,14 @@ from .root import main
 @click.option(
     "--check",
     is_flag=True,
-    help="Connect and check each host's prerequisites; change nothing.",
+    help="Connect, check each host's prerequisites and say whether the agent would be "
+    "installed; change nothing.",
+)
+@click.option(
+    "--prefix",
+    default=str(DEFAULT_PREFIX),
+    show_default=True,
+    help="Where the agent goes on each host: PREFIX/venv, PREFIX/wheels/VERSION.",
 )
 @click.option(
     "--known-hosts",
@@ -64,7 +81,9 @@ from .root import main
     show_default=True,
     help="Seconds to connect and log in to a host.",
 )
+@pass_ctx
 def bootstrap_cmd(
+    ctx: Ctx,
     inventory: Path,
     limit: str | None,
     vault_password_file: Path | None,
@@ -72,32 +91,39 @@ def bootstrap_cmd(
     output: str,
     forks: int,
     check: bool,
+    prefix: str,
     known_hosts: Path | None,
     accept_new_host_keys: bool,
     timeout: float,
 ) -> None:
     """Reach each host over SSH as Ansible would (ansible_host, ansible_port,
-    ansible_user, ansible_ssh_private_key_file, ansible_become, ansible_python_interpreter)
-    and check what an agent needs there: /dev/net/tun, Python, nft, free UDP 500 and 4500
-    and agent port, root.
+    ansible_user, ansible_ssh_private_key_file, ansible_become, ansible_python_interpreter),
+    check what an agent needs there (/dev/net/tun, Python, nft, free UDP 500 and 4500 and
+    agent port, root) and install the agent at the controller's own version into a venv
+    under --prefix, from wheels the controller ships (the host needs no index).
 
-    Exit codes: 0 every host ready, 1 bad input (nothing contacted), 2 a host lacks a
-    prerequisite, 4 hosts unreachable (a host key refused is one).
+    A host that already has this version is left as it is (ok). Exit codes: 0 every host
+    ok or changed, 1 bad input (nothing contacted), 2 a host lacks a prerequisite or the
+    install failed, 4 hosts unreachable (a refused host key is one).
     """
-    if not check:
-        fail(
-            "vpnfleet bootstrap only checks hosts so far: run it with --check; install "
-            "the agent as README's 'Deploying to real hosts' says"
-        )
     with input_errors():
         inv = load_inventory(inventory, vault=open_vault(vault_password_file, vault_key_file))
         selected = limit_hosts(inv, limit) if limit else list(inv.hosts)
+        layout = AgentLayout(PurePosixPath(prefix))
+        if not layout.prefix.is_absolute():
+            fail(f"--prefix must be an absolute path on the hosts, got {prefix!r}")
         try:
-            options = BootstrapOptions(
-                HostKeyPolicy.make(known_hosts, accept_new_host_keys), forks, timeout
-            )
             plans = host_plans(inv, selected)
-        except (ValueError, ConnectionVarError) as exc:
+            cache = ctx.state.root / "wheels"
+            options = BootstrapOptions(
+                HostKeyPolicy.make(known_hosts, accept_new_host_keys),
+                planned_wheel_set(cache) if check else wheel_set(cache),
+                forks,
+                timeout,
+                check,
+                layout,
+            )
+        except (ValueError, ConnectionVarError, WheelError) as exc:
             fail(str(exc))
     if output != "json":
         for plan in plans:
@@ -105,8 +131,8 @@ def bootstrap_cmd(
                 err.print(
                     f"[yellow]warning:[/] {escape(plan.settings.host)}: ignored {escape(note)}"
                 )
-    with progress_bar(len(plans), "check") as hook:
-        run = asyncio.run(check_hosts(plans, options, hook))
+    with progress_bar(len(plans), "check" if check else "bootstrap") as hook:
+        run = asyncio.run(bootstrap_hosts(plans, options, hook))
     if output == "json":
         doc = run.result.to_json()
         doc["prerequisites"] = {
@@ -114,16 +140,19 @@ def bootstrap_cmd(
         }
         click.echo(json.dumps(doc))
     else:
-        render_check(run)
+        render_run(run)
         render_recap(run.result)
     sys.exit(run.result.exit_code)
 
 
-def render_check(run: CheckRun) -> None:
+def render_run(run: BootstrapRun) -> None:
+    """Ansible's per-host lines: what a host has, what changed, or why it failed."""
     for r in run.result:
-        if r.outcome is Outcome.OK:
-            out.print(
-                f"[green]ok[/]: {escape(f'[{r.host}]')} {escape(run.reports[r.host].summary())}"
-            )
+        host = escape(f"[{r.host}]")
+        if r.outcome in (Outcome.OK, Outcome.CHANGED):
+            style = "green" if r.outcome is Outcome.OK else "yellow"
+            out.print(f"[{style}]{r.outcome.value}[/]: {host} {escape(run.summaries[r.host])}")
+            for c in r.changes:
+                out.print(f"    {c}", markup=False)
         else:
-            out.print(f"[red]{r.outcome.value}[/]: {escape(f'[{r.host}]')} {escape(r.error)}")
+            out.print(f"[red]{r.outcome.value}[/]: {host} {escape(r.error)}")

@@ -1,6 +1,7 @@
-"""`vpnfleet bootstrap --check` against SSH hosts in namespaces (tests.support.ssh_hosts):
-each host reached with its Ansible connection variables, its prerequisites reported by
-name, host keys checked against known_hosts as ssh checks them."""
+"""`vpnfleet bootstrap` against SSH hosts in namespaces (tests.support.ssh_hosts): each
+host reached with its Ansible connection variables, its prerequisites reported by name,
+host keys checked against known_hosts as ssh checks them, the agent installed from the
+controller's wheels into a venv under /opt/vpnfleet, and a second run changing nothing."""
 
 from __future__ import annotations
 
@@ -84,9 +85,7 @@ def test_check_reports_each_hosts_prerequisites_by_name(ssh_hosts: Make, tmp_pat
     assert res.returncode == 2, res.stdout + res.stderr
     doc = json.loads(res.stdout)
     outcomes = {h["host"]: h["outcome"] for h in doc["hosts"]}
-    assert outcomes == {"a1": "ok", "a2": "failed", "a3": "failed"}, (
-        res.stdout + bed.hosts["a3"].log()
-    )
+    assert outcomes == {"a1": "changed", "a2": "failed", "a3": "failed"}, res.stdout
     prereqs = doc["prerequisites"]
     assert prereqs["a1"]["missing"] == []
     assert prereqs["a1"]["python"] == "/usr/bin/python3"
@@ -100,10 +99,12 @@ def test_check_reports_each_hosts_prerequisites_by_name(ssh_hosts: Make, tmp_pat
     text = bootstrap(bed, inventory, "--check")
     assert text.returncode == 2
     lines = text.stdout.splitlines()
-    assert lines[0].startswith("ok: [a1] /usr/bin/python3 ")
-    assert lines[1].startswith("failed: [a2] missing /dev/net/tun (")
-    assert "udp/500 (in use by 0.0.0.0:500" in lines[1]
-    assert lines[2].startswith("failed: [a3] missing root (logged in as deploy")
+    assert lines[0].startswith("changed: [a1] /usr/bin/python3 ")
+    assert lines[0].endswith("; would install vpnfleet 0.1.0 in /opt/vpnfleet/venv")
+    assert lines[1] == "    + agent vpnfleet 0.1.0: venv /opt/vpnfleet/venv"
+    assert lines[2].startswith("failed: [a2] missing /dev/net/tun (")
+    assert "udp/500 (in use by 0.0.0.0:500" in lines[2]
+    assert lines[3].startswith("failed: [a3] missing root (logged in as deploy")
     assert any(ln.startswith("a2 : ok=0   changed=0   unreachable=0   failed=1") for ln in lines)
 
     # A check changes nothing on the hosts.
@@ -123,7 +124,7 @@ def test_unknown_host_key_is_refused_unless_new_keys_are_accepted(
 
     res = bootstrap(bed, inventory, "--check")
     assert res.returncode == 4, res.stdout + res.stderr
-    assert "ok: [a1]" in res.stdout
+    assert "changed: [a1]" in res.stdout
     refusal = next(ln for ln in res.stdout.splitlines() if ln.startswith("unreachable: [a2]"))
     assert "host key verification failed: [198.18.22.11]:2222 is not in" in refusal
     assert fingerprint(bed, "a2") in refusal
@@ -169,3 +170,49 @@ def test_bad_connection_variables_stop_before_any_host_is_contacted(
     assert res.returncode == 1
     assert "host a2: ansible_become_method is 'su'" in res.stderr
     assert "Accepted publickey" not in bed.hosts["a1"].log()
+
+
+def test_bootstrap_installs_the_agent_from_shipped_wheels_then_changes_nothing(
+    ssh_hosts: Make, tmp_path: Path
+) -> None:
+    bed = ssh_hosts([HostSpec("a1"), HostSpec("a2", port=2222)])
+    bed.write_known_hosts()
+    inventory = write_inventory(bed, tmp_path / "inv")
+    machine_opt = sorted(p.name for p in Path("/opt").iterdir())
+
+    first = bootstrap(bed, inventory, "--forks", "1")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "a1 : ok=1   changed=1   unreachable=0   failed=0" in first.stdout
+    assert "a2 : ok=1   changed=1   unreachable=0   failed=0" in first.stdout
+    assert "installed vpnfleet 0.1.0 in /opt/vpnfleet/venv" in first.stdout
+    for name, host in bed.hosts.items():
+        assert (host.opt / "vpnfleet" / "venv" / "bin" / "vpnfleet-agent").is_file()
+        shipped = host.opt / "vpnfleet" / "wheels" / "0.1.0"
+        wheels = {p.name.split("-")[0].lower() for p in shipped.iterdir()}
+        assert {"vpnfleet", "grpcio", "cryptography", "pip"} <= wheels
+        # The agent runs there: installed with its dependencies, from no index.
+        usage = bed.run_on_host(name, ["/opt/vpnfleet/venv/bin/vpnfleet-agent", "--help"])
+        assert "vpnfleet agent" in usage
+        version = bed.run_on_host(
+            name,
+            ["/opt/vpnfleet/venv/bin/python", "-c",
+             "import importlib.metadata as m; print(m.version('vpnfleet'))"],
+        )  # fmt: skip
+        assert version.strip() == "0.1.0"
+    assert sorted(p.name for p in Path("/opt").iterdir()) == machine_opt
+    cache = bed.root / "state" / "wheels"
+    built = {p: p.stat().st_mtime_ns for p in cache.rglob("*.whl")}
+    assert built
+
+    again = bootstrap(bed, inventory, "-o", "json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    doc = json.loads(again.stdout)
+    assert [(h["host"], h["outcome"], h["changes"]) for h in doc["hosts"]] == [
+        ("a1", "ok", []),
+        ("a2", "ok", []),
+    ]
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.whl")} == built
+    check = bootstrap(bed, inventory, "--check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "changed=1" not in check.stdout
+    assert "ok: [a1] " in check.stdout and "vpnfleet 0.1.0 in /opt/vpnfleet/venv" in check.stdout

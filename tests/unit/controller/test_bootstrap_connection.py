@@ -1,9 +1,11 @@
 """Ansible's connection variables as `vpnfleet bootstrap` reads them, the host-key
-policy, and the prerequisites read from a host's probe output."""
+policy, the prerequisites read from a host's probe output, and the shipped wheels."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -14,13 +16,16 @@ from vpnfleet.controller.bootstrap.connection import (
     settings_for,
 )
 from vpnfleet.controller.bootstrap.hostkeys import HostKeyPolicy, Verdict, lookup_name
+from vpnfleet.controller.bootstrap.install import compatible
 from vpnfleet.controller.bootstrap.prerequisites import (
     Prerequisite,
     Privilege,
+    Python,
     assess,
     parse_probe,
     probe_script,
 )
+from vpnfleet.controller.bootstrap.wheels import WheelSet, compressed_tags, repack
 from vpnfleet.controller.inventory import VaultText
 
 # ---------------------------------------------------------------- connection variables
@@ -256,3 +261,40 @@ def test_probe_script_runs_here_and_reads_back(tmp_path: Path) -> None:
     assert facts.uid is not None
     assert [p.path for p in facts.pythons] == ["/nonexistent/python3", "python3"]
     assert facts.pythons[0].version is None and facts.pythons[1].version is not None
+
+
+def test_probe_reports_the_machine() -> None:
+    assert parse_probe("machine aarch64\n" + PROBE).machine == "aarch64"
+
+
+# ---------------------------------------------------------------- shipped wheels
+
+
+def test_wheel_name_carries_the_installed_tags_compressed() -> None:
+    text = (
+        "Wheel-Version: 1.0\nTag: cp311-cp311-manylinux_2_17_x86_64\n"
+        "Tag: cp311-cp311-manylinux2014_x86_64\n"
+    )
+    assert compressed_tags(text) == "cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64"
+
+
+def test_repacked_wheel_holds_the_package_and_a_fresh_record(tmp_path: Path) -> None:
+    dist = importlib.metadata.distribution("mdurl")
+    wheel = repack(dist, tmp_path)
+    assert wheel.name == f"mdurl-{dist.version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        record = zf.read(f"mdurl-{dist.version}.dist-info/RECORD").decode()
+    assert "mdurl/__init__.py" in names
+    assert not [n for n in names if n.endswith((".pyc", "/INSTALLER", "/direct_url.json"))]
+    rows = [r.split(",") for r in record.splitlines()]
+    assert {r[0] for r in rows} == set(names)
+    assert all(r[1].startswith("sha256=") for r in rows if not r[0].endswith("RECORD"))
+
+
+def test_wheels_for_another_python_or_machine_are_refused() -> None:
+    wheels = WheelSet("0.1.0", (3, 11), "x86_64", Path("/nonexistent"))
+    assert compatible(wheels, Python("/usr/bin/python3", (3, 11, 2), True), "x86_64") == ""
+    why = compatible(wheels, Python("/usr/bin/python3", (3, 12, 1), True), "x86_64")
+    assert "Python 3.12" in why and "3.11" in why and "ansible_python_interpreter" in why
+    assert "aarch64" in compatible(wheels, Python("python3", (3, 11, 9), True), "aarch64")
