@@ -187,6 +187,7 @@ def test_bootstrap_installs_the_agent_from_shipped_wheels_then_changes_nothing(
     assert "installed vpnfleet 0.1.0 in /opt/vpnfleet/venv" in first.stdout
     for name, host in bed.hosts.items():
         assert (host.opt / "vpnfleet" / "venv" / "bin" / "vpnfleet-agent").is_file()
+        assert list((host.root / "tmp").iterdir()) == []  # the upload directory is gone
         shipped = host.opt / "vpnfleet" / "wheels" / "0.1.0"
         wheels = {p.name.split("-")[0].lower() for p in shipped.iterdir()}
         assert {"vpnfleet", "grpcio", "cryptography", "pip"} <= wheels

@@ -2,8 +2,8 @@
 
 Every host is a network namespace running Debian's OpenSSH server, with its own host
 key, on its own address and port. Each host also has a mount namespace of its own
-(``unshare --mount``): ``/opt``, ``/etc/vpnfleet``, ``/var/lib/vpnfleet-agent`` and
-``/run`` are per-host directories bound over the machine's, and ``/etc`` and
+(``unshare --mount``): ``/opt``, ``/etc/vpnfleet``, ``/var/lib/vpnfleet-agent``,
+``/run`` and ``/tmp`` are per-host directories bound over the machine's, and ``/etc`` and
 ``/var/lib`` are overlays whose writes land in the host's directory, so what one host
 installs, configures or keeps is private to it and never reaches this machine.
 
@@ -176,9 +176,10 @@ class SshTestbed:
     def _start_sshd(self, host: SshHost) -> None:
         d = host.root
         for sub in ("opt", "etc-vpnfleet", "var-lib-vpnfleet-agent", "run/sshd",
-                    "etc.upper", "etc.work", "varlib.upper", "varlib.work", "empty"):  # fmt: skip
+                    "etc.upper", "etc.work", "varlib.upper", "varlib.work", "empty", "tmp"):  # fmt: skip
             (d / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(d / "run" / "sshd", 0o755)
+        os.chmod(d / "tmp", 0o1777)
         key = d / "ssh_host_ed25519_key"
         _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host.name, "-f", str(key))
         host.host_key = " ".join(key.with_suffix(".pub").read_text().split()[:2])
@@ -216,6 +217,7 @@ class SshTestbed:
             "mkdir -p /var/lib/vpnfleet-agent",
             f"mount --bind {d / 'var-lib-vpnfleet-agent'} /var/lib/vpnfleet-agent",
             f"mount --bind {d / 'run'} /run",
+            f"mount --bind {d / 'tmp'} /tmp",
         ]
         if not host.spec.tun:
             mounts.append(f"mount --bind {d / 'empty'} /dev/net")
