@@ -175,12 +175,14 @@ class SshTestbed:
 
     def _start_sshd(self, host: SshHost) -> None:
         d = host.root
-        for sub in ("opt", "etc-vpnfleet", "var-lib-vpnfleet-agent", "run/sshd",
-                    "etc.upper", "etc.work", "varlib.upper", "varlib.work", "empty", "tmp"):  # fmt: skip
+        for sub in ("opt", "etc-vpnfleet", "var-lib-vpnfleet-agent", "run/sshd", "tmp",
+                    "etc.upper", "etc.work", "varlib.upper", "varlib.work", "empty"):  # fmt: skip
             (d / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(d / "run" / "sshd", 0o755)
         os.chmod(d / "tmp", 0o1777)
-        key = d / "ssh_host_ed25519_key"
+        # sshd reads its config and key through the host's /run: its /tmp hides the
+        # test's directory.
+        key = d / "run" / "ssh_host_ed25519_key"
         _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host.name, "-f", str(key))
         host.host_key = " ".join(key.with_suffix(".pub").read_text().split()[:2])
         # In the host's own /run, which users other than root can reach (the test's
@@ -189,10 +191,10 @@ class SshTestbed:
         authorized.write_text(self.client_key.with_suffix(".pub").read_text())
         authorized.chmod(0o644)
         os.chmod(d / "run", 0o755)
-        config = d / "sshd_config"
+        config = d / "run" / "sshd_config"
         config.write_text(
             f"ListenAddress {host.address}:{host.port}\n"
-            f"HostKey {key}\n"
+            "HostKey /run/ssh_host_ed25519_key\n"
             "PidFile none\n"
             "UsePAM no\n"
             "PasswordAuthentication no\n"
@@ -217,11 +219,11 @@ class SshTestbed:
             "mkdir -p /var/lib/vpnfleet-agent",
             f"mount --bind {d / 'var-lib-vpnfleet-agent'} /var/lib/vpnfleet-agent",
             f"mount --bind {d / 'run'} /run",
-            f"mount --bind {d / 'tmp'} /tmp",
         ]
         if not host.spec.tun:
             mounts.append(f"mount --bind {d / 'empty'} /dev/net")
-        script = "set -e; " + "; ".join(mounts) + f"; exec {SSHD} -D -e -f {config}"
+        mounts.append(f"mount --bind {d / 'tmp'} /tmp")  # last: the paths above are in /tmp
+        script = "set -e; " + "; ".join(mounts) + f"; exec {SSHD} -D -e -f /run/sshd_config"
         with open(d / "sshd.log", "ab") as log:
             proc = subprocess.Popen(
                 [
