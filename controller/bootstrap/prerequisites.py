@@ -16,7 +16,7 @@ import importlib.metadata
 import ipaddress
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .connection import ConnectionSettings
@@ -83,6 +83,11 @@ class Socket:
     address: str
     port: int
     listening: bool  # tcp: LISTEN; udp: always True (bound)
+    inode: int = 0  # the kernel's socket inode, which names the process holding it
+
+    def endpoint(self) -> str:
+        host = self.address if ":" not in self.address else f"[{self.address}]"
+        return f"{host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +194,7 @@ def parse_probe(text: str) -> HostFacts:
                         address=_hex_address(address),
                         port=int(port, 16),
                         listening=word.startswith("udp") or parts[3] == _TCP_LISTEN,
+                        inode=int(parts[9]) if len(parts) > 9 and parts[9].isdigit() else 0,
                     )
                 )
             except ValueError:
@@ -196,8 +202,20 @@ def parse_probe(text: str) -> HostFacts:
     return HostFacts(uid, user, machine, tun, nft, tuple(pythons), tuple(sockets))
 
 
-def assess(facts: HostFacts, privilege: Privilege, agent_port: int) -> PrerequisiteReport:
-    """Name what is missing; list what is there."""
+def busy_sockets(facts: HostFacts, protocol: str, port: int) -> list[Socket]:
+    return [s for s in facts.sockets if s.protocol == protocol and s.port == port and s.listening]
+
+
+def assess(
+    facts: HostFacts,
+    privilege: Privilege,
+    agent_port: int,
+    owners: Mapping[int, str] | None = None,
+    agent_venv: str = "",
+) -> PrerequisiteReport:
+    """Name what is missing; list what is there. ``owners`` names the process holding a
+    socket (by inode); a port held by a program run from ``agent_venv`` is the agent's."""
+    owners = owners or {}
     missing: list[Missing] = []
     present: list[str] = []
     minimum = supported_python()
@@ -234,24 +252,28 @@ def assess(facts: HostFacts, privilege: Privilege, agent_port: int) -> Prerequis
         (Prerequisite.AGENT_PORT, "tcp", agent_port, "the agent's gRPC, agent_port"),
     )
     busy = len(missing)
+    ours = False
     for prerequisite, protocol, port, role in ports:
-        holders = sorted(
-            {
-                f"{s.address}:{s.port}" if ":" not in s.address else f"[{s.address}]:{s.port}"
-                for s in facts.sockets
-                if s.protocol == protocol and s.port == port and s.listening
-            }
-        )
+        holders: dict[str, str] = {}
+        for s in busy_sockets(facts, protocol, port):
+            owner = owners.get(s.inode, "")
+            if agent_venv and f"{agent_venv}/bin/" in owner:
+                ours = True  # the agent this bootstrap installed holds it
+                continue
+            holders.setdefault(s.endpoint(), owner)
         if holders:
+            who = ", ".join(f"{e} ({o})" if o else e for e, o in sorted(holders.items()))
             missing.append(
                 Missing(
                     prerequisite,
-                    f"in use by {', '.join(holders)}; {role} needs it: "
-                    f"see which program holds it with ss -{protocol[0]}lpn 'sport = {port}'",
+                    f"in use by {who}; {role} needs it"
+                    + ("" if all(holders.values()) else
+                       f": see which program holds it with ss -{protocol[0]}lpn 'sport = {port}'"),
                 )
-            )
+            )  # fmt: skip
     if len(missing) == busy:
-        present.append(f"udp/{IKE_PORT}, udp/{NAT_T_PORT} and tcp/{agent_port} free")
+        state = "free or the agent's" if ours else "free"
+        present.append(f"udp/{IKE_PORT}, udp/{NAT_T_PORT} and tcp/{agent_port} {state}")
 
     if privilege.root:
         present.append("root")
@@ -260,8 +282,36 @@ def assess(facts: HostFacts, privilege: Privilege, agent_port: int) -> Prerequis
     return PrerequisiteReport(tuple(missing), python, tuple(present), facts.machine)
 
 
+def owner_script(inodes: Iterable[int]) -> str:
+    """A shell script printing ``owner INODE PID COMMAND`` for each process holding one
+    of the sockets ``inodes`` (all of them only when run as root)."""
+    wanted = " ".join(f"socket:[{i}]" for i in sorted(set(inodes)))
+    return (
+        f"want=' {wanted} '\n"
+        "for p in /proc/[0-9]*; do\n"
+        '  for f in "$p"/fd/*; do\n'
+        '    l=$(readlink "$f" 2>/dev/null) || continue\n'
+        '    case "$want" in *" $l "*)\n'
+        "      i=${l#socket:\\[}; i=${i%]}\n"
+        "      echo \"owner $i ${p#/proc/} $(tr '\\000\\n' '  ' < \"$p/cmdline\")\";;\n"
+        "    esac\n"
+        "  done\n"
+        "done 2>/dev/null\n"
+        "true\n"
+    )
+
+
+def parse_owners(text: str) -> dict[int, str]:
+    owners: dict[int, str] = {}
+    for line in text.splitlines():
+        parts = line.split(" ", 3)
+        if len(parts) == 4 and parts[0] == "owner" and parts[1].isdigit():
+            owners[int(parts[1])] = f"pid {parts[2]}: {parts[3].strip()}"
+    return owners
+
+
 async def check_prerequisites(
-    session: HostSession, settings: ConnectionSettings, agent_port: int
+    session: HostSession, settings: ConnectionSettings, agent_port: int, agent_venv: str = ""
 ) -> PrerequisiteReport:
     privilege, elevated = await _privilege(session, settings)
     candidates = (settings.python,) if settings.python else PYTHON_CANDIDATES
@@ -273,7 +323,17 @@ async def check_prerequisites(
             f"logged in as {facts.user or facts.uid} (uid {facts.uid}) without ansible_become: "
             "log in as root or set ansible_become: true with passwordless sudo",
         )
-    return assess(facts, privilege, agent_port)
+    inodes = [
+        s.inode
+        for protocol, port in (("udp", IKE_PORT), ("udp", NAT_T_PORT), ("tcp", agent_port))
+        for s in busy_sockets(facts, protocol, port)
+        if s.inode
+    ]
+    owners: dict[int, str] = {}
+    if inodes:
+        found = await session.run(owner_script(inodes), privileged=elevated)
+        owners = parse_owners(found.stdout)
+    return assess(facts, privilege, agent_port, owners, agent_venv)
 
 
 async def _privilege(session: HostSession, settings: ConnectionSettings) -> tuple[Privilege, bool]:

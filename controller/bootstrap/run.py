@@ -89,7 +89,9 @@ async def bootstrap_hosts(
             host = plan.settings.host
             try:
                 async with open_session(plan.settings, options.policy, options.timeout) as s:
-                    report = await check_prerequisites(s, plan.settings, plan.agent_port)
+                    report = await check_prerequisites(
+                        s, plan.settings, plan.agent_port, str(options.layout.venv)
+                    )
                     run.reports[host] = report
                     if not report.ok or report.python is None:
                         return done(

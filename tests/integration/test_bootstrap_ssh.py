@@ -91,7 +91,8 @@ def test_check_reports_each_hosts_prerequisites_by_name(ssh_hosts: Make, tmp_pat
     assert prereqs["a1"]["python"] == "/usr/bin/python3"
     missing_a2 = {m["name"]: m["detail"] for m in prereqs["a2"]["missing"]}
     assert set(missing_a2) == {"/dev/net/tun", "udp/500"}
-    assert "0.0.0.0:500" in missing_a2["udp/500"]
+    assert missing_a2["udp/500"].startswith("in use by 0.0.0.0:500 (pid ")
+    assert "python3 -c import socket" in missing_a2["udp/500"]
     missing_a3 = {m["name"]: m["detail"] for m in prereqs["a3"]["missing"]}
     assert set(missing_a3) == {"root"}
     assert "deploy" in missing_a3["root"] and "ansible_become" in missing_a3["root"]
@@ -213,6 +214,13 @@ def test_bootstrap_installs_the_agent_from_shipped_wheels_then_changes_nothing(
         ("a2", "ok", []),
     ]
     assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.whl")} == built
+
+    # Once the agent runs, the ports it holds are not in the way of a new run.
+    for port in (500, 4500):
+        bed.hold_udp_port("a1", port, python="/opt/vpnfleet/venv/bin/python")
+    held = bootstrap(bed, inventory, "-l", "a1")
+    assert held.returncode == 0, held.stdout + held.stderr
+    assert "udp/500, udp/4500 and tcp/50051 free or the agent's" in held.stdout
     check = bootstrap(bed, inventory, "--check")
     assert check.returncode == 0, check.stdout + check.stderr
     assert "changed=1" not in check.stdout

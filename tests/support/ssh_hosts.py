@@ -133,8 +133,9 @@ class SshTestbed:
         pid = str(self.hosts[host].pid)
         return _run("nsenter", "-t", pid, "-m", "-n", "--", *argv)
 
-    def hold_udp_port(self, host: str, port: int) -> None:
-        """Bind UDP ``port`` on every address of ``host`` until the testbed closes."""
+    def hold_udp_port(self, host: str, port: int, python: str = "python3") -> None:
+        """Bind UDP ``port`` on every address of ``host`` until the testbed closes, from a
+        process of ``python`` (a path as the host sees it)."""
         code = (
             "import socket, sys\n"
             "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
@@ -143,7 +144,7 @@ class SshTestbed:
             "sys.stdin.read()\n"
         )
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.hosts[host].netns, "python3", "-c", code],
+            ["nsenter", "-t", str(self.hosts[host].pid), "-m", "-n", "--", python, "-c", code],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             start_new_session=True,

@@ -4,6 +4,8 @@ policy, the prerequisites read from a host's probe output, and the shipped wheel
 from __future__ import annotations
 
 import importlib.metadata
+import os
+import socket
 import subprocess
 import zipfile
 from pathlib import Path
@@ -22,6 +24,8 @@ from vpnfleet.controller.bootstrap.prerequisites import (
     Privilege,
     Python,
     assess,
+    owner_script,
+    parse_owners,
     parse_probe,
     probe_script,
 )
@@ -298,3 +302,41 @@ def test_wheels_for_another_python_or_machine_are_refused() -> None:
     why = compatible(wheels, Python("/usr/bin/python3", (3, 12, 1), True), "x86_64")
     assert "Python 3.12" in why and "3.11" in why and "ansible_python_interpreter" in why
     assert "aarch64" in compatible(wheels, Python("python3", (3, 11, 9), True), "aarch64")
+
+
+BUSY = PROBE + (
+    "udp    1: 00000000:01F4 00000000:0000 07 00000000:00000000 00:00000000 00000000 0 0 4101\n"
+    "udp    2: 00000000:1194 00000000:0000 07 00000000:00000000 00:00000000 00000000 0 0 4102\n"
+)
+
+
+def test_a_port_held_by_the_agents_own_venv_is_not_missing() -> None:
+    facts = parse_probe(BUSY)
+    agent = "pid 77: /opt/vpnfleet/venv/bin/python /opt/vpnfleet/venv/bin/vpnfleet-agent serve"
+    report = assess(facts, Privilege(True), 50051, {4101: agent, 4102: agent}, "/opt/vpnfleet/venv")
+    assert report.ok
+    assert "udp/500, udp/4500 and tcp/50051 free or the agent's" in report.present
+
+
+def test_a_port_held_by_another_program_names_it() -> None:
+    facts = parse_probe(BUSY)
+    owners = {4101: "pid 12: /usr/lib/ipsec/charon"}
+    report = assess(facts, Privilege(True), 50051, owners, "/opt/vpnfleet/venv")
+    named = {m.prerequisite: m.detail for m in report.missing}
+    assert named[Prerequisite.IKE_PORT] == (
+        "in use by 0.0.0.0:500 (pid 12: /usr/lib/ipsec/charon); IKE needs it"
+    )
+    # Whose socket could not be told (no owner found): ss can say.
+    assert "ss -ulpn 'sport = 4500'" in named[Prerequisite.NAT_T_PORT]
+
+
+def test_owner_script_finds_the_process_holding_a_socket() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        inode = os.stat(f"/proc/self/fd/{s.fileno()}").st_ino
+        out = subprocess.run(
+            ["sh", "-c", owner_script([inode])], capture_output=True, text=True, check=True
+        ).stdout
+    owners = parse_owners(out)
+    assert owners[inode].startswith(f"pid {os.getpid()}: ")
+    assert "python" in owners[inode]
