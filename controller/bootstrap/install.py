@@ -58,7 +58,7 @@ async def installed_version(session: HostSession, layout: AgentLayout) -> str | 
         f"if [ -x {q} ]; then {q} -c {shlex.quote(_VERSION)}; fi", privileged=True
     )
     if not res.ok:
-        raise InstallError(f"cannot read the installed version: {res.first_error_line()}")
+        raise InstallError(f"cannot read the installed version: {res.error_line()}")
     return res.stdout.strip() or None
 
 
@@ -106,7 +106,7 @@ async def install_agent(
         return InstallOutcome((change,), f"would install {where}")
     made = await session.run("mktemp -d /tmp/vpnfleet-bootstrap.XXXXXX")
     if not made.ok:
-        raise InstallError(f"cannot make a temporary directory: {made.first_error_line()}")
+        raise InstallError(f"cannot make a temporary directory: {made.error_line()}")
     upload = made.stdout.strip()
     try:
         await session.upload(wheels.files, upload)

@@ -16,6 +16,7 @@ import importlib.metadata
 import ipaddress
 import re
 import shlex
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -212,18 +213,22 @@ def assess(
     agent_port: int,
     owners: Mapping[int, str] | None = None,
     agent_venv: str = "",
+    prefer: tuple[int, int] | None = None,
 ) -> PrerequisiteReport:
     """Name what is missing; list what is there. ``owners`` names the process holding a
-    socket (by inode); a port held by a program run from ``agent_venv`` is the agent's."""
+    socket (by inode); a port held by a program run from ``agent_venv`` is the agent's.
+    Of the supported Pythons found, the first of version ``prefer`` is taken, else the
+    first."""
     owners = owners or {}
     missing: list[Missing] = []
     present: list[str] = []
     minimum = supported_python()
     wanted = f">= {minimum[0]}.{minimum[1]}"
 
-    python = next(
-        (p for p in facts.pythons if p.version and p.version[:2] >= minimum and p.venv), None
-    )
+    usable = [p for p in facts.pythons if p.version and p.version[:2] >= minimum and p.venv]
+    # The controller's own Python first: its wheels hold code compiled for that version.
+    matching = [p for p in usable if prefer and p.version and p.version[:2] == prefer]
+    python = next(iter(matching or usable), None)
     if python is not None:
         present.append(python.text())
     else:
@@ -333,7 +338,8 @@ async def check_prerequisites(
     if inodes:
         found = await session.run(owner_script(inodes), privileged=elevated)
         owners = parse_owners(found.stdout)
-    return assess(facts, privilege, agent_port, owners, agent_venv)
+    controller = (sys.version_info.major, sys.version_info.minor)
+    return assess(facts, privilege, agent_port, owners, agent_venv, controller)
 
 
 async def _privilege(session: HostSession, settings: ConnectionSettings) -> tuple[Privilege, bool]:
@@ -345,7 +351,7 @@ async def _privilege(session: HostSession, settings: ConnectionSettings) -> tupl
         return (
             Privilege(
                 False,
-                f"sudo -n -u {settings.become_user} failed: {res.first_error_line()} (give "
+                f"sudo -n -u {settings.become_user} failed: {res.error_line('sudo')} (give "
                 f"{settings.user or 'the login user'} passwordless sudo)",
             ),
             False,

@@ -33,11 +33,14 @@ class RemoteResult:
     def ok(self) -> bool:
         return self.exit_status == 0
 
-    def first_error_line(self) -> str:
-        for line in (self.stderr + "\n" + self.stdout).splitlines():
-            if line.strip():
-                return line.strip()
-        return f"exit status {self.exit_status}"
+    def error_line(self, program: str = "") -> str:
+        """The line that says what went wrong: the first ``program:`` line, else the last
+        line of stderr (sshd may put its own notes before a command's output)."""
+        lines = [ln.strip() for ln in (self.stderr or self.stdout).splitlines() if ln.strip()]
+        for line in lines:
+            if program and line.startswith(f"{program}:"):
+                return line
+        return lines[-1] if lines else f"exit status {self.exit_status}"
 
 
 class _KeyWitness(asyncssh.SSHClient):

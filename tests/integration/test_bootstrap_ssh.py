@@ -225,3 +225,41 @@ def test_bootstrap_installs_the_agent_from_shipped_wheels_then_changes_nothing(
     assert check.returncode == 0, check.stdout + check.stderr
     assert "changed=1" not in check.stdout
     assert "ok: [a1] " in check.stdout and "vpnfleet 0.1.0 in /opt/vpnfleet/venv" in check.stdout
+
+
+def test_become_installs_through_sudo_and_names_sudo_that_asks_for_a_password(
+    ssh_hosts: Make, tmp_path: Path
+) -> None:
+    bed = ssh_hosts([HostSpec("a1"), HostSpec("a2")])
+    bed.write_known_hosts()
+    for name in bed.hosts:
+        bed.run_on_host(
+            name,
+            ["useradd", "--no-create-home", "--password", "*", "--shell", "/bin/sh", "deploy"],
+        )
+    # Passwordless sudo on a1 only (each host's /etc is its own).
+    bed.run_on_host(
+        "a1",
+        ["sh", "-c", "echo 'deploy ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/deploy && "
+         "chmod 0440 /etc/sudoers.d/deploy"],
+    )  # fmt: skip
+    inventory = write_inventory(bed, tmp_path / "inv")
+    (inventory / "group_vars").mkdir()
+    (inventory / "group_vars" / "all.yaml").write_text(
+        "ansible_user: deploy\nansible_become: yes\n"
+    )
+
+    res = bootstrap(bed, inventory)
+    assert res.returncode == 2, res.stdout + res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith("changed: [a1] ")
+    assert lines[0].endswith("installed vpnfleet 0.1.0 in /opt/vpnfleet/venv")
+    assert lines[2].startswith("failed: [a2] missing root (sudo -n -u root failed: sudo: ")
+    assert "password is required" in lines[2]
+    assert "give deploy passwordless sudo" in lines[2]
+    # Installed by root through sudo; nothing on a2.
+    venv = bed.hosts["a1"].opt / "vpnfleet" / "venv"
+    assert (venv / "bin" / "vpnfleet-agent").is_file()
+    assert venv.stat().st_uid == 0
+    assert list(bed.hosts["a2"].opt.iterdir()) == []
+    assert "Accepted publickey for deploy" in bed.hosts["a1"].log()

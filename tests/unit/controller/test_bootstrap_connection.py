@@ -340,3 +340,14 @@ def test_owner_script_finds_the_process_holding_a_socket() -> None:
     owners = parse_owners(out)
     assert owners[inode].startswith(f"pid {os.getpid()}: ")
     assert "python" in owners[inode]
+
+
+def test_the_controllers_python_version_is_preferred_when_discovering() -> None:
+    probe = PROBE.replace("python python3.13 - -", "python python3.13 3.13.1 venv")
+    facts = parse_probe(probe)
+    assert assess(facts, Privilege(True), 50051).python == Python("python3.13", (3, 13, 1), True)
+    chosen = assess(facts, Privilege(True), 50051, prefer=(3, 11)).python
+    assert chosen == Python("python3.11", (3, 11, 2), True)
+    assert assess(facts, Privilege(True), 50051, prefer=(3, 12)).python == Python(
+        "python3.13", (3, 13, 1), True
+    )

@@ -28,6 +28,7 @@ PROGRAMS = (
     "tcpdump",
     "iperf3",
     "sshd",
+    "sudo",
     "ssh-keygen",
 )
 
