@@ -1,5 +1,6 @@
 """Bootstrap across the selected hosts: connect to each over SSH, at most ``forks`` at
-once, check its prerequisites and install the agent; one :class:`HostResult` per host."""
+once, check its prerequisites, install the agent and enrol it; one :class:`HostResult`
+per host."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from ..inventory import Inventory
 from ..results import AggregateResult, HostResult, Outcome
 from .connection import ConnectionSettings, ConnectionVarError, UnreachableError, settings_for
+from .enrol import EnrolError, enrol_agent
 from .hostkeys import HostKeyPolicy
 from .install import AgentLayout, InstallError, install_agent
 from .prerequisites import PrerequisiteReport, check_prerequisites
@@ -26,6 +28,7 @@ DEFAULT_TIMEOUT = 10.0  # Ansible's connection timeout
 class BootstrapOptions:
     policy: HostKeyPolicy
     wheels: WheelSet
+    state: Path  # the controller's state directory: the fleet CA signs the agents
     forks: int = 10
     timeout: float = DEFAULT_TIMEOUT
     check: bool = False  # report what would change; change nothing
@@ -44,6 +47,7 @@ class HostPlan:
 
     settings: ConnectionSettings
     agent_port: int
+    address: str | None  # the host's underlay address, also in its IKE certificate
 
 
 @dataclass(slots=True)
@@ -67,7 +71,10 @@ def host_plans(
         except ConnectionVarError as exc:
             problems.append(str(exc))
             continue
-        plans.append(HostPlan(settings, int(resolved.vars["agent_port"])))
+        address = resolved.vars.get("address")
+        plans.append(
+            HostPlan(settings, int(resolved.vars["agent_port"]), str(address) if address else None)
+        )
     if problems:
         raise ConnectionVarError("\n".join(problems))
     return plans
@@ -110,7 +117,10 @@ async def bootstrap_hosts(
                         report.machine,
                         options.check,
                     )
-            except InstallError as exc:
+                    enrolment = await enrol_agent(
+                        s, options.layout, options.state, host, plan.address, options.check
+                    )
+            except (InstallError, EnrolError) as exc:
                 result = HostResult(
                     host, Outcome.FAILED, error=str(exc), seconds=time.monotonic() - started
                 )
@@ -126,11 +136,14 @@ async def bootstrap_hosts(
                     seconds=time.monotonic() - started,
                 )
             else:
-                run.summaries[host] = f"{report.summary()}; {installed.summary}"
+                run.summaries[host] = (
+                    f"{report.summary()}; {installed.summary}; {enrolment.summary}"
+                )
+                changes = installed.changes + enrolment.changes
                 result = HostResult(
                     host,
-                    Outcome.CHANGED if installed.changes else Outcome.OK,
-                    changes=installed.changes,
+                    Outcome.CHANGED if changes else Outcome.OK,
+                    changes=changes,
                     seconds=time.monotonic() - started,
                 )
             return done(result)

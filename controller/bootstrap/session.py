@@ -3,7 +3,7 @@ commands (through sudo where they need root)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +68,13 @@ class HostSession:
             stdout=str(res.stdout or ""),
             stderr=str(res.stderr or ""),
         )
+
+    async def write_files(self, directory: str, files: Mapping[str, bytes]) -> None:
+        """Write ``files`` (name to content) into ``directory`` on the host over SFTP."""
+        async with self.conn.start_sftp_client() as sftp:
+            for name, data in files.items():
+                async with sftp.open(f"{directory}/{name}", "wb") as f:
+                    await f.write(data)
 
     async def upload(self, files: Sequence[Path], directory: str) -> None:
         """Copy ``files`` into ``directory`` on the host over SFTP (as the login user)."""

@@ -36,6 +36,7 @@ from .common import (
     pass_ctx,
     progress_bar,
     render_recap,
+    require_ca,
     vault_option,
 )
 from .root import main
@@ -99,16 +100,20 @@ def bootstrap_cmd(
     """Reach each host over SSH as Ansible would (ansible_host, ansible_port,
     ansible_user, ansible_ssh_private_key_file, ansible_become, ansible_python_interpreter),
     check what an agent needs there (/dev/net/tun, Python, nft, free UDP 500 and 4500 and
-    agent port, root) and install the agent at the controller's own version into a venv
-    under --prefix, from wheels the controller ships (the host needs no index).
+    agent port, root), install the agent at the controller's own version into a venv
+    under --prefix from wheels the controller ships (the host needs no index), and enrol
+    it: keys made on the host, CSRs signed by the fleet CA, certificates installed.
 
-    A host that already has this version is left as it is (ok). Exit codes: 0 every host
-    ok or changed, 1 bad input (nothing contacted), 2 a host lacks a prerequisite or the
-    install failed, 4 hosts unreachable (a refused host key is one).
+    A host that already has this version and its certificates is left as it is (ok).
+    Exit codes: 0 every host ok or changed, 1 bad input or no fleet CA (nothing
+    contacted), 2 a host lacks a prerequisite or a step failed there, 4 hosts unreachable
+    (a refused host key is one).
     """
     with input_errors():
         inv = load_inventory(inventory, vault=open_vault(vault_password_file, vault_key_file))
         selected = limit_hosts(inv, limit) if limit else list(inv.hosts)
+        if not check:
+            require_ca(ctx, inventory)
         layout = AgentLayout(PurePosixPath(prefix))
         if not layout.prefix.is_absolute():
             fail(f"--prefix must be an absolute path on the hosts, got {prefix!r}")
@@ -118,6 +123,7 @@ def bootstrap_cmd(
             options = BootstrapOptions(
                 HostKeyPolicy.make(known_hosts, accept_new_host_keys),
                 planned_wheel_set(cache) if check else wheel_set(cache),
+                ctx.state.root,
                 forks,
                 timeout,
                 check,

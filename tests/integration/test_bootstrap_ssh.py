@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from tests.support.ssh_hosts import HostSpec, SshTestbed
 
@@ -58,6 +59,15 @@ def bootstrap(bed: SshTestbed, inventory: Path, *args: str) -> subprocess.Comple
     )
 
 
+def ca_init(bed: SshTestbed) -> None:
+    res = subprocess.run(
+        [*VPNFLEET, "--state", str(bed.root / "state"), "ca", "init"],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
 def fingerprint(bed: SshTestbed, host: str) -> str:
     pub = bed.root / f"{host}.pub"
     pub.write_text(bed.hosts[host].host_key + "\n")
@@ -101,11 +111,14 @@ def test_check_reports_each_hosts_prerequisites_by_name(ssh_hosts: Make, tmp_pat
     assert text.returncode == 2
     lines = text.stdout.splitlines()
     assert lines[0].startswith("changed: [a1] /usr/bin/python3 ")
-    assert lines[0].endswith("; would install vpnfleet 0.1.0 in /opt/vpnfleet/venv")
+    assert lines[0].endswith(
+        "; would install vpnfleet 0.1.0 in /opt/vpnfleet/venv; would enrol as a1 (no fleet CA yet)"
+    )
     assert lines[1] == "    + agent vpnfleet 0.1.0: venv /opt/vpnfleet/venv"
-    assert lines[2].startswith("failed: [a2] missing /dev/net/tun (")
-    assert "udp/500 (in use by 0.0.0.0:500" in lines[2]
-    assert lines[3].startswith("failed: [a3] missing root (logged in as deploy")
+    assert lines[2] == "    + agent certificates: no fleet CA yet"
+    assert lines[3].startswith("failed: [a2] missing /dev/net/tun (")
+    assert "udp/500 (in use by 0.0.0.0:500" in lines[3]
+    assert lines[4].startswith("failed: [a3] missing root (logged in as deploy")
     assert any(ln.startswith("a2 : ok=0   changed=0   unreachable=0   failed=1") for ln in lines)
 
     # A check changes nothing on the hosts.
@@ -180,12 +193,20 @@ def test_bootstrap_installs_the_agent_from_shipped_wheels_then_changes_nothing(
     bed.write_known_hosts()
     inventory = write_inventory(bed, tmp_path / "inv")
     machine_opt = sorted(p.name for p in Path("/opt").iterdir())
+    no_ca = bootstrap(bed, inventory)
+    assert no_ca.returncode == 1 and "vpnfleet ca init" in no_ca.stderr, no_ca.stderr
+    assert all(list(h.opt.iterdir()) == [] for h in bed.hosts.values())
+    ca_init(bed)
 
     first = bootstrap(bed, inventory, "--forks", "1")
     assert first.returncode == 0, first.stdout + first.stderr
     assert "a1 : ok=1   changed=1   unreachable=0   failed=0" in first.stdout
     assert "a2 : ok=1   changed=1   unreachable=0   failed=0" in first.stdout
-    assert "installed vpnfleet 0.1.0 in /opt/vpnfleet/venv" in first.stdout
+    assert "installed vpnfleet 0.1.0 in /opt/vpnfleet/venv; enrolled as a1" in first.stdout
+    assert "    + agent certificates: TLS and IKE certificates for a2 from the fleet CA; " in (
+        first.stdout
+    )
+    ca_pem = (bed.root / "state" / "pki" / "ca.pem").read_bytes()
     for name, host in bed.hosts.items():
         assert (host.opt / "vpnfleet" / "venv" / "bin" / "vpnfleet-agent").is_file()
         assert list((host.root / "tmp").iterdir()) == []  # the upload directory is gone
@@ -201,6 +222,19 @@ def test_bootstrap_installs_the_agent_from_shipped_wheels_then_changes_nothing(
              "import importlib.metadata as m; print(m.version('vpnfleet'))"],
         )  # fmt: skip
         assert version.strip() == "0.1.0"
+        # Enrolled: keys made on the host, certificates of the fleet CA for its name (the
+        # IKE one with its address), the private keys nowhere else.
+        assert {"tls.key", "ike.key", "tls.pem", "ike.pem", "ca.pem"} <= {
+            p.name for p in host.state_dir.iterdir()
+        }
+        assert (host.state_dir / "ca.pem").read_bytes() == ca_pem
+        ike = x509.load_pem_x509_certificate((host.state_dir / "ike.pem").read_bytes())
+        sans = ike.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert sans.get_values_for_type(x509.DNSName) == [name]
+        assert [str(a) for a in sans.get_values_for_type(x509.IPAddress)] == [host.address]
+        key = (host.state_dir / "tls.key").read_bytes()
+        assert not [p for p in bed.root.rglob("*") if p.is_file() and p.suffix == ".key"
+                    and p.read_bytes() == key and host.root not in p.parents]  # fmt: skip
     assert sorted(p.name for p in Path("/opt").iterdir()) == machine_opt
     cache = bed.root / "state" / "wheels"
     built = {p: p.stat().st_mtime_ns for p in cache.rglob("*.whl")}
@@ -244,6 +278,7 @@ def test_become_installs_through_sudo_and_names_sudo_that_asks_for_a_password(
          "chmod 0440 /etc/sudoers.d/deploy"],
     )  # fmt: skip
     inventory = write_inventory(bed, tmp_path / "inv")
+    ca_init(bed)
     (inventory / "group_vars").mkdir()
     (inventory / "group_vars" / "all.yaml").write_text(
         "ansible_user: deploy\nansible_become: yes\n"
@@ -253,10 +288,11 @@ def test_become_installs_through_sudo_and_names_sudo_that_asks_for_a_password(
     assert res.returncode == 2, res.stdout + res.stderr
     lines = res.stdout.splitlines()
     assert lines[0].startswith("changed: [a1] ")
-    assert lines[0].endswith("installed vpnfleet 0.1.0 in /opt/vpnfleet/venv")
-    assert lines[2].startswith("failed: [a2] missing root (sudo -n -u root failed: sudo: ")
-    assert "password is required" in lines[2]
-    assert "give deploy passwordless sudo" in lines[2]
+    assert lines[0].endswith("installed vpnfleet 0.1.0 in /opt/vpnfleet/venv; enrolled as a1")
+    failed = next(ln for ln in lines if ln.startswith("failed: [a2]"))
+    assert failed.startswith("failed: [a2] missing root (sudo -n -u root failed: sudo: ")
+    assert "password is required" in failed
+    assert "give deploy passwordless sudo" in failed
     # Installed by root through sudo; nothing on a2.
     venv = bed.hosts["a1"].opt / "vpnfleet" / "venv"
     assert (venv / "bin" / "vpnfleet-agent").is_file()

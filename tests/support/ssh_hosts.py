@@ -181,6 +181,7 @@ class SshTestbed:
             (d / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(d / "run" / "sshd", 0o755)
         os.chmod(d / "tmp", 0o1777)
+        os.chmod(d / "var-lib-vpnfleet-agent", 0o700)  # as vpnfleet-agent init makes it
         # sshd reads its config and key through the host's /run: its /tmp hides the
         # test's directory.
         key = d / "run" / "ssh_host_ed25519_key"

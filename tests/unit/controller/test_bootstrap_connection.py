@@ -8,15 +8,21 @@ import os
 import socket
 import subprocess
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
+from vpnfleet.controller import pki
 from vpnfleet.controller.bootstrap.connection import (
     ConnectionSettings,
     ConnectionVarError,
     settings_for,
 )
+from vpnfleet.controller.bootstrap.enrol import enrolled, parse_files, read_script
 from vpnfleet.controller.bootstrap.hostkeys import HostKeyPolicy, Verdict, lookup_name
 from vpnfleet.controller.bootstrap.install import compatible
 from vpnfleet.controller.bootstrap.prerequisites import (
@@ -351,3 +357,49 @@ def test_the_controllers_python_version_is_preferred_when_discovering() -> None:
     assert assess(facts, Privilege(True), 50051, prefer=(3, 12)).python == Python(
         "python3.13", (3, 13, 1), True
     )
+
+
+# ---------------------------------------------------------------- enrolment
+
+
+def _enrolled_files(tmp_path: Path, host: str) -> tuple[dict[str, bytes], bytes]:
+    """A host's files as `vpnfleet-agent init` and a signing would leave them."""
+    state = tmp_path / "controller"
+    pki.init_ca(state)
+    files: dict[str, bytes] = {}
+    for kind in ("tls", "ike"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        files[f"{kind}.csr"] = csr.public_bytes(serialization.Encoding.PEM)
+    tls, ike, ca = pki.sign_agent_csrs(state, host, files["tls.csr"], files["ike.csr"])
+    files.update({"tls.pem": tls, "ike.pem": ike, "ca.pem": ca})
+    return files, ca
+
+
+def test_read_script_output_parses_back_and_never_carries_keys(tmp_path: Path) -> None:
+    state = tmp_path / "agent"
+    state.mkdir()
+    (state / "tls.csr").write_text("-----BEGIN CERTIFICATE REQUEST-----\nabc\n")
+    (state / "tls.key").write_text("SECRET KEY MATERIAL\n")
+    script = read_script(PurePosixPath(str(state)))
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout
+    assert "SECRET" not in out
+    files = parse_files(out)
+    assert files == {"tls.csr": b"-----BEGIN CERTIFICATE REQUEST-----\nabc\n", "tls.key": b""}
+
+
+def test_a_host_is_enrolled_only_with_the_fleet_cas_certificates_for_its_name_and_keys(
+    tmp_path: Path,
+) -> None:
+    files, ca = _enrolled_files(tmp_path, "a1")
+    assert enrolled(files, "a1", ca)
+    assert not enrolled(files, "a2", ca)  # another host's certificates
+    other, other_ca = _enrolled_files(tmp_path / "other", "a1")
+    assert not enrolled(files, "a1", other_ca)  # another fleet CA
+    assert not enrolled({**files, "ike.csr": other["ike.csr"]}, "a1", ca)  # new keys since
+    assert not enrolled({k: v for k, v in files.items() if k != "tls.pem"}, "a1", ca)
