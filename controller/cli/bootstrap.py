@@ -54,6 +54,7 @@ from .root import main
     help="Connect, check each host's prerequisites and say whether the agent would be "
     "installed; change nothing.",
 )
+@click.option("--diff", is_flag=True, help="Show what changed (or would) on each host.")
 @click.option(
     "--prefix",
     default=str(DEFAULT_PREFIX),
@@ -92,6 +93,7 @@ def bootstrap_cmd(
     output: str,
     forks: int,
     check: bool,
+    diff: bool,
     prefix: str,
     known_hosts: Path | None,
     accept_new_host_keys: bool,
@@ -146,19 +148,19 @@ def bootstrap_cmd(
         }
         click.echo(json.dumps(doc))
     else:
-        render_run(run)
+        render_run(run, show_diff=diff or check)
         render_recap(run.result)
     sys.exit(run.result.exit_code)
 
 
-def render_run(run: BootstrapRun) -> None:
+def render_run(run: BootstrapRun, show_diff: bool) -> None:
     """Ansible's per-host lines: what a host has, what changed, or why it failed."""
     for r in run.result:
         host = escape(f"[{r.host}]")
         if r.outcome in (Outcome.OK, Outcome.CHANGED):
             style = "green" if r.outcome is Outcome.OK else "yellow"
             out.print(f"[{style}]{r.outcome.value}[/]: {host} {escape(run.summaries[r.host])}")
-            for c in r.changes:
+            for c in r.changes if show_diff else ():
                 out.print(f"    {c}", markup=False)
         else:
             out.print(f"[red]{r.outcome.value}[/]: {host} {escape(r.error)}")

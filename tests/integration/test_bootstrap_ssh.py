@@ -198,7 +198,7 @@ def test_bootstrap_installs_the_agent_from_shipped_wheels_then_changes_nothing(
     assert all(list(h.opt.iterdir()) == [] for h in bed.hosts.values())
     ca_init(bed)
 
-    first = bootstrap(bed, inventory, "--forks", "1")
+    first = bootstrap(bed, inventory, "--forks", "1", "--diff")
     assert first.returncode == 0, first.stdout + first.stderr
     assert "a1 : ok=1   changed=1   unreachable=0   failed=0" in first.stdout
     assert "a2 : ok=1   changed=1   unreachable=0   failed=0" in first.stdout
@@ -287,6 +287,7 @@ def test_become_installs_through_sudo_and_names_sudo_that_asks_for_a_password(
     res = bootstrap(bed, inventory)
     assert res.returncode == 2, res.stdout + res.stderr
     lines = res.stdout.splitlines()
+    assert not [ln for ln in lines if ln.startswith("    + ")]  # changes shown with --diff
     assert lines[0].startswith("changed: [a1] ")
     assert lines[0].endswith("installed vpnfleet 0.1.0 in /opt/vpnfleet/venv; enrolled as a1")
     failed = next(ln for ln in lines if ln.startswith("failed: [a2]"))
