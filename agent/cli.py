@@ -59,7 +59,7 @@ from .server import ServerError, ServerTls, start_server, wait_for_signal
 from .service import AgentService, WrongHost
 from .sink import EventHub, PlanOnlySink, PlanSink
 from .store import PlanStore, StoreError
-from .unit import DEFAULT_CONFIG, DEFAULT_PREFIX, UNIT_NAME, AgentUnit, UnitError
+from .unit import DEFAULT_CONFIG, DEFAULT_VENV, UNIT_NAME, AgentUnit, UnitError
 from .version import agent_version
 
 log = logging.getLogger("vpnfleet.agent")
@@ -734,11 +734,12 @@ def join_cmd(
 
 @main.command()
 @click.option(
-    "--prefix",
-    default=DEFAULT_PREFIX,
+    "--venv",
+    default=DEFAULT_VENV,
     show_default=True,
     type=click.Path(path_type=Path, file_okay=False),
-    help="The virtual environment the agent is installed in (PREFIX/bin/vpnfleet-agent).",
+    help="The virtual environment the agent is installed in (VENV/bin/vpnfleet-agent; "
+    "`vpnfleet bootstrap --prefix P` makes P/venv).",
 )
 @click.option(
     "--config",
@@ -756,25 +757,25 @@ def join_cmd(
     help=f"Write {UNIT_NAME} into this directory (e.g. /etc/systemd/system) instead of "
     "printing it.",
 )
-def unit(prefix: Path, config_path: Path, write_dir: Path | None) -> None:
+def unit(venv: Path, config_path: Path, write_dir: Path | None) -> None:
     """Print (or --write) the hardened systemd unit that runs this agent."""
     if write_dir is None:
-        click.echo(_unit_text(prefix, config_path), nl=False)
+        click.echo(_unit_text(venv, config_path), nl=False)
         return
-    _write_unit(prefix, config_path, write_dir)
+    _write_unit(venv, config_path, write_dir)
 
 
-def _unit_text(prefix: Path, config_path: Path) -> str:
+def _unit_text(venv: Path, config_path: Path) -> str:
     try:
         config = load_config(config_path) if config_path.exists() else None
-        return AgentUnit(prefix, config_path, config).render()
+        return AgentUnit(venv, config_path, config).render()
     except (ConfigError, UnitError) as exc:
         _fail(str(exc))
         raise
 
 
-def _write_unit(prefix: Path, config_path: Path, write_dir: Path) -> None:
-    text = _unit_text(prefix, config_path)
+def _write_unit(venv: Path, config_path: Path, write_dir: Path) -> None:
+    text = _unit_text(venv, config_path)
     target = write_dir / UNIT_NAME
     try:
         write_atomically(target, text.encode(), PUBLIC)

@@ -1,7 +1,8 @@
 """The agent's systemd service unit (``vpnfleet-agent unit``).
 
-The unit runs exactly ``PREFIX/bin/vpnfleet-agent serve --config CONFIG`` (PREFIX is the
-virtual environment the agent is installed in) as ``Type=notify``: the agent says
+The unit runs exactly ``VENV/bin/vpnfleet-agent serve --config CONFIG`` (VENV is the
+virtual environment the agent is installed in: ``/opt/vpnfleet/venv`` as ``vpnfleet
+bootstrap`` makes it) as ``Type=notify``: the agent says
 ``READY=1`` once its gRPC server accepts connections (agent/io/notify.py), so
 ``systemctl start`` returns when the controller can reach it.
 
@@ -20,7 +21,7 @@ from pathlib import Path
 from .config import DEFAULT_STATE_DIR, AgentConfig
 
 UNIT_NAME = "vpnfleet-agent.service"
-DEFAULT_PREFIX = Path("/opt/vpnfleet")
+DEFAULT_VENV = Path("/opt/vpnfleet/venv")
 DEFAULT_CONFIG = Path("/etc/vpnfleet/agent.yaml")
 CAPABILITIES = ("CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE")
 ADDRESS_FAMILIES = ("AF_INET", "AF_INET6", "AF_NETLINK", "AF_UNIX")
@@ -34,20 +35,20 @@ class UnitError(Exception):
     """The unit cannot be made as asked; the message says what to change."""
 
 
-def agent_executable(prefix: Path) -> Path:
-    return prefix / "bin" / "vpnfleet-agent"
+def agent_executable(venv: Path) -> Path:
+    return venv / "bin" / "vpnfleet-agent"
 
 
 @dataclass(frozen=True, slots=True)
 class AgentUnit:
-    prefix: Path
+    venv: Path
     config_path: Path
     config: AgentConfig | None = None
     """The configuration the unit runs, when it exists already: its state dir (and key
     log, if any) become writable."""
 
     def __post_init__(self) -> None:
-        for what, path in (("--prefix", self.prefix), ("--config", self.config_path)):
+        for what, path in (("--venv", self.venv), ("--config", self.config_path)):
             if not path.is_absolute():
                 raise UnitError(f"{what} {path} must be an absolute path (systemd needs one)")
             if any(c.isspace() or c in "\"'\\%$;" for c in str(path)):
@@ -58,7 +59,7 @@ class AgentUnit:
 
     @property
     def exec_start(self) -> str:
-        return f"{agent_executable(self.prefix)} serve --config {self.config_path}"
+        return f"{agent_executable(self.venv)} serve --config {self.config_path}"
 
     def writable_paths(self) -> list[Path]:
         """What the agent writes besides /var/lib/vpnfleet-agent and /run/vpnfleet-agent."""
@@ -78,7 +79,7 @@ class AgentUnit:
         return f"""\
 # {UNIT_NAME}: the vpnfleet agent (gRPC for the controller, IKEv2/ESP data plane).
 # Written by `vpnfleet-agent unit`; make it again rather than editing it.
-# Runs {agent_executable(self.prefix)} with the configuration {self.config_path}.
+# Runs {agent_executable(self.venv)} with the configuration {self.config_path}.
 # The agent reports READY=1 once gRPC accepts connections (Type=notify).
 # Capabilities: only {caps}
 # (TUN device, routes, nftables; raw ESP; UDP 500 and 4500).

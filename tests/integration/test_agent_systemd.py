@@ -63,7 +63,7 @@ def verify(unit: Path) -> str:
 def make_unit(tmp_path: Path, *args: str) -> Path:
     out = tmp_path / "units"
     out.mkdir(exist_ok=True)
-    result = agent_cli("unit", "--prefix", str(PREFIX), "--write", str(out), *args)
+    result = agent_cli("unit", "--venv", str(PREFIX), "--write", str(out), *args)
     assert result.returncode == 0, result.stderr
     return out / "vpnfleet-agent.service"
 
@@ -129,9 +129,9 @@ def test_unit_makes_the_configured_state_dir_writable(tmp_path: Path) -> None:
 
 
 def test_unit_refuses_relative_paths_and_bad_config(tmp_path: Path) -> None:
-    result = agent_cli("unit", "--prefix", "opt/vpnfleet", "--write", str(tmp_path))
+    result = agent_cli("unit", "--venv", "opt/vpnfleet", "--write", str(tmp_path))
     assert result.returncode == 1
-    assert "--prefix opt/vpnfleet must be an absolute path" in result.stderr
+    assert "--venv opt/vpnfleet must be an absolute path" in result.stderr
     config = tmp_path / "agent.yaml"
     config.write_text("name: a1\nlisten: nowhere\n")
     result = agent_cli("unit", "--config", str(config), "--write", str(tmp_path))

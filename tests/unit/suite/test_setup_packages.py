@@ -17,7 +17,20 @@ import pytest
 from vpnfleet.controller.lab.external import CHARON, PLUGINS
 
 REPO = Path(__file__).resolve().parents[3]
-PROGRAMS = ("ip", "nft", "ping", "swanctl", "pki", "tshark", "dumpcap", "tcpdump", "iperf3")
+PROGRAMS = (
+    "ip",
+    "nft",
+    "ping",
+    "swanctl",
+    "pki",
+    "tshark",
+    "dumpcap",
+    "tcpdump",
+    "iperf3",
+    "sshd",
+    "sudo",
+    "ssh-keygen",
+)
 
 
 def setup_packages() -> set[str]:
