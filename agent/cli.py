@@ -15,6 +15,7 @@ import click
 
 from vpnfleet.protos.files import PUBLIC, write_atomically
 from vpnfleet.protos.identity import CONTROLLER_NAME
+from vpnfleet.protos.versions import installed_version
 
 from . import convert
 from .cert_expiry import CertificateExpiry, certificate_expiries
@@ -60,7 +61,6 @@ from .service import AgentService, WrongHost
 from .sink import EventHub, PlanOnlySink, PlanSink
 from .store import PlanStore, StoreError
 from .unit import DEFAULT_CONFIG, DEFAULT_VENV, UNIT_NAME, AgentUnit, UnitError
-from .version import agent_version
 
 log = logging.getLogger("vpnfleet.agent")
 
@@ -140,7 +140,9 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(agent_version(), prog_name="vpnfleet-agent", message="%(prog)s %(version)s")
+@click.version_option(
+    installed_version(), prog_name="vpnfleet-agent", message="%(prog)s %(version)s"
+)
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),

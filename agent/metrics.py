@@ -29,12 +29,13 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from vpnfleet.protos.versions import installed_version
+
 from .cert_expiry import CertificateExpiry
 from .engine.engine import Engine
 from .io.dataplane_model import DataPlaneStats
 from .plan import AgentPlan
 from .sink import DropLayer, EventHub, IkeSaReport, NatState, PlanSink, ProblemKind
-from .version import agent_version
 
 log = logging.getLogger(__name__)
 
@@ -430,7 +431,7 @@ def agent_sources(
 ) -> MetricsSources:
     """Sources for an agent process: the engine's data-plane and IKE counters when the
     sink is the engine, the SA reports alone otherwise (plan-only)."""
-    sources = MetricsSources(host, agent_version(), sink, plan, certificates=certificates)
+    sources = MetricsSources(host, installed_version(), sink, plan, certificates=certificates)
     if isinstance(sink, Engine):
         engine = sink
 

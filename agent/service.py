@@ -22,6 +22,7 @@ import grpc
 from cryptography import x509
 
 from vpnfleet.protos import agent_pb2, agent_pb2_grpc, plan_pb2
+from vpnfleet.protos.versions import installed_version, skew_refusal
 
 from . import convert
 from .cert_expiry import certificate_expiries
@@ -40,7 +41,6 @@ from .ike.signatures import identity_in_certificate
 from .plan import AgentPlan, AuthMethod, PlanRejected, plan_diff
 from .sink import PUT_IN_FORCE_KINDS, EventHub, PlanSink, SaEventReport
 from .store import PlanStore, StoreError
-from .version import agent_version
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +75,14 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         events: EventHub | None = None,
         clock: Callable[[], float] = time.time,
         credentials: CredentialFiles | None = None,
+        version: str | None = None,
     ) -> None:
         """``credentials``: where this agent's keys and certificates are, for
-        PrepareEnrollment and InstallCredentials (None: both are refused)."""
+        PrepareEnrollment and InstallCredentials (None: both are refused). ``version``:
+        the agent's version, judged against the controller's by the version-skew rule
+        (default: the installed package's)."""
         self.host = host
+        self.version = installed_version() if version is None else version
         self.credentials = credentials
         self.tls_watchers: list[TlsWatcher] = []
         self.store = store
@@ -178,6 +182,10 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     async def ApplyPlan(
         self, request: agent_pb2.ApplyPlanRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.ApplyPlanResponse:
+        refusal = skew_refusal(self.version, request.controller_version)
+        if refusal:
+            log.warning("%s: %s", self.host, refusal)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, refusal)
         try:
             return await self.apply(request.plan, request.dry_run)
         except PlanRejected as exc:
@@ -201,7 +209,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             generation=self.generation,
             content_hash=self.plan.content_hash if self.plan else "",
             plan_applied_at=self.applied_at,
-            agent_version=agent_version(),
+            agent_version=self.version,
             uptime_seconds=time.monotonic() - self._started,
             peers_total=len(self.plan.peers) if self.plan else 0,
             peers_up=self.sink.peers_up(),

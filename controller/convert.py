@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError, Message
 
 from vpnfleet.protos import agent_pb2, plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
+from vpnfleet.protos.versions import installed_version
 
 from .results import ChangeLine
 from .status import (
@@ -162,7 +163,9 @@ def plan_from_bytes(data: bytes) -> plan_pb2.NodePlan:
 
 
 def apply_request(plan_msg: plan_pb2.NodePlan, dry_run: bool) -> agent_pb2.ApplyPlanRequest:
-    return agent_pb2.ApplyPlanRequest(plan=plan_msg, dry_run=dry_run)
+    return agent_pb2.ApplyPlanRequest(
+        plan=plan_msg, dry_run=dry_run, controller_version=installed_version()
+    )
 
 
 _CHANGE_KIND = {

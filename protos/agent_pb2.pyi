@@ -49,12 +49,14 @@ class InstallCredentialsResponse(_message.Message):
     def __init__(self, tls_fingerprint: _Optional[str] = ..., ike_fingerprint: _Optional[str] = ..., ca_fingerprints: _Optional[str] = ..., peers_reestablished: _Optional[int] = ...) -> None: ...
 
 class ApplyPlanRequest(_message.Message):
-    __slots__ = ("plan", "dry_run")
+    __slots__ = ("plan", "dry_run", "controller_version")
     PLAN_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLER_VERSION_FIELD_NUMBER: _ClassVar[int]
     plan: _plan_pb2.NodePlan
     dry_run: bool
-    def __init__(self, plan: _Optional[_Union[_plan_pb2.NodePlan, _Mapping]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+    controller_version: str
+    def __init__(self, plan: _Optional[_Union[_plan_pb2.NodePlan, _Mapping]] = ..., dry_run: _Optional[bool] = ..., controller_version: _Optional[str] = ...) -> None: ...
 
 class Change(_message.Message):
     __slots__ = ("kind", "section", "name", "details")

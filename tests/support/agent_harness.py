@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,8 @@ from vpnfleet.controller.pki import (
 )
 
 START_TIMEOUT = 20.0
+AGENT_CLI = (sys.executable, "-m", "vpnfleet.agent.cli")
+"""The agent under test; another version's is ``tests.support.bumped.Venv.agent()``."""
 
 
 @dataclass
@@ -132,25 +134,27 @@ def read_listening_port(proc: subprocess.Popen[bytes], log_path: Path) -> int:
 
 
 @contextlib.contextmanager
-def running_agent(host: str, agent_dir: Path, extra_config: str = "") -> Iterator[AgentProcess]:
+def running_agent(
+    host: str, agent_dir: Path, extra_config: str = "", agent: Sequence[str] = AGENT_CLI
+) -> Iterator[AgentProcess]:
     config = agent_dir / "agent.yaml"
     config.write_text(f"name: {host}\nlisten: 127.0.0.1:0\nstate_dir: .\n{extra_config}")
-    with serving_config(host, config, agent_dir) as agent:
-        yield agent
+    with serving_config(host, config, agent_dir, agent) as process:
+        yield process
 
 
 @contextlib.contextmanager
-def serving_config(host: str, config: Path, agent_dir: Path) -> Iterator[AgentProcess]:
+def serving_config(
+    host: str, config: Path, agent_dir: Path, agent: Sequence[str] = AGENT_CLI
+) -> Iterator[AgentProcess]:
     """``vpnfleet-agent serve --config CONFIG --no-data-plane`` (the config must listen on
     127.0.0.1; plan only, whatever the config says: this machine's own network is never
-    touched); its log goes to ``agent_dir``/agent.log."""
+    touched); its log goes to ``agent_dir``/agent.log. ``agent``: the agent's command."""
     log_path = agent_dir / "agent.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "vpnfleet.agent.cli",
+                *agent,
                 "serve",
                 "--config",
                 str(config),
