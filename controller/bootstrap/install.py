@@ -120,6 +120,33 @@ async def install_agent(
     return InstallOutcome((change,), f"installed {where}")
 
 
+async def reinstall_agent(session: HostSession, layout: AgentLayout, version: str) -> None:
+    """Put ``version`` back into the venv from the wheels kept for it under
+    PREFIX/wheels/VERSION (and its dependencies as they were), with its own pip."""
+    where = layout.wheels(version)
+    q = shlex.quote
+    script = "\n".join(
+        [
+            "set -e",
+            "umask 022",
+            f"cd {q(str(where))}",
+            "set -- pip-*.whl",
+            '[ -f "$1" ] || { echo "no pip wheel in $PWD" >&2; exit 1; }',
+            f'{q(str(layout.python))} "$1/pip" install --quiet --no-index --find-links . '
+            "--no-cache-dir --disable-pip-version-check --force-reinstall "
+            f"{q(f'{PROJECT}=={version}')}",
+        ]
+    )
+    res = await session.run(script, privileged=True)
+    if not res.ok:
+        raise InstallError(
+            f"reinstalling {PROJECT} {version} from {where} failed: "
+            f"{_tail(res.stderr or res.stdout)}"
+        )
+    if await installed_version(session, layout) != version:
+        raise InstallError(f"{layout.venv} does not hold {PROJECT} {version} after pip")
+
+
 def _install_script(layout: AgentLayout, wheels: WheelSet, python: Python, upload: str) -> str:
     q = shlex.quote
     target = layout.wheels(wheels.version)
