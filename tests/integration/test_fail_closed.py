@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.agent_harness import make_fleet
+from tests.support.bumped import Venv
 from tests.support.engine_lab import AGENT, SITE, UNDERLAY, Lab, built, sh
 
 pytestmark = pytest.mark.netns
@@ -262,3 +263,43 @@ def test_the_configured_table_and_mark_are_the_ones_used_and_cleaned_up(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert host_state(a) == before
+
+
+def test_restart_into_a_new_version_never_leaks_the_protected_flow(
+    lab: Lab, tmp_path: Path, other_version: Callable[..., Venv]
+) -> None:
+    """An upgrade as `vpnfleet upgrade` does it: the agent is stopped with SIGTERM and
+    started again from the new version (0.2.0, another venv) on the same state; the
+    protected flow never reaches the underlay in the clear in between."""
+    newer = other_version("0.2.0")
+    a = lab.namespaces["a"]
+    underlay = f"vfa{lab.tag}"
+    capture = ["ip", "netns", "exec", a, "tcpdump", "-i", underlay, "-n", "-l", "-U"]
+    with background("tcpdump", tmp_path, capture) as dump:
+        wait_until("tcpdump", lambda: "listening on" in dump.err.read_text())
+        lab.start("b")
+        lab.start("a")
+        lab.wait_for("a", r"event child_up b")
+        source, target = SITE["a"][1], SITE["b"][1]
+        pinging = ["ip", "netns", "exec", a, "ping", "-n", "-O", "-i", "0.05", "-I", source, target]
+        with background("ping", tmp_path, pinging) as ping:
+            wait_until("replies through the tunnel", lambda: replies(ping) >= 10)
+            assert lab.kill("a", signal.SIGTERM) == 0
+            seen = lines(ping)
+            wait_until("pings sent while stopped", lambda: lines(ping) >= seen + 40)
+
+            mark, got = len(lab.output("a")), replies(ping)
+            lab.start("a", newer.agent())
+            cmdline = Path(f"/proc/{lab.agents['a'].pid}/cmdline").read_bytes()
+            assert str(newer.python).encode() in cmdline
+            lab.wait_for("a", r"event child_up b", after=mark)
+            wait_until("replies after the upgrade", lambda: replies(ping) >= got + 10)
+        assert lab.kill("a", signal.SIGTERM) == 0
+        assert lab.kill("b", signal.SIGTERM) == 0
+    captured = dump.text()
+    assert re.search(r"ESP\(spi=", captured), captured[-2000:]
+    leaked = [line for line in captured.splitlines() if any(c in line for c in CLEARTEXT)]
+    assert leaked == [], f"{len(leaked)} cleartext packets on the underlay: {leaked[:5]}"
+    for ns in lab.namespaces.values():
+        done = cleanup(ns)
+        assert done.returncode == 0, done.stdout + done.stderr

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,13 +79,14 @@ class Lab:
     def log(self, host: str) -> Path:
         return self.directory / f"{host}.out"
 
-    def start(self, host: str) -> None:
+    def start(self, host: str, agent: Sequence[str] = AGENT) -> None:
+        """Run ``host``'s agent (``agent``: its command, another version's for one)."""
         state = self.directory / f"{host}-state"
         with self.log(host).open("ab") as out:
             plan, ns = self.plan_file(host), self.namespaces[host]
             options = f"--plan {plan} --state-dir {state} --status-interval 0.5"
             self.agents[host] = subprocess.Popen(
-                ["ip", "netns", "exec", ns, *AGENT, "run", *options.split()],
+                ["ip", "netns", "exec", ns, *agent, "run", *options.split()],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
