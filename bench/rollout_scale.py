@@ -25,8 +25,9 @@ from pathlib import Path
 
 from vpnfleet.agent.hollow import sample_plan
 from vpnfleet.controller.client import AgentClient, AgentError
+from vpnfleet.controller.convert import apply_request
 from vpnfleet.controller.pki import TlsCredentials, ensure_controller_cert, init_ca
-from vpnfleet.protos import agent_pb2, plan_pb2
+from vpnfleet.protos import plan_pb2
 
 
 def start_hollow(count: int, work: Path, timeout: float) -> tuple[subprocess.Popen[str], dict]:
@@ -83,7 +84,7 @@ async def push(
         async with sem:
             client = AgentClient(name, f"{listen_host}:{agents[name]}", tls, timeout=30)
             try:
-                resp = await client.apply_plan(agent_pb2.ApplyPlanRequest(plan=plans[name]))
+                resp = await client.apply_plan(apply_request(plans[name], dry_run=False))
                 if resp.content_hash != plans[name].content_hash:
                     failures.append(f"{name}: hash in force {resp.content_hash[:12]}")
             except AgentError as exc:

@@ -15,7 +15,7 @@ import pytest
 from tests.support.agent_harness import make_fleet
 from vpnfleet.agent.hollow import sample_plan
 from vpnfleet.controller.client import AgentClient, AgentUnreachable
-from vpnfleet.protos import agent_pb2
+from vpnfleet.controller.convert import apply_request
 
 AGENT = [sys.executable, "-m", "vpnfleet.agent.cli"]
 
@@ -115,7 +115,7 @@ async def test_hollow_agents_accept_plans(tmp_path: Path) -> None:
         for name, port in ready["agents"].items():
             msg = sample_plan(name, "10.0.0.1", "10.1.0.0/24")
             async with AgentClient(name, f"127.0.0.1:{port}", tls) as c:
-                resp = await c.apply_plan(agent_pb2.ApplyPlanRequest(plan=msg))
+                resp = await c.apply_plan(apply_request(msg, dry_run=False))
                 assert resp.changed and resp.content_hash == msg.content_hash
             assert (tmp_path / "hollow" / name / "plan.pb").exists()
         # Each hollow agent has its own certificate: one cannot be reached as another.

@@ -13,6 +13,7 @@ import pytest
 from tests.support.agent_harness import AgentProcess, Fleet, make_fleet, running_agent
 from vpnfleet.agent.hollow import sample_plan
 from vpnfleet.controller.client import AgentCallFailed, AgentClient, AgentUnreachable
+from vpnfleet.controller.convert import apply_request
 from vpnfleet.controller.pki import TlsCredentials
 from vpnfleet.protos import agent_pb2, agent_pb2_grpc, plan_pb2
 from vpnfleet.protos.identity import CONTROLLER_ROLE_OID
@@ -25,7 +26,7 @@ def plan(generation: int = 1, epoch: int = 1, host: str = "a1") -> plan_pb2.Node
 
 
 def apply(p: plan_pb2.NodePlan, dry_run: bool = False) -> agent_pb2.ApplyPlanRequest:
-    return agent_pb2.ApplyPlanRequest(plan=p, dry_run=dry_run)
+    return apply_request(p, dry_run)
 
 
 @pytest.fixture
