@@ -86,7 +86,7 @@ class Venv:
 
 
 def make_venv(root: Path, wheel: Path, deps: Path, version: str) -> Venv:
-    """A venv at ``root`` holding vpnfleet from ``wheel`` and its dependencies."""
+    """A venv at ``root`` holding vpnfleet from ``wheel``, its dependencies and pip."""
     subprocess.run(
         [sys.executable, "-m", "venv", "--without-pip", str(root)], check=True, timeout=120
     )
@@ -105,6 +105,7 @@ def make_venv(root: Path, wheel: Path, deps: Path, version: str) -> Venv:
             "--find-links",
             str(wheel.parent),
             f"vpnfleet=={version}",
+            INSTALLER,  # as beside any controller: bootstrap ships it to the hosts
         ],
         capture_output=True,
         text=True,
