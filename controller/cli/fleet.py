@@ -479,11 +479,13 @@ def restored_label(
     return label
 
 
-def render_canary(result: CanaryResult, output: str, restored: Callable[[str], str]) -> NoReturn:
+def render_canary(
+    result: CanaryResult, output: str, restored: Callable[[str], str], show_diff: bool = False
+) -> NoReturn:
     if output == "json":
         click.echo(json.dumps(result.to_json()))
     else:
-        render_changes(result.result, show_diff=False)
+        render_changes(result.result, show_diff=show_diff)
         render_recap(result.result)
         if result.regression:
             err.print(f"[bold red]regression:[/] {escape(result.regression)}")

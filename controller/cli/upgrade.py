@@ -17,7 +17,7 @@ from ..bootstrap.service import HEALTH_TIMEOUT
 from ..bootstrap.upgrade import UpgradeOptions, run_upgrade
 from ..bootstrap.upgrade_ssh import SshAgentHosts
 from ..bootstrap.wheels import WheelError, planned_wheel_set, wheel_set
-from ..health import AgentAccess, CanaryError, HealthGate
+from ..health import AgentAccess, HealthGate
 from ..rollout import RolloutOptions
 from .common import (
     Ctx,
@@ -119,6 +119,14 @@ def upgrade_cmd(
     layout = AgentLayout(PurePosixPath(prefix))
     if not layout.prefix.is_absolute():
         fail(f"--prefix must be an absolute path on the hosts, got {prefix!r}")
+    cache = ctx.state.root / "wheels"
+    try:
+        options = UpgradeOptions(
+            planned_wheel_set(cache).version, canary, parse_serial(serial), forks, check
+        )
+        gate = HealthGate(timeout=health_timeout, require_traffic=health_traffic)
+    except ValueError as exc:  # CanaryError among them
+        fail(str(exc))
     with input_errors():
         vault = open_vault(vault_password_file, vault_key_file)
         fleet = operations.compile_fleet_at(inventory, ctx.state, None, limit=limit, vault=vault)
@@ -126,28 +134,18 @@ def upgrade_cmd(
         if not check:
             ctx.hold_lock("upgrade")
         try:
-            cache = ctx.state.root / "wheels"
-            wheels = planned_wheel_set(cache) if check else wheel_set(cache)
-            options = UpgradeOptions(
-                wheels.version,
-                canary,
-                parse_serial(serial),
-                forks,
-                check,
-            )
-            gate = HealthGate(timeout=health_timeout, require_traffic=health_traffic)
             plans = {p.settings.host: p for p in host_plans(fleet.inventory, fleet.selected)}
             hosts = SshAgentHosts(
                 plans,
                 fleet.endpoints,
                 HostKeyPolicy.make(known_hosts, False),
-                wheels,
+                planned_wheel_set(cache) if check else wheel_set(cache),
                 operations.client_credentials(ctx.state),
                 layout,
                 timeout,
                 health_timeout,
             )
-        except (CanaryError, ValueError, ConnectionVarError, WheelError) as exc:
+        except (ConnectionVarError, WheelError) as exc:
             fail(str(exc))
     report = None if output == "json" else (lambda line: out.print(line, markup=False))
     result = asyncio.run(
@@ -160,4 +158,5 @@ def upgrade_cmd(
             report=report,
         )
     )
-    render_canary(result, output, lambda host: "its previous version")
+    # Each changed host's line says the version it had and the one it has (or would).
+    render_canary(result, output, lambda host: "the version it ran before", show_diff=True)

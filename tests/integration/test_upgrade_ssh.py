@@ -149,6 +149,16 @@ def test_upgrade_rolls_back_a_failing_canary_then_upgrades_the_mesh(
     assert (hosts[0].opt / "vpnfleet" / "wheels" / "0.2.1").is_dir()  # kept beside 0.1.0
     assert_mesh_pings(hosts)
 
+    # --check says who would be upgraded, from which version, and changes nothing.
+    check = vpnfleet(
+        good.controller(), "upgrade", "-i", str(inventory), "--known-hosts",
+        str(bed.known_hosts), "--check",
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "changed: [a2]\n    ~ agent vpnfleet 0.2.0: was 0.1.0\n" in check.stdout
+    assert "a3 : ok=1   changed=1" in check.stdout
+    assert {h.name: installed(h) for h in hosts} == {"a1": "0.1.0", "a2": "0.1.0", "a3": "0.1.0"}
+
     # A good version: canary, then the other two, each batch behind its gate.
     code, doc = upgrade(good, "--canary", "1")
     assert code == 0, doc

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.canary_fakes import FakeClock, FakeFleet, compiled, sa
+from tests.support.canary_fakes import LAB, FakeClock, FakeFleet, compiled, sa
 from vpnfleet.controller.bootstrap.upgrade import (
     HostStepError,
     HostUnreachable,
@@ -194,3 +194,26 @@ def test_bad_options_are_refused_by_name() -> None:
         UpgradeOptions(NEW, canary=0)
     with pytest.raises(ValueError, match="--forks must be 1 or more"):
         UpgradeOptions(NEW, forks=0)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--canary", "0"], "--canary takes a host count of at least 1, not 0"),
+        (["--forks", "0"], "--forks must be 1 or more, got 0"),
+        (["--health-timeout", "0"], "--health-timeout must be positive"),
+        (["--prefix", "opt/vpnfleet"], "--prefix must be an absolute path on the hosts"),
+    ],
+)
+def test_upgrade_refuses_bad_options_before_contacting_anything(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    from click.testing import CliRunner
+
+    from vpnfleet.controller.cli import main
+
+    state = tmp_path / "state"
+    res = CliRunner().invoke(main, ["--state", str(state), "upgrade", "-i", str(LAB), *args])
+    assert res.exit_code == 1, res.output
+    assert message in res.output.replace("\n", " ")
+    assert not state.exists()  # no wheels built, no lock taken
