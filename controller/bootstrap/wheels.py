@@ -35,7 +35,7 @@ PROJECT = "vpnfleet"
 INSTALLER = "pip"
 # Files pip writes at install time that describe that install, not the package.
 _INSTALL_ONLY = {"INSTALLER", "REQUESTED", "direct_url.json", "RECORD"}
-_SOURCE_PARTS = ("pyproject.toml", "README.md", "controller", "agent", "protos")
+SOURCE_PARTS = ("pyproject.toml", "README.md", "controller", "agent", "protos")
 
 
 class WheelError(Exception):
@@ -176,7 +176,7 @@ def build_own_wheel(root: Path, directory: Path) -> Path:
         copy = Path(tmp) / "src"
         copy.mkdir()
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
-        for part in _SOURCE_PARTS:
+        for part in SOURCE_PARTS:
             src = root / part
             if src.is_dir():
                 shutil.copytree(src, copy / part, ignore=ignore)

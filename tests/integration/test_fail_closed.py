@@ -290,9 +290,11 @@ def test_restart_into_a_new_version_never_leaks_the_protected_flow(
 
             mark, got = len(lab.output("a")), replies(ping)
             lab.start("a", newer.agent())
+            lab.wait_for("a", r"event child_up b", after=mark)
+            # The tunnel is up again from the new version's process (ip netns exec has
+            # become it by now).
             cmdline = Path(f"/proc/{lab.agents['a'].pid}/cmdline").read_bytes()
             assert str(newer.python).encode() in cmdline
-            lab.wait_for("a", r"event child_up b", after=mark)
             wait_until("replies after the upgrade", lambda: replies(ping) >= got + 10)
         assert lab.kill("a", signal.SIGTERM) == 0
         assert lab.kill("b", signal.SIGTERM) == 0

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from vpnfleet.controller.bootstrap.wheels import (
     INSTALLER,
+    SOURCE_PARTS,
     build_own_wheel,
     dependencies,
     repack,
@@ -28,7 +29,6 @@ from vpnfleet.controller.bootstrap.wheels import (
     wheel_requires,
 )
 
-SOURCE_PARTS = ("pyproject.toml", "README.md", "controller", "agent", "protos")
 _VERSION_LINE = re.compile(r'^version = "[^"]*"$', re.MULTILINE)
 
 Patch = Callable[[Path], None]
