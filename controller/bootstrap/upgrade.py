@@ -188,13 +188,15 @@ async def _batch(
             out.result.add(replace(r, seconds=seconds))
         return reason
 
-    if results and any(r.outcome is not Outcome.OK for r in results.values()):
-        bad = [f"{r.host}: {r.outcome.value} {r.error}" for r in results.values() if r.failed]
-        bad += [f"{r.host}: unreachable {r.error}" for r in results.values() if r.unreachable]
+    if options.check:
+        return finish()  # --check reports every host, as Ansible's does
+    bad = [f"{r.host}: {r.outcome.value} {r.error}" for r in results.values() if r.failed]
+    bad += [f"{r.host}: unreachable {r.error}" for r in results.values() if r.unreachable]
+    if bad:
         for h in todo:
             results[h] = HostResult(h, Outcome.SKIPPED, error="not upgraded: the batch failed")
         return finish("; ".join(bad))
-    if options.check or not todo:
+    if not todo:
         return finish()
 
     if report:

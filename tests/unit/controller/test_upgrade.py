@@ -217,3 +217,14 @@ def test_upgrade_refuses_bad_options_before_contacting_anything(
     assert res.exit_code == 1, res.output
     assert message in res.output.replace("\n", " ")
     assert not state.exists()  # no wheels built, no lock taken
+
+
+async def test_check_reports_every_host_even_past_an_unreachable_one(
+    fleet: CompiledFleet,
+) -> None:
+    clock, hosts = setup(fleet, a4=NEW)
+    hosts.unreachable = {"a1"}
+    out = await upgrade(fleet, clock, hosts, canary=1, check=True)
+    assert outcomes(out) == {"a1": "unreachable", "a2": "changed", "a3": "changed", "a4": "ok"}
+    assert out.regression == "" and out.exit_code == 4
+    assert hosts.log == []
