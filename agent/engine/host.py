@@ -18,16 +18,19 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 from ..ike.admission import ResponderLimits
 from ..io.nftables import NftTable
 from ..io.rawesp import RawEspHandler, RawEspSocket
 from ..io.routes import RouteError, Routing
+from ..io.sysctl import Sysctl
 from ..io.tun import LinuxTun
 from ..io.udp import DatagramEndpoint, EspHandler, IkeHandler, UdpEndpoint, UdpError
 from ..sink import EventHub
 from .engine import Engine
+from .forwarding import FORWARDING_RECORD, FORWARDING_SYSCTLS, ForwardingRecord, HostForwarding
 from .keylog import KeyLog
 from .kill_switch import KILL_SWITCH_TABLE, KillSwitch, KillSwitchSettings
 from .plan_routes import (
@@ -169,8 +172,12 @@ class HostEngine:
         tunnel_table: int = TUNNEL_TABLE,
         ike_credentials: IkeCredentials | None = None,
         limits: ResponderLimits | None = None,
+        state_dir: Path | None = None,
     ) -> None:
+        """``state_dir``: where the forwarding sysctls' previous values are recorded
+        (:mod:`.forwarding`); without it they are kept in memory only."""
         self.events = events
+        self.state_dir = state_dir
         self.limits = limits
         self.ike_credentials = ike_credentials
         self.own_mark = own_mark
@@ -231,6 +238,7 @@ class HostEngine:
                 limits=self.limits,
                 kill_switch=kill_switch,
                 tunnel_table=self.tunnel_table,
+                forwarding=host_forwarding(self.state_dir),
             )
             await self.engine.start()
         except BaseException:
@@ -303,6 +311,13 @@ async def check_host(routing: RouteTable, table: int, mark: int, tun_name: str) 
         )
 
 
+def host_forwarding(state_dir: Path | None) -> HostForwarding:
+    """The forwarding sysctls of this network namespace, with their record in
+    ``state_dir``."""
+    record = ForwardingRecord(state_dir / FORWARDING_RECORD if state_dir is not None else None)
+    return HostForwarding({v: Sysctl(name) for v, name in FORWARDING_SYSCTLS.items()}, record)
+
+
 class AgentRunning(Exception):
     """Decommission refused: an agent still holds the data plane."""
 
@@ -311,9 +326,11 @@ async def decommission(
     tun_name: str = DEFAULT_TUN_NAME,
     own_mark: int = DEFAULT_OWN_MARK,
     tunnel_table: int = TUNNEL_TABLE,
+    state_dir: Path | None = None,
 ) -> list[str]:
     """Remove what the agent's data plane leaves on the host when it stops: its policy
-    rules, its routing table's routes and its nftables table (the kill switch). The TUN
+    rules, its routing table's routes and its nftables table (the kill switch), and put
+    back the forwarding sysctls it turned on (as recorded in ``state_dir``). The TUN
     device is not persistent, so it is gone once no agent holds it; while one does the
     agent is running and :class:`AgentRunning` is raised with nothing changed. Returns
     what could not be removed (empty: the host is as the agent found it)."""
@@ -333,4 +350,6 @@ async def decommission(
         await NftTable(KILL_SWITCH_TABLE).delete()
     except OSError as exc:
         left.append(f"nftables table inet {KILL_SWITCH_TABLE}: {exc}")
+    if state_dir is not None:
+        left += host_forwarding(state_dir).restore()
     return left
