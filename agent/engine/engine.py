@@ -62,9 +62,9 @@ from ..sink import (
 )
 from . import translate
 from .clock import LoopScheduler, Scheduler, TimerHandle
+from .forwarding import HostForwarding
 from .incoming import IncomingDispatch, UnmatchedSources
 from .keylog import KeyLog
-from .forwarding import HostForwarding
 from .kill_switch import KillSwitch
 from .peers import same_tunnel
 from .plan_routes import TUNNEL_TABLE, PlanRoutes, RouteTable
