@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ..ike.admission import ResponderLimits
-from ..io.nftables import NftTable
+from ..io.nftables import NftError, NftTable, list_ruleset
 from ..io.rawesp import RawEspHandler, RawEspSocket
 from ..io.routes import RouteError, Routing
 from ..io.sysctl import Sysctl
@@ -31,6 +31,7 @@ from ..io.udp import DatagramEndpoint, EspHandler, IkeHandler, UdpEndpoint, UdpE
 from ..sink import EventHub
 from .engine import Engine
 from .forwarding import FORWARDING_RECORD, FORWARDING_SYSCTLS, ForwardingRecord, HostForwarding
+from .host_firewall import Direction, Probe, check_ruleset
 from .keylog import KeyLog
 from .kill_switch import KILL_SWITCH_TABLE, KillSwitch, KillSwitchSettings
 from .plan_routes import (
@@ -221,6 +222,7 @@ class HostEngine:
             self._routing = Routing()
             await self._routing.__aenter__()
             await check_host(self._routing, self.tunnel_table, self.own_mark, self._tun.name)
+            await check_host_firewall(self.listen, (self.ike_port, self.natt_port))
             kill_switch = KillSwitch(
                 NftTable(KILL_SWITCH_TABLE),
                 KillSwitchSettings(self._tun.name, self.own_mark, (self.ike_port, self.natt_port)),
@@ -316,6 +318,37 @@ def host_forwarding(state_dir: Path | None) -> HostForwarding:
     ``state_dir``."""
     record = ForwardingRecord(state_dir / FORWARDING_RECORD if state_dir is not None else None)
     return HostForwarding({v: Sysctl(name) for v, name in FORWARDING_SYSCTLS.items()}, record)
+
+
+class HostFirewallBlocks(OSError):
+    """The host's own nftables ruleset would drop the agent's IKE."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+async def check_host_firewall(listen: str, ports: tuple[int, ...]) -> None:
+    """Refuse (:class:`HostFirewallBlocks`) to start where a base chain of the host's
+    nftables ruleset surely drops IKE to or from ``ports`` in the family the agent
+    listens on (:mod:`.host_firewall`), naming the table, chain and rule and what to add.
+    A ruleset that cannot be read is not held against the host (logged)."""
+    try:
+        document = await list_ruleset()
+    except NftError as exc:
+        log.warning("not checked whether the host's firewall lets IKE through: %s", exc)
+        return
+    try:
+        family = ipaddress.ip_address(listen).version
+    except ValueError:
+        family = 4
+    probes = [Probe(d, family, p) for d in Direction for p in sorted(set(ports))]
+    findings = check_ruleset(document if isinstance(document, dict) else {}, probes)
+    if findings:
+        raise HostFirewallBlocks(
+            errno.EACCES,
+            "the host's firewall would drop IKE, so no tunnel could come up: "
+            + "; ".join(f.message() for f in findings),
+        )
 
 
 class AgentRunning(Exception):

@@ -36,6 +36,29 @@ HOST_COMMANDS = (
     "sysctl " + " ".join(FORWARDING),
 )
 """What an agent may change on its host, as the operator reads it."""
+HOST_FIREWALL = """table inet filter {
+	chain input {
+		type filter hook input priority filter; policy drop;
+		ct state established,related accept
+		iif "lo" accept
+		meta l4proto { icmp, ipv6-icmp } accept
+		tcp dport 22 accept
+		udp dport { 500, 4500 } accept
+		meta l4proto esp accept
+	}
+}
+"""
+"""The host's own firewall, as a typical host has one: it lets IKE and ESP in."""
+SSH_ONLY = """table inet filter {
+	chain input {
+		type filter hook input priority filter; policy drop;
+		ct state established,related accept
+		iif "lo" accept
+		tcp dport 22 accept
+	}
+}
+"""
+"""A host firewall that would drop IKE."""
 
 
 @pytest.fixture
@@ -69,21 +92,33 @@ def dad_done(netns: str) -> bool:
     return not sh(f"ip -n {netns} -6 addr show tentative").stdout
 
 
+def load_ruleset(netns: str, ruleset: str, directory: Path) -> None:
+    path = directory / "host-firewall.nft"
+    path.write_text(ruleset)
+    sh(f"ip netns exec {netns} nft -f {path}")
+
+
 def agent(netns: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["ip", "netns", "exec", netns, *AGENT, *args], capture_output=True, text=True, timeout=60
     )
 
 
-def test_a_host_is_left_as_it_was_found_after_stop_and_cleanup(lab: Lab, tmp_path: Path) -> None:
-    a = lab.namespaces["a"]
-    wait_until("IPv6 DAD", functools.partial(dad_done, a))
-    agent_dir = make_fleet(tmp_path / "fleet").enroll("a")
+def agent_config(directory: Path) -> tuple[Path, Path]:
+    agent_dir = make_fleet(directory / "fleet").enroll("a")
     config = agent_dir / "agent.yaml"
     config.write_text(
         "name: a\nlisten: 127.0.0.1:0\nstate_dir: .\ndata_plane: true\n"
         f"ike_listen: {UNDERLAY['a']}\n"
     )
+    return config, agent_dir
+
+
+def test_a_host_is_left_as_it_was_found_after_stop_and_cleanup(lab: Lab, tmp_path: Path) -> None:
+    a = lab.namespaces["a"]
+    wait_until("IPv6 DAD", functools.partial(dad_done, a))
+    load_ruleset(a, HOST_FIREWALL, tmp_path)
+    config, agent_dir = agent_config(tmp_path)
     # The plan the controller would have applied, persisted in the agent's state dir.
     persisted = agent(
         a, "run", "--plan", str(lab.plan_file("a")), "--state-dir", str(agent_dir),
@@ -135,3 +170,22 @@ def test_a_host_is_left_as_it_was_found_after_stop_and_cleanup(lab: Lab, tmp_pat
     ):
         print(f"\n===== host a {title} =====\n{text}")
     assert cleaned == before
+
+
+def test_the_agent_refuses_to_start_where_the_host_firewall_drops_ike(
+    lab: Lab, tmp_path: Path
+) -> None:
+    a = lab.namespaces["a"]
+    wait_until("IPv6 DAD", functools.partial(dad_done, a))
+    load_ruleset(a, SSH_ONLY, tmp_path)
+    config, _ = agent_config(tmp_path)
+    before = host_state(a)
+    done = agent(a, "serve", "--config", str(config))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert (
+        "the host's firewall would drop IKE, so no tunnel could come up: chain inet filter "
+        "input (input hook) ends in policy drop drops IKE received on UDP 500 and 4500 "
+        "(IPv4); add `udp dport { 500, 4500 } accept` to it (`nft add rule inet filter "
+        "input udp dport { 500, 4500 } accept`" in done.stderr
+    ), done.stderr
+    assert host_state(a) == before
