@@ -150,6 +150,13 @@ class HostForwarding:
         if sysctl.name not in before:
             before[sysctl.name] = current
             self.record.save(before)  # first, so that a crash cannot lose the old value
+            if self.record.path is None:
+                log.warning(
+                    "%s was %s: without a state dir this is not recorded, and "
+                    "vpnfleet-agent cleanup cannot put it back",
+                    sysctl.name,
+                    current,
+                )
         sysctl.write(ON)
         self._tell(f"{sysctl.name}={ON} (was {current}): the plan protects {why} behind this host")
 
