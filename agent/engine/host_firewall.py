@@ -5,8 +5,8 @@ Every base chain on the ``input`` and ``output`` hooks sees the agent's IKE and
 ESP-in-UDP datagrams, whatever its priority: a drop in any of them drops the datagram,
 the agent's own table's accept notwithstanding. For each such chain of a table that is
 not the agent's, the chain is walked as nftables would for a first datagram from a peer
-(``ct state new``, UDP to our port 500 or 4500 inbound; from it to the same port
-outbound) in the address
+(``ct state new``, no ``ct status`` bit, UDP to our port 500 or 4500 inbound; from
+it to the same port outbound) in the address
 family the agent listens on, following ``jump`` and ``goto``. A rule that surely matches
 decides: accept passes, drop or reject refuses; reaching the end of the chain decides by
 its policy.
@@ -298,6 +298,9 @@ def _match(match: Any, probe: Probe) -> Tri:
         return Tri.MAYBE
     if kind == "ct" and what.get("key") == "state" and "dir" not in what:
         return _compare(op, right, ["new"])
+    if kind == "ct" and what.get("key") == "status" and "dir" not in what:
+        # A first datagram to the host's own port: no status bit (dnat, snat …) set yet.
+        return _compare(op, right, [])
     return Tri.MAYBE
 
 

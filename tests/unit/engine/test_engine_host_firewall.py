@@ -26,7 +26,8 @@ def findings(name: str, family: int = 4) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "name", ["accept_all", "typical_host", "vmap_host", "source_limited", "ipv6_only_drop"]
+    "name",
+    ["accept_all", "typical_host", "vmap_host", "source_limited", "ipv6_only_drop", "zones_ipsec"],
 )
 def test_common_host_firewalls_pass(name: str) -> None:
     assert findings(name) == []
@@ -75,3 +76,14 @@ def test_the_agents_own_table_is_not_held_against_the_host() -> None:
             if kind in item:
                 item[kind]["table" if kind != "table" else "name"] = "vpnfleet_agent"
     assert check_ruleset(document, probes()) == []
+
+
+def test_a_zone_layout_that_falls_through_to_its_reject_is_named() -> None:
+    # Zones reached by goto, an interface-bound goto that may match, an allow chain
+    # without IKE, and a final reject (a firewalld-like layout).
+    assert findings("zones_reject") == [
+        "rule 'reject' (handle 11) in chain inet zones filter_INPUT drops IKE received on "
+        "UDP 500 and 4500 (IPv4); add `udp dport { 500, 4500 } accept` before it (`nft "
+        "insert rule inet zones filter_INPUT position 11 udp dport { 500, 4500 } accept`, "
+        "and the same in the host's firewall configuration)"
+    ]
