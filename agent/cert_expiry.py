@@ -27,6 +27,8 @@ class CertificateExpiry:
     """Unix seconds: the certificate's notAfter."""
     subject: str
     """RFC 4514 form."""
+    not_before: float = 0.0
+    """Unix seconds: the certificate's notBefore (the controller renews by lifetime)."""
 
 
 def read_expiry(kind: CertificateKind, path: Path) -> CertificateExpiry | None:
@@ -37,7 +39,10 @@ def read_expiry(kind: CertificateKind, path: Path) -> CertificateExpiry | None:
     except (OSError, ValueError):
         return None
     return CertificateExpiry(
-        kind, cert.not_valid_after_utc.timestamp(), cert.subject.rfc4514_string()
+        kind,
+        cert.not_valid_after_utc.timestamp(),
+        cert.subject.rfc4514_string(),
+        cert.not_valid_before_utc.timestamp(),
     )
 
 

@@ -181,18 +181,28 @@ def main(log_level: str) -> None:
     help="The agent's config, for its firewall_mark and routing_table (default: theirs).",
 )
 @tun_option
-def cleanup(config_path: Path | None, tun_name: str) -> None:
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    help="Where the agent recorded the forwarding sysctls it changed (default: the "
+    "config's state_dir).",
+)
+def cleanup(config_path: Path | None, tun_name: str, state_dir: Path | None) -> None:
     """Decommission the data plane in this network namespace: remove the agent's policy
     rules, its routing table and its nftables table (the kill switch, which stays
-    while the agent is stopped so that protected traffic never leaves in the clear).
+    while the agent is stopped so that protected traffic never leaves in the clear),
+    and put back the forwarding sysctls it turned on.
     Refuses while an agent runs. Exits 1 when something could not be removed."""
     try:
         config = load_config(config_path) if config_path else AgentConfig.defaults()
     except ConfigError as exc:
         _fail(str(exc))
         return
+    state = state_dir or config.state_dir
     try:
-        left = asyncio.run(decommission(tun_name, config.firewall_mark, config.routing_table))
+        left = asyncio.run(
+            decommission(tun_name, config.firewall_mark, config.routing_table, state)
+        )
     except AgentRunning as exc:
         _fail(str(exc))
         return
@@ -260,10 +270,9 @@ def serve(
 
     async def go() -> None:
         keylog = keylog_path or config.keylog
-        async with _sink(choice, tun_name, keylog, credentials, config.ike_limits, config) as (
-            sink,
-            events,
-        ):
+        async with _sink(
+            choice, tun_name, keylog, credentials, config.ike_limits, config, config.state_dir
+        ) as (sink, events):
             service = AgentService(
                 config.name, PlanStore(config.state_dir), sink, events, credentials=files
             )
@@ -299,6 +308,7 @@ async def _sink(
     credentials: IkeCredentials | None = None,
     limits: ResponderLimits | None = None,
     config: AgentConfig | None = None,
+    state_dir: Path | None = None,
 ) -> AsyncIterator[tuple[PlanSink, EventHub]]:
     """The engine when the data plane is on, else the plan-only sink."""
     events = EventHub()
@@ -319,6 +329,7 @@ async def _sink(
             listen=settings.ike_listen,
             own_mark=settings.firewall_mark,
             tunnel_table=settings.routing_table,
+            state_dir=state_dir,
         ) as engine:
             yield engine, events
     finally:
@@ -494,7 +505,7 @@ def run(
         control_path = state_dir / CONTROL_SOCKET
 
     async def apply_and_run() -> None:
-        async with _sink(choice, tun_name, keylog_path, credentials, limits, config) as (
+        async with _sink(choice, tun_name, keylog_path, credentials, limits, config, state_dir) as (
             sink,
             events,
         ):

@@ -600,6 +600,7 @@ def certificates_to_proto(certs: Iterable[CertificateExpiry]) -> list[agent_pb2.
             kind=agent_pb2.CertificateExpiry.Kind.Value(c.kind.name),
             not_after=c.not_after,
             subject=c.subject,
+            not_before=c.not_before,
         )
         for c in certs
     ]

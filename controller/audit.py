@@ -45,7 +45,7 @@ class AuditError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
-    kind: str  # "rollout" | "drift-correction"
+    kind: str  # "rollout" | "drift-correction" | "cert-renewal" | "join" …
     revision: str
     started_at: float
     finished_at: float

@@ -22,7 +22,10 @@ The loop, every ``interval`` seconds or at once on a webhook:
 5. ask every agent for its status and compare the plan hash in force with the desired
    one: hosts that differ are drift, reported on ``/status``, logged (again when the
    set of hosts changes, else at most every ``drift_log_interval`` seconds) and, with
-   ``correct_drift``, pushed their desired plan again (recorded as a drift correction).
+   ``correct_drift``, pushed their desired plan again (recorded as a drift correction);
+6. with ``renewal``, renew the agents' certificates that status shows due (or finish an
+   interrupted certificate rotation), as ``vpnfleet renew`` does (:mod:`.cert_renewal`),
+   under the lock, recorded as a ``cert-renewal``.
 
 The HTTP side (:mod:`.serve_http`, in threads of its own) serves ``GET /status``, ``GET
 /audit``, ``GET /metrics`` (Prometheus text) and ``POST /webhook``. It reads only what
@@ -44,6 +47,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from . import operations, rails, revisions, staged_apply
 from .audit import AuditEntry, AuditLog
 from .canary import staging_lines
+from .cert_renewal import RenewalWindow, due_certificates, renew_due_certificates
+from .cert_rotation import KIND_CERTS, AgentCredentialAccess, CertJournal
 from .health import AgentAccess, HealthGate
 from .in_force import ApplyJournal, Candidate, InForceError, match_candidates, observed_hashes
 from .inventory import InventoryError, InventoryErrors
@@ -71,6 +76,7 @@ class ServeOptions:
     allow_rollback: bool = False  # push a commit that does not descend from the one in force
     gate: HealthGate = field(default_factory=lambda: HealthGate(require_traffic=False))
     drift_log_interval: float = 300.0
+    renewal: RenewalWindow | None = None  # renew agents' certificates when due (cert_renewal)
 
 
 class Metrics:
@@ -221,7 +227,9 @@ class Reconciler:
                 lock.release()
             self.seen = head.commit
         if self.fleet is not None:
-            await self.check_drift()
+            status = await self.check_drift()
+            if status is not None and self.options.renewal is not None:
+                await self.renew_certificates(status, self.options.renewal)
 
     def _lock_for(self, what: str) -> StateLock | None:
         """The state directory's lock for a push, or None (logged) while another command
@@ -533,6 +541,37 @@ class Reconciler:
             f"drift: {len(drifted)} host(s) differ from {self._name(self.in_force)}'s plans: "
             + "; ".join(rows)
         )
+
+    async def renew_certificates(self, status: FleetStatus, window: RenewalWindow) -> None:
+        """Renew the certificates that are due in ``status`` (or finish an interrupted
+        certificate rotation) through :mod:`.cert_renewal`, under the state directory's
+        lock; recorded in the audit log as a ``cert-renewal``."""
+        fleet = self.fleet
+        unfinished = CertJournal.load(self.state, KIND_CERTS)
+        due = due_certificates(status, window, time.time())
+        if fleet is None or (not due and (unfinished is None or unfinished.finished)):
+            return
+        lock = self._lock_for("the renewal of certificates")
+        if lock is None:
+            return
+        started = time.time()
+        try:
+            access = AgentCredentialAccess(self.state, self.options.rollout, self.options.timeout)
+            result = await renew_due_certificates(
+                self.state, lambda: fleet, access, window, options=self.options.rollout,
+                report=self.log,
+            )  # fmt: skip
+        finally:
+            lock.release()
+        if result.error:
+            self.log(f"certificate renewal stopped: {result.error}")
+        if result.rotation is not None:
+            rotation = result.rotation
+            if rotation.error:
+                self.log(f"certificate renewal stopped: {rotation.error}")
+            hosts = sorted({r.host for r in rotation.result})
+            revision = self._snapshot.in_force
+            self._record("cert-renewal", revision, "", started, hosts, rotation.result)
 
     async def correct(self, fleet: operations.CompiledFleet, hosts: list[str]) -> None:
         started = time.time()

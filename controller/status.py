@@ -90,6 +90,8 @@ class CertificateView:
     kind: CertificateKind = CertificateKind.UNSPECIFIED
     not_after: float = 0.0
     subject: str = ""
+    not_before: float = 0.0
+    """0 from an agent that does not say (older than the field)."""
 
     def warning(self, now: float) -> str:
         """What to tell when it expires within :data:`CERTIFICATE_WARNING_DAYS` (or has);

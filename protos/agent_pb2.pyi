@@ -232,7 +232,7 @@ class AgentStatus(_message.Message):
     def __init__(self, host: _Optional[str] = ..., generation: _Optional[int] = ..., content_hash: _Optional[str] = ..., plan_applied_at: _Optional[float] = ..., agent_version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., peers_total: _Optional[int] = ..., peers_up: _Optional[int] = ..., ike_sas: _Optional[_Iterable[_Union[IkeSaStatus, _Mapping]]] = ..., data_plane: _Optional[bool] = ..., ike_counters: _Optional[_Mapping[str, int]] = ..., admission: _Optional[_Union[IkeAdmission, _Mapping]] = ..., unmatched_ike_sa_init: _Optional[_Union[UnmatchedIkeSaInit, _Mapping]] = ..., problems: _Optional[_Iterable[_Union[Problem, _Mapping]]] = ..., drops: _Optional[_Iterable[_Union[DropCount, _Mapping]]] = ..., certificates: _Optional[_Iterable[_Union[CertificateExpiry, _Mapping]]] = ...) -> None: ...
 
 class CertificateExpiry(_message.Message):
-    __slots__ = ("kind", "not_after", "subject")
+    __slots__ = ("kind", "not_after", "subject", "not_before")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[CertificateExpiry.Kind]
@@ -244,10 +244,12 @@ class CertificateExpiry(_message.Message):
     KIND_FIELD_NUMBER: _ClassVar[int]
     NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    NOT_BEFORE_FIELD_NUMBER: _ClassVar[int]
     kind: CertificateExpiry.Kind
     not_after: float
     subject: str
-    def __init__(self, kind: _Optional[_Union[CertificateExpiry.Kind, str]] = ..., not_after: _Optional[float] = ..., subject: _Optional[str] = ...) -> None: ...
+    not_before: float
+    def __init__(self, kind: _Optional[_Union[CertificateExpiry.Kind, str]] = ..., not_after: _Optional[float] = ..., subject: _Optional[str] = ..., not_before: _Optional[float] = ...) -> None: ...
 
 class Problem(_message.Message):
     __slots__ = ("kind", "subject", "message", "since")

@@ -62,6 +62,7 @@ from ..sink import (
 )
 from . import translate
 from .clock import LoopScheduler, Scheduler, TimerHandle
+from .forwarding import HostForwarding
 from .incoming import IncomingDispatch, UnmatchedSources
 from .keylog import KeyLog
 from .kill_switch import KillSwitch
@@ -112,6 +113,7 @@ class Engine(IncomingDispatch):
         limits: ResponderLimits | None = None,
         kill_switch: KillSwitch | None = None,
         tunnel_table: int = TUNNEL_TABLE,
+        forwarding: HostForwarding | None = None,
     ) -> None:
         """``own_mark``: the firewall mark the endpoint's sockets carry, without which
         transport-mode peers are not routed into the TUN (their IKE would follow).
@@ -123,7 +125,9 @@ class Engine(IncomingDispatch):
         peer's responder gate (default: :class:`ResponderLimits`'s).
         ``kill_switch``: the nftables table that keeps protected traffic out of the clear
         whether the agent runs or not, installed with every plan put in force.
-        ``tunnel_table``: the routing table of the routes into the TUN (with ``own_mark``)."""
+        ``tunnel_table``: the routing table of the routes into the TUN (with ``own_mark``).
+        ``forwarding``: the forwarding sysctls, turned on where the plan makes this host
+        a gateway (its changes are ``forwarding`` events)."""
         self.tun = tun
         self.ike_credentials = ike_credentials
         self.keylog = keylog
@@ -136,6 +140,9 @@ class Engine(IncomingDispatch):
             else None
         )
         self.kill_switch = kill_switch
+        self.forwarding = forwarding
+        if forwarding is not None:
+            forwarding.report = lambda message: self._publish("forwarding", "", message)
         self.underlay_mtu = underlay_mtu
         self._make_endpoint = make_endpoint
         self._make_raw = make_raw
@@ -265,6 +272,8 @@ class Engine(IncomingDispatch):
             # while its routes are being put in place.
             found = await self.kill_switch.apply(plan) if self.kill_switch is not None else []
             found += await self.routes.apply(plan)
+            if self.forwarding is not None:
+                found += await self.forwarding.apply(plan)
             self.board.replace(PUT_IN_FORCE_KINDS, found, self._wall())
         new_peers = {p.name: p for p in plan.peers}
         for name in list(self.sessions):

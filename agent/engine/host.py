@@ -18,16 +18,20 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 from ..ike.admission import ResponderLimits
-from ..io.nftables import NftTable
+from ..io.nftables import NftError, NftTable, list_ruleset
 from ..io.rawesp import RawEspHandler, RawEspSocket
 from ..io.routes import RouteError, Routing
+from ..io.sysctl import Sysctl
 from ..io.tun import LinuxTun
 from ..io.udp import DatagramEndpoint, EspHandler, IkeHandler, UdpEndpoint, UdpError
 from ..sink import EventHub
 from .engine import Engine
+from .forwarding import FORWARDING_RECORD, FORWARDING_SYSCTLS, ForwardingRecord, HostForwarding
+from .host_firewall import Direction, Probe, check_ruleset
 from .keylog import KeyLog
 from .kill_switch import KILL_SWITCH_TABLE, KillSwitch, KillSwitchSettings
 from .plan_routes import (
@@ -169,8 +173,12 @@ class HostEngine:
         tunnel_table: int = TUNNEL_TABLE,
         ike_credentials: IkeCredentials | None = None,
         limits: ResponderLimits | None = None,
+        state_dir: Path | None = None,
     ) -> None:
+        """``state_dir``: where the forwarding sysctls' previous values are recorded
+        (:mod:`.forwarding`); without it they are kept in memory only."""
         self.events = events
+        self.state_dir = state_dir
         self.limits = limits
         self.ike_credentials = ike_credentials
         self.own_mark = own_mark
@@ -214,6 +222,7 @@ class HostEngine:
             self._routing = Routing()
             await self._routing.__aenter__()
             await check_host(self._routing, self.tunnel_table, self.own_mark, self._tun.name)
+            await check_host_firewall(self.listen, (self.ike_port, self.natt_port))
             kill_switch = KillSwitch(
                 NftTable(KILL_SWITCH_TABLE),
                 KillSwitchSettings(self._tun.name, self.own_mark, (self.ike_port, self.natt_port)),
@@ -231,6 +240,7 @@ class HostEngine:
                 limits=self.limits,
                 kill_switch=kill_switch,
                 tunnel_table=self.tunnel_table,
+                forwarding=host_forwarding(self.state_dir),
             )
             await self.engine.start()
         except BaseException:
@@ -303,6 +313,44 @@ async def check_host(routing: RouteTable, table: int, mark: int, tun_name: str) 
         )
 
 
+def host_forwarding(state_dir: Path | None) -> HostForwarding:
+    """The forwarding sysctls of this network namespace, with their record in
+    ``state_dir``."""
+    record = ForwardingRecord(state_dir / FORWARDING_RECORD if state_dir is not None else None)
+    return HostForwarding({v: Sysctl(name) for v, name in FORWARDING_SYSCTLS.items()}, record)
+
+
+class HostFirewallBlocks(OSError):
+    """The host's own nftables ruleset would drop the agent's IKE."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+async def check_host_firewall(listen: str, ports: tuple[int, ...]) -> None:
+    """Refuse (:class:`HostFirewallBlocks`) to start where a base chain of the host's
+    nftables ruleset surely drops IKE to or from ``ports`` in the family the agent
+    listens on (:mod:`.host_firewall`), naming the table, chain and rule and what to add.
+    A ruleset that cannot be read is not held against the host (logged)."""
+    try:
+        document = await list_ruleset()
+    except NftError as exc:
+        log.warning("not checked whether the host's firewall lets IKE through: %s", exc)
+        return
+    try:
+        family = ipaddress.ip_address(listen).version
+    except ValueError:
+        family = 4
+    probes = [Probe(d, family, p) for d in Direction for p in sorted(set(ports))]
+    findings = check_ruleset(document if isinstance(document, dict) else {}, probes)
+    if findings:
+        raise HostFirewallBlocks(
+            errno.EACCES,
+            "the host's firewall would drop IKE, so no tunnel could come up: "
+            + "; ".join(f.message() for f in findings),
+        )
+
+
 class AgentRunning(Exception):
     """Decommission refused: an agent still holds the data plane."""
 
@@ -311,9 +359,11 @@ async def decommission(
     tun_name: str = DEFAULT_TUN_NAME,
     own_mark: int = DEFAULT_OWN_MARK,
     tunnel_table: int = TUNNEL_TABLE,
+    state_dir: Path | None = None,
 ) -> list[str]:
     """Remove what the agent's data plane leaves on the host when it stops: its policy
-    rules, its routing table's routes and its nftables table (the kill switch). The TUN
+    rules, its routing table's routes and its nftables table (the kill switch), and put
+    back the forwarding sysctls it turned on (as recorded in ``state_dir``). The TUN
     device is not persistent, so it is gone once no agent holds it; while one does the
     agent is running and :class:`AgentRunning` is raised with nothing changed. Returns
     what could not be removed (empty: the host is as the agent found it)."""
@@ -333,4 +383,6 @@ async def decommission(
         await NftTable(KILL_SWITCH_TABLE).delete()
     except OSError as exc:
         left.append(f"nftables table inet {KILL_SWITCH_TABLE}: {exc}")
+    if state_dir is not None:
+        left += host_forwarding(state_dir).restore()
     return left

@@ -3,14 +3,17 @@
 Every change is one ``nft -f -`` transaction: replacing the table declares it (so that
 deleting it cannot fail), deletes it and adds it again with the new body, all or
 nothing; the kernel never holds half a table, nor a moment without one. Other tables
-(the host's firewall, kube-proxy's, Docker's) are never read or touched.
+(the host's firewall, kube-proxy's, Docker's) are never touched; :func:`list_ruleset`
+only reads them, once at start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import shutil
+from typing import Any
 
 NFT = "nft"
 NFT_TIMEOUT = 30.0
@@ -18,6 +21,36 @@ NFT_TIMEOUT = 30.0
 
 class NftError(OSError):
     """``nft`` refused a change or could not be run; the message says why."""
+
+
+async def list_ruleset() -> Any:
+    """The namespace's whole ruleset as ``nft -j list ruleset`` gives it (read only, to
+    check that the host's own firewall lets IKE through)."""
+    path = shutil.which(NFT)
+    if path is None:
+        raise NftError(errno.ENOENT, "the nft command is not installed (package nftables)")
+    proc = await asyncio.create_subprocess_exec(
+        path,
+        "-j",
+        "list",
+        "ruleset",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), NFT_TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise NftError(errno.ETIMEDOUT, "nft -j list ruleset did not finish") from None
+    if proc.returncode != 0:
+        message = err.decode(errors="replace").strip()
+        raise NftError(errno.EINVAL, f"nft -j list ruleset: {message}")
+    try:
+        return json.loads(out or b"{}")
+    except ValueError as exc:
+        raise NftError(errno.EINVAL, f"nft -j list ruleset: not JSON: {exc}") from None
 
 
 class NftTable:

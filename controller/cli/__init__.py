@@ -5,7 +5,18 @@ Logic lives in controller.operations, controller.inventory, controller.pki, cont
 subcommand module registers its commands on :data:`main` when imported.
 """
 
-from . import admin, bootstrap, fleet, gitops, join, lab, rotate, upgrade
+from . import admin, bootstrap, fleet, gitops, join, lab, renew, rotate, upgrade
 from .root import main
 
-__all__ = ["admin", "bootstrap", "fleet", "gitops", "join", "lab", "main", "rotate", "upgrade"]
+__all__ = [
+    "admin",
+    "bootstrap",
+    "fleet",
+    "gitops",
+    "join",
+    "lab",
+    "main",
+    "renew",
+    "rotate",
+    "upgrade",
+]

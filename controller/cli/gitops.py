@@ -30,6 +30,7 @@ from .common import (
     require_ca,
     vault_option,
 )
+from .renew import renewal_window, renewal_window_options
 from .root import main
 
 # ---------------------------------------------------------------- diff / serve
@@ -172,6 +173,13 @@ def _revision_of(fleet: operations.CompiledFleet, ref: str | None) -> str:
 @click.option("-f", "--forks", default=10, show_default=True, help="Agents contacted at once.")
 @click.option("--serial", default=None, metavar="N|N%[,...]", help="Roll out in batches of hosts.")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds per agent call.")
+@click.option(
+    "--renew-certs/--no-renew-certs",
+    default=True,
+    show_default=True,
+    help="Renew agents' certificates when due, as `vpnfleet renew` does.",
+)
+@renewal_window_options
 @pass_ctx
 def serve_cmd(
     ctx: Ctx,
@@ -193,6 +201,9 @@ def serve_cmd(
     forks: int,
     serial: str | None,
     timeout: float,
+    renew_certs: bool,
+    renew_fraction: float,
+    renew_days: float,
 ) -> None:
     """Follow BRANCH and roll out each new commit; serve status, audit and metrics.
 
@@ -205,7 +216,8 @@ def serve_cmd(
     unless --allow-rollback. Pair changes (keys, proposals, addresses) go in the three
     steps of `apply`. A rollout holds the state directory's lock: while `apply`,
     `rotate` or `rekey` holds it, the push waits for the next poll and says so. Stops
-    cleanly on SIGTERM or Ctrl-C.
+    cleanly on SIGTERM or Ctrl-C. After each poll, agents' certificates that are due
+    are renewed as `vpnfleet renew` does (--no-renew-certs: not).
 
     POST /webhook polls at once; it needs --webhook-secret-file (GitHub's
     X-Hub-Signature-256 or GitLab's X-Gitlab-Token) and is refused without it. Every
@@ -249,6 +261,7 @@ def serve_cmd(
             vault=open_vault(vault_password_file, vault_key_file),
             allow_rollback=allow_rollback,
             gate=HealthGate(timeout=health_timeout, require_traffic=False),
+            renewal=renewal_window(renew_fraction, renew_days) if renew_certs else None,
         )
         revisions.repo_root(inventory)
         try:

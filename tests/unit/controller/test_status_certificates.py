@@ -26,7 +26,7 @@ def _fleet(*certs: CertificateView) -> FleetStatus:
 def test_a_certificate_expiring_within_30_days_is_warned_of() -> None:
     status = _fleet(
         CertificateView(CertificateKind.TLS, NOW + 400 * DAY, "CN=a1"),
-        CertificateView(CertificateKind.IKE, NOW + 12 * DAY, "CN=a1"),
+        CertificateView(CertificateKind.IKE, NOW + 12 * DAY, "CN=a1", NOW - 353 * DAY),
     )
     warning = "IKE certificate expires in 12 days; renew: vpnfleet rotate certs"
     assert fleet_rows(status)[0][-1] == warning
@@ -36,6 +36,7 @@ def test_a_certificate_expiring_within_30_days_is_warned_of() -> None:
         "kind": "ike",
         "not_after": NOW + 12 * DAY,
         "subject": "CN=a1",
+        "not_before": NOW - 353 * DAY,
     }
     assert int(fleet_conditions(status)) == 0  # a warning, not a condition
 
