@@ -10,6 +10,7 @@ that agent only) by the next run."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
@@ -97,12 +98,10 @@ def ping_once(host: SshHost, src: str, dst: str) -> bool:
 def capture(bed: SshTestbed, out: Path) -> Iterator[Path]:
     """tcpdump on the underlay bridge: ESP, NAT-T and ICMP between the sites."""
     argv = ["tcpdump", "-i", "br0", "-n", "-l", "--immediate-mode", UNDERLAY_FILTER]
-    proc = subprocess.Popen(
-        bed.controller_command(argv),
-        stdout=out.open("w"),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with out.open("w") as printed:
+        proc = subprocess.Popen(
+            bed.controller_command(argv), stdout=printed, stderr=subprocess.PIPE, text=True
+        )
     try:
         assert proc.stderr is not None
         said = ""
@@ -170,7 +169,7 @@ def test_bootstrap_brings_empty_hosts_to_a_mesh_then_changes_nothing(
         assert (enabled / "vpnfleet-agent.service").is_symlink()
 
     # Every pair of sites reaches the other through the tunnels, in ESP only.
-    pairs = [(a, b) for i, a in enumerate(range(3)) for b in range(i + 1, 3)]
+    pairs = list(itertools.combinations(range(3), 2))
     with capture(bed, tmp_path / "underlay.txt") as seen:
         deadline = time.monotonic() + CONVERGE
         pending = list(pairs)
