@@ -116,6 +116,10 @@ def test_a_unit_systemd_has_not_read_is_reloaded_even_if_this_run_did_not_write_
     host = FakeHost(active=False, enabled=True, needs_reload=True)
     settle(host)
     assert host.commands == ["daemon-reload", f"start {UNIT}"]
+    host = FakeHost(active=True, enabled=True, needs_reload=True)
+    done = settle(host)  # a running agent: it restarts to run the unit on disk
+    assert host.commands == ["daemon-reload", f"restart {UNIT}"]
+    assert [str(c) for c in done.changes] == [f"~ service {UNIT}: restarted for its new unit"]
 
 
 def test_check_changes_nothing_and_says_what_would_happen() -> None:
