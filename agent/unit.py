@@ -79,7 +79,8 @@ class AgentUnit:
         rw = " ".join(str(p) for p in [*self.writable_paths(), Path("/proc/sys/net")])
         return f"""\
 # {UNIT_NAME}: the vpnfleet agent (gRPC for the controller, IKEv2/ESP data plane).
-# Written by `vpnfleet-agent unit`; make it again rather than editing it.
+# Written by `vpnfleet-agent unit` (or `configure`, which `vpnfleet bootstrap` runs);
+# make it again rather than editing it.
 # Runs {agent_executable(self.venv)} with the configuration {self.config_path}.
 # The agent reports READY=1 once gRPC accepts connections (Type=notify).
 # Capabilities: only {caps}

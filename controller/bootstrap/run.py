@@ -123,8 +123,12 @@ async def settle_service(
 ) -> ServiceOutcome:
     """Enable the agent's unit and have it run: started when it is not running,
     restarted when one of ``reasons`` (what changed under it) says so, left alone
-    otherwise; systemd reloads the unit first when it changed."""
+    otherwise; systemd reloads the unit first when it changed. A unit file systemd has
+    not read yet (a run that stopped between writing and reloading it) counts as a
+    changed unit."""
     state = await service_state(session, layout)
+    if state.needs_reload and "unit" not in reasons:
+        reasons = (*reasons, "unit")
     steps = []
     if not state.enabled:
         steps.append("enabled")

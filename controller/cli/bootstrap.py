@@ -29,6 +29,7 @@ from .common import (
     enforce_rails,
     err,
     fail,
+    force_option,
     input_errors,
     inventory_option,
     limit_option,
@@ -49,6 +50,7 @@ from .root import main
 @limit_option
 @vault_option
 @output_option
+@force_option
 @click.option("-f", "--forks", default=10, show_default=True, help="Hosts contacted at once.")
 @click.option(
     "--check",
@@ -93,6 +95,7 @@ def bootstrap_cmd(
     vault_password_file: Path | None,
     vault_key_file: Path | None,
     output: str,
+    force: bool,
     forks: int,
     check: bool,
     diff: bool,
@@ -119,7 +122,7 @@ def bootstrap_cmd(
     with input_errors():
         vault = open_vault(vault_password_file, vault_key_file)
         fleet = operations.compile_fleet(inventory, ctx.state, limit=limit, vault=vault)
-        enforce_rails(fleet, force=False)
+        enforce_rails(fleet, force)
         inv = fleet.inventory
         selected = fleet.selected
         if not check:

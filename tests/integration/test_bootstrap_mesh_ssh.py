@@ -10,6 +10,7 @@ that agent only) by the next run."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
@@ -96,13 +97,11 @@ def ping_once(host: SshHost, src: str, dst: str) -> bool:
 @contextmanager
 def capture(bed: SshTestbed, out: Path) -> Iterator[Path]:
     """tcpdump on the underlay bridge: ESP, NAT-T and ICMP between the sites."""
-    argv = ["tcpdump", "-i", "br0", "-n", "-l", "-U", UNDERLAY_FILTER]
-    proc = subprocess.Popen(
-        bed.controller_command(argv),
-        stdout=out.open("w"),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    argv = ["tcpdump", "-i", "br0", "-n", "-l", "--immediate-mode", UNDERLAY_FILTER]
+    with out.open("w") as printed:
+        proc = subprocess.Popen(
+            bed.controller_command(argv), stdout=printed, stderr=subprocess.PIPE, text=True
+        )
     try:
         assert proc.stderr is not None
         said = ""
@@ -170,7 +169,7 @@ def test_bootstrap_brings_empty_hosts_to_a_mesh_then_changes_nothing(
         assert (enabled / "vpnfleet-agent.service").is_symlink()
 
     # Every pair of sites reaches the other through the tunnels, in ESP only.
-    pairs = [(a, b) for i, a in enumerate(range(3)) for b in range(i + 1, 3)]
+    pairs = list(itertools.combinations(range(3), 2))
     with capture(bed, tmp_path / "underlay.txt") as seen:
         deadline = time.monotonic() + CONVERGE
         pending = list(pairs)
@@ -180,12 +179,19 @@ def test_bootstrap_brings_empty_hosts_to_a_mesh_then_changes_nothing(
         for a, b in pairs:  # and once more, both ways, now that they are up
             assert ping_once(hosts[a], site(a), site(b))
             assert ping_once(hosts[b], site(b), site(a))
+
+        def esp_between(a: int, b: int) -> int:
+            between = {hosts[a].address, hosts[b].address}
+            lines = seen.read_text().splitlines()
+            return sum(1 for p in lines if ": ESP(spi=" in p and all(x in p for x in between))
+
+        # Every answered ping crossed the bridge as ESP; until tcpdump has printed it all.
+        printed = time.monotonic() + 10
+        while any(esp_between(a, b) < 4 for a, b in pairs) and time.monotonic() < printed:
+            time.sleep(0.05)
     packets = seen.read_text().splitlines()
     assert [p for p in packets if "ICMP" in p] == []
-    esp = [p for p in packets if ": ESP(spi=" in p]
-    for a, b in pairs:
-        between = {hosts[a].address, hosts[b].address}
-        assert sum(1 for p in esp if all(addr in p for addr in between)) >= 4, packets
+    assert all(esp_between(a, b) >= 4 for a, b in pairs), packets
 
     status = vpnfleet(bed, "status", "-i", str(inventory), "-o", "json")
     doc = json.loads(status.stdout)
@@ -216,6 +222,12 @@ def test_bootstrap_brings_empty_hosts_to_a_mesh_then_changes_nothing(
     assert "        -data_plane: false\n        +data_plane: true\n" in check.stdout
     assert "    ~ service vpnfleet-agent.service: restarted for its new config\n" in check.stdout
     assert "a2 : ok=1   changed=0" in check.stdout and "a1 : ok=1   changed=1" in check.stdout
+    as_json = vpnfleet(bed, "bootstrap", "-i", str(inventory), "--known-hosts",
+                       str(bed.known_hosts), "--check", "-o", "json")  # fmt: skip
+    assert as_json.returncode == 0, as_json.stdout + as_json.stderr
+    diffs = json.loads(as_json.stdout)["diffs"]
+    assert list(diffs) == ["a1"] and list(diffs["a1"]) == [f"agent config {CONFIG}"]
+    assert "-data_plane: false\n+data_plane: true\n" in diffs["a1"][f"agent config {CONFIG}"]
     assert edited.read_text() == by_hand
     assert agent_pids(bed) == pids
 
@@ -226,3 +238,85 @@ def test_bootstrap_brings_empty_hosts_to_a_mesh_then_changes_nothing(
     assert "data_plane: true" in edited.read_text()
     now = agent_pids(bed)
     assert now["a1"] != pids["a1"] and now["a2"] == pids["a2"] and now["a3"] == pids["a3"]
+
+
+SERVICE_STEPS = """
+import asyncio, sys
+from pathlib import Path
+from vpnfleet.controller.bootstrap import service
+from vpnfleet.controller.bootstrap.hostkeys import HostKeyPolicy
+from vpnfleet.controller.bootstrap.install import AgentLayout
+from vpnfleet.controller.bootstrap.run import host_plans
+from vpnfleet.controller.bootstrap.session import open_session
+from vpnfleet.controller.inventory import load_inventory
+
+inventory, known_hosts, step = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+
+async def main():
+    plan = host_plans(load_inventory(inventory), ["a1"])[0]
+    policy = HostKeyPolicy.make(known_hosts, False)
+    async with open_session(plan.settings, policy, 10.0) as session:
+        print(await getattr(service, step)(session, AgentLayout()))
+
+asyncio.run(main())
+"""
+
+
+def service_step(bed: SshTestbed, inventory: Path, step: str) -> str:
+    argv = [sys.executable, "-c", SERVICE_STEPS, str(inventory), str(bed.known_hosts), step]
+    res = bed.run_controller(argv)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout.strip()
+
+
+def is_active(bed: SshTestbed, host: str) -> str:
+    res = subprocess.run(
+        ["nsenter", "-t", str(bed.hosts[host].pid), "-m", "-n", "--",
+         "systemctl", "is-active", "vpnfleet-agent.service"],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    return f"{res.returncode} {res.stdout.strip()}"
+
+
+def alive(pid: str) -> bool:
+    return Path(f"/proc/{pid}").exists() and not (
+        Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[-1].startswith("Z")
+    )
+
+
+def test_the_service_coroutines_stop_start_and_remove_the_agent(
+    ssh_hosts: Make, tmp_path: Path
+) -> None:
+    bed = ssh_hosts([HostSpec("a1")])
+    bed.write_known_hosts()
+    add_site(bed.hosts["a1"], 0)
+    inventory = write_inventory(bed, tmp_path / "inv")
+    assert vpnfleet(bed, "ca", "init").returncode == 0
+    res = vpnfleet(bed, "bootstrap", "-i", str(inventory), "--known-hosts", str(bed.known_hosts))
+    assert res.returncode == 0, res.stdout + res.stderr
+    first = agent_pids(bed)["a1"]
+    assert alive(first) and is_active(bed, "a1") == "0 active"
+
+    service_step(bed, inventory, "stop_agent")  # SIGTERM, waited for
+    assert not alive(first) and is_active(bed, "a1") == "3 inactive"
+    service_step(bed, inventory, "start_agent")  # back once it said READY=1
+    second = agent_pids(bed)["a1"]
+    assert second != first and alive(second) and is_active(bed, "a1") == "0 active"
+    service_step(bed, inventory, "restart_agent")
+    third = agent_pids(bed)["a1"]
+    assert not alive(second) and alive(third)
+
+    assert service_step(bed, inventory, "remove_agent_service") == "True"
+    assert not alive(third) and is_active(bed, "a1") == "3 inactive"
+    host = bed.hosts["a1"]
+    units = host.root / "etc.upper" / "systemd" / "system"
+    assert not (units / "vpnfleet-agent.service").exists()
+    assert not (units / "multi-user.target.wants" / "vpnfleet-agent.service").exists()
+    assert service_step(bed, inventory, "remove_agent_service") == "False"
+    # A bootstrap puts it all back.
+    again = vpnfleet(bed, "bootstrap", "-i", str(inventory), "--known-hosts",
+                     str(bed.known_hosts))  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "vpnfleet-agent.service enabled and started" in again.stdout
+    assert is_active(bed, "a1") == "0 active"

@@ -138,15 +138,19 @@ def start(unit: str) -> int:
         notify.bind(str(notify_path))
         env["NOTIFY_SOCKET"] = str(notify_path)
         with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                argv,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd="/",
-            )
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    cwd="/",
+                )
+            except OSError as exc:  # systemd: status=203/EXEC
+                print(f"Job for {unit} failed: {argv[0]}: {exc.strerror}", file=sys.stderr)
+                return 1
         (STATE / f"{unit}.pid").write_text(str(proc.pid))
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
