@@ -6,6 +6,7 @@ before any agent is contacted), then works on the hosts selected by ``--limit``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -222,7 +223,9 @@ def missing_ca_advice(state: StateDir, inventory: Path | None) -> str:
 
 
 def client_credentials(state: StateDir) -> pki.TlsCredentials:
-    return pki.ensure_controller_cert(state.root)
+    """The controller's TLS credentials, refusing agents whose certificate is revoked."""
+    creds = pki.ensure_controller_cert(state.root)
+    return dataclasses.replace(creds, revoked=pki.revoked_keys(state.root))
 
 
 async def push_plans(

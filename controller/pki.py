@@ -103,6 +103,9 @@ class TlsCredentials:
     cert_pem: bytes
     key_pem: bytes
     ca_pem: bytes
+    revoked: frozenset[tuple[bytes, int]] = frozenset()
+    """Peer certificates refused although a CA of ``ca_pem`` issued them, as (DER issuer
+    name, serial) (:func:`revoked_keys`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -731,6 +734,18 @@ def revoke_host(
         _save_ledger(path, revoked + added)
     StateDir(state_dir).record_retired(host, _stamp(now))
     return added
+
+
+def revoked_keys(state_dir: Path) -> frozenset[tuple[bytes, int]]:
+    """Every revoked certificate of a CA the controller still trusts, as (DER issuer
+    name, serial), the way TLS peers are checked against them."""
+    names = {}
+    for pem in (load_ca(state_dir)[2], next_ca_pem(state_dir), previous_ca_pem(state_dir)):
+        if pem:
+            names[fingerprint(pem)] = x509.load_pem_x509_certificate(pem).subject.public_bytes()
+    return frozenset(
+        (names[e.issuer], e.serial) for e in revoked_certificates(state_dir) if e.issuer in names
+    )
 
 
 def is_revoked(state_dir: Path, cert: x509.Certificate) -> IssuedCertificate | None:
