@@ -79,9 +79,12 @@ def compile_fleet(
     limit: str | None = None,
     vault: Vault | None = None,
     revision: str = "worktree",
+    retire: Iterable[str] = (),
 ) -> CompiledFleet:
-    """Load, validate and plan the whole inventory; select the ``limit`` hosts."""
-    inventory, retired = without_retired(load_inventory(inventory_path, vault=vault), state)
+    """Load, validate and plan the whole inventory; select the ``limit`` hosts. Hosts
+    decommissioned (and those in ``retire``: a dry run of a decommission) are left out."""
+    inventory = load_inventory(inventory_path, vault=vault)
+    inventory, retired = without_retired(inventory, state, retire)
     selected = limit_hosts(inventory, limit) if limit else list(inventory.hosts)
     anchors: tuple[bytes, ...] = ()
     crls: tuple[bytes, ...] = ()
@@ -105,25 +108,30 @@ def compile_fleet(
     )
 
 
-def without_retired(inventory: Inventory, state: StateDir) -> tuple[Inventory, tuple[str, ...]]:
-    """The inventory without its decommissioned hosts, and the names of those left out.
+def without_retired(
+    inventory: Inventory, state: StateDir, retire: Iterable[str] = ()
+) -> tuple[Inventory, tuple[str, ...]]:
+    """The inventory without its decommissioned hosts (and ``retire``: those a dry run
+    of ``decommission`` would retire), and the names of those left out.
 
     A decommissioned host still listed is left out with a warning rather than refused:
     decommissioning comes first and the inventory edit follows (often through a review),
     and every apply in between must go on serving the rest of the fleet without giving
     the retired host back its tunnels. Nothing is planned for it, no peer names it."""
     retired = state.retired_hosts()
-    listed = tuple(h for h in inventory.hosts if h in retired)
-    for host in listed:
-        log.warning(
-            "warning: %s was decommissioned at %s and is left out of every plan: "
-            "remove it from the inventory",
-            host,
-            retired[host],
-        )
+    for host in inventory.hosts:
+        if host in retired:
+            log.warning(
+                "warning: %s was decommissioned at %s and is left out of every plan: "
+                "remove it from the inventory",
+                host,
+                retired[host],
+            )
+    gone = set(retired) | set(retire)
+    listed = tuple(h for h in inventory.hosts if h in gone)
     if not listed:
         return inventory, ()
-    return inventory.subset(h for h in inventory.hosts if h not in retired), listed
+    return inventory.subset(h for h in inventory.hosts if h not in gone), listed
 
 
 def compile_fleet_at(

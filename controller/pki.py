@@ -695,15 +695,15 @@ def _fleet_issuer(cert: x509.Certificate, state_dir: Path) -> str | None:
     return None
 
 
-def revoke_host(
+def pending_revocations(
     state_dir: Path,
     host: str,
     found: tuple[tuple[CertKind, bytes], ...] = (),
     now: datetime.datetime | None = None,
 ) -> list[IssuedCertificate]:
-    """Revoke every unexpired certificate issued to ``host`` (the ledger's, and those
-    ``found`` on the host: certificates issued before the ledger existed) and retire
-    its name. Returns the certificates revoked by this call (none when done before)."""
+    """What :func:`revoke_host` would revoke now: every unexpired certificate issued to
+    ``host`` (the ledger's, and those ``found`` on the host: certificates issued before
+    the ledger existed) that is not revoked yet, stamped ``now``."""
     check_agent_name(host)
     now = now or datetime.datetime.now(datetime.UTC)
     candidates = [e for e in issued_certificates(state_dir, host) if e.not_after > now]
@@ -717,21 +717,33 @@ def revoke_host(
             log.warning("%s's %s certificate is not the fleet CA's: not revoked", host, kind.value)
             continue
         candidates.append(IssuedCertificate.of(host, kind, pem, issuer))
-    path = _pki_dir(state_dir) / REVOKED
-    revoked = _load_ledger(path)
-    known = {(e.issuer, e.serial) for e in revoked}
-    added: list[IssuedCertificate] = []
+    known = {(e.issuer, e.serial) for e in revoked_certificates(state_dir)}
+    pending: list[IssuedCertificate] = []
     for entry in candidates:
-        if (entry.issuer, entry.serial) in known:
+        if (entry.issuer, entry.serial) in known or entry.not_after <= now:
             continue
         known.add((entry.issuer, entry.serial))
-        added.append(
+        pending.append(
             IssuedCertificate(
                 entry.host, entry.kind, entry.serial, entry.issuer, entry.not_after, now
             )
         )
+    return pending
+
+
+def revoke_host(
+    state_dir: Path,
+    host: str,
+    found: tuple[tuple[CertKind, bytes], ...] = (),
+    now: datetime.datetime | None = None,
+) -> list[IssuedCertificate]:
+    """Revoke what :func:`pending_revocations` lists and retire the host's name. Returns
+    the certificates revoked by this call (none when done before)."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    added = pending_revocations(state_dir, host, found, now)
     if added:
-        _save_ledger(path, revoked + added)
+        path = _pki_dir(state_dir) / REVOKED
+        _save_ledger(path, _load_ledger(path) + added)
     StateDir(state_dir).record_retired(host, _stamp(now))
     return added
 

@@ -5,7 +5,7 @@ Logic lives in controller.operations, controller.inventory, controller.pki, cont
 subcommand module registers its commands on :data:`main` when imported.
 """
 
-from . import admin, bootstrap, fleet, gitops, join, lab, rotate
+from . import admin, bootstrap, decommission, fleet, gitops, join, lab, rotate
 from .root import main
 
-__all__ = ["admin", "bootstrap", "fleet", "gitops", "join", "lab", "main", "rotate"]
+__all__ = ["admin", "bootstrap", "decommission", "fleet", "gitops", "join", "lab", "main", "rotate"]
