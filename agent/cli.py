@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from vpnfleet.protos.files import PUBLIC, write_atomically
+from vpnfleet.protos.host_setup import UNIT_NAME
 from vpnfleet.protos.identity import CONTROLLER_NAME
 
 from . import convert
@@ -27,6 +28,7 @@ from .config import (
     ConfigError,
     load_config,
 )
+from .configure_cli import configure_cmd
 from .control import ControlError, control_socket
 from .ctl_cli import COMMANDS as CONTROL_COMMANDS
 from .engine.host import (
@@ -60,7 +62,7 @@ from .server import ServerError, ServerTls, start_server, wait_for_signal
 from .service import AgentService, WrongHost
 from .sink import EventHub, PlanOnlySink, PlanSink
 from .store import PlanStore, StoreError
-from .unit import DEFAULT_CONFIG, DEFAULT_VENV, UNIT_NAME, AgentUnit, UnitError
+from .unit import DEFAULT_CONFIG, DEFAULT_VENV, AgentUnit, UnitError
 from .version import agent_version
 
 log = logging.getLogger("vpnfleet.agent")
@@ -846,6 +848,7 @@ def hollow(
 
 for _command in CONTROL_COMMANDS:
     main.add_command(_command)
+main.add_command(configure_cmd)
 
 
 if __name__ == "__main__":

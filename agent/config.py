@@ -170,6 +170,12 @@ def load_config(path: Path) -> AgentConfig:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path) -> AgentConfig:
+    """The configuration ``text``, read as the file ``path`` (relative paths are
+    relative to its directory)."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

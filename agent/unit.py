@@ -18,9 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from vpnfleet.protos.host_setup import UNIT_NAME
+
 from .config import DEFAULT_STATE_DIR, AgentConfig
 
-UNIT_NAME = "vpnfleet-agent.service"
 DEFAULT_VENV = Path("/opt/vpnfleet/venv")
 DEFAULT_CONFIG = Path("/etc/vpnfleet/agent.yaml")
 CAPABILITIES = ("CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE")

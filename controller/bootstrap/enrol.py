@@ -119,7 +119,7 @@ async def enrol_agent(
     )
     if check:
         return EnrolOutcome((change,), f"would enrol as {host}")
-    agent = shlex.quote(str(layout.venv / "bin" / "vpnfleet-agent"))
+    agent = shlex.quote(str(layout.agent))
     where = shlex.quote(str(state_dir))
     if not has_keys:
         made = await session.run(

@@ -13,12 +13,16 @@ import shlex
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from vpnfleet.protos.host_setup import UNIT_NAME
+
 from ..results import ChangeLine
 from .prerequisites import Python
 from .session import HostSession
 from .wheels import PROJECT, WheelSet
 
 DEFAULT_PREFIX = PurePosixPath("/opt/vpnfleet")
+DEFAULT_CONFIG = PurePosixPath("/etc/vpnfleet/agent.yaml")
+UNIT_DIR = PurePosixPath("/etc/systemd/system")  # where units of the local admin go
 _VERSION = (
     "import importlib.metadata as m\n"
     "try:\n    print(m.version('vpnfleet'))\n"
@@ -32,11 +36,29 @@ class InstallError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class AgentLayout:
+    """Where bootstrap puts the agent on a host: its venv and wheels under ``prefix``,
+    its configuration, and its systemd unit."""
+
     prefix: PurePosixPath = DEFAULT_PREFIX
+    config: PurePosixPath = DEFAULT_CONFIG
+    unit_dir: PurePosixPath = UNIT_DIR
 
     @property
     def venv(self) -> PurePosixPath:
         return self.prefix / "venv"
+
+    @property
+    def agent(self) -> PurePosixPath:
+        """The vpnfleet-agent command of the installed agent."""
+        return self.venv / "bin" / "vpnfleet-agent"
+
+    @property
+    def unit(self) -> str:
+        return UNIT_NAME
+
+    @property
+    def unit_path(self) -> PurePosixPath:
+        return self.unit_dir / UNIT_NAME
 
     @property
     def python(self) -> PurePosixPath:

@@ -1,4 +1,5 @@
-"""`vpnfleet bootstrap`: reach the inventory's hosts over SSH, check them, install the agent."""
+"""`vpnfleet bootstrap`: reach the inventory's hosts over SSH and bring each to a running
+agent with its plan in force."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path, PurePosixPath
 import click
 from rich.markup import escape
 
+from .. import operations
 from ..bootstrap.connection import ConnectionVarError
 from ..bootstrap.hostkeys import HostKeyPolicy
 from ..bootstrap.install import DEFAULT_PREFIX, AgentLayout
@@ -21,10 +23,10 @@ from ..bootstrap.run import (
     host_plans,
 )
 from ..bootstrap.wheels import WheelError, planned_wheel_set, wheel_set
-from ..inventory import limit_hosts, load_inventory
 from ..results import Outcome
 from .common import (
     Ctx,
+    enforce_rails,
     err,
     fail,
     input_errors,
@@ -51,8 +53,8 @@ from .root import main
 @click.option(
     "--check",
     is_flag=True,
-    help="Connect, check each host's prerequisites and say whether the agent would be "
-    "installed; change nothing.",
+    help="Connect, check each host's prerequisites and say what would change (agent, "
+    "certificates, config and unit, service, plan); change nothing.",
 )
 @click.option("--diff", is_flag=True, help="Show what changed (or would) on each host.")
 @click.option(
@@ -103,19 +105,26 @@ def bootstrap_cmd(
     ansible_user, ansible_ssh_private_key_file, ansible_become, ansible_python_interpreter),
     check what an agent needs there (/dev/net/tun, Python, nft, free UDP 500 and 4500 and
     agent port, root), install the agent at the controller's own version into a venv
-    under --prefix from wheels the controller ships (the host needs no index), and enrol
-    it: keys made on the host, CSRs signed by the fleet CA, certificates installed.
+    under --prefix from wheels the controller ships (the host needs no index), enrol
+    it (keys made on the host, CSRs signed by the fleet CA, certificates installed),
+    have it write its configuration and systemd unit, enable and start it through
+    systemctl (restart it when its version, certificates, configuration or unit
+    changed), wait for its gRPC health, and push the plans as `vpnfleet apply` does.
 
-    A host that already has this version and its certificates is left as it is (ok).
+    A host that already has all of that is left as it is (ok).
     Exit codes: 0 every host ok or changed, 1 bad input or no fleet CA (nothing
     contacted), 2 a host lacks a prerequisite or a step failed there, 4 hosts unreachable
     (a refused host key is one).
     """
     with input_errors():
-        inv = load_inventory(inventory, vault=open_vault(vault_password_file, vault_key_file))
-        selected = limit_hosts(inv, limit) if limit else list(inv.hosts)
+        vault = open_vault(vault_password_file, vault_key_file)
+        fleet = operations.compile_fleet(inventory, ctx.state, limit=limit, vault=vault)
+        enforce_rails(fleet, force=False)
+        inv = fleet.inventory
+        selected = fleet.selected
         if not check:
             require_ca(ctx, inventory)
+            ctx.hold_lock("bootstrap")
         layout = AgentLayout(PurePosixPath(prefix))
         if not layout.prefix.is_absolute():
             fail(f"--prefix must be an absolute path on the hosts, got {prefix!r}")
@@ -130,6 +139,7 @@ def bootstrap_cmd(
                 timeout,
                 check,
                 layout,
+                fleet,
             )
         except (ValueError, ConnectionVarError, WheelError) as exc:
             fail(str(exc))
@@ -145,6 +155,11 @@ def bootstrap_cmd(
         doc = run.result.to_json()
         doc["prerequisites"] = {
             r.host: run.reports[r.host].to_json() for r in run.result if r.host in run.reports
+        }
+        doc["diffs"] = {
+            host: {f"{c.section} {c.name}": diff for c, diff in diffs.items()}
+            for host, diffs in run.diffs.items()
+            if diffs
         }
         click.echo(json.dumps(doc))
     else:
@@ -162,5 +177,7 @@ def render_run(run: BootstrapRun, show_diff: bool) -> None:
             out.print(f"[{style}]{r.outcome.value}[/]: {host} {escape(run.summaries[r.host])}")
             for c in r.changes if show_diff else ():
                 out.print(f"    {c}", markup=False)
+                for line in run.diffs.get(r.host, {}).get(c, "").splitlines():
+                    out.print(f"        {line}", markup=False, highlight=False)
         else:
             out.print(f"[red]{r.outcome.value}[/]: {host} {escape(r.error)}")

@@ -112,13 +112,22 @@ def test_check_reports_each_hosts_prerequisites_by_name(ssh_hosts: Make, tmp_pat
     lines = text.stdout.splitlines()
     assert lines[0].startswith("changed: [a1] /usr/bin/python3 ")
     assert lines[0].endswith(
-        "; would install vpnfleet 0.1.0 in /opt/vpnfleet/venv; would enrol as a1 (no fleet CA yet)"
+        "; would install vpnfleet 0.1.0 in /opt/vpnfleet/venv; would enrol as a1 (no fleet CA "
+        "yet); config and unit to write; vpnfleet-agent.service would be enabled and started; "
+        "plan pushed once the agent runs"
     )
     assert lines[1] == "    + agent vpnfleet 0.1.0: venv /opt/vpnfleet/venv"
     assert lines[2] == "    + agent certificates: no fleet CA yet"
-    assert lines[3].startswith("failed: [a2] missing /dev/net/tun (")
-    assert "udp/500 (in use by 0.0.0.0:500" in lines[3]
-    assert lines[4].startswith("failed: [a3] missing root (logged in as deploy")
+    assert lines[3] == (
+        "    + agent config /etc/vpnfleet/agent.yaml and unit "
+        "/etc/systemd/system/vpnfleet-agent.service: written by vpnfleet-agent 0.1.0 once "
+        "installed"
+    )
+    assert lines[4] == "    + service vpnfleet-agent.service: enabled; started"
+    assert lines[5] == "    + plan a1: pushed once the agent runs"
+    assert lines[6].startswith("failed: [a2] missing /dev/net/tun (")
+    assert "udp/500 (in use by 0.0.0.0:500" in lines[6]
+    assert lines[7].startswith("failed: [a3] missing root (logged in as deploy")
     assert any(ln.startswith("a2 : ok=0   changed=0   unreachable=0   failed=1") for ln in lines)
 
     # A check changes nothing on the hosts.
@@ -249,9 +258,7 @@ def test_bootstrap_installs_the_agent_from_shipped_wheels_then_changes_nothing(
     ]
     assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.whl")} == built
 
-    # Once the agent runs, the ports it holds are not in the way of a new run.
-    for port in (500, 4500):
-        bed.hold_udp_port("a1", port, python="/opt/vpnfleet/venv/bin/python")
+    # The agent bootstrap started holds its ports: they are not in the way of a new run.
     held = bootstrap(bed, inventory, "-l", "a1")
     assert held.returncode == 0, held.stdout + held.stderr
     assert "udp/500, udp/4500 and tcp/50051 free or the agent's" in held.stdout
@@ -289,7 +296,10 @@ def test_become_installs_through_sudo_and_names_sudo_that_asks_for_a_password(
     lines = res.stdout.splitlines()
     assert not [ln for ln in lines if ln.startswith("    + ")]  # changes shown with --diff
     assert lines[0].startswith("changed: [a1] ")
-    assert lines[0].endswith("installed vpnfleet 0.1.0 in /opt/vpnfleet/venv; enrolled as a1")
+    assert lines[0].endswith(
+        "installed vpnfleet 0.1.0 in /opt/vpnfleet/venv; enrolled as a1; config "
+        "/etc/vpnfleet/agent.yaml; vpnfleet-agent.service enabled and started; plan applied"
+    )
     failed = next(ln for ln in lines if ln.startswith("failed: [a2]"))
     assert failed.startswith("failed: [a2] missing root (sudo -n -u root failed: sudo: ")
     assert "password is required" in failed

@@ -5,7 +5,10 @@ key, on its own address and port. Each host also has a mount namespace of its ow
 (``unshare --mount``): ``/opt``, ``/etc/vpnfleet``, ``/var/lib/vpnfleet-agent``,
 ``/run`` and ``/tmp`` are per-host directories bound over the machine's, and ``/etc`` and
 ``/var/lib`` are overlays whose writes land in the host's directory, so what one host
-installs, configures or keeps is private to it and never reaches this machine.
+installs, configures or keeps is private to it and never reaches this machine. systemd
+is not PID 1 here, so each host's ``/usr/bin/systemctl`` is the stand-in of
+tests/support/systemctl_standin.py (bound over it in the host's mount namespace only),
+which runs a unit's ExecStart as written and waits for its READY=1.
 
 The controller side is a namespace too: a bridge joins one veth per host, and the
 controller's commands run there (``ip netns exec``). Nothing is added to the machine's
@@ -21,6 +24,7 @@ import contextlib
 import itertools
 import os
 import shlex
+import signal
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -28,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
+SYSTEMCTL = "/usr/bin/systemctl"
+SYSTEMCTL_STANDIN = Path(__file__).with_name("systemctl_standin.py")
 SUBNET = "198.18.22"
 CONTROLLER_ADDRESS = f"{SUBNET}.1"
 START_TIMEOUT = 15.0
@@ -37,6 +43,15 @@ _serial = itertools.count()
 
 class TestbedError(RuntimeError):
     pass
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not exited (a zombie has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return not stat.rsplit(") ", 1)[-1].startswith("Z")
 
 
 def _run(*argv: str) -> str:
@@ -224,6 +239,8 @@ class SshTestbed:
         ]
         if not host.spec.tun:
             mounts.append(f"mount --bind {d / 'empty'} /dev/net")
+        # systemd is not PID 1 here: the host's systemctl is the stand-in.
+        mounts.append(f"mount --bind {SYSTEMCTL_STANDIN} {SYSTEMCTL}")
         mounts.append(f"mount --bind {d / 'tmp'} /tmp")  # last: the paths above are in /tmp
         script = "set -e; " + "; ".join(mounts) + f"; exec {SSHD} -D -e -f /run/sshd_config"
         with open(d / "sshd.log", "ab") as log:
@@ -258,24 +275,39 @@ class SshTestbed:
                 raise TestbedError(f"sshd of {host.name} is not listening: {host.log()[-800:]}")
             time.sleep(0.05)
 
+    @staticmethod
+    def _signal_namespaces(namespaces: Sequence[str], sig: signal.Signals) -> set[int]:
+        """Send ``sig`` to every process of ``namespaces``; the pids signalled."""
+        sent = set()
+        for ns in namespaces:
+            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+            for pid in map(int, pids.stdout.split()):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+                    sent.add(pid)
+        return sent
+
     def close(self) -> None:
         """Stop every process in the testbed's namespaces, then delete the namespaces."""
         for proc in self._extra:
             if proc.poll() is None:
                 proc.terminate()
         namespaces = [h.netns for h in self.hosts.values()] + [self.controller_netns]
-        for ns in namespaces:
-            # Session processes sshd forked, and anything started in a host since.
-            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
-            for pid in pids.stdout.split():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), 15)
+        # Session processes sshd forked, and anything started in a host since (the
+        # agents the systemctl stand-in started, in sessions of their own).
+        left = self._signal_namespaces(namespaces, signal.SIGTERM)
         for proc in self._extra:
             try:
                 proc.wait(STOP_GRACE)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        deadline = time.monotonic() + STOP_GRACE
+        while left and time.monotonic() < deadline:
+            time.sleep(0.05)
+            left = {pid for pid in left if _alive(pid)}
+        if left:
+            self._signal_namespaces(namespaces, signal.SIGKILL)
         for ns in namespaces:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
