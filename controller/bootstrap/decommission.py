@@ -11,8 +11,9 @@ In this order, so that a host that cannot be reached is refused all the same:
 3. push the new plans to the remaining hosts (operations.push_plans, as ``apply``): each
    drops its tunnel to the host and receives the CRL, which its IKE and its gRPC server
    check from then on;
-4. on the host, if reachable: stop the agent and remove its unit, lift the kill switch
-   and remove the agent's rules and routes (``vpnfleet-agent cleanup``), then its
+4. on the host, if reachable: stop and disable the agent and delete its unit
+   (service.remove_agent_service), lift the kill switch and remove the agent's rules
+   and routes (``vpnfleet-agent cleanup``, which needs the agent stopped), then its
    config, state directory and PREFIX. A host that cannot be reached is reported; the
    revocation holds without it;
 5. record the run in the audit log.
@@ -43,13 +44,10 @@ from .enrol import AGENT_STATE_DIR, parse_files, read_script
 from .hostkeys import HostKeyPolicy
 from .install import AgentLayout
 from .run import DEFAULT_TIMEOUT, HostPlan, host_plans
+from .service import ServiceError, remove_agent_service
 from .session import HostSession, open_session
 from .sshlib import asyncssh
 
-AGENT_CONFIG_DIR = PurePosixPath("/etc/vpnfleet")
-"""Where bootstrap writes the agent's config (agent.yaml); the controller never imports
-the agent, so the path is written here."""
-AGENT_CONFIG = AGENT_CONFIG_DIR / "agent.yaml"
 _CERTIFICATES = {"tls.pem": pki.CertKind.TLS, "ike.pem": pki.CertKind.IKE}
 
 
@@ -122,23 +120,39 @@ async def read_certificates(
 
 
 def _removed_paths(layout: AgentLayout) -> tuple[PurePosixPath, ...]:
-    return (AGENT_CONFIG_DIR, AGENT_STATE_DIR, layout.prefix)
+    return (layout.config, AGENT_STATE_DIR, layout.prefix)
 
 
 def removal_script(layout: AgentLayout, check: bool) -> str:
-    """Shell (run as root) that lifts the agent's rules and removes its files; prints
-    ``present PATH`` for each path there was. With ``check``: only the listing."""
-    paths = " ".join(shlex.quote(str(p)) for p in _removed_paths(layout))
-    agent = shlex.quote(str(layout.venv / "bin" / "vpnfleet-agent"))
-    config = shlex.quote(str(AGENT_CONFIG))
-    lines = [f'for p in {paths}; do [ -e "$p" ] && echo "present $p"; done']
+    """Shell (run as root, once the service is gone) that lifts the agent's kill switch,
+    rules and routes and removes its config, state directory and PREFIX; prints
+    ``present PATH`` for each that was there. With ``check``: only the listing."""
+    paths = " ".join(shlex.quote(str(p)) for p in (layout.unit_path, *_removed_paths(layout)))
+    removed = " ".join(shlex.quote(str(p)) for p in _removed_paths(layout))
+    agent = shlex.quote(str(layout.agent))
+    config = shlex.quote(str(layout.config))
+    config_dir = shlex.quote(str(layout.config.parent))
+    # An empty directory counts as gone (a mount point stays once emptied).
+    lines = [
+        f"for p in {paths}; do",
+        '  if [ -d "$p" ]; then [ -n "$(ls -A "$p")" ] && echo "present $p"',
+        '  elif [ -e "$p" ]; then echo "present $p"; fi',
+        "done",
+    ]
     if not check:
         lines += [
             f"if [ -x {agent} ]; then",
             f"  if [ -e {config} ]; then {agent} cleanup --config {config} >&2 || exit 3",
             f"  else {agent} cleanup >&2 || exit 3; fi",
             "fi",
-            f"rm -rf -- {paths} || exit 4",
+            # A directory is emptied, then removed (it stays when it is a mount point).
+            f"for p in {removed}; do",
+            '  if [ -d "$p" ] && [ ! -L "$p" ]; then',
+            '    find "$p" -mindepth 1 -delete || exit 4; rmdir "$p" 2>/dev/null',
+            '  elif [ -e "$p" ] || [ -L "$p" ]; then rm -f -- "$p" || exit 4; fi',
+            "done",
+            # The config's directory goes too when nothing else is in it.
+            f"rmdir {config_dir} 2>/dev/null",
         ]
     return "\n".join(lines) + "\ntrue\n"
 
@@ -146,8 +160,23 @@ def removal_script(layout: AgentLayout, check: bool) -> str:
 async def remove_from_host(
     session: HostSession, layout: AgentLayout, check: bool
 ) -> tuple[ChangeLine, ...]:
-    """Stop and remove the agent's service, lift its rules, remove its files (with
-    ``check``: say what is there). Raises :class:`RemovalError` naming the step."""
+    """Stop the agent, disable and delete its unit, lift its rules, remove its files
+    (with ``check``: say what is there). Raises :class:`RemovalError` naming the step."""
+    host = session.settings.host
+    changes: list[ChangeLine] = []
+    if not check:
+        try:
+            if await remove_agent_service(session, layout):
+                changes.append(
+                    ChangeLine(
+                        "agent",
+                        host,
+                        "removed",
+                        (f"stopped, disabled, removed {layout.unit_path}",),
+                    )
+                )
+        except ServiceError as exc:
+            raise RemovalError(f"stopping and removing {layout.unit} failed: {exc}") from None
     res = await session.run(removal_script(layout, check), privileged=True)
     if not res.ok:
         step = {3: "vpnfleet-agent cleanup", 4: "removing the agent's files"}.get(
@@ -155,12 +184,12 @@ async def remove_from_host(
         )
         raise RemovalError(f"{step} failed: {res.error_line('vpnfleet-agent')}")
     present = [
-        ln.removeprefix("present ") for ln in res.stdout.splitlines() if ln.startswith("present ")
+        line.removeprefix("present ")
+        for line in res.stdout.splitlines()
+        if line.startswith("present ")
     ]
-    kind = "would remove" if check else "removed"
-    changes = [
-        ChangeLine("agent", session.settings.host, "removed", (f"{kind} {p}",)) for p in present
-    ]
+    verb = "would remove" if check else "removed"
+    changes += [ChangeLine("agent", host, "removed", (f"{verb} {p}",)) for p in present]
     return tuple(changes)
 
 
