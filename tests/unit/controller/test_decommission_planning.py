@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from vpnfleet.controller import operations, pki
+from vpnfleet.controller.diff import host_changes
 from vpnfleet.controller.state import StateDir
 
 INVENTORIES = Path(__file__).resolve().parents[3] / "inventories"
@@ -61,3 +62,14 @@ def test_plans_carry_the_crl_once_something_is_revoked(state: StateDir) -> None:
     assert crls == {pki.fleet_crls(state.root)}
     msg = fleet.message("a1")
     assert list(msg.crls) == list(pki.fleet_crls(state.root))
+
+
+def test_diff_names_the_crl_change(state: StateDir) -> None:
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(2)]
+    pki.sign_agent_csrs(state.root, "a3", *(pki._make_csr(k, "a3") for k in keys))
+    before = operations.compile_fleet(INVENTORIES / "lab", state).plans["a1"]
+    pki.revoke_host(state.root, "a3")
+    after = operations.compile_fleet(INVENTORIES / "lab", state).plans["a1"]
+    lines = [str(c) for c in host_changes(before, after)]
+    assert "~ crl a1: +vpnfleet fleet CA CRL #1: 2 revoked" in lines
+    assert "- peer a3: address 10.99.0.13" in lines
