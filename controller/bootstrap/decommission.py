@@ -55,6 +55,10 @@ class DecommissionError(Exception):
     """Nothing can be decommissioned as asked (the message says why); nothing changed."""
 
 
+class RemovalError(Exception):
+    """A step on the host failed (the message names it)."""
+
+
 @dataclass(frozen=True, slots=True)
 class DecommissionOptions:
     policy: HostKeyPolicy
@@ -114,7 +118,9 @@ async def read_certificates(
     """The agent certificates in the host's state directory (never a key)."""
     read = await session.run(read_script(state_dir), privileged=True)
     if not read.ok:
-        raise UnreachableError(f"cannot read {state_dir}: {read.error_line()}")
+        raise RemovalError(
+            f"cannot read the agent's certificates in {state_dir}: {read.error_line()}"
+        )
     files = parse_files(read.stdout)
     return tuple((kind, files[name]) for name, kind in _CERTIFICATES.items() if files.get(name))
 
@@ -193,10 +199,6 @@ async def remove_from_host(
     return tuple(changes)
 
 
-class RemovalError(Exception):
-    """A step of the removal on the host failed (the message names it)."""
-
-
 async def _on_host(
     plan: HostPlan, options: DecommissionOptions, work: Callable[[HostSession], Any]
 ) -> Any:
@@ -204,8 +206,8 @@ async def _on_host(
         return await work(session)
 
 
-def _unreachable(host: str, started: float, reason: str) -> HostResult:
-    return HostResult(host, Outcome.UNREACHABLE, error=reason, seconds=time.monotonic() - started)
+def _host_result(host: str, outcome: Outcome, started: float, error: str) -> HostResult:
+    return HostResult(host, outcome, error=error, seconds=time.monotonic() - started)
 
 
 async def decommission(
@@ -229,28 +231,33 @@ async def decommission(
             f"no host named {host!r} in {where}, and the fleet CA issued it no certificate: "
             "nothing to decommission (check the name)"
         )
+    if inventory_path is not None:
+        # The fleet must plan without the host before anything is revoked: a topology
+        # that needs it (a hub named by host) stops here, with nothing changed.
+        operations.compile_fleet(inventory_path, state, vault=vault, retire=(host,))
     run = DecommissionRun(host, options.check, retired_before=host in retired)
     started = time.monotonic()
 
     # 1. What the host holds, while it is still there to ask.
     plan: HostPlan | None = None
     found: tuple[tuple[pki.CertKind, bytes], ...] = ()
-    reach_error = ""
     if inventory is not None and listed:
         try:
             (plan,) = host_plans(inventory, [host])
             found = await _on_host(plan, options, read_certificates)
-        except ConnectionVarError as exc:
-            reach_error = str(exc)
+        except (ConnectionVarError, RemovalError) as exc:
+            run.removal = _host_result(host, Outcome.FAILED, started, str(exc))
         except UnreachableError as exc:
-            reach_error = str(exc)
+            run.removal = _host_result(host, Outcome.UNREACHABLE, started, str(exc))
         except (asyncssh.Error, OSError) as exc:
-            reach_error = f"connection lost: {exc}"
+            reason = f"connection lost: {exc}"
+            run.removal = _host_result(host, Outcome.UNREACHABLE, started, reason)
     else:
-        reach_error = (
+        reason = (
             "not in the inventory: no connection variables to reach it; stop and remove "
             "the agent there by hand (`vpnfleet-agent cleanup`)"
         )
+        run.removal = _host_result(host, Outcome.UNREACHABLE, started, reason)
 
     # 2. Revoke and retire.
     if options.check:
@@ -274,23 +281,20 @@ async def decommission(
             timeout=options.timeout,
         )
 
-    # 4. The host itself.
-    if plan is None or reach_error:
-        run.removal = _unreachable(host, started, reach_error)
-    else:
+    # 4. The host itself, unless step 1 found it out of reach.
+    if plan is not None and run.removal is None:
         layout = options.layout
         try:
             changes = await _on_host(
                 plan, options, lambda s: remove_from_host(s, layout, options.check)
             )
         except RemovalError as exc:
-            run.removal = HostResult(
-                host, Outcome.FAILED, error=str(exc), seconds=time.monotonic() - started
-            )
+            run.removal = _host_result(host, Outcome.FAILED, started, str(exc))
         except UnreachableError as exc:
-            run.removal = _unreachable(host, started, str(exc))
+            run.removal = _host_result(host, Outcome.UNREACHABLE, started, str(exc))
         except (asyncssh.Error, OSError) as exc:
-            run.removal = _unreachable(host, started, f"connection lost: {exc}")
+            reason = f"connection lost: {exc}"
+            run.removal = _host_result(host, Outcome.UNREACHABLE, started, reason)
         else:
             run.removal = HostResult(
                 host,
