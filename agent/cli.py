@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import functools
 import logging
 import socket
@@ -465,7 +466,7 @@ def run(
         return
     try:
         msg = convert.parse_plan_message(data)
-        plan = convert.plan_from_proto(msg)
+        plan = convert.plan_from_proto(msg, now=datetime.datetime.now(datetime.UTC))
     except PlanRejected as exc:
         click.echo(f"error: {plan_path} refused:", err=True)
         for reason in exc.reasons:

@@ -7,6 +7,7 @@ in :class:`PlanRejected`, each naming where it is ("peer 'b2' esp proposal 1: ..
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import ipaddress
 import re
@@ -20,6 +21,7 @@ from vpnfleet.protos import agent_pb2, limits, plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
 
 from .cert_expiry import CertificateExpiry
+from .crl import RevokedSet, read_crl, revoked_set
 from .plan import (
     AgentPlan,
     AuthMethod,
@@ -97,8 +99,9 @@ def parse_plan_message(data: bytes) -> plan_pb2.NodePlan:
     return msg
 
 
-def plan_from_proto(msg: plan_pb2.NodePlan) -> AgentPlan:
-    """Validate ``msg`` whole; raise :class:`PlanRejected` listing every problem."""
+def plan_from_proto(msg: plan_pb2.NodePlan, now: datetime.datetime | None = None) -> AgentPlan:
+    """Validate ``msg`` whole; raise :class:`PlanRejected` listing every problem. With
+    ``now`` (a plan being handed in, not the stored one) its CRLs must not be stale."""
     p = _Problems()
     if not msg.content_hash or msg.content_hash != plan_content_hash(msg):
         p.add("", HASH_MISMATCH)
@@ -110,6 +113,7 @@ def plan_from_proto(msg: plan_pb2.NodePlan) -> AgentPlan:
     addresses = tuple(_address(p, f"addresses[{i}]", a) for i, a in enumerate(msg.addresses))
     subnets = tuple(_prefix(p, f"subnets[{i}]", s) for i, s in enumerate(msg.subnets))
     anchors = _trust_anchors(p, msg.trust_anchors)
+    revoked = _crls(p, msg.crls, msg.trust_anchors, now)
 
     peers: list[Peer] = []
     seen: set[str] = set()
@@ -157,6 +161,8 @@ def plan_from_proto(msg: plan_pb2.NodePlan) -> AgentPlan:
         peers=tuple(peers),
         trust_anchors=tuple(bytes(a) for a in msg.trust_anchors),
         source_revision=msg.source_revision,
+        crls=tuple(bytes(c) for c in msg.crls),
+        revoked=revoked,
     )
 
 
@@ -207,6 +213,32 @@ def _trust_anchors(p: _Problems, anchors: Iterable[bytes]) -> set[str]:
             continue
         fingerprints.add(hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest())
     return fingerprints
+
+
+def _crls(
+    p: _Problems,
+    pems: Sequence[bytes],
+    anchor_pems: Sequence[bytes],
+    now: datetime.datetime | None,
+) -> RevokedSet:
+    anchors = []
+    for pem in anchor_pems:
+        try:
+            anchors.append(x509.load_pem_x509_certificate(bytes(pem)))
+        except ValueError:
+            continue  # reported by _trust_anchors
+    good = []
+    for i, pem in enumerate(pems):
+        try:
+            crl, problem = read_crl(bytes(pem), anchors, now)
+        except ValueError as exc:
+            p.add(f"crls[{i}]", str(exc))
+            continue
+        if problem is not None:
+            p.add(f"crls[{i}]", f"refused: {problem}")
+        else:
+            good.append(crl)
+    return revoked_set(good)
 
 
 def _credential(

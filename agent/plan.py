@@ -214,6 +214,9 @@ class AgentPlan:
     peers: tuple[Peer, ...]
     trust_anchors: tuple[bytes, ...]
     source_revision: str
+    crls: tuple[bytes, ...] = ()
+    revoked: frozenset[tuple[bytes, int]] = frozenset()
+    """What ``crls`` revoke, as (DER issuer name, serial) (agent/crl.py), checked."""
 
     def peer(self, name: str) -> Peer | None:
         for p in self.peers:
@@ -232,7 +235,7 @@ class ChangeKind(enum.Enum):
 class PlanChange:
     """One difference between the plan in force and a new one; never holds a secret."""
 
-    section: str  # "peer", "spd", "identity", "addresses", "subnets", "trust_anchors"
+    section: str  # "peer", "spd", "identity", "addresses", "subnets", "trust_anchors", "crls"
     name: str
     kind: ChangeKind
     details: tuple[str, ...] = ()
@@ -367,6 +370,16 @@ def plan_diff(old: AgentPlan | None, new: AgentPlan) -> list[PlanChange]:
                 new.host,
                 ChangeKind.CHANGED if old_anchors else ChangeKind.ADDED,
                 (f"{len(old_anchors)} -> {len(new.trust_anchors)} certificates",),
+            )
+        )
+    old_revoked = frozenset() if old is None else old.revoked
+    if old_revoked != new.revoked or (old is not None and old.crls != new.crls):
+        changes.append(
+            PlanChange(
+                "crls",
+                new.host,
+                ChangeKind.CHANGED if old is not None and old.crls else ChangeKind.ADDED,
+                (f"{len(old_revoked)} -> {len(new.revoked)} revoked certificates",),
             )
         )
 

@@ -8,7 +8,9 @@ ExtendedKeyUsage purpose of protos/identity.py, which the fleet CA puts in no ag
 certificate) and that its CN or a DNS SAN is the controller's identity, and refuses
 anyone else with PERMISSION_DENIED naming who they are. A name alone would not do: it
 is only what the CA was asked to sign. The standard health service stays open to any
-fleet certificate (monitoring).
+fleet certificate (monitoring). A client certificate that a CRL of the plan in force
+revokes (agent/crl.py) is refused on every call, health included: TLS checks only that
+the fleet CA issued it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from vpnfleet.protos import agent_pb2_grpc
 from vpnfleet.protos.identity import CONTROLLER_NAME, CONTROLLER_ROLE_OID
 
+from .crl import RevokedSet, certificate_key
 from .service import AgentService
 
 log = logging.getLogger(__name__)
@@ -158,12 +161,38 @@ def caller_holds_controller_role(context: grpc.aio.ServicerContext) -> bool:
     return bool(pems) and _holds_controller_role(bytes(pems[0]))
 
 
+@functools.lru_cache(maxsize=64)
+def _certificate_key(cert_pem: bytes) -> tuple[bytes, int] | None:
+    try:
+        return certificate_key(x509.load_pem_x509_certificate(cert_pem))
+    except ValueError:
+        return None
+
+
+def caller_revoked(context: grpc.aio.ServicerContext, revoked: RevokedSet) -> bool:
+    """True when a CRL in force lists the client certificate TLS verified."""
+    if not revoked:
+        return False
+    pems = context.auth_context().get("x509_pem_cert", ())
+    return bool(pems) and _certificate_key(bytes(pems[0])) in revoked
+
+
+def _nothing_revoked() -> RevokedSet:
+    return frozenset()
+
+
 class ControllerOnly(grpc.aio.ServerInterceptor):
     """Refuse Agent-service calls from any certificate but the controller's: it must
-    carry the controller role and name ``controller_identity``."""
+    carry the controller role and name ``controller_identity``; and refuse every call
+    from a certificate ``revoked()`` lists (the CRLs of the plan in force)."""
 
-    def __init__(self, controller_identity: str) -> None:
+    def __init__(
+        self,
+        controller_identity: str,
+        revoked: Callable[[], RevokedSet] = _nothing_revoked,
+    ) -> None:
         self.identity = controller_identity
+        self.revoked = revoked
 
     async def intercept_service(
         self,
@@ -171,14 +200,24 @@ class ControllerOnly(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith(_PROTECTED_PREFIX):
+        if handler is None:
             return handler
-        return self._guard(handler)
+        protected = handler_call_details.method.startswith(_PROTECTED_PREFIX)
+        if not protected and handler.unary_unary is None and handler.unary_stream is None:
+            return handler  # no such method is served beside the Agent service
+        return self._guard(handler, functools.partial(self._check, protected=protected))
 
-    async def _check(self, context: grpc.aio.ServicerContext) -> None:
+    async def _check(self, context: grpc.aio.ServicerContext, *, protected: bool) -> None:
         names = caller_identities(context)
         who = ", ".join(names) or "no certificate identity"
-        if self.identity not in names:
+        if caller_revoked(context, self.revoked()):
+            reason = (
+                f"caller {who} presents a revoked certificate (listed in the fleet CRL): "
+                "it was decommissioned or its certificate replaced"
+            )
+        elif not protected:
+            return
+        elif self.identity not in names:
             reason = f"caller {who} is not the controller ({self.identity})"
         elif not caller_holds_controller_role(context):
             reason = (
@@ -192,8 +231,11 @@ class ControllerOnly(grpc.aio.ServerInterceptor):
         log.warning("refused a call from %s (%s): %s", who, context.peer(), reason)
         await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
 
-    def _guard(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        check = self._check
+    def _guard(
+        self,
+        handler: grpc.RpcMethodHandler,
+        check: Callable[[grpc.aio.ServicerContext], Awaitable[None]],
+    ) -> grpc.RpcMethodHandler:
         if handler.unary_unary is not None:
             inner_unary = handler.unary_unary
 
@@ -243,7 +285,7 @@ async def start_server(
     """Bind ``listen`` (host:port, port 0 for any) with mTLS and start serving; the TLS
     material follows the service's InstallCredentials (see :class:`TlsSource`)."""
     server = grpc.aio.server(
-        interceptors=[ControllerOnly(controller_identity)],
+        interceptors=[ControllerOnly(controller_identity, service.revoked)],
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
     )
     agent_pb2_grpc.add_AgentServicer_to_server(service, server)

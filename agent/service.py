@@ -11,6 +11,7 @@ racing cannot interleave persist and put-in-force.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import fnmatch
 import logging
 import time
@@ -26,6 +27,7 @@ from vpnfleet.protos.versions import installed_version, skew_refusal
 
 from . import convert
 from .cert_expiry import certificate_expiries
+from .crl import RevokedSet
 from .engine.translate import CredentialError, IkeCredentials, ike_identity
 from .enroll import (
     CredentialChange,
@@ -121,6 +123,10 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             )
         return problems
 
+    def revoked(self) -> RevokedSet:
+        """The certificates the CRLs of the plan in force revoke (none without a plan)."""
+        return frozenset() if self.plan is None else self.plan.revoked
+
     # -- ApplyPlan -------------------------------------------------------------------
 
     async def apply(self, msg: plan_pb2.NodePlan, dry_run: bool) -> agent_pb2.ApplyPlanResponse:
@@ -128,7 +134,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
 
         Raises PlanRejected, WrongHost or StoreError; the plan in force is then untouched.
         """
-        new = convert.plan_from_proto(msg)
+        wall = datetime.datetime.fromtimestamp(self._clock(), datetime.UTC)
+        new = convert.plan_from_proto(msg, now=wall)
         if new.host != self.host:
             raise WrongHost(f"plan is for host {new.host!r}, this agent is {self.host!r}")
         async with self._lock:

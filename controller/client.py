@@ -87,6 +87,7 @@ class AgentClient:
         self.host = host
         self.target = target
         self.timeout = timeout
+        self.revoked = tls.revoked
         creds = grpc.ssl_channel_credentials(
             root_certificates=tls.ca_pem,
             private_key=tls.key_pem,
@@ -139,6 +140,11 @@ class AgentClient:
                 if number in self._checked:
                     continue
                 names = tls_peer.dns_names(cert)
+                if tls_peer.issuer_and_serial(cert) in self.revoked:
+                    raise self._unreachable(
+                        f"the agent at {self.target} presented a revoked certificate for "
+                        f"{self.host!r} (listed in the fleet CRL: the host was decommissioned)"
+                    )
                 if self.host not in names:
                     named = ", ".join(repr(n) for n in names) or "no DNS name"
                     raise self._unreachable(

@@ -17,6 +17,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
 from vpnfleet.protos.limits import DEFAULT_IKE_FRAGMENT_SIZE
 
 from .planner.model import Credential, NodePlan, Peer, Proposal, SpdEntry, TrafficSelector
@@ -178,6 +181,18 @@ def _fingerprint(pem: bytes) -> str:
     return hashlib.sha256(pem).hexdigest()[:16]
 
 
+def _crl_summary(pem: bytes) -> str:
+    """A CRL as an operator reads it: issuer, how many revoked, its number."""
+    crl = x509.load_pem_x509_crl(pem)
+    try:
+        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        number = 0
+    cn = crl.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
+    issuer = str(cn[0].value) if cn else crl.issuer.rfc4514_string()
+    return f"{issuer} CRL #{number}: {len(crl)} revoked"
+
+
 def _list_change(section: str, name: str, old: Iterable[str], new: Iterable[str]) -> ChangeLine:
     a, b = list(old), list(new)
     details = [f"+{x}" for x in b if x not in a] + [f"-{x}" for x in a if x not in b]
@@ -205,6 +220,10 @@ def host_changes(old: NodePlan, new: NodePlan) -> list[ChangeLine]:
                 (_fingerprint(p) for p in old.trust_anchors),
                 (_fingerprint(p) for p in new.trust_anchors),
             )
+        )
+    if old.crls != new.crls:
+        out.append(
+            _list_change("crl", new.host, map(_crl_summary, old.crls), map(_crl_summary, new.crls))
         )
 
     old_peers = {p.name: p for p in old.peers}

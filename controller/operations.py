@@ -6,6 +6,8 @@ before any agent is contacted), then works on the hosts selected by ``--limit``.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,6 +28,8 @@ from .status import FAULTS, ApplyAnswer, FleetStatus, HostStatus, LivenessView, 
 
 DEFAULT_TIMEOUT = 10.0
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(slots=True)
 class CompiledFleet:
@@ -36,6 +40,7 @@ class CompiledFleet:
     plans: dict[str, Any]  # host -> planner NodePlan
     messages: dict[str, Any] = field(default_factory=dict)  # host -> plan_pb2.NodePlan
     endpoints: dict[str, str] = field(default_factory=dict)
+    retired: tuple[str, ...] = ()  # decommissioned hosts the inventory still lists
 
     def message(self, host: str) -> Any:
         msg = self.messages.get(host)
@@ -52,6 +57,7 @@ class CompiledFleet:
             {h: self.plans[h] for h in names},
             self.messages,
             {h: self.endpoints[h] for h in names},
+            self.retired,
         )
 
 
@@ -73,17 +79,23 @@ def compile_fleet(
     limit: str | None = None,
     vault: Vault | None = None,
     revision: str = "worktree",
+    retire: Iterable[str] = (),
 ) -> CompiledFleet:
-    """Load, validate and plan the whole inventory; select the ``limit`` hosts."""
+    """Load, validate and plan the whole inventory; select the ``limit`` hosts. Hosts
+    decommissioned (and those in ``retire``: a dry run of a decommission) are left out."""
     inventory = load_inventory(inventory_path, vault=vault)
+    inventory, retired = without_retired(inventory, state, retire)
     selected = limit_hosts(inventory, limit) if limit else list(inventory.hosts)
     anchors: tuple[bytes, ...] = ()
+    crls: tuple[bytes, ...] = ()
     if ca_exists(state):
         anchors = pki.plan_anchors(state.root)  # two while a CA rotation runs
+        crls = pki.fleet_crls(state.root)
     plans = build_plans(
         inventory,
         master_secret=state.master_secret(),
         trust_anchors=anchors,
+        crls=crls,
         generation=state.current_generation() + 1,
         revision=revision,
     )
@@ -91,7 +103,35 @@ def compile_fleet(
     endpoints = {
         h: agent_endpoint(inventory.resolve(h).vars, recorded.get(h, "")) for h in selected
     }
-    return CompiledFleet(inventory, selected, {h: plans[h] for h in selected}, {}, endpoints)
+    return CompiledFleet(
+        inventory, selected, {h: plans[h] for h in selected}, {}, endpoints, retired
+    )
+
+
+def without_retired(
+    inventory: Inventory, state: StateDir, retire: Iterable[str] = ()
+) -> tuple[Inventory, tuple[str, ...]]:
+    """The inventory without its decommissioned hosts (and ``retire``: those a dry run
+    of ``decommission`` would retire), and the names of those left out.
+
+    A decommissioned host still listed is left out with a warning rather than refused:
+    decommissioning comes first and the inventory edit follows (often through a review),
+    and every apply in between must go on serving the rest of the fleet without giving
+    the retired host back its tunnels. Nothing is planned for it, no peer names it."""
+    retired = state.retired_hosts()
+    for host in inventory.hosts:
+        if host in retired:
+            log.warning(
+                "warning: %s was decommissioned at %s and is left out of every plan: "
+                "remove it from the inventory",
+                host,
+                retired[host],
+            )
+    gone = set(retired) | set(retire)
+    listed = tuple(h for h in inventory.hosts if h in gone)
+    if not listed:
+        return inventory, ()
+    return inventory.subset(h for h in inventory.hosts if h not in gone), listed
 
 
 def compile_fleet_at(
@@ -191,7 +231,9 @@ def missing_ca_advice(state: StateDir, inventory: Path | None) -> str:
 
 
 def client_credentials(state: StateDir) -> pki.TlsCredentials:
-    return pki.ensure_controller_cert(state.root)
+    """The controller's TLS credentials, refusing agents whose certificate is revoked."""
+    creds = pki.ensure_controller_cert(state.root)
+    return dataclasses.replace(creds, revoked=pki.revoked_keys(state.root))
 
 
 async def push_plans(

@@ -11,6 +11,17 @@ Files (in STATE/pki, see controller.state):
                                     name, serverAuth; controller/join_server.py)
     ca-next.key  ca-next.pem        while a CA rotation runs: the CA being rolled in
     ca-previous.pem                 after its promotion: the CA being rolled out
+    issued.json                     every agent certificate issued: host, kind (tls or
+                                    ike), serial, issuing CA (fingerprint), expiry
+    revoked.json                    the certificates revoked (``vpnfleet decommission``)
+    crl-<CA fingerprint>.pem        the CRL each CA of the plans signed, re-issued when
+                                    the revoked list changes or half its life is gone
+
+Revocation (RFC 5280 section 5): :func:`revoke_host` revokes every certificate the
+ledger lists for a host and still valid (and any the caller found on the host itself);
+:func:`fleet_crls` gives the CRLs that go into every plan, one per CA of
+:func:`plan_anchors` that issued a revoked certificate. A revoked host's name is
+retired: no certificate is issued for it again.
 
 A CA rotation (controller.cert_rotation) makes the next CA (:func:`init_next_ca`), has
 everyone trust both (:func:`trust_bundle`, :func:`plan_anchors`), re-issues every
@@ -38,8 +49,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import enum
 import hashlib
 import ipaddress
+import json
 import logging
 import re
 import sys
@@ -67,6 +80,11 @@ CONTROLLER_ROLE = x509.ObjectIdentifier(CONTROLLER_ROLE_OID)
 ALGORITHMS = ("ecdsa-p256", "ed25519")
 CA_DAYS = 3650
 LEAF_DAYS = 397
+ISSUED, REVOKED = "issued.json", "revoked.json"
+CRL_DAYS = 30
+"""A CRL's life (thisUpdate to nextUpdate). Plans carry it; an apply re-issues it once
+less than half of that is left, so an agent given plans at least every two weeks never
+holds a stale one."""
 
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?$")
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
@@ -85,6 +103,9 @@ class TlsCredentials:
     cert_pem: bytes
     key_pem: bytes
     ca_pem: bytes
+    revoked: frozenset[tuple[bytes, int]] = frozenset()
+    """Peer certificates refused although a CA of ``ca_pem`` issued them, as (DER issuer
+    name, serial) (:func:`revoked_keys`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -540,6 +561,12 @@ def sign_agent_csrs(
     ike_csr = _check_csr("IKE", host, ike_csr_pem)
     if _spki(tls_csr.public_key()) == _spki(ike_csr.public_key()):
         raise PkiError("the TLS and IKE CSRs carry the same key; each needs its own key pair")
+    retired = StateDir(state_dir).retired_hosts()
+    if host in retired:
+        raise PkiError(
+            f"{host!r} was decommissioned at {retired[host]} and its certificates revoked; "
+            "a retired name is not issued certificates again: give the machine a new name"
+        )
     ca_cert, ca_key, ca_pem = load_ca(state_dir, ca)
     tls_pem = _issue(
         ca_cert,
@@ -550,7 +577,283 @@ def sign_agent_csrs(
         [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
     )
     ike_pem = _issue(ca_cert, ca_key, host, ike_csr.public_key(), sans, [])
+    issuer = fingerprint(ca_pem)
+    _record_issued(
+        state_dir,
+        [
+            IssuedCertificate.of(host, CertKind.TLS, tls_pem, issuer),
+            IssuedCertificate.of(host, CertKind.IKE, ike_pem, issuer),
+        ],
+    )
     return tls_pem, ike_pem, ca_pem
+
+
+# -- revocation ------------------------------------------------------------------------
+
+
+class CertKind(enum.Enum):
+    """What an agent certificate is for."""
+
+    TLS = "tls"
+    IKE = "ike"
+
+
+def _stamp(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_stamp(text: str) -> datetime.datetime:
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCertificate:
+    """One agent certificate the fleet CA issued (a line of issued.json, or of revoked.json
+    with the time it was revoked)."""
+
+    host: str
+    kind: CertKind
+    serial: int
+    issuer: str
+    """Fingerprint of the issuing CA's certificate."""
+    not_after: datetime.datetime
+    revoked_at: datetime.datetime | None = None
+
+    @classmethod
+    def of(cls, host: str, kind: CertKind, cert_pem: bytes, issuer: str) -> IssuedCertificate:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        return cls(host, kind, cert.serial_number, issuer, cert.not_valid_after_utc)
+
+    def to_json(self) -> dict[str, str]:
+        out = {
+            "host": self.host,
+            "kind": self.kind.value,
+            "serial": f"{self.serial:x}",
+            "issuer": self.issuer,
+            "not_after": _stamp(self.not_after),
+        }
+        if self.revoked_at is not None:
+            out["revoked_at"] = _stamp(self.revoked_at)
+        return out
+
+    @classmethod
+    def from_json(cls, data: object) -> IssuedCertificate:
+        if not isinstance(data, dict):
+            raise ValueError("an entry is not a mapping")
+        revoked = data.get("revoked_at")
+        return cls(
+            str(data["host"]),
+            CertKind(data["kind"]),
+            int(str(data["serial"]), 16),
+            str(data["issuer"]),
+            _parse_stamp(str(data["not_after"])),
+            _parse_stamp(str(revoked)) if revoked else None,
+        )
+
+
+def _load_ledger(path: Path) -> list[IssuedCertificate]:
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, list):
+            raise ValueError("not a list")
+        return [IssuedCertificate.from_json(item) for item in data]
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, KeyError) as exc:
+        raise PkiError(f"{path} cannot be read ({exc}): restore it from backup") from None
+
+
+def _save_ledger(path: Path, entries: list[IssuedCertificate]) -> None:
+    make_private_directory(path.parent)
+    write_atomically(path, json.dumps([e.to_json() for e in entries], indent=1).encode())
+
+
+def _record_issued(state_dir: Path, entries: list[IssuedCertificate]) -> None:
+    path = _pki_dir(state_dir) / ISSUED
+    now = datetime.datetime.now(datetime.UTC)
+    # Expired certificates need no revocation any more: the ledger forgets them.
+    kept = [e for e in _load_ledger(path) if e.not_after > now]
+    _save_ledger(path, kept + entries)
+
+
+def issued_certificates(state_dir: Path, host: str | None = None) -> list[IssuedCertificate]:
+    """The agent certificates issued (to ``host`` only, when given)."""
+    entries = _load_ledger(_pki_dir(state_dir) / ISSUED)
+    return [e for e in entries if host is None or e.host == host]
+
+
+def revoked_certificates(state_dir: Path) -> list[IssuedCertificate]:
+    """Every certificate revoked, in the order revoked."""
+    return _load_ledger(_pki_dir(state_dir) / REVOKED)
+
+
+def _fleet_issuer(cert: x509.Certificate, state_dir: Path) -> str | None:
+    """Fingerprint of the fleet CA (current, next or previous) that issued ``cert``."""
+    for pem in (load_ca(state_dir)[2], next_ca_pem(state_dir), previous_ca_pem(state_dir)):
+        if pem and _issued_by_any(cert, pem):
+            return fingerprint(pem)
+    return None
+
+
+def pending_revocations(
+    state_dir: Path,
+    host: str,
+    found: tuple[tuple[CertKind, bytes], ...] = (),
+    now: datetime.datetime | None = None,
+) -> list[IssuedCertificate]:
+    """What :func:`revoke_host` would revoke now: every unexpired certificate issued to
+    ``host`` (the ledger's, and those ``found`` on the host: certificates issued before
+    the ledger existed) that is not revoked yet, stamped ``now``."""
+    check_agent_name(host)
+    now = now or datetime.datetime.now(datetime.UTC)
+    candidates = [e for e in issued_certificates(state_dir, host) if e.not_after > now]
+    for kind, pem in found:
+        try:
+            cert = x509.load_pem_x509_certificate(pem)
+        except ValueError:
+            raise PkiError(f"the {kind.value} certificate found on {host} is not PEM") from None
+        issuer = _fleet_issuer(cert, state_dir)
+        if issuer is None:
+            log.warning("%s's %s certificate is not the fleet CA's: not revoked", host, kind.value)
+            continue
+        candidates.append(IssuedCertificate.of(host, kind, pem, issuer))
+    known = {(e.issuer, e.serial) for e in revoked_certificates(state_dir)}
+    pending: list[IssuedCertificate] = []
+    for entry in candidates:
+        if (entry.issuer, entry.serial) in known or entry.not_after <= now:
+            continue
+        known.add((entry.issuer, entry.serial))
+        pending.append(
+            IssuedCertificate(
+                entry.host, entry.kind, entry.serial, entry.issuer, entry.not_after, now
+            )
+        )
+    return pending
+
+
+def revoke_host(
+    state_dir: Path,
+    host: str,
+    found: tuple[tuple[CertKind, bytes], ...] = (),
+    now: datetime.datetime | None = None,
+) -> list[IssuedCertificate]:
+    """Revoke what :func:`pending_revocations` lists and retire the host's name. Returns
+    the certificates revoked by this call (none when done before)."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    added = pending_revocations(state_dir, host, found, now)
+    if added:
+        path = _pki_dir(state_dir) / REVOKED
+        _save_ledger(path, _load_ledger(path) + added)
+    StateDir(state_dir).record_retired(host, _stamp(now))
+    return added
+
+
+def revoked_keys(state_dir: Path) -> frozenset[tuple[bytes, int]]:
+    """Every revoked certificate of a CA the controller still trusts, as (DER issuer
+    name, serial), the way TLS peers are checked against them."""
+    names = {}
+    for pem in (load_ca(state_dir)[2], next_ca_pem(state_dir), previous_ca_pem(state_dir)):
+        if pem:
+            names[fingerprint(pem)] = x509.load_pem_x509_certificate(pem).subject.public_bytes()
+    return frozenset(
+        (names[e.issuer], e.serial) for e in revoked_certificates(state_dir) if e.issuer in names
+    )
+
+
+def is_revoked(state_dir: Path, cert: x509.Certificate) -> IssuedCertificate | None:
+    """The revocation of ``cert`` (by its issuing fleet CA and serial), or None."""
+    for entry in revoked_certificates(state_dir):
+        if entry.serial == cert.serial_number:
+            issuer = _fleet_issuer(cert, state_dir)
+            if issuer == entry.issuer:
+                return entry
+    return None
+
+
+def _crl_path(state_dir: Path, ca_fingerprint: str) -> Path:
+    return _pki_dir(state_dir) / f"crl-{ca_fingerprint[:16]}.pem"
+
+
+def _current_crl(
+    path: Path, ca_cert: x509.Certificate, serials: set[int], now: datetime.datetime
+) -> tuple[bytes | None, int]:
+    """The CRL kept at ``path`` if it is still good for ``serials`` (else None), and
+    the CRL number the next one gets."""
+    try:
+        pem = path.read_bytes()
+        crl = x509.load_pem_x509_crl(pem)
+    except (FileNotFoundError, ValueError):
+        return None, 1
+    try:
+        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1
+    except x509.ExtensionNotFound:
+        number = 1
+    next_update = crl.next_update_utc
+    fresh = next_update is not None and next_update - now > datetime.timedelta(days=CRL_DAYS / 2)
+    listed = {r.serial_number for r in crl}
+    if fresh and listed == serials and crl.is_signature_valid(ca_cert.public_key()):  # type: ignore[arg-type]
+        return pem, number
+    return None, number
+
+
+def issue_crl(
+    ca_cert: x509.Certificate,
+    ca_key: PrivateKey,
+    revoked: list[IssuedCertificate],
+    number: int,
+    now: datetime.datetime,
+    days: float = CRL_DAYS,
+) -> bytes:
+    """An X.509 v2 CRL (RFC 5280 section 5) of ``revoked``, signed by the CA: thisUpdate
+    now, nextUpdate ``days`` later, the CRL number and the CA's key identifier."""
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now)
+        .next_update(now + datetime.timedelta(days=days))
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+    )
+    for entry in revoked:
+        assert entry.revoked_at is not None
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(entry.serial)
+            .revocation_date(entry.revoked_at)
+            .add_extension(x509.CRLReason(x509.ReasonFlags.cessation_of_operation), critical=False)
+            .build()
+        )
+    return builder.sign(ca_key, _hash_for(ca_key)).public_bytes(serialization.Encoding.PEM)
+
+
+def fleet_crls(state_dir: Path, now: datetime.datetime | None = None) -> tuple[bytes, ...]:
+    """The CRLs plans carry: one for each CA of :func:`plan_anchors` (the current one,
+    and the next one while a CA rotation runs) that issued a revoked certificate not yet
+    expired. Each is kept in STATE/pki and re-issued only when its list changes or half
+    of its life is gone, so plans stay the same from one apply to the next."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    revoked = [e for e in revoked_certificates(state_dir) if e.not_after > now]
+    out: list[bytes] = []
+    cas = [(CURRENT, load_ca(state_dir)[2])]
+    following = next_ca_pem(state_dir)
+    if following is not None:
+        cas.append((NEXT, following))
+    for which, ca_pem in cas:
+        issuer = fingerprint(ca_pem)
+        listed = [e for e in revoked if e.issuer == issuer]
+        if not listed:
+            continue
+        ca_cert, ca_key, _pem = load_ca(state_dir, which)
+        path = _crl_path(state_dir, issuer)
+        pem, number = _current_crl(path, ca_cert, {e.serial for e in listed}, now)
+        if pem is None:
+            pem = issue_crl(ca_cert, ca_key, listed, number, now)
+            write_atomically(path, pem)
+        out.append(pem)
+    return tuple(out)
 
 
 # File names the agent uses in its state dir (agent/enroll.py); the controller never

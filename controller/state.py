@@ -26,6 +26,7 @@ from vpnfleet.protos.files import make_private_directory, write_atomically
 
 ENV_STATE = "VPNFLEET_STATE"
 AGENT_ADDRESSES = "agent-addresses.json"
+RETIRED_HOSTS = "retired-hosts.json"
 
 
 class StateError(Exception):
@@ -110,3 +111,27 @@ class StateDir:
         self.ensure()
         text = json.dumps(dict(sorted(addresses.items())), indent=1) + "\n"
         write_atomically(self.root / AGENT_ADDRESSES, text.encode())
+
+    def retired_hosts(self) -> dict[str, str]:
+        """Host -> when it was decommissioned (ISO 8601 UTC): hosts no plan may name
+        again (``vpnfleet decommission``); empty when the file is absent."""
+        path = self.root / RETIRED_HOSTS
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise StateError(f"{path} cannot be read ({exc}): restore it from backup") from None
+        if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+        ):
+            raise StateError(f"{path} is not a mapping of host names to times: restore it")
+        return data
+
+    def record_retired(self, host: str, when: str) -> None:
+        """Add ``host`` to the retired hosts (kept: a host retired twice keeps its first time)."""
+        retired = self.retired_hosts()
+        retired.setdefault(host, when)
+        self.ensure()
+        text = json.dumps(dict(sorted(retired.items())), indent=1) + "\n"
+        write_atomically(self.root / RETIRED_HOSTS, text.encode())

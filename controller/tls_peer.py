@@ -92,16 +92,25 @@ def connection_certificates(channel: int) -> dict[int, bytes]:
     return out
 
 
+def _parse(cert: bytes) -> x509.Certificate:
+    try:
+        if cert.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_certificate(cert)
+        return x509.load_der_x509_certificate(cert)
+    except ValueError as exc:
+        raise PeerCertificateError(f"the peer certificate cannot be read: {exc}") from None
+
+
+def issuer_and_serial(cert: bytes) -> tuple[bytes, int]:
+    """The certificate's (DER issuer name, serial): how a CRL names it (RFC 5280 5.3)."""
+    parsed = _parse(cert)
+    return parsed.issuer.public_bytes(), parsed.serial_number
+
+
 def dns_names(cert: bytes) -> list[str]:
     """The DNS names of the certificate's subjectAltName, as written in it (gRPC gives
     the certificate as PEM; DER is read too)."""
-    try:
-        if cert.lstrip().startswith(b"-----BEGIN"):
-            parsed = x509.load_pem_x509_certificate(cert)
-        else:
-            parsed = x509.load_der_x509_certificate(cert)
-    except ValueError as exc:
-        raise PeerCertificateError(f"the peer certificate cannot be read: {exc}") from None
+    parsed = _parse(cert)
     try:
         san = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:

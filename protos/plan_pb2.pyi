@@ -219,7 +219,7 @@ class Peer(_message.Message):
     def __init__(self, name: _Optional[str] = ..., remote_addresses: _Optional[_Iterable[str]] = ..., local_address: _Optional[str] = ..., remote_port: _Optional[int] = ..., local_id: _Optional[_Union[Identity, _Mapping]] = ..., remote_id: _Optional[_Union[Identity, _Mapping]] = ..., auth: _Optional[_Union[Credential, _Mapping]] = ..., ike_proposals: _Optional[_Iterable[_Union[Proposal, _Mapping]]] = ..., esp_proposals: _Optional[_Iterable[_Union[Proposal, _Mapping]]] = ..., mode: _Optional[_Union[Mode, str]] = ..., lifetimes: _Optional[_Union[Lifetimes, _Mapping]] = ..., dpd: _Optional[_Union[Dpd, _Mapping]] = ..., nat: _Optional[_Union[NatTraversal, _Mapping]] = ..., start_action: _Optional[_Union[StartAction, str]] = ..., local_ts: _Optional[_Iterable[str]] = ..., remote_ts: _Optional[_Iterable[str]] = ..., managed: _Optional[bool] = ..., initiator: _Optional[bool] = ..., ike_fragmentation_off: _Optional[bool] = ..., ike_fragment_size: _Optional[int] = ..., dynamic_address: _Optional[bool] = ...) -> None: ...
 
 class NodePlan(_message.Message):
-    __slots__ = ("host", "generation", "content_hash", "identity", "addresses", "subnets", "spd", "peers", "trust_anchors", "source_revision")
+    __slots__ = ("host", "generation", "content_hash", "identity", "addresses", "subnets", "spd", "peers", "trust_anchors", "source_revision", "crls")
     HOST_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -230,6 +230,7 @@ class NodePlan(_message.Message):
     PEERS_FIELD_NUMBER: _ClassVar[int]
     TRUST_ANCHORS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    CRLS_FIELD_NUMBER: _ClassVar[int]
     host: str
     generation: int
     content_hash: str
@@ -240,4 +241,5 @@ class NodePlan(_message.Message):
     peers: _containers.RepeatedCompositeFieldContainer[Peer]
     trust_anchors: _containers.RepeatedScalarFieldContainer[bytes]
     source_revision: str
-    def __init__(self, host: _Optional[str] = ..., generation: _Optional[int] = ..., content_hash: _Optional[str] = ..., identity: _Optional[_Union[Identity, _Mapping]] = ..., addresses: _Optional[_Iterable[str]] = ..., subnets: _Optional[_Iterable[str]] = ..., spd: _Optional[_Iterable[_Union[SpdEntry, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., trust_anchors: _Optional[_Iterable[bytes]] = ..., source_revision: _Optional[str] = ...) -> None: ...
+    crls: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, host: _Optional[str] = ..., generation: _Optional[int] = ..., content_hash: _Optional[str] = ..., identity: _Optional[_Union[Identity, _Mapping]] = ..., addresses: _Optional[_Iterable[str]] = ..., subnets: _Optional[_Iterable[str]] = ..., spd: _Optional[_Iterable[_Union[SpdEntry, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., trust_anchors: _Optional[_Iterable[bytes]] = ..., source_revision: _Optional[str] = ..., crls: _Optional[_Iterable[bytes]] = ...) -> None: ...

@@ -263,7 +263,11 @@ class Engine(IncomingDispatch):
         if self.dp is None:
             raise RuntimeError("engine not started")
         first = self.plan is None
-        anchors_changed = self.plan is not None and self.plan.trust_anchors != plan.trust_anchors
+        # New anchors or a new CRL change whom a certificate peer accepts: each such peer
+        # takes the new configuration in place, for its next authentication.
+        anchors_changed = self.plan is not None and (
+            self.plan.trust_anchors != plan.trust_anchors or self.plan.revoked != plan.revoked
+        )
         self.plan = plan
         self.dp.update_spd(translate.spd_entries(plan))
         self._keepalive_interval(plan)

@@ -227,7 +227,9 @@ def certificate_auth(
             f"identity {local_id} in its subjectAltName or subject"
         )
     try:
-        return CertificateAuth(credentials.certificate, credentials.private_key, tuple(anchors))
+        return CertificateAuth(
+            credentials.certificate, credentials.private_key, tuple(anchors), revoked=plan.revoked
+        )
     except LocalError as exc:
         raise PeerConfigError(f"peer {peer.name}: {exc}") from None
 

@@ -117,6 +117,9 @@ class CertificateAuth:
     private_key: SigningKey = field(repr=False)
     trust_anchors: tuple[x509.Certificate, ...]
     intermediates: tuple[x509.Certificate, ...] = ()
+    revoked: frozenset[tuple[bytes, int]] = frozenset()
+    """Certificates the CRLs in force revoke, as (DER issuer name, serial): a peer whose
+    path holds one fails authentication."""
 
     def __post_init__(self) -> None:
         if not self.trust_anchors:

@@ -93,12 +93,13 @@ async def open_session(
     accept_any = trust.verdict is Verdict.UNKNOWN and policy.accept_new
     options: dict[str, Any] = {
         "port": settings.port,
-        "username": settings.user,
         "known_hosts": None if accept_any else trusted_lists(trust),
         "client_factory": lambda: witness,
         "connect_timeout": timeout,
         "login_timeout": timeout,
     }
+    if settings.user:  # else the local user name, as ssh (asyncssh refuses None)
+        options["username"] = settings.user
     if settings.key_file is not None:
         options["client_keys"] = [str(settings.key_file)]
     try:

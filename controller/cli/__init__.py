@@ -5,12 +5,13 @@ Logic lives in controller.operations, controller.inventory, controller.pki, cont
 subcommand module registers its commands on :data:`main` when imported.
 """
 
-from . import admin, bootstrap, fleet, gitops, join, lab, renew, rotate, upgrade
+from . import admin, bootstrap, decommission, fleet, gitops, join, lab, renew, rotate, upgrade
 from .root import main
 
 __all__ = [
     "admin",
     "bootstrap",
+    "decommission",
     "fleet",
     "gitops",
     "join",

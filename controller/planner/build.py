@@ -78,8 +78,15 @@ class Planner:
     :meth:`changed_hosts` is mostly identity checks.
     """
 
-    def __init__(self, *, master_secret: bytes, trust_anchors: tuple[bytes, ...] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        master_secret: bytes,
+        trust_anchors: tuple[bytes, ...] = (),
+        crls: tuple[bytes, ...] = (),
+    ) -> None:
         self._trust_anchors = tuple(bytes(a) for a in trust_anchors)
+        self._crls = tuple(bytes(c) for c in crls)
         self._interner = Interner()
         self._pairs = PairBuilder(PairKeys(master_secret), self._trust_anchors, self._interner)
         self._profile_keys: dict[str, tuple[Any, ...]] = {}
@@ -311,6 +318,7 @@ class Planner:
             tuple(peers),
             tuple(anchors),
             "",
+            self._crls,
         )
         return _HostResult(profile, plan, start, start + len(direct))
 
@@ -347,6 +355,7 @@ def _patched(
         tuple(peers),
         plan.trust_anchors,
         plan.source_revision,
+        plan.crls,
     )
     shift = len(spd) - len(plan.spd)
     return _HostResult(old.profile, new_plan, old.direct_start, old.direct_end + shift)
@@ -368,6 +377,7 @@ def _restamped(result: _HostResult, generation: int, revision: str) -> _HostResu
         plan.peers,
         plan.trust_anchors,
         revision,
+        plan.crls,
     )
     return _HostResult(result.profile, plan, result.direct_start, result.direct_end)
 
@@ -382,6 +392,7 @@ def _same_content(a: NodePlan, b: NodePlan) -> bool:
         and (a.peers is b.peers or a.peers == b.peers)
         and (a.spd is b.spd or a.spd == b.spd)
         and a.trust_anchors == b.trust_anchors
+        and a.crls == b.crls
     )
 
 
@@ -398,9 +409,10 @@ def build_plans(
     *,
     master_secret: bytes,
     trust_anchors: tuple[bytes, ...] = (),
+    crls: tuple[bytes, ...] = (),
     generation: int = 1,
     revision: str = "worktree",
 ) -> dict[str, NodePlan]:
     """One plan per host of ``inventory``: a pure function of its arguments."""
-    planner = Planner(master_secret=master_secret, trust_anchors=trust_anchors)
+    planner = Planner(master_secret=master_secret, trust_anchors=trust_anchors, crls=crls)
     return planner.plan(inventory, generation=generation, revision=revision)

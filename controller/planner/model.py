@@ -191,6 +191,9 @@ class NodePlan:
     peers: tuple[Peer, ...]
     trust_anchors: tuple[bytes, ...]
     source_revision: str
+    crls: tuple[bytes, ...] = ()
+    """PEM CRLs of the fleet CA(s) (controller.pki.fleet_crls); empty while nothing is
+    revoked, so a fleet that never revoked anything plans as before."""
 
 
 T = TypeVar("T")

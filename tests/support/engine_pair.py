@@ -247,13 +247,15 @@ def pubkey_plan(
     anchors: list[bytes],
     accepted: tuple[bytes, ...] = (),
     generation: int = 1,
+    crls: tuple[bytes, ...] = (),
 ) -> AgentPlan:
     """The sample plan with every peer on certificates anchored at ``anchors[0]`` (and
-    at the ``accepted`` CAs too)."""
+    at the ``accepted`` CAs too), carrying ``crls``."""
 
     def edit(msg: plan_pb2.NodePlan) -> None:
         del msg.trust_anchors[:]
         msg.trust_anchors.extend(anchors)
+        msg.crls.extend(crls)
         for peer in msg.peers:
             peer.auth.CopyFrom(
                 plan_pb2.Credential(

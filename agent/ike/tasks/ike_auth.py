@@ -130,11 +130,17 @@ def _verify_peer(
     assert sa.current_wall is not None  # receive_datagram requires it with certificates
     now = datetime.datetime.fromtimestamp(sa.current_wall, datetime.UTC)
     try:
-        chain.validate(presented[0], presented[1:], creds.trust_anchors, now)
+        path = chain.validate(presented[0], presented[1:], creds.trust_anchors, now)
     except chain.ChainError as exc:
         raise _auth_failed(
             f"certificate {presented[0].subject.rfc4514_string()} is not trusted: {exc}"
         ) from None
+    for cert in path[:-1]:  # the anchor itself is trusted as configured
+        if (cert.issuer.public_bytes(), cert.serial_number) in creds.revoked:
+            raise _auth_failed(
+                f"certificate {cert.subject.rfc4514_string()} (serial {cert.serial_number:x}) "
+                f"is revoked by the CRL of {cert.issuer.rfc4514_string()}"
+            )
     if not signatures.identity_in_certificate(peer.id_type, peer.data, presented[0]):
         raise _auth_failed(
             f"identity {peer} is not in certificate {presented[0].subject.rfc4514_string()}"

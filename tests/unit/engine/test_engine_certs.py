@@ -223,3 +223,29 @@ async def test_trust_anchor_change_alone_reaches_the_certificate_peers(tmp_path:
     assert [e.detail for e in a.events("peer_changed")] == [
         "updated in place (no new SA needed)"
     ] * 2
+
+
+async def test_a_crl_reaches_the_certificate_peers_in_place_and_refuses_a_revoked_peer(
+    tmp_path: Path,
+) -> None:
+    """A plan whose only change is a CRL: the SAs in force stay (as strongSwan keeps an
+    SA when a CRL arrives), and the responder's configuration takes it in place: the
+    revoked initiator's next authentication fails there."""
+    fleet = await start_pair(tmp_path)
+    a, b = fleet["a"], fleet["b"]
+    fleet_pem = (tmp_path / "fleet" / "pki" / "ca.pem").read_bytes()
+    old_ike = b.engine.sessions["a"].ike
+    pki.revoke_host(tmp_path / "fleet", "a")
+    crls = pki.fleet_crls(tmp_path / "fleet")
+    await fleet.apply("b", pubkey_plan("b", ["a"], [fleet_pem], generation=2, crls=crls))
+    assert b.engine.sessions["a"].ike is old_ike
+    assert [e.detail for e in b.events("peer_changed")] == ["updated in place (no new SA needed)"]
+    a.engine.terminate_peer("b")
+    fleet.advance(1)
+    a.engine.initiate_peer("b")
+    fleet.advance(2)
+    (refused,) = [e.detail for e in b.events("ike_failed_unauthenticated")]
+    assert "AUTHENTICATION_FAILED: certificate CN=a (serial " in refused
+    assert "is revoked by the CRL of CN=vpnfleet fleet CA" in refused
+    assert [e.detail for e in a.events("ike_failed")] == ["AUTHENTICATION_FAILED: refused by peer"]
+    assert a.engine.peers_up() == b.engine.peers_up() == 0
