@@ -14,6 +14,7 @@ from tests.support.agent_harness import AgentProcess, Fleet, make_fleet, running
 from vpnfleet.agent.hollow import sample_plan
 from vpnfleet.controller import operations, pki
 from vpnfleet.controller.client import AgentCallFailed, AgentClient, AgentUnreachable
+from vpnfleet.controller.convert import apply_request
 from vpnfleet.controller.pki import TlsCredentials
 from vpnfleet.controller.state import StateDir
 from vpnfleet.protos import agent_pb2, plan_pb2
@@ -27,7 +28,7 @@ def plan(fleet: Fleet, crls: tuple[bytes, ...], generation: int) -> agent_pb2.Ap
     msg.trust_anchors.append(pki.load_ca(fleet.controller_state)[2])
     msg.crls.extend(crls)
     msg.content_hash = plan_content_hash(msg)
-    return agent_pb2.ApplyPlanRequest(plan=msg)
+    return apply_request(msg, dry_run=False)
 
 
 def tls_of(agent_dir: Path) -> TlsCredentials:
