@@ -103,34 +103,6 @@ def running(pid: int) -> bool:
     return not stat.rsplit(") ", 1)[-1].startswith("Z")
 
 
-def health_as(bed: SshTestbed, tls: TlsCredentials, host: str) -> str:
-    """The gRPC health answer of ``host``'s agent to a caller holding ``tls``, asked from
-    the controller's namespace (where the agents are reachable)."""
-    script = (
-        "import asyncio, sys\n"
-        "from vpnfleet.controller.client import AgentClient, AgentCallFailed\n"
-        "from vpnfleet.controller.pki import TlsCredentials\n"
-        "cert, key, ca, host, target = sys.argv[1:]\n"
-        "tls = TlsCredentials(*(open(p, 'rb').read() for p in (cert, key, ca)))\n"
-        "async def main():\n"
-        "    async with AgentClient(host, target, tls, timeout=10) as c:\n"
-        "        try:\n"
-        "            print(await c.health())\n"
-        "        except AgentCallFailed as exc:\n"
-        "            print(exc.code, exc.details)\n"
-        "asyncio.run(main())\n"
-    )
-    files = []
-    for name, data in (("cert", tls.cert_pem), ("key", tls.key_pem), ("ca", tls.ca_pem)):
-        path = bed.root / f"caller-{name}.pem"
-        path.write_bytes(data)
-        files.append(str(path))
-    target = f"{bed.hosts[host].address}:50051"
-    res = bed.run_controller([sys.executable, "-c", script, *files, host, target], 60)
-    assert res.returncode == 0, res.stderr
-    return res.stdout.strip()
-
-
 def test_decommission_removes_the_agent_and_its_peers_refuse_it(
     ssh_hosts: Make, tmp_path: Path
 ) -> None:
@@ -147,7 +119,7 @@ def test_decommission_removes_the_agent_and_its_peers_refuse_it(
         (a3.state_dir / "tls.key").read_bytes(),
         (a3.state_dir / "ca.pem").read_bytes(),
     )
-    assert health_as(bed, a3_tls, "a1") == "SERVING"
+    assert bed.agent_health("a1", a3_tls) == "SERVING"
     assert converged_status(bed, inventory)["a1"] == {"a2", "a3"}
 
     pid = int((a3.root / "run" / "systemctl-standin" / "vpnfleet-agent.service.pid").read_text())
@@ -180,7 +152,7 @@ def test_decommission_removes_the_agent_and_its_peers_refuse_it(
 
     # Its former peers run without it and refuse its certificate.
     assert converged_status(bed, inventory) == {"a1": {"a2"}, "a2": {"a1"}}
-    refused = health_as(bed, a3_tls, "a1")
+    refused = bed.agent_health("a1", a3_tls)
     assert refused.startswith("PERMISSION_DENIED caller a3 presents a revoked certificate"), refused
 
     # Again: nothing left to revoke or remove, and nothing fails.

@@ -26,10 +26,13 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from vpnfleet.controller.pki import TlsCredentials
 
 SSHD = "/usr/sbin/sshd"
 SYSTEMCTL = "/usr/bin/systemctl"
@@ -147,6 +150,35 @@ class SshTestbed:
         """Run ``argv`` on ``host``: in its network and mount namespaces (its own /etc)."""
         pid = str(self.hosts[host].pid)
         return _run("nsenter", "-t", pid, "-m", "-n", "--", *argv)
+
+    def agent_health(self, host: str, tls: TlsCredentials, port: int = 50051) -> str:
+        """The gRPC health answer of ``host``'s agent to a caller holding ``tls``, asked
+        over mutual TLS from the controller's namespace (where the agents are reachable):
+        ``SERVING`` …, or the refused call's code and details."""
+        script = (
+            "import asyncio, sys\n"
+            "from vpnfleet.controller.client import AgentClient, AgentCallFailed\n"
+            "from vpnfleet.controller.pki import TlsCredentials\n"
+            "cert, key, ca, host, target = sys.argv[1:]\n"
+            "tls = TlsCredentials(*(open(p, 'rb').read() for p in (cert, key, ca)))\n"
+            "async def main():\n"
+            "    async with AgentClient(host, target, tls, timeout=10) as c:\n"
+            "        try:\n"
+            "            print(await c.health())\n"
+            "        except AgentCallFailed as exc:\n"
+            "            print(exc.code, exc.details)\n"
+            "asyncio.run(main())\n"
+        )
+        files = []
+        for name, data in (("cert", tls.cert_pem), ("key", tls.key_pem), ("ca", tls.ca_pem)):
+            path = self.root / f"caller-{name}.pem"
+            path.write_bytes(data)
+            files.append(str(path))
+        target = f"{self.hosts[host].address}:{port}"
+        res = self.run_controller([sys.executable, "-c", script, *files, host, target], 60)
+        if res.returncode != 0:
+            raise TestbedError(f"health of {host} at {target}: {res.stderr.strip()}")
+        return res.stdout.strip()
 
     def hold_udp_port(self, host: str, port: int, python: str = "python3") -> None:
         """Bind UDP ``port`` on every address of ``host`` until the testbed closes, from a
