@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -33,13 +34,15 @@ from tests.support.ssh_hosts import CONTROLLER_ADDRESS, HostSpec, SshHost, SshTe
 from vpnfleet.agent.config import load_config
 from vpnfleet.controller import pki
 from vpnfleet.controller.audit import AuditLog
+from vpnfleet.controller.bootstrap.wheels import wheel_set
 
 pytestmark = pytest.mark.netns
 
 Make = Callable[[Sequence[HostSpec]], SshTestbed]
 VPNFLEET = [sys.executable, "-m", "vpnfleet.controller.cli"]
-AGENT = Path(sys.prefix) / "bin" / "vpnfleet-agent"
-"""The agent as installed: this venv, which the hosts' mount namespaces leave visible."""
+VENV = "/opt/vpnfleet/venv"
+AGENT = f"{VENV}/bin/vpnfleet-agent"
+"""The agent as the operator installs it on a host that joins (see :func:`install_agent`)."""
 UNIT = "vpnfleet-agent.service"
 UNIT_DIR = "/etc/systemd/system"
 STATE_FILES = ("ca.pem", "ike.csr", "ike.key", "ike.pem", "tls.csr", "tls.key", "tls.pem")
@@ -58,6 +61,21 @@ def create_token(bed: SshTestbed, host: str, ttl: str, *extra: str) -> dict[str,
     return made
 
 
+def install_agent(bed: SshTestbed, host: str) -> None:
+    """Install vpnfleet on ``host`` by hand, as an operator does before ``join``: the
+    wheels the controller ships (controller/bootstrap/wheels.py) copied into the host's
+    /opt, a venv made there with the host's Python and pip from its wheel, no index."""
+    wheels = wheel_set(bed.root / "state" / "wheels")
+    shutil.copytree(wheels.directory, bed.hosts[host].opt / "wheels")
+    bed.run_on_host(host, ["python3", "-m", "venv", "--without-pip", VENV])
+    bed.run_on_host(
+        host,
+        [f"{VENV}/bin/python", f"/opt/wheels/{wheels.pip.name}/pip", "install", "--quiet",
+         "--no-index", "--no-cache-dir", "--disable-pip-version-check",
+         "--find-links", "/opt/wheels", f"vpnfleet=={wheels.version}"],
+    )  # fmt: skip
+
+
 def join_on(bed: SshTestbed, host: str, controller: str, token: str, name: str) -> tuple[int, str]:
     """`vpnfleet-agent join` run on ``host`` (its network and mount namespaces), with the
     default state dir, config and listen address, the token in the environment."""
@@ -69,7 +87,7 @@ def join_on(bed: SshTestbed, host: str, controller: str, token: str, name: str) 
             "-m",
             "-n",
             "--",
-            str(AGENT),
+            AGENT,
             "join",
             "--controller",
             controller,
@@ -160,6 +178,8 @@ def test_a_host_in_its_own_namespace_joins_and_refused_joins_leave_it_untouched(
     for_h1 = create_token(bed, "h1", "10m", "--address", h1.address)
     for_h2 = create_token(bed, "h2", "10m")
     short = create_token(bed, "h1", "1s")
+    for name in bed.hosts:
+        install_agent(bed, name)
 
     with join_server(bed) as controller:
         pristine = files_of(h1)
