@@ -37,44 +37,16 @@ from pathlib import Path
 # The repository root, for the SSH test bed the tests share (tests/support).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.ssh_hosts import HostSpec, SshTestbed, ssh_testbed
-from vpnfleet.agent.version import agent_version
+from tests.support.ssh_hosts import (
+    HostSpec,
+    SshTestbed,
+    add_site,
+    ssh_testbed,
+    write_mesh_inventory,
+)
+from vpnfleet.protos.versions import installed_version
 
 VPNFLEET = [sys.executable, "-m", "vpnfleet.controller.cli"]
-
-
-def write_inventory(bed: SshTestbed, path: Path) -> Path:
-    lines = [
-        "all:",
-        "  vars:",
-        "    ansible_user: root",
-        f"    ansible_ssh_private_key_file: {bed.client_key}",
-        "  children:",
-        "    mesh:",
-        "      hosts:",
-    ]
-    for index, host in enumerate(bed.hosts.values()):
-        lines += [
-            f"        {host.name}:",
-            f"          address: {host.address}",
-            f"          subnets: [10.1.{index + 1}.0/24]",
-            f"          ansible_host: {host.address}",
-        ]
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "hosts.yaml").write_text("\n".join(lines) + "\n")
-    (path / "topology.yaml").write_text("meshes:\n  - name: mesh\n    group: mesh\n")
-    return path
-
-
-def add_site(bed: SshTestbed, name: str, index: int) -> None:
-    netns = bed.hosts[name].netns
-    for argv in (
-        ["link", "add", "site0", "type", "veth", "peer", "name", "site0p"],
-        ["link", "set", "site0p", "up"],
-        ["link", "set", "site0", "up"],
-        ["addr", "add", f"10.1.{index + 1}.1/24", "dev", "site0"],
-    ):
-        subprocess.run(["ip", "-n", netns, *argv], check=True)
 
 
 def vpnfleet(bed: SshTestbed, *args: str) -> subprocess.CompletedProcess[str]:
@@ -124,8 +96,8 @@ def main() -> int:
     ):
         bed.write_known_hosts()
         for index, name in enumerate(bed.hosts):
-            add_site(bed, name, index)
-        inventory = write_inventory(bed, Path(tmp) / "inventory")
+            add_site(bed.hosts[name], index)
+        inventory = write_mesh_inventory(bed, Path(tmp) / "inventory")
         for setup in (["ca", "init"], ["bootstrap", "-i", str(inventory), "--check",
                                        "--known-hosts", str(bed.known_hosts)]):  # fmt: skip
             vpnfleet(bed, *setup)  # the CA, and the wheels built into the controller's cache
@@ -150,7 +122,7 @@ def main() -> int:
         "sas": planned,
         "sas_up": up,
         "python": platform.python_version(),
-        "vpnfleet": agent_version(),
+        "vpnfleet": installed_version(),
     }
     print(json.dumps(result))
     return 0 if result["converged"] and result["second_changed"] == 0 else 3

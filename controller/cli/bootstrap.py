@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import Any, TypeVar
 
 import click
 from rich.markup import escape
@@ -44,6 +46,31 @@ from .common import (
 )
 from .root import main
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def prefix_option(help: str) -> Callable[[F], F]:
+    """--prefix: where the agent is on each host (bootstrap's PREFIX)."""
+    return click.option("--prefix", default=str(DEFAULT_PREFIX), show_default=True, help=help)
+
+
+known_hosts_option = click.option(
+    "--known-hosts",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Check host keys against FILE only. Default: ~/.ssh/known_hosts and "
+    "/etc/ssh/ssh_known_hosts.",
+)
+
+
+def agent_layout(prefix: str) -> AgentLayout:
+    """--prefix as the layout of the agent on the hosts; exits 1 when it is not absolute."""
+    layout = AgentLayout(PurePosixPath(prefix))
+    if not layout.prefix.is_absolute():
+        fail(f"--prefix must be an absolute path on the hosts, got {prefix!r}")
+    return layout
+
 
 @main.command("bootstrap")
 @inventory_option
@@ -59,20 +86,8 @@ from .root import main
     "certificates, config and unit, service, plan); change nothing.",
 )
 @click.option("--diff", is_flag=True, help="Show what changed (or would) on each host.")
-@click.option(
-    "--prefix",
-    default=str(DEFAULT_PREFIX),
-    show_default=True,
-    help="Where the agent goes on each host: PREFIX/venv, PREFIX/wheels/VERSION.",
-)
-@click.option(
-    "--known-hosts",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    metavar="FILE",
-    help="Check host keys against FILE only. Default: ~/.ssh/known_hosts and "
-    "/etc/ssh/ssh_known_hosts.",
-)
+@prefix_option("Where the agent goes on each host: PREFIX/venv, PREFIX/wheels/VERSION.")
+@known_hosts_option
 @click.option(
     "--accept-new-host-keys",
     is_flag=True,
@@ -128,9 +143,7 @@ def bootstrap_cmd(
         if not check:
             require_ca(ctx, inventory)
             ctx.hold_lock("bootstrap")
-        layout = AgentLayout(PurePosixPath(prefix))
-        if not layout.prefix.is_absolute():
-            fail(f"--prefix must be an absolute path on the hosts, got {prefix!r}")
+        layout = agent_layout(prefix)
         try:
             plans = host_plans(inv, selected)
             cache = ctx.state.root / "wheels"

@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import click
 from rich.markup import escape
 
 from ..bootstrap.decommission import DecommissionError, DecommissionOptions, decommission
 from ..bootstrap.hostkeys import HostKeyPolicy
-from ..bootstrap.install import DEFAULT_PREFIX, AgentLayout
 from ..bootstrap.run import DEFAULT_TIMEOUT
 from ..rollout import RolloutOptions
+from .bootstrap import agent_layout, known_hosts_option, prefix_option
 from .common import (
     Ctx,
     fail,
@@ -50,19 +50,8 @@ from .root import main
 )
 @click.option("-f", "--forks", default=10, show_default=True, help="Agents contacted at once.")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds per agent call.")
-@click.option(
-    "--prefix",
-    default=str(DEFAULT_PREFIX),
-    show_default=True,
-    help="Where bootstrap put the agent on the host (removed with it).",
-)
-@click.option(
-    "--known-hosts",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    metavar="FILE",
-    help="Check host keys against FILE only (as bootstrap).",
-)
+@prefix_option("Where bootstrap put the agent on the host (removed with it).")
+@known_hosts_option
 @click.option(
     "--ssh-timeout",
     type=float,
@@ -96,9 +85,7 @@ def decommission_cmd(
     """
     with input_errors():
         require_ca(ctx, inventory)
-        layout = AgentLayout(PurePosixPath(prefix))
-        if not layout.prefix.is_absolute():
-            fail(f"--prefix must be an absolute path on the hosts, got {prefix!r}")
+        layout = agent_layout(prefix)
         options = DecommissionOptions(
             HostKeyPolicy.make(known_hosts, False),
             layout,

@@ -4,14 +4,13 @@ the health gates of `apply --canary`, the previous version put back on a failing
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import click
 
 from .. import operations
 from ..bootstrap.connection import ConnectionVarError
 from ..bootstrap.hostkeys import HostKeyPolicy
-from ..bootstrap.install import DEFAULT_PREFIX, AgentLayout
 from ..bootstrap.run import DEFAULT_TIMEOUT, host_plans
 from ..bootstrap.service import HEALTH_TIMEOUT
 from ..bootstrap.upgrade import UpgradeOptions, run_upgrade
@@ -19,6 +18,7 @@ from ..bootstrap.upgrade_ssh import SshAgentHosts
 from ..bootstrap.wheels import WheelError, planned_wheel_set, wheel_set
 from ..health import AgentAccess, HealthGate
 from ..rollout import RolloutOptions
+from .bootstrap import agent_layout, known_hosts_option, prefix_option
 from .common import (
     Ctx,
     fail,
@@ -53,20 +53,8 @@ from .root import main
 @click.option("--serial", default=None, metavar="N|N%[,...]", help="Batches after the canary.")
 @click.option("-f", "--forks", default=10, show_default=True, help="Hosts worked on at once.")
 @click.option("--check", is_flag=True, help="Say which hosts would be upgraded; change nothing.")
-@click.option(
-    "--prefix",
-    default=str(DEFAULT_PREFIX),
-    show_default=True,
-    help="Where the agent is on each host (as given to bootstrap).",
-)
-@click.option(
-    "--known-hosts",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    metavar="FILE",
-    help="Check host keys against FILE only. Default: ~/.ssh/known_hosts and "
-    "/etc/ssh/ssh_known_hosts.",
-)
+@prefix_option("Where the agent is on each host (as given to bootstrap).")
+@known_hosts_option
 @click.option(
     "--timeout",
     type=float,
@@ -116,9 +104,7 @@ def upgrade_cmd(
     are apply's: 0 done, 1 bad input (nothing contacted), 2 a host failed or the
     rollout stopped, 4 hosts unreachable.
     """
-    layout = AgentLayout(PurePosixPath(prefix))
-    if not layout.prefix.is_absolute():
-        fail(f"--prefix must be an absolute path on the hosts, got {prefix!r}")
+    layout = agent_layout(prefix)
     cache = ctx.state.root / "wheels"
     try:
         options = UpgradeOptions(

@@ -22,7 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.ssh_hosts import HostSpec, SshHost, SshTestbed
+from tests.support.ssh_hosts import (
+    HostSpec,
+    SshTestbed,
+    add_site,
+    ping_once,
+    site_address,
+    write_mesh_inventory,
+)
 
 pytestmark = pytest.mark.netns
 
@@ -32,46 +39,6 @@ UNIT = "/etc/systemd/system/vpnfleet-agent.service"
 CONFIG = "/etc/vpnfleet/agent.yaml"
 CONVERGE = 60.0
 UNDERLAY_FILTER = "esp or udp port 4500 or (icmp and net 10.1.0.0/16)"
-
-
-def site(index: int) -> str:
-    """The first address of host ``index``'s site subnet 10.1.N.0/24."""
-    return f"10.1.{index + 1}.1"
-
-
-def write_inventory(bed: SshTestbed, path: Path) -> Path:
-    lines = [
-        "all:",
-        "  vars:",
-        "    ansible_user: root",
-        f"    ansible_ssh_private_key_file: {bed.client_key}",
-        "  children:",
-        "    mesh:",
-        "      hosts:",
-    ]
-    for index, host in enumerate(bed.hosts.values()):
-        lines += [
-            f"        {host.name}:",
-            f"          address: {host.address}",
-            f"          subnets: [10.1.{index + 1}.0/24]",
-            f"          ansible_host: {host.address}",
-            f"          ansible_port: {host.port}",
-        ]
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "hosts.yaml").write_text("\n".join(lines) + "\n")
-    (path / "topology.yaml").write_text("meshes:\n  - name: mesh\n    group: mesh\n")
-    return path
-
-
-def add_site(host: SshHost, index: int) -> None:
-    """A site subnet behind the host, on a veth pair kept inside its namespace."""
-    for argv in (
-        ["link", "add", "site0", "type", "veth", "peer", "name", "site0p"],
-        ["link", "set", "site0p", "up"],
-        ["link", "set", "site0", "up"],
-        ["addr", "add", f"{site(index)}/24", "dev", "site0"],
-    ):
-        subprocess.run(["ip", "-n", host.netns, *argv], check=True)
 
 
 def vpnfleet(bed: SshTestbed, *args: str) -> subprocess.CompletedProcess[str]:
@@ -84,14 +51,6 @@ def agent_pids(bed: SshTestbed) -> dict[str, str]:
         name: (h.root / "run" / "systemctl-standin" / "vpnfleet-agent.service.pid").read_text()
         for name, h in bed.hosts.items()
     }
-
-
-def ping_once(host: SshHost, src: str, dst: str) -> bool:
-    res = subprocess.run(
-        ["ip", "netns", "exec", host.netns, "ping", "-n", "-c", "1", "-W", "1", "-I", src, dst],
-        capture_output=True,
-    )
-    return res.returncode == 0
 
 
 @contextmanager
@@ -134,7 +93,7 @@ def test_bootstrap_brings_empty_hosts_to_a_mesh_then_changes_nothing(
     hosts = list(bed.hosts.values())
     for index, host in enumerate(hosts):
         add_site(host, index)
-    inventory = write_inventory(bed, tmp_path / "inv")
+    inventory = write_mesh_inventory(bed, tmp_path / "inv")
     assert vpnfleet(bed, "ca", "init").returncode == 0
 
     first = vpnfleet(bed, "bootstrap", "-i", str(inventory), "--known-hosts",
@@ -174,11 +133,15 @@ def test_bootstrap_brings_empty_hosts_to_a_mesh_then_changes_nothing(
         deadline = time.monotonic() + CONVERGE
         pending = list(pairs)
         while pending and time.monotonic() < deadline:
-            pending = [(a, b) for a, b in pending if not ping_once(hosts[a], site(a), site(b))]
+            pending = [
+                (a, b)
+                for a, b in pending
+                if not ping_once(hosts[a], site_address(a), site_address(b))
+            ]
         assert not pending, f"no answer across {pending}"
         for a, b in pairs:  # and once more, both ways, now that they are up
-            assert ping_once(hosts[a], site(a), site(b))
-            assert ping_once(hosts[b], site(b), site(a))
+            assert ping_once(hosts[a], site_address(a), site_address(b))
+            assert ping_once(hosts[b], site_address(b), site_address(a))
 
         def esp_between(a: int, b: int) -> int:
             between = {hosts[a].address, hosts[b].address}
@@ -291,7 +254,7 @@ def test_the_service_coroutines_stop_start_and_remove_the_agent(
     bed = ssh_hosts([HostSpec("a1")])
     bed.write_known_hosts()
     add_site(bed.hosts["a1"], 0)
-    inventory = write_inventory(bed, tmp_path / "inv")
+    inventory = write_mesh_inventory(bed, tmp_path / "inv")
     assert vpnfleet(bed, "ca", "init").returncode == 0
     res = vpnfleet(bed, "bootstrap", "-i", str(inventory), "--known-hosts", str(bed.known_hosts))
     assert res.returncode == 0, res.stdout + res.stderr

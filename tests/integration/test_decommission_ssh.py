@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.ssh_hosts import HostSpec, SshTestbed
+from tests.support.ssh_hosts import HostSpec, SshTestbed, write_mesh_inventory
 from vpnfleet.controller.pki import TlsCredentials
 
 pytestmark = pytest.mark.netns
@@ -24,31 +24,6 @@ Make = Callable[[Sequence[HostSpec]], SshTestbed]
 VPNFLEET = [sys.executable, "-m", "vpnfleet.controller.cli"]
 UNIT = "/etc/systemd/system/vpnfleet-agent.service"
 CONVERGE = 60.0
-
-
-def write_inventory(bed: SshTestbed, path: Path) -> Path:
-    lines = [
-        "all:",
-        "  vars:",
-        "    ansible_user: root",
-        f"    ansible_ssh_private_key_file: {bed.client_key}",
-        "    auth: pubkey",
-        "  children:",
-        "    mesh:",
-        "      hosts:",
-    ]
-    for index, host in enumerate(bed.hosts.values()):
-        lines += [
-            f"        {host.name}:",
-            f"          address: {host.address}",
-            f"          subnets: [10.1.{index + 1}.0/24]",
-            f"          ansible_host: {host.address}",
-            f"          ansible_port: {host.port}",
-        ]
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "hosts.yaml").write_text("\n".join(lines) + "\n")
-    (path / "topology.yaml").write_text("meshes:\n  - name: mesh\n    group: mesh\n")
-    return path
 
 
 def vpnfleet(bed: SshTestbed, *args: str) -> dict[str, object] | str:
@@ -108,7 +83,7 @@ def test_decommission_removes_the_agent_and_its_peers_refuse_it(
 ) -> None:
     bed = ssh_hosts([HostSpec("a1"), HostSpec("a2"), HostSpec("a3")])
     bed.write_known_hosts()
-    inventory = write_inventory(bed, tmp_path / "inv")
+    inventory = write_mesh_inventory(bed, tmp_path / "inv", {"auth": "pubkey"})
     before = host_networking(bed, "a3")
     vpnfleet(bed, "ca", "init")
     vpnfleet(bed, "bootstrap", "-i", str(inventory), "--known-hosts", str(bed.known_hosts))

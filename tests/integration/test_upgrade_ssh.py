@@ -21,7 +21,15 @@ from typing import Any
 import pytest
 
 from tests.support.bumped import Venv
-from tests.support.ssh_hosts import HostSpec, SshHost, SshTestbed
+from tests.support.ssh_hosts import (
+    HostSpec,
+    SshHost,
+    SshTestbed,
+    add_site,
+    ping_once,
+    site_address,
+    write_mesh_inventory,
+)
 
 pytestmark = pytest.mark.netns
 
@@ -30,57 +38,14 @@ THIS_CONTROLLER = [sys.executable, "-m", "vpnfleet.controller.cli"]
 CONVERGE = 60.0
 
 
-def site(index: int) -> str:
-    return f"10.1.{index + 1}.1"
-
-
-def write_inventory(bed: SshTestbed, path: Path) -> Path:
-    lines = [
-        "all:",
-        "  vars:",
-        "    ansible_user: root",
-        f"    ansible_ssh_private_key_file: {bed.client_key}",
-        "  children:",
-        "    mesh:",
-        "      hosts:",
-    ]
-    for index, host in enumerate(bed.hosts.values()):
-        lines += [
-            f"        {host.name}:",
-            f"          address: {host.address}",
-            f"          subnets: [10.1.{index + 1}.0/24]",
-            f"          ansible_host: {host.address}",
-        ]
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "hosts.yaml").write_text("\n".join(lines) + "\n")
-    (path / "topology.yaml").write_text("meshes:\n  - name: mesh\n    group: mesh\n")
-    return path
-
-
-def add_site(host: SshHost, index: int) -> None:
-    for argv in (
-        ["link", "add", "site0", "type", "veth", "peer", "name", "site0p"],
-        ["link", "set", "site0p", "up"],
-        ["link", "set", "site0", "up"],
-        ["addr", "add", f"{site(index)}/24", "dev", "site0"],
-    ):
-        subprocess.run(["ip", "-n", host.netns, *argv], check=True)
-
-
-def ping_once(host: SshHost, src: str, dst: str) -> bool:
-    res = subprocess.run(
-        ["ip", "netns", "exec", host.netns, "ping", "-n", "-c", "1", "-W", "1", "-I", src, dst],
-        capture_output=True,
-    )
-    return res.returncode == 0
-
-
 def assert_mesh_pings(hosts: list[SshHost]) -> None:
     pairs = [(a, b) for a in range(len(hosts)) for b in range(len(hosts)) if a != b]
     deadline = time.monotonic() + CONVERGE
     pending = list(pairs)
     while pending and time.monotonic() < deadline:
-        pending = [(a, b) for a, b in pending if not ping_once(hosts[a], site(a), site(b))]
+        pending = [
+            (a, b) for a, b in pending if not ping_once(hosts[a], site_address(a), site_address(b))
+        ]
     assert not pending, f"no answer across {pending}"
 
 
@@ -113,7 +78,7 @@ def test_upgrade_rolls_back_a_failing_canary_then_upgrades_the_mesh(
     hosts = list(bed.hosts.values())
     for index, host in enumerate(hosts):
         add_site(host, index)
-    inventory = write_inventory(bed, tmp_path / "inv")
+    inventory = write_mesh_inventory(bed, tmp_path / "inv")
     state = str(bed.root / "state")
 
     def vpnfleet(controller: Sequence[str], *args: str) -> subprocess.CompletedProcess[str]:

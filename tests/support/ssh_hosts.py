@@ -28,7 +28,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -369,3 +369,62 @@ def ssh_testbed(root: Path, specs: Sequence[HostSpec]) -> Iterator[SshTestbed]:
         yield bed
     finally:
         bed.close()
+
+
+# ---------------------------------------------------------------------- a mesh of the hosts
+
+
+def site_address(index: int) -> str:
+    """The first address of the ``index``-th host's site subnet 10.1.N.0/24 (N from 1)."""
+    return f"10.1.{index + 1}.1"
+
+
+def add_site(host: SshHost, index: int) -> None:
+    """A site subnet behind ``host``, on a veth pair kept inside its namespace: what the
+    mesh of :func:`write_mesh_inventory` protects."""
+    for argv in (
+        ["link", "add", "site0", "type", "veth", "peer", "name", "site0p"],
+        ["link", "set", "site0p", "up"],
+        ["link", "set", "site0", "up"],
+        ["addr", "add", f"{site_address(index)}/24", "dev", "site0"],
+    ):
+        _run("ip", "-n", host.netns, *argv)
+
+
+def write_mesh_inventory(
+    bed: SshTestbed, path: Path, all_vars: Mapping[str, str] | None = None
+) -> Path:
+    """An inventory at ``path``: every host of ``bed`` in group ``mesh`` (a full mesh of
+    their site subnets), reached as root with the test bed's client key; ``all_vars``
+    added to the group ``all``."""
+    lines = [
+        "all:",
+        "  vars:",
+        "    ansible_user: root",
+        f"    ansible_ssh_private_key_file: {bed.client_key}",
+        *(f"    {key}: {value}" for key, value in (all_vars or {}).items()),
+        "  children:",
+        "    mesh:",
+        "      hosts:",
+    ]
+    for index, host in enumerate(bed.hosts.values()):
+        lines += [
+            f"        {host.name}:",
+            f"          address: {host.address}",
+            f"          subnets: [10.1.{index + 1}.0/24]",
+            f"          ansible_host: {host.address}",
+            f"          ansible_port: {host.port}",
+        ]
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "hosts.yaml").write_text("\n".join(lines) + "\n")
+    (path / "topology.yaml").write_text("meshes:\n  - name: mesh\n    group: mesh\n")
+    return path
+
+
+def ping_once(host: SshHost, src: str, dst: str) -> bool:
+    """One echo from ``src`` to ``dst`` inside ``host``, answered within a second."""
+    res = subprocess.run(
+        ["ip", "netns", "exec", host.netns, "ping", "-n", "-c", "1", "-W", "1", "-I", src, dst],
+        capture_output=True,
+    )
+    return res.returncode == 0
