@@ -1,9 +1,10 @@
 """The agent on a plain host, as its unit runs it (`vpnfleet-agent serve --config ...`,
-data plane on), in a network namespace of the test's own playing the host: the host's
-routing rules, routes, nftables ruleset and forwarding sysctls before it starts, while it
-runs a plan that gateways for a site's LAN with its tunnel up, after SIGTERM (what
-`systemctl stop` sends: the kill switch, rules and fallbacks stay, and so does
-forwarding), and after `vpnfleet-agent cleanup`: byte-identical to before at the end.
+data plane on, root with only the unit's three capabilities), in a network namespace of
+the test's own playing the host: the host's routing rules, routes, nftables ruleset and
+forwarding sysctls before it starts, while it runs a plan that gateways for a site's LAN
+with its tunnel up, after SIGTERM (what `systemctl stop` sends: the kill switch, rules
+and fallbacks stay, and so does forwarding), and after `vpnfleet-agent cleanup`:
+byte-identical to before at the end.
 
 Run with ``-s`` to see the four captures (printed whole, for the operator's notes).
 Every namespace, process and file is removed at the end, also on failure.
@@ -22,6 +23,7 @@ import pytest
 
 from tests.support.agent_harness import make_fleet
 from tests.support.engine_lab import AGENT, SITE, UNDERLAY, Lab, built, sh
+from vpnfleet.agent.unit import CAPABILITIES
 
 pytestmark = pytest.mark.netns
 
@@ -98,6 +100,21 @@ def load_ruleset(netns: str, ruleset: str, directory: Path) -> None:
     sh(f"ip netns exec {netns} nft -f {path}")
 
 
+CAPABILITY_NUMBERS = {"CAP_NET_BIND_SERVICE": 10, "CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13}
+"""linux/capability.h"""
+UNIT_CAPABILITIES = (
+    "setpriv",
+    "--bounding-set=-all," + ",".join(f"+{c.removeprefix('CAP_').lower()}" for c in CAPABILITIES),
+    "--inh-caps=-all",
+)
+CAP_MASK = sum(1 << CAPABILITY_NUMBERS[c] for c in CAPABILITIES)
+
+
+def effective_capabilities(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(ln for ln in status.splitlines() if ln.startswith("CapEff:")).split()[1], 16)
+
+
 def agent(netns: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["ip", "netns", "exec", netns, *AGENT, *args], capture_output=True, text=True, timeout=60
@@ -130,14 +147,16 @@ def test_a_host_is_left_as_it_was_found_after_stop_and_cleanup(lab: Lab, tmp_pat
     lab.start("b")
 
     log = (tmp_path / "serve.log").open("wb")
+    # As the unit runs it: root, with only the unit's capabilities (CapabilityBoundingSet=).
     serve = subprocess.Popen(
-        ["ip", "netns", "exec", a, *AGENT, "serve", "--config", str(config)],
+        ["ip", "netns", "exec", a, *UNIT_CAPABILITIES, *AGENT, "serve", "--config", str(config)],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
         wait_until("a ping through the tunnel", lambda: lab.ping(1).returncode == 0)
+        assert effective_capabilities(serve.pid) == CAP_MASK
         during = host_state(a)
         # The plan gateways for 10.1.0.0/24 (IPv4 only): ip_forward on, IPv6 left alone.
         assert sysctls(a) == {FORWARDING[0]: "1", FORWARDING[1]: "0"}
