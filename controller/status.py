@@ -80,7 +80,7 @@ class CertificateKind(enum.Enum):
 
 CERTIFICATE_WARNING_DAYS = 30
 """``status`` warns when an agent's certificate expires within this many days."""
-_RENEW = "renew: vpnfleet rotate certs"
+_RENEW = "renew: vpnfleet renew"
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ def test_a_certificate_expiring_within_30_days_is_warned_of() -> None:
         CertificateView(CertificateKind.TLS, NOW + 400 * DAY, "CN=a1"),
         CertificateView(CertificateKind.IKE, NOW + 12 * DAY, "CN=a1", NOW - 353 * DAY),
     )
-    warning = "IKE certificate expires in 12 days; renew: vpnfleet rotate certs"
+    warning = "IKE certificate expires in 12 days; renew: vpnfleet renew"
     assert fleet_rows(status)[0][-1] == warning
     (host,) = status.to_json()["hosts"]
     assert host["warnings"] == [warning]
@@ -47,8 +47,8 @@ def test_hours_left_and_an_expired_certificate() -> None:
         CertificateView(CertificateKind.IKE, NOW - 3 * 3600, "CN=a1"),
     )
     assert status.to_json()["hosts"][0]["warnings"] == [
-        "TLS certificate expires in 5 hours; renew: vpnfleet rotate certs",
-        "IKE certificate expired 3h00m ago; renew: vpnfleet rotate certs",
+        "TLS certificate expires in 5 hours; renew: vpnfleet renew",
+        "IKE certificate expired 3h00m ago; renew: vpnfleet renew",
     ]
 
 
