@@ -524,13 +524,17 @@ def measure_manual_keyed(seconds: float) -> dict[str, Any]:
 
 
 def checkout_commit() -> str | None:
-    done = subprocess.run(
-        ["git", "-c", "safe.directory=*", "-C", str(REPO), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return done.stdout.strip() or None if done.returncode == 0 else None
+    """``git describe --always --dirty`` of this checkout; None without git or a clone."""
+    try:
+        done = subprocess.run(
+            ["git", "-c", "safe.directory=*", "-C", str(REPO), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError:
+        return None
+    return (done.stdout.strip() or None) if done.returncode == 0 else None
 
 
 def _difference(result: dict[str, Any], mine: str, theirs: str) -> float | None:
