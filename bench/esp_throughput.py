@@ -46,6 +46,11 @@ host h0 to the site of host h1 through the tunnel:
     packets of those the kernel dropped (``rx_bytes`` and ``rx_dropped``: for the kernel
     they arrive on the device). Fewer bytes than iperf3 received means the transfer did
     not cross the tunnel, and the part fails.
+``<s>_rx_cpu_pct``, ``<s>_rx_cpu_us_per_packet``
+    CPU time (user and system, all threads, from /proc/PID/stat) of the receiving agent
+    (charon) over the transfer: as a percentage of the transfer's wall time (100 is one
+    core busy), and in microseconds per packet it wrote into the tunnel device. It is
+    all the receiver's work, the TCP ACKs it seals and sends back included.
 ``ours_raw_agent_drops``, ``ours_udp_agent_drops``
     the receiving agent's own drop counters (its Prometheus metrics with ``drop`` in
     their name) that grew over the transfer, as ``{"metric{labels}": increase}``.
@@ -62,9 +67,9 @@ joined by one veth (tests/support/dataplane_lab.py). A side road for working on 
 plane, not what users run.
 
 Also ``bench``, ``seconds``, ``commit`` (``git describe --always --dirty`` of this
-checkout) and ``run_s`` (the whole run, in seconds). A part that fails leaves its fields
-out, ``error`` says which part failed and why, and the exit code is 1 (130 when
-interrupted). Needs root, iperf3, and strongSwan (charon, swanctl and
+checkout when the run started) and ``run_s`` (the whole run, in seconds). A part that
+fails leaves its fields out, ``error`` says which part failed and why, and the exit code
+is 1 (130 when interrupted). Needs root, iperf3, and strongSwan (charon, swanctl and
 libcharon-extra-plugins) unless ``--skip-strongswan``. Every namespace, process and
 file made here is removed at the end, also on failure, Ctrl-C or SIGTERM.
 """
@@ -208,13 +213,22 @@ class TunnelPath:
     src: str
     dst: str
     device: str  # the receiver's tunnel device
+    receiver_pid: int  # the process behind it: the agent or charon
     agent_metrics: bool  # the receiver runs an agent with metrics at LAB_METRICS
 
 
-def lab_path(hosts: dict[str, HostLayout], device: str, *, agent_metrics: bool) -> TunnelPath:
+def lab_path(
+    hosts: dict[str, HostLayout], device: str, receiver_pid: int, *, agent_metrics: bool
+) -> TunnelPath:
     a, b = hosts[SENDER], hosts[RECEIVER]
     return TunnelPath(
-        a.netns, b.netns, a.sites[0].address, b.sites[0].address, device, agent_metrics
+        a.netns,
+        b.netns,
+        a.sites[0].address,
+        b.sites[0].address,
+        device,
+        receiver_pid,
+        agent_metrics,
     )
 
 
@@ -310,7 +324,13 @@ def measure(path: TunnelPath, seconds: float, stack: str) -> dict[str, Any]:
     sender_before = kernel_counters.snapshot(path.sender)
     receiver_before = kernel_counters.snapshot(path.receiver)
     agent_before = agent_drop_counters(path.receiver) if path.agent_metrics else {}
+    cpu_before, wall_before = (
+        kernel_counters.process_cpu_seconds(path.receiver_pid),
+        time.monotonic(),
+    )
     transfer = iperf3_tcp(path, seconds)
+    cpu = kernel_counters.process_cpu_seconds(path.receiver_pid) - cpu_before
+    wall = time.monotonic() - wall_before
     receiver_after = kernel_counters.snapshot(path.receiver)
     sender_after = kernel_counters.snapshot(path.sender)
     agent_after = agent_drop_counters(path.receiver) if path.agent_metrics else {}
@@ -320,6 +340,7 @@ def measure(path: TunnelPath, seconds: float, stack: str) -> dict[str, Any]:
     tun_before = receiver_before.devices[path.device]
     tun_after = receiver_after.devices[path.device]
     tun_bytes = tun_after.rx_bytes - tun_before.rx_bytes
+    tun_packets = tun_after.rx_packets - tun_before.rx_packets
     received = int(transfer["end"]["sum_received"]["bytes"])
     if tun_bytes < received:
         raise BenchError(
@@ -340,6 +361,8 @@ def measure(path: TunnelPath, seconds: float, stack: str) -> dict[str, Any]:
         - receiver_before.udp("RcvbufErrors"),
         "tun_bytes": tun_bytes,
         "tun_dropped": tun_after.rx_dropped - tun_before.rx_dropped,
+        "rx_cpu_pct": round(100 * cpu / wall, 1),
+        "rx_cpu_us_per_packet": round(1e6 * cpu / tun_packets, 2),
         "rtt_avg_ms": round(statistics.fmean(rtts), 3),
         "rtt_p50_ms": round(statistics.median(rtts), 3),
         "ping_lost": PING_COUNT - len(rtts),
@@ -403,7 +426,12 @@ def run_lab(run: Run, workdir: Path, encap: Encap, seconds: float, strongswan: b
             return
         with run.part(ours):
             check_up(up)
-            path = lab_path(dict(up.layout.hosts), DEFAULT_TUN_NAME, agent_metrics=True)
+            path = lab_path(
+                dict(up.layout.hosts),
+                DEFAULT_TUN_NAME,
+                agent_pid(up.lab_dir, RECEIVER),
+                agent_metrics=True,
+            )
             run.result.update(measure(path, seconds, ours))
         if strongswan:
             with run.part("strongswan"):
@@ -414,6 +442,15 @@ def run_lab(run: Run, workdir: Path, encap: Encap, seconds: float, strongswan: b
 
 
 # -- strongSwan in the same namespaces -------------------------------------------------
+
+
+def agent_pid(lab_dir: Path, host: str) -> int:
+    """The pid of ``host``'s agent, from the lab supervisor's state."""
+    state = supervisor.read_state(lab_dir) or {}
+    pid = state.get("agents", {}).get(host, {}).get("pid")
+    if not isinstance(pid, int) or not netns.pid_alive(pid):
+        raise BenchError(f"the agent of {host} is not running (supervisor state: {state})")
+    return pid
 
 
 def stop_agents(lab_dir: Path) -> None:
@@ -493,10 +530,10 @@ def measure_strongswan(up: lab.UpResult, seconds: float) -> dict[str, Any]:
     responder = charon_peer(hosts[RECEIVER], hosts[SENDER], psk, initiate=False)
     initiator = charon_peer(hosts[SENDER], hosts[RECEIVER], psk, initiate=True)
     # The responder first: the initiator starts its tunnel as soon as it is loaded.
-    for peer in (responder, initiator):
-        external.start_charon(record, peer)
+    receiver_pid = external.start_charon(record, responder)
+    external.start_charon(record, initiator)
     wait_installed(external.external_dir(record, initiator.name).absolute())
-    path = lab_path(hosts, CHARON_DEVICE, agent_metrics=False)
+    path = lab_path(hosts, CHARON_DEVICE, receiver_pid, agent_metrics=False)
     return measure(path, seconds, "strongswan")
 
 
@@ -573,6 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seconds <= 0:
         parser.error("--seconds must be above 0")
     started = time.monotonic()
+    commit = checkout_commit()  # of the code this run loaded
     INTERRUPTS.install()
     run = Run({}, [])
     strongswan = not args.skip_strongswan
@@ -597,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     ordered |= {k: run.result[k] for k in headline if k in run.result}
     ordered |= side_by_side(run.result)
     ordered |= {k: v for k, v in run.result.items() if k not in ordered}
-    ordered |= {"commit": checkout_commit(), "run_s": round(time.monotonic() - started, 1)}
+    ordered |= {"commit": commit, "run_s": round(time.monotonic() - started, 1)}
     if run.errors:
         ordered["error"] = "; ".join(run.errors)
         code = code or 1

@@ -2,16 +2,19 @@
 segments sent and retransmitted and UDP receive-buffer errors (``/proc/net/snmp``), the
 datagrams dropped at each raw and UDP socket (the ``drops`` column of ``/proc/net/raw``,
 ``raw6``, ``udp`` and ``udp6``) and each device's byte and drop counters
-(``/proc/net/dev``). These are the kernel's own figures, independent of what a process
-in the namespace counts; /proc/net shows the network namespace of the reader, so each
-file is read by ``cat`` run inside the namespace.
+(``/proc/net/dev``); and the CPU time of one process (``/proc/PID/stat``). These are the
+kernel's own figures, independent of what a process in the namespace counts; /proc/net
+shows the network namespace of the reader, so each file is read by ``cat`` run inside
+the namespace.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 SNMP = "/proc/net/snmp"
 DEV = "/proc/net/dev"
@@ -84,6 +87,25 @@ def retransmit_percent(out_segs: int, retrans_segs: int) -> float:
     if sent <= 0:
         raise CounterError("no TCP segment was sent")
     return 100.0 * retrans_segs / sent
+
+
+def parse_stat_cpu(text: str, ticks_per_second: int) -> float:
+    """User plus system CPU seconds of every thread of a process, from its
+    ``/proc/PID/stat`` (utime and stime, fields 14 and 15, in clock ticks). The command
+    name in parentheses may hold blanks, so fields are counted after its ``)``."""
+    _, sep, rest = text.rpartition(")")
+    fields = rest.split()
+    if not sep or len(fields) < 13:
+        raise CounterError(f"/proc/PID/stat: unexpected text {text[:80]!r}")
+    return (int(fields[11]) + int(fields[12])) / ticks_per_second
+
+
+def process_cpu_seconds(pid: int) -> float:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError as exc:
+        raise CounterError(f"cannot read the CPU time of process {pid}: {exc}") from None
+    return parse_stat_cpu(text, os.sysconf("SC_CLK_TCK"))
 
 
 @dataclass(frozen=True, slots=True)

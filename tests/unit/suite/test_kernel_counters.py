@@ -13,6 +13,7 @@ from tests.support.kernel_counters import (
     Device,
     parse_dev,
     parse_snmp,
+    parse_stat_cpu,
     retransmit_percent,
     socket_drops,
 )
@@ -122,6 +123,21 @@ def test_retransmits_are_a_share_of_every_segment_sent() -> None:
     assert retransmit_percent(406644, 0) == 0.0
     with pytest.raises(CounterError):
         retransmit_percent(0, 0)
+
+
+# /proc/PID/stat of a process here (its name changed to one with a blank and a ")").
+STAT = (
+    "1 (a) b) S 0 0 0 0 -1 4194560 181621 781856672 0 48272 2757 9687 2859873 453015 10 "
+    "-10 42 0 21 58597376 3265 18446744073709551615 1 1 0 0 0 0 0 4096 1256 0 0 0 17 1 0 "
+    "0 0 0 0 0 0 0 0 0 0 0 0\n"
+)
+
+
+def test_cpu_seconds_are_user_plus_system_ticks() -> None:
+    # utime 2757 and stime 9687 ticks (fields 14 and 15), 100 ticks a second here.
+    assert parse_stat_cpu(STAT, 100) == pytest.approx(124.44)
+    with pytest.raises(CounterError):
+        parse_stat_cpu("1 (a) S 0 0", 100)
 
 
 def test_echo_rtts_by_sequence_number() -> None:
