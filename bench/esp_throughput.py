@@ -324,10 +324,8 @@ def measure(path: TunnelPath, seconds: float, stack: str) -> dict[str, Any]:
     sender_before = kernel_counters.snapshot(path.sender)
     receiver_before = kernel_counters.snapshot(path.receiver)
     agent_before = agent_drop_counters(path.receiver) if path.agent_metrics else {}
-    cpu_before, wall_before = (
-        kernel_counters.process_cpu_seconds(path.receiver_pid),
-        time.monotonic(),
-    )
+    cpu_before = kernel_counters.process_cpu_seconds(path.receiver_pid)
+    wall_before = time.monotonic()
     transfer = iperf3_tcp(path, seconds)
     cpu = kernel_counters.process_cpu_seconds(path.receiver_pid) - cpu_before
     wall = time.monotonic() - wall_before
@@ -342,6 +340,8 @@ def measure(path: TunnelPath, seconds: float, stack: str) -> dict[str, Any]:
     tun_bytes = tun_after.rx_bytes - tun_before.rx_bytes
     tun_packets = tun_after.rx_packets - tun_before.rx_packets
     received = int(transfer["end"]["sum_received"]["bytes"])
+    if received <= 0:
+        raise BenchError("iperf3 moved no data through the tunnel")
     if tun_bytes < received:
         raise BenchError(
             f"iperf3 received {received} bytes but only {tun_bytes} came out of "
