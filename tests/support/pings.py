@@ -20,6 +20,8 @@ CLI = [sys.executable, "-m", "vpnfleet.controller.cli"]
 # A reply line of ``ping -D -n``: "[1795752533.492460] 64 bytes from 10.1.2.1: icmp_seq=1 …".
 REPLY_RE = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from [^ ]+: icmp_seq=(\d+) ")
 SUMMARY_RE = re.compile(r"(\d+) packets transmitted, (\d+) received")
+# The round-trip time of a reply line: "64 bytes from 10.1.2.1: icmp_seq=7 ttl=64 time=0.118 ms".
+RTT_RE = re.compile(r"bytes from [^ ]+: icmp_seq=(\d+) .*\btime=(\d+(?:\.\d+)?) ms")
 # Echo requests sent in the last moment before SIGINT may still be in flight: not lost.
 IN_FLIGHT = 2
 
@@ -104,6 +106,15 @@ class PingStream:
             f"{p.src_host}->{p.dst_host} ({p.src}->{p.dst}): sent {self.sent}, "
             f"{len(self.replies)} replies, lost seq {self.lost[:20]}; ping said: {tail}"
         )
+
+
+def echo_rtts(output: str) -> dict[int, float]:
+    """icmp_seq -> round-trip time in ms of every echo reply in ``ping``'s output (the
+    first of duplicates)."""
+    rtts: dict[int, float] = {}
+    for m in RTT_RE.finditer(output):
+        rtts.setdefault(int(m.group(1)), float(m.group(2)))
+    return rtts
 
 
 def tunnel_pairs(
