@@ -46,6 +46,9 @@ DEFAULT_NAME = "lab"
 DEFAULT_TIMEOUT = 60.0
 AGENT_START_TIMEOUT = 30.0
 POLL = 0.25
+PUSH_RETRY = operations.PushRetry(attempts=5, first_delay=0.5, max_delay=4.0)
+"""An agent that refused or missed its first ApplyPlan (busy starting, restarted by the
+supervisor) is asked again: 5 attempts over about 7.5 s."""
 LAB_METRICS = "127.0.0.1:9477"
 # With `lab up --keylog`: each agent's key log, in its directory (agents/<host>/).
 KEYLOG_FILE = "keys.log"
@@ -340,7 +343,9 @@ async def _build(
 
     mark = time.monotonic()
     fleet = lab_fleet(record)
-    result = await operations.push_plans(fleet, ctl, dry_run=False)
+    result = await operations.push_plans(
+        fleet, ctl, dry_run=False, retry=PUSH_RETRY, notice=progress
+    )
     for r in result:
         progress(f"apply {r.host}: {r.outcome.value}" + (f" ({r.error})" if r.error else ""))
     seconds["apply"] = time.monotonic() - mark
