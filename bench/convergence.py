@@ -19,10 +19,10 @@ lab name of its own, and always removes the lab. Prints one JSON line:
 every peer of every agent up (polled every 0.25 s). ``sas`` counts one per host and peer
 (each tunnel twice); exit code 3 when the lab did not converge or has no data plane.
 
-Once the lab is up, each agent's resident memory (VmRSS of /proc/PID/status, in MiB) is
-read, and its CPU time (user + system, /proc/PID/stat) over a quiet window of
-``--idle`` seconds in which nothing is asked of the agents, as a percentage of one core:
-the mean and the largest over the agents.
+``lab up``'s progress lines go to stderr. Once the lab is up, each agent's resident
+memory (VmRSS of /proc/PID/status, in MiB) is read, and its CPU time (user + system,
+/proc/PID/stat) over a quiet window of ``--idle`` seconds in which nothing is asked of
+the agents, as a percentage of one core: the mean and the largest over the agents.
 """
 
 from __future__ import annotations
@@ -87,6 +87,14 @@ def agent_resources(lab_dir: Path, idle: float) -> dict[str, float]:
     }
 
 
+def progress(line: str) -> None:
+    """``lab up``'s progress lines, on stderr, each with the seconds since the start."""
+    print(f"{time.monotonic() - STARTED:7.2f} {line}", file=sys.stderr, flush=True)
+
+
+STARTED = time.monotonic()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hosts", type=int, default=10)
@@ -103,7 +111,9 @@ def main() -> int:
         inventory, state = Path(tmp) / "inventory", StateDir(Path(tmp) / "state")
         write_inventory(inventory, args.hosts, "mesh")
         try:
-            result = asyncio.run(lab.up(inventory, state, name, timeout=args.timeout))
+            result = asyncio.run(
+                lab.up(inventory, state, name, timeout=args.timeout, progress=progress)
+            )
             resources = agent_resources(result.lab_dir, args.idle)
         finally:
             lab.down(state, name)
