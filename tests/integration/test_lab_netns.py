@@ -126,11 +126,13 @@ def test_bridge_neighbours_are_permanent(mesh: MeshLab) -> None:
     macs = {h: mac_of(x["netns"], "eth0") for h, x in hosts.items()}
     controller = mac_of(None, layout["root_link"])
     for host, x in hosts.items():
-        found = neighbours(["ip", "-n", x["netns"], "-j", "neigh", "show", "dev", "eth0"])
+        # IPv4: the underlay and management addresses (the IPv6 link-local entries the
+        # kernel makes from router solicitations are not the lab's and may be collected).
+        found = neighbours(["ip", "-4", "-n", x["netns"], "-j", "neigh", "show", "dev", "eth0"])
         expected = {o["address"]: (macs[h], ["PERMANENT"]) for h, o in hosts.items() if h != host}
         expected[layout["mgmt_address"]] = (controller, ["PERMANENT"])
         assert found == expected, host
-    on_root_link = neighbours(["ip", "-j", "neigh", "show", "dev", layout["root_link"]])
+    on_root_link = neighbours(["ip", "-4", "-j", "neigh", "show", "dev", layout["root_link"]])
     assert on_root_link == {x["mgmt_address"]: (macs[h], ["PERMANENT"]) for h, x in hosts.items()}
 
 
