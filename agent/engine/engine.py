@@ -410,6 +410,10 @@ class Engine(IncomingDispatch):
         session.retry_timer = None
         if self.sessions.get(session.name) is not session or self.stopped or session.held_down:
             return
+        if any(not sa.is_closed for sa in self._sas_of(session)):
+            # The peer's own set-up is under way (we answered its IKE_SA_INIT): it does
+            # what initial contact would, and a second IKE SA would only be a duplicate.
+            return
         if session.ike is None or session.ike.is_closed:
             self._publish("initial_contact", session.name, "no IKE SA since start: initiating")
             self._initiate(session)

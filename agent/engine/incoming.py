@@ -69,10 +69,10 @@ EARLY_TOTAL = 256
 """Requests kept in all (the newest)."""
 EARLY_BYTES = 256 * 1024
 """Their datagrams' bytes in all."""
-EARLY_MAX_AGE = 10.0
+EARLY_MAX_AGE = 16.0
 """Seconds a request is kept. Initiators retransmit with a back-off (RFC 7296 section
-2.1; ours after 2, 6, 14, 30 s) and a retransmission is kept afresh, so a plan arriving
-in most of that time finds one to answer."""
+2.1; ours after 2, 6, 14 and 30 s, 2 to 16 s apart) and a retransmission is kept afresh,
+so while the initiator still waits a plan arriving finds its request to answer."""
 
 
 @dataclass(frozen=True, slots=True)

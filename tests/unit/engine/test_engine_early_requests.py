@@ -18,7 +18,7 @@ from vpnfleet.agent.engine.incoming import (
 from vpnfleet.agent.io.memory import Datagram
 from vpnfleet.agent.io.udp import IKE_PORT
 
-IKE_SA_INIT = 34  # RFC 7296 section 3.1, exchange type
+IKE_SA_INIT, IKE_AUTH = 34, 35  # RFC 7296 section 3.1, exchange types
 B = (SITES["b"][0], IKE_PORT)
 SPI_BASE = 0x5A00_0000_0000_0000
 """Made-up initiator SPIs start here (the UDP endpoint takes 4 leading zero bytes for a
@@ -170,3 +170,26 @@ def test_bytes_and_age_are_bounded() -> None:
     assert kept.take(EARLY_MAX_AGE) == []
     assert kept.dropped == 11
     assert kept.bytes == 0
+
+
+async def test_answered_peer_is_not_initiated_to_again_while_its_set_up_runs() -> None:
+    # b's plan arrives after a's request, which b answers; a's IKE_AUTH is lost for 3 s,
+    # past b's initial-contact delay: b must not start a second IKE SA of its own.
+    fleet = Fleet("a", "b")
+    await fleet.start()
+    log = tapped(fleet)
+    await fleet.apply("a", node_plan("a", ["b"]))
+    until = fleet.clock.now() + 3.0
+
+    def lose_auth(d: Datagram) -> bool:
+        log.append(d)
+        return d.src[0] == SITES["a"][0] and d.data[18] == IKE_AUTH and fleet.clock.now() < until
+
+    fleet.net.drop = lose_auth
+    await fleet.apply("b", node_plan("b", ["a"]))
+    assert not fleet["a"].engine.sessions["b"].is_up
+    fleet.advance(10)
+    assert fleet["a"].engine.sessions["b"].is_up and fleet["b"].engine.sessions["a"].is_up
+    assert fleet["b"].events("initial_contact") == []
+    assert sa_init_requests(log, SITES["b"][0], SITES["a"][0]) == 0
+    assert [len(fleet[h].events("ike_up")) for h in "ab"] == [1, 1]
