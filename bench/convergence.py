@@ -12,7 +12,7 @@ lab name of its own, and always removes the lab. Prints one JSON line:
     {"hosts": 10, "seconds": ..., "apply_s": ..., "converge_s": ..., "network_s": ...,
      "agents_s": ..., "reachability_s": ..., "converged": true, "data_plane": true,
      "sas": 90, "sas_up": 90, "pairs": 90, "pairs_pass": 90,
-     "rss_mib_mean": ..., "rss_mib_max": ..., "idle_cpu_pct_mean": ...,
+     "rss_mib_mean": ..., "rss_mib_max": ..., "cpu_s_mean": ..., "idle_cpu_pct_mean": ...,
      "idle_cpu_pct_max": ..., "idle_s": 5.0}
 
 ``seconds`` is apply + converge: from the first ApplyPlan to the status poll that found
@@ -22,7 +22,9 @@ every peer of every agent up (polled every 0.25 s). ``sas`` counts one per host 
 ``lab up``'s progress lines go to stderr. Once the lab is up, each agent's resident
 memory (VmRSS of /proc/PID/status, in MiB) is read, and its CPU time (user + system,
 /proc/PID/stat) over a quiet window of ``--idle`` seconds in which nothing is asked of
-the agents, as a percentage of one core: the mean and the largest over the agents.
+the agents, as a percentage of one core: the mean and the largest over the agents;
+``cpu_s_mean`` is the CPU time an agent used from its start to that window (start-up,
+its plan, its SAs), the mean over the agents.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def agent_resources(lab_dir: Path, idle: float) -> dict[str, float]:
         return {}
     rss = [rss_mib(p) for p in pids]
     before = {p: cpu_seconds(p) for p in pids}
+    used = list(before.values())
     started = time.monotonic()
     time.sleep(idle)
     window = time.monotonic() - started
@@ -81,6 +84,7 @@ def agent_resources(lab_dir: Path, idle: float) -> dict[str, float]:
         "agents": len(pids),
         "rss_mib_mean": round(sum(rss) / len(rss), 1),
         "rss_mib_max": round(max(rss), 1),
+        "cpu_s_mean": round(sum(used) / len(used), 2),
         "idle_cpu_pct_mean": round(sum(cpu) / len(cpu), 2),
         "idle_cpu_pct_max": round(max(cpu), 2),
         "idle_s": round(window, 2),

@@ -28,6 +28,7 @@ from .. import operations, pki
 from ..inventory import Inventory, load_inventory
 from ..planner import NodePlan, build_plans
 from ..results import AggregateResult
+from ..rollout import RolloutOptions
 from ..state import StateDir
 from ..status import FleetStatus, HostStatus
 from . import external, netns, owner, reach, supervisor
@@ -49,6 +50,9 @@ AGENT_START_EACH = 1.0
 """More seconds per agent: they all start at once, each importing the agent (about 0.7 s
 of CPU), so 100 agents on a 2-core machine take about a minute to listen."""
 POLL = 0.25
+PUSH_OPTIONS = RolloutOptions(forks=50)
+"""Every agent at once (up to 50): an agent whose plan comes late leaves its peers'
+initiations waiting, and all agents share this machine's CPU anyway."""
 PUSH_RETRY = operations.PushRetry(attempts=5, first_delay=0.5, max_delay=4.0)
 """An agent that refused or missed its first ApplyPlan (busy starting, restarted by the
 supervisor) is asked again: 5 attempts over about 7.5 s."""
@@ -366,7 +370,7 @@ async def _build(
     mark = time.monotonic()
     fleet = lab_fleet(record)
     result = await operations.push_plans(
-        fleet, ctl, dry_run=False, retry=PUSH_RETRY, notice=progress
+        fleet, ctl, dry_run=False, options=PUSH_OPTIONS, retry=PUSH_RETRY, notice=progress
     )
     for r in result:
         progress(f"apply {r.host}: {r.outcome.value}" + (f" ({r.error})" if r.error else ""))
