@@ -53,6 +53,9 @@ POLL = 0.25
 PUSH_OPTIONS = RolloutOptions(forks=50)
 """Every agent at once (up to 50): an agent whose plan comes late leaves its peers'
 initiations waiting, and all agents share this machine's CPU anyway."""
+PUSH_TIMEOUT = 30.0
+"""Seconds an ApplyPlan may take: on a machine running 100 agents that set up thousands
+of SAs at once, an agent answers late (it does answer; asked again, it has the plan)."""
 PUSH_RETRY = operations.PushRetry(attempts=5, first_delay=0.5, max_delay=4.0)
 """An agent that refused or missed its first ApplyPlan (busy starting, restarted by the
 supervisor) is asked again: 5 attempts over about 7.5 s."""
@@ -370,7 +373,13 @@ async def _build(
     mark = time.monotonic()
     fleet = lab_fleet(record)
     result = await operations.push_plans(
-        fleet, ctl, dry_run=False, options=PUSH_OPTIONS, retry=PUSH_RETRY, notice=progress
+        fleet,
+        ctl,
+        dry_run=False,
+        options=PUSH_OPTIONS,
+        timeout=PUSH_TIMEOUT,
+        retry=PUSH_RETRY,
+        notice=progress,
     )
     for r in result:
         progress(f"apply {r.host}: {r.outcome.value}" + (f" ({r.error})" if r.error else ""))
