@@ -6,10 +6,11 @@ before any agent is contacted), then works on the hosts selected by ``--limit``.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,28 @@ def client_credentials(state: StateDir) -> pki.TlsCredentials:
     return dataclasses.replace(creds, revoked=pki.revoked_keys(state.root))
 
 
+@dataclass(frozen=True, slots=True)
+class PushRetry:
+    """How often ApplyPlan is tried again on the agents it failed on or did not reach,
+    with a back-off that doubles from ``first_delay`` up to ``max_delay``."""
+
+    attempts: int = 5
+    """In all, the first included."""
+    first_delay: float = 0.5
+    max_delay: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.first_delay < 0 or self.max_delay < self.first_delay:
+            raise ValueError(f"bad retry policy {self!r}: attempts >= 1, 0 <= first <= max")
+
+    def delays(self) -> list[float]:
+        """The wait before each attempt after the first."""
+        return [min(self.first_delay * 2**i, self.max_delay) for i in range(self.attempts - 1)]
+
+
+RETRIED = (Outcome.FAILED, Outcome.UNREACHABLE)
+
+
 async def push_plans(
     fleet: CompiledFleet,
     state: StateDir,
@@ -244,8 +267,15 @@ async def push_plans(
     options: RolloutOptions = DEFAULT_OPTIONS,
     progress: Callable[[HostResult], None] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    retry: PushRetry | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> AggregateResult:
-    """ApplyPlan on every selected agent (``dry_run``: only ask what would change)."""
+    """ApplyPlan on every selected agent (``dry_run``: only ask what would change).
+
+    With ``retry``, the agents that failed or could not be reached are asked again after
+    each back-off delay (``notice`` gets a line per host and attempt saying why); the
+    result holds each host's last answer, and a host that never succeeded says after how
+    many attempts."""
     creds = client_credentials(state)
     advanced: set[str] = set()  # agents that put the new plan in force (failed or not)
 
@@ -269,8 +299,38 @@ async def push_plans(
         return apply_result(host, answer, dry_run, time.monotonic() - started)
 
     result = await run_rollout(fleet.selected, one, options, progress)
+    if retry is not None:
+        result = await _retry_pushes(result, one, options, progress, retry, notice)
     if not dry_run and advanced:
         state.record_generation(state.current_generation() + 1)
+    return result
+
+
+async def _retry_pushes(
+    result: AggregateResult,
+    one: Callable[[str], Awaitable[HostResult]],
+    options: RolloutOptions,
+    progress: Callable[[HostResult], None] | None,
+    retry: PushRetry,
+    notice: Callable[[str], None] | None,
+) -> AggregateResult:
+    delays = retry.delays()
+    for attempt, delay in enumerate(delays, start=2):
+        again = [r for r in result if r.outcome in RETRIED]
+        if not again or result.aborted:
+            break
+        for r in again:
+            if notice is not None:
+                notice(
+                    f"apply {r.host}: {r.outcome.value} ({r.error or 'no reason given'}); "
+                    f"attempt {attempt} of {retry.attempts} in {delay:g} s"
+                )
+        await asyncio.sleep(delay)
+        retried = await run_rollout([r.host for r in again], one, options, progress)
+        result.extend(retried)
+    if retry.attempts > 1:
+        for r in [r for r in result if r.outcome in RETRIED]:
+            result.add(dataclasses.replace(r, error=f"{r.error} (after {retry.attempts} attempts)"))
     return result
 
 

@@ -63,7 +63,7 @@ from ..sink import (
 from . import translate
 from .clock import LoopScheduler, Scheduler, TimerHandle
 from .forwarding import HostForwarding
-from .incoming import IncomingDispatch, UnmatchedSources
+from .incoming import EarlyRequests, IncomingDispatch, UnmatchedSources
 from .keylog import KeyLog
 from .kill_switch import KillSwitch
 from .peers import same_tunnel
@@ -168,6 +168,7 @@ class Engine(IncomingDispatch):
             "ike_malformed": 0,
             "ike_unknown_spi": 0,
             "ike_no_peer": 0,
+            "ike_early_answered": 0,
             "ike_refused": 0,
             "cookies_sent": 0,
         }
@@ -178,6 +179,8 @@ class Engine(IncomingDispatch):
         self.untrusted_log = LogLimiter()
         """Bounds the log lines about IKE nobody authenticated (strangers can repeat it)."""
         self.unmatched = UnmatchedSources(wall_clock)
+        self.early = EarlyRequests()
+        """IKE_SA_INIT requests that matched no peer, kept a few seconds for the next plan."""
         self.dp: DataPlane | None = None
         self.endpoint: DatagramEndpoint | None = None
         self._live = False
@@ -294,6 +297,7 @@ class Engine(IncomingDispatch):
                     continue  # only our own timers changed: nothing to re-negotiate
             self._add_or_change_peer(plan, peer, session, first)
         self._rebuild_address_map()
+        self._answer_early()
         # IKE unsendable to an address no peer has any more is no one's problem now.
         sending = [p for p in self.board.of(ProblemKind.SOCKET) if self._has_peer_at(p.subject)]
         self.board.replace({ProblemKind.SOCKET}, sending, self._wall())
@@ -316,8 +320,12 @@ class Engine(IncomingDispatch):
         return sum(1 for s in self.sessions.values() if s.is_up)
 
     def ike_counters(self) -> dict[str, int]:
-        """The whole-agent IKE counters by outcome: "malformed", "no_peer" …."""
-        return {name.removeprefix("ike_"): n for name, n in self.counters.items()}
+        """The whole-agent IKE counters by outcome: "malformed", "no_peer" …; of the
+        requests that matched no peer when they came, "early_answered" were answered once
+        a plan had their peer and "early_dropped" were let go."""
+        counters = {name.removeprefix("ike_"): n for name, n in self.counters.items()}
+        counters["early_dropped"] = self.early.dropped
+        return counters
 
     def admission(self) -> AdmissionReport:
         table = self.half_open
@@ -401,6 +409,10 @@ class Engine(IncomingDispatch):
     def _initial_contact(self, session: PeerSession) -> None:
         session.retry_timer = None
         if self.sessions.get(session.name) is not session or self.stopped or session.held_down:
+            return
+        if any(not sa.is_closed for sa in self._sas_of(session)):
+            # The peer's own set-up is under way (we answered its IKE_SA_INIT): it does
+            # what initial contact would, and a second IKE SA would only be a duplicate.
             return
         if session.ike is None or session.ike.is_closed:
             self._publish("initial_contact", session.name, "no IKE SA since start: initiating")

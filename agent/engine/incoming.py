@@ -7,15 +7,19 @@ SPI goes through the responder gate of the plan peer its source address belongs 
 A request no peer's address claims goes to the peer with no fixed address (plan
 ``dynamic_address``), whose IKE_AUTH then checks the identity, or from any other address
 to the one responder-side peer the plan has behind a NAT; what matches no peer is
-dropped and counted, with its latest sources, in the agent's status.
+counted, with its latest sources, in the agent's status, and kept a few seconds
+(:class:`EarlyRequests`): when a plan put in force in that time has a peer at its source,
+it goes through that peer's responder gate at once, so an initiator whose plan came
+before ours gets its answer without waiting for its retransmission.
 Traffic for a trap policy starts its peer; a child SA's volume limit starts its rekey.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ..esp.sa import RekeyRequested, SaExpired
 from ..esp.sad import SadEvent
@@ -59,6 +63,100 @@ class UnmatchedSources:
         return UnmatchedReport(count, recent)
 
 
+EARLY_PER_SOURCE = 4
+"""Requests kept from one IP address while no peer of the plan matches it (the newest)."""
+EARLY_TOTAL = 256
+"""Requests kept in all (the newest)."""
+EARLY_BYTES = 256 * 1024
+"""Their datagrams' bytes in all."""
+EARLY_MAX_AGE = 16.0
+"""Seconds a request is kept. Initiators retransmit with a back-off (RFC 7296 section
+2.1; ours after 2, 6, 14 and 30 s, 2 to 16 s apart) and a retransmission is kept afresh,
+so while the initiator still waits a plan arriving finds its request to answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyRequest:
+    """An IKE_SA_INIT request kept until a plan may have its peer."""
+
+    data: bytes
+    addr: Address
+    local_port: int
+    at: float
+    """When it arrived (the engine's clock)."""
+
+
+class EarlyRequests:
+    """IKE_SA_INIT requests that matched no peer of the plan in force, kept for
+    :data:`EARLY_MAX_AGE` seconds: in a roll-out a peer's plan (and its initiation) often
+    comes before ours. Anyone may send them, so what is kept is bounded by source, by
+    count and by bytes, the oldest going first; a retransmission (same source and SPIi)
+    takes the place of the request it repeats. ``dropped`` counts the requests let go
+    unanswered (too old, over a bound, or still matching no peer of the next plan)."""
+
+    def __init__(
+        self,
+        per_source: int = EARLY_PER_SOURCE,
+        total: int = EARLY_TOTAL,
+        max_bytes: int = EARLY_BYTES,
+        max_age: float = EARLY_MAX_AGE,
+    ) -> None:
+        self._per_source = per_source
+        self._total = total
+        self._max_bytes = max_bytes
+        self._max_age = max_age
+        self._kept: OrderedDict[tuple[Address, bytes], EarlyRequest] = OrderedDict()
+        self._sources: Counter[str] = Counter()
+        self.bytes = 0
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def keep(self, request: EarlyRequest) -> None:
+        self._expire(request.at)
+        if len(request.data) > self._max_bytes:
+            self.dropped += 1
+            return
+        key = (request.addr, request.data[0:8])
+        if key in self._kept:
+            self._remove(key)  # the retransmission replaces it; nothing is lost
+        elif self._sources[request.addr[0]] >= self._per_source:
+            oldest = next(k for k in self._kept if k[0][0] == request.addr[0])
+            self._remove(oldest)
+            self.dropped += 1
+        self._kept[key] = request
+        self._sources[request.addr[0]] += 1
+        self.bytes += len(request.data)
+        while len(self._kept) > self._total or self.bytes > self._max_bytes:
+            self._remove(next(iter(self._kept)))
+            self.dropped += 1
+
+    def take(self, now: float) -> list[EarlyRequest]:
+        """Every request still young enough, oldest first; none is kept any more."""
+        self._expire(now)
+        taken = list(self._kept.values())
+        self._kept.clear()
+        self._sources.clear()
+        self.bytes = 0
+        return taken
+
+    def _expire(self, now: float) -> None:
+        while self._kept:
+            key, oldest = next(iter(self._kept.items()))
+            if now - oldest.at < self._max_age:
+                return
+            self._remove(key)
+            self.dropped += 1
+
+    def _remove(self, key: tuple[Address, bytes]) -> None:
+        request = self._kept.pop(key)
+        self.bytes -= len(request.data)
+        self._sources[request.addr[0]] -= 1
+        if not self._sources[request.addr[0]]:
+            del self._sources[request.addr[0]]
+
+
 class IncomingDispatch(PeerChanges):
     """IKE datagrams routed to their IKE SA or responder gate, and the data plane's
     acquires and SA events; :class:`~.engine.Engine` provides the state and the I/O
@@ -66,6 +164,7 @@ class IncomingDispatch(PeerChanges):
 
     counters: dict[str, int]
     unmatched: UnmatchedSources
+    early: EarlyRequests
     endpoint: DatagramEndpoint | None
     _by_spi: dict[bytes, IkeSa]
     _by_address: dict[str, list[str]]
@@ -112,12 +211,8 @@ class IncomingDispatch(PeerChanges):
         sa.receive_datagram(data, addr, self.now(), self._wall())
         self._service(sa)
 
-    def _new_responder(self, data: bytes, addr: Address, local_port: int) -> None:
-        try:
-            parse_message(data)
-        except IkeError:
-            self.counters["ike_malformed"] += 1
-            return
+    def _responder_names(self, addr: Address) -> list[str]:
+        """The plan peers an IKE_SA_INIT from ``addr`` may be for, the likeliest first."""
         names = self._by_address.get(addr[0], [])
         if not names:
             # No peer has this address: the peer with none (it has a dynamic address, or
@@ -135,13 +230,31 @@ class IncomingDispatch(PeerChanges):
                 if not s.peer.initiator and s.peer.nat.remote_behind_nat
             ]
             if len(names) != 1:
-                self.counters["ike_no_peer"] += 1
-                self.unmatched.record(addr)
-                left_out = self.untrusted_log.admit("no-peer", self.now())
-                if left_out is not None:
-                    more = f" ({left_out} more since)" if left_out else ""
-                    log.info("IKE_SA_INIT from %s:%d matches no peer of the plan%s", *addr, more)
-                return
+                return []
+        return names
+
+    def _new_responder(self, data: bytes, addr: Address, local_port: int) -> None:
+        try:
+            parse_message(data)
+        except IkeError:
+            self.counters["ike_malformed"] += 1
+            return
+        names = self._responder_names(addr)
+        if not names:
+            self.counters["ike_no_peer"] += 1
+            self.unmatched.record(addr)
+            self.early.keep(EarlyRequest(data, addr, local_port, self.now()))
+            left_out = self.untrusted_log.admit("no-peer", self.now())
+            if left_out is not None:
+                more = f" ({left_out} more since)" if left_out else ""
+                log.info(
+                    "IKE_SA_INIT from %s:%d matches no peer of the plan%s; kept %g s for a "
+                    "plan that has its peer",
+                    *addr,
+                    more,
+                    EARLY_MAX_AGE,
+                )
+            return
         session = self.sessions[names[0]]
         gate = self._gates.get(session.name)
         if gate is None:
@@ -161,6 +274,18 @@ class IncomingDispatch(PeerChanges):
         if decision.new:
             self._adopt(sa, session)
         self._service(sa)
+
+    def _answer_early(self) -> None:
+        """Feed the kept IKE_SA_INIT requests whose source the plan now has a peer for
+        through that peer's responder gate (the reply goes to the original request, and
+        its retransmissions then meet the cached reply, RFC 7296 section 2.1); let the
+        others go, counted."""
+        for request in self.early.take(self.now()):
+            if self._responder_names(request.addr):
+                self.counters["ike_early_answered"] += 1
+                self._on_ike(request.data, request.addr, request.local_port)
+            else:
+                self.early.dropped += 1
 
     def _on_acquire(self, acquire: Acquire) -> None:
         session = self.sessions.get(acquire.policy)

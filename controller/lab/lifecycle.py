@@ -28,8 +28,9 @@ from .. import operations, pki
 from ..inventory import Inventory, load_inventory
 from ..planner import NodePlan, build_plans
 from ..results import AggregateResult
+from ..rollout import RolloutOptions
 from ..state import StateDir
-from ..status import FleetStatus
+from ..status import FleetStatus, HostStatus
 from . import external, netns, owner, reach, supervisor
 from .layout import (
     LabError,
@@ -45,7 +46,19 @@ Progress = Callable[[str], None]
 DEFAULT_NAME = "lab"
 DEFAULT_TIMEOUT = 60.0
 AGENT_START_TIMEOUT = 30.0
+AGENT_START_EACH = 1.0
+"""More seconds per agent: they all start at once, each importing the agent (about 0.7 s
+of CPU), so 100 agents on a 2-core machine take about a minute to listen."""
 POLL = 0.25
+PUSH_OPTIONS = RolloutOptions(forks=50)
+"""Every agent at once (up to 50): an agent whose plan comes late leaves its peers'
+initiations waiting, and all agents share this machine's CPU anyway."""
+PUSH_TIMEOUT = 30.0
+"""Seconds an ApplyPlan may take: on a machine running 100 agents that set up thousands
+of SAs at once, an agent answers late (it does answer; asked again, it has the plan)."""
+PUSH_RETRY = operations.PushRetry(attempts=5, first_delay=0.5, max_delay=4.0)
+"""An agent that refused or missed its first ApplyPlan (busy starting, restarted by the
+supervisor) is asked again: 5 attempts over about 7.5 s."""
 LAB_METRICS = "127.0.0.1:9477"
 # With `lab up --keylog`: each agent's key log, in its directory (agents/<host>/).
 KEYLOG_FILE = "keys.log"
@@ -228,24 +241,36 @@ def lab_fleet(record: LabRecord) -> operations.CompiledFleet:
     return operations.compile_fleet(Path(record.data["inventory"]), record.controller_state)
 
 
+def host_converged(h: HostStatus) -> bool:
+    """The agent runs the desired plan and, where it has a data plane, all peers are up."""
+    if not h.in_sync or h.observed is None:
+        return False
+    return not h.observed.data_plane or h.observed.peers_up >= h.observed.peers_total
+
+
 def converged(status: FleetStatus) -> bool:
     """Every agent runs the desired plan and, where it has a data plane, all peers are up."""
-    for h in status.hosts:
-        if not h.in_sync or h.observed is None:
-            return False
-        if h.observed.data_plane and h.observed.peers_up < h.observed.peers_total:
-            return False
-    return True
+    return all(host_converged(h) for h in status.hosts)
 
 
 async def _converge(
     fleet: operations.CompiledFleet, state: StateDir, timeout: float, progress: Progress
 ) -> tuple[FleetStatus, bool]:
+    """Poll until every agent has converged. Only the agents not there yet are asked
+    again (a status of every SA costs each agent and the controller more as the mesh
+    grows); once none is left, every agent is asked once more to confirm."""
     deadline = time.monotonic() + timeout
     last = ""
+    latest: dict[str, HostStatus] = {}
+    pending = list(fleet.selected)
     while True:
-        status = await operations.fleet_status(fleet, state, timeout=2.0)
-        done = converged(status)
+        confirming = not pending
+        asked = fleet if confirming else fleet.subset(pending)
+        polled = await operations.fleet_status(asked, state, timeout=2.0)
+        latest.update((h.host, h) for h in polled.hosts)
+        status = FleetStatus([latest[h] for h in fleet.selected])
+        pending = [h.host for h in status.hosts if not host_converged(h)]
+        done = confirming and not pending
         in_sync = sum(h.in_sync for h in status.hosts)
         up = sum(h.observed.peers_up for h in status.hosts if h.observed)
         total = sum(h.observed.peers_total for h in status.hosts if h.observed)
@@ -253,9 +278,10 @@ async def _converge(
         if line != last:
             progress(line)
             last = line
-        if done or time.monotonic() >= deadline:
+        if done or (pending and time.monotonic() >= deadline):
             return status, done
-        await asyncio.sleep(POLL)
+        if pending:
+            await asyncio.sleep(POLL)
 
 
 async def up(
@@ -308,6 +334,10 @@ async def _build(
         mark = time.monotonic()
         external.build(record, layout, progress)
         seconds["external_peers"] = time.monotonic() - mark
+    mark = time.monotonic()
+    pinned = netns.pin_neighbours(layout)
+    seconds["neighbours"] = time.monotonic() - mark
+    progress(f"{pinned} permanent neighbour entries on the bridge's links")
 
     mark = time.monotonic()
     ctl = record.controller_state
@@ -334,13 +364,23 @@ async def _build(
     pid = supervisor.start_detached(record.path)
     record.set(supervisor_pid=pid)
     progress(f"supervisor {pid} starting {len(agents)} agents")
-    _wait_listening(record, list(layout.hosts), AGENT_START_TIMEOUT)
+    _wait_listening(
+        record, list(layout.hosts), AGENT_START_TIMEOUT + AGENT_START_EACH * len(layout.hosts)
+    )
     seconds["agents"] = time.monotonic() - mark
     progress(f"agents listening ({seconds['agents']:.1f}s)")
 
     mark = time.monotonic()
     fleet = lab_fleet(record)
-    result = await operations.push_plans(fleet, ctl, dry_run=False)
+    result = await operations.push_plans(
+        fleet,
+        ctl,
+        dry_run=False,
+        options=PUSH_OPTIONS,
+        timeout=PUSH_TIMEOUT,
+        retry=PUSH_RETRY,
+        notice=progress,
+    )
     for r in result:
         progress(f"apply {r.host}: {r.outcome.value}" + (f" ({r.error})" if r.error else ""))
     seconds["apply"] = time.monotonic() - mark

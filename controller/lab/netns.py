@@ -5,17 +5,27 @@ name … netns OTHER``), so their names only need to be unique per namespace and
 short (eth0, site0, h3, r1); the one link in the root namespace is ``vf-<key>``, at most
 15 characters (IFNAMSIZ) because lab keys are at most 12. It carries the management
 subnet only: the underlay stays inside the lab.
+
+Every namespace shares the kernel's neighbour tables, whose garbage-collection limits
+(``gc_thresh3``, 1,024 entries by default) are set for the whole machine only: a mesh of
+N hosts on one bridge needs about N(N-1) + 2N entries, so past ~30 hosts resolution
+fails ("neighbor table overflow"). Permanent entries are exempt from those limits
+(``neigh_alloc`` counts only what the collector may reclaim), so the lab pins every
+neighbour on the bridge (:func:`pin_neighbours`) instead of changing sysctls of the
+machine; the entries go with the interfaces, when the lab is removed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from .layout import HostLayout, LabError, LabLayout
 from .record import LabRecord
@@ -221,11 +231,83 @@ def build_network(
         )
     count = 0
     for netns_name, routes in cleartext_routes(layout).items():
-        for network, via in routes:
-            ip("route", "add", network, "via", via, netns=netns_name)
-            count += 1
+        # One `ip -batch` per namespace: a mesh of N hosts has N(N-1) such routes.
+        lines = "".join(f"route add {network} via {via}\n" for network, via in routes)
+        if lines:
+            run(["ip", "-n", netns_name, "-batch", "-"], stdin=lines)
+            count += len(routes)
     if count:
         progress(f"{count} cleartext routes between the sites (for SPD bypass traffic)")
+
+
+# ---------------------------------------------------------------- neighbours
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeEnd:
+    """An interface on the lab's bridge and the addresses it answers for."""
+
+    netns: str | None  # None: this machine's own namespace (the controller's link)
+    dev: str
+    underlay: tuple[str, ...]  # where IKE and ESP go
+    mgmt: tuple[str, ...]  # where the controller reaches an agent, or the controller
+
+
+def bridge_ends(layout: LabLayout) -> list[BridgeEnd]:
+    """Every interface attached to the lab's bridge: the controller's link, each host's
+    eth0 (its NAT router's wan, behind a NAT) and each external peer's eth0."""
+    ends = [BridgeEnd(None, layout.root_link, (), (layout.mgmt_address,))]
+    for h in layout.hosts.values():
+        if h.router is not None:
+            ends.append(BridgeEnd(h.router.netns, "wan", (h.address,), (h.mgmt_address,)))
+        else:
+            ends.append(BridgeEnd(h.netns, "eth0", (h.local_address,), (h.mgmt_address,)))
+    for x in layout.externals.values():
+        ends.append(BridgeEnd(x.netns, "eth0", (x.address,), ()))
+    return ends
+
+
+def neighbour_entries(
+    ends: Iterable[BridgeEnd], macs: dict[tuple[str | None, str], str]
+) -> dict[BridgeEnd, list[tuple[str, str]]]:
+    """Per bridge end, the (address, link-layer address) of each neighbour it talks to:
+    the underlay among the hosts and external peers, the management subnet between the
+    controller and each agent (the agents do not talk to each other there)."""
+    ends = list(ends)
+    out: dict[BridgeEnd, list[tuple[str, str]]] = {}
+    for end in ends:
+        entries: list[tuple[str, str]] = []
+        for other in ends:
+            if other is end:
+                continue
+            mac = macs[(other.netns, other.dev)]
+            if end.underlay:
+                entries += [(a, mac) for a in other.underlay]
+            if end.mgmt and (end.netns is None or other.netns is None):
+                entries += [(a, mac) for a in other.mgmt]
+        out[end] = entries
+    return out
+
+
+def link_address(netns: str | None, dev: str) -> str:
+    (link,) = json.loads(ip("-j", "link", "show", "dev", dev, netns=netns))
+    return str(link["address"])
+
+
+def pin_neighbours(layout: LabLayout) -> int:
+    """Permanent neighbour entries on every bridge end for every neighbour it talks to
+    (see the module's docstring); returns how many were made."""
+    ends = bridge_ends(layout)
+    macs = {(e.netns, e.dev): link_address(e.netns, e.dev) for e in ends}
+    count = 0
+    for end, entries in neighbour_entries(ends, macs).items():
+        lines = "".join(
+            f"neigh replace {a} lladdr {mac} dev {end.dev} nud permanent\n" for a, mac in entries
+        )
+        if lines:
+            run(["ip", *(("-n", end.netns) if end.netns else ()), "-batch", "-"], stdin=lines)
+            count += len(entries)
+    return count
 
 
 # ---------------------------------------------------------------- teardown

@@ -104,6 +104,38 @@ def test_host_namespace_has_underlay_management_and_site(mesh: MeshLab) -> None:
     assert "default" not in mesh.lab.exec("a2", "ip", "route").stdout
 
 
+def neighbours(argv: list[str]) -> dict[str, tuple[str, list[str]]]:
+    """address -> (link-layer address, states) of ``ip -j neigh show ...``."""
+    res = subprocess.run(argv, capture_output=True, text=True, check=True)
+    return {n["dst"]: (n.get("lladdr", ""), n["state"]) for n in json.loads(res.stdout)}
+
+
+def mac_of(netns: str | None, dev: str) -> str:
+    where = ["-n", netns] if netns else []
+    res = subprocess.run(
+        ["ip", *where, "-j", "link", "show", "dev", dev], capture_output=True, text=True, check=True
+    )
+    return str(json.loads(res.stdout)[0]["address"])
+
+
+def test_bridge_neighbours_are_permanent(mesh: MeshLab) -> None:
+    # The kernel's neighbour table is shared by every namespace and its limits are the
+    # machine's: the lab pins its neighbours, which those limits do not count.
+    layout = json.loads((mesh.lab.lab_dir / "lab.json").read_text())["layout"]
+    hosts = layout["hosts"]
+    macs = {h: mac_of(x["netns"], "eth0") for h, x in hosts.items()}
+    controller = mac_of(None, layout["root_link"])
+    for host, x in hosts.items():
+        # IPv4: the underlay and management addresses (the IPv6 link-local entries the
+        # kernel makes from router solicitations are not the lab's and may be collected).
+        found = neighbours(["ip", "-4", "-n", x["netns"], "-j", "neigh", "show", "dev", "eth0"])
+        expected = {o["address"]: (macs[h], ["PERMANENT"]) for h, o in hosts.items() if h != host}
+        expected[layout["mgmt_address"]] = (controller, ["PERMANENT"])
+        assert found == expected, host
+    on_root_link = neighbours(["ip", "-4", "-j", "neigh", "show", "dev", layout["root_link"]])
+    assert on_root_link == {x["mgmt_address"]: (macs[h], ["PERMANENT"]) for h, x in hosts.items()}
+
+
 def test_exec_passes_the_exit_code_through(mesh: MeshLab) -> None:
     assert mesh.lab.exec("a1", "sh", "-c", "exit 7").returncode == 7
     assert mesh.lab.exec("a1", "true").returncode == 0

@@ -151,7 +151,8 @@ class Fleet:
         for host in hosts:
             peers = [h for h in hosts if h != host]
             await self.apply(host, node_plan(host, peers, edit=edits.get(host)))
-        # Initiations that reached a peer before its plan did are retransmitted after 1 s.
+        # Initiations that reached a peer before its plan did are answered when it comes;
+        # the rest of the set-up (and any retransmission) runs on fake time.
         self.advance(2)
 
     def pump(self) -> None:
