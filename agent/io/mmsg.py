@@ -6,8 +6,9 @@ a bytes object, an address tuple and a string per datagram. :class:`RecvBatch` f
 to ``count`` preallocated slots in one call and hands back each datagram as bytes with
 its raw ``sockaddr``; :class:`SendBatch` copies a run of ESP packets for one peer into
 its slots and sends them in one call (the raw ESP socket has no UDP GSO, so this is its
-batch). Slots are 64 KiB, the largest IP datagram, so nothing is ever truncated; they
-live in an anonymous mapping, so only the pages datagrams were written to are resident.
+batch). Slots are 64 KiB, room for the largest IP datagram, so nothing is ever
+truncated; they live in an anonymous mapping, so only the pages datagrams were written
+to are resident (a few hundred KiB for full-size ESP, not the 4 MiB mapped).
 
 The memory layout of ``struct mmsghdr`` / ``msghdr`` / ``iovec`` comes from ctypes
 structures (the C ABI of this machine); the per-call fields (``msg_len``,
@@ -25,8 +26,9 @@ import socket
 import struct
 
 MSG_DONTWAIT = 0x40
-SLOT_BYTES = 65535
-"""Largest IPv4 datagram (RFC 791 total length), also bounds a UDP payload."""
+SLOT_BYTES = 1 << 16
+"""Room for the largest IPv4 datagram (RFC 791's total length is 16 bits), which also
+bounds a UDP payload; a power of two, so a datagram of up to a page touches one page."""
 SOCKADDR_BYTES = 28
 """sizeof(struct sockaddr_in6), which also holds a sockaddr_in."""
 

@@ -102,7 +102,7 @@ def metrics_url(lab: Lab, host: str) -> str:
 def scrape(lab: Lab, host: str) -> str:
     fetch = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())"
     ns, url = lab.namespaces[host], metrics_url(lab, host)
-    return finished(in_netns(ns, fetch, url + "/metrics"), timeout=20)
+    return finished(in_netns(ns, fetch, url), timeout=20)
 
 
 @pytest.mark.parametrize("force_encap", [False, True], ids=["raw-esp", "udp-4500"])
