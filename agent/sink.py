@@ -134,6 +134,9 @@ class DropReason(enum.Enum):
     SHORT = "short"
     MALFORMED = "malformed"
     REJECTED = "rejected"
+    RECEIVE_BUFFER_FULL = "receive_buffer_full"
+    """The kernel dropped the datagram at the socket before the agent read it (its
+    receive buffer was full): the data plane is not keeping up."""
 
 
 @dataclass(frozen=True, slots=True)

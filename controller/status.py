@@ -68,6 +68,7 @@ class DropReason(enum.Enum):
     SHORT = "short"
     MALFORMED = "malformed"
     REJECTED = "rejected"
+    RECEIVE_BUFFER_FULL = "receive_buffer_full"
 
 
 class CertificateKind(enum.Enum):

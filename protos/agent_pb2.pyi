@@ -312,6 +312,7 @@ class DropCount(_message.Message):
         SHORT: _ClassVar[DropCount.Reason]
         MALFORMED: _ClassVar[DropCount.Reason]
         REJECTED: _ClassVar[DropCount.Reason]
+        RECEIVE_BUFFER_FULL: _ClassVar[DropCount.Reason]
     REASON_UNSPECIFIED: DropCount.Reason
     TRUNCATED: DropCount.Reason
     UNKNOWN_SPI: DropCount.Reason
@@ -327,6 +328,7 @@ class DropCount(_message.Message):
     SHORT: DropCount.Reason
     MALFORMED: DropCount.Reason
     REJECTED: DropCount.Reason
+    RECEIVE_BUFFER_FULL: DropCount.Reason
     LAYER_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]

@@ -86,6 +86,8 @@ class RawEspChannel(RawEspSender, Protocol):
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None: ...
 
+    def kernel_drops(self) -> int | None: ...
+
     def close(self) -> None: ...
 
 
@@ -350,17 +352,21 @@ class Engine(IncomingDispatch):
 
     def drops(self) -> tuple[DropCount, ...]:
         """Input dropped before an SA's payload, each counted in one place: the SAD, the
-        sockets' demultiplexing, and established IKE SAs (forged or replayed messages)."""
+        sockets' demultiplexing, the kernel at the sockets (receive buffer full), and
+        established IKE SAs (forged or replayed messages)."""
         out: list[DropCount] = []
         if self.dp is not None:
             for reason, n in sorted(self.dp.stats().inbound_drops.items()):
                 out.append(DropCount(DropLayer.ESP, DropReason(reason), n))
-        sockets: list[tuple[DropLayer, UdpCounters | RawEspCounters]] = []
+        sockets: list[tuple[DropLayer, UdpCounters | RawEspCounters, int | None]] = []
         if self.endpoint is not None:
-            sockets.append((DropLayer.UDP, self.endpoint.counters))
+            endpoint = self.endpoint
+            sockets.append((DropLayer.UDP, endpoint.counters, endpoint.kernel_drops()))
         if self.raw is not None:
-            sockets.append((DropLayer.RAW_ESP, self.raw.counters))
-        for layer, counters in sockets:
+            sockets.append((DropLayer.RAW_ESP, self.raw.counters, self.raw.kernel_drops()))
+        for layer, counters, overflowed in sockets:
+            if overflowed is not None:
+                out.append(DropCount(layer, DropReason.RECEIVE_BUFFER_FULL, overflowed))
             out.append(DropCount(layer, DropReason.SHORT, counters.rx_short))
             out.append(DropCount(layer, DropReason.MALFORMED, counters.rx_malformed))
         rejected = self._closed_sa_drops + sum(sa.dropped for sa in self._owner)

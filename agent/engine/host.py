@@ -26,7 +26,7 @@ from ..io.nftables import NftError, NftTable, list_ruleset
 from ..io.rawesp import RawEspHandler, RawEspSocket
 from ..io.routes import RouteError, Routing
 from ..io.sysctl import Sysctl
-from ..io.tun import LinuxTun
+from ..io.tun_offload import OffloadTun
 from ..io.udp import DatagramEndpoint, EspHandler, IkeHandler, UdpEndpoint, UdpError
 from ..sink import EventHub
 from .engine import Engine
@@ -49,8 +49,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TUN_NAME = "vpnfleet0"
 NETNS_DIR = "/run/netns"
-SOCKET_BUFFER_BYTES = 4 << 20
-"""Kernel socket buffers large enough to absorb bursts while the loop is busy."""
 DEFAULT_OWN_MARK = 0x1045
 """Firewall mark (SO_MARK) on the agent's UDP and raw ESP sockets: policy routing sends
 these datagrams by the main table, never into the TUN (transport mode, see Engine), and
@@ -152,10 +150,13 @@ def source_address(remote: str) -> str | None:
 
 
 class HostEngine:
-    """``async with HostEngine(events) as engine``: the engine with a LinuxTun, a
+    """``async with HostEngine(events) as engine``: the engine with a TUN device, a
     UdpEndpoint on ``listen`` (all addresses by default), ports 500/4500, and a raw ESP
     socket, all carrying ``own_mark``, netlink routes in ``tunnel_table`` and the kill
-    switch (:mod:`.kill_switch`). On exit the sockets and
+    switch (:mod:`.kill_switch`). The TUN device is the offloading one
+    (``tun_offload.OffloadTun``: decrypted TCP segments reach the kernel joined, one
+    pass of its receive path per run), and the sockets have buffers sized for line rate
+    (``socket_buffers``) and batch their reads and sends (``mmsg``). On exit the sockets and
     the TUN device are released (the device's routes disappear with it); the
     policy-routing rules, the tunnel table's fallbacks and the kill switch stay, so
     that protected traffic stays in while no agent runs (see :func:`decommission`)."""
@@ -190,7 +191,7 @@ class HostEngine:
         self.natt_port = natt_port
         self.engine: Engine | None = None
         self._routing: Routing | None = None
-        self._tun: LinuxTun | None = None
+        self._tun: OffloadTun | None = None
 
     def _raw_esp(self, on_esp: RawEspHandler) -> RawEspSocket:
         return RawEspSocket(on_esp, host=self.listen, mark=self.own_mark)
@@ -203,7 +204,6 @@ class HostEngine:
                 host=self.listen,
                 ike_port=self.ike_port,
                 natt_port=self.natt_port,
-                buffer_bytes=SOCKET_BUFFER_BYTES,
                 mark=self.own_mark,
             )
         except UdpError as exc:
@@ -218,7 +218,7 @@ class HostEngine:
 
     async def __aenter__(self) -> Engine:
         try:
-            self._tun = LinuxTun(self.tun_name)
+            self._tun = OffloadTun(self.tun_name)
             self._routing = Routing()
             await self._routing.__aenter__()
             await check_host(self._routing, self.tunnel_table, self.own_mark, self._tun.name)

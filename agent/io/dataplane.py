@@ -30,7 +30,8 @@ and TCP), so the design cuts system calls and kernel passes, not only Python wor
   path (``parse_ip_packet`` and ``Spd.lookup``) and fills the cache.
 * ESP packets of one route and one size leave in one UDP GSO send (``UDP_SEGMENT``,
   ``UdpEndpoint.send_esp_batch``): the kernel routes and builds headers once per up to
-  64 datagrams and splits them late.
+  64 datagrams and splits them late. Over raw ESP the same run leaves in one
+  ``sendmmsg`` (``RawEspSocket.send_esp_batch``); both sockets read with ``recvmmsg``.
 * Decrypted packets of one socket read batch go to the TUN together; with
   ``tun_offload.OffloadTun`` in-order TCP segments of one flow are joined into one
   GSO packet, so the kernel's TCP receive path runs once per run of segments.
@@ -86,6 +87,9 @@ class RawEspSender(Protocol):
     """What the data plane needs from a raw ESP socket (``rawesp.RawEspSocket``)."""
 
     def send_esp(self, data: bytes, addr: str) -> None: ...
+
+    def send_esp_batch(self, packets: list[bytes], addr: str) -> None:
+        """Send several ESP packets to one peer (in one system call where it can)."""
 
 
 SaEventHandler = Callable[[str, SadEvent], None]
@@ -337,6 +341,8 @@ class DataPlane(ChildSaInstall, OutboundPath, InboundPath):
             route.send = self._no_socket if self._endpoint is None else self._endpoint.send_esp
         if route.encap_kind is Encap.UDP and self._endpoint is not None:
             route.send_batch = self._endpoint.send_esp_batch
+        elif route.encap_kind is Encap.RAW and self._raw is not None:
+            route.send_batch = self._raw.send_esp_batch
         else:
             send = route.send
 

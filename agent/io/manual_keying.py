@@ -35,14 +35,13 @@ from .dataplane import DataPlane
 from .dataplane_model import Encap
 from .rawesp import RawEspSocket
 from .routes import Routing
+from .socket_buffers import SOCKET_BUFFER_BYTES
 from .tun import LinuxTun
 from .tun_offload import OffloadTun
 from .tunnel_mtu import AEAD_GCM16, CBC_SHA256, tunnel_mtu
 from .udp import NATT_PORT, UdpEndpoint
 
 POLICY = "manual"
-DEFAULT_BUFFER_BYTES = 8 << 20
-"""Socket buffers large enough to ride out a burst while the loop handles the TUN."""
 
 
 def sa_params(spec: dict[str, Any], src: str, dst: str, what: str) -> SaParams:
@@ -71,6 +70,7 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
     outbound = sa_params(config["outbound"], local, peer, "outbound")
     overhead = AEAD_GCM16 if outbound.encryption.is_aead else CBC_SHA256
     mtu = int(config.get("mtu") or tunnel_mtu(1500, overhead, udp_encap=encap is Encap.UDP))
+    buffer_bytes = int(config.get("buffer_bytes", SOCKET_BUFFER_BYTES))
     tun: LinuxTun | OffloadTun
     if config.get("offload", True):
         tun = OffloadTun(config["tun"], mtu=mtu)
@@ -87,9 +87,13 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
         host=local,
         ike_port=None,
         natt_port=port,
-        buffer_bytes=int(config.get("buffer_bytes", DEFAULT_BUFFER_BYTES)),
+        buffer_bytes=buffer_bytes,
     )
-    raw = RawEspSocket(data_plane.receive_raw_esp, host=local) if encap is Encap.RAW else None
+    raw = (
+        RawEspSocket(data_plane.receive_raw_esp, host=local, buffer_bytes=buffer_bytes)
+        if encap is Encap.RAW
+        else None
+    )
     try:
         data_plane.attach(endpoint, raw)
         data_plane.install_child_sa(
@@ -110,7 +114,7 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
         data_plane.start(loop)
         print(json.dumps({"ready": True, "tun": tun.name, "mtu": mtu}), flush=True)
         await _serve_stdin(loop, data_plane)
-        return _report(data_plane, endpoint)
+        return _report(data_plane, endpoint, raw)
     finally:
         data_plane.stop()
         endpoint.close()
@@ -140,9 +144,13 @@ async def _serve_stdin(loop: asyncio.AbstractEventLoop, data_plane: DataPlane) -
     stopper.cancel()
 
 
-def _report(data_plane: DataPlane, endpoint: UdpEndpoint) -> dict[str, Any]:
+def _report(
+    data_plane: DataPlane, endpoint: UdpEndpoint, raw: RawEspSocket | None
+) -> dict[str, Any]:
     report = data_plane.stats().as_dict()
-    report["udp"] = endpoint.counters.as_dict()
+    report["udp"] = endpoint.counters.as_dict() | {"kernel_drops": endpoint.kernel_drops()}
+    if raw is not None:
+        report["raw_esp"] = raw.counters.as_dict() | {"kernel_drops": raw.kernel_drops()}
     return report
 
 

@@ -207,6 +207,10 @@ class MemoryEndpoint:
         active, self._active = self._active, set()
         return active
 
+    def kernel_drops(self) -> int | None:
+        """The in-memory network hands over every datagram: nothing is dropped below."""
+        return 0
+
     def close(self) -> None:
         if self.closed:
             return

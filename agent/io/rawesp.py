@@ -7,6 +7,12 @@ at the SPI. IPv6 raw sockets never include the IPv6 header. On send the kernel b
 outer IP header itself. The kernel needs no ESP support of its own for this: a raw socket
 bound to protocol 50 receives every ESP packet addressed to the host, and because a raw
 socket took it, the kernel sends no ICMP protocol-unreachable for it.
+
+Batches both ways (:mod:`.mmsg`): one ``recvmmsg`` reads up to :data:`RECV_BATCH` packets
+per wakeup, and a run of ESP packets for one peer leaves in one ``sendmmsg`` (raw
+sockets have no GSO). The kernel buffers are sized as the UDP endpoint's
+(:mod:`.socket_buffers`), and :meth:`RawEspSocket.kernel_drops` reads what the kernel
+dropped at the socket when the agent did not read fast enough.
 """
 
 from __future__ import annotations
@@ -17,12 +23,13 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
-from .udp import ESP_HEADER_LEN, RECV_BATCH
+from .mmsg import RecvBatch, SendBatch, sockaddr
+from .socket_buffers import SOCKET_BUFFER_BYTES, kernel_drops, set_socket_buffers
+from .udp import ESP_HEADER_LEN, GSO_MAX_SEGMENTS, RECV_BATCH, SOURCE_CACHE_LIMIT
 
 log = logging.getLogger(__name__)
 
 IPPROTO_ESP = 50
-RECV_BUFSIZE = 65535
 
 RawEspHandler = Callable[[bytes, str], None]
 """on_esp(esp packet starting at the SPI, peer address)."""
@@ -68,9 +75,17 @@ def strip_ipv4_header(packet: bytes) -> tuple[bytes | None, str]:
 
 class RawEspSocket:
     """A raw protocol-50 socket on ``host`` ("0.0.0.0" for any IPv4 address, or an IPv6
-    address), optionally with a firewall mark. Needs CAP_NET_RAW."""
+    address), optionally with a firewall mark, with ``buffer_bytes`` of kernel buffers.
+    Needs CAP_NET_RAW."""
 
-    def __init__(self, on_esp: RawEspHandler, *, host: str = "0.0.0.0", mark: int | None = None):
+    def __init__(
+        self,
+        on_esp: RawEspHandler,
+        *,
+        host: str = "0.0.0.0",
+        mark: int | None = None,
+        buffer_bytes: int = SOCKET_BUFFER_BYTES,
+    ):
         self._on_esp = on_esp
         self.counters = RawEspCounters()
         self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -82,6 +97,7 @@ class RawEspSocket:
             ) from None
         try:
             sock.setblocking(False)
+            set_socket_buffers(sock, buffer_bytes)
             if mark is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
             if host not in ("0.0.0.0", "::"):
@@ -93,6 +109,12 @@ class RawEspSocket:
             ) from None
         self._sock = sock
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._recv = RecvBatch(sock, RECV_BATCH)
+        self._send = SendBatch(sock, GSO_MAX_SEGMENTS)
+        self._hosts: dict[bytes, str] = {}
+        """Source addresses (4 or 16 octets) of received packets, as strings."""
+        self._names: dict[str, bytes] = {}
+        """Destinations, as the sockaddr ``sendmmsg`` takes."""
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -103,42 +125,72 @@ class RawEspSocket:
 
     def _read(self) -> None:
         counters = self.counters
+        try:
+            packets = self._recv.receive()
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            counters.rx_errors += 1
+            log.debug("recvmmsg on raw ESP: %s", exc)
+            return
+        on_esp = self._on_esp
+        hosts = self._hosts
         ipv4 = self.family == socket.AF_INET
-        for _ in range(RECV_BATCH):
-            try:
-                packet, addr = self._sock.recvfrom(RECV_BUFSIZE)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                counters.rx_errors += 1
-                log.debug("recvfrom on raw ESP: %s", exc)
-                return
+        # IPv4: the source is in the header the kernel left on; IPv6 has none.
+        senders = [] if ipv4 else self._recv.senders(len(packets))
+        for index, packet in enumerate(packets):
             if ipv4:
                 esp, reason = strip_ipv4_header(packet)
+                source = packet[12:16]
             elif len(packet) < ESP_HEADER_LEN:
                 esp, reason = None, "short"
             else:
                 esp, reason = packet, ""
+                source = senders[index][8:24]
             if esp is None:
                 if reason == "short":
                     counters.rx_short += 1
                 else:
                     counters.rx_malformed += 1
                 continue
+            host = hosts.get(source)
+            if host is None:
+                if len(hosts) >= SOURCE_CACHE_LIMIT:
+                    hosts.clear()
+                host = hosts[source] = socket.inet_ntop(self.family, source)
             counters.rx_esp += 1
-            self._on_esp(esp, addr[0])
+            on_esp(esp, host)
 
     def send_esp(self, data: bytes, addr: str) -> None:
-        try:
-            self._sock.sendto(data, (addr, 0))
-        except BlockingIOError:
-            self.counters.tx_dropped += 1
-            return
-        except OSError as exc:
-            self.counters.tx_errors += 1
-            log.debug("raw ESP sendto %s: %s", addr, exc)
-            return
-        self.counters.tx_esp += 1
+        self.send_esp_batch([data], addr)
+
+    def send_esp_batch(self, packets: list[bytes], addr: str) -> None:
+        """Send ESP packets to one peer in one ``sendmmsg`` per ``GSO_MAX_SEGMENTS``;
+        what the kernel's send queue cannot take is dropped and counted."""
+        name = self._names.get(addr)
+        if name is None:
+            if len(self._names) >= SOURCE_CACHE_LIMIT:
+                self._names.clear()
+            name = self._names[addr] = sockaddr(self.family, addr)
+        counters = self.counters
+        for at in range(0, len(packets), GSO_MAX_SEGMENTS):
+            run = packets[at : at + GSO_MAX_SEGMENTS]
+            try:
+                sent = self._send.send(run, name)
+            except BlockingIOError:
+                counters.tx_dropped += len(run)
+                continue
+            except OSError as exc:
+                counters.tx_errors += len(run)
+                log.debug("raw ESP sendmmsg %s: %s", addr, exc)
+                continue
+            counters.tx_esp += sent
+            counters.tx_dropped += len(run) - sent
+
+    def kernel_drops(self) -> int | None:
+        """Packets the kernel dropped at this socket (its receive buffer was full), or
+        None where the kernel does not say."""
+        return kernel_drops(self._sock)
 
     def close(self) -> None:
         if self._sock.fileno() < 0:
@@ -146,3 +198,5 @@ class RawEspSocket:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(self._sock.fileno())
         self._sock.close()
+        self._recv.close()
+        self._send.close()

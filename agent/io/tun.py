@@ -45,7 +45,9 @@ class LinuxTun:
     """A Linux TUN device without packet information headers, opened non-blocking.
 
     With ``multi_queue`` several instances may attach to the same name (one per worker),
-    and the kernel spreads flows across them.
+    and the kernel spreads flows across them. The agent opens ``tun_offload.OffloadTun``
+    instead; this plain device serves ``manual_keying`` with ``"offload": false`` (the
+    benchmark's comparison) and the I/O tests of routes and firewall marks.
     """
 
     def __init__(self, name: str, mtu: int = 1400, multi_queue: bool = False) -> None:

@@ -79,14 +79,15 @@ class Lab:
     def log(self, host: str) -> Path:
         return self.directory / f"{host}.out"
 
-    def start(self, host: str, agent: Sequence[str] = AGENT) -> None:
-        """Run ``host``'s agent (``agent``: its command, another version's for one)."""
+    def start(self, host: str, agent: Sequence[str] = AGENT, extra: Sequence[str] = ()) -> None:
+        """Run ``host``'s agent (``agent``: its command, another version's for one;
+        ``extra``: more options of ``run``)."""
         state = self.directory / f"{host}-state"
         with self.log(host).open("ab") as out:
             plan, ns = self.plan_file(host), self.namespaces[host]
             options = f"--plan {plan} --state-dir {state} --status-interval 0.5"
             self.agents[host] = subprocess.Popen(
-                ["ip", "netns", "exec", ns, *agent, "run", *options.split()],
+                ["ip", "netns", "exec", ns, *agent, "run", *options.split(), *extra],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

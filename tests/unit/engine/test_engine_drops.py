@@ -8,6 +8,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -96,3 +97,25 @@ async def test_rejected_ike_messages_survive_the_ike_sa_that_counted_them() -> N
     assert b.engine.sessions["a"].ike is not old and old.is_closed  # rekeyed away
     got = metric_samples(fleet, "b")
     assert ("vpnfleet_ike_sa_rejected_messages_total", {}, 1.0) in got
+
+
+async def test_what_the_kernel_dropped_at_a_socket_is_exported_for_alerts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet = Fleet("a", "b")
+    await fleet.start()
+    await fleet.mesh()
+    b = fleet["b"]
+    endpoint = b.engine.endpoint
+    assert endpoint is not None
+    # The in-memory network drops nothing below the endpoint; a real socket's count
+    # comes from the kernel (tests/unit/io/test_io_socket_batches.py floods one).
+    assert ("UDP", "RECEIVE_BUFFER_FULL") in drops(agent_service(b, tmp_path).status())
+    monkeypatch.setattr(endpoint, "kernel_drops", lambda: 17)
+    got = metric_samples(fleet, "b")
+    series = ("vpnfleet_socket_drops_total", {"socket": "udp", "reason": "receive_buffer_full"})
+    assert (*series, 17.0) in got
+    assert drops(agent_service(b, tmp_path).status())[("UDP", "RECEIVE_BUFFER_FULL")] == 17
+    # A kernel that cannot tell leaves the series out rather than claiming zero.
+    monkeypatch.setattr(endpoint, "kernel_drops", lambda: None)
+    assert not [s for s in metric_samples(fleet, "b") if s[:2] == series]

@@ -283,6 +283,9 @@ def test_raw_esp_without_a_socket_is_counted(pair: Pair) -> None:
         def send_esp(self, data: bytes, addr: str) -> None:
             sent.append((data, addr))
 
+        def send_esp_batch(self, packets: list[bytes], addr: str) -> None:
+            sent.extend((data, addr) for data in packets)
+
     dp.attach(raw=Raw())
     pair.a.send(udp4(A1, B1))
     assert [addr for _, addr in sent] == [HOST_B]
