@@ -15,9 +15,10 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from pyroute2 import AsyncIPRoute, NetlinkError
 
@@ -27,6 +28,16 @@ from .policy_rules import PolicyRule, check_table, parse_prefix, rule_from_netli
 class RouteError(OSError):
     """A netlink request failed for a reason other than the object already being in the
     requested state."""
+
+
+class NoSuchInterface(RouteError):
+    """No interface of that name in this network namespace (errno ENODEV)."""
+
+    def __init__(self, ifname: str) -> None:
+        super().__init__(errno.ENODEV, f"no interface named {ifname!r} in this namespace")
+
+
+_T = TypeVar("_T")
 
 
 def _interface(value: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
@@ -78,10 +89,20 @@ _ROUTE_TYPE_NAMES = {1: "unicast", **{v: k for k, v in ROUTE_TYPES.items()}}
 
 
 class Routing:
-    """Netlink access for one network namespace: ``async with Routing() as routing``."""
+    """Netlink access for one network namespace: ``async with Routing() as routing``.
+
+    The index of each interface named in a change is looked up once and kept: a route
+    install is then one netlink request. A kept index the kernel no longer knows (the
+    device went away, and may be back under a new index, as a TUN device recreated after
+    an agent restart) is dropped at the first request it fails with ENODEV, and that
+    request is made again with the index looked up anew. The kernel allocates interface
+    indexes cyclically (the next after the last given), so a kept index does not come to
+    name another device."""
 
     def __init__(self) -> None:
         self._ipr: Any = None
+        self._indexes: dict[str, int] = {}
+        """Interface name -> index, as last looked up."""
 
     async def __aenter__(self) -> Routing:
         self._ipr = AsyncIPRoute()
@@ -108,52 +129,89 @@ class Routing:
         return self._ipr
 
     async def link_index(self, ifname: str) -> int:
+        """The index of ``ifname`` as the kernel has it now (and kept for later changes);
+        :class:`NoSuchInterface` if there is none."""
         found = await self.ipr.link_lookup(ifname=ifname)
         if not found:
-            raise RouteError(errno.ENODEV, f"no interface named {ifname!r} in this namespace")
-        return int(found[0])
+            self._indexes.pop(ifname, None)
+            raise NoSuchInterface(ifname)
+        index = self._indexes[ifname] = int(found[0])
+        return index
+
+    async def _on_link(
+        self,
+        ifname: str,
+        request: Callable[[int], Awaitable[_T]],
+        stale: tuple[int, ...] = (errno.ENODEV,),
+    ) -> _T:
+        """``request(index)`` with the kept index of ``ifname``; once more with the index
+        looked up anew if the kept one may be stale (the request fails with an errno of
+        ``stale``)."""
+        kept = self._indexes.get(ifname)
+        if kept is None:
+            return await request(await self.link_index(ifname))
+        try:
+            return await request(kept)
+        except (RouteError, NetlinkError) as exc:
+            code = exc.errno if isinstance(exc, RouteError) else exc.code
+            if code not in stale:
+                raise
+            if await self.link_index(ifname) == kept:
+                raise  # the index was right: that is the kernel's answer
+        return await request(self._indexes[ifname])
 
     async def link_up(self, ifname: str, mtu: int | None = None) -> None:
         """Set the link up, and its MTU when given (e.g. from :func:`tunnel_mtu`)."""
         if mtu is not None and not 68 <= mtu <= 65535:
             raise ValueError(f"MTU must be 68..65535, got {mtu}")
-        index = await self.link_index(ifname)
-        args: dict[str, Any] = {"index": index, "state": "up"}
-        if mtu is not None:
-            args["mtu"] = mtu
-        await self._request(f"set link {ifname} up", self.ipr.link, "set", **args)
+        extra: dict[str, Any] = {"mtu": mtu} if mtu is not None else {}
+
+        async def set_up(index: int) -> None:
+            await self._request(
+                f"set link {ifname} up", self.ipr.link, "set", index=index, state="up", **extra
+            )
+
+        await self._on_link(ifname, set_up)
 
     async def link_mtu(self, ifname: str) -> int:
-        index = await self.link_index(ifname)
-        links = await _collect(await self.ipr.link("get", index=index))
+        async def get(index: int) -> list[Any]:
+            return await _collect(await self.ipr.link("get", index=index))
+
+        links = await self._on_link(ifname, get)
         return int(links[0].get("mtu"))
 
     async def add_address(self, ifname: str, address: str) -> None:
         """Add ``address`` ("10.0.0.1/24" or a bare host address) to ``ifname``."""
         iface = _interface(address)
-        index = await self.link_index(ifname)
-        await self._request(
-            f"add address {iface} to {ifname}",
-            self.ipr.addr,
-            "add",
-            index=index,
-            address=str(iface.ip),
-            prefixlen=iface.network.prefixlen,
-            ignore=(errno.EEXIST,),
-        )
+
+        async def add(index: int) -> None:
+            await self._request(
+                f"add address {iface} to {ifname}",
+                self.ipr.addr,
+                "add",
+                index=index,
+                address=str(iface.ip),
+                prefixlen=iface.network.prefixlen,
+                ignore=(errno.EEXIST,),
+            )
+
+        await self._on_link(ifname, add)
 
     async def remove_address(self, ifname: str, address: str) -> None:
         iface = _interface(address)
-        index = await self.link_index(ifname)
-        await self._request(
-            f"remove address {iface} from {ifname}",
-            self.ipr.addr,
-            "del",
-            index=index,
-            address=str(iface.ip),
-            prefixlen=iface.network.prefixlen,
-            ignore=(errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH),
-        )
+
+        async def remove(index: int) -> None:
+            await self._request(
+                f"remove address {iface} from {ifname}",
+                self.ipr.addr,
+                "del",
+                index=index,
+                address=str(iface.ip),
+                prefixlen=iface.network.prefixlen,
+                ignore=(errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH),
+            )
+
+        await self._on_link(ifname, remove)
 
     async def addresses(self, ifname: str) -> list[str]:
         index = await self.link_index(ifname)
@@ -175,41 +233,62 @@ class Routing:
         net = parse_prefix(prefix)
         check_table(table)
         preferred = _source(source, net) if source is not None else None
-        args = self._route_args(net, await self.link_index(ifname), table, metric)
+        args = self._route_args(net, table, metric)
         if preferred is not None:
             args["prefsrc"] = preferred
-        try:
-            await self.ipr.route("add", **args)
-        except NetlinkError as exc:
-            if exc.code != errno.EEXIST:
-                raise RouteError(
-                    exc.code, f"add route {net} dev {ifname}: {_reason(exc)}"
-                ) from None
-            existing = await self._find_route(net, table, metric)
-            if existing is not None and existing.ifname not in (ifname, None):
-                raise RouteError(
-                    errno.EEXIST,
-                    f"add route {net} dev {ifname}: the prefix is already routed via "
-                    f"{existing.ifname} in table {existing.table}",
-                ) from None
+
+        async def add(index: int) -> None:
+            try:
+                await self.ipr.route("add", oif=index, **args)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise RouteError(
+                        exc.code, f"add route {net} dev {ifname}: {_reason(exc)}"
+                    ) from None
+                await self._check_existing(net, ifname, table, metric)
+
+        await self._on_link(ifname, add)
+
+    async def _check_existing(
+        self,
+        net: ipaddress.IPv4Network | ipaddress.IPv6Network,
+        ifname: str,
+        table: int | None,
+        metric: int | None,
+    ) -> None:
+        """The kernel said EEXIST to a route into ``ifname``: fine if the route there is
+        that one, an error if it goes through another device."""
+        existing = await self._find_route(net, table, metric)
+        if existing is not None and existing.ifname not in (ifname, None):
+            raise RouteError(
+                errno.EEXIST,
+                f"add route {net} dev {ifname}: the prefix is already routed via "
+                f"{existing.ifname} in table {existing.table}",
+            )
 
     async def remove_route(
         self, prefix: str, ifname: str, *, table: int | None = None, metric: int | None = None
     ) -> None:
         net = parse_prefix(prefix)
         check_table(table)
+        args = self._route_args(net, table, metric)
+        gone = (errno.ESRCH, errno.ENOENT)
+
+        async def remove(index: int) -> None:
+            await self._request(
+                f"remove route {net} dev {ifname}", self.ipr.route, "del", oif=index, **args
+            )
+
         try:
-            index = await self.link_index(ifname)
-        except RouteError:
+            # No such route through a kept index may be the route through the device
+            # recreated under a new index: asked again with the index looked up anew.
+            await self._on_link(ifname, remove, stale=(errno.ENODEV, *gone))
+        except NoSuchInterface:
             # The device is gone, and the kernel removed its routes with it.
             return
-        await self._request(
-            f"remove route {net} dev {ifname}",
-            self.ipr.route,
-            "del",
-            ignore=(errno.ESRCH, errno.ENOENT),
-            **self._route_args(net, index, table, metric),
-        )
+        except RouteError as exc:
+            if exc.errno not in gone:
+                raise
 
     async def routes(
         self, *, table: int | None = None, ifname: str | None = None
@@ -351,11 +430,11 @@ class Routing:
     @staticmethod
     def _route_args(
         net: ipaddress.IPv4Network | ipaddress.IPv6Network,
-        index: int,
         table: int | None,
         metric: int | None,
     ) -> dict[str, Any]:
-        args: dict[str, Any] = {"dst": str(net), "oif": index, "family": _family(net)}
+        """A route's arguments but its device (``oif``)."""
+        args: dict[str, Any] = {"dst": str(net), "family": _family(net)}
         if table is not None:
             args["table"] = table
         if metric is not None:

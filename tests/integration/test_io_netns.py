@@ -571,3 +571,55 @@ def test_routes_idempotent_and_clear_errors(netns_pair: NetnsPair) -> None:
     assert out["unknown_device_up"] == out["unknown_device"]
     assert out["table_200_after"] == 0
     assert out["addresses_after"] == []
+
+
+RECREATED_TUN_SCRIPT = """
+import asyncio
+from vpnfleet.agent.io.routes import Routing
+from vpnfleet.agent.io.tun import LinuxTun
+
+async def main():
+    out = {}
+    async with Routing() as r:
+        tun = LinuxTun(PARAMS["tun"])
+        await r.link_up(tun.name)
+        await r.add_route("10.93.0.0/24", tun.name, table=200)
+        out["first"] = await r.link_index(tun.name)
+        tun.close()
+        # Another device in between takes the next index, so the new TUN's differs
+        # from the first's by more than one.
+        spacer = LinuxTun(PARAMS["spacer"])
+        tun = LinuxTun(PARAMS["tun"])
+        async with Routing() as other:
+            await other.link_up(tun.name)
+            await other.add_route("10.96.0.0/24", tun.name, table=200)
+        # Every change below is made with the index kept from the first device first.
+        await r.remove_route("10.96.0.0/24", tun.name, table=200)
+        await r.link_up(tun.name, 1300)
+        await r.add_address(tun.name, "10.94.0.1/32")
+        await r.add_route("10.93.0.0/24", tun.name, table=200)
+        await r.add_route("10.95.0.0/24", tun.name, table=200)
+        out["second"] = await r.link_index(tun.name)
+        out["mtu"] = await r.link_mtu(tun.name)
+        out["addresses"] = [a for a in await r.addresses(tun.name) if a.startswith("10.")]
+        out["table_200"] = sorted([x.prefix, x.ifname] for x in await r.routes(table=200))
+        tun.close()
+        spacer.close()
+        # Gone: its routes went with it, and removing one is not an error.
+        await r.remove_route("10.93.0.0/24", tun.name, table=200)
+        out["table_200_after"] = len(await r.routes(table=200))
+    print(json.dumps(out), flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_routes_follow_a_recreated_tun(netns_pair: NetnsPair) -> None:
+    out = netns_pair.run(netns_pair.a, RECREATED_TUN_SCRIPT, tun="vfttun3", spacer="vfttun4").line()
+    assert out["second"] != out["first"]
+    assert out["mtu"] == 1300
+    assert out["addresses"] == ["10.94.0.1/32"]
+    # 10.96.0.0/24, added through the new device by another client, was removed by
+    # this one while it still kept the first device's index.
+    assert out["table_200"] == [["10.93.0.0/24", "vfttun3"], ["10.95.0.0/24", "vfttun3"]]
+    assert out["table_200_after"] == 0
