@@ -49,8 +49,11 @@ host h0 to the site of host h1 through the tunnel:
 ``<s>_rx_cpu_pct``, ``<s>_rx_cpu_us_per_packet``
     CPU time (user and system, all threads, from /proc/PID/stat) of the receiving agent
     (charon) over the transfer: as a percentage of the transfer's wall time (100 is one
-    core busy), and in microseconds per packet it wrote into the tunnel device. It is
-    all the receiver's work, the TCP ACKs it seals and sends back included.
+    core busy), and in microseconds per TCP segment it wrote into the tunnel device,
+    counted as ``tun_bytes / (MTU - 40)`` with the device's MTU (our offloading TUN
+    takes joined segments as one large packet, so the device's packet count would
+    divide by joined frames, not segments). It is all the receiver's work, the TCP ACKs
+    it seals and sends back included.
 ``ours_raw_agent_drops``, ``ours_udp_agent_drops``
     the receiving agent's own drop counters (its Prometheus metrics with ``drop`` in
     their name) that grew over the transfer, as ``{"metric{labels}": increase}``.
@@ -289,6 +292,14 @@ def iperf3_tcp(path: TunnelPath, seconds: float) -> dict[str, Any]:
             server.wait(10)
 
 
+def device_mtu(netns_name: str, device: str) -> int:
+    """The MTU of ``device`` in ``netns_name``."""
+    done = in_netns(netns_name, "cat", f"/sys/class/net/{device}/mtu")
+    if done.returncode != 0 or not done.stdout.strip().isdigit():
+        raise BenchError(f"cannot read the MTU of {device} in {netns_name}: {done.stderr.strip()}")
+    return int(done.stdout)
+
+
 def agent_drop_counters(netns_name: str) -> dict[str, float]:
     """The agent's Prometheus samples with ``drop`` in their name, read from its metrics
     endpoint inside its namespace."""
@@ -338,7 +349,7 @@ def measure(path: TunnelPath, seconds: float, stack: str) -> dict[str, Any]:
     tun_before = receiver_before.devices[path.device]
     tun_after = receiver_after.devices[path.device]
     tun_bytes = tun_after.rx_bytes - tun_before.rx_bytes
-    tun_packets = tun_after.rx_packets - tun_before.rx_packets
+    mtu = device_mtu(path.receiver, path.device)
     received = int(transfer["end"]["sum_received"]["bytes"])
     if received <= 0:
         raise BenchError("iperf3 moved no data through the tunnel")
@@ -362,7 +373,7 @@ def measure(path: TunnelPath, seconds: float, stack: str) -> dict[str, Any]:
         "tun_bytes": tun_bytes,
         "tun_dropped": tun_after.rx_dropped - tun_before.rx_dropped,
         "rx_cpu_pct": round(100 * cpu / wall, 1),
-        "rx_cpu_us_per_packet": round(1e6 * cpu / tun_packets, 2),
+        "rx_cpu_us_per_packet": round(1e6 * cpu * (mtu - 40) / tun_bytes, 2),
         "rtt_avg_ms": round(statistics.fmean(rtts), 3),
         "rtt_p50_ms": round(statistics.median(rtts), 3),
         "ping_lost": PING_COUNT - len(rtts),

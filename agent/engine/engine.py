@@ -38,6 +38,7 @@ from ..io.udp import (
     IKE_PORT,
     NATT_PORT,
     Address,
+    BatchEndHandler,
     DatagramEndpoint,
     EspHandler,
     IkeHandler,
@@ -83,6 +84,7 @@ class RawEspChannel(RawEspSender, Protocol):
     """A raw IP protocol 50 socket (``rawesp.RawEspSocket``) as the engine uses it."""
 
     counters: RawEspCounters
+    on_batch_end: BatchEndHandler | None
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None: ...
 
@@ -218,9 +220,12 @@ class Engine(IncomingDispatch):
             on_sa_event=self._on_sa_event,
         )
         self.endpoint = self._make_endpoint(self._on_ike, self.dp.receive_esp)
+        # Decrypted packets reach the TUN at the end of each socket read, in its wake-up.
+        self.endpoint.on_batch_end = self.dp.end_receive_batch
         self.dp.attach(self.endpoint)
         if self._make_raw is not None:
             self.raw = self._make_raw(self.dp.receive_raw_esp)
+            self.raw.on_batch_end = self.dp.end_receive_batch
             self.dp.attach(raw=self.raw)
         if self._live:
             self.endpoint.start()

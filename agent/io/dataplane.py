@@ -71,7 +71,14 @@ from .child_sa_install import ChildSaInstall
 from .dataplane_model import DataPlaneCounters, DataPlaneStats, Encap, SaStats
 from .inbound_check import InboundCheck
 from .inbound_path import InboundPath
-from .outbound_path import AcquireHandler, OutboundPath, Route, Verdict, drop_route
+from .outbound_path import (
+    FLOW_KEY_END,
+    AcquireHandler,
+    OutboundPath,
+    Route,
+    Verdict,
+    drop_route,
+)
 from .tun import TunDevice
 from .udp import DatagramEndpoint
 
@@ -103,9 +110,10 @@ class DataPlane(ChildSaInstall, OutboundPath, InboundPath):
     :meth:`remove_child_sa`, :meth:`update_spd` and :meth:`stats`; it learns of trap hits
     through ``on_acquire`` and of lifetimes through ``on_sa_event``. Wire the sockets with
     ``on_esp=data_plane.receive_esp`` (UDP) / ``data_plane.receive_raw_esp`` (raw) and
-    hand them over with :meth:`attach`. :meth:`start` registers the TUN reader and the
-    SA timers on the loop; without it (in-memory tests) call :meth:`process_tun` and
-    :meth:`handle_timer` directly.
+    ``on_batch_end=data_plane.end_receive_batch``, and hand them over with
+    :meth:`attach`. :meth:`start` registers the TUN reader and the SA timers on the loop;
+    without it (in-memory tests) call :meth:`process_tun` and :meth:`handle_timer`
+    directly.
     """
 
     def __init__(
@@ -134,7 +142,7 @@ class DataPlane(ChildSaInstall, OutboundPath, InboundPath):
         self._drop_routes = {v: drop_route(v) for v in Verdict}
         self._spi_policy: dict[int, str] = {}
         self._outbound_policy: dict[int, str] = {}
-        self._flows: dict[int, dict[bytes, Route]] = {6: {}, 17: {}}
+        self._flows: dict[int, dict[bytes, Route]] = {p: {} for p in FLOW_KEY_END}
         self._checks: dict[bytes, InboundCheck] = {}
         self._endpoint: DatagramEndpoint | None = None
         self._raw: RawEspSender | None = None
@@ -142,6 +150,7 @@ class DataPlane(ChildSaInstall, OutboundPath, InboundPath):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._housekeeping_pending = False
+        self._housekeeping_handle: asyncio.Handle | None = None
         self._batch_now = 0.0
         self._errors_logged: set[str] = set()
         self._tun_fd = tun.fileno()
@@ -188,6 +197,9 @@ class DataPlane(ChildSaInstall, OutboundPath, InboundPath):
         stay installed."""
         self._flush_rx()
         self._housekeeping_pending = False
+        if self._housekeeping_handle is not None:
+            self._housekeeping_handle.cancel()
+            self._housekeeping_handle = None
         if self._loop is not None and not self._loop.is_closed() and self._tun_fd >= 0:
             self._loop.remove_reader(self._tun_fd)
         if self._timer is not None:

@@ -5,7 +5,10 @@ the SAD (SPI lookup, anti-replay, ICV; RFC 4301 section 5.2), checked against th
 selectors of the SA it arrived on (``inbound_check`` for tunnel mode), and the inner
 packet is held for the TUN device; transport-mode segments get an IPv4 header rebuilt
 from the SA's outer addresses. The packets of one socket read batch are written
-together once it ends. :class:`InboundPath` holds this per-packet code (see the speed
+together once it ends: the socket calls :meth:`InboundPath.end_receive_batch` after its
+last packet, so a lone packet (a ping) reaches the TUN within the same wake-up; a
+receiver that does not say when its batch ends gets the write on the next event-loop
+iteration instead. :class:`InboundPath` holds this per-packet code (see the speed
 notes in ``dataplane``'s docstring); ``dataplane.DataPlane`` inherits it and provides
 the state it reads, as it does for ``outbound_path.OutboundPath``.
 """
@@ -44,6 +47,7 @@ class InboundPath:
     _tun_write_batch: Callable[[list[bytes]], None] | None
     _loop: asyncio.AbstractEventLoop | None
     _housekeeping_pending: bool
+    _housekeeping_handle: asyncio.Handle | None
     _batch_now: float
 
     def _activate_on_first_packet(self, spi: bytes) -> None:
@@ -109,17 +113,29 @@ class InboundPath:
         reason = drop.value
         self.inbound_drops[reason] = self.inbound_drops.get(reason, 0) + 1
 
+    def end_receive_batch(self) -> None:
+        """The socket read batch that fed :meth:`receive_esp` ended: write what it
+        decrypted to the TUN and deliver SA events now."""
+        if not self._housekeeping_pending:
+            return
+        handle = self._housekeeping_handle
+        if handle is not None:
+            handle.cancel()
+        self._housekeeping_soon()
+
     def _schedule_housekeeping(self) -> None:
-        # Runs once the socket reader's batch is done (the next loop iteration, with no
-        # wait): decrypted packets go to the TUN together, and events are delivered.
+        # Decrypted packets go to the TUN together once the batch is done, and events are
+        # delivered: at end_receive_batch, or failing that on the next loop iteration
+        # (with no wait) for a receiver that does not report its batch ends.
         self._housekeeping_pending = True
         if self._loop is not None:
-            self._loop.call_soon(self._housekeeping_soon)
+            self._housekeeping_handle = self._loop.call_soon(self._housekeeping_soon)
         else:
             self._housekeeping_soon()
 
     def _housekeeping_soon(self) -> None:
         self._housekeeping_pending = False
+        self._housekeeping_handle = None
         self._flush_rx()
         self._housekeeping(self.clock())
 

@@ -23,6 +23,7 @@ from .udp import (
     NATT_PORT,
     NON_ESP_MARKER,
     Address,
+    BatchEndHandler,
     DatagramKind,
     EspHandler,
     IkeHandler,
@@ -137,6 +138,7 @@ class MemoryEndpoint:
         self.natt_port = natt_port
         self._on_ike = on_ike
         self._on_esp = on_esp
+        self.on_batch_end: BatchEndHandler | None = None
         self._active: set[Address] = set()
         network.bind(self, (host, natt_port))
         if ike_port is not None:
@@ -164,6 +166,8 @@ class MemoryEndpoint:
         elif kind is DatagramKind.ESP:
             counters.rx_esp += 1
             self._on_esp(payload, src)
+            if self.on_batch_end is not None:  # every datagram is a read of its own
+                self.on_batch_end()
         elif kind is DatagramKind.KEEPALIVE:
             counters.rx_keepalive += 1
         elif kind is DatagramKind.SHORT:

@@ -23,6 +23,10 @@ from .udp import GSO_MAX_BYTES, GSO_MAX_SEGMENTS
 TUN_BATCH = 256
 """Most packets read from the TUN device per wakeup before yielding to the event loop."""
 FLOW_CACHE_LIMIT = 65536
+FLOW_KEY_END = {6: 24, 17: 24, 1: 20}
+"""Protocols whose plain IPv4 packets the flow cache maps to routes, and where their key
+ends: from octet 12, addresses and ports for TCP and UDP, addresses alone for ICMP (its
+type and code are not selectors, see ``esp.spd``), so a ping takes the cache too."""
 AcquireHandler = Callable[[Acquire], None]
 
 
@@ -113,7 +117,7 @@ class OutboundPath:
         read = os.read
         size = self._tun_bufsize
         flows = self._flows
-        tcp, udp = flows[6], flows[17]
+        tcp, udp, icmp = flows[6], flows[17], flows[1]
         slow = self._outbound_slow
         vnet = self._vnet_hdr_len
         count = sent = 0
@@ -128,41 +132,47 @@ class OutboundPath:
                 count += 1
                 if vnet:
                     packet = packet[vnet:]
-                # Plain IPv4 (IHL 5), TCP or UDP, not a later fragment: the flow cache.
+                # Plain IPv4 (IHL 5), TCP, UDP or ICMP, not a later fragment: the flow
+                # cache, keyed as FLOW_KEY_END says (inlined: the per-packet path).
                 if (
                     packet[:1] == b"\x45"
                     and len(packet) >= 24
                     and not (packet[6] & 0x1F or packet[7])
                 ):
                     protocol = packet[9]
-                    table = tcp if protocol == 6 else udp if protocol == 17 else None
-                    if table is not None:
-                        route = table.get(packet[12:24])
-                        if route is not None:
-                            encap = route.encap
-                            if encap is not None and not route.transport:
-                                esp = encap(packet, 4, now)
-                                if esp is not None:
-                                    sent += 1
-                                    length = len(esp)
-                                    if (
-                                        route is held_route
-                                        and length <= held_size
-                                        and len(held) < held_limit
-                                    ):
-                                        held.append(esp)
-                                        if length < held_size:  # a shorter one ends a run
-                                            route.send_batch(held, route.dest)  # type: ignore[misc]
-                                            held = []
-                                            held_route = None
-                                        continue
-                                    if held_route is not None:
-                                        held_route.send_batch(held, held_route.dest)  # type: ignore[misc]
-                                    held = [esp]
-                                    held_route = route
-                                    held_size = length
-                                    held_limit = min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // length)
+                    if protocol == 6:
+                        route = tcp.get(packet[12:24])
+                    elif protocol == 17:
+                        route = udp.get(packet[12:24])
+                    elif protocol == 1:
+                        route = icmp.get(packet[12:20])
+                    else:
+                        route = None
+                    if route is not None:
+                        encap = route.encap
+                        if encap is not None and not route.transport:
+                            esp = encap(packet, 4, now)
+                            if esp is not None:
+                                sent += 1
+                                length = len(esp)
+                                if (
+                                    route is held_route
+                                    and length <= held_size
+                                    and len(held) < held_limit
+                                ):
+                                    held.append(esp)
+                                    if length < held_size:  # a shorter one ends a run
+                                        route.send_batch(held, route.dest)  # type: ignore[misc]
+                                        held = []
+                                        held_route = None
                                     continue
+                                if held_route is not None:
+                                    held_route.send_batch(held, held_route.dest)  # type: ignore[misc]
+                                held = [esp]
+                                held_route = route
+                                held_size = length
+                                held_limit = min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // length)
+                                continue
                 if held_route is not None:  # keep a flow's order across both paths
                     held_route.send_batch(held, held_route.dest)  # type: ignore[misc]
                     held = []
@@ -195,14 +205,14 @@ class OutboundPath:
         route = self._classify(info)
         if (
             info.version == 4
-            and info.protocol in (6, 17)
+            and info.protocol in FLOW_KEY_END
             and packet[0] == 0x45
             and not (packet[6] & 0x1F or packet[7])
         ):
             table = self._flows[info.protocol]
             if len(table) >= FLOW_CACHE_LIMIT:
                 table.clear()
-            table[packet[12:24]] = route
+            table[packet[12 : FLOW_KEY_END[info.protocol]]] = route
         verdict = route.verdict
         if verdict is not None:
             counters = self.counters

@@ -25,7 +25,13 @@ from dataclasses import dataclass, fields
 
 from .mmsg import RecvBatch, SendBatch, sockaddr
 from .socket_buffers import SOCKET_BUFFER_BYTES, kernel_drops, set_socket_buffers
-from .udp import ESP_HEADER_LEN, GSO_MAX_SEGMENTS, RECV_BATCH, SOURCE_CACHE_LIMIT
+from .udp import (
+    ESP_HEADER_LEN,
+    GSO_MAX_SEGMENTS,
+    RECV_BATCH,
+    SOURCE_CACHE_LIMIT,
+    BatchEndHandler,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +91,11 @@ class RawEspSocket:
         host: str = "0.0.0.0",
         mark: int | None = None,
         buffer_bytes: int = SOCKET_BUFFER_BYTES,
+        on_batch_end: BatchEndHandler | None = None,
     ):
         self._on_esp = on_esp
+        self.on_batch_end = on_batch_end
+        """Called after each read's packets were handed to ``on_esp``."""
         self.counters = RawEspCounters()
         self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
@@ -160,6 +169,8 @@ class RawEspSocket:
                 host = hosts[source] = socket.inet_ntop(self.family, source)
             counters.rx_esp += 1
             on_esp(esp, host)
+        if self.on_batch_end is not None:
+            self.on_batch_end()
 
     def send_esp(self, data: bytes, addr: str) -> None:
         self.send_esp_batch([data], addr)

@@ -12,8 +12,8 @@ if its own GRO had merged the segments (RFC 9293's byte stream is unchanged; the
 is re-segmented should it be forwarded).
 
 Segments are joined only when they would be by the kernel's own TCP GRO: same
-addresses, ports, TOS, TTL, IP flags, TCP header length and options, same ACK number,
-flags ACK (PSH ends a run), the next expected sequence number, equal payload sizes (a
+addresses, ports, TOS, TTL, IP flags, TCP header length and options, same ACK number
+and window, flags ACK (PSH ends a run), the next expected sequence number, equal payload sizes (a
 shorter one ends a run), at most ``MAX_SEGMENTS`` and 64 KiB. Their TCP checksums are
 not verified one by one: the joined packet carries a partial checksum, which the kernel
 trusts for local delivery, and each segment already passed the ESP ICV check between
@@ -56,104 +56,110 @@ def _ipv4_checksum(header: bytes) -> int:
     return ~_fold(sum(struct.unpack("!10H", header))) & 0xFFFF
 
 
-class _Run:
-    """Segments of one TCP flow being joined."""
-
-    __slots__ = ("ack", "count", "head", "key", "next_seq", "open", "parts", "psh", "size")
-
-    def __init__(self, packet: bytes, key: bytes, thl: int, payload: int, flags: int) -> None:
-        self.head = packet
-        self.key = key
-        self.ack = packet[28:32]
-        self.size = payload
-        self.next_seq = (int.from_bytes(packet[24:28], "big") + payload) & 0xFFFFFFFF
-        self.parts = [packet[20 + thl :]]
-        self.count = 1
-        self.psh = flags & _TCP_PSH
-        self.open = not self.psh
+_HEADERS = struct.Struct("!BB4xBBBB2x12sIQ")
+"""What a segment is matched on, read in one call: IP version and header length, TOS,
+flags and fragment offset (two octets), TTL, protocol; addresses and ports; the
+sequence number; and TCP octets 8-15 as one word (ACK number, data offset, flags,
+window), which the segments of a run share but for PSH."""
+_PSH_IN_WORD = _TCP_PSH << 16
+_FLAGS_IN_WORD = 0xFF << 16
 
 
 def coalesce(packets: list[bytes]) -> list[bytes]:
     """TUN frames (virtio-net header first) for ``packets``, in order, with runs of
     in-order TCP segments of one flow joined (see the module docstring)."""
+    # The open run lives in locals (per-segment attribute access and slicing were most
+    # of the cost): its first packet ``head`` and what later segments must match.
     frames: list[bytes] = []
-    run: _Run | None = None
+    unpack = _HEADERS.unpack_from
+    head: bytes | None = None
+    parts: list[memoryview] = []
+    key = options = b""
+    tos = ip_flags = ttl = word = 0
+    thl = size = count = next_seq = length = psh = 0
+    joinable = False
     for packet in packets:
-        # IPv4 without options, TCP, not a fragment (MF clear, offset 0; DF may be set).
-        if (
-            len(packet) > 40
-            and packet[0] == 0x45
-            and packet[9] == 6
-            and not (packet[6] & 0x3F or packet[7])
-        ):
-            thl = (packet[32] >> 4) * 4
-            payload = len(packet) - 20 - thl
-            flags = packet[33]
-            if payload > 0 and thl >= 20 and flags & ~_TCP_PSH == _TCP_ACK:
-                key = packet[12:24]
-                if (
-                    run is not None
-                    and run.open
-                    and run.key == key
-                    and payload <= run.size
-                    and run.count < MAX_SEGMENTS
-                    and int.from_bytes(packet[24:28], "big") == run.next_seq
-                    and packet[28:32] == run.ack
-                    and _same_headers(run.head, packet, thl)
-                    and len(run.head) + run.count * run.size + payload <= MAX_IP_LENGTH + run.size
-                ):
-                    run.parts.append(packet[20 + thl :])
-                    run.count += 1
-                    run.next_seq = (run.next_seq + payload) & 0xFFFFFFFF
-                    if payload < run.size or flags & _TCP_PSH:
-                        run.psh |= flags & _TCP_PSH
-                        run.open = False
+        if len(packet) > 40:
+            version, this_tos, flags_hi, offset_lo, this_ttl, protocol, this_key, seq, this_word = (
+                unpack(packet)
+            )
+            # IPv4 without options, TCP, not a fragment (MF clear, offset 0; DF may be
+            # set); flags ACK, or ACK and PSH.
+            if (
+                version == 0x45
+                and protocol == 6
+                and not (flags_hi & 0x3F or offset_lo)
+                and this_word & _FLAGS_IN_WORD | _PSH_IN_WORD == (_TCP_ACK | _TCP_PSH) << 16
+            ):
+                this_thl = (this_word >> 26) & 0x3C
+                payload = len(packet) - 20 - this_thl
+                if payload > 0 and this_thl >= 20:
+                    if (
+                        joinable
+                        and seq == next_seq
+                        and payload <= size
+                        and length + payload <= MAX_IP_LENGTH
+                        and this_word | _PSH_IN_WORD == word
+                        and this_key == key
+                        and this_ttl == ttl
+                        and this_tos == tos
+                        and flags_hi == ip_flags
+                        and (thl == 20 or packet[40 : 20 + thl] == options)
+                    ):
+                        parts.append(memoryview(packet)[20 + thl :])
+                        count += 1
+                        length += payload
+                        next_seq = (seq + payload) & 0xFFFFFFFF
+                        if payload < size or this_word & _PSH_IN_WORD:
+                            psh = (this_word >> 16) & _TCP_PSH
+                            joinable = False
+                        elif count == MAX_SEGMENTS:
+                            joinable = False
+                        continue
+                    if head is not None:
+                        frames.append(_emit(head, thl, size, parts, length, psh))
+                    head = packet
+                    thl = this_thl
+                    size = payload
+                    length = len(packet)
+                    parts = [memoryview(packet)[20 + thl :]]
+                    count = 1
+                    next_seq = (seq + payload) & 0xFFFFFFFF
+                    key, tos, ip_flags, ttl = this_key, this_tos, flags_hi, this_ttl
+                    word = this_word | _PSH_IN_WORD
+                    options = packet[40 : 20 + thl]
+                    psh = (this_word >> 16) & _TCP_PSH
+                    joinable = not psh
                     continue
-                if run is not None:
-                    frames.append(_emit(run))
-                run = _Run(packet, key, thl, payload, flags)
-                continue
-        if run is not None:
-            frames.append(_emit(run))
-            run = None
+        if head is not None:
+            frames.append(_emit(head, thl, size, parts, length, psh))
+            head = None
+            joinable = False
         frames.append(_PLAIN + packet)
-    if run is not None:
-        frames.append(_emit(run))
+    if head is not None:
+        frames.append(_emit(head, thl, size, parts, length, psh))
     return frames
 
 
-def _same_headers(head: bytes, packet: bytes, thl: int) -> bool:
-    # TOS, IP flags (DF), TTL, TCP data offset and options as the kernel's GRO demands.
-    return (
-        head[1] == packet[1]
-        and head[6] == packet[6]
-        and head[8] == packet[8]
-        and head[32] == packet[32]
-        and head[40 : 20 + thl] == packet[40 : 20 + thl]
-    )
-
-
-def _emit(run: _Run) -> bytes:
-    head = run.head
-    if run.count == 1:
+def _emit(
+    head: bytes, thl: int, size: int, parts: list[memoryview], length: int, psh: int
+) -> bytes:
+    """The frame of one run: ``head`` alone, or the joined packet of ``length`` octets
+    whose payloads are ``parts``."""
+    if len(parts) == 1:
         return _PLAIN + head
-    thl = (head[32] >> 4) * 4
-    body = b"".join(run.parts)
-    tcp_length = thl + len(body)
     ip = bytearray(head[:20])
-    ip[2:4] = (20 + tcp_length).to_bytes(2, "big")
+    ip[2:4] = length.to_bytes(2, "big")
     ip[10:12] = b"\x00\x00"
     ip[10:12] = _ipv4_checksum(bytes(ip)).to_bytes(2, "big")
     tcp = bytearray(head[20 : 20 + thl])
-    tcp[13] |= run.psh
+    tcp[13] |= psh
     # CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum (RFC 9293 section
     # 3.1) over the joined length; the kernel adds the segment's own sum when needed.
-    pseudo = sum(struct.unpack("!4H", head[12:20])) + 6 + tcp_length
+    pseudo = sum(struct.unpack("!4H", head[12:20])) + 6 + length - 20
     tcp[16:18] = _fold(pseudo).to_bytes(2, "big")
-    vnet = _VNET.pack(
-        VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, 20 + thl, run.size, 20, 16
-    )
-    return vnet + bytes(ip) + bytes(tcp) + body
+    vnet = _VNET.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, 20 + thl, size, 20, 16)
+    return b"".join((vnet, ip, tcp, *parts))
 
 
 class OffloadTun:

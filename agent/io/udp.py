@@ -58,6 +58,8 @@ IkeHandler = Callable[[bytes, Address, int], None]
 """on_ike(message, peer address, local port it arrived on) — the marker already removed."""
 EspHandler = Callable[[bytes, Address], None]
 """on_esp(esp packet starting at the SPI, peer address)."""
+BatchEndHandler = Callable[[], None]
+"""on_batch_end(): the ESP packets of one read were all handed to on_esp."""
 
 IKE_PORT = 500
 NATT_PORT = 4500
@@ -148,6 +150,8 @@ class DatagramEndpoint(Protocol):
     given at construction."""
 
     counters: UdpCounters
+    on_batch_end: BatchEndHandler | None
+    """Called after each read's datagrams were delivered (the receiver's cue to flush)."""
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Begin delivering received datagrams to the callbacks."""
@@ -239,9 +243,11 @@ class UdpEndpoint:
         buffer_bytes: int = SOCKET_BUFFER_BYTES,
         natt_sock: socket.socket | None = None,
         ike_sock: socket.socket | None = None,
+        on_batch_end: BatchEndHandler | None = None,
     ) -> None:
         self._on_ike = on_ike
         self._on_esp = on_esp
+        self.on_batch_end = on_batch_end
         self.counters = UdpCounters()
         self.host = host
         self.mark = mark
@@ -318,6 +324,8 @@ class UdpEndpoint:
                 on_esp(data, addr)
                 continue
             self._dispatch_natt(data, addr)
+        if self.on_batch_end is not None:
+            self.on_batch_end()
 
     def _dispatch_natt(self, data: bytes, addr: Address) -> None:
         kind, payload = classify_natt(data)

@@ -3,6 +3,7 @@ SPD verdicts and their counters, trap acquires, garbage input, bad install argum
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 
@@ -21,8 +22,9 @@ from tests.support.dataplane_pair import (
     udp4,
     udp6,
 )
-from vpnfleet.agent.esp.sa import Mode
+from vpnfleet.agent.esp.sa import Mode, OutboundSa
 from vpnfleet.agent.esp.sad import InboundRemoved
+from vpnfleet.agent.esp.spd import Action, Selector, SpdEntry
 from vpnfleet.agent.io.dataplane import DataPlane
 from vpnfleet.agent.io.dataplane_model import Encap, ipv4_header
 from vpnfleet.agent.io.memory import MemoryEndpoint, MemoryNetwork
@@ -212,10 +214,93 @@ def test_fd_fast_path_batches_and_caches_flows() -> None:
         assert counters["tun_rx"] == len(packets)
         assert counters["esp_tx"] == len(expected)
         assert counters["bypass_misrouted"] == 1 and counters["unparsable"] == 1
-        assert sum(len(t) for t in a._flows.values()) == 4  # three UDP flows and DNS
+        # Three UDP flows, DNS, and the ICMP address pair.
+        assert sum(len(t) for t in a._flows.values()) == 5
     finally:
         tun_a.close()
         tun_b.close()
+
+
+def echo(src: str, dst: str, ident: int, seq: int) -> bytes:
+    """An ICMP echo request (type 8): identifier and sequence number differ per ping."""
+    body = bytes([8, 0, 0, 0]) + ident.to_bytes(2, "big") + seq.to_bytes(2, "big")
+    packed = [bytes(map(int, address.split("."))) for address in (src, dst)]
+    return ipv4_header(*packed, 1, body) + body
+
+
+def test_pings_take_the_flow_cache_until_the_spd_changes() -> None:
+    net = MemoryNetwork()
+    tun_a, tun_b = SocketTun(), SocketTun()
+    try:
+        a = DataPlane(tun_a, spd=Pair().a.dp.spd.entries, clock=lambda: 1.0)
+        b = DataPlane(tun_b, spd=Pair().b.dp.spd.entries, clock=lambda: 1.0)
+        a.attach(MemoryEndpoint(net, lambda *_: None, a.receive_esp, host=HOST_A))
+        b.attach(MemoryEndpoint(net, lambda *_: None, b.receive_esp, host=HOST_B))
+        a.install_child_sa(POLICY, sa(0x2002, 2), sa(0x1001, 1), HOST_B)
+        b.install_child_sa(POLICY, sa(0x1001, 1), sa(0x2002, 2), HOST_A)
+        lookups = []
+        lookup = a.spd.lookup
+        a.spd.lookup = lambda info, inbound=False: lookups.append(info) or lookup(info, inbound)  # type: ignore[method-assign]
+        # A ping's identifier and sequence number change with each echo: one SPD
+        # lookup for the address pair, the rest from the flow cache.
+        pings = [echo(A1, B1, 7, seq) for seq in range(3)] + [echo(A1, B1, 8, 0)]
+        for packet in pings:
+            tun_a.inject(packet)
+            a.process_tun()
+        net.pump()
+        assert tun_b.delivered() == pings
+        assert len(lookups) == 1
+        # Another address pair is a flow of its own; a new SPD empties the cache, so a
+        # policy that now discards ICMP takes effect on the next ping.
+        tun_a.inject(echo(A2, B1, 7, 0))
+        a.process_tun()
+        assert len(lookups) == 2
+        no_icmp = SpdEntry(Selector.parse("10.1.0.0/24", "10.2.0.0/24", "icmp"), Action.DISCARD)
+        a.update_spd([no_icmp, *a.spd.entries])
+        tun_a.inject(echo(A1, B1, 7, 3))
+        a.process_tun()
+        net.pump()
+        assert tun_b.delivered() == [echo(A2, B1, 7, 0)]
+        assert a.stats().counters["discarded"] == 1
+    finally:
+        tun_a.close()
+        tun_b.close()
+
+
+def test_a_received_packet_reaches_the_tun_within_the_socket_wakeup() -> None:
+    # The UDP socket says when its read batch ends: what it decrypted is written then,
+    # not on a later event-loop iteration (a ping's reply would wait for one).
+    loop = asyncio.new_event_loop()
+    tun = SocketTun()
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dp = DataPlane(tun, spd=Pair().b.dp.spd.entries, clock=lambda: 1.0)
+    endpoint = UdpEndpoint(
+        lambda *_: None,
+        dp.receive_esp,
+        host="127.0.0.1",
+        ike_port=None,
+        natt_port=0,
+        on_batch_end=dp.end_receive_batch,
+    )
+    try:
+        dp.attach(endpoint)
+        dp.install_child_sa(POLICY, sa(0x1001, 1), sa(0x2002, 2), HOST_A)
+        dp.start(loop)  # never run: nothing may wait for a later iteration
+        seal = OutboundSa(sa(0x1001, 1), 1.0).encap
+        pings = [echo(A1, B1, 7, seq) for seq in range(3)]
+        for packet in pings:
+            sealed = seal(packet, 4, 1.0)
+            assert sealed is not None
+            sender.sendto(sealed, ("127.0.0.1", endpoint.natt_port))
+        endpoint._read_natt()  # what the loop calls when the socket is readable
+        assert tun.delivered() == pings
+        assert dp.stats().counters["tun_tx"] == 3
+    finally:
+        dp.stop()
+        endpoint.close()
+        sender.close()
+        tun.close()
+        loop.close()
 
 
 @pytest.mark.parametrize(

@@ -29,11 +29,16 @@ def segment(
     sport: int = 40000,
     options: bytes = TIMESTAMPS,
     ttl: int = 64,
+    tos: int = 0,
+    ip_flags: int = 0x4000,
+    window: int = 512,
 ) -> bytes:
     thl = 20 + len(options)
-    tcp = struct.pack("!HHIIBBHHH", sport, 5201, seq, ack, (thl // 4) << 4, flags, 512, 0x1234, 0)
+    tcp = struct.pack(
+        "!HHIIBBHHH", sport, 5201, seq, ack, (thl // 4) << 4, flags, window, 0x1234, 0
+    )
     payload = bytes((seq + i) % 251 for i in range(size))
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + thl + size, 1, 0x4000, ttl, 6, 0, SRC, DST)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, tos, 20 + thl + size, 1, ip_flags, ttl, 6, 0, SRC, DST)
     return ip + tcp + options + payload
 
 
@@ -103,6 +108,8 @@ def test_segments_the_kernel_would_not_merge_stay_apart() -> None:
         (segment(0), segment(1000, ack=8)),  # another ACK number
         (segment(0), segment(1000, options=bytes.fromhex("0101080a0000000200000002"))),
         (segment(0), segment(1000, ttl=63)),
+        (segment(0), segment(1000, tos=0x10)),
+        (segment(0), segment(1000, ip_flags=0)),  # DF cleared
         (segment(0), segment(1000, size=1200)),  # longer than the run's segment size
         (segment(0, flags=ACK | SYN), segment(1000)),
         (segment(0), segment(1000, flags=ACK | FIN)),
@@ -110,6 +117,17 @@ def test_segments_the_kernel_would_not_merge_stay_apart() -> None:
     ]
     for packets in cases:
         assert coalesce(list(packets)) == [plain(p) for p in packets], packets
+
+
+def test_a_changed_window_ends_a_run() -> None:
+    # The kernel's TCP GRO compares the whole word of data offset, flags and window
+    # (all but CWR, FIN and PSH): a joined packet carries one window, so a segment that
+    # announces another one starts a new run rather than having its window lost.
+    packets = [segment(0), segment(1000), segment(2000, window=1024), segment(3000, window=1024)]
+    first, second = coalesce(packets)
+    assert len(first) == len(second) == VNET_HDR_LEN + 52 + 2000
+    assert first[VNET_HDR_LEN + 34 : VNET_HDR_LEN + 36] == (512).to_bytes(2, "big")
+    assert second[VNET_HDR_LEN + 34 : VNET_HDR_LEN + 36] == (1024).to_bytes(2, "big")
 
 
 def test_runs_stop_at_the_segment_limit_and_sequence_numbers_wrap() -> None:
