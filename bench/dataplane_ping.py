@@ -20,10 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import statistics
 import struct
+import sys
 import time
+from pathlib import Path
 
 from vpnfleet.agent.esp.sa import SaParams
 from vpnfleet.agent.esp.spd import Action, Selector, SpdEntry
@@ -31,33 +32,9 @@ from vpnfleet.agent.esp.transforms import Encryption
 from vpnfleet.agent.io.dataplane import DataPlane
 from vpnfleet.agent.io.udp import UdpEndpoint
 
-SITE_A, SITE_B = "10.1.0.0/24", "10.2.0.0/24"
-POLICY = "bench"
-
-
-class SocketTun:
-    """The TUN stand-in: the data plane reads and writes ``ours``; the host side is
-    ``host``."""
-
-    def __init__(self) -> None:
-        self.name = "bench0"
-        self.mtu = 1400
-        self.ours, self.host = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.ours.setblocking(False)
-        self.host.setblocking(False)
-
-    def fileno(self) -> int:
-        return self.ours.fileno()
-
-    def read(self) -> bytes | None:
-        raise AssertionError("the fd path is used")
-
-    def write(self, packet: bytes) -> None:
-        raise AssertionError("the fd path is used")
-
-    def close(self) -> None:
-        self.ours.close()
-        self.host.close()
+# The repository root, for the helpers the tests share (tests/support).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.dataplane_pair import POLICY, SITE_A, SITE_B, SocketTun
 
 
 def echo(kind: int, seq: int, src: bytes, dst: bytes) -> bytes:
@@ -82,8 +59,7 @@ async def run(pings: int) -> list[float]:
             endpoint = UdpEndpoint(
                 lambda *_: None, plane.receive_esp, host="127.0.0.1", ike_port=None, natt_port=0
             )
-            # As the engine wires it; a data plane without end_receive_batch ignores it.
-            endpoint.on_batch_end = getattr(plane, "end_receive_batch", None)
+            endpoint.on_batch_end = plane.end_receive_batch  # as the engine wires it
             plane.attach(endpoint)
             planes.append(plane)
             endpoints.append(endpoint)
