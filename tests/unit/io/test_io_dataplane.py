@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -190,7 +192,20 @@ def test_ipv4_header_checksum_verifies() -> None:
     assert total == 0xFFFF  # RFC 1071: the sum over a correct header is all ones
 
 
-def test_fd_fast_path_batches_and_caches_flows() -> None:
+@dataclass
+class FdPair:
+    """Two data planes on the TUN fd path (SocketTun), joined by an in-memory network,
+    with one child SA pair installed."""
+
+    net: MemoryNetwork
+    tun_a: SocketTun
+    tun_b: SocketTun
+    a: DataPlane
+    b: DataPlane
+
+
+@pytest.fixture
+def fd_pair() -> Iterator[FdPair]:
     net = MemoryNetwork()
     tun_a, tun_b = SocketTun(), SocketTun()
     try:
@@ -200,25 +215,30 @@ def test_fd_fast_path_batches_and_caches_flows() -> None:
         b.attach(MemoryEndpoint(net, lambda *_: None, b.receive_esp, host=HOST_B))
         a.install_child_sa(POLICY, sa(0x2002, 2), sa(0x1001, 1), HOST_B)
         b.install_child_sa(POLICY, sa(0x1001, 1), sa(0x2002, 2), HOST_A)
-        packets = [udp4(A1, B1, sport=1000 + i % 3) for i in range(TUN_BATCH + 10)]
-        packets += [udp4(A1, B1, dport=53), b"\x45" + bytes(9), icmp4(A1, B1)]
-        for packet in packets:
-            tun_a.inject(packet)
-        assert a.process_tun() == TUN_BATCH  # one wakeup reads at most a batch
-        assert a.process_tun() == len(packets) - TUN_BATCH
-        assert a.process_tun() == 0
-        net.pump()
-        expected = [p for p in packets if p[22:24] != b"\x00\x35" and len(p) > 10]
-        assert tun_b.delivered() == expected
-        counters = a.stats().counters
-        assert counters["tun_rx"] == len(packets)
-        assert counters["esp_tx"] == len(expected)
-        assert counters["bypass_misrouted"] == 1 and counters["unparsable"] == 1
-        # Three UDP flows, DNS, and the ICMP address pair.
-        assert sum(len(t) for t in a._flows.values()) == 5
+        yield FdPair(net, tun_a, tun_b, a, b)
     finally:
         tun_a.close()
         tun_b.close()
+
+
+def test_fd_fast_path_batches_and_caches_flows(fd_pair: FdPair) -> None:
+    net, tun_a, tun_b, a = fd_pair.net, fd_pair.tun_a, fd_pair.tun_b, fd_pair.a
+    packets = [udp4(A1, B1, sport=1000 + i % 3) for i in range(TUN_BATCH + 10)]
+    packets += [udp4(A1, B1, dport=53), b"\x45" + bytes(9), icmp4(A1, B1)]
+    for packet in packets:
+        tun_a.inject(packet)
+    assert a.process_tun() == TUN_BATCH  # one wakeup reads at most a batch
+    assert a.process_tun() == len(packets) - TUN_BATCH
+    assert a.process_tun() == 0
+    net.pump()
+    expected = [p for p in packets if p[22:24] != b"\x00\x35" and len(p) > 10]
+    assert tun_b.delivered() == expected
+    counters = a.stats().counters
+    assert counters["tun_rx"] == len(packets)
+    assert counters["esp_tx"] == len(expected)
+    assert counters["bypass_misrouted"] == 1 and counters["unparsable"] == 1
+    # Three UDP flows, DNS, and the ICMP address pair.
+    assert sum(len(t) for t in a._flows.values()) == 5
 
 
 def echo(src: str, dst: str, ident: int, seq: int) -> bytes:
@@ -228,43 +248,32 @@ def echo(src: str, dst: str, ident: int, seq: int) -> bytes:
     return ipv4_header(*packed, 1, body) + body
 
 
-def test_pings_take_the_flow_cache_until_the_spd_changes() -> None:
-    net = MemoryNetwork()
-    tun_a, tun_b = SocketTun(), SocketTun()
-    try:
-        a = DataPlane(tun_a, spd=Pair().a.dp.spd.entries, clock=lambda: 1.0)
-        b = DataPlane(tun_b, spd=Pair().b.dp.spd.entries, clock=lambda: 1.0)
-        a.attach(MemoryEndpoint(net, lambda *_: None, a.receive_esp, host=HOST_A))
-        b.attach(MemoryEndpoint(net, lambda *_: None, b.receive_esp, host=HOST_B))
-        a.install_child_sa(POLICY, sa(0x2002, 2), sa(0x1001, 1), HOST_B)
-        b.install_child_sa(POLICY, sa(0x1001, 1), sa(0x2002, 2), HOST_A)
-        lookups = []
-        lookup = a.spd.lookup
-        a.spd.lookup = lambda info, inbound=False: lookups.append(info) or lookup(info, inbound)  # type: ignore[method-assign]
-        # A ping's identifier and sequence number change with each echo: one SPD
-        # lookup for the address pair, the rest from the flow cache.
-        pings = [echo(A1, B1, 7, seq) for seq in range(3)] + [echo(A1, B1, 8, 0)]
-        for packet in pings:
-            tun_a.inject(packet)
-            a.process_tun()
-        net.pump()
-        assert tun_b.delivered() == pings
-        assert len(lookups) == 1
-        # Another address pair is a flow of its own; a new SPD empties the cache, so a
-        # policy that now discards ICMP takes effect on the next ping.
-        tun_a.inject(echo(A2, B1, 7, 0))
+def test_pings_take_the_flow_cache_until_the_spd_changes(fd_pair: FdPair) -> None:
+    net, tun_a, tun_b, a = fd_pair.net, fd_pair.tun_a, fd_pair.tun_b, fd_pair.a
+    lookups = []
+    lookup = a.spd.lookup
+    a.spd.lookup = lambda info, inbound=False: lookups.append(info) or lookup(info, inbound)  # type: ignore[method-assign]
+    # A ping's identifier and sequence number change with each echo: one SPD
+    # lookup for the address pair, the rest from the flow cache.
+    pings = [echo(A1, B1, 7, seq) for seq in range(3)] + [echo(A1, B1, 8, 0)]
+    for packet in pings:
+        tun_a.inject(packet)
         a.process_tun()
-        assert len(lookups) == 2
-        no_icmp = SpdEntry(Selector.parse("10.1.0.0/24", "10.2.0.0/24", "icmp"), Action.DISCARD)
-        a.update_spd([no_icmp, *a.spd.entries])
-        tun_a.inject(echo(A1, B1, 7, 3))
-        a.process_tun()
-        net.pump()
-        assert tun_b.delivered() == [echo(A2, B1, 7, 0)]
-        assert a.stats().counters["discarded"] == 1
-    finally:
-        tun_a.close()
-        tun_b.close()
+    net.pump()
+    assert tun_b.delivered() == pings
+    assert len(lookups) == 1
+    # Another address pair is a flow of its own; a new SPD empties the cache, so a
+    # policy that now discards ICMP takes effect on the next ping.
+    tun_a.inject(echo(A2, B1, 7, 0))
+    a.process_tun()
+    assert len(lookups) == 2
+    no_icmp = SpdEntry(Selector.parse("10.1.0.0/24", "10.2.0.0/24", "icmp"), Action.DISCARD)
+    a.update_spd([no_icmp, *a.spd.entries])
+    tun_a.inject(echo(A1, B1, 7, 3))
+    a.process_tun()
+    net.pump()
+    assert tun_b.delivered() == [echo(A2, B1, 7, 0)]
+    assert a.stats().counters["discarded"] == 1
 
 
 def test_a_received_packet_reaches_the_tun_within_the_socket_wakeup() -> None:
