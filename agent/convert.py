@@ -22,6 +22,9 @@ from vpnfleet.protos.hashing import plan_content_hash
 
 from .cert_expiry import CertificateExpiry
 from .crl import RevokedSet, read_crl, revoked_set
+from .ike.constants import EncrId, enum_name
+from .ike.constants import TransformType as IkeTransformType
+from .ike.transforms import NEGOTIABLE, encr_for
 from .plan import (
     AgentPlan,
     AuthMethod,
@@ -62,15 +65,6 @@ from .sink import (
 E = TypeVar("E", Mode, StartAction, SpdAction)
 
 HASH_MISMATCH = "content hash mismatch: plan is corrupt or truncated"
-
-# Transforms this agent implements (IANA "IKEv2 Transform Type N" registries).
-_ENCR_AEAD = {20: "AES-GCM-16", 28: "ChaCha20-Poly1305"}  # RFC 4106/5282, RFC 7634
-_ENCR_CBC = {12: "AES-CBC"}  # RFC 3602
-_ENCR_KEY_BITS = {12: {128, 256}, 20: {128, 256}, 28: {0}}
-_PRF = {5: "PRF_HMAC_SHA2_256", 6: "PRF_HMAC_SHA2_384", 7: "PRF_HMAC_SHA2_512"}
-_INTEG = {12: "AUTH_HMAC_SHA2_256_128", 13: "AUTH_HMAC_SHA2_384_192", 14: "AUTH_HMAC_SHA2_512_256"}
-_DH = {14: "MODP-2048", 19: "ECP-256", 20: "ECP-384", 31: "Curve25519"}
-_ESN = {0: "no ESN", 1: "ESN"}
 
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?$")
 
@@ -316,29 +310,26 @@ def _accepted_psks(p: _Problems, where: str, msg: plan_pb2.Credential, method: A
 
 
 def _transform(p: _Problems, where: str, t: plan_pb2.Transform) -> Transform | None:
+    """One transform, checked against what the IKE core negotiates (its registry)."""
     try:
         ttype = TransformType(t.type)
     except ValueError:
         p.add(where, f"unknown transform type {t.type}")
         return None
-    table = {
-        TransformType.ENCR: {**_ENCR_AEAD, **_ENCR_CBC},
-        TransformType.PRF: _PRF,
-        TransformType.INTEG: _INTEG,
-        TransformType.DH: _DH,
-        TransformType.ESN: _ESN,
-    }[ttype]
-    if t.id not in table:
-        p.add(where, f"{ttype.name} transform {t.id} is not implemented (have {sorted(table)})")
+    lengths = NEGOTIABLE.get((IkeTransformType(ttype), t.id))
+    if lengths is None:
+        have = sorted(id for kind, id in NEGOTIABLE if kind == ttype)
+        p.add(where, f"{ttype.name} transform {t.id} is not implemented (have {have})")
         return None
-    if ttype is TransformType.ENCR:
-        allowed = _ENCR_KEY_BITS[t.id]
-        if t.key_length not in allowed:
-            want = "no key length" if allowed == {0} else f"key length {sorted(allowed)}"
-            p.add(where, f"{table[t.id]} with key length {t.key_length}: needs {want}")
-            return None
-    elif t.key_length:
-        p.add(where, f"{ttype.name} transform {t.id} takes no key length, got {t.key_length}")
+    # A plan's key length 0 is no Key Length attribute (RFC 7296 section 3.3.5).
+    if (t.key_length or None) not in lengths:
+        if ttype is TransformType.ENCR:
+            bits = sorted(b for b in lengths if b is not None)
+            want = f"key length {bits}" if bits else "no key length"
+            name = enum_name(EncrId, t.id)
+            p.add(where, f"{name} with key length {t.key_length}: needs {want}")
+        else:
+            p.add(where, f"{ttype.name} transform {t.id} takes no key length, got {t.key_length}")
         return None
     return Transform(ttype, t.id, t.key_length)
 
@@ -353,7 +344,7 @@ def _proposal(p: _Problems, where: str, msg: plan_pb2.Proposal, ike: bool) -> Pr
     for t in transforms:
         by_type.setdefault(t.type, []).append(t)
     encr = by_type.get(TransformType.ENCR, [])
-    aead = [t for t in encr if t.id in _ENCR_AEAD]
+    aead = [t for t in encr if encr_for(t.id, t.key_length or None).is_aead]
     if not encr:
         p.add(where, "no encryption transform")
     elif aead and len(aead) != len(encr):

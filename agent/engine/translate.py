@@ -24,10 +24,12 @@ from ..esp.transforms import Encryption, Integrity
 from ..ike.config import ChildConfig, IkeConfig
 from ..ike.config import Identity as IkeIdentity
 from ..ike.constants import EncrId, IdType, IntegId
-from ..ike.errors import LocalError
+from ..ike.constants import TransformType as IkeTransformType
+from ..ike.errors import IkeError, LocalError
 from ..ike.events import ChildSaEstablished
 from ..ike.payloads import TrafficSelector as IkeTrafficSelector
-from ..ike.proposals import EspProposal, IkeProposal, transform_keyword
+from ..ike.proposals import EspProposal, IkeProposal
+from ..ike.sa_payload import Transform as IkeTransform
 from ..ike.signatures import CertificateAuth, SigningKey, identity_in_certificate
 from ..io.dataplane_model import Encap
 from ..io.tunnel_mtu import AEAD_GCM16, CBC_SHA256, CBC_SHA384, CBC_SHA512, EspOverhead
@@ -94,19 +96,10 @@ class IkeCredentials:
         return cls(certificate, key, source)
 
 
-_ID_TYPES = {
-    1: IdType.ID_IPV4_ADDR,
-    2: IdType.ID_FQDN,
-    3: IdType.ID_RFC822_ADDR,
-    5: IdType.ID_IPV6_ADDR,
-    9: IdType.ID_DER_ASN1_DN,
-    11: IdType.ID_KEY_ID,
-}
-
-
 def ike_identity(identity: Identity) -> IkeIdentity:
-    """RFC 7296 section 3.5: the plan's typed identity as the IKE core carries it."""
-    kind = _ID_TYPES[int(identity.type)]
+    """RFC 7296 section 3.5: the plan's typed identity as the IKE core carries it (both
+    number their ID types as IANA does)."""
+    kind = IdType(int(identity.type))
     value = identity.value
     if kind in (IdType.ID_IPV4_ADDR, IdType.ID_IPV6_ADDR):
         return IkeIdentity(kind, ipaddress.ip_address(value).packed)
@@ -115,55 +108,40 @@ def ike_identity(identity: Identity) -> IkeIdentity:
     return IkeIdentity(kind, value.encode())
 
 
-def _text_from_transforms(proposal: Proposal) -> list[str]:
-    """strongSwan proposal strings equivalent to a proposal's transform list (one per
-    combination, as a proposal may offer several transforms of one type)."""
-    by_type: dict[TransformType, list[str]] = {}
-    for t in proposal.transforms:
-        token = transform_keyword(t.type, t.id, t.key_length)
-        if token is None:
-            raise PeerConfigError(f"transform {t.type.name} {t.id} has no proposal name here")
-        by_type.setdefault(t.type, []).append(token)
-    combos = [""]
-    for kind in (
-        TransformType.ENCR,
-        TransformType.INTEG,
-        TransformType.PRF,
-        TransformType.DH,
-        TransformType.ESN,
-    ):
-        tokens = by_type.get(kind)
-        if tokens:
-            combos = [f"{c}-{tok}" if c else tok for c in combos for tok in tokens]
-    return combos
+def _transforms(proposal: Proposal) -> list[IkeTransform]:
+    """A plan proposal's transform IDs as the IKE core reads them (a key length of 0 in
+    the plan: no Key Length attribute)."""
+    return [
+        IkeTransform.with_key_length(IkeTransformType(t.type), t.id, t.key_length or None)
+        for t in proposal.transforms
+    ]
 
 
 def ike_proposals(peer: Peer) -> tuple[IkeProposal, ...]:
-    out: list[IkeProposal] = []
-    for p in peer.ike_proposals:
-        out.extend(_parse(peer, p, IkeProposal.parse))
-    return tuple(dict.fromkeys(out))
+    """The peer's IKE proposals, built from their transform IDs; the operator's text is
+    only shown (where it says something else, the IDs win)."""
+    return _built(peer, peer.ike_proposals, IkeProposal.from_transforms)
 
 
 def esp_proposals(peer: Peer) -> tuple[EspProposal, ...]:
-    out: list[EspProposal] = []
-    for p in peer.esp_proposals:
-        out.extend(_parse(peer, p, EspProposal.parse))
+    """The peer's ESP proposals, built from their transform IDs like ike_proposals."""
+    return _built(peer, peer.esp_proposals, EspProposal.from_transforms)
+
+
+def _built(
+    peer: Peer,
+    proposals: tuple[Proposal, ...],
+    build: Callable[[list[IkeTransform]], list[T]],
+) -> tuple[T, ...]:
+    out: list[T] = []
+    for proposal in proposals:
+        try:
+            out.extend(build(_transforms(proposal)))
+        except IkeError as exc:
+            raise PeerConfigError(
+                f"peer {peer.name}: proposal {proposal.text!r} cannot be used: {exc}"
+            ) from None
     return tuple(dict.fromkeys(out))
-
-
-def _parse(peer: Peer, proposal: Proposal, reader: Callable[[str], T]) -> list[T]:
-    """The text first (what the operator wrote); the transform IDs when it is not ours."""
-    try:
-        return [reader(proposal.text)]
-    except LocalError:
-        pass
-    try:
-        return [reader(text) for text in _text_from_transforms(proposal)]
-    except (LocalError, PeerConfigError) as exc:
-        raise PeerConfigError(
-            f"peer {peer.name}: proposal {proposal.text!r} cannot be used: {exc}"
-        ) from None
 
 
 def _selectors(
@@ -329,20 +307,6 @@ def esp_overhead(plan: AgentPlan) -> EspOverhead:
     return worst
 
 
-_ENCRYPTION: dict[tuple[int, int], Encryption] = {
-    (EncrId.AES_GCM_16, 128): Encryption.AES128GCM16,
-    (EncrId.AES_GCM_16, 256): Encryption.AES256GCM16,
-    (EncrId.CHACHA20_POLY1305, 256): Encryption.CHACHA20POLY1305,
-    (EncrId.AES_CBC, 128): Encryption.AES128,
-    (EncrId.AES_CBC, 256): Encryption.AES256,
-}
-_INTEGRITY = {
-    IntegId.HMAC_SHA2_256_128: Integrity.HMAC_SHA2_256_128,
-    IntegId.HMAC_SHA2_384_192: Integrity.HMAC_SHA2_384_192,
-    IntegId.HMAC_SHA2_512_256: Integrity.HMAC_SHA2_512_256,
-}
-
-
 def child_lifetime(peer: Peer) -> Lifetime:
     """Data-plane limits of a child SA: the plan's volume limits are soft (the engine
     rekeys), hard limits sit 10% later; time is hard only, as the engine schedules the
@@ -364,15 +328,15 @@ def sa_params(
     event: ChildSaEstablished, lifetime: Lifetime, local: str | None, remote: str
 ) -> tuple[SaParams, SaParams]:
     """Inbound and outbound ESP SA parameters from the keys IKE handed out (section 2.17)."""
+    # The transform IDs IKE negotiated, as the ESP core names them (RFC 7296 section 3.3.2).
     key_bits = event.encr_key_bits if event.encr_id != EncrId.CHACHA20_POLY1305 else 256
-    encryption = _ENCRYPTION.get((event.encr_id, key_bits))
-    if encryption is None:
-        raise PeerConfigError(f"child {event.name}: ESP encryption {event.encr_id} unsupported")
-    integrity = None
-    if event.integ_id is not None and event.integ_id != IntegId.NONE:
-        integrity = _INTEGRITY.get(IntegId(event.integ_id))
-        if integrity is None:
-            raise PeerConfigError(f"child {event.name}: ESP integrity {event.integ_id} unsupported")
+    try:
+        encryption = Encryption.for_transform(event.encr_id, key_bits)
+        integrity = None
+        if event.integ_id is not None and event.integ_id != IntegId.NONE:
+            integrity = Integrity.for_transform(event.integ_id)
+    except ValueError as exc:
+        raise PeerConfigError(f"child {event.name}: {exc}") from None
     mode = Mode.TRANSPORT if event.mode == "transport" else Mode.TUNNEL
     here = local or "*"
     inbound = SaParams(

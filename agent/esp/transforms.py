@@ -39,9 +39,27 @@ class Encryption(StrEnum):
         return self not in (Encryption.AES128, Encryption.AES256)
 
     @property
+    def transform_id(self) -> int:
+        """The IANA "Transform Type 1" number (RFC 7296 section 3.3.2)."""
+        return _ENCRYPTION[self][0]
+
+    @property
+    def key_bits(self) -> int:
+        return _ENCRYPTION[self][1]
+
+    @property
     def key_length(self) -> int:
         """Octets of keying material, salt included (RFC 4106 section 8.1, RFC 7634 2)."""
-        return _KEY_LENGTH[self]
+        return _ENCRYPTION[self][2]
+
+    @classmethod
+    def for_transform(cls, transform_id: int, key_bits: int) -> Encryption:
+        """The transform negotiated as ``transform_id`` with ``key_bits``-bit keys;
+        ValueError when this data plane does not implement it."""
+        for encryption, (number, bits, _) in _ENCRYPTION.items():
+            if (number, bits) == (transform_id, key_bits):
+                return encryption
+        raise ValueError(f"ESP encryption {transform_id} with {key_bits}-bit keys unsupported")
 
 
 class Integrity(StrEnum):
@@ -52,6 +70,11 @@ class Integrity(StrEnum):
     HMAC_SHA2_512_256 = "sha512"
 
     @property
+    def transform_id(self) -> int:
+        """The IANA "Transform Type 3" number (RFC 7296 section 3.3.2)."""
+        return _INTEG[self][3]
+
+    @property
     def key_length(self) -> int:
         """RFC 4868 section 2.1.1: the key is as long as the hash output."""
         return _INTEG[self][1]
@@ -60,20 +83,30 @@ class Integrity(StrEnum):
     def icv_length(self) -> int:
         return _INTEG[self][2]
 
+    @classmethod
+    def for_transform(cls, transform_id: int) -> Integrity:
+        """The transform negotiated as ``transform_id``; ValueError when this data plane
+        does not implement it."""
+        for integrity, entry in _INTEG.items():
+            if entry[3] == transform_id:
+                return integrity
+        raise ValueError(f"ESP integrity {transform_id} unsupported")
 
-_KEY_LENGTH = {
-    Encryption.AES128GCM16: 16 + 4,
-    Encryption.AES256GCM16: 32 + 4,
-    Encryption.CHACHA20POLY1305: 32 + 4,
-    Encryption.AES128: 16,
-    Encryption.AES256: 32,
+
+# IANA transform ID (RFC 4106, RFC 7634, RFC 3602), key bits, octets of keying material
+_ENCRYPTION = {
+    Encryption.AES128GCM16: (20, 128, 16 + 4),
+    Encryption.AES256GCM16: (20, 256, 32 + 4),
+    Encryption.CHACHA20POLY1305: (28, 256, 32 + 4),
+    Encryption.AES128: (12, 128, 16),
+    Encryption.AES256: (12, 256, 32),
 }
 
-# hash name for hmac.digest, key length, truncated ICV length
+# hash name for hmac.digest, key length, truncated ICV length, IANA transform ID (RFC 4868)
 _INTEG = {
-    Integrity.HMAC_SHA2_256_128: ("sha256", 32, 16),
-    Integrity.HMAC_SHA2_384_192: ("sha384", 48, 24),
-    Integrity.HMAC_SHA2_512_256: ("sha512", 64, 32),
+    Integrity.HMAC_SHA2_256_128: ("sha256", 32, 16, 12),
+    Integrity.HMAC_SHA2_384_192: ("sha384", 48, 24, 13),
+    Integrity.HMAC_SHA2_512_256: ("sha512", 64, 32, 14),
 }
 
 _SALT_LENGTH = 4
@@ -163,7 +196,7 @@ class CbcHmacSuite:
         # The AES key schedule object is reused; CBC binds the IV, so the Cipher
         # context is per packet (the library offers no IV reset).
         self._aes = algorithms.AES(key)
-        self._hash, _, self.icv_length = _INTEG[integrity]
+        self._hash, _, self.icv_length, _ = _INTEG[integrity]
         self._integ_key = integ_key
 
     def _icv(self, header: bytes, iv: bytes, ciphertext: bytes, esn_high: bytes) -> bytes:
@@ -191,7 +224,7 @@ class CbcHmacSuite:
 def integrity_icv(integrity: Integrity, key: bytes, data: bytes) -> bytes:
     """The truncated HMAC of ``data`` (RFC 4868 section 2.7.2's authenticator)."""
     _check_key(f"{integrity} integrity key", key, integrity.key_length)
-    name, _, length = _INTEG[integrity]
+    name, _, length, _ = _INTEG[integrity]
     return hmac.digest(key, data, name)[:length]
 
 

@@ -1,93 +1,42 @@
-"""Proposals in strongSwan's notation, SA payload building and selection.
+"""Proposals: built from transform IDs, read from strongSwan's notation, selected.
 
-``IkeProposal.parse("aes256gcm16-prfsha384-x25519")`` and
-``EspProposal.parse("aes128-sha256")`` read what operators already write in
-swanctl.conf. Selection follows RFC 7296 section 2.7 with our configured order
-taking precedence (strongSwan's default), and a failure names both sides.
+The IKE and ESP proposals an IKE SA offers and accepts are built from transform IDs
+(RFC 7296 section 3.3.2), each checked against the registry in transforms.py:
+``IkeProposal.from_transforms([...])`` gives every combination a list of transforms
+offers. ``IkeProposal.parse("aes256gcm16-prfsha384-x25519")`` and
+``EspProposal.parse("aes128-sha256")`` read what operators write in swanctl.conf into
+the same IDs. Selection follows RFC 7296 section 2.7 with our configured order taking
+precedence (strongSwan's default), and a failure names both sides.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .constants import (
     DhGroup,
-    EncrId,
     EsnId,
     IntegId,
     NotifyType,
-    PrfId,
     ProtocolId,
     TransformType,
     enum_name,
 )
-from .errors import LocalError, ProtocolError
+from .errors import LocalError, ProtocolError, UnsupportedTransform
 from .sa_payload import Proposal, Transform
-from .transforms import Encr, Integ, Prf, encr_for, integ_for, prf_for
-
-# strongSwan's keywords (swanctl.conf ``proposals``) for every transform we can name, also
-# those this core does not implement, so that what a peer offers is shown in the words
-# its operator wrote. ``{bits}`` is the Key Length attribute.
-_ENCR_KEYWORDS: dict[int, str] = {
-    EncrId.DES3: "3des",
-    EncrId.NULL: "null",
-    EncrId.AES_CBC: "aes{bits}",
-    EncrId.AES_CTR: "aes{bits}ctr",
-    EncrId.AES_CCM_8: "aes{bits}ccm8",
-    EncrId.AES_CCM_12: "aes{bits}ccm12",
-    EncrId.AES_CCM_16: "aes{bits}ccm16",
-    EncrId.AES_GCM_8: "aes{bits}gcm8",
-    EncrId.AES_GCM_12: "aes{bits}gcm12",
-    EncrId.AES_GCM_16: "aes{bits}gcm16",
-    EncrId.CHACHA20_POLY1305: "chacha20poly1305",
-}
-_KEYWORDS: dict[TransformType, dict[int, str]] = {
-    TransformType.PRF: {
-        PrfId.HMAC_MD5: "prfmd5",
-        PrfId.HMAC_SHA1: "prfsha1",
-        PrfId.AES128_XCBC: "prfaesxcbc",
-        PrfId.HMAC_SHA2_256: "prfsha256",
-        PrfId.HMAC_SHA2_384: "prfsha384",
-        PrfId.HMAC_SHA2_512: "prfsha512",
-        PrfId.AES128_CMAC: "prfaescmac",
-    },
-    TransformType.INTEG: {
-        IntegId.HMAC_MD5_96: "md5",
-        IntegId.HMAC_SHA1_96: "sha1",
-        IntegId.AES_XCBC_96: "aesxcbc",
-        IntegId.HMAC_SHA2_256_128: "sha256",
-        IntegId.HMAC_SHA2_384_192: "sha384",
-        IntegId.HMAC_SHA2_512_256: "sha512",
-    },
-    TransformType.DH: {
-        DhGroup.MODP_1024: "modp1024",
-        DhGroup.MODP_1536: "modp1536",
-        DhGroup.MODP_2048: "modp2048",
-        DhGroup.MODP_3072: "modp3072",
-        DhGroup.MODP_4096: "modp4096",
-        DhGroup.ECP_256: "ecp256",
-        DhGroup.ECP_384: "ecp384",
-        DhGroup.ECP_521: "ecp521",
-        DhGroup.CURVE25519: "x25519",
-        DhGroup.CURVE448: "x448",
-    },
-    TransformType.ESN: {EsnId.NO_ESN: "noesn", EsnId.ESN: "esn"},
-}
-
-
-def transform_keyword(kind: int, id: int, key_bits: int | None = None) -> str | None:
-    """strongSwan's keyword for one transform (``aes256``, ``sha256``, ``x25519``), None
-    when it has none (an unknown ID, or a cipher that needs a key length and has none)."""
-    if kind == TransformType.ENCR:
-        template = _ENCR_KEYWORDS.get(id)
-        if template is None or ("{bits}" in template and not key_bits):
-            return None
-        return template.format(bits=key_bits)
-    try:
-        return _KEYWORDS[TransformType(kind)].get(id)
-    except ValueError:
-        return None
+from .transforms import (
+    INTEGS,
+    PROPOSAL_TOKENS,
+    Encr,
+    Integ,
+    Prf,
+    encr_for,
+    integ_for,
+    negotiable,
+    prf_for,
+    transform_keyword,
+)
 
 
 def _name(kind: int, id: int, key_bits: int | None = None) -> str:
@@ -105,44 +54,8 @@ def dh_name(group: int) -> str:
     return _name(TransformType.DH, group)
 
 
-def _keyword(kind: int, id: int, key_bits: int | None = None) -> str:
-    keyword = transform_keyword(kind, id, key_bits)
-    assert keyword is not None, (kind, id, key_bits)
-    return keyword
-
-
-# What this core implements, by the keywords above (proposal parsing).
-_ENCR_TOKENS: dict[str, tuple[int, int | None]] = {
-    _keyword(TransformType.ENCR, encr, bits): (encr, bits)
-    for encr, bits in (
-        (EncrId.AES_CBC, 128),
-        (EncrId.AES_CBC, 256),
-        (EncrId.AES_GCM_16, 128),
-        (EncrId.AES_GCM_16, 256),
-        (EncrId.CHACHA20_POLY1305, None),
-    )
-}
-_INTEG_TOKENS = {
-    _keyword(TransformType.INTEG, integ): integ
-    for integ in (IntegId.HMAC_SHA2_256_128, IntegId.HMAC_SHA2_384_192, IntegId.HMAC_SHA2_512_256)
-}
-_PRF_TOKENS = {
-    _keyword(TransformType.PRF, prf): prf
-    for prf in (PrfId.HMAC_SHA2_256, PrfId.HMAC_SHA2_384, PrfId.HMAC_SHA2_512)
-}
-# An integrity algorithm without an explicit PRF implies the matching PRF (strongSwan).
-_PRF_FOR_INTEG = {
-    IntegId.HMAC_SHA2_256_128: PrfId.HMAC_SHA2_256,
-    IntegId.HMAC_SHA2_384_192: PrfId.HMAC_SHA2_384,
-    IntegId.HMAC_SHA2_512_256: PrfId.HMAC_SHA2_512,
-}
-_DH_TOKENS = {
-    **{
-        _keyword(TransformType.DH, group): group
-        for group in (DhGroup.MODP_2048, DhGroup.ECP_256, DhGroup.ECP_384, DhGroup.CURVE25519)
-    },
-    "curve25519": DhGroup.CURVE25519,  # strongSwan's other name for x25519
-}
+# An integrity algorithm without an explicit PRF implies the PRF of its hash (strongSwan).
+_PRF_FOR_INTEG = {i.id: i.implied_prf for i in INTEGS.values() if i.negotiable}
 
 
 def render_proposal(proposal: Proposal) -> str:
@@ -198,12 +111,53 @@ def _tokens(text: str) -> list[str]:
 
 
 def _encr_transform(encr: Encr) -> Transform:
-    bits = None if encr.id == EncrId.CHACHA20_POLY1305 else encr.key_bits
-    return Transform.with_key_length(TransformType.ENCR, encr.id, bits)
+    return Transform.with_key_length(TransformType.ENCR, encr.id, encr.key_attribute)
+
+
+_IKE_TYPES = (TransformType.ENCR, TransformType.INTEG, TransformType.PRF, TransformType.DH)
+_ESP_TYPES = (TransformType.ENCR, TransformType.INTEG, TransformType.DH, TransformType.ESN)
+
+
+def _parsed(text: str, what: str, types: tuple[TransformType, ...]) -> list[Transform]:
+    """The transforms a proposal in strongSwan notation names, one of each type."""
+    chosen: dict[TransformType, Transform] = {}
+    for token in _tokens(text):
+        kind, id, bits = PROPOSAL_TOKENS.get(token, (None, 0, None))
+        # ESN is "esn" or "noesn", the last one written standing.
+        if kind not in types or (kind in chosen and kind is not TransformType.ESN):
+            raise LocalError(f"{what} proposal {text!r}: unknown or repeated algorithm {token!r}")
+        chosen[kind] = Transform.with_key_length(kind, id, bits)
+    return list(chosen.values())
+
+
+def _combinations(
+    transforms: Iterable[Transform], what: str, types: tuple[TransformType, ...]
+) -> list[dict[TransformType, Transform]]:
+    """One transform of each type per combination, in the order the transforms come
+    (RFC 7296 section 3.3: transforms of one type in a proposal are alternatives); each
+    must be one this core negotiates."""
+    by_type: dict[TransformType, list[Transform]] = {}
+    for t in transforms:
+        if t.type not in types:
+            raise LocalError(f"{what} proposal: {_name(t.type, t.id)} does not belong in it")
+        if not negotiable(t.type, t.id, t.key_length):
+            raise UnsupportedTransform(
+                f"{what} proposal: {_name(t.type, t.id, t.key_length)} "
+                f"({enum_name(TransformType, t.type)} {t.id}) is not supported"
+            )
+        by_type.setdefault(TransformType(t.type), []).append(t)
+    combos: list[dict[TransformType, Transform]] = [{}]
+    for kind in types:
+        options = by_type.get(kind)
+        if options:
+            combos = [{**c, kind: t} for c in combos for t in options]
+    return combos
 
 
 @dataclass(frozen=True)
 class IkeProposal:
+    """One combination of IKE SA transforms: what one SA is protected with."""
+
     encr: Encr
     prf: Prf
     integ: Integ | None
@@ -211,29 +165,38 @@ class IkeProposal:
 
     @classmethod
     def parse(cls, text: str) -> IkeProposal:
-        encr = prf = integ = dh = None
-        for token in _tokens(text):
-            if token in _ENCR_TOKENS and encr is None:
-                encr = encr_for(*_ENCR_TOKENS[token])
-            elif token in _PRF_TOKENS and prf is None:
-                prf = prf_for(_PRF_TOKENS[token])
-            elif token in _INTEG_TOKENS and integ is None:
-                integ = integ_for(_INTEG_TOKENS[token])
-            elif token in _DH_TOKENS and dh is None:
-                dh = _DH_TOKENS[token]
-            else:
-                raise LocalError(f"IKE proposal {text!r}: unknown or repeated algorithm {token!r}")
-        if encr is None or dh is None:
-            raise LocalError(f"IKE proposal {text!r} needs an encryption algorithm and a DH group")
+        """One proposal in strongSwan notation (one algorithm of each type)."""
+        return cls._build(_parsed(text, "IKE", _IKE_TYPES), f"IKE proposal {text!r}")
+
+    @classmethod
+    def from_transforms(cls, transforms: Iterable[Transform]) -> list[IkeProposal]:
+        """Every combination of the transforms, by type, in their order."""
+        out = []
+        for combo in _combinations(transforms, "IKE", _IKE_TYPES):
+            shown = render_proposal(Proposal(1, ProtocolId.IKE, b"", [*combo.values()]))
+            out.append(cls._build(combo.values(), f"IKE proposal {shown!r}"))
+        return out
+
+    @classmethod
+    def _build(cls, transforms: Iterable[Transform], where: str) -> IkeProposal:
+        by_type = {t.type: t for t in transforms}
+        encr_t, dh_t = by_type.get(TransformType.ENCR), by_type.get(TransformType.DH)
+        if encr_t is None or dh_t is None:
+            raise LocalError(f"{where} needs an encryption algorithm and a DH group")
+        encr = encr_for(encr_t.id, encr_t.key_length)
+        integ_t, prf_t = by_type.get(TransformType.INTEG), by_type.get(TransformType.PRF)
+        integ = integ_for(integ_t.id) if integ_t is not None else None
         if encr.is_aead and integ is not None:
-            raise LocalError(f"IKE proposal {text!r}: {encr.name} takes no integrity algorithm")
+            raise LocalError(f"{where}: {encr.name} takes no integrity algorithm")
         if not encr.is_aead and integ is None:
-            raise LocalError(f"IKE proposal {text!r}: {encr.name} needs an integrity algorithm")
-        if prf is None:
-            if integ is None:
-                raise LocalError(f"IKE proposal {text!r}: an AEAD proposal needs a PRF")
-            prf = prf_for(_PRF_FOR_INTEG[integ.id])  # type: ignore[index]
-        return cls(encr, prf, integ, dh)
+            raise LocalError(f"{where}: {encr.name} needs an integrity algorithm")
+        if prf_t is not None:
+            prf = prf_for(prf_t.id)
+        elif integ is None:
+            raise LocalError(f"{where}: an AEAD proposal needs a PRF")
+        else:
+            prf = prf_for(_PRF_FOR_INTEG[integ.id])
+        return cls(encr, prf, integ, dh_t.id)
 
     def __str__(self) -> str:
         return render_proposal(self.to_proposal(1))
@@ -248,6 +211,8 @@ class IkeProposal:
 
 @dataclass(frozen=True)
 class EspProposal:
+    """One combination of ESP transforms: what one child SA is protected with."""
+
     encr: Encr
     integ: Integ | None
     esn: bool = False
@@ -256,25 +221,33 @@ class EspProposal:
 
     @classmethod
     def parse(cls, text: str) -> EspProposal:
-        encr = integ = dh = None
-        esn = False
-        for token in _tokens(text):
-            if token in _ENCR_TOKENS and encr is None:
-                encr = encr_for(*_ENCR_TOKENS[token])
-            elif token in _INTEG_TOKENS and integ is None:
-                integ = integ_for(_INTEG_TOKENS[token])
-            elif token in _DH_TOKENS and dh is None:
-                dh = _DH_TOKENS[token]
-            elif token in ("esn", "noesn"):
-                esn = token == "esn"
-            else:
-                raise LocalError(f"ESP proposal {text!r}: unknown or repeated algorithm {token!r}")
-        if encr is None:
-            raise LocalError(f"ESP proposal {text!r} needs an encryption algorithm")
+        """One proposal in strongSwan notation (one algorithm of each type)."""
+        return cls._build(_parsed(text, "ESP", _ESP_TYPES), f"ESP proposal {text!r}")
+
+    @classmethod
+    def from_transforms(cls, transforms: Iterable[Transform]) -> list[EspProposal]:
+        """Every combination of the transforms, by type, in their order."""
+        out = []
+        for combo in _combinations(transforms, "ESP", _ESP_TYPES):
+            shown = render_proposal(Proposal(1, ProtocolId.ESP, bytes(4), [*combo.values()]))
+            out.append(cls._build(combo.values(), f"ESP proposal {shown!r}"))
+        return out
+
+    @classmethod
+    def _build(cls, transforms: Iterable[Transform], where: str) -> EspProposal:
+        by_type = {t.type: t for t in transforms}
+        encr_t = by_type.get(TransformType.ENCR)
+        if encr_t is None:
+            raise LocalError(f"{where} needs an encryption algorithm")
+        encr = encr_for(encr_t.id, encr_t.key_length)
+        integ_t = by_type.get(TransformType.INTEG)
+        integ = integ_for(integ_t.id) if integ_t is not None else None
         if encr.is_aead == (integ is not None):
             need = "takes no" if encr.is_aead else "needs an"
-            raise LocalError(f"ESP proposal {text!r}: {encr.name} {need} integrity algorithm")
-        return cls(encr, integ, esn, dh)
+            raise LocalError(f"{where}: {encr.name} {need} integrity algorithm")
+        esn_t, dh_t = by_type.get(TransformType.ESN), by_type.get(TransformType.DH)
+        esn = esn_t is not None and esn_t.id == EsnId.ESN
+        return cls(encr, integ, esn, dh_t.id if dh_t is not None else None)
 
     def __str__(self) -> str:
         return render_proposal(self.to_proposal(1, bytes(4)))
@@ -304,10 +277,6 @@ def _types(proposal: Proposal) -> set[int]:
     return {int(t.type) for t in proposal.transforms}
 
 
-def _encr_bits(encr: Encr) -> int | None:
-    return None if encr.id == EncrId.CHACHA20_POLY1305 else encr.key_bits
-
-
 def _ike_matches(ours: IkeProposal, theirs: Proposal) -> bool:
     if theirs.protocol != ProtocolId.IKE:
         return False
@@ -322,7 +291,7 @@ def _ike_matches(ours: IkeProposal, theirs: Proposal) -> bool:
     ):
         return False
     return (
-        _offers(theirs, TransformType.ENCR, ours.encr.id, _encr_bits(ours.encr))
+        _offers(theirs, TransformType.ENCR, ours.encr.id, ours.encr.key_attribute)
         and _offers(theirs, TransformType.PRF, ours.prf.id)
         and (ours.integ is None or _offers(theirs, TransformType.INTEG, ours.integ.id))
         and _offers(theirs, TransformType.DH, ours.dh)
@@ -370,7 +339,7 @@ def _esp_matches(ours: EspProposal, theirs: Proposal) -> bool:
         )
     return (
         dh_ok
-        and _offers(theirs, TransformType.ENCR, ours.encr.id, _encr_bits(ours.encr))
+        and _offers(theirs, TransformType.ENCR, ours.encr.id, ours.encr.key_attribute)
         and (ours.integ is None or _offers(theirs, TransformType.INTEG, ours.integ.id))
         and esn_ok
     )

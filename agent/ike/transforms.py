@@ -12,7 +12,7 @@ import hmac
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from enum import Enum
 
 from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
@@ -36,8 +36,82 @@ except ImportError:
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-from .constants import DhGroup, EncrId, IntegId, PrfId
+from .constants import DhGroup, EncrId, EsnId, IntegId, PrfId, TransformType
 from .errors import CryptoError, UnsupportedTransform
+
+# -- names ---------------------------------------------------------------------------
+
+# strongSwan's keywords (swanctl.conf ``proposals``) for every transform we can name, also
+# those this core does not implement, so that what a peer offers is shown in the words
+# its operator wrote. ``{bits}`` is the Key Length attribute (RFC 7296 section 3.3.5).
+_ENCR_KEYWORDS: dict[int, str] = {
+    EncrId.DES3: "3des",
+    EncrId.NULL: "null",
+    EncrId.AES_CBC: "aes{bits}",
+    EncrId.AES_CTR: "aes{bits}ctr",
+    EncrId.AES_CCM_8: "aes{bits}ccm8",
+    EncrId.AES_CCM_12: "aes{bits}ccm12",
+    EncrId.AES_CCM_16: "aes{bits}ccm16",
+    EncrId.AES_GCM_8: "aes{bits}gcm8",
+    EncrId.AES_GCM_12: "aes{bits}gcm12",
+    EncrId.AES_GCM_16: "aes{bits}gcm16",
+    EncrId.CHACHA20_POLY1305: "chacha20poly1305",
+}
+_KEYWORDS: dict[TransformType, dict[int, str]] = {
+    TransformType.PRF: {
+        PrfId.HMAC_MD5: "prfmd5",
+        PrfId.HMAC_SHA1: "prfsha1",
+        PrfId.AES128_XCBC: "prfaesxcbc",
+        PrfId.HMAC_SHA2_256: "prfsha256",
+        PrfId.HMAC_SHA2_384: "prfsha384",
+        PrfId.HMAC_SHA2_512: "prfsha512",
+        PrfId.AES128_CMAC: "prfaescmac",
+    },
+    TransformType.INTEG: {
+        IntegId.HMAC_MD5_96: "md5",
+        IntegId.HMAC_SHA1_96: "sha1",
+        IntegId.AES_XCBC_96: "aesxcbc",
+        IntegId.HMAC_SHA2_256_128: "sha256",
+        IntegId.HMAC_SHA2_384_192: "sha384",
+        IntegId.HMAC_SHA2_512_256: "sha512",
+    },
+    TransformType.DH: {
+        DhGroup.MODP_1024: "modp1024",
+        DhGroup.MODP_1536: "modp1536",
+        DhGroup.MODP_2048: "modp2048",
+        DhGroup.MODP_3072: "modp3072",
+        DhGroup.MODP_4096: "modp4096",
+        DhGroup.ECP_256: "ecp256",
+        DhGroup.ECP_384: "ecp384",
+        DhGroup.ECP_521: "ecp521",
+        DhGroup.CURVE25519: "x25519",
+        DhGroup.CURVE448: "x448",
+    },
+    TransformType.ESN: {EsnId.NO_ESN: "noesn", EsnId.ESN: "esn"},
+}
+KEYWORD_ALIASES: dict[str, str] = {"curve25519": "x25519"}
+"""Further names strongSwan accepts for a transform, and the keyword they stand for."""
+
+
+def transform_keyword(kind: int, id: int, key_bits: int | None = None) -> str | None:
+    """strongSwan's keyword for one transform (``aes256``, ``sha256``, ``x25519``), None
+    when it has none (an unknown ID, or a cipher that needs a key length and has none)."""
+    if kind == TransformType.ENCR:
+        template = _ENCR_KEYWORDS.get(id)
+        if template is None or ("{bits}" in template and not key_bits):
+            return None
+        return template.format(bits=key_bits)
+    try:
+        return _KEYWORDS[TransformType(kind)].get(id)
+    except ValueError:
+        return None
+
+
+def _keyword(kind: TransformType, id: int, key_bits: int | None = None) -> str:
+    keyword = transform_keyword(kind, id, key_bits)
+    assert keyword is not None, (kind, id, key_bits)
+    return keyword
+
 
 # -- PRF and integrity ---------------------------------------------------------
 
@@ -46,13 +120,18 @@ from .errors import CryptoError, UnsupportedTransform
 class Prf:
     """An HMAC PRF (RFC 4868 for the SHA-2 ones). Key and output length = digest size."""
 
-    id: int
-    name: str
+    id: PrfId
     hash_name: str
     output_length: int
+    negotiable: bool = True
+    """Offered and accepted in proposals; False for what only test vectors use."""
 
     def __call__(self, key: bytes, data: bytes) -> bytes:
         return hmac.digest(key, data, self.hash_name)
+
+    @property
+    def name(self) -> str:
+        return _keyword(TransformType.PRF, self.id)
 
     @property
     def key_length(self) -> int:
@@ -64,10 +143,10 @@ PRFS: dict[int, Prf] = {
     p.id: p
     for p in (
         # SHA-1 is kept for the published IKEv2 KDF vectors and legacy peers only.
-        Prf(PrfId.HMAC_SHA1, "prfsha1", "sha1", 20),
-        Prf(PrfId.HMAC_SHA2_256, "prfsha256", "sha256", 32),
-        Prf(PrfId.HMAC_SHA2_384, "prfsha384", "sha384", 48),
-        Prf(PrfId.HMAC_SHA2_512, "prfsha512", "sha512", 64),
+        Prf(PrfId.HMAC_SHA1, "sha1", 20, negotiable=False),
+        Prf(PrfId.HMAC_SHA2_256, "sha256", 32),
+        Prf(PrfId.HMAC_SHA2_384, "sha384", 48),
+        Prf(PrfId.HMAC_SHA2_512, "sha512", 64),
     )
 }
 
@@ -76,11 +155,18 @@ PRFS: dict[int, Prf] = {
 class Integ:
     """Truncated HMAC integrity (RFC 4868 section 2.3)."""
 
-    id: int
-    name: str
+    id: IntegId
     hash_name: str
     key_length: int
     icv_length: int
+    implied_prf: PrfId
+    """The PRF of the same hash: an IKE proposal that names none uses it (strongSwan)."""
+    negotiable: bool = True
+    """Offered and accepted in proposals; False for what only test vectors use."""
+
+    @property
+    def name(self) -> str:
+        return _keyword(TransformType.INTEG, self.id)
 
     def sign(self, key: bytes, data: bytes) -> bytes:
         return hmac.digest(key, data, self.hash_name)[: self.icv_length]
@@ -92,10 +178,10 @@ class Integ:
 INTEGS: dict[int, Integ] = {
     i.id: i
     for i in (
-        Integ(IntegId.HMAC_SHA1_96, "sha1", "sha1", 20, 12),
-        Integ(IntegId.HMAC_SHA2_256_128, "sha256", "sha256", 32, 16),
-        Integ(IntegId.HMAC_SHA2_384_192, "sha384", "sha384", 48, 24),
-        Integ(IntegId.HMAC_SHA2_512_256, "sha512", "sha512", 64, 32),
+        Integ(IntegId.HMAC_SHA1_96, "sha1", 20, 12, PrfId.HMAC_SHA1, negotiable=False),
+        Integ(IntegId.HMAC_SHA2_256_128, "sha256", 32, 16, PrfId.HMAC_SHA2_256),
+        Integ(IntegId.HMAC_SHA2_384_192, "sha384", 48, 24, PrfId.HMAC_SHA2_384),
+        Integ(IntegId.HMAC_SHA2_512_256, "sha512", 64, 32, PrfId.HMAC_SHA2_512),
     )
 }
 
@@ -116,7 +202,16 @@ def integ_for(integ_id: int) -> Integ:
 
 # -- encryption ------------------------------------------------------------------
 
-EncrMode = Literal["cbc", "gcm", "chacha"]
+
+class EncrMode(Enum):
+    """How an encryption transform protects data."""
+
+    CBC = "cbc"
+    """AES-CBC (RFC 3602), with a separate integrity transform."""
+    GCM = "gcm"
+    """AES-GCM with a 16-octet ICV (RFC 5282 for IKE, RFC 4106 for ESP)."""
+    CHACHA20_POLY1305 = "chacha20-poly1305"
+    """ChaCha20-Poly1305 (RFC 7634)."""
 
 
 @dataclass(frozen=True)
@@ -127,18 +222,27 @@ class Encr:
     AEAD it includes the 4-byte salt (RFC 5282 section 7.1, RFC 7634 section 2).
     """
 
-    id: int
+    id: EncrId
     key_bits: int
     mode: EncrMode
-    name: str
+
+    @property
+    def name(self) -> str:
+        return _keyword(TransformType.ENCR, self.id, self.key_bits)
+
+    @property
+    def key_attribute(self) -> int | None:
+        """The Key Length attribute it is offered with; ChaCha20-Poly1305 has none
+        (RFC 7634 section 2), AES always has one (RFC 7296 section 3.3.5)."""
+        return None if self.mode is EncrMode.CHACHA20_POLY1305 else self.key_bits
 
     @property
     def is_aead(self) -> bool:
-        return self.mode != "cbc"
+        return self.mode is not EncrMode.CBC
 
     @property
     def salt_length(self) -> int:
-        return 0 if self.mode == "cbc" else 4
+        return 0 if self.mode is EncrMode.CBC else 4
 
     @property
     def key_length(self) -> int:
@@ -146,12 +250,12 @@ class Encr:
 
     @property
     def iv_length(self) -> int:
-        return 16 if self.mode == "cbc" else 8
+        return 16 if self.mode is EncrMode.CBC else 8
 
     @property
     def block_size(self) -> int:
         """Plaintext alignment: AES-CBC needs 16; GCM and ChaCha20 need none."""
-        return 16 if self.mode == "cbc" else 1
+        return 16 if self.mode is EncrMode.CBC else 1
 
     @property
     def icv_length(self) -> int:
@@ -163,24 +267,28 @@ class Encr:
         cut = self.key_bits // 8
         return key[:cut], key[cut:]
 
+    def _aead(self, cipher_key: bytes) -> AESGCM | ChaCha20Poly1305:
+        if self.mode is EncrMode.GCM:
+            return AESGCM(cipher_key)
+        return ChaCha20Poly1305(cipher_key)
+
     def encrypt(self, key: bytes, iv: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
         """CBC: ciphertext. AEAD: ciphertext || 16-byte tag; nonce = salt || iv."""
         if len(iv) != self.iv_length:
             raise CryptoError(f"{self.name} needs a {self.iv_length}-byte IV, got {len(iv)}")
         cipher_key, salt = self._split(key)
-        if self.mode == "cbc":
+        if self.mode is EncrMode.CBC:
             if len(plaintext) % 16:
                 raise CryptoError("AES-CBC plaintext is not block aligned")
             enc = Cipher(algorithms.AES(cipher_key), modes.CBC(iv)).encryptor()
             return enc.update(plaintext) + enc.finalize()
-        aead = AESGCM(cipher_key) if self.mode == "gcm" else ChaCha20Poly1305(cipher_key)
-        return aead.encrypt(salt + iv, plaintext, aad)
+        return self._aead(cipher_key).encrypt(salt + iv, plaintext, aad)
 
     def decrypt(self, key: bytes, iv: bytes, ciphertext: bytes, aad: bytes = b"") -> bytes:
         if len(iv) != self.iv_length:
             raise CryptoError(f"{self.name} needs a {self.iv_length}-byte IV, got {len(iv)}")
         cipher_key, salt = self._split(key)
-        if self.mode == "cbc":
+        if self.mode is EncrMode.CBC:
             if not ciphertext or len(ciphertext) % 16:
                 raise CryptoError(
                     f"AES-CBC ciphertext of {len(ciphertext)} bytes is not block aligned"
@@ -191,23 +299,23 @@ class Encr:
             raise CryptoError(
                 f"{self.name} ciphertext of {len(ciphertext)} bytes is shorter than its tag"
             )
-        aead = AESGCM(cipher_key) if self.mode == "gcm" else ChaCha20Poly1305(cipher_key)
         try:
-            return aead.decrypt(salt + iv, ciphertext, aad)
+            return self._aead(cipher_key).decrypt(salt + iv, ciphertext, aad)
         except InvalidTag:
             raise CryptoError(f"{self.name} integrity check failed") from None
 
 
-_ENCRS: dict[tuple[int, int], Encr] = {
+ENCRS: dict[tuple[int, int], Encr] = {
     (e.id, e.key_bits): e
     for e in (
-        Encr(EncrId.AES_CBC, 128, "cbc", "aes128"),
-        Encr(EncrId.AES_CBC, 256, "cbc", "aes256"),
-        Encr(EncrId.AES_GCM_16, 128, "gcm", "aes128gcm16"),
-        Encr(EncrId.AES_GCM_16, 256, "gcm", "aes256gcm16"),
-        Encr(EncrId.CHACHA20_POLY1305, 256, "chacha", "chacha20poly1305"),
+        Encr(EncrId.AES_CBC, 128, EncrMode.CBC),
+        Encr(EncrId.AES_CBC, 256, EncrMode.CBC),
+        Encr(EncrId.AES_GCM_16, 128, EncrMode.GCM),
+        Encr(EncrId.AES_GCM_16, 256, EncrMode.GCM),
+        Encr(EncrId.CHACHA20_POLY1305, 256, EncrMode.CHACHA20_POLY1305),
     )
 }
+"""Every encryption transform this core implements, by (ID, key bits)."""
 
 
 def encr_for(encr_id: int, key_bits: int | None) -> Encr:
@@ -219,7 +327,7 @@ def encr_for(encr_id: int, key_bits: int | None) -> Encr:
     if key_bits is None:
         raise UnsupportedTransform(f"encryption transform {encr_id} needs a Key Length attribute")
     try:
-        return _ENCRS[(encr_id, key_bits)]
+        return ENCRS[(encr_id, key_bits)]
     except KeyError:
         raise UnsupportedTransform(
             f"encryption transform {encr_id} with {key_bits}-bit keys is not supported"
@@ -267,6 +375,12 @@ _CURVES: dict[int, tuple[ec.EllipticCurve, int]] = {
     DhGroup.ECP_256: (ec.SECP256R1(), 32),
     DhGroup.ECP_384: (ec.SECP384R1(), 48),
 }
+
+
+DH_GROUPS: frozenset[DhGroup] = frozenset(
+    {DhGroup.MODP_2048, DhGroup.ECP_256, DhGroup.ECP_384, DhGroup.CURVE25519}
+)
+"""The key exchange groups KeyExchange implements (RFC 8247 section 2.4's musts)."""
 
 
 class KeyExchange:
@@ -369,3 +483,52 @@ def random_bytes(size: int) -> bytes:
 def sha1(data: bytes) -> bytes:
     """SHA-1, used for NAT detection hashes (RFC 7296 section 2.23) and CERTREQ."""
     return hashlib.sha1(data).digest()
+
+
+# -- what proposals may hold -----------------------------------------------------------
+
+
+def _negotiable() -> dict[tuple[TransformType, int], frozenset[int | None]]:
+    table: dict[tuple[TransformType, int], set[int | None]] = {}
+    for encr in ENCRS.values():
+        table.setdefault((TransformType.ENCR, encr.id), set()).add(encr.key_attribute)
+    for prf in PRFS.values():
+        if prf.negotiable:
+            table[(TransformType.PRF, prf.id)] = {None}
+    for integ in INTEGS.values():
+        if integ.negotiable:
+            table[(TransformType.INTEG, integ.id)] = {None}
+    for group in sorted(DH_GROUPS):
+        table[(TransformType.DH, group)] = {None}
+    for esn in EsnId:
+        table[(TransformType.ESN, esn)] = {None}
+    return {key: frozenset(bits) for key, bits in table.items()}
+
+
+NEGOTIABLE: dict[tuple[TransformType, int], frozenset[int | None]] = _negotiable()
+"""Every transform (RFC 7296 section 3.3.2) this core offers and accepts in IKE and ESP
+proposals, by (type, ID), with the Key Length attributes it may carry (None: none)."""
+
+
+def _proposal_tokens() -> dict[str, tuple[TransformType, int, int | None]]:
+    tokens = {
+        _keyword(kind, id, bits): (kind, id, bits)
+        for (kind, id), lengths in NEGOTIABLE.items()
+        for bits in lengths
+    }
+    for alias, keyword in KEYWORD_ALIASES.items():
+        tokens[alias] = tokens[keyword]
+    return tokens
+
+
+PROPOSAL_TOKENS: dict[str, tuple[TransformType, int, int | None]] = _proposal_tokens()
+"""strongSwan keyword -> (type, ID, Key Length) for everything in NEGOTIABLE."""
+
+
+def negotiable(kind: int, id: int, key_bits: int | None) -> bool:
+    """Whether this core offers and accepts the transform (a key length of None: no
+    Key Length attribute)."""
+    try:
+        return key_bits in NEGOTIABLE.get((TransformType(kind), id), frozenset())
+    except ValueError:
+        return False

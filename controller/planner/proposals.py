@@ -37,42 +37,47 @@ ENCR_AES_CBC, ENCR_AES_GCM_16, ENCR_CHACHA20_POLY1305 = 12, 20, 28
 
 
 @dataclass(frozen=True, slots=True)
-class _Token:
+class Token:
+    """What one proposal keyword stands for."""
+
     transform: Transform
     aead: bool = False
+    """An encryption algorithm that carries its own integrity (RFC 5282 section 8)."""
 
 
-_TOKENS: dict[str, _Token] = {
-    "aes128": _Token(Transform(ENCR, ENCR_AES_CBC, 128)),
-    "aes256": _Token(Transform(ENCR, ENCR_AES_CBC, 256)),
-    "aes128gcm16": _Token(Transform(ENCR, ENCR_AES_GCM_16, 128), aead=True),
-    "aes256gcm16": _Token(Transform(ENCR, ENCR_AES_GCM_16, 256), aead=True),
-    "chacha20poly1305": _Token(Transform(ENCR, ENCR_CHACHA20_POLY1305), aead=True),
+TOKENS: dict[str, Token] = {
+    "aes128": Token(Transform(ENCR, ENCR_AES_CBC, 128)),
+    "aes256": Token(Transform(ENCR, ENCR_AES_CBC, 256)),
+    "aes128gcm16": Token(Transform(ENCR, ENCR_AES_GCM_16, 128), aead=True),
+    "aes256gcm16": Token(Transform(ENCR, ENCR_AES_GCM_16, 256), aead=True),
+    "chacha20poly1305": Token(Transform(ENCR, ENCR_CHACHA20_POLY1305), aead=True),
     # AUTH_HMAC_SHA2_256_128, _384_192, _512_256 (RFC 4868).
-    "sha256": _Token(Transform(INTEG, 12)),
-    "sha384": _Token(Transform(INTEG, 13)),
-    "sha512": _Token(Transform(INTEG, 14)),
+    "sha256": Token(Transform(INTEG, 12)),
+    "sha384": Token(Transform(INTEG, 13)),
+    "sha512": Token(Transform(INTEG, 14)),
     # PRF_HMAC_SHA2_256, _384, _512 (RFC 4868).
-    "prfsha256": _Token(Transform(PRF, 5)),
-    "prfsha384": _Token(Transform(PRF, 6)),
-    "prfsha512": _Token(Transform(PRF, 7)),
+    "prfsha256": Token(Transform(PRF, 5)),
+    "prfsha384": Token(Transform(PRF, 6)),
+    "prfsha512": Token(Transform(PRF, 7)),
     # Key exchange groups: 2048-bit MODP 14 (RFC 3526), NIST P-256 19 and P-384 20
     # (RFC 5903), Curve25519 31 (RFC 8031).
-    "modp2048": _Token(Transform(DH, 14)),
-    "ecp256": _Token(Transform(DH, 19)),
-    "ecp384": _Token(Transform(DH, 20)),
-    "x25519": _Token(Transform(DH, 31)),
-    "curve25519": _Token(Transform(DH, 31)),
+    "modp2048": Token(Transform(DH, 14)),
+    "ecp256": Token(Transform(DH, 19)),
+    "ecp384": Token(Transform(DH, 20)),
+    "x25519": Token(Transform(DH, 31)),
+    "curve25519": Token(Transform(DH, 31)),
     # Extended sequence numbers (RFC 4303 section 2.2.1).
-    "esn": _Token(Transform(ESN, 1)),
-    "noesn": _Token(Transform(ESN, 0)),
+    "esn": Token(Transform(ESN, 1)),
+    "noesn": Token(Transform(ESN, 0)),
 }
+
+"""The controller's algorithm registry: every keyword an inventory may write."""
 
 # Integrity hash -> PRF of the same hash, for IKE proposals that name no PRF.
 _PRF_FOR_INTEG = {12: Transform(PRF, 5), 13: Transform(PRF, 6), 14: Transform(PRF, 7)}
 _NO_ESN = Transform(ESN, 0)
 
-KNOWN_TOKENS: tuple[str, ...] = tuple(_TOKENS)
+KNOWN_TOKENS: tuple[str, ...] = tuple(TOKENS)
 
 
 class ProposalError(ValueError):
@@ -91,9 +96,9 @@ def parse_proposal(text: str, kind: Kind) -> Proposal:
     for token in text.strip().lower().split("-"):
         if not token:
             raise ProposalError(f"{where}: empty algorithm between '-' separators")
-        known = _TOKENS.get(token)
+        known = TOKENS.get(token)
         if known is None:
-            hint = did_you_mean(token, _TOKENS)
+            hint = did_you_mean(token, TOKENS)
             raise ProposalError(f"{where}: unknown algorithm {token!r}{hint}")
         transform = known.transform
         if transform in by_type[transform.type]:
@@ -114,7 +119,7 @@ def parse_proposal(text: str, kind: Kind) -> Proposal:
         )
     is_aead = True in aead
     if is_aead and by_type[INTEG]:
-        integ = next(t for t, v in _TOKENS.items() if v.transform == by_type[INTEG][0])
+        integ = next(t for t, v in TOKENS.items() if v.transform == by_type[INTEG][0])
         raise ProposalError(f"{where}: AEAD encryption carries its own integrity; remove {integ!r}")
     if not is_aead and not by_type[INTEG]:
         raise ProposalError(f"{where}: no integrity algorithm (e.g. sha256) for a non-AEAD cipher")

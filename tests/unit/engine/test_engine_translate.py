@@ -19,6 +19,7 @@ from vpnfleet.agent.plan import (
     Proposal,
     Transform,
     TransformType,
+    plan_diff,
 )
 from vpnfleet.agent.plan import (
     IdType as PlanIdType,
@@ -42,7 +43,7 @@ def test_ike_config_from_a_sample_plan() -> None:
     assert config.retransmit_tries == 6
 
 
-def test_proposal_text_that_is_not_ours_falls_back_to_transform_ids() -> None:
+def test_proposals_are_built_from_transform_ids_whatever_the_text_says() -> None:
     plan = node_plan("a", ["b"])
     (peer,) = plan.peers
     odd = Proposal(
@@ -55,6 +56,54 @@ def test_proposal_text_that_is_not_ours_falls_back_to_transform_ids() -> None:
     )
     config = translate.ike_config(plan, replace(peer, esp_proposals=(odd,)))
     assert [str(p) for p in config.child.esp_proposals] == ["aes256-sha256"]
+
+
+def test_text_and_ids_that_disagree_negotiate_the_ids_and_show_the_text() -> None:
+    """Issue 15 item 6: the agent validated the IDs, so it negotiates them; the text is
+    what the operator wrote, shown in plan differences (never parsed here)."""
+    plan = node_plan("a", ["b"])
+    (peer,) = plan.peers
+    ike = Proposal(
+        "aes128-sha256-modp2048",
+        (
+            Transform(TransformType.ENCR, 20, 256),
+            Transform(TransformType.PRF, 6, 0),
+            Transform(TransformType.DH, 31, 0),
+        ),
+    )
+    esp = Proposal("aes128-sha256", (Transform(TransformType.ENCR, 28, 0),))
+    changed = replace(peer, ike_proposals=(ike,), esp_proposals=(esp,))
+    config = translate.ike_config(plan, changed)
+    assert [str(p) for p in config.ike_proposals] == ["aes256gcm16-prfsha384-x25519"]
+    assert [str(p) for p in config.child.esp_proposals] == ["chacha20poly1305"]
+    (change,) = plan_diff(plan, replace(plan, peers=(changed,)))
+    assert "ike_proposals: [aes256gcm16-prfsha384-x25519] -> [aes128-sha256-modp2048]" in (
+        change.details
+    )
+
+
+def test_several_transforms_of_one_type_are_alternatives() -> None:
+    """RFC 7296 section 3.3: each combination becomes one proposal, in the plan's order."""
+    plan = node_plan("a", ["b"])
+    (peer,) = plan.peers
+    both = Proposal(
+        "aes128-aes256-sha256-x25519-ecp256",
+        (
+            Transform(TransformType.ENCR, 12, 128),
+            Transform(TransformType.ENCR, 12, 256),
+            Transform(TransformType.PRF, 5, 0),
+            Transform(TransformType.INTEG, 12, 0),
+            Transform(TransformType.DH, 31, 0),
+            Transform(TransformType.DH, 19, 0),
+        ),
+    )
+    config = translate.ike_config(plan, replace(peer, ike_proposals=(both,)))
+    assert [str(p) for p in config.ike_proposals] == [
+        "aes128-sha256-x25519",
+        "aes128-sha256-ecp256",
+        "aes256-sha256-x25519",
+        "aes256-sha256-ecp256",
+    ]
 
 
 def test_unknown_transform_names_the_peer() -> None:
