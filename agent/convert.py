@@ -592,7 +592,7 @@ def ike_sa_to_proto(sa: IkeSaReport) -> agent_pb2.IkeSaStatus:
             spi_in=c.spi_in,
             spi_out=c.spi_out,
             proposal=c.proposal,
-            mode=c.mode,
+            mode=str(c.mode),
             local_ts=list(c.local_ts),
             remote_ts=list(c.remote_ts),
             established_at=c.established_at,

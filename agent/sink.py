@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from .ike.config import Mode
 from .plan import AgentPlan
 
 
@@ -159,7 +160,7 @@ class ChildSaReport:
     spi_in: int = 0
     spi_out: int = 0
     proposal: str = ""
-    mode: str = ""
+    mode: Mode = Mode.TUNNEL
     local_ts: tuple[str, ...] = ()
     remote_ts: tuple[str, ...] = ()
     established_at: float = 0.0

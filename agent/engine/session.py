@@ -8,7 +8,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..ike.config import IkeConfig
+from ..ike.config import IkeConfig, Mode
 from ..ike.ike_sa import IkeSa
 from ..ike.states import IkeSaState
 from ..io.dataplane_model import SaStats
@@ -67,7 +67,7 @@ class ChildRecord:
     spi_in: bytes
     spi_out: bytes
     proposal: str
-    mode: str
+    mode: Mode
     local_ts: tuple[str, ...]
     remote_ts: tuple[str, ...]
     established_at: float

@@ -18,11 +18,13 @@ from typing import TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ..esp.sa import Lifetime, Mode, SaParams
+from ..esp.sa import Lifetime, SaParams
+from ..esp.sa import Mode as EspMode
 from ..esp.spd import Action, Selector, SpdEntry, TrafficSelector
 from ..esp.transforms import Encryption, Integrity
 from ..ike.config import ChildConfig, IkeConfig
 from ..ike.config import Identity as IkeIdentity
+from ..ike.config import Mode as IkeMode
 from ..ike.constants import EncrId, IdType, IntegId
 from ..ike.constants import TransformType as IkeTransformType
 from ..ike.errors import IkeError, LocalError
@@ -44,6 +46,7 @@ from ..plan import (
     SpdAction,
     TransformType,
 )
+from ..plan import Mode as PlanMode
 
 RETRANSMIT_TIMEOUT = 1.0
 """Seconds before the first IKE retransmission (RFC 7296 section 2.1 leaves it open)."""
@@ -212,6 +215,12 @@ def certificate_auth(
         raise PeerConfigError(f"peer {peer.name}: {exc}") from None
 
 
+_IKE_MODE = {PlanMode.TUNNEL: IkeMode.TUNNEL, PlanMode.TRANSPORT: IkeMode.TRANSPORT}
+"""The plan's mode as IKE negotiates it (RFC 7296 section 1.3.1)."""
+_ESP_MODE = {IkeMode.TUNNEL: EspMode.TUNNEL, IkeMode.TRANSPORT: EspMode.TRANSPORT}
+"""The negotiated mode as the ESP core applies it (RFC 4303 section 3.1)."""
+
+
 def ike_config(plan: AgentPlan, peer: Peer, credentials: IkeCredentials | None = None) -> IkeConfig:
     """The IKE SA and first child SA configuration for one plan peer; ``credentials``
     (our IKE certificate and key) serve the peers that authenticate with certificates."""
@@ -230,7 +239,7 @@ def ike_config(plan: AgentPlan, peer: Peer, credentials: IkeCredentials | None =
             esp_proposals(peer),
             _selectors(peer.local_ts, local),
             _selectors(peer.remote_ts, remote),
-            mode=peer.mode.name.lower(),
+            mode=_IKE_MODE[peer.mode],
         )
         return IkeConfig(
             ike_identity(peer.local_id),
@@ -337,7 +346,7 @@ def sa_params(
             integrity = Integrity.for_transform(event.integ_id)
     except ValueError as exc:
         raise PeerConfigError(f"child {event.name}: {exc}") from None
-    mode = Mode.TRANSPORT if event.mode == "transport" else Mode.TUNNEL
+    mode = _ESP_MODE[event.mode]
     here = local or "*"
     inbound = SaParams(
         int.from_bytes(event.spi_in, "big"),

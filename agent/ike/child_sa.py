@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .config import ChildConfig
+from .config import ChildConfig, Mode
 from .errors import LocalError
 from .events import ChildSaEstablished
 from .keys import derive_child_sa_keys
@@ -64,7 +64,7 @@ class ChildSa:
     spi_out: bytes
     local_ts: tuple[TrafficSelector, ...]
     remote_ts: tuple[TrafficSelector, ...]
-    mode: str
+    mode: Mode
     state: ChildSaState = ChildSaState.INSTALLED
     peer_rekey: tuple[bytes, bytes, ChildSa] | None = field(default=None, repr=False)
     """Ni, Nr and the new SA of the peer's rekey of this child that crossed ours (2.8.1)."""
@@ -135,6 +135,6 @@ def new_child(
     spi_out: bytes,
     local_ts: Sequence[TrafficSelector],
     remote_ts: Sequence[TrafficSelector],
-    mode: str,
+    mode: Mode,
 ) -> ChildSa:
     return ChildSa(config, proposal, spi_in, spi_out, tuple(local_ts), tuple(remote_ts), mode)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from cryptography import x509
 
@@ -66,20 +67,28 @@ class Identity:
         return f"id-type-{self.id_type}:{self.data.hex()}"
 
 
+class Mode(StrEnum):
+    """How a child SA's ESP carries packets (RFC 4301 section 4.1); transport mode is
+    asked for with USE_TRANSPORT_MODE (RFC 7296 section 1.3.1)."""
+
+    TUNNEL = "tunnel"
+    TRANSPORT = "transport"
+
+
 @dataclass(frozen=True)
 class ChildConfig:
     name: str
     esp_proposals: tuple[EspProposal, ...]
     local_ts: tuple[TrafficSelector, ...]
     remote_ts: tuple[TrafficSelector, ...]
-    mode: str = "tunnel"
+    mode: Mode = Mode.TUNNEL
 
     def __post_init__(self) -> None:
         if not self.esp_proposals:
             raise LocalError(f"child {self.name!r} has no ESP proposals")
         if not self.local_ts or not self.remote_ts:
             raise LocalError(f"child {self.name!r} needs local and remote traffic selectors")
-        if self.mode not in ("tunnel", "transport"):
+        if not isinstance(self.mode, Mode):  # a caller outside the type checker's reach
             raise LocalError(f"child {self.name!r}: mode {self.mode!r} is not tunnel or transport")
 
     @property

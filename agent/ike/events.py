@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .config import Mode
 from .payloads import TrafficSelector
 
 if TYPE_CHECKING:
@@ -64,8 +65,7 @@ class ChildSaEstablished:
     integ_key_out: bytes = field(repr=False)
     local_ts: tuple[TrafficSelector, ...]
     remote_ts: tuple[TrafficSelector, ...]
-    mode: str
-    """``tunnel`` or ``transport``."""
+    mode: Mode
     proposal: str
     encap: bool = False
     """ESP goes in UDP (RFC 3948) on port 4500 because a NAT was detected."""

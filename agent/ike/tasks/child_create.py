@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..child_sa import ChildSa, ChildSaInput, ChildSaState, child_established, new_child
-from ..config import ChildConfig
+from ..config import ChildConfig, Mode
 from ..constants import ExchangeType, NotifyType, ProtocolId, enum_name
 from ..errors import CryptoError, ProtocolError
 from ..events import ChildSaEstablished, ChildSaFailed, ChildSaRekeyed
@@ -96,7 +96,7 @@ class ChildCreate:
                 NotifyPayload(NotifyType.REKEY_SA, protocol=ProtocolId.ESP, spi=self.rekey.spi_in)
             )
             local_ts, remote_ts = self.rekey.local_ts, self.rekey.remote_ts
-        if self.config.mode == "transport":
+        if self.config.mode is Mode.TRANSPORT:
             payloads.append(NotifyPayload(NotifyType.USE_TRANSPORT_MODE))
         proposals = [
             p.to_proposal(i + 1, self.spi_in) for i, p in enumerate(self.config.esp_proposals)
@@ -143,7 +143,7 @@ class ChildCreate:
             g_ir = _key_exchange(esp, ke if isinstance(ke, KePayload) else None, self.ke)
             check_subset(self.config.local_ts, tsi.selectors)
             check_subset(self.config.remote_ts, tsr.selectors)
-            mode = "transport" if _wants_transport(payloads) else "tunnel"
+            mode = Mode.TRANSPORT if _wants_transport(payloads) else Mode.TUNNEL
             if mode != self.config.mode:
                 raise ProtocolError(
                     f"NO_PROPOSAL_CHOSEN: peer chose {mode} mode, ours is {self.config.mode}"
@@ -242,7 +242,7 @@ def respond(sa: IkeSa, payloads: list[Payload]) -> list[Payload]:
         and isinstance(tsr, TsrPayload)
     ):
         return _refuse(NotifyType.INVALID_SYNTAX)
-    mode = "transport" if _wants_transport(payloads) else "tunnel"
+    mode = Mode.TRANSPORT if _wants_transport(payloads) else Mode.TUNNEL
     configs = (old.config,) if old is not None else sa.config.children
     failure: ProtocolError | None = None
     for config in configs:
@@ -298,7 +298,7 @@ def respond(sa: IkeSa, payloads: list[Payload]) -> list[Payload]:
         else:
             old.transition(ChildSaInput.REKEY_DONE)  # the peer will delete it
     reply: list[Payload] = []
-    if mode == "transport":
+    if mode is Mode.TRANSPORT:
         reply.append(NotifyPayload(NotifyType.USE_TRANSPORT_MODE))
     reply += [SaPayload([esp.to_proposal(theirs.number, spi_in)]), NoncePayload(nr)]
     if ours is not None:

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 
 from .. import chain, signatures
 from ..child_sa import child_established, new_child
-from ..config import ChildConfig, Identity
+from ..config import ChildConfig, Identity, Mode
 from ..constants import AuthMethod, CertEncoding, ExchangeType, NotifyType, enum_name
 from ..errors import ProtocolError
 from ..events import ChildSaEstablished, ChildSaFailed
@@ -156,7 +156,7 @@ def install_child(
     spi_out: bytes,
     local_ts: Sequence[TrafficSelector],
     remote_ts: Sequence[TrafficSelector],
-    mode: str,
+    mode: Mode,
 ) -> ChildSaEstablished:
     """Record the first child (keyed from the IKE_SA_INIT nonces) and build its event."""
     assert sa.keys is not None and sa.proposal is not None
@@ -196,7 +196,7 @@ class IkeAuth:
         if self.sa.initial_contact:
             # Section 2.4: we hold no other IKE SA with this peer (a restart, say).
             payloads.append(NotifyPayload(NotifyType.INITIAL_CONTACT))
-        if config.child.mode == "transport":
+        if config.child.mode is Mode.TRANSPORT:
             payloads.append(NotifyPayload(NotifyType.USE_TRANSPORT_MODE))
         proposals = [
             p.to_proposal(i + 1, self.child_spi)
@@ -267,7 +267,7 @@ class IkeAuth:
             chosen, esp = accept_esp(child.initial_proposals, sa_payload.proposals)
             check_subset(child.local_ts, tsi.selectors)
             check_subset(child.remote_ts, tsr.selectors)
-            mode = "transport" if _wants_transport(payloads) else "tunnel"
+            mode = Mode.TRANSPORT if _wants_transport(payloads) else Mode.TUNNEL
             if mode != child.mode:
                 raise ProtocolError(
                     f"NO_PROPOSAL_CHOSEN: peer chose {mode} mode, ours is {child.mode}"
@@ -334,7 +334,7 @@ def _respond_child(sa: IkeSa, payloads: list[Payload]) -> list[Payload]:
         # TSi are the initiator's side, our remote; TSr are ours.
         narrowed_i = narrow(child.remote_ts, tsi.selectors)
         narrowed_r = narrow(child.local_ts, tsr.selectors)
-        mode = "transport" if _wants_transport(payloads) else "tunnel"
+        mode = Mode.TRANSPORT if _wants_transport(payloads) else Mode.TUNNEL
         if mode != child.mode:
             raise ProtocolError(
                 f"NO_PROPOSAL_CHOSEN: peer asks for {mode} mode, ours is {child.mode}",
@@ -346,7 +346,7 @@ def _respond_child(sa: IkeSa, payloads: list[Payload]) -> list[Payload]:
         return [NotifyPayload(notify)]
     spi_in = random_bytes(4)
     reply: list[Payload] = []
-    if mode == "transport":
+    if mode is Mode.TRANSPORT:
         reply.append(NotifyPayload(NotifyType.USE_TRANSPORT_MODE))
     reply += [
         SaPayload([esp.to_proposal(theirs.number, spi_in)]),
