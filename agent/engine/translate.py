@@ -22,7 +22,7 @@ from ..esp.sa import Lifetime, SaParams
 from ..esp.sa import Mode as EspMode
 from ..esp.spd import Action, Selector, SpdEntry, TrafficSelector
 from ..esp.transforms import Encryption, Integrity
-from ..ike.config import ChildConfig, IkeConfig
+from ..ike.config import ChildConfig, IkeConfig, selector
 from ..ike.config import Identity as IkeIdentity
 from ..ike.config import Mode as IkeMode
 from ..ike.constants import EncrId, IdType, IntegId
@@ -33,6 +33,7 @@ from ..ike.payloads import TrafficSelector as IkeTrafficSelector
 from ..ike.proposals import EspProposal, IkeProposal
 from ..ike.sa_payload import Transform as IkeTransform
 from ..ike.signatures import CertificateAuth, SigningKey, identity_in_certificate
+from ..ike.traffic_selectors import format_selector
 from ..io.dataplane_model import Encap
 from ..io.tunnel_mtu import AEAD_GCM16, CBC_SHA256, CBC_SHA384, CBC_SHA512, EspOverhead
 from ..io.udp import NATT_PORT
@@ -152,7 +153,7 @@ def _selectors(
 ) -> tuple[IkeTrafficSelector, ...]:
     if not networks and fallback is not None:
         networks = (ipaddress.ip_network(fallback),)
-    return tuple(IkeTrafficSelector(n[0], n[-1]) for n in networks)
+    return tuple(selector(n) for n in networks)
 
 
 def retransmit_tries(timeout_seconds: int) -> int:
@@ -390,17 +391,8 @@ def esp_selectors(selectors: tuple[IkeTrafficSelector, ...]) -> list[TrafficSele
 
 
 def describe_selectors(selectors: tuple[IkeTrafficSelector, ...]) -> tuple[str, ...]:
-    out = []
-    for s in selectors:
-        try:
-            nets = ipaddress.summarize_address_range(s.start_address, s.end_address)
-            text = ",".join(str(n) for n in nets)
-        except (TypeError, ValueError):
-            text = f"{s.start_address}-{s.end_address}"
-        if s.ip_protocol:
-            text += f"[{s.ip_protocol}/{s.start_port}-{s.end_port}]"
-        out.append(text)
-    return tuple(out)
+    """Negotiated selectors as status shows them, in the IKE core's notation."""
+    return tuple(format_selector(s) for s in selectors)
 
 
 def esp_path(

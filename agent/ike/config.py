@@ -167,7 +167,9 @@ class IkeConfig:
 
 
 def selector(
-    network: str, protocol: int = 0, ports: tuple[int, int] = (0, 65535)
+    network: str | ipaddress.IPv4Network | ipaddress.IPv6Network,
+    protocol: int = 0,
+    ports: tuple[int, int] = (0, 65535),
 ) -> TrafficSelector:
     """A traffic selector for a prefix, e.g. ``selector("10.1.0.0/16")``."""
     net = ipaddress.ip_network(network, strict=False)

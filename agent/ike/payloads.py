@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, Self, cast
 
 from .buffer import Buffer, BufferReadError, pack, short_read, short_read_in
-from .constants import CfgType, NotifyType, PayloadType, ProtocolId, TsType, enum_or_int
+from .constants import CfgType, IdType, NotifyType, PayloadType, ProtocolId, TsType, enum_or_int
 from .errors import ParseError
 from .sa_payload import SaPayload
 
@@ -69,6 +69,10 @@ class KePayload:
         return self.group.to_bytes(2, "big") + b"\x00\x00" + self.data
 
 
+_ADDRESS_ID_LENGTHS: dict[int, int] = {IdType.ID_IPV4_ADDR: 4, IdType.ID_IPV6_ADDR: 16}
+"""Octets of identification data an address ID type needs (RFC 7296 section 3.5)."""
+
+
 @dataclass
 class IdPayload:
     """RFC 7296 section 3.5. ``data`` is the identification data as sent."""
@@ -84,7 +88,7 @@ class IdPayload:
             raise short_read_in((1, 3), len(body), offset)
         id_type = body[0]
         data = body[4:]
-        expected = {1: 4, 5: 16}.get(id_type)
+        expected = _ADDRESS_ID_LENGTHS.get(id_type)
         if expected is not None and len(data) != expected:
             raise _fail(
                 cls._name(), start, f"ID type {id_type} needs {expected} bytes, got {len(data)}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -74,14 +75,33 @@ def _pss(hash_name: str) -> bytes:
     return _algorithm("1.2.840.113549.1.1.10", params)
 
 
+class SignatureKind(Enum):
+    """The signature algorithm a scheme uses, whatever its hash (RFC 7427 appendix A)."""
+
+    ECDSA = "ecdsa"
+    ED25519 = "ed25519"
+    ED448 = "ed448"
+    RSA_PSS = "rsa-pss"
+    RSA_PKCS1 = "rsa-pkcs1"
+
+
+_PUBLIC_KEY_TYPES: dict[SignatureKind, type] = {
+    SignatureKind.ECDSA: ec.EllipticCurvePublicKey,
+    SignatureKind.ED25519: ed25519.Ed25519PublicKey,
+    SignatureKind.ED448: ed448.Ed448PublicKey,
+    SignatureKind.RSA_PSS: rsa.RSAPublicKey,
+    SignatureKind.RSA_PKCS1: rsa.RSAPublicKey,
+}
+"""The certificate key each kind of signature verifies with."""
+
+
 @dataclass(frozen=True)
 class SignatureScheme:
     name: str
     algorithm_identifier: bytes
     hash_name: str | None
     """None for Ed25519 and Ed448 (RFC 8420: no pre-hash)."""
-    kind: str
-    """``ecdsa``, ``ed25519``, ``ed448``, ``rsa-pss`` or ``rsa-pkcs1``."""
+    kind: SignatureKind
 
     @property
     def hash_algorithm(self) -> int:
@@ -93,17 +113,21 @@ class SignatureScheme:
         }[self.hash_name]
 
 
+_ECDSA, _RSA_PSS = SignatureKind.ECDSA, SignatureKind.RSA_PSS
 SCHEMES = [
-    SignatureScheme("ecdsa-with-sha256", _algorithm("1.2.840.10045.4.3.2"), "sha256", "ecdsa"),
-    SignatureScheme("ecdsa-with-sha384", _algorithm("1.2.840.10045.4.3.3"), "sha384", "ecdsa"),
-    SignatureScheme("ecdsa-with-sha512", _algorithm("1.2.840.10045.4.3.4"), "sha512", "ecdsa"),
-    SignatureScheme("ed25519", _algorithm("1.3.101.112"), None, "ed25519"),
-    SignatureScheme("ed448", _algorithm("1.3.101.113"), None, "ed448"),
-    SignatureScheme("rsassa-pss-sha256", _pss("sha256"), "sha256", "rsa-pss"),
-    SignatureScheme("rsassa-pss-sha384", _pss("sha384"), "sha384", "rsa-pss"),
-    SignatureScheme("rsassa-pss-sha512", _pss("sha512"), "sha512", "rsa-pss"),
+    SignatureScheme("ecdsa-with-sha256", _algorithm("1.2.840.10045.4.3.2"), "sha256", _ECDSA),
+    SignatureScheme("ecdsa-with-sha384", _algorithm("1.2.840.10045.4.3.3"), "sha384", _ECDSA),
+    SignatureScheme("ecdsa-with-sha512", _algorithm("1.2.840.10045.4.3.4"), "sha512", _ECDSA),
+    SignatureScheme("ed25519", _algorithm("1.3.101.112"), None, SignatureKind.ED25519),
+    SignatureScheme("ed448", _algorithm("1.3.101.113"), None, SignatureKind.ED448),
+    SignatureScheme("rsassa-pss-sha256", _pss("sha256"), "sha256", _RSA_PSS),
+    SignatureScheme("rsassa-pss-sha384", _pss("sha384"), "sha384", _RSA_PSS),
+    SignatureScheme("rsassa-pss-sha512", _pss("sha512"), "sha512", _RSA_PSS),
     SignatureScheme(
-        "sha256WithRSAEncryption", _algorithm("1.2.840.113549.1.1.11", _NULL), "sha256", "rsa-pkcs1"
+        "sha256WithRSAEncryption",
+        _algorithm("1.2.840.113549.1.1.11", _NULL),
+        "sha256",
+        SignatureKind.RSA_PKCS1,
     ),
 ]
 _BY_IDENTIFIER = {s.algorithm_identifier: s for s in SCHEMES}
@@ -149,25 +173,29 @@ def ca_key_hash(certificate: x509.Certificate) -> bytes:
 def scheme_for(key: SigningKey, peer_hashes: Sequence[int]) -> SignatureScheme:
     """Our scheme for this key; the hash follows the peer's SIGNATURE_HASH_ALGORITHMS."""
     if isinstance(key, ed25519.Ed25519PrivateKey):
-        return _scheme("ed25519")
+        return _scheme(SignatureKind.ED25519, None)
     if isinstance(key, ed448.Ed448PrivateKey):
-        return _scheme("ed448")
+        return _scheme(SignatureKind.ED448, None)
     if isinstance(key, ec.EllipticCurvePrivateKey):
         # RFC 7427 leaves the hash free; match the curve's strength as strongSwan does.
         bits = {"secp256r1": "sha256", "secp384r1": "sha384", "secp521r1": "sha512"}
         if key.curve.name not in bits:
             raise LocalError(f"ECDSA curve {key.curve.name} is not supported")
-        return _scheme(f"ecdsa-with-{bits[key.curve.name]}")
+        return _scheme(SignatureKind.ECDSA, bits[key.curve.name])
     if isinstance(key, rsa.RSAPrivateKey):
-        for name, value in (("sha256", 2), ("sha384", 3), ("sha512", 4)):
+        for name, value in (
+            ("sha256", HashAlgorithm.SHA2_256),
+            ("sha384", HashAlgorithm.SHA2_384),
+            ("sha512", HashAlgorithm.SHA2_512),
+        ):
             if not peer_hashes or value in peer_hashes:
-                return _scheme(f"rsassa-pss-{name}")
-        return _scheme("rsassa-pss-sha256")
+                return _scheme(SignatureKind.RSA_PSS, name)
+        return _scheme(SignatureKind.RSA_PSS, "sha256")
     raise LocalError(f"unsupported private key type {type(key).__name__}")
 
 
-def _scheme(name: str) -> SignatureScheme:
-    return next(s for s in SCHEMES if s.name == name)
+def _scheme(kind: SignatureKind, hash_name: str | None) -> SignatureScheme:
+    return next(s for s in SCHEMES if s.kind is kind and s.hash_name == hash_name)
 
 
 def sign(key: SigningKey, octets: bytes, peer_hashes: Sequence[int] = ()) -> bytes:
@@ -203,25 +231,23 @@ def verify(certificate: x509.Certificate, octets: bytes, auth_data: bytes) -> st
     if scheme is None:
         raise _fail(f"unsupported signature AlgorithmIdentifier {identifier.hex()}")
     key = certificate.public_key()
+    if not isinstance(key, _PUBLIC_KEY_TYPES[scheme.kind]):
+        raise _fail(f"{scheme.name} signature does not fit a {type(key).__name__}")
     try:
-        if (scheme.kind == "ed25519" and isinstance(key, ed25519.Ed25519PublicKey)) or (
-            scheme.kind == "ed448" and isinstance(key, ed448.Ed448PublicKey)
-        ):
+        if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
             key.verify(signature, octets)
-        elif scheme.kind == "ecdsa" and isinstance(key, ec.EllipticCurvePublicKey):
+        elif isinstance(key, ec.EllipticCurvePublicKey):
             assert scheme.hash_name is not None
             key.verify(signature, octets, ec.ECDSA(_HASHES[scheme.hash_name]()))
-        elif scheme.kind.startswith("rsa") and isinstance(key, rsa.RSAPublicKey):
-            assert scheme.hash_name is not None
+        else:
+            assert isinstance(key, rsa.RSAPublicKey) and scheme.hash_name is not None
             hash_alg = _HASHES[scheme.hash_name]()
             pad: padding.AsymmetricPadding = (
                 padding.PSS(padding.MGF1(hash_alg), hash_alg.digest_size)
-                if scheme.kind == "rsa-pss"
+                if scheme.kind is SignatureKind.RSA_PSS
                 else padding.PKCS1v15()
             )
             key.verify(signature, octets, pad, hash_alg)
-        else:
-            raise _fail(f"{scheme.name} signature does not fit a {type(key).__name__}")
     except InvalidSignature:
         raise _fail(f"{scheme.name} signature does not verify") from None
     return scheme.name
