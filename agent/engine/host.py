@@ -24,7 +24,7 @@ from types import TracebackType
 from ..ike.admission import ResponderLimits
 from ..io.nftables import NftError, NftTable, list_ruleset
 from ..io.rawesp import RawEspHandler, RawEspSocket
-from ..io.routes import RouteError, Routing
+from ..io.routes import RouteError, RouteType, Routing
 from ..io.sysctl import Sysctl
 from ..io.tun_offload import OffloadTun
 from ..io.udp import DatagramEndpoint, EspHandler, IkeHandler, UdpEndpoint, UdpError
@@ -296,9 +296,9 @@ async def check_host(routing: RouteTable, table: int, mark: int, tun_name: str) 
             clashes.append(f"rule {rule!s} matches firewall mark {mark:#x}")
     for route in await routing.routes(table=table):
         ours = (
-            (route.kind == "unicast" and route.ifname == tun_name)
-            or (route.kind == "unreachable" and route.metric == FALLBACK_METRIC)
-            or (route.kind == "throw" and route.metric == THROW_METRIC)
+            (route.kind is RouteType.UNICAST and route.ifname == tun_name)
+            or (route.kind is RouteType.UNREACHABLE and route.metric == FALLBACK_METRIC)
+            or (route.kind is RouteType.THROW and route.metric == THROW_METRIC)
         )
         if not ours:
             clashes.append(

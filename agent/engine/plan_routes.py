@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..io.policy_rules import PORT_PROTOCOLS, PolicyRule
-from ..io.routes import RouteEntry
+from ..io.routes import RouteEntry, RouteType
 from ..io.tunnel_mtu import tunnel_mtu
 from ..plan import AgentPlan, Mode, SpdAction, SpdEntry
 from ..sink import Problem, ProblemKind
@@ -92,11 +92,11 @@ class RouteTable(Protocol):
     async def remove_route(self, prefix: str, ifname: str, *, table: int | None = None) -> None: ...
 
     async def add_typed_route(
-        self, prefix: str, kind: str, *, table: int | None = None, metric: int | None = None
+        self, prefix: str, kind: RouteType, *, table: int | None = None, metric: int | None = None
     ) -> None: ...
 
     async def remove_typed_route(
-        self, prefix: str, kind: str, *, table: int | None = None, metric: int | None = None
+        self, prefix: str, kind: RouteType, *, table: int | None = None, metric: int | None = None
     ) -> None: ...
 
     async def routes(
@@ -126,7 +126,7 @@ class TypedRoute:
     """A route without a device: ``unreachable`` fallbacks and ``throw`` exceptions."""
 
     prefix: str
-    kind: str
+    kind: RouteType
     table: int
     metric: int
 
@@ -235,10 +235,10 @@ def policy_routing(
     if not routed:
         return PolicyRouting()
     tun_routes = {TunRoute(p, table, transport.get(p)) for p in routed}
-    typed = {TypedRoute(p, "unreachable", table, FALLBACK_METRIC) for p in routed}
+    typed = {TypedRoute(p, RouteType.UNREACHABLE, table, FALLBACK_METRIC) for p in routed}
     nets = [ipaddress.ip_network(p) for p in routed]
     for subnet in own_subnets_inside(plan):
-        typed.add(TypedRoute(subnet, "throw", table, THROW_METRIC))
+        typed.add(TypedRoute(subnet, RouteType.THROW, table, THROW_METRIC))
     rules = {PolicyRule(OWN_MARK_PRIORITY, MAIN_TABLE, family=f, fwmark=own_mark) for f in (4, 6)}
     rules |= {
         PolicyRule(TUNNEL_PRIORITY, table, family=n.version, destination=str(n)) for n in nets
@@ -359,7 +359,7 @@ class PlanRoutes:
             if rule.priority in OUR_PRIORITIES and rule.table in (MAIN_TABLE, self.table):
                 self.rules.add(rule)
         for route in routes:
-            if route.kind == "unicast":
+            if route.kind is RouteType.UNICAST:
                 if route.ifname == self.ifname:
                     self.tun_routes.add(TunRoute(route.prefix, self.table, route.source))
             elif route.metric is not None:

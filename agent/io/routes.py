@@ -17,6 +17,7 @@ import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -69,23 +70,39 @@ async def _collect(result: Any) -> list[Any]:
     return list(result)
 
 
+class RouteType(StrEnum):
+    """The route types (RTN_* in linux/rtnetlink.h) this agent installs or reads back;
+    the value is the name ``ip route`` shows. Apart from unicast none has a device:
+    ``blackhole`` drops silently, ``unreachable`` drops and tells the sender, ``throw``
+    ends the lookup in this table so the next policy-routing rule is tried."""
+
+    UNICAST = "unicast"
+    BLACKHOLE = "blackhole"
+    UNREACHABLE = "unreachable"
+    PROHIBIT = "prohibit"
+    THROW = "throw"
+
+
+_RTN = {
+    RouteType.UNICAST: 1,
+    RouteType.BLACKHOLE: 6,
+    RouteType.UNREACHABLE: 7,
+    RouteType.PROHIBIT: 8,
+    RouteType.THROW: 9,
+}
+_ROUTE_TYPE_BY_RTN = {number: kind for kind, number in _RTN.items()}
+"""The RTN_* number netlink carries for each route type."""
+
+
 @dataclass(frozen=True)
 class RouteEntry:
     prefix: str
     ifname: str | None
     table: int
     metric: int | None
-    kind: str = "unicast"
-    """The route type: unicast, or one of :data:`ROUTE_TYPES`."""
+    kind: RouteType = RouteType.UNICAST
     source: str | None = None
     """The preferred source address (``ip route ... src``), if any."""
-
-
-ROUTE_TYPES = {"blackhole": 6, "unreachable": 7, "prohibit": 8, "throw": 9}
-"""Routes without a device (RTN_* in linux/rtnetlink.h): ``blackhole`` drops silently,
-``unreachable`` drops and tells the sender, ``throw`` ends the lookup in this table so
-the next policy-routing rule is tried."""
-_ROUTE_TYPE_NAMES = {1: "unicast", **{v: k for k, v in ROUTE_TYPES.items()}}
 
 
 class Routing:
@@ -307,7 +324,7 @@ class Routing:
                 oif = route.get("oif")
                 if want is not None and oif != want:
                     continue
-                kind = _ROUTE_TYPE_NAMES.get(route["type"])
+                kind = _ROUTE_TYPE_BY_RTN.get(route["type"])
                 if kind is None:  # local, broadcast, multicast...: the kernel's own
                     continue
                 dst = route.get("dst") or ("0.0.0.0" if family == socket.AF_INET else "::")
@@ -315,7 +332,9 @@ class Routing:
                     RouteEntry(
                         prefix=f"{dst}/{route['dst_len']}",
                         # Typed routes carry the loopback device in IPv6: not a nexthop.
-                        ifname=names.get(oif) if oif is not None and kind == "unicast" else None,
+                        ifname=names.get(oif)
+                        if oif is not None and kind is RouteType.UNICAST
+                        else None,
                         table=int(route.get("table")),
                         metric=route.get("priority"),
                         kind=kind,
@@ -325,17 +344,18 @@ class Routing:
         return out
 
     async def add_typed_route(
-        self, prefix: str, kind: str, *, table: int | None = None, metric: int | None = None
+        self, prefix: str, kind: RouteType, *, table: int | None = None, metric: int | None = None
     ) -> None:
         """``ip route add KIND PREFIX [table T] [metric M]`` for a route without a device
-        (:data:`ROUTE_TYPES`); an identical route already there is left alone."""
+        (any :class:`RouteType` but unicast); an identical route already there is left
+        alone."""
         args = self._typed_route_args(prefix, kind, table, metric)
         await self._request(
             f"add route {kind} {prefix}", self.ipr.route, "add", ignore=(errno.EEXIST,), **args
         )
 
     async def remove_typed_route(
-        self, prefix: str, kind: str, *, table: int | None = None, metric: int | None = None
+        self, prefix: str, kind: RouteType, *, table: int | None = None, metric: int | None = None
     ) -> None:
         args = self._typed_route_args(prefix, kind, table, metric)
         await self._request(
@@ -445,15 +465,14 @@ class Routing:
 
     @staticmethod
     def _typed_route_args(
-        prefix: str, kind: str, table: int | None, metric: int | None
+        prefix: str, kind: RouteType, table: int | None, metric: int | None
     ) -> dict[str, Any]:
         net = parse_prefix(prefix)
         check_table(table)
-        if kind not in ROUTE_TYPES:
-            raise ValueError(
-                f"route type must be one of {', '.join(sorted(ROUTE_TYPES))}, got {kind!r}"
-            )
-        args: dict[str, Any] = {"dst": str(net), "family": _family(net), "type": kind}
+        if kind is RouteType.UNICAST or not isinstance(kind, RouteType):
+            typed = ", ".join(sorted(t for t in RouteType if t is not RouteType.UNICAST))
+            raise ValueError(f"route type must be one of {typed}, got {kind!r}")
+        args: dict[str, Any] = {"dst": str(net), "family": _family(net), "type": kind.value}
         if table is not None:
             args["table"] = table
         if metric is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from vpnfleet.agent.engine.plan_routes import MAIN_TABLE
 from vpnfleet.agent.io.policy_rules import PolicyRule
-from vpnfleet.agent.io.routes import RouteEntry, RouteError
+from vpnfleet.agent.io.routes import RouteEntry, RouteError, RouteType
 
 Call = tuple[object, ...]
 
@@ -37,12 +37,12 @@ class RecordingRoutes:
         self._record("remove_route", prefix, ifname, table)
 
     async def add_typed_route(
-        self, prefix: str, kind: str, *, table: int | None = None, metric: int | None = None
+        self, prefix: str, kind: RouteType, *, table: int | None = None, metric: int | None = None
     ) -> None:
         self._record("add_typed_route", prefix, kind, table, metric)
 
     async def remove_typed_route(
-        self, prefix: str, kind: str, *, table: int | None = None, metric: int | None = None
+        self, prefix: str, kind: RouteType, *, table: int | None = None, metric: int | None = None
     ) -> None:
         self._record("remove_typed_route", prefix, kind, table, metric)
 

@@ -21,7 +21,7 @@ from vpnfleet.agent.engine.plan_routes import (
     TUNNEL_TABLE,
 )
 from vpnfleet.agent.io.policy_rules import PolicyRule
-from vpnfleet.agent.io.routes import RouteEntry
+from vpnfleet.agent.io.routes import RouteEntry, RouteType
 
 TUN = "vpnfleet0"
 
@@ -46,7 +46,7 @@ async def test_what_a_previous_agent_left_is_no_conflict() -> None:
         PolicyRule(32766, 254),
     ]
     netlink.present_routes = [
-        RouteEntry("10.2.0.0/24", None, TUNNEL_TABLE, FALLBACK_METRIC, "unreachable"),
+        RouteEntry("10.2.0.0/24", None, TUNNEL_TABLE, FALLBACK_METRIC, RouteType.UNREACHABLE),
     ]
     await check_host(netlink, TUNNEL_TABLE, DEFAULT_OWN_MARK, TUN)
 
@@ -57,7 +57,11 @@ async def test_what_a_previous_agent_left_is_no_conflict() -> None:
         (PolicyRule(100, TUNNEL_TABLE, fwmark=0x1), None, "looks up table 4500"),
         (PolicyRule(100, 200, fwmark=DEFAULT_OWN_MARK), None, "matches firewall mark 0x1045"),
         (None, RouteEntry("10.9.0.0/24", "eth0", TUNNEL_TABLE, None), "route unicast 10.9.0.0/24"),
-        (None, RouteEntry("10.9.0.0/24", None, TUNNEL_TABLE, 10, "unreachable"), "unreachable"),
+        (
+            None,
+            RouteEntry("10.9.0.0/24", None, TUNNEL_TABLE, 10, RouteType.UNREACHABLE),
+            "unreachable",
+        ),
     ],
 )
 async def test_a_table_or_mark_in_use_by_others_is_refused(

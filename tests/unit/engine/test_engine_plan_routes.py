@@ -36,7 +36,7 @@ from vpnfleet.agent.engine.plan_routes import (
 )
 from vpnfleet.agent.hollow import sample_plan
 from vpnfleet.agent.io.policy_rules import PolicyRule
-from vpnfleet.agent.io.routes import RouteEntry
+from vpnfleet.agent.io.routes import RouteEntry, RouteType
 from vpnfleet.agent.plan import AgentPlan, SpdAction, SpdEntry, TrafficSelector
 from vpnfleet.protos import plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
@@ -321,8 +321,8 @@ async def test_first_apply_keeps_what_a_killed_predecessor_left_and_removes_the_
     fake.present_rules = [wanted_rule, stale_rule, stale_bypass, mark, *foreign]
     fake.present_routes = [
         # The TUN's own routes went with the killed agent's device; the fallbacks stayed.
-        RouteEntry("10.1.2.0/24", None, TUNNEL_TABLE, FALLBACK_METRIC, "unreachable"),
-        RouteEntry("10.1.9.0/24", None, TUNNEL_TABLE, FALLBACK_METRIC, "unreachable"),
+        RouteEntry("10.1.2.0/24", None, TUNNEL_TABLE, FALLBACK_METRIC, RouteType.UNREACHABLE),
+        RouteEntry("10.1.9.0/24", None, TUNNEL_TABLE, FALLBACK_METRIC, RouteType.UNREACHABLE),
         RouteEntry("10.1.8.0/24", "eth0", TUNNEL_TABLE, None),
     ]
     routes = PlanRoutes(fake, TUN, MARK)
@@ -412,7 +412,9 @@ async def test_a_configured_table_holds_the_routes_and_decommission_removes_left
         PolicyRule(TUNNEL_PRIORITY, 120, destination="192.0.2.2/32"),
         PolicyRule(TUNNEL_PRIORITY, 4500, destination="10.0.0.0/8"),  # another table's
     ]
-    fake.present_routes = [RouteEntry("192.0.2.2/32", None, 120, FALLBACK_METRIC, "unreachable")]
+    fake.present_routes = [
+        RouteEntry("192.0.2.2/32", None, 120, FALLBACK_METRIC, RouteType.UNREACHABLE)
+    ]
     assert await left.decommission() == []
     assert fake.take() == [
         ("remove_rule", f"{TUNNEL_PRIORITY}: from all to 192.0.2.2/32 lookup 120"),

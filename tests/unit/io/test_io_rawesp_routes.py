@@ -7,7 +7,7 @@ import pytest
 
 from vpnfleet.agent.io.policy_rules import PolicyRule, rule_from_netlink
 from vpnfleet.agent.io.rawesp import strip_ipv4_header
-from vpnfleet.agent.io.routes import Routing
+from vpnfleet.agent.io.routes import RouteType, Routing
 from vpnfleet.agent.io.tunnel_mtu import AEAD_GCM16, CBC_SHA256, CBC_SHA384, CBC_SHA512, tunnel_mtu
 
 ESP = bytes.fromhex("0000123400000001") + b"\xcc" * 24
@@ -104,12 +104,18 @@ def test_tunnel_mtu_too_small_underlay() -> None:
             "source address 2001:db8::1 is not of the family of 10.0.0.0/24",
         ),
         (lambda r: r.add_typed_route("10.0.0.0/24", "drop"), "route type must be one of"),
-        (lambda r: r.remove_typed_route("10.0.0.0/33", "throw"), "bad prefix '10.0.0.0/33'"),
         (
-            lambda r: r.add_typed_route("10.0.0.0/24", "unreachable", metric=-1),
+            lambda r: r.remove_typed_route("10.0.0.0/33", RouteType.THROW),
+            "bad prefix '10.0.0.0/33'",
+        ),
+        (
+            lambda r: r.add_typed_route("10.0.0.0/24", RouteType.UNREACHABLE, metric=-1),
             "route metric must be 0..4294967295, got -1",
         ),
-        (lambda r: r.add_typed_route("10.0.0.0/24", "throw", table=0), "routing table must"),
+        (
+            lambda r: r.add_typed_route("10.0.0.0/24", RouteType.THROW, table=0),
+            "routing table must",
+        ),
         (lambda r: r.add_destination_rule("10.0.0.1/24", 100, priority=1), "bad prefix"),
         (lambda r: r.add_destination_rule("10.0.0.0/24", 0, priority=1), "routing table must"),
         (
