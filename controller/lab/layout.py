@@ -41,7 +41,7 @@ from typing import Any
 
 from ..inventory import Inventory
 from ..planner import Mode, NodePlan, expand_topology
-from ..planner.model import Identity, IdType
+from ..planner.model import AuthMethod, Identity, IdType
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -373,9 +373,9 @@ def _external_layouts(
             )
         if address in taken:
             raise LabError(f"{what}: address {address} is also {taken[address]}'s address")
-        if ext.auth != "psk":
+        if ext.auth is not AuthMethod.PSK:
             raise LabError(
-                f"{what}: the lab plays external peers with a PSK only (auth {ext.auth} "
+                f"{what}: the lab plays external peers with a PSK only (auth {ext.auth.lower()} "
                 "needs a certificate of that peer's own CA, which the lab does not have)"
             )
         sites = []

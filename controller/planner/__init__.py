@@ -22,7 +22,7 @@ from .model import (
     identity_of,
 )
 from .profile import HostProfile
-from .proposals import ProposalError, common_proposal, parse_proposal
+from .proposals import ProposalError, ProposalKind, common_proposal, parse_proposal
 from .topology import DEFAULT_OVERLAY_POOL, expand_topology
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "Planner",
     "Proposal",
     "ProposalError",
+    "ProposalKind",
     "SpdAction",
     "SpdEntry",
     "StartAction",

@@ -16,7 +16,7 @@ from vpnfleet.controller.inventory import (
 )
 
 from .model import Proposal
-from .proposals import ProposalError, parse_proposal
+from .proposals import ProposalError, ProposalKind, parse_proposal
 
 PROTOCOLS = {
     "any": 0,
@@ -155,7 +155,7 @@ class TopologyChecker:
         return tuple(good) if len(good) == len(out) else None
 
     def proposals(
-        self, entry: Mapping[str, Any], key: str, what: str, kind: str
+        self, entry: Mapping[str, Any], key: str, what: str, kind: ProposalKind
     ) -> tuple[Proposal, ...]:
         value = entry.get(key)
         if value is None:
@@ -166,7 +166,7 @@ class TopologyChecker:
         out = []
         for item in value:
             try:
-                out.append(parse_proposal(item, "ike" if kind == "ike" else "esp"))
+                out.append(parse_proposal(item, kind))
             except ProposalError as exc:
                 self.error(f"{what}: {key}: {exc}", item or value)
         return tuple(out)

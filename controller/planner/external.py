@@ -17,7 +17,9 @@ from vpnfleet.controller.inventory import Mark, did_you_mean, mark_of
 
 from .checks import TopologyChecker, describe
 from .credentials import CertificateError, ca_fingerprint
-from .model import Identity, Proposal, identity_of
+from .model import AuthMethod, Identity, Proposal, identity_of
+from .profile import AUTH_METHODS
+from .proposals import ProposalKind
 
 EXTERNAL_KEYS = (
     "name",
@@ -42,7 +44,7 @@ class ExternalPeer:
     name: str
     address: str | None  # None: ``address: any``, the peer is known by its identity only
     identity: Identity
-    auth: str
+    auth: AuthMethod
     psk: str
     ca_pem: bytes
     ca_fingerprint: str
@@ -84,14 +86,15 @@ def parse_external(
             "alone (e.g. identity: gw.partner.example)",
             raw_address,
         )
-    auth = entry.get("auth", "psk")
+    written = entry.get("auth", "psk")
+    auth = AUTH_METHODS.get(written) if isinstance(written, str) else None
     psk, ca_pem, fingerprint = "", b"", ""
     ok = True
-    if auth not in ("psk", "pubkey"):
-        hint = did_you_mean(str(auth), ("psk", "pubkey"))
-        ck.error(f"{what}: auth: expected psk or pubkey, got {describe(auth)}{hint}", auth)
+    if auth is None:
+        hint = did_you_mean(str(written), tuple(AUTH_METHODS))
+        ck.error(f"{what}: auth: expected psk or pubkey, got {describe(written)}{hint}", written)
         ok = False
-    elif auth == "psk":
+    elif auth is AuthMethod.PSK:
         if not isinstance(entry.get("psk"), str) or len(entry["psk"]) < 16:
             ck.error(f"{what}: auth psk needs 'psk' (a string of at least 16 characters)", entry)
             ok = False
@@ -114,18 +117,18 @@ def parse_external(
         ck.error(f"{what}: port: expected an integer 1..65535, got {describe(port)}", port)
         ok = False
     subnets = ck.prefixes(entry, "subnets", what)
-    ike = ck.proposals(entry, "ike_proposals", what, "ike")
-    esp = ck.proposals(entry, "esp_proposals", what, "esp")
+    ike = ck.proposals(entry, "ike_proposals", what, ProposalKind.IKE)
+    esp = ck.proposals(entry, "esp_proposals", what, ProposalKind.ESP)
     hosts = ck.pattern(entry, "connect", what)
     if not ok or None in (name, identity_text, subnets, hosts) or (address is None) != dynamic:
         return None
     assert name is not None and identity_text is not None
-    assert subnets is not None and hosts is not None
+    assert subnets is not None and hosts is not None and auth is not None
     peer = ExternalPeer(
         name=name,
         address=address,
         identity=identity_of(identity_text),
-        auth=str(auth),
+        auth=auth,
         psk=psk,
         ca_pem=ca_pem,
         ca_fingerprint=fingerprint,

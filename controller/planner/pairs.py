@@ -97,7 +97,7 @@ class PairBuilder:
                 )
         for var, mine_v, theirs_v in (
             ("mode", a.mode.lower(), b.mode.lower()),
-            ("auth", a.auth, b.auth),
+            ("auth", a.auth.lower(), b.auth.lower()),
         ):
             if mine_v != theirs_v:
                 out.append(
@@ -166,7 +166,7 @@ class PairBuilder:
         init_ba = role_ba.initiator
         if init_ba is None:
             init_ba = not init_ab
-        if a.auth == "psk":
+        if a.auth is AuthMethod.PSK:
             epoch = a.epoch if a.epoch > b.epoch else b.epoch
             auth = (
                 self.keys.credential(name_a, name_b, epoch)
@@ -288,7 +288,7 @@ class PairBuilder:
                     )
                 )
                 return None
-        if remote.auth == "psk":
+        if remote.auth is AuthMethod.PSK:
             auth = Credential(AuthMethod.PSK, f"psk:{remote.name}/static", remote.psk.encode())
         else:
             auth = Credential(

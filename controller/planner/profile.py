@@ -13,10 +13,22 @@ from typing import Any
 from vpnfleet.controller.inventory import InventoryError, Mark, ResolvedHost, mark_of
 from vpnfleet.protos.limits import DEFAULT_IKE_FRAGMENT_SIZE
 
-from .model import Dpd, Identity, Lifetimes, Mode, NatTraversal, Proposal, StartAction, identity_of
-from .proposals import ProposalError, parse_proposal
+from .model import (
+    AuthMethod,
+    Dpd,
+    Identity,
+    Lifetimes,
+    Mode,
+    NatTraversal,
+    Proposal,
+    StartAction,
+    identity_of,
+)
+from .proposals import ProposalError, ProposalKind, parse_proposal
 
 MODES = {"tunnel": Mode.TUNNEL, "transport": Mode.TRANSPORT}
+AUTH_METHODS = {"psk": AuthMethod.PSK, "pubkey": AuthMethod.PUBKEY}
+"""The inventory's ``auth`` words (controller/inventory/schema.py) as plan methods."""
 START_ACTIONS = {"start": StartAction.START, "trap": StartAction.TRAP, "none": StartAction.NONE}
 
 # The variables a plan reads; a host whose values (and overlay address) are unchanged
@@ -57,7 +69,7 @@ class HostProfile:
     spd_prefixes: tuple[str, ...]  # subnets in tunnel mode, the address in transport mode
     family_v6: bool | None  # of the only SPD prefix; None when there are several
     identity: Identity
-    auth: str
+    auth: AuthMethod
     ike: tuple[Proposal, ...]
     esp: tuple[Proposal, ...]
     ike_key: int  # equal keys <=> identical proposal lists
@@ -85,7 +97,11 @@ class Interner:
         return self.values.setdefault(value, value)
 
     def proposals(
-        self, texts: Iterable[str], kind: str, mark: Mark | None, errors: list[InventoryError]
+        self,
+        texts: Iterable[str],
+        kind: ProposalKind,
+        mark: Mark | None,
+        errors: list[InventoryError],
     ) -> tuple[int, tuple[Proposal, ...]]:
         """Parsed proposals and a small key naming the list; bad items become errors."""
         texts = tuple(texts)
@@ -96,7 +112,7 @@ class Interner:
         parsed = []
         for text in texts:
             try:
-                parsed.append(parse_proposal(str(text), "ike" if kind == "ike" else "esp"))
+                parsed.append(parse_proposal(str(text), kind))
             except ProposalError as exc:
                 errors.append(InventoryError(f"{kind}_proposals: {exc}", mark_of(text) or mark))
         if not texts:
@@ -128,10 +144,10 @@ def build_profile(
     mode = MODES[v["mode"]]
     spd_prefixes = get(subnets if mode is Mode.TUNNEL else (host_prefix(address),))
     ike_key, ike = interner.proposals(
-        v["ike_proposals"], "ike", origins.get("ike_proposals"), errors
+        v["ike_proposals"], ProposalKind.IKE, origins.get("ike_proposals"), errors
     )
     esp_key, esp = interner.proposals(
-        v["esp_proposals"], "esp", origins.get("esp_proposals"), errors
+        v["esp_proposals"], ProposalKind.ESP, origins.get("esp_proposals"), errors
     )
     return HostProfile(
         name=host.name,
@@ -141,7 +157,7 @@ def build_profile(
         spd_prefixes=spd_prefixes,
         family_v6=(":" in spd_prefixes[0]) if len(spd_prefixes) == 1 else None,
         identity=get(identity_of(str(v["identity"]))),
-        auth=str(v["auth"]),
+        auth=AUTH_METHODS[v["auth"]],
         ike=ike,
         esp=esp,
         ike_key=ike_key,

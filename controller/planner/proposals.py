@@ -19,14 +19,21 @@ Rules (RFC 7296 section 3.3.3, RFC 8247 / RFC 8221):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import lru_cache
-from typing import Literal
 
 from vpnfleet.controller.inventory import did_you_mean
 
 from .model import Proposal, Transform
 
-Kind = Literal["ike", "esp"]
+
+class ProposalKind(StrEnum):
+    """Which SA a proposal is for; the value names it in inventory variables
+    (``ike_proposals``) and messages."""
+
+    IKE = "ike"
+    ESP = "esp"
+
 
 # Transform types, RFC 7296 section 3.3.2.
 ENCR, PRF, INTEG, DH, ESN = 1, 2, 3, 4, 5
@@ -85,7 +92,7 @@ class ProposalError(ValueError):
 
 
 @lru_cache(maxsize=4096)
-def parse_proposal(text: str, kind: Kind) -> Proposal:
+def parse_proposal(text: str, kind: ProposalKind) -> Proposal:
     """Parse one proposal; the same text gives the same (shared) object."""
     text = str(text)
     where = f"{kind.upper()} proposal {text!r}"
@@ -105,9 +112,9 @@ def parse_proposal(text: str, kind: Kind) -> Proposal:
             raise ProposalError(f"{where}: {token!r} is written twice")
         if transform.type == ENCR:
             aead.add(known.aead)
-        if kind == "ike" and transform.type == ESN:
+        if kind is ProposalKind.IKE and transform.type == ESN:
             raise ProposalError(f"{where}: {token!r} (ESN) only applies to ESP proposals")
-        if kind == "esp" and transform.type == PRF:
+        if kind is ProposalKind.ESP and transform.type == PRF:
             raise ProposalError(f"{where}: {token!r} (a PRF) only applies to IKE proposals")
         by_type[transform.type].append(transform)
 
@@ -123,7 +130,7 @@ def parse_proposal(text: str, kind: Kind) -> Proposal:
         raise ProposalError(f"{where}: AEAD encryption carries its own integrity; remove {integ!r}")
     if not is_aead and not by_type[INTEG]:
         raise ProposalError(f"{where}: no integrity algorithm (e.g. sha256) for a non-AEAD cipher")
-    if kind == "ike":
+    if kind is ProposalKind.IKE:
         if not by_type[PRF]:
             if is_aead:
                 raise ProposalError(

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from vpnfleet.controller.planner import Proposal, ProposalError, Transform, parse_proposal
+from vpnfleet.controller.planner import (
+    Proposal,
+    ProposalError,
+    ProposalKind,
+    Transform,
+    parse_proposal,
+)
 from vpnfleet.controller.planner.proposals import KNOWN_TOKENS, common_proposal
 
 ENCR, PRF, INTEG, DH, ESN = 1, 2, 3, 4, 5
@@ -56,72 +62,75 @@ def test_each_token(token: str, transform: Transform) -> None:
     else:
         ike, esp = "", f"aes256gcm16-{token}"
     if ike:
-        assert transform in parse_proposal(ike, "ike").transforms
+        assert transform in parse_proposal(ike, ProposalKind.IKE).transforms
     if esp:
-        assert transform in parse_proposal(esp, "esp").transforms
+        assert transform in parse_proposal(esp, ProposalKind.ESP).transforms
 
 
 def test_ike_aead_proposal() -> None:
-    p = parse_proposal("aes256gcm16-prfsha384-x25519", "ike")
+    p = parse_proposal("aes256gcm16-prfsha384-x25519", ProposalKind.IKE)
     assert p.text == "aes256gcm16-prfsha384-x25519"
     assert p.transforms == (Transform(ENCR, 20, 256), Transform(PRF, 6), Transform(DH, 31))
 
 
 def test_ike_prf_follows_integrity_when_not_given() -> None:
-    p = parse_proposal("aes128-sha384-ecp256", "ike")
+    p = parse_proposal("aes128-sha384-ecp256", ProposalKind.IKE)
     assert types(p, PRF) == [Transform(PRF, 6)]
-    p = parse_proposal("aes128-sha256-sha512-ecp256", "ike")
+    p = parse_proposal("aes128-sha256-sha512-ecp256", ProposalKind.IKE)
     assert types(p, PRF) == [Transform(PRF, 5), Transform(PRF, 7)]
 
 
 def test_explicit_prf_wins_over_integrity() -> None:
-    p = parse_proposal("aes128-sha256-prfsha512-modp2048", "ike")
+    p = parse_proposal("aes128-sha256-prfsha512-modp2048", ProposalKind.IKE)
     assert types(p, PRF) == [Transform(PRF, 7)]
 
 
 def test_esp_defaults_to_no_esn() -> None:
     # RFC 7296 section 3.3.3: ESN is mandatory in ESP proposals.
-    assert types(parse_proposal("aes256gcm16", "esp"), ESN) == [Transform(ESN, 0)]
-    assert types(parse_proposal("aes256-sha256-esn", "esp"), ESN) == [Transform(ESN, 1)]
+    assert types(parse_proposal("aes256gcm16", ProposalKind.ESP), ESN) == [Transform(ESN, 0)]
+    assert types(parse_proposal("aes256-sha256-esn", ProposalKind.ESP), ESN) == [Transform(ESN, 1)]
 
 
 def test_alternatives_of_one_type_keep_their_order() -> None:
-    p = parse_proposal("aes256-aes128-sha256-x25519-ecp256", "ike")
+    p = parse_proposal("aes256-aes128-sha256-x25519-ecp256", ProposalKind.IKE)
     assert types(p, ENCR) == [Transform(ENCR, 12, 256), Transform(ENCR, 12, 128)]
     assert types(p, DH) == [Transform(DH, 31), Transform(DH, 19)]
 
 
 def test_case_and_spaces_are_forgiven_but_the_text_is_kept() -> None:
-    p = parse_proposal(" AES256GCM16 ", "esp")
+    p = parse_proposal(" AES256GCM16 ", ProposalKind.ESP)
     assert p.text == " AES256GCM16 "
     assert types(p, ENCR) == [Transform(ENCR, 20, 256)]
 
 
 def test_same_text_gives_the_same_object() -> None:
-    assert parse_proposal("aes256-sha256", "esp") is parse_proposal("aes256-sha256", "esp")
+    assert parse_proposal("aes256-sha256", ProposalKind.ESP) is parse_proposal(
+        "aes256-sha256", ProposalKind.ESP
+    )
 
 
+IKE, ESP = ProposalKind.IKE, ProposalKind.ESP
 BAD = [
-    ("aes256-sha257-x25519", "ike", "unknown algorithm 'sha257' (did you mean 'sha256'?)"),
-    ("aes256gcm16-sha256-prfsha256-x25519", "ike", "AEAD encryption carries its own integrity"),
-    ("aes256gcm16-sha256", "esp", "AEAD encryption carries its own integrity; remove 'sha256'"),
-    ("aes256-sha256", "ike", "no DH group"),
-    ("aes256gcm16-x25519", "ike", "needs an explicit PRF"),
-    ("aes256-x25519", "ike", "no integrity algorithm"),
-    ("aes256", "esp", "no integrity algorithm"),
-    ("sha256-x25519", "ike", "no encryption algorithm"),
-    ("aes256gcm16-aes256-sha256", "esp", "mixes AEAD and non-AEAD"),
-    ("aes256gcm16-prfsha256-x25519-esn", "ike", "'esn' (ESN) only applies to ESP"),
-    ("aes256gcm16-prfsha256", "esp", "'prfsha256' (a PRF) only applies to IKE"),
-    ("aes256--sha256", "esp", "empty algorithm"),
-    ("aes256-aes256-sha256", "esp", "'aes256' is written twice"),
-    ("", "esp", "empty proposal"),
-    ("aes256gcm", "esp", "unknown algorithm 'aes256gcm' (did you mean 'aes256gcm16'?)"),
+    ("aes256-sha257-x25519", IKE, "unknown algorithm 'sha257' (did you mean 'sha256'?)"),
+    ("aes256gcm16-sha256-prfsha256-x25519", IKE, "AEAD encryption carries its own integrity"),
+    ("aes256gcm16-sha256", ESP, "AEAD encryption carries its own integrity; remove 'sha256'"),
+    ("aes256-sha256", IKE, "no DH group"),
+    ("aes256gcm16-x25519", IKE, "needs an explicit PRF"),
+    ("aes256-x25519", IKE, "no integrity algorithm"),
+    ("aes256", ESP, "no integrity algorithm"),
+    ("sha256-x25519", IKE, "no encryption algorithm"),
+    ("aes256gcm16-aes256-sha256", ESP, "mixes AEAD and non-AEAD"),
+    ("aes256gcm16-prfsha256-x25519-esn", IKE, "'esn' (ESN) only applies to ESP"),
+    ("aes256gcm16-prfsha256", ESP, "'prfsha256' (a PRF) only applies to IKE"),
+    ("aes256--sha256", ESP, "empty algorithm"),
+    ("aes256-aes256-sha256", ESP, "'aes256' is written twice"),
+    ("", ESP, "empty proposal"),
+    ("aes256gcm", ESP, "unknown algorithm 'aes256gcm' (did you mean 'aes256gcm16'?)"),
 ]
 
 
 @pytest.mark.parametrize(("text", "kind", "message"), BAD)
-def test_bad_proposals(text: str, kind: str, message: str) -> None:
+def test_bad_proposals(text: str, kind: ProposalKind, message: str) -> None:
     with pytest.raises(ProposalError) as info:
         parse_proposal(text, kind)
     # The message quotes the whole proposal and says what is wrong.
@@ -130,13 +139,13 @@ def test_bad_proposals(text: str, kind: str, message: str) -> None:
 
 
 def test_common_proposal() -> None:
-    gcm = parse_proposal("aes256gcm16-prfsha384-x25519", "ike")
-    cbc = parse_proposal("aes256-sha256-modp2048", "ike")
-    cbc_multi = parse_proposal("aes128-aes256-sha256-ecp256-modp2048", "ike")
+    gcm = parse_proposal("aes256gcm16-prfsha384-x25519", ProposalKind.IKE)
+    cbc = parse_proposal("aes256-sha256-modp2048", ProposalKind.IKE)
+    cbc_multi = parse_proposal("aes128-aes256-sha256-ecp256-modp2048", ProposalKind.IKE)
     assert common_proposal((gcm, cbc), (cbc,)) is cbc
     # Alternatives within one proposal: a transform of each type in common is enough.
     assert common_proposal((cbc,), (cbc_multi,)) is cbc
     assert common_proposal((gcm,), (cbc,)) is None
     # PFS (a DH group in ESP) on one side only does not agree.
-    pfs = parse_proposal("aes256gcm16-x25519", "esp")
-    assert common_proposal((parse_proposal("aes256gcm16", "esp"),), (pfs,)) is None
+    pfs = parse_proposal("aes256gcm16-x25519", ProposalKind.ESP)
+    assert common_proposal((parse_proposal("aes256gcm16", ProposalKind.ESP),), (pfs,)) is None

@@ -20,7 +20,7 @@ from vpnfleet.agent.ike.transforms import (
     encr_for,
     integ_for,
 )
-from vpnfleet.controller.planner import Proposal, parse_proposal
+from vpnfleet.controller.planner import Proposal, ProposalKind, parse_proposal
 from vpnfleet.controller.planner.proposals import TOKENS
 
 
@@ -88,13 +88,17 @@ def _esp_texts() -> list[str]:
 def test_an_ike_proposal_means_the_same_on_both_sides(text: str) -> None:
     """The controller's transforms for a text build the proposal the agent reads from it
     (implied PRF included)."""
-    from_ids = IkeProposal.from_transforms(_agent_transforms(parse_proposal(text, "ike")))
+    from_ids = IkeProposal.from_transforms(
+        _agent_transforms(parse_proposal(text, ProposalKind.IKE))
+    )
     assert from_ids == [IkeProposal.parse(text)]
 
 
 @pytest.mark.parametrize("text", _esp_texts())
 def test_an_esp_proposal_means_the_same_on_both_sides(text: str) -> None:
-    from_ids = EspProposal.from_transforms(_agent_transforms(parse_proposal(text, "esp")))
+    from_ids = EspProposal.from_transforms(
+        _agent_transforms(parse_proposal(text, ProposalKind.ESP))
+    )
     assert from_ids == [EspProposal.parse(text)]
 
 
