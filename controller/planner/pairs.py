@@ -29,7 +29,7 @@ from .model import (
 )
 from .policy import Policy
 from .profile import HostProfile, Interner, host_prefix
-from .proposals import common_proposal
+from .proposals import ProposalKind, common_proposal
 from .topology import Role, transit_order
 
 IKE_PORT = 500
@@ -68,25 +68,25 @@ class PairBuilder:
 
     # -- compatibility --------------------------------------------------------------
 
-    def _compatible_lists(self, kind: str, a: HostProfile, b: HostProfile) -> bool:
-        ka, kb = (a.ike_key, b.ike_key) if kind == "ike" else (a.esp_key, b.esp_key)
+    def _compatible_lists(self, kind: ProposalKind, a: HostProfile, b: HostProfile) -> bool:
+        ka, kb = (a.ike_key, b.ike_key) if kind is ProposalKind.IKE else (a.esp_key, b.esp_key)
         if ka == kb:
             return True
         key = (kind, ka, kb) if ka < kb else (kind, kb, ka)
         ok = self.compatible.get(key)
         if ok is None:
-            la, lb = (a.ike, b.ike) if kind == "ike" else (a.esp, b.esp)
+            la, lb = (a.ike, b.ike) if kind is ProposalKind.IKE else (a.esp, b.esp)
             ok = self.compatible[key] = common_proposal(la, lb) is not None
         return ok
 
     def pair_errors(self, a: HostProfile, b: HostProfile) -> list[InventoryError]:
         """Why hosts a and b cannot form a tunnel (empty when they can)."""
         out = []
-        for kind in ("ike", "esp"):
+        for kind in ProposalKind:
             if not self._compatible_lists(kind, a, b):
                 var = f"{kind}_proposals"
-                mine = _listed(a.ike if kind == "ike" else a.esp)
-                theirs = _listed(b.ike if kind == "ike" else b.esp)
+                mine = _listed(a.ike if kind is ProposalKind.IKE else a.esp)
+                theirs = _listed(b.ike if kind is ProposalKind.IKE else b.esp)
                 out.append(
                     InventoryError(
                         f"hosts {a.name} and {b.name} share no {kind.upper()} proposal: "

@@ -47,16 +47,16 @@ def parse_policy(
     ck.keys(entry, what, POLICY_KEYS, ("name", "action"))
     name = ck.string(entry, "name", what)
     unique(name, what, entry.get("name"))
-    action = entry.get("action")
+    written = entry.get("action")
     actions = {"protect": SpdAction.PROTECT, "bypass": SpdAction.BYPASS}
     actions["discard"] = SpdAction.DISCARD
-    if action is not None and action not in actions:
-        hint = did_you_mean(str(action), actions)
+    action = actions.get(written) if isinstance(written, str) else None
+    if written is not None and action is None:
+        hint = did_you_mean(str(written), actions)
         ck.error(
-            f"{what}: action: expected protect, bypass or discard, got {describe(action)}{hint}",
-            action,
+            f"{what}: action: expected protect, bypass or discard, got {describe(written)}{hint}",
+            written,
         )
-        action = None
     local = ck.prefix(entry.get("local"), f"{what}: local", allow_any=True)
     remote = ck.prefix(entry.get("remote"), f"{what}: remote", allow_any=True)
     protocol = ck.protocol(entry.get("protocol"), what)
@@ -69,10 +69,10 @@ def parse_policy(
             if entry.get(key) not in (None, "any"):
                 ck.error(f"{what}: {key} only apply to tcp, udp or sctp", entry.get(key))
                 local_ports = None
-    if action == "protect" and not peer:
+    if action is SpdAction.PROTECT and not peer:
         ck.error(f"{what}: a protect policy needs 'peer' (whose SA carries it)", entry)
         return None
-    if action != "protect" and peer:
+    if action is not SpdAction.PROTECT and peer:
         ck.error(f"{what}: 'peer' only applies to protect policies", peer)
         return None
     if peer and peer not in externals and peer not in ck.inventory.hosts:
@@ -105,6 +105,5 @@ def parse_policy(
         )
         for any_ in families
     )
-    return Policy(
-        str(name), actions[str(action)], selectors, frozenset(hosts), peer, mark_of(entry)
-    )
+    assert action is not None
+    return Policy(str(name), action, selectors, frozenset(hosts), peer, mark_of(entry))
