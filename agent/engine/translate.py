@@ -8,6 +8,7 @@ raises :class:`PeerConfigError` naming the peer and the field.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import math
@@ -35,7 +36,7 @@ from ..ike.sa_payload import Transform as IkeTransform
 from ..ike.signatures import CertificateAuth, SigningKey, identity_in_certificate
 from ..ike.traffic_selectors import format_selector
 from ..io.dataplane_model import Encap
-from ..io.tunnel_mtu import AEAD_GCM16, CBC_SHA256, CBC_SHA384, CBC_SHA512, EspOverhead
+from ..io.tunnel_mtu import AEAD_GCM16, CBC_SHA256, EspOverhead
 from ..io.udp import NATT_PORT
 from ..plan import (
     AgentPlan,
@@ -311,7 +312,9 @@ def esp_overhead(plan: AgentPlan) -> EspOverhead:
         for p in peer.esp_proposals:
             for t in p.transforms:
                 if t.type is TransformType.INTEG:
-                    cost = {12: CBC_SHA256, 13: CBC_SHA384, 14: CBC_SHA512}.get(t.id, CBC_SHA512)
+                    # Only AES-CBC takes an integrity transform (a validated plan).
+                    icv = Integrity.for_transform(t.id).icv_length
+                    cost = dataclasses.replace(CBC_SHA256, icv=icv)
                     if cost.iv + cost.icv > worst.iv + worst.icv:
                         worst = cost
     return worst
