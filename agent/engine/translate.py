@@ -28,7 +28,7 @@ from ..ike.config import Identity as IkeIdentity
 from ..ike.config import Mode as IkeMode
 from ..ike.constants import EncrId, IdType, IntegId
 from ..ike.constants import TransformType as IkeTransformType
-from ..ike.errors import IkeError, LocalError
+from ..ike.errors import LocalError, UnsupportedTransform
 from ..ike.events import ChildSaEstablished
 from ..ike.payloads import TrafficSelector as IkeTrafficSelector
 from ..ike.proposals import EspProposal, IkeProposal
@@ -142,7 +142,7 @@ def _built(
     for proposal in proposals:
         try:
             out.extend(build(_transforms(proposal)))
-        except IkeError as exc:
+        except (LocalError, UnsupportedTransform) as exc:
             raise PeerConfigError(
                 f"peer {peer.name}: proposal {proposal.text!r} cannot be used: {exc}"
             ) from None

@@ -1,8 +1,12 @@
-"""Transforms keyed by their IANA IDs (RFC 7296 section 3.3.2, RFC 8247).
+"""The agent's algorithm registry: transforms keyed by their IANA IDs (RFC 7296
+section 3.3.2, RFC 8247).
 
 Each algorithm is a small frozen object: ``prf_for(PrfId.HMAC_SHA2_256)``,
 ``integ_for(IntegId.HMAC_SHA2_256_128)``, ``encr_for(EncrId.AES_GCM_16, 256)``,
-``dh_for(DhGroup.CURVE25519)``. Unknown IDs raise UnsupportedTransform.
+``KeyExchange(DhGroup.CURVE25519)``. Unknown IDs raise UnsupportedTransform. What
+proposals may hold (NEGOTIABLE) and the strongSwan keywords that name it
+(PROPOSAL_TOKENS) are derived from these tables; the plan's validation, proposal
+parsing and proposal building all read them.
 """
 
 from __future__ import annotations
