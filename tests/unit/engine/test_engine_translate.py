@@ -11,7 +11,9 @@ from tests.support.engine_pair import node_plan
 from vpnfleet.agent.engine import translate
 from vpnfleet.agent.engine.host import data_plane_choice
 from vpnfleet.agent.esp.spd import Action
+from vpnfleet.agent.ike.config import Mode as IkeMode
 from vpnfleet.agent.ike.constants import IdType
+from vpnfleet.agent.ike.events import ChildSaEstablished
 from vpnfleet.agent.io.dataplane_model import Encap
 from vpnfleet.agent.io.tunnel_mtu import AEAD_GCM16, CBC_SHA512
 from vpnfleet.agent.plan import (
@@ -24,6 +26,7 @@ from vpnfleet.agent.plan import (
 from vpnfleet.agent.plan import (
     IdType as PlanIdType,
 )
+from vpnfleet.agent.plan import Mode as PlanMode
 from vpnfleet.protos import plan_pb2
 
 
@@ -35,7 +38,7 @@ def test_ike_config_from_a_sample_plan() -> None:
     assert config.local_id.id_type == IdType.ID_FQDN
     assert [str(p) for p in config.ike_proposals] == ["aes256gcm16-prfsha384-x25519"]
     assert [str(p) for p in config.child.esp_proposals] == ["aes256gcm16"]
-    assert config.child.name == "b" and config.child.mode == "tunnel"
+    assert config.child.name == "b" and config.child.mode is IkeMode.TUNNEL
     assert [str(s.start_address) for s in config.child.local_ts] == ["10.1.0.0"]
     assert [str(s.end_address) for s in config.child.remote_ts] == ["10.2.0.255"]
     assert config.dpd_delay == 30.0 and config.psk == peer.auth.psk
@@ -130,6 +133,41 @@ def test_identities_keep_their_rfc_7296_section_3_5_type(
     ike = translate.ike_identity(Identity(kind, value))
     assert ike.id_type == id_type
     assert ike.data == (data if data is not None else ipaddress.ip_address(value).packed)
+
+
+def test_every_plan_id_type_is_the_ike_id_type_of_its_number() -> None:
+    """The plan and the IKE core each define the RFC 7296 section 3.5 ID types; the
+    conversion in translate goes by number, so both must number them as IANA does."""
+    for kind in PlanIdType:
+        assert IdType(int(kind)).name == f"ID_{kind.name}"
+
+
+@pytest.mark.parametrize("mode", list(PlanMode))
+def test_the_plan_mode_reaches_ike_and_esp_unchanged(mode: PlanMode) -> None:
+    plan = node_plan("a", ["b"])
+    (peer,) = plan.peers
+    config = translate.ike_config(plan, replace(peer, mode=mode))
+    assert config.child.mode.name == mode.name
+    event = ChildSaEstablished(
+        "b",
+        bytes.fromhex("00001001"),
+        bytes.fromhex("00002002"),
+        20,
+        256,
+        None,
+        False,
+        bytes(36),
+        b"",
+        bytes(36),
+        b"",
+        config.child.local_ts,
+        config.child.remote_ts,
+        config.child.mode,
+        "aes256gcm16",
+    )
+    lifetime = translate.child_lifetime(peer)
+    inbound, outbound = translate.sa_params(event, lifetime, None, "192.0.2.2")
+    assert inbound.mode.name == outbound.mode.name == mode.name
 
 
 def test_spd_and_routes_follow_the_plan() -> None:

@@ -13,7 +13,7 @@ from typing import TypeVar
 import pytest
 
 from tests.support.ike_peers import Peers
-from vpnfleet.agent.ike.config import ChildConfig, Identity, IkeConfig, selector
+from vpnfleet.agent.ike.config import ChildConfig, Identity, IkeConfig, Mode, selector
 from vpnfleet.agent.ike.constants import EncrId, ExchangeType, NotifyType
 from vpnfleet.agent.ike.errors import LocalError
 from vpnfleet.agent.ike.events import (
@@ -171,7 +171,7 @@ def test_ike_sa_and_first_child_come_up(proposal: str) -> None:
     assert i_child.encr_key_in != i_child.encr_key_out
     assert i_child.encr_id == EncrId.AES_GCM_16 and len(i_child.encr_key_in) == 36
     assert i_child.local_ts == r_child.remote_ts == (selector("10.1.0.0/16"),)
-    assert i_child.mode == r_child.mode == "tunnel"
+    assert i_child.mode is r_child.mode is Mode.TUNNEL
     assert pair.initiator.get_timer() is None
     assert pair.initiator.dropped == pair.responder.dropped == 0
 
