@@ -40,7 +40,7 @@ from .nat import NatResult
 from .payloads import Payload
 from .proposals import IkeProposal
 from .states import IkeSaInput, IkeSaState, Role, next_state
-from .task_manager import Task, TaskManager
+from .task_manager import Task, TaskKind, TaskManager
 from .tasks import child_create, ike_auth, ike_init, ike_rekey, informational
 from .transforms import random_bytes
 
@@ -178,7 +178,7 @@ class IkeSa:
     def rekey(self, now: float) -> None:
         """Rekey this IKE SA (section 1.3.2); the new SA comes out in IkeSaRekeyed."""
         self._require_established("rekey")
-        if self.tasks.pending(ike_rekey.IkeRekey):
+        if self.tasks.pending(TaskKind.IKE_REKEY):
             raise LocalError("an IKE SA rekey is already under way")
         self._start(ike_rekey.IkeRekey(self), now)
 
@@ -192,7 +192,7 @@ class IkeSa:
     def check_liveness(self, now: float) -> None:
         """Send an empty INFORMATIONAL request (section 1.4)."""
         self._require_established("check liveness")
-        if not self.tasks.pending(informational.Liveness):
+        if not self.tasks.pending(TaskKind.LIVENESS):
             self._start(informational.Liveness(self), now)
 
     def _require_established(self, what: str) -> None:
@@ -368,7 +368,7 @@ class IkeSa:
 
     def exchange_timed_out(self, task: Task, reason: str) -> None:
         """Retransmissions ran out (section 2.4): an established SA's peer is dead."""
-        if isinstance(task, informational.Liveness):
+        if task.kind is TaskKind.LIVENESS:
             reason = (
                 "peer dead: no answer to liveness check after "
                 f"{self.config.retransmit_tries} retransmissions"

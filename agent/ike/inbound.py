@@ -21,7 +21,8 @@ from .events import Address
 from .message import IkeHeader, Message, parse_message, parse_payloads
 from .payloads import NotifyPayload, Payload, SkfPayload
 from .states import IkeSaInput, IkeSaState
-from .tasks import child_create, ike_auth, ike_init, ike_rekey, informational
+from .tasks import ike_auth, ike_init, ike_rekey, informational
+from .tasks.child_create import ChildCreate
 
 if TYPE_CHECKING:
     from .ike_sa import IkeSa
@@ -139,7 +140,10 @@ def _receive_request(
         if ike_rekey.is_ike_rekey(payloads):
             response, advance = ike_rekey.respond(sa, payloads), True
         else:
-            response, advance = child_create.respond(sa, payloads), True
+            response, advance = (
+                ChildCreate.respond(sa, payloads, ExchangeType.CREATE_CHILD_SA),
+                True,
+            )
     else:
         sa.dropped += 1
         return

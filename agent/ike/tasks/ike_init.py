@@ -16,7 +16,7 @@ from ..nat import NAT_T_PORT, detect, nat_notifies
 from ..payloads import CertReqPayload, KePayload, NoncePayload, NotifyPayload, Payload
 from ..proposals import NoProposalChosen, accept_ike, dh_name, select_ike
 from ..sa_payload import SaPayload
-from ..task_manager import Outcome
+from ..task_manager import Outcome, TaskKind
 from ..transforms import KeyExchange, random_bytes
 
 if TYPE_CHECKING:
@@ -73,6 +73,7 @@ def error_notifies(payloads: list[Payload]) -> list[NotifyPayload]:
 class IkeInit:
     """Initiator side of IKE_SA_INIT."""
 
+    kind = TaskKind.IKE_INIT
     exchange = ExchangeType.IKE_SA_INIT
 
     def __init__(self, sa: IkeSa) -> None:
