@@ -6,7 +6,8 @@ Inputs: commands (``initiate``, ``create_child``, ``rekey_child``, ``delete_chil
 caller's monotonic clock; ``wall`` the wall-clock time certificates are judged by. Outputs:
 ``datagrams_to_send(now)``, ``get_timer()``, ``next_event()``. Nothing the peer sends
 can raise out of ``receive_datagram``: malformed or unauthenticated datagrams are
-counted in ``dropped`` and ignored. An IKE SA rekey hands out the new IkeSa inside
+counted in ``dropped`` and ignored (every fault of the peer's is a ProtocolError);
+our own misuse raises LocalError. An IKE SA rekey hands out the new IkeSa inside
 IkeSaRekeyed; new responders come from gate.IkeResponderGate.
 
 The receive path (SPI and message-ID checks, unprotecting, refusals, dispatch to the
@@ -24,7 +25,7 @@ from .child_sa import ChildSa, ChildSaInput, ChildSaState
 from .config import Identity, IkeConfig
 from .constants import ZERO_SPI
 from .crypto import SkKeys
-from .errors import IkeError, LocalError, ParseError
+from .errors import LocalError, ParseError, ProtocolError
 from .events import (
     Address,
     ChildSaDeleted,
@@ -224,7 +225,9 @@ class IkeSa:
         self.current_wall = wall
         try:
             inbound.receive(self, data, addr, now)
-        except IkeError:
+        except ProtocolError:
+            # Only the peer's faults are dropped quietly; our own (LocalError) and
+            # anything unforeseen raise to the caller.
             self.dropped += 1
         finally:
             self.current_datagram = None

@@ -3,12 +3,12 @@
 fragments reassembled first) and handed to its exchange; a malformed authenticated
 request is refused whole (sections 2.5 and 2.21.2). Which exchanges each state takes
 is the table in states.py; ``RESPONDERS`` names the responder of each. A half-open
-responder drops any
-datagram larger than the agent's ``preauth_message_bytes`` before decrypting it
-(admission.py).
+responder drops any datagram larger than the agent's ``preauth_message_bytes`` before
+decrypting it (admission.py).
 
 Every function takes the IkeSa it works for; ``IkeSa.receive_datagram`` is the entry
-point and turns any IkeError raised here into a dropped datagram.
+point and turns any ProtocolError (the peer's fault) raised here into a dropped
+datagram.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from .admission import Limit
 from .constants import ZERO_SPI, ExchangeType, NotifyType, enum_name
 from .crypto import open_message
-from .errors import IkeError, ParseError
+from .errors import ParseError, ProtocolError
 from .events import Address
 from .message import IkeHeader, Message, parse_message, parse_payloads
 from .payloads import NotifyPayload, Payload, SkfPayload
@@ -189,7 +189,7 @@ def open_payloads(sa: IkeSa, message: Message, data: bytes) -> list[Payload]:
 
 def unprotect(sa: IkeSa, message: Message, data: bytes) -> tuple[int, bytes, int]:
     if sa._sk_in is None:
-        raise IkeError("encrypted message before keys exist")
+        raise ProtocolError("encrypted message before keys exist")
     return open_message(data, message, sa._sk_in)
 
 

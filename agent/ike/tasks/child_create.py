@@ -272,7 +272,7 @@ class ChildCreate:
             check_subset(self.config.local_ts, found.tsi.selectors)
             check_subset(self.config.remote_ts, found.tsr.selectors)
             _check_mode(self.config, found.mode)
-        except (ProtocolError, CryptoError) as exc:
+        except ProtocolError as exc:
             return self._give_up(str(exc), exc.notify)
         # Keys come from this exchange's IKE SA; the child lives where its siblings
         # moved if that SA was rekeyed meanwhile (section 2.18).

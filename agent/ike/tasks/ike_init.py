@@ -159,7 +159,7 @@ class IkeInit:
                     f"we sent {dh_name(self.ke.group)} and it chose {proposal}"
                 )
             shared = self.ke.shared_secret(ke.data)
-        except (NoProposalChosen, ProtocolError) as exc:
+        except ProtocolError as exc:
             self.sa.fail(str(exc), exc.notify)
             return Outcome.FAILED
         self.sa.spi_r = message.header.spi_r

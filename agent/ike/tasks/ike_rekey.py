@@ -118,7 +118,7 @@ class IkeRekey:
                     f"we sent {dh_name(self.ke.group)}"
                 )
             shared = self.ke.shared_secret(ke.data)
-        except (ProtocolError, CryptoError) as exc:
+        except ProtocolError as exc:
             return self._failed(exc.notify or 0, f"IKE SA rekey failed: {exc}")
         from ..ike_sa import IkeSa  # a cycle at import time only
 
