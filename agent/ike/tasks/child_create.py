@@ -36,7 +36,7 @@ from ..states import IkeSaState
 from ..task_manager import Outcome, TaskKind
 from ..traffic_selectors import check_subset, narrow
 from ..transforms import KeyExchange, random_bytes
-from .ike_init import NONCE_LENGTH, error_notifies, first
+from .ike_init import NONCE_LENGTH, error_notifies, first, requested_group
 from .informational import ChildDelete
 
 if TYPE_CHECKING:
@@ -293,7 +293,7 @@ class ChildCreate:
         return Outcome.DONE
 
     def _retry_group(self, notify: NotifyPayload) -> bool:
-        group = int.from_bytes(notify.data[:2], "big") if len(notify.data) >= 2 else 0
+        group = requested_group(notify)
         groups = {p.dh for p in self.proposals if p.dh is not None}
         if group not in groups or self.ke_retries >= MAX_KE_RETRIES:
             return False

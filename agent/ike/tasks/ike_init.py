@@ -70,6 +70,12 @@ def error_notifies(payloads: list[Payload]) -> list[NotifyPayload]:
     ]
 
 
+def requested_group(notify: NotifyPayload) -> int:
+    """The Diffie-Hellman group an INVALID_KE_PAYLOAD asks for (section 1.3: two octets
+    of Notification Data), 0 when it names none."""
+    return int.from_bytes(notify.data[:2], "big") if len(notify.data) >= 2 else 0
+
+
 class IkeInit:
     """Initiator side of IKE_SA_INIT."""
 
@@ -114,7 +120,7 @@ class IkeInit:
                 self.retries += 1
                 return Outcome.RETRY
             if notify.notify_type == NotifyType.INVALID_KE_PAYLOAD:
-                group = int.from_bytes(notify.data[:2], "big") if len(notify.data) >= 2 else 0
+                group = requested_group(notify)
                 acceptable = group in {p.dh for p in ours} and group != self.ke.group
                 if acceptable and self.retries < MAX_INIT_RETRIES:
                     self.ke = KeyExchange(group)

@@ -22,7 +22,7 @@ from ..states import IkeSaInput, IkeSaState
 from ..task_manager import CHILD_TASKS, Outcome, TaskKind
 from ..transforms import KeyExchange, random_bytes
 from .child_create import lowest_nonce_loses
-from .ike_init import NONCE_LENGTH, error_notifies, first
+from .ike_init import NONCE_LENGTH, error_notifies, first, requested_group
 from .informational import IkeDelete
 
 if TYPE_CHECKING:
@@ -88,8 +88,7 @@ class IkeRekey:
         if errors:
             notify = int(errors[0].notify_type)
             if notify == NotifyType.INVALID_KE_PAYLOAD and self.ke_retries < MAX_KE_RETRIES:
-                data = errors[0].data
-                group = int.from_bytes(data[:2], "big") if len(data) >= 2 else 0
+                group = requested_group(errors[0])
                 if group in {p.dh for p in sa.config.ike_proposals}:
                     self.ke = KeyExchange(group)
                     self.ke_retries += 1
