@@ -95,10 +95,11 @@ class ChildPayloads:
         )
 
     @staticmethod
-    def lacking(exchange: ExchangeType) -> str:
-        """Why ``find`` found nothing, for a refusal's reason."""
+    def lacking(exchange: ExchangeType, message: str) -> str:
+        """Why ``find`` found nothing in a ``message`` ("request" or "response")."""
         *names, last = (_PAYLOAD_NAMES[cls] for cls in REQUIRED[exchange])
-        return f"{enum_name(ExchangeType, exchange)} lacks {', '.join(names)} or {last}"
+        name = enum_name(ExchangeType, exchange)
+        return f"INVALID_SYNTAX: {name} {message} lacks {', '.join(names)} or {last}"
 
 
 _PAYLOAD_NAMES: dict[type[Payload], str] = {
@@ -264,8 +265,7 @@ class ChildCreate:
             return self._give_up(self._refused_by_peer(notify), notify)
         found = ChildPayloads.find(payloads, self.exchange)
         if found is None:
-            lacking = ChildPayloads.lacking(self.exchange)
-            return self._give_up(f"INVALID_SYNTAX: response of {lacking}", None)
+            return self._give_up(ChildPayloads.lacking(self.exchange, "response"), None)
         try:
             chosen, esp = accept_esp(self.proposals, found.sa.proposals)
             g_ir = _key_exchange(esp, found.ke, self.ke)
@@ -392,7 +392,7 @@ class ChildCreate:
                     return _refuse(NotifyType.TEMPORARY_FAILURE)  # section 2.25
         found = ChildPayloads.find(payloads, exchange)
         if found is None:
-            sa.note_refusal(f"INVALID_SYNTAX: request of {ChildPayloads.lacking(exchange)}")
+            sa.note_refusal(ChildPayloads.lacking(exchange, "request"))
             return _refuse(NotifyType.INVALID_SYNTAX)
         if old is not None:
             configs: tuple[ChildConfig, ...] = (old.config,)

@@ -203,8 +203,7 @@ def respond(sa: IkeSa, message: Message, payloads: list[Payload]) -> tuple[list[
     if ChildPayloads.find(payloads, ExchangeType.IKE_AUTH) is None:
         # Section 2.21.2: a malformed request is refused whole, before authentication
         # (child_create.REQUIRED says why this is INVALID_SYNTAX).
-        lacking = ChildPayloads.lacking(ExchangeType.IKE_AUTH)
-        sa.fail(f"INVALID_SYNTAX: request of {lacking}", NotifyType.INVALID_SYNTAX)
+        sa.fail(ChildPayloads.lacking(ExchangeType.IKE_AUTH, "request"), NotifyType.INVALID_SYNTAX)
         return [NotifyPayload(NotifyType.INVALID_SYNTAX)], True
     id_payload, auth = first(payloads, IdPayload), first(payloads, AuthPayload)
     try:

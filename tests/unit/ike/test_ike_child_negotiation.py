@@ -57,7 +57,7 @@ def test_ike_auth_request_without_child_payloads_is_refused_whole(
     (response,) = _responses(peers, ExchangeType.IKE_AUTH)
     assert response == [NotifyPayload(NotifyType.INVALID_SYNTAX)]
     (refused,) = peers.right.of(IkeSaFailed)
-    assert refused.reason == "INVALID_SYNTAX: request of IKE_AUTH lacks SA, TSi or TSr"
+    assert refused.reason == "INVALID_SYNTAX: IKE_AUTH request lacks SA, TSi or TSr"
     assert refused.notify == NotifyType.INVALID_SYNTAX
     (failed,) = peers.left.of(IkeSaFailed)
     assert failed.reason == "INVALID_SYNTAX: refused by peer"
@@ -90,7 +90,7 @@ def test_create_child_sa_request_without_child_payloads_gets_invalid_syntax(
     assert failed.reason == "INVALID_SYNTAX: peer refused the new child SA"
     assert failed.notify == NotifyType.INVALID_SYNTAX
     assert peers.right.sa.last_refusal == (
-        "INVALID_SYNTAX: request of CREATE_CHILD_SA lacks SA, Nonce, TSi or TSr"
+        "INVALID_SYNTAX: CREATE_CHILD_SA request lacks SA, Nonce, TSi or TSr"
     )
     assert not peers.right.of(ChildSaEstablished) and not peers.right.of(ChildSaFailed)
     assert peers.left.sa.state is peers.right.sa.state is IkeSaState.ESTABLISHED
