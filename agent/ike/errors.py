@@ -6,8 +6,9 @@
   or a counted drop, and code that drops a peer's bad datagram catches this root and
   nothing wider.
 - ``LocalError`` is the root of our own faults: the API used wrongly, or a
-  configuration the core cannot honour (``UnsupportedTransform``). It is never the
-  peer's doing, so nothing catches it to drop a datagram: it raises to the caller.
+  configuration the core cannot honour (``UnsupportedTransform``), or a command the
+  IKE SA cannot take in its state (``CommandRefused``). It is never the peer's doing,
+  so nothing catches it to drop a datagram: it raises to the caller.
 
 The two roots share no base class but ``Exception``, so ``except ProtocolError``
 cannot swallow our own bugs.
@@ -62,6 +63,13 @@ class CryptoError(ProtocolError):
 class LocalError(Exception):
     """The caller used the API wrongly, or configured what the core cannot do: the root
     of our own faults, never the peer's."""
+
+
+class CommandRefused(LocalError):
+    """An IkeSa command (rekey, delete, create or rekey a child, check liveness) given
+    when the SA cannot take it: not established, the child gone, a rekey already under
+    way. A driver racing the peer meets this and may retry; it is narrower than
+    LocalError, so catching it does not hide other bugs of ours."""
 
 
 class UnsupportedTransform(LocalError):

@@ -25,7 +25,7 @@ from .child_sa import ChildSa, ChildSaInput, ChildSaState
 from .config import Identity, IkeConfig
 from .constants import ZERO_SPI
 from .crypto import SkKeys
-from .errors import LocalError, ParseError, ProtocolError
+from .errors import CommandRefused, LocalError, ParseError, ProtocolError
 from .events import (
     Address,
     ChildSaDeleted,
@@ -180,13 +180,13 @@ class IkeSa:
         """Rekey this IKE SA (section 1.3.2); the new SA comes out in IkeSaRekeyed."""
         self._require_established("rekey")
         if self.tasks.pending(TaskKind.IKE_REKEY):
-            raise LocalError("an IKE SA rekey is already under way")
+            raise CommandRefused("an IKE SA rekey is already under way")
         self._start(ike_rekey.IkeRekey(self), now)
 
     def delete(self, now: float) -> None:
         """Delete the IKE SA and with it every child (section 1.4.1)."""
         if self.state not in (IkeSaState.ESTABLISHED, IkeSaState.REKEYED):
-            raise LocalError(f"cannot delete an IKE SA in state {self.state.value}")
+            raise CommandRefused(f"cannot delete an IKE SA in state {self.state.value}")
         self.tasks.abort()  # whatever was queued dies with the SA
         self._start(informational.IkeDelete(self, "deleted by us"), now)
 
@@ -198,14 +198,14 @@ class IkeSa:
 
     def _require_established(self, what: str) -> None:
         if self.state is not IkeSaState.ESTABLISHED:
-            raise LocalError(f"cannot {what} on an IKE SA in state {self.state.value}")
+            raise CommandRefused(f"cannot {what} on an IKE SA in state {self.state.value}")
 
     def _child(self, spi_in: bytes, what: str) -> ChildSa:
         self._require_established(f"{what} a child SA")
         child = self.children.get(spi_in)
         if child is None or not child.usable:
             state = "unknown" if child is None else child.state.value
-            raise LocalError(f"cannot {what} child SA {spi_in.hex()}: {state}")
+            raise CommandRefused(f"cannot {what} child SA {spi_in.hex()}: {state}")
         return child
 
     def _start(self, task: Task, now: float) -> None:
