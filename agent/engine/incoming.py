@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from ..esp.sa import RekeyRequested, SaExpired
 from ..esp.sad import SadEvent
 from ..ike.admission import HalfOpenTable
-from ..ike.errors import IkeError, LocalError
+from ..ike.errors import LocalError, ProtocolError
 from ..ike.ike_sa import IkeSa
 from ..ike.message import parse_message
 from ..io.dataplane_model import Acquire
@@ -236,7 +236,7 @@ class IncomingDispatch(PeerChanges):
     def _new_responder(self, data: bytes, addr: Address, local_port: int) -> None:
         try:
             parse_message(data)
-        except IkeError:
+        except ProtocolError:
             self.counters["ike_malformed"] += 1
             return
         names = self._responder_names(addr)

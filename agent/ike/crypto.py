@@ -31,7 +31,7 @@ class SkKeys:
 
     def __post_init__(self) -> None:
         if not self.encr.is_aead and self.integ is None:
-            raise CryptoError(f"{self.encr.name} needs an integrity transform")
+            raise LocalError(f"{self.encr.name} needs an integrity transform")
 
     @property
     def icv_length(self) -> int:

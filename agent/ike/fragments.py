@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from .admission import HalfOpenSlot, Limit
 from .constants import GENERIC_PAYLOAD_HEADER_LENGTH, IKE_HEADER_LENGTH
 from .crypto import SkKeys, decrypt_fragment, encrypt_fragment
-from .errors import IkeError, LocalError, ParseError
+from .errors import LocalError, ParseError, ProtocolError
 from .events import Address
 from .message import IkeHeader, Message, parse_payloads, serialize_payloads
 from .nat import NAT_T_PORT
@@ -128,7 +128,7 @@ class FragmentInbox:
         message is whole, else None (the fragment was kept, replayed or dropped)."""
         sa, header = self.sa, message.header
         if keys is None:
-            raise IkeError("encrypted fragment before keys exist")
+            raise ProtocolError("encrypted fragment before keys exist")
         chunk = decrypt_fragment(data, message, keys)
         if header.is_response:
             expected = sa.tasks.is_expected_response(message)

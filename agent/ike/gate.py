@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from .admission import HalfOpenTable, Limit
 from .config import IkeConfig
 from .constants import IKE_HEADER_LENGTH, ExchangeType, HeaderFlag, NotifyType
-from .errors import IkeError, LocalError, ProtocolError
+from .errors import LocalError, ProtocolError
 from .events import Address
 from .ike_sa import IkeSa
 from .message import IkeHeader, Message, parse_message, serialize_message
@@ -137,7 +137,7 @@ class IkeResponderGate:
             )
         try:
             message = parse_message(data)
-        except IkeError as exc:
+        except ProtocolError as exc:
             self.refused += 1
             return GateDecision(reply=_refusal(data, exc), reason=f"malformed: {exc}")
         header = message.header
@@ -200,12 +200,12 @@ class IkeResponderGate:
         return serialize_message(header, [NotifyPayload(NotifyType.COOKIE, cookie)])
 
 
-def _refusal(data: bytes, error: IkeError) -> bytes | None:
+def _refusal(data: bytes, error: ProtocolError) -> bytes | None:
     """Section 2.5: an IKE_SA_INIT request with an unsupported critical payload is
     answered UNSUPPORTED_CRITICAL_PAYLOAD (naming the type), one of a higher major
     version INVALID_MAJOR_VERSION (our version goes in the header). Anything else
     malformed goes unanswered (section 2.21.4)."""
-    if not isinstance(error, ProtocolError) or len(data) < IKE_HEADER_LENGTH:
+    if len(data) < IKE_HEADER_LENGTH:
         return None
     notify = error.notify
     if notify not in (NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD, NotifyType.INVALID_MAJOR_VERSION):

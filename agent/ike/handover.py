@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .events import IkeSaRekeyed
-from .task_manager import Task
-from .tasks import child_create, informational
+from .task_manager import CHILD_TASKS, Task
 
 if TYPE_CHECKING:
     from .ike_sa import IkeSa
@@ -46,18 +45,14 @@ def hand_over(
 
 def migrate_child_tasks(sa: IkeSa, new_sa: IkeSa) -> None:
     """Queued child exchanges follow their children to the new IKE SA (section 2.18)."""
-    moving: list[child_create.ChildCreate | informational.ChildDelete] = [
-        t
-        for t in sa.tasks.queue
-        if isinstance(t, child_create.ChildCreate | informational.ChildDelete)
-    ]
+    moving = [t for t in sa.tasks.queue if t.kind in CHILD_TASKS]
     for task in moving:
         sa.tasks.queue.remove(task)
         task.sa = new_sa
         new_sa.tasks.queue_task(task)
     staying: list[tuple[float, Task]] = []
     for at, deferred in sa._deferred:
-        if isinstance(deferred, informational.ChildDelete):
+        if deferred.kind in CHILD_TASKS:
             deferred.sa = new_sa
             new_sa.defer(deferred, at)
         else:

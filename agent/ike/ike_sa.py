@@ -6,7 +6,8 @@ Inputs: commands (``initiate``, ``create_child``, ``rekey_child``, ``delete_chil
 caller's monotonic clock; ``wall`` the wall-clock time certificates are judged by. Outputs:
 ``datagrams_to_send(now)``, ``get_timer()``, ``next_event()``. Nothing the peer sends
 can raise out of ``receive_datagram``: malformed or unauthenticated datagrams are
-counted in ``dropped`` and ignored. An IKE SA rekey hands out the new IkeSa inside
+counted in ``dropped`` and ignored (every fault of the peer's is a ProtocolError);
+our own misuse raises LocalError. An IKE SA rekey hands out the new IkeSa inside
 IkeSaRekeyed; new responders come from gate.IkeResponderGate.
 
 The receive path (SPI and message-ID checks, unprotecting, refusals, dispatch to the
@@ -24,7 +25,7 @@ from .child_sa import ChildSa, ChildSaInput, ChildSaState
 from .config import Identity, IkeConfig
 from .constants import ZERO_SPI
 from .crypto import SkKeys
-from .errors import IkeError, LocalError, ParseError
+from .errors import CommandRefused, LocalError, ParseError, ProtocolError
 from .events import (
     Address,
     ChildSaDeleted,
@@ -40,7 +41,7 @@ from .nat import NatResult
 from .payloads import Payload
 from .proposals import IkeProposal
 from .states import IkeSaInput, IkeSaState, Role, next_state
-from .task_manager import Task, TaskManager
+from .task_manager import Task, TaskKind, TaskManager
 from .tasks import child_create, ike_auth, ike_init, ike_rekey, informational
 from .transforms import random_bytes
 
@@ -178,33 +179,33 @@ class IkeSa:
     def rekey(self, now: float) -> None:
         """Rekey this IKE SA (section 1.3.2); the new SA comes out in IkeSaRekeyed."""
         self._require_established("rekey")
-        if self.tasks.pending(ike_rekey.IkeRekey):
-            raise LocalError("an IKE SA rekey is already under way")
+        if self.tasks.pending(TaskKind.IKE_REKEY):
+            raise CommandRefused("an IKE SA rekey is already under way")
         self._start(ike_rekey.IkeRekey(self), now)
 
     def delete(self, now: float) -> None:
         """Delete the IKE SA and with it every child (section 1.4.1)."""
         if self.state not in (IkeSaState.ESTABLISHED, IkeSaState.REKEYED):
-            raise LocalError(f"cannot delete an IKE SA in state {self.state.value}")
+            raise CommandRefused(f"cannot delete an IKE SA in state {self.state.value}")
         self.tasks.abort()  # whatever was queued dies with the SA
         self._start(informational.IkeDelete(self, "deleted by us"), now)
 
     def check_liveness(self, now: float) -> None:
         """Send an empty INFORMATIONAL request (section 1.4)."""
         self._require_established("check liveness")
-        if not self.tasks.pending(informational.Liveness):
+        if not self.tasks.pending(TaskKind.LIVENESS):
             self._start(informational.Liveness(self), now)
 
     def _require_established(self, what: str) -> None:
         if self.state is not IkeSaState.ESTABLISHED:
-            raise LocalError(f"cannot {what} on an IKE SA in state {self.state.value}")
+            raise CommandRefused(f"cannot {what} on an IKE SA in state {self.state.value}")
 
     def _child(self, spi_in: bytes, what: str) -> ChildSa:
         self._require_established(f"{what} a child SA")
         child = self.children.get(spi_in)
         if child is None or not child.usable:
             state = "unknown" if child is None else child.state.value
-            raise LocalError(f"cannot {what} child SA {spi_in.hex()}: {state}")
+            raise CommandRefused(f"cannot {what} child SA {spi_in.hex()}: {state}")
         return child
 
     def _start(self, task: Task, now: float) -> None:
@@ -224,7 +225,9 @@ class IkeSa:
         self.current_wall = wall
         try:
             inbound.receive(self, data, addr, now)
-        except IkeError:
+        except ProtocolError:
+            # Only the peer's faults are dropped quietly; our own (LocalError) and
+            # anything unforeseen raise to the caller.
             self.dropped += 1
         finally:
             self.current_datagram = None
@@ -368,7 +371,7 @@ class IkeSa:
 
     def exchange_timed_out(self, task: Task, reason: str) -> None:
         """Retransmissions ran out (section 2.4): an established SA's peer is dead."""
-        if isinstance(task, informational.Liveness):
+        if task.kind is TaskKind.LIVENESS:
             reason = (
                 "peer dead: no answer to liveness check after "
                 f"{self.config.retransmit_tries} retransmissions"

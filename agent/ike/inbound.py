@@ -1,27 +1,38 @@
 """The receive path of an IKE SA: what the peer sends, checked against the SA's SPIs
 (section 3.1) and message IDs (section 2.2), unprotected (section 3.14, with RFC 7383
 fragments reassembled first) and handed to its exchange; a malformed authenticated
-request is refused whole (sections 2.5 and 2.21.2). A half-open responder drops any
-datagram larger than the agent's ``preauth_message_bytes`` before decrypting it
-(admission.py).
+request is refused whole (sections 2.5 and 2.21.2). Which exchanges each state takes
+is the table in states.py; ``RESPONDERS`` names the responder of each. A half-open
+responder drops any datagram larger than the agent's ``preauth_message_bytes`` before
+decrypting it (admission.py).
 
 Every function takes the IkeSa it works for; ``IkeSa.receive_datagram`` is the entry
-point and turns any IkeError raised here into a dropped datagram.
+point and turns any ProtocolError (the peer's fault) raised here into a dropped
+datagram.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .admission import Limit
 from .constants import ZERO_SPI, ExchangeType, NotifyType, enum_name
 from .crypto import open_message
-from .errors import IkeError, ParseError
+from .errors import ParseError, ProtocolError
 from .events import Address
 from .message import IkeHeader, Message, parse_message, parse_payloads
 from .payloads import NotifyPayload, Payload, SkfPayload
-from .states import IkeSaInput, IkeSaState
-from .tasks import child_create, ike_auth, ike_init, ike_rekey, informational
+from .states import (
+    IkeSaInput,
+    IkeSaState,
+    Unexpected,
+    accepts_request,
+    accepts_response,
+    unexpected_request,
+)
+from .tasks import ike_auth, ike_init, ike_rekey, informational
+from .tasks.child_create import ChildCreate
 
 if TYPE_CHECKING:
     from .ike_sa import IkeSa
@@ -80,7 +91,8 @@ def _receive_response(
     if not sa.tasks.is_expected_response(message):
         sa.dropped += 1
         return
-    if message.header.exchange_type != sa.tasks.active_exchange:
+    exchange = message.header.exchange_type
+    if exchange != sa.tasks.active_exchange or not accepts_response(sa.state, exchange):
         sa.dropped += 1
         return
     payloads = opened if opened is not None else open_payloads(sa, message, data)
@@ -119,36 +131,53 @@ def _receive_request(
     if sa.state is not IkeSaState.CREATED and sa.nat is not None and sa.nat.any:
         # Section 2.23: behind a NAT, answer where authenticated requests come from.
         sa.peer = addr
-    if header.exchange_type == ExchangeType.IKE_SA_INIT and sa.state is IkeSaState.CREATED:
-        response, advance = ike_init.respond(sa, message, payloads)
-        if advance:
-            sa.init_request = data
-    elif header.exchange_type == ExchangeType.IKE_AUTH and sa.state is IkeSaState.INIT_DONE:
-        response, advance = ike_auth.respond(sa, message, payloads)
-    elif header.exchange_type == ExchangeType.INFORMATIONAL and sa.state in (
-        IkeSaState.ESTABLISHED,
-        IkeSaState.REKEYED,
-        IkeSaState.DELETING,
-    ):
-        response, advance = informational.respond(sa, payloads), True
-    elif header.exchange_type == ExchangeType.CREATE_CHILD_SA and sa.state in (
-        IkeSaState.ESTABLISHED,
-        IkeSaState.REKEYED,
-        IkeSaState.DELETING,
-    ):
-        if ike_rekey.is_ike_rekey(payloads):
-            response, advance = ike_rekey.respond(sa, payloads), True
-        else:
-            response, advance = child_create.respond(sa, payloads), True
+    exchange = header.exchange_type
+    response: list[Payload]
+    if not accepts_request(sa.state, exchange):
+        if unexpected_request(sa.state, exchange) is Unexpected.DROP:
+            sa.dropped += 1
+            return
+        name = enum_name(ExchangeType, exchange)
+        sa.note_refusal(f"INVALID_SYNTAX: {name} request in state {sa.state.value}")
+        response, advance = [NotifyPayload(NotifyType.INVALID_SYNTAX)], True
     else:
-        sa.dropped += 1
-        return
-    out = sa.build_datagrams(header.exchange_type, header.message_id, True, response)
-    if header.exchange_type == ExchangeType.IKE_SA_INIT and advance:
+        response, advance = RESPONDERS[ExchangeType(exchange)](sa, message, payloads)
+        if exchange == ExchangeType.IKE_SA_INIT and advance:
+            sa.init_request = data
+    out = sa.build_datagrams(exchange, header.message_id, True, response)
+    if exchange == ExchangeType.IKE_SA_INIT and advance:
         sa.init_response = out[0]
         sa.half_open_since = now
         sa.transition(IkeSaInput.INIT_DONE)
     sa.tasks.respond(header.message_id, data, out, advance=advance)
+
+
+def _informational(
+    sa: IkeSa, message: Message, payloads: list[Payload]
+) -> tuple[list[Payload], bool]:
+    return informational.respond(sa, payloads), True
+
+
+def _create_child_sa(
+    sa: IkeSa, message: Message, payloads: list[Payload]
+) -> tuple[list[Payload], bool]:
+    """Section 1.3: an IKE SA rekey offers an IKE proposal; otherwise a child SA."""
+    if ike_rekey.is_ike_rekey(payloads):
+        return ike_rekey.respond(sa, payloads), True
+    return ChildCreate.respond(sa, payloads, ExchangeType.CREATE_CHILD_SA), True
+
+
+Responder = Callable[["IkeSa", Message, list[Payload]], tuple[list[Payload], bool]]
+"""The responder side of an exchange: the response payloads, and whether the request
+counts (its message ID is used; section 2.2)."""
+
+RESPONDERS: dict[ExchangeType, Responder] = {
+    ExchangeType.IKE_SA_INIT: ike_init.respond,
+    ExchangeType.IKE_AUTH: ike_auth.respond,
+    ExchangeType.CREATE_CHILD_SA: _create_child_sa,
+    ExchangeType.INFORMATIONAL: _informational,
+}
+"""Every exchange that ``states.REQUESTS`` accepts in some state."""
 
 
 def open_payloads(sa: IkeSa, message: Message, data: bytes) -> list[Payload]:
@@ -160,7 +189,7 @@ def open_payloads(sa: IkeSa, message: Message, data: bytes) -> list[Payload]:
 
 def unprotect(sa: IkeSa, message: Message, data: bytes) -> tuple[int, bytes, int]:
     if sa._sk_in is None:
-        raise IkeError("encrypted message before keys exist")
+        raise ProtocolError("encrypted message before keys exist")
     return open_message(data, message, sa._sk_in)
 
 

@@ -1,14 +1,19 @@
-"""IKE SA lifecycle as one table (h11 style).
+"""IKE SA lifecycle as tables (h11 style).
 
 Every transition is listed; a missing one is our own misuse and raises LocalError
 naming role, state and input. A peer's errors never come here: they become
 FAILURE inputs after being turned into Notifies and events.
+
+Beside it, which exchanges each state accepts from the peer, as requests and as
+responses (``REQUESTS``, ``RESPONSES``); what a request outside them gets is
+``unexpected_request``.
 """
 
 from __future__ import annotations
 
 from enum import Enum
 
+from .constants import ExchangeType
 from .errors import LocalError
 
 
@@ -79,3 +84,57 @@ def next_state(role: Role, state: IkeSaState, event: IkeSaInput) -> IkeSaState:
         raise LocalError(
             f"{role.value} IKE SA in state {state.value} cannot take input {event.value}"
         ) from None
+
+
+# -- the exchanges each state accepts ------------------------------------------------------
+
+AUTHENTICATED = frozenset({S.ESTABLISHED, S.REKEYED, S.DELETING})
+"""States in which the peer has been authenticated (section 2.21.3 applies)."""
+
+_LATER = frozenset({ExchangeType.CREATE_CHILD_SA, ExchangeType.INFORMATIONAL})
+
+REQUESTS: dict[IkeSaState, frozenset[ExchangeType]] = {
+    # Section 1.2: IKE_SA_INIT, then IKE_AUTH; the later exchanges (sections 1.3, 1.4)
+    # only once both are done, and still while the SA is rekeyed or being deleted, so
+    # crossing rekeys and deletes can be answered (sections 2.8.1, 2.8.2, 1.4.1).
+    S.CREATED: frozenset({ExchangeType.IKE_SA_INIT}),
+    S.INIT_DONE: frozenset({ExchangeType.IKE_AUTH}),
+    **dict.fromkeys(AUTHENTICATED, _LATER),
+}
+"""Requests of the peer each state accepts, by exchange type (responder of IKE_SA_INIT
+and IKE_AUTH, either end afterwards)."""
+
+RESPONSES: dict[IkeSaState, frozenset[ExchangeType]] = {
+    S.INIT_SENT: frozenset({ExchangeType.IKE_SA_INIT}),
+    S.AUTH_SENT: frozenset({ExchangeType.IKE_AUTH}),
+    **dict.fromkeys(AUTHENTICATED, _LATER),
+}
+"""Responses each state accepts, by exchange type; a response must also answer the
+request in flight (sections 2.1 and 2.2: a response is only ever matched to our own
+request), so any other is dropped."""
+
+
+class Unexpected(Enum):
+    """What a request outside ``REQUESTS`` gets."""
+
+    DROP = "drop"
+    INVALID_SYNTAX = "invalid-syntax"
+
+
+def accepts_request(state: IkeSaState, exchange: int) -> bool:
+    return exchange in REQUESTS.get(state, frozenset())
+
+
+def accepts_response(state: IkeSaState, exchange: int) -> bool:
+    return exchange in RESPONSES.get(state, frozenset())
+
+
+def unexpected_request(state: IkeSaState, exchange: int) -> Unexpected:
+    """Section 2.21.3: once the IKE SA is authenticated, every request in error MUST get
+    a response naming the error, and INVALID_SYNTAX is the one for errors no other type
+    covers (section 3.10.1) -- but only for an encrypted request whose checksum held,
+    so a plaintext IKE_SA_INIT is dropped. Before authentication nothing is answered
+    (section 2.21: whether an error is answered depends on an authenticated IKE SA)."""
+    if state in AUTHENTICATED and exchange != ExchangeType.IKE_SA_INIT:
+        return Unexpected.INVALID_SYNTAX
+    return Unexpected.DROP

@@ -26,11 +26,31 @@ class Outcome(Enum):
     FAILED = "failed"
 
 
+class TaskKind(Enum):
+    """What a task does: how the IKE SA and the tasks ask after one another (is an IKE
+    SA rekey in flight? which queued exchanges follow the children?)."""
+
+    IKE_INIT = "ike-init"
+    IKE_AUTH = "ike-auth"
+    CHILD_CREATE = "child-create"
+    """A new child SA or the rekey of one (sections 1.3.1 and 1.3.3)."""
+    CHILD_DELETE = "child-delete"
+    IKE_REKEY = "ike-rekey"
+    IKE_DELETE = "ike-delete"
+    LIVENESS = "liveness"
+
+
+CHILD_TASKS = frozenset({TaskKind.CHILD_CREATE, TaskKind.CHILD_DELETE})
+"""Exchanges about one child SA: they follow it to the IKE SA a rekey made (2.18)."""
+
+
 class Task(Protocol):
     """An exchange we initiate (strongSwan's task): it builds the request and
     processes the response."""
 
+    kind: TaskKind
     exchange: ExchangeType
+    sa: IkeSa
 
     def build_request(self) -> list[Payload] | None:
         """The request payloads, or None when the task has become moot (its child SA
@@ -71,13 +91,13 @@ class TaskManager:
     def idle(self) -> bool:
         return self.active is None and not self.queue
 
-    def pending(self, kind: type) -> bool:
-        """A task of this class is in flight or queued."""
-        return isinstance(self.active, kind) or any(isinstance(t, kind) for t in self.queue)
+    def pending(self, kind: TaskKind) -> bool:
+        """A task of this kind is in flight or queued."""
+        return self.in_flight(kind) or any(t.kind is kind for t in self.queue)
 
-    def pending_active(self, kind: str) -> bool:
-        """The exchange in flight is a task of this class name (no import cycle)."""
-        return self.active is not None and type(self.active).__name__ == kind
+    def in_flight(self, kind: TaskKind) -> bool:
+        """The exchange in flight is a task of this kind."""
+        return self.active is not None and self.active.kind is kind
 
     def initiate(self, now: float) -> None:
         self.now = now

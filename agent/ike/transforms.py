@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from .constants import DhGroup, EncrId, EsnId, IntegId, PrfId, TransformType
-from .errors import CryptoError, UnsupportedTransform
+from .errors import CryptoError, LocalError, UnsupportedTransform
 
 # -- names ---------------------------------------------------------------------------
 
@@ -266,8 +266,8 @@ class Encr:
         return 16 if self.is_aead else 0
 
     def _split(self, key: bytes) -> tuple[bytes, bytes]:
-        if len(key) != self.key_length:
-            raise CryptoError(f"{self.name} needs {self.key_length} key bytes, got {len(key)}")
+        if len(key) != self.key_length:  # our keys, derived for this transform
+            raise LocalError(f"{self.name} needs {self.key_length} key bytes, got {len(key)}")
         cut = self.key_bits // 8
         return key[:cut], key[cut:]
 
@@ -278,12 +278,12 @@ class Encr:
 
     def encrypt(self, key: bytes, iv: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
         """CBC: ciphertext. AEAD: ciphertext || 16-byte tag; nonce = salt || iv."""
-        if len(iv) != self.iv_length:
-            raise CryptoError(f"{self.name} needs a {self.iv_length}-byte IV, got {len(iv)}")
+        if len(iv) != self.iv_length:  # what we encrypt is ours: a wrong size is our bug
+            raise LocalError(f"{self.name} needs a {self.iv_length}-byte IV, got {len(iv)}")
         cipher_key, salt = self._split(key)
         if self.mode is EncrMode.CBC:
             if len(plaintext) % 16:
-                raise CryptoError("AES-CBC plaintext is not block aligned")
+                raise LocalError("AES-CBC plaintext is not block aligned")
             enc = Cipher(algorithms.AES(cipher_key), modes.CBC(iv)).encryptor()
             return enc.update(plaintext) + enc.finalize()
         return self._aead(cipher_key).encrypt(salt + iv, plaintext, aad)
@@ -428,7 +428,7 @@ class KeyExchange:
         raw = private_value if private_value is not None else os.urandom(MODP_EXPONENT_BYTES)
         self._modp_x = int.from_bytes(raw, "big")
         if not 1 < self._modp_x < MODP_2048_PRIME - 1:
-            raise CryptoError("MODP private exponent out of range")
+            raise LocalError("MODP private exponent out of range")
         # A given exponent (test vectors) or no OpenSSL group: plain arithmetic.
         y = pow(2, self._modp_x, MODP_2048_PRIME)
         self.public_key = y.to_bytes(256, "big")

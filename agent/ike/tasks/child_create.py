@@ -1,10 +1,18 @@
-"""CREATE_CHILD_SA for child SAs (RFC 7296 sections 1.3.1 and 1.3.3): a new child,
-or a rekey (REKEY_SA notify) with optional PFS, and the simultaneous-rekey rule of
-section 2.8.1 (the exchange with the lowest of the four nonces made the redundant SA,
-which its initiator deletes; the other initiator deletes the old one)."""
+"""One child SA negotiation in both roles (RFC 7296 sections 1.2, 1.3.1, 1.3.3, 2.9,
+2.17), used by the two exchanges that carry one: IKE_AUTH (the first child, keyed from
+the IKE_SA_INIT nonces, without PFS) and CREATE_CHILD_SA (a new child, or a rekey named
+by a REKEY_SA notify, with its own nonces and optional PFS). Also the simultaneous-rekey
+rule of section 2.8.1: the exchange with the lowest of the four nonces made the
+redundant SA, which its initiator deletes; the other initiator deletes the old one.
+
+A request whose child SA payloads are missing is malformed as a whole and answered
+with INVALID_SYNTAX in either exchange (see ``REQUIRED``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..child_sa import ChildSa, ChildSaInput, ChildSaState, child_established, new_child
@@ -13,20 +21,93 @@ from ..constants import ExchangeType, NotifyType, ProtocolId, enum_name
 from ..errors import CryptoError, ProtocolError
 from ..events import ChildSaEstablished, ChildSaFailed, ChildSaRekeyed
 from ..message import Message
-from ..payloads import KePayload, NoncePayload, NotifyPayload, Payload, TsPayload, TsrPayload
-from ..proposals import EspProposal, NoProposalChosen, accept_esp, dh_name, select_esp
+from ..payloads import (
+    KePayload,
+    NoncePayload,
+    NotifyPayload,
+    Payload,
+    TrafficSelector,
+    TsPayload,
+    TsrPayload,
+)
+from ..proposals import EspProposal, accept_esp, dh_name, select_esp
 from ..sa_payload import SaPayload
 from ..states import IkeSaState
-from ..task_manager import Outcome
-from ..traffic_selectors import TsUnacceptable, check_subset, narrow
+from ..task_manager import Outcome, TaskKind
+from ..traffic_selectors import check_subset, narrow
 from ..transforms import KeyExchange, random_bytes
-from .ike_init import NONCE_LENGTH, error_notifies, first
+from .ike_init import NONCE_LENGTH, error_notifies, first, requested_group
 from .informational import ChildDelete
 
 if TYPE_CHECKING:
     from ..ike_sa import IkeSa
 
 MAX_KE_RETRIES = 2
+
+REQUIRED: dict[ExchangeType, tuple[type[Payload], ...]] = {
+    ExchangeType.IKE_AUTH: (SaPayload, TsPayload, TsrPayload),
+    ExchangeType.CREATE_CHILD_SA: (SaPayload, NoncePayload, TsPayload, TsrPayload),
+}
+"""The child SA payloads each exchange must carry, request and response (sections 1.2
+and 1.3: SAi2/SAr2 and TSi/TSr in IKE_AUTH; SA, Ni/Nr and TSi/TSr in CREATE_CHILD_SA;
+the SA payload is section 3.3, traffic selectors 3.13). Without one of them the message
+is malformed rather than an offer we decline: NO_PROPOSAL_CHOSEN and TS_UNACCEPTABLE
+answer proposals and selectors that were offered (sections 2.7 and 2.9), and section
+3.10.1 makes INVALID_SYNTAX the answer to any error no other type covers. In IKE_AUTH
+such a request is refused in its entirety, before authentication (section 2.21.2), so
+the IKE SA is not created; after it, the IKE SA stays up (section 2.21.3)."""
+
+
+@dataclass(frozen=True)
+class ChildPayloads:
+    """The child SA part of one message, found in its payloads."""
+
+    sa: SaPayload
+    tsi: TsPayload
+    tsr: TsrPayload
+    nonce: NoncePayload | None
+    """CREATE_CHILD_SA only: IKE_AUTH keys its child from the IKE_SA_INIT nonces."""
+    ke: KePayload | None
+    mode: Mode
+
+    @classmethod
+    def find(cls, payloads: list[Payload], exchange: ExchangeType) -> ChildPayloads | None:
+        """None when one of the payloads the exchange requires is missing (REQUIRED)."""
+        sa, tsi, tsr = (
+            first(payloads, SaPayload),
+            first(payloads, TsPayload),
+            first(payloads, TsrPayload),
+        )
+        nonce, ke = first(payloads, NoncePayload), first(payloads, KePayload)
+        if not (
+            isinstance(sa, SaPayload) and isinstance(tsi, TsPayload) and isinstance(tsr, TsrPayload)
+        ):
+            return None
+        if NoncePayload in REQUIRED[exchange] and not isinstance(nonce, NoncePayload):
+            return None
+        return cls(
+            sa,
+            tsi,
+            tsr,
+            nonce if isinstance(nonce, NoncePayload) else None,
+            ke if isinstance(ke, KePayload) else None,
+            _requested_mode(payloads),
+        )
+
+    @staticmethod
+    def lacking(exchange: ExchangeType, message: str) -> str:
+        """Why ``find`` found nothing in a ``message`` ("request" or "response")."""
+        *names, last = (_PAYLOAD_NAMES[cls] for cls in REQUIRED[exchange])
+        name = enum_name(ExchangeType, exchange)
+        return f"INVALID_SYNTAX: {name} {message} lacks {', '.join(names)} or {last}"
+
+
+_PAYLOAD_NAMES: dict[type[Payload], str] = {
+    SaPayload: "SA",
+    NoncePayload: "Nonce",
+    TsPayload: "TSi",
+    TsrPayload: "TSr",
+}
 
 
 def rekey_notify(payloads: list[Payload]) -> NotifyPayload | None:
@@ -36,11 +117,28 @@ def rekey_notify(payloads: list[Payload]) -> NotifyPayload | None:
     return None
 
 
-def _wants_transport(payloads: list[Payload]) -> bool:
-    return any(
+# -- the mode (section 1.3.1): USE_TRANSPORT_MODE asks for transport, tunnel is the default.
+
+
+def _requested_mode(payloads: list[Payload]) -> Mode:
+    transport = any(
         isinstance(p, NotifyPayload) and p.notify_type == NotifyType.USE_TRANSPORT_MODE
         for p in payloads
     )
+    return Mode.TRANSPORT if transport else Mode.TUNNEL
+
+
+def _mode_notifies(mode: Mode) -> list[Payload]:
+    return [NotifyPayload(NotifyType.USE_TRANSPORT_MODE)] if mode is Mode.TRANSPORT else []
+
+
+def _check_mode(config: ChildConfig, mode: Mode) -> None:
+    """Section 3.10.1: an unacceptable USE_TRANSPORT_MODE is NO_PROPOSAL_CHOSEN."""
+    if mode is not config.mode:
+        raise ProtocolError(
+            f"NO_PROPOSAL_CHOSEN: peer wants {mode} mode, ours is {config.mode}",
+            notify=NotifyType.NO_PROPOSAL_CHOSEN,
+        )
 
 
 def lowest_nonce_loses(mine: tuple[bytes, bytes], theirs: tuple[bytes, bytes]) -> bool:
@@ -62,30 +160,64 @@ def _key_exchange(esp: EspProposal, ke: KePayload | None, ours: KeyExchange | No
     return ours.shared_secret(ke.data)
 
 
+def _refuse(notify: int, data: bytes = b"") -> list[Payload]:
+    return [NotifyPayload(notify, data)]
+
+
 class ChildCreate:
-    """Initiator side: a new child SA, or the rekey of ``rekey``."""
+    """One child SA negotiation (strongSwan's child_create), in either role.
 
-    exchange = ExchangeType.CREATE_CHILD_SA
+    As initiator it is a task of its own in CREATE_CHILD_SA (a new child, or the rekey
+    of ``rekey``) and the child half of IkeAuth's request in IKE_AUTH; as responder
+    ``ChildCreate.respond`` answers the child half of either exchange's request.
+    """
 
-    def __init__(self, sa: IkeSa, config: ChildConfig, rekey: ChildSa | None = None) -> None:
+    kind = TaskKind.CHILD_CREATE
+
+    def __init__(
+        self,
+        sa: IkeSa,
+        config: ChildConfig,
+        rekey: ChildSa | None = None,
+        *,
+        exchange: ExchangeType = ExchangeType.CREATE_CHILD_SA,
+        initiator: bool = True,
+    ) -> None:
         self.sa = sa
+        self.initiator = initiator
+        """Our role in the exchange (not in the IKE SA: either end may create a child)."""
         self.config = config
         self.rekey = rekey
-        self.spi_in = random_bytes(4)
-        self.nonce = random_bytes(NONCE_LENGTH)
-        group = next((p.dh for p in config.esp_proposals if p.dh is not None), None)
-        self.ke = KeyExchange(group) if group is not None else None
+        self.exchange = exchange
+        self.proposals = (
+            config.initial_proposals if exchange == ExchangeType.IKE_AUTH else config.esp_proposals
+        )
+        """IKE_AUTH has no KE payload, so its child is offered without PFS (section 1.2)."""
+        self.spi_in = b""
+        """The SPI we receive on (section 3.3.1)."""
+        self.nonce: bytes | None = None
+        """Our nonce of a CREATE_CHILD_SA exchange."""
+        self.ke: KeyExchange | None = None
+        """Our PFS key exchange (section 1.3.1), when a proposal names a group."""
         self.ke_retries = 0
+        if initiator:
+            self.spi_in = random_bytes(4)
+            if exchange == ExchangeType.CREATE_CHILD_SA:
+                self.nonce = random_bytes(NONCE_LENGTH)
+            group = next((p.dh for p in self.proposals if p.dh is not None), None)
+            self.ke = KeyExchange(group) if group is not None else None
 
     @property
     def name(self) -> str:
         return self.config.name
 
+    # -- initiator -------------------------------------------------------------------
+
     def build_request(self) -> list[Payload] | None:
+        """CREATE_CHILD_SA request: [N(REKEY_SA),] and the offer (section 1.3)."""
         if self.sa.state is not IkeSaState.ESTABLISHED:
             return None
         payloads: list[Payload] = []
-        local_ts, remote_ts = self.config.local_ts, self.config.remote_ts
         if self.rekey is not None:
             if self.rekey.state not in (ChildSaState.INSTALLED, ChildSaState.REKEYING):
                 return None  # deleted or rekeyed by the peer meanwhile
@@ -95,17 +227,20 @@ class ChildCreate:
             payloads.append(
                 NotifyPayload(NotifyType.REKEY_SA, protocol=ProtocolId.ESP, spi=self.rekey.spi_in)
             )
+        return payloads + self.offer()
+
+    def offer(self) -> list[Payload]:
+        """[N(USE_TRANSPORT_MODE),] SA, [Ni, [KEi,]] TSi, TSr (sections 1.2 and 1.3)."""
+        local_ts, remote_ts = self.config.local_ts, self.config.remote_ts
+        if self.rekey is not None:
             local_ts, remote_ts = self.rekey.local_ts, self.rekey.remote_ts
-        if self.config.mode is Mode.TRANSPORT:
-            payloads.append(NotifyPayload(NotifyType.USE_TRANSPORT_MODE))
-        proposals = [
-            p.to_proposal(i + 1, self.spi_in) for i, p in enumerate(self.config.esp_proposals)
-        ]
-        payloads += [SaPayload(proposals), NoncePayload(self.nonce)]
+        proposals = [p.to_proposal(i + 1, self.spi_in) for i, p in enumerate(self.proposals)]
+        payloads = [*_mode_notifies(self.config.mode), SaPayload(proposals)]
+        if self.nonce is not None:
+            payloads.append(NoncePayload(self.nonce))
         if self.ke is not None:
             payloads.append(KePayload(self.ke.group, self.ke.public_key))
-        payloads += [TsPayload(list(local_ts)), TsrPayload(list(remote_ts))]
-        return payloads
+        return [*payloads, TsPayload(list(local_ts)), TsrPayload(list(remote_ts))]
 
     def _give_up(self, reason: str, notify: int | None) -> Outcome:
         if self.rekey is not None and self.rekey.state is ChildSaState.REKEYING:
@@ -113,69 +248,53 @@ class ChildCreate:
         self.sa.emit(ChildSaFailed(self.name, reason, notify))
         return Outcome.DONE
 
+    def _refused_by_peer(self, notify: int) -> str:
+        if self.exchange == ExchangeType.IKE_AUTH:
+            return f"{enum_name(NotifyType, notify)}: refused by peer"
+        what = "rekey" if self.rekey is not None else "new child SA"
+        return f"{enum_name(NotifyType, notify)}: peer refused the {what}"
+
     def process_response(self, message: Message, payloads: list[Payload]) -> Outcome:
+        """The child half of the response; in IKE_AUTH its error notifies are only those
+        that refuse the child alone (section 2.21.2)."""
         errors = error_notifies(payloads)
         if errors:
             notify = int(errors[0].notify_type)
             if notify == NotifyType.INVALID_KE_PAYLOAD and self._retry_group(errors[0]):
                 return Outcome.RETRY
-            what = "rekey" if self.rekey is not None else "new child SA"
-            return self._give_up(
-                f"{enum_name(NotifyType, notify)}: peer refused the {what}", notify
-            )
-        sa_payload, nonce = first(payloads, SaPayload), first(payloads, NoncePayload)
-        tsi, tsr, ke = (
-            first(payloads, TsPayload),
-            first(payloads, TsrPayload),
-            first(payloads, KePayload),
-        )
+            return self._give_up(self._refused_by_peer(notify), notify)
+        found = ChildPayloads.find(payloads, self.exchange)
+        if found is None:
+            return self._give_up(ChildPayloads.lacking(self.exchange, "response"), None)
         try:
-            if not (
-                isinstance(sa_payload, SaPayload)
-                and isinstance(nonce, NoncePayload)
-                and isinstance(tsi, TsPayload)
-                and isinstance(tsr, TsrPayload)
-            ):
-                raise ProtocolError(
-                    "INVALID_SYNTAX: CREATE_CHILD_SA response lacks SA, Nonce or TS"
-                )
-            chosen, esp = accept_esp(self.config.esp_proposals, sa_payload.proposals)
-            g_ir = _key_exchange(esp, ke if isinstance(ke, KePayload) else None, self.ke)
-            check_subset(self.config.local_ts, tsi.selectors)
-            check_subset(self.config.remote_ts, tsr.selectors)
-            mode = Mode.TRANSPORT if _wants_transport(payloads) else Mode.TUNNEL
-            if mode != self.config.mode:
-                raise ProtocolError(
-                    f"NO_PROPOSAL_CHOSEN: peer chose {mode} mode, ours is {self.config.mode}"
-                )
-        except (ProtocolError, CryptoError) as exc:
+            chosen, esp = accept_esp(self.proposals, found.sa.proposals)
+            g_ir = _key_exchange(esp, found.ke, self.ke)
+            check_subset(self.config.local_ts, found.tsi.selectors)
+            check_subset(self.config.remote_ts, found.tsr.selectors)
+            _check_mode(self.config, found.mode)
+        except ProtocolError as exc:
             return self._give_up(str(exc), exc.notify)
-        child = new_child(
-            self.config, esp, self.spi_in, chosen.spi, tsi.selectors, tsr.selectors, mode
-        )
         # Keys come from this exchange's IKE SA; the child lives where its siblings
         # moved if that SA was rekeyed meanwhile (section 2.18).
-        self.sa.home.children[child.spi_in] = child
-        assert self.sa.proposal is not None and self.sa.keys is not None
-        event = child_established(
-            self.sa.proposal.prf,
-            self.sa.keys.sk_d,
-            child,
-            self.nonce,
-            nonce.data,
-            exchange_initiator=True,
-            encap=self.sa.encap,
+        child, event = self._install(
+            esp,
+            chosen.spi,
+            found.tsi.selectors,
+            found.tsr.selectors,
+            found.mode,
+            their_nonce=found.nonce.data if found.nonce is not None else b"",
             g_ir=g_ir,
         )
         if self.rekey is None:
             self.sa.emit(event)
-            return Outcome.DONE
-        self._finish_rekey(self.rekey, child, event, nonce.data)
+        else:
+            assert found.nonce is not None
+            self._finish_rekey(self.rekey, child, event, found.nonce.data)
         return Outcome.DONE
 
     def _retry_group(self, notify: NotifyPayload) -> bool:
-        group = int.from_bytes(notify.data[:2], "big") if len(notify.data) >= 2 else 0
-        groups = {p.dh for p in self.config.esp_proposals if p.dh is not None}
+        group = requested_group(notify)
+        groups = {p.dh for p in self.proposals if p.dh is not None}
         if group not in groups or self.ke_retries >= MAX_KE_RETRIES:
             return False
         self.ke = KeyExchange(group)
@@ -185,6 +304,7 @@ class ChildCreate:
     def _finish_rekey(
         self, old: ChildSa, new: ChildSa, event: ChildSaEstablished, nr: bytes
     ) -> None:
+        assert self.nonce is not None
         collided = old.peer_rekey
         lost = collided is not None and lowest_nonce_loses((self.nonce, nr), collided[:2])
         # Make-before-break: the new SA's keys go out before the old SA is deleted.
@@ -210,97 +330,133 @@ class ChildCreate:
             if home is not self.sa:
                 home.tasks.initiate(self.sa.tasks.now)
 
+    # -- both roles --------------------------------------------------------------------
 
-def _refuse(notify: int, data: bytes = b"") -> list[Payload]:
-    return [NotifyPayload(notify, data)]
+    def _install(
+        self,
+        esp: EspProposal,
+        spi_out: bytes,
+        tsi: Sequence[TrafficSelector],
+        tsr: Sequence[TrafficSelector],
+        mode: Mode,
+        *,
+        their_nonce: bytes,
+        g_ir: bytes | None,
+    ) -> tuple[ChildSa, ChildSaEstablished]:
+        """Record the negotiated child and derive its keys (section 2.17): from the
+        IKE_SA_INIT nonces in IKE_AUTH, from this exchange's in CREATE_CHILD_SA. TSi is
+        the initiator's side of the traffic (section 2.9)."""
+        sa, initiator = self.sa, self.initiator
+        local_ts, remote_ts = (tsi, tsr) if initiator else (tsr, tsi)
+        child = new_child(self.config, esp, self.spi_in, spi_out, local_ts, remote_ts, mode)
+        sa.home.children[child.spi_in] = child
+        if self.exchange == ExchangeType.IKE_AUTH:
+            ni, nr = sa.ni, sa.nr
+        else:
+            assert self.nonce is not None
+            ni, nr = (self.nonce, their_nonce) if initiator else (their_nonce, self.nonce)
+        assert sa.proposal is not None and sa.keys is not None
+        event = child_established(
+            sa.proposal.prf,
+            sa.keys.sk_d,
+            child,
+            ni,
+            nr,
+            exchange_initiator=initiator,
+            encap=sa.encap,
+            g_ir=g_ir,
+        )
+        return child, event
 
+    # -- responder ---------------------------------------------------------------------
 
-def respond(sa: IkeSa, payloads: list[Payload]) -> list[Payload]:
-    """Responder side of a child CREATE_CHILD_SA request."""
-    rekey = rekey_notify(payloads)
-    old: ChildSa | None = None
-    if sa.state is not IkeSaState.ESTABLISHED or sa.tasks.pending_active("IkeRekey"):
-        return _refuse(NotifyType.TEMPORARY_FAILURE)  # being rekeyed or deleted (2.25)
-    if rekey is not None:
-        old = sa.child_by_spi_out(rekey.spi)
-        if old is None:
-            return [
-                NotifyPayload(NotifyType.CHILD_SA_NOT_FOUND, protocol=ProtocolId.ESP, spi=rekey.spi)
-            ]
-        if old.state not in (ChildSaState.INSTALLED, ChildSaState.REKEYING):
-            return _refuse(NotifyType.TEMPORARY_FAILURE)  # section 2.25
-    sa_payload, nonce = first(payloads, SaPayload), first(payloads, NoncePayload)
-    tsi, tsr, ke = (
-        first(payloads, TsPayload),
-        first(payloads, TsrPayload),
-        first(payloads, KePayload),
-    )
-    if not (
-        isinstance(sa_payload, SaPayload)
-        and isinstance(nonce, NoncePayload)
-        and isinstance(tsi, TsPayload)
-        and isinstance(tsr, TsrPayload)
-    ):
-        return _refuse(NotifyType.INVALID_SYNTAX)
-    mode = Mode.TRANSPORT if _wants_transport(payloads) else Mode.TUNNEL
-    configs = (old.config,) if old is not None else sa.config.children
-    failure: ProtocolError | None = None
-    for config in configs:
-        try:
-            theirs, esp = select_esp(config.esp_proposals, sa_payload.proposals)
-            narrowed_i = narrow(config.remote_ts, tsi.selectors)
-            narrowed_r = narrow(config.local_ts, tsr.selectors)
-            if mode != config.mode:
-                raise ProtocolError(
-                    f"NO_PROPOSAL_CHOSEN: peer asks for {mode} mode, ours is {config.mode}",
-                    notify=NotifyType.NO_PROPOSAL_CHOSEN,
-                )
-        except (NoProposalChosen, TsUnacceptable, ProtocolError) as exc:
-            failure = failure or exc
-            continue
-        break
-    else:
+    @classmethod
+    def respond(cls, sa: IkeSa, payloads: list[Payload], exchange: ExchangeType) -> list[Payload]:
+        """The child half of our response to a request of ``exchange``: SA, [Nr, [KEr,]]
+        TSi, TSr (sections 1.2 and 1.3), or the notify that refuses the child. Emits the
+        new child, its rekey, or ChildSaFailed."""
+        old: ChildSa | None = None
+        if exchange == ExchangeType.CREATE_CHILD_SA:
+            if sa.state is not IkeSaState.ESTABLISHED or sa.tasks.in_flight(TaskKind.IKE_REKEY):
+                return _refuse(NotifyType.TEMPORARY_FAILURE)  # being rekeyed or deleted (2.25)
+            rekey = rekey_notify(payloads)
+            if rekey is not None:
+                old = sa.child_by_spi_out(rekey.spi)
+                if old is None:
+                    return [
+                        NotifyPayload(
+                            NotifyType.CHILD_SA_NOT_FOUND, protocol=ProtocolId.ESP, spi=rekey.spi
+                        )
+                    ]
+                if old.state not in (ChildSaState.INSTALLED, ChildSaState.REKEYING):
+                    return _refuse(NotifyType.TEMPORARY_FAILURE)  # section 2.25
+        found = ChildPayloads.find(payloads, exchange)
+        if found is None:
+            sa.note_refusal(ChildPayloads.lacking(exchange, "request"))
+            return _refuse(NotifyType.INVALID_SYNTAX)
+        if old is not None:
+            configs: tuple[ChildConfig, ...] = (old.config,)
+        elif exchange == ExchangeType.IKE_AUTH:
+            configs = (sa.config.child,)
+        else:
+            configs = sa.config.children
+        failure: ProtocolError | None = None
+        for config in configs:
+            task = cls(sa, config, old, exchange=exchange, initiator=False)
+            try:
+                theirs, esp = select_esp(task.proposals, found.sa.proposals)
+                # TSi are the initiator's side, our remote; TSr are ours.
+                narrowed_i = narrow(config.remote_ts, found.tsi.selectors)
+                narrowed_r = narrow(config.local_ts, found.tsr.selectors)
+                _check_mode(config, found.mode)
+            except ProtocolError as exc:
+                failure = failure or exc
+                continue
+            return task._answer(found, theirs.number, theirs.spi, esp, narrowed_i, narrowed_r)
         assert failure is not None
         notify = failure.notify or NotifyType.NO_PROPOSAL_CHOSEN
         sa.emit(ChildSaFailed(configs[0].name, str(failure), notify))
         return _refuse(notify)
-    ours: KeyExchange | None = None
-    g_ir: bytes | None = None
-    if esp.dh is not None:
-        if not isinstance(ke, KePayload) or ke.group != esp.dh:
-            # Section 1.3: tell the initiator which group we want.
-            return _refuse(NotifyType.INVALID_KE_PAYLOAD, esp.dh.to_bytes(2, "big"))
-        ours = KeyExchange(esp.dh)
-        try:
-            g_ir = ours.shared_secret(ke.data)
-        except CryptoError:
-            return _refuse(NotifyType.INVALID_SYNTAX)
-    spi_in, nr = random_bytes(4), random_bytes(NONCE_LENGTH)
-    child = new_child(config, esp, spi_in, theirs.spi, narrowed_r, narrowed_i, mode)
-    sa.children[spi_in] = child
-    assert sa.proposal is not None and sa.keys is not None
-    event = child_established(
-        sa.proposal.prf,
-        sa.keys.sk_d,
-        child,
-        nonce.data,
-        nr,
-        exchange_initiator=False,
-        encap=sa.encap,
-        g_ir=g_ir,
-    )
-    if old is None:
-        sa.emit(event)
-    else:
-        sa.emit(ChildSaRekeyed(old.spi_in, old.spi_out, event, initiator=False))
-        if old.state is ChildSaState.REKEYING:
-            old.peer_rekey = (nonce.data, nr, child)  # a collision: decided on our answer
+
+    def _answer(
+        self,
+        found: ChildPayloads,
+        number: int,
+        spi_out: bytes,
+        esp: EspProposal,
+        narrowed_i: list[TrafficSelector],
+        narrowed_r: list[TrafficSelector],
+    ) -> list[Payload]:
+        g_ir: bytes | None = None
+        if esp.dh is not None:
+            if found.ke is None or found.ke.group != esp.dh:
+                # Section 1.3: tell the initiator which group we want.
+                return _refuse(NotifyType.INVALID_KE_PAYLOAD, esp.dh.to_bytes(2, "big"))
+            self.ke = KeyExchange(esp.dh)
+            try:
+                g_ir = self.ke.shared_secret(found.ke.data)
+            except CryptoError:
+                return _refuse(NotifyType.INVALID_SYNTAX)
+        self.spi_in = random_bytes(4)
+        if self.exchange == ExchangeType.CREATE_CHILD_SA:
+            self.nonce = random_bytes(NONCE_LENGTH)
+        their_nonce = found.nonce.data if found.nonce is not None else b""
+        child, event = self._install(
+            esp, spi_out, narrowed_i, narrowed_r, found.mode, their_nonce=their_nonce, g_ir=g_ir
+        )
+        old = self.rekey
+        if old is None:
+            self.sa.emit(event)
         else:
-            old.transition(ChildSaInput.REKEY_DONE)  # the peer will delete it
-    reply: list[Payload] = []
-    if mode is Mode.TRANSPORT:
-        reply.append(NotifyPayload(NotifyType.USE_TRANSPORT_MODE))
-    reply += [SaPayload([esp.to_proposal(theirs.number, spi_in)]), NoncePayload(nr)]
-    if ours is not None:
-        reply.append(KePayload(ours.group, ours.public_key))
-    return [*reply, TsPayload(narrowed_i), TsrPayload(narrowed_r)]
+            self.sa.emit(ChildSaRekeyed(old.spi_in, old.spi_out, event, initiator=False))
+            assert self.nonce is not None  # a rekey is always CREATE_CHILD_SA
+            if old.state is ChildSaState.REKEYING:
+                old.peer_rekey = (their_nonce, self.nonce, child)  # decided on our answer
+            else:
+                old.transition(ChildSaInput.REKEY_DONE)  # the peer will delete it
+        reply = [*_mode_notifies(found.mode), SaPayload([esp.to_proposal(number, self.spi_in)])]
+        if self.nonce is not None:
+            reply.append(NoncePayload(self.nonce))
+        if self.ke is not None:
+            reply.append(KePayload(self.ke.group, self.ke.public_key))
+        return [*reply, TsPayload(narrowed_i), TsrPayload(narrowed_r)]

@@ -1,23 +1,20 @@
 """IKE_AUTH with a pre-shared key (RFC 7296 sections 1.2, 2.15) or RFC 7427 signatures,
-and the first child SA (section 2.17 keys, section 2.9 traffic selector narrowing).
+carrying the first child SA's negotiation (child_create.ChildCreate, both roles).
 EAP (section 2.16) is refused; authentication failures follow section 2.21.2."""
 
 from __future__ import annotations
 
 import datetime
 import hmac
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from .. import chain, signatures
-from ..child_sa import child_established, new_child
-from ..config import ChildConfig, Identity, Mode
+from ..config import Identity
 from ..constants import AuthMethod, CertEncoding, ExchangeType, NotifyType, enum_name
 from ..errors import ProtocolError
-from ..events import ChildSaEstablished, ChildSaFailed
 from ..keys import auth_octets, psk_auth
 from ..message import Message
 from ..payloads import (
@@ -29,15 +26,9 @@ from ..payloads import (
     IdrPayload,
     NotifyPayload,
     Payload,
-    TrafficSelector,
-    TsPayload,
-    TsrPayload,
 )
-from ..proposals import EspProposal, NoProposalChosen, accept_esp, select_esp
-from ..sa_payload import SaPayload
-from ..task_manager import Outcome
-from ..traffic_selectors import TsUnacceptable, check_subset, narrow
-from ..transforms import random_bytes
+from ..task_manager import Outcome, TaskKind
+from .child_create import ChildCreate, ChildPayloads
 from .ike_init import error_notifies, first
 
 if TYPE_CHECKING:
@@ -148,46 +139,15 @@ def _verify_peer(
     signatures.verify(presented[0], octets, auth.data)
 
 
-def install_child(
-    sa: IkeSa,
-    config: ChildConfig,
-    esp: EspProposal,
-    spi_in: bytes,
-    spi_out: bytes,
-    local_ts: Sequence[TrafficSelector],
-    remote_ts: Sequence[TrafficSelector],
-    mode: Mode,
-) -> ChildSaEstablished:
-    """Record the first child (keyed from the IKE_SA_INIT nonces) and build its event."""
-    assert sa.keys is not None and sa.proposal is not None
-    child = new_child(config, esp, spi_in, spi_out, local_ts, remote_ts, mode)
-    sa.children[spi_in] = child
-    return child_established(
-        sa.proposal.prf,
-        sa.keys.sk_d,
-        child,
-        sa.ni,
-        sa.nr,
-        exchange_initiator=sa.is_initiator,
-        encap=sa.encap,
-    )
-
-
-def _wants_transport(payloads: list[Payload]) -> bool:
-    return any(
-        isinstance(p, NotifyPayload) and p.notify_type == NotifyType.USE_TRANSPORT_MODE
-        for p in payloads
-    )
-
-
 class IkeAuth:
-    """Initiator side of IKE_AUTH."""
+    """Initiator side of IKE_AUTH; the first child's negotiation is its ChildCreate."""
 
+    kind = TaskKind.IKE_AUTH
     exchange = ExchangeType.IKE_AUTH
 
     def __init__(self, sa: IkeSa) -> None:
         self.sa = sa
-        self.child_spi = random_bytes(4)
+        self.child = ChildCreate(sa, sa.config.child, exchange=ExchangeType.IKE_AUTH)
 
     def build_request(self) -> list[Payload]:
         config = self.sa.config
@@ -196,18 +156,7 @@ class IkeAuth:
         if self.sa.initial_contact:
             # Section 2.4: we hold no other IKE SA with this peer (a restart, say).
             payloads.append(NotifyPayload(NotifyType.INITIAL_CONTACT))
-        if config.child.mode is Mode.TRANSPORT:
-            payloads.append(NotifyPayload(NotifyType.USE_TRANSPORT_MODE))
-        proposals = [
-            p.to_proposal(i + 1, self.child_spi)
-            for i, p in enumerate(config.child.initial_proposals)
-        ]
-        payloads += [
-            SaPayload(proposals),
-            TsPayload(list(config.child.local_ts)),
-            TsrPayload(list(config.child.remote_ts)),
-        ]
-        return payloads
+        return payloads + self.child.offer()
 
     def process_response(self, message: Message, payloads: list[Payload]) -> Outcome:
         errors = error_notifies(payloads)
@@ -227,8 +176,7 @@ class IkeAuth:
             self._tell_peer_auth_failed(message.header.message_id + 1)
             return Outcome.FAILED
         self.sa.established(Identity.from_payload(id_payload))
-        self._child(payloads, errors)
-        return Outcome.DONE
+        return self.child.process_response(message, payloads)
 
     def _tell_peer_auth_failed(self, message_id: int) -> None:
         """Section 2.21.2: the responder believes the SA is up, so an initiator that
@@ -242,45 +190,6 @@ class IkeAuth:
         )
         self.sa.send(request)
 
-    def _child(self, payloads: list[Payload], errors: list[NotifyPayload]) -> None:
-        child = self.sa.config.child
-        if errors:
-            notify = int(errors[0].notify_type)
-            self.sa.emit(
-                ChildSaFailed(
-                    child.name, f"{enum_name(NotifyType, notify)}: refused by peer", notify
-                )
-            )
-            return
-        sa_payload, tsi, tsr = (
-            first(payloads, SaPayload),
-            first(payloads, TsPayload),
-            first(payloads, TsrPayload),
-        )
-        try:
-            if not (
-                isinstance(sa_payload, SaPayload)
-                and isinstance(tsi, TsPayload)
-                and isinstance(tsr, TsrPayload)
-            ):
-                raise ProtocolError("INVALID_SYNTAX: IKE_AUTH response lacks SA, TSi or TSr")
-            chosen, esp = accept_esp(child.initial_proposals, sa_payload.proposals)
-            check_subset(child.local_ts, tsi.selectors)
-            check_subset(child.remote_ts, tsr.selectors)
-            mode = Mode.TRANSPORT if _wants_transport(payloads) else Mode.TUNNEL
-            if mode != child.mode:
-                raise ProtocolError(
-                    f"NO_PROPOSAL_CHOSEN: peer chose {mode} mode, ours is {child.mode}"
-                )
-        except ProtocolError as exc:
-            self.sa.emit(ChildSaFailed(child.name, str(exc), exc.notify))
-            return
-        self.sa.emit(
-            install_child(
-                self.sa, child, esp, self.child_spi, chosen.spi, tsi.selectors, tsr.selectors, mode
-            )
-        )
-
 
 def respond(sa: IkeSa, message: Message, payloads: list[Payload]) -> tuple[list[Payload], bool]:
     """Responder side: authenticate the initiator, then set up the first child SA."""
@@ -291,6 +200,11 @@ def respond(sa: IkeSa, message: Message, payloads: list[Payload]) -> tuple[list[
             NotifyType.AUTHENTICATION_FAILED,
         )
         return [NotifyPayload(NotifyType.AUTHENTICATION_FAILED)], True
+    if ChildPayloads.find(payloads, ExchangeType.IKE_AUTH) is None:
+        # Section 2.21.2: a malformed request is refused whole, before authentication
+        # (child_create.REQUIRED says why this is INVALID_SYNTAX).
+        sa.fail(ChildPayloads.lacking(ExchangeType.IKE_AUTH, "request"), NotifyType.INVALID_SYNTAX)
+        return [NotifyPayload(NotifyType.INVALID_SYNTAX)], True
     id_payload, auth = first(payloads, IdPayload), first(payloads, AuthPayload)
     try:
         if not isinstance(id_payload, IdPayload) or not isinstance(auth, AuthPayload):
@@ -310,48 +224,4 @@ def respond(sa: IkeSa, message: Message, payloads: list[Payload]) -> tuple[list[
         for p in payloads
     )
     sa.established(Identity.from_payload(id_payload))
-    return response + _respond_child(sa, payloads), True
-
-
-def _respond_child(sa: IkeSa, payloads: list[Payload]) -> list[Payload]:
-    child = sa.config.child
-    sa_payload, tsi, tsr = (
-        first(payloads, SaPayload),
-        first(payloads, TsPayload),
-        first(payloads, TsrPayload),
-    )
-    try:
-        if not (
-            isinstance(sa_payload, SaPayload)
-            and isinstance(tsi, TsPayload)
-            and isinstance(tsr, TsrPayload)
-        ):
-            raise ProtocolError(
-                "NO_PROPOSAL_CHOSEN: IKE_AUTH request lacks SA, TSi or TSr",
-                notify=NotifyType.NO_PROPOSAL_CHOSEN,
-            )
-        theirs, esp = select_esp(child.initial_proposals, sa_payload.proposals)
-        # TSi are the initiator's side, our remote; TSr are ours.
-        narrowed_i = narrow(child.remote_ts, tsi.selectors)
-        narrowed_r = narrow(child.local_ts, tsr.selectors)
-        mode = Mode.TRANSPORT if _wants_transport(payloads) else Mode.TUNNEL
-        if mode != child.mode:
-            raise ProtocolError(
-                f"NO_PROPOSAL_CHOSEN: peer asks for {mode} mode, ours is {child.mode}",
-                notify=NotifyType.NO_PROPOSAL_CHOSEN,
-            )
-    except (NoProposalChosen, TsUnacceptable, ProtocolError) as exc:
-        notify = exc.notify or NotifyType.NO_PROPOSAL_CHOSEN
-        sa.emit(ChildSaFailed(child.name, str(exc), notify))
-        return [NotifyPayload(notify)]
-    spi_in = random_bytes(4)
-    reply: list[Payload] = []
-    if mode is Mode.TRANSPORT:
-        reply.append(NotifyPayload(NotifyType.USE_TRANSPORT_MODE))
-    reply += [
-        SaPayload([esp.to_proposal(theirs.number, spi_in)]),
-        TsPayload(narrowed_i),
-        TsrPayload(narrowed_r),
-    ]
-    sa.emit(install_child(sa, child, esp, spi_in, theirs.spi, narrowed_r, narrowed_i, mode))
-    return reply
+    return response + ChildCreate.respond(sa, payloads, ExchangeType.IKE_AUTH), True

@@ -16,7 +16,7 @@ from ..nat import NAT_T_PORT, detect, nat_notifies
 from ..payloads import CertReqPayload, KePayload, NoncePayload, NotifyPayload, Payload
 from ..proposals import NoProposalChosen, accept_ike, dh_name, select_ike
 from ..sa_payload import SaPayload
-from ..task_manager import Outcome
+from ..task_manager import Outcome, TaskKind
 from ..transforms import KeyExchange, random_bytes
 
 if TYPE_CHECKING:
@@ -70,9 +70,16 @@ def error_notifies(payloads: list[Payload]) -> list[NotifyPayload]:
     ]
 
 
+def requested_group(notify: NotifyPayload) -> int:
+    """The Diffie-Hellman group an INVALID_KE_PAYLOAD asks for (section 1.3: two octets
+    of Notification Data), 0 when it names none."""
+    return int.from_bytes(notify.data[:2], "big") if len(notify.data) >= 2 else 0
+
+
 class IkeInit:
     """Initiator side of IKE_SA_INIT."""
 
+    kind = TaskKind.IKE_INIT
     exchange = ExchangeType.IKE_SA_INIT
 
     def __init__(self, sa: IkeSa) -> None:
@@ -113,7 +120,7 @@ class IkeInit:
                 self.retries += 1
                 return Outcome.RETRY
             if notify.notify_type == NotifyType.INVALID_KE_PAYLOAD:
-                group = int.from_bytes(notify.data[:2], "big") if len(notify.data) >= 2 else 0
+                group = requested_group(notify)
                 acceptable = group in {p.dh for p in ours} and group != self.ke.group
                 if acceptable and self.retries < MAX_INIT_RETRIES:
                     self.ke = KeyExchange(group)
@@ -158,7 +165,7 @@ class IkeInit:
                     f"we sent {dh_name(self.ke.group)} and it chose {proposal}"
                 )
             shared = self.ke.shared_secret(ke.data)
-        except (NoProposalChosen, ProtocolError) as exc:
+        except ProtocolError as exc:
             self.sa.fail(str(exc), exc.notify)
             return Outcome.FAILED
         self.sa.spi_r = message.header.spi_r

@@ -19,10 +19,10 @@ from ..payloads import KePayload, NoncePayload, NotifyPayload, Payload
 from ..proposals import NoProposalChosen, accept_ike, dh_name, select_ike
 from ..sa_payload import SaPayload
 from ..states import IkeSaInput, IkeSaState
-from ..task_manager import Outcome
+from ..task_manager import CHILD_TASKS, Outcome, TaskKind
 from ..transforms import KeyExchange, random_bytes
 from .child_create import lowest_nonce_loses
-from .ike_init import NONCE_LENGTH, error_notifies, first
+from .ike_init import NONCE_LENGTH, error_notifies, first, requested_group
 from .informational import IkeDelete
 
 if TYPE_CHECKING:
@@ -39,6 +39,9 @@ def is_ike_rekey(payloads: list[Payload]) -> bool:
 
 
 class IkeRekey:
+    """Rekey of this IKE SA, initiator side (section 1.3.2)."""
+
+    kind = TaskKind.IKE_REKEY
     exchange = ExchangeType.CREATE_CHILD_SA
 
     def __init__(self, sa: IkeSa) -> None:
@@ -85,8 +88,7 @@ class IkeRekey:
         if errors:
             notify = int(errors[0].notify_type)
             if notify == NotifyType.INVALID_KE_PAYLOAD and self.ke_retries < MAX_KE_RETRIES:
-                data = errors[0].data
-                group = int.from_bytes(data[:2], "big") if len(data) >= 2 else 0
+                group = requested_group(errors[0])
                 if group in {p.dh for p in sa.config.ike_proposals}:
                     self.ke = KeyExchange(group)
                     self.ke_retries += 1
@@ -115,7 +117,7 @@ class IkeRekey:
                     f"we sent {dh_name(self.ke.group)}"
                 )
             shared = self.ke.shared_secret(ke.data)
-        except (ProtocolError, CryptoError) as exc:
+        except ProtocolError as exc:
             return self._failed(exc.notify or 0, f"IKE SA rekey failed: {exc}")
         from ..ike_sa import IkeSa  # a cycle at import time only
 
@@ -161,7 +163,7 @@ class IkeRekey:
 
 
 def respond(sa: IkeSa, payloads: list[Payload]) -> list[Payload]:
-    busy = sa.tasks.pending_active("ChildCreate") or sa.tasks.pending_active("ChildDelete")
+    busy = any(sa.tasks.in_flight(kind) for kind in CHILD_TASKS)
     if sa.state is not IkeSaState.ESTABLISHED or busy:
         # Section 2.25: not while this SA is going away or one of our child exchanges on
         # it is unfinished (its answer would arrive on an SA about to be deleted).
@@ -205,7 +207,7 @@ def respond(sa: IkeSa, payloads: list[Payload]) -> list[Payload]:
         ni=nonce.data,
         nr=nr,
     )
-    if isinstance(sa.tasks.active, IkeRekey):
+    if sa.tasks.in_flight(TaskKind.IKE_REKEY):
         # Our own rekey is in flight: decided when its answer comes (section 2.8.2);
         # until then the children stay here.
         sa.peer_ike_rekey = (nonce.data, nr, new_sa)

@@ -11,7 +11,7 @@ from ..events import LivenessAnswered, PeerErrorNotify
 from ..message import Message
 from ..payloads import DeletePayload, NotifyPayload, Payload
 from ..states import IkeSaInput, IkeSaState
-from ..task_manager import Outcome
+from ..task_manager import Outcome, TaskKind
 from .ike_init import error_notifies
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ def report_errors(sa: IkeSa, payloads: list[Payload], context: str) -> None:
 class ChildDelete:
     """Delete one of our child SAs; the peer answers with its half (section 1.4.1)."""
 
+    kind = TaskKind.CHILD_DELETE
     exchange = ExchangeType.INFORMATIONAL
 
     def __init__(self, sa: IkeSa, child: ChildSa, reason: str) -> None:
@@ -54,6 +55,7 @@ class ChildDelete:
 class IkeDelete:
     """Delete the IKE SA (section 1.4.1); an unanswered delete still deletes it."""
 
+    kind = TaskKind.IKE_DELETE
     exchange = ExchangeType.INFORMATIONAL
 
     def __init__(self, sa: IkeSa, reason: str) -> None:
@@ -76,6 +78,7 @@ class Liveness:
     """An empty INFORMATIONAL request; any authenticated answer proves the peer alive
     (section 1.4)."""
 
+    kind = TaskKind.LIVENESS
     exchange = ExchangeType.INFORMATIONAL
 
     def __init__(self, sa: IkeSa) -> None:
@@ -110,7 +113,7 @@ def respond(sa: IkeSa, payloads: list[Payload]) -> list[Payload]:
                 sa.hand_over(sa.peer_ike_rekey[2])
             if sa.state is IkeSaState.ESTABLISHED:
                 sa.transition(IkeSaInput.REKEYED)
-            if sa.tasks.pending_active("IkeRekey"):
+            if sa.tasks.in_flight(TaskKind.IKE_REKEY):
                 # Our own rekey's answer is still awaited, to delete our redundant SA.
                 sa.deleted_by_peer = True
                 return []

@@ -150,8 +150,8 @@ def test_skf_fragment_round_trip_and_aad_covers_fragment_numbers() -> None:
         decrypt_fragment(bytes(tampered), parse_message(bytes(tampered)), keys)
 
 
-def test_cbc_without_integrity_is_refused() -> None:
-    with pytest.raises(CryptoError, match="needs an integrity transform"):
+def test_cbc_without_integrity_is_our_error() -> None:
+    with pytest.raises(LocalError, match="needs an integrity transform"):
         SkKeys(encr_for(EncrId.AES_CBC, 128), b"k" * 16)
 
 
@@ -181,13 +181,16 @@ def test_unsupported_prf_and_integ_are_named() -> None:
 
 
 def test_encr_refuses_wrong_iv_and_key_sizes() -> None:
+    """What we encrypt with is ours (LocalError); what we decrypt is the peer's."""
     encr = encr_for(EncrId.AES_GCM_16, 128)
-    with pytest.raises(CryptoError, match="8-byte IV"):
+    with pytest.raises(LocalError, match="8-byte IV"):
         encr.encrypt(b"k" * 20, b"iv", b"p")
-    with pytest.raises(CryptoError, match="20 key bytes"):
+    with pytest.raises(LocalError, match="20 key bytes"):
         encr.encrypt(b"k" * 16, b"i" * 8, b"p")
+    with pytest.raises(CryptoError, match="8-byte IV"):
+        encr.decrypt(b"k" * 20, b"iv", b"p" * 16)
     cbc = encr_for(EncrId.AES_CBC, 128)
-    with pytest.raises(CryptoError, match="not block aligned"):
+    with pytest.raises(LocalError, match="not block aligned"):
         cbc.encrypt(b"k" * 16, b"i" * 16, b"p")
     with pytest.raises(CryptoError, match="not block aligned"):
         cbc.decrypt(b"k" * 16, b"i" * 16, b"p" * 15)
