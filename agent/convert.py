@@ -19,13 +19,13 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from vpnfleet.protos import agent_pb2, limits, plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
+from vpnfleet.protos.plan_diff import ChangeKind, PlanChange
 
 from .cert_expiry import CertificateExpiry
 from .crl import RevokedSet, read_crl, revoked_set
 from .plan import (
     AgentPlan,
     AuthMethod,
-    ChangeKind,
     Credential,
     Dpd,
     Identity,
@@ -36,7 +36,6 @@ from .plan import (
     Mode,
     NatTraversal,
     Peer,
-    PlanChange,
     PlanRejected,
     Proposal,
     SpdAction,
@@ -556,7 +555,10 @@ _CHANGE_KIND = {
 def changes_to_proto(changes: Iterable[PlanChange]) -> list[agent_pb2.Change]:
     return [
         agent_pb2.Change(
-            kind=_CHANGE_KIND[c.kind], section=c.section, name=c.name, details=list(c.details)
+            kind=_CHANGE_KIND[c.kind],
+            section=c.section.value,
+            name=c.name,
+            details=list(c.details),
         )
         for c in changes
     ]

@@ -50,9 +50,7 @@ async def test_dry_run_lists_changes_and_persists_nothing(tmp_path: Path) -> Non
     first = await service.apply(plan(), dry_run=False)
     resp = await service.apply(plan(epoch=2, generation=2), dry_run=True)
     assert resp.changed
-    assert [list(c.details) for c in resp.changes] == [
-        ["auth: psk:a1/b1/epoch-1 -> psk:a1/b1/epoch-2"]
-    ]
+    assert [list(c.details) for c in resp.changes] == [["auth psk:a1/b1/epoch-1 -> epoch-2"]]
     assert resp.content_hash == first.content_hash  # still the plan in force
     assert service.store.load(lambda b: b, lambda b: "").stored is not None
     assert sink.plan is not None and sink.plan.content_hash == first.content_hash
