@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import grpc
 from cryptography import x509
@@ -54,17 +54,21 @@ LIVENESS_WAIT = 5.0
 LIVENESS_WAIT_MAX = 30.0
 
 
-StoredPlan = tuple[plan_pb2.NodePlan, AgentPlan]
-"""A plan on disk: its message (what later plans are diffed against) and its validation."""
+class PlanOnDisk(NamedTuple):
+    """The persisted plan: its message (what the next plan is diffed against) and the
+    plan it validates to."""
+
+    message: plan_pb2.NodePlan
+    plan: AgentPlan
 
 
-def parse_stored_plan(data: bytes) -> StoredPlan:
+def parse_plan_on_disk(data: bytes) -> PlanOnDisk:
     msg = convert.parse_plan_message(data)
-    return msg, convert.plan_from_proto(msg)
+    return PlanOnDisk(msg, convert.plan_from_proto(msg))
 
 
-def stored_plan_hash(stored: StoredPlan) -> str:
-    return stored[1].content_hash
+def plan_on_disk_hash(stored: PlanOnDisk) -> str:
+    return stored.plan.content_hash
 
 
 TlsWatcher = Callable[[bytes, bytes, bytes], None]
@@ -111,21 +115,20 @@ class AgentService(agent_pb2_grpc.AgentServicer):
 
     async def restore(self) -> list[str]:
         """Put the persisted plan back in force; return problems found on disk."""
-        result = self.store.load(parse_stored_plan, stored_plan_hash)
+        result = self.store.load(parse_plan_on_disk, plan_on_disk_hash)
         problems = list(result.problems)
         stored = result.stored
-        if stored is not None and stored.plan[1].host != self.host:
+        if stored is not None and stored.plan.plan.host != self.host:
             problems.append(
-                f"stored plan is for host {stored.plan[1].host!r}, this agent is {self.host!r}; "
-                "ignoring it"
+                f"stored plan is for host {stored.plan.plan.host!r}, this agent is "
+                f"{self.host!r}; ignoring it"
             )
             stored = None
         for problem in problems:
             log.warning("%s: %s", self.host, problem)
         if stored is not None:
-            message, plan = stored.plan
-            await self.sink.put_in_force(plan)
-            self.plan, self.plan_message = plan, message
+            await self.sink.put_in_force(stored.plan.plan)
+            self.plan, self.plan_message = stored.plan.plan, stored.plan.message
             self.generation = stored.generation
             self.applied_at = stored.applied_at
             log.info(

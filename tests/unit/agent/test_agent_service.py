@@ -83,6 +83,17 @@ async def test_restore_after_restart(tmp_path: Path) -> None:
     assert sink.plan is not None and sink.plan.content_hash == resp.content_hash
 
 
+async def test_a_plan_after_a_restart_is_diffed_against_the_restored_one(tmp_path: Path) -> None:
+    service, _ = make(tmp_path)
+    await service.apply(plan(), dry_run=False)
+    again, _ = make(tmp_path)
+    await again.restore()
+    resp = await again.apply(plan(epoch=2, generation=2), dry_run=True)
+    assert [(c.section, c.name, list(c.details)) for c in resp.changes] == [
+        ("peer", "b1", ["auth psk:a1/b1/epoch-1 -> epoch-2"])
+    ]
+
+
 async def test_restore_ignores_plan_of_other_host(tmp_path: Path) -> None:
     service, _ = make(tmp_path)
     await service.apply(plan(), dry_run=False)
