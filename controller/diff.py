@@ -30,10 +30,7 @@ class HostDiff:
         return {
             "host": self.host,
             "kind": self.kind.value,
-            "changes": [
-                {"section": c.section, "name": c.name, "kind": c.kind, "details": list(c.details)}
-                for c in self.changes
-            ],
+            "changes": [c.to_json() for c in self.changes],
         }
 
 
