@@ -13,6 +13,7 @@ import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from vpnfleet.agent import metrics
 from vpnfleet.agent.config import ConfigError, load_config
 from vpnfleet.agent.io.dataplane_model import DataPlaneStats, SaStats
 from vpnfleet.agent.metrics import (
@@ -299,6 +300,25 @@ async def test_endpoint_serves_and_counts_rekeys() -> None:
         for bad in (b"hello\r\n\r\n", b"GET /metrics HTTP/1.1\r\n\r\n"):
             assert (await _http(endpoint.port, bad)).startswith(b"HTTP/1.0 400"), bad
     assert events.watchers == 0
+
+
+async def test_a_client_that_does_not_finish_its_request_is_disconnected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(metrics, "REQUEST_TIMEOUT", 0.5)
+    async with serve_metrics("127.0.0.1:0", sources(FakeSink())) as endpoint:
+        reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        await writer.drain()
+        started = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        assert asyncio.get_running_loop().time() - started >= 0.4
+        writer.close()
+        # Served again at once: the endpoint did not wait on the slow client.
+        reply = await _http(endpoint.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 200 OK")
+        head = reply.partition(b"\r\n\r\n")[0].split(b"\r\n")
+        assert b"Connection: close" in head
 
 
 async def test_endpoint_port_in_use() -> None:
