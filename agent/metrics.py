@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -329,6 +330,20 @@ def agent_registry(sources: MetricsSources) -> CollectorRegistry:
 # ---------------------------------------------------------------- the HTTP endpoint
 
 
+class _NoClientFaults(logging.Filter):
+    """Drops aiohttp's report of a request its parser refused (answered 400): that is the
+    client's fault, and a client must not be able to fill the agent's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fault = record.exc_info[1] if record.exc_info else None
+        return not isinstance(fault, BadHttpMessage)
+
+
+http_log = log.getChild("http")
+"""What aiohttp reports about the endpoint: a failed collection, with its traceback."""
+http_log.addFilter(_NoClientFaults())
+
+
 async def _prepare(request: web.Request, response: web.StreamResponse) -> None:
     # A scrape is one request: answering with Connection: close bounds what an idle
     # client holds open on the agent. No Python or library versions in Server.
@@ -379,7 +394,7 @@ async def serve_metrics(
         handle_signals=False,
         access_log=None,
         keepalive_timeout=REQUEST_TIMEOUT,
-        logger=log,  # a failed collection is logged as this module's, with its traceback
+        logger=http_log,
     )
     await runner.setup()
     try:

@@ -4,6 +4,7 @@ prometheus_client's own text parser; and the HTTP endpoint on loopback."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -279,7 +280,7 @@ async def _http(port: int, request: bytes) -> bytes:
     return data
 
 
-async def test_endpoint_serves_and_counts_rekeys() -> None:
+async def test_endpoint_serves_and_counts_rekeys(caplog: pytest.LogCaptureFixture) -> None:
     events = EventHub()
     src = sources(FakeSink(two_sas()))
     async with serve_metrics("127.0.0.1:0", src, events) as endpoint:
@@ -299,6 +300,8 @@ async def test_endpoint_serves_and_counts_rekeys() -> None:
         # line that is no HTTP, or HTTP/1.1 without Host (RFC 9112 section 3.2).
         for bad in (b"hello\r\n\r\n", b"GET /metrics HTTP/1.1\r\n\r\n"):
             assert (await _http(endpoint.port, bad)).startswith(b"HTTP/1.0 400"), bad
+        # A client's fault is answered, not logged: a client cannot fill the agent's log.
+        assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     assert events.watchers == 0
 
 
@@ -319,6 +322,22 @@ async def test_a_client_that_does_not_finish_its_request_is_disconnected(
         assert reply.startswith(b"HTTP/1.1 200 OK")
         head = reply.partition(b"\r\n\r\n")[0].split(b"\r\n")
         assert b"Connection: close" in head
+
+
+class BrokenSink(FakeSink):
+    def ike_sas(self) -> Sequence[IkeSaReport]:
+        raise RuntimeError("the reports cannot be read")
+
+
+async def test_a_failed_collection_is_answered_500_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with serve_metrics("127.0.0.1:0", sources(BrokenSink())) as endpoint:
+        reply = await _http(endpoint.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 500")
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.name == "vpnfleet.agent.metrics.http" and record.exc_info is not None
+    assert "the reports cannot be read" in str(record.exc_info[1])
 
 
 async def test_endpoint_port_in_use() -> None:
