@@ -387,8 +387,9 @@ async def serve_metrics(
     app.router.add_get("/metrics", scrape)  # GET and HEAD
     app.router.add_get("/", scrape)
     app.on_response_prepare.append(_prepare)
-    # The keep-alive timeout runs from the connection's start (aiohttp 3.10 and later):
-    # a client that has not sent its whole request by then is disconnected.
+    # aiohttp starts the keep-alive timeout with the connection (so in pyproject.toml's
+    # aiohttp release; test_agent_metrics checks it): a client that has not sent its
+    # whole request by then is disconnected.
     runner = web.AppRunner(
         app,
         handle_signals=False,
