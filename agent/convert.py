@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from vpnfleet.protos import agent_pb2, limits, plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
+from vpnfleet.protos.plan_diff import ChangeKind, PlanChange
 
 from .cert_expiry import CertificateExpiry
 from .crl import RevokedSet, read_crl, revoked_set
@@ -28,7 +29,6 @@ from .ike.transforms import NEGOTIABLE, encr_for
 from .plan import (
     AgentPlan,
     AuthMethod,
-    ChangeKind,
     Credential,
     Dpd,
     Identity,
@@ -39,7 +39,6 @@ from .plan import (
     Mode,
     NatTraversal,
     Peer,
-    PlanChange,
     PlanRejected,
     Proposal,
     SpdAction,
@@ -547,7 +546,10 @@ _CHANGE_KIND = {
 def changes_to_proto(changes: Iterable[PlanChange]) -> list[agent_pb2.Change]:
     return [
         agent_pb2.Change(
-            kind=_CHANGE_KIND[c.kind], section=c.section, name=c.name, details=list(c.details)
+            kind=_CHANGE_KIND[c.kind],
+            section=c.section.value,
+            name=c.name,
+            details=list(c.details),
         )
         for c in changes
     ]

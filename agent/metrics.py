@@ -5,9 +5,10 @@ Nothing here sits on the packet path: :class:`AgentCollector` reads the SA repor
 node_exporter reads /proc. Rekeys are the one thing the reports do not count, so
 :class:`RekeyTally` counts the engine's ``ike_rekeyed`` / ``child_rekeyed`` events.
 
-The endpoint (:func:`serve_metrics`) is a small HTTP/1.1 server on the agent's own
-event loop, so a scrape reads the engine's state between two packets, never while a
-callback is half way through changing it (a server thread would race the loop).
+The endpoint (:func:`serve_metrics`) is aiohttp serving prometheus_client's exposition
+on the agent's own event loop, so a scrape reads the engine's state between two
+packets, never while a callback is half way through changing it (a server thread would
+race the loop).
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
+from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     InfoMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from vpnfleet.protos.versions import installed_version
@@ -37,12 +40,12 @@ from .io.dataplane_model import DataPlaneStats
 from .plan import AgentPlan
 from .sink import DropLayer, EventHub, IkeSaReport, NatState, PlanSink, ProblemKind
 
+NAMESPACE = "vpnfleet"
 log = logging.getLogger(__name__)
 
-NAMESPACE = "vpnfleet"
 REKEY_EVENTS = {"ike_rekeyed": "ike", "child_rekeyed": "child"}
 REQUEST_TIMEOUT = 10.0
-MAX_REQUEST_BYTES = 16 * 1024
+"""Seconds a client may take to send its request."""
 
 
 class MetricsError(Exception):
@@ -327,51 +330,26 @@ def agent_registry(sources: MetricsSources) -> CollectorRegistry:
 # ---------------------------------------------------------------- the HTTP endpoint
 
 
-def _response(status: str, content_type: str, body: bytes, head: bool = False) -> bytes:
-    header = (
-        f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    ).encode()
-    return header if head else header + body
+class _NoClientFaults(logging.Filter):
+    """Drops aiohttp's report of a request its parser refused (answered 400): that is the
+    client's fault, and a client must not be able to fill the agent's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fault = record.exc_info[1] if record.exc_info else None
+        return not isinstance(fault, BadHttpMessage)
 
 
-async def _handle(
-    registry: CollectorRegistry, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
-    try:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, OSError):
-        writer.close()
-        return
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split()
-    accept = ""
-    for line in lines[1:]:
-        key, _, value = line.partition(":")
-        if key.strip().lower() == "accept":
-            accept = value.strip()
-    text = "text/plain; charset=utf-8"
-    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-        reply = _response("400 Bad Request", text, b"malformed request line\n")
-    elif parts[0] not in ("GET", "HEAD"):
-        reply = _response("405 Method Not Allowed", text, b"only GET and HEAD\n")
-    elif parts[1].split("?", 1)[0] not in ("/metrics", "/"):
-        reply = _response("404 Not Found", text, b"metrics are at /metrics\n")
-    else:
-        encoder, content_type = choose_encoder(accept)
-        try:
-            body = encoder(registry)
-            reply = _response("200 OK", content_type, body, head=parts[0] == "HEAD")
-        except Exception:
-            log.exception("collecting metrics")
-            reply = _response("500 Internal Server Error", text, b"collecting metrics failed\n")
-    try:
-        writer.write(reply)
-        await writer.drain()
-    except OSError:
-        pass
-    finally:
-        writer.close()
+http_log = log.getChild("http")
+"""What aiohttp reports about the endpoint: a failed collection, with its traceback."""
+http_log.addFilter(_NoClientFaults())
+
+
+async def _prepare(request: web.Request, response: web.StreamResponse) -> None:
+    # A scrape is one request: answering with Connection: close bounds what an idle
+    # client holds open on the agent. No Python or library versions in Server.
+    response.force_close()
+    response.headers["Connection"] = "close"
+    response.headers["Server"] = "vpnfleet"
 
 
 @dataclass(slots=True)
@@ -402,25 +380,38 @@ async def serve_metrics(
     host, port = split_listen(listen)
     if events is not None and sources.rekeys is None:
         sources.rekeys = RekeyTally(events)
-    registry = agent_registry(sources)
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _handle(registry, reader, writer)
-
+    app = web.Application()
+    # prometheus_client's own exposition: the text format, or OpenMetrics when the
+    # scraper asks for it. Uncompressed, as the endpoint has always answered.
+    scrape = make_aiohttp_handler(agent_registry(sources), disable_compression=True)
+    app.router.add_get("/metrics", scrape)  # GET and HEAD
+    app.router.add_get("/", scrape)
+    app.on_response_prepare.append(_prepare)
+    # aiohttp starts the keep-alive timeout with the connection (so in pyproject.toml's
+    # aiohttp release; test_agent_metrics checks it): a client that has not sent its
+    # whole request by then is disconnected.
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        keepalive_timeout=REQUEST_TIMEOUT,
+        logger=http_log,
+    )
+    await runner.setup()
     try:
-        server = await asyncio.start_server(handle, host, port, limit=MAX_REQUEST_BYTES)
+        await web.TCPSite(runner, host, port).start()
     except OSError as exc:
+        await runner.cleanup()
         raise MetricsError(f"cannot serve metrics on {listen}: {exc.strerror or exc}") from None
     if sources.rekeys is not None:
         sources.rekeys.start()
-    bound = server.sockets[0].getsockname()
+    bound = runner.addresses[0]
     try:
         yield MetricsEndpoint(host, int(bound[1]))
     finally:
-        server.close()
         if sources.rekeys is not None:
             await sources.rekeys.stop()
-        await server.wait_closed()
+        await runner.cleanup()
 
 
 def agent_sources(

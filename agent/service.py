@@ -17,12 +17,13 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import grpc
 from cryptography import x509
 
 from vpnfleet.protos import agent_pb2, agent_pb2_grpc, plan_pb2
+from vpnfleet.protos.plan_diff import plan_changes
 from vpnfleet.protos.versions import installed_version, skew_refusal
 
 from . import convert
@@ -40,7 +41,7 @@ from .enroll import (
     prepare_enrollment,
 )
 from .ike.signatures import identity_in_certificate
-from .plan import AgentPlan, AuthMethod, PlanRejected, plan_diff
+from .plan import AgentPlan, AuthMethod, PlanRejected
 from .sink import PUT_IN_FORCE_KINDS, EventHub, PlanSink, SaEventReport
 from .store import PlanStore, StoreError
 
@@ -53,8 +54,21 @@ LIVENESS_WAIT = 5.0
 LIVENESS_WAIT_MAX = 30.0
 
 
-def stored_plan_hash(plan: AgentPlan) -> str:
-    return plan.content_hash
+class PlanOnDisk(NamedTuple):
+    """The persisted plan: its message (what the next plan is diffed against) and the
+    plan it validates to."""
+
+    message: plan_pb2.NodePlan
+    plan: AgentPlan
+
+
+def parse_plan_on_disk(data: bytes) -> PlanOnDisk:
+    msg = convert.parse_plan_message(data)
+    return PlanOnDisk(msg, convert.plan_from_proto(msg))
+
+
+def plan_on_disk_hash(stored: PlanOnDisk) -> str:
+    return stored.plan.content_hash
 
 
 TlsWatcher = Callable[[bytes, bytes, bytes], None]
@@ -94,25 +108,27 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         self._started = time.monotonic()
         self._lock = asyncio.Lock()
         self.plan: AgentPlan | None = None
+        self.plan_message: plan_pb2.NodePlan | None = None
+        """The plan in force as it was handed in; a new plan is diffed against it."""
         self.generation = 0
         self.applied_at = 0.0
 
     async def restore(self) -> list[str]:
         """Put the persisted plan back in force; return problems found on disk."""
-        result = self.store.load(convert.plan_from_bytes, stored_plan_hash)
+        result = self.store.load(parse_plan_on_disk, plan_on_disk_hash)
         problems = list(result.problems)
         stored = result.stored
-        if stored is not None and stored.plan.host != self.host:
+        if stored is not None and stored.plan.plan.host != self.host:
             problems.append(
-                f"stored plan is for host {stored.plan.host!r}, this agent is {self.host!r}; "
-                "ignoring it"
+                f"stored plan is for host {stored.plan.plan.host!r}, this agent is "
+                f"{self.host!r}; ignoring it"
             )
             stored = None
         for problem in problems:
             log.warning("%s: %s", self.host, problem)
         if stored is not None:
-            await self.sink.put_in_force(stored.plan)
-            self.plan = stored.plan
+            await self.sink.put_in_force(stored.plan.plan)
+            self.plan, self.plan_message = stored.plan.plan, stored.plan.message
             self.generation = stored.generation
             self.applied_at = stored.applied_at
             log.info(
@@ -144,7 +160,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                     # The same plan, not all of it in place (a route refused): try again.
                     await self.sink.put_in_force(self.plan)
                 return self._response(False, [])
-            changes = plan_diff(self.plan, new)
+            changes = plan_changes(self.plan_message, msg)
             if dry_run:
                 return self._response(True, convert.changes_to_proto(changes))
             now = self._clock()
@@ -159,6 +175,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             await self.sink.put_in_force(new)
             old_generation = self.generation
             self.plan, self.generation, self.applied_at = new, new.generation, now
+            self.plan_message = plan_pb2.NodePlan()
+            self.plan_message.CopyFrom(msg)  # the caller's message may change later
         log.info(
             "%s: plan generation %d (%s) in force, %d changes",
             self.host,

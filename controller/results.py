@@ -31,6 +31,14 @@ class ChangeLine:
     kind: str  # "added" | "removed" | "changed"
     details: tuple[str, ...] = ()
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "section": self.section,
+            "name": self.name,
+            "kind": self.kind,
+            "details": list(self.details),
+        }
+
     def __str__(self) -> str:
         sign = {"added": "+", "removed": "-", "changed": "~"}.get(self.kind, "?")
         text = f"{sign} {self.section} {self.name}"
@@ -68,10 +76,7 @@ class HostResult:
             "host": self.host,
             "outcome": self.outcome.value,
             "changed": self.changed,
-            "changes": [
-                {"section": c.section, "name": c.name, "kind": c.kind, "details": list(c.details)}
-                for c in self.changes
-            ],
+            "changes": [c.to_json() for c in self.changes],
             "error": self.error,
             "seconds": round(self.seconds, 4),
             "generation": self.generation,

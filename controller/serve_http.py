@@ -21,8 +21,20 @@ and every check runs before any work is done for the client:
   is refused (403). The read endpoints need ``Authorization: Bearer TOKEN`` when an API
   token is configured.
 
-The stdlib server is kept (a fixed pool, a deadline reader and a strict body check are a
-few dozen lines here); the endpoints read only what the serve loop publishes.
+The stdlib server (``http.server``) is kept, for a measured reason: the same endpoints
+served by aiohttp (its low-level ``web.Server``, checks in the handler, the connection
+bound in the protocol factory) failed 8 of the 21 cases of
+tests/integration/test_serve_http_loopback.py. Its parser answers 400 itself, before any
+handler runs, to a Content-Length too long to be a number (413 here) and to
+Transfer-Encoding beside Content-Length (411 here); its field limits are per line, so a
+head over ``MAX_HEAD`` in total was served (431 here); its keep-alive timeout closes a
+slow client without the 408; the 413 or 411 given before the body and the 408 for a body
+cut short did not reach the client within 10 s; and the 503 of a full pool arrived as a
+connection reset (``shutdown_request`` below lingers so that the answer is read). Each
+would need code against aiohttp's internals. The agent's metrics endpoint, which has
+none of these duties, is served by aiohttp (agent/metrics.py). The endpoints read only
+what the serve loop publishes; ``/metrics`` is prometheus_client's exposition of the
+loop's registry.
 """
 
 from __future__ import annotations

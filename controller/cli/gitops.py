@@ -65,6 +65,8 @@ def diff_cmd(
     SPD entries, peers (with the fields that changed), proposals and credentials
     rotated, by reference (never secret values). Both sides use the same master secret.
     """
+    from vpnfleet.protos.plan_diff import ChangeKind
+
     from ..diff import diff_plans
 
     with input_errors():
@@ -82,8 +84,8 @@ def diff_cmd(
         return
     out.print(f"diff {result.from_revision[:12]} -> {result.to_revision[:12]}", markup=False)
     for h in result.hosts:
-        style = {"added": "green", "removed": "red"}.get(h.kind, "yellow")
-        out.print(f"[{style}]{h.kind}[/]: " + escape(f"[{h.host}]"))
+        style = {ChangeKind.ADDED: "green", ChangeKind.REMOVED: "red"}.get(h.kind, "yellow")
+        out.print(f"[{style}]{h.kind.value}[/]: " + escape(f"[{h.host}]"))
         for c in h.changes:
             out.print(f"    {c}", markup=False)
     if result.unchanged:

@@ -59,7 +59,7 @@ async def test_apply_idempotent_dry_run_and_status(fleet: Fleet, agent: AgentPro
         dry = await c.apply_plan(apply(plan(generation=3, epoch=2), dry_run=True))
         assert dry.changed and dry.content_hash == first.content_hash
         details = [d for ch in dry.changes for d in ch.details]
-        assert "auth: psk:a1/b1/epoch-1 -> psk:a1/b1/epoch-2" in details
+        assert "auth psk:a1/b1/epoch-1 -> epoch-2" in details
 
         status = await c.get_status()
         assert status.content_hash == first.content_hash

@@ -93,7 +93,7 @@ def test_decommissioned_host_is_refused_by_its_former_peers(tmp_path: Path) -> N
             assert result["outcome"] == "changed", result
             changes = {(c["section"], c["name"], c["kind"]) for c in result["changes"]}
             assert ("peer", "a3", "removed") in changes, (host, changes)
-            assert ("crls", host, "added") in changes, (host, changes)
+            assert ("crl", host, "changed") in changes, (host, changes)
         (entry,) = [e for e in AuditLog.in_state(state.root).recent() if e.kind == "decommission"]
         assert (entry.subject, entry.outcome) == ("decommission a3", "unreachable")
         assert len(entry.changes["a3"]) == 2 and entry.hosts == ("a3", "a1", "a2", "a4")

@@ -69,7 +69,7 @@ async def test_agent_refuses_a_revoked_client_certificate(
         answer = await c.apply_plan(plan(fleet, pki.fleet_crls(fleet.controller_state), 2))
         assert answer.changed
         assert [(ch.section, list(ch.details)) for ch in answer.changes] == [
-            ("crls", ["0 -> 2 revoked certificates"])
+            ("crl", ["+vpnfleet fleet CA CRL #1: 2 revoked"])
         ]
     async with AgentClient("a1", agent.target, b1, timeout=10) as c:
         for call in (c.health(), c.get_status()):

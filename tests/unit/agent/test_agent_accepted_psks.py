@@ -1,5 +1,5 @@
 """Accepted PSKs in a plan (a staged key change): validation with clear errors, the
-agent's diff naming keys by reference only, and the IKE configuration they make."""
+plan differ naming keys by reference only, and the IKE configuration they make."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import pytest
 from vpnfleet.agent.convert import plan_from_proto
 from vpnfleet.agent.engine import translate
 from vpnfleet.agent.hollow import sample_plan
-from vpnfleet.agent.plan import PlanRejected, plan_diff
+from vpnfleet.agent.plan import PlanRejected
 from vpnfleet.protos import plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
+from vpnfleet.protos.plan_diff import Section, plan_changes
 
 NEW_KEY = b"the next epoch's pair key ......."
 
@@ -102,12 +103,11 @@ def test_each_bad_accepted_psk_is_refused_by_name(
 
 
 def test_diff_names_accepted_keys_by_reference() -> None:
-    before = plan_from_proto(plan_msg())
-    during = plan_from_proto(plan_msg(accept_new))
-    ((change),) = [c for c in plan_diff(before, during) if c.section == "peer"]
-    assert change.details == ("auth also accepts: psk:a1/b1/epoch-2",)
-    (back,) = [c for c in plan_diff(during, before) if c.section == "peer"]
-    assert back.details == ("auth accepts no other key",)
+    before, during = plan_msg(), plan_msg(accept_new)
+    ((change),) = [c for c in plan_changes(before, during) if c.section is Section.PEER]
+    assert change.details == ("auth psk:a1/b1/epoch-1 also accepts psk:a1/b1/epoch-2",)
+    (back,) = [c for c in plan_changes(during, before) if c.section is Section.PEER]
+    assert back.details == ("auth psk:a1/b1/epoch-1 accepts no other key",)
     assert NEW_KEY.hex() not in repr(change) and NEW_KEY.decode() not in repr(change)
 
 

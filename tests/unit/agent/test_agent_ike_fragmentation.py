@@ -1,4 +1,5 @@
-"""plan_from_proto: the peer's RFC 7383 fragmentation fields, and refusal of bad sizes."""
+"""plan_from_proto: the peer's RFC 7383 fragmentation fields, refusal of bad sizes, and how a
+change of them reads in the plan differ."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import pytest
 
 from vpnfleet.agent.convert import plan_from_proto
 from vpnfleet.agent.hollow import sample_plan
-from vpnfleet.agent.plan import PlanRejected, plan_diff
+from vpnfleet.agent.plan import PlanRejected
 from vpnfleet.protos import plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
+from vpnfleet.protos.plan_diff import Section, plan_changes
 
 
 def plan_with(off: bool, size: int) -> plan_pb2.NodePlan:
@@ -49,8 +51,9 @@ def test_out_of_range_size_refuses_the_plan(size: int) -> None:
 
 
 def test_a_change_shows_in_the_plan_diff() -> None:
-    old = plan_from_proto(plan_with(False, 0))
-    new = plan_from_proto(plan_with(True, 1400))
-    [change] = plan_diff(old, new)
-    assert (change.section, change.name) == ("peer", "b1")
-    assert change.details == ("ike_fragmentation: True -> False", "ike_fragment_size: 1280 -> 1400")
+    [change] = plan_changes(plan_with(False, 0), plan_with(True, 1400))
+    assert (change.section, change.name) == (Section.PEER, "b1")
+    assert change.details == (
+        "ike_fragmentation_off false -> true",
+        "ike_fragment_size 1280 -> 1400",
+    )

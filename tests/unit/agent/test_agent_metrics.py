@@ -4,6 +4,7 @@ prometheus_client's own text parser; and the HTTP endpoint on loopback."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from vpnfleet.agent import metrics
 from vpnfleet.agent.config import ConfigError, load_config
 from vpnfleet.agent.io.dataplane_model import DataPlaneStats, SaStats
 from vpnfleet.agent.metrics import (
@@ -278,7 +280,7 @@ async def _http(port: int, request: bytes) -> bytes:
     return data
 
 
-async def test_endpoint_serves_and_counts_rekeys() -> None:
+async def test_endpoint_serves_and_counts_rekeys(caplog: pytest.LogCaptureFixture) -> None:
     events = EventHub()
     src = sources(FakeSink(two_sas()))
     async with serve_metrics("127.0.0.1:0", src, events) as endpoint:
@@ -290,13 +292,52 @@ async def test_endpoint_serves_and_counts_rekeys() -> None:
         assert head.startswith(b"HTTP/1.1 200 OK")
         got = samples(body.decode())
         assert value(got, "vpnfleet_rekeys_total", peer="b", sa="child") == 1
-        missing = await _http(endpoint.port, b"GET /nope HTTP/1.1\r\n\r\n")
+        missing = await _http(endpoint.port, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
         assert missing.startswith(b"HTTP/1.1 404")
-        post = await _http(endpoint.port, b"POST /metrics HTTP/1.1\r\n\r\n")
+        post = await _http(endpoint.port, b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         assert post.startswith(b"HTTP/1.1 405")
-        garbage = await _http(endpoint.port, b"hello\r\n\r\n")
-        assert garbage.startswith(b"HTTP/1.1 400")
+        # A request the parser refuses is answered 400 in HTTP/1.0 and closed: a request
+        # line that is no HTTP, or HTTP/1.1 without Host (RFC 9112 section 3.2).
+        for bad in (b"hello\r\n\r\n", b"GET /metrics HTTP/1.1\r\n\r\n"):
+            assert (await _http(endpoint.port, bad)).startswith(b"HTTP/1.0 400"), bad
+        # A client's fault is answered, not logged: a client cannot fill the agent's log.
+        assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     assert events.watchers == 0
+
+
+async def test_a_client_that_does_not_finish_its_request_is_disconnected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(metrics, "REQUEST_TIMEOUT", 0.5)
+    async with serve_metrics("127.0.0.1:0", sources(FakeSink())) as endpoint:
+        reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        await writer.drain()
+        started = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        assert asyncio.get_running_loop().time() - started >= 0.4
+        writer.close()
+        # Served again at once: the endpoint did not wait on the slow client.
+        reply = await _http(endpoint.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 200 OK")
+        head = reply.partition(b"\r\n\r\n")[0].split(b"\r\n")
+        assert b"Connection: close" in head
+
+
+class BrokenSink(FakeSink):
+    def ike_sas(self) -> Sequence[IkeSaReport]:
+        raise RuntimeError("the reports cannot be read")
+
+
+async def test_a_failed_collection_is_answered_500_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with serve_metrics("127.0.0.1:0", sources(BrokenSink())) as endpoint:
+        reply = await _http(endpoint.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 500")
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.name == "vpnfleet.agent.metrics.http" and record.exc_info is not None
+    assert "the reports cannot be read" in str(record.exc_info[1])
 
 
 async def test_endpoint_port_in_use() -> None:

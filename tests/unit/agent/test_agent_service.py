@@ -50,9 +50,7 @@ async def test_dry_run_lists_changes_and_persists_nothing(tmp_path: Path) -> Non
     first = await service.apply(plan(), dry_run=False)
     resp = await service.apply(plan(epoch=2, generation=2), dry_run=True)
     assert resp.changed
-    assert [list(c.details) for c in resp.changes] == [
-        ["auth: psk:a1/b1/epoch-1 -> psk:a1/b1/epoch-2"]
-    ]
+    assert [list(c.details) for c in resp.changes] == [["auth psk:a1/b1/epoch-1 -> epoch-2"]]
     assert resp.content_hash == first.content_hash  # still the plan in force
     assert service.store.load(lambda b: b, lambda b: "").stored is not None
     assert sink.plan is not None and sink.plan.content_hash == first.content_hash
@@ -83,6 +81,17 @@ async def test_restore_after_restart(tmp_path: Path) -> None:
     assert await again.restore() == []
     assert again.generation == 7 and again.applied_at == 1234.0
     assert sink.plan is not None and sink.plan.content_hash == resp.content_hash
+
+
+async def test_a_plan_after_a_restart_is_diffed_against_the_restored_one(tmp_path: Path) -> None:
+    service, _ = make(tmp_path)
+    await service.apply(plan(), dry_run=False)
+    again, _ = make(tmp_path)
+    await again.restore()
+    resp = await again.apply(plan(epoch=2, generation=2), dry_run=True)
+    assert [(c.section, c.name, list(c.details)) for c in resp.changes] == [
+        ("peer", "b1", ["auth psk:a1/b1/epoch-1 -> epoch-2"])
+    ]
 
 
 async def test_restore_ignores_plan_of_other_host(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from vpnfleet.controller.inventory import load_inventory
 from vpnfleet.controller.planner import NodePlan, build_plans
 from vpnfleet.controller.results import ChangeLine
 from vpnfleet.controller.staging import stage
+from vpnfleet.protos.plan_diff import ChangeKind
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 
@@ -87,9 +88,9 @@ def test_added_and_removed_host_and_peers(tmp_path: Path) -> None:
     )
     new = plans(tmp_path / "r2", hosts=hosts)
     diff = diff_plans(old, new)
-    assert host(diff, "a3").kind == "removed"
+    assert host(diff, "a3").kind is ChangeKind.REMOVED
     added = host(diff, "a4")
-    assert added.kind == "added"
+    assert added.kind is ChangeKind.ADDED
     assert change(added, "peer", "a1").kind == "added"
     a1 = host(diff, "a1")
     assert change(a1, "peer", "a3").kind == "removed"
