@@ -35,15 +35,22 @@ SITES = {
 PlanEdit = Callable[[plan_pb2.NodePlan], None]
 
 
-def node_plan(
+def plan_message(
     host: str, peers: Sequence[str], generation: int = 1, edit: PlanEdit | None = None
-) -> AgentPlan:
+) -> plan_pb2.NodePlan:
+    """The NodePlan message of ``host`` meshed with ``peers`` (edited, then rehashed)."""
     address, subnet = SITES[host]
     msg = sample_plan(host, address, subnet, [(p, *SITES[p]) for p in peers], generation=generation)
     if edit is not None:
         edit(msg)
         msg.content_hash = plan_content_hash(msg)
-    return plan_from_proto(msg)
+    return msg
+
+
+def node_plan(
+    host: str, peers: Sequence[str], generation: int = 1, edit: PlanEdit | None = None
+) -> AgentPlan:
+    return plan_from_proto(plan_message(host, peers, generation, edit))
 
 
 def behind_nat(*peers: str) -> PlanEdit:

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from tests.support.engine_pair import node_plan
+from tests.support.engine_pair import node_plan, plan_message
 from vpnfleet.agent.engine import translate
 from vpnfleet.agent.engine.host import data_plane_choice
 from vpnfleet.agent.esp.spd import Action
@@ -21,13 +21,13 @@ from vpnfleet.agent.plan import (
     Proposal,
     Transform,
     TransformType,
-    plan_diff,
 )
 from vpnfleet.agent.plan import (
     IdType as PlanIdType,
 )
 from vpnfleet.agent.plan import Mode as PlanMode
 from vpnfleet.protos import plan_pb2
+from vpnfleet.protos.plan_diff import Section, plan_changes
 
 
 def test_ike_config_from_a_sample_plan() -> None:
@@ -64,24 +64,28 @@ def test_proposals_are_built_from_transform_ids_whatever_the_text_says() -> None
 def test_text_and_ids_that_disagree_negotiate_the_ids_and_show_the_text() -> None:
     """Issue 15 item 6: the agent validated the IDs, so it negotiates them; the text is
     what the operator wrote, shown in plan differences (never parsed here)."""
-    plan = node_plan("a", ["b"])
+
+    def disagree(msg: plan_pb2.NodePlan) -> None:
+        (peer,) = msg.peers
+        del peer.ike_proposals[:]
+        ike = peer.ike_proposals.add(text="aes128-sha256-modp2048")
+        ike.transforms.add(type=TransformType.ENCR, id=20, key_length=256)
+        ike.transforms.add(type=TransformType.PRF, id=6)
+        ike.transforms.add(type=TransformType.DH, id=31)
+        del peer.esp_proposals[:]
+        esp = peer.esp_proposals.add(text="aes128-sha256")
+        esp.transforms.add(type=TransformType.ENCR, id=28)
+
+    plan = node_plan("a", ["b"], edit=disagree)
     (peer,) = plan.peers
-    ike = Proposal(
-        "aes128-sha256-modp2048",
-        (
-            Transform(TransformType.ENCR, 20, 256),
-            Transform(TransformType.PRF, 6, 0),
-            Transform(TransformType.DH, 31, 0),
-        ),
-    )
-    esp = Proposal("aes128-sha256", (Transform(TransformType.ENCR, 28, 0),))
-    changed = replace(peer, ike_proposals=(ike,), esp_proposals=(esp,))
-    config = translate.ike_config(plan, changed)
+    config = translate.ike_config(plan, peer)
     assert [str(p) for p in config.ike_proposals] == ["aes256gcm16-prfsha384-x25519"]
     assert [str(p) for p in config.child.esp_proposals] == ["chacha20poly1305"]
-    (change,) = plan_diff(plan, replace(plan, peers=(changed,)))
-    assert "ike_proposals: [aes256gcm16-prfsha384-x25519] -> [aes128-sha256-modp2048]" in (
-        change.details
+    before, after = plan_message("a", ["b"]), plan_message("a", ["b"], edit=disagree)
+    (change,) = [c for c in plan_changes(before, after) if c.section is Section.PEER]
+    assert change.details == (
+        "ike aes256gcm16-prfsha384-x25519 -> aes128-sha256-modp2048",
+        "esp aes256gcm16 -> aes128-sha256",
     )
 
 
