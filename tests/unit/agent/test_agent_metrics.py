@@ -34,6 +34,7 @@ from vpnfleet.agent.sink import (
     EventHub,
     IkeSaReport,
     NatState,
+    PlanReport,
     Problem,
     ProblemKind,
     RekeyOutcome,
@@ -60,7 +61,7 @@ class FakeSink:
     def data_plane(self) -> bool:
         return True
 
-    async def put_in_force(self, plan: Any) -> None:
+    async def put_in_force(self, plan: Any) -> PlanReport:
         raise AssertionError("not used")
 
     def ike_sas(self) -> Sequence[IkeSaReport]:
