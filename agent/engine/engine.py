@@ -89,11 +89,11 @@ from .incoming import EARLY_MAX_AGE, EarlyRequest, EarlyRequests, UnmatchedSourc
 from .keylog import KeyLog
 from .kill_switch import KillSwitch
 from .peer_driver import PeerDriver
+from .peer_state import SaKind
 from .plan_routes import TUNNEL_TABLE, PlanRoutes, RouteTable
 from .plane import ChildSaPlane
 from .rekey import LIVENESS_ANSWERED, PendingRekey
 from .sa_driver import SaDriver, SaOwner
-from .session import SaKind
 
 log = logging.getLogger(__name__)
 

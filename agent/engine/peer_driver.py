@@ -5,8 +5,8 @@ A :class:`PeerDriver` is made for each peer of the plan in force. It owns the
 re-establishment), the responder gate its IKE_SA_INIT requests go through, the child
 SA installed in the data plane (through :class:`~.plane.ChildSaPlane`), the rekey,
 retry and activation timers, the back-off, and the waits of Rekey and CheckLiveness
-calls. Its :class:`~.session.PeerState` moves only through the table in
-:mod:`.session`.
+calls. Its :class:`~.peer_state.PeerState` moves only through the table in
+:mod:`.peer_state`.
 
 IKE reports, the data plane follows: a child SA is installed as IKE reports it, rekeyed
 make-before-break (RFC 7296 section 2.8: the initiator of the rekey switches its
@@ -54,6 +54,16 @@ from ..sink import ChildSaReport, IkeSaReport, NatState, Problem, ProblemKind, R
 from . import translate
 from .clock import Scheduler, TimerHandle
 from .keylog import KeyLog
+from .peer_state import (
+    BACKOFF_FIRST,
+    BACKOFF_MAX,
+    ChildRecord,
+    PeerEvent,
+    PeerState,
+    SaKind,
+    nat_state,
+    next_state,
+)
 from .plane import ChildSaPlane
 from .rekey import (
     KINDS,
@@ -65,16 +75,6 @@ from .rekey import (
     Settled,
 )
 from .sa_driver import SaDriver, SaOwner
-from .session import (
-    BACKOFF_FIRST,
-    BACKOFF_MAX,
-    ChildRecord,
-    PeerEvent,
-    PeerState,
-    SaKind,
-    nat_state,
-    next_state,
-)
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from ..sink import RekeyOutcome, RekeyTarget
 from .clock import TimerHandle
-from .session import SaKind
+from .peer_state import SaKind
 
 REKEY_WAIT = 15.0
 """Seconds a Rekey call waits for the SA to be replaced before answering."""

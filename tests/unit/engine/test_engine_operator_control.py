@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.engine_pair import Fleet
-from vpnfleet.agent.engine.session import PeerState
+from vpnfleet.agent.engine.peer_state import PeerState
 from vpnfleet.agent.sink import PeerControl, PeerControlError
 
 

@@ -12,7 +12,7 @@ from tests.support.engine_drivers import FakeOwner, PeerHostRecorder, Wire
 from tests.support.engine_pair import node_plan
 from vpnfleet.agent.engine import translate
 from vpnfleet.agent.engine.peer_driver import PeerDriver
-from vpnfleet.agent.engine.session import (
+from vpnfleet.agent.engine.peer_state import (
     TRANSITIONS,
     PeerEvent,
     PeerState,
