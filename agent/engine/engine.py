@@ -125,9 +125,9 @@ __all__ = ["Engine", "RouteTable", "same_tunnel"]
 
 class Engine:
     """Routes IKE datagrams to the driver of their IKE SA or to a peer's responder gate,
-    puts plans in force as a difference over its :class:`~.peer_driver.PeerDriver`\\ s,
-    and owns what they share: the endpoint, the data plane, routes, the kill switch,
-    the key log, the event hub and the problem board."""
+    puts plans in force as a difference over one :class:`~.peer_driver.PeerDriver` per
+    plan peer, and owns what the drivers share: the endpoint, the data plane, routes,
+    the kill switch, the key log, the event hub and the problem board."""
 
     def __init__(
         self,
