@@ -45,11 +45,11 @@ def assert_settled_on(fleet: Fleet, certificates: dict[str, IkeCredentials]) -> 
     assert a.events("child_down") == b.events("child_down") == []
     for node in (a, b):
         other = "b" if node.host == "a" else "a"
-        session = node.engine.peers[other]
-        assert session.ike is not None and session.config is not None
-        assert session.ike.config.certificates is not None
-        assert session.ike.config.certificates.certificate == certificates[node.host].certificate
-        assert session.sas() == [session.ike], node.host
+        driver = node.engine.peers[other]
+        assert driver.ike is not None and driver.config is not None
+        assert driver.ike.config.certificates is not None
+        assert driver.ike.config.certificates.certificate == certificates[node.host].certificate
+        assert driver.sas() == [driver.ike], node.host
         (report,) = node.engine.ike_sas()
         (child,) = report.children
         assert child.state == "installed" and child.integrity_failures == 0
