@@ -512,8 +512,10 @@ def run(
         ):
             service = None
             if state_dir is None:
-                await sink.put_in_force(plan)
+                report = await sink.put_in_force(plan)
                 click.echo(f"in force (not persisted: no --state-dir); {choice.reason}")
+                if not report.complete:
+                    click.echo(f"not all of it: {report.summary()}", err=True)
             else:
                 service = AgentService(
                     plan.host, PlanStore(state_dir), sink, events, credentials=files

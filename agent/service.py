@@ -42,7 +42,7 @@ from .enroll import (
 )
 from .ike.signatures import identity_in_certificate
 from .plan import AgentPlan, AuthMethod, PlanRejected
-from .sink import PUT_IN_FORCE_KINDS, EventHub, PlanSink, SaEventReport
+from .sink import PUT_IN_FORCE_KINDS, EventHub, PlanReport, PlanSink, SaEventReport
 from .store import PlanStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         for problem in problems:
             log.warning("%s: %s", self.host, problem)
         if stored is not None:
-            await self.sink.put_in_force(stored.plan.plan)
+            self._note(await self.sink.put_in_force(stored.plan.plan), stored.generation)
             self.plan, self.plan_message = stored.plan.plan, stored.plan.message
             self.generation = stored.generation
             self.applied_at = stored.applied_at
@@ -158,7 +158,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             if self.plan is not None and self.plan.content_hash == new.content_hash:
                 if not dry_run and any(p.kind in PUT_IN_FORCE_KINDS for p in self.sink.problems()):
                     # The same plan, not all of it in place (a route refused): try again.
-                    await self.sink.put_in_force(self.plan)
+                    self._note(await self.sink.put_in_force(self.plan), self.generation)
                 return self._response(False, [])
             changes = plan_changes(self.plan_message, msg)
             if dry_run:
@@ -172,7 +172,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                 content_hash=new.content_hash,
                 applied_at=now,
             )
-            await self.sink.put_in_force(new)
+            self._note(await self.sink.put_in_force(new), new.generation)
             old_generation = self.generation
             self.plan, self.generation, self.applied_at = new, new.generation, now
             self.plan_message = plan_pb2.NodePlan()
@@ -192,6 +192,17 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             )
         )
         return self._response(True, convert.changes_to_proto(changes))
+
+    def _note(self, report: PlanReport, generation: int) -> None:
+        """A plan put in force with parts of it not in force: said in the log; the
+        ApplyPlan response and the status carry the same problems (``sink.problems()``)."""
+        if not report.complete:
+            log.warning(
+                "%s: plan generation %d in force, not all of it: %s",
+                self.host,
+                generation,
+                report.summary(),
+            )
 
     def _response(
         self, changed: bool, changes: list[agent_pb2.Change]

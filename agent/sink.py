@@ -107,6 +107,34 @@ class ProblemBoard:
         return tuple(sorted(self._problems.values(), key=lambda p: (p.kind.value, p.subject)))
 
 
+@dataclass(frozen=True, slots=True)
+class PeerFailure:
+    """A plan peer that could not be put in force, and why."""
+
+    peer: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlanReport:
+    """What putting a plan in force could not do, as values: the problems found on the
+    way (routes, rules, the kill switch, forwarding; also on the problem board while
+    they last) and the peers that cannot be configured. Empty: all of it is in force."""
+
+    problems: tuple[Problem, ...] = ()
+    failed_peers: tuple[PeerFailure, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        return not self.problems and not self.failed_peers
+
+    def summary(self) -> str:
+        """One line for the log: each failed peer and each problem, with why."""
+        parts = [f"peer {f.peer}: {f.reason}" for f in self.failed_peers]
+        parts += [f"{p.kind.value} {p.subject}: {p.message}" for p in self.problems]
+        return "; ".join(parts)
+
+
 class DropLayer(enum.Enum):
     """Where input was dropped (the ``DropCount.Layer`` of the status proto)."""
 
@@ -294,8 +322,9 @@ class PlanSink(Protocol):
     @property
     def data_plane(self) -> bool: ...
 
-    async def put_in_force(self, plan: AgentPlan) -> None:
-        """Make ``plan`` the one in force; only called with a validated, persisted plan."""
+    async def put_in_force(self, plan: AgentPlan) -> PlanReport:
+        """Make ``plan`` the one in force; only called with a validated, persisted plan.
+        Returns what could not be done (an empty report: all of it)."""
 
     def ike_sas(self) -> Sequence[IkeSaReport]: ...
 
@@ -340,9 +369,10 @@ class PlanOnlySink:
     def plan(self) -> AgentPlan | None:
         return self.plans[-1] if self.plans else None
 
-    async def put_in_force(self, plan: AgentPlan) -> None:
+    async def put_in_force(self, plan: AgentPlan) -> PlanReport:
         # Only the latest plan matters; keep one so a long-lived hollow agent stays small.
         self.plans[:] = [plan]
+        return PlanReport()
 
     def ike_sas(self) -> Sequence[IkeSaReport]:
         return ()

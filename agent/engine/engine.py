@@ -1,36 +1,52 @@
 """The agent engine: a plan in, IKE and child SAs out (the only owner of SA lifecycles).
 
-It implements :class:`~vpnfleet.agent.sink.PlanSink`. One UDP endpoint (500 and 4500)
-serves every IKE SA: incoming IKE is routed by our SPI (RFC 7296 section 2.6 lets each
-side pick its own), and a request with a zero responder SPI goes through the responder
-gate of the plan peer its source address belongs to. IKE events install, rekey and
-remove child SAs in the data plane; the engine schedules rekeys (before expiry, with
-jitter), retries failed peers with back-off, and reports everything to the EventHub.
+It implements :class:`~vpnfleet.agent.sink.PlanSink`, and does two things itself:
 
-Each IKE SA has one timer, re-armed from ``get_timer()`` after every input (aioquic's
-asyncio adapter pattern); time comes from a :class:`~.clock.Scheduler`. Routes into
-the TUN device, and the policy routing transport mode needs, follow the plan through
-:class:`~.plan_routes.PlanRoutes`. How peers are added, changed and removed lives in
-:mod:`.peers`, what arrives (IKE datagrams, the data plane's acquires and SA events) in
-:mod:`.incoming`, what IKE events do to the peers in :mod:`.lifecycle`, to the data
-plane's child SAs in :mod:`.child_sas`, and the rekey timers in :mod:`.rekey`.
+- it routes what arrives. One UDP endpoint (500 and 4500) serves every IKE SA: incoming
+  IKE is routed by our SPI (RFC 7296 section 2.6 lets each side pick its own) to that
+  SA's :class:`~.sa_driver.SaDriver`, and a request with a zero responder SPI goes
+  through the responder gate of the plan peer its source address belongs to. A request
+  no peer's address claims goes to the peer with no fixed address (plan
+  ``dynamic_address``), whose IKE_AUTH then checks the identity, or from any other
+  address to the one responder-side peer the plan has behind a NAT; what matches no
+  peer is counted, with its latest sources, in the agent's status, and kept a few
+  seconds (:class:`~.incoming.EarlyRequests`) for a plan that has its peer. The data
+  plane's acquires and SA events go to the peer they name.
+- it puts plans in force as a difference: a :class:`~.peer_driver.PeerDriver` per plan
+  peer, updated in place when the change is this end's own business
+  (:func:`same_tunnel`), replaced by a new driver that takes over the old SAs
+  (make-before-break) for any other change, removed with its SAs when the plan drops
+  the peer.
+
+Everything else (IKE events, child SAs in the data plane, rekeys, retries) is the
+drivers' business. The engine owns what they share: the endpoint, the data plane, the
+routes into the TUN (:class:`~.plan_routes.PlanRoutes`), the kill switch, the key log,
+the event hub and the problem board. Time comes from a :class:`~.clock.Scheduler`.
+Peers' faults in what arrives are counted and dropped; our own failures are logged with
+their traceback and counted as ``internal_error``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from ..ike.admission import HalfOpenTable, Limit, LogLimiter, ResponderLimits
-from ..ike.errors import LocalError
+from ..esp.sa import RekeyRequested, SaExpired
+from ..esp.sad import SadEvent
+from ..ike.admission import GateRefusal, HalfOpenTable, Limit, LogLimiter, ResponderLimits
+from ..ike.errors import ProtocolError
+from ..ike.events import IkeEvent
 from ..ike.gate import IkeResponderGate
 from ..ike.ike_sa import IkeSa
-from ..ike.states import IkeSaState, Role
+from ..ike.message import parse_message
+from ..ike.states import IkeSaState
 from ..io.dataplane import DataPlane, RawEspSender
+from ..io.dataplane_model import Acquire
 from ..io.keepalive import KeepaliveScheduler
 from ..io.rawesp import RawEspCounters, RawEspHandler
 from ..io.tun import TunDevice
@@ -54,27 +70,35 @@ from ..sink import (
     DropReason,
     EventHub,
     IkeSaReport,
+    LivenessOutcome,
     PeerControlError,
+    PeerFailure,
+    PlanReport,
     Problem,
     ProblemBoard,
     ProblemKind,
+    RekeyOutcome,
+    RekeyTarget,
     SaEventReport,
     UnmatchedReport,
 )
 from . import translate
-from .clock import LoopScheduler, Scheduler, TimerHandle
+from .clock import LoopScheduler, Scheduler
 from .forwarding import HostForwarding
-from .incoming import EarlyRequests, IncomingDispatch, UnmatchedSources
+from .incoming import EARLY_MAX_AGE, EarlyRequest, EarlyRequests, UnmatchedSources
 from .keylog import KeyLog
 from .kill_switch import KillSwitch
-from .peers import same_tunnel
+from .peer_driver import PeerDriver
+from .peer_state import SaKind
 from .plan_routes import TUNNEL_TABLE, PlanRoutes, RouteTable
-from .rekey import Settled
-from .session import PeerSession, PeerState, SaKind
+from .plane import ChildSaPlane
+from .rekey import LIVENESS_ANSWERED, PendingRekey
+from .sa_driver import SaDriver, SaOwner
 
 log = logging.getLogger(__name__)
 
-_NOT_OWNED = object()
+NOT_IN_PLAN = "peer is not up (not in the plan in force)"
+"""Why a Rekey or liveness check of a name the plan does not have cannot start."""
 
 EndpointFactory = Callable[[IkeHandler, EspHandler], DatagramEndpoint]
 """Makes the endpoint given the engine's receive callbacks (real sockets or memory)."""
@@ -96,8 +120,15 @@ class RawEspChannel(RawEspSender, Protocol):
 RawEspFactory = Callable[[RawEspHandler], RawEspChannel]
 """Makes the raw ESP socket given the data plane's receive callback."""
 
+__all__ = ["Engine", "RouteTable", "same_tunnel"]
 
-class Engine(IncomingDispatch):
+
+class Engine:
+    """Routes IKE datagrams to the driver of their IKE SA or to a peer's responder gate,
+    puts plans in force as a difference over one :class:`~.peer_driver.PeerDriver` per
+    plan peer, and owns what the drivers share: the endpoint, the data plane, routes,
+    the kill switch, the key log, the event hub and the problem board."""
+
     def __init__(
         self,
         tun: TunDevice,
@@ -146,34 +177,30 @@ class Engine(IncomingDispatch):
         self.kill_switch = kill_switch
         self.forwarding = forwarding
         if forwarding is not None:
-            forwarding.report = lambda message: self._publish("forwarding", "", message)
+            forwarding.report = lambda message: self.publish("forwarding", "", message)
         self.underlay_mtu = underlay_mtu
         self._make_endpoint = make_endpoint
         self._make_raw = make_raw
         self.raw: RawEspChannel | None = None
         self._scheduler = scheduler
-        self._rng = rng or random.Random()
-        self._wall = wall_clock
+        self.rng = rng or random.Random()
+        self._wall_clock = wall_clock
         self._source_address = source_address
         self.plan: AgentPlan | None = None
-        self.sessions: dict[str, PeerSession] = {}
-        self._by_spi: dict[bytes, IkeSa] = {}
-        self._owner: dict[IkeSa, PeerSession | None] = {}
-        self._timers: dict[IkeSa, tuple[float, TimerHandle]] = {}
-        self._last_port: dict[IkeSa, int] = {}
-        self._created: dict[IkeSa, float] = {}
-        self._gates: dict[str, IkeResponderGate] = {}
+        self.peers: dict[str, PeerDriver] = {}
+        """The driver of each peer of the plan in force, by name."""
+        self._by_spi: dict[bytes, SaDriver] = {}
+        """The driver of every IKE SA not yet closed, by our SPI (RFC 7296 section 2.6)."""
         self.half_open = HalfOpenTable(limits)
         """Every gate's half-open IKE SAs and pre-auth fragment bytes, under one set of caps."""
         self._by_address: dict[str, list[str]] = {}
-        self._waits: dict[tuple[str, SaKind], list[asyncio.Future[Settled]]] = {}
-        self._liveness_waits: dict[str, list[asyncio.Future[str]]] = {}
         self.counters: dict[str, int] = {
             "ike_malformed": 0,
             "ike_unknown_spi": 0,
             "ike_no_peer": 0,
             "ike_early_answered": 0,
             "ike_refused": 0,
+            "ike_internal_error": 0,
             "cookies_sent": 0,
         }
         self.board = ProblemBoard()
@@ -204,8 +231,19 @@ class Engine(IncomingDispatch):
             raise RuntimeError("engine not started")
         return self._scheduler
 
+    @property
+    def plane(self) -> ChildSaPlane | None:
+        return self.dp
+
+    @property
+    def raw_esp(self) -> bool:
+        return self.raw is not None
+
     def now(self) -> float:
         return self.scheduler.now()
+
+    def wall(self) -> float:
+        return self._wall_clock()
 
     async def start(self) -> None:
         """Open the endpoint and data plane; on a real loop unless a scheduler was given."""
@@ -245,13 +283,10 @@ class Engine(IncomingDispatch):
         protected prefixes until the next agent routes them again; only a decommission
         (``vpnfleet-agent cleanup``) removes them."""
         self.stopped = True
-        for session in list(self.sessions.values()):
-            session.cancel_timers()
-            for sa in self._sas_of(session):
-                self._delete_sa(sa)
-        for _, handle in self._timers.values():
-            handle.cancel()
-        self._timers.clear()
+        for peer in list(self.peers.values()):
+            peer.stop()
+        for driver in list(self._by_spi.values()):
+            driver.cancel_timer()
         if self.dp is not None:
             self.dp.stop()
         if self.keepalive is not None:
@@ -260,16 +295,18 @@ class Engine(IncomingDispatch):
             self.endpoint.close()
         if self.raw is not None:
             self.raw.close()
-        for peer, kind in list(self._waits):
-            self._settle(peer, kind, "the agent stopped before the SA was replaced", ok=False)
-        for peer in list(self._liveness_waits):
-            self._answer_liveness(peer, "the agent stopped")
+        for peer in self.peers.values():
+            for kind in SaKind:
+                peer.settle(kind, "the agent stopped before the SA was replaced", ok=False)
+            peer.answer_liveness("the agent stopped")
 
     # -- PlanSink ------------------------------------------------------------------------
 
-    async def put_in_force(self, plan: AgentPlan) -> None:
+    async def put_in_force(self, plan: AgentPlan) -> PlanReport:
         """Apply ``plan`` as a difference: untouched peers keep their SAs, changed peers
-        are re-established make-before-break, removed peers are deleted."""
+        are re-established make-before-break, removed peers are deleted. Returns what
+        could not be done: the data plane's problems found on the way (routes, rules,
+        the kill switch, forwarding) and the peers that cannot be configured."""
         if self.dp is None:
             raise RuntimeError("engine not started")
         first = self.plan is None
@@ -281,6 +318,7 @@ class Engine(IncomingDispatch):
         self.plan = plan
         self.dp.update_spd(translate.spd_entries(plan))
         self._keepalive_interval(plan)
+        found: list[Problem] = []
         if self.routes is not None:
             # The kill switch first: nothing the new plan protects may leave in the clear
             # while its routes are being put in place.
@@ -288,48 +326,46 @@ class Engine(IncomingDispatch):
             found += await self.routes.apply(plan)
             if self.forwarding is not None:
                 found += await self.forwarding.apply(plan)
-            self.board.replace(PUT_IN_FORCE_KINDS, found, self._wall())
+            self.board.replace(PUT_IN_FORCE_KINDS, found, self.wall())
+        failed: list[PeerFailure] = []
         new_peers = {p.name: p for p in plan.peers}
-        for name in list(self.sessions):
+        for name in list(self.peers):
             if name not in new_peers:
                 self._remove_peer(name)
         for peer in plan.peers:
-            session = self.sessions.get(peer.name)
-            if session is not None and self._local_for(plan, peer) == session.local:
-                if session.peer == peer and not (
+            driver = self.peers.get(peer.name)
+            if driver is not None and self._local_for(plan, peer) == driver.local:
+                if driver.peer == peer and not (
                     anchors_changed and peer.auth.method is AuthMethod.PUBKEY
                 ):
                     continue  # untouched: its SAs are not disturbed
-                if same_tunnel(session.peer, peer) and self._update_in_place(plan, peer, session):
+                if same_tunnel(driver.peer, peer) and self._update_in_place(plan, peer, driver):
                     continue  # only our own timers changed: nothing to re-negotiate
-            self._add_or_change_peer(plan, peer, session, first)
+            failure = self._add_or_change_peer(plan, peer, driver, first)
+            if failure is not None:
+                failed.append(failure)
         self._rebuild_address_map()
         self._answer_early()
         # IKE unsendable to an address no peer has any more is no one's problem now.
         sending = [p for p in self.board.of(ProblemKind.SOCKET) if self._has_peer_at(p.subject)]
-        self.board.replace({ProblemKind.SOCKET}, sending, self._wall())
+        self.board.replace({ProblemKind.SOCKET}, sending, self.wall())
+        return PlanReport(tuple(found), tuple(failed))
 
     def ike_sas(self) -> Sequence[IkeSaReport]:
         stats = {}
         if self.dp is not None:
             for s in self.dp.stats().sas:
                 stats[(s.spi, s.direction)] = s
-        reports = []
-        mono, wall = self._now_or_zero(), self._wall()
-        for session in self.sessions.values():
-            sa = session.ike
-            if sa is not None and sa.last_heard is not None:
-                session.last_liveness_at = wall - (mono - sa.last_heard)
-            reports.append(session.report(stats))
-        return reports
+        return [peer.report(stats) for peer in self.peers.values()]
 
     def peers_up(self) -> int:
-        return sum(1 for s in self.sessions.values() if s.is_up)
+        return sum(1 for p in self.peers.values() if p.is_up)
 
     def ike_counters(self) -> dict[str, int]:
         """The whole-agent IKE counters by outcome: "malformed", "no_peer" …; of the
         requests that matched no peer when they came, "early_answered" were answered once
-        a plan had their peer and "early_dropped" were let go."""
+        a plan had their peer and "early_dropped" were let go; "internal_error" counts
+        input our own code failed on (logged with its traceback)."""
         counters = {name.removeprefix("ike_"): n for name, n in self.counters.items()}
         counters["early_dropped"] = self.early.dropped
         return counters
@@ -352,7 +388,7 @@ class Engine(IncomingDispatch):
 
     def problems(self) -> tuple[Problem, ...]:
         """The data plane's problems, then each peer that is not up after a failure."""
-        peers = (s.problem for s in self.sessions.values())
+        peers = (p.problem for p in self.peers.values())
         return self.board.current() + tuple(p for p in peers if p is not None)
 
     def drops(self) -> tuple[DropCount, ...]:
@@ -374,207 +410,366 @@ class Engine(IncomingDispatch):
                 out.append(DropCount(layer, DropReason.RECEIVE_BUFFER_FULL, overflowed))
             out.append(DropCount(layer, DropReason.SHORT, counters.rx_short))
             out.append(DropCount(layer, DropReason.MALFORMED, counters.rx_malformed))
-        rejected = self._closed_sa_drops + sum(sa.dropped for sa in self._owner)
+        rejected = self._closed_sa_drops + sum(d.sa.dropped for d in self._by_spi.values())
         out.append(DropCount(DropLayer.IKE_SA, DropReason.REJECTED, rejected))
         return tuple(out)
 
-    # -- peers ---------------------------------------------------------------------------
+    # -- the Rekey and CheckLiveness calls -------------------------------------------------
 
-    def _sas_of(self, session: PeerSession) -> list[IkeSa]:
-        return [sa for sa, owner in self._owner.items() if owner is session]
+    async def rekey(self, peers: Sequence[str], target: RekeyTarget) -> list[RekeyOutcome]:
+        outcomes: list[RekeyOutcome] = []
+        for name in peers:
+            pending = self.start_rekey(name, target)
+            outcomes.append(await pending.outcome())
+        return outcomes
 
-    def _initiate(self, session: PeerSession) -> None:
-        if session.config is None:
-            return
-        session.retry_timer = None
-        if not session.peer.remote_addresses:
-            # A peer with a dynamic address and no SA to learn one from: it must start.
-            current = session.ike
-            if current is None or current.peer is None:
-                session.note_error("no address to initiate to (dynamic address)", self._wall())
-                return
-            remote, port = current.peer[0], current.peer[1]
-        else:
-            remote = str(session.peer.remote_addresses[0])
-            port = session.peer.remote_port or IKE_PORT
-        sa = IkeSa(
-            session.config,
-            Role.INITIATOR,
-            (session.local, self._ike_port()) if session.local else None,
-        )
-        # Section 2.4: with no other IKE SA up with this peer, tell it so; it then drops
-        # whatever it still holds with us (we restarted, or lost ours).
-        sa.initial_contact = not any(
-            s.state is IkeSaState.ESTABLISHED for s in self._sas_of(session)
-        )
-        if session.ike is not None and not session.ike.is_closed:
-            if session.ike not in session.replacing:
-                session.replacing.append(session.ike)
-        else:
-            session.state = PeerState.CONNECTING
-        session.ike = sa
-        self._adopt(sa, session)
-        sa.initiate((str(remote), port), self.now())
-        self._service(sa)
+    def start_rekey(self, name: str, target: RekeyTarget) -> PendingRekey:
+        """Start rekeying ``name``'s SAs; the result settles as the SAs do (see
+        :class:`~.rekey.PendingRekey`), at the latest after REKEY_WAIT seconds."""
+        peer = self.peers.get(name)
+        if peer is None:
+            return PendingRekey.refused(name, NOT_IN_PLAN)
+        return peer.start_rekey(target)
 
-    def _initial_contact(self, session: PeerSession) -> None:
-        session.retry_timer = None
-        if self.sessions.get(session.name) is not session or self.stopped or session.held_down:
-            return
-        if any(not sa.is_closed for sa in self._sas_of(session)):
-            # The peer's own set-up is under way (we answered its IKE_SA_INIT): it does
-            # what initial contact would, and a second IKE SA would only be a duplicate.
-            return
-        if session.ike is None or session.ike.is_closed:
-            self._publish("initial_contact", session.name, "no IKE SA since start: initiating")
-            self._initiate(session)
+    async def check_liveness(self, peers: Sequence[str], wait: float) -> list[LivenessOutcome]:
+        """Send an empty INFORMATIONAL request (RFC 7296 section 1.4) on the IKE SA in
+        force with each of ``peers`` now, and report which answered within ``wait``
+        seconds. A check already in flight (the periodic one) is waited for instead."""
+        loop = asyncio.get_running_loop()
+        asked: dict[str, asyncio.Future[str]] = {}
+        answered_at: dict[str, float] = {}
+        refused: dict[str, str] = {}
+        started = self.now()
+        for name in peers:
+            peer = self.peers.get(name)
+            if peer is None:
+                refused[name] = NOT_IN_PLAN
+                continue
+            fut: asyncio.Future[str] = loop.create_future()
+            fut.add_done_callback(self._noting(answered_at, name))
+            refusal = peer.check_liveness(fut)
+            if refusal is not None:
+                refused[name] = refusal
+                fut.cancel()
+                continue
+            asked[name] = fut
+        if asked:
+            await asyncio.wait(asked.values(), timeout=wait)
+            await asyncio.sleep(0)  # let the done callbacks note the time
+        out = []
+        for name in peers:
+            waiter = asked.get(name)
+            if waiter is None:
+                out.append(LivenessOutcome(name, False, refused[name]))
+            elif not waiter.done():
+                waiter.cancel()
+                out.append(LivenessOutcome(name, False, f"no answer within {wait:g} s"))
+            elif waiter.cancelled() or waiter.result() != LIVENESS_ANSWERED:
+                detail = "engine stopped" if waiter.cancelled() else waiter.result()
+                out.append(LivenessOutcome(name, False, detail))
+            else:
+                rtt = max(0.0, answered_at.get(name, started) - started)
+                out.append(LivenessOutcome(name, True, round_trip=rtt))
+        return out
 
-    def _adopt(self, sa: IkeSa, session: PeerSession | None) -> None:
-        self._owner[sa] = session
-        self._created.setdefault(sa, self.now())
-        self._by_spi[sa.local_spi] = sa
+    def _noting(self, times: dict[str, float], name: str) -> Callable[[asyncio.Future[str]], None]:
+        """A done callback that notes when ``name``'s waiter was resolved."""
 
-    def _schedule_retry(self, session: PeerSession, reason: str) -> None:
-        if session.held_down:
-            session.state = PeerState.IDLE
-            return
-        session.attempts += 1
-        session.note_error(reason, self._wall())
-        if self.sessions.get(session.name) is not session or self.stopped:
-            return
-        if not (session.always_on and session.initiates):
-            session.state = PeerState.IDLE
-            return
-        delay = session.backoff() * self._rng.uniform(0.9, 1.1)
-        session.state = PeerState.RETRY_WAIT
-        if session.retry_timer is not None:
-            session.retry_timer.cancel()
-        session.retry_timer = self.scheduler.call_at(
-            self.now() + delay, lambda: self._retry(session)
-        )
-        self._publish("peer_retry", session.name, f"in {delay:.1f} s after: {reason}")
+        def note(_: asyncio.Future[str]) -> None:
+            times.setdefault(name, self.now())
 
-    def _retry(self, session: PeerSession) -> None:
-        session.retry_timer = None
-        if self.sessions.get(session.name) is not session or self.stopped or session.held_down:
-            return
-        if not session.is_up or session.replacement_pending:
-            self._initiate(session)
+        return note
 
     # -- the operator's initiate and terminate (PeerControl) ------------------------------
 
-    def _session_named(self, name: str) -> PeerSession:
-        session = self.sessions.get(name)
-        if session is None:
-            known = ", ".join(sorted(self.sessions)) or "none"
+    def _peer_named(self, name: str) -> PeerDriver:
+        peer = self.peers.get(name)
+        if peer is None:
+            known = ", ".join(sorted(self.peers)) or "none"
             raise PeerControlError(f"no peer {name!r} in the plan in force (peers: {known})")
-        return session
+        return peer
 
     def initiate_peer(self, name: str) -> str:
-        session = self._session_named(name)
+        peer = self._peer_named(name)
         if self.stopped:
             raise PeerControlError("the engine is stopping")
-        if session.config is None:
-            raise PeerControlError(f"peer {name} cannot be configured: {session.last_error}")
-        session.held_down = False
-        current = session.ike
-        if current is not None and not current.is_closed:
-            if session.is_up:
-                return f"{name}: IKE SA already established"
-            return f"{name}: IKE SA already being set up ({current.state.value})"
-        if session.retry_timer is not None:
-            session.retry_timer.cancel()
-        session.attempts = 0
-        self._publish("initiate", name, "by the operator")
-        self._initiate(session)
-        return f"{name}: initiating"
+        if peer.config is None:
+            raise PeerControlError(f"peer {name} cannot be configured: {peer.last_error}")
+        return peer.initiate_by_operator()
 
     def terminate_peer(self, name: str) -> str:
-        session = self._session_named(name)
-        session.held_down = True
-        if session.retry_timer is not None:
-            session.retry_timer.cancel()
-            session.retry_timer = None
-        live = [sa for sa in self._sas_of(session) if not sa.is_closed]
-        if not live:
-            session.state = PeerState.IDLE
-            return f"{name}: no IKE SA; not started again until initiate"
-        self._publish("terminate", name, f"by the operator: deleting {len(live)} IKE SA(s)")
-        for sa in live:
-            self._delete_sa(sa)
-        return f"{name}: deleting {len(live)} IKE SA(s); not started again until initiate"
+        return self._peer_named(name).terminate_by_operator()
 
-    # -- driving IKE SAs ------------------------------------------------------------------
+    # -- peers come, change and go -----------------------------------------------------------
 
-    def _service(self, sa: IkeSa) -> None:
-        """After any input: send what the SA queued, handle its events, re-arm its timer."""
-        now = self.now()
-        endpoint = self.endpoint
-        for data, addr in sa.datagrams_to_send(now):
-            if endpoint is None:
-                continue
-            where = f"{addr[0]}:{addr[1]}"
-            try:
-                endpoint.send_ike(data, addr, self._via_natt(sa, addr))
-            except OSError as exc:  # no port 500 socket, a closed endpoint, no route
-                log.info("cannot send IKE to %s: %s", where, exc)
-                message = f"cannot send IKE: {exc}"
-                self.board.set(Problem(ProblemKind.SOCKET, where, message), self._wall())
-            else:
-                self.board.clear(ProblemKind.SOCKET, where)
-        while (event := sa.next_event()) is not None:
-            try:
-                self._handle_event(sa, event)
-            except Exception:
-                log.exception("handling %s failed", type(event).__name__)
-        self._arm(sa)
-
-    def _via_natt(self, sa: IkeSa, addr: Address) -> bool:
-        if addr[1] == NATT_PORT or self._last_port.get(sa) == self._natt_port():
-            return True
-        return sa.is_initiator and sa.encap
-
-    def _arm(self, sa: IkeSa) -> None:
-        current = self._timers.get(sa)
-        if sa.is_closed:
-            if current is not None:
-                current[1].cancel()
-            self._forget(sa)
-            return
-        deadline = sa.get_timer()
-        if current is not None:
-            if current[0] == deadline:
-                return
-            current[1].cancel()
-            del self._timers[sa]
-        if deadline is not None and not self.stopped:
-            handle = self.scheduler.call_at(deadline, lambda: self._on_timer(sa))
-            self._timers[sa] = (deadline, handle)
-
-    def _on_timer(self, sa: IkeSa) -> None:
-        self._timers.pop(sa, None)
-        sa.handle_timer(self.now())
-        self._service(sa)
-
-    def _forget(self, sa: IkeSa) -> None:
-        if self._owner.pop(sa, _NOT_OWNED) is not _NOT_OWNED:
-            self._closed_sa_drops += sa.dropped
-        self._timers.pop(sa, None)
-        self._last_port.pop(sa, None)
-        self._created.pop(sa, None)
-        if self._by_spi.get(sa.local_spi) is sa:
-            del self._by_spi[sa.local_spi]
-
-    def _delete_sa(self, sa: IkeSa) -> None:
-        now = self.now()
+    def _add_or_change_peer(
+        self, plan: AgentPlan, peer: Peer, old: PeerDriver | None, first: bool = False
+    ) -> PeerFailure | None:
+        """A peer new in the plan, or changed beyond :func:`same_tunnel`: a new driver
+        (which takes over a changed peer's SAs). A peer that cannot be configured gets a
+        driver that only reports why; that is returned as a failure."""
+        local = self._local_for(plan, peer)
         try:
-            if sa.state in (IkeSaState.ESTABLISHED, IkeSaState.REKEYED):
-                sa.delete(now)
-            elif not sa.is_closed and sa.state is not IkeSaState.DELETING:
-                sa.fail("deleted by us before it was established")
-        except LocalError as exc:
-            log.debug("delete %r: %s", sa, exc)
-        self._service(sa)
+            config = translate.ike_config(plan, peer, self.ike_credentials)
+        except translate.PeerConfigError as exc:
+            log.error("%s", exc)
+            if old is not None:
+                self._remove_peer(peer.name)
+            driver = PeerDriver(peer, None, local, self)
+            driver.note_error(str(exc), self.wall())
+            self.peers[peer.name] = driver
+            self.publish("peer_error", peer.name, str(exc))
+            return PeerFailure(peer.name, str(exc))
+        driver = PeerDriver(peer, config, local, self)
+        driver.gate = IkeResponderGate(
+            config, local=(local, self.ike_port()) if local else None, table=self.half_open
+        )
+        self.peers[peer.name] = driver
+        if old is None:
+            self.publish("peer_added", peer.name, f"{peer.start_action.name.lower()}")
+            driver.start(first)
+        else:
+            self.publish("peer_changed", peer.name, "re-establishing")
+            driver.take_over(old)
+        return None
+
+    def _update_in_place(self, plan: AgentPlan, peer: Peer, driver: PeerDriver) -> bool:
+        """Put a peer whose change is local (liveness checks, lifetimes, keepalives, the
+        CAs it accepts, the plan's trust anchors) in force without touching its SAs.
+        False when the new configuration cannot be made (the caller replaces the peer)."""
+        try:
+            config = translate.ike_config(plan, peer, self.ike_credentials)
+        except translate.PeerConfigError:
+            return False
+        driver.update_in_place(peer, config)
+        self.publish("peer_changed", peer.name, "updated in place (no new SA needed)")
+        return True
+
+    def _remove_peer(self, name: str) -> None:
+        self.peers.pop(name).remove()
+        self.publish("peer_removed", name, "")
+
+    CREDENTIAL_HANDOVER_DELAY = 2.0
+    """Seconds the plan's responder gives its peer to re-establish a certificate tunnel
+    after our credentials changed, before starting the new IKE SA itself."""
+
+    def replace_ike_credentials(self, credentials: translate.IkeCredentials) -> int:
+        """Use ``credentials`` from now on and re-establish every certificate peer with
+        them, make-before-break, as a changed peer (its SAs carry traffic until the new
+        IKE SA has its child). PSK peers are not touched. Returns the number of
+        certificate peers handed over.
+
+        Where the plan makes the other side the initiator, the SA in force stays
+        authenticated with our old certificate until a new one is made. The peer may be
+        changing its credentials at the same moment and re-establish anyway (with our
+        new certificate: the responder side already answers with it); both starting at
+        once would cross (RFC 7296 section 2.8.1), so we start ourselves only if no new
+        IKE SA came within :attr:`CREDENTIAL_HANDOVER_DELAY`."""
+        self.ike_credentials = credentials
+        plan = self.plan
+        if plan is None or self.stopped:
+            return 0
+        count = 0
+        changed_at = self.now()
+        for peer in plan.peers:
+            if peer.auth.method is not AuthMethod.PUBKEY:
+                continue
+            self._add_or_change_peer(plan, peer, self.peers.get(peer.name))
+            count += 1
+            driver = self.peers[peer.name]
+            current = driver.ike
+            if (
+                driver.config is not None
+                and not driver.initiates
+                and current is not None
+                and current.state is IkeSaState.ESTABLISHED
+            ):
+                delay = self.CREDENTIAL_HANDOVER_DELAY * self.rng.uniform(0.9, 1.1)
+                driver.reauthenticate_after(delay, changed_at)
+        self._rebuild_address_map()
+        return count
+
+    # -- incoming datagrams -----------------------------------------------------------
+
+    def _on_ike(self, data: bytes, addr: Address, local_port: int) -> None:
+        try:
+            self._dispatch_ike(data, addr, local_port)
+        except ProtocolError:
+            # The peer's fault (malformed, refused input): counted and dropped quietly.
+            self.counters["ike_malformed"] += 1
+        except Exception:  # our own bug: nothing a peer sends may stop the engine
+            self._internal_error("IKE datagram from %s:%d", *addr)
+        while (notice := self.half_open.next_notice()) is not None:
+            log.warning(
+                "dropped %d IKE message(s) over %s=%d since the last such line, the latest "
+                "from %s; established SAs are not affected (raise ike_limits.%s in the "
+                "agent config if this is legitimate load)",
+                notice.refused,
+                notice.limit.value,
+                notice.value,
+                notice.source,
+                notice.limit.value,
+            )
+
+    def _internal_error(self, what: str, *args: object) -> None:
+        """Our own code failed on some input: logged with its traceback, counted apart
+        from the peers' faults (``ike_counters()["internal_error"]``)."""
+        self.counters["ike_internal_error"] += 1
+        log.exception("internal error handling " + what, *args)
+
+    def _dispatch_ike(self, data: bytes, addr: Address, local_port: int) -> None:
+        if len(data) < 28:
+            self.counters["ike_malformed"] += 1
+            return
+        spi_i, spi_r, flags = data[0:8], data[8:16], data[19]
+        from_initiator = bool(flags & 0x08)  # RFC 7296 section 3.1: the I flag
+        ours = spi_r if from_initiator else spi_i
+        if from_initiator and ours == bytes(8):
+            self._new_responder(data, addr, local_port)
+            return
+        driver = self._by_spi.get(ours)
+        if driver is None:
+            self.counters["ike_unknown_spi"] += 1
+            return
+        driver.receive(data, addr, local_port)
+
+    def _responder_names(self, addr: Address) -> list[str]:
+        """The plan peers an IKE_SA_INIT from ``addr`` may be for, the likeliest first."""
+        names = self._by_address.get(addr[0], [])
+        if not names:
+            # No peer has this address: the peer with none (it has a dynamic address, or
+            # sits behind a NAT not declared) is the one it can be; IKE_AUTH then checks
+            # its identity (remote_id).
+            names = [p.name for p in self.peers.values() if p.peer.dynamic_address]
+        if not names:
+            # Behind a NAT the source is not a plan address: the only responder-side peer
+            # the plan has behind a NAT, if there is exactly one, is the one it can be.
+            # Any other peer is reached at its own addresses: a stranger's IKE_SA_INIT
+            # must not become the business of a peer that does not move.
+            names = [
+                p.name
+                for p in self.peers.values()
+                if not p.peer.initiator and p.peer.nat.remote_behind_nat
+            ]
+            if len(names) != 1:
+                return []
+        return names
+
+    def _new_responder(self, data: bytes, addr: Address, local_port: int) -> None:
+        """An IKE_SA_INIT request (zero responder SPI): through the responder gate of the
+        plan peer its source belongs to (RFC 7296 section 2.6, cookies under load)."""
+        try:
+            parse_message(data)
+        except ProtocolError:
+            self.counters["ike_malformed"] += 1
+            return
+        names = self._responder_names(addr)
+        if not names:
+            self.counters["ike_no_peer"] += 1
+            self.unmatched.record(addr)
+            self.early.keep(EarlyRequest(data, addr, local_port, self.now()))
+            left_out = self.untrusted_log.admit("no-peer", self.now())
+            if left_out is not None:
+                more = f" ({left_out} more since)" if left_out else ""
+                log.info(
+                    "IKE_SA_INIT from %s:%d matches no peer of the plan%s; kept %g s for a "
+                    "plan that has its peer",
+                    *addr,
+                    more,
+                    EARLY_MAX_AGE,
+                )
+            return
+        peer = self.peers[names[0]]
+        gate = peer.gate
+        if gate is None:
+            self.counters["ike_no_peer"] += 1
+            return
+        decision = gate.receive_datagram(data, addr, self.now(), self.wall())
+        if decision.reply is not None and self.endpoint is not None:
+            self.endpoint.send_ike(decision.reply, addr, local_port == self._natt_port())
+        if decision.refusal is GateRefusal.COOKIE_REQUIRED:
+            self.counters["cookies_sent"] += 1
+        elif decision.refusal is not None and decision.limit is None:  # the table counts caps
+            self.counters["ike_refused"] += 1
+        sa = decision.sa
+        if sa is None:
+            return
+        if decision.new:
+            driver = peer.adopt_responder(sa)
+        else:
+            driver = self._by_spi.get(sa.local_spi) or self.driver_of(sa)
+        driver.last_port = local_port
+        driver.service()
+
+    def _answer_early(self) -> None:
+        """Feed the kept IKE_SA_INIT requests whose source the plan now has a peer for
+        through that peer's responder gate (the reply goes to the original request, and
+        its retransmissions then meet the cached reply, RFC 7296 section 2.1); let the
+        others go, counted."""
+        for request in self.early.take(self.now()):
+            if self._responder_names(request.addr):
+                self.counters["ike_early_answered"] += 1
+                self._on_ike(request.data, request.addr, request.local_port)
+            else:
+                self.early.dropped += 1
+
+    # -- the data plane's calls ----------------------------------------------------------
+
+    def _on_acquire(self, acquire: Acquire) -> None:
+        peer = self.peers.get(acquire.policy)
+        if peer is not None:
+            peer.on_acquire()
+
+    def _on_sa_event(self, policy: str, event: SadEvent) -> None:
+        peer = self.peers.get(policy)
+        if peer is None:
+            return
+        if isinstance(event, RekeyRequested):
+            peer.on_volume_limit(event.spi)
+        elif isinstance(event, SaExpired):
+            self.publish("child_expired", policy, f"SPI {event.spi:08x} {event.reason}")
+
+    # -- the SA registry and sockets (SaHost, PeerHost) -------------------------------------
+
+    def adopt(self, sa: IkeSa, owner: SaOwner | None) -> SaDriver:
+        driver = SaDriver(sa, owner, self)
+        self._by_spi[sa.local_spi] = driver
+        return driver
+
+    def driver_of(self, sa: IkeSa) -> SaDriver:
+        found = self._by_spi.get(sa.local_spi)
+        if found is not None and found.sa is sa:
+            return found
+        return SaDriver(sa, None, self)  # forgotten already: flushes what is left
+
+    def forget(self, driver: SaDriver) -> None:
+        sa = driver.sa
+        if self._by_spi.get(sa.local_spi) is driver:
+            del self._by_spi[sa.local_spi]
+            self._closed_sa_drops += sa.dropped
+
+    def event_failed(self, driver: SaDriver, event: IkeEvent) -> None:
+        self._internal_error("%s of %r", type(event).__name__, driver.sa)
+
+    def send_ike(self, driver: SaDriver, data: bytes, addr: Address) -> None:
+        endpoint = self.endpoint
+        if endpoint is None:
+            return
+        where = f"{addr[0]}:{addr[1]}"
+        try:
+            endpoint.send_ike(data, addr, self._via_natt(driver, addr))
+        except OSError as exc:  # no port 500 socket, a closed endpoint, no route
+            log.info("cannot send IKE to %s: %s", where, exc)
+            message = f"cannot send IKE: {exc}"
+            self.board.set(Problem(ProblemKind.SOCKET, where, message), self.wall())
+        else:
+            self.board.clear(ProblemKind.SOCKET, where)
+
+    def _via_natt(self, driver: SaDriver, addr: Address) -> bool:
+        if addr[1] == NATT_PORT or driver.last_port == self._natt_port():
+            return True
+        sa = driver.sa
+        return sa.is_initiator and sa.encap
 
     # -- small things ----------------------------------------------------------------------
 
@@ -592,7 +787,7 @@ class Engine(IncomingDispatch):
             self.keepalive.add_peer(addr)
         self.keepalive.start()
 
-    def _nat_keepalive(self, addr: Address, on: bool) -> None:
+    def nat_keepalive(self, addr: Address, on: bool) -> None:
         if self.keepalive is None:
             return
         if on:
@@ -610,17 +805,14 @@ class Engine(IncomingDispatch):
                 return found
         return translate.local_address(plan, peer)
 
-    def _owner_of(self, sa: IkeSa) -> PeerSession | None:
-        return self._owner.get(sa)
-
     def _rebuild_address_map(self) -> None:
         self._by_address = {}
-        for session in self.sessions.values():
-            for address in session.peer.remote_addresses:
-                self._by_address.setdefault(str(address), []).append(session.name)
+        for driver in self.peers.values():
+            for address in driver.peer.remote_addresses:
+                self._by_address.setdefault(str(address), []).append(driver.name)
         # A responder-side peer first: the address's own initiations are for it.
         for names in self._by_address.values():
-            names.sort(key=lambda n: self.sessions[n].peer.initiator)
+            names.sort(key=lambda n: self.peers[n].peer.initiator)
 
     def _has_peer_at(self, where: str) -> bool:
         """Whether ``where`` ("host:port", as SOCKET problems name it) is a plan peer's
@@ -628,9 +820,9 @@ class Engine(IncomingDispatch):
         host = where.rpartition(":")[0]
         if host in self._by_address:
             return True
-        return any(sa.peer is not None and sa.peer[0] == host for sa in self._owner)
+        return any(d.sa.peer is not None and d.sa.peer[0] == host for d in self._by_spi.values())
 
-    def _ike_port(self) -> int:
+    def ike_port(self) -> int:
         port = getattr(self.endpoint, "ike_port", None)
         return int(port) if port else IKE_PORT
 
@@ -641,6 +833,33 @@ class Engine(IncomingDispatch):
     def _now_or_zero(self) -> float:
         return self._scheduler.now() if self._scheduler is not None else 0.0
 
-    def _publish(self, kind: str, peer: str, detail: str) -> None:
+    def publish(self, kind: str, peer: str, detail: str) -> None:
         log.info("%s %s: %s", peer or "-", kind, detail)
-        self.events.publish(SaEventReport(kind, peer, detail, self._wall()))
+        self.events.publish(SaEventReport(kind, peer, detail, self.wall()))
+
+
+def same_tunnel(old: Peer, new: Peer) -> bool:
+    """Whether ``new`` differs from ``old`` only in what this end decides alone: the
+    liveness check (RFC 7296 section 2.4), lifetimes (not negotiated in IKEv2, section
+    2.8), NAT keepalives (RFC 3948 section 4), whether an IKE_SA_INIT from an unknown
+    address may be routed to the peer, and which CAs it accepts the peer's certificate
+    from. Such a change needs no new SA."""
+    auth = new.auth
+    if old.auth.method is AuthMethod.PUBKEY and auth.method is AuthMethod.PUBKEY:
+        auth = dataclasses.replace(
+            auth,
+            ca_fingerprint=old.auth.ca_fingerprint,
+            accepted_ca_fingerprints=old.auth.accepted_ca_fingerprints,
+        )
+    local_only = dataclasses.replace(
+        new,
+        auth=auth,
+        dpd=old.dpd,
+        lifetimes=old.lifetimes,
+        nat=dataclasses.replace(
+            new.nat,
+            keepalive_seconds=old.nat.keepalive_seconds,
+            remote_behind_nat=old.nat.remote_behind_nat,
+        ),
+    )
+    return local_only == old

@@ -47,6 +47,22 @@ class Limit(enum.Enum):
     PREAUTH_FRAGMENT_BYTES = "preauth_fragment_bytes"
 
 
+class GateRefusal(enum.Enum):
+    """Why a responder gate created no IKE SA for an IKE_SA_INIT request; the value is
+    the reason's first words as logs show them."""
+
+    COOKIE_REQUIRED = "cookie required"
+    """Over the half-open threshold: a stateless COOKIE answer went back (section 2.6)."""
+    BAD_COOKIE = "bad cookie"
+    """The request carried a COOKIE we did not give (or one too old): challenged again."""
+    NOT_INIT_REQUEST = "not an IKE_SA_INIT request"
+    MALFORMED = "malformed"
+    REFUSED = "refused"
+    """Answered with an error Notify and no state (INVALID_KE_PAYLOAD, INVALID_SYNTAX …)."""
+    OVER_LIMIT = "over"
+    """Over one of the :class:`Limit` caps: dropped, counted in the table."""
+
+
 @dataclass(frozen=True)
 class ResponderLimits:
     half_open_per_source: int = 16

@@ -16,7 +16,7 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .admission import HalfOpenTable, Limit
+from .admission import GateRefusal, HalfOpenTable, Limit
 from .config import IkeConfig
 from .constants import IKE_HEADER_LENGTH, ExchangeType, HeaderFlag, NotifyType
 from .errors import LocalError, ProtocolError
@@ -39,8 +39,10 @@ class GateDecision:
     """``sa`` was created now: the caller must start routing to ``sa.local_spi``."""
     reply: bytes | None = None
     """A stateless answer (COOKIE) to send back to the datagram's source."""
+    refusal: GateRefusal | None = None
+    """Why nothing was created (None: an SA took the datagram)."""
     reason: str = ""
-    """Why nothing was created: ``cookie required``, ``bad cookie``, ``not an
+    """The refusal as logs say it: ``cookie required``, ``bad cookie``, ``not an
     IKE_SA_INIT request``, ``malformed: ...``, ``refused: <notify>: ...`` (answered
     without state), ``over <limit> (<value>)``."""
     limit: Limit | None = None
@@ -132,6 +134,7 @@ class IkeResponderGate:
         if len(data) > limits.preauth_message_bytes:
             self.table.refuse(Limit.PREAUTH_MESSAGE_BYTES, addr[0], now)
             return GateDecision(
+                refusal=GateRefusal.OVER_LIMIT,
                 reason=f"over preauth_message_bytes ({limits.preauth_message_bytes})",
                 limit=Limit.PREAUTH_MESSAGE_BYTES,
             )
@@ -139,7 +142,9 @@ class IkeResponderGate:
             message = parse_message(data)
         except ProtocolError as exc:
             self.refused += 1
-            return GateDecision(reply=_refusal(data, exc), reason=f"malformed: {exc}")
+            return GateDecision(
+                reply=_refusal(data, exc), refusal=GateRefusal.MALFORMED, reason=f"malformed: {exc}"
+            )
         header = message.header
         if (
             header.exchange_type != ExchangeType.IKE_SA_INIT
@@ -149,7 +154,9 @@ class IkeResponderGate:
             or header.spi_r != bytes(8)
         ):
             self.refused += 1
-            return GateDecision(reason="not an IKE_SA_INIT request")
+            return GateDecision(
+                refusal=GateRefusal.NOT_INIT_REQUEST, reason="not an IKE_SA_INIT request"
+            )
         known = self.table.find(self, addr, header.spi_i)
         if known is not None and known.sa.state is IkeSaState.INIT_DONE:
             known.sa.receive_datagram(data, addr, now, wall)  # a retransmission: replayed
@@ -157,7 +164,10 @@ class IkeResponderGate:
         nonce = next((p.data for p in message.payloads if isinstance(p, NoncePayload)), None)
         if nonce is None:
             self.refused += 1
-            return GateDecision(reason="malformed: IKE_SA_INIT request without Nonce")
+            return GateDecision(
+                refusal=GateRefusal.MALFORMED,
+                reason="malformed: IKE_SA_INIT request without Nonce",
+            )
         if self.half_open(now) >= self.half_open_threshold:
             first = message.payloads[0] if message.payloads else None
             # Section 2.6: the cookie comes back as the first payload.
@@ -165,18 +175,24 @@ class IkeResponderGate:
                 if not self._cookie_ok(first.data, nonce, addr, header.spi_i):
                     self.refused += 1
                     return GateDecision(
-                        reply=self._challenge(message, nonce, addr), reason="bad cookie"
+                        reply=self._challenge(message, nonce, addr),
+                        refusal=GateRefusal.BAD_COOKIE,
+                        reason="bad cookie",
                     )
             else:
                 self.cookies_sent += 1
                 return GateDecision(
-                    reply=self._challenge(message, nonce, addr), reason="cookie required"
+                    reply=self._challenge(message, nonce, addr),
+                    refusal=GateRefusal.COOKIE_REQUIRED,
+                    reason="cookie required",
                 )
         # strongSwan's order: the cookie first (it costs no state), then the caps.
         limit = self.table.admit(self, addr[0], now)
         if limit is not None:
             value = self.table.limits.value(limit)
-            return GateDecision(reason=f"over {limit.value} ({value})", limit=limit)
+            return GateDecision(
+                refusal=GateRefusal.OVER_LIMIT, reason=f"over {limit.value} ({value})", limit=limit
+            )
         sa = IkeSa(self.config, Role.RESPONDER, self.local)
         sa.receive_datagram(data, addr, now, wall)
         if sa.state is IkeSaState.CREATED:
@@ -185,7 +201,9 @@ class IkeResponderGate:
             self.refused += 1
             replies = sa.datagrams_to_send(now)
             return GateDecision(
-                reply=replies[0][0] if replies else None, reason=f"refused: {sa.last_refusal}"
+                reply=replies[0][0] if replies else None,
+                refusal=GateRefusal.REFUSED,
+                reason=f"refused: {sa.last_refusal}",
             )
         if sa.state is IkeSaState.INIT_DONE:
             sa.half_open_slot = self.table.add(

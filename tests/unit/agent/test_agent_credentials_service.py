@@ -21,6 +21,7 @@ from vpnfleet.agent.sink import (
     AdmissionReport,
     DropCount,
     IkeSaReport,
+    PlanReport,
     Problem,
     RekeyOutcome,
     RekeyTarget,
@@ -61,8 +62,9 @@ class EngineSink:
     def data_plane(self) -> bool:
         return True
 
-    async def put_in_force(self, plan: AgentPlan) -> None:
+    async def put_in_force(self, plan: AgentPlan) -> PlanReport:
         self.plans.append(plan)
+        return PlanReport()
 
     def ike_sas(self) -> Sequence[IkeSaReport]:
         return ()

@@ -36,6 +36,7 @@ from vpnfleet.agent.sink import (
     EventHub,
     IkeSaReport,
     NatState,
+    PlanReport,
     Problem,
     ProblemKind,
     RekeyOutcome,
@@ -62,7 +63,7 @@ class FakeSink:
     def data_plane(self) -> bool:
         return True
 
-    async def put_in_force(self, plan: Any) -> None:
+    async def put_in_force(self, plan: Any) -> PlanReport:
         raise AssertionError("not used")
 
     def ike_sas(self) -> Sequence[IkeSaReport]:

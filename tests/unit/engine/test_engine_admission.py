@@ -51,7 +51,7 @@ async def test_half_open_over_a_cap_is_dropped_counted_and_logged_once(
     (up,) = agents["b"].status().ike_sas
     assert up.state == "established"
     engine = fleet["b"].engine
-    with caplog.at_level(logging.WARNING, logger="vpnfleet.agent.engine.incoming"):
+    with caplog.at_level(logging.WARNING, logger="vpnfleet.agent.engine.engine"):
         for port in range(40000, 40006):  # a's address, other ports: one source
             flood = IkeSa(stranger(), Role.INITIATOR)
             flood.initiate(B, engine.now())
@@ -86,7 +86,7 @@ async def test_an_ike_sa_init_refused_without_state_leaves_nothing_behind(tmp_pa
     agents = await services(fleet, tmp_path)
     await agents["b"].apply(message("b", "a"), dry_run=False)
     engine = fleet["b"].engine
-    held = len(engine._owner)
+    held = len(engine._by_spi)
     wrong_group = dataclasses.replace(
         stranger(),
         ike_proposals=(
@@ -102,7 +102,7 @@ async def test_an_ike_sa_init_refused_without_state_leaves_nothing_behind(tmp_pa
         flood.initiate(B, engine.now())
         ((data, _),) = flood.datagrams_to_send(engine.now())
         engine._on_ike(data, ("192.0.2.1", port), 500)
-    assert len(engine._owner) == held and len(engine._created) == held
+    assert len(engine._by_spi) == held
     assert len(answers) == 10
     for answer in answers:
         (notify,) = parse_message(answer).payloads

@@ -175,17 +175,17 @@ async def test_a_second_ca_is_accepted_in_place_and_admits_its_certificates(
         (tmp_path / "fleet" / "pki" / "ca.pem").read_bytes(),
         ca(tmp_path / "next"),
     )
-    old_ike, old_spis = a.engine.sessions["b"].ike, a.child_spis("b")
+    old_ike, old_spis = a.engine.peers["b"].ike, a.child_spis("b")
     both = [fleet_pem, next_pem]
     await fleet.apply("a", pubkey_plan("a", ["b"], both, accepted=(next_pem,), generation=2))
     await fleet.apply("b", pubkey_plan("b", ["a"], both, accepted=(next_pem,), generation=2))
     fleet.advance(5)
-    assert a.engine.sessions["b"].ike is old_ike and a.child_spis("b") == old_spis
+    assert a.engine.peers["b"].ike is old_ike and a.child_spis("b") == old_spis
     for node in (a, b):
         assert [e.detail for e in node.events("peer_changed")] == [
             "updated in place (no new SA needed)"
         ]
-    config = a.engine.sessions["b"].config
+    config = a.engine.peers["b"].config
     assert config is not None and config.certificates is not None
     assert {translate.ca_fingerprint(c) for c in config.certificates.trust_anchors} == {
         pki.fingerprint(fleet_pem),
@@ -198,7 +198,7 @@ async def test_a_second_ca_is_accepted_in_place_and_admits_its_certificates(
     await b.engine.start()
     await fleet.apply("b", pubkey_plan("b", ["a"], both, accepted=(next_pem,), generation=2))
     fleet.advance(5)
-    new_ike = a.engine.sessions["b"].ike
+    new_ike = a.engine.peers["b"].ike
     assert new_ike is not old_ike and a.engine.peers_up() == b.engine.peers_up() == 1
     assert a.events("ike_failed") == [] and b.events("ike_failed") == []
     packet = udp4("10.1.0.5", "10.2.0.7", b"under the next CA")
@@ -214,11 +214,11 @@ async def test_trust_anchor_change_alone_reaches_the_certificate_peers(tmp_path:
     a = fleet["a"]
     fleet_pem = (tmp_path / "fleet" / "pki" / "ca.pem").read_bytes()
     other_pem = (tmp_path / "other" / "pki" / "ca.pem").read_bytes()
-    old_ike = a.engine.sessions["b"].ike
-    before = a.engine.sessions["b"].config
+    old_ike = a.engine.peers["b"].ike
+    before = a.engine.peers["b"].config
     await fleet.apply("a", pubkey_plan("a", ["b"], [fleet_pem], generation=2))
-    assert a.engine.sessions["b"].ike is old_ike
-    assert a.engine.sessions["b"].config is not before
+    assert a.engine.peers["b"].ike is old_ike
+    assert a.engine.peers["b"].config is not before
     await fleet.apply("a", pubkey_plan("a", ["b"], [fleet_pem, other_pem], generation=3))
     assert [e.detail for e in a.events("peer_changed")] == [
         "updated in place (no new SA needed)"
@@ -234,11 +234,11 @@ async def test_a_crl_reaches_the_certificate_peers_in_place_and_refuses_a_revoke
     fleet = await start_pair(tmp_path)
     a, b = fleet["a"], fleet["b"]
     fleet_pem = (tmp_path / "fleet" / "pki" / "ca.pem").read_bytes()
-    old_ike = b.engine.sessions["a"].ike
+    old_ike = b.engine.peers["a"].ike
     pki.revoke_host(tmp_path / "fleet", "a")
     crls = pki.fleet_crls(tmp_path / "fleet")
     await fleet.apply("b", pubkey_plan("b", ["a"], [fleet_pem], generation=2, crls=crls))
-    assert b.engine.sessions["a"].ike is old_ike
+    assert b.engine.peers["a"].ike is old_ike
     assert [e.detail for e in b.events("peer_changed")] == ["updated in place (no new SA needed)"]
     a.engine.terminate_peer("b")
     fleet.advance(1)

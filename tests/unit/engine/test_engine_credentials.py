@@ -45,11 +45,11 @@ def assert_settled_on(fleet: Fleet, certificates: dict[str, IkeCredentials]) -> 
     assert a.events("child_down") == b.events("child_down") == []
     for node in (a, b):
         other = "b" if node.host == "a" else "a"
-        session = node.engine.sessions[other]
-        assert session.ike is not None and session.config is not None
-        assert session.ike.config.certificates is not None
-        assert session.ike.config.certificates.certificate == certificates[node.host].certificate
-        assert node.engine._sas_of(session) == [session.ike], node.host
+        driver = node.engine.peers[other]
+        assert driver.ike is not None and driver.config is not None
+        assert driver.ike.config.certificates is not None
+        assert driver.ike.config.certificates.certificate == certificates[node.host].certificate
+        assert driver.sas() == [driver.ike], node.host
         (report,) = node.engine.ike_sas()
         (child,) = report.children
         assert child.state == "installed" and child.integrity_failures == 0
@@ -65,7 +65,7 @@ def assert_settled_on(fleet: Fleet, certificates: dict[str, IkeCredentials]) -> 
 async def test_initiator_swaps_its_certificate_without_losing_a_packet(tmp_path: Path) -> None:
     fleet, keys = await certificate_pair(tmp_path)
     a, b = fleet["a"], fleet["b"]
-    old_ike = a.engine.sessions["b"].ike
+    old_ike = a.engine.peers["b"].ike
     new_a = keys.credentials("a", "new")
     traffic = Traffic(fleet, fleet["a"], fleet["b"])
     traffic.tick()
@@ -75,7 +75,7 @@ async def test_initiator_swaps_its_certificate_without_losing_a_packet(tmp_path:
     fleet.advance(5)
     traffic.settle()
     assert len(traffic.sent_ab) >= 6  # traffic crossed every step of the exchange
-    assert a.engine.sessions["b"].ike is not old_ike
+    assert a.engine.peers["b"].ike is not old_ike
     assert_settled_on(fleet, {"a": new_a, "b": b.engine.ike_credentials})  # type: ignore[dict-item]
 
 
@@ -84,7 +84,7 @@ async def test_responder_swaps_its_certificate_and_starts_the_new_sa(tmp_path: P
     would wait for a's next authentication."""
     fleet, keys = await certificate_pair(tmp_path)
     a, b = fleet["a"], fleet["b"]
-    old_ike = b.engine.sessions["a"].ike
+    old_ike = b.engine.peers["a"].ike
     assert old_ike is not None and not old_ike.is_initiator
     new_b = keys.credentials("b", "new")
     traffic = Traffic(fleet, fleet["a"], fleet["b"])
@@ -94,7 +94,7 @@ async def test_responder_swaps_its_certificate_and_starts_the_new_sa(tmp_path: P
     traffic.tick()
     fleet.advance(5)
     traffic.settle()
-    new_ike = b.engine.sessions["a"].ike
+    new_ike = b.engine.peers["a"].ike
     assert new_ike is not old_ike and new_ike is not None and new_ike.is_initiator
     assert [e.detail for e in b.events("reauthenticate")] == ["new IKE certificate: initiating"]
     assert_settled_on(fleet, {"a": a.engine.ike_credentials, "b": new_b})  # type: ignore[dict-item]
@@ -143,12 +143,12 @@ async def test_psk_peers_are_not_touched(tmp_path: Path) -> None:
     await fleet.start()
     await fleet.mesh()  # the sample plans: PSK
     a = fleet["a"]
-    before = a.engine.sessions["b"].ike
+    before = a.engine.peers["b"].ike
     spis = a.child_spis("b")
     new_a = keys.credentials("a", "new")
     assert a.engine.replace_ike_credentials(new_a) == 0
     fleet.advance(5)
-    assert a.engine.sessions["b"].ike is before and a.child_spis("b") == spis
+    assert a.engine.peers["b"].ike is before and a.child_spis("b") == spis
     assert a.engine.ike_credentials is new_a
     assert a.events("peer_changed") == []
 

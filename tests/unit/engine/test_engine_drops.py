@@ -54,7 +54,7 @@ async def test_each_drop_is_exported_once_with_one_spelling(tmp_path: Path) -> N
     await fleet.mesh()
     b = fleet["b"]
     assert b.engine.peers_up() == 1
-    ike = b.engine.sessions["a"].ike
+    ike = b.engine.peers["a"].ike
     assert ike is not None
 
     # ESP under an SPI b never gave out (RFC 4303 section 3.4.2: dropped, counted).
@@ -86,7 +86,7 @@ async def test_rejected_ike_messages_survive_the_ike_sa_that_counted_them() -> N
     await fleet.start()
     await fleet.mesh()
     b = fleet["b"]
-    old = b.engine.sessions["a"].ike
+    old = b.engine.peers["a"].ike
     assert old is not None
     fleet.net.send(Datagram((A, 500), (B, 500), forged_response(old)))
     fleet.pump()
@@ -94,7 +94,7 @@ async def test_rejected_ike_messages_survive_the_ike_sa_that_counted_them() -> N
     outcome = fleet.rekey("a", "b", RekeyTarget.IKE)
     assert outcome.ok, outcome.detail
     fleet.advance(5)
-    assert b.engine.sessions["a"].ike is not old and old.is_closed  # rekeyed away
+    assert b.engine.peers["a"].ike is not old and old.is_closed  # rekeyed away
     got = metric_samples(fleet, "b")
     assert ("vpnfleet_ike_sa_rejected_messages_total", {}, 1.0) in got
 

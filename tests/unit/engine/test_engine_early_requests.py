@@ -60,8 +60,8 @@ async def test_request_before_the_plan_is_answered_when_the_plan_arrives() -> No
 
     # Up at the same instant, on the one request a sent: no retransmission was needed.
     assert fleet.clock.now() == started
-    assert fleet["a"].engine.sessions["b"].is_up
-    assert fleet["b"].engine.sessions["a"].is_up
+    assert fleet["a"].engine.peers["b"].is_up
+    assert fleet["b"].engine.peers["a"].is_up
     assert sa_init_requests(log, SITES["a"][0], SITES["b"][0]) == 1
     counters = fleet["b"].engine.ike_counters()
     assert (counters["early_answered"], counters["early_dropped"]) == (1, 0)
@@ -70,7 +70,7 @@ async def test_request_before_the_plan_is_answered_when_the_plan_arrives() -> No
     before = len(log)
     fleet.advance(EARLY_MAX_AGE * 4)
     assert sa_init_requests(log[before:], SITES["a"][0], SITES["b"][0]) == 0
-    assert fleet["a"].engine.sessions["b"].is_up
+    assert fleet["a"].engine.peers["b"].is_up
 
 
 async def test_kept_request_from_a_source_the_plan_does_not_know_is_let_go_and_counted() -> None:
@@ -86,7 +86,7 @@ async def test_kept_request_from_a_source_the_plan_does_not_know_is_let_go_and_c
     assert (counters["early_answered"], counters["early_dropped"]) == (0, 1)
     assert len(fleet["b"].engine.early) == 0
     assert not [d for d in log if d.src[0] == SITES["b"][0] and d.dst[0] == SITES["a"][0]]
-    assert not fleet["a"].engine.sessions["b"].is_up
+    assert not fleet["a"].engine.peers["b"].is_up
 
 
 async def test_request_older_than_the_age_limit_is_not_answered() -> None:
@@ -187,9 +187,9 @@ async def test_answered_peer_is_not_initiated_to_again_while_its_set_up_runs() -
 
     fleet.net.drop = lose_auth
     await fleet.apply("b", node_plan("b", ["a"]))
-    assert not fleet["a"].engine.sessions["b"].is_up
+    assert not fleet["a"].engine.peers["b"].is_up
     fleet.advance(10)
-    assert fleet["a"].engine.sessions["b"].is_up and fleet["b"].engine.sessions["a"].is_up
+    assert fleet["a"].engine.peers["b"].is_up and fleet["b"].engine.peers["a"].is_up
     assert fleet["b"].events("initial_contact") == []
     assert sa_init_requests(log, SITES["b"][0], SITES["a"][0]) == 0
     assert [len(fleet[h].events("ike_up")) for h in "ab"] == [1, 1]

@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.engine_pair import node_plan
 from vpnfleet.agent.engine import translate
-from vpnfleet.agent.engine.peers import same_tunnel
+from vpnfleet.agent.engine.engine import same_tunnel
 from vpnfleet.protos import plan_pb2
 
 

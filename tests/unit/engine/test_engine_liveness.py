@@ -31,7 +31,7 @@ async def test_a_peer_that_holds_the_sa_answers_at_once() -> None:
     assert outcome.peer == "b" and outcome.answered, outcome
     assert outcome.round_trip >= 0 and outcome.detail == ""
     assert fleet.net.delivered - delivered == 2  # the request and its answer, nothing more
-    assert fleet["a"].engine.sessions["b"].is_up
+    assert fleet["a"].engine.peers["b"].is_up
 
 
 async def test_a_peer_that_stopped_answering_is_reported_with_the_reason() -> None:

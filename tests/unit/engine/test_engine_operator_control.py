@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.engine_pair import Fleet
-from vpnfleet.agent.engine.session import PeerState
+from vpnfleet.agent.engine.peer_state import PeerState
 from vpnfleet.agent.sink import PeerControl, PeerControlError
 
 
@@ -17,7 +17,7 @@ async def test_terminate_holds_the_peer_down_until_initiate() -> None:
     await fleet.mesh()
     a, b = fleet["a"].engine, fleet["b"].engine
     assert isinstance(a, PeerControl)
-    assert a.sessions["b"].is_up and b.sessions["a"].is_up
+    assert a.peers["b"].is_up and b.peers["a"].is_up
 
     said = a.terminate_peer("b")  # a is the plan's initiator towards b
     fleet.pump()
@@ -26,14 +26,14 @@ async def test_terminate_holds_the_peer_down_until_initiate() -> None:
         "by the operator: deleting 1 IKE SA(s)"
     ]
     fleet.advance(600)  # ten minutes: longer than any back-off the plan would retry at
-    assert not a.sessions["b"].is_up and not b.sessions["a"].is_up
-    assert a.sessions["b"].state is PeerState.IDLE
+    assert not a.peers["b"].is_up and not b.peers["a"].is_up
+    assert a.peers["b"].state is PeerState.IDLE
     assert [r.children for r in a.ike_sas()] == [()]
     assert not fleet["a"].events("ike_up", "b")[1:]  # only the first one, before terminate
 
     assert a.initiate_peer("b") == "b: initiating"
     fleet.advance(2)
-    assert a.sessions["b"].is_up and b.sessions["a"].is_up
+    assert a.peers["b"].is_up and b.peers["a"].is_up
     assert len(fleet["a"].events("ike_up", "b")) == 2
     assert a.initiate_peer("b") == "b: IKE SA already established"
 

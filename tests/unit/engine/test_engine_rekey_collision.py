@@ -126,8 +126,8 @@ async def test_crossing_child_rekeys_settle_on_one_sa(
 
 async def test_rekey_of_a_peer_without_child_says_so(ab: Fleet) -> None:
     a = ab["a"]
-    session = a.engine.sessions["b"]
-    a.engine._remove_child(session, "removed by the test")
+    driver = a.engine.peers["b"]
+    driver._remove_child("removed by the test")
     outcome = ab.rekey("a", "b", RekeyTarget.CHILD)
     assert not outcome.ok
     assert outcome.detail == "IKE SA is up but no child SA is installed", outcome.detail

@@ -113,10 +113,10 @@ async def test_child_deleted_by_the_peer_fails_the_wait_saying_so(ab: Fleet) -> 
     """b deletes the child while a's rekey of it is in flight: there is no successor, so
     a's call fails at once with the reason, and does not wait out REKEY_WAIT."""
     a, b = ab["a"], ab["b"]
-    b_session = b.engine.sessions["a"]
-    assert b_session.ike is not None and b_session.child is not None
-    b_session.ike.home.delete_child(b_session.child.spi_in, ab.clock.now())
-    b.engine._service(b_session.ike.home)
+    b_driver = b.engine.peers["a"]
+    assert b_driver.ike is not None and b_driver.child is not None
+    b_driver.ike.home.delete_child(b_driver.child.spi_in, ab.clock.now())
+    b.engine.driver_of(b_driver.ike.home).service()
     pending = a.engine.start_rekey("b", RekeyTarget.CHILD)
     ab.pump()
     assert pending.done

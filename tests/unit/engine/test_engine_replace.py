@@ -78,7 +78,7 @@ async def test_changed_peer_is_replaced_without_losing_a_packet(
     the responders first (a new key at the initiator first fails authentication)."""
     a, b = ab["a"], ab["b"]
     old_a, old_b = a.child_spis("b"), b.child_spis("a")
-    old_ike = a.engine.sessions["b"].ike
+    old_ike = a.engine.peers["b"].ike
     traffic = Traffic(ab, a, b)
     second = "a" if first == "b" else "b"
     await apply_in_steps(ab, first, node_plan(first, [second], 2, edit=change), traffic)
@@ -91,7 +91,7 @@ async def test_changed_peer_is_replaced_without_losing_a_packet(
     new_a, new_b = a.child_spis("b"), b.child_spis("a")
     assert new_a != old_a and new_b != old_b
     assert new_a == (new_b[1], new_b[0]), (new_a, new_b)
-    assert a.engine.sessions["b"].ike is not old_ike
+    assert a.engine.peers["b"].ike is not old_ike
     assert a.engine.peers_up() == b.engine.peers_up() == 1
     assert a.events("child_down") == b.events("child_down") == []
     ab.advance(10)  # the old inbound SAs' grace period ends
@@ -104,9 +104,9 @@ async def test_changed_peer_is_replaced_without_losing_a_packet(
         node.engine.dp.handle_timer()  # no loop here to run the SAD's housekeeping
         assert {sa.spi for sa in node.engine.dp.sad.inbound_sas()} == {child.spi_in}
         assert node.engine.dp.stats().inbound_drops.get("unknown_spi", 0) == 0, node.host
-        session = node.engine.sessions[{"a": "b", "b": "a"}[node.host]]
-        assert session.awaiting_activation is None
-        assert node.engine._sas_of(session) == [session.ike], node.host  # the old SA went
+        driver = node.engine.peers[{"a": "b", "b": "a"}[node.host]]
+        assert driver.awaiting_activation is None
+        assert driver.sas() == [driver.ike], node.host  # the old SA went
     (ike_a,) = a.engine.ike_sas()
     (ike_b,) = b.engine.ike_sas()
     assert (ike_a.spi_i, ike_a.spi_r) == (ike_b.spi_i, ike_b.spi_r)
@@ -121,23 +121,23 @@ async def test_responder_switches_when_the_old_sa_is_not_deleted(ab: Fleet) -> N
     initiator lost it): after a short wait the responder switches and deletes it."""
     a, b = ab["a"], ab["b"]
     await ab.apply("b", node_plan("b", ["a"], 2, edit=epoch_2))
-    session_a = a.engine.sessions["b"]
-    old = session_a.ike
+    driver_a = a.engine.peers["b"]
+    old = driver_a.ike
     assert old is not None
     # Drop a's delete of the old IKE SA (and its retransmissions).
     old_spi = old.spi_i
     ab.net.drop = lambda d: d.src[0] == a.address and old_spi in d.data[:20]
     await ab.apply("a", node_plan("a", ["b"], 2, edit=epoch_2))
-    session_b = b.engine.sessions["a"]
-    assert session_b.awaiting_activation is not None
+    driver_b = b.engine.peers["a"]
+    assert driver_b.awaiting_activation is not None
     packet = udp4("10.2.0.7", "10.1.0.5", b"still on the old SA")
     b.send(packet)
     ab.pump()
     assert a.tun.delivered == [packet]  # a's old inbound SA is in its grace period
     ab.advance(3)
-    assert session_b.awaiting_activation is None
+    assert driver_b.awaiting_activation is None
     # b deletes the old IKE SA itself (a's answer is lost too: it waits that out).
-    assert [sa.state for sa in session_b.replacing] == [IkeSaState.DELETING]
+    assert [sa.state for sa in driver_b.replacing] == [IkeSaState.DELETING]
     a.tun.delivered.clear()
     packet = udp4("10.2.0.7", "10.1.0.5", b"on the new SA")
     b.send(packet)
@@ -150,13 +150,13 @@ async def test_local_only_change_is_put_in_force_without_new_sas(ab: Fleet) -> N
     """Lifetimes, liveness checks and keepalives change no SA: the SPIs stay, the new
     liveness delay drives the IKE SA's timer at once."""
     a, b = ab["a"], ab["b"]
-    old_a, old_ike = a.child_spis("b"), a.engine.sessions["b"].ike
+    old_a, old_ike = a.child_spis("b"), a.engine.peers["b"].ike
     await ab.apply("a", node_plan("a", ["b"], 2, edit=shorter_lifetimes_and_dpd))
     ab.advance(5)
-    session = a.engine.sessions["b"]
-    assert session.ike is old_ike and a.child_spis("b") == old_a
-    assert session.peer.dpd.delay_seconds == 10
-    assert session.peer.lifetimes.child_rekey_seconds == 1800
+    driver = a.engine.peers["b"]
+    assert driver.ike is old_ike and a.child_spis("b") == old_a
+    assert driver.peer.dpd.delay_seconds == 10
+    assert driver.peer.lifetimes.child_rekey_seconds == 1800
     assert old_ike is not None and old_ike.config.dpd_delay == 10.0
     assert [e.detail for e in a.events("peer_changed")] == ["updated in place (no new SA needed)"]
     # The liveness check is due within the new delay (it was 30 s).
@@ -173,7 +173,7 @@ async def test_peer_set_up_in_progress_survives_our_plan_change(ab: Fleet) -> No
     configuration) instead of being dropped, which would leave the initiator's IKE_AUTH
     unanswered until its retransmissions give up."""
     a, b = ab["a"], ab["b"]
-    old_ike = a.engine.sessions["b"].ike
+    old_ike = a.engine.peers["b"].ike
     # Hold a's IKE_AUTH (the first encrypted request of the new SA) back for one round.
     held: list[Datagram] = []
 
@@ -194,7 +194,7 @@ async def test_peer_set_up_in_progress_survives_our_plan_change(ab: Fleet) -> No
     await ab.apply("b", node_plan("b", ["a"], 2, edit=epoch_2))
     ab.net.send(held[0])
     ab.advance(3)
-    new_ike = a.engine.sessions["b"].ike
+    new_ike = a.engine.peers["b"].ike
     assert new_ike is not None and new_ike is not old_ike
     assert new_ike.state is IkeSaState.ESTABLISHED
     assert a.events("ike_failed") == b.events("ike_failed") == []
@@ -206,23 +206,23 @@ async def test_initiator_changed_first_keeps_trying_until_the_peer_follows(ab: F
     (AUTHENTICATION_FAILED), the old SA stays in force, and the initiator tries again with
     back-off until the responder's plan catches up."""
     a, b = ab["a"], ab["b"]
-    old_ike, old_spis = a.engine.sessions["b"].ike, a.child_spis("b")
+    old_ike, old_spis = a.engine.peers["b"].ike, a.child_spis("b")
     await ab.apply("a", node_plan("a", ["b"], 2, edit=epoch_2))
     ab.advance(0.5)
     kept = [e.detail for e in a.events("ike_failed")]
     assert kept and kept[0].endswith("(previous SA kept)"), kept
-    assert a.engine.sessions["b"].ike is old_ike and a.child_spis("b") == old_spis
+    assert a.engine.peers["b"].ike is old_ike and a.child_spis("b") == old_spis
     ab.advance(4)  # back-off 1 s, then 2 s: still refused, still on the old SA
     assert len(a.events("ike_failed")) >= 2
-    assert a.engine.sessions["b"].ike is old_ike and a.engine.peers_up() == 1
+    assert a.engine.peers["b"].ike is old_ike and a.engine.peers_up() == 1
     await ab.apply("b", node_plan("b", ["a"], 2, edit=epoch_2))
     ab.advance(10)
-    new_ike = a.engine.sessions["b"].ike
+    new_ike = a.engine.peers["b"].ike
     assert new_ike is not old_ike and new_ike is not None
     assert new_ike.state is IkeSaState.ESTABLISHED
     assert a.child_spis("b") != old_spis
     assert a.child_spis("b") == tuple(reversed(b.child_spis("a")))
-    assert a.engine.sessions["b"].replacement_pending is False
+    assert a.engine.peers["b"].replacement_pending is False
     assert a.events("child_down") == []
 
 
@@ -267,7 +267,7 @@ async def test_restarted_initiator_is_answered_on_the_new_sa_at_once(ab: Fleet) 
     await ab.apply("a", node_plan("a", ["b"]))
     ab.pump()
     assert a.engine.peers_up() == 1
-    assert b.engine.sessions["a"].awaiting_activation is None
+    assert b.engine.peers["a"].awaiting_activation is None
     packet = udp4("10.2.0.7", "10.1.0.5", b"right after the restart")
     a.tun.delivered.clear()
     b.send(packet)
@@ -287,8 +287,8 @@ async def test_changed_responder_keeps_the_history_and_rekeys_of_its_sas(ab: Fle
     assert after.established_at == before.established_at
     assert after.next_rekey_at == before.next_rekey_at
     assert after.children[0].next_rekey_at == before.children[0].next_rekey_at
-    session = b.engine.sessions["a"]
-    assert session.ike_timer is not None and session.child_timer is not None
+    driver = b.engine.peers["a"]
+    assert driver.ike_timer is not None and driver.child_timer is not None
     old_spis = b.child_spis("a")
     # The child rekey still comes (sample plan: 3600 s less up to 60 s of jitter).
     ab.advance(3600)

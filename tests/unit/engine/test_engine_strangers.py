@@ -46,7 +46,7 @@ class Stranger:
             fleet.net, self._on_ike, lambda data, src: None, host=host, ike_port=port,
             natt_port=port + 1,
         )  # fmt: skip
-        config = fleet["a"].engine.sessions["b"].config
+        config = fleet["a"].engine.peers["b"].config
         assert config is not None
         self.config: IkeConfig = dataclasses.replace(
             config, psk=b"not the key of a and b", local_id=Identity(IdType.ID_FQDN, identity)

@@ -88,8 +88,8 @@ async def test_changed_peer_is_replaced_and_the_other_is_untouched() -> None:
     assert c.child_spis("a") == (ac_after[1], ac_after[0])
     assert [e.peer for e in a.events("peer_changed")] == ["c"]
     # The old IKE SA was deleted, on both sides; one IKE SA each remains.
-    assert len(a.engine._sas_of(a.engine.sessions["c"])) == 1
-    assert len(c.engine._sas_of(c.engine.sessions["a"])) == 1
+    assert len(a.engine.peers["c"].sas()) == 1
+    assert len(c.engine.peers["a"].sas()) == 1
     packet = udp4("10.1.0.1", "10.3.0.1")
     a.send(packet)
     fleet.pump()
@@ -104,7 +104,7 @@ async def test_removed_peer_is_deleted() -> None:
     ab_before = a.child_spis("b")
     await fleet.apply("a", node_plan("a", ["b"], 2))
     fleet.advance(1)
-    assert "c" not in a.engine.sessions
+    assert "c" not in a.engine.peers
     assert a.engine.dp is not None and a.engine.dp.policies() == ["b"]
     assert a.child_spis("b") == ab_before
     assert [e.kind for e in c.events(peer="a")][-1] == "ike_down"
@@ -266,8 +266,8 @@ async def test_crossed_initiations_settle_on_one_ike_sa() -> None:
     # Both delete the same duplicate; crossing deletes may wait out a retransmission.
     fleet.advance(200)
     assert b.child_spis("a") == tuple(reversed(a.child_spis("b")))
-    assert len(a.engine._sas_of(a.engine.sessions["b"])) == 1
-    assert len(b.engine._sas_of(b.engine.sessions["a"])) == 1
+    assert len(a.engine.peers["b"].sas()) == 1
+    assert len(b.engine.peers["a"].sas()) == 1
     packet = udp4("10.1.0.5", "10.2.0.7", b"after the crossing")
     a.send(packet)
     fleet.pump()
