@@ -238,7 +238,7 @@ def test_fd_fast_path_batches_and_caches_flows(fd_pair: FdPair) -> None:
     assert counters["esp_tx"] == len(expected)
     assert counters["bypass_misrouted"] == 1 and counters["unparsable"] == 1
     # Three UDP flows, DNS, and the ICMP address pair.
-    assert sum(len(t) for t in a._flows.values()) == 5
+    assert a.outbound.cached_flows() == 5
 
 
 def echo(src: str, dst: str, ident: int, seq: int) -> bytes:
