@@ -107,10 +107,9 @@ class InboundPath:
 
     def _open(self, data: bytes, now: float) -> None:
         result = self._sad_decap(data, now)
-        counters = self.counters
-        counters.esp_rx += 1
-        if result.__class__ is not tuple:
-            self._count_inbound_drop(result)  # type: ignore[arg-type]
+        self.counters.esp_rx += 1
+        if isinstance(result, Drop):
+            self._count_inbound_drop(result)
             return
         payload, next_header = result
         if self._activate_on:
@@ -125,7 +124,7 @@ class InboundPath:
             self._rx_pending.append(payload)
         elif not self._deliver_transport(data, payload, next_header):
             return
-        counters.tun_tx += 1
+        self.counters.tun_tx += 1
 
     def receive_raw_esp(self, data: bytes, host: str) -> None:
         """One ESP packet that arrived directly over IP (protocol 50) from ``host``."""
@@ -189,15 +188,12 @@ class InboundPath:
             self._report_error("tun write", exc)
 
     def _make_tun_write(self) -> Callable[[bytes], None]:
-        fd = self._tun_fd
-        if fd < 0 or self._vnet_hdr_len:
+        if self._tun_fd < 0 or self._vnet_hdr_len:
             return self.tun.write
-        write = os.write
+        return self._write_fd
 
-        def tun_write(packet: bytes) -> None:
-            try:  # noqa: SIM105 - a try block is cheaper than suppress() per packet
-                write(fd, packet)
-            except BlockingIOError:
-                pass  # a full kernel queue drops the packet, as a router would
-
-        return tun_write
+    def _write_fd(self, packet: bytes) -> None:
+        try:  # noqa: SIM105 - a try block is cheaper than suppress() per packet
+            os.write(self._tun_fd, packet)
+        except BlockingIOError:
+            pass  # a full kernel queue drops the packet, as a router would

@@ -141,12 +141,6 @@ class OutboundPath:
 
     def _drain_fd(self, fd: int, now: float) -> tuple[int, int]:
         """Read until EAGAIN or ``TUN_BATCH``; returns (packets read, sent fast)."""
-        read = os.read
-        size = self._tun_bufsize
-        flows = self._flows
-        tcp, udp, icmp = flows[6], flows[17], flows[1]
-        slow = self._outbound_slow
-        vnet = self._vnet_hdr_len
         count = sent = 0
         # ESP packets of one route held for one GSO send (UDP_SEGMENT): equal lengths,
         # the last may be shorter. Held only within this wakeup, so no latency is added.
@@ -155,10 +149,10 @@ class OutboundPath:
         held_size = held_limit = 0
         try:
             while count < TUN_BATCH:
-                packet = read(fd, size)
+                packet = os.read(fd, self._tun_bufsize)
                 count += 1
-                if vnet:
-                    packet = packet[vnet:]
+                if self._vnet_hdr_len:
+                    packet = packet[self._vnet_hdr_len :]
                 # Plain IPv4 (IHL 5), TCP, UDP or ICMP, not a later fragment: the flow
                 # cache, keyed as FLOW_KEY_END says (inlined: the per-packet path).
                 if (
@@ -168,11 +162,11 @@ class OutboundPath:
                 ):
                     protocol = packet[9]
                     if protocol == 6:
-                        route = tcp.get(packet[12:24])
+                        route = self._flows[6].get(packet[12:24])
                     elif protocol == 17:
-                        route = udp.get(packet[12:24])
+                        route = self._flows[17].get(packet[12:24])
                     elif protocol == 1:
-                        route = icmp.get(packet[12:20])
+                        route = self._flows[1].get(packet[12:20])
                     else:
                         route = None
                     if route is not None:
@@ -204,7 +198,7 @@ class OutboundPath:
                     held_route.send_batch(held, held_route.dest)  # type: ignore[misc]
                     held = []
                     held_route = None
-                slow(packet, now)
+                self._outbound_slow(packet, now)
         except BlockingIOError:
             pass  # drained: the read that raised got no packet
         if held_route is not None:
@@ -212,15 +206,13 @@ class OutboundPath:
         return count, sent
 
     def _drain_device(self, now: float) -> int:
-        read = self.tun.read
-        slow = self._outbound_slow
         count = 0
         while count < TUN_BATCH:
-            packet = read()
+            packet = self.tun.read()
             if packet is None:
                 break
             count += 1
-            slow(packet, now)
+            self._outbound_slow(packet, now)
         return count
 
     def _outbound_slow(self, packet: bytes, now: float) -> None:
