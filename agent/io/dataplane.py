@@ -154,6 +154,8 @@ class DataPlane:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._errors_logged: set[str] = set()
+        self._tun_fd = tun.fileno()
+        """The fd the loop reads, kept: a closed TUN reports -1 but must be unregistered."""
         self.sas = ChildSaTable(
             self.sad, bind_send=self._bind_send, deliver_events=self._deliver_events
         )
@@ -214,18 +216,16 @@ class DataPlane:
         """Read the TUN device and run SA timers on ``loop`` (the running one by default)."""
         self._loop = loop or asyncio.get_running_loop()
         self.inbound.start(self._loop)
-        tun_fd = self.tun.fileno()
-        if tun_fd >= 0:
-            self._loop.add_reader(tun_fd, self.process_tun)
+        if self._tun_fd >= 0:
+            self._loop.add_reader(self._tun_fd, self.process_tun)
         self._arm_timer()
 
     def stop(self) -> None:
         """Stop reading and cancel timers (what was decrypted is written first); the SAs
         stay installed."""
         self.inbound.stop()
-        tun_fd = self.tun.fileno()
-        if self._loop is not None and not self._loop.is_closed() and tun_fd >= 0:
-            self._loop.remove_reader(tun_fd)
+        if self._loop is not None and not self._loop.is_closed() and self._tun_fd >= 0:
+            self._loop.remove_reader(self._tun_fd)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
