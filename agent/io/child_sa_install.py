@@ -37,7 +37,7 @@ class ChildSaTable:
     encapsulation uses (``DataPlane`` owns the sockets). ``deliver_events`` hands the
     SAD's queued events on; the table calls it where an install removes the policy's
     old SAs, so their removal is reported (and :meth:`forget_inbound` called) before the
-    new pair, which may reuse an SPI, is in place. Otherwise delivering events and
+    new pair, which may reuse an inbound SPI, is in place. Otherwise delivering events and
     re-arming the SAD's timer after a change is the caller's.
     """
 
@@ -166,12 +166,15 @@ class ChildSaTable:
             raise ValueError(
                 f"inbound SPI 0x{inbound.spi:08x} is already installed for policy {owner!r}"
             )
-        new_in = self._new_inbound(inbound, now, replay_window, local_ts, remote_ts)
+        new_in, check = self._new_inbound(inbound, now, replay_window, local_ts, remote_ts)
         new_out = OutboundSa(outbound, now)
         route = self.route(policy)
         if route.outbound is not None or route.inbound_spis:
             self.remove(policy)
             self._deliver_events()
+        # After the old pair's removal was reported: it drops the check of its SPI,
+        # which the new pair may reuse.
+        self._add_check(new_in, check)
         self.sad.add_inbound(new_in)
         self.sad.set_outbound(policy, new_out)
         route.inbound_spis.append(inbound.spi)
@@ -218,7 +221,8 @@ class ChildSaTable:
         old = self.sad.inbound(route.inbound_spis[-1]) if route.inbound_spis else None
         if local_ts is None or remote_ts is None:
             local_ts, remote_ts = route.local_ts, route.remote_ts
-        new_in = self._new_inbound(inbound, now, replay_window, local_ts, remote_ts)
+        new_in, check = self._new_inbound(inbound, now, replay_window, local_ts, remote_ts)
+        self._add_check(new_in, check)
         route.local_ts, route.remote_ts = tuple(local_ts), tuple(remote_ts)
         new_out = OutboundSa(outbound, now)
         if switch_outbound:
@@ -245,17 +249,23 @@ class ChildSaTable:
         replay_window: int,
         local_ts: Sequence[TrafficSelector],
         remote_ts: Sequence[TrafficSelector],
-    ) -> InboundSa:
+    ) -> tuple[InboundSa, InboundCheck | None]:
+        """The inbound SA and, in tunnel mode with selectors, the check that stands in
+        for the SA's own (registered with :meth:`_add_check` once installing is sure)."""
         if bool(local_ts) != bool(remote_ts):
             raise ValueError("give both local and remote traffic selectors, or neither")
         if params.mode is Mode.TRANSPORT or not local_ts:
-            return InboundSa(
+            sa = InboundSa(
                 params, now, replay_window=replay_window, local_ts=local_ts, remote_ts=remote_ts
             )
+            return sa, None
         # Tunnel mode: the SA skips its own per-packet parse; InboundCheck caches flows.
         sa = InboundSa(params, now, replay_window=replay_window)
-        self.checks[sa.spi.to_bytes(4, "big")] = InboundCheck(sa, local_ts, remote_ts)
-        return sa
+        return sa, InboundCheck(sa, local_ts, remote_ts)
+
+    def _add_check(self, sa: InboundSa, check: InboundCheck | None) -> None:
+        if check is not None:
+            self.checks[sa.spi.to_bytes(4, "big")] = check
 
     def activate(self, policy: str) -> None:
         """Switch ``policy`` to the outbound SA a ``switch_outbound=False`` rekey left

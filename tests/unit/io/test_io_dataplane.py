@@ -366,6 +366,21 @@ def test_reinstalling_a_policy_replaces_its_sas(pair: Pair) -> None:
     assert len(pair.b.tun.delivered) == 1
 
 
+def test_reinstalling_the_same_spis_keeps_checking_selectors(pair: Pair) -> None:
+    # The removal of the old pair is reported before the new one, with the same inbound
+    # SPI, is in place: the new SA's selector check (RFC 4301 section 5.2) must survive it.
+    pair.connect(sa(0x1001, 1), sa(0x2002, 2))
+    rogue = pair.a.dp.sad.outbound(POLICY)
+    assert rogue is not None
+    for packet in (udp4("10.66.0.1", B1), udp4(A1, B1)):
+        sealed = rogue.encap(packet, 4, pair.clock.now)
+        assert sealed is not None
+        pair.a.endpoint.send_esp(sealed, (HOST_B, 4500))
+    pair.net.pump()
+    assert pair.b.dp.stats().inbound_drops == {"policy": 1}
+    assert pair.b.tun.delivered == [udp4(A1, B1)]
+
+
 def test_raw_esp_without_a_socket_is_counted(pair: Pair) -> None:
     dp = pair.a.dp
     dp.install_child_sa(POLICY, sa(0x2102, 21), sa(0x1201, 22), HOST_B, encap=Encap.RAW)
