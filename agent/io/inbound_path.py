@@ -65,8 +65,8 @@ class InboundPath:
         self._after_batch = after_batch
         self._report_error = report_error
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._housekeeping_pending = False
-        self._housekeeping_handle: asyncio.Handle | None = None
+        self._batch_open = False
+        self._batch_end_handle: asyncio.Handle | None = None
         self._batch_now = 0.0
         self._rx_pending: list[bytes] = []
         """Decrypted packets of the current receive batch, written when it ends."""
@@ -86,16 +86,16 @@ class InboundPath:
     def stop(self) -> None:
         """Write what was decrypted and forget the loop."""
         self._flush_rx()
-        self._housekeeping_pending = False
-        if self._housekeeping_handle is not None:
-            self._housekeeping_handle.cancel()
-            self._housekeeping_handle = None
+        self._batch_open = False
+        if self._batch_end_handle is not None:
+            self._batch_end_handle.cancel()
+            self._batch_end_handle = None
         self._loop = None
 
     def receive_esp(self, data: bytes, addr: Address) -> None:
         """One ESP packet (from the SPI on) that arrived over UDP 4500 from ``addr``."""
-        # One clock read per socket read batch: the batch ends in _housekeeping_soon.
-        in_batch = self._housekeeping_pending
+        # One clock read per socket read batch: the batch ends in _end_batch.
+        in_batch = self._batch_open
         now = self._batch_now if in_batch else self.clock()
         try:
             self._open(data, now)
@@ -103,7 +103,7 @@ class InboundPath:
             self._report_error("inbound", exc)
         if not in_batch:
             self._batch_now = now
-            self._schedule_housekeeping()
+            self._schedule_batch_end()
 
     def _open(self, data: bytes, now: float) -> None:
         result = self._sad_decap(data, now)
@@ -149,26 +149,26 @@ class InboundPath:
     def end_receive_batch(self) -> None:
         """The socket read batch that fed :meth:`receive_esp` ended: write what it
         decrypted to the TUN and deliver SA events now."""
-        if not self._housekeeping_pending:
+        if not self._batch_open:
             return
-        handle = self._housekeeping_handle
+        handle = self._batch_end_handle
         if handle is not None:
             handle.cancel()
-        self._housekeeping_soon()
+        self._end_batch()
 
-    def _schedule_housekeeping(self) -> None:
+    def _schedule_batch_end(self) -> None:
         # Decrypted packets go to the TUN together once the batch is done, and events are
         # delivered: at end_receive_batch, or failing that on the next loop iteration
         # (with no wait) for a receiver that does not report its batch ends.
-        self._housekeeping_pending = True
+        self._batch_open = True
         if self._loop is not None:
-            self._housekeeping_handle = self._loop.call_soon(self._housekeeping_soon)
+            self._batch_end_handle = self._loop.call_soon(self._end_batch)
         else:
-            self._housekeeping_soon()
+            self._end_batch()
 
-    def _housekeeping_soon(self) -> None:
-        self._housekeeping_pending = False
-        self._housekeeping_handle = None
+    def _end_batch(self) -> None:
+        self._batch_open = False
+        self._batch_end_handle = None
         self._flush_rx()
         self._after_batch(self.clock())
 
