@@ -8,16 +8,16 @@ from the SA's outer addresses. The packets of one socket read batch are written
 together once it ends: the socket calls :meth:`InboundPath.end_receive_batch` after its
 last packet, so a lone packet (a ping) reaches the TUN within the same wake-up; a
 receiver that does not say when its batch ends gets the write on the next event-loop
-iteration instead. :class:`InboundPath` holds this per-packet code (see the speed
-notes in ``dataplane``'s docstring); ``dataplane.DataPlane`` inherits it and provides
-the state it reads, as it does for ``outbound_path.OutboundPath``.
+iteration instead. :class:`InboundPath` is this per-packet code (see the speed notes in
+``dataplane``'s docstring); it knows the SAD's ``decap`` and what the child SA table
+keeps per inbound SPI, not the SPD.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ..esp.sa import DecapResult, Drop
 from .dataplane_model import DataPlaneCounters, ipv4_header
@@ -28,60 +28,94 @@ from .udp import Address
 
 
 class InboundPath:
-    """Opening ESP packets and writing what they hold to the TUN device (mixed into
-    ``DataPlane``)."""
+    """Opening ESP packets and writing what they hold to the TUN device, one socket
+    read batch at a time.
 
-    tun: TunDevice
-    clock: Callable[[], float]
-    counters: DataPlaneCounters
-    inbound_drops: dict[str, int]
-    _routes: dict[str, Route]
-    _spi_policy: dict[int, str]
-    _checks: dict[bytes, InboundCheck]
-    _activate_on: dict[bytes, str]
-    _sad_decap: Callable[[bytes, float], DecapResult]
-    _rx_pending: list[bytes]
-    _tun_fd: int
-    _vnet_hdr_len: int
-    _tun_write: Callable[[bytes], None]
-    _tun_write_batch: Callable[[list[bytes]], None] | None
-    _loop: asyncio.AbstractEventLoop | None
-    _housekeeping_pending: bool
-    _housekeeping_handle: asyncio.Handle | None
-    _batch_now: float
+    From the child SA table it reads, per packet, ``checks`` (tunnel-mode selector
+    checks by SPI) and ``activate_on`` (SPIs whose first packet switches their policy's
+    waiting outbound SA, which ``on_peer_activation(policy)`` does), and for transport
+    mode ``inbound_route(spi)``. ``after_batch(now)`` runs once each batch is written
+    (the data plane delivers SA events raised on the packet path there).
+    """
 
-    def _activate_on_first_packet(self, spi: bytes) -> None:
-        raise NotImplementedError
+    def __init__(
+        self,
+        tun: TunDevice,
+        clock: Callable[[], float],
+        decap: Callable[[bytes, float], DecapResult],
+        counters: DataPlaneCounters,
+        inbound_drops: dict[str, int],
+        *,
+        checks: Mapping[bytes, InboundCheck],
+        activate_on: Mapping[bytes, str],
+        inbound_route: Callable[[int], Route | None],
+        on_peer_activation: Callable[[str], None],
+        after_batch: Callable[[float], None],
+        report_error: Callable[[str, Exception], None],
+    ) -> None:
+        self.tun = tun
+        self.clock = clock
+        self.counters = counters
+        self.inbound_drops = inbound_drops
+        self._sad_decap = decap
+        self._checks = checks
+        self._activate_on = activate_on
+        self._inbound_route = inbound_route
+        self._on_peer_activation = on_peer_activation
+        self._after_batch = after_batch
+        self._report_error = report_error
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._batch_open = False
+        self._batch_end_handle: asyncio.Handle | None = None
+        self._batch_now = 0.0
+        self._rx_pending: list[bytes] = []
+        """Decrypted packets of the current receive batch, written when it ends."""
+        self._tun_fd = tun.fileno()
+        # A TUN with virtio-net headers (tun_offload.OffloadTun) takes whole batches, so
+        # decrypted TCP segments reach the kernel joined.
+        self._vnet_hdr_len: int = getattr(tun, "vnet_hdr_len", 0)
+        self._tun_write = self._make_tun_write()
+        self._tun_write_batch: Callable[[list[bytes]], None] | None = getattr(
+            tun, "write_batch", None
+        )
 
-    def _housekeeping(self, now: float) -> None:
-        raise NotImplementedError
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """End receive batches on ``loop`` when the socket does not say they ended."""
+        self._loop = loop
 
-    def _internal_error(self, where: str, exc: Exception) -> None:
-        raise NotImplementedError
+    def stop(self) -> None:
+        """Write what was decrypted and forget the loop."""
+        self._flush_rx()
+        self._batch_open = False
+        if self._batch_end_handle is not None:
+            self._batch_end_handle.cancel()
+            self._batch_end_handle = None
+        self._loop = None
 
     def receive_esp(self, data: bytes, addr: Address) -> None:
         """One ESP packet (from the SPI on) that arrived over UDP 4500 from ``addr``."""
-        # One clock read per socket read batch: the batch ends in _housekeeping_soon.
-        in_batch = self._housekeeping_pending
+        # One clock read per socket read batch: the batch ends in _end_batch.
+        in_batch = self._batch_open
         now = self._batch_now if in_batch else self.clock()
         try:
             self._open(data, now)
         except Exception as exc:  # the packet path must survive its own bugs
-            self._internal_error("inbound", exc)
+            self._report_error("inbound", exc)
         if not in_batch:
             self._batch_now = now
-            self._schedule_housekeeping()
+            self._schedule_batch_end()
 
     def _open(self, data: bytes, now: float) -> None:
         result = self._sad_decap(data, now)
-        counters = self.counters
-        counters.esp_rx += 1
-        if result.__class__ is not tuple:
-            self._count_inbound_drop(result)  # type: ignore[arg-type]
+        self.counters.esp_rx += 1
+        if isinstance(result, Drop):
+            self._count_inbound_drop(result)
             return
         payload, next_header = result
         if self._activate_on:
-            self._activate_on_first_packet(data[:4])
+            policy = self._activate_on.get(data[:4])
+            if policy is not None:
+                self._on_peer_activation(policy)
         if next_header == 4 or next_header == 41:
             check = self._checks.get(data[:4])
             if check is not None and not check.allows(payload):
@@ -90,7 +124,7 @@ class InboundPath:
             self._rx_pending.append(payload)
         elif not self._deliver_transport(data, payload, next_header):
             return
-        counters.tun_tx += 1
+        self.counters.tun_tx += 1
 
     def receive_raw_esp(self, data: bytes, host: str) -> None:
         """One ESP packet that arrived directly over IP (protocol 50) from ``host``."""
@@ -99,8 +133,7 @@ class InboundPath:
     def _deliver_transport(self, esp: bytes, payload: bytes, protocol: int) -> bool:
         # Transport mode: rebuild an IPv4 header around the segment from the SA's outer
         # addresses (the peer's as source, ours as destination; RFC 4303 section 3.1.1).
-        policy = self._spi_policy.get(int.from_bytes(esp[:4], "big"), "")
-        route = self._routes.get(policy)
+        route = self._inbound_route(int.from_bytes(esp[:4], "big"))
         if route is None or not route.transport:
             self.counters.transport_unsupported += 1
             return False
@@ -116,28 +149,28 @@ class InboundPath:
     def end_receive_batch(self) -> None:
         """The socket read batch that fed :meth:`receive_esp` ended: write what it
         decrypted to the TUN and deliver SA events now."""
-        if not self._housekeeping_pending:
+        if not self._batch_open:
             return
-        handle = self._housekeeping_handle
+        handle = self._batch_end_handle
         if handle is not None:
             handle.cancel()
-        self._housekeeping_soon()
+        self._end_batch()
 
-    def _schedule_housekeeping(self) -> None:
+    def _schedule_batch_end(self) -> None:
         # Decrypted packets go to the TUN together once the batch is done, and events are
         # delivered: at end_receive_batch, or failing that on the next loop iteration
         # (with no wait) for a receiver that does not report its batch ends.
-        self._housekeeping_pending = True
+        self._batch_open = True
         if self._loop is not None:
-            self._housekeeping_handle = self._loop.call_soon(self._housekeeping_soon)
+            self._batch_end_handle = self._loop.call_soon(self._end_batch)
         else:
-            self._housekeeping_soon()
+            self._end_batch()
 
-    def _housekeeping_soon(self) -> None:
-        self._housekeeping_pending = False
-        self._housekeeping_handle = None
+    def _end_batch(self) -> None:
+        self._batch_open = False
+        self._batch_end_handle = None
         self._flush_rx()
-        self._housekeeping(self.clock())
+        self._after_batch(self.clock())
 
     def _flush_rx(self) -> None:
         pending = self._rx_pending
@@ -152,18 +185,15 @@ class InboundPath:
                 for packet in pending:
                     write(packet)
         except Exception as exc:  # the packet path must survive its own bugs
-            self._internal_error("tun write", exc)
+            self._report_error("tun write", exc)
 
     def _make_tun_write(self) -> Callable[[bytes], None]:
-        fd = self._tun_fd
-        if fd < 0 or self._vnet_hdr_len:
+        if self._tun_fd < 0 or self._vnet_hdr_len:
             return self.tun.write
-        write = os.write
+        return self._write_fd
 
-        def tun_write(packet: bytes) -> None:
-            try:  # noqa: SIM105 - a try block is cheaper than suppress() per packet
-                write(fd, packet)
-            except BlockingIOError:
-                pass  # a full kernel queue drops the packet, as a router would
-
-        return tun_write
+    def _write_fd(self, packet: bytes) -> None:
+        try:  # noqa: SIM105 - a try block is cheaper than suppress() per packet
+            os.write(self._tun_fd, packet)
+        except BlockingIOError:
+            pass  # a full kernel queue drops the packet, as a router would

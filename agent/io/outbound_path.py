@@ -1,10 +1,10 @@
 """The outbound half of the data plane: TUN -> SPD -> outbound SA -> socket.
 
 :class:`Route` is where a protect policy's packets go; the flow cache maps packets to
-routes, and the engine-facing half (``dataplane.DataPlane``) updates routes in place on
-install, rekey and removal, so no cached flow goes stale. :class:`OutboundPath` holds
-the per-packet code (see the speed notes in ``dataplane``'s docstring); ``DataPlane``
-inherits it and provides the state it reads.
+routes, and the child SA table (``child_sa_install.ChildSaTable``) updates routes in
+place on install, rekey and removal, so no cached flow goes stale.
+:class:`OutboundPath` reads the TUN device and sends what it reads (see the speed notes
+in ``dataplane``'s docstring); it knows the SPD and the routes, not the SAD.
 """
 
 from __future__ import annotations
@@ -94,32 +94,53 @@ def drop_route(verdict: Verdict) -> Route:
 
 
 class OutboundPath:
-    """Reading the TUN device and sending what it gives (mixed into ``DataPlane``)."""
+    """Reading the TUN device and sending what it gives: the flow cache, the SPD lookup
+    for packets the cache does not know, and trap-policy acquires."""
 
-    tun: TunDevice
-    spd: Spd
-    counters: DataPlaneCounters
-    on_acquire: AcquireHandler | None
-    acquire_interval: float
-    _flows: dict[int, dict[bytes, Route]]
-    _tun_bufsize: int
-    _vnet_hdr_len: int
-    _drop_routes: dict[Verdict, Route]
+    def __init__(
+        self,
+        tun: TunDevice,
+        spd: Spd,
+        counters: DataPlaneCounters,
+        *,
+        route_for: Callable[[str], Route],
+        report_error: Callable[[str, Exception], None],
+        on_acquire: AcquireHandler | None,
+        acquire_interval: float,
+    ) -> None:
+        self.tun = tun
+        self.spd = spd
+        """Read through on every lookup (never a bound ``lookup``): tests replace it."""
+        self.counters = counters
+        self.on_acquire = on_acquire
+        self.acquire_interval = acquire_interval
+        self._route_for = route_for
+        """The protect policy's route, made on first use (``ChildSaTable.route``)."""
+        self._report_error = report_error
+        self._flows: dict[int, dict[bytes, Route]] = {p: {} for p in FLOW_KEY_END}
+        self._drop_routes = {v: drop_route(v) for v in Verdict}
+        self._tun_fd = tun.fileno()
+        # A TUN with virtio-net headers (tun_offload.OffloadTun) prefixes every read.
+        self._vnet_hdr_len: int = getattr(tun, "vnet_hdr_len", 0)
+        self._tun_bufsize = max(tun.mtu, 1500) + 64 + self._vnet_hdr_len
 
-    def _route(self, policy: str) -> Route:
-        raise NotImplementedError
+    def read(self, now: float) -> tuple[int, int]:
+        """Read and handle up to ``TUN_BATCH`` packets; returns (packets read, ESP
+        packets the fast path sent)."""
+        if self._tun_fd >= 0:
+            return self._drain_fd(self._tun_fd, now)
+        return self._drain_device(now), 0
 
-    def _internal_error(self, where: str, exc: Exception) -> None:
-        raise NotImplementedError
+    def clear_flows(self) -> None:
+        """Forget every cached flow (the SPD changed)."""
+        for table in self._flows.values():
+            table.clear()
+
+    def cached_flows(self) -> int:
+        return sum(len(table) for table in self._flows.values())
 
     def _drain_fd(self, fd: int, now: float) -> tuple[int, int]:
         """Read until EAGAIN or ``TUN_BATCH``; returns (packets read, sent fast)."""
-        read = os.read
-        size = self._tun_bufsize
-        flows = self._flows
-        tcp, udp, icmp = flows[6], flows[17], flows[1]
-        slow = self._outbound_slow
-        vnet = self._vnet_hdr_len
         count = sent = 0
         # ESP packets of one route held for one GSO send (UDP_SEGMENT): equal lengths,
         # the last may be shorter. Held only within this wakeup, so no latency is added.
@@ -128,10 +149,10 @@ class OutboundPath:
         held_size = held_limit = 0
         try:
             while count < TUN_BATCH:
-                packet = read(fd, size)
+                packet = os.read(fd, self._tun_bufsize)
                 count += 1
-                if vnet:
-                    packet = packet[vnet:]
+                if self._vnet_hdr_len:
+                    packet = packet[self._vnet_hdr_len :]
                 # Plain IPv4 (IHL 5), TCP, UDP or ICMP, not a later fragment: the flow
                 # cache, keyed as FLOW_KEY_END says (inlined: the per-packet path).
                 if (
@@ -141,11 +162,11 @@ class OutboundPath:
                 ):
                     protocol = packet[9]
                     if protocol == 6:
-                        route = tcp.get(packet[12:24])
+                        route = self._flows[6].get(packet[12:24])
                     elif protocol == 17:
-                        route = udp.get(packet[12:24])
+                        route = self._flows[17].get(packet[12:24])
                     elif protocol == 1:
-                        route = icmp.get(packet[12:20])
+                        route = self._flows[1].get(packet[12:20])
                     else:
                         route = None
                     if route is not None:
@@ -177,7 +198,7 @@ class OutboundPath:
                     held_route.send_batch(held, held_route.dest)  # type: ignore[misc]
                     held = []
                     held_route = None
-                slow(packet, now)
+                self._outbound_slow(packet, now)
         except BlockingIOError:
             pass  # drained: the read that raised got no packet
         if held_route is not None:
@@ -185,15 +206,13 @@ class OutboundPath:
         return count, sent
 
     def _drain_device(self, now: float) -> int:
-        read = self.tun.read
-        slow = self._outbound_slow
         count = 0
         while count < TUN_BATCH:
-            packet = read()
+            packet = self.tun.read()
             if packet is None:
                 break
             count += 1
-            slow(packet, now)
+            self._outbound_slow(packet, now)
         return count
 
     def _outbound_slow(self, packet: bytes, now: float) -> None:
@@ -245,7 +264,7 @@ class OutboundPath:
             return self._drop_routes[Verdict.BYPASS]
         if entry.action is Action.DISCARD:
             return self._drop_routes[Verdict.DISCARD]
-        return self._route(entry.policy)
+        return self._route_for(entry.policy)
 
     def _trap(self, route: Route, info: PacketInfo, now: float) -> None:
         self.counters.no_sa += 1
@@ -257,7 +276,7 @@ class OutboundPath:
             try:
                 self.on_acquire(Acquire(route.policy, info))
             except Exception as exc:
-                self._internal_error("on_acquire", exc)
+                self._report_error("on_acquire", exc)
 
     def _send_transport(self, route: Route, packet: bytes, info: PacketInfo, now: float) -> None:
         # RFC 4303 section 3.1.1: transport mode protects the upper-layer segment; the

@@ -238,7 +238,7 @@ def test_fd_fast_path_batches_and_caches_flows(fd_pair: FdPair) -> None:
     assert counters["esp_tx"] == len(expected)
     assert counters["bypass_misrouted"] == 1 and counters["unparsable"] == 1
     # Three UDP flows, DNS, and the ICMP address pair.
-    assert sum(len(t) for t in a._flows.values()) == 5
+    assert a.outbound.cached_flows() == 5
 
 
 def echo(src: str, dst: str, ident: int, seq: int) -> bytes:
@@ -364,6 +364,21 @@ def test_reinstalling_a_policy_replaces_its_sas(pair: Pair) -> None:
     pair.a.send(udp4(A1, B1))
     pair.net.pump()
     assert len(pair.b.tun.delivered) == 1
+
+
+def test_reinstalling_the_same_spis_keeps_checking_selectors(pair: Pair) -> None:
+    # The removal of the old pair is reported before the new one, with the same inbound
+    # SPI, is in place: the new SA's selector check (RFC 4301 section 5.2) must survive it.
+    pair.connect(sa(0x1001, 1), sa(0x2002, 2))
+    rogue = pair.a.dp.sad.outbound(POLICY)
+    assert rogue is not None
+    for packet in (udp4("10.66.0.1", B1), udp4(A1, B1)):
+        sealed = rogue.encap(packet, 4, pair.clock.now)
+        assert sealed is not None
+        pair.a.endpoint.send_esp(sealed, (HOST_B, 4500))
+    pair.net.pump()
+    assert pair.b.dp.stats().inbound_drops == {"policy": 1}
+    assert pair.b.tun.delivered == [udp4(A1, B1)]
 
 
 def test_raw_esp_without_a_socket_is_counted(pair: Pair) -> None:
