@@ -61,7 +61,7 @@ from .metrics import MetricsError, agent_metrics
 from .plan import AgentPlan, PlanRejected
 from .server import ServerError, ServerTls, start_server, wait_for_signal
 from .service import AgentService, WrongHost
-from .sink import EventHub, PlanOnlySink, PlanSink
+from .sink import EventHub, PlanOnlySink, PlanSink, SaEventReport
 from .store import PlanStore, StoreError
 from .unit import DEFAULT_CONFIG, DEFAULT_VENV, AgentUnit, UnitError
 
@@ -511,6 +511,10 @@ def run(
             events,
         ):
             service = None
+            serving = config is not None and state_dir is not None
+            # Subscribe before the plan goes in force: a tunnel may come up (a held
+            # IKE_SA_INIT answered at once) before the metrics and control sockets open.
+            queue = events.subscribe() if choice.enabled and not serving else None
             if state_dir is None:
                 report = await sink.put_in_force(plan)
                 click.echo(f"in force (not persisted: no --state-dir); {choice.reason}")
@@ -534,8 +538,8 @@ def run(
             ):
                 if config is not None and service is not None:
                     await _serve(service, config.listen, tls, config.controller_identity)
-                elif choice.enabled:
-                    await _watch(sink, events, status_interval)
+                elif queue is not None:
+                    await _watch(sink, events, queue, status_interval)
 
     try:
         asyncio.run(apply_and_run())
@@ -551,10 +555,12 @@ def run(
         _fail(str(exc))
 
 
-async def _watch(sink: PlanSink, events: EventHub, interval: float) -> None:
-    """Print SA events as they come and a status line per peer every ``interval``
-    seconds, until SIGTERM or SIGINT."""
-    queue = events.subscribe()
+async def _watch(
+    sink: PlanSink, events: EventHub, queue: asyncio.Queue[SaEventReport], interval: float
+) -> None:
+    """Print SA events as they come (``queue``, subscribed to ``events`` before the plan
+    went in force) and a status line per peer every ``interval`` seconds, until SIGTERM
+    or SIGINT."""
 
     async def printer() -> None:
         loop = asyncio.get_running_loop()
