@@ -8,9 +8,9 @@ done once per pair, and it is written out inline.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-from vpnfleet.controller.inventory import InventoryError
+from vpnfleet.controller.inventory import InventoryError, Mark
 
 from .credentials import PairKeys, pubkey_credential
 from .external import ExternalPeer
@@ -53,10 +53,18 @@ class PairBuilder:
         # Per plan() call (ids are only stable while the topology is alive).
         self.ts_cache: dict[tuple[int, int], tuple[str, ...]] = {}
         self.transit_cache: dict[tuple[int, str], tuple[SpdEntry, ...]] = {}
+        self.origins: Mapping[str, Mapping[str, Mark]] = {}
 
-    def start(self) -> None:
+    def start(self, origins: Mapping[str, Mapping[str, Mark]]) -> None:
+        """Begin a plan() call; ``origins`` tells where each host's variables are set in
+        this call's inventory (profiles are kept across calls, file positions are not)."""
         self.ts_cache = {}
         self.transit_cache = {}
+        self.origins = origins
+
+    def mark(self, host: HostProfile, var: str) -> Mark | None:
+        """Where ``host``'s variable ``var`` is set, for errors."""
+        return self.origins[host.name].get(var)
 
     def fleet_credential(self) -> Credential:
         """Certificate auth anchored at the fleet CA (the first trust anchor), accepting
@@ -90,9 +98,9 @@ class PairBuilder:
                 out.append(
                     InventoryError(
                         f"hosts {a.name} and {b.name} share no {kind.upper()} proposal: "
-                        f"{a.name} offers {mine} (set at {a.origins.get(var)}), "
-                        f"{b.name} offers {theirs} (set at {b.origins.get(var)})",
-                        a.origins.get(var),
+                        f"{a.name} offers {mine} (set at {self.mark(a, var)}), "
+                        f"{b.name} offers {theirs} (set at {self.mark(b, var)})",
+                        self.mark(a, var),
                     )
                 )
         for var, mine_v, theirs_v in (
@@ -103,9 +111,9 @@ class PairBuilder:
                 out.append(
                     InventoryError(
                         f"hosts {a.name} and {b.name} disagree on {var}: {a.name} has "
-                        f"{mine_v} (set at {a.origins.get(var)}), {b.name} has {theirs_v} "
-                        f"(set at {b.origins.get(var)})",
-                        a.origins.get(var),
+                        f"{mine_v} (set at {self.mark(a, var)}), {b.name} has {theirs_v} "
+                        f"(set at {self.mark(b, var)})",
+                        self.mark(a, var),
                     )
                 )
         return out
@@ -180,7 +188,7 @@ class PairBuilder:
                 InventoryError(
                     f"hosts {name_a} and {name_b} use auth pubkey, but the fleet has no CA "
                     "yet (run `vpnfleet ca init`)",
-                    a.origins.get("auth"),
+                    self.mark(a, "auth"),
                 )
             )
             return False
@@ -284,7 +292,7 @@ class PairBuilder:
                         f"{kind.upper()} proposal: {local.name} offers "
                         f"{_listed(mine)}, {remote.name} accepts "
                         f"{_listed(theirs)} (at {remote.mark})",
-                        local.origins.get(f"{kind}_proposals"),
+                        self.mark(local, f"{kind}_proposals"),
                     )
                 )
                 return None
@@ -303,7 +311,7 @@ class PairBuilder:
                         f"ends' own addresses, but external peer {remote.name} (at "
                         f"{remote.mark}) has address any: give its address, or use tunnel "
                         "mode",
-                        local.origins.get("mode"),
+                        self.mark(local, "mode"),
                     )
                 )
                 return None

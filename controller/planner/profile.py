@@ -6,7 +6,7 @@ settings; every host (and every peer built from it) points at the same objects.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +71,6 @@ class HostProfile:
     fragmentation_off: bool
     fragment_size: int  # 0 when the default (1280), so default plans leave it unset
     epoch: int
-    origins: Mapping[str, Mark]
 
 
 class Interner:
@@ -167,5 +166,4 @@ def build_profile(
             else int(v["ike_fragment_size"])
         ),
         epoch=int(v["psk_epoch"]),
-        origins=origins,
     )
