@@ -57,10 +57,12 @@ def _cyclic_collector_paused() -> Iterator[None]:
     """The cyclic garbage collector off for the block (as it was, after it).
 
     A big fleet makes millions of small objects that hold no reference cycles, and the
-    collector would scan them again and again while they are being made. Measured with
-    ``bench/plan_scale.py`` (CPU seconds, three rounds on a shared 2-core machine):
-    with the collector left on, mesh_1000_s took 9.2-9.3 s instead of 3.6-3.8 s and
-    hubspoke_10000_s 6.3-7.3 s instead of 2.7-2.8 s, 2.5 times as long.
+    collector would scan them again and again while they are being made; paused, it
+    scans them once, at its first collection after the block. Measured with
+    ``bench/plan_scale.py`` timed in CPU seconds (best of two interleaved rounds on a
+    shared 2-core machine, that one collection included): with the collector left on,
+    mesh_1000_s took 12.1 s instead of 6.2 s and hubspoke_10000_s 10.1 s instead of
+    4.4 s.
     """
     enabled = gc.isenabled()
     gc.disable()

@@ -206,11 +206,11 @@ def fast_constructor(cls: type[T]) -> Callable[..., T]:
     lets ``__class__`` change between classes of identical slot layout): an ordinary,
     equal, hashable, frozen instance.
 
-    Kept because it matters: ``bench/plan_scale.py`` with the pair builder's Peer,
-    SpdEntry, TrafficSelector and PSK Credential made by the dataclasses' own
-    constructors instead took 8.2-8.9 s instead of 3.6-3.8 s for mesh_1000_s and
-    5.0-5.2 s instead of 2.7-2.8 s for hubspoke_10000_s (CPU seconds, three rounds on
-    a shared 2-core machine): 2.3 and 1.8 times slower.
+    Kept because it matters: with the pair builder's Peer, SpdEntry, TrafficSelector
+    and PSK Credential made by the dataclasses' own constructors instead,
+    ``bench/plan_scale.py`` timed in CPU seconds (best of two interleaved rounds on a
+    shared 2-core machine) gave 11.6 s instead of 6.2 s for mesh_1000_s and 6.7 s
+    instead of 4.4 s for hubspoke_10000_s.
     """
     fields = dataclasses.fields(cls)  # type: ignore[arg-type]
     names = tuple(f.name for f in fields)
