@@ -21,7 +21,7 @@ from . import convert, pki, rails, revisions
 from .client import AgentClient, AgentUnreachable
 from .inventory import Inventory, InventoryErrors, limit_hosts, load_inventory
 from .inventory.vault import Vault
-from .planner import build_plans
+from .planner import Planner
 from .results import AggregateResult, ChangeLine, HostResult, Outcome
 from .rollout import DEFAULT_OPTIONS, RolloutOptions, run_rollout
 from .state import StateDir, StateError
@@ -81,9 +81,14 @@ def compile_fleet(
     vault: Vault | None = None,
     revision: str = "worktree",
     retire: Iterable[str] = (),
+    planner: Planner | None = None,
 ) -> CompiledFleet:
     """Load, validate and plan the whole inventory; select the ``limit`` hosts. Hosts
-    decommissioned (and those in ``retire``: a dry run of a decommission) are left out."""
+    decommissioned (and those in ``retire``: a dry run of a decommission) are left out.
+
+    ``planner`` is kept across compiles by whoever plans more than once (``serve``, a
+    command that compiles several revisions): it re-plans only what changed. Without
+    it the plans are made from scratch; they are equal either way."""
     inventory = load_inventory(inventory_path, vault=vault)
     inventory, retired = without_retired(inventory, state, retire)
     selected = limit_hosts(inventory, limit) if limit else list(inventory.hosts)
@@ -92,7 +97,7 @@ def compile_fleet(
     if ca_exists(state):
         anchors = pki.plan_anchors(state.root)  # two while a CA rotation runs
         crls = pki.fleet_crls(state.root)
-    plans = build_plans(
+    plans = (planner or Planner()).plan(
         inventory,
         master_secret=state.master_secret(),
         trust_anchors=anchors,
@@ -142,6 +147,7 @@ def compile_fleet_at(
     *,
     limit: str | None = None,
     vault: Vault | None = None,
+    planner: Planner | None = None,
 ) -> CompiledFleet:
     """:func:`compile_fleet` on the inventory as it is at git revision ``ref``.
 
@@ -149,10 +155,15 @@ def compile_fleet_at(
     working tree, as :func:`compile_fleet`.
     """
     if ref is None:
-        return compile_fleet(inventory_path, state, limit=limit, vault=vault)
+        return compile_fleet(inventory_path, state, limit=limit, vault=vault, planner=planner)
     with revisions.inventory_at(inventory_path, ref) as checkout:
         return compile_fleet(
-            checkout.path, state, limit=limit, vault=vault, revision=checkout.revision
+            checkout.path,
+            state,
+            limit=limit,
+            vault=vault,
+            revision=checkout.revision,
+            planner=planner,
         )
 
 
@@ -163,11 +174,15 @@ def previous_fleet(
     *,
     limit: str | None = None,
     vault: Vault | None = None,
+    planner: Planner | None = None,
 ) -> tuple[CompiledFleet | None, str]:
     """The plans in force, taken to be those of revision ``ref`` (what a staged apply
     starts from and a rollback restores): the fleet, or None and why it cannot be had."""
     try:
-        return compile_fleet_at(inventory_path, state, ref, limit=limit, vault=vault), ""
+        fleet = compile_fleet_at(
+            inventory_path, state, ref, limit=limit, vault=vault, planner=planner
+        )
+        return fleet, ""
     except revisions.RevisionError as exc:
         return None, str(exc)
     except InventoryErrors as exc:

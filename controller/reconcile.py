@@ -53,6 +53,7 @@ from .health import AgentAccess, HealthGate
 from .in_force import ApplyJournal, Candidate, InForceError, match_candidates, observed_hashes
 from .inventory import InventoryError, InventoryErrors
 from .inventory.vault import Vault, VaultError
+from .planner import Planner
 from .results import AggregateResult
 from .rollout import DEFAULT_OPTIONS, RolloutOptions, batches
 from .serve_http import HttpOptions, HttpServer, parse_listen
@@ -135,6 +136,8 @@ class Reconciler:
         self.audit = AuditLog.in_state(state.root)
         self.metrics = Metrics()
         self.fleet: operations.CompiledFleet | None = None  # the plans in force
+        # Every revision is planned by this one planner, one at a time (from the loop).
+        self.planner = Planner()
         self.in_force: str = ""  # the revision in force ("" while none is known)
         self.in_force_checked = False  # asked the agents what they run
         self.followed: revisions.BranchHead | None = None
@@ -267,7 +270,7 @@ class Reconciler:
         subject = await asyncio.to_thread(revisions.commit_subject, self.repo, revision)
         self.log(f"{name} ({subject}): compiling")
         try:
-            fleet = await asyncio.to_thread(self._compile, revision)
+            fleet = await asyncio.to_thread(self.compile, revision)
             violations = [] if self.options.force else operations.rail_violations(fleet)
             if violations:
                 raise rails.RailError(violations)
@@ -345,9 +348,15 @@ class Reconciler:
         self.metrics.revision.labels(revision=revision).set(1)
         self.log(f"{name}: {entry.outcome} in {entry.seconds:.2f}s")
 
-    def _compile(self, revision: str) -> operations.CompiledFleet:
+    def compile(self, revision: str) -> operations.CompiledFleet:
+        """The fleet as planned at ``revision``, by the planner kept across revisions: a
+        commit that changes one host re-plans that host's pairs, not the fleet."""
         return operations.compile_fleet_at(
-            self.options.inventory, self.state, revision, vault=self.options.vault
+            self.options.inventory,
+            self.state,
+            revision,
+            vault=self.options.vault,
+            planner=self.planner,
         )
 
     async def _find_in_force(
@@ -363,7 +372,7 @@ class Reconciler:
             if not ref:
                 continue
             try:
-                compiled = await asyncio.to_thread(self._compile, ref)
+                compiled = await asyncio.to_thread(self.compile, ref)
             except (InventoryErrors, InventoryError, revisions.RevisionError, VaultError):
                 continue
             commit = staged_apply.target_of(compiled)
@@ -417,7 +426,7 @@ class Reconciler:
         try:
             journal = ApplyJournal.load(self.state)
             return staged_apply.decide(
-                fleet, observed_hashes(status), [known], journal, self._compile
+                fleet, observed_hashes(status), [known], journal, self.compile
             )
         except (InForceError, StateError) as exc:
             decision = staged_apply.from_revision(fleet, known)

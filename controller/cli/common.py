@@ -19,6 +19,7 @@ from vpnfleet.protos.files import UnsafeDirectoryError
 from .. import operations, pki, rails, revisions
 from ..inventory import InventoryError, InventoryErrors
 from ..inventory import vault as vault_mod
+from ..planner import Planner
 from ..results import AggregateResult, HostResult, Outcome
 from ..rollout import RolloutOptionError
 from ..state import StateDir, StateError
@@ -168,6 +169,9 @@ class Ctx:
     def __init__(self, state: Path) -> None:
         self.state = StateDir(state)
         self.lock: StateLock | None = None
+        # Shared by the compiles of one command (a diff's two revisions, apply's in-force
+        # candidates, a rotation's phases): each re-plans only what changed.
+        self.planner = Planner()
 
     def hold_lock(self, command: str) -> None:
         """Hold the state directory's lock until the process ends; exit 1 naming the

@@ -281,7 +281,9 @@ def apply_cmd(
             forks=forks, serial=parse_serial(serial), max_fail_percentage=max_fail_percentage
         )
         vault = open_vault(vault_password_file, vault_key_file)
-        fleet = operations.compile_fleet_at(inventory, ctx.state, rev, limit=limit, vault=vault)
+        fleet = operations.compile_fleet_at(
+            inventory, ctx.state, rev, limit=limit, vault=vault, planner=ctx.planner
+        )
         enforce_rails(fleet, force)
         require_ca(ctx, inventory)
         if not check:
@@ -344,7 +346,9 @@ def apply_canary(
     except CanaryError as exc:
         fail(str(exc))
     with input_errors():
-        fleet = operations.compile_fleet_at(inventory, ctx.state, rev, limit=limit, vault=vault)
+        fleet = operations.compile_fleet_at(
+            inventory, ctx.state, rev, limit=limit, vault=vault, planner=ctx.planner
+        )
         enforce_rails(fleet, force)
         ctx.hold_lock("apply")
         require_ca(ctx, inventory)
@@ -395,7 +399,9 @@ def decide_in_force(
     ``canary`` also when no revision can be compiled: a rollback needs one)."""
 
     def compile_revision(ref: str) -> operations.CompiledFleet:
-        return operations.compile_fleet_at(inventory, ctx.state, ref, limit=limit, vault=vault)
+        return operations.compile_fleet_at(
+            inventory, ctx.state, ref, limit=limit, vault=vault, planner=ctx.planner
+        )
 
     if rollback_rev is not None:
         given = compile_revision(rollback_rev)
@@ -406,7 +412,7 @@ def decide_in_force(
     why: list[str] = []
     for ref in [f"{rev}^", "HEAD"] if rev else ["HEAD"]:
         previous, reason = operations.previous_fleet(
-            inventory, ctx.state, ref, limit=limit, vault=vault
+            inventory, ctx.state, ref, limit=limit, vault=vault, planner=ctx.planner
         )
         if previous is None:
             why.append(reason)

@@ -71,8 +71,12 @@ def diff_cmd(
 
     with input_errors():
         vault = open_vault(vault_password_file, vault_key_file)
-        old = operations.compile_fleet_at(inventory, ctx.state, from_rev, limit=limit, vault=vault)
-        new = operations.compile_fleet_at(inventory, ctx.state, to_rev, limit=limit, vault=vault)
+        old, new = (
+            operations.compile_fleet_at(
+                inventory, ctx.state, ref, limit=limit, vault=vault, planner=ctx.planner
+            )
+            for ref in (from_rev, to_rev)
+        )
     result = diff_plans(
         old.plans,
         new.plans,

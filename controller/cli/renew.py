@@ -101,7 +101,7 @@ def renew_cmd(
         vault = open_vault(vault_password_file, vault_key_file)
 
         def compile_fleet() -> operations.CompiledFleet:
-            return operations.compile_fleet(inventory, ctx.state, vault=vault)
+            return operations.compile_fleet(inventory, ctx.state, vault=vault, planner=ctx.planner)
 
         options = RolloutOptions(forks=forks)
         access = cert_rotation.AgentCredentialAccess(ctx.state, options, timeout)

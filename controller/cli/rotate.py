@@ -83,7 +83,9 @@ def rotate_psk_cmd(
             journal, fleet, resumed = rotation.prepare_psk_rotation(
                 inventory,
                 ctx.state,
-                lambda: operations.compile_fleet(inventory, ctx.state, vault=vault),
+                lambda: operations.compile_fleet(
+                    inventory, ctx.state, vault=vault, planner=ctx.planner
+                ),
                 epoch,
             )
         except rotation.RotationError as exc:
@@ -146,7 +148,7 @@ def _rotate_certificates(
         vault = open_vault(vault_password_file, vault_key_file)
 
         def compile_fleet() -> operations.CompiledFleet:
-            return operations.compile_fleet(inventory, ctx.state, vault=vault)
+            return operations.compile_fleet(inventory, ctx.state, vault=vault, planner=ctx.planner)
 
         try:
             journal, resumed = cert_rotation.prepare_cert_rotation(kind, ctx.state, compile_fleet())

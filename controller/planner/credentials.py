@@ -74,7 +74,10 @@ class PairKeys:
         o = outer.copy()
         o.update(i.digest())
         return _new_credential(
-            AuthMethod.PSK, f"psk:{low}+{high}/epoch-{epoch}", o.digest(), epoch, "", (), (), ()
+            method=AuthMethod.PSK,
+            reference=f"psk:{low}+{high}/epoch-{epoch}",
+            psk=o.digest(),
+            epoch=epoch,
         )
 
 
@@ -97,4 +100,9 @@ def pubkey_credential(
     """Certificate authentication anchored at the CA ``pem`` (RFC 7427 signatures), and
     at the CAs ``also`` too (the next fleet CA while a CA rotation runs)."""
     accepted = tuple(ca_fingerprint(p) for p in also)
-    return Credential(AuthMethod.PUBKEY, f"cert:{name}", b"", 0, ca_fingerprint(pem), accepted)
+    return Credential(
+        method=AuthMethod.PUBKEY,
+        reference=f"cert:{name}",
+        ca_fingerprint=ca_fingerprint(pem),
+        accepted_ca_fingerprints=accepted,
+    )

@@ -97,11 +97,13 @@ def parse_policy(
         families.append(_ANY_V6)
     selectors = tuple(
         TrafficSelector(
-            any_ if local == "any" else local,
-            any_ if remote == "any" else remote,
-            protocol,
-            *local_ports,
-            *remote_ports,
+            local_prefix=any_ if local == "any" else local,
+            remote_prefix=any_ if remote == "any" else remote,
+            protocol=protocol,
+            local_port_start=local_ports[0],
+            local_port_end=local_ports[1],
+            remote_port_start=remote_ports[0],
+            remote_port_end=remote_ports[1],
         )
         for any_ in families
     )

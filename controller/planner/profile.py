@@ -6,7 +6,7 @@ settings; every host (and every peer built from it) points at the same objects.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +83,6 @@ class HostProfile:
     fragmentation_off: bool
     fragment_size: int  # 0 when the default (1280), so default plans leave it unset
     epoch: int
-    origins: Mapping[str, Mark]
 
 
 class Interner:
@@ -166,15 +165,19 @@ def build_profile(
         start_action=START_ACTIONS[v["start_action"]],
         lifetimes=get(
             Lifetimes(
-                int(v["ike_lifetime"]),
-                int(v["child_lifetime"]),
-                int(v["child_lifetime_bytes"]),
-                int(v["child_lifetime_packets"]),
-                int(v["rekey_jitter"]),
+                ike_rekey_seconds=int(v["ike_lifetime"]),
+                child_rekey_seconds=int(v["child_lifetime"]),
+                child_rekey_bytes=int(v["child_lifetime_bytes"]),
+                child_rekey_packets=int(v["child_lifetime_packets"]),
+                rand_seconds=int(v["rekey_jitter"]),
             )
         ),
-        dpd=get(Dpd(int(v["dpd_delay"]), int(v["dpd_timeout"]))),
-        nat_traversal=get(NatTraversal(bool(v["force_encap"]), int(v["nat_keepalive"]))),
+        dpd=get(Dpd(delay_seconds=int(v["dpd_delay"]), timeout_seconds=int(v["dpd_timeout"]))),
+        nat_traversal=get(
+            NatTraversal(
+                force_encap=bool(v["force_encap"]), keepalive_seconds=int(v["nat_keepalive"])
+            )
+        ),
         behind_nat=bool(v["nat"]),
         fragmentation_off=not v["ike_fragmentation"],
         fragment_size=(
@@ -183,5 +186,4 @@ def build_profile(
             else int(v["ike_fragment_size"])
         ),
         epoch=int(v["psk_epoch"]),
-        origins=origins,
     )

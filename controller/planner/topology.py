@@ -58,6 +58,7 @@ import ipaddress
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from vpnfleet.controller.inventory import (
@@ -81,11 +82,22 @@ HUB_SPOKE_KEYS = ("name", "hubs", "spokes")
 LINK_KEYS = ("a", "b", "name")
 
 
+class RoleKind(StrEnum):
+    """Which construct of topology.yaml made a tunnel, and this end's side of it."""
+
+    MESH = "mesh"
+    LINK = "link"
+    HUB_MESH = "hub-mesh"  # between the hubs of one hub_spoke
+    HUB = "hub"  # a hub's end of its tunnel to a spoke
+    SPOKE = "spoke"
+    EXTERNAL = "external"  # to a gateway vpnfleet does not manage
+
+
 @dataclass(frozen=True, slots=True)
 class Role:
     """How one end sees one tunnel; shared by every pair of a construct side."""
 
-    kind: str  # mesh | link | hub-mesh | hub | spoke | external
+    kind: RoleKind
     construct: str  # the mesh / hub_spoke / link name, for messages
     mark: Mark | None
     initiator: bool | None = None  # None: by NAT, then by name order
@@ -212,7 +224,7 @@ def expand_topology(
         members = ck.group(entry, "group", what)
         if name is None or members is None:
             continue
-        role = Role("mesh", name, mark_of(entry))
+        role = Role(RoleKind.MESH, name, mark_of(entry))
         members = sorted(members)
         for host in members:
             peers = dict.fromkeys(members, role)
@@ -238,9 +250,9 @@ def expand_topology(
         mark = mark_of(entry)
         transit = _aggregate([p for s in spokes for p in subnets[s]])
         hub_list = tuple(sorted(hubs))
-        hub_mesh = Role("hub-mesh", name, mark)
-        to_hub = Role("spoke", name, mark, True, (), transit, hub_list, mirrored=False)
-        to_spoke = Role("hub", name, mark, False, transit, (), mirrored=False)
+        hub_mesh = Role(RoleKind.HUB_MESH, name, mark)
+        to_hub = Role(RoleKind.SPOKE, name, mark, True, (), transit, hub_list, mirrored=False)
+        to_spoke = Role(RoleKind.HUB, name, mark, False, transit, (), mirrored=False)
         spoke_list = tuple(sorted(spokes))
         for hub in hubs:
             topo.hub_of.setdefault(hub, []).append((to_spoke, spoke_list))
@@ -263,7 +275,7 @@ def expand_topology(
         if a == b:
             ck.error(f"{what}: a link needs two different hosts, got {a!r} twice", entry)
             continue
-        role = Role("link", label or f"{min(a, b)}-{max(a, b)}", mark_of(entry))
+        role = Role(RoleKind.LINK, label or f"{min(a, b)}-{max(a, b)}", mark_of(entry))
         adj.join(a, {b: role})
         adj.join(b, {a: role})
 
@@ -290,7 +302,7 @@ def expand_topology(
                 continue
             dynamic_of.update(dict.fromkeys(hosts, peer))
         topo.externals[peer.name] = peer
-        role = Role("external", peer.name, peer.mark, True, mirrored=False)
+        role = Role(RoleKind.EXTERNAL, peer.name, peer.mark, True, mirrored=False)
         for host in hosts:
             adj.join(host, {peer.name: role})
             topo.externals_of.setdefault(host, []).append(peer.name)

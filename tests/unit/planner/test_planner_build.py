@@ -248,9 +248,9 @@ def replan(
     tmp_path: Path, names: list[str], **change: str
 ) -> tuple[Planner, dict[str, NodePlan], dict[str, NodePlan]]:
     root = tmp_path / "inv"
-    planner = Planner(master_secret=SECRET)
-    old = planner.plan(load_inventory(write_mesh(root, names)))
-    new = planner.plan(load_inventory(write_mesh(root, names, **change)))
+    planner = Planner()
+    old = planner.plan(load_inventory(write_mesh(root, names)), master_secret=SECRET)
+    new = planner.plan(load_inventory(write_mesh(root, names, **change)), master_secret=SECRET)
     fresh = plans_of(root)
     assert new == fresh  # incremental result equals a full rebuild
     return planner, old, new
@@ -282,9 +282,9 @@ def test_replan_after_a_subnet_change(tmp_path: Path) -> None:
 
 def test_replan_with_nothing_changed_but_the_generation(tmp_path: Path) -> None:
     root = write_mesh(tmp_path / "inv", NAMES)
-    planner = Planner(master_secret=SECRET)
-    old = planner.plan(load_inventory(root), generation=1)
-    new = planner.plan(load_inventory(root), generation=2)
+    planner = Planner()
+    old = planner.plan(load_inventory(root), master_secret=SECRET, generation=1)
+    new = planner.plan(load_inventory(root), master_secret=SECRET, generation=2)
     assert all(p.generation == 2 for p in new.values())
     assert planner.changed_hosts(old, new) == set()
     assert planner.changed_hosts(old, {**new, "a9": new["a1"]}) == {"a9"}
@@ -292,24 +292,32 @@ def test_replan_with_nothing_changed_but_the_generation(tmp_path: Path) -> None:
 
 def test_replan_after_a_host_joins(tmp_path: Path) -> None:
     planner, _, new = replan(tmp_path, NAMES)
-    bigger = planner.plan(load_inventory(write_mesh(tmp_path / "inv", [*NAMES, "a6"])))
+    bigger = planner.plan(
+        load_inventory(write_mesh(tmp_path / "inv", [*NAMES, "a6"])), master_secret=SECRET
+    )
     assert bigger == plans_of(tmp_path / "inv")
     assert planner.changed_hosts(new, bigger) == {*NAMES, "a6"}
 
 
 def test_a_failed_replan_keeps_the_planner_usable(tmp_path: Path) -> None:
     root = tmp_path / "inv"
-    planner = Planner(master_secret=SECRET)
-    good = planner.plan(load_inventory(write_mesh(root, NAMES)))
-    with pytest.raises(PlanError):
-        planner.plan(load_inventory(write_mesh(root, NAMES, a1="esp_proposals: [aes256-sha1]\n")))
+    planner = Planner()
+    good = planner.plan(load_inventory(write_mesh(root, NAMES)), master_secret=SECRET)
     with pytest.raises(PlanError):
         planner.plan(
-            load_inventory(write_mesh(root, NAMES, a1="ike_proposals: [aes128-sha256-modp2048]\n"))
+            load_inventory(write_mesh(root, NAMES, a1="esp_proposals: [aes256-sha1]\n")),
+            master_secret=SECRET,
         )
-    again = planner.plan(load_inventory(write_mesh(root, NAMES)))
+    with pytest.raises(PlanError):
+        planner.plan(
+            load_inventory(write_mesh(root, NAMES, a1="ike_proposals: [aes128-sha256-modp2048]\n")),
+            master_secret=SECRET,
+        )
+    again = planner.plan(load_inventory(write_mesh(root, NAMES)), master_secret=SECRET)
     assert again == good
-    changed = planner.plan(load_inventory(write_mesh(root, NAMES, a1="dpd_delay: 9\n")))
+    changed = planner.plan(
+        load_inventory(write_mesh(root, NAMES, a1="dpd_delay: 9\n")), master_secret=SECRET
+    )
     assert changed == plans_of(root)
     assert planner.changed_hosts(again, changed) == {"a1"}
 
@@ -343,10 +351,10 @@ def test_replan_hub_and_spoke(tmp_path: Path, change: str, expected: set[str]) -
     (root / "host_vars").mkdir(parents=True)
     (root / "hosts.yaml").write_text(textwrap.dedent(HUB_SPOKE).lstrip())
     (root / "topology.yaml").write_text("hub_spoke:\n  - {name: x, hubs: hubs, spokes: spokes}\n")
-    planner = Planner(master_secret=SECRET)
-    old = planner.plan(load_inventory(root))
+    planner = Planner()
+    old = planner.plan(load_inventory(root), master_secret=SECRET)
     (root / "host_vars" / "s2.yaml").write_text(change)
-    new = planner.plan(load_inventory(root))
+    new = planner.plan(load_inventory(root), master_secret=SECRET)
     assert new == plans_of(root)
     assert planner.changed_hosts(old, new) == expected
 
@@ -411,11 +419,11 @@ def test_replan_with_an_external_peer_and_policies(tmp_path: Path) -> None:
             """
         ).lstrip()
     )
-    planner = Planner(master_secret=SECRET)
-    old = planner.plan(load_inventory(root))
+    planner = Planner()
+    old = planner.plan(load_inventory(root), master_secret=SECRET)
     assert [p.name for p in old["a2"].peers] == ["a1", "a3", "a4", "a5", "partner"]
     (root / "host_vars" / "a2.yaml").write_text("dpd_timeout: 99\n")
-    new = planner.plan(load_inventory(root))
+    new = planner.plan(load_inventory(root), master_secret=SECRET)
     assert new == plans_of(root)
     assert planner.changed_hosts(old, new) == {"a2"}
     assert new["a2"].spd[0].name == "policy:clear"

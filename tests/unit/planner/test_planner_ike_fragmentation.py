@@ -109,9 +109,12 @@ def test_build_with_fragmentation_is_deterministic(tmp_path: Path) -> None:
 
 def test_replan_after_a_fragment_size_change(tmp_path: Path) -> None:
     root = tmp_path / "inv"
-    planner = Planner(master_secret=SECRET)
-    old = planner.plan(load_inventory(write_mesh(root, NAMES)))
-    new = planner.plan(load_inventory(write_mesh(root, NAMES, a2="ike_fragment_size: 1400\n")))
+    planner = Planner()
+    old = planner.plan(load_inventory(write_mesh(root, NAMES)), master_secret=SECRET)
+    new = planner.plan(
+        load_inventory(write_mesh(root, NAMES, a2="ike_fragment_size: 1400\n")),
+        master_secret=SECRET,
+    )
     assert new == plans_of(root)  # incremental result equals a full rebuild
     assert planner.changed_hosts(old, new) == {"a2"}
     assert {p.ike_fragment_size for p in new["a2"].peers} == {1400}

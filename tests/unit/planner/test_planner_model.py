@@ -53,12 +53,22 @@ def test_enum_members_are_the_proto_value_tails(name: str) -> None:
 
 def test_fast_constructor_makes_ordinary_frozen_instances() -> None:
     make = fast_constructor(TrafficSelector)
-    fast = make("10.0.0.0/8", "10.1.0.0/16", 6, 0, 65535, 443, 443)
+    fast = make(
+        local_prefix="10.0.0.0/8",
+        remote_prefix="10.1.0.0/16",
+        protocol=6,
+        remote_port_start=443,
+        remote_port_end=443,
+    )
     slow = TrafficSelector("10.0.0.0/8", "10.1.0.0/16", 6, 0, 65535, 443, 443)
     assert type(fast) is TrafficSelector
     assert fast == slow and hash(fast) == hash(slow)
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.protocol = 17  # type: ignore[misc]
+    assert make("10.0.0.0/8", "10.1.0.0/16", 6, 0, 65535, 443, 443) == slow
+    assert make("10.0.0.0/8", "10.1.0.0/16") == TrafficSelector("10.0.0.0/8", "10.1.0.0/16")
+    with pytest.raises(TypeError):
+        make(local_prefix="10.0.0.0/8")  # fields without a default are required
     assert len(dataclasses.fields(Peer)) == 21
 
 
