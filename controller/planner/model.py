@@ -2,7 +2,7 @@
 
 Field names, order and meaning are the .proto's; repeated fields are tuples and enums are
 :class:`enum.StrEnum` classes whose member names are the tails of the proto value names
-(``SPD_ACTION_PROTECT`` -> ``SpdAction.PROTECT``), so ``controller/convert.py`` maps them
+(``SPD_ACTION_PROTECT`` -> ``SpdAction.PROTECT``), so ``controller/transport/convert.py`` maps them
 mechanically.
 
 Large fleets build millions of these (a 1,000-host mesh has ~1M peers), and the
