@@ -7,7 +7,7 @@ into its own directory. Only the sink is :class:`PlanOnlySink`.
 
 Certificates: each agent directory gets keys and CSRs made here; missing certificates
 are signed through the controller's CSR path in a separate process
-(``python -m vpnfleet.controller.pki sign-dir``), so the agent package never imports
+(``python -m vpnfleet.controller.statedir.pki sign-dir``), so the agent package never imports
 the controller and CA keys are read only by controller code.
 """
 
@@ -78,7 +78,7 @@ def prepare_certificates(root: Path, names: list[str], ca_state: Path | None) ->
             f"{len(unsigned)} hollow agents have no certificate (e.g. {unsigned[0]}); "
             "give --ca-state with the controller's state directory to sign them"
         )
-    command = [sys.executable, "-m", "vpnfleet.controller.pki", "sign-dir"]
+    command = [sys.executable, "-m", "vpnfleet.controller.statedir.pki", "sign-dir"]
     proc = subprocess.run(
         [*command, "--state", str(ca_state), str(root)],
         capture_output=True,

@@ -29,7 +29,7 @@ from make_inventory import write_inventory
 
 from vpnfleet.controller import lab
 from vpnfleet.controller.lab import supervisor
-from vpnfleet.controller.state import StateDir
+from vpnfleet.controller.statedir.state import StateDir
 
 SETTLE_SECONDS = 2.0
 

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from vpnfleet.controller import lab
 from vpnfleet.controller.lab import supervisor
-from vpnfleet.controller.state import StateDir
+from vpnfleet.controller.statedir.state import StateDir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_inventory import write_inventory

@@ -106,7 +106,7 @@ from vpnfleet.controller.lab import external, netns, supervisor
 from vpnfleet.controller.lab.layout import ExternalConnection, ExternalLayout, HostLayout
 from vpnfleet.controller.lab.lifecycle import LAB_METRICS
 from vpnfleet.controller.lab.record import LabRecord
-from vpnfleet.controller.state import StateDir
+from vpnfleet.controller.statedir.state import StateDir
 
 # The repository root, for the helpers the tests share (tests/support).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -32,10 +32,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vpnfleet.controller.gitops.reconcile import Reconciler, ServeOptions
 from vpnfleet.controller.inventory import load_inventory
 from vpnfleet.controller.planner import Planner, build_plans
-from vpnfleet.controller.reconcile import Reconciler, ServeOptions
-from vpnfleet.controller.state import StateDir
+from vpnfleet.controller.statedir.state import StateDir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_inventory import write_inventory

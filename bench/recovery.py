@@ -37,7 +37,7 @@ from make_inventory import write_inventory
 from tests.support.pings import start_pings, stop_pings, tunnel_pairs, wait_replying
 from vpnfleet.controller import lab
 from vpnfleet.controller.lab import supervisor
-from vpnfleet.controller.state import StateDir
+from vpnfleet.controller.statedir.state import StateDir
 
 KILL_MARGIN = 0.1  # a reply received this soon after the kill was already in flight
 

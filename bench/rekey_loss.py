@@ -105,7 +105,7 @@ def main() -> int:
     from make_inventory import write_inventory
 
     from vpnfleet.controller import lab
-    from vpnfleet.controller.state import StateDir
+    from vpnfleet.controller.statedir.state import StateDir
 
     name = "br" + secrets.token_hex(3)
     with tempfile.TemporaryDirectory(prefix="vpnfleet-rekey-loss-") as tmp:

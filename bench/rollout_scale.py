@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 from vpnfleet.agent.hollow import sample_plan
-from vpnfleet.controller.client import AgentClient, AgentError
-from vpnfleet.controller.convert import apply_request
-from vpnfleet.controller.pki import TlsCredentials, ensure_controller_cert, init_ca
+from vpnfleet.controller.statedir.pki import TlsCredentials, ensure_controller_cert, init_ca
+from vpnfleet.controller.transport.client import AgentClient, AgentError
+from vpnfleet.controller.transport.convert import apply_request
 from vpnfleet.protos import plan_pb2
 
 

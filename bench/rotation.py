@@ -42,7 +42,7 @@ def rotate_under_ping(kind: str, hosts: int, interval: float, timeout: float) ->
     from make_inventory import write_inventory
 
     from vpnfleet.controller import lab
-    from vpnfleet.controller.state import StateDir
+    from vpnfleet.controller.statedir.state import StateDir
 
     name = "bp" + secrets.token_hex(3)
     figures: dict[str, Any] = {"kind": kind, "hosts": hosts}

@@ -1,1 +1,1 @@
-"""vpnfleet controller: inventory, planner, rollout, status."""
+"""vpnfleet controller: inventory, planner, delivery, rotation, gitops, deploy, the lab."""

@@ -1,7 +1,7 @@
 """The ``vpnfleet`` command: parse arguments, call controller modules, render.
 
-Logic lives in controller.operations, controller.inventory, controller.pki, controller.lab
-…; these modules only turn options into calls and results into text or JSON. Each
+Logic lives in controller.fleet.operations, controller.inventory, controller.statedir.pki,
+controller.lab …; these modules only turn options into calls and results into text or JSON. Each
 subcommand module registers its commands on :data:`main` when imported.
 """
 

@@ -11,9 +11,9 @@ from rich.markup import escape
 
 from vpnfleet.protos.files import PUBLIC, write_atomically
 
-from .. import pki
 from ..inventory import limit_hosts, load_inventory
 from ..inventory import vault as vault_mod
+from ..statedir import pki
 from .common import (
     Ctx,
     err,

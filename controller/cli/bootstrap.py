@@ -13,19 +13,19 @@ from typing import Any, TypeVar
 import click
 from rich.markup import escape
 
-from .. import operations
-from ..bootstrap.connection import ConnectionVarError
-from ..bootstrap.hostkeys import HostKeyPolicy
-from ..bootstrap.install import DEFAULT_PREFIX, AgentLayout
-from ..bootstrap.run import (
+from ..deploy.connection import ConnectionVarError
+from ..deploy.hostkeys import HostKeyPolicy
+from ..deploy.install import DEFAULT_PREFIX, AgentLayout
+from ..deploy.run import (
     DEFAULT_TIMEOUT,
     BootstrapOptions,
     BootstrapRun,
     bootstrap_hosts,
     host_plans,
 )
-from ..bootstrap.wheels import WheelError, planned_wheel_set, wheel_set
-from ..results import Outcome
+from ..deploy.wheels import WheelError, planned_wheel_set, wheel_set
+from ..fleet import operations
+from ..reports.results import Outcome
 from .common import (
     Ctx,
     enforce_rails,

@@ -16,14 +16,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from vpnfleet.protos.files import UnsafeDirectoryError
 
-from .. import operations, pki, rails, revisions
+from ..fleet import operations, rails, revisions
+from ..fleet.rollout import RolloutOptionError
 from ..inventory import InventoryError, InventoryErrors
 from ..inventory import vault as vault_mod
 from ..planner import Planner
-from ..results import AggregateResult, HostResult, Outcome
-from ..rollout import RolloutOptionError
-from ..state import StateDir, StateError
-from ..state_lock import LockHeld, StateLock
+from ..reports.results import AggregateResult, HostResult, Outcome
+from ..statedir import pki
+from ..statedir.state import StateDir, StateError
+from ..statedir.state_lock import LockHeld, StateLock
 
 
 def _width(stream: Any) -> int | None:

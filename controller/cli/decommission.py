@@ -10,10 +10,10 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from ..bootstrap.decommission import DecommissionError, DecommissionOptions, decommission
-from ..bootstrap.hostkeys import HostKeyPolicy
-from ..bootstrap.run import DEFAULT_TIMEOUT
-from ..rollout import RolloutOptions
+from ..deploy.decommission import DecommissionError, DecommissionOptions, decommission
+from ..deploy.hostkeys import HostKeyPolicy
+from ..deploy.run import DEFAULT_TIMEOUT
+from ..fleet.rollout import RolloutOptions
 from .bootstrap import agent_layout, known_hosts_option, prefix_option
 from .common import (
     Ctx,

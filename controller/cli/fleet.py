@@ -20,14 +20,15 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from .. import operations, staged_apply
-from ..canary import CanaryResult, canary_batches, run_canary, staging_lines
-from ..health import AgentAccess, CanaryError, HealthGate
-from ..in_force import ApplyJournal, InForceError, observed_hashes
+from ..delivery import staged_apply
+from ..delivery.canary import CanaryResult, canary_batches, run_canary, staging_lines
+from ..delivery.health import AgentAccess, CanaryError, HealthGate
+from ..delivery.in_force import ApplyJournal, InForceError, observed_hashes
+from ..delivery.staging import Staging
+from ..fleet import operations
+from ..fleet.rollout import RolloutOptions, batches
 from ..inventory.vault import Vault
-from ..rollout import RolloutOptions, batches
-from ..staging import Staging
-from ..status import (
+from ..reports.status import (
     FLEET_COLUMNS,
     SA_COLUMNS,
     FleetStatus,

@@ -11,9 +11,10 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from .. import operations, revisions, serve_http
-from ..health import HealthGate
-from ..rollout import RolloutOptions
+from ..delivery.health import HealthGate
+from ..fleet import operations, revisions
+from ..fleet.rollout import RolloutOptions
+from ..gitops import serve_http
 from .common import (
     Ctx,
     err,
@@ -67,7 +68,7 @@ def diff_cmd(
     """
     from vpnfleet.protos.plan_diff import ChangeKind
 
-    from ..diff import diff_plans
+    from ..gitops.diff import diff_plans
 
     with input_errors():
         vault = open_vault(vault_password_file, vault_key_file)
@@ -232,8 +233,8 @@ def serve_cmd(
     """
     import signal
 
-    from .. import reconcile
-    from ..audit import AuditError, AuditLog
+    from ..gitops import reconcile
+    from ..statedir.audit import AuditError, AuditLog
 
     with input_errors():
         if interval <= 0:

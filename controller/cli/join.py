@@ -11,8 +11,7 @@ import time
 
 import click
 
-from .. import pki
-from ..join import (
+from ..deploy.join import (
     DEFAULT_TTL,
     AuditKind,
     JoinAuthority,
@@ -21,8 +20,9 @@ from ..join import (
     audit_token,
     parse_ttl,
 )
-from ..join_server import JoinServerError, start_join_server
-from ..serve_http import parse_listen
+from ..deploy.join_server import JoinServerError, start_join_server
+from ..gitops.serve_http import parse_listen
+from ..statedir import pki
 from .common import Ctx, fail, input_errors, out, output_option, pass_ctx, require_ca
 from .root import main
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from .. import cert_renewal, cert_rotation, operations
-from ..rollout import RolloutOptions
+from ..fleet import operations
+from ..fleet.rollout import RolloutOptions
+from ..rotate import cert_renewal, cert_rotation
 from .common import (
     Ctx,
     err,

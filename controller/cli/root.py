@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..state import default_state_dir
+from ..statedir.state import default_state_dir
 from .common import EXIT_BAD_INPUT, Ctx
 
 

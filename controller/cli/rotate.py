@@ -12,9 +12,10 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from .. import cert_rotation, operations, rotation
-from ..health import AgentAccess
-from ..rollout import RolloutOptions
+from ..delivery.health import AgentAccess
+from ..fleet import operations
+from ..fleet.rollout import RolloutOptions
+from ..rotate import cert_rotation, rotation
 from .common import (
     Ctx,
     err,

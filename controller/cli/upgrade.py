@@ -8,16 +8,16 @@ from pathlib import Path
 
 import click
 
-from .. import operations
-from ..bootstrap.connection import ConnectionVarError
-from ..bootstrap.hostkeys import HostKeyPolicy
-from ..bootstrap.run import DEFAULT_TIMEOUT, host_plans
-from ..bootstrap.service import HEALTH_TIMEOUT
-from ..bootstrap.upgrade import UpgradeOptions, run_upgrade
-from ..bootstrap.upgrade_ssh import SshAgentHosts
-from ..bootstrap.wheels import WheelError, planned_wheel_set, wheel_set
-from ..health import AgentAccess, HealthGate
-from ..rollout import RolloutOptions
+from ..delivery.health import AgentAccess, HealthGate
+from ..deploy.connection import ConnectionVarError
+from ..deploy.hostkeys import HostKeyPolicy
+from ..deploy.run import DEFAULT_TIMEOUT, host_plans
+from ..deploy.service import HEALTH_TIMEOUT
+from ..deploy.upgrade import UpgradeOptions, run_upgrade
+from ..deploy.upgrade_ssh import SshAgentHosts
+from ..deploy.wheels import WheelError, planned_wheel_set, wheel_set
+from ..fleet import operations
+from ..fleet.rollout import RolloutOptions
 from .bootstrap import agent_layout, known_hosts_option, prefix_option
 from .common import (
     Ctx,

@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import operations, pki
+from ..fleet import operations
+from ..fleet.rollout import RolloutOptions
 from ..inventory import Inventory, load_inventory
 from ..planner import NodePlan, build_plans
-from ..results import AggregateResult
-from ..rollout import RolloutOptions
-from ..state import StateDir
-from ..status import FleetStatus, HostStatus
+from ..reports.results import AggregateResult
+from ..reports.status import FleetStatus, HostStatus
+from ..statedir import pki
+from ..statedir.state import StateDir
 from . import external, netns, owner, reach, supervisor
 from .layout import (
     LabError,

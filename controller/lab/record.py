@@ -24,7 +24,7 @@ from typing import Any
 
 from vpnfleet.protos.files import write_atomically
 
-from ..state import StateDir
+from ..statedir.state import StateDir
 from .layout import LabError
 
 RECORD = "lab.json"

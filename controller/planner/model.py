@@ -2,7 +2,7 @@
 
 Field names, order and meaning are the .proto's; repeated fields are tuples and enums are
 :class:`enum.StrEnum` classes whose member names are the tails of the proto value names
-(``SPD_ACTION_PROTECT`` -> ``SpdAction.PROTECT``), so ``controller/convert.py`` maps them
+(``SPD_ACTION_PROTECT`` -> ``SpdAction.PROTECT``), so ``controller/transport/convert.py`` maps them
 mechanically.
 
 Large fleets build millions of Peer, SpdEntry and TrafficSelector objects (a 1,000-host
@@ -189,7 +189,7 @@ class NodePlan:
     trust_anchors: tuple[bytes, ...]
     source_revision: str
     crls: tuple[bytes, ...] = ()
-    """PEM CRLs of the fleet CA(s) (controller.pki.fleet_crls); empty while nothing is
+    """PEM CRLs of the fleet CA(s) (controller.statedir.pki.fleet_crls); empty while nothing is
     revoked, so a fleet that never revoked anything plans as before."""
 
 

@@ -14,8 +14,8 @@ import pytest
 
 from tests.support.agent_harness import make_fleet
 from vpnfleet.agent.hollow import sample_plan
-from vpnfleet.controller.client import AgentClient, AgentUnreachable
-from vpnfleet.controller.convert import apply_request
+from vpnfleet.controller.transport.client import AgentClient, AgentUnreachable
+from vpnfleet.controller.transport.convert import apply_request
 
 AGENT = [sys.executable, "-m", "vpnfleet.agent.cli"]
 

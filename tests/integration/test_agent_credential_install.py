@@ -40,7 +40,7 @@ from vpnfleet.agent.enroll import (
     prepare_enrollment,
 )
 from vpnfleet.agent.hollow import start_hollow, stop_hollow
-from vpnfleet.controller.pki import (
+from vpnfleet.controller.statedir.pki import (
     TlsCredentials,
     ensure_controller_cert,
     init_ca,

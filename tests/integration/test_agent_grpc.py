@@ -12,9 +12,9 @@ import pytest
 
 from tests.support.agent_harness import AgentProcess, Fleet, make_fleet, running_agent
 from vpnfleet.agent.hollow import sample_plan
-from vpnfleet.controller.client import AgentCallFailed, AgentClient, AgentUnreachable
-from vpnfleet.controller.convert import apply_request
-from vpnfleet.controller.pki import TlsCredentials
+from vpnfleet.controller.statedir.pki import TlsCredentials
+from vpnfleet.controller.transport.client import AgentCallFailed, AgentClient, AgentUnreachable
+from vpnfleet.controller.transport.convert import apply_request
 from vpnfleet.protos import agent_pb2, agent_pb2_grpc, plan_pb2
 from vpnfleet.protos.identity import CONTROLLER_ROLE_OID
 

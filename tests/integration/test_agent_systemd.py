@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.agent_harness import Fleet, make_fleet
-from vpnfleet.controller.client import AgentClient
+from vpnfleet.controller.transport.client import AgentClient
 
 AGENT = [sys.executable, "-m", "vpnfleet.agent.cli"]
 PREFIX = Path(sys.prefix)  # this venv: its bin/vpnfleet-agent is a real executable

@@ -11,9 +11,9 @@ import socket
 from pathlib import Path
 
 from tests.support.agent_harness import make_fleet, running_agent, serving_config
-from vpnfleet.controller import operations
-from vpnfleet.controller.results import Outcome
-from vpnfleet.controller.state import StateDir
+from vpnfleet.controller.fleet import operations
+from vpnfleet.controller.reports.results import Outcome
+from vpnfleet.controller.statedir.state import StateDir
 
 HOSTS = ("h1", "h2")
 

@@ -206,11 +206,11 @@ def test_bootstrap_brings_empty_hosts_to_a_mesh_then_changes_nothing(
 SERVICE_STEPS = """
 import asyncio, sys
 from pathlib import Path
-from vpnfleet.controller.bootstrap import service
-from vpnfleet.controller.bootstrap.hostkeys import HostKeyPolicy
-from vpnfleet.controller.bootstrap.install import AgentLayout
-from vpnfleet.controller.bootstrap.run import host_plans
-from vpnfleet.controller.bootstrap.session import open_session
+from vpnfleet.controller.deploy import service
+from vpnfleet.controller.deploy.hostkeys import HostKeyPolicy
+from vpnfleet.controller.deploy.install import AgentLayout
+from vpnfleet.controller.deploy.run import host_plans
+from vpnfleet.controller.deploy.session import open_session
 from vpnfleet.controller.inventory import load_inventory
 
 inventory, known_hosts, step = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]

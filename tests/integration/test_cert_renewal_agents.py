@@ -25,7 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from tests.support.agent_harness import AgentProcess, Fleet, make_fleet, running_agent
-from vpnfleet.controller import pki
+from vpnfleet.controller.statedir import pki
 
 CLI = [sys.executable, "-m", "vpnfleet.controller.cli"]
 HOSTS = ("a1", "a2")

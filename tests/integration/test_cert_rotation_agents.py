@@ -19,8 +19,8 @@ import pytest
 from cryptography import x509
 
 from tests.support.agent_harness import AgentProcess, Fleet, make_fleet, running_agent
-from vpnfleet.controller import pki
-from vpnfleet.controller.client import AgentClient, AgentUnreachable
+from vpnfleet.controller.statedir import pki
+from vpnfleet.controller.transport.client import AgentClient, AgentUnreachable
 
 CLI = [sys.executable, "-m", "vpnfleet.controller.cli"]
 HOSTS = ("a1", "a2", "a3")

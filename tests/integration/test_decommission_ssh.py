@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.ssh_hosts import HostSpec, SshTestbed, write_mesh_inventory
-from vpnfleet.controller.pki import TlsCredentials
+from vpnfleet.controller.statedir.pki import TlsCredentials
 
 pytestmark = pytest.mark.netns
 

@@ -234,7 +234,7 @@ def test_rails_refuse_a_revision_unless_forced(gitlab: GitLab) -> None:
 
 
 def test_branch_head_fetches_from_the_remote(tmp_path: Path) -> None:
-    from vpnfleet.controller.revisions import BranchHead, RevisionError, branch_head
+    from vpnfleet.controller.fleet.revisions import BranchHead, RevisionError, branch_head
 
     upstream = tmp_path / "upstream"
     upstream.mkdir()

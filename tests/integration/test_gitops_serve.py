@@ -31,7 +31,7 @@ from tests.support.status_output import status_document
 CLI = [sys.executable, "-m", "vpnfleet.controller.cli"]
 HOSTS = ("h1", "h2", "h3")
 OLD_VARS = "ike_proposals: [aes256gcm16-prfsha384-x25519]\nesp_proposals: [aes256gcm16]\n"
-# A change of no negotiated field (see controller.staging): pushed at once, not staged.
+# A change of no negotiated field (see controller.delivery.staging): pushed at once, not staged.
 NEW_VARS = OLD_VARS + "dpd_delay: 45\n"
 # A change both ends of every pair must agree on: staged.
 NEW_PROPOSALS = "ike_proposals: [aes128-sha256-modp2048]\nesp_proposals: [aes128gcm16]\n"
@@ -558,8 +558,8 @@ def test_apply_while_serve_pushes_is_refused_naming_serve(tmp_path: Path) -> Non
 
 
 def test_serve_skips_its_poll_while_another_command_holds_the_lock(gitops: GitOpsLab) -> None:
-    from vpnfleet.controller.state import StateDir
-    from vpnfleet.controller.state_lock import StateLock
+    from vpnfleet.controller.statedir.state import StateDir
+    from vpnfleet.controller.statedir.state_lock import StateLock
 
     lock = StateLock(StateDir(gitops.fleet.controller_state), "rotate psk")
     with lock, gitops.serve() as serve:

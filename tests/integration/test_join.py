@@ -18,11 +18,11 @@ import pytest
 
 from tests.support.agent_harness import Fleet, make_fleet, read_listening_port, serving_config
 from vpnfleet.agent.config import load_config
-from vpnfleet.controller import pki
-from vpnfleet.controller.audit import AuditLog
-from vpnfleet.controller.client import AgentClient
-from vpnfleet.controller.join import JoinAuthority, TokenState, TokenStore
-from vpnfleet.controller.join_server import start_join_server
+from vpnfleet.controller.deploy.join import JoinAuthority, TokenState, TokenStore
+from vpnfleet.controller.deploy.join_server import start_join_server
+from vpnfleet.controller.statedir import pki
+from vpnfleet.controller.statedir.audit import AuditLog
+from vpnfleet.controller.transport.client import AgentClient
 
 VPNFLEET = [sys.executable, "-m", "vpnfleet.controller.cli"]
 AGENT = [sys.executable, "-m", "vpnfleet.agent.cli"]

@@ -32,9 +32,9 @@ from cryptography.hazmat.primitives import serialization
 from tests.support.agent_harness import read_listening_port
 from tests.support.ssh_hosts import CONTROLLER_ADDRESS, HostSpec, SshHost, SshTestbed
 from vpnfleet.agent.config import load_config
-from vpnfleet.controller import pki
-from vpnfleet.controller.audit import AuditLog
-from vpnfleet.controller.bootstrap.wheels import wheel_set
+from vpnfleet.controller.deploy.wheels import wheel_set
+from vpnfleet.controller.statedir import pki
+from vpnfleet.controller.statedir.audit import AuditLog
 
 pytestmark = pytest.mark.netns
 
@@ -63,7 +63,7 @@ def create_token(bed: SshTestbed, host: str, ttl: str, *extra: str) -> dict[str,
 
 def install_agent(bed: SshTestbed, host: str) -> None:
     """Install vpnfleet on ``host`` by hand, as an operator does before ``join``: the
-    wheels the controller ships (controller/bootstrap/wheels.py) copied into the host's
+    wheels the controller ships (controller/deploy/wheels.py) copied into the host's
     /opt, a venv made there with the host's Python and pip from its wheel, no index."""
     wheels = wheel_set(bed.root / "state" / "wheels")
     shutil.copytree(wheels.directory, bed.hosts[host].opt / "wheels")

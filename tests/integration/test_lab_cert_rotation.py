@@ -32,9 +32,10 @@ from tests.support.lab import (
     run_json,
 )
 from tests.support.pings import wait_fresh_replies
-from vpnfleet.controller import operations, pki
-from vpnfleet.controller.client import AgentClient, AgentUnreachable
-from vpnfleet.controller.state import StateDir
+from vpnfleet.controller.fleet import operations
+from vpnfleet.controller.statedir import pki
+from vpnfleet.controller.statedir.state import StateDir
+from vpnfleet.controller.transport.client import AgentClient, AgentUnreachable
 
 HOSTS = ("a1", "a2", "a3", "a4")
 pytestmark = pytest.mark.netns

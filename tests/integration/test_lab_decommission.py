@@ -21,12 +21,14 @@ from tests.support.lab import (
     set_group_vars,
     wait_for,
 )
-from vpnfleet.controller import convert, operations, pki
-from vpnfleet.controller.audit import AuditLog
-from vpnfleet.controller.client import AgentCallFailed, AgentClient
+from vpnfleet.controller.fleet import operations
 from vpnfleet.controller.inventory import load_inventory
 from vpnfleet.controller.planner import build_plans
-from vpnfleet.controller.state import StateDir
+from vpnfleet.controller.statedir import pki
+from vpnfleet.controller.statedir.audit import AuditLog
+from vpnfleet.controller.statedir.state import StateDir
+from vpnfleet.controller.transport import convert
+from vpnfleet.controller.transport.client import AgentCallFailed, AgentClient
 
 
 def tls_of(lab: LabRun, host: str) -> pki.TlsCredentials:

@@ -15,14 +15,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from tests.support.agent_harness import make_fleet, running_agent
 from vpnfleet.agent.cli import main as agent_cli
 from vpnfleet.agent.enroll import EnrollError, init_agent, install_certs, make_csr, new_key
-from vpnfleet.controller.client import AgentClient
-from vpnfleet.controller.pki import (
+from vpnfleet.controller.statedir.pki import (
     PkiError,
     ensure_controller_cert,
     fingerprint,
     init_ca,
     sign_agent_csrs,
 )
+from vpnfleet.controller.transport.client import AgentClient
 from vpnfleet.protos.identity import CONTROLLER_ROLE_OID
 
 

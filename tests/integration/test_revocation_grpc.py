@@ -12,11 +12,12 @@ import pytest
 
 from tests.support.agent_harness import AgentProcess, Fleet, make_fleet, running_agent
 from vpnfleet.agent.hollow import sample_plan
-from vpnfleet.controller import operations, pki
-from vpnfleet.controller.client import AgentCallFailed, AgentClient, AgentUnreachable
-from vpnfleet.controller.convert import apply_request
-from vpnfleet.controller.pki import TlsCredentials
-from vpnfleet.controller.state import StateDir
+from vpnfleet.controller.fleet import operations
+from vpnfleet.controller.statedir import pki
+from vpnfleet.controller.statedir.pki import TlsCredentials
+from vpnfleet.controller.statedir.state import StateDir
+from vpnfleet.controller.transport.client import AgentCallFailed, AgentClient, AgentUnreachable
+from vpnfleet.controller.transport.convert import apply_request
 from vpnfleet.protos import agent_pb2, plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
 

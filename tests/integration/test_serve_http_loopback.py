@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from vpnfleet.controller.serve_http import (
+from vpnfleet.controller.gitops.serve_http import (
     MAX_BODY,
     HttpOptions,
     HttpServer,

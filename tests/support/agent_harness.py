@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from vpnfleet.controller.pki import (
+from vpnfleet.controller.statedir.pki import (
     TlsCredentials,
     enroll_local,
     ensure_controller_cert,

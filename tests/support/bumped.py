@@ -2,7 +2,7 @@
 
 :func:`build_version` copies this source tree into a temporary directory, sets another
 version in the copy's pyproject.toml (and applies an optional patch to the copy), and
-builds its wheel with pip, no index and no network (controller/bootstrap/wheels.py's
+builds its wheel with pip, no index and no network (controller/deploy/wheels.py's
 builder). :func:`make_venv` installs such a wheel into a new venv together with the
 dependencies this interpreter runs, packed back into wheels, and pip from its wheel:
 the same way bootstrap installs the agent on a host.
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vpnfleet.controller.bootstrap.wheels import (
+from vpnfleet.controller.deploy.wheels import (
     INSTALLER,
     SOURCE_PARTS,
     build_own_wheel,

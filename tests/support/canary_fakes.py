@@ -6,12 +6,11 @@ import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from vpnfleet.controller import operations
-from vpnfleet.controller.health import Clock
-from vpnfleet.controller.operations import CompiledFleet
-from vpnfleet.controller.results import AggregateResult, HostResult, Outcome
-from vpnfleet.controller.state import StateDir
-from vpnfleet.controller.status import (
+from vpnfleet.controller.delivery.health import Clock
+from vpnfleet.controller.fleet import operations
+from vpnfleet.controller.fleet.operations import CompiledFleet
+from vpnfleet.controller.reports.results import AggregateResult, HostResult, Outcome
+from vpnfleet.controller.reports.status import (
     AgentStatusView,
     ChildSaView,
     FleetStatus,
@@ -19,6 +18,7 @@ from vpnfleet.controller.status import (
     IkeSaView,
     LivenessView,
 )
+from vpnfleet.controller.statedir.state import StateDir
 
 LAB = Path(__file__).resolve().parents[2] / "inventories" / "lab"
 

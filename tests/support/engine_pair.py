@@ -22,7 +22,7 @@ from vpnfleet.agent.plan import AgentPlan
 from vpnfleet.agent.service import AgentService
 from vpnfleet.agent.sink import EventHub, RekeyOutcome, RekeyTarget, SaEventReport
 from vpnfleet.agent.store import PlanStore
-from vpnfleet.controller import pki
+from vpnfleet.controller.statedir import pki
 from vpnfleet.protos import plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
 

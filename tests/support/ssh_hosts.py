@@ -32,7 +32,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vpnfleet.controller.pki import TlsCredentials
+from vpnfleet.controller.statedir.pki import TlsCredentials
 
 SSHD = "/usr/sbin/sshd"
 SYSTEMCTL = "/usr/bin/systemctl"
@@ -157,8 +157,8 @@ class SshTestbed:
         ``SERVING`` …, or the refused call's code and details."""
         script = (
             "import asyncio, sys\n"
-            "from vpnfleet.controller.client import AgentClient, AgentCallFailed\n"
-            "from vpnfleet.controller.pki import TlsCredentials\n"
+            "from vpnfleet.controller.transport.client import AgentClient, AgentCallFailed\n"
+            "from vpnfleet.controller.statedir.pki import TlsCredentials\n"
             "cert, key, ca, host, target = sys.argv[1:]\n"
             "tls = TlsCredentials(*(open(p, 'rb').read() for p in (cert, key, ca)))\n"
             "async def main():\n"

@@ -16,8 +16,8 @@ from vpnfleet.agent.metrics import MetricsSources, agent_registry
 from vpnfleet.agent.service import AgentService
 from vpnfleet.agent.sink import PlanOnlySink
 from vpnfleet.agent.store import PlanStore
-from vpnfleet.controller import status as controller_status
-from vpnfleet.controller.convert import status_from_proto
+from vpnfleet.controller.reports import status as controller_status
+from vpnfleet.controller.transport.convert import status_from_proto
 
 
 def _not_after(path: Path) -> float:

@@ -27,7 +27,7 @@ from vpnfleet.agent.sink import (
     RekeyTarget,
 )
 from vpnfleet.agent.store import PlanStore
-from vpnfleet.controller import pki
+from vpnfleet.controller.statedir import pki
 from vpnfleet.protos import agent_pb2, plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
 

@@ -14,7 +14,7 @@ from vpnfleet.agent.convert import plan_from_proto
 from vpnfleet.agent.crl import certificate_key, read_crl, revoked_set
 from vpnfleet.agent.hollow import sample_plan
 from vpnfleet.agent.plan import PlanRejected
-from vpnfleet.controller.pki import CertKind, IssuedCertificate, issue_crl
+from vpnfleet.controller.statedir.pki import CertKind, IssuedCertificate, issue_crl
 from vpnfleet.protos.hashing import plan_content_hash
 
 FLEET_CA = make_ca("Fleet CA")

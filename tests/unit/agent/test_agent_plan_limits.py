@@ -13,9 +13,9 @@ import pytest
 
 from vpnfleet.agent.convert import plan_from_bytes
 from vpnfleet.agent.plan import PlanRejected
-from vpnfleet.controller import convert
 from vpnfleet.controller.inventory import InventoryErrors, load_inventory
 from vpnfleet.controller.planner import build_plans
+from vpnfleet.controller.transport import convert
 from vpnfleet.protos import limits, plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
 

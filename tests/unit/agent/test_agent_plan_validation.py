@@ -256,7 +256,7 @@ def test_all_problems_are_reported_together() -> None:
 
 
 def test_pubkey_with_matching_anchor_is_accepted(tmp_path: Path) -> None:
-    from vpnfleet.controller.pki import fingerprint, init_ca
+    from vpnfleet.controller.statedir.pki import fingerprint, init_ca
 
     init_ca(tmp_path)
     ca_pem = (tmp_path / "pki" / "ca.pem").read_bytes()
@@ -279,7 +279,7 @@ def test_pubkey_with_matching_anchor_is_accepted(tmp_path: Path) -> None:
 
 
 def test_accepted_ca_fingerprints_are_checked_like_the_main_one(tmp_path: Path) -> None:
-    from vpnfleet.controller.pki import fingerprint, init_ca
+    from vpnfleet.controller.statedir.pki import fingerprint, init_ca
 
     init_ca(tmp_path / "old")
     init_ca(tmp_path / "new")

@@ -9,7 +9,7 @@ import pytest
 
 from vpnfleet.agent import sink
 from vpnfleet.agent.esp.sa import Drop
-from vpnfleet.controller import status
+from vpnfleet.controller.reports import status
 from vpnfleet.protos import agent_pb2
 
 PAIRS = [

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from vpnfleet.controller.operations import compile_fleet
-from vpnfleet.controller.state import AGENT_ADDRESSES, StateDir, StateError
+from vpnfleet.controller.fleet.operations import compile_fleet
+from vpnfleet.controller.statedir.state import AGENT_ADDRESSES, StateDir, StateError
 
 INVENTORY = Path(__file__).resolve().parents[3] / "inventories" / "lab"
 

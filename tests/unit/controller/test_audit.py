@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vpnfleet.controller.audit import AUDIT_FILE, AuditEntry, AuditError, AuditLog
+from vpnfleet.controller.statedir.audit import AUDIT_FILE, AuditEntry, AuditError, AuditLog
 
 
 def entry(revision: str, outcome: str, **kw: object) -> AuditEntry:

@@ -16,16 +16,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from vpnfleet.controller import pki
-from vpnfleet.controller.bootstrap.connection import (
+from vpnfleet.controller.deploy.connection import (
     ConnectionSettings,
     ConnectionVarError,
     settings_for,
 )
-from vpnfleet.controller.bootstrap.enrol import enrolled, parse_files, read_script
-from vpnfleet.controller.bootstrap.hostkeys import HostKeyPolicy, Verdict, lookup_name
-from vpnfleet.controller.bootstrap.install import compatible
-from vpnfleet.controller.bootstrap.prerequisites import (
+from vpnfleet.controller.deploy.enrol import enrolled, parse_files, read_script
+from vpnfleet.controller.deploy.hostkeys import HostKeyPolicy, Verdict, lookup_name
+from vpnfleet.controller.deploy.install import compatible
+from vpnfleet.controller.deploy.prerequisites import (
     Prerequisite,
     Privilege,
     Python,
@@ -35,8 +34,9 @@ from vpnfleet.controller.bootstrap.prerequisites import (
     parse_probe,
     probe_script,
 )
-from vpnfleet.controller.bootstrap.wheels import WheelSet, compressed_tags, repack
+from vpnfleet.controller.deploy.wheels import WheelSet, compressed_tags, repack
 from vpnfleet.controller.inventory import VaultText
+from vpnfleet.controller.statedir import pki
 
 # ---------------------------------------------------------------- connection variables
 
@@ -185,7 +185,7 @@ def test_default_files_are_the_users_and_the_global_one(
 
 
 def test_recorded_key_is_found_next_time(tmp_path: Path) -> None:
-    from vpnfleet.controller.bootstrap.sshlib import asyncssh
+    from vpnfleet.controller.deploy.sshlib import asyncssh
 
     policy = HostKeyPolicy.make(tmp_path / "new" / "known_hosts", accept_new=True)
     trust = policy.trust("192.0.2.1", 2222)

@@ -1,4 +1,4 @@
-"""The agent's service as bootstrap drives it (controller/bootstrap/service.py and
+"""The agent's service as bootstrap drives it (controller/deploy/service.py and
 run.settle_service), against a fake host whose systemctl answers as systemd does: the
 unit is reloaded when it changed, enabled and started when it is not, restarted only
 when something under it changed, left alone otherwise; --check runs nothing that
@@ -17,9 +17,9 @@ from typing import Any, cast
 import pytest
 
 from tests.support.canary_fakes import FakeClock
-from vpnfleet.controller.bootstrap.install import AgentLayout
-from vpnfleet.controller.bootstrap.run import settle_service
-from vpnfleet.controller.bootstrap.service import (
+from vpnfleet.controller.deploy.install import AgentLayout
+from vpnfleet.controller.deploy.run import settle_service
+from vpnfleet.controller.deploy.service import (
     AgentTarget,
     ServiceError,
     remove_agent_service,
@@ -28,8 +28,8 @@ from vpnfleet.controller.bootstrap.service import (
     stop_agent,
     wait_agent_healthy,
 )
-from vpnfleet.controller.bootstrap.session import HostSession, RemoteResult
-from vpnfleet.controller.pki import ensure_controller_cert, init_ca
+from vpnfleet.controller.deploy.session import HostSession, RemoteResult
+from vpnfleet.controller.statedir.pki import ensure_controller_cert, init_ca
 
 LAYOUT = AgentLayout()
 UNIT = "vpnfleet-agent.service"

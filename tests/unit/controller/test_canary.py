@@ -1,4 +1,4 @@
-"""Canary rollout (controller.canary) against fake agents on a fake clock.
+"""Canary rollout (controller.delivery.canary) against fake agents on a fake clock.
 
 The fake fleet answers GetStatus from a table the test sets per host and records every
 push; its clock only moves when the rollout sleeps, so no test waits.
@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 
 from tests.support.canary_fakes import LAB, FakeClock, FakeFleet, compiled, sa
-from vpnfleet.controller.canary import canary_batches, run_canary
-from vpnfleet.controller.health import CanaryError, HealthGate, auth_failures, unhealthy
-from vpnfleet.controller.operations import CompiledFleet
-from vpnfleet.controller.results import Outcome
-from vpnfleet.controller.state import StateDir
-from vpnfleet.controller.status import (
+from vpnfleet.controller.delivery.canary import canary_batches, run_canary
+from vpnfleet.controller.delivery.health import CanaryError, HealthGate, auth_failures, unhealthy
+from vpnfleet.controller.fleet.operations import CompiledFleet
+from vpnfleet.controller.reports.results import Outcome
+from vpnfleet.controller.reports.status import (
     AgentStatusView,
     FleetStatus,
     HostStatus,
     LivenessView,
 )
+from vpnfleet.controller.statedir.state import StateDir
 
 
 @pytest.fixture

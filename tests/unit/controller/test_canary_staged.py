@@ -1,4 +1,4 @@
-"""Staged rollout (controller.canary.run_staged) against the fake agents and fake clock of
+"""Staged rollout (controller.delivery.canary.run_staged) against the fake agents and fake clock of
 test_canary: steps one after the other, each behind the gates, and the walk back."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from tests.support.canary_fakes import FakeClock, TunnelFleet, compiled
-from vpnfleet.controller.canary import run_canary, run_staged, step_fleet
-from vpnfleet.controller.health import HealthGate
-from vpnfleet.controller.operations import CompiledFleet
-from vpnfleet.controller.results import Outcome
-from vpnfleet.controller.rollout import batches
-from vpnfleet.controller.staging import stage
-from vpnfleet.controller.state import StateDir
+from vpnfleet.controller.delivery.canary import run_canary, run_staged, step_fleet
+from vpnfleet.controller.delivery.health import HealthGate
+from vpnfleet.controller.delivery.staging import stage
+from vpnfleet.controller.fleet.operations import CompiledFleet
+from vpnfleet.controller.fleet.rollout import batches
+from vpnfleet.controller.reports.results import Outcome
+from vpnfleet.controller.statedir.state import StateDir
 
 HOSTS = ["a1", "a2", "a3", "a4"]
 

@@ -1,4 +1,4 @@
-"""Certificate renewal before expiry (controller.cert_renewal): the renewal window on
+"""Certificate renewal before expiry (controller.rotate.cert_renewal): the renewal window on
 fake time, which certificates a fleet's status shows due, and a run with nothing due
 that changes nothing. A renewal with real agents: test_cert_renewal_agents.py."""
 
@@ -8,25 +8,26 @@ from pathlib import Path
 
 import pytest
 
-from vpnfleet.controller import operations, pki
-from vpnfleet.controller.cert_renewal import (
-    DAY,
-    DueCertificate,
-    RenewalWindow,
-    due_certificates,
-    renew_due_certificates,
-)
-from vpnfleet.controller.cert_rotation import KIND_CERTS, CertJournal
-from vpnfleet.controller.operations import CompiledFleet
-from vpnfleet.controller.rotation import journal_path
-from vpnfleet.controller.state import StateDir
-from vpnfleet.controller.status import (
+from vpnfleet.controller.fleet import operations
+from vpnfleet.controller.fleet.operations import CompiledFleet
+from vpnfleet.controller.reports.status import (
     AgentStatusView,
     CertificateKind,
     CertificateView,
     FleetStatus,
     HostStatus,
 )
+from vpnfleet.controller.rotate.cert_renewal import (
+    DAY,
+    DueCertificate,
+    RenewalWindow,
+    due_certificates,
+    renew_due_certificates,
+)
+from vpnfleet.controller.rotate.cert_rotation import KIND_CERTS, CertJournal
+from vpnfleet.controller.rotate.rotation import journal_path
+from vpnfleet.controller.statedir import pki
+from vpnfleet.controller.statedir.state import StateDir
 
 LAB = Path(__file__).resolve().parents[3] / "inventories" / "lab"
 T0 = 1_800_000_000.0

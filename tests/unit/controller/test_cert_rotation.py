@@ -1,4 +1,4 @@
-"""Certificate and CA rotation (controller.cert_rotation) against fake agents.
+"""Certificate and CA rotation (controller.rotate.cert_rotation) against fake agents.
 
 The fakes do what the agent contract (protos/agent.proto) says: PrepareEnrollment makes
 key pairs and returns CSRs; InstallCredentials checks a certificate against the staged
@@ -21,8 +21,19 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from vpnfleet.controller import operations, pki
-from vpnfleet.controller.cert_rotation import (
+from vpnfleet.controller.delivery.health import Clock
+from vpnfleet.controller.fleet import operations
+from vpnfleet.controller.fleet.operations import CompiledFleet
+from vpnfleet.controller.planner.model import AuthMethod
+from vpnfleet.controller.reports.results import AggregateResult, HostResult, Outcome
+from vpnfleet.controller.reports.status import (
+    AgentStatusView,
+    ChildSaView,
+    FleetStatus,
+    HostStatus,
+    IkeSaView,
+)
+from vpnfleet.controller.rotate.cert_rotation import (
     KIND_CA,
     KIND_CERTS,
     PHASE_REISSUE,
@@ -33,19 +44,13 @@ from vpnfleet.controller.cert_rotation import (
     reissue_waves,
     run_cert_rotation,
 )
-from vpnfleet.controller.client import AgentCallFailed, AgentUnreachable, InstalledCredentials
-from vpnfleet.controller.health import Clock
-from vpnfleet.controller.operations import CompiledFleet
-from vpnfleet.controller.planner.model import AuthMethod
-from vpnfleet.controller.results import AggregateResult, HostResult, Outcome
-from vpnfleet.controller.rotation import RotationError, RotationResult
-from vpnfleet.controller.state import StateDir
-from vpnfleet.controller.status import (
-    AgentStatusView,
-    ChildSaView,
-    FleetStatus,
-    HostStatus,
-    IkeSaView,
+from vpnfleet.controller.rotate.rotation import RotationError, RotationResult
+from vpnfleet.controller.statedir import pki
+from vpnfleet.controller.statedir.state import StateDir
+from vpnfleet.controller.transport.client import (
+    AgentCallFailed,
+    AgentUnreachable,
+    InstalledCredentials,
 )
 
 LAB = Path(__file__).resolve().parents[3] / "inventories" / "lab"

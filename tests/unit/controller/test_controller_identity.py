@@ -14,9 +14,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from vpnfleet.controller import pki
 from vpnfleet.controller.cli import main
-from vpnfleet.controller.pki import PkiError
+from vpnfleet.controller.statedir import pki
+from vpnfleet.controller.statedir.pki import PkiError
 from vpnfleet.protos.identity import (
     CONTROLLER_NAME,
     CONTROLLER_ROLE_OID,

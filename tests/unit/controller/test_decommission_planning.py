@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from vpnfleet.controller import operations, pki
-from vpnfleet.controller.diff import host_changes
-from vpnfleet.controller.state import StateDir
+from vpnfleet.controller.fleet import operations
+from vpnfleet.controller.gitops.diff import host_changes
+from vpnfleet.controller.statedir import pki
+from vpnfleet.controller.statedir.state import StateDir
 
 INVENTORIES = Path(__file__).resolve().parents[3] / "inventories"
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from vpnfleet.controller.diff import FleetDiff, HostDiff, diff_plans
+from vpnfleet.controller.delivery.staging import stage
+from vpnfleet.controller.gitops.diff import FleetDiff, HostDiff, diff_plans
 from vpnfleet.controller.inventory import load_inventory
 from vpnfleet.controller.planner import NodePlan, build_plans
-from vpnfleet.controller.results import ChangeLine
-from vpnfleet.controller.staging import stage
+from vpnfleet.controller.reports.results import ChangeLine
 from vpnfleet.protos.plan_diff import ChangeKind
 
 SECRET = b"0123456789abcdef0123456789abcdef"

@@ -1,5 +1,5 @@
-"""What is in force (controller.in_force, controller.staged_apply.decide) and the journal
-of a staged apply, against real compiles of inventories/lab and the fake agents."""
+"""What is in force (controller.delivery.in_force, controller.delivery.staged_apply.decide)
+and the journal of a staged apply, against real compiles of inventories/lab and the fake agents."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import pytest
 from click.testing import CliRunner, Result
 
 from tests.support.canary_fakes import LAB, FakeClock, TunnelFleet, compiled
-from vpnfleet.controller import canary, operations, staged_apply
-from vpnfleet.controller.canary import step_fleet
 from vpnfleet.controller.cli import fleet as fleet_cli
 from vpnfleet.controller.cli import main
 from vpnfleet.controller.cli.common import Ctx
-from vpnfleet.controller.health import HealthGate
-from vpnfleet.controller.in_force import (
+from vpnfleet.controller.delivery import canary, staged_apply
+from vpnfleet.controller.delivery.canary import step_fleet
+from vpnfleet.controller.delivery.health import HealthGate
+from vpnfleet.controller.delivery.in_force import (
     ApplyJournal,
     Basis,
     Candidate,
@@ -28,12 +28,13 @@ from vpnfleet.controller.in_force import (
     journal_position,
     match_candidates,
 )
-from vpnfleet.controller.operations import CompiledFleet
-from vpnfleet.controller.pki import init_ca
-from vpnfleet.controller.results import AggregateResult
-from vpnfleet.controller.rollout import batches
-from vpnfleet.controller.state import StateDir, StateError
-from vpnfleet.controller.status import FleetStatus
+from vpnfleet.controller.fleet import operations
+from vpnfleet.controller.fleet.operations import CompiledFleet
+from vpnfleet.controller.fleet.rollout import batches
+from vpnfleet.controller.reports.results import AggregateResult
+from vpnfleet.controller.reports.status import FleetStatus
+from vpnfleet.controller.statedir.pki import init_ca
+from vpnfleet.controller.statedir.state import StateDir, StateError
 
 HOSTS = ["a1", "a2", "a3", "a4"]
 HEAD = "1" * 40  # the commit the old plans are said to come from

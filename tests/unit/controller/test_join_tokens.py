@@ -11,9 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from vpnfleet.controller import pki
-from vpnfleet.controller.audit import AuditLog
-from vpnfleet.controller.join import (
+from vpnfleet.controller.deploy.join import (
     JoinAuthority,
     JoinError,
     JoinRefused,
@@ -23,6 +21,8 @@ from vpnfleet.controller.join import (
     TokenStore,
     parse_ttl,
 )
+from vpnfleet.controller.statedir import pki
+from vpnfleet.controller.statedir.audit import AuditLog
 from vpnfleet.protos.join_token import JoinToken, TokenFormatError
 
 

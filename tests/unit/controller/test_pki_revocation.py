@@ -10,9 +10,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from vpnfleet.controller import pki
-from vpnfleet.controller.pki import CertKind, PkiError
-from vpnfleet.controller.state import StateDir
+from vpnfleet.controller.statedir import pki
+from vpnfleet.controller.statedir.pki import CertKind, PkiError
+from vpnfleet.controller.statedir.state import StateDir
 
 
 def csr(host: str) -> bytes:

@@ -1,4 +1,4 @@
-"""The fleet CA across a CA rotation (controller.pki): the next CA, the trust bundle, the
+"""The fleet CA across a CA rotation (controller.statedir.pki): the next CA, the trust bundle, the
 anchors plans carry, promotion and retirement, the controller's certificate, and signing
 CSRs with a chosen CA."""
 
@@ -10,8 +10,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from vpnfleet.controller import pki
-from vpnfleet.controller.pki import PkiError
+from vpnfleet.controller.statedir import pki
+from vpnfleet.controller.statedir.pki import PkiError
 from vpnfleet.protos.files import write_atomically
 
 

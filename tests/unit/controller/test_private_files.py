@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from vpnfleet.controller import operations, rotation
+from vpnfleet.controller.fleet import operations
+from vpnfleet.controller.fleet.operations import CompiledFleet
 from vpnfleet.controller.lab import record
-from vpnfleet.controller.operations import CompiledFleet
-from vpnfleet.controller.state import StateDir, StateError
+from vpnfleet.controller.rotate import rotation
+from vpnfleet.controller.statedir.state import StateDir, StateError
 
 LAB = Path(__file__).resolve().parents[3] / "inventories" / "lab"
 

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+from vpnfleet.controller.fleet.rails import (
+    ControlPath,
+    RailError,
+    check_fleet,
+    check_path,
+    check_plan,
+    control_paths,
+)
 from vpnfleet.controller.planner import (
     Identity,
     IdType,
@@ -9,14 +17,6 @@ from vpnfleet.controller.planner import (
     SpdAction,
     SpdEntry,
     TrafficSelector,
-)
-from vpnfleet.controller.rails import (
-    ControlPath,
-    RailError,
-    check_fleet,
-    check_path,
-    check_plan,
-    control_paths,
 )
 
 CONTROLLER = "192.0.2.10"

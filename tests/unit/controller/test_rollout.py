@@ -1,4 +1,4 @@
-"""Serial batches, bounded concurrency and the failure gate of controller.rollout."""
+"""Serial batches, bounded concurrency and the failure gate of controller.fleet.rollout."""
 
 from __future__ import annotations
 
@@ -6,12 +6,18 @@ import asyncio
 
 import pytest
 
-from vpnfleet.controller.results import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, HostResult, Outcome
-from vpnfleet.controller.rollout import (
+from vpnfleet.controller.fleet.rollout import (
     RolloutOptionError,
     RolloutOptions,
     batches,
     run_rollout,
+)
+from vpnfleet.controller.reports.results import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    HostResult,
+    Outcome,
 )
 
 HOSTS = [f"h{i}" for i in range(10)]

@@ -1,4 +1,4 @@
-"""PSK rotation (controller.rotation): staging order, inventory epoch, journal, resume.
+"""PSK rotation (controller.rotate.rotation): staging order, inventory epoch, journal, resume.
 
 Agents are fakes that keep, per (host, peer), when the IKE SA in force was established;
 a pair re-establishes when its initiator is pushed a plan whose key the responder already
@@ -13,11 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from vpnfleet.controller import operations
-from vpnfleet.controller.health import Clock
-from vpnfleet.controller.operations import CompiledFleet
-from vpnfleet.controller.results import AggregateResult, HostResult, Outcome
-from vpnfleet.controller.rotation import (
+from vpnfleet.controller.delivery.health import Clock
+from vpnfleet.controller.fleet import operations
+from vpnfleet.controller.fleet.operations import CompiledFleet
+from vpnfleet.controller.reports.results import AggregateResult, HostResult, Outcome
+from vpnfleet.controller.reports.status import (
+    AgentStatusView,
+    ChildSaView,
+    FleetStatus,
+    HostStatus,
+    IkeSaView,
+)
+from vpnfleet.controller.rotate.rotation import (
     RotationError,
     RotationJournal,
     inventory_epoch,
@@ -27,14 +34,7 @@ from vpnfleet.controller.rotation import (
     staging_waves,
     write_inventory_epoch,
 )
-from vpnfleet.controller.state import StateDir
-from vpnfleet.controller.status import (
-    AgentStatusView,
-    ChildSaView,
-    FleetStatus,
-    HostStatus,
-    IkeSaView,
-)
+from vpnfleet.controller.statedir.state import StateDir
 
 LAB = Path(__file__).resolve().parents[3] / "inventories" / "lab"
 

@@ -1,4 +1,4 @@
-"""Drift in serve's log (controller.reconcile): each poll, but rate-limited: again when
+"""Drift in serve's log (controller.gitops.reconcile): each poll, but rate-limited: again when
 the set of drifting hosts changes, else once per drift_log_interval; on fake time."""
 
 from __future__ import annotations
@@ -6,10 +6,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from vpnfleet.controller.reconcile import Reconciler, ServeOptions
-from vpnfleet.controller.revisions import BranchHead
-from vpnfleet.controller.state import StateDir
-from vpnfleet.controller.status import AgentStatusView, FleetStatus, HostStatus
+from vpnfleet.controller.fleet.revisions import BranchHead
+from vpnfleet.controller.gitops.reconcile import Reconciler, ServeOptions
+from vpnfleet.controller.reports.status import AgentStatusView, FleetStatus, HostStatus
+from vpnfleet.controller.statedir.state import StateDir
 
 IN_FORCE = "c" * 40
 

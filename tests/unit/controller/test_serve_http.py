@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from vpnfleet.controller.cli import main
-from vpnfleet.controller.serve_http import (
+from vpnfleet.controller.gitops.serve_http import (
     HttpOptions,
     SecretFileError,
     WebhookAuth,

@@ -1,4 +1,4 @@
-"""serve plans every revision with one planner (controller.reconcile.Reconciler.compile):
+"""serve plans every revision with one planner (controller.gitops.reconcile.Reconciler.compile):
 a commit that changes one host rebuilds that host's pairs only, and the plans are
 byte for byte those of a fresh compile of the same revision."""
 
@@ -8,10 +8,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from vpnfleet.controller import convert, operations
+from vpnfleet.controller.fleet import operations
+from vpnfleet.controller.gitops.reconcile import Reconciler, ServeOptions
 from vpnfleet.controller.planner import Planner
-from vpnfleet.controller.reconcile import Reconciler, ServeOptions
-from vpnfleet.controller.state import StateDir
+from vpnfleet.controller.statedir.state import StateDir
+from vpnfleet.controller.transport import convert
 
 LAB = Path(__file__).parents[3] / "inventories" / "lab"
 

@@ -1,4 +1,4 @@
-"""Pair-aware staging (controller.staging): which changes are staged, and the plans of
+"""Pair-aware staging (controller.delivery.staging): which changes are staged, and the plans of
 each step, from real compiles of copies of inventories/lab (pure: no agent)."""
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vpnfleet.controller import operations
-from vpnfleet.controller.planner.model import NodePlan, Peer
-from vpnfleet.controller.staging import (
+from vpnfleet.controller.delivery.staging import (
     ACCEPT,
     ESP_PROPOSALS,
     FINAL,
@@ -24,7 +22,9 @@ from vpnfleet.controller.staging import (
     StagedChange,
     stage,
 )
-from vpnfleet.controller.state import StateDir
+from vpnfleet.controller.fleet import operations
+from vpnfleet.controller.planner.model import NodePlan, Peer
+from vpnfleet.controller.statedir.state import StateDir
 
 LAB = Path(__file__).resolve().parents[3] / "inventories" / "lab"
 HOSTS = ["a1", "a2", "a3", "a4"]

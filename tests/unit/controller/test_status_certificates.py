@@ -3,7 +3,7 @@ table and a warning in the JSON, without changing the exit code's conditions."""
 
 from __future__ import annotations
 
-from vpnfleet.controller.status import (
+from vpnfleet.controller.reports.status import (
     AgentStatusView,
     CertificateKind,
     CertificateView,

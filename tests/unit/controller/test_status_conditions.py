@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from vpnfleet.controller.status import (
+from vpnfleet.controller.reports.status import (
     AgentStatusView,
     ChildSaView,
     FleetStatus,

@@ -1,4 +1,4 @@
-"""The rolling upgrade (controller/bootstrap/upgrade.py) on fake hosts, fake agents and a
+"""The rolling upgrade (controller/deploy/upgrade.py) on fake hosts, fake agents and a
 fake clock: batches, hosts already at the version, health gates, rollback."""
 
 from __future__ import annotations
@@ -9,17 +9,17 @@ from pathlib import Path
 import pytest
 
 from tests.support.canary_fakes import LAB, FakeClock, FakeFleet, compiled, sa
-from vpnfleet.controller.bootstrap.upgrade import (
+from vpnfleet.controller.delivery.canary import CanaryResult
+from vpnfleet.controller.delivery.health import CanaryError, HealthGate
+from vpnfleet.controller.deploy.upgrade import (
     HostStepError,
     HostUnreachable,
     UpgradeOptions,
     run_upgrade,
 )
-from vpnfleet.controller.canary import CanaryResult
-from vpnfleet.controller.health import CanaryError, HealthGate
-from vpnfleet.controller.operations import CompiledFleet
-from vpnfleet.controller.state import StateDir
-from vpnfleet.controller.status import FleetStatus, HostStatus
+from vpnfleet.controller.fleet.operations import CompiledFleet
+from vpnfleet.controller.reports.status import FleetStatus, HostStatus
+from vpnfleet.controller.statedir.state import StateDir
 
 OLD, NEW = "0.1.0", "0.2.0"
 

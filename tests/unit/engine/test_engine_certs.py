@@ -12,7 +12,7 @@ from tests.support.engine_pair import Fleet, enrolled, pubkey_plan, udp4, with_c
 from vpnfleet.agent import cli
 from vpnfleet.agent.engine import translate
 from vpnfleet.agent.engine.translate import CredentialError, IkeCredentials
-from vpnfleet.controller import pki
+from vpnfleet.controller.statedir import pki
 
 
 def ca(state_dir: Path, algorithm: str = "ecdsa-p256") -> bytes:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.support.engine_pair import Fleet, Traffic, enrolled, pubkey_plan, with_credentials
 from vpnfleet.agent.engine.translate import IkeCredentials
-from vpnfleet.controller import pki
+from vpnfleet.controller.statedir import pki
 
 
 class Pki:

@@ -18,11 +18,11 @@ from vpnfleet.agent.io.udp import EspHandler, IkeHandler
 from vpnfleet.agent.service import AgentService
 from vpnfleet.agent.sink import PlanOnlySink, ProblemKind
 from vpnfleet.agent.store import PlanStore
-from vpnfleet.controller import convert
-from vpnfleet.controller.operations import apply_result
-from vpnfleet.controller.results import Outcome
-from vpnfleet.controller.status import FleetStatus, HostStatus, fleet_rows
-from vpnfleet.controller.status import ProblemKind as ViewKind
+from vpnfleet.controller.fleet.operations import apply_result
+from vpnfleet.controller.reports.results import Outcome
+from vpnfleet.controller.reports.status import FleetStatus, HostStatus, fleet_rows
+from vpnfleet.controller.reports.status import ProblemKind as ViewKind
+from vpnfleet.controller.transport import convert
 from vpnfleet.protos import agent_pb2, plan_pb2
 
 ROUTE_B = "route 10.2.0.0/24 via tun-a"

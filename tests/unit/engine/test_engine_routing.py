@@ -16,7 +16,7 @@ from vpnfleet.agent.engine.sa_driver import SaDriver
 from vpnfleet.agent.ike.errors import LocalError, ParseError
 from vpnfleet.agent.ike.ike_sa import IkeSa
 from vpnfleet.agent.sink import PeerFailure, ProblemKind
-from vpnfleet.controller import pki
+from vpnfleet.controller.statedir import pki
 
 ENGINE_LOG = "vpnfleet.agent.engine.engine"
 

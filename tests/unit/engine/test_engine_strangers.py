@@ -24,8 +24,8 @@ from vpnfleet.agent.io.udp import IKE_PORT, Address
 from vpnfleet.agent.service import AgentService
 from vpnfleet.agent.sink import IkeSaReport
 from vpnfleet.agent.store import PlanStore
-from vpnfleet.controller.convert import status_from_proto
-from vpnfleet.controller.status import FleetStatus, HostStatus, fleet_rows
+from vpnfleet.controller.reports.status import FleetStatus, HostStatus, fleet_rows
+from vpnfleet.controller.transport.convert import status_from_proto
 
 B = ("192.0.2.2", IKE_PORT)
 ELSEWHERE = "203.0.113.9"

@@ -16,7 +16,6 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from vpnfleet.controller import convert
 from vpnfleet.controller.inventory import load_inventory
 from vpnfleet.controller.planner import (
     AuthMethod,
@@ -29,6 +28,7 @@ from vpnfleet.controller.planner import (
     StartAction,
     build_plans,
 )
+from vpnfleet.controller.transport import convert
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 

@@ -11,9 +11,9 @@ import pytest
 
 from vpnfleet.agent.convert import plan_from_bytes
 from vpnfleet.agent.plan import PlanRejected
-from vpnfleet.controller import convert
 from vpnfleet.controller.inventory import load_inventory
 from vpnfleet.controller.planner import NodePlan, Peer, PlanError, StartAction, build_plans
+from vpnfleet.controller.transport import convert
 from vpnfleet.protos.hashing import plan_content_hash
 
 SECRET = b"0123456789abcdef0123456789abcdef"

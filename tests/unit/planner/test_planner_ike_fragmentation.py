@@ -7,9 +7,9 @@ import textwrap
 from pathlib import Path
 
 from vpnfleet.agent.convert import plan_from_bytes
-from vpnfleet.controller import convert
 from vpnfleet.controller.inventory import load_inventory
 from vpnfleet.controller.planner import NodePlan, Peer, Planner, build_plans
+from vpnfleet.controller.transport import convert
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 NAMES = ["a1", "a2", "a3"]

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.planner.test_planner_build import self_signed_ca
-from vpnfleet.controller import convert
 from vpnfleet.controller.inventory import load_inventory
 from vpnfleet.controller.planner import NodePlan, PlanError, Planner
+from vpnfleet.controller.transport import convert
 
 SECRETS = (b"0123456789abcdef0123456789abcdef", b"fedcba9876543210fedcba9876543210")
 ANCHORS = tuple(self_signed_ca(f"fleet CA {i}").public_bytes(Encoding.PEM) for i in (1, 2))

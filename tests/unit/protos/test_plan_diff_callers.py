@@ -9,10 +9,10 @@ from pathlib import Path
 from vpnfleet.agent.service import AgentService
 from vpnfleet.agent.sink import PlanOnlySink
 from vpnfleet.agent.store import PlanStore
-from vpnfleet.controller import convert
-from vpnfleet.controller.diff import diff_plans
+from vpnfleet.controller.gitops.diff import diff_plans
 from vpnfleet.controller.inventory import load_inventory
 from vpnfleet.controller.planner import NodePlan, build_plans
+from vpnfleet.controller.transport import convert
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 HOSTS = """\

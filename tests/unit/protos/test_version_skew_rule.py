@@ -12,7 +12,7 @@ from vpnfleet.agent.hollow import sample_plan
 from vpnfleet.agent.service import AgentService
 from vpnfleet.agent.sink import PlanOnlySink
 from vpnfleet.agent.store import PlanStore
-from vpnfleet.controller.convert import apply_request
+from vpnfleet.controller.transport.convert import apply_request
 from vpnfleet.protos import agent_pb2
 from vpnfleet.protos.versions import Skew, installed_version, plan_skew, skew_refusal
 

@@ -1,0 +1,1 @@
+"""What the controller reports: per-host results of an operation and the fleet's observed status."""
