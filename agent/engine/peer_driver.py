@@ -403,6 +403,11 @@ class PeerDriver:
             driver.owner = None
             self.delete_sa(sa)
         self.drivers.clear()
+        # Its SAs no longer report to this driver: a Rekey or liveness call waiting on
+        # them is answered now rather than at its deadline.
+        for kind in SaKind:
+            self.settle(kind, "peer removed from the plan", ok=False)
+        self.answer_liveness("peer removed from the plan")
 
     def stop(self) -> None:
         """The agent stops: timers end, every IKE SA is deleted (one send each)."""

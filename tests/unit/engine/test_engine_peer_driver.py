@@ -4,6 +4,7 @@ responder SA on fake time."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import pytest
@@ -139,6 +140,21 @@ async def test_a_rekey_call_settles_when_the_child_is_replaced() -> None:
     assert driver.child.spi_in != before
     assert host.memory_plane.calls == ["install b", "rekey b"]
     assert driver.ike is not None and driver.ike.state is IkeSaState.ESTABLISHED
+
+
+async def test_a_call_waiting_on_a_removed_peer_is_answered_at_once() -> None:
+    driver, _host, wire = driver_and_wire()
+    driver.initiate()
+    wire.pump()
+    pending = driver.start_rekey(RekeyTarget.CHILD)
+    liveness = asyncio.get_running_loop().create_future()
+    assert driver.check_liveness(liveness) is None
+    assert not pending.done and not liveness.done()
+    driver.remove()
+    assert pending.done
+    outcome = pending.result()
+    assert not outcome.ok and outcome.detail == "peer removed from the plan"
+    assert liveness.result() == "peer removed from the plan"
 
 
 def test_removed_from_the_plan_its_child_and_sas_go() -> None:
