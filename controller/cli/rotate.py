@@ -132,7 +132,7 @@ def _finish(result: rotation.RotationResult, output: str, done: str) -> None:
 
 
 def _rotate_certificates(
-    kind: str,
+    kind: rotation.RotationKind,
     ctx: Ctx,
     inventory: Path,
     vault_password_file: Path | None,
@@ -157,8 +157,9 @@ def _rotate_certificates(
             fail(str(exc))
         if report and not resumed:
             phases = cert_rotation.PHASES[kind]
+            what = "the fleet CA" if kind is rotation.RotationKind.CA else "agent certificates"
             report(
-                f"rotating {'the fleet CA' if kind == 'ca' else 'agent certificates'} of "
+                f"rotating {what} of "
                 f"{len(journal.hosts)} hosts in {len(phases)} phase(s): {', '.join(phases)}"
             )
         options = RolloutOptions(forks=forks)
@@ -183,7 +184,7 @@ def _rotate_certificates(
                 f"`vpnfleet rotate {kind}` again to continue"
             )
             sys.exit(130)
-    if kind == "ca" and not result.error:
+    if kind is rotation.RotationKind.CA and not result.error:
         done = (
             f"fleet CA {result.extra['ca'][:16]}… in force on every host, the old one "
             f"retired ({result.seconds:.1f}s)"
@@ -233,7 +234,7 @@ def rotate_certs_cmd(ctx: Ctx, **options: Any) -> None:
     (rotation/certs.json); run the command again after an interruption to continue.
     Exit codes as for apply.
     """
-    _rotate_certificates("certs", ctx, **options)
+    _rotate_certificates(rotation.RotationKind.CERTS, ctx, **options)
 
 
 @rotate_group.command("ca")
@@ -255,4 +256,4 @@ def rotate_ca_cmd(ctx: Ctx, **options: Any) -> None:
     after an interruption or a failed agent, run the command again to continue where it
     stopped. Back up STATE/pki while it runs. Exit codes as for apply.
     """
-    _rotate_certificates("ca", ctx, **options)
+    _rotate_certificates(rotation.RotationKind.CA, ctx, **options)

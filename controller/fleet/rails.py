@@ -19,6 +19,7 @@ source address it would use (a connected UDP socket: routing only, no packet sen
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable, Mapping
@@ -38,18 +39,25 @@ EPHEMERAL = (1024, 65535)
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+class PathKind(enum.StrEnum):
+    """Which control connection a path carries."""
+
+    GRPC = "grpc"
+    SSH = "ssh"
+
+
 @dataclass(frozen=True, slots=True)
 class ControlPath:
     """A TCP path from the controller to a host that the host's SPD must leave alone."""
 
-    kind: str  # "grpc" or "ssh"
+    kind: PathKind
     host: str
     local_address: str  # the host's side
     local_port: int
     remote_address: str  # the controller's side
 
     def __str__(self) -> str:
-        what = "controller↔agent gRPC" if self.kind == "grpc" else "SSH"
+        what = "controller↔agent gRPC" if self.kind is PathKind.GRPC else "SSH"
         return f"{what} path tcp {self.remote_address} -> {self.local_address}:{self.local_port}"
 
 
@@ -223,7 +231,7 @@ def control_paths(
     agent_ip = _resolve(agent_host)
     controller = source_address(agent_ip) if agent_ip is not None else None
     if agent_ip is not None and controller is not None:
-        paths.append(ControlPath("grpc", plan.host, agent_ip, agent_port, controller))
+        paths.append(ControlPath(PathKind.GRPC, plan.host, agent_ip, agent_port, controller))
     ssh_targets = dict.fromkeys([*plan.addresses, *([agent_ip] if agent_ip else [])])
     for address in ssh_targets:
         if _address(address) is None:
@@ -231,7 +239,7 @@ def control_paths(
         controller = source_address(address)
         if controller is None:
             continue  # no route from here: there is no path to cut
-        paths.append(ControlPath("ssh", plan.host, address, SSH_PORT, controller))
+        paths.append(ControlPath(PathKind.SSH, plan.host, address, SSH_PORT, controller))
     return paths
 
 

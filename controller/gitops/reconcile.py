@@ -62,7 +62,8 @@ from ..planner import Planner
 from ..reports.results import AggregateResult
 from ..reports.status import FleetStatus
 from ..rotate.cert_renewal import RenewalWindow, due_certificates, renew_due_certificates
-from ..rotate.cert_rotation import KIND_CERTS, AgentCredentialAccess, CertJournal
+from ..rotate.cert_rotation import AgentCredentialAccess, CertJournal
+from ..rotate.rotation import RotationKind
 from ..statedir.audit import AuditEntry, AuditLog
 from ..statedir.state import StateDir, StateError
 from ..statedir.state_lock import LockHeld, StateLock
@@ -563,7 +564,7 @@ class Reconciler:
         certificate rotation) through :mod:`.cert_renewal`, under the state directory's
         lock; recorded in the audit log as a ``cert-renewal``."""
         fleet = self.fleet
-        unfinished = CertJournal.load(self.state, KIND_CERTS)
+        unfinished = CertJournal.load(self.state, RotationKind.CERTS)
         due = due_certificates(status, window, time.time())
         if fleet is None or (not due and (unfinished is None or unfinished.finished)):
             return

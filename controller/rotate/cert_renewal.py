@@ -29,13 +29,12 @@ from ..reports.results import EXIT_FAILED, EXIT_UNREACHABLE
 from ..reports.status import FleetStatus
 from ..statedir.state import StateDir
 from .cert_rotation import (
-    KIND_CERTS,
     CertJournal,
     CredentialAccess,
     prepare_cert_rotation,
     run_cert_rotation,
 )
-from .rotation import Report, RotationError, RotationResult
+from .rotation import Report, RotationError, RotationKind, RotationResult
 
 DAY = 86400.0
 DEFAULT_FRACTION = 1 / 3
@@ -165,7 +164,7 @@ async def renew_due_certificates(
     out = RenewalResult(window)
     fleet = compile_fleet()
     try:
-        journal = CertJournal.load(state, KIND_CERTS)
+        journal = CertJournal.load(state, RotationKind.CERTS)
     except RotationError as exc:
         out.error = str(exc)
         return out
@@ -190,7 +189,7 @@ async def renew_due_certificates(
         out.error = f"hosts to renew are not in the inventory: {', '.join(missing)}"
         return out
     try:
-        journal, resumed = prepare_cert_rotation(KIND_CERTS, state, fleet.subset(hosts))
+        journal, resumed = prepare_cert_rotation(RotationKind.CERTS, state, fleet.subset(hosts))
     except RotationError as exc:
         out.error = str(exc)
         return out

@@ -37,6 +37,7 @@ failed named.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -56,6 +57,7 @@ from .rotation import (
     JOURNAL_VERSION,
     Report,
     RotationError,
+    RotationKind,
     RotationResult,
     ike_times,
     journal_path,
@@ -64,16 +66,23 @@ from .rotation import (
     wait_reestablished,
 )
 
-KIND_CERTS, KIND_CA = "certs", "ca"
-PHASE_TRUST, PHASE_REISSUE, PHASE_RETIRE = "trust", "reissue", "retire"
-PHASES = {
-    KIND_CERTS: (PHASE_REISSUE,),
-    KIND_CA: (PHASE_TRUST, PHASE_REISSUE, PHASE_RETIRE),
+
+class Phase(enum.StrEnum):
+    """A phase of a certificate or CA rotation (its value is what the journal records)."""
+
+    TRUST = "trust"
+    REISSUE = "reissue"
+    RETIRE = "retire"
+
+
+PHASES: Mapping[RotationKind, tuple[Phase, ...]] = {
+    RotationKind.CERTS: (Phase.REISSUE,),
+    RotationKind.CA: (Phase.TRUST, Phase.REISSUE, Phase.RETIRE),
 }
-PHASE_TITLES = {
-    PHASE_TRUST: "trust the old and the new CA",
-    PHASE_REISSUE: "re-issue TLS and IKE certificates",
-    PHASE_RETIRE: "retire the old CA",
+PHASE_TITLES: Mapping[Phase, str] = {
+    Phase.TRUST: "trust the old and the new CA",
+    Phase.REISSUE: "re-issue TLS and IKE certificates",
+    Phase.RETIRE: "retire the old CA",
 }
 
 
@@ -81,9 +90,9 @@ PHASE_TITLES = {
 class CertJournal:
     """What a certificate or CA rotation has done (``STATE/rotation/{certs,ca}.json``)."""
 
-    kind: str
+    kind: RotationKind
     hosts: list[str]
-    phase: str
+    phase: Phase
     done: dict[str, list[str]] = field(default_factory=dict)  # phase -> acknowledged hosts
     old_ca: str = ""  # fingerprint of the CA in force when the rotation started
     next_ca: str = ""  # fingerprint of the CA a CA rotation rolls in
@@ -92,13 +101,17 @@ class CertJournal:
     version: int = JOURNAL_VERSION
 
     @classmethod
-    def load(cls, state: StateDir, kind: str) -> CertJournal | None:
+    def load(cls, state: StateDir, kind: RotationKind) -> CertJournal | None:
         journal = load_journal(cls, journal_path(state, kind))
-        if journal is not None and (journal.kind != kind or journal.phase not in PHASES[kind]):
+        if journal is None:
+            return None
+        # The journal's JSON holds the kind and phase as text: read back as members.
+        if journal.kind != kind or journal.phase not in PHASES[kind]:
             raise RotationError(
                 f"{journal_path(state, kind)}: journal of kind {journal.kind!r} in phase "
                 f"{journal.phase!r}, not a {kind} rotation"
             )
+        journal.kind, journal.phase = kind, Phase(journal.phase)
         return journal
 
     def save(self, state: StateDir) -> None:
@@ -108,7 +121,7 @@ class CertJournal:
     def finished(self) -> bool:
         return self.finished_at > 0
 
-    def acknowledged(self, phase: str) -> list[str]:
+    def acknowledged(self, phase: Phase) -> list[str]:
         return self.done.setdefault(phase, [])
 
 
@@ -197,7 +210,7 @@ def _ike_address(fleet: CompiledFleet, host: str) -> str | None:
 
 
 def prepare_cert_rotation(
-    kind: str, state: StateDir, fleet: CompiledFleet
+    kind: RotationKind, state: StateDir, fleet: CompiledFleet
 ) -> tuple[CertJournal, bool]:
     """Find the unfinished journal of ``kind`` or start one; whether it is resumed.
 
@@ -207,7 +220,7 @@ def prepare_cert_rotation(
     """
     if kind not in PHASES:
         raise RotationError(f"unknown rotation {kind!r}: choose certs or ca")
-    other = KIND_CA if kind == KIND_CERTS else KIND_CERTS
+    other = RotationKind.CA if kind is RotationKind.CERTS else RotationKind.CERTS
     theirs = CertJournal.load(state, other)
     if theirs is not None and not theirs.finished:
         raise RotationError(
@@ -229,7 +242,7 @@ def prepare_cert_rotation(
                 f"{journal_path(state, kind)} began ({what}): restore them and run it to "
                 "the end, then change the inventory"
             )
-        if kind == KIND_CA:
+        if kind is RotationKind.CA:
             _check_ca_files(journal, state)
         return journal, True
     old = pki.fingerprint(pki.load_ca(state.root)[2])
@@ -242,14 +255,14 @@ def _check_ca_files(journal: CertJournal, state: StateDir) -> None:
     """On resume: the CA files must be those the journal speaks of."""
     following = pki.next_ca_pem(state.root)
     current = pki.fingerprint(pki.load_ca(state.root)[2])
-    rolling = journal.phase in (PHASE_TRUST, PHASE_REISSUE) and journal.next_ca
+    rolling = journal.phase in (Phase.TRUST, Phase.REISSUE) and journal.next_ca
     if rolling and (following is None or pki.fingerprint(following) != journal.next_ca):
         raise RotationError(
             f"the next CA {journal.next_ca[:16]}… of the unfinished CA rotation is not "
             f"{state.pki / pki.CA_NEXT_CERT} any more: restore it from backup (agents "
             "trust it already)"
         )
-    if journal.phase == PHASE_RETIRE and following is None and current != journal.next_ca:
+    if journal.phase is Phase.RETIRE and following is None and current != journal.next_ca:
         raise RotationError(
             f"the CA rotation is retiring {journal.old_ca[:16]}… but the current CA is "
             f"{current[:16]}…, not the one it rolled in ({journal.next_ca[:16]}…)"
@@ -272,7 +285,7 @@ class _Run:
         if self.report:
             self.report(line)
 
-    def acknowledge(self, phase: str, host: str) -> None:
+    def acknowledge(self, phase: Phase, host: str) -> None:
         done = self.journal.acknowledged(phase)
         if host not in done:
             done.append(host)
@@ -280,7 +293,7 @@ class _Run:
 
     async def each(
         self,
-        phase: str,
+        phase: Phase,
         step: Callable[[str], Awaitable[HostResult]],
         fleet: CompiledFleet | None = None,
     ) -> list[HostResult]:
@@ -384,7 +397,7 @@ class _Run:
             changes=(ChangeLine("credentials", "ca_bundle", "changed", (shown,)),),
         )
 
-    async def push_plans(self, fleet: CompiledFleet, phase: str) -> list[HostResult]:
+    async def push_plans(self, fleet: CompiledFleet, phase: Phase) -> list[HostResult]:
         """The phase's plans to every host not acknowledged in it; the hosts that did
         not take them."""
         todo = [h for h in self.journal.hosts if h not in self.journal.acknowledged(phase)]
@@ -454,7 +467,7 @@ async def run_cert_rotation(
     try:
         first = phases.index(journal.phase)
         for index, phase in enumerate(phases[first:], first + 1):
-            if journal.phase != phase:
+            if journal.phase is not phase:
                 journal.phase = phase
                 journal.save(state)
             run.say(f"phase {index}/{len(phases)} {phase}: {PHASE_TITLES[phase]}")
@@ -471,7 +484,7 @@ async def run_cert_rotation(
             "ca": pki.fingerprint(pki.load_ca(state.root)[2]),
         }
     if not out.error:
-        if journal.kind == KIND_CA:
+        if journal.kind is RotationKind.CA:
             pki.drop_previous_ca(state.root)
         journal.finished_at = time.time()
         journal.save(state)
@@ -494,7 +507,7 @@ async def _certs_reissue(
     async def step(host: str) -> HostResult:
         return await run.reissue(fleet, host, pki.CURRENT, bundle)
 
-    return _recorded(out, await run.each(PHASE_REISSUE, step, fleet))
+    return _recorded(out, await run.each(Phase.REISSUE, step, fleet))
 
 
 async def _ca_trust(
@@ -507,14 +520,14 @@ async def _ca_trust(
         run.say(f"  next CA {info.fingerprint[:16]}… made ({info.cert_path})")
     fleet = compile_fleet()  # trust anchors: the current and the next CA
     bundle = pki.trust_bundle(run.state.root)
-    refused = await run.push_plans(fleet, PHASE_TRUST)
+    refused = await run.push_plans(fleet, Phase.TRUST)
     if refused:
         return _recorded(out, refused)
 
     async def step(host: str) -> HostResult:
         return await run.trust(fleet, host, bundle)
 
-    return _recorded(out, await run.each(PHASE_TRUST, step))
+    return _recorded(out, await run.each(Phase.TRUST, step))
 
 
 async def _ca_reissue(
@@ -530,7 +543,7 @@ async def _ca_reissue(
     async def step(host: str) -> HostResult:
         return await run.reissue(fleet, host, pki.NEXT, bundle)
 
-    return _recorded(out, await run.each(PHASE_REISSUE, step, fleet))
+    return _recorded(out, await run.each(Phase.REISSUE, step, fleet))
 
 
 async def _ca_retire(
@@ -541,20 +554,20 @@ async def _ca_retire(
         run.say(f"  CA {info.fingerprint[:16]}… is the fleet CA now")
     fleet = compile_fleet()  # trust anchors: the new CA only
     bundle = pki.load_ca(run.state.root)[2]
-    refused = await run.push_plans(fleet, PHASE_RETIRE)
+    refused = await run.push_plans(fleet, Phase.RETIRE)
     if refused:
         return _recorded(out, refused)
 
     async def step(host: str) -> HostResult:
         return await run.trust(fleet, host, bundle)
 
-    return _recorded(out, await run.each(PHASE_RETIRE, step))
+    return _recorded(out, await run.each(Phase.RETIRE, step))
 
 
 PhaseRunner = Callable[[_Run, Callable[[], CompiledFleet], RotationResult], Awaitable[str]]
-_PHASE_RUNNERS: Mapping[tuple[str, str], PhaseRunner] = {
-    (KIND_CERTS, PHASE_REISSUE): _certs_reissue,
-    (KIND_CA, PHASE_TRUST): _ca_trust,
-    (KIND_CA, PHASE_REISSUE): _ca_reissue,
-    (KIND_CA, PHASE_RETIRE): _ca_retire,
+_PHASE_RUNNERS: Mapping[tuple[RotationKind, Phase], PhaseRunner] = {
+    (RotationKind.CERTS, Phase.REISSUE): _certs_reissue,
+    (RotationKind.CA, Phase.TRUST): _ca_trust,
+    (RotationKind.CA, Phase.REISSUE): _ca_reissue,
+    (RotationKind.CA, Phase.RETIRE): _ca_retire,
 }

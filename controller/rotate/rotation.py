@@ -24,6 +24,7 @@ before anything is pushed, so that a later ``apply`` compiles the same keys; com
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 import time
@@ -50,8 +51,16 @@ class RotationError(Exception):
     """A rotation that cannot start or continue; the message says why and what to do."""
 
 
-def journal_path(state: StateDir, kind: str) -> Path:
-    """Where the rotation of ``kind`` (psk, certs, ca) keeps its journal."""
+class RotationKind(enum.StrEnum):
+    """What a rotation replaces; the value names its journal and its ``rotate`` command."""
+
+    PSK = "psk"
+    CERTS = "certs"
+    CA = "ca"
+
+
+def journal_path(state: StateDir, kind: RotationKind) -> Path:
+    """Where the rotation of ``kind`` keeps its journal."""
     return state.root / "rotation" / f"{kind}.json"
 
 
@@ -92,7 +101,7 @@ class RotationJournal:
 
     @staticmethod
     def path(state: StateDir) -> Path:
-        return journal_path(state, "psk")
+        return journal_path(state, RotationKind.PSK)
 
     @classmethod
     def load(cls, state: StateDir) -> RotationJournal | None:
@@ -226,7 +235,7 @@ class RotationResult:
     skipped: list[str] = field(default_factory=list)  # acknowledged by an earlier run
     error: str = ""
     seconds: float = 0.0
-    kind: str = "psk"
+    kind: RotationKind = RotationKind.PSK
     extra: dict[str, Any] = field(default_factory=dict)  # kind-specific JSON fields
 
     @property
@@ -236,7 +245,7 @@ class RotationResult:
     def to_json(self) -> dict[str, Any]:
         data = self.result.to_json()
         data.update(kind=self.kind)
-        if self.kind == "psk":
+        if self.kind is RotationKind.PSK:
             data.update(epoch=self.epoch, waves=self.waves)
         data.update(self.extra)
         data.update(

@@ -24,8 +24,8 @@ from vpnfleet.controller.rotate.cert_renewal import (
     due_certificates,
     renew_due_certificates,
 )
-from vpnfleet.controller.rotate.cert_rotation import KIND_CERTS, CertJournal
-from vpnfleet.controller.rotate.rotation import journal_path
+from vpnfleet.controller.rotate.cert_rotation import CertJournal
+from vpnfleet.controller.rotate.rotation import RotationKind, journal_path
 from vpnfleet.controller.statedir import pki
 from vpnfleet.controller.statedir.state import StateDir
 
@@ -121,5 +121,5 @@ async def test_nothing_due_changes_nothing(tmp_path: Path) -> None:
     assert (result.due, result.rotation, result.error) == ([], None, "")
     assert result.unobserved == {"gone": "unreachable: connection refused"}
     assert result.exit_code == 4
-    assert CertJournal.load(state, KIND_CERTS) is None
-    assert not journal_path(state, KIND_CERTS).exists()
+    assert CertJournal.load(state, RotationKind.CERTS) is None
+    assert not journal_path(state, RotationKind.CERTS).exists()

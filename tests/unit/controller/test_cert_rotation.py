@@ -34,17 +34,14 @@ from vpnfleet.controller.reports.status import (
     IkeSaView,
 )
 from vpnfleet.controller.rotate.cert_rotation import (
-    KIND_CA,
-    KIND_CERTS,
-    PHASE_REISSUE,
-    PHASE_RETIRE,
     CertJournal,
+    Phase,
     certificate_peers,
     prepare_cert_rotation,
     reissue_waves,
     run_cert_rotation,
 )
-from vpnfleet.controller.rotate.rotation import RotationError, RotationResult
+from vpnfleet.controller.rotate.rotation import RotationError, RotationKind, RotationResult
 from vpnfleet.controller.statedir import pki
 from vpnfleet.controller.statedir.state import StateDir
 from vpnfleet.controller.transport.client import (
@@ -275,14 +272,14 @@ async def test_certs_rotation_reissues_every_agent_and_reestablishes(
     s = setup(pubkey(inv), tmp_path)
     ca = pki.fingerprint(pki.load_ca(s.state.root)[2])
     lines: list[str] = []
-    out = await s.run(KIND_CERTS, report=lines.append)
+    out = await s.run(RotationKind.CERTS, report=lines.append)
     assert out.error == "" and out.exit_code == 0, out.error
     assert sorted(s.agents.installs) == HOSTS
     assert set(s.agents.tls_ca.values()) == {ca} and set(s.agents.ike_ca.values()) == {ca}
     assert all_pairs_newer(s.agents, 100.0) and not s.agents.auth_failures
-    journal = CertJournal.load(s.state, KIND_CERTS)
+    journal = CertJournal.load(s.state, RotationKind.CERTS)
     assert journal is not None and journal.finished
-    assert sorted(journal.done[PHASE_REISSUE]) == HOSTS
+    assert sorted(journal.done[Phase.REISSUE]) == HOSTS
     assert any("3 certificate peer(s) re-established" in ln for ln in lines)
     assert lines[-1] == "certs rotation done"
     data = out.to_json()
@@ -295,7 +292,7 @@ async def test_ca_rotation_runs_three_phases_without_auth_failure(
     s = setup(pubkey(inv), tmp_path)
     old = pki.fingerprint(pki.load_ca(s.state.root)[2])
     lines: list[str] = []
-    out = await s.run(KIND_CA, report=lines.append)
+    out = await s.run(RotationKind.CA, report=lines.append)
     assert out.error == "" and out.exit_code == 0, out.error
     new = pki.fingerprint(pki.load_ca(s.state.root)[2])
     assert new != old and out.extra["ca"] == new
@@ -313,7 +310,7 @@ async def test_ca_rotation_runs_three_phases_without_auth_failure(
         "phase 2/3 reissue",
         "phase 3/3 retire",
     ]
-    journal = CertJournal.load(s.state, KIND_CA)
+    journal = CertJournal.load(s.state, RotationKind.CA)
     assert journal is not None and journal.finished and journal.next_ca == new
     assert journal.old_ca == old
 
@@ -323,19 +320,19 @@ async def test_agent_refusing_install_stops_the_run_and_resume_finishes(
 ) -> None:
     s = setup(pubkey(inv), tmp_path)
     s.agents.refuse["a3"] = "IKE certificate does not match the staged key"
-    out = await s.run(KIND_CA, options=None)
+    out = await s.run(RotationKind.CA, options=None)
     assert out.exit_code == 2
     assert out.error == (
         "phase trust: a3: IKE certificate does not match the staged key (INVALID_ARGUMENT)"
     )
-    journal = CertJournal.load(s.state, KIND_CA)
+    journal = CertJournal.load(s.state, RotationKind.CA)
     assert journal is not None and not journal.finished and journal.phase == "trust"
     assert sorted(journal.done["trust"]) == ["a1", "a2", "a4"]
     assert s.agents.installs == []  # no certificate re-issued before everyone trusts both
 
     del s.agents.refuse["a3"]
     lines: list[str] = []
-    again = await s.run(KIND_CA, report=lines.append)
+    again = await s.run(RotationKind.CA, report=lines.append)
     assert again.error == "" and again.resumed
     assert lines[0] == "resuming the ca rotation in phase trust: 3 of 4 host(s) done in it"
     assert again.skipped == ["a1", "a2", "a4"]
@@ -346,7 +343,7 @@ async def test_agent_refusing_install_stops_the_run_and_resume_finishes(
 async def test_csr_naming_another_host_is_refused(inv: Path, tmp_path: Path) -> None:
     s = setup(pubkey(inv), tmp_path)
     s.agents.wrong_name = {"a2"}
-    out = await s.run(KIND_CERTS)
+    out = await s.run(RotationKind.CERTS)
     assert out.exit_code == 2
     assert out.error == (
         "phase reissue: a2: its new CSRs were refused: the TLS CSR names a9, not 'a2': "
@@ -359,7 +356,7 @@ async def test_csr_naming_another_host_is_refused(inv: Path, tmp_path: Path) -> 
 async def test_agent_reporting_other_certificate_is_a_failure(inv: Path, tmp_path: Path) -> None:
     s = setup(pubkey(inv), tmp_path)
     s.agents.wrong_fingerprint = {"a4"}
-    out = await s.run(KIND_CERTS)
+    out = await s.run(RotationKind.CERTS)
     assert out.error.startswith(
         "phase reissue: a4: InstallCredentials answered with TLS certificate 0000000000000000…"
     )
@@ -369,15 +366,15 @@ async def test_interrupted_ca_rotation_resumes_in_its_phase(inv: Path, tmp_path:
     s = setup(pubkey(inv), tmp_path)
     s.agents.interrupt_after = 2
     with pytest.raises(asyncio.CancelledError):
-        await s.run(KIND_CA, options=operations.RolloutOptions(forks=1))
-    journal = CertJournal.load(s.state, KIND_CA)
-    assert journal is not None and journal.phase == PHASE_REISSUE
-    assert journal.done[PHASE_REISSUE] == s.agents.installs == ["a1", "a2"]
+        await s.run(RotationKind.CA, options=operations.RolloutOptions(forks=1))
+    journal = CertJournal.load(s.state, RotationKind.CA)
+    assert journal is not None and journal.phase == Phase.REISSUE
+    assert journal.done[Phase.REISSUE] == s.agents.installs == ["a1", "a2"]
     next_ca = pki.next_ca_pem(s.state.root)
     assert next_ca is not None and pki.fingerprint(next_ca) == journal.next_ca
 
     s.agents.interrupt_after = None
-    out = await s.run(KIND_CA)
+    out = await s.run(RotationKind.CA)
     assert out.error == "" and out.resumed and sorted(out.skipped) == ["a1", "a2"]
     assert sorted(s.agents.installs) == HOSTS  # a1 and a2 not re-issued twice
     assert pki.fingerprint(pki.load_ca(s.state.root)[2]) == journal.next_ca
@@ -388,16 +385,16 @@ async def test_resume_after_promotion_does_not_promote_again(inv: Path, tmp_path
     s = setup(pubkey(inv), tmp_path)
     s.agents.refuse["a1"] = "disk full"
     s.agents.refuse_only = "retire"
-    out = await s.run(KIND_CA)
+    out = await s.run(RotationKind.CA)
     assert out.error == "phase retire: a1: disk full (INVALID_ARGUMENT)"
-    journal = CertJournal.load(s.state, KIND_CA)
-    assert journal is not None and journal.phase == PHASE_RETIRE
+    journal = CertJournal.load(s.state, RotationKind.CA)
+    assert journal is not None and journal.phase == Phase.RETIRE
     promoted = pki.fingerprint(pki.load_ca(s.state.root)[2])
     assert promoted == journal.next_ca and pki.previous_ca_pem(s.state.root) is not None
     assert s.agents.trusted["a1"] != [promoted]  # still trusts the old CA too
 
     del s.agents.refuse["a1"]
-    again = await s.run(KIND_CA)
+    again = await s.run(RotationKind.CA)
     assert again.error == "" and again.skipped == ["a2", "a3", "a4"]
     assert pki.fingerprint(pki.load_ca(s.state.root)[2]) == promoted
     assert pki.previous_ca_pem(s.state.root) is None
@@ -407,18 +404,18 @@ async def test_resume_after_promotion_does_not_promote_again(inv: Path, tmp_path
 async def test_missing_next_ca_on_resume_is_named(inv: Path, tmp_path: Path) -> None:
     s = setup(pubkey(inv), tmp_path)
     s.agents.refuse["a2"] = "no"
-    await s.run(KIND_CA)
+    await s.run(RotationKind.CA)
     (s.state.pki / pki.CA_NEXT_CERT).unlink()
     (s.state.pki / pki.CA_NEXT_KEY).unlink()
     del s.agents.refuse["a2"]
     with pytest.raises(RotationError, match=r"the next CA [0-9a-f]{16}… of the unfinished"):
-        await s.run(KIND_CA)
+        await s.run(RotationKind.CA)
 
 
 async def test_unreachable_agent_stops_the_run(inv: Path, tmp_path: Path) -> None:
     s = setup(pubkey(inv), tmp_path)
     s.agents.trusted["a4"] = ["00" * 32]  # it does not trust the controller any more
-    out = await s.run(KIND_CERTS)
+    out = await s.run(RotationKind.CERTS)
     assert out.result.results["a4"].outcome is Outcome.UNREACHABLE
     assert out.error == ("phase reissue: a4: the agent refused our certificate (UNAVAILABLE)")
 
@@ -428,7 +425,7 @@ async def test_psk_fleet_rotates_certificates_and_says_so(inv: Path, tmp_path: P
     fleet = s.compile()
     assert not any(certificate_peers(fleet, h) for h in HOSTS)
     lines: list[str] = []
-    out = await s.run(KIND_CERTS, report=lines.append)
+    out = await s.run(RotationKind.CERTS, report=lines.append)
     assert out.error == ""
     assert sorted(s.agents.installs) == HOSTS
     assert any("(PSK fleet)" in ln and "no IKE SA needs re-establishing" in ln for ln in lines)
@@ -439,28 +436,28 @@ async def test_psk_fleet_rotates_certificates_and_says_so(inv: Path, tmp_path: P
 async def test_other_rotation_unfinished_is_refused(inv: Path, tmp_path: Path) -> None:
     s = setup(pubkey(inv), tmp_path)
     s.agents.refuse["a1"] = "no"
-    await s.run(KIND_CA)
+    await s.run(RotationKind.CA)
     with pytest.raises(RotationError, match=r"an unfinished `rotate ca` is in .*ca\.json"):
-        prepare_cert_rotation(KIND_CERTS, s.state, s.compile())
+        prepare_cert_rotation(RotationKind.CERTS, s.state, s.compile())
 
 
 async def test_hosts_changed_during_rotation_is_refused(inv: Path, tmp_path: Path) -> None:
     s = setup(pubkey(inv), tmp_path)
     s.agents.refuse["a1"] = "no"
-    await s.run(KIND_CERTS)
+    await s.run(RotationKind.CERTS)
     fleet = s.compile()
     fleet.selected.remove("a4")
     with pytest.raises(RotationError, match=r"hosts changed .*\(removed: a4\)"):
-        prepare_cert_rotation(KIND_CERTS, s.state, fleet)
+        prepare_cert_rotation(RotationKind.CERTS, s.state, fleet)
 
 
 def test_journal_of_another_kind_is_refused(tmp_path: Path) -> None:
     state = StateDir(tmp_path / "s")
-    CertJournal(KIND_CERTS, ["a1"], PHASE_REISSUE).save(state)
+    CertJournal(RotationKind.CERTS, ["a1"], Phase.REISSUE).save(state)
     path = state.root / "rotation" / "certs.json"
     path.rename(state.root / "rotation" / "ca.json")
     with pytest.raises(RotationError, match="not a ca rotation"):
-        CertJournal.load(state, KIND_CA)
+        CertJournal.load(state, RotationKind.CA)
 
 
 def test_unknown_kind_is_refused(tmp_path: Path) -> None:
@@ -486,7 +483,7 @@ def test_reissue_waves_of_a_psk_fleet_only_follow_forks(inv: Path, tmp_path: Pat
 async def test_progress_counts_each_acknowledgement_once(inv: Path, tmp_path: Path) -> None:
     s = setup(inv, tmp_path)
     lines: list[str] = []
-    out = await s.run(KIND_CERTS, report=lines.append)
+    out = await s.run(RotationKind.CERTS, report=lines.append)
     assert out.error == ""
     counts = sorted(ln.split("(")[1].split(")")[0] for ln in lines if ": ok (" in ln)
     assert counts == ["1/4", "2/4", "3/4", "4/4"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from vpnfleet.controller.fleet.rails import (
     ControlPath,
+    PathKind,
     RailError,
     check_fleet,
     check_path,
@@ -52,8 +53,8 @@ def entry(
     return SpdEntry(name, selector, action, "peer" if action is SpdAction.PROTECT else "")
 
 
-GRPC = ControlPath("grpc", "gw1", HOST_ADDRESS, AGENT_PORT, CONTROLLER)
-SSH = ControlPath("ssh", "gw1", HOST_ADDRESS, 22, CONTROLLER)
+GRPC = ControlPath(PathKind.GRPC, "gw1", HOST_ADDRESS, AGENT_PORT, CONTROLLER)
+SSH = ControlPath(PathKind.SSH, "gw1", HOST_ADDRESS, 22, CONTROLLER)
 
 
 def test_protect_covering_the_controller_is_refused_for_both_paths() -> None:
