@@ -57,7 +57,7 @@ from .hollow import HollowError, listening_line, start_hollow, stop_hollow
 from .ike.admission import ResponderLimits
 from .io.notify import Notifier
 from .join import JoinError, join
-from .metrics import MetricsError, agent_metrics
+from .metrics import MetricsError
 from .plan import AgentPlan, PlanRejected
 from .server import ServerError, ServerTls, start_server, wait_for_signal
 from .service import AgentService, WrongHost
@@ -347,6 +347,11 @@ async def _metrics(
     plan: Callable[[], AgentPlan | None],
     certificates: Callable[[], Sequence[CertificateExpiry]] | None = None,
 ) -> AsyncIterator[None]:
+    if not listen:
+        yield
+        return
+    from .metrics_http import agent_metrics  # aiohttp: about 0.2 s, paid only when serving
+
     async with agent_metrics(listen, host, sink, events, plan, certificates) as endpoint:
         if endpoint is not None:
             click.echo(f"vpnfleet-agent {host} metrics on {endpoint.url}")

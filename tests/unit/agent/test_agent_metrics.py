@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from vpnfleet.agent import metrics
+from vpnfleet.agent import metrics_http
 from vpnfleet.agent.config import ConfigError, load_config
 from vpnfleet.agent.io.dataplane_model import DataPlaneStats, SaStats
 from vpnfleet.agent.metrics import (
@@ -23,9 +23,8 @@ from vpnfleet.agent.metrics import (
     MetricsSources,
     RekeyTally,
     agent_registry,
-    serve_metrics,
-    split_listen,
 )
+from vpnfleet.agent.metrics_http import serve_metrics, split_listen
 from vpnfleet.agent.sink import (
     AdmissionLimitReport,
     AdmissionReport,
@@ -309,7 +308,7 @@ async def test_endpoint_serves_and_counts_rekeys(caplog: pytest.LogCaptureFixtur
 async def test_a_client_that_does_not_finish_its_request_is_disconnected(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(metrics, "REQUEST_TIMEOUT", 0.5)
+    monkeypatch.setattr(metrics_http, "REQUEST_TIMEOUT", 0.5)
     async with serve_metrics("127.0.0.1:0", sources(FakeSink())) as endpoint:
         reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
         writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ")
