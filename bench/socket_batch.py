@@ -6,10 +6,12 @@ either by a ``recvfrom`` loop (what the agent did before) or by ``RecvBatch.rece
 (64 per call, bytes out of the preallocated slots); the figure is microseconds of the
 drain per datagram. Send: runs of 64 datagrams to one address by ``sendto`` each or by
 one ``SendBatch.send``; microseconds per datagram (the loopback delivery inside the
-send is included in both). Best of ``--rounds``. Prints one JSON line:
+send is included in both). Lone: one datagram per call, ``sendto`` against a
+one-message ``SendBatch.send`` (what a ping or an ACK costs on each path; the raw ESP
+socket sends a lone packet with ``sendto``). Best of ``--rounds``. Prints one JSON line:
 
     {"bench": "socket_batch", "size": 1400, "recvfrom_us": ..., "recvmmsg_us": ...,
-     "sendto_us": ..., "sendmmsg_us": ...}
+     "sendto_us": ..., "sendmmsg_us": ..., "lone_sendto_us": ..., "lone_sendmmsg_us": ...}
 """
 
 from __future__ import annotations
@@ -109,13 +111,46 @@ def send(size: int, count: int, rounds: int) -> dict[str, float]:
     return best
 
 
+def lone(size: int, count: int, rounds: int) -> dict[str, float]:
+    rx, tx = _sockets()
+    batch = SendBatch(tx, RUN)
+    addr = rx.getsockname()
+    name = sockaddr(socket.AF_INET, *addr)
+    packet = b"\x03" * size
+    best = {"lone_sendto_us": float("inf"), "lone_sendmmsg_us": float("inf")}
+    try:
+        for _ in range(rounds):
+            for kind in best:
+                start = time.perf_counter()
+                if kind == "lone_sendto_us":
+                    sendto = tx.sendto
+                    for _ in range(count):
+                        sendto(packet, addr)
+                else:
+                    one = [packet]
+                    for _ in range(count):
+                        batch.send(one, name)
+                took = time.perf_counter() - start
+                best[kind] = min(best[kind], took / count * 1e6)
+                _drain(rx)
+    finally:
+        batch.close()
+        rx.close()
+        tx.close()
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1400, help="datagram payload bytes")
     parser.add_argument("--count", type=int, default=5000, help="datagrams per round")
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
-    figures = receive(args.size, args.count, args.rounds) | send(args.size, args.count, args.rounds)
+    figures = (
+        receive(args.size, args.count, args.rounds)
+        | send(args.size, args.count, args.rounds)
+        | lone(args.size, args.count, args.rounds)
+    )
     print(
         json.dumps(
             {"bench": "socket_batch", "size": args.size}

@@ -281,6 +281,28 @@ def test_raw_esp_counts_what_the_kernel_dropped_while_it_did_not_read() -> None:
         raw.close()
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_raw_esp_sends_a_lone_packet_with_sendto(host: str) -> None:
+    """One packet (a ping, an ACK) leaves through ``sendto``, over IPv4 and IPv6, and is
+    counted like a run."""
+    require_root()
+    spi = 0x4E5D0003
+    arrived: list[tuple[bytes, str]] = []
+    receiver = RawEspSocket(lambda data, h: arrived.append((data, h)), host=host)
+    sender = RawEspSocket(lambda data, h: None, host=host)
+    lone, single = esp(spi, 1, 100), esp(spi, 2, 1400)
+    try:
+        sender.send_esp(lone, host)
+        sender.send_esp_batch([single], host)
+        assert (sender.counters.tx_esp, sender.counters.tx_errors) == (2, 0)
+        receiver._read()
+        ours = [(data, h) for data, h in arrived if data[:4] == spi.to_bytes(4, "big")]
+        assert ours == [(lone, host), (single, host)]
+    finally:
+        sender.close()
+        receiver.close()
+
+
 def test_raw_esp_sends_a_run_in_one_call_and_reads_it_in_one_wakeup() -> None:
     require_root()
     spi = 0x4E5D0002
