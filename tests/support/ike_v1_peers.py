@@ -7,7 +7,7 @@ for no known SA makes a new responder, as a driver's dispatcher would.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from vpnfleet.agent.ike.config import ChildConfig, Identity, Mode, selector
 from vpnfleet.agent.ike.events import IkeEvent
@@ -27,14 +27,14 @@ T = TypeVar("T")
 def v1_config(
     local_id: str,
     remote_id: str,
+    *,
     local_net: str,
     remote_net: str,
-    *,
     ike: tuple[str, ...] = ("aes256-sha256-modp2048",),
     esp: tuple[str, ...] = ("aes128-sha256",),
     mode: Mode = Mode.TUNNEL,
     psk: bytes = PSK,
-    **kw: object,
+    **kw: Any,
 ) -> IkeV1Config:
     return IkeV1Config(
         Identity.parse(local_id),
@@ -48,21 +48,20 @@ def v1_config(
             (selector(remote_net),),
             mode,
         ),
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 
 def left_right(
-    left: dict[str, object] | None = None, right: dict[str, object] | None = None, **kw: object
+    left: dict[str, Any] | None = None, right: dict[str, Any] | None = None, **kw: Any
 ) -> tuple[IkeV1Config, IkeV1Config]:
     """Matching configurations; ``left``/``right`` override one side only."""
-    a = v1_config(
-        "left.example", "right.example", "10.1.0.0/16", "10.2.0.0/16", **{**kw, **(left or {})}
-    )  # type: ignore[arg-type]
-    b = v1_config(
-        "right.example", "left.example", "10.2.0.0/16", "10.1.0.0/16", **{**kw, **(right or {})}
-    )  # type: ignore[arg-type]
-    return a, b
+    a = {"local_net": "10.1.0.0/16", "remote_net": "10.2.0.0/16", **kw, **(left or {})}
+    b = {"local_net": "10.2.0.0/16", "remote_net": "10.1.0.0/16", **kw, **(right or {})}
+    return (
+        v1_config("left.example", "right.example", **a),
+        v1_config("right.example", "left.example", **b),
+    )
 
 
 class Endpoint:
@@ -123,16 +122,19 @@ class Peers:
     def other(self, endpoint: Endpoint) -> Endpoint:
         return self.right if endpoint is self.left else self.left
 
-    def outgoing(self, endpoint: Endpoint) -> list[bytes]:
+    def outgoing(self, endpoint: Endpoint) -> list[tuple[bytes, tuple[str, int]]]:
         out = []
         for sa in endpoint.sas:
-            out += [d for d, _ in sa.datagrams_to_send(self.now)]
+            out += sa.datagrams_to_send(self.now)
         return out
 
-    def deliver(self, to: Endpoint, data: bytes) -> None:
+    def deliver(self, to: Endpoint, data: bytes, port: int = 500) -> None:
+        """``port``: where it was sent to; the sender's socket of that port sends it
+        (UDP 4500 once NAT-T floated, RFC 3947 section 4)."""
         sa = to.route(data)
         if sa is not None:
-            sa.receive_datagram(data, self.other(to).address, self.now)
+            source = self.other(to).address
+            sa.receive_datagram(data, (source[0], port), self.now)
         self.collect()
 
     def run(self, drop: Callable[[str, bytes], bool] = lambda *_: False) -> None:
@@ -141,11 +143,11 @@ class Peers:
             self.collect()
             moved = False
             for sender in (self.left, self.right):
-                for data in self.outgoing(sender):
+                for data, addr in self.outgoing(sender):
                     moved = True
                     self.sent.append((sender.name, data))
                     if not drop(sender.name, data):
-                        self.deliver(self.other(sender), data)
+                        self.deliver(self.other(sender), data, addr[1])
             if not moved:
                 break
         self.collect()

@@ -80,6 +80,8 @@ class QuickMode:
         self._local_ts: TrafficSelector | None = None
         self._remote_ts: TrafficSelector | None = None
         self._last_digest = b""
+        self._taken: set[bytes] = set()
+        """Digests of the peer's messages of this exchange we accepted."""
         self._reply: bytes | None = None
         self._flight_data: bytes | None = None
         self._deadline: float | None = None
@@ -127,6 +129,7 @@ class QuickMode:
             "HASH(2)",
         )
         sa.confirm(message)
+        self._taken.add(digest)
         self._deadline = self._flight_data = None
         sa_payload, nonce, ke, ids = _parts(message, "message 2")
         try:
@@ -171,6 +174,7 @@ class QuickMode:
             "HASH(1)",
         )
         sa.confirm(message)
+        self._taken.add(digest)
         self._last_digest = digest
         sa_payload, nonce, ke, ids = _parts(message, "message 1")
         peer_spi = b""
@@ -239,7 +243,7 @@ class QuickMode:
             )
         self._local_ts, self._remote_ts = local, remote
 
-    def _on_third(self, message: Received) -> None:
+    def _on_third(self, message: Received, digest: bytes) -> None:
         sa = self.sa
         assert sa.prf is not None and sa.keys is not None
         self._verify(
@@ -248,6 +252,7 @@ class QuickMode:
             "HASH(3)",
         )
         sa.confirm(message)
+        self._taken.add(digest)
         self._deadline = self._flight_data = None
         self._reply = None
         self._install()
@@ -260,16 +265,18 @@ class QuickMode:
         elif self.state is QuickState.SENT_1:
             self._on_second(message, digest)
         elif self.state is QuickState.SENT_2:
-            self._on_third(message)
+            self._on_third(message, digest)
         else:
             raise ProtocolError(f"Quick mode {self.message_id:#x} is {self.state.value}")
 
-    def is_duplicate(self, digest: bytes) -> bool:
-        return self._reply is not None and hmac.compare_digest(digest, self._last_digest)
-
-    def resend(self) -> None:
-        assert self._reply is not None
-        self.sa.send_to_peer(self._reply)
+    def answer_duplicate(self, digest: bytes) -> bool:
+        """A message of this exchange we already took: the answer to the last one goes
+        again (the peer lost it); others are ignored. False for a new message."""
+        if digest not in self._taken:
+            return False
+        if self._reply is not None and digest == self._last_digest:
+            self.sa.send_to_peer(self._reply)
+        return True
 
     def get_timer(self) -> float | None:
         return None if self.finished else self._deadline

@@ -448,8 +448,7 @@ class IkeV1Sa:
         elif header.exchange == ExchangeType.QUICK:
             self._require_phase1(header)
             exchange = self.quick.get(header.message_id)
-            if exchange is not None and exchange.is_duplicate(digest):
-                exchange.resend()
+            if exchange is not None and exchange.answer_duplicate(digest):
                 return
             if exchange is None and header.message_id == 0:
                 raise ProtocolError(

@@ -141,10 +141,10 @@ def test_duplicated_datagrams_change_nothing() -> None:
     for _ in range(20):
         moved = False
         for sender in (peers.left, peers.right):
-            for data in peers.outgoing(sender):
+            for data, addr in peers.outgoing(sender):
                 moved = True
-                peers.deliver(peers.other(sender), data)
-                peers.deliver(peers.other(sender), data)  # every datagram twice
+                peers.deliver(peers.other(sender), data, addr[1])
+                peers.deliver(peers.other(sender), data, addr[1])  # every datagram twice
         if not moved:
             break
     assert len(peers.left.of(IkeSaEstablished)) == len(peers.right.of(IkeSaEstablished)) == 1
