@@ -11,7 +11,8 @@ datagrams. A vector takes:
   (protocol, SPIs, Quick Mode nonces) and the ESP keys;
 - from the capture: the cookies, the KE and Nonce payload bodies and the initiator's
   SA payload body (Main Mode messages 1 to 4 are cleartext), and Main Mode messages 5
-  and 6 and the Quick Mode messages as sent (encrypted).
+  and 6, the Quick Mode messages and the informational exchanges of the final
+  Deletes as sent (encrypted).
 
 Run as root from the repository:
 ``python -m tests.support.charon_v1_vectors [case …] [--keep DIR]`` prints CharonVector
@@ -281,6 +282,8 @@ def recorded(case: Case) -> Iterator[Recording]:
             pcap = directory / "capture.pcap"
             with _capture(topology.charon_ns, veth, pcap):
                 initiator.swanctl("--initiate", "--ike", "v1", "--child", "net", "--timeout", "10")
+                # Deletes for the ESP SAs and the ISAKMP SA: informational exchanges.
+                initiator.swanctl("--terminate", "--ike", "v1", "--timeout", "10")
             init_log, resp_log = initiator.log_text(), responder.log_text()
         vector = _vectors(case, _isakmp_messages(pcap), init_log, resp_log)
         yield Recording(vector, pcap)
@@ -304,6 +307,7 @@ def _vectors(case: Case, messages: list[bytes], init_log: str, resp_log: str) ->
     """The case's inputs and outputs, named as CharonVector in test_v1_keys.py names them."""
     main = [m for m in messages if m[18] == 2]  # Identity Protection (Main Mode)
     quick = [m for m in messages if m[18] == 32]  # Quick Mode
+    informational = [m for m in messages if m[18] == 5]
     bodies = {i: dict(_payloads(m)) for i, m in enumerate(main[:4], 1)}
     dumps = logged_dumps(init_log)
     resp_dumps = dict(logged_dumps(resp_log))
@@ -362,6 +366,7 @@ def _vectors(case: Case, messages: list[bytes], init_log: str, resp_log: str) ->
         "qm_hash1": first("Hash(1)"),
         "qm_hash2": first("Hash(2)"),
         "qm_hash3": first("Hash(3)"),
+        "informational": tuple(informational),
         "g_qm": g_qm or None,
         "protocol": seed_i[len(g_qm)],
         "spi_r": seed_i[len(g_qm) + 1 : len(g_qm) + 5],

@@ -9,8 +9,9 @@ initiator's log lines (``SKEYID``, ``SKEYID_d``/``_a``/``_e``, ``encryption key 
 the same phase 1 keys; inputs come from the log (``shared Diffie Hellman secret`` =
 g^xy, ``HASH_I data`` = g^xi | g^xr | CKY-I | CKY-R | SAi_b | IDii_b, ``DH secret`` =
 g(qm)^xy, the ``SA seed`` lines = protocol | SPI | Ni_b | Nr_b) and from the capture
-(cookies, Main Mode KE and Nonce bodies, messages 5 and 6 and the Quick Mode messages
-as sent). Run the script again to make new ones; these tests only read the bytes.
+(cookies, Main Mode KE and Nonce bodies; messages 5 and 6, the Quick Mode messages and
+the informational Deletes as sent). Run the script again to make new ones; these
+tests only read the bytes.
 
 The cases: PSK with aes128-sha256-modp2048 (and PFS with modp2048 in Quick Mode),
 PSK with aes128-sha256-ecp256, ECDSA-256 certificates with aes128-sha1-modp2048
@@ -31,8 +32,8 @@ from vpnfleet.agent.ike.v1 import keys
 from vpnfleet.agent.ike.v1.cipher import IkeV1Cipher
 
 # RFC 2408 section 3.1 / RFC 2409 Appendix A numbers the tests use by value.
-PAYLOAD_HASH, PAYLOAD_ID, PAYLOAD_NONCE, PAYLOAD_SIG = 8, 5, 10, 9
-EXCHANGE_MAIN, EXCHANGE_QUICK = 2, 32
+PAYLOAD_HASH, PAYLOAD_ID, PAYLOAD_NONCE, PAYLOAD_SIG, PAYLOAD_DELETE = 8, 5, 10, 9, 12
+EXCHANGE_INFORMATIONAL, EXCHANGE_QUICK = 5, 32
 HEADER = 28
 
 
@@ -69,6 +70,8 @@ class CharonVector:
     qm_iv: bytes
     """``next IV for MID <id>``: the Quick Mode chain's first IV."""
     quick_mode: tuple[bytes, bytes, bytes]
+    informational: tuple[bytes, ...]
+    """The Deletes the initiator sent when told to terminate, one exchange each."""
     qm_hash1: bytes
     qm_hash2: bytes
     qm_hash3: bytes
@@ -97,130 +100,143 @@ VECTORS = [
         key_bits=128,
         auth_method=1,
         psk=b"vpnfleet IKEv1 vector pre-shared key",
-        icookie=bytes.fromhex("c6612690a9d25fef"),
-        rcookie=bytes.fromhex("c64f41344c9820dd"),
-        ni=bytes.fromhex("4c499301d9b837ff867dc98ebe7a80536740de3246f77fbee3321540b561a92a"),
-        nr=bytes.fromhex("53083c2ede6b21800c8c5f3c1ac13f6671cba2907d975acffcb3b94cd8f563fb"),
+        icookie=bytes.fromhex("b6cb63c3f9213e34"),
+        rcookie=bytes.fromhex("9f42de1568be7cea"),
+        ni=bytes.fromhex("cf98ef9ccd19997a430fbcb0eba8215fd4ff71053c0c6839ac2d405b6fab9ea9"),
+        nr=bytes.fromhex("38fcd80d45b632e8846901245a9bdec6cefe46ee29c5e0bc3aedd21c2ac76a1c"),
         g_xi=bytes.fromhex(
-            "d7463129e40fb694a4c681d3e1f95d2521033b5be5f8c2ed29c9f9e3e8ce53a4"
-            "24f0ad923d7e20ac3b980eef3aca17b9492b7a75ac106fc87e173165d78d436a"
-            "cb98f0ce31df8d1155b31b2a56cb76a7304987564e97dc7a476223d0834928ac"
-            "1bb69f6b1bceb319c21cafd866451f03c718623618ca65d0a629605c6f45515a"
-            "88e9fb117aecd9a5392a75d2e76fce98665ea5ea976ba3787ed3e86f88ef5b1d"
-            "f70c4fb7d0bb61661eaf6f93f4b90fd4365c3842c79d1ce31d0358fe6747ccc5"
-            "a850d8aa48c11a20a01ca68f3dde20d9acb8be8c7b71a4402bd311171ece6366"
-            "ea9e9f32ebe1625ccbe9d2b27c05efa440e27ea1c6b569671fae9e0168f9e75a"
+            "c053f04197f9e8049e4e7d01c9e1837ff3b8f71588f5b338e69feac043789c5b"
+            "202afb1b842ffbc2daf8009dcd05d6570a78fc9f4d7a24cbe1b470c1921a6fec"
+            "5728a23f6d374c19622dbecfcd66fc5d2bbd5edf9fd4a4fad3dbe78234e5f426"
+            "a9c68ab9b459036cf318a7b2df4a43326ccb9856397490b6f2d4c15bab72c57f"
+            "9f63976f1cf5ef7b2459f82b37b82fddf7b16ba8ea288fe636641b695cc7e630"
+            "8a30ca5b0f7706708ec56bd41e1b4d9b7a780bfa8abe5b27dd5c30614d85ff66"
+            "6fd526fac5501348187bbc174029ea7034319c7db35e40dda195ae0af262cf40"
+            "1e4d832afa619be68946674dde3b96a3ab76b83f34261862fa960e03cfb4b871"
         ),
         g_xr=bytes.fromhex(
-            "c2dd726126204aed8de854e3882fe3586fda215ad304e2b7c376f496af8b0887"
-            "4f9858001cd1b76e6fbe4d8fc51e5a7aaac7b67dbd65f8233f1d8163f11f0b65"
-            "c9cc602d71104f8ef272ef59814531b86032285360e25f1da7d57b19c71f2b1b"
-            "1cc619e938bb305b708692c61cd1b2cf55fa8c24295322c6333c222257b745b1"
-            "8b873ec6f3787639ec08fc5837639a12f05f9a151778f471aec36d9561d44300"
-            "1213f16a894cbfc0fd5c3608ada6b79d15ae4dd610df43f16be78cdbbef7f494"
-            "dcbe64468d96f1810b9d1c7f4e7493a160e88d33b174a7796e5d309061e06e20"
-            "8f52146e9f608a5889c83c80d4b16b5bdeb4d717a03c948addd3bad360996d76"
+            "d0cd2a96c281de665d09527531e6d1c2ef589af35a59178c4ce5cd7647f2b936"
+            "50bde03b7ef23623c2b674ccc9bfb6cf773c63971ff28edee88c4e0cb8232712"
+            "b9a1002d8c6fbebbc9111a5caab33fc1995482c6e3c13cda3e5b25e3d05bb338"
+            "da7e6f9919fe031af5f6f3d0690c3f79aff94dc7226785e210215e8bfe66075c"
+            "b27078e0955ef9de90c5fe69f9be88e43b01bb007a79fe9752c4243a8b65e2c8"
+            "3ecec6a46d13af5694f7fee8e6584332bb882d0b8ff05a07d34f685df516f417"
+            "5a309887ed12fbe83ebb4f4af1769618ea6cffd79286cc3069c3561d8e97774f"
+            "25fc9850c2bb77e4752f410001aee6fcf81e13a88cdb0e3dfb80039dd14fb976"
         ),
         g_xy=bytes.fromhex(
-            "22051e5db377438a96e903110d3d6a3167303a81a26df00ac870652079adcda1"
-            "175166dfce227bb02880d423441b85aa7dbada83ad37001a97d4186f86c93202"
-            "9677e00a6632c25c56baa140da4ac5bbbd7f17dab4dadea3bf521a17ed38c9d7"
-            "685e9bad46ffbdbc681a56a3a00d983f46f4321171875ca3a5ad91ea81b14291"
-            "66775aa093f6d9a40d031d48f61bb1eade03ea427391ccee0da59f2fc451ecc3"
-            "e0e8a015a40617787311d50a2679cf2b309870fe7f7367983ce4e285128de37d"
-            "f2280b0fde309e108683a38a91c2be2c3f0aa839597ee0f1877bcb29ba3aacda"
-            "c3a6da3b7802634324276e9e0870a4a191eca62f4a5c4a98cc983e4ef0ec7422"
+            "295848e34026b9402349c526dffaae1eb8d79315fc3262e0e776e4be864f14d9"
+            "32c30c9ab7009d77237ca34ee5753d9aa4e513e10a1e1c44a759be1039799bf2"
+            "84902047a6483a04bee13271f95436b447eb14eea41a73366901bf830d94a515"
+            "7b3a630b6fcd4ecc76d1bf78a5830ba1eb64d50355283600888e6e1c49898f89"
+            "34a13f4a07711983ded76149f3fc596fcc991c0d03b6df4516e3b73e7ca7f9dc"
+            "9c36ebea6b5642b36a7cad60863b448ef26d2e37a0a04ed2d5c6177d94143a9d"
+            "930bcf20f0d6e0e864729790492a84f0b35b57a8b349eed5fd73b0622aea6b67"
+            "504af14704a6cc4a184f7f89755f2e7d2d566d3c06c58ab2104a10815ae2ab15"
         ),
         sa_i_body=bytes.fromhex(
             "00000001000000010000002c01010001000000240101000080010007800e0080"
             "800200048004000e80030001800b0001800c0000"
         ),
         idii_body=bytes.fromhex("020000006d6f6f6e2e6578616d706c65"),
-        skeyid=bytes.fromhex("b9db58fcf67899902f51005f215d2916bb0b93551ac96738895e5038f731f868"),
-        skeyid_d=bytes.fromhex("5de047237cb45a44f6c6deca2a0d8e19ccdb31cdc9dcfbdfa9531bbfe7b7ec55"),
-        skeyid_a=bytes.fromhex("d7f5ff25a70201f06e7d9b9bc1a2018a43296f3ef9481d8ce33c75fc01fbd8a8"),
-        skeyid_e=bytes.fromhex("b626ac41d3fb29b8e85a4099d1b43bff6224fc4ada492b8988d7a6a426ce9444"),
-        enc_key=bytes.fromhex("b626ac41d3fb29b8e85a4099d1b43bff"),
-        iv0=bytes.fromhex("4ea6164b0668cc6b431c924dd0978dd5"),
-        hash_i=bytes.fromhex("e1dae66d82cc7e25c32216ac4c62925a781f60afc0b239d2716d89d9deeb9708"),
+        skeyid=bytes.fromhex("667a1a0faddc5ae63d974e6ea1a238004525e9eba781f24dfbedd2ae2a815971"),
+        skeyid_d=bytes.fromhex("2387a3c38e4b4e70e281449b7050ac0a78e669e4081895acb2dbc62c53db10b6"),
+        skeyid_a=bytes.fromhex("a9fed6feffc21f1477a3534a5fba9096982b115a6ea019856598a654854868f9"),
+        skeyid_e=bytes.fromhex("f7384a052e5456cef9ad2170be8235113b647bfbd42e100d7c13c72b0f610378"),
+        enc_key=bytes.fromhex("f7384a052e5456cef9ad2170be823511"),
+        iv0=bytes.fromhex("fa6fa1882d7f664a4ae1707327374b61"),
+        hash_i=bytes.fromhex("6ef464f6094c169dd1807ab4eb9d811d9577e5dfd27abfb03ecd23d554271599"),
         main_mode_5=bytes.fromhex(
-            "c6612690a9d25fefc64f41344c9820dd05100201000000000000007cb9731db5"
-            "d334cf075a83e68a62ab69d314c99edbd8c8d8a7abe633c2f0e0655367759585"
-            "34b08ad59098e75bc01eda1d9865428080a7fe4b2d3f4df812d581985b0b17ef"
-            "26ae0c733aa0cd7c67d863f62746a35f5d6eb0fa1a25e5cfafb4b766"
+            "b6cb63c3f9213e349f42de1568be7cea05100201000000000000007cc3d89e67"
+            "851d27f01a43f3f82e305508416d0b8f529a9d9fe51497ce543b14e75784f1e7"
+            "34cd053b6fabbc97ebfea4b6d29df1c57cf3eacc7ff28f6e3bee504e1a15f753"
+            "97d1b06fb0087f9d5a52de862a2a539818f31c960c47ea2a2aa38a19"
         ),
         main_mode_6=bytes.fromhex(
-            "c6612690a9d25fefc64f41344c9820dd05100201000000000000005c70ae1a4e"
-            "7f2d511af54886707cdd5a5973e43f589d6e567ee8801eb696c7aba910aa7fca"
-            "06da86f934279011ab30e000bc116a22d953f6dd46324c7f66b0f321"
+            "b6cb63c3f9213e349f42de1568be7cea05100201000000000000005cb9fcbf0e"
+            "b43af6bbf0155249e9098c050b009d6d741a5cca13cdeaa151661cb4da9254be"
+            "649068dbc620c5e422f5642c28b3f6919193fa3c766b0fe4853a5d9a"
         ),
-        qm_message_id=1723585652,
-        qm_iv=bytes.fromhex("2e7660030d5f9f99f55bb0b6a97ea52c"),
+        qm_message_id=49297675,
+        qm_iv=bytes.fromhex("683aaeff16a0f3991fc4f6b93d8ca4e6"),
         quick_mode=(
             bytes.fromhex(
-                "c6612690a9d25fefc64f41344c9820dd0810200166bbd474000001bca1f651dc"
-                "a76a12a6afc80f508ce4ac3e38c03dd7c682b2e465d50f243e91b8cc02ab1fa7"
-                "57e7161ab9a12542077c102f7b8b4c5e5d4727ab22b80ce055e458f9665fb891"
-                "bc61a079037f5b10a994423c749634f26ff9d6f27d6a6cdde27d2747548cc02a"
-                "a1db346e96c96b9ae5514508e5b3a270571e47293bf7aa5b7a323456ee3551b6"
-                "b289b672e23c0cb4aebe468ed3fd0c5e0a8a85f5b7e46edc58ba4e2b48daf7ad"
-                "01f96fa5bf19f092effed558e6aa61464a606c5e276f99613ad1c1d6234c7ace"
-                "65b1d41f8ffc44b7ac71e5507ef971125ce1d8466849cc9259b709aafdd5550f"
-                "a114f1fedf0b8360819b898e2c90c4ab4bb62e35f95b2bc855d0de1922f0ea8b"
-                "854abb55b0639da7aeca3e22f4f440ffc1631988d6bdb095b2172bb889791dec"
-                "057b162f92c28c89f20475aa5d37638b43ba79f82976b8c483c2122be0875a0f"
-                "7a51c41b0c068c4067b429b9d709c97015dd2450f0f7d827c4378a3742daabc5"
-                "0f446040d47e56705f87a7a9e9b82e8302018afb20967deccb3bf3dc8a4ae336"
-                "504b61b23278e13b566d80b20b76e7fd02f0665d224d017e335f62f3"
+                "b6cb63c3f9213e349f42de1568be7cea0810200102f0390b000001bc9e10b4b5"
+                "f3065cfb8b63c9eff6de3d15e996c9810c0902367208812384655e796fafd02a"
+                "ca6678c785a00b6178e904521ae16e58f3f80d6a415a7f952e01c1a6605336cf"
+                "5817b93152894b4511fadc6495859f5c1e1f131f5c22cc86cb5dae693f0b6147"
+                "34a6f429e6073aa00484ea2e826212d7b1cef6e605d8a8ace2e8203a14e0959a"
+                "925f6967d0820209b5b2119131fec59715d79760b5b142fa80fedf093db5c4c1"
+                "27b9ccfd684375ed75ed8bbfcf83beae8377eceef4affbbbb7da671b3e272434"
+                "ff0f30df9282d81d21136783e0b2e318ac8a5d6428490bbbb8559570c9234e5a"
+                "d849f0ad9ef2e15de48a18b2db76263c2081a2148c498df18b2d61fa4404f0ee"
+                "e68ca80ace19c6f88f47b61f839dc012061def450d622e0e9c7014a70b8fe732"
+                "4a9e0fe53c71217203ed9f8d1fee35456c29866ec26f4a04e55f0dfeee756276"
+                "049f614d0dd9a075483dd67c75e11af383da197f04b3e0a2570267d4970836a8"
+                "75a30b63365c5170af396f113635d8505f3cdf2621045123d0f2d1cb72c339a2"
+                "136d94b6197434c5ab51f41f69a4bfc1fb2ab45e672c54df0ad587a9"
             ),
             bytes.fromhex(
-                "c6612690a9d25fefc64f41344c9820dd0810200166bbd474000001cc9900a9ec"
-                "4aa79c442073d7bbcd173f8cf21ac4a1ab4b51cfa02b4051cf475c0c0bd21579"
-                "7d00c31a7f3b34b0a6359d5480154eaaf98c6d3f452ae2bccd7597186d411b7c"
-                "ca4d6380e4c96cb81e44f38affc3ef4915d418fcb8cd0615363c9aad285faa32"
-                "dc2231e187c7b9785de51ff078edcf61469d980bd35cf4cd22978bbedc14ff37"
-                "c2c01a62ee706096ec4d941c49a26d219e8b50b8e3067848ab55fd0e7ef0678f"
-                "b6e3d1e3c6959b7fe897e6e0be87d997c019f4eea9d4ae0a464f1caf8a3e285b"
-                "39fc89224a65a2885e206e06122b4a182b43fd9aa501ce39cc19b4b847954728"
-                "eda53738ebab00388ffc2cac40572f3b311cf9d9326d163474dd652d34b2f0f6"
-                "d1140b6ad349077659fe28b4e233a816f532c22f701953bd1596a7d182e350ee"
-                "ae1f6b2925779b357dbdace94143b76e376fbe447a7becf3dc51c69b358de0e0"
-                "fd471923f2fc5b6f1d11691237be1f2c69594f97d5bad64948f3d38cbcea1288"
-                "1d5497fd1c65943290c3d71c7532572beae8cc65d7d811ea478f60b78cab7bfb"
-                "1a19a407a0abe150bdb43441bb12c0baf2c4c120f7a279b0387e4bbf0e1e76d1"
-                "4105bf65037a008216e7d36d"
+                "b6cb63c3f9213e349f42de1568be7cea0810200102f0390b000001cc14dbdcc1"
+                "d9bce7736528635fae209eec22b8f8ff6503a36f7d81cd924cda97f271bab136"
+                "d1efa19e1cdbb658c5b575dc4b9b77df6c3883ef7edaf47e13521fd6011b7dca"
+                "1a8b4087489fce707541531bb55e7b49f7731392dd1291e59e5010a0c6ff62b3"
+                "b9ecf8e4f518f4161aaa6f39132b91e6cf458d529fe9cafd1f6b5a2404928bb7"
+                "c38bdce3a56996692dc4bdc4de6e28543180f92663f2e5ba9e1fce5058054bf2"
+                "4c70416b4508bb00b9c29193c545e7efa3fcd47454be57b2505ef75c34245fe0"
+                "41d7dab69639beabf51bd066e65d033c97e7d93764b720ea37333a9d6ad3d12d"
+                "9593bd21685100a8b9367ea0cb598b6a960028c9af1637754670cff61774f5ed"
+                "e3838c4719210fabda6197189217f5563423542c62df3a31cd53c85e1b66dcbe"
+                "5abf806734059eaa3ae9ceb7c3db8725bca179b3c5621009ea01b8979276db48"
+                "5d73b9bd4bece535b34000968bde7eebfcb9486d1f8c2f97f713277106ebb91f"
+                "fa77ae5f62567fc3717e7184385c02d8c98efec49807c90e1647e7331035621c"
+                "0d89d430230ff209eba1b43c4f45e68ae91553eefa1aa063599d070109c1c0c7"
+                "98736fd73c6466b7734c94fa"
             ),
             bytes.fromhex(
-                "c6612690a9d25fefc64f41344c9820dd0810200166bbd4740000004c7ecd9817"
-                "9d36bfe0b787ba24b6f54d87da512bb943733a228aca4f754002705798ecf672"
-                "7d6f8b90f34fcfb0ace15c7c"
+                "b6cb63c3f9213e349f42de1568be7cea0810200102f0390b0000004c4eb5ce6f"
+                "6e36950efa8f0e2d2e1969a5aa853ed54535af864c8e5f4166e1ead545315ce0"
+                "c1354f81f9f8e58d2d62e80c"
             ),
         ),
-        qm_hash1=bytes.fromhex("6471f368846e915ea9bb6a6516fdb9938f34b85950701ac4832039eb692640f6"),
-        qm_hash2=bytes.fromhex("b8521a4f686473d309f1d9329d7b21242a7b9b30e4f0317f510eade08a6e2b93"),
-        qm_hash3=bytes.fromhex("a2bed583482c7b7c6840975245028f4d349cf8e94f6d28b177c460d20930c1cf"),
+        qm_hash1=bytes.fromhex("3a80787cb38361efe6bc9f5de6037305f6ecaef2ac745bf230b88e287de154de"),
+        qm_hash2=bytes.fromhex("17dcfa7ad100b35e9dfbb3bcdcb28b8900e9b9800c38616cb61fe67bc599c0ae"),
+        qm_hash3=bytes.fromhex("5f0779ffe056e3ee72d9ed4d3f2fa67f18727574111980c20fa9efee1fbc3276"),
+        informational=(
+            bytes.fromhex(
+                "b6cb63c3f9213e349f42de1568be7cea081005010b8749e70000005c659ed15e"
+                "90aad8e2003c78e26c7bfb172ae7996ed501343b031121000960b8f69bb75ba2"
+                "3599be7d853f36b844c936a5845a968b23be03c9c65769172a58bfd9"
+            ),
+            bytes.fromhex(
+                "b6cb63c3f9213e349f42de1568be7cea081005019ace73f80000006c8018399b"
+                "caab05ff12d340403e6b1fa81107d47e714b4996ea6944300bfe1bf1f11b3dff"
+                "6c6b7508fa00dda7fa76376a181ce34b6aecffb774ecf4172f4f72c49d3a05af"
+                "6b342623a04a04cf659042dd"
+            ),
+        ),
         g_qm=bytes.fromhex(
-            "c8fd8598cb932fd183bbc96a21e184cd8ecafce0444930ba2ff336d9656278d6"
-            "5cf703bab4a6f8c15b7a1ef689b51ff34975260742fedf83f0fe11172980f2f6"
-            "90bf1e20d61ae99912c22567b4609b66e3a5630146043353c0bdef49f4d31704"
-            "e0d589d5593741b7428bb83f9e2e412db29818146aec1ef2f177b58818c854d3"
-            "290da0314ffb30c8eacc941c0d8c5adfe503d4c33785832fcfdec7200e8c64d6"
-            "1d6578d3e9ffaaa2f0521c6bf7ca9784456c4d8d6c24c58cddd5ae99fe10fe6f"
-            "138f5b523633b3fb93bb059ea6d090d7b7f5be9db0233ff4d26ab4fb284b2620"
-            "fb40aa4e78b3378fa23f80c5ef9a0ad6db6e9e71ad9326f1c99fbc3abc8945ae"
+            "aed499398da483ecc10f457a4c4dab691480c71c04f84cbc3ef5cf01b41d6a1b"
+            "2545d294b47c4675ff86c08c797ad1c604c53a9e96752d7572051e7b2b8ac070"
+            "b06f4362d33c74f02485012fba8ebe1e01d1216898e6f1dca5c5ad327d11a8df"
+            "3b06320fd00a5e6feee4ea3858153237d954c6f91ec1b594ccce8266d4e24b2b"
+            "a7f5843161407227c5fb6c038c58cdcf4d578a9dca37aa42ad59a781befbf280"
+            "adf56d092c0217cfacb3a8f2bb93aa70c6f6451040ea18cf871db42d9c153362"
+            "d412c2ee7fb1e94da2d23b23563dbf3dbc097014b34eb1333b53142f980d64db"
+            "2f2c7e4c5f7b99c526df73b4a1d392298c520607f4b7785c49fdea90d97c1da5"
         ),
         protocol=3,
-        spi_r=bytes.fromhex("7fa6964b"),
-        spi_i=bytes.fromhex("da2b0a34"),
-        qm_ni=bytes.fromhex("960d75afa811423265d465d59a1eb461307f7d8627500792fb424329e28483d7"),
-        qm_nr=bytes.fromhex("d4275564a531fa5c5814caa75d1fb05264244481a85eba48d009d66ddd6888ff"),
-        esp_encr_i=bytes.fromhex("2a5369898b75a11ffeb7c3171eddb580"),
+        spi_r=bytes.fromhex("17e90e1e"),
+        spi_i=bytes.fromhex("25f6dc6e"),
+        qm_ni=bytes.fromhex("a0a7f00ebcea8f68e1b03ea9d8814736e65cd506e6eb6888c35c611e4cb96a54"),
+        qm_nr=bytes.fromhex("7cd38dd0b70eec50c1dbe29e298d6dd6d04539e6eca2f920e861c57e4c42bf6b"),
+        esp_encr_i=bytes.fromhex("21af8b96444feb0ba9ad2dfdacc953c9"),
         esp_integ_i=bytes.fromhex(
-            "ad9b1cdbcbb1b3a25b99004602c69f43eb74fb910e536165b9af4f5e38113103"
+            "0a06b508684ef0d71f99540f7af0a917325c611dc2758eb7901e64243c31d071"
         ),
-        esp_encr_r=bytes.fromhex("c218b327a01d11a96cb9cc4eb2f71fe3"),
+        esp_encr_r=bytes.fromhex("06e6431f7a8268494af80178ce69bc4c"),
         esp_integ_r=bytes.fromhex(
-            "d89e23d6c96a2a96b2964cb8c3ce112514cf607b9958350c986e1b644f9b1058"
+            "977e507a0ba09cfcbc87f1d47b8af603898fb937c6ae77136be1174ac276d068"
         ),
     ),
     CharonVector(
@@ -231,83 +247,96 @@ VECTORS = [
         key_bits=128,
         auth_method=1,
         psk=b"vpnfleet IKEv1 vector pre-shared key",
-        icookie=bytes.fromhex("b13961f83c735014"),
-        rcookie=bytes.fromhex("4a4bf7e99f88c71b"),
-        ni=bytes.fromhex("f1bfb6063f3362027c2bd3ce8f089488a7c9aafd9891ee833c578cff17ef36d9"),
-        nr=bytes.fromhex("56bc5994de7e37f9d4cbfe254e47a8cee0ac27a6393c4b025ecf02896b888d7d"),
+        icookie=bytes.fromhex("a0594976e5514bbf"),
+        rcookie=bytes.fromhex("7d83daa7dcd61a86"),
+        ni=bytes.fromhex("c37cccb48b977d0bfece5206c13a23d250bbd4218e45c3006b8942b97710f64b"),
+        nr=bytes.fromhex("d3e143ffdfeadb78e3a8a3e153c1aee6b1b533cdecae7e046d38f3f6d58557dd"),
         g_xi=bytes.fromhex(
-            "22fab59d71b43c62e4f5af59d93f767739a417557ad37c2a7cd10d325d144ff0"
-            "ec6de071fd6706013baae571980439bd02c28b182fcdb84597ad386d36257eee"
+            "365e12d35a13591a0e6ade9f7ccc15290d30a8893e5d729d897d45cb036ac23b"
+            "14f6372112e5ae3a71b09cb7057641b63148df9ddab5a24b66fe52bc27e94519"
         ),
         g_xr=bytes.fromhex(
-            "14fbe2989f5ef6a91241dd6266e60230b0b0a88fc421820082b0d6ebf933b3cc"
-            "8d744c18c140a1dec69c3add1aabaa85042ef4c70f4cc0011e5100f87b44be33"
+            "df2125b4c60095e2bababdf8511a76862720531e4efd0e36a2b758f3e77ca415"
+            "5010ebeceea3ff9609e7387c6fe62d3860b2fdda149396960740f0bbec567a67"
         ),
-        g_xy=bytes.fromhex("f858bc3926ef7428d531d6fff33355707314af215784b445c9a56cbc8a7d6333"),
+        g_xy=bytes.fromhex("86bb1b2ec0d4da791728414d21493ce697c115ff70d41512696ec9efc9fd11a0"),
         sa_i_body=bytes.fromhex(
             "00000001000000010000002c01010001000000240101000080010007800e0080"
             "800200048004001380030001800b0001800c0000"
         ),
         idii_body=bytes.fromhex("020000006d6f6f6e2e6578616d706c65"),
-        skeyid=bytes.fromhex("19da5911fa2dbcd4628cb1f6a746dff91e694254dd87bbeb7b5020f0b58703be"),
-        skeyid_d=bytes.fromhex("95c95e5feea0eca46aedac69bb0ad99daa4dfaf8a2c70deaa99cdfbfc29bd4ff"),
-        skeyid_a=bytes.fromhex("2f5cb301a82e4a15f5e436486ebc5342f727b90da78e6e26bf1fcb18607569ef"),
-        skeyid_e=bytes.fromhex("0391a4cd76f76539b201de5ca3106dd3b4f0a113c7fd5c07610fd9847db6d26f"),
-        enc_key=bytes.fromhex("0391a4cd76f76539b201de5ca3106dd3"),
-        iv0=bytes.fromhex("ae3e0db03b56170a941119eb5bb0e07d"),
-        hash_i=bytes.fromhex("18b46e595900d04a4661780662c27645714b56592b9bc47f62be563c881a750b"),
+        skeyid=bytes.fromhex("3ef4753a2ce96ad129d2e3c915c024f7747adba05394d27df2ceb9cd5b2166de"),
+        skeyid_d=bytes.fromhex("e977cc265c85491e1fa95135bba2a5510716b1601e369bebbbeaadae7446f960"),
+        skeyid_a=bytes.fromhex("83264c3e98cae0f35da6037f901fbbc5fd19e28ef3f12ec08d3566a0ce4ba365"),
+        skeyid_e=bytes.fromhex("a81f36d5dae63e40dcbb76065ee4201a2bf39eb96479b23fbb3fa32843964b79"),
+        enc_key=bytes.fromhex("a81f36d5dae63e40dcbb76065ee4201a"),
+        iv0=bytes.fromhex("ae3f3b71ebe383dab6cb7f944119b0fb"),
+        hash_i=bytes.fromhex("e4d20a99b35230db21fc7160c96ddbb9ffd94b9e2fac1579236d98fcad71d2a7"),
         main_mode_5=bytes.fromhex(
-            "b13961f83c7350144a4bf7e99f88c71b05100201000000000000007c5d45e39b"
-            "00196b045ac972a389d70e8cf64c29bb2522d4f190c653455aa1ce28c2287ce9"
-            "8bd694bf730e554a073642f0884556f2a2cdbda66ade383f0c34d03d892f936b"
-            "b1a42ebe96576efadea5354a081291514172b2abdbc98cb72e0f0beb"
+            "a0594976e5514bbf7d83daa7dcd61a8605100201000000000000007c40ca59e2"
+            "0863cc21a9f0c46ab186f9c4882fb5298746f3edb68cbf43b05338ac7ca491ac"
+            "e09012c93dce822922ac58c2795a8838d1b445c83b39f81733b796e4e9978bad"
+            "0d7095b69c7db92ba4aee97674f6ec46a3c8132bad0c48df2e8c55c8"
         ),
         main_mode_6=bytes.fromhex(
-            "b13961f83c7350144a4bf7e99f88c71b05100201000000000000005c6a600d4e"
-            "35e7672e2b51c1fccc5e5343dc69fd632a4370215b8013c4976ac57fc5ecff63"
-            "9136d10ef6efb89a65b294c1fcd2056fb00322bc5c87a8bf13450d8f"
+            "a0594976e5514bbf7d83daa7dcd61a8605100201000000000000005c5145fdce"
+            "a90470b8b026ff8ce66d7e70940878f8081db1297d2b9c67640e98bb439ad93d"
+            "3a6135a5f766457e3710c1d50872d636a470944bafade56981e6aaf8"
         ),
-        qm_message_id=2709076789,
-        qm_iv=bytes.fromhex("e32aa8469813599d6451090bf5510b89"),
+        qm_message_id=1223173953,
+        qm_iv=bytes.fromhex("d06dc490b875d6314f9c2a7d9f18db90"),
         quick_mode=(
             bytes.fromhex(
-                "b13961f83c7350144a4bf7e99f88c71b08102001a1793b35000000bcf3b3414c"
-                "de171e597772b3ba28e3cc6ab595bd7b2f3d7fd9ae4d88f00de4e6b4ad787ace"
-                "c4dc4a24a0a8b9886da71d83e99e789d0b32caa93f14bdb64f05f83134c1420b"
-                "d93074323abf58b89a770c8bf744d00b52f7cf660cb668d72e22b713767a0036"
-                "febe9aea61f59cdfa5b920fe32ad402f7fc58fba633b357eed2996255c50c626"
-                "d5b1072126d69912da8e5100f31adcfd585594446c7373422444beda"
+                "a0594976e5514bbf7d83daa7dcd61a860810200148e82741000000bc12a5d110"
+                "8d809a3d2b00d74f186fb9b6f8f69eed054eff2359753c7f216dddcd0174f790"
+                "f04a2488328f93a56ecb0997e86285435f3a368be7f6e03b63d465524e79b0c6"
+                "12ec271ed45697eb19c3d78a54b61a28411d3763d2e19fa8ea7ea6adf3256f73"
+                "a868520ca711e77e645baf6dd33b01517f3e30dde70cbf57efd7be949585fe55"
+                "dbb4e133d296bcb91ac42c9edcda6175c1e8158fe0f8f89852064299"
             ),
             bytes.fromhex(
-                "b13961f83c7350144a4bf7e99f88c71b08102001a1793b35000000bca1299576"
-                "39f6bdd1fcfd04fe87c092fbf51cba2999b1de34695b330288ca3a9495949461"
-                "0d6a9df5d968117cd7dadfa6adf34d2045a7021518424c75ac55a316fd400c2f"
-                "81919e6bb16dc7b7eec6457bb9010aed1fc1c13660e1e909942dfe262825fe9f"
-                "c5892bd6605e7428890ac0c2eb2d1b9a21ba5ed9a62e68700513a9ab11cb8604"
-                "bc595b59100bb656157a809bcf9e8fc68c5f9e17ec952cb8a1921ca6"
+                "a0594976e5514bbf7d83daa7dcd61a860810200148e82741000000bc8a03ffbb"
+                "d7166bc472b671c77320c0dedb8df93bc3aee0169989e6edefc2adb8dc96e5e3"
+                "bbd3468835b6eb7d1230bdc8b5058d0c6cd9294fc3551c4ed2fb880cb6eb58fb"
+                "27cbe49dd4f105cb27093b7528b85a24068f587c9c261a5e2a90aaebcf38819b"
+                "4d53e5b4c039bb9dd0838a8eb5b5459eb012e8349fb6df8a9453993e0248b2a8"
+                "8dca5eaccea349756c25a126f9f9d2b3c79cf9c3d1985e058604e37d"
             ),
             bytes.fromhex(
-                "b13961f83c7350144a4bf7e99f88c71b08102001a1793b350000004c1f2cea5e"
-                "843c4f3bc26a1f34a2f60a36b1f3c5c89d61307299d33411816ae0c8fdc083c1"
-                "eeb6b30c7018e808f6b638e3"
+                "a0594976e5514bbf7d83daa7dcd61a860810200148e827410000004c504d88a1"
+                "336b534e2679b31f10a603545c1481dc21c03cb3d6e669dc3abc6d442c250fa0"
+                "e3f74b7975713285e4dcbe34"
             ),
         ),
-        qm_hash1=bytes.fromhex("2539ce0577cfa7f4dac9dc8055b1101fa14c01728cfdcc2dd29aa8defc672e4d"),
-        qm_hash2=bytes.fromhex("c279427382f579bba1986c082fefbf15a5003562eb70c3ff8d901fe17c4e29aa"),
-        qm_hash3=bytes.fromhex("2bd4c6166e6e31e84ace62fd9697d4870a3260bea2317f664f7c2d7e56bea67c"),
+        qm_hash1=bytes.fromhex("00898788133d90de30211bba9c92524247542fae6971e0d23a0de5083dabf5eb"),
+        qm_hash2=bytes.fromhex("d9a9ac5f4a613ffee6cbbeb711db3131bb933974cf176eedf80f91e6f170b33e"),
+        qm_hash3=bytes.fromhex("72cc1943398b80219c59b52c515fe0329340122ef61a004ccd9fada66f452f5b"),
+        informational=(
+            bytes.fromhex(
+                "a0594976e5514bbf7d83daa7dcd61a860810050198b441ce0000005ca3b2f313"
+                "1306aa06b7e620427f0a966d0edf026a6ab7070e0844a8718cc67c07c9fcbd64"
+                "0c3c1731985717dd44a7f1a2b30fe1e9c878fef8521df08122393635"
+            ),
+            bytes.fromhex(
+                "a0594976e5514bbf7d83daa7dcd61a86081005019d89822b0000006c1931861e"
+                "cf2f4e689b3681bc172db60d2bff112e49b31e58c767251aea89938d7250b1fb"
+                "66b30725a0a0f35a7710d3ad1643594d035f8118bb88bb326095c73dccb432a1"
+                "aa3e0a285eca3c92dcc1c7be"
+            ),
+        ),
         g_qm=None,
         protocol=3,
-        spi_r=bytes.fromhex("26b59344"),
-        spi_i=bytes.fromhex("3140c13f"),
-        qm_ni=bytes.fromhex("3fd80db48d2b4c4957ae4b5f3013dea827896364da5994b8bd1a131bc2010c05"),
-        qm_nr=bytes.fromhex("a5e41a4d985a23f499f5a55422d2e76490636e75456721e1cc150e1aa9e56571"),
-        esp_encr_i=bytes.fromhex("f63773c11eae0dff027e6aef91bef0e7"),
+        spi_r=bytes.fromhex("c50b79e3"),
+        spi_i=bytes.fromhex("be1ccf95"),
+        qm_ni=bytes.fromhex("f69bbb181fc1a4d979b2c8cf39547c7be7a8872248d544bac525698a803ed66c"),
+        qm_nr=bytes.fromhex("a340ba2079ea78cd0552044196bdee15c0cb114fdab151cd5d3d94efcffbd263"),
+        esp_encr_i=bytes.fromhex("c0ac11cdebfc05ad910fc9f00f74dac0"),
         esp_integ_i=bytes.fromhex(
-            "5c6ff2d1a414f8333ee8eb9ca6dc5a88e78c6d6f194eb6c0df5a92e31fb4f4b3"
+            "f83d325e3f34e873655dcb0916bb65945ede36b7c0a90a03e1aced0f4c4c7e8d"
         ),
-        esp_encr_r=bytes.fromhex("41b4546407d9d77380cba8961ce48d05"),
+        esp_encr_r=bytes.fromhex("b37a29295d8187a43a3e84ab83d52293"),
         esp_integ_r=bytes.fromhex(
-            "c9c0729bb9605d101badc6f1e61a4fdb5d4ad53fb68b4dde2ad9495a7af59d4d"
+            "826c9fe1aca7c09b901bf09c6957c395b771a4728f58b6510bfefb44529e753a"
         ),
     ),
     CharonVector(
@@ -318,125 +347,137 @@ VECTORS = [
         key_bits=128,
         auth_method=9,
         psk=None,
-        icookie=bytes.fromhex("9f6d3a9c91e0a329"),
-        rcookie=bytes.fromhex("6ef2cefcfcb19ab1"),
-        ni=bytes.fromhex("a79d2bd2861448a8fc467059623c41705fef29aa7ec2fc1a0a2725b01a5f505a"),
-        nr=bytes.fromhex("9ffa382cae4b9d0fc68ec0ef06fc4250f895fbe352710696d967656848ecd8c8"),
+        icookie=bytes.fromhex("4228d810b4d2bc21"),
+        rcookie=bytes.fromhex("079b1103023c84f8"),
+        ni=bytes.fromhex("80bc23d60466dae4c04f9776ff2031542c526c63887aedef7c1527bd0050781d"),
+        nr=bytes.fromhex("7fd7a51d65810b5ccbee8925070a7039a02010c3238f081745daeab04667c498"),
         g_xi=bytes.fromhex(
-            "2e345b1b78c7e2cd60699b8bac212651c710852f9b0fb8fc86492e5046c4ca8b"
-            "990957aec90758e8999ee6e9736509922c53ed0d6b96f39caac54eb71952d244"
-            "f2db9b61fb4cc8f688ff2795ca6d6a043e0fd6db75914ec4f520ca621ca9afa7"
-            "22bc8bb3c0dd3df53ee7cfc3186815b6d8e5e59b7967c49e26881ad99e3388a3"
-            "4c4ad50699fcc0d449bf85a9ce02c44dc8c671dfc2f443f142c9662f90b67372"
-            "30d6f1a44e81bdaef75c9b2bfaf4079445afc941850e5471eb1791d7cf85faa1"
-            "d283a60dce60b0fd340fc6a4f966087b65f9cdd68b61fc944ea567864cc13751"
-            "bd8751d235d0d3ae3438402c8dca116533df0ed1d1265c190f136d6d66746444"
+            "22c98de4c95fa05844a7e534f02c8820e7534fce5f30d94e707910f09abb20dd"
+            "89a89336c21e198d4d100b1121005d6f26b129f2119b7b44d334c9cd31b4a986"
+            "b79f1b19d5a7d3c440d596892391cf571564fb4487705d711422a643f14d8285"
+            "5c1aa61e1f4828261eb80ce3ae4b008bf4640923f3839e5bd2f59062869dd984"
+            "05ff20331d2bfaabeacdf412b1c819839666e74e87f30b6def9804811cb034c1"
+            "60dacf4bdd0763c990d24071d96f57baf6c456362504b1b77736527febfd1a64"
+            "3b51adf6f3d5330305785a2dbec54da2f0c922286f389ea6d3bd89418f44b9c3"
+            "251ce59535e20d353c30b050393b024089f6dae9c07de425d16ab002f97830da"
         ),
         g_xr=bytes.fromhex(
-            "314a699e7720cd2161e05697705e5b6693894751e81b2e91b667e11aaa123fe1"
-            "bbb8fcd0d766187d2261d6ede182c977ea0f956cbbc6feeb323199c5b9a8a2b7"
-            "47ff1f534e2114e5ba1dfa08dddf91a64ae20109f66f21f5a43247ae2d87bdd7"
-            "176932adfbb965ef91ee92227045d8d07ed662285d1361f50348debc456067a7"
-            "8bdb3882f2e54028184e0ae5036bf526c0d3e437aefd8c102fbaa28cffc4322c"
-            "b72aba134235b98b724f16a5e7462379dca796c1856196977a115f0b24a6bb0b"
-            "cc61aacc4f24eced52ff67614ed4166155d8ff0ac5696ba0a40b7edb9dc118a3"
-            "8a78928f7f4f6510823991c5ec8bc6f5027ad77ed73b2de9478a0cebf9660444"
+            "3b6bf3f7b5bcdef020c9b842e82ad9ce383e469301e3defed44bd7daef8c6ec8"
+            "9d0a5c251f7735a2012bf2566a3df3845ae3fb0cbce30ab4e3cd8aa8b6e0c68c"
+            "aecd0e35e7ee70221ce8d6a5fcec45df8e1ca943d80ebc16c7d4d88ef5e69edb"
+            "f9a15dc665d116a2722e9a812e6290634a6d6a38942da4f985d993b4b1becea2"
+            "790acc8675a39ef6ecf9e51be6d20a6897f4933d4374e01f5572718ea6728510"
+            "ec735b792f552cfa4454b9485f9e9cecca55cd951ca4fdaa75f866b5a8c6b95e"
+            "5324e6a506237cc2a894ced3636c11a43f054c46822203c3978bd4d37ec1489d"
+            "caa92b938ec5631bf0530cedc581af9fb2b10bc8758ae25c55bad6b4504f1134"
         ),
         g_xy=bytes.fromhex(
-            "c8204af42edfd11d24590f089ee199ac8365d15d5a6b222bb06c2064fae97bcf"
-            "b6c24a6b0a5d69e8b233793a3c2603ba5dff6e50596ffa9f285d4574426ab47c"
-            "8a644e301055811459f2d07653fd9eea851a6192b6cde04b510388a1903e6c57"
-            "7cd9000e65bb7711b54242c77750292c87f85e7261f5538d66908d5f002620bd"
-            "10919ec8e14c183d72b559f840c45d7a6abb60f3bfa8b39e9f4ab1913dce4705"
-            "1bfadf77ca7b760333cce790b3040c877627f7ad742d85ef90d127e51dfc9033"
-            "5c91858e9141b2e7fa62730777a826f35b79fdc71ab03d870d2999f15d263f04"
-            "e82f783f2155bc1d155d954bd91a657994fa1d28da161cb3cf366f4d17806018"
+            "14d5eb9475e5f9a7a8b3997f7771cf1d8ba0e85babcdb964911192c625184652"
+            "658acfc6597c8883dcf9d2bbd2d0d598bb8d053c1e792ed02d2231e701562b55"
+            "5a9391088518fa8c92954b0865f098373b16285858f4c1be1740765e2576294f"
+            "93f47e8fc8adfe8ce933b3d2b4ebcef94efda9eb4c9f0ff058aa359fc38c120d"
+            "fea281b4759b696cb323ec109507fd6e65be4de05b295b5214996fb50a1d68d4"
+            "d8b6bad89404c2a160d75f27383adfab516e1b66a2aac40bcfa1a48cdb504b0e"
+            "9464c8c48f13670de10678accd0cf8635acc8cb55e069647369b54d4b50eca0f"
+            "2e82eb120905f601d0ae11bfe92e44a8f096b788d7472cbbc62d95edbd36b94c"
         ),
         sa_i_body=bytes.fromhex(
             "00000001000000010000002c01010001000000240101000080010007800e0080"
             "800200028004000e80030009800b0001800c0000"
         ),
         idii_body=bytes.fromhex("020000006d6f6f6e2e6578616d706c65"),
-        skeyid=bytes.fromhex("28a645f7caf6ec860b2d458dc4f1683b4839fe76"),
-        skeyid_d=bytes.fromhex("895de076de4232492396b909fc4238880de5c4a0"),
-        skeyid_a=bytes.fromhex("9795fcc02e5f20e115aaf44244c5eb78b947e3c5"),
-        skeyid_e=bytes.fromhex("039a9d4c4eb041147a909a4cfcfde8f7a41764cd"),
-        enc_key=bytes.fromhex("039a9d4c4eb041147a909a4cfcfde8f7"),
-        iv0=bytes.fromhex("fbd13a8df7f0e740b5a4fa0b1367ae9f"),
-        hash_i=bytes.fromhex("c56e31f1fdae266f892f7965a145f7c0daede1bb700318a035925afa10aa484c"),
+        skeyid=bytes.fromhex("2fdc1500bec069edcdc9ed7934399004e0dfe153"),
+        skeyid_d=bytes.fromhex("006a6c67c8ab8ae42ab01342e8d4605ebcfe6322"),
+        skeyid_a=bytes.fromhex("b27c253d3fa6cc5a1e72f5e92112b800e480cc33"),
+        skeyid_e=bytes.fromhex("c533f5ec8c18eef08745f80495da2241a87cb492"),
+        enc_key=bytes.fromhex("c533f5ec8c18eef08745f80495da2241"),
+        iv0=bytes.fromhex("a6f38d9b52b8aba73a2454490abc0a53"),
+        hash_i=bytes.fromhex("cfe9ad1a89adb164265e181d23b93580acc1ecfea78a2a22b89bfb9b67bf93e4"),
         main_mode_5=bytes.fromhex(
-            "9f6d3a9c91e0a3296ef2cefcfcb19ab105100201000000000000021c37bc046c"
-            "53b2d984456b5070fab4d563cedbd7b49c3d21709ab668343d4f02579d94a946"
-            "7c7bb05ee6fc9a0f009cad4465bc4a272762dee1c4622ec24154ff8905d6578b"
-            "3c76962bd32a350466e4bb56a458e8b811270b863c3c852c856d2cf01d21c8ac"
-            "d852111f128c99c638c619a588f937bd9f34869428eb3784a0bedd855d042906"
-            "58d0f700a2d2726d9f5ba0bb566224d73f708118c1dea10e771fd5657e000fec"
-            "dd82585612fdb418fc1ed7e4b48771d72518ea92d1f9e75e16eb88a3dca7574e"
-            "5a2a3538bd7d2f5f55abed793a512098f10ebed7c78dade0a6158475c1eea11a"
-            "3a87684b88d5342444a2157014c5b9636d9e8ed54e70e1ec04def56f2fd6cc6f"
-            "a934491247e35d336b09f9dc0a4e293a280948adc0292154c05e1ab61529b0eb"
-            "33c8dd000e7223598b7f7e2dbc3e215792dee149ace1a147c39e7d4b4bf7efbe"
-            "5a7f001409e6d60d01c18c56b17edb0bf1e5f18a012b905da93db44b80bb30f7"
-            "269d04cb1d2c52c2899bc84bbdb972c929f9d2780392ff7063c44be30ce5c402"
-            "f7063db3192ff61678b500e91e2faf625b5a11cfe83ba3dc1d3761de9be1ff08"
-            "60fe94139f76cea3aa930ebff7dd45c068ad8574ac72a7ef4cefefb9f85af599"
-            "71c122d992e31a284fc87adc2c63b42c7b3e4ad4ceaa4f1c3e456b42eff6cffa"
-            "27048b5f3f0ea6cd4f81bf361d5d5369470ff9dc1462090f9a70aa77"
+            "4228d810b4d2bc21079b1103023c84f805100201000000000000021cbea96510"
+            "6b20488b266649ed9e9e2bf4bcfe5ec54ac6d65b0818a32ba6f416ea14b9160f"
+            "d6e8d1d07dc954ea81bd8cab5fa4cd142487549c0180cfa31c0c85c5df0493a0"
+            "a85c8ec74fbc085b92bd77cf0f3815bce84dfe71db22a553877399df4089d8aa"
+            "026cbc020a4317486a728d2448bc8fc05a5d53ecdbde2ac82ebe55e6d8432225"
+            "4e78db58a3d889eb1d4b39e7a71d15e86f051086ec01812bfdf27068d837c0f3"
+            "d032191195a65a88cac77875478c968526066fb22aabbce81c476d118e8526b2"
+            "8f13e750733d214e90337f99b3ccfea6aebf29085ec093015fb2a4fd14d7ee29"
+            "1c212689266f23b9a0547619ec6f14e3b6d4feb85a0857d643e42188e1a4a1a1"
+            "c0ff6feb1e66fa7e6353bd42f2a4305dbeab6211c640e7fecc50f6c404b22cc1"
+            "bef2856f72a16c2991723ccd36a077e817ef70f69da1460036246b7be033cf21"
+            "a53762e962383351393a75622a05ffce1ee4a2b53aa17e0fbf3ca8ed22ddaaf2"
+            "b47526bd8ea76153730c65d7296740b962584af8a19144969fd7e733c5be4091"
+            "a3ffd04738f54f8536f496d772a4e9a11d4889bfb1b99dac604d0c3efd703519"
+            "5cbe769f5aee3cf183d9aeedffcb9986429043c7ac07745f916552f0e2428ba8"
+            "18237ac90237ede3bb7ee11a0d058f631125d159e55045f954809669c7d3c17d"
+            "10894f4fd33a48f73d408ae590cfead21aa65fb788dea7f252f16b25"
         ),
         main_mode_6=bytes.fromhex(
-            "9f6d3a9c91e0a3296ef2cefcfcb19ab10510020100000000000001dcaaaf9747"
-            "ee697c24344046e33ae815c1c76b20d6233a4c65f484f8838b82f01714b5e5d1"
-            "9411e0f16bed0d21dda45fc51033cb2782747184b7fcd4a1c9a71528479ba170"
-            "3d6be7f075896896a18338f753326ac5fd625660f28326ab2c3c8f620fae7295"
-            "35fab464bffd3ae75587e46109d959886e245a6aacdc5f1c40c3575e922e49c2"
-            "ee346b877140d5497d057929d4379f1bf94c8cbaa8fe77e8b4d2600ba4ae5058"
-            "55071c349e9c0593759cbe07b8ebd04dfbe8613264e26fe525a259032ce0178e"
-            "2e8e4c520ee4046e753d2bd38a5a37c8cfed9aaa27acbcad5a56cca7d5de4f4a"
-            "c4064c0d0070b7ee81d91b1344a4e30dffd3228ad870f20682f11a5b9e684143"
-            "07f7c2ce8a5edb5f501ebe0cd1347c411cba7792a1eff36faeb5fb8b79fbc84b"
-            "381b28f03b4d59ba3f23e738d337fa03ababfcfece3294d7bea26eaf5a7181b0"
-            "d328ec6bc846e28faa8086d14d0605d5a499cad8d0e7b72aa3d8a1eb35bb2420"
-            "47d11493459473c75c301f3d51607d4671f5ac90423f124c8779f3a056f35697"
-            "b5991bb6c3aac48ed505e0f8cb43fe3ad0f25ba8d3d8e1b78701d9b688cd7003"
-            "52b820ab5d491d3fad027395e8a50f66c2eb9f16e0aa91328b5a7d6a"
+            "4228d810b4d2bc21079b1103023c84f80510020100000000000001dcd940a8a2"
+            "2796c7a5c66f7cc8e72f445289b48826dc6cd8905993ad30a6b68a1c7422ab4e"
+            "ea04e93614243eb0502eb39c35c413d71fcd914ae31ef0c368c0ea29de90d9b9"
+            "2188b4dba10840a1e1f6164bec8c09f386ef761a9190900a75a425fe05732825"
+            "a2c84bd81c1be8415fb4e252338609fac357019f49c74b888aaec14b7f4dc5a1"
+            "6749ca552128abe5e2d4fa92e7bd96353ff4ad3034be2f54abd780a3cef2636f"
+            "70f4aed232b0ef10b2511d62d6c97d293009adbbf0942dbb73d5bf8572c84a04"
+            "95a767547be1cddaa26c75dccaa5ca3a3632a70dae31ef819ad0d81e7e212989"
+            "f4404dc22150bea87c90a91f7732d4c798893b62f9c0ed2d9ca87decee90bad1"
+            "84a4bc653a26d36a6b155ec88f8be225a200a2298870c96a5bddaef0d45612ad"
+            "57b73d39b7f85f9655ea9b692af3c58c20288e0c4c970014b29154a3ae7e57dc"
+            "66b89c3d18aedc9fe616f6eb26289d255f6a9c8bad328b90652d7397368a71a3"
+            "859ebbf3f4e8c51d1d374157f7995524ee32aab8181b94daf14aa4e019ba1d2b"
+            "391eb4b7159ac098d09ff75919eb40d5ae651fe669f35327d4266b46ba7b2f55"
+            "719239e30c75eb60c38a9d31fa2b435dba92514beb0f91bebd6cb774"
         ),
-        qm_message_id=3852514239,
-        qm_iv=bytes.fromhex("95f59e9a74a99288cc09f8011acda2fc"),
+        qm_message_id=2814561117,
+        qm_iv=bytes.fromhex("1e0ca1f47aa8b52742c77e5e4ea2337e"),
         quick_mode=(
             bytes.fromhex(
-                "9f6d3a9c91e0a3296ef2cefcfcb19ab108102001e5a0b3bf000000ac8e1f8429"
-                "b31ee0a98de92325a137e5a187beed20d33d380a458b1f7651edb208649b360e"
-                "b096fdcd5b610dee497e62fadf1106a09e11dd9b5e1288f76a1a30f3d500e2ae"
-                "5c17459c0aad06421713e597f30cf424206bd893776ccb5060f64bb26575e94c"
-                "1227eeae0cad359cead0051c0543a6402c9fb77e4bb1b58ed9556cfdf93d67fb"
-                "eb91e8fd32ea6bba41f8ecf9"
+                "4228d810b4d2bc21079b1103023c84f808102001a7c2cb5d000000aca280b416"
+                "5bcc03c32500846f1a3b2a9a1edb2b4c84d196d09b7cf0e88f89319ebecdba6a"
+                "2475f601816bc100e6fec3c591a6bc09310ad64fc9050adb01e1e476cb4b8aae"
+                "e6d9f80fded698e6408c6b9ad5ad2ea549e7e999485498a3fa83af9bdddae0dc"
+                "cab84b1d97aee0e65369db42afe46e6100c5dfc066e90da0bd4b8583cdbb8fc5"
+                "f71d8e35f06411531983d228"
             ),
             bytes.fromhex(
-                "9f6d3a9c91e0a3296ef2cefcfcb19ab108102001e5a0b3bf000000bc7d10eabb"
-                "52db2093910dff54b11f53eb3689c270a2d12077f22947c8ec356a117c5f2633"
-                "1f9a36df26df1766d730ad5454ab78385b4544e967f13fc1d4b55e4da7af0bd0"
-                "d48399ad6c06d98db1dc9728f2c06877298c7c0d152068ceaa08aa6c9ac8baee"
-                "44821bd55792515b08ad743977ef8d008dcedf2c4a42e619cc7e0474ca9b4dec"
-                "d0a03d269b345193820a38a3c32b56c4036e671e3caafd615fd06453"
+                "4228d810b4d2bc21079b1103023c84f808102001a7c2cb5d000000bcac7f8c5f"
+                "159cfac14e5d61b73226dc5eb2ba89f97bdb87eaeae199aee2e9c486375c7823"
+                "857c02557f5115bc5186c4c1a0495bcdc1c03b432aaa4e0750bc98e0c458543e"
+                "a14ffd0f052289320eafb27ee7a39a6bfee57685b289deff8f05d53ab2449436"
+                "15e2d44f70ac9a82ffc2693ea2969fe9f44dc1eb0f365f794005a12c58ea5ecc"
+                "fa8cf10e15808bd9ea71c7fa828c14c1a3eb58e0d9cbd3e0c140db0d"
             ),
             bytes.fromhex(
-                "9f6d3a9c91e0a3296ef2cefcfcb19ab108102001e5a0b3bf0000003ced288c5f"
-                "5d036b6a8ae1c574d7866ca8c0e9daefc2baf52419807c232b3239cb"
+                "4228d810b4d2bc21079b1103023c84f808102001a7c2cb5d0000003c9ccd1acb"
+                "3b0a43304957a77c11f8a4eb4c6c59e9016f6bb3467d193ac9b793bf"
             ),
         ),
-        qm_hash1=bytes.fromhex("adeda70bcda2fb0dfb65f3a15bfdc81c8e36f9ea"),
-        qm_hash2=bytes.fromhex("ad6aabd7d6de6d976fd2d6344695f1ec87f8f227"),
-        qm_hash3=bytes.fromhex("6896a0715a0e68f7a1cc37addba2b2ba5e6d1a0d"),
+        qm_hash1=bytes.fromhex("18414d736252c2d72bb8d6aac4dcec706d73520c"),
+        qm_hash2=bytes.fromhex("7735b189aec9aa722f86ef4ccdc2d789d518a95f"),
+        qm_hash3=bytes.fromhex("ab85aa26827a042bc95bc2839592f7dc68c96e24"),
+        informational=(
+            bytes.fromhex(
+                "4228d810b4d2bc21079b1103023c84f8081005013689bd4f0000004c00dc2a30"
+                "5cb5ba068a635d5d4eb8a188efb92d64d484661362e425875165241bb875ed79"
+                "08b4cf0a7b6bbddc47e16ff8"
+            ),
+            bytes.fromhex(
+                "4228d810b4d2bc21079b1103023c84f808100501a6fc79900000005cc78a976c"
+                "676037e7a985f1108119d9957738b423a511a80f3378d13e00b53b6c1d3ab506"
+                "ca31401a707aa0d5ea8a5496fd90f1389322ee7972801acbec3bc59f"
+            ),
+        ),
         g_qm=None,
         protocol=3,
-        spi_r=bytes.fromhex("bf2786cb"),
-        spi_i=bytes.fromhex("d419e633"),
-        qm_ni=bytes.fromhex("1bdb55573eafb181f77776fb4139b4504eb24f3eed001f698577f430f1be7a70"),
-        qm_nr=bytes.fromhex("e1b3bd37f23fe1c3cb70c2db5081ef8e922fec7849296205a9a796986d262fa0"),
-        esp_encr_i=bytes.fromhex("546b68b5a9dd20e003332c290a0a87b1"),
-        esp_integ_i=bytes.fromhex("9b037c049024579923604f88a4655c8527da0e0c"),
-        esp_encr_r=bytes.fromhex("76757955b81900ad605f649acf6e9657"),
-        esp_integ_r=bytes.fromhex("f1c7e09791dbf1e2b0023d80bf3b1c903fc7635e"),
+        spi_r=bytes.fromhex("3d050bd2"),
+        spi_i=bytes.fromhex("3457a008"),
+        qm_ni=bytes.fromhex("748df6f2b664aef96b8323b0cb22a146e1d196cb988faa5182e0828309e96524"),
+        qm_nr=bytes.fromhex("3efcee9404f3684ca5e5d5151ff740d6952ae74cf25420127a55dda35b83448d"),
+        esp_encr_i=bytes.fromhex("1e367435c820e9d8a756c679e9ac9d72"),
+        esp_integ_i=bytes.fromhex("74e5791e0fb14e310bfffc404ea9e2766ceb5fbd"),
+        esp_encr_r=bytes.fromhex("a8d154115883093d7230977d3f508fcb"),
+        esp_integ_r=bytes.fromhex("79e1e2693dd7b182a438f49ef215f96fa58baba3"),
     ),
     CharonVector(
         case="psk-aes256-sha1-modp2048",
@@ -446,104 +487,116 @@ VECTORS = [
         key_bits=256,
         auth_method=1,
         psk=b"vpnfleet IKEv1 vector pre-shared key",
-        icookie=bytes.fromhex("6745a3c21553a8da"),
-        rcookie=bytes.fromhex("d23c949421440b80"),
-        ni=bytes.fromhex("14ab2f7a66e6434bebd8b52bb4fb66841c749176ec1c3b9542df2c081556553b"),
-        nr=bytes.fromhex("4b5b5527f8f20a9352586768dec01e568e59700cacd607be266fb5ee77e6a4d2"),
+        icookie=bytes.fromhex("681f38dceb19448d"),
+        rcookie=bytes.fromhex("d86ca68645090bee"),
+        ni=bytes.fromhex("987a6b4b190a2f61b87167e624ce6588528f2ff54ec356b93a44f01c4f090f48"),
+        nr=bytes.fromhex("ba261c00831c48516e5bdf0565f2739b49b1c1daf16987136d6a6d3cf8cc63c0"),
         g_xi=bytes.fromhex(
-            "d8efba2b06a131257585537b41fa0706a69e5d57cb46cdf410f93b19d2cca243"
-            "551705959c2402f6fdf9b57d2acd5e4da1c9470e78bf228c192c2d951ec9df60"
-            "53ad01b5e1d1aeb3eb08b129bb1e178860e4ed024ca2b052880698faa231d5c8"
-            "6d2aee0cf3aaa962731d209435466790fd62e9d201254fbef46ea43a2c67030b"
-            "88d656820f26fd6da8fbbf79ad7a9e00c0bac7b65a168f25a246f9d760cc6a08"
-            "69399ad4fb5d75482086af6208b88fabb26441be27d429fbb6d2fce06f326cd1"
-            "b9981ee215aefbea4768991fb9e6508cae165c928402e7d7afe6acecf1148d84"
-            "6f45b080d9387afe15fc79cb401e5bc170ade3a6f053dc23355c9c2b6a60a04b"
+            "acd9f77c143f3cc46439c3410b80778019a44c6e2534a4b05ec6ac85438dbb97"
+            "2c7671d04f1b65a64c0071216747b5e438956d4d5a1af8b30fd1e58cabc9dbaf"
+            "36a88902e6133fba7bafaaf68e158e25777c9f48babff3ff9e6cf86b6007e209"
+            "5295dee5065d15e4c768a45fefecd3d7279aa2f2b12fa084897d1f30bb122216"
+            "e9ef6494519cccb6513bbd125aa08e2dd01bb2aa17fdbc766b11a990e443a2ae"
+            "db243c57b5456ffc439b7bb89c8015f9543d3ff8feba0846626a893e576b4b9f"
+            "8467a74aa756e7a1f3ebbcd49b1a4aaa6cf3e9ec08dfab4875ce3f44f7403871"
+            "aab92211782ab30dec275939c56df04bbc5a88e400e91f790d5366b4125d92a0"
         ),
         g_xr=bytes.fromhex(
-            "e3f2a1d09a2bb412d9ad6ebeeb0fa2aa52024ae8483b97ed8df66c3d572c1075"
-            "754b38fda2d8210191acdb292f8d36f7595d8392910c8a7120acd6956127b42c"
-            "804b9f318bff73fb5465904b77bb621f86246102e29d56832a0b2c635e77f1fb"
-            "abd982073c72dbb06a1a9443b51ff7ef15e02da408c9e4daf7e4a03def7294ca"
-            "c5903011b08ca536aa2e8e3b3a8af8cf4f9681ee8f4cea10249718cda3b64d1e"
-            "415277b400a47e460ee96e7097e94a138678795ad481d395cea2f24b29efd2cc"
-            "e3ef8ee732d667c384885b64ab584d0c96a24336d002de8aa44cdc8debe4ca32"
-            "3e9bb4f224cb87ac6739f4710cbb73643f7b37635fea6b47053e24c6999b3923"
+            "127889f8d8bf91ad0d29a1c4150bda1890f186de6ab408428d1005d61c77ff87"
+            "01449bc74bdb5ef9ef6388dabde45e324a5bffe6a4860fd9ab16f7ccabe00ca0"
+            "4311f384c9a374fcb8b53bc9c487e0c4ea1306dab5c19642d1fa24fd0002a3eb"
+            "6b33fe0c52f8107d3f1be1045d8cdc1aad5d6d3d87d3c9e1ea8bc116516babdc"
+            "b54147dd3b193c1baced6f88318b53fa7d086c656313892fb3c5e3ad8dcba936"
+            "59bd2c631eaa2573830d5d56b7ebbdddb6aecf172f840eb634bfebc79e2a147c"
+            "dfc30e7cb600c2c7b3d200d10b98756b993092b1216787966fb9baa253e824f4"
+            "e89bfc2c792cb77d7a02c5b6c4ef7607fd36e3070459dfd54f832f7550d14036"
         ),
         g_xy=bytes.fromhex(
-            "c966d254838ef0163f5f8d6b18a2f223738904738cb1231a65321bf06436a63a"
-            "98e288e9c799edede25b657f96221570f08a91721eabfa81ebe861d223156f7d"
-            "27b77930f151cd2143773a9817fc429f69768bcaae7952a17c6837a247ce5eb8"
-            "29950bc9371cd5dcf25e9793a8ee4325d8bddf98e902ceca0e07eb32edb1a49f"
-            "94f3cce6e41862e736254046bb1cdf5b2dfef40706e38d37d17ba99696e89831"
-            "914ff414af37794f7824368b3c2840bed1301a3441cc36c51cfb3f9927292e8e"
-            "c1f48d7e081a4323cd8cf9d5c95d6cab79d77433820d6456b79549925d4a55a4"
-            "c90ec4386a712906cfac11acb60c5065d63e62b700f2bd008a69f89056f84aa0"
+            "d46afafd340db046a96f6d9f2aa688e85c55ecfb729022685fd694271ef7b57f"
+            "5e55285a21de8f225f1961bccfb066ef24a1c29ec71b6d967bf75d92989f06a4"
+            "c75fbe860167b7f7a542cfb567267f3985bfb7686ef6e2fb783d4d837f3ed81b"
+            "3e4e4ddbff9a63ff2d0b4b06fff7d0dee849c0f4499362b61507737c725e5657"
+            "6cb2ec1fcc4a3f34ffa14ef38a7779032c04385f5102290daa6da4797cafa03b"
+            "235b4ed6e250b5669fe8d961835017720e93cd55a64abcf9e88b9d3b0668b0f8"
+            "2983c5da29fd254e9c8a4ca9315f8b1c0e67726ab29c6e45ec016391f1738217"
+            "8b5a9152c45c667709285e8d49c5eb2aad98c78a18cf24766f527143bdd4944b"
         ),
         sa_i_body=bytes.fromhex(
             "00000001000000010000002c01010001000000240101000080010007800e0100"
             "800200028004000e80030001800b0001800c0000"
         ),
         idii_body=bytes.fromhex("020000006d6f6f6e2e6578616d706c65"),
-        skeyid=bytes.fromhex("43c9dd4154ff5d4978da28a4d5bc358bdd39578a"),
-        skeyid_d=bytes.fromhex("e33678c6737440a88d4e5bfd1615c114cb68f7a4"),
-        skeyid_a=bytes.fromhex("7009798ad218c21891e54f1062359c6eb662f1f5"),
-        skeyid_e=bytes.fromhex("4b1cb58f19ec08e25ab558b4598122d29fb6777d"),
-        enc_key=bytes.fromhex("0f08ca8d5e36ee9746ca11bf1b1dc0074a086a043cf115cff24711d2649660a8"),
-        iv0=bytes.fromhex("f4a6912fa0550d232bef712e1cfa0492"),
-        hash_i=bytes.fromhex("79eba30b09cdbd3cdb8a3e01d533dbe710f98237"),
+        skeyid=bytes.fromhex("44a42bacf96ba3dbdf4819eb12e331b2cd636fd0"),
+        skeyid_d=bytes.fromhex("0dafb59696ef55e7b3a3b045c5c0f806ab79164e"),
+        skeyid_a=bytes.fromhex("cab16e9ecd133bfabf824e90c2e9ed2866263f3a"),
+        skeyid_e=bytes.fromhex("92edc3053dd0c1c5aaf5bc0253d8a8243882c0a1"),
+        enc_key=bytes.fromhex("aee8a5adbcfc1488866c90c4d1f41dfe481bd399cb5021ff06abc2fb731d40f0"),
+        iv0=bytes.fromhex("613aab5d8b53e37d9aedf47d5bf18f45"),
+        hash_i=bytes.fromhex("52d1da5620a623304a3c15a8544c9fc54ed913d3"),
         main_mode_5=bytes.fromhex(
-            "6745a3c21553a8dad23c949421440b8005100201000000000000006c127b5674"
-            "8ea843ed07b555f07c36af84eaca7cab37fd14ba8613fe23c634184661ced825"
-            "8ff8f3dc20782784db01ee074de7081cc89f490c32466bd845bcb3420d08f101"
-            "74a8af4cc4c9efa0db994ac9"
+            "681f38dceb19448dd86ca68645090bee05100201000000000000006cb7133ce8"
+            "d176bb74599c013adae0f2789057f5ed128926a3fa29f4908b88a99ef9f1043e"
+            "8d1b646454086027be98cf6b0dc9d5597b6d047e705c4f3f7dfcf263eec1ffb2"
+            "c89462a545b38dd3912855a0"
         ),
         main_mode_6=bytes.fromhex(
-            "6745a3c21553a8dad23c949421440b8005100201000000000000004cf491fa33"
-            "fa7cd7b2136bca37f7dcae6f0d741a284ff8aec991014c71186b91b3cec9006e"
-            "3bbbafcd37e81ca779bc571a"
+            "681f38dceb19448dd86ca68645090bee05100201000000000000004cb93f19ef"
+            "f2e78b795c15d268cbf1e4ca8db937e75438df2916030bd39994f18e1b749d28"
+            "b79074e45d50062a12462141"
         ),
-        qm_message_id=3655156349,
-        qm_iv=bytes.fromhex("0b67246130929e8de776a7d37afb0acc"),
+        qm_message_id=733124023,
+        qm_iv=bytes.fromhex("b862a8d72b3c8cf30f03ab3861838c37"),
         quick_mode=(
             bytes.fromhex(
-                "6745a3c21553a8dad23c949421440b8008102001d9dd427d000000ac949d0aab"
-                "b29134170f61ddfcd51a243042fb2efed02bd0150186b8e8e7facb6c1ed9b4a4"
-                "db86e7ead98a8a89625648f3cf0a7a0be0fab4ac3cb05290ebcbff2119ef7a46"
-                "66dadb22fc3cf989713345384a8c2d8615d93ff3041a23fccdcd6ca51cd1e8e4"
-                "9c724683fb2af8ef1a7c0e86bafcb78e9f10d11d37dd06ce5d11d2755b44c7e6"
-                "89e88f2d48d4e3415b962c4e"
+                "681f38dceb19448dd86ca68645090bee081020012bb295b7000000acfdee9159"
+                "3c4630eb81ae3f4ece788534acad1aa2d490e506889b1284c8e527d3900f8561"
+                "e07c12adc7c7e8ef8da38620547ddbefbfea7c9e89e5e6e7f1325c85062d710a"
+                "01c5b6efef4aeda9f8bdf1e48c5a35295a684af5c97602abaf30298d1e1e47b8"
+                "14f8bff353bf81a9a77ebe23d761658f534f30182018b88856df71903480b235"
+                "9a38e387de65c300d91c170c"
             ),
             bytes.fromhex(
-                "6745a3c21553a8dad23c949421440b8008102001d9dd427d000000bca1b6b673"
-                "7072f007e0b2ee3beec3ede1dcbbfaa486687f0e9c0987da03003727c4317e08"
-                "f043f3804233a4136b1a714fb50e2f0c11c04598deda32599189a7838c2a92fa"
-                "e12acf299ff4627d93ea3dd44f8731c7d3060a09d54e40998f27ac567cf0c5ac"
-                "142359c49b77e41716c9402e49a9fb75694b39e0c1d759876d574434830bfd58"
-                "c699d260fe704410c133d65f191c1dd8f9eb5b04073cce1ca195c4d2"
+                "681f38dceb19448dd86ca68645090bee081020012bb295b7000000bcacc6442f"
+                "641f9d078fa1550eb96346b7cc220eec23c3f18934c5a1ddb744895290e4d232"
+                "3ec0bf5d2321de16dbdf6a7e912a9a27e3d86fbf95f665b9447fd2d93d341b1f"
+                "4af1c4a6fb88092e48fa03ec1939f120e2aa85071f586ad62ca97eb6667d016c"
+                "32fe7ace651ded9a2788d7828f722044186f6890a6592a5ef45888f5b16645c1"
+                "68a99e23d2e7e674263afcb07f5fcd0bfe5ae0a91b65ada03fb402f4"
             ),
             bytes.fromhex(
-                "6745a3c21553a8dad23c949421440b8008102001d9dd427d0000003c9f782754"
-                "58c5b33552c9ebbee1f174bcce904aeef712a3923de076cd99793c1f"
+                "681f38dceb19448dd86ca68645090bee081020012bb295b70000003c028b4985"
+                "74389ee3550134ef0afe1ac2889d7a95507a72b3f3a846f86f7e97f9"
             ),
         ),
-        qm_hash1=bytes.fromhex("628da74927714ba39225a51d26311e952d97c14a"),
-        qm_hash2=bytes.fromhex("29bebade896adc4a3db6ae200a0a75e432cdbac3"),
-        qm_hash3=bytes.fromhex("7f45301b49587d2bd68c651bafbf5d5bdf2c2189"),
+        qm_hash1=bytes.fromhex("eb29e1d08b4c5311be00e3141229d9bdc2bd8807"),
+        qm_hash2=bytes.fromhex("d5b3375dc13e7b3fdd30276bd50ed4473994ef76"),
+        qm_hash3=bytes.fromhex("8a23acc08bd8a499211bb867bc9d25937f6a92e5"),
+        informational=(
+            bytes.fromhex(
+                "681f38dceb19448dd86ca68645090bee081005015ee1f60f0000004cb6a45700"
+                "a4364be5ddc46a9a61943f7b0042defe87aa96f0d9dac979a8e2bb1dc186ed64"
+                "8d15476ac9719b5c75f8fcbd"
+            ),
+            bytes.fromhex(
+                "681f38dceb19448dd86ca68645090bee081005017ba7429c0000005cca62d928"
+                "bd472fede5a068ffd4ccba20ee6942ec266eb7da334d1f5d5d9fd9f54dcde8b8"
+                "b2257adae18b09bf41f11524420380a9ecaccdc10e7e1037ca7ec1fc"
+            ),
+        ),
         g_qm=None,
         protocol=3,
-        spi_r=bytes.fromhex("163a654a"),
-        spi_i=bytes.fromhex("8697f692"),
-        qm_ni=bytes.fromhex("8d0a84e8c2134e938701439f135f216e92fee8a433825b5cab9f2ab2e781700b"),
-        qm_nr=bytes.fromhex("4052a5c8cd4e050784e8ade3245a60e34a3167b90b8050a3addcf86c15bb566f"),
+        spi_r=bytes.fromhex("4c19167e"),
+        spi_i=bytes.fromhex("7559d5b9"),
+        qm_ni=bytes.fromhex("d430b2bb745701f851559f1c4488662e992243dbadc0b3a25b03517c2f585537"),
+        qm_nr=bytes.fromhex("a58a4b57a2f399ead7ac9a3c7f3c4a98565fcc90462374b78eb2b4a8175a3382"),
         esp_encr_i=bytes.fromhex(
-            "10755d386662290bcb457292de4bba5d291c26b0e1bc7c8f9855fbffce56a2f4"
+            "6b8bb8ecadf91d1b0d946c237e7732189de052bb7d2f8b87409a406a262d1e08"
         ),
-        esp_integ_i=bytes.fromhex("24ea6943951d1f9c345712f6c419b439bff65e08"),
+        esp_integ_i=bytes.fromhex("9ca183cc25aea2e03488a7d3ed19e4cf86ea0b12"),
         esp_encr_r=bytes.fromhex(
-            "a58aa20c8bae87039e06f507fe618072b638b5cf9f6d7fbcc872a096e2492675"
+            "e9ec23b7bb42a83573f306c6a4f0b05e15421c9ce145c0179ba306ffbeb19c27"
         ),
-        esp_integ_r=bytes.fromhex("82cfb1405f7f5e9d9166acfbc4d70eec94a29d93"),
+        esp_integ_r=bytes.fromhex("6115ed17876f2e56b3dc50db8fcdabd2f49c516f"),
     ),
 ]
 
@@ -757,3 +810,27 @@ def test_the_pfs_vector_carries_a_quick_mode_secret() -> None:
     """The KEYMAT test above covers PFS only if one vector has g(qm)^xy."""
     assert any(v.g_qm for v in VECTORS)
     assert any(v.g_qm is None for v in VECTORS)
+
+
+@pytest.mark.parametrize("vector", VECTORS, ids=str)
+def test_informational_deletes_decrypt_and_authenticate(vector: CharonVector) -> None:
+    """RFC 2409 section 5.7: each Delete charon sent is an informational exchange of its
+    own M-ID, encrypted on a chain that starts at hash(last phase 1 block | M-ID)
+    (Appendix B; after a Quick Mode, which has a chain of its own), and its HASH(1) is
+    prf(SKEYID_a, M-ID | N/D)."""
+    cipher = _cipher(vector)
+    _decrypt(cipher, vector.main_mode_5)
+    _decrypt(cipher, vector.main_mode_6)
+    for message in vector.quick_mode:
+        _decrypt(cipher, message)
+    prf = keys.prf_for_hash(vector.hash_id)
+    kinds = set()
+    for message in vector.informational:
+        mid = int.from_bytes(message[20:24], "big")
+        assert message[18] == EXCHANGE_INFORMATIONAL and mid not in (0, vector.qm_message_id)
+        payloads, _ = _decrypt(cipher, message)
+        assert payloads[0][0] == PAYLOAD_HASH
+        rest = b"".join(whole for _, whole in payloads[1:])
+        assert payloads[0][1][4:] == keys.info_hash(prf, vector.skeyid_a, mid, rest)
+        kinds |= {kind for kind, _ in payloads[1:]}
+    assert kinds == {PAYLOAD_DELETE}
