@@ -1,1 +1,4 @@
-"""IKEv1 (RFC 2407, RFC 2408, RFC 2409): a second sans-I/O IKE core beside the IKEv2 one."""
+"""IKEv1 core (RFC 2407, 2408, 2409): the ISAKMP codec, keys and the SA state machines.
+
+Sans-I/O like the IKEv2 core beside it: no sockets, no clock, no asyncio.
+"""
