@@ -20,26 +20,27 @@ from dataclasses import dataclass
 from ..constants import PrfId
 from ..errors import LocalError
 from ..transforms import Encr, Prf, UnsupportedTransform, prf_for
+from .constants import AuthMethod, P1Hash
 
 _COOKIE_LENGTH = 8  # RFC 2408 section 3.1
 
-# RFC 2409 Appendix A Hash Algorithm values (SHA1 = 2; SHA2-256/384/512 = 4/5/6, RFC
-# 4868's registry entries) -> the HMAC PRF of the same hash in the IKEv2 registry.
+# RFC 2409 Appendix A Hash Algorithm (SHA-2 from RFC 4868 section 2.4) -> the HMAC PRF
+# of the same hash in the IKEv2 registry. MD5 and Tiger are not implemented.
 _PRF_OF_HASH: dict[int, PrfId] = {
-    2: PrfId.HMAC_SHA1,
-    4: PrfId.HMAC_SHA2_256,
-    5: PrfId.HMAC_SHA2_384,
-    6: PrfId.HMAC_SHA2_512,
+    P1Hash.SHA1: PrfId.HMAC_SHA1,
+    P1Hash.SHA2_256: PrfId.HMAC_SHA2_256,
+    P1Hash.SHA2_384: PrfId.HMAC_SHA2_384,
+    P1Hash.SHA2_512: PrfId.HMAC_SHA2_512,
 }
 
-# RFC 4754 section 8 (IKEv1 with ECDSA, Authentication Method 9/10/11): the hash of the
-# signature is fixed by the curve, SHA-256/384/512, and HASH_I/HASH_R are made with the
-# HMAC of that hash whatever the proposal's hash (charon 5.9.8 does the same; checked
-# against its logged HASH_I in test_v1_keys.py).
+# ECDSA authentication (RFC 4754 sections 3 and 4; methods 9/10/11) pairs each curve with
+# one hash, SHA-256/384/512. charon 5.9.8 also makes HASH_I and HASH_R with the HMAC of
+# that hash whatever the proposal's hash: measured, an ECDSA-256 HASH_I under a SHA-1
+# proposal is HMAC-SHA-256 (test_v1_keys.py). We do as it does.
 _PRF_OF_ECDSA_AUTH: dict[int, PrfId] = {
-    9: PrfId.HMAC_SHA2_256,
-    10: PrfId.HMAC_SHA2_384,
-    11: PrfId.HMAC_SHA2_512,
+    AuthMethod.ECDSA_256: PrfId.HMAC_SHA2_256,
+    AuthMethod.ECDSA_384: PrfId.HMAC_SHA2_384,
+    AuthMethod.ECDSA_521: PrfId.HMAC_SHA2_512,
 }
 
 
@@ -58,7 +59,7 @@ def hash_for(hash_id: int) -> str:
 
 def auth_prf(auth_method: int, prf: Prf) -> Prf:
     """The prf that makes HASH_I and HASH_R: the negotiated one, except for ECDSA
-    authentication, whose curve fixes it (RFC 4754 section 8)."""
+    authentication, whose curve fixes it (RFC 4754; see _PRF_OF_ECDSA_AUTH)."""
     fixed = _PRF_OF_ECDSA_AUTH.get(auth_method)
     return prf if fixed is None else prf_for(fixed)
 

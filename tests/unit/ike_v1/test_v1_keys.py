@@ -21,20 +21,17 @@ aes256-sha1-modp2048 (a 20-byte SKEYID_e expanded to a 32-byte key, Appendix B).
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 import pytest
 
-from vpnfleet.agent.ike.constants import EncrId
+from vpnfleet.agent.ike.constants import EncrId, IntegId
 from vpnfleet.agent.ike.transforms import Encr, encr_for, integ_for
 from vpnfleet.agent.ike.v1 import keys
 from vpnfleet.agent.ike.v1.cipher import IkeV1Cipher
-
-# RFC 2408 section 3.1 / RFC 2409 Appendix A numbers the tests use by value.
-PAYLOAD_HASH, PAYLOAD_ID, PAYLOAD_NONCE, PAYLOAD_SIG, PAYLOAD_DELETE = 8, 5, 10, 9, 12
-EXCHANGE_INFORMATIONAL, EXCHANGE_QUICK = 5, 32
-HEADER = 28
+from vpnfleet.agent.ike.v1.constants import AuthMethod, ExchangeType, P1Hash, PayloadType
+from vpnfleet.agent.ike.v1.message import ISAKMP_HEADER_LENGTH, IsakmpHeader
+from vpnfleet.agent.ike.v1.payloads import split_payloads
 
 
 @dataclass(frozen=True)
@@ -625,22 +622,39 @@ def _cipher(vector: CharonVector) -> IkeV1Cipher:
     return IkeV1Cipher(_encr(vector), k.enc_key, keys.hash_for(vector.hash_id), k.iv0)
 
 
-def chain(first: int, data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
-    """(type, whole payload) of a decrypted payload chain (RFC 2408 section 3.2), and
-    the bytes after its last payload."""
-    out, pos, kind = [], 0, first
-    while kind:
-        following, length = data[pos], struct.unpack_from("!H", data, pos + 2)[0]
-        out.append((kind, data[pos : pos + length]))
-        kind, pos = following, pos + length
-    return out, data[pos:]
+@dataclass(frozen=True)
+class Opened:
+    """A received message decrypted, confirmed and split by the codec."""
+
+    header: IsakmpHeader
+    payloads: list[tuple[int, bytes]]
+    """(type, whole payload with its generic header), in chain order."""
+    padding: bytes
+    """What follows the last payload."""
+
+    def body(self, kind: int) -> bytes:
+        return next(whole[4:] for k, whole in self.payloads if k == kind)
+
+    def after_hash(self) -> bytes:
+        """The message after its leading HASH payload, as the phase 2 hashes take it."""
+        assert self.payloads[0][0] == PayloadType.HASH
+        return b"".join(whole for _, whole in self.payloads[1:])
 
 
-def _decrypt(cipher: IkeV1Cipher, message: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
-    message_id = int.from_bytes(message[20:24], "big")
-    received = cipher.decrypt(message_id, message[HEADER:])
+def _open(cipher: IkeV1Cipher, message: bytes) -> Opened:
+    header, body = IsakmpHeader.parse(message)
+    assert header.encrypted
+    received = cipher.decrypt(header.message_id, body)
     cipher.confirm(received)
-    return chain(message[16], received.plaintext)
+    plain = received.plaintext
+    raws = split_payloads(header.next_payload, plain, padded=True)
+    starts = [raw.offset - ISAKMP_HEADER_LENGTH - 4 for raw in raws]
+    end = starts[-1] + 4 + len(raws[-1].body)
+    payloads = [
+        (raw.payload_type, plain[at : at + 4 + len(raw.body)])
+        for raw, at in zip(raws, starts, strict=True)
+    ]
+    return Opened(header, payloads, plain[end:])
 
 
 @pytest.mark.parametrize("vector", VECTORS, ids=str)
@@ -669,7 +683,7 @@ def test_aes256_with_sha1_needs_the_appendix_b_expansion() -> None:
 
 def test_signature_skeyid_ignores_any_psk() -> None:
     """RFC 2409 section 5: with signatures SKEYID = prf(Ni_b | Nr_b, g^xy)."""
-    vector = next(v for v in VECTORS if v.auth_method == 9)
+    vector = next(v for v in VECTORS if v.auth_method == AuthMethod.ECDSA_256)
     prf = keys.prf_for_hash(vector.hash_id)
     assert keys.skeyid(prf, None, vector.ni, vector.nr, vector.g_xy) == vector.skeyid
     assert prf(vector.ni + vector.nr, vector.g_xy) == vector.skeyid
@@ -695,9 +709,9 @@ def test_hash_i_matches_charon(vector: CharonVector) -> None:
 def test_ecdsa_hash_i_uses_the_curves_hash_not_the_proposals() -> None:
     """RFC 4754: ECDSA-256 authentication, proposal hash SHA-1; charon's HASH_I is the
     32-byte HMAC-SHA-256, which the proposal's prf would not give."""
-    vector = next(v for v in VECTORS if v.auth_method == 9)
+    vector = next(v for v in VECTORS if v.auth_method == AuthMethod.ECDSA_256)
     negotiated = keys.prf_for_hash(vector.hash_id)
-    assert negotiated.hash_name == "sha1"
+    assert vector.hash_id == P1Hash.SHA1 and negotiated.hash_name == "sha1"
     assert keys.auth_prf(vector.auth_method, negotiated).hash_name == "sha256"
     assert len(vector.hash_i) == 32
     plain = keys.hash_i(
@@ -722,18 +736,17 @@ def test_main_mode_5_and_6_decrypt_and_authenticate(vector: CharonVector) -> Non
     cipher = _cipher(vector)
     assert cipher.iv(0) == vector.iv0
     prf = keys.prf_for_hash(vector.hash_id)
-    five, padding5 = _decrypt(cipher, vector.main_mode_5)
-    six, padding6 = _decrypt(cipher, vector.main_mode_6)
-    for padding in (padding5, padding6):
-        assert 1 <= len(padding) <= 16 and padding == bytes(len(padding))
+    five = _open(cipher, vector.main_mode_5)
+    six = _open(cipher, vector.main_mode_6)
+    for opened in (five, six):
+        assert opened.header.exchange == ExchangeType.IDENTITY_PROTECTION
+        assert 1 <= len(opened.padding) <= 16 and opened.padding == bytes(len(opened.padding))
     assert cipher.iv(0) == vector.main_mode_6[-16:]
-    by_type5, by_type6 = dict(five), dict(six)
-    assert by_type5[PAYLOAD_ID][4:] == vector.idii_body
-    if vector.auth_method != 1:
-        assert PAYLOAD_SIG in by_type5 and PAYLOAD_SIG in by_type6
+    assert five.body(PayloadType.ID) == vector.idii_body
+    if vector.auth_method != AuthMethod.PSK:
+        assert five.body(PayloadType.SIG) and six.body(PayloadType.SIG)
         return
-    assert by_type5[PAYLOAD_HASH][4:] == vector.hash_i
-    idir_body = by_type6[PAYLOAD_ID][4:]
+    assert five.body(PayloadType.HASH) == vector.hash_i
     hash_r = keys.hash_r(
         prf,
         vector.skeyid,
@@ -742,9 +755,9 @@ def test_main_mode_5_and_6_decrypt_and_authenticate(vector: CharonVector) -> Non
         vector.icookie,
         vector.rcookie,
         vector.sa_i_body,
-        idir_body,
+        six.body(PayloadType.ID),
     )
-    assert by_type6[PAYLOAD_HASH][4:] == hash_r
+    assert six.body(PayloadType.HASH) == hash_r
 
 
 @pytest.mark.parametrize("vector", VECTORS, ids=str)
@@ -752,30 +765,27 @@ def test_quick_mode_iv_and_hashes_match_charon(vector: CharonVector) -> None:
     """RFC 2409 Appendix B: the Quick Mode chain starts at hash(last phase 1 block |
     M-ID); section 5.5: HASH(1), HASH(2), HASH(3) over the decrypted messages."""
     cipher = _cipher(vector)
-    _decrypt(cipher, vector.main_mode_5)
-    _decrypt(cipher, vector.main_mode_6)
+    _open(cipher, vector.main_mode_5)
+    _open(cipher, vector.main_mode_6)
     hash_name = keys.hash_for(vector.hash_id)
     mid = vector.qm_message_id
     assert keys.phase2_iv(hash_name, vector.main_mode_6[-16:], mid) == vector.qm_iv
     assert cipher.iv(mid) == vector.qm_iv
     prf = keys.prf_for_hash(vector.hash_id)
-    qm1, qm2, qm3 = (_decrypt(cipher, m)[0] for m in vector.quick_mode)
-    for message in vector.quick_mode:
-        assert message[18] == EXCHANGE_QUICK and int.from_bytes(message[20:24], "big") == mid
+    qm1, qm2, qm3 = (_open(cipher, m) for m in vector.quick_mode)
+    for opened in (qm1, qm2, qm3):
+        assert opened.header.exchange == ExchangeType.QUICK
+        assert opened.header.message_id == mid
 
-    def after_hash(payloads: list[tuple[int, bytes]]) -> bytes:
-        assert payloads[0][0] == PAYLOAD_HASH
-        return b"".join(whole for _, whole in payloads[1:])
-
-    assert qm1[0][1][4:] == vector.qm_hash1
-    assert keys.qm_hash1(prf, vector.skeyid_a, mid, after_hash(qm1)) == vector.qm_hash1
-    assert dict(qm1)[PAYLOAD_NONCE][4:] == vector.qm_ni
-    assert qm2[0][1][4:] == vector.qm_hash2
-    got2 = keys.qm_hash2(prf, vector.skeyid_a, mid, vector.qm_ni, after_hash(qm2))
+    assert qm1.body(PayloadType.HASH) == vector.qm_hash1
+    assert keys.qm_hash1(prf, vector.skeyid_a, mid, qm1.after_hash()) == vector.qm_hash1
+    assert qm1.body(PayloadType.NONCE) == vector.qm_ni
+    assert qm2.body(PayloadType.HASH) == vector.qm_hash2
+    got2 = keys.qm_hash2(prf, vector.skeyid_a, mid, vector.qm_ni, qm2.after_hash())
     assert got2 == vector.qm_hash2
-    assert dict(qm2)[PAYLOAD_NONCE][4:] == vector.qm_nr
-    assert [kind for kind, _ in qm3] == [PAYLOAD_HASH]
-    assert qm3[0][1][4:] == vector.qm_hash3
+    assert qm2.body(PayloadType.NONCE) == vector.qm_nr
+    assert [kind for kind, _ in qm3.payloads] == [PayloadType.HASH]
+    assert qm3.body(PayloadType.HASH) == vector.qm_hash3
     assert keys.qm_hash3(prf, vector.skeyid_a, mid, vector.qm_ni, vector.qm_nr) == vector.qm_hash3
 
 
@@ -786,7 +796,8 @@ def test_keymat_matches_charon(vector: CharonVector) -> None:
     encryption key first. The sha256 case has PFS, and its 48 bytes need K2."""
     prf = keys.prf_for_hash(vector.hash_id)
     encr_length = len(vector.esp_encr_i)
-    integ = integ_for({"sha1": 2, "sha256": 12}[vector.esp.split("-")[1]])
+    integ_ids = {"sha1": IntegId.HMAC_SHA1_96, "sha256": IntegId.HMAC_SHA2_256_128}
+    integ = integ_for(integ_ids[vector.esp.split("-")[1]])
     length = encr_length + integ.key_length
     assert len(vector.esp_integ_i) == integ.key_length
     for spi, encr, integ_key in (
@@ -819,18 +830,17 @@ def test_informational_deletes_decrypt_and_authenticate(vector: CharonVector) ->
     (Appendix B; after a Quick Mode, which has a chain of its own), and its HASH(1) is
     prf(SKEYID_a, M-ID | N/D)."""
     cipher = _cipher(vector)
-    _decrypt(cipher, vector.main_mode_5)
-    _decrypt(cipher, vector.main_mode_6)
-    for message in vector.quick_mode:
-        _decrypt(cipher, message)
+    for message in (vector.main_mode_5, vector.main_mode_6, *vector.quick_mode):
+        _open(cipher, message)
     prf = keys.prf_for_hash(vector.hash_id)
     kinds = set()
     for message in vector.informational:
-        mid = int.from_bytes(message[20:24], "big")
-        assert message[18] == EXCHANGE_INFORMATIONAL and mid not in (0, vector.qm_message_id)
-        payloads, _ = _decrypt(cipher, message)
-        assert payloads[0][0] == PAYLOAD_HASH
-        rest = b"".join(whole for _, whole in payloads[1:])
-        assert payloads[0][1][4:] == keys.info_hash(prf, vector.skeyid_a, mid, rest)
-        kinds |= {kind for kind, _ in payloads[1:]}
-    assert kinds == {PAYLOAD_DELETE}
+        opened = _open(cipher, message)
+        mid = opened.header.message_id
+        assert opened.header.exchange == ExchangeType.INFORMATIONAL
+        assert mid not in (0, vector.qm_message_id)
+        assert opened.body(PayloadType.HASH) == keys.info_hash(
+            prf, vector.skeyid_a, mid, opened.after_hash()
+        )
+        kinds |= {kind for kind, _ in opened.payloads[1:]}
+    assert kinds == {PayloadType.DELETE}
