@@ -417,3 +417,14 @@ VID_NAT_T_RFC3947 = bytes.fromhex("4a131c81070358455c5728f20e95452f")
 
 VID_DPD = bytes.fromhex("afcad71368a1f1c96b8696fc77570100")
 """RFC 3706 section 5.1: the DPD vendor ID (its last two octets are version 1.0)."""
+
+# Sent by strongSwan 5.9 in Main mode messages 1 and 2 (measured here, see
+# tests/unit/ike_v1/test_v1_codec_vectors.py); the names are what each stands for.
+VID_XAUTH = bytes.fromhex("09002689dfd6b712")
+"""draft-ietf-ipsec-isakmp-xauth-06 section 3.1: XAUTH supported."""
+
+VID_FRAGMENTATION = bytes.fromhex("4048b7d56ebce88525e7de7f00d6c2d380000000")
+"""IKEv1 fragmentation (Cisco's scheme): MD5 of "FRAGMENTATION" and four flag octets."""
+
+VID_NAT_T_DRAFT_02N = bytes.fromhex("90cb80913ebb696e086381b5ec427b1f")
+"""draft-ietf-ipsec-nat-t-ike-02: MD5 of "draft-ietf-ipsec-nat-t-ike-02\\n"."""
