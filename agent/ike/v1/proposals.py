@@ -56,7 +56,7 @@ _ESP_TRANSFORM_FOR_ENCR: dict[int, EspTransform] = {
     EncrId.AES_GCM_16: EspTransform.AES_GCM_16,
 }
 """The IPsec DOI ESP transform IDs share the IKEv2 ENCR numbers (12, 20)."""
-_HASH_NAMES = {
+_HASH_NAMES: dict[int, str] = {
     P1Hash.SHA1: "sha1",
     P1Hash.SHA2_256: "sha256",
     P1Hash.SHA2_384: "sha384",

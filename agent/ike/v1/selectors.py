@@ -32,13 +32,23 @@ def id_for_selector(ts: TrafficSelector) -> IdPayload:
     start, end = ts.start_address, ts.end_address
     if start == end:
         return IdPayload(_ADDR[version], ts.ip_protocol, port, start.packed)
-    nets = list(ipaddress.summarize_address_range(start, end))  # type: ignore[arg-type]
+    nets = _networks(start, end)
     if len(nets) == 1:
         net = nets[0]
-        return IdPayload(
-            _SUBNET[version], ts.ip_protocol, port, net.network_address.packed + net.netmask.packed
-        )
+        data = net.network_address.packed + net.netmask.packed
+        return IdPayload(_SUBNET[version], ts.ip_protocol, port, data)
     return IdPayload(_RANGE[version], ts.ip_protocol, port, start.packed + end.packed)
+
+
+def _networks(
+    start: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    end: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> list[ipaddress.IPv4Network] | list[ipaddress.IPv6Network]:
+    if isinstance(start, ipaddress.IPv4Address) and isinstance(end, ipaddress.IPv4Address):
+        return list(ipaddress.summarize_address_range(start, end))
+    if isinstance(start, ipaddress.IPv6Address) and isinstance(end, ipaddress.IPv6Address):
+        return list(ipaddress.summarize_address_range(start, end))
+    raise LocalError(f"selector {start}-{end} mixes address families")
 
 
 def _address(data: bytes, what: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

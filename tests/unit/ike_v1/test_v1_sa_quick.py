@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.ike_v1_peers import Peers, left_right
 from vpnfleet.agent.ike.config import Mode, selector
 from vpnfleet.agent.ike.constants import EncrId, IntegId
 from vpnfleet.agent.ike.events import ChildSaEstablished, ChildSaFailed, IkeSaEstablished
 from vpnfleet.agent.ike.v1.constants import ExchangeType, NotifyType
 from vpnfleet.agent.ike.v1.quick import QuickState
 from vpnfleet.agent.ike.v1.sa import V1State
-from tests.support.ike_v1_peers import Peers, left_right
 
 
 def _children(peers: Peers) -> tuple[ChildSaEstablished, ChildSaEstablished]:
@@ -108,7 +108,7 @@ def test_narrower_initiator_selectors_are_taken_as_sent() -> None:
     peers = Peers(*left_right(left={"local_net": "10.1.7.0/24", "remote_net": "10.2.3.4/32"}))
     peers.start()
     peers.run()
-    left, right = _children(peers)
+    _, right = _children(peers)
     assert right.remote_ts == (selector("10.1.7.0/24"),)
     assert right.local_ts == (selector("10.2.3.4/32"),)
 
