@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from ..config import Identity
 from ..errors import CommandRefused, LocalError, ProtocolError
@@ -266,6 +266,10 @@ class IkeV1Sa:
         self._flight: Flight | None = None
         self._last_request_digest = b""
         self._last_reply: bytes | None = None
+        self._auth_failure: str | None = None
+        """Why the last message 5 or 6 was refused (a forgery, or a wrong key)."""
+        self._peer_said: int | None = None
+        """An error the peer sent in the clear during phase 1 (NO_PROPOSAL_CHOSEN ...)."""
         self._responses_taken: set[bytes] = set()
         """Initiator: digests of the Main mode answers taken (duplicates are ignored)."""
         self._dpd_seq = int.from_bytes(random_bytes(4), "big") & 0x7FFFFFFF
@@ -372,10 +376,11 @@ class IkeV1Sa:
             return
         expiry = self._half_open_expiry()
         if expiry is not None and now >= expiry:
-            self.fail(
-                f"phase 1 not complete within {self.config.half_open_timeout:g} s "
-                f"(state {self.state.value})"
-            )
+            waited = f"phase 1 not complete within {self.config.half_open_timeout:g} s"
+            if self._auth_failure is not None:
+                self.fail(f"{self._auth_failure} ({waited})", NotifyType.AUTHENTICATION_FAILED)
+            else:
+                self.fail(f"{waited} (state {self.state.value})")
             return
         if self._flight is not None and now >= self._flight.deadline:
             self._retransmit(now)
@@ -696,7 +701,6 @@ class IkeV1Sa:
                 raise ProtocolError("HASH_I does not verify")
         except ProtocolError as exc:
             self._auth_failed("message 5", exc)
-            return
         if identity != self.config.remote_id:
             self._notify_unprotected(NotifyType.INVALID_ID_INFORMATION)
             self.fail(
@@ -752,7 +756,6 @@ class IkeV1Sa:
                 raise ProtocolError("HASH_R does not verify")
         except ProtocolError as exc:
             self._auth_failed("message 6", exc)
-            return
         if identity != self.config.remote_id:
             self.fail(
                 f"INVALID_ID_INFORMATION: the peer is {identity}, we expect "
@@ -766,15 +769,19 @@ class IkeV1Sa:
         self._established(identity)
         self._keep(QuickMode.initiate(self, self.config.child, now))
 
-    def _auth_failed(self, which: str, exc: ProtocolError) -> None:
-        """Message 5 or 6 did not decrypt to a verified message: with a pre-shared key
-        the keys differ, so the pre-shared keys do."""
-        self._notify_unprotected(NotifyType.AUTHENTICATION_FAILED)
-        self.fail(
+    def _auth_failed(self, which: str, exc: ProtocolError) -> NoReturn:
+        """Message 5 or 6 did not decrypt to a verified message. With a pre-shared key
+        that is what differing keys look like, but also what a forged datagram looks
+        like: it is dropped and counted, the reason kept for the failure the
+        retransmission or half-open timers bring (no datagram kills the SA). The
+        responder tells the peer in the clear, as strongSwan does."""
+        self._auth_failure = (
             f"AUTHENTICATION_FAILED: Main mode {which} did not decrypt and verify "
-            f"({exc}); are the pre-shared keys the same?",
-            NotifyType.AUTHENTICATION_FAILED,
+            f"({exc}); are the pre-shared keys the same?"
         )
+        if not self.is_initiator:
+            self._notify_unprotected(NotifyType.AUTHENTICATION_FAILED)
+        raise ProtocolError(self._auth_failure, notify=NotifyType.AUTHENTICATION_FAILED)
 
     def _established(self, identity: Identity) -> None:
         assert self.peer is not None and self.proposal is not None
@@ -892,15 +899,16 @@ class IkeV1Sa:
                 return
 
     def _unprotected_informational(self, header: IsakmpHeader, body: bytes) -> None:
-        """A notify in the clear can only be believed while phase 1 is not up (there
-        is nothing to protect it with yet); strongSwan acts on them the same way."""
+        """An error notify in the clear, while phase 1 is not up (there is nothing to
+        protect it with yet), is kept as the likely reason: anyone who saw our cookie
+        could have sent it, so it does not end the SA by itself; when our request
+        goes unanswered, the failure names it."""
         if self.state is V1State.ESTABLISHED or self.state is V1State.CREATED:
             raise ProtocolError("unprotected informational message")
         message = self.parse(header, body, None)
         for payload in message.payloads:
             if isinstance(payload, NotifyPayload) and payload.type < 8192:
-                name = _notify_name(payload.type)
-                self.fail(f"{name}: the peer refused phase 1 (unprotected notify)", payload.type)
+                self._peer_said = payload.type
                 return
         raise ProtocolError("unprotected informational message carries no error")
 
@@ -1036,8 +1044,20 @@ class IkeV1Sa:
         flight = self._flight
         assert flight is not None
         if flight.tries >= self.config.retransmit_tries:
-            hint = " (wrong pre-shared key?)" if "message 5" in flight.what else ""
-            self.fail(f"no answer to {flight.what} after {flight.tries} retransmissions{hint}")
+            unanswered = f"no answer to {flight.what} after {flight.tries} retransmissions"
+            if self._peer_said is not None:
+                name = _notify_name(self._peer_said)
+                hint = _PHASE1_HINTS.get(self._peer_said, "")
+                self.fail(
+                    f"{name}: the peer refused phase 1 in an unprotected notify{hint}; "
+                    f"{unanswered}",
+                    self._peer_said,
+                )
+            elif self._auth_failure is not None:
+                self.fail(f"{self._auth_failure}; {unanswered}", NotifyType.AUTHENTICATION_FAILED)
+            else:
+                hint = " (are the pre-shared keys the same?)" if "message 5" in flight.what else ""
+                self.fail(unanswered + hint)
             return
         flight.tries += 1
         flight.deadline = now + self.config.retransmit_timeout * 2**flight.tries
@@ -1090,6 +1110,13 @@ class IkeV1Sa:
             f"IkeV1Sa({self.role.value}, {self.state.value}, "
             f"{self.icookie.hex()}_i {self.rcookie.hex()}_r)"
         )
+
+
+_PHASE1_HINTS = {
+    NotifyType.AUTHENTICATION_FAILED: " (are the pre-shared keys the same?)",
+    NotifyType.INVALID_ID_INFORMATION: " (does it expect another identity of ours?)",
+    NotifyType.NO_PROPOSAL_CHOSEN: " (it takes none of our proposals)",
+}
 
 
 def _notify_name(notify: int) -> str:

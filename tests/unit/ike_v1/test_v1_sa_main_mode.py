@@ -64,15 +64,32 @@ def test_responder_picks_its_first_proposal_the_initiator_offers() -> None:
     assert peers.left.of(IkeSaEstablished)[0].proposal == "aes256-sha256-ecp256"
 
 
+def _until_quiet(peers: Peers, seconds: float = 120.0) -> None:
+    """Run the fake clock on, delivering, until nothing is left to do."""
+    end = peers.now + seconds
+    while peers.now < end:
+        peers.advance(1.0)
+        peers.run()
+
+
 def test_wrong_psk_fails_clearly_on_both_sides() -> None:
-    peers = Peers(*left_right(right={"psk": b"another key"}))
+    """A message 5 that does not verify is dropped (it might be forged), the
+    responder says AUTHENTICATION_FAILED in the clear, and both fail on their timers
+    naming the likely cause."""
+    peers = Peers(*left_right(right={"psk": b"another key"}, half_open_timeout=20.0))
     peers.start()
     peers.run()
+    assert not peers.left.of(IkeSaFailed) and not peers.right.of(IkeSaFailed)
+    assert peers.right.sa.dropped == 1
+    _until_quiet(peers)
     (responder,) = peers.right.of(IkeSaFailed)
     assert responder.notify == NotifyType.AUTHENTICATION_FAILED
-    assert "message 5" in responder.reason and "pre-shared key" in responder.reason
+    assert "message 5 did not decrypt and verify" in responder.reason
+    assert "pre-shared keys" in responder.reason
     (initiator,) = peers.left.of(IkeSaFailed)
     assert initiator.notify == NotifyType.AUTHENTICATION_FAILED
+    assert "pre-shared keys" in initiator.reason
+    assert "no answer to Main mode message 5" in initiator.reason
     assert peers.left.sa.state is peers.right.sa.state is V1State.FAILED
     assert not peers.left.of(IkeSaEstablished) and not peers.right.of(IkeSaEstablished)
 
@@ -89,9 +106,10 @@ def test_no_common_proposal_names_ours_and_theirs() -> None:
     assert responder.notify == NotifyType.NO_PROPOSAL_CHOSEN
     assert "ours [aes256-sha512-ecp384]" in responder.reason
     assert "theirs [aes128-sha1-modp2048]" in responder.reason
+    _until_quiet(peers)
     (initiator,) = peers.left.of(IkeSaFailed)
     assert initiator.notify == NotifyType.NO_PROPOSAL_CHOSEN
-    assert "NO_PROPOSAL_CHOSEN" in initiator.reason
+    assert initiator.reason.startswith("NO_PROPOSAL_CHOSEN: the peer refused phase 1")
 
 
 def test_initiator_retransmits_with_doubling_timeout_and_gives_up() -> None:
@@ -190,7 +208,8 @@ def test_wrong_identity_is_refused() -> None:
     (failed,) = peers.right.of(IkeSaFailed)
     assert failed.notify == NotifyType.INVALID_ID_INFORMATION
     assert "left.example" in failed.reason and "other.example" in failed.reason
-    assert peers.left.of(IkeSaFailed)  # told in the clear, as phase 1 is not up
+    _until_quiet(peers)  # told in the clear: the initiator's failure names it
+    assert peers.left.of(IkeSaFailed)[0].notify == NotifyType.INVALID_ID_INFORMATION
 
 
 def test_half_open_responder_gives_up() -> None:
