@@ -1112,7 +1112,7 @@ class IkeV1Sa:
         )
 
 
-_PHASE1_HINTS = {
+_PHASE1_HINTS: dict[int, str] = {
     NotifyType.AUTHENTICATION_FAILED: " (are the pre-shared keys the same?)",
     NotifyType.INVALID_ID_INFORMATION: " (does it expect another identity of ours?)",
     NotifyType.NO_PROPOSAL_CHOSEN: " (it takes none of our proposals)",

@@ -6,11 +6,11 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.ike_v1_peers import LEFT, Peers, left_right
 from vpnfleet.agent.ike.events import ChildSaEstablished, IkeSaFailed, LivenessAnswered
 from vpnfleet.agent.ike.v1.constants import ExchangeType, Flag
 from vpnfleet.agent.ike.v1.message import IsakmpHeader
 from vpnfleet.agent.ike.v1.sa import V1State
-from tests.support.ike_v1_peers import LEFT, Peers, left_right
 
 EXCHANGES = st.sampled_from([int(e) for e in ExchangeType] + [99])
 
