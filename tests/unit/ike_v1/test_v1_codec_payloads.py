@@ -124,6 +124,10 @@ def test_unknown_payload_is_kept_and_chained_over() -> None:
     assert first == 200
     assert parse_payloads(first, data) == [UnknownPayload(200, b"??"), NoncePayload(b"n" * 8)]
     assert [raw.offset for raw in split_payloads(first, data)] == [32, 38]
+    with pytest.raises(V1ParseError) as info:
+        parse_payloads(first, data, reject_unknown=True)
+    assert str(info.value) == "type 200 payload at offset 28: unknown payload type 200"
+    assert info.value.notify == NotifyType.INVALID_PAYLOAD_TYPE
 
 
 # -- refusals: (first type, chain bytes, payload named, offset, words, notify) -----------

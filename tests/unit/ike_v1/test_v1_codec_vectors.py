@@ -3,8 +3,8 @@
 Recorded here with tests/support/isakmp_capture.py (two charons in network
 namespaces, ``version = 1``, PSK, proposal aes128-sha256-modp2048, IKE lifetime 24 h
 plus strongSwan's 10 % margin), tcpdump on the initiator's veth, UDP 500 payloads as
-hex, kept in tests/support/isakmp_vectors.py. Each must parse to the fields RFC 2408 section 3 and RFC 2409 Appendix A give
-them and re-encode byte for byte.
+hex, kept in tests/support/isakmp_vectors.py. Each must parse to the fields RFC 2408
+section 3 and RFC 2409 Appendix A give them and re-encode byte for byte.
 """
 
 from __future__ import annotations
