@@ -56,11 +56,16 @@ _ID = struct.Struct("!BBH")  # ID type, protocol, port (RFC 2407 section 4.6.2)
 _NOTIFY = struct.Struct("!IBBH")  # DOI, protocol, SPI size, notify type
 _DELETE = struct.Struct("!IBBH")  # DOI, protocol, SPI size, number of SPIs
 _MODE_CFG = struct.Struct("!BBH")  # type, RESERVED, identifier
+_U8 = struct.Struct("!B")  # CERT encoding, CERTREQ type
 
 _PAYLOAD_TYPES: dict[int, PayloadType] = {m.value: m for m in PayloadType}
 _NOTIFY_TYPES: dict[int, NotifyType] = {m.value: m for m in NotifyType}
 _PROTOCOLS: dict[int, ProtocolId] = {m.value: m for m in ProtocolId}
 _ID_TYPES: dict[int, IdType] = {m.value: m for m in IdType}
+_CERT_ENCODINGS: dict[int, CertEncoding] = {m.value: m for m in CertEncoding}
+_MODE_CFG_TYPES: dict[int, ModeCfgType] = {m.value: m for m in ModeCfgType}
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # RFC 2407 section 4.6.2.1: identification data lengths of the address types.
 _ID_DATA_LENGTHS: dict[int, int] = {
@@ -556,9 +561,6 @@ class AttributePayload:
         return pack(_MODE_CFG, self.type, 0, self.identifier) + encode_attributes(self.attributes)
 
 
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
 @dataclass(frozen=True, slots=True)
 class NatOaPayload:
     """RFC 3947 section 5.2: the original address, ID_IPV4_ADDR or ID_IPV6_ADDR
@@ -624,9 +626,6 @@ Payload = (
     | UnknownPayload
 )
 
-_U8 = struct.Struct("!B")
-_CERT_ENCODINGS: dict[int, CertEncoding] = {m.value: m for m in CertEncoding}
-_MODE_CFG_TYPES: dict[int, ModeCfgType] = {m.value: m for m in ModeCfgType}
 
 _PARSERS: dict[int, Callable[[bytes, int], Payload]] = {
     PayloadType.SA: SaPayload.parse_body,
