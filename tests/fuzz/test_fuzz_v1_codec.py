@@ -1,7 +1,7 @@
 """Property tests of the ISAKMP codec: random and mutated datagrams raise nothing but
 V1ParseError, and generated payload lists round-trip (RFC 2408 section 3).
 
-Seeds are the strongSwan Main mode vectors of tests/unit/ike_v1 plus a message that
+Seeds are the strongSwan vectors of tests/support/isakmp_vectors.py plus a message that
 carries every payload type.
 """
 
@@ -13,7 +13,13 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.isakmp_vectors import EVERY_PAYLOAD, MAIN_1, MAIN_3
+from tests.support.isakmp_vectors import (
+    AGGRESSIVE_1,
+    EVERY_PAYLOAD,
+    INFO_AUTH_FAILED,
+    MAIN_1,
+    MAIN_3,
+)
 from vpnfleet.agent.ike.v1.attributes import Attribute, parse_attributes
 from vpnfleet.agent.ike.v1.constants import (
     DOI_IPSEC,
@@ -58,7 +64,7 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[Hea
 EVERY = encode_message(
     IsakmpHeader(b"\x01" * 8, b"\x02" * 8, 0, ExchangeType.QUICK, Flag.NONE, 9), EVERY_PAYLOAD
 )
-SEEDS = [MAIN_1, MAIN_3, EVERY]
+SEEDS = [MAIN_1, MAIN_3, AGGRESSIVE_1, INFO_AUTH_FAILED, EVERY]
 
 
 def only_v1_parse_errors(data: bytes) -> None:

@@ -4,7 +4,8 @@ MAIN_1 .. MAIN_4 are a strongSwan 5.9.8 IKEv1 Main mode, messages 1 to 4 (the
 cleartext ones), recorded with tests/support/isakmp_capture.py: two charons in
 network namespaces, ``version = 1``, PSK, proposal aes128-sha256-modp2048, IKE
 lifetime 24 h (strongSwan sends 95040 s: 10 % more). Each line's comment is the
-direction on the veth and the datagram's size.
+direction on the veth and the datagram's size. AGGRESSIVE_1 and INFO_AUTH_FAILED
+come from the same script with ``--aggressive``.
 
 EVERY_PAYLOAD is one of each payload the codec knows (RFC 2408 sections 3.4-3.16,
 RFC 3947, the draft NAT-T numbers) plus an unknown one, for round trips and as a
@@ -93,6 +94,30 @@ MAIN_4 = bytes.fromhex(
     "142d4f8a743d1cff000000247f0469654db8dec7caf3366b141b5b0c225737dc44b37b2168f6fd3c09f9c34b"
 )
 
+
+# Aggressive mode, recorded with --aggressive: the initiator's first message, and the
+# cleartext Informational the charon responder answers with, since it refuses
+# Aggressive mode with PSK by default ("Aggressive Mode PSK disabled").
+# 192.0.2.1 -> 192.0.2.2, 500 bytes
+AGGRESSIVE_1 = bytes.fromhex(
+    "46b69fdbcc40bafe00000000000000000110040000000000000001f40400003c000000010000000100000030"
+    "01010001000000280101000080010007800e0080800200048004000e80030001800b0001000c000400017340"
+    "0a0001047f2b89c83d9f555fe8850b13c955e02058a22ebc34b682eb3cfaf8cea8e97a50b6d91691b11232a5"
+    "1f62849105a2352accb139de7d369e3f074f5688aad729e3d8ac54c585406a0f4b5437e988acf5b64b9d7181"
+    "6d8072e0f66e84d798fe6b324d865e52046adc4a6446b3bf9d25bc3e4ab8bb612f138ceac9a98e8d10e0316d"
+    "3257b945c212edb73920cd0b6995f5dc91b07d6162d3276f5323e37611baf8d67d4dac2493752ca02c066956"
+    "e260fa005d0d3e673a9ab65d364c3c1a7169b561b033b153a46f46b78bdfd4e4091cedfdeb3afe57777e8a8c"
+    "8f73ffdce0eac36535c4f50bcb061d3adb2343c085110d1de197f538a62e0b3364b8c9d88110dff205000024"
+    "6a983cc5f016f57d7059b6fe6e94589413611d94d3dbb77a90ef7608798ab5cf0d000014020000006f757273"
+    "2e6578616d706c650d00000c09002689dfd6b7120d000014afcad71368a1f1c96b8696fc775701000d000018"
+    "4048b7d56ebce88525e7de7f00d6c2d3800000000d0000144a131c81070358455c5728f20e95452f00000014"
+    "90cb80913ebb696e086381b5ec427b1f"
+)
+# 192.0.2.2 -> 192.0.2.1, 56 bytes
+INFO_AUTH_FAILED = bytes.fromhex(
+    "46b69fdbcc40bafe7197cbf0ae4831510b100500eb82ac7d000000380000001c000000010110001846b69fdb"
+    "cc40bafe7197cbf0ae483151"
+)
 
 COOKIES = bytes.fromhex("0102030405060708 1112131415161718")
 ESP_SA = SaPayload(

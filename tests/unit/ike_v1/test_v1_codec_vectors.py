@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.isakmp_vectors import MAIN_1, MAIN_2, MAIN_3, MAIN_4
+from tests.support.isakmp_vectors import (
+    AGGRESSIVE_1,
+    INFO_AUTH_FAILED,
+    MAIN_1,
+    MAIN_2,
+    MAIN_3,
+    MAIN_4,
+)
 from vpnfleet.agent.ike.constants import DhGroup
 from vpnfleet.agent.ike.v1.attributes import Attribute
 from vpnfleet.agent.ike.v1.constants import (
@@ -25,7 +32,9 @@ from vpnfleet.agent.ike.v1.constants import (
     AuthMethod,
     ExchangeType,
     Flag,
+    IdType,
     LifeType,
+    NotifyType,
     P1Attr,
     P1Encr,
     P1Hash,
@@ -35,9 +44,11 @@ from vpnfleet.agent.ike.v1.constants import (
 )
 from vpnfleet.agent.ike.v1.message import IsakmpHeader
 from vpnfleet.agent.ike.v1.payloads import (
+    IdPayload,
     KePayload,
     NatDPayload,
     NoncePayload,
+    NotifyPayload,
     Proposal,
     SaPayload,
     Transform,
@@ -137,3 +148,31 @@ def test_messages_3_and_4_ke_nonce_nat_d(data: bytes) -> None:
     chain = split_payloads(header.next_payload, data[28:])
     assert [raw.offset for raw in chain] == [32, 292, 328, 364]
     assert chain[0].body == ke.data
+
+
+def test_aggressive_mode_message_1() -> None:
+    """RFC 2409 section 5.4: SA, KE, Ni, IDii in the first message; the ID is the
+    FQDN with protocol and port 0 (RFC 2407 section 4.6.2)."""
+    header, payloads = parse_message(AGGRESSIVE_1)
+    assert header.exchange is ExchangeType.AGGRESSIVE and header.rcookie == bytes(8)
+    assert describe(payloads) == "[ SA KE No ID V V V V V ]"
+    assert payloads[0] == OFFER
+    assert payloads[3] == IdPayload(IdType.FQDN, 0, 0, b"ours.example")
+    assert encode_message(header, payloads) == AGGRESSIVE_1
+
+
+def test_cleartext_informational_auth_failed() -> None:
+    """RFC 2408 section 3.14: an Informational exchange (section 4.8) before keys
+    exist, one Notify with the cookie pair as its 16-octet SPI."""
+    header, payloads = parse_message(INFO_AUTH_FAILED)
+    assert header.exchange is ExchangeType.INFORMATIONAL
+    assert header.flags == Flag.NONE and header.message_id != 0
+    assert payloads == [
+        NotifyPayload(
+            DOI_IPSEC,
+            ProtocolId.ISAKMP,
+            header.icookie + header.rcookie,
+            NotifyType.AUTHENTICATION_FAILED,
+        )
+    ]
+    assert encode_message(header, payloads) == INFO_AUTH_FAILED
