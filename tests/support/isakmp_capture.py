@@ -4,7 +4,7 @@ Two charons (tests/support/charon.py: one network namespace each, joined by a ve
 pair) with one ``version = 1`` PSK connection; tcpdump on the initiator's veth keeps
 the UDP 500 datagrams, which are printed as hex, one line per datagram:
 
-    flock /tmp/vpnfleet-lab.lock .venv/bin/python -m tests.support.isakmp_capture
+    flock /tmp/vpnfleet-lab.lock .venv/bin/python -m tests.support.isakmp_capture [--aggressive]
 
 Messages 1 and 2 (SA, vendor IDs) and 3 and 4 (KE, Nonce, NAT-D) are in the clear;
 kernel-libipsec fakes a NAT, so messages 5 on move to UDP 4500 and are not kept.
@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from vici.exception import CommandException
+
 from tests.support.charon import (
     CHARON_ADDR,
     CHARON_ID,
@@ -35,10 +37,13 @@ IKE_PROPOSAL = "aes128-sha256-modp2048"
 ESP_PROPOSAL = "aes128-sha256"
 
 
-def v1_connection(local: str, remote: str, local_id: str, remote_id: str) -> dict[str, object]:
+def v1_connection(
+    local: str, remote: str, local_id: str, remote_id: str, *, aggressive: bool = False
+) -> dict[str, object]:
     return {
         "v1": {
             "version": "1",
+            "aggressive": "yes" if aggressive else "no",
             "local_addrs": [local],
             "remote_addrs": [remote],
             "proposals": [IKE_PROPOSAL],
@@ -88,13 +93,19 @@ def udp_payloads(pcap: bytes) -> list[tuple[str, str, bytes]]:
     return out
 
 
-def capture() -> list[tuple[str, str, bytes]]:
+def capture(*, aggressive: bool = False) -> list[tuple[str, str, bytes]]:
+    """The UDP 500 datagrams of one exchange. With ``aggressive`` the initiator uses
+    Aggressive mode, which a charon responder refuses for PSK unless strongswan.conf
+    says otherwise (INTEROP.md): its cleartext first message and the answer are kept."""
     with interop_setup() as (topology, responder, directory):
         initiator = Charon(topology.our_ns, directory, name="initiator")
         dump: subprocess.Popen[bytes] | None = None
         try:
             load(responder, v1_connection(CHARON_ADDR, OUR_ADDR, CHARON_ID, OUR_ID))
-            load(initiator, v1_connection(OUR_ADDR, CHARON_ADDR, OUR_ID, CHARON_ID))
+            load(
+                initiator,
+                v1_connection(OUR_ADDR, CHARON_ADDR, OUR_ID, CHARON_ID, aggressive=aggressive),
+            )
             pcap = directory / "v1.pcap"
             veth = "vo" + topology.our_ns.split("-", 1)[1]
             dump = subprocess.Popen(
@@ -105,8 +116,12 @@ def capture() -> list[tuple[str, str, bytes]]:
                 start_new_session=True,
             )  # fmt: skip
             time.sleep(1.0)  # tcpdump needs a moment before it sees packets
-            for _ in initiator.session().initiate({"child": "net", "timeout": 10000}):
-                pass
+            try:
+                for _ in initiator.session().initiate({"child": "net", "timeout": 10000}):
+                    pass
+            except CommandException:
+                if not aggressive:
+                    raise
             time.sleep(0.5)
             os.killpg(dump.pid, signal.SIGINT)
             dump.wait(5)
@@ -119,7 +134,7 @@ def capture() -> list[tuple[str, str, bytes]]:
 
 
 def main() -> None:
-    for src, dst, payload in capture():
+    for src, dst, payload in capture(aggressive="--aggressive" in sys.argv[1:]):
         print(f"{src} -> {dst} {payload.hex()}")
     sys.stdout.flush()
 

@@ -31,7 +31,7 @@ _EXCHANGES: dict[int, ExchangeType] = {m.value: m for m in ExchangeType}
 class V1ParseError(ParseError):
     """A malformed ISAKMP datagram or payload: the message names the payload (or
     header) and the byte offset from the start of the ISAKMP message, e.g.
-    ``ID at offset 76: payload length 3 below 8``.
+    ``ID payload at offset 76: payload length 7 below 8``.
 
     ``notify`` carries the RFC 2408 section 3.14.1 error type to report, when one fits.
     """

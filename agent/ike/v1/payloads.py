@@ -10,10 +10,11 @@ byte offset from the start of the ISAKMP message: a length below the payload's f
 part, a length running past the message, bytes after the last payload, Proposal and
 Transform chains that disagree with their counts, a "Basic" attribute in TLV form.
 
-Unknown payload types are kept as UnknownPayload rather than refused: RFC 2408
-section 5.1 tells the receiver to reject them with INVALID-PAYLOAD-TYPE, and that is
-the exchange's decision (it knows which payloads it expects and answers with the
-notify); the codec only needs the generic header to step over them. The NAT-D and
+Unknown payload types are kept as UnknownPayload by default rather than refused:
+RFC 2408 section 5.1 tells the receiver to reject them with INVALID-PAYLOAD-TYPE, but
+peers send private ones (Cisco's fragments, 132) that are better stepped over, so the
+exchange decides; ``reject_unknown=True`` gives the RFC's refusal, naming the type and
+its offset. The NAT-D and
 NAT-OA numbers of draft-ietf-ipsec-nat-t-ike-02/03 (130, 131) parse as NatDPayload
 and NatOaPayload that remember their number, so they re-encode as received.
 """
@@ -55,11 +56,16 @@ _ID = struct.Struct("!BBH")  # ID type, protocol, port (RFC 2407 section 4.6.2)
 _NOTIFY = struct.Struct("!IBBH")  # DOI, protocol, SPI size, notify type
 _DELETE = struct.Struct("!IBBH")  # DOI, protocol, SPI size, number of SPIs
 _MODE_CFG = struct.Struct("!BBH")  # type, RESERVED, identifier
+_U8 = struct.Struct("!B")  # CERT encoding, CERTREQ type
 
 _PAYLOAD_TYPES: dict[int, PayloadType] = {m.value: m for m in PayloadType}
 _NOTIFY_TYPES: dict[int, NotifyType] = {m.value: m for m in NotifyType}
 _PROTOCOLS: dict[int, ProtocolId] = {m.value: m for m in ProtocolId}
 _ID_TYPES: dict[int, IdType] = {m.value: m for m in IdType}
+_CERT_ENCODINGS: dict[int, CertEncoding] = {m.value: m for m in CertEncoding}
+_MODE_CFG_TYPES: dict[int, ModeCfgType] = {m.value: m for m in ModeCfgType}
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # RFC 2407 section 4.6.2.1: identification data lengths of the address types.
 _ID_DATA_LENGTHS: dict[int, int] = {
@@ -555,9 +561,6 @@ class AttributePayload:
         return pack(_MODE_CFG, self.type, 0, self.identifier) + encode_attributes(self.attributes)
 
 
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
 @dataclass(frozen=True, slots=True)
 class NatOaPayload:
     """RFC 3947 section 5.2: the original address, ID_IPV4_ADDR or ID_IPV6_ADDR
@@ -623,9 +626,6 @@ Payload = (
     | UnknownPayload
 )
 
-_U8 = struct.Struct("!B")
-_CERT_ENCODINGS: dict[int, CertEncoding] = {m.value: m for m in CertEncoding}
-_MODE_CFG_TYPES: dict[int, ModeCfgType] = {m.value: m for m in ModeCfgType}
 
 _PARSERS: dict[int, Callable[[bytes, int], Payload]] = {
     PayloadType.SA: SaPayload.parse_body,
@@ -716,8 +716,9 @@ def split_payloads(
     return chain
 
 
-def parse_payload(raw: RawPayload) -> Payload:
-    """Parse one link of a chain; an unknown type is kept as UnknownPayload."""
+def parse_payload(raw: RawPayload, *, reject_unknown: bool = False) -> Payload:
+    """Parse one link of a chain. An unknown type is kept as UnknownPayload, or with
+    ``reject_unknown`` refused as RFC 2408 section 5.1 says (INVALID-PAYLOAD-TYPE)."""
     parser = _PARSERS.get(raw.payload_type)
     if parser is not None:
         return parser(raw.body, raw.offset)
@@ -725,6 +726,13 @@ def parse_payload(raw: RawPayload) -> Payload:
         return NatDPayload.parse_body(raw.body, raw.offset, raw.payload_type)
     if raw.payload_type in _NAT_OA_TYPES:
         return NatOaPayload.parse_body(raw.body, raw.offset, raw.payload_type)
+    if reject_unknown:
+        raise _fail(
+            f"{payload_name(raw.payload_type)} payload",
+            raw.offset - GENERIC_PAYLOAD_HEADER_LENGTH,
+            f"unknown payload type {raw.payload_type}",
+            NotifyType.INVALID_PAYLOAD_TYPE,
+        )
     return UnknownPayload(raw.payload_type, raw.body)
 
 
@@ -734,10 +742,13 @@ def parse_payloads(
     base_offset: int = ISAKMP_HEADER_LENGTH,
     *,
     padded: bool = False,
+    reject_unknown: bool = False,
 ) -> list[Payload]:
-    """Parse a whole chain (see ``split_payloads``). Raises V1ParseError only."""
+    """Parse a whole chain (see ``split_payloads`` and ``parse_payload``). Raises
+    V1ParseError only."""
     return [
-        parse_payload(raw) for raw in split_payloads(first_type, data, base_offset, padded=padded)
+        parse_payload(raw, reject_unknown=reject_unknown)
+        for raw in split_payloads(first_type, data, base_offset, padded=padded)
     ]
 
 

@@ -7,25 +7,17 @@ Byte strings written out in hex follow the RFC figures field by field.
 
 from __future__ import annotations
 
-import ipaddress
-
 import pytest
 
+from tests.support.isakmp_vectors import COOKIES, EVERY_PAYLOAD
 from vpnfleet.agent.ike.errors import LocalError
 from vpnfleet.agent.ike.v1.attributes import Attribute
 from vpnfleet.agent.ike.v1.constants import (
     DOI_IPSEC,
     SIT_IDENTITY_ONLY,
-    AuthAlg,
-    CertEncoding,
-    Encapsulation,
     EspTransform,
     ExchangeType,
     Flag,
-    IdType,
-    LifeType,
-    ModeCfgAttr,
-    ModeCfgType,
     NotifyType,
     P2Attr,
     PayloadType,
@@ -33,21 +25,13 @@ from vpnfleet.agent.ike.v1.constants import (
 )
 from vpnfleet.agent.ike.v1.message import IsakmpHeader, V1ParseError
 from vpnfleet.agent.ike.v1.payloads import (
-    AttributePayload,
-    CertPayload,
-    CertReqPayload,
     DeletePayload,
     HashPayload,
-    IdPayload,
-    KePayload,
-    NatDPayload,
-    NatOaPayload,
     NoncePayload,
     NotifyPayload,
     Payload,
     Proposal,
     SaPayload,
-    SigPayload,
     Transform,
     UnknownPayload,
     VendorIdPayload,
@@ -58,64 +42,6 @@ from vpnfleet.agent.ike.v1.payloads import (
     parse_payloads,
     split_payloads,
 )
-
-COOKIES = bytes.fromhex("0102030405060708 1112131415161718")
-ESP_SA = SaPayload(
-    DOI_IPSEC,
-    SIT_IDENTITY_ONLY,
-    (
-        Proposal(
-            1,
-            ProtocolId.IPSEC_ESP,
-            bytes.fromhex("c0ffee01"),
-            (
-                Transform(
-                    1,
-                    EspTransform.AES_CBC,
-                    (
-                        Attribute(P2Attr.LIFE_TYPE, LifeType.SECONDS),
-                        Attribute(P2Attr.LIFE_DURATION, 3600),
-                        Attribute(P2Attr.ENCAPSULATION, Encapsulation.UDP_TUNNEL),
-                        Attribute(P2Attr.AUTH_ALG, AuthAlg.HMAC_SHA2_256),
-                        Attribute(P2Attr.KEY_LENGTH, 256),
-                    ),
-                ),
-                Transform(2, EspTransform.AES_GCM_16, (Attribute(P2Attr.KEY_LENGTH, 128),)),
-            ),
-        ),
-        Proposal(2, ProtocolId.IPSEC_AH, bytes.fromhex("c0ffee02"), (Transform(1, 5),)),
-    ),
-)
-
-EVERY_PAYLOAD: list[Payload] = [
-    ESP_SA,
-    KePayload(b"g" * 32),
-    IdPayload(IdType.IPV4_ADDR_SUBNET, 17, 500, bytes.fromhex("0a010000 ffff0000")),
-    IdPayload(IdType.FQDN, 0, 0, b"ours.example"),
-    CertPayload(CertEncoding.X509_SIGNATURE, b"\x30\x82der"),
-    CertReqPayload(CertEncoding.X509_SIGNATURE, b""),
-    HashPayload(b"h" * 32),
-    SigPayload(b"s" * 64),
-    NoncePayload(b"n" * 32),
-    NotifyPayload(DOI_IPSEC, ProtocolId.ISAKMP, COOKIES, NotifyType.R_U_THERE, b"\x00\x00\x00\x07"),
-    NotifyPayload(DOI_IPSEC, ProtocolId.IPSEC_ESP, b"\x00\x00\x00\x01", NotifyType.INITIAL_CONTACT),
-    DeletePayload(DOI_IPSEC, ProtocolId.IPSEC_ESP, (b"\x00\x00\x00\x01", b"\x00\x00\x00\x02")),
-    DeletePayload(DOI_IPSEC, ProtocolId.ISAKMP, (COOKIES,)),
-    VendorIdPayload(bytes.fromhex("afcad71368a1f1c96b8696fc77570100")),
-    AttributePayload(
-        ModeCfgType.REPLY,
-        7,
-        (
-            Attribute(ModeCfgAttr.INTERNAL_IP4_ADDRESS, bytes([10, 3, 0, 1])),
-            Attribute(ModeCfgAttr.XAUTH_STATUS, 1),
-        ),
-    ),
-    NatDPayload(b"d" * 20),
-    NatDPayload(b"d" * 20, PayloadType.NAT_D_DRAFT),
-    NatOaPayload(ipaddress.ip_address("192.0.2.9")),
-    NatOaPayload(ipaddress.ip_address("2001:db8::9"), PayloadType.NAT_OA_DRAFT),
-    UnknownPayload(132, b"fragment"),
-]
 
 
 @pytest.mark.parametrize("payload", EVERY_PAYLOAD, ids=lambda p: type(p).__name__)
@@ -198,6 +124,10 @@ def test_unknown_payload_is_kept_and_chained_over() -> None:
     assert first == 200
     assert parse_payloads(first, data) == [UnknownPayload(200, b"??"), NoncePayload(b"n" * 8)]
     assert [raw.offset for raw in split_payloads(first, data)] == [32, 38]
+    with pytest.raises(V1ParseError) as info:
+        parse_payloads(first, data, reject_unknown=True)
+    assert str(info.value) == "type 200 payload at offset 28: unknown payload type 200"
+    assert info.value.notify == NotifyType.INVALID_PAYLOAD_TYPE
 
 
 # -- refusals: (first type, chain bytes, payload named, offset, words, notify) -----------
