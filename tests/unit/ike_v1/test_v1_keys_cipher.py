@@ -22,6 +22,7 @@ from vpnfleet.agent.ike.v1 import keys
 from vpnfleet.agent.ike.v1.cipher import MAX_CHAINS, IkeV1Cipher, pad
 from vpnfleet.agent.ike.v1.constants import AuthMethod, P1Hash, ProtocolId
 from vpnfleet.agent.ike.v1.export import ikev1_decryption_record, tshark_ikev1_options
+from vpnfleet.agent.ike.v1.payloads import NoncePayload, encode_payloads, parse_payloads
 
 AES128 = encr_for(EncrId.AES_CBC, 128)
 AES256 = encr_for(EncrId.AES_CBC, 256)
@@ -243,3 +244,20 @@ def test_decryption_record_refuses_a_cookie_of_the_wrong_size() -> None:
     k = keys.Phase1Keys(b"s", b"d", b"a", b"e", KEY, IV0)
     with pytest.raises(LocalError, match="initiator cookie must be 8 bytes"):
         ikev1_decryption_record(b"\x01" * 7, k)
+
+
+@pytest.mark.parametrize(
+    "padding",
+    [bytes(4), b"\x00\x00\x00\x03", b"\x01\x02\x03\x03", bytes(16)],
+    ids=["zeros", "zeros-and-length", "counting-and-length", "whole-block"],
+)
+def test_either_padding_style_parses_on_receipt(padding: bytes) -> None:
+    """Zero padding (ours and charon's) and padding that ends in a pad-length octet
+    both open: the payload chain ends at Next Payload NONE, the rest is ignored."""
+    nonce = NoncePayload(bytes(range(48 - 4 - len(padding))))
+    first, chain = encode_payloads([nonce])
+    assert len(chain + padding) == 48
+    _, responder = pair()
+    ciphertext = AES128.encrypt(KEY, IV0, chain + padding)
+    received = responder.decrypt(0, ciphertext)
+    assert parse_payloads(first, received.plaintext, padded=True) == [nonce]
