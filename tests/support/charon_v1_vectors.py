@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import re
+import select
 import shutil
 import signal
 import struct
@@ -175,9 +176,12 @@ def _capture(ns: str, interface: str, path: Path) -> Iterator[None]:
         seen = b""
         deadline = time.monotonic() + 10
         while b"File: " not in seen:  # dumpcap names its file once the interface is live
-            if time.monotonic() > deadline or proc.poll() is not None:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([proc.stderr], [], [], max(left, 0))
+            chunk = proc.stderr.read1(4096) if ready else b""
+            if not chunk:  # the deadline passed, or dumpcap exited
                 raise RuntimeError(f"dumpcap did not start: {seen.decode(errors='replace')}")
-            seen += proc.stderr.read1(4096)
+            seen += chunk
         yield
         time.sleep(0.3)  # the last datagrams reach the file
     finally:

@@ -3,8 +3,8 @@ and Quick Mode KEYMAT (RFC 2409 section 5 and Appendix B).
 
 All functions are pure: a Prf plus byte strings in, byte strings out. The negotiated
 phase 1 hash (RFC 2409 Appendix A, Hash Algorithm) names two things: the prf, which
-is its HMAC (Appendix A: "the HMAC version of the negotiated hash algorithm is used as
-the pseudo-random function"), and the bare hash used for the CBC IVs (Appendix B).
+is its HMAC when no PRF is negotiated (RFC 2409 section 4; nobody negotiates one), and
+the bare hash used for the CBC IVs (Appendix B).
 ``prf_for_hash`` maps one to the other through the IKEv2 registry in transforms.py, so
 the IKEv1 core has no second PRF table.
 
@@ -250,8 +250,8 @@ def keymat(
     ``protocol`` is the Protocol-ID of the proposal (3 for ESP, RFC 2407 4.4.1), ``spi``
     that SA's own SPI, as its receiving end chose it: each direction has its own SA and
     so its own KEYMAT. ``g_qm`` is the Quick Mode DH secret when PFS was negotiated.
-    The encryption key is taken first, then the integrity key (RFC 2409 5.5 leaves
-    the split to the DOI; RFC 2407 4.5 and every implementation do so).
+    The caller cuts the encryption key first, then the integrity key: charon 5.9.8's
+    logged ESP keys split its KEYMAT so (test_v1_keys.py).
     """
     if not 0 <= protocol <= 0xFF:
         raise LocalError(f"protocol ID {protocol} does not fit one octet")
