@@ -64,6 +64,7 @@ from typing import Any
 from vpnfleet.controller.inventory import (
     Inventory,
     InventoryError,
+    InventoryWarning,
     Mark,
     ResolvedHost,
     did_you_mean,
@@ -120,6 +121,8 @@ class Topology:
     hub_of: dict[str, list[tuple[Role, tuple[str, ...]]]] = field(default_factory=dict)
     spoke_of: dict[str, list[Role]] = field(default_factory=dict)
     externals_of: dict[str, list[str]] = field(default_factory=dict)
+    warnings: list[InventoryWarning] = field(default_factory=list)
+    """What plans but is likely unwise (IKEv1 Aggressive Mode towards an external peer)."""
 
 
 def _overlay(
@@ -312,6 +315,7 @@ def expand_topology(
         for i, entry in enumerate(ck.entries(raw, "policies"))
         if (p := parse_policy(ck, topo.externals, entry, f"policies[{i}]", unique)) is not None
     )
+    topo.warnings = ck.warnings
     return topo, ck.errors
 
 
