@@ -435,9 +435,7 @@ def _peer(p: _Problems, where: str, m: plan_pb2.Peer, anchors: set[str]) -> Peer
     mode = _enum(p, f"{where} mode", Mode, m.mode)
     version = _enum(p, f"{where} ike_version", IkeVersion, m.ike_version)
     if m.ike_aggressive and version is not IkeVersion.V1:
-        p.add(
-            where, "ike_aggressive is an IKEv1 mode (RFC 2409 section 5), but the peer is not IKEv1"
-        )
+        p.add(where, "ike_aggressive is an IKEv1 mode (RFC 2409 section 5); the peer is IKEv2")
     if version is IkeVersion.V1:
         for proposal in ike:
             if any(_is_aead(t) for t in proposal.transforms):

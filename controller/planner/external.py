@@ -121,7 +121,9 @@ def parse_external(
         ck.error(f"{what}: port: expected an integer 1..65535, got {describe(port)}", port)
         ok = False
     written_version = entry.get("ike_version", 2)
-    version = IKE_VERSIONS.get(written_version) if type(written_version) is int else None
+    version = None
+    if isinstance(written_version, int) and not isinstance(written_version, bool):
+        version = IKE_VERSIONS.get(int(written_version))
     if version is None:
         ck.error(
             f"{what}: ike_version: expected 1 (IKEv1) or 2 (IKEv2), got "
