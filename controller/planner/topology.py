@@ -21,6 +21,8 @@ Schema (every key optional; unknown keys are errors with a did-you-mean)::
         subnets: [192.0.2.0/24]
         ike_proposals: [aes256gcm16-prfsha384-x25519]   # what it accepts (checked
         esp_proposals: [aes256gcm16]                     # against our hosts' own)
+        ike_version: 2                 # 1: IKEv1; must match its hosts' ike_version
+        ike_aggressive: false          # IKEv1 Aggressive Mode (warned of); ditto
         connect: gateways              # --limit pattern of the hosts that peer with it
         port: 500
     policies:                          # ordered; placed before the implicit entries
