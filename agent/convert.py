@@ -33,6 +33,7 @@ from .plan import (
     Dpd,
     Identity,
     IdType,
+    IkeVersion,
     IPAddress,
     IPNetwork,
     Lifetimes,
@@ -61,7 +62,7 @@ from .sink import (
     UnmatchedReport,
 )
 
-E = TypeVar("E", Mode, StartAction, SpdAction)
+E = TypeVar("E", Mode, StartAction, SpdAction, IkeVersion)
 
 HASH_MISMATCH = "content hash mismatch: plan is corrupt or truncated"
 
@@ -432,6 +433,17 @@ def _peer(p: _Problems, where: str, m: plan_pb2.Peer, anchors: set[str]) -> Peer
     ike = _proposals(p, where, m.ike_proposals, ike=True)
     esp = _proposals(p, where, m.esp_proposals, ike=False)
     mode = _enum(p, f"{where} mode", Mode, m.mode)
+    version = _enum(p, f"{where} ike_version", IkeVersion, m.ike_version)
+    if m.ike_aggressive and version is not IkeVersion.V1:
+        p.add(where, "ike_aggressive is an IKEv1 mode (RFC 2409 section 5); the peer is IKEv2")
+    if version is IkeVersion.V1:
+        for proposal in ike:
+            if any(_is_aead(t) for t in proposal.transforms):
+                p.add(
+                    where,
+                    f"ike proposal {proposal.text!r}: AEAD encryption, which IKEv1 phase 1 "
+                    "does not have (RFC 2409 Appendix A)",
+                )
     start = _enum(p, f"{where} start_action", StartAction, m.start_action)
     lifetimes = _lifetimes(p, f"{where} lifetimes", m.lifetimes)
     dpd_ok = _limited(
@@ -464,7 +476,7 @@ def _peer(p: _Problems, where: str, m: plan_pb2.Peer, anchors: set[str]) -> Peer
         )
     if len(p.items) != before:
         return None
-    assert local_id and remote_id and auth and mode and start
+    assert local_id and remote_id and auth and mode and start and version
     return Peer(
         name=m.name,
         remote_addresses=tuple(a for a in remote if a is not None),
@@ -487,7 +499,13 @@ def _peer(p: _Problems, where: str, m: plan_pb2.Peer, anchors: set[str]) -> Peer
         dynamic_address=m.dynamic_address,
         ike_fragmentation=not m.ike_fragmentation_off,
         ike_fragment_size=fragment_size,
+        ike_version=version,
+        ike_aggressive=m.ike_aggressive,
     )
+
+
+def _is_aead(t: Transform) -> bool:
+    return t.type is TransformType.ENCR and encr_for(t.id, t.key_length or None).is_aead
 
 
 def _enum(p: _Problems, where: str, cls: type[E], value: int) -> E | None:
