@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from .ike.config import Mode
-from .plan import AgentPlan
+from .plan import AgentPlan, IkeVersion
 
 
 class NatState(enum.Enum):
@@ -225,6 +225,8 @@ class IkeSaReport:
     """IKE SAs the other side started for this peer that failed before it authenticated."""
     last_unauthenticated_failure: str = ""
     """The latest of them (printable, bounded: part of it came from the network)."""
+    ike_version: IkeVersion = IkeVersion.V2
+    """The IKE protocol the plan reaches the peer with (RFC 7296, or RFC 2409)."""
 
 
 @dataclass(frozen=True, slots=True)

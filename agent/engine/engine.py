@@ -41,10 +41,12 @@ from ..esp.sad import SadEvent
 from ..ike.admission import GateRefusal, HalfOpenTable, Limit, LogLimiter, ResponderLimits
 from ..ike.errors import ProtocolError
 from ..ike.events import IkeEvent
-from ..ike.gate import IkeResponderGate
-from ..ike.ike_sa import IkeSa
+from ..ike.gate import GateDecision, IkeResponderGate
 from ..ike.message import parse_message
 from ..ike.states import IkeSaState
+from ..ike.v1.config import IkeV1Config
+from ..ike.v1.constants import ISAKMP_MAJOR_VERSION, ExchangeType
+from ..ike.v1.message import IsakmpHeader
 from ..io.dataplane import DataPlane, RawEspSender
 from ..io.dataplane_model import Acquire
 from ..io.keepalive import KeepaliveScheduler
@@ -60,7 +62,7 @@ from ..io.udp import (
     IkeHandler,
     UdpCounters,
 )
-from ..plan import AgentPlan, AuthMethod, Peer
+from ..plan import AgentPlan, AuthMethod, IkeVersion, Peer
 from ..sink import (
     PUT_IN_FORCE_KINDS,
     AdmissionLimitReport,
@@ -84,6 +86,7 @@ from ..sink import (
 )
 from . import translate
 from .clock import LoopScheduler, Scheduler
+from .core import IkeCore, version_of
 from .forwarding import HostForwarding
 from .incoming import EARLY_MAX_AGE, EarlyRequest, EarlyRequests, UnmatchedSources
 from .keylog import KeyLog
@@ -94,6 +97,7 @@ from .plan_routes import TUNNEL_TABLE, PlanRoutes, RouteTable
 from .plane import ChildSaPlane
 from .rekey import LIVENESS_ANSWERED, PendingRekey
 from .sa_driver import SaDriver, SaOwner
+from .v1_gate import V1GateDecision, V1ResponderGate
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +205,7 @@ class Engine:
             "ike_early_answered": 0,
             "ike_refused": 0,
             "ike_internal_error": 0,
+            "ike_wrong_version": 0,
             "cookies_sent": 0,
         }
         self.board = ProblemBoard()
@@ -510,7 +515,7 @@ class Engine:
         driver that only reports why; that is returned as a failure."""
         local = self._local_for(plan, peer)
         try:
-            config = translate.ike_config(plan, peer, self.ike_credentials)
+            config = translate.peer_config(plan, peer, self.ike_credentials)
         except translate.PeerConfigError as exc:
             log.error("%s", exc)
             if old is not None:
@@ -521,9 +526,11 @@ class Engine:
             self.publish("peer_error", peer.name, str(exc))
             return PeerFailure(peer.name, str(exc))
         driver = PeerDriver(peer, config, local, self)
-        driver.gate = IkeResponderGate(
-            config, local=(local, self.ike_port()) if local else None, table=self.half_open
-        )
+        where = (local, self.ike_port()) if local else None
+        if isinstance(config, IkeV1Config):
+            driver.gate = V1ResponderGate(config, local=where, table=self.half_open)
+        else:
+            driver.gate = IkeResponderGate(config, local=where, table=self.half_open)
         self.peers[peer.name] = driver
         if old is None:
             self.publish("peer_added", peer.name, f"{peer.start_action.name.lower()}")
@@ -538,7 +545,7 @@ class Engine:
         CAs it accepts, the plan's trust anchors) in force without touching its SAs.
         False when the new configuration cannot be made (the caller replaces the peer)."""
         try:
-            config = translate.ike_config(plan, peer, self.ike_credentials)
+            config = translate.peer_config(plan, peer, self.ike_credentials)
         except translate.PeerConfigError:
             return False
         driver.update_in_place(peer, config)
@@ -621,13 +628,30 @@ class Engine:
         if len(data) < 28:
             self.counters["ike_malformed"] += 1
             return
-        spi_i, spi_r, flags = data[0:8], data[8:16], data[19]
+        spi_i, spi_r, version, exchange, flags = data[0:8], data[8:16], data[17], data[18], data[19]
+        if version >> 4 == ISAKMP_MAJOR_VERSION:
+            # IKEv1 (RFC 2408 section 3.1) has no I flag: the cookie that is ours routes
+            # it; a zero responder cookie is a new phase 1 (Main or Aggressive mode).
+            if spi_r == bytes(8):
+                if exchange in (ExchangeType.IDENTITY_PROTECTION, ExchangeType.AGGRESSIVE):
+                    self._new_responder(data, addr, local_port)
+                else:
+                    self.counters["ike_unknown_spi"] += 1
+                return
+            driver = self._by_spi.get(spi_r) or self._by_spi.get(spi_i)
+            if driver is None or version_of(driver.sa) is not IkeVersion.V1:
+                self.counters["ike_unknown_spi"] += 1
+                return
+            driver.receive(data, addr, local_port)
+            return
         from_initiator = bool(flags & 0x08)  # RFC 7296 section 3.1: the I flag
         ours = spi_r if from_initiator else spi_i
         if from_initiator and ours == bytes(8):
             self._new_responder(data, addr, local_port)
             return
         driver = self._by_spi.get(ours)
+        if driver is not None and version_of(driver.sa) is not IkeVersion.V2:
+            driver = None  # an IKEv2 message naming an IKEv1 SA's cookie
         if driver is None:
             self.counters["ike_unknown_spi"] += 1
             return
@@ -656,10 +680,17 @@ class Engine:
         return names
 
     def _new_responder(self, data: bytes, addr: Address, local_port: int) -> None:
-        """An IKE_SA_INIT request (zero responder SPI): through the responder gate of the
-        plan peer its source belongs to (RFC 7296 section 2.6, cookies under load)."""
+        """An IKE_SA_INIT request (zero responder SPI), or an IKEv1 phase 1 first message
+        (zero responder cookie): through the responder gate of the plan peer its source
+        belongs to (RFC 7296 section 2.6, cookies under load), when the plan reaches
+        that peer with the same IKE version; else counted (``wrong_version``) and
+        dropped."""
+        v1 = data[17] >> 4 == ISAKMP_MAJOR_VERSION
         try:
-            parse_message(data)
+            if v1:
+                IsakmpHeader.parse(data)
+            else:
+                parse_message(data)
         except ProtocolError:
             self.counters["ike_malformed"] += 1
             return
@@ -684,7 +715,25 @@ class Engine:
         if gate is None:
             self.counters["ike_no_peer"] += 1
             return
-        decision = gate.receive_datagram(data, addr, self.now(), self.wall())
+        decision: GateDecision | V1GateDecision
+        if isinstance(gate, V1ResponderGate) and v1:
+            decision = gate.receive_datagram(data, addr, self.now())
+        elif isinstance(gate, IkeResponderGate) and not v1:
+            decision = gate.receive_datagram(data, addr, self.now(), self.wall())
+        else:
+            self.counters["ike_wrong_version"] += 1
+            left_out = self.untrusted_log.admit("wrong-version", self.now())
+            if left_out is not None:
+                log.info(
+                    "IKEv%d request from %s:%d for peer %s, which the plan reaches with "
+                    "IKEv%d: dropped%s",
+                    1 if v1 else 2,
+                    *addr,
+                    peer.name,
+                    2 if v1 else 1,
+                    f" ({left_out} more since)" if left_out else "",
+                )
+            return
         if decision.reply is not None and self.endpoint is not None:
             self.endpoint.send_ike(decision.reply, addr, local_port == self._natt_port())
         if decision.refusal is GateRefusal.COOKIE_REQUIRED:
@@ -731,12 +780,12 @@ class Engine:
 
     # -- the SA registry and sockets (SaHost, PeerHost) -------------------------------------
 
-    def adopt(self, sa: IkeSa, owner: SaOwner | None) -> SaDriver:
+    def adopt(self, sa: IkeCore, owner: SaOwner | None) -> SaDriver:
         driver = SaDriver(sa, owner, self)
         self._by_spi[sa.local_spi] = driver
         return driver
 
-    def driver_of(self, sa: IkeSa) -> SaDriver:
+    def driver_of(self, sa: IkeCore) -> SaDriver:
         found = self._by_spi.get(sa.local_spi)
         if found is not None and found.sa is sa:
             return found

@@ -7,11 +7,14 @@ Wireshark. Each record line is a UAT table name, a colon and one record of that 
 
     esp_sa:"IPv4","SRC","DST","0xSPI","ENCRYPTION","0xKEY","AUTHENTICATION","0xAUTHKEY"
     ikev2_decryption_table:SPIi,SPIr,SK_ei,SK_er,"ENCRYPTION",SK_ai,SK_ar,"INTEGRITY"
+    ikev1_decryption_table:ICOOKIE,ENCRYPTION_KEY
 
 so ``-o uat:LINE`` hands it to tshark as is; the part after the colon is also what a
-Wireshark profile's ``esp_sa`` / ``ikev2_decryption_table`` file holds. A child SA gets
-two ``esp_sa`` lines (inbound and outbound), an IKE SA one ``ikev2_decryption_table``
-line; comment lines (``#``) say which peer and SA the records below them belong to.
+Wireshark profile's ``esp_sa`` / ``ikev2_decryption_table`` / ``ikev1_decryption_table``
+file holds. A child SA gets two ``esp_sa`` lines (inbound and outbound), an IKEv2 SA one
+``ikev2_decryption_table`` line, an IKEv1 ISAKMP SA one ``ikev1_decryption_table`` line
+(Wireshark derives the IVs of RFC 2409 Appendix B itself, from Main mode message 1 on);
+comment lines (``#``) say which peer and SA the records below them belong to.
 
 The file holds secrets: it is created with mode 0600, refused if it is a symlink, not a
 regular file, or readable by anyone but its owner, and written with O_APPEND so one
@@ -26,26 +29,28 @@ import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..esp.keys import esp_sa_record
 from ..esp.sa import SaParams
 from ..ike.errors import LocalError
 from ..ike.export import ike_sa_decryption_record
-
-if TYPE_CHECKING:
-    from ..ike.ike_sa import IkeSa
+from ..ike.ike_sa import IkeSa
+from ..ike.v1.export import ikev1_decryption_record
+from ..ike.v1.sa import IkeV1Sa
+from .core import IkeCore
 
 log = logging.getLogger(__name__)
 
 ESP_TABLE = "esp_sa"
 IKE_TABLE = "ikev2_decryption_table"
+IKEV1_TABLE = "ikev1_decryption_table"
 FILE_MODE = 0o600
 
 HEADER = """\
 # vpnfleet key log: Wireshark UAT records, one per line, as TABLE:RECORD
 #   esp_sa:"IPv4","SRC","DST","0xSPI","ENCRYPTION","0xKEY","AUTHENTICATION","0xAUTHKEY"
 #   ikev2_decryption_table:SPIi,SPIr,SK_ei,SK_er,"ENCRYPTION",SK_ai,SK_ar,"INTEGRITY"
+#   ikev1_decryption_table:ICOOKIE,ENCRYPTION_KEY
 # tshark: -o esp.enable_encryption_decode:TRUE -o esp.enable_authentication_check:TRUE
 #         and -o 'uat:LINE' for every line that is not a comment.
 # GCM keys end with their 4-byte salt.
@@ -128,12 +133,19 @@ class KeyLog:
             [f"{ESP_TABLE}:{esp_sa_record(inbound)}", f"{ESP_TABLE}:{esp_sa_record(outbound)}"],
         )
 
-    def ike_sa(self, peer: str, what: str, sa: IkeSa) -> None:
-        """The ``ikev2_decryption_table`` record of an IKE SA (``what``: established,
+    def ike_sa(self, peer: str, what: str, sa: IkeCore) -> None:
+        """The ``ikev2_decryption_table`` record of an IKEv2 SA, or the
+        ``ikev1_decryption_table`` record of an ISAKMP SA (``what``: established,
         rekeyed)."""
         title = f"{peer}: IKE SA {what}, {sa.spi_i.hex()}_i {sa.spi_r.hex()}_r"
         try:
-            records = [f"{IKE_TABLE}:{ike_sa_decryption_record(sa)}"]
+            if isinstance(sa, IkeV1Sa):
+                if sa.keys is None:
+                    raise LocalError("no keys yet")
+                records = [f"{IKEV1_TABLE}:{ikev1_decryption_record(sa.icookie, sa.keys)}"]
+            else:
+                assert isinstance(sa, IkeSa)
+                records = [f"{IKE_TABLE}:{ike_sa_decryption_record(sa)}"]
         except LocalError as exc:  # no Wireshark name for its transforms (ChaCha20)
             title += f" (not recorded: {exc})"
             records = []

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 from collections.abc import Mapping, Sequence
@@ -46,13 +47,16 @@ from ..ike.events import (
 )
 from ..ike.gate import IkeResponderGate
 from ..ike.ike_sa import IkeSa
-from ..ike.states import IkeSaState, Role
+from ..ike.states import Role
+from ..ike.v1.config import IkeV1Config
+from ..ike.v1.sa import IkeV1Sa
 from ..io.dataplane_model import SaStats
 from ..io.udp import IKE_PORT, Address
 from ..plan import Peer, StartAction
 from ..sink import ChildSaReport, IkeSaReport, NatState, Problem, ProblemKind, RekeyTarget
-from . import translate
+from . import core, translate
 from .clock import Scheduler, TimerHandle
+from .core import IkeCore, established
 from .keylog import KeyLog
 from .peer_state import (
     BACKOFF_FIRST,
@@ -75,6 +79,7 @@ from .rekey import (
     Settled,
 )
 from .sa_driver import SaDriver, SaOwner
+from .v1_gate import V1ResponderGate
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +94,10 @@ ACTIVATE_WAIT = 2.0
 """Seconds the responder of a new IKE SA replacing ours keeps sending on the old child
 when the peer does not delete the old SA (within the old inbound SA's grace period)."""
 
+QUICK_ACTIVATE_TIMEOUTS = 3
+"""IKEv1: retransmission timeouts the initiator of a Quick mode replacing the child waits
+before sending on the new SA unasked (its responder holds it from message 3)."""
+
 NAT_NOTES = {
     NatState.UNSPECIFIED: "",
     NatState.NONE: "",
@@ -96,6 +105,24 @@ NAT_NOTES = {
     NatState.FORCED: " (UDP 4500 forced, no NAT in sight)",
 }
 """What the ike_up event and log line say of NAT (RFC 7296 section 2.23)."""
+
+
+def _reconfigure(sa: IkeCore, config: IkeConfig | IkeV1Config | None) -> bool:
+    """Give ``sa`` the peer's new configuration (read from its next exchange on); False
+    when it is of the other IKE version (the plan changed the peer's version)."""
+    if isinstance(sa, IkeSa) and isinstance(config, IkeConfig):
+        sa.config = config
+        return True
+    if isinstance(sa, IkeV1Sa) and isinstance(config, IkeV1Config):
+        sa.config = config
+        return True
+    return False
+
+
+def _rank(spi_in: bytes, spi_out: bytes) -> tuple[bytes, bytes]:
+    """The order of two IKEv1 child SAs made at once for one old one: both ends see the
+    same SPI pair (in and out swapped), so both keep the same one."""
+    return max(spi_in, spi_out), min(spi_in, spi_out)
 
 
 class PeerHost(Protocol):
@@ -125,9 +152,9 @@ class PeerHost(Protocol):
 
     def publish(self, kind: str, peer: str, detail: str) -> None: ...
 
-    def adopt(self, sa: IkeSa, owner: SaOwner | None) -> SaDriver: ...
+    def adopt(self, sa: IkeCore, owner: SaOwner | None) -> SaDriver: ...
 
-    def driver_of(self, sa: IkeSa) -> SaDriver:
+    def driver_of(self, sa: IkeCore) -> SaDriver:
         """The driver of ``sa`` (a stand-in when the SA was already forgotten)."""
 
     def nat_keepalive(self, addr: Address, on: bool) -> None: ...
@@ -140,7 +167,11 @@ class PeerDriver:
     :class:`~.sa_driver.SaOwner` for its IKE SAs."""
 
     def __init__(
-        self, peer: Peer, config: IkeConfig | None, local: str | None, host: PeerHost
+        self,
+        peer: Peer,
+        config: IkeConfig | IkeV1Config | None,
+        local: str | None,
+        host: PeerHost,
     ) -> None:
         self.peer = peer
         self.config = config
@@ -151,13 +182,14 @@ class PeerDriver:
         self.state = PeerState.IDLE
         self.current = True
         """False once the plan removed or replaced this driver: its timers do nothing."""
-        self.gate: IkeResponderGate | None = None
-        """Where IKE_SA_INIT requests for this peer are answered (None if unconfigured)."""
-        self.drivers: dict[IkeSa, SaDriver] = {}
+        self.gate: IkeResponderGate | V1ResponderGate | None = None
+        """Where IKE_SA_INIT requests (IKEv1: first Main mode messages) for this peer are
+        answered (None if unconfigured)."""
+        self.drivers: dict[IkeCore, SaDriver] = {}
         """Every IKE SA of this peer that is not closed yet, oldest first."""
-        self.ike: IkeSa | None = None
+        self.ike: IkeCore | None = None
         """The IKE SA that carries the child SA (or is being set up for it)."""
-        self.replacing: list[IkeSa] = []
+        self.replacing: list[IkeCore] = []
         """Older IKE SAs to delete once ``ike`` has its child (make-before-break)."""
         self.child: ChildRecord | None = None
         self.attempts = 0
@@ -205,6 +237,13 @@ class PeerDriver:
         """Rekey calls waiting for the SA of each kind to be replaced."""
         self.liveness_waits: list[asyncio.Future[str]] = []
         """Liveness checks waiting for the peer's answer."""
+        self.v1_started: set[bytes] = set()
+        """IKEv1: inbound SPIs of the Quick modes we started to replace the child."""
+        self.v1_replaced: bytes | None = None
+        """IKEv1: spi_in of the child a Quick mode replaced, until it is deleted (while
+        it lives, another new child is a collision: both ends replaced it at once)."""
+        self.v1_round_timer: TimerHandle | None = None
+        """IKEv1: ends a child replacement (activates our outbound, deletes the old)."""
 
     def __repr__(self) -> str:
         return f"PeerDriver({self.name!r}, {self.state.value})"
@@ -227,9 +266,9 @@ class PeerDriver:
     @property
     def is_up(self) -> bool:
         sa = self.ike
-        return sa is not None and sa.state is IkeSaState.ESTABLISHED and self.child is not None
+        return sa is not None and established(sa) and self.child is not None
 
-    def sas(self) -> list[IkeSa]:
+    def sas(self) -> list[IkeCore]:
         """The peer's IKE SAs not yet closed and forgotten, oldest first."""
         return list(self.drivers)
 
@@ -247,11 +286,13 @@ class PeerDriver:
             self.child_timer,
             self.retry_timer,
             self.activation_timer,
+            self.v1_round_timer,
             *self.rekey_retry_timers.values(),
         ):
             if handle is not None:
                 handle.cancel()
         self.ike_timer = self.child_timer = self.retry_timer = self.activation_timer = None
+        self.v1_round_timer = None
         self.rekey_retry_timers.clear()
 
     def note_error(self, reason: str, now: float) -> None:
@@ -273,29 +314,36 @@ class PeerDriver:
     def _live(self) -> bool:
         return self.current and not self.host.stopped
 
-    def _service(self, sa: IkeSa) -> None:
+    def _service(self, sa: IkeCore) -> None:
         driver = self.drivers.get(sa)
         (driver or self.host.driver_of(sa)).service()
 
-    def delete_sa(self, sa: IkeSa) -> None:
+    def delete_sa(self, sa: IkeCore) -> None:
         """Delete ``sa`` (an INFORMATIONAL delete, or a failure before it is up)."""
         now = self.host.now()
         try:
-            if sa.state in (IkeSaState.ESTABLISHED, IkeSaState.REKEYED):
+            if core.deletable(sa):
                 sa.delete(now)
-            elif not sa.is_closed and sa.state is not IkeSaState.DELETING:
+            elif not sa.is_closed and not core.deleting(sa):
                 sa.fail("deleted by us before it was established")
         except CommandRefused as exc:
             log.debug("delete %r: %s", sa, exc)
         self._service(sa)
 
-    def _adopt(self, sa: IkeSa) -> SaDriver:
+    def _adopt(self, sa: IkeCore) -> SaDriver:
         driver = self.host.adopt(sa, self)
         self.drivers[sa] = driver
         return driver
 
     def on_closed(self, driver: SaDriver) -> None:
         self.drivers.pop(driver.sa, None)
+        self._settle_half_open(driver.sa)
+
+    def _settle_half_open(self, sa: IkeCore) -> None:
+        """An IKEv1 responder SA left the half-open state: its place in the agent's
+        half-open table is free (the IKEv2 core gives its own back)."""
+        if isinstance(self.gate, V1ResponderGate) and isinstance(sa, IkeV1Sa):
+            self.gate.settled(sa)
 
     # -- coming and going with the plan -----------------------------------------------------
 
@@ -330,7 +378,7 @@ class PeerDriver:
         old.drivers.clear()
         self._carry_over(old)
         for sa in list(self.replacing):
-            if sa.state is not IkeSaState.ESTABLISHED and not sa.is_initiator:
+            if not established(sa) and not sa.is_initiator and _reconfigure(sa, self.config):
                 # The peer's set-up in progress: most likely the peer got its new plan
                 # first and is re-establishing with it. Deleting it would leave the
                 # peer's IKE_AUTH unanswered until its retransmissions give up; it goes
@@ -338,10 +386,8 @@ class PeerDriver:
                 self.replacing.remove(sa)
                 if self.ike is sa:
                     self.ike = None
-                assert self.config is not None  # a peer that cannot be configured has no SAs
-                sa.config = self.config
                 continue
-            if sa.state is not IkeSaState.ESTABLISHED:
+            if not established(sa):
                 # Not carrying traffic yet: no reason to keep it while the new one comes.
                 self.replacing.remove(sa)
                 if self.ike is sa:
@@ -371,7 +417,7 @@ class PeerDriver:
         host = self.host
         wall, now = host.wall(), host.now()
         sa = self.ike
-        if sa is not None and sa.state is IkeSaState.ESTABLISHED and old.next_ike_rekey_at:
+        if sa is not None and established(sa) and old.next_ike_rekey_at:
             delay = max(1.0, old.next_ike_rekey_at - wall)
             self.ike_timer = host.scheduler.call_at(now + delay, self._timed_ike_rekey)
         child = self.child
@@ -379,16 +425,19 @@ class PeerDriver:
             delay = max(1.0, child.next_rekey_at - wall)
             self.child_timer = host.scheduler.call_at(now + delay, self._timed_child_rekey)
 
-    def update_in_place(self, peer: Peer, config: IkeConfig) -> None:
+    def update_in_place(self, peer: Peer, config: IkeConfig | IkeV1Config) -> None:
         """A change that is this end's own business (liveness checks, lifetimes,
         keepalives, the CAs it accepts): liveness timers follow at once, lifetimes apply
         to the SAs made from the next rekey on and trust to the next authentication
         (like a reloaded strongSwan connection)."""
         self.peer, self.config = peer, config
-        if self.gate is not None:
-            self.gate.config = config
+        gate = self.gate
+        if (isinstance(gate, IkeResponderGate) and isinstance(config, IkeConfig)) or (
+            isinstance(gate, V1ResponderGate) and isinstance(config, IkeV1Config)
+        ):
+            gate.config = config
         for sa, driver in list(self.drivers.items()):
-            sa.config = config
+            _reconfigure(sa, config)
             driver.arm()
 
     def remove(self) -> None:
@@ -432,12 +481,21 @@ class PeerDriver:
         else:
             remote = str(self.peer.remote_addresses[0])
             port = self.peer.remote_port or IKE_PORT
-        sa = IkeSa(
-            self.config, Role.INITIATOR, (self.local, host.ike_port()) if self.local else None
-        )
-        # Section 2.4: with no other IKE SA up with this peer, tell it so; it then drops
-        # whatever it still holds with us (we restarted, or lost ours).
-        sa.initial_contact = not any(s.state is IkeSaState.ESTABLISHED for s in self.drivers)
+        local = (self.local, host.ike_port()) if self.local else None
+        # RFC 7296 section 2.4 (RFC 2407 section 4.6.3.3 for IKEv1): with no other IKE SA
+        # up with this peer, tell it so; it then drops whatever it still holds with us
+        # (we restarted, or lost ours).
+        alone = not any(established(s) for s in self.drivers)
+        sa: IkeCore
+        if isinstance(self.config, IkeV1Config):
+            config = self.config
+            if config.initial_contact != alone:
+                config = dataclasses.replace(config, initial_contact=alone)
+            sa = IkeV1Sa(config, Role.INITIATOR, local)
+        else:
+            v2 = IkeSa(self.config, Role.INITIATOR, local)
+            v2.initial_contact = alone
+            sa = v2
         if self.ike is not None and not self.ike.is_closed:
             if self.ike not in self.replacing:
                 self.replacing.append(self.ike)
@@ -448,7 +506,7 @@ class PeerDriver:
         sa.initiate((str(remote), port), host.now())
         driver.service()
 
-    def adopt_responder(self, sa: IkeSa) -> SaDriver:
+    def adopt_responder(self, sa: IkeCore) -> SaDriver:
         """An IKE SA our responder gate created for this peer."""
         return self._adopt(sa)
 
@@ -515,11 +573,7 @@ class PeerDriver:
         if not self._live():
             return
         current = self.ike
-        if (
-            current is not None
-            and current.state is IkeSaState.ESTABLISHED
-            and self.ike_established_mono >= changed_at
-        ):
+        if current is not None and established(current) and self.ike_established_mono >= changed_at:
             return  # the peer re-established since: our new certificate is in use
         self.host.publish("reauthenticate", self.name, "new IKE certificate: initiating")
         self.initiate()
@@ -560,6 +614,7 @@ class PeerDriver:
 
     def on_ike_up(self, driver: SaDriver, event: IkeSaEstablished) -> None:
         sa, host = driver.sa, self.host
+        self._settle_half_open(sa)
         if host.keylog is not None:
             host.keylog.ike_sa(self.name, "established", sa)
         current = self.ike
@@ -590,7 +645,7 @@ class PeerDriver:
             "ike_up", self.name, f"{event.proposal} {sa.spi_i.hex()}_i {sa.spi_r.hex()}_r{nat}"
         )
 
-    def _resolve_duplicate(self, current: IkeSa, new: SaDriver) -> None:
+    def _resolve_duplicate(self, current: IkeCore, new: SaDriver) -> None:
         """Two live IKE SAs for one peer. Crossed set-ups keep, on both sides, the one
         with the larger initiator SPI; otherwise the new one replaces the old. Only SAs
         of opposite roles can have crossed; two we answered mean the peer started again.
@@ -599,7 +654,7 @@ class PeerDriver:
         # then keep the same SA. One started after ours was up replaces it: the peer
         # restarted, or a changed plan re-established it.
         crossed = current.is_initiator != new.sa.is_initiator and (
-            current.state is not IkeSaState.ESTABLISHED or new.created < self.ike_established_mono
+            not established(current) or new.created < self.ike_established_mono
         )
         if crossed and current.spi_i > new.sa.spi_i:
             # The current one stays and keeps (or will get) the child: drop the new now.
@@ -636,9 +691,7 @@ class PeerDriver:
                 self.note_error(reason, host.wall())
                 host.publish("ike_failed", self.name, reason)
             return
-        fallback = next(
-            (s for s in reversed(self.replacing) if s.state is IkeSaState.ESTABLISHED), None
-        )
+        fallback = next((s for s in reversed(self.replacing) if established(s)), None)
         if fallback is not None and self.child is not None:
             # Make-before-break failed to make: the old SA and its child stay in force.
             self.replacing.remove(fallback)
@@ -671,7 +724,7 @@ class PeerDriver:
             if self.always_on and self.initiates:
                 self._schedule_retry(reason)
 
-    def _failed_unauthenticated(self, sa: IkeSa, reason: str) -> None:
+    def _failed_unauthenticated(self, sa: IkeCore, reason: str) -> None:
         """An IKE SA the other side started failed before it authenticated (a wrong key or
         proposals, or anyone at all: a stranger's IKE_SA_INIT from the peer's address, or
         routed to the plan's one NAT peer). Counted and reported at a bounded rate, never
@@ -718,6 +771,10 @@ class PeerDriver:
         assert plane is not None
         if self.ike is not sa:
             # A child on an SA we are about to drop; it goes with its SA.
+            self.v1_started.discard(event.spi_in)
+            return
+        if isinstance(sa, IkeV1Sa) and self.child is not None and self.child.spi_in in sa.children:
+            self._v1_child_replaced(sa, event)
             return
         remote = sa.peer[0] if sa.peer else str(self.peer.remote_addresses[0])
         inbound, outbound = translate.sa_params(
@@ -739,7 +796,13 @@ class PeerDriver:
         # the first packet arriving on it (the data plane switches), the old SA's delete,
         # or ACTIVATE_WAIT. A restarted peer, which holds no old SA, says so with
         # INITIAL_CONTACT (section 2.4): then the responder switches at once.
-        wait = handover and not sa.is_initiator and not self.peer_holds_nothing
+        # IKEv1 (RFC 2409 section 5.5): the new ISAKMP SA's initiator starts the Quick
+        # mode and holds the child from message 2, its responder only from message 3;
+        # so there the initiator is the one that waits.
+        v1 = isinstance(sa, IkeV1Sa)
+        self.v1_started.discard(event.spi_in)
+        waits = sa.is_initiator if v1 else not sa.is_initiator
+        wait = handover and waits and not self.peer_holds_nothing
         if handover:
             try:
                 plane.rekey_child_sa(
@@ -807,7 +870,101 @@ class PeerDriver:
             return  # the old SAs go when the peer deletes them (or when overdue)
         self._delete_replaced(sa)
 
-    def _delete_replaced(self, sa: IkeSa) -> None:
+    def _v1_child_replaced(self, sa: IkeV1Sa, event: ChildSaEstablished) -> None:
+        """IKEv1 has no rekey exchange: a new Quick mode on the same ISAKMP SA replaces
+        the child, whoever started it, make-before-break. RFC 2409 section 5.5: the
+        Quick mode's initiator holds the new SA from message 2, its responder from
+        message 3. So the responder sends on the new SA at once; the initiator when
+        traffic arrives on it (the data plane switches), when the peer deletes the old
+        one, or after :data:`QUICK_ACTIVATE_TIMEOUTS` retransmission timeouts (message 3
+        lost once is resent by then); the old one is deleted then.
+
+        Both ends replacing the child at once make two new SAs for one old (a
+        collision): both ends keep the one whose SPI pair ranks higher (:func:`_rank`;
+        the pair is the same at both ends), the end that started the other deletes it,
+        so exactly one pair stays in use."""
+        host, child = self.host, self.child
+        plane = host.plane
+        assert plane is not None and child is not None
+        ours = event.spi_in in self.v1_started
+        if ours:
+            self.rekeying_child = None
+        replaced = self.v1_replaced
+        collision = replaced is not None and replaced != child.spi_in and replaced in sa.children
+        if collision and _rank(event.spi_in, event.spi_out) < _rank(child.spi_in, child.spi_out):
+            # The other new SA stays (already installed); this one goes.
+            log.info("%s: child %s lost a Quick mode collision", self.name, event.spi_in.hex())
+            if ours:
+                self._v1_delete_child(sa, event.spi_in)
+                kept = f"child {child.spi_in.hex()} (the peer's simultaneous rekey was kept)"
+                self.settle(SaKind.CHILD, kept)
+            return
+        loser = child.spi_in if collision else None
+        if not collision:
+            self.v1_replaced = child.spi_in
+        remote = sa.peer[0] if sa.peer else str(self.peer.remote_addresses[0])
+        inbound, outbound = translate.sa_params(
+            event, translate.child_lifetime(self.peer), self.local, remote
+        )
+        # After a collision the loser carried our traffic: the winner is taken at once
+        # when the peer surely holds it (it started it), else as for any initiator.
+        switch = not ours
+        plane.rekey_child_sa(
+            self.name,
+            inbound,
+            outbound,
+            local_ts=translate.esp_selectors(event.local_ts),
+            remote_ts=translate.esp_selectors(event.remote_ts),
+            switch_outbound=switch,
+        )
+        if host.keylog is not None:
+            host.keylog.child_sa(self.name, "rekeyed", inbound, outbound)
+        old_in, old_out = child.spi_in, child.spi_out
+        child.previous = (old_in, old_out)
+        child.spi_in, child.spi_out, child.proposal = event.spi_in, event.spi_out, event.proposal
+        child.rekeyed_at = host.wall()
+        self.awaiting_activation = None if switch else old_in
+        self._schedule_child_rekey()
+        if self.v1_round_timer is not None:
+            self.v1_round_timer.cancel()
+        assert self.config is not None
+        wait = QUICK_ACTIVATE_TIMEOUTS * self.config.retransmit_timeout * (1 if ours else 2)
+        self.v1_round_timer = host.scheduler.call_at(host.now() + wait, self._v1_round_over)
+        if loser is not None and loser in self.v1_started:
+            self._v1_delete_child(sa, loser)
+        host.publish(
+            "child_rekeyed",
+            self.name,
+            f"{old_in.hex()} -> {event.spi_in.hex()} (out {event.spi_out.hex()})"
+            + (" after a Quick mode collision" if collision else ""),
+        )
+        self.settle(
+            SaKind.CHILD,
+            f"child {event.spi_in.hex()}" + ("" if ours else " (rekeyed by the peer)"),
+        )
+
+    def _v1_round_over(self) -> None:
+        """The replaced child's time is up: our outbound moves to the new SA if it still
+        waits, and the old SA is deleted (if the peer has not done so)."""
+        self.v1_round_timer = None
+        if not self._live():
+            return
+        if self.awaiting_activation is not None:
+            self._activate()
+        sa, old = self.ike, self.v1_replaced
+        self.v1_replaced = None
+        if isinstance(sa, IkeV1Sa) and old is not None and old in sa.children:
+            self._v1_delete_child(sa, old)
+
+    def _v1_delete_child(self, sa: IkeV1Sa, spi_in: bytes) -> None:
+        self.v1_started.discard(spi_in)
+        try:
+            sa.delete_child(spi_in, self.host.now())
+        except CommandRefused as exc:
+            log.debug("%s: delete child %s: %s", self.name, spi_in.hex(), exc)
+        self._service(sa)
+
+    def _delete_replaced(self, sa: IkeCore) -> None:
         for old in self.replacing:
             if old is not sa:
                 self.delete_sa(old)
@@ -835,6 +992,7 @@ class PeerDriver:
 
     def on_child_rekeyed(self, driver: SaDriver, event: ChildSaRekeyed) -> None:
         sa = driver.sa
+        assert isinstance(sa, IkeSa)  # IKEv1 replaces a child with a new Quick mode
         ours = event.initiator and self.rekeying_child == event.old_spi_in
         if ours:
             self.rekeying_child = None  # the exchange we started is over
@@ -891,7 +1049,7 @@ class PeerDriver:
         host.publish("child_failed", self.name, event.reason)
         self.settle(SaKind.CHILD, event.reason, ok=False)
 
-    def _follow_child_rekey(self, sa: IkeSa, event: ChildSaRekeyed) -> None:
+    def _follow_child_rekey(self, sa: IkeCore, event: ChildSaRekeyed) -> None:
         host = self.host
         plane = host.plane
         assert plane is not None
@@ -945,6 +1103,20 @@ class PeerDriver:
         )
 
     def on_child_deleted(self, event: ChildSaDeleted) -> None:
+        self.v1_started.discard(event.spi_in)
+        if event.spi_in == self.v1_replaced:
+            self.v1_replaced = None  # the replacement is over
+        if (
+            isinstance(self.ike, IkeV1Sa)
+            and self.awaiting_activation is not None
+            and self.child is not None
+            and event.spi_in != self.child.spi_in
+            and self.host.plane is not None
+        ):
+            # IKEv1: the peer deleted the replaced child (or a collision's loser): it
+            # holds the new SA, our outbound may move to it.
+            self._activate()
+            return
         if self.awaiting_activation == event.spi_in and self.host.plane is not None:
             # The rekey's initiator (or the new IKE SA's) deleted the old SA: it surely
             # has the new inbound SA.
@@ -1051,13 +1223,39 @@ class PeerDriver:
         sa = self.ike
         if sa is None:
             raise CommandRefused("no IKE SA")
+        if isinstance(sa, IkeV1Sa):
+            self._reauthenticate_v1(sa)
+            return
+        assert isinstance(sa, IkeSa)
         sa.rekey(self.host.now())
         self._service(sa)
+
+    def _reauthenticate_v1(self, sa: IkeV1Sa) -> None:
+        """IKEv1 has no rekey exchange: the ISAKMP SA is replaced by a new Main mode
+        (RFC 2409 section 5), make-before-break. The child moves over: the core's new
+        ISAKMP SA starts its own Quick mode, the data plane switches to it as to any
+        re-established child (``on_child_up``), then the old ISAKMP SA and its Quick
+        mode SAs are deleted."""
+        if not established(sa):
+            raise CommandRefused(f"cannot reauthenticate an IKEv1 SA in state {sa.state.value}")
+        if any(s is not sa and not s.is_closed and not established(s) for s in self.drivers):
+            raise CommandRefused("an IKEv1 reauthentication is already under way")
+        self.host.publish("ike_reauthenticate", self.name, "IKEv1: new Main mode")
+        self.initiate()
 
     def rekey_child(self) -> None:
         sa, child = self.ike, self.child
         if sa is None or child is None:
             raise CommandRefused("no child SA")
+        if isinstance(sa, IkeV1Sa):
+            if self.rekeying_child is not None:
+                raise CommandRefused("a Quick mode replacing the child is already under way")
+            spi = core.start_quick_mode(sa, self.host.now())
+            self.v1_started.add(spi)
+            self.rekeying_child = child.spi_in
+            self._service(sa)
+            return
+        assert isinstance(sa, IkeSa)
         home = sa.home
         home.rekey_child(child.spi_in, self.host.now())
         self.rekeying_child = child.spi_in
@@ -1071,7 +1269,7 @@ class PeerDriver:
         sa = self.ike
         if sa is None or sa.is_closed:
             return f"peer is not up ({self.state.value})"
-        if sa.state is not IkeSaState.ESTABLISHED:
+        if not established(sa):
             return f"peer is not up (IKE SA {sa.state.value})"
         if self.child is None:
             why = f": {self.last_error}" if self.last_error else ""
@@ -1170,7 +1368,7 @@ class PeerDriver:
         if kind is SaKind.CHILD:
             return self.child.spi_in if self.child is not None else None
         sa = self.ike
-        return sa.spi_i if sa is not None and sa.state is IkeSaState.ESTABLISHED else None
+        return sa.spi_i if sa is not None and established(sa) else None
 
     # -- liveness on request ---------------------------------------------------------------------
 
@@ -1248,8 +1446,9 @@ class PeerDriver:
                 children=children,
                 unauthenticated_failures=self.unauthenticated_failures,
                 last_unauthenticated_failure=self.last_unauthenticated_failure,
+                ike_version=self.peer.ike_version,
             )
-        state = sa.state.value if sa.state is not IkeSaState.ESTABLISHED else "established"
+        state = "established" if established(sa) else str(sa.state.value)
         return IkeSaReport(
             peer=self.name,
             state=state,
@@ -1268,4 +1467,5 @@ class PeerDriver:
             children=children,
             unauthenticated_failures=self.unauthenticated_failures,
             last_unauthenticated_failure=self.last_unauthenticated_failure,
+            ike_version=self.peer.ike_version,
         )

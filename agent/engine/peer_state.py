@@ -8,10 +8,10 @@ import ipaddress
 from dataclasses import dataclass
 
 from ..ike.config import Mode
-from ..ike.ike_sa import IkeSa
 from ..io.udp import IKE_PORT
 from ..plan import Peer
 from ..sink import NatState
+from .core import IkeCore
 
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
@@ -88,7 +88,7 @@ def next_state(peer: str, state: PeerState, event: PeerEvent) -> PeerState:
         ) from None
 
 
-def nat_state(sa: IkeSa, peer: Peer) -> NatState:
+def nat_state(sa: IkeCore, peer: Peer) -> NatState:
     """What NAT detection (RFC 7296 section 2.23) found on ``sa``, apart from what was
     forced. Our own address rewritten is a NAT for certain, and so is the peer's when
     the plan says it is behind one or its datagrams come from another address or port

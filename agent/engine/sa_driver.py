@@ -1,5 +1,6 @@
-"""One IKE SA on the engine's clock and sockets: the asyncio adapter around the
-sans-I/O :class:`~vpnfleet.agent.ike.ike_sa.IkeSa` (aioquic's protocol-per-connection).
+"""One IKE SA on the engine's clock and sockets: the asyncio adapter around a sans-I/O
+IKE core of either version (:class:`~.core.IkeCore`: the IKEv2 ``IkeSa`` or the IKEv1
+``IkeV1Sa``), aioquic's protocol-per-connection.
 
 An :class:`SaDriver` feeds the SA its datagrams and timer expiries, flushes what the SA
 queued to send, re-arms the SA's one timer from ``get_timer()`` after every input, and
@@ -27,9 +28,10 @@ from ..ike.events import (
     LivenessAnswered,
     PeerErrorNotify,
 )
-from ..ike.ike_sa import IkeSa
 from ..io.udp import Address
+from . import core
 from .clock import Scheduler, TimerHandle
+from .core import IkeCore
 from .keylog import KeyLog
 from .untrusted import printable
 
@@ -81,7 +83,7 @@ class SaHost(Protocol):
     def send_ike(self, driver: SaDriver, data: bytes, addr: Address) -> None:
         """Send one datagram ``driver``'s SA queued (the port follows the SA's NAT-T)."""
 
-    def adopt(self, sa: IkeSa, owner: SaOwner | None) -> SaDriver:
+    def adopt(self, sa: IkeCore, owner: SaOwner | None) -> SaDriver:
         """Route datagrams for ``sa``'s SPI to a new driver owned by ``owner``."""
 
     def forget(self, driver: SaDriver) -> None:
@@ -99,7 +101,7 @@ class SaDriver:
 
     __slots__ = ("_due", "_timer", "created", "host", "last_port", "owner", "sa")
 
-    def __init__(self, sa: IkeSa, owner: SaOwner | None, host: SaHost) -> None:
+    def __init__(self, sa: IkeCore, owner: SaOwner | None, host: SaHost) -> None:
         self.sa = sa
         self.owner = owner
         """The peer's driver; None once its peer left the plan (the SA finishes its delete)."""
@@ -120,7 +122,7 @@ class SaDriver:
         """A datagram routed here by our SPI."""
         self.last_port = local_port
         host = self.host
-        self.sa.receive_datagram(data, addr, host.now(), host.wall())
+        core.receive(self.sa, data, addr, host.now(), host.wall())
         self.service()
 
     def _on_timer(self) -> None:

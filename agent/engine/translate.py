@@ -35,6 +35,8 @@ from ..ike.proposals import EspProposal, IkeProposal
 from ..ike.sa_payload import Transform as IkeTransform
 from ..ike.signatures import CertificateAuth, SigningKey, identity_in_certificate
 from ..ike.traffic_selectors import format_selector
+from ..ike.v1.config import DEFAULT_CHILD_LIFETIME, IkeV1Config, Phase1Proposal, aes_cbc
+from ..ike.v1.constants import P1Hash
 from ..io.dataplane_model import Encap
 from ..io.tunnel_mtu import AEAD_GCM16, CBC_SHA256, EspOverhead
 from ..io.udp import NATT_PORT
@@ -224,13 +226,21 @@ _ESP_MODE = {IkeMode.TUNNEL: EspMode.TUNNEL, IkeMode.TRANSPORT: EspMode.TRANSPOR
 """The negotiated mode as the ESP core applies it (RFC 4303 section 3.1)."""
 
 
+def peer_config(
+    plan: AgentPlan, peer: Peer, credentials: IkeCredentials | None = None
+) -> IkeConfig | IkeV1Config:
+    """The configuration of the IKE core the plan names for ``peer`` (its
+    ``ike_version``): :func:`ike_config` or :func:`ike_v1_config`."""
+    if peer.ike_version is IkeVersion.V1:
+        return ike_v1_config(plan, peer)
+    return ike_config(plan, peer, credentials)
+
+
 def ike_config(plan: AgentPlan, peer: Peer, credentials: IkeCredentials | None = None) -> IkeConfig:
     """The IKE SA and first child SA configuration for one plan peer; ``credentials``
     (our IKE certificate and key) serve the peers that authenticate with certificates."""
-    if peer.ike_version is IkeVersion.V1:
-        # Until the engine drives the IKEv1 core (agent/ike/v1): the peer shows in status
-        # with this reason, and is never run as an IKEv2 tunnel instead.
-        raise PeerConfigError(f"peer {peer.name}: IKEv1 is not supported by this agent yet")
+    if peer.ike_version is not IkeVersion.V2:
+        raise PeerConfigError(f"peer {peer.name}: an IKEv1 peer has no IKEv2 configuration")
     certificates = None
     if peer.auth.method is AuthMethod.PUBKEY:
         certificates = certificate_auth(plan, peer, credentials)
@@ -262,6 +272,87 @@ def ike_config(plan: AgentPlan, peer: Peer, credentials: IkeCredentials | None =
             accepted_psks=peer.auth.accepted_psks if certificates is None else (),
             fragmentation=peer.ike_fragmentation,
             fragment_size=peer.ike_fragment_size,
+        )
+    except LocalError as exc:
+        raise PeerConfigError(f"peer {peer.name}: {exc}") from None
+
+
+_P1_HASHES = {
+    IntegId.HMAC_SHA1_96: P1Hash.SHA1,
+    IntegId.HMAC_SHA2_256_128: P1Hash.SHA2_256,
+    IntegId.HMAC_SHA2_384_192: P1Hash.SHA2_384,
+    IntegId.HMAC_SHA2_512_256: P1Hash.SHA2_512,
+}
+"""The plan's integrity transform of an IKEv1 proposal names the phase 1 hash (RFC 2409
+Appendix A; its HMAC is the prf, section 5), as strongSwan reads ``aes256-sha256``."""
+
+
+def ike_v1_proposals(peer: Peer) -> tuple[Phase1Proposal, ...]:
+    """RFC 2409 Appendix A: each phase 1 transform is one cipher, one hash, one group;
+    a plan proposal naming several of a kind offers every combination, in its order."""
+    out: list[Phase1Proposal] = []
+    for proposal in peer.ike_proposals:
+        by_type: dict[TransformType, list[tuple[int, int]]] = {t: [] for t in TransformType}
+        for t in proposal.transforms:
+            by_type[t.type].append((t.id, t.key_length))
+        ciphers, hashes = by_type[TransformType.ENCR], by_type[TransformType.INTEG]
+        try:
+            if any(i != EncrId.AES_CBC for i, _ in ciphers):
+                raise UnsupportedTransform("IKEv1 phase 1 here takes AES-CBC only")
+            unknown = [i for i, _ in hashes if i not in _P1_HASHES]
+            if unknown:
+                raise UnsupportedTransform(f"integrity {unknown[0]} names no IKEv1 hash")
+            if not (ciphers and hashes):
+                raise LocalError("an IKEv1 proposal needs AES-CBC and a hash")
+            out.extend(
+                Phase1Proposal(aes_cbc(bits or 128), _P1_HASHES[IntegId(integ)], group)
+                for _, bits in ciphers
+                for integ, _ in hashes
+                for group, _ in by_type[TransformType.DH]
+            )
+        except (LocalError, UnsupportedTransform) as exc:
+            raise PeerConfigError(
+                f"peer {peer.name}: IKEv1 proposal {proposal.text!r} cannot be used: {exc}"
+            ) from None
+    return tuple(dict.fromkeys(out))
+
+
+def ike_v1_config(plan: AgentPlan, peer: Peer) -> IkeV1Config:
+    """The ISAKMP SA and Quick mode configuration for an IKEv1 plan peer (RFC 2409).
+    The offered lifetimes are the hard ones: the engine replaces each SA earlier, at
+    its jittered rekey time (IKEv1 has no rekey exchange)."""
+    if peer.ike_version is not IkeVersion.V1:
+        raise PeerConfigError(f"peer {peer.name}: an IKEv2 peer has no IKEv1 configuration")
+    if peer.auth.method is not AuthMethod.PSK:
+        raise PeerConfigError(
+            f"peer {peer.name}: IKEv1 authentication with {peer.auth.method.name.lower()} is "
+            "not supported (pre-shared keys only)"
+        )
+    if peer.ike_aggressive:
+        raise PeerConfigError(f"peer {peer.name}: IKEv1 Aggressive Mode is not supported yet")
+    local = local_address(plan, peer)
+    remote = str(peer.remote_addresses[0]) if peer.remote_addresses else None
+    life = peer.lifetimes
+    try:
+        child = ChildConfig(
+            peer.name,
+            esp_proposals(peer),
+            _selectors(peer.local_ts, local),
+            _selectors(peer.remote_ts, remote),
+            mode=_IKE_MODE[peer.mode],
+        )
+        return IkeV1Config(
+            ike_identity(peer.local_id),
+            ike_identity(peer.remote_id),
+            peer.auth.psk,
+            ike_v1_proposals(peer),
+            child,
+            ike_lifetime=math.ceil(life.ike_rekey_seconds * 1.1 + life.rand_seconds),
+            child_lifetime=math.ceil(child_lifetime(peer).hard_seconds or DEFAULT_CHILD_LIFETIME),
+            retransmit_timeout=RETRANSMIT_TIMEOUT,
+            retransmit_tries=retransmit_tries(peer.dpd.timeout_seconds),
+            force_encap=peer.nat.force_encap,
+            dpd_delay=float(peer.dpd.delay_seconds) if peer.dpd.delay_seconds else None,
         )
     except LocalError as exc:
         raise PeerConfigError(f"peer {peer.name}: {exc}") from None

@@ -22,13 +22,10 @@ import enum
 from collections import OrderedDict, deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .errors import LocalError
 from .events import Address
-
-if TYPE_CHECKING:
-    from .ike_sa import IkeSa
 
 NOTICE_INTERVAL = 10.0
 """Seconds between two notices of one kind about input nobody authenticated (a cap, a
@@ -130,6 +127,13 @@ class LogLimiter:
         return self._left_out.pop(key, 0)
 
 
+class HalfOpen(Protocol):
+    """What a table entry holds: a half-open SA (IKEv2's ``IkeSa``, or the engine's
+    record of an IKEv1 responder SA), told when its place is given back."""
+
+    half_open_slot: HalfOpenSlot | None
+
+
 class HalfOpenSlot:
     """One half-open IKE SA's place in the table, and its budget for fragments."""
 
@@ -139,7 +143,7 @@ class HalfOpenSlot:
         self,
         table: HalfOpenTable,
         key: tuple[object, Address, bytes],
-        sa: IkeSa,
+        sa: HalfOpen,
         deadline: float,
     ) -> None:
         self.table = table
@@ -240,7 +244,7 @@ class HalfOpenTable:
         return limit
 
     def add(
-        self, peer: object, addr: Address, spi_i: bytes, sa: IkeSa, deadline: float
+        self, peer: object, addr: Address, spi_i: bytes, sa: HalfOpen, deadline: float
     ) -> HalfOpenSlot:
         key = (peer, addr, spi_i)
         old = self._slots.get(key)

@@ -158,9 +158,10 @@ class IkeResponderGate:
                 refusal=GateRefusal.NOT_INIT_REQUEST, reason="not an IKE_SA_INIT request"
             )
         known = self.table.find(self, addr, header.spi_i)
-        if known is not None and known.sa.state is IkeSaState.INIT_DONE:
-            known.sa.receive_datagram(data, addr, now, wall)  # a retransmission: replayed
-            return GateDecision(sa=known.sa)
+        held = known.sa if known is not None else None
+        if isinstance(held, IkeSa) and held.state is IkeSaState.INIT_DONE:
+            held.receive_datagram(data, addr, now, wall)  # a retransmission: replayed
+            return GateDecision(sa=held)
         nonce = next((p.data for p in message.payloads if isinstance(p, NoncePayload)), None)
         if nonce is None:
             self.refused += 1

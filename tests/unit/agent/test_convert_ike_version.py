@@ -1,7 +1,6 @@
 """The agent reads a peer's IKE version (plan.proto Peer field 22) and IKEv1 Aggressive
-Mode (field 23) into its plan, refuses what cannot be meant, and says truthfully that it
-cannot run an IKEv1 peer yet: a problem in status for that peer (not a crash, not the
-whole plan refused, and never an IKEv2 tunnel instead)."""
+Mode (field 23) into its plan, refuses what cannot be meant, and the engine gives each
+peer the IKE core of its version."""
 
 from __future__ import annotations
 
@@ -11,12 +10,11 @@ from tests.support.engine_pair import Fleet, node_plan
 from vpnfleet.agent.convert import plan_from_proto
 from vpnfleet.agent.engine import translate
 from vpnfleet.agent.hollow import sample_plan
+from vpnfleet.agent.ike.config import IkeConfig
+from vpnfleet.agent.ike.v1.config import IkeV1Config
 from vpnfleet.agent.plan import IkeVersion, PlanRejected
-from vpnfleet.agent.sink import ProblemKind
 from vpnfleet.protos import plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
-
-NOT_YET = "IKEv1 is not supported by this agent yet"
 
 
 def plan_with(version: int, aggressive: bool = False, ike: str = "") -> plan_pb2.NodePlan:
@@ -84,13 +82,16 @@ def test_an_aead_ike_proposal_for_an_ikev1_peer_is_refused() -> None:
     ]
 
 
-def test_translate_refuses_an_ikev1_peer_in_one_place() -> None:
+def test_translate_gives_each_peer_the_configuration_of_its_version() -> None:
     plan = plan_from_proto(plan_with(plan_pb2.IKE_V1, ike="aes256-sha256-modp2048"))
     b1, c1 = plan.peers
+    v1 = translate.peer_config(plan, b1)
+    assert isinstance(v1, IkeV1Config)
+    assert [str(p) for p in v1.ike_proposals] == ["aes256-sha256-modp2048"]
+    assert isinstance(translate.peer_config(plan, c1), IkeConfig)
     with pytest.raises(translate.PeerConfigError) as caught:
         translate.ike_config(plan, b1)
-    assert str(caught.value) == f"peer b1: {NOT_YET}"
-    assert translate.ike_config(plan, c1) is not None
+    assert str(caught.value) == "peer b1: an IKEv1 peer has no IKEv2 configuration"
 
 
 def ikev1_towards(peer: str, plan: plan_pb2.NodePlan) -> None:
@@ -109,7 +110,10 @@ def ikev1_towards(peer: str, plan: plan_pb2.NodePlan) -> None:
             )
 
 
-async def test_the_engine_reports_an_ikev1_peer_and_runs_the_others() -> None:
+async def test_ends_that_disagree_on_the_version_make_no_tunnel_and_count_it() -> None:
+    """a reaches b with IKEv1, b reaches a with IKEv2 (a plan the controller refuses):
+    neither core takes the other's requests, each side counts them as wrong_version,
+    and no tunnel of either version comes up; the IKEv2 peer c beside it does."""
     fleet = Fleet("a", "b", "c")
     await fleet.start()
     await fleet.apply("b", node_plan("b", ["a", "c"]))
@@ -117,14 +121,10 @@ async def test_the_engine_reports_an_ikev1_peer_and_runs_the_others() -> None:
     report = await fleet["a"].engine.put_in_force(
         node_plan("a", ["b", "c"], edit=lambda m: ikev1_towards("b", m))
     )
-    (failure,) = report.failed_peers
-    assert (failure.peer, failure.reason) == ("b", f"peer b: {NOT_YET}")
+    assert report.failed_peers == ()
     fleet.advance(5)
-    a = fleet["a"].engine
-    # The IKEv1 peer is in status as a problem; the IKEv2 one comes up beside it.
-    problems = [(p.kind, p.subject, p.message) for p in a.problems()]
-    assert (ProblemKind.IKE, "b", f"peer b: {NOT_YET}") in problems
-    assert a.peers["b"].config is None and a.peers["b"].ike is None
+    a, b = fleet["a"].engine, fleet["b"].engine
     assert a.peers["c"].is_up and a.peers_up() == 1
-    # No IKEv2 SA was made with b in its place.
-    assert not fleet["b"].engine.peers["a"].is_up
+    assert not a.peers["b"].is_up and not b.peers["a"].is_up
+    assert a.ike_counters()["wrong_version"] > 0
+    assert b.ike_counters()["wrong_version"] > 0
