@@ -619,6 +619,8 @@ class PeerDriver:
             host.keylog.ike_sa(self.name, "established", sa)
         current = self.ike
         replaced = current is not None and current is not sa and not current.is_closed
+        if isinstance(sa, IkeV1Sa) and any(s is not sa and established(s) for s in self.replacing):
+            replaced = True  # our reauthentication (IKEv1 has no IKE SA rekey)
         if current is not sa:
             if current is None or current.is_closed or current in self.replacing:
                 # A replacement we were waiting for (the plan changed here too).
@@ -889,10 +891,13 @@ class PeerDriver:
         ours = event.spi_in in self.v1_started
         if ours:
             self.rekeying_child = None
-        replaced = self.v1_replaced
-        collision = replaced is not None and replaced != child.spi_in and replaced in sa.children
+        # A replacement is under way until its timer ends it: another new child meanwhile
+        # replaced the same old one too.
+        collision = self.v1_round_timer is not None and self.v1_replaced != child.spi_in
         if collision and _rank(event.spi_in, event.spi_out) < _rank(child.spi_in, child.spi_out):
-            # The other new SA stays (already installed); this one goes.
+            # The other new SA stays (already installed); this one goes: now if we
+            # started it, else when the replacement ends (its initiator deletes it first;
+            # our delete is for the case its own went before we had the SA).
             log.info("%s: child %s lost a Quick mode collision", self.name, event.spi_in.hex())
             if ours:
                 self._v1_delete_child(sa, event.spi_in)
@@ -931,7 +936,7 @@ class PeerDriver:
         wait = QUICK_ACTIVATE_TIMEOUTS * self.config.retransmit_timeout * (1 if ours else 2)
         self.v1_round_timer = host.scheduler.call_at(host.now() + wait, self._v1_round_over)
         if loser is not None and loser in self.v1_started:
-            self._v1_delete_child(sa, loser)
+            self._v1_delete_child(sa, loser)  # ours lost: the peer's is kept
         host.publish(
             "child_rekeyed",
             self.name,
@@ -944,17 +949,55 @@ class PeerDriver:
         )
 
     def _v1_round_over(self) -> None:
-        """The replaced child's time is up: our outbound moves to the new SA if it still
-        waits, and the old SA is deleted (if the peer has not done so)."""
+        """The replacement's time is up: our outbound moves to the new SA if it still
+        waits, and every other Quick mode SA of the ISAKMP SA (the old one, a
+        collision's loser) is deleted, if the peer has not done so."""
         self.v1_round_timer = None
         if not self._live():
             return
         if self.awaiting_activation is not None:
             self._activate()
-        sa, old = self.ike, self.v1_replaced
+        sa, child = self.ike, self.child
         self.v1_replaced = None
-        if isinstance(sa, IkeV1Sa) and old is not None and old in sa.children:
-            self._v1_delete_child(sa, old)
+        if isinstance(sa, IkeV1Sa) and child is not None:
+            for spi in [s for s in sa.children if s != child.spi_in]:
+                self._v1_delete_child(sa, spi)
+
+    def _v1_fall_back(self, sa: IkeV1Sa) -> bool:
+        """The peer deleted the new child in force while a replacement was under way (a
+        collision's loser, deleted before its winner reached us): the old one, still
+        held by both ends, is installed again until the winner comes."""
+        child, plane = self.child, self.host.plane
+        assert child is not None and plane is not None
+        kept = [c.established for spi, c in sa.children.items() if spi != child.spi_in]
+        if not kept:
+            return False
+        event = next((e for e in kept if e.spi_in == self.v1_replaced), kept[-1])
+        remote = sa.peer[0] if sa.peer else str(self.peer.remote_addresses[0])
+        inbound, outbound = translate.sa_params(
+            event, translate.child_lifetime(self.peer), self.local, remote
+        )
+        dest, encap, _ = translate.esp_path(sa.encap, sa.peer, remote, self.host.raw_esp)
+        plane.install_child_sa(
+            self.name,
+            inbound,
+            outbound,
+            dest,
+            encap=encap,
+            local=self.local if inbound.mode is EspMode.TRANSPORT else None,
+            local_ts=translate.esp_selectors(event.local_ts),
+            remote_ts=translate.esp_selectors(event.remote_ts),
+        )
+        log.info(
+            "%s: child %s deleted by the peer, back on %s",
+            self.name,
+            child.spi_in.hex(),
+            event.spi_in.hex(),
+        )
+        child.spi_in, child.spi_out, child.proposal = event.spi_in, event.spi_out, event.proposal
+        self.v1_replaced = event.spi_in
+        self.awaiting_activation = None
+        return True
 
     def _v1_delete_child(self, sa: IkeV1Sa, spi_in: bytes) -> None:
         self.v1_started.discard(spi_in)
@@ -1104,8 +1147,16 @@ class PeerDriver:
 
     def on_child_deleted(self, event: ChildSaDeleted) -> None:
         self.v1_started.discard(event.spi_in)
-        if event.spi_in == self.v1_replaced:
-            self.v1_replaced = None  # the replacement is over
+        sa, child = self.ike, self.child
+        if (
+            isinstance(sa, IkeV1Sa)
+            and child is not None
+            and child.spi_in == event.spi_in
+            and self.v1_round_timer is not None
+            and event.reason == "deleted by peer"
+            and self._v1_fall_back(sa)
+        ):
+            return
         if (
             isinstance(self.ike, IkeV1Sa)
             and self.awaiting_activation is not None

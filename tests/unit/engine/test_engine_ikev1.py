@@ -5,11 +5,20 @@ Main mode; deletes, strangers and version mix-ups are counted, not fatal."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from tests.support.engine_pair import Fleet, udp4
+from tests.support.engine_pair import Fleet, Traffic, node_plan, udp4
+from vpnfleet.agent.engine import translate
+from vpnfleet.agent.ike.admission import ResponderLimits
+from vpnfleet.agent.ike.ike_sa import IkeSa
+from vpnfleet.agent.ike.states import Role
+from vpnfleet.agent.ike.v1.config import IkeV1Config
 from vpnfleet.agent.ike.v1.sa import IkeV1Sa
+from vpnfleet.agent.io.memory import Datagram
 from vpnfleet.agent.plan import IkeVersion
+from vpnfleet.agent.sink import RekeyTarget
 from vpnfleet.protos import plan_pb2
 
 
@@ -59,3 +68,194 @@ async def test_ikev1_tunnel_comes_up_and_carries_packets(ab: Fleet) -> None:
     b.send(reply)
     ab.pump()
     assert a.tun.delivered == [reply]
+
+
+def one_pair(fleet: Fleet) -> tuple[int, int]:
+    """The child pair both ends have in force (and in their IKEv1 core: nothing else)."""
+    a_in, a_out = fleet["a"].child_spis("b")
+    assert fleet["b"].child_spis("a") == (a_out, a_in)
+    for host, peer, spi in (("a", "b", a_in), ("b", "a", a_out)):
+        assert list(v1_sa(fleet, host, peer).children) == [spi.to_bytes(4, "big")]
+    return a_in, a_out
+
+
+def is_quick_mode(data: bytes) -> bool:
+    return len(data) > 28 and data[17] == 0x10 and data[18] == 32  # RFC 2408 3.1: QUICK
+
+
+async def test_child_rekey_is_a_new_quick_mode_make_before_break(ab: Fleet) -> None:
+    """RFC 2409 section 5.5: a new Quick mode on the same ISAKMP SA; the old pair is
+    deleted once the new one carries traffic; not one packet is lost either way."""
+    a, b = ab["a"], ab["b"]
+    before = one_pair(ab)
+    cookies = v1_sa(ab, "a", "b").spi_i
+    traffic = Traffic(ab, a, b)
+    outcome = ab.rekey("a", "b", RekeyTarget.CHILD, within=0.5)
+    assert outcome.ok, outcome.detail
+    for _ in range(20):
+        traffic.tick()
+        ab.advance(0.5)
+    traffic.settle()
+    after = one_pair(ab)
+    assert after != before and v1_sa(ab, "a", "b").spi_i == cookies
+    assert [e.peer for e in a.events("child_rekeyed")] == ["b"]
+    assert [e.peer for e in b.events("child_rekeyed")] == ["a"]
+    (child,) = a.engine.ike_sas()[0].children
+    assert child.replay_drops == child.integrity_failures == 0
+
+
+async def test_a_lost_third_message_loses_no_packet(ab: Fleet) -> None:
+    """The Quick mode initiator holds the new SA from message 2, its responder only
+    from message 3: with message 3 lost once, the initiator keeps sending on the old
+    SA until the responder surely has the new one."""
+    a, b = ab["a"], ab["b"]
+    before = one_pair(ab)
+    seen: list[bytes] = []
+    lost: list[bytes] = []
+
+    def drop_third(d: Datagram) -> bool:
+        if d.dst[0] == b.address and is_quick_mode(d.data):
+            seen.append(d.data)
+            if len(seen) == 2:  # message 1, then message 3
+                lost.append(d.data)
+                return True
+        return False
+
+    traffic = Traffic(ab, a, b)
+    ab.net.drop = drop_third
+    assert ab.rekey("a", "b", RekeyTarget.CHILD, within=0.5).ok
+    for _ in range(20):
+        traffic.tick()
+        ab.advance(0.5)
+    ab.net.drop = None
+    traffic.settle()
+    assert lost and one_pair(ab) != before
+
+
+async def test_phase1_reauthentication_moves_the_child_and_deletes_the_old(ab: Fleet) -> None:
+    """IKEv1 has no IKE SA rekey: a new Main mode, its Quick mode takes the traffic
+    over, then the old ISAKMP SA and its Quick mode SAs are deleted."""
+    a, b = ab["a"], ab["b"]
+    old_cookie = v1_sa(ab, "a", "b").spi_i
+    before = one_pair(ab)
+    traffic = Traffic(ab, a, b)
+    outcome = ab.rekey("a", "b", RekeyTarget.IKE, within=1)
+    assert outcome.ok, outcome.detail
+    for _ in range(20):
+        traffic.tick()
+        ab.advance(0.5)
+    traffic.settle()
+    assert v1_sa(ab, "a", "b").spi_i != old_cookie
+    assert one_pair(ab) != before
+    assert len(a.engine.peers["b"].sas()) == 1 and len(b.engine.peers["a"].sas()) == 1
+    assert a.engine.peers_up() == 1 and b.engine.peers_up() == 1
+
+
+async def test_timed_rekeys_run_on_their_own(ab: Fleet) -> None:
+    """The plan's lifetimes (with jitter) replace child and ISAKMP SA before expiry."""
+    a = ab["a"]
+    before = one_pair(ab)
+    life = a.engine.peers["b"].peer.lifetimes
+    ab.advance(life.ike_rekey_seconds + 60)
+    assert one_pair(ab) != before
+    assert a.events("child_rekeyed")
+    assert a.events("ike_reauthenticate") or ab["b"].events("ike_reauthenticate")
+    assert a.engine.peers_up() == 1 and ab["b"].engine.peers_up() == 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_both_ends_replacing_the_child_at_once_leave_one_pair(ab: Fleet, seed: int) -> None:
+    """A collision: both ends start a Quick mode for the same child at once, under
+    reordering and the loss of some Quick mode messages. Both ends end with the same
+    single pair, in the data plane and in the core."""
+    rng = random.Random(seed)
+    a, b = ab["a"], ab["b"]
+    before = one_pair(ab)
+    ab.net.reorder = lambda batch: rng.sample(batch, len(batch))
+    budget = [2]
+
+    def lossy(d: Datagram) -> bool:
+        if is_quick_mode(d.data) and budget[0] and rng.random() < 0.3:
+            budget[0] -= 1
+            return True
+        return False
+
+    ab.net.drop = lossy
+    pa = a.engine.start_rekey("b", RekeyTarget.CHILD)
+    pb = b.engine.start_rekey("a", RekeyTarget.CHILD)
+    ab.advance(20)
+    ab.net.drop = ab.net.reorder = None
+    ab.advance(20)
+    assert pa.done and pb.done
+    assert pa.result().ok and pb.result().ok, (pa.result(), pb.result())
+    after = one_pair(ab)
+    assert after != before
+    packet = udp4("10.1.0.5", "10.2.0.7")
+    a.send(packet)
+    ab.pump()
+    assert b.tun.delivered[-1:] == [packet]
+
+
+async def test_delete_takes_the_tunnel_down_on_both_ends(ab: Fleet) -> None:
+    a, b = ab["a"], ab["b"]
+    a.engine.terminate_peer("b")
+    ab.pump()
+    assert a.engine.peers_up() == 0 and b.engine.peers_up() == 0
+    assert [e.peer for e in b.events("child_down")] == ["a"]
+    assert b.engine.peers["a"].ike is None
+
+
+async def test_an_ikev1_stranger_is_counted_and_dropped(ab: Fleet) -> None:
+    """A first Main mode message from an address no plan peer has makes no SA; one
+    naming a responder cookie we never chose neither."""
+    a = ab["a"]
+    config = a.engine.peers["b"].config
+    assert isinstance(config, IkeV1Config)
+    stranger = IkeV1Sa(config, Role.INITIATOR)
+    stranger.initiate(("192.0.2.1", 500), 0.0)
+    ((data, _),) = stranger.datagrams_to_send(0.0)
+    counters = a.engine.ike_counters()
+    a.engine._on_ike(data, ("198.51.100.9", 500), 500)
+    a.engine._on_ike(data[:8] + b"\x01" * 8 + data[16:], ("192.0.2.2", 500), 500)
+    after = a.engine.ike_counters()
+    assert after["no_peer"] == counters["no_peer"] + 1
+    assert after["unknown_spi"] == counters["unknown_spi"] + 1
+    assert a.engine.admission().half_open == 0
+    assert a.engine.peers_up() == 1 and len(a.engine.peers["b"].sas()) == 1
+
+
+async def test_an_ikev1_responder_sa_holds_a_half_open_place_until_it_is_up() -> None:
+    """The half-open caps of admission.py count IKEv1 responder SAs too: a first
+    message from the peer's address takes a place, refused over the per-source cap."""
+    limits = ResponderLimits(half_open_per_source=1)
+    fleet = Fleet("a", "b", limits=limits)
+    await fleet.start()
+    await fleet.apply("a", node_plan("a", ["b"], edit=ikev1))
+    a = fleet["a"].engine
+    config = a.peers["b"].config
+    assert isinstance(config, IkeV1Config)
+    firsts = []
+    for _ in range(2):
+        other = IkeV1Sa(config, Role.INITIATOR)
+        other.initiate(("192.0.2.1", 500), 0.0)
+        firsts.append(other.datagrams_to_send(0.0)[0][0])
+    for data in firsts:
+        a._on_ike(data, ("192.0.2.2", 500), 500)
+    report = a.admission()
+    assert report.half_open == 1
+    assert dict((x.name, x.refused) for x in report.limits)["half_open_per_source"] == 1
+    fleet.advance(config.half_open_timeout + 1)
+    assert a.admission().half_open == 0
+
+
+async def test_an_ikev2_request_for_an_ikev1_peer_is_refused(ab: Fleet) -> None:
+    """The plan says b is reached with IKEv1: an IKE_SA_INIT from b's address makes no
+    IKEv2 SA; it is counted as wrong_version and the IKEv1 tunnel stays."""
+    a = ab["a"]
+    v2_plan = node_plan("b", ["a"])
+    v2 = IkeSa(translate.ike_config(v2_plan, v2_plan.peers[0]), Role.INITIATOR)
+    v2.initiate(("192.0.2.1", 500), 0.0)
+    ((data, _),) = v2.datagrams_to_send(0.0)
+    a.engine._on_ike(data, ("192.0.2.2", 500), 500)
+    assert a.engine.ike_counters()["wrong_version"] == 1
+    assert a.engine.peers_up() == 1 and len(a.engine.peers["b"].sas()) == 1
