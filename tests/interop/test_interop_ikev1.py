@@ -46,15 +46,22 @@ class Lab:
         self.charon, self.our_ns, self.dir = charon, our_ns, directory
         self.ours: V1Peer | None = None
 
-    def load(self, ike: str, esp: str, *, charon_initiates: bool) -> V1Peer:
+    def load(
+        self, ike: str, esp: str, *, charon_initiates: bool, aggressive: bool = False
+    ) -> V1Peer:
         session = self.charon.session()
         session.load_shared({"type": "IKE", "data": PSK, "owners": [OUR_ID, CHARON_ID]})
         conn = connection(ike, esp, initiator=charon_initiates)
         conn["net-ike"]["version"] = "1"
         conn["net-ike"]["reauth_time"] = "0"
         conn["net-ike"]["dpd_delay"] = "0"
+        if aggressive:
+            conn["net-ike"]["aggressive"] = "yes"
         session.load_conn(conn)
-        self.ours = V1Peer(self.our_ns, self.dir, our_spec(ike, esp))
+        spec = our_spec(ike, esp)
+        if aggressive:
+            spec["phase1"] = "aggressive"
+        self.ours = V1Peer(self.our_ns, self.dir, spec)
         return self.ours
 
     def establish(self, *, charon_initiates: bool) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -140,3 +147,13 @@ def test_delete_and_dpd(lab: Lab) -> None:
             break
         time.sleep(0.1)
     assert lab.charon.list_sas() == []
+
+
+def test_aggressive_mode_charon_initiates(lab: Lab) -> None:
+    """charon's Aggressive mode initiator (RFC 2409 section 5.4) against our responder;
+    charon refuses to answer Aggressive mode with a pre-shared key unless its
+    strongswan.conf says i_dont_care_about_security_and_use_aggressive_mode_psk,
+    which the shared harness does not write, so we do not initiate it here."""
+    lab.load(IKE, ESP, charon_initiates=True, aggressive=True)
+    ours_ike, ours_child = lab.establish(charon_initiates=True)
+    _check(lab, ours_ike, ours_child)

@@ -30,7 +30,7 @@ from vpnfleet.agent.ike.config import ChildConfig, Identity, Mode, selector
 from vpnfleet.agent.ike.constants import NON_ESP_MARKER
 from vpnfleet.agent.ike.proposals import EspProposal
 from vpnfleet.agent.ike.states import Role
-from vpnfleet.agent.ike.v1.config import IkeV1Config, Phase1Proposal
+from vpnfleet.agent.ike.v1.config import ExchangeMode, IkeV1Config, Phase1Proposal
 from vpnfleet.agent.ike.v1.constants import ExchangeType
 from vpnfleet.agent.ike.v1.sa import IkeV1Sa, V1State
 
@@ -50,6 +50,7 @@ def load_config(spec: dict[str, Any]) -> IkeV1Config:
             tuple(selector(n) for n in spec["remote_ts"]),
             Mode(spec.get("mode", "tunnel")),
         ),
+        phase1_mode=ExchangeMode(spec.get("phase1", "main")),
         retransmit_timeout=1.0,
     )
 
@@ -104,7 +105,8 @@ class Driver:
         if len(data) < 28:
             return
         sa = self.sas.get(data[:8])
-        if sa is None and data[18] == ExchangeType.IDENTITY_PROTECTION and not any(data[8:16]):
+        phase1 = (ExchangeType.IDENTITY_PROTECTION, ExchangeType.AGGRESSIVE)
+        if sa is None and data[18] in phase1 and not any(data[8:16]):
             sa = IkeV1Sa(self.config, Role.RESPONDER, self.local)
             self.sas[data[:8]] = sa
         if sa is not None:

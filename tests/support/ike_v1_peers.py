@@ -83,7 +83,8 @@ class Endpoint:
                 sa.rcookie == rcookie or not any(rcookie) or sa.state is V1State.SA_EXCHANGE
             ):
                 return sa
-        if len(data) >= 28 and data[18] == ExchangeType.IDENTITY_PROTECTION and not any(rcookie):
+        phase1 = (ExchangeType.IDENTITY_PROTECTION, ExchangeType.AGGRESSIVE)
+        if len(data) >= 28 and data[18] in phase1 and not any(rcookie):
             sa = IkeV1Sa(self.config, Role.RESPONDER, self.address)
             self.sas.append(sa)
             return sa

@@ -113,7 +113,7 @@ class IkeV1Config:
     child: ChildConfig
     """The Quick mode policy: ESP proposals (a ``dh`` group asks for PFS), one traffic
     selector each way (IKEv1 ID payloads carry one), tunnel or transport."""
-    mode: ExchangeMode = ExchangeMode.MAIN
+    phase1_mode: ExchangeMode = ExchangeMode.MAIN
     auth: AuthMethod = AuthMethod.PSK
     ike_lifetime: int = DEFAULT_IKE_LIFETIME
     child_lifetime: int = DEFAULT_CHILD_LIFETIME
