@@ -395,7 +395,11 @@ class IkeV1Sa:
 
     # -- inputs ----------------------------------------------------------------------
 
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+    def receive_datagram(
+        self, data: bytes, addr: Address, now: float, wall: float | None = None
+    ) -> None:
+        """``wall`` is taken for the IKEv2 core's signature (a driver passes it to
+        either); pre-shared keys need no wall-clock time."""
         try:
             self._receive(data, addr, now)
         except ProtocolError as exc:
