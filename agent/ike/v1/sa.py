@@ -58,7 +58,7 @@ from ..events import (
 from ..nat import NAT_T_PORT, NatResult
 from ..states import Role
 from ..transforms import Encr, KeyExchange, Prf, random_bytes
-from . import proposals
+from . import auth, proposals
 from .cipher import Decrypted, IkeV1Cipher
 from .config import ExchangeMode, IkeV1Config, Phase1Proposal
 from .constants import (
@@ -74,6 +74,7 @@ from .constants import (
 )
 from .keys import (
     Phase1Keys,
+    auth_prf,
     derive_phase1,
     hash_for,
     hash_i,
@@ -93,6 +94,7 @@ from .payloads import (
     Payload,
     RawPayload,
     SaPayload,
+    SigPayload,
     VendorIdPayload,
     encode_payloads,
     parse_payload,
@@ -279,6 +281,7 @@ class IkeV1Sa:
         self._dpd_seq = int.from_bytes(random_bytes(4), "big") & 0x7FFFFFFF
         self._dpd_pending: Flight | None = None
         self._dpd_waiting: int | None = None
+        self._wall: float | None = None
         self._outbox: list[tuple[bytes, Address]] = []
         self._events: deque[IkeEvent] = deque()
 
@@ -332,7 +335,7 @@ class IkeV1Sa:
         if self.config.phase1_mode is ExchangeMode.AGGRESSIVE:
             group = self.config.ike_proposals[0].group
             offered = [p for p in self.config.ike_proposals if p.group == group]
-            sa = proposals.phase1_sa(offered, self.config.ike_lifetime)
+            sa = proposals.phase1_sa(offered, self.config.ike_lifetime, self.config.auth)
             self._ke = KeyExchange(group)
             self._ni, self._g_xi = random_bytes(NONCE_LENGTH), self._ke.public_key
             payloads: list[Payload] = [
@@ -343,7 +346,9 @@ class IkeV1Sa:
                 *self._vendor_ids(),
             ]
         else:
-            sa = proposals.phase1_sa(self.config.ike_proposals, self.config.ike_lifetime)
+            sa = proposals.phase1_sa(
+                self.config.ike_proposals, self.config.ike_lifetime, self.config.auth
+            )
             payloads = [sa, *self._vendor_ids()]
         exchange = self.exchange_type
         self._sa_i_body = self._body_of(payloads, 0)
@@ -398,8 +403,11 @@ class IkeV1Sa:
     def receive_datagram(
         self, data: bytes, addr: Address, now: float, wall: float | None = None
     ) -> None:
-        """``wall`` is taken for the IKEv2 core's signature (a driver passes it to
-        either); pre-shared keys need no wall-clock time."""
+        """``wall``: the wall-clock time (seconds since the epoch) certificates are
+        judged at; required with certificate authentication, unused with a PSK."""
+        if wall is None and self.config.certificates is not None:
+            raise LocalError("certificate authentication needs the wall-clock time (wall=)")
+        self._wall = wall
         try:
             self._receive(data, addr, now)
         except ProtocolError as exc:
@@ -600,7 +608,7 @@ class IkeV1Sa:
         self._note_vendor_ids(message)
         self.rcookie = random_bytes(8)
         try:
-            choice = proposals.select_phase1(self.config.ike_proposals, sa)
+            choice = proposals.select_phase1(self.config.ike_proposals, sa, self.config.auth)
         except ProtocolError as exc:
             self._notify_unprotected(exc.notify or NotifyType.NO_PROPOSAL_CHOSEN)
             self.fail(str(exc), exc.notify)
@@ -625,16 +633,7 @@ class IkeV1Sa:
         self._install_keys(shared)
         assert self.keys is not None and self.prf is not None
         own = self._own_id()
-        auth = hash_r(
-            self.prf,
-            self.keys.skeyid,
-            self._g_xi,
-            self._g_xr,
-            self.icookie,
-            self.rcookie,
-            self._sa_i_body,
-            self._id_body(own),
-        )
+        auth = self._hash_r(self._id_body(own))
         reply: list[Payload] = [
             proposals.answer_phase1(sa, choice),
             KePayload(self._g_xr),
@@ -663,12 +662,13 @@ class IkeV1Sa:
         if sa is None or header.rcookie == bytes(8):
             raise ProtocolError("Aggressive mode message 2 needs an SA payload and a cookie")
         try:
-            choice = proposals.accept_phase1(self.config.ike_proposals, sa)
+            choice = proposals.accept_phase1(self.config.ike_proposals, sa, self.config.auth)
         except ProtocolError as exc:
             self.fail(str(exc), exc.notify)
             return
         g_xr, nr = self._ke_and_nonce(message, "message 2")
-        identity, id_body, received = self._peer_identity(message, "message 2")
+        identity, id_body = self._peer_identity(message, "message 2")
+        received = message.first(HashPayload)
         shared = self._ke.shared_secret(g_xr)
         self.rcookie = header.rcookie
         self.proposal, self.lifetime = choice.proposal, choice.lifetime
@@ -676,17 +676,8 @@ class IkeV1Sa:
         self._note_vendor_ids(message)
         self._install_keys(shared)
         assert self.keys is not None and self.prf is not None
-        expected = hash_r(
-            self.prf,
-            self.keys.skeyid,
-            self._g_xi,
-            self._g_xr,
-            self.icookie,
-            self.rcookie,
-            self._sa_i_body,
-            id_body,
-        )
-        if not hmac.compare_digest(expected, received):
+        expected = self._hash_r(id_body)
+        if received is None or not hmac.compare_digest(expected, received.data):
             self.keys = self.cipher = None
             self._auth_failed("message 2", ProtocolError("HASH_R does not verify"))
         if identity != self.config.remote_id:
@@ -698,16 +689,7 @@ class IkeV1Sa:
             return
         self._detect_nat(message, addr)
         self._took(digest)
-        auth = hash_i(
-            self.prf,
-            self.keys.skeyid,
-            self._g_xi,
-            self._g_xr,
-            self.icookie,
-            self.rcookie,
-            self._sa_i_body,
-            self._id_body(self._own_id()),
-        )
+        auth = self._hash_i(self._id_body(self._own_id()))
         payloads: list[Payload] = [HashPayload(auth), *self._nat_d()]
         if self.config.initial_contact:
             payloads.append(self._initial_contact())
@@ -731,16 +713,7 @@ class IkeV1Sa:
             hash_payload = message.first(HashPayload)
             if hash_payload is None:
                 raise ProtocolError("Aggressive mode message 3 has no HASH payload")
-            expected = hash_i(
-                self.prf,
-                self.keys.skeyid,
-                self._g_xi,
-                self._g_xr,
-                self.icookie,
-                self.rcookie,
-                self._sa_i_body,
-                self._peer_id_body,
-            )
+            expected = self._hash_i(self._peer_id_body)
             if not hmac.compare_digest(expected, hash_payload.data):
                 raise ProtocolError("HASH_I does not verify")
         except ProtocolError as exc:
@@ -793,7 +766,7 @@ class IkeV1Sa:
         self._note_vendor_ids(message)
         self.rcookie = random_bytes(8)
         try:
-            choice = proposals.select_phase1(self.config.ike_proposals, sa)
+            choice = proposals.select_phase1(self.config.ike_proposals, sa, self.config.auth)
         except ProtocolError as exc:
             self._notify_unprotected(exc.notify or NotifyType.NO_PROPOSAL_CHOSEN)
             self.fail(str(exc), exc.notify)
@@ -815,7 +788,7 @@ class IkeV1Sa:
         if header.rcookie == bytes(8):
             raise ProtocolError("responder cookie is zero", notify=NotifyType.INVALID_COOKIE)
         try:
-            choice = proposals.accept_phase1(self.config.ike_proposals, sa)
+            choice = proposals.accept_phase1(self.config.ike_proposals, sa, self.config.auth)
         except ProtocolError as exc:
             self.fail(str(exc), exc.notify)
             return
@@ -826,7 +799,12 @@ class IkeV1Sa:
         self._ke = KeyExchange(choice.proposal.group)
         self._ni = random_bytes(NONCE_LENGTH)
         self._g_xi = self._ke.public_key
-        payloads: list[Payload] = [KePayload(self._g_xi), NoncePayload(self._ni), *self._nat_d()]
+        payloads: list[Payload] = [
+            KePayload(self._g_xi),
+            NoncePayload(self._ni),
+            *self._cert_requests(),
+            *self._nat_d(),
+        ]
         self._transition(V1Input.SA_DONE)
         self._send_request(
             self._plain(ExchangeType.IDENTITY_PROTECTION, 0, payloads), "Main mode message 3", now
@@ -854,7 +832,12 @@ class IkeV1Sa:
         self._nr = random_bytes(NONCE_LENGTH)
         self._detect_nat(message, addr)
         self._install_keys(shared)
-        payloads: list[Payload] = [KePayload(self._g_xr), NoncePayload(self._nr), *self._nat_d()]
+        payloads: list[Payload] = [
+            KePayload(self._g_xr),
+            NoncePayload(self._nr),
+            *self._cert_requests(),
+            *self._nat_d(),
+        ]
         self._transition(V1Input.KE_DONE)
         self._answer(self._plain(ExchangeType.IDENTITY_PROTECTION, 0, payloads), digest)
 
@@ -874,29 +857,80 @@ class IkeV1Sa:
             self.peer = (self.peer[0], NAT_T_PORT)  # RFC 3947 section 4: float with message 5
         id_payload = self._own_id()
         assert self.keys is not None and self.prf is not None
-        auth = hash_i(
-            self.prf,
-            self.keys.skeyid,
-            self._g_xi,
-            self._g_xr,
-            self.icookie,
-            self.rcookie,
-            self._sa_i_body,
-            self._id_body(id_payload),
-        )
-        payloads: list[Payload] = [id_payload, HashPayload(auth)]
+        payloads = self._auth_payloads(id_payload, self._hash_i(self._id_body(id_payload)))
         if self.config.initial_contact:
             payloads.append(self._initial_contact())
         data = self._protected_phase1(payloads)
         self._transition(V1Input.AUTH_SENT)
         self._send_request(data, "Main mode message 5", now)
 
-    def _peer_identity(self, message: Received, which: str) -> tuple[Identity, bytes, bytes]:
-        id_payload, hash_payload = message.first(IdPayload), message.first(HashPayload)
-        if not isinstance(id_payload, IdPayload) or not isinstance(hash_payload, HashPayload):
-            raise ProtocolError(f"Main mode {which} needs ID and HASH payloads")
+    def _peer_identity(self, message: Received, which: str) -> tuple[Identity, bytes]:
+        id_payload = message.first(IdPayload)
+        if id_payload is None:
+            raise ProtocolError(f"{self._mode_name} {which} has no ID payload")
         identity = Identity(id_payload.id_type, id_payload.data)
-        return identity, message.raw_body(PayloadType.ID), hash_payload.data
+        return identity, message.raw_body(PayloadType.ID)
+
+    def _cert_requests(self) -> list[Payload]:
+        """CERTREQ in messages 3 and 4 (RFC 2409 section 5.1) with signatures."""
+        creds = self.config.certificates
+        return [] if creds is None else auth.certificate_requests(creds)
+
+    def _hash_i(self, idi_body: bytes) -> bytes:
+        """HASH_I (RFC 2409 section 5), with the prf the authentication method fixes."""
+        assert self.keys is not None and self.prf is not None
+        prf = auth_prf(self.config.auth, self.prf)
+        return hash_i(
+            prf,
+            self.keys.skeyid,
+            self._g_xi,
+            self._g_xr,
+            self.icookie,
+            self.rcookie,
+            self._sa_i_body,
+            idi_body,
+        )
+
+    def _hash_r(self, idr_body: bytes) -> bytes:
+        assert self.keys is not None and self.prf is not None
+        prf = auth_prf(self.config.auth, self.prf)
+        return hash_r(
+            prf,
+            self.keys.skeyid,
+            self._g_xi,
+            self._g_xr,
+            self.icookie,
+            self.rcookie,
+            self._sa_i_body,
+            idr_body,
+        )
+
+    def _auth_payloads(self, id_payload: IdPayload, digest: bytes) -> list[Payload]:
+        """ID and HASH with a pre-shared key; ID, CERT and SIG with signatures (5.1)."""
+        creds = self.config.certificates
+        if creds is None:
+            return [id_payload, HashPayload(digest)]
+        return [id_payload, *auth.certificate_payloads(creds), SigPayload(auth.sign(creds, digest))]
+
+    def _verify_auth(
+        self, message: Received, identity: Identity, expected: bytes, what: str
+    ) -> None:
+        """The peer's HASH equals ours, or its SIG over ours verifies with a certificate
+        that names it and chains to our anchors."""
+        creds = self.config.certificates
+        if creds is None:
+            received = message.first(HashPayload)
+            if received is None or not hmac.compare_digest(expected, received.data):
+                raise ProtocolError(f"{what} does not verify")
+            return
+        sig = message.first(SigPayload)
+        if sig is None:
+            raise ProtocolError(f"no SIG payload where {what} is signed")
+        if self._wall is None:
+            raise LocalError("certificate authentication needs the wall-clock time (wall=)")
+        auth.verify_peer(
+            creds, self.config.auth, message.payloads, identity, expected, sig.data, self._wall
+        )
 
     def _on_auth_request(
         self, header: IsakmpHeader, body: bytes, addr: Address, now: float, digest: bytes
@@ -909,19 +943,8 @@ class IkeV1Sa:
             )
         try:
             message = self.open(header, body)
-            identity, id_body, received = self._peer_identity(message, "message 5")
-            expected = hash_i(
-                self.prf,
-                self.keys.skeyid,
-                self._g_xi,
-                self._g_xr,
-                self.icookie,
-                self.rcookie,
-                self._sa_i_body,
-                id_body,
-            )
-            if not hmac.compare_digest(expected, received):
-                raise ProtocolError("HASH_I does not verify")
+            identity, id_body = self._peer_identity(message, "message 5")
+            self._verify_auth(message, identity, self._hash_i(id_body), "HASH_I")
         except ProtocolError as exc:
             self._auth_failed("message 5", exc)
         if identity != self.config.remote_id:
@@ -939,17 +962,8 @@ class IkeV1Sa:
         )
         self._heard(addr, now)
         id_payload = self._own_id()
-        auth = hash_r(
-            self.prf,
-            self.keys.skeyid,
-            self._g_xi,
-            self._g_xr,
-            self.icookie,
-            self.rcookie,
-            self._sa_i_body,
-            self._id_body(id_payload),
-        )
-        data = self._protected_phase1([id_payload, HashPayload(auth)])
+        auth = self._auth_payloads(id_payload, self._hash_r(self._id_body(id_payload)))
+        data = self._protected_phase1(auth)
         self._answer(data, digest)
         self._established(identity)
 
@@ -964,19 +978,8 @@ class IkeV1Sa:
             )
         try:
             message = self.open(header, body)
-            identity, id_body, received = self._peer_identity(message, "message 6")
-            expected = hash_r(
-                self.prf,
-                self.keys.skeyid,
-                self._g_xi,
-                self._g_xr,
-                self.icookie,
-                self.rcookie,
-                self._sa_i_body,
-                id_body,
-            )
-            if not hmac.compare_digest(expected, received):
-                raise ProtocolError("HASH_R does not verify")
+            identity, id_body = self._peer_identity(message, "message 6")
+            self._verify_auth(message, identity, self._hash_r(id_body), "HASH_R")
         except ProtocolError as exc:
             self._auth_failed("message 6", exc)
         if identity != self.config.remote_id:
@@ -1030,7 +1033,7 @@ class IkeV1Sa:
         self.prf = prf_for_hash(self.proposal.hash)
         self.keys = derive_phase1(
             self.prf,
-            self.config.psk,
+            self.config.psk if self.config.certificates is None else None,
             self._ni,
             self._nr,
             shared,
