@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ from tests.support.charon import (
     our_spec,
     skip_reason,
 )
+from tests.interop.test_interop_ike import _certificates
 from tests.support.ike_v1_driver import V1Peer
 
 pytestmark = [
@@ -47,18 +49,35 @@ class Lab:
         self.ours: V1Peer | None = None
 
     def load(
-        self, ike: str, esp: str, *, charon_initiates: bool, aggressive: bool = False
+        self,
+        ike: str,
+        esp: str,
+        *,
+        charon_initiates: bool,
+        aggressive: bool = False,
+        certs: dict[str, str] | None = None,
     ) -> V1Peer:
         session = self.charon.session()
-        session.load_shared({"type": "IKE", "data": PSK, "owners": [OUR_ID, CHARON_ID]})
-        conn = connection(ike, esp, initiator=charon_initiates)
+        if certs is None:
+            session.load_shared({"type": "IKE", "data": PSK, "owners": [OUR_ID, CHARON_ID]})
+        else:
+            session.load_cert(
+                {"type": "X509", "flag": "CA", "data": Path(certs["ca"]).read_bytes()}
+            )
+            charon_cert = Path(certs["charon_cert"]).read_bytes()
+            session.load_cert({"type": "X509", "flag": "NONE", "data": charon_cert})
+            session.load_key({"type": "any", "data": Path(certs["charon_key"]).read_bytes()})
+        conn = connection(ike, esp, initiator=charon_initiates, certs=certs is not None)
+        if certs is not None:
+            conn["net-ike"]["local"]["certs"] = [charon_cert]
         conn["net-ike"]["version"] = "1"
         conn["net-ike"]["reauth_time"] = "0"
         conn["net-ike"]["dpd_delay"] = "0"
         if aggressive:
             conn["net-ike"]["aggressive"] = "yes"
         session.load_conn(conn)
-        spec = our_spec(ike, esp)
+        ours = {k: v for k, v in (certs or {}).items() if k in ("cert", "key", "ca")}
+        spec = our_spec(ike, esp, certs=ours)
         if aggressive:
             spec["phase1"] = "aggressive"
         self.ours = V1Peer(self.our_ns, self.dir, spec)
@@ -157,3 +176,14 @@ def test_aggressive_mode_charon_initiates(lab: Lab) -> None:
     lab.load(IKE, ESP, charon_initiates=True, aggressive=True)
     ours_ike, ours_child = lab.establish(charon_initiates=True)
     _check(lab, ours_ike, ours_child)
+
+
+@pytest.mark.parametrize("charon_initiates", [False, True], ids=["we-initiate", "charon-initiates"])
+def test_ecdsa_certificates(lab: Lab, charon_initiates: bool) -> None:
+    """Main mode with ECDSA-256 signatures (RFC 4754) and a CA-issued certificate each."""
+    certs = _certificates(lab.dir, "ecdsa")
+    lab.load(IKE, ESP, charon_initiates=charon_initiates, certs=certs)
+    ours_ike, ours_child = lab.establish(charon_initiates=charon_initiates)
+    _check(lab, ours_ike, ours_child)
+    log = lab.charon.log_text()
+    assert "authentication of 'ours.example' with ECDSA_WITH_NULL successful" in log

@@ -4,8 +4,9 @@ Main mode messages 5 and 6 carry ID, CERT and SIG, where SIG signs HASH_I / HASH
 ECDSA (RFC 4754 section 8): the authentication method names the curve (ECDSA-256,
 -384, -521), HASH_I and HASH_R are made with the HMAC of the curve's hash
 (keys.auth_prf), and the SIG payload is r | s, each as long as the curve's order,
-over HASH_I taken as the digest itself (no second hash): measured against charon
-5.9.8's message 5, whose SIG verifies only so (test_v1_sa_signatures.py).
+over HASH_I taken as the digest itself (no second hash; charon logs the scheme as
+ECDSA_WITH_NULL): measured against charon 5.9.8's message 5, whose SIG verifies only
+so (test_v1_sa_signatures.py), and interoperating with it (test_interop_ikev1.py).
 
 RSA signatures (RFC 2409 section 5.1: PKCS #1 type 1 over the bare HASH_I, no
 DigestInfo) need a raw RSA private-key operation that the cryptography library does
