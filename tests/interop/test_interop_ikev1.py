@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.interop.test_interop_ike import _certificates
 from tests.support.charon import (
     CHARON_ID,
     CHARON_NET,
@@ -30,7 +31,6 @@ from tests.support.charon import (
     our_spec,
     skip_reason,
 )
-from tests.interop.test_interop_ike import _certificates
 from tests.support.ike_v1_driver import V1Peer
 
 pytestmark = [
