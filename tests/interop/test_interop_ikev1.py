@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.interop.test_interop_ike import _certificates
+from tests.interop.test_interop_ike import _certificates, charon_secrets
 from tests.support.charon import (
     CHARON_ID,
     CHARON_NET,
@@ -96,12 +96,22 @@ class Lab:
             child = self.ours.wait("ChildSaEstablished", timeout=15)
         except AssertionError:
             raise AssertionError(self.charon.log_text()[-6000:]) from None
+        # Our side is done when it sends Quick mode message 3; charon installs (and
+        # logs its keys) once that arrives.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            sas = self.charon.list_sas()
+            children = [c for sa in sas for c in sa.get("child-sas", {}).values()]
+            if any(c.get("state") == "INSTALLED" for c in children):
+                break
+            time.sleep(0.05)
         return ike, child
 
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    with interop_setup(log_level=2) as (topology, charon, directory):
+    # Level 4 makes charon print the keys it derives (test_keymat_matches_charons_log).
+    with interop_setup(log_level=4) as (topology, charon, directory):
         built = Lab(charon, topology.our_ns, directory)
         try:
             yield built
@@ -187,3 +197,17 @@ def test_ecdsa_certificates(lab: Lab, charon_initiates: bool) -> None:
     _check(lab, ours_ike, ours_child)
     log = lab.charon.log_text()
     assert "authentication of 'ours.example' with ECDSA_WITH_NULL successful" in log
+
+
+@pytest.mark.parametrize("esp", [ESP, "aes256gcm16-modp2048"])
+def test_keymat_matches_charons_log(lab: Lab, esp: str) -> None:
+    """KEYMAT per direction (RFC 2409 section 5.5, with g(qm)^xy under PFS) is the same
+    bytes charon derives; we initiate, so our outbound keys are its "initiator" ones."""
+    lab.load(IKE, esp, charon_initiates=False)
+    _, child = lab.establish(charon_initiates=False)
+    logged = charon_secrets(lab.charon.log_text())
+    assert logged["encryption initiator key"] == [bytes.fromhex(child["encr_key_out"])]
+    assert logged["encryption responder key"] == [bytes.fromhex(child["encr_key_in"])]
+    if esp == ESP:
+        assert logged["integrity initiator key"] == [bytes.fromhex(child["integ_key_out"])]
+        assert logged["integrity responder key"] == [bytes.fromhex(child["integ_key_in"])]
