@@ -56,6 +56,7 @@ class Lab:
         charon_initiates: bool,
         aggressive: bool = False,
         certs: dict[str, str] | None = None,
+        dpd_delay: str = "0",
     ) -> V1Peer:
         session = self.charon.session()
         if certs is None:
@@ -72,7 +73,7 @@ class Lab:
             conn["net-ike"]["local"]["certs"] = [charon_cert]
         conn["net-ike"]["version"] = "1"
         conn["net-ike"]["reauth_time"] = "0"
-        conn["net-ike"]["dpd_delay"] = "0"
+        conn["net-ike"]["dpd_delay"] = dpd_delay
         if aggressive:
             conn["net-ike"]["aggressive"] = "yes"
         session.load_conn(conn)
@@ -211,3 +212,20 @@ def test_keymat_matches_charons_log(lab: Lab, esp: str) -> None:
     if esp == ESP:
         assert logged["integrity initiator key"] == [bytes.fromhex(child["integ_key_out"])]
         assert logged["integrity responder key"] == [bytes.fromhex(child["integ_key_in"])]
+
+
+def test_charon_deletes_and_checks_liveness(lab: Lab) -> None:
+    """charon's Delete for the Quick mode SA names its inbound SPI, our outbound one
+    (RFC 2408 section 3.15); its R-U-THERE gets our ACK (RFC 3706); its Delete of the
+    ISAKMP SA ends ours."""
+    peer = lab.load(IKE, ESP, charon_initiates=False, dpd_delay="1")
+    _, child = lab.establish(charon_initiates=False)
+    time.sleep(2.5)  # charon checks a quiet peer every second
+    assert "parsed INFORMATIONAL_V1 request" in lab.charon.log_text()
+    assert "[ HASH N(DPD_ACK) ]" in lab.charon.log_text()
+    lab.charon.swanctl("--terminate", "--child", "net", "--timeout", "5")
+    deleted = peer.wait("ChildSaDeleted", timeout=5)
+    assert deleted["reason"] == "deleted by peer"
+    assert (deleted["spi_in"], deleted["spi_out"]) == (child["spi_in"], child["spi_out"])
+    lab.charon.swanctl("--terminate", "--ike", "net-ike", "--timeout", "5")
+    assert peer.wait("IkeSaDeleted", timeout=5)["reason"] == "deleted by peer"
