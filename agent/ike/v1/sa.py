@@ -7,28 +7,32 @@ outputs ``datagrams_to_send(now)``, ``get_timer()``, ``next_event()``. Events ar
 IKEv2 core's (agent/ike/events.py): IkeSaEstablished carries the cookies as SPIs,
 ChildSaEstablished the IKEv2 transform numbers the data plane installs.
 
-- Phase 1 is Main mode with a pre-shared key (RFC 2409 section 5.4): SA / SA,
-  KE Ni [NAT-D NAT-D] / KE Nr [NAT-D NAT-D], then encrypted IDii HASH_I / IDir HASH_R.
-  NAT traversal per RFC 3947 (vendor ID, NAT-D, float to UDP 4500 from message 5),
-  DPD per RFC 3706 (vendor ID, R-U-THERE / R-U-THERE-ACK).
+- Phase 1 (RFC 2409 section 5): Main mode with a pre-shared key (5.4): SA / SA,
+  KE Ni [CERTREQ] [NAT-D NAT-D] / KE Nr [CERTREQ] [NAT-D NAT-D], then encrypted
+  IDii HASH_I / IDir HASH_R; or with ECDSA signatures and certificates (5.1, RFC 4754,
+  auth.py): ID CERT SIG. Aggressive mode with a pre-shared key (5.4): SA KE Ni IDii /
+  SA KE Nr IDir HASH_R [NAT-D NAT-D] / encrypted HASH_I [NAT-D NAT-D].
+  NAT traversal per RFC 3947 (vendor ID, NAT-D, float to UDP 4500 with the first
+  encrypted message), DPD per RFC 3706 (vendor ID, R-U-THERE / R-U-THERE-ACK).
 - Quick mode (RFC 2409 section 5.5) lives in quick.py; informational exchanges
   (RFC 2409 section 5.7: notifies and deletes under HASH(1)) here.
 - Retransmission: the initiator of an exchange resends on a doubling timeout. IKEv1
   has no message-ID rule for phase 1, so a responder recognises a retransmitted
   request by the digest of the last datagram it took and sends its last reply again
-  (per message ID in phase 2).
-- Encryption (RFC 2409 Appendix B): AES-CBC; the phase 1 IV chains from
+  (per message ID in phase 2). Where nothing else tells a responder its last message
+  arrived (Aggressive mode message 2, Quick mode message 2) it retransmits too.
+- Encryption (RFC 2409 Appendix B, cipher.py): AES-CBC; the phase 1 IV chains from
   hash(g^xi | g^xr) through each message's last cipher block; each phase 2 and
   informational exchange starts from hash(last phase 1 block | M-ID) and chains on.
-  ISAKMP pads the plaintext to the block with zeros: the header's length counts the
-  padding and the payload chain ends before it (RFC 2408 section 3.5 leaves padding
-  to the cipher).
+  A chain moves past a received message only once it is accepted.
 
-Nothing the peer sends raises out of ``receive_datagram``: a datagram that does not
-parse, decrypt or verify is counted in ``dropped`` and ignored. The one exception to
-"ignored" is phase 1 message 5 or 6 that does not decrypt to a well-formed, verified
-message: with a pre-shared key that is the mark of a wrong key, so the SA fails with
-AUTHENTICATION_FAILED (after telling the peer, unprotected, as strongSwan does).
+Nothing the peer sends raises out of ``receive_datagram``, and no datagram ends an SA
+by failing: one that does not parse, decrypt or verify is counted in ``dropped`` and
+ignored. A phase 1 message 5 or 6 (Aggressive: 2 or 3) that does not verify is what a
+wrong pre-shared key looks like, but also what a forgery looks like: its reason is
+kept, the responder says AUTHENTICATION_FAILED in the clear (as strongSwan does), and
+the retransmission or half-open timer ends the SA with that reason. An error notify
+in the clear during phase 1 is kept the same way, as the likely reason.
 """
 
 from __future__ import annotations
@@ -112,15 +116,16 @@ _P = TypeVar("_P")
 
 
 class V1State(Enum):
-    """Phase 1 as the exchange goes (RFC 2409 section 5, Main mode)."""
+    """Phase 1 as the exchange goes (RFC 2409 section 5)."""
 
     CREATED = "created"
     SA_EXCHANGE = "sa-exchange"
-    """Initiator: message 1 sent. Responder: message 2 sent."""
+    """Initiator: message 1 sent. Main mode responder: message 2 sent."""
     KE_EXCHANGE = "ke-exchange"
-    """Initiator: message 3 sent. Responder: message 4 sent."""
+    """Main mode initiator: message 3 sent. Responder: message 4 (Aggressive mode:
+    message 2) sent."""
     AUTH_SENT = "auth-sent"
-    """Initiator: message 5 sent."""
+    """Main mode initiator: message 5 sent."""
     ESTABLISHED = "established"
     DELETED = "deleted"
     FAILED = "failed"
