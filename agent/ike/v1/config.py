@@ -160,6 +160,13 @@ class IkeV1Config:
                 raise LocalError(f"{name} must be positive, got {value}")
         if self.dpd_delay is not None and self.dpd_delay <= 0:
             raise LocalError(f"dpd_delay must be positive, got {self.dpd_delay}")
+        groups = {p.dh for p in self.child.esp_proposals}
+        if len(groups) > 1:
+            # RFC 2409 section 5.5: message 1 carries one KE, so one PFS group (or none).
+            raise LocalError(
+                f"child {self.child.name!r}: IKEv1 Quick mode offers one PFS group, the "
+                f"ESP proposals name {sorted(str(g) for g in groups)}"
+            )
         for proposal in self.child.esp_proposals:
             if proposal.esn:
                 raise UnsupportedTransform(
