@@ -128,3 +128,26 @@ async def test_the_engine_reports_an_ikev1_peer_and_runs_the_others() -> None:
     assert a.peers["c"].is_up and a.peers_up() == 1
     # No IKEv2 SA was made with b in its place.
     assert not fleet["b"].engine.peers["a"].is_up
+
+
+@pytest.mark.parametrize("version", [plan_pb2.IKE_V1, plan_pb2.IKE_V2])
+def test_a_sha1_phase_1_hash_is_taken_for_ikev1_peers_only(version: int) -> None:
+    """RFC 2409 Appendix A: SHA-1 is an IKEv1 phase 1 hash; this agent's IKEv2 does not
+    negotiate HMAC-SHA1-96 (nor its PRF), so an IKEv2 peer's proposal with it is refused."""
+    msg = plan_with(version, ike="aes256-sha1-modp2048")
+    transforms = msg.peers[0].ike_proposals[0].transforms
+    transforms[1].id, transforms[2].id = 2, 2  # PRF_HMAC_SHA1, AUTH_HMAC_SHA1_96
+    msg.content_hash = plan_content_hash(msg)
+    if version == plan_pb2.IKE_V1:
+        b1 = plan_from_proto(msg).peers[0]
+        assert [(t.type.name, t.id) for t in b1.ike_proposals[0].transforms][1:3] == [
+            ("PRF", 2),
+            ("INTEG", 2),
+        ]
+        return
+    with pytest.raises(PlanRejected) as caught:
+        plan_from_proto(msg)
+    assert [r.split(": ", 1)[1] for r in caught.value.reasons] == [
+        "PRF transform 2 is not implemented (have [5, 6, 7])",
+        "INTEG transform 2 is not implemented (have [12, 13, 14])",
+    ]

@@ -358,7 +358,7 @@ def test_ikev1_proposals_mean_the_same_transforms() -> None:
         (
             "chacha20poly1305-prfsha256-x25519",
             ProposalKind.IKE,
-            "'chacha20poly1305' is for IKEv2 peers only, not over IKEv1",
+            "'chacha20poly1305' is for IKEv2 peers only",
         ),
         (
             "aes128-sha256-prfsha384-modp2048",
