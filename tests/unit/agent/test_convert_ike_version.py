@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.engine_pair import Fleet, node_plan
+from vpnfleet.agent.cli import _summary
 from vpnfleet.agent.convert import plan_from_proto
 from vpnfleet.agent.engine import translate
 from vpnfleet.agent.hollow import sample_plan
@@ -151,3 +152,12 @@ def test_a_sha1_phase_1_hash_is_taken_for_ikev1_peers_only(version: int) -> None
         "PRF transform 2 is not implemented (have [5, 6, 7])",
         "INTEG transform 2 is not implemented (have [12, 13, 14])",
     ]
+
+
+def test_the_agent_plan_summary_names_an_ikev1_peer() -> None:
+    plan = plan_from_proto(
+        plan_with(plan_pb2.IKE_V1, aggressive=True, ike="aes256-sha256-modp2048")
+    )
+    lines = [line for line in _summary(plan) if line.startswith("  peer ")]
+    assert lines[0].startswith("  peer b1: 10.0.0.2 IKEv1 aggressive tunnel ")
+    assert "IKEv" not in lines[1]
