@@ -445,3 +445,12 @@ def test_plan_shows_the_version_where_it_is_not_ikev2(
     )
     render_plan_summaries([plan_summary(fleet, "a1")])
     assert "IKEv" not in capsys.readouterr().out
+
+
+def test_a_host_and_an_external_peer_disagreeing_on_aggressive_mode(tmp_path: Path) -> None:
+    topology = MESH_TOPOLOGY + external(
+        ike_version="1", ike_proposals="[aes256-sha256-modp2048]", ike_aggressive="true"
+    )
+    (error,) = plan_errors(make(tmp_path / "inv", topology=topology, **V1_MESH))
+    assert "host a1 and external peer partner disagree on ike_aggressive: a1 has false " in error
+    assert "(default), partner has true (at" in error
