@@ -25,7 +25,7 @@ from .cert_expiry import CertificateExpiry
 from .crl import RevokedSet, read_crl, revoked_set
 from .ike.constants import EncrId, enum_name
 from .ike.constants import TransformType as IkeTransformType
-from .ike.transforms import NEGOTIABLE, encr_for
+from .ike.transforms import INTEGS, NEGOTIABLE, PRFS, encr_for
 from .plan import (
     AgentPlan,
     AuthMethod,
@@ -309,16 +309,32 @@ def _accepted_psks(p: _Problems, where: str, msg: plan_pb2.Credential, method: A
     return ok
 
 
-def _transform(p: _Problems, where: str, t: plan_pb2.Transform) -> Transform | None:
-    """One transform, checked against what the IKE core negotiates (its registry)."""
+def _phase1_hashes() -> dict[tuple[IkeTransformType, int], frozenset[int | None]]:
+    """The PRFs and integrity algorithms of the IKE core's registry that IKEv2 does not
+    negotiate (SHA-1): an IKEv1 peer's phase 1 may hash with them (RFC 2409 Appendix A)."""
+    return {
+        **{(IkeTransformType.PRF, prf.id): frozenset({None}) for prf in PRFS.values()},
+        **{(IkeTransformType.INTEG, integ.id): frozenset({None}) for integ in INTEGS.values()},
+    }
+
+
+_IKEV1_PHASE1 = {**_phase1_hashes(), **NEGOTIABLE}
+
+
+def _transform(
+    p: _Problems, where: str, t: plan_pb2.Transform, phase1: bool = False
+) -> Transform | None:
+    """One transform, checked against what the IKE core negotiates (its registry);
+    ``phase1``: of an IKEv1 peer's IKE proposal, which may also use the hashes that
+    IKEv2 does not negotiate."""
     try:
         ttype = TransformType(t.type)
     except ValueError:
         p.add(where, f"unknown transform type {t.type}")
         return None
-    lengths = NEGOTIABLE.get((IkeTransformType(ttype), t.id))
+    lengths = (_IKEV1_PHASE1 if phase1 else NEGOTIABLE).get((IkeTransformType(ttype), t.id))
     if lengths is None:
-        have = sorted(id for kind, id in NEGOTIABLE if kind == ttype)
+        have = sorted(int(id) for kind, id in NEGOTIABLE if kind == ttype)
         p.add(where, f"{ttype.name} transform {t.id} is not implemented (have {have})")
         return None
     # A plan's key length 0 is no Key Length attribute (RFC 7296 section 3.3.5).
@@ -334,9 +350,13 @@ def _transform(p: _Problems, where: str, t: plan_pb2.Transform) -> Transform | N
     return Transform(ttype, t.id, t.key_length)
 
 
-def _proposal(p: _Problems, where: str, msg: plan_pb2.Proposal, ike: bool) -> Proposal | None:
+def _proposal(
+    p: _Problems, where: str, msg: plan_pb2.Proposal, ike: bool, phase1: bool = False
+) -> Proposal | None:
     before = len(p.items)
-    ts = [_transform(p, f"{where} transform {i + 1}", t) for i, t in enumerate(msg.transforms)]
+    ts = [
+        _transform(p, f"{where} transform {i + 1}", t, phase1) for i, t in enumerate(msg.transforms)
+    ]
     if len(p.items) != before:
         return None
     transforms = tuple(t for t in ts if t is not None)
@@ -369,13 +389,13 @@ def _proposal(p: _Problems, where: str, msg: plan_pb2.Proposal, ike: bool) -> Pr
 
 
 def _proposals(
-    p: _Problems, where: str, msgs: Sequence[plan_pb2.Proposal], ike: bool
+    p: _Problems, where: str, msgs: Sequence[plan_pb2.Proposal], ike: bool, phase1: bool = False
 ) -> tuple[Proposal, ...]:
     kind = "ike" if ike else "esp"
     if not msgs:
         p.add(where, f"no {kind} proposals")
     out = [
-        _proposal(p, f"{where} {kind} proposal {i + 1} ({m.text!r})", m, ike)
+        _proposal(p, f"{where} {kind} proposal {i + 1} ({m.text!r})", m, ike, phase1)
         for i, m in enumerate(msgs)
     ]
     return tuple(x for x in out if x is not None)
@@ -430,7 +450,8 @@ def _peer(p: _Problems, where: str, m: plan_pb2.Peer, anchors: set[str]) -> Peer
     local_id = _identity(p, f"{where} local_id", m.local_id)
     remote_id = _identity(p, f"{where} remote_id", m.remote_id)
     auth = _credential(p, f"{where} auth", m.auth, anchors)
-    ike = _proposals(p, where, m.ike_proposals, ike=True)
+    phase1 = m.ike_version == plan_pb2.IKE_V1
+    ike = _proposals(p, where, m.ike_proposals, ike=True, phase1=phase1)
     esp = _proposals(p, where, m.esp_proposals, ike=False)
     mode = _enum(p, f"{where} mode", Mode, m.mode)
     version = _enum(p, f"{where} ike_version", IkeVersion, m.ike_version)

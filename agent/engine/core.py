@@ -18,7 +18,6 @@ from typing import Protocol
 from ..ike.config import Identity
 from ..ike.errors import CommandRefused
 from ..ike.events import Address, IkeEvent
-from ..ike.ike_sa import IkeSa
 from ..ike.nat import NatResult
 from ..ike.states import IkeSaState
 from ..ike.v1.quick import QuickMode
@@ -80,9 +79,11 @@ class IkeCore(Protocol):
 
     def initiate(self, peer: Address, now: float) -> None: ...
 
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
-        """A datagram for this SA. IKEv2 with certificates also needs the wall-clock
-        time (RFC 5280 section 6.1.3): :func:`receive` gives it where it is needed."""
+    def receive_datagram(
+        self, data: bytes, addr: Address, now: float, wall: float | None = None
+    ) -> None:
+        """A datagram for this SA; ``wall``, the wall-clock time beside the monotonic
+        ``now``, is what certificates are checked at (RFC 5280 section 6.1.3)."""
 
     def handle_timer(self, now: float) -> None: ...
 
@@ -99,15 +100,6 @@ class IkeCore(Protocol):
     def check_liveness(self, now: float) -> None: ...
 
     def fail(self, reason: str, notify: int | None = None) -> None: ...
-
-
-def receive(sa: IkeCore, data: bytes, addr: Address, now: float, wall: float) -> None:
-    """Feed ``sa`` a datagram: the IKEv2 core takes the wall-clock time beside ``now``
-    for certificate validity; the IKEv1 core authenticates with pre-shared keys only."""
-    if isinstance(sa, IkeSa):
-        sa.receive_datagram(data, addr, now, wall)
-    else:
-        sa.receive_datagram(data, addr, now)
 
 
 def version_of(sa: IkeCore) -> IkeVersion:

@@ -716,9 +716,9 @@ class Engine:
             self.counters["ike_no_peer"] += 1
             return
         decision: GateDecision | V1GateDecision
-        if isinstance(gate, V1ResponderGate) and v1:
-            decision = gate.receive_datagram(data, addr, self.now())
-        elif isinstance(gate, IkeResponderGate) and not v1:
+        if (isinstance(gate, V1ResponderGate) and v1) or (
+            isinstance(gate, IkeResponderGate) and not v1
+        ):
             decision = gate.receive_datagram(data, addr, self.now(), self.wall())
         else:
             self.counters["ike_wrong_version"] += 1

@@ -29,7 +29,6 @@ from ..ike.events import (
     PeerErrorNotify,
 )
 from ..io.udp import Address
-from . import core
 from .clock import Scheduler, TimerHandle
 from .core import IkeCore
 from .keylog import KeyLog
@@ -122,7 +121,7 @@ class SaDriver:
         """A datagram routed here by our SPI."""
         self.last_port = local_port
         host = self.host
-        core.receive(self.sa, data, addr, host.now(), host.wall())
+        self.sa.receive_datagram(data, addr, host.now(), host.wall())
         self.service()
 
     def _on_timer(self) -> None:

@@ -35,7 +35,13 @@ from ..ike.proposals import EspProposal, IkeProposal
 from ..ike.sa_payload import Transform as IkeTransform
 from ..ike.signatures import CertificateAuth, SigningKey, identity_in_certificate
 from ..ike.traffic_selectors import format_selector
-from ..ike.v1.config import DEFAULT_CHILD_LIFETIME, IkeV1Config, Phase1Proposal, aes_cbc
+from ..ike.v1.config import (
+    DEFAULT_CHILD_LIFETIME,
+    ExchangeMode,
+    IkeV1Config,
+    Phase1Proposal,
+    aes_cbc,
+)
 from ..ike.v1.constants import P1Hash
 from ..io.dataplane_model import Encap
 from ..io.tunnel_mtu import AEAD_GCM16, CBC_SHA256, EspOverhead
@@ -232,7 +238,7 @@ def peer_config(
     """The configuration of the IKE core the plan names for ``peer`` (its
     ``ike_version``): :func:`ike_config` or :func:`ike_v1_config`."""
     if peer.ike_version is IkeVersion.V1:
-        return ike_v1_config(plan, peer)
+        return ike_v1_config(plan, peer, credentials)
     return ike_config(plan, peer, credentials)
 
 
@@ -317,19 +323,23 @@ def ike_v1_proposals(peer: Peer) -> tuple[Phase1Proposal, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def ike_v1_config(plan: AgentPlan, peer: Peer) -> IkeV1Config:
-    """The ISAKMP SA and Quick mode configuration for an IKEv1 plan peer (RFC 2409).
-    The offered lifetimes are the hard ones: the engine replaces each SA earlier, at
-    its jittered rekey time (IKEv1 has no rekey exchange)."""
+def ike_v1_config(
+    plan: AgentPlan, peer: Peer, credentials: IkeCredentials | None = None
+) -> IkeV1Config:
+    """The ISAKMP SA and Quick mode configuration for an IKEv1 plan peer (RFC 2409):
+    Main mode, or Aggressive mode where the plan says so; a pre-shared key, or our
+    certificate (ECDSA signatures, RFC 4754). The offered lifetimes are the hard ones:
+    the engine replaces each SA earlier, at its jittered rekey time (IKEv1 has no
+    rekey exchange)."""
     if peer.ike_version is not IkeVersion.V1:
         raise PeerConfigError(f"peer {peer.name}: an IKEv2 peer has no IKEv1 configuration")
-    if peer.auth.method is not AuthMethod.PSK:
+    certificates = None
+    if peer.auth.method is AuthMethod.PUBKEY:
+        certificates = certificate_auth(plan, peer, credentials)
+    elif peer.auth.method is not AuthMethod.PSK:
         raise PeerConfigError(
-            f"peer {peer.name}: IKEv1 authentication with {peer.auth.method.name.lower()} is "
-            "not supported (pre-shared keys only)"
+            f"peer {peer.name}: {peer.auth.method.name.lower()} authentication is not supported"
         )
-    if peer.ike_aggressive:
-        raise PeerConfigError(f"peer {peer.name}: IKEv1 Aggressive Mode is not supported yet")
     local = local_address(plan, peer)
     remote = str(peer.remote_addresses[0]) if peer.remote_addresses else None
     life = peer.lifetimes
@@ -344,9 +354,11 @@ def ike_v1_config(plan: AgentPlan, peer: Peer) -> IkeV1Config:
         return IkeV1Config(
             ike_identity(peer.local_id),
             ike_identity(peer.remote_id),
-            peer.auth.psk,
+            peer.auth.psk if certificates is None else b"",
             ike_v1_proposals(peer),
             child,
+            phase1_mode=ExchangeMode.AGGRESSIVE if peer.ike_aggressive else ExchangeMode.MAIN,
+            certificates=certificates,
             ike_lifetime=math.ceil(life.ike_rekey_seconds * 1.1 + life.rand_seconds),
             child_lifetime=math.ceil(child_lifetime(peer).hard_seconds or DEFAULT_CHILD_LIFETIME),
             retransmit_timeout=RETRANSMIT_TIMEOUT,

@@ -1,5 +1,6 @@
-"""The IKEv1 responder's front door: a first Main mode message (zero responder cookie,
-RFC 2408 section 3.1) becomes a responder ``IkeV1Sa`` for the plan peer it came for.
+"""The IKEv1 responder's front door: a first Main (or Aggressive) mode message (zero
+responder cookie, RFC 2408 section 3.1) becomes a responder ``IkeV1Sa`` for the plan
+peer it came for.
 
 ISAKMP has no cookie exchange under load like IKEv2's (RFC 7296 section 2.6; the
 "anti-clogging" cookies of RFC 2408 section 2.5.3 are the SPIs themselves and cost the
@@ -17,7 +18,7 @@ from ..ike.admission import GateRefusal, HalfOpenSlot, HalfOpenTable, Limit
 from ..ike.errors import ProtocolError
 from ..ike.events import Address
 from ..ike.states import Role
-from ..ike.v1.config import IkeV1Config
+from ..ike.v1.config import ExchangeMode, IkeV1Config
 from ..ike.v1.constants import ExchangeType
 from ..ike.v1.message import IsakmpHeader
 from ..ike.v1.sa import IkeV1Sa, V1State
@@ -68,8 +69,11 @@ class V1ResponderGate:
         self.table.expire(now)
         return self.table.count(self)
 
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> V1GateDecision:
-        """A datagram whose responder cookie is zero (no SA of ours yet)."""
+    def receive_datagram(
+        self, data: bytes, addr: Address, now: float, wall: float | None = None
+    ) -> V1GateDecision:
+        """A datagram whose responder cookie is zero (no SA of ours yet); ``wall`` as
+        for ``IkeV1Sa.receive_datagram``."""
         limits = self.table.limits
         if len(data) > limits.preauth_message_bytes:
             self.table.refuse(Limit.PREAUTH_MESSAGE_BYTES, addr[0], now)
@@ -83,21 +87,18 @@ class V1ResponderGate:
         except ProtocolError as exc:
             self.refused += 1
             return V1GateDecision(refusal=GateRefusal.MALFORMED, reason=f"malformed: {exc}")
-        if (
-            header.exchange != ExchangeType.IDENTITY_PROTECTION
-            or header.message_id != 0
-            or header.encrypted
-        ):
+        wanted = _FIRST[self.config.phase1_mode]
+        if header.exchange != wanted or header.message_id != 0 or header.encrypted:
             self.refused += 1
             name = _exchange_name(header.exchange)
             return V1GateDecision(
                 refusal=GateRefusal.NOT_INIT_REQUEST,
-                reason=f"not a Main mode first message ({name})",
+                reason=f"not a {wanted.name} first message ({name})",
             )
         known = self.table.find(self, addr, header.icookie)
         if known is not None and isinstance(known.sa, V1HalfOpen):
             sa = known.sa.sa
-            sa.receive_datagram(data, addr, now)  # a retransmission: answered again
+            sa.receive_datagram(data, addr, now, wall)  # a retransmission: answered again
             return V1GateDecision(sa=sa)
         limit = self.table.admit(self, addr[0], now)
         if limit is not None:
@@ -106,8 +107,8 @@ class V1ResponderGate:
                 refusal=GateRefusal.OVER_LIMIT, reason=f"over {limit.value} ({value})", limit=limit
             )
         sa = IkeV1Sa(self.config, Role.RESPONDER, self.local)
-        sa.receive_datagram(data, addr, now)
-        if sa.state is not V1State.SA_EXCHANGE:
+        sa.receive_datagram(data, addr, now, wall)
+        if sa.state not in (V1State.SA_EXCHANGE, V1State.KE_EXCHANGE):
             # Refused (no proposal chosen, a malformed SA payload): the core's answer
             # goes back, nothing is kept.
             self.refused += 1
@@ -129,6 +130,14 @@ class V1ResponderGate:
         held = self._held.pop(sa, None)
         if held is not None and held.half_open_slot is not None:
             held.half_open_slot.release()
+
+
+_FIRST = {
+    ExchangeMode.MAIN: ExchangeType.IDENTITY_PROTECTION,
+    ExchangeMode.AGGRESSIVE: ExchangeType.AGGRESSIVE,
+}
+"""The exchange a peer's first message must be in (RFC 2409 section 5): the plan says
+Main or Aggressive mode, and a responder takes only that one."""
 
 
 def _exchange_name(exchange: int) -> str:

@@ -19,9 +19,10 @@ A peer reached with IKEv1 (``ike_version: 1``) reads the same keywords under the
 of RFC 2409 and RFC 2407 (:class:`~.model.IkeVersion` is the version dimension of this
 one table, not a second table):
 
-- IKE (phase 1, RFC 2409 Appendix A): a CBC cipher with a hash; no AEAD cipher; the
-  PRF is the HMAC of the negotiated hash (section 5), so a PRF keyword other than the
-  integrity's own is an error. DH groups as for IKEv2.
+- IKE (phase 1, RFC 2409 Appendix A): a CBC cipher with a hash (``sha1`` too, for
+  IKEv1 peers only); no AEAD cipher; the PRF is the HMAC of the negotiated hash
+  (section 5), so a PRF keyword other than the integrity's own is an error. DH groups
+  as for IKEv2.
 - ESP (phase 2, RFC 2407 section 4.4.4 and RFC 4106 section 8.1 for AES-GCM): AES-CBC
   with an HMAC, or AES-GCM-16; a DH group asks for PFS. Keywords with no IKEv1 number
   (ChaCha20-Poly1305 is defined for IKEv2 only, RFC 7634) and extended sequence numbers
@@ -62,9 +63,14 @@ class Token:
     transform: Transform
     aead: bool = False
     """An encryption algorithm that carries its own integrity (RFC 5282 section 8)."""
-    ikev1: bool = True
-    """Whether IKEv1 has a number for it where it may be written (RFC 2409 Appendix A
-    for IKE, RFC 2407 section 4.4.4 for ESP)."""
+    versions: frozenset[IkeVersion] = frozenset(IkeVersion)
+    """The IKE versions whose peers' proposals may name it."""
+    kinds: frozenset[ProposalKind] = frozenset(ProposalKind)
+    """The proposals that may name it (ESP only what the data plane implements)."""
+
+
+_V1_ONLY = frozenset({IkeVersion.V1})
+_V2_ONLY = frozenset({IkeVersion.V2})
 
 
 TOKENS: dict[str, Token] = {
@@ -72,7 +78,13 @@ TOKENS: dict[str, Token] = {
     "aes256": Token(Transform(ENCR, ENCR_AES_CBC, 256)),
     "aes128gcm16": Token(Transform(ENCR, ENCR_AES_GCM_16, 128), aead=True),
     "aes256gcm16": Token(Transform(ENCR, ENCR_AES_GCM_16, 256), aead=True),
-    "chacha20poly1305": Token(Transform(ENCR, ENCR_CHACHA20_POLY1305), aead=True, ikev1=False),
+    # RFC 7634 defines it for IKEv2 only: IKEv1 has no number for it.
+    "chacha20poly1305": Token(
+        Transform(ENCR, ENCR_CHACHA20_POLY1305), aead=True, versions=_V2_ONLY
+    ),
+    # AUTH_HMAC_SHA1_96 (RFC 2404) with PRF_HMAC_SHA1 (2): the phase 1 hash of IKEv1 peers
+    # only (RFC 2409 Appendix A); this agent's IKEv2 and its ESP data plane have no SHA-1.
+    "sha1": Token(Transform(INTEG, 2), versions=_V1_ONLY, kinds=frozenset({ProposalKind.IKE})),
     # AUTH_HMAC_SHA2_256_128, _384_192, _512_256 (RFC 4868).
     "sha256": Token(Transform(INTEG, 12)),
     "sha384": Token(Transform(INTEG, 13)),
@@ -90,14 +102,19 @@ TOKENS: dict[str, Token] = {
     "curve25519": Token(Transform(DH, 31)),
     # Extended sequence numbers (RFC 4303 section 2.2.1).
     # RFC 4304 adds ESN to IKEv1, but vpnfleet's IKEv1 does not negotiate it.
-    "esn": Token(Transform(ESN, 1), ikev1=False),
+    "esn": Token(Transform(ESN, 1), versions=_V2_ONLY),
     "noesn": Token(Transform(ESN, 0)),
 }
 
 """The controller's algorithm registry: every keyword an inventory may write."""
 
 # Integrity hash -> PRF of the same hash, for IKE proposals that name no PRF.
-_PRF_FOR_INTEG = {12: Transform(PRF, 5), 13: Transform(PRF, 6), 14: Transform(PRF, 7)}
+_PRF_FOR_INTEG = {
+    2: Transform(PRF, 2),
+    12: Transform(PRF, 5),
+    13: Transform(PRF, 6),
+    14: Transform(PRF, 7),
+}
 _NO_ESN = Transform(ESN, 0)
 
 KNOWN_TOKENS: tuple[str, ...] = tuple(TOKENS)
@@ -126,8 +143,14 @@ def parse_proposal(text: str, kind: ProposalKind, version: IkeVersion = IkeVersi
             hint = did_you_mean(token, TOKENS)
             raise ProposalError(f"{where}: unknown algorithm {token!r}{hint}")
         transform = known.transform
-        if v1 and not known.ikev1:
-            raise ProposalError(f"{where}: {token!r} is for IKEv2 peers only, not over IKEv1")
+        if version not in known.versions:
+            only = "IKEv2 peers" if v1 else "IKEv1 peers (ike_version: 1)"
+            raise ProposalError(f"{where}: {token!r} is for {only} only")
+        if kind not in known.kinds:
+            raise ProposalError(
+                f"{where}: {token!r} is for IKE proposals only (the ESP data plane does not "
+                "implement it)"
+            )
         if v1 and known.aead and kind is ProposalKind.IKE:
             raise ProposalError(
                 f"{where}: {token!r} is an AEAD cipher, which IKEv1 phase 1 does not have "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.engine_pair import Fleet, node_plan
+from vpnfleet.agent.cli import _summary
 from vpnfleet.agent.convert import plan_from_proto
 from vpnfleet.agent.engine import translate
 from vpnfleet.agent.hollow import sample_plan
@@ -128,3 +129,35 @@ async def test_ends_that_disagree_on_the_version_make_no_tunnel_and_count_it() -
     assert not a.peers["b"].is_up and not b.peers["a"].is_up
     assert a.ike_counters()["wrong_version"] > 0
     assert b.ike_counters()["wrong_version"] > 0
+
+
+@pytest.mark.parametrize("version", [plan_pb2.IKE_V1, plan_pb2.IKE_V2])
+def test_a_sha1_phase_1_hash_is_taken_for_ikev1_peers_only(version: int) -> None:
+    """RFC 2409 Appendix A: SHA-1 is an IKEv1 phase 1 hash; this agent's IKEv2 does not
+    negotiate HMAC-SHA1-96 (nor its PRF), so an IKEv2 peer's proposal with it is refused."""
+    msg = plan_with(version, ike="aes256-sha1-modp2048")
+    transforms = msg.peers[0].ike_proposals[0].transforms
+    transforms[1].id, transforms[2].id = 2, 2  # PRF_HMAC_SHA1, AUTH_HMAC_SHA1_96
+    msg.content_hash = plan_content_hash(msg)
+    if version == plan_pb2.IKE_V1:
+        b1 = plan_from_proto(msg).peers[0]
+        assert [(t.type.name, t.id) for t in b1.ike_proposals[0].transforms][1:3] == [
+            ("PRF", 2),
+            ("INTEG", 2),
+        ]
+        return
+    with pytest.raises(PlanRejected) as caught:
+        plan_from_proto(msg)
+    assert [r.split(": ", 1)[1] for r in caught.value.reasons] == [
+        "PRF transform 2 is not implemented (have [5, 6, 7])",
+        "INTEG transform 2 is not implemented (have [12, 13, 14])",
+    ]
+
+
+def test_the_agent_plan_summary_names_an_ikev1_peer() -> None:
+    plan = plan_from_proto(
+        plan_with(plan_pb2.IKE_V1, aggressive=True, ike="aes256-sha256-modp2048")
+    )
+    lines = [line for line in _summary(plan) if line.startswith("  peer ")]
+    assert lines[0].startswith("  peer b1: 10.0.0.2 IKEv1 aggressive tunnel ")
+    assert "IKEv" not in lines[1]

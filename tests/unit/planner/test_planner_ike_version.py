@@ -14,6 +14,8 @@ import pytest
 
 from vpnfleet.agent.convert import plan_from_bytes
 from vpnfleet.agent.plan import IkeVersion as AgentIkeVersion
+from vpnfleet.controller.cli.fleet import render_plan_summaries
+from vpnfleet.controller.fleet.operations import CompiledFleet, plan_summary
 from vpnfleet.controller.inventory import InventoryErrors, load_inventory
 from vpnfleet.controller.planner import (
     IkeVersion,
@@ -358,7 +360,7 @@ def test_ikev1_proposals_mean_the_same_transforms() -> None:
         (
             "chacha20poly1305-prfsha256-x25519",
             ProposalKind.IKE,
-            "'chacha20poly1305' is for IKEv2 peers only, not over IKEv1",
+            "'chacha20poly1305' is for IKEv2 peers only",
         ),
         (
             "aes128-sha256-prfsha384-modp2048",
@@ -416,3 +418,39 @@ def test_replan_after_a_version_change(tmp_path: Path) -> None:
     assert new == plans_of(root)  # incremental result equals a full rebuild
     assert planner.changed_hosts(old, new) == {"a1", "a2", "a3"}
     assert {p.ike_version for plan in new.values() for p in plan.peers} == {IkeVersion.V1}
+
+
+def test_plan_shows_the_version_where_it_is_not_ikev2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``vpnfleet plan`` (text and JSON) names an IKEv1 peer and its mode; IKEv2 peers read
+    as before."""
+    root = make(tmp_path / "inv", group_vars__mesh="ike_version: 1\nike_aggressive: true\n")
+    inventory = load_inventory(root)
+    plans = build_plans(inventory, master_secret=SECRET)
+    fleet = CompiledFleet(inventory, ["a1"], plans, endpoints={"a1": "10.99.0.1:50051"})
+    summary = plan_summary(fleet, "a1")
+    assert {(p["name"], p["ike_version"], p["ike_aggressive"]) for p in summary["peers"]} == {
+        ("a2", 1, True),
+        ("a3", 1, True),
+    }
+    render_plan_summaries([summary])
+    lines = [line for line in capsys.readouterr().out.splitlines() if "peer a2:" in line]
+    assert lines == [
+        "  peer a2: 10.99.0.2, initiator, IKEv1 aggressive, psk:a1+a2/epoch-1, tunnel, start=start"
+    ]
+    v2 = load_inventory(make(tmp_path / "v2"))
+    fleet = CompiledFleet(
+        v2, ["a1"], build_plans(v2, master_secret=SECRET), endpoints={"a1": "10.99.0.1:50051"}
+    )
+    render_plan_summaries([plan_summary(fleet, "a1")])
+    assert "IKEv" not in capsys.readouterr().out
+
+
+def test_a_host_and_an_external_peer_disagreeing_on_aggressive_mode(tmp_path: Path) -> None:
+    topology = MESH_TOPOLOGY + external(
+        ike_version="1", ike_proposals="[aes256-sha256-modp2048]", ike_aggressive="true"
+    )
+    (error,) = plan_errors(make(tmp_path / "inv", topology=topology, **V1_MESH))
+    assert "host a1 and external peer partner disagree on ike_aggressive: a1 has false " in error
+    assert "(default), partner has true (at" in error
