@@ -606,6 +606,9 @@ def admission_to_proto(report: AdmissionReport) -> agent_pb2.IkeAdmission:
     )
 
 
+_IKE_VERSION = {IkeVersion.V2: plan_pb2.IKE_V2, IkeVersion.V1: plan_pb2.IKE_V1}
+
+
 def ike_sa_to_proto(sa: IkeSaReport) -> agent_pb2.IkeSaStatus:
     msg = agent_pb2.IkeSaStatus(
         peer=sa.peer,
@@ -625,6 +628,7 @@ def ike_sa_to_proto(sa: IkeSaReport) -> agent_pb2.IkeSaStatus:
         last_error=sa.last_error,
         unauthenticated_failures=sa.unauthenticated_failures,
         last_unauthenticated_failure=sa.last_unauthenticated_failure,
+        ike_version=_IKE_VERSION[sa.ike_version],
     )
     for c in sa.children:
         msg.children.add(

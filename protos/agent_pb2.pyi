@@ -139,7 +139,7 @@ class ChildSaStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., spi_in: _Optional[int] = ..., spi_out: _Optional[int] = ..., proposal: _Optional[str] = ..., mode: _Optional[str] = ..., local_ts: _Optional[_Iterable[str]] = ..., remote_ts: _Optional[_Iterable[str]] = ..., established_at: _Optional[float] = ..., rekeyed_at: _Optional[float] = ..., next_rekey_at: _Optional[float] = ..., bytes_in: _Optional[int] = ..., bytes_out: _Optional[int] = ..., packets_in: _Optional[int] = ..., packets_out: _Optional[int] = ..., replay_drops: _Optional[int] = ..., integrity_failures: _Optional[int] = ..., policy_drops: _Optional[int] = ...) -> None: ...
 
 class IkeSaStatus(_message.Message):
-    __slots__ = ("peer", "state", "spi_i", "spi_r", "proposal", "local_address", "remote_address", "initiator", "nat_detected", "established_at", "rekeyed_at", "next_rekey_at", "last_liveness_at", "last_error", "children", "unauthenticated_failures", "last_unauthenticated_failure", "nat")
+    __slots__ = ("peer", "state", "spi_i", "spi_r", "proposal", "local_address", "remote_address", "initiator", "nat_detected", "established_at", "rekeyed_at", "next_rekey_at", "last_liveness_at", "last_error", "children", "unauthenticated_failures", "last_unauthenticated_failure", "nat", "ike_version")
     class Nat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         NAT_UNSPECIFIED: _ClassVar[IkeSaStatus.Nat]
@@ -168,6 +168,7 @@ class IkeSaStatus(_message.Message):
     UNAUTHENTICATED_FAILURES_FIELD_NUMBER: _ClassVar[int]
     LAST_UNAUTHENTICATED_FAILURE_FIELD_NUMBER: _ClassVar[int]
     NAT_FIELD_NUMBER: _ClassVar[int]
+    IKE_VERSION_FIELD_NUMBER: _ClassVar[int]
     peer: str
     state: str
     spi_i: int
@@ -186,7 +187,8 @@ class IkeSaStatus(_message.Message):
     unauthenticated_failures: int
     last_unauthenticated_failure: str
     nat: IkeSaStatus.Nat
-    def __init__(self, peer: _Optional[str] = ..., state: _Optional[str] = ..., spi_i: _Optional[int] = ..., spi_r: _Optional[int] = ..., proposal: _Optional[str] = ..., local_address: _Optional[str] = ..., remote_address: _Optional[str] = ..., initiator: _Optional[bool] = ..., nat_detected: _Optional[bool] = ..., established_at: _Optional[float] = ..., rekeyed_at: _Optional[float] = ..., next_rekey_at: _Optional[float] = ..., last_liveness_at: _Optional[float] = ..., last_error: _Optional[str] = ..., children: _Optional[_Iterable[_Union[ChildSaStatus, _Mapping]]] = ..., unauthenticated_failures: _Optional[int] = ..., last_unauthenticated_failure: _Optional[str] = ..., nat: _Optional[_Union[IkeSaStatus.Nat, str]] = ...) -> None: ...
+    ike_version: _plan_pb2.IkeVersion
+    def __init__(self, peer: _Optional[str] = ..., state: _Optional[str] = ..., spi_i: _Optional[int] = ..., spi_r: _Optional[int] = ..., proposal: _Optional[str] = ..., local_address: _Optional[str] = ..., remote_address: _Optional[str] = ..., initiator: _Optional[bool] = ..., nat_detected: _Optional[bool] = ..., established_at: _Optional[float] = ..., rekeyed_at: _Optional[float] = ..., next_rekey_at: _Optional[float] = ..., last_liveness_at: _Optional[float] = ..., last_error: _Optional[str] = ..., children: _Optional[_Iterable[_Union[ChildSaStatus, _Mapping]]] = ..., unauthenticated_failures: _Optional[int] = ..., last_unauthenticated_failure: _Optional[str] = ..., nat: _Optional[_Union[IkeSaStatus.Nat, str]] = ..., ike_version: _Optional[_Union[_plan_pb2.IkeVersion, str]] = ...) -> None: ...
 
 class AgentStatus(_message.Message):
     __slots__ = ("host", "generation", "content_hash", "plan_applied_at", "agent_version", "uptime_seconds", "peers_total", "peers_up", "ike_sas", "data_plane", "ike_counters", "admission", "unmatched_ike_sa_init", "problems", "drops", "certificates")

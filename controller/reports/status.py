@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..planner.model import IkeVersion
 from .results import ChangeLine
 
 
@@ -185,6 +186,8 @@ class IkeSaView:
     or anyone who can send UDP to the agent): not a fault of this tunnel."""
     last_unauthenticated_failure: str = ""
     nat: NatState = NatState.UNSPECIFIED
+    ike_version: IkeVersion = IkeVersion.V2
+    """IKEv1 SAs show it in the SA table's state column."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,7 +468,7 @@ def sa_rows(status: FleetStatus) -> list[tuple[str, ...]]:
                     (
                         h.host,
                         ike.peer,
-                        ike.state + _NAT_MARK[ike.nat],
+                        ike.state + _VERSION_MARK[ike.ike_version] + _NAT_MARK[ike.nat],
                         (
                             f"{spi_hex(child.spi_in)}/{spi_hex(child.spi_out)}"
                             if child.spi_in
@@ -482,6 +485,8 @@ def sa_rows(status: FleetStatus) -> list[tuple[str, ...]]:
                 )
     return rows
 
+
+_VERSION_MARK = {IkeVersion.V2: "", IkeVersion.V1: " IKEv1"}
 
 _NAT_MARK = {
     NatState.UNSPECIFIED: "",

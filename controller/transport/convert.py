@@ -20,6 +20,7 @@ from vpnfleet.protos import agent_pb2, plan_pb2
 from vpnfleet.protos.hashing import plan_content_hash
 from vpnfleet.protos.versions import installed_version
 
+from ..planner.model import IkeVersion
 from ..reports.results import ChangeLine
 from ..reports.status import (
     AgentStatusView,
@@ -131,6 +132,7 @@ _NESTED: dict[str, type] = {
 
 _ENUMS: dict[str, type[enum.Enum]] = {
     "vpnfleet.v1.IkeSaStatus.Nat": NatState,
+    "vpnfleet.v1.IkeVersion": IkeVersion,
     "vpnfleet.v1.Problem.Kind": ProblemKind,
     "vpnfleet.v1.DropCount.Layer": DropLayer,
     "vpnfleet.v1.DropCount.Reason": DropReason,

@@ -6,11 +6,13 @@ Main mode; deletes, strangers and version mix-ups are counted, not fatal."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
 from tests.support.engine_pair import Fleet, Traffic, node_plan, udp4
 from vpnfleet.agent.engine import translate
+from vpnfleet.agent.engine.keylog import KeyLog
 from vpnfleet.agent.ike.admission import ResponderLimits
 from vpnfleet.agent.ike.ike_sa import IkeSa
 from vpnfleet.agent.ike.states import Role
@@ -18,7 +20,11 @@ from vpnfleet.agent.ike.v1.config import IkeV1Config
 from vpnfleet.agent.ike.v1.sa import IkeV1Sa
 from vpnfleet.agent.io.memory import Datagram
 from vpnfleet.agent.plan import IkeVersion
+from vpnfleet.agent.service import AgentService
 from vpnfleet.agent.sink import RekeyTarget
+from vpnfleet.agent.store import PlanStore
+from vpnfleet.controller.reports.status import FleetStatus, HostStatus, sa_rows
+from vpnfleet.controller.transport.convert import status_from_proto
 from vpnfleet.protos import plan_pb2
 
 
@@ -259,3 +265,34 @@ async def test_an_ikev2_request_for_an_ikev1_peer_is_refused(ab: Fleet) -> None:
     a.engine._on_ike(data, ("192.0.2.2", 500), 500)
     assert a.engine.ike_counters()["wrong_version"] == 1
     assert a.engine.peers_up() == 1 and len(a.engine.peers["b"].sas()) == 1
+
+
+async def test_status_names_ikev1_from_agent_to_the_fleet_table(ab: Fleet, tmp_path: Path) -> None:
+    """GetStatus carries the version (IkeSaStatus.ike_version); the controller's SA
+    table says IKEv1 in the state column; the JSON form names it too."""
+    a = ab["a"]
+    msg = AgentService("a", PlanStore(tmp_path), a.engine, a.hub).status()
+    (ike,) = msg.ike_sas
+    assert ike.ike_version == plan_pb2.IKE_V1
+    assert ike.spi_i == int.from_bytes(v1_sa(ab, "a", "b").icookie, "big")
+    view = status_from_proto(msg)
+    fleet = FleetStatus([HostStatus("a", msg.content_hash, view)])
+    (row,) = sa_rows(fleet)
+    assert row[2] == "established IKEv1"
+    assert fleet.to_json()["hosts"][0]["observed"]["ike_sas"][0]["ike_version"] == "V1"
+
+
+async def test_the_key_log_has_the_isakmp_line(tmp_path: Path) -> None:
+    """keylog.py writes Wireshark's ikev1_decryption_table record (initiator cookie,
+    encryption key; agent/ike/v1/export.py) for each ISAKMP SA, and esp_sa lines."""
+    fleet = Fleet("a", "b")
+    log = KeyLog.open(tmp_path / "keys")
+    fleet["a"].engine.keylog = log
+    await fleet.start()
+    await fleet.mesh(a=ikev1, b=ikev1)
+    sa = v1_sa(fleet, "a", "b")
+    assert sa.keys is not None
+    lines = (tmp_path / "keys").read_text().splitlines()
+    record = f"ikev1_decryption_table:{sa.icookie.hex()},{sa.keys.enc_key.hex()}"
+    assert record in lines
+    assert sum(line.startswith("esp_sa:") for line in lines) == 2
