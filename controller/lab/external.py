@@ -37,6 +37,7 @@ from typing import Any
 
 from vpnfleet.protos.files import make_private_directory, write_atomically
 
+from ..planner.model import IkeVersion
 from . import netns
 from .layout import ExternalLayout, LabError, LabLayout
 from .record import LabRecord
@@ -95,17 +96,22 @@ def run_swanctl(directory: Path, *args: str) -> subprocess.CompletedProcess[str]
     )
 
 
-def strongswan_conf(directory: Path, port: int) -> str:
+def strongswan_conf(directory: Path, port: int, aggressive: bool = False) -> str:
+    """``aggressive``: the peer answers IKEv1 Aggressive Mode with a PSK, which charon
+    refuses unless told it does not care (the PSK's hash goes out unprotected)."""
     ports = ""
     if port != 500:
         # The peer's IKE port from the topology; NAT-T keeps 4500 unless that is it.
         ports = f"  port = {port}\n  port_nat_t = {4501 if port == 4500 else 4500}\n"
+    psk_am = ""
+    if aggressive:
+        psk_am = "  i_dont_care_about_security_and_use_aggressive_mode_psk = yes\n"
     return f"""charon {{
   load = {PLUGINS}
   install_routes = yes
   install_virtual_ip = no
   threads = 16
-{ports}  filelog {{
+{ports}{psk_am}  filelog {{
     charon-log {{
       path = {directory / "charon.log"}
       time_format = %T
@@ -127,6 +133,9 @@ def strongswan_conf(directory: Path, port: int) -> str:
 """
 
 
+_VERSION = {IkeVersion.V2: 2, IkeVersion.V1: 1}
+
+
 def _list(values: tuple[str, ...]) -> str:
     return ",".join(values)
 
@@ -139,7 +148,11 @@ def swanctl_conf(ext: ExternalLayout) -> str:
     for c in ext.connections:
         lines += [
             f"  {c.host} {{",
-            "    version = 2",
+            f"    version = {_VERSION[ext.ike_version]}",
+            *(["    aggressive = yes"] if ext.aggressive else []),
+            # IKEv1 has no rekey exchange: charon would reauthenticate (a new Main mode)
+            # on its own timer; the managed end schedules that, with jitter.
+            *(["    reauth_time = 0"] if ext.ike_version is IkeVersion.V1 else []),
             f"    local_addrs = {ext.address}",
             f"    remote_addrs = {c.address}",
             f"    local_port = {ext.port}",
@@ -211,7 +224,7 @@ def start_charon(record: LabRecord, ext: ExternalLayout) -> int:
     run_dir = make_private_directory(directory) / "run"
     run_dir.mkdir(mode=0o700)
     conf = directory / "strongswan.conf"
-    conf.write_text(strongswan_conf(directory, ext.port))
+    conf.write_text(strongswan_conf(directory, ext.port, ext.aggressive))
     swanctl_file = directory / "swanctl.conf"
     write_atomically(swanctl_file, swanctl_conf(ext).encode())
     record.add("charon", name=ext.name, netns=ext.netns, dir=str(directory), pid=None)

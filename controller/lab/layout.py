@@ -41,7 +41,7 @@ from typing import Any
 
 from ..inventory import Inventory
 from ..planner import Mode, NodePlan, expand_topology
-from ..planner.model import AuthMethod, Identity, IdType
+from ..planner.model import AuthMethod, Identity, IdType, IkeVersion
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -137,6 +137,10 @@ class ExternalLayout:
     esp_proposals: tuple[str, ...]
     port: int
     connections: tuple[ExternalConnection, ...]
+    ike_version: IkeVersion = IkeVersion.V2
+    """The IKE protocol the peer speaks (charon's ``version``)."""
+    aggressive: bool = False
+    """IKEv1 Aggressive Mode (charon's ``aggressive``)."""
 
     def to_json(self) -> dict[str, Any]:
         # No PSK here: lab.json is a record, not a key store.
@@ -144,6 +148,7 @@ class ExternalLayout:
             "netns": self.netns,
             "address": self.address,
             "identity": self.identity,
+            "ike_version": self.ike_version.value,
             "sites": [s.address for s in self.sites],
             "connections": [c.host for c in self.connections],
         }
@@ -421,6 +426,8 @@ def _external_layouts(
             esp_proposals=tuple(p.text for p in ext.esp_proposals),
             port=ext.port,
             connections=tuple(connections),
+            ike_version=ext.ike_version,
+            aggressive=ext.aggressive,
         )
     return out
 
