@@ -619,8 +619,11 @@ class PeerDriver:
             host.keylog.ike_sa(self.name, "established", sa)
         current = self.ike
         replaced = current is not None and current is not sa and not current.is_closed
-        if isinstance(sa, IkeV1Sa) and any(s is not sa and established(s) for s in self.replacing):
-            replaced = True  # our reauthentication (IKEv1 has no IKE SA rekey)
+        reauthenticated = isinstance(sa, IkeV1Sa) and any(
+            s is not sa and established(s) for s in self.replacing
+        )
+        if reauthenticated:
+            replaced = True  # IKEv1 has no IKE SA rekey: a new Main mode replaces it
         if current is not sa:
             if current is None or current.is_closed or current in self.replacing:
                 # A replacement we were waiting for (the plan changed here too).
@@ -636,7 +639,7 @@ class PeerDriver:
             self.settle(SaKind.IKE, f"IKE {sa.spi_i.hex()}_i (replaced with a new IKE SA: {why})")
         self.ike_established_at = host.wall()
         self.ike_established_mono = host.now()
-        self.ike_rekeyed_at = 0.0
+        self.ike_rekeyed_at = host.wall() if reauthenticated else 0.0
         self._schedule_ike_rekey()
         if event.nat_local and sa.peer is not None:
             # RFC 3948 section 4: the side behind the NAT keeps its mapping open.
@@ -1290,7 +1293,9 @@ class PeerDriver:
         if not established(sa):
             raise CommandRefused(f"cannot reauthenticate an IKEv1 SA in state {sa.state.value}")
         if any(s is not sa and not s.is_closed and not established(s) for s in self.drivers):
-            raise CommandRefused("an IKEv1 reauthentication is already under way")
+            # A new Main mode is under way already (ours, or the peer's reauthentication
+            # crossing ours): when it is up it replaces this SA, which ends the wait.
+            return
         self.host.publish("ike_reauthenticate", self.name, "IKEv1: new Main mode")
         self.initiate()
 

@@ -157,6 +157,31 @@ async def test_phase1_reauthentication_moves_the_child_and_deletes_the_old(ab: F
     assert a.engine.peers_up() == 1 and b.engine.peers_up() == 1
 
 
+@pytest.mark.parametrize("seed", range(4))
+async def test_both_ends_reauthenticating_at_once_leave_one_isakmp_sa(ab: Fleet, seed: int) -> None:
+    """Both ends start a new Main mode at once (a fleet-wide rekey): the crossing
+    ISAKMP SAs resolve to the same one at both ends, with one child pair, under
+    reordering; the calls both succeed and no packet is lost afterwards."""
+    rng = random.Random(seed)
+    a, b = ab["a"], ab["b"]
+    old = v1_sa(ab, "a", "b").spi_i
+    ab.net.reorder = lambda batch: rng.sample(batch, len(batch))
+    pa = a.engine.start_rekey("b", RekeyTarget.IKE)
+    pb = b.engine.start_rekey("a", RekeyTarget.IKE)
+    ab.advance(15)
+    ab.net.reorder = None
+    ab.advance(15)
+    assert pa.done and pb.done
+    assert pa.result().ok and pb.result().ok, (pa.result(), pb.result())
+    assert v1_sa(ab, "a", "b").spi_i == v1_sa(ab, "b", "a").spi_i != old
+    assert len(a.engine.peers["b"].sas()) == 1 and len(b.engine.peers["a"].sas()) == 1
+    one_pair(ab)
+    packet = udp4("10.1.0.5", "10.2.0.7")
+    a.send(packet)
+    ab.pump()
+    assert b.tun.delivered[-1:] == [packet]
+
+
 async def test_timed_rekeys_run_on_their_own(ab: Fleet) -> None:
     """The plan's lifetimes (with jitter) replace child and ISAKMP SA before expiry."""
     a = ab["a"]
