@@ -5,6 +5,7 @@ Main mode; deletes, strangers and version mix-ups are counted, not fatal."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from pathlib import Path
 
@@ -194,7 +195,7 @@ async def test_timed_rekeys_run_on_their_own(ab: Fleet) -> None:
     assert a.engine.peers_up() == 1 and ab["b"].engine.peers_up() == 1
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(12))
 async def test_both_ends_replacing_the_child_at_once_leave_one_pair(ab: Fleet, seed: int) -> None:
     """A collision: both ends start a Quick mode for the same child at once, under
     reordering and the loss of some Quick mode messages. Both ends end with the same
@@ -321,3 +322,43 @@ async def test_the_key_log_has_the_isakmp_line(tmp_path: Path) -> None:
     record = f"ikev1_decryption_table:{sa.icookie.hex()},{sa.keys.enc_key.hex()}"
     assert record in lines
     assert sum(line.startswith("esp_sa:") for line in lines) == 2
+
+
+async def test_liveness_is_an_rfc3706_r_u_there(ab: Fleet) -> None:
+    """CheckLiveness on an IKEv1 peer sends R-U-THERE and takes the R-U-THERE-ACK."""
+    check = asyncio.create_task(ab["a"].engine.check_liveness(["b"], 5))
+    await asyncio.sleep(0)
+    assert ab.net.in_flight == 1
+    ab.pump()
+    (outcome,) = await check
+    assert outcome.answered and outcome.detail == "", outcome
+
+
+async def test_a_silent_ikev1_peer_is_declared_dead_and_retried(ab: Fleet) -> None:
+    a, b = ab["a"], ab["b"]
+    ab.net.drop = lambda d: d.dst[0] == b.address
+    check = asyncio.create_task(a.engine.check_liveness(["b"], 600))
+    await asyncio.sleep(0)
+    ab.advance(400)  # R-U-THERE retransmitted on a doubling timeout, then given up
+    (outcome,) = await check
+    assert not outcome.answered and outcome.detail.startswith("IKE SA gone: peer dead")
+    assert [e.peer for e in a.events("peer_dead")] == ["b"]
+    ab.net.drop = None
+    ab.advance(120)  # a initiates again (back-off); b takes the new SA over
+    assert a.engine.peers_up() == 1 and b.engine.peers_up() == 1
+    one_pair(ab)
+
+
+async def test_an_ikev2_message_naming_an_ikev1_cookie_is_not_routed_to_it(ab: Fleet) -> None:
+    """The engine routes by the cookie or SPI that is ours, but never an IKEv2 message
+    to an IKEv1 SA (or the reverse): it is counted as for an unknown SPI."""
+    a = ab["a"]
+    sa = v1_sa(ab, "a", "b")
+    header = bytearray(sa.icookie + sa.rcookie + bytes(12))
+    header[17] = 0x20  # IKEv2 (RFC 7296 section 3.1)
+    header[18], header[19] = 37, 0x20  # INFORMATIONAL response
+    header[24:28] = (28).to_bytes(4, "big")
+    before = a.engine.ike_counters()["unknown_spi"]
+    a.engine._on_ike(bytes(header), ("192.0.2.2", 500), 500)
+    assert a.engine.ike_counters()["unknown_spi"] == before + 1
+    assert sa.dropped == 0 and a.engine.peers_up() == 1
