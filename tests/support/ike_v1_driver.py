@@ -57,7 +57,7 @@ def load_config(spec: dict[str, Any]) -> IkeV1Config:
     return IkeV1Config(
         Identity.parse(spec["local_id"]),
         Identity.parse(spec["remote_id"]),
-        spec["psk"].encode(),
+        spec.get("our_psk", spec["psk"]).encode(),
         tuple(Phase1Proposal.parse(p) for p in spec["ike"]),
         ChildConfig(
             "net",
@@ -69,6 +69,8 @@ def load_config(spec: dict[str, Any]) -> IkeV1Config:
         phase1_mode=ExchangeMode(spec.get("phase1", "main")),
         certificates=load_certificates(spec),
         retransmit_timeout=1.0,
+        retransmit_tries=int(spec.get("retransmit_tries", 4)),
+        half_open_timeout=float(spec.get("half_open_timeout", 30.0)),
     )
 
 

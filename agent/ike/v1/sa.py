@@ -1109,17 +1109,10 @@ class IkeV1Sa:
         if not header.encrypted:
             self._unprotected_informational(header, body)
             return
-        self._require_phase1(header)
-        message = self.open(header, body)
-        hash_payload = message.payloads[0] if message.payloads else None
-        if not isinstance(hash_payload, HashPayload):
-            raise ProtocolError("informational message without HASH(1) first")
-        assert self.prf is not None and self.keys is not None
-        expected = info_hash(self.prf, self.keys.skeyid_a, header.message_id, message.after_first())
-        if not hmac.compare_digest(expected, hash_payload.data):
-            raise ProtocolError("informational HASH(1) does not verify")
-        assert self.cipher is not None
-        self.cipher.forget(header.message_id)  # one message: its chain is done
+        if self.state is not V1State.ESTABLISHED:
+            self._phase1_informational(header, body)
+            return
+        message = self._verified_informational(header, body)
         self._heard(addr, now)
         for payload in message.payloads[1:]:
             if isinstance(payload, NotifyPayload):
@@ -1127,6 +1120,42 @@ class IkeV1Sa:
             elif isinstance(payload, DeletePayload):
                 self._on_delete(payload)
             if self.is_closed:
+                return
+
+    def _verified_informational(self, header: IsakmpHeader, body: bytes) -> Received:
+        """Decrypted, with its HASH(1) = prf(SKEYID_a, M-ID | N/D) checked (5.7)."""
+        message = self.open(header, body)
+        hash_payload = message.payloads[0] if message.payloads else None
+        if not isinstance(hash_payload, HashPayload):
+            raise ProtocolError("informational message without HASH(1) first")
+        assert self.prf is not None and self.keys is not None and self.cipher is not None
+        expected = info_hash(self.prf, self.keys.skeyid_a, header.message_id, message.after_first())
+        if not hmac.compare_digest(expected, hash_payload.data):
+            raise ProtocolError("informational HASH(1) does not verify")
+        self.cipher.forget(header.message_id)  # one message: its chain is done
+        return message
+
+    def _phase1_informational(self, header: IsakmpHeader, body: bytes) -> None:
+        """An encrypted notify while our Main mode message 5 waits for its answer: the
+        responder refusing it under the keys it derived. One that verifies is the
+        peer's authenticated word and ends the SA; one that does not is what a peer
+        with another pre-shared key sends (strongSwan: PAYLOAD_MALFORMED under its own
+        keys), kept as the likely reason like any unverified message."""
+        if self.cipher is None or self.state is not V1State.AUTH_SENT:
+            raise ProtocolError(f"encrypted informational message in state {self.state.value}")
+        try:
+            message = self._verified_informational(header, body)
+        except ProtocolError:
+            self._auth_failure = (
+                "AUTHENTICATION_FAILED: the peer answered Main mode message 5 with an "
+                "encrypted notify that does not decrypt and verify; are the pre-shared "
+                "keys the same?"
+            )
+            raise
+        for payload in message.payloads[1:]:
+            if isinstance(payload, NotifyPayload) and payload.type < 8192:
+                name = _notify_name(payload.type)
+                self.fail(f"{name}: the peer refused Main mode message 5", payload.type)
                 return
 
     def _unprotected_informational(self, header: IsakmpHeader, body: bytes) -> None:
