@@ -266,3 +266,36 @@ def test_wrong_psk_fails_clearly(lab: Lab, charon_initiates: bool) -> None:
     assert failed["notify"] == 24  # AUTHENTICATION_FAILED
     assert "pre-shared keys" in failed["reason"]
     assert not [sa for sa in lab.charon.list_sas() if sa.get("state") == "ESTABLISHED"]
+
+
+@pytest.mark.parametrize("by", ["us", "charon"])
+def test_child_rekey(lab: Lab, by: str) -> None:
+    """A new Quick mode replaces the child (make-before-break). We delete the old SA at
+    once; charon 5.9 keeps an SA it rekeyed (state REKEYED) until it expires, so then
+    only the new one is compared."""
+    peer = lab.load(IKE, ESP, charon_initiates=False)
+    _, old = lab.establish(charon_initiates=False)
+    if by == "us":
+        peer.command("rekey_child")
+    else:
+        lab.charon.swanctl("--rekey", "--child", "net")
+    rekeyed = peer.wait("ChildSaRekeyed", timeout=10)
+    assert rekeyed["initiator"] is (by == "us")
+    assert rekeyed["old_spi_in"] == old["spi_in"]
+    new = rekeyed["new"]
+    if by == "us":
+        deleted = peer.wait("ChildSaDeleted", timeout=10)
+        assert (deleted["spi_in"], deleted["reason"]) == (old["spi_in"], "rekeyed")
+    installed: list[tuple[str, str]] = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        (ike,) = lab.charon.list_sas()
+        installed = [
+            (c["spi-in"], c["spi-out"])
+            for c in ike.get("child-sas", {}).values()
+            if c.get("state") == "INSTALLED"
+        ]
+        if installed == [(new["spi_out"], new["spi_in"])]:
+            break
+        time.sleep(0.1)
+    assert installed == [(new["spi_out"], new["spi_in"])]

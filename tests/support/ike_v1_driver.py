@@ -5,8 +5,9 @@
 The IKEv1 twin of ike_driver.py: listens on UDP 500 and 4500 (RFC 3948 non-ESP marker
 on 4500), routes datagrams to IkeV1Sa by initiator cookie (a Main mode message 1 for
 no known SA makes a responder), takes JSON commands on stdin (``initiate``,
-``delete_child``, ``delete_ike``, ``liveness``) and prints every event as one JSON line
-on stdout, keys included (this is a test harness; keys are what the tests compare).
+``rekey_child``, ``delete_child``, ``delete_ike``, ``liveness``) and prints every
+event as one JSON line on stdout, keys included (this is a test harness; keys are
+what the tests compare).
 
 Imported (not run), it gives ``V1Peer``: the driver started in a namespace beside a
 charon of tests/support/charon.py.
@@ -186,6 +187,9 @@ class Driver:
                 sa = IkeV1Sa(self.config, Role.INITIATOR, self.local)
                 self.sas[sa.icookie] = sa
                 sa.initiate((self.spec["peer"], IKE_PORT), now)
+            elif name == "rekey_child":
+                sa = self.current()
+                sa.rekey_child(next(iter(sa.children)), now)
             elif name == "delete_child":
                 sa = self.current()
                 sa.delete_child(next(iter(sa.children)), now)

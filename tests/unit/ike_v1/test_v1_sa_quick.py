@@ -8,7 +8,14 @@ import pytest
 from tests.support.ike_v1_peers import Peers, left_right
 from vpnfleet.agent.ike.config import Mode, selector
 from vpnfleet.agent.ike.constants import EncrId, IntegId
-from vpnfleet.agent.ike.events import ChildSaEstablished, ChildSaFailed, IkeSaEstablished
+from vpnfleet.agent.ike.errors import CommandRefused
+from vpnfleet.agent.ike.events import (
+    ChildSaDeleted,
+    ChildSaEstablished,
+    ChildSaFailed,
+    ChildSaRekeyed,
+    IkeSaEstablished,
+)
 from vpnfleet.agent.ike.v1.constants import ExchangeType, Flag, NotifyType
 from vpnfleet.agent.ike.v1.quick import QuickState
 from vpnfleet.agent.ike.v1.sa import V1State
@@ -186,3 +193,28 @@ def test_commit_bit_is_answered_without_it() -> None:
         d for name, d in peers.sent if name == "right" and d[18] == ExchangeType.INFORMATIONAL
     ]
     assert notifies == []
+
+
+@pytest.mark.parametrize("by", ["left", "right"])
+def test_rekey_child_replaces_it_make_before_break(by: str) -> None:
+    """A new Quick mode for the same policy, then a Delete of the old SA: ChildSaRekeyed
+    on both sides (the rekey's initiator first), the old SA deleted as rekeyed."""
+    peers = Peers.established(esp=("aes128-sha256-ecp256",))
+    old_left, old_right = _children(peers)
+    rekeying = peers.left if by == "left" else peers.right
+    other = peers.right if by == "left" else peers.left
+    old = old_left if by == "left" else old_right
+    rekeying.sa.rekey_child(old.spi_in, peers.now)
+    with pytest.raises(CommandRefused, match="already being rekeyed"):
+        rekeying.sa.rekey_child(old.spi_in, peers.now)
+    peers.run()
+    (ours,) = rekeying.of(ChildSaRekeyed)
+    (theirs,) = other.of(ChildSaRekeyed)
+    assert ours.initiator and not theirs.initiator
+    assert ours.old_spi_in == old.spi_in and theirs.old_spi_out == old.spi_in
+    _cross_keyed(ours.new, theirs.new)
+    assert ours.new.encr_key_in not in (old_left.encr_key_in, old_left.encr_key_out)
+    for endpoint in (rekeying, other):
+        (deleted,) = endpoint.of(ChildSaDeleted)
+        assert deleted.reason == "rekeyed"
+        assert list(endpoint.sa.children) == [(ours if endpoint is rekeying else theirs).new.spi_in]
