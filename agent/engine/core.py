@@ -135,8 +135,10 @@ def start_quick_mode(sa: IkeV1Sa, now: float) -> bytes:
     """A new Quick mode (RFC 2409 section 5.5) for the SA's child policy on an
     established ISAKMP SA: IKEv1 has no rekey exchange, a child is replaced by a new
     Quick mode. Returns the inbound SPI it offers, by which the caller knows the child
-    as its own. The core starts Quick mode itself only after Main mode; this is the
-    command it lacks (``create_child``)."""
+    as its own. Unlike the core's ``rekey_child``, which deletes the old SA as soon as
+    message 2 arrives, nothing is deleted here: the engine switches and deletes when
+    the responder surely holds the new SA (it does only from message 3), and settles
+    collisions (both ends replacing the child at once)."""
     if sa.state is not V1State.ESTABLISHED:
         raise CommandRefused(f"cannot start Quick mode on an IKEv1 SA in state {sa.state.value}")
     exchange = QuickMode.initiate(sa, sa.config.child, now)

@@ -1038,7 +1038,13 @@ class PeerDriver:
 
     def on_child_rekeyed(self, driver: SaDriver, event: ChildSaRekeyed) -> None:
         sa = driver.sa
-        assert isinstance(sa, IkeSa)  # IKEv1 replaces a child with a new Quick mode
+        if isinstance(sa, IkeV1Sa):
+            # The IKEv1 core names a new Quick mode SA of the child's policy a rekey of
+            # the one it replaces; the engine starts those Quick modes itself and times
+            # the switch and the old SA's delete (``_v1_child_replaced``).
+            self.on_child_up(driver, event.new)
+            return
+        assert isinstance(sa, IkeSa)
         ours = event.initiator and self.rekeying_child == event.old_spi_in
         if ours:
             self.rekeying_child = None  # the exchange we started is over
@@ -1156,7 +1162,7 @@ class PeerDriver:
             and child is not None
             and child.spi_in == event.spi_in
             and self.v1_round_timer is not None
-            and event.reason == "deleted by peer"
+            and event.reason in ("deleted by peer", "rekeyed")
             and self._v1_fall_back(sa)
         ):
             return
