@@ -49,6 +49,8 @@ from ..ike.gate import IkeResponderGate
 from ..ike.ike_sa import IkeSa
 from ..ike.states import Role
 from ..ike.v1.config import IkeV1Config
+from ..ike.v1.constants import DOI_IPSEC, ProtocolId
+from ..ike.v1.payloads import DeletePayload
 from ..ike.v1.sa import IkeV1Sa
 from ..io.dataplane_model import SaStats
 from ..io.udp import IKE_PORT, Address
@@ -845,6 +847,11 @@ class PeerDriver:
             path=(path, local),
         )
         self.rekeying_child = self.awaiting_activation = None
+        if self.v1_round_timer is not None:
+            # A replacement on the SA this child leaves is over with it.
+            self.v1_round_timer.cancel()
+            self.v1_round_timer = None
+        self.v1_replaced = None
         if old is not None:
             # The child a Rekey call waits for was replaced with a new IKE SA's (the
             # peer restarted, or the tunnel was re-established): that is its rekey.
@@ -1013,8 +1020,21 @@ class PeerDriver:
     def _delete_replaced(self, sa: IkeCore) -> None:
         for old in self.replacing:
             if old is not sa:
+                if isinstance(sa, IkeV1Sa) and isinstance(old, IkeV1Sa):
+                    self._v1_delete_children_of(old, sa)
                 self.delete_sa(old)
         self.replacing = [s for s in self.replacing if s is not sa and not s.is_closed]
+
+    def _v1_delete_children_of(self, old: IkeV1Sa, new: IkeV1Sa) -> None:
+        """The Quick mode SAs of a replaced ISAKMP SA are deleted over the new one too:
+        an IPsec SA may be deleted over any ISAKMP SA with the peer (RFC 2408 section
+        3.15), and strongSwan moves them to the new ISAKMP SA on reauthentication and
+        looks a Delete up there only."""
+        spis = tuple(old.children)
+        if not spis or not established(new):
+            return
+        new.send_informational([DeletePayload(DOI_IPSEC, ProtocolId.IPSEC_ESP, spis)])
+        self._service(new)
 
     def _activate(self) -> None:
         self.awaiting_activation = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ from tests.support.pings import sa_spis, stop_pings, wait_fresh_replies
 pytestmark = pytest.mark.netns
 
 CHARON = Path("/usr/lib/ipsec/charon")
+MANAGED = {"gw1": "10.3.1.1", "gw2": "10.3.2.1"}
+PARTNER_SITE = "10.30.0.1"
 
 
 def ikev1_lab(root: Path, inventory: str) -> LabRun:
@@ -114,3 +117,28 @@ def test_an_agent_against_charon_speaking_ikev1(tmp_path: Path) -> None:
         # charon's own record of the version it speaks.
         conf = (lab.lab_dir / "external" / "partner" / "swanctl.conf").read_text()
         assert conf.count("version = 1") == 2
+        before = {h: sa for h, sa in ike_sas(fleet_status(lab)) if sa["peer"] == "partner"}
+
+        # Our Quick modes and Main modes replace charon's SAs too; afterwards charon holds
+        # one ISAKMP SA with one child per gateway, and pings cross both ways.
+        for target in ("--child", "--ike"):
+            res = controller(lab, "rekey", "-i", str(lab.inventory), target, "-o", "json")
+            assert res.returncode == 0, res.stdout + res.stderr
+        time.sleep(8)  # the replaced SAs are deleted a few seconds after the switch
+        after = {h: sa for h, sa in ike_sas(fleet_status(lab)) if sa["peer"] == "partner"}
+        for host, sa in after.items():
+            assert sa["state"] == "established" and sa["spi_i"] != before[host]["spi_i"], sa
+            old_child, new_child = before[host]["children"][0], sa["children"][0]
+            assert new_child["spi_in"] != old_child["spi_in"], (old_child, new_child)
+        charon = lab.status()["externals"]["partner"]
+        established = [sa for sa in charon["sas"] if sa["state"] == "ESTABLISHED"]
+        assert len(established) == 2, charon["sas"]
+        log = lab.lab_dir / "external" / "partner" / "charon.log"
+        for sa in established:
+            assert [c["state"] for c in sa["children"]] == ["INSTALLED"], (
+                sa,
+                log.read_text()[-12000:],
+            )
+        for host, site in MANAGED.items():
+            there = lab.exec(host, "ping", "-n", "-c2", "-W2", "-I", site, PARTNER_SITE)
+            assert there.returncode == 0, there.stdout + there.stderr

@@ -183,6 +183,28 @@ async def test_both_ends_reauthenticating_at_once_leave_one_isakmp_sa(ab: Fleet,
     assert b.tun.delivered[-1:] == [packet]
 
 
+async def test_a_reauthentication_right_after_a_child_rekey_deletes_the_old(ab: Fleet) -> None:
+    """The new Main mode comes while the replaced child is still kept: the old ISAKMP SA
+    and both of its Quick mode SAs are deleted all the same (over the new ISAKMP SA
+    too, where strongSwan looks for them), leaving one of each at both ends."""
+    a, b = ab["a"], ab["b"]
+    traffic = Traffic(ab, a, b)
+    # b's own Deletes are lost (as charon sends none for SAs it sees replaced): a must
+    # delete what it replaced itself.
+    ab.net.drop = lambda d: d.src[0] == b.address and d.data[17:19] == b"\x10\x05"
+    assert ab.rekey("a", "b", RekeyTarget.CHILD, within=0.5).ok
+    traffic.tick()
+    ab.advance(1.5)  # the old child's end is due in a second or so
+    assert ab.rekey("a", "b", RekeyTarget.IKE, within=0.5).ok
+    for _ in range(20):
+        traffic.tick()
+        ab.advance(0.5)
+    ab.net.drop = None
+    traffic.settle()
+    assert len(a.engine.peers["b"].sas()) == 1 and len(b.engine.peers["a"].sas()) == 1
+    one_pair(ab)
+
+
 async def test_timed_rekeys_run_on_their_own(ab: Fleet) -> None:
     """The plan's lifetimes (with jitter) replace child and ISAKMP SA before expiry."""
     a = ab["a"]
