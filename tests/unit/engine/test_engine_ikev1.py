@@ -384,3 +384,44 @@ async def test_an_ikev2_message_naming_an_ikev1_cookie_is_not_routed_to_it(ab: F
     a.engine._on_ike(bytes(header), ("192.0.2.2", 500), 500)
     assert a.engine.ike_counters()["unknown_spi"] == before + 1
     assert sa.dropped == 0 and a.engine.peers_up() == 1
+
+
+async def test_a_restarted_ikev1_initiator_brings_the_tunnel_back(ab: Fleet) -> None:
+    """The restarted end says INITIAL-CONTACT (RFC 2407 section 4.6.3.3): the other end
+    takes the new ISAKMP SA and child at once and drops the stale ones."""
+    a, b = ab["a"], ab["b"]
+    old = b.child_spis("a")
+    await a.restart()
+    await a.engine.put_in_force(node_plan("a", ["b"], edit=ikev1))
+    ab.advance(5)
+    assert a.engine.peers_up() == 1 and b.engine.peers_up() == 1
+    assert b.child_spis("a") != old
+    one_pair(ab)
+    assert len(b.engine.peers["a"].sas()) == 1
+    packet = udp4("10.2.0.7", "10.1.0.5")
+    b.send(packet)
+    ab.pump()
+    assert a.tun.delivered == [packet]
+
+
+async def test_a_peer_moved_from_ikev2_to_ikev1_is_replaced_make_before_break() -> None:
+    """A plan change of the version re-establishes the peer like any other change: the
+    IKEv2 SA carries traffic until the IKEv1 one has its child, then is deleted."""
+    fleet = Fleet("a", "b")
+    await fleet.start()
+    await fleet.mesh()
+    a, b = fleet["a"], fleet["b"]
+    assert isinstance(a.engine.peers["b"].ike, IkeSa)
+    traffic = Traffic(fleet, a, b)
+    # The responder first, as a rollout would; the initiator's change re-establishes.
+    await fleet.apply("b", node_plan("b", ["a"], 2, edit=ikev1))
+    await fleet.apply("a", node_plan("a", ["b"], 2, edit=ikev1))
+    for _ in range(20):
+        traffic.tick()
+        fleet.advance(0.5)
+    traffic.settle()
+    assert isinstance(a.engine.peers["b"].ike, IkeV1Sa)
+    assert len(a.engine.peers["b"].sas()) == 1 and len(b.engine.peers["a"].sas()) == 1
+    one_pair(fleet)
+    (report,) = a.engine.ike_sas()
+    assert report.ike_version is IkeVersion.V1
