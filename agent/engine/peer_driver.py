@@ -1061,8 +1061,13 @@ class PeerDriver:
         if isinstance(sa, IkeV1Sa):
             # The IKEv1 core names a new Quick mode SA of the child's policy a rekey of
             # the one it replaces; the engine starts those Quick modes itself and times
-            # the switch and the old SA's delete (``_v1_child_replaced``).
-            self.on_child_up(driver, event.new)
+            # the switch and the old SA's delete (``_v1_child_replaced``), also when
+            # the core's own rekey_child deleted the old SA already.
+            child = self.child
+            if self.ike is sa and child is not None and child.spi_in == event.old_spi_in:
+                self._v1_child_replaced(sa, event.new)
+            else:
+                self.on_child_up(driver, event.new)
             return
         assert isinstance(sa, IkeSa)
         ours = event.initiator and self.rekeying_child == event.old_spi_in

@@ -425,3 +425,22 @@ async def test_a_peer_moved_from_ikev2_to_ikev1_is_replaced_make_before_break() 
     one_pair(fleet)
     (report,) = a.engine.ike_sas()
     assert report.ike_version is IkeVersion.V1
+
+
+async def test_a_peer_rekeying_the_child_its_own_way_is_followed(ab: Fleet) -> None:
+    """A peer that replaces the child with the core's own rekey (as charon does: a new
+    Quick mode, then a Delete of the old SA) is followed: the new SA takes the traffic,
+    the old goes, and no packet is lost on the way."""
+    a, b = ab["a"], ab["b"]
+    before = one_pair(ab)
+    traffic = Traffic(ab, a, b)
+    sa_b = v1_sa(ab, "b", "a")
+    sa_b.rekey_child(before[1].to_bytes(4, "big"), b.engine.now())
+    b.engine.driver_of(sa_b).service()
+    for _ in range(20):
+        traffic.tick()
+        ab.advance(0.5)
+    traffic.settle()
+    after = one_pair(ab)
+    assert after != before
+    assert [e.peer for e in a.events("child_rekeyed")] == ["b"]
