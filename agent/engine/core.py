@@ -121,16 +121,6 @@ def deleting(sa: IkeCore) -> bool:
     return sa.state is IkeSaState.DELETING
 
 
-def half_open(sa: IkeCore) -> bool:
-    """A responder SA not yet authenticated (it holds a place in the half-open table)."""
-    return (
-        not sa.is_initiator
-        and not sa.is_closed
-        and not established(sa)
-        and not (sa.state is IkeSaState.REKEYED or sa.state is IkeSaState.DELETING)
-    )
-
-
 def start_quick_mode(sa: IkeV1Sa, now: float) -> bytes:
     """A new Quick mode (RFC 2409 section 5.5) for the SA's child policy on an
     established ISAKMP SA: IKEv1 has no rekey exchange, a child is replaced by a new

@@ -43,7 +43,6 @@ from ..ike.errors import ProtocolError
 from ..ike.events import IkeEvent
 from ..ike.gate import GateDecision, IkeResponderGate
 from ..ike.message import parse_message
-from ..ike.states import IkeSaState
 from ..ike.v1.config import IkeV1Config
 from ..ike.v1.constants import ISAKMP_MAJOR_VERSION, ExchangeType
 from ..ike.v1.message import IsakmpHeader
@@ -86,7 +85,7 @@ from ..sink import (
 )
 from . import translate
 from .clock import LoopScheduler, Scheduler
-from .core import IkeCore, version_of
+from .core import IkeCore, established, version_of
 from .forwarding import HostForwarding
 from .incoming import EARLY_MAX_AGE, EarlyRequest, EarlyRequests, UnmatchedSources
 from .keylog import KeyLog
@@ -589,7 +588,7 @@ class Engine:
                 driver.config is not None
                 and not driver.initiates
                 and current is not None
-                and current.state is IkeSaState.ESTABLISHED
+                and established(current)
             ):
                 delay = self.CREDENTIAL_HANDOVER_DELAY * self.rng.uniform(0.9, 1.1)
                 driver.reauthenticate_after(delay, changed_at)

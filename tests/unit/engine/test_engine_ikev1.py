@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.engine_pair import Fleet, Traffic, node_plan, udp4
+from tests.support.engine_pair import (
+    Fleet,
+    Traffic,
+    enrolled,
+    node_plan,
+    udp4,
+    with_credentials,
+)
 from vpnfleet.agent.engine import translate
 from vpnfleet.agent.engine.keylog import KeyLog
 from vpnfleet.agent.ike.admission import ResponderLimits
@@ -25,6 +32,7 @@ from vpnfleet.agent.service import AgentService
 from vpnfleet.agent.sink import RekeyTarget
 from vpnfleet.agent.store import PlanStore
 from vpnfleet.controller.reports.status import FleetStatus, HostStatus, sa_rows
+from vpnfleet.controller.statedir import pki
 from vpnfleet.controller.transport.convert import status_from_proto
 from vpnfleet.protos import plan_pb2
 
@@ -444,3 +452,33 @@ async def test_a_peer_rekeying_the_child_its_own_way_is_followed(ab: Fleet) -> N
     after = one_pair(ab)
     assert after != before
     assert [e.peer for e in a.events("child_rekeyed")] == ["b"]
+
+
+async def test_ikev1_peers_authenticate_with_fleet_certificates(tmp_path: Path) -> None:
+    """``auth: pubkey`` over IKEv1: Main mode with ECDSA signatures (RFC 4754) and the
+    agents' enrolled certificates, checked against the plan's trust anchor."""
+    ca_pem = pki.init_ca(tmp_path / "ca", "ecdsa-p256").cert_path.read_bytes()
+
+    def v1_pubkey(msg: plan_pb2.NodePlan) -> None:
+        ikev1(msg)
+        del msg.trust_anchors[:]
+        msg.trust_anchors.append(ca_pem)
+        for peer in msg.peers:
+            peer.auth.CopyFrom(
+                plan_pb2.Credential(
+                    method=plan_pb2.AUTH_METHOD_PUBKEY,
+                    reference="cert:fleet-ca",
+                    ca_fingerprint=pki.fingerprint(ca_pem),
+                )
+            )
+
+    fleet = Fleet("a", "b")
+    for host in ("a", "b"):
+        with_credentials(fleet, host, enrolled(tmp_path / "ca", tmp_path / host, host))
+    await fleet.start()
+    await fleet.mesh(a=v1_pubkey, b=v1_pubkey)
+    a, b = fleet["a"], fleet["b"]
+    assert a.engine.peers_up() == 1 and b.engine.peers_up() == 1, a.engine.ike_sas()
+    config = a.engine.peers["b"].config
+    assert isinstance(config, IkeV1Config) and config.certificates is not None
+    one_pair(fleet)
