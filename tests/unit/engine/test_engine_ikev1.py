@@ -482,3 +482,30 @@ async def test_ikev1_peers_authenticate_with_fleet_certificates(tmp_path: Path) 
     config = a.engine.peers["b"].config
     assert isinstance(config, IkeV1Config) and config.certificates is not None
     one_pair(fleet)
+
+
+async def test_aggressive_mode_where_the_plan_says_so() -> None:
+    """``ike_aggressive``: phase 1 in three messages (RFC 2409 section 5.4); the
+    responder's gate takes an Aggressive mode first message and no Main mode one."""
+
+    def aggressive(msg: plan_pb2.NodePlan) -> None:
+        ikev1(msg)
+        for p in msg.peers:
+            p.ike_aggressive = True
+
+    fleet = Fleet("a", "b")
+    await fleet.start()
+    await fleet.mesh(a=aggressive, b=aggressive)
+    a, b = fleet["a"], fleet["b"]
+    assert a.engine.peers_up() == 1 and b.engine.peers_up() == 1
+    one_pair(fleet)
+    # A Main mode first message for the Aggressive mode peer is refused by its gate.
+    main = node_plan("a", ["b"], edit=ikev1)
+    config = translate.ike_v1_config(main, main.peers[0])
+    other = IkeV1Sa(config, Role.INITIATOR)
+    other.initiate(("192.0.2.2", 500), 0.0)
+    ((data, _),) = other.datagrams_to_send(0.0)
+    refused = b.engine.ike_counters()["refused"]
+    b.engine._on_ike(data, ("192.0.2.1", 500), 500)
+    assert b.engine.ike_counters()["refused"] == refused + 1
+    assert len(b.engine.peers["a"].sas()) == 1
