@@ -10,8 +10,13 @@ It implements :class:`~vpnfleet.agent.sink.PlanSink`, and does two things itself
   ``dynamic_address``), whose IKE_AUTH then checks the identity, or from any other
   address to the one responder-side peer the plan has behind a NAT; what matches no
   peer is counted, with its latest sources, in the agent's status, and kept a few
-  seconds (:class:`~.incoming.EarlyRequests`) for a plan that has its peer. The data
-  plane's acquires and SA events go to the peer they name.
+  seconds (:class:`~.incoming.EarlyRequests`) for a plan that has its peer. IKEv1
+  (version byte 0x10, RFC 2408 section 3.1) has no I flag: a datagram goes to the SA
+  whose cookie is ours, and a first Main or Aggressive mode message (zero responder
+  cookie) to the IKEv1 gate (:mod:`.v1_gate`) of its peer, under the same half-open
+  caps; a request of the other version than the plan's for that peer is counted
+  (``wrong_version``) and dropped. The data plane's acquires and SA events go to the
+  peer they name.
 - it puts plans in force as a difference: a :class:`~.peer_driver.PeerDriver` per plan
   peer, updated in place when the change is this end's own business
   (:func:`same_tunnel`), replaced by a new driver that takes over the old SAs

@@ -17,6 +17,14 @@ point, and on request; a rekey the peer refuses for now (section 2.25) is tried 
 after a bounded back-off. A Rekey call waits until the SA in force when it was made has
 been replaced by a newer one, whoever made it; it fails when the SA goes without a
 successor, when the peer refuses for good, or after :data:`~.rekey.REKEY_WAIT` seconds.
+
+A peer the plan reaches with IKEv1 (RFC 2409) runs the IKEv1 core the same way, with
+the differences IKEv1 makes: it has no rekey exchange, so the child is replaced by a new
+Quick mode on the same ISAKMP SA (the responder switches at once, the initiator once
+the responder surely holds the new SA; then the old one is deleted; both ends replacing
+it at once keep the same one, :meth:`PeerDriver._v1_child_replaced`), and the ISAKMP SA
+by a new Main mode whose own Quick mode takes the child over, as for a re-established
+IKEv2 peer, before the old ISAKMP SA and its Quick mode SAs are deleted.
 """
 
 from __future__ import annotations
