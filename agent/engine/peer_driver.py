@@ -929,8 +929,8 @@ class PeerDriver:
         inbound, outbound = translate.sa_params(
             event, translate.child_lifetime(self.peer), self.local, remote
         )
-        # After a collision the loser carried our traffic: the winner is taken at once
-        # when the peer surely holds it (it started it), else as for any initiator.
+        # The Quick mode's responder switches at once, its initiator waits (see above);
+        # after a collision too: the loser carries our traffic meanwhile.
         switch = not ours
         plane.rekey_child_sa(
             self.name,
