@@ -23,6 +23,7 @@ from .control import (
     encode_frame,
     unix_address,
 )
+from .plan import IkeVersion
 
 SOCKET_ENV = "VPNFLEET_AGENT_SOCKET"
 ANSWER_TIMEOUT = 30.0
@@ -161,7 +162,8 @@ def sas_lines(answer: dict[str, Any]) -> Iterator[str]:
     for ike in answer["ike_sas"]:
         ours_i = "*" if ike["initiator"] else ""
         ours_r = "" if ike["initiator"] else "*"
-        head = f"{ike['peer']}: {ike['state'].upper()}, IKEv2"
+        version = "IKEv1" if ike.get("ike_version") == IkeVersion.V1.value else "IKEv2"
+        head = f"{ike['peer']}: {ike['state'].upper()}, {version}"
         if int(ike["spi_i"], 16):
             head += f", {ike['spi_i']}_i{ours_i} {ike['spi_r']}_r{ours_r}"
         yield head

@@ -19,6 +19,8 @@ from tests.support.engine_pair import (
     udp4,
     with_credentials,
 )
+from vpnfleet.agent.control import sas_json
+from vpnfleet.agent.ctl_cli import sas_lines
 from vpnfleet.agent.engine import translate
 from vpnfleet.agent.engine.keylog import KeyLog
 from vpnfleet.agent.ike.admission import ResponderLimits
@@ -509,3 +511,11 @@ async def test_aggressive_mode_where_the_plan_says_so() -> None:
     b.engine._on_ike(data, ("192.0.2.1", 500), 500)
     assert b.engine.ike_counters()["refused"] == refused + 1
     assert len(b.engine.peers["a"].sas()) == 1
+
+
+async def test_the_local_sas_command_says_ikev1(ab: Fleet) -> None:
+    """``vpnfleet-agent sas`` (swanctl --list-sas's layout) names the version."""
+    answer = {"now": ab["a"].engine.wall(), "ike_sas": sas_json(ab["a"].engine.ike_sas())}
+    head = next(sas_lines(answer))
+    sa = v1_sa(ab, "a", "b")
+    assert head == f"b: ESTABLISHED, IKEv1, {sa.icookie.hex()}_i* {sa.rcookie.hex()}_r"
