@@ -58,7 +58,7 @@ from .ike.admission import ResponderLimits
 from .io.notify import Notifier
 from .join import JoinError, join
 from .metrics import MetricsError
-from .plan import AgentPlan, PlanRejected
+from .plan import AgentPlan, IkeVersion, PlanRejected
 from .server import ServerError, ServerTls, start_server, wait_for_signal
 from .service import AgentService, WrongHost
 from .sink import EventHub, PlanOnlySink, PlanSink, SaEventReport
@@ -384,8 +384,11 @@ def _summary(plan: AgentPlan) -> list[str]:
         f"  {len(plan.peers)} peers, {len(plan.spd)} SPD entries",
     ]
     for p in plan.peers:
+        # IKEv2 goes without saying; an IKEv1 peer (and its mode) is named.
+        version = "IKEv1 " if p.ike_version is IkeVersion.V1 else ""
+        version += "aggressive " if p.ike_aggressive else ""
         lines.append(
-            f"  peer {p.name}: {', '.join(map(str, p.remote_addresses)) or 'any'} "
+            f"  peer {p.name}: {', '.join(map(str, p.remote_addresses)) or 'any'} {version}"
             f"{p.mode.name.lower()} {p.start_action.name.lower()} auth {p.auth.reference} "
             f"ike [{', '.join(x.text for x in p.ike_proposals)}] "
             f"esp [{', '.join(x.text for x in p.esp_proposals)}]"

@@ -25,7 +25,7 @@ from .cert_expiry import CertificateExpiry
 from .crl import RevokedSet, read_crl, revoked_set
 from .ike.constants import EncrId, enum_name
 from .ike.constants import TransformType as IkeTransformType
-from .ike.transforms import NEGOTIABLE, encr_for
+from .ike.transforms import INTEGS, NEGOTIABLE, PRFS, encr_for
 from .plan import (
     AgentPlan,
     AuthMethod,
@@ -33,6 +33,7 @@ from .plan import (
     Dpd,
     Identity,
     IdType,
+    IkeVersion,
     IPAddress,
     IPNetwork,
     Lifetimes,
@@ -61,7 +62,7 @@ from .sink import (
     UnmatchedReport,
 )
 
-E = TypeVar("E", Mode, StartAction, SpdAction)
+E = TypeVar("E", Mode, StartAction, SpdAction, IkeVersion)
 
 HASH_MISMATCH = "content hash mismatch: plan is corrupt or truncated"
 
@@ -308,16 +309,32 @@ def _accepted_psks(p: _Problems, where: str, msg: plan_pb2.Credential, method: A
     return ok
 
 
-def _transform(p: _Problems, where: str, t: plan_pb2.Transform) -> Transform | None:
-    """One transform, checked against what the IKE core negotiates (its registry)."""
+def _phase1_hashes() -> dict[tuple[IkeTransformType, int], frozenset[int | None]]:
+    """The PRFs and integrity algorithms of the IKE core's registry that IKEv2 does not
+    negotiate (SHA-1): an IKEv1 peer's phase 1 may hash with them (RFC 2409 Appendix A)."""
+    return {
+        **{(IkeTransformType.PRF, prf.id): frozenset({None}) for prf in PRFS.values()},
+        **{(IkeTransformType.INTEG, integ.id): frozenset({None}) for integ in INTEGS.values()},
+    }
+
+
+_IKEV1_PHASE1 = {**_phase1_hashes(), **NEGOTIABLE}
+
+
+def _transform(
+    p: _Problems, where: str, t: plan_pb2.Transform, phase1: bool = False
+) -> Transform | None:
+    """One transform, checked against what the IKE core negotiates (its registry);
+    ``phase1``: of an IKEv1 peer's IKE proposal, which may also use the hashes that
+    IKEv2 does not negotiate."""
     try:
         ttype = TransformType(t.type)
     except ValueError:
         p.add(where, f"unknown transform type {t.type}")
         return None
-    lengths = NEGOTIABLE.get((IkeTransformType(ttype), t.id))
+    lengths = (_IKEV1_PHASE1 if phase1 else NEGOTIABLE).get((IkeTransformType(ttype), t.id))
     if lengths is None:
-        have = sorted(id for kind, id in NEGOTIABLE if kind == ttype)
+        have = sorted(int(id) for kind, id in NEGOTIABLE if kind == ttype)
         p.add(where, f"{ttype.name} transform {t.id} is not implemented (have {have})")
         return None
     # A plan's key length 0 is no Key Length attribute (RFC 7296 section 3.3.5).
@@ -333,9 +350,13 @@ def _transform(p: _Problems, where: str, t: plan_pb2.Transform) -> Transform | N
     return Transform(ttype, t.id, t.key_length)
 
 
-def _proposal(p: _Problems, where: str, msg: plan_pb2.Proposal, ike: bool) -> Proposal | None:
+def _proposal(
+    p: _Problems, where: str, msg: plan_pb2.Proposal, ike: bool, phase1: bool = False
+) -> Proposal | None:
     before = len(p.items)
-    ts = [_transform(p, f"{where} transform {i + 1}", t) for i, t in enumerate(msg.transforms)]
+    ts = [
+        _transform(p, f"{where} transform {i + 1}", t, phase1) for i, t in enumerate(msg.transforms)
+    ]
     if len(p.items) != before:
         return None
     transforms = tuple(t for t in ts if t is not None)
@@ -368,13 +389,13 @@ def _proposal(p: _Problems, where: str, msg: plan_pb2.Proposal, ike: bool) -> Pr
 
 
 def _proposals(
-    p: _Problems, where: str, msgs: Sequence[plan_pb2.Proposal], ike: bool
+    p: _Problems, where: str, msgs: Sequence[plan_pb2.Proposal], ike: bool, phase1: bool = False
 ) -> tuple[Proposal, ...]:
     kind = "ike" if ike else "esp"
     if not msgs:
         p.add(where, f"no {kind} proposals")
     out = [
-        _proposal(p, f"{where} {kind} proposal {i + 1} ({m.text!r})", m, ike)
+        _proposal(p, f"{where} {kind} proposal {i + 1} ({m.text!r})", m, ike, phase1)
         for i, m in enumerate(msgs)
     ]
     return tuple(x for x in out if x is not None)
@@ -429,9 +450,21 @@ def _peer(p: _Problems, where: str, m: plan_pb2.Peer, anchors: set[str]) -> Peer
     local_id = _identity(p, f"{where} local_id", m.local_id)
     remote_id = _identity(p, f"{where} remote_id", m.remote_id)
     auth = _credential(p, f"{where} auth", m.auth, anchors)
-    ike = _proposals(p, where, m.ike_proposals, ike=True)
+    phase1 = m.ike_version == plan_pb2.IKE_V1
+    ike = _proposals(p, where, m.ike_proposals, ike=True, phase1=phase1)
     esp = _proposals(p, where, m.esp_proposals, ike=False)
     mode = _enum(p, f"{where} mode", Mode, m.mode)
+    version = _enum(p, f"{where} ike_version", IkeVersion, m.ike_version)
+    if m.ike_aggressive and version is not IkeVersion.V1:
+        p.add(where, "ike_aggressive is an IKEv1 mode (RFC 2409 section 5); the peer is IKEv2")
+    if version is IkeVersion.V1:
+        for proposal in ike:
+            if any(_is_aead(t) for t in proposal.transforms):
+                p.add(
+                    where,
+                    f"ike proposal {proposal.text!r}: AEAD encryption, which IKEv1 phase 1 "
+                    "does not have (RFC 2409 Appendix A)",
+                )
     start = _enum(p, f"{where} start_action", StartAction, m.start_action)
     lifetimes = _lifetimes(p, f"{where} lifetimes", m.lifetimes)
     dpd_ok = _limited(
@@ -464,7 +497,7 @@ def _peer(p: _Problems, where: str, m: plan_pb2.Peer, anchors: set[str]) -> Peer
         )
     if len(p.items) != before:
         return None
-    assert local_id and remote_id and auth and mode and start
+    assert local_id and remote_id and auth and mode and start and version
     return Peer(
         name=m.name,
         remote_addresses=tuple(a for a in remote if a is not None),
@@ -487,7 +520,13 @@ def _peer(p: _Problems, where: str, m: plan_pb2.Peer, anchors: set[str]) -> Peer
         dynamic_address=m.dynamic_address,
         ike_fragmentation=not m.ike_fragmentation_off,
         ike_fragment_size=fragment_size,
+        ike_version=version,
+        ike_aggressive=m.ike_aggressive,
     )
+
+
+def _is_aead(t: Transform) -> bool:
+    return t.type is TransformType.ENCR and encr_for(t.id, t.key_length or None).is_aead
 
 
 def _enum(p: _Problems, where: str, cls: type[E], value: int) -> E | None:

@@ -60,6 +60,15 @@ class StartAction(enum.Enum):
     NONE = 3
 
 
+class IkeVersion(enum.Enum):
+    """The IKE protocol a peer is reached with (the plan's ``IkeVersion``)."""
+
+    V2 = 0
+    """IKEv2, RFC 7296: what a plan without the field means."""
+    V1 = 1
+    """IKEv1, RFC 2409."""
+
+
 class TransformType(enum.IntEnum):
     """RFC 7296 section 3.3.2 transform types."""
 
@@ -200,6 +209,9 @@ class Peer:
     """The peer has no fixed address: its IKE_SA_INIT is taken from any source no other
     peer's address claims, and IKE_AUTH checks it is ``remote_id``. With no
     ``remote_addresses`` this end only responds."""
+    ike_version: IkeVersion = IkeVersion.V2
+    ike_aggressive: bool = False
+    """IKEv1 Aggressive Mode (RFC 2409 section 5) instead of Main Mode; only with V1."""
 
 
 @dataclass(frozen=True, slots=True)

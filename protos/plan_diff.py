@@ -261,12 +261,18 @@ def _list_change(
 
 
 def _peer_added(peer: plan_pb2.Peer) -> tuple[str, ...]:
-    return (
+    out = [
         f"address {', '.join(peer.remote_addresses) or 'any'}",
         f"auth {peer.auth.reference}",
         f"ike {_proposals(peer.ike_proposals)}",
         f"esp {_proposals(peer.esp_proposals)}",
-    )
+    ]
+    # IKEv2 goes without saying; another version (and its mode) is worth a line.
+    if peer.ike_version != plan_pb2.IKE_V2:
+        out.append(f"ike_version {_enum_text(plan_pb2.IkeVersion.DESCRIPTOR, peer.ike_version)}")
+    if peer.ike_aggressive:
+        out.append("ike_aggressive true")
+    return tuple(out)
 
 
 _EMPTY = plan_pb2.NodePlan()

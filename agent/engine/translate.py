@@ -42,6 +42,7 @@ from ..plan import (
     AgentPlan,
     AuthMethod,
     Identity,
+    IkeVersion,
     IPNetwork,
     Peer,
     Proposal,
@@ -226,6 +227,10 @@ _ESP_MODE = {IkeMode.TUNNEL: EspMode.TUNNEL, IkeMode.TRANSPORT: EspMode.TRANSPOR
 def ike_config(plan: AgentPlan, peer: Peer, credentials: IkeCredentials | None = None) -> IkeConfig:
     """The IKE SA and first child SA configuration for one plan peer; ``credentials``
     (our IKE certificate and key) serve the peers that authenticate with certificates."""
+    if peer.ike_version is IkeVersion.V1:
+        # Until the engine drives the IKEv1 core (agent/ike/v1): the peer shows in status
+        # with this reason, and is never run as an IKEv2 tunnel instead.
+        raise PeerConfigError(f"peer {peer.name}: IKEv1 is not supported by this agent yet")
     certificates = None
     if peer.auth.method is AuthMethod.PUBKEY:
         certificates = certificate_auth(plan, peer, credentials)

@@ -147,8 +147,11 @@ def render_plan_summaries(summaries: list[dict[str, Any]]) -> None:
         for p in s["peers"]:
             role = "initiator" if p["initiator"] else "responder"
             managed = "" if p["managed"] else ", external"
+            # IKEv2 goes without saying (swanctl --list-conns names the version likewise).
+            version = f", IKEv{p['ike_version']}" if p["ike_version"] != 2 else ""
+            version += " aggressive" if p["ike_aggressive"] else ""
             out.print(
-                f"  peer {p['name']}: {p['address']}, {role}{managed}, {p['auth']}, "
+                f"  peer {p['name']}: {p['address']}, {role}{managed}{version}, {p['auth']}, "
                 f"{p['mode']}, start={p['start']}",
                 markup=False,
             )

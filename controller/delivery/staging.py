@@ -20,8 +20,9 @@ so a batch may be ahead of the rest by one step, and a rollback can walk the ste
 
 A change is staged only when it touches both ends of a pair and both ends are part of
 the run: a key change on one end only (the ends would then disagree at the end anyway),
-a peer added or removed, an external peer, or a pair with one end outside ``--limit``
-goes as any other change, in the first step. Everything that is not staged (SPD, other
+a peer added or removed, an external peer, a pair whose IKE version (or IKEv1 mode)
+changes, or a pair with one end outside ``--limit`` goes as any other change, in the
+first step. Everything that is not staged (SPD, other
 peer fields, added and removed peers) is simply part of the new plans and so goes in with
 the first step too.
 
@@ -206,6 +207,11 @@ def find_changes(
             if not changed:
                 continue
             why = _other_end_reason(previous, new, chosen, host, peer)
+            if (old.ike_version, old.ike_aggressive) != (peer.ike_version, peer.ike_aggressive):
+                # An end speaks one IKE version (and mode) to a peer, so it cannot accept
+                # both; the old proposals may not even be valid in the new one (IKEv1 has
+                # no AEAD phase 1, RFC 2409 Appendix A).
+                why = "the IKE version or mode changes: an end speaks one at a time"
             if why:
                 unstaged.append(Unstaged(host, peer.name, changed, why))
                 continue

@@ -19,7 +19,7 @@ from vpnfleet.protos.files import make_private_directory, write_atomically
 
 from ..inventory import Inventory, InventoryErrors, limit_hosts, load_inventory
 from ..inventory.vault import Vault
-from ..planner import Planner
+from ..planner import IkeVersion, Planner
 from ..reports.results import AggregateResult, ChangeLine, HostResult, Outcome
 from ..reports.status import FAULTS, ApplyAnswer, FleetStatus, HostStatus, LivenessView, ProblemKind
 from ..statedir import pki
@@ -455,6 +455,8 @@ def plan_summary(fleet: CompiledFleet, host: str) -> dict[str, Any]:
                 "auth": p.auth.reference if p.auth else "",
                 "ike": [x.text for x in p.ike_proposals],
                 "esp": [x.text for x in p.esp_proposals],
+                "ike_version": 1 if p.ike_version is IkeVersion.V1 else 2,
+                "ike_aggressive": p.ike_aggressive,
                 "mode": p.mode.name.lower(),
                 "start": p.start_action.name.lower(),
                 "initiator": p.initiator,

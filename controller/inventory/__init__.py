@@ -1,17 +1,26 @@
 """The inventory: hosts, groups and variables as Ansible lays them out, validated up front."""
 
-from .errors import InventoryError, InventoryErrors, Mark, did_you_mean
+from .consistency import aggressive_mode_exposure
+from .errors import InventoryError, InventoryErrors, InventoryWarning, Mark, did_you_mean
 from .limit import LimitError, limit_hosts, limit_terms, match_hosts, split_pattern
 from .loader import load_inventory
 from .model import ALL, UNGROUPED, Defaults, Group, Host, Inventory, ResolvedHost
 from .render import dumps, graph, host_vars, inventory_list
-from .schema import DEFAULT_MARK, USER_PREFIX, VARIABLES, Var, parse_duration
+from .schema import (
+    DEFAULT_MARK,
+    IKEV1_DEFAULT_IKE_PROPOSALS,
+    USER_PREFIX,
+    VARIABLES,
+    Var,
+    parse_duration,
+)
 from .source import MarkedDict, MarkedList, MarkedStr, VaultText, key_mark, mark_of
 from .vault import Secret, Vault, VaultError
 
 __all__ = [
     "ALL",
     "DEFAULT_MARK",
+    "IKEV1_DEFAULT_IKE_PROPOSALS",
     "UNGROUPED",
     "USER_PREFIX",
     "VARIABLES",
@@ -21,6 +30,7 @@ __all__ = [
     "Inventory",
     "InventoryError",
     "InventoryErrors",
+    "InventoryWarning",
     "LimitError",
     "Mark",
     "MarkedDict",
@@ -32,6 +42,7 @@ __all__ = [
     "Vault",
     "VaultError",
     "VaultText",
+    "aggressive_mode_exposure",
     "did_you_mean",
     "dumps",
     "graph",

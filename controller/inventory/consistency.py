@@ -6,6 +6,9 @@ overlapping subnets (the planner would give both prefixes to the SPD of every pe
 the wider one would capture the narrower one's traffic). Each error points at the
 definition to change and names the other one's place, once per pair of definitions
 however many hosts inherit them.
+
+IKEv1 Aggressive Mode (``ike_aggressive``) is refused beside ``ike_version: 2`` and
+warned of wherever it is used: it sends what Main Mode protects in the clear.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field
 
 from vpnfleet.protos import limits
 
-from .errors import InventoryError, Mark
+from .errors import InventoryError, InventoryWarning, Mark
 from .model import Inventory, ResolvedHost
 from .schema import DEFAULT_MARK
 from .source import mark_of
@@ -56,6 +59,17 @@ def _pair_checks(host: ResolvedHost, found: dict[tuple[object, ...], _Pair]) -> 
             pair = found[key] = _Pair(message, a if a != DEFAULT_MARK else b)
         pair.hosts.append(host.name)
 
+    if v["ike_aggressive"] and v["ike_version"] != 1:
+        add(
+            "ike_aggressive",
+            "ike_version",
+            lambda hosts: (
+                f"ike_aggressive ({_at(origins['ike_aggressive'])}) asks for IKEv1 Aggressive "
+                f"Mode, but ike_version is {v['ike_version']} ({_at(origins['ike_version'])}) "
+                f"for {hosts}: IKEv2 has no such mode; set ike_version: 1 beside it, or "
+                "remove ike_aggressive"
+            ),
+        )
     delay, timeout = int(v["dpd_delay"]), int(v["dpd_timeout"])
     if limits.dpd_problem(delay, timeout) is not None:
         add(
@@ -152,11 +166,46 @@ def _overlapping_subnets(resolved: list[ResolvedHost]) -> list[InventoryError]:
     return errors
 
 
-def check_resolved(inventory: Inventory) -> list[InventoryError]:
-    """Problems that only show once every host's variables are merged."""
+def aggressive_mode_exposure(auth: str) -> str:
+    """What IKEv1 Aggressive Mode gives away with ``auth`` (``psk`` or ``pubkey``): the
+    planner says the same of an external peer's."""
+    if auth == "psk":
+        # RFC 2409 section 5.4: HASH_R travels in the clear in the second message, and
+        # it is keyed by the PSK (SKEYID = prf(pre-shared-key, Ni_b | Nr_b)).
+        return (
+            "IKEv1 Aggressive Mode with a pre-shared key sends a hash keyed by the PSK in "
+            "the clear (RFC 2409 section 5.4): anyone who sees it, or starts an exchange, "
+            "can guess the key offline; prefer Main Mode (ike_aggressive: false)"
+        )
+    # RFC 2409 section 5: Main Mode encrypts the identities, Aggressive Mode does not.
+    return (
+        "IKEv1 Aggressive Mode sends both ends' identities in the clear (RFC 2409 "
+        "section 5), where Main Mode encrypts them"
+    )
+
+
+def _aggressive_warnings(resolved: list[ResolvedHost]) -> list[InventoryWarning]:
+    """A warning per ``ike_aggressive`` definition (and auth) in use, naming its hosts."""
+    found: dict[tuple[Mark, str], list[str]] = {}
+    for host in resolved:
+        if host.vars["ike_aggressive"] and host.vars["ike_version"] == 1:
+            key = (host.origins["ike_aggressive"], str(host.vars["auth"]))
+            found.setdefault(key, []).append(host.name)
+    return [
+        InventoryWarning(
+            f"ike_aggressive with auth {auth} for {_hosts(names)}: "
+            f"{aggressive_mode_exposure(auth)}",
+            mark,
+        )
+        for (mark, auth), names in found.items()
+    ]
+
+
+def check_resolved(inventory: Inventory) -> tuple[list[InventoryError], list[InventoryWarning]]:
+    """Problems that only show once every host's variables are merged, and warnings."""
     resolved = [inventory.resolve(name) for name in inventory.hosts]
     found: dict[tuple[object, ...], _Pair] = {}
     for host in resolved:
         _pair_checks(host, found)
     errors = [InventoryError(p.make(_hosts(p.hosts)), p.mark) for p in found.values()]
-    return errors + _overlapping_subnets(resolved)
+    return errors + _overlapping_subnets(resolved), _aggressive_warnings(resolved)

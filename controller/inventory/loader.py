@@ -22,6 +22,7 @@ together as :class:`InventoryErrors`, each with file:line:column and what was ex
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 import re
@@ -729,10 +730,12 @@ def load_inventory(path: Path | str, *, vault: Vault | None = None) -> Inventory
         ):
             draft.address_unclear.add(h.name)
         hosts[h.name] = Host(h.name, tuple(h.groups), inline, from_files, h.mark)
-    warnings = sorted(draft.warnings, key=_position)
-    inventory = Inventory.build(root, hosts, groups, topology, Defaults(), warnings)
+    inventory = Inventory.build(root, hosts, groups, topology, Defaults(), draft.warnings)
     _check_addresses(inventory, draft.address_unclear, errors)
-    errors.extend(check_resolved(inventory))
+    resolved_errors, resolved_warnings = check_resolved(inventory)
+    errors.extend(resolved_errors)
+    warnings = sorted([*draft.warnings, *resolved_warnings], key=_position)
+    inventory = dataclasses.replace(inventory, warnings=tuple(warnings))
     for warning in warnings:
         log.warning("warning: %s", warning)
     if errors:

@@ -191,6 +191,17 @@ def _string_list(item: Callable[[Any], str], what: str) -> Callable[[Any], tuple
     return check
 
 
+IKE_VERSIONS = (1, 2)
+"""The ``ike_version`` values: IKEv1 (RFC 2409) or IKEv2 (RFC 7296, the default)."""
+
+
+def _ike_version(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value in IKE_VERSIONS:
+        return int(value)
+    hint = " (a number, not text: write ike_version: 1 unquoted)" if value in ("1", "2") else ""
+    raise _Invalid(f"expected 1 (IKEv1) or 2 (IKEv2), got {_describe(value)}{hint}")
+
+
 def _agent_address(value: Any) -> str:
     text = _string(value) if value != "" else ""
     if not text:
@@ -219,17 +230,21 @@ class VarSpec:
     default: Any
 
 
+DEFAULT_IKE_PROPOSALS = ("aes256gcm16-prfsha384-x25519",)
+IKEV1_DEFAULT_IKE_PROPOSALS = ("aes256-sha256-modp2048",)
+"""What an ``ike_version: 1`` host offers when no file sets ``ike_proposals``: IKEv1
+phase 1 has no AEAD cipher (RFC 2409 Appendix A), so the IKEv2 default cannot serve."""
+
 _TABLE: tuple[VarSpec, ...] = (
     VarSpec("address", _address, None),
     VarSpec("subnets", _string_list(_prefix, "CIDR prefixes"), ()),
     VarSpec("identity", _string, None),
     VarSpec("auth", _choice("psk", "pubkey"), "psk"),
-    VarSpec(
-        "ike_proposals",
-        _string_list(_string, "proposal strings"),
-        ("aes256gcm16-prfsha384-x25519",),
-    ),
+    VarSpec("ike_proposals", _string_list(_string, "proposal strings"), DEFAULT_IKE_PROPOSALS),
     VarSpec("esp_proposals", _string_list(_string, "proposal strings"), ("aes256gcm16",)),
+    VarSpec("ike_version", _ike_version, 2),
+    # IKEv1 only (RFC 2409 section 5.4): off unless asked for, see consistency.py.
+    VarSpec("ike_aggressive", _boolean, False),
     VarSpec("mode", _choice("tunnel", "transport"), "tunnel"),
     VarSpec("start_action", _choice("start", "trap", "none"), "start"),
     VarSpec("ike_lifetime", _duration(limits.REKEY_SECONDS), 14400),

@@ -20,14 +20,16 @@ and passes as if bypassed. Operators who want "fail closed" for a prefix write a
 ``discard`` policy, which goes before the implicit entries.
 
 Pairs of managed hosts: the proposals each end offers come from its own variables; if
-the two ends share no IKE (or no ESP) proposal, or disagree on ``mode`` or ``auth``, the
-plan fails naming both hosts.
+the two ends share no IKE (or no ESP) proposal, or disagree on ``ike_version``,
+``ike_aggressive``, ``mode`` or ``auth``, the plan fails naming both hosts (a host and
+an external peer likewise on ``ike_version`` and ``ike_aggressive``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gc
+import logging
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -47,6 +49,8 @@ from .model import Mode, NodePlan, Peer, SpdEntry
 from .pairs import PairBuilder, policy_entries, spoke_transit
 from .profile import HostProfile, Interner, build_profile, profile_key
 from .topology import RoleKind, Topology, expand_topology
+
+log = logging.getLogger(__name__)
 
 _peer_name = attrgetter("name")
 _entry_peer = attrgetter("peer")
@@ -181,6 +185,9 @@ class Planner:
         if self._topology is not None and key == self._topology_key:
             return self._topology, []
         topology, errors = expand_topology(inventory, resolved)
+        for warning in topology.warnings:
+            # As the loader says its own: once per topology read, never stopping a command.
+            log.warning("warning: %s", warning)
         if not errors:
             self._topology_key, self._topology = key, topology
         return topology, errors

@@ -9,13 +9,14 @@ from typing import Any
 from vpnfleet.controller.inventory import (
     Inventory,
     InventoryError,
+    InventoryWarning,
     Mark,
     did_you_mean,
     key_mark,
     mark_of,
 )
 
-from .model import Proposal
+from .model import IkeVersion, Proposal
 from .proposals import ProposalError, ProposalKind, parse_proposal
 
 PROTOCOLS = {
@@ -50,10 +51,15 @@ class TopologyChecker:
     def __init__(self, inventory: Inventory, top_mark: Mark | None) -> None:
         self.inventory = inventory
         self.errors: list[InventoryError] = []
+        self.warnings: list[InventoryWarning] = []
         self.top_mark = top_mark
 
     def error(self, message: str, where: Any = None, *, at: Mark | None = None) -> None:
         self.errors.append(InventoryError(message, at or mark_of(where) or self.top_mark))
+
+    def warn(self, message: str, where: Any = None) -> None:
+        """Something that plans but is likely unwise (as the loader's warnings)."""
+        self.warnings.append(InventoryWarning(message, mark_of(where) or self.top_mark))
 
     def entries(self, top: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
         value = top.get(key)
@@ -155,8 +161,15 @@ class TopologyChecker:
         return tuple(good) if len(good) == len(out) else None
 
     def proposals(
-        self, entry: Mapping[str, Any], key: str, what: str, kind: ProposalKind
+        self,
+        entry: Mapping[str, Any],
+        key: str,
+        what: str,
+        kind: ProposalKind,
+        version: IkeVersion | None = IkeVersion.V2,
     ) -> tuple[Proposal, ...]:
+        """The proposals of ``entry[key]`` read for IKE ``version`` (None: the version
+        is itself wrong, and the proposals are not checked)."""
         value = entry.get(key)
         if value is None:
             return ()
@@ -164,9 +177,11 @@ class TopologyChecker:
             self.error(f"{what}: {key}: expected a list of proposal strings", value)
             return ()
         out = []
+        if version is None:
+            return ()
         for item in value:
             try:
-                out.append(parse_proposal(item, kind))
+                out.append(parse_proposal(item, kind, version))
             except ProposalError as exc:
                 self.error(f"{what}: {key}: {exc}", item or value)
         return tuple(out)

@@ -13,12 +13,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vpnfleet.controller.inventory import Mark, did_you_mean, mark_of
+from vpnfleet.controller.inventory import Mark, aggressive_mode_exposure, did_you_mean, mark_of
 
 from .checks import TopologyChecker, describe
 from .credentials import CertificateError, ca_fingerprint
-from .model import AuthMethod, Identity, Proposal, identity_of
-from .profile import AUTH_METHODS
+from .model import AuthMethod, Identity, IkeVersion, Proposal, identity_of
+from .profile import AUTH_METHODS, IKE_VERSIONS
 from .proposals import ProposalKind
 
 EXTERNAL_KEYS = (
@@ -33,6 +33,8 @@ EXTERNAL_KEYS = (
     "esp_proposals",
     "connect",
     "port",
+    "ike_version",
+    "ike_aggressive",
 )
 
 
@@ -53,6 +55,8 @@ class ExternalPeer:
     esp_proposals: tuple[Proposal, ...]
     port: int
     mark: Mark | None
+    ike_version: IkeVersion = IkeVersion.V2
+    aggressive: bool = False  # IKEv1 Aggressive Mode (ike_aggressive)
 
 
 def parse_external(
@@ -116,14 +120,46 @@ def parse_external(
     if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
         ck.error(f"{what}: port: expected an integer 1..65535, got {describe(port)}", port)
         ok = False
+    written_version = entry.get("ike_version", 2)
+    version = None
+    if isinstance(written_version, int) and not isinstance(written_version, bool):
+        version = IKE_VERSIONS.get(int(written_version))
+    if version is None:
+        ck.error(
+            f"{what}: ike_version: expected 1 (IKEv1) or 2 (IKEv2), got "
+            f"{describe(written_version)}",
+            written_version,
+        )
+        ok = False
+    aggressive = entry.get("ike_aggressive", False)
+    if not isinstance(aggressive, bool):
+        ck.error(
+            f"{what}: ike_aggressive: expected true or false, got {describe(aggressive)}",
+            aggressive,
+        )
+        ok = False
+    elif aggressive and version is IkeVersion.V2:
+        ck.error(
+            f"{what}: ike_aggressive asks for IKEv1 Aggressive Mode, but ike_version is 2: "
+            "set ike_version: 1 beside it, or remove ike_aggressive",
+            entry,
+        )
+        ok = False
+    elif aggressive and version is IkeVersion.V1 and auth is not None:
+        auth_word = "psk" if auth is AuthMethod.PSK else "pubkey"
+        ck.warn(
+            f"{what}: ike_aggressive with auth {auth_word}: {aggressive_mode_exposure(auth_word)}",
+            entry,
+        )
     subnets = ck.prefixes(entry, "subnets", what)
-    ike = ck.proposals(entry, "ike_proposals", what, ProposalKind.IKE)
-    esp = ck.proposals(entry, "esp_proposals", what, ProposalKind.ESP)
+    ike = ck.proposals(entry, "ike_proposals", what, ProposalKind.IKE, version)
+    esp = ck.proposals(entry, "esp_proposals", what, ProposalKind.ESP, version)
     hosts = ck.pattern(entry, "connect", what)
     if not ok or None in (name, identity_text, subnets, hosts) or (address is None) != dynamic:
         return None
     assert name is not None and identity_text is not None
     assert subnets is not None and hosts is not None and auth is not None
+    assert version is not None
     peer = ExternalPeer(
         name=name,
         address=address,
@@ -137,5 +173,7 @@ def parse_external(
         esp_proposals=esp,
         port=int(port),
         mark=mark_of(entry),
+        ike_version=version,
+        aggressive=aggressive,
     )
     return peer, hosts

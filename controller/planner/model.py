@@ -57,6 +57,15 @@ class StartAction(StrEnum):
     NONE = "NONE"
 
 
+class IkeVersion(StrEnum):
+    """The IKE protocol a peer is reached with (the inventory's ``ike_version``)."""
+
+    V2 = "V2"
+    """IKEv2, RFC 7296: the default, and what every plan without the field means."""
+    V1 = "V1"
+    """IKEv1, RFC 2409 (Main Mode, or Aggressive Mode where ``ike_aggressive`` asks)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     type: IdType
@@ -174,6 +183,9 @@ class Peer:
     dynamic_address: bool = False
     """The remote end has no fixed address (``address: any``): no remote address, this end
     only responds, and the peer is told by its IKE identity."""
+    ike_version: IkeVersion = IkeVersion.V2
+    ike_aggressive: bool = False
+    """IKEv1 Aggressive Mode (RFC 2409 section 5) instead of Main Mode; never with V2."""
 
 
 @dataclass(frozen=True, slots=True)

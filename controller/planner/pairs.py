@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 
-from vpnfleet.controller.inventory import InventoryError, Mark
+from vpnfleet.controller.inventory import DEFAULT_MARK, InventoryError, Mark
 
 from .credentials import PairKeys, pubkey_credential
 from .external import ExternalPeer
 from .model import (
     AuthMethod,
     Credential,
+    IkeVersion,
     Mode,
     NatTraversal,
     Peer,
@@ -66,6 +67,16 @@ class PairBuilder:
         """Where ``host``'s variable ``var`` is set, for errors."""
         return self.origins[host.name].get(var)
 
+    def set_at(self, host: HostProfile, var: str) -> Mark | None:
+        """Where a file sets ``host``'s ``var``; None when it is the default."""
+        mark = self.mark(host, var)
+        return None if mark == DEFAULT_MARK else mark
+
+    def where(self, host: HostProfile, var: str) -> str:
+        """``set at FILE:LINE:COL``, or ``default`` when no file sets ``var``."""
+        mark = self.set_at(host, var)
+        return "default" if mark is None else f"set at {mark}"
+
     def fleet_credential(self) -> Credential:
         """Certificate auth anchored at the fleet CA (the first trust anchor), accepting
         the further fleet anchors too (two while a CA rotation runs)."""
@@ -89,6 +100,18 @@ class PairBuilder:
 
     def pair_errors(self, a: HostProfile, b: HostProfile) -> list[InventoryError]:
         """Why hosts a and b cannot form a tunnel (empty when they can)."""
+        if a.ike_version is not b.ike_version:
+            # A pair never mixes versions by accident; their proposals were read under
+            # different rules, so nothing else about them can be compared.
+            return [
+                InventoryError(
+                    f"hosts {a.name} and {b.name} disagree on ike_version: {a.name} speaks "
+                    f"{_version(a.ike_version)} ({self.where(a, 'ike_version')}), {b.name} "
+                    f"speaks {_version(b.ike_version)} ({self.where(b, 'ike_version')}); "
+                    "a pair never mixes versions: give both the same ike_version",
+                    self.set_at(a, "ike_version") or self.mark(b, "ike_version"),
+                )
+            ]
         out = []
         for kind in ProposalKind:
             if not self._compatible_lists(kind, a, b):
@@ -106,6 +129,9 @@ class PairBuilder:
         for var, mine_v, theirs_v in (
             ("mode", a.mode.lower(), b.mode.lower()),
             ("auth", a.auth.lower(), b.auth.lower()),
+            # RFC 2409 section 5: the initiator picks Main or Aggressive Mode, and an end
+            # set for one refuses the other (as strongSwan's and Libreswan's do).
+            ("ike_aggressive", _flag(a.aggressive), _flag(b.aggressive)),
         ):
             if mine_v != theirs_v:
                 out.append(
@@ -154,6 +180,8 @@ class PairBuilder:
             or a.esp_key != b.esp_key
             or a.mode is not b.mode
             or a.auth != b.auth
+            or a.ike_version is not b.ike_version
+            or a.aggressive is not b.aggressive
         ):
             problems = self.pair_errors(*((a, b) if a.name < b.name else (b, a)))
             if problems:
@@ -230,6 +258,8 @@ class PairBuilder:
                 a.fragmentation_off,  # ike_fragmentation_off
                 a.fragment_size,  # ike_fragment_size
                 False,  # dynamic_address
+                a.ike_version,  # ike_version
+                a.aggressive,  # ike_aggressive
             )
         )
         peers_b.append(
@@ -255,6 +285,8 @@ class PairBuilder:
                 b.fragmentation_off,  # ike_fragmentation_off
                 b.fragment_size,  # ike_fragment_size
                 False,  # dynamic_address
+                b.ike_version,  # ike_version
+                b.aggressive,  # ike_aggressive
             )
         )
         if len(pre_a) == 1 and len(pre_b) == 1 and a.family_v6 is b.family_v6:
@@ -285,6 +317,21 @@ class PairBuilder:
         self, local: HostProfile, remote: ExternalPeer, errors: list[InventoryError]
     ) -> tuple[Peer, tuple[SpdEntry, ...]] | None:
         """The managed host's view of a tunnel to a gateway vpnfleet does not manage."""
+        for var, mine_v, theirs_v in (
+            ("ike_version", _version(local.ike_version), _version(remote.ike_version)),
+            ("ike_aggressive", _flag(local.aggressive), _flag(remote.aggressive)),
+        ):
+            if mine_v != theirs_v:
+                errors.append(
+                    InventoryError(
+                        f"host {local.name} and external peer {remote.name} disagree on "
+                        f"{var}: {local.name} has {mine_v} ({self.where(local, var)}), "
+                        f"{remote.name} has {theirs_v} (at {remote.mark}); set the same "
+                        f"{var} for both ends",
+                        self.set_at(local, var) or remote.mark,
+                    )
+                )
+                return None
         for kind, mine, theirs in (
             ("ike", local.ike, remote.ike_proposals),
             ("esp", local.esp, remote.esp_proposals),
@@ -353,6 +400,8 @@ class PairBuilder:
             ike_fragmentation_off=local.fragmentation_off,
             ike_fragment_size=local.fragment_size,
             dynamic_address=dynamic,
+            ike_version=local.ike_version,
+            ike_aggressive=local.aggressive,
         )
         return peer, direct_entries(remote.name, local.spd_prefixes, remote_prefixes)
 
@@ -432,6 +481,15 @@ def policy_entries(policies: tuple[Policy, ...]) -> dict[str, tuple[SpdEntry, ..
             for n, s in zip(names, policy.selectors, strict=True)
         )
     return out
+
+
+def _version(version: IkeVersion) -> str:
+    """``IKEv1`` or ``IKEv2``, as messages name them."""
+    return f"IKE{version.lower()}"
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
 
 
 def _listed(proposals: Iterable[Proposal]) -> str:

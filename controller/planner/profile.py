@@ -10,13 +10,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from vpnfleet.controller.inventory import InventoryError, Mark, ResolvedHost, mark_of
+from vpnfleet.controller.inventory import (
+    DEFAULT_MARK,
+    IKEV1_DEFAULT_IKE_PROPOSALS,
+    InventoryError,
+    Mark,
+    ResolvedHost,
+    mark_of,
+)
 from vpnfleet.protos.limits import DEFAULT_IKE_FRAGMENT_SIZE
 
 from .model import (
     AuthMethod,
     Dpd,
     Identity,
+    IkeVersion,
     Lifetimes,
     Mode,
     NatTraversal,
@@ -30,6 +38,8 @@ MODES = {"tunnel": Mode.TUNNEL, "transport": Mode.TRANSPORT}
 AUTH_METHODS = {"psk": AuthMethod.PSK, "pubkey": AuthMethod.PUBKEY}
 """The inventory's ``auth`` words (controller/inventory/schema.py) as plan methods."""
 START_ACTIONS = {"start": StartAction.START, "trap": StartAction.TRAP, "none": StartAction.NONE}
+IKE_VERSIONS = {1: IkeVersion.V1, 2: IkeVersion.V2}
+"""The inventory's ``ike_version`` numbers as plan versions."""
 
 # The variables a plan reads; a host whose values (and overlay address) are unchanged
 # keeps its profile object across re-plans.
@@ -38,6 +48,8 @@ PROFILE_VARS = (
     "subnets",
     "identity",
     "auth",
+    "ike_version",
+    "ike_aggressive",
     "ike_proposals",
     "esp_proposals",
     "mode",
@@ -70,6 +82,8 @@ class HostProfile:
     family_v6: bool | None  # of the only SPD prefix; None when there are several
     identity: Identity
     auth: AuthMethod
+    ike_version: IkeVersion
+    aggressive: bool  # IKEv1 Aggressive Mode (ike_aggressive)
     ike: tuple[Proposal, ...]
     esp: tuple[Proposal, ...]
     ike_key: int  # equal keys <=> identical proposal lists
@@ -91,6 +105,7 @@ class Interner:
     def __init__(self) -> None:
         self.values: dict[Any, Any] = {}
         self.proposal_lists: dict[tuple[str, ...], tuple[int, tuple[Proposal, ...]]] = {}
+        """By (kind, version, texts): one key per distinct list, for the pair checks."""
 
     def get(self, value: Any) -> Any:
         return self.values.setdefault(value, value)
@@ -99,19 +114,20 @@ class Interner:
         self,
         texts: Iterable[str],
         kind: ProposalKind,
+        version: IkeVersion,
         mark: Mark | None,
         errors: list[InventoryError],
     ) -> tuple[int, tuple[Proposal, ...]]:
         """Parsed proposals and a small key naming the list; bad items become errors."""
         texts = tuple(texts)
-        key = (kind, *(str(t) for t in texts))
+        key = (kind, version, *(str(t) for t in texts))
         known = self.proposal_lists.get(key)
         if known is not None:
             return known
         parsed = []
         for text in texts:
             try:
-                parsed.append(parse_proposal(str(text), kind))
+                parsed.append(parse_proposal(str(text), kind, version))
             except ProposalError as exc:
                 errors.append(InventoryError(f"{kind}_proposals: {exc}", mark_of(text) or mark))
         if not texts:
@@ -142,11 +158,15 @@ def build_profile(
     address = str(v["address"])
     mode = MODES[v["mode"]]
     spd_prefixes = get(subnets if mode is Mode.TUNNEL else (host_prefix(address),))
+    version = IKE_VERSIONS[v["ike_version"]]
+    ike_texts = v["ike_proposals"]
+    if version is IkeVersion.V1 and origins.get("ike_proposals") in (None, DEFAULT_MARK):
+        ike_texts = IKEV1_DEFAULT_IKE_PROPOSALS  # the IKEv2 default is AEAD
     ike_key, ike = interner.proposals(
-        v["ike_proposals"], ProposalKind.IKE, origins.get("ike_proposals"), errors
+        ike_texts, ProposalKind.IKE, version, origins.get("ike_proposals"), errors
     )
     esp_key, esp = interner.proposals(
-        v["esp_proposals"], ProposalKind.ESP, origins.get("esp_proposals"), errors
+        v["esp_proposals"], ProposalKind.ESP, version, origins.get("esp_proposals"), errors
     )
     return HostProfile(
         name=host.name,
@@ -157,6 +177,8 @@ def build_profile(
         family_v6=(":" in spd_prefixes[0]) if len(spd_prefixes) == 1 else None,
         identity=get(identity_of(str(v["identity"]))),
         auth=AUTH_METHODS[v["auth"]],
+        ike_version=version,
+        aggressive=bool(v["ike_aggressive"]),
         ike=ike,
         esp=esp,
         ike_key=ike_key,

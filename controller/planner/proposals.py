@@ -14,6 +14,19 @@ Rules (RFC 7296 section 3.3.3, RFC 8247 / RFC 8221):
   a DH group asks for PFS on rekeys; PRF is not allowed.
 - AEAD ciphers (GCM, ChaCha20-Poly1305) carry their own integrity: mixing them with an
   integrity algorithm, or with non-AEAD ciphers in one proposal, is an error.
+
+A peer reached with IKEv1 (``ike_version: 1``) reads the same keywords under the rules
+of RFC 2409 and RFC 2407 (:class:`~.model.IkeVersion` is the version dimension of this
+one table, not a second table):
+
+- IKE (phase 1, RFC 2409 Appendix A): a CBC cipher with a hash (``sha1`` too, for
+  IKEv1 peers only); no AEAD cipher; the PRF is the HMAC of the negotiated hash
+  (section 5), so a PRF keyword other than the integrity's own is an error. DH groups
+  as for IKEv2.
+- ESP (phase 2, RFC 2407 section 4.4.4 and RFC 4106 section 8.1 for AES-GCM): AES-CBC
+  with an HMAC, or AES-GCM-16; a DH group asks for PFS. Keywords with no IKEv1 number
+  (ChaCha20-Poly1305 is defined for IKEv2 only, RFC 7634) and extended sequence numbers
+  are refused.
 """
 
 from __future__ import annotations
@@ -24,7 +37,7 @@ from functools import lru_cache
 
 from vpnfleet.controller.inventory import did_you_mean
 
-from .model import Proposal, Transform
+from .model import IkeVersion, Proposal, Transform
 
 
 class ProposalKind(StrEnum):
@@ -50,6 +63,14 @@ class Token:
     transform: Transform
     aead: bool = False
     """An encryption algorithm that carries its own integrity (RFC 5282 section 8)."""
+    versions: frozenset[IkeVersion] = frozenset(IkeVersion)
+    """The IKE versions whose peers' proposals may name it."""
+    kinds: frozenset[ProposalKind] = frozenset(ProposalKind)
+    """The proposals that may name it (ESP only what the data plane implements)."""
+
+
+_V1_ONLY = frozenset({IkeVersion.V1})
+_V2_ONLY = frozenset({IkeVersion.V2})
 
 
 TOKENS: dict[str, Token] = {
@@ -57,7 +78,13 @@ TOKENS: dict[str, Token] = {
     "aes256": Token(Transform(ENCR, ENCR_AES_CBC, 256)),
     "aes128gcm16": Token(Transform(ENCR, ENCR_AES_GCM_16, 128), aead=True),
     "aes256gcm16": Token(Transform(ENCR, ENCR_AES_GCM_16, 256), aead=True),
-    "chacha20poly1305": Token(Transform(ENCR, ENCR_CHACHA20_POLY1305), aead=True),
+    # RFC 7634 defines it for IKEv2 only: IKEv1 has no number for it.
+    "chacha20poly1305": Token(
+        Transform(ENCR, ENCR_CHACHA20_POLY1305), aead=True, versions=_V2_ONLY
+    ),
+    # AUTH_HMAC_SHA1_96 (RFC 2404) with PRF_HMAC_SHA1 (2): the phase 1 hash of IKEv1 peers
+    # only (RFC 2409 Appendix A); this agent's IKEv2 and its ESP data plane have no SHA-1.
+    "sha1": Token(Transform(INTEG, 2), versions=_V1_ONLY, kinds=frozenset({ProposalKind.IKE})),
     # AUTH_HMAC_SHA2_256_128, _384_192, _512_256 (RFC 4868).
     "sha256": Token(Transform(INTEG, 12)),
     "sha384": Token(Transform(INTEG, 13)),
@@ -74,14 +101,20 @@ TOKENS: dict[str, Token] = {
     "x25519": Token(Transform(DH, 31)),
     "curve25519": Token(Transform(DH, 31)),
     # Extended sequence numbers (RFC 4303 section 2.2.1).
-    "esn": Token(Transform(ESN, 1)),
+    # RFC 4304 adds ESN to IKEv1, but vpnfleet's IKEv1 does not negotiate it.
+    "esn": Token(Transform(ESN, 1), versions=_V2_ONLY),
     "noesn": Token(Transform(ESN, 0)),
 }
 
 """The controller's algorithm registry: every keyword an inventory may write."""
 
 # Integrity hash -> PRF of the same hash, for IKE proposals that name no PRF.
-_PRF_FOR_INTEG = {12: Transform(PRF, 5), 13: Transform(PRF, 6), 14: Transform(PRF, 7)}
+_PRF_FOR_INTEG = {
+    2: Transform(PRF, 2),
+    12: Transform(PRF, 5),
+    13: Transform(PRF, 6),
+    14: Transform(PRF, 7),
+}
 _NO_ESN = Transform(ESN, 0)
 
 KNOWN_TOKENS: tuple[str, ...] = tuple(TOKENS)
@@ -92,10 +125,12 @@ class ProposalError(ValueError):
 
 
 @lru_cache(maxsize=4096)
-def parse_proposal(text: str, kind: ProposalKind) -> Proposal:
-    """Parse one proposal; the same text gives the same (shared) object."""
+def parse_proposal(text: str, kind: ProposalKind, version: IkeVersion = IkeVersion.V2) -> Proposal:
+    """Parse one proposal for a peer reached with IKE ``version``; the same text gives
+    the same (shared) object."""
     text = str(text)
-    where = f"{kind.upper()} proposal {text!r}"
+    v1 = version is IkeVersion.V1
+    where = f"{'IKEv1 ' if v1 else ''}{kind.upper()} proposal {text!r}"
     if not text.strip():
         raise ProposalError(f"{where}: empty proposal")
     by_type: dict[int, list[Transform]] = {ENCR: [], PRF: [], INTEG: [], DH: [], ESN: []}
@@ -108,6 +143,20 @@ def parse_proposal(text: str, kind: ProposalKind) -> Proposal:
             hint = did_you_mean(token, TOKENS)
             raise ProposalError(f"{where}: unknown algorithm {token!r}{hint}")
         transform = known.transform
+        if version not in known.versions:
+            only = "IKEv2 peers" if v1 else "IKEv1 peers (ike_version: 1)"
+            raise ProposalError(f"{where}: {token!r} is for {only} only")
+        if kind not in known.kinds:
+            raise ProposalError(
+                f"{where}: {token!r} is for IKE proposals only (the ESP data plane does not "
+                "implement it)"
+            )
+        if v1 and known.aead and kind is ProposalKind.IKE:
+            raise ProposalError(
+                f"{where}: {token!r} is an AEAD cipher, which IKEv1 phase 1 does not have "
+                "(RFC 2409 Appendix A): use a CBC cipher with a hash, e.g. "
+                "aes256-sha256-modp2048"
+            )
         if transform in by_type[transform.type]:
             raise ProposalError(f"{where}: {token!r} is written twice")
         if transform.type == ENCR:
@@ -131,12 +180,20 @@ def parse_proposal(text: str, kind: ProposalKind) -> Proposal:
     if not is_aead and not by_type[INTEG]:
         raise ProposalError(f"{where}: no integrity algorithm (e.g. sha256) for a non-AEAD cipher")
     if kind is ProposalKind.IKE:
+        implied = list(dict.fromkeys(_PRF_FOR_INTEG[t.id] for t in by_type[INTEG]))
+        if v1 and any(t not in implied for t in by_type[PRF]):
+            bad = next(t for t in by_type[PRF] if t not in implied)
+            prf = next(k for k, v in TOKENS.items() if v.transform == bad)
+            raise ProposalError(
+                f"{where}: IKEv1 has no PRF of its own, it uses the HMAC of the hash "
+                f"(RFC 2409 section 5): remove {prf!r}"
+            )
         if not by_type[PRF]:
             if is_aead:
                 raise ProposalError(
                     f"{where}: an AEAD IKE proposal needs an explicit PRF (e.g. prfsha384)"
                 )
-            by_type[PRF] = list(dict.fromkeys(_PRF_FOR_INTEG[t.id] for t in by_type[INTEG]))
+            by_type[PRF] = implied
         if not by_type[DH]:
             raise ProposalError(f"{where}: no DH group (e.g. x25519, ecp256, modp2048)")
     elif not by_type[ESN]:

@@ -21,6 +21,8 @@ Schema (every key optional; unknown keys are errors with a did-you-mean)::
         subnets: [192.0.2.0/24]
         ike_proposals: [aes256gcm16-prfsha384-x25519]   # what it accepts (checked
         esp_proposals: [aes256gcm16]                     # against our hosts' own)
+        ike_version: 2                 # 1: IKEv1; must match its hosts' ike_version
+        ike_aggressive: false          # IKEv1 Aggressive Mode (warned of); ditto
         connect: gateways              # --limit pattern of the hosts that peer with it
         port: 500
     policies:                          # ordered; placed before the implicit entries
@@ -64,6 +66,7 @@ from typing import Any
 from vpnfleet.controller.inventory import (
     Inventory,
     InventoryError,
+    InventoryWarning,
     Mark,
     ResolvedHost,
     did_you_mean,
@@ -120,6 +123,8 @@ class Topology:
     hub_of: dict[str, list[tuple[Role, tuple[str, ...]]]] = field(default_factory=dict)
     spoke_of: dict[str, list[Role]] = field(default_factory=dict)
     externals_of: dict[str, list[str]] = field(default_factory=dict)
+    warnings: list[InventoryWarning] = field(default_factory=list)
+    """What plans but is likely unwise (IKEv1 Aggressive Mode towards an external peer)."""
 
 
 def _overlay(
@@ -312,6 +317,7 @@ def expand_topology(
         for i, entry in enumerate(ck.entries(raw, "policies"))
         if (p := parse_policy(ck, topo.externals, entry, f"policies[{i}]", unique)) is not None
     )
+    topo.warnings = ck.warnings
     return topo, ck.errors
 
 

@@ -304,6 +304,10 @@ _OWN = {
     "force_encap": ["true", "false"],
     "ike_fragmentation": ["true", "no"],
     "psk_epoch": ["1", "2", "0x10"],
+    "ike_version": ["1", "2", "0x2"],
+    # false spellings only: ike_aggressive true beside the default ike_version 2 is a
+    # (deliberate) vpnfleet error, which the parity test does not look for.
+    "ike_aggressive": ["false", "no", "off"],
     "agent_port": ["50051", "2222"],
     "child_lifetime_bytes": ["0", "1000000"],
     "ike_lifetime": ["4h", "3600", "90m", "1d", "7200s"],

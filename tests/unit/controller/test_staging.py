@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from vpnfleet.agent.convert import plan_from_bytes
 from vpnfleet.controller.delivery.staging import (
     ACCEPT,
     ESP_PROPOSALS,
@@ -25,6 +26,7 @@ from vpnfleet.controller.delivery.staging import (
 from vpnfleet.controller.fleet import operations
 from vpnfleet.controller.planner.model import NodePlan, Peer
 from vpnfleet.controller.statedir.state import StateDir
+from vpnfleet.controller.transport import convert
 
 LAB = Path(__file__).resolve().parents[3] / "inventories" / "lab"
 HOSTS = ["a1", "a2", "a3", "a4"]
@@ -295,3 +297,22 @@ def test_neighbouring_steps_agree_on_every_pair_where_the_ends_alone_do_not(
             assert _agree(x, y, h, p) and _agree(y, x, h, p)
     # Without the staging, an end that got the new plan first meets one on the old.
     assert not all(_agree(old, new, h, p) for h, p in pairs)
+
+
+def test_a_change_of_ike_version_is_not_staged(
+    compile_lab: Callable[..., dict[str, NodePlan]],
+) -> None:
+    """An end speaks one IKE version to a peer: it cannot accept both, and the proposals
+    in force (AEAD for IKE) mean nothing to IKEv1 (RFC 2409 Appendix A). The change goes
+    in at once, and every step's plan is one the agent takes."""
+    old = compile_lab()
+    new = compile_lab(append_vars("ike_version: 1\nike_proposals: [aes256-sha256-modp2048]\n"))
+    staging = stage(old, new, HOSTS)
+    assert not staging.staged
+    assert {u.reason for u in staging.unstaged} == {
+        "the IKE version or mode changes: an end speaks one at a time"
+    }
+    assert IKE_PROPOSALS in staging.unstaged[0].fields
+    for step in staging.steps:
+        for plan in step.plans.values():
+            plan_from_bytes(convert.plan_bytes(plan))  # not refused by the agent

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vpnfleet.controller.planner import (
+    IkeVersion,
     Proposal,
     ProposalError,
     ProposalKind,
@@ -43,8 +44,28 @@ TOKENS = [
 ]
 
 
+# Tokens only IKEv1 peers' proposals may hold (RFC 2409 Appendix A's phase 1 hash).
+IKEV1_ONLY_TOKENS = [("sha1", Transform(INTEG, 2))]
+
+
 def test_the_table_covers_every_known_token() -> None:
-    assert sorted(t for t, _ in TOKENS) == sorted(KNOWN_TOKENS)
+    assert sorted(t for t, _ in TOKENS + IKEV1_ONLY_TOKENS) == sorted(KNOWN_TOKENS)
+
+
+def test_sha1_is_an_ikev1_phase_1_hash_only() -> None:
+    """AUTH_HMAC_SHA1_96 with its PRF, PRF_HMAC_SHA1 (RFC 2409 section 5: the PRF is the
+    HMAC of the hash); refused for IKEv2 peers and in ESP (no data plane for it)."""
+    p = parse_proposal("aes128-sha1-modp2048", ProposalKind.IKE, IkeVersion.V1)
+    assert p.transforms == (
+        Transform(ENCR, 12, 128),
+        Transform(PRF, 2),
+        Transform(INTEG, 2),
+        Transform(DH, 14),
+    )
+    with pytest.raises(ProposalError, match="'sha1' is for IKEv1 peers \\(ike_version: 1\\) only"):
+        parse_proposal("aes128-sha1-modp2048", ProposalKind.IKE)
+    with pytest.raises(ProposalError, match="'sha1' is for IKE proposals only"):
+        parse_proposal("aes128-sha1", ProposalKind.ESP, IkeVersion.V1)
 
 
 @pytest.mark.parametrize(("token", "transform"), TOKENS)

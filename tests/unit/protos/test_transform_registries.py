@@ -1,8 +1,11 @@
 """The two algorithm registries agree: what the controller writes into a plan (its proposal
 keywords, controller/planner/proposals.py) is what the agent negotiates (the IKE core's
 registry, agent/ike/transforms.py), and what IKE negotiates for ESP the data plane
-implements (agent/esp/transforms.py). The plan's transform IDs (RFC 7296 section 3.3.2,
-protos/plan.proto) are the only contract; this test may import both sides."""
+implements (agent/esp/transforms.py). Keywords carry an IKE version dimension: what
+only IKEv1 peers may name is in the agent's registry too, and every IKEv1 proposal the
+controller writes passes the agent's plan validation. The plan's transform IDs (RFC
+7296 section 3.3.2, protos/plan.proto) are the only contract; this test may import
+both sides."""
 
 from __future__ import annotations
 
@@ -10,18 +13,32 @@ import itertools
 
 import pytest
 
+from vpnfleet.agent.convert import plan_from_proto
 from vpnfleet.agent.esp.transforms import Encryption, Integrity
+from vpnfleet.agent.hollow import sample_plan
 from vpnfleet.agent.ike.constants import TransformType
 from vpnfleet.agent.ike.proposals import EspProposal, IkeProposal
 from vpnfleet.agent.ike.sa_payload import Transform as IkeTransform
 from vpnfleet.agent.ike.transforms import (
+    INTEGS,
     NEGOTIABLE,
+    PRFS,
     PROPOSAL_TOKENS,
     encr_for,
     integ_for,
+    negotiable,
+    transform_keyword,
 )
-from vpnfleet.controller.planner import Proposal, ProposalKind, parse_proposal
-from vpnfleet.controller.planner.proposals import TOKENS
+from vpnfleet.controller.planner import (
+    IkeVersion,
+    Proposal,
+    ProposalKind,
+    Transform,
+    parse_proposal,
+)
+from vpnfleet.controller.planner.proposals import TOKENS, Token
+from vpnfleet.protos import plan_pb2
+from vpnfleet.protos.hashing import plan_content_hash
 
 
 def _agent_transforms(proposal: Proposal) -> list[IkeTransform]:
@@ -32,19 +49,35 @@ def _agent_transforms(proposal: Proposal) -> list[IkeTransform]:
     ]
 
 
+def _ids(token: Token) -> tuple[int, int, int | None]:
+    t = token.transform
+    return (t.type, t.id, t.key_length or None)
+
+
+IKEV2_TOKENS = {name: t for name, t in TOKENS.items() if IkeVersion.V2 in t.versions}
+IKEV1_ONLY_TOKENS = {name: t for name, t in TOKENS.items() if t.versions == {IkeVersion.V1}}
+
+
 def test_every_controller_keyword_names_the_transform_the_agent_knows_by_it() -> None:
-    controller = {
-        token: (t.transform.type, t.transform.id, t.transform.key_length or None)
-        for token, t in TOKENS.items()
-    }
+    controller = {token: _ids(t) for token, t in IKEV2_TOKENS.items()}
     agent = {token: (int(k), int(id), bits) for token, (k, id, bits) in PROPOSAL_TOKENS.items()}
     assert controller == agent
 
 
+def test_every_ikev1_only_keyword_names_a_transform_of_the_agent_registry() -> None:
+    """What only IKEv1 peers may name (the SHA-1 phase 1 hash, RFC 2409 Appendix A) is
+    in the IKE core's registry under the same keyword, though IKEv2 does not offer it."""
+    assert set(IKEV1_ONLY_TOKENS) == {"sha1"}
+    for token, entry in IKEV1_ONLY_TOKENS.items():
+        kind, id, bits = _ids(entry)
+        assert transform_keyword(kind, id, bits) == token
+        assert (kind, id) == (TransformType.INTEG, INTEGS[id].id)
+        assert INTEGS[id].implied_prf in PRFS
+        assert not negotiable(kind, id, bits)
+
+
 def test_every_transform_the_agent_negotiates_has_a_controller_keyword() -> None:
-    written = {
-        (t.transform.type, t.transform.id, t.transform.key_length or None) for t in TOKENS.values()
-    }
+    written = {_ids(t) for t in IKEV2_TOKENS.values()}
     negotiated = {
         (int(k), int(id), bits) for (k, id), lengths in NEGOTIABLE.items() for bits in lengths
     }
@@ -100,6 +133,58 @@ def test_an_esp_proposal_means_the_same_on_both_sides(text: str) -> None:
         _agent_transforms(parse_proposal(text, ProposalKind.ESP))
     )
     assert from_ids == [EspProposal.parse(text)]
+
+
+def _ikev1_texts(kind: ProposalKind) -> list[str]:
+    """Every cipher-hash-group (IKE) or cipher[-hash][-group] (ESP) the controller lets an
+    IKEv1 peer's proposal hold."""
+    allowed = {
+        name: t
+        for name, t in TOKENS.items()
+        if IkeVersion.V1 in t.versions and kind in t.kinds and name != "curve25519"
+    }
+
+    def of(type_: int) -> list[str]:
+        return [name for name, t in allowed.items() if t.transform.type == type_]
+
+    encr, integ, dh = of(TransformType.ENCR), of(TransformType.INTEG), of(TransformType.DH)
+    if kind is ProposalKind.IKE:
+        return [f"{e}-{i}-{d}" for e in encr if not allowed[e].aead for i in integ for d in dh]
+    texts = []
+    for e in encr:
+        base = [e] if allowed[e].aead else [f"{e}-{i}" for i in integ]
+        texts += base + [f"{b}-{d}" for b in base for d in dh]
+    return texts
+
+
+@pytest.mark.parametrize(
+    ("kind", "text"),
+    [(ProposalKind.IKE, t) for t in _ikev1_texts(ProposalKind.IKE)]
+    + [(ProposalKind.ESP, t) for t in _ikev1_texts(ProposalKind.ESP)],
+)
+def test_an_ikev1_proposal_the_controller_writes_the_agent_takes(
+    kind: ProposalKind, text: str
+) -> None:
+    """A plan the controller writes for an IKEv1 peer passes the agent's validation."""
+    proposal = parse_proposal(text, kind, IkeVersion.V1)
+    msg = sample_plan("a1", "10.0.0.1", "10.1.0.0/24", [("b1", "10.0.0.2", "10.2.0.0/24")])
+    peer = msg.peers[0]
+    peer.ike_version = plan_pb2.IKE_V1
+    target = peer.ike_proposals if kind is ProposalKind.IKE else peer.esp_proposals
+    if kind is ProposalKind.ESP:
+        del peer.ike_proposals[:]
+        ike = parse_proposal("aes256-sha256-modp2048", ProposalKind.IKE, IkeVersion.V1)
+        peer.ike_proposals.add(text=ike.text, transforms=[_message(t) for t in ike.transforms])
+    del target[:]
+    target.add(text=text, transforms=[_message(t) for t in proposal.transforms])
+    msg.content_hash = plan_content_hash(msg)
+    (got,) = plan_from_proto(msg).peers
+    proposals = got.ike_proposals if kind is ProposalKind.IKE else got.esp_proposals
+    assert [p.text for p in proposals] == [text]
+
+
+def _message(t: Transform) -> plan_pb2.Transform:
+    return plan_pb2.Transform(type=t.type, id=t.id, key_length=t.key_length)
 
 
 def test_what_ike_negotiates_for_esp_the_data_plane_implements() -> None:
