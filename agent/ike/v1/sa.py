@@ -1,0 +1,1138 @@
+"""The IKEv1 SA: the sans-I/O core of an ISAKMP SA and its Quick mode children.
+
+The same shape as the IKEv2 ``IkeSa`` (agent/ike/ike_sa.py), so one driver can run
+either: commands (``initiate``, ``delete``, ``delete_child``, ``check_liveness``;
+each takes ``now``), ``receive_datagram(data, addr, now)``, ``handle_timer(now)``;
+outputs ``datagrams_to_send(now)``, ``get_timer()``, ``next_event()``. Events are the
+IKEv2 core's (agent/ike/events.py): IkeSaEstablished carries the cookies as SPIs,
+ChildSaEstablished the IKEv2 transform numbers the data plane installs.
+
+- Phase 1 is Main mode with a pre-shared key (RFC 2409 section 5.4): SA / SA,
+  KE Ni [NAT-D NAT-D] / KE Nr [NAT-D NAT-D], then encrypted IDii HASH_I / IDir HASH_R.
+  NAT traversal per RFC 3947 (vendor ID, NAT-D, float to UDP 4500 from message 5),
+  DPD per RFC 3706 (vendor ID, R-U-THERE / R-U-THERE-ACK).
+- Quick mode (RFC 2409 section 5.5) lives in quick.py; informational exchanges
+  (RFC 2409 section 5.7: notifies and deletes under HASH(1)) here.
+- Retransmission: the initiator of an exchange resends on a doubling timeout. IKEv1
+  has no message-ID rule for phase 1, so a responder recognises a retransmitted
+  request by the digest of the last datagram it took and sends its last reply again
+  (per message ID in phase 2).
+- Encryption (RFC 2409 Appendix B): AES-CBC; the phase 1 IV chains from
+  hash(g^xi | g^xr) through each message's last cipher block; each phase 2 and
+  informational exchange starts from hash(last phase 1 block | M-ID) and chains on.
+  ISAKMP pads the plaintext to the block with zeros: the header's length counts the
+  padding and the payload chain ends before it (RFC 2408 section 3.5 leaves padding
+  to the cipher).
+
+Nothing the peer sends raises out of ``receive_datagram``: a datagram that does not
+parse, decrypt or verify is counted in ``dropped`` and ignored. The one exception to
+"ignored" is phase 1 message 5 or 6 that does not decrypt to a well-formed, verified
+message: with a pre-shared key that is the mark of a wrong key, so the SA fails with
+AUTHENTICATION_FAILED (after telling the peer, unprotected, as strongSwan does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import NoReturn, TypeVar
+
+from ..config import Identity
+from ..errors import CommandRefused, LocalError, ProtocolError
+from ..events import (
+    Address,
+    ChildSaDeleted,
+    ChildSaEstablished,
+    IkeEvent,
+    IkeSaDeleted,
+    IkeSaEstablished,
+    IkeSaFailed,
+    LivenessAnswered,
+    PeerErrorNotify,
+)
+from ..nat import NAT_T_PORT, NatResult
+from ..states import Role
+from ..transforms import Encr, KeyExchange, Prf, random_bytes
+from . import proposals
+from .cipher import Decrypted, IkeV1Cipher
+from .config import IkeV1Config, Phase1Proposal
+from .constants import (
+    DOI_IPSEC,
+    ISAKMP_HEADER_LENGTH,
+    VID_DPD,
+    VID_NAT_T_RFC3947,
+    ExchangeType,
+    Flag,
+    NotifyType,
+    PayloadType,
+    ProtocolId,
+)
+from .keys import (
+    Phase1Keys,
+    derive_phase1,
+    hash_for,
+    hash_i,
+    hash_r,
+    info_hash,
+    prf_for_hash,
+)
+from .message import IsakmpHeader
+from .payloads import (
+    DeletePayload,
+    HashPayload,
+    IdPayload,
+    KePayload,
+    NatDPayload,
+    NoncePayload,
+    NotifyPayload,
+    Payload,
+    RawPayload,
+    SaPayload,
+    VendorIdPayload,
+    encode_payloads,
+    parse_payload,
+    payload_name,
+    split_payloads,
+)
+from .quick import QuickMode
+
+NONCE_LENGTH = 32
+_KEPT_EXCHANGES = 32
+"""Finished Quick mode exchanges kept to answer retransmissions of their last message."""
+
+
+_P = TypeVar("_P")
+
+
+class V1State(Enum):
+    """Phase 1 as the exchange goes (RFC 2409 section 5, Main mode)."""
+
+    CREATED = "created"
+    SA_EXCHANGE = "sa-exchange"
+    """Initiator: message 1 sent. Responder: message 2 sent."""
+    KE_EXCHANGE = "ke-exchange"
+    """Initiator: message 3 sent. Responder: message 4 sent."""
+    AUTH_SENT = "auth-sent"
+    """Initiator: message 5 sent."""
+    ESTABLISHED = "established"
+    DELETED = "deleted"
+    FAILED = "failed"
+
+
+class V1Input(Enum):
+    INITIATE = "initiate"
+    SA_DONE = "sa-done"
+    KE_DONE = "ke-done"
+    AUTH_SENT = "auth-sent"
+    AUTH_DONE = "auth-done"
+    DELETED = "deleted"
+    FAILURE = "failure"
+
+
+_I, _R = Role.INITIATOR, Role.RESPONDER
+_S, _E = V1State, V1Input
+TRANSITIONS: dict[tuple[Role, V1State, V1Input], V1State] = {
+    (_I, _S.CREATED, _E.INITIATE): _S.SA_EXCHANGE,
+    (_I, _S.SA_EXCHANGE, _E.SA_DONE): _S.KE_EXCHANGE,
+    (_I, _S.KE_EXCHANGE, _E.AUTH_SENT): _S.AUTH_SENT,
+    (_I, _S.AUTH_SENT, _E.AUTH_DONE): _S.ESTABLISHED,
+    (_R, _S.CREATED, _E.SA_DONE): _S.SA_EXCHANGE,
+    (_R, _S.SA_EXCHANGE, _E.KE_DONE): _S.KE_EXCHANGE,
+    (_R, _S.KE_EXCHANGE, _E.AUTH_DONE): _S.ESTABLISHED,
+    **{
+        (role, state, _E.FAILURE): _S.FAILED
+        for role in Role
+        for state in V1State
+        if state not in (_S.ESTABLISHED, _S.DELETED, _S.FAILED)
+    },
+    **{(role, _S.ESTABLISHED, _E.DELETED): _S.DELETED for role in Role},
+}
+"""Every phase 1 transition (h11 style); anything else is our own misuse."""
+
+
+def next_state(role: Role, state: V1State, event: V1Input) -> V1State:
+    try:
+        return TRANSITIONS[(role, state, event)]
+    except KeyError:
+        raise LocalError(
+            f"IKEv1 SA ({role.value}) in state {state.value} cannot take {event.value}"
+        ) from None
+
+
+@dataclass
+class Flight:
+    """A request we retransmit until it is answered (or give up on)."""
+
+    datagram: bytes
+    what: str
+    """The message, for the failure text (``Main mode message 3``)."""
+    deadline: float
+    tries: int = 0
+
+
+@dataclass(frozen=True)
+class ChildSa:
+    """An installed Quick mode SA pair, by the inbound SPI we chose."""
+
+    established: ChildSaEstablished
+
+    @property
+    def spi_in(self) -> bytes:
+        return self.established.spi_in
+
+    @property
+    def spi_out(self) -> bytes:
+        return self.established.spi_out
+
+
+@dataclass(frozen=True)
+class Received:
+    """One message in the clear: its header, payloads and raw payload chain."""
+
+    header: IsakmpHeader
+    raw: list[RawPayload]
+    payloads: list[Payload]
+    plain: bytes
+    """The cleartext after the header (padding included)."""
+    decrypted: Decrypted | None
+    """What the cipher gave, to ``confirm`` once the message is accepted."""
+
+    def raw_body(self, kind: int) -> bytes:
+        """The body (after the generic header) of the first payload of ``kind``, as
+        received: SAi_b and IDii_b are hashed so (RFC 2409 section 5)."""
+        for raw in self.raw:
+            if raw.payload_type == kind:
+                return raw.body
+        raise ProtocolError(f"no {payload_name(kind)} payload")
+
+    def after_first(self) -> bytes:
+        """The chain after the first payload, generic headers included: what HASH(1)
+        and HASH(2) cover (RFC 2409 sections 5.5 and 5.7)."""
+        if not self.raw:
+            return b""
+        first, last = self.raw[0], self.raw[-1]
+        start = first.offset - ISAKMP_HEADER_LENGTH + len(first.body)
+        return self.plain[start : last.offset - ISAKMP_HEADER_LENGTH + len(last.body)]
+
+    def first(self, kind: type[_P]) -> _P | None:
+        return next((p for p in self.payloads if isinstance(p, kind)), None)
+
+
+class IkeV1Sa:
+    def __init__(self, config: IkeV1Config, role: Role, local: Address | None = None) -> None:
+        self.config = config
+        self.role = role
+        self.local = local
+        """Our address as the socket sees it: NAT-D needs it (RFC 3947 section 3.2)."""
+        self.state = V1State.CREATED
+        self.icookie = random_bytes(8) if role is Role.INITIATOR else bytes(8)
+        self.rcookie = bytes(8)
+        self.peer: Address | None = None
+        self.proposal: Phase1Proposal | None = None
+        self.lifetime: int | None = None
+        """Phase 1 lifetime in seconds the chosen transform carried."""
+        self.keys: Phase1Keys | None = None
+        self.prf: Prf | None = None
+        self.nat: NatResult | None = None
+        self.peer_nat_t = False
+        """The peer sent the RFC 3947 vendor ID."""
+        self.peer_dpd = False
+        """The peer sent the RFC 3706 vendor ID."""
+        self.remote_identity: Identity | None = None
+        self.initial_contact = False
+        """Responder: the peer sent INITIAL-CONTACT with its identity."""
+        self.dropped = 0
+        """Datagrams ignored: malformed, undecryptable, unverified, unexpected."""
+        self.last_drop: str | None = None
+        """Why the last datagram was dropped."""
+        self.last_heard: float | None = None
+        self.children: dict[bytes, ChildSa] = {}
+        self.quick: dict[int, QuickMode] = {}
+        """Quick mode exchanges by message ID, finished ones kept for retransmissions."""
+        self._started: float | None = None
+        self._ke: KeyExchange | None = None
+        self._ni = b""
+        self._nr = b""
+        self._g_xi = b""
+        self._g_xr = b""
+        self._sa_i_body = b""
+        self.cipher: IkeV1Cipher | None = None
+        """Encryption and the IV chains (RFC 2409 Appendix B), once keys exist."""
+        self._flight: Flight | None = None
+        self._last_request_digest = b""
+        self._last_reply: bytes | None = None
+        self._auth_failure: str | None = None
+        """Why the last message 5 or 6 was refused (a forgery, or a wrong key)."""
+        self._peer_said: int | None = None
+        """An error the peer sent in the clear during phase 1 (NO_PROPOSAL_CHOSEN ...)."""
+        self._responses_taken: set[bytes] = set()
+        """Initiator: digests of the Main mode answers taken (duplicates are ignored)."""
+        self._dpd_seq = int.from_bytes(random_bytes(4), "big") & 0x7FFFFFFF
+        self._dpd_pending: Flight | None = None
+        self._dpd_waiting: int | None = None
+        self._outbox: list[tuple[bytes, Address]] = []
+        self._events: deque[IkeEvent] = deque()
+
+    # -- properties ------------------------------------------------------------------
+
+    @property
+    def is_initiator(self) -> bool:
+        return self.role is Role.INITIATOR
+
+    @property
+    def is_closed(self) -> bool:
+        return self.state in (V1State.DELETED, V1State.FAILED)
+
+    @property
+    def spi_i(self) -> bytes:
+        return self.icookie
+
+    @property
+    def spi_r(self) -> bytes:
+        return self.rcookie
+
+    @property
+    def local_spi(self) -> bytes:
+        """The cookie we chose: what a dispatcher routes incoming datagrams by."""
+        return self.icookie if self.is_initiator else self.rcookie
+
+    @property
+    def encap(self) -> bool:
+        """IKE and ESP go in UDP 4500: NAT-T was negotiated and a NAT found or forced."""
+        return self.nat is not None and self.nat.any
+
+    @property
+    def hash_name(self) -> str:
+        assert self.proposal is not None
+        return hash_for(self.proposal.hash)
+
+    @property
+    def encr(self) -> Encr:
+        assert self.proposal is not None
+        return self.proposal.encr
+
+    # -- commands --------------------------------------------------------------------
+
+    def initiate(self, peer: Address, now: float) -> None:
+        """Main mode message 1: our proposals and vendor IDs (RFC 2409 section 5)."""
+        self._transition(V1Input.INITIATE)
+        self.peer = peer
+        self._started = now
+        sa = proposals.phase1_sa(self.config.ike_proposals, self.config.ike_lifetime)
+        payloads: list[Payload] = [sa, *self._vendor_ids()]
+        data = self._plain(ExchangeType.IDENTITY_PROTECTION, 0, payloads)
+        self._sa_i_body = self._body_of(payloads, 0)
+        self._send_request(data, "Main mode message 1", now)
+
+    def delete_child(self, spi_in: bytes, now: float) -> None:
+        """Tell the peer with a Delete (RFC 2409 section 5.7) and forget the SA."""
+        self._require_established("delete a child SA")
+        child = self.children.get(spi_in)
+        if child is None:
+            raise CommandRefused(f"cannot delete child SA {spi_in.hex()}: unknown")
+        self.send_informational([DeletePayload(DOI_IPSEC, ProtocolId.IPSEC_ESP, (spi_in,))])
+        self._remove_child(child, "deleted by us")
+
+    def delete(self, now: float) -> None:
+        """Delete every child, then the ISAKMP SA (RFC 2408 section 3.15: its SPI is
+        the cookie pair)."""
+        self._require_established("delete")
+        for child in list(self.children.values()):
+            self.delete_child(child.spi_in, now)
+        self.send_informational(
+            [DeletePayload(DOI_IPSEC, ProtocolId.ISAKMP, (self.icookie + self.rcookie,))]
+        )
+        self._finish_delete("deleted by us")
+
+    def check_liveness(self, now: float) -> None:
+        """Send R-U-THERE (RFC 3706 section 5.3) unless one is already out."""
+        self._require_established("check liveness")
+        if not self.peer_dpd:
+            raise CommandRefused("the peer did not announce DPD (RFC 3706 vendor ID)")
+        if self._dpd_pending is None:
+            self._send_dpd(now, tries=0)
+
+    def _require_established(self, what: str) -> None:
+        if self.state is not V1State.ESTABLISHED:
+            raise CommandRefused(f"cannot {what} on an IKEv1 SA in state {self.state.value}")
+
+    # -- inputs ----------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        try:
+            self._receive(data, addr, now)
+        except ProtocolError as exc:
+            # Only the peer's faults are dropped; our own (LocalError) raise.
+            self.dropped += 1
+            self.last_drop = str(exc)
+
+    def handle_timer(self, now: float) -> None:
+        if self.is_closed:
+            return
+        expiry = self._half_open_expiry()
+        if expiry is not None and now >= expiry:
+            waited = f"phase 1 not complete within {self.config.half_open_timeout:g} s"
+            if self._auth_failure is not None:
+                self.fail(f"{self._auth_failure} ({waited})", NotifyType.AUTHENTICATION_FAILED)
+            else:
+                self.fail(f"{waited} (state {self.state.value})")
+            return
+        if self._flight is not None and now >= self._flight.deadline:
+            self._retransmit(now)
+        for exchange in list(self.quick.values()):
+            exchange.handle_timer(now)
+        if self._dpd_pending is not None and now >= self._dpd_pending.deadline:
+            tries = self._dpd_pending.tries
+            if tries >= self.config.retransmit_tries:
+                self._finish_delete(
+                    f"peer dead: no R-U-THERE-ACK after {tries + 1} R-U-THERE (RFC 3706)"
+                )
+                return
+            self._send_dpd(now, tries=tries + 1)
+        due = self._liveness_due()
+        if due is not None and now >= due and self._dpd_pending is None:
+            self._send_dpd(now, tries=0)
+
+    # -- outputs ---------------------------------------------------------------------
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def get_timer(self) -> float | None:
+        deadlines = [
+            self._half_open_expiry(),
+            self._flight.deadline if self._flight else None,
+            self._dpd_pending.deadline if self._dpd_pending else None,
+            self._liveness_due() if self._dpd_pending is None else None,
+            *(q.get_timer() for q in self.quick.values()),
+        ]
+        live = [d for d in deadlines if d is not None]
+        return min(live) if live and not self.is_closed else None
+
+    def next_event(self) -> IkeEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def _half_open_expiry(self) -> float | None:
+        if (
+            self.is_initiator
+            or self._started is None
+            or self.state in (V1State.ESTABLISHED, V1State.DELETED, V1State.FAILED)
+        ):
+            return None
+        return self._started + self.config.half_open_timeout
+
+    def _liveness_due(self) -> float | None:
+        delay = self.config.dpd_delay
+        if delay is None or self.state is not V1State.ESTABLISHED or not self.peer_dpd:
+            return None
+        return None if self.last_heard is None else self.last_heard + delay
+
+    # -- receiving -------------------------------------------------------------------
+
+    def _receive(self, data: bytes, addr: Address, now: float) -> None:
+        if self.is_closed:
+            raise ProtocolError(f"IKEv1 SA is {self.state.value}")
+        header, body = IsakmpHeader.parse(data)
+        digest = hashlib.sha256(data).digest()
+        if digest == self._last_request_digest and self._last_reply is not None:
+            # A request we took again (its responder cookie may still be zero): the
+            # peer lost our answer, which goes again unchanged.
+            self._send(self._last_reply)
+            return
+        if digest in self._responses_taken:
+            return  # a duplicate of an answer we already took: nothing to do
+        self._check_cookies(header)
+        if header.exchange == ExchangeType.IDENTITY_PROTECTION:
+            self._main_mode(header, body, addr, now, digest)
+        elif header.exchange == ExchangeType.QUICK:
+            self._require_phase1(header)
+            exchange = self.quick.get(header.message_id)
+            if exchange is not None and exchange.answer_duplicate(digest):
+                return
+            if exchange is None and header.message_id == 0:
+                raise ProtocolError(
+                    "Quick mode with message ID 0", notify=NotifyType.INVALID_MESSAGE_ID
+                )
+            message = self.open(header, body)
+            if exchange is None:
+                exchange = QuickMode.respond(self, header.message_id, self.config.child)
+                exchange.receive(message, digest, now)  # raises before it is kept if bogus
+                self._keep(exchange)
+            else:
+                exchange.receive(message, digest, now)
+            self._heard(addr, now)
+        elif header.exchange == ExchangeType.INFORMATIONAL:
+            self._informational(header, body, addr, now)
+        else:
+            raise ProtocolError(
+                f"exchange type {header.exchange} is not spoken here",
+                notify=NotifyType.UNSUPPORTED_EXCHANGE_TYPE,
+            )
+
+    def _check_cookies(self, header: IsakmpHeader) -> None:
+        if header.icookie != self.icookie and not (
+            self.role is Role.RESPONDER and self.state is V1State.CREATED
+        ):
+            raise ProtocolError(
+                "initiator cookie is not this SA's", notify=NotifyType.INVALID_COOKIE
+            )
+        if self.state is V1State.CREATED or (
+            self.is_initiator and self.state is V1State.SA_EXCHANGE
+        ):
+            return  # the responder cookie is still being chosen
+        if header.rcookie != self.rcookie:
+            raise ProtocolError(
+                "responder cookie is not this SA's", notify=NotifyType.INVALID_COOKIE
+            )
+
+    def _require_phase1(self, header: IsakmpHeader) -> None:
+        if self.state is not V1State.ESTABLISHED:
+            raise ProtocolError(f"{ExchangeType(header.exchange).name} before phase 1 is done")
+        if not header.encrypted:
+            raise ProtocolError(
+                "unencrypted message after phase 1", notify=NotifyType.INVALID_FLAGS
+            )
+
+    def _heard(self, addr: Address, now: float) -> None:
+        """An authenticated message: the peer is alive, and may have moved (RFC 3947
+        section 4: the initiator floats to port 4500; a NAT may rebind)."""
+        self.last_heard = now
+        self.peer = addr
+
+    def parse(self, header: IsakmpHeader, plain: bytes, decrypted: Decrypted | None) -> Received:
+        raw = split_payloads(header.next_payload, plain, padded=decrypted is not None)
+        payloads = [parse_payload(r) for r in raw]
+        return Received(header, raw, payloads, plain, decrypted)
+
+    def open(self, header: IsakmpHeader, body: bytes) -> Received:
+        """Decrypt and parse; the IV chain moves only at ``confirm``."""
+        if not header.encrypted:
+            raise ProtocolError(
+                "unencrypted message where one must be encrypted", notify=NotifyType.INVALID_FLAGS
+            )
+        assert self.cipher is not None
+        decrypted = self.cipher.decrypt(header.message_id, body)
+        return self.parse(header, decrypted.plaintext, decrypted)
+
+    def confirm(self, message: Received) -> None:
+        """The message is accepted: its exchange's IV chain moves past it."""
+        assert self.cipher is not None and message.decrypted is not None
+        self.cipher.confirm(message.decrypted)
+
+    # -- Main mode -------------------------------------------------------------------
+
+    def _main_mode(
+        self, header: IsakmpHeader, body: bytes, addr: Address, now: float, digest: bytes
+    ) -> None:
+        if header.message_id != 0:
+            raise ProtocolError(
+                "Main mode message with a message ID", notify=NotifyType.INVALID_MESSAGE_ID
+            )
+        handler = _MAIN_MODE.get((self.role, self.state))
+        if handler is None:
+            raise ProtocolError(f"unexpected Main mode message in state {self.state.value}")
+        handler(self, header, body, addr, now, digest)
+
+    def _plain_message(self, header: IsakmpHeader, body: bytes) -> Received:
+        if header.encrypted:
+            raise ProtocolError(
+                "Main mode message 1-4 must not be encrypted", notify=NotifyType.INVALID_FLAGS
+            )
+        return self.parse(header, body, None)
+
+    def _on_sa_request(
+        self, header: IsakmpHeader, body: bytes, addr: Address, now: float, digest: bytes
+    ) -> None:
+        """Responder, message 1 -> 2."""
+        message = self._plain_message(header, body)
+        sa = message.first(SaPayload)
+        if not isinstance(sa, SaPayload):
+            raise ProtocolError(
+                "Main mode message 1 has no SA payload", notify=NotifyType.PAYLOAD_MALFORMED
+            )
+        self.icookie = header.icookie
+        self.peer = addr
+        self._started = now
+        self._note_vendor_ids(message)
+        self.rcookie = random_bytes(8)
+        try:
+            choice = proposals.select_phase1(self.config.ike_proposals, sa)
+        except ProtocolError as exc:
+            self._notify_unprotected(exc.notify or NotifyType.NO_PROPOSAL_CHOSEN)
+            self.fail(str(exc), exc.notify)
+            return
+        self.proposal, self.lifetime = choice.proposal, choice.lifetime
+        self._sa_i_body = message.raw_body(PayloadType.SA)
+        reply = [proposals.answer_phase1(sa, choice), *self._vendor_ids()]
+        self._transition(V1Input.SA_DONE)
+        self._answer(self._plain(ExchangeType.IDENTITY_PROTECTION, 0, reply), digest)
+
+    def _on_sa_response(
+        self, header: IsakmpHeader, body: bytes, addr: Address, now: float, digest: bytes
+    ) -> None:
+        """Initiator, message 2 -> 3."""
+        message = self._plain_message(header, body)
+        sa = message.first(SaPayload)
+        if not isinstance(sa, SaPayload):
+            raise ProtocolError("Main mode message 2 has no SA payload")
+        if header.rcookie == bytes(8):
+            raise ProtocolError("responder cookie is zero", notify=NotifyType.INVALID_COOKIE)
+        try:
+            choice = proposals.accept_phase1(self.config.ike_proposals, sa)
+        except ProtocolError as exc:
+            self.fail(str(exc), exc.notify)
+            return
+        self.rcookie = header.rcookie
+        self.proposal, self.lifetime = choice.proposal, choice.lifetime
+        self._note_vendor_ids(message)
+        self._took(digest)
+        self._ke = KeyExchange(choice.proposal.group)
+        self._ni = random_bytes(NONCE_LENGTH)
+        self._g_xi = self._ke.public_key
+        payloads: list[Payload] = [KePayload(self._g_xi), NoncePayload(self._ni), *self._nat_d()]
+        self._transition(V1Input.SA_DONE)
+        self._send_request(
+            self._plain(ExchangeType.IDENTITY_PROTECTION, 0, payloads), "Main mode message 3", now
+        )
+
+    def _ke_and_nonce(self, message: Received, which: str) -> tuple[bytes, bytes]:
+        ke, nonce = message.first(KePayload), message.first(NoncePayload)
+        if not isinstance(ke, KePayload) or not isinstance(nonce, NoncePayload):
+            raise ProtocolError(
+                f"Main mode {which} needs KE and Nonce payloads",
+                notify=NotifyType.PAYLOAD_MALFORMED,
+            )
+        return ke.data, nonce.data
+
+    def _on_ke_request(
+        self, header: IsakmpHeader, body: bytes, addr: Address, now: float, digest: bytes
+    ) -> None:
+        """Responder, message 3 -> 4."""
+        assert self.proposal is not None
+        message = self._plain_message(header, body)
+        g_xi, ni = self._ke_and_nonce(message, "message 3")
+        ke = KeyExchange(self.proposal.group)
+        shared = ke.shared_secret(g_xi)  # a bad value raises CryptoError: dropped
+        self._ke, self._g_xi, self._g_xr, self._ni = ke, g_xi, ke.public_key, ni
+        self._nr = random_bytes(NONCE_LENGTH)
+        self._detect_nat(message, addr)
+        self._install_keys(shared)
+        payloads: list[Payload] = [KePayload(self._g_xr), NoncePayload(self._nr), *self._nat_d()]
+        self._transition(V1Input.KE_DONE)
+        self._answer(self._plain(ExchangeType.IDENTITY_PROTECTION, 0, payloads), digest)
+
+    def _on_ke_response(
+        self, header: IsakmpHeader, body: bytes, addr: Address, now: float, digest: bytes
+    ) -> None:
+        """Initiator, message 4 -> 5 (IDii HASH_I [INITIAL-CONTACT], encrypted)."""
+        assert self._ke is not None
+        message = self._plain_message(header, body)
+        g_xr, nr = self._ke_and_nonce(message, "message 4")
+        shared = self._ke.shared_secret(g_xr)
+        self._g_xr, self._nr = g_xr, nr
+        self._detect_nat(message, addr)
+        self._install_keys(shared)
+        self._took(digest)
+        if self.encap and self.peer is not None:
+            self.peer = (self.peer[0], NAT_T_PORT)  # RFC 3947 section 4: float with message 5
+        id_payload = self._own_id()
+        assert self.keys is not None and self.prf is not None
+        auth = hash_i(
+            self.prf,
+            self.keys.skeyid,
+            self._g_xi,
+            self._g_xr,
+            self.icookie,
+            self.rcookie,
+            self._sa_i_body,
+            self._id_body(id_payload),
+        )
+        payloads: list[Payload] = [id_payload, HashPayload(auth)]
+        if self.config.initial_contact:
+            payloads.append(
+                NotifyPayload(
+                    DOI_IPSEC,
+                    ProtocolId.ISAKMP,
+                    self.icookie + self.rcookie,
+                    NotifyType.INITIAL_CONTACT,
+                    b"",
+                )
+            )
+        data = self._protected_phase1(payloads)
+        self._transition(V1Input.AUTH_SENT)
+        self._send_request(data, "Main mode message 5", now)
+
+    def _peer_identity(self, message: Received, which: str) -> tuple[Identity, bytes, bytes]:
+        id_payload, hash_payload = message.first(IdPayload), message.first(HashPayload)
+        if not isinstance(id_payload, IdPayload) or not isinstance(hash_payload, HashPayload):
+            raise ProtocolError(f"Main mode {which} needs ID and HASH payloads")
+        identity = Identity(id_payload.id_type, id_payload.data)
+        return identity, message.raw_body(PayloadType.ID), hash_payload.data
+
+    def _on_auth_request(
+        self, header: IsakmpHeader, body: bytes, addr: Address, now: float, digest: bytes
+    ) -> None:
+        """Responder, message 5 -> 6 (IDir HASH_R, encrypted)."""
+        assert self.keys is not None and self.prf is not None
+        if not header.encrypted:
+            raise ProtocolError(
+                "Main mode message 5/6 must be encrypted", notify=NotifyType.INVALID_FLAGS
+            )
+        try:
+            message = self.open(header, body)
+            identity, id_body, received = self._peer_identity(message, "message 5")
+            expected = hash_i(
+                self.prf,
+                self.keys.skeyid,
+                self._g_xi,
+                self._g_xr,
+                self.icookie,
+                self.rcookie,
+                self._sa_i_body,
+                id_body,
+            )
+            if not hmac.compare_digest(expected, received):
+                raise ProtocolError("HASH_I does not verify")
+        except ProtocolError as exc:
+            self._auth_failed("message 5", exc)
+        if identity != self.config.remote_id:
+            self._notify_unprotected(NotifyType.INVALID_ID_INFORMATION)
+            self.fail(
+                f"INVALID_ID_INFORMATION: the peer is {identity}, we expect "
+                f"{self.config.remote_id}",
+                NotifyType.INVALID_ID_INFORMATION,
+            )
+            return
+        self.confirm(message)
+        self.initial_contact = any(
+            isinstance(p, NotifyPayload) and p.type == NotifyType.INITIAL_CONTACT
+            for p in message.payloads
+        )
+        self._heard(addr, now)
+        id_payload = self._own_id()
+        auth = hash_r(
+            self.prf,
+            self.keys.skeyid,
+            self._g_xi,
+            self._g_xr,
+            self.icookie,
+            self.rcookie,
+            self._sa_i_body,
+            self._id_body(id_payload),
+        )
+        data = self._protected_phase1([id_payload, HashPayload(auth)])
+        self._answer(data, digest)
+        self._established(identity)
+
+    def _on_auth_response(
+        self, header: IsakmpHeader, body: bytes, addr: Address, now: float, digest: bytes
+    ) -> None:
+        """Initiator, message 6: phase 1 is up; Quick mode for the child follows."""
+        assert self.keys is not None and self.prf is not None
+        if not header.encrypted:
+            raise ProtocolError(
+                "Main mode message 5/6 must be encrypted", notify=NotifyType.INVALID_FLAGS
+            )
+        try:
+            message = self.open(header, body)
+            identity, id_body, received = self._peer_identity(message, "message 6")
+            expected = hash_r(
+                self.prf,
+                self.keys.skeyid,
+                self._g_xi,
+                self._g_xr,
+                self.icookie,
+                self.rcookie,
+                self._sa_i_body,
+                id_body,
+            )
+            if not hmac.compare_digest(expected, received):
+                raise ProtocolError("HASH_R does not verify")
+        except ProtocolError as exc:
+            self._auth_failed("message 6", exc)
+        if identity != self.config.remote_id:
+            self.fail(
+                f"INVALID_ID_INFORMATION: the peer is {identity}, we expect "
+                f"{self.config.remote_id}",
+                NotifyType.INVALID_ID_INFORMATION,
+            )
+            return
+        self.confirm(message)
+        self._took(digest)
+        self._heard(addr, now)
+        self._established(identity)
+        self._keep(QuickMode.initiate(self, self.config.child, now))
+
+    def _auth_failed(self, which: str, exc: ProtocolError) -> NoReturn:
+        """Message 5 or 6 did not decrypt to a verified message. With a pre-shared key
+        that is what differing keys look like, but also what a forged datagram looks
+        like: it is dropped and counted, the reason kept for the failure the
+        retransmission or half-open timers bring (no datagram kills the SA). The
+        responder tells the peer in the clear, as strongSwan does."""
+        self._auth_failure = (
+            f"AUTHENTICATION_FAILED: Main mode {which} did not decrypt and verify "
+            f"({exc}); are the pre-shared keys the same?"
+        )
+        if not self.is_initiator:
+            self._notify_unprotected(NotifyType.AUTHENTICATION_FAILED)
+        raise ProtocolError(self._auth_failure, notify=NotifyType.AUTHENTICATION_FAILED)
+
+    def _established(self, identity: Identity) -> None:
+        assert self.peer is not None and self.proposal is not None
+        self.remote_identity = identity
+        self._transition(V1Input.AUTH_DONE)
+        nat = self.nat
+        self.emit(
+            IkeSaEstablished(
+                self.icookie,
+                self.rcookie,
+                str(self.proposal),
+                str(self.config.local_id),
+                str(identity),
+                self.peer,
+                (nat.local_behind_nat or nat.forced) if nat else False,
+                nat.remote_behind_nat if nat else False,
+                self.initial_contact,
+            )
+        )
+
+    def _install_keys(self, shared: bytes) -> None:
+        assert self.proposal is not None
+        self.prf = prf_for_hash(self.proposal.hash)
+        self.keys = derive_phase1(
+            self.prf,
+            self.config.psk,
+            self._ni,
+            self._nr,
+            shared,
+            self.icookie,
+            self.rcookie,
+            self.encr,
+            self._g_xi,
+            self._g_xr,
+        )
+        self.cipher = IkeV1Cipher(self.encr, self.keys.enc_key, self.hash_name, self.keys.iv0)
+
+    def _own_id(self) -> IdPayload:
+        local = self.config.local_id
+        return IdPayload(local.id_type, 0, 0, local.data)
+
+    @staticmethod
+    def _id_body(payload: IdPayload) -> bytes:
+        _, chain = encode_payloads([payload])
+        return chain[4:]
+
+    # -- NAT traversal (RFC 3947) and vendor IDs ------------------------------------
+
+    def _vendor_ids(self) -> list[Payload]:
+        ids = [VendorIdPayload(VID_DPD)]
+        if self.config.nat_traversal:
+            ids.insert(0, VendorIdPayload(VID_NAT_T_RFC3947))
+        return ids  # type: ignore[return-value]
+
+    def _note_vendor_ids(self, message: Received) -> None:
+        vids = {p.data for p in message.payloads if isinstance(p, VendorIdPayload)}
+        self.peer_nat_t = self.config.nat_traversal and VID_NAT_T_RFC3947 in vids
+        self.peer_dpd = VID_DPD in vids
+
+    def _nat_hash(self, address: Address) -> bytes:
+        ip, port = address
+        data = (
+            self.icookie + self.rcookie + ipaddress.ip_address(ip).packed + port.to_bytes(2, "big")
+        )
+        return hashlib.new(self.hash_name, data).digest()
+
+    def _nat_d(self) -> list[Payload]:
+        """RFC 3947 section 3.2: the first NAT-D hashes the peer's address, the next
+        ours; ``force_encap`` sends a random one for ours, claiming a NAT."""
+        if not self.peer_nat_t or self.local is None or self.peer is None:
+            return []
+        ours = (
+            random_bytes(len(self._nat_hash(self.local)))
+            if self.config.force_encap
+            else self._nat_hash(self.local)
+        )
+        return [NatDPayload(self._nat_hash(self.peer)), NatDPayload(ours)]
+
+    def _detect_nat(self, message: Received, addr: Address) -> None:
+        hashes = [p.data for p in message.payloads if isinstance(p, NatDPayload)]
+        if not self.peer_nat_t or self.local is None or len(hashes) < 2:
+            return
+        ours, theirs = self._nat_hash(self.local), self._nat_hash(addr)
+        self.nat = NatResult(
+            local_behind_nat=not hmac.compare_digest(hashes[0], ours),
+            remote_behind_nat=not any(hmac.compare_digest(h, theirs) for h in hashes[1:]),
+            peer_address=addr,
+            forced=self.config.force_encap,
+        )
+
+    # -- informational (RFC 2409 section 5.7) ----------------------------------------
+
+    def _informational(self, header: IsakmpHeader, body: bytes, addr: Address, now: float) -> None:
+        if not header.encrypted:
+            self._unprotected_informational(header, body)
+            return
+        self._require_phase1(header)
+        message = self.open(header, body)
+        hash_payload = message.payloads[0] if message.payloads else None
+        if not isinstance(hash_payload, HashPayload):
+            raise ProtocolError("informational message without HASH(1) first")
+        assert self.prf is not None and self.keys is not None
+        expected = info_hash(self.prf, self.keys.skeyid_a, header.message_id, message.after_first())
+        if not hmac.compare_digest(expected, hash_payload.data):
+            raise ProtocolError("informational HASH(1) does not verify")
+        assert self.cipher is not None
+        self.cipher.forget(header.message_id)  # one message: its chain is done
+        self._heard(addr, now)
+        for payload in message.payloads[1:]:
+            if isinstance(payload, NotifyPayload):
+                self._on_notify(payload, now)
+            elif isinstance(payload, DeletePayload):
+                self._on_delete(payload)
+            if self.is_closed:
+                return
+
+    def _unprotected_informational(self, header: IsakmpHeader, body: bytes) -> None:
+        """An error notify in the clear, while phase 1 is not up (there is nothing to
+        protect it with yet), is kept as the likely reason: anyone who saw our cookie
+        could have sent it, so it does not end the SA by itself; when our request
+        goes unanswered, the failure names it."""
+        if self.state is V1State.ESTABLISHED or self.state is V1State.CREATED:
+            raise ProtocolError("unprotected informational message")
+        message = self.parse(header, body, None)
+        for payload in message.payloads:
+            if isinstance(payload, NotifyPayload) and payload.type < 8192:
+                self._peer_said = payload.type
+                return
+        raise ProtocolError("unprotected informational message carries no error")
+
+    def _on_notify(self, notify: NotifyPayload, now: float) -> None:
+        if notify.type == NotifyType.R_U_THERE:
+            self.send_informational(
+                [
+                    NotifyPayload(
+                        DOI_IPSEC,
+                        ProtocolId.ISAKMP,
+                        self.icookie + self.rcookie,
+                        NotifyType.R_U_THERE_ACK,
+                        notify.data,
+                    )
+                ]
+            )
+        elif notify.type == NotifyType.R_U_THERE_ACK:
+            seq = int.from_bytes(notify.data, "big") if len(notify.data) == 4 else None
+            if seq is None or seq != self._dpd_waiting:
+                raise ProtocolError(f"R-U-THERE-ACK for sequence {seq}, not ours")
+            self._dpd_pending = self._dpd_waiting = None
+            self.emit(LivenessAnswered())
+        elif notify.type == NotifyType.INITIAL_CONTACT:
+            return
+        elif notify.type < 8192:
+            reason = f"{_notify_name(notify.type)}: notify from the peer"
+            for exchange in self.quick.values():
+                if exchange.refused_by(notify, reason):
+                    return
+            self.emit(PeerErrorNotify(notify.type, reason))
+
+    def _on_delete(self, delete: DeletePayload) -> None:
+        if delete.protocol == ProtocolId.ISAKMP:
+            if self.icookie + self.rcookie in delete.spis:
+                self._finish_delete("deleted by peer")
+            return
+        if delete.protocol != ProtocolId.IPSEC_ESP:
+            return
+        for spi in delete.spis:
+            child = next((c for c in self.children.values() if c.spi_out == spi), None)
+            if child is not None:
+                self._remove_child(child, "deleted by peer")
+
+    def send_informational(self, payloads: Sequence[Payload]) -> None:
+        """HDR*, HASH(1), N/D (RFC 2409 section 5.7), in a new message ID."""
+        assert self.prf is not None and self.keys is not None
+        mid = self.new_message_id()
+        _, rest = encode_payloads(list(payloads))
+        digest = info_hash(self.prf, self.keys.skeyid_a, mid, rest)
+        self._send(self.protect(ExchangeType.INFORMATIONAL, mid, [HashPayload(digest), *payloads]))
+        assert self.cipher is not None
+        self.cipher.forget(mid)
+
+    def _send_dpd(self, now: float, *, tries: int) -> None:
+        """RFC 3706 section 5.3: each R-U-THERE takes the next sequence number."""
+        self._dpd_seq = (self._dpd_seq + 1) & 0xFFFFFFFF
+        self._dpd_waiting = self._dpd_seq
+        self.send_informational(
+            [
+                NotifyPayload(
+                    DOI_IPSEC,
+                    ProtocolId.ISAKMP,
+                    self.icookie + self.rcookie,
+                    NotifyType.R_U_THERE,
+                    self._dpd_seq.to_bytes(4, "big"),
+                )
+            ]
+        )
+        timeout = self.config.retransmit_timeout * 2**tries
+        self._dpd_pending = Flight(b"", "R-U-THERE", now + timeout, tries)
+
+    def _notify_unprotected(self, notify: int) -> None:
+        """An error notify in the clear, for a peer still in phase 1."""
+        payload = NotifyPayload(
+            DOI_IPSEC, ProtocolId.ISAKMP, self.icookie + self.rcookie, notify, b""
+        )
+        if self.peer is not None:
+            self._send(self._plain(ExchangeType.INFORMATIONAL, self.new_message_id(), [payload]))
+
+    # -- building --------------------------------------------------------------------
+
+    def new_message_id(self) -> int:
+        while True:
+            mid = int.from_bytes(random_bytes(4), "big")
+            if mid and mid not in self.quick:
+                return mid
+
+    def _header(self, exchange: int, mid: int, first: int, flags: Flag, length: int) -> bytes:
+        return IsakmpHeader(
+            self.icookie, self.rcookie, first, exchange, flags, mid, length
+        ).encode()
+
+    def _plain(self, exchange: int, mid: int, payloads: list[Payload]) -> bytes:
+        first, chain = encode_payloads(payloads)
+        return self._header(exchange, mid, first, Flag.NONE, 28 + len(chain)) + chain
+
+    def protect(self, exchange: int, mid: int, payloads: list[Payload]) -> bytes:
+        """The message encrypted in its exchange's IV chain (cipher.py pads)."""
+        assert self.cipher is not None
+        first, chain = encode_payloads(payloads)
+        body = self.cipher.encrypt(mid, chain)
+        return self._header(exchange, mid, first, Flag.ENCRYPTION, 28 + len(body)) + body
+
+    def _protected_phase1(self, payloads: list[Payload]) -> bytes:
+        return self.protect(ExchangeType.IDENTITY_PROTECTION, 0, payloads)
+
+    @staticmethod
+    def _body_of(payloads: list[Payload], index: int) -> bytes:
+        _, chain = encode_payloads([payloads[index]])
+        return chain[4:]
+
+    def send_to_peer(self, data: bytes) -> None:
+        self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        assert self.peer is not None
+        self._outbox.append((data, self.peer))
+
+    def _send_request(self, data: bytes, what: str, now: float) -> None:
+        self._flight = Flight(data, what, now + self.config.retransmit_timeout)
+        self._send(data)
+
+    def _answer(self, data: bytes, request_digest: bytes) -> None:
+        self._last_request_digest, self._last_reply = request_digest, data
+        self._send(data)
+
+    def _took(self, response_digest: bytes) -> None:
+        """Initiator: the answer to our request in flight was taken."""
+        self._flight = None
+        self._responses_taken.add(response_digest)
+
+    def _retransmit(self, now: float) -> None:
+        flight = self._flight
+        assert flight is not None
+        if flight.tries >= self.config.retransmit_tries:
+            unanswered = f"no answer to {flight.what} after {flight.tries} retransmissions"
+            if self._peer_said is not None:
+                name = _notify_name(self._peer_said)
+                hint = _PHASE1_HINTS.get(self._peer_said, "")
+                self.fail(
+                    f"{name}: the peer refused phase 1 in an unprotected notify{hint}; "
+                    f"{unanswered}",
+                    self._peer_said,
+                )
+            elif self._auth_failure is not None:
+                self.fail(f"{self._auth_failure}; {unanswered}", NotifyType.AUTHENTICATION_FAILED)
+            else:
+                hint = " (are the pre-shared keys the same?)" if "message 5" in flight.what else ""
+                self.fail(unanswered + hint)
+            return
+        flight.tries += 1
+        flight.deadline = now + self.config.retransmit_timeout * 2**flight.tries
+        self._send(flight.datagram)
+
+    def _keep(self, exchange: QuickMode) -> None:
+        self.quick[exchange.message_id] = exchange
+        done = [mid for mid, q in self.quick.items() if q.finished]
+        for mid in done[: max(0, len(done) - _KEPT_EXCHANGES)]:
+            del self.quick[mid]
+
+    # -- results ---------------------------------------------------------------------
+
+    def add_child(self, event: ChildSaEstablished) -> None:
+        self.children[event.spi_in] = ChildSa(event)
+        self.emit(event)
+
+    def _remove_child(self, child: ChildSa, reason: str) -> None:
+        if self.children.pop(child.spi_in, None) is not None:
+            name = child.established.name
+            self.emit(ChildSaDeleted(name, child.spi_in, child.spi_out, reason))
+
+    def _finish_delete(self, reason: str) -> None:
+        if self.is_closed:
+            return
+        for child in list(self.children.values()):
+            self._remove_child(child, f"IKE SA deleted: {reason}")
+        self._transition(V1Input.DELETED)
+        self._flight = self._dpd_pending = None
+        self.emit(IkeSaDeleted(self.icookie, self.rcookie, reason))
+
+    def fail(self, reason: str, notify: int | None = None) -> None:
+        if self.is_closed:
+            return
+        if self.state is V1State.ESTABLISHED:
+            self._finish_delete(reason)
+            return
+        self._transition(V1Input.FAILURE)
+        self._flight = None
+        self.emit(IkeSaFailed(reason, notify))
+
+    def emit(self, event: IkeEvent) -> None:
+        self._events.append(event)
+
+    def _transition(self, event: V1Input) -> None:
+        self.state = next_state(self.role, self.state, event)
+
+    def __repr__(self) -> str:
+        return (
+            f"IkeV1Sa({self.role.value}, {self.state.value}, "
+            f"{self.icookie.hex()}_i {self.rcookie.hex()}_r)"
+        )
+
+
+_PHASE1_HINTS: dict[int, str] = {
+    NotifyType.AUTHENTICATION_FAILED: " (are the pre-shared keys the same?)",
+    NotifyType.INVALID_ID_INFORMATION: " (does it expect another identity of ours?)",
+    NotifyType.NO_PROPOSAL_CHOSEN: " (it takes none of our proposals)",
+}
+
+
+def _notify_name(notify: int) -> str:
+    try:
+        return NotifyType(notify).name
+    except ValueError:
+        return f"NOTIFY_{notify}"
+
+
+_Handler = Callable[[IkeV1Sa, IsakmpHeader, bytes, Address, float, bytes], None]
+_MAIN_MODE: dict[tuple[Role, V1State], _Handler] = {
+    (Role.RESPONDER, V1State.CREATED): IkeV1Sa._on_sa_request,
+    (Role.INITIATOR, V1State.SA_EXCHANGE): IkeV1Sa._on_sa_response,
+    (Role.RESPONDER, V1State.SA_EXCHANGE): IkeV1Sa._on_ke_request,
+    (Role.INITIATOR, V1State.KE_EXCHANGE): IkeV1Sa._on_ke_response,
+    (Role.RESPONDER, V1State.KE_EXCHANGE): IkeV1Sa._on_auth_request,
+    (Role.INITIATOR, V1State.AUTH_SENT): IkeV1Sa._on_auth_response,
+}
+"""Which Main mode message each role takes in each state (RFC 2409 section 5)."""
