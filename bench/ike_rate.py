@@ -16,7 +16,11 @@ AES-128-GCM for ESP (no PFS). kernel-libipsec claims a NAT, so from message 5 on
 responders also run NAT-T (RFC 3947: UDP 4500). Our side is
 tests/support/ike_v1_responder.py: one IkeV1Sa responder per incoming Main mode
 message 1, routed by initiator cookie. Its counts (events, dropped datagrams and their
-reasons, failed SAs, exceptions; warmup included) come out with the rates.
+reasons, failed SAs, exceptions; warmup included) come out with the rates. charon's
+IKEv1 initiator would put concurrent initiates of one connection on one ISAKMP SA, so
+each initiate names a connection of its own (see ``initiator_conns``). No SA is
+deleted during a run, and with IKEv1 both rates fall as SAs accumulate (charon's the
+faster): compare runs of the same ``--count`` only.
 
 Prints one JSON line:
 
@@ -79,7 +83,7 @@ def conn(
     version: int = 2,
     name: str = "rate",
     over_time: int | None = None,
-) -> dict:
+) -> dict[str, Any]:
     ike, esp = PROPOSALS[version]
     extra: dict[str, str] = {}
     if version == 1:
@@ -111,7 +115,7 @@ def conn(
     }
 
 
-def initiator_conns(version: int, initiates: int) -> list[dict]:
+def initiator_conns(version: int, initiates: int) -> list[dict[str, Any]]:
     """The initiator's connections, one per initiate in order (repeated for IKEv2).
 
     IKEv2: one connection; ``reuse_ikesa = no`` makes every initiate a new IKE SA.

@@ -230,7 +230,11 @@ class V1Responders(OurPeer):
         self.seen: list[dict[str, Any]] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
-        self.wait("Ready")
+        try:
+            self.wait("Ready")
+        except BaseException:
+            self.close()
+            raise
 
     def counts(self) -> dict[str, Any]:
         self.command("count")
