@@ -22,19 +22,35 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from tests.support.charon import OurPeer
 from vpnfleet.agent.ike.config import ChildConfig, Identity, Mode, selector
 from vpnfleet.agent.ike.constants import NON_ESP_MARKER
 from vpnfleet.agent.ike.proposals import EspProposal
+from vpnfleet.agent.ike.signatures import CertificateAuth, SigningKey
 from vpnfleet.agent.ike.states import Role
-from vpnfleet.agent.ike.v1.config import IkeV1Config, Phase1Proposal
+from vpnfleet.agent.ike.v1.config import ExchangeMode, IkeV1Config, Phase1Proposal
 from vpnfleet.agent.ike.v1.constants import ExchangeType
 from vpnfleet.agent.ike.v1.sa import IkeV1Sa, V1State
 
 IKE_PORT, NAT_T_PORT = 500, 4500
+
+
+def load_certificates(spec: dict[str, Any]) -> CertificateAuth | None:
+    if not spec.get("cert"):
+        return None
+    cert = x509.load_pem_x509_certificate(Path(spec["cert"]).read_bytes())
+    key = serialization.load_pem_private_key(Path(spec["key"]).read_bytes(), None)
+    if not isinstance(key, SigningKey):
+        raise SystemExit(f"{spec['key']}: unsupported key type {type(key).__name__}")
+    anchors = tuple(x509.load_pem_x509_certificates(Path(spec["ca"]).read_bytes()))
+    return CertificateAuth(cert, key, anchors)
 
 
 def load_config(spec: dict[str, Any]) -> IkeV1Config:
@@ -50,6 +66,8 @@ def load_config(spec: dict[str, Any]) -> IkeV1Config:
             tuple(selector(n) for n in spec["remote_ts"]),
             Mode(spec.get("mode", "tunnel")),
         ),
+        phase1_mode=ExchangeMode(spec.get("phase1", "main")),
+        certificates=load_certificates(spec),
         retransmit_timeout=1.0,
     )
 
@@ -104,11 +122,12 @@ class Driver:
         if len(data) < 28:
             return
         sa = self.sas.get(data[:8])
-        if sa is None and data[18] == ExchangeType.IDENTITY_PROTECTION and not any(data[8:16]):
+        phase1 = (ExchangeType.IDENTITY_PROTECTION, ExchangeType.AGGRESSIVE)
+        if sa is None and data[18] in phase1 and not any(data[8:16]):
             sa = IkeV1Sa(self.config, Role.RESPONDER, self.local)
             self.sas[data[:8]] = sa
         if sa is not None:
-            sa.receive_datagram(data, addr, self.loop.time())
+            sa.receive_datagram(data, addr, self.loop.time(), time.time())
             if sa.dropped:
                 print(
                     json.dumps({"event": "Dropped", "count": sa.dropped, "reason": sa.last_drop}),

@@ -6,6 +6,7 @@ for no known SA makes a new responder, as a driver's dispatcher would.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -83,7 +84,8 @@ class Endpoint:
                 sa.rcookie == rcookie or not any(rcookie) or sa.state is V1State.SA_EXCHANGE
             ):
                 return sa
-        if len(data) >= 28 and data[18] == ExchangeType.IDENTITY_PROTECTION and not any(rcookie):
+        phase1 = (ExchangeType.IDENTITY_PROTECTION, ExchangeType.AGGRESSIVE)
+        if len(data) >= 28 and data[18] in phase1 and not any(rcookie):
             sa = IkeV1Sa(self.config, Role.RESPONDER, self.address)
             self.sas.append(sa)
             return sa
@@ -101,6 +103,7 @@ class Endpoint:
 class Peers:
     def __init__(self, left: IkeV1Config, right: IkeV1Config) -> None:
         self.now = START
+        self.wall_start = time.time()
         self.left = Endpoint("left", LEFT, left)
         self.right = Endpoint("right", RIGHT, right)
         self.left.sas.append(IkeV1Sa(left, Role.INITIATOR, LEFT))
@@ -115,6 +118,11 @@ class Peers:
         assert peers.left.sa.state is V1State.ESTABLISHED, peers.left.events
         assert peers.right.sa.state is V1State.ESTABLISHED, peers.right.events
         return peers
+
+    @property
+    def wall(self) -> float:
+        """Wall-clock time moving with the fake clock (certificates are judged by it)."""
+        return self.wall_start + (self.now - START)
 
     def start(self) -> None:
         self.left.sa.initiate(RIGHT, self.now)
@@ -134,7 +142,7 @@ class Peers:
         sa = to.route(data)
         if sa is not None:
             source = self.other(to).address
-            sa.receive_datagram(data, (source[0], port), self.now)
+            sa.receive_datagram(data, (source[0], port), self.now, self.wall)
         self.collect()
 
     def run(self, drop: Callable[[str, bytes], bool] = lambda *_: False) -> None:

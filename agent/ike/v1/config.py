@@ -16,7 +16,9 @@ from enum import Enum
 from ..config import ChildConfig, Identity
 from ..constants import EncrId, TransformType
 from ..errors import LocalError, UnsupportedTransform
+from ..signatures import CertificateAuth
 from ..transforms import DH_GROUPS, PROPOSAL_TOKENS, Encr, EncrMode, transform_keyword
+from .auth import auth_method
 from .constants import AuthMethod, P1Hash
 
 DEFAULT_IKE_LIFETIME = 10800
@@ -113,8 +115,10 @@ class IkeV1Config:
     child: ChildConfig
     """The Quick mode policy: ESP proposals (a ``dh`` group asks for PFS), one traffic
     selector each way (IKEv1 ID payloads carry one), tunnel or transport."""
-    mode: ExchangeMode = ExchangeMode.MAIN
-    auth: AuthMethod = AuthMethod.PSK
+    phase1_mode: ExchangeMode = ExchangeMode.MAIN
+    certificates: CertificateAuth | None = None
+    """Authenticate both ways with ECDSA signatures and X.509 certificates (RFC 2409
+    section 5.1, RFC 4754) instead of the pre-shared key (Main mode only)."""
     ike_lifetime: int = DEFAULT_IKE_LIFETIME
     child_lifetime: int = DEFAULT_CHILD_LIFETIME
     retransmit_timeout: float = 2.0
@@ -134,13 +138,20 @@ class IkeV1Config:
     """Initiator: send INITIAL-CONTACT (RFC 2407 section 4.6.3.3) with the phase 1
     identity, telling the peer we hold no other SA with it."""
 
+    @property
+    def auth(self) -> AuthMethod:
+        """The phase 1 Authentication Method (RFC 2409 Appendix A) we offer and take."""
+        return AuthMethod.PSK if self.certificates is None else auth_method(self.certificates)
+
     def __post_init__(self) -> None:
         if not self.ike_proposals:
             raise LocalError("no IKEv1 proposals configured")
-        if self.auth is not AuthMethod.PSK:
-            raise UnsupportedTransform(f"IKEv1 authentication {self.auth.name} is not supported")
-        if not self.psk:
+        if self.certificates is None and not self.psk:
             raise LocalError("empty pre-shared key")
+        if self.certificates is not None:
+            auth_method(self.certificates)  # refuses keys we cannot sign with
+            if self.phase1_mode is not ExchangeMode.MAIN:
+                raise UnsupportedTransform("IKEv1 signatures are done in Main mode only")
         for name, value in (
             ("ike_lifetime", self.ike_lifetime),
             ("child_lifetime", self.child_lifetime),
@@ -149,6 +160,13 @@ class IkeV1Config:
                 raise LocalError(f"{name} must be positive, got {value}")
         if self.dpd_delay is not None and self.dpd_delay <= 0:
             raise LocalError(f"dpd_delay must be positive, got {self.dpd_delay}")
+        groups = {p.dh for p in self.child.esp_proposals}
+        if len(groups) > 1:
+            # RFC 2409 section 5.5: message 1 carries one KE, so one PFS group (or none).
+            raise LocalError(
+                f"child {self.child.name!r}: IKEv1 Quick mode offers one PFS group, the "
+                f"ESP proposals name {sorted(str(g) for g in groups)}"
+            )
         for proposal in self.child.esp_proposals:
             if proposal.esn:
                 raise UnsupportedTransform(

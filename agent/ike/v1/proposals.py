@@ -77,7 +77,9 @@ def _int(attributes: Sequence[Attribute], attr_type: int) -> int | None:
 # -- phase 1 -------------------------------------------------------------------------
 
 
-def phase1_transform(number: int, proposal: Phase1Proposal, lifetime: int) -> Transform:
+def phase1_transform(
+    number: int, proposal: Phase1Proposal, lifetime: int, auth: AuthMethod
+) -> Transform:
     return Transform(
         number,
         TransformId.KEY_IKE,
@@ -85,7 +87,7 @@ def phase1_transform(number: int, proposal: Phase1Proposal, lifetime: int) -> Tr
             Attribute(P1Attr.ENCRYPTION, P1Encr.AES_CBC),
             Attribute(P1Attr.KEY_LENGTH, proposal.encr.key_bits),
             Attribute(P1Attr.HASH, proposal.hash),
-            Attribute(P1Attr.AUTH_METHOD, AuthMethod.PSK),
+            Attribute(P1Attr.AUTH_METHOD, auth),
             Attribute(P1Attr.GROUP, proposal.group),
             Attribute(P1Attr.LIFE_TYPE, LifeType.SECONDS),
             Attribute.variable(P1Attr.LIFE_DURATION, lifetime),
@@ -93,9 +95,11 @@ def phase1_transform(number: int, proposal: Phase1Proposal, lifetime: int) -> Tr
     )
 
 
-def phase1_sa(proposals: Sequence[Phase1Proposal], lifetime: int) -> SaPayload:
+def phase1_sa(
+    proposals: Sequence[Phase1Proposal], lifetime: int, auth: AuthMethod = AuthMethod.PSK
+) -> SaPayload:
     """The initiator's offer: one ISAKMP proposal, a transform per configured one."""
-    transforms = tuple(phase1_transform(i, p, lifetime) for i, p in enumerate(proposals, 1))
+    transforms = tuple(phase1_transform(i, p, lifetime, auth) for i, p in enumerate(proposals, 1))
     return SaPayload(
         DOI_IPSEC, SIT_IDENTITY_ONLY, (Proposal(1, ProtocolId.ISAKMP, b"", transforms),)
     )
@@ -113,7 +117,8 @@ def describe_phase1(transform: Transform) -> str:
         _group_name(group) if group is not None else "DH_none",
     ]
     if auth != AuthMethod.PSK:
-        parts.append(f"AUTH_{auth}")
+        known = {int(m): m.name for m in AuthMethod}
+        parts.append(known.get(auth, f"AUTH_{auth}") if auth is not None else "AUTH_none")
     return "-".join(parts)
 
 
@@ -128,7 +133,7 @@ class Phase1Choice:
     """The LIFE_DURATION in seconds the transform carried (None: none, or kilobytes)."""
 
 
-def _phase1_matches(ours: Phase1Proposal, transform: Transform) -> bool:
+def _phase1_matches(ours: Phase1Proposal, transform: Transform, auth: AuthMethod) -> bool:
     attrs = transform.attributes
     return (
         transform.id == TransformId.KEY_IKE
@@ -136,7 +141,7 @@ def _phase1_matches(ours: Phase1Proposal, transform: Transform) -> bool:
         and _int(attrs, P1Attr.KEY_LENGTH) == ours.encr.key_bits
         and _int(attrs, P1Attr.HASH) == ours.hash
         and _int(attrs, P1Attr.GROUP) == ours.group
-        and _int(attrs, P1Attr.AUTH_METHOD) == AuthMethod.PSK
+        and _int(attrs, P1Attr.AUTH_METHOD) == auth
         and _int(attrs, P1Attr.PRF) is None
     )
 
@@ -155,15 +160,18 @@ def _isakmp_proposals(sa: SaPayload) -> list[Proposal]:
     return [p for p in sa.proposals if p.protocol == ProtocolId.ISAKMP]
 
 
-def select_phase1(ours: Sequence[Phase1Proposal], sa: SaPayload) -> Phase1Choice:
+def select_phase1(
+    ours: Sequence[Phase1Proposal], sa: SaPayload, auth: AuthMethod = AuthMethod.PSK
+) -> Phase1Choice:
     """Responder: the first of our proposals that one of the peer's transforms matches."""
     offered = [(p, t) for p in _isakmp_proposals(sa) for t in p.transforms]
     for proposal in ours:
         for peer_proposal, transform in offered:
-            if _phase1_matches(proposal, transform):
+            if _phase1_matches(proposal, transform, auth):
                 lifetime = _lifetime(transform.attributes, P1Attr.LIFE_TYPE, P1Attr.LIFE_DURATION)
                 return Phase1Choice(proposal, peer_proposal.number, transform, lifetime)
-    raise NoProposalChosen(ours, [describe_phase1(t) for _, t in offered])
+    shown = [str(p) if auth == AuthMethod.PSK else f"{p}-{auth.name}" for p in ours]
+    raise NoProposalChosen(shown, [describe_phase1(t) for _, t in offered])
 
 
 def answer_phase1(sa: SaPayload, choice: Phase1Choice) -> SaPayload:
@@ -175,7 +183,9 @@ def answer_phase1(sa: SaPayload, choice: Phase1Choice) -> SaPayload:
     )
 
 
-def accept_phase1(ours: Sequence[Phase1Proposal], sa: SaPayload) -> Phase1Choice:
+def accept_phase1(
+    ours: Sequence[Phase1Proposal], sa: SaPayload, auth: AuthMethod = AuthMethod.PSK
+) -> Phase1Choice:
     """Initiator: the responder must return exactly one of our transforms."""
     proposals = _isakmp_proposals(sa)
     if len(proposals) != 1 or len(proposals[0].transforms) != 1:
@@ -185,7 +195,7 @@ def accept_phase1(ours: Sequence[Phase1Proposal], sa: SaPayload) -> Phase1Choice
         )
     transform = proposals[0].transforms[0]
     for proposal in ours:
-        if _phase1_matches(proposal, transform):
+        if _phase1_matches(proposal, transform, auth):
             lifetime = _lifetime(transform.attributes, P1Attr.LIFE_TYPE, P1Attr.LIFE_DURATION)
             return Phase1Choice(proposal, proposals[0].number, transform, lifetime)
     raise NoProposalChosen(

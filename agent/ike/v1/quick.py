@@ -33,7 +33,15 @@ from ..traffic_selectors import contains, format_selectors
 from ..transforms import KeyExchange, random_bytes
 from . import proposals
 from .attributes import Attribute, encode_attributes, parse_attributes
-from .constants import DOI_IPSEC, ExchangeType, LifeType, NotifyType, P2Attr, ProtocolId
+from .constants import (
+    DOI_IPSEC,
+    Encapsulation,
+    ExchangeType,
+    LifeType,
+    NotifyType,
+    P2Attr,
+    ProtocolId,
+)
 from .keys import keymat, qm_hash1, qm_hash2, qm_hash3
 from .payloads import (
     HashPayload,
@@ -92,7 +100,7 @@ class QuickMode:
         return self.state in (QuickState.DONE, QuickState.FAILED)
 
     @property
-    def _encap(self) -> proposals.Encapsulation:
+    def _encap(self) -> Encapsulation:
         return proposals.encapsulation(self.child.mode, self.sa.encap)
 
     # -- initiator -------------------------------------------------------------------
@@ -117,7 +125,8 @@ class QuickMode:
             self._ke = KeyExchange(group)
             after.append(KePayload(self._ke.public_key))
         after += [id_for_selector(self._local_ts), id_for_selector(self._remote_ts)]
-        digest = qm_hash1(sa.prf, sa.keys.skeyid_a, self.message_id, _chain(after))  # type: ignore[union-attr,arg-type]
+        assert sa.prf is not None and sa.keys is not None
+        digest = qm_hash1(sa.prf, sa.keys.skeyid_a, self.message_id, _chain(after))
         self._send([HashPayload(digest), *after], now, retransmit=True)
 
     def _on_second(self, message: Received, digest: bytes) -> None:

@@ -7,28 +7,32 @@ outputs ``datagrams_to_send(now)``, ``get_timer()``, ``next_event()``. Events ar
 IKEv2 core's (agent/ike/events.py): IkeSaEstablished carries the cookies as SPIs,
 ChildSaEstablished the IKEv2 transform numbers the data plane installs.
 
-- Phase 1 is Main mode with a pre-shared key (RFC 2409 section 5.4): SA / SA,
-  KE Ni [NAT-D NAT-D] / KE Nr [NAT-D NAT-D], then encrypted IDii HASH_I / IDir HASH_R.
-  NAT traversal per RFC 3947 (vendor ID, NAT-D, float to UDP 4500 from message 5),
-  DPD per RFC 3706 (vendor ID, R-U-THERE / R-U-THERE-ACK).
+- Phase 1 (RFC 2409 section 5): Main mode with a pre-shared key (5.4): SA / SA,
+  KE Ni [CERTREQ] [NAT-D NAT-D] / KE Nr [CERTREQ] [NAT-D NAT-D], then encrypted
+  IDii HASH_I / IDir HASH_R; or with ECDSA signatures and certificates (5.1, RFC 4754,
+  auth.py): ID CERT SIG. Aggressive mode with a pre-shared key (5.4): SA KE Ni IDii /
+  SA KE Nr IDir HASH_R [NAT-D NAT-D] / encrypted HASH_I [NAT-D NAT-D].
+  NAT traversal per RFC 3947 (vendor ID, NAT-D, float to UDP 4500 with the first
+  encrypted message), DPD per RFC 3706 (vendor ID, R-U-THERE / R-U-THERE-ACK).
 - Quick mode (RFC 2409 section 5.5) lives in quick.py; informational exchanges
   (RFC 2409 section 5.7: notifies and deletes under HASH(1)) here.
 - Retransmission: the initiator of an exchange resends on a doubling timeout. IKEv1
   has no message-ID rule for phase 1, so a responder recognises a retransmitted
   request by the digest of the last datagram it took and sends its last reply again
-  (per message ID in phase 2).
-- Encryption (RFC 2409 Appendix B): AES-CBC; the phase 1 IV chains from
+  (per message ID in phase 2). Where nothing else tells a responder its last message
+  arrived (Aggressive mode message 2, Quick mode message 2) it retransmits too.
+- Encryption (RFC 2409 Appendix B, cipher.py): AES-CBC; the phase 1 IV chains from
   hash(g^xi | g^xr) through each message's last cipher block; each phase 2 and
   informational exchange starts from hash(last phase 1 block | M-ID) and chains on.
-  ISAKMP pads the plaintext to the block with zeros: the header's length counts the
-  padding and the payload chain ends before it (RFC 2408 section 3.5 leaves padding
-  to the cipher).
+  A chain moves past a received message only once it is accepted.
 
-Nothing the peer sends raises out of ``receive_datagram``: a datagram that does not
-parse, decrypt or verify is counted in ``dropped`` and ignored. The one exception to
-"ignored" is phase 1 message 5 or 6 that does not decrypt to a well-formed, verified
-message: with a pre-shared key that is the mark of a wrong key, so the SA fails with
-AUTHENTICATION_FAILED (after telling the peer, unprotected, as strongSwan does).
+Nothing the peer sends raises out of ``receive_datagram``, and no datagram ends an SA
+by failing: one that does not parse, decrypt or verify is counted in ``dropped`` and
+ignored. A phase 1 message 5 or 6 (Aggressive: 2 or 3) that does not verify is what a
+wrong pre-shared key looks like, but also what a forgery looks like: its reason is
+kept, the responder says AUTHENTICATION_FAILED in the clear (as strongSwan does), and
+the retransmission or half-open timer ends the SA with that reason. An error notify
+in the clear during phase 1 is kept the same way, as the likely reason.
 """
 
 from __future__ import annotations
@@ -58,9 +62,9 @@ from ..events import (
 from ..nat import NAT_T_PORT, NatResult
 from ..states import Role
 from ..transforms import Encr, KeyExchange, Prf, random_bytes
-from . import proposals
+from . import auth, proposals
 from .cipher import Decrypted, IkeV1Cipher
-from .config import IkeV1Config, Phase1Proposal
+from .config import ExchangeMode, IkeV1Config, Phase1Proposal
 from .constants import (
     DOI_IPSEC,
     ISAKMP_HEADER_LENGTH,
@@ -74,6 +78,7 @@ from .constants import (
 )
 from .keys import (
     Phase1Keys,
+    auth_prf,
     derive_phase1,
     hash_for,
     hash_i,
@@ -93,6 +98,7 @@ from .payloads import (
     Payload,
     RawPayload,
     SaPayload,
+    SigPayload,
     VendorIdPayload,
     encode_payloads,
     parse_payload,
@@ -110,15 +116,16 @@ _P = TypeVar("_P")
 
 
 class V1State(Enum):
-    """Phase 1 as the exchange goes (RFC 2409 section 5, Main mode)."""
+    """Phase 1 as the exchange goes (RFC 2409 section 5)."""
 
     CREATED = "created"
     SA_EXCHANGE = "sa-exchange"
-    """Initiator: message 1 sent. Responder: message 2 sent."""
+    """Initiator: message 1 sent. Main mode responder: message 2 sent."""
     KE_EXCHANGE = "ke-exchange"
-    """Initiator: message 3 sent. Responder: message 4 sent."""
+    """Main mode initiator: message 3 sent. Responder: message 4 (Aggressive mode:
+    message 2) sent."""
     AUTH_SENT = "auth-sent"
-    """Initiator: message 5 sent."""
+    """Main mode initiator: message 5 sent."""
     ESTABLISHED = "established"
     DELETED = "deleted"
     FAILED = "failed"
@@ -141,6 +148,8 @@ TRANSITIONS: dict[tuple[Role, V1State, V1Input], V1State] = {
     (_I, _S.SA_EXCHANGE, _E.SA_DONE): _S.KE_EXCHANGE,
     (_I, _S.KE_EXCHANGE, _E.AUTH_SENT): _S.AUTH_SENT,
     (_I, _S.AUTH_SENT, _E.AUTH_DONE): _S.ESTABLISHED,
+    (_I, _S.SA_EXCHANGE, _E.AUTH_DONE): _S.ESTABLISHED,  # Aggressive mode message 2
+    (_R, _S.CREATED, _E.KE_DONE): _S.KE_EXCHANGE,  # Aggressive mode message 1
     (_R, _S.CREATED, _E.SA_DONE): _S.SA_EXCHANGE,
     (_R, _S.SA_EXCHANGE, _E.KE_DONE): _S.KE_EXCHANGE,
     (_R, _S.KE_EXCHANGE, _E.AUTH_DONE): _S.ESTABLISHED,
@@ -261,6 +270,8 @@ class IkeV1Sa:
         self._g_xi = b""
         self._g_xr = b""
         self._sa_i_body = b""
+        self._peer_id_body = b""
+        """Responder in Aggressive mode: IDii_b, which HASH_I covers (message 3)."""
         self.cipher: IkeV1Cipher | None = None
         """Encryption and the IV chains (RFC 2409 Appendix B), once keys exist."""
         self._flight: Flight | None = None
@@ -275,6 +286,7 @@ class IkeV1Sa:
         self._dpd_seq = int.from_bytes(random_bytes(4), "big") & 0x7FFFFFFF
         self._dpd_pending: Flight | None = None
         self._dpd_waiting: int | None = None
+        self._wall: float | None = None
         self._outbox: list[tuple[bytes, Address]] = []
         self._events: deque[IkeEvent] = deque()
 
@@ -319,15 +331,45 @@ class IkeV1Sa:
     # -- commands --------------------------------------------------------------------
 
     def initiate(self, peer: Address, now: float) -> None:
-        """Main mode message 1: our proposals and vendor IDs (RFC 2409 section 5)."""
+        """Phase 1 message 1 (RFC 2409 section 5): our proposals and vendor IDs; in
+        Aggressive mode also KE, Ni and IDii, so every proposal takes the first one's
+        group (section 5.4: the group cannot be negotiated)."""
         self._transition(V1Input.INITIATE)
         self.peer = peer
         self._started = now
-        sa = proposals.phase1_sa(self.config.ike_proposals, self.config.ike_lifetime)
-        payloads: list[Payload] = [sa, *self._vendor_ids()]
-        data = self._plain(ExchangeType.IDENTITY_PROTECTION, 0, payloads)
+        if self.config.phase1_mode is ExchangeMode.AGGRESSIVE:
+            group = self.config.ike_proposals[0].group
+            offered = [p for p in self.config.ike_proposals if p.group == group]
+            sa = proposals.phase1_sa(offered, self.config.ike_lifetime, self.config.auth)
+            self._ke = KeyExchange(group)
+            self._ni, self._g_xi = random_bytes(NONCE_LENGTH), self._ke.public_key
+            payloads: list[Payload] = [
+                sa,
+                KePayload(self._g_xi),
+                NoncePayload(self._ni),
+                self._own_id(),
+                *self._vendor_ids(),
+            ]
+        else:
+            sa = proposals.phase1_sa(
+                self.config.ike_proposals, self.config.ike_lifetime, self.config.auth
+            )
+            payloads = [sa, *self._vendor_ids()]
+        exchange = self.exchange_type
         self._sa_i_body = self._body_of(payloads, 0)
-        self._send_request(data, "Main mode message 1", now)
+        self._send_request(self._plain(exchange, 0, payloads), f"{self._mode_name} message 1", now)
+
+    @property
+    def exchange_type(self) -> ExchangeType:
+        if self.config.phase1_mode is ExchangeMode.AGGRESSIVE:
+            return ExchangeType.AGGRESSIVE
+        return ExchangeType.IDENTITY_PROTECTION
+
+    @property
+    def _mode_name(self) -> str:
+        return (
+            "Aggressive mode" if self.config.phase1_mode is ExchangeMode.AGGRESSIVE else "Main mode"
+        )
 
     def delete_child(self, spi_in: bytes, now: float) -> None:
         """Tell the peer with a Delete (RFC 2409 section 5.7) and forget the SA."""
@@ -363,7 +405,14 @@ class IkeV1Sa:
 
     # -- inputs ----------------------------------------------------------------------
 
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+    def receive_datagram(
+        self, data: bytes, addr: Address, now: float, wall: float | None = None
+    ) -> None:
+        """``wall``: the wall-clock time (seconds since the epoch) certificates are
+        judged at; required with certificate authentication, unused with a PSK."""
+        if wall is None and self.config.certificates is not None:
+            raise LocalError("certificate authentication needs the wall-clock time (wall=)")
+        self._wall = wall
         try:
             self._receive(data, addr, now)
         except ProtocolError as exc:
@@ -448,8 +497,8 @@ class IkeV1Sa:
         if digest in self._responses_taken:
             return  # a duplicate of an answer we already took: nothing to do
         self._check_cookies(header)
-        if header.exchange == ExchangeType.IDENTITY_PROTECTION:
-            self._main_mode(header, body, addr, now, digest)
+        if header.exchange in (ExchangeType.IDENTITY_PROTECTION, ExchangeType.AGGRESSIVE):
+            self._phase1(header, body, addr, now, digest)
         elif header.exchange == ExchangeType.QUICK:
             self._require_phase1(header)
             exchange = self.quick.get(header.message_id)
@@ -527,22 +576,182 @@ class IkeV1Sa:
 
     # -- Main mode -------------------------------------------------------------------
 
-    def _main_mode(
+    def _phase1(
         self, header: IsakmpHeader, body: bytes, addr: Address, now: float, digest: bytes
     ) -> None:
+        if header.exchange != self.exchange_type:
+            raise ProtocolError(
+                f"{ExchangeType(header.exchange).name} exchange, but we are configured for "
+                f"{self._mode_name}",
+                notify=NotifyType.INVALID_EXCHANGE_TYPE,
+            )
         if header.message_id != 0:
             raise ProtocolError(
-                "Main mode message with a message ID", notify=NotifyType.INVALID_MESSAGE_ID
+                "phase 1 message with a message ID", notify=NotifyType.INVALID_MESSAGE_ID
             )
-        handler = _MAIN_MODE.get((self.role, self.state))
+        handler = _PHASE1.get((self.role, self.state, header.exchange))
         if handler is None:
-            raise ProtocolError(f"unexpected Main mode message in state {self.state.value}")
+            raise ProtocolError(f"unexpected {self._mode_name} message in state {self.state.value}")
         handler(self, header, body, addr, now, digest)
+
+    # -- Aggressive mode (RFC 2409 section 5.4) --------------------------------------
+
+    def _on_aggressive_request(
+        self, header: IsakmpHeader, body: bytes, addr: Address, now: float, digest: bytes
+    ) -> None:
+        """Responder, message 1 -> 2: SA KE Nr IDir HASH_R [NAT-D NAT-D]."""
+        message = self._plain_message(header, body)
+        sa = message.first(SaPayload)
+        id_payload = message.first(IdPayload)
+        if sa is None or id_payload is None:
+            raise ProtocolError(
+                "Aggressive mode message 1 needs SA and ID payloads",
+                notify=NotifyType.PAYLOAD_MALFORMED,
+            )
+        g_xi, ni = self._ke_and_nonce(message, "message 1")
+        self.icookie, self.peer, self._started = header.icookie, addr, now
+        self._note_vendor_ids(message)
+        self.rcookie = random_bytes(8)
+        try:
+            choice = proposals.select_phase1(self.config.ike_proposals, sa, self.config.auth)
+        except ProtocolError as exc:
+            self._notify_unprotected(exc.notify or NotifyType.NO_PROPOSAL_CHOSEN)
+            self.fail(str(exc), exc.notify)
+            return
+        identity = Identity(id_payload.id_type, id_payload.data)
+        if identity != self.config.remote_id:
+            self._notify_unprotected(NotifyType.INVALID_ID_INFORMATION)
+            self.fail(
+                f"INVALID_ID_INFORMATION: the peer is {identity}, we expect "
+                f"{self.config.remote_id}",
+                NotifyType.INVALID_ID_INFORMATION,
+            )
+            return
+        self.proposal, self.lifetime = choice.proposal, choice.lifetime
+        ke = KeyExchange(choice.proposal.group)
+        shared = ke.shared_secret(g_xi)
+        self._ke, self._g_xi, self._g_xr, self._ni = ke, g_xi, ke.public_key, ni
+        self._nr = random_bytes(NONCE_LENGTH)
+        self._sa_i_body = message.raw_body(PayloadType.SA)
+        self._peer_id_body = message.raw_body(PayloadType.ID)
+        self.remote_identity = identity
+        self._install_keys(shared)
+        assert self.keys is not None and self.prf is not None
+        own = self._own_id()
+        auth = self._hash_r(self._id_body(own))
+        reply: list[Payload] = [
+            proposals.answer_phase1(sa, choice),
+            KePayload(self._g_xr),
+            NoncePayload(self._nr),
+            own,
+            HashPayload(auth),
+            *self._vendor_ids(),
+            *self._nat_d(),
+        ]
+        self._transition(V1Input.KE_DONE)
+        data = self._plain(ExchangeType.AGGRESSIVE, 0, reply)
+        self._answer(data, digest)
+        # Nothing but message 3 says message 2 arrived: resend it until then.
+        self._flight = Flight(
+            data, "Aggressive mode message 2", now + self.config.retransmit_timeout
+        )
+
+    def _on_aggressive_response(
+        self, header: IsakmpHeader, body: bytes, addr: Address, now: float, digest: bytes
+    ) -> None:
+        """Initiator, message 2 -> 3: HASH_R checked, then HASH_I [NAT-D NAT-D],
+        encrypted (as strongSwan sends and expects it)."""
+        assert self._ke is not None
+        message = self._plain_message(header, body)
+        sa = message.first(SaPayload)
+        if sa is None or header.rcookie == bytes(8):
+            raise ProtocolError("Aggressive mode message 2 needs an SA payload and a cookie")
+        try:
+            choice = proposals.accept_phase1(self.config.ike_proposals, sa, self.config.auth)
+        except ProtocolError as exc:
+            self.fail(str(exc), exc.notify)
+            return
+        g_xr, nr = self._ke_and_nonce(message, "message 2")
+        identity, id_body = self._peer_identity(message, "message 2")
+        received = message.first(HashPayload)
+        shared = self._ke.shared_secret(g_xr)
+        self.rcookie = header.rcookie
+        self.proposal, self.lifetime = choice.proposal, choice.lifetime
+        self._g_xr, self._nr = g_xr, nr
+        self._note_vendor_ids(message)
+        self._install_keys(shared)
+        assert self.keys is not None and self.prf is not None
+        expected = self._hash_r(id_body)
+        if received is None or not hmac.compare_digest(expected, received.data):
+            self.keys = self.cipher = None
+            self._auth_failed("message 2", ProtocolError("HASH_R does not verify"))
+        if identity != self.config.remote_id:
+            self.fail(
+                f"INVALID_ID_INFORMATION: the peer is {identity}, we expect "
+                f"{self.config.remote_id}",
+                NotifyType.INVALID_ID_INFORMATION,
+            )
+            return
+        self._detect_nat(message, addr)
+        self._took(digest)
+        auth = self._hash_i(self._id_body(self._own_id()))
+        payloads: list[Payload] = [HashPayload(auth), *self._nat_d()]
+        if self.config.initial_contact:
+            payloads.append(self._initial_contact())
+        if self.encap and self.peer is not None:
+            self.peer = (self.peer[0], NAT_T_PORT)  # RFC 3947 section 4
+        # A retransmitted message 2 (our message 3 lost) gets message 3 again.
+        self._answer(self._protected_phase1(payloads), digest)
+        self._heard(self.peer or addr, now)
+        self._established(identity)
+        self._keep(QuickMode.initiate(self, self.config.child, now))
+
+    def _on_aggressive_final(
+        self, header: IsakmpHeader, body: bytes, addr: Address, now: float, digest: bytes
+    ) -> None:
+        """Responder, message 3: HASH_I; phase 1 is up."""
+        assert self.keys is not None and self.prf is not None
+        try:
+            message = (
+                self.open(header, body) if header.encrypted else self.parse(header, body, None)
+            )
+            hash_payload = message.first(HashPayload)
+            if hash_payload is None:
+                raise ProtocolError("Aggressive mode message 3 has no HASH payload")
+            expected = self._hash_i(self._peer_id_body)
+            if not hmac.compare_digest(expected, hash_payload.data):
+                raise ProtocolError("HASH_I does not verify")
+        except ProtocolError as exc:
+            self._auth_failed("message 3", exc)
+        if message.decrypted is not None:
+            self.confirm(message)
+        self._detect_nat(message, addr)
+        self.initial_contact = any(
+            isinstance(p, NotifyPayload) and p.type == NotifyType.INITIAL_CONTACT
+            for p in message.payloads
+        )
+        self._flight = None
+        self._last_request_digest, self._last_reply = digest, None
+        self._heard(addr, now)
+        assert self.remote_identity is not None
+        self._established(self.remote_identity)
+
+    def _initial_contact(self) -> NotifyPayload:
+        """RFC 2407 section 4.6.3.3, with the ISAKMP SA's cookies as its SPI."""
+        return NotifyPayload(
+            DOI_IPSEC,
+            ProtocolId.ISAKMP,
+            self.icookie + self.rcookie,
+            NotifyType.INITIAL_CONTACT,
+            b"",
+        )
+
+    # -- Main mode (RFC 2409 section 5) ----------------------------------------------
 
     def _plain_message(self, header: IsakmpHeader, body: bytes) -> Received:
         if header.encrypted:
             raise ProtocolError(
-                "Main mode message 1-4 must not be encrypted", notify=NotifyType.INVALID_FLAGS
+                "this phase 1 message must not be encrypted", notify=NotifyType.INVALID_FLAGS
             )
         return self.parse(header, body, None)
 
@@ -562,7 +771,7 @@ class IkeV1Sa:
         self._note_vendor_ids(message)
         self.rcookie = random_bytes(8)
         try:
-            choice = proposals.select_phase1(self.config.ike_proposals, sa)
+            choice = proposals.select_phase1(self.config.ike_proposals, sa, self.config.auth)
         except ProtocolError as exc:
             self._notify_unprotected(exc.notify or NotifyType.NO_PROPOSAL_CHOSEN)
             self.fail(str(exc), exc.notify)
@@ -584,7 +793,7 @@ class IkeV1Sa:
         if header.rcookie == bytes(8):
             raise ProtocolError("responder cookie is zero", notify=NotifyType.INVALID_COOKIE)
         try:
-            choice = proposals.accept_phase1(self.config.ike_proposals, sa)
+            choice = proposals.accept_phase1(self.config.ike_proposals, sa, self.config.auth)
         except ProtocolError as exc:
             self.fail(str(exc), exc.notify)
             return
@@ -595,7 +804,12 @@ class IkeV1Sa:
         self._ke = KeyExchange(choice.proposal.group)
         self._ni = random_bytes(NONCE_LENGTH)
         self._g_xi = self._ke.public_key
-        payloads: list[Payload] = [KePayload(self._g_xi), NoncePayload(self._ni), *self._nat_d()]
+        payloads: list[Payload] = [
+            KePayload(self._g_xi),
+            NoncePayload(self._ni),
+            *self._cert_requests(),
+            *self._nat_d(),
+        ]
         self._transition(V1Input.SA_DONE)
         self._send_request(
             self._plain(ExchangeType.IDENTITY_PROTECTION, 0, payloads), "Main mode message 3", now
@@ -623,7 +837,12 @@ class IkeV1Sa:
         self._nr = random_bytes(NONCE_LENGTH)
         self._detect_nat(message, addr)
         self._install_keys(shared)
-        payloads: list[Payload] = [KePayload(self._g_xr), NoncePayload(self._nr), *self._nat_d()]
+        payloads: list[Payload] = [
+            KePayload(self._g_xr),
+            NoncePayload(self._nr),
+            *self._cert_requests(),
+            *self._nat_d(),
+        ]
         self._transition(V1Input.KE_DONE)
         self._answer(self._plain(ExchangeType.IDENTITY_PROTECTION, 0, payloads), digest)
 
@@ -643,37 +862,80 @@ class IkeV1Sa:
             self.peer = (self.peer[0], NAT_T_PORT)  # RFC 3947 section 4: float with message 5
         id_payload = self._own_id()
         assert self.keys is not None and self.prf is not None
-        auth = hash_i(
-            self.prf,
+        payloads = self._auth_payloads(id_payload, self._hash_i(self._id_body(id_payload)))
+        if self.config.initial_contact:
+            payloads.append(self._initial_contact())
+        data = self._protected_phase1(payloads)
+        self._transition(V1Input.AUTH_SENT)
+        self._send_request(data, "Main mode message 5", now)
+
+    def _peer_identity(self, message: Received, which: str) -> tuple[Identity, bytes]:
+        id_payload = message.first(IdPayload)
+        if id_payload is None:
+            raise ProtocolError(f"{self._mode_name} {which} has no ID payload")
+        identity = Identity(id_payload.id_type, id_payload.data)
+        return identity, message.raw_body(PayloadType.ID)
+
+    def _cert_requests(self) -> list[Payload]:
+        """CERTREQ in messages 3 and 4 (RFC 2409 section 5.1) with signatures."""
+        creds = self.config.certificates
+        return [] if creds is None else auth.certificate_requests(creds)
+
+    def _hash_i(self, idi_body: bytes) -> bytes:
+        """HASH_I (RFC 2409 section 5), with the prf the authentication method fixes."""
+        assert self.keys is not None and self.prf is not None
+        prf = auth_prf(self.config.auth, self.prf)
+        return hash_i(
+            prf,
             self.keys.skeyid,
             self._g_xi,
             self._g_xr,
             self.icookie,
             self.rcookie,
             self._sa_i_body,
-            self._id_body(id_payload),
+            idi_body,
         )
-        payloads: list[Payload] = [id_payload, HashPayload(auth)]
-        if self.config.initial_contact:
-            payloads.append(
-                NotifyPayload(
-                    DOI_IPSEC,
-                    ProtocolId.ISAKMP,
-                    self.icookie + self.rcookie,
-                    NotifyType.INITIAL_CONTACT,
-                    b"",
-                )
-            )
-        data = self._protected_phase1(payloads)
-        self._transition(V1Input.AUTH_SENT)
-        self._send_request(data, "Main mode message 5", now)
 
-    def _peer_identity(self, message: Received, which: str) -> tuple[Identity, bytes, bytes]:
-        id_payload, hash_payload = message.first(IdPayload), message.first(HashPayload)
-        if not isinstance(id_payload, IdPayload) or not isinstance(hash_payload, HashPayload):
-            raise ProtocolError(f"Main mode {which} needs ID and HASH payloads")
-        identity = Identity(id_payload.id_type, id_payload.data)
-        return identity, message.raw_body(PayloadType.ID), hash_payload.data
+    def _hash_r(self, idr_body: bytes) -> bytes:
+        assert self.keys is not None and self.prf is not None
+        prf = auth_prf(self.config.auth, self.prf)
+        return hash_r(
+            prf,
+            self.keys.skeyid,
+            self._g_xi,
+            self._g_xr,
+            self.icookie,
+            self.rcookie,
+            self._sa_i_body,
+            idr_body,
+        )
+
+    def _auth_payloads(self, id_payload: IdPayload, digest: bytes) -> list[Payload]:
+        """ID and HASH with a pre-shared key; ID, CERT and SIG with signatures (5.1)."""
+        creds = self.config.certificates
+        if creds is None:
+            return [id_payload, HashPayload(digest)]
+        return [id_payload, *auth.certificate_payloads(creds), SigPayload(auth.sign(creds, digest))]
+
+    def _verify_auth(
+        self, message: Received, identity: Identity, expected: bytes, what: str
+    ) -> None:
+        """The peer's HASH equals ours, or its SIG over ours verifies with a certificate
+        that names it and chains to our anchors."""
+        creds = self.config.certificates
+        if creds is None:
+            received = message.first(HashPayload)
+            if received is None or not hmac.compare_digest(expected, received.data):
+                raise ProtocolError(f"{what} does not verify")
+            return
+        sig = message.first(SigPayload)
+        if sig is None:
+            raise ProtocolError(f"no SIG payload where {what} is signed")
+        if self._wall is None:
+            raise LocalError("certificate authentication needs the wall-clock time (wall=)")
+        auth.verify_peer(
+            creds, self.config.auth, message.payloads, identity, expected, sig.data, self._wall
+        )
 
     def _on_auth_request(
         self, header: IsakmpHeader, body: bytes, addr: Address, now: float, digest: bytes
@@ -686,19 +948,8 @@ class IkeV1Sa:
             )
         try:
             message = self.open(header, body)
-            identity, id_body, received = self._peer_identity(message, "message 5")
-            expected = hash_i(
-                self.prf,
-                self.keys.skeyid,
-                self._g_xi,
-                self._g_xr,
-                self.icookie,
-                self.rcookie,
-                self._sa_i_body,
-                id_body,
-            )
-            if not hmac.compare_digest(expected, received):
-                raise ProtocolError("HASH_I does not verify")
+            identity, id_body = self._peer_identity(message, "message 5")
+            self._verify_auth(message, identity, self._hash_i(id_body), "HASH_I")
         except ProtocolError as exc:
             self._auth_failed("message 5", exc)
         if identity != self.config.remote_id:
@@ -716,17 +967,8 @@ class IkeV1Sa:
         )
         self._heard(addr, now)
         id_payload = self._own_id()
-        auth = hash_r(
-            self.prf,
-            self.keys.skeyid,
-            self._g_xi,
-            self._g_xr,
-            self.icookie,
-            self.rcookie,
-            self._sa_i_body,
-            self._id_body(id_payload),
-        )
-        data = self._protected_phase1([id_payload, HashPayload(auth)])
+        auth = self._auth_payloads(id_payload, self._hash_r(self._id_body(id_payload)))
+        data = self._protected_phase1(auth)
         self._answer(data, digest)
         self._established(identity)
 
@@ -741,19 +983,8 @@ class IkeV1Sa:
             )
         try:
             message = self.open(header, body)
-            identity, id_body, received = self._peer_identity(message, "message 6")
-            expected = hash_r(
-                self.prf,
-                self.keys.skeyid,
-                self._g_xi,
-                self._g_xr,
-                self.icookie,
-                self.rcookie,
-                self._sa_i_body,
-                id_body,
-            )
-            if not hmac.compare_digest(expected, received):
-                raise ProtocolError("HASH_R does not verify")
+            identity, id_body = self._peer_identity(message, "message 6")
+            self._verify_auth(message, identity, self._hash_r(id_body), "HASH_R")
         except ProtocolError as exc:
             self._auth_failed("message 6", exc)
         if identity != self.config.remote_id:
@@ -807,7 +1038,7 @@ class IkeV1Sa:
         self.prf = prf_for_hash(self.proposal.hash)
         self.keys = derive_phase1(
             self.prf,
-            self.config.psk,
+            self.config.psk if self.config.certificates is None else None,
             self._ni,
             self._nr,
             shared,
@@ -1013,7 +1244,7 @@ class IkeV1Sa:
         return self._header(exchange, mid, first, Flag.ENCRYPTION, 28 + len(body)) + body
 
     def _protected_phase1(self, payloads: list[Payload]) -> bytes:
-        return self.protect(ExchangeType.IDENTITY_PROTECTION, 0, payloads)
+        return self.protect(self.exchange_type, 0, payloads)
 
     @staticmethod
     def _body_of(payloads: list[Payload], index: int) -> bytes:
@@ -1126,13 +1357,17 @@ def _notify_name(notify: int) -> str:
         return f"NOTIFY_{notify}"
 
 
+_MM, _AM = ExchangeType.IDENTITY_PROTECTION, ExchangeType.AGGRESSIVE
 _Handler = Callable[[IkeV1Sa, IsakmpHeader, bytes, Address, float, bytes], None]
-_MAIN_MODE: dict[tuple[Role, V1State], _Handler] = {
-    (Role.RESPONDER, V1State.CREATED): IkeV1Sa._on_sa_request,
-    (Role.INITIATOR, V1State.SA_EXCHANGE): IkeV1Sa._on_sa_response,
-    (Role.RESPONDER, V1State.SA_EXCHANGE): IkeV1Sa._on_ke_request,
-    (Role.INITIATOR, V1State.KE_EXCHANGE): IkeV1Sa._on_ke_response,
-    (Role.RESPONDER, V1State.KE_EXCHANGE): IkeV1Sa._on_auth_request,
-    (Role.INITIATOR, V1State.AUTH_SENT): IkeV1Sa._on_auth_response,
+_PHASE1: dict[tuple[Role, V1State, int], _Handler] = {
+    (Role.RESPONDER, V1State.CREATED, _MM): IkeV1Sa._on_sa_request,
+    (Role.INITIATOR, V1State.SA_EXCHANGE, _MM): IkeV1Sa._on_sa_response,
+    (Role.RESPONDER, V1State.SA_EXCHANGE, _MM): IkeV1Sa._on_ke_request,
+    (Role.INITIATOR, V1State.KE_EXCHANGE, _MM): IkeV1Sa._on_ke_response,
+    (Role.RESPONDER, V1State.KE_EXCHANGE, _MM): IkeV1Sa._on_auth_request,
+    (Role.INITIATOR, V1State.AUTH_SENT, _MM): IkeV1Sa._on_auth_response,
+    (Role.RESPONDER, V1State.CREATED, _AM): IkeV1Sa._on_aggressive_request,
+    (Role.INITIATOR, V1State.SA_EXCHANGE, _AM): IkeV1Sa._on_aggressive_response,
+    (Role.RESPONDER, V1State.KE_EXCHANGE, _AM): IkeV1Sa._on_aggressive_final,
 }
-"""Which Main mode message each role takes in each state (RFC 2409 section 5)."""
+"""Which phase 1 message each role takes in each state (RFC 2409 sections 5, 5.4)."""

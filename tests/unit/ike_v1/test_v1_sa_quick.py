@@ -9,7 +9,7 @@ from tests.support.ike_v1_peers import Peers, left_right
 from vpnfleet.agent.ike.config import Mode, selector
 from vpnfleet.agent.ike.constants import EncrId, IntegId
 from vpnfleet.agent.ike.events import ChildSaEstablished, ChildSaFailed, IkeSaEstablished
-from vpnfleet.agent.ike.v1.constants import ExchangeType, NotifyType
+from vpnfleet.agent.ike.v1.constants import ExchangeType, Flag, NotifyType
 from vpnfleet.agent.ike.v1.quick import QuickState
 from vpnfleet.agent.ike.v1.sa import V1State
 
@@ -161,3 +161,28 @@ def test_responder_lifetime_shortens_the_initiators() -> None:
     (exchange,) = peers.left.sa.quick.values()
     assert exchange.state is QuickState.DONE
     assert exchange.lifetime == 600
+
+
+def test_commit_bit_is_answered_without_it() -> None:
+    """RFC 2408 section 3.1's commit bit asks the responder to hold the SA until a
+    CONNECTED notify; we answer as always, without the bit and without the notify."""
+    peers = Peers(*left_right())
+    sa = peers.left.sa
+    plain_header = sa._header
+
+    def committing(exchange: int, mid: int, first: int, flags: Flag, length: int) -> bytes:
+        if exchange == ExchangeType.QUICK:
+            flags |= Flag.COMMIT
+        return plain_header(exchange, mid, first, flags, length)
+
+    sa._header = committing  # type: ignore[method-assign]
+    peers.start()
+    peers.run()
+    left, right = _children(peers)
+    _cross_keyed(left, right)
+    quick = [(name, d) for name, d in peers.sent if d[18] == ExchangeType.QUICK]
+    assert [bool(d[19] & Flag.COMMIT) for _, d in quick] == [True, False, True]
+    notifies = [
+        d for name, d in peers.sent if name == "right" and d[18] == ExchangeType.INFORMATIONAL
+    ]
+    assert notifies == []
