@@ -3,9 +3,10 @@
 
     python -m tests.support.ike_v1_responder CONFIG.json
 
-Listens on UDP 500 and 4500 (RFC 3948 non-ESP marker on 4500). Every Main mode
-message 1 (RFC 2409 section 5: exchange type Identity Protection, responder cookie
-zero) for an initiator cookie we hold no SA for makes a new ``IkeV1Sa`` responder;
+Listens on UDP 500 and 4500 (RFC 3948 non-ESP marker on 4500). Every phase 1
+message 1 (RFC 2409 section 5: exchange type Identity Protection, or Aggressive when
+the spec's ``phase1`` says so, responder cookie zero) for an initiator cookie we hold
+no SA for makes a new ``IkeV1Sa`` responder;
 every later datagram goes to the SA of its initiator cookie, which checks the
 responder cookie itself. Each SA then runs phase 1 and the Quick mode the initiator
 asks for, on its own timers.
@@ -34,6 +35,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,7 @@ from vpnfleet.agent.ike.v1.constants import ISAKMP_HEADER_LENGTH, ExchangeType
 from vpnfleet.agent.ike.v1.sa import IkeV1Sa
 
 IKE_PORT, NAT_T_PORT = 500, 4500
+_PHASE1 = (ExchangeType.IDENTITY_PROTECTION, ExchangeType.AGGRESSIVE)
 _REASONS_SHOWN = 8
 """Distinct drop, failure and exception reasons a ``Count`` line lists (the commonest)."""
 
@@ -107,7 +110,7 @@ class Responders:
         if len(data) < ISAKMP_HEADER_LENGTH:
             return None
         sa = self.sas.get(data[:8])
-        if sa is None and data[18] == ExchangeType.IDENTITY_PROTECTION and not any(data[8:16]):
+        if sa is None and data[18] in _PHASE1 and not any(data[8:16]):
             sa = IkeV1Sa(self.config, Role.RESPONDER, self.local)
             self.sas[data[:8]] = sa
             self.created += 1
@@ -120,7 +123,7 @@ class Responders:
             return None
         dropped = sa.dropped
         try:
-            sa.receive_datagram(data, addr, self.loop.time())
+            sa.receive_datagram(data, addr, self.loop.time(), time.time())
         except Exception as exc:  # counted and reported, not hidden
             self.raised[f"{type(exc).__name__}: {exc}"] += 1
         if sa.dropped != dropped:
