@@ -193,7 +193,7 @@ def run_ours(
         spec["profile"] = str(Path(profile).resolve())
     if version == 1:
         responders = V1Responders(ns, directory, spec)
-        return responders, lambda: v1_counts(responders.counts())
+        return responders, lambda: v1_counts(settled(responders))
     spec["quiet"] = True
     peer = OurPeer(ns, directory, spec)
 
@@ -202,6 +202,22 @@ def run_ours(
         return {"ours_established": peer.wait("Count")["established"]}
 
     return peer, count
+
+
+def settled(responders: V1Responders, patience: float = 5.0) -> dict[str, Any]:
+    """The responders' counts once every phase 1 they finished has its child, or after
+    ``patience`` seconds. charon's initiate returns when charon installs the child, as it
+    sends Quick mode message 3 (RFC 2409 section 5.5): ours counts the child when that
+    message arrives, which may be just after the last initiate returned (seen once as
+    2049 children of 2050), or a retransmission of message 2 later if it was lost."""
+    deadline = time.monotonic() + patience
+    while True:
+        count = responders.counts()
+        events = count["events"]
+        done = events.get("ChildSaEstablished", 0) >= events.get("IkeSaEstablished", 0)
+        if done or time.monotonic() >= deadline:
+            return count
+        time.sleep(0.1)
 
 
 def v1_counts(count: dict[str, Any]) -> dict[str, Any]:
