@@ -25,10 +25,12 @@ from tests.support.charon import (
     OUR_ID,
     OUR_NET,
     PSK,
+    SWANCTL,
     Charon,
     connection,
     interop_setup,
     our_spec,
+    run,
     skip_reason,
 )
 from tests.support.ike_v1_driver import V1Peer
@@ -57,6 +59,7 @@ class Lab:
         aggressive: bool = False,
         certs: dict[str, str] | None = None,
         dpd_delay: str = "0",
+        **extra: Any,
     ) -> V1Peer:
         session = self.charon.session()
         if certs is None:
@@ -81,6 +84,7 @@ class Lab:
         spec = our_spec(ike, esp, certs=ours)
         if aggressive:
             spec["phase1"] = "aggressive"
+        spec.update(extra)
         self.ours = V1Peer(self.our_ns, self.dir, spec)
         return self.ours
 
@@ -229,3 +233,69 @@ def test_charon_deletes_and_checks_liveness(lab: Lab) -> None:
     assert (deleted["spi_in"], deleted["spi_out"]) == (child["spi_in"], child["spi_out"])
     lab.charon.swanctl("--terminate", "--ike", "net-ike", "--timeout", "5")
     assert peer.wait("IkeSaDeleted", timeout=5)["reason"] == "deleted by peer"
+
+
+@pytest.mark.parametrize("charon_initiates", [False, True], ids=["we-initiate", "charon-initiates"])
+def test_wrong_psk_fails_clearly(lab: Lab, charon_initiates: bool) -> None:
+    """Different pre-shared keys: message 5 does not verify at the responder; each side
+    fails naming AUTHENTICATION_FAILED (charon's in-the-clear notify, or our own check)."""
+    peer = lab.load(
+        IKE,
+        ESP,
+        charon_initiates=charon_initiates,
+        our_psk="not the key charon has",
+        retransmit_tries=1,
+        half_open_timeout=4.0,
+    )
+    if charon_initiates:
+        # charon's initiate fails (as it should): its exit status is not ours to check.
+        run(
+            SWANCTL,
+            "--initiate",
+            "--ike",
+            "net-ike",
+            "--timeout",
+            "3",
+            "--uri",
+            lab.charon.uri,
+            check=False,
+        )
+    else:
+        peer.command("initiate")
+    failed = peer.wait("IkeSaFailed", timeout=15)
+    assert failed["notify"] == 24  # AUTHENTICATION_FAILED
+    assert "pre-shared keys" in failed["reason"]
+    assert not [sa for sa in lab.charon.list_sas() if sa.get("state") == "ESTABLISHED"]
+
+
+@pytest.mark.parametrize("by", ["us", "charon"])
+def test_child_rekey(lab: Lab, by: str) -> None:
+    """A new Quick mode replaces the child (make-before-break). We delete the old SA at
+    once; charon 5.9 keeps an SA it rekeyed (state REKEYED) until it expires, so then
+    only the new one is compared."""
+    peer = lab.load(IKE, ESP, charon_initiates=False)
+    _, old = lab.establish(charon_initiates=False)
+    if by == "us":
+        peer.command("rekey_child")
+    else:
+        lab.charon.swanctl("--rekey", "--child", "net")
+    rekeyed = peer.wait("ChildSaRekeyed", timeout=10)
+    assert rekeyed["initiator"] is (by == "us")
+    assert rekeyed["old_spi_in"] == old["spi_in"]
+    new = rekeyed["new"]
+    if by == "us":
+        deleted = peer.wait("ChildSaDeleted", timeout=10)
+        assert (deleted["spi_in"], deleted["reason"]) == (old["spi_in"], "rekeyed")
+    installed: list[tuple[str, str]] = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        (ike,) = lab.charon.list_sas()
+        installed = [
+            (c["spi-in"], c["spi-out"])
+            for c in ike.get("child-sas", {}).values()
+            if c.get("state") == "INSTALLED"
+        ]
+        if installed == [(new["spi_out"], new["spi_in"])]:
+            break
+        time.sleep(0.1)
+    assert installed == [(new["spi_out"], new["spi_in"])]

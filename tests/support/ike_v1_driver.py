@@ -5,8 +5,9 @@
 The IKEv1 twin of ike_driver.py: listens on UDP 500 and 4500 (RFC 3948 non-ESP marker
 on 4500), routes datagrams to IkeV1Sa by initiator cookie (a Main mode message 1 for
 no known SA makes a responder), takes JSON commands on stdin (``initiate``,
-``delete_child``, ``delete_ike``, ``liveness``) and prints every event as one JSON line
-on stdout, keys included (this is a test harness; keys are what the tests compare).
+``rekey_child``, ``delete_child``, ``delete_ike``, ``liveness``) and prints every
+event as one JSON line on stdout, keys included (this is a test harness; keys are
+what the tests compare).
 
 Imported (not run), it gives ``V1Peer``: the driver started in a namespace beside a
 charon of tests/support/charon.py.
@@ -57,7 +58,7 @@ def load_config(spec: dict[str, Any]) -> IkeV1Config:
     return IkeV1Config(
         Identity.parse(spec["local_id"]),
         Identity.parse(spec["remote_id"]),
-        spec["psk"].encode(),
+        spec.get("our_psk", spec["psk"]).encode(),
         tuple(Phase1Proposal.parse(p) for p in spec["ike"]),
         ChildConfig(
             "net",
@@ -69,6 +70,8 @@ def load_config(spec: dict[str, Any]) -> IkeV1Config:
         phase1_mode=ExchangeMode(spec.get("phase1", "main")),
         certificates=load_certificates(spec),
         retransmit_timeout=1.0,
+        retransmit_tries=int(spec.get("retransmit_tries", 4)),
+        half_open_timeout=float(spec.get("half_open_timeout", 30.0)),
     )
 
 
@@ -184,6 +187,9 @@ class Driver:
                 sa = IkeV1Sa(self.config, Role.INITIATOR, self.local)
                 self.sas[sa.icookie] = sa
                 sa.initiate((self.spec["peer"], IKE_PORT), now)
+            elif name == "rekey_child":
+                sa = self.current()
+                sa.rekey_child(next(iter(sa.children)), now)
             elif name == "delete_child":
                 sa = self.current()
                 sa.delete_child(next(iter(sa.children)), now)

@@ -80,6 +80,10 @@ class QuickMode:
         self.state = state
         self.spi_in = random_bytes(4)
         self.lifetime = sa.config.child_lifetime
+        self.replaces: bytes | None = None
+        """Our inbound SPI of the SA this exchange rekeys (IKEv1 has no rekey exchange:
+        a new Quick mode for the same policy replaces the old SA, RFC 2409 section
+        5.5). The responder finds it by name and selectors when the SA is made."""
         self._ni = b""
         self._nr = b""
         self._ke: KeyExchange | None = None
@@ -106,8 +110,12 @@ class QuickMode:
     # -- initiator -------------------------------------------------------------------
 
     @classmethod
-    def initiate(cls, sa: IkeV1Sa, child: ChildConfig, now: float) -> QuickMode:
+    def initiate(
+        cls, sa: IkeV1Sa, child: ChildConfig, now: float, replaces: bytes | None = None
+    ) -> QuickMode:
+        """``replaces``: the inbound SPI of the child SA this one rekeys."""
         exchange = cls(sa, sa.new_message_id(), child, QuickState.SENT_1)
+        exchange.replaces = replaces
         exchange._send_first(now)
         return exchange
 
@@ -384,6 +392,7 @@ class QuickMode:
         assert sa.cipher is not None
         sa.cipher.forget(self.message_id)
         sa.add_child(
+            self.replaces,
             ChildSaEstablished(
                 self.child.name,
                 self.spi_in,
@@ -401,7 +410,7 @@ class QuickMode:
                 self.child.mode,
                 str(proposal),
                 sa.encap,
-            )
+            ),
         )
 
 

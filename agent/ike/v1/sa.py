@@ -1,7 +1,8 @@
 """The IKEv1 SA: the sans-I/O core of an ISAKMP SA and its Quick mode children.
 
 The same shape as the IKEv2 ``IkeSa`` (agent/ike/ike_sa.py), so one driver can run
-either: commands (``initiate``, ``delete``, ``delete_child``, ``check_liveness``;
+either: commands (``initiate``, ``delete``, ``delete_child``, ``rekey_child``,
+``check_liveness``;
 each takes ``now``), ``receive_datagram(data, addr, now)``, ``handle_timer(now)``;
 outputs ``datagrams_to_send(now)``, ``get_timer()``, ``next_event()``. Events are the
 IKEv2 core's (agent/ike/events.py): IkeSaEstablished carries the cookies as SPIs,
@@ -52,6 +53,7 @@ from ..events import (
     Address,
     ChildSaDeleted,
     ChildSaEstablished,
+    ChildSaRekeyed,
     IkeEvent,
     IkeSaDeleted,
     IkeSaEstablished,
@@ -1109,17 +1111,10 @@ class IkeV1Sa:
         if not header.encrypted:
             self._unprotected_informational(header, body)
             return
-        self._require_phase1(header)
-        message = self.open(header, body)
-        hash_payload = message.payloads[0] if message.payloads else None
-        if not isinstance(hash_payload, HashPayload):
-            raise ProtocolError("informational message without HASH(1) first")
-        assert self.prf is not None and self.keys is not None
-        expected = info_hash(self.prf, self.keys.skeyid_a, header.message_id, message.after_first())
-        if not hmac.compare_digest(expected, hash_payload.data):
-            raise ProtocolError("informational HASH(1) does not verify")
-        assert self.cipher is not None
-        self.cipher.forget(header.message_id)  # one message: its chain is done
+        if self.state is not V1State.ESTABLISHED:
+            self._phase1_informational(header, body)
+            return
+        message = self._verified_informational(header, body)
         self._heard(addr, now)
         for payload in message.payloads[1:]:
             if isinstance(payload, NotifyPayload):
@@ -1127,6 +1122,42 @@ class IkeV1Sa:
             elif isinstance(payload, DeletePayload):
                 self._on_delete(payload)
             if self.is_closed:
+                return
+
+    def _verified_informational(self, header: IsakmpHeader, body: bytes) -> Received:
+        """Decrypted, with its HASH(1) = prf(SKEYID_a, M-ID | N/D) checked (5.7)."""
+        message = self.open(header, body)
+        hash_payload = message.payloads[0] if message.payloads else None
+        if not isinstance(hash_payload, HashPayload):
+            raise ProtocolError("informational message without HASH(1) first")
+        assert self.prf is not None and self.keys is not None and self.cipher is not None
+        expected = info_hash(self.prf, self.keys.skeyid_a, header.message_id, message.after_first())
+        if not hmac.compare_digest(expected, hash_payload.data):
+            raise ProtocolError("informational HASH(1) does not verify")
+        self.cipher.forget(header.message_id)  # one message: its chain is done
+        return message
+
+    def _phase1_informational(self, header: IsakmpHeader, body: bytes) -> None:
+        """An encrypted notify while our Main mode message 5 waits for its answer: the
+        responder refusing it under the keys it derived. One that verifies is the
+        peer's authenticated word and ends the SA; one that does not is what a peer
+        with another pre-shared key sends (strongSwan: PAYLOAD_MALFORMED under its own
+        keys), kept as the likely reason like any unverified message."""
+        if self.cipher is None or self.state is not V1State.AUTH_SENT:
+            raise ProtocolError(f"encrypted informational message in state {self.state.value}")
+        try:
+            message = self._verified_informational(header, body)
+        except ProtocolError:
+            self._auth_failure = (
+                "AUTHENTICATION_FAILED: the peer answered Main mode message 5 with an "
+                "encrypted notify that does not decrypt and verify; are the pre-shared "
+                "keys the same?"
+            )
+            raise
+        for payload in message.payloads[1:]:
+            if isinstance(payload, NotifyPayload) and payload.type < 8192:
+                name = _notify_name(payload.type)
+                self.fail(f"{name}: the peer refused Main mode message 5", payload.type)
                 return
 
     def _unprotected_informational(self, header: IsakmpHeader, body: bytes) -> None:
@@ -1181,7 +1212,14 @@ class IkeV1Sa:
         for spi in delete.spis:
             child = next((c for c in self.children.values() if c.spi_out == spi), None)
             if child is not None:
-                self._remove_child(child, "deleted by peer")
+                rekeyed = any(
+                    c is not child
+                    and c.established.name == child.established.name
+                    and c.established.local_ts == child.established.local_ts
+                    and c.established.remote_ts == child.established.remote_ts
+                    for c in self.children.values()
+                )
+                self._remove_child(child, "rekeyed" if rekeyed else "deleted by peer")
 
     def send_informational(self, payloads: Sequence[Payload]) -> None:
         """HDR*, HASH(1), N/D (RFC 2409 section 5.7), in a new message ID."""
@@ -1302,9 +1340,40 @@ class IkeV1Sa:
 
     # -- results ---------------------------------------------------------------------
 
-    def add_child(self, event: ChildSaEstablished) -> None:
+    def add_child(self, replaces: bytes | None, event: ChildSaEstablished) -> None:
+        """A new Quick mode SA. It rekeys ``replaces`` (ours), or, made by the peer,
+        the SA of the same policy and selectors we hold: then ChildSaRekeyed, and the
+        initiator of the rekey deletes the old SA (make-before-break)."""
+        old = self.children.get(replaces) if replaces is not None else None
+        if old is None and replaces is None:
+            old = next(
+                (
+                    c
+                    for c in self.children.values()
+                    if (c.established.name, c.established.local_ts, c.established.remote_ts)
+                    == (event.name, event.local_ts, event.remote_ts)
+                ),
+                None,
+            )
         self.children[event.spi_in] = ChildSa(event)
-        self.emit(event)
+        if old is None:
+            self.emit(event)
+            return
+        initiator = replaces is not None
+        self.emit(ChildSaRekeyed(old.spi_in, old.spi_out, event, initiator=initiator))
+        if initiator:
+            self.send_informational([DeletePayload(DOI_IPSEC, ProtocolId.IPSEC_ESP, (old.spi_in,))])
+            self._remove_child(old, "rekeyed")
+
+    def rekey_child(self, spi_in: bytes, now: float) -> None:
+        """A new Quick mode for the child's policy (PFS when its proposals name a
+        group); the old SA is deleted once the new one is up."""
+        self._require_established("rekey a child SA")
+        if spi_in not in self.children:
+            raise CommandRefused(f"cannot rekey child SA {spi_in.hex()}: unknown")
+        if any(q.replaces == spi_in and not q.finished for q in self.quick.values()):
+            raise CommandRefused(f"child SA {spi_in.hex()} is already being rekeyed")
+        self._keep(QuickMode.initiate(self, self.config.child, now, replaces=spi_in))
 
     def _remove_child(self, child: ChildSa, reason: str) -> None:
         if self.children.pop(child.spi_in, None) is not None:

@@ -88,15 +88,15 @@ def selector_for_id(payload: IdPayload, what: str) -> TrafficSelector:
     if kind in (IdType.IPV4_ADDR, IdType.IPV6_ADDR):
         start = end = _address(data, what)
     elif kind in (IdType.IPV4_ADDR_SUBNET, IdType.IPV6_ADDR_SUBNET):
-        try:
-            net = ipaddress.ip_network(
-                f"{_address(data[:half], what)}/{_address(data[half:], what)}", strict=False
-            )
-        except ValueError:
+        bits = 8 * half
+        mask = int.from_bytes(data[half:], "big")
+        prefix = bits - (~mask & ((1 << bits) - 1)).bit_length()
+        if mask != ((1 << bits) - 1) ^ ((1 << (bits - prefix)) - 1):
             raise ProtocolError(
                 f"{what}: {data[half:].hex()} is not a netmask",
                 notify=NotifyType.INVALID_ID_INFORMATION,
-            ) from None
+            )
+        net = ipaddress.ip_network((_address(data[:half], what), prefix), strict=False)
         start, end = net[0], net[-1]
     else:
         start, end = _address(data[:half], what), _address(data[half:], what)

@@ -3,12 +3,21 @@ PFS, ID payloads as selectors, tunnel and transport, NAT-T encapsulation, loss."
 
 from __future__ import annotations
 
+from ipaddress import ip_address
+
 import pytest
 
 from tests.support.ike_v1_peers import Peers, left_right
 from vpnfleet.agent.ike.config import Mode, selector
 from vpnfleet.agent.ike.constants import EncrId, IntegId
-from vpnfleet.agent.ike.events import ChildSaEstablished, ChildSaFailed, IkeSaEstablished
+from vpnfleet.agent.ike.errors import CommandRefused, LocalError
+from vpnfleet.agent.ike.events import (
+    ChildSaDeleted,
+    ChildSaEstablished,
+    ChildSaFailed,
+    ChildSaRekeyed,
+    IkeSaEstablished,
+)
 from vpnfleet.agent.ike.v1.constants import ExchangeType, Flag, NotifyType
 from vpnfleet.agent.ike.v1.quick import QuickState
 from vpnfleet.agent.ike.v1.sa import V1State
@@ -186,3 +195,73 @@ def test_commit_bit_is_answered_without_it() -> None:
         d for name, d in peers.sent if name == "right" and d[18] == ExchangeType.INFORMATIONAL
     ]
     assert notifies == []
+
+
+@pytest.mark.parametrize("by", ["left", "right"])
+def test_rekey_child_replaces_it_make_before_break(by: str) -> None:
+    """A new Quick mode for the same policy, then a Delete of the old SA: ChildSaRekeyed
+    on both sides (the rekey's initiator first), the old SA deleted as rekeyed."""
+    peers = Peers.established(esp=("aes128-sha256-ecp256",))
+    old_left, old_right = _children(peers)
+    rekeying = peers.left if by == "left" else peers.right
+    other = peers.right if by == "left" else peers.left
+    old = old_left if by == "left" else old_right
+    rekeying.sa.rekey_child(old.spi_in, peers.now)
+    with pytest.raises(CommandRefused, match="already being rekeyed"):
+        rekeying.sa.rekey_child(old.spi_in, peers.now)
+    peers.run()
+    (ours,) = rekeying.of(ChildSaRekeyed)
+    (theirs,) = other.of(ChildSaRekeyed)
+    assert ours.initiator and not theirs.initiator
+    assert ours.old_spi_in == old.spi_in and theirs.old_spi_out == old.spi_in
+    _cross_keyed(ours.new, theirs.new)
+    assert ours.new.encr_key_in not in (old_left.encr_key_in, old_left.encr_key_out)
+    for endpoint in (rekeying, other):
+        (deleted,) = endpoint.of(ChildSaDeleted)
+        assert deleted.reason == "rekeyed"
+        assert list(endpoint.sa.children) == [(ours if endpoint is rekeying else theirs).new.spi_in]
+
+
+@pytest.mark.parametrize(
+    ("left_net", "right_net"),
+    [
+        ("2001:db8:1::/48", "2001:db8:2::/48"),  # IPV6_ADDR_SUBNET
+        ("10.1.0.5/32", "10.2.0.0/16"),  # IPV4_ADDR for a single host
+    ],
+)
+def test_ipv6_and_host_selectors(left_net: str, right_net: str) -> None:
+    peers = Peers.established(
+        left={"local_net": left_net, "remote_net": right_net},
+        right={"local_net": right_net, "remote_net": left_net},
+    )
+    left, right = _children(peers)
+    assert left.local_ts == (selector(left_net),) == right.remote_ts
+    assert left.remote_ts == (selector(right_net),) == right.local_ts
+
+
+def test_ranges_and_ports_travel_as_id_payloads() -> None:
+    """RFC 2407 section 4.6.2: a range that is no subnet goes as IPV4_ADDR_RANGE, and a
+    single protocol and port as the ID payload's own fields."""
+    from vpnfleet.agent.ike.payloads import TrafficSelector
+    from vpnfleet.agent.ike.v1.constants import IdType
+    from vpnfleet.agent.ike.v1.selectors import id_for_selector, selector_for_id
+
+    ts = TrafficSelector(ip_address("10.0.0.3"), ip_address("10.0.0.9"), 17, 500, 500)
+    payload = id_for_selector(ts)
+    assert (payload.id_type, payload.protocol, payload.port) == (IdType.IPV4_ADDR_RANGE, 17, 500)
+    assert selector_for_id(payload, "IDci") == ts
+    with pytest.raises(LocalError, match="one port or all"):
+        id_for_selector(TrafficSelector(ip_address("10.0.0.3"), ip_address("10.0.0.9"), 6, 1, 9))
+
+
+def test_a_mask_that_is_no_netmask_is_refused() -> None:
+    from vpnfleet.agent.ike.errors import ProtocolError
+    from vpnfleet.agent.ike.v1.constants import IdType
+    from vpnfleet.agent.ike.v1.payloads import IdPayload
+    from vpnfleet.agent.ike.v1.selectors import selector_for_id
+
+    bad = IdPayload(IdType.IPV4_ADDR_SUBNET, 0, 0, bytes([10, 0, 0, 0, 255, 0, 255, 0]))
+    with pytest.raises(ProtocolError, match="is not a netmask"):
+        selector_for_id(bad, "IDcr")
+    six = IdPayload(IdType.IPV6_ADDR_SUBNET, 0, 0, bytes(16) + bytes(16))
+    assert selector_for_id(six, "IDcr") == selector("::/0")
