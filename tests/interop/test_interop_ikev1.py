@@ -116,7 +116,7 @@ class Lab:
 @pytest.fixture
 def lab() -> Iterator[Lab]:
     # Level 4 makes charon print the keys it derives (test_keymat_matches_charons_log).
-    with interop_setup(log_level=4) as (topology, charon, directory):
+    with interop_setup(log_level=4, aggressive_psk=True) as (topology, charon, directory):
         built = Lab(charon, topology.our_ns, directory)
         try:
             yield built
@@ -183,14 +183,18 @@ def test_delete_and_dpd(lab: Lab) -> None:
     assert lab.charon.list_sas() == []
 
 
-def test_aggressive_mode_charon_initiates(lab: Lab) -> None:
-    """charon's Aggressive mode initiator (RFC 2409 section 5.4) against our responder;
-    charon refuses to answer Aggressive mode with a pre-shared key unless its
-    strongswan.conf says i_dont_care_about_security_and_use_aggressive_mode_psk,
-    which the shared harness does not write, so we do not initiate it here."""
-    lab.load(IKE, ESP, charon_initiates=True, aggressive=True)
-    ours_ike, ours_child = lab.establish(charon_initiates=True)
+@pytest.mark.parametrize("charon_initiates", [False, True], ids=["we-initiate", "charon-initiates"])
+def test_aggressive_mode_psk(lab: Lab, charon_initiates: bool) -> None:
+    """Aggressive mode with a pre-shared key and FQDN identities (RFC 2409 section
+    5.4), each side initiating. charon answers it only with
+    i_dont_care_about_security_and_use_aggressive_mode_psk in its strongswan.conf,
+    which this module's charon has."""
+    lab.load(IKE, ESP, charon_initiates=charon_initiates, aggressive=True)
+    ours_ike, ours_child = lab.establish(charon_initiates=charon_initiates)
     _check(lab, ours_ike, ours_child)
+    ike, _ = _charon_sa(lab.charon)
+    assert ike.get("initiator", "no") == ("yes" if charon_initiates else "no")
+    assert "AGGRESSIVE request 0 [ SA KE No ID" in lab.charon.log_text()
 
 
 @pytest.mark.parametrize("charon_initiates", [False, True], ids=["we-initiate", "charon-initiates"])
@@ -202,6 +206,20 @@ def test_ecdsa_certificates(lab: Lab, charon_initiates: bool) -> None:
     _check(lab, ours_ike, ours_child)
     log = lab.charon.log_text()
     assert "authentication of 'ours.example' with ECDSA_WITH_NULL successful" in log
+
+
+@pytest.mark.parametrize("charon_initiates", [False, True], ids=["we-initiate", "charon-initiates"])
+def test_ecdsa_aggressive_mode(lab: Lab, charon_initiates: bool) -> None:
+    """Aggressive mode with ECDSA-256 signatures (RFC 2409 section 5.1, RFC 4754): our
+    CERTREQ names the CA, so charon sends its certificate (send_cert = ifasked)."""
+    certs = _certificates(lab.dir, "ecdsa")
+    lab.load(IKE, ESP, charon_initiates=charon_initiates, certs=certs, aggressive=True)
+    ours_ike, ours_child = lab.establish(charon_initiates=charon_initiates)
+    _check(lab, ours_ike, ours_child)
+    log = lab.charon.log_text()
+    assert "authentication of 'ours.example' with ECDSA_WITH_NULL successful" in log
+    assert "AGGRESSIVE request 0 [ SA KE No ID" in log or "AGGRESSIVE response 0" in log
+    assert "received cert request for" in log
 
 
 @pytest.mark.parametrize("esp", [ESP, "aes256gcm16-modp2048"])

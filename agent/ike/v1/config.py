@@ -118,7 +118,7 @@ class IkeV1Config:
     phase1_mode: ExchangeMode = ExchangeMode.MAIN
     certificates: CertificateAuth | None = None
     """Authenticate both ways with ECDSA signatures and X.509 certificates (RFC 2409
-    section 5.1, RFC 4754) instead of the pre-shared key (Main mode only)."""
+    section 5.1, RFC 4754) instead of the pre-shared key, in Main or Aggressive mode."""
     ike_lifetime: int = DEFAULT_IKE_LIFETIME
     child_lifetime: int = DEFAULT_CHILD_LIFETIME
     retransmit_timeout: float = 2.0
@@ -150,8 +150,6 @@ class IkeV1Config:
             raise LocalError("empty pre-shared key")
         if self.certificates is not None:
             auth_method(self.certificates)  # refuses keys we cannot sign with
-            if self.phase1_mode is not ExchangeMode.MAIN:
-                raise UnsupportedTransform("IKEv1 signatures are done in Main mode only")
         for name, value in (
             ("ike_lifetime", self.ike_lifetime),
             ("child_lifetime", self.child_lifetime),

@@ -12,7 +12,8 @@ ChildSaEstablished the IKEv2 transform numbers the data plane installs.
   KE Ni [CERTREQ] [NAT-D NAT-D] / KE Nr [CERTREQ] [NAT-D NAT-D], then encrypted
   IDii HASH_I / IDir HASH_R; or with ECDSA signatures and certificates (5.1, RFC 4754,
   auth.py): ID CERT SIG. Aggressive mode with a pre-shared key (5.4): SA KE Ni IDii /
-  SA KE Nr IDir HASH_R [NAT-D NAT-D] / encrypted HASH_I [NAT-D NAT-D].
+  SA KE Nr IDir HASH_R [NAT-D NAT-D] / encrypted HASH_I [NAT-D NAT-D]; with
+  signatures (5.1) CERTREQ follows IDii and SIG_R, and CERT SIG stand for the HASH.
   NAT traversal per RFC 3947 (vendor ID, NAT-D, float to UDP 4500 with the first
   encrypted message), DPD per RFC 3706 (vendor ID, R-U-THERE / R-U-THERE-ACK).
 - Quick mode (RFC 2409 section 5.5) lives in quick.py; informational exchanges
@@ -350,6 +351,7 @@ class IkeV1Sa:
                 KePayload(self._g_xi),
                 NoncePayload(self._ni),
                 self._own_id(),
+                *self._cert_requests(),
                 *self._vendor_ids(),
             ]
         else:
@@ -640,13 +642,12 @@ class IkeV1Sa:
         self._install_keys(shared)
         assert self.keys is not None and self.prf is not None
         own = self._own_id()
-        auth = self._hash_r(self._id_body(own))
         reply: list[Payload] = [
             proposals.answer_phase1(sa, choice),
             KePayload(self._g_xr),
             NoncePayload(self._nr),
-            own,
-            HashPayload(auth),
+            *self._auth_payloads(own, self._hash_r(self._id_body(own))),
+            *self._cert_requests(),
             *self._vendor_ids(),
             *self._nat_d(),
         ]
@@ -675,7 +676,6 @@ class IkeV1Sa:
             return
         g_xr, nr = self._ke_and_nonce(message, "message 2")
         identity, id_body = self._peer_identity(message, "message 2")
-        received = message.first(HashPayload)
         shared = self._ke.shared_secret(g_xr)
         self.rcookie = header.rcookie
         self.proposal, self.lifetime = choice.proposal, choice.lifetime
@@ -683,10 +683,11 @@ class IkeV1Sa:
         self._note_vendor_ids(message)
         self._install_keys(shared)
         assert self.keys is not None and self.prf is not None
-        expected = self._hash_r(id_body)
-        if received is None or not hmac.compare_digest(expected, received.data):
+        try:
+            self._verify_auth(message, identity, self._hash_r(id_body), "HASH_R")
+        except ProtocolError as exc:
             self.keys = self.cipher = None
-            self._auth_failed("message 2", ProtocolError("HASH_R does not verify"))
+            self._auth_failed("message 2", exc)
         if identity != self.config.remote_id:
             self.fail(
                 f"INVALID_ID_INFORMATION: the peer is {identity}, we expect "
@@ -696,8 +697,7 @@ class IkeV1Sa:
             return
         self._detect_nat(message, addr)
         self._took(digest)
-        auth = self._hash_i(self._id_body(self._own_id()))
-        payloads: list[Payload] = [HashPayload(auth), *self._nat_d()]
+        payloads = [*self._proof(self._hash_i(self._id_body(self._own_id()))), *self._nat_d()]
         if self.config.initial_contact:
             payloads.append(self._initial_contact())
         if self.encap and self.peer is not None:
@@ -717,12 +717,10 @@ class IkeV1Sa:
             message = (
                 self.open(header, body) if header.encrypted else self.parse(header, body, None)
             )
-            hash_payload = message.first(HashPayload)
-            if hash_payload is None:
-                raise ProtocolError("Aggressive mode message 3 has no HASH payload")
-            expected = self._hash_i(self._peer_id_body)
-            if not hmac.compare_digest(expected, hash_payload.data):
-                raise ProtocolError("HASH_I does not verify")
+            assert self.remote_identity is not None
+            self._verify_auth(
+                message, self.remote_identity, self._hash_i(self._peer_id_body), "HASH_I"
+            )
         except ProtocolError as exc:
             self._auth_failed("message 3", exc)
         if message.decrypted is not None:
@@ -914,10 +912,15 @@ class IkeV1Sa:
 
     def _auth_payloads(self, id_payload: IdPayload, digest: bytes) -> list[Payload]:
         """ID and HASH with a pre-shared key; ID, CERT and SIG with signatures (5.1)."""
+        return [id_payload, *self._proof(digest)]
+
+    def _proof(self, digest: bytes) -> list[Payload]:
+        """HASH_I / HASH_R itself with a pre-shared key (RFC 2409 section 5.4); with
+        signatures our certificate path and SIG over it (section 5.1)."""
         creds = self.config.certificates
         if creds is None:
-            return [id_payload, HashPayload(digest)]
-        return [id_payload, *auth.certificate_payloads(creds), SigPayload(auth.sign(creds, digest))]
+            return [HashPayload(digest)]
+        return [*auth.certificate_payloads(creds), SigPayload(auth.sign(creds, digest))]
 
     def _verify_auth(
         self, message: Received, identity: Identity, expected: bytes, what: str
@@ -1008,10 +1011,14 @@ class IkeV1Sa:
         like: it is dropped and counted, the reason kept for the failure the
         retransmission or half-open timers bring (no datagram kills the SA). The
         responder tells the peer in the clear, as strongSwan does."""
-        self._auth_failure = (
-            f"AUTHENTICATION_FAILED: Main mode {which} did not decrypt and verify "
-            f"({exc}); are the pre-shared keys the same?"
-        )
+        if self.config.certificates is None:
+            self._auth_failure = (
+                f"AUTHENTICATION_FAILED: {self._mode_name} {which} did not decrypt and "
+                f"verify ({exc}); are the pre-shared keys the same?"
+            )
+        else:
+            reason = str(exc).removeprefix("AUTHENTICATION_FAILED: ")
+            self._auth_failure = f"AUTHENTICATION_FAILED: {self._mode_name} {which}: {reason}"
         if not self.is_initiator:
             self._notify_unprotected(NotifyType.AUTHENTICATION_FAILED)
         raise ProtocolError(self._auth_failure, notify=NotifyType.AUTHENTICATION_FAILED)
