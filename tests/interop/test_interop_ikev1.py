@@ -59,6 +59,7 @@ class Lab:
         aggressive: bool = False,
         certs: dict[str, str] | None = None,
         dpd_delay: str = "0",
+        reauth_time: str = "0",
         **extra: Any,
     ) -> V1Peer:
         session = self.charon.session()
@@ -75,7 +76,7 @@ class Lab:
         if certs is not None:
             conn["net-ike"]["local"]["certs"] = [charon_cert]
         conn["net-ike"]["version"] = "1"
-        conn["net-ike"]["reauth_time"] = "0"
+        conn["net-ike"]["reauth_time"] = reauth_time
         conn["net-ike"]["dpd_delay"] = dpd_delay
         if aggressive:
             conn["net-ike"]["aggressive"] = "yes"
@@ -206,6 +207,18 @@ def test_ecdsa_certificates(lab: Lab, charon_initiates: bool) -> None:
     _check(lab, ours_ike, ours_child)
     log = lab.charon.log_text()
     assert "authentication of 'ours.example' with ECDSA_WITH_NULL successful" in log
+
+
+def test_responder_lifetime_to_charon(lab: Lab) -> None:
+    """charon proposes a phase 1 lifetime longer than ours; our responder keeps its own
+    and says so in RESPONDER-LIFETIME (RFC 2407 section 4.6.3.1), which charon takes
+    without complaint."""
+    lab.load(IKE, ESP, charon_initiates=True, reauth_time="20000")
+    ours_ike, ours_child = lab.establish(charon_initiates=True)
+    _check(lab, ours_ike, ours_child)
+    log = lab.charon.log_text()
+    assert "parsed INFORMATIONAL_V1 request" in log and "[ HASH N((24576)) ]" in log
+    assert "processing failed" not in log
 
 
 @pytest.mark.parametrize("charon_initiates", [False, True], ids=["we-initiate", "charon-initiates"])

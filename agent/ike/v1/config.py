@@ -121,6 +121,9 @@ class IkeV1Config:
     section 5.1, RFC 4754) instead of the pre-shared key, in Main or Aggressive mode."""
     ike_lifetime: int = DEFAULT_IKE_LIFETIME
     child_lifetime: int = DEFAULT_CHILD_LIFETIME
+    child_lifetime_kb: int | None = None
+    """Kilobytes a Quick mode SA may carry, offered as a second Life Type/Life Duration
+    pair (RFC 2407 section 4.5); None: no volume limit is offered."""
     retransmit_timeout: float = 2.0
     """Seconds before the first retransmission; doubled each time."""
     retransmit_tries: int = 4
@@ -153,8 +156,9 @@ class IkeV1Config:
         for name, value in (
             ("ike_lifetime", self.ike_lifetime),
             ("child_lifetime", self.child_lifetime),
+            ("child_lifetime_kb", self.child_lifetime_kb),
         ):
-            if value <= 0:
+            if value is not None and value <= 0:
                 raise LocalError(f"{name} must be positive, got {value}")
         if self.dpd_delay is not None and self.dpd_delay <= 0:
             raise LocalError(f"dpd_delay must be positive, got {self.dpd_delay}")

@@ -80,6 +80,9 @@ class QuickMode:
         self.state = state
         self.spi_in = random_bytes(4)
         self.lifetime = sa.config.child_lifetime
+        """Seconds the SA lives: ours, or less when the peer says so."""
+        self.kilobytes = sa.config.child_lifetime_kb
+        """Kilobytes the SA may carry (None: no limit), likewise."""
         self.replaces: bytes | None = None
         """Our inbound SPI of the SA this exchange rekeys (IKEv1 has no rekey exchange:
         a new Quick mode for the same policy replaces the old SA, RFC 2409 section
@@ -126,7 +129,13 @@ class QuickMode:
         self._ni = random_bytes(NONCE_LENGTH)
         self._local_ts, self._remote_ts = self.child.local_ts[0], self.child.remote_ts[0]
         after: list[Payload] = [
-            proposals.esp_sa(offered, self.spi_in, self._encap, sa.config.child_lifetime),
+            proposals.esp_sa(
+                offered,
+                self.spi_in,
+                self._encap,
+                sa.config.child_lifetime,
+                sa.config.child_lifetime_kb,
+            ),
             NoncePayload(self._ni),
         ]
         if group is not None:
@@ -169,7 +178,10 @@ class QuickMode:
             return
         for payload in message.payloads:
             if isinstance(payload, NotifyPayload) and payload.type == NotifyType.RESPONDER_LIFETIME:
-                self.lifetime = min(self.lifetime, _lifetime_of(payload) or self.lifetime)
+                # RFC 2407 section 4.6.3.1: the responder keeps the SA for less.
+                life = _lifetimes_of(payload)
+                self.lifetime = min(self.lifetime, life.seconds or self.lifetime)
+                self.kilobytes = _lower(self.kilobytes, life.kilobytes)
         self._choice = choice
         final = qm_hash3(sa.prf, sa.keys.skeyid_a, self.message_id, self._ni, self._nr)
         self._last_digest = digest
@@ -214,22 +226,31 @@ class QuickMode:
         if self._ke is not None:
             after.append(KePayload(self._ke.public_key))
         after += ids
-        if choice.lifetime is not None and choice.lifetime > sa.config.child_lifetime:
+        ours_kb = sa.config.child_lifetime_kb
+        proposed = choice.lifetime or proposals.DEFAULT_PROPOSED_LIFETIME
+        if proposed > sa.config.child_lifetime or (
+            ours_kb is not None and (choice.kilobytes is None or choice.kilobytes > ours_kb)
+        ):
             # RFC 2407 section 4.6.3.1: we keep the SA for less than proposed.
             after.append(self._responder_lifetime(choice.spi))
-        else:
-            self.lifetime = choice.lifetime or self.lifetime
+        self.lifetime = min(self.lifetime, choice.lifetime or self.lifetime)
+        self.kilobytes = _lower(ours_kb, choice.kilobytes)
         reply_hash = qm_hash2(sa.prf, sa.keys.skeyid_a, self.message_id, self._ni, _chain(after))
         self._reply = self._send([HashPayload(reply_hash), *after], now, retransmit=True)
         self.state = QuickState.SENT_2
 
     def _responder_lifetime(self, spi: bytes) -> NotifyPayload:
-        data = encode_attributes(
-            [
-                Attribute(P2Attr.LIFE_TYPE, LifeType.SECONDS),
-                Attribute.variable(P2Attr.LIFE_DURATION, self.sa.config.child_lifetime),
+        config = self.sa.config
+        attributes = [
+            Attribute(P2Attr.LIFE_TYPE, LifeType.SECONDS),
+            Attribute.variable(P2Attr.LIFE_DURATION, config.child_lifetime),
+        ]
+        if config.child_lifetime_kb is not None:
+            attributes += [
+                Attribute(P2Attr.LIFE_TYPE, LifeType.KILOBYTES),
+                Attribute.variable(P2Attr.LIFE_DURATION, config.child_lifetime_kb),
             ]
-        )
+        data = encode_attributes(attributes)
         return NotifyPayload(
             DOI_IPSEC, ProtocolId.IPSEC_ESP, spi, NotifyType.RESPONDER_LIFETIME, data
         )
@@ -411,6 +432,7 @@ class QuickMode:
                 str(proposal),
                 sa.encap,
             ),
+            lifetime=proposals.Lifetimes(self.lifetime, self.kilobytes),
         )
 
 
@@ -440,15 +462,18 @@ def _host(address: str) -> TrafficSelector:
     return TrafficSelector(ip, ip)
 
 
-def _lifetime_of(notify: NotifyPayload) -> int | None:
+def _lifetimes_of(notify: NotifyPayload) -> proposals.Lifetimes:
+    """The Life Type/Life Duration pairs of RESPONDER-LIFETIME (RFC 2407 section
+    4.6.3.1); none when they do not parse (the SA still stands on our own values)."""
     try:
         attributes = parse_attributes(notify.data, 0, payload="RESPONDER-LIFETIME")
+        return proposals.lifetimes(attributes, P2Attr.LIFE_TYPE, P2Attr.LIFE_DURATION)
     except ProtocolError:
-        return None
-    seconds = None
-    for i, attribute in enumerate(attributes):
-        if attribute.type == P2Attr.LIFE_TYPE and attribute.as_int() == LifeType.SECONDS:
-            following = attributes[i + 1 : i + 2]
-            if following and following[0].type == P2Attr.LIFE_DURATION:
-                seconds = following[0].as_int()
-    return seconds
+        return proposals.Lifetimes()
+
+
+def _lower(ours: int | None, theirs: int | None) -> int | None:
+    """The shorter of two lifetimes, None standing for no limit."""
+    if ours is None or theirs is None:
+        return theirs if ours is None else ours
+    return min(ours, theirs)
