@@ -25,9 +25,9 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from ..config import ChildConfig
-from ..errors import ProtocolError
+from ..errors import LocalError, ProtocolError
 from ..events import ChildSaEstablished, ChildSaFailed
-from ..payloads import TrafficSelector
+from ..payloads import IpAddress, TrafficSelector
 from ..proposals import EspProposal
 from ..traffic_selectors import contains, format_selectors
 from ..transforms import KeyExchange, random_bytes
@@ -47,6 +47,7 @@ from .payloads import (
     HashPayload,
     IdPayload,
     KePayload,
+    NatOaPayload,
     NoncePayload,
     NotifyPayload,
     Payload,
@@ -78,11 +79,15 @@ class QuickMode:
         self.message_id = message_id
         self.child = child
         self.state = state
+        self.initiator = state is QuickState.SENT_1
         self.spi_in = random_bytes(4)
         self.lifetime = sa.config.child_lifetime
         """Seconds the SA lives: ours, or less when the peer says so."""
         self.kilobytes = sa.config.child_lifetime_kb
         """Kilobytes the SA may carry (None: no limit), likewise."""
+        self.peer_original: IpAddress | None = None
+        """UDP-encapsulated transport mode: the peer's address before any NAT, from
+        its NAT-OA (RFC 3947 section 5.2), for the data plane's checksum fix-up."""
         self.replaces: bytes | None = None
         """Our inbound SPI of the SA this exchange rekeys (IKEv1 has no rekey exchange:
         a new Quick mode for the same policy replaces the old SA, RFC 2409 section
@@ -142,6 +147,7 @@ class QuickMode:
             self._ke = KeyExchange(group)
             after.append(KePayload(self._ke.public_key))
         after += [id_for_selector(self._local_ts), id_for_selector(self._remote_ts)]
+        after += self._nat_oa()
         assert sa.prf is not None and sa.keys is not None
         digest = qm_hash1(sa.prf, sa.keys.skeyid_a, self.message_id, _chain(after))
         self._send([HashPayload(digest), *after], now, retransmit=True)
@@ -173,6 +179,7 @@ class QuickMode:
                         notify=NotifyType.INVALID_ID_INFORMATION,
                     )
                 self._local_ts, self._remote_ts = local, remote
+            self.peer_original = self._peer_original(message, 1)
         except ProtocolError as exc:
             self._fail(str(exc), exc.notify, tell_peer=True, spi=self.spi_in)
             return
@@ -214,6 +221,7 @@ class QuickMode:
             self._ni = nonce
             self._key_exchange(choice.proposal, ke)
             self._narrow(ids)
+            self.peer_original = self._peer_original(message, 0)
         except ProtocolError as exc:
             self._fail(str(exc), exc.notify, tell_peer=True, spi=peer_spi)
             return
@@ -226,6 +234,7 @@ class QuickMode:
         if self._ke is not None:
             after.append(KePayload(self._ke.public_key))
         after += ids
+        after += self._nat_oa()
         ours_kb = sa.config.child_lifetime_kb
         proposed = choice.lifetime or proposals.DEFAULT_PROPOSED_LIFETIME
         if proposed > sa.config.child_lifetime or (
@@ -254,6 +263,34 @@ class QuickMode:
         return NotifyPayload(
             DOI_IPSEC, ProtocolId.IPSEC_ESP, spi, NotifyType.RESPONDER_LIFETIME, data
         )
+
+    def _nat_oa(self) -> list[Payload]:
+        """RFC 3947 section 5.2: in UDP-encapsulated transport mode both messages carry
+        NAT-OAi, the initiator's address, then NAT-OAr, the responder's, each as the
+        sender knows them (its own address is the original one)."""
+        sa = self.sa
+        if self._encap is not Encapsulation.UDP_TRANSPORT:
+            return []
+        if sa.local is None or sa.peer is None:
+            raise LocalError("NAT-OA needs our own address (IkeV1Sa local=)")
+        ours, theirs = ipaddress.ip_address(sa.local[0]), ipaddress.ip_address(sa.peer[0])
+        initiator, responder = (ours, theirs) if self.initiator else (theirs, ours)
+        return [NatOaPayload(initiator), NatOaPayload(responder)]
+
+    def _peer_original(self, message: Received, index: int) -> IpAddress | None:
+        """The peer's original address: NAT-OAi from an initiator (``index`` 0), NAT-OAr
+        from a responder (1). A peer that sends none (it is not behind a NAT, or
+        speaks an older draft) leaves it unknown."""
+        if self._encap is not Encapsulation.UDP_TRANSPORT:
+            return None
+        found = [p.address for p in message.payloads if isinstance(p, NatOaPayload)]
+        if len(found) not in (0, 2):
+            raise ProtocolError(
+                f"Quick mode carries {len(found)} NAT-OA payloads, not 0 or 2 "
+                "(RFC 3947 section 5.2)",
+                notify=NotifyType.PAYLOAD_MALFORMED,
+            )
+        return found[index] if found else None
 
     def _narrow(self, ids: list[IdPayload]) -> None:
         """IKEv1 cannot narrow (RFC 2409 section 5.5 sends the IDs back as received):
@@ -433,6 +470,7 @@ class QuickMode:
                 sa.encap,
             ),
             lifetime=proposals.Lifetimes(self.lifetime, self.kilobytes),
+            peer_original=self.peer_original,
         )
 
 

@@ -63,6 +63,7 @@ from ..events import (
     PeerErrorNotify,
 )
 from ..nat import NAT_T_PORT, NatResult
+from ..payloads import IpAddress
 from ..states import Role
 from ..transforms import Encr, KeyExchange, Prf, random_bytes
 from . import auth, proposals
@@ -200,6 +201,8 @@ class ChildSa:
 
     established: ChildSaEstablished
     lifetime: proposals.Lifetimes = field(default_factory=proposals.Lifetimes)
+    peer_original: IpAddress | None = None
+    """UDP-encapsulated transport mode: the peer's NAT-OA (RFC 3947 section 5.2)."""
 
     @property
     def spi_in(self) -> bytes:
@@ -437,6 +440,16 @@ class IkeV1Sa:
         if child is None:
             raise CommandRefused(f"no child SA {spi_in.hex()}")
         return child.lifetime
+
+    def child_original_address(self, spi_in: bytes) -> IpAddress | None:
+        """The peer's address before NAT that its NAT-OA gave for the child SA
+        ``spi_in`` (RFC 3947 section 5.2; UDP-encapsulated transport mode only, None
+        otherwise or when the peer sent none): what transport-mode checksums were
+        computed over. ChildSaEstablished has no field for it."""
+        child = self.children.get(spi_in)
+        if child is None:
+            raise CommandRefused(f"no child SA {spi_in.hex()}")
+        return child.peer_original
 
     def check_liveness(self, now: float) -> None:
         """Send R-U-THERE (RFC 3706 section 5.3) unless one is already out."""
@@ -1458,6 +1471,7 @@ class IkeV1Sa:
         replaces: bytes | None,
         event: ChildSaEstablished,
         lifetime: proposals.Lifetimes | None = None,
+        peer_original: IpAddress | None = None,
     ) -> None:
         """A new Quick mode SA. It rekeys ``replaces`` (ours), or, made by the peer,
         the SA of the same policy and selectors we hold: then ChildSaRekeyed, and the
@@ -1473,7 +1487,9 @@ class IkeV1Sa:
                 ),
                 None,
             )
-        self.children[event.spi_in] = ChildSa(event, lifetime or proposals.Lifetimes())
+        self.children[event.spi_in] = ChildSa(
+            event, lifetime or proposals.Lifetimes(), peer_original
+        )
         if old is None:
             self.emit(event)
             return
