@@ -10,8 +10,12 @@ ECDSA_WITH_NULL): measured against charon 5.9.8's message 5, whose SIG verifies 
 so (test_v1_sa_signatures.py), and interoperating with it (test_interop_ikev1.py).
 
 RSA signatures (RFC 2409 section 5.1: PKCS #1 type 1 over the bare HASH_I, no
-DigestInfo) need a raw RSA private-key operation that the cryptography library does
-not offer: an RSA key is refused when configured.
+DigestInfo; strongSwan's SIGN_RSA_EMSA_PKCS1_NULL) need a raw RSA private-key
+operation that the cryptography library does not offer (its Prehashed PKCS #1 v1.5
+signature adds the DigestInfo, test_v1_sa_signatures.py), and one hand-made in Python
+would leak the key through timing: an RSA key is refused when configured. Verifying
+such a signature would be possible (recover_data_from_signature with no hash), but
+IKEv1 negotiates one authentication method for both ends.
 
 The peer's certificate path and identity are checked as for IKEv2 (chain.py,
 signatures.identity_in_certificate); CERTREQ names each trust anchor by its subject

@@ -8,7 +8,8 @@ from dataclasses import replace
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
 from tests.support.certs import CA, dns, make_ca, make_leaf
 from tests.support.ike_v1_peers import Peers, left_right
@@ -194,6 +195,20 @@ def test_rsa_keys_are_refused() -> None:
     cert = make_leaf(CA, "left.example", key, dns("left.example"))
     with pytest.raises(LocalError, match=r"PKCS#1 v1\.5 without DigestInfo"):
         replace(left, psk=b"", certificates=CertificateAuth(cert, key, (CA[0],)))
+
+
+def test_why_rsa_is_refused() -> None:
+    """IKEv1 RSA signs the bare HASH_I in PKCS#1 v1.5 type 1 padding, no DigestInfo
+    (RFC 2409 section 5.1; strongSwan's SIGN_RSA_EMSA_PKCS1_NULL). The closest the
+    cryptography library comes, a Prehashed PKCS#1 v1.5 signature, wraps the hash in
+    a DigestInfo (the 19-byte SHA-256 prefix of RFC 8017 section 9.2), which a peer
+    would not verify: so RSA keys are refused rather than signed in Python."""
+    key = rsa.generate_private_key(65537, 2048)
+    digest = bytes(range(32))
+    signature = key.sign(digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+    signed = key.public_key().recover_data_from_signature(signature, padding.PKCS1v15(), None)
+    assert signed != digest
+    assert signed == bytes.fromhex("3031300d060960864801650304020105000420") + digest
 
 
 def test_wall_time_is_required_with_certificates() -> None:
