@@ -2,8 +2,7 @@
 
 The same shape as the IKEv2 ``IkeSa`` (agent/ike/ike_sa.py), so one driver can run
 either: commands (``initiate``, ``delete``, ``delete_child``, ``rekey_child``,
-``check_liveness``;
-each takes ``now``), ``receive_datagram(data, addr, now)``, ``handle_timer(now)``;
+``check_liveness``; each takes ``now``), ``receive_datagram(data, addr, now)``, ``handle_timer(now)``;
 outputs ``datagrams_to_send(now)``, ``get_timer()``, ``next_event()``. Events are the
 IKEv2 core's (agent/ike/events.py): IkeSaEstablished carries the cookies as SPIs,
 ChildSaEstablished the IKEv2 transform numbers the data plane installs.
@@ -18,6 +17,14 @@ ChildSaEstablished the IKEv2 transform numbers the data plane installs.
   encrypted message), DPD per RFC 3706 (vendor ID, R-U-THERE / R-U-THERE-ACK).
 - Quick mode (RFC 2409 section 5.5) lives in quick.py; informational exchanges
   (RFC 2409 section 5.7: notifies and deletes under HASH(1)) here.
+- Lifetimes: phase 1 lives for our LIFE_DURATION or the peer's when shorter; a
+  responder that keeps it shorter than proposed sends RESPONDER-LIFETIME (RFC 2407
+  section 4.6.3.1) once the peer is heard from after phase 1, and a peer's lowers
+  ours. ``expires_at`` deletes the SA (children first), ``rekey_due`` tells the
+  driver when to start its replacement. Quick mode negotiates seconds and kilobytes
+  the same way; they, and in UDP-encapsulated transport mode the peer's NAT-OA
+  (RFC 3947 section 5.2), are kept per child (``child_lifetime``,
+  ``child_original_address``): ChildSaEstablished has no fields for them.
 - Retransmission: the initiator of an exchange resends on a doubling timeout. IKEv1
   has no message-ID rule for phase 1, so a responder recognises a retransmitted
   request by the digest of the last datagram it took and sends its last reply again
