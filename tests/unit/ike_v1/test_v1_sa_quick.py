@@ -10,7 +10,7 @@ import pytest
 from tests.support.ike_v1_peers import Peers, left_right
 from vpnfleet.agent.ike.config import Mode, selector
 from vpnfleet.agent.ike.constants import EncrId, IntegId
-from vpnfleet.agent.ike.errors import CommandRefused, LocalError
+from vpnfleet.agent.ike.errors import CommandRefused, LocalError, ProtocolError
 from vpnfleet.agent.ike.events import (
     ChildSaDeleted,
     ChildSaEstablished,
@@ -19,8 +19,10 @@ from vpnfleet.agent.ike.events import (
     IkeSaEstablished,
 )
 from vpnfleet.agent.ike.v1.constants import ExchangeType, Flag, NotifyType
+from vpnfleet.agent.ike.v1.message import IsakmpHeader
+from vpnfleet.agent.ike.v1.payloads import NatOaPayload
 from vpnfleet.agent.ike.v1.quick import QuickState
-from vpnfleet.agent.ike.v1.sa import V1State
+from vpnfleet.agent.ike.v1.sa import Received, V1State
 
 
 def _children(peers: Peers) -> tuple[ChildSaEstablished, ChildSaEstablished]:
@@ -292,3 +294,13 @@ def test_no_nat_oa_in_tunnel_mode_or_without_encapsulation() -> None:
         left, right = _children(peers)
         assert peers.left.sa.child_original_address(left.spi_in) is None
         assert peers.right.sa.child_original_address(right.spi_in) is None
+
+
+def test_one_nat_oa_alone_is_refused() -> None:
+    """RFC 3947 section 5.2: NAT-OAi and NAT-OAr come as a pair (or not at all)."""
+    peers = Peers.established(mode=Mode.TRANSPORT, left={"force_encap": True})
+    exchange = next(iter(peers.right.sa.quick.values()))
+    header = IsakmpHeader(bytes(8), bytes(8), 0, ExchangeType.QUICK, Flag.ENCRYPTION, 1, 28)
+    lone = Received(header, [], [NatOaPayload(ip_address("10.0.0.5"))], b"", None)
+    with pytest.raises(ProtocolError, match="1 NAT-OA payloads, not 0 or 2"):
+        exchange._peer_original(lone, 0)
