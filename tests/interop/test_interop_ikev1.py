@@ -20,8 +20,10 @@ import pytest
 
 from tests.interop.test_interop_ike import _certificates, charon_secrets
 from tests.support.charon import (
+    CHARON_ADDR,
     CHARON_ID,
     CHARON_NET,
+    OUR_ADDR,
     OUR_ID,
     OUR_NET,
     PSK,
@@ -59,6 +61,8 @@ class Lab:
         aggressive: bool = False,
         certs: dict[str, str] | None = None,
         dpd_delay: str = "0",
+        reauth_time: str = "0",
+        transport: bool = False,
         **extra: Any,
     ) -> V1Peer:
         session = self.charon.session()
@@ -75,15 +79,22 @@ class Lab:
         if certs is not None:
             conn["net-ike"]["local"]["certs"] = [charon_cert]
         conn["net-ike"]["version"] = "1"
-        conn["net-ike"]["reauth_time"] = "0"
+        conn["net-ike"]["reauth_time"] = reauth_time
         conn["net-ike"]["dpd_delay"] = dpd_delay
         if aggressive:
             conn["net-ike"]["aggressive"] = "yes"
+        if transport:
+            child = conn["net-ike"]["children"]["net"]
+            child["mode"] = "transport"
+            child["local_ts"], child["remote_ts"] = [f"{CHARON_ADDR}/32"], [f"{OUR_ADDR}/32"]
         session.load_conn(conn)
         ours = {k: v for k, v in (certs or {}).items() if k in ("cert", "key", "ca")}
         spec = our_spec(ike, esp, certs=ours)
         if aggressive:
             spec["phase1"] = "aggressive"
+        if transport:
+            spec["mode"] = "transport"
+            spec["local_ts"], spec["remote_ts"] = [f"{OUR_ADDR}/32"], [f"{CHARON_ADDR}/32"]
         spec.update(extra)
         self.ours = V1Peer(self.our_ns, self.dir, spec)
         return self.ours
@@ -116,7 +127,7 @@ class Lab:
 @pytest.fixture
 def lab() -> Iterator[Lab]:
     # Level 4 makes charon print the keys it derives (test_keymat_matches_charons_log).
-    with interop_setup(log_level=4) as (topology, charon, directory):
+    with interop_setup(log_level=4, aggressive_psk=True) as (topology, charon, directory):
         built = Lab(charon, topology.our_ns, directory)
         try:
             yield built
@@ -183,14 +194,18 @@ def test_delete_and_dpd(lab: Lab) -> None:
     assert lab.charon.list_sas() == []
 
 
-def test_aggressive_mode_charon_initiates(lab: Lab) -> None:
-    """charon's Aggressive mode initiator (RFC 2409 section 5.4) against our responder;
-    charon refuses to answer Aggressive mode with a pre-shared key unless its
-    strongswan.conf says i_dont_care_about_security_and_use_aggressive_mode_psk,
-    which the shared harness does not write, so we do not initiate it here."""
-    lab.load(IKE, ESP, charon_initiates=True, aggressive=True)
-    ours_ike, ours_child = lab.establish(charon_initiates=True)
+@pytest.mark.parametrize("charon_initiates", [False, True], ids=["we-initiate", "charon-initiates"])
+def test_aggressive_mode_psk(lab: Lab, charon_initiates: bool) -> None:
+    """Aggressive mode with a pre-shared key and FQDN identities (RFC 2409 section
+    5.4), each side initiating. charon answers it only with
+    i_dont_care_about_security_and_use_aggressive_mode_psk in its strongswan.conf,
+    which this module's charon has."""
+    lab.load(IKE, ESP, charon_initiates=charon_initiates, aggressive=True)
+    ours_ike, ours_child = lab.establish(charon_initiates=charon_initiates)
     _check(lab, ours_ike, ours_child)
+    ike, _ = _charon_sa(lab.charon)
+    assert ike.get("initiator", "no") == ("yes" if charon_initiates else "no")
+    assert "AGGRESSIVE request 0 [ SA KE No ID" in lab.charon.log_text()
 
 
 @pytest.mark.parametrize("charon_initiates", [False, True], ids=["we-initiate", "charon-initiates"])
@@ -202,6 +217,72 @@ def test_ecdsa_certificates(lab: Lab, charon_initiates: bool) -> None:
     _check(lab, ours_ike, ours_child)
     log = lab.charon.log_text()
     assert "authentication of 'ours.example' with ECDSA_WITH_NULL successful" in log
+
+
+@pytest.mark.parametrize("charon_initiates", [False, True], ids=["we-initiate", "charon-initiates"])
+def test_nat_oa_in_transport_mode(lab: Lab, charon_initiates: bool) -> None:
+    """UDP-encapsulated transport mode (kernel-libipsec claims a NAT): NAT-OAi and
+    NAT-OAr go both ways in Quick mode (RFC 3947 section 5.2). kernel-libipsec cannot
+    install a transport-mode SA ("failed to create SAD entry"), so only the exchange
+    is checked: charon parses ours, and our initiator keeps charon's NAT-OAr (its own
+    address: nothing translates here)."""
+    peer = lab.load(IKE, ESP, charon_initiates=charon_initiates, transport=True)
+    if charon_initiates:
+        run(
+            SWANCTL, "--initiate", "--ike", "net-ike", "--child", "net", "--timeout", "5",
+            "--uri", lab.charon.uri, check=False,
+        )  # fmt: skip
+    else:
+        peer.command("initiate")
+        child = peer.wait("ChildSaEstablished", timeout=15)
+        assert child["mode"] == "transport" and child["encap"] is True
+        assert child["peer_original"] == CHARON_ADDR
+    deadline = time.monotonic() + 10
+    parsed = "parsed QUICK_MODE response" if charon_initiates else "parsed QUICK_MODE request"
+    while time.monotonic() < deadline:
+        log = lab.charon.log_text()
+        if any(parsed in line and "NAT-OA NAT-OA" in line for line in log.splitlines()):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(lab.charon.log_text()[-4000:])
+    assert "NAT-OA NAT-OA ]" in log
+
+
+def test_kilobyte_lifetime_offered_to_charon(lab: Lab) -> None:
+    """Quick mode offers seconds and kilobytes (two Life Type/Life Duration pairs, RFC
+    2407 section 4.5); charon takes the offer."""
+    lab.load(IKE, ESP, charon_initiates=False, child_lifetime_kb=1000)
+    _, child = lab.establish(charon_initiates=False)
+    assert child["lifetime"] == {"seconds": 3600, "kilobytes": 1000}
+    _charon_sa(lab.charon)  # installed (charon logs only the seconds it received)
+    assert "received 3600s lifetime" in lab.charon.log_text()
+
+
+def test_responder_lifetime_to_charon(lab: Lab) -> None:
+    """charon proposes a phase 1 lifetime longer than ours; our responder keeps its own
+    and says so in RESPONDER-LIFETIME (RFC 2407 section 4.6.3.1), which charon takes
+    without complaint."""
+    lab.load(IKE, ESP, charon_initiates=True, reauth_time="20000")
+    ours_ike, ours_child = lab.establish(charon_initiates=True)
+    _check(lab, ours_ike, ours_child)
+    log = lab.charon.log_text()
+    assert "parsed INFORMATIONAL_V1 request" in log and "[ HASH N((24576)) ]" in log
+    assert "processing failed" not in log
+
+
+@pytest.mark.parametrize("charon_initiates", [False, True], ids=["we-initiate", "charon-initiates"])
+def test_ecdsa_aggressive_mode(lab: Lab, charon_initiates: bool) -> None:
+    """Aggressive mode with ECDSA-256 signatures (RFC 2409 section 5.1, RFC 4754): our
+    CERTREQ names the CA, so charon sends its certificate (send_cert = ifasked)."""
+    certs = _certificates(lab.dir, "ecdsa")
+    lab.load(IKE, ESP, charon_initiates=charon_initiates, certs=certs, aggressive=True)
+    ours_ike, ours_child = lab.establish(charon_initiates=charon_initiates)
+    _check(lab, ours_ike, ours_child)
+    log = lab.charon.log_text()
+    assert "authentication of 'ours.example' with ECDSA_WITH_NULL successful" in log
+    assert "AGGRESSIVE request 0 [ SA KE No ID" in log or "AGGRESSIVE response 0" in log
+    assert "received cert request for" in log
 
 
 @pytest.mark.parametrize("esp", [ESP, "aes256gcm16-modp2048"])

@@ -96,7 +96,11 @@ class Charon:
         log_level: int = 1,
         name: str = "charon",
         fragment_size: int | None = None,
+        aggressive_psk: bool = False,
     ) -> None:
+        """``aggressive_psk``: answer IKEv1 Aggressive mode with a pre-shared key, which
+        charon refuses unless its strongswan.conf says so (the option's own name warns
+        that the PSK hash travels where an eavesdropper can try keys offline)."""
         directory = directory / name
         directory.mkdir()
         self.dir = directory
@@ -116,6 +120,7 @@ class Charon:
   ikesa_table_size = 1024
   retransmit_timeout = 1.0
 {f"  fragment_size = {fragment_size}" if fragment_size else ""}
+{"  i_dont_care_about_security_and_use_aggressive_mode_psk = yes" if aggressive_psk else ""}
   filelog {{
     charon-log {{
       path = {self.log}
@@ -346,7 +351,10 @@ def our_spec(ike: str, esp: str, *, certs: dict[str, str] | None = None) -> dict
 
 @contextmanager
 def interop_setup(
-    log_level: int = 1, threads: int = 16, fragment_size: int | None = None
+    log_level: int = 1,
+    threads: int = 16,
+    fragment_size: int | None = None,
+    aggressive_psk: bool = False,
 ) -> Iterator[tuple[Topology, Charon, Path]]:
     """Namespaces + charon; torn down whatever happens."""
     directory = Path(tempfile.mkdtemp(prefix="vf-interop-"))
@@ -360,6 +368,7 @@ def interop_setup(
             log_level=log_level,
             threads=threads,
             fragment_size=fragment_size,
+            aggressive_psk=aggressive_psk,
         )
         yield topology, charon, directory
     finally:

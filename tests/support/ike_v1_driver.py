@@ -33,10 +33,16 @@ from cryptography.hazmat.primitives import serialization
 from tests.support.charon import OurPeer
 from vpnfleet.agent.ike.config import ChildConfig, Identity, Mode, selector
 from vpnfleet.agent.ike.constants import NON_ESP_MARKER
+from vpnfleet.agent.ike.events import ChildSaEstablished
 from vpnfleet.agent.ike.proposals import EspProposal
 from vpnfleet.agent.ike.signatures import CertificateAuth, SigningKey
 from vpnfleet.agent.ike.states import Role
-from vpnfleet.agent.ike.v1.config import ExchangeMode, IkeV1Config, Phase1Proposal
+from vpnfleet.agent.ike.v1.config import (
+    DEFAULT_IKE_LIFETIME,
+    ExchangeMode,
+    IkeV1Config,
+    Phase1Proposal,
+)
 from vpnfleet.agent.ike.v1.constants import ExchangeType
 from vpnfleet.agent.ike.v1.sa import IkeV1Sa, V1State
 
@@ -72,6 +78,8 @@ def load_config(spec: dict[str, Any]) -> IkeV1Config:
         retransmit_timeout=1.0,
         retransmit_tries=int(spec.get("retransmit_tries", 4)),
         half_open_timeout=float(spec.get("half_open_timeout", 30.0)),
+        ike_lifetime=int(spec.get("ike_lifetime", DEFAULT_IKE_LIFETIME)),
+        child_lifetime_kb=spec.get("child_lifetime_kb"),
     )
 
 
@@ -152,6 +160,11 @@ class Driver:
                 body = as_json(event)
                 assert isinstance(body, dict)
                 body["event"] = type(event).__name__
+                if isinstance(event, ChildSaEstablished) and event.spi_in in sa.children:
+                    # What IkeV1Sa keeps beside the event (no field for it there).
+                    body["lifetime"] = as_json(sa.child_lifetime(event.spi_in))
+                    original = sa.child_original_address(event.spi_in)
+                    body["peer_original"] = None if original is None else str(original)
                 print(json.dumps(body), flush=True)
         if self.timer is not None:
             self.timer.cancel()

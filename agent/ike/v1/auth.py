@@ -1,5 +1,6 @@
 """IKEv1 signature authentication with X.509 certificates (RFC 2409 section 5.1):
-Main mode messages 5 and 6 carry ID, CERT and SIG, where SIG signs HASH_I / HASH_R.
+Main mode messages 5 and 6 (Aggressive mode messages 2 and 3) carry ID, CERT and SIG,
+where SIG signs HASH_I / HASH_R.
 
 ECDSA (RFC 4754 section 8): the authentication method names the curve (ECDSA-256,
 -384, -521), HASH_I and HASH_R are made with the HMAC of the curve's hash
@@ -9,8 +10,12 @@ ECDSA_WITH_NULL): measured against charon 5.9.8's message 5, whose SIG verifies 
 so (test_v1_sa_signatures.py), and interoperating with it (test_interop_ikev1.py).
 
 RSA signatures (RFC 2409 section 5.1: PKCS #1 type 1 over the bare HASH_I, no
-DigestInfo) need a raw RSA private-key operation that the cryptography library does
-not offer: an RSA key is refused when configured.
+DigestInfo; strongSwan's SIGN_RSA_EMSA_PKCS1_NULL) need a raw RSA private-key
+operation that the cryptography library does not offer (its Prehashed PKCS #1 v1.5
+signature adds the DigestInfo, test_v1_sa_signatures.py), and one hand-made in Python
+would leak the key through timing: an RSA key is refused when configured. Verifying
+such a signature would be possible (recover_data_from_signature with no hash), but
+IKEv1 negotiates one authentication method for both ends.
 
 The peer's certificate path and identity are checked as for IKEv2 (chain.py,
 signatures.identity_in_certificate); CERTREQ names each trust anchor by its subject
@@ -26,7 +31,7 @@ from collections.abc import Sequence
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, utils
+from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
 
 from .. import chain, signatures
 from ..config import Identity
@@ -47,6 +52,11 @@ def auth_method(credentials: CertificateAuth) -> AuthMethod:
     key = credentials.private_key
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name in _CURVES:
         return _CURVES[key.curve.name][0]
+    if isinstance(key, rsa.RSAPrivateKey):
+        raise LocalError(
+            "RSA signatures in IKEv1 need PKCS#1 v1.5 without DigestInfo, which this "
+            "build cannot make; use an ECDSA key (P-256, P-384 or P-521, RFC 4754)"
+        )
     raise LocalError(
         f"IKEv1 signatures here are ECDSA on P-256, P-384 or P-521 (RFC 4754), not "
         f"{type(key).__name__}"

@@ -118,9 +118,12 @@ class IkeV1Config:
     phase1_mode: ExchangeMode = ExchangeMode.MAIN
     certificates: CertificateAuth | None = None
     """Authenticate both ways with ECDSA signatures and X.509 certificates (RFC 2409
-    section 5.1, RFC 4754) instead of the pre-shared key (Main mode only)."""
+    section 5.1, RFC 4754) instead of the pre-shared key, in Main or Aggressive mode."""
     ike_lifetime: int = DEFAULT_IKE_LIFETIME
     child_lifetime: int = DEFAULT_CHILD_LIFETIME
+    child_lifetime_kb: int | None = None
+    """Kilobytes a Quick mode SA may carry, offered as a second Life Type/Life Duration
+    pair (RFC 2407 section 4.5); None: no volume limit is offered."""
     retransmit_timeout: float = 2.0
     """Seconds before the first retransmission; doubled each time."""
     retransmit_tries: int = 4
@@ -150,13 +153,12 @@ class IkeV1Config:
             raise LocalError("empty pre-shared key")
         if self.certificates is not None:
             auth_method(self.certificates)  # refuses keys we cannot sign with
-            if self.phase1_mode is not ExchangeMode.MAIN:
-                raise UnsupportedTransform("IKEv1 signatures are done in Main mode only")
         for name, value in (
             ("ike_lifetime", self.ike_lifetime),
             ("child_lifetime", self.child_lifetime),
+            ("child_lifetime_kb", self.child_lifetime_kb),
         ):
-            if value <= 0:
+            if value is not None and value <= 0:
                 raise LocalError(f"{name} must be positive, got {value}")
         if self.dpd_delay is not None and self.dpd_delay <= 0:
             raise LocalError(f"dpd_delay must be positive, got {self.dpd_delay}")

@@ -146,14 +146,42 @@ def _phase1_matches(ours: Phase1Proposal, transform: Transform, auth: AuthMethod
     )
 
 
+DEFAULT_PROPOSED_LIFETIME = 28800
+"""Seconds of an SA whose proposal names no lifetime (RFC 2407 section 4.5: "a
+default value of 28,800 seconds (8 hours) SHOULD be assumed")."""
+
+
+@dataclass(frozen=True)
+class Lifetimes:
+    """An SA's lifetimes (RFC 2407 section 4.5; RFC 2409 Appendix A for phase 1):
+    seconds, kilobytes, either or both; None where none is given."""
+
+    seconds: int | None = None
+    kilobytes: int | None = None
+
+
+def lifetimes(attributes: Sequence[Attribute], type_attr: int, duration_attr: int) -> Lifetimes:
+    """Each Life Type is followed by its Life Duration (RFC 2407 section 4.5: "If the
+    duration is specified in both seconds and kilobytes, two Life Type/Life Duration
+    pairs"); a duration with no type before it is in seconds (the default type)."""
+    seconds: int | None = None
+    kilobytes: int | None = None
+    life_type: int = LifeType.SECONDS
+    for attribute in attributes:
+        if attribute.type == type_attr:
+            life_type = attribute.as_int()
+        elif attribute.type == duration_attr:
+            if life_type == LifeType.SECONDS:
+                seconds = attribute.as_int()
+            elif life_type == LifeType.KILOBYTES:
+                kilobytes = attribute.as_int()
+            life_type = LifeType.SECONDS
+    return Lifetimes(seconds, kilobytes)
+
+
 def _lifetime(attributes: Sequence[Attribute], type_attr: int, duration_attr: int) -> int | None:
-    """Seconds of the lifetime attributes (RFC 2407 section 4.5: a duration follows
-    its type; kilobyte lifetimes are not enforced here)."""
-    life_type = _int(attributes, type_attr)
-    duration = _int(attributes, duration_attr)
-    if life_type in (None, LifeType.SECONDS) and duration is not None:
-        return duration
-    return None
+    """Seconds of the lifetime attributes (None: not given)."""
+    return lifetimes(attributes, type_attr, duration_attr).seconds
 
 
 def _isakmp_proposals(sa: SaPayload) -> list[Proposal]:
@@ -214,13 +242,23 @@ def encapsulation(mode: Mode, udp: bool) -> Encapsulation:
 
 
 def esp_transform(
-    number: int, proposal: EspProposal, encap: Encapsulation, lifetime: int
+    number: int,
+    proposal: EspProposal,
+    encap: Encapsulation,
+    lifetime: int,
+    kilobytes: int | None = None,
 ) -> Transform:
+    """``kilobytes``: a second Life Type/Life Duration pair (RFC 2407 section 4.5)."""
     attributes = [
         Attribute(P2Attr.LIFE_TYPE, LifeType.SECONDS),
         Attribute.variable(P2Attr.LIFE_DURATION, lifetime),
-        Attribute(P2Attr.ENCAPSULATION, encap),
     ]
+    if kilobytes is not None:
+        attributes += [
+            Attribute(P2Attr.LIFE_TYPE, LifeType.KILOBYTES),
+            Attribute.variable(P2Attr.LIFE_DURATION, kilobytes),
+        ]
+    attributes.append(Attribute(P2Attr.ENCAPSULATION, encap))
     if proposal.integ is not None:
         attributes.append(Attribute(P2Attr.AUTH_ALG, _AUTH_ALG_FOR_INTEG[proposal.integ.id]))
     attributes.append(Attribute(P2Attr.KEY_LENGTH, proposal.encr.key_bits))
@@ -230,10 +268,16 @@ def esp_transform(
 
 
 def esp_sa(
-    proposals: Sequence[EspProposal], spi: bytes, encap: Encapsulation, lifetime: int
+    proposals: Sequence[EspProposal],
+    spi: bytes,
+    encap: Encapsulation,
+    lifetime: int,
+    kilobytes: int | None = None,
 ) -> SaPayload:
     """The Quick mode initiator's offer: one ESP proposal, a transform per ours."""
-    transforms = tuple(esp_transform(i, p, encap, lifetime) for i, p in enumerate(proposals, 1))
+    transforms = tuple(
+        esp_transform(i, p, encap, lifetime, kilobytes) for i, p in enumerate(proposals, 1)
+    )
     return SaPayload(
         DOI_IPSEC, SIT_IDENTITY_ONLY, (Proposal(1, ProtocolId.IPSEC_ESP, spi, transforms),)
     )
@@ -290,6 +334,8 @@ class EspChoice:
     """The SPI of the peer's proposal: where we send (outbound)."""
     transform: Transform
     lifetime: int | None
+    kilobytes: int | None = None
+    """The kilobyte lifetime the transform carried (RFC 2407 section 4.5)."""
 
 
 def _esp_offers(sa: SaPayload) -> list[tuple[Proposal, Transform]]:
@@ -315,9 +361,14 @@ def select_esp(ours: Sequence[EspProposal], sa: SaPayload, encap: Encapsulation)
                         "-byte SPI, not 4",
                         notify=NotifyType.INVALID_SPI,
                     )
-                lifetime = _lifetime(transform.attributes, P2Attr.LIFE_TYPE, P2Attr.LIFE_DURATION)
+                life = lifetimes(transform.attributes, P2Attr.LIFE_TYPE, P2Attr.LIFE_DURATION)
                 return EspChoice(
-                    proposal, peer_proposal.number, peer_proposal.spi, transform, lifetime
+                    proposal,
+                    peer_proposal.number,
+                    peer_proposal.spi,
+                    transform,
+                    life.seconds,
+                    life.kilobytes,
                 )
     raise NoProposalChosen(
         [f"{p}-{encap.name.lower()}" for p in ours],

@@ -25,9 +25,9 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from ..config import ChildConfig
-from ..errors import ProtocolError
+from ..errors import LocalError, ProtocolError
 from ..events import ChildSaEstablished, ChildSaFailed
-from ..payloads import TrafficSelector
+from ..payloads import IpAddress, TrafficSelector
 from ..proposals import EspProposal
 from ..traffic_selectors import contains, format_selectors
 from ..transforms import KeyExchange, random_bytes
@@ -47,6 +47,7 @@ from .payloads import (
     HashPayload,
     IdPayload,
     KePayload,
+    NatOaPayload,
     NoncePayload,
     NotifyPayload,
     Payload,
@@ -78,8 +79,15 @@ class QuickMode:
         self.message_id = message_id
         self.child = child
         self.state = state
+        self.initiator = state is QuickState.SENT_1
         self.spi_in = random_bytes(4)
         self.lifetime = sa.config.child_lifetime
+        """Seconds the SA lives: ours, or less when the peer says so."""
+        self.kilobytes = sa.config.child_lifetime_kb
+        """Kilobytes the SA may carry (None: no limit), likewise."""
+        self.peer_original: IpAddress | None = None
+        """UDP-encapsulated transport mode: the peer's address before any NAT, from
+        its NAT-OA (RFC 3947 section 5.2), for the data plane's checksum fix-up."""
         self.replaces: bytes | None = None
         """Our inbound SPI of the SA this exchange rekeys (IKEv1 has no rekey exchange:
         a new Quick mode for the same policy replaces the old SA, RFC 2409 section
@@ -126,13 +134,20 @@ class QuickMode:
         self._ni = random_bytes(NONCE_LENGTH)
         self._local_ts, self._remote_ts = self.child.local_ts[0], self.child.remote_ts[0]
         after: list[Payload] = [
-            proposals.esp_sa(offered, self.spi_in, self._encap, sa.config.child_lifetime),
+            proposals.esp_sa(
+                offered,
+                self.spi_in,
+                self._encap,
+                sa.config.child_lifetime,
+                sa.config.child_lifetime_kb,
+            ),
             NoncePayload(self._ni),
         ]
         if group is not None:
             self._ke = KeyExchange(group)
             after.append(KePayload(self._ke.public_key))
         after += [id_for_selector(self._local_ts), id_for_selector(self._remote_ts)]
+        after += self._nat_oa()
         assert sa.prf is not None and sa.keys is not None
         digest = qm_hash1(sa.prf, sa.keys.skeyid_a, self.message_id, _chain(after))
         self._send([HashPayload(digest), *after], now, retransmit=True)
@@ -164,12 +179,16 @@ class QuickMode:
                         notify=NotifyType.INVALID_ID_INFORMATION,
                     )
                 self._local_ts, self._remote_ts = local, remote
+            self.peer_original = self._peer_original(message, 1)
         except ProtocolError as exc:
             self._fail(str(exc), exc.notify, tell_peer=True, spi=self.spi_in)
             return
         for payload in message.payloads:
             if isinstance(payload, NotifyPayload) and payload.type == NotifyType.RESPONDER_LIFETIME:
-                self.lifetime = min(self.lifetime, _lifetime_of(payload) or self.lifetime)
+                # RFC 2407 section 4.6.3.1: the responder keeps the SA for less.
+                life = _lifetimes_of(payload)
+                self.lifetime = min(self.lifetime, life.seconds or self.lifetime)
+                self.kilobytes = _lower(self.kilobytes, life.kilobytes)
         self._choice = choice
         final = qm_hash3(sa.prf, sa.keys.skeyid_a, self.message_id, self._ni, self._nr)
         self._last_digest = digest
@@ -202,6 +221,7 @@ class QuickMode:
             self._ni = nonce
             self._key_exchange(choice.proposal, ke)
             self._narrow(ids)
+            self.peer_original = self._peer_original(message, 0)
         except ProtocolError as exc:
             self._fail(str(exc), exc.notify, tell_peer=True, spi=peer_spi)
             return
@@ -214,25 +234,63 @@ class QuickMode:
         if self._ke is not None:
             after.append(KePayload(self._ke.public_key))
         after += ids
-        if choice.lifetime is not None and choice.lifetime > sa.config.child_lifetime:
+        after += self._nat_oa()
+        ours_kb = sa.config.child_lifetime_kb
+        proposed = choice.lifetime or proposals.DEFAULT_PROPOSED_LIFETIME
+        if proposed > sa.config.child_lifetime or (
+            ours_kb is not None and (choice.kilobytes is None or choice.kilobytes > ours_kb)
+        ):
             # RFC 2407 section 4.6.3.1: we keep the SA for less than proposed.
             after.append(self._responder_lifetime(choice.spi))
-        else:
-            self.lifetime = choice.lifetime or self.lifetime
+        self.lifetime = min(self.lifetime, choice.lifetime or self.lifetime)
+        self.kilobytes = _lower(ours_kb, choice.kilobytes)
         reply_hash = qm_hash2(sa.prf, sa.keys.skeyid_a, self.message_id, self._ni, _chain(after))
         self._reply = self._send([HashPayload(reply_hash), *after], now, retransmit=True)
         self.state = QuickState.SENT_2
 
     def _responder_lifetime(self, spi: bytes) -> NotifyPayload:
-        data = encode_attributes(
-            [
-                Attribute(P2Attr.LIFE_TYPE, LifeType.SECONDS),
-                Attribute.variable(P2Attr.LIFE_DURATION, self.sa.config.child_lifetime),
+        config = self.sa.config
+        attributes = [
+            Attribute(P2Attr.LIFE_TYPE, LifeType.SECONDS),
+            Attribute.variable(P2Attr.LIFE_DURATION, config.child_lifetime),
+        ]
+        if config.child_lifetime_kb is not None:
+            attributes += [
+                Attribute(P2Attr.LIFE_TYPE, LifeType.KILOBYTES),
+                Attribute.variable(P2Attr.LIFE_DURATION, config.child_lifetime_kb),
             ]
-        )
+        data = encode_attributes(attributes)
         return NotifyPayload(
             DOI_IPSEC, ProtocolId.IPSEC_ESP, spi, NotifyType.RESPONDER_LIFETIME, data
         )
+
+    def _nat_oa(self) -> list[Payload]:
+        """RFC 3947 section 5.2: in UDP-encapsulated transport mode both messages carry
+        NAT-OAi, the initiator's address, then NAT-OAr, the responder's, each as the
+        sender knows them (its own address is the original one)."""
+        sa = self.sa
+        if self._encap is not Encapsulation.UDP_TRANSPORT:
+            return []
+        if sa.local is None or sa.peer is None:
+            raise LocalError("NAT-OA needs our own address (IkeV1Sa local=)")
+        ours, theirs = ipaddress.ip_address(sa.local[0]), ipaddress.ip_address(sa.peer[0])
+        initiator, responder = (ours, theirs) if self.initiator else (theirs, ours)
+        return [NatOaPayload(initiator), NatOaPayload(responder)]
+
+    def _peer_original(self, message: Received, index: int) -> IpAddress | None:
+        """The peer's original address: NAT-OAi from an initiator (``index`` 0), NAT-OAr
+        from a responder (1). A peer that sends none (it is not behind a NAT, or
+        speaks an older draft) leaves it unknown."""
+        if self._encap is not Encapsulation.UDP_TRANSPORT:
+            return None
+        found = [p.address for p in message.payloads if isinstance(p, NatOaPayload)]
+        if len(found) not in (0, 2):
+            raise ProtocolError(
+                f"Quick mode carries {len(found)} NAT-OA payloads, not 0 or 2 "
+                "(RFC 3947 section 5.2)",
+                notify=NotifyType.PAYLOAD_MALFORMED,
+            )
+        return found[index] if found else None
 
     def _narrow(self, ids: list[IdPayload]) -> None:
         """IKEv1 cannot narrow (RFC 2409 section 5.5 sends the IDs back as received):
@@ -411,6 +469,8 @@ class QuickMode:
                 str(proposal),
                 sa.encap,
             ),
+            lifetime=proposals.Lifetimes(self.lifetime, self.kilobytes),
+            peer_original=self.peer_original,
         )
 
 
@@ -440,15 +500,18 @@ def _host(address: str) -> TrafficSelector:
     return TrafficSelector(ip, ip)
 
 
-def _lifetime_of(notify: NotifyPayload) -> int | None:
+def _lifetimes_of(notify: NotifyPayload) -> proposals.Lifetimes:
+    """The Life Type/Life Duration pairs of RESPONDER-LIFETIME (RFC 2407 section
+    4.6.3.1); none when they do not parse (the SA still stands on our own values)."""
     try:
         attributes = parse_attributes(notify.data, 0, payload="RESPONDER-LIFETIME")
+        return proposals.lifetimes(attributes, P2Attr.LIFE_TYPE, P2Attr.LIFE_DURATION)
     except ProtocolError:
-        return None
-    seconds = None
-    for i, attribute in enumerate(attributes):
-        if attribute.type == P2Attr.LIFE_TYPE and attribute.as_int() == LifeType.SECONDS:
-            following = attributes[i + 1 : i + 2]
-            if following and following[0].type == P2Attr.LIFE_DURATION:
-                seconds = following[0].as_int()
-    return seconds
+        return proposals.Lifetimes()
+
+
+def _lower(ours: int | None, theirs: int | None) -> int | None:
+    """The shorter of two lifetimes, None standing for no limit."""
+    if ours is None or theirs is None:
+        return theirs if ours is None else ours
+    return min(ours, theirs)

@@ -2,8 +2,7 @@
 
 The same shape as the IKEv2 ``IkeSa`` (agent/ike/ike_sa.py), so one driver can run
 either: commands (``initiate``, ``delete``, ``delete_child``, ``rekey_child``,
-``check_liveness``;
-each takes ``now``), ``receive_datagram(data, addr, now)``, ``handle_timer(now)``;
+``check_liveness``; each takes ``now``), ``receive_datagram(data, addr, now)``, ``handle_timer(now)``;
 outputs ``datagrams_to_send(now)``, ``get_timer()``, ``next_event()``. Events are the
 IKEv2 core's (agent/ike/events.py): IkeSaEstablished carries the cookies as SPIs,
 ChildSaEstablished the IKEv2 transform numbers the data plane installs.
@@ -12,11 +11,20 @@ ChildSaEstablished the IKEv2 transform numbers the data plane installs.
   KE Ni [CERTREQ] [NAT-D NAT-D] / KE Nr [CERTREQ] [NAT-D NAT-D], then encrypted
   IDii HASH_I / IDir HASH_R; or with ECDSA signatures and certificates (5.1, RFC 4754,
   auth.py): ID CERT SIG. Aggressive mode with a pre-shared key (5.4): SA KE Ni IDii /
-  SA KE Nr IDir HASH_R [NAT-D NAT-D] / encrypted HASH_I [NAT-D NAT-D].
+  SA KE Nr IDir HASH_R [NAT-D NAT-D] / encrypted HASH_I [NAT-D NAT-D]; with
+  signatures (5.1) CERTREQ follows IDii and SIG_R, and CERT SIG stand for the HASH.
   NAT traversal per RFC 3947 (vendor ID, NAT-D, float to UDP 4500 with the first
   encrypted message), DPD per RFC 3706 (vendor ID, R-U-THERE / R-U-THERE-ACK).
 - Quick mode (RFC 2409 section 5.5) lives in quick.py; informational exchanges
   (RFC 2409 section 5.7: notifies and deletes under HASH(1)) here.
+- Lifetimes: phase 1 lives for our LIFE_DURATION or the peer's when shorter; a
+  responder that keeps it shorter than proposed sends RESPONDER-LIFETIME (RFC 2407
+  section 4.6.3.1) once the peer is heard from after phase 1, and a peer's lowers
+  ours. ``expires_at`` deletes the SA (children first), ``rekey_due`` tells the
+  driver when to start its replacement. Quick mode negotiates seconds and kilobytes
+  the same way; they, and in UDP-encapsulated transport mode the peer's NAT-OA
+  (RFC 3947 section 5.2), are kept per child (``child_lifetime``,
+  ``child_original_address``): ChildSaEstablished has no fields for them.
 - Retransmission: the initiator of an exchange resends on a doubling timeout. IKEv1
   has no message-ID rule for phase 1, so a responder recognises a retransmitted
   request by the digest of the last datagram it took and sends its last reply again
@@ -43,7 +51,7 @@ import hmac
 import ipaddress
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import NoReturn, TypeVar
 
@@ -62,9 +70,11 @@ from ..events import (
     PeerErrorNotify,
 )
 from ..nat import NAT_T_PORT, NatResult
+from ..payloads import IpAddress
 from ..states import Role
 from ..transforms import Encr, KeyExchange, Prf, random_bytes
 from . import auth, proposals
+from .attributes import Attribute, encode_attributes, parse_attributes
 from .cipher import Decrypted, IkeV1Cipher
 from .config import ExchangeMode, IkeV1Config, Phase1Proposal
 from .constants import (
@@ -74,7 +84,10 @@ from .constants import (
     VID_NAT_T_RFC3947,
     ExchangeType,
     Flag,
+    LifeType,
     NotifyType,
+    P1Attr,
+    P2Attr,
     PayloadType,
     ProtocolId,
 )
@@ -110,6 +123,9 @@ from .payloads import (
 from .quick import QuickMode
 
 NONCE_LENGTH = 32
+REKEY_MARGIN = 0.1
+"""Share of the phase 1 lifetime before expiry at which ``rekey_due`` falls (strongSwan
+keeps a margin of 10% of the rekey time, its ``over_time`` default)."""
 _KEPT_EXCHANGES = 32
 """Finished Quick mode exchanges kept to answer retransmissions of their last message."""
 
@@ -191,6 +207,9 @@ class ChildSa:
     """An installed Quick mode SA pair, by the inbound SPI we chose."""
 
     established: ChildSaEstablished
+    lifetime: proposals.Lifetimes = field(default_factory=proposals.Lifetimes)
+    peer_original: IpAddress | None = None
+    """UDP-encapsulated transport mode: the peer's NAT-OA (RFC 3947 section 5.2)."""
 
     @property
     def spi_in(self) -> bytes:
@@ -246,7 +265,13 @@ class IkeV1Sa:
         self.peer: Address | None = None
         self.proposal: Phase1Proposal | None = None
         self.lifetime: int | None = None
-        """Phase 1 lifetime in seconds the chosen transform carried."""
+        """Phase 1 lifetime in seconds: ours, or shorter when the peer proposed or
+        answered less (RFC 2409 Appendix A LIFE_DURATION, RFC 2407 section 4.6.3.1)."""
+        self.established_at: float | None = None
+        self._proposed_lifetime: int | None = None
+        """Responder: the lifetime the initiator's transform carried."""
+        self._lifetime_notice = False
+        """Responder: RESPONDER-LIFETIME is due with the next authenticated message."""
         self.keys: Phase1Keys | None = None
         self.prf: Prf | None = None
         self.nat: NatResult | None = None
@@ -350,6 +375,7 @@ class IkeV1Sa:
                 KePayload(self._g_xi),
                 NoncePayload(self._ni),
                 self._own_id(),
+                *self._cert_requests(),
                 *self._vendor_ids(),
             ]
         else:
@@ -386,12 +412,51 @@ class IkeV1Sa:
         """Delete every child, then the ISAKMP SA (RFC 2408 section 3.15: its SPI is
         the cookie pair)."""
         self._require_established("delete")
+        self._delete_all(now, "deleted by us")
+
+    def _delete_all(self, now: float, reason: str) -> None:
         for child in list(self.children.values()):
             self.delete_child(child.spi_in, now)
         self.send_informational(
             [DeletePayload(DOI_IPSEC, ProtocolId.ISAKMP, (self.icookie + self.rcookie,))]
         )
-        self._finish_delete("deleted by us")
+        self._finish_delete(reason)
+
+    @property
+    def expires_at(self) -> float | None:
+        """When the ISAKMP SA's lifetime ends (on the ``now`` clock); None before it is
+        established. At that time ``handle_timer`` deletes it, children and all, unless
+        it was deleted first."""
+        if self.established_at is None or self.lifetime is None:
+            return None
+        return self.established_at + self.lifetime
+
+    @property
+    def rekey_due(self) -> float | None:
+        """When to start a replacement phase 1 (reauthentication: IKEv1 has no rekey
+        of the ISAKMP SA in place), ``REKEY_MARGIN`` of the lifetime before expiry."""
+        if self.established_at is None or self.lifetime is None:
+            return None
+        return self.established_at + self.lifetime * (1 - REKEY_MARGIN)
+
+    def child_lifetime(self, spi_in: bytes) -> proposals.Lifetimes:
+        """The seconds and kilobytes the child SA ``spi_in`` (our inbound SPI) was
+        negotiated for, after any RESPONDER-LIFETIME (RFC 2407 section 4.6.3.1); what
+        ChildSaEstablished has no field for."""
+        child = self.children.get(spi_in)
+        if child is None:
+            raise CommandRefused(f"no child SA {spi_in.hex()}")
+        return child.lifetime
+
+    def child_original_address(self, spi_in: bytes) -> IpAddress | None:
+        """The peer's address before NAT that its NAT-OA gave for the child SA
+        ``spi_in`` (RFC 3947 section 5.2; UDP-encapsulated transport mode only, None
+        otherwise or when the peer sent none): what transport-mode checksums were
+        computed over. ChildSaEstablished has no field for it."""
+        child = self.children.get(spi_in)
+        if child is None:
+            raise CommandRefused(f"no child SA {spi_in.hex()}")
+        return child.peer_original
 
     def check_liveness(self, now: float) -> None:
         """Send R-U-THERE (RFC 3706 section 5.3) unless one is already out."""
@@ -433,6 +498,10 @@ class IkeV1Sa:
             else:
                 self.fail(f"{waited} (state {self.state.value})")
             return
+        expires = self.expires_at
+        if self.state is V1State.ESTABLISHED and expires is not None and now >= expires:
+            self._delete_all(now, f"expired: phase 1 lifetime of {self.lifetime} s is over")
+            return
         if self._flight is not None and now >= self._flight.deadline:
             self._retransmit(now)
         for exchange in list(self.quick.values()):
@@ -458,6 +527,7 @@ class IkeV1Sa:
     def get_timer(self) -> float | None:
         deadlines = [
             self._half_open_expiry(),
+            self.expires_at if self.state is V1State.ESTABLISHED else None,
             self._flight.deadline if self._flight else None,
             self._dpd_pending.deadline if self._dpd_pending else None,
             self._liveness_due() if self._dpd_pending is None else None,
@@ -555,6 +625,9 @@ class IkeV1Sa:
         section 4: the initiator floats to port 4500; a NAT may rebind)."""
         self.last_heard = now
         self.peer = addr
+        if self._lifetime_notice and self.state is V1State.ESTABLISHED:
+            self._lifetime_notice = False
+            self.send_informational(self._responder_lifetime())
 
     def parse(self, header: IsakmpHeader, plain: bytes, decrypted: Decrypted | None) -> Received:
         raw = split_payloads(header.next_payload, plain, padded=decrypted is not None)
@@ -629,7 +702,7 @@ class IkeV1Sa:
                 NotifyType.INVALID_ID_INFORMATION,
             )
             return
-        self.proposal, self.lifetime = choice.proposal, choice.lifetime
+        self._take_phase1(choice)
         ke = KeyExchange(choice.proposal.group)
         shared = ke.shared_secret(g_xi)
         self._ke, self._g_xi, self._g_xr, self._ni = ke, g_xi, ke.public_key, ni
@@ -640,13 +713,12 @@ class IkeV1Sa:
         self._install_keys(shared)
         assert self.keys is not None and self.prf is not None
         own = self._own_id()
-        auth = self._hash_r(self._id_body(own))
         reply: list[Payload] = [
             proposals.answer_phase1(sa, choice),
             KePayload(self._g_xr),
             NoncePayload(self._nr),
-            own,
-            HashPayload(auth),
+            *self._auth_payloads(own, self._hash_r(self._id_body(own))),
+            *self._cert_requests(),
             *self._vendor_ids(),
             *self._nat_d(),
         ]
@@ -675,18 +747,18 @@ class IkeV1Sa:
             return
         g_xr, nr = self._ke_and_nonce(message, "message 2")
         identity, id_body = self._peer_identity(message, "message 2")
-        received = message.first(HashPayload)
         shared = self._ke.shared_secret(g_xr)
         self.rcookie = header.rcookie
-        self.proposal, self.lifetime = choice.proposal, choice.lifetime
+        self._take_phase1(choice)
         self._g_xr, self._nr = g_xr, nr
         self._note_vendor_ids(message)
         self._install_keys(shared)
         assert self.keys is not None and self.prf is not None
-        expected = self._hash_r(id_body)
-        if received is None or not hmac.compare_digest(expected, received.data):
+        try:
+            self._verify_auth(message, identity, self._hash_r(id_body), "HASH_R")
+        except ProtocolError as exc:
             self.keys = self.cipher = None
-            self._auth_failed("message 2", ProtocolError("HASH_R does not verify"))
+            self._auth_failed("message 2", exc)
         if identity != self.config.remote_id:
             self.fail(
                 f"INVALID_ID_INFORMATION: the peer is {identity}, we expect "
@@ -696,8 +768,7 @@ class IkeV1Sa:
             return
         self._detect_nat(message, addr)
         self._took(digest)
-        auth = self._hash_i(self._id_body(self._own_id()))
-        payloads: list[Payload] = [HashPayload(auth), *self._nat_d()]
+        payloads = [*self._proof(self._hash_i(self._id_body(self._own_id()))), *self._nat_d()]
         if self.config.initial_contact:
             payloads.append(self._initial_contact())
         if self.encap and self.peer is not None:
@@ -705,7 +776,7 @@ class IkeV1Sa:
         # A retransmitted message 2 (our message 3 lost) gets message 3 again.
         self._answer(self._protected_phase1(payloads), digest)
         self._heard(self.peer or addr, now)
-        self._established(identity)
+        self._established(identity, now)
         self._keep(QuickMode.initiate(self, self.config.child, now))
 
     def _on_aggressive_final(
@@ -717,12 +788,10 @@ class IkeV1Sa:
             message = (
                 self.open(header, body) if header.encrypted else self.parse(header, body, None)
             )
-            hash_payload = message.first(HashPayload)
-            if hash_payload is None:
-                raise ProtocolError("Aggressive mode message 3 has no HASH payload")
-            expected = self._hash_i(self._peer_id_body)
-            if not hmac.compare_digest(expected, hash_payload.data):
-                raise ProtocolError("HASH_I does not verify")
+            assert self.remote_identity is not None
+            self._verify_auth(
+                message, self.remote_identity, self._hash_i(self._peer_id_body), "HASH_I"
+            )
         except ProtocolError as exc:
             self._auth_failed("message 3", exc)
         if message.decrypted is not None:
@@ -736,7 +805,7 @@ class IkeV1Sa:
         self._last_request_digest, self._last_reply = digest, None
         self._heard(addr, now)
         assert self.remote_identity is not None
-        self._established(self.remote_identity)
+        self._established(self.remote_identity, now)
 
     def _initial_contact(self) -> NotifyPayload:
         """RFC 2407 section 4.6.3.3, with the ISAKMP SA's cookies as its SPI."""
@@ -778,7 +847,7 @@ class IkeV1Sa:
             self._notify_unprotected(exc.notify or NotifyType.NO_PROPOSAL_CHOSEN)
             self.fail(str(exc), exc.notify)
             return
-        self.proposal, self.lifetime = choice.proposal, choice.lifetime
+        self._take_phase1(choice)
         self._sa_i_body = message.raw_body(PayloadType.SA)
         reply = [proposals.answer_phase1(sa, choice), *self._vendor_ids()]
         self._transition(V1Input.SA_DONE)
@@ -800,7 +869,7 @@ class IkeV1Sa:
             self.fail(str(exc), exc.notify)
             return
         self.rcookie = header.rcookie
-        self.proposal, self.lifetime = choice.proposal, choice.lifetime
+        self._take_phase1(choice)
         self._note_vendor_ids(message)
         self._took(digest)
         self._ke = KeyExchange(choice.proposal.group)
@@ -914,10 +983,15 @@ class IkeV1Sa:
 
     def _auth_payloads(self, id_payload: IdPayload, digest: bytes) -> list[Payload]:
         """ID and HASH with a pre-shared key; ID, CERT and SIG with signatures (5.1)."""
+        return [id_payload, *self._proof(digest)]
+
+    def _proof(self, digest: bytes) -> list[Payload]:
+        """HASH_I / HASH_R itself with a pre-shared key (RFC 2409 section 5.4); with
+        signatures our certificate path and SIG over it (section 5.1)."""
         creds = self.config.certificates
         if creds is None:
-            return [id_payload, HashPayload(digest)]
-        return [id_payload, *auth.certificate_payloads(creds), SigPayload(auth.sign(creds, digest))]
+            return [HashPayload(digest)]
+        return [*auth.certificate_payloads(creds), SigPayload(auth.sign(creds, digest))]
 
     def _verify_auth(
         self, message: Received, identity: Identity, expected: bytes, what: str
@@ -972,7 +1046,7 @@ class IkeV1Sa:
         auth = self._auth_payloads(id_payload, self._hash_r(self._id_body(id_payload)))
         data = self._protected_phase1(auth)
         self._answer(data, digest)
-        self._established(identity)
+        self._established(identity, now)
 
     def _on_auth_response(
         self, header: IsakmpHeader, body: bytes, addr: Address, now: float, digest: bytes
@@ -999,7 +1073,7 @@ class IkeV1Sa:
         self.confirm(message)
         self._took(digest)
         self._heard(addr, now)
-        self._established(identity)
+        self._established(identity, now)
         self._keep(QuickMode.initiate(self, self.config.child, now))
 
     def _auth_failed(self, which: str, exc: ProtocolError) -> NoReturn:
@@ -1008,17 +1082,71 @@ class IkeV1Sa:
         like: it is dropped and counted, the reason kept for the failure the
         retransmission or half-open timers bring (no datagram kills the SA). The
         responder tells the peer in the clear, as strongSwan does."""
-        self._auth_failure = (
-            f"AUTHENTICATION_FAILED: Main mode {which} did not decrypt and verify "
-            f"({exc}); are the pre-shared keys the same?"
-        )
+        if self.config.certificates is None:
+            self._auth_failure = (
+                f"AUTHENTICATION_FAILED: {self._mode_name} {which} did not decrypt and "
+                f"verify ({exc}); are the pre-shared keys the same?"
+            )
+        else:
+            reason = str(exc).removeprefix("AUTHENTICATION_FAILED: ")
+            self._auth_failure = f"AUTHENTICATION_FAILED: {self._mode_name} {which}: {reason}"
         if not self.is_initiator:
             self._notify_unprotected(NotifyType.AUTHENTICATION_FAILED)
         raise ProtocolError(self._auth_failure, notify=NotifyType.AUTHENTICATION_FAILED)
 
-    def _established(self, identity: Identity) -> None:
+    def _take_phase1(self, choice: proposals.Phase1Choice) -> None:
+        """The chosen proposal, and the lifetime: ours, or the peer's when shorter (a
+        responder keeps its own when the initiator proposed longer, and says so once
+        phase 1 is up)."""
+        self.proposal = choice.proposal
+        self._proposed_lifetime = choice.lifetime
+        self.lifetime = min(self.config.ike_lifetime, choice.lifetime or self.config.ike_lifetime)
+
+    def _lower_lifetime(self, notify: NotifyPayload) -> None:
+        """RESPONDER-LIFETIME for the ISAKMP SA (RFC 2407 section 4.6.3.1 names it for
+        IPsec SAs; for phase 1 its attributes are those of RFC 2409 Appendix A, or the
+        IPsec DOI's, which some peers send): the SA ends sooner, never later."""
+        seconds: int | None = None
+        for kinds in (
+            (P1Attr.LIFE_TYPE, P1Attr.LIFE_DURATION),
+            (P2Attr.LIFE_TYPE, P2Attr.LIFE_DURATION),
+        ):
+            try:
+                attributes = parse_attributes(notify.data, 0, payload="RESPONDER-LIFETIME")
+            except ProtocolError:
+                return
+            seconds = proposals.lifetimes(attributes, *kinds).seconds
+            if seconds is not None:
+                break
+        if seconds is not None and seconds > 0 and self.lifetime is not None:
+            self.lifetime = min(self.lifetime, seconds)
+
+    def _responder_lifetime(self) -> list[Payload]:
+        """Responder: RESPONDER-LIFETIME for the ISAKMP SA when the initiator proposed
+        longer than we keep it (RFC 2407 section 4.6.3.1; its default is 8 hours)."""
+        proposed = self._proposed_lifetime or proposals.DEFAULT_PROPOSED_LIFETIME
+        if self.is_initiator or self.lifetime is None or proposed <= self.lifetime:
+            return []
+        data = encode_attributes(
+            [
+                Attribute(P1Attr.LIFE_TYPE, LifeType.SECONDS),
+                Attribute.variable(P1Attr.LIFE_DURATION, self.lifetime),
+            ]
+        )
+        return [
+            NotifyPayload(
+                DOI_IPSEC,
+                ProtocolId.ISAKMP,
+                self.icookie + self.rcookie,
+                NotifyType.RESPONDER_LIFETIME,
+                data,
+            )
+        ]
+
+    def _established(self, identity: Identity, now: float) -> None:
         assert self.peer is not None and self.proposal is not None
         self.remote_identity = identity
+        self.established_at = now
         self._transition(V1Input.AUTH_DONE)
         nat = self.nat
         self.emit(
@@ -1034,6 +1162,9 @@ class IkeV1Sa:
                 self.initial_contact,
             )
         )
+        # Told once the peer is heard from again: an informational sent at once may
+        # overtake our last phase 1 message in the peer (charon 5.9 drops it then).
+        self._lifetime_notice = bool(self._responder_lifetime())
 
     def _install_keys(self, shared: bytes) -> None:
         assert self.proposal is not None
@@ -1195,6 +1326,8 @@ class IkeV1Sa:
             self.emit(LivenessAnswered())
         elif notify.type == NotifyType.INITIAL_CONTACT:
             return
+        elif notify.type == NotifyType.RESPONDER_LIFETIME and notify.protocol == ProtocolId.ISAKMP:
+            self._lower_lifetime(notify)
         elif notify.type < 8192:
             reason = f"{_notify_name(notify.type)}: notify from the peer"
             for exchange in self.quick.values():
@@ -1340,7 +1473,13 @@ class IkeV1Sa:
 
     # -- results ---------------------------------------------------------------------
 
-    def add_child(self, replaces: bytes | None, event: ChildSaEstablished) -> None:
+    def add_child(
+        self,
+        replaces: bytes | None,
+        event: ChildSaEstablished,
+        lifetime: proposals.Lifetimes | None = None,
+        peer_original: IpAddress | None = None,
+    ) -> None:
         """A new Quick mode SA. It rekeys ``replaces`` (ours), or, made by the peer,
         the SA of the same policy and selectors we hold: then ChildSaRekeyed, and the
         initiator of the rekey deletes the old SA (make-before-break)."""
@@ -1355,7 +1494,9 @@ class IkeV1Sa:
                 ),
                 None,
             )
-        self.children[event.spi_in] = ChildSa(event)
+        self.children[event.spi_in] = ChildSa(
+            event, lifetime or proposals.Lifetimes(), peer_original
+        )
         if old is None:
             self.emit(event)
             return

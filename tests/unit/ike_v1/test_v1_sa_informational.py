@@ -64,7 +64,7 @@ def test_dpd_is_answered() -> None:
     assert len(peers.left.of(LivenessAnswered)) == 1
     informational = [d for _, d in peers.sent if d[18] == ExchangeType.INFORMATIONAL]
     assert len(informational) == 2  # R-U-THERE and R-U-THERE-ACK
-    assert peers.left.sa.get_timer() is None
+    assert peers.left.sa.get_timer() == peers.left.sa.expires_at  # only the lifetime is left
 
 
 def test_dpd_declares_a_silent_peer_dead() -> None:

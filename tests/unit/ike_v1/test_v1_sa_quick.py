@@ -10,7 +10,7 @@ import pytest
 from tests.support.ike_v1_peers import Peers, left_right
 from vpnfleet.agent.ike.config import Mode, selector
 from vpnfleet.agent.ike.constants import EncrId, IntegId
-from vpnfleet.agent.ike.errors import CommandRefused, LocalError
+from vpnfleet.agent.ike.errors import CommandRefused, LocalError, ProtocolError
 from vpnfleet.agent.ike.events import (
     ChildSaDeleted,
     ChildSaEstablished,
@@ -19,8 +19,10 @@ from vpnfleet.agent.ike.events import (
     IkeSaEstablished,
 )
 from vpnfleet.agent.ike.v1.constants import ExchangeType, Flag, NotifyType
+from vpnfleet.agent.ike.v1.message import IsakmpHeader
+from vpnfleet.agent.ike.v1.payloads import NatOaPayload
 from vpnfleet.agent.ike.v1.quick import QuickState
-from vpnfleet.agent.ike.v1.sa import V1State
+from vpnfleet.agent.ike.v1.sa import Received, V1State
 
 
 def _children(peers: Peers) -> tuple[ChildSaEstablished, ChildSaEstablished]:
@@ -265,3 +267,40 @@ def test_a_mask_that_is_no_netmask_is_refused() -> None:
         selector_for_id(bad, "IDcr")
     six = IdPayload(IdType.IPV6_ADDR_SUBNET, 0, 0, bytes(16) + bytes(16))
     assert selector_for_id(six, "IDcr") == selector("::/0")
+
+
+# -- NAT-OA (RFC 3947 section 5.2) ---------------------------------------------------
+
+
+def test_nat_oa_gives_each_side_the_peers_original_address() -> None:
+    """UDP-encapsulated transport mode: the initiator behind a NAT (its socket address
+    is not the one the responder sees) sends NAT-OAi with its own address; the
+    responder's NAT-OAr is its own. Each side keeps the peer's."""
+    peers = Peers(*left_right(mode=Mode.TRANSPORT))
+    peers.left.sa.local = ("10.0.0.5", 500)  # behind a NAT: NAT-D differs, ESP goes in UDP
+    peers.start()
+    peers.run()
+    left, right = _children(peers)
+    assert left.encap and right.encap and left.mode is Mode.TRANSPORT
+    assert peers.right.sa.child_original_address(right.spi_in) == ip_address("10.0.0.5")
+    assert peers.left.sa.child_original_address(left.spi_in) == ip_address("192.0.2.2")
+
+
+def test_no_nat_oa_in_tunnel_mode_or_without_encapsulation() -> None:
+    for peers in (
+        Peers.established(left={"force_encap": True}),
+        Peers.established(mode=Mode.TRANSPORT),
+    ):
+        left, right = _children(peers)
+        assert peers.left.sa.child_original_address(left.spi_in) is None
+        assert peers.right.sa.child_original_address(right.spi_in) is None
+
+
+def test_one_nat_oa_alone_is_refused() -> None:
+    """RFC 3947 section 5.2: NAT-OAi and NAT-OAr come as a pair (or not at all)."""
+    peers = Peers.established(mode=Mode.TRANSPORT, left={"force_encap": True})
+    exchange = next(iter(peers.right.sa.quick.values()))
+    header = IsakmpHeader(bytes(8), bytes(8), 0, ExchangeType.QUICK, Flag.ENCRYPTION, 1, 28)
+    lone = Received(header, [], [NatOaPayload(ip_address("10.0.0.5"))], b"", None)
+    with pytest.raises(ProtocolError, match="1 NAT-OA payloads, not 0 or 2"):
+        exchange._peer_original(lone, 0)

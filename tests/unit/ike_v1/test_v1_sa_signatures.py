@@ -1,4 +1,4 @@
-"""Main mode with ECDSA signatures and X.509 certificates (RFC 2409 section 5.1,
+"""Main and Aggressive mode with ECDSA signatures and X.509 certificates (RFC 2409 section 5.1,
 RFC 4754 section 8) between two IkeV1Sa on fake time, and our SIG convention checked
 against charon 5.9.8's logged message 5."""
 
@@ -8,17 +8,29 @@ from dataclasses import replace
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
 from tests.support.certs import CA, dns, make_ca, make_leaf
 from tests.support.ike_v1_peers import Peers, left_right
 from tests.unit.ike_v1.test_v1_keys import VECTORS, _cipher, _open
-from vpnfleet.agent.ike.errors import LocalError, UnsupportedTransform
-from vpnfleet.agent.ike.events import ChildSaEstablished, IkeSaEstablished, IkeSaFailed
+from vpnfleet.agent.ike.errors import LocalError
+from vpnfleet.agent.ike.events import (
+    ChildSaEstablished,
+    ChildSaFailed,
+    IkeSaEstablished,
+    IkeSaFailed,
+)
 from vpnfleet.agent.ike.signatures import CertificateAuth
 from vpnfleet.agent.ike.v1 import auth
 from vpnfleet.agent.ike.v1.config import ExchangeMode, IkeV1Config
-from vpnfleet.agent.ike.v1.constants import AuthMethod, NotifyType, PayloadType
+from vpnfleet.agent.ike.v1.constants import AuthMethod, ExchangeType, NotifyType, PayloadType
+from vpnfleet.agent.ike.v1.payloads import (
+    CertPayload,
+    CertReqPayload,
+    SigPayload,
+    parse_message,
+)
 from vpnfleet.agent.ike.v1.sa import V1State
 
 
@@ -64,12 +76,17 @@ def test_ecdsa_main_mode_establishes(curve: ec.EllipticCurve, method: AuthMethod
     assert peers.left.sa.dropped == peers.right.sa.dropped == 0
 
 
-def test_untrusted_certificate_fails_authentication() -> None:
-    left, right = _signed()
+def _stranger(config: IkeV1Config, host: str) -> IkeV1Config:
+    """``config`` with a certificate for ``host`` that another CA issued."""
     stranger = make_ca("Stranger CA")
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = make_leaf(stranger, "left.example", key, dns("left.example"))
-    left = replace(left, certificates=CertificateAuth(cert, key, (CA[0],)))
+    cert = make_leaf(stranger, host, key, dns(host))
+    return replace(config, certificates=CertificateAuth(cert, key, (CA[0],)))
+
+
+def test_untrusted_certificate_fails_authentication() -> None:
+    left, right = _signed()
+    left = _stranger(left, "left.example")
     peers = Peers(left, replace(right, half_open_timeout=20.0))
     peers.start()
     peers.run()
@@ -78,6 +95,75 @@ def test_untrusted_certificate_fails_authentication() -> None:
     assert failed.notify == NotifyType.AUTHENTICATION_FAILED
     assert "is not trusted" in failed.reason
     assert peers.left.of(IkeSaFailed)
+
+
+def _payloads(data: bytes) -> list[object]:
+    return parse_message(data)[1]
+
+
+def test_ecdsa_aggressive_mode_establishes_with_certreq() -> None:
+    """RFC 2409 section 5.1 in Aggressive mode: SA KE Ni IDii CERTREQ / SA KE Nr IDir
+    CERT SIG_R CERTREQ / CERT SIG_I (encrypted); CERTREQ names our CA by its subject
+    DN (RFC 2408 section 3.10)."""
+    left, right = _signed()
+    left, right = (replace(c, phase1_mode=ExchangeMode.AGGRESSIVE) for c in (left, right))
+    peers = Peers(left, right)
+    peers.start()
+    peers.run()
+    assert peers.left.sa.state is peers.right.sa.state is V1State.ESTABLISHED
+    first, second, third = (d for _, d in peers.sent[:3])
+    assert all(d[18] == ExchangeType.AGGRESSIVE for d in (first, second, third))
+    ca_dn = CA[0].subject.public_bytes()
+    (request,) = [p for p in _payloads(first) if isinstance(p, CertReqPayload)]
+    assert request.authority == ca_dn
+    reply = _payloads(second)
+    assert [type(p) for p in reply if isinstance(p, CertPayload | SigPayload)] == [
+        CertPayload,
+        SigPayload,
+    ]
+    assert any(isinstance(p, CertReqPayload) and p.authority == ca_dn for p in reply)
+    assert third[19] & 1  # message 3 (CERT SIG_I) is encrypted
+    assert peers.left.of(IkeSaEstablished)[0].remote_id == "right.example"
+    assert peers.right.of(IkeSaEstablished)[0].remote_id == "left.example"
+    assert peers.left.of(ChildSaEstablished)[0].encr_key_out == (
+        peers.right.of(ChildSaEstablished)[0].encr_key_in
+    )
+    assert peers.left.sa.dropped == peers.right.sa.dropped == 0
+
+
+def test_aggressive_initiator_from_another_ca_fails_at_the_responder() -> None:
+    left, right = _signed()
+    left, right = (replace(c, phase1_mode=ExchangeMode.AGGRESSIVE) for c in (left, right))
+    left = _stranger(left, "left.example")
+    peers = Peers(left, replace(right, half_open_timeout=20.0))
+    peers.start()
+    peers.run()
+    _until_quiet(peers)
+    (failed,) = peers.right.of(IkeSaFailed)
+    assert failed.notify == NotifyType.AUTHENTICATION_FAILED
+    assert failed.reason.startswith("AUTHENTICATION_FAILED: Aggressive mode message 3: ")
+    assert "certificate CN=left.example,O=vpnfleet test is not trusted" in failed.reason
+    # The initiator is up after message 2 (RFC 2409 section 5.4); its Quick mode
+    # goes unanswered.
+    assert peers.left.of(ChildSaFailed)
+
+
+def test_aggressive_responder_from_another_ca_fails_at_the_initiator() -> None:
+    left, right = _signed()
+    left, right = (replace(c, phase1_mode=ExchangeMode.AGGRESSIVE) for c in (left, right))
+    right = _stranger(right, "right.example")
+    peers = Peers(left, replace(right, half_open_timeout=20.0))
+    peers.start()
+    peers.run()
+    assert peers.left.sa.dropped >= 1
+    assert "is not trusted" in (peers.left.sa.last_drop or "")
+    _until_quiet(peers)
+    (failed,) = peers.left.of(IkeSaFailed)
+    assert failed.notify == NotifyType.AUTHENTICATION_FAILED
+    assert failed.reason.startswith("AUTHENTICATION_FAILED: Aggressive mode message 2: ")
+    assert "certificate CN=right.example,O=vpnfleet test is not trusted" in failed.reason
+    assert peers.right.of(IkeSaFailed)
+    assert not peers.left.of(IkeSaEstablished)
 
 
 def test_identity_must_be_in_the_certificate() -> None:
@@ -103,15 +189,26 @@ def test_psk_against_signatures_is_no_proposal_chosen() -> None:
     assert "theirs [aes256-sha256-modp2048-ECDSA_256]" in failed.reason
 
 
-def test_rsa_keys_and_aggressive_signatures_are_refused() -> None:
+def test_rsa_keys_are_refused() -> None:
     left, _ = left_right()
     key = rsa.generate_private_key(65537, 2048)
     cert = make_leaf(CA, "left.example", key, dns("left.example"))
-    with pytest.raises(LocalError, match="ECDSA"):
+    with pytest.raises(LocalError, match=r"PKCS#1 v1\.5 without DigestInfo"):
         replace(left, psk=b"", certificates=CertificateAuth(cert, key, (CA[0],)))
-    signed, _ = _signed()
-    with pytest.raises(UnsupportedTransform, match="Main mode only"):
-        replace(signed, phase1_mode=ExchangeMode.AGGRESSIVE)
+
+
+def test_why_rsa_is_refused() -> None:
+    """IKEv1 RSA signs the bare HASH_I in PKCS#1 v1.5 type 1 padding, no DigestInfo
+    (RFC 2409 section 5.1; strongSwan's SIGN_RSA_EMSA_PKCS1_NULL). The closest the
+    cryptography library comes, a Prehashed PKCS#1 v1.5 signature, wraps the hash in
+    a DigestInfo (the 19-byte SHA-256 prefix of RFC 8017 section 9.2), which a peer
+    would not verify: so RSA keys are refused rather than signed in Python."""
+    key = rsa.generate_private_key(65537, 2048)
+    digest = bytes(range(32))
+    signature = key.sign(digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+    signed = key.public_key().recover_data_from_signature(signature, padding.PKCS1v15(), None)
+    assert signed != digest
+    assert signed == bytes.fromhex("3031300d060960864801650304020105000420") + digest
 
 
 def test_wall_time_is_required_with_certificates() -> None:
