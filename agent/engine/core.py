@@ -16,11 +16,9 @@ from enum import Enum
 from typing import Protocol
 
 from ..ike.config import Identity
-from ..ike.errors import CommandRefused
 from ..ike.events import Address, IkeEvent
 from ..ike.nat import NatResult
 from ..ike.states import IkeSaState
-from ..ike.v1.quick import QuickMode
 from ..ike.v1.sa import IkeV1Sa, V1State
 from ..plan import IkeVersion
 
@@ -119,18 +117,3 @@ def deletable(sa: IkeCore) -> bool:
 def deleting(sa: IkeCore) -> bool:
     """Our Delete is in flight (IKEv2 only: an IKEv1 Delete is one message)."""
     return sa.state is IkeSaState.DELETING
-
-
-def start_quick_mode(sa: IkeV1Sa, now: float) -> bytes:
-    """A new Quick mode (RFC 2409 section 5.5) for the SA's child policy on an
-    established ISAKMP SA: IKEv1 has no rekey exchange, a child is replaced by a new
-    Quick mode. Returns the inbound SPI it offers, by which the caller knows the child
-    as its own. Unlike the core's ``rekey_child``, which deletes the old SA as soon as
-    message 2 arrives, nothing is deleted here: the engine switches and deletes when
-    the responder surely holds the new SA (it does only from message 3), and settles
-    collisions (both ends replacing the child at once)."""
-    if sa.state is not V1State.ESTABLISHED:
-        raise CommandRefused(f"cannot start Quick mode on an IKEv1 SA in state {sa.state.value}")
-    exchange = QuickMode.initiate(sa, sa.config.child, now)
-    sa.quick[exchange.message_id] = exchange
-    return exchange.spi_in

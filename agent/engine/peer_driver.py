@@ -1345,7 +1345,7 @@ class PeerDriver:
         if isinstance(sa, IkeV1Sa):
             if self.rekeying_child is not None:
                 raise CommandRefused("a Quick mode replacing the child is already under way")
-            spi = core.start_quick_mode(sa, self.host.now())
+            spi = sa.start_quick_mode(self.host.now())
             self.v1_started.add(spi)
             self.rekeying_child = child.spi_in
             self._service(sa)

@@ -2,7 +2,8 @@
 
 The same shape as the IKEv2 ``IkeSa`` (agent/ike/ike_sa.py), so one driver can run
 either: commands (``initiate``, ``delete``, ``delete_child``, ``rekey_child``,
-``check_liveness``; each takes ``now``), ``receive_datagram(data, addr, now)``, ``handle_timer(now)``;
+``start_quick_mode``, ``check_liveness``; each takes ``now``),
+``receive_datagram(data, addr, now)``, ``handle_timer(now)``;
 outputs ``datagrams_to_send(now)``, ``get_timer()``, ``next_event()``. Events are the
 IKEv2 core's (agent/ike/events.py): IkeSaEstablished carries the cookies as SPIs,
 ChildSaEstablished the IKEv2 transform numbers the data plane installs.
@@ -1505,6 +1506,17 @@ class IkeV1Sa:
         if initiator:
             self.send_informational([DeletePayload(DOI_IPSEC, ProtocolId.IPSEC_ESP, (old.spi_in,))])
             self._remove_child(old, "rekeyed")
+
+    def start_quick_mode(self, now: float) -> bytes:
+        """A new Quick mode (RFC 2409 section 5.5) for the child policy, replacing
+        nothing: IKEv1 has no rekey exchange, so a driver that times the switch and the
+        old SA's delete itself (it may move outbound traffic only once the responder
+        holds the new SA, from message 3) starts the replacement with this. Returns the
+        inbound SPI offered, by which the caller knows the new child as its own."""
+        self._require_established("start a Quick mode")
+        exchange = QuickMode.initiate(self, self.config.child, now)
+        self._keep(exchange)
+        return exchange.spi_in
 
     def rekey_child(self, spi_in: bytes, now: float) -> None:
         """A new Quick mode for the child's policy (PFS when its proposals name a
