@@ -254,9 +254,38 @@ def test_a_hub_and_spoke_with_mixed_versions_is_refused(tmp_path: Path) -> None:
         "s1",
         "s2",
     }
-    # The same construct with one version throughout plans.
-    ok = make(tmp_path / "ok", HUB_SPOKE, HUB_SPOKE_TOPOLOGY, group_vars__all="ike_version: 1\n")
-    assert peer(plans_of(ok), "s1", "hub").ike_version is IkeVersion.V1
+    # The same construct with one version throughout is refused for another reason: a
+    # hub carries the other spokes' subnets, more than IKEv1's one Quick mode ID pair.
+    v1 = make(tmp_path / "v1", HUB_SPOKE, HUB_SPOKE_TOPOLOGY, group_vars__all="ike_version: 1\n")
+    errors = plan_errors(v1)
+    assert len(errors) == 2 and all("one subnet pair per Quick mode SA" in e for e in errors)
+
+
+def test_an_ikev1_pair_with_more_than_one_subnet_pair_is_refused(tmp_path: Path) -> None:
+    """RFC 2409 section 5.5: a Quick mode carries one ID pair; the agent makes one Quick
+    mode SA per peer, so a second subnet would go unprotected: refused, named, located."""
+    hosts = MESH.replace("subnets: [10.1.1.0/24]", "subnets: [10.1.1.0/24, 10.1.9.0/24]")
+    root = make(tmp_path / "inv", hosts, **V1_MESH)
+    errors = plan_errors(root)
+    assert len(errors) == 2
+    assert errors[0] == (
+        f"{root / 'group_vars' / 'mesh.yaml'}:1:1: hosts a1 and a2 speak IKEv1, which "
+        "negotiates one subnet pair per Quick mode SA, and the agent makes one Quick mode "
+        "SA per peer; this tunnel would carry 10.1.1.0/24, 10.1.9.0/24 to 10.1.2.0/24: "
+        "give each IKEv1 end one subnet (a hub also carries the other spokes' subnets), "
+        "or use ike_version: 2"
+    )
+    assert "hosts a1 and a3 speak IKEv1" in errors[1]
+    # IKEv2 carries both subnets in one child SA.
+    assert len(peer(plans_of(make(tmp_path / "v2", hosts)), "a1", "a2").local_ts) == 2
+    # An external IKEv1 gateway with two subnets likewise.
+    two = external(ike_version="1").replace(
+        "subnets: [192.0.2.0/24]", "subnets: [192.0.2.0/24, 198.51.100.0/24]"
+    )
+    root = make(tmp_path / "ext", topology=MESH_TOPOLOGY + two, **V1_MESH)
+    (error,) = plan_errors(root)
+    assert "host a1 and external peer partner speak IKEv1" in error
+    assert "10.1.1.0/24 to 192.0.2.0/24, 198.51.100.0/24" in error
 
 
 def test_a_pair_disagreeing_on_aggressive_mode_is_refused(tmp_path: Path) -> None:
