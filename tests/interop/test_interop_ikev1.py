@@ -219,6 +219,22 @@ def test_ecdsa_certificates(lab: Lab, charon_initiates: bool) -> None:
     assert "authentication of 'ours.example' with ECDSA_WITH_NULL successful" in log
 
 
+@pytest.mark.parametrize("aggressive", [False, True], ids=["main", "aggressive"])
+@pytest.mark.parametrize("charon_initiates", [False, True], ids=["we-initiate", "charon-initiates"])
+def test_rsa_certificates(lab: Lab, charon_initiates: bool, aggressive: bool) -> None:
+    """RSA signatures (RFC 2409 section 5.1, RSA_SIG) with 2048-bit keys and a CA-issued
+    certificate each: our SIG is PKCS #1 v1.5 over the bare HASH_I / HASH_R, made by
+    OpenSSL (agent/ike/rsa_raw.py), which charon verifies as RSA_EMSA_PKCS1_NULL; we
+    verify its own the same way."""
+    certs = _certificates(lab.dir, "rsa")
+    lab.load(IKE, ESP, charon_initiates=charon_initiates, certs=certs, aggressive=aggressive)
+    ours_ike, ours_child = lab.establish(charon_initiates=charon_initiates)
+    _check(lab, ours_ike, ours_child)
+    log = lab.charon.log_text()
+    assert "authentication of 'ours.example' with RSA_EMSA_PKCS1_NULL successful" in log
+    assert ("AGGRESSIVE" in log) is aggressive
+
+
 @pytest.mark.parametrize("charon_initiates", [False, True], ids=["we-initiate", "charon-initiates"])
 def test_nat_oa_in_transport_mode(lab: Lab, charon_initiates: bool) -> None:
     """UDP-encapsulated transport mode (kernel-libipsec claims a NAT): NAT-OAi and

@@ -9,13 +9,11 @@ over HASH_I taken as the digest itself (no second hash; charon logs the scheme a
 ECDSA_WITH_NULL): measured against charon 5.9.8's message 5, whose SIG verifies only
 so (test_v1_sa_signatures.py), and interoperating with it (test_interop_ikev1.py).
 
-RSA signatures (RFC 2409 section 5.1: PKCS #1 type 1 over the bare HASH_I, no
-DigestInfo; strongSwan's SIGN_RSA_EMSA_PKCS1_NULL) need a raw RSA private-key
-operation that the cryptography library does not offer (its Prehashed PKCS #1 v1.5
-signature adds the DigestInfo, test_v1_sa_signatures.py), and one hand-made in Python
-would leak the key through timing: an RSA key is refused when configured. Verifying
-such a signature would be possible (recover_data_from_signature with no hash), but
-IKEv1 negotiates one authentication method for both ends.
+RSA (RFC 2409 section 5.1, method RSA_SIG): SIG is the PKCS #1 v1.5 type 1 block of
+HASH_I / HASH_R itself, with no DigestInfo (strongSwan's SIGN_RSA_EMSA_PKCS1_NULL), made
+by OpenSSL through rsa_raw.py (the cryptography library adds a DigestInfo); HASH_I and
+HASH_R use the negotiated prf. Verified with recover_data_from_signature, which
+returns the signed octets for comparison with ours.
 
 The peer's certificate path and identity are checked as for IKEv2 (chain.py,
 signatures.identity_in_certificate); CERTREQ names each trust anchor by its subject
@@ -26,14 +24,15 @@ certificate (its default ``send_cert = ifasked``).
 from __future__ import annotations
 
 import datetime
+import hmac
 from collections.abc import Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
-from .. import chain, signatures
+from .. import chain, rsa_raw, signatures
 from ..config import Identity
 from ..errors import LocalError, ProtocolError
 from ..signatures import CertificateAuth
@@ -53,13 +52,10 @@ def auth_method(credentials: CertificateAuth) -> AuthMethod:
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name in _CURVES:
         return _CURVES[key.curve.name][0]
     if isinstance(key, rsa.RSAPrivateKey):
-        raise LocalError(
-            "RSA signatures in IKEv1 need PKCS#1 v1.5 without DigestInfo, which this "
-            "build cannot make; use an ECDSA key (P-256, P-384 or P-521, RFC 4754)"
-        )
+        return AuthMethod.RSA_SIG
     raise LocalError(
-        f"IKEv1 signatures here are ECDSA on P-256, P-384 or P-521 (RFC 4754), not "
-        f"{type(key).__name__}"
+        f"IKEv1 signatures here are RSA (RFC 2409 section 5.1) or ECDSA on P-256, P-384 "
+        f"or P-521 (RFC 4754), not {type(key).__name__}"
     )
 
 
@@ -71,8 +67,16 @@ def _curve(method: int) -> tuple[hashes.HashAlgorithm, int]:
 
 
 def sign(credentials: CertificateAuth, digest: bytes) -> bytes:
-    """SIG_I / SIG_R: r | s over HASH_I / HASH_R as the digest."""
+    """SIG_I / SIG_R over HASH_I / HASH_R: with RSA the PKCS #1 v1.5 type 1 signature
+    of the hash itself; with ECDSA r | s over the hash as the digest."""
     key = credentials.private_key
+    if isinstance(key, rsa.RSAPrivateKey):
+        der = key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return rsa_raw.sign_pkcs1_null(der, digest)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     hash_algorithm, size = _curve(auth_method(credentials))
     der = key.sign(digest, ec.ECDSA(utils.Prehashed(hash_algorithm)))
@@ -142,7 +146,10 @@ def verify_peer(
 
 
 def verify_signature(public: object, method: int, digest: bytes, signature: bytes) -> bool:
-    """Whether ``signature`` (r | s) is the ECDSA signature of ``digest`` by ``public``."""
+    """Whether ``signature`` is the RSA_SIG or ECDSA (r | s) signature of ``digest`` by
+    ``public``."""
+    if method == AuthMethod.RSA_SIG:
+        return _verify_rsa(public, digest, signature)
     hash_algorithm, size = _curve(method)
     if not isinstance(public, ec.EllipticCurvePublicKey) or len(signature) != 2 * size:
         return False
@@ -154,3 +161,14 @@ def verify_signature(public: object, method: int, digest: bytes, signature: byte
     except InvalidSignature:
         return False
     return True
+
+
+def _verify_rsa(public: object, digest: bytes, signature: bytes) -> bool:
+    """PKCS #1 v1.5 with no DigestInfo: the octets the signature carries are ``digest``."""
+    if not isinstance(public, rsa.RSAPublicKey):
+        return False
+    try:
+        signed = public.recover_data_from_signature(signature, padding.PKCS1v15(), None)
+    except (InvalidSignature, ValueError):
+        return False
+    return hmac.compare_digest(signed, digest)

@@ -117,8 +117,8 @@ class IkeV1Config:
     selector each way (IKEv1 ID payloads carry one), tunnel or transport."""
     phase1_mode: ExchangeMode = ExchangeMode.MAIN
     certificates: CertificateAuth | None = None
-    """Authenticate both ways with ECDSA signatures and X.509 certificates (RFC 2409
-    section 5.1, RFC 4754) instead of the pre-shared key, in Main or Aggressive mode."""
+    """Authenticate both ways with RSA or ECDSA signatures and X.509 certificates (RFC
+    2409 section 5.1, RFC 4754) instead of the pre-shared key, in Main or Aggressive mode."""
     ike_lifetime: int = DEFAULT_IKE_LIFETIME
     child_lifetime: int = DEFAULT_CHILD_LIFETIME
     child_lifetime_kb: int | None = None

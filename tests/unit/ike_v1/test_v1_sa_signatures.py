@@ -1,6 +1,6 @@
-"""Main and Aggressive mode with ECDSA signatures and X.509 certificates (RFC 2409 section 5.1,
-RFC 4754 section 8) between two IkeV1Sa on fake time, and our SIG convention checked
-against charon 5.9.8's logged message 5."""
+"""Main and Aggressive mode with RSA and ECDSA signatures and X.509 certificates (RFC 2409
+section 5.1, RFC 4754 section 8) between two IkeV1Sa on fake time, and our ECDSA SIG
+convention checked against charon 5.9.8's logged message 5."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from dataclasses import replace
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from tests.support.certs import CA, dns, make_ca, make_leaf
 from tests.support.ike_v1_peers import Peers, left_right
@@ -189,26 +188,99 @@ def test_psk_against_signatures_is_no_proposal_chosen() -> None:
     assert "theirs [aes256-sha256-modp2048-ECDSA_256]" in failed.reason
 
 
-def test_rsa_keys_are_refused() -> None:
-    left, _ = left_right()
+def _rsa(config: IkeV1Config, host: str, bits: int = 2048) -> IkeV1Config:
+    key = rsa.generate_private_key(65537, bits)
+    cert = make_leaf(CA, host, key, dns(host))
+    return replace(config, psk=b"", certificates=CertificateAuth(cert, key, (CA[0],)))
+
+
+def _rsa_pair() -> tuple[IkeV1Config, IkeV1Config]:
+    left, right = left_right()
+    return _rsa(left, "left.example"), _rsa(right, "right.example", 3072)
+
+
+def test_rsa_main_mode_establishes() -> None:
+    """RFC 2409 section 5.1 with RSA_SIG: each SIG is the PKCS #1 v1.5 type 1 signature
+    of HASH_I / HASH_R itself (rsa_raw.py), verified by the other end. The two keys are
+    of different sizes, so each end checks a signature as long as the other's modulus."""
+    left, right = _rsa_pair()
+    assert left.auth is right.auth is AuthMethod.RSA_SIG
+    peers = Peers(left, right)
+    peers.start()
+    peers.run()
+    assert peers.left.sa.state is peers.right.sa.state is V1State.ESTABLISHED
+    assert peers.left.of(IkeSaEstablished)[0].remote_id == "right.example"
+    assert peers.right.of(IkeSaEstablished)[0].remote_id == "left.example"
+    assert peers.left.of(ChildSaEstablished)[0].encr_key_out == (
+        peers.right.of(ChildSaEstablished)[0].encr_key_in
+    )
+    assert peers.left.sa.dropped == peers.right.sa.dropped == 0
+
+
+def test_rsa_aggressive_mode_sig_r_carries_the_bare_hash() -> None:
+    """Aggressive mode message 2 sends SIG_R in the clear: it is as long as the
+    responder's modulus, and under its public key it opens to the 32 octets of an
+    HMAC-SHA-256 HASH_R, no DigestInfo (RFC 2409 section 5.1)."""
+    left, right = (replace(c, phase1_mode=ExchangeMode.AGGRESSIVE) for c in _rsa_pair())
+    peers = Peers(left, right)
+    peers.start()
+    peers.run()
+    assert peers.left.sa.state is peers.right.sa.state is V1State.ESTABLISHED
+    second = peers.sent[1][1]
+    (sig,) = [p for p in _payloads(second) if isinstance(p, SigPayload)]
+    assert right.certificates is not None
+    public = right.certificates.certificate.public_key()
+    assert isinstance(public, rsa.RSAPublicKey) and len(sig.data) == 3072 // 8
+    hash_r = public.recover_data_from_signature(sig.data, padding.PKCS1v15(), None)
+    assert len(hash_r) == 32
+    assert auth.verify_signature(public, AuthMethod.RSA_SIG, hash_r, sig.data)
+    assert peers.left.sa.dropped == peers.right.sa.dropped == 0
+
+
+def test_rsa_signature_checks() -> None:
+    """verify_signature with RSA_SIG: the hash must be the signed octets exactly, the
+    signature unaltered, and the key an RSA one."""
     key = rsa.generate_private_key(65537, 2048)
     cert = make_leaf(CA, "left.example", key, dns("left.example"))
-    with pytest.raises(LocalError, match=r"PKCS#1 v1\.5 without DigestInfo"):
-        replace(left, psk=b"", certificates=CertificateAuth(cert, key, (CA[0],)))
-
-
-def test_why_rsa_is_refused() -> None:
-    """IKEv1 RSA signs the bare HASH_I in PKCS#1 v1.5 type 1 padding, no DigestInfo
-    (RFC 2409 section 5.1; strongSwan's SIGN_RSA_EMSA_PKCS1_NULL). The closest the
-    cryptography library comes, a Prehashed PKCS#1 v1.5 signature, wraps the hash in
-    a DigestInfo (the 19-byte SHA-256 prefix of RFC 8017 section 9.2), which a peer
-    would not verify: so RSA keys are refused rather than signed in Python."""
-    key = rsa.generate_private_key(65537, 2048)
+    creds = CertificateAuth(cert, key, (CA[0],))
     digest = bytes(range(32))
-    signature = key.sign(digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
-    signed = key.public_key().recover_data_from_signature(signature, padding.PKCS1v15(), None)
-    assert signed != digest
-    assert signed == bytes.fromhex("3031300d060960864801650304020105000420") + digest
+    signature = auth.sign(creds, digest)
+    public = key.public_key()
+    assert auth.verify_signature(public, AuthMethod.RSA_SIG, digest, signature)
+    assert not auth.verify_signature(public, AuthMethod.RSA_SIG, digest[:-1], signature)
+    assert not auth.verify_signature(public, AuthMethod.RSA_SIG, bytes(32), signature)
+    flipped = signature[:-1] + bytes([signature[-1] ^ 1])
+    assert not auth.verify_signature(public, AuthMethod.RSA_SIG, digest, flipped)
+    assert not auth.verify_signature(public, AuthMethod.RSA_SIG, digest, signature[1:])
+    other = ec.generate_private_key(P256).public_key()
+    assert not auth.verify_signature(other, AuthMethod.RSA_SIG, digest, signature)
+
+
+def test_rsa_against_ecdsa_is_no_proposal_chosen() -> None:
+    """IKEv1 carries the authentication method in the phase 1 transform (RFC 2409
+    appendix A): RSA_SIG and ECDSA_256 do not match."""
+    left, _ = _rsa_pair()
+    _, right = _signed()
+    peers = Peers(left, right)
+    peers.start()
+    peers.run()
+    (failed,) = peers.right.of(IkeSaFailed)
+    assert "theirs [aes256-sha256-modp2048-RSA_SIG]" in failed.reason
+
+
+def test_an_rsa_responder_from_another_ca_fails_main_mode() -> None:
+    left, right = _rsa_pair()
+    stranger = make_ca("Stranger CA")
+    key = rsa.generate_private_key(65537, 2048)
+    cert = make_leaf(stranger, "right.example", key, dns("right.example"))
+    right = replace(right, certificates=CertificateAuth(cert, key, (CA[0],)))
+    peers = Peers(left, replace(right, half_open_timeout=20.0))
+    peers.start()
+    peers.run()
+    _until_quiet(peers)
+    (failed,) = peers.left.of(IkeSaFailed)
+    assert failed.notify == NotifyType.AUTHENTICATION_FAILED
+    assert "certificate CN=right.example,O=vpnfleet test is not trusted" in failed.reason
 
 
 def test_wall_time_is_required_with_certificates() -> None:
