@@ -1395,7 +1395,11 @@ class IkeV1Sa:
     def _on_delete(self, delete: DeletePayload) -> None:
         if delete.protocol == ProtocolId.ISAKMP:
             if self.icookie + self.rcookie in delete.spis:
-                self._finish_delete("deleted by peer")
+                # A phase 1 Delete deletes no IPsec SA (RFC 2408 section 3.15: each is
+                # deleted by its own SPI; the peer may have moved them to a newer
+                # ISAKMP SA, as on reauthentication): its Quick mode SAs stay in
+                # ``children`` for the driver to adopt or release.
+                self._finish_delete("deleted by peer", children_stay=True)
             return
         if delete.protocol != ProtocolId.IPSEC_ESP:
             return
@@ -1606,11 +1610,17 @@ class IkeV1Sa:
             name = child.established.name
             self.emit(ChildSaDeleted(name, child.spi_in, child.spi_out, reason))
 
-    def _finish_delete(self, reason: str) -> None:
+    def release_children(self, reason: str) -> None:
+        """Let go of the Quick mode SAs a peer's phase 1 Delete left in ``children``
+        (no other ISAKMP SA with the peer to adopt them): ChildSaDeleted for each."""
+        for child in list(self.children.values()):
+            self._remove_child(child, reason)
+
+    def _finish_delete(self, reason: str, *, children_stay: bool = False) -> None:
         if self.is_closed:
             return
-        for child in list(self.children.values()):
-            self._remove_child(child, f"IKE SA deleted: {reason}")
+        if not children_stay:
+            self.release_children(f"IKE SA deleted: {reason}")
         self._transition(V1Input.DELETED)
         self._flight = self._dpd_pending = None
         self.emit(IkeSaDeleted(self.icookie, self.rcookie, reason))
