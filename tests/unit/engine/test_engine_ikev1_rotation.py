@@ -75,17 +75,24 @@ async def test_rotate_psk_waves_responder_first_then_initiator(ab: Fleet) -> Non
     one_pair(ab)
 
 
+@pytest.mark.parametrize("aggressive", [False, True], ids=["main", "aggressive"])
 @pytest.mark.parametrize("first", ["a", "b"])
-async def test_staged_psk_change_accept_use_final(ab: Fleet, first: str) -> None:
+async def test_staged_psk_change_accept_use_final(first: str, aggressive: bool) -> None:
     """``apply`` stages a key change of both ends: accept (old key, new accepted), use
     (new key, old accepted), final. Either end may be a step ahead of the other: the
-    Main mode responder finds the key the initiator used among its own and accepted
-    ones, so every re-establishment on the way succeeds at the first attempt."""
+    Main mode responder (the Aggressive mode initiator) finds the key the other end
+    used among its own and accepted ones, so every re-establishment on the way succeeds
+    at the first attempt."""
+    ab = Fleet("a", "b")
+    await ab.start()
+    await ab.mesh(a=keyed(OLD, aggressive=aggressive), b=keyed(OLD, aggressive=aggressive))
     a, b = ab["a"], ab["b"]
+    assert a.engine.peers_up() == 1
     other = "b" if first == "a" else "a"
     traffic = Traffic(ab, a, b)
     generation = 2
-    for edit in (keyed(OLD, (NEW,)), keyed(NEW, (OLD,)), keyed(NEW)):
+    steps = ((OLD, (NEW,)), (NEW, (OLD,)), (NEW, ()))
+    for edit in (keyed(k, acc, aggressive=aggressive) for k, acc in steps):
         for host in (first, other):
             peer = "b" if host == "a" else "a"
             await ab.apply(host, node_plan(host, [peer], generation, edit))
