@@ -13,18 +13,30 @@ and deletes the old one with a phase 1 Delete only: the child SAs stay at both e
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.interop.test_interop_ikev1 import ESP, IKE, Lab, lab  # noqa: F401 (fixture)
-from tests.support.charon import skip_reason
+from tests.interop.test_interop_ikev1 import ESP, IKE, Lab
+from tests.support.charon import interop_setup, skip_reason
 
 pytestmark = [
     pytest.mark.interop,
     pytest.mark.netns,
     pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or ""),
 ]
+
+
+@pytest.fixture(name="lab")
+def v1_lab() -> Iterator[Lab]:
+    with interop_setup(log_level=1) as (topology, charon, directory):
+        built = Lab(charon, topology.our_ns, directory)
+        try:
+            yield built
+        finally:
+            if built.ours is not None:
+                built.ours.close()
 
 
 def _established(lab: Lab) -> list[dict[str, Any]]:
