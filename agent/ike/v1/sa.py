@@ -16,6 +16,17 @@ ChildSaEstablished the IKEv2 transform numbers the data plane installs.
   signatures (5.1) CERTREQ follows IDii and SIG_R, and CERT SIG stand for the HASH.
   NAT traversal per RFC 3947 (vendor ID, NAT-D, float to UDP 4500 with the first
   encrypted message), DPD per RFC 3706 (vendor ID, R-U-THERE / R-U-THERE-ACK).
+- Pre-shared key rotation: SKEYID hangs on the key (section 5), so the end that cannot
+  choose it tries ours and then each of ``config.accepted_psks``: a Main mode responder
+  keeps the key under which message 5 decrypts and HASH_I verifies, an Aggressive mode
+  initiator the one under which HASH_R verifies (the Aggressive mode responder proves
+  itself first, with its own key; a Main mode initiator always uses its own).
+- Reauthentication keeping phase 2: an initiator made with ``quick_mode=False`` starts
+  no Quick mode once phase 1 is up; its driver moves the Quick mode SAs of the ISAKMP SA
+  it replaces over (``adopt_children``) and deletes that one, which is then a phase 1
+  Delete only. A peer's phase 1 Delete leaves the Quick mode SAs in ``children`` (RFC
+  2408 section 3.15: an IPsec SA is deleted by its own SPI) for the driver to adopt
+  elsewhere or let go (``release_children``).
 - Quick mode (RFC 2409 section 5.5) lives in quick.py; informational exchanges
   (RFC 2409 section 5.7: notifies and deletes under HASH(1)) here.
 - Lifetimes: phase 1 lives for our LIFE_DURATION or the peer's when shorter; a
