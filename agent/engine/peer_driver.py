@@ -898,7 +898,14 @@ class PeerDriver:
             # A child on an SA we are about to drop; it goes with its SA.
             self.v1_started.discard(event.spi_in)
             return
-        if isinstance(sa, IkeV1Sa) and self.child is not None and self.child.spi_in in sa.children:
+        if (
+            isinstance(sa, IkeV1Sa)
+            and self.child is not None
+            and self.child.spi_in in sa.children
+            and self.child.mode == event.mode
+        ):
+            # Also after a reauthentication adopted the child: the initiator of a changed
+            # peer's new Main mode brings a Quick mode all the same.
             self._v1_child_replaced(sa, event)
             return
         remote = sa.peer[0] if sa.peer else str(self.peer.remote_addresses[0])
