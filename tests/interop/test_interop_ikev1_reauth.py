@@ -1,6 +1,7 @@
-"""IKEv1 reauthentication against a real strongSwan charon (Debian 5.9, ``version =
-1``) in network namespaces: does phase 2 survive a new Main mode and the old ISAKMP
-SA's phase 1 Delete, each side reauthenticating?
+"""IKEv1 reauthentication and PSK rotation against a real strongSwan charon (Debian
+5.9, ``version = 1``) in network namespaces: does phase 2 survive a new Main mode and
+the old ISAKMP SA's phase 1 Delete, each side reauthenticating? Does our end find the
+old key charon still uses among its accepted ones?
 
 What charon 5.9 does (measured here, and in its source: ``adopt_children_job``): when
 a Main mode completes with a peer it already holds an ISAKMP SA with (same hosts,
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.interop.test_interop_ikev1 import ESP, IKE, Lab
-from tests.support.charon import interop_setup, skip_reason
+from tests.support.charon import PSK, interop_setup, skip_reason
 
 pytestmark = [
     pytest.mark.interop,
@@ -30,7 +31,7 @@ pytestmark = [
 
 @pytest.fixture(name="lab")
 def v1_lab() -> Iterator[Lab]:
-    with interop_setup(log_level=1) as (topology, charon, directory):
+    with interop_setup(log_level=1, aggressive_psk=True) as (topology, charon, directory):
         built = Lab(charon, topology.our_ns, directory)
         try:
             yield built
@@ -114,3 +115,30 @@ def test_charons_reauthentication_moves_its_child_without_a_quick_mode(lab: Lab)
     assert peer.wait("ChildSaDeleted", timeout=5)["spi_in"] == child["spi_in"]
     _until(lambda: not _installed(_established(lab)[0]))
     assert not _installed(_established(lab)[0]), lab.charon.list_sas()
+
+
+@pytest.mark.parametrize(
+    ("aggressive", "charon_initiates"),
+    [(False, True), (True, False)],
+    ids=["main-charon-initiates", "aggressive-we-initiate"],
+)
+def test_charon_on_the_old_key_meets_us_on_the_new_accepting_it(
+    lab: Lab, aggressive: bool, charon_initiates: bool
+) -> None:
+    """PSK rotation halfway: we hold the new key and accept the old one charon still
+    has. Where we cannot choose the key, we find charon's among ours: as the Main mode
+    responder at message 5, as the Aggressive mode initiator at HASH_R (charon, the
+    Aggressive mode responder, proves itself with its key first)."""
+    peer = lab.load(
+        IKE,
+        ESP,
+        charon_initiates=charon_initiates,
+        aggressive=aggressive,
+        our_psk="the new key after a rotation",
+        accepted_psks=[PSK],
+    )
+    ike, child = lab.establish(charon_initiates=charon_initiates)
+    (sa,) = _established(lab)
+    assert (sa["initiator-spi"], sa["responder-spi"]) == (ike["spi_i"], ike["spi_r"])
+    assert _installed(sa) == [(child["spi_out"], child["spi_in"])]
+    assert not [e for e in peer.seen if e["event"] == "Dropped"]

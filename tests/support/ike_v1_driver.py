@@ -82,6 +82,7 @@ def load_config(spec: dict[str, Any]) -> IkeV1Config:
         half_open_timeout=float(spec.get("half_open_timeout", 30.0)),
         ike_lifetime=int(spec.get("ike_lifetime", DEFAULT_IKE_LIFETIME)),
         child_lifetime_kb=spec.get("child_lifetime_kb"),
+        accepted_psks=tuple(k.encode() for k in spec.get("accepted_psks", ())),
     )
 
 
