@@ -15,6 +15,7 @@ from tests.support.engine_pair import Fleet, PlanEdit, Traffic, node_plan
 from tests.unit.engine.test_engine_ikev1 import ikev1, one_pair, v1_sa
 from vpnfleet.agent.ike.v1.config import IkeV1Config
 from vpnfleet.agent.ike.v1.sa import IkeV1Sa
+from vpnfleet.agent.sink import RekeyTarget
 from vpnfleet.protos import plan_pb2
 
 OLD = hashlib.sha256(b"a/b/1").digest()  # the key sample plans give the pair a, b
@@ -156,4 +157,33 @@ async def test_a_shorter_responder_lifetime_brings_the_reauthentication_forward(
     assert sa.is_closed and v1_sa(fleet, "a", "b") is not sa
     assert not [e for e in a.events() if "expired" in e.detail]
     assert a.engine.peers_up() == 1 and b.engine.peers_up() == 1
+    one_pair(fleet)
+
+
+async def test_a_phase1_delete_leaves_the_child_to_another_isakmp_sa(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RFC 2408 section 3.15: a phase 1 Delete deletes no IPsec SA. b holds its child on
+    the old ISAKMP SA when a deletes that one (b took nothing over at the new Main mode,
+    as an end that moves its SAs only later would): the child moves to the new ISAKMP SA
+    and carries on; nothing lost, nothing installed anew."""
+    fleet = Fleet("a", "b")
+    await fleet.start()
+    await fleet.mesh(a=keyed(OLD), b=keyed(OLD))
+    a, b = fleet["a"], fleet["b"]
+    driver_b = b.engine.peers["a"]
+    monkeypatch.setattr(driver_b, "_v1_take_children", lambda sa, initial_contact: None)
+    old_b = v1_sa(fleet, "b", "a")
+    before = (a.child_spis("b"), b.child_spis("a"))
+    traffic = Traffic(fleet, a, b)
+    assert fleet.rekey("a", "b", RekeyTarget.IKE, within=1).ok
+    run_with_traffic(fleet, traffic, 8)
+    traffic.settle()
+    assert old_b.is_closed and not old_b.children
+    new_b = v1_sa(fleet, "b", "a")
+    assert new_b is not old_b and len(new_b.children) == 1
+    assert (a.child_spis("b"), b.child_spis("a")) == before
+    adopted = [e.detail for e in b.events("children_adopted")]
+    assert len(adopted) == 1 and "deleted by the peer" in adopted[0]
+    assert not b.events("child_down") and b.engine.peers_up() == 1
     one_pair(fleet)
