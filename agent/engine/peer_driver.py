@@ -23,8 +23,13 @@ the differences IKEv1 makes: it has no rekey exchange, so the child is replaced 
 Quick mode on the same ISAKMP SA (the responder switches at once, the initiator once
 the responder surely holds the new SA; then the old one is deleted; both ends replacing
 it at once keep the same one, :meth:`PeerDriver._v1_child_replaced`), and the ISAKMP SA
-by a new Main mode whose own Quick mode takes the child over, as for a re-established
-IKEv2 peer, before the old ISAKMP SA and its Quick mode SAs are deleted.
+is reauthenticated by a new Main mode that keeps phase 2: it starts no Quick mode, both
+ends move the child SAs over to it (:meth:`PeerDriver._v1_take_children`; strongSwan
+does the same), and the old ISAKMP SA goes with a phase 1 Delete only, which deletes
+no IPsec SA (RFC 2408 section 3.15). A new Main mode for a changed peer still brings
+its own Quick mode (the child may change), as for a re-established IKEv2 peer. The
+reauthentication is due at the plan's jittered rekey time, or earlier at the core's
+``rekey_due`` (a peer's RESPONDER-LIFETIME may shorten the ISAKMP SA).
 """
 
 from __future__ import annotations
@@ -103,6 +108,11 @@ peer is rekeying or deleting that SA (or rekeying the IKE SA), or has just repla
 ACTIVATE_WAIT = 2.0
 """Seconds the responder of a new IKE SA replacing ours keeps sending on the old child
 when the peer does not delete the old SA (within the old inbound SA's grace period)."""
+
+REAUTH_DELETE_WAIT = 2.0
+"""IKEv1: seconds after a reauthentication took the child SAs over before the old ISAKMP
+SA is deleted (its initiator; the responder waits twice as long): the peer moves its own
+child SAs when phase 1 completes there, and a phase 1 Delete must not overtake that."""
 
 QUICK_ACTIVATE_TIMEOUTS = 3
 """IKEv1: retransmission timeouts the initiator of a Quick mode replacing the child waits
@@ -254,6 +264,10 @@ class PeerDriver:
         it lives, another new child is a collision: both ends replaced it at once)."""
         self.v1_round_timer: TimerHandle | None = None
         """IKEv1: ends a child replacement (activates our outbound, deletes the old)."""
+        self.v1_reauth_timer: TimerHandle | None = None
+        """IKEv1: deletes the ISAKMP SA a reauthentication took the child SAs from."""
+        self.ike_rekey_mono = 0.0
+        """When ``ike_timer`` fires (the engine's monotonic clock)."""
 
     def __repr__(self) -> str:
         return f"PeerDriver({self.name!r}, {self.state.value})"
@@ -297,12 +311,13 @@ class PeerDriver:
             self.retry_timer,
             self.activation_timer,
             self.v1_round_timer,
+            self.v1_reauth_timer,
             *self.rekey_retry_timers.values(),
         ):
             if handle is not None:
                 handle.cancel()
         self.ike_timer = self.child_timer = self.retry_timer = self.activation_timer = None
-        self.v1_round_timer = None
+        self.v1_round_timer = self.v1_reauth_timer = None
         self.rekey_retry_timers.clear()
 
     def note_error(self, reason: str, now: float) -> None:
@@ -429,6 +444,7 @@ class PeerDriver:
         sa = self.ike
         if sa is not None and established(sa) and old.next_ike_rekey_at:
             delay = max(1.0, old.next_ike_rekey_at - wall)
+            self.ike_rekey_mono = now + delay
             self.ike_timer = host.scheduler.call_at(now + delay, self._timed_ike_rekey)
         child = self.child
         if child is not None and child.next_rekey_at:
@@ -476,7 +492,9 @@ class PeerDriver:
 
     # -- starting IKE SAs --------------------------------------------------------------------
 
-    def initiate(self) -> None:
+    def initiate(self, *, quick_mode: bool = True) -> None:
+        """A new IKE SA with the peer. ``quick_mode=False`` (IKEv1 reauthentication):
+        no Quick mode follows phase 1, the child SAs are taken over instead."""
         if self.config is None:
             return
         host = self.host
@@ -501,7 +519,7 @@ class PeerDriver:
             config = self.config
             if config.initial_contact != alone:
                 config = dataclasses.replace(config, initial_contact=alone)
-            sa = IkeV1Sa(config, Role.INITIATOR, local)
+            sa = IkeV1Sa(config, Role.INITIATOR, local, quick_mode=quick_mode)
         else:
             v2 = IkeSa(self.config, Role.INITIATOR, local)
             v2.initial_contact = alone
@@ -659,6 +677,96 @@ class PeerDriver:
         host.publish(
             "ike_up", self.name, f"{event.proposal} {sa.spi_i.hex()}_i {sa.spi_r.hex()}_r{nat}"
         )
+        if isinstance(sa, IkeV1Sa):
+            self._v1_take_children(sa, event.initial_contact)
+
+    def _v1_take_children(self, sa: IkeV1Sa, initial_contact: bool) -> None:
+        """IKEv1 reauthentication keeps phase 2: the new ISAKMP SA adopts the child SAs of
+        the one it replaces (their delete, replacement and liveness go over it from now
+        on; the SAs themselves, and the data plane, do not change), and the old one is
+        deleted after :data:`REAUTH_DELETE_WAIT` with a phase 1 Delete only. strongSwan
+        5.9 does the same at both ends (it moves the CHILD_SAs of an ISAKMP SA with the
+        same peer, hosts and identities to the new one when phase 1 completes, and
+        deletes the old ISAKMP SA a little later). The responder adopts whenever the
+        peer did not say INITIAL-CONTACT (a restarted peer holds none of them); when the
+        initiator brings a Quick mode all the same (a changed peer, an older agent), it
+        replaces the adopted child as any Quick mode does. The initiator of a
+        reauthentication with nothing left to adopt starts the Quick mode itself."""
+        child, host = self.child, self.host
+        holder: IkeV1Sa | None = None
+        if child is not None and not initial_contact and not (sa.is_initiator and sa.quick_mode):
+            holder = next(
+                (
+                    s
+                    for s in self.drivers
+                    if s is not sa
+                    and isinstance(s, IkeV1Sa)
+                    and established(s)
+                    and child.spi_in in s.children
+                ),
+                None,
+            )
+        if holder is None:
+            if sa.is_initiator and not sa.quick_mode:
+                sa.start_quick_mode(host.now())
+                self._service(sa)
+            return
+        taken = sa.adopt_children(holder)
+        if holder not in self.replacing:
+            self.replacing.append(holder)
+        host.publish(
+            "children_adopted",
+            self.name,
+            f"{len(taken)} child SA(s) from {holder.spi_i.hex()}_i to {sa.spi_i.hex()}_i",
+        )
+        if self.v1_reauth_timer is not None:
+            self.v1_reauth_timer.cancel()
+        wait = REAUTH_DELETE_WAIT * (1 if sa.is_initiator else 2)
+        self.v1_reauth_timer = host.scheduler.call_at(host.now() + wait, self._v1_reauth_over)
+
+    def _v1_reauth_over(self) -> None:
+        """The ISAKMP SAs a reauthentication replaced go (those left holding the child
+        SA in force, if any, stay: nothing was adopted from them)."""
+        self.v1_reauth_timer = None
+        sa, child = self.ike, self.child
+        if not self._live() or sa is None or not established(sa):
+            return
+        for old in list(self.replacing):
+            if old is sa or (child is not None and child.spi_in in old.children):
+                continue
+            self.replacing.remove(old)
+            self.delete_sa(old)
+
+    def _v1_orphans(self, sa: IkeV1Sa, reason: str) -> None:
+        """The peer deleted ``sa`` with a phase 1 Delete, which leaves its Quick mode SAs
+        in place (RFC 2408 section 3.15): with the child in force among them they move to
+        another ISAKMP SA with the peer (the peer moved them to a newer one, e.g. after
+        reauthentications that crossed), else they are let go."""
+        child = self.child
+        target: IkeCore | None = None
+        if child is not None and child.spi_in in sa.children:
+            target = next(
+                (
+                    s
+                    for s in (self.ike, *reversed(self.replacing), *self.drivers)
+                    if s is not None and s is not sa and established(s)
+                ),
+                None,
+            )
+        if not isinstance(target, IkeV1Sa):
+            sa.release_children(f"IKE SA deleted: {reason}")
+            return  # ChildSaDeleted follow in this driver's service
+        taken = target.adopt_children(sa)
+        if self.ike is sa:
+            self.ike = target
+            if target in self.replacing:
+                self.replacing.remove(target)
+        self.host.publish(
+            "children_adopted",
+            self.name,
+            f"{len(taken)} child SA(s) from {sa.spi_i.hex()}_i (deleted by the peer) "
+            f"to {target.spi_i.hex()}_i",
+        )
 
     def _resolve_duplicate(self, current: IkeCore, new: SaDriver) -> None:
         """Two live IKE SAs for one peer. Crossed set-ups keep, on both sides, the one
@@ -695,6 +803,8 @@ class PeerDriver:
 
     def on_ike_gone(self, driver: SaDriver, reason: str, *, failed: bool) -> None:
         sa, host = driver.sa, self.host
+        if isinstance(sa, IkeV1Sa) and sa.children:
+            self._v1_orphans(sa, reason)
         if sa in self.replacing:
             self.replacing.remove(sa)
             if self.ike is not sa:
@@ -788,7 +898,14 @@ class PeerDriver:
             # A child on an SA we are about to drop; it goes with its SA.
             self.v1_started.discard(event.spi_in)
             return
-        if isinstance(sa, IkeV1Sa) and self.child is not None and self.child.spi_in in sa.children:
+        if (
+            isinstance(sa, IkeV1Sa)
+            and self.child is not None
+            and self.child.spi_in in sa.children
+            and self.child.mode == event.mode
+        ):
+            # Also after a reauthentication adopted the child: the initiator of a changed
+            # peer's new Main mode brings a Quick mode all the same.
             self._v1_child_replaced(sa, event)
             return
         remote = sa.peer[0] if sa.peer else str(self.peer.remote_addresses[0])
@@ -1271,12 +1388,30 @@ class PeerDriver:
         return max(1.0, seconds - self.host.rng.uniform(0, rand))
 
     def _schedule_ike_rekey(self) -> None:
+        """At the plan's jittered rekey time; an IKEv1 ISAKMP SA no later than its
+        ``rekey_due`` (the peer may have proposed or answered a shorter lifetime, RFC 2407
+        section 4.6.3.1, and the core deletes the SA when it ends)."""
         if self.ike_timer is not None:
             self.ike_timer.cancel()
         host, life = self.host, self.peer.lifetimes
         delay = self._jittered(life.ike_rekey_seconds, life.rand_seconds)
+        sa = self.ike
+        due = sa.rekey_due if isinstance(sa, IkeV1Sa) else None
+        if due is not None:
+            delay = min(delay, max(0.0, due - host.now()))
         self.next_ike_rekey_at = host.wall() + delay
-        self.ike_timer = host.scheduler.call_at(host.now() + delay, self._timed_ike_rekey)
+        self.ike_rekey_mono = host.now() + delay
+        self.ike_timer = host.scheduler.call_at(self.ike_rekey_mono, self._timed_ike_rekey)
+
+    def after_input(self, driver: SaDriver) -> None:
+        """An IKEv1 RESPONDER-LIFETIME may have shortened the ISAKMP SA in force: its
+        reauthentication moves up to the new ``rekey_due``."""
+        sa = driver.sa
+        if sa is not self.ike or not isinstance(sa, IkeV1Sa) or self.ike_timer is None:
+            return
+        due = sa.rekey_due
+        if due is not None and due < self.ike_rekey_mono:
+            self._schedule_ike_rekey()
 
     def _schedule_child_rekey(self) -> None:
         if self.child_timer is not None:
@@ -1325,10 +1460,9 @@ class PeerDriver:
 
     def _reauthenticate_v1(self, sa: IkeV1Sa) -> None:
         """IKEv1 has no rekey exchange: the ISAKMP SA is replaced by a new Main mode
-        (RFC 2409 section 5), make-before-break. The child moves over: the core's new
-        ISAKMP SA starts its own Quick mode, the data plane switches to it as to any
-        re-established child (``on_child_up``), then the old ISAKMP SA and its Quick
-        mode SAs are deleted."""
+        (RFC 2409 section 5), make-before-break, that keeps phase 2: no Quick mode
+        follows it, the child SAs are taken over (:meth:`_v1_take_children`), then the
+        old ISAKMP SA is deleted (phase 1 Delete only)."""
         if not established(sa):
             raise CommandRefused(f"cannot reauthenticate an IKEv1 SA in state {sa.state.value}")
         if any(s is not sa and not s.is_closed and not established(s) for s in self.drivers):
@@ -1336,7 +1470,7 @@ class PeerDriver:
             # crossing ours): when it is up it replaces this SA, which ends the wait.
             return
         self.host.publish("ike_reauthenticate", self.name, "IKEv1: new Main mode")
-        self.initiate()
+        self.initiate(quick_mode=self.child is None)
 
     def rekey_child(self) -> None:
         sa, child = self.ike, self.child

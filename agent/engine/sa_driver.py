@@ -64,6 +64,10 @@ class SaOwner(Protocol):
     def on_closed(self, driver: SaDriver) -> None:
         """The SA is closed and forgotten: the owner lets go of it."""
 
+    def after_input(self, driver: SaDriver) -> None:
+        """The SA took an input and its events were handled: deadlines the SA keeps
+        (an IKEv1 ISAKMP SA's ``rekey_due``) may have moved."""
+
 
 class SaHost(Protocol):
     """What an SA driver needs of the engine: its clocks, its sockets and its registry
@@ -143,6 +147,8 @@ class SaDriver:
                 self._handle(event)
             except Exception:
                 host.event_failed(self, event)
+        if self.owner is not None and not sa.is_closed:
+            self.owner.after_input(self)
         self.arm()
 
     def _handle(self, event: IkeEvent) -> None:

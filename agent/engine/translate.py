@@ -365,6 +365,7 @@ def ike_v1_config(
             retransmit_tries=retransmit_tries(peer.dpd.timeout_seconds),
             force_encap=peer.nat.force_encap,
             dpd_delay=float(peer.dpd.delay_seconds) if peer.dpd.delay_seconds else None,
+            accepted_psks=peer.auth.accepted_psks if certificates is None else (),
         )
     except LocalError as exc:
         raise PeerConfigError(f"peer {peer.name}: {exc}") from None

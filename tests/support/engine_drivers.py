@@ -81,6 +81,9 @@ class FakeOwner:
     def on_closed(self, driver: SaDriver) -> None:
         self._note("closed", driver)
 
+    def after_input(self, driver: SaDriver) -> None:
+        pass  # deadlines are not this fake's business
+
     def kinds(self) -> list[str]:
         return [what for what, _ in self.calls]
 

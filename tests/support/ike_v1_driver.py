@@ -5,7 +5,8 @@
 The IKEv1 twin of ike_driver.py: listens on UDP 500 and 4500 (RFC 3948 non-ESP marker
 on 4500), routes datagrams to IkeV1Sa by initiator cookie (a Main mode message 1 for
 no known SA makes a responder), takes JSON commands on stdin (``initiate``,
-``rekey_child``, ``delete_child``, ``delete_ike``, ``liveness``) and prints every
+``rekey_child``, ``delete_child``, ``delete_ike``, ``liveness``; for reauthentication
+``reauth``, ``adopt``, ``delete_oldest``) and prints every
 event as one JSON line on stdout, keys included (this is a test harness; keys are
 what the tests compare).
 
@@ -16,6 +17,7 @@ charon of tests/support/charon.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import queue
 import signal
@@ -80,6 +82,7 @@ def load_config(spec: dict[str, Any]) -> IkeV1Config:
         half_open_timeout=float(spec.get("half_open_timeout", 30.0)),
         ike_lifetime=int(spec.get("ike_lifetime", DEFAULT_IKE_LIFETIME)),
         child_lifetime_kb=spec.get("child_lifetime_kb"),
+        accepted_psks=tuple(k.encode() for k in spec.get("accepted_psks", ())),
     )
 
 
@@ -200,6 +203,22 @@ class Driver:
                 sa = IkeV1Sa(self.config, Role.INITIATOR, self.local)
                 self.sas[sa.icookie] = sa
                 sa.initiate((self.spec["peer"], IKE_PORT), now)
+            elif name == "reauth":
+                # A new Main mode that keeps phase 2: no Quick mode follows it, and no
+                # INITIAL-CONTACT (we hold an SA with the peer; the engine does the same).
+                config = dataclasses.replace(self.config, initial_contact=False)
+                sa = IkeV1Sa(config, Role.INITIATOR, self.local, quick_mode=False)
+                self.sas[sa.icookie] = sa
+                sa.initiate((self.spec["peer"], IKE_PORT), now)
+            elif name == "adopt":
+                # The newest established ISAKMP SA takes the Quick mode SAs of the others.
+                live = [s for s in self.sas.values() if s.state is V1State.ESTABLISHED]
+                taken = [live[-1].adopt_children(old) for old in live[:-1]]
+                spis = [spi.hex() for spis in taken for spi in spis]
+                print(json.dumps({"event": "Adopted", "spis": spis}), flush=True)
+            elif name == "delete_oldest":
+                live = [s for s in self.sas.values() if s.state is V1State.ESTABLISHED]
+                live[0].delete(now)
             elif name == "rekey_child":
                 sa = self.current()
                 sa.rekey_child(next(iter(sa.children)), now)

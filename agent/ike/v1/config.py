@@ -141,6 +141,20 @@ class IkeV1Config:
     """Initiator: send INITIAL-CONTACT (RFC 2407 section 4.6.3.3) with the phase 1
     identity, telling the peer we hold no other SA with it."""
 
+    accepted_psks: tuple[bytes, ...] = field(default=(), repr=False)
+    """Further pre-shared keys the peer may have authenticated with while both ends move
+    to a new key (``rotate psk``). SKEYID hangs on the key (RFC 2409 section 5), so
+    each is tried in turn: a Main mode responder keeps the one under which message 5
+    decrypts and HASH_I verifies, an Aggressive mode initiator the one under which
+    HASH_R in message 2 verifies. A Main mode initiator and an Aggressive mode
+    responder (which proves itself in message 2, before the initiator does) always use
+    ``psk``."""
+
+    @property
+    def peer_psks(self) -> tuple[bytes, ...]:
+        """Every key the peer may have used: ours first, then the accepted ones."""
+        return (self.psk, *self.accepted_psks)
+
     @property
     def auth(self) -> AuthMethod:
         """The phase 1 Authentication Method (RFC 2409 Appendix A) we offer and take."""
@@ -151,6 +165,10 @@ class IkeV1Config:
             raise LocalError("no IKEv1 proposals configured")
         if self.certificates is None and not self.psk:
             raise LocalError("empty pre-shared key")
+        if any(not key for key in self.accepted_psks):
+            raise LocalError("empty accepted pre-shared key")
+        if self.accepted_psks and self.certificates is not None:
+            raise LocalError("accepted pre-shared keys given with certificate authentication")
         if self.certificates is not None:
             auth_method(self.certificates)  # refuses keys we cannot sign with
         for name, value in (

@@ -16,6 +16,17 @@ ChildSaEstablished the IKEv2 transform numbers the data plane installs.
   signatures (5.1) CERTREQ follows IDii and SIG_R, and CERT SIG stand for the HASH.
   NAT traversal per RFC 3947 (vendor ID, NAT-D, float to UDP 4500 with the first
   encrypted message), DPD per RFC 3706 (vendor ID, R-U-THERE / R-U-THERE-ACK).
+- Pre-shared key rotation: SKEYID hangs on the key (section 5), so the end that cannot
+  choose it tries ours and then each of ``config.accepted_psks``: a Main mode responder
+  keeps the key under which message 5 decrypts and HASH_I verifies, an Aggressive mode
+  initiator the one under which HASH_R verifies (the Aggressive mode responder proves
+  itself first, with its own key; a Main mode initiator always uses its own).
+- Reauthentication keeping phase 2: an initiator made with ``quick_mode=False`` starts
+  no Quick mode once phase 1 is up; its driver moves the Quick mode SAs of the ISAKMP SA
+  it replaces over (``adopt_children``) and deletes that one, which is then a phase 1
+  Delete only. A peer's phase 1 Delete leaves the Quick mode SAs in ``children`` (RFC
+  2408 section 3.15: an IPsec SA is deleted by its own SPI) for the driver to adopt
+  elsewhere or let go (``release_children``).
 - Quick mode (RFC 2409 section 5.5) lives in quick.py; informational exchanges
   (RFC 2409 section 5.7: notifies and deletes under HASH(1)) here.
 - Lifetimes: phase 1 lives for our LIFE_DURATION or the peer's when shorter; a
@@ -255,11 +266,22 @@ class Received:
 
 
 class IkeV1Sa:
-    def __init__(self, config: IkeV1Config, role: Role, local: Address | None = None) -> None:
+    def __init__(
+        self,
+        config: IkeV1Config,
+        role: Role,
+        local: Address | None = None,
+        *,
+        quick_mode: bool = True,
+    ) -> None:
         self.config = config
         self.role = role
         self.local = local
         """Our address as the socket sees it: NAT-D needs it (RFC 3947 section 3.2)."""
+        self.quick_mode = quick_mode
+        """Initiator: start a Quick mode for the child policy once phase 1 is up. False
+        for a reauthentication whose driver moves the Quick mode SAs of the ISAKMP SA
+        it replaces over (:meth:`adopt_children`) instead."""
         self.state = V1State.CREATED
         self.icookie = random_bytes(8) if role is Role.INITIATOR else bytes(8)
         self.rcookie = bytes(8)
@@ -297,6 +319,8 @@ class IkeV1Sa:
         self._nr = b""
         self._g_xi = b""
         self._g_xr = b""
+        self._shared = b""
+        """g^xy (RFC 2409 section 5), kept to derive SKEYID under each candidate key."""
         self._sa_i_body = b""
         self._peer_id_body = b""
         """Responder in Aggressive mode: IDii_b, which HASH_I covers (message 3)."""
@@ -711,7 +735,10 @@ class IkeV1Sa:
         self._sa_i_body = message.raw_body(PayloadType.SA)
         self._peer_id_body = message.raw_body(PayloadType.ID)
         self.remote_identity = identity
-        self._install_keys(shared)
+        # HASH_R goes before any proof of the initiator's: no key can be chosen by it
+        # here, our own is used (the initiator tries its accepted ones on HASH_R).
+        self._shared = shared
+        self._install_keys(shared, self._own_psk)
         assert self.keys is not None and self.prf is not None
         own = self._own_id()
         reply: list[Payload] = [
@@ -753,13 +780,15 @@ class IkeV1Sa:
         self._take_phase1(choice)
         self._g_xr, self._nr = g_xr, nr
         self._note_vendor_ids(message)
-        self._install_keys(shared)
-        assert self.keys is not None and self.prf is not None
-        try:
-            self._verify_auth(message, identity, self._hash_r(id_body), "HASH_R")
-        except ProtocolError as exc:
+        self._shared = shared
+        # The responder proved itself with its own key before seeing any proof of ours:
+        # the key it used is whichever of ours and the accepted ones HASH_R verifies under.
+        failure = self._first_verifying(
+            lambda: self._verify_auth(message, identity, self._hash_r(id_body), "HASH_R")
+        )
+        if failure is not None:
             self.keys = self.cipher = None
-            self._auth_failed("message 2", exc)
+            self._auth_failed("message 2", failure)
         if identity != self.config.remote_id:
             self.fail(
                 f"INVALID_ID_INFORMATION: the peer is {identity}, we expect "
@@ -778,7 +807,8 @@ class IkeV1Sa:
         self._answer(self._protected_phase1(payloads), digest)
         self._heard(self.peer or addr, now)
         self._established(identity, now)
-        self._keep(QuickMode.initiate(self, self.config.child, now))
+        if self.quick_mode:
+            self._keep(QuickMode.initiate(self, self.config.child, now))
 
     def _on_aggressive_final(
         self, header: IsakmpHeader, body: bytes, addr: Address, now: float, digest: bytes
@@ -908,7 +938,8 @@ class IkeV1Sa:
         self._ke, self._g_xi, self._g_xr, self._ni = ke, g_xi, ke.public_key, ni
         self._nr = random_bytes(NONCE_LENGTH)
         self._detect_nat(message, addr)
-        self._install_keys(shared)
+        self._shared = shared
+        self._install_keys(shared, self._own_psk)
         payloads: list[Payload] = [
             KePayload(self._g_xr),
             NoncePayload(self._nr),
@@ -928,7 +959,8 @@ class IkeV1Sa:
         shared = self._ke.shared_secret(g_xr)
         self._g_xr, self._nr = g_xr, nr
         self._detect_nat(message, addr)
-        self._install_keys(shared)
+        self._shared = shared
+        self._install_keys(shared, self._own_psk)  # the initiator always uses its own
         self._took(digest)
         if self.encap and self.peer is not None:
             self.peer = (self.peer[0], NAT_T_PORT)  # RFC 3947 section 4: float with message 5
@@ -1023,12 +1055,21 @@ class IkeV1Sa:
             raise ProtocolError(
                 "Main mode message 5/6 must be encrypted", notify=NotifyType.INVALID_FLAGS
             )
-        try:
+        opened: list[tuple[Received, Identity]] = []
+
+        def verify() -> None:
             message = self.open(header, body)
             identity, id_body = self._peer_identity(message, "message 5")
             self._verify_auth(message, identity, self._hash_i(id_body), "HASH_I")
-        except ProtocolError as exc:
-            self._auth_failed("message 5", exc)
+            opened.append((message, identity))
+
+        # SKEYID hangs on the key (RFC 2409 section 5): the one the initiator used is the
+        # one under which message 5 decrypts and HASH_I verifies, ours or an accepted one.
+        failure = self._first_verifying(verify)
+        if failure is not None:
+            self._install_keys(self._shared, self._own_psk)
+            self._auth_failed("message 5", failure)
+        message, identity = opened[-1]
         if identity != self.config.remote_id:
             self._notify_unprotected(NotifyType.INVALID_ID_INFORMATION)
             self.fail(
@@ -1075,7 +1116,8 @@ class IkeV1Sa:
         self._took(digest)
         self._heard(addr, now)
         self._established(identity, now)
-        self._keep(QuickMode.initiate(self, self.config.child, now))
+        if self.quick_mode:
+            self._keep(QuickMode.initiate(self, self.config.child, now))
 
     def _auth_failed(self, which: str, exc: ProtocolError) -> NoReturn:
         """Message 5 or 6 did not decrypt to a verified message. With a pre-shared key
@@ -1084,9 +1126,11 @@ class IkeV1Sa:
         retransmission or half-open timers bring (no datagram kills the SA). The
         responder tells the peer in the clear, as strongSwan does."""
         if self.config.certificates is None:
+            tried = len(self.config.peer_psks)
+            keys = f" under any of our {tried} pre-shared keys" if tried > 1 else ""
             self._auth_failure = (
                 f"AUTHENTICATION_FAILED: {self._mode_name} {which} did not decrypt and "
-                f"verify ({exc}); are the pre-shared keys the same?"
+                f"verify{keys} ({exc}); are the pre-shared keys the same?"
             )
         else:
             reason = str(exc).removeprefix("AUTHENTICATION_FAILED: ")
@@ -1167,12 +1211,35 @@ class IkeV1Sa:
         # overtake our last phase 1 message in the peer (charon 5.9 drops it then).
         self._lifetime_notice = bool(self._responder_lifetime())
 
-    def _install_keys(self, shared: bytes) -> None:
+    @property
+    def _own_psk(self) -> bytes | None:
+        """The key SKEYID is derived with when we choose it (None: signatures)."""
+        return self.config.psk if self.config.certificates is None else None
+
+    def _first_verifying(self, verify: Callable[[], None]) -> ProtocolError | None:
+        """Derive the keys under each key the peer may have used (ours, then the
+        accepted ones: a bounded list) until ``verify`` passes; the keys stay those.
+        None when one did, else why it failed under our own key."""
+        candidates: tuple[bytes | None, ...] = (
+            self.config.peer_psks if self.config.certificates is None else (None,)
+        )
+        failure: ProtocolError | None = None
+        for psk in candidates:
+            self._install_keys(self._shared, psk)
+            try:
+                verify()
+            except ProtocolError as exc:
+                failure = failure or exc
+                continue
+            return None
+        return failure
+
+    def _install_keys(self, shared: bytes, psk: bytes | None) -> None:
         assert self.proposal is not None
         self.prf = prf_for_hash(self.proposal.hash)
         self.keys = derive_phase1(
             self.prf,
-            self.config.psk if self.config.certificates is None else None,
+            psk,
             self._ni,
             self._nr,
             shared,
@@ -1339,7 +1406,11 @@ class IkeV1Sa:
     def _on_delete(self, delete: DeletePayload) -> None:
         if delete.protocol == ProtocolId.ISAKMP:
             if self.icookie + self.rcookie in delete.spis:
-                self._finish_delete("deleted by peer")
+                # A phase 1 Delete deletes no IPsec SA (RFC 2408 section 3.15: each is
+                # deleted by its own SPI; the peer may have moved them to a newer
+                # ISAKMP SA, as on reauthentication): its Quick mode SAs stay in
+                # ``children`` for the driver to adopt or release.
+                self._finish_delete("deleted by peer", children_stay=True)
             return
         if delete.protocol != ProtocolId.IPSEC_ESP:
             return
@@ -1518,6 +1589,23 @@ class IkeV1Sa:
         self._keep(exchange)
         return exchange.spi_in
 
+    def adopt_children(self, old: IkeV1Sa) -> tuple[bytes, ...]:
+        """Reauthentication: the Quick mode SAs of ``old`` (an ISAKMP SA with the same
+        peer that this one replaces) are this SA's from now on; their delete, their
+        replacement and liveness go over this one. Nothing is sent and no event is
+        emitted: the SAs themselves do not change. ``old`` forgets them, so its own
+        delete is a phase 1 Delete only, which leaves IPsec SAs alone (an IPsec SA is
+        deleted by a Delete naming its SPI, RFC 2408 section 3.15; strongSwan moves
+        its CHILD_SAs to the new ISAKMP SA on IKEv1 reauthentication likewise).
+        Returns the inbound SPIs taken over."""
+        self._require_established("adopt Quick mode SAs")
+        if old is self or old.remote_identity != self.remote_identity:
+            raise CommandRefused("Quick mode SAs are adopted only from another SA with the peer")
+        taken = tuple(old.children)
+        self.children.update(old.children)
+        old.children.clear()
+        return taken
+
     def rekey_child(self, spi_in: bytes, now: float) -> None:
         """A new Quick mode for the child's policy (PFS when its proposals name a
         group); the old SA is deleted once the new one is up."""
@@ -1533,11 +1621,17 @@ class IkeV1Sa:
             name = child.established.name
             self.emit(ChildSaDeleted(name, child.spi_in, child.spi_out, reason))
 
-    def _finish_delete(self, reason: str) -> None:
+    def release_children(self, reason: str) -> None:
+        """Let go of the Quick mode SAs a peer's phase 1 Delete left in ``children``
+        (no other ISAKMP SA with the peer to adopt them): ChildSaDeleted for each."""
+        for child in list(self.children.values()):
+            self._remove_child(child, reason)
+
+    def _finish_delete(self, reason: str, *, children_stay: bool = False) -> None:
         if self.is_closed:
             return
-        for child in list(self.children.values()):
-            self._remove_child(child, f"IKE SA deleted: {reason}")
+        if not children_stay:
+            self.release_children(f"IKE SA deleted: {reason}")
         self._transition(V1Input.DELETED)
         self._flight = self._dpd_pending = None
         self.emit(IkeSaDeleted(self.icookie, self.rcookie, reason))

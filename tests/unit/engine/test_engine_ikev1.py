@@ -149,23 +149,51 @@ async def test_a_lost_third_message_loses_no_packet(ab: Fleet) -> None:
     assert lost and one_pair(ab) != before
 
 
-async def test_phase1_reauthentication_moves_the_child_and_deletes_the_old(ab: Fleet) -> None:
-    """IKEv1 has no IKE SA rekey: a new Main mode, its Quick mode takes the traffic
-    over, then the old ISAKMP SA and its Quick mode SAs are deleted."""
+async def test_phase1_reauthentication_keeps_phase_2_and_deletes_the_old(ab: Fleet) -> None:
+    """IKEv1 has no IKE SA rekey: a new Main mode and no Quick mode; both ends move the
+    child pair to the new ISAKMP SA (unchanged: same SPIs, nothing installed anew), and
+    the old ISAKMP SA goes with a phase 1 Delete only. Not one packet is lost; the
+    child's later delete goes over the new ISAKMP SA and reaches the peer."""
     a, b = ab["a"], ab["b"]
-    old_cookie = v1_sa(ab, "a", "b").spi_i
+    old_a, old_b = v1_sa(ab, "a", "b"), v1_sa(ab, "b", "a")
     before = one_pair(ab)
+    quick: list[bytes] = []
     traffic = Traffic(ab, a, b)
+    round_ = ab.net.reorder
+
+    def watch(batch: list[Datagram]) -> list[Datagram]:
+        quick.extend(d.data for d in batch if is_quick_mode(d.data))
+        assert round_ is not None
+        return round_(batch)
+
+    ab.net.reorder = watch
     outcome = ab.rekey("a", "b", RekeyTarget.IKE, within=1)
     assert outcome.ok, outcome.detail
     for _ in range(20):
         traffic.tick()
         ab.advance(0.5)
     traffic.settle()
-    assert v1_sa(ab, "a", "b").spi_i != old_cookie
-    assert one_pair(ab) != before
+    new_a, new_b = v1_sa(ab, "a", "b"), v1_sa(ab, "b", "a")
+    assert new_a is not old_a and new_b is not old_b and new_a.spi_i == new_b.spi_i
+    assert old_a.is_closed and old_b.is_closed  # the old ISAKMP SA is gone at both ends
+    assert not quick  # no Quick mode: phase 2 was kept, not made again
+    assert one_pair(ab) == before  # the same child pair, now on the new ISAKMP SA
+    assert [e.peer for e in a.events("children_adopted")] == ["b"]
+    assert [e.peer for e in b.events("children_adopted")] == ["a"]
+    assert not a.events("child_rekeyed") and not a.events("child_down")
     assert len(a.engine.peers["b"].sas()) == 1 and len(b.engine.peers["a"].sas()) == 1
     assert a.engine.peers_up() == 1 and b.engine.peers_up() == 1
+    (child,) = a.engine.ike_sas()[0].children
+    assert child.replay_drops == child.integrity_failures == 0
+    # Later exchanges for the child go over the new ISAKMP SA: a rekey, then a delete.
+    assert ab.rekey("a", "b", RekeyTarget.CHILD, within=0.5).ok
+    ab.advance(10)
+    after = one_pair(ab)
+    assert after != before
+    new_a.delete_child(after[0].to_bytes(4, "big"), ab.clock.now())
+    a.engine.peers["b"]._service(new_a)
+    ab.pump()
+    assert not new_b.children
 
 
 @pytest.mark.parametrize("seed", range(4))
