@@ -328,9 +328,9 @@ def ike_v1_config(
 ) -> IkeV1Config:
     """The ISAKMP SA and Quick mode configuration for an IKEv1 plan peer (RFC 2409):
     Main mode, or Aggressive mode where the plan says so; a pre-shared key, or our
-    certificate (ECDSA signatures, RFC 4754). The offered lifetimes are the hard ones:
-    the engine replaces each SA earlier, at its jittered rekey time (IKEv1 has no
-    rekey exchange)."""
+    certificate (RSA or ECDSA signatures, the auth method following the key). The
+    offered lifetimes are the hard ones: the engine replaces each SA earlier, at its
+    jittered rekey time (IKEv1 has no rekey exchange)."""
     if peer.ike_version is not IkeVersion.V1:
         raise PeerConfigError(f"peer {peer.name}: an IKEv2 peer has no IKEv1 configuration")
     certificates = None
