@@ -12,8 +12,9 @@ ChildSaEstablished the IKEv2 transform numbers the data plane installs.
   KE Ni [CERTREQ] [NAT-D NAT-D] / KE Nr [CERTREQ] [NAT-D NAT-D], then encrypted
   IDii HASH_I / IDir HASH_R; or with RSA (PKCS#1 v1.5 over the bare hash) or ECDSA
   (RFC 4754) signatures and certificates (5.1, auth.py): ID CERT SIG. Aggressive
-  mode with a pre-shared key (5.4): SA KE Ni IDii / SA KE Nr IDir HASH_R [NAT-D NAT-D] / encrypted HASH_I [NAT-D NAT-D]; with
-  signatures (5.1) CERTREQ follows IDii and SIG_R, and CERT SIG stand for the HASH.
+  mode with a pre-shared key (5.4): SA KE Ni IDii / SA KE Nr IDir HASH_R [NAT-D
+  NAT-D] / encrypted HASH_I [NAT-D NAT-D]; with signatures (5.1) CERTREQ follows IDii
+  and SIG_R, and CERT SIG stand for the HASH.
   NAT traversal per RFC 3947 (vendor ID, NAT-D, float to UDP 4500 with the first
   encrypted message), DPD per RFC 3706 (vendor ID, R-U-THERE / R-U-THERE-ACK).
 - Pre-shared key rotation: SKEYID hangs on the key (section 5), so the end that cannot
