@@ -121,7 +121,6 @@ def strongswan_conf(directory: Path, port: int, aggressive: bool = False) -> str
       path = {directory / "charon.log"}
       time_format = %T
       default = 1
-      ike = 2
       flush_line = yes
     }}
   }}
