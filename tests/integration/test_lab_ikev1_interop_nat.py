@@ -2,8 +2,11 @@
 lab of inventories/nat planned with ``ike_version: 1`` puts n3 behind an nftables
 masquerading router. n3 starts its Main modes; NAT-D shows the translation, IKE moves to
 UDP 4500 with the non-ESP marker and ESP travels in UDP 4500 both ways, pings cross, and
-both ends of each tunnel report the NAT. The lab is removed in a finally (also on
-failure) and checked gone. Run under ``flock /tmp/vpnfleet-lab.lock``."""
+both ends of each tunnel report the NAT. Then the same with strongSwan's charon
+(``version = 1``) on the far end: gw1 of inventories/external-peer behind the router,
+and charon's own view says the remote end is behind a NAT and the child SA is
+UDP-encapsulated. Each lab is removed in a finally (also on failure) and checked gone.
+Run under ``flock /tmp/vpnfleet-lab.lock``."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.charon import skip_reason
 from tests.support.lab import (
     INVENTORIES,
     LabRun,
@@ -25,6 +29,7 @@ from tests.support.lab import (
 )
 from tests.support.lab_ikev1 import IKE_V1_PROPOSAL, ikev1_inventory
 from tests.support.pings import tunnel_pairs
+from vpnfleet.controller.lab import external
 
 pytestmark = pytest.mark.netns
 
@@ -110,3 +115,53 @@ def test_an_ikev1_agent_behind_a_masquerading_router(tmp_path: Path) -> None:
         assert seen["n3"]["esp4500"] >= 2 * PINGS, seen
         assert seen["n1"]["esp4500"] >= PINGS and seen["n2"]["esp4500"] >= PINGS, seen
         print(f"arrivals after lab up: {seen}")
+
+
+def charon_raw_sas(directory: Path) -> dict[str, str]:
+    """IKE SA name -> its ``swanctl --list-sas --raw`` text, for the ESTABLISHED ones."""
+    res = external.run_swanctl(directory, "--list-sas", "--raw")
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = {}
+    for line in res.stdout.splitlines():
+        for sa in line.split("list-sa event {", 1)[1:]:
+            name = sa.split(None, 1)[0]
+            if "state=ESTABLISHED" in sa:
+                out[name] = sa
+    return out
+
+
+@pytest.mark.interop
+@pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
+def test_an_ikev1_agent_behind_a_masquerading_router_with_charon(tmp_path: Path) -> None:
+    require_root()
+    copy = ikev1_inventory(INVENTORIES / "external-peer", tmp_path / "inventory")
+    gw1_vars = copy / "host_vars" / "gw1.yaml"
+    gw1_vars.write_text(gw1_vars.read_text() + "nat: true\n")
+    lab = LabRun(tmp_path / "state", "t" + secrets.token_hex(4), copy)
+    with removed_after(lab):
+        up = lab_up(lab)
+        hosts = up["layout"]["hosts"]
+        assert hosts["gw1"]["local_address"] != hosts["gw1"]["address"], hosts["gw1"]
+        partner = up["layout"]["externals"]["partner"]
+        count_arrivals(hosts["gw1"]["netns"])
+        site, partner_site = hosts["gw1"]["sites"][0], partner["sites"][0]
+        ping = lab.exec("gw1", "ping", "-n", f"-c{PINGS}", "-i", "0.2", "-W2", "-I", site,
+                        partner_site)  # fmt: skip
+        assert ping.returncode == 0, ping.stdout
+        sa = peer_sa(fleet_status(lab), "gw1", "partner")
+        assert sa["state"] == "established" and sa["ike_version"] == "V1", sa
+        assert sa["nat_detected"] is True and sa["nat"] == "detected", sa
+        assert sa["remote_address"] == f"{partner['address']}:4500", sa
+        assert sa["local_address"] != hosts["gw1"]["address"], sa
+        [child] = sa["children"]
+        assert child["packets_in"] >= PINGS and child["packets_out"] >= PINGS, child
+        got = counters(hosts["gw1"]["netns"])
+        assert got["esp4500"] >= PINGS and got["esp"] == 0 and got["ike500"] == 0, got
+        # charon's view (it fakes a NAT of its own for kernel-libipsec, nat-local): gw1
+        # is behind a real one, gw2 is not; ESP in UDP for both.
+        raw = charon_raw_sas(lab.lab_dir / "external" / "partner")
+        assert sorted(raw) == ["gw1", "gw2"], raw
+        assert "nat-remote=yes" in raw["gw1"] and "nat-remote=yes" not in raw["gw2"], raw
+        assert f"remote-host={hosts['gw1']['address']}" in raw["gw1"], raw["gw1"]
+        for text in raw.values():
+            assert "version=1" in text and "encap=yes" in text, text
