@@ -98,7 +98,11 @@ def run_swanctl(directory: Path, *args: str) -> subprocess.CompletedProcess[str]
 
 def strongswan_conf(directory: Path, port: int, aggressive: bool = False) -> str:
     """``aggressive``: the peer answers IKEv1 Aggressive Mode with a PSK, which charon
-    refuses unless told it does not care (the PSK's hash goes out unprotected)."""
+    refuses unless told it does not care (the PSK's hash goes out unprotected).
+
+    ``delete_rekeyed = yes``: after a Quick mode of its own replaced an IKEv1 child SA,
+    charon deletes the old one (by default it keeps it until it expires, IKEv1 only), as
+    the managed end does; IKEv2 connections are not affected."""
     ports = ""
     if port != 500:
         # The peer's IKE port from the topology; NAT-T keeps 4500 unless that is it.
@@ -110,6 +114,7 @@ def strongswan_conf(directory: Path, port: int, aggressive: bool = False) -> str
   load = {PLUGINS}
   install_routes = yes
   install_virtual_ip = no
+  delete_rekeyed = yes
   threads = 16
 {ports}{psk_am}  filelog {{
     charon-log {{
@@ -228,11 +233,42 @@ def start_charon(record: LabRecord, ext: ExternalLayout) -> int:
     swanctl_file = directory / "swanctl.conf"
     write_atomically(swanctl_file, swanctl_conf(ext).encode())
     record.add("charon", name=ext.name, netns=ext.netns, dir=str(directory), pid=None)
+    return _launch(record, ext.name, ext.netns, directory)
+
+
+def restart_charon(record: LabRecord, name: str) -> int:
+    """Start charon again for the external peer ``name`` after its process died (killed,
+    as a peer's crash and reboot in strongSwan's dpd-restart scenario): the same
+    namespace, directory and configuration files as they are now, and a new process
+    that holds no SAs. Returns its pid; refused while the recorded charon still runs."""
+    for r in record.resources("charon"):
+        if r.get("name") != name:
+            continue
+        pid = r.get("pid")
+        if isinstance(pid, int) and netns.pid_alive(pid) and is_charon(pid):
+            raise LabError(f"charon {pid} still plays {name}: stop it before a restart")
+        directory = Path(str(r["dir"]))
+        # The dead charon's pid file: a new process given its pid would block the start.
+        with contextlib.suppress(FileNotFoundError):
+            (directory / "run" / "charon.pid").unlink()
+        return _launch(record, name, str(r["netns"]), directory)
+    raise LabError(f"the lab has no external peer {name!r} played by charon")
+
+
+def _launch(record: LabRecord, name: str, netns_name: str, directory: Path) -> int:
+    """charon in ``netns_name`` with ``directory``'s strongswan.conf, a private /run and
+    the connections of its swanctl.conf loaded; returns its pid once they are."""
+    run_dir = directory / "run"
+    conf = directory / "strongswan.conf"
+    swanctl_file = directory / "swanctl.conf"
+    # A killed charon leaves its vici socket behind: readiness is the new one answering.
+    with contextlib.suppress(FileNotFoundError):
+        (directory / "charon.vici").unlink()
     env = {**os.environ, "STRONGSWAN_CONF": str(conf)}
     script = f'mount --bind "{run_dir}" /run && exec {CHARON}'
     with open(directory / "charon.out", "ab") as out:
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", ext.netns, *UNSHARE, "sh", "-c", script],
+            ["ip", "netns", "exec", netns_name, *UNSHARE, "sh", "-c", script],
             env=env,
             cwd=directory,
             stdin=subprocess.DEVNULL,
@@ -241,22 +277,18 @@ def start_charon(record: LabRecord, ext: ExternalLayout) -> int:
             start_new_session=True,
         )
     # ip, unshare and sh each exec the next: the pid is charon's.
-    _set_pid(record, ext.name, proc.pid)
+    _set_pid(record, name, proc.pid)
     deadline = time.monotonic() + START_TIMEOUT
     while not _vici_ready(directory):
         if proc.poll() is not None:
-            raise LabError(
-                f"charon for {ext.name} exited with {proc.returncode}: {_tail(directory)}"
-            )
+            raise LabError(f"charon for {name} exited with {proc.returncode}: {_tail(directory)}")
         if time.monotonic() > deadline:
-            raise LabError(
-                f"charon for {ext.name} did not open its vici socket: {_tail(directory)}"
-            )
+            raise LabError(f"charon for {name} did not open its vici socket: {_tail(directory)}")
         time.sleep(0.05)
     res = run_swanctl(directory, "--load-all", "--noprompt", "--file", str(swanctl_file))
     if res.returncode != 0:
         raise LabError(
-            f"swanctl could not load {ext.name}'s connections: "
+            f"swanctl could not load {name}'s connections: "
             f"{(res.stdout + res.stderr).strip()[-800:]}"
         )
     return proc.pid
