@@ -32,13 +32,16 @@ from vpnfleet.protos.versions import installed_version
 from .cert_expiry import CertificateExpiry
 from .engine.engine import Engine
 from .io.dataplane_model import DataPlaneStats
-from .plan import AgentPlan
+from .plan import AgentPlan, IkeVersion
 from .sink import DropLayer, EventHub, IkeSaReport, NatState, PlanSink, ProblemKind
 
 NAMESPACE = "vpnfleet"
 log = logging.getLogger(__name__)
 
 REKEY_EVENTS = {"ike_rekeyed": "ike", "child_rekeyed": "child"}
+
+
+_VERSION_NUMBER = {IkeVersion.V1: 1.0, IkeVersion.V2: 2.0}
 
 
 class MetricsError(Exception):
@@ -209,6 +212,9 @@ class AgentCollector(Collector):
             "Seconds since the peer was last heard from (liveness).",
             ("peer",),
         )
+        version = _gauge(
+            "ike_sa_version", "The IKE version of the peer's IKE SA: 1 (RFC 2409) or 2.", ("peer",)
+        )
         unauthenticated = _counter(
             "ike_unauthenticated_failures",
             "IKE SAs started by the other side that failed before it authenticated.",
@@ -216,6 +222,7 @@ class AgentCollector(Collector):
         )
         for sa in reports:
             state.add_metric([sa.peer, sa.state], 1.0)
+            version.add_metric([sa.peer], _VERSION_NUMBER[sa.ike_version])
             nat_detected.add_metric([sa.peer], 1.0 if sa.nat is NatState.DETECTED else 0.0)
             if sa.nat is not NatState.UNSPECIFIED:
                 nat.add_metric([sa.peer, sa.nat.value], 1.0)
@@ -224,7 +231,7 @@ class AgentCollector(Collector):
                 age.add_metric([sa.peer], max(0.0, now - sa.established_at))
             if sa.last_liveness_at > 0:
                 liveness.add_metric([sa.peer], max(0.0, now - sa.last_liveness_at))
-        yield from (state, nat_detected, nat, age, liveness, unauthenticated)
+        yield from (state, version, nat_detected, nat, age, liveness, unauthenticated)
 
     def _child_sas(self, reports: list[IkeSaReport]) -> Iterator[Metric]:
         labels = ("peer", "child")

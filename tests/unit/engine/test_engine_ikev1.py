@@ -10,6 +10,8 @@ import random
 from pathlib import Path
 
 import pytest
+from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.engine_pair import (
     Fleet,
@@ -29,6 +31,7 @@ from vpnfleet.agent.ike.states import Role
 from vpnfleet.agent.ike.v1.config import IkeV1Config
 from vpnfleet.agent.ike.v1.sa import IkeV1Sa
 from vpnfleet.agent.io.memory import Datagram
+from vpnfleet.agent.metrics import agent_registry, agent_sources
 from vpnfleet.agent.plan import IkeVersion
 from vpnfleet.agent.service import AgentService
 from vpnfleet.agent.sink import RekeyTarget
@@ -547,3 +550,25 @@ async def test_the_local_sas_command_says_ikev1(ab: Fleet) -> None:
     head = next(sas_lines(answer))
     sa = v1_sa(ab, "a", "b")
     assert head == f"b: ESTABLISHED, IKEv1, {sa.icookie.hex()}_i* {sa.rcookie.hex()}_r"
+
+
+async def test_metrics_show_the_ikev1_sa_its_version_and_its_child_traffic(ab: Fleet) -> None:
+    """Prometheus sees an IKEv1 peer as it sees an IKEv2 one (the same reports), with
+    ``vpnfleet_ike_sa_version`` telling them apart."""
+    a, b = ab["a"], ab["b"]
+    packet = udp4("10.1.0.5", "10.2.0.7")
+    a.send(packet)
+    ab.pump()
+    assert b.tun.delivered == [packet]
+    text = generate_latest(agent_registry(agent_sources("b", b.engine, lambda: None))).decode()
+    got = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert got[("vpnfleet_ike_sa_version", (("peer", "a"),))] == 1
+    assert got[("vpnfleet_ike_sa_state", (("peer", "a"), ("state", "established")))] == 1
+    packets = "vpnfleet_child_sa_packets_total"
+    (child,) = {dict(labels)["child"] for name, labels in got if name == packets}
+    key = (("child", child), ("direction", "in"), ("peer", "a"))
+    assert got[(packets, key)] == 1
