@@ -242,28 +242,42 @@ def peer_config(
     return ike_config(plan, peer, credentials)
 
 
+def _certificates(
+    plan: AgentPlan, peer: Peer, credentials: IkeCredentials | None
+) -> CertificateAuth | None:
+    """Our certificate for a peer that authenticates with certificates; None with a
+    pre-shared key. The same for either IKE version."""
+    if peer.auth.method is AuthMethod.PUBKEY:
+        return certificate_auth(plan, peer, credentials)
+    if peer.auth.method is not AuthMethod.PSK:
+        raise PeerConfigError(
+            f"peer {peer.name}: {peer.auth.method.name.lower()} authentication is not supported"
+        )
+    return None
+
+
+def _child_config(plan: AgentPlan, peer: Peer) -> ChildConfig:
+    """The peer's child SA policy, the same for either IKE version: ESP proposals,
+    traffic selectors, mode. Raises LocalError for what the IKE core refuses."""
+    local = local_address(plan, peer)
+    remote = str(peer.remote_addresses[0]) if peer.remote_addresses else None
+    return ChildConfig(
+        peer.name,
+        esp_proposals(peer),
+        _selectors(peer.local_ts, local),
+        _selectors(peer.remote_ts, remote),
+        mode=_IKE_MODE[peer.mode],
+    )
+
+
 def ike_config(plan: AgentPlan, peer: Peer, credentials: IkeCredentials | None = None) -> IkeConfig:
     """The IKE SA and first child SA configuration for one plan peer; ``credentials``
     (our IKE certificate and key) serve the peers that authenticate with certificates."""
     if peer.ike_version is not IkeVersion.V2:
         raise PeerConfigError(f"peer {peer.name}: an IKEv1 peer has no IKEv2 configuration")
-    certificates = None
-    if peer.auth.method is AuthMethod.PUBKEY:
-        certificates = certificate_auth(plan, peer, credentials)
-    elif peer.auth.method is not AuthMethod.PSK:
-        raise PeerConfigError(
-            f"peer {peer.name}: {peer.auth.method.name.lower()} authentication is not supported"
-        )
-    local = local_address(plan, peer)
-    remote = str(peer.remote_addresses[0]) if peer.remote_addresses else None
+    certificates = _certificates(plan, peer, credentials)
     try:
-        child = ChildConfig(
-            peer.name,
-            esp_proposals(peer),
-            _selectors(peer.local_ts, local),
-            _selectors(peer.remote_ts, remote),
-            mode=_IKE_MODE[peer.mode],
-        )
+        child = _child_config(plan, peer)
         return IkeConfig(
             ike_identity(peer.local_id),
             ike_identity(peer.remote_id),
@@ -333,24 +347,10 @@ def ike_v1_config(
     jittered rekey time (IKEv1 has no rekey exchange)."""
     if peer.ike_version is not IkeVersion.V1:
         raise PeerConfigError(f"peer {peer.name}: an IKEv2 peer has no IKEv1 configuration")
-    certificates = None
-    if peer.auth.method is AuthMethod.PUBKEY:
-        certificates = certificate_auth(plan, peer, credentials)
-    elif peer.auth.method is not AuthMethod.PSK:
-        raise PeerConfigError(
-            f"peer {peer.name}: {peer.auth.method.name.lower()} authentication is not supported"
-        )
-    local = local_address(plan, peer)
-    remote = str(peer.remote_addresses[0]) if peer.remote_addresses else None
+    certificates = _certificates(plan, peer, credentials)
     life = peer.lifetimes
     try:
-        child = ChildConfig(
-            peer.name,
-            esp_proposals(peer),
-            _selectors(peer.local_ts, local),
-            _selectors(peer.remote_ts, remote),
-            mode=_IKE_MODE[peer.mode],
-        )
+        child = _child_config(plan, peer)
         return IkeV1Config(
             ike_identity(peer.local_id),
             ike_identity(peer.remote_id),
