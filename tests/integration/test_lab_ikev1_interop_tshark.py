@@ -2,8 +2,9 @@
 
 Two agents of inventories/lab (a1 and a2 only), planned with ``ike_version: 1``, run
 with ``lab up --keylog``. dumpcap captures the lab bridge (full snaplen) while a1
-replaces its ISAKMP SA with a2 (``vpnfleet rekey --ike``: a new Main mode, then a new
-Quick mode under it) and pings cross. tshark then reads the capture with a1's key log:
+replaces its ISAKMP SA with a2 (``vpnfleet rekey --ike``: a new Main mode; the Quick
+mode SAs stay, moved to it), then its child SA (``rekey --child``: a new Quick mode
+under the new ISAKMP SA), and pings cross. tshark then reads the capture with a1's key log:
 the ``ikev1_decryption_table`` record opens Main mode messages 5 and 6 (ID and HASH,
 RFC 2409 section 5) and the Quick mode (HASH(1..3), SA, Nonce and both IDs, section
 5.5), and the ``esp_sa`` records verify every ESP ICV and show the pings inside. The
@@ -119,8 +120,9 @@ def test_tshark_opens_our_main_mode_quick_mode_and_esp_with_the_key_log(
             assert dumpcap.stderr is not None
             # dumpcap names its file once the filter is set and the interface is live.
             _wait_for(dumpcap, dumpcap.stderr.fileno(), b"File: ")
-            res = controller(lab, "rekey", "-i", str(lab.inventory), "--limit", "a1", "--ike")
-            assert res.returncode == 0, res.stdout + res.stderr
+            for what in ("--ike", "--child"):
+                res = controller(lab, "rekey", "-i", str(lab.inventory), "--limit", "a1", what)
+                assert res.returncode == 0, res.stdout + res.stderr
             ping = lab.exec("a1", "ping", "-n", f"-c{PINGS}", "-i0.2", "-I", A1_SITE, A2_SITE)
             assert ping.returncode == 0, ping.stdout
             time.sleep(3)  # the replaced SAs' Deletes, and dumpcap reading what it has
