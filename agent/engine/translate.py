@@ -349,6 +349,7 @@ def ike_v1_config(
         raise PeerConfigError(f"peer {peer.name}: an IKEv2 peer has no IKEv1 configuration")
     certificates = _certificates(plan, peer, credentials)
     life = peer.lifetimes
+    limits = child_lifetime(peer)
     try:
         child = _child_config(plan, peer)
         return IkeV1Config(
@@ -360,7 +361,10 @@ def ike_v1_config(
             phase1_mode=ExchangeMode.AGGRESSIVE if peer.ike_aggressive else ExchangeMode.MAIN,
             certificates=certificates,
             ike_lifetime=math.ceil(life.ike_rekey_seconds * 1.1 + life.rand_seconds),
-            child_lifetime=math.ceil(child_lifetime(peer).hard_seconds or DEFAULT_CHILD_LIFETIME),
+            child_lifetime=math.ceil(limits.hard_seconds or DEFAULT_CHILD_LIFETIME),
+            # RFC 2407 section 4.5: the volume limit offered in kilobytes, the hard one
+            # (the engine rekeys at the plan's soft limit first).
+            child_lifetime_kb=math.ceil(limits.hard_bytes / 1024) if limits.hard_bytes else None,
             retransmit_timeout=RETRANSMIT_TIMEOUT,
             retransmit_tries=retransmit_tries(peer.dpd.timeout_seconds),
             force_encap=peer.nat.force_encap,

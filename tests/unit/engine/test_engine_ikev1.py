@@ -572,3 +572,19 @@ async def test_metrics_show_the_ikev1_sa_its_version_and_its_child_traffic(ab: F
     (child,) = {dict(labels)["child"] for name, labels in got if name == packets}
     key = (("child", child), ("direction", "in"), ("peer", "a"))
     assert got[(packets, key)] == 1
+
+
+def test_the_plans_volume_limit_is_offered_in_quick_mode() -> None:
+    """RFC 2407 section 4.5: the child's hard volume limit (10% past the plan's
+    ``child_rekey_bytes``, where the engine rekeys) goes out as a kilobyte lifetime; a
+    plan without one offers seconds only."""
+
+    def volume(msg: plan_pb2.NodePlan) -> None:
+        ikev1(msg)
+        for p in msg.peers:
+            p.lifetimes.child_rekey_bytes = 10_000_000
+
+    plan = node_plan("a", ["b"], edit=volume)
+    assert translate.ike_v1_config(plan, plan.peers[0]).child_lifetime_kb == 10743
+    plan = node_plan("a", ["b"], edit=ikev1)
+    assert translate.ike_v1_config(plan, plan.peers[0]).child_lifetime_kb is None
