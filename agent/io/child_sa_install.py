@@ -225,6 +225,9 @@ class ChildSaTable:
         self._add_check(new_in, check)
         route.local_ts, route.remote_ts = tuple(local_ts), tuple(remote_ts)
         new_out = OutboundSa(outbound, now)
+        # An outbound SA still waiting from an earlier rekey (crossed replacements) is out
+        # of the game either way: a packet on its inbound half must not bring it back.
+        self._drop_pending(route, policy)
         if switch_outbound:
             old_spi = None if old is None else old.spi
             previous = self.sad.rekey(policy, new_in, new_out, old_spi, now)
@@ -236,7 +239,6 @@ class ChildSaTable:
             if old is not None:
                 self.sad.retire_inbound(old.spi, now)
             route.pending = new_out
-            self._forget_activation(policy)
             self.activate_on[inbound.spi.to_bytes(4, "big")] = policy
         route.inbound_spis.append(inbound.spi)
         self._spi_policy[inbound.spi] = policy
@@ -291,11 +293,14 @@ class ChildSaTable:
             self._outbound_policy.pop(out.spi, None)
         for spi in list(route.inbound_spis):
             self.sad.remove_inbound(spi, "deleted")
+        self._drop_pending(route, policy)
+        self._set_outbound(route, None)
+
+    def _drop_pending(self, route: Route, policy: str) -> None:
         if route.pending is not None:
             self._outbound_policy.pop(route.pending.spi, None)
             route.pending = None
         self._forget_activation(policy)
-        self._set_outbound(route, None)
 
     def _forget_activation(self, policy: str) -> None:
         for spi, waiting in list(self.activate_on.items()):

@@ -6,6 +6,7 @@ Main mode; deletes, strangers and version mix-ups are counted, not fatal."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from vpnfleet.agent.engine.keylog import KeyLog
 from vpnfleet.agent.ike.admission import ResponderLimits
 from vpnfleet.agent.ike.ike_sa import IkeSa
 from vpnfleet.agent.ike.states import Role
+from vpnfleet.agent.ike.v1 import quick
 from vpnfleet.agent.ike.v1.config import IkeV1Config
 from vpnfleet.agent.ike.v1.sa import IkeV1Sa
 from vpnfleet.agent.io.memory import Datagram
@@ -289,6 +291,35 @@ async def test_both_ends_replacing_the_child_at_once_leave_one_pair(ab: Fleet, s
     a.send(packet)
     ab.pump()
     assert b.tun.delivered[-1:] == [packet]
+
+
+async def test_a_quick_mode_that_lost_a_collision_does_not_take_the_outbound_back(
+    ab: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """a starts a Quick mode (P1); b answers it and, before P1's third message reaches
+    it, starts its own (P2), which ranks higher (SPIs drawn in increasing order here).
+    b sends on P1 as soon as it holds it; a takes P2 with an outbound switch at once,
+    and b's packets on P1 still reach it afterwards: they must not move a's outbound
+    back to P1, which a deletes as the loser (the tunnel would then be one-way)."""
+    counter = itertools.count(0x10000)
+    real = quick.random_bytes
+    monkeypatch.setattr(
+        quick, "random_bytes", lambda n: next(counter).to_bytes(4, "big") if n == 4 else real(n)
+    )
+    a, b = ab["a"], ab["b"]
+    traffic = Traffic(ab, a, b)
+    pa = a.engine.start_rekey("b", RekeyTarget.CHILD)
+    ab.net.pump(max_rounds=1)  # P1's first message reaches b, its answer is on the way
+    pb = b.engine.start_rekey("a", RekeyTarget.CHILD)
+    for _ in range(40):
+        traffic.tick()
+        ab.advance(0.25)
+    traffic.settle()
+    assert pa.result().ok and pb.result().ok, (pa.result(), pb.result())
+    a_in, a_out = one_pair(ab)
+    # The pair that stayed is b's P2: drawn after both of P1's SPIs.
+    assert min(a_in, a_out) > 0x10001
+    assert [e.peer for e in a.events("child_rekeyed")] == ["b", "b"]
 
 
 async def test_delete_takes_the_tunnel_down_on_both_ends(ab: Fleet) -> None:

@@ -174,3 +174,34 @@ def test_waiting_outbound_sa_is_kept_until_the_peer_uses_the_new_one() -> None:
     pair.b.send(*reply)
     pair.net.pump()
     assert pair.a.tun.delivered[-1:] == reply
+
+
+def test_an_outbound_switch_supersedes_an_older_waiting_outbound_sa() -> None:
+    """A collision of IKEv1 Quick modes (or crossed rekeys): b started one replacement
+    (its outbound half waits for the peer) and then took the peer's, which won, with an
+    outbound switch at once. The first one is out of the game: a packet the peer still
+    sends on it must not move b's outbound back to it (the peer deletes it next, and b's
+    traffic would go into an SA nobody opens)."""
+    pair = Pair()
+    pair.connect(sa(0x1001, 1), sa(0x2002, 2))
+    # b's own replacement: both halves installed, the outbound one waiting.
+    pair.b.dp.rekey_child_sa(POLICY, sa(0x1101, 11), sa(0x2102, 12), switch_outbound=False)
+    # a answered it and sends on it at once.
+    pair.a.dp.rekey_child_sa(POLICY, sa(0x2102, 12), sa(0x1101, 11))
+    # The peer's replacement wins: b switches to it at once.
+    pair.b.dp.rekey_child_sa(POLICY, sa(0x1201, 21), sa(0x2202, 22))
+    pair.a.send(*burst(2, 1))  # still on the loser 0x1101: b opens it (grace period)
+    pair.net.pump()
+    assert pair.b.tun.delivered[-2:] == burst(2, 1)
+    b_out = pair.b.dp.sad.outbound(POLICY)
+    assert b_out is not None and b_out.spi == 0x2202
+    assert pair.b.dp.counters.outbound_activated_by_peer == 0
+    # Nothing waits any more: there is nothing to activate.
+    with pytest.raises(ValueError, match="no outbound SA waiting"):
+        pair.b.dp.activate_outbound(POLICY)
+    # a takes the winner too; b's replies cross on it.
+    pair.a.dp.rekey_child_sa(POLICY, sa(0x2202, 22), sa(0x1201, 21))
+    reply = burst(1, 3, forward=False)
+    pair.b.send(*reply)
+    pair.net.pump()
+    assert pair.a.tun.delivered[-1:] == reply
