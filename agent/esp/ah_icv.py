@@ -40,6 +40,7 @@ What the ICV covers (section 3.3.3.1):
 
 from __future__ import annotations
 
+import struct
 from typing import NamedTuple
 
 IPPROTO_AH = 51
@@ -278,7 +279,7 @@ def _predict_routing(data: bytearray, at: int, length: int, sending: bool) -> bo
 
 def ipv4_checksum(header: bytes | bytearray) -> int:
     """RFC 1071 one's complement sum of an IPv4 header whose checksum field is zero."""
-    total = sum(int.from_bytes(header[i : i + 2], "big") for i in range(0, len(header), 2))
+    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF

@@ -116,7 +116,7 @@ class Integrity(StrEnum):
         for integrity, entry in _INTEG.items():
             if entry.transform_id == transform_id:
                 return integrity
-        raise ValueError(f"ESP integrity {transform_id} unsupported")
+        raise ValueError(f"integrity transform {transform_id} unsupported")
 
 
 class _IntegSpec(NamedTuple):
