@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from .config import ChildConfig, Mode
+from .constants import ProtocolId
 from .errors import LocalError
 from .events import ChildSaEstablished
 from .keys import derive_child_sa_keys
 from .payloads import TrafficSelector
-from .constants import ProtocolId
 from .proposals import AhProposal, ChildProposal, child_label
 from .transforms import Prf
 
@@ -113,7 +113,11 @@ def child_established(
     if isinstance(proposal, AhProposal):
         encr_id, encr_bits, encr_len = 0, 0, 0
     else:
-        encr_id, encr_bits, encr_len = proposal.encr.id, proposal.encr.key_bits, proposal.encr.key_length
+        encr_id, encr_bits, encr_len = (
+            proposal.encr.id,
+            proposal.encr.key_bits,
+            proposal.encr.key_length,
+        )
     integ_len = proposal.integ.key_length if proposal.integ else 0
     keys = derive_child_sa_keys(prf, sk_d, ni, nr, encr_len, integ_len, g_ir)
     if exchange_initiator:

@@ -7,8 +7,9 @@ offers. ``IkeProposal.parse("aes256gcm16-prfsha384-x25519")`` and
 ``EspProposal.parse("aes128-sha256")`` and ``AhProposal.parse("sha256-esn")`` read what
 operators write in swanctl.conf into the same IDs. A child SA is offered ESP and AH
 proposals together (``ChildProposal``), as separate proposals of one SA payload (RFC
-7296 section 3.3), and selected among them by protocol. Selection follows RFC 7296 section 2.7 with our configured order taking
-precedence (strongSwan's default), and a failure names both sides.
+7296 section 3.3), and selected among them by protocol. Selection follows RFC 7296
+section 2.7 with our configured order taking precedence (strongSwan's default), and a
+failure names both sides.
 """
 
 from __future__ import annotations

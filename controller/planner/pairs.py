@@ -616,7 +616,9 @@ def _offered(kind: ProposalKind, host: HostProfile) -> tuple[Proposal, ...]:
 
 def _child_offer(host: HostProfile) -> str:
     """A host's child SA proposals, by protocol: ``esp [aes256gcm16], ah [sha256]``."""
-    parts = [f"{kind} {_listed(_offered(kind, host))}" for kind in (ProposalKind.AH, ProposalKind.ESP)]
+    parts = [
+        f"{kind} {_listed(_offered(kind, host))}" for kind in (ProposalKind.AH, ProposalKind.ESP)
+    ]
     return ", ".join(p for p, kind in zip(parts, (host.ah, host.esp), strict=True) if kind)
 
 

@@ -175,8 +175,7 @@ def _ah_across_nat(sa: IkeSa, what: str) -> ProtocolError:
     has no UDP encapsulation (RFC 3948 is ESP's), so with a NAT detected (or faked to
     force encapsulation, RFC 7296 section 2.23) AH is never negotiated."""
     return ProtocolError(
-        f"{AH_NAT}NAT detection found a NAT between us and the peer "
-        f"(section 2.23), and {what}",
+        f"{AH_NAT}NAT detection found a NAT between us and the peer (section 2.23), and {what}",
         notify=NotifyType.NO_PROPOSAL_CHOSEN,
     )
 
@@ -250,7 +249,9 @@ class ChildCreate:
             # Section 1.3.3: the SPI we receive on identifies the SA being rekeyed, and the
             # notify's protocol ID is the SA's (ESP 3 or AH 2, section 3.10).
             payloads.append(
-                NotifyPayload(NotifyType.REKEY_SA, protocol=self.rekey.protocol, spi=self.rekey.spi_in)
+                NotifyPayload(
+                    NotifyType.REKEY_SA, protocol=self.rekey.protocol, spi=self.rekey.spi_in
+                )
             )
         elif self.sa.encap and not _without_ah(self.proposals):
             # Only AH to offer, across a NAT: the child fails here, nothing is sent.
@@ -278,6 +279,10 @@ class ChildCreate:
         return Outcome.DONE
 
     def _refused_by_peer(self, notify: int) -> str:
+        if self.sa.encap and not _without_ah(self.proposals):
+            # We could offer AH only, across a NAT; the peer (ours too) refuses it.
+            refused = f"the peer refused it ({enum_name(NotifyType, notify)})"
+            return str(_ah_across_nat(self.sa, f"this child offers AH only; {refused}"))
         if self.exchange == ExchangeType.IKE_AUTH:
             return f"{enum_name(NotifyType, notify)}: refused by peer"
         what = "rekey" if self.rekey is not None else "new child SA"

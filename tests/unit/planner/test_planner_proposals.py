@@ -57,9 +57,7 @@ AH_ONLY_TOKENS = [
 
 
 def test_the_table_covers_every_known_token() -> None:
-    assert sorted(t for t, _ in TOKENS + IKEV1_ONLY_TOKENS + AH_ONLY_TOKENS) == sorted(
-        KNOWN_TOKENS
-    )
+    assert sorted(t for t, _ in TOKENS + IKEV1_ONLY_TOKENS + AH_ONLY_TOKENS) == sorted(KNOWN_TOKENS)
 
 
 def test_sha1_is_an_ikev1_phase_1_hash_and_an_ah_integrity_only() -> None:
