@@ -49,7 +49,7 @@ def test_ah_only_peer_is_taken_and_offers_ah_first() -> None:
 def test_ah_and_esp_are_offered_ah_first() -> None:
     plan = plan_from_proto(_plan(SHA256))
     child = ike_config(plan, plan.peers[0]).child
-    assert [type(p) for p in child.proposals][0] is AhProposal
+    assert isinstance(child.proposals[0], AhProposal)
     assert isinstance(child.proposals[-1], EspProposal)
 
 
