@@ -102,13 +102,13 @@ class PairBuilder:
             ok = self.compatible[key] = common_proposal(la, lb) is not None
         return ok
 
-    def _nat_on_path(self, a: HostProfile, b: HostProfile) -> str:
-        """Why the planner knows a NAT (or forced UDP encapsulation) sits between a and
-        b, as a message tail; empty when it knows none."""
-        for host in (a, b):
+    def _nat_on_path(self, *hosts: HostProfile) -> str:
+        """Why the planner knows a NAT (or forced UDP encapsulation) on the path of the
+        ends it manages, as a message tail; empty when it knows none."""
+        for host in hosts:
             if host.behind_nat:
                 return f"{host.name} is behind a NAT (nat: true, {self.where(host, 'nat')})"
-        for host in (a, b):
+        for host in hosts:
             if host.nat_traversal.force_encap:
                 return (
                     f"{host.name} forces UDP encapsulation (force_encap: true, "
@@ -427,7 +427,7 @@ class PairBuilder:
                     )
                 )
                 return None
-        why = self._nat_on_path(local, local)
+        why = self._nat_on_path(local)
         if local.ah and why:
             errors.append(
                 InventoryError(
@@ -615,11 +615,9 @@ def _offered(kind: ProposalKind, host: HostProfile) -> tuple[Proposal, ...]:
 
 
 def _child_offer(host: HostProfile) -> str:
-    """A host's child SA proposals, by protocol: ``esp [aes256gcm16], ah [sha256]``."""
-    parts = [
-        f"{kind} {_listed(_offered(kind, host))}" for kind in (ProposalKind.AH, ProposalKind.ESP)
-    ]
-    return ", ".join(p for p, kind in zip(parts, (host.ah, host.esp), strict=True) if kind)
+    """A host's child SA proposals, by protocol: ``ah [sha256], esp [aes256gcm16]``."""
+    kinds = (ProposalKind.AH, ProposalKind.ESP)
+    return ", ".join(f"{k} {_listed(_offered(k, host))}" for k in kinds if _offered(k, host))
 
 
 def _version(version: IkeVersion) -> str:

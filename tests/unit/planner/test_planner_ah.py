@@ -224,3 +224,16 @@ def test_plans_without_ah_keep_their_bytes(tmp_path: Path) -> None:
     plan = plans_of(make(tmp_path / "inv"))["a1"]
     for msg in convert.plan_to_proto(plan).peers:
         assert "ah_proposals" not in {fd.name for fd, _ in msg.ListFields()}
+
+
+def test_ah_towards_an_external_peer_from_behind_a_nat_is_refused(tmp_path: Path) -> None:
+    root = make(tmp_path / "inv", host_vars__a1="nat: true\nah_proposals: [sha256]\n")
+    (root / "topology.yaml").write_text(
+        TOPOLOGY
+        + "external_peers:\n"
+        + "  - {name: partner, address: 203.0.113.10, psk: a-long-enough-shared-key,\n"
+        + "     subnets: [192.0.2.0/24], connect: a1}\n"
+    )
+    (error,) = [e for e in plan_errors(root) if "external peer" in e]
+    assert "host a1 and external peer partner: AH cannot cross NAT: a1 is behind a NAT" in error
+    assert "host_vars/a1.yaml:2" in error
