@@ -4,6 +4,7 @@ and the lab benchmarks (bench/rekey_loss.py, recovery.py, rotation.py) measure l
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -90,9 +91,18 @@ class PingStream:
         return self.transmitted if self.transmitted is not None else max(self.replies, default=0)
 
     @property
+    def in_flight(self) -> int:
+        """Echo requests that may still have been on their way when ping stopped: the
+        last ``IN_FLIGHT``, or as many as ping sent in two of the slowest round trips it
+        saw (on a loaded machine a reply can take longer than many intervals)."""
+        slowest = max(echo_rtts("".join(self.output)).values(), default=0.0) / 1000
+        return max(IN_FLIGHT, math.ceil(2 * slowest / self.interval))
+
+    @property
     def lost(self) -> list[int]:
-        """Sequence numbers sent (all but the last ``IN_FLIGHT``) that got no reply."""
-        return [seq for seq in range(1, self.sent - IN_FLIGHT + 1) if seq not in self.replies]
+        """Sequence numbers sent (all but those :attr:`in_flight`) that got no reply."""
+        last = self.sent - self.in_flight
+        return [seq for seq in range(1, last + 1) if seq not in self.replies]
 
     def replied_after(self, when: float) -> float | None:
         """Receive time of the first reply after wall-clock ``when``."""

@@ -17,7 +17,7 @@ from tests.support.kernel_counters import (
     retransmit_percent,
     socket_drops,
 )
-from tests.support.pings import echo_rtts
+from tests.support.pings import PingStream, SitePath, echo_rtts
 
 SNMP = """\
 Ip: Forwarding DefaultTTL InReceives InHdrErrors InAddrErrors ForwDatagrams InUnknownProtos InDiscards InDelivers OutRequests OutDiscards OutNoRoutes ReasmTimeout ReasmReqds ReasmOKs ReasmFails FragOKs FragFails FragCreates OutTransmits
@@ -152,3 +152,32 @@ def test_echo_rtts_by_sequence_number() -> None:
         "rtt min/avg/max/mdev = 0.718/5.939/12.000/4.973 ms\n"
     )
     assert echo_rtts(output) == {1: 0.718, 3: 1.05, 4: 12.0}
+
+
+def _stream(interval: float, rtts: dict[int, float], transmitted: int) -> PingStream:
+    """A stopped stream as :meth:`PingStream._read` leaves it after ping's output."""
+    path = SitePath("a1", "a4", "ns", "10.1.1.1", "10.1.4.1")
+    stream = PingStream(path, interval, proc=None)  # type: ignore[arg-type]
+    for seq, rtt in rtts.items():
+        stream.output.append(
+            f"[1765000000.{seq:06d}] 64 bytes from 10.1.4.1: icmp_seq={seq} ttl=63 time={rtt} ms\n"
+        )
+        stream.replies[seq] = 1765000000 + seq / 1e6
+    stream.transmitted = transmitted
+    return stream
+
+
+def test_requests_sent_within_the_slowest_round_trips_are_in_flight_not_lost() -> None:
+    """Seen on a loaded machine: replies as slow as 0.98 s while ping sent every 5 ms,
+    so the last few requests were still on their way when ping stopped."""
+    rtts = {seq: 0.4 for seq in range(1, 1163)}
+    rtts[900] = 978.5
+    assert _stream(0.005, rtts, 1167).lost == []
+    # A gap among answered requests is a loss however slow the replies.
+    del rtts[500]
+    assert _stream(0.005, rtts, 1167).lost == [500]
+
+
+def test_with_fast_replies_only_the_last_two_requests_are_in_flight() -> None:
+    rtts = {seq: 0.4 for seq in range(1, 1163)}
+    assert _stream(0.005, rtts, 1167).lost == [1163, 1164, 1165]
