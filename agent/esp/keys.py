@@ -32,7 +32,9 @@ WIRESHARK_AUTHENTICATION = {
     Integrity.HMAC_SHA2_256_128: "HMAC-SHA-256-128 [RFC4868]",
     Integrity.HMAC_SHA2_384_192: "HMAC-SHA-384-192 [RFC4868]",
     Integrity.HMAC_SHA2_512_256: "HMAC-SHA-512-256 [RFC4868]",
+    Integrity.HMAC_SHA1_96: "HMAC-SHA-1-96 [RFC2404]",
 }
+"""ESP's integrity transforms; Wireshark's ESP table has no AES-GMAC integrity (AH only)."""
 
 
 def _family(params: SaParams, default: str) -> str:

@@ -152,16 +152,9 @@ class SaParams:
     dst: str = "*"
 
     def __post_init__(self) -> None:
-        # RFC 4303 section 2.1: 0 is reserved for local use and 1-255 by IANA.
-        if not isinstance(self.spi, int) or not 256 <= self.spi <= SEQ_MAX:
-            raise ValueError(f"SPI must be an int in 256..2^32-1, got {self.spi!r}")
-        for name in ("src", "dst"):
-            value = getattr(self, name)
-            if value != "*":
-                try:
-                    ipaddress.ip_address(value)
-                except ValueError:
-                    raise ValueError(f"SA {name} {value!r} is not an IP address or *") from None
+        check_spi(self.spi)
+        check_sa_address("src", self.src)
+        check_sa_address("dst", self.dst)
 
 
 @dataclass(frozen=True)
@@ -186,6 +179,124 @@ class SaExpired:
 SaEvent = RekeyRequested | SaExpired
 
 
+class SaLifecycle:
+    """The lifetime of one SA direction: soft and hard limits in time, bytes and packets
+    (RFC 4301 section 4.4.2.1), the events they raise and the timer that runs them.
+
+    Shared by ESP's and AH's SAs (composed, not inherited). The packet path reads
+    ``deadline``, ``byte_mark`` and ``packet_mark`` directly and calls ``handle_timer``
+    or ``volume`` only when one is reached.
+    """
+
+    __slots__ = (
+        "_events",
+        "_hard_at",
+        "_soft_at",
+        "_soft_fired",
+        "added_at",
+        "byte_mark",
+        "deadline",
+        "direction",
+        "expired",
+        "lifetime",
+        "packet_mark",
+        "spi",
+    )
+
+    def __init__(self, spi: int, direction: Direction, lifetime: Lifetime, now: float) -> None:
+        self.spi = spi
+        self.direction = direction
+        self.lifetime = lifetime
+        self.added_at = now
+        self.expired = False
+        self._events: deque[Any] = deque()
+        self._soft_fired = False
+        self._soft_at = _NEVER if lifetime.soft_seconds is None else now + lifetime.soft_seconds
+        self._hard_at = _NEVER if lifetime.hard_seconds is None else now + lifetime.hard_seconds
+        self.deadline = min(self._soft_at, self._hard_at)
+        """The next time limit (-inf once expired): ``now >= deadline`` calls for
+        ``handle_timer``."""
+        self.byte_mark = _first_mark(lifetime.soft_bytes, lifetime.hard_bytes)
+        self.packet_mark = _first_mark(lifetime.soft_packets, lifetime.hard_packets)
+
+    def next_event(self) -> SaEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def share_events(self, queue: deque[Any]) -> None:
+        """Deliver events (pending and future) into ``queue``."""
+        queue.extend(self._events)
+        self._events.clear()
+        self._events = queue
+
+    def get_timer(self) -> float | None:
+        """The next lifetime deadline, or None."""
+        return None if self.expired or self.deadline == _NEVER else self.deadline
+
+    def handle_timer(self, now: float) -> None:
+        if self.expired:
+            return
+        if not self._soft_fired and now >= self._soft_at:
+            self.soft("time")
+        if now >= self._hard_at:
+            self.expire("time")
+            return
+        self.deadline = self._hard_at if self._soft_fired else min(self._soft_at, self._hard_at)
+
+    def soft(self, reason: str) -> None:
+        """Ask once for a rekey (``RekeyRequested``); the SA keeps working."""
+        if not self._soft_fired:
+            self._soft_fired = True
+            self._events.append(RekeyRequested(self.spi, self.direction, reason))
+            self.deadline = self._hard_at
+
+    def expire(self, reason: str) -> None:
+        """End the SA (``SaExpired``): it sends and accepts nothing more."""
+        if not self.expired:
+            self.expired = True
+            self.deadline = -_NEVER
+            self._events.append(SaExpired(self.spi, self.direction, reason))
+
+    def volume(self, octets: int, packets: int) -> None:
+        """Called when a byte or packet count reached its next mark."""
+        lifetime = self.lifetime
+        for kind, count, soft, hard in (
+            ("bytes", octets, lifetime.soft_bytes, lifetime.hard_bytes),
+            ("packets", packets, lifetime.soft_packets, lifetime.hard_packets),
+        ):
+            if hard is not None and count >= hard:
+                self.soft(kind)
+                self.expire(kind)
+            elif soft is not None and count >= soft:
+                self.soft(kind)
+        self.byte_mark = _next_mark(octets, lifetime.soft_bytes, lifetime.hard_bytes)
+        self.packet_mark = _next_mark(packets, lifetime.soft_packets, lifetime.hard_packets)
+
+
+def sequence_limits(esn: bool) -> tuple[int, int]:
+    """``(last, rekey_at)``: the last sequence number an outbound SA may send and the one
+    from which it asks for a rekey (RFC 4303 section 3.3.3, RFC 4302 section 3.3.2: the
+    counter never cycles)."""
+    if esn:
+        return ESN_SEQ_MAX, ESN_SEQ_MAX - ESN_SEQ_SOFT_MARGIN
+    return SEQ_MAX, SEQ_MAX - SEQ_SOFT_MARGIN
+
+
+def check_spi(spi: object) -> None:
+    """RFC 4303 section 2.1 / RFC 4302 section 2.4: 0 is reserved for local use and
+    1-255 by IANA."""
+    if not isinstance(spi, int) or isinstance(spi, bool) or not 256 <= spi <= SEQ_MAX:
+        raise ValueError(f"SPI must be an int in 256..2^32-1, got {spi!r}")
+
+
+def check_sa_address(name: str, value: str) -> None:
+    """An SA's outer address is an IP address or * (not known here)."""
+    if value != "*":
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"SA {name} {value!r} is not an IP address or *") from None
+
+
 class _EspSa:
     """What both directions share: transforms, lifetimes, events and counters."""
 
@@ -198,8 +309,7 @@ class _EspSa:
         self.esn = params.esn
         self.added_at = now
         self.counters = SaCounters()
-        self.expired = False
-        self._events: deque[Any] = deque()
+        self._life = SaLifecycle(params.spi, self.direction, params.lifetime, now)
         suite = build_suite(params.encryption, params.enc_key, params.integrity, params.integ_key)
         self._suite = suite
         self._aead = params.encryption.is_aead
@@ -210,63 +320,24 @@ class _EspSa:
         # AEAD hot path: the cryptography object and salt used directly (one call per
         # packet); CBC+HMAC goes through the suite.
         self._salt = suite.salt if isinstance(suite, AeadSuite) else b""
-        lifetime = params.lifetime
-        self._soft_fired = False
-        self._soft_at = _NEVER if lifetime.soft_seconds is None else now + lifetime.soft_seconds
-        self._hard_at = _NEVER if lifetime.hard_seconds is None else now + lifetime.hard_seconds
-        self._deadline = min(self._soft_at, self._hard_at)
-        self._byte_mark = _first_mark(lifetime.soft_bytes, lifetime.hard_bytes)
-        self._packet_mark = _first_mark(lifetime.soft_packets, lifetime.hard_packets)
+
+    @property
+    def expired(self) -> bool:
+        return self._life.expired
 
     def next_event(self) -> SaEvent | None:
-        return self._events.popleft() if self._events else None
+        return self._life.next_event()
 
     def share_events(self, queue: deque[Any]) -> None:
         """Deliver this SA's events (pending and future) into ``queue`` (the SAD's)."""
-        queue.extend(self._events)
-        self._events.clear()
-        self._events = queue
+        self._life.share_events(queue)
 
     def get_timer(self) -> float | None:
         """The next lifetime deadline, or None."""
-        return None if self.expired or self._deadline == _NEVER else self._deadline
+        return self._life.get_timer()
 
     def handle_timer(self, now: float) -> None:
-        if self.expired:
-            return
-        if not self._soft_fired and now >= self._soft_at:
-            self._soft(RekeyRequested(self.spi, self.direction, "time"))
-        if now >= self._hard_at:
-            self._expire("time")
-            return
-        self._deadline = self._hard_at if self._soft_fired else min(self._soft_at, self._hard_at)
-
-    def _soft(self, event: RekeyRequested) -> None:
-        if not self._soft_fired:
-            self._soft_fired = True
-            self._events.append(event)
-            self._deadline = self._hard_at
-
-    def _expire(self, reason: str) -> None:
-        if not self.expired:
-            self.expired = True
-            self._deadline = -_NEVER
-            self._events.append(SaExpired(self.spi, self.direction, reason))
-
-    def _volume(self, octets: int, packets: int) -> None:
-        """Called when a byte or packet count reached its next mark."""
-        lifetime = self.params.lifetime
-        for kind, count, soft, hard in (
-            ("bytes", octets, lifetime.soft_bytes, lifetime.hard_bytes),
-            ("packets", packets, lifetime.soft_packets, lifetime.hard_packets),
-        ):
-            if hard is not None and count >= hard:
-                self._soft(RekeyRequested(self.spi, self.direction, kind))
-                self._expire(kind)
-            elif soft is not None and count >= soft:
-                self._soft(RekeyRequested(self.spi, self.direction, kind))
-        self._byte_mark = _next_mark(octets, lifetime.soft_bytes, lifetime.hard_bytes)
-        self._packet_mark = _next_mark(packets, lifetime.soft_packets, lifetime.hard_packets)
+        self._life.handle_timer(now)
 
 
 def _first_mark(soft: int | None, hard: int | None) -> int:
@@ -285,9 +356,7 @@ class OutboundSa(_EspSa):
     def __init__(self, params: SaParams, now: float) -> None:
         super().__init__(params, now)
         self._seq = 0
-        self._seq_max = ESN_SEQ_MAX if params.esn else SEQ_MAX
-        margin = ESN_SEQ_SOFT_MARGIN if params.esn else SEQ_SOFT_MARGIN
-        self._seq_mark = self._seq_max - margin
+        self._seq_max, self._seq_mark = sequence_limits(params.esn)
         self._seal = self._suite.seal
         suite = self._suite
         self._encrypt = suite.aead.encrypt if isinstance(suite, AeadSuite) else None
@@ -313,15 +382,16 @@ class OutboundSa(_EspSa):
         """
         if next_header not in self._next_headers:
             raise ValueError(f"next header {next_header!r} does not fit a {self.mode} mode SA")
-        if now >= self._deadline:
-            self.handle_timer(now)
-            if self.expired:
+        life = self._life
+        if now >= life.deadline:
+            life.handle_timer(now)
+            if life.expired:
                 self.counters.send_refused += 1
                 return None
         seq = self._seq + 1
         if seq >= self._seq_mark:
             # RFC 4303 section 3.3.3: the counter must not cycle; rekey well before.
-            self._soft(RekeyRequested(self.spi, self.direction, "sequence"))
+            life.soft("sequence")
             if seq > self._seq_max:
                 self.counters.send_refused += 1
                 return None
@@ -331,8 +401,8 @@ class OutboundSa(_EspSa):
         counters = self.counters
         counters.packets_out += 1
         counters.bytes_out += len(payload)
-        if counters.bytes_out >= self._byte_mark or counters.packets_out >= self._packet_mark:
-            self._volume(counters.bytes_out, counters.packets_out)
+        if counters.bytes_out >= life.byte_mark or counters.packets_out >= life.packet_mark:
+            life.volume(counters.bytes_out, counters.packets_out)
         return packet
 
     def seal_with_iv(self, seq: int, iv: bytes, payload: bytes, next_header: int) -> bytes:
@@ -384,9 +454,10 @@ class InboundSa(_EspSa):
     def decap(self, packet: bytes, now: float) -> DecapResult:
         """Verify and open one ESP packet (from the SPI on). Never raises on content."""
         counters = self.counters
-        if now >= self._deadline:
-            self.handle_timer(now)
-            if self.expired:
+        life = self._life
+        if now >= life.deadline:
+            life.handle_timer(now)
+            if life.expired:
                 counters.expired_drops += 1
                 return Drop.EXPIRED
         if len(packet) < self._min_length:
@@ -438,8 +509,8 @@ class InboundSa(_EspSa):
                 return drop
         counters.packets_in += 1
         counters.bytes_in += end
-        if counters.bytes_in >= self._byte_mark or counters.packets_in >= self._packet_mark:
-            self._volume(counters.bytes_in, counters.packets_in)
+        if counters.bytes_in >= life.byte_mark or counters.packets_in >= life.packet_mark:
+            life.volume(counters.bytes_in, counters.packets_in)
         return payload, next_header
 
     def _check_payload(self, payload: bytes, next_header: int) -> Drop | None:

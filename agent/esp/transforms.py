@@ -1,4 +1,5 @@
-"""ESP encryption and integrity transforms: key checks, sealing and opening.
+"""ESP encryption and integrity transforms (and AH's integrity): key checks, sealing,
+opening and authenticators.
 
 Each suite is built once per SA from the negotiated keys, creating its cryptography
 objects (AESGCM, ChaCha20Poly1305, AES) once so the per-packet path allocates as little
@@ -12,13 +13,20 @@ half with ESN, which each transform authenticates in its own place.
 - AES-CBC (RFC 3602) with HMAC-SHA2-256-128 / 384-192 / 512-256 (RFC 4868): random
   16-byte IV; the ICV is the truncated HMAC over SPI || seq || IV || ciphertext (and the
   high sequence half with ESN, RFC 4303 section 2.2.1), checked before decrypting.
+
+The integrity transforms are one table for both protocols. ESP's AES-CBC takes the
+HMAC ones; AH (``ah.py``) takes any, through an ``Authenticator``:
+
+- HMAC-SHA1-96 (RFC 2404) for old peers and HMAC-SHA2 (RFC 4868): truncated HMAC.
+- AES-GMAC (RFC 4543, AUTH_AES_GMAC): AES-GCM with an empty plaintext; key || 4-byte
+  salt, nonce = salt || 8-byte IV carried before the 16-byte tag.
 """
 
 from __future__ import annotations
 
 import hmac
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -63,34 +71,61 @@ class Encryption(StrEnum):
 
 
 class Integrity(StrEnum):
-    """ESP integrity transforms for the non-AEAD ciphers (RFC 4868)."""
+    """Integrity transforms: ESP's for the non-AEAD ciphers (HMAC only) and AH's (all),
+    named as in strongSwan proposals."""
 
     HMAC_SHA2_256_128 = "sha256"
     HMAC_SHA2_384_192 = "sha384"
     HMAC_SHA2_512_256 = "sha512"
+    HMAC_SHA1_96 = "sha1"
+    AES128GMAC = "aes128gmac"
+    AES192GMAC = "aes192gmac"
+    AES256GMAC = "aes256gmac"
 
     @property
     def transform_id(self) -> int:
         """The IANA "Transform Type 3" number (RFC 7296 section 3.3.2)."""
-        return _INTEG[self][3]
+        return _INTEG[self].transform_id
 
     @property
     def key_length(self) -> int:
-        """RFC 4868 section 2.1.1: the key is as long as the hash output."""
-        return _INTEG[self][1]
+        """Octets of keying material: as long as the hash output for HMAC (RFC 2404
+        section 3, RFC 4868 section 2.1.1), the AES key || 4-byte salt for GMAC
+        (RFC 4543 section 7)."""
+        return _INTEG[self].key_length
 
     @property
     def icv_length(self) -> int:
-        return _INTEG[self][2]
+        """Octets of the (truncated) MAC; for GMAC the tag, without the IV before it."""
+        return _INTEG[self].icv_length
+
+    @property
+    def iv_length(self) -> int:
+        """Octets of IV carried before the ICV: 8 for GMAC (RFC 4543 section 4), else 0."""
+        return _INTEG[self].iv_length
+
+    @property
+    def is_hmac(self) -> bool:
+        """An HMAC transform (the only kind ESP's AES-CBC takes here)."""
+        return _INTEG[self].hash_name is not None
 
     @classmethod
     def for_transform(cls, transform_id: int) -> Integrity:
         """The transform negotiated as ``transform_id``; ValueError when this data plane
         does not implement it."""
         for integrity, entry in _INTEG.items():
-            if entry[3] == transform_id:
+            if entry.transform_id == transform_id:
                 return integrity
-        raise ValueError(f"ESP integrity {transform_id} unsupported")
+        raise ValueError(f"integrity transform {transform_id} unsupported")
+
+
+class _IntegSpec(NamedTuple):
+    hash_name: str | None
+    """For hmac.digest; None for AES-GMAC."""
+    key_length: int
+    icv_length: int
+    transform_id: int
+    iv_length: int
 
 
 # IANA transform ID (RFC 4106, RFC 7634, RFC 3602), key bits, octets of keying material
@@ -102,11 +137,15 @@ _ENCRYPTION = {
     Encryption.AES256: (12, 256, 32),
 }
 
-# hash name for hmac.digest, key length, truncated ICV length, IANA transform ID (RFC 4868)
+# IANA transform IDs: RFC 4868 (12-14), RFC 2404 (2), RFC 4543 (9-11).
 _INTEG = {
-    Integrity.HMAC_SHA2_256_128: ("sha256", 32, 16, 12),
-    Integrity.HMAC_SHA2_384_192: ("sha384", 48, 24, 13),
-    Integrity.HMAC_SHA2_512_256: ("sha512", 64, 32, 14),
+    Integrity.HMAC_SHA2_256_128: _IntegSpec("sha256", 32, 16, 12, 0),
+    Integrity.HMAC_SHA2_384_192: _IntegSpec("sha384", 48, 24, 13, 0),
+    Integrity.HMAC_SHA2_512_256: _IntegSpec("sha512", 64, 32, 14, 0),
+    Integrity.HMAC_SHA1_96: _IntegSpec("sha1", 20, 12, 2, 0),
+    Integrity.AES128GMAC: _IntegSpec(None, 16 + 4, 16, 9, 8),
+    Integrity.AES192GMAC: _IntegSpec(None, 24 + 4, 16, 10, 8),
+    Integrity.AES256GMAC: _IntegSpec(None, 32 + 4, 16, 11, 8),
 }
 
 _SALT_LENGTH = 4
@@ -177,7 +216,7 @@ class CbcHmacSuite:
     iv_length = _AES_BLOCK
     align = _AES_BLOCK
 
-    __slots__ = ("_aes", "_hash", "_integ_key", "icv_length")
+    __slots__ = ("_aes", "_mac", "icv_length")
 
     def __init__(
         self,
@@ -191,19 +230,18 @@ class CbcHmacSuite:
         if integrity is None:
             # RFC 8221 section 5: ESP encryption without integrity is not allowed.
             raise ValueError(f"{encryption} needs an integrity transform")
+        if not integrity.is_hmac:
+            raise ValueError(f"{encryption} takes an HMAC integrity transform, not {integrity}")
         _check_key(f"{encryption} key", key, encryption.key_length)
-        _check_key(f"{integrity} integrity key", integ_key, integrity.key_length)
+        self._mac = HmacAuthenticator(integrity, integ_key)
         # The AES key schedule object is reused; CBC binds the IV, so the Cipher
         # context is per packet (the library offers no IV reset).
         self._aes = algorithms.AES(key)
-        self._hash, _, self.icv_length, _ = _INTEG[integrity]
-        self._integ_key = integ_key
+        self.icv_length = integrity.icv_length
 
     def _icv(self, header: bytes, iv: bytes, ciphertext: bytes, esn_high: bytes) -> bytes:
         # RFC 4303 section 2.2.1 / 3.3.2.2: the high half goes after the payload.
-        return hmac.digest(self._integ_key, header + iv + ciphertext + esn_high, self._hash)[
-            : self.icv_length
-        ]
+        return self._mac.icv(header + iv + ciphertext + esn_high)
 
     def seal(self, iv: bytes, header: bytes, plaintext: bytes, esn_high: bytes = b"") -> bytes:
         encryptor = Cipher(self._aes, modes.CBC(iv)).encryptor()
@@ -223,9 +261,87 @@ class CbcHmacSuite:
 
 def integrity_icv(integrity: Integrity, key: bytes, data: bytes) -> bytes:
     """The truncated HMAC of ``data`` (RFC 4868 section 2.7.2's authenticator)."""
-    _check_key(f"{integrity} integrity key", key, integrity.key_length)
-    name, _, length, _ = _INTEG[integrity]
-    return hmac.digest(key, data, name)[:length]
+    return HmacAuthenticator(integrity, key).icv(data)
+
+
+class Authenticator(Protocol):
+    """An integrity transform keyed for one SA (what AH computes its ICV with)."""
+
+    iv_length: int
+    """Octets of IV the transform carries before its ICV (0: none)."""
+    icv_length: int
+
+    def sign(self, iv: bytes, data: bytes) -> bytes:
+        """The ICV of ``data`` under ``iv`` (empty when ``iv_length`` is 0)."""
+        ...
+
+    def verify(self, iv: bytes, data: bytes, icv: bytes) -> bool:
+        """Whether ``icv`` is the ICV of ``data`` under ``iv``, in constant time."""
+        ...
+
+
+class HmacAuthenticator:
+    """HMAC truncated to the transform's ICV length (RFC 2104; RFC 2404, RFC 4868)."""
+
+    iv_length = 0
+
+    __slots__ = ("_hash", "_key", "icv_length")
+
+    def __init__(self, integrity: Integrity, key: bytes) -> None:
+        spec = _INTEG[integrity]
+        if spec.hash_name is None:
+            raise ValueError(f"{integrity} is not an HMAC transform")
+        _check_key(f"{integrity} integrity key", key, spec.key_length)
+        self._hash = spec.hash_name
+        self._key = key
+        self.icv_length = spec.icv_length
+
+    def icv(self, data: bytes) -> bytes:
+        return hmac.digest(self._key, data, self._hash)[: self.icv_length]
+
+    def sign(self, iv: bytes, data: bytes) -> bytes:
+        return self.icv(data)
+
+    def verify(self, iv: bytes, data: bytes, icv: bytes) -> bool:
+        return hmac.compare_digest(self.icv(data), icv)
+
+
+class GmacAuthenticator:
+    """AES-GMAC (RFC 4543): GCM over an empty plaintext with ``data`` as the AAD; the
+    nonce is the 4-byte salt from the end of the keying material || the 8-byte IV."""
+
+    iv_length = _AEAD_IV_LENGTH
+    icv_length = _AEAD_ICV_LENGTH
+
+    __slots__ = ("_decrypt", "_encrypt", "_salt")
+
+    def __init__(self, integrity: Integrity, key_material: bytes) -> None:
+        if _INTEG[integrity].hash_name is not None:
+            raise ValueError(f"{integrity} is not an AES-GMAC transform")
+        _check_key(f"{integrity} key||salt", key_material, integrity.key_length)
+        aead = AESGCM(key_material[:-_SALT_LENGTH])
+        self._salt = key_material[-_SALT_LENGTH:]
+        self._encrypt = aead.encrypt
+        self._decrypt = aead.decrypt
+
+    def sign(self, iv: bytes, data: bytes) -> bytes:
+        return self._encrypt(self._salt + iv, b"", data)
+
+    def verify(self, iv: bytes, data: bytes, icv: bytes) -> bool:
+        if len(iv) != _AEAD_IV_LENGTH or len(icv) != _AEAD_ICV_LENGTH:
+            return False
+        try:
+            self._decrypt(self._salt + iv, icv, data)
+        except InvalidTag:
+            return False
+        return True
+
+
+def build_authenticator(integrity: Integrity, key: bytes) -> HmacAuthenticator | GmacAuthenticator:
+    """The authenticator for one SA; raises ValueError naming the transform or key."""
+    if integrity.is_hmac:
+        return HmacAuthenticator(integrity, key)
+    return GmacAuthenticator(integrity, key)
 
 
 def build_suite(
