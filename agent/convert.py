@@ -23,9 +23,9 @@ from vpnfleet.protos.plan_diff import ChangeKind, PlanChange
 
 from .cert_expiry import CertificateExpiry
 from .crl import RevokedSet, read_crl, revoked_set
-from .ike.constants import EncrId, enum_name
+from .ike.constants import EncrId, ProtocolId, enum_name
 from .ike.constants import TransformType as IkeTransformType
-from .ike.transforms import INTEGS, NEGOTIABLE, PRFS, encr_for
+from .ike.transforms import INTEGS, NEGOTIABLE, PRFS, encr_for, negotiable
 from .plan import (
     AgentPlan,
     AuthMethod,
@@ -314,7 +314,11 @@ def _phase1_hashes() -> dict[tuple[IkeTransformType, int], frozenset[int | None]
     negotiate (SHA-1): an IKEv1 peer's phase 1 may hash with them (RFC 2409 Appendix A)."""
     return {
         **{(IkeTransformType.PRF, prf.id): frozenset({None}) for prf in PRFS.values()},
-        **{(IkeTransformType.INTEG, integ.id): frozenset({None}) for integ in INTEGS.values()},
+        **{
+            (IkeTransformType.INTEG, integ.id): frozenset({None})
+            for integ in INTEGS.values()
+            if integ.implied_prf is not None
+        },
     }
 
 
@@ -322,11 +326,11 @@ _IKEV1_PHASE1 = {**_phase1_hashes(), **NEGOTIABLE}
 
 
 def _transform(
-    p: _Problems, where: str, t: plan_pb2.Transform, phase1: bool = False
+    p: _Problems, where: str, t: plan_pb2.Transform, kind: ProtocolId, phase1: bool = False
 ) -> Transform | None:
-    """One transform, checked against what the IKE core negotiates (its registry);
-    ``phase1``: of an IKEv1 peer's IKE proposal, which may also use the hashes that
-    IKEv2 does not negotiate."""
+    """One transform of a ``kind`` (IKE, ESP or AH) proposal, checked against what the
+    IKE core negotiates (its registry); ``phase1``: of an IKEv1 peer's IKE proposal,
+    which may also use the hashes that IKEv2 does not negotiate."""
     try:
         ttype = TransformType(t.type)
     except ValueError:
@@ -334,8 +338,13 @@ def _transform(
         return None
     lengths = (_IKEV1_PHASE1 if phase1 else NEGOTIABLE).get((IkeTransformType(ttype), t.id))
     if lengths is None:
-        have = sorted(int(id) for kind, id in NEGOTIABLE if kind == ttype)
+        have = sorted(int(id) for type_, id in NEGOTIABLE if type_ == ttype)
         p.add(where, f"{ttype.name} transform {t.id} is not implemented (have {have})")
+        return None
+    if ttype is TransformType.INTEG and not (
+        INTEGS[t.id].implied_prf is not None if phase1 else negotiable(ttype, t.id, None, kind)
+    ):
+        p.add(where, f"INTEG transform {t.id} is not one {kind.name} proposals may carry")
         return None
     # A plan's key length 0 is no Key Length attribute (RFC 7296 section 3.3.5).
     if (t.key_length or None) not in lengths:
@@ -351,11 +360,12 @@ def _transform(
 
 
 def _proposal(
-    p: _Problems, where: str, msg: plan_pb2.Proposal, ike: bool, phase1: bool = False
+    p: _Problems, where: str, msg: plan_pb2.Proposal, kind: ProtocolId, phase1: bool = False
 ) -> Proposal | None:
     before = len(p.items)
     ts = [
-        _transform(p, f"{where} transform {i + 1}", t, phase1) for i, t in enumerate(msg.transforms)
+        _transform(p, f"{where} transform {i + 1}", t, kind, phase1)
+        for i, t in enumerate(msg.transforms)
     ]
     if len(p.items) != before:
         return None
@@ -363,6 +373,15 @@ def _proposal(
     by_type: dict[TransformType, list[Transform]] = {}
     for t in transforms:
         by_type.setdefault(t.type, []).append(t)
+    if kind is ProtocolId.AH:
+        # RFC 7296 section 3.3.3: AH takes integrity, ESN and an optional DH group.
+        if TransformType.ENCR in by_type:
+            p.add(where, "AH proposal with an encryption transform (AH only authenticates)")
+        if TransformType.PRF in by_type:
+            p.add(where, "AH proposal with a PRF")
+        if TransformType.INTEG not in by_type:
+            p.add(where, "AH proposal without an integrity transform")
+        return Proposal(msg.text, transforms) if len(p.items) == before else None
     encr = by_type.get(TransformType.ENCR, [])
     aead = [t for t in encr if encr_for(t.id, t.key_length or None).is_aead]
     if not encr:
@@ -374,7 +393,7 @@ def _proposal(
         p.add(where, "AEAD encryption with an integrity transform (RFC 5282 section 8)")
     elif not aead and TransformType.INTEG not in by_type:
         p.add(where, "AES-CBC needs an integrity transform")
-    if ike:
+    if kind is ProtocolId.IKE:
         if TransformType.PRF not in by_type:
             p.add(where, "IKE proposal without a PRF")
         if TransformType.DH not in by_type:
@@ -389,13 +408,20 @@ def _proposal(
 
 
 def _proposals(
-    p: _Problems, where: str, msgs: Sequence[plan_pb2.Proposal], ike: bool, phase1: bool = False
+    p: _Problems,
+    where: str,
+    msgs: Sequence[plan_pb2.Proposal],
+    kind: ProtocolId,
+    phase1: bool = False,
+    *,
+    required: bool = True,
 ) -> tuple[Proposal, ...]:
-    kind = "ike" if ike else "esp"
-    if not msgs:
-        p.add(where, f"no {kind} proposals")
+    """The proposals of one ``kind``; an empty list is a problem when ``required``."""
+    name = kind.name.lower()
+    if not msgs and required:
+        p.add(where, f"no {name} proposals")
     out = [
-        _proposal(p, f"{where} {kind} proposal {i + 1} ({m.text!r})", m, ike, phase1)
+        _proposal(p, f"{where} {name} proposal {i + 1} ({m.text!r})", m, kind, phase1)
         for i, m in enumerate(msgs)
     ]
     return tuple(x for x in out if x is not None)
@@ -451,8 +477,10 @@ def _peer(p: _Problems, where: str, m: plan_pb2.Peer, anchors: set[str]) -> Peer
     remote_id = _identity(p, f"{where} remote_id", m.remote_id)
     auth = _credential(p, f"{where} auth", m.auth, anchors)
     phase1 = m.ike_version == plan_pb2.IKE_V1
-    ike = _proposals(p, where, m.ike_proposals, ike=True, phase1=phase1)
-    esp = _proposals(p, where, m.esp_proposals, ike=False)
+    ike = _proposals(p, where, m.ike_proposals, ProtocolId.IKE, phase1=phase1)
+    # ESP and AH are alternatives (plan.proto): one of the two lists may be empty.
+    esp = _proposals(p, where, m.esp_proposals, ProtocolId.ESP, required=not m.ah_proposals)
+    ah = _proposals(p, where, m.ah_proposals, ProtocolId.AH, required=False)
     mode = _enum(p, f"{where} mode", Mode, m.mode)
     version = _enum(p, f"{where} ike_version", IkeVersion, m.ike_version)
     if m.ike_aggressive and version is not IkeVersion.V1:
@@ -522,6 +550,7 @@ def _peer(p: _Problems, where: str, m: plan_pb2.Peer, anchors: set[str]) -> Peer
         ike_fragment_size=fragment_size,
         ike_version=version,
         ike_aggressive=m.ike_aggressive,
+        ah_proposals=ah,
     )
 
 

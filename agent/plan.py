@@ -212,6 +212,9 @@ class Peer:
     ike_version: IkeVersion = IkeVersion.V2
     ike_aggressive: bool = False
     """IKEv1 Aggressive Mode (RFC 2409 section 5) instead of Main Mode; only with V1."""
+    ah_proposals: tuple[Proposal, ...] = ()
+    """AH (RFC 4302) child proposals, offered before ``esp_proposals`` in the same SA
+    payload; ``esp_proposals`` is empty for a peer that offers AH only."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -228,7 +228,7 @@ def peer_changes(old: plan_pb2.Peer, new: plan_pb2.Peer) -> list[str]:
             text = credential_change(a, b)
             if text:
                 out.append(text)
-        elif name in ("ike_proposals", "esp_proposals"):
+        elif name in ("ike_proposals", "esp_proposals", "ah_proposals"):
             out.append(f"{name.split('_')[0]} {_proposals(a)} -> {_proposals(b)}")
         elif name in ("local_id", "remote_id"):
             out.append(f"{name} {identity_text(a)} -> {identity_text(b)}")
@@ -267,6 +267,8 @@ def _peer_added(peer: plan_pb2.Peer) -> tuple[str, ...]:
         f"ike {_proposals(peer.ike_proposals)}",
         f"esp {_proposals(peer.esp_proposals)}",
     ]
+    if peer.ah_proposals:
+        out.append(f"ah {_proposals(peer.ah_proposals)}")
     # IKEv2 goes without saying; another version (and its mode) is worth a line.
     if peer.ike_version != plan_pb2.IKE_V2:
         out.append(f"ike_version {_enum_text(plan_pb2.IkeVersion.DESCRIPTOR, peer.ike_version)}")

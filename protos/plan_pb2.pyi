@@ -180,7 +180,7 @@ class NatTraversal(_message.Message):
     def __init__(self, force_encap: _Optional[bool] = ..., keepalive_seconds: _Optional[int] = ..., remote_behind_nat: _Optional[bool] = ...) -> None: ...
 
 class Peer(_message.Message):
-    __slots__ = ("name", "remote_addresses", "local_address", "remote_port", "local_id", "remote_id", "auth", "ike_proposals", "esp_proposals", "mode", "lifetimes", "dpd", "nat", "start_action", "local_ts", "remote_ts", "managed", "initiator", "ike_fragmentation_off", "ike_fragment_size", "dynamic_address", "ike_version", "ike_aggressive")
+    __slots__ = ("name", "remote_addresses", "local_address", "remote_port", "local_id", "remote_id", "auth", "ike_proposals", "esp_proposals", "mode", "lifetimes", "dpd", "nat", "start_action", "local_ts", "remote_ts", "managed", "initiator", "ike_fragmentation_off", "ike_fragment_size", "dynamic_address", "ike_version", "ike_aggressive", "ah_proposals")
     NAME_FIELD_NUMBER: _ClassVar[int]
     REMOTE_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     LOCAL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -204,6 +204,7 @@ class Peer(_message.Message):
     DYNAMIC_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     IKE_VERSION_FIELD_NUMBER: _ClassVar[int]
     IKE_AGGRESSIVE_FIELD_NUMBER: _ClassVar[int]
+    AH_PROPOSALS_FIELD_NUMBER: _ClassVar[int]
     name: str
     remote_addresses: _containers.RepeatedScalarFieldContainer[str]
     local_address: str
@@ -227,7 +228,8 @@ class Peer(_message.Message):
     dynamic_address: bool
     ike_version: IkeVersion
     ike_aggressive: bool
-    def __init__(self, name: _Optional[str] = ..., remote_addresses: _Optional[_Iterable[str]] = ..., local_address: _Optional[str] = ..., remote_port: _Optional[int] = ..., local_id: _Optional[_Union[Identity, _Mapping]] = ..., remote_id: _Optional[_Union[Identity, _Mapping]] = ..., auth: _Optional[_Union[Credential, _Mapping]] = ..., ike_proposals: _Optional[_Iterable[_Union[Proposal, _Mapping]]] = ..., esp_proposals: _Optional[_Iterable[_Union[Proposal, _Mapping]]] = ..., mode: _Optional[_Union[Mode, str]] = ..., lifetimes: _Optional[_Union[Lifetimes, _Mapping]] = ..., dpd: _Optional[_Union[Dpd, _Mapping]] = ..., nat: _Optional[_Union[NatTraversal, _Mapping]] = ..., start_action: _Optional[_Union[StartAction, str]] = ..., local_ts: _Optional[_Iterable[str]] = ..., remote_ts: _Optional[_Iterable[str]] = ..., managed: _Optional[bool] = ..., initiator: _Optional[bool] = ..., ike_fragmentation_off: _Optional[bool] = ..., ike_fragment_size: _Optional[int] = ..., dynamic_address: _Optional[bool] = ..., ike_version: _Optional[_Union[IkeVersion, str]] = ..., ike_aggressive: _Optional[bool] = ...) -> None: ...
+    ah_proposals: _containers.RepeatedCompositeFieldContainer[Proposal]
+    def __init__(self, name: _Optional[str] = ..., remote_addresses: _Optional[_Iterable[str]] = ..., local_address: _Optional[str] = ..., remote_port: _Optional[int] = ..., local_id: _Optional[_Union[Identity, _Mapping]] = ..., remote_id: _Optional[_Union[Identity, _Mapping]] = ..., auth: _Optional[_Union[Credential, _Mapping]] = ..., ike_proposals: _Optional[_Iterable[_Union[Proposal, _Mapping]]] = ..., esp_proposals: _Optional[_Iterable[_Union[Proposal, _Mapping]]] = ..., mode: _Optional[_Union[Mode, str]] = ..., lifetimes: _Optional[_Union[Lifetimes, _Mapping]] = ..., dpd: _Optional[_Union[Dpd, _Mapping]] = ..., nat: _Optional[_Union[NatTraversal, _Mapping]] = ..., start_action: _Optional[_Union[StartAction, str]] = ..., local_ts: _Optional[_Iterable[str]] = ..., remote_ts: _Optional[_Iterable[str]] = ..., managed: _Optional[bool] = ..., initiator: _Optional[bool] = ..., ike_fragmentation_off: _Optional[bool] = ..., ike_fragment_size: _Optional[int] = ..., dynamic_address: _Optional[bool] = ..., ike_version: _Optional[_Union[IkeVersion, str]] = ..., ike_aggressive: _Optional[bool] = ..., ah_proposals: _Optional[_Iterable[_Union[Proposal, _Mapping]]] = ...) -> None: ...
 
 class NodePlan(_message.Message):
     __slots__ = ("host", "generation", "content_hash", "identity", "addresses", "subnets", "spd", "peers", "trust_anchors", "source_revision", "crls")

@@ -26,12 +26,12 @@ from ..esp.transforms import Encryption, Integrity
 from ..ike.config import ChildConfig, IkeConfig, selector
 from ..ike.config import Identity as IkeIdentity
 from ..ike.config import Mode as IkeMode
-from ..ike.constants import EncrId, IdType, IntegId
+from ..ike.constants import EncrId, IdType, IntegId, ProtocolId
 from ..ike.constants import TransformType as IkeTransformType
 from ..ike.errors import LocalError, UnsupportedTransform
 from ..ike.events import ChildSaEstablished
 from ..ike.payloads import TrafficSelector as IkeTrafficSelector
-from ..ike.proposals import EspProposal, IkeProposal
+from ..ike.proposals import AhProposal, EspProposal, IkeProposal
 from ..ike.sa_payload import Transform as IkeTransform
 from ..ike.signatures import CertificateAuth, SigningKey, identity_in_certificate
 from ..ike.traffic_selectors import format_selector
@@ -140,6 +140,11 @@ def ike_proposals(peer: Peer) -> tuple[IkeProposal, ...]:
 def esp_proposals(peer: Peer) -> tuple[EspProposal, ...]:
     """The peer's ESP proposals, built from their transform IDs like ike_proposals."""
     return _built(peer, peer.esp_proposals, EspProposal.from_transforms)
+
+
+def ah_proposals(peer: Peer) -> tuple[AhProposal, ...]:
+    """The peer's AH proposals (RFC 4302), built from their transform IDs likewise."""
+    return _built(peer, peer.ah_proposals, AhProposal.from_transforms)
 
 
 def _built(
@@ -257,7 +262,7 @@ def _certificates(
 
 
 def _child_config(plan: AgentPlan, peer: Peer) -> ChildConfig:
-    """The peer's child SA policy, the same for either IKE version: ESP proposals,
+    """The peer's child SA policy, the same for either IKE version: ESP and AH proposals,
     traffic selectors, mode. Raises LocalError for what the IKE core refuses."""
     local = local_address(plan, peer)
     remote = str(peer.remote_addresses[0]) if peer.remote_addresses else None
@@ -267,6 +272,7 @@ def _child_config(plan: AgentPlan, peer: Peer) -> ChildConfig:
         _selectors(peer.local_ts, local),
         _selectors(peer.remote_ts, remote),
         mode=_IKE_MODE[peer.mode],
+        ah_proposals=ah_proposals(peer),
     )
 
 
@@ -453,7 +459,16 @@ def child_lifetime(peer: Peer) -> Lifetime:
 def sa_params(
     event: ChildSaEstablished, lifetime: Lifetime, local: str | None, remote: str
 ) -> tuple[SaParams, SaParams]:
-    """Inbound and outbound ESP SA parameters from the keys IKE handed out (section 2.17)."""
+    """Inbound and outbound ESP SA parameters from the keys IKE handed out (section 2.17).
+
+    An AH child (``event.protocol``) is refused with PeerConfigError: its keys are in the
+    event (integrity only), but this data plane installs ESP SAs only, and an AH SA must
+    never be installed as an ESP one."""
+    if event.protocol != ProtocolId.ESP:
+        raise PeerConfigError(
+            f"child {event.name}: {event.proposal} is AH (IP protocol 51), which this "
+            "data plane does not install"
+        )
     # The transform IDs IKE negotiated, as the ESP core names them (RFC 7296 section 3.3.2).
     key_bits = event.encr_key_bits if event.encr_id != EncrId.CHACHA20_POLY1305 else 256
     try:

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from .config import ChildConfig, Mode
+from .constants import ProtocolId
 from .errors import LocalError
 from .events import ChildSaEstablished
 from .keys import derive_child_sa_keys
 from .payloads import TrafficSelector
-from .proposals import EspProposal
+from .proposals import AhProposal, ChildProposal, child_label
 from .transforms import Prf
 
 
@@ -58,9 +59,9 @@ for _state in ChildSaState:
 @dataclass
 class ChildSa:
     config: ChildConfig
-    proposal: EspProposal
+    proposal: ChildProposal
     spi_in: bytes
-    """Ours: the peer sends ESP to it."""
+    """Ours: the peer sends ESP (or AH) to it."""
     spi_out: bytes
     local_ts: tuple[TrafficSelector, ...]
     remote_ts: tuple[TrafficSelector, ...]
@@ -83,6 +84,11 @@ class ChildSa:
             ) from None
 
     @property
+    def protocol(self) -> ProtocolId:
+        """ESP or AH: what REKEY_SA and Delete payloads name it by (sections 3.10, 3.11)."""
+        return self.proposal.protocol
+
+    @property
     def usable(self) -> bool:
         """Can be rekeyed or deleted on request."""
         return self.state is ChildSaState.INSTALLED
@@ -100,10 +106,20 @@ def child_established(
     g_ir: bytes | None = None,
 ) -> ChildSaEstablished:
     """Section 2.17: KEYMAT = prf+(SK_d, [g^ir (new) |] Ni | Nr); the first keys protect
-    traffic from the initiator of the exchange that made the SA to its responder."""
-    esp = child.proposal
-    integ_len = esp.integ.key_length if esp.integ else 0
-    keys = derive_child_sa_keys(prf, sk_d, ni, nr, esp.encr.key_length, integ_len, g_ir)
+    traffic from the initiator of the exchange that made the SA to its responder. For
+    ESP each direction takes its encryption key, then its integrity key; AH has no
+    encryption, so each direction's KEYMAT is its integrity key alone."""
+    proposal = child.proposal
+    if isinstance(proposal, AhProposal):
+        encr_id, encr_bits, encr_len = 0, 0, 0
+    else:
+        encr_id, encr_bits, encr_len = (
+            proposal.encr.id,
+            proposal.encr.key_bits,
+            proposal.encr.key_length,
+        )
+    integ_len = proposal.integ.key_length if proposal.integ else 0
+    keys = derive_child_sa_keys(prf, sk_d, ni, nr, encr_len, integ_len, g_ir)
     if exchange_initiator:
         out_e, out_a, in_e, in_a = keys.encr_i, keys.integ_i, keys.encr_r, keys.integ_r
     else:
@@ -112,10 +128,10 @@ def child_established(
         name=child.name,
         spi_in=child.spi_in,
         spi_out=child.spi_out,
-        encr_id=esp.encr.id,
-        encr_key_bits=esp.encr.key_bits,
-        integ_id=esp.integ.id if esp.integ else None,
-        esn=esp.esn,
+        encr_id=encr_id,
+        encr_key_bits=encr_bits,
+        integ_id=proposal.integ.id if proposal.integ else None,
+        esn=proposal.esn,
         encr_key_in=in_e,
         integ_key_in=in_a,
         encr_key_out=out_e,
@@ -123,14 +139,15 @@ def child_established(
         local_ts=child.local_ts,
         remote_ts=child.remote_ts,
         mode=child.mode,
-        proposal=str(esp),
+        proposal=child_label(proposal),
         encap=encap,
+        protocol=proposal.protocol,
     )
 
 
 def new_child(
     config: ChildConfig,
-    proposal: EspProposal,
+    proposal: ChildProposal,
     spi_in: bytes,
     spi_out: bytes,
     local_ts: Sequence[TrafficSelector],

@@ -12,7 +12,7 @@ from cryptography import x509
 from .constants import IdType
 from .errors import LocalError
 from .payloads import IdPayload, TrafficSelector
-from .proposals import EspProposal, IkeProposal
+from .proposals import AhProposal, ChildProposal, EspProposal, IkeProposal
 from .signatures import CertificateAuth
 
 DEFAULT_FRAGMENT_SIZE = 1280
@@ -82,19 +82,28 @@ class ChildConfig:
     local_ts: tuple[TrafficSelector, ...]
     remote_ts: tuple[TrafficSelector, ...]
     mode: Mode = Mode.TUNNEL
+    ah_proposals: tuple[AhProposal, ...] = ()
+    """AH (RFC 4302) alternatives to ``esp_proposals``, offered before them in the same
+    SA payload (RFC 7296 section 3.3); ``esp_proposals`` may then be empty."""
 
     def __post_init__(self) -> None:
-        if not self.esp_proposals:
-            raise LocalError(f"child {self.name!r} has no ESP proposals")
+        if not self.esp_proposals and not self.ah_proposals:
+            raise LocalError(f"child {self.name!r} has no ESP or AH proposals")
         if not self.local_ts or not self.remote_ts:
             raise LocalError(f"child {self.name!r} needs local and remote traffic selectors")
         if not isinstance(self.mode, Mode):  # a caller outside the type checker's reach
             raise LocalError(f"child {self.name!r}: mode {self.mode!r} is not tunnel or transport")
 
     @property
-    def initial_proposals(self) -> tuple[EspProposal, ...]:
+    def proposals(self) -> tuple[ChildProposal, ...]:
+        """What the child is offered and accepted with, in our order of preference: AH,
+        then ESP."""
+        return (*self.ah_proposals, *self.esp_proposals)
+
+    @property
+    def initial_proposals(self) -> tuple[ChildProposal, ...]:
         """The proposals without PFS groups, for the child set up in IKE_AUTH (section 1.2)."""
-        return tuple(dict.fromkeys(p.without_pfs() for p in self.esp_proposals))
+        return tuple(dict.fromkeys(p.without_pfs() for p in self.proposals))
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,9 @@ class IntegId(IntEnum):
     HMAC_MD5_96 = 1
     HMAC_SHA1_96 = 2
     AES_XCBC_96 = 5
+    AES_128_GMAC = 9  # RFC 4543: AH integrity (ESP's GMAC is an ENCR transform)
+    AES_192_GMAC = 10
+    AES_256_GMAC = 11
     HMAC_SHA2_256_128 = 12
     HMAC_SHA2_384_192 = 13
     HMAC_SHA2_512_256 = 14

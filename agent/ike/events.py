@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .config import Mode
+from .constants import ProtocolId
 from .payloads import TrafficSelector
 
 if TYPE_CHECKING:
@@ -55,20 +56,32 @@ class ChildSaEstablished:
     spi_out: bytes
     """SPI the peer chose: we send to it."""
     encr_id: int
+    """The ESP encryption transform (RFC 7296 section 3.3.2); 0 for AH."""
     encr_key_bits: int
+    """0 for AH."""
     integ_id: int | None
+    """The integrity transform (type 3 IDs, also for an IKEv1 SA): ESP's with a non-AEAD
+    cipher, AH's always (HMAC-SHA2, HMAC-SHA1-96 or AES-GMAC); None for AEAD ESP."""
     esn: bool
     encr_key_in: bytes = field(repr=False)
-    """Decryption key material for inbound ESP (AEAD keys include the 4-byte salt)."""
+    """Decryption key material for inbound ESP (AEAD keys include the 4-byte salt);
+    empty for AH."""
     integ_key_in: bytes = field(repr=False)
+    """Integrity key for inbound packets (AH: the whole KEYMAT of the direction; an
+    AES-GMAC key ends with its 4-byte salt, RFC 4543)."""
     encr_key_out: bytes = field(repr=False)
     integ_key_out: bytes = field(repr=False)
     local_ts: tuple[TrafficSelector, ...]
     remote_ts: tuple[TrafficSelector, ...]
     mode: Mode
     proposal: str
+    """The negotiated proposal in strongSwan notation; an AH one marked ``AH:``."""
     encap: bool = False
-    """ESP goes in UDP (RFC 3948) on port 4500 because a NAT was detected."""
+    """ESP goes in UDP (RFC 3948) on port 4500 because a NAT was detected (never AH)."""
+    protocol: ProtocolId = ProtocolId.ESP
+    """The child's IPsec protocol: ESP (3) or AH (2), numbered as both IKEv2 (RFC 7296
+    section 3.3.1) and IKEv1 (RFC 2407 section 4.4.1) number them. IP protocol 50 or 51
+    on the wire."""
 
 
 @dataclass(frozen=True)

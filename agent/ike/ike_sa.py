@@ -411,8 +411,13 @@ class IkeSa:
         self.children.pop(child.spi_in, None)
         self.home.children.pop(child.spi_in, None)
 
-    def child_by_spi_out(self, spi: bytes) -> ChildSa | None:
-        return next((c for c in self.children.values() if c.spi_out == spi), None)
+    def child_by_spi_out(self, spi: bytes, protocol: int) -> ChildSa | None:
+        """The child the peer receives on ``spi`` with ``protocol`` (ESP or AH: SPIs
+        are the receiver's per protocol, RFC 4301 section 4.1)."""
+        return next(
+            (c for c in self.children.values() if c.spi_out == spi and c.protocol == protocol),
+            None,
+        )
 
     def hand_over(
         self, new_sa: IkeSa, *, carries_children: bool = True, also_from: IkeSa | None = None

@@ -1,18 +1,22 @@
 """Proposals: built from transform IDs, read from strongSwan's notation, selected.
 
-The IKE and ESP proposals an IKE SA offers and accepts are built from transform IDs
+The IKE, ESP and AH proposals an IKE SA offers and accepts are built from transform IDs
 (RFC 7296 section 3.3.2), each checked against the registry in transforms.py:
 ``IkeProposal.from_transforms([...])`` gives every combination a list of transforms
 offers. ``IkeProposal.parse("aes256gcm16-prfsha384-x25519")`` and
-``EspProposal.parse("aes128-sha256")`` read what operators write in swanctl.conf into
-the same IDs. Selection follows RFC 7296 section 2.7 with our configured order taking
-precedence (strongSwan's default), and a failure names both sides.
+``EspProposal.parse("aes128-sha256")`` and ``AhProposal.parse("sha256-esn")`` read what
+operators write in swanctl.conf into the same IDs. A child SA is offered ESP and AH
+proposals together (``ChildProposal``), as separate proposals of one SA payload (RFC
+7296 section 3.3), and selected among them by protocol. Selection follows RFC 7296
+section 2.7 with our configured order taking precedence (strongSwan's default), and a
+failure names both sides.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from .constants import (
     DhGroup,
@@ -55,7 +59,11 @@ def dh_name(group: int) -> str:
 
 
 # An integrity algorithm without an explicit PRF implies the PRF of its hash (strongSwan).
-_PRF_FOR_INTEG = {i.id: i.implied_prf for i in INTEGS.values() if i.negotiable}
+_PRF_FOR_INTEG = {
+    i.id: i.implied_prf
+    for i in INTEGS.values()
+    if ProtocolId.IKE in i.protocols and i.implied_prf is not None
+}
 
 
 def render_proposal(proposal: Proposal) -> str:
@@ -116,31 +124,42 @@ def _encr_transform(encr: Encr) -> Transform:
 
 _IKE_TYPES = (TransformType.ENCR, TransformType.INTEG, TransformType.PRF, TransformType.DH)
 _ESP_TYPES = (TransformType.ENCR, TransformType.INTEG, TransformType.DH, TransformType.ESN)
+_AH_TYPES = (TransformType.INTEG, TransformType.DH, TransformType.ESN)
+"""RFC 7296 section 3.3.3: AH takes integrity, optional DH and ESN, never encryption."""
 
 
-def _parsed(text: str, what: str, types: tuple[TransformType, ...]) -> list[Transform]:
+def _parsed(
+    text: str, what: str, types: tuple[TransformType, ...], protocol: ProtocolId
+) -> list[Transform]:
     """The transforms a proposal in strongSwan notation names, one of each type."""
     chosen: dict[TransformType, Transform] = {}
     for token in _tokens(text):
         kind, id, bits = PROPOSAL_TOKENS.get(token, (None, 0, None))
         # ESN is "esn" or "noesn", the last one written standing.
-        if kind not in types or (kind in chosen and kind is not TransformType.ESN):
+        if (
+            kind not in types
+            or (kind in chosen and kind is not TransformType.ESN)
+            or not negotiable(kind, id, bits, protocol)
+        ):
             raise LocalError(f"{what} proposal {text!r}: unknown or repeated algorithm {token!r}")
         chosen[kind] = Transform.with_key_length(kind, id, bits)
     return list(chosen.values())
 
 
 def _combinations(
-    transforms: Iterable[Transform], what: str, types: tuple[TransformType, ...]
+    transforms: Iterable[Transform],
+    what: str,
+    types: tuple[TransformType, ...],
+    protocol: ProtocolId,
 ) -> list[dict[TransformType, Transform]]:
     """One transform of each type per combination, in the order the transforms come
     (RFC 7296 section 3.3: transforms of one type in a proposal are alternatives); each
-    must be one this core negotiates."""
+    must be one this core negotiates for ``protocol``."""
     by_type: dict[TransformType, list[Transform]] = {}
     for t in transforms:
         if t.type not in types:
             raise LocalError(f"{what} proposal: {_name(t.type, t.id)} does not belong in it")
-        if not negotiable(t.type, t.id, t.key_length):
+        if not negotiable(t.type, t.id, t.key_length, protocol):
             raise UnsupportedTransform(
                 f"{what} proposal: {_name(t.type, t.id, t.key_length)} "
                 f"({enum_name(TransformType, t.type)} {t.id}) is not supported"
@@ -166,13 +185,15 @@ class IkeProposal:
     @classmethod
     def parse(cls, text: str) -> IkeProposal:
         """One proposal in strongSwan notation (one algorithm of each type)."""
-        return cls._build(_parsed(text, "IKE", _IKE_TYPES), f"IKE proposal {text!r}")
+        return cls._build(
+            _parsed(text, "IKE", _IKE_TYPES, ProtocolId.IKE), f"IKE proposal {text!r}"
+        )
 
     @classmethod
     def from_transforms(cls, transforms: Iterable[Transform]) -> list[IkeProposal]:
         """Every combination of the transforms, by type, in their order."""
         out = []
-        for combo in _combinations(transforms, "IKE", _IKE_TYPES):
+        for combo in _combinations(transforms, "IKE", _IKE_TYPES, ProtocolId.IKE):
             shown = render_proposal(Proposal(1, ProtocolId.IKE, b"", [*combo.values()]))
             out.append(cls._build(combo.values(), f"IKE proposal {shown!r}"))
         return out
@@ -222,13 +243,15 @@ class EspProposal:
     @classmethod
     def parse(cls, text: str) -> EspProposal:
         """One proposal in strongSwan notation (one algorithm of each type)."""
-        return cls._build(_parsed(text, "ESP", _ESP_TYPES), f"ESP proposal {text!r}")
+        return cls._build(
+            _parsed(text, "ESP", _ESP_TYPES, ProtocolId.ESP), f"ESP proposal {text!r}"
+        )
 
     @classmethod
     def from_transforms(cls, transforms: Iterable[Transform]) -> list[EspProposal]:
         """Every combination of the transforms, by type, in their order."""
         out = []
-        for combo in _combinations(transforms, "ESP", _ESP_TYPES):
+        for combo in _combinations(transforms, "ESP", _ESP_TYPES, ProtocolId.ESP):
             shown = render_proposal(Proposal(1, ProtocolId.ESP, bytes(4), [*combo.values()]))
             out.append(cls._build(combo.values(), f"ESP proposal {shown!r}"))
         return out
@@ -249,6 +272,8 @@ class EspProposal:
         esn = esn_t is not None and esn_t.id == EsnId.ESN
         return cls(encr, integ, esn, dh_t.id if dh_t is not None else None)
 
+    protocol = ProtocolId.ESP
+
     def __str__(self) -> str:
         return render_proposal(self.to_proposal(1, bytes(4)))
 
@@ -264,6 +289,62 @@ class EspProposal:
         esn = EsnId.ESN if self.esn else EsnId.NO_ESN
         transforms.append(Transform(TransformType.ESN, esn))
         return Proposal(number, ProtocolId.ESP, spi, transforms)
+
+
+@dataclass(frozen=True)
+class AhProposal:
+    """One combination of AH transforms (RFC 4302): integrity, ESN and an optional PFS
+    group; AH has no encryption (RFC 7296 section 3.3.3)."""
+
+    integ: Integ
+    esn: bool = False
+    dh: int | None = None
+    """PFS group for CREATE_CHILD_SA (section 1.3.1); never sent in IKE_AUTH (section 1.2)."""
+
+    protocol = ProtocolId.AH
+
+    @classmethod
+    def parse(cls, text: str) -> AhProposal:
+        """One proposal in strongSwan notation (``sha256``, ``aes128gmac-esn``)."""
+        return cls._build(_parsed(text, "AH", _AH_TYPES, ProtocolId.AH), f"AH proposal {text!r}")
+
+    @classmethod
+    def from_transforms(cls, transforms: Iterable[Transform]) -> list[AhProposal]:
+        """Every combination of the transforms, by type, in their order."""
+        out = []
+        for combo in _combinations(transforms, "AH", _AH_TYPES, ProtocolId.AH):
+            shown = render_proposal(Proposal(1, ProtocolId.AH, bytes(4), [*combo.values()]))
+            out.append(cls._build(combo.values(), f"AH proposal {shown!r}"))
+        return out
+
+    @classmethod
+    def _build(cls, transforms: Iterable[Transform], where: str) -> AhProposal:
+        by_type = {t.type: t for t in transforms}
+        integ_t = by_type.get(TransformType.INTEG)
+        if integ_t is None or integ_t.id == IntegId.NONE:
+            raise LocalError(f"{where} needs an integrity algorithm")
+        esn_t, dh_t = by_type.get(TransformType.ESN), by_type.get(TransformType.DH)
+        esn = esn_t is not None and esn_t.id == EsnId.ESN
+        return cls(integ_for(integ_t.id), esn, dh_t.id if dh_t is not None else None)
+
+    def __str__(self) -> str:
+        return render_proposal(self.to_proposal(1, bytes(4)))
+
+    def without_pfs(self) -> AhProposal:
+        return AhProposal(self.integ, self.esn)
+
+    def to_proposal(self, number: int, spi: bytes) -> Proposal:
+        """Section 3.3.1: protocol ID 2 (AH), a 4-octet SPI; INTEG, [DH,] ESN."""
+        transforms = [Transform(TransformType.INTEG, self.integ.id)]
+        if self.dh is not None:
+            transforms.append(Transform(TransformType.DH, self.dh))
+        esn = EsnId.ESN if self.esn else EsnId.NO_ESN
+        transforms.append(Transform(TransformType.ESN, esn))
+        return Proposal(number, ProtocolId.AH, spi, transforms)
+
+
+ChildProposal: TypeAlias = EspProposal | AhProposal
+"""What a child SA is negotiated with: an ESP or an AH proposal."""
 
 
 def _offers(proposal: Proposal, kind: int, id: int, key_bits: int | None = None) -> bool:
@@ -319,54 +400,80 @@ def accept_ike(ours: Sequence[IkeProposal], chosen: Sequence[Proposal]) -> IkePr
     )
 
 
-def _esp_matches(ours: EspProposal, theirs: Proposal) -> bool:
-    if theirs.protocol != ProtocolId.ESP or len(theirs.spi) != 4:
-        return False
-    if not _types(theirs) <= {int(t) for t in TransformType}:
-        return False
-    if ours.integ is None and any(
-        t.type == TransformType.INTEG and t.id != IntegId.NONE for t in theirs.transforms
-    ):
-        return False
+def _esn_and_pfs_match(ours: ChildProposal, theirs: Proposal) -> bool:
     esn_ok = _offers(theirs, TransformType.ESN, EsnId.ESN if ours.esn else EsnId.NO_ESN)
     if TransformType.ESN not in _types(theirs):
         esn_ok = not ours.esn  # no ESN transform means no ESN
     if ours.dh is not None:
-        dh_ok = _offers(theirs, TransformType.DH, ours.dh)
-    else:  # no PFS: they must offer "no DH" or no DH transform at all
-        dh_ok = TransformType.DH not in _types(theirs) or _offers(
-            theirs, TransformType.DH, DhGroup.NONE
-        )
-    return (
-        dh_ok
-        and _offers(theirs, TransformType.ENCR, ours.encr.id, ours.encr.key_attribute)
-        and (ours.integ is None or _offers(theirs, TransformType.INTEG, ours.integ.id))
-        and esn_ok
+        return esn_ok and _offers(theirs, TransformType.DH, ours.dh)
+    # No PFS: they must offer "no DH" or no DH transform at all.
+    return esn_ok and (
+        TransformType.DH not in _types(theirs) or _offers(theirs, TransformType.DH, DhGroup.NONE)
     )
 
 
-def select_esp(
-    ours: Sequence[EspProposal], theirs: Sequence[Proposal]
-) -> tuple[Proposal, EspProposal]:
-    """Responder: our first ESP proposal that one of theirs offers; returns their proposal too
-    (its number and SPI are needed for the reply)."""
+def _child_matches(ours: ChildProposal, theirs: Proposal) -> bool:
+    """Whether ``theirs`` offers ``ours``: same protocol (ESP 3 or AH 2), a 4-octet
+    SPI (section 3.3.1), and each of our transforms among theirs."""
+    if theirs.protocol != ours.protocol or len(theirs.spi) != 4:
+        return False
+    if not _types(theirs) <= {int(t) for t in TransformType}:
+        return False
+    if isinstance(ours, AhProposal):
+        # Section 3.3.3: an AH proposal with an encryption transform is not one we know.
+        return (
+            TransformType.ENCR not in _types(theirs)
+            and _offers(theirs, TransformType.INTEG, ours.integ.id)
+            and _esn_and_pfs_match(ours, theirs)
+        )
+    if ours.integ is None and any(
+        t.type == TransformType.INTEG and t.id != IntegId.NONE for t in theirs.transforms
+    ):
+        return False
+    return (
+        _offers(theirs, TransformType.ENCR, ours.encr.id, ours.encr.key_attribute)
+        and (ours.integ is None or _offers(theirs, TransformType.INTEG, ours.integ.id))
+        and _esn_and_pfs_match(ours, theirs)
+    )
+
+
+def select_child(
+    ours: Sequence[ChildProposal], theirs: Sequence[Proposal]
+) -> tuple[Proposal, ChildProposal]:
+    """Responder: our first ESP or AH proposal that one of theirs offers (section 2.7);
+    returns their proposal too (its number and SPI are needed for the reply)."""
     for mine in ours:
         for proposal in theirs:
-            if _esp_matches(mine, proposal):
+            if _child_matches(mine, proposal):
                 return proposal, mine
-    raise NoProposalChosen(ours, [render_proposal(p) for p in theirs])
+    raise NoProposalChosen([child_label(o) for o in ours], [_shown(p) for p in theirs])
 
 
-def accept_esp(
-    ours: Sequence[EspProposal], chosen: Sequence[Proposal]
-) -> tuple[Proposal, EspProposal]:
+def accept_child(
+    ours: Sequence[ChildProposal], chosen: Sequence[Proposal]
+) -> tuple[Proposal, ChildProposal]:
+    """Initiator: the responder must return exactly one of our proposals, with its SPI."""
     if len(chosen) == 1 and len(chosen[0].spi) == 4:
         for mine in ours:
             if _same_transforms(mine.to_proposal(chosen[0].number, chosen[0].spi), chosen[0]):
                 return chosen[0], mine
     raise NoProposalChosen(
-        ours, [render_proposal(p) for p in chosen], "the responder's choice was not offered"
+        [child_label(o) for o in ours],
+        [_shown(p) for p in chosen],
+        "the responder's choice was not offered",
     )
+
+
+def child_label(proposal: ChildProposal) -> str:
+    """A child proposal as logs and status show it: strongSwan notation, an AH one
+    marked ``AH:`` (as strongSwan's own logs mark it), e.g. ``AH:sha256-esn``."""
+    return f"AH:{proposal}" if isinstance(proposal, AhProposal) else str(proposal)
+
+
+def _shown(proposal: Proposal) -> str:
+    """A peer's child proposal as NO_PROPOSAL_CHOSEN lists it; an AH one says so."""
+    text = render_proposal(proposal)
+    return f"AH:{text}" if proposal.protocol == ProtocolId.AH else text
 
 
 def _same_transforms(a: Proposal, b: Proposal) -> bool:

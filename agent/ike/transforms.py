@@ -40,7 +40,7 @@ except ImportError:
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-from .constants import DhGroup, EncrId, EsnId, IntegId, PrfId, TransformType
+from .constants import DhGroup, EncrId, EsnId, IntegId, PrfId, ProtocolId, TransformType
 from .errors import CryptoError, LocalError, UnsupportedTransform
 
 # -- names ---------------------------------------------------------------------------
@@ -78,6 +78,9 @@ _KEYWORDS: dict[TransformType, dict[int, str]] = {
         IntegId.HMAC_SHA2_256_128: "sha256",
         IntegId.HMAC_SHA2_384_192: "sha384",
         IntegId.HMAC_SHA2_512_256: "sha512",
+        IntegId.AES_128_GMAC: "aes128gmac",
+        IntegId.AES_192_GMAC: "aes192gmac",
+        IntegId.AES_256_GMAC: "aes256gmac",
     },
     TransformType.DH: {
         DhGroup.MODP_1024: "modp1024",
@@ -155,24 +158,35 @@ PRFS: dict[int, Prf] = {
 }
 
 
+_IKE_ESP_AH = frozenset({ProtocolId.IKE, ProtocolId.ESP, ProtocolId.AH})
+_AH = frozenset({ProtocolId.AH})
+
+
 @dataclass(frozen=True)
 class Integ:
-    """Truncated HMAC integrity (RFC 4868 section 2.3)."""
+    """An integrity transform: truncated HMAC (RFC 4868 section 2.3, RFC 2404), or
+    AES-GMAC (RFC 4543), which only AH uses and this core never computes."""
 
     id: IntegId
-    hash_name: str
+    hash_name: str | None
+    """The HMAC's hash; None for AES-GMAC."""
     key_length: int
+    """Octets of keying material (section 2.17): the HMAC key, or the AES-GMAC key with
+    its 4-octet salt (RFC 4543 section 7)."""
     icv_length: int
-    implied_prf: PrfId
+    implied_prf: PrfId | None
     """The PRF of the same hash: an IKE proposal that names none uses it (strongSwan)."""
-    negotiable: bool = True
-    """Offered and accepted in proposals; False for what only test vectors use."""
+    protocols: frozenset[ProtocolId] = _IKE_ESP_AH
+    """The SAs whose proposals offer and accept it (RFC 7296 section 3.3.1 protocol
+    IDs); empty for what only test vectors use."""
 
     @property
     def name(self) -> str:
         return _keyword(TransformType.INTEG, self.id)
 
     def sign(self, key: bytes, data: bytes) -> bytes:
+        if self.hash_name is None:  # only IKE SAs sign here, and none negotiates GMAC
+            raise LocalError(f"{self.name} is an AH integrity algorithm, not an IKE one")
         return hmac.digest(key, data, self.hash_name)[: self.icv_length]
 
     def verify(self, key: bytes, data: bytes, icv: bytes) -> bool:
@@ -182,10 +196,16 @@ class Integ:
 INTEGS: dict[int, Integ] = {
     i.id: i
     for i in (
-        Integ(IntegId.HMAC_SHA1_96, "sha1", 20, 12, PrfId.HMAC_SHA1, negotiable=False),
+        # SHA-1 protects no IKEv2 SA or ESP here (the published IKEv2 KDF vectors use it);
+        # AH offers it to old peers where the inventory asks (RFC 2404).
+        Integ(IntegId.HMAC_SHA1_96, "sha1", 20, 12, PrfId.HMAC_SHA1, _AH),
         Integ(IntegId.HMAC_SHA2_256_128, "sha256", 32, 16, PrfId.HMAC_SHA2_256),
         Integ(IntegId.HMAC_SHA2_384_192, "sha384", 48, 24, PrfId.HMAC_SHA2_384),
         Integ(IntegId.HMAC_SHA2_512_256, "sha512", 64, 32, PrfId.HMAC_SHA2_512),
+        # RFC 4543: a 16-octet ICV; the key and a 4-octet salt come from KEYMAT.
+        Integ(IntegId.AES_128_GMAC, None, 16 + 4, 16, None, _AH),
+        Integ(IntegId.AES_192_GMAC, None, 24 + 4, 16, None, _AH),
+        Integ(IntegId.AES_256_GMAC, None, 32 + 4, 16, None, _AH),
     )
 }
 
@@ -500,7 +520,7 @@ def _negotiable() -> dict[tuple[TransformType, int], frozenset[int | None]]:
         if prf.negotiable:
             table[(TransformType.PRF, prf.id)] = {None}
     for integ in INTEGS.values():
-        if integ.negotiable:
+        if integ.protocols:
             table[(TransformType.INTEG, integ.id)] = {None}
     for group in sorted(DH_GROUPS):
         table[(TransformType.DH, group)] = {None}
@@ -510,8 +530,9 @@ def _negotiable() -> dict[tuple[TransformType, int], frozenset[int | None]]:
 
 
 NEGOTIABLE: dict[tuple[TransformType, int], frozenset[int | None]] = _negotiable()
-"""Every transform (RFC 7296 section 3.3.2) this core offers and accepts in IKE and ESP
-proposals, by (type, ID), with the Key Length attributes it may carry (None: none)."""
+"""Every transform (RFC 7296 section 3.3.2) this core offers and accepts in IKE, ESP or
+AH proposals, by (type, ID), with the Key Length attributes it may carry (None: none);
+``negotiable`` says which protocol's proposals may hold an integrity algorithm."""
 
 
 def _proposal_tokens() -> dict[str, tuple[TransformType, int, int | None]]:
@@ -529,10 +550,16 @@ PROPOSAL_TOKENS: dict[str, tuple[TransformType, int, int | None]] = _proposal_to
 """strongSwan keyword -> (type, ID, Key Length) for everything in NEGOTIABLE."""
 
 
-def negotiable(kind: int, id: int, key_bits: int | None) -> bool:
+def negotiable(
+    kind: int, id: int, key_bits: int | None, protocol: ProtocolId | None = None
+) -> bool:
     """Whether this core offers and accepts the transform (a key length of None: no
-    Key Length attribute)."""
+    Key Length attribute), in a proposal of ``protocol`` when one is given (integrity
+    algorithms differ by protocol: AES-GMAC and HMAC-SHA1-96 are AH's only)."""
     try:
-        return key_bits in NEGOTIABLE.get((TransformType(kind), id), frozenset())
+        ok = key_bits in NEGOTIABLE.get((TransformType(kind), id), frozenset())
     except ValueError:
         return False
+    if ok and protocol is not None and kind == TransformType.INTEG:
+        return protocol in INTEGS[id].protocols
+    return ok

@@ -242,6 +242,9 @@ _TABLE: tuple[VarSpec, ...] = (
     VarSpec("auth", _choice("psk", "pubkey"), "psk"),
     VarSpec("ike_proposals", _string_list(_string, "proposal strings"), DEFAULT_IKE_PROPOSALS),
     VarSpec("esp_proposals", _string_list(_string, "proposal strings"), ("aes256gcm16",)),
+    # AH (RFC 4302) child proposals, none by default; see controller/planner/profile.py
+    # for how they combine with esp_proposals.
+    VarSpec("ah_proposals", _string_list(_string, "proposal strings"), ()),
     VarSpec("ike_version", _ike_version, 2),
     # IKEv1 only (RFC 2409 section 5.4): off unless asked for, see consistency.py.
     VarSpec("ike_aggressive", _boolean, False),

@@ -186,6 +186,10 @@ class Peer:
     ike_version: IkeVersion = IkeVersion.V2
     ike_aggressive: bool = False
     """IKEv1 Aggressive Mode (RFC 2409 section 5) instead of Main Mode; never with V2."""
+    ah_proposals: tuple[Proposal, ...] = ()
+    """AH (RFC 4302) child proposals: integrity, ESN and PFS group transforms only. Offered
+    before ``esp_proposals``, as separate proposals of one SA payload (see
+    controller/planner/profile.py); ``esp_proposals`` is empty for an AH-only peer."""
 
 
 @dataclass(frozen=True, slots=True)

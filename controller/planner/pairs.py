@@ -89,15 +89,49 @@ class PairBuilder:
     # -- compatibility --------------------------------------------------------------
 
     def _compatible_lists(self, kind: ProposalKind, a: HostProfile, b: HostProfile) -> bool:
-        ka, kb = (a.ike_key, b.ike_key) if kind is ProposalKind.IKE else (a.esp_key, b.esp_key)
+        """Whether a and b share a ``kind`` proposal (both offering none shares nothing)."""
+        ka, kb = _key(kind, a), _key(kind, b)
+        la, lb = _offered(kind, a), _offered(kind, b)
+        if not la or not lb:
+            return False
         if ka == kb:
             return True
         key = (kind, ka, kb) if ka < kb else (kind, kb, ka)
         ok = self.compatible.get(key)
         if ok is None:
-            la, lb = (a.ike, b.ike) if kind is ProposalKind.IKE else (a.esp, b.esp)
             ok = self.compatible[key] = common_proposal(la, lb) is not None
         return ok
+
+    def _nat_on_path(self, *hosts: HostProfile) -> str:
+        """Why the planner knows a NAT (or forced UDP encapsulation) on the path of the
+        ends it manages, as a message tail; empty when it knows none."""
+        for host in hosts:
+            if host.behind_nat:
+                return f"{host.name} is behind a NAT (nat: true, {self.where(host, 'nat')})"
+        for host in hosts:
+            if host.nat_traversal.force_encap:
+                return (
+                    f"{host.name} forces UDP encapsulation (force_encap: true, "
+                    f"{self.where(host, 'force_encap')})"
+                )
+        return ""
+
+    def _ah_nat_error(self, a: HostProfile, b: HostProfile) -> InventoryError | None:
+        """AH between a and b across a NAT: AH's ICV covers the IP addresses a NAT
+        rewrites (RFC 4302 section 3.3.3.1) and only ESP has a UDP encapsulation (RFC
+        3948), so the agents would refuse the child; the plan refuses it first."""
+        if not self._compatible_lists(ProposalKind.AH, a, b):
+            return None  # AH cannot be negotiated between them
+        why = self._nat_on_path(a, b)
+        if not why:
+            return None
+        return InventoryError(
+            f"hosts {a.name} and {b.name}: AH cannot cross NAT: {why}, and both offer AH "
+            f"(ah_proposals set at {self.mark(a, 'ah_proposals')} and "
+            f"{self.mark(b, 'ah_proposals')}); AH authenticates the IP addresses a NAT "
+            "rewrites and has no UDP encapsulation: use esp_proposals for this pair",
+            self.set_at(a, "ah_proposals") or self.mark(b, "ah_proposals"),
+        )
 
     def pair_errors(self, a: HostProfile, b: HostProfile) -> list[InventoryError]:
         """Why hosts a and b cannot form a tunnel (empty when they can)."""
@@ -114,19 +148,45 @@ class PairBuilder:
                 )
             ]
         out = []
-        for kind in ProposalKind:
-            if not self._compatible_lists(kind, a, b):
-                var = f"{kind}_proposals"
-                mine = _listed(a.ike if kind is ProposalKind.IKE else a.esp)
-                theirs = _listed(b.ike if kind is ProposalKind.IKE else b.esp)
+        if not self._compatible_lists(ProposalKind.IKE, a, b):
+            out.append(
+                InventoryError(
+                    f"hosts {a.name} and {b.name} share no IKE proposal: "
+                    f"{a.name} offers {_listed(a.ike)} (set at {self.mark(a, 'ike_proposals')}), "
+                    f"{b.name} offers {_listed(b.ike)} (set at {self.mark(b, 'ike_proposals')})",
+                    self.mark(a, "ike_proposals"),
+                )
+            )
+        if not (
+            self._compatible_lists(ProposalKind.ESP, a, b)
+            or self._compatible_lists(ProposalKind.AH, a, b)
+        ):
+            if not (a.ah or b.ah):
                 out.append(
                     InventoryError(
-                        f"hosts {a.name} and {b.name} share no {kind.upper()} proposal: "
-                        f"{a.name} offers {mine} (set at {self.mark(a, var)}), "
-                        f"{b.name} offers {theirs} (set at {self.mark(b, var)})",
+                        f"hosts {a.name} and {b.name} share no ESP proposal: "
+                        f"{a.name} offers {_listed(a.esp)} (set at "
+                        f"{self.mark(a, 'esp_proposals')}), {b.name} offers {_listed(b.esp)} "
+                        f"(set at {self.mark(b, 'esp_proposals')})",
+                        self.mark(a, "esp_proposals"),
+                    )
+                )
+            else:
+                var = "ah_proposals" if a.ah else "esp_proposals"
+                out.append(
+                    InventoryError(
+                        f"hosts {a.name} and {b.name} share no child SA proposal, ESP or AH: "
+                        f"{a.name} offers {_child_offer(a)}, {b.name} offers "
+                        f"{_child_offer(b)} (esp_proposals set at "
+                        f"{self.mark(a, 'esp_proposals')} and {self.mark(b, 'esp_proposals')}, "
+                        f"ah_proposals at {self.mark(a, 'ah_proposals')} and "
+                        f"{self.mark(b, 'ah_proposals')})",
                         self.mark(a, var),
                     )
                 )
+        nat = self._ah_nat_error(a, b)
+        if nat is not None:
+            out.append(nat)
         for var, mine_v, theirs_v in (
             ("mode", a.mode.lower(), b.mode.lower()),
             ("auth", a.auth.lower(), b.auth.lower()),
@@ -179,6 +239,9 @@ class PairBuilder:
         if (
             a.ike_key != b.ike_key
             or a.esp_key != b.esp_key
+            or a.ah_key != b.ah_key
+            or (a.ah and (a.behind_nat or b.behind_nat or a.nat_traversal.force_encap))
+            or (b.ah and b.nat_traversal.force_encap)
             or a.mode is not b.mode
             or a.auth != b.auth
             or a.ike_version is not b.ike_version
@@ -275,6 +338,7 @@ class PairBuilder:
                 False,  # dynamic_address
                 a.ike_version,  # ike_version
                 a.aggressive,  # ike_aggressive
+                a.ah,  # ah_proposals
             )
         )
         peers_b.append(
@@ -302,6 +366,7 @@ class PairBuilder:
                 False,  # dynamic_address
                 b.ike_version,  # ike_version
                 b.aggressive,  # ike_aggressive
+                b.ah,  # ah_proposals
             )
         )
         if len(pre_a) == 1 and len(pre_b) == 1 and a.family_v6 is b.family_v6:
@@ -362,6 +427,18 @@ class PairBuilder:
                     )
                 )
                 return None
+        why = self._nat_on_path(local)
+        if local.ah and why:
+            errors.append(
+                InventoryError(
+                    f"host {local.name} and external peer {remote.name}: AH cannot cross "
+                    f"NAT: {why}, and {local.name} offers AH (ah_proposals set at "
+                    f"{self.mark(local, 'ah_proposals')}); AH authenticates the IP addresses "
+                    "a NAT rewrites and has no UDP encapsulation: use esp_proposals for it",
+                    self.set_at(local, "ah_proposals") or remote.mark,
+                )
+            )
+            return None
         if remote.auth is AuthMethod.PSK:
             auth = Credential(
                 method=AuthMethod.PSK,
@@ -426,6 +503,7 @@ class PairBuilder:
             dynamic_address=dynamic,
             ike_version=local.ike_version,
             ike_aggressive=local.aggressive,
+            ah_proposals=local.ah,
         )
         return peer, direct_entries(remote.name, local.spd_prefixes, remote_prefixes)
 
@@ -521,6 +599,25 @@ def _one_subnet_pair(
         "also carries the other spokes' subnets), or use ike_version: 2",
         mark,
     )
+
+
+def _key(kind: ProposalKind, host: HostProfile) -> int:
+    """The key of ``host``'s ``kind`` proposal list (equal keys: identical lists)."""
+    if kind is ProposalKind.IKE:
+        return host.ike_key
+    return host.esp_key if kind is ProposalKind.ESP else host.ah_key
+
+
+def _offered(kind: ProposalKind, host: HostProfile) -> tuple[Proposal, ...]:
+    if kind is ProposalKind.IKE:
+        return host.ike
+    return host.esp if kind is ProposalKind.ESP else host.ah
+
+
+def _child_offer(host: HostProfile) -> str:
+    """A host's child SA proposals, by protocol: ``ah [sha256], esp [aes256gcm16]``."""
+    kinds = (ProposalKind.AH, ProposalKind.ESP)
+    return ", ".join(f"{k} {_listed(_offered(k, host))}" for k in kinds if _offered(k, host))
 
 
 def _version(version: IkeVersion) -> str:

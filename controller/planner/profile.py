@@ -1,5 +1,17 @@
 """One host's variables as the planner reads them, with shared (interned) parts.
 
+Child SA protocols: ``esp_proposals`` and ``ah_proposals`` are alternatives, as in
+strongSwan's swanctl.conf. A host that writes no ``ah_proposals`` offers ESP only (the
+default ``[aes256gcm16]`` when it writes no ``esp_proposals`` either). A host that writes
+``ah_proposals`` and leaves ``esp_proposals`` at its default offers AH only (strongSwan
+adds its default ESP proposal only to a child with no proposals at all). A host that
+writes both offers both, AH first: its plan peers carry ``ah_proposals`` and
+``esp_proposals``, and its agent sends them as separate proposals of one SA payload (RFC
+7296 section 3.3 lets the proposals of one SA payload name different protocols), the AH
+ones numbered first, so that a responder that takes its peer's order picks AH when it
+can and ESP otherwise; as responder, it takes the first of its own (AH, then ESP) that
+the peer offers.
+
 A 1,000-host fleet usually has a handful of distinct proposal lists, lifetimes and DPD
 settings; every host (and every peer built from it) points at the same objects.
 """
@@ -52,6 +64,7 @@ PROFILE_VARS = (
     "ike_aggressive",
     "ike_proposals",
     "esp_proposals",
+    "ah_proposals",
     "mode",
     "start_action",
     "ike_lifetime",
@@ -85,9 +98,11 @@ class HostProfile:
     ike_version: IkeVersion
     aggressive: bool  # IKEv1 Aggressive Mode (ike_aggressive)
     ike: tuple[Proposal, ...]
-    esp: tuple[Proposal, ...]
+    esp: tuple[Proposal, ...]  # empty when the host offers AH only
+    ah: tuple[Proposal, ...]  # empty unless the host writes ah_proposals
     ike_key: int  # equal keys <=> identical proposal lists
     esp_key: int
+    ah_key: int
     mode: Mode
     start_action: StartAction
     lifetimes: Lifetimes
@@ -117,8 +132,11 @@ class Interner:
         version: IkeVersion,
         mark: Mark | None,
         errors: list[InventoryError],
+        *,
+        may_be_empty: bool = False,
     ) -> tuple[int, tuple[Proposal, ...]]:
-        """Parsed proposals and a small key naming the list; bad items become errors."""
+        """Parsed proposals and a small key naming the list; bad items become errors (an
+        empty list too, unless ``may_be_empty``)."""
         texts = tuple(texts)
         key = (kind, version, *(str(t) for t in texts))
         known = self.proposal_lists.get(key)
@@ -130,9 +148,9 @@ class Interner:
                 parsed.append(parse_proposal(str(text), kind, version))
             except ProposalError as exc:
                 errors.append(InventoryError(f"{kind}_proposals: {exc}", mark_of(text) or mark))
-        if not texts:
+        if not texts and not may_be_empty:
             errors.append(InventoryError(f"{kind}_proposals: the list is empty", mark))
-        if len(parsed) != len(texts) or not texts:
+        if len(parsed) != len(texts) or not (texts or may_be_empty):
             return (-1, ())
         out = (len(self.proposal_lists), tuple(parsed))
         self.proposal_lists[key] = out
@@ -165,8 +183,24 @@ def build_profile(
     ike_key, ike = interner.proposals(
         ike_texts, ProposalKind.IKE, version, origins.get("ike_proposals"), errors
     )
+    ah_key, ah = interner.proposals(
+        v["ah_proposals"],
+        ProposalKind.AH,
+        version,
+        origins.get("ah_proposals"),
+        errors,
+        may_be_empty=True,
+    )
+    esp_texts = v["esp_proposals"]
+    if ah and origins.get("esp_proposals") in (None, DEFAULT_MARK):
+        esp_texts = ()  # AH only: the default ESP proposal is not offered beside it
     esp_key, esp = interner.proposals(
-        v["esp_proposals"], ProposalKind.ESP, version, origins.get("esp_proposals"), errors
+        esp_texts,
+        ProposalKind.ESP,
+        version,
+        origins.get("esp_proposals"),
+        errors,
+        may_be_empty=bool(ah),
     )
     return HostProfile(
         name=host.name,
@@ -181,8 +215,10 @@ def build_profile(
         aggressive=bool(v["ike_aggressive"]),
         ike=ike,
         esp=esp,
+        ah=ah,
         ike_key=ike_key,
         esp_key=esp_key,
+        ah_key=ah_key,
         mode=mode,
         start_action=START_ACTIONS[v["start_action"]],
         lifetimes=get(

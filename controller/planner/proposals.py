@@ -27,6 +27,15 @@ one table, not a second table):
   with an HMAC, or AES-GCM-16; a DH group asks for PFS. Keywords with no IKEv1 number
   (ChaCha20-Poly1305 is defined for IKEv2 only, RFC 7634) and extended sequence numbers
   are refused.
+
+AH (``ah_proposals``, RFC 4302) authenticates without encrypting, so an AH proposal
+names integrity algorithms only (RFC 7296 section 3.3: transforms INTEG and ESN, and a
+DH group for PFS), never an encryption algorithm or a PRF:
+
+- ``sha256``, ``sha384``, ``sha512`` (RFC 4868), ``aes128gmac``, ``aes192gmac``,
+  ``aes256gmac`` (RFC 4543), and ``sha1`` (HMAC-SHA1-96, RFC 2404) for old peers only
+  when the inventory writes it (no default names it);
+- ``esn`` (IKEv2 only, as for ESP) or ``noesn`` (the default); a DH group asks for PFS.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ class ProposalKind(StrEnum):
 
     IKE = "ike"
     ESP = "esp"
+    AH = "ah"
 
 
 # Transform types, RFC 7296 section 3.3.2.
@@ -56,6 +66,13 @@ ENCR, PRF, INTEG, DH, ESN = 1, 2, 3, 4, 5
 ENCR_AES_CBC, ENCR_AES_GCM_16, ENCR_CHACHA20_POLY1305 = 12, 20, 28
 
 
+_BOTH_VERSIONS = frozenset(IkeVersion)
+_V1_ONLY = frozenset({IkeVersion.V1})
+_V2_ONLY = frozenset({IkeVersion.V2})
+_ALL_KINDS = frozenset(ProposalKind)
+_AH_ONLY = frozenset({ProposalKind.AH})
+
+
 @dataclass(frozen=True, slots=True)
 class Token:
     """What one proposal keyword stands for."""
@@ -63,14 +80,15 @@ class Token:
     transform: Transform
     aead: bool = False
     """An encryption algorithm that carries its own integrity (RFC 5282 section 8)."""
-    versions: frozenset[IkeVersion] = frozenset(IkeVersion)
+    versions: frozenset[IkeVersion] = _BOTH_VERSIONS
     """The IKE versions whose peers' proposals may name it."""
-    kinds: frozenset[ProposalKind] = frozenset(ProposalKind)
-    """The proposals that may name it (ESP only what the data plane implements)."""
+    kinds: frozenset[ProposalKind] = _ALL_KINDS
+    """The proposals that may name it (ESP and AH only what the data plane implements)."""
+    narrower: tuple[tuple[ProposalKind, frozenset[IkeVersion]], ...] = ()
+    """Kinds whose proposals may name it for fewer IKE versions than ``versions``."""
 
-
-_V1_ONLY = frozenset({IkeVersion.V1})
-_V2_ONLY = frozenset({IkeVersion.V2})
+    def allowed_versions(self, kind: ProposalKind) -> frozenset[IkeVersion]:
+        return dict(self.narrower).get(kind, self.versions)
 
 
 TOKENS: dict[str, Token] = {
@@ -83,12 +101,22 @@ TOKENS: dict[str, Token] = {
         Transform(ENCR, ENCR_CHACHA20_POLY1305), aead=True, versions=_V2_ONLY
     ),
     # AUTH_HMAC_SHA1_96 (RFC 2404) with PRF_HMAC_SHA1 (2): the phase 1 hash of IKEv1 peers
-    # only (RFC 2409 Appendix A); this agent's IKEv2 and its ESP data plane have no SHA-1.
-    "sha1": Token(Transform(INTEG, 2), versions=_V1_ONLY, kinds=frozenset({ProposalKind.IKE})),
+    # only (RFC 2409 Appendix A), and AH's integrity for old peers of either version
+    # (only where the inventory writes it); IKEv2 SAs and the ESP data plane have no SHA-1.
+    "sha1": Token(
+        Transform(INTEG, 2),
+        kinds=frozenset({ProposalKind.IKE, ProposalKind.AH}),
+        narrower=((ProposalKind.IKE, _V1_ONLY),),
+    ),
     # AUTH_HMAC_SHA2_256_128, _384_192, _512_256 (RFC 4868).
     "sha256": Token(Transform(INTEG, 12)),
     "sha384": Token(Transform(INTEG, 13)),
     "sha512": Token(Transform(INTEG, 14)),
+    # AUTH_AES_128_GMAC, _192_, _256_ (RFC 4543): integrity for AH only (ESP's GMAC is
+    # an encryption transform, ENCR_NULL_AUTH_AES_GMAC, which the data plane lacks).
+    "aes128gmac": Token(Transform(INTEG, 9), kinds=_AH_ONLY),
+    "aes192gmac": Token(Transform(INTEG, 10), kinds=_AH_ONLY),
+    "aes256gmac": Token(Transform(INTEG, 11), kinds=_AH_ONLY),
     # PRF_HMAC_SHA2_256, _384, _512 (RFC 4868).
     "prfsha256": Token(Transform(PRF, 5)),
     "prfsha384": Token(Transform(PRF, 6)),
@@ -143,14 +171,21 @@ def parse_proposal(text: str, kind: ProposalKind, version: IkeVersion = IkeVersi
             hint = did_you_mean(token, TOKENS)
             raise ProposalError(f"{where}: unknown algorithm {token!r}{hint}")
         transform = known.transform
-        if version not in known.versions:
+        if kind is ProposalKind.AH and transform.type == ENCR:
+            raise ProposalError(
+                f"{where}: {token!r} is an encryption algorithm, and AH only authenticates "
+                "(RFC 4302): name integrity algorithms only (e.g. sha256), or write "
+                "esp_proposals to encrypt"
+            )
+        if kind not in known.kinds:
+            only = " and ".join(k.upper() for k in ProposalKind if k in known.kinds)
+            raise ProposalError(
+                f"{where}: {token!r} is for {only} proposals only (the {kind.upper()} "
+                "data plane does not implement it)"
+            )
+        if version not in known.allowed_versions(kind):
             only = "IKEv2 peers" if v1 else "IKEv1 peers (ike_version: 1)"
             raise ProposalError(f"{where}: {token!r} is for {only} only")
-        if kind not in known.kinds:
-            raise ProposalError(
-                f"{where}: {token!r} is for IKE proposals only (the ESP data plane does not "
-                "implement it)"
-            )
         if v1 and known.aead and kind is ProposalKind.IKE:
             raise ProposalError(
                 f"{where}: {token!r} is an AEAD cipher, which IKEv1 phase 1 does not have "
@@ -163,10 +198,19 @@ def parse_proposal(text: str, kind: ProposalKind, version: IkeVersion = IkeVersi
             aead.add(known.aead)
         if kind is ProposalKind.IKE and transform.type == ESN:
             raise ProposalError(f"{where}: {token!r} (ESN) only applies to ESP proposals")
-        if kind is ProposalKind.ESP and transform.type == PRF:
+        if kind is not ProposalKind.IKE and transform.type == PRF:
             raise ProposalError(f"{where}: {token!r} (a PRF) only applies to IKE proposals")
         by_type[transform.type].append(transform)
 
+    if kind is ProposalKind.AH:
+        if not by_type[INTEG]:
+            raise ProposalError(
+                f"{where}: no integrity algorithm (e.g. sha256, aes128gmac): an AH proposal "
+                "is its integrity algorithms"
+            )
+        by_type[ESN] = by_type[ESN] or [_NO_ESN]
+        transforms = tuple(t for kind_ in (INTEG, DH, ESN) for t in by_type[kind_])
+        return Proposal(text=text, transforms=transforms)
     if not by_type[ENCR]:
         raise ProposalError(f"{where}: no encryption algorithm (e.g. aes256gcm16, aes256)")
     if len(aead) > 1:

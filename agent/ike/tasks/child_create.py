@@ -30,7 +30,7 @@ from ..payloads import (
     TsPayload,
     TsrPayload,
 )
-from ..proposals import EspProposal, accept_esp, dh_name, select_esp
+from ..proposals import AhProposal, ChildProposal, accept_child, dh_name, select_child
 from ..sa_payload import SaPayload
 from ..states import IkeSaState
 from ..task_manager import Outcome, TaskKind
@@ -147,7 +147,9 @@ def lowest_nonce_loses(mine: tuple[bytes, bytes], theirs: tuple[bytes, bytes]) -
     return min(mine) < min(theirs)
 
 
-def _key_exchange(esp: EspProposal, ke: KePayload | None, ours: KeyExchange | None) -> bytes | None:
+def _key_exchange(
+    esp: ChildProposal, ke: KePayload | None, ours: KeyExchange | None
+) -> bytes | None:
     """g^ir of a PFS exchange, None without PFS."""
     if esp.dh is None:
         return None
@@ -162,6 +164,24 @@ def _key_exchange(esp: EspProposal, ke: KePayload | None, ours: KeyExchange | No
 
 def _refuse(notify: int, data: bytes = b"") -> list[Payload]:
     return [NotifyPayload(notify, data)]
+
+
+AH_NAT = "AH cannot cross NAT: "
+"""How a child refused for AH across a NAT is reported (the agent's status shows it)."""
+
+
+def _ah_across_nat(sa: IkeSa, what: str) -> ProtocolError:
+    """AH authenticates the IP addresses a NAT rewrites (RFC 4302 section 3.3.3.1) and
+    has no UDP encapsulation (RFC 3948 is ESP's), so with a NAT detected (or faked to
+    force encapsulation, RFC 7296 section 2.23) AH is never negotiated."""
+    return ProtocolError(
+        f"{AH_NAT}NAT detection found a NAT between us and the peer (section 2.23), and {what}",
+        notify=NotifyType.NO_PROPOSAL_CHOSEN,
+    )
+
+
+def _without_ah(proposals: tuple[ChildProposal, ...]) -> tuple[ChildProposal, ...]:
+    return tuple(p for p in proposals if not isinstance(p, AhProposal))
 
 
 class ChildCreate:
@@ -190,9 +210,12 @@ class ChildCreate:
         self.rekey = rekey
         self.exchange = exchange
         self.proposals = (
-            config.initial_proposals if exchange == ExchangeType.IKE_AUTH else config.esp_proposals
+            config.initial_proposals if exchange == ExchangeType.IKE_AUTH else config.proposals
         )
-        """IKE_AUTH has no KE payload, so its child is offered without PFS (section 1.2)."""
+        """IKE_AUTH has no KE payload, so its child is offered without PFS (section 1.2).
+        AH first, then ESP (ChildConfig.proposals); with a NAT found, ESP only."""
+        if sa.encap and _without_ah(self.proposals):
+            self.proposals = _without_ah(self.proposals)
         self.spi_in = b""
         """The SPI we receive on (section 3.3.1)."""
         self.nonce: bytes | None = None
@@ -223,10 +246,17 @@ class ChildCreate:
                 return None  # deleted or rekeyed by the peer meanwhile
             if self.rekey.state is ChildSaState.INSTALLED:
                 self.rekey.transition(ChildSaInput.REKEY)
-            # Section 1.3.3: the SPI we receive on identifies the SA being rekeyed.
+            # Section 1.3.3: the SPI we receive on identifies the SA being rekeyed, and the
+            # notify's protocol ID is the SA's (ESP 3 or AH 2, section 3.10).
             payloads.append(
-                NotifyPayload(NotifyType.REKEY_SA, protocol=ProtocolId.ESP, spi=self.rekey.spi_in)
+                NotifyPayload(
+                    NotifyType.REKEY_SA, protocol=self.rekey.protocol, spi=self.rekey.spi_in
+                )
             )
+        elif self.sa.encap and not _without_ah(self.proposals):
+            # Only AH to offer, across a NAT: the child fails here, nothing is sent.
+            self._give_up(str(_ah_across_nat(self.sa, "this child offers AH only")), None)
+            return None
         return payloads + self.offer()
 
     def offer(self) -> list[Payload]:
@@ -249,6 +279,10 @@ class ChildCreate:
         return Outcome.DONE
 
     def _refused_by_peer(self, notify: int) -> str:
+        if self.sa.encap and not _without_ah(self.proposals):
+            # We could offer AH only, across a NAT; the peer (ours too) refuses it.
+            refused = f"the peer refused it ({enum_name(NotifyType, notify)})"
+            return str(_ah_across_nat(self.sa, f"this child offers AH only; {refused}"))
         if self.exchange == ExchangeType.IKE_AUTH:
             return f"{enum_name(NotifyType, notify)}: refused by peer"
         what = "rekey" if self.rekey is not None else "new child SA"
@@ -267,7 +301,11 @@ class ChildCreate:
         if found is None:
             return self._give_up(ChildPayloads.lacking(self.exchange, "response"), None)
         try:
-            chosen, esp = accept_esp(self.proposals, found.sa.proposals)
+            chosen, esp = accept_child(self.proposals, found.sa.proposals)
+            if isinstance(esp, AhProposal) and self.sa.encap:
+                # IKE_AUTH offered AH only (its SA payload cannot be empty); a responder
+                # that took it across the NAT gets nothing installed here.
+                raise _ah_across_nat(self.sa, "the peer chose AH")
             g_ir = _key_exchange(esp, found.ke, self.ke)
             check_subset(self.config.local_ts, found.tsi.selectors)
             check_subset(self.config.remote_ts, found.tsr.selectors)
@@ -334,7 +372,7 @@ class ChildCreate:
 
     def _install(
         self,
-        esp: EspProposal,
+        esp: ChildProposal,
         spi_out: bytes,
         tsi: Sequence[TrafficSelector],
         tsr: Sequence[TrafficSelector],
@@ -381,11 +419,12 @@ class ChildCreate:
                 return _refuse(NotifyType.TEMPORARY_FAILURE)  # being rekeyed or deleted (2.25)
             rekey = rekey_notify(payloads)
             if rekey is not None:
-                old = sa.child_by_spi_out(rekey.spi)
+                old = sa.child_by_spi_out(rekey.spi, rekey.protocol)
                 if old is None:
+                    protocol = rekey.protocol if rekey.protocol == ProtocolId.AH else ProtocolId.ESP
                     return [
                         NotifyPayload(
-                            NotifyType.CHILD_SA_NOT_FOUND, protocol=ProtocolId.ESP, spi=rekey.spi
+                            NotifyType.CHILD_SA_NOT_FOUND, protocol=protocol, spi=rekey.spi
                         )
                     ]
                 if old.state not in (ChildSaState.INSTALLED, ChildSaState.REKEYING):
@@ -404,7 +443,9 @@ class ChildCreate:
         for config in configs:
             task = cls(sa, config, old, exchange=exchange, initiator=False)
             try:
-                theirs, esp = select_esp(task.proposals, found.sa.proposals)
+                if sa.encap and not _without_ah(task.proposals):
+                    raise _ah_across_nat(sa, "this child takes AH only")
+                theirs, esp = select_child(task.proposals, found.sa.proposals)
                 # TSi are the initiator's side, our remote; TSr are ours.
                 narrowed_i = narrow(config.remote_ts, found.tsi.selectors)
                 narrowed_r = narrow(config.local_ts, found.tsr.selectors)
@@ -423,7 +464,7 @@ class ChildCreate:
         found: ChildPayloads,
         number: int,
         spi_out: bytes,
-        esp: EspProposal,
+        esp: ChildProposal,
         narrowed_i: list[TrafficSelector],
         narrowed_r: list[TrafficSelector],
     ) -> list[Payload]:

@@ -42,7 +42,8 @@ class ChildDelete:
             return None  # the peer deleted it first
         if self.child.state is not ChildSaState.DELETING:
             self.child.transition(ChildSaInput.DELETE)
-        return [DeletePayload(ProtocolId.ESP, [self.child.spi_in])]
+        # Section 3.11: the protocol of the child (ESP 3 or AH 2) and the SPI we receive on.
+        return [DeletePayload(self.child.protocol, [self.child.spi_in])]
 
     def process_response(self, message: Message, payloads: list[Payload]) -> Outcome:
         report_errors(self.sa, payloads, f"in answer to deleting child SA {self.child.name}")
@@ -120,12 +121,13 @@ def respond(sa: IkeSa, payloads: list[Payload]) -> list[Payload]:
         reason = "rekeyed" if sa.state is IkeSaState.REKEYED else "deleted by peer"
         sa.finish_delete(reason)
         return []  # section 1.4.1: the response to an IKE SA delete is empty
-    ours: list[bytes] = []
+    ours: dict[ProtocolId, list[bytes]] = {}
     for delete in deletes:
-        if delete.protocol != ProtocolId.ESP:
-            continue  # AH is not spoken; nothing of ours can match
+        if delete.protocol not in (ProtocolId.ESP, ProtocolId.AH):
+            continue  # nothing of ours can match
+        protocol = ProtocolId(delete.protocol)
         for spi in delete.spis:
-            child = sa.child_by_spi_out(spi)
+            child = sa.child_by_spi_out(spi, protocol)
             if child is None:
                 continue  # already gone: nothing to answer for it (section 1.4.1)
             if child.state is ChildSaState.DELETING:
@@ -134,6 +136,7 @@ def respond(sa: IkeSa, payloads: list[Payload]) -> list[Payload]:
                 sa.remove_child(child, "deleted by both peers")
                 continue
             reason = "rekeyed" if child.state is ChildSaState.REKEYED else "deleted by peer"
-            ours.append(child.spi_in)
+            ours.setdefault(protocol, []).append(child.spi_in)
             sa.remove_child(child, reason)
-    return [DeletePayload(ProtocolId.ESP, ours)] if ours else []
+    # Section 1.4.1: our half of each, one Delete payload per protocol (section 3.11).
+    return [DeletePayload(protocol, spis) for protocol, spis in ours.items()]

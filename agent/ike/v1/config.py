@@ -16,6 +16,7 @@ from enum import Enum
 from ..config import ChildConfig, Identity
 from ..constants import EncrId, TransformType
 from ..errors import LocalError, UnsupportedTransform
+from ..proposals import AhProposal
 from ..signatures import CertificateAuth
 from ..transforms import DH_GROUPS, PROPOSAL_TOKENS, Encr, EncrMode, transform_keyword
 from .auth import auth_method
@@ -180,17 +181,19 @@ class IkeV1Config:
                 raise LocalError(f"{name} must be positive, got {value}")
         if self.dpd_delay is not None and self.dpd_delay <= 0:
             raise LocalError(f"dpd_delay must be positive, got {self.dpd_delay}")
-        groups = {p.dh for p in self.child.esp_proposals}
+        groups = {p.dh for p in self.child.proposals}
         if len(groups) > 1:
             # RFC 2409 section 5.5: message 1 carries one KE, so one PFS group (or none).
             raise LocalError(
                 f"child {self.child.name!r}: IKEv1 Quick mode offers one PFS group, the "
-                f"ESP proposals name {sorted(str(g) for g in groups)}"
+                f"ESP and AH proposals name {sorted(str(g) for g in groups)}"
             )
-        for proposal in self.child.esp_proposals:
+        for proposal in self.child.proposals:
             if proposal.esn:
+                what = "AH" if isinstance(proposal, AhProposal) else "ESP"
                 raise UnsupportedTransform(
-                    f"ESP proposal {proposal}: IKEv1 here negotiates no extended sequence numbers"
+                    f"{what} proposal {proposal}: IKEv1 here negotiates no extended sequence "
+                    "numbers"
                 )
             if proposal.dh is not None and proposal.dh not in DH_GROUPS:
                 raise UnsupportedTransform(f"PFS group {proposal.dh} is not supported")

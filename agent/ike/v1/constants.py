@@ -349,7 +349,9 @@ class EspTransform(IntEnum):
 
 
 class AhTransform(IntEnum):
-    """RFC 2407 section 4.4.3 AH transform IDs; SHA-2 from RFC 4868 section 2.4."""
+    """RFC 2407 section 4.4.3 AH transform IDs (IANA "IPsec AH Transform Identifiers");
+    SHA-2 from RFC 4868 section 2.4, AES-XCBC from RFC 3566, GMAC from RFC 4543. Each
+    goes with the Authentication Algorithm attribute of the same algorithm (section 4.5)."""
 
     MD5 = 2
     SHA1 = 3
@@ -357,6 +359,12 @@ class AhTransform(IntEnum):
     SHA2_256 = 5
     SHA2_384 = 6
     SHA2_512 = 7
+    RIPEMD = 8
+    AES_XCBC_MAC = 9
+    RSA = 10
+    AES_128_GMAC = 11
+    AES_192_GMAC = 12
+    AES_256_GMAC = 13
 
 
 class IpcompTransform(IntEnum):

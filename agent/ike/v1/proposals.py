@@ -5,7 +5,11 @@ transforms each carry a cipher, key length, hash, authentication method, group a
 lifetime; the responder answers with the one transform it chose, unchanged. Quick
 mode (RFC 2407 sections 4.4.4 and 4.5): one ESP proposal with our SPI whose transforms
 are the ESP transform IDs with Auth Algorithm, Key Length, Group Description (PFS),
-Encapsulation Mode and SA lifetime attributes.
+Encapsulation Mode and SA lifetime attributes. A child with AH proposals (RFC 2407
+section 4.4.3) offers an AH proposal first, numbered 1, with a transform per AH
+proposal (the AH transform ID and its Authentication Algorithm attribute), and the ESP
+proposal numbered 2: proposals of different numbers are alternatives (RFC 2408 section
+4.2), so the responder takes one of them, never both.
 
 Our configured order wins (strongSwan's default); a failure names ours and theirs in
 strongSwan's notation, as the IKEv2 NO_PROPOSAL_CHOSEN text does.
@@ -19,13 +23,14 @@ from dataclasses import dataclass
 from ..config import Mode
 from ..constants import EncrId, IntegId, TransformType
 from ..errors import ProtocolError
-from ..proposals import EspProposal, NoProposalChosen
+from ..proposals import AhProposal, ChildProposal, EspProposal, NoProposalChosen, child_label
 from ..transforms import integ_for, transform_keyword
 from .attributes import Attribute, find_attribute
 from .config import Phase1Proposal
 from .constants import (
     DOI_IPSEC,
     SIT_IDENTITY_ONLY,
+    AhTransform,
     AuthAlg,
     AuthMethod,
     Encapsulation,
@@ -46,9 +51,22 @@ _AUTH_ALG_FOR_INTEG: dict[int, AuthAlg] = {
     IntegId.HMAC_SHA2_256_128: AuthAlg.HMAC_SHA2_256,
     IntegId.HMAC_SHA2_384_192: AuthAlg.HMAC_SHA2_384,
     IntegId.HMAC_SHA2_512_256: AuthAlg.HMAC_SHA2_512,
+    IntegId.AES_128_GMAC: AuthAlg.AES_128_GMAC,
+    IntegId.AES_192_GMAC: AuthAlg.AES_192_GMAC,
+    IntegId.AES_256_GMAC: AuthAlg.AES_256_GMAC,
 }
 """RFC 2407 section 4.5 Auth Algorithm for each IKEv2 integrity transform: the data
-plane knows ESP integrity by its IKEv2 number (RFC 4868 truncation for SHA-2)."""
+plane knows ESP and AH integrity by its IKEv2 number (RFC 4868 truncation for SHA-2)."""
+_AH_TRANSFORM_FOR_INTEG: dict[int, AhTransform] = {
+    IntegId.HMAC_SHA1_96: AhTransform.SHA1,
+    IntegId.HMAC_SHA2_256_128: AhTransform.SHA2_256,
+    IntegId.HMAC_SHA2_384_192: AhTransform.SHA2_384,
+    IntegId.HMAC_SHA2_512_256: AhTransform.SHA2_512,
+    IntegId.AES_128_GMAC: AhTransform.AES_128_GMAC,
+    IntegId.AES_192_GMAC: AhTransform.AES_192_GMAC,
+    IntegId.AES_256_GMAC: AhTransform.AES_256_GMAC,
+}
+"""RFC 2407 section 4.4.3 AH transform ID for each IKEv2 integrity transform."""
 _INTEG_FOR_AUTH_ALG = {alg: integ for integ, alg in _AUTH_ALG_FOR_INTEG.items()}
 _AUTH_ALG_VALUES = frozenset(int(a) for a in AuthAlg)
 _ESP_TRANSFORM_FOR_ENCR: dict[int, EspTransform] = {
@@ -267,20 +285,74 @@ def esp_transform(
     return Transform(number, _ESP_TRANSFORM_FOR_ENCR[proposal.encr.id], tuple(attributes))
 
 
-def esp_sa(
-    proposals: Sequence[EspProposal],
+def ah_transform(
+    number: int,
+    proposal: AhProposal,
+    encap: Encapsulation,
+    lifetime: int,
+    kilobytes: int | None = None,
+) -> Transform:
+    """An AH transform (RFC 2407 section 4.4.3): the AH transform ID, and the
+    Authentication Algorithm attribute, which AH must carry (section 4.5)."""
+    attributes = [
+        Attribute(P2Attr.LIFE_TYPE, LifeType.SECONDS),
+        Attribute.variable(P2Attr.LIFE_DURATION, lifetime),
+    ]
+    if kilobytes is not None:
+        attributes += [
+            Attribute(P2Attr.LIFE_TYPE, LifeType.KILOBYTES),
+            Attribute.variable(P2Attr.LIFE_DURATION, kilobytes),
+        ]
+    attributes.append(Attribute(P2Attr.ENCAPSULATION, encap))
+    attributes.append(Attribute(P2Attr.AUTH_ALG, _AUTH_ALG_FOR_INTEG[proposal.integ.id]))
+    if proposal.dh is not None:
+        attributes.append(Attribute(P2Attr.GROUP, proposal.dh))
+    return Transform(number, _AH_TRANSFORM_FOR_INTEG[proposal.integ.id], tuple(attributes))
+
+
+def child_sa(
+    offered: Sequence[ChildProposal],
     spi: bytes,
     encap: Encapsulation,
     lifetime: int,
     kilobytes: int | None = None,
 ) -> SaPayload:
-    """The Quick mode initiator's offer: one ESP proposal, a transform per ours."""
-    transforms = tuple(
-        esp_transform(i, p, encap, lifetime, kilobytes) for i, p in enumerate(proposals, 1)
-    )
-    return SaPayload(
-        DOI_IPSEC, SIT_IDENTITY_ONLY, (Proposal(1, ProtocolId.IPSEC_ESP, spi, transforms),)
-    )
+    """The Quick mode initiator's offer: an AH proposal (when there are AH ones) and an
+    ESP proposal (when there are ESP ones), numbered apart so that they are
+    alternatives (RFC 2408 section 4.2), each with a transform per ours and our SPI."""
+    ah = [p for p in offered if isinstance(p, AhProposal)]
+    esp = [p for p in offered if isinstance(p, EspProposal)]
+    out: list[Proposal] = []
+    if ah:
+        transforms = tuple(
+            ah_transform(i, p, encap, lifetime, kilobytes) for i, p in enumerate(ah, 1)
+        )
+        out.append(Proposal(len(out) + 1, ProtocolId.IPSEC_AH, spi, transforms))
+    if esp:
+        transforms = tuple(
+            esp_transform(i, p, encap, lifetime, kilobytes) for i, p in enumerate(esp, 1)
+        )
+        out.append(Proposal(len(out) + 1, ProtocolId.IPSEC_ESP, spi, transforms))
+    return SaPayload(DOI_IPSEC, SIT_IDENTITY_ONLY, tuple(out))
+
+
+def describe_ah(transform: Transform) -> str:
+    """A peer's AH transform as ``AH:sha256[-group][-encapsulation]``."""
+    integ = next((i for i, t in _AH_TRANSFORM_FOR_INTEG.items() if t == transform.id), None)
+    keyword = transform_keyword(TransformType.INTEG, integ) if integ is not None else None
+    return "AH:" + _child_tail(keyword or f"AH_{transform.id}", transform.attributes)
+
+
+def _child_tail(head: str, attrs: Sequence[Attribute]) -> str:
+    parts = [head]
+    group = _int(attrs, P2Attr.GROUP)
+    if group is not None:
+        parts.append(_group_name(group))
+    encap = _int(attrs, P2Attr.ENCAPSULATION)
+    if encap is not None and encap != Encapsulation.TUNNEL:
+        known = {e.value: e.name.lower() for e in Encapsulation}
+        parts.append(known.get(encap, f"ENCAP_{encap}"))
+    return "-".join(p for p in parts if p)
 
 
 def describe_esp(transform: Transform) -> str:
@@ -297,14 +369,7 @@ def describe_esp(transform: Transform) -> str:
         integ = _INTEG_FOR_AUTH_ALG.get(AuthAlg(alg)) if alg in _AUTH_ALG_VALUES else None
         keyword = transform_keyword(TransformType.INTEG, integ) if integ is not None else None
         parts.append(keyword or f"AUTH_{alg}")
-    group = _int(attrs, P2Attr.GROUP)
-    if group is not None:
-        parts.append(_group_name(group))
-    encap = _int(attrs, P2Attr.ENCAPSULATION)
-    if encap is not None and encap != Encapsulation.TUNNEL:
-        known = {e.value: e.name.lower() for e in Encapsulation}
-        parts.append(known.get(encap, f"ENCAP_{encap}"))
-    return "-".join(p for p in parts if p)
+    return _child_tail("-".join(parts), attrs)
 
 
 def _esp_matches(ours: EspProposal, transform: Transform, encap: Encapsulation) -> bool:
@@ -326,9 +391,29 @@ def _esp_matches(ours: EspProposal, transform: Transform, encap: Encapsulation) 
     return _int(attrs, P2Attr.ENCAPSULATION) == encap
 
 
+def _ah_matches(ours: AhProposal, transform: Transform, encap: Encapsulation) -> bool:
+    attrs = transform.attributes
+    return (
+        transform.id == _AH_TRANSFORM_FOR_INTEG[ours.integ.id]
+        and _int(attrs, P2Attr.AUTH_ALG) == _AUTH_ALG_FOR_INTEG[ours.integ.id]
+        and _int(attrs, P2Attr.KEY_LENGTH) is None
+        and _int(attrs, P2Attr.GROUP) == ours.dh
+        and not _int(attrs, P2Attr.EXTENDED_SEQUENCE_NUMBER)
+        and _int(attrs, P2Attr.ENCAPSULATION) == encap
+    )
+
+
+def _matches(
+    ours: ChildProposal, proposal: Proposal, transform: Transform, encap: Encapsulation
+) -> bool:
+    if isinstance(ours, AhProposal):
+        return proposal.protocol == ProtocolId.IPSEC_AH and _ah_matches(ours, transform, encap)
+    return proposal.protocol == ProtocolId.IPSEC_ESP and _esp_matches(ours, transform, encap)
+
+
 @dataclass(frozen=True)
-class EspChoice:
-    proposal: EspProposal
+class ChildChoice:
+    proposal: ChildProposal
     proposal_number: int
     spi: bytes
     """The SPI of the peer's proposal: where we send (outbound)."""
@@ -337,32 +422,51 @@ class EspChoice:
     kilobytes: int | None = None
     """The kilobyte lifetime the transform carried (RFC 2407 section 4.5)."""
 
+    @property
+    def protocol(self) -> ProtocolId:
+        """PROTO_IPSEC_AH or PROTO_IPSEC_ESP (RFC 2407 section 4.4.1)."""
+        is_ah = isinstance(self.proposal, AhProposal)
+        return ProtocolId.IPSEC_AH if is_ah else ProtocolId.IPSEC_ESP
 
-def _esp_offers(sa: SaPayload) -> list[tuple[Proposal, Transform]]:
+
+def _child_offers(sa: SaPayload) -> list[tuple[Proposal, Transform]]:
     numbers = [p.number for p in sa.proposals]
     # Proposals sharing a number are ANDed (RFC 2408 section 4.2, e.g. AH with ESP):
-    # we speak ESP alone, so such a combination is not one we can take.
+    # we speak ESP or AH alone, so such a combination is not one we can take.
     return [
         (p, t)
         for p in sa.proposals
-        if p.protocol == ProtocolId.IPSEC_ESP and numbers.count(p.number) == 1
+        if p.protocol in (ProtocolId.IPSEC_ESP, ProtocolId.IPSEC_AH)
+        and numbers.count(p.number) == 1
         for t in p.transforms
     ]
 
 
-def select_esp(ours: Sequence[EspProposal], sa: SaPayload, encap: Encapsulation) -> EspChoice:
-    offered = _esp_offers(sa)
+def _describe(proposal: Proposal, transform: Transform) -> str:
+    if proposal.protocol == ProtocolId.IPSEC_AH:
+        return describe_ah(transform)
+    return describe_esp(transform)
+
+
+def _label(ours: ChildProposal, encap: Encapsulation) -> str:
+    return f"{child_label(ours)}-{encap.name.lower()}"
+
+
+def select_child(ours: Sequence[ChildProposal], sa: SaPayload, encap: Encapsulation) -> ChildChoice:
+    """Responder: our first ESP or AH proposal that one of the peer's transforms matches."""
+    offered = _child_offers(sa)
     for proposal in ours:
         for peer_proposal, transform in offered:
-            if _esp_matches(proposal, transform, encap):
+            if _matches(proposal, peer_proposal, transform, encap):
                 if len(peer_proposal.spi) != 4:
+                    what = "AH" if peer_proposal.protocol == ProtocolId.IPSEC_AH else "ESP"
                     raise ProtocolError(
-                        f"ESP proposal {peer_proposal.number} has a {len(peer_proposal.spi)}"
+                        f"{what} proposal {peer_proposal.number} has a {len(peer_proposal.spi)}"
                         "-byte SPI, not 4",
                         notify=NotifyType.INVALID_SPI,
                     )
                 life = lifetimes(transform.attributes, P2Attr.LIFE_TYPE, P2Attr.LIFE_DURATION)
-                return EspChoice(
+                return ChildChoice(
                     proposal,
                     peer_proposal.number,
                     peer_proposal.spi,
@@ -371,46 +475,52 @@ def select_esp(ours: Sequence[EspProposal], sa: SaPayload, encap: Encapsulation)
                     life.kilobytes,
                 )
     raise NoProposalChosen(
-        [f"{p}-{encap.name.lower()}" for p in ours],
-        [describe_esp(t) for _, t in offered],
+        [_label(p, encap) for p in ours],
+        [_describe(p, t) for p, t in offered],
     )
 
 
-def answer_esp(sa: SaPayload, choice: EspChoice, spi: bytes) -> SaPayload:
+def answer_child(sa: SaPayload, choice: ChildChoice, spi: bytes) -> SaPayload:
     """The responder's SA: the chosen transform under our own SPI."""
     return SaPayload(
         sa.doi,
         sa.situation,
-        (Proposal(choice.proposal_number, ProtocolId.IPSEC_ESP, spi, (choice.transform,)),),
+        (Proposal(choice.proposal_number, choice.protocol, spi, (choice.transform,)),),
     )
 
 
-def accept_esp(ours: Sequence[EspProposal], sa: SaPayload, encap: Encapsulation) -> EspChoice:
-    offered = _esp_offers(sa)
+def accept_child(ours: Sequence[ChildProposal], sa: SaPayload, encap: Encapsulation) -> ChildChoice:
+    offered = _child_offers(sa)
     if len(offered) != 1:
         raise ProtocolError(
-            f"the responder's SA must hold one ESP transform, it holds {len(offered)}",
+            f"the responder's SA must hold one ESP or AH transform, it holds {len(offered)}",
             notify=NotifyType.BAD_PROPOSAL_SYNTAX,
         )
     try:
-        return select_esp(ours, sa, encap)
+        return select_child(ours, sa, encap)
     except NoProposalChosen as exc:
         raise NoProposalChosen(
-            [str(p) for p in ours],
-            [describe_esp(offered[0][1])],
+            [child_label(p) for p in ours],
+            [_describe(*offered[0])],
             "the responder chose what we did not offer",
         ) from exc
 
 
-def integ_of(proposal: EspProposal) -> int | None:
-    """The IKEv2 integrity number the data plane installs, None for AEAD."""
+def integ_of(proposal: ChildProposal) -> int | None:
+    """The IKEv2 integrity number the data plane installs, None for AEAD ESP."""
     return None if proposal.integ is None else int(proposal.integ.id)
 
 
-def keymat_length(proposal: EspProposal) -> int:
-    """Octets of KEYMAT one direction takes (RFC 2409 section 5.5): the cipher key
-    (with the 4-byte salt for GCM, RFC 4106 section 8.1), then the integrity key."""
-    length = proposal.encr.key_length
+def encryption_key_length(proposal: ChildProposal) -> int:
+    """Octets of the cipher key in one direction's KEYMAT (with the 4-byte salt for
+    GCM, RFC 4106 section 8.1); none for AH."""
+    return 0 if isinstance(proposal, AhProposal) else proposal.encr.key_length
+
+
+def keymat_length(proposal: ChildProposal) -> int:
+    """Octets of KEYMAT one direction takes (RFC 2409 section 5.5): the cipher key,
+    then the integrity key; AH's is its integrity key alone."""
+    length = encryption_key_length(proposal)
     if proposal.integ is not None:
         length += integ_for(proposal.integ.id).key_length
     return length

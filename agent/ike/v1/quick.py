@@ -25,10 +25,11 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from ..config import ChildConfig
+from ..constants import ProtocolId as IkeProtocolId
 from ..errors import LocalError, ProtocolError
 from ..events import ChildSaEstablished, ChildSaFailed
 from ..payloads import IpAddress, TrafficSelector
-from ..proposals import EspProposal
+from ..proposals import AhProposal, ChildProposal, child_label
 from ..traffic_selectors import contains, format_selectors
 from ..transforms import KeyExchange, random_bytes
 from . import proposals
@@ -96,7 +97,7 @@ class QuickMode:
         self._nr = b""
         self._ke: KeyExchange | None = None
         self._g_qm: bytes | None = None
-        self._choice: proposals.EspChoice | None = None
+        self._choice: proposals.ChildChoice | None = None
         self._local_ts: TrafficSelector | None = None
         self._remote_ts: TrafficSelector | None = None
         self._last_digest = b""
@@ -115,6 +116,22 @@ class QuickMode:
     def _encap(self) -> Encapsulation:
         return proposals.encapsulation(self.child.mode, self.sa.encap)
 
+    def _offered(self) -> tuple[ChildProposal, ...]:
+        """Our proposals, AH then ESP; across a NAT (NAT-D, RFC 3947 section 3.2) ESP
+        only: AH authenticates the addresses a NAT rewrites and has no UDP
+        encapsulation. Raises ProtocolError when that leaves nothing."""
+        offered = self.child.proposals
+        if not self.sa.encap:
+            return offered
+        esp = tuple(p for p in offered if not isinstance(p, AhProposal))
+        if not esp:
+            raise ProtocolError(
+                f"{AH_NAT}NAT-D found a NAT between us and the peer (RFC 3947 section "
+                "3.2), and this child has AH proposals only",
+                notify=NotifyType.NO_PROPOSAL_CHOSEN,
+            )
+        return esp
+
     # -- initiator -------------------------------------------------------------------
 
     @classmethod
@@ -129,12 +146,16 @@ class QuickMode:
 
     def _send_first(self, now: float) -> None:
         sa = self.sa
-        offered = self.child.esp_proposals
+        try:
+            offered = self._offered()
+        except ProtocolError as exc:
+            self._fail(str(exc), None, tell_peer=False)
+            return
         group = offered[0].dh
         self._ni = random_bytes(NONCE_LENGTH)
         self._local_ts, self._remote_ts = self.child.local_ts[0], self.child.remote_ts[0]
         after: list[Payload] = [
-            proposals.esp_sa(
+            proposals.child_sa(
                 offered,
                 self.spi_in,
                 self._encap,
@@ -165,7 +186,7 @@ class QuickMode:
         self._deadline = self._flight_data = None
         sa_payload, nonce, ke, ids = _parts(message, "message 2")
         try:
-            choice = proposals.accept_esp(self.child.esp_proposals, sa_payload, self._encap)
+            choice = proposals.accept_child(self._offered(), sa_payload, self._encap)
             self._nr = nonce
             self._key_exchange(choice.proposal, ke)
             if ids:
@@ -215,9 +236,13 @@ class QuickMode:
         sa_payload, nonce, ke, ids = _parts(message, "message 1")
         peer_spi = b""
         try:
-            esp = [p for p in sa_payload.proposals if p.protocol == ProtocolId.IPSEC_ESP]
-            peer_spi = esp[0].spi if esp else b""
-            choice = proposals.select_esp(self.child.esp_proposals, sa_payload, self._encap)
+            ipsec = [
+                p
+                for p in sa_payload.proposals
+                if p.protocol in (ProtocolId.IPSEC_ESP, ProtocolId.IPSEC_AH)
+            ]
+            peer_spi = ipsec[0].spi if ipsec else b""
+            choice = proposals.select_child(self._offered(), sa_payload, self._encap)
             self._ni = nonce
             self._key_exchange(choice.proposal, ke)
             self._narrow(ids)
@@ -228,7 +253,7 @@ class QuickMode:
         self._choice = choice
         self._nr = random_bytes(NONCE_LENGTH)
         after: list[Payload] = [
-            proposals.answer_esp(sa_payload, choice, self.spi_in),
+            proposals.answer_child(sa_payload, choice, self.spi_in),
             NoncePayload(self._nr),
         ]
         if self._ke is not None:
@@ -378,7 +403,7 @@ class QuickMode:
             return False
         if notify.spi and notify.spi != self.spi_in:
             return False
-        offered = ", ".join(str(p) for p in self.child.esp_proposals)
+        offered = ", ".join(child_label(p) for p in self.child.proposals)
         self._fail(f"{reason} (we offered [{offered}])", notify.type, tell_peer=False)
         return True
 
@@ -389,7 +414,7 @@ class QuickMode:
         if not hmac.compare_digest(first.data, expected):
             raise ProtocolError(f"Quick mode {what} does not verify")
 
-    def _key_exchange(self, proposal: EspProposal, ke: bytes | None) -> None:
+    def _key_exchange(self, proposal: ChildProposal, ke: bytes | None) -> None:
         """PFS (RFC 2409 section 5.5): g(qm)^xy enters KEYMAT."""
         if proposal.dh is None:
             if ke is not None:
@@ -432,11 +457,13 @@ class QuickMode:
         proposal = choice.proposal
         length = proposals.keymat_length(proposal)
         spi_out = choice.spi
+        # RFC 2409 section 5.5: KEYMAT = prf(SKEYID_d, [g(qm)^xy |] protocol | SPI | Ni_b
+        # | Nr_b), the protocol being the negotiated one (PROTO_IPSEC_AH or _ESP).
         inbound, outbound = (
             keymat(
                 sa.prf,
                 sa.keys.skeyid_d,
-                ProtocolId.IPSEC_ESP,
+                choice.protocol,
                 spi,
                 self._ni,
                 self._nr,
@@ -445,7 +472,7 @@ class QuickMode:
             )
             for spi in (self.spi_in, spi_out)
         )
-        cut = proposal.encr.key_length
+        cut = proposals.encryption_key_length(proposal)
         self.state = QuickState.DONE
         assert sa.cipher is not None
         sa.cipher.forget(self.message_id)
@@ -455,8 +482,8 @@ class QuickMode:
                 self.child.name,
                 self.spi_in,
                 spi_out,
-                int(proposal.encr.id),
-                proposal.encr.key_bits,
+                0 if isinstance(proposal, AhProposal) else int(proposal.encr.id),
+                0 if isinstance(proposal, AhProposal) else proposal.encr.key_bits,
                 proposals.integ_of(proposal),
                 False,
                 inbound[:cut],
@@ -466,12 +493,18 @@ class QuickMode:
                 (self._local_ts,),
                 (self._remote_ts,),
                 self.child.mode,
-                str(proposal),
+                child_label(proposal),
                 sa.encap,
+                # PROTO_IPSEC_AH 2, PROTO_IPSEC_ESP 3: IKEv2's numbers too.
+                IkeProtocolId(int(choice.protocol)),
             ),
             lifetime=proposals.Lifetimes(self.lifetime, self.kilobytes),
             peer_original=self.peer_original,
         )
+
+
+AH_NAT = "AH cannot cross NAT: "
+"""How a child refused for AH across a NAT is reported (as the IKEv2 core does)."""
 
 
 def _chain(payloads: list[Payload]) -> bytes:

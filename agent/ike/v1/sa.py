@@ -229,6 +229,12 @@ class ChildSa:
         return self.established.spi_in
 
     @property
+    def protocol(self) -> ProtocolId:
+        """PROTO_IPSEC_ESP or PROTO_IPSEC_AH (RFC 2407 section 4.4.1), what its Delete
+        names (RFC 2408 section 3.15); the event's IKEv2 number is the same."""
+        return ProtocolId(int(self.established.protocol))
+
+    @property
     def spi_out(self) -> bytes:
         return self.established.spi_out
 
@@ -431,7 +437,7 @@ class IkeV1Sa:
         child = self.children.get(spi_in)
         if child is None:
             raise CommandRefused(f"cannot delete child SA {spi_in.hex()}: unknown")
-        self.send_informational([DeletePayload(DOI_IPSEC, ProtocolId.IPSEC_ESP, (spi_in,))])
+        self.send_informational([DeletePayload(DOI_IPSEC, child.protocol, (spi_in,))])
         self._remove_child(child, "deleted by us")
 
     def delete(self, now: float) -> None:
@@ -1413,10 +1419,17 @@ class IkeV1Sa:
                 # ``children`` for the driver to adopt or release.
                 self._finish_delete("deleted by peer", children_stay=True)
             return
-        if delete.protocol != ProtocolId.IPSEC_ESP:
+        if delete.protocol not in (ProtocolId.IPSEC_ESP, ProtocolId.IPSEC_AH):
             return
         for spi in delete.spis:
-            child = next((c for c in self.children.values() if c.spi_out == spi), None)
+            child = next(
+                (
+                    c
+                    for c in self.children.values()
+                    if c.spi_out == spi and c.protocol == delete.protocol
+                ),
+                None,
+            )
             if child is not None:
                 rekeyed = any(
                     c is not child
@@ -1576,7 +1589,7 @@ class IkeV1Sa:
         initiator = replaces is not None
         self.emit(ChildSaRekeyed(old.spi_in, old.spi_out, event, initiator=initiator))
         if initiator:
-            self.send_informational([DeletePayload(DOI_IPSEC, ProtocolId.IPSEC_ESP, (old.spi_in,))])
+            self.send_informational([DeletePayload(DOI_IPSEC, old.protocol, (old.spi_in,))])
             self._remove_child(old, "rekeyed")
 
     def start_quick_mode(self, now: float) -> bytes:

@@ -134,7 +134,8 @@ async def test_ends_that_disagree_on_the_version_make_no_tunnel_and_count_it() -
 @pytest.mark.parametrize("version", [plan_pb2.IKE_V1, plan_pb2.IKE_V2])
 def test_a_sha1_phase_1_hash_is_taken_for_ikev1_peers_only(version: int) -> None:
     """RFC 2409 Appendix A: SHA-1 is an IKEv1 phase 1 hash; this agent's IKEv2 does not
-    negotiate HMAC-SHA1-96 (nor its PRF), so an IKEv2 peer's proposal with it is refused."""
+    negotiate HMAC-SHA1-96 for an IKE SA (only for AH) nor its PRF, so an IKEv2 peer's
+    IKE proposal with it is refused."""
     msg = plan_with(version, ike="aes256-sha1-modp2048")
     transforms = msg.peers[0].ike_proposals[0].transforms
     transforms[1].id, transforms[2].id = 2, 2  # PRF_HMAC_SHA1, AUTH_HMAC_SHA1_96
@@ -150,7 +151,7 @@ def test_a_sha1_phase_1_hash_is_taken_for_ikev1_peers_only(version: int) -> None
         plan_from_proto(msg)
     assert [r.split(": ", 1)[1] for r in caught.value.reasons] == [
         "PRF transform 2 is not implemented (have [5, 6, 7])",
-        "INTEG transform 2 is not implemented (have [12, 13, 14])",
+        "INTEG transform 2 is not one IKE proposals may carry",
     ]
 
 

@@ -24,11 +24,11 @@ from vpnfleet.agent.ike.proposals import (
     EspProposal,
     IkeProposal,
     NoProposalChosen,
-    accept_esp,
+    accept_child,
     accept_ike,
     dh_name,
     render_proposal,
-    select_esp,
+    select_child,
     select_ike,
 )
 from vpnfleet.agent.ike.sa_payload import Proposal, Transform
@@ -131,10 +131,10 @@ def test_esp_proposal_with_a_pfs_group() -> None:
     # A peer offering PFS does not match a proposal without it, and vice versa.
     plain = EspProposal.parse("aes128gcm16")
     with pytest.raises(NoProposalChosen):
-        select_esp([plain], [pfs.to_proposal(1, b"\x01\x02\x03\x04")])
+        select_child([plain], [pfs.to_proposal(1, b"\x01\x02\x03\x04")])
     with pytest.raises(NoProposalChosen):
-        select_esp([pfs], [plain.to_proposal(1, b"\x01\x02\x03\x04")])
-    _chosen, mine = select_esp([pfs], [pfs.to_proposal(1, b"\x01\x02\x03\x04")])
+        select_child([pfs], [plain.to_proposal(1, b"\x01\x02\x03\x04")])
+    _chosen, mine = select_child([pfs], [pfs.to_proposal(1, b"\x01\x02\x03\x04")])
     assert mine == pfs
 
 
@@ -209,22 +209,22 @@ def test_initiator_refuses_a_choice_it_did_not_offer() -> None:
 def test_esp_selection_and_esn() -> None:
     ours = [EspProposal.parse("aes256gcm16-esn"), EspProposal.parse("aes128-sha256")]
     theirs = [EspProposal.parse("aes128-sha256").to_proposal(1, b"\x00\x00\x00\x07")]
-    chosen, esp = select_esp(ours, theirs)
+    chosen, esp = select_child(ours, theirs)
     assert esp == ours[1] and chosen.spi == b"\x00\x00\x00\x07"
     with pytest.raises(
         NoProposalChosen,
         match=r"^NO_PROPOSAL_CHOSEN: ours \[aes256gcm16-esn\], theirs \[aes256gcm16\]$",
     ):
-        select_esp(
+        select_child(
             [ours[0]], [EspProposal.parse("aes256gcm16").to_proposal(1, b"\x00\x00\x00\x01")]
         )
-    assert accept_esp(ours, theirs)[1] == ours[1]
+    assert accept_child(ours, theirs)[1] == ours[1]
 
 
 def test_esp_proposal_needs_a_four_byte_spi() -> None:
     ours = [EspProposal.parse("aes128-sha256")]
     with pytest.raises(NoProposalChosen):
-        select_esp(ours, [ours[0].to_proposal(1, b"\x01\x02")])
+        select_child(ours, [ours[0].to_proposal(1, b"\x01\x02")])
 
 
 V4 = ipaddress.IPv4Address
@@ -386,7 +386,7 @@ def test_no_proposal_chosen_names_both_sides_in_one_notation() -> None:
     ours = [EspProposal.parse("aes128-sha256"), EspProposal.parse("aes256gcm16-esn")]
     theirs = [EspProposal.parse("aes256-sha256").to_proposal(1, bytes(4))]
     with pytest.raises(NoProposalChosen) as info:
-        select_esp(ours, theirs)
+        select_child(ours, theirs)
     assert str(info.value) == (
         "NO_PROPOSAL_CHOSEN: ours [aes128-sha256, aes256gcm16-esn], theirs [aes256-sha256]"
     )

@@ -23,7 +23,7 @@ from vpnfleet.agent.ike.v1.constants import (
     ProtocolId,
 )
 from vpnfleet.agent.ike.v1.payloads import NotifyPayload
-from vpnfleet.agent.ike.v1.proposals import Lifetimes, esp_sa, lifetimes
+from vpnfleet.agent.ike.v1.proposals import Lifetimes, child_sa, lifetimes
 from vpnfleet.agent.ike.v1.sa import REKEY_MARGIN, V1State
 
 
@@ -136,7 +136,7 @@ def test_lifetimes_pair_each_type_with_its_duration() -> None:
 
 
 def test_quick_mode_offer_carries_kilobytes() -> None:
-    sa = esp_sa([EspProposal.parse("aes128-sha256")], bytes(4), Encapsulation.TUNNEL, 3600, 1000)
+    sa = child_sa([EspProposal.parse("aes128-sha256")], bytes(4), Encapsulation.TUNNEL, 3600, 1000)
     (transform,) = sa.proposals[0].transforms
     kinds = [(a.type, a.as_int()) for a in transform.attributes[:4]]
     assert kinds == [

@@ -69,7 +69,7 @@ def test_fast_constructor_makes_ordinary_frozen_instances() -> None:
     assert make("10.0.0.0/8", "10.1.0.0/16") == TrafficSelector("10.0.0.0/8", "10.1.0.0/16")
     with pytest.raises(TypeError):
         make(local_prefix="10.0.0.0/8")  # fields without a default are required
-    assert len(dataclasses.fields(Peer)) == 23
+    assert len(dataclasses.fields(Peer)) == 24
 
 
 def test_make_inventory_writes_a_loadable_inventory(tmp_path: Path) -> None:

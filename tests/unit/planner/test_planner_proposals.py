@@ -44,17 +44,26 @@ TOKENS = [
 ]
 
 
-# Tokens only IKEv1 peers' proposals may hold (RFC 2409 Appendix A's phase 1 hash).
+# Tokens only IKEv1 peers' IKE proposals may hold (RFC 2409 Appendix A's phase 1 hash),
+# which AH proposals of either version may hold too (RFC 2404).
 IKEV1_ONLY_TOKENS = [("sha1", Transform(INTEG, 2))]
+
+# Tokens only AH proposals may hold: AUTH_AES_*_GMAC (RFC 4543; IANA "Transform Type 3").
+AH_ONLY_TOKENS = [
+    ("aes128gmac", Transform(INTEG, 9)),
+    ("aes192gmac", Transform(INTEG, 10)),
+    ("aes256gmac", Transform(INTEG, 11)),
+]
 
 
 def test_the_table_covers_every_known_token() -> None:
-    assert sorted(t for t, _ in TOKENS + IKEV1_ONLY_TOKENS) == sorted(KNOWN_TOKENS)
+    assert sorted(t for t, _ in TOKENS + IKEV1_ONLY_TOKENS + AH_ONLY_TOKENS) == sorted(KNOWN_TOKENS)
 
 
-def test_sha1_is_an_ikev1_phase_1_hash_only() -> None:
+def test_sha1_is_an_ikev1_phase_1_hash_and_an_ah_integrity_only() -> None:
     """AUTH_HMAC_SHA1_96 with its PRF, PRF_HMAC_SHA1 (RFC 2409 section 5: the PRF is the
-    HMAC of the hash); refused for IKEv2 peers and in ESP (no data plane for it)."""
+    HMAC of the hash); refused for IKEv2 peers' IKE SAs and in ESP (no data plane for
+    it); AH takes it for peers of either version (RFC 2404)."""
     p = parse_proposal("aes128-sha1-modp2048", ProposalKind.IKE, IkeVersion.V1)
     assert p.transforms == (
         Transform(ENCR, 12, 128),
@@ -64,8 +73,13 @@ def test_sha1_is_an_ikev1_phase_1_hash_only() -> None:
     )
     with pytest.raises(ProposalError, match="'sha1' is for IKEv1 peers \\(ike_version: 1\\) only"):
         parse_proposal("aes128-sha1-modp2048", ProposalKind.IKE)
-    with pytest.raises(ProposalError, match="'sha1' is for IKE proposals only"):
+    with pytest.raises(ProposalError, match="'sha1' is for IKE and AH proposals only"):
         parse_proposal("aes128-sha1", ProposalKind.ESP, IkeVersion.V1)
+    for version in IkeVersion:
+        assert parse_proposal("sha1", ProposalKind.AH, version).transforms == (
+            Transform(INTEG, 2),
+            Transform(ESN, 0),
+        )
 
 
 @pytest.mark.parametrize(("token", "transform"), TOKENS)

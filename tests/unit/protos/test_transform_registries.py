@@ -16,8 +16,8 @@ import pytest
 from vpnfleet.agent.convert import plan_from_proto
 from vpnfleet.agent.esp.transforms import Encryption, Integrity
 from vpnfleet.agent.hollow import sample_plan
-from vpnfleet.agent.ike.constants import TransformType
-from vpnfleet.agent.ike.proposals import EspProposal, IkeProposal
+from vpnfleet.agent.ike.constants import ProtocolId, TransformType
+from vpnfleet.agent.ike.proposals import AhProposal, EspProposal, IkeProposal
 from vpnfleet.agent.ike.sa_payload import Transform as IkeTransform
 from vpnfleet.agent.ike.transforms import (
     INTEGS,
@@ -55,7 +55,11 @@ def _ids(token: Token) -> tuple[int, int, int | None]:
 
 
 IKEV2_TOKENS = {name: t for name, t in TOKENS.items() if IkeVersion.V2 in t.versions}
-IKEV1_ONLY_TOKENS = {name: t for name, t in TOKENS.items() if t.versions == {IkeVersion.V1}}
+IKEV1_ONLY_TOKENS = {
+    name: t
+    for name, t in TOKENS.items()
+    if any(t.allowed_versions(k) == {IkeVersion.V1} for k in t.kinds)
+}
 
 
 def test_every_controller_keyword_names_the_transform_the_agent_knows_by_it() -> None:
@@ -65,15 +69,35 @@ def test_every_controller_keyword_names_the_transform_the_agent_knows_by_it() ->
 
 
 def test_every_ikev1_only_keyword_names_a_transform_of_the_agent_registry() -> None:
-    """What only IKEv1 peers may name (the SHA-1 phase 1 hash, RFC 2409 Appendix A) is
-    in the IKE core's registry under the same keyword, though IKEv2 does not offer it."""
+    """What only IKEv1 peers' IKE SAs may name (the SHA-1 phase 1 hash, RFC 2409 Appendix
+    A) is in the IKE core's registry under the same keyword; IKEv2 offers it for AH only."""
     assert set(IKEV1_ONLY_TOKENS) == {"sha1"}
     for token, entry in IKEV1_ONLY_TOKENS.items():
         kind, id, bits = _ids(entry)
         assert transform_keyword(kind, id, bits) == token
         assert (kind, id) == (TransformType.INTEG, INTEGS[id].id)
         assert INTEGS[id].implied_prf in PRFS
-        assert not negotiable(kind, id, bits)
+        assert not negotiable(kind, id, bits, ProtocolId.IKE)
+        assert not negotiable(kind, id, bits, ProtocolId.ESP)
+        assert negotiable(kind, id, bits, ProtocolId.AH)
+
+
+def test_each_kind_of_proposal_takes_the_same_integrity_on_both_sides() -> None:
+    """The controller's AH-only and IKE/ESP integrity keywords are the agent's per
+    protocol (AES-GMAC and HMAC-SHA1-96 for AH only, RFC 4543 and RFC 2404)."""
+    kinds = {
+        ProposalKind.IKE: ProtocolId.IKE,
+        ProposalKind.ESP: ProtocolId.ESP,
+        ProposalKind.AH: ProtocolId.AH,
+    }
+    for token, entry in TOKENS.items():
+        kind, id, bits = _ids(entry)
+        if kind != TransformType.INTEG:
+            continue
+        for planner_kind, protocol in kinds.items():
+            v2 = IkeVersion.V2 in entry.allowed_versions(planner_kind)
+            written = planner_kind in entry.kinds and v2
+            assert written == negotiable(kind, id, bits, protocol), (token, planner_kind)
 
 
 def test_every_transform_the_agent_negotiates_has_a_controller_keyword() -> None:
@@ -91,8 +115,13 @@ def test_both_sides_agree_which_ciphers_are_aead() -> None:
             assert entry.aead == encr_for(t.id, t.key_length or None).is_aead, token
 
 
-def _keywords(kind: TransformType) -> list[str]:
-    return [token for token, (k, _, _) in PROPOSAL_TOKENS.items() if k is kind]
+def _keywords(kind: TransformType, protocol: ProtocolId = ProtocolId.ESP) -> list[str]:
+    """The agent's keywords of one transform type that ``protocol``'s proposals take."""
+    return [
+        token
+        for token, (k, id, bits) in PROPOSAL_TOKENS.items()
+        if k is kind and negotiable(k, id, bits, protocol)
+    ]
 
 
 def _ike_texts() -> list[str]:
@@ -101,7 +130,9 @@ def _ike_texts() -> list[str]:
         if encr_for(*PROPOSAL_TOKENS[encr][1:]).is_aead:
             texts += [f"{encr}-{prf}-{dh}" for prf in _keywords(TransformType.PRF)]
         else:
-            texts += [f"{encr}-{integ}-{dh}" for integ in _keywords(TransformType.INTEG)]
+            texts += [
+                f"{encr}-{integ}-{dh}" for integ in _keywords(TransformType.INTEG, ProtocolId.IKE)
+            ]
             texts += [f"{encr}-sha256-{prf}-{dh}" for prf in _keywords(TransformType.PRF)]
     return texts
 
@@ -133,6 +164,20 @@ def test_an_esp_proposal_means_the_same_on_both_sides(text: str) -> None:
         _agent_transforms(parse_proposal(text, ProposalKind.ESP))
     )
     assert from_ids == [EspProposal.parse(text)]
+
+
+def _ah_texts() -> list[str]:
+    texts = []
+    for integ in _keywords(TransformType.INTEG, ProtocolId.AH):
+        texts += [integ, f"{integ}-esn", f"{integ}-noesn"]
+        texts += [f"{integ}-{dh}" for dh in _keywords(TransformType.DH, ProtocolId.AH)]
+    return texts
+
+
+@pytest.mark.parametrize("text", _ah_texts())
+def test_an_ah_proposal_means_the_same_on_both_sides(text: str) -> None:
+    from_ids = AhProposal.from_transforms(_agent_transforms(parse_proposal(text, ProposalKind.AH)))
+    assert from_ids == [AhProposal.parse(text)]
 
 
 def _ikev1_texts(kind: ProposalKind) -> list[str]:
@@ -194,7 +239,7 @@ def test_what_ike_negotiates_for_esp_the_data_plane_implements() -> None:
                 encr = encr_for(id, bits)
                 esp = Encryption.for_transform(id, encr.key_bits)
                 assert (esp.is_aead, esp.key_length) == (encr.is_aead, encr.key_length)
-            elif kind is TransformType.INTEG:
+            elif kind is TransformType.INTEG and negotiable(kind, id, bits, ProtocolId.ESP):
                 integ = integ_for(id)
                 esp_integ = Integrity.for_transform(id)
                 assert (esp_integ.key_length, esp_integ.icv_length) == (
