@@ -38,6 +38,8 @@ from .sink import DropLayer, EventHub, IkeSaReport, NatState, PlanSink, ProblemK
 NAMESPACE = "vpnfleet"
 log = logging.getLogger(__name__)
 
+AH_PROPOSAL_MARK = "AH:"
+"""How an AH child's proposal begins in status (``ike.proposals``' notation)."""
 REKEY_EVENTS = {"ike_rekeyed": "ike", "child_rekeyed": "child"}
 
 
@@ -255,6 +257,12 @@ class AgentCollector(Collector):
         installed = _gauge(
             "child_sa_installed", "1 when both directions are installed in the SAD.", labels
         )
+        info = _gauge(
+            "child_sa_info",
+            "1 per child SA, labelled with its IPsec protocol (esp or ah: IP protocol 50 or "
+            "51), negotiated proposal and mode.",
+            (*labels, "protocol", "proposal", "mode"),
+        )
         for sa in reports:
             for c in sa.children:
                 key = [sa.peer, c.name]
@@ -266,7 +274,10 @@ class AgentCollector(Collector):
                 integrity.add_metric(key, float(c.integrity_failures))
                 policy.add_metric(key, float(c.policy_drops))
                 installed.add_metric(key, 1.0 if c.state == "installed" else 0.0)
-        yield from (octets, packets, replay, integrity, policy, installed)
+                # The IKE cores mark an AH proposal "AH:" (strongSwan's notation).
+                protocol = "ah" if c.proposal.startswith(AH_PROPOSAL_MARK) else "esp"
+                info.add_metric([*key, protocol, c.proposal, str(c.mode)], 1.0)
+        yield from (octets, packets, replay, integrity, policy, installed, info)
 
     def _rekeys(self) -> Iterator[Metric]:
         rekeys = _counter("rekeys", "Completed rekeys since the agent started.", ("peer", "sa"))

@@ -18,6 +18,7 @@ from vpnfleet.agent.esp.spd import Action, Selector, SpdEntry, TrafficSelector
 from vpnfleet.agent.esp.transforms import Integrity
 from vpnfleet.agent.io.dataplane import DataPlane
 from vpnfleet.agent.io.dataplane_model import Acquire, Encap
+from vpnfleet.agent.io.rawah import RawAhCounters
 from vpnfleet.agent.io.tun import MemoryTun
 
 from .dataplane_pair import Clock
@@ -102,13 +103,25 @@ class AhLink:
 
 
 class LinkSocket:
-    """One host's raw AH socket on an :class:`AhLink`."""
+    """One host's raw AH socket on an :class:`AhLink` (``engine.RawAhChannel``'s shape)."""
 
     def __init__(self, link: AhLink, host: str) -> None:
         self.link = link
         self.host = host
+        self.counters = RawAhCounters()
+        self.on_batch_end: Callable[[], None] | None = None
+
+    def start(self, loop: object = None) -> None:
+        pass
+
+    def kernel_drops(self) -> int | None:
+        return None
+
+    def close(self) -> None:
+        pass
 
     def send_ah(self, packet: bytes, addr: str) -> None:
+        self.counters.tx_ah += 1
         self.link.sent.append(packet)
         self.link.queue.append((self.host, addr, packet))
 
