@@ -112,7 +112,8 @@ class Capture:
     def fields(self) -> list[list[str]]:
         out = subprocess.run(
             ["tshark", "-r", str(self.pcap), "-T", "fields",
-             "-E", "separator=,", "-E", "occurrence=f", "-e", "ip.proto", "-e", "ah.spi", "-e", "ah.sequence", "-e", "ip.src"],
+             "-E", "separator=,", "-E", "occurrence=f",
+             "-e", "ip.proto", "-e", "ah.spi", "-e", "ah.sequence", "-e", "ip.src"],
             capture_output=True, text=True, timeout=60, check=True,
         )  # fmt: skip
         return [line.split(",") for line in out.stdout.splitlines() if line]
