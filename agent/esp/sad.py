@@ -168,11 +168,15 @@ class Sad:
     def decap_ah(self, packet: bytes, now: float) -> AhDecapResult:
         """Find the inbound AH SA by the SPI in the packet's AH header (the packet as
         received, IP header first) and verify it; never raises on content."""
-        layout = received_layout(packet)
-        if layout is None or layout.next_header != IPPROTO_AH or layout.at + 8 > layout.end:
-            self.counters.truncated += 1
-            return Drop.TRUNCATED
-        spi = int.from_bytes(packet[layout.at + 4 : layout.at + 8], "big")
+        if packet[:1] == b"\x45" and len(packet) >= 28:
+            # Plain IPv4 (no options): AH at 20, whatever else the SA checks itself.
+            spi = int.from_bytes(packet[24:28], "big")
+        else:
+            layout = received_layout(packet)
+            if layout is None or layout.next_header != IPPROTO_AH or layout.at + 8 > layout.end:
+                self.counters.truncated += 1
+                return Drop.TRUNCATED
+            spi = int.from_bytes(packet[layout.at + 4 : layout.at + 8], "big")
         sa = self._inbound_ah.get(spi)
         if sa is not None and self._retiring and now >= self._retiring.get(spi, _NEVER):
             self.remove_inbound(spi, "rekeyed")

@@ -11,7 +11,8 @@ peer; the SAD (``esp.sad``) holds the SAs themselves.
 
 A pair is ESP (``SaParams``) or AH (``AhParams``, RFC 4302). An AH pair travels over IP
 (protocol 51, ``Encap.RAW``); its SAs take and give whole IP packets in both modes, so its
-route carries them whole (``outbound_path.AhEncap``) and checks its selectors in the SA.
+route carries them whole (``outbound_path.AhEncap``); tunnel-mode selectors are checked
+by an ``InboundCheck`` as ESP's are, transport-mode ones by the SA.
 A rekey keeps the protocol and the mode.
 """
 
@@ -63,7 +64,8 @@ class ChildSaTable:
         """Inbound SPI -> policy, retiring SPIs included."""
         self._outbound_policy: dict[int, str] = {}
         self.checks: dict[bytes, InboundCheck] = {}
-        """Inbound selector checks of tunnel-mode SAs by SPI (4 octets); the inbound path
+        """Inbound selector checks of tunnel-mode SAs (ESP and AH) by SPI (4 octets); the
+        inbound path
         reads this very dict per packet, so it is changed in place, never rebound."""
         self.activate_on: dict[bytes, str] = {}
         """New inbound SPIs (4 octets) whose policy's outbound SA waits for activation:
@@ -266,16 +268,18 @@ class ChildSaTable:
         local_ts: Sequence[TrafficSelector],
         remote_ts: Sequence[TrafficSelector],
     ) -> tuple[AnyInboundSa, InboundCheck | None]:
-        """The inbound SA and, in ESP tunnel mode with selectors, the check that stands
-        in for the SA's own (registered with :meth:`_add_check` once installing is sure).
-        An AH SA checks its selectors itself."""
+        """The inbound SA and, in tunnel mode with selectors, the check that stands in
+        for the SA's own (registered with :meth:`_add_check` once installing is sure)."""
         if bool(local_ts) != bool(remote_ts):
             raise ValueError("give both local and remote traffic selectors, or neither")
         if isinstance(params, AhParams):
-            ah = InboundAhSa(
-                params, now, replay_window=replay_window, local_ts=local_ts, remote_ts=remote_ts
-            )
-            return ah, None
+            if params.mode is Mode.TRANSPORT or not local_ts:
+                ah = InboundAhSa(
+                    params, now, replay_window=replay_window, local_ts=local_ts, remote_ts=remote_ts
+                )
+                return ah, None
+            ah = InboundAhSa(params, now, replay_window=replay_window)
+            return ah, InboundCheck(ah, local_ts, remote_ts)
         if params.mode is Mode.TRANSPORT or not local_ts:
             sa = InboundSa(
                 params, now, replay_window=replay_window, local_ts=local_ts, remote_ts=remote_ts

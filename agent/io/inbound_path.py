@@ -14,7 +14,8 @@ keeps per inbound SPI, not the SPD.
 
 AH packets (protocol 51, the whole IP packet as received) take the same way through the
 SAD's ``decap_ah``: what it gives, the inner packet (tunnel) or the packet without AH
-(transport), is already what the TUN takes; the AH SA checked its selectors itself.
+(transport), is already what the TUN takes; tunnel-mode selectors are checked here by
+the SA's ``InboundCheck`` (keyed by SPI, as ESP's), transport-mode ones by the SA.
 """
 
 from __future__ import annotations
@@ -151,18 +152,25 @@ class InboundPath:
         counters = self.counters
         counters.ah_rx += 1
         if isinstance(result, Drop):
-            counters.ah_rx_dropped += 1
-            reason = result.value
-            self.inbound_drops[reason] = self.inbound_drops.get(reason, 0) + 1
+            self._count_ah_drop(result)
             return
-        if self._activate_on:
-            layout = received_layout(data)
-            if layout is not None:
-                policy = self._activate_on.get(data[layout.at + 4 : layout.at + 8])
+        if self._checks or self._activate_on:
+            spi = _ah_spi(data)
+            if self._activate_on:
+                policy = self._activate_on.get(spi)
                 if policy is not None:
                     self._on_peer_activation(policy)
+            check = self._checks.get(spi)
+            if check is not None and not check.allows(result):
+                self._count_ah_drop(Drop.POLICY)
+                return
         self._rx_pending.append(result)
         counters.tun_tx += 1
+
+    def _count_ah_drop(self, drop: Drop) -> None:
+        self.counters.ah_rx_dropped += 1
+        reason = drop.value
+        self.inbound_drops[reason] = self.inbound_drops.get(reason, 0) + 1
 
     def receive_raw_esp(self, data: bytes, host: str) -> None:
         """One ESP packet that arrived directly over IP (protocol 50) from ``host``."""
@@ -235,3 +243,11 @@ class InboundPath:
             os.write(self._tun_fd, packet)
         except BlockingIOError:
             pass  # a full kernel queue drops the packet, as a router would
+
+
+def _ah_spi(packet: bytes) -> bytes:
+    """The SPI (4 octets) of an AH packet the SAD accepted (so its layout is sound)."""
+    if packet[:1] == b"\x45":
+        return packet[24:28]
+    layout = received_layout(packet)
+    return b"" if layout is None else packet[layout.at + 4 : layout.at + 8]
