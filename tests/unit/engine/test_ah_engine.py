@@ -15,6 +15,7 @@ from prometheus_client import generate_latest
 
 from tests.support.ah_pair import AhLink
 from tests.support.engine_pair import Fleet, PlanEdit, udp4
+from tests.unit.engine.test_engine_ikev1 import ikev1
 from vpnfleet.agent.engine import Engine
 from vpnfleet.agent.engine.keylog import KeyLog, ah_sa_record, tshark_options
 from vpnfleet.agent.engine.translate import PeerConfigError, esp_path
@@ -34,8 +35,10 @@ from vpnfleet.protos import plan_pb2
 SHA256 = [(3, 12, 0), (5, 0, 0)]  # AUTH_HMAC_SHA2_256_128, no ESN (RFC 7296 3.3.2)
 
 
-def ah_only(*, force_encap: bool = False) -> PlanEdit:
+def ah_only(*, force_encap: bool = False, v1: bool = False) -> PlanEdit:
     def edit(msg: plan_pb2.NodePlan) -> None:
+        if v1:
+            ikev1(msg)
         for peer in msg.peers:
             del peer.esp_proposals[:]
             peer.ah_proposals.add(
@@ -172,6 +175,22 @@ async def test_engine_never_installs_an_ah_child_over_udp(
     (refusal,) = [e.detail for e in a.events("child_failed")]
     assert refusal.startswith(AH_NAT) and "UDP encapsulation is forced" in refusal
     assert peer.last_error == refusal
+
+
+async def test_ikev1_quick_mode_ah_child_carries_traffic() -> None:
+    # RFC 2407 section 4.4.1: PROTO_IPSEC_AH in Quick mode; the same install path.
+    fleet, link = await ah_fleet()
+    await fleet.mesh(a=ah_only(v1=True), b=ah_only(v1=True))
+    a = fleet["a"]
+    (report,) = a.engine.ike_sas()
+    (child,) = report.children
+    assert child.state == "installed" and child.proposal.startswith("AH:sha256"), child
+    assert a.engine.dp is not None
+    assert {s.protocol for s in a.engine.dp.stats().sas} == {"ah"}
+    assert crosses(fleet, link, b"v1")
+    fleet.rekey("a", "b", RekeyTarget.CHILD, within=5)
+    assert a.child_spis("b")[0] != child.spi_in
+    assert crosses(fleet, link, b"v1 rekeyed")
 
 
 def test_ah_path_is_ip_protocol_51_and_never_udp() -> None:
