@@ -14,12 +14,12 @@ import pytest
 from prometheus_client import generate_latest
 
 from tests.support.ah_pair import AhLink
-from tests.support.engine_pair import Fleet, PlanEdit, udp4
+from tests.support.engine_pair import Fleet, PlanEdit, node_plan, udp4
 from tests.unit.engine.test_engine_ikev1 import ikev1
 from vpnfleet.agent.engine import Engine
 from vpnfleet.agent.engine.keylog import KeyLog, ah_sa_record, tshark_options
-from vpnfleet.agent.engine.translate import PeerConfigError, esp_path
-from vpnfleet.agent.esp.ah import AhParams
+from vpnfleet.agent.engine.translate import PeerConfigError, esp_overhead, esp_path
+from vpnfleet.agent.esp.ah import AhParams, ah_length
 from vpnfleet.agent.esp.transforms import Integrity
 from vpnfleet.agent.ike.config import Mode
 from vpnfleet.agent.ike.constants import ProtocolId
@@ -28,6 +28,7 @@ from vpnfleet.agent.ike.ike_sa import IkeSa
 from vpnfleet.agent.ike.tasks.child_create import AH_NAT
 from vpnfleet.agent.io.dataplane_model import Encap
 from vpnfleet.agent.io.memory import MemoryEndpoint
+from vpnfleet.agent.io.tunnel_mtu import tunnel_mtu
 from vpnfleet.agent.metrics import MetricsSources, agent_registry
 from vpnfleet.agent.sink import RekeyTarget
 from vpnfleet.protos import plan_pb2
@@ -213,3 +214,27 @@ def test_ah_key_record() -> None:
         '#ah_sa:"IPv6","2001:db8::1","*","0x00001234","aes128gmac",'
         '"0x000102030405060708090a0b0c0d0e0f10111213"'
     )
+
+
+@pytest.mark.parametrize(
+    ("integ_id", "integrity"),
+    [
+        (12, Integrity.HMAC_SHA2_256_128),
+        (14, Integrity.HMAC_SHA2_512_256),
+        (11, Integrity.AES256GMAC),
+    ],
+)
+def test_tun_mtu_leaves_room_for_ah(integ_id: int, integrity: Integrity) -> None:
+    # A full-size packet through an AH tunnel fits the underlay (raw sockets do not
+    # fragment what is sent with IP_HDRINCL): outer IPv4 + AH (RFC 4302 section 2).
+    def edit(msg: plan_pb2.NodePlan) -> None:
+        for peer in msg.peers:
+            del peer.esp_proposals[:]
+            peer.ah_proposals.add(
+                text=integrity.value,
+                transforms=[plan_pb2.Transform(type=3, id=integ_id), plan_pb2.Transform(type=5)],
+            )
+
+    plan = node_plan("a", ["b"], edit=edit)
+    inner = tunnel_mtu(1500, esp_overhead(plan))
+    assert 20 + ah_length(integrity, 4) + inner <= 1500
