@@ -299,3 +299,18 @@ def test_esp_packets_do_not_reach_ah_sas() -> None:
     pair.b.dp.end_receive_batch()
     assert pair.b.dp.stats().inbound_drops == {"unknown_spi": 1}
     assert pair.b.received() == []
+
+
+def test_tunnel_over_ipv6() -> None:
+    pair = AhPair()
+    ab = ah_params(0xF300, 13, src=HOST6_A, dst=HOST6_B, integrity=Integrity.AES256GMAC)
+    ba = ah_params(0xF400, 14, src=HOST6_B, dst=HOST6_A, integrity=Integrity.AES256GMAC)
+    pair.connect(HOSTS6, ab, ba)
+    packet = udp6(HOST6_A, HOST6_B, size=40)
+    pair.a.send(packet)
+    (wire,) = pair.link.queue_packets()
+    assert wire[0] >> 4 == 6 and wire[6] == IPPROTO_AH and wire[40] == 41
+    # 12 + 8 (IV) + 16 (tag) = 36 octets, padded to 40 over IPv6 (RFC 4543 section 4).
+    assert len(wire) == 40 + 40 + len(packet)
+    pair.link.pump()
+    assert pair.b.received() == [packet]
