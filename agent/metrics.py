@@ -97,6 +97,9 @@ class MetricsSources:
     plan: Callable[[], AgentPlan | None]
     """The plan in force (for its generation and peer count), None before the first."""
     data_plane_stats: Callable[[], DataPlaneStats | None] | None = None
+    raw_ah_counters: Callable[[], Mapping[str, int] | None] | None = None
+    """The raw AH socket's counters (``rawah.RawAhCounters``, and ``kernel_drops``), None
+    while there is no such socket."""
     ike_counters: Callable[[], Mapping[str, int]] | None = None
     """The engine's whole-agent IKE counters by outcome (malformed, no_peer, cookies_sent …)."""
     rekeys: RekeyTally | None = None
@@ -330,6 +333,19 @@ class AgentCollector(Collector):
         for direction in ("in", "out"):
             sas.add_metric([direction], float(sum(s.direction == direction for s in stats.sas)))
         yield sas
+        raw_ah = src.raw_ah_counters() if src.raw_ah_counters is not None else None
+        if raw_ah is not None:
+            # Not among the drop layers of status (its proto has none for AH's socket).
+            ah = _counter(
+                "raw_ah_socket_packets",
+                "The raw AH (IP protocol 51) socket's packets by event: received, too short, "
+                "malformed, sent, dropped at send, refused (identification 0), send errors, "
+                "dropped by the kernel (receive buffer full).",
+                ("event",),
+            )
+            for name, n in sorted(raw_ah.items()):
+                ah.add_metric([name], float(n))
+            yield ah
 
 
 def agent_registry(sources: MetricsSources) -> CollectorRegistry:
@@ -353,6 +369,17 @@ def agent_sources(
         def stats() -> DataPlaneStats | None:
             return engine.dp.stats() if engine.dp is not None else None
 
+        def raw_ah() -> Mapping[str, int] | None:
+            sock = engine.raw_ah
+            if sock is None:
+                return None
+            counts = sock.counters.as_dict()
+            overflowed = sock.kernel_drops()
+            if overflowed is not None:
+                counts["kernel_drops"] = overflowed
+            return counts
+
         sources.data_plane_stats = stats
+        sources.raw_ah_counters = raw_ah
         sources.ike_counters = engine.ike_counters
     return sources

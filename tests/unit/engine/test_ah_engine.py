@@ -29,7 +29,7 @@ from vpnfleet.agent.ike.tasks.child_create import AH_NAT
 from vpnfleet.agent.io.dataplane_model import Encap
 from vpnfleet.agent.io.memory import MemoryEndpoint
 from vpnfleet.agent.io.tunnel_mtu import tunnel_mtu
-from vpnfleet.agent.metrics import MetricsSources, agent_registry
+from vpnfleet.agent.metrics import agent_registry, agent_sources
 from vpnfleet.agent.sink import RekeyTarget
 from vpnfleet.protos import plan_pb2
 
@@ -110,11 +110,15 @@ async def test_ah_child_is_negotiated_installed_and_carries_traffic(tmp_path: Pa
     assert crosses(fleet, link, b"2")
     assert all(s.protocol == "ah" for s in a.engine.dp.stats().sas)
     # Metrics: the child's protocol and proposal.
-    metrics = generate_latest(agent_registry(MetricsSources("a", "test", a.engine, lambda: None)))
+    metrics = generate_latest(agent_registry(agent_sources("a", a.engine, lambda: None)))
     assert (
         b'child_sa_info{child="b",mode="tunnel",peer="b",proposal="AH:sha256",protocol="ah"} 1.0'
         in metrics
     ), metrics.decode()
+    assert a.engine.raw_ah is not None
+    sent = a.engine.raw_ah.counters.tx_ah
+    assert sent >= 2
+    assert f'raw_ah_socket_packets_total{{event="tx_ah"}} {sent:.1f}'.encode() in metrics
     # The key log: AH records as comments (Wireshark has no AH table), none for tshark.
     keylog.close()
     text = (tmp_path / "keys.log").read_text()
