@@ -38,6 +38,8 @@ from .sink import DropLayer, EventHub, IkeSaReport, NatState, PlanSink, ProblemK
 NAMESPACE = "vpnfleet"
 log = logging.getLogger(__name__)
 
+AH_PROPOSAL_MARK = "AH:"
+"""How an AH child's proposal begins in status (``ike.proposals``' notation)."""
 REKEY_EVENTS = {"ike_rekeyed": "ike", "child_rekeyed": "child"}
 
 
@@ -95,6 +97,9 @@ class MetricsSources:
     plan: Callable[[], AgentPlan | None]
     """The plan in force (for its generation and peer count), None before the first."""
     data_plane_stats: Callable[[], DataPlaneStats | None] | None = None
+    raw_ah_counters: Callable[[], Mapping[str, int] | None] | None = None
+    """The raw AH socket's counters (``rawah.RawAhCounters``, and ``kernel_drops``), None
+    while there is no such socket."""
     ike_counters: Callable[[], Mapping[str, int]] | None = None
     """The engine's whole-agent IKE counters by outcome (malformed, no_peer, cookies_sent …)."""
     rekeys: RekeyTally | None = None
@@ -255,6 +260,12 @@ class AgentCollector(Collector):
         installed = _gauge(
             "child_sa_installed", "1 when both directions are installed in the SAD.", labels
         )
+        info = _gauge(
+            "child_sa_info",
+            "1 per child SA, labelled with its IPsec protocol (esp or ah: IP protocol 50 or "
+            "51), negotiated proposal and mode.",
+            (*labels, "protocol", "proposal", "mode"),
+        )
         for sa in reports:
             for c in sa.children:
                 key = [sa.peer, c.name]
@@ -266,7 +277,10 @@ class AgentCollector(Collector):
                 integrity.add_metric(key, float(c.integrity_failures))
                 policy.add_metric(key, float(c.policy_drops))
                 installed.add_metric(key, 1.0 if c.state == "installed" else 0.0)
-        yield from (octets, packets, replay, integrity, policy, installed)
+                # The IKE cores mark an AH proposal "AH:" (strongSwan's notation).
+                protocol = "ah" if c.proposal.startswith(AH_PROPOSAL_MARK) else "esp"
+                info.add_metric([*key, protocol, c.proposal, str(c.mode)], 1.0)
+        yield from (octets, packets, replay, integrity, policy, installed, info)
 
     def _rekeys(self) -> Iterator[Metric]:
         rekeys = _counter("rekeys", "Completed rekeys since the agent started.", ("peer", "sa"))
@@ -319,6 +333,19 @@ class AgentCollector(Collector):
         for direction in ("in", "out"):
             sas.add_metric([direction], float(sum(s.direction == direction for s in stats.sas)))
         yield sas
+        raw_ah = src.raw_ah_counters() if src.raw_ah_counters is not None else None
+        if raw_ah is not None:
+            # Not among the drop layers of status (its proto has none for AH's socket).
+            ah = _counter(
+                "raw_ah_socket_packets",
+                "The raw AH (IP protocol 51) socket's packets by event: received, too short, "
+                "malformed, sent, dropped at send, refused (identification 0), send errors, "
+                "dropped by the kernel (receive buffer full).",
+                ("event",),
+            )
+            for name, n in sorted(raw_ah.items()):
+                ah.add_metric([name], float(n))
+            yield ah
 
 
 def agent_registry(sources: MetricsSources) -> CollectorRegistry:
@@ -342,6 +369,17 @@ def agent_sources(
         def stats() -> DataPlaneStats | None:
             return engine.dp.stats() if engine.dp is not None else None
 
+        def raw_ah() -> Mapping[str, int] | None:
+            sock = engine.raw_ah
+            if sock is None:
+                return None
+            counts = sock.counters.as_dict()
+            overflowed = sock.kernel_drops()
+            if overflowed is not None:
+                counts["kernel_drops"] = overflowed
+            return counts
+
         sources.data_plane_stats = stats
+        sources.raw_ah_counters = raw_ah
         sources.ike_counters = engine.ike_counters
     return sources

@@ -51,9 +51,10 @@ from ..ike.message import parse_message
 from ..ike.v1.config import IkeV1Config
 from ..ike.v1.constants import ISAKMP_MAJOR_VERSION, ExchangeType
 from ..ike.v1.message import IsakmpHeader
-from ..io.dataplane import DataPlane, RawEspSender
+from ..io.dataplane import DataPlane, RawAhSender, RawEspSender
 from ..io.dataplane_model import Acquire
 from ..io.keepalive import KeepaliveScheduler
+from ..io.rawah import RawAhCounters, RawAhHandler
 from ..io.rawesp import RawEspCounters, RawEspHandler
 from ..io.tun import TunDevice
 from ..io.udp import (
@@ -128,6 +129,23 @@ class RawEspChannel(RawEspSender, Protocol):
 RawEspFactory = Callable[[RawEspHandler], RawEspChannel]
 """Makes the raw ESP socket given the data plane's receive callback."""
 
+
+class RawAhChannel(RawAhSender, Protocol):
+    """A raw IP protocol 51 socket (``rawah.RawAhSocket``) as the engine uses it."""
+
+    counters: RawAhCounters
+    on_batch_end: BatchEndHandler | None
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None: ...
+
+    def kernel_drops(self) -> int | None: ...
+
+    def close(self) -> None: ...
+
+
+RawAhFactory = Callable[[RawAhHandler], RawAhChannel]
+"""Makes the raw AH socket given the data plane's receive callback."""
+
 __all__ = ["Engine", "RouteTable", "same_tunnel"]
 
 
@@ -153,6 +171,7 @@ class Engine:
         own_mark: int | None = None,
         ike_credentials: translate.IkeCredentials | None = None,
         make_raw: RawEspFactory | None = None,
+        make_raw_ah: RawAhFactory | None = None,
         limits: ResponderLimits | None = None,
         kill_switch: KillSwitch | None = None,
         tunnel_table: int = TUNNEL_TABLE,
@@ -164,6 +183,9 @@ class Engine:
         authenticate with certificates (without them such peers report an error).
         ``make_raw``: the raw ESP socket for peers with no NAT between us (RFC 7296
         section 2.23); without it ESP always travels in UDP 4500.
+        ``make_raw_ah``: the raw AH socket (IP protocol 51) AH child SAs travel through;
+        without it an AH child installs but its packets are refused (counted)
+        and none are received.
         ``limits``: the caps on half-open IKE SAs and pre-auth fragments, shared by every
         peer's responder gate (default: :class:`ResponderLimits`'s).
         ``kill_switch``: the nftables table that keeps protected traffic out of the clear
@@ -190,6 +212,8 @@ class Engine:
         self._make_endpoint = make_endpoint
         self._make_raw = make_raw
         self.raw: RawEspChannel | None = None
+        self._make_raw_ah = make_raw_ah
+        self.raw_ah: RawAhChannel | None = None
         self._scheduler = scheduler
         self.rng = rng or random.Random()
         self._wall_clock = wall_clock
@@ -274,10 +298,16 @@ class Engine:
             self.raw = self._make_raw(self.dp.receive_raw_esp)
             self.raw.on_batch_end = self.dp.end_receive_batch
             self.dp.attach(raw=self.raw)
+        if self._make_raw_ah is not None:
+            self.raw_ah = self._make_raw_ah(self.dp.receive_ah)
+            self.raw_ah.on_batch_end = self.dp.end_receive_batch
+            self.dp.attach(raw_ah=self.raw_ah)
         if self._live:
             self.endpoint.start()
             if self.raw is not None:
                 self.raw.start()
+            if self.raw_ah is not None:
+                self.raw_ah.start()
             self.dp.start()
             self.keepalive = KeepaliveScheduler(self.endpoint)
             self.keepalive.start()
@@ -304,6 +334,8 @@ class Engine:
             self.endpoint.close()
         if self.raw is not None:
             self.raw.close()
+        if self.raw_ah is not None:
+            self.raw_ah.close()
         for peer in self.peers.values():
             for kind in SaKind:
                 peer.settle(kind, "the agent stopped before the SA was replaced", ok=False)

@@ -23,6 +23,7 @@ from types import TracebackType
 
 from ..ike.admission import ResponderLimits
 from ..io.nftables import NftError, NftTable, list_ruleset
+from ..io.rawah import RawAhHandler, RawAhSocket
 from ..io.rawesp import RawEspHandler, RawEspSocket
 from ..io.routes import RouteError, RouteType, Routing
 from ..io.sysctl import Sysctl
@@ -196,6 +197,9 @@ class HostEngine:
     def _raw_esp(self, on_esp: RawEspHandler) -> RawEspSocket:
         return RawEspSocket(on_esp, host=self.listen, mark=self.own_mark)
 
+    def _raw_ah(self, on_ah: RawAhHandler) -> RawAhSocket:
+        return RawAhSocket(on_ah, host=self.listen, mark=self.own_mark)
+
     def _endpoint(self, on_ike: IkeHandler, on_esp: EspHandler) -> DatagramEndpoint:
         try:
             return UdpEndpoint(
@@ -237,6 +241,7 @@ class HostEngine:
                 own_mark=self.own_mark,
                 ike_credentials=self.ike_credentials,
                 make_raw=self._raw_esp,
+                make_raw_ah=self._raw_ah,
                 limits=self.limits,
                 kill_switch=kill_switch,
                 tunnel_table=self.tunnel_table,

@@ -16,6 +16,17 @@ file holds. A child SA gets two ``esp_sa`` lines (inbound and outbound), an IKEv
 (Wireshark derives the IVs of RFC 2409 Appendix B itself, from Main mode message 1 on);
 comment lines (``#``) say which peer and SA the records below them belong to.
 
+AH child SAs (RFC 4302) have no Wireshark table: Wireshark's AH dissector shows the
+header, SPI and sequence number but checks no ICV (it has no ``ah.*`` preference and the
+``esp_sa`` table is for ESP only). Their keys are written all the same, for other tools
+(scapy's ``SecurityAssociation(AH, ...)`` checks HMAC ones), as comment lines that tshark
+skips, in the ``esp_sa`` column order without the encryption columns:
+
+    #ah_sa:"IPv4","SRC","DST","0xSPI","INTEGRITY","0xKEY"
+
+with the integrity named in strongSwan's notation (``sha256``, ``aes128gmac``; a GMAC
+key ends with its 4-byte salt).
+
 The file holds secrets: it is created with mode 0600, refused if it is a symlink, not a
 regular file, or readable by anyone but its owner, and written with O_APPEND so one
 record never interleaves with another writer's.
@@ -30,18 +41,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..esp.ah import AhParams
 from ..esp.keys import esp_sa_record
-from ..esp.sa import SaParams
 from ..ike.errors import LocalError
 from ..ike.export import ike_sa_decryption_record
 from ..ike.ike_sa import IkeSa
 from ..ike.v1.export import ikev1_decryption_record
 from ..ike.v1.sa import IkeV1Sa
+from ..io.dataplane_model import ChildSaParams
 from .core import IkeCore
 
 log = logging.getLogger(__name__)
 
 ESP_TABLE = "esp_sa"
+AH_RECORD = "#ah_sa"
 IKE_TABLE = "ikev2_decryption_table"
 IKEV1_TABLE = "ikev1_decryption_table"
 FILE_MODE = 0o600
@@ -51,6 +64,8 @@ HEADER = """\
 #   esp_sa:"IPv4","SRC","DST","0xSPI","ENCRYPTION","0xKEY","AUTHENTICATION","0xAUTHKEY"
 #   ikev2_decryption_table:SPIi,SPIr,SK_ei,SK_er,"ENCRYPTION",SK_ai,SK_ar,"INTEGRITY"
 #   ikev1_decryption_table:ICOOKIE,ENCRYPTION_KEY
+# AH SAs, which Wireshark cannot check, as comments for other tools:
+#   #ah_sa:"IPv4","SRC","DST","0xSPI","INTEGRITY","0xKEY"
 # tshark: -o esp.enable_encryption_decode:TRUE -o esp.enable_authentication_check:TRUE
 #         and -o 'uat:LINE' for every line that is not a comment.
 # GCM keys end with their 4-byte salt.
@@ -124,10 +139,17 @@ class KeyLog:
             os.close(self._fd)
             self._fd = None
 
-    def child_sa(self, peer: str, what: str, inbound: SaParams, outbound: SaParams) -> None:
+    def child_sa(
+        self, peer: str, what: str, inbound: ChildSaParams, outbound: ChildSaParams
+    ) -> None:
         """The two ``esp_sa`` records of a child SA just installed (``what``: installed,
-        rekeyed)."""
+        rekeyed), or the two ``#ah_sa`` comment records of an AH child."""
         title = f"{peer}: child SA {what}, in {inbound.spi:08x} out {outbound.spi:08x}"
+        if isinstance(inbound, AhParams) and isinstance(outbound, AhParams):
+            title = f"{peer}: AH child SA {what}, in {inbound.spi:08x} out {outbound.spi:08x}"
+            self._append(title, [ah_sa_record(inbound), ah_sa_record(outbound)])
+            return
+        assert not isinstance(inbound, AhParams) and not isinstance(outbound, AhParams)
         self._append(
             title,
             [f"{ESP_TABLE}:{esp_sa_record(inbound)}", f"{ESP_TABLE}:{esp_sa_record(outbound)}"],
@@ -164,6 +186,23 @@ class KeyLog:
             self.close()
             return
         self.records += len(records)
+
+
+def ah_sa_record(params: AhParams) -> str:
+    """One AH SA's keys as a comment line of the key log (see the module's doc)."""
+    family = "IPv4"
+    for address in (params.src, params.dst):
+        if ":" in address:
+            family = "IPv6"
+    fields = [
+        family,
+        params.src,
+        params.dst,
+        f"0x{params.spi:08x}",
+        params.integrity.value,
+        f"0x{params.integ_key.hex()}",
+    ]
+    return f"{AH_RECORD}:" + ",".join(f'"{field}"' for field in fields)
 
 
 def tshark_options(text: str) -> list[str]:

@@ -14,7 +14,7 @@ the TUN device and loopback that matches a PROTECT or DISCARD entry is dropped; 
 agent's own IKE and ESP datagrams carry ``own_mark`` and pass. Inbound (hooks input
 and forward): a packet arriving on such an interface that matches the reverse of a
 PROTECT or DISCARD entry is dropped (RFC 4301 section 5.2: protected traffic that
-arrives unprotected is discarded); ESP and the agent's IKE ports pass, since they are
+arrives unprotected is discarded); ESP, AH and the agent's IKE ports pass, since they are
 how protected traffic arrives; so do IPv6 link-local traffic and neighbour discovery
 (:data:`LINK_SCOPE`), which no route takes into the tunnel. The entries are matched in
 the SPD's order, so a BYPASS entry before them accepts its traffic (the first match
@@ -139,6 +139,7 @@ def kill_switch_ruleset(plan: AgentPlan, settings: KillSwitchSettings) -> str:
                 f'iifname {{ "lo", {tun} }} accept',
                 "meta l4proto esp accept",
                 f"udp dport {{ {ports} }} accept",
+                "meta l4proto ah accept",
                 *LINK_SCOPE,
                 "jump protected_in",
             ],

@@ -47,6 +47,7 @@ from ..ike.admission import HalfOpenTable, LogLimiter
 from ..ike.child_sa import ChildSaState
 from ..ike.config import IkeConfig
 from ..ike.constants import NotifyType
+from ..ike.constants import ProtocolId as IkeProtocolId
 from ..ike.errors import CommandRefused
 from ..ike.events import (
     ChildSaDeleted,
@@ -909,10 +910,16 @@ class PeerDriver:
             self._v1_child_replaced(sa, event)
             return
         remote = sa.peer[0] if sa.peer else str(self.peer.remote_addresses[0])
-        inbound, outbound = translate.sa_params(
-            event, translate.child_lifetime(self.peer), self.local, remote
-        )
-        dest, encap, path = translate.esp_path(sa.encap, sa.peer, remote, host.raw_esp)
+        try:
+            dest, encap, path = translate.esp_path(
+                sa.encap, sa.peer, remote, host.raw_esp, ah=event.protocol == IkeProtocolId.AH
+            )
+            inbound, outbound = translate.sa_params(
+                event, translate.child_lifetime(self.peer), self.local, remote
+            )
+        except translate.PeerConfigError as exc:
+            self._refuse_child(sa, event, str(exc))
+            return
         local = self.local if inbound.mode is EspMode.TRANSPORT else None
         old = self.child
         handover = (
@@ -1006,6 +1013,20 @@ class PeerDriver:
             )
             return  # the old SAs go when the peer deletes them (or when overdue)
         self._delete_replaced(sa)
+
+    def _refuse_child(self, sa: IkeCore, event: ChildSaEstablished, reason: str) -> None:
+        """A child IKE established that this end cannot install (an AH child over a NAT,
+        keys the data plane cannot take): nothing is installed, the child is deleted
+        (RFC 7296 section 1.4.1), and the reason goes to status."""
+        host = self.host
+        log.warning("%s: child %s refused: %s", self.name, event.spi_in.hex(), reason)
+        self.v1_started.discard(event.spi_in)
+        try:
+            sa.delete_child(event.spi_in, host.now())
+        except Exception as exc:  # the SA may be closing; the refusal stands
+            log.info("%s: cannot delete refused child: %s", self.name, exc)
+        self.note_error(reason, host.wall())
+        host.publish("child_failed", self.name, reason)
 
     def _v1_child_replaced(self, sa: IkeV1Sa, event: ChildSaEstablished) -> None:
         """IKEv1 has no rekey exchange: a new Quick mode on the same ISAKMP SA replaces
@@ -1112,7 +1133,9 @@ class PeerDriver:
         inbound, outbound = translate.sa_params(
             event, translate.child_lifetime(self.peer), self.local, remote
         )
-        dest, encap, _ = translate.esp_path(sa.encap, sa.peer, remote, self.host.raw_esp)
+        dest, encap, _ = translate.esp_path(
+            sa.encap, sa.peer, remote, self.host.raw_esp, ah=event.protocol == IkeProtocolId.AH
+        )
         plane.install_child_sa(
             self.name,
             inbound,

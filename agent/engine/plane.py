@@ -4,8 +4,8 @@ A :class:`~.peer_driver.PeerDriver` installs, hands over, activates and removes 
 peer's child SA through :class:`ChildSaPlane` and nothing else; the engine reads the
 SAs' counters through it for status. ``agent.io.dataplane.DataPlane`` satisfies it
 structurally; unit tests put an in-memory recorder in its place. Keys cross here as
-``SaParams`` that the IKE core's events carried (RFC 7296 section 2.17), never as
-calls from the IKE core into ESP.
+``SaParams`` (ESP) or ``AhParams`` (AH) that the IKE core's events carried (RFC 7296
+section 2.17), never as calls from the IKE core into ESP.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from ..esp.sa import SaParams
 from ..esp.spd import TrafficSelector
-from ..io.dataplane_model import DataPlaneStats, Encap
+from ..io.dataplane_model import ChildSaParams, DataPlaneStats, Encap
 from ..io.udp import Address
 
 
@@ -26,8 +25,8 @@ class ChildSaPlane(Protocol):
     def install_child_sa(
         self,
         policy: str,
-        inbound: SaParams,
-        outbound: SaParams,
+        inbound: ChildSaParams,
+        outbound: ChildSaParams,
         peer: str | Address,
         *,
         encap: Encap = ...,
@@ -40,8 +39,8 @@ class ChildSaPlane(Protocol):
     def rekey_child_sa(
         self,
         policy: str,
-        inbound: SaParams,
-        outbound: SaParams,
+        inbound: ChildSaParams,
+        outbound: ChildSaParams,
         *,
         local_ts: Sequence[TrafficSelector] | None = None,
         remote_ts: Sequence[TrafficSelector] | None = None,

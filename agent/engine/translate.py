@@ -19,6 +19,7 @@ from typing import TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from ..esp.ah import AhParams
 from ..esp.sa import Lifetime, SaParams
 from ..esp.sa import Mode as EspMode
 from ..esp.spd import Action, Selector, SpdEntry, TrafficSelector
@@ -34,6 +35,7 @@ from ..ike.payloads import TrafficSelector as IkeTrafficSelector
 from ..ike.proposals import AhProposal, EspProposal, IkeProposal
 from ..ike.sa_payload import Transform as IkeTransform
 from ..ike.signatures import CertificateAuth, SigningKey, identity_in_certificate
+from ..ike.tasks.child_create import AH_NAT
 from ..ike.traffic_selectors import format_selector
 from ..ike.v1.config import (
     DEFAULT_CHILD_LIFETIME,
@@ -43,7 +45,7 @@ from ..ike.v1.config import (
     aes_cbc,
 )
 from ..ike.v1.constants import P1Hash
-from ..io.dataplane_model import Encap
+from ..io.dataplane_model import ChildSaParams, Encap
 from ..io.tunnel_mtu import AEAD_GCM16, CBC_SHA256, EspOverhead
 from ..io.udp import NATT_PORT
 from ..plan import (
@@ -425,9 +427,19 @@ def protected_prefixes(plan: AgentPlan) -> list[str]:
 
 
 def esp_overhead(plan: AgentPlan) -> EspOverhead:
-    """The costliest ESP transform any peer may negotiate (for the TUN MTU)."""
+    """The costliest ESP transform any peer may negotiate (for the TUN MTU); an AH
+    transform counts as an ESP one with its IV and ICV and no padding beyond 4-byte
+    words, which costs 6 octets more than AH's header does (RFC 4302 section 2), so
+    AH packets fit too."""
     worst = AEAD_GCM16
     for peer in plan.peers:
+        for p in peer.ah_proposals:
+            for t in p.transforms:
+                if t.type is TransformType.INTEG:
+                    integrity = Integrity.for_transform(t.id)
+                    cost = EspOverhead(iv=integrity.iv_length, block=4, icv=integrity.icv_length)
+                    if cost.iv + cost.icv > worst.iv + worst.icv:
+                        worst = cost
         for p in peer.esp_proposals:
             for t in p.transforms:
                 if t.type is TransformType.INTEG:
@@ -458,17 +470,13 @@ def child_lifetime(peer: Peer) -> Lifetime:
 
 def sa_params(
     event: ChildSaEstablished, lifetime: Lifetime, local: str | None, remote: str
-) -> tuple[SaParams, SaParams]:
-    """Inbound and outbound ESP SA parameters from the keys IKE handed out (section 2.17).
-
-    An AH child (``event.protocol``) is refused with PeerConfigError: its keys are in the
-    event (integrity only), but this data plane installs ESP SAs only, and an AH SA must
-    never be installed as an ESP one."""
+) -> tuple[ChildSaParams, ChildSaParams]:
+    """Inbound and outbound SA parameters from the keys IKE handed out (section 2.17):
+    ESP ``SaParams``, or ``AhParams`` for an AH child (``event.protocol``)."""
+    if event.protocol == ProtocolId.AH:
+        return ah_params(event, lifetime, local, remote)
     if event.protocol != ProtocolId.ESP:
-        raise PeerConfigError(
-            f"child {event.name}: {event.proposal} is AH (IP protocol 51), which this "
-            "data plane does not install"
-        )
+        raise PeerConfigError(f"child {event.name}: IPsec protocol {event.protocol} unknown")
     # The transform IDs IKE negotiated, as the ESP core names them (RFC 7296 section 3.3.2).
     key_bits = event.encr_key_bits if event.encr_id != EncrId.CHACHA20_POLY1305 else 256
     try:
@@ -507,6 +515,38 @@ def sa_params(
     return inbound, outbound
 
 
+def ah_params(
+    event: ChildSaEstablished, lifetime: Lifetime, local: str | None, remote: str
+) -> tuple[AhParams, AhParams]:
+    """Inbound and outbound AH SA parameters (RFC 4302): integrity only, the key of each
+    direction from IKE (an AES-GMAC key ends with its salt, RFC 4543 section 7). A
+    tunnel-mode AH SA builds its outer header, so it needs our outer address."""
+    if event.integ_id is None:
+        raise PeerConfigError(f"child {event.name}: an AH child without an integrity transform")
+    try:
+        integrity = Integrity.for_transform(event.integ_id)
+    except ValueError as exc:
+        raise PeerConfigError(f"child {event.name}: {exc}") from None
+    mode = _ESP_MODE[event.mode]
+    if mode is EspMode.TUNNEL and local is None:
+        raise PeerConfigError(
+            f"child {event.name}: AH tunnel mode needs our outer address towards {remote}"
+        )
+    here = local or "*"
+    spi_in = int.from_bytes(event.spi_in, "big")
+    spi_out = int.from_bytes(event.spi_out, "big")
+    try:
+        inbound = AhParams(
+            spi_in, integrity, event.integ_key_in, mode, event.esn, lifetime, remote, here
+        )
+        outbound = AhParams(
+            spi_out, integrity, event.integ_key_out, mode, event.esn, lifetime, here, remote
+        )
+    except ValueError as exc:
+        raise PeerConfigError(f"child {event.name}: {exc}") from None
+    return inbound, outbound
+
+
 def esp_selectors(selectors: tuple[IkeTrafficSelector, ...]) -> list[TrafficSelector]:
     return [
         TrafficSelector(
@@ -527,13 +567,23 @@ def describe_selectors(selectors: tuple[IkeTrafficSelector, ...]) -> tuple[str, 
 
 
 def esp_path(
-    encap: bool, ike_peer: tuple[str, int] | None, remote: str, raw: bool
+    encap: bool, ike_peer: tuple[str, int] | None, remote: str, raw: bool, *, ah: bool = False
 ) -> tuple[str | tuple[str, int], Encap, tuple[str, int]]:
     """Where a child SA's ESP goes: (the data plane's peer argument, its encapsulation,
     the path recorded for hand-overs). With a NAT found (or faked by force_encap) ESP
     follows the IKE SA to its NAT-T port in UDP (RFC 3948); without one it is plain IP
     protocol 50 (RFC 7296 section 2.23) when the engine has a raw ESP socket, else UDP
-    to port 4500 (in-memory tests, where both ends then agree on UDP)."""
+    to port 4500 (in-memory tests, where both ends then agree on UDP).
+
+    AH (``ah``) is always plain IP protocol 51; with a NAT found it has no path at all
+    (PeerConfigError beginning ``AH_NAT``, as the IKE core words it)."""
+    if ah:
+        if encap:
+            raise PeerConfigError(
+                f"{AH_NAT}the IKE SA with {remote} found a NAT (or UDP "
+                "encapsulation is forced), and AH's ICV covers the addresses a NAT rewrites"
+            )
+        return remote, Encap.RAW, (remote, 0)
     if encap and ike_peer is not None:
         return ike_peer, Encap.UDP, ike_peer
     if raw:

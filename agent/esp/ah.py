@@ -269,7 +269,9 @@ class OutboundAhSa(_AhSa):
             header[0] = 0x45
             header[1] = traffic_class
             header[2:4] = total.to_bytes(2, "big")
-            header[4:6] = (seq & 0xFFFF).to_bytes(2, "big")
+            # Never 0: a raw socket's kernel replaces an identification of 0 (man 7 raw,
+            # IP_HDRINCL), and it is inside the ICV. From the sent half of the number.
+            header[4:6] = (((seq & 0xFFFFFFFF) - 1) % 0xFFFF + 1).to_bytes(2, "big")
             if inner_version == 4:
                 header[6] = inner[6] & 0x40  # DF copied (RFC 4301 section 8.1)
             header[8] = OUTER_TTL

@@ -9,6 +9,12 @@ first, the new outbound SA replaces the old one at once (traffic moves to the ne
 with no gap), and the old inbound SA keeps accepting until its grace period ends, so
 packets the peer sent before it switched, or still has in flight, are not dropped.
 Time is passed in; ``handle_timer(now)`` removes SAs whose grace ended or that expired.
+
+AH SAs (RFC 4302, ``ah``) live here beside the ESP ones, with the same rekey hand-over,
+lifetimes and events: one inbound SPI space for both (the child SA table keys its
+policies by SPI; our SPIs are unique across protocols), ESP packets opened by
+:meth:`Sad.decap` and AH packets, IP header first, by :meth:`Sad.decap_ah`. A policy's
+outbound SA is of either protocol.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from .ah import AhDecapResult, InboundAhSa, OutboundAhSa
+from .ah_icv import IPPROTO_AH, received_layout
 from .sa import DecapResult, Drop, InboundSa, OutboundSa, SaEvent
 
 _NEVER = float("inf")
@@ -35,6 +43,8 @@ class InboundRemoved:
 
 
 SadEvent = SaEvent | InboundRemoved
+AnyInboundSa = InboundSa | InboundAhSa
+AnyOutboundSa = OutboundSa | OutboundAhSa
 
 
 @dataclass(slots=True)
@@ -54,22 +64,28 @@ class Sad:
         self.grace = grace
         self.counters = SadCounters()
         self._inbound: dict[int, InboundSa] = {}
+        self._inbound_ah: dict[int, InboundAhSa] = {}
         self._retiring: dict[int, float] = {}
-        self._outbound: dict[str, OutboundSa] = {}
+        self._outbound: dict[str, AnyOutboundSa] = {}
         self._events: deque[SadEvent] = deque()
 
     # -- lookups -------------------------------------------------------------------
 
-    def inbound(self, spi: int) -> InboundSa | None:
-        return self._inbound.get(spi)
+    def inbound(self, spi: int) -> AnyInboundSa | None:
+        return self._inbound.get(spi) or self._inbound_ah.get(spi)
 
-    def outbound(self, policy: str) -> OutboundSa | None:
+    def outbound(self, policy: str) -> AnyOutboundSa | None:
         return self._outbound.get(policy)
 
-    def inbound_sas(self) -> Iterator[InboundSa]:
-        return iter(tuple(self._inbound.values()))
+    def inbound_sas(self) -> Iterator[AnyInboundSa]:
+        return iter(self._all_inbound())
 
-    def outbound_sas(self) -> Iterator[tuple[str, OutboundSa]]:
+    def _all_inbound(self) -> list[AnyInboundSa]:
+        sas: list[AnyInboundSa] = list(self._inbound.values())
+        sas.extend(self._inbound_ah.values())
+        return sas
+
+    def outbound_sas(self) -> Iterator[tuple[str, AnyOutboundSa]]:
         return iter(tuple(self._outbound.items()))
 
     def retiring(self, spi: int) -> float | None:
@@ -78,13 +94,16 @@ class Sad:
 
     # -- installing and removing ---------------------------------------------------
 
-    def add_inbound(self, sa: InboundSa) -> None:
-        if sa.spi in self._inbound:
+    def add_inbound(self, sa: AnyInboundSa) -> None:
+        if sa.spi in self._inbound or sa.spi in self._inbound_ah:
             raise ValueError(f"inbound SPI 0x{sa.spi:08x} is already installed")
         self._take_events(sa)
-        self._inbound[sa.spi] = sa
+        if isinstance(sa, InboundAhSa):
+            self._inbound_ah[sa.spi] = sa
+        else:
+            self._inbound[sa.spi] = sa
 
-    def set_outbound(self, policy: str, sa: OutboundSa) -> OutboundSa | None:
+    def set_outbound(self, policy: str, sa: AnyOutboundSa) -> AnyOutboundSa | None:
         """Make ``sa`` the one ``policy`` sends with, at once; returns the replaced SA."""
         if not policy:
             raise ValueError("an outbound SA needs the policy name it serves")
@@ -96,14 +115,14 @@ class Sad:
     def rekey(
         self,
         policy: str,
-        new_inbound: InboundSa,
-        new_outbound: OutboundSa,
+        new_inbound: AnyInboundSa,
+        new_outbound: AnyOutboundSa,
         old_inbound_spi: int | None,
         now: float,
-    ) -> OutboundSa | None:
+    ) -> AnyOutboundSa | None:
         """Make-before-break: new inbound first, then switch outbound, then retire the
         old inbound SA at ``now + grace``. Returns the outbound SA that was replaced."""
-        if old_inbound_spi is not None and old_inbound_spi not in self._inbound:
+        if old_inbound_spi is not None and self.inbound(old_inbound_spi) is None:
             raise ValueError(f"old inbound SPI 0x{old_inbound_spi:08x} is not installed")
         self.add_inbound(new_inbound)
         previous = self.set_outbound(policy, new_outbound)
@@ -113,20 +132,20 @@ class Sad:
 
     def retire_inbound(self, spi: int, now: float, grace: float | None = None) -> None:
         """Keep accepting on ``spi`` until ``now + grace``, then remove it."""
-        if spi not in self._inbound:
+        if self.inbound(spi) is None:
             raise ValueError(f"inbound SPI 0x{spi:08x} is not installed")
         deadline = now + (self.grace if grace is None else grace)
         current = self._retiring.get(spi)
         self._retiring[spi] = deadline if current is None else min(current, deadline)
 
-    def remove_inbound(self, spi: int, reason: str = "deleted") -> InboundSa | None:
-        sa = self._inbound.pop(spi, None)
+    def remove_inbound(self, spi: int, reason: str = "deleted") -> AnyInboundSa | None:
+        sa: AnyInboundSa | None = self._inbound.pop(spi, None) or self._inbound_ah.pop(spi, None)
         self._retiring.pop(spi, None)
         if sa is not None:
             self._events.append(InboundRemoved(spi, reason))
         return sa
 
-    def remove_outbound(self, policy: str) -> OutboundSa | None:
+    def remove_outbound(self, policy: str) -> AnyOutboundSa | None:
         return self._outbound.pop(policy, None)
 
     # -- data path -----------------------------------------------------------------
@@ -146,11 +165,32 @@ class Sad:
             return Drop.UNKNOWN_SPI
         return sa.decap(packet, now)
 
-    def encap(self, policy: str, payload: bytes, next_header: int, now: float) -> bytes | None:
-        """Seal with the policy's current outbound SA; None if there is none or it
-        refuses (expired, sequence numbers used up)."""
-        sa = self._outbound.get(policy)
+    def decap_ah(self, packet: bytes, now: float) -> AhDecapResult:
+        """Find the inbound AH SA by the SPI in the packet's AH header (the packet as
+        received, IP header first) and verify it; never raises on content."""
+        if packet[:1] == b"\x45" and len(packet) >= 28:
+            # Plain IPv4 (no options): AH at 20, whatever else the SA checks itself.
+            spi = int.from_bytes(packet[24:28], "big")
+        else:
+            layout = received_layout(packet)
+            if layout is None or layout.next_header != IPPROTO_AH or layout.at + 8 > layout.end:
+                self.counters.truncated += 1
+                return Drop.TRUNCATED
+            spi = int.from_bytes(packet[layout.at + 4 : layout.at + 8], "big")
+        sa = self._inbound_ah.get(spi)
+        if sa is not None and self._retiring and now >= self._retiring.get(spi, _NEVER):
+            self.remove_inbound(spi, "rekeyed")
+            sa = None
         if sa is None:
+            self.counters.unknown_spi += 1
+            return Drop.UNKNOWN_SPI
+        return sa.decap(packet, now)
+
+    def encap(self, policy: str, payload: bytes, next_header: int, now: float) -> bytes | None:
+        """Seal with the policy's current outbound ESP SA; None if there is none (or it
+        is an AH SA) or it refuses (expired, sequence numbers used up)."""
+        sa = self._outbound.get(policy)
+        if not isinstance(sa, OutboundSa):
             return None
         return sa.encap(payload, next_header, now)
 
@@ -162,7 +202,7 @@ class Sad:
         An expired SA still installed gives -inf: call ``handle_timer`` at once.
         """
         deadlines = list(self._retiring.values())
-        for sa in self._inbound.values():
+        for sa in self._all_inbound():
             if sa.expired:
                 return -float("inf")
             timer = sa.get_timer()
@@ -181,7 +221,7 @@ class Sad:
         for spi, deadline in list(self._retiring.items()):
             if now >= deadline:
                 self.remove_inbound(spi, "rekeyed")
-        for sa in list(self._inbound.values()):
+        for sa in self._all_inbound():
             sa.handle_timer(now)
             if sa.expired:
                 self.remove_inbound(sa.spi, "expired")
@@ -193,6 +233,6 @@ class Sad:
     def next_event(self) -> SadEvent | None:
         return self._events.popleft() if self._events else None
 
-    def _take_events(self, sa: InboundSa | OutboundSa) -> None:
+    def _take_events(self, sa: AnyInboundSa | AnyOutboundSa) -> None:
         # One queue for the whole SAD: events raised on the packet path land here.
         sa.share_events(self._events)

@@ -8,17 +8,25 @@ updates the policy's ``outbound_path.Route`` in place, so the flow caches never 
 stale. The table owns the routes, which SPI belongs to which policy, the inbound
 selector checks of tunnel-mode SAs, and the rekeyed outbound SAs waiting for their
 peer; the SAD (``esp.sad``) holds the SAs themselves.
+
+A pair is ESP (``SaParams``) or AH (``AhParams``, RFC 4302). An AH pair travels over IP
+(protocol 51, ``Encap.RAW``); its SAs take and give whole IP packets in both modes, so its
+route carries them whole (``outbound_path.AhEncap``); tunnel-mode selectors are checked
+by an ``InboundCheck`` as ESP's are, transport-mode ones by the SA.
+A rekey keeps the protocol and the mode.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
+from ..esp.ah import AhParams, InboundAhSa, OutboundAhSa
 from ..esp.replay import DEFAULT_WINDOW_SIZE
-from ..esp.sa import InboundSa, Mode, OutboundSa, SaParams
-from ..esp.sad import Sad
+from ..esp.sa import InboundSa, Mode, OutboundSa
+from ..esp.sad import AnyInboundSa, AnyOutboundSa, Sad
 from ..esp.spd import TrafficSelector
 from .dataplane_model import (
+    ChildSaParams,
     Encap,
     SaStats,
     check_pair,
@@ -26,7 +34,7 @@ from .dataplane_model import (
     transport_addresses,
 )
 from .inbound_check import InboundCheck
-from .outbound_path import Route
+from .outbound_path import AhEncap, Route
 from .udp import Address
 
 
@@ -56,7 +64,8 @@ class ChildSaTable:
         """Inbound SPI -> policy, retiring SPIs included."""
         self._outbound_policy: dict[int, str] = {}
         self.checks: dict[bytes, InboundCheck] = {}
-        """Inbound selector checks of tunnel-mode SAs by SPI (4 octets); the inbound path
+        """Inbound selector checks of tunnel-mode SAs (ESP and AH) by SPI (4 octets); the
+        inbound path
         reads this very dict per packet, so it is changed in place, never rebound."""
         self.activate_on: dict[bytes, str] = {}
         """New inbound SPIs (4 octets) whose policy's outbound SA waits for activation:
@@ -105,7 +114,7 @@ class ChildSaTable:
                     self._outbound_policy.pop(route.outbound.spi, None)
                 self._set_outbound(route, current)
 
-    def _set_outbound(self, route: Route, sa: OutboundSa | None) -> None:
+    def _set_outbound(self, route: Route, sa: AnyOutboundSa | None) -> None:
         route.outbound = sa
         if sa is None:
             route.encap = None
@@ -113,7 +122,7 @@ class ChildSaTable:
             route.send_batch = None
             return
         self._bind_send(route)
-        route.encap = sa.encap
+        route.encap = AhEncap(sa).encap if isinstance(sa, OutboundAhSa) else sa.encap
 
     def policies(self) -> list[str]:
         """Policies with an outbound SA installed."""
@@ -136,8 +145,8 @@ class ChildSaTable:
     def install(
         self,
         policy: str,
-        inbound: SaParams,
-        outbound: SaParams,
+        inbound: ChildSaParams,
+        outbound: ChildSaParams,
         peer: str | Address,
         *,
         encap: Encap = Encap.UDP,
@@ -152,12 +161,17 @@ class ChildSaTable:
         ``peer`` is the peer's address: ``(host, port)`` or a bare host (port 4500) for
         UDP encapsulation, a bare host for raw ESP. ``local_ts``/``remote_ts`` are the
         negotiated traffic selectors every decrypted packet must match (RFC 4301 section
-        5.2). Transport mode (IPv4 only) needs ``local``, this host's outer address.
-        Raises ValueError naming what is wrong, and then changes nothing.
+        5.2). ESP transport mode (IPv4 only) needs ``local``, this host's outer address.
+        An AH pair (``AhParams``) needs ``encap=Encap.RAW`` and a bare host; it carries
+        IPv4 and IPv6 in both modes. Raises ValueError naming what is wrong, and then
+        changes nothing.
         """
-        dest, host = check_peer(peer, encap)
         check_pair(policy, inbound, outbound)
-        transport = outbound.mode is Mode.TRANSPORT
+        ah = isinstance(outbound, AhParams)
+        dest, host = check_peer(peer, encap, ah=ah)
+        # ESP transport: the path hands the SA the segment and rebuilds the inbound IPv4
+        # header; AH works on whole packets in either mode.
+        transport = outbound.mode is Mode.TRANSPORT and not ah
         local_packed = peer_packed = b""
         if transport:
             local_packed, peer_packed = transport_addresses(policy, local, host)
@@ -167,7 +181,7 @@ class ChildSaTable:
                 f"inbound SPI 0x{inbound.spi:08x} is already installed for policy {owner!r}"
             )
         new_in, check = self._new_inbound(inbound, now, replay_window, local_ts, remote_ts)
-        new_out = OutboundSa(outbound, now)
+        new_out = _outbound_sa(outbound, now)
         route = self.route(policy)
         if route.outbound is not None or route.inbound_spis:
             self.remove(policy)
@@ -193,8 +207,8 @@ class ChildSaTable:
     def rekey(
         self,
         policy: str,
-        inbound: SaParams,
-        outbound: SaParams,
+        inbound: ChildSaParams,
+        outbound: ChildSaParams,
         *,
         local_ts: Sequence[TrafficSelector] | None = None,
         remote_ts: Sequence[TrafficSelector] | None = None,
@@ -214,7 +228,9 @@ class ChildSaTable:
         if route is None or route.outbound is None:
             raise ValueError(f"policy {policy!r} has no child SA to rekey")
         check_pair(policy, inbound, outbound)
-        if (outbound.mode is Mode.TRANSPORT) != route.transport:
+        if isinstance(outbound, AhParams) != isinstance(route.outbound, OutboundAhSa):
+            raise ValueError(f"policy {policy!r}: a rekey cannot change the protocol")
+        if outbound.mode is not route.outbound.mode:
             raise ValueError(f"policy {policy!r}: a rekey cannot change the mode")
         if inbound.spi in self._spi_policy:
             raise ValueError(f"inbound SPI 0x{inbound.spi:08x} is already installed")
@@ -224,7 +240,7 @@ class ChildSaTable:
         new_in, check = self._new_inbound(inbound, now, replay_window, local_ts, remote_ts)
         self._add_check(new_in, check)
         route.local_ts, route.remote_ts = tuple(local_ts), tuple(remote_ts)
-        new_out = OutboundSa(outbound, now)
+        new_out = _outbound_sa(outbound, now)
         # An outbound SA still waiting from an earlier rekey (crossed replacements) is out
         # of the game either way: a packet on its inbound half must not bring it back.
         self._drop_pending(route, policy)
@@ -246,16 +262,24 @@ class ChildSaTable:
 
     def _new_inbound(
         self,
-        params: SaParams,
+        params: ChildSaParams,
         now: float,
         replay_window: int,
         local_ts: Sequence[TrafficSelector],
         remote_ts: Sequence[TrafficSelector],
-    ) -> tuple[InboundSa, InboundCheck | None]:
+    ) -> tuple[AnyInboundSa, InboundCheck | None]:
         """The inbound SA and, in tunnel mode with selectors, the check that stands in
         for the SA's own (registered with :meth:`_add_check` once installing is sure)."""
         if bool(local_ts) != bool(remote_ts):
             raise ValueError("give both local and remote traffic selectors, or neither")
+        if isinstance(params, AhParams):
+            if params.mode is Mode.TRANSPORT or not local_ts:
+                ah = InboundAhSa(
+                    params, now, replay_window=replay_window, local_ts=local_ts, remote_ts=remote_ts
+                )
+                return ah, None
+            ah = InboundAhSa(params, now, replay_window=replay_window)
+            return ah, InboundCheck(ah, local_ts, remote_ts)
         if params.mode is Mode.TRANSPORT or not local_ts:
             sa = InboundSa(
                 params, now, replay_window=replay_window, local_ts=local_ts, remote_ts=remote_ts
@@ -265,7 +289,7 @@ class ChildSaTable:
         sa = InboundSa(params, now, replay_window=replay_window)
         return sa, InboundCheck(sa, local_ts, remote_ts)
 
-    def _add_check(self, sa: InboundSa, check: InboundCheck | None) -> None:
+    def _add_check(self, sa: AnyInboundSa, check: InboundCheck | None) -> None:
         if check is not None:
             self.checks[sa.spi.to_bytes(4, "big")] = check
 
@@ -306,3 +330,9 @@ class ChildSaTable:
         for spi, waiting in list(self.activate_on.items()):
             if waiting == policy:
                 del self.activate_on[spi]
+
+
+def _outbound_sa(params: ChildSaParams, now: float) -> AnyOutboundSa:
+    if isinstance(params, AhParams):
+        return OutboundAhSa(params, now)
+    return OutboundSa(params, now)

@@ -50,6 +50,11 @@ workers by policy, each worker owning whole SA pairs), not a shared SA.
 Time is one clock throughout (``clock``, ``time.monotonic`` by default, which is also
 what asyncio's default loop reads); timers are armed relative to it.
 
+AH (RFC 4302, IP protocol 51) rides the same paths: a child installed with ``AhParams``
+seals whole packets through ``outbound_path.AhEncap`` and leaves through the raw AH
+socket (``rawah.RawAhSocket``); AH packets from it come in through :meth:`receive_ah`
+to the SAD's ``decap_ah``. AH never travels in UDP.
+
 Layout: :class:`DataPlane` owns three parts and the SAD and SPD they share:
 
 * ``outbound`` (:class:`.outbound_path.OutboundPath`, TUN -> ESP): the SPD and the
@@ -74,12 +79,13 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
+from ..esp.ah import OutboundAhSa
 from ..esp.replay import DEFAULT_WINDOW_SIZE
-from ..esp.sa import Direction, SaExpired, SaParams
+from ..esp.sa import Direction, SaExpired
 from ..esp.sad import DEFAULT_REKEY_GRACE, InboundRemoved, Sad, SadEvent
 from ..esp.spd import Action, Spd, SpdEntry, TrafficSelector
 from .child_sa_install import ChildSaTable
-from .dataplane_model import DataPlaneCounters, DataPlaneStats, Encap
+from .dataplane_model import ChildSaParams, DataPlaneCounters, DataPlaneStats, Encap
 from .inbound_path import InboundPath
 from .outbound_path import AcquireHandler, OutboundPath, Route
 from .tun import TunDevice
@@ -100,6 +106,15 @@ class RawEspSender(Protocol):
 
     def send_esp_batch(self, packets: list[bytes], addr: str) -> None:
         """Send several ESP packets to one peer (in one system call where it can)."""
+
+
+class RawAhSender(Protocol):
+    """What the data plane needs from a raw AH socket (``rawah.RawAhSocket``)."""
+
+    def send_ah(self, packet: bytes, addr: str) -> None: ...
+
+    def send_ah_batch(self, packets: list[bytes], addr: str) -> None:
+        """Send several whole AH packets to one peer (in one system call where it can)."""
 
 
 SaEventHandler = Callable[[str, SadEvent], None]
@@ -124,6 +139,8 @@ class DataPlane:
     """One ESP packet (from the SPI on) that arrived over UDP 4500 from an address."""
     receive_raw_esp: Callable[[bytes, str], None]
     """One ESP packet that arrived directly over IP (protocol 50) from a host."""
+    receive_ah: Callable[[bytes, str], None]
+    """One AH packet (IP protocol 51, the whole IP packet) that arrived from a host."""
     end_receive_batch: Callable[[], None]
     """The socket read batch that fed ``receive_esp`` ended: write what it decrypted to
     the TUN and deliver SA events now."""
@@ -150,6 +167,7 @@ class DataPlane:
         self.spd = Spd()
         self._endpoint: DatagramEndpoint | None = None
         self._raw: RawEspSender | None = None
+        self._raw_ah: RawAhSender | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -172,6 +190,7 @@ class DataPlane:
             tun,
             clock,
             self.sad.decap,
+            self.sad.decap_ah,
             self.counters,
             self.inbound_drops,
             checks=self.sas.checks,
@@ -186,6 +205,7 @@ class DataPlane:
         # about 50 ns of some 6.8 us per received packet, ~1%, in-memory).
         self.receive_esp = self.inbound.receive_esp
         self.receive_raw_esp = self.inbound.receive_raw_esp
+        self.receive_ah = self.inbound.receive_ah
         self.end_receive_batch = self.inbound.end_receive_batch
         self.update_spd(spd)
 
@@ -201,13 +221,19 @@ class DataPlane:
     # -- wiring --------------------------------------------------------------------------
 
     def attach(
-        self, endpoint: DatagramEndpoint | None = None, raw: RawEspSender | None = None
+        self,
+        endpoint: DatagramEndpoint | None = None,
+        raw: RawEspSender | None = None,
+        raw_ah: RawAhSender | None = None,
     ) -> None:
-        """Give the data plane its UDP endpoint and/or raw ESP socket to send through."""
+        """Give the data plane its UDP endpoint, raw ESP socket and/or raw AH socket to
+        send through."""
         if endpoint is not None:
             self._endpoint = endpoint
         if raw is not None:
             self._raw = raw
+        if raw_ah is not None:
+            self._raw_ah = raw_ah
         for route in self.sas.routes():
             if route.outbound is not None:
                 self._bind_send(route)
@@ -233,23 +259,27 @@ class DataPlane:
         self._loop = None
 
     def _bind_send(self, route: Route) -> None:
-        """Point ``route`` at the socket its encapsulation uses."""
-        if route.encap_kind is Encap.RAW:
-            route.send = self._no_socket if self._raw is None else self._raw.send_esp
-        else:
-            route.send = self._no_socket if self._endpoint is None else self._endpoint.send_esp
-        if route.encap_kind is Encap.UDP and self._endpoint is not None:
-            route.send_batch = self._endpoint.send_esp_batch
-        elif route.encap_kind is Encap.RAW and self._raw is not None:
-            route.send_batch = self._raw.send_esp_batch
-        else:
-            send = route.send
+        """Point ``route`` at the socket its protocol and encapsulation use."""
+        send: Callable[[bytes, Any], None] | None = None
+        send_batch: Callable[[list[bytes], Any], None] | None = None
+        if isinstance(route.outbound, OutboundAhSa):
+            if self._raw_ah is not None:
+                send, send_batch = self._raw_ah.send_ah, self._raw_ah.send_ah_batch
+        elif route.encap_kind is Encap.RAW:
+            if self._raw is not None:
+                send, send_batch = self._raw.send_esp, self._raw.send_esp_batch
+        elif self._endpoint is not None:
+            send, send_batch = self._endpoint.send_esp, self._endpoint.send_esp_batch
+        if send is None or send_batch is None:
+            send = self._no_socket
 
             def send_each(packets: list[bytes], dest: Any) -> None:
                 for packet in packets:
-                    send(packet, dest)
+                    self._no_socket(packet, dest)
 
-            route.send_batch = send_each
+            send_batch = send_each
+        route.send = send
+        route.send_batch = send_batch
 
     def _no_socket(self, data: bytes, addr: Any) -> None:
         self.counters.encap_refused += 1
@@ -267,8 +297,8 @@ class DataPlane:
     def install_child_sa(
         self,
         policy: str,
-        inbound: SaParams,
-        outbound: SaParams,
+        inbound: ChildSaParams,
+        outbound: ChildSaParams,
         peer: str | Address,
         *,
         encap: Encap = Encap.UDP,
@@ -297,8 +327,8 @@ class DataPlane:
     def rekey_child_sa(
         self,
         policy: str,
-        inbound: SaParams,
-        outbound: SaParams,
+        inbound: ChildSaParams,
+        outbound: ChildSaParams,
         *,
         local_ts: Sequence[TrafficSelector] | None = None,
         remote_ts: Sequence[TrafficSelector] | None = None,

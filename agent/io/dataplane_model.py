@@ -10,18 +10,25 @@ import ipaddress
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from ..esp.ah import AhParams, InboundAhSa, OutboundAhSa
 from ..esp.sa import InboundSa, OutboundSa, SaParams
 from ..esp.spd import PacketInfo
 from .udp import NATT_PORT, Address
 
 
 class Encap(enum.StrEnum):
-    """How ESP travels to a peer."""
+    """How IPsec travels to a peer."""
 
     UDP = "udp"
-    """ESP in UDP on port 4500 (RFC 3948), through NATs."""
+    """ESP in UDP on port 4500 (RFC 3948), through NATs. Never AH."""
     RAW = "raw"
-    """ESP directly over IP, protocol 50 (RFC 4303), where no NAT was found."""
+    """Directly over IP, where no NAT was found: ESP as protocol 50 (RFC 4303), AH as
+    protocol 51 (RFC 4302; AH always travels so)."""
+
+
+ChildSaParams = SaParams | AhParams
+"""One SA of a child: ESP (``SaParams``) or AH (``AhParams``); both SAs of a pair are of
+one protocol."""
 
 
 @dataclass(frozen=True)
@@ -43,9 +50,11 @@ class DataPlaneCounters:
     tun_tx: int = 0
     """Decrypted packets written to the TUN device."""
     esp_tx: int = 0
-    """ESP packets handed to a socket."""
+    """ESP and AH packets handed to a socket (the per-SA counters tell them apart)."""
     esp_rx: int = 0
     """ESP packets handed to the SAD."""
+    ah_rx: int = 0
+    """AH packets (protocol 51) handed to the SAD."""
     bypass_misrouted: int = 0
     """Read from the TUN but matched a bypass entry: routed into the tunnel by mistake."""
     discarded: int = 0
@@ -63,6 +72,8 @@ class DataPlaneCounters:
     """A transport-mode SA was asked to carry a packet it cannot (IPv6, options)."""
     esp_rx_dropped: int = 0
     """ESP packets the SAD dropped (reasons in ``DataPlaneStats.inbound_drops``)."""
+    ah_rx_dropped: int = 0
+    """AH packets the SAD dropped (reasons with ESP's in ``inbound_drops``)."""
     internal_errors: int = 0
     """A packet-path bug caught so the loop keeps running (logged once per kind)."""
     outbound_activated_by_peer: int = 0
@@ -84,14 +95,21 @@ class SaStats:
     counters: dict[str, int]
     retiring_at: float | None = None
     """Inbound only: when a rekeyed-away SA stops accepting."""
+    protocol: str = "esp"
+    """"esp" or "ah"."""
 
     @classmethod
     def of(
-        cls, peer: str, policy: str, sa: InboundSa | OutboundSa, retiring_at: float | None
+        cls,
+        peer: str,
+        policy: str,
+        sa: InboundSa | OutboundSa | InboundAhSa | OutboundAhSa,
+        retiring_at: float | None,
     ) -> SaStats:
         counters = {f.name: getattr(sa.counters, f.name) for f in fields(sa.counters)}
         direction = sa.direction.value
-        return cls(policy, sa.spi, direction, peer, sa.mode.value, counters, retiring_at)
+        protocol = "ah" if isinstance(sa, InboundAhSa | OutboundAhSa) else "esp"
+        return cls(policy, sa.spi, direction, peer, sa.mode.value, counters, retiring_at, protocol)
 
 
 @dataclass(frozen=True)
@@ -105,10 +123,17 @@ class DataPlaneStats:
         return asdict(self)
 
 
-def check_peer(peer: str | Address, encap: Encap) -> tuple[str | Address, str]:
-    """What ``send`` takes for this peer, and the peer's host."""
+def check_peer(peer: str | Address, encap: Encap, *, ah: bool = False) -> tuple[str | Address, str]:
+    """What ``send`` takes for this peer, and the peer's host. AH (``ah``) travels over
+    IP only (``Encap.RAW``): UDP encapsulation (RFC 3948) is ESP's, and AH's ICV covers
+    the addresses a NAT rewrites (RFC 4302 section 3.3.3.1)."""
     if not isinstance(encap, Encap):
         raise ValueError(f"encap must be one of {[e.value for e in Encap]}, got {encap!r}")
+    if ah and encap is not Encap.RAW:
+        raise ValueError(
+            "AH cannot cross NAT: it travels directly over IP (protocol 51), "
+            f"never in UDP; install it with encap={Encap.RAW!s}"
+        )
     if encap is Encap.RAW:
         if not isinstance(peer, str):
             raise ValueError(f"raw ESP needs a bare peer host, got {peer!r}")
@@ -127,9 +152,11 @@ def check_peer(peer: str | Address, encap: Encap) -> tuple[str | Address, str]:
     return dest, host
 
 
-def check_pair(policy: str, inbound: SaParams, outbound: SaParams) -> None:
+def check_pair(policy: str, inbound: ChildSaParams, outbound: ChildSaParams) -> None:
     if not policy:
         raise ValueError("a child SA needs the policy name it serves")
+    if isinstance(inbound, AhParams) != isinstance(outbound, AhParams):
+        raise ValueError(f"policy {policy!r}: one SA of the pair is AH, the other ESP")
     if inbound.mode is not outbound.mode:
         raise ValueError(
             f"policy {policy!r}: inbound SA is {inbound.mode} mode, outbound is {outbound.mode}"

@@ -1,11 +1,11 @@
 """The inbound policy check of decrypted tunnel-mode packets (RFC 4301 section 5.2 step
 4: the inner packet must match the selectors of the SA it arrived on), with a flow cache.
 
-``InboundSa`` can do this check itself, but it parses every packet to do so; on the
-receive hot path the data plane installs tunnel-mode SAs without selectors and asks
-this check instead, which answers repeated IPv4 TCP/UDP flows from one bytes slice and
-one dict get (the same key as the outbound flow cache: addresses and ports). Everything
-else is parsed and checked in full. A refused packet is counted in its SA's
+``InboundSa`` (and ``InboundAhSa``) can do this check itself, but it parses every packet
+to do so; on the receive hot path the data plane installs tunnel-mode SAs without
+selectors and asks this check instead, which answers repeated IPv4 TCP/UDP flows from
+one bytes slice and one dict get (the same key as the outbound flow cache: addresses and
+ports). Everything else is parsed and checked in full. A refused packet is counted in its SA's
 ``policy_drops``, as ``InboundSa`` would (having been opened, it also counts in the
 SA's ``packets_in``, which ``InboundSa``'s own check would not).
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..esp.ah import InboundAhSa
 from ..esp.sa import InboundSa
 from ..esp.spd import TrafficSelector, inbound_allowed, parse_ip_packet
 
@@ -27,7 +28,7 @@ class InboundCheck:
 
     def __init__(
         self,
-        sa: InboundSa,
+        sa: InboundSa | InboundAhSa,
         local_ts: Sequence[TrafficSelector],
         remote_ts: Sequence[TrafficSelector],
     ) -> None:

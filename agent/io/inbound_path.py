@@ -11,6 +11,11 @@ receiver that does not say when its batch ends gets the write on the next event-
 iteration instead. :class:`InboundPath` is this per-packet code (see the speed notes in
 ``dataplane``'s docstring); it knows the SAD's ``decap`` and what the child SA table
 keeps per inbound SPI, not the SPD.
+
+AH packets (protocol 51, the whole IP packet as received) take the same way through the
+SAD's ``decap_ah``: what it gives, the inner packet (tunnel) or the packet without AH
+(transport), is already what the TUN takes; tunnel-mode selectors are checked here by
+the SA's ``InboundCheck`` (keyed by SPI, as ESP's), transport-mode ones by the SA.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import asyncio
 import os
 from collections.abc import Callable, Mapping
 
+from ..esp.ah import AhDecapResult
+from ..esp.ah_icv import received_layout
 from ..esp.sa import DecapResult, Drop
 from .dataplane_model import DataPlaneCounters, ipv4_header
 from .inbound_check import InboundCheck
@@ -43,6 +50,7 @@ class InboundPath:
         tun: TunDevice,
         clock: Callable[[], float],
         decap: Callable[[bytes, float], DecapResult],
+        decap_ah: Callable[[bytes, float], AhDecapResult],
         counters: DataPlaneCounters,
         inbound_drops: dict[str, int],
         *,
@@ -58,6 +66,7 @@ class InboundPath:
         self.counters = counters
         self.inbound_drops = inbound_drops
         self._sad_decap = decap
+        self._sad_decap_ah = decap_ah
         self._checks = checks
         self._activate_on = activate_on
         self._inbound_route = inbound_route
@@ -125,6 +134,43 @@ class InboundPath:
         elif not self._deliver_transport(data, payload, next_header):
             return
         self.counters.tun_tx += 1
+
+    def receive_ah(self, data: bytes, host: str) -> None:
+        """One AH packet (IP protocol 51, IP header first) that arrived from ``host``."""
+        in_batch = self._batch_open
+        now = self._batch_now if in_batch else self.clock()
+        try:
+            self._open_ah(data, now)
+        except Exception as exc:  # the packet path must survive its own bugs
+            self._report_error("inbound", exc)
+        if not in_batch:
+            self._batch_now = now
+            self._schedule_batch_end()
+
+    def _open_ah(self, data: bytes, now: float) -> None:
+        result = self._sad_decap_ah(data, now)
+        counters = self.counters
+        counters.ah_rx += 1
+        if isinstance(result, Drop):
+            self._count_ah_drop(result)
+            return
+        if self._checks or self._activate_on:
+            spi = _ah_spi(data)
+            if self._activate_on:
+                policy = self._activate_on.get(spi)
+                if policy is not None:
+                    self._on_peer_activation(policy)
+            check = self._checks.get(spi)
+            if check is not None and not check.allows(result):
+                self._count_ah_drop(Drop.POLICY)
+                return
+        self._rx_pending.append(result)
+        counters.tun_tx += 1
+
+    def _count_ah_drop(self, drop: Drop) -> None:
+        self.counters.ah_rx_dropped += 1
+        reason = drop.value
+        self.inbound_drops[reason] = self.inbound_drops.get(reason, 0) + 1
 
     def receive_raw_esp(self, data: bytes, host: str) -> None:
         """One ESP packet that arrived directly over IP (protocol 50) from ``host``."""
@@ -197,3 +243,11 @@ class InboundPath:
             os.write(self._tun_fd, packet)
         except BlockingIOError:
             pass  # a full kernel queue drops the packet, as a router would
+
+
+def _ah_spi(packet: bytes) -> bytes:
+    """The SPI (4 octets) of an AH packet the SAD accepted (so its layout is sound)."""
+    if packet[:1] == b"\x45":
+        return packet[24:28]
+    layout = received_layout(packet)
+    return b"" if layout is None else packet[layout.at + 4 : layout.at + 8]

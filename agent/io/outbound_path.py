@@ -4,7 +4,8 @@
 routes, and the child SA table (``child_sa_install.ChildSaTable``) updates routes in
 place on install, rekey and removal, so no cached flow goes stale.
 :class:`OutboundPath` reads the TUN device and sends what it reads (see the speed notes
-in ``dataplane``'s docstring); it knows the SPD and the routes, not the SAD.
+in ``dataplane``'s docstring); it knows the SPD and the routes, not the SAD. An AH
+route's ``encap`` is an :class:`AhEncap`'s: the same call, whole IP packets in and out.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from ..esp.sa import OutboundSa
+from ..esp.ah import OutboundAhSa
+from ..esp.sa import Drop, Mode, OutboundSa
 from ..esp.spd import Action, PacketInfo, Spd, TrafficSelector, parse_ip_packet
 from .dataplane_model import Acquire, DataPlaneCounters, Encap
 from .tun import TunDevice
@@ -34,6 +36,33 @@ class Verdict(enum.Enum):
     BYPASS = "bypass"
     DISCARD = "discard"
     NO_POLICY = "no-policy"
+
+
+class AhEncap:
+    """An outbound AH SA (``esp.ah``) behind the ESP SA's ``encap(packet, next_header,
+    now) -> bytes | None``, so routes and both send paths treat the two alike. AH takes
+    the whole IP packet in both modes (``next_header`` is not needed) and gives the
+    whole packet to send; a refusal (the SA counts why) gives None.
+
+    Transport mode keeps the packet's own IPv4 header, identification included, and the
+    identification is in the ICV; the raw socket's kernel would replace an
+    identification of 0 (``rawah``), so such a packet, whole and unfragmented
+    (RFC 6864 section 4.1 lets its source choose any value), gets one of ours first.
+    """
+
+    __slots__ = ("_ident", "_transport", "sa")
+
+    def __init__(self, sa: OutboundAhSa) -> None:
+        self.sa = sa
+        self._transport = sa.mode is Mode.TRANSPORT
+        self._ident = 0
+
+    def encap(self, packet: bytes, next_header: int, now: float) -> bytes | None:
+        if self._transport and packet[4:6] == b"\x00\x00" and packet[:1] and packet[0] >> 4 == 4:
+            self._ident = self._ident % 0xFFFF + 1
+            packet = packet[:4] + self._ident.to_bytes(2, "big") + packet[6:]
+        result = self.sa.encap(packet, now)
+        return None if isinstance(result, Drop) else result
 
 
 class Route:
@@ -64,18 +93,19 @@ class Route:
         self.policy = policy
         self.verdict: Verdict | None = None
         """None for a protect route; a drop verdict for the shared non-protect routes."""
-        self.outbound: OutboundSa | None = None
-        self.pending: OutboundSa | None = None
+        self.outbound: OutboundSa | OutboundAhSa | None = None
+        self.pending: OutboundSa | OutboundAhSa | None = None
         """A rekeyed outbound SA waiting for ``activate_outbound``."""
         self.encap: Callable[[bytes, int, float], bytes | None] | None = None
         """The current outbound SA's bound ``encap``; None while there is no SA (trap)."""
         self.send: Callable[[bytes, Any], None] | None = None
         self.send_batch: Callable[[list[bytes], Any], None] | None = None
         self.dest: Any = None
-        """What ``send`` takes: ``(host, port)`` for UDP, the host for raw ESP."""
+        """What ``send`` takes: ``(host, port)`` for UDP, the host for raw ESP and AH."""
         self.encap_kind = Encap.UDP
         self.peer_host = ""
         self.transport = False
+        """ESP transport mode (the SA takes the segment); False for AH in either mode."""
         self.local_packed = b""
         self.peer_packed = b""
         """Transport mode: the outer addresses, for the rebuilt inbound IPv4 header."""

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from vpnfleet.agent.convert import plan_from_proto
-from vpnfleet.agent.engine.translate import PeerConfigError, ike_config, sa_params
+from vpnfleet.agent.engine.translate import ike_config, sa_params
+from vpnfleet.agent.esp.ah import AhParams
 from vpnfleet.agent.esp.sa import Lifetime
 from vpnfleet.agent.hollow import sample_plan
 from vpnfleet.agent.ike.config import Mode
@@ -88,11 +89,11 @@ def test_a_peer_without_esp_or_ah_is_refused() -> None:
 
 
 def test_an_ah_child_is_not_installed_as_esp() -> None:
-    """The data plane installs ESP SAs; an AH child event is refused, never turned into one."""
+    """An AH child event becomes AH SA parameters, never ESP ones."""
     event = ChildSaEstablished(
         name="b1",
-        spi_in=bytes(4),
-        spi_out=bytes(4),
+        spi_in=bytes.fromhex("0000a001"),
+        spi_out=bytes.fromhex("0000b001"),
         encr_id=0,
         encr_key_bits=0,
         integ_id=12,
@@ -107,5 +108,7 @@ def test_an_ah_child_is_not_installed_as_esp() -> None:
         proposal="AH:sha256",
         protocol=ProtocolId.AH,
     )
-    with pytest.raises(PeerConfigError, match="AH:sha256 is AH"):
-        sa_params(event, Lifetime(), "10.0.0.1", "10.0.0.2")
+    inbound, outbound = sa_params(event, Lifetime(), "10.0.0.1", "10.0.0.2")
+    assert isinstance(inbound, AhParams) and isinstance(outbound, AhParams)
+    assert (inbound.spi, inbound.src, inbound.dst) == (0xA001, "10.0.0.2", "10.0.0.1")
+    assert (outbound.spi, outbound.src, outbound.dst) == (0xB001, "10.0.0.1", "10.0.0.2")

@@ -1,0 +1,332 @@
+"""Raw AH: IP protocol 51 on a raw socket (RFC 4302 directly over IP; AH has no UDP
+encapsulation, it cannot cross a NAT).
+
+AH covers the IP header (RFC 4302 section 3.3.3.1), so unlike raw ESP both directions
+carry whole IP packets, and the AH SA (``esp.ah``) builds and reads the header itself:
+
+- IPv4 receive: the kernel hands a raw socket the whole datagram, IPv4 header as
+  received (Linux leaves the total length in network order and the header untouched);
+  it goes to the AH SA as is. A datagram the kernel reassembled arrives whole.
+- IPv4 send: ``IP_HDRINCL``, so the header the ICV covered is the header that leaves.
+  Linux fills in, for such a packet (man 7 raw, ``raw_send_hdrinc``): the checksum
+  always and the total length always (both ours already: the checksum is outside the
+  ICV, the length is the packet's), the source address when zero (never: the SA or the
+  TUN packet sets it) and the identification when zero. The identification *is* in the
+  ICV, so a packet with identification 0 would leave with a number the kernel picked and
+  fail at the peer: :meth:`RawAhSocket.send_ah` refuses it (``tx_id_zero``), and the data
+  plane never hands one over (tunnel mode numbers the outer header from the sequence
+  number without 0, transport mode gives a packet from the TUN with identification 0 a
+  number before AH is computed). A packet longer than the route's MTU is refused by the
+  kernel (EMSGSIZE, counted in ``tx_errors``): HDRINCL packets are not fragmented.
+- IPv6 send: ``IPV6_HDRINCL`` (option 36, Linux >= 4.5), the header as the SA built it.
+- IPv6 receive: an IPv6 raw socket never delivers the IPv6 header, so it is rebuilt from
+  what ``recvmsg`` gives: the source (the sender's sockaddr), the destination
+  (``IPV6_PKTINFO``), the hop limit (``IPV6_HOPLIMIT``) and the traffic class
+  (``IPV6_TCLASS``); the flow label is not given (``IPV6_FLOWINFO`` reports it for
+  connected sockets only) and is left 0. All three of hop limit, traffic class and flow
+  label are mutable and zeroed for the ICV, so the rebuilt header verifies like the
+  original. What is lost are extension headers before AH (hop-by-hop, routing,
+  destination options preceding a routing header): the kernel consumed them, and a
+  packet that had them fails the ICV here (counted by the SA as an integrity failure).
+  An ``AF_PACKET`` socket would keep them, but it sees every frame of an interface
+  before the kernel's reassembly and firewall; the peers vpnfleet talks to send AH
+  directly after the IPv6 header. IPv6 reads one ``recvmsg`` per packet (no batching:
+  ``recvmmsg`` through ctypes with control messages would be its own module).
+
+IPv4 reads are batched (``recvmmsg``, :data:`~.udp.RECV_BATCH` per wakeup) and runs of
+packets to one peer leave in one ``sendmmsg``, as raw ESP does (``rawesp``). Because a
+raw socket takes every protocol-51 packet addressed to the host, the kernel (with no AH
+of its own here) sends no ICMP protocol-unreachable for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+from ..esp.ah_icv import IPPROTO_AH
+from .mmsg import RecvBatch, SendBatch, sockaddr
+from .socket_buffers import SOCKET_BUFFER_BYTES, kernel_drops, set_socket_buffers
+from .udp import GSO_MAX_SEGMENTS, RECV_BATCH, SOURCE_CACHE_LIMIT, BatchEndHandler
+
+log = logging.getLogger(__name__)
+
+IPV6_HDRINCL = 36
+"""Linux ``include/uapi/linux/in6.h`` (since 4.5); Python's socket module lacks it."""
+AH_MIN_LENGTH = 12
+"""Next header, payload length, reserved, SPI and sequence number (RFC 4302 section 2)."""
+_RECV_BYTES = 65535
+_ANCILLARY_BYTES = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4) + socket.CMSG_SPACE(4)
+
+RawAhHandler = Callable[[bytes, str], None]
+"""on_ah(the whole IP packet, IP header first, the sender's address)."""
+
+
+@dataclass
+class RawAhCounters:
+    rx_ah: int = 0
+    rx_short: int = 0
+    """Shorter than the IP header plus AH's fixed part."""
+    rx_malformed: int = 0
+    """Not of the socket's IP version, a bad header length, not AH, or an SPI of zero."""
+    rx_errors: int = 0
+    tx_ah: int = 0
+    tx_dropped: int = 0
+    """The kernel's send queue was full."""
+    tx_id_zero: int = 0
+    """IPv4 packets refused because the kernel would renumber them (see the module)."""
+    tx_errors: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class RawAhError(OSError):
+    """The raw AH socket could not be created or configured."""
+
+
+def check_ipv4_ah(packet: bytes) -> str:
+    """Why a received IPv4 datagram is no AH packet ("short", "malformed"), or ""."""
+    if len(packet) < 20:
+        return "short"
+    ihl = (packet[0] & 0x0F) * 4
+    if packet[0] >> 4 != 4 or ihl < 20:
+        return "malformed"
+    if len(packet) < ihl + AH_MIN_LENGTH:
+        return "short"
+    if packet[9] != IPPROTO_AH:
+        return "malformed"
+    if packet[ihl + 4 : ihl + 8] == b"\x00\x00\x00\x00":
+        # RFC 4302 section 2.4: SPI zero is reserved for local use and never on the wire.
+        return "malformed"
+    return ""
+
+
+def ipv6_header(
+    src: bytes, dst: bytes, payload_length: int, hop_limit: int, traffic_class: int
+) -> bytes:
+    """The IPv6 header (RFC 8200 section 3) of a received AH payload, rebuilt; flow
+    label 0, next header AH."""
+    return (
+        bytes(
+            (
+                0x60 | (traffic_class >> 4),
+                (traffic_class & 0x0F) << 4,
+                0,
+                0,
+            )
+        )
+        + payload_length.to_bytes(2, "big")
+        + bytes((IPPROTO_AH, hop_limit))
+        + src
+        + dst
+    )
+
+
+class RawAhSocket:
+    """A raw protocol-51 socket on ``host`` ("0.0.0.0" for any IPv4 address, "::" or an
+    IPv6 address for IPv6), optionally with a firewall mark (transport-mode peers are
+    routed into the TUN for everything but the agent's own marked packets), with
+    ``buffer_bytes`` of kernel buffers. Needs CAP_NET_RAW."""
+
+    def __init__(
+        self,
+        on_ah: RawAhHandler,
+        *,
+        host: str = "0.0.0.0",
+        mark: int | None = None,
+        buffer_bytes: int = SOCKET_BUFFER_BYTES,
+        on_batch_end: BatchEndHandler | None = None,
+    ):
+        self._on_ah = on_ah
+        self.on_batch_end = on_batch_end
+        """Called after each read's packets were handed to ``on_ah``."""
+        self.counters = RawAhCounters()
+        self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            sock = socket.socket(self.family, socket.SOCK_RAW, IPPROTO_AH)
+        except PermissionError as exc:
+            raise RawAhError(
+                exc.errno, "cannot open a raw IP protocol 51 socket: needs CAP_NET_RAW"
+            ) from None
+        try:
+            sock.setblocking(False)
+            set_socket_buffers(sock, buffer_bytes)
+            if self.family == socket.AF_INET:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_HDRINCL, 1)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVTCLASS, 1)
+            if mark is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+            if host not in ("0.0.0.0", "::"):
+                sock.bind((host, 0))
+        except OSError as exc:
+            sock.close()
+            raise RawAhError(
+                exc.errno, f"cannot set up raw AH socket on {host}: {exc.strerror}"
+            ) from None
+        self._sock = sock
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._recv = RecvBatch(sock, RECV_BATCH)
+        self._send = SendBatch(sock, GSO_MAX_SEGMENTS)
+        self._hosts: dict[bytes, str] = {}
+        """Source addresses (4 or 16 octets) of received packets, as strings."""
+        self._names: dict[str, bytes] = {}
+        """Destinations, as the sockaddr ``sendmmsg`` takes."""
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop or asyncio.get_running_loop()
+        read = self._read_ipv4 if self.family == socket.AF_INET else self._read_ipv6
+        self._loop.add_reader(self._sock.fileno(), read)
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def _host(self, source: bytes) -> str:
+        hosts = self._hosts
+        host = hosts.get(source)
+        if host is None:
+            if len(hosts) >= SOURCE_CACHE_LIMIT:
+                hosts.clear()
+            host = hosts[source] = socket.inet_ntop(self.family, source)
+        return host
+
+    def _read_ipv4(self) -> None:
+        counters = self.counters
+        try:
+            packets = self._recv.receive()
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            counters.rx_errors += 1
+            log.debug("recvmmsg on raw AH: %s", exc)
+            return
+        on_ah = self._on_ah
+        for packet in packets:
+            reason = check_ipv4_ah(packet)
+            if reason:
+                if reason == "short":
+                    counters.rx_short += 1
+                else:
+                    counters.rx_malformed += 1
+                continue
+            counters.rx_ah += 1
+            on_ah(packet, self._host(packet[12:16]))
+        if self.on_batch_end is not None:
+            self.on_batch_end()
+
+    def _read_ipv6(self) -> None:
+        counters = self.counters
+        on_ah = self._on_ah
+        for _ in range(RECV_BATCH):
+            try:
+                payload, ancillary, _flags, sender = self._sock.recvmsg(
+                    _RECV_BYTES, _ANCILLARY_BYTES
+                )
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                counters.rx_errors += 1
+                log.debug("recvmsg on raw AH: %s", exc)
+                break
+            if len(payload) < AH_MIN_LENGTH:
+                counters.rx_short += 1
+                continue
+            if payload[4:8] == b"\x00\x00\x00\x00":
+                counters.rx_malformed += 1
+                continue
+            dst = b""
+            hop_limit = traffic_class = 0
+            for level, kind, data in ancillary:
+                if level != socket.IPPROTO_IPV6:
+                    continue
+                if kind == socket.IPV6_PKTINFO:
+                    dst = data[:16]
+                elif kind == socket.IPV6_HOPLIMIT:
+                    hop_limit = int.from_bytes(data[:4], "little") & 0xFF
+                elif kind == socket.IPV6_TCLASS:
+                    traffic_class = int.from_bytes(data[:4], "little") & 0xFF
+            if len(dst) != 16:
+                counters.rx_malformed += 1
+                continue
+            src = socket.inet_pton(socket.AF_INET6, sender[0].split("%", 1)[0])
+            header = ipv6_header(src, dst, len(payload), hop_limit, traffic_class)
+            counters.rx_ah += 1
+            on_ah(header + payload, self._host(src))
+        if self.on_batch_end is not None:
+            self.on_batch_end()
+
+    # -- sending -------------------------------------------------------------------------
+
+    def _refused(self, packet: bytes) -> bool:
+        if self.family == socket.AF_INET and packet[4:6] == b"\x00\x00":
+            self.counters.tx_id_zero += 1
+            return True
+        return False
+
+    def send_ah(self, packet: bytes, addr: str) -> None:
+        """Send one whole IP packet (AH inside) to ``addr`` with ``sendto``."""
+        if self._refused(packet):
+            return
+        counters = self.counters
+        try:
+            self._sock.sendto(packet, (addr, 0))
+        except BlockingIOError:
+            counters.tx_dropped += 1
+            return
+        except OSError as exc:
+            counters.tx_errors += 1
+            log.debug("raw AH sendto %s: %s", addr, exc)
+            return
+        counters.tx_ah += 1
+
+    def send_ah_batch(self, packets: list[bytes], addr: str) -> None:
+        """Send packets to one peer in one ``sendmmsg`` per ``GSO_MAX_SEGMENTS`` (a lone
+        packet with :meth:`send_ah`); what the kernel's send queue cannot take is
+        dropped and counted."""
+        if len(packets) == 1:
+            self.send_ah(packets[0], addr)
+            return
+        if self.family == socket.AF_INET and any(p[4:6] == b"\x00\x00" for p in packets):
+            packets = [p for p in packets if not self._refused(p)]
+        name = self._names.get(addr)
+        if name is None:
+            if len(self._names) >= SOURCE_CACHE_LIMIT:
+                self._names.clear()
+            name = self._names[addr] = sockaddr(self.family, addr)
+        counters = self.counters
+        for at in range(0, len(packets), GSO_MAX_SEGMENTS):
+            run = packets[at : at + GSO_MAX_SEGMENTS]
+            try:
+                sent = self._send.send(run, name)
+            except BlockingIOError:
+                counters.tx_dropped += len(run)
+                continue
+            except OSError as exc:
+                counters.tx_errors += len(run)
+                log.debug("raw AH sendmmsg %s: %s", addr, exc)
+                continue
+            counters.tx_ah += sent
+            counters.tx_dropped += len(run) - sent
+
+    def kernel_drops(self) -> int | None:
+        """Packets the kernel dropped at this socket (its receive buffer was full), or
+        None where the kernel does not say."""
+        return kernel_drops(self._sock)
+
+    def close(self) -> None:
+        if self._sock.fileno() < 0:
+            return
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+        self._recv.close()
+        self._send.close()
