@@ -28,3 +28,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
     report.outcome = "failed"
     report.longrepr = f"skipped under CI, which must run every test: {reason}"
+
+
+# The slow folders first: under two workers (scripts/test) the many short unit tests then
+# fill the end of the run instead of one long namespace test running alone at the end.
+FOLDER_ORDER = ("integration", "interop", "fuzz", "unit")
+
+
+def _folder_rank(item: pytest.Item) -> int:
+    parts = item.nodeid.split("/")
+    folder = parts[1] if len(parts) > 2 and parts[0] == "tests" else ""
+    return FOLDER_ORDER.index(folder) if folder in FOLDER_ORDER else len(FOLDER_ORDER)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=_folder_rank)  # stable: each folder keeps its own order
