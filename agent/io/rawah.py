@@ -31,12 +31,14 @@ carry whole IP packets, and the AH SA (``esp.ah``) builds and reads the header i
   ``IPV6_RTHDR`` control messages (RFC 3542 sections 4 and 7; Linux reparses the chain
   up to the last header it processed, ``ip6_datagram_recv_specific_ctl``), so they are
   put back between the rebuilt header and AH (:func:`ipv6_chain`) and such packets
-  verify too. A chain that does not end in AH, or whose lengths do not match, is
-  counted ``rx_malformed``. What cannot come back: a fragment header (the kernel
-  reassembled the packet, and AH is computed over the whole datagram as it was before
-  fragmenting, RFC 4302 section 3.4.1, so nothing is lost) and a routing header the
-  kernel changed while processing it (a type 2 header's swapped home address, RFC 6275;
-  such a packet fails the ICV and counts as an integrity failure of the SA). An
+  verify too (measured and tested with hop-by-hop and destination options headers
+  sent by scapy from another namespace). A chain that does not end in AH, or whose
+  lengths do not match, is counted ``rx_malformed``. A fragment header does not come
+  back, and need not: the kernel reassembled the packet, and AH covers the datagram as
+  it was before fragmenting (RFC 4302 section 3.4.1). A routing header comes back as
+  the kernel left it after processing it, which is untested here (Linux refuses type 0,
+  RFC 5095; type 2 is Mobile IPv6's, RFC 6275); one whose addresses the kernel rewrote
+  otherwise than AH predicts fails the ICV (an integrity failure of the SA). An
   ``AF_PACKET`` socket would also keep the chain (measured: a ``SOCK_DGRAM``
   ``ETH_P_IPV6`` socket in a namespace receives a hop-by-hop + AH packet whole) but it is
   not used: it sees frames before reassembly and before the host firewall, frames the
