@@ -25,13 +25,31 @@ carry whole IP packets, and the AH SA (``esp.ah``) builds and reads the header i
   (``IPV6_TCLASS``); the flow label is not given (``IPV6_FLOWINFO`` reports it for
   connected sockets only) and is left 0. All three of hop limit, traffic class and flow
   label are mutable and zeroed for the ICV, so the rebuilt header verifies like the
-  original. What is lost are extension headers before AH (hop-by-hop, routing,
-  destination options preceding a routing header): the kernel consumed them, and a
-  packet that had them fails the ICV here (counted by the SA as an integrity failure).
-  An ``AF_PACKET`` socket would keep them, but it sees every frame of an interface
-  before the kernel's reassembly and firewall; the peers vpnfleet talks to send AH
-  directly after the IPv6 header. IPv6 reads one ``recvmsg`` per packet (no batching:
-  ``recvmmsg`` through ctypes with control messages would be its own module).
+  original. Extension headers before AH (hop-by-hop, destination options, routing;
+  RFC 4302 section 3.3.3.1.2 puts them in the ICV) are consumed by the kernel but handed
+  back, octet for octet and in packet order, as ``IPV6_HOPOPTS``, ``IPV6_DSTOPTS`` and
+  ``IPV6_RTHDR`` control messages (RFC 3542 sections 4 and 7; Linux reparses the chain
+  up to the last header it processed, ``ip6_datagram_recv_specific_ctl``), so they are
+  put back between the rebuilt header and AH (:func:`ipv6_chain`) and such packets
+  verify too (measured and tested with hop-by-hop and destination options headers
+  sent by scapy from another namespace). A chain that does not end in AH, or whose
+  lengths do not match, is counted ``rx_malformed``. A fragment header does not come
+  back, and need not: the kernel reassembled the packet, and AH covers the datagram as
+  it was before fragmenting (RFC 4302 section 3.4.1). A routing header comes back as
+  the kernel left it after processing it, which is untested here (Linux refuses type 0,
+  RFC 5095; type 2 is Mobile IPv6's, RFC 6275); one whose addresses the kernel rewrote
+  otherwise than AH predicts fails the ICV (an integrity failure of the SA). An
+  ``AF_PACKET`` socket would also keep the chain (measured: a ``SOCK_DGRAM``
+  ``ETH_P_IPV6`` socket in a namespace receives a hop-by-hop + AH packet whole) but it is
+  not used: it sees frames before reassembly and before the host firewall, frames the
+  host forwards, and would duplicate what the raw socket (still needed to keep the
+  kernel from answering with ICMP) receives. IPv6 reads one ``recvmsg`` per packet (no
+  batching: ``recvmmsg`` through ctypes with control messages would be its own module).
+
+The socket is of one IP version, that of ``host``: the agent opens it on its IKE listen
+address (``ike_listen``), whose version is also the only one its IKE and ESP sockets
+speak, so every peer an AH SA can be negotiated with is in that version (the lab writes
+``ike_listen: '::'`` for an IPv6 underlay).
 
 IPv4 reads are batched (``recvmmsg``, :data:`~.udp.RECV_BATCH` per wakeup) and runs of
 packets to one peer leave in one ``sendmmsg``, as raw ESP does (``rawesp``). Because a
@@ -59,7 +77,20 @@ IPV6_HDRINCL = 36
 AH_MIN_LENGTH = 12
 """Next header, payload length, reserved, SPI and sequence number (RFC 4302 section 2)."""
 _RECV_BYTES = 65535
-_ANCILLARY_BYTES = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4) + socket.CMSG_SPACE(4)
+_EXTENSION_MAX = (255 + 1) * 8
+"""The longest hop-by-hop, destination options or routing header (RFC 8200 section 4)."""
+_ANCILLARY_BYTES = (
+    socket.CMSG_SPACE(20)
+    + socket.CMSG_SPACE(4)
+    + socket.CMSG_SPACE(4)
+    + 3 * socket.CMSG_SPACE(_EXTENSION_MAX)
+)
+_EXTENSION_KINDS = {
+    socket.IPV6_HOPOPTS: 0,  # hop-by-hop options header
+    socket.IPV6_DSTOPTS: 60,  # destination options header
+    socket.IPV6_RTHDR: 43,  # routing header
+}
+"""Control message type → the extension header's next-header value (RFC 8200 section 4)."""
 
 RawAhHandler = Callable[[bytes, str], None]
 """on_ah(the whole IP packet, IP header first, the sender's address)."""
@@ -71,7 +102,8 @@ class RawAhCounters:
     rx_short: int = 0
     """Shorter than the IP header plus AH's fixed part."""
     rx_malformed: int = 0
-    """Not of the socket's IP version, a bad header length, not AH, or an SPI of zero."""
+    """Not of the socket's IP version, a bad header length, not AH, an SPI of zero, or
+    (IPv6) extension headers before AH that do not chain to it."""
     rx_errors: int = 0
     tx_ah: int = 0
     tx_dropped: int = 0
@@ -105,11 +137,35 @@ def check_ipv4_ah(packet: bytes) -> str:
     return ""
 
 
+def ipv6_chain(headers: list[tuple[int, bytes]]) -> tuple[int, bytes] | None:
+    """The extension headers before AH, from the control messages that carried them
+    (``(next-header value, header)`` in packet order, hop-by-hop first): the IPv6
+    header's next header and the headers joined, or None if a header's length field
+    does not match its size, hop-by-hop is not first, or the chain does not lead to AH."""
+    if not headers:
+        return IPPROTO_AH, b""
+    headers = sorted(headers, key=lambda kind_data: kind_data[0] != 0)  # RFC 8200 4.1
+    if any(kind == 0 for kind, _ in headers[1:]):
+        return None
+    for at, (_kind, data) in enumerate(headers):
+        if len(data) < 8 or len(data) != (data[1] + 1) * 8:
+            return None
+        following = headers[at + 1][0] if at + 1 < len(headers) else IPPROTO_AH
+        if data[0] != following:
+            return None
+    return headers[0][0], b"".join(data for _, data in headers)
+
+
 def ipv6_header(
-    src: bytes, dst: bytes, payload_length: int, hop_limit: int, traffic_class: int
+    src: bytes,
+    dst: bytes,
+    payload_length: int,
+    hop_limit: int,
+    traffic_class: int,
+    next_header: int = IPPROTO_AH,
 ) -> bytes:
     """The IPv6 header (RFC 8200 section 3) of a received AH payload, rebuilt; flow
-    label 0, next header AH."""
+    label 0."""
     return (
         bytes(
             (
@@ -120,7 +176,7 @@ def ipv6_header(
             )
         )
         + payload_length.to_bytes(2, "big")
-        + bytes((IPPROTO_AH, hop_limit))
+        + bytes((next_header, hop_limit))
         + src
         + dst
     )
@@ -162,6 +218,9 @@ class RawAhSocket:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVTCLASS, 1)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPOPTS, 1)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVDSTOPTS, 1)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVRTHDR, 1)
             if mark is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
             if host not in ("0.0.0.0", "::"):
@@ -245,22 +304,29 @@ class RawAhSocket:
                 continue
             dst = b""
             hop_limit = traffic_class = 0
+            extensions: list[tuple[int, bytes]] = []
             for level, kind, data in ancillary:
                 if level != socket.IPPROTO_IPV6:
                     continue
-                if kind == socket.IPV6_PKTINFO:
+                if kind in _EXTENSION_KINDS:
+                    extensions.append((_EXTENSION_KINDS[kind], data))
+                elif kind == socket.IPV6_PKTINFO:
                     dst = data[:16]
                 elif kind == socket.IPV6_HOPLIMIT:
                     hop_limit = int.from_bytes(data[:4], "little") & 0xFF
                 elif kind == socket.IPV6_TCLASS:
                     traffic_class = int.from_bytes(data[:4], "little") & 0xFF
-            if len(dst) != 16:
+            chain = ipv6_chain(extensions)
+            if len(dst) != 16 or chain is None:
                 counters.rx_malformed += 1
                 continue
+            next_header, before_ah = chain
             src = socket.inet_pton(socket.AF_INET6, sender[0].split("%", 1)[0])
-            header = ipv6_header(src, dst, len(payload), hop_limit, traffic_class)
+            header = ipv6_header(
+                src, dst, len(before_ah) + len(payload), hop_limit, traffic_class, next_header
+            )
             counters.rx_ah += 1
-            on_ah(header + payload, self._host(src))
+            on_ah(header + before_ah + payload, self._host(src))
         if self.on_batch_end is not None:
             self.on_batch_end()
 

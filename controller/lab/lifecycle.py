@@ -201,8 +201,10 @@ def _agent_config(record: LabRecord, layout: LabLayout, host: str, keylog: bool)
     agent_dir = record.agent_dir(host)
     config = agent_dir / "agent.yaml"
     # Metrics on the namespace's own loopback: `lab exec HOST -- curl` reaches them.
+    # IKE and raw ESP/AH sockets are of one IP version: the underlay's.
     config.write_text(
         f"name: {host}\nlisten: '{h.listen}'\nstate_dir: .\nmetrics_listen: '{LAB_METRICS}'\n"
+        + ("ike_listen: '::'\n" if ":" in h.address else "")
         + (f"keylog: {KEYLOG_FILE}\n" if keylog else "")
     )
     return {
