@@ -51,6 +51,7 @@ from .ah_icv import (
     IpLayout,
     canonical,
     ipv4_checksum,
+    plain_ah_end,
     received_layout,
     sending_layout,
     zeroed_ipv4_base,
@@ -384,14 +385,20 @@ class InboundAhSa(_AhSa):
             if life.expired:
                 counters.expired_drops += 1
                 return Drop.EXPIRED
-        layout = received_layout(packet)
-        if layout is None:
-            counters.malformed += 1
-            return Drop.TRUNCATED
-        if layout.next_header != IPPROTO_AH:
-            counters.malformed += 1
-            return Drop.WRONG_NEXT_HEADER
-        at, end = layout.at, layout.end
+        layout: IpLayout | None = None
+        end = plain_ah_end(packet)
+        if end:
+            version = packet[0] >> 4
+            at = _BASE_HEADER[version]
+        else:
+            layout = received_layout(packet)
+            if layout is None:
+                counters.malformed += 1
+                return Drop.TRUNCATED
+            if layout.next_header != IPPROTO_AH:
+                counters.malformed += 1
+                return Drop.WRONG_NEXT_HEADER
+            version, at, end = layout.version, layout.at, layout.end
         if at + AH_HEADER_LENGTH > end:
             counters.malformed += 1
             return Drop.TRUNCATED
@@ -403,7 +410,7 @@ class InboundAhSa(_AhSa):
             counters.malformed += 1
             return Drop.UNKNOWN_SPI
         padding = length - AH_HEADER_LENGTH - self._auth_min
-        if not 0 <= padding < _MAX_PADDING or length % _ALIGN[layout.version]:
+        if not 0 <= padding < _MAX_PADDING or length % _ALIGN[version]:
             counters.integrity_failures += 1
             return Drop.INTEGRITY
         replay = self.replay
@@ -424,11 +431,11 @@ class InboundAhSa(_AhSa):
         icv_at = iv_at + self._iv_length
         icv_end = icv_at + self._icv_length
         parts: tuple[Octets, ...]
-        if at == _BASE_HEADER[layout.version]:
+        if layout is None:
             # No IPv4 options, no IPv6 extension header before AH: only the base header
             # has mutable fields, and the rest enters the ICV where it lies.
             view = memoryview(packet)
-            zeroed = _ZEROED_BASE[layout.version](packet)
+            zeroed = _ZEROED_BASE[version](packet)
             parts = (zeroed, view[at:icv_at], self._zero_icv, view[icv_end:end])
         else:
             covered = canonical(packet, layout, icv_at, self._icv_length, sending=False)
@@ -447,6 +454,9 @@ class InboundAhSa(_AhSa):
         if self._tunnel:
             result = self._inner(payload, next_header)
         else:
+            if layout is None:
+                next_header_at = 9 if version == 4 else 6
+                layout = IpLayout(version, at, next_header_at, IPPROTO_AH, end)
             result = self._without_ah(packet, layout, length, next_header)
         if isinstance(result, Drop):
             return result

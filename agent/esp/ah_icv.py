@@ -101,6 +101,23 @@ def _ipv6_end(packet: bytes) -> int | None:
     return end
 
 
+def plain_ah_end(packet: bytes) -> int:
+    """Where ``packet`` ends (as its header says) when it is a whole IPv4 packet without
+    options, or an IPv6 packet without extension headers, with AH right after its IP
+    header: the common case, read here without building an ``IpLayout``. 0 for any
+    other packet (``received_layout`` reads those)."""
+    size = len(packet)
+    if size >= 20 and packet[0] == 0x45:
+        if packet[9] != IPPROTO_AH or packet[6] & 0x3F or packet[7]:
+            return 0  # another protocol, or a fragment
+        end = packet[2] << 8 | packet[3]
+        return end if 20 <= end <= size else 0
+    if size >= 40 and packet[0] >> 4 == 6 and packet[6] == IPPROTO_AH:
+        end = 40 + (packet[4] << 8 | packet[5])
+        return end if 40 < end <= size else 0
+    return 0
+
+
 def received_layout(packet: bytes) -> IpLayout | None:
     """Find the header in front of AH in a received packet; None if the IP header or
     the IPv6 extension headers before AH cannot be read, or the packet is a fragment.
