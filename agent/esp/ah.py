@@ -50,6 +50,7 @@ from .ah_icv import (
     IPPROTO_AH,
     IpLayout,
     canonical,
+    checksum_of_sum,
     ipv4_checksum,
     plain_ah_end,
     received_layout,
@@ -187,6 +188,7 @@ class OutboundAhSa(_AhSa):
         }
         self._sign_parts = self._auth.sign_parts
         self._outer: tuple[int, bytes, bytes] | None = None
+        self._outer_sum = 0
         if params.mode is Mode.TUNNEL:
             if params.src == "*" or params.dst == "*":
                 raise ValueError("an outbound tunnel-mode AH SA needs its src and dst addresses")
@@ -195,6 +197,10 @@ class OutboundAhSa(_AhSa):
             if src.version != dst.version:
                 raise ValueError(f"AH SA src {src} and dst {dst} are of different IP versions")
             self._outer = (src.version, src.packed, dst.packed)
+            # The outer IPv4 header's 16-bit words that never change (RFC 1071 sum):
+            # version and header length, TTL and protocol, the addresses.
+            addresses = struct.unpack("!4H", src.packed + dst.packed) if src.version == 4 else ()
+            self._outer_sum = 0x4500 + (OUTER_TTL << 8 | IPPROTO_AH) + sum(addresses)
 
     @property
     def seq(self) -> int:
@@ -288,11 +294,11 @@ class OutboundAhSa(_AhSa):
             # Never 0: a raw socket's kernel replaces an identification of 0 (man 7 raw,
             # IP_HDRINCL), and it is inside the ICV. From the sent half of the number.
             ident = ((seq & 0xFFFFFFFF) - 1) % 0xFFFF + 1
+            checksum = checksum_of_sum(self._outer_sum + traffic_class + total + ident + flags)
             header = _IPV4_HEADER.pack(
-                0x45, traffic_class, total, ident, flags, OUTER_TTL, IPPROTO_AH, 0, src, dst
+                0x45, traffic_class, total, ident, flags, OUTER_TTL, IPPROTO_AH, checksum, src, dst
             )
             zeroed = zeroed_ipv4_base(header)
-            header = header[:10] + ipv4_checksum(header).to_bytes(2, "big") + header[12:]
         else:
             payload_length = length + len(inner)
             if payload_length > 0xFFFF:

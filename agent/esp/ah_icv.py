@@ -311,7 +311,12 @@ def _predict_routing(data: bytearray, at: int, length: int, sending: bool) -> bo
 
 def ipv4_checksum(header: bytes | bytearray) -> int:
     """RFC 1071 one's complement sum of an IPv4 header whose checksum field is zero."""
-    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    return checksum_of_sum(sum(struct.unpack(f"!{len(header) // 2}H", header)))
+
+
+def checksum_of_sum(total: int) -> int:
+    """RFC 1071: the checksum field for ``total``, the plain sum of a header's 16-bit
+    words with the checksum field zero (so a sender can keep a partial sum)."""
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF

@@ -114,6 +114,9 @@ def test_fast_path_icv_is_the_general_paths(
     assert sealed[icv_at : icv_at + integrity.icv_length] == expected_icv(
         sealed, integrity, seq, esn
     )
+    if version == 4:  # the header checksum (RFC 791) is right for the header as sent
+        unsummed = sealed[:10] + b"\x00\x00" + sealed[12:20]
+        assert ipv4_checksum(unsummed) == int.from_bytes(sealed[10:12], "big")
     inbound = InboundAhSa(sa, 0.0)
     inbound.replay.update(seq - 1)
     assert inbound.decap(sealed, 0.0) == packet
