@@ -40,12 +40,24 @@ fit the SA's transform, ``REPLAYED``/``STALE``/``EXPIRED``/``POLICY``/
 from __future__ import annotations
 
 import ipaddress
+import struct
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .ah_icv import IPPROTO_AH, IpLayout, canonical, ipv4_checksum, received_layout, sending_layout
+from .ah_icv import (
+    IPPROTO_AH,
+    IpLayout,
+    canonical,
+    checksum_of_sum,
+    ipv4_checksum,
+    plain_ah_end,
+    received_layout,
+    sending_layout,
+    zeroed_ipv4_base,
+    zeroed_ipv6_base,
+)
 from .replay import DEFAULT_WINDOW_SIZE, ReplayVerdict, ReplayWindow
 from .sa import (
     NEXT_HEADER_IPV4,
@@ -62,7 +74,7 @@ from .sa import (
     sequence_limits,
 )
 from .spd import TrafficSelector, inbound_allowed, parse_ip_packet
-from .transforms import Integrity, build_authenticator
+from .transforms import Integrity, Octets, build_authenticator
 
 AH_HEADER_LENGTH = 12
 """Next header, payload length, reserved, SPI and sequence number (RFC 4302 section 2)."""
@@ -71,7 +83,15 @@ OUTER_TTL = 64
 """TTL / hop limit of the outer header in tunnel mode."""
 
 _INNER_VERSION = {NEXT_HEADER_IPV4: 4, NEXT_HEADER_IPV6: 6}
-_NEXT_HEADER_FOR_VERSION = {4: NEXT_HEADER_IPV4, 6: NEXT_HEADER_IPV6}
+_BASE_HEADER = {4: 20, 6: 40}
+"""Octets of the IP header without IPv4 options or IPv6 extension headers."""
+_ZEROED_BASE = {4: zeroed_ipv4_base, 6: zeroed_ipv6_base}
+_SIZE_FIELD = {4: slice(2, 4), 6: slice(4, 6)}
+"""IPv4's total length, IPv6's payload length."""
+_AH_FIXED = struct.Struct("!BBHII")
+"""Next header, payload length, reserved, SPI, sequence number (its low half)."""
+_IPV4_HEADER = struct.Struct("!BBHHHBBH4s4s")
+_IPV6_HEADER = struct.Struct("!IHBB16s16s")
 _ALIGN = {4: 4, 6: 8}
 _MAX_PADDING = 8
 """Padding accepted after the ICV: up to the 64-bit alignment some stacks use on IPv4."""
@@ -159,7 +179,16 @@ class OutboundAhSa(_AhSa):
         self._seq = 0
         self._seq_max, self._seq_mark = sequence_limits(params.esn)
         self._ah_length = {v: ah_length(params.integrity, v) for v in _ALIGN}
+        self._length_field = {v: length // 4 - 2 for v, length in self._ah_length.items()}
+        # What follows the IV: the ICV (zero while it is computed) and the padding.
+        before_icv = AH_HEADER_LENGTH + self._iv_length
+        self._zeroed_tail = {v: bytes(n - before_icv) for v, n in self._ah_length.items()}
+        self._padding = {
+            v: bytes(n - before_icv - self._icv_length) for v, n in self._ah_length.items()
+        }
+        self._sign_parts = self._auth.sign_parts
         self._outer: tuple[int, bytes, bytes] | None = None
+        self._outer_sum = 0
         if params.mode is Mode.TUNNEL:
             if params.src == "*" or params.dst == "*":
                 raise ValueError("an outbound tunnel-mode AH SA needs its src and dst addresses")
@@ -168,6 +197,10 @@ class OutboundAhSa(_AhSa):
             if src.version != dst.version:
                 raise ValueError(f"AH SA src {src} and dst {dst} are of different IP versions")
             self._outer = (src.version, src.packed, dst.packed)
+            # The outer IPv4 header's 16-bit words that never change (RFC 1071 sum):
+            # version and header length, TTL and protocol, the addresses.
+            addresses = struct.unpack("!4H", src.packed + dst.packed) if src.version == 4 else ()
+            self._outer_sum = 0x4500 + (OUTER_TTL << 8 | IPPROTO_AH) + sum(addresses)
 
     @property
     def seq(self) -> int:
@@ -221,100 +254,107 @@ class OutboundAhSa(_AhSa):
 
     def _seal(self, seq: int, packet: bytes) -> tuple[bytes, int] | Drop:
         """The protected packet and the length of what AH protects after its header."""
-        built = self._tunnel(seq, packet) if self._outer is not None else self._transport(packet)
-        if isinstance(built, Drop):
-            return built
-        data, layout = built
-        at = layout.at
-        length = self._ah_length[layout.version]
-        seq8 = seq.to_bytes(8, "big")
-        iv = seq8 if self._iv_length else b""
-        data[at + 1] = length // 4 - 2
-        data[at + 4 : at + 8] = self._spi_bytes
-        data[at + 8 : at + 12] = seq8[4:]
-        data[at + 12 : at + 12 + len(iv)] = iv
-        icv_at = at + AH_HEADER_LENGTH + len(iv)
-        covered = canonical(data, layout, icv_at, self._icv_length, sending=True)
-        if covered is None:
-            return Drop.BAD_INNER_PACKET
-        if self.esn:
-            covered += seq8[:4]  # RFC 4302 section 2.5.1: authenticated, not sent
-        data[icv_at : icv_at + self._icv_length] = self._auth.sign(iv, bytes(covered))
-        if layout.version == 4:
-            data[10:12] = b"\x00\x00"
-            data[10:12] = ipv4_checksum(data[:at]).to_bytes(2, "big")
-        return bytes(data), len(data) - at - length
+        outer = self._outer
+        if outer is not None:
+            return self._seal_tunnel(outer, seq, packet)
+        return self._seal_transport(seq, packet)
 
-    def _ah_placeholder(self, version: int, next_header: int) -> bytes:
-        # Next header set here; length, SPI, sequence, IV and ICV are filled in after.
-        return bytes((next_header,)) + bytes(self._ah_length[version] - 1)
+    def _ah_header(self, seq: int, next_header: int, version: int) -> tuple[bytes, bytes]:
+        """``(iv, header)``: the IV (empty but for GMAC) and AH up to the ICV field."""
+        iv = seq.to_bytes(8, "big") if self._iv_length else b""
+        fixed = _AH_FIXED.pack(
+            next_header, self._length_field[version], 0, self.spi, seq & 0xFFFFFFFF
+        )
+        return iv, fixed + iv
 
-    def _tunnel(self, seq: int, inner: bytes) -> tuple[bytearray, IpLayout] | Drop:
-        assert self._outer is not None
-        version, src, dst = self._outer
+    def _seal_tunnel(
+        self, outer: tuple[int, bytes, bytes], seq: int, inner: bytes
+    ) -> tuple[bytes, int] | Drop:
+        # The outer header is ours (no options, no extension headers): its mutable fields
+        # are zeroed as it is built, and the ICV runs over the pieces, none copied.
+        version, src, dst = outer
         inner_version = inner[0] >> 4 if inner else 0
-        if inner_version not in _NEXT_HEADER_FOR_VERSION or len(inner) < (
-            20 if inner_version == 4 else 40
-        ):
-            return Drop.BAD_INNER_PACKET
         # DSCP and ECN copied from the inner packet (RFC 4301 section 5.1.2.1); they
         # are mutable, outside the ICV.
-        traffic_class = inner[1] if inner_version == 4 else (inner[0] & 15) << 4 | inner[1] >> 4
-        ah = self._ah_placeholder(version, _NEXT_HEADER_FOR_VERSION[inner_version])
+        if inner_version == 4 and len(inner) >= 20:
+            traffic_class = inner[1]
+            flags = (inner[6] & 0x40) << 8  # DF copied (RFC 4301 section 8.1)
+            next_header = NEXT_HEADER_IPV4
+        elif inner_version == 6 and len(inner) >= 40:
+            traffic_class = (inner[0] & 15) << 4 | inner[1] >> 4
+            flags = 0
+            next_header = NEXT_HEADER_IPV6
+        else:
+            return Drop.BAD_INNER_PACKET
+        length = self._ah_length[version]
         if version == 4:
-            total = 20 + len(ah) + len(inner)
+            total = 20 + length + len(inner)
             if total > 0xFFFF:
                 return Drop.BAD_INNER_PACKET
-            header = bytearray(20)
-            header[0] = 0x45
-            header[1] = traffic_class
-            header[2:4] = total.to_bytes(2, "big")
             # Never 0: a raw socket's kernel replaces an identification of 0 (man 7 raw,
             # IP_HDRINCL), and it is inside the ICV. From the sent half of the number.
-            header[4:6] = (((seq & 0xFFFFFFFF) - 1) % 0xFFFF + 1).to_bytes(2, "big")
-            if inner_version == 4:
-                header[6] = inner[6] & 0x40  # DF copied (RFC 4301 section 8.1)
-            header[8] = OUTER_TTL
-            header[9] = IPPROTO_AH
-            header[12:16] = src
-            header[16:20] = dst
-            layout = IpLayout(4, 20, 9, IPPROTO_AH, total)
+            ident = ((seq & 0xFFFFFFFF) - 1) % 0xFFFF + 1
+            checksum = checksum_of_sum(self._outer_sum + traffic_class + total + ident + flags)
+            header = _IPV4_HEADER.pack(
+                0x45, traffic_class, total, ident, flags, OUTER_TTL, IPPROTO_AH, checksum, src, dst
+            )
+            zeroed = zeroed_ipv4_base(header)
         else:
-            payload_length = len(ah) + len(inner)
+            payload_length = length + len(inner)
             if payload_length > 0xFFFF:
                 return Drop.BAD_INNER_PACKET
-            header = bytearray(40)
-            header[0] = 0x60 | (traffic_class >> 4)
-            header[1] = (traffic_class & 0x0F) << 4
-            header[4:6] = payload_length.to_bytes(2, "big")
-            header[6] = IPPROTO_AH
-            header[7] = OUTER_TTL
-            header[8:24] = src
-            header[24:40] = dst
-            layout = IpLayout(6, 40, 6, IPPROTO_AH, 40 + payload_length)
-        return header + ah + inner, layout
+            header = _IPV6_HEADER.pack(
+                0x60000000 | traffic_class << 20, payload_length, IPPROTO_AH, OUTER_TTL, src, dst
+            )
+            zeroed = zeroed_ipv6_base(header)
+        iv, ah = self._ah_header(seq, next_header, version)
+        parts: tuple[Octets, ...] = (zeroed, ah, self._zeroed_tail[version], inner)
+        if self.esn:
+            parts += ((seq >> 32).to_bytes(4, "big"),)  # RFC 4302 section 2.5.1
+        icv = self._sign_parts(iv, parts)
+        return b"".join((header, ah, icv, self._padding[version], inner)), len(inner)
 
-    def _transport(self, packet: bytes) -> tuple[bytearray, IpLayout] | Drop:
+    def _seal_transport(self, seq: int, packet: bytes) -> tuple[bytes, int] | Drop:
         layout = sending_layout(packet)
         if layout is None:
             return Drop.BAD_INNER_PACKET
         if layout.next_header in _INNER_VERSION:
             return Drop.WRONG_NEXT_HEADER
-        version, at = layout.version, layout.at
-        ah = self._ah_placeholder(version, layout.next_header)
-        data = bytearray(packet[:at] + ah + packet[at : layout.end])
-        if version == 4:
-            total = layout.end + len(ah)
-            if total > 0xFFFF:
-                return Drop.BAD_INNER_PACKET
-            data[2:4] = total.to_bytes(2, "big")
-        else:
-            payload_length = layout.end + len(ah) - 40
-            if payload_length > 0xFFFF:
-                return Drop.BAD_INNER_PACKET
-            data[4:6] = payload_length.to_bytes(2, "big")
+        version, at, end = layout.version, layout.at, layout.end
+        length = self._ah_length[version]
+        size = end + length if version == 4 else end + length - 40
+        if size > 0xFFFF:
+            return Drop.BAD_INNER_PACKET
+        iv, ah = self._ah_header(seq, layout.next_header, version)
+        esn_high = ((seq >> 32).to_bytes(4, "big"),) if self.esn else ()
+        if at == _BASE_HEADER[version]:
+            # No IPv4 options, no IPv6 extension header before AH: only the base header
+            # has mutable fields, and the payload enters the ICV where it lies.
+            header = bytearray(packet[:at])
+            header[_SIZE_FIELD[version]] = size.to_bytes(2, "big")
+            header[layout.next_header_at] = IPPROTO_AH
+            if version == 4:
+                header[10:12] = b"\x00\x00"
+                zeroed = zeroed_ipv4_base(header)
+                header[10:12] = ipv4_checksum(header).to_bytes(2, "big")
+            else:
+                zeroed = zeroed_ipv6_base(header)
+            payload = memoryview(packet)[at:end]
+            icv = self._sign_parts(iv, (zeroed, ah, self._zeroed_tail[version], payload, *esn_high))
+            return b"".join((header, ah, icv, self._padding[version], payload)), end - at
+        data = bytearray(packet[:at] + ah + self._zeroed_tail[version] + packet[at:end])
+        data[_SIZE_FIELD[version]] = size.to_bytes(2, "big")
         data[layout.next_header_at] = IPPROTO_AH
-        return data, layout._replace(next_header=IPPROTO_AH, end=len(data))
+        icv_at = at + len(ah)
+        placed = layout._replace(next_header=IPPROTO_AH, end=len(data))
+        covered = canonical(data, placed, icv_at, self._icv_length, sending=True)
+        if covered is None:
+            return Drop.BAD_INNER_PACKET
+        data[icv_at : icv_at + self._icv_length] = self._sign_parts(iv, (covered, *esn_high))
+        if version == 4:
+            data[10:12] = b"\x00\x00"
+            data[10:12] = ipv4_checksum(data[:at]).to_bytes(2, "big")
+        return bytes(data), end - at
 
 
 class InboundAhSa(_AhSa):
@@ -339,6 +379,8 @@ class InboundAhSa(_AhSa):
         self.remote_ts = tuple(remote_ts)
         self._tunnel = params.mode is Mode.TUNNEL
         self._auth_min = self._iv_length + self._icv_length
+        self._zero_icv = bytes(self._icv_length)
+        self._verify_parts = self._auth.verify_parts
 
     def decap(self, packet: bytes, now: float) -> AhDecapResult:
         """Verify one received packet (IP header first). Never raises on content."""
@@ -349,14 +391,20 @@ class InboundAhSa(_AhSa):
             if life.expired:
                 counters.expired_drops += 1
                 return Drop.EXPIRED
-        layout = received_layout(packet)
-        if layout is None:
-            counters.malformed += 1
-            return Drop.TRUNCATED
-        if layout.next_header != IPPROTO_AH:
-            counters.malformed += 1
-            return Drop.WRONG_NEXT_HEADER
-        at, end = layout.at, layout.end
+        layout: IpLayout | None = None
+        end = plain_ah_end(packet)
+        if end:
+            version = packet[0] >> 4
+            at = _BASE_HEADER[version]
+        else:
+            layout = received_layout(packet)
+            if layout is None:
+                counters.malformed += 1
+                return Drop.TRUNCATED
+            if layout.next_header != IPPROTO_AH:
+                counters.malformed += 1
+                return Drop.WRONG_NEXT_HEADER
+            version, at, end = layout.version, layout.at, layout.end
         if at + AH_HEADER_LENGTH > end:
             counters.malformed += 1
             return Drop.TRUNCATED
@@ -368,7 +416,7 @@ class InboundAhSa(_AhSa):
             counters.malformed += 1
             return Drop.UNKNOWN_SPI
         padding = length - AH_HEADER_LENGTH - self._auth_min
-        if not 0 <= padding < _MAX_PADDING or length % _ALIGN[layout.version]:
+        if not 0 <= padding < _MAX_PADDING or length % _ALIGN[version]:
             counters.integrity_failures += 1
             return Drop.INTEGRITY
         replay = self.replay
@@ -387,14 +435,23 @@ class InboundAhSa(_AhSa):
             return Drop.REPLAYED if verdict is ReplayVerdict.REPLAYED else Drop.STALE
         iv_at = at + AH_HEADER_LENGTH
         icv_at = iv_at + self._iv_length
-        covered = canonical(packet, layout, icv_at, self._icv_length, sending=False)
-        if covered is None:
-            counters.malformed += 1
-            return Drop.TRUNCATED
+        icv_end = icv_at + self._icv_length
+        parts: tuple[Octets, ...]
+        if layout is None:
+            # No IPv4 options, no IPv6 extension header before AH: only the base header
+            # has mutable fields, and the rest enters the ICV where it lies.
+            view = memoryview(packet)
+            zeroed = _ZEROED_BASE[version](packet)
+            parts = (zeroed, view[at:icv_at], self._zero_icv, view[icv_end:end])
+        else:
+            covered = canonical(packet, layout, icv_at, self._icv_length, sending=False)
+            if covered is None:
+                counters.malformed += 1
+                return Drop.TRUNCATED
+            parts = (covered,)
         if self.esn:
-            covered += (seq >> 32).to_bytes(4, "big")
-        icv = packet[icv_at : icv_at + self._icv_length]
-        if not self._auth.verify(packet[iv_at:icv_at], bytes(covered), icv):
+            parts += ((seq >> 32).to_bytes(4, "big"),)
+        if not self._verify_parts(packet[iv_at:icv_at], parts, packet[icv_at:icv_end]):
             counters.integrity_failures += 1
             return Drop.INTEGRITY
         replay.update(seq)
@@ -403,6 +460,9 @@ class InboundAhSa(_AhSa):
         if self._tunnel:
             result = self._inner(payload, next_header)
         else:
+            if layout is None:
+                next_header_at = 9 if version == 4 else 6
+                layout = IpLayout(version, at, next_header_at, IPPROTO_AH, end)
             result = self._without_ah(packet, layout, length, next_header)
         if isinstance(result, Drop):
             return result

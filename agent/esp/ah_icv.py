@@ -101,6 +101,23 @@ def _ipv6_end(packet: bytes) -> int | None:
     return end
 
 
+def plain_ah_end(packet: bytes) -> int:
+    """Where ``packet`` ends (as its header says) when it is a whole IPv4 packet without
+    options, or an IPv6 packet without extension headers, with AH right after its IP
+    header: the common case, read here without building an ``IpLayout``. 0 for any
+    other packet (``received_layout`` reads those)."""
+    size = len(packet)
+    if size >= 20 and packet[0] == 0x45:
+        if packet[9] != IPPROTO_AH or packet[6] & 0x3F or packet[7]:
+            return 0  # another protocol, or a fragment
+        end = packet[2] << 8 | packet[3]
+        return end if 20 <= end <= size else 0
+    if size >= 40 and packet[0] >> 4 == 6 and packet[6] == IPPROTO_AH:
+        end = 40 + (packet[4] << 8 | packet[5])
+        return end if 40 < end <= size else 0
+    return 0
+
+
 def received_layout(packet: bytes) -> IpLayout | None:
     """Find the header in front of AH in a received packet; None if the IP header or
     the IPv6 extension headers before AH cannot be read, or the packet is a fragment.
@@ -186,11 +203,28 @@ def canonical(
     return data
 
 
+# Masks over the base headers: 0 where a field is mutable (sections 3.3.3.1.1.1 and
+# 3.3.3.1.2.1). IPv4: DSCP/ECN (octet 1), flags and fragment offset (6-7), TTL (8),
+# header checksum (10-11). IPv6: traffic class and flow label (the low half of octet 0
+# and octets 1-3), hop limit (7).
+_IPV4_IMMUTABLE = int.from_bytes(bytes.fromhex("ff00ffffffff000000ff0000") + b"\xff" * 8, "big")
+_IPV6_IMMUTABLE = int.from_bytes(bytes.fromhex("f0000000ffffff00") + b"\xff" * 32, "big")
+
+
+def zeroed_ipv4_base(packet: bytes | bytearray) -> bytes:
+    """The first 20 octets of ``packet`` (an IPv4 header) with the mutable fields of the
+    base header zeroed."""
+    return (int.from_bytes(packet[:20], "big") & _IPV4_IMMUTABLE).to_bytes(20, "big")
+
+
+def zeroed_ipv6_base(packet: bytes | bytearray) -> bytes:
+    """The first 40 octets of ``packet`` (the IPv6 header) with its mutable fields
+    zeroed."""
+    return (int.from_bytes(packet[:40], "big") & _IPV6_IMMUTABLE).to_bytes(40, "big")
+
+
 def _zero_ipv4(data: bytearray, header_length: int, sending: bool) -> bool:
-    data[1] = 0  # DSCP and ECN
-    data[6] = data[7] = 0  # flags and fragment offset
-    data[8] = 0  # TTL
-    data[10] = data[11] = 0  # header checksum
+    data[:20] = zeroed_ipv4_base(data)
     at = 20
     while at < header_length:
         kind = data[at]
@@ -217,9 +251,7 @@ def _zero_ipv4(data: bytearray, header_length: int, sending: bool) -> bool:
 
 
 def _zero_ipv6(data: bytearray, ah_at: int, sending: bool) -> bool:
-    data[0] &= 0xF0  # traffic class (high half) ...
-    data[1] = data[2] = data[3] = 0  # ... the rest of it and the flow label
-    data[7] = 0  # hop limit
+    data[:40] = zeroed_ipv6_base(data)
     at, next_header = 40, data[6]
     while at < ah_at:
         length = (data[at + 1] + 1) * 8
@@ -279,7 +311,12 @@ def _predict_routing(data: bytearray, at: int, length: int, sending: bool) -> bo
 
 def ipv4_checksum(header: bytes | bytearray) -> int:
     """RFC 1071 one's complement sum of an IPv4 header whose checksum field is zero."""
-    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    return checksum_of_sum(sum(struct.unpack(f"!{len(header) // 2}H", header)))
+
+
+def checksum_of_sum(total: int) -> int:
+    """RFC 1071: the checksum field for ``total``, the plain sum of a header's 16-bit
+    words with the checksum field zero (so a sender can keep a partial sum)."""
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF

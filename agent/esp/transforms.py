@@ -24,7 +24,9 @@ HMAC ones; AH (``ah.py``) takes any, through an ``Authenticator``:
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import NamedTuple, Protocol
 
@@ -121,7 +123,7 @@ class Integrity(StrEnum):
 
 class _IntegSpec(NamedTuple):
     hash_name: str | None
-    """For hmac.digest; None for AES-GMAC."""
+    """For hashlib; None for AES-GMAC."""
     key_length: int
     icv_length: int
     transform_id: int
@@ -264,6 +266,11 @@ def integrity_icv(integrity: Integrity, key: bytes, data: bytes) -> bytes:
     return HmacAuthenticator(integrity, key).icv(data)
 
 
+Octets = bytes | bytearray | memoryview
+"""What an authenticator reads: any contiguous run of octets, so callers can hand over
+slices of a packet without copying them."""
+
+
 class Authenticator(Protocol):
     """An integrity transform keyed for one SA (what AH computes its ICV with)."""
 
@@ -271,44 +278,86 @@ class Authenticator(Protocol):
     """Octets of IV the transform carries before its ICV (0: none)."""
     icv_length: int
 
-    def sign(self, iv: bytes, data: bytes) -> bytes:
+    def sign(self, iv: bytes, data: Octets) -> bytes:
         """The ICV of ``data`` under ``iv`` (empty when ``iv_length`` is 0)."""
         ...
 
-    def verify(self, iv: bytes, data: bytes, icv: bytes) -> bool:
+    def verify(self, iv: bytes, data: Octets, icv: bytes) -> bool:
         """Whether ``icv`` is the ICV of ``data`` under ``iv``, in constant time."""
         ...
 
+    def sign_parts(self, iv: bytes, parts: Sequence[Octets]) -> bytes:
+        """``sign`` of the concatenation of ``parts``, without making it."""
+        ...
+
+    def verify_parts(self, iv: bytes, parts: Sequence[Octets], icv: Octets) -> bool:
+        """``verify`` of the concatenation of ``parts``, without making it."""
+        ...
+
+
+_IPAD = bytes(octet ^ 0x36 for octet in range(256))
+_OPAD = bytes(octet ^ 0x5C for octet in range(256))
+
 
 class HmacAuthenticator:
-    """HMAC truncated to the transform's ICV length (RFC 2104; RFC 2404, RFC 4868)."""
+    """HMAC truncated to the transform's ICV length (RFC 2104; RFC 2404, RFC 4868).
+
+    The two keyed hash states of RFC 2104 section 2 (the key padded to the hash's block
+    and XORed with ipad, and with opad) are hashed once per SA; each ICV continues
+    copies of them. A one-shot ``hmac.digest`` pads and hashes the key again on every
+    call (and OpenSSL 3 looks the digest up again), which costs more than hashing a
+    full-sized packet.
+    """
 
     iv_length = 0
 
-    __slots__ = ("_hash", "_key", "icv_length")
+    __slots__ = ("_inner", "_outer", "icv_length")
 
     def __init__(self, integrity: Integrity, key: bytes) -> None:
         spec = _INTEG[integrity]
         if spec.hash_name is None:
             raise ValueError(f"{integrity} is not an HMAC transform")
         _check_key(f"{integrity} integrity key", key, spec.key_length)
-        self._hash = spec.hash_name
-        self._key = key
+        # The key is as long as the hash output (checked above), so shorter than its
+        # block: RFC 2104 section 2 pads it with zeros.
+        padded = key.ljust(hashlib.new(spec.hash_name).block_size, b"\x00")
+        self._inner = hashlib.new(spec.hash_name, padded.translate(_IPAD))
+        self._outer = hashlib.new(spec.hash_name, padded.translate(_OPAD))
         self.icv_length = spec.icv_length
 
-    def icv(self, data: bytes) -> bytes:
-        return hmac.digest(self._key, data, self._hash)[: self.icv_length]
+    def icv(self, data: Octets) -> bytes:
+        inner = self._inner.copy()
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()[: self.icv_length]
 
-    def sign(self, iv: bytes, data: bytes) -> bytes:
+    def icv_parts(self, parts: Sequence[Octets]) -> bytes:
+        """The ICV of the concatenation of ``parts``."""
+        inner = self._inner.copy()
+        for part in parts:
+            inner.update(part)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()[: self.icv_length]
+
+    def sign(self, iv: bytes, data: Octets) -> bytes:
         return self.icv(data)
 
-    def verify(self, iv: bytes, data: bytes, icv: bytes) -> bool:
+    def verify(self, iv: bytes, data: Octets, icv: bytes) -> bool:
         return hmac.compare_digest(self.icv(data), icv)
+
+    def sign_parts(self, iv: bytes, parts: Sequence[Octets]) -> bytes:
+        return self.icv_parts(parts)
+
+    def verify_parts(self, iv: bytes, parts: Sequence[Octets], icv: Octets) -> bool:
+        return hmac.compare_digest(self.icv_parts(parts), icv)
 
 
 class GmacAuthenticator:
     """AES-GMAC (RFC 4543): GCM over an empty plaintext with ``data`` as the AAD; the
-    nonce is the 4-byte salt from the end of the keying material || the 8-byte IV."""
+    nonce is the 4-byte salt from the end of the keying material || the 8-byte IV. The
+    AESGCM object (its key schedule) is made once per SA."""
 
     iv_length = _AEAD_IV_LENGTH
     icv_length = _AEAD_ICV_LENGTH
@@ -324,10 +373,10 @@ class GmacAuthenticator:
         self._encrypt = aead.encrypt
         self._decrypt = aead.decrypt
 
-    def sign(self, iv: bytes, data: bytes) -> bytes:
+    def sign(self, iv: bytes, data: Octets) -> bytes:
         return self._encrypt(self._salt + iv, b"", data)
 
-    def verify(self, iv: bytes, data: bytes, icv: bytes) -> bool:
+    def verify(self, iv: bytes, data: Octets, icv: Octets) -> bool:
         if len(iv) != _AEAD_IV_LENGTH or len(icv) != _AEAD_ICV_LENGTH:
             return False
         try:
@@ -335,6 +384,14 @@ class GmacAuthenticator:
         except InvalidTag:
             return False
         return True
+
+    def sign_parts(self, iv: bytes, parts: Sequence[Octets]) -> bytes:
+        # GCM takes its AAD in one piece through this API (a streaming Cipher context
+        # would cost a key schedule per packet), so the parts are joined once.
+        return self._encrypt(self._salt + iv, b"", b"".join(parts))
+
+    def verify_parts(self, iv: bytes, parts: Sequence[Octets], icv: Octets) -> bool:
+        return self.verify(iv, b"".join(parts), icv)
 
 
 def build_authenticator(integrity: Integrity, key: bytes) -> HmacAuthenticator | GmacAuthenticator:
