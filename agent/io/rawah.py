@@ -52,7 +52,9 @@ speak, so every peer an AH SA can be negotiated with is in that version (the lab
 ``ike_listen: '::'`` for an IPv6 underlay).
 
 IPv4 reads are batched (``recvmmsg``, :data:`~.udp.RECV_BATCH` per wakeup) and runs of
-packets to one peer leave in one ``sendmmsg``, as raw ESP does (``rawesp``). Because a
+packets to one peer leave in one ``sendmmsg``, as raw ESP does (``rawesp``): the socket,
+its sending and its buffers are :class:`.rawip.RawIpSocket`'s, shared with raw ESP; the
+receive paths and the refusal of identification 0 are this module's. Because a
 raw socket takes every protocol-51 packet addressed to the host, the kernel (with no AH
 of its own here) sends no ICMP protocol-unreachable for them.
 """
@@ -66,9 +68,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 from ..esp.ah_icv import IPPROTO_AH
-from .mmsg import RecvBatch, SendBatch, sockaddr
-from .socket_buffers import SOCKET_BUFFER_BYTES, kernel_drops, set_socket_buffers
-from .udp import GSO_MAX_SEGMENTS, RECV_BATCH, SOURCE_CACHE_LIMIT, BatchEndHandler
+from .rawip import RawIpError, RawIpSocket, SocketOption, ip_family
+from .socket_buffers import SOCKET_BUFFER_BYTES
+from .udp import RECV_BATCH, BatchEndHandler
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +118,7 @@ class RawAhCounters:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-class RawAhError(OSError):
+class RawAhError(RawIpError):
     """The raw AH socket could not be created or configured."""
 
 
@@ -182,6 +184,25 @@ def ipv6_header(
     )
 
 
+def socket_options(family: socket.AddressFamily) -> list[SocketOption]:
+    """The raw AH socket's options: the header included on send (both versions) and, for
+    IPv6, what rebuilding the received header takes (see the module)."""
+    if family == socket.AF_INET:
+        return [(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)]
+    return [
+        (socket.IPPROTO_IPV6, option, 1)
+        for option in (
+            IPV6_HDRINCL,
+            socket.IPV6_RECVPKTINFO,
+            socket.IPV6_RECVHOPLIMIT,
+            socket.IPV6_RECVTCLASS,
+            socket.IPV6_RECVHOPOPTS,
+            socket.IPV6_RECVDSTOPTS,
+            socket.IPV6_RECVRTHDR,
+        )
+    ]
+
+
 class RawAhSocket:
     """A raw protocol-51 socket on ``host`` ("0.0.0.0" for any IPv4 address, "::" or an
     IPv6 address for IPv6), optionally with a firewall mark (transport-mode peers are
@@ -201,67 +222,31 @@ class RawAhSocket:
         self.on_batch_end = on_batch_end
         """Called after each read's packets were handed to ``on_ah``."""
         self.counters = RawAhCounters()
-        self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        try:
-            sock = socket.socket(self.family, socket.SOCK_RAW, IPPROTO_AH)
-        except PermissionError as exc:
-            raise RawAhError(
-                exc.errno, "cannot open a raw IP protocol 51 socket: needs CAP_NET_RAW"
-            ) from None
-        try:
-            sock.setblocking(False)
-            set_socket_buffers(sock, buffer_bytes)
-            if self.family == socket.AF_INET:
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
-            else:
-                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_HDRINCL, 1)
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVTCLASS, 1)
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPOPTS, 1)
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVDSTOPTS, 1)
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVRTHDR, 1)
-            if mark is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
-            if host not in ("0.0.0.0", "::"):
-                sock.bind((host, 0))
-        except OSError as exc:
-            sock.close()
-            raise RawAhError(
-                exc.errno, f"cannot set up raw AH socket on {host}: {exc.strerror}"
-            ) from None
-        self._sock = sock
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._recv = RecvBatch(sock, RECV_BATCH)
-        self._send = SendBatch(sock, GSO_MAX_SEGMENTS)
-        self._hosts: dict[bytes, str] = {}
-        """Source addresses (4 or 16 octets) of received packets, as strings."""
-        self._names: dict[str, bytes] = {}
-        """Destinations, as the sockaddr ``sendmmsg`` takes."""
+        self._ip = RawIpSocket(
+            IPPROTO_AH,
+            "AH",
+            self.counters,
+            host=host,
+            mark=mark,
+            buffer_bytes=buffer_bytes,
+            options=socket_options(ip_family(host)),
+            error=RawAhError,
+        )
+        self.family = self._ip.family
 
     def fileno(self) -> int:
-        return self._sock.fileno()
+        return self._ip.fileno()
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        self._loop = loop or asyncio.get_running_loop()
         read = self._read_ipv4 if self.family == socket.AF_INET else self._read_ipv6
-        self._loop.add_reader(self._sock.fileno(), read)
+        self._ip.start(read, loop)
 
     # -- receiving -----------------------------------------------------------------------
-
-    def _host(self, source: bytes) -> str:
-        hosts = self._hosts
-        host = hosts.get(source)
-        if host is None:
-            if len(hosts) >= SOURCE_CACHE_LIMIT:
-                hosts.clear()
-            host = hosts[source] = socket.inet_ntop(self.family, source)
-        return host
 
     def _read_ipv4(self) -> None:
         counters = self.counters
         try:
-            packets = self._recv.receive()
+            packets = self._ip.receive()
         except BlockingIOError:
             return
         except OSError as exc:
@@ -269,6 +254,7 @@ class RawAhSocket:
             log.debug("recvmmsg on raw AH: %s", exc)
             return
         on_ah = self._on_ah
+        source_host = self._ip.source_host
         for packet in packets:
             reason = check_ipv4_ah(packet)
             if reason:
@@ -278,18 +264,17 @@ class RawAhSocket:
                     counters.rx_malformed += 1
                 continue
             counters.rx_ah += 1
-            on_ah(packet, self._host(packet[12:16]))
+            on_ah(packet, source_host(packet[12:16]))
         if self.on_batch_end is not None:
             self.on_batch_end()
 
     def _read_ipv6(self) -> None:
         counters = self.counters
         on_ah = self._on_ah
+        ip = self._ip
         for _ in range(RECV_BATCH):
             try:
-                payload, ancillary, _flags, sender = self._sock.recvmsg(
-                    _RECV_BYTES, _ANCILLARY_BYTES
-                )
+                payload, ancillary, sender = ip.receive_with_control(_RECV_BYTES, _ANCILLARY_BYTES)
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -321,12 +306,12 @@ class RawAhSocket:
                 counters.rx_malformed += 1
                 continue
             next_header, before_ah = chain
-            src = socket.inet_pton(socket.AF_INET6, sender[0].split("%", 1)[0])
+            src = socket.inet_pton(socket.AF_INET6, sender.split("%", 1)[0])
             header = ipv6_header(
                 src, dst, len(before_ah) + len(payload), hop_limit, traffic_class, next_header
             )
             counters.rx_ah += 1
-            on_ah(header + before_ah + payload, self._host(src))
+            on_ah(header + before_ah + payload, ip.source_host(src))
         if self.on_batch_end is not None:
             self.on_batch_end()
 
@@ -342,57 +327,20 @@ class RawAhSocket:
         """Send one whole IP packet (AH inside) to ``addr`` with ``sendto``."""
         if self._refused(packet):
             return
-        counters = self.counters
-        try:
-            self._sock.sendto(packet, (addr, 0))
-        except BlockingIOError:
-            counters.tx_dropped += 1
-            return
-        except OSError as exc:
-            counters.tx_errors += 1
-            log.debug("raw AH sendto %s: %s", addr, exc)
-            return
-        counters.tx_ah += 1
+        self.counters.tx_ah += self._ip.send(packet, addr)
 
     def send_ah_batch(self, packets: list[bytes], addr: str) -> None:
         """Send packets to one peer in one ``sendmmsg`` per ``GSO_MAX_SEGMENTS`` (a lone
-        packet with :meth:`send_ah`); what the kernel's send queue cannot take is
-        dropped and counted."""
-        if len(packets) == 1:
-            self.send_ah(packets[0], addr)
-            return
+        packet with ``sendto``); what the kernel's send queue cannot take is dropped and
+        counted."""
         if self.family == socket.AF_INET and any(p[4:6] == b"\x00\x00" for p in packets):
             packets = [p for p in packets if not self._refused(p)]
-        name = self._names.get(addr)
-        if name is None:
-            if len(self._names) >= SOURCE_CACHE_LIMIT:
-                self._names.clear()
-            name = self._names[addr] = sockaddr(self.family, addr)
-        counters = self.counters
-        for at in range(0, len(packets), GSO_MAX_SEGMENTS):
-            run = packets[at : at + GSO_MAX_SEGMENTS]
-            try:
-                sent = self._send.send(run, name)
-            except BlockingIOError:
-                counters.tx_dropped += len(run)
-                continue
-            except OSError as exc:
-                counters.tx_errors += len(run)
-                log.debug("raw AH sendmmsg %s: %s", addr, exc)
-                continue
-            counters.tx_ah += sent
-            counters.tx_dropped += len(run) - sent
+        self.counters.tx_ah += self._ip.send_batch(packets, addr)
 
     def kernel_drops(self) -> int | None:
         """Packets the kernel dropped at this socket (its receive buffer was full), or
         None where the kernel does not say."""
-        return kernel_drops(self._sock)
+        return self._ip.kernel_drops()
 
     def close(self) -> None:
-        if self._sock.fileno() < 0:
-            return
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.remove_reader(self._sock.fileno())
-        self._sock.close()
-        self._recv.close()
-        self._send.close()
+        self._ip.close()

@@ -8,11 +8,13 @@ outer IP header itself. The kernel needs no ESP support of its own for this: a r
 bound to protocol 50 receives every ESP packet addressed to the host, and because a raw
 socket took it, the kernel sends no ICMP protocol-unreachable for it.
 
-Batches both ways (:mod:`.mmsg`): one ``recvmmsg`` reads up to :data:`RECV_BATCH` packets
+Batches both ways (:mod:`.mmsg`): one ``recvmmsg`` reads up to :data:`~.udp.RECV_BATCH` packets
 per wakeup, and a run of ESP packets for one peer leaves in one ``sendmmsg`` (raw
 sockets have no GSO). The kernel buffers are sized as the UDP endpoint's
 (:mod:`.socket_buffers`), and :meth:`RawEspSocket.kernel_drops` reads what the kernel
-dropped at the socket when the agent did not read fast enough.
+dropped at the socket when the agent did not read fast enough. The socket, its sending
+and its buffers are :class:`.rawip.RawIpSocket`'s, shared with raw AH; the receive path
+is this module's.
 """
 
 from __future__ import annotations
@@ -23,15 +25,9 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
-from .mmsg import RecvBatch, SendBatch, sockaddr
-from .socket_buffers import SOCKET_BUFFER_BYTES, kernel_drops, set_socket_buffers
-from .udp import (
-    ESP_HEADER_LEN,
-    GSO_MAX_SEGMENTS,
-    RECV_BATCH,
-    SOURCE_CACHE_LIMIT,
-    BatchEndHandler,
-)
+from .rawip import RawIpError, RawIpSocket
+from .socket_buffers import SOCKET_BUFFER_BYTES
+from .udp import ESP_HEADER_LEN, BatchEndHandler
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +53,7 @@ class RawEspCounters:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-class RawEspError(OSError):
+class RawEspError(RawIpError):
     """The raw ESP socket could not be created or configured."""
 
 
@@ -97,45 +93,28 @@ class RawEspSocket:
         self.on_batch_end = on_batch_end
         """Called after each read's packets were handed to ``on_esp``."""
         self.counters = RawEspCounters()
-        self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        try:
-            sock = socket.socket(self.family, socket.SOCK_RAW, IPPROTO_ESP)
-        except PermissionError as exc:
-            raise RawEspError(
-                exc.errno, "cannot open a raw IP protocol 50 socket: needs CAP_NET_RAW"
-            ) from None
-        try:
-            sock.setblocking(False)
-            set_socket_buffers(sock, buffer_bytes)
-            if mark is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
-            if host not in ("0.0.0.0", "::"):
-                sock.bind((host, 0))
-        except OSError as exc:
-            sock.close()
-            raise RawEspError(
-                exc.errno, f"cannot set up raw ESP socket on {host}: {exc.strerror}"
-            ) from None
-        self._sock = sock
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._recv = RecvBatch(sock, RECV_BATCH)
-        self._send = SendBatch(sock, GSO_MAX_SEGMENTS)
-        self._hosts: dict[bytes, str] = {}
-        """Source addresses (4 or 16 octets) of received packets, as strings."""
-        self._names: dict[str, bytes] = {}
-        """Destinations, as the sockaddr ``sendmmsg`` takes."""
+        self._ip = RawIpSocket(
+            IPPROTO_ESP,
+            "ESP",
+            self.counters,
+            host=host,
+            mark=mark,
+            buffer_bytes=buffer_bytes,
+            error=RawEspError,
+        )
+        self.family = self._ip.family
 
     def fileno(self) -> int:
-        return self._sock.fileno()
+        return self._ip.fileno()
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        self._loop = loop or asyncio.get_running_loop()
-        self._loop.add_reader(self._sock.fileno(), self._read)
+        self._ip.start(self._read, loop)
 
     def _read(self) -> None:
         counters = self.counters
+        ip = self._ip
         try:
-            packets = self._recv.receive()
+            packets = ip.receive()
         except BlockingIOError:
             return
         except OSError as exc:
@@ -143,10 +122,10 @@ class RawEspSocket:
             log.debug("recvmmsg on raw ESP: %s", exc)
             return
         on_esp = self._on_esp
-        hosts = self._hosts
+        source_host = ip.source_host
         ipv4 = self.family == socket.AF_INET
         # IPv4: the source is in the header the kernel left on; IPv6 has none.
-        senders = [] if ipv4 else self._recv.senders(len(packets))
+        senders = [] if ipv4 else ip.senders(len(packets))
         for index, packet in enumerate(packets):
             if ipv4:
                 esp, reason = strip_ipv4_header(packet)
@@ -162,68 +141,25 @@ class RawEspSocket:
                 else:
                     counters.rx_malformed += 1
                 continue
-            host = hosts.get(source)
-            if host is None:
-                if len(hosts) >= SOURCE_CACHE_LIMIT:
-                    hosts.clear()
-                host = hosts[source] = socket.inet_ntop(self.family, source)
             counters.rx_esp += 1
-            on_esp(esp, host)
+            on_esp(esp, source_host(source))
         if self.on_batch_end is not None:
             self.on_batch_end()
 
     def send_esp(self, data: bytes, addr: str) -> None:
-        """Send one ESP packet with ``sendto``: a lone packet (a ping, an ACK) costs half
-        of what a one-message ``sendmmsg`` through ctypes does."""
-        counters = self.counters
-        try:
-            self._sock.sendto(data, (addr, 0))
-        except BlockingIOError:
-            counters.tx_dropped += 1
-            return
-        except OSError as exc:
-            counters.tx_errors += 1
-            log.debug("raw ESP sendto %s: %s", addr, exc)
-            return
-        counters.tx_esp += 1
+        """Send one ESP packet with ``sendto`` (:meth:`.RawIpSocket.send`)."""
+        self.counters.tx_esp += self._ip.send(data, addr)
 
     def send_esp_batch(self, packets: list[bytes], addr: str) -> None:
         """Send ESP packets to one peer in one ``sendmmsg`` per ``GSO_MAX_SEGMENTS`` (a
         lone packet with :meth:`send_esp`); what the kernel's send queue cannot take is
         dropped and counted."""
-        if len(packets) == 1:
-            self.send_esp(packets[0], addr)
-            return
-        name = self._names.get(addr)
-        if name is None:
-            if len(self._names) >= SOURCE_CACHE_LIMIT:
-                self._names.clear()
-            name = self._names[addr] = sockaddr(self.family, addr)
-        counters = self.counters
-        for at in range(0, len(packets), GSO_MAX_SEGMENTS):
-            run = packets[at : at + GSO_MAX_SEGMENTS]
-            try:
-                sent = self._send.send(run, name)
-            except BlockingIOError:
-                counters.tx_dropped += len(run)
-                continue
-            except OSError as exc:
-                counters.tx_errors += len(run)
-                log.debug("raw ESP sendmmsg %s: %s", addr, exc)
-                continue
-            counters.tx_esp += sent
-            counters.tx_dropped += len(run) - sent
+        self.counters.tx_esp += self._ip.send_batch(packets, addr)
 
     def kernel_drops(self) -> int | None:
         """Packets the kernel dropped at this socket (its receive buffer was full), or
         None where the kernel does not say."""
-        return kernel_drops(self._sock)
+        return self._ip.kernel_drops()
 
     def close(self) -> None:
-        if self._sock.fileno() < 0:
-            return
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.remove_reader(self._sock.fileno())
-        self._sock.close()
-        self._recv.close()
-        self._send.close()
+        self._ip.close()
