@@ -47,10 +47,12 @@ from ..ike.admission import GateRefusal, HalfOpenTable, Limit, LogLimiter, Respo
 from ..ike.errors import ProtocolError
 from ..ike.events import IkeEvent
 from ..ike.gate import GateDecision, IkeResponderGate
+from ..ike.ike_sa import IkeSa
 from ..ike.message import parse_message
 from ..ike.v1.config import IkeV1Config
 from ..ike.v1.constants import ISAKMP_MAJOR_VERSION, ExchangeType
 from ..ike.v1.message import IsakmpHeader
+from ..ike.v1.sa import IkeV1Sa
 from ..io.dataplane import DataPlane, RawAhSender, RawEspSender
 from ..io.dataplane_model import Acquire
 from ..io.keepalive import KeepaliveScheduler
@@ -102,7 +104,7 @@ from .plan_routes import TUNNEL_TABLE, PlanRoutes, RouteTable
 from .plane import ChildSaPlane
 from .rekey import LIVENESS_ANSWERED, PendingRekey
 from .sa_driver import SaDriver, SaOwner
-from .v1_gate import V1GateDecision, V1ResponderGate
+from .v1_gate import V1ResponderGate
 
 log = logging.getLogger(__name__)
 
@@ -751,7 +753,7 @@ class Engine:
         if gate is None:
             self.counters["ike_no_peer"] += 1
             return
-        decision: GateDecision | V1GateDecision
+        decision: GateDecision[IkeSa] | GateDecision[IkeV1Sa]
         if (isinstance(gate, V1ResponderGate) and v1) or (
             isinstance(gate, IkeResponderGate) and not v1
         ):

@@ -42,6 +42,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from ..esp.sa import Lifetime
 from ..esp.sa import Mode as EspMode
 from ..ike.admission import HalfOpenTable, LogLimiter
 from ..ike.child_sa import ChildSaState
@@ -65,6 +66,7 @@ from ..ike.states import Role
 from ..ike.v1.config import IkeV1Config
 from ..ike.v1.constants import DOI_IPSEC, ProtocolId
 from ..ike.v1.payloads import DeletePayload
+from ..ike.v1.proposals import Lifetimes as V1Lifetimes
 from ..ike.v1.sa import IkeV1Sa
 from ..io.dataplane_model import SaStats
 from ..io.udp import IKE_PORT, Address
@@ -915,7 +917,7 @@ class PeerDriver:
                 sa.encap, sa.peer, remote, host.raw_esp, ah=event.protocol == IkeProtocolId.AH
             )
             inbound, outbound = translate.sa_params(
-                event, translate.child_lifetime(self.peer), self.local, remote
+                event, self._child_limits(sa, event.spi_in), self.local, remote
             )
         except translate.PeerConfigError as exc:
             self._refuse_child(sa, event, str(exc))
@@ -1065,7 +1067,7 @@ class PeerDriver:
             self.v1_replaced = child.spi_in
         remote = sa.peer[0] if sa.peer else str(self.peer.remote_addresses[0])
         inbound, outbound = translate.sa_params(
-            event, translate.child_lifetime(self.peer), self.local, remote
+            event, self._child_limits(sa, event.spi_in), self.local, remote
         )
         # The Quick mode's responder switches at once, its initiator waits (see above);
         # after a collision too: the loser carries our traffic meanwhile.
@@ -1131,7 +1133,7 @@ class PeerDriver:
         event = next((e for e in kept if e.spi_in == self.v1_replaced), kept[-1])
         remote = sa.peer[0] if sa.peer else str(self.peer.remote_addresses[0])
         inbound, outbound = translate.sa_params(
-            event, translate.child_lifetime(self.peer), self.local, remote
+            event, self._child_limits(sa, event.spi_in), self.local, remote
         )
         dest, encap, _ = translate.esp_path(
             sa.encap, sa.peer, remote, self.host.raw_esp, ah=event.protocol == IkeProtocolId.AH
@@ -1301,7 +1303,7 @@ class PeerDriver:
         new = event.new
         remote = sa.peer[0] if sa.peer else str(self.peer.remote_addresses[0])
         inbound, outbound = translate.sa_params(
-            new, translate.child_lifetime(self.peer), self.local, remote
+            new, self._child_limits(sa, new.spi_in), self.local, remote
         )
         # Section 2.8: the initiator moves outbound traffic at once, the responder when
         # the old SA's delete shows the initiator holds the new SA. After a crossing
@@ -1436,11 +1438,31 @@ class PeerDriver:
         if due is not None and due < self.ike_rekey_mono:
             self._schedule_ike_rekey()
 
+    def _child_limits(self, sa: IkeCore, spi_in: bytes) -> Lifetime:
+        """The data plane's limits of the child SA ``spi_in``: the plan's, and no longer
+        than an IKEv1 Quick mode agreed (:func:`translate.child_lifetime`)."""
+        agreed = self._v1_agreed(sa, spi_in)
+        if agreed is None:
+            return translate.child_lifetime(self.peer)
+        return translate.child_lifetime(self.peer, agreed.seconds, agreed.kilobytes)
+
+    @staticmethod
+    def _v1_agreed(sa: IkeCore | None, spi_in: bytes) -> V1Lifetimes | None:
+        if isinstance(sa, IkeV1Sa) and spi_in in sa.children:
+            return sa.child_lifetime(spi_in)
+        return None
+
     def _schedule_child_rekey(self) -> None:
+        """At the plan's jittered rekey time; an IKEv1 child no later than nine tenths of
+        the lifetime its Quick mode agreed (a responder may have answered a shorter one
+        than offered, RFC 2407 section 4.6.3.1, and the peer's SA ends then)."""
         if self.child_timer is not None:
             self.child_timer.cancel()
         host, life = self.host, self.peer.lifetimes
         delay = self._jittered(life.child_rekey_seconds, life.rand_seconds)
+        agreed = None if self.child is None else self._v1_agreed(self.ike, self.child.spi_in)
+        if agreed is not None and agreed.seconds is not None:
+            delay = min(delay, self._jittered(agreed.seconds * 9 // 10, agreed.seconds // 20))
         if self.child is not None:
             self.child.next_rekey_at = host.wall() + delay
         self.child_timer = host.scheduler.call_at(host.now() + delay, self._timed_child_rekey)

@@ -451,17 +451,31 @@ def esp_overhead(plan: AgentPlan) -> EspOverhead:
     return worst
 
 
-def child_lifetime(peer: Peer) -> Lifetime:
+def child_lifetime(
+    peer: Peer, agreed_seconds: int | None = None, agreed_kilobytes: int | None = None
+) -> Lifetime:
     """Data-plane limits of a child SA: the plan's volume limits are soft (the engine
     rekeys), hard limits sit 10% later; time is hard only, as the engine schedules the
-    time-based rekey itself (with jitter) and the SA must outlive a late one."""
+    time-based rekey itself (with jitter) and the SA must outlive a late one.
+
+    ``agreed_*``: what an IKEv1 Quick mode settled on, which a responder may have made
+    shorter than offered (RESPONDER-LIFETIME, RFC 2407 section 4.6.3.1): the peer's SA
+    ends then, so ours does no later (and a soft volume limit comes before it)."""
     life = peer.lifetimes
     hard_seconds = life.child_rekey_seconds * 1.1 + life.rand_seconds
     soft_bytes = life.child_rekey_bytes or None
+    hard_bytes = int(soft_bytes * 1.1) if soft_bytes else None
+    if agreed_seconds is not None:
+        hard_seconds = min(hard_seconds, agreed_seconds)
+    if agreed_kilobytes is not None and (
+        hard_bytes is None or agreed_kilobytes * 1024 < hard_bytes
+    ):
+        hard_bytes = agreed_kilobytes * 1024
+        soft_bytes = int(hard_bytes / 1.1)
     soft_packets = life.child_rekey_packets or None
     return Lifetime(
         soft_bytes=soft_bytes,
-        hard_bytes=int(soft_bytes * 1.1) if soft_bytes else None,
+        hard_bytes=hard_bytes,
         soft_packets=soft_packets,
         hard_packets=int(soft_packets * 1.1) if soft_packets else None,
         hard_seconds=hard_seconds,

@@ -12,11 +12,10 @@ closes (:meth:`V1ResponderGate.settled`) or its place expires.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..ike.admission import GateRefusal, HalfOpenSlot, HalfOpenTable, Limit
 from ..ike.errors import ProtocolError
 from ..ike.events import Address
+from ..ike.gate import GateDecision
 from ..ike.states import Role
 from ..ike.v1.config import ExchangeMode, IkeV1Config
 from ..ike.v1.constants import ExchangeType
@@ -32,19 +31,6 @@ class V1HalfOpen:
     def __init__(self, sa: IkeV1Sa) -> None:
         self.sa = sa
         self.half_open_slot: HalfOpenSlot | None = None
-
-
-@dataclass(frozen=True)
-class V1GateDecision:
-    sa: IkeV1Sa | None = None
-    """The SA that took the datagram (new, or the half-open one it repeats to)."""
-    new: bool = False
-    """``sa`` was created now: the caller routes its responder cookie to it."""
-    refusal: GateRefusal | None = None
-    reason: str = ""
-    limit: Limit | None = None
-    reply: bytes | None = None
-    """An answer sent without keeping state (the core's refusal, e.g. NO_PROPOSAL_CHOSEN)."""
 
 
 class V1ResponderGate:
@@ -71,13 +57,13 @@ class V1ResponderGate:
 
     def receive_datagram(
         self, data: bytes, addr: Address, now: float, wall: float | None = None
-    ) -> V1GateDecision:
+    ) -> GateDecision[IkeV1Sa]:
         """A datagram whose responder cookie is zero (no SA of ours yet); ``wall`` as
         for ``IkeV1Sa.receive_datagram``."""
         limits = self.table.limits
         if len(data) > limits.preauth_message_bytes:
             self.table.refuse(Limit.PREAUTH_MESSAGE_BYTES, addr[0], now)
-            return V1GateDecision(
+            return GateDecision(
                 refusal=GateRefusal.OVER_LIMIT,
                 reason=f"over preauth_message_bytes ({limits.preauth_message_bytes})",
                 limit=Limit.PREAUTH_MESSAGE_BYTES,
@@ -86,12 +72,12 @@ class V1ResponderGate:
             header, _ = IsakmpHeader.parse(data)
         except ProtocolError as exc:
             self.refused += 1
-            return V1GateDecision(refusal=GateRefusal.MALFORMED, reason=f"malformed: {exc}")
+            return GateDecision(refusal=GateRefusal.MALFORMED, reason=f"malformed: {exc}")
         wanted = _FIRST[self.config.phase1_mode]
         if header.exchange != wanted or header.message_id != 0 or header.encrypted:
             self.refused += 1
             name = _exchange_name(header.exchange)
-            return V1GateDecision(
+            return GateDecision(
                 refusal=GateRefusal.NOT_INIT_REQUEST,
                 reason=f"not a {wanted.name} first message ({name})",
             )
@@ -99,11 +85,11 @@ class V1ResponderGate:
         if known is not None and isinstance(known.sa, V1HalfOpen):
             sa = known.sa.sa
             sa.receive_datagram(data, addr, now, wall)  # a retransmission: answered again
-            return V1GateDecision(sa=sa)
+            return GateDecision(sa=sa)
         limit = self.table.admit(self, addr[0], now)
         if limit is not None:
             value = limits.value(limit)
-            return V1GateDecision(
+            return GateDecision(
                 refusal=GateRefusal.OVER_LIMIT, reason=f"over {limit.value} ({value})", limit=limit
             )
         sa = IkeV1Sa(self.config, Role.RESPONDER, self.local)
@@ -113,7 +99,7 @@ class V1ResponderGate:
             # goes back, nothing is kept.
             self.refused += 1
             replies = sa.datagrams_to_send(now)
-            return V1GateDecision(
+            return GateDecision(
                 refusal=GateRefusal.REFUSED,
                 reason=f"refused: {sa.last_drop or 'no acceptable proposal'}",
                 reply=replies[0][0] if replies else None,
@@ -123,7 +109,7 @@ class V1ResponderGate:
             self, addr, header.icookie, held, now + self.half_open_timeout
         )
         self._held[sa] = held
-        return V1GateDecision(sa=sa, new=True)
+        return GateDecision(sa=sa, new=True)
 
     def settled(self, sa: IkeV1Sa) -> None:
         """``sa`` is established or closed: its place in the table is free."""

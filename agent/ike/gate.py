@@ -15,6 +15,7 @@ import hmac
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from .admission import GateRefusal, HalfOpenTable, Limit
 from .config import IkeConfig
@@ -31,14 +32,21 @@ COOKIE_VERSION_LENGTH = 4
 COOKIE_HASH_LENGTH = 16
 
 
+SaT = TypeVar("SaT")
+
+
 @dataclass(frozen=True)
-class GateDecision:
-    sa: IkeSa | None = None
-    """The IKE SA that took the datagram (new, or the half-open one it retransmits to)."""
+class GateDecision(Generic[SaT]):
+    """What a responder gate did with a datagram that names no SA of ours yet; ``SaT``
+    is the core's SA type (IKEv2's :class:`IkeSa`, or IKEv1's)."""
+
+    sa: SaT | None = None
+    """The SA that took the datagram (new, or the half-open one it retransmits to)."""
     new: bool = False
-    """``sa`` was created now: the caller must start routing to ``sa.local_spi``."""
+    """``sa`` was created now: the caller must start routing to its responder SPI."""
     reply: bytes | None = None
-    """A stateless answer (COOKIE) to send back to the datagram's source."""
+    """An answer sent without keeping state (COOKIE, or the core's refusal such as
+    NO_PROPOSAL_CHOSEN) to the datagram's source."""
     refusal: GateRefusal | None = None
     """Why nothing was created (None: an SA took the datagram)."""
     reason: str = ""
@@ -126,7 +134,7 @@ class IkeResponderGate:
 
     def receive_datagram(
         self, data: bytes, addr: Address, now: float, wall: float | None = None
-    ) -> GateDecision:
+    ) -> GateDecision[IkeSa]:
         """A datagram whose responder SPI is zero (no IKE SA of ours yet); ``wall`` as
         for :meth:`IkeSa.receive_datagram`."""
         self._rotate(now)

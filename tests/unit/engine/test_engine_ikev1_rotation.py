@@ -160,6 +160,41 @@ async def test_a_shorter_responder_lifetime_brings_the_reauthentication_forward(
     one_pair(fleet)
 
 
+async def test_a_shorter_quick_mode_lifetime_brings_the_child_rekey_forward() -> None:
+    """b keeps its Quick mode SAs for less than a proposed and says so
+    (RESPONDER-LIFETIME, RFC 2407 section 4.6.3.1): a replaces the child before that
+    lifetime ends, not at its own later schedule, and neither data plane holds the SA
+    longer than agreed. b's own child timer is held off, as a peer that leaves the
+    replacement to the initiator."""
+
+    def short(msg: plan_pb2.NodePlan) -> None:
+        keyed(OLD)(msg)
+        for p in msg.peers:
+            p.lifetimes.child_rekey_seconds = 600
+            p.lifetimes.rand_seconds = 10
+
+    fleet = Fleet("a", "b")
+    await fleet.start()
+    await fleet.mesh(a=keyed(OLD), b=short)
+    a, b = fleet["a"], fleet["b"]
+    driver = a.engine.peers["b"]
+    sa, child = driver.ike, driver.child
+    assert isinstance(sa, IkeV1Sa) and sa.is_initiator and child is not None
+    agreed = sa.child_lifetime(child.spi_in).seconds
+    assert agreed == config_of(fleet, "b", "a").child_lifetime < sa.config.child_lifetime
+    assert child.next_rekey_at - a.engine.wall() < agreed
+    timer = b.engine.peers["a"].child_timer
+    assert timer is not None
+    timer.cancel()
+    before = one_pair(fleet)
+    traffic = Traffic(fleet, a, b)
+    run_with_traffic(fleet, traffic, agreed + 5)
+    traffic.settle()
+    assert one_pair(fleet) != before
+    assert a.events("child_rekeyed") and not [e for e in a.events() if "expired" in e.detail]
+    assert a.engine.peers_up() == 1 and b.engine.peers_up() == 1
+
+
 async def test_a_phase1_delete_leaves_the_child_to_another_isakmp_sa(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

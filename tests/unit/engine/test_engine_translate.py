@@ -226,6 +226,20 @@ def test_child_lifetime_volume_limits_are_soft_with_hard_ones_after() -> None:
     assert limits.hard_seconds == pytest.approx(3600 * 1.1 + 60)
 
 
+def test_child_lifetime_is_no_longer_than_an_ikev1_quick_mode_agreed() -> None:
+    """RFC 2407 section 4.6.3.1: a responder may answer a shorter lifetime than offered;
+    the peer's SA ends then, so ours does too (a soft volume limit before the hard)."""
+    plan = node_plan("a", ["b"])
+    (peer,) = plan.peers
+    peer = replace(peer, lifetimes=replace(peer.lifetimes, child_rekey_bytes=10_000_000))
+    limits = translate.child_lifetime(peer, agreed_seconds=600, agreed_kilobytes=1000)
+    assert limits.hard_seconds == 600
+    assert limits.hard_bytes == 1_024_000 and limits.soft_bytes == int(1_024_000 / 1.1)
+    # Longer than the plan's own: the plan's limits stand.
+    longer = translate.child_lifetime(peer, agreed_seconds=100_000, agreed_kilobytes=10**9)
+    assert longer == translate.child_lifetime(peer)
+
+
 def test_data_plane_is_opt_in_outside_a_named_namespace() -> None:
     assert not data_plane_choice(False).enabled
     assert "--no-data-plane" in data_plane_choice(False).reason
