@@ -104,9 +104,14 @@ class PingStream:
         last = self.sent - self.in_flight
         return [seq for seq in range(1, last + 1) if seq not in self.replies]
 
+    def reply_times(self) -> tuple[float, ...]:
+        """The receive times of the replies so far, copied at once: the reader thread
+        adds to :attr:`replies` while ping runs (iterating it meanwhile fails)."""
+        return tuple(self.replies.values())
+
     def replied_after(self, when: float) -> float | None:
         """Receive time of the first reply after wall-clock ``when``."""
-        times = [t for t in self.replies.values() if t > when]
+        times = [t for t in self.reply_times() if t > when]
         return min(times) if times else None
 
     def describe(self) -> str:
@@ -183,7 +188,7 @@ def wait_fresh_replies(streams: Sequence[PingStream], count: int, timeout: float
     since = time.time()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if all(sum(1 for at in s.replies.values() if at > since) >= count for s in streams):
+        if all(sum(1 for at in s.reply_times() if at > since) >= count for s in streams):
             return True
         time.sleep(0.05)
     return False
