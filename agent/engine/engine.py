@@ -292,17 +292,15 @@ class Engine:
             on_acquire=self._on_acquire,
             on_sa_event=self._on_sa_event,
         )
+        # attach() has each socket end its reads with the data plane's end_receive_batch:
+        # decrypted packets reach the TUN in the read's own wake-up.
         self.endpoint = self._make_endpoint(self._on_ike, self.dp.receive_esp)
-        # Decrypted packets reach the TUN at the end of each socket read, in its wake-up.
-        self.endpoint.on_batch_end = self.dp.end_receive_batch
         self.dp.attach(self.endpoint)
         if self._make_raw is not None:
             self.raw = self._make_raw(self.dp.receive_raw_esp)
-            self.raw.on_batch_end = self.dp.end_receive_batch
             self.dp.attach(raw=self.raw)
         if self._make_raw_ah is not None:
             self.raw_ah = self._make_raw_ah(self.dp.receive_ah)
-            self.raw_ah.on_batch_end = self.dp.end_receive_batch
             self.dp.attach(raw_ah=self.raw_ah)
         if self._live:
             self.endpoint.start()

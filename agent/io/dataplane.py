@@ -89,7 +89,7 @@ from .dataplane_model import ChildSaParams, DataPlaneCounters, DataPlaneStats, E
 from .inbound_path import InboundPath
 from .outbound_path import AcquireHandler, OutboundPath, Route
 from .tun import TunDevice
-from .udp import Address, DatagramEndpoint
+from .udp import Address, BatchEndHandler, DatagramEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,8 @@ Clock = Callable[[], float]
 class RawEspSender(Protocol):
     """What the data plane needs from a raw ESP socket (``rawesp.RawEspSocket``)."""
 
+    on_batch_end: BatchEndHandler | None
+
     def send_esp(self, data: bytes, addr: str) -> None: ...
 
     def send_esp_batch(self, packets: list[bytes], addr: str) -> None:
@@ -110,6 +112,8 @@ class RawEspSender(Protocol):
 
 class RawAhSender(Protocol):
     """What the data plane needs from a raw AH socket (``rawah.RawAhSocket``)."""
+
+    on_batch_end: BatchEndHandler | None
 
     def send_ah(self, packet: bytes, addr: str) -> None: ...
 
@@ -127,10 +131,10 @@ class DataPlane:
     The engine calls :meth:`install_child_sa`, :meth:`rekey_child_sa`,
     :meth:`activate_outbound`, :meth:`remove_child_sa`, :meth:`update_spd` and
     :meth:`stats`; it learns of trap hits through ``on_acquire`` and of lifetimes
-    through ``on_sa_event``. Wire the sockets with ``on_esp=data_plane.receive_esp``
-    (UDP) / ``data_plane.receive_raw_esp`` (raw) and
-    ``on_batch_end=data_plane.end_receive_batch``, and hand them over with
-    :meth:`attach`. :meth:`start` registers the TUN reader and the SA timers on the loop;
+    through ``on_sa_event``. Make the sockets with ``on_esp=data_plane.receive_esp``
+    (UDP) / ``data_plane.receive_raw_esp`` (raw) / ``data_plane.receive_ah`` and hand
+    them over with :meth:`attach`, which has them report each read's end to
+    :meth:`end_receive_batch`. :meth:`start` registers the TUN reader and the SA timers on the loop;
     without it (in-memory tests) call :meth:`process_tun` and :meth:`handle_timer`
     directly.
     """
@@ -227,7 +231,12 @@ class DataPlane:
         raw_ah: RawAhSender | None = None,
     ) -> None:
         """Give the data plane its UDP endpoint, raw ESP socket and/or raw AH socket to
-        send through."""
+        send through. Each reports the end of every read to :meth:`end_receive_batch` from
+        then on, so decrypted packets reach the TUN in the read's own wake-up."""
+        for receiver in (endpoint, raw, raw_ah):
+            if receiver is not None:
+                receiver.on_batch_end = self.end_receive_batch
+                self.inbound.batch_ends_reported = True
         if endpoint is not None:
             self._endpoint = endpoint
         if raw is not None:

@@ -6,10 +6,12 @@ selectors of the SA it arrived on (``inbound_check`` for tunnel mode), and the i
 packet is held for the TUN device; transport-mode segments get an IPv4 header rebuilt
 from the SA's outer addresses. The packets of one socket read batch are written
 together once it ends: the socket calls :meth:`InboundPath.end_receive_batch` after its
-last packet, so a lone packet (a ping) reaches the TUN within the same wake-up; a
-receiver that does not say when its batch ends gets the write on the next event-loop
-iteration instead. :class:`InboundPath` is this per-packet code (see the speed notes in
-``dataplane``'s docstring); it knows the SAD's ``decap`` and what the child SA table
+last packet, so a lone packet (a ping) reaches the TUN within the same wake-up. Until
+the data plane says its receivers do that (``batch_ends_reported``), a batch also ends
+on the next event-loop iteration; once they do, no callback is scheduled per read (a
+cancelled one still cost the loop an extra turn, with an ``epoll_wait``, per ping).
+:class:`InboundPath` is this per-packet code (see the speed notes in ``dataplane``'s
+docstring); it knows the SAD's ``decap`` and what the child SA table
 keeps per inbound SPI, not the SPD.
 
 AH packets (protocol 51, the whole IP packet as received) take the same way through the
@@ -74,6 +76,8 @@ class InboundPath:
         self._after_batch = after_batch
         self._report_error = report_error
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.batch_ends_reported = False
+        """Every receiver calls :meth:`end_receive_batch` after its read's packets."""
         self._batch_open = False
         self._batch_end_handle: asyncio.Handle | None = None
         self._batch_now = 0.0
@@ -207,6 +211,8 @@ class InboundPath:
         # delivered: at end_receive_batch, or failing that on the next loop iteration
         # (with no wait) for a receiver that does not report its batch ends.
         self._batch_open = True
+        if self.batch_ends_reported:
+            return
         if self._loop is not None:
             self._batch_end_handle = self._loop.call_soon(self._end_batch)
         else:

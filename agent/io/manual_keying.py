@@ -88,14 +88,12 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
         ike_port=None,
         natt_port=port,
         buffer_bytes=buffer_bytes,
-        on_batch_end=data_plane.end_receive_batch,
     )
     raw = (
         RawEspSocket(
             data_plane.receive_raw_esp,
             host=local,
             buffer_bytes=buffer_bytes,
-            on_batch_end=data_plane.end_receive_batch,
         )
         if encap is Encap.RAW
         else None

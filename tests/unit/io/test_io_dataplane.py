@@ -277,24 +277,22 @@ def test_pings_take_the_flow_cache_until_the_spd_changes(fd_pair: FdPair) -> Non
 
 
 def test_a_received_packet_reaches_the_tun_within_the_socket_wakeup() -> None:
-    # The UDP socket says when its read batch ends: what it decrypted is written then,
-    # not on a later event-loop iteration (a ping's reply would wait for one).
+    # attach() has the UDP socket say when its read batch ends: what it decrypted is
+    # written then, not on a later event-loop iteration (a ping's reply would wait for
+    # one), and no callback is left for the loop (even a cancelled one costs it a turn).
     loop = asyncio.new_event_loop()
     tun = SocketTun()
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     dp = DataPlane(tun, spd=Pair().b.dp.spd.entries, clock=lambda: 1.0)
     endpoint = UdpEndpoint(
-        lambda *_: None,
-        dp.receive_esp,
-        host="127.0.0.1",
-        ike_port=None,
-        natt_port=0,
-        on_batch_end=dp.end_receive_batch,
+        lambda *_: None, dp.receive_esp, host="127.0.0.1", ike_port=None, natt_port=0
     )
     try:
         dp.attach(endpoint)
         dp.install_child_sa(POLICY, sa(0x1001, 1), sa(0x2002, 2), HOST_A)
         dp.start(loop)  # never run: nothing may wait for a later iteration
+        scheduled: list[object] = []
+        loop.call_soon = lambda *args, **_: scheduled.append(args)  # type: ignore[method-assign,assignment]
         seal = OutboundSa(sa(0x1001, 1), 1.0).encap
         pings = [echo(A1, B1, 7, seq) for seq in range(3)]
         for packet in pings:
@@ -304,6 +302,7 @@ def test_a_received_packet_reaches_the_tun_within_the_socket_wakeup() -> None:
         endpoint._read_natt()  # what the loop calls when the socket is readable
         assert tun.delivered() == pings
         assert dp.stats().counters["tun_tx"] == 3
+        assert scheduled == []
     finally:
         dp.stop()
         endpoint.close()
@@ -401,6 +400,7 @@ def test_raw_esp_without_a_socket_is_counted(pair: Pair) -> None:
     # What raw ESP receives goes through the same SAD.
     pair.b.dp.install_child_sa(POLICY, sa(0x1201, 22), sa(0x2102, 21), HOST_A, encap=Encap.RAW)
     pair.b.dp.receive_raw_esp(sent[0][0], HOST_A)
+    pair.b.dp.end_receive_batch()
     assert len(pair.b.tun.delivered) == 1
 
 

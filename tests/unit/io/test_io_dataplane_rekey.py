@@ -62,6 +62,7 @@ def test_rekey_make_before_break_loses_nothing_in_flight() -> None:
     sealed = old_a_out.encap(straggler, 4, pair.clock.now)
     assert sealed is not None
     pair.b.dp.receive_esp(sealed, ("192.0.2.1", 4500))
+    pair.b.dp.end_receive_batch()
     assert pair.b.tun.delivered[-1] == straggler
     pair.clock.now += DEFAULT_REKEY_GRACE + 0.1
     for node in (pair.a, pair.b):
@@ -73,6 +74,7 @@ def test_rekey_make_before_break_loses_nothing_in_flight() -> None:
     sealed = old_a_out.encap(straggler, 4, pair.clock.now)
     assert sealed is not None
     pair.b.dp.receive_esp(sealed, ("192.0.2.1", 4500))
+    pair.b.dp.end_receive_batch()
     assert pair.b.dp.stats().inbound_drops == {"unknown_spi": 1}
 
 
