@@ -32,6 +32,12 @@ from .record import LabRecord
 
 NAT_TABLE = "vpnfleet_lab"
 BRIDGE = "br0"
+BRIDGE_NETFILTER_OFF = (
+    "net.bridge.bridge-nf-call-iptables=0",
+    "net.bridge.bridge-nf-call-ip6tables=0",
+    "net.bridge.bridge-nf-call-arptables=0",
+)
+"""The bridge namespace's sysctls that keep bridged frames out of netfilter."""
 
 
 def run(argv: list[str], *, stdin: str | None = None, check: bool = True) -> str:
@@ -97,6 +103,12 @@ def build_bridge(record: LabRecord, layout: LabLayout) -> None:
     br = layout.bridge_netns
     add_netns(record, br)
     ip("link", "add", BRIDGE, "type", "bridge", netns=br)
+    # A wire, not a firewall: where the kernel has bridge netfilter (built in on some,
+    # its sysctls on in every new namespace), each frame the bridge forwards would also
+    # pass the IPv4, IPv6 and ARP hooks, with a route lookup per frame. The lab's
+    # nftables rules are in hosts and routers, never on the bridge. (-e: absent keys,
+    # where the kernel has no bridge netfilter, are not an error.)
+    run(["ip", "netns", "exec", br, "sysctl", "-eqw", *BRIDGE_NETFILTER_OFF])
     ip("link", "set", BRIDGE, "up", netns=br)
     # The controller's way in: a veth from the root namespace onto the bridge.
     record.add("link", name=layout.root_link)

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.lab import CLI, LabRun, netns_with_prefix, new_lab, removed_after, require_root
+from vpnfleet.controller.lab.netns import BRIDGE_NETFILTER_OFF
 
 pytestmark = pytest.mark.netns
 
@@ -134,6 +135,23 @@ def test_bridge_neighbours_are_permanent(mesh: MeshLab) -> None:
         assert found == expected, host
     on_root_link = neighbours(["ip", "-4", "-j", "neigh", "show", "dev", layout["root_link"]])
     assert on_root_link == {x["mgmt_address"]: (macs[h], ["PERMANENT"]) for h, x in hosts.items()}
+
+
+def test_the_bridge_forwards_frames_without_netfilter(mesh: MeshLab) -> None:
+    # Where the kernel has bridge netfilter (built in on this machine, on by default in
+    # each namespace), the lab's wire turns it off: no per-frame hooks on the bridge.
+    bridge = json.loads((mesh.lab.lab_dir / "lab.json").read_text())["layout"]["bridge_netns"]
+    present = Path("/proc/sys/net/bridge/bridge-nf-call-iptables").exists()
+    for setting in BRIDGE_NETFILTER_OFF:
+        key, want = setting.split("=")
+        got = subprocess.run(
+            ["ip", "netns", "exec", bridge, "sysctl", "-n", key],
+            capture_output=True, text=True, timeout=10, check=present,
+        )  # fmt: skip
+        if present:
+            assert got.stdout.strip() == want, key
+        else:
+            assert got.returncode != 0, f"{key} exists in the lab but not in the root namespace"
 
 
 def test_exec_passes_the_exit_code_through(mesh: MeshLab) -> None:
