@@ -202,7 +202,12 @@ def test_tunnels_come_up_with_ten_percent_ike_loss(tmp_path: Path) -> None:
     soon as ``lab up`` creates the namespace (agents start and plans are applied later)."""
     require_root()
     lab = new_lab(tmp_path, "lab")
-    set_group_vars(lab, SHORT_LIFETIMES)
+    # With 10 % loss at each end an exchange's round trip is lost with p = 0.19. The
+    # short lifetimes' 6 s DPD timeout allows three transmissions (1 + 2 + 4 s), so a
+    # live peer is declared dead with p = 0.19 ** 3 = 0.7 % per exchange, and its
+    # tunnel torn down and rebuilt, as configured: a pair pinged then got no reply
+    # (seen once in CI). 60 s allows five: p = 2.5e-4.
+    set_group_vars(lab, {**SHORT_LIFETIMES, "dpd_timeout": "60s"})
     hosts = MESH
     lossy: list[str] = []
     failures: list[str] = []
