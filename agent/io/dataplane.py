@@ -253,12 +253,14 @@ class DataPlane:
         self.inbound.start(self._loop)
         if self._tun_fd >= 0:
             self._loop.add_reader(self._tun_fd, self.process_tun)
+            self.inbound.read_tun = self.process_tun
         self._arm_timer()
 
     def stop(self) -> None:
         """Stop reading and cancel timers (what was decrypted is written first); the SAs
         stay installed."""
         self.inbound.stop()
+        self.inbound.read_tun = None
         if self._loop is not None and not self._loop.is_closed() and self._tun_fd >= 0:
             self._loop.remove_reader(self._tun_fd)
         if self._timer is not None:

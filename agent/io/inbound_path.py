@@ -78,6 +78,11 @@ class InboundPath:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.batch_ends_reported = False
         """Every receiver calls :meth:`end_receive_batch` after its read's packets."""
+        self.read_tun: Callable[[], object] | None = None
+        """Called after a batch was written to the TUN (the data plane's TUN read, while
+        the loop watches the TUN): what the kernel answered to it in the write itself,
+        a ping's reply or TCP's ACKs, is read and sent in this wake-up instead of the
+        loop's next turn (one ``epoll_wait`` less on a ping's path)."""
         self._batch_open = False
         self._batch_end_handle: asyncio.Handle | None = None
         self._batch_now = 0.0
@@ -221,8 +226,11 @@ class InboundPath:
     def _end_batch(self) -> None:
         self._batch_open = False
         self._batch_end_handle = None
+        wrote = bool(self._rx_pending)
         self._flush_rx()
         self._after_batch(self.clock())
+        if wrote and self.read_tun is not None:
+            self.read_tun()
 
     def _flush_rx(self) -> None:
         pending = self._rx_pending

@@ -311,6 +311,40 @@ def test_a_received_packet_reaches_the_tun_within_the_socket_wakeup() -> None:
         loop.close()
 
 
+def test_what_the_kernel_answers_during_a_tun_write_is_sent_in_the_same_wakeup() -> None:
+    # A TUN write hands the packet to the kernel, which answers a ping (or ACKs TCP) in
+    # the write itself: the data plane reads the TUN right after writing, so the reply
+    # leaves in the socket read's wake-up, not on the loop's next turn.
+    loop = asyncio.new_event_loop()
+    tun = SocketTun()
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.settimeout(0.5)
+    dp = DataPlane(tun, spd=Pair().b.dp.spd.entries, clock=lambda: 1.0)
+    endpoint = UdpEndpoint(
+        lambda *_: None, dp.receive_esp, host="127.0.0.1", ike_port=None, natt_port=0
+    )
+    try:
+        dp.attach(endpoint)
+        dp.install_child_sa(POLICY, sa(0x1001, 1), sa(0x2002, 2), peer.getsockname())
+        dp.start(loop)  # never run
+        request = OutboundSa(sa(0x1001, 1), 1.0).encap(echo(A1, B1, 7, 1), 4, 1.0)
+        assert request is not None
+        tun.inject(echo(B1, A1, 7, 1))  # the reply, as the kernel queues it in the write
+        peer.sendto(request, ("127.0.0.1", endpoint.natt_port))
+        endpoint._read_natt()  # what the loop calls when the socket is readable
+        assert tun.delivered() == [echo(A1, B1, 7, 1)]
+        reply = peer.recv(2048)
+        assert reply[:4] == (0x2002).to_bytes(4, "big")
+        assert dp.stats().counters["tun_rx"] == 1
+    finally:
+        dp.stop()
+        endpoint.close()
+        peer.close()
+        tun.close()
+        loop.close()
+
+
 @pytest.mark.parametrize(
     ("peer", "encap", "message"),
     [
