@@ -134,9 +134,9 @@ class DataPlane:
     through ``on_sa_event``. Make the sockets with ``on_esp=data_plane.receive_esp``
     (UDP) / ``data_plane.receive_raw_esp`` (raw) / ``data_plane.receive_ah`` and hand
     them over with :meth:`attach`, which has them report each read's end to
-    :meth:`end_receive_batch`. :meth:`start` registers the TUN reader and the SA timers on the loop;
-    without it (in-memory tests) call :meth:`process_tun` and :meth:`handle_timer`
-    directly.
+    :meth:`end_receive_batch`. :meth:`start` registers the TUN reader and the SA timers
+    on the loop; without it (in-memory tests) call :meth:`process_tun` and
+    :meth:`handle_timer` directly.
     """
 
     receive_esp: Callable[[bytes, Address], None]
