@@ -722,6 +722,12 @@ class PeerDriver:
             self.name,
             f"{len(taken)} child SA(s) from {holder.spi_i.hex()}_i to {sa.spi_i.hex()}_i",
         )
+        if self.v1_round_timer is None and child is not None:
+            # A Quick mode round that ended while this phase 1 was under way found its
+            # leftovers (the replaced child, a collision's loser) on no SA it could
+            # delete them over; they came along, and go now, from where the peer looks.
+            for spi in [s for s in sa.children if s != child.spi_in]:
+                self._v1_delete_child(sa, spi)
         if self.v1_reauth_timer is not None:
             self.v1_reauth_timer.cancel()
         wait = REAUTH_DELETE_WAIT * (1 if sa.is_initiator else 2)

@@ -248,6 +248,48 @@ async def test_a_reauthentication_right_after_a_child_rekey_deletes_the_old(ab: 
     one_pair(ab)
 
 
+async def test_a_quick_mode_round_ending_during_a_reauthentication_deletes_the_old(
+    ab: Fleet,
+) -> None:
+    """The Quick mode round ends (when the replaced child is due to go) while a new
+    Main mode is still under way: the replaced child moves to the new ISAKMP SA with
+    the one in force, and is deleted from there (seen in the lab against strongSwan,
+    which kept it as REKEYED)."""
+    a, b = ab["a"], ab["b"]
+    traffic = Traffic(ab, a, b)
+    held = [False]
+
+    def lost(d: Datagram) -> bool:
+        # b's own Deletes are lost (charon sends none for SAs it sees replaced), and
+        # while ``held``, b's Main mode answers.
+        exchange = d.data[17:19]
+        return d.src[0] == b.address and (
+            exchange == b"\x10\x05" or (held[0] and exchange == b"\x10\x02")
+        )
+
+    ab.net.drop = lost
+    assert ab.rekey("a", "b", RekeyTarget.CHILD, within=0.5).ok
+    driver = a.engine.peers["b"]
+    assert driver.v1_round_timer is not None
+    traffic.tick()
+    ab.advance(2.0)
+    held[0] = True
+    pending = a.engine.start_rekey("b", RekeyTarget.IKE)
+    ab.advance(1.5)
+    assert driver.v1_round_timer is None, "the round should have ended meanwhile"
+    assert not pending.done
+    held[0] = False
+    for _ in range(20):
+        traffic.tick()
+        ab.advance(0.5)
+    ab.net.drop = None
+    traffic.settle()
+    assert pending.done and pending.result().ok, pending.result()
+    assert [e.peer for e in a.events("children_adopted")] == ["b"]
+    assert len(a.engine.peers["b"].sas()) == 1 and len(b.engine.peers["a"].sas()) == 1
+    one_pair(ab)
+
+
 async def test_timed_rekeys_run_on_their_own(ab: Fleet) -> None:
     """The plan's lifetimes (with jitter) replace child and ISAKMP SA before expiry."""
     a = ab["a"]
