@@ -125,21 +125,29 @@ async def test_a_key_the_responder_does_not_accept_keeps_the_old_sa(ab: Fleet) -
     assert failures and "pre-shared keys" in failures[0] and "previous SA kept" in failures[0]
 
 
+async def b_keeps_less(lifetime: str) -> Fleet:
+    """a and b over IKEv1 with the old PSK; b's plan has ``lifetime`` (a field of the
+    peer's lifetimes) at 600 s, less than a proposes."""
+
+    def short(msg: plan_pb2.NodePlan) -> None:
+        keyed(OLD)(msg)
+        for p in msg.peers:
+            setattr(p.lifetimes, lifetime, 600)
+            p.lifetimes.rand_seconds = 10
+
+    fleet = Fleet("a", "b")
+    await fleet.start()
+    await fleet.mesh(a=keyed(OLD), b=short)
+    return fleet
+
+
 async def test_a_shorter_responder_lifetime_brings_the_reauthentication_forward() -> None:
     """b keeps the ISAKMP SA for less than a proposed and says so (RESPONDER-LIFETIME):
     a reauthenticates by the core's ``rekey_due``, before the SA would expire (and be
     deleted with its children), not at its own later schedule. Here b stands for a peer
     that does not reauthenticate itself before then (its own timer is held off)."""
 
-    def short(msg: plan_pb2.NodePlan) -> None:
-        keyed(OLD)(msg)
-        for p in msg.peers:
-            p.lifetimes.ike_rekey_seconds = 600
-            p.lifetimes.rand_seconds = 10
-
-    fleet = Fleet("a", "b")
-    await fleet.start()
-    await fleet.mesh(a=keyed(OLD), b=short)
+    fleet = await b_keeps_less("ike_rekey_seconds")
     a, b = fleet["a"], fleet["b"]
     driver = a.engine.peers["b"]
     sa = driver.ike
@@ -167,15 +175,7 @@ async def test_a_shorter_quick_mode_lifetime_brings_the_child_rekey_forward() ->
     longer than agreed. b's own child timer is held off, as a peer that leaves the
     replacement to the initiator."""
 
-    def short(msg: plan_pb2.NodePlan) -> None:
-        keyed(OLD)(msg)
-        for p in msg.peers:
-            p.lifetimes.child_rekey_seconds = 600
-            p.lifetimes.rand_seconds = 10
-
-    fleet = Fleet("a", "b")
-    await fleet.start()
-    await fleet.mesh(a=keyed(OLD), b=short)
+    fleet = await b_keeps_less("child_rekey_seconds")
     a, b = fleet["a"], fleet["b"]
     driver = a.engine.peers["b"]
     sa, child = driver.ike, driver.child
