@@ -43,6 +43,13 @@ def netns_with_prefix(prefix: str) -> list[str]:
     return [ln.split()[0] for ln in out.splitlines() if ln.startswith(prefix)]
 
 
+def netns_enterable(name: str) -> bool:
+    """True once ``ip netns add`` has bound the namespace: its name is listed as soon as
+    the file under /run/netns exists, and entering it fails with EINVAL until the mount."""
+    res = subprocess.run(["ip", "netns", "exec", name, "true"], capture_output=True)
+    return res.returncode == 0
+
+
 def processes_mentioning(text: str) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
