@@ -44,6 +44,12 @@ _IPV6_FRAGMENT = 44
 _IPV6_AH = 51
 _MAX_IPV6_EXTENSIONS = 8
 _NO_PORT = -1
+FLOW_KEY_END = {6: 24, 17: 24, 1: 20}
+"""Where a flow's key ends in a plain IPv4 packet (IHL 5, not a later fragment) for the
+protocols whose selector verdict the key decides, from octet 12 on: addresses and ports
+for TCP and UDP, the addresses alone for ICMP (its type and code are not selectors, so
+every ping of one address pair is judged alike). The data plane's flow caches, outbound
+and inbound, key their entries so."""
 _ANY = -1
 _CACHE_LIMIT = 65536
 

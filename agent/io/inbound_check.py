@@ -3,11 +3,13 @@
 
 ``InboundSa`` (and ``InboundAhSa``) can do this check itself, but it parses every packet
 to do so; on the receive hot path the data plane installs tunnel-mode SAs without
-selectors and asks this check instead, which answers repeated IPv4 TCP/UDP flows from
-one bytes slice and one dict get (the same key as the outbound flow cache: addresses and
-ports). Everything else is parsed and checked in full. A refused packet is counted in its SA's
-``policy_drops``, as ``InboundSa`` would (having been opened, it also counts in the
-SA's ``packets_in``, which ``InboundSa``'s own check would not).
+selectors and asks this check instead, which answers repeated plain IPv4 TCP, UDP and
+ICMP flows from one bytes slice and one dict get (the outbound flow cache's key,
+``esp.spd.FLOW_KEY_END``: addresses and ports, addresses alone for ICMP, so a ping's
+echoes are judged once). Everything else is parsed and checked in full. A refused
+packet is counted in its SA's ``policy_drops``, as ``InboundSa`` would (having been
+opened, it also counts in the SA's ``packets_in``, which ``InboundSa``'s own check would
+not).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 
 from ..esp.ah import InboundAhSa
 from ..esp.sa import InboundSa
-from ..esp.spd import TrafficSelector, inbound_allowed, parse_ip_packet
+from ..esp.spd import FLOW_KEY_END, TrafficSelector, inbound_allowed, parse_ip_packet
 
 FLOW_CACHE_LIMIT = 16384
 
@@ -24,7 +26,7 @@ FLOW_CACHE_LIMIT = 16384
 class InboundCheck:
     """The selectors of one inbound tunnel-mode SA and the flows already judged."""
 
-    __slots__ = ("_tcp", "_udp", "local_ts", "remote_ts", "sa")
+    __slots__ = ("_flows", "local_ts", "remote_ts", "sa")
 
     def __init__(
         self,
@@ -37,16 +39,18 @@ class InboundCheck:
         self.sa = sa
         self.local_ts = tuple(local_ts)
         self.remote_ts = tuple(remote_ts)
-        self._tcp: dict[bytes, bool] = {}
-        self._udp: dict[bytes, bool] = {}
+        self._flows: dict[int, tuple[int, dict[bytes, bool]]] = {
+            protocol: (end, {}) for protocol, end in FLOW_KEY_END.items()
+        }
+        """Per protocol: where its key ends, and the verdicts by key."""
 
     def allows(self, packet: bytes) -> bool:
         """Whether the decrypted inner ``packet`` may be delivered; counts a refusal."""
-        if packet[0] == 0x45 and len(packet) >= 24 and not (packet[6] & 0x1F or packet[7]):
-            protocol = packet[9]
-            table = self._tcp if protocol == 6 else self._udp if protocol == 17 else None
-            if table is not None:
-                key = packet[12:24]
+        if packet[:1] == b"\x45" and len(packet) >= 24 and not (packet[6] & 0x1F or packet[7]):
+            flows = self._flows.get(packet[9])
+            if flows is not None:
+                end, table = flows
+                key = packet[12:end]
                 verdict = table.get(key)
                 if verdict is None:
                     verdict = self._judge(packet)

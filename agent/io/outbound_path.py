@@ -17,7 +17,7 @@ from typing import Any
 
 from ..esp.ah import OutboundAhSa
 from ..esp.sa import Drop, Mode, OutboundSa
-from ..esp.spd import Action, PacketInfo, Spd, TrafficSelector, parse_ip_packet
+from ..esp.spd import FLOW_KEY_END, Action, PacketInfo, Spd, TrafficSelector, parse_ip_packet
 from .dataplane_model import Acquire, DataPlaneCounters, Encap
 from .tun import TunDevice
 from .udp import GSO_MAX_BYTES, GSO_MAX_SEGMENTS
@@ -25,10 +25,6 @@ from .udp import GSO_MAX_BYTES, GSO_MAX_SEGMENTS
 TUN_BATCH = 256
 """Most packets read from the TUN device per wakeup before yielding to the event loop."""
 FLOW_CACHE_LIMIT = 65536
-FLOW_KEY_END = {6: 24, 17: 24, 1: 20}
-"""Protocols whose plain IPv4 packets the flow cache maps to routes, and where their key
-ends: from octet 12, addresses and ports for TCP and UDP, addresses alone for ICMP (its
-type and code are not selectors, see ``esp.spd``), so a ping takes the cache too."""
 AcquireHandler = Callable[[Acquire], None]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -16,19 +17,23 @@ from tests.support.dataplane_pair import (
     HOST_B,
     POLICY,
     POLICY6,
+    SITE_A,
+    SITE_B,
     Pair,
     SocketTun,
     icmp4,
+    ipv4,
     sa,
     tcp4,
     udp4,
     udp6,
 )
-from vpnfleet.agent.esp.sa import Mode, OutboundSa
+from vpnfleet.agent.esp.sa import InboundSa, Mode, OutboundSa
 from vpnfleet.agent.esp.sad import InboundRemoved
-from vpnfleet.agent.esp.spd import Action, Selector, SpdEntry
+from vpnfleet.agent.esp.spd import Action, Selector, SpdEntry, TrafficSelector
 from vpnfleet.agent.io.dataplane import DataPlane
 from vpnfleet.agent.io.dataplane_model import Encap, ipv4_header
+from vpnfleet.agent.io.inbound_check import InboundCheck
 from vpnfleet.agent.io.memory import MemoryEndpoint, MemoryNetwork
 from vpnfleet.agent.io.outbound_path import TUN_BATCH
 from vpnfleet.agent.io.udp import UdpEndpoint
@@ -153,18 +158,54 @@ def test_inbound_packet_outside_the_selectors_is_dropped(pair: Pair) -> None:
     # The peer's SA carries a packet from an address its selectors do not cover.
     rogue = pair.a.dp.sad.outbound(POLICY)
     assert rogue is not None
-    # A cached flow (UDP, twice), an uncached protocol (ICMP), and one allowed flow.
-    inner = [udp4("10.66.0.1", B1), udp4("10.66.0.1", B1), icmp4(A1, "10.2.1.1"), udp4(A1, B1)]
+    # Cached flows (UDP and ICMP, twice each), a protocol the cache does not key (GRE),
+    # and one allowed flow.
+    gre = ipv4(A1, "10.2.1.1", 47, bytes(4))
+    inner = [udp4("10.66.0.1", B1), udp4("10.66.0.1", B1), icmp4(A1, "10.2.1.1")]
+    inner += [icmp4(A1, "10.2.1.1"), gre, udp4(A1, B1)]
     for packet in inner:
         sealed = rogue.encap(packet, 4, pair.clock.now)
         assert sealed is not None
         pair.a.endpoint.send_esp(sealed, (HOST_B, 4500))
     pair.net.pump()
     stats = pair.b.dp.stats()
-    assert stats.inbound_drops == {"policy": 3}
+    assert stats.inbound_drops == {"policy": 5}
     assert pair.b.tun.delivered == [udp4(A1, B1)]
     inbound = {s.spi: s for s in stats.sas if s.direction == "in"}[0x1001].counters
-    assert inbound["policy_drops"] == 3 and inbound["packets_in"] == 4
+    assert inbound["policy_drops"] == 5 and inbound["packets_in"] == 6
+
+
+def test_the_inbound_check_judges_the_pings_of_an_address_pair_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ICMP's type and code are not selectors: echoes of one address pair share one
+    cached verdict, as the outbound flow cache keys them; a refused pair stays refused
+    and counted, and a pair the cache has not seen is judged on its own."""
+    judged: list[bytes] = []
+    judge = InboundCheck._judge
+
+    def counting(self: InboundCheck, packet: bytes) -> bool:
+        judged.append(packet)
+        return judge(self, packet)
+
+    monkeypatch.setattr(InboundCheck, "_judge", counting)
+    inbound = InboundSa(sa(0x1001, 1), 0.0)
+    local, remote = TrafficSelector.from_network(SITE_B), TrafficSelector.from_network(SITE_A)
+    check = InboundCheck(inbound, [local], [remote])
+
+    def echo(src: str, dst: str, ident: int, seq: int) -> bytes:
+        body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + bytes(56)
+        return ipv4(src, dst, 1, body)
+
+    echoes = [echo(A1, B1, 7, seq) for seq in range(1, 4)] + [echo(A1, B1, 8, 1)]
+    assert all(check.allows(packet) for packet in echoes)
+    assert judged == echoes[:1]
+    rogue = [echo(A1, "10.2.1.1", 7, seq) for seq in range(1, 3)]
+    assert not any(check.allows(packet) for packet in rogue)
+    assert judged == [echoes[0], rogue[0]]
+    assert inbound.counters.policy_drops == 2
+    # Another source in the selectors: its own verdict.
+    assert check.allows(echo(A2, B1, 7, 1)) and len(judged) == 3
 
 
 def test_transport_mode_rebuilds_the_ipv4_header() -> None:
