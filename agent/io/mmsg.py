@@ -128,6 +128,8 @@ class RecvBatch:
         got = _recvmmsg(self._sock.fileno(), self._headers, slots.count, MSG_DONTWAIT, None)
         if got < 0:
             _raise_errno("recvmmsg")
+        if got == 1:  # a lone datagram (a ping, an ACK): no list of lengths to build
+            return [slots.buffer[: slots.header_u32[_MSG_LEN]]]
         lengths = slots.header_u32[_MSG_LEN : got * _MMSG_U32S : _MMSG_U32S].tolist()
         buffer = slots.buffer
         size = slots.size
@@ -140,6 +142,8 @@ class RecvBatch:
         for a socket of one family always the same value, so it is not reset."""
         slots = self._slots
         namelen = slots.header_u32[_NAMELEN]
+        if got == 1:
+            return [bytes(slots.name_bytes[:namelen])]
         names = bytes(slots.name_bytes[: got * SOCKADDR_BYTES])
         return [names[at : at + namelen] for at in range(0, got * SOCKADDR_BYTES, SOCKADDR_BYTES)]
 

@@ -169,7 +169,9 @@ class OutboundPath:
         """Read until EAGAIN or ``TUN_BATCH``; returns (packets read, sent fast)."""
         count = sent = 0
         # ESP packets of one route held for one GSO send (UDP_SEGMENT): equal lengths,
-        # the last may be shorter. Held only within this wakeup, so no latency is added.
+        # the last may be shorter. Held only within this wakeup, and never the wakeup's
+        # first packet, which leaves at once: a lone packet (a ping, an ACK) does not
+        # wait for the read that finds the TUN empty, and its raised BlockingIOError.
         held: list[bytes] = []
         held_route: Route | None = None
         held_size = held_limit = 0
@@ -201,6 +203,9 @@ class OutboundPath:
                             esp = encap(packet, 4, now)
                             if esp is not None:
                                 sent += 1
+                                if count == 1:
+                                    route.send(esp, route.dest)  # type: ignore[misc]
+                                    continue
                                 length = len(esp)
                                 if (
                                     route is held_route

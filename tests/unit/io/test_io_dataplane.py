@@ -386,6 +386,44 @@ def test_what_the_kernel_answers_during_a_tun_write_is_sent_in_the_same_wakeup()
         loop.close()
 
 
+def test_a_wakeups_first_packet_leaves_before_the_tun_is_read_again() -> None:
+    # A ping's echo (or a lone ACK) of a cached flow is sent as soon as it is sealed: the
+    # read that finds the TUN empty, and raises, comes after it. The sender below queues
+    # one more packet while that echo is sent; that the drain still reads it in the same
+    # wake-up shows the send came first. A run after the first packet leaves in one
+    # batch, in order.
+    tun = SocketTun()
+    dp = DataPlane(tun, spd=Pair().a.dp.spd.entries, clock=lambda: 1.0)
+    calls: list[tuple[str, int]] = []
+
+    class Raw:
+        def send_esp(self, data: bytes, addr: str) -> None:
+            calls.append(("send", int.from_bytes(data[4:8], "big")))
+            if calls == [("send", 2)]:
+                tun.inject(echo(A1, B1, 7, 3))
+
+        def send_esp_batch(self, packets: list[bytes], addr: str) -> None:
+            calls.append(("batch", len(packets)))
+
+    try:
+        dp.attach(raw=Raw())
+        dp.install_child_sa(POLICY, sa(0x2002, 2), sa(0x1001, 1), HOST_B, encap=Encap.RAW)
+        tun.inject(echo(A1, B1, 7, 1))  # the flow's first packet fills the flow cache
+        assert dp.process_tun() == 1 and calls == [("send", 1)]
+        calls.clear()
+        tun.inject(echo(A1, B1, 7, 2))
+        assert dp.process_tun() == 2
+        assert calls == [("send", 2), ("batch", 1)]
+        calls.clear()
+        for seq in range(4, 9):
+            tun.inject(echo(A1, B1, 7, seq))
+        assert dp.process_tun() == 5
+        assert calls == [("send", 4), ("batch", 4)]
+        assert dp.stats().counters["esp_tx"] == 8
+    finally:
+        tun.close()
+
+
 @pytest.mark.parametrize(
     ("peer", "encap", "message"),
     [

@@ -56,7 +56,12 @@ def test_recvmmsg_drains_many_datagrams_in_one_call_with_their_senders(
         small = RecvBatch(receiver, 4)
         assert small.receive() == sent[:4]
         assert small.receive() == sent[4:8]
+        assert small.receive() == sent[8:]
         small.close()
+        # A lone datagram after a full batch: its own length and sender, nothing stale.
+        sender.sendto(sent[0], receiver.getsockname())
+        assert batch.receive() == [sent[0]]
+        assert [source_of(name) for name in batch.senders(1)] == [sender.getsockname()]
     finally:
         batch.close()
 
