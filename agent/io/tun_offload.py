@@ -68,6 +68,8 @@ _FLAGS_IN_WORD = 0xFF << 16
 def coalesce(packets: list[bytes]) -> list[bytes]:
     """TUN frames (virtio-net header first) for ``packets``, in order, with runs of
     in-order TCP segments of one flow joined (see the module docstring)."""
+    if len(packets) == 1:  # a lone packet (a ping, an ACK) has nothing to join
+        return [_PLAIN + packets[0]]
     # The open run lives in locals (per-segment attribute access and slicing were most
     # of the cost): its first packet ``head`` and what later segments must match.
     frames: list[bytes] = []

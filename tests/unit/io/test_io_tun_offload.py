@@ -149,3 +149,11 @@ def test_runs_stay_under_64_kib() -> None:
 def test_short_and_odd_packets_pass_through() -> None:
     packets = [b"", b"\x45", b"\x60" + bytes(50), segment(0)[:45]]
     assert coalesce(packets) == [plain(p) for p in packets]
+
+
+def test_a_lone_packet_is_written_as_it_came() -> None:
+    # One packet per batch (a ping, an ACK, a lone segment): nothing to join with, so no
+    # GSO header, whatever it is; the same frame as inside a batch that breaks its run.
+    for packet in (segment(0), segment(0, flags=0x18), udp4("10.1.0.1", "10.2.0.1"), b""):
+        assert coalesce([packet]) == [plain(packet)]
+    assert coalesce([segment(0), udp4("10.1.0.1", "10.2.0.1")])[0] == plain(segment(0))
