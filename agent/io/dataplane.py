@@ -25,9 +25,10 @@ and TCP), so the design cuts system calls and kernel passes, not only Python wor
 * The TUN fd is drained until EAGAIN (at most ``TUN_BATCH`` packets per wakeup, so the
   receive side is not starved), with one clock read per batch.
 * A flow cache maps the address/port bytes of plain IPv4 TCP, UDP and ICMP packets
-  (``esp.spd.FLOW_KEY_END``; one bytes slice, one dict get) to the policy's ``Route``, whose bound ``encap`` and ``send``
-  are swapped in place on install, rekey and removal; everything else takes the general
-  path (``parse_ip_packet`` and ``Spd.lookup``) and fills the cache.
+  (``esp.spd.FLOW_KEY_END``; one bytes slice, one dict get) to the policy's ``Route``,
+  whose bound ``encap`` and ``send`` are swapped in place on install, rekey and removal;
+  everything else takes the general path (``parse_ip_packet`` and ``Spd.lookup``) and
+  fills the cache.
 * ESP packets of one route and one size leave in one UDP GSO send (``UDP_SEGMENT``,
   ``UdpEndpoint.send_esp_batch``): the kernel routes and builds headers once per up to
   64 datagrams and splits them late. Over raw ESP the same run leaves in one
